@@ -1,0 +1,130 @@
+//! CNI error object and the one mapping from internal errors to spec codes.
+
+use std::fmt;
+
+/// Error codes from the CNI specification (and the Go library's conventions).
+pub mod code {
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    pub const INVALID_ENV: u32 = 4;
+    pub const IO_FAILURE: u32 = 5;
+    pub const DECODE: u32 = 6;
+    pub const INVALID_CONFIG: u32 = 7;
+    pub const INVALID_NETNS: u32 = 8;
+    pub const TRY_AGAIN: u32 = 11;
+    pub const NOT_AVAILABLE: u32 = 50;
+    pub const LIMITED_CONNECTIVITY: u32 = 51;
+    pub const INTERNAL: u32 = 999;
+}
+
+/// A CNI error as printed on stdout: `{"code": N, "msg": "...", "details": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>) -> Self {
+        CniError { code, msg: msg.into(), details: String::new() }
+    }
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
+        self
+    }
+    pub fn config(msg: impl Into<String>) -> Self {
+        Self::new(code::INVALID_CONFIG, msg)
+    }
+    pub fn env(msg: impl Into<String>) -> Self {
+        Self::new(code::INVALID_ENV, msg)
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::new(code::INTERNAL, msg)
+    }
+    pub fn try_again(msg: impl Into<String>) -> Self {
+        Self::new(code::TRY_AGAIN, msg)
+    }
+
+    /// Map any error to a CNI error: a `CniError` anywhere in the chain keeps its code
+    /// (context added above it is prepended to its message); anything else is code 999.
+    pub fn from_anyhow(err: &anyhow::Error) -> CniError {
+        let found = err.chain().find_map(|e| e.downcast_ref::<CniError>()).cloned();
+        let full = format!("{err:#}");
+        match found {
+            Some(mut c) => {
+                if full != c.to_string() && !full.is_empty() {
+                    // keep outer context, without repeating the inner message twice
+                    c.msg = full.strip_suffix(&format!(": {}", c)).map(|s| format!("{s}: {}", c.msg)).unwrap_or(c.msg);
+                }
+                c
+            }
+            None => CniError::internal(full),
+        }
+    }
+
+    /// The reference's error printing: 4-space indented, `details` omitted when empty,
+    /// no `cniVersion`, no trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{\n    \"code\": ");
+        s.push_str(&self.code.to_string());
+        s.push_str(",\n    \"msg\": ");
+        s.push_str(&json_string(&self.msg));
+        if !self.details.is_empty() {
+            s.push_str(",\n    \"details\": ");
+            s.push_str(&json_string(&self.details));
+        }
+        s.push_str("\n}");
+        s
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+impl fmt::Display for CniError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.details.is_empty() {
+            write!(f, "{}", self.msg)
+        } else {
+            write!(f, "{}; {}", self.msg, self.details)
+        }
+    }
+}
+
+impl std::error::Error for CniError {}
+
+/// `bail!`-like helper returning a typed CNI error.
+#[macro_export]
+macro_rules! cni_bail {
+    ($code:expr, $($arg:tt)*) => {
+        return Err($crate::cni::error::CniError::new($code, format!($($arg)*)).into())
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_like_reference() {
+        let e = CniError::new(7, "bad \"x\"");
+        assert_eq!(e.to_json(), "{\n    \"code\": 7,\n    \"msg\": \"bad \\\"x\\\"\"\n}");
+        let e = e.with_details("d");
+        assert!(e.to_json().ends_with("\"details\": \"d\"\n}"));
+    }
+
+    #[test]
+    fn anyhow_keeps_code_and_context() {
+        let inner: anyhow::Error = CniError::config("subnet missing").into();
+        let e = inner.context("ipam");
+        let c = CniError::from_anyhow(&e);
+        assert_eq!(c.code, 7);
+        assert_eq!(c.msg, "ipam: subnet missing");
+        let plain = anyhow::anyhow!("boom").context("outer");
+        assert_eq!(CniError::from_anyhow(&plain).code, 999);
+        assert_eq!(CniError::from_anyhow(&plain).msg, "outer: boom");
+    }
+}

@@ -1,0 +1,106 @@
+//! The CNI protocol: environment, configuration, results, versions, errors, delegation.
+//! No kernel code lives here.
+
+pub mod config;
+pub mod delegate;
+pub mod env;
+pub mod error;
+pub mod io;
+pub mod result;
+pub mod version;
+
+pub use error::{code, CniError};
+pub use result::CniResult;
+
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+
+/// The CNI verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Gc,
+    Status,
+    Version,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+            Command::Version => "VERSION",
+        }
+    }
+}
+
+/// One validated plugin invocation: environment + stdin, parsed once by the protocol layer
+/// and handed to a plugin's verb function.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub command: Command,
+    /// CNI_CONTAINERID (validated; empty only for GC/STATUS/VERSION)
+    pub container_id: String,
+    /// CNI_NETNS as given (may be empty on DEL)
+    pub netns: Option<String>,
+    /// CNI_IFNAME (validated; empty only for GC/STATUS/VERSION)
+    pub ifname: String,
+    /// CNI_ARGS parsed into pairs, in order
+    pub args: Vec<(String, String)>,
+    /// CNI_PATH split on ':'
+    pub path: Vec<PathBuf>,
+    /// raw stdin bytes, passed unchanged to delegated plugins
+    pub stdin: Vec<u8>,
+    /// stdin parsed the Go way: object keys lower-cased (last spelling wins), nulls dropped
+    pub conf: serde_json::Value,
+    /// `cniVersion` of the config ("0.1.0" when absent)
+    pub version: String,
+    /// network `name`
+    pub name: String,
+    /// `prevResult`, parsed with `version` and converted to the internal result
+    pub prev_result: Option<CniResult>,
+}
+
+impl Ctx {
+    /// Decode the (folded) config into a plugin's config struct. Struct fields must use
+    /// lower-case serde names (`#[serde(rename = "isgateway")]`). A type mismatch is a
+    /// plain error (code 999), like the reference.
+    pub fn plugin_conf<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_value(self.conf.clone()).map_err(|e| anyhow::anyhow!("failed to load netconf: {e}"))
+    }
+
+    /// A key of the folded config (give it lower-case).
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.conf.get(key)
+    }
+
+    /// `runtimeConfig.<capability>` (lower-case capability name).
+    pub fn runtime_config(&self, capability: &str) -> Option<&serde_json::Value> {
+        self.conf.get("runtimeconfig").and_then(|r| r.get(capability))
+    }
+
+    /// `args.cni.<key>` (lower-case key).
+    pub fn args_cni(&self, key: &str) -> Option<&serde_json::Value> {
+        self.conf.get("args").and_then(|a| a.get("cni")).and_then(|c| c.get(key))
+    }
+
+    /// A CNI_ARGS value (keys are case-sensitive, as in the reference).
+    pub fn cni_arg(&self, key: &str) -> Option<&str> {
+        self.args.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// `ipam.type`, when set and non-empty.
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.conf.get("ipam").and_then(|i| i.get("type")).and_then(|t| t.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// CNI_NETNS, erroring with code 4 when it is required and missing.
+    pub fn require_netns(&self) -> Result<&str, CniError> {
+        self.netns.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| CniError::env("required env variables [CNI_NETNS] missing"))
+    }
+}

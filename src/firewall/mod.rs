@@ -1,0 +1,1 @@
+//! Firewall backends (nftables over netlink, iptables-restore). Issue 4.

@@ -1,0 +1,12 @@
+//! cni-multi: every standard CNI plugin and IPAM type in one multicall binary.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod applets;
+pub mod cli;
+pub mod cni;
+pub mod firewall;
+pub mod ipam;
+pub mod logging;
+pub mod netlink;
+pub mod plugins;
+pub mod sys;

@@ -1,0 +1,4 @@
+//! One file per plugin; each reads like the steps of what it does.
+pub mod bridge;
+pub mod loopback;
+pub mod ptp;

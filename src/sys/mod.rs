@@ -1,0 +1,3 @@
+//! The only place with `unsafe` (every block has a `// SAFETY:` comment).
+pub mod netns;
+pub mod sysctl;
