@@ -101,6 +101,9 @@ impl Ctx {
 
     /// CNI_NETNS, erroring with code 4 when it is required and missing.
     pub fn require_netns(&self) -> Result<&str, CniError> {
-        self.netns.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| CniError::env("required env variables [CNI_NETNS] missing"))
+        self.netns
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| CniError::env("required env variables [CNI_NETNS] missing"))
     }
 }
