@@ -1,25 +1,433 @@
-//! TODO
+//! bridge: a veth pair whose host end is a port of a Linux bridge (reference checklist §2.2).
+
+use super::common::{self, NsOrGone, Undo};
 use crate::applets::Applet;
-use crate::cni::{CniResult, Ctx};
+use crate::cni::delegate;
+use crate::cni::result::{Interface, Route};
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::netlink::addr::Family;
+use crate::netlink::link::{BridgeSpec, Link, VethSpec};
+use crate::netlink::socket::Netlink;
+use crate::sys::netns::NetNs;
+use crate::sys::sysctl;
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::IpAddr;
 
 pub const APPLET: Applet = Applet {
     name: "bridge",
-    about: "veth pair attached to a Linux bridge",
+    about: "veth pair attached to a Linux bridge (gateway, hairpin, VLANs, ipMasq)",
     min_version: "0.1.0",
-    cni_args: None,
+    cni_args: Some(&["MAC"]),
     add,
     del,
     check,
     gc: None,
-    status: None,
+    status: Some(status),
 };
 
-fn add(_ctx: &Ctx) -> anyhow::Result<CniResult> {
-    anyhow::bail!("not implemented")
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    #[serde(rename = "bridge")]
+    bridge: Option<String>,
+    #[serde(rename = "isgateway")]
+    is_gateway: bool,
+    #[serde(rename = "isdefaultgateway")]
+    is_default_gateway: bool,
+    #[serde(rename = "forceaddress")]
+    force_address: bool,
+    #[serde(rename = "ipmasq")]
+    ip_masq: bool,
+    #[serde(rename = "ipmasqbackend")]
+    ip_masq_backend: Option<String>,
+    #[serde(rename = "mtu")]
+    mtu: u32,
+    #[serde(rename = "hairpinmode")]
+    hairpin_mode: bool,
+    #[serde(rename = "promiscmode")]
+    promisc_mode: bool,
+    #[serde(rename = "vlan")]
+    vlan: i64,
+    #[serde(rename = "vlantrunk")]
+    vlan_trunk: Vec<Trunk>,
+    #[serde(rename = "preservedefaultvlan")]
+    preserve_default_vlan: bool,
+    #[serde(rename = "macspoofchk")]
+    mac_spoof_chk: bool,
+    #[serde(rename = "enabledad")]
+    enable_dad: bool,
+    #[serde(rename = "disablecontainerinterface")]
+    disable_container_interface: bool,
+    #[serde(rename = "portisolation")]
+    port_isolation: bool,
 }
-fn del(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Trunk {
+    id: Option<i64>,
+    #[serde(rename = "minid")]
+    min_id: Option<i64>,
+    #[serde(rename = "maxid")]
+    max_id: Option<i64>,
 }
-fn check(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+impl Conf {
+    fn load(ctx: &Ctx) -> Result<Conf> {
+        let c: Conf = ctx.plugin_conf()?;
+        if !(0..=4094).contains(&c.vlan) {
+            return Err(CniError::config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)).into());
+        }
+        c.trunk_vids()?;
+        if c.hairpin_mode && c.promisc_mode {
+            return Err(CniError::config("cannot set hairpin mode and promiscuous mode at the same time").into());
+        }
+        if c.disable_container_interface && ctx.ipam_type().is_some() {
+            return Err(CniError::config("cannot use IPAM when the container interface is disabled").into());
+        }
+        if c.ip_masq || c.mac_spoof_chk {
+            firewall_unavailable(c.ip_masq, c.mac_spoof_chk)?;
+        }
+        Ok(c)
+    }
+
+    fn bridge_name(&self) -> &str {
+        self.bridge.as_deref().filter(|b| !b.is_empty()).unwrap_or("cni0")
+    }
+
+    fn trunk_vids(&self) -> Result<Vec<u16>> {
+        let mut vids = Vec::new();
+        for t in &self.vlan_trunk {
+            let in_range = |v: i64| (1..=4094).contains(&v);
+            match (t.id, t.min_id, t.max_id) {
+                (Some(id), None, None) if in_range(id) => vids.push(id as u16),
+                (None, Some(lo), Some(hi)) if in_range(lo) && in_range(hi) && lo <= hi => {
+                    vids.extend((lo..=hi).map(|v| v as u16))
+                }
+                _ => return Err(CniError::config("invalid vlanTrunk: each entry needs id, or minID <= maxID, in 1-4094").into()),
+            }
+        }
+        Ok(vids)
+    }
+
+    fn uses_vlans(&self) -> bool {
+        self.vlan != 0 || !self.vlan_trunk.is_empty()
+    }
+}
+
+/// ipMasq and macspoofchk need the firewall layer; until it is wired they are refused clearly.
+fn firewall_unavailable(ip_masq: bool, spoof: bool) -> Result<()> {
+    let what = match (ip_masq, spoof) {
+        (true, true) => "ipMasq and macspoofchk",
+        (true, false) => "ipMasq",
+        _ => "macspoofchk",
+    };
+    Err(CniError::new(crate::cni::code::UNSUPPORTED_FIELD, format!("{what}: not supported by this build yet (firewall layer)"))
+        .into())
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf = Conf::load(ctx)?;
+    let mac = common::requested_mac(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    // 1. the bridge
+    let br = ensure_bridge(&mut host, &conf)?;
+
+    // 2. the veth pair, created inside the container with its peer in our namespace
+    if cont.link_by_name(&ctx.ifname)?.is_some() {
+        bail!("container veth name provided ({}) already exists", ctx.ifname);
+    }
+    let host_ns = NetNs::current()?;
+    let host_name = create_veth(&mut cont, &host_ns, &ctx.ifname, conf.mtu, mac)?;
+    let ns_path = ns.path().to_string();
+    let ifname = ctx.ifname.clone();
+    undo.push("container veth", move || delete_in(&ns_path, &ifname));
+    let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
+    let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
+    host.link_set_master(host_veth.index, Some(br.index))
+        .with_context(|| format!("failed to connect {host_name:?} to bridge {}", br.name))?;
+    host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
+    if conf.hairpin_mode || conf.port_isolation {
+        host.bridge_port_set(host_veth.index, conf.hairpin_mode.then_some(true), conf.port_isolation.then_some(true))
+            .with_context(|| format!("failed to set bridge port options on {host_name:?}"))?;
+    }
+    setup_port_vlans(&mut host, host_veth.index, &conf)?;
+    let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
+
+    // 3. the result skeleton: bridge, host veth, container veth
+    let mut result = CniResult {
+        interfaces: vec![
+            iface(&br, None),
+            iface(&host_veth, None),
+            iface(&cont_link, Some(ctx.netns.clone().unwrap_or_default())),
+        ],
+        ..Default::default()
+    };
+
+    // 4. L3: addresses from IPAM, gateway on the bridge
+    if ctx.ipam_type().is_some() {
+        let mut ipam = delegate::ipam_add(ctx)?;
+        let ctx2 = ctx.clone();
+        undo.push("IPAM allocation", move || delegate::ipam_del(&ctx2));
+        if ipam.ips.is_empty() {
+            bail!("IPAM plugin returned missing IP config");
+        }
+        let mut gateways: Vec<IpNet> = Vec::new();
+        for ip in &mut ipam.ips {
+            ip.interface = Some(2);
+            if conf.is_gateway && ip.gateway.is_none() {
+                ip.gateway = first_host(&ip.address.trunc());
+            }
+            if let Some(gw) = ip.gateway {
+                let gwnet = IpNet::new(gw, ip.address.prefix_len()).context("invalid gateway prefix")?;
+                if !gateways.contains(&gwnet) {
+                    gateways.push(gwnet);
+                }
+            }
+        }
+        if conf.is_default_gateway {
+            for fam_v4 in [true, false] {
+                let has_ip = ipam.ips.iter().any(|i| i.address.addr().is_ipv4() == fam_v4);
+                let has_default =
+                    ipam.routes.iter().any(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == fam_v4);
+                if has_ip && !has_default {
+                    let gw = ipam.ips.iter().find(|i| i.address.addr().is_ipv4() == fam_v4).and_then(|i| i.gateway);
+                    let dst: IpNet = if fam_v4 { "0.0.0.0/0" } else { "::/0" }.parse().context("default route")?;
+                    ipam.routes.push(Route::new(dst, gw));
+                }
+            }
+        }
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        result.dns = ipam.dns;
+
+        // container side: DAD policy, arp_notify, addresses, routes
+        let enable_dad = conf.enable_dad;
+        let ifname = ctx.ifname.clone();
+        ns.run(|| {
+            if enable_dad {
+                let _ = sysctl::set_if("ipv6", &ifname, "enhanced_dad", "1");
+                let _ = sysctl::set_if("ipv6", &ifname, "accept_dad", "1");
+            } else {
+                let _ = sysctl::set_if("ipv6", &ifname, "accept_dad", "0");
+            }
+            let _ = sysctl::set_if("ipv4", &ifname, "arp_notify", "1");
+            Ok(())
+        })?;
+        common::configure_iface(&ns, &mut cont, &ctx.ifname, 2, &result)?;
+
+        if conf.is_gateway {
+            for gw in &gateways {
+                ensure_bridge_addr(&mut host, &br, *gw, conf.force_address)?;
+            }
+            // pin the bridge MAC so it does not change as ports come and go
+            if let Some(m) = br.mac {
+                host.link_set_mac(br.index, m).context("failed to set bridge MAC")?;
+            }
+            common::enable_forwarding(&result)?;
+        }
+    } else if !conf.disable_container_interface {
+        cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
+    }
+
+    // 5. the port must forward before we return (the reference polls after 0/50/500/1000/1000 ms)
+    if !conf.disable_container_interface && !host.wait_oper_up(host_veth.index, &[0, 50, 500, 1000, 1000])? {
+        bail!("bridge port in error state: {host_name}");
+    }
+
+    // 6. refresh MACs that may have changed (the bridge takes a port's MAC), apply the DNS rule
+    if let Some(l) = host.link_by_index(br.index)? {
+        result.interfaces[0].mac = l.mac_string();
+    }
+    if let Some(l) = host.link_by_index(host_veth.index)? {
+        result.interfaces[1].mac = l.mac_string();
+    }
+    if let Some(dns) = common::conf_dns(ctx) {
+        result.dns = dns;
+    }
+    undo.commit();
+    Ok(result)
+}
+
+fn iface(l: &Link, sandbox: Option<String>) -> Interface {
+    Interface { name: l.name.clone(), mac: l.mac_string(), sandbox, ..Default::default() }
+}
+
+fn first_host(net: &IpNet) -> Option<IpAddr> {
+    match net {
+        IpNet::V4(n) => Some(IpAddr::V4(u32::from(n.network()).checked_add(1)?.into())),
+        IpNet::V6(n) => Some(IpAddr::V6(u128::from(n.network()).checked_add(1)?.into())),
+    }
+}
+
+fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<Link> {
+    let name = conf.bridge_name();
+    let spec = BridgeSpec { name, mtu: (conf.mtu > 0).then_some(conf.mtu), vlan_filtering: conf.uses_vlans() };
+    if host.link_by_name(name)?.is_none() {
+        if let Err(e) = host.bridge_add(&spec) {
+            let exists = e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false);
+            if !exists {
+                return Err(e.context(format!("could not add {name:?}")));
+            }
+        }
+    }
+    let br = host.link_by_name(name)?.with_context(|| format!("could not lookup {name:?}"))?;
+    if br.kind.as_deref() != Some("bridge") {
+        bail!("{name:?} already exists but is not a bridge");
+    }
+    if conf.promisc_mode && !br.promisc {
+        host.link_set_promisc(br.index, true).with_context(|| format!("could not set promiscuous mode on {name:?}"))?;
+    }
+    let _ = sysctl::set_if("ipv6", name, "accept_ra", "0");
+    if !br.is_up() {
+        host.link_set_up(br.index, true).with_context(|| format!("could not set {name:?} up"))?;
+    }
+    Ok(host.link_by_index(br.index)?.unwrap_or(br))
+}
+
+/// Create the pair; retry with a new host name when it collides (up to 10 times, as the reference).
+fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<String> {
+    let mut last = None;
+    for _ in 0..10 {
+        let peer = common::random_veth_name();
+        let spec = VethSpec { name: ifname, peer_name: &peer, mtu: (mtu > 0).then_some(mtu), mac, peer_ns: Some(host_ns.fd()) };
+        match cont.veth_add(&spec) {
+            Ok(()) => return Ok(peer),
+            Err(e) if e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false) => {
+                last = Some(e)
+            }
+            Err(e) => return Err(e.context(format!("failed to create veth pair for {ifname:?}"))),
+        }
+    }
+    Err(last.map(|e| e.context("failed to find a free veth name")).unwrap_or_else(|| anyhow::anyhow!("veth")))
+}
+
+fn delete_in(ns_path: &str, ifname: &str) -> Result<()> {
+    let ns = NetNs::open(ns_path).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    common::delete_container_link(&mut nl, ifname).map(|_| ())
+}
+
+fn setup_port_vlans(host: &mut Netlink, index: u32, conf: &Conf) -> Result<()> {
+    if !conf.uses_vlans() {
+        return Ok(());
+    }
+    if !conf.preserve_default_vlan {
+        host.bridge_vlan_del(index, 1).context("failed to remove default VLAN")?;
+    }
+    let trunk = conf.trunk_vids()?;
+    for vid in &trunk {
+        host.bridge_vlan_add(index, *vid, false, false).with_context(|| format!("failed to add trunk VLAN {vid}"))?;
+    }
+    let native = if conf.vlan != 0 { conf.vlan as u16 } else { 1 };
+    host.bridge_vlan_add(index, native, true, true).with_context(|| format!("failed to set VLAN {native}"))?;
+    Ok(())
+}
+
+/// Put `gw/prefix` on the bridge; an existing different IPv4 address (or overlapping IPv6) is an
+/// error unless forceAddress, which replaces it.
+fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> Result<()> {
+    let fam = if gw.addr().is_ipv4() { Family::V4 } else { Family::V6 };
+    for a in host.addrs(Some(br.index), Some(fam))? {
+        if a.addr == gw {
+            return Ok(());
+        }
+        let conflicts = match fam {
+            Family::V4 => true,
+            Family::V6 => a.scope == 0 && (a.addr.contains(&gw.addr()) || gw.contains(&a.addr.addr())),
+        };
+        if conflicts {
+            if !force {
+                bail!("{:?} already has an IP address different from {gw}", br.name);
+            }
+            host.addr_del(br.index, a.addr).with_context(|| format!("failed to remove {} from {:?}", a.addr, br.name))?;
+        }
+    }
+    if let Err(e) = host.addr_add(br.index, gw) {
+        let exists = e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false);
+        if !exists {
+            return Err(e.context(format!("could not add IP address {gw} to {:?}", br.name)));
+        }
+    }
+    Ok(())
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
+    let l3 = ctx.ipam_type().is_some();
+    match common::open_container_ns_for_del(ctx)? {
+        NsOrGone::Gone => {}
+        NsOrGone::Ns(ns) => {
+            let mut cont = Netlink::in_netns(&ns)?;
+            common::delete_container_link(&mut cont, &ctx.ifname)?;
+        }
+    }
+    if l3 {
+        delegate::ipam_del(ctx)?;
+    }
+    Ok(())
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let conf: Conf = ctx.plugin_conf()?;
+    // the reference calls IPAM CHECK even in L2 mode (where it fails); we only call it when set
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_check(ctx)?;
+    }
+    let prev = common::require_prev(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&ns)?;
+
+    // the bridge
+    let br_name = conf.bridge_name();
+    let br = host.link_by_name(br_name)?.with_context(|| format!("bridge {br_name} not found"))?;
+    if br.kind.as_deref() != Some("bridge") {
+        bail!("Error: Bridge {br_name} is not a bridge");
+    }
+    if let Some(itf) = prev.interfaces.iter().find(|i| i.name == br_name) {
+        if let (Some(want), Some(have)) = (itf.mac.as_deref(), br.mac_string()) {
+            if !want.eq_ignore_ascii_case(&have) {
+                bail!("bridge {br_name} has MAC {have}, prevResult says {want}");
+            }
+        }
+    }
+    if br.promisc != conf.promisc_mode {
+        bail!("bridge {br_name} promiscuous mode is {}, config says {}", br.promisc, conf.promisc_mode);
+    }
+
+    // the container veth and its peer on the bridge
+    let idx = common::find_container_iface(ctx, prev)?;
+    let c = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("interface {} not found", ctx.ifname))?;
+    if c.kind.as_deref() != Some("veth") {
+        bail!("Error: Container interface {} not of type veth", ctx.ifname);
+    }
+    if let (Some(want), Some(have)) = (prev.interfaces.get(idx).and_then(|i| i.mac.clone()), c.mac_string()) {
+        if !want.eq_ignore_ascii_case(&have) {
+            bail!("Interface {} Mac {want} doesn't match container Mac: {have}", ctx.ifname);
+        }
+    }
+    let peer = c.link.context("container veth has no peer")?;
+    let found = prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(|i| {
+        matches!(host.link_by_name(&i.name), Ok(Some(h)) if h.index == peer && h.master == Some(br.index))
+    });
+    if !found {
+        bail!("CNI_IFNAME {} is not a veth attached to bridge {br_name}", ctx.ifname);
+    }
+    common::check_expected_ips(&mut cont, &ctx.ifname, idx, prev)?;
+    common::check_expected_routes(&mut cont, prev)?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_status(ctx)?;
+    }
+    Ok(())
 }

@@ -1,10 +1,15 @@
-//! TODO
+//! loopback: set `lo` up inside the container (checklist §2.8). CNI_IFNAME is ignored.
+
+use super::common::{self, NsOrGone};
 use crate::applets::Applet;
+use crate::cni::result::{Interface, IpConfig};
 use crate::cni::{CniResult, Ctx};
+use crate::netlink::socket::Netlink;
+use anyhow::{bail, Context, Result};
 
 pub const APPLET: Applet = Applet {
     name: "loopback",
-    about: "set up the loopback interface",
+    about: "set up the loopback interface of the container",
     min_version: "0.1.0",
     cni_args: None,
     add,
@@ -14,12 +19,52 @@ pub const APPLET: Applet = Applet {
     status: None,
 };
 
-fn add(_ctx: &Ctx) -> anyhow::Result<CniResult> {
-    anyhow::bail!("not implemented")
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let ns = common::open_container_ns(ctx)?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let lo = nl.link_by_name("lo")?.context("failed to find lo")?;
+    nl.link_set_up(lo.index, true).context("failed to set lo up")?;
+    let addrs = nl.addrs(Some(lo.index), None)?;
+    if let Some(a) = addrs.iter().find(|a| !a.addr.addr().is_loopback()) {
+        bail!("loopback interface found with non-loopback address {}", a.addr);
+    }
+    if let Some(prev) = &ctx.prev_result {
+        return Ok(prev.clone());
+    }
+    let mut result = CniResult {
+        interfaces: vec![Interface {
+            name: "lo".into(),
+            mac: Some("00:00:00:00:00:00".into()),
+            sandbox: ctx.netns.clone(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for v4 in [true, false] {
+        if let Some(a) = addrs.iter().find(|a| a.addr.addr().is_ipv4() == v4) {
+            result.ips.push(IpConfig { address: a.addr, gateway: None, interface: Some(0) });
+        }
+    }
+    Ok(result)
 }
-fn del(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else {
+        return Ok(());
+    };
+    let mut nl = Netlink::in_netns(&ns)?;
+    if let Some(lo) = nl.link_by_name("lo")? {
+        nl.link_set_up(lo.index, false).context("failed to set lo down")?;
+    }
+    Ok(())
 }
-fn check(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let ns = common::open_container_ns(ctx)?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let lo = nl.link_by_name("lo")?.context("failed to find lo")?;
+    if !lo.is_up() {
+        bail!("loopback interface is down");
+    }
+    Ok(())
 }

@@ -1,25 +1,215 @@
-//! TODO
+//! ptp: a veth pair with the container routed through a /32 (/128) host route (checklist §2.3).
+
+use super::common::{self, NsOrGone, Undo};
 use crate::applets::Applet;
-use crate::cni::{CniResult, Ctx};
+use crate::cni::delegate;
+use crate::cni::result::Interface;
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::netlink::link::VethSpec;
+use crate::netlink::route::RouteSpec;
+use crate::netlink::socket::{NlError, Netlink};
+use crate::sys::netns::NetNs;
+use crate::sys::sysctl;
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
 
 pub const APPLET: Applet = Applet {
     name: "ptp",
-    about: "point-to-point veth pair with host routes",
+    about: "point-to-point veth pair routed through the host (no bridge)",
     min_version: "0.1.0",
     cni_args: None,
     add,
     del,
     check,
     gc: None,
-    status: None,
+    status: Some(status),
 };
 
-fn add(_ctx: &Ctx) -> anyhow::Result<CniResult> {
-    anyhow::bail!("not implemented")
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    #[serde(rename = "ipmasq")]
+    ip_masq: bool,
+    #[serde(rename = "ipmasqbackend")]
+    ip_masq_backend: Option<String>,
+    mtu: u32,
 }
-fn del(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+fn load(ctx: &Ctx) -> Result<Conf> {
+    let c: Conf = ctx.plugin_conf()?;
+    if ctx.ipam_type().is_none() {
+        return Err(CniError::config("ptp requires an IPAM configuration (ipam.type)").into());
+    }
+    if c.ip_masq {
+        return Err(CniError::new(crate::cni::code::UNSUPPORTED_FIELD, "ipMasq: not supported by this build yet (firewall layer)").into());
+    }
+    let _ = &c.ip_masq_backend;
+    Ok(c)
 }
-fn check(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf = load(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    // 1. addresses first
+    let mut result = delegate::ipam_add(ctx)?;
+    let ctx2 = ctx.clone();
+    undo.push("IPAM allocation", move || delegate::ipam_del(&ctx2));
+    if result.ips.is_empty() {
+        bail!("IPAM plugin returned missing IP config");
+    }
+    for ip in &result.ips {
+        if ip.gateway.is_none() {
+            return Err(CniError::config(format!("ptp needs a gateway for {} from IPAM", ip.address)).into());
+        }
+    }
+    common::enable_forwarding(&result)?;
+
+    // 2. the veth pair
+    if cont.link_by_name(&ctx.ifname)?.is_some() {
+        bail!("container veth name provided ({}) already exists", ctx.ifname);
+    }
+    let host_ns = NetNs::current()?;
+    let host_name = create_veth(&mut cont, &host_ns, &ctx.ifname, conf.mtu)?;
+    let ns_path = ns.path().to_string();
+    let ifname = ctx.ifname.clone();
+    undo.push("container veth", move || {
+        let ns = NetNs::open(&ns_path).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        common::delete_container_link(&mut Netlink::in_netns(&ns)?, &ifname).map(|_| ())
+    });
+    let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
+    let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
+    host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
+    let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
+    result.interfaces = vec![
+        Interface { name: host_veth.name.clone(), mac: host_veth.mac_string(), ..Default::default() },
+        Interface { name: ctx.ifname.clone(), mac: cont_link.mac_string(), sandbox: ctx.netns.clone(), ..Default::default() },
+    ];
+    for ip in &mut result.ips {
+        ip.interface = Some(1);
+    }
+
+    // 3. container side: addresses, then replace the connected route by gw/32 + subnet via gw
+    common::configure_iface(&ns, &mut cont, &ctx.ifname, 1, &result)?;
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let subnet = ip.address.trunc();
+        let fam = Some(common::family_of(&gw));
+        let connected = RouteSpec { dst: Some(subnet), family: fam, oif: Some(cont_link.index), scope: Some(255), ..Default::default() };
+        if let Err(e) = cont.route_del(&connected) {
+            if !is_not_found(&e) {
+                return Err(e.context(format!("failed to delete route {subnet}")));
+            }
+        }
+        let to_gw = RouteSpec {
+            dst: Some(common::host_route_to(gw)),
+            family: fam,
+            oif: Some(cont_link.index),
+            scope: Some(253),
+            src: Some(ip.address.addr()),
+            ..Default::default()
+        };
+        cont.route_add(&to_gw).with_context(|| format!("failed to add route to gateway {gw}"))?;
+        let via_gw = RouteSpec {
+            dst: Some(subnet),
+            family: fam,
+            oif: Some(cont_link.index),
+            gw: Some(gw),
+            src: Some(ip.address.addr()),
+            scope: Some(0),
+            ..Default::default()
+        };
+        cont.route_add(&via_gw).with_context(|| format!("failed to add route {subnet} via {gw}"))?;
+    }
+
+    // 4. host side: the gateway address on the veth and a host route to the container
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let gw_host = common::host_route_to(gw);
+        if let Err(e) = host.addr_add(host_veth.index, gw_host) {
+            if !is_exists(&e) {
+                return Err(e.context(format!("failed to add {gw_host} to {host_name:?}")));
+            }
+        }
+        let to_cont = RouteSpec {
+            dst: Some(common::host_route_to(ip.address.addr())),
+            family: Some(common::family_of(&gw)),
+            oif: Some(host_veth.index),
+            scope: Some(254),
+            ..Default::default()
+        };
+        if let Err(e) = host.route_add(&to_cont) {
+            if !is_exists(&e) {
+                return Err(e.context(format!("failed to add host route to {}", ip.address.addr())));
+            }
+        }
+    }
+    if let Some(dns) = common::conf_dns(ctx) {
+        result.dns = dns;
+    }
+    undo.commit();
+    Ok(result)
+}
+
+fn is_exists(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NlError>().map(|n| n.is_exists()).unwrap_or(false)
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NlError>().map(|n| n.is_not_found()).unwrap_or(false)
+}
+
+fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32) -> Result<String> {
+    let mut last = None;
+    for _ in 0..10 {
+        let peer = common::random_veth_name();
+        let spec = VethSpec { name: ifname, peer_name: &peer, mtu: (mtu > 0).then_some(mtu), mac: None, peer_ns: Some(host_ns.fd()) };
+        match cont.veth_add(&spec) {
+            Ok(()) => return Ok(peer),
+            Err(e) if is_exists(&e) => last = Some(e),
+            Err(e) => return Err(e.context(format!("failed to create veth pair for {ifname:?}"))),
+        }
+    }
+    Err(last.map(|e| e.context("failed to find a free veth name")).unwrap_or_else(|| anyhow::anyhow!("veth")))
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_del(ctx)?;
+    }
+    if let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? {
+        let mut cont = Netlink::in_netns(&ns)?;
+        let _addrs: Vec<IpNet> = common::delete_container_link(&mut cont, &ctx.ifname)?;
+    }
+    Ok(())
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    delegate::ipam_check(ctx)?;
+    let prev = common::require_prev(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let idx = common::find_container_iface(ctx, prev)?;
+    let c = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("interface {} not found", ctx.ifname))?;
+    if c.kind.as_deref() != Some("veth") {
+        bail!("Error: Container interface {} not of type veth", ctx.ifname);
+    }
+    if let (Some(want), Some(have)) = (prev.interfaces.get(idx).and_then(|i| i.mac.clone()), c.mac_string()) {
+        if !want.eq_ignore_ascii_case(&have) {
+            bail!("Interface {} Mac {want} doesn't match container Mac: {have}", ctx.ifname);
+        }
+    }
+    common::check_expected_ips(&mut cont, &ctx.ifname, idx, prev)?;
+    common::check_expected_routes(&mut cont, prev)?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    delegate::ipam_status(ctx).map(|_| ())
 }
