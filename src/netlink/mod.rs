@@ -10,6 +10,11 @@ pub mod neigh;
 pub mod route;
 pub mod socket;
 
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod tests;
+
 pub use addr::{Addr, Family};
 pub use link::{format_mac, parse_mac, BridgeSpec, Link, VethSpec};
 pub use route::RouteSpec;

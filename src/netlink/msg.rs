@@ -9,7 +9,7 @@ use super::kinds::{NLA_F_NESTED, NLA_TYPE_MASK};
 const ALIGN: usize = 4;
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % ALIGN != 0 {
+    while !buf.len().is_multiple_of(ALIGN) {
         buf.push(0);
     }
 }
