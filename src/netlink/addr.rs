@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 use ipnet::IpNet;
 
-use super::kinds::*;
+use super::consts::*;
 use super::msg::{attrs, get_ip, get_u32, Msg};
 use super::socket::Netlink;
 

@@ -91,7 +91,7 @@ fn link_set_flags() {
 
 #[test]
 fn link_set_attrs() {
-    use super::kinds::*;
+    use super::consts::*;
     // ip link set dev v0 master br0 / nomaster
     check(
         set_attr_msg(2, |m| {
@@ -340,7 +340,7 @@ fn link_get_by_name() {
 #[test]
 fn parse_link_reply() {
     // A veth enslaved to a bridge with hairpin on and isolated off (hand-built reply).
-    use super::kinds::*;
+    use super::consts::*;
     use super::msg::Msg;
     let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_UNSPEC, 7, IFF_UP | IFF_PROMISC, 0));
     m.str(IFLA_IFNAME, "veth1").u32(IFLA_MTU, 1450).attr(IFLA_ADDRESS, &MAC1).u32(IFLA_MASTER, 3);
@@ -365,7 +365,7 @@ fn parse_link_reply() {
 
 #[test]
 fn parse_route_multipath() {
-    use super::kinds::*;
+    use super::consts::*;
     use super::msg::Msg;
     let mut m = Msg::new(RTM_NEWROUTE, 0, &[10, 64, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0]);
     m.ip(RTA_DST, ip("fd00:1::")).u32(RTA_TABLE, 1000).u32(RTA_PRIORITY, 1024);
@@ -412,4 +412,174 @@ fn error_ack_with_ext_ack_text() {
     assert!(NlError::new(19, None).is_not_found());
     let any = anyhow::Error::new(NlError::new(3, None)).context("failed");
     assert!(super::socket::is_not_found(&any));
+}
+
+// ---- other link kinds and rules (second capture: v0 = 3, peer netns fd 4) ----
+
+mod kinds_and_rules {
+    use super::*;
+    use crate::netlink::kinds::*;
+    use crate::netlink::rule::{rule_msg, RuleSpec};
+
+    #[test]
+    fn macvlan_add() {
+        // ip link add link v0 name mv0 mtu 1400 address 02:00:00:00:00:01 netns NS type macvlan mode bridge
+        //   bcqueuelen 100
+        // SAFETY: the fd is only formatted into the message, never used.
+        let fd = unsafe { BorrowedFd::borrow_raw(4) };
+        let spec = LinkSpec {
+            parent: Some(3),
+            mtu: Some(1400),
+            mac: Some(MAC1),
+            netns: Some(fd),
+            ..LinkSpec::new("mv0", LinkKind::Macvlan { mode: MacvlanMode::Bridge, bcqueuelen: Some(100) })
+        };
+        check(
+            link_add_msg(&spec),
+            "700000001000050600000000000000000000000000000000000000000000000008000400780500000a0001000200000000\
+             01000008001c00040000000800050003000000080003006d763000240012000b0001006d6163766c616e0014000200080007\
+             00640000000800010004000000",
+        );
+        // ip link add link v0 name mv1 type macvlan mode passthru
+        let spec = LinkSpec {
+            parent: Some(3),
+            ..LinkSpec::new("mv1", LinkKind::Macvlan { mode: MacvlanMode::Passthru, bcqueuelen: None })
+        };
+        check(
+            link_add_msg(&spec),
+            "4c000000100005060000000000000000000000000000000000000000000000000800050003000000080003006d7631001c00\
+             12000b0001006d6163766c616e000c0002000800010008000000",
+        );
+    }
+
+    #[test]
+    fn ipvlan_add() {
+        // ip link add link v0 name ipv0 netns NS type ipvlan mode l3 private
+        // SAFETY: as above.
+        let fd = unsafe { BorrowedFd::borrow_raw(4) };
+        let kind = LinkKind::Ipvlan { mode: IpvlanMode::L3, flag: IpvlanFlag::Private };
+        let spec = LinkSpec { parent: Some(3), netns: Some(fd), ..LinkSpec::new("ipv0", kind) };
+        check(
+            link_add_msg(&spec),
+            "600000001000050600000000000000000000000000000000000000000000000008001c000400000008000500030000000900\
+             03006970763000000000240012000a0001006970766c616e00001400020006000100010000000600020001000000",
+        );
+        // ip link add link v0 name ipv1 type ipvlan mode l2
+        let kind = LinkKind::Ipvlan { mode: IpvlanMode::L2, flag: IpvlanFlag::Bridge };
+        let spec = LinkSpec { parent: Some(3), ..LinkSpec::new("ipv1", kind) };
+        check(
+            link_add_msg(&spec),
+            "58000000100005060000000000000000000000000000000000000000000000000800050003000000090003006970763100\
+             000000240012000a0001006970766c616e00001400020006000100000000000600020000000000",
+        );
+    }
+
+    #[test]
+    fn vlan_dummy_vrf_ifb_add() {
+        // ip link add link v0 name v0.10 mtu 1400 type vlan id 10
+        let spec = LinkSpec { parent: Some(3), mtu: Some(1400), ..LinkSpec::new("v0.10", LinkKind::Vlan { id: 10 }) };
+        check(
+            link_add_msg(&spec),
+            "5400000010000506000000000000000000000000000000000000000000000000080004007805000008000500030000000a00\
+             030076302e31300000001800120008000100766c616e0c000200060001000a000000",
+        );
+        // ip link add name d0 type dummy
+        check(
+            link_add_msg(&LinkSpec::new("d0", LinkKind::Dummy)),
+            "38000000100005060000000000000000000000000000000000000000000000000700030064300000100012000900010064\
+             756d6d79000000",
+        );
+        // ip link add name vrf0 type vrf table 1001
+        check(
+            link_add_msg(&LinkSpec::new("vrf0", LinkKind::Vrf { table: 1001 })),
+            "44000000100005060000000000000000000000000000000000000000000000000900030076726630000000001800120007\
+             000100767266000c00020008000100e9030000",
+        );
+        // ip link add name ifb0 txqueuelen 0 type ifb
+        check(
+            link_add_msg(&LinkSpec { txqlen: Some(0), ..LinkSpec::new("ifb0", LinkKind::Ifb) }),
+            "400000001000050600000000000000000000000000000000000000000000000008000d00000000000900030069666230000000\
+             000c0012000700010069666200",
+        );
+    }
+
+    #[test]
+    fn link_set_alias_txqlen_allmulti() {
+        use crate::netlink::consts::*;
+        // ip link set dev v0 alias hostdev0 (no trailing NUL, like ip)
+        check(
+            set_attr_msg(3, |m| {
+                m.attr(IFLA_IFALIAS, b"hostdev0");
+            }),
+            "2c000000100005000000000000000000000000000300000000000000000000000c001400686f737464657630",
+        );
+        // ip link set dev v0 txqueuelen 500
+        check(
+            set_attr_msg(3, |m| {
+                m.u32(IFLA_TXQLEN, 500);
+            }),
+            "280000001000050000000000000000000000000003000000000000000000000008000d00f4010000",
+        );
+        // ip link set dev v0 allmulticast on
+        check(set_flag_msg(3, IFF_ALLMULTI, true), "2000000010000500000000000000000000000000030000000002000000020000");
+    }
+
+    #[test]
+    fn rules() {
+        // ip rule add from 198.18.0.5/32 table 1000 priority 100
+        let r = RuleSpec {
+            src: Some(net("198.18.0.5/32")),
+            table: Some(1000),
+            priority: Some(100),
+            ..RuleSpec::new(Family::V4)
+        };
+        check(
+            rule_msg(true, &r),
+            "3400000020000506000000000000000002002000000000010000000008000200c612000508000f00e80300000800060064000000",
+        );
+        // ip rule del from 198.18.0.5/32 table 1000 priority 100
+        check(
+            rule_msg(false, &r),
+            "3400000021000500000000000000000002002000000000000000000008000200c612000508000f00e80300000800060064000000",
+        );
+        // ip rule add from 198.18.0.6 table 100 priority 101
+        let r = RuleSpec {
+            src: Some(net("198.18.0.6/32")),
+            table: Some(100),
+            priority: Some(101),
+            ..RuleSpec::new(Family::V4)
+        };
+        check(
+            rule_msg(true, &r),
+            "2c00000020000506000000000000000002002000640000010000000008000200c61200060800060065000000",
+        );
+        // ip rule add fwmark 0x10/0xff table 200 pref 200
+        let r = RuleSpec {
+            fwmark: Some(0x10),
+            fwmask: Some(0xff),
+            table: Some(200),
+            priority: Some(200),
+            ..RuleSpec::new(Family::V4)
+        };
+        check(
+            rule_msg(true, &r),
+            "3400000020000506000000000000000002000000c80000010000000008000a001000000008001000ff00000008000600c8000000",
+        );
+        // ip -6 rule add to fd00::/64 iif v0 table 300 pref 300
+        let r = RuleSpec {
+            dst: Some(net("fd00::/64")),
+            iif: Some("v0".into()),
+            table: Some(300),
+            priority: Some(300),
+            ..RuleSpec::new(Family::V6)
+        };
+        check(
+            rule_msg(true, &r),
+            "480000002000050600000000000000000a400000000000010000000014000100fd000000000000000000000000000000070003\
+             007630000008000f002c010000080006002c010000",
+        );
+        // ip rule del pref 200
+        let r = RuleSpec { priority: Some(200), ..RuleSpec::new(Family::V4) };
+        check(rule_msg(false, &r), "2400000021000500000000000000000002000000000000000000000008000600c8000000");
+    }
 }

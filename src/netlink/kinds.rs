@@ -1,113 +1,232 @@
-//! Numeric constants of the rtnetlink ABI (linux/rtnetlink.h, if_link.h, if_addr.h,
-//! neighbour.h, if_bridge.h). Kept here as plain numbers: they are stable kernel ABI, and
-//! several are missing from neli or compiled out of it on musl.
-#![allow(dead_code)]
+//! Creating the other link kinds (macvlan, ipvlan, vlan, dummy, vrf, ifb), their read-back
+//! details, and a few more link attributes (alias, txqueuelen, allmulticast).
 
-// nlmsghdr types and flags
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_MULTI: u16 = 0x2;
-pub const NLM_F_ACK: u16 = 0x4;
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
-pub const NLM_F_ROOT: u16 = 0x100;
-pub const NLM_F_MATCH: u16 = 0x200;
-pub const NLM_F_DUMP: u16 = NLM_F_ROOT | NLM_F_MATCH;
-pub const NLM_F_REPLACE: u16 = 0x100;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
-pub const NLM_F_APPEND: u16 = 0x800;
-// flags on NLMSG_ERROR acks
-pub const NLM_F_CAPPED: u16 = 0x100;
-pub const NLM_F_ACK_TLVS: u16 = 0x200;
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
-pub const RTM_NEWLINK: u16 = 16;
-pub const RTM_DELLINK: u16 = 17;
-pub const RTM_GETLINK: u16 = 18;
-pub const RTM_SETLINK: u16 = 19;
-pub const RTM_NEWADDR: u16 = 20;
-pub const RTM_DELADDR: u16 = 21;
-pub const RTM_GETADDR: u16 = 22;
-pub const RTM_NEWROUTE: u16 = 24;
-pub const RTM_DELROUTE: u16 = 25;
-pub const RTM_GETROUTE: u16 = 26;
-pub const RTM_NEWNEIGH: u16 = 28;
-pub const RTM_DELNEIGH: u16 = 29;
-pub const RTM_NEWRULE: u16 = 32;
-pub const RTM_DELRULE: u16 = 33;
-pub const RTM_GETRULE: u16 = 34;
+use anyhow::Context;
 
-pub const AF_UNSPEC: u8 = 0;
-pub const AF_INET: u8 = 2;
-pub const AF_BRIDGE: u8 = 7;
-pub const AF_INET6: u8 = 10;
+use super::consts::*;
+use super::link::{ifinfo, parse_link, set_attr_msg, set_flag_msg, Link};
+use super::msg::{attrs, get_str, get_u16, get_u32, Msg};
+use super::socket::Netlink;
 
-pub const NLA_F_NESTED: u16 = 0x8000;
-pub const NLA_TYPE_MASK: u16 = 0x3fff;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvlanMode {
+    Private = 1,
+    Vepa = 2,
+    Bridge = 4,
+    Passthru = 8,
+    Source = 16,
+}
 
-// link
-pub const IFF_UP: u32 = 0x1;
-pub const IFF_PROMISC: u32 = 0x100;
-pub const IF_OPER_UP: u8 = 6;
-pub const IFLA_ADDRESS: u16 = 1;
-pub const IFLA_IFNAME: u16 = 3;
-pub const IFLA_MTU: u16 = 4;
-pub const IFLA_LINK: u16 = 5;
-pub const IFLA_MASTER: u16 = 10;
-pub const IFLA_PROTINFO: u16 = 12;
-pub const IFLA_TXQLEN: u16 = 13;
-pub const IFLA_OPERSTATE: u16 = 16;
-pub const IFLA_LINKINFO: u16 = 18;
-pub const IFLA_NET_NS_PID: u16 = 19;
-pub const IFLA_AF_SPEC: u16 = 26;
-pub const IFLA_NET_NS_FD: u16 = 28;
-pub const IFLA_EXT_MASK: u16 = 29;
-pub const IFLA_LINK_NETNSID: u16 = 37;
-pub const IFLA_INFO_KIND: u16 = 1;
-pub const IFLA_INFO_DATA: u16 = 2;
-pub const IFLA_INFO_SLAVE_KIND: u16 = 4;
-pub const IFLA_INFO_SLAVE_DATA: u16 = 5;
-pub const VETH_INFO_PEER: u16 = 1;
-pub const IFLA_BR_VLAN_FILTERING: u16 = 7;
-pub const IFLA_BRPORT_MODE: u16 = 4;
-pub const IFLA_BRPORT_ISOLATED: u16 = 33;
-pub const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
-pub const BRIDGE_VLAN_INFO_PVID: u16 = 0x2;
-pub const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 0x4;
-pub const RTEXT_FILTER_VF: u32 = 0x1;
+impl MacvlanMode {
+    /// The CNI config spelling: "private", "vepa", "bridge", "passthru", "source".
+    pub fn from_name(s: &str) -> Option<MacvlanMode> {
+        Some(match s {
+            "private" => MacvlanMode::Private,
+            "vepa" => MacvlanMode::Vepa,
+            "bridge" => MacvlanMode::Bridge,
+            "passthru" => MacvlanMode::Passthru,
+            "source" => MacvlanMode::Source,
+            _ => return None,
+        })
+    }
+    pub fn from_u32(v: u32) -> Option<MacvlanMode> {
+        [Self::Private, Self::Vepa, Self::Bridge, Self::Passthru, Self::Source].into_iter().find(|m| *m as u32 == v)
+    }
+}
 
-// addr
-pub const IFA_ADDRESS: u16 = 1;
-pub const IFA_LOCAL: u16 = 2;
-pub const IFA_BROADCAST: u16 = 4;
-pub const IFA_FLAGS: u16 = 8;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpvlanMode {
+    L2 = 0,
+    L3 = 1,
+    L3s = 2,
+}
 
-// route
-pub const RTA_DST: u16 = 1;
-pub const RTA_SRC: u16 = 2;
-pub const RTA_OIF: u16 = 4;
-pub const RTA_GATEWAY: u16 = 5;
-pub const RTA_PRIORITY: u16 = 6;
-pub const RTA_PREFSRC: u16 = 7;
-pub const RTA_METRICS: u16 = 8;
-pub const RTA_MULTIPATH: u16 = 9;
-pub const RTA_TABLE: u16 = 15;
-pub const RTAX_MTU: u16 = 2;
-pub const RTAX_ADVMSS: u16 = 8;
-pub const RT_TABLE_UNSPEC: u8 = 0;
-pub const RT_TABLE_MAIN: u8 = 254;
-pub const RTPROT_UNSPEC: u8 = 0;
-pub const RTPROT_BOOT: u8 = 3;
-pub const RT_SCOPE_UNIVERSE: u8 = 0;
-pub const RT_SCOPE_LINK: u8 = 253;
-pub const RT_SCOPE_HOST: u8 = 254;
-pub const RT_SCOPE_NOWHERE: u8 = 255;
-pub const RTN_UNSPEC: u8 = 0;
-pub const RTN_UNICAST: u8 = 1;
+impl IpvlanMode {
+    /// "l2", "l3", "l3s".
+    pub fn from_name(s: &str) -> Option<IpvlanMode> {
+        Some(match s {
+            "l2" => IpvlanMode::L2,
+            "l3" => IpvlanMode::L3,
+            "l3s" => IpvlanMode::L3s,
+            _ => return None,
+        })
+    }
+    pub fn from_u16(v: u16) -> Option<IpvlanMode> {
+        [Self::L2, Self::L3, Self::L3s].into_iter().find(|m| *m as u16 == v)
+    }
+}
 
-// neighbour
-pub const NDA_DST: u16 = 1;
-pub const NDA_LLADDR: u16 = 2;
-pub const NUD_REACHABLE: u16 = 0x02;
-pub const NUD_PERMANENT: u16 = 0x80;
+/// IPVLAN_F_*: bridge (0), private, vepa.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpvlanFlag {
+    Bridge = 0,
+    Private = 1,
+    Vepa = 2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Macvlan { mode: MacvlanMode, bcqueuelen: Option<u32> },
+    Ipvlan { mode: IpvlanMode, flag: IpvlanFlag },
+    Vlan { id: u16 },
+    Dummy,
+    Vrf { table: u32 },
+    Ifb,
+}
+
+impl LinkKind {
+    fn name(&self) -> &'static str {
+        match self {
+            LinkKind::Macvlan { .. } => "macvlan",
+            LinkKind::Ipvlan { .. } => "ipvlan",
+            LinkKind::Vlan { .. } => "vlan",
+            LinkKind::Dummy => "dummy",
+            LinkKind::Vrf { .. } => "vrf",
+            LinkKind::Ifb => "ifb",
+        }
+    }
+}
+
+/// A link to create. `parent` is the lower device (IFLA_LINK) for macvlan/ipvlan/vlan, as
+/// an index in the socket's namespace; `netns` creates the link directly in another one.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSpec<'a> {
+    pub name: &'a str,
+    pub kind: LinkKind,
+    pub parent: Option<u32>,
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub txqlen: Option<u32>,
+    pub netns: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> LinkSpec<'a> {
+    pub fn new(name: &'a str, kind: LinkKind) -> LinkSpec<'a> {
+        LinkSpec { name, kind, parent: None, mtu: None, mac: None, txqlen: None, netns: None }
+    }
+}
+
+/// Attribute order follows `ip link add link P name N mtu M address A txqueuelen Q netns NS type K ...`.
+pub(crate) fn link_add_msg(s: &LinkSpec) -> Vec<u8> {
+    let mut m =
+        Msg::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &ifinfo(AF_UNSPEC, 0, 0, 0));
+    if let Some(mtu) = s.mtu {
+        m.u32(IFLA_MTU, mtu);
+    }
+    if let Some(mac) = s.mac {
+        m.attr(IFLA_ADDRESS, &mac);
+    }
+    if let Some(q) = s.txqlen {
+        m.u32(IFLA_TXQLEN, q);
+    }
+    if let Some(fd) = s.netns {
+        m.u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
+    }
+    if let Some(p) = s.parent {
+        m.u32(IFLA_LINK, p);
+    }
+    m.str(IFLA_IFNAME, s.name);
+    let info = m.begin(IFLA_LINKINFO, false);
+    m.attr(IFLA_INFO_KIND, s.kind.name().as_bytes());
+    let data = |m: &mut Msg, f: &dyn Fn(&mut Msg)| {
+        let d = m.begin(IFLA_INFO_DATA, false);
+        f(m);
+        m.end(d);
+    };
+    match s.kind {
+        LinkKind::Macvlan { mode, bcqueuelen } => data(&mut m, &|m| {
+            if let Some(q) = bcqueuelen {
+                m.u32(IFLA_MACVLAN_BC_QUEUE_LEN, q);
+            }
+            m.u32(IFLA_MACVLAN_MODE, mode as u32);
+        }),
+        LinkKind::Ipvlan { mode, flag } => data(&mut m, &|m| {
+            m.u16(IFLA_IPVLAN_MODE, mode as u16).u16(IFLA_IPVLAN_FLAGS, flag as u16);
+        }),
+        LinkKind::Vlan { id } => data(&mut m, &|m| {
+            m.u16(IFLA_VLAN_ID, id);
+        }),
+        LinkKind::Vrf { table } => data(&mut m, &|m| {
+            m.u32(IFLA_VRF_TABLE, table);
+        }),
+        LinkKind::Dummy | LinkKind::Ifb => {}
+    }
+    m.end(info);
+    m.finish()
+}
+
+/// A link plus kind-specific settings, for CHECK and for finding existing VRFs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkDetails {
+    pub link: Link,
+    pub alias: Option<String>,
+    pub allmulti: bool,
+    pub macvlan_mode: Option<u32>,
+    pub ipvlan_mode: Option<u16>,
+    pub vlan_id: Option<u16>,
+    pub vrf_table: Option<u32>,
+}
+
+pub(crate) fn parse_details(p: &[u8]) -> Option<LinkDetails> {
+    let link = parse_link(p)?;
+    let mut d = LinkDetails { allmulti: link.flags & IFF_ALLMULTI != 0, ..LinkDetails::default() };
+    for (ty, v) in attrs(p.get(16..)?) {
+        match ty {
+            IFLA_IFALIAS => d.alias = Some(get_str(v)).filter(|s| !s.is_empty()),
+            IFLA_LINKINFO => {
+                let data = attrs(v).find(|(t, _)| *t == IFLA_INFO_DATA).map(|(_, d)| d).unwrap_or(&[]);
+                let get = |want: u16| attrs(data).find(|(t, _)| *t == want).map(|(_, v)| v);
+                match link.kind.as_deref() {
+                    Some("macvlan") | Some("macvtap") => d.macvlan_mode = get(IFLA_MACVLAN_MODE).and_then(get_u32),
+                    Some("ipvlan") => d.ipvlan_mode = get(IFLA_IPVLAN_MODE).and_then(get_u16),
+                    Some("vlan") => d.vlan_id = get(IFLA_VLAN_ID).and_then(get_u16),
+                    Some("vrf") => d.vrf_table = get(IFLA_VRF_TABLE).and_then(get_u32),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    d.link = link;
+    Some(d)
+}
+
+impl Netlink {
+    /// Create a macvlan/ipvlan/vlan/dummy/vrf/ifb link.
+    pub fn link_add(&mut self, spec: &LinkSpec) -> anyhow::Result<()> {
+        self.ack(link_add_msg(spec))
+            .with_context(|| format!("failed to create {} link {:?}", spec.kind.name(), spec.name))
+    }
+
+    /// The link with `index` and its kind-specific settings, or None when there is none.
+    pub fn link_details(&mut self, index: u32) -> anyhow::Result<Option<LinkDetails>> {
+        let req = super::link::get_msg(index, None);
+        match self.request(req) {
+            Ok(replies) => Ok(replies.iter().filter(|r| r.ty == RTM_NEWLINK).find_map(|r| parse_details(&r.payload))),
+            Err(e) if super::socket::is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.context(format!("failed to look up link {index}"))),
+        }
+    }
+
+    /// Set (or with "" clear) the interface alias.
+    pub fn link_set_alias(&mut self, index: u32, alias: &str) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            m.attr(IFLA_IFALIAS, alias.as_bytes());
+        }))
+        .with_context(|| format!("failed to set alias of link {index}"))
+    }
+
+    pub fn link_set_txqlen(&mut self, index: u32, qlen: u32) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            m.u32(IFLA_TXQLEN, qlen);
+        }))
+        .with_context(|| format!("failed to set txqueuelen of link {index}"))
+    }
+
+    pub fn link_set_allmulti(&mut self, index: u32, on: bool) -> anyhow::Result<()> {
+        self.ack(set_flag_msg(index, IFF_ALLMULTI, on))
+            .with_context(|| format!("failed to set allmulticast of link {index}"))
+    }
+}

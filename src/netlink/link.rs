@@ -4,7 +4,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::Context;
 
-use super::kinds::*;
+use super::consts::*;
 use super::msg::{attrs, get_i32, get_str, get_u32, get_u8, Msg};
 use super::socket::{Netlink, NlError};
 

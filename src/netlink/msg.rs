@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::kinds::{NLA_F_NESTED, NLA_TYPE_MASK};
+use super::consts::{NLA_F_NESTED, NLA_TYPE_MASK};
 
 const ALIGN: usize = 4;
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 
 use super::addr::Family;
-use super::kinds::*;
+use super::consts::*;
 use super::msg::Msg;
 use super::socket::Netlink;
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use ipnet::IpNet;
 
 use super::addr::Family;
-use super::kinds::*;
+use super::consts::*;
 use super::msg::{attrs, get_ip, get_u16, get_u32, Msg};
 use super::socket::Netlink;
 

@@ -8,7 +8,7 @@ use neli::consts::socket::{Msg as MsgFlags, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use super::kinds::*;
+use super::consts::*;
 use super::msg::{attrs, get_i32, get_str, get_u16, get_u32};
 use crate::sys::netns::NetNs;
 

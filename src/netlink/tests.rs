@@ -251,7 +251,7 @@ fn addrs_routes_neighbours() {
     let link_route = RouteSpec {
         dst: Some(net("198.19.7.0/24")),
         oif: Some(eth0),
-        scope: Some(kinds::RT_SCOPE_LINK),
+        scope: Some(consts::RT_SCOPE_LINK),
         src: Some(ip("198.18.5.2")),
         ..Default::default()
     };
@@ -300,7 +300,7 @@ fn addrs_routes_neighbours() {
     c.neigh_add(eth0, ip("fd00:5::9"), mac, false).unwrap();
     let ns = c.neighs(Some(eth0)).unwrap();
     let n4 = ns.iter().find(|n| n.ip == ip("198.18.5.9")).expect("v4 neighbour");
-    assert_eq!((n4.mac, n4.state), (Some(mac), kinds::NUD_PERMANENT));
+    assert_eq!((n4.mac, n4.state), (Some(mac), consts::NUD_PERMANENT));
     assert!(ns.iter().any(|n| n.ip == ip("fd00:5::9") && n.mac == Some(mac)));
     c.neigh_del(eth0, ip("198.18.5.9")).unwrap();
     assert!(!c.neighs(Some(eth0)).unwrap().iter().any(|n| n.ip == ip("198.18.5.9")));
@@ -317,4 +317,127 @@ fn addrs_routes_neighbours() {
 /// The `ip netns` name of a namespace opened from /run/netns/<name>.
 fn host_ns_name(ns: &NetNs) -> String {
     ns.path().rsplit('/').next().unwrap().to_string()
+}
+
+#[test]
+fn other_kinds_details_and_attrs() {
+    let Some(mut w) = World::new() else { return };
+    let host_ns = w.ns("khost");
+    let cont_ns = w.ns("kcont");
+    let mut h = Netlink::in_netns(&host_ns).unwrap();
+    let mut c = Netlink::in_netns(&cont_ns).unwrap();
+    h.veth_add(&VethSpec { name: "up0", peer_name: "up1", mtu: None, mac: None, peer_ns: None }).unwrap();
+    let up0 = h.link_by_name("up0").unwrap().unwrap().index;
+
+    // macvlan created from the host socket directly in the container netns, temp name, then renamed.
+    let mac = [2, 0x11, 0x22, 0x33, 0x44, 0x55];
+    let kind = LinkKind::Macvlan { mode: MacvlanMode::Bridge, bcqueuelen: None };
+    let spec = LinkSpec {
+        parent: Some(up0),
+        mtu: Some(1400),
+        mac: Some(mac),
+        netns: Some(cont_ns.fd()),
+        ..LinkSpec::new("vethtmp01", kind)
+    };
+    h.link_add(&spec).unwrap();
+    assert!(h.link_by_name("vethtmp01").unwrap().is_none());
+    let mv = c.link_by_name("vethtmp01").unwrap().unwrap();
+    c.link_set_name(mv.index, "eth0").unwrap();
+    let d = c.link_details(mv.index).unwrap().unwrap();
+    assert_eq!(
+        (d.link.name.as_str(), d.link.kind.as_deref(), d.link.mac, d.link.mtu),
+        ("eth0", Some("macvlan"), Some(mac), 1400)
+    );
+    assert_eq!(d.macvlan_mode, Some(MacvlanMode::Bridge as u32));
+    assert_eq!(MacvlanMode::from_u32(4), Some(MacvlanMode::Bridge));
+    assert!(c.link_details(999_999).unwrap().is_none());
+
+    // ifb with txqueuelen 0.
+    h.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new("cnlifb0", LinkKind::Ifb) }).unwrap();
+    let ifb = h.link_by_name("cnlifb0").unwrap().unwrap();
+    assert_eq!((ifb.kind.as_deref(), ifb.txqlen), (Some("ifb"), 0));
+    let e = h.link_add(&LinkSpec::new("cnlifb0", LinkKind::Ifb)).unwrap_err();
+    assert!(socket::is_exists(&e), "{e:#}");
+
+    // alias / txqueuelen / allmulticast.
+    h.link_set_alias(up0, "hostdev0").unwrap();
+    h.link_set_txqlen(up0, 500).unwrap();
+    h.link_set_allmulti(up0, true).unwrap();
+    let d = h.link_details(up0).unwrap().unwrap();
+    assert_eq!((d.alias.as_deref(), d.link.txqlen, d.allmulti), (Some("hostdev0"), 500, true));
+    h.link_set_alias(up0, "").unwrap();
+    h.link_set_allmulti(up0, false).unwrap();
+    let d = h.link_details(up0).unwrap().unwrap();
+    assert_eq!((d.alias, d.allmulti), (None, false));
+
+    // Kinds this kernel may lack: either created and read back, or refused with EOPNOTSUPP.
+    let tries = [
+        LinkSpec::new("cnld0", LinkKind::Dummy),
+        LinkSpec::new("cnlvrf0", LinkKind::Vrf { table: 1001 }),
+        LinkSpec { parent: Some(up0), ..LinkSpec::new("cnlv.10", LinkKind::Vlan { id: 10 }) },
+        LinkSpec {
+            parent: Some(up0),
+            ..LinkSpec::new("cnlipv0", LinkKind::Ipvlan { mode: IpvlanMode::L3, flag: IpvlanFlag::Bridge })
+        },
+    ];
+    for spec in tries {
+        match h.link_add(&spec) {
+            Ok(()) => {
+                let l = h.link_by_name(spec.name).unwrap().unwrap();
+                let d = h.link_details(l.index).unwrap().unwrap();
+                match spec.kind {
+                    LinkKind::Vrf { table } => assert_eq!(d.vrf_table, Some(table)),
+                    LinkKind::Vlan { id } => assert_eq!(d.vlan_id, Some(id)),
+                    LinkKind::Ipvlan { mode, .. } => assert_eq!(d.ipvlan_mode, Some(mode as u16)),
+                    _ => assert_eq!(d.link.kind.as_deref(), Some("dummy")),
+                }
+            }
+            Err(e) => assert_eq!(errno(&e), 95, "{e:#}"),
+        }
+    }
+}
+
+#[test]
+fn rules_add_list_delete() {
+    let Some(mut w) = World::new() else { return };
+    let ns = w.ns("rules");
+    let mut nl = Netlink::in_netns(&ns).unwrap();
+    let r4 = RuleSpec {
+        src: Some(net("198.18.0.5/32")),
+        table: Some(1000),
+        priority: Some(100),
+        ..RuleSpec::new(Family::V4)
+    };
+    let mark = RuleSpec {
+        fwmark: Some(0x10),
+        fwmask: Some(0xff),
+        table: Some(200),
+        priority: Some(200),
+        ..RuleSpec::new(Family::V4)
+    };
+    let r6 = RuleSpec {
+        dst: Some(net("fd00::/64")),
+        iif: Some("lo".into()),
+        table: Some(300),
+        priority: Some(300),
+        ..RuleSpec::new(Family::V6)
+    };
+    for r in [&r4, &mark, &r6] {
+        nl.rule_add(r).unwrap();
+    }
+    let e = nl.rule_add(&r4).unwrap_err();
+    assert!(socket::is_exists(&e), "{e:#}");
+    let v4 = nl.rules(Family::V4).unwrap();
+    assert!(v4.contains(&r4), "{v4:?}");
+    assert!(v4.contains(&mark), "{v4:?}");
+    // The kernel's default rules are there too (local, main, default).
+    assert!(v4.iter().any(|r| r.table == Some(255) && r.priority.unwrap_or(0) == 0));
+    let v6 = nl.rules(Family::V6).unwrap();
+    assert!(v6.contains(&r6), "{v6:?}");
+    nl.rule_del(&r4).unwrap();
+    nl.rule_del(&RuleSpec { priority: Some(200), ..RuleSpec::new(Family::V4) }).unwrap();
+    let v4 = nl.rules(Family::V4).unwrap();
+    assert!(!v4.iter().any(|r| r.priority == Some(100) || r.priority == Some(200)), "{v4:?}");
+    let e = nl.rule_del(&r4).unwrap_err();
+    assert!(socket::is_not_found(&e), "{e:#}");
 }
