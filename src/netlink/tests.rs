@@ -441,3 +441,25 @@ fn rules_add_list_delete() {
     let e = nl.rule_del(&r4).unwrap_err();
     assert!(socket::is_not_found(&e), "{e:#}");
 }
+
+#[test]
+fn tap_persistent_in_netns() {
+    use crate::sys::tun::{create_persistent, TapSpec};
+    let Some(mut w) = World::new() else { return };
+    let ns = w.ns("tap");
+    let mut nl = Netlink::in_netns(&ns).unwrap();
+    let spec =
+        TapSpec { name: "vethtap0", tap: true, multi_queue: true, vnet_hdr: true, owner: Some(0), group: Some(0) };
+    let name = ns.run(|| Ok(create_persistent(&spec)?)).unwrap();
+    assert_eq!(name, "vethtap0");
+    // Persistent: still there after the fd is closed; created inside the netns only.
+    let l = nl.link_by_name("vethtap0").unwrap().expect("tap exists in the netns");
+    assert_eq!(l.kind.as_deref(), Some("tun"));
+    assert!(Netlink::new().unwrap().link_by_name("vethtap0").unwrap().is_none());
+    let pat =
+        ns.run(|| Ok(create_persistent(&TapSpec { name: "cnltap%d", owner: None, group: None, ..spec })?)).unwrap();
+    assert_eq!(pat, "cnltap0");
+    nl.link_del(l.index).unwrap();
+    assert!(nl.link_by_name("vethtap0").unwrap().is_none());
+    assert!(create_persistent(&TapSpec { name: "", ..spec }).is_err());
+}
