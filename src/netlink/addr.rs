@@ -111,3 +111,34 @@ impl Netlink {
             .collect())
     }
 }
+
+/// IFA_F_* flags that matter for DAD.
+pub const IFA_F_DADFAILED: u32 = 0x08;
+pub const IFA_F_TENTATIVE: u32 = 0x40;
+
+impl Netlink {
+    /// Wait until no address of link `index` is tentative (IPv6 DAD done), polling every
+    /// 50 ms up to `timeout`. A DADFAILED address is an error; a link that is not
+    /// operationally up (DAD cannot progress) ends the wait without error.
+    pub fn settle_addrs(&mut self, index: u32, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let addrs = self.addrs(Some(index), None)?;
+            if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
+                anyhow::bail!("link {index} has address {} in DADFAILED state", a.addr);
+            }
+            if !addrs.iter().any(|a| a.flags & IFA_F_TENTATIVE != 0) {
+                return Ok(());
+            }
+            let oper_up = self.link_by_index(index)?.is_some_and(|l| l.oper_state == IF_OPER_UP);
+            if !oper_up {
+                tracing::debug!("link {index} is not operationally up; not waiting for DAD");
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("link {index} still has tentative addresses after {timeout:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

@@ -463,3 +463,42 @@ fn tap_persistent_in_netns() {
     assert!(nl.link_by_name("vethtap0").unwrap().is_none());
     assert!(create_persistent(&TapSpec { name: "", ..spec }).is_err());
 }
+
+#[test]
+fn anonymous_netns_and_dad_settle() {
+    use std::time::{Duration, Instant};
+    let Some(mut w) = World::new() else { return };
+    let host_ns = w.ns("dhost");
+    let anon = NetNs::new_anonymous().unwrap();
+    assert!(!anon.is_current().unwrap());
+    let mut h = Netlink::in_netns(&host_ns).unwrap();
+    let mut a = Netlink::in_netns(&anon).unwrap();
+    assert!(a.link_by_name("lo").unwrap().is_some());
+    // A veth between the named and the anonymous namespace, DAD enabled.
+    h.veth_add(&VethSpec { name: "dh0", peer_name: "da0", mtu: None, mac: None, peer_ns: Some(anon.fd()) }).unwrap();
+    let dh0 = h.link_by_name("dh0").unwrap().unwrap().index;
+    let da0 = a.link_by_name("da0").unwrap().unwrap().index;
+
+    // Peer down: the address stays tentative, but the wait ends at once (not oper-up).
+    a.link_set_up(da0, true).unwrap();
+    a.addr_add(da0, net("fd00:9::2/64")).unwrap();
+    let t = Instant::now();
+    a.settle_addrs(da0, Duration::from_secs(5)).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(a.addrs(Some(da0), Some(Family::V6)).unwrap().iter().any(|x| x.flags & addr::IFA_F_TENTATIVE != 0));
+
+    // Peer up: DAD completes and no address is tentative afterwards.
+    h.link_set_up(dh0, true).unwrap();
+    assert!(a.wait_oper_up(da0, &[10, 20, 50, 100, 200, 500]).unwrap());
+    a.settle_addrs(da0, Duration::from_secs(10)).unwrap();
+    assert!(a.addrs(Some(da0), Some(Family::V6)).unwrap().iter().all(|x| x.flags & addr::IFA_F_TENTATIVE == 0));
+
+    // The same address on the other end fails DAD.
+    h.addr_add(dh0, net("fd00:9::2/64")).unwrap();
+    let e = h.settle_addrs(dh0, Duration::from_secs(10)).unwrap_err();
+    assert!(format!("{e:#}").contains("DADFAILED"), "{e:#}");
+
+    // Links move into and out of the anonymous namespace by fd.
+    a.link_set_netns(da0, host_ns.fd()).unwrap();
+    assert!(h.link_by_name("da0").unwrap().is_some());
+}

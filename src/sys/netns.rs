@@ -59,6 +59,16 @@ impl NetNs {
         Ok(NetNs { file, path: path.to_string() })
     }
 
+    /// A new, empty network namespace that lives as long as this handle (and anything in it).
+    /// The calling thread stays in its own namespace.
+    pub fn new_anonymous() -> anyhow::Result<NetNs> {
+        let prev = NetNs::current()?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("failed to create a network namespace")?;
+        let _restore = NsGuard { prev };
+        let file = File::open(CURRENT).context("failed to open the new network namespace")?;
+        Ok(NetNs { file, path: "(anonymous)".to_string() })
+    }
+
     /// The calling thread's current network namespace.
     pub fn current() -> anyhow::Result<NetNs> {
         Ok(NetNs::open(CURRENT)?)
