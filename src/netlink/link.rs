@@ -102,7 +102,7 @@ const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 
 pub(crate) fn get_msg(index: u32, name: Option<&str>) -> Vec<u8> {
     let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, &ifinfo(AF_UNSPEC, index, 0, 0));
-    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_VF);
+    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     if let Some(n) = name {
         m.str(IFLA_IFNAME, n);
     }
@@ -111,7 +111,7 @@ pub(crate) fn get_msg(index: u32, name: Option<&str>) -> Vec<u8> {
 
 pub(crate) fn dump_msg() -> Vec<u8> {
     let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, &ifinfo(AF_UNSPEC, 0, 0, 0));
-    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_VF);
+    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     m.finish()
 }
 

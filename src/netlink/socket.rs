@@ -12,7 +12,7 @@ use super::consts::*;
 use super::msg::{attrs, get_i32, get_str, get_u16, get_u32};
 use crate::sys::netns::NetNs;
 
-const RECV_BUF: usize = 64 * 1024;
+const RECV_BUF: usize = 32 * 1024;
 const DUMP_TRIES: usize = 5;
 
 /// A NETLINK_ROUTE socket, bound in the namespace it was opened in.
@@ -137,6 +137,12 @@ impl Netlink {
         let mut out = Vec::new();
         let mut intr = false;
         loop {
+            // Peek at the datagram's real size first so a large one is never truncated.
+            let (size, _) =
+                self.sock.recv(&mut self.buf[..], MsgFlags::PEEK | MsgFlags::TRUNC).context("netlink recv failed")?;
+            if size > self.buf.len() {
+                self.buf.resize(size, 0);
+            }
             let (n, _) = self.sock.recv(&mut self.buf[..], MsgFlags::empty()).context("netlink recv failed")?;
             let mut rest = self.buf.get(..n).unwrap_or(&[]);
             while rest.len() >= 16 {

@@ -502,3 +502,20 @@ fn anonymous_netns_and_dad_settle() {
     a.link_set_netns(da0, host_ns.fd()).unwrap();
     assert!(h.link_by_name("da0").unwrap().is_some());
 }
+
+#[test]
+fn large_dumps_span_many_datagrams() {
+    let Some(mut w) = World::new() else { return };
+    let ns = w.ns("many");
+    let mut nl = Netlink::in_netns(&ns).unwrap();
+    for i in 0..60 {
+        let (a, b) = (format!("ma{i}"), format!("mb{i}"));
+        nl.veth_add(&VethSpec { name: &a, peer_name: &b, mtu: None, mac: None, peer_ns: None }).unwrap();
+        let idx = nl.link_by_name(&a).unwrap().unwrap().index;
+        nl.addr_add(idx, format!("198.18.{i}.1/24").parse().unwrap()).unwrap();
+    }
+    let links = nl.links().unwrap();
+    assert_eq!(links.len(), 121, "lo + 60 pairs");
+    assert!((0..60).all(|i| links.iter().any(|l| l.name == format!("mb{i}"))));
+    assert_eq!(nl.addrs(None, Some(Family::V4)).unwrap().len(), 60);
+}
