@@ -1,1 +1,382 @@
-//! TODO(netlink helper)
+//! Links: lookup, dump, veth/bridge creation, attribute changes, bridge ports and VLANs.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use anyhow::Context;
+
+use super::consts::*;
+use super::msg::{attrs, get_i32, get_str, get_u32, get_u8, Msg};
+use super::socket::{Netlink, NlError};
+
+/// A network interface as reported by RTM_NEWLINK.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// IFLA_INFO_KIND: "veth", "bridge", ...
+    pub kind: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// IFF_* flags.
+    pub flags: u32,
+    pub oper_state: u8,
+    pub master: Option<u32>,
+    /// IFLA_LINK: for a veth, the peer's index (in the peer's namespace).
+    pub link: Option<u32>,
+    pub link_netnsid: Option<i32>,
+    pub txqlen: u32,
+    pub promisc: bool,
+    /// For a bridge: its vlan_filtering setting.
+    pub bridge_vlan_filtering: Option<bool>,
+    /// For a bridge port: hairpin mode and isolation.
+    pub port_hairpin: Option<bool>,
+    pub port_isolated: Option<bool>,
+}
+
+impl Link {
+    pub fn is_up(&self) -> bool {
+        self.flags & IFF_UP != 0
+    }
+    pub fn mac_string(&self) -> Option<String> {
+        self.mac.as_ref().map(format_mac)
+    }
+}
+
+/// A veth pair: `name` (with `mtu`/`mac`) here, `peer_name` in `peer_ns` (or here).
+#[derive(Debug, Clone, Copy)]
+pub struct VethSpec<'a> {
+    pub name: &'a str,
+    pub peer_name: &'a str,
+    /// Applied to both ends, as the reference does.
+    pub mtu: Option<u32>,
+    /// MAC of `name` (the peer gets a random one).
+    pub mac: Option<[u8; 6]>,
+    pub peer_ns: Option<BorrowedFd<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BridgeSpec<'a> {
+    pub name: &'a str,
+    pub mtu: Option<u32>,
+    pub vlan_filtering: bool,
+}
+
+/// Parse "aa:bb:cc:dd:ee:ff" (or with '-').
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut n = 0;
+    for part in s.split([':', '-']) {
+        let slot = out.get_mut(n).ok_or_else(|| anyhow::anyhow!("invalid MAC address {s:?}"))?;
+        if part.len() != 2 {
+            anyhow::bail!("invalid MAC address {s:?}");
+        }
+        *slot = u8::from_str_radix(part, 16).map_err(|_| anyhow::anyhow!("invalid MAC address {s:?}"))?;
+        n += 1;
+    }
+    if n != 6 {
+        anyhow::bail!("invalid MAC address {s:?}");
+    }
+    Ok(out)
+}
+
+/// "aa:bb:cc:dd:ee:ff", lower-case.
+pub fn format_mac(m: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = *m;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// struct ifinfomsg.
+pub(crate) fn ifinfo(family: u8, index: u32, flags: u32, change: u32) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0] = family;
+    h[4..8].copy_from_slice(&index.to_ne_bytes());
+    h[8..12].copy_from_slice(&flags.to_ne_bytes());
+    h[12..16].copy_from_slice(&change.to_ne_bytes());
+    h
+}
+
+const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
+
+// ---- encoders (no socket; seq 0) ----
+
+pub(crate) fn get_msg(index: u32, name: Option<&str>) -> Vec<u8> {
+    let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, &ifinfo(AF_UNSPEC, index, 0, 0));
+    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    if let Some(n) = name {
+        m.str(IFLA_IFNAME, n);
+    }
+    m.finish()
+}
+
+pub(crate) fn dump_msg() -> Vec<u8> {
+    let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, &ifinfo(AF_UNSPEC, 0, 0, 0));
+    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    m.finish()
+}
+
+/// Attribute order follows `ip link add name N mtu M address A type veth peer name P mtu M netns NS`.
+pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
+    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, 0, 0));
+    if let Some(mtu) = spec.mtu {
+        m.u32(IFLA_MTU, mtu);
+    }
+    if let Some(mac) = spec.mac {
+        m.attr(IFLA_ADDRESS, &mac);
+    }
+    m.str(IFLA_IFNAME, spec.name);
+    let info = m.begin(IFLA_LINKINFO, false);
+    m.attr(IFLA_INFO_KIND, b"veth");
+    let data = m.begin(IFLA_INFO_DATA, false);
+    let peer = m.begin(VETH_INFO_PEER, false);
+    m.raw(&ifinfo(AF_UNSPEC, 0, 0, 0));
+    if let Some(mtu) = spec.mtu {
+        m.u32(IFLA_MTU, mtu);
+    }
+    if let Some(fd) = spec.peer_ns {
+        m.u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
+    }
+    m.str(IFLA_IFNAME, spec.peer_name);
+    m.end(peer).end(data).end(info);
+    m.finish()
+}
+
+pub(crate) fn bridge_add_msg(spec: &BridgeSpec) -> Vec<u8> {
+    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, 0, 0));
+    if let Some(mtu) = spec.mtu {
+        m.u32(IFLA_MTU, mtu);
+    }
+    m.str(IFLA_IFNAME, spec.name);
+    let info = m.begin(IFLA_LINKINFO, false);
+    m.attr(IFLA_INFO_KIND, b"bridge");
+    if spec.vlan_filtering {
+        let data = m.begin(IFLA_INFO_DATA, false);
+        m.u8(IFLA_BR_VLAN_FILTERING, 1);
+        m.end(data);
+    }
+    m.end(info);
+    m.finish()
+}
+
+pub(crate) fn del_msg(index: u32) -> Vec<u8> {
+    Msg::new(RTM_DELLINK, CHANGE, &ifinfo(AF_UNSPEC, index, 0, 0)).finish()
+}
+
+pub(crate) fn set_flag_msg(index: u32, flag: u32, on: bool) -> Vec<u8> {
+    Msg::new(RTM_NEWLINK, CHANGE, &ifinfo(AF_UNSPEC, index, if on { flag } else { 0 }, flag)).finish()
+}
+
+/// `ip link set` with one attribute.
+pub(crate) fn set_attr_msg(index: u32, f: impl FnOnce(&mut Msg)) -> Vec<u8> {
+    let mut m = Msg::new(RTM_NEWLINK, CHANGE, &ifinfo(AF_UNSPEC, index, 0, 0));
+    f(&mut m);
+    m.finish()
+}
+
+/// `bridge link set dev X hairpin on isolated on`.
+pub(crate) fn bridge_port_msg(index: u32, hairpin: Option<bool>, isolated: Option<bool>) -> Vec<u8> {
+    let mut m = Msg::new(RTM_SETLINK, CHANGE, &ifinfo(AF_BRIDGE, index, 0, 0));
+    let p = m.begin(IFLA_PROTINFO, true);
+    if let Some(h) = hairpin {
+        m.u8(IFLA_BRPORT_MODE, h.into());
+    }
+    if let Some(i) = isolated {
+        m.u8(IFLA_BRPORT_ISOLATED, i.into());
+    }
+    m.end(p);
+    m.finish()
+}
+
+/// `bridge vlan add|del dev X vid V [pvid] [untagged]`.
+pub(crate) fn bridge_vlan_msg(add: bool, index: u32, vid: u16, pvid: bool, untagged: bool) -> Vec<u8> {
+    let ty = if add { RTM_SETLINK } else { RTM_DELLINK };
+    let mut m = Msg::new(ty, CHANGE, &ifinfo(AF_BRIDGE, index, 0, 0));
+    let mut flags = 0u16;
+    if pvid {
+        flags |= BRIDGE_VLAN_INFO_PVID;
+    }
+    if untagged {
+        flags |= BRIDGE_VLAN_INFO_UNTAGGED;
+    }
+    let mut info = [0u8; 4];
+    info[..2].copy_from_slice(&flags.to_ne_bytes());
+    info[2..].copy_from_slice(&vid.to_ne_bytes());
+    let spec = m.begin(IFLA_AF_SPEC, false);
+    m.attr(IFLA_BRIDGE_VLAN_INFO, &info);
+    m.end(spec);
+    m.finish()
+}
+
+// ---- decoding ----
+
+fn parse_bool_attr(data: &[u8], ty: u16) -> Option<bool> {
+    attrs(data).find(|(t, _)| *t == ty).and_then(|(_, v)| get_u8(v)).map(|v| v != 0)
+}
+
+/// Decode an RTM_NEWLINK payload.
+pub(crate) fn parse_link(p: &[u8]) -> Option<Link> {
+    let index = get_u32(p.get(4..)?)?;
+    let flags = get_u32(p.get(8..)?)?;
+    let mut l = Link { index, flags, promisc: flags & IFF_PROMISC != 0, ..Link::default() };
+    for (ty, v) in attrs(p.get(16..)?) {
+        match ty {
+            IFLA_IFNAME => l.name = get_str(v),
+            IFLA_ADDRESS => l.mac = <[u8; 6]>::try_from(v).ok(),
+            IFLA_MTU => l.mtu = get_u32(v).unwrap_or(0),
+            IFLA_LINK => l.link = get_u32(v),
+            IFLA_MASTER => l.master = get_u32(v).filter(|&m| m != 0),
+            IFLA_TXQLEN => l.txqlen = get_u32(v).unwrap_or(0),
+            IFLA_OPERSTATE => l.oper_state = get_u8(v).unwrap_or(0),
+            IFLA_LINK_NETNSID => l.link_netnsid = get_i32(v),
+            IFLA_PROTINFO => {
+                l.port_hairpin = parse_bool_attr(v, IFLA_BRPORT_MODE);
+                l.port_isolated = parse_bool_attr(v, IFLA_BRPORT_ISOLATED);
+            }
+            IFLA_LINKINFO => {
+                let mut slave_kind = None;
+                for (t, d) in attrs(v) {
+                    match t {
+                        IFLA_INFO_KIND => l.kind = Some(get_str(d)),
+                        IFLA_INFO_DATA if l.kind.as_deref() == Some("bridge") => {
+                            l.bridge_vlan_filtering = parse_bool_attr(d, IFLA_BR_VLAN_FILTERING);
+                        }
+                        IFLA_INFO_SLAVE_KIND => slave_kind = Some(get_str(d)),
+                        IFLA_INFO_SLAVE_DATA if slave_kind.as_deref() == Some("bridge") => {
+                            l.port_hairpin = parse_bool_attr(d, IFLA_BRPORT_MODE);
+                            l.port_isolated = parse_bool_attr(d, IFLA_BRPORT_ISOLATED);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(l)
+}
+
+fn not_found_to_none(r: anyhow::Result<Option<Link>>) -> anyhow::Result<Option<Link>> {
+    match r {
+        Err(e) if e.downcast_ref::<NlError>().is_some_and(NlError::is_not_found) => Ok(None),
+        r => r,
+    }
+}
+
+impl Netlink {
+    fn get_link(&mut self, req: Vec<u8>) -> anyhow::Result<Option<Link>> {
+        let replies = self.request(req)?;
+        Ok(replies.iter().filter(|r| r.ty == RTM_NEWLINK).find_map(|r| parse_link(&r.payload)))
+    }
+
+    /// The link called `name`, or None when there is none.
+    pub fn link_by_name(&mut self, name: &str) -> anyhow::Result<Option<Link>> {
+        not_found_to_none(self.get_link(get_msg(0, Some(name))))
+            .with_context(|| format!("failed to look up link {name:?}"))
+    }
+
+    /// The link with `index`, or None when there is none.
+    pub fn link_by_index(&mut self, index: u32) -> anyhow::Result<Option<Link>> {
+        not_found_to_none(self.get_link(get_msg(index, None)))
+            .with_context(|| format!("failed to look up link {index}"))
+    }
+
+    /// Every link in the namespace.
+    pub fn links(&mut self) -> anyhow::Result<Vec<Link>> {
+        let replies = self.dump(dump_msg()).context("failed to list links")?;
+        Ok(replies.iter().filter(|r| r.ty == RTM_NEWLINK).filter_map(|r| parse_link(&r.payload)).collect())
+    }
+
+    pub fn veth_add(&mut self, spec: &VethSpec) -> anyhow::Result<()> {
+        self.ack(veth_add_msg(spec))
+            .with_context(|| format!("failed to create veth pair {:?}/{:?}", spec.name, spec.peer_name))
+    }
+
+    pub fn bridge_add(&mut self, spec: &BridgeSpec) -> anyhow::Result<()> {
+        self.ack(bridge_add_msg(spec)).with_context(|| format!("failed to create bridge {:?}", spec.name))
+    }
+
+    pub fn link_del(&mut self, index: u32) -> anyhow::Result<()> {
+        self.ack(del_msg(index)).with_context(|| format!("failed to delete link {index}"))
+    }
+
+    pub fn link_set_up(&mut self, index: u32, up: bool) -> anyhow::Result<()> {
+        let state = if up { "up" } else { "down" };
+        self.ack(set_flag_msg(index, IFF_UP, up)).with_context(|| format!("failed to set link {index} {state}"))
+    }
+
+    /// Enslave to `master`, or release from any master with None.
+    pub fn link_set_master(&mut self, index: u32, master: Option<u32>) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            m.u32(IFLA_MASTER, master.unwrap_or(0));
+        }))
+        .with_context(|| format!("failed to set master of link {index} to {master:?}"))
+    }
+
+    pub fn link_set_mtu(&mut self, index: u32, mtu: u32) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            m.u32(IFLA_MTU, mtu);
+        }))
+        .with_context(|| format!("failed to set MTU of link {index} to {mtu}"))
+    }
+
+    pub fn link_set_mac(&mut self, index: u32, mac: [u8; 6]) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            m.attr(IFLA_ADDRESS, &mac);
+        }))
+        .with_context(|| format!("failed to set MAC of link {index} to {}", format_mac(&mac)))
+    }
+
+    pub fn link_set_promisc(&mut self, index: u32, on: bool) -> anyhow::Result<()> {
+        self.ack(set_flag_msg(index, IFF_PROMISC, on)).with_context(|| format!("failed to set promisc of link {index}"))
+    }
+
+    pub fn link_set_name(&mut self, index: u32, name: &str) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            m.str(IFLA_IFNAME, name);
+        }))
+        .with_context(|| format!("failed to rename link {index} to {name:?}"))
+    }
+
+    /// Move the link into the namespace open at `ns`.
+    pub fn link_set_netns(&mut self, index: u32, ns: BorrowedFd) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            m.u32(IFLA_NET_NS_FD, ns.as_raw_fd() as u32);
+        }))
+        .with_context(|| format!("failed to move link {index} to another netns"))
+    }
+
+    /// Set bridge port options (None leaves one unchanged).
+    pub fn bridge_port_set(&mut self, index: u32, hairpin: Option<bool>, isolated: Option<bool>) -> anyhow::Result<()> {
+        if hairpin.is_none() && isolated.is_none() {
+            return Ok(());
+        }
+        self.ack(bridge_port_msg(index, hairpin, isolated))
+            .with_context(|| format!("failed to set bridge port options of link {index}"))
+    }
+
+    pub fn bridge_vlan_add(&mut self, index: u32, vid: u16, pvid: bool, untagged: bool) -> anyhow::Result<()> {
+        self.ack(bridge_vlan_msg(true, index, vid, pvid, untagged))
+            .with_context(|| format!("failed to add VLAN {vid} to link {index}"))
+    }
+
+    pub fn bridge_vlan_del(&mut self, index: u32, vid: u16) -> anyhow::Result<()> {
+        self.ack(bridge_vlan_msg(false, index, vid, false, false))
+            .with_context(|| format!("failed to remove VLAN {vid} from link {index}"))
+    }
+
+    /// Poll until the link is operationally up, sleeping `delays_ms` in turn between checks.
+    /// Returns whether it came up; a missing link is an error.
+    pub fn wait_oper_up(&mut self, index: u32, delays_ms: &[u64]) -> anyhow::Result<bool> {
+        let mut delays = delays_ms.iter();
+        loop {
+            let link = self.link_by_index(index)?.ok_or_else(|| anyhow::anyhow!("link {index} disappeared"))?;
+            if link.oper_state == IF_OPER_UP {
+                return Ok(true);
+            }
+            match delays.next() {
+                Some(&ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+                None => return Ok(false),
+            }
+        }
+    }
+}

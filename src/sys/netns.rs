@@ -1,1 +1,121 @@
-//! TODO(netlink helper)
+//! Network namespace handles, validated by filesystem magic, and a guard that enters one
+//! and restores the previous namespace when dropped (aborting the process if it cannot).
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::Context;
+use nix::sched::{setns, CloneFlags};
+use nix::sys::statfs::{fstatfs, NSFS_MAGIC, PROC_SUPER_MAGIC};
+
+/// The calling thread's network namespace.
+const CURRENT: &str = "/proc/thread-self/ns/net";
+
+/// An open network namespace (an nsfs or procfs file) and the path it was opened from.
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+    path: String,
+}
+
+/// Why a netns path cannot be used.
+#[derive(Debug)]
+pub enum NsError {
+    /// The path does not exist (DEL treats this as "already gone").
+    NotExist(String),
+    /// The path exists but is not a namespace file.
+    NotNetns(String),
+    /// Any other failure to open or inspect it.
+    Io(String),
+}
+
+impl fmt::Display for NsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NsError::NotExist(p) => write!(f, "failed to open netns {p:?}: no such file or directory"),
+            NsError::NotNetns(p) => write!(f, "{p:?} is not a network namespace"),
+            NsError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for NsError {}
+
+impl NetNs {
+    /// Open `path` and check it lives on nsfs (or procfs, for `/proc/<pid>/ns/net`).
+    pub fn open(path: &str) -> Result<NetNs, NsError> {
+        let file = File::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => NsError::NotExist(path.to_string()),
+            _ => NsError::Io(format!("failed to open netns {path:?}: {e}")),
+        })?;
+        let st = fstatfs(&file).map_err(|e| NsError::Io(format!("failed to statfs {path:?}: {e}")))?;
+        let magic = st.filesystem_type();
+        if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+            return Err(NsError::NotNetns(path.to_string()));
+        }
+        Ok(NetNs { file, path: path.to_string() })
+    }
+
+    /// A new, empty network namespace that lives as long as this handle (and anything in it).
+    /// The calling thread stays in its own namespace.
+    pub fn new_anonymous() -> anyhow::Result<NetNs> {
+        let prev = NetNs::current()?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("failed to create a network namespace")?;
+        let _restore = NsGuard { prev };
+        let file = File::open(CURRENT).context("failed to open the new network namespace")?;
+        Ok(NetNs { file, path: "(anonymous)".to_string() })
+    }
+
+    /// The calling thread's current network namespace.
+    pub fn current() -> anyhow::Result<NetNs> {
+        Ok(NetNs::open(CURRENT)?)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// True when this handle names the namespace the calling thread is in now.
+    pub fn is_current(&self) -> anyhow::Result<bool> {
+        let mine = self.file.metadata().with_context(|| format!("failed to stat netns {:?}", self.path))?;
+        let cur = std::fs::metadata(CURRENT).context("failed to stat the current netns")?;
+        Ok(mine.dev() == cur.dev() && mine.ino() == cur.ino())
+    }
+
+    /// Move the calling thread into this namespace until the guard is dropped.
+    pub fn enter(&self) -> anyhow::Result<NsGuard> {
+        let prev = NetNs::current()?;
+        setns(&self.file, CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("failed to enter netns {:?}", self.path))?;
+        Ok(NsGuard { prev })
+    }
+
+    /// Run `f` inside this namespace, then return to the previous one.
+    pub fn run<T>(&self, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let _guard = self.enter()?;
+        f()
+    }
+}
+
+/// Restores the namespace the thread was in before [`NetNs::enter`].
+#[derive(Debug)]
+pub struct NsGuard {
+    prev: NetNs,
+}
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.prev.file, CloneFlags::CLONE_NEWNET) {
+            // Going on in the wrong namespace could configure the wrong host: stop here.
+            tracing::error!("cannot restore netns {:?}: {e}; aborting", self.prev.path);
+            std::process::abort();
+        }
+    }
+}
