@@ -1,4 +1,251 @@
-//! argv[0] dispatch. TODO
+//! argv[0] dispatch: the binary runs as the applet it is named after (busybox style), or as
+//! `cni-multi <applet> [flags]`, `cni-multi --list`, `--version`, `--help`.
+
+use crate::applets::{self, Applet};
+use crate::cni::io::{self, Io};
+use crate::cni::{code, version, CniError};
+use argh::FromArgs;
+use std::io::Write;
+
+const MULTI: &str = "cni-multi";
+
+/// Debugging flags for running one applet by hand; each overrides its CNI_* variable.
+#[derive(FromArgs, Default, Debug)]
+struct PluginFlags {
+    /// CNI_COMMAND: ADD, DEL, CHECK, GC, STATUS or VERSION
+    #[argh(option)]
+    command: Option<String>,
+    /// CNI_NETNS: path of the container's network namespace
+    #[argh(option)]
+    netns: Option<String>,
+    /// CNI_IFNAME: interface name inside the container
+    #[argh(option)]
+    ifname: Option<String>,
+    /// CNI_CONTAINERID
+    #[argh(option)]
+    container_id: Option<String>,
+    /// CNI_ARGS: K=V;K=V
+    #[argh(option)]
+    args: Option<String>,
+    /// CNI_PATH: ':'-separated plugin directories
+    #[argh(option)]
+    cni_path: Option<String>,
+    /// read the network configuration from this file instead of stdin
+    #[argh(option)]
+    config: Option<String>,
+}
+
+/// The binary's entry point; returns the exit status.
 pub fn main() -> i32 {
-    0
+    install_panic_hook();
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    dispatch(&argv)
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Dispatch on argv (argv[0] included).
+pub fn dispatch(argv: &[String]) -> i32 {
+    let prog = argv.first().map(|s| basename(s)).unwrap_or(MULTI);
+    let rest = argv.get(1..).unwrap_or(&[]);
+    if let Some(applet) = applets::find(prog) {
+        return applet_main(applet, prog, rest);
+    }
+    if prog == MULTI || prog.starts_with("cni-multi") {
+        return multi_main(rest);
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "{MULTI}: unknown applet {prog:?} (argv[0]); known applets: {}",
+        applets::names().collect::<Vec<_>>().join(", ")
+    );
+    2
+}
+
+fn usage() -> String {
+    let mut s = format!(
+        "Usage: {MULTI} <applet> [flags]   (or call the binary by an applet's name)\n       \
+         {MULTI} --list | --version | --help\n       \
+         {MULTI} <applet> --help\n\nApplets:\n"
+    );
+    for a in applets::APPLETS {
+        s.push_str(&format!("  {:<12} {}\n", a.name, a.about));
+    }
+    s
+}
+
+fn multi_main(rest: &[String]) -> i32 {
+    let Some(first) = rest.first() else {
+        let _ = std::io::stderr().write_all(usage().as_bytes());
+        return 2;
+    };
+    let out = |s: &str| {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(s.as_bytes());
+        let _ = o.flush();
+    };
+    match first.as_str() {
+        "--list" | "-l" => {
+            let mut s = String::new();
+            for n in applets::names() {
+                s.push_str(n);
+                s.push('\n');
+            }
+            out(&s);
+            0
+        }
+        "--version" | "-V" => {
+            out(&format!(
+                "{MULTI} {}\nCNI protocol versions supported: {}\n",
+                env!("CARGO_PKG_VERSION"),
+                version::SUPPORTED.join(", ")
+            ));
+            0
+        }
+        "--help" | "-h" | "help" => {
+            out(&usage());
+            0
+        }
+        // TODO(install): `cni-multi install ...` — another developer writes src/install.rs;
+        // once it exists this arm becomes: `"install" => crate::install::main(rest.get(1..).unwrap_or(&[])),`
+        "install" => {
+            let _ = writeln!(std::io::stderr(), "{MULTI}: install is not available in this build");
+            2
+        }
+        name => match applets::find(name) {
+            Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[])),
+            None => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{MULTI}: unknown applet {name:?}; known applets: {}",
+                    applets::names().collect::<Vec<_>>().join(", ")
+                );
+                2
+            }
+        },
+    }
+}
+
+fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
+    let flags = if args.is_empty() {
+        PluginFlags::default()
+    } else {
+        let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+        match PluginFlags::from_args(&[prog], &strs) {
+            Ok(f) => f,
+            Err(early) => {
+                if early.status.is_ok() {
+                    let text = format!("{}\n{}\n{}", applet.about, early.output, version::about_text(applet));
+                    let _ = std::io::stdout().write_all(text.as_bytes());
+                    return 0;
+                }
+                let _ = writeln!(std::io::stderr(), "{}", early.output);
+                return 2;
+            }
+        }
+    };
+    let mut io = Io::from_process();
+    apply_flags(&flags, &mut io);
+    if let Some(path) = &flags.config {
+        match std::fs::read(path) {
+            Ok(bytes) => io.stdin = Box::new(std::io::Cursor::new(bytes)),
+            Err(e) => {
+                let err = CniError::new(code::IO_FAILURE, format!("error reading config file {path}: {e}"));
+                let _ = std::io::stdout().write_all(err.to_json().as_bytes());
+                return 1;
+            }
+        }
+    }
+    {
+        let env = io.env.clone();
+        crate::logging::init(&|k| env.get(k).cloned());
+    }
+    let rc = io::run(applet, &mut io);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&io.stdout);
+    let _ = out.flush();
+    let _ = std::io::stderr().write_all(&io.stderr);
+    rc
+}
+
+fn apply_flags(f: &PluginFlags, io: &mut Io) {
+    let pairs = [
+        ("CNI_COMMAND", &f.command),
+        ("CNI_NETNS", &f.netns),
+        ("CNI_IFNAME", &f.ifname),
+        ("CNI_CONTAINERID", &f.container_id),
+        ("CNI_ARGS", &f.args),
+        ("CNI_PATH", &f.cni_path),
+    ];
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            io.env.insert(k.to_string(), v.clone());
+        }
+    }
+}
+
+/// The release profile aborts on panic; before it does, leave a CNI error on stdout so the
+/// runtime sees a well-formed failure (code 999) instead of nothing.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        let loc = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let err = CniError::internal(format!("internal error: {msg}")).with_details(loc.clone());
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(err.to_json().as_bytes());
+        let _ = out.flush();
+        let _ = writeln!(std::io::stderr(), "{MULTI}: panic at {loc}: {msg}");
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_override() {
+        let f = PluginFlags::from_args(
+            &["bridge"],
+            &[
+                "--command",
+                "ADD",
+                "--netns",
+                "/run/netns/x",
+                "--ifname",
+                "eth1",
+                "--container-id",
+                "c",
+                "--cni-path",
+                "/a:/b",
+            ],
+        )
+        .unwrap();
+        let mut io = Io::new([("CNI_COMMAND", "DEL"), ("CNI_IFNAME", "eth0")], vec![]);
+        apply_flags(&f, &mut io);
+        assert_eq!(io.env["CNI_COMMAND"], "ADD");
+        assert_eq!(io.env["CNI_IFNAME"], "eth1");
+        assert_eq!(io.env["CNI_CONTAINERID"], "c");
+        assert_eq!(io.env["CNI_PATH"], "/a:/b");
+        let help = PluginFlags::from_args(&["bridge"], &["--help"]).unwrap_err();
+        assert!(help.status.is_ok() && help.output.contains("--container-id"));
+        assert!(PluginFlags::from_args(&["bridge"], &["--bogus"]).unwrap_err().status.is_err());
+    }
+
+    #[test]
+    fn dispatch_names() {
+        assert_eq!(basename("/usr/lib/cni/bridge"), "bridge");
+        assert_eq!(basename("bridge"), "bridge");
+        assert_eq!(dispatch(&["/x/not-an-applet".to_string()]), 2);
+        assert_eq!(dispatch(&["/x/cni-multi".to_string(), "no-such".to_string()]), 2);
+        assert_eq!(dispatch(&["/x/cni-multi".to_string()]), 2);
+        assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string()]), 2);
+        assert!(usage().contains("host-local"));
+    }
 }

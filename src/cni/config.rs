@@ -1,1 +1,340 @@
-//! TODO(protocol helper)
+//! Network configuration on stdin, read the way the Go plugins read it.
+//!
+//! Go's encoding/json matches object keys to struct fields case-insensitively, lets the last
+//! spelling of a key win and leaves defaults in place for `null`. We get the same semantics
+//! once, for every plugin, by parsing stdin into a `serde_json::Value` whose object keys are
+//! lower-cased at every level (later spellings replace earlier ones) and whose `null` members
+//! are dropped. Plugins then decode from that value with lower-case serde names.
+
+use super::error::{code, CniError};
+use super::result::go_quote;
+use super::{CniResult, Ctx};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Deepest object/array nesting accepted on stdin (real configs stay below 10).
+pub const MAX_DEPTH: usize = 64;
+
+/// The default `cniVersion` when a config has none (Go library behaviour).
+pub const DEFAULT_VERSION: &str = "0.1.0";
+
+/// Fold one object key the way Go's case-insensitive field matching sees it.
+pub fn fold_key(k: &str) -> String {
+    if k.bytes().all(|b| !b.is_ascii_uppercase() && b.is_ascii()) {
+        return k.to_string();
+    }
+    // U+017F (long s) folds to 's' in Go's matching; to_lowercase keeps it.
+    k.to_lowercase().replace('\u{17f}', "s")
+}
+
+/// Parse bytes into a folded value (see the module docs). Errors are serde_json's.
+pub fn parse_folded(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Folder { depth: 0, fold: true }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Parse bytes keeping the original key case (nulls kept too), with the same depth limit.
+/// For map-valued keys whose keys are data (sysctl names, annotations).
+pub fn parse_raw(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Folder { depth: 0, fold: false }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Fold an already-parsed value (keys lower-cased at every level, nulls dropped).
+/// When two spellings collide, the one later in the map's order wins.
+pub fn fold(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                if !v.is_null() {
+                    out.insert(fold_key(k), fold(v));
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(fold).collect()),
+        other => other.clone(),
+    }
+}
+
+struct Folder {
+    depth: usize,
+    fold: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Folder {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Folder {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(de::Error::custom(format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Folder { depth: self.depth + 1, fold: self.fold })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(de::Error::custom(format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(Folder { depth: self.depth + 1, fold: self.fold })?;
+            if !self.fold {
+                out.insert(k, v);
+            } else if !v.is_null() {
+                out.insert(fold_key(&k), v);
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Container ids and network names: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$` (also file-path safe).
+pub fn is_valid_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    match b.first() {
+        Some(c) if c.is_ascii_alphanumeric() => {
+            b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        }
+        _ => false,
+    }
+}
+
+/// The skel's `validateConfig`: stdin must decode and carry a valid `name`.
+/// Returns the name.
+pub fn validate_name(conf: &Value) -> Result<String, CniError> {
+    let name = match conf {
+        Value::Null => None,
+        Value::Object(m) => match m.get("name") {
+            None => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(other) => {
+                return Err(CniError::new(
+                    code::DECODE,
+                    format!("error unmarshall network config: name must be a string, not {}", kind(other)),
+                ))
+            }
+        },
+        other => {
+            return Err(CniError::new(
+                code::DECODE,
+                format!("error unmarshall network config: cannot unmarshal {} into a network config", kind(other)),
+            ))
+        }
+    };
+    let name = name.unwrap_or("");
+    if name.is_empty() {
+        return Err(CniError::config("missing network name"));
+    }
+    if !is_valid_id(name) {
+        return Err(CniError::config("invalid characters found in network name").with_details(name));
+    }
+    Ok(name.to_string())
+}
+
+/// The config's `cniVersion` ("0.1.0" when absent or empty), as the Go ConfigDecoder reads it.
+pub fn config_version(conf: &Value) -> Result<String, CniError> {
+    match conf.get("cniversion") {
+        None => Ok(DEFAULT_VERSION.to_string()),
+        Some(Value::String(s)) if s.is_empty() => Ok(DEFAULT_VERSION.to_string()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(CniError::new(
+            code::DECODE,
+            format!("decoding version from network config: cniVersion must be a string, not {}", kind(other)),
+        )),
+    }
+}
+
+/// `prevResult` of a folded config, parsed with the config's version when it has none.
+pub fn prev_result(conf: &Value, version: &str) -> Result<Option<CniResult>, CniError> {
+    match conf.get("prevresult") {
+        None => Ok(None),
+        Some(v) => CniResult::from_json(v, version)
+            .map(Some)
+            .map_err(|e| CniError::internal(format!("could not parse prevResult: {}", e.msg))),
+    }
+}
+
+/// JSON type name for messages.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+impl Ctx {
+    /// GC's list of attachments to keep: `cni.dev/valid-attachments`, else the legacy
+    /// `cni.dev/attachments`. `Ok(None)` when neither key is present — which is NOT the same
+    /// as an empty list (cnitool sends no list; decide per plugin what absent means).
+    pub fn valid_attachments(&self) -> Result<Option<Vec<(String, String)>>, CniError> {
+        let v = match self.conf.get("cni.dev/valid-attachments").or_else(|| self.conf.get("cni.dev/attachments")) {
+            None => return Ok(None),
+            Some(v) => v,
+        };
+        let bad = |m: String| CniError::new(code::DECODE, format!("cni.dev/valid-attachments: {m}"));
+        let list = v.as_array().ok_or_else(|| bad(format!("expected an array, got {}", kind(v))))?;
+        let mut out = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            let o = item.as_object().ok_or_else(|| bad(format!("entry {i} is not an object")))?;
+            let get = |k: &str| match o.get(k) {
+                None => Ok(String::new()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(bad(format!("entry {i}: {k} must be a string, not {}", kind(other)))),
+            };
+            out.push((get("containerid")?, get("ifname")?));
+        }
+        Ok(Some(out))
+    }
+
+    /// stdin parsed with its original key case (use for map-valued keys whose keys are data,
+    /// e.g. tuning's sysctl names). Nulls are kept.
+    pub fn raw_conf(&self) -> anyhow::Result<Value> {
+        parse_raw(&self.stdin).map_err(|e| anyhow::anyhow!("error unmarshall network config: {e}"))
+    }
+}
+
+/// Quote helper re-exported for messages that name a value.
+pub fn quote(s: &str) -> String {
+    go_quote(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::Command;
+    use serde_json::json;
+
+    #[test]
+    fn fold_lowercases_last_spelling_wins_nulls_dropped() {
+        let v = parse_folded(br#"{"MTU": 1400, "mtu": 1500, "Name": "a", "NAME": null, "IPAM": {"Type": "x", "SubNet": "s"}, "L": [{"A": 1}, null]}"#).unwrap();
+        assert_eq!(v, json!({"mtu": 1500, "name": "a", "ipam": {"type": "x", "subnet": "s"}, "l": [{"a": 1}, null]}));
+        let v = parse_folded(br#"{"mtu": 1500, "MTU": 1400}"#).unwrap();
+        assert_eq!(v["mtu"], 1400);
+        // null does not undo an earlier value
+        let v = parse_folded(br#"{"mtu": 1500, "MTU": null}"#).unwrap();
+        assert_eq!(v["mtu"], 1500);
+        assert_eq!(fold_key("\u{212a}ey"), "key");
+        assert_eq!(fold_key("ſubnet"), "subnet");
+    }
+
+    #[test]
+    fn raw_keeps_case() {
+        let v = parse_raw(br#"{"Sysctl": {"net.ipv4.conf.ETH0.forwarding": "1"}, "x": null}"#).unwrap();
+        assert_eq!(v, json!({"Sysctl": {"net.ipv4.conf.ETH0.forwarding": "1"}, "x": null}));
+    }
+
+    #[test]
+    fn depth_and_garbage_are_clean_errors() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(parse_folded(deep.as_bytes()).unwrap_err().to_string().contains("nesting"));
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse_folded(ok.as_bytes()).is_ok());
+        let huge = "[".repeat(1 << 20);
+        assert!(parse_folded(huge.as_bytes()).is_err());
+        for bad in [&b""[..], b"{", b"{} x", b"\xff", b"{\"a\": \"\xff\"}", b"nul"] {
+            assert!(parse_folded(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn name_validation() {
+        assert_eq!(validate_name(&json!({"name": "net-1_a.b"})).unwrap(), "net-1_a.b");
+        assert_eq!(validate_name(&json!({})).unwrap_err().msg, "missing network name");
+        assert_eq!(validate_name(&Value::Null).unwrap_err().code, 7);
+        for bad in ["../x", ".x", "a/b", "a b", "-a", "é"] {
+            let e = validate_name(&json!({ "name": bad })).unwrap_err();
+            assert_eq!(
+                (e.code, e.msg.as_str(), e.details.as_str()),
+                (7, "invalid characters found in network name", bad)
+            );
+        }
+        assert_eq!(validate_name(&json!({"name": 3})).unwrap_err().code, 6);
+        assert_eq!(validate_name(&json!([])).unwrap_err().code, 6);
+    }
+
+    #[test]
+    fn version_default_and_prev_result() {
+        assert_eq!(config_version(&json!({})).unwrap(), "0.1.0");
+        assert_eq!(config_version(&json!({"cniversion": ""})).unwrap(), "0.1.0");
+        assert_eq!(config_version(&json!({"cniversion": "1.0.0"})).unwrap(), "1.0.0");
+        assert_eq!(config_version(&json!({"cniversion": 1})).unwrap_err().code, 6);
+        let conf = parse_folded(br#"{"prevResult": {"IPs": [{"address": "198.18.0.2/24"}]}}"#).unwrap();
+        let r = prev_result(&conf, "1.0.0").unwrap().unwrap();
+        assert_eq!(r.ips.len(), 1);
+        // version 0.4.0 shape, version taken from the config
+        let r = prev_result(&conf, "0.4.0").unwrap().unwrap();
+        assert_eq!(r.ips.len(), 1);
+        let bad = parse_folded(br#"{"prevResult": {"ips": 1}}"#).unwrap();
+        let e = prev_result(&bad, "1.0.0").unwrap_err();
+        assert_eq!(e.code, 999);
+        assert!(e.msg.starts_with("could not parse prevResult: "));
+        assert!(prev_result(&json!({}), "1.0.0").unwrap().is_none());
+    }
+
+    #[test]
+    fn valid_attachments_absent_empty_and_legacy() {
+        let mut ctx = Ctx::new(Command::Gc);
+        assert_eq!(ctx.valid_attachments().unwrap(), None);
+        ctx.conf = parse_folded(br#"{"cni.dev/valid-attachments": []}"#).unwrap();
+        assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![]));
+        ctx.conf = parse_folded(br#"{"cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]}"#).unwrap();
+        assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![("c1".into(), "eth0".into())]));
+        ctx.conf = parse_folded(
+            br#"{"cni.dev/attachments": [], "cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "net1"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![("c2".into(), "net1".into())]));
+        ctx.conf = parse_folded(br#"{"cni.dev/valid-attachments": [{"containerID": 5}]}"#).unwrap();
+        assert!(ctx.valid_attachments().is_err());
+        ctx.conf = parse_folded(br#"{"cni.dev/valid-attachments": {}}"#).unwrap();
+        assert!(ctx.valid_attachments().is_err());
+    }
+}

@@ -1,1 +1,409 @@
-//! TODO(protocol helper)
+//! Run a delegate (IPAM) plugin found on CNI_PATH, as the reference's `invoke` package does
+//! (checklist §1.12) — in-process when the binary found is this very executable and we know
+//! the applet, with results byte-identical to the exec path.
+
+use super::error::CniError;
+use super::result::go_quote;
+use super::{io, CniResult, Command, Ctx};
+use crate::applets::Applet;
+use anyhow::anyhow;
+use std::cell::Cell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+/// How deep in-process delegation may nest (guards against `ipam.type` naming its own plugin).
+const MAX_NESTING: u32 = 8;
+/// Attempts to exec a plugin that is being written ("text file busy").
+const ETXTBSY_RETRIES: u32 = 5;
+
+thread_local! {
+    static NESTING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Run `plugin_type` with `command` on the same stdin. Returns the parsed result for ADD
+/// (in `ctx.version`), `None` otherwise. A delegate's CNI error keeps its code (it is a
+/// [`CniError`] in the anyhow chain).
+pub fn delegate(ctx: &Ctx, plugin_type: &str, command: Command) -> anyhow::Result<Option<CniResult>> {
+    delegate_with(ctx, plugin_type, command, Path::new("/proc/self/exe"), crate::applets::find)
+}
+
+/// [`delegate`] with the "self" executable and the applet table injectable (for tests).
+pub fn delegate_with(
+    ctx: &Ctx,
+    plugin_type: &str,
+    command: Command,
+    self_exe: &Path,
+    lookup: fn(&str) -> Option<&'static Applet>,
+) -> anyhow::Result<Option<CniResult>> {
+    let bin = find_in_path(plugin_type, &ctx.path)?;
+    if same_file(&bin, self_exe) {
+        if let Some(applet) = lookup(plugin_type) {
+            tracing::debug!("delegating {} to {plugin_type} in-process", command.as_str());
+            return in_process(ctx, applet, command);
+        }
+    }
+    tracing::debug!("delegating {} to {}", command.as_str(), bin.display());
+    exec(ctx, &bin, plugin_type, command)
+}
+
+/// The IPAM type of the config, or the reference's error for an empty name.
+fn ipam_name(ctx: &Ctx) -> anyhow::Result<String> {
+    ctx.ipam_type().map(str::to_string).ok_or_else(|| anyhow!("no plugin name provided"))
+}
+
+/// Delegate ADD to `ipam.type`.
+pub fn ipam_add(ctx: &Ctx) -> anyhow::Result<CniResult> {
+    let t = ipam_name(ctx)?;
+    delegate(ctx, &t, Command::Add)?.ok_or_else(|| anyhow!("IPAM plugin {t} returned no result"))
+}
+
+/// Delegate DEL to `ipam.type` (also the rollback after a failed ADD).
+pub fn ipam_del(ctx: &Ctx) -> anyhow::Result<()> {
+    delegate(ctx, &ipam_name(ctx)?, Command::Del).map(|_| ())
+}
+
+/// Delegate CHECK to `ipam.type`.
+pub fn ipam_check(ctx: &Ctx) -> anyhow::Result<()> {
+    delegate(ctx, &ipam_name(ctx)?, Command::Check).map(|_| ())
+}
+
+/// Delegate STATUS to `ipam.type`.
+pub fn ipam_status(ctx: &Ctx) -> anyhow::Result<()> {
+    delegate(ctx, &ipam_name(ctx)?, Command::Status).map(|_| ())
+}
+
+/// Delegate GC to `ipam.type`.
+pub fn ipam_gc(ctx: &Ctx) -> anyhow::Result<()> {
+    delegate(ctx, &ipam_name(ctx)?, Command::Gc).map(|_| ())
+}
+
+/// The first regular file named `plugin` in the CNI_PATH dirs (no exec-bit check).
+pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    if plugin.is_empty() {
+        anyhow::bail!("no plugin name provided");
+    }
+    if plugin.contains('/') {
+        anyhow::bail!("invalid plugin name: {plugin}");
+    }
+    if paths.is_empty() {
+        anyhow::bail!("no paths provided");
+    }
+    for dir in paths {
+        let full = dir.join(plugin);
+        if std::fs::metadata(&full).map(|m| m.is_file()).unwrap_or(false) {
+            return Ok(full);
+        }
+    }
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    anyhow::bail!("failed to find plugin {} in path [{}]", go_quote(plugin), shown.join(" "))
+}
+
+/// Same inode on the same device (follows symlinks; works for a deleted /proc/self/exe too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+fn in_process(ctx: &Ctx, applet: &Applet, command: Command) -> anyhow::Result<Option<CniResult>> {
+    let depth = NESTING.with(|n| n.get());
+    if depth >= MAX_NESTING {
+        anyhow::bail!("delegation nested deeper than {MAX_NESTING} levels (does ipam.type name its own plugin?)");
+    }
+    NESTING.with(|n| n.set(depth + 1));
+    let mut child = ctx.clone();
+    child.command = command;
+    let res = match io::prepare(applet, &mut child) {
+        Ok(true) => io::invoke(applet, &child),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    NESTING.with(|n| n.set(depth));
+    match res {
+        Err(e) => Err(e.into()),
+        Ok(None) => Ok(None),
+        Ok(Some(_)) if command != Command::Add => Ok(None),
+        // print and re-read, exactly what the exec path would see
+        Ok(Some(r)) => {
+            let text = r.to_json(&ctx.version)?;
+            let back = CniResult::from_slice(text.as_bytes(), &ctx.version)?;
+            Ok(Some(back))
+        }
+    }
+}
+
+fn exec(ctx: &Ctx, bin: &Path, plugin_type: &str, command: Command) -> anyhow::Result<Option<CniResult>> {
+    let mut attempt = 0;
+    let child = loop {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.env("CNI_COMMAND", command.as_str());
+        // the parent's environment, with the invocation's values (they may come from flags)
+        let vars = [
+            ("CNI_CONTAINERID", ctx.container_id.clone()),
+            ("CNI_NETNS", ctx.netns.clone().unwrap_or_default()),
+            ("CNI_IFNAME", ctx.ifname.clone()),
+            ("CNI_ARGS", ctx.raw_args.clone()),
+            ("CNI_PATH", ctx.path.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join(":")),
+        ];
+        for (k, v) in vars {
+            if !v.is_empty() {
+                cmd.env(k, v);
+            }
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        match cmd.spawn() {
+            Ok(c) => break c,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && attempt < ETXTBSY_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(anyhow!("failed to run plugin {}: {e}", bin.display())),
+        }
+    };
+    let output = feed_and_wait(child, &ctx.stdin)?;
+    if !output.stderr.is_empty() {
+        let _ = std::io::stderr().write_all(&output.stderr);
+    }
+    if !output.status.success() {
+        return Err(plugin_error(&output.status, &output.stdout, &output.stderr).into());
+    }
+    if command != Command::Add {
+        return Ok(None);
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&output.stdout).is_err() {
+        let shown = String::from_utf8_lossy(output.stdout.get(..512).unwrap_or(&output.stdout)).into_owned();
+        anyhow::bail!("plugin {plugin_type} returned a result that is not JSON: {}", go_quote(&shown));
+    }
+    CniResult::from_slice(&output.stdout, &ctx.version)
+        .map(Some)
+        .map_err(|e| anyhow!("failed to read the result of plugin {plugin_type}: {}", e.msg))
+}
+
+/// Write stdin from a helper thread while stdout/stderr are drained, so neither side blocks.
+fn feed_and_wait(mut child: std::process::Child, data: &[u8]) -> anyhow::Result<std::process::Output> {
+    let writer = child.stdin.take().map(|mut pipe| {
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            // a plugin that exits without reading stdin closes the pipe: not our error
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let out = child.wait_with_output().map_err(|e| anyhow!("waiting for plugin: {e}"))?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    Ok(out)
+}
+
+/// A failed plugin's error: its error JSON when it printed one, else a description.
+/// (The reference leaves code 0 on the synthetic errors; we use 999, "internal".)
+fn plugin_error(status: &ExitStatus, stdout: &[u8], stderr: &[u8]) -> CniError {
+    if stdout.is_empty() {
+        if stderr.is_empty() {
+            return CniError::internal(format!("netplugin failed with no error message: {}", show_status(status)));
+        }
+        return CniError::internal(format!("netplugin failed: {}", go_quote(&String::from_utf8_lossy(stderr))));
+    }
+    match serde_json::from_slice::<serde_json::Value>(stdout) {
+        Ok(v) => match CniError::from_json(&v) {
+            Some(e) => e,
+            None => CniError::internal(format!(
+                "netplugin failed but error parsing its diagnostic message {}: not an error object",
+                go_quote(&String::from_utf8_lossy(stdout))
+            )),
+        },
+        Err(e) => CniError::internal(format!(
+            "netplugin failed but error parsing its diagnostic message {}: {e}",
+            go_quote(&String::from_utf8_lossy(stdout))
+        )),
+    }
+}
+
+fn show_status(s: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(sig)) => format!("signal: {sig}"),
+        _ => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::io::tests::FAKE;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new() -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "cni-multi-deleg-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    static FAKE_STATIC: Applet = FAKE;
+    fn lookup(name: &str) -> Option<&'static Applet> {
+        (name == "fakeipam").then_some(&FAKE_STATIC)
+    }
+    fn lookup_none(_: &str) -> Option<&'static Applet> {
+        None
+    }
+
+    fn write_script(path: &Path, body: &str) {
+        std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn ctx_for(dir: &Path, version: &str, extra: &str) -> Ctx {
+        let stdin = format!(r#"{{"cniVersion":"{version}","name":"n","ipam":{{"type":"fakeipam"}}{extra}}}"#);
+        Ctx {
+            container_id: "ctr".into(),
+            ifname: "eth0".into(),
+            netns: Some("/nonexistent".into()),
+            path: vec![dir.join("nope"), dir.to_path_buf()],
+            conf: crate::cni::config::parse_folded(stdin.as_bytes()).unwrap(),
+            stdin: stdin.into_bytes(),
+            version: version.into(),
+            name: "n".into(),
+            ..Ctx::new(Command::Add)
+        }
+    }
+
+    #[test]
+    fn find_in_path_like_reference() {
+        let d = TempDir::new();
+        std::fs::create_dir(d.0.join("dirplugin")).unwrap();
+        std::fs::write(d.0.join("plain"), "x").unwrap(); // no exec bit: still found
+        let paths = vec![d.0.clone()];
+        assert_eq!(find_in_path("plain", &paths).unwrap(), d.0.join("plain"));
+        assert!(find_in_path("dirplugin", &paths)
+            .unwrap_err()
+            .to_string()
+            .starts_with("failed to find plugin \"dirplugin\" in path ["));
+        assert_eq!(find_in_path("a/b", &paths).unwrap_err().to_string(), "invalid plugin name: a/b");
+        assert_eq!(find_in_path("x", &[]).unwrap_err().to_string(), "no paths provided");
+        assert_eq!(find_in_path("", &paths).unwrap_err().to_string(), "no plugin name provided");
+    }
+
+    /// The exec path and the in-process path give identical results and identical errors.
+    #[test]
+    fn exec_and_in_process_agree() {
+        for version in ["0.2.0", "0.4.0", "1.0.0", "1.1.0"] {
+            // what the fake applet prints for this version, and its typed error
+            let ctx0 = ctx_for(Path::new("/"), version, "");
+            let printed = (FAKE.add)(&ctx0).unwrap().to_json(version).unwrap();
+            let err_json = CniError::config("typed failure").with_details("d").to_json();
+
+            // exec world: a script that behaves like the fake applet and records what it got
+            let ex = TempDir::new();
+            std::fs::write(ex.0.join("out.json"), &printed).unwrap();
+            std::fs::write(ex.0.join("err.json"), &err_json).unwrap();
+            let dir = ex.0.display();
+            write_script(
+                &ex.0.join("fakeipam"),
+                &format!(
+                    "cat > {dir}/stdin.seen\necho \"$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME\" > {dir}/env.seen\n\
+                     grep -q typed {dir}/stdin.seen && {{ cat {dir}/err.json; exit 1; }}\n\
+                     [ \"$CNI_COMMAND\" = ADD ] && cat {dir}/out.json\nexit 0\n"
+                ),
+            );
+            // in-process world: the plugin found on CNI_PATH is "this executable"
+            let ip = TempDir::new();
+            write_script(&ip.0.join("self"), "echo must-not-run >&2; exit 3\n");
+            std::os::unix::fs::symlink(ip.0.join("self"), ip.0.join("fakeipam")).unwrap();
+            let me = ip.0.join("self");
+
+            let ctx_ex = ctx_for(&ex.0, version, "");
+            let ctx_ip = ctx_for(&ip.0, version, "");
+            let a = delegate_with(&ctx_ex, "fakeipam", Command::Add, &me, lookup).unwrap().unwrap();
+            let b = delegate_with(&ctx_ip, "fakeipam", Command::Add, &me, lookup).unwrap().unwrap();
+            assert_eq!(a, b, "version {version}");
+            assert_eq!(a.to_json(version).unwrap(), b.to_json(version).unwrap());
+            assert_eq!(std::fs::read(ex.0.join("stdin.seen")).unwrap(), ctx_ex.stdin, "same stdin bytes");
+            assert_eq!(std::fs::read_to_string(ex.0.join("env.seen")).unwrap(), "ADD ctr eth0\n");
+
+            for cmd in [Command::Del, Command::Check] {
+                assert!(delegate_with(&ctx_ex, "fakeipam", cmd, &me, lookup).unwrap().is_none());
+                let r = delegate_with(&ctx_ip, "fakeipam", cmd, &me, lookup);
+                if cmd == Command::Check && version == "0.2.0" {
+                    // the delegate's own skel refuses CHECK below 0.4.0
+                    assert_eq!(CniError::from_anyhow(&r.unwrap_err()).code, 1);
+                } else {
+                    assert!(r.unwrap().is_none());
+                }
+            }
+            let cmd_seen = std::fs::read_to_string(ex.0.join("env.seen")).unwrap();
+            assert!(cmd_seen.starts_with("CHECK "), "CNI_COMMAND overridden: {cmd_seen}");
+
+            let ctx_ex = ctx_for(&ex.0, version, r#","typed":true"#);
+            let ctx_ip = ctx_for(&ip.0, version, r#","typed":true"#);
+            let ea = delegate_with(&ctx_ex, "fakeipam", Command::Add, &me, lookup).unwrap_err();
+            let eb = delegate_with(&ctx_ip, "fakeipam", Command::Add, &me, lookup).unwrap_err();
+            assert_eq!(CniError::from_anyhow(&ea), CniError::from_anyhow(&eb));
+            assert_eq!(CniError::from_anyhow(&ea).code, 7);
+        }
+    }
+
+    #[test]
+    fn exec_failures_are_described() {
+        let d = TempDir::new();
+        let p = d.0.join("fakeipam");
+        let ctx = ctx_for(&d.0, "1.0.0", "");
+        let run = |body: &str| {
+            write_script(&p, body);
+            delegate_with(&ctx, "fakeipam", Command::Add, Path::new("/nonexistent"), lookup_none)
+        };
+        let e = run("echo hello\n").unwrap_err().to_string();
+        assert!(e.contains("not JSON"), "{e}");
+        let e = CniError::from_anyhow(&run("exit 4\n").unwrap_err());
+        assert_eq!((e.code, e.msg.as_str()), (999, "netplugin failed with no error message: exit status 4"));
+        let e = CniError::from_anyhow(&run("echo oops >&2; exit 1\n").unwrap_err());
+        assert_eq!(e.msg, "netplugin failed: \"oops\\n\"");
+        let e = CniError::from_anyhow(&run("echo '{\"code\": 11, \"msg\": \"busy\"}'; exit 1\n").unwrap_err());
+        assert_eq!((e.code, e.msg.as_str()), (11, "busy"));
+        let e = CniError::from_anyhow(&run("echo nope; exit 1\n").unwrap_err());
+        assert!(e.msg.starts_with("netplugin failed but error parsing its diagnostic message \"nope\\n\""));
+        let e = run("echo '{\"cniVersion\": \"1.0.0\", \"ips\": 5}'\n").unwrap_err().to_string();
+        assert!(e.starts_with("failed to read the result of plugin fakeipam"), "{e}");
+        // a result without cniVersion is read with the config's version
+        let r = run("echo '{\"ips\": [{\"address\": \"198.18.0.7/24\"}]}'\n").unwrap().unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "198.18.0.7/24");
+        // the helpers need an ipam type
+        let no_ipam = Ctx { path: vec![d.0.clone()], ..Ctx::new(Command::Add) };
+        assert_eq!(ipam_add(&no_ipam).unwrap_err().to_string(), "no plugin name provided");
+    }
+
+    static LOOPY: Applet = Applet { add: loopy_add, cni_args: None, ..FAKE };
+    fn loopy_add(ctx: &Ctx) -> anyhow::Result<CniResult> {
+        delegate_with(ctx, "fakeipam", Command::Add, &ctx.path[0].join("self"), |_| Some(&LOOPY))?
+            .ok_or_else(|| anyhow!("none"))
+    }
+
+    #[test]
+    fn self_delegation_is_bounded() {
+        let d = TempDir::new();
+        write_script(&d.0.join("self"), "exit 3\n");
+        std::os::unix::fs::symlink(d.0.join("self"), d.0.join("fakeipam")).unwrap();
+        let mut ctx = ctx_for(&d.0, "1.0.0", "");
+        ctx.path = vec![d.0.clone()];
+        let e = loopy_add(&ctx).unwrap_err().to_string();
+        assert!(e.contains("nested deeper"), "{e}");
+    }
+}

@@ -1,1 +1,272 @@
-//! TODO(protocol helper)
+//! The CNI_* environment, read and validated exactly as the reference skel does
+//! (checklist §1.2 steps 1, 2 and 8; CNI_ARGS per §1.6).
+
+use super::config::is_valid_id;
+use super::error::CniError;
+use super::result::go_quote_list;
+use super::Command;
+use std::path::PathBuf;
+
+/// The raw CNI_* variables of one invocation (empty string = unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env {
+    pub command: String,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub args: String,
+    pub path: String,
+    pub netns_override: String,
+}
+
+/// Which verbs require a variable.
+fn required(var: &str, cmd: &str) -> bool {
+    match var {
+        "CNI_COMMAND" => true,
+        "CNI_CONTAINERID" | "CNI_IFNAME" => matches!(cmd, "ADD" | "CHECK" | "DEL"),
+        "CNI_NETNS" => matches!(cmd, "ADD" | "CHECK"),
+        "CNI_PATH" => matches!(cmd, "ADD" | "CHECK" | "DEL" | "GC" | "STATUS"),
+        _ => false,
+    }
+}
+
+/// Read the environment like the Go skel: variables are visited in a fixed order; a present,
+/// required value failing validation is reported at once, missing required ones are collected
+/// and reported together (code 4). `Ok(None)` means CNI_COMMAND is empty: print the about text.
+pub fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Env>, CniError> {
+    let val = |k: &str| get(k).unwrap_or_default();
+    let command = val("CNI_COMMAND");
+    let cmd = command.as_str();
+    let mut env = Env { command: command.clone(), ..Default::default() };
+    let mut missing: Vec<&str> = Vec::new();
+    if command.is_empty() {
+        missing.push("CNI_COMMAND");
+    }
+    for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH", "CNI_NETNS_OVERRIDE"] {
+        let v = val(var);
+        let req = required(var, cmd);
+        if v.is_empty() {
+            if req {
+                missing.push(var);
+            }
+        } else if req {
+            match var {
+                "CNI_CONTAINERID" => validate_container_id(&v)?,
+                "CNI_IFNAME" => validate_ifname(&v)?,
+                _ => {}
+            }
+        }
+        match var {
+            "CNI_CONTAINERID" => env.container_id = v,
+            "CNI_NETNS" => env.netns = v,
+            "CNI_IFNAME" => env.ifname = v,
+            "CNI_ARGS" => env.args = v,
+            "CNI_PATH" => env.path = v,
+            _ => env.netns_override = v,
+        }
+    }
+    if command.is_empty() {
+        return Ok(None);
+    }
+    if !missing.is_empty() {
+        return Err(CniError::env(format!("required env variables [{}] missing", missing.join(","))));
+    }
+    Ok(Some(env))
+}
+
+/// The verb named by CNI_COMMAND (case-sensitive, as the reference).
+pub fn parse_command(s: &str) -> Option<Command> {
+    Some(match s {
+        "ADD" => Command::Add,
+        "DEL" => Command::Del,
+        "CHECK" => Command::Check,
+        "GC" => Command::Gc,
+        "STATUS" => Command::Status,
+        "VERSION" => Command::Version,
+        _ => return None,
+    })
+}
+
+/// CNI_CONTAINERID: missing is code 3 (Go utils), bad characters code 4 with the id as details.
+pub fn validate_container_id(id: &str) -> Result<(), CniError> {
+    if id.is_empty() {
+        return Err(CniError::new(super::code::UNKNOWN_CONTAINER, "missing containerID"));
+    }
+    if !is_valid_id(id) {
+        return Err(CniError::env("invalid characters in containerID").with_details(id));
+    }
+    Ok(())
+}
+
+/// Linux interface names: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
+pub fn validate_ifname(name: &str) -> Result<(), CniError> {
+    if name.is_empty() {
+        return Err(CniError::env("interface name is empty"));
+    }
+    if name.len() > 15 {
+        return Err(CniError::env("interface name is too long")
+            .with_details("interface name should be less than 16 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(CniError::env("interface name is . or .."));
+    }
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(CniError::env("interface name contains / or : or whitespace characters"));
+    }
+    Ok(())
+}
+
+/// CNI_ARGS for a plugin that declares its keys: the Go library's `LoadArgs` rules.
+/// Every pair must split on `=` into exactly two parts (so values with `=` are rejected);
+/// keys are case-sensitive; unknown keys fail unless `IgnoreUnknown` is `1`/`true`.
+/// Errors are plain (code 999), with the reference's texts.
+pub fn parse_args_strict(raw: &str, known: &[&str]) -> Result<Vec<(String, String)>, CniError> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pairs = Vec::new();
+    let mut unknown: Vec<&str> = Vec::new();
+    let mut ignore_unknown = false;
+    for pair in raw.split(';') {
+        let kv: Vec<&str> = pair.split('=').collect();
+        let (k, v) = match kv.as_slice() {
+            [k, v] => (*k, *v),
+            _ => return Err(CniError::internal(format!("ARGS: invalid pair {}", super::result::go_quote(pair)))),
+        };
+        if k == "IgnoreUnknown" {
+            ignore_unknown = match v.to_lowercase().as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                other => {
+                    return Err(CniError::internal(format!(
+                        "ARGS: error parsing value of pair {}: boolean unmarshal error: invalid input {other}",
+                        super::result::go_quote(pair)
+                    )))
+                }
+            };
+        } else if !known.contains(&k) {
+            unknown.push(pair);
+        }
+        pairs.push((k.to_string(), v.to_string()));
+    }
+    if !unknown.is_empty() && !ignore_unknown {
+        return Err(CniError::internal(format!("ARGS: unknown args {}", go_quote_list(&unknown))));
+    }
+    Ok(pairs)
+}
+
+/// CNI_ARGS for a plugin that ignores it (or parses loosely, like dhcp): every `K=V` pair,
+/// split on the first `=`; pairs without `=` or with an empty key are skipped.
+pub fn parse_args_lenient(raw: &str) -> Vec<(String, String)> {
+    raw.split(';')
+        .filter_map(|p| p.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// CNI_PATH split on `:` (empty entries dropped).
+pub fn split_path(raw: &str) -> Vec<PathBuf> {
+    raw.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+}
+
+/// `1` or `true` (any case).
+pub fn is_true(s: &str) -> bool {
+    s == "1" || s.eq_ignore_ascii_case("true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Option<Env>, CniError> {
+        let m: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        read(&|k| m.get(k).cloned())
+    }
+
+    const FULL: &[(&str, &str)] = &[
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/run/netns/x"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+    ];
+
+    fn with(over: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<(&str, &str)> =
+            FULL.iter().filter(|(k, _)| !over.iter().any(|(o, _)| o == k)).copied().collect();
+        v.extend(over.iter().copied());
+        v
+    }
+
+    #[test]
+    fn missing_vars_listed_in_order() {
+        let e = env(&[("CNI_COMMAND", "ADD")]).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (4, "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing")
+        );
+        let e = env(&[("CNI_COMMAND", "DEL")]).unwrap_err();
+        assert_eq!(e.msg, "required env variables [CNI_CONTAINERID,CNI_IFNAME,CNI_PATH] missing");
+        let e = env(&[("CNI_COMMAND", "GC")]).unwrap_err();
+        assert_eq!(e.msg, "required env variables [CNI_PATH] missing");
+        assert!(env(&[("CNI_COMMAND", "VERSION")]).unwrap().is_some());
+        assert!(env(&[("CNI_COMMAND", "BOGUS")]).unwrap().is_some());
+        assert_eq!(env(&[]).unwrap(), None);
+        assert_eq!(env(&[("CNI_CONTAINERID", "x")]).unwrap(), None);
+        let ok = env(FULL).unwrap().unwrap();
+        assert_eq!((ok.container_id.as_str(), ok.ifname.as_str()), ("c1", "eth0"));
+    }
+
+    #[test]
+    fn validation_wins_over_missing() {
+        // the bad ifname is reported although CNI_NETNS (earlier) is missing
+        let e = env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "a/b")]).unwrap_err();
+        assert_eq!(e.msg, "interface name contains / or : or whitespace characters");
+        let e = env(&with(&[("CNI_CONTAINERID", "../x")])).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str(), e.details.as_str()), (4, "invalid characters in containerID", "../x"));
+        // not validated for verbs that do not require them
+        assert!(env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x"), ("CNI_IFNAME", "a b c d e f g h i j")]).is_ok());
+    }
+
+    #[test]
+    fn ifname_rules() {
+        assert!(validate_ifname("eth0").is_ok());
+        assert!(validate_ifname("abcdefghijklmno").is_ok());
+        let e = validate_ifname("abcdefghijklmnop").unwrap_err();
+        assert_eq!((e.code, e.details.as_str()), (4, "interface name should be less than 16 characters"));
+        for bad in [".", "..", "a:b", "a b", "a\tb", "a\u{a0}b", "é/"] {
+            assert_eq!(validate_ifname(bad).unwrap_err().code, 4, "{bad:?}");
+        }
+        // 8 two-byte chars = 16 bytes: too long
+        assert!(validate_ifname("éééééééé").is_err());
+    }
+
+    #[test]
+    fn cni_args_like_go() {
+        let known = &["IP", "MAC"];
+        assert_eq!(parse_args_strict("IP=198.18.0.4;MAC=aa", known).unwrap().len(), 2);
+        assert_eq!(parse_args_strict("", known).unwrap(), vec![]);
+        assert_eq!(parse_args_strict("IP=a=b", known).unwrap_err().msg, "ARGS: invalid pair \"IP=a=b\"");
+        assert_eq!(parse_args_strict("IP=1;", known).unwrap_err().msg, "ARGS: invalid pair \"\"");
+        let e = parse_args_strict("IP=1;K8S_POD_NAME=p;X=y", known).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (999, "ARGS: unknown args [\"K8S_POD_NAME=p\" \"X=y\"]"));
+        // IgnoreUnknown anywhere in the list, any case of true/1
+        assert_eq!(parse_args_strict("X=y;IgnoreUnknown=TRUE", known).unwrap().len(), 2);
+        assert!(parse_args_strict("IgnoreUnknown=1;X=y", known).is_ok());
+        assert!(parse_args_strict("IgnoreUnknown=0;X=y", known).is_err());
+        assert_eq!(
+            parse_args_strict("IgnoreUnknown=yes", known).unwrap_err().msg,
+            "ARGS: error parsing value of pair \"IgnoreUnknown=yes\": boolean unmarshal error: invalid input yes"
+        );
+        // keys are case-sensitive
+        assert!(parse_args_strict("ip=1", known).is_err());
+        assert_eq!(
+            parse_args_lenient("A=1;;B=x=y;noeq;=v"),
+            vec![("A".to_string(), "1".to_string()), ("B".to_string(), "x=y".to_string())]
+        );
+        assert_eq!(split_path("/a::/b"), vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert!(is_true("True") && is_true("1") && !is_true("yes"));
+    }
+}

@@ -80,8 +80,22 @@ impl CniError {
     }
 }
 
+/// Strings are escaped as Go's encoding/json does (`<>&` as `\u003c`…), for byte-compatibility.
 fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+    let mut out = String::with_capacity(s.len() + 2);
+    super::result::go_escape(s, &mut out);
+    out
+}
+
+impl CniError {
+    /// Parse an error object printed by a plugin (`code`, `msg`, `details`; keys any case).
+    pub fn from_json(v: &serde_json::Value) -> Option<CniError> {
+        let folded = super::config::fold(v);
+        let m = folded.as_object()?;
+        let code = m.get("code").map_or(Some(0), |c| c.as_u64().and_then(|c| u32::try_from(c).ok()))?;
+        let text = |k: &str| m.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        Some(CniError { code, msg: text("msg"), details: text("details") })
+    }
 }
 
 impl fmt::Display for CniError {
@@ -114,6 +128,10 @@ mod tests {
         assert_eq!(e.to_json(), "{\n    \"code\": 7,\n    \"msg\": \"bad \\\"x\\\"\"\n}");
         let e = e.with_details("d");
         assert!(e.to_json().ends_with("\"details\": \"d\"\n}"));
+        let e = CniError::new(999, "a<b");
+        assert_eq!(e.to_json(), "{\n    \"code\": 999,\n    \"msg\": \"a\\u003cb\"\n}");
+        let back = CniError::from_json(&serde_json::from_str(&e.to_json()).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]

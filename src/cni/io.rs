@@ -1,1 +1,390 @@
-//! TODO(protocol helper)
+//! The whole protocol boundary with injectable environment, stdin, stdout and stderr, so it
+//! runs in unit tests without root. `run` is what the binary's main calls for every applet.
+
+use super::error::{code, CniError};
+use super::{config, env, version, CniResult, Command, Ctx};
+use crate::applets::Applet;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// Largest stdin accepted (real configs are a few KiB).
+pub const STDIN_LIMIT: u64 = 16 << 20;
+
+/// One invocation's I/O.
+pub struct Io {
+    pub env: BTreeMap<String, String>,
+    pub stdin: Box<dyn Read>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Io {
+    /// In-memory I/O: the given environment and stdin bytes, empty output buffers.
+    pub fn new<K: Into<String>, V: Into<String>>(env: impl IntoIterator<Item = (K, V)>, stdin: Vec<u8>) -> Io {
+        Io {
+            env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            stdin: Box::new(std::io::Cursor::new(stdin)),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// The process's environment and stdin (output is still buffered; the caller writes it).
+    pub fn from_process() -> Io {
+        Io {
+            env: std::env::vars_os()
+                .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+                .collect(),
+            stdin: Box::new(std::io::stdin()),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Run one CNI invocation of `applet`; returns the exit status (0 or 1). A result (ADD) or an
+/// error JSON goes to `io.stdout`, the about text to `io.stderr`.
+pub fn run(applet: &Applet, io: &mut Io) -> i32 {
+    match run_inner(applet, io) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::debug!(code = e.code, "failed: {e}");
+            io.stdout.extend_from_slice(e.to_json().as_bytes());
+            1
+        }
+    }
+}
+
+fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
+    let env = {
+        let vars = &io.env;
+        env::read(&|k| vars.get(k).cloned())?
+    };
+    let Some(env) = env else {
+        io.stderr.extend_from_slice(version::about_text(applet).as_bytes());
+        return Ok(());
+    };
+    if env.command == "VERSION" {
+        io.stdout.extend_from_slice(version::version_reply(applet).as_bytes());
+        return Ok(());
+    }
+    let stdin = read_stdin(&mut io.stdin)?;
+    let conf = config::parse_folded(&stdin)
+        .map_err(|e| CniError::new(code::DECODE, format!("error unmarshall network config: {e}")))?;
+    let name = config::validate_name(&conf)?;
+    let command = env::parse_command(&env.command)
+        .ok_or_else(|| CniError::env(format!("unknown CNI_COMMAND: {}", env.command)))?;
+    let version = config::config_version(&conf)?;
+    let per_container = matches!(command, Command::Add | Command::Del | Command::Check);
+    let mut ctx = Ctx {
+        command,
+        container_id: if per_container { env.container_id } else { String::new() },
+        netns: Some(env.netns).filter(|s| !s.is_empty()),
+        ifname: if per_container { env.ifname } else { String::new() },
+        args: Vec::new(),
+        raw_args: env.args,
+        path: env::split_path(&env.path),
+        stdin,
+        conf,
+        version,
+        name,
+        prev_result: None,
+    };
+    crate::logging::set_context(applet.name, command.as_str(), &ctx.container_id);
+    if let Some(path) = ctx.conf.get("log").and_then(|v| v.as_str()) {
+        crate::logging::set_file(path);
+    }
+    if !prepare(applet, &mut ctx)? {
+        return Ok(());
+    }
+    if matches!(command, Command::Add | Command::Del) && !env::is_true(&env.netns_override) {
+        check_netns(&ctx)?;
+    }
+    ctx.prev_result = match config::prev_result(&ctx.conf, &ctx.version) {
+        Ok(r) => r,
+        // DEL is best effort: an unreadable prevResult must not block cleanup
+        Err(e) if command == Command::Del => {
+            tracing::warn!("ignoring prevResult on DEL: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::debug!("running {} {}", applet.name, command.as_str());
+    if let Some(result) = invoke(applet, &ctx)? {
+        io.stdout.extend_from_slice(result.to_json(&ctx.version)?.as_bytes());
+    }
+    Ok(())
+}
+
+/// Read all of stdin, refusing more than [`STDIN_LIMIT`] bytes (code 5).
+pub fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
+    let mut buf = Vec::new();
+    stdin
+        .take(STDIN_LIMIT + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading from stdin: {e}")))?;
+    if buf.len() as u64 > STDIN_LIMIT {
+        return Err(CniError::new(
+            code::IO_FAILURE,
+            format!("error reading from stdin: input larger than {} MiB", STDIN_LIMIT >> 20),
+        ));
+    }
+    Ok(buf)
+}
+
+/// The per-applet part of the skel: version gate for the verb, silent success for GC/STATUS
+/// the applet does not implement, then CNI_ARGS against the applet's keys. Returns whether
+/// the verb function should run. Shared with in-process delegation.
+pub(crate) fn prepare(applet: &Applet, ctx: &mut Ctx) -> Result<bool, CniError> {
+    version::gate(ctx.command, &ctx.version, &version::supported_by(applet))?;
+    match ctx.command {
+        Command::Gc if applet.gc.is_none() => return Ok(false),
+        Command::Status if applet.status.is_none() => return Ok(false),
+        Command::Version => return Ok(false),
+        _ => {}
+    }
+    ctx.args = match applet.cni_args {
+        Some(keys) => env::parse_args_strict(&ctx.raw_args, keys)?,
+        None => env::parse_args_lenient(&ctx.raw_args),
+    };
+    Ok(true)
+}
+
+/// Call the applet's verb function; plain errors become code 999, typed ones keep their code.
+pub(crate) fn invoke(applet: &Applet, ctx: &Ctx) -> Result<Option<CniResult>, CniError> {
+    let res = match ctx.command {
+        Command::Add => (applet.add)(ctx).map(Some),
+        Command::Del => (applet.del)(ctx).map(|_| None),
+        Command::Check => (applet.check)(ctx).map(|_| None),
+        Command::Gc => applet.gc.map_or(Ok(()), |f| f(ctx)).map(|_| None),
+        Command::Status => applet.status.map_or(Ok(()), |f| f(ctx)).map(|_| None),
+        Command::Version => Ok(None),
+    };
+    res.map_err(|e| CniError::from_anyhow(&e))
+}
+
+/// Refuse to work on our own network namespace (code 8). The reference checks after the
+/// plugin ran; we check before, so a stale CNI_NETNS never touches the host.
+fn check_netns(ctx: &Ctx) -> Result<(), CniError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(target) = ctx.netns.as_deref() else { return Ok(()) };
+    let Ok(t) = std::fs::metadata(target) else { return Ok(()) };
+    let own = std::fs::metadata("/proc/thread-self/ns/net").or_else(|_| std::fs::metadata("/proc/self/ns/net"));
+    match own {
+        Ok(o) if o.dev() == t.dev() && o.ino() == t.ino() => {
+            Err(CniError::new(code::INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cni::result::{IpConfig, Route};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub(crate) fn fake_add(ctx: &Ctx) -> anyhow::Result<CniResult> {
+        if ctx.cni_arg("FAIL").is_some() {
+            anyhow::bail!("asked to fail");
+        }
+        if ctx.get("typed").is_some() {
+            return Err(CniError::config("typed failure").with_details("d").into());
+        }
+        let mut r = CniResult {
+            ips: vec![IpConfig {
+                address: "198.18.0.2/24".parse()?,
+                gateway: "198.18.0.1".parse().ok(),
+                interface: None,
+            }],
+            routes: vec![Route::new("0.0.0.0/0".parse()?, None)],
+            ..Default::default()
+        };
+        if let Some(p) = &ctx.prev_result {
+            r.routes.extend(p.routes.iter().cloned());
+        }
+        Ok(r)
+    }
+    pub(crate) fn fake_verb(ctx: &Ctx) -> anyhow::Result<()> {
+        if ctx.cni_arg("FAIL").is_some() {
+            anyhow::bail!("asked to fail");
+        }
+        Ok(())
+    }
+    static GC_CALLS: AtomicUsize = AtomicUsize::new(0);
+    fn fake_gc(_: &Ctx) -> anyhow::Result<()> {
+        GC_CALLS.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub(crate) const FAKE: Applet = Applet {
+        name: "fake",
+        about: "a fake plugin for protocol tests",
+        min_version: "0.1.0",
+        cni_args: Some(&["FAIL", "IP"]),
+        add: fake_add,
+        del: fake_verb,
+        check: fake_verb,
+        gc: Some(fake_gc),
+        status: None,
+    };
+    const FAKE_NEW: Applet = Applet { min_version: "0.3.0", cni_args: None, gc: None, ..FAKE };
+
+    fn base_env(cmd: &str) -> Vec<(String, String)> {
+        [
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "ctr1"),
+            ("CNI_NETNS", "/nonexistent/netns"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/nonexistent"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn go(applet: &Applet, env: Vec<(String, String)>, stdin: &str) -> (i32, String, String) {
+        let mut io = Io::new(env, stdin.as_bytes().to_vec());
+        let rc = run(applet, &mut io);
+        (rc, io.stdout_str(), String::from_utf8_lossy(&io.stderr).into_owned())
+    }
+
+    fn err_of(out: &str) -> (u64, String) {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        (v["code"].as_u64().unwrap(), v["msg"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn add_prints_result_in_requested_version() {
+        let (rc, out, _) = go(&FAKE, base_env("ADD"), r#"{"cniVersion":"0.3.1","name":"n","type":"fake"}"#);
+        assert_eq!(rc, 0);
+        assert!(out.starts_with(
+            "{\n    \"cniVersion\": \"0.3.1\",\n    \"ips\": [\n        {\n            \"version\": \"4\""
+        ));
+        assert!(out.ends_with("\"dns\": {}\n}"));
+        let (rc, out, _) = go(&FAKE, base_env("ADD"), r#"{"name":"n"}"#);
+        assert_eq!(rc, 0);
+        assert!(out.contains("\"cniVersion\": \"0.1.0\",\n    \"ip4\""), "{out}");
+        let (rc, out, _) = go(&FAKE, base_env("ADD"), r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        assert_eq!(rc, 0);
+        assert!(!out.contains("dns"));
+    }
+
+    #[test]
+    fn prev_result_reaches_the_plugin() {
+        let stdin = r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"routes":[{"dst":"198.19.0.0/16"}]}}"#;
+        let (rc, out, _) = go(&FAKE, base_env("ADD"), stdin);
+        assert_eq!(rc, 0);
+        assert!(out.contains("198.19.0.0/16"));
+        let bad = r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":"x"}}"#;
+        let (rc, out, _) = go(&FAKE, base_env("ADD"), bad);
+        assert_eq!((rc, err_of(&out).0), (1, 999));
+        // DEL ignores an unreadable prevResult
+        let (rc, out, _) = go(&FAKE, base_env("DEL"), bad);
+        assert_eq!((rc, out.as_str()), (0, ""));
+    }
+
+    #[test]
+    fn del_check_gc_status_print_nothing() {
+        let v11 = r#"{"cniVersion":"1.1.0","name":"n"}"#;
+        for cmd in ["DEL", "CHECK"] {
+            assert_eq!(go(&FAKE, base_env(cmd), v11), (0, String::new(), String::new()));
+        }
+        let env = vec![("CNI_COMMAND".to_string(), "GC".to_string()), ("CNI_PATH".to_string(), "/x".to_string())];
+        let before = GC_CALLS.load(Ordering::SeqCst);
+        assert_eq!(go(&FAKE, env.clone(), v11), (0, String::new(), String::new()));
+        assert!(GC_CALLS.load(Ordering::SeqCst) > before);
+        let status =
+            vec![("CNI_COMMAND".to_string(), "STATUS".to_string()), ("CNI_PATH".to_string(), "/x".to_string())];
+        assert_eq!(go(&FAKE, status, v11).0, 0);
+        // GC below 1.1.0 is refused even when unimplemented
+        let (rc, out, _) = go(&FAKE_NEW, env, r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!((rc, err_of(&out)), (1, (1, "config version does not allow GC".to_string())));
+    }
+
+    #[test]
+    fn check_needs_040() {
+        let (rc, out, _) = go(&FAKE, base_env("CHECK"), r#"{"cniVersion":"0.3.1","name":"n"}"#);
+        assert_eq!((rc, err_of(&out)), (1, (1, "config version does not allow CHECK".to_string())));
+    }
+
+    #[test]
+    fn errors_and_codes() {
+        let ok = r#"{"cniVersion":"1.0.0","name":"n"}"#;
+        type Case<'a> = (Vec<(String, String)>, &'a str, u64, &'a str);
+        let cases: Vec<Case> = vec![
+            (base_env("ADD"), "", 6, ""),
+            (base_env("ADD"), "{", 6, ""),
+            (base_env("ADD"), "{}", 7, "missing network name"),
+            (base_env("ADD"), r#"{"name":"a/b"}"#, 7, "invalid characters found in network name"),
+            (base_env("ADD"), r#"{"name":"n","cniVersion":"0.9.0"}"#, 1, "incompatible CNI versions"),
+            (base_env("BOGUS"), ok, 4, "unknown CNI_COMMAND: BOGUS"),
+            (base_env("add"), ok, 4, "unknown CNI_COMMAND: add"),
+            (base_env("ADD"), r#"{"name":"n","cniVersion":"1.0.0","typed":true}"#, 7, "typed failure"),
+        ];
+        for (env, stdin, code, msg) in cases {
+            let (rc, out, _) = go(&FAKE, env, stdin);
+            let (c, m) = err_of(&out);
+            assert_eq!((rc, c), (1, code), "{stdin}: {out}");
+            if !msg.is_empty() {
+                assert_eq!(m, msg);
+            }
+        }
+        let mut env = base_env("ADD");
+        env.push(("CNI_ARGS".into(), "FAIL=1".into()));
+        let (rc, out, _) = go(&FAKE, env, ok);
+        assert_eq!((rc, err_of(&out)), (1, (999, "asked to fail".to_string())));
+        let mut env = base_env("ADD");
+        env.push(("CNI_ARGS".into(), "K8S_POD_NAME=x".into()));
+        let (_, out, _) = go(&FAKE, env.clone(), ok);
+        assert_eq!(err_of(&out), (999, "ARGS: unknown args [\"K8S_POD_NAME=x\"]".to_string()));
+        // an applet that ignores CNI_ARGS does not care
+        assert_eq!(go(&FAKE_NEW, env, ok).0, 0);
+        // FAKE_NEW supports only >= 0.3.0
+        let (_, out, _) = go(&FAKE_NEW, base_env("ADD"), r#"{"name":"n","cniVersion":"0.2.0"}"#);
+        assert_eq!(err_of(&out).0, 1);
+    }
+
+    #[test]
+    fn about_and_version() {
+        let (rc, out, err) = go(&FAKE, vec![], "");
+        assert_eq!((rc, out.as_str()), (0, ""));
+        assert!(err.starts_with("CNI fake plugin"));
+        let (rc, out, _) = go(&FAKE_NEW, vec![("CNI_COMMAND".into(), "VERSION".into())], "garbage");
+        assert_eq!(rc, 0);
+        assert_eq!(
+            out,
+            "{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]}\n"
+        );
+    }
+
+    #[test]
+    fn own_netns_is_refused() {
+        let mut env = base_env("ADD");
+        env.retain(|(k, _)| k != "CNI_NETNS");
+        env.push(("CNI_NETNS".into(), "/proc/self/ns/net".into()));
+        let (rc, out, _) = go(&FAKE, env.clone(), r#"{"name":"n"}"#);
+        assert_eq!((rc, err_of(&out).0), (1, 8));
+        env.push(("CNI_NETNS_OVERRIDE".into(), "TRUE".into()));
+        assert_eq!(go(&FAKE, env, r#"{"name":"n"}"#).0, 0);
+    }
+
+    #[test]
+    fn oversized_stdin_is_a_clean_error() {
+        struct Endless;
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                buf.fill(b' ');
+                Ok(buf.len())
+            }
+        }
+        let mut io = Io::new(base_env("ADD"), vec![]);
+        io.stdin = Box::new(Endless);
+        assert_eq!(run(&FAKE, &mut io), 1);
+        assert_eq!(err_of(&io.stdout_str()).0, 5);
+    }
+}

@@ -52,6 +52,8 @@ pub struct Ctx {
     pub ifname: String,
     /// CNI_ARGS parsed into pairs, in order
     pub args: Vec<(String, String)>,
+    /// CNI_ARGS verbatim (passed on to delegated plugins)
+    pub raw_args: String,
     /// CNI_PATH split on ':'
     pub path: Vec<PathBuf>,
     /// raw stdin bytes, passed unchanged to delegated plugins
@@ -67,6 +69,25 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// An empty invocation for `command` (config `{}`, version "0.1.0"); handy in tests:
+    /// `Ctx { ifname: "eth0".into(), ..Ctx::new(Command::Add) }`.
+    pub fn new(command: Command) -> Ctx {
+        Ctx {
+            command,
+            container_id: String::new(),
+            netns: None,
+            ifname: String::new(),
+            args: Vec::new(),
+            raw_args: String::new(),
+            path: Vec::new(),
+            stdin: b"{}".to_vec(),
+            conf: serde_json::Value::Object(serde_json::Map::new()),
+            version: config::DEFAULT_VERSION.to_string(),
+            name: String::new(),
+            prev_result: None,
+        }
+    }
+
     /// Decode the (folded) config into a plugin's config struct. Struct fields must use
     /// lower-case serde names (`#[serde(rename = "isgateway")]`). A type mismatch is a
     /// plain error (code 999), like the reference.
