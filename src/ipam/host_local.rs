@@ -72,8 +72,15 @@ fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> anyhow::Resu
     serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("failed to load netconf: {e}"))
 }
 
-fn data_dir_of(raw: &RawIpam) -> Result<PathBuf, CniError> {
-    let dir = match raw.data_dir.as_deref() {
+/// Just `ipam.dataDir`, so DEL and GC do not depend on the rest of the config parsing.
+#[derive(Debug, Default, Deserialize)]
+struct RawDataDir {
+    #[serde(default, rename = "datadir")]
+    data_dir: Option<String>,
+}
+
+fn data_dir_of(data_dir: Option<&str>) -> Result<PathBuf, CniError> {
+    let dir = match data_dir {
         None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
         Some(d) => PathBuf::from(d),
     };
@@ -83,8 +90,8 @@ fn data_dir_of(raw: &RawIpam) -> Result<PathBuf, CniError> {
 
 /// Only the data directory (DEL and GC need nothing else).
 pub fn load_data_dir(ctx: &Ctx) -> anyhow::Result<PathBuf> {
-    let raw: RawIpam = decode(ipam_value(ctx)?)?;
-    Ok(data_dir_of(&raw)?)
+    let raw: RawDataDir = decode(ipam_value(ctx)?)?;
+    Ok(data_dir_of(raw.data_dir.as_deref())?)
 }
 
 fn requested_ips(ctx: &Ctx) -> anyhow::Result<Vec<IpAddr>> {
@@ -151,7 +158,7 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<HostLocalConf> {
     Ok(HostLocalConf {
         ranges,
         routes: common::routes(&raw.routes)?,
-        data_dir: data_dir_of(&raw)?,
+        data_dir: data_dir_of(raw.data_dir.as_deref())?,
         resolv_conf: raw.resolv_conf.filter(|s| !s.is_empty()).map(PathBuf::from),
         requested,
     })
@@ -384,6 +391,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn add_waits_for_the_store_lock() {
+        let t = TempDir::new("hl-lock");
+        let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}]]}));
+        let held = Store::open(&t.0, "net").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let r = add(&ctx(c, "c1", "eth0")).map(|r| addrs(&r));
+            tx.send(()).unwrap();
+            r
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "ADD must wait for the lock");
+        assert!(!t.0.join("net/198.18.0.2").exists());
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(h.join().unwrap().unwrap(), ["198.18.0.2/24"]);
+    }
+
+    #[test]
     fn round_robin_and_wrap() {
         let t = TempDir::new("hl-rr");
         let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/29"}]]})); // .2 .. .6
@@ -508,6 +533,7 @@ pub(crate) mod tests {
         // a broken range config does not block teardown
         let mut broken = c.clone();
         broken["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.1/24"}]]);
+        broken["ipam"]["routes"] = json!("not a list");
         del(&ctx(broken, "c1", "eth0")).unwrap();
         assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
         // legacy id-only files are released when no (id, ifname) file matched
