@@ -413,3 +413,56 @@ fn ipam_static_results_match_reference() {
     assert_eq!(normalize(a.json()), normalize(b.json()));
     call(Impl::Ours, &st("DEL", "", &conf)).expect_ok("static DEL");
 }
+
+#[test]
+fn ipam_reference_honours_the_same_lock() {
+    if !have_reference("host-local") {
+        return;
+    }
+    use nix::fcntl::{Flock, FlockArg};
+    let t = Tmp::new("lock");
+    let conf = net_conf("1.0.0", &t.0, v4());
+    // create the directory and lock file the way ours does
+    call(Impl::Ours, &hl("ADD", "c0", "eth0", &conf)).expect_ok("ours ADD c0");
+    let lock = fs::File::open(t.0.join("itnet/lock")).unwrap();
+    let held = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    let conf2 = conf.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let out = call(Impl::Reference, &hl("ADD", "c1", "eth0", &conf2));
+        tx.send(()).unwrap();
+        out
+    });
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "reference ADD must wait for our lock");
+    drop(held);
+    rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    let out = h.join().unwrap().expect_ok("ref ADD c1");
+    assert_eq!(out.json()["ips"][0]["address"], "198.18.0.3/24");
+}
+
+#[test]
+fn ipam_mixed_concurrent_adds_with_reference() {
+    if !have_reference("host-local") {
+        return;
+    }
+    let t = Tmp::new("mixed");
+    let conf = net_conf("1.0.0", &t.0, json!([[{"subnet": "198.18.0.0/24"}]]));
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let conf = conf.clone();
+            std::thread::spawn(move || {
+                let which = if i % 2 == 0 { Impl::Ours } else { Impl::Reference };
+                let id = format!("mix{i}");
+                let out = call(which, &hl("ADD", &id, "eth0", &conf)).expect_ok(&format!("{which:?} ADD {id}"));
+                out.json()["ips"][0]["address"].as_str().unwrap().to_string()
+            })
+        })
+        .collect();
+    let addrs: std::collections::HashSet<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(addrs.len(), 40, "every attachment got its own address");
+    for i in 0..40 {
+        let which = if i % 3 == 0 { Impl::Reference } else { Impl::Ours };
+        call(which, &hl("DEL", &format!("mix{i}"), "eth0", &conf)).expect_ok("DEL");
+    }
+    assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock"]);
+}
