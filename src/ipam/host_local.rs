@@ -11,6 +11,7 @@
 use anyhow::Context;
 use serde::Deserialize;
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use super::common::{self, RawRoute};
@@ -300,7 +301,9 @@ fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let conf = load_conf(ctx).map_err(|e| unavailable(format!("invalid host-local configuration: {e:#}")))?;
     store::validate_network_name(&ctx.name).map_err(|e| unavailable(e.msg))?;
     let dir = conf.data_dir.join(&ctx.name);
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
         .create(&dir)
         .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
     nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
