@@ -1,25 +1,588 @@
-//! TODO
+//! host-local IPAM: allocate addresses from configured ranges, one per range set, and
+//! record them in the reference's on-disk store (see `store.rs`), so a node can switch
+//! between this binary and the reference without losing a lease.
+//!
+//! Better than the reference: the whole ADD runs under one lock; a failed ADD releases
+//! exactly what it reserved (not older reservations of the same attachment); a gateway
+//! of the wrong family or outside its subnet is a config error (code 7); DEL needs only
+//! the data directory (a broken range config cannot block teardown, and nothing is
+//! created); GC releases stale reservations; STATUS checks the store is writable.
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use super::common::{self, RawRoute};
+use super::range::{parse_ip_maybe_cidr, RangeSet, RawRange};
+use super::resolvconf;
+use super::store::{self, Store};
 use crate::applets::Applet;
-use crate::cni::{CniResult, Ctx};
+use crate::cni::result::{Dns, IpConfig, Route};
+use crate::cni::{code, CniError, CniResult, Ctx};
 
 pub const APPLET: Applet = Applet {
     name: "host-local",
     about: "IPAM: allocate addresses from ranges, store on disk",
     min_version: "0.1.0",
-    cni_args: None,
+    cni_args: Some(&["IP"]),
     add,
     del,
     check,
-    gc: None,
-    status: None,
+    gc: Some(gc),
+    status: Some(status),
 };
 
-fn add(_ctx: &Ctx) -> anyhow::Result<CniResult> {
-    anyhow::bail!("not implemented")
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+
+/// `ipam` as written (keys lower-cased by the protocol layer). The legacy single range
+/// (`subnet`, `rangeStart`, `rangeEnd`, `gateway`) is read from the same object.
+#[derive(Debug, Default, Deserialize)]
+struct RawIpam {
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default, rename = "datadir")]
+    data_dir: Option<String>,
+    #[serde(default, rename = "resolvconf")]
+    resolv_conf: Option<String>,
+    #[serde(default)]
+    ranges: Vec<Vec<RawRange>>,
 }
-fn del(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+/// The validated host-local configuration.
+#[derive(Debug, Clone)]
+pub struct HostLocalConf {
+    pub ranges: Vec<RangeSet>,
+    pub routes: Vec<Route>,
+    pub data_dir: PathBuf,
+    pub resolv_conf: Option<PathBuf>,
+    /// requested addresses (CNI_ARGS `IP`, then `args.cni.ips`, then the `ips` capability)
+    pub requested: Vec<IpAddr>,
 }
-fn check(_ctx: &Ctx) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented")
+
+fn ipam_value(ctx: &Ctx) -> anyhow::Result<&serde_json::Value> {
+    match ctx.get("ipam") {
+        Some(v) if v.is_object() => Ok(v),
+        Some(_) => Err(anyhow::anyhow!("failed to load netconf: 'ipam' must be an object")),
+        None => Err(CniError::config("IPAM config missing 'ipam' key").into()),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> anyhow::Result<T> {
+    serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("failed to load netconf: {e}"))
+}
+
+/// Just `ipam.dataDir`, so DEL and GC do not depend on the rest of the config parsing.
+#[derive(Debug, Default, Deserialize)]
+struct RawDataDir {
+    #[serde(default, rename = "datadir")]
+    data_dir: Option<String>,
+}
+
+fn data_dir_of(data_dir: Option<&str>) -> Result<PathBuf, CniError> {
+    let dir = match data_dir {
+        None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
+        Some(d) => PathBuf::from(d),
+    };
+    store::validate_data_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Only the data directory (DEL and GC need nothing else).
+pub fn load_data_dir(ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    let raw: RawDataDir = decode(ipam_value(ctx)?)?;
+    Ok(data_dir_of(raw.data_dir.as_deref())?)
+}
+
+fn requested_ips(ctx: &Ctx) -> anyhow::Result<Vec<IpAddr>> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut push = |ip: IpAddr| {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    };
+    if let Some(v) = ctx.cni_arg("IP").map(str::trim).filter(|v| !v.is_empty()) {
+        let ip = parse_ip_maybe_cidr(v)
+            .ok_or_else(|| anyhow::anyhow!("ARGS: error parsing value of pair \"IP={v}\": invalid IP address {v}"))?;
+        push(ip);
+    }
+    let lists = [
+        ("args.cni.ips", common::string_list("args.cni.ips", ctx.args_cni("ips"))?),
+        ("runtimeConfig.ips", common::string_list("runtimeConfig.ips", ctx.runtime_config("ips"))?),
+    ];
+    for (what, list) in lists {
+        for s in list {
+            let ip = parse_ip_maybe_cidr(&s)
+                .ok_or_else(|| CniError::config(format!("cannot understand ip: {what} entry {s:?} is not an IP")))?;
+            push(ip);
+        }
+    }
+    Ok(out)
+}
+
+/// Load and validate everything ADD needs (the reference's `LoadIPAMConfig`).
+pub fn load_conf(ctx: &Ctx) -> anyhow::Result<HostLocalConf> {
+    let ipam = ipam_value(ctx)?;
+    let raw: RawIpam = decode(ipam)?;
+    let legacy: RawRange = decode(ipam)?;
+    let requested = requested_ips(ctx)?;
+
+    let mut raw_sets: Vec<Vec<RawRange>> = Vec::new();
+    if let Some(cap) = ctx.runtime_config("ipranges") {
+        let cap: Vec<Vec<RawRange>> = decode(cap)?;
+        raw_sets.extend(cap);
+    }
+    if legacy.subnet.as_deref().is_some_and(|s| !s.trim().is_empty()) {
+        raw_sets.push(vec![legacy]);
+    }
+    raw_sets.extend(raw.ranges.iter().cloned());
+    if raw_sets.is_empty() {
+        return Err(CniError::config("no IP ranges specified").into());
+    }
+
+    let mut ranges = Vec::with_capacity(raw_sets.len());
+    for (i, set) in raw_sets.iter().enumerate() {
+        let set = RangeSet::from_raw(set).map_err(|e| CniError::config(format!("invalid range set {i}: {e}")))?;
+        ranges.push(set);
+    }
+    let v4 = ranges.iter().filter(|s| s.is_v4()).count();
+    common::check_per_family(&ctx.version, v4, ranges.len() - v4)?;
+    for (i, a) in ranges.iter().enumerate() {
+        for (j, b) in ranges.iter().enumerate().skip(i + 1) {
+            if a.overlaps(b) {
+                return Err(CniError::config(format!("range set {i} overlaps with {j}")).into());
+            }
+        }
+    }
+
+    Ok(HostLocalConf {
+        ranges,
+        routes: common::routes(&raw.routes)?,
+        data_dir: data_dir_of(raw.data_dir.as_deref())?,
+        resolv_conf: raw.resolv_conf.filter(|s| !s.is_empty()).map(PathBuf::from),
+        requested,
+    })
+}
+
+/// Allocate one address per range set into `held` (what this call reserved, for rollback).
+fn allocate(store: &Store, ctx: &Ctx, conf: &HostLocalConf, held: &mut Vec<IpAddr>) -> anyhow::Result<Vec<IpConfig>> {
+    let (id, ifname) = (ctx.container_id.as_str(), ctx.ifname.as_str());
+    let entries = store.entries()?;
+    let mut taken: std::collections::HashSet<IpAddr> = entries.iter().map(|e| e.ip).collect();
+    let mine: Vec<IpAddr> =
+        entries.iter().filter(|e| e.owner.is(id, ifname) || e.owner.is_legacy_of(id)).map(|e| e.ip).collect();
+    let mut requested = conf.requested.clone();
+    let mut ips = Vec::with_capacity(conf.ranges.len());
+
+    for (idx, set) in conf.ranges.iter().enumerate() {
+        let wanted = requested.iter().position(|ip| set.contains(*ip)).map(|p| requested.remove(p));
+        let one = (|| -> anyhow::Result<IpConfig> {
+            if let Some(ip) = wanted {
+                let r = set.range_for(ip).ok_or_else(|| anyhow::anyhow!("{ip} not in range set {set}"))?;
+                if ip == r.gateway {
+                    anyhow::bail!("requested ip {ip} is subnet's gateway");
+                }
+                if !store.reserve(id, ifname, ip, idx)? {
+                    anyhow::bail!("requested IP address {ip} is not available in range set {set}");
+                }
+                held.push(ip);
+                taken.insert(ip);
+                return Ok(ip_config(ip, r.subnet.prefix_len(), r.gateway));
+            }
+            if let Some(dup) = mine.iter().find(|ip| set.contains(**ip)) {
+                anyhow::bail!("{dup} has been allocated to {id}, duplicate allocation is not allowed");
+            }
+            for (cand, r) in set.iter_from(store.last_reserved_ip(idx)) {
+                if taken.contains(&cand) {
+                    continue;
+                }
+                if store.reserve(id, ifname, cand, idx)? {
+                    held.push(cand);
+                    taken.insert(cand);
+                    return Ok(ip_config(cand, r.subnet.prefix_len(), r.gateway));
+                }
+                taken.insert(cand);
+            }
+            anyhow::bail!("no IP addresses available in range set: {set}")
+        })();
+        ips.push(one.with_context(|| format!("failed to allocate for range {idx}"))?);
+    }
+
+    if !requested.is_empty() {
+        let list: Vec<String> = requested.iter().map(ToString::to_string).collect();
+        anyhow::bail!("failed to allocate all requested IPs: {}", list.join(" "));
+    }
+    Ok(ips)
+}
+
+fn ip_config(ip: IpAddr, prefix: u8, gateway: IpAddr) -> IpConfig {
+    let address = ipnet::IpNet::new(ip, prefix).unwrap_or_else(|_| ipnet::IpNet::from(ip));
+    IpConfig { address, gateway: Some(gateway), interface: None }
+}
+
+fn add(ctx: &Ctx) -> anyhow::Result<CniResult> {
+    let conf = load_conf(ctx)?;
+    let dns = match &conf.resolv_conf {
+        Some(p) => resolvconf::load(p)?,
+        None => Dns::default(),
+    };
+    let store = Store::open(&conf.data_dir, &ctx.name)?;
+    let mut held = Vec::new();
+    match allocate(&store, ctx, &conf, &mut held) {
+        Ok(ips) => Ok(CniResult { interfaces: Vec::new(), ips, routes: conf.routes.clone(), dns }),
+        Err(e) => {
+            for ip in held {
+                if let Err(re) = store.release(ip) {
+                    tracing::warn!(%ip, error = %format!("{re:#}"), "rollback: failed to release");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn del(ctx: &Ctx) -> anyhow::Result<()> {
+    let data_dir = load_data_dir(ctx)?;
+    let Some(store) = Store::open_existing(&data_dir, &ctx.name)? else { return Ok(()) };
+    let released = store.release_by_id(&ctx.container_id, &ctx.ifname)?;
+    tracing::debug!(?released, "host-local DEL");
+    Ok(())
+}
+
+fn check(ctx: &Ctx) -> anyhow::Result<()> {
+    let conf = load_conf(ctx)?;
+    let found = match Store::open_existing(&conf.data_dir, &ctx.name)? {
+        Some(store) => store.find_by_id(&ctx.container_id, &ctx.ifname)?,
+        None => false,
+    };
+    if !found {
+        anyhow::bail!("host-local: Failed to find address added by container {}", ctx.container_id);
+    }
+    Ok(())
+}
+
+/// `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) as (id, ifname)
+/// pairs; `None` when the runtime sent no list at all.
+pub fn valid_attachments(ctx: &Ctx) -> Result<Option<Vec<(String, String)>>, CniError> {
+    let Some(list) = ctx.get("cni.dev/valid-attachments").or_else(|| ctx.get("cni.dev/attachments")) else {
+        return Ok(None);
+    };
+    let arr = list.as_array().ok_or_else(|| CniError::config("cni.dev/valid-attachments must be a list"))?;
+    let mut out = Vec::with_capacity(arr.len());
+    for (i, a) in arr.iter().enumerate() {
+        let field = |k: &str| a.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+        match (field("containerid"), field("ifname")) {
+            (Some(id), Some(ifname)) => out.push((id, ifname)),
+            _ => {
+                return Err(CniError::config(format!(
+                    "cni.dev/valid-attachments entry {i} needs a containerID and an ifname"
+                )))
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+fn gc(ctx: &Ctx) -> anyhow::Result<()> {
+    let data_dir = load_data_dir(ctx)?;
+    let Some(valid) = valid_attachments(ctx)? else {
+        tracing::info!(network = %ctx.name, "GC without cni.dev/valid-attachments: attachments unknown, nothing released");
+        return Ok(());
+    };
+    let Some(store) = Store::open_existing(&data_dir, &ctx.name)? else { return Ok(()) };
+    let released = store.gc(&valid)?;
+    tracing::info!(network = %ctx.name, ?released, "host-local GC");
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> anyhow::Result<()> {
+    let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    let conf = load_conf(ctx).map_err(|e| unavailable(format!("invalid host-local configuration: {e:#}")))?;
+    store::validate_network_name(&ctx.name).map_err(|e| unavailable(e.msg))?;
+    let dir = conf.data_dir.join(&ctx.name);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
+    nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+        .map_err(|e| unavailable(format!("data directory {} is not writable: {e}", dir.display())))?;
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cni::Command;
+    use crate::ipam::store::tests::TempDir;
+    use serde_json::json;
+    use std::fs;
+
+    pub(crate) fn ctx(conf: serde_json::Value, id: &str, ifname: &str) -> Ctx {
+        let version = conf.get("cniversion").and_then(|v| v.as_str()).unwrap_or("0.1.0").to_string();
+        let name = conf.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        Ctx {
+            command: Command::Add,
+            container_id: id.into(),
+            netns: Some("/proc/self/ns/net".into()),
+            ifname: ifname.into(),
+            args: Vec::new(),
+            path: Vec::new(),
+            stdin: Vec::new(),
+            conf,
+            version,
+            name,
+            prev_result: None,
+        }
+    }
+
+    fn conf(dir: &TempDir, ipam: serde_json::Value) -> serde_json::Value {
+        let mut ipam = ipam;
+        ipam["datadir"] = json!(dir.0.to_str().unwrap());
+        ipam["type"] = json!("host-local");
+        json!({"cniversion": "1.0.0", "name": "net", "ipam": ipam})
+    }
+
+    fn addrs(r: &CniResult) -> Vec<String> {
+        r.ips.iter().map(|i| i.address.to_string()).collect()
+    }
+
+    fn files(dir: &TempDir) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir.0.join("net")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn allocates_in_order_with_gateway_routes_dns() {
+        let t = TempDir::new("hl-order");
+        let resolv = t.0.join("resolv.conf");
+        fs::write(&resolv, "nameserver 198.18.0.53\nsearch a.example\n").unwrap();
+        let c = conf(
+            &t,
+            json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00::/64"}]],
+                   "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0", "gw": "fd00::1"}],
+                   "resolvconf": resolv.to_str().unwrap()}),
+        );
+        let r = add(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        assert_eq!(addrs(&r), ["198.18.0.2/24", "fd00::2/64"]);
+        assert_eq!(r.ips[0].gateway, Some("198.18.0.1".parse().unwrap()));
+        assert_eq!(r.ips[1].gateway, Some("fd00::1".parse().unwrap()));
+        assert!(r.ips.iter().all(|i| i.interface.is_none()) && r.interfaces.is_empty());
+        assert_eq!(r.routes.len(), 2);
+        assert_eq!(r.dns.nameservers, ["198.18.0.53"]);
+        let r = add(&ctx(c.clone(), "c2", "eth0")).unwrap();
+        assert_eq!(addrs(&r), ["198.18.0.3/24", "fd00::3/64"]);
+        assert_eq!(
+            files(&t),
+            ["198.18.0.2", "198.18.0.3", "fd00::2", "fd00::3", "last_reserved_ip.0", "last_reserved_ip.1", "lock"]
+        );
+        // the same attachment again: refused, and its existing reservation is kept
+        let e = add(&ctx(c.clone(), "c1", "eth0")).unwrap_err();
+        assert!(format!("{e:#}").contains("198.18.0.2 has been allocated to c1, duplicate allocation is not allowed"));
+        assert!(t.0.join("net/198.18.0.2").exists());
+        // another ifname of the same container is a different attachment
+        let r = add(&ctx(c.clone(), "c1", "eth1")).unwrap();
+        assert_eq!(addrs(&r), ["198.18.0.4/24", "fd00::4/64"]);
+        check(&ctx(c.clone(), "c1", "eth1")).unwrap();
+        del(&ctx(c.clone(), "c1", "eth1")).unwrap();
+        del(&ctx(c.clone(), "c1", "eth1")).unwrap();
+        assert!(check(&ctx(c, "c1", "eth1")).is_err());
+        assert!(!t.0.join("net/198.18.0.4").exists());
+    }
+
+    #[test]
+    fn add_waits_for_the_store_lock() {
+        let t = TempDir::new("hl-lock");
+        let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}]]}));
+        let held = Store::open(&t.0, "net").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let r = add(&ctx(c, "c1", "eth0")).map(|r| addrs(&r));
+            tx.send(()).unwrap();
+            r
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "ADD must wait for the lock");
+        assert!(!t.0.join("net/198.18.0.2").exists());
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(h.join().unwrap().unwrap(), ["198.18.0.2/24"]);
+    }
+
+    #[test]
+    fn round_robin_and_wrap() {
+        let t = TempDir::new("hl-rr");
+        let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/29"}]]})); // .2 .. .6
+        let a = |id: &str| addrs(&add(&ctx(c.clone(), id, "eth0")).unwrap()).remove(0);
+        assert_eq!(a("c1"), "198.18.0.2/29");
+        assert_eq!(a("c2"), "198.18.0.3/29");
+        del(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        // a released address is not reused until the range wraps
+        assert_eq!(a("c3"), "198.18.0.4/29");
+        assert_eq!(a("c4"), "198.18.0.5/29");
+        assert_eq!(a("c5"), "198.18.0.6/29");
+        assert_eq!(a("c6"), "198.18.0.2/29");
+        let e = add(&ctx(c.clone(), "c7", "eth0")).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "failed to allocate for range 0: no IP addresses available in range set: 198.18.0.1-198.18.0.6"
+        );
+        assert_eq!(fs::read(t.0.join("net/last_reserved_ip.0")).unwrap(), b"198.18.0.2");
+        // the last reserved address outside the set: start over from rangeStart
+        fs::write(t.0.join("net/last_reserved_ip.0"), "203.0.113.9").unwrap();
+        del(&ctx(c.clone(), "c4", "eth0")).unwrap();
+        del(&ctx(c.clone(), "c3", "eth0")).unwrap();
+        assert_eq!(a("c8"), "198.18.0.4/29");
+    }
+
+    #[test]
+    fn requested_ips_from_all_sources() {
+        let t = TempDir::new("hl-req");
+        let mut c = conf(&t, json!({"subnet": "198.18.0.0/24", "ranges": [[{"subnet": "fd00::/64"}]]}));
+        c["runtimeconfig"] = json!({"ips": ["fd00::9/64"], "ipranges": [[{"subnet": "198.19.0.0/24"}]]});
+        c["args"] = json!({"cni": {"ips": ["198.18.0.77"]}});
+        let mut x = ctx(c.clone(), "c1", "eth0");
+        x.args = vec![("IP".into(), "198.19.0.99".into())];
+        let r = add(&x).unwrap();
+        // capability ranges first, then the legacy range, then `ranges`
+        assert_eq!(addrs(&r), ["198.19.0.99/24", "198.18.0.77/24", "fd00::9/64"]);
+        assert_eq!(fs::read(t.0.join("net/last_reserved_ip.0")).unwrap(), b"198.19.0.99");
+        assert_eq!(fs::read(t.0.join("net/last_reserved_ip.2")).unwrap(), b"fd00::9");
+        // the same requested address for another container: not available, nothing kept
+        let mut y = ctx(c.clone(), "c2", "eth0");
+        y.args = vec![("IP".into(), "198.19.0.50".into())];
+        let e = add(&y).unwrap_err();
+        assert!(format!("{e:#}").contains("requested IP address 198.18.0.77 is not available"), "{e:#}");
+        assert!(!t.0.join("net/198.19.0.50").exists(), "rolled back");
+        // the gateway cannot be requested
+        let plain = conf(&t, json!({"ranges": [[{"subnet": "198.20.0.0/24"}]]}));
+        let mut z = ctx(plain.clone(), "c3", "eth0");
+        z.args = vec![("IP".into(), "198.20.0.1".into())];
+        assert!(format!("{:#}", add(&z).unwrap_err()).contains("requested ip 198.20.0.1 is subnet's gateway"));
+        // a requested address outside every set is an error, and nothing stays reserved
+        z.args = vec![("IP".into(), "203.0.113.5/24".into())];
+        let before = files(&t);
+        let e = add(&z).unwrap_err();
+        assert_eq!(format!("{e:#}"), "failed to allocate all requested IPs: 203.0.113.5");
+        assert_eq!(files(&t), before);
+        z.args = vec![("IP".into(), "bogus".into())];
+        assert!(add(&z).is_err());
+    }
+
+    #[test]
+    fn rollback_releases_only_this_call() {
+        let t = TempDir::new("hl-rb");
+        let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00::/126"}]]}));
+        // fill the v6 set (fd00::2, fd00::3)
+        let dir = t.0.join("net");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("fd00::2"), "x\r\neth0").unwrap();
+        fs::write(dir.join("fd00::3"), "y\r\neth0").unwrap();
+        let e = add(&ctx(c.clone(), "c1", "eth0")).unwrap_err();
+        assert!(format!("{e:#}").starts_with("failed to allocate for range 1: no IP addresses available"));
+        assert!(!dir.join("198.18.0.2").exists(), "v4 reservation rolled back");
+        assert!(dir.join("fd00::2").exists() && dir.join("fd00::3").exists());
+    }
+
+    #[test]
+    fn config_errors_are_code_7() {
+        let t = TempDir::new("hl-cfg");
+        let cases = [
+            (json!({"ranges": []}), "no IP ranges specified"),
+            (json!({"ranges": [[{"subnet": "198.18.0.1/24"}]]}), "invalid range set 0: Network has host bits set"),
+            (json!({"ranges": [[{"subnet": "198.18.0.0/24", "gateway": "fd00::1"}]]}), "is IPv6 but subnet"),
+            (json!({"ranges": [[{"subnet": "198.18.0.0/24", "gateway": "198.18.9.1"}]]}), "not in network"),
+            (
+                json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.18.0.0/25"}]]}),
+                "range set 0 overlaps with 1",
+            ),
+            (
+                json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.19.0.0/24"}]], "datadir": "rel"}),
+                "absolute",
+            ),
+        ];
+        for (ipam, want) in cases {
+            let mut c = conf(&t, ipam.clone());
+            if ipam.get("datadir").is_some() {
+                c["ipam"]["datadir"] = ipam["datadir"].clone();
+            }
+            let e = add(&ctx(c, "c1", "eth0")).unwrap_err();
+            let ce = CniError::from_anyhow(&e);
+            assert_eq!(ce.code, 7, "{ipam}: {ce:?}");
+            assert!(ce.msg.contains(want), "{ipam}: {} lacks {want}", ce.msg);
+        }
+        let mut old = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.19.0.0/24"}]]}));
+        old["cniversion"] = json!("0.2.0");
+        let mut x = ctx(old, "c1", "eth0");
+        x.version = "0.2.0".into();
+        assert!(format!("{:#}", add(&x).unwrap_err()).contains("does not support more than 1 address per family"));
+        let none = json!({"cniversion": "1.0.0", "name": "net"});
+        assert_eq!(CniError::from_anyhow(&add(&ctx(none, "c", "e")).unwrap_err()).code, 7);
+        let mut bad_name = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}]]}));
+        bad_name["name"] = json!("..");
+        assert_eq!(CniError::from_anyhow(&add(&ctx(bad_name, "c", "e")).unwrap_err()).code, 7);
+    }
+
+    #[test]
+    fn del_is_lenient_and_idempotent() {
+        let t = TempDir::new("hl-del");
+        let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}]]}));
+        // no directory yet: success, and nothing gets created
+        del(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        assert!(!t.0.join("net").exists());
+        add(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        // a broken range config does not block teardown
+        let mut broken = c.clone();
+        broken["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.1/24"}]]);
+        broken["ipam"]["routes"] = json!("not a list");
+        del(&ctx(broken, "c1", "eth0")).unwrap();
+        assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
+        // legacy id-only files are released when no (id, ifname) file matched
+        fs::write(t.0.join("net/198.18.0.9"), "c9").unwrap();
+        del(&ctx(c, "c9", "eth3")).unwrap();
+        assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
+    }
+
+    #[test]
+    fn gc_absent_vs_empty_list() {
+        let t = TempDir::new("hl-gc");
+        let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}]]}));
+        add(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        add(&ctx(c.clone(), "c2", "eth0")).unwrap();
+        let mut g = ctx(c.clone(), "", "");
+        g.command = Command::Gc;
+        gc(&g).unwrap(); // absent list: nothing released
+        assert_eq!(files(&t).len(), 4);
+        g.conf["cni.dev/valid-attachments"] = json!([{"containerid": "c2", "ifname": "eth0"}]);
+        gc(&g).unwrap();
+        assert_eq!(files(&t), ["198.18.0.3", "last_reserved_ip.0", "lock"]);
+        // legacy key accepted when the new one is absent
+        let mut legacy = ctx(c.clone(), "", "");
+        legacy.conf["cni.dev/attachments"] = json!([]);
+        gc(&legacy).unwrap();
+        assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
+        let mut bad = ctx(c, "", "");
+        bad.conf["cni.dev/valid-attachments"] = json!([{"containerid": "c2"}]);
+        assert_eq!(CniError::from_anyhow(&gc(&bad).unwrap_err()).code, 7);
+    }
+
+    #[test]
+    fn status_reports_unusable_store() {
+        let t = TempDir::new("hl-status");
+        let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}]]}));
+        status(&ctx(c.clone(), "", "")).unwrap();
+        assert!(t.0.join("net").is_dir());
+        let mut blocked = c.clone();
+        let file = t.0.join("afile");
+        fs::write(&file, "").unwrap();
+        blocked["ipam"]["datadir"] = json!(file.to_str().unwrap());
+        let e = CniError::from_anyhow(&status(&ctx(blocked, "", "")).unwrap_err());
+        assert_eq!(e.code, 50);
+        assert!(e.msg.contains("cannot create data directory"), "{}", e.msg);
+        let mut invalid = c;
+        invalid["ipam"]["ranges"] = json!([]);
+        assert_eq!(CniError::from_anyhow(&status(&ctx(invalid, "", "")).unwrap_err()).code, 50);
+    }
 }

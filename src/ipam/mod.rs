@@ -1,3 +1,7 @@
 //! IPAM plugins.
+pub mod common;
 pub mod host_local;
+pub mod range;
+pub mod resolvconf;
 pub mod static_;
+pub mod store;

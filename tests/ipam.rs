@@ -1,0 +1,468 @@
+//! host-local and static run as processes, side by side with the reference binaries in
+//! /usr/lib/cni: shared data directories, identical stores, identical results.
+//!
+//! IPAM never enters the netns, so no namespaces are needed: CNI_NETNS points at our own.
+//! Every test works in its own directory under /tmp, removed on drop.
+//!
+//! Setting `CNI_MULTI_TEST_OURS_IS_REFERENCE=1` runs the reference binary in place of ours,
+//! which checks the harness itself (every test must then pass).
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const REF_DIR: &str = "/usr/lib/cni";
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = PathBuf::from(format!(
+            "/tmp/cni-multi-it-ipam-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+    fn path(&self, s: &str) -> PathBuf {
+        self.0.join(s)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Impl {
+    Ours,
+    Reference,
+}
+
+fn ours_is_reference() -> bool {
+    std::env::var("CNI_MULTI_TEST_OURS_IS_REFERENCE").is_ok_and(|v| v == "1")
+}
+
+fn have_reference(plugin: &str) -> bool {
+    let ok = Path::new(REF_DIR).join(plugin).is_file();
+    if !ok {
+        eprintln!("skipping: no reference {REF_DIR}/{plugin}");
+    }
+    ok
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {:?}", self.stdout))
+    }
+    fn expect_ok(self, what: &str) -> Self {
+        assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
+        self
+    }
+}
+
+struct Call<'a> {
+    plugin: &'a str,
+    command: &'a str,
+    id: &'a str,
+    ifname: &'a str,
+    args: &'a str,
+    conf: &'a Value,
+}
+
+fn call(which: Impl, c: &Call) -> Out {
+    let mut cmd = if which == Impl::Reference || ours_is_reference() {
+        Command::new(Path::new(REF_DIR).join(c.plugin))
+    } else {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-multi"));
+        cmd.arg(c.plugin);
+        cmd
+    };
+    run(&mut cmd, c)
+}
+
+fn run(cmd: &mut Command, c: &Call) -> Out {
+    cmd.env_clear()
+        .env("CNI_COMMAND", c.command)
+        .env("CNI_NETNS", "/proc/self/ns/net")
+        .env("CNI_PATH", REF_DIR)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !c.args.is_empty() {
+        cmd.env("CNI_ARGS", c.args);
+    }
+    // GC and STATUS carry no attachment
+    if !c.id.is_empty() {
+        cmd.env("CNI_CONTAINERID", c.id);
+    }
+    if !c.ifname.is_empty() {
+        cmd.env("CNI_IFNAME", c.ifname);
+    }
+    let mut child = cmd.spawn().expect("spawn plugin");
+    let stdin = serde_json::to_vec(c.conf).unwrap();
+    child.stdin.take().unwrap().write_all(&stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn hl<'a>(command: &'a str, id: &'a str, ifname: &'a str, conf: &'a Value) -> Call<'a> {
+    Call { plugin: "host-local", command, id, ifname, args: "", conf }
+}
+
+fn net_conf(version: &str, data_dir: &Path, ranges: Value) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": "itnet",
+        "type": "bridge",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": data_dir,
+            "ranges": ranges,
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "198.19.0.0/16", "gw": "198.18.0.1"}]
+        }
+    })
+}
+
+fn v4() -> Value {
+    json!([[{"subnet": "198.18.0.0/24"}]])
+}
+fn v6() -> Value {
+    json!([[{"subnet": "fd00:10::/64", "rangeStart": "fd00:10::10"}]])
+}
+fn dual() -> Value {
+    json!([[{"subnet": "198.18.0.0/28"}, {"subnet": "198.18.1.0/28"}], [{"subnet": "fd00:10::/120"}]])
+}
+
+/// name → (content, mode) of every file in the network directory
+fn store(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    let mut m = BTreeMap::new();
+    let Ok(rd) = fs::read_dir(dir.join("itnet")) else { return m };
+    for e in rd {
+        let e = e.unwrap();
+        let meta = e.metadata().unwrap();
+        m.insert(
+            e.file_name().into_string().unwrap(),
+            (fs::read(e.path()).unwrap_or_default(), meta.permissions().mode() & 0o777),
+        );
+    }
+    m
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    store(dir).into_keys().collect()
+}
+
+/// Results compared modulo what the reference's old library prints differently
+/// (key order — `Value` maps are ordered — and the empty `"dns": {}` of 1.x).
+fn normalize(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        if o.get("dns").is_some_and(|d| d.as_object().is_some_and(|m| m.is_empty())) {
+            let version = o.get("cniVersion").and_then(Value::as_str).unwrap_or("");
+            if version.starts_with("1.") {
+                o.remove("dns");
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn ipam_reference_allocates_ours_releases() {
+    if !have_reference("host-local") {
+        return;
+    }
+    let t = Tmp::new("r2o");
+    let conf = net_conf("1.0.0", &t.0, dual());
+    call(Impl::Reference, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ref ADD c1");
+    call(Impl::Reference, &hl("ADD", "c2", "eth0", &conf)).expect_ok("ref ADD c2");
+    call(Impl::Reference, &hl("ADD", "c1", "eth1", &conf)).expect_ok("ref ADD c1/eth1");
+    assert_eq!(names(&t.0).len(), 6 + 3);
+    // our CHECK sees the reference's reservation
+    let check = json!({"cniVersion": "1.0.0", "name": "itnet", "ipam": conf["ipam"].clone()});
+    call(Impl::Ours, &hl("CHECK", "c2", "eth0", &check)).expect_ok("ours CHECK c2");
+    call(Impl::Ours, &hl("DEL", "c1", "eth0", &conf)).expect_ok("ours DEL c1");
+    let left = names(&t.0);
+    assert!(!left.contains(&"198.18.0.2".to_string()) && !left.contains(&"fd00:10::2".to_string()), "{left:?}");
+    assert!(left.contains(&"198.18.0.4".to_string()), "c1/eth1 kept: {left:?}");
+    // ours allocates next, continuing the reference's round robin
+    let r = call(Impl::Ours, &hl("ADD", "c3", "eth0", &conf)).expect_ok("ours ADD c3").json();
+    assert_eq!(r["ips"][0]["address"], "198.18.0.5/28");
+    assert_eq!(r["ips"][1]["address"], "fd00:10::5/120");
+    for (id, ifname) in [("c2", "eth0"), ("c1", "eth1"), ("c3", "eth0")] {
+        call(Impl::Ours, &hl("DEL", id, ifname, &conf)).expect_ok("ours DEL");
+    }
+    assert_eq!(names(&t.0), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+}
+
+#[test]
+fn ipam_ours_allocates_reference_releases() {
+    if !have_reference("host-local") {
+        return;
+    }
+    let t = Tmp::new("o2r");
+    let conf = net_conf("0.4.0", &t.0, dual());
+    call(Impl::Ours, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ours ADD c1");
+    call(Impl::Ours, &hl("ADD", "c2", "eth0", &conf)).expect_ok("ours ADD c2");
+    call(Impl::Reference, &hl("CHECK", "c1", "eth0", &conf)).expect_ok("ref CHECK c1");
+    // the reference refuses a duplicate allocation it reads from our files
+    let dup = call(Impl::Reference, &hl("ADD", "c1", "eth0", &conf));
+    assert!(!dup.ok && dup.stdout.contains("duplicate allocation is not allowed"), "{}", dup.stdout);
+    let r = call(Impl::Reference, &hl("ADD", "c3", "eth0", &conf)).expect_ok("ref ADD c3").json();
+    assert_eq!(r["ips"][0]["address"], "198.18.0.4/28", "reference continues our round robin");
+    for id in ["c1", "c2", "c3"] {
+        call(Impl::Reference, &hl("DEL", id, "eth0", &conf)).expect_ok("ref DEL");
+    }
+    assert_eq!(names(&t.0), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+}
+
+/// One scripted sequence of ADD/DEL run by both implementations in separate directories.
+fn sequence(which: Impl, dir: &Path) -> Vec<Value> {
+    let conf = net_conf("1.0.0", dir, dual());
+    let mut results = Vec::new();
+    let steps: &[(&str, &str, &str, &str)] = &[
+        ("ADD", "c1", "eth0", ""),
+        ("ADD", "c2", "eth0", ""),
+        ("ADD", "c3", "eth0", "IP=198.18.1.9"),
+        ("DEL", "c1", "eth0", ""),
+        ("ADD", "c4", "net1", "IgnoreUnknown=1;K8S_POD_NAME=x;IP=fd00:10::77"),
+        ("ADD", "c5", "eth0", ""),
+        ("DEL", "c2", "eth0", ""),
+        ("ADD", "c6", "eth0", ""),
+    ];
+    for (cmd, id, ifname, args) in steps {
+        let out = call(which, &Call { plugin: "host-local", command: cmd, id, ifname, args, conf: &conf });
+        let out = out.expect_ok(&format!("{which:?} {cmd} {id} {args}"));
+        if *cmd == "ADD" {
+            results.push(normalize(out.json()));
+        }
+    }
+    results
+}
+
+#[test]
+fn ipam_same_sequence_same_store() {
+    if !have_reference("host-local") {
+        return;
+    }
+    let (a, b) = (Tmp::new("seq-ref"), Tmp::new("seq-ours"));
+    let ra = sequence(Impl::Reference, &a.0);
+    let rb = sequence(Impl::Ours, &b.0);
+    assert_eq!(ra, rb, "results differ");
+    let (sa, sb) = (store(&a.0), store(&b.0));
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>(), "file names differ");
+    for (name, (content, mode)) in &sb {
+        assert_eq!(Some(content), sa.get(name).map(|x| &x.0), "content of {name}");
+        if name != "lock" && !ours_is_reference() {
+            assert_eq!(*mode, 0o600, "mode of {name}");
+        }
+    }
+    assert_eq!(sb["198.18.1.9"].0, b"c3\r\neth0");
+    assert_eq!(sb["fd00:10::77"].0, b"c4\r\nnet1");
+}
+
+#[test]
+fn ipam_results_match_reference_all_versions() {
+    if !have_reference("host-local") {
+        return;
+    }
+    for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
+        for (fam, ranges) in [("v4", v4()), ("v6", v6()), ("dual", dual())] {
+            let (a, b) = (Tmp::new("ver-ref"), Tmp::new("ver-ours"));
+            let ca = net_conf(version, &a.0, ranges.clone());
+            let cb = net_conf(version, &b.0, ranges.clone());
+            for id in ["c1", "c2"] {
+                let ra = call(Impl::Reference, &hl("ADD", id, "eth0", &ca)).expect_ok("ref ADD");
+                let rb = call(Impl::Ours, &hl("ADD", id, "eth0", &cb)).expect_ok("ours ADD");
+                assert_eq!(normalize(ra.json()), normalize(rb.json()), "{version} {fam} {id}");
+            }
+            // errors agree on failure too: the same attachment twice
+            let ea = call(Impl::Reference, &hl("ADD", "c1", "eth0", &ca));
+            let eb = call(Impl::Ours, &hl("ADD", "c1", "eth0", &cb));
+            assert!(!ea.ok && !eb.ok, "{version} {fam}: duplicate must fail");
+            assert_eq!(ea.json()["msg"], eb.json()["msg"], "{version} {fam}");
+        }
+    }
+}
+
+#[test]
+fn ipam_argv0_symlink_dispatch() {
+    let t = Tmp::new("argv0");
+    let link = t.path("host-local");
+    let target = if ours_is_reference() {
+        PathBuf::from(REF_DIR).join("host-local")
+    } else {
+        env!("CARGO_BIN_EXE_cni-multi").into()
+    };
+    std::os::unix::fs::symlink(target, &link).unwrap();
+    let conf = net_conf("1.0.0", &t.path("data"), v4());
+    let out = run(&mut Command::new(&link), &hl("ADD", "c1", "eth0", &conf)).expect_ok("ADD via symlink");
+    assert_eq!(out.json()["ips"][0]["address"], "198.18.0.2/24");
+    assert_eq!(fs::read(t.path("data/itnet/198.18.0.2")).unwrap(), b"c1\r\neth0");
+    run(&mut Command::new(&link), &hl("DEL", "c1", "eth0", &conf)).expect_ok("DEL via symlink");
+    assert!(!t.path("data/itnet/198.18.0.2").exists());
+}
+
+#[test]
+fn ipam_concurrent_adds_get_distinct_addresses() {
+    let t = Tmp::new("conc");
+    let conf = net_conf("1.0.0", &t.0, json!([[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00:20::/64"}]]));
+    let n = 50;
+    let spawn_all = |cmd: &'static str| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let conf = conf.clone();
+                std::thread::spawn(move || {
+                    let id = format!("conc{i}");
+                    call(Impl::Ours, &hl(cmd, &id, "eth0", &conf)).expect_ok(&format!("{cmd} {id}"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    };
+    let outs = spawn_all("ADD");
+    let mut v4s = std::collections::HashSet::new();
+    let mut v6s = std::collections::HashSet::new();
+    for o in &outs {
+        let j = o.json();
+        assert!(v4s.insert(j["ips"][0]["address"].as_str().unwrap().to_string()), "duplicate v4 {j}");
+        assert!(v6s.insert(j["ips"][1]["address"].as_str().unwrap().to_string()), "duplicate v6 {j}");
+    }
+    assert_eq!((v4s.len(), v6s.len()), (n, n));
+    assert_eq!(names(&t.0).len(), 2 * n + 3);
+    spawn_all("DEL");
+    assert_eq!(names(&t.0), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+}
+
+#[test]
+fn ipam_gc_releases_stale_reservations() {
+    if ours_is_reference() {
+        return; // the reference has no GC
+    }
+    let t = Tmp::new("gc");
+    let conf = net_conf("1.1.0", &t.0, v4());
+    for id in ["a", "b", "c"] {
+        call(Impl::Ours, &hl("ADD", id, "eth0", &conf)).expect_ok("ADD");
+    }
+    let mut gc = json!({"cniVersion": "1.1.0", "name": "itnet", "ipam": conf["ipam"].clone()});
+    // absent list: nothing released
+    call(Impl::Ours, &hl("GC", "", "", &gc)).expect_ok("GC without list");
+    assert_eq!(names(&t.0).len(), 3 + 2);
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
+    call(Impl::Ours, &hl("GC", "", "", &gc)).expect_ok("GC");
+    assert_eq!(names(&t.0), ["198.18.0.3", "last_reserved_ip.0", "lock"]);
+    call(Impl::Ours, &hl("STATUS", "", "", &gc)).expect_ok("STATUS");
+}
+
+fn st<'a>(command: &'a str, args: &'a str, conf: &'a Value) -> Call<'a> {
+    Call { plugin: "static", command, id: "c1", ifname: "eth0", args, conf }
+}
+
+#[test]
+fn ipam_static_results_match_reference() {
+    if !have_reference("static") {
+        return;
+    }
+    let ipam = json!({
+        "type": "static",
+        "addresses": [{"address": "198.18.0.5/24", "gateway": "198.18.0.1"}, {"address": "fd00:30::5/64"}],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "fd00:40::/64", "gw": "fd00:30::1"}],
+        "dns": {"nameservers": ["198.18.0.53"], "search": ["example"]}
+    });
+    for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
+        let conf = json!({"cniVersion": version, "name": "st", "ipam": ipam});
+        for args in ["", "IP=198.19.0.4/24;GATEWAY=198.19.0.1"] {
+            if version == "0.2.0" && !args.is_empty() {
+                continue; // two v4 addresses need 0.3.0: both must fail
+            }
+            let a = call(Impl::Reference, &st("ADD", args, &conf)).expect_ok("ref static ADD");
+            let b = call(Impl::Ours, &st("ADD", args, &conf)).expect_ok("ours static ADD");
+            assert_eq!(normalize(a.json()), normalize(b.json()), "{version} {args}");
+        }
+    }
+    let old = json!({"cniVersion": "0.2.0", "name": "st", "ipam": ipam});
+    let args = "IP=198.19.0.4/24";
+    assert!(!call(Impl::Reference, &st("ADD", args, &old)).ok);
+    assert!(!call(Impl::Ours, &st("ADD", args, &old)).ok);
+    // capability and args.cni.ips replace the configured addresses
+    let conf = json!({"cniVersion": "1.0.0", "name": "st", "ipam": ipam,
+                      "args": {"cni": {"ips": ["198.21.0.1/24"]}},
+                      "runtimeConfig": {"ips": ["198.22.0.1/24"]}});
+    let a = call(Impl::Reference, &st("ADD", "", &conf)).expect_ok("ref");
+    let b = call(Impl::Ours, &st("ADD", "", &conf)).expect_ok("ours");
+    assert_eq!(normalize(a.json()), normalize(b.json()));
+    call(Impl::Ours, &st("DEL", "", &conf)).expect_ok("static DEL");
+}
+
+#[test]
+fn ipam_reference_honours_the_same_lock() {
+    if !have_reference("host-local") {
+        return;
+    }
+    use nix::fcntl::{Flock, FlockArg};
+    let t = Tmp::new("lock");
+    let conf = net_conf("1.0.0", &t.0, v4());
+    // create the directory and lock file the way ours does
+    call(Impl::Ours, &hl("ADD", "c0", "eth0", &conf)).expect_ok("ours ADD c0");
+    let lock = fs::File::open(t.0.join("itnet/lock")).unwrap();
+    let held = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    let conf2 = conf.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let out = call(Impl::Reference, &hl("ADD", "c1", "eth0", &conf2));
+        tx.send(()).unwrap();
+        out
+    });
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "reference ADD must wait for our lock");
+    drop(held);
+    rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    let out = h.join().unwrap().expect_ok("ref ADD c1");
+    assert_eq!(out.json()["ips"][0]["address"], "198.18.0.3/24");
+}
+
+#[test]
+fn ipam_mixed_concurrent_adds_with_reference() {
+    if !have_reference("host-local") {
+        return;
+    }
+    let t = Tmp::new("mixed");
+    let conf = net_conf("1.0.0", &t.0, json!([[{"subnet": "198.18.0.0/24"}]]));
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let conf = conf.clone();
+            std::thread::spawn(move || {
+                let which = if i % 2 == 0 { Impl::Ours } else { Impl::Reference };
+                let id = format!("mix{i}");
+                let out = call(which, &hl("ADD", &id, "eth0", &conf)).expect_ok(&format!("{which:?} ADD {id}"));
+                out.json()["ips"][0]["address"].as_str().unwrap().to_string()
+            })
+        })
+        .collect();
+    let addrs: std::collections::HashSet<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(addrs.len(), 40, "every attachment got its own address");
+    for i in 0..40 {
+        let which = if i % 3 == 0 { Impl::Reference } else { Impl::Ours };
+        call(which, &hl("DEL", &format!("mix{i}"), "eth0", &conf)).expect_ok("DEL");
+    }
+    assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock"]);
+}
