@@ -1,3 +1,4 @@
 //! The only place with `unsafe` (every block has a `// SAFETY:` comment).
+pub mod listen_fds;
 pub mod netns;
 pub mod sysctl;
