@@ -433,6 +433,8 @@ impl Default for Backoff {
 pub struct Client<'a> {
     pub sock: UdpSocket,
     pub mac: [u8; 6],
+    /// IPv4 addresses on the interface (unicast is only possible from the leased one)
+    pub local_addrs: Vec<Ipv4Addr>,
     pub ifname: String,
     pub opts: &'a ClientOptions,
     pub backoff: Backoff,
@@ -541,7 +543,9 @@ impl Client<'_> {
         let mut req = Message::request(MsgType::Request, xid, self.mac);
         req.ciaddr = lease.address;
         self.opts.apply(&mut req);
-        let dest = if rebind { Ipv4Addr::BROADCAST } else { lease.server_id };
+        // unicast needs the leased address on the interface; without it only broadcast can work
+        let dest =
+            if rebind || !self.local_addrs.contains(&lease.address) { Ipv4Addr::BROADCAST } else { lease.server_id };
         let reply =
             self.transact(&req, dest, deadline, &|m| matches!(m.msg_type(), Some(MsgType::Ack | MsgType::Nak)))?;
         Ok(match reply {
@@ -563,15 +567,17 @@ impl Client<'_> {
         })
     }
 
-    /// DHCPRELEASE: unicast to the server from the leased address; if that cannot be sent
-    /// (address already gone from the interface), broadcast it instead.
+    /// DHCPRELEASE: unicast to the server from the leased address; when the address is not
+    /// (or no longer) on the interface, or the unicast cannot be sent, broadcast it instead.
     pub fn release(&self, lease: &Lease) -> anyhow::Result<()> {
         let mut m = Message::request(MsgType::Release, random_u32(), self.mac);
         m.ciaddr = lease.address;
         m.set(opt::SERVER_ID, lease.server_id.octets().to_vec());
         m.set(opt::CLIENT_ID, self.opts.client_id.clone());
         let bytes = m.encode();
-        if self.sock.send_to(&bytes, SocketAddrV4::new(lease.server_id, SERVER_PORT)).is_ok() {
+        if self.local_addrs.contains(&lease.address)
+            && self.sock.send_to(&bytes, SocketAddrV4::new(lease.server_id, SERVER_PORT)).is_ok()
+        {
             return Ok(());
         }
         self.sock

@@ -286,6 +286,7 @@ impl Daemon {
         let client = Client {
             sock,
             mac: info.mac,
+            local_addrs: info.addrs.clone(),
             ifname: req.ifname.clone(),
             opts: &options,
             backoff: self.backoff(),
@@ -342,6 +343,7 @@ impl Daemon {
                 let client = Client {
                     sock,
                     mac: info.mac,
+                    local_addrs: info.addrs.clone(),
                     ifname: rec.ifname.clone(),
                     opts: &rec.options,
                     backoff: self.backoff(),
@@ -473,6 +475,7 @@ impl Daemon {
         let client = Client {
             sock,
             mac: info.mac,
+            local_addrs: info.addrs.clone(),
             ifname: rec.ifname.clone(),
             opts: &rec.options,
             backoff: self.backoff(),

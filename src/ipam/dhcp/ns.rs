@@ -46,10 +46,12 @@ pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> anyhow::Result<T> + Se
 }
 
 /// An interface as seen from inside its netns.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IfInfo {
     pub mac: [u8; 6],
     pub up: bool,
+    /// IPv4 addresses configured on it
+    pub addrs: Vec<std::net::Ipv4Addr>,
 }
 
 /// Look an interface up in the current (thread's) netns.
@@ -59,10 +61,13 @@ pub fn lookup_iface(ifname: &str) -> anyhow::Result<Option<IfInfo>> {
     for a in addrs.filter(|a| a.interface_name == ifname) {
         let up = a.flags.contains(InterfaceFlags::IFF_UP);
         let mac = a.address.as_ref().and_then(|s| s.as_link_addr()).and_then(|l| l.addr());
-        match (found.as_mut(), mac) {
-            (None, m) => found = Some(IfInfo { mac: m.unwrap_or([0; 6]), up }),
-            (Some(f), Some(m)) => f.mac = m,
-            _ => {}
+        let v4 = a.address.as_ref().and_then(|s| s.as_sockaddr_in()).map(|s| s.ip());
+        let f = found.get_or_insert(IfInfo { mac: [0; 6], up, addrs: Vec::new() });
+        if let Some(m) = mac {
+            f.mac = m;
+        }
+        if let Some(ip) = v4 {
+            f.addrs.push(ip);
         }
     }
     Ok(found)
