@@ -507,3 +507,65 @@ fn dhcp_process_daemon_and_plugin() {
     run(&["kill", "-TERM", &pid.to_string()]);
     w.wait_for("daemon cleanup", 5, || !sock.exists() && !pidfile.exists());
 }
+
+/// Leases persisted by a stopped daemon that are past T2 (rebind) or expired (re-acquire)
+/// when the daemon comes back: both end up renewed with the same address.
+#[test]
+fn dhcp_resume_rebinds_and_reacquires_after_restart() {
+    let mut w = World::new("x", 67);
+    w.start_dnsmasq(&[]);
+    let c1 = w.container(1);
+    let c2 = w.container(2);
+    let cfg = w.daemon_config();
+    w.start_daemon(cfg.clone());
+    let a1 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).unwrap());
+    let a2 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr2", &c2, "eth0", w.ipam())).unwrap());
+    configure(&c1, &a1);
+    configure(&c2, &a2);
+    w.stop_daemons();
+    // age the persisted leases: ctr1 into REBINDING (past T2 = 105 s), ctr2 past expiry
+    for f in w.state_files() {
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        let age = if v["key"] == "ctr1/dhcpnet/eth0" { 110 } else { 300 };
+        let t = v["lease"]["acquired_unix"].as_u64().unwrap() - age;
+        v["lease"]["acquired_unix"] = t.into();
+        std::fs::write(&f, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    let started = cni_multi::ipam::dhcp::client::now_unix();
+    let d = w.start_daemon(cfg);
+    for (key, addr) in [("ctr1/dhcpnet/eth0", &a1), ("ctr2/dhcpnet/eth0", &a2)] {
+        w.wait_for(key, 10, || d.lease(key).is_some_and(|l| l.acquired_unix >= started));
+        let l = d.lease(key).unwrap();
+        assert!(addr.starts_with(&format!("{}/", l.address)), "{key}: {addr} became {}", l.address);
+    }
+    let log = w.dnsmasq_log();
+    assert!(log.matches("DHCPREQUEST").count() >= 4, "{log}");
+}
+
+/// Many containers at once: every ADD gets its own address, in parallel.
+#[test]
+fn dhcp_many_containers_in_parallel() {
+    let mut w = World::new("m", 68);
+    w.start_dnsmasq(&[]);
+    let paths: Vec<String> = (1..=6).map(|n| w.container(n)).collect();
+    let d = w.start_daemon(w.daemon_config());
+    let w = &w;
+    let addrs: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                s.spawn(move || {
+                    addr_of(&(APPLET.add)(&w.ctx(Command::Add, &format!("ctr{i}"), p, "eth0", w.ipam())).unwrap())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut uniq = addrs.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 6, "{addrs:?}");
+    assert_eq!(d.lease_keys().len(), 6);
+    assert!(addrs.iter().all(|a| in_range(a, 68)));
+}
