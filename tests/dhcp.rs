@@ -569,3 +569,36 @@ fn dhcp_many_containers_in_parallel() {
     assert_eq!(d.lease_keys().len(), 6);
     assert!(addrs.iter().all(|a| in_range(a, 68)));
 }
+
+/// Socket activation: with LISTEN_FDS the daemon serves the passed socket and never binds
+/// `-socketpath` itself.
+#[test]
+fn dhcp_process_socket_activation() {
+    if !cli_ready() || !Path::new("/usr/bin/systemd-socket-activate").exists() {
+        eprintln!("SKIP dhcp_process_socket_activation: CLI not dispatching `dhcp` yet or no systemd-socket-activate");
+        return;
+    }
+    let mut w = World::new("s", 69);
+    let sock = w.dir.join("act.sock");
+    let own = w.dir.join("own.sock");
+    let child = Proc::new("/usr/bin/systemd-socket-activate")
+        .arg("-l")
+        .arg(&sock)
+        .args([bin(), "dhcp", "daemon", "-socketpath"])
+        .arg(&own)
+        .arg("-statedir")
+        .arg(w.dir.join("st"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    w.procs.push(child);
+    w.wait_for("the activation socket", 5, || sock.exists());
+    let conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"n","type":"dhcp","ipam":{{"type":"dhcp","daemonSocketPath":"{}"}}}}"#,
+        sock.display()
+    );
+    let (okk, out) = plugin("STATUS", "", "", &conf);
+    assert!(okk, "{out}");
+    assert!(!own.exists(), "the daemon bound its own socket despite LISTEN_FDS");
+}
