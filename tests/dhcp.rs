@@ -259,7 +259,11 @@ fn dhcp_add_ping_second_lease_options_and_release() {
         "request": [{"option": "121"}],
         "provide": [{"option": "host-name", "fromarg": "K8S_POD_NAME"}],
     });
+    // ...and its interface is down: the daemon sets it up, like the reference
+    let ns2 = Path::new(&c2).file_name().unwrap().to_str().unwrap().to_string();
+    run(&["ip", "-n", &ns2, "link", "set", "eth0", "down"]);
     let r2 = (APPLET.add)(&w.ctx(Command::Add, "ctr2", &c2, "eth0", ipam2.clone())).expect("ADD c2");
+    assert!(run(&["ip", "-n", &ns2, "link", "show", "eth0"]).contains(",UP"));
     let a2 = addr_of(&r2);
     assert!(in_range(&a2, 61), "{a2}");
     assert_ne!(a1, a2);

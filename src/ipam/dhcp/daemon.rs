@@ -281,7 +281,7 @@ impl Daemon {
         }
         let netns = self.netns_path(&req.netns);
         let (sock, info) =
-            ns::open_client_socket(&netns, &req.ifname).map_err(|e| Failure(code::INTERNAL, format!("{e:#}")))?;
+            ns::open_client_socket(&netns, &req.ifname, true).map_err(|e| Failure(code::INTERNAL, format!("{e:#}")))?;
         let never = || false;
         let client = Client {
             sock,
@@ -337,7 +337,7 @@ impl Daemon {
         entry.join();
         let rec = lock(&entry.rec).clone();
         let netns = self.netns_path(&rec.netns);
-        match ns::open_client_socket(&netns, &rec.ifname) {
+        match ns::open_client_socket(&netns, &rec.ifname, false) {
             Ok((sock, info)) => {
                 let never = || false;
                 let client = Client {
@@ -470,7 +470,7 @@ impl Daemon {
             let until = Duration::from_secs(lease.t1_at() - now);
             return Ok(Some(until.min(self.cfg.link_check)));
         }
-        let (sock, info) = ns::open_client_socket(netns, &rec.ifname)?;
+        let (sock, info) = ns::open_client_socket(netns, &rec.ifname, false)?;
         let cancel = || entry.is_stopped();
         let client = Client {
             sock,

@@ -73,15 +73,43 @@ pub fn lookup_iface(ifname: &str) -> anyhow::Result<Option<IfInfo>> {
     Ok(found)
 }
 
-/// Inside the netns: check the interface and open a UDP socket on 0.0.0.0:68 bound to it.
-/// The socket stays in that netns after the thread leaves.
-pub fn open_client_socket(netns: &Path, ifname: &str) -> anyhow::Result<(UdpSocket, IfInfo)> {
+/// Set a link up (`ip link set dev NAME up`) in the current thread's netns.
+fn set_link_up(ifname: &str) -> anyhow::Result<()> {
+    use neli::consts::{nl::NlmF, rtnl::RtAddrFamily, rtnl::Rtm, socket::NlFamily};
+    use neli::nl::NlPayload;
+    use neli::router::synchronous::NlRouter;
+    use neli::rtnl::{Ifinfomsg, IfinfomsgBuilder};
+    use neli::utils::Groups;
+    let index = nix::net::if_::if_nametoindex(ifname).with_context(|| format!("looking up {ifname}"))?;
+    let (rtnl, _) = NlRouter::connect(NlFamily::Route, None, Groups::empty()).context("netlink socket")?;
+    let msg = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .ifi_index(i32::try_from(index).context("interface index")?)
+        .up()
+        .build()
+        .context("building link message")?;
+    let replies = rtnl
+        .send::<_, _, Rtm, Ifinfomsg>(Rtm::Newlink, NlmF::ACK, NlPayload::Payload(msg))
+        .with_context(|| format!("setting {ifname} up"))?;
+    for r in replies {
+        r.with_context(|| format!("setting {ifname} up"))?;
+    }
+    Ok(())
+}
+
+/// Inside the netns: check the interface (setting it up when `bring_up` and it is down, as
+/// the reference does) and open a UDP socket on 0.0.0.0:68 bound to it. The socket stays
+/// in that netns after the thread leaves.
+pub fn open_client_socket(netns: &Path, ifname: &str, bring_up: bool) -> anyhow::Result<(UdpSocket, IfInfo)> {
     let name = ifname.to_string();
     in_netns(netns, move || {
         let info = lookup_iface(&name)?
             .ok_or_else(|| Gone(format!("interface {name} not found in netns {}", netns.display())))?;
         if !info.up {
-            anyhow::bail!("interface {name} in netns {} is down", netns.display());
+            if !bring_up {
+                anyhow::bail!("interface {name} in netns {} is down", netns.display());
+            }
+            set_link_up(&name)?;
         }
         let fd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
             .context("creating DHCP socket")?;
