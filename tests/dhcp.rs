@@ -388,6 +388,7 @@ fn dhcp_bad_inputs_fail_fast_and_leave_nothing() {
             ifname: String::new(),
             netns: String::new(),
             options: ClientOptions::default(),
+            valid: None,
         },
         Duration::from_secs(2),
     );
@@ -572,6 +573,27 @@ fn dhcp_many_containers_in_parallel() {
     assert_eq!(uniq.len(), 6, "{addrs:?}");
     assert_eq!(d.lease_keys().len(), 6);
     assert!(addrs.iter().all(|a| in_range(a, 68)));
+
+    // GC without a list releases nothing; with a list, only this network's stale leases go
+    let gc_ctx = |valid: Option<serde_json::Value>, net: &str| {
+        let mut c = w.ctx(Command::Gc, "", "", "", w.ipam());
+        if let Some(v) = valid {
+            c.conf["cni.dev/valid-attachments"] = v;
+        }
+        c.name = net.to_string();
+        c
+    };
+    (APPLET.gc.unwrap())(&gc_ctx(None, "dhcpnet")).expect("GC without list");
+    (APPLET.gc.unwrap())(&gc_ctx(Some(serde_json::json!([])), "othernet")).expect("GC other network");
+    assert_eq!(d.lease_keys().len(), 6);
+    let keep = serde_json::json!([
+        {"containerid": "ctr0", "ifname": "eth0"}, {"containerid": "ctr1", "ifname": "eth0"},
+        {"containerid": "ctr2", "ifname": "eth0"}, {"containerid": "ctr3", "ifname": "eth1"},
+    ]);
+    (APPLET.gc.unwrap())(&gc_ctx(Some(keep), "dhcpnet")).expect("GC");
+    assert_eq!(d.lease_keys(), ["ctr0/dhcpnet/eth0", "ctr1/dhcpnet/eth0", "ctr2/dhcpnet/eth0"]);
+    w.wait_for("dnsmasq to see 3 releases", 5, || w.server_leases().len() == 3);
+    assert_eq!(w.state_files().len(), 3);
 }
 
 /// Socket activation: with LISTEN_FDS the daemon serves the passed socket and never binds

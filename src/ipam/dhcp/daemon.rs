@@ -242,6 +242,7 @@ impl Daemon {
             Method::Ping => Ok(None),
             Method::Allocate => self.allocate(req).map(Some),
             Method::Release => self.release(req).map(|_| None),
+            Method::Gc => self.gc(req).map(|_| None),
             Method::Check => self.check(req).map(Some),
         };
         match res {
@@ -327,7 +328,36 @@ impl Daemon {
     }
 
     fn release(&self, req: &Request) -> Result<(), Failure> {
-        let key = req.key();
+        self.release_key(&req.key())
+    }
+
+    /// GC: release every lease of `req.network` whose (container id, ifname) is not in
+    /// `req.valid`. Without a list nothing is touched (absent is not empty).
+    fn gc(&self, req: &Request) -> Result<(), Failure> {
+        let Some(valid) = &req.valid else { return Ok(()) };
+        let stale: Vec<String> = lock(&self.leases)
+            .values()
+            .map(|e| lock(&e.rec).clone())
+            .filter(|r| r.network == req.network)
+            .filter(|r| !valid.iter().any(|(c, i)| *c == r.container_id && *i == r.ifname))
+            .map(|r| r.key)
+            .collect();
+        let mut errors = Vec::new();
+        for key in stale {
+            tracing::info!(%key, "GC: releasing the lease of a stale attachment");
+            if let Err(Failure(_, m)) = self.release_key(&key) {
+                errors.push(m);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure(code::INTERNAL, errors.join("; ")))
+        }
+    }
+
+    fn release_key(&self, key: &str) -> Result<(), Failure> {
+        let key = key.to_string();
         let entry = lock(&self.leases).remove(&key);
         let Some(entry) = entry else {
             tracing::debug!(%key, "release of an unknown lease");

@@ -35,7 +35,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -159,6 +159,7 @@ fn request(ctx: &Ctx, method: Method, options: ClientOptions) -> Request {
         ifname: ctx.ifname.clone(),
         netns,
         options,
+        valid: None,
     }
 }
 
@@ -210,6 +211,29 @@ fn check(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// GC: the daemon releases the leases of this network whose attachment is not in
+/// `cni.dev/valid-attachments` (the reference has no GC). Without the key nothing is released.
+fn gc(ctx: &Ctx) -> anyhow::Result<()> {
+    let c = ipam_conf(ctx)?;
+    let valid = match ctx.get("cni.dev/valid-attachments") {
+        None => None,
+        Some(v) => Some(
+            v.as_array()
+                .ok_or_else(|| CniError::new(code::DECODE, "cni.dev/valid-attachments must be a list"))?
+                .iter()
+                .map(|a| {
+                    let field = |k: &str| a.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
+                    (field("containerid"), field("ifname"))
+                })
+                .collect(),
+        ),
+    };
+    let mut req = request(ctx, Method::Gc, ClientOptions::default());
+    req.valid = valid;
+    call(&socket_path(&c), &req)?;
+    Ok(())
+}
+
 fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ipam_conf(ctx)?;
     let path = socket_path(&c);
@@ -220,6 +244,7 @@ fn status(ctx: &Ctx) -> anyhow::Result<()> {
         ifname: String::new(),
         netns: String::new(),
         options: ClientOptions::default(),
+        valid: None,
     };
     match rpc::call(&path, &ping, std::time::Duration::from_secs(5)) {
         Ok(_) => Ok(()),

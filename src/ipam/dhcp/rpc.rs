@@ -1,8 +1,8 @@
 //! Plugin ↔ daemon protocol: one JSON object per line over the unix socket, one request
 //! and one response per connection.
 //!
-//! request:  `{"method":"allocate"|"release"|"check"|"ping", "container_id":…, "network":…,
-//!            "ifname":…, "netns":…, "options":{…}}`
+//! request:  `{"method":"allocate"|"release"|"check"|"ping"|"gc", "container_id":…, "network":…,
+//!            "ifname":…, "netns":…, "options":{…}, "valid":[[container_id, ifname], …]}`
 //! response: `{"ok":true, "lease":{…}}` or `{"ok":false, "code":N, "error":"…"}`
 
 use super::client::{ClientOptions, Lease};
@@ -20,6 +20,7 @@ pub enum Method {
     Release,
     Check,
     Ping,
+    Gc,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,9 @@ pub struct Request {
     pub netns: String,
     #[serde(default)]
     pub options: ClientOptions,
+    /// GC only: the attachments (container id, ifname) of `network` to keep
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<Vec<(String, String)>>,
 }
 
 impl Request {
