@@ -406,6 +406,16 @@ pub fn random_u32() -> u32 {
     n ^ std::process::id().rotate_left(16)
 }
 
+/// `base + d` without overflow (an absurd flag value just means "about a year").
+pub fn at(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d).or_else(|| base.checked_add(Duration::from_secs(365 * 86400))).unwrap_or(base)
+}
+
+/// `now + d` without overflow.
+pub fn deadline_in(d: Duration) -> Instant {
+    at(Instant::now(), d)
+}
+
 /// Outcome of a renew/rebind.
 #[derive(Debug)]
 pub enum Renewal {
@@ -467,8 +477,8 @@ impl Client<'_> {
                 bail!("sending DHCP {:?} on {} to {dest}: {e}", req.msg_type().unwrap_or(MsgType::Inform), self.ifname);
             }
             let jitter = Duration::from_millis((random_u32() % 2000) as u64);
-            let resend_at = (now + interval + jitter).checked_sub(Duration::from_secs(1)).unwrap_or(now + interval);
-            interval = (interval * 2).min(self.backoff.max.max(Duration::from_secs(1)));
+            let resend_at = at(now, interval.saturating_add(jitter).saturating_sub(Duration::from_secs(1)));
+            interval = interval.saturating_mul(2).min(self.backoff.max.max(Duration::from_secs(1)));
             while Instant::now() < resend_at.min(deadline) {
                 if (self.cancel)() {
                     bail!("cancelled");

@@ -3,7 +3,7 @@
 //! expiry or NAK), persists leases so a restart resumes them, and drops leases whose
 //! netns or link vanished.
 
-use super::client::{now_unix, Backoff, Client, ClientOptions, Lease, Renewal};
+use super::client::{deadline_in, now_unix, Backoff, Client, ClientOptions, Lease, Renewal};
 use super::ns;
 use super::rpc::{self, Method, Request, Response};
 use super::store::{Record, Store};
@@ -293,7 +293,7 @@ impl Daemon {
             backoff: self.backoff(),
             cancel: &never,
         };
-        let deadline = Instant::now() + self.cfg.timeout;
+        let deadline = deadline_in(self.cfg.timeout);
         match client.acquire(None, deadline) {
             Ok(Some(lease)) => Ok(Record {
                 key: key.to_string(),
@@ -480,7 +480,7 @@ impl Daemon {
                     if entry.wait(retry) {
                         return;
                     }
-                    retry = (retry * 2).min(Duration::from_secs(10));
+                    retry = retry.saturating_mul(2).min(Duration::from_secs(10));
                 }
             }
         }
@@ -522,7 +522,7 @@ impl Daemon {
         if phase != "expired" {
             // one attempt window: up to the next phase, but re-check the link regularly
             let deadline =
-                Instant::now() + window.min(self.cfg.link_check.max(self.cfg.timeout)).max(Duration::from_secs(1));
+                deadline_in(window.min(self.cfg.link_check.max(self.cfg.timeout)).max(Duration::from_secs(1)));
             match client.renew(lease, phase == "rebind", deadline)? {
                 Renewal::Ack(l) => {
                     tracing::info!(key = %rec.key, address = %l.address, lease_secs = l.lease_secs, "lease {phase}ed");
@@ -536,7 +536,7 @@ impl Daemon {
             tracing::warn!(key = %rec.key, address = %lease.address, "lease expired; re-acquiring");
         }
         let prefer = if phase == "expired" { Some(lease.address) } else { None };
-        match client.acquire(prefer, Instant::now() + self.cfg.timeout)? {
+        match client.acquire(prefer, deadline_in(self.cfg.timeout))? {
             Some(l) => {
                 if l.address != lease.address {
                     tracing::warn!(key = %rec.key, old = %lease.address, new = %l.address, "re-acquired a different address");
