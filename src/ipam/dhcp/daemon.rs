@@ -398,7 +398,8 @@ impl Daemon {
             thread: Mutex::new(None),
         });
         let (d, e) = (Arc::clone(self), Arc::clone(&entry));
-        let spawned = std::thread::Builder::new().name("dhcp-lease".into()).spawn(move || d.maintain(&e));
+        let spawned =
+            std::thread::Builder::new().name("dhcp-lease".into()).stack_size(512 * 1024).spawn(move || d.maintain(&e));
         match spawned {
             Ok(h) => *lock(&entry.thread) = Some(h),
             Err(err) => tracing::error!(%key, "cannot start lease thread: {err}"),
