@@ -28,6 +28,7 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::ptp::APPLET,
     crate::ipam::host_local::APPLET,
     crate::ipam::static_::APPLET,
+    crate::ipam::dhcp::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

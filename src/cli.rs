@@ -128,7 +128,18 @@ fn multi_main(rest: &[String]) -> i32 {
     }
 }
 
+/// Long-running or setup subcommands some applets carry besides the CNI verbs
+/// (`dhcp daemon ...`): applet name, subcommand word, entry point taking the words after it.
+type SubMain = fn(&[String]) -> i32;
+const SUBCOMMANDS: &[(&str, &str, SubMain)] = &[("dhcp", "daemon", crate::ipam::dhcp::daemon_main)];
+
 fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
+    if let Some(word) = args.first() {
+        if let Some((_, _, sub)) = SUBCOMMANDS.iter().find(|(a, w, _)| *a == applet.name && w == word) {
+            crate::logging::init(&|k| std::env::var(k).ok());
+            return sub(args.get(1..).unwrap_or(&[]));
+        }
+    }
     let flags = if args.is_empty() {
         PluginFlags::default()
     } else {

@@ -1,1 +1,2 @@
+mod dhcp;
 mod ipam;
