@@ -43,6 +43,7 @@ impl Link {
 }
 
 /// A veth pair: `name` (with `mtu`/`mac`) here, `peer_name` in `peer_ns` (or here).
+/// As with the reference, `name` is created up and both ends have txqueuelen 0.
 #[derive(Debug, Clone, Copy)]
 pub struct VethSpec<'a> {
     pub name: &'a str,
@@ -115,15 +116,18 @@ pub(crate) fn dump_msg() -> Vec<u8> {
     m.finish()
 }
 
-/// Attribute order follows `ip link add name N mtu M address A type veth peer name P mtu M netns NS`.
+/// Attribute order follows `ip link add name N mtu M address A txqueuelen 0 up type veth peer name P
+/// mtu M txqueuelen 0 netns NS`. Like the reference (its netlink library's zero-valued link
+/// attributes), both ends get txqueuelen 0 and `name` is created up; the peer stays down.
 pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
-    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, 0, 0));
+    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, IFF_UP, IFF_UP));
     if let Some(mtu) = spec.mtu {
         m.u32(IFLA_MTU, mtu);
     }
     if let Some(mac) = spec.mac {
         m.attr(IFLA_ADDRESS, &mac);
     }
+    m.u32(IFLA_TXQLEN, 0);
     m.str(IFLA_IFNAME, spec.name);
     let info = m.begin(IFLA_LINKINFO, false);
     m.attr(IFLA_INFO_KIND, b"veth");
@@ -133,6 +137,7 @@ pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
     if let Some(mtu) = spec.mtu {
         m.u32(IFLA_MTU, mtu);
     }
+    m.u32(IFLA_TXQLEN, 0);
     if let Some(fd) = spec.peer_ns {
         m.u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
     }

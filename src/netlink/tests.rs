@@ -479,6 +479,13 @@ fn anonymous_netns_and_dad_settle() {
     let dh0 = h.link_by_name("dh0").unwrap().unwrap().index;
     let da0 = a.link_by_name("da0").unwrap().unwrap().index;
 
+    // veth_add creates the named end up (like the reference); both ends have txqueuelen 0.
+    let l = h.link_by_index(dh0).unwrap().unwrap();
+    assert!(l.is_up() && l.txqlen == 0);
+    let p = a.link_by_index(da0).unwrap().unwrap();
+    assert!(!p.is_up() && p.txqlen == 0);
+    h.link_set_up(dh0, false).unwrap();
+
     // Peer down: the address stays tentative, but the wait ends at once (not oper-up).
     a.link_set_up(da0, true).unwrap();
     a.addr_add(da0, net("fd00:9::2/64")).unwrap();
