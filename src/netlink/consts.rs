@@ -77,6 +77,7 @@ pub const BRIDGE_VLAN_INFO_PVID: u16 = 0x2;
 pub const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 0x4;
 pub const RTEXT_FILTER_VF: u32 = 0x1;
 pub const RTEXT_FILTER_SKIP_STATS: u32 = 0x8;
+pub const RTEXT_FILTER_BRVLAN: u32 = 0x2;
 
 // addr
 pub const IFA_ADDRESS: u16 = 1;

@@ -586,3 +586,24 @@ mod kinds_and_rules {
         check(rule_msg(false, &r), "2400000021000500000000000000000002000000000000000000000008000600c8000000");
     }
 }
+
+#[test]
+fn bridge_vlan_show() {
+    // bridge vlan show (the AF_BRIDGE dump)
+    check(bridge_vlan_dump_msg(), "280000001200010300000000000000000700000000000000000000000000000008001d0002000000");
+    // A hand-built reply: port 4 with VLAN 1 (pvid, untagged) and VLAN 10 (tagged).
+    use super::consts::*;
+    use super::msg::Msg;
+    let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_BRIDGE, 4, 0, 0));
+    m.str(IFLA_IFNAME, "veth1");
+    let spec = m.begin(IFLA_AF_SPEC, false);
+    m.attr(IFLA_BRIDGE_VLAN_INFO, &[6, 0, 1, 0]).attr(IFLA_BRIDGE_VLAN_INFO, &[0, 0, 10, 0]);
+    m.end(spec);
+    let bytes = m.finish();
+    let (idx, v) = parse_bridge_vlans(&bytes[16..]).unwrap();
+    assert_eq!(idx, 4);
+    assert_eq!(
+        v,
+        vec![BridgeVlan { vid: 1, pvid: true, untagged: true }, BridgeVlan { vid: 10, pvid: false, untagged: false }]
+    );
+}

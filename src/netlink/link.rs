@@ -385,3 +385,52 @@ impl Netlink {
         }
     }
 }
+
+/// A VLAN configured on a bridge port (or on the bridge itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeVlan {
+    pub vid: u16,
+    pub pvid: bool,
+    pub untagged: bool,
+}
+
+/// `bridge vlan show`: an AF_BRIDGE link dump asking for per-VLAN entries.
+pub(crate) fn bridge_vlan_dump_msg() -> Vec<u8> {
+    let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, &ifinfo(AF_BRIDGE, 0, 0, 0));
+    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN);
+    m.finish()
+}
+
+/// The (ifindex, VLANs) of one AF_BRIDGE RTM_NEWLINK payload.
+pub(crate) fn parse_bridge_vlans(p: &[u8]) -> Option<(u32, Vec<BridgeVlan>)> {
+    let index = get_u32(p.get(4..)?)?;
+    let mut out = Vec::new();
+    for (ty, v) in attrs(p.get(16..)?) {
+        if ty != IFLA_AF_SPEC {
+            continue;
+        }
+        for (t, info) in attrs(v) {
+            if let (IFLA_BRIDGE_VLAN_INFO, Some(flags), Some(vid)) =
+                (t, super::msg::get_u16(info), info.get(2..).and_then(super::msg::get_u16))
+            {
+                let pvid = flags & BRIDGE_VLAN_INFO_PVID != 0;
+                out.push(BridgeVlan { vid, pvid, untagged: flags & BRIDGE_VLAN_INFO_UNTAGGED != 0 });
+            }
+        }
+    }
+    Some((index, out))
+}
+
+impl Netlink {
+    /// VLANs of bridge port (or bridge) `index`; empty when VLAN filtering is off or absent.
+    pub fn bridge_vlans(&mut self, index: u32) -> anyhow::Result<Vec<BridgeVlan>> {
+        let replies = self.dump(bridge_vlan_dump_msg()).context("failed to list bridge VLANs")?;
+        Ok(replies
+            .iter()
+            .filter(|r| r.ty == RTM_NEWLINK)
+            .filter_map(|r| parse_bridge_vlans(&r.payload))
+            .filter(|(i, _)| *i == index)
+            .flat_map(|(_, v)| v)
+            .collect())
+    }
+}

@@ -146,6 +146,8 @@ fn links_veth_bridge_across_namespaces() {
     h.bridge_port_set(he.index, Some(false), None).unwrap();
     let port = h.link_by_index(he.index).unwrap().unwrap();
     assert_eq!((port.port_hairpin, port.port_isolated), (Some(false), Some(true)));
+    // No VLAN filtering on this bridge: the port lists no VLANs (and the dump works).
+    assert!(h.bridge_vlans(he.index).unwrap().iter().all(|v| v.vid == 1));
     h.link_set_master(he.index, None).unwrap();
     assert_eq!(h.link_by_index(he.index).unwrap().unwrap().master, None);
 
