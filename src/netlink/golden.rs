@@ -607,3 +607,84 @@ fn bridge_vlan_show() {
         vec![BridgeVlan { vid: 1, pvid: true, untagged: true }, BridgeVlan { vid: 10, pvid: false, untagged: false }]
     );
 }
+
+/// Compile-time check that the public API keeps the exact signatures of the contract
+/// (/work/netlink-contract.md) that plugins are written against.
+#[test]
+fn contract_signatures() {
+    use super::*;
+    use crate::sys::netns::{NetNs, NsError, NsGuard};
+    use crate::sys::sysctl;
+    use std::net::IpAddr;
+    type R<T> = anyhow::Result<T>;
+    let _: fn(&str) -> Result<NetNs, NsError> = NetNs::open;
+    let _: fn() -> R<NetNs> = NetNs::current;
+    let _: for<'a> fn(&'a NetNs) -> &'a str = NetNs::path;
+    let _: for<'a> fn(&'a NetNs) -> BorrowedFd<'a> = NetNs::fd;
+    let _: fn(&NetNs) -> R<bool> = NetNs::is_current;
+    let _: fn(&NetNs) -> R<NsGuard> = NetNs::enter;
+    let _: fn(&NetNs, fn() -> R<u8>) -> R<u8> = NetNs::run::<u8>;
+    let _: fn(&str) -> std::io::Result<String> = sysctl::get;
+    let _: fn(&str, &str) -> std::io::Result<()> = sysctl::set;
+    let _: fn(&str, &str, &str, &str) -> std::io::Result<()> = sysctl::set_if;
+    let _: fn(&str, &str, &str) -> std::io::Result<String> = sysctl::get_if;
+    let _: fn(&NlError) -> bool = NlError::is_exists;
+    let _: fn(&NlError) -> bool = NlError::is_not_found;
+    let _ = |e: NlError| -> (i32, String) { (e.errno, e.msg) };
+    let _: fn() -> R<Netlink> = Netlink::new;
+    let _: fn(&NetNs) -> R<Netlink> = Netlink::in_netns;
+    let _: fn(&mut Netlink, &str) -> R<Option<Link>> = Netlink::link_by_name;
+    let _: fn(&mut Netlink, u32) -> R<Option<Link>> = Netlink::link_by_index;
+    let _: fn(&mut Netlink) -> R<Vec<Link>> = Netlink::links;
+    let _: fn(&mut Netlink, &VethSpec) -> R<()> = Netlink::veth_add;
+    let _: fn(&mut Netlink, &BridgeSpec) -> R<()> = Netlink::bridge_add;
+    let _: fn(&mut Netlink, u32) -> R<()> = Netlink::link_del;
+    let _: fn(&mut Netlink, u32, bool) -> R<()> = Netlink::link_set_up;
+    let _: fn(&mut Netlink, u32, Option<u32>) -> R<()> = Netlink::link_set_master;
+    let _: fn(&mut Netlink, u32, u32) -> R<()> = Netlink::link_set_mtu;
+    let _: fn(&mut Netlink, u32, [u8; 6]) -> R<()> = Netlink::link_set_mac;
+    let _: fn(&mut Netlink, u32, bool) -> R<()> = Netlink::link_set_promisc;
+    let _: fn(&mut Netlink, u32, &str) -> R<()> = Netlink::link_set_name;
+    let _: fn(&mut Netlink, u32, BorrowedFd) -> R<()> = Netlink::link_set_netns;
+    let _: fn(&mut Netlink, u32, Option<bool>, Option<bool>) -> R<()> = Netlink::bridge_port_set;
+    let _: fn(&mut Netlink, u32, u16, bool, bool) -> R<()> = Netlink::bridge_vlan_add;
+    let _: fn(&mut Netlink, u32, u16) -> R<()> = Netlink::bridge_vlan_del;
+    let _: fn(&mut Netlink, u32, &[u64]) -> R<bool> = Netlink::wait_oper_up;
+    let _: fn(&str) -> R<[u8; 6]> = parse_mac;
+    let _: fn(&[u8; 6]) -> String = format_mac;
+    let _: fn(&mut Netlink, u32, IpNet) -> R<()> = Netlink::addr_add;
+    let _: fn(&mut Netlink, u32, IpNet) -> R<()> = Netlink::addr_del;
+    let _: fn(&mut Netlink, Option<u32>, Option<Family>) -> R<Vec<Addr>> = Netlink::addrs;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_add;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_append;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_replace;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_del;
+    let _: fn(&mut Netlink, Family, Option<u32>) -> R<Vec<RouteSpec>> = Netlink::routes;
+    let _: fn(&mut Netlink, u32, IpAddr, [u8; 6], bool) -> R<()> = Netlink::neigh_add;
+    let _: fn(&mut Netlink, u32, IpAddr) -> R<()> = Netlink::neigh_del;
+    // Struct fields as the contract lists them.
+    let l = Link::default();
+    let _: (u32, String, Option<String>, Option<[u8; 6]>, u32, u32, u8) =
+        (l.index, l.name.clone(), l.kind.clone(), l.mac, l.mtu, l.flags, l.oper_state);
+    let _: (Option<u32>, Option<u32>, Option<i32>, u32, bool) = (l.master, l.link, l.link_netnsid, l.txqlen, l.promisc);
+    let _: (Option<bool>, Option<bool>, Option<bool>) = (l.bridge_vlan_filtering, l.port_hairpin, l.port_isolated);
+    let _: (bool, Option<String>) = (l.is_up(), l.mac_string());
+    let _ = VethSpec { name: "a", peer_name: "b", mtu: None, mac: None, peer_ns: None };
+    let _ = BridgeSpec { name: "a", mtu: None, vlan_filtering: false };
+    let _ = Addr { index: 1, addr: net("198.18.0.1/24"), scope: 0, flags: 0 };
+    let _ = RouteSpec {
+        dst: None,
+        family: Some(Family::V4),
+        gw: None,
+        oif: None,
+        src: None,
+        scope: None,
+        table: None,
+        metric: None,
+        mtu: None,
+        advmss: None,
+        protocol: None,
+        kind: None,
+    };
+    let _ = (NsError::NotExist(String::new()), NsError::NotNetns(String::new()), NsError::Io(String::new()));
+}
