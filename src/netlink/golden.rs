@@ -611,6 +611,7 @@ fn bridge_vlan_show() {
 /// Compile-time check that the public API keeps the exact signatures of the contract
 /// (/work/netlink-contract.md) that plugins are written against.
 #[test]
+#[allow(clippy::type_complexity)]
 fn contract_signatures() {
     use super::*;
     use crate::sys::netns::{NetNs, NsError, NsGuard};
