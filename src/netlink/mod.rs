@@ -26,6 +26,7 @@ pub mod neigh;
 pub mod route;
 pub mod rule;
 pub mod socket;
+pub mod tc;
 
 #[cfg(test)]
 mod golden;

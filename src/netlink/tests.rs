@@ -528,3 +528,47 @@ fn large_dumps_span_many_datagrams() {
     assert!((0..60).all(|i| links.iter().any(|l| l.name == format!("mb{i}"))));
     assert_eq!(nl.addrs(None, Some(Family::V4)).unwrap().len(), 60);
 }
+
+#[test]
+fn tc_tbf_ingress_redirect() {
+    use super::tc::{handle, Tbf};
+    let Some(mut w) = World::new() else { return };
+    let ns = w.ns("tc");
+    let mut nl = Netlink::in_netns(&ns).unwrap();
+    nl.veth_add(&VethSpec { name: "tv0", peer_name: "tv1", mtu: None, mac: None, peer_ns: None }).unwrap();
+    nl.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new("tifb0", LinkKind::Ifb) }).unwrap();
+    let tv0 = nl.link_by_name("tv0").unwrap().unwrap().index;
+    let ifb = nl.link_by_name("tifb0").unwrap().unwrap().index;
+
+    let tbf = Tbf::from_bits(8_000_000, 80_000, 25.0);
+    nl.qdisc_add_tbf(tv0, handle(1, 0), consts::TC_H_ROOT, &tbf).unwrap();
+    nl.qdisc_add_tbf(ifb, handle(1, 0), consts::TC_H_ROOT, &tbf).unwrap();
+    nl.qdisc_add_ingress(tv0).unwrap();
+    nl.filter_add_redirect(tv0, handle(0xffff, 0), 1, ifb).unwrap();
+
+    let qs = nl.qdiscs(Some(tv0)).unwrap();
+    let root = qs.iter().find(|q| q.kind == "tbf").expect("tbf on tv0");
+    assert_eq!((root.handle, root.parent), (handle(1, 0), consts::TC_H_ROOT));
+    let got = root.tbf.unwrap();
+    assert_eq!((got.rate, got.limit), (tbf.rate, tbf.limit));
+    assert!(got.buffer.abs_diff(tbf.buffer) <= 1, "{got:?} vs {tbf:?}");
+    assert!(qs.iter().any(|q| q.kind == "ingress" && q.handle == handle(0xffff, 0)));
+    // The kernel state reads like the reference's (`tc` text as seen after its bandwidth ADD).
+    let tc = |args: &[&str]| {
+        let out = Command::new("ip").args(["netns", "exec", &host_ns_name(&ns), "tc"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(tc(&["qdisc", "show", "dev", "tifb0"]).contains("rate 8Mbit burst 10000b lat 25ms"));
+    let f = tc(&["filter", "show", "dev", "tv0", "parent", "ffff:"]);
+    assert!(f.contains("flowid 1:1") && f.contains("match 00000000/00000000 at 0"), "{f}");
+    assert!(f.contains("action order 1: mirred (Egress Redirect to device tifb0) stolen"), "{f}");
+    assert!(f.contains("action order 2: mirred (Egress Redirect to device tifb0) pass"), "{f}");
+
+    nl.qdisc_change_tbf(tv0, handle(1, 0), consts::TC_H_ROOT, &Tbf::from_bits(16_000_000, 80_000, 25.0)).unwrap();
+    let q = nl.qdiscs(Some(tv0)).unwrap().into_iter().find(|q| q.kind == "tbf").unwrap();
+    assert_eq!(q.tbf.unwrap().rate, 2_000_000);
+    nl.qdisc_del(tv0, 0, consts::TC_H_ROOT).unwrap();
+    assert!(!nl.qdiscs(Some(tv0)).unwrap().iter().any(|q| q.kind == "tbf"));
+    let e = nl.qdisc_del(tv0, 0, consts::TC_H_ROOT).unwrap_err();
+    assert!(errno(&e) > 0, "{e:#}");
+}
