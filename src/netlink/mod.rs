@@ -40,3 +40,4 @@ pub use neigh::Neigh;
 pub use route::RouteSpec;
 pub use rule::RuleSpec;
 pub use socket::{Netlink, NlError};
+pub use tc::{Qdisc, Tbf};
