@@ -106,7 +106,12 @@ impl Conf {
                 (None, Some(lo), Some(hi)) if in_range(lo) && in_range(hi) && lo <= hi => {
                     vids.extend((lo..=hi).map(|v| v as u16))
                 }
-                _ => return Err(CniError::config("invalid vlanTrunk: each entry needs id, or minID <= maxID, in 1-4094").into()),
+                _ => {
+                    return Err(CniError::config(
+                        "invalid vlanTrunk: each entry needs id, or minID <= maxID, in 1-4094",
+                    )
+                    .into())
+                }
             }
         }
         Ok(vids)
@@ -124,8 +129,11 @@ fn firewall_unavailable(ip_masq: bool, spoof: bool) -> Result<()> {
         (true, false) => "ipMasq",
         _ => "macspoofchk",
     };
-    Err(CniError::new(crate::cni::code::UNSUPPORTED_FIELD, format!("{what}: not supported by this build yet (firewall layer)"))
-        .into())
+    Err(CniError::new(
+        crate::cni::code::UNSUPPORTED_FIELD,
+        format!("{what}: not supported by this build yet (firewall layer)"),
+    )
+    .into())
 }
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
@@ -296,7 +304,13 @@ fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32, mac:
     let mut last = None;
     for _ in 0..10 {
         let peer = common::random_veth_name();
-        let spec = VethSpec { name: ifname, peer_name: &peer, mtu: (mtu > 0).then_some(mtu), mac, peer_ns: Some(host_ns.fd()) };
+        let spec = VethSpec {
+            name: ifname,
+            peer_name: &peer,
+            mtu: (mtu > 0).then_some(mtu),
+            mac,
+            peer_ns: Some(host_ns.fd()),
+        };
         match cont.veth_add(&spec) {
             Ok(()) => return Ok(peer),
             Err(e) if e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false) => {
@@ -346,7 +360,8 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
             if !force {
                 bail!("{:?} already has an IP address different from {gw}", br.name);
             }
-            host.addr_del(br.index, a.addr).with_context(|| format!("failed to remove {} from {:?}", a.addr, br.name))?;
+            host.addr_del(br.index, a.addr)
+                .with_context(|| format!("failed to remove {} from {:?}", a.addr, br.name))?;
         }
     }
     if let Err(e) = host.addr_add(br.index, gw) {
@@ -414,9 +429,10 @@ fn check(ctx: &Ctx) -> Result<()> {
         }
     }
     let peer = c.link.context("container veth has no peer")?;
-    let found = prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(|i| {
-        matches!(host.link_by_name(&i.name), Ok(Some(h)) if h.index == peer && h.master == Some(br.index))
-    });
+    let found =
+        prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(
+            |i| matches!(host.link_by_name(&i.name), Ok(Some(h)) if h.index == peer && h.master == Some(br.index)),
+        );
     if !found {
         bail!("CNI_IFNAME {} is not a veth attached to bridge {br_name}", ctx.ifname);
     }

@@ -7,7 +7,7 @@ use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::link::VethSpec;
 use crate::netlink::route::RouteSpec;
-use crate::netlink::socket::{NlError, Netlink};
+use crate::netlink::socket::{Netlink, NlError};
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
 use anyhow::{bail, Context, Result};
@@ -42,7 +42,11 @@ fn load(ctx: &Ctx) -> Result<Conf> {
         return Err(CniError::config("ptp requires an IPAM configuration (ipam.type)").into());
     }
     if c.ip_masq {
-        return Err(CniError::new(crate::cni::code::UNSUPPORTED_FIELD, "ipMasq: not supported by this build yet (firewall layer)").into());
+        return Err(CniError::new(
+            crate::cni::code::UNSUPPORTED_FIELD,
+            "ipMasq: not supported by this build yet (firewall layer)",
+        )
+        .into());
     }
     let _ = &c.ip_masq_backend;
     Ok(c)
@@ -87,7 +91,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
     result.interfaces = vec![
         Interface { name: host_veth.name.clone(), mac: host_veth.mac_string(), ..Default::default() },
-        Interface { name: ctx.ifname.clone(), mac: cont_link.mac_string(), sandbox: ctx.netns.clone(), ..Default::default() },
+        Interface {
+            name: ctx.ifname.clone(),
+            mac: cont_link.mac_string(),
+            sandbox: ctx.netns.clone(),
+            ..Default::default()
+        },
     ];
     for ip in &mut result.ips {
         ip.interface = Some(1);
@@ -99,7 +108,13 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let Some(gw) = ip.gateway else { continue };
         let subnet = ip.address.trunc();
         let fam = Some(common::family_of(&gw));
-        let connected = RouteSpec { dst: Some(subnet), family: fam, oif: Some(cont_link.index), scope: Some(255), ..Default::default() };
+        let connected = RouteSpec {
+            dst: Some(subnet),
+            family: fam,
+            oif: Some(cont_link.index),
+            scope: Some(255),
+            ..Default::default()
+        };
         if let Err(e) = cont.route_del(&connected) {
             if !is_not_found(&e) {
                 return Err(e.context(format!("failed to delete route {subnet}")));
@@ -167,7 +182,13 @@ fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32) -> R
     let mut last = None;
     for _ in 0..10 {
         let peer = common::random_veth_name();
-        let spec = VethSpec { name: ifname, peer_name: &peer, mtu: (mtu > 0).then_some(mtu), mac: None, peer_ns: Some(host_ns.fd()) };
+        let spec = VethSpec {
+            name: ifname,
+            peer_name: &peer,
+            mtu: (mtu > 0).then_some(mtu),
+            mac: None,
+            peer_ns: Some(host_ns.fd()),
+        };
         match cont.veth_add(&spec) {
             Ok(()) => return Ok(peer),
             Err(e) if is_exists(&e) => last = Some(e),
