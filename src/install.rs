@@ -56,6 +56,12 @@ pub struct InstallArgs {
     /// binary to install instead of the running one (/proc/self/exe)
     #[argh(option)]
     pub src: Option<String>,
+    /// the node's pod CIDR: replaces every __POD_CIDR__ in --conf
+    #[argh(option)]
+    pub pod_cidr: Option<String>,
+    /// read the node's pod CIDR from this file (as written by `kubectl get node -o jsonpath=...`)
+    #[argh(option)]
+    pub pod_cidr_file: Option<String>,
 }
 
 /// Parse the arguments that follow `install` (not including the program name or `install`).
@@ -71,6 +77,18 @@ pub struct Options {
     pub src: PathBuf,
     pub conf: Option<PathBuf>,
     pub conf_dir: PathBuf,
+    /// where the value for `__POD_CIDR__` in the config comes from
+    pub pod_cidr: Option<PodCidr>,
+}
+
+/// The placeholder in a config that `--pod-cidr`/`--pod-cidr-file` fills in.
+pub const POD_CIDR_PLACEHOLDER: &str = "__POD_CIDR__";
+
+/// Source of the node's pod CIDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodCidr {
+    Value(String),
+    File(PathBuf),
 }
 
 impl Options {
@@ -78,6 +96,15 @@ impl Options {
         if a.conf_dir.is_some() && a.conf.is_none() {
             bail!("--conf-dir needs --conf");
         }
+        if (a.pod_cidr.is_some() || a.pod_cidr_file.is_some()) && a.conf.is_none() {
+            bail!("--pod-cidr and --pod-cidr-file need --conf");
+        }
+        let pod_cidr = match (&a.pod_cidr, &a.pod_cidr_file) {
+            (Some(_), Some(_)) => bail!("give --pod-cidr or --pod-cidr-file, not both"),
+            (Some(v), None) => Some(PodCidr::Value(v.clone())),
+            (None, Some(f)) => Some(PodCidr::File(PathBuf::from(f))),
+            (None, None) => None,
+        };
         if a.dir.is_empty() {
             bail!("--dir must not be empty");
         }
@@ -87,6 +114,7 @@ impl Options {
             src: PathBuf::from(a.src.as_deref().unwrap_or("/proc/self/exe")),
             conf: a.conf.as_ref().map(PathBuf::from),
             conf_dir: PathBuf::from(a.conf_dir.as_deref().unwrap_or(DEFAULT_CONF_DIR)),
+            pod_cidr,
         })
     }
 }
@@ -208,7 +236,7 @@ pub fn install(opts: &Options, applets: &[&str]) -> anyhow::Result<Vec<Change>> 
         bail!("source {} is not a cni-multi binary", opts.src.display());
     }
     let conf = match &opts.conf {
-        Some(path) => Some(load_conf(path)?),
+        Some(path) => Some(load_conf(path, opts.pod_cidr.as_ref())?),
         None => None,
     };
 
@@ -423,16 +451,42 @@ struct Conf {
     bytes: Vec<u8>,
 }
 
-fn load_conf(path: &Path) -> anyhow::Result<Conf> {
+fn load_conf(path: &Path, pod_cidr: Option<&PodCidr>) -> anyhow::Result<Conf> {
     let file_name = file_name_str(path)?.to_string();
     let is_list = file_name.ends_with(".conflist");
     if !(is_list || file_name.ends_with(".conf") || file_name.ends_with(".json")) || file_name.starts_with('.') {
         bail!("{file_name}: a CNI config file name must end in .conflist, .conf or .json (runtimes ignore others)");
     }
-    let bytes = read_limited(path, 1 << 20).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = read_limited(path, 1 << 20).with_context(|| format!("cannot read {}", path.display()))?;
+    if let Some(src) = pod_cidr {
+        let cidr = resolve_pod_cidr(src)?;
+        let text = String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8", path.display()))?;
+        bytes = text.replace(POD_CIDR_PLACEHOLDER, &cidr).into_bytes();
+    }
+    if contains(&bytes, POD_CIDR_PLACEHOLDER.as_bytes()) {
+        bail!("{} contains {POD_CIDR_PLACEHOLDER}: give --pod-cidr or --pod-cidr-file", path.display());
+    }
     let network =
         conf_network_name(&bytes, is_list).with_context(|| format!("{} is not a CNI config", path.display()))?;
     Ok(Conf { file_name, network, bytes })
+}
+
+/// The pod CIDR to put into the config: one IPv4 or IPv6 network in CIDR notation.
+fn resolve_pod_cidr(src: &PodCidr) -> anyhow::Result<String> {
+    let raw = match src {
+        PodCidr::Value(v) => v.clone(),
+        PodCidr::File(f) => {
+            String::from_utf8(read_limited(f, 4096).with_context(|| format!("cannot read {}", f.display()))?)
+                .map_err(|_| anyhow!("{} is not UTF-8", f.display()))?
+        }
+    };
+    let cidr = raw.trim();
+    if cidr.is_empty() {
+        bail!("the pod CIDR is empty (is the node's spec.podCIDR set? kube-controller-manager --allocate-node-cidrs)");
+    }
+    let net: ipnet::IpNet =
+        cidr.parse().map_err(|_| anyhow!("pod CIDR {cidr:?} is not an IP network in CIDR notation"))?;
+    Ok(net.to_string())
 }
 
 /// Validate a network config and return its `name`: a JSON object with a non-empty `name`, and
@@ -627,6 +681,12 @@ mod tests {
         assert!(parse_args(&["--dir"]).is_err());
         let a = parse_args(&["--conf-dir", "/n"]).unwrap();
         assert!(Options::from_args(&a).is_err(), "--conf-dir without --conf");
+        let a = parse_args(&["--pod-cidr", "198.18.0.0/24"]).unwrap();
+        assert!(Options::from_args(&a).is_err(), "--pod-cidr without --conf");
+        let a = parse_args(&["--conf", "/c", "--pod-cidr", "x", "--pod-cidr-file", "/f"]).unwrap();
+        assert!(Options::from_args(&a).is_err(), "both cidr sources");
+        let a = parse_args(&["--conf", "/c", "--pod-cidr-file", "/f"]).unwrap();
+        assert_eq!(Options::from_args(&a).unwrap().pod_cidr, Some(PodCidr::File("/f".into())));
     }
 
     #[test]
@@ -641,6 +701,15 @@ mod tests {
         assert!(conf_network_name(br#"{"name":"n","plugins":[{}]}"#, true).is_err());
         assert!(conf_network_name(b"[1]", false).is_err());
         assert!(conf_network_name(b"{", false).is_err());
+    }
+
+    #[test]
+    fn pod_cidr_is_validated() {
+        assert_eq!(resolve_pod_cidr(&PodCidr::Value(" 198.18.4.0/24\n".into())).unwrap(), "198.18.4.0/24");
+        assert_eq!(resolve_pod_cidr(&PodCidr::Value("fd00:1::/64".into())).unwrap(), "fd00:1::/64");
+        for bad in ["", "  ", "198.18.4.0", "nonsense", "198.18.4.0/33", "1.2.3.4/24,fd00::/64"] {
+            assert!(resolve_pod_cidr(&PodCidr::Value(bad.into())).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -50,7 +50,14 @@ fn fake_binary(dir: &Path, name: &str, body: &[u8]) -> PathBuf {
 }
 
 fn opts(dir: &Path, src: &Path) -> Options {
-    Options { dir: dir.to_path_buf(), force: false, src: src.to_path_buf(), conf: None, conf_dir: dir.join("net.d") }
+    Options {
+        dir: dir.to_path_buf(),
+        force: false,
+        src: src.to_path_buf(),
+        conf: None,
+        conf_dir: dir.join("net.d"),
+        pod_cidr: None,
+    }
 }
 
 fn action_of(changes: &[Change], path: &Path) -> Action {
@@ -423,4 +430,194 @@ fn real_binary_installs_itself() {
     let (rc, out, err) = run_sh(&["--dir", dir.to_str().unwrap(), "--src", bin.to_str().unwrap()]);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("0 changed"), "{out}");
+}
+
+#[test]
+fn pod_cidr_placeholder_is_filled_or_refused() {
+    let t = TempDir::new("podcidr");
+    let src = fake_binary(t.path(), "src-bin", b"x");
+    let conf = t.path().join("10-p.conflist");
+    fs::write(&conf, CONFLIST.replace(r#""bridge":"cni0""#, r#""bridge":"cni0","ipam":{"subnet":"__POD_CIDR__"}"#))
+        .unwrap();
+    let mut o = opts(&t.path().join("bin"), &src);
+    o.conf = Some(conf);
+    o.conf_dir = t.path().join("net.d");
+    let err = install::install(&o, APPLETS).unwrap_err();
+    assert!(format!("{err:#}").contains("__POD_CIDR__"), "{err:#}");
+    assert!(!t.path().join("bin").exists(), "nothing installed with an unfilled placeholder");
+
+    let cidr_file = t.path().join("pod-cidr");
+    fs::write(&cidr_file, "").unwrap(); // node without spec.podCIDR
+    o.pod_cidr = Some(install::PodCidr::File(cidr_file.clone()));
+    assert!(install::install(&o, APPLETS).is_err());
+    fs::write(&cidr_file, "198.18.7.0/24").unwrap();
+    install::install(&o, APPLETS).unwrap();
+    let written = fs::read_to_string(o.conf_dir.join("10-p.conflist")).unwrap();
+    assert!(written.contains(r#""subnet":"198.18.7.0/24""#), "{written}");
+    assert!(!written.contains("__POD_CIDR__"));
+}
+
+// ---------------------------------------------------------------- deploy/daemonset.yaml
+
+/// Every document of a YAML file as JSON, converted by `yq` (installed by .ci/run).
+fn yaml_docs(path: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new("yq")
+        .args(["-c", "."])
+        .arg(path)
+        .output()
+        .expect("yq is needed to read YAML (apt-get install yq; .ci/run installs it)");
+    assert!(out.status.success(), "yq failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.trim() != "null")
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn strs(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// The volume (by name) mounted at the longest mountPath that contains `path`, and the rest of the path.
+fn mount_for<'a>(container: &'a serde_json::Value, path: &str) -> (&'a str, String) {
+    let mut best: Option<(&str, &str)> = None;
+    for m in container["volumeMounts"].as_array().unwrap() {
+        let mp = m["mountPath"].as_str().unwrap();
+        let inside = path == mp || path.starts_with(&format!("{}/", mp.trim_end_matches('/')));
+        if inside && best.is_none_or(|(_, b)| mp.len() > b.len()) {
+            best = Some((m["name"].as_str().unwrap(), mp));
+        }
+    }
+    let (name, mp) = best.unwrap_or_else(|| panic!("{path} is not on any volume mount of {}", container["name"]));
+    (name, path[mp.len()..].trim_start_matches('/').to_string())
+}
+
+#[test]
+fn daemonset_manifest_matches_install_cli() {
+    let docs = yaml_docs(&repo().join("deploy/daemonset.yaml"));
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").expect("a DaemonSet");
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").expect("a ConfigMap");
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(ds["spec"]["selector"]["matchLabels"], ds["spec"]["template"]["metadata"]["labels"]);
+    let volumes: Vec<&serde_json::Value> = spec["volumes"].as_array().unwrap().iter().collect();
+    let volume = |name: &str| *volumes.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("volume {name}"));
+
+    // runs everywhere, like flannel: tolerate every NoSchedule/NoExecute taint
+    let tol = spec["tolerations"].as_array().unwrap();
+    for effect in ["NoSchedule", "NoExecute"] {
+        assert!(tol.iter().any(|t| t["operator"] == "Exists" && t["effect"] == effect), "toleration {effect}");
+    }
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["containers"][0]["name"], "pause");
+
+    let inits = spec["initContainers"].as_array().unwrap();
+    let installer = inits.iter().find(|c| c["name"] == "install-cni").expect("install-cni init container");
+    let cmd = strs(&installer["command"]);
+    assert_eq!(cmd[..2], ["/cni-multi".to_string(), "install".to_string()]);
+    let rest: Vec<&str> = cmd[2..].iter().map(String::as_str).collect();
+    let args =
+        install::parse_args(&rest).unwrap_or_else(|e| panic!("cni-multi install rejects {rest:?}: {}", e.output));
+    let o = install::Options::from_args(&args).unwrap();
+    assert!(!o.force, "the DaemonSet must not clobber foreign plugins");
+
+    // --dir and --conf-dir land on the host's /opt/cni/bin and /etc/cni/net.d
+    for (path, host) in [(&o.dir, "/opt/cni/bin"), (&o.conf_dir, "/etc/cni/net.d")] {
+        let (vol, sub) = mount_for(installer, path.to_str().unwrap());
+        let hp = &volume(vol)["hostPath"];
+        assert_eq!(hp["path"].as_str().unwrap(), host, "{} must be the host's {host}", path.display());
+        assert_eq!(sub, "");
+        assert_eq!(hp["type"], "DirectoryOrCreate");
+    }
+    // --conf is a key of the ConfigMap, mounted from it
+    let conf = o.conf.as_ref().expect("--conf");
+    let (vol, key) = mount_for(installer, conf.to_str().unwrap());
+    assert_eq!(volume(vol)["configMap"]["name"], cm["metadata"]["name"]);
+    let text = cm["data"][&key].as_str().unwrap_or_else(|| panic!("ConfigMap has no key {key}"));
+
+    // --pod-cidr-file is written by the kubectl init container through a shared volume
+    let Some(install::PodCidr::File(cidr_file)) = &o.pod_cidr else { panic!("--pod-cidr-file expected") };
+    let (vol, sub) = mount_for(installer, cidr_file.to_str().unwrap());
+    let writer = inits.iter().find(|c| c["name"] == "pod-cidr").expect("pod-cidr init container");
+    let (wvol, wsub) = mount_for(writer, cidr_file.to_str().unwrap());
+    assert_eq!((vol, &sub), (wvol, &wsub));
+    assert!(strs(&writer["command"]).join(" ").contains(&format!("> {}", cidr_file.display())));
+    let pos = |n: &str| inits.iter().position(|c| c["name"] == n).unwrap();
+    assert!(pos("pod-cidr") < pos("install-cni"), "the CIDR must be known before install runs");
+
+    // the default network: bridge + host-local on the pod CIDR, portmap, bandwidth; valid once filled in
+    let t = TempDir::new("ds");
+    let src = fake_binary(t.path(), "src-bin", b"x");
+    let conf_path = t.path().join(&key);
+    fs::write(&conf_path, text).unwrap();
+    let mut local = opts(&t.path().join("bin"), &src);
+    local.conf = Some(conf_path);
+    local.conf_dir = t.path().join("net.d");
+    local.pod_cidr = Some(install::PodCidr::Value("198.18.9.0/24".into()));
+    install::install(&local, APPLETS).unwrap();
+    let written: serde_json::Value = serde_json::from_slice(&fs::read(local.conf_dir.join(&key)).unwrap()).unwrap();
+    let types: Vec<&str> = written["plugins"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["bridge", "portmap", "bandwidth"]);
+    assert_eq!(written["plugins"][0]["ipam"]["type"], "host-local");
+    assert_eq!(written["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "198.18.9.0/24");
+}
+
+#[test]
+fn containerfile_is_scratch_with_install_entrypoint() {
+    let text = fs::read_to_string(repo().join("Containerfile")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("FROM ")).collect::<Vec<_>>(), [&"FROM scratch"]);
+    let entry = lines.iter().find_map(|l| l.strip_prefix("ENTRYPOINT ")).expect("ENTRYPOINT");
+    let entry: Vec<String> = serde_json::from_str(entry).unwrap();
+    assert_eq!(entry, ["/cni-multi", "install"]);
+    let cmd = lines.iter().find_map(|l| l.strip_prefix("CMD ")).expect("CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    assert!(install::parse_args(&cmd).is_ok(), "default CMD {cmd:?} must parse");
+    assert!(lines.iter().any(|l| l.starts_with("COPY ") && l.ends_with(" /cni-multi")));
+}
+
+// ---------------------------------------------------------------- make dist packaging
+
+#[test]
+fn dist_tarball_is_deterministic() {
+    let t = TempDir::new("dist");
+    let bin = fake_binary(t.path(), "cni-multi-build", b"static binary");
+    let pack = |out: &str, umask: &str, mtime: &str| {
+        let _ = Command::new("touch").args(["-d", mtime]).arg(&bin).status();
+        let script = format!(
+            "umask {umask}; exec {} {} amd64 v9.9.9 {} 'bridge ptp host-local'",
+            repo().join("scripts/dist.sh").display(),
+            bin.display(),
+            t.path().join(out).display()
+        );
+        let o = Command::new("bash").args(["-c", &script]).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        t.path().join(out).join("cni-multi-linux-amd64-v9.9.9.tgz")
+    };
+    let a = pack("a", "022", "2001-01-01");
+    let b = pack("b", "077", "2011-11-11");
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "same inputs, different bytes");
+    for sum in ["sha256sum", "sha512sum"] {
+        let ext = &sum[..6];
+        let ok = Command::new(sum)
+            .arg("-c")
+            .arg(format!("cni-multi-linux-amd64-v9.9.9.tgz.{ext}"))
+            .current_dir(t.path().join("a"))
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "{sum} -c");
+    }
+    let list = Command::new("tar").args(["-tvzf"]).arg(&a).output().unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    let names: Vec<&str> = list.lines().map(|l| l.split_whitespace().nth(5).unwrap()).collect();
+    assert_eq!(names, ["LICENSE", "README.md", "bridge", "cni-multi", "host-local", "install.sh", "ptp"]);
+    for l in list.lines() {
+        assert!(l.contains(" 0/0 ") && l.contains("2023-11-14"), "owner/mtime not fixed: {l}");
+    }
+    assert!(list.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.contains(" cni-multi")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with('l') && l.contains("bridge -> cni-multi")), "{list}");
+    // the binary inside is the one given
+    let x = Command::new("tar").args(["-xzOf"]).arg(&a).arg("cni-multi").output().unwrap();
+    assert_eq!(x.stdout, fs::read(&bin).unwrap());
 }
