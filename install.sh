@@ -175,6 +175,7 @@ done
 for p in "$dir"/* "$dir"/.[!.]*; do
     [ -L "$p" ] && [ "$(readlink "$p")" = cni-multi ] || continue
     n=${p##*/}
+    case "$n" in .*.tmp-*) continue ;; esac # another installer's link about to be renamed
     keep=
     for a in $applets; do [ "$a" != "$n" ] || keep=1; done
     [ -n "$keep" ] || { rm -f "$p"; say "removed stale link $p"; }

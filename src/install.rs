@@ -307,7 +307,11 @@ pub fn install(opts: &Options, applets: &[&str]) -> anyhow::Result<Vec<Change>> 
         changes.push(Change { path, action, detail });
     }
     for path in stale {
-        fs::remove_file(&path).with_context(|| format!("cannot remove stale link {}", path.display()))?;
+        match fs::remove_file(&path) {
+            // another installer got there first
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            r => r.with_context(|| format!("cannot remove stale link {}", path.display()))?,
+        }
         changes.push(Change { path, action: Action::Removed, detail: "no such applet any more".into() });
     }
     sync_dir(&opts.dir)?;
@@ -404,7 +408,11 @@ fn inspect_link(path: &Path) -> anyhow::Result<Found> {
         bail!("{} is a directory", path.display());
     }
     if ft.is_symlink() {
-        let target = fs::read_link(path).with_context(|| format!("cannot read link {}", path.display()))?;
+        let target = match fs::read_link(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing), // just removed
+            Err(e) => return Err(anyhow!(e).context(format!("cannot read link {}", path.display()))),
+        };
         if target.as_os_str() == BINARY_NAME {
             return Ok(Found::Same);
         }
@@ -430,7 +438,8 @@ fn stale_links(dir: &Path, applets: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name == BINARY_NAME || applets.contains(&name) {
+        // another installer's temp link is not stale: it is about to be renamed into place
+        if name == BINARY_NAME || applets.contains(&name) || is_temp_name(name) {
             continue;
         }
         let path = entry.path();
@@ -602,6 +611,10 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
 }
 
 /// A fresh temp name in `dir` that runtimes ignore (leading dot, no config extension).

@@ -229,6 +229,40 @@ fn binary_is_replaced_atomically_under_concurrent_readers() {
     no_temp_files(&dir);
 }
 
+#[test]
+fn concurrent_installers_into_one_dir_all_succeed() {
+    // e.g. two DaemonSet pods on one node during a rollout: each sees the other's temp files
+    let t = TempDir::new("race");
+    let src = fake_binary(t.path(), "src-bin", b"C");
+    let dir = t.path().join("bin");
+    let many: Vec<String> = (0..100).map(|i| format!("applet{i}")).collect();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (dir, src, many) = (dir.clone(), src.clone(), many.clone());
+            std::thread::spawn(move || {
+                let names: Vec<&str> = many.iter().map(String::as_str).collect();
+                let mut o = opts(&dir, &src);
+                o.force = true; // every run rewrites every link
+                for _ in 0..15 {
+                    // a foreign link makes each run rewrite it, so temp links keep appearing
+                    let _ = fs::remove_file(dir.join("applet0"));
+                    let _ = symlink("/elsewhere/x", dir.join("applet0"));
+                    install::install(&o, &names)?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    for a in &many {
+        assert_eq!(link_target(&dir.join(a)), "cni-multi");
+    }
+    assert_eq!(fs::read(dir.join("cni-multi")).unwrap(), fs::read(&src).unwrap());
+    no_temp_files(&dir);
+}
+
 const CONFLIST: &str = r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"bridge","bridge":"cni0"}]}"#;
 
 #[test]
