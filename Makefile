@@ -88,7 +88,7 @@ dist: build
 	         "or 'make dist DIST_ARCHES=amd64'" >&2; exit 1; \
 	  fi; \
 	  [ $$arch = amd64 ] || $(CARGO) build --locked --release --target $$triple; \
-	  scripts/dist.sh target/$$triple/release/cni-multi $$arch v$(VERSION) dist "$$($(BIN) --list 2>/dev/null || true)"; \
+	  scripts/dist.sh target/$$triple/release/cni-multi $$arch v$(VERSION) dist "$$($(BIN) --list 2>/dev/null | sed 's/[[:space:]].*//' || true)"; \
 	done
 	@ls -l dist
 

@@ -68,7 +68,8 @@ if "$src" install --help 2>/dev/null | grep -q -- '--conf-dir'; then
 fi
 
 # ---- shell fallback
-applets=$("$src" --list 2>/dev/null) || die "$src --list failed: is it a cni-multi binary?"
+# one applet per line; only the first word counts (a description may follow)
+applets=$("$src" --list 2>/dev/null | sed 's/[[:space:]].*//') || die "$src --list failed: is it a cni-multi binary?"
 [ -n "$applets" ] || die "$src --list printed no applets"
 for a in $applets; do
     case "$a" in

@@ -556,8 +556,43 @@ fn render(
             failures.push(format!("- {label} peak RSS: {e}"));
         }
     }
+    let _ = writeln!(s, "\n{}", goals(rows, rss_ours));
     if !failures.is_empty() {
         let _ = writeln!(s, "\nFailures:\n{}", failures.join("\n"));
     }
     s
+}
+
+/// The targets of issue 2, checked against the numbers of this run.
+fn goals(rows: &[(usize, (f64, f64), Timing, Timing)], rss_ours: &Rss) -> String {
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not measured",
+    };
+    let ok_means = |t: &Timing| {
+        if t.failure.is_some() {
+            (None, None)
+        } else {
+            (mean_ms(&t.add), mean_ms(&t.del))
+        }
+    };
+    let mut lines = vec!["Goals:".to_string()];
+    for (n, floor, r, o) in rows {
+        let (ra, _) = ok_means(r);
+        let (oa, od) = ok_means(o);
+        let add = ra.zip(oa).map(|(r, o)| r >= 10.0 * o);
+        let del = od.map(|d| d <= 1.2 * floor.1 + 1.0);
+        lines.push(format!("- {n} pods: ADD ≥ 10× faster than the reference: {}", verdict(add)));
+        lines.push(format!("- {n} pods: DEL ≤ 1.2 × kernel floor + 1 ms: {}", verdict(del)));
+    }
+    let at = |n: usize| rows.iter().find(|r| r.0 == n).and_then(|r| ok_means(&r.3).0);
+    let scale = at(100).zip(at(1000)).map(|(a100, a1000)| a1000 <= 1.2 * a100);
+    lines.push(format!("- ADD per pod at 1000 pods ≤ 1.2 × at 100 pods: {}", verdict(scale)));
+    let rss = match (rss_ours.0, rss_ours.1) {
+        (Some(a), Some(d)) => Some(a.max(d) <= 2048),
+        _ => None,
+    };
+    lines.push(format!("- peak RSS ≤ 2 MiB: {}", verdict(rss)));
+    lines.join("\n")
 }

@@ -354,7 +354,7 @@ fn fake_script(dir: &Path, with_install: bool) -> PathBuf {
         ""
     };
     let body = format!(
-        "#!/bin/sh\n# {marker}\ncase \"$1\" in\n--list) printf 'bridge\\nhost-local\\nptp\\n' ;;\n{install}\n*) exit 1 ;;\nesac\n"
+        "#!/bin/sh\n# {marker}\ncase \"$1\" in\n--list) printf 'bridge  the bridge plugin\\nhost-local\\nptp\\tpoint to point\\n' ;;\n{install}\n*) exit 1 ;;\nesac\n"
     );
     let p = dir.join("cni-multi");
     fs::write(&p, body).unwrap();
@@ -454,7 +454,11 @@ fn real_binary_installs_itself() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fs::read(dir.join("cni-multi")).unwrap(), fs::read(&bin).unwrap());
     let list = Command::new(&bin).arg("--list").output().unwrap();
-    let names: Vec<String> = String::from_utf8_lossy(&list.stdout).split_whitespace().map(String::from).collect();
+    let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
     let want: Vec<String> = cni_multi::applets::names().map(String::from).collect();
     assert_eq!(names, want);
     for a in &want {
