@@ -146,20 +146,23 @@ changed=0
 unchanged=0
 say() { echo "$*"; changed=$((changed + 1)); }
 tmpname() { echo "$1/.$2.tmp-$$"; }
+put_file() { # SRC DIR NAME MODE: copy to a temp file in DIR, flush, rename over DIR/NAME
+    tmp=$(tmpname "$2" "$3")
+    trap 'rm -f "$tmp"' EXIT
+    cp "$1" "$tmp"
+    chmod "$4" "$tmp"
+    sync "$tmp" 2>/dev/null || sync
+    [ ! -L "$2/$3" ] || rm -f "$2/$3"
+    mv -f "$tmp" "$2/$3"
+    trap - EXIT
+}
 
 # act: the binary first, so no link ever dangles
 mkdir -p "$dir"
 if [ "$bin_state" = same ]; then
     unchanged=$((unchanged + 1))
 else
-    tmp=$(tmpname "$dir" cni-multi)
-    trap 'rm -f "$tmp"' EXIT
-    cp "$src" "$tmp"
-    chmod 0755 "$tmp"
-    sync "$tmp" 2>/dev/null || sync
-    [ ! -L "$dir/cni-multi" ] || rm -f "$dir/cni-multi"
-    mv -f "$tmp" "$dir/cni-multi"
-    trap - EXIT
+    put_file "$src" "$dir" cni-multi 0755
     say "installed $dir/cni-multi (${bin_state%%:*} before)"
 fi
 for a in $applets; do
@@ -186,14 +189,7 @@ if [ -n "$conf" ]; then
         unchanged=$((unchanged + 1))
     else
         mkdir -p "$conf_dir"
-        tmp=$(tmpname "$conf_dir" "${conf##*/}")
-        trap 'rm -f "$tmp"' EXIT
-        cp "$conf" "$tmp"
-        chmod 0644 "$tmp"
-        sync "$tmp" 2>/dev/null || sync
-        [ ! -L "$dest" ] || rm -f "$dest"
-        mv -f "$tmp" "$dest"
-        trap - EXIT
+        put_file "$conf" "$conf_dir" "${conf##*/}" 0644
         say "wrote $dest (network $network)"
     fi
 fi
