@@ -408,6 +408,31 @@ fn install_sh_fallback_copies_links_and_refuses_foreign() {
 }
 
 #[test]
+fn install_sh_fallback_installs_conflist() {
+    let t = TempDir::new("shconf");
+    let src = fake_script(t.path(), false);
+    let conf = t.path().join("10-podnet.conflist");
+    fs::write(&conf, CONFLIST).unwrap();
+    let (dir, net) = (t.path().join("bin"), t.path().join("net.d"));
+    let args = ["--src", src.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--conf", conf.to_str().unwrap()];
+    let with_dir = [&args[..], &["--conf-dir", net.to_str().unwrap()]].concat();
+    let (rc, out, err) = run_sh(&with_dir);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(fs::read_to_string(net.join("10-podnet.conflist")).unwrap(), CONFLIST);
+    assert_eq!(fs::metadata(net.join("10-podnet.conflist")).unwrap().permissions().mode() & 0o777, 0o644);
+    // another network under the same file name is refused
+    fs::write(net.join("10-podnet.conflist"), CONFLIST.replace("podnet", "other")).unwrap();
+    let (rc, _, err) = run_sh(&with_dir);
+    assert_eq!(rc, 1, "{err}");
+    // not a config: refused before anything is written
+    fs::write(&conf, r#"{"plugins":[]}"#).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(run_sh(&with_dir).0, 1);
+    assert!(!dir.exists());
+    no_temp_files(&net);
+}
+
+#[test]
 fn install_sh_delegates_to_the_binary() {
     let t = TempDir::new("shdel");
     let src = fake_script(t.path(), true);
