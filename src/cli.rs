@@ -108,12 +108,7 @@ fn multi_main(rest: &[String]) -> i32 {
             out(&usage());
             0
         }
-        // TODO(install): `cni-multi install ...` — another developer writes src/install.rs;
-        // once it exists this arm becomes: `"install" => crate::install::main(rest.get(1..).unwrap_or(&[])),`
-        "install" => {
-            let _ = writeln!(std::io::stderr(), "{MULTI}: install is not available in this build");
-            2
-        }
+        "install" => crate::install::main(rest.get(1..).unwrap_or(&[])),
         name => match applets::find(name) {
             Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[])),
             None => {
@@ -256,7 +251,7 @@ mod tests {
         assert_eq!(dispatch(&["/x/not-an-applet".to_string()]), 2);
         assert_eq!(dispatch(&["/x/cni-multi".to_string(), "no-such".to_string()]), 2);
         assert_eq!(dispatch(&["/x/cni-multi".to_string()]), 2);
-        assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string()]), 2);
+        assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string(), "--bogus".to_string()]), 2);
         assert!(usage().contains("host-local"));
     }
 }

@@ -5,6 +5,7 @@ pub mod applets;
 pub mod cli;
 pub mod cni;
 pub mod firewall;
+pub mod install;
 pub mod ipam;
 pub mod logging;
 pub mod netlink;

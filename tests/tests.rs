@@ -1,2 +1,3 @@
 mod dhcp;
+mod install;
 mod ipam;
