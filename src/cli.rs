@@ -114,6 +114,8 @@ fn multi_main(rest: &[String]) -> i32 {
             let _ = writeln!(std::io::stderr(), "{MULTI}: install is not available in this build");
             2
         }
+        // TODO(tool): the cnitool-equivalent (src/tool/) hooks in here the same way:
+        // `"tool" => crate::tool::main(rest.get(1..).unwrap_or(&[])),`
         name => match applets::find(name) {
             Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[])),
             None => {

@@ -155,3 +155,39 @@ fn proto_delegate_exec_equals_in_process() {
         assert_eq!(outcomes[0], outcomes[1], "version {version}");
     }
 }
+
+#[test]
+fn proto_logging_to_stderr_env_file_and_config_file() {
+    let d = TempDir::new("log");
+    let base = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr1"),
+        ("CNI_NETNS", "/nonexistent/netns"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/nonexistent"),
+        ("CNI_MULTI_LOG", "debug"),
+    ];
+    let conf = r#"{"cniVersion":"1.0.0","name":"n"}"#;
+    // default: stderr, every line tagged with applet, command and container id
+    let (_, _, err) = run_as(&d.0, "loopback", &[], &base, conf);
+    assert!(err.lines().any(|l| l.contains(" DEBUG loopback ADD ctr1: ")), "{err}");
+    // quiet at the default level
+    let quiet: Vec<_> = base.iter().copied().filter(|(k, _)| *k != "CNI_MULTI_LOG").collect();
+    let (_, _, err) = run_as(&d.0, "loopback", &[], &quiet, conf);
+    assert!(!err.contains("DEBUG"), "{err}");
+    // CNI_MULTI_LOG_FILE
+    let file = d.0.join("env.log");
+    let mut env = base.to_vec();
+    let file_s = file.display().to_string();
+    env.push(("CNI_MULTI_LOG_FILE", &file_s));
+    let (_, _, err) = run_as(&d.0, "loopback", &[], &env, conf);
+    let logged = std::fs::read_to_string(&file).unwrap();
+    assert!(logged.contains("DEBUG loopback ADD ctr1: "), "{logged}");
+    assert!(!err.contains("DEBUG"), "{err}");
+    // the config's `log` key
+    let file2 = d.0.join("conf.log");
+    let conf2 = format!(r#"{{"cniVersion":"1.0.0","name":"n","log":"{}"}}"#, file2.display());
+    run_as(&d.0, "loopback", &[], &base, &conf2);
+    let logged = std::fs::read_to_string(&file2).unwrap();
+    assert!(logged.contains("DEBUG loopback ADD ctr1: "), "{logged}");
+}
