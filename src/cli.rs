@@ -131,6 +131,13 @@ fn multi_main(rest: &[String]) -> i32 {
 }
 
 fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
+    // The reference dhcp binary doubles as its daemon: `dhcp daemon [-socketpath P] ...`.
+    // TODO(dhcp): once src/ipam/dhcp/ exists, this becomes
+    // `return crate::ipam::dhcp::daemon_main(args.get(1..).unwrap_or(&[]));`
+    if applet.name == "dhcp" && args.first().map(String::as_str) == Some("daemon") {
+        let _ = writeln!(std::io::stderr(), "{MULTI}: the dhcp daemon is not available in this build");
+        return 2;
+    }
     let flags = if args.is_empty() {
         PluginFlags::default()
     } else {
