@@ -7,7 +7,6 @@
 //! are dropped. Plugins then decode from that value with lower-case serde names.
 
 use super::error::{code, CniError};
-use super::result::go_quote;
 use super::{CniResult, Ctx};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -248,11 +247,6 @@ impl Ctx {
     pub fn raw_conf(&self) -> anyhow::Result<Value> {
         parse_raw(&self.stdin).map_err(|e| anyhow::anyhow!("error unmarshall network config: {e}"))
     }
-}
-
-/// Quote helper re-exported for messages that name a value.
-pub fn quote(s: &str) -> String {
-    go_quote(s)
 }
 
 #[cfg(test)]
