@@ -254,4 +254,29 @@ mod tests {
         assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string(), "--bogus".to_string()]), 2);
         assert!(usage().contains("host-local"));
     }
+
+    /// Child half of `panic_hook_leaves_a_cni_error`: only panics when asked to.
+    #[test]
+    fn panic_hook_child() {
+        if std::env::var_os("CNI_MULTI_PANIC_CHILD").is_some() {
+            install_panic_hook();
+            panic!("boom <here>");
+        }
+    }
+
+    #[test]
+    fn panic_hook_leaves_a_cni_error() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["cli::tests::panic_hook_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("CNI_MULTI_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("{\n    \"code\": 999,\n    \"msg\": \"internal error: boom \\u003chere\\u003e\",\n    \"details\": \"src/cli.rs:"),
+            "{stdout}"
+        );
+    }
 }

@@ -1,3 +1,4 @@
 mod dhcp;
 mod install;
 mod ipam;
+mod proto;
