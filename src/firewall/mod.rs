@@ -1,1 +1,2 @@
 //! Firewall backends (nftables over netlink, iptables-restore). Issue 4.
+pub mod nft;
