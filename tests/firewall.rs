@@ -1,0 +1,366 @@
+//! Firewall layer in throwaway namespace worlds (root). Nothing touches the root namespace:
+//! every rule is written from a thread that entered the test's own "host" netns.
+//!
+//! World (per test, unique names):
+//!   container (eth0 198.18.<n>.2/24, fd00:<n>::2/64) ── veth ── host (vc 198.18.<n>.1, fd00:<n>::1)
+//!   host (vo 198.18.<n+1>.1/24, fd00:<n+1>::1/64) ── veth ── outside (eth0 198.18.<n+1>.2, fd00:<n+1>::2)
+//! The outside namespace has no route back to the container subnet, so a packet that arrives
+//! there from the host's address proves masquerading.
+
+use cni_multi::firewall::{self, macspoof, Attachment, BackendKind};
+use ipnet::IpNet;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn try_run(args: &[&str]) -> bool {
+    Command::new(args[0]).args(&args[1..]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn ns_run(ns: &str, args: &[&str]) -> String {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    run(&v)
+}
+
+/// Runs `f` on a thread that entered netns `ns` (the thread dies afterwards).
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Namespaces deleted on drop (every exit path).
+struct World {
+    names: Vec<String>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+struct MasqWorld {
+    _w: World,
+    host: String,
+    outside: String,
+    container: String,
+    c4: IpNet,
+    c6: IpNet,
+    host_out4: IpAddr,
+    host_out6: IpAddr,
+    out4: IpAddr,
+    out6: IpAddr,
+}
+
+fn masq_world(tag: &str, n: u8) -> MasqWorld {
+    let pid = std::process::id();
+    let host = format!("fwh{tag}{pid}");
+    let outside = format!("fwo{tag}{pid}");
+    let container = format!("fwc{tag}{pid}");
+    let w = World { names: vec![host.clone(), outside.clone(), container.clone()] };
+    for ns in &w.names {
+        run(&["ip", "netns", "add", ns]);
+        ns_run(ns, &["ip", "link", "set", "lo", "up"]);
+    }
+    let m = n + 1;
+    // container <-> host
+    ns_run(&host, &["ip", "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", &container]);
+    // host <-> outside
+    ns_run(&host, &["ip", "link", "add", "vo", "type", "veth", "peer", "name", "eth0", "netns", &outside]);
+    let addrs = [
+        (&container, "eth0", format!("198.18.{n}.2/24"), format!("fd00:{n}::2/64")),
+        (&host, "vc", format!("198.18.{n}.1/24"), format!("fd00:{n}::1/64")),
+        (&host, "vo", format!("198.18.{m}.1/24"), format!("fd00:{m}::1/64")),
+        (&outside, "eth0", format!("198.18.{m}.2/24"), format!("fd00:{m}::2/64")),
+    ];
+    for (ns, dev, a4, a6) in &addrs {
+        ns_run(ns, &["ip", "addr", "add", a4, "dev", dev]);
+        ns_run(ns, &["ip", "-6", "addr", "add", a6, "dev", dev, "nodad"]);
+        ns_run(ns, &["ip", "link", "set", dev, "up"]);
+    }
+    // Packets sent before linkwatch has turned the carrier on are dropped: wait for it.
+    for (ns, dev, _, _) in &addrs {
+        wait_oper_up(ns, dev);
+    }
+    ns_run(&container, &["ip", "route", "add", "default", "via", &format!("198.18.{n}.1")]);
+    ns_run(&container, &["ip", "-6", "route", "add", "default", "via", &format!("fd00:{n}::1")]);
+    ns_run(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ns_run(&host, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    MasqWorld {
+        _w: w,
+        host,
+        outside,
+        container,
+        c4: format!("198.18.{n}.2/24").parse().unwrap(),
+        c6: format!("fd00:{n}::2/64").parse().unwrap(),
+        host_out4: format!("198.18.{m}.1").parse().unwrap(),
+        host_out6: format!("fd00:{m}::1").parse().unwrap(),
+        out4: format!("198.18.{m}.2").parse().unwrap(),
+        out6: format!("fd00:{m}::2").parse().unwrap(),
+    }
+}
+
+fn wait_oper_up(ns: &str, dev: &str) {
+    for _ in 0..100 {
+        let state = ns_run(ns, &["cat", &format!("/sys/class/net/{dev}/operstate")]);
+        if state.trim() == "up" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{dev} in {ns} never came up");
+}
+
+/// Like [`udp_probe_once`], retried a few times while nothing arrives (first packets can be
+/// lost to neighbour resolution); the first address that arrives is returned.
+fn udp_probe(w: &MasqWorld, dst: IpAddr) -> Option<IpAddr> {
+    (0..3).find_map(|_| udp_probe_once(w, dst))
+}
+
+/// Sends one UDP datagram from the container to `dst` and returns the source address the
+/// outside namespace saw (None when nothing arrived).
+fn udp_probe_once(w: &MasqWorld, dst: IpAddr) -> Option<IpAddr> {
+    let bind = SocketAddr::new(dst, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let outside = w.outside.clone();
+    let listener = std::thread::spawn(move || {
+        in_ns(&outside, move || {
+            let s = UdpSocket::bind(bind).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            tx.send(s.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 64];
+            s.recv_from(&mut buf).ok().map(|(_, peer)| peer.ip())
+        })
+    });
+    let target = rx.recv().unwrap();
+    in_ns(&w.container, move || {
+        let any: SocketAddr = if target.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+        let s = UdpSocket::bind(any).unwrap();
+        s.send_to(b"hello", target).unwrap();
+    });
+    listener.join().unwrap()
+}
+
+/// Text of the host's ruleset (nft and iptables views), with counters and timestamps removed.
+fn ruleset(host: &str) -> String {
+    let mut out = String::new();
+    let nft = ns_run(host, &["nft", "list", "ruleset"]);
+    for line in nft.lines() {
+        let mut words: Vec<&str> = line.split(' ').collect();
+        let mut i = 0;
+        while i < words.len() {
+            if (words[i] == "packets" || words[i] == "bytes") && i + 1 < words.len() {
+                words[i + 1] = "N";
+            }
+            i += 1;
+        }
+        out.push_str(&words.join(" "));
+        out.push('\n');
+    }
+    for v in ["iptables-save", "ip6tables-save"] {
+        let save = ns_run(host, &[v]);
+        for line in save.lines().filter(|l| !l.starts_with('#')) {
+            let l = match line.find(" [") {
+                Some(i) if line.starts_with(':') => &line[..i],
+                _ => line,
+            };
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
+    let w = masq_world(tag, n);
+    // Without masquerading the outside sees the container's own address: the probe can fail.
+    assert_eq!(udp_probe(&w, w.out4), Some(w.c4.addr()));
+    assert_eq!(udp_probe(&w, w.out6), Some(w.c6.addr()));
+
+    // Warm-up with another attachment: the shared table/chain infrastructure (which the
+    // reference never deletes either) exists from now on; this is the "prior" state.
+    let warm: Vec<IpNet> = vec!["198.18.250.9/24".parse().unwrap(), "fd00:250::9/64".parse().unwrap()];
+    in_ns(&w.host, move || {
+        let b = firewall::backend(kind);
+        b.ensure_masquerade("warmnet", "warm", "eth0", &warm).unwrap();
+        b.remove_masquerade("warmnet", "warm", "eth0", &warm).unwrap();
+    });
+    let before = ruleset(&w.host);
+
+    let ips = vec![w.c4, w.c6];
+    let ips2 = ips.clone();
+    in_ns(&w.host, move || {
+        let b = firewall::backend(kind);
+        assert!(b.usable());
+        b.ensure_masquerade("testnet", "cid-1", "eth0", &ips2).unwrap();
+        // idempotent: a second ADD does not duplicate anything
+        b.ensure_masquerade("testnet", "cid-1", "eth0", &ips2).unwrap();
+    });
+    let during = ruleset(&w.host);
+    assert_ne!(before, during);
+    if kind == BackendKind::Iptables {
+        let chain = firewall::iptables::chain_name("testnet", "cid-1");
+        let jumps = during.lines().filter(|l| l.starts_with("-A POSTROUTING") && l.contains(&chain)).count();
+        assert_eq!(jumps, 2, "one jump per family, no duplicates:\n{during}");
+    } else {
+        let rules = during.lines().filter(|l| l.contains("masquerade comment")).count();
+        assert_eq!(rules, 2, "one rule per IP, no duplicates:\n{during}");
+    }
+
+    assert_eq!(udp_probe(&w, w.out4), Some(w.host_out4), "IPv4 not masqueraded:\n{during}");
+    assert_eq!(udp_probe(&w, w.out6), Some(w.host_out6), "IPv6 not masqueraded:\n{during}");
+
+    let ips3 = ips.clone();
+    in_ns(&w.host, move || firewall::teardown_ipmasq("testnet", "cid-1", "eth0", &ips3).unwrap());
+    assert_eq!(before, ruleset(&w.host), "teardown must restore the prior ruleset");
+    // Teardown of something already gone is a success.
+    in_ns(&w.host, move || firewall::teardown_ipmasq("testnet", "cid-1", "eth0", &ips).unwrap());
+}
+
+#[test]
+fn masquerade_nftables_reaches_outside_as_host() {
+    masquerade_behaviour(BackendKind::Nftables, "mn", 10);
+}
+
+#[test]
+fn masquerade_iptables_reaches_outside_as_host() {
+    masquerade_behaviour(BackendKind::Iptables, "mi", 20);
+}
+
+#[test]
+fn masquerade_gc_removes_only_invalid_attachments_both_backends() {
+    for (kind, tag, n) in [(BackendKind::Nftables, "gn", 30), (BackendKind::Iptables, "gi", 40)] {
+        let w = masq_world(tag, n);
+        let a: Vec<IpNet> = vec![format!("198.18.{n}.2/24").parse().unwrap()];
+        let b: Vec<IpNet> = vec![format!("198.18.{n}.3/24").parse().unwrap()];
+        let host = w.host.clone();
+        in_ns(&host, move || {
+            let fw = firewall::backend(kind);
+            fw.ensure_masquerade("gcnet", "keep", "eth0", &a).unwrap();
+            fw.ensure_masquerade("gcnet", "stale", "eth0", &b).unwrap();
+            fw.ensure_masquerade("othernet", "stale", "eth0", &b).unwrap();
+            let valid = vec![Attachment { container_id: "keep".into(), ifname: "eth0".into() }];
+            firewall::gc_ipmasq("gcnet", &valid).unwrap();
+        });
+        let rs = ruleset(&w.host);
+        match kind {
+            BackendKind::Nftables => {
+                assert!(rs.contains("id: keep\""), "{rs}");
+                assert!(rs.contains("net: othernet, if: eth0, id: stale\""), "{rs}");
+                assert!(!rs.contains("net: gcnet, if: eth0, id: stale\""), "{rs}");
+            }
+            BackendKind::Iptables => {
+                assert!(rs.contains(&firewall::iptables::chain_name("gcnet", "keep")), "{rs}");
+                assert!(rs.contains(&firewall::iptables::chain_name("othernet", "stale")), "{rs}");
+                assert!(!rs.contains(&firewall::iptables::chain_name("gcnet", "stale")), "{rs}");
+            }
+        }
+    }
+}
+
+/// Child half of `nftables_backend_needs_no_binaries`: runs only when that test re-executes this
+/// binary with an empty PATH; a no-op otherwise.
+#[test]
+fn helper_nft_without_binaries_child() {
+    let Ok(ns) = std::env::var("CNI_MULTI_FW_TEST_NS") else { return };
+    assert!(Command::new("nft").output().is_err(), "nft must not be reachable");
+    assert!(Command::new("iptables").output().is_err(), "iptables must not be reachable");
+    let ip: IpNet = std::env::var("CNI_MULTI_FW_TEST_IP").unwrap().parse().unwrap();
+    in_ns(&ns, move || {
+        // Auto choice must pick nftables (kernel has nf_tables), no binary involved.
+        assert_eq!(BackendKind::choose(None).unwrap(), BackendKind::Nftables);
+        firewall::setup_ipmasq(None, "nobin", "cid-nb", "eth0", &[ip]).unwrap();
+    });
+}
+
+#[test]
+fn nftables_backend_needs_no_binaries() {
+    let w = masq_world("nb", 50);
+    let empty = std::env::temp_dir().join(format!("fw-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["firewall::helper_nft_without_binaries_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("PATH", &empty)
+        .env("CNI_MULTI_FW_TEST_NS", &w.host)
+        .env("CNI_MULTI_FW_TEST_IP", w.c4.to_string())
+        .env_remove(firewall::ENV_BACKEND)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir(&empty);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    assert_eq!(udp_probe(&w, w.out4), Some(w.host_out4));
+}
+
+#[test]
+fn macspoofchk_drops_spoofed_source_mac() {
+    let pid = std::process::id();
+    let host = format!("fwhms{pid}");
+    let ctr = format!("fwcms{pid}");
+    let _w = World { names: vec![host.clone(), ctr.clone()] };
+    for ns in [&host, &ctr] {
+        run(&["ip", "netns", "add", ns]);
+    }
+    ns_run(&host, &["ip", "link", "add", "br0", "type", "bridge"]);
+    ns_run(&host, &["ip", "addr", "add", "198.18.60.1/24", "dev", "br0"]);
+    ns_run(&host, &["ip", "link", "set", "br0", "up"]);
+    ns_run(&host, &["ip", "link", "add", "vms1", "type", "veth", "peer", "name", "eth0", "netns", &ctr]);
+    ns_run(&host, &["ip", "link", "set", "vms1", "master", "br0", "up"]);
+    ns_run(&ctr, &["ip", "link", "set", "eth0", "address", "02:00:00:00:00:01"]);
+    ns_run(&ctr, &["ip", "addr", "add", "198.18.60.2/24", "dev", "eth0"]);
+    ns_run(&ctr, &["ip", "link", "set", "eth0", "up"]);
+    let ping = |ctr: &str| try_run(&["ip", "netns", "exec", ctr, "ping", "-c1", "-W1", "198.18.60.1"]);
+    let set_mac = |mac: &str| {
+        ns_run(&ctr, &["ip", "link", "set", "eth0", "address", mac]);
+        let _ = try_run(&["ip", "netns", "exec", &host, "ip", "neigh", "flush", "dev", "br0"]);
+        let _ = try_run(&["ip", "netns", "exec", &ctr, "ip", "neigh", "flush", "dev", "eth0"]);
+    };
+    assert!(ping(&ctr), "baseline connectivity");
+
+    in_ns(&host, || {
+        macspoof::setup("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
+        macspoof::setup("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap(); // idempotent
+    });
+    let table = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
+    let expected = "table bridge nat {\n\
+        \tchain PREROUTING {\n\
+        \t\ttype filter hook prerouting priority dstnat; policy accept;\n\
+        \t\tiifname \"vms1\" jump cni-br-iface-cid1-eth0 comment \"macspoofchk-cid1-eth0\"\n\
+        \t}\n\n\
+        \tchain cni-br-iface-cid1-eth0 {\n\
+        \t\tjump cni-br-iface-cid1-eth0-mac comment \"macspoofchk-cid1-eth0\"\n\
+        \t}\n\n\
+        \tchain cni-br-iface-cid1-eth0-mac {\n\
+        \t\tether saddr 02:00:00:00:00:01 return comment \"macspoofchk-cid1-eth0\"\n\
+        \t\tdrop comment \"macspoofchk-cid1-eth0\"\n\
+        \t}\n\
+        }\n";
+    assert_eq!(table, expected);
+    assert!(ping(&ctr), "real MAC must pass");
+    set_mac("02:00:00:00:00:02");
+    assert!(!ping(&ctr), "spoofed MAC must be dropped");
+
+    in_ns(&host, || {
+        macspoof::teardown("cid1", "eth0").unwrap();
+        macspoof::teardown("cid1", "eth0").unwrap(); // already gone = ok
+    });
+    let after = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
+    assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
+    assert!(ping(&ctr), "after teardown any MAC passes");
+}
