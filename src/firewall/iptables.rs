@@ -203,11 +203,16 @@ pub fn masq_setup_input(state: &NatState, network: &str, container_id: &str, ips
     Some(out)
 }
 
-/// Restore input removing chain `chain`, every POSTROUTING jump to it; None when nothing exists.
+/// Restore lines removing chain `chain` and every POSTROUTING jump to it (empty: nothing exists).
 pub fn chain_teardown_lines(state: &NatState, chain: &str) -> Vec<String> {
+    chain_teardown_lines_from(state, "POSTROUTING", chain)
+}
+
+/// Restore lines removing chain `chain` and every jump to it from `entry`.
+pub fn chain_teardown_lines_from(state: &NatState, entry: &str, chain: &str) -> Vec<String> {
     let mut lines = Vec::new();
     for (ch, line) in &state.rules {
-        if ch != "POSTROUTING" {
+        if ch != entry {
             continue;
         }
         let args = split_args(line);

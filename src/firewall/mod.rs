@@ -25,6 +25,7 @@ pub mod ipmasq;
 pub mod iptables;
 pub mod macspoof;
 pub mod nft;
+pub mod portmap;
 pub mod sha512;
 
 use anyhow::{bail, Result};

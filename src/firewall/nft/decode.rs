@@ -173,6 +173,7 @@ pub fn decode_expr(elem: &[u8]) -> Option<Expr> {
         "counter" => Expr::Counter,
         "nat" => Expr::Nat { nat_type: u(1)?, family: u(2)?, addr_min: u(3), proto_min: u(5), flags: u(7) },
         "masq" => Expr::Masq,
+        "fib" => Expr::Fib { flags: u(3)?, result: u(2)?, dreg: u(1)? },
         _ => return None,
     })
 }

@@ -93,18 +93,66 @@ impl Verdict {
 /// One expression of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
-    Payload { dreg: u32, base: Base, offset: u32, len: u32 },
-    Cmp { sreg: u32, op: CmpOp, data: Vec<u8> },
-    Meta { key: u32, dreg: u32 },
-    Ct { key: u32, dreg: u32 },
-    Bitwise { sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8> },
-    Immediate { dreg: u32, data: Vec<u8> },
+    Payload {
+        dreg: u32,
+        base: Base,
+        offset: u32,
+        len: u32,
+    },
+    Cmp {
+        sreg: u32,
+        op: CmpOp,
+        data: Vec<u8>,
+    },
+    Meta {
+        key: u32,
+        dreg: u32,
+    },
+    Ct {
+        key: u32,
+        dreg: u32,
+    },
+    Bitwise {
+        sreg: u32,
+        dreg: u32,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
+    Immediate {
+        dreg: u32,
+        data: Vec<u8>,
+    },
     Verdict(Verdict),
-    Lookup { sreg: u32, set: String, set_id: Option<u32>, dreg: Option<u32>, invert: bool },
+    Lookup {
+        sreg: u32,
+        set: String,
+        set_id: Option<u32>,
+        dreg: Option<u32>,
+        invert: bool,
+    },
     Counter,
-    Nat { nat_type: u32, family: u32, addr_min: Option<u32>, proto_min: Option<u32>, flags: Option<u32> },
+    Nat {
+        nat_type: u32,
+        family: u32,
+        addr_min: Option<u32>,
+        proto_min: Option<u32>,
+        flags: Option<u32>,
+    },
     Masq,
+    /// `fib <flags> <result>` (e.g. `fib daddr type`).
+    Fib {
+        flags: u32,
+        result: u32,
+        dreg: u32,
+    },
 }
+
+/// fib flags / results.
+pub const FIB_F_SADDR: u32 = 1;
+pub const FIB_F_DADDR: u32 = 2;
+pub const FIB_RESULT_ADDRTYPE: u32 = 3;
+/// RTN_LOCAL
+pub const RTN_LOCAL: u32 = 2;
 
 // attribute numbers per expression
 const EXPR_NAME: u16 = 1;
@@ -123,6 +171,7 @@ impl Expr {
             Expr::Counter => "counter",
             Expr::Nat { .. } => "nat",
             Expr::Masq => "masq",
+            Expr::Fib { .. } => "fib",
         }
     }
 
@@ -198,6 +247,9 @@ impl Expr {
                 }
             }
             Expr::Masq => {}
+            Expr::Fib { flags, result, dreg } => {
+                d.put_u32_be(3, *flags).put_u32_be(2, *result).put_u32_be(1, *dreg);
+            }
         });
     }
 }
@@ -315,5 +367,37 @@ pub fn snat_to(addr: IpAddr) -> Vec<Expr> {
     vec![
         Expr::Immediate { dreg: REG_1, data: ip_bytes(addr) },
         Expr::Nat { nat_type: NAT_SNAT, family, addr_min: Some(REG_1), proto_min: None, flags: None },
+    ]
+}
+
+/// `fib daddr type local`.
+pub fn match_fib_daddr_local() -> Vec<Expr> {
+    vec![
+        Expr::Fib { flags: FIB_F_DADDR, result: FIB_RESULT_ADDRTYPE, dreg: REG_1 },
+        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: RTN_LOCAL.to_ne_bytes().to_vec() },
+    ]
+}
+
+/// `ip protocol P` (IPv4 header byte 9).
+pub fn match_ip_protocol(proto: u8) -> Vec<Expr> {
+    vec![
+        Expr::Payload { dreg: REG_1, base: Base::Network, offset: 9, len: 1 },
+        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: vec![proto] },
+    ]
+}
+
+/// `meta l4proto P` (robust against IPv6 extension headers).
+pub fn match_l4proto(proto: u8) -> Vec<Expr> {
+    vec![
+        Expr::Meta { key: meta_key::L4PROTO, dreg: REG_1 },
+        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: vec![proto] },
+    ]
+}
+
+/// `th dport N`.
+pub fn match_th_dport(port: u16) -> Vec<Expr> {
+    vec![
+        Expr::Payload { dreg: REG_1, base: Base::Transport, offset: 2, len: 2 },
+        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: port.to_be_bytes().to_vec() },
     ]
 }
