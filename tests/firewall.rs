@@ -102,6 +102,10 @@ fn masq_world(tag: &str, n: u8) -> MasqWorld {
     ns_run(&container, &["ip", "-6", "route", "add", "default", "via", &format!("fd00:{n}::1")]);
     ns_run(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     ns_run(&host, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    // IPv6 is not usable for forwarded traffic until link-local DAD is over.
+    for ns in &w.names {
+        wait_no_tentative(ns);
+    }
     MasqWorld {
         _w: w,
         host,
@@ -125,6 +129,16 @@ fn wait_oper_up(ns: &str, dev: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{dev} in {ns} never came up");
+}
+
+fn wait_no_tentative(ns: &str) {
+    for _ in 0..200 {
+        if ns_run(ns, &["ip", "-6", "addr", "show", "tentative"]).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("IPv6 DAD never finished in {ns}");
 }
 
 /// Like [`udp_probe_once`], retried a few times while nothing arrives (first packets can be
@@ -363,4 +377,172 @@ fn macspoofchk_drops_spoofed_source_mac() {
     let after = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
     assert!(ping(&ctr), "after teardown any MAC passes");
+}
+
+// ---- portmap ------------------------------------------------------------------------------------
+
+use cni_multi::firewall::portmap::{self, PortMapping, PortmapSpec};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+/// A TCP server in `ns` answering every connection with the peer address it saw.
+fn tcp_server(ns: &str, bind: SocketAddr, conns: usize) -> std::thread::JoinHandle<()> {
+    let ns = ns.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        in_ns(&ns, move || {
+            let l = TcpListener::bind(bind).unwrap();
+            tx.send(()).unwrap();
+            for _ in 0..conns {
+                let Ok((mut s, peer)) = l.accept() else { return };
+                let _ = s.write_all(peer.ip().to_canonical().to_string().as_bytes());
+            }
+        })
+    });
+    rx.recv().unwrap();
+    h
+}
+
+/// Connects from `ns` to `dst`; returns what the server answered (its view of our address).
+fn tcp_client(ns: &str, dst: SocketAddr) -> Option<String> {
+    in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+}
+
+/// A UDP echo server in `ns` (one datagram).
+fn udp_echo(ns: &str, bind: SocketAddr) -> std::thread::JoinHandle<()> {
+    let ns = ns.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        in_ns(&ns, move || {
+            let s = UdpSocket::bind(bind).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            if let Ok((n, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], peer);
+            }
+        })
+    });
+    rx.recv().unwrap();
+    h
+}
+
+fn udp_client(ns: &str, dst: SocketAddr) -> bool {
+    in_ns(ns, move || {
+        let any: SocketAddr = if dst.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+        let s = UdpSocket::bind(any).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(b"ping", dst).unwrap();
+        let mut buf = [0u8; 16];
+        matches!(s.recv_from(&mut buf), Ok((4, _)))
+    })
+}
+
+fn pm_spec(kind_tag: &str, ip: IpNet) -> PortmapSpec {
+    PortmapSpec {
+        network: format!("pmnet{kind_tag}"),
+        container_id: "pm-cid".into(),
+        container_ip: ip,
+        mappings: vec![
+            PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: None },
+            PortMapping { host_port: 5300, container_port: 53, protocol: "udp".into(), host_ip: None },
+        ],
+        snat: true,
+        masq_all: false,
+        mark_masq_bit: 13,
+        external_set_mark_chain: None,
+        conditions: vec![],
+    }
+}
+
+fn pm_apply(kind: BackendKind, spec: &PortmapSpec) {
+    match kind {
+        BackendKind::Nftables => portmap::nft_ensure(spec).unwrap(),
+        BackendKind::Iptables => portmap::iptables_ensure(spec).unwrap(),
+    }
+}
+
+fn pm_remove(kind: BackendKind, spec: &PortmapSpec) {
+    match kind {
+        BackendKind::Nftables => portmap::nft_remove(&spec.container_id).unwrap(),
+        BackendKind::Iptables => portmap::iptables_remove(&spec.network, &spec.container_id).unwrap(),
+    }
+}
+
+fn portmap_behaviour(kind: BackendKind, tag: &str, n: u8) {
+    let w = masq_world(tag, n);
+    let host4 = w.host_out4; // the host address the "client" (outside) namespace reaches
+    let host6 = w.host_out6;
+    ns_run(&w.host, &["sysctl", "-qw", "net.ipv4.conf.vc.route_localnet=1"]);
+    // Nothing is mapped yet: the client cannot reach the container through the host port.
+    let srv = tcp_server(&w.container, "0.0.0.0:80".parse().unwrap(), 1);
+    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host4, 8080)), None);
+    // (unblock the server)
+    let _ = tcp_client(&w.container, "127.0.0.1:80".parse().unwrap());
+    srv.join().unwrap();
+
+    // Warm-up with another container: shared chains/tables exist from now on ("prior" state).
+    let mut warm = pm_spec(tag, "198.18.251.9/24".parse().unwrap());
+    warm.container_id = "warm".into();
+    let mut warm6 = pm_spec(tag, "fd00:251::9/64".parse().unwrap());
+    warm6.container_id = "warm".into();
+    in_ns(&w.host, move || {
+        pm_apply(kind, &warm);
+        pm_apply(kind, &warm6);
+        pm_remove(kind, &warm);
+    });
+    let before = ruleset(&w.host);
+
+    let s4 = pm_spec(tag, w.c4);
+    let s6 = pm_spec(tag, w.c6);
+    let (a, b) = (s4.clone(), s6.clone());
+    in_ns(&w.host, move || {
+        pm_apply(kind, &a);
+        pm_apply(kind, &b);
+        pm_apply(kind, &a); // idempotent
+    });
+    let during = ruleset(&w.host);
+
+    // client namespace -> host IP:8080 (IPv4 and IPv6): the container sees the client itself.
+    let srv = tcp_server(&w.container, "[::]:80".parse().unwrap(), 4);
+    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host4, 8080)), Some(w.out4.to_string()), "{during}");
+    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host6, 8080)), Some(w.out6.to_string()), "{during}");
+    // hairpin: the container reaches itself through the host port (masqueraded to the host).
+    let hp = tcp_client(&w.container, SocketAddr::new(host4, 8080));
+
+    assert_eq!(hp, Some(format!("198.18.{n}.1")), "hairpin must arrive masqueraded as the host:\n{during}");
+    // localhost on the host: 127.0.0.1:8080 reaches the container.
+    assert!(tcp_client(&w.host, "127.0.0.1:8080".parse().unwrap()).is_some(), "localhost failed:\n{during}");
+    srv.join().unwrap();
+    // UDP
+    let u = udp_echo(&w.container, "0.0.0.0:53".parse().unwrap());
+    assert!(udp_client(&w.outside, SocketAddr::new(host4, 5300)), "udp failed:\n{during}");
+    u.join().unwrap();
+
+    let (a, b) = (s4.clone(), s6.clone());
+    in_ns(&w.host, move || {
+        pm_remove(kind, &a);
+        pm_remove(kind, &b); // second removal: already gone
+    });
+    assert_eq!(before, ruleset(&w.host), "DEL must restore the prior ruleset");
+    let srv = tcp_server(&w.container, "0.0.0.0:80".parse().unwrap(), 1);
+    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host4, 8080)), None, "mapping must be gone");
+    let _ = tcp_client(&w.container, "127.0.0.1:80".parse().unwrap());
+    srv.join().unwrap();
+}
+
+#[test]
+fn portmap_nftables_tcp_udp_hairpin_localhost_v4_v6() {
+    portmap_behaviour(BackendKind::Nftables, "pn", 70);
+}
+
+#[test]
+fn portmap_iptables_tcp_udp_hairpin_localhost_v4_v6() {
+    portmap_behaviour(BackendKind::Iptables, "pi", 80);
 }
