@@ -546,3 +546,147 @@ fn portmap_nftables_tcp_udp_hairpin_localhost_v4_v6() {
 fn portmap_iptables_tcp_udp_hairpin_localhost_v4_v6() {
     portmap_behaviour(BackendKind::Iptables, "pi", 80);
 }
+
+// ---- differential: the reference plugins (Debian 1.1.1, iptables ipMasq / portmap) ------------
+
+fn reference_plugin(plugin: &str, host: &str, cmd: &str, cid: &str, ctr: &str, conf: &str) -> String {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", host, &format!("/usr/lib/cni/{plugin}")])
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", format!("/run/netns/{ctr}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "reference {plugin} {cmd}: {text} {}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// The reference's iptables ipMasq state is removed by our teardown, and ours by the reference's
+/// DEL: same chain name (sha512), same rules and comments.
+#[test]
+fn reference_iptables_ipmasq_and_ours_clean_up_after_each_other() {
+    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        eprintln!("reference plugins not installed; skipping");
+        return;
+    }
+    let pid = std::process::id();
+    let host = format!("fwhrf{pid}");
+    let c1 = format!("fwcrf1{pid}");
+    let c2 = format!("fwcrf2{pid}");
+    let _w = World { names: vec![host.clone(), c1.clone(), c2.clone()] };
+    for ns in [&host, &c1, &c2] {
+        run(&["ip", "netns", "add", ns]);
+    }
+    let data = std::env::temp_dir().join(format!("fw-ref-ipam-{pid}"));
+    let conf = |masq: bool| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"refnet","type":"bridge","bridge":"brref","isGateway":true,"ipMasq":{masq},
+               "ipam":{{"type":"host-local","subnet":"198.18.90.0/24","dataDir":"{}"}}}}"#,
+            data.display()
+        )
+    };
+    let nat = |host: &str| ns_run(host, &["iptables-save", "-t", "nat"]);
+
+    // 1. reference ADD with ipMasq -> our teardown removes everything it made.
+    let out = reference_plugin("bridge", &host, "ADD", "refcid1", &c1, &conf(true));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ip1: IpNet = v["ips"][0]["address"].as_str().unwrap().parse().unwrap();
+    let chain1 = firewall::iptables::chain_name("refnet", "refcid1");
+    let saved = nat(&host);
+    assert!(saved.contains(&format!(":{chain1} ")), "reference chain name differs from ours:\n{saved}");
+    assert!(saved.contains(r#"--comment "name: \"refnet\" id: \"refcid1\"""#), "{saved}");
+    in_ns(&host, move || firewall::teardown_ipmasq("refnet", "refcid1", "eth0", &[ip1]).unwrap());
+    let saved = nat(&host);
+    assert!(!saved.contains(&chain1) && !saved.contains("refcid1"), "{saved}");
+
+    // 2. our setup -> the reference DEL removes it.
+    let out = reference_plugin("bridge", &host, "ADD", "refcid2", &c2, &conf(false));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ip2: IpNet = v["ips"][0]["address"].as_str().unwrap().parse().unwrap();
+    in_ns(&host, move || {
+        firewall::backend(BackendKind::Iptables).ensure_masquerade("refnet", "refcid2", "eth0", &[ip2]).unwrap()
+    });
+    let chain2 = firewall::iptables::chain_name("refnet", "refcid2");
+    assert!(nat(&host).contains(&chain2));
+    reference_plugin("bridge", &host, "DEL", "refcid2", &c2, &conf(true));
+    let saved = nat(&host);
+    assert!(!saved.contains(&chain2) && !saved.contains("refcid2"), "reference DEL left our rules:\n{saved}");
+    reference_plugin("bridge", &host, "DEL", "refcid1", &c1, &conf(false));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The reference portmap (iptables) and ours write the same nat table text for the same
+/// mappings, and each one's DEL removes the other's chains.
+#[test]
+fn reference_iptables_portmap_same_rules_and_cross_cleanup() {
+    if !std::path::Path::new("/usr/lib/cni/portmap").exists() {
+        eprintln!("reference plugins not installed; skipping");
+        return;
+    }
+    let pid = std::process::id();
+    let host = format!("fwhrp{pid}");
+    let ctr = format!("fwcrp{pid}");
+    let _w = World { names: vec![host.clone(), ctr.clone()] };
+    for ns in [&host, &ctr] {
+        run(&["ip", "netns", "add", ns]);
+    }
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"pmref","type":"portmap","capabilities":{{"portMappings":true}},
+           "runtimeConfig":{{"portMappings":[{{"hostPort":8080,"containerPort":80,"protocol":"tcp"}},
+                                            {{"hostPort":8081,"containerPort":81,"protocol":"tcp"}},
+                                            {{"hostPort":5300,"containerPort":53,"protocol":"udp","hostIP":"198.18.92.1"}}]}},
+           "prevResult":{{"cniVersion":"1.0.0","interfaces":[{{"name":"eth0","sandbox":"/run/netns/{ctr}"}}],
+                          "ips":[{{"address":"198.18.91.2/24","interface":0}}]}}}}"#
+    );
+    let nat = |host: &str| {
+        ns_run(host, &["iptables-save", "-t", "nat"])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| if l.starts_with(':') { l.split(" [").next().unwrap_or(l) } else { l })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let spec = PortmapSpec {
+        network: "pmref".into(),
+        container_id: "pmcid".into(),
+        container_ip: "198.18.91.2/24".parse().unwrap(),
+        mappings: vec![
+            PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: None },
+            PortMapping { host_port: 8081, container_port: 81, protocol: "tcp".into(), host_ip: None },
+            PortMapping {
+                host_port: 5300,
+                container_port: 53,
+                protocol: "udp".into(),
+                host_ip: Some("198.18.92.1".parse().unwrap()),
+            },
+        ],
+        snat: true,
+        masq_all: false,
+        mark_masq_bit: 13,
+        external_set_mark_chain: None,
+        conditions: vec![],
+    };
+
+    reference_plugin("portmap", &host, "ADD", "pmcid", &ctr, &conf);
+    let by_reference = nat(&host);
+    assert!(by_reference.contains(&portmap::dn_chain("pmref", "pmcid")), "{by_reference}");
+    // our DEL removes the reference's per-container state
+    in_ns(&host, || portmap::iptables_remove("pmref", "pmcid").unwrap());
+    let after_del = nat(&host);
+    assert!(!after_del.contains("CNI-DN-"), "{after_del}");
+    // our ADD writes the same text the reference wrote
+    let s = spec.clone();
+    in_ns(&host, move || portmap::iptables_ensure(&s).unwrap());
+    assert_eq!(nat(&host), by_reference, "our rules differ from the reference's");
+    // the reference DEL removes ours
+    reference_plugin("portmap", &host, "DEL", "pmcid", &ctr, &conf);
+    assert_eq!(nat(&host), after_del);
+}

@@ -359,6 +359,10 @@ pub fn iptables_setup_input(state: &NatState, spec: &PortmapSpec) -> Result<Opti
     protos.sort_unstable();
     protos.dedup();
     let cond = spec.conditions.iter().map(|c| restore_quote(c)).collect::<Vec<_>>().join(" ");
+    // Entry rules go to the top of CNI-HOSTPORT-DNAT (the most recent container wins, as the
+    // newer reference does), inserted in reverse so that this container's own entries keep the
+    // sorted protocol order (the text then equals what the reference 1.1.1 writes).
+    let mut entries = Vec::new();
     for proto in protos {
         let ports: Vec<String> =
             maps.iter().filter(|(m, _)| m.protocol == proto).map(|(m, _)| m.host_port.to_string()).collect();
@@ -372,9 +376,10 @@ pub fn iptables_setup_input(state: &NatState, spec: &PortmapSpec) -> Result<Opti
                 r.push_str(&cond);
             }
             r.push_str(&format!(" -j {dn}"));
-            lines.push(r);
+            entries.push(r);
         }
     }
+    lines.extend(entries.into_iter().rev());
     let masq_cidr = if spec.masq_all {
         if v6 {
             "::/0".to_string()
@@ -585,8 +590,8 @@ mod tests {
              -I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n\
              -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
              -A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
-             -I CNI-HOSTPORT-DNAT 1 -m comment --comment {c} -m multiport -p tcp --destination-ports 8080 -j {dn}\n\
              -I CNI-HOSTPORT-DNAT 1 -m comment --comment {c} -m multiport -p udp --destination-ports 53 -j {dn}\n\
+             -I CNI-HOSTPORT-DNAT 1 -m comment --comment {c} -m multiport -p tcp --destination-ports 8080 -j {dn}\n\
              -A {dn} -p tcp --dport 8080 -s 198.18.0.0/24 -j CNI-HOSTPORT-SETMARK\n\
              -A {dn} -p tcp --dport 8080 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK\n\
              -A {dn} -p tcp --dport 8080 -j DNAT --to-destination 198.18.0.5:80\n\
