@@ -690,3 +690,37 @@ fn reference_iptables_portmap_same_rules_and_cross_cleanup() {
     reference_plugin("portmap", &host, "DEL", "pmcid", &ctr, &conf);
     assert_eq!(nat(&host), after_del);
 }
+
+#[test]
+fn conntrack_delete_by_udp_dport_only_hits_that_port() {
+    use cni_multi::firewall::conntrack;
+    let w = masq_world("ct", 100);
+    let ips = vec![w.c4];
+    // A nat table makes the host namespace track connections.
+    in_ns(&w.host, move || {
+        firewall::backend(BackendKind::Nftables).ensure_masquerade("ctnet", "c", "eth0", &ips).unwrap()
+    });
+    let out4 = w.out4;
+    in_ns(&w.container, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"a", SocketAddr::new(out4, 5353)).unwrap();
+        s.send_to(b"b", SocketAddr::new(out4, 5454)).unwrap();
+    });
+    let ports = |host: &str| {
+        in_ns(host, || {
+            let mut s = cni_multi::firewall::nft::sock::NftSocket::open().unwrap();
+            let mut p: Vec<u16> = conntrack::list(&mut s, 2)
+                .unwrap()
+                .iter()
+                .filter(|e| e.orig.proto == 17)
+                .map(|e| e.orig.dport)
+                .collect();
+            p.sort_unstable();
+            p
+        })
+    };
+    assert_eq!(ports(&w.host), vec![5353, 5454]);
+    let n = in_ns(&w.host, || conntrack::delete_by_dport(false, conntrack::PROTO_UDP, 5353).unwrap());
+    assert_eq!(n, 1);
+    assert_eq!(ports(&w.host), vec![5454]);
+}

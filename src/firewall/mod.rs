@@ -21,6 +21,7 @@
 //! Teardown always tries both backends (as the reference); errors are reported only for a backend
 //! that is usable on this node.
 
+pub mod conntrack;
 pub mod ipmasq;
 pub mod iptables;
 pub mod macspoof;

@@ -172,8 +172,50 @@ impl NftSocket {
     }
 
     fn dump_once(&mut self, kind: u8, family: u8, filter: &[u8]) -> Result<Option<DumpRows>, NftError> {
+        self.dump_type_once(nft_type(kind), family, filter)
+    }
+
+    /// A dump of any nfnetlink message type (`subsys << 8 | msg`), e.g. ctnetlink.
+    pub fn dump_type(&mut self, ty: u16, family: u8, filter: &[u8]) -> Result<DumpRows, NftError> {
+        for _ in 0..5 {
+            if let Some(v) = self.dump_type_once(ty, family, filter)? {
+                return Ok(v);
+            }
+        }
+        Err(NftError::encode("dump interrupted 5 times"))
+    }
+
+    /// Sends one non-batched request (e.g. a ctnetlink delete) and waits for its ACK.
+    pub fn request(&mut self, ty: u16, family: u8, payload: &[u8], what: &str) -> Result<(), NftError> {
         let seq = self.next_seq(1);
-        let req = encode_msg(nft_type(kind), NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, seq, family, 0, filter);
+        let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, payload);
+        self.sock.send(&req, Msg::empty()).map_err(|e| NftError::io(what, &e))?;
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let len = match self.sock.recv(&mut buf[..], Msg::empty()) {
+                Ok((len, _)) => len,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(NftError::io(what, &e)),
+            };
+            if len == 0 {
+                return Err(NftError::encode("netlink socket closed"));
+            }
+            for m in split_msgs(buf.get(..len).unwrap_or_default()) {
+                if m.seq == seq && m.ty == NLMSG_ERROR {
+                    let (err, ext) = parse_error(&m);
+                    if err == 0 {
+                        return Ok(());
+                    }
+                    return Err(NftError { errno: err.saturating_neg(), what: what.to_string(), ext_ack: ext });
+                }
+            }
+        }
+    }
+
+    fn dump_type_once(&mut self, ty: u16, family: u8, filter: &[u8]) -> Result<Option<DumpRows>, NftError> {
+        let kind = ty & 0xff;
+        let seq = self.next_seq(1);
+        let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, seq, family, 0, filter);
         self.sock.send(&req, Msg::empty()).map_err(|e| NftError::io("send nftables dump request", &e))?;
         let mut out = Vec::new();
         let mut interrupted = false;
