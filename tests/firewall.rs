@@ -724,3 +724,102 @@ fn conntrack_delete_by_udp_dport_only_hits_that_port() {
     assert_eq!(n, 1);
     assert_eq!(ports(&w.host), vec![5454]);
 }
+
+// ---- firewall plugin layouts --------------------------------------------------------------------
+
+use cni_multi::firewall::fwplugin::{self, FirewallSpec, IngressPolicy};
+
+/// host with bridges fwb1 (a1, a2) and fwb2 (b1); returns (world, host, [a1, a2, b1]).
+fn two_bridge_world(tag: &str, n: u8) -> (World, String, Vec<String>) {
+    let pid = std::process::id();
+    let host = format!("fwh{tag}{pid}");
+    let ctrs: Vec<String> = ["a1", "a2", "b1"].iter().map(|c| format!("fw{c}{tag}{pid}")).collect();
+    let mut names = vec![host.clone()];
+    names.extend(ctrs.iter().cloned());
+    let w = World { names };
+    for ns in &w.names {
+        run(&["ip", "netns", "add", ns]);
+    }
+    for (br, net) in [("fwb1", n), ("fwb2", n + 1)] {
+        ns_run(&host, &["ip", "link", "add", br, "type", "bridge"]);
+        ns_run(&host, &["ip", "addr", "add", &format!("198.18.{net}.1/24"), "dev", br]);
+        ns_run(&host, &["ip", "link", "set", br, "up"]);
+    }
+    ns_run(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for (i, (ctr, (br, net, host_ip))) in
+        ctrs.iter().zip([("fwb1", n, 2), ("fwb1", n, 3), ("fwb2", n + 1, 2)]).enumerate()
+    {
+        let hv = format!("fwv{i}");
+        ns_run(&host, &["ip", "link", "add", &hv, "type", "veth", "peer", "name", "eth0", "netns", ctr]);
+        ns_run(&host, &["ip", "link", "set", &hv, "master", br, "up"]);
+        ns_run(ctr, &["ip", "addr", "add", &format!("198.18.{net}.{host_ip}/24"), "dev", "eth0"]);
+        ns_run(ctr, &["ip", "link", "set", "eth0", "up"]);
+        ns_run(ctr, &["ip", "route", "add", "default", "via", &format!("198.18.{net}.1")]);
+    }
+    (w, host, ctrs)
+}
+
+fn ping(from: &str, to: &str) -> bool {
+    (0..2).any(|_| try_run(&["ip", "netns", "exec", from, "ping", "-c1", "-W1", to]))
+}
+
+fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
+    let (_w, host, c) = two_bridge_world(tag, n);
+    let (a1, a2, b1) = (format!("198.18.{n}.2"), format!("198.18.{n}.3"), format!("198.18.{}.2", n + 1));
+    assert!(ping(&c[2], &a1), "baseline: b1 reaches a1 across bridges");
+    let spec = |cid: &str, ip: &str, br: &str| FirewallSpec {
+        container_id: cid.into(),
+        ips: vec![format!("{ip}/24").parse().unwrap()],
+        admin_chain: "CNI-ADMIN".into(),
+        ingress_policy: IngressPolicy::SameBridge,
+        bridge: Some(br.into()),
+    };
+    let specs = vec![spec("a1", &a1, "fwb1"), spec("a2", &a2, "fwb1"), spec("b1", &b1, "fwb2")];
+    let s2 = specs.clone();
+    in_ns(&host, move || {
+        for s in &s2 {
+            match kind {
+                BackendKind::Iptables => {
+                    fwplugin::iptables_add(s).unwrap();
+                    fwplugin::iptables_add(s).unwrap(); // idempotent
+                    fwplugin::iptables_check(s).unwrap();
+                }
+                BackendKind::Nftables => {
+                    fwplugin::nft_add(s).unwrap();
+                    fwplugin::nft_add(s).unwrap();
+                    fwplugin::nft_check(s).unwrap();
+                }
+            }
+        }
+    });
+    let rs = ruleset(&host);
+    assert!(!ping(&c[2], &a1), "other bridge must be dropped:\n{rs}");
+    assert!(!ping(&c[0], &b1), "other bridge must be dropped:\n{rs}");
+    assert!(ping(&c[0], &a2), "same bridge allowed");
+    if kind == BackendKind::Iptables {
+        assert_eq!(rs.matches("-A FORWARD -m comment --comment \"CNI firewall plugin rules\"").count(), 1, "{rs}");
+        assert_eq!(rs.matches(&format!("-s {a1}/32 -j ACCEPT")).count(), 1, "{rs}");
+    }
+    let s2 = specs.clone();
+    in_ns(&host, move || {
+        for s in &s2 {
+            match kind {
+                BackendKind::Iptables => fwplugin::iptables_del(s).unwrap(),
+                BackendKind::Nftables => fwplugin::nft_del(&s.container_id).unwrap(),
+            }
+        }
+    });
+    let rs = ruleset(&host);
+    assert!(!rs.contains(&a1) && !rs.contains(&b1), "per-IP rules must be gone:\n{rs}");
+    assert!(rs.contains("isolation") || rs.contains("ISOLATION"), "isolation rules stay (reference):\n{rs}");
+}
+
+#[test]
+fn firewall_plugin_iptables_same_bridge_isolation() {
+    firewall_plugin_behaviour(BackendKind::Iptables, "fi", 110);
+}
+
+#[test]
+fn firewall_plugin_nftables_same_bridge_isolation() {
+    firewall_plugin_behaviour(BackendKind::Nftables, "fn", 120);
+}

@@ -65,12 +65,17 @@ pub struct NatState {
 
 /// Parses `iptables-save` output, keeping only the `*nat` table.
 pub fn parse_save(text: &str) -> NatState {
+    parse_save_table(text, "nat")
+}
+
+/// Parses `iptables-save` output, keeping only `table`.
+pub fn parse_save_table(text: &str, table: &str) -> NatState {
     let mut st = NatState::default();
     let mut in_nat = false;
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(t) = line.strip_prefix('*') {
-            in_nat = t == "nat";
+            in_nat = t == table;
             continue;
         }
         if !in_nat {
@@ -283,17 +288,22 @@ impl IptablesBackend {
 
     /// `ip[6]tables-save -t nat`.
     pub fn save(&self, v6: bool) -> Result<NatState> {
+        self.save_table(v6, "nat")
+    }
+
+    /// `ip[6]tables-save -t <table>`.
+    pub fn save_table(&self, v6: bool, table: &str) -> Result<NatState> {
         let name = Self::tool(v6, "save");
         let bin = find_bin(&name).with_context(|| format!("{name} not found"))?;
         let out = Command::new(&bin)
-            .args(["-t", "nat"])
+            .args(["-t", table])
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running {name}"))?;
         if !out.status.success() {
-            bail!("{name} -t nat failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!("{name} -t {table} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        Ok(parse_save(&String::from_utf8_lossy(&out.stdout)))
+        Ok(parse_save_table(&String::from_utf8_lossy(&out.stdout), table))
     }
 
     /// One `ip[6]tables-restore --noflush -w` with `input` on stdin.

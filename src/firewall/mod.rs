@@ -22,6 +22,7 @@
 //! that is usable on this node.
 
 pub mod conntrack;
+pub mod fwplugin;
 pub mod ipmasq;
 pub mod iptables;
 pub mod macspoof;
