@@ -126,7 +126,7 @@ pub fn delete_payload(e: &Entry) -> Vec<u8> {
 /// port `dport`. Entries that vanish meanwhile (ENOENT) are fine. Returns how many were deleted.
 pub fn delete_by_dport(family_v6: bool, proto: u8, dport: u16) -> Result<usize> {
     let family = if family_v6 { 10 } else { 2 };
-    let mut s = NftSocket::open()?;
+    let mut s = NftSocket::cached()?;
     let entries = list(&mut s, family).context("listing conntrack entries")?;
     let mut n = 0;
     for e in entries.iter().filter(|e| e.orig.proto == proto && e.orig.dport == dport) {

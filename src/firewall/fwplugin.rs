@@ -340,7 +340,7 @@ pub fn nft_add(spec: &FirewallSpec) -> Result<()> {
     if spec.ips.is_empty() {
         return Ok(());
     }
-    let mut s = NftSocket::open()?;
+    let mut s = NftSocket::cached()?;
     let existing = nft_comments(&mut s)?;
     let mut b = Batch::new();
     for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))? {
@@ -355,7 +355,7 @@ pub fn nft_add(spec: &FirewallSpec) -> Result<()> {
 
 /// nftables DEL: the container's per-IP rules (isolation rules stay, as the reference).
 pub fn nft_del(container_id: &str) -> Result<()> {
-    let mut s = NftSocket::open()?;
+    let mut s = NftSocket::cached()?;
     let mut b = Batch::new();
     for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))? {
         if r.comment.as_deref() == Some(container_id) {
@@ -368,7 +368,7 @@ pub fn nft_del(container_id: &str) -> Result<()> {
 
 /// nftables CHECK: chains exist and the container has two rules per IP.
 pub fn nft_check(spec: &FirewallSpec) -> Result<()> {
-    let mut s = NftSocket::open()?;
+    let mut s = NftSocket::cached()?;
     let chains = list_chains(&mut s, Family::Inet, NFT_TABLE)?;
     for c in [NFT_FORWARD, NFT_PRIV, NFT_ADMIN] {
         if !chains.iter().any(|x| x.name == c) {

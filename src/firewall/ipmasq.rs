@@ -128,7 +128,7 @@ impl NftBackend {
 
     /// Deletes the rules selected by `pick`; retries when a concurrent writer changed the chain.
     fn delete_where(&self, pick: impl Fn(&RuleInfo) -> bool) -> Result<()> {
-        let mut s = NftSocket::open()?;
+        let mut s = NftSocket::cached()?;
         let mut last = None;
         for _ in 0..3 {
             let rules = Self::current(&mut s)?;
@@ -159,7 +159,7 @@ impl Firewall for NftBackend {
         if ips.is_empty() {
             return Ok(());
         }
-        let mut s = NftSocket::open()?;
+        let mut s = NftSocket::cached()?;
         let mut last = None;
         // A concurrent DEL can remove a stale rule between our read and our commit (ENOENT):
         // read again and retry.

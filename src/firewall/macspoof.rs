@@ -99,7 +99,7 @@ pub fn setup_batch(prerouting: &[RuleInfo], container_id: &str, ifname: &str, ho
 /// Installs the anti-spoofing rules for one bridge port.
 pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Result<()> {
     let mac = parse_mac(mac)?;
-    let mut s = NftSocket::open().context("failed to setup spoof-check")?;
+    let mut s = NftSocket::cached().context("failed to setup spoof-check")?;
     let mut last = None;
     for _ in 0..3 {
         let pre = list_rules(&mut s, Family::Bridge, TABLE, Some(BASE_CHAIN))?;
@@ -120,7 +120,7 @@ pub fn teardown(container_id: &str, ifname: &str) -> Result<()> {
     let ic = iface_chain(container_id, ifname);
     let mc = mac_chain(container_id, ifname);
     let comment = rule_comment(container_id, ifname);
-    let mut s = NftSocket::open().context("failed to teardown spoof-check")?;
+    let mut s = NftSocket::cached().context("failed to teardown spoof-check")?;
     let mut last = None;
     for _ in 0..3 {
         let chains = list_chains(&mut s, f, TABLE)?;

@@ -84,7 +84,7 @@ impl BackendKind {
 
 /// True when the kernel answers nf_tables requests in this network namespace.
 pub fn nft_available() -> bool {
-    match nft::sock::NftSocket::open() {
+    match nft::sock::NftSocket::cached() {
         Ok(mut s) => nft::decode::list_tables(&mut s, Some(nft::Family::Ip)).is_ok(),
         Err(_) => false,
     }

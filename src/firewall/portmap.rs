@@ -191,7 +191,7 @@ pub fn nft_ensure(spec: &PortmapSpec) -> Result<()> {
         return Ok(());
     }
     let f = nft_family(spec.container_ip.addr().is_ipv6());
-    let mut s = NftSocket::open()?;
+    let mut s = NftSocket::cached()?;
     let mut last = None;
     for _ in 0..3 {
         let old = nft_container_rules(&mut s, f, &spec.container_id)?;
@@ -213,7 +213,7 @@ pub fn nft_ensure(spec: &PortmapSpec) -> Result<()> {
 
 /// nftables: deletes the container's rules in both families (missing tables are fine).
 pub fn nft_remove(container_id: &str) -> Result<()> {
-    let mut s = NftSocket::open()?;
+    let mut s = NftSocket::cached()?;
     for f in [Family::Ip, Family::Ip6] {
         let rules = nft_container_rules(&mut s, f, container_id)?;
         let mut b = Batch::new();
@@ -230,7 +230,7 @@ pub fn nft_remove(container_id: &str) -> Result<()> {
 pub fn nft_check(spec: &PortmapSpec) -> Result<()> {
     let v6 = spec.container_ip.addr().is_ipv6();
     let f = nft_family(v6);
-    let mut s = NftSocket::open()?;
+    let mut s = NftSocket::cached()?;
     let maps = family_mappings(spec).len();
     let masq = if spec.snat {
         if !v6 && !spec.masq_all {

@@ -79,8 +79,91 @@ pub struct NftSocket {
 
 const RECV_BUF: usize = 1 << 16;
 
+/// Identity of the calling thread's network namespace (device, inode of its nsfs file).
+fn current_netns() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").ok().map(|m| (m.dev(), m.ino()))
+}
+
+thread_local! {
+    static CACHE: std::cell::RefCell<Option<((u64, u64), NftSocket)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A socket borrowed from the per-thread cache; given back on drop.
+///
+/// Why a cache: closing a NETLINK_NETFILTER socket after a commit that deleted objects waits
+/// for the kernel's nf_tables destroy work (an RCU grace period, 5–20 ms under load), so each
+/// open/close pair in a plugin run costs that much. One socket per thread and namespace pays it
+/// once, at exit. The cache is keyed by the thread's current netns, so a thread that switches
+/// namespaces gets a socket bound in the right one.
+pub struct CachedSocket {
+    sock: Option<NftSocket>,
+    ns: Option<(u64, u64)>,
+}
+
+impl std::ops::Deref for CachedSocket {
+    type Target = NftSocket;
+    fn deref(&self) -> &NftSocket {
+        // Always Some until drop.
+        match self.sock.as_ref() {
+            Some(s) => s,
+            None => unreachable_socket(),
+        }
+    }
+}
+
+impl std::ops::DerefMut for CachedSocket {
+    fn deref_mut(&mut self) -> &mut NftSocket {
+        match self.sock.as_mut() {
+            Some(s) => s,
+            None => unreachable_socket(),
+        }
+    }
+}
+
+#[cold]
+fn unreachable_socket() -> ! {
+    // `sock` is only taken in Drop; this cannot be reached. Abort rather than unwind.
+    std::process::abort()
+}
+
+impl Drop for CachedSocket {
+    fn drop(&mut self) {
+        if let (Some(sock), Some(ns)) = (self.sock.take(), self.ns) {
+            CACHE.with(|c| {
+                if let Ok(mut slot) = c.try_borrow_mut() {
+                    if slot.is_none() {
+                        *slot = Some((ns, sock));
+                    }
+                }
+            });
+        }
+    }
+}
+
 impl NftSocket {
-    /// Opens the socket in the calling thread's network namespace.
+    /// A socket for the calling thread's current network namespace, reused across calls.
+    pub fn cached() -> Result<CachedSocket, NftError> {
+        let ns = current_netns();
+        let hit = CACHE.with(|c| {
+            let mut slot = c.try_borrow_mut().ok()?;
+            match slot.take() {
+                Some((k, s)) if Some(k) == ns => Some(s),
+                other => {
+                    // a socket of another namespace stays cached for when we return there
+                    *slot = other;
+                    None
+                }
+            }
+        });
+        let sock = match hit {
+            Some(s) => s,
+            None => NftSocket::open()?,
+        };
+        Ok(CachedSocket { sock: Some(sock), ns })
+    }
+
+    /// Opens a new socket in the calling thread's network namespace.
     pub fn open() -> Result<NftSocket, NftError> {
         let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())
             .map_err(|e| NftError::io("open netfilter netlink socket", &e))?;
@@ -129,9 +212,9 @@ impl NftSocket {
                 }
                 let idx = m.seq.wrapping_sub(seq.wrapping_add(1)) as usize;
                 let (err, ext) = parse_error(&m);
-                if let Some(slot) = acked.get_mut(idx) {
-                    *slot = true;
-                }
+                // Replies to earlier requests on this socket are not ours.
+                let Some(slot) = acked.get_mut(idx) else { continue };
+                *slot = true;
                 if err != 0 && first_err.is_none() {
                     let what = batch
                         .msgs
