@@ -309,7 +309,7 @@ fn nftables_backend_needs_no_binaries() {
     let empty = std::env::temp_dir().join(format!("fw-empty-path-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["firewall::helper_nft_without_binaries_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["helper_nft_without_binaries_child", "--nocapture", "--test-threads=1"])
         .env("PATH", &empty)
         .env("CNI_MULTI_FW_TEST_NS", &w.host)
         .env("CNI_MULTI_FW_TEST_IP", w.c4.to_string())
@@ -951,5 +951,40 @@ fn bench_nft_open_close() {
             drop(s);
             eprintln!("open {o:?} list {l:?} commit {c:?} total-with-close {:?}", t.elapsed());
         }
+    });
+}
+
+/// A batch is one transaction: when one message fails, nothing of it is applied, and the error
+/// names the failing message and its errno.
+#[test]
+fn nft_batch_failure_is_atomic_and_names_the_message() {
+    use cni_multi::firewall::nft::{decode, sock::NftSocket, Batch, Expr, Family, Rule, Verdict};
+    let pid = std::process::id();
+    let host = format!("fwhat{pid}");
+    let _w = World { names: vec![host.clone()] };
+    run(&["ip", "netns", "add", &host]);
+    in_ns(&host, || {
+        let mut s = NftSocket::open().unwrap();
+        let mut b = Batch::new();
+        b.add_table(Family::Ip, "atomic", None);
+        b.add_chain(Family::Ip, "atomic", "c", None, None);
+        b.add_rule(&Rule {
+            family: Family::Ip,
+            table: "atomic".into(),
+            chain: "missing".into(),
+            exprs: vec![Expr::Verdict(Verdict::Accept)],
+            comment: None,
+        });
+        let err = s.commit(&b).unwrap_err();
+        assert_eq!(err.errno, 2, "{err}");
+        assert_eq!(err.what, "add rule ip atomic missing", "{err}");
+        let tables = decode::list_tables(&mut s, None).unwrap();
+        assert!(tables.iter().all(|t| t.name != "atomic"), "the failed batch must leave nothing: {tables:?}");
+        // the same socket still works afterwards
+        let mut b = Batch::new();
+        b.add_table(Family::Ip, "atomic", Some("ok"));
+        s.commit(&b).unwrap();
+        let tables = decode::list_tables(&mut s, Some(Family::Ip)).unwrap();
+        assert!(tables.iter().any(|t| t.name == "atomic" && t.comment.as_deref() == Some("ok")), "{tables:?}");
     });
 }
