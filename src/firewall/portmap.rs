@@ -13,8 +13,9 @@
 //!                      ip saddr 127.0.0.1 ip daddr C masquerade comment "<cid>" }  (v4 localhost)
 //! ```
 //! The `fib daddr type local` guard in prerouting is what keeps transit traffic from being
-//! hijacked (reference issue #1209). Conditions in nft syntax would need the `nft` parser: the
-//! netlink backend rejects them (use `backend: "iptables"` for conditions).
+//! hijacked (reference issue #1209). `conditionsV4/V6` in nft syntax go before that guard; without
+//! the `nft` parser we accept the common subset (see [`parse_nft_conditions`]) and reject the
+//! rest with a clear error.
 //!
 //! iptables (nat table): `CNI-HOSTPORT-DNAT` (from PREROUTING/OUTPUT, `-m addrtype --dst-type
 //! LOCAL`), per container `CNI-DN-<21 hex>` with multiport entry rules (≤15 ports each) commented
@@ -109,10 +110,8 @@ fn nft_family(v6: bool) -> Family {
 
 /// The setup transaction for one family.
 pub fn nft_setup_batch(spec: &PortmapSpec) -> Result<Batch> {
-    if !spec.conditions.is_empty() {
-        bail!("portmap conditions need the iptables backend (nft-syntax conditions are not supported over netlink)");
-    }
     let v6 = spec.container_ip.addr().is_ipv6();
+    let conditions = parse_nft_conditions(&spec.conditions, v6)?;
     let f = nft_family(v6);
     let c = spec.container_ip.addr();
     let cid = spec.container_id.as_str();
@@ -135,7 +134,8 @@ pub fn nft_setup_batch(spec: &PortmapSpec) -> Result<Batch> {
         let base = BaseChain { chain_type: "nat", hook, priority: prio::DSTNAT, policy_accept: None };
         b.add_chain(f, NFT_TABLE, name, Some(&base), None);
         b.flush_chain(f, NFT_TABLE, name);
-        let mut e = match_fib_daddr_local();
+        let mut e = conditions.clone();
+        e.extend(match_fib_daddr_local());
         e.push(Expr::Verdict(Verdict::Jump(HOSTPORTS_ALL.into())));
         b.add_rule(&rule(name, e, None));
     }
@@ -172,6 +172,91 @@ pub fn nft_setup_batch(spec: &PortmapSpec) -> Result<Batch> {
         }
     }
     Ok(b)
+}
+
+/// Parses nft-syntax portmap conditions (the tokens of all entries, whitespace-separated) into
+/// expressions. Supported, each optionally negated with `!=`:
+/// `ip saddr|daddr ADDR[/LEN]`, `ip6 saddr|daddr ADDR[/LEN]`, `iifname NAME`, `oifname NAME`,
+/// `meta mark N`. Anything else is an error naming the token.
+pub fn parse_nft_conditions(conditions: &[String], v6: bool) -> Result<Vec<Expr>> {
+    use super::nft::expr::{meta_key, REG_1};
+    let joined = conditions.join(" ");
+    let toks: Vec<&str> = joined.split_whitespace().map(|t| t.trim_matches('"')).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let neg = |t: Option<&&str>| t == Some(&"!=");
+    while let Some(&t) = toks.get(i) {
+        match t {
+            "ip" | "ip6" => {
+                if (t == "ip6") != v6 {
+                    bail!("portmap condition {t:?} does not match the address family of this table");
+                }
+                let field = toks.get(i + 1).copied().unwrap_or_default();
+                let src = match field {
+                    "saddr" => true,
+                    "daddr" => false,
+                    other => bail!("unsupported nft portmap condition: {t} {other}"),
+                };
+                let mut j = i + 2;
+                let op = if neg(toks.get(j)) {
+                    j += 1;
+                    CmpOp::Neq
+                } else {
+                    if toks.get(j) == Some(&"==") {
+                        j += 1;
+                    }
+                    CmpOp::Eq
+                };
+                let val = toks.get(j).copied().unwrap_or_default();
+                let net: IpNet = match val.parse::<IpNet>() {
+                    Ok(n) => n,
+                    Err(_) => val.parse::<IpAddr>().map(IpNet::from).with_context(|| format!("bad address {val:?} in portmap condition"))?,
+                };
+                if net.addr().is_ipv6() != v6 {
+                    bail!("portmap condition address {val} does not match the table's family");
+                }
+                out.extend(match_addr(src, net.network(), net.prefix_len(), op));
+                i = j + 1;
+            }
+            "iifname" | "oifname" => {
+                let mut j = i + 1;
+                let negated = neg(toks.get(j));
+                if negated {
+                    j += 1;
+                }
+                let name = toks.get(j).copied().unwrap_or_default();
+                if name.is_empty() || name.len() > 15 {
+                    bail!("bad interface name {name:?} in portmap condition");
+                }
+                let mut e = super::nft::expr::match_ifname(t == "iifname", name);
+                if let (true, Some(Expr::Cmp { op, .. })) = (negated, e.last_mut()) {
+                    *op = CmpOp::Neq;
+                }
+                out.extend(e);
+                i = j + 1;
+            }
+            "meta" if toks.get(i + 1) == Some(&"mark") => {
+                let mut j = i + 2;
+                let op = if neg(toks.get(j)) {
+                    j += 1;
+                    CmpOp::Neq
+                } else {
+                    CmpOp::Eq
+                };
+                let val = toks.get(j).copied().unwrap_or_default();
+                let n = match val.strip_prefix("0x") {
+                    Some(h) => u32::from_str_radix(h, 16),
+                    None => val.parse::<u32>(),
+                }
+                .with_context(|| format!("bad mark {val:?} in portmap condition"))?;
+                out.push(Expr::Meta { key: meta_key::MARK, dreg: REG_1 });
+                out.push(Expr::Cmp { sreg: REG_1, op, data: n.to_ne_bytes().to_vec() });
+                i = j + 1;
+            }
+            other => bail!("unsupported nft portmap condition at {other:?} (supported: ip/ip6 saddr/daddr, iifname, oifname, meta mark)"),
+        }
+    }
+    Ok(out)
 }
 
 /// Rules of the container (comment == container id) in the per-container chains of one table.
@@ -568,10 +653,19 @@ mod tests {
     }
 
     #[test]
-    fn nft_rejects_conditions_and_skips_wrong_family_host_ip() {
+    fn nft_conditions_subset_and_wrong_family_host_ip() {
         let mut s = spec("198.18.0.5/24");
-        s.conditions = vec!["ip saddr 1.2.3.4".into()];
-        assert!(nft_setup_batch(&s).is_err());
+        s.conditions = vec!["ip saddr != 198.18.7.0/24".into(), "iifname \"eth1\"".into()];
+        let b = nft_setup_batch(&s).unwrap();
+        let pre = b.msgs.iter().find(|m| m.what == "add rule ip cni_hostport prerouting").unwrap();
+        let r = crate::firewall::nft::decode::decode_rule(pre.family, &pre.payload);
+        assert_eq!(r.exprs[1], Expr::Cmp { sreg: 1, op: CmpOp::Neq, data: vec![198, 18, 7] });
+        assert!(matches!(r.exprs[3], Expr::Cmp { op: CmpOp::Eq, .. }));
+        assert!(matches!(r.exprs[4], Expr::Fib { .. }));
+        assert_eq!(parse_nft_conditions(&["meta mark 0x10".into()], false).unwrap().len(), 2);
+        for bad in ["tcp dport 80", "ip6 saddr fd00::1", "ip saddr nonsense", "ip protocol tcp"] {
+            assert!(parse_nft_conditions(&[bad.into()], false).is_err(), "{bad}");
+        }
         let s6 = spec("fd00::5/64");
         assert_eq!(family_mappings(&s6).len(), 1); // the v4 host IP mapping is skipped
     }
