@@ -988,3 +988,46 @@ fn nft_batch_failure_is_atomic_and_names_the_message() {
         assert!(tables.iter().any(|t| t.name == "atomic" && t.comment.as_deref() == Some("ok")), "{tables:?}");
     });
 }
+
+/// macspoofchk: the reference bridge (nft binary, JSON) and ours write the same table text, and
+/// each side's teardown removes the other's chains and rule.
+#[test]
+fn reference_macspoofchk_same_layout_and_cross_cleanup() {
+    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        eprintln!("reference plugins not installed; skipping");
+        return;
+    }
+    let pid = std::process::id();
+    let host = format!("fwhrm{pid}");
+    let ctr = format!("fwcrm{pid}");
+    let _w = World { names: vec![host.clone(), ctr.clone()] };
+    for ns in [&host, &ctr] {
+        run(&["ip", "netns", "add", ns]);
+    }
+    let data = std::env::temp_dir().join(format!("fw-ref-ms-{pid}"));
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"msnet","type":"bridge","bridge":"brms","macspoofchk":true,
+           "ipam":{{"type":"host-local","subnet":"198.18.93.0/24","dataDir":"{}"}}}}"#,
+        data.display()
+    );
+    let out = reference_plugin("bridge", &host, "ADD", "mscid", &ctr, &conf);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let host_veth = v["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let mac = v["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    let table = |host: &str| ns_run(host, &["nft", "list", "table", "bridge", "nat"]);
+    let by_reference = table(&host);
+    assert!(by_reference.contains("macspoofchk-mscid-eth0"), "{by_reference}");
+    // ours removes the reference's
+    in_ns(&host, || macspoof::teardown("mscid", "eth0").unwrap());
+    let after = table(&host);
+    assert!(!after.contains("cni-br-iface"), "{after}");
+    // ours writes the same text
+    let (hv, m) = (host_veth.clone(), mac.clone());
+    in_ns(&host, move || macspoof::setup("mscid", "eth0", &hv, &m).unwrap());
+    assert_eq!(table(&host), by_reference);
+    // the reference DEL removes ours
+    reference_plugin("bridge", &host, "DEL", "mscid", &ctr, &conf);
+    let after = table(&host);
+    assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
+    let _ = std::fs::remove_dir_all(&data);
+}
