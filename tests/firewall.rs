@@ -1031,3 +1031,23 @@ fn reference_macspoofchk_same_layout_and_cross_cleanup() {
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn macspoofchk_gc_removes_only_invalid_attachments_of_our_ports() {
+    let pid = std::process::id();
+    let host = format!("fwhmg{pid}");
+    let _w = World { names: vec![host.clone()] };
+    run(&["ip", "netns", "add", &host]);
+    let removed = in_ns(&host, || {
+        macspoof::setup("keep-1", "eth0", "vkeep", "02:00:00:00:00:01").unwrap();
+        macspoof::setup("stale-2", "eth0", "vstale", "02:00:00:00:00:02").unwrap();
+        macspoof::setup("other-3", "eth0", "vother", "02:00:00:00:00:03").unwrap();
+        let valid = vec![Attachment { container_id: "keep-1".into(), ifname: "eth0".into() }];
+        // "vother" belongs to another network's bridge: not ours to collect.
+        macspoof::gc(&valid, |i| i != "vother").unwrap()
+    });
+    assert_eq!(removed, vec!["macspoofchk-stale-2-eth0".to_string()]);
+    let t = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
+    assert!(t.contains("cni-br-iface-keep-1-eth0-mac") && t.contains("cni-br-iface-other-3-eth0-mac"), "{t}");
+    assert!(!t.contains("stale-2"), "{t}");
+}

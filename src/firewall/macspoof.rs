@@ -151,6 +151,52 @@ pub fn teardown(container_id: &str, ifname: &str) -> Result<()> {
         .context("failed to teardown spoof-check")
 }
 
+/// The interface name an `iifname == "…"` rule matches, if the rule starts with one.
+fn rule_iifname(exprs: &[Expr]) -> Option<String> {
+    use super::nft::expr::{meta_key, CmpOp};
+    match exprs {
+        [Expr::Meta { key, .. }, Expr::Cmp { op: CmpOp::Eq, data, .. }, ..] if *key == meta_key::IIFNAME => {
+            Some(String::from_utf8_lossy(data).trim_end_matches('\0').to_string())
+        }
+        _ => None,
+    }
+}
+
+/// GC (the reference has none): removes the anti-spoofing state of attachments not in `valid`
+/// whose host interface `is_ours` says belongs to the caller's network (e.g. is a port of its
+/// bridge, or no longer exists). Chains are found through the PREROUTING rule's jump target,
+/// so container ids containing `-` are no problem. Returns the removed comments.
+pub fn gc(valid: &[super::Attachment], is_ours: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    let f = Family::Bridge;
+    let keep: Vec<String> = valid.iter().map(|a| rule_comment(&a.container_id, &a.ifname)).collect();
+    let mut s = NftSocket::cached()?;
+    let chains = list_chains(&mut s, f, TABLE)?;
+    if !chains.iter().any(|c| c.name == BASE_CHAIN) {
+        return Ok(Vec::new());
+    }
+    let mut b = Batch::new();
+    let mut removed = Vec::new();
+    for r in list_rules(&mut s, f, TABLE, Some(BASE_CHAIN))? {
+        let Some(c) = r.comment.as_deref().filter(|c| c.starts_with("macspoofchk-")) else { continue };
+        if keep.iter().any(|k| k == c) || !rule_iifname(&r.exprs).is_some_and(|i| is_ours(&i)) {
+            continue;
+        }
+        b.del_rule(f, TABLE, BASE_CHAIN, r.handle);
+        if let Some(Expr::Verdict(Verdict::Jump(ic))) = r.exprs.last() {
+            let mc = format!("{ic}-mac");
+            for n in [ic.as_str(), mc.as_str()] {
+                if chains.iter().any(|x| x.name == n) {
+                    b.flush_chain(f, TABLE, n);
+                    b.del_chain(f, TABLE, n);
+                }
+            }
+        }
+        removed.push(c.to_string());
+    }
+    s.commit(&b).context("garbage-collecting spoof-check rules")?;
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@
 //! What plugins call:
 //! - ipMasq (bridge, ptp): [`setup_ipmasq`], [`teardown_ipmasq`] (both backends), [`gc_ipmasq`];
 //!   or a backend object from [`backend`] implementing [`Firewall`].
-//! - bridge `macspoofchk`: [`macspoof::setup`] / [`macspoof::teardown`] (always nftables, as the
+//! - bridge `macspoofchk`: [`macspoof::setup`] / [`macspoof::teardown`] / [`macspoof::gc`] (always nftables, as the
 //!   reference).
 //! - portmap: [`portmap::nft_ensure`] / [`portmap::nft_remove`] / [`portmap::nft_check`] and
 //!   [`portmap::iptables_ensure`] / [`portmap::iptables_remove`] / [`portmap::iptables_gc`];
