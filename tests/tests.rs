@@ -1,4 +1,5 @@
 mod dhcp;
+mod firewall;
 mod install;
 mod ipam;
 mod proto;
