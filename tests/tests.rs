@@ -1,0 +1,7 @@
+mod harness;
+
+mod bridge;
+mod differential;
+mod loopback;
+mod protocol;
+mod ptp;
