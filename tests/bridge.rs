@@ -1,1 +1,1 @@
-use crate::harness::*;
+#[allow(unused_imports)] use crate::harness::*;

@@ -5,7 +5,7 @@
 //! - [`state`]: kernel and store snapshots
 //! - [`normalize`]: masking random/kernel-assigned values, structural JSON diff
 //! - [`config`]: per-test address blocks and testdata loading
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod config;
 pub mod normalize;

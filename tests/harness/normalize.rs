@@ -164,12 +164,26 @@ impl Normalizer {
                 }
                 for sub in ["info_data", "info_slave_data"] {
                     if let Some(Value::Object(d)) = l.get_mut("linkinfo").and_then(|li| li.get_mut(sub)) {
-                        d.retain(|k, _| !k.ends_with("_timer"));
+                        // timers tick; STP ids embed the bridge MAC printed without zero padding
+                        d.retain(|k, _| {
+                            !k.ends_with("_timer") && !k.ends_with("_id") && !k.starts_with("designated_root")
+                        });
+                    }
+                }
+                // A bridge's carrier follows its ports through linkwatch, which defers non-urgent
+                // events up to a second: its operstate races with the snapshot. Ports are compared.
+                if l["linkinfo"]["info_kind"] == "bridge" {
+                    if let Some(o) = l.as_object_mut() {
+                        o.remove("operstate");
+                        if let Some(Value::Array(f)) = o.get_mut("flags") {
+                            f.retain(|x| x != "NO-CARRIER" && x != "LOWER_UP");
+                        }
                     }
                 }
             }
             self.sort_by_name(links);
         }
+        self.key_by(ns, "links", |l| l["ifname"].as_str().unwrap_or_default().to_string());
         // addresses: only name + addresses, link-local v6 dropped (derived from random MACs, and
         // their appearance races with the snapshot)
         if let Some(Value::Array(links)) = ns.get_mut("addrs") {
@@ -190,6 +204,7 @@ impl Normalizer {
             self.sort_by_name(&mut reduced);
             *links = reduced;
         }
+        self.key_by(ns, "addrs", |l| l["ifname"].as_str().unwrap_or_default().to_string());
         if let Some(Value::Array(routes)) = ns.get_mut("routes") {
             routes.retain(|r| {
                 let dst = r["dst"].as_str().unwrap_or_default();
@@ -198,10 +213,36 @@ impl Normalizer {
             for r in routes.iter_mut() {
                 if let Some(o) = r.as_object_mut() {
                     o.remove("expires");
+                    // "linkdown" mirrors a carrier that races with the snapshot (see above)
+                    if let Some(Value::Array(f)) = o.get_mut("flags") {
+                        f.retain(|x| x != "linkdown");
+                    }
                 }
             }
             self.sort_by_text(routes);
         }
+        self.key_by(ns, "routes", |r| {
+            let f = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            format!("{} {} dev {} table {}", f("type"), f("dst"), f("dev"), f("table"))
+        });
+    }
+
+    /// Turn the (sorted) array `ns[field]` into an object keyed by `key` (normalised), so a diff
+    /// names the link or route that differs instead of shifting positions.
+    fn key_by(&self, ns: &mut Value, field: &str, key: impl Fn(&Value) -> String) {
+        let Some(Value::Array(items)) = ns.get(field) else { return };
+        let mut m = Map::new();
+        for item in items {
+            let base = self.text(&key(item));
+            let mut k = base.clone();
+            let mut n = 1;
+            while m.contains_key(&k) {
+                n += 1;
+                k = format!("{base} #{n}");
+            }
+            m.insert(k, item.clone());
+        }
+        ns[field] = Value::Object(m);
     }
 
     fn sort_by_name(&self, a: &mut [Value]) {
