@@ -84,7 +84,11 @@ fn bridge_two_containers_ping_v4_v6_and_gateway() {
     assert_eq!(w.c(1).addrs("eth0"), result_ips(&r1));
     let mut br_addrs = w.host.addrs("cmbr0");
     br_addrs.sort();
-    assert_eq!(br_addrs, vec![format!("{}/24", s.ip4(1)), format!("{}/64", s.ip6(1))], "gateway addresses on the bridge");
+    assert_eq!(
+        br_addrs,
+        vec![format!("{}/24", s.ip4(1)), format!("{}/64", s.ip6(1))],
+        "gateway addresses on the bridge"
+    );
     assert_eq!(w.host.sysctl("net/ipv4/ip_forward").as_deref(), Some("1"));
     assert_eq!(w.host.sysctl("net/ipv6/conf/all/forwarding").as_deref(), Some("1"));
     let routes = w.c(0).routes();

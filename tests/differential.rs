@@ -112,7 +112,8 @@ impl Side {
                 if c.link("eth0").is_some() {
                     out.push(format!("{}: container eth0 left after DEL", self.w.imp.label()));
                 }
-                let veths: Vec<String> = self.w.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect();
+                let veths: Vec<String> =
+                    self.w.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect();
                 if !veths.is_empty() {
                     out.push(format!("{}: host veths left after DEL: {veths:?}", self.w.imp.label()));
                 }
@@ -141,13 +142,18 @@ fn compare_outcomes(verb: &str, r: &Outcome, o: &Outcome, rs: &Side, os: &Side, 
             match (r.error(), o.error()) {
                 (Some(re), Some(oe)) => {
                     if re.code != oe.code {
-                        out.push(format!("{verb}: error code reference {} ours {} ({re:?} / {oe:?})", re.code, oe.code));
+                        out.push(format!(
+                            "{verb}: error code reference {} ours {} ({re:?} / {oe:?})",
+                            re.code, oe.code
+                        ));
                     } else if rs.norm.text(&re.msg) != os.norm.text(&oe.msg) {
                         // wording is not part of the contract; the code is
                         eprintln!("note: {verb} error text differs: reference {:?} ours {:?}", re.msg, oe.msg);
                     }
                 }
-                _ => out.push(format!("{verb}: a failure without an error object: ref {} / ours {}", short(r), short(o))),
+                _ => {
+                    out.push(format!("{verb}: a failure without an error object: ref {} / ours {}", short(r), short(o)))
+                }
             }
             false
         }
@@ -205,7 +211,11 @@ fn run_version(tag: &str, c: &Case, version: &str) -> Vec<String> {
         }
         let ours_should_pass = ref_should_pass || Impl::Ours.flavor() == Flavor::CniMulti;
         if oc.success() != ours_should_pass {
-            out.push(format!("ours CHECK: expected {}: {}", if ours_should_pass { "success" } else { "failure" }, short(&oc)));
+            out.push(format!(
+                "ours CHECK: expected {}: {}",
+                if ours_should_pass { "success" } else { "failure" },
+                short(&oc)
+            ));
         }
     }
 

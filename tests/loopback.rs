@@ -55,7 +55,9 @@ fn loopback_ignores_ifname_and_works_at_0_2_0() {
 fn loopback_del_after_netns_is_gone() {
     let mut w = World::new("lo3", 1, Impl::Ours);
     let conf = json!({"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"});
-    w.add(&conf).run().ok();
+    let r = w.add(&conf).run().ok();
+    assert_eq!(r["interfaces"][0]["name"], "lo", "{r:#}");
+    assert!(lo_up(w.c(0)));
     let path = w.c(0).path_str();
     w.containers[0].delete();
     w.del(&conf).netns_path(&path).run().ok();

@@ -58,10 +58,16 @@ fn ptp_container_reaches_host_and_back() {
     haddrs.sort();
     assert_eq!(haddrs, vec![format!("{}/32", s.ip4(1)), format!("{}/128", s.ip6(1))]);
     let hroutes = w.host.routes();
-    assert!(hroutes.iter().any(|x| x["dst"] == s.ip4(2) && x["dev"] == veth), "host route to the container: {hroutes:?}");
+    assert!(
+        hroutes.iter().any(|x| x["dst"] == s.ip4(2) && x["dev"] == veth),
+        "host route to the container: {hroutes:?}"
+    );
     let croutes = w.c(0).routes();
     assert!(croutes.iter().any(|x| x["dst"] == "default" && x["gateway"] == s.ip4(1)), "{croutes:?}");
-    assert!(croutes.iter().any(|x| x["dst"] == s.ip4(1) && x["scope"] == "link"), "on-link route to the gateway: {croutes:?}");
+    assert!(
+        croutes.iter().any(|x| x["dst"] == s.ip4(1) && x["scope"] == "link"),
+        "on-link route to the gateway: {croutes:?}"
+    );
     assert!(
         croutes.iter().any(|x| x["dst"] == s.net4() && x["gateway"] == s.ip4(1)),
         "subnet via the gateway instead of the connected route: {croutes:?}"

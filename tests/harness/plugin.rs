@@ -177,7 +177,8 @@ impl<'w> Call<'w> {
         let out = match rx.recv_timeout(self.timeout) {
             Ok(r) => r.expect("wait for plugin"),
             Err(_) => {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
                 panic!("{} {} timed out after {:?}", self.world.imp.label(), self.plugin, self.timeout);
             }
         };
@@ -265,8 +266,8 @@ impl Outcome {
     pub fn err(&self) -> CniErr {
         assert!(!self.success(), "expected failure: {}", self.describe());
         assert_eq!(self.code, 1, "a CNI error exits 1: {}", self.describe());
-        let v: Value =
-            serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("error is not JSON ({e}): {}", self.describe()));
+        let v: Value = serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("error is not JSON ({e}): {}", self.describe()));
         let obj = v.as_object().unwrap_or_else(|| panic!("error is not an object: {}", self.describe()));
         for k in obj.keys() {
             assert!(["code", "msg", "details"].contains(&k.as_str()), "unexpected key {k:?} in {}", self.describe());
@@ -305,7 +306,13 @@ impl World {
 
     /// A bare call with no CNI_* variables at all (protocol tests).
     pub fn raw(&self, plugin: &str) -> Call<'_> {
-        Call { world: self, plugin: plugin.to_string(), env: BTreeMap::new(), stdin: vec![], timeout: Duration::from_secs(30) }
+        Call {
+            world: self,
+            plugin: plugin.to_string(),
+            env: BTreeMap::new(),
+            stdin: vec![],
+            timeout: Duration::from_secs(30),
+        }
     }
 
     pub fn add(&self, conf: &Value) -> Call<'_> {

@@ -8,7 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Global sysctls (under /proc/sys) that plugins change.
-const GLOBAL_SYSCTLS: &[&str] = &["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/forwarding"];
+const GLOBAL_SYSCTLS: &[&str] =
+    &["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/forwarding"];
 
 /// Per-interface sysctls that plugins change (`{}` is the interface name).
 const LINK_SYSCTLS: &[&str] = &[
@@ -124,8 +125,11 @@ impl Snapshot {
         fn ns(s: &NsState) -> Value {
             json!({"links": s.links, "addrs": s.addrs, "routes": s.routes, "sysctls": s.sysctls})
         }
-        let store: BTreeMap<&String, Value> =
-            self.store.iter().map(|(k, (mode, content))| (k, json!({"mode": format!("{mode:o}"), "content": content}))).collect();
+        let store: BTreeMap<&String, Value> = self
+            .store
+            .iter()
+            .map(|(k, (mode, content))| (k, json!({"mode": format!("{mode:o}"), "content": content})))
+            .collect();
         json!({
             "host": ns(&self.host),
             "containers": self.containers.iter().map(|c| c.as_ref().map(ns).unwrap_or(Value::Null)).collect::<Vec<_>>(),

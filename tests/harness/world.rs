@@ -70,7 +70,8 @@ impl Netns {
         // parent, so it is closed again by exec). No allocation or locking happens in the child.
         unsafe {
             cmd.pre_exec(move || {
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
             });
         }
         cmd
@@ -110,7 +111,9 @@ impl Netns {
     /// Read a sysctl (path under /proc/sys, with `/` separators) in this netns; None if absent.
     pub fn sysctl(&self, key: &str) -> Option<String> {
         let key = key.to_string();
-        self.run_in(move || std::fs::read_to_string(Path::new("/proc/sys").join(key)).ok().map(|s| s.trim().to_string()))
+        self.run_in(move || {
+            std::fs::read_to_string(Path::new("/proc/sys").join(key)).ok().map(|s| s.trim().to_string())
+        })
     }
 
     /// Write a sysctl in this netns.
@@ -177,18 +180,23 @@ impl Netns {
         all
     }
 
-    /// Wait (up to 5 s) until no address in this netns is tentative (IPv6 DAD finished).
+    /// Wait (up to 5 s) until no address in this netns is tentative (IPv6 DAD finished) and every
+    /// link's operstate caught up with its carrier (linkwatch applies it asynchronously).
     pub fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let v = self.ip_json(&["addr", "show"]);
-            let tentative = v
-                .as_array()
-                .into_iter()
-                .flatten()
+            let links = v.as_array().cloned().unwrap_or_default();
+            let tentative = links
+                .iter()
                 .flat_map(|l| l["addr_info"].as_array().into_iter().flatten())
                 .any(|a| a.get("tentative").is_some());
-            if !tentative || Instant::now() > deadline {
+            let lagging = links.iter().any(|l| {
+                let flags = l["flags"].as_array().cloned().unwrap_or_default();
+                let has = |f: &str| flags.iter().any(|x| x == f);
+                has("UP") && has("LOWER_UP") && l["operstate"] == "DOWN"
+            });
+            if !(tentative || lagging) || Instant::now() > deadline {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
