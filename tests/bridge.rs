@@ -134,7 +134,7 @@ fn bridge_del_after_netns_is_gone() {
     w.containers[0].delete();
     w.del(&conf).netns_path(&path).run().ok();
     assert!(w.leases("brgone").is_empty(), "DEL without netns still releases the lease");
-    assert!(host_veths(&w).is_empty(), "the veth died with the netns");
+    assert!(wait_for(5, || host_veths(&w).is_empty()), "the veth dies with the netns (asynchronously)");
     // and without CNI_NETNS at all
     w.del(&conf).unset("CNI_NETNS").run().ok();
 }

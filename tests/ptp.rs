@@ -103,7 +103,7 @@ fn ptp_del_after_netns_is_gone() {
     w.containers[0].delete();
     w.del(&c).netns_path(&path).run().ok();
     assert!(w.leases("ptpgone").is_empty());
-    assert!(host_veths(&w).is_empty());
+    assert!(wait_for(5, || host_veths(&w).is_empty()), "the veth dies with the netns (asynchronously)");
     w.del(&c).netns_path(&path).run().ok();
 }
 

@@ -16,4 +16,4 @@ pub mod world;
 pub use config::{load, net_name, vars, version_ge, Subnets};
 pub use normalize::{diff, Normalizer};
 pub use plugin::{CniErr, Flavor, Impl, Outcome};
-pub use world::{Netns, World};
+pub use world::{wait_for, Netns, World};

@@ -335,3 +335,18 @@ impl Drop for World {
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
+
+/// Poll `cond` every 50 ms until it holds or `secs` elapse; returns whether it held. For kernel
+/// work that completes asynchronously (a deleted netns is torn down by a workqueue).
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
