@@ -98,6 +98,41 @@ impl Side {
         self.norm.snapshot(&self.w.snapshot())
     }
 
+    /// The result describes the kernel: every interface's MAC is the link's MAC (in the sandbox
+    /// or the host netns), every IP pointing at an interface is on it. (Normalisation masks MACs,
+    /// so this is checked per side.)
+    fn result_matches_kernel(&self, r: &Value) -> Vec<String> {
+        let mut out = vec![];
+        let label = self.w.imp.label();
+        let ifs = r["interfaces"].as_array().cloned().unwrap_or_default();
+        for i in &ifs {
+            let name = i["name"].as_str().unwrap_or_default();
+            let ns = if i.get("sandbox").is_some() { self.w.c(0) } else { &self.w.host };
+            match ns.link(name) {
+                None => out.push(format!("{label}: result interface {name} does not exist in {}", ns.name)),
+                Some(l) => {
+                    if i.get("mac").is_some() && i["mac"] != l["address"] {
+                        out.push(format!("{label}: {name} MAC in result {} but kernel {}", i["mac"], l["address"]));
+                    }
+                }
+            }
+        }
+        for ip in r["ips"].as_array().into_iter().flatten() {
+            let Some(idx) = ip["interface"].as_u64() else { continue };
+            let Some(i) = ifs.get(idx as usize) else {
+                out.push(format!("{label}: ip {ip} points at a missing interface"));
+                continue;
+            };
+            let name = i["name"].as_str().unwrap_or_default();
+            let ns = if i.get("sandbox").is_some() { self.w.c(0) } else { &self.w.host };
+            let addr = ip["address"].as_str().unwrap_or_default().to_string();
+            if !ns.addrs(name).contains(&addr) {
+                out.push(format!("{label}: {addr} from the result is not on {name}"));
+            }
+        }
+        out
+    }
+
     /// What must be gone after DEL.
     fn leftovers(&self) -> Vec<String> {
         let mut out = vec![];
@@ -222,6 +257,10 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
         out.push(format!("after ADD: {d}"));
     }
     let (rp, op) = (ra.json(), oa.json());
+    if added && version_ge(version, "0.3.0") {
+        out.extend(rs.result_matches_kernel(rp.as_ref().unwrap_or(&Value::Null)));
+        out.extend(os.result_matches_kernel(op.as_ref().unwrap_or(&Value::Null)));
+    }
     let prev_ok = added && version_ge(version, "0.4.0");
 
     // CHECK (>= 0.4.0)

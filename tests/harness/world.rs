@@ -124,17 +124,24 @@ impl Netns {
         res.unwrap_or_else(|e| panic!("write sysctl {k2} in {}: {e}", self.name));
     }
 
-    /// `ip -j <args>` in this netns, parsed.
+    /// `ip -j <args>` in this netns, parsed; panics if `ip` fails.
     pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        self.try_ip_json(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `ip -j <args>` in this netns, parsed; Err with ip's message if it fails (e.g. no such device).
+    pub fn try_ip_json(&self, args: &[&str]) -> Result<serde_json::Value, String> {
         let mut argv = vec!["ip", "-n", &self.name, "-j"];
         argv.extend_from_slice(args);
         let out = Command::new("ip").args(&argv[1..]).output().expect("run ip");
-        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            return Err(format!("{argv:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
         let text = String::from_utf8_lossy(&out.stdout);
         if text.trim().is_empty() {
-            return serde_json::Value::Array(vec![]);
+            return Ok(serde_json::Value::Array(vec![]));
         }
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{argv:?} printed bad JSON ({e}): {text}"))
+        serde_json::from_str(&text).map_err(|e| format!("{argv:?} printed bad JSON ({e}): {text}"))
     }
 
     /// Links in this netns (`ip -d -j link show`).
@@ -153,9 +160,9 @@ impl Netns {
         self.links().iter().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect()
     }
 
-    /// Addresses (`local/prefixlen`) of one link, link-local v6 excluded.
+    /// Addresses (`local/prefixlen`) of one link, link-local v6 excluded (none if it does not exist).
     pub fn addrs(&self, ifname: &str) -> Vec<String> {
-        let v = self.ip_json(&["addr", "show", "dev", ifname]);
+        let v = self.try_ip_json(&["addr", "show", "dev", ifname]).unwrap_or_default();
         let mut out = vec![];
         for link in v.as_array().into_iter().flatten() {
             for a in link["addr_info"].as_array().into_iter().flatten() {
