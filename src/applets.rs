@@ -29,6 +29,7 @@ pub static APPLETS: &[Applet] = &[
     crate::ipam::host_local::APPLET,
     crate::ipam::static_::APPLET,
     crate::ipam::dhcp::APPLET,
+    crate::plugins::tuning::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

@@ -1,0 +1,872 @@
+//! tuning: sysctls and link attributes of the container interface (checklist §2.14).
+//!
+//! ADD (chained; needs prevResult): write each `net.*` sysctl inside the container netns (key
+//! `IFNAME` → CNI_IFNAME, after dots became slashes), save the attributes about to change to
+//! `<dataDir>/<containerID>_<ifname>.json`, then set mac / promisc / mtu / allmulti / txQLen and
+//! report the new MAC in the result. DEL restores the saved attributes (sysctls are not restored,
+//! as the reference). CHECK compares everything configured. GC removes saved-state files of
+//! attachments not in `cni.dev/valid-attachments`.
+
+use super::common::{self, NsOrGone};
+use crate::applets::Applet;
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::netlink::link::{format_mac, parse_mac};
+use crate::netlink::socket::Netlink;
+use anyhow::{bail, Context, Result};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const APPLET: Applet = Applet {
+    name: "tuning",
+    about: "sysctls and link attributes (mac, mtu, promisc, allmulti, txQLen) of the container interface",
+    min_version: "0.1.0",
+    cni_args: Some(&["MAC"]),
+    add,
+    del,
+    check,
+    gc: Some(gc),
+    status: None,
+};
+
+pub const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";
+pub const ALLOWLIST_FILE: &str = "/etc/cni/tuning/allowlist.conf";
+
+/// The effective settings after merging config, CNI_ARGS, runtimeConfig and args.cni.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Tuning {
+    pub data_dir: PathBuf,
+    /// (key as configured, value), in config order; args.cni entries override/append
+    pub sysctl: Vec<(String, String)>,
+    pub mac: Option<String>,
+    pub promisc: bool,
+    pub mtu: Option<u32>,
+    pub allmulti: Option<bool>,
+    pub txqlen: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    #[serde(rename = "datadir")]
+    data_dir: Option<String>,
+    mac: Option<String>,
+    promisc: Option<bool>,
+    mtu: Option<i64>,
+    allmulti: Option<bool>,
+    #[serde(rename = "txqlen")]
+    txqlen: Option<i64>,
+}
+
+/// The saved attributes (the reference's backup file: only what this ADD changed).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Backup {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub promisc: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mtu: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub allmulti: Option<bool>,
+    #[serde(rename = "txQLen", skip_serializing_if = "Option::is_none", default)]
+    pub txqlen: Option<u32>,
+}
+
+fn non_negative(what: &str, v: Option<i64>) -> Result<Option<u32>> {
+    match v {
+        None | Some(0) if what == "mtu" => Ok(None),
+        None => Ok(None),
+        Some(n) => u32::try_from(n).map(Some).map_err(|_| anyhow::anyhow!("invalid {what} {n}")),
+    }
+}
+
+/// The `sysctl` object of the raw config (keys keep their case: they are file names). Go's
+/// decoder matches the key `sysctl` case-insensitively, the last spelling wins.
+fn sysctl_of(raw: &Value) -> Result<Vec<(String, String)>> {
+    let obj = match raw {
+        Value::Object(o) => o,
+        _ => return Ok(Vec::new()),
+    };
+    let Some(v) = obj.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case("sysctl")).map(|(_, v)| v) else {
+        return Ok(Vec::new());
+    };
+    string_map(v).context("failed to load netconf: sysctl")
+}
+
+fn string_map(v: &Value) -> Result<Vec<(String, String)>> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => bail!("value of {k:?} must be a string, not {}", crate::cni::config::kind(other)),
+            })
+            .collect(),
+        other => bail!("expected an object, got {}", crate::cni::config::kind(other)),
+    }
+}
+
+/// Merge the config the reference's way: config < CNI_ARGS `MAC` < runtimeConfig.mac < args.cni.
+pub fn load(ctx: &Ctx) -> Result<Tuning> {
+    let c: Conf = ctx.plugin_conf()?;
+    let raw = ctx.raw_conf()?;
+    let mut t = Tuning {
+        data_dir: PathBuf::from(c.data_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
+        sysctl: sysctl_of(&raw)?,
+        mac: c.mac.filter(|m| !m.is_empty()),
+        promisc: c.promisc.unwrap_or(false),
+        mtu: non_negative("mtu", c.mtu)?,
+        allmulti: c.allmulti,
+        txqlen: non_negative("txQLen", c.txqlen)?,
+    };
+    if let Some(m) = ctx.cni_arg("MAC").filter(|m| !m.is_empty()) {
+        t.mac = Some(m.to_string());
+    }
+    if let Some(m) = ctx.runtime_config("mac").and_then(|v| v.as_str()).filter(|m| !m.is_empty()) {
+        t.mac = Some(m.to_string());
+    }
+    if let Some(a) = ctx.get("args").and_then(|a| a.get("cni")) {
+        let wrong = |k: &str| anyhow::anyhow!("failed to load netconf: args.cni.{k} has the wrong type");
+        if let Some(v) = raw_args_cni_sysctl(&raw) {
+            for (k, val) in string_map(v).context("failed to load netconf: args.cni.sysctl")? {
+                match t.sysctl.iter_mut().find(|(have, _)| *have == k) {
+                    Some(slot) => slot.1 = val,
+                    None => t.sysctl.push((k, val)),
+                }
+            }
+        }
+        if let Some(v) = a.get("mac") {
+            t.mac = Some(v.as_str().ok_or_else(|| wrong("mac"))?.to_string()).filter(|m| !m.is_empty());
+        }
+        if let Some(v) = a.get("promisc") {
+            t.promisc = v.as_bool().ok_or_else(|| wrong("promisc"))?;
+        }
+        if let Some(v) = a.get("mtu") {
+            t.mtu = non_negative("mtu", Some(v.as_i64().ok_or_else(|| wrong("mtu"))?))?;
+        }
+        if let Some(v) = a.get("allmulti") {
+            t.allmulti = Some(v.as_bool().ok_or_else(|| wrong("allmulti"))?);
+        }
+        if let Some(v) = a.get("txqlen") {
+            t.txqlen = non_negative("txQLen", Some(v.as_i64().ok_or_else(|| wrong("txQLen"))?))?;
+        }
+    }
+    Ok(t)
+}
+
+fn raw_args_cni_sysctl(raw: &Value) -> Option<&Value> {
+    fn find<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+        v.as_object()?.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+    }
+    let args = find(raw, "args")?;
+    let cni = find(args, "cni")?;
+    find(cni, "sysctl")
+}
+
+/// The reference rejects a config whose `sysctl` object names the same key twice.
+pub fn reject_duplicate_sysctl_keys(stdin: &[u8]) -> Result<()> {
+    struct Top;
+    struct Keys;
+    impl<'de> Visitor<'de> for Top {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a network configuration object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(k) = map.next_key::<String>()? {
+                if k.eq_ignore_ascii_case("sysctl") {
+                    map.next_value_seed(Keys)?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Keys {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Keys {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a sysctl object")
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = BTreeSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if !seen.insert(k) {
+                    return Err(serde::de::Error::custom("duplicated sysctl keys are not allowed"));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(stdin);
+    serde::Deserializer::deserialize_map(&mut de, Top).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `/proc/sys`-relative path of a configured key: dots become slashes, then the first `IFNAME`
+/// becomes the interface name (so names containing dots survive). Only `net/…` is allowed.
+pub fn sysctl_rel_path(key: &str, ifname: &str) -> Result<String> {
+    let rel = key.replace('.', "/").replacen("IFNAME", ifname, 1);
+    let clean: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if clean.first() != Some(&"net") || clean.len() < 2 || clean.contains(&"..") {
+        bail!("invalid net sysctl key: {rel:?}");
+    }
+    Ok(clean.join("/"))
+}
+
+/// With an allowlist file present, every configured key must match one of its lines.
+fn check_allowlist(t: &Tuning, file: &Path) -> Result<()> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow::anyhow!("failed to read {}: {e}", file.display())),
+    };
+    let patterns: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let compiled = patterns
+        .iter()
+        .map(|p| mini_regex::Regex::new(p).map_err(|e| anyhow::anyhow!("error parsing regexp {p:?}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    for (key, _) in &t.sysctl {
+        if !compiled.iter().any(|r| r.is_match(key)) {
+            bail!("Sysctl {key} is not allowed. Only the following sysctls are allowed: [{}]", patterns.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn backup_path(t: &Tuning, ctx: &Ctx) -> PathBuf {
+    t.data_dir.join(format!("{}_{}.json", ctx.container_id, ctx.ifname))
+}
+
+fn validate_ifname(ctx: &Ctx) -> Result<()> {
+    if ctx.ifname.contains('/') {
+        bail!("Interface name ({}) contains an invalid character /", ctx.ifname);
+    }
+    Ok(())
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    reject_duplicate_sysctl_keys(&ctx.stdin)?;
+    let t = load(ctx)?;
+    check_allowlist(&t, Path::new(ALLOWLIST_FILE))?;
+    validate_ifname(ctx)?;
+    let mut result = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
+    let mac = t.mac.as_deref().map(|m| parse_mac(m).map_err(|e| anyhow::anyhow!("invalid args {m} for MAC addr: {e}")));
+    let mac = mac.transpose()?;
+    let ns = common::open_container_ns(ctx)?;
+
+    let paths =
+        t.sysctl.iter().map(|(k, v)| Ok((sysctl_rel_path(k, &ctx.ifname)?, v.clone()))).collect::<Result<Vec<_>>>()?;
+    ns.run(|| {
+        for (p, v) in &paths {
+            crate::sys::sysctl::set(p, v)?;
+        }
+        Ok(())
+    })?;
+
+    let touches_link = mac.is_some() || t.mtu.is_some() || t.promisc || t.allmulti.is_some() || t.txqlen.is_some();
+    if !touches_link {
+        return Ok(result);
+    }
+    let mut nl = Netlink::in_netns(&ns)?;
+    let link = details_by_name(&mut nl, &ctx.ifname)?
+        .with_context(|| format!("failed to get {:?}: Link not found", ctx.ifname))?;
+    let index = link.link.index;
+    let backup = Backup {
+        mac: mac.and(link.link.mac.map(|m| format_mac(&m))),
+        promisc: t.promisc.then_some(link.link.promisc),
+        mtu: t.mtu.map(|_| link.link.mtu),
+        allmulti: t.allmulti.map(|_| link.allmulti),
+        txqlen: t.txqlen.map(|_| link.link.txqlen),
+    };
+    write_backup(&backup_path(&t, ctx), &backup)?;
+
+    if let Some(m) = mac {
+        nl.link_set_mac(index, m).with_context(|| format!("failed to set MAC of {:?}", ctx.ifname))?;
+        let s = format_mac(&m);
+        for itf in result.interfaces.iter_mut().filter(|i| i.name == ctx.ifname) {
+            itf.mac = Some(s.clone());
+        }
+    }
+    if t.promisc {
+        nl.link_set_promisc(index, true).with_context(|| format!("failed to set promisc on {:?}", ctx.ifname))?;
+    }
+    if let Some(mtu) = t.mtu {
+        nl.link_set_mtu(index, mtu).with_context(|| format!("failed to set MTU {mtu} on {:?}", ctx.ifname))?;
+    }
+    if let Some(on) = t.allmulti {
+        nl.link_set_allmulti(index, on).with_context(|| format!("failed to set allmulti on {:?}", ctx.ifname))?;
+    }
+    if let Some(q) = t.txqlen {
+        nl.link_set_txqlen(index, q).with_context(|| format!("failed to set txqueuelen on {:?}", ctx.ifname))?;
+    }
+    Ok(result)
+}
+
+fn details_by_name(nl: &mut Netlink, name: &str) -> Result<Option<crate::netlink::LinkDetails>> {
+    match nl.link_by_name(name)? {
+        Some(l) => nl.link_details(l.index),
+        None => Ok(None),
+    }
+}
+
+fn write_backup(path: &Path, b: &Backup) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        // the reference creates the directory 0600 (not traversable); 0700 is what it means
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("failed to create backup directory {}", dir.display()))?;
+    }
+    let data = serde_json::to_vec_pretty(b)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("failed to save file {}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, &data).with_context(|| format!("failed to save file {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("failed to save file {}", path.display()))
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let t = load(ctx)?;
+    let path = backup_path(&t, ctx);
+    if let Err(e) = restore(ctx, &path) {
+        // like the reference: problems inside the netns do not fail DEL
+        tracing::warn!("tuning: restoring {}: {e:#}", path.display());
+    }
+    Ok(())
+}
+
+fn restore(ctx: &Ctx, path: &Path) -> Result<()> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow::anyhow!("failed to open file {}: {e}", path.display())),
+    };
+    let Ok(b) = serde_json::from_slice::<Backup>(&data) else {
+        return Ok(());
+    };
+    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else {
+        let _ = std::fs::remove_file(path);
+        return Ok(());
+    };
+    let mut nl = Netlink::in_netns(&ns)?;
+    let Some(link) = nl.link_by_name(&ctx.ifname)? else {
+        return Ok(());
+    };
+    let mut errs = Vec::new();
+    if let Some(mtu) = b.mtu.filter(|&m| m != 0) {
+        if let Err(e) = nl.link_set_mtu(link.index, mtu) {
+            errs.push(format!("failed to restore MTU: {e:#}"));
+        }
+    }
+    if let Some(m) = b.mac.as_deref().filter(|m| !m.is_empty()) {
+        if let Err(e) = parse_mac(m).and_then(|m| nl.link_set_mac(link.index, m)) {
+            errs.push(format!("failed to restore MAC address: {e:#}"));
+        }
+    }
+    if let Some(p) = b.promisc {
+        if let Err(e) = nl.link_set_promisc(link.index, p) {
+            errs.push(format!("failed to restore promiscuous mode: {e:#}"));
+        }
+    }
+    if let Some(a) = b.allmulti {
+        if let Err(e) = nl.link_set_allmulti(link.index, a) {
+            errs.push(format!("failed to restore all-multicast mode: {e:#}"));
+        }
+    }
+    if let Some(q) = b.txqlen {
+        if let Err(e) = nl.link_set_txqlen(link.index, q) {
+            errs.push(format!("failed to restore txqueuelen: {e:#}"));
+        }
+    }
+    if !errs.is_empty() {
+        bail!("{}", errs.join("; "));
+    }
+    std::fs::remove_file(path).with_context(|| format!("failed to remove file {}", path.display()))
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    reject_duplicate_sysctl_keys(&ctx.stdin)?;
+    let t = load(ctx)?;
+    common::require_prev(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let paths =
+        t.sysctl.iter().map(|(k, v)| Ok((sysctl_rel_path(k, &ctx.ifname)?, v.clone()))).collect::<Result<Vec<_>>>()?;
+    ns.run(|| {
+        for (p, want) in &paths {
+            let have = crate::sys::sysctl::get(p)?;
+            if *want != have {
+                bail!("Error: Tuning configured value of /proc/sys/{p} is {want}, current value is {have}");
+            }
+        }
+        Ok(())
+    })?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let d =
+        details_by_name(&mut nl, &ctx.ifname)?.with_context(|| format!("Cannot find container link {}", ctx.ifname))?;
+    let ifname = &ctx.ifname;
+    if let Some(m) = &t.mac {
+        let have = d.link.mac.map(|m| format_mac(&m)).unwrap_or_default();
+        if !m.eq_ignore_ascii_case(&have) {
+            bail!("Error: Tuning configured Ethernet of {ifname} is {m}, current value is {have}");
+        }
+    }
+    if t.promisc != d.link.promisc {
+        bail!(
+            "Error: Tuning link {ifname} configured promisc is {}, current value is {}",
+            t.promisc,
+            u8::from(d.link.promisc)
+        );
+    }
+    if let Some(mtu) = t.mtu {
+        if mtu != d.link.mtu {
+            bail!("Error: Tuning configured MTU of {ifname} is {mtu}, current value is {}", d.link.mtu);
+        }
+    }
+    if let Some(a) = t.allmulti {
+        if a != d.allmulti {
+            bail!("Error: Tuning configured all-multicast mode of {ifname} is {a}, current value is {}", d.allmulti);
+        }
+    }
+    if let Some(q) = t.txqlen {
+        if q != d.link.txqlen {
+            bail!(
+                "Error: Tuning configured Transmit Queue Length of {ifname} is {q}, current value is {}",
+                d.link.txqlen
+            );
+        }
+    }
+    Ok(())
+}
+
+/// GC (the reference has none): saved-state files of attachments not in the valid list (their
+/// interfaces are gone with their namespaces). An absent list removes nothing.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let t = load(ctx)?;
+    let Some(valid) = ctx.valid_attachments()? else {
+        return Ok(());
+    };
+    let keep: BTreeSet<String> = valid.iter().map(|(c, i)| format!("{c}_{i}.json")).collect();
+    gc_dir(&t.data_dir, &keep)
+}
+
+/// Remove `*_*.json` files in `dir` whose name is not in `keep`.
+pub fn gc_dir(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow::anyhow!("failed to read {}: {e}", dir.display())),
+    };
+    let mut errs = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".json") || !name.contains('_') || keep.contains(&name) {
+            continue;
+        }
+        if let Err(err) = std::fs::remove_file(e.path()) {
+            errs.push(format!("{name}: {err}"));
+        }
+    }
+    if !errs.is_empty() {
+        return Err(CniError::internal(format!("tuning GC: {}", errs.join("; "))).into());
+    }
+    Ok(())
+}
+
+/// A small regular-expression matcher for the allowlist (Go `regexp.MatchString` semantics:
+/// unanchored search): literals, `.`, classes `[a-z_]`/`[^…]`, `\d \w \s` (and negations),
+/// escapes, `^ $`, groups `( )`/`(?: )` with `|`, and the greedy quantifiers `* + ? {n,m}`.
+pub mod mini_regex {
+    #[derive(Debug, Clone)]
+    enum Node {
+        Char(char),
+        Any,
+        Class(Vec<(char, char)>, bool),
+        Start,
+        End,
+        Group(Vec<Vec<Node>>),
+        Repeat(Box<Node>, u32, Option<u32>),
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Regex {
+        alts: Vec<Vec<Node>>,
+    }
+
+    struct Parser<'a> {
+        s: &'a [char],
+        i: usize,
+    }
+
+    impl Parser<'_> {
+        fn peek(&self) -> Option<char> {
+            self.s.get(self.i).copied()
+        }
+        fn next(&mut self) -> Option<char> {
+            let c = self.peek();
+            self.i += 1;
+            c
+        }
+        fn alts(&mut self) -> Result<Vec<Vec<Node>>, String> {
+            let mut alts = vec![self.seq()?];
+            while self.peek() == Some('|') {
+                self.i += 1;
+                alts.push(self.seq()?);
+            }
+            Ok(alts)
+        }
+        fn seq(&mut self) -> Result<Vec<Node>, String> {
+            let mut out = Vec::new();
+            while let Some(c) = self.peek() {
+                if c == '|' || c == ')' {
+                    break;
+                }
+                let atom = self.atom()?;
+                let atom = self.quantified(atom)?;
+                out.push(atom);
+            }
+            Ok(out)
+        }
+        fn quantified(&mut self, atom: Node) -> Result<Node, String> {
+            let (min, max) = match self.peek() {
+                Some('*') => (0, None),
+                Some('+') => (1, None),
+                Some('?') => (0, Some(1)),
+                Some('{') => {
+                    let start = self.i;
+                    self.i += 1;
+                    let num = |p: &mut Self| {
+                        let mut n: Option<u32> = None;
+                        while let Some(d) = p.peek().and_then(|c| c.to_digit(10)) {
+                            n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d));
+                            p.i += 1;
+                        }
+                        n
+                    };
+                    let Some(min) = num(self) else {
+                        // not a repetition: a literal '{'
+                        self.i = start;
+                        return Ok(atom);
+                    };
+                    let max = if self.peek() == Some(',') {
+                        self.i += 1;
+                        num(self)
+                    } else {
+                        Some(min)
+                    };
+                    if self.peek() != Some('}') {
+                        return Err("missing closing }".into());
+                    }
+                    if max.is_some_and(|m| m < min) || min > 1000 {
+                        return Err("invalid repeat count".into());
+                    }
+                    (min, max)
+                }
+                _ => return Ok(atom),
+            };
+            self.i += 1;
+            if matches!(atom, Node::Start | Node::End | Node::Repeat(..)) {
+                return Err("invalid nested repetition operator".into());
+            }
+            if self.peek() == Some('?') {
+                self.i += 1; // lazy: same match/no-match answer
+            }
+            Ok(Node::Repeat(Box::new(atom), min, max))
+        }
+        fn atom(&mut self) -> Result<Node, String> {
+            match self.next() {
+                None => Err("unexpected end".into()),
+                Some('.') => Ok(Node::Any),
+                Some('^') => Ok(Node::Start),
+                Some('$') => Ok(Node::End),
+                Some('(') => {
+                    if self.peek() == Some('?') {
+                        self.i += 1;
+                        if self.next() != Some(':') {
+                            return Err("unsupported group flags".into());
+                        }
+                    }
+                    let alts = self.alts()?;
+                    if self.next() != Some(')') {
+                        return Err("missing closing )".into());
+                    }
+                    Ok(Node::Group(alts))
+                }
+                Some('[') => self.class(),
+                Some('\\') => self.escape(false),
+                Some(c @ ('*' | '+' | '?')) => Err(format!("missing argument to repetition operator: {c}")),
+                Some(c) => Ok(Node::Char(c)),
+            }
+        }
+        fn escape(&mut self, in_class: bool) -> Result<Node, String> {
+            let c = self.next().ok_or("trailing backslash")?;
+            let class = |r: Vec<(char, char)>, neg| Ok(Node::Class(r, neg));
+            let digit = vec![('0', '9')];
+            let word = vec![('0', '9'), ('a', 'z'), ('A', 'Z'), ('_', '_')];
+            let space = vec![(' ', ' '), ('\t', '\r')];
+            match c {
+                'd' => class(digit, false),
+                'D' if !in_class => class(digit, true),
+                'w' => class(word, false),
+                'W' if !in_class => class(word, true),
+                's' => class(space, false),
+                'S' if !in_class => class(space, true),
+                't' => Ok(Node::Char('\t')),
+                'n' => Ok(Node::Char('\n')),
+                c if c.is_ascii_alphanumeric() => Err(format!("invalid escape sequence: \\{c}")),
+                c => Ok(Node::Char(c)),
+            }
+        }
+        fn class(&mut self) -> Result<Node, String> {
+            let neg = self.peek() == Some('^');
+            if neg {
+                self.i += 1;
+            }
+            let mut ranges = Vec::new();
+            let mut first = true;
+            loop {
+                let c = self.next().ok_or("missing closing ]")?;
+                if c == ']' && !first {
+                    break;
+                }
+                first = false;
+                let lo = if c == '\\' {
+                    match self.escape(true)? {
+                        Node::Char(x) => x,
+                        Node::Class(r, _) => {
+                            ranges.extend(r);
+                            continue;
+                        }
+                        _ => return Err("bad class escape".into()),
+                    }
+                } else {
+                    c
+                };
+                if self.peek() == Some('-') && self.s.get(self.i + 1).is_some_and(|&n| n != ']') {
+                    self.i += 1;
+                    let hi = match self.next().ok_or("missing closing ]")? {
+                        '\\' => match self.escape(true)? {
+                            Node::Char(x) => x,
+                            _ => return Err("bad class range".into()),
+                        },
+                        h => h,
+                    };
+                    if hi < lo {
+                        return Err("invalid character class range".into());
+                    }
+                    ranges.push((lo, hi));
+                } else {
+                    ranges.push((lo, lo));
+                }
+            }
+            Ok(Node::Class(ranges, neg))
+        }
+    }
+
+    type Cont<'a> = &'a mut dyn FnMut(usize) -> bool;
+
+    fn seq(nodes: &[Node], s: &[char], i: usize, k: Cont) -> bool {
+        match nodes.split_first() {
+            None => k(i),
+            Some((n, rest)) => node(n, s, i, &mut |j| seq(rest, s, j, k)),
+        }
+    }
+
+    fn node(n: &Node, s: &[char], i: usize, k: Cont) -> bool {
+        match n {
+            Node::Char(c) => s.get(i) == Some(c) && k(i + 1),
+            Node::Any => s.get(i).is_some_and(|&c| c != '\n') && k(i + 1),
+            Node::Class(r, neg) => {
+                s.get(i).is_some_and(|&c| r.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *neg) && k(i + 1)
+            }
+            Node::Start => i == 0 && k(i),
+            Node::End => i == s.len() && k(i),
+            Node::Group(alts) => alts.iter().any(|a| seq(a, s, i, k)),
+            Node::Repeat(inner, min, max) => repeat(inner, *min, *max, 0, s, i, k),
+        }
+    }
+
+    fn repeat(n: &Node, min: u32, max: Option<u32>, count: u32, s: &[char], i: usize, k: Cont) -> bool {
+        if max.is_none_or(|m| count < m)
+            && node(n, s, i, &mut |j| (j != i || count < min) && repeat(n, min, max, count + 1, s, j, k))
+        {
+            return true;
+        }
+        count >= min && k(i)
+    }
+
+    impl Regex {
+        pub fn new(pattern: &str) -> Result<Regex, String> {
+            let chars: Vec<char> = pattern.chars().collect();
+            let mut p = Parser { s: &chars, i: 0 };
+            let alts = p.alts()?;
+            if p.i < chars.len() {
+                return Err("unexpected )".into());
+            }
+            Ok(Regex { alts })
+        }
+
+        /// Does the pattern match anywhere in `text`?
+        pub fn is_match(&self, text: &str) -> bool {
+            let s: Vec<char> = text.chars().collect();
+            (0..=s.len()).any(|start| self.alts.iter().any(|a| seq(a, &s, start, &mut |_| true)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mini_regex::Regex;
+    use super::*;
+    use crate::cni::Command;
+    use serde_json::json;
+
+    fn m(p: &str, t: &str) -> bool {
+        Regex::new(p).unwrap().is_match(t)
+    }
+
+    #[test]
+    fn regex_subset_matches_like_go() {
+        assert!(m(r"^net\.ipv4\.conf\.IFNAME\.[a-z_]*$", "net.ipv4.conf.IFNAME.arp_filter"));
+        assert!(!m(r"^net\.ipv4\.conf\.IFNAME\.[a-z_]*$", "net.ipv4.conf.IFNAME.arp-filter"));
+        assert!(m("somaxconn", "net.core.somaxconn")); // unanchored
+        assert!(!m("^somaxconn", "net.core.somaxconn"));
+        assert!(m("^net.ipv6.(conf|neigh).IFNAME.*$", "net.ipv6.neigh.IFNAME.base_reachable_time_ms"));
+        assert!(!m("^net.ipv6.(conf|neigh).IFNAME.*$", "net.ipv6.route.flush"));
+        assert!(m(r"^a\d{2,3}$", "a123") && !m(r"^a\d{2,3}$", "a1") && !m(r"^a\d{2,3}$", "a1234"));
+        assert!(m("^(a|ab)c$", "abc"));
+        assert!(m("^x+y?$", "xxx") && !m("^x+y?$", "y"));
+        assert!(m("^[^.]+$", "abc") && !m("^[^.]+$", "a.c"));
+        assert!(Regex::new("(").is_err() && Regex::new("[a").is_err() && Regex::new("*a").is_err());
+        assert!(Regex::new(r"\q").is_err());
+    }
+
+    #[test]
+    fn sysctl_paths() {
+        assert_eq!(
+            sysctl_rel_path("net.ipv4.conf.IFNAME.arp_filter", "eth0.100").unwrap(),
+            "net/ipv4/conf/eth0.100/arp_filter"
+        );
+        assert_eq!(sysctl_rel_path("net/core/somaxconn", "eth0").unwrap(), "net/core/somaxconn");
+        assert!(sysctl_rel_path("kernel.hostname", "eth0").is_err());
+        // dots become slashes first, so ".." can never climb out of net/
+        assert_eq!(sysctl_rel_path("net/../kernel/hostname", "eth0").unwrap(), "net/kernel/hostname");
+        assert!(sysctl_rel_path("net", "eth0").is_err());
+    }
+
+    #[test]
+    fn duplicate_sysctl_keys_rejected() {
+        assert!(reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "b": "2"}}"#).is_ok());
+        assert!(reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "a": "2"}}"#).is_err());
+        assert!(reject_duplicate_sysctl_keys(br#"{"name": "x", "sysctl": null}"#).is_ok());
+        assert!(reject_duplicate_sysctl_keys(br#"{"args": {"sysctl": {"a": "1"}}, "sysctl": {"a": "1"}}"#).is_ok());
+    }
+
+    fn ctx(conf: serde_json::Value, args: &[(&str, &str)]) -> Ctx {
+        let stdin = serde_json::to_vec(&conf).unwrap();
+        Ctx {
+            conf: crate::cni::config::parse_folded(&stdin).unwrap(),
+            stdin,
+            args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            ..Ctx::new(Command::Add)
+        }
+    }
+
+    #[test]
+    fn precedence_args_cni_over_runtime_over_cni_args_over_config() {
+        let base = json!({"name": "n", "type": "tuning", "mac": "02:00:00:00:00:01", "sysctl": {"net.core.somaxconn": "500", "Net.A": "1"}});
+        assert_eq!(load(&ctx(base.clone(), &[])).unwrap().mac.as_deref(), Some("02:00:00:00:00:01"));
+        let t = load(&ctx(base.clone(), &[("MAC", "02:00:00:00:00:02")])).unwrap();
+        assert_eq!(t.mac.as_deref(), Some("02:00:00:00:00:02"));
+        let mut c = base.clone();
+        c["runtimeConfig"] = json!({"mac": "02:00:00:00:00:03"});
+        assert_eq!(
+            load(&ctx(c.clone(), &[("MAC", "02:00:00:00:00:02")])).unwrap().mac.as_deref(),
+            Some("02:00:00:00:00:03")
+        );
+        c["args"] = json!({"cni": {"mac": "02:00:00:00:00:04", "mtu": 1400, "promisc": true, "allmulti": false, "txQLen": 7,
+            "sysctl": {"net.core.somaxconn": "600", "net.x": "2"}}});
+        let t = load(&ctx(c, &[])).unwrap();
+        assert_eq!(t.mac.as_deref(), Some("02:00:00:00:00:04"));
+        assert_eq!((t.mtu, t.promisc, t.allmulti, t.txqlen), (Some(1400), true, Some(false), Some(7)));
+        // sysctl keys keep their case (applied in key order); args.cni entries override and append
+        assert_eq!(
+            t.sysctl,
+            vec![
+                ("Net.A".into(), "1".into()),
+                ("net.core.somaxconn".into(), "600".into()),
+                ("net.x".into(), "2".into())
+            ]
+        );
+        assert_eq!(t.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn allowlist_enforced_only_when_file_exists() {
+        let dir = std::env::temp_dir().join(format!("tuning-allow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("allowlist.conf");
+        let t = Tuning { sysctl: vec![("net.core.somaxconn".into(), "1".into())], ..Default::default() };
+        assert!(check_allowlist(&t, &f).is_ok());
+        std::fs::write(&f, "^net\\.ipv4\\..*$\n\n  ^net\\.core\\.somaxconn$  \n").unwrap();
+        assert!(check_allowlist(&t, &f).is_ok());
+        let bad = Tuning { sysctl: vec![("net.ipv6.conf.all.forwarding".into(), "1".into())], ..Default::default() };
+        let e = check_allowlist(&bad, &f).unwrap_err().to_string();
+        assert!(e.contains("is not allowed"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gc_removes_only_stale_backups() {
+        let dir = std::env::temp_dir().join(format!("tuning-gc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in ["keep_eth0.json", "old_eth0.json", "notes.txt", "keep_net1.json"] {
+            std::fs::write(dir.join(n), "{}").unwrap();
+        }
+        let keep: BTreeSet<String> = ["keep_eth0.json".to_string()].into();
+        gc_dir(&dir, &keep).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, vec!["keep_eth0.json", "notes.txt"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(gc_dir(&dir, &keep).is_ok()); // missing dir is fine
+    }
+
+    #[test]
+    fn backup_file_format_matches_reference_keys() {
+        let b = Backup {
+            mac: Some("02:00:00:00:00:01".into()),
+            promisc: Some(false),
+            mtu: Some(1500),
+            allmulti: None,
+            txqlen: Some(1000),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap();
+        assert_eq!(v, json!({"mac": "02:00:00:00:00:01", "promisc": false, "mtu": 1500, "txQLen": 1000}));
+    }
+}
