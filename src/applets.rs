@@ -30,6 +30,7 @@ pub static APPLETS: &[Applet] = &[
     crate::ipam::static_::APPLET,
     crate::ipam::dhcp::APPLET,
     crate::plugins::tuning::APPLET,
+    crate::plugins::sbr::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

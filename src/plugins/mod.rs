@@ -3,4 +3,5 @@ pub mod bridge;
 pub mod common;
 pub mod loopback;
 pub mod ptp;
+pub mod sbr;
 pub mod tuning;

@@ -1,0 +1,257 @@
+//! sbr: source-based routing for the container interface (checklist §2.18).
+//!
+//! ADD (chained; needs prevResult), serialised by an flock on the netns file:
+//! - default mode: for each IP of CNI_IFNAME pick the first routing table id ≥ 100 that no rule
+//!   and no route uses, add `from IP/32 (/128) lookup T`, a default route via the IP's gateway in
+//!   T, and copy every main-table route of the interface that belongs to this IP (its `src` or
+//!   `via` is in the IP's subnet, or it has neither) into T; finally delete the interface's
+//!   routes from the main table.
+//! - `table` set: only the rules `from IP lookup <table>`; routes are left alone.
+//!
+//! DEL removes the rules whose source is one of the interface's current addresses (only those
+//! pointing at `table` when it is set); a missing namespace or interface is success. CHECK is a
+//! no-op, as the reference (verifying here would break CHECK of the plugins before it).
+
+use super::common::{self, NsOrGone};
+use crate::applets::Applet;
+use crate::cni::{CniResult, Ctx};
+use crate::netlink::addr::Family;
+use crate::netlink::route::RouteSpec;
+use crate::netlink::rule::RuleSpec;
+use crate::netlink::socket::Netlink;
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const APPLET: Applet = Applet {
+    name: "sbr",
+    about: "source-based routing: one routing table per container address",
+    min_version: "0.1.0",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: None,
+    status: None,
+};
+
+/// The first table id the reference considers.
+pub const FIRST_TABLE: u32 = 100;
+const MAIN_TABLE: u32 = 254;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    table: Option<u32>,
+}
+
+/// The IPs of prevResult that belong to `ifname` (an IP without an interface index is assumed
+/// to; an index outside the interface list is kept, as the reference does).
+pub fn ips_for(ifname: &str, prev: &CniResult) -> Result<Vec<crate::cni::result::IpConfig>> {
+    if prev.ips.is_empty() {
+        bail!("No IP addresses supplied on interface: {ifname}");
+    }
+    Ok(prev
+        .ips
+        .iter()
+        .filter(|ip| match ip.interface {
+            None => true,
+            Some(i) => prev.interfaces.get(i).is_none_or(|itf| itf.name == ifname),
+        })
+        .cloned()
+        .collect())
+}
+
+/// The first table id ≥ `from` that no rule and no route refers to.
+pub fn next_free_table(used: &[u32], from: u32) -> u32 {
+    let mut t = from;
+    while used.contains(&t) {
+        t = t.saturating_add(1);
+        if t == u32::MAX {
+            break;
+        }
+    }
+    t
+}
+
+/// Should route `r` be copied into the table of `ip`?
+pub fn route_belongs_to(ip: &IpNet, r: &RouteSpec) -> bool {
+    let net = ip.trunc();
+    let inside = |a: Option<IpAddr>| a.is_some_and(|a| net.contains(&a));
+    inside(r.src) || inside(r.gw) || (r.src.is_none() && r.gw.is_none())
+}
+
+fn host_net(ip: IpAddr) -> IpNet {
+    common::host_route_to(ip)
+}
+
+/// flock on the netns file, held for the duration of the work (as the reference's filemutex).
+fn lock_netns(path: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let f = std::fs::File::open(path).with_context(|| format!("failed to open {path} for locking"))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("failed to lock {path}: {e}"))
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf: Conf = ctx.plugin_conf()?;
+    let prev =
+        ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("This plugin must be called as chained plugin"))?;
+    let ips = ips_for(&ctx.ifname, &prev)?;
+    let ns = common::open_container_ns(ctx)?;
+    let _lock = lock_netns(ns.path())?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let link =
+        nl.link_by_name(&ctx.ifname)?.with_context(|| format!("Cannot find network interface {}", ctx.ifname))?;
+
+    if let Some(table) = conf.table {
+        for ip in &ips {
+            let mut rule = RuleSpec::new(common::family_of(&ip.address.addr()));
+            rule.src = Some(host_net(ip.address.addr()));
+            rule.table = Some(table);
+            nl.rule_add(&rule).with_context(|| format!("Failed to add rule for {}", ip.address.addr()))?;
+        }
+        return Ok(prev);
+    }
+
+    let mut used: Vec<u32> = Vec::new();
+    let mut all_routes = Vec::new();
+    for fam in [Family::V4, Family::V6] {
+        used.extend(nl.rules(fam)?.iter().filter_map(|r| r.table));
+        all_routes.extend(nl.routes(fam, None)?);
+    }
+    used.extend(all_routes.iter().filter_map(|r| r.table));
+    let link_routes: Vec<RouteSpec> = all_routes
+        .into_iter()
+        .filter(|r| r.oif == Some(link.index) && r.table.unwrap_or(MAIN_TABLE) == MAIN_TABLE)
+        .collect();
+
+    let mut table = next_free_table(&used, FIRST_TABLE);
+    for ip in &ips {
+        let addr = ip.address.addr();
+        let fam = common::family_of(&addr);
+        let mut rule = RuleSpec::new(fam);
+        rule.src = Some(host_net(addr));
+        rule.table = Some(table);
+        nl.rule_add(&rule).with_context(|| format!("Failed to add rule for {addr}"))?;
+        if let Some(gw) = ip.gateway {
+            let zero: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+            let def = RouteSpec {
+                dst: IpNet::new(zero, 0).ok(),
+                family: Some(fam),
+                gw: Some(gw),
+                oif: Some(link.index),
+                table: Some(table),
+                ..Default::default()
+            };
+            nl.route_add(&def).with_context(|| format!("Failed to add default route to {gw}"))?;
+        }
+        for r in link_routes.iter().filter(|r| route_belongs_to(&ip.address, r)) {
+            let copy = RouteSpec { table: Some(table), ..r.clone() };
+            nl.route_replace(&copy).context("Failed to readd route")?;
+        }
+        used.push(table);
+        table = next_free_table(&used, table.saturating_add(1));
+    }
+    // delete after copying: several IPs of one subnet each need the connected route while copying
+    for r in &link_routes {
+        if let Err(e) = nl.route_del(r) {
+            if !crate::netlink::socket::is_not_found(&e) {
+                return Err(e.context("Failed to delete route"));
+            }
+        }
+    }
+    Ok(prev)
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let conf: Conf = ctx.plugin_conf()?;
+    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else {
+        return Ok(());
+    };
+    let _lock = lock_netns(ns.path())?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let Some(link) = nl.link_by_name(&ctx.ifname)? else {
+        return Ok(()); // the reference fails a second DEL here; the spec says DEL must succeed
+    };
+    let addrs: Vec<IpAddr> = nl.addrs(Some(link.index), None)?.into_iter().map(|a| a.addr.addr()).collect();
+    let mut last_err = None;
+    for fam in [Family::V4, Family::V6] {
+        for rule in nl.rules(fam)? {
+            let Some(src) = rule.src else { continue };
+            if !addrs.contains(&src.addr()) {
+                continue;
+            }
+            if conf.table.is_some() && rule.table != conf.table {
+                continue;
+            }
+            if let Err(e) = nl.rule_del(&rule) {
+                if !crate::netlink::socket::is_not_found(&e) {
+                    tracing::warn!("sbr: {e:#}");
+                    last_err = Some(e);
+                }
+            }
+        }
+    }
+    match last_err {
+        Some(e) => Err(e.context("Failed to delete rule")),
+        None => Ok(()),
+    }
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::result::{Interface, IpConfig};
+
+    fn ipc(a: &str, gw: Option<&str>, itf: Option<usize>) -> IpConfig {
+        IpConfig { address: a.parse().unwrap(), gateway: gw.map(|g| g.parse().unwrap()), interface: itf }
+    }
+
+    #[test]
+    fn picks_ips_of_the_interface() {
+        let prev = CniResult {
+            interfaces: vec![
+                Interface { name: "veth1".into(), ..Default::default() },
+                Interface { name: "net1".into(), sandbox: Some("/x".into()), ..Default::default() },
+            ],
+            ips: vec![
+                ipc("198.18.0.2/24", Some("198.18.0.1"), Some(1)),
+                ipc("198.18.1.2/24", None, Some(0)),
+                ipc("fd00::2/64", None, None),
+                ipc("198.18.2.2/24", None, Some(7)),
+            ],
+            ..Default::default()
+        };
+        let got: Vec<String> = ips_for("net1", &prev).unwrap().iter().map(|i| i.address.to_string()).collect();
+        assert_eq!(got, vec!["198.18.0.2/24", "fd00::2/64", "198.18.2.2/24"]);
+        assert!(ips_for("net1", &CniResult::default()).is_err());
+    }
+
+    #[test]
+    fn table_choice_skips_used_ids() {
+        assert_eq!(next_free_table(&[254, 255, 253], 100), 100);
+        assert_eq!(next_free_table(&[100, 101, 103], 100), 102);
+        assert_eq!(next_free_table(&[100, 101, 103], 103), 104);
+    }
+
+    #[test]
+    fn route_membership_like_reference() {
+        let ip: IpNet = "198.18.0.2/24".parse().unwrap();
+        let r = |src: Option<&str>, gw: Option<&str>| RouteSpec {
+            src: src.map(|s| s.parse().unwrap()),
+            gw: gw.map(|s| s.parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(route_belongs_to(&ip, &r(Some("198.18.0.2"), None)));
+        assert!(route_belongs_to(&ip, &r(None, Some("198.18.0.1"))));
+        assert!(route_belongs_to(&ip, &r(None, None)));
+        assert!(!route_belongs_to(&ip, &r(Some("198.18.1.2"), None)));
+        assert!(!route_belongs_to(&ip, &r(None, Some("fd00::1"))));
+    }
+}
