@@ -31,6 +31,7 @@ pub static APPLETS: &[Applet] = &[
     crate::ipam::dhcp::APPLET,
     crate::plugins::tuning::APPLET,
     crate::plugins::sbr::APPLET,
+    crate::plugins::bandwidth::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

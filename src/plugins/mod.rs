@@ -1,4 +1,5 @@
 //! One file per plugin; each reads like the steps of what it does.
+pub mod bandwidth;
 pub mod bridge;
 pub mod common;
 pub mod loopback;

@@ -1,0 +1,308 @@
+//! bandwidth: rate limits on a veth-attached container (checklist §2.16), all over netlink.
+//!
+//! Rates are bit/s and **bursts are bits** (the reference's units, kept as they are).
+//! - ingress (traffic into the container): tbf root qdisc (1:) on the host-side veth;
+//! - egress (traffic out of the container): ifb `bwp<12 hex of sha512(network+containerID)>`
+//!   in the host netns, an ingress qdisc on the host veth whose match-all u32 filter redirects
+//!   (mirred) to the ifb, and a tbf root qdisc on the ifb.
+//!
+//! The top-level keys win; the `bandwidth` capability is used only when none of them is present.
+//! DEL deletes the ifb (the veth qdiscs go with the veth). CHECK compares the tbf parameters.
+//! GC deletes ifbs of this network whose attachment is not in `cni.dev/valid-attachments`; to
+//! know an ifb's network we label it with an interface alias at ADD (`cni bandwidth net=… id=…`),
+//! so ifbs made by the reference (no alias) or by other networks are never touched.
+
+use super::common::{self, Undo};
+use crate::applets::Applet;
+use crate::cni::result::Interface;
+use crate::cni::{CniResult, Ctx};
+use crate::firewall::sha512::hash_with_prefix;
+use crate::netlink::consts::TC_H_ROOT;
+use crate::netlink::kinds::{LinkKind, LinkSpec};
+use crate::netlink::link::Link;
+use crate::netlink::socket::{is_not_found, Netlink};
+use crate::netlink::tc::{handle, Tbf};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+
+pub const APPLET: Applet = Applet {
+    name: "bandwidth",
+    about: "ingress/egress rate limits with tbf on the host veth and an ifb",
+    min_version: "0.3.0",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: Some(gc),
+    status: None,
+};
+
+/// tbf queueing latency the reference uses.
+pub const LATENCY_MS: f64 = 25.0;
+const IFB_PREFIX: &str = "bwp";
+const ALIAS_PREFIX: &str = "cni bandwidth ";
+
+/// One bandwidth setting (bit/s and bits).
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(default)]
+pub struct Bandwidth {
+    #[serde(rename = "ingressrate")]
+    pub ingress_rate: u64,
+    #[serde(rename = "ingressburst")]
+    pub ingress_burst: u64,
+    #[serde(rename = "egressrate")]
+    pub egress_rate: u64,
+    #[serde(rename = "egressburst")]
+    pub egress_burst: u64,
+}
+
+impl Bandwidth {
+    pub fn is_zero(&self) -> bool {
+        self.ingress_rate == 0 && self.ingress_burst == 0 && self.egress_rate == 0 && self.egress_burst == 0
+    }
+    fn ingress(&self) -> bool {
+        self.ingress_rate > 0 && self.ingress_burst > 0
+    }
+    fn egress(&self) -> bool {
+        self.egress_rate > 0 && self.egress_burst > 0
+    }
+}
+
+const KEYS: [&str; 4] = ["ingressrate", "ingressburst", "egressrate", "egressburst"];
+
+/// The reference's `validateRateAndBurst`.
+pub fn validate_rate_and_burst(rate: u64, burst: u64) -> Result<()> {
+    if burst == 0 && rate != 0 {
+        bail!("if rate is set, burst must also be set");
+    }
+    if rate == 0 && burst != 0 {
+        bail!("if burst is set, rate must also be set");
+    }
+    if burst / 8 >= u64::from(u32::MAX) {
+        bail!("burst cannot be more than 4GB");
+    }
+    Ok(())
+}
+
+/// The effective setting: top-level keys if any is present, else runtimeConfig.bandwidth.
+pub fn load(ctx: &Ctx) -> Result<Option<Bandwidth>> {
+    let parse = |v: &serde_json::Value| -> Result<Bandwidth> {
+        serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("failed to parse network configuration: {e}"))
+    };
+    let top = KEYS.iter().any(|k| ctx.get(k).is_some());
+    let bw = if top { Some(parse(&ctx.conf)?) } else { ctx.runtime_config("bandwidth").map(parse).transpose()? };
+    if let Some(b) = &bw {
+        validate_rate_and_burst(b.ingress_rate, b.ingress_burst)?;
+        validate_rate_and_burst(b.egress_rate, b.egress_burst)?;
+    }
+    Ok(bw)
+}
+
+/// `bwp` + the first 12 hex digits of sha512(network + containerID).
+pub fn ifb_name(network: &str, container_id: &str) -> String {
+    hash_with_prefix(15, IFB_PREFIX, &format!("{network}{container_id}"))
+}
+
+fn alias(network: &str, container_id: &str) -> String {
+    format!("{ALIAS_PREFIX}net={network} id={container_id}")
+}
+
+fn parse_alias(a: &str) -> Option<(&str, &str)> {
+    let rest = a.strip_prefix(ALIAS_PREFIX)?;
+    let (net, id) = rest.split_once(' ')?;
+    Some((net.strip_prefix("net=")?, id.strip_prefix("id=")?))
+}
+
+/// The host-side veth: the peer of CNI_IFNAME, which must be listed in prevResult without a sandbox.
+fn host_interface(ctx: &Ctx, prev: &CniResult, host: &mut Netlink) -> Result<Link> {
+    if prev.interfaces.is_empty() {
+        bail!("no interfaces provided");
+    }
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let c = cont.link_by_name(&ctx.ifname)?;
+    let peer = c.as_ref().filter(|l| l.kind.as_deref() == Some("veth")).and_then(|l| l.link).filter(|&i| i > 0);
+    let Some(peer) = peer else {
+        bail!("container interface {} has no veth peer", ctx.ifname);
+    };
+    let link = host.link_by_index(peer)?.with_context(|| format!("veth peer with index {peer} is not in host ns"))?;
+    let listed = prev.interfaces.iter().any(|i| i.sandbox.as_deref().unwrap_or("").is_empty() && i.name == link.name);
+    if !listed {
+        bail!("no veth peer of container interface found in host ns");
+    }
+    Ok(link)
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let bw = load(ctx)?;
+    let prev = ctx.prev_result.clone();
+    let bw = match bw {
+        Some(b) if !b.is_zero() => b,
+        // nothing to shape: pass prevResult through untouched (no qdisc, no ifb)
+        _ => return prev.ok_or_else(|| anyhow::anyhow!("must be called as chained plugin")),
+    };
+    let mut result = prev.ok_or_else(|| anyhow::anyhow!("must be called as chained plugin"))?;
+    let mut host = Netlink::new()?;
+    let veth = host_interface(ctx, &result, &mut host)?;
+    let mut undo = Undo::default();
+
+    if bw.ingress() {
+        let tbf = Tbf::from_bits(bw.ingress_rate, bw.ingress_burst, LATENCY_MS);
+        host.qdisc_add_tbf(veth.index, handle(1, 0), TC_H_ROOT, &tbf)?;
+        let idx = veth.index;
+        undo.push("ingress tbf", move || Netlink::new()?.qdisc_del(idx, handle(1, 0), TC_H_ROOT));
+    }
+    if bw.egress() {
+        let name = ifb_name(&ctx.name, &ctx.container_id);
+        let spec = LinkSpec { mtu: Some(veth.mtu), txqlen: Some(veth.txqlen), ..LinkSpec::new(&name, LinkKind::Ifb) };
+        host.link_add(&spec)?;
+        let ifb = host.link_by_name(&name)?.with_context(|| format!("ifb {name} vanished"))?;
+        let idx = ifb.index;
+        undo.push("ifb", move || Netlink::new()?.link_del(idx));
+        host.link_set_alias(ifb.index, &alias(&ctx.name, &ctx.container_id))?;
+        host.link_set_up(ifb.index, true)?;
+        result.interfaces.push(Interface { name: name.clone(), mac: ifb.mac_string(), ..Default::default() });
+
+        host.qdisc_add_ingress(veth.index)?;
+        let vidx = veth.index;
+        undo.push("ingress qdisc", move || Netlink::new()?.qdisc_del(vidx, handle(0xffff, 0), 0xffff_fff1));
+        host.filter_add_redirect(veth.index, handle(0xffff, 0), 1, ifb.index)?;
+        let tbf = Tbf::from_bits(bw.egress_rate, bw.egress_burst, LATENCY_MS);
+        host.qdisc_add_tbf(ifb.index, handle(1, 0), TC_H_ROOT, &tbf)?;
+    }
+    undo.commit();
+    Ok(result)
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let _ = load(ctx)?;
+    let name = ifb_name(&ctx.name, &ctx.container_id);
+    let mut host = Netlink::new()?;
+    let Some(ifb) = host.link_by_name(&name)? else {
+        return Ok(());
+    };
+    match host.link_del(ifb.index) {
+        Err(e) if !is_not_found(&e) => Err(e.context(format!("failed to delete {name}"))),
+        _ => Ok(()),
+    }
+}
+
+fn check_tbf(host: &mut Netlink, link: &Link, rate: u64, burst: u64) -> Result<()> {
+    let want = Tbf::from_bits(rate, burst, LATENCY_MS);
+    let qdiscs = host.qdiscs(Some(link.index))?;
+    let Some(have) = qdiscs.iter().find(|q| q.kind == "tbf").and_then(|q| q.tbf) else {
+        bail!("Failed to find qdisc on {}", link.name);
+    };
+    if have.rate != want.rate {
+        bail!("Rate doesn't match on {} ({} != {})", link.name, have.rate, want.rate);
+    }
+    if have.limit != want.limit {
+        bail!("Limit doesn't match on {} ({} != {})", link.name, have.limit, want.limit);
+    }
+    // the kernel stores the bucket in ns and hands it back in ticks: allow its rounding
+    if have.buffer.abs_diff(want.buffer) > 1 {
+        bail!("Buffer doesn't match on {} ({} != {})", link.name, have.buffer, want.buffer);
+    }
+    Ok(())
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let bw = load(ctx)?;
+    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("must be called as a chained plugin"))?;
+    let Some(bw) = bw.filter(|b| !b.is_zero()) else {
+        return Ok(());
+    };
+    let mut host = Netlink::new()?;
+    let veth = host_interface(ctx, prev, &mut host)?;
+    if bw.ingress() {
+        check_tbf(&mut host, &veth, bw.ingress_rate, bw.ingress_burst)?;
+    }
+    if bw.egress() {
+        let name = ifb_name(&ctx.name, &ctx.container_id);
+        let ifb = host.link_by_name(&name)?.with_context(|| format!("get ifb device: {name} not found"))?;
+        check_tbf(&mut host, &ifb, bw.egress_rate, bw.egress_burst)?;
+        let redirect = host.qdiscs(Some(veth.index))?.iter().any(|q| q.kind == "ingress");
+        if !redirect {
+            bail!("no ingress qdisc on {} redirecting to {name}", veth.name);
+        }
+    }
+    Ok(())
+}
+
+/// GC (the reference has none): ifbs labelled with this network whose attachment is gone.
+/// An absent valid-attachments list removes nothing.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let Some(valid) = ctx.valid_attachments()? else {
+        return Ok(());
+    };
+    let keep: BTreeSet<String> = valid.into_iter().map(|(cid, _)| cid).collect();
+    let mut host = Netlink::new()?;
+    let mut errs = Vec::new();
+    for l in host.links()? {
+        if l.kind.as_deref() != Some("ifb") || !l.name.starts_with(IFB_PREFIX) {
+            continue;
+        }
+        let Some(d) = host.link_details(l.index)? else { continue };
+        let Some((net, cid)) = d.alias.as_deref().and_then(parse_alias) else { continue };
+        if net != ctx.name || keep.contains(cid) || ifb_name(net, cid) != l.name {
+            continue;
+        }
+        if let Err(e) = host.link_del(l.index) {
+            if !is_not_found(&e) {
+                errs.push(format!("{}: {e:#}", l.name));
+            }
+        }
+    }
+    if !errs.is_empty() {
+        bail!("bandwidth GC: {}", errs.join("; "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::Command;
+    use serde_json::json;
+
+    fn ctx(conf: serde_json::Value) -> Ctx {
+        let stdin = serde_json::to_vec(&conf).unwrap();
+        Ctx { conf: crate::cni::config::parse_folded(&stdin).unwrap(), stdin, ..Ctx::new(Command::Add) }
+    }
+
+    #[test]
+    fn validation_like_reference() {
+        assert_eq!(validate_rate_and_burst(1, 0).unwrap_err().to_string(), "if rate is set, burst must also be set");
+        assert_eq!(validate_rate_and_burst(0, 1).unwrap_err().to_string(), "if burst is set, rate must also be set");
+        assert_eq!(
+            validate_rate_and_burst(1, u64::from(u32::MAX) * 8).unwrap_err().to_string(),
+            "burst cannot be more than 4GB"
+        );
+        assert!(validate_rate_and_burst(1, u64::from(u32::MAX) * 8 - 1).is_ok());
+        assert!(validate_rate_and_burst(0, 0).is_ok());
+    }
+
+    #[test]
+    fn top_level_keys_win_over_capability() {
+        let c = ctx(json!({"name": "n", "egressRate": 8000, "egressBurst": 800,
+            "runtimeConfig": {"bandwidth": {"ingressRate": 1, "ingressBurst": 1}}}));
+        assert_eq!(load(&c).unwrap(), Some(Bandwidth { egress_rate: 8000, egress_burst: 800, ..Default::default() }));
+        let c = ctx(json!({"name": "n", "runtimeConfig": {"bandwidth": {"ingressRate": 16, "ingressBurst": 8}}}));
+        assert_eq!(load(&c).unwrap(), Some(Bandwidth { ingress_rate: 16, ingress_burst: 8, ..Default::default() }));
+        assert_eq!(load(&ctx(json!({"name": "n"}))).unwrap(), None);
+        assert!(load(&ctx(json!({"name": "n", "ingressRate": 5}))).is_err());
+        assert!(load(&ctx(json!({"name": "n", "runtimeConfig": {"bandwidth": {"egressBurst": 5}}}))).is_err());
+        assert!(load(&ctx(json!({"name": "n", "ingressRate": "5"}))).is_err());
+    }
+
+    #[test]
+    fn ifb_name_and_alias() {
+        let n = ifb_name("net", "cid");
+        assert_eq!(n.len(), 15);
+        assert!(n.starts_with("bwp"));
+        assert_eq!(&n[3..], &crate::firewall::sha512::sha512_hex(b"netcid")[..12]);
+        assert_eq!(parse_alias(&alias("net", "c-1")), Some(("net", "c-1")));
+        assert_eq!(parse_alias("something else"), None);
+    }
+}
