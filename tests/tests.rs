@@ -7,6 +7,7 @@ mod firewall;
 mod install;
 mod ipam;
 mod loopback;
-mod protocol;
+mod meta;
 mod proto;
+mod protocol;
 mod ptp;

@@ -1,0 +1,341 @@
+//! Meta plugins (tuning, sbr, bandwidth, portmap, firewall) chained after our ptp/bridge in
+//! throwaway namespace worlds: kernel state read back, traffic measured, DEL/GC cleanup.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A ptp network (v4 + v6, default routes) whose ADD result is the chain's prevResult.
+fn ptp_conf(w: &World, s: &Subnets, name: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "ptp",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": w.data_dir,
+            "ranges": [[{"subnet": s.net4()}], [{"subnet": s.net6()}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+        }
+    })
+}
+
+/// `plugin` config in the same network, with `prevResult`.
+fn chained(name: &str, plugin: Value, prev: &Value) -> Value {
+    let mut c = plugin;
+    c["cniVersion"] = json!("1.0.0");
+    c["name"] = json!(name);
+    c["prevResult"] = prev.clone();
+    c
+}
+
+fn host_veth(prev: &Value) -> String {
+    prev["interfaces"][0]["name"].as_str().expect("host veth in result").to_string()
+}
+
+// ---------------------------------------------------------------- tuning
+
+#[test]
+fn tuning_sets_reads_back_checks_and_restores() {
+    let w = World::new("mtune", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mtune";
+    let prev = w.add(&ptp_conf(&w, &s, net)).run().ok();
+    let c0 = w.c(0);
+    let before = c0.link("eth0").expect("eth0");
+    let data_dir = w.tmp.join("tuning");
+    let conf = chained(
+        net,
+        json!({
+            "type": "tuning",
+            "dataDir": data_dir,
+            "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1", "net.core.somaxconn": "1234"},
+            "mac": "c2:11:22:33:44:55",
+            "mtu": 1280,
+            "promisc": true,
+            "allmulti": true,
+            "txQLen": 77
+        }),
+        &prev,
+    );
+    let r = w.add(&conf).run().ok();
+    assert_eq!(r["interfaces"][1]["mac"], "c2:11:22:33:44:55", "result carries the new MAC: {r:#}");
+    assert_eq!(r["interfaces"][0], prev["interfaces"][0], "host veth untouched");
+
+    // read back: sysctls inside the container only, link attributes
+    assert_eq!(c0.sysctl("net/ipv4/conf/eth0/arp_filter").as_deref(), Some("1"));
+    assert_eq!(c0.sysctl("net/core/somaxconn").as_deref(), Some("1234"));
+    assert_ne!(w.host.sysctl("net/core/somaxconn").as_deref(), Some("1234"), "host netns untouched");
+    let l = c0.link("eth0").expect("eth0");
+    assert_eq!(l["address"], "c2:11:22:33:44:55");
+    assert_eq!(l["mtu"], 1280);
+    assert_eq!(l["txqlen"], 77);
+    assert_eq!(l["promiscuity"], 1);
+    let flags: Vec<String> = serde_json::from_value(l["flags"].clone()).unwrap();
+    assert!(flags.iter().any(|f| f == "ALLMULTI"), "{flags:?}");
+    let cid = format!("cid-{}", w.tag);
+    let backup = data_dir.join(format!("{cid}_eth0.json"));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&backup).expect("backup file")).unwrap();
+    assert_eq!(saved["mac"], before["address"]);
+    assert_eq!(saved["mtu"], before["mtu"]);
+    assert_eq!(saved["promisc"], false);
+    assert_eq!(saved["allmulti"], false);
+    let qlen = |l: &Value| l["txqlen"].as_u64().unwrap_or(0); // `ip -j` omits a zero txqlen
+    assert_eq!(saved["txQLen"].as_u64(), Some(qlen(&before)));
+
+    // CHECK passes, then fails once an attribute drifts
+    w.check(&conf, &r).run().ok();
+    c0.must(&["ip", "link", "set", "eth0", "mtu", "1300"]);
+    let e = w.check(&conf, &r).run().err();
+    assert!(e.msg.contains("MTU"), "{e:?}");
+
+    // DEL restores the saved attributes and removes the backup; a second DEL is fine
+    w.del(&conf).run().ok();
+    let l = c0.link("eth0").expect("eth0");
+    assert_eq!(l["address"], before["address"]);
+    assert_eq!(l["mtu"], before["mtu"]);
+    assert_eq!(qlen(&l), qlen(&before));
+    assert_eq!(l["promiscuity"], 0);
+    let flags: Vec<String> = serde_json::from_value(l["flags"].clone()).unwrap();
+    assert!(!flags.iter().any(|f| f == "ALLMULTI"), "{flags:?}");
+    assert!(!backup.exists());
+    w.del(&conf).run().ok();
+    w.del(&ptp_conf(&w, &s, net)).run().ok();
+}
+
+#[test]
+fn tuning_rejects_non_net_sysctls_and_duplicates() {
+    let w = World::new("mtunebad", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mtunebad")).run().ok();
+    let bad = chained("mtunebad", json!({"type": "tuning", "sysctl": {"kernel.hostname": "x"}}), &prev);
+    let e = w.add(&bad).run().err();
+    assert!(e.msg.contains("invalid net sysctl key"), "{e:?}");
+    let mut text = serde_json::to_string(&chained("mtunebad", json!({"type": "tuning"}), &prev)).unwrap();
+    text.pop();
+    text.push_str(r#","sysctl":{"net.core.somaxconn":"1","net.core.somaxconn":"2"}}"#);
+    let e = w.cni("ADD", &json!({"type": "tuning"})).stdin_bytes(text.as_bytes()).run().err();
+    assert!(e.msg.contains("duplicated sysctl keys"), "{e:?}");
+    // no prevResult: the reference's error
+    let e = w.add(&json!({"cniVersion": "1.0.0", "name": "x", "type": "tuning"})).run().err();
+    assert!(e.msg.contains("prevResult"), "{e:?}");
+}
+
+#[test]
+fn tuning_gc_removes_backups_of_gone_attachments() {
+    let w = World::new("mtunegc", 0, Impl::Ours);
+    let dir = w.tmp.join("tuning");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["live_eth0.json", "dead_eth0.json", "readme"] {
+        std::fs::write(dir.join(f), "{}").unwrap();
+    }
+    let conf = json!({"cniVersion": "1.1.0", "name": "mtunegc", "type": "tuning", "dataDir": dir,
+        "cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]});
+    w.cni("GC", &conf).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
+    let mut left: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, vec!["live_eth0.json", "readme"]);
+}
+
+// ---------------------------------------------------------------- sbr
+
+#[test]
+fn sbr_moves_routes_into_per_ip_tables_and_traffic_follows_the_source() {
+    let w = World::new("msbr", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "msbr";
+    let prev = w.add(&ptp_conf(&w, &s, net)).run().ok();
+    let c0 = w.c(0);
+    c0.settle();
+    let conf = chained(net, json!({"type": "sbr"}), &prev);
+    let r = w.add(&conf).run().ok();
+    assert_eq!(r, prev, "sbr passes prevResult through");
+
+    let (ip4, ip6, gw4) = (s.ip4(2), s.ip6(2), s.ip4(1));
+    let rules4 = c0.ip_json(&["-4", "rule", "show"]);
+    let r4 = rules4.as_array().unwrap().iter().find(|r| r["src"] == ip4.as_str()).expect("v4 rule");
+    assert_eq!(r4["table"], "100", "{r4}");
+    let rules6 = c0.ip_json(&["-6", "rule", "show"]);
+    let r6 = rules6.as_array().unwrap().iter().find(|r| r["src"] == ip6.as_str()).expect("v6 rule");
+    assert_eq!(r6["table"], "101", "{r6}");
+    // the default route and the interface's routes now live in the tables, not in main
+    let t100 = c0.ip_json(&["-4", "route", "show", "table", "100"]);
+    assert!(t100.as_array().unwrap().iter().any(|r| r["dst"] == "default" && r["gateway"] == gw4.as_str()), "{t100}");
+    let t101 = c0.ip_json(&["-6", "route", "show", "table", "101"]);
+    assert!(t101.as_array().unwrap().iter().any(|r| r["dst"] == "default"), "{t101}");
+    let main: Vec<Value> = c0.routes().into_iter().filter(|r| r["dev"] == "eth0").collect();
+    assert!(main.is_empty(), "main table still has eth0 routes: {main:?}");
+
+    // traffic: from the container address it is routed by table 100; with no source it has no route
+    let got = c0.ip_json(&["-4", "route", "get", "198.18.250.250", "from", &ip4]);
+    assert_eq!(got[0]["gateway"], gw4.as_str(), "{got}");
+    assert!(c0.exec(&["ip", "-4", "route", "get", "198.18.250.250"]).status.code() != Some(0));
+    let ok = c0.exec(&["ping", "-n", "-q", "-c1", "-W2", "-I", &ip4, &gw4]);
+    assert!(ok.status.success(), "ping from {ip4} via table 100");
+
+    // CHECK is a no-op; DEL removes the rules (and twice is fine)
+    w.check(&conf, &r).run().ok();
+    w.del(&conf).run().ok();
+    let rules4 = c0.ip_json(&["-4", "rule", "show"]);
+    assert!(!rules4.as_array().unwrap().iter().any(|r| r["src"] == ip4.as_str()), "{rules4}");
+    let rules6 = c0.ip_json(&["-6", "rule", "show"]);
+    assert!(!rules6.as_array().unwrap().iter().any(|r| r["src"] == ip6.as_str()), "{rules6}");
+    w.del(&conf).run().ok();
+}
+
+#[test]
+fn sbr_table_mode_only_adds_rules() {
+    let w = World::new("msbrt", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "msbrt")).run().ok();
+    let c0 = w.c(0);
+    let main_before = c0.routes();
+    let conf = chained("msbrt", json!({"type": "sbr", "table": 4242}), &prev);
+    w.add(&conf).run().ok();
+    let rules4 = c0.ip_json(&["-4", "rule", "show"]);
+    let r4 = rules4.as_array().unwrap().iter().find(|r| r["src"] == s.ip4(2).as_str()).expect("v4 rule");
+    assert_eq!(r4["table"], "4242");
+    assert_eq!(c0.routes(), main_before, "routes untouched in table mode");
+    w.del(&conf).run().ok();
+    let rules4 = c0.ip_json(&["-4", "rule", "show"]);
+    assert!(!rules4.as_array().unwrap().iter().any(|r| r["table"] == "4242"), "{rules4}");
+}
+
+// ---------------------------------------------------------------- bandwidth
+
+/// Move `bytes` from a TCP client in `from` to a server in `to` listening on `addr`; returns the
+/// time from the first byte received to EOF.
+fn timed_transfer(from: &Netns, to: &Netns, addr: &str, bytes: usize) -> Duration {
+    let a = addr.to_string();
+    let listener = to.run_in(move || TcpListener::bind(format!("{a}:0")).expect("bind"));
+    let port = listener.local_addr().unwrap().port();
+    let target = format!("{addr}:{port}");
+    let mut client = from.run_in(move || TcpStream::connect(target).expect("connect"));
+    let sender = std::thread::spawn(move || {
+        let buf = vec![0x5au8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len());
+            client.write_all(&buf[..n]).expect("send");
+            left -= n;
+        }
+        let _ = client.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut conn, _) = listener.accept().expect("accept");
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0usize;
+    let mut start = None;
+    loop {
+        let n = conn.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        start.get_or_insert_with(Instant::now);
+        got += n;
+    }
+    sender.join().expect("sender");
+    assert_eq!(got, bytes);
+    start.map(|s| s.elapsed()).unwrap_or_default()
+}
+
+#[test]
+fn bandwidth_shapes_both_directions_and_del_cleans_up() {
+    let w = World::new("mbw", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mbw";
+    let prev = w.add(&ptp_conf(&w, &s, net)).run().ok();
+    let veth = host_veth(&prev);
+    let rate: u64 = 8_000_000; // 8 Mbit/s
+    let conf = chained(
+        net,
+        json!({"type": "bandwidth", "ingressRate": rate, "ingressBurst": 100_000, "egressRate": rate, "egressBurst": 100_000}),
+        &prev,
+    );
+    let r = w.add(&conf).run().ok();
+    let ifs = r["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 3, "{r:#}");
+    let ifb = ifs[2]["name"].as_str().unwrap().to_string();
+    assert!(ifb.starts_with("bwp") && ifb.len() == 15, "{ifb}");
+    let l = w.host.link(&ifb).expect("ifb in host netns");
+    assert_eq!(l["linkinfo"]["info_kind"], "ifb");
+    assert_eq!(l["mtu"], w.host.link(&veth).unwrap()["mtu"]);
+    let q = w.host.ip_json(&["link", "show", &veth]); // keep ip happy; tc is read below
+    assert!(q.as_array().is_some());
+    let tc = w.host.must(&["tc", "qdisc", "show", "dev", &veth]);
+    assert!(tc.contains("qdisc tbf 1: root") && tc.contains("qdisc ingress ffff:"), "{tc}");
+    let tc = w.host.must(&["tc", "filter", "show", "dev", &veth, "ingress"]);
+    assert!(tc.contains("mirred") && tc.contains(&ifb), "{tc}");
+    w.check(&conf, &r).run().ok();
+
+    // 4 MB at 8 Mbit/s ≈ 4 s (L2 overhead included), each way, within ±15 %
+    let bytes = 4_000_000usize;
+    let expect = bytes as f64 * 8.0 / rate as f64;
+    let c0 = w.c(0);
+    c0.settle();
+    let gw = s.ip4(1);
+    let up = timed_transfer(c0, &w.host, &gw, bytes).as_secs_f64();
+    assert!((up - expect).abs() / expect <= 0.15, "egress took {up:.2}s, expected {expect:.2}s ±15%");
+    let down = timed_transfer(&w.host, c0, &s.ip4(2), bytes).as_secs_f64();
+    assert!((down - expect).abs() / expect <= 0.15, "ingress took {down:.2}s, expected {expect:.2}s ±15%");
+
+    // DEL: no ifb; DEL of ptp then leaves no qdisc anywhere in the host netns
+    w.del(&conf).run().ok();
+    assert!(w.host.link(&ifb).is_none(), "ifb left behind");
+    w.del(&conf).run().ok();
+    w.del(&ptp_conf(&w, &s, net)).run().ok();
+    let tc = w.host.must(&["tc", "qdisc", "show"]);
+    assert!(!tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
+}
+
+#[test]
+fn bandwidth_zero_or_absent_passes_through_and_validates() {
+    let w = World::new("mbwz", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mbwz")).run().ok();
+    let r = w.add(&chained("mbwz", json!({"type": "bandwidth"}), &prev)).run().ok();
+    assert_eq!(r, prev);
+    let tc = w.host.must(&["tc", "qdisc", "show", "dev", &host_veth(&prev)]);
+    assert!(!tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
+    let e = w.add(&chained("mbwz", json!({"type": "bandwidth", "egressRate": 1000}), &prev)).run().err();
+    assert_eq!(e.msg, "if rate is set, burst must also be set");
+    let e = w
+        .add(&chained("mbwz", json!({"type": "bandwidth", "egressRate": 1000, "egressBurst": 34359738360u64}), &prev))
+        .run()
+        .err();
+    assert_eq!(e.msg, "burst cannot be more than 4GB");
+    // the capability is used when no top-level key is present
+    let mut c = chained("mbwz", json!({"type": "bandwidth"}), &prev);
+    c["runtimeConfig"] = json!({"bandwidth": {"ingressRate": 1_000_000, "ingressBurst": 100_000}});
+    let r = w.add(&c).run().ok();
+    assert_eq!(r["interfaces"].as_array().unwrap().len(), 2, "ingress only: no ifb");
+    let tc = w.host.must(&["tc", "qdisc", "show", "dev", &host_veth(&prev)]);
+    assert!(tc.contains("tbf") && tc.contains("rate 1Mbit"), "{tc}");
+}
+
+#[test]
+fn bandwidth_gc_deletes_only_stale_ifbs_of_this_network() {
+    let w = World::new("mbwgc", 2, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mbwgc";
+    let egress = json!({"type": "bandwidth", "egressRate": 1_000_000, "egressBurst": 100_000});
+    let mut ifbs = vec![];
+    for (i, cid) in ["keep", "stale"].iter().enumerate() {
+        let prev = w.add(&ptp_conf(&w, &s, net)).container(i).cid(cid).run().ok();
+        let r = w.add(&chained(net, egress.clone(), &prev)).container(i).cid(cid).run().ok();
+        ifbs.push(r["interfaces"][2]["name"].as_str().unwrap().to_string());
+    }
+    let gc = json!({"cniVersion": "1.1.0", "name": net, "type": "bandwidth",
+        "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]});
+    // another network's GC must not touch them
+    let other =
+        json!({"cniVersion": "1.1.0", "name": "othernet", "type": "bandwidth", "cni.dev/valid-attachments": []});
+    w.cni("GC", &other).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
+    assert!(w.host.link(&ifbs[0]).is_some() && w.host.link(&ifbs[1]).is_some());
+    w.cni("GC", &gc).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
+    assert!(w.host.link(&ifbs[0]).is_some(), "valid attachment's ifb kept");
+    assert!(w.host.link(&ifbs[1]).is_none(), "stale ifb deleted");
+}
