@@ -32,6 +32,7 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::tuning::APPLET,
     crate::plugins::sbr::APPLET,
     crate::plugins::bandwidth::APPLET,
+    crate::plugins::portmap::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

@@ -3,6 +3,7 @@ pub mod bandwidth;
 pub mod bridge;
 pub mod common;
 pub mod loopback;
+pub mod portmap;
 pub mod ptp;
 pub mod sbr;
 pub mod tuning;

@@ -1,0 +1,452 @@
+//! portmap: host ports forwarded to the container (checklist §2.15) on the firewall layer.
+//!
+//! ADD (chained; needs prevResult): with no `portMappings` the result passes through and no
+//! netfilter state is touched at all (no table, no chain, no exec). Otherwise the first IPv4 and
+//! first IPv6 address of CNI_IFNAME get DNAT rules (only for traffic addressed to the host
+//! itself: `fib daddr type local` / `-m addrtype --dst-type LOCAL`), hairpin and localhost
+//! masquerading with `snat` (default true), `route_localnet=1` on the host interface routing to
+//! the container, and a flush of UDP conntrack entries of the mapped host ports.
+//!
+//! Backend: `backend` ("iptables"/"nftables"), else the env override, else options that only
+//! one backend has decide (`markMasqBit`, `externalSetMarkChain`, iptables-syntax conditions ⇒
+//! iptables; nft-syntax conditions ⇒ nftables), else nftables when the kernel has it. An option
+//! of the other backend with an explicit choice is an error, as the reference.
+//!
+//! DEL (nothing without `portMappings`, as the reference) removes the container's nftables
+//! rules, and its iptables chains when iptables state can exist on this node (checked without
+//! exec: the iptables-nft `nat` tables, or legacy `ip_tables_names`). GC removes iptables DN
+//! chains of this network whose container is gone (nftables rules carry only the container id,
+//! so they cannot be attributed to a network and are left to DEL).
+
+use crate::applets::Applet;
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::firewall::nft::decode::list_chains;
+use crate::firewall::nft::sock::NftSocket;
+use crate::firewall::portmap::{self as pm, PortMapping, PortmapSpec};
+use crate::firewall::{conntrack, Attachment, BackendKind, ENV_BACKEND};
+use crate::netlink::addr::Family;
+use crate::netlink::socket::Netlink;
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::IpAddr;
+
+pub const APPLET: Applet = Applet {
+    name: "portmap",
+    about: "host port forwarding (DNAT) with hairpin and localhost access",
+    min_version: "0.1.0",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: Some(gc),
+    status: None,
+};
+
+pub const DEFAULT_MARK_BIT: u32 = 13;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RawConf {
+    snat: Option<bool>,
+    #[serde(rename = "masqall")]
+    masq_all: bool,
+    #[serde(rename = "markmasqbit")]
+    mark_masq_bit: Option<i64>,
+    #[serde(rename = "externalsetmarkchain")]
+    external_set_mark_chain: Option<String>,
+    #[serde(rename = "conditionsv4")]
+    conditions_v4: Option<Vec<String>>,
+    #[serde(rename = "conditionsv6")]
+    conditions_v6: Option<Vec<String>>,
+    backend: Option<String>,
+    #[serde(rename = "runtimeconfig")]
+    runtime_config: RuntimeConfig,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RuntimeConfig {
+    #[serde(rename = "portmappings")]
+    port_mappings: Vec<RawMapping>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RawMapping {
+    #[serde(rename = "hostport")]
+    host_port: i64,
+    #[serde(rename = "containerport")]
+    container_port: i64,
+    protocol: String,
+    #[serde(rename = "hostip")]
+    host_ip: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Conf {
+    pub mappings: Vec<PortMapping>,
+    pub snat: bool,
+    pub masq_all: bool,
+    pub mark_masq_bit: u32,
+    pub external_set_mark_chain: Option<String>,
+    pub conditions_v4: Vec<String>,
+    pub conditions_v6: Vec<String>,
+    pub backend: BackendKind,
+}
+
+/// First token starting with `-` or `!` ⇒ iptables syntax.
+fn is_iptables_syntax(conds: &[String]) -> bool {
+    conds.first().and_then(|c| c.split_whitespace().next()).is_some_and(|t| t.starts_with('-') || t.starts_with('!'))
+}
+
+fn config_err(msg: impl Into<String>) -> anyhow::Error {
+    CniError::config(msg).into()
+}
+
+/// Parse and validate; `probe` answers "does the kernel have nf_tables" for the auto choice.
+pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> bool) -> Result<Conf> {
+    let raw: RawConf = ctx.plugin_conf()?;
+    if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
+        return Err(config_err("Cannot specify externalSetMarkChain and markMasqBit"));
+    }
+    let bit = raw.mark_masq_bit.unwrap_or(i64::from(DEFAULT_MARK_BIT));
+    if !(0..=31).contains(&bit) {
+        return Err(config_err("MasqMarkBit must be between 0 and 31"));
+    }
+    let mut mappings = Vec::new();
+    for m in &raw.runtime_config.port_mappings {
+        let host_port = u16::try_from(m.host_port)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| config_err(format!("Invalid host port number: {}", m.host_port)))?;
+        let container_port = u16::try_from(m.container_port)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| config_err(format!("Invalid container port number: {}", m.container_port)))?;
+        let host_ip = match m.host_ip.as_str() {
+            "" => None,
+            s => Some(s.parse::<IpAddr>().map_err(|_| config_err(format!("Invalid host IP {s:?}")))?),
+        };
+        mappings.push(PortMapping { host_port, container_port, protocol: m.protocol.clone(), host_ip });
+    }
+    let v4 = raw.conditions_v4.clone().unwrap_or_default();
+    let v6 = raw.conditions_v6.clone().unwrap_or_default();
+    let any_conds = !v4.is_empty() || !v6.is_empty();
+    let ipt_conds = is_iptables_syntax(&v4) || is_iptables_syntax(&v6);
+    let ipt_only = raw.mark_masq_bit.is_some() || raw.external_set_mark_chain.is_some() || ipt_conds;
+    let nft_only = any_conds && !ipt_conds;
+    let explicit = env_backend.filter(|s| !s.is_empty()).or(raw.backend.as_deref().filter(|s| !s.is_empty()));
+    let backend = match explicit {
+        Some(b) => {
+            let k = BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?;
+            if k == BackendKind::Nftables && ipt_only {
+                return Err(config_err(
+                    "iptables-only options (markMasqBit, externalSetMarkChain, iptables-syntax conditions) cannot be used with the nftables backend",
+                ));
+            }
+            if k == BackendKind::Iptables && nft_only {
+                return Err(config_err("nftables-syntax conditions cannot be used with the iptables backend"));
+            }
+            k
+        }
+        None if ipt_only && nft_only => return Err(config_err("conditions mix iptables and nftables syntax")),
+        None if ipt_only => BackendKind::Iptables,
+        None if nft_only => BackendKind::Nftables,
+        None => BackendKind::choose_with(None, None, probe)?,
+    };
+    if is_iptables_syntax(&v4) != is_iptables_syntax(&v6) && !v4.is_empty() && !v6.is_empty() {
+        return Err(config_err("conditionsV4 and conditionsV6 must use the same syntax"));
+    }
+    Ok(Conf {
+        mappings,
+        snat: raw.snat.unwrap_or(true),
+        masq_all: raw.masq_all,
+        mark_masq_bit: u32::try_from(bit).unwrap_or(DEFAULT_MARK_BIT),
+        external_set_mark_chain: raw.external_set_mark_chain.filter(|s| !s.is_empty()),
+        conditions_v4: v4,
+        conditions_v6: v6,
+        backend,
+    })
+}
+
+fn load(ctx: &Ctx) -> Result<Conf> {
+    let env = std::env::var(ENV_BACKEND).ok();
+    load_with(ctx, env.as_deref(), crate::firewall::nft_available)
+}
+
+/// The first IPv4 and first IPv6 address of CNI_IFNAME in prevResult (IPs without an interface
+/// index count; an index to a host-side or other interface does not).
+pub fn container_ips(ctx: &Ctx, prev: &CniResult) -> (Option<IpNet>, Option<IpNet>) {
+    let mut v4 = None;
+    let mut v6 = None;
+    for ip in &prev.ips {
+        if let Some(i) = ip.interface {
+            if let Some(itf) = prev.interfaces.get(i) {
+                if itf.name != ctx.ifname || itf.sandbox.as_deref().unwrap_or("").is_empty() {
+                    continue;
+                }
+            }
+        }
+        let slot = if ip.address.addr().is_ipv4() { &mut v4 } else { &mut v6 };
+        if slot.is_none() {
+            *slot = Some(ip.address);
+        }
+    }
+    (v4, v6)
+}
+
+fn spec(ctx: &Ctx, c: &Conf, ip: IpNet) -> PortmapSpec {
+    PortmapSpec {
+        network: ctx.name.clone(),
+        container_id: ctx.container_id.clone(),
+        container_ip: ip,
+        mappings: c.mappings.clone(),
+        snat: c.snat,
+        masq_all: c.masq_all,
+        mark_masq_bit: c.mark_masq_bit,
+        external_set_mark_chain: c.external_set_mark_chain.clone(),
+        conditions: if ip.addr().is_ipv4() { c.conditions_v4.clone() } else { c.conditions_v6.clone() },
+    }
+}
+
+/// The host interface the kernel routes `ip` through (longest matching main-table route).
+fn routable_host_if(nl: &mut Netlink, ip: IpAddr) -> Result<Option<String>> {
+    let fam = if ip.is_ipv4() { Family::V4 } else { Family::V6 };
+    let best = nl
+        .routes(fam, Some(254))?
+        .into_iter()
+        .filter(|r| r.oif.is_some() && r.dst.is_none_or(|d| d.contains(&ip)))
+        .max_by_key(|r| r.dst.map(|d| d.prefix_len()).unwrap_or(0));
+    match best.and_then(|r| r.oif) {
+        Some(i) => Ok(nl.link_by_index(i)?.map(|l| l.name)),
+        None => Ok(None),
+    }
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf = load(ctx)?;
+    let prev = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("must be called as chained plugin"))?;
+    if conf.mappings.is_empty() {
+        return Ok(prev);
+    }
+    let (v4, v6) = container_ips(ctx, &prev);
+    for ip in [v4, v6].into_iter().flatten() {
+        let s = spec(ctx, &conf, ip);
+        match conf.backend {
+            BackendKind::Nftables => pm::nft_ensure(&s),
+            BackendKind::Iptables => pm::iptables_ensure(&s),
+        }
+        .with_context(|| format!("unable to forward ports to {}", ip.addr()))?;
+    }
+    if conf.snat {
+        if let Some(ip) = v4 {
+            let mut nl = Netlink::new()?;
+            if let Some(dev) = routable_host_if(&mut nl, ip.addr())? {
+                crate::sys::sysctl::set_if("ipv4", &dev, "route_localnet", "1")
+                    .with_context(|| format!("failed to set route_localnet on {dev}"))?;
+            }
+        }
+    }
+    // stale UDP flows would keep going to a previous backend of the same host port
+    for m in conf.mappings.iter().filter(|m| m.protocol.eq_ignore_ascii_case("udp")) {
+        for (is_v6, present) in [(false, v4.is_some()), (true, v6.is_some())] {
+            if present {
+                if let Err(e) = conntrack::delete_by_dport(is_v6, 17, m.host_port) {
+                    tracing::warn!("portmap: flushing UDP conntrack entries for port {}: {e:#}", m.host_port);
+                }
+            }
+        }
+    }
+    Ok(prev)
+}
+
+/// Could this node hold iptables state of ours? Checked without exec: iptables-nft keeps its
+/// `nat` tables in nf_tables, legacy iptables lists its tables in /proc/net/ip*_tables_names.
+fn iptables_state_possible(chain: &str) -> bool {
+    let legacy = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
+        .iter()
+        .any(|p| std::fs::read_to_string(p).is_ok_and(|s| s.lines().any(|l| l.trim() == "nat")));
+    if legacy {
+        return true;
+    }
+    let Ok(mut s) = NftSocket::cached() else { return true };
+    [crate::firewall::nft::Family::Ip, crate::firewall::nft::Family::Ip6].into_iter().any(|f| {
+        list_chains(&mut s, f, "nat")
+            .map(|cs| cs.iter().any(|c| c.name == chain || c.name == pm::TOP_DNAT))
+            .unwrap_or(true)
+    })
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    if conf.mappings.is_empty() {
+        return Ok(());
+    }
+    let mut errs = Vec::new();
+    if let Err(e) = pm::nft_remove(&ctx.container_id) {
+        if conf.backend == BackendKind::Nftables {
+            errs.push(format!("nftables: {e:#}"));
+        }
+    }
+    let dn = pm::dn_chain(&ctx.name, &ctx.container_id);
+    if conf.backend == BackendKind::Iptables || iptables_state_possible(&dn) {
+        if let Err(e) = pm::iptables_remove(&ctx.name, &ctx.container_id) {
+            if conf.backend == BackendKind::Iptables {
+                errs.push(format!("iptables: {e:#}"));
+            }
+        }
+    }
+    if !errs.is_empty() {
+        bail!("could not teardown ipv4 dnat: {}", errs.join("; "));
+    }
+    Ok(())
+}
+
+fn iptables_check(ctx: &Ctx, s: &PortmapSpec) -> Result<()> {
+    let v6 = s.container_ip.addr().is_ipv6();
+    let st = crate::firewall::iptables::IptablesBackend.save(v6)?;
+    let dn = pm::dn_chain(&ctx.name, &ctx.container_id);
+    if !st.chains.iter().any(|c| *c == dn) {
+        bail!("chain {dn} does not exist");
+    }
+    let entry = st.rules.iter().any(|(c, l)| c == pm::TOP_DNAT && l.split_whitespace().any(|t| t == dn));
+    if !entry {
+        bail!("no entry rule in {} jumps to {dn}", pm::TOP_DNAT);
+    }
+    let c = s.container_ip.addr();
+    for m in &s.mappings {
+        if m.host_ip.is_some_and(|h| h.is_ipv6() != v6 && !h.is_unspecified()) {
+            continue;
+        }
+        let to = if v6 { format!("[{c}]:{}", m.container_port) } else { format!("{c}:{}", m.container_port) };
+        let found = st.rules.iter().any(|(ch, l)| {
+            ch == &dn
+                && l.contains(&format!("--dport {}", m.host_port))
+                && l.contains(&format!("--to-destination {to}"))
+        });
+        if !found {
+            bail!("missing DNAT rule for host port {} in {dn}", m.host_port);
+        }
+    }
+    Ok(())
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("must be called as chained plugin"))?;
+    if conf.mappings.is_empty() {
+        return Ok(());
+    }
+    let (v4, v6) = container_ips(ctx, prev);
+    for ip in [v4, v6].into_iter().flatten() {
+        let s = spec(ctx, &conf, ip);
+        if s.mappings
+            .iter()
+            .all(|m| m.host_ip.is_some_and(|h| h.is_ipv6() != ip.addr().is_ipv6() && !h.is_unspecified()))
+        {
+            continue;
+        }
+        match conf.backend {
+            BackendKind::Nftables => pm::nft_check(&s),
+            BackendKind::Iptables => iptables_check(ctx, &s),
+        }
+        .with_context(|| format!("portmap CHECK for {}", ip.addr()))?;
+    }
+    Ok(())
+}
+
+/// GC (the reference has none): iptables DN chains of this network whose container is gone.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let Some(valid) = ctx.valid_attachments()? else {
+        return Ok(());
+    };
+    let valid: Vec<Attachment> =
+        valid.into_iter().map(|(container_id, ifname)| Attachment { container_id, ifname }).collect();
+    if !iptables_state_possible(pm::TOP_DNAT) {
+        return Ok(());
+    }
+    pm::iptables_gc(&ctx.name, &valid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::result::{Interface, IpConfig};
+    use crate::cni::Command;
+    use serde_json::json;
+
+    fn ctx(conf: serde_json::Value) -> Ctx {
+        let stdin = serde_json::to_vec(&conf).unwrap();
+        Ctx {
+            conf: crate::cni::config::parse_folded(&stdin).unwrap(),
+            stdin,
+            ifname: "eth0".into(),
+            ..Ctx::new(Command::Add)
+        }
+    }
+    fn pm(v: serde_json::Value) -> serde_json::Value {
+        json!({"name": "n", "type": "portmap", "runtimeConfig": {"portMappings": v}})
+    }
+
+    #[test]
+    fn mappings_validated() {
+        let c = load_with(&ctx(pm(json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]))), None, || true)
+            .unwrap();
+        assert_eq!(c.mappings.len(), 1);
+        assert!(c.snat && !c.masq_all && c.mark_masq_bit == 13 && c.backend == BackendKind::Nftables);
+        let e = load_with(&ctx(pm(json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]))), None, || true);
+        assert_eq!(e.unwrap_err().to_string(), "Invalid host port number: 0");
+        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))), None, || true);
+        assert_eq!(e.unwrap_err().to_string(), "Invalid container port number: 65536");
+        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))), None, || true);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn backend_choice_and_conflicts() {
+        let mut c = pm(json!([]));
+        c["markMasqBit"] = json!(5);
+        assert_eq!(load_with(&ctx(c.clone()), None, || true).unwrap().backend, BackendKind::Iptables);
+        c["backend"] = json!("nftables");
+        assert!(load_with(&ctx(c.clone()), None, || true).is_err());
+        c["externalSetMarkChain"] = json!("X");
+        c["backend"] = json!("iptables");
+        assert!(load_with(&ctx(c), None, || true).unwrap_err().to_string().contains("Cannot specify"));
+        let mut c = pm(json!([]));
+        c["markMasqBit"] = json!(32);
+        assert!(load_with(&ctx(c), None, || false).is_err());
+        let mut c = pm(json!([]));
+        c["conditionsV4"] = json!(["-s", "198.18.0.0/15"]);
+        assert_eq!(load_with(&ctx(c.clone()), None, || true).unwrap().backend, BackendKind::Iptables);
+        c["conditionsV4"] = json!(["ip saddr 198.18.0.0/15"]);
+        assert_eq!(load_with(&ctx(c.clone()), None, || false).unwrap().backend, BackendKind::Nftables);
+        c["backend"] = json!("iptables");
+        assert!(load_with(&ctx(c), None, || true).is_err());
+        assert_eq!(load_with(&ctx(pm(json!([]))), Some("iptables"), || true).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(load_with(&ctx(pm(json!([]))), None, || false).unwrap().backend, BackendKind::Iptables);
+    }
+
+    #[test]
+    fn container_ips_first_per_family_of_the_sandboxed_iface() {
+        let mut c = ctx(json!({}));
+        c.ifname = "eth0".into();
+        let prev = CniResult {
+            interfaces: vec![
+                Interface { name: "veth0".into(), ..Default::default() },
+                Interface { name: "eth0".into(), sandbox: Some("/x".into()), ..Default::default() },
+            ],
+            ips: vec![
+                IpConfig { address: "198.18.9.1/24".parse().unwrap(), gateway: None, interface: Some(0) },
+                IpConfig { address: "198.18.0.2/24".parse().unwrap(), gateway: None, interface: Some(1) },
+                IpConfig { address: "198.18.0.3/24".parse().unwrap(), gateway: None, interface: Some(1) },
+                IpConfig { address: "fd00::2/64".parse().unwrap(), gateway: None, interface: None },
+            ],
+            ..Default::default()
+        };
+        let (v4, v6) = container_ips(&c, &prev);
+        assert_eq!(v4.unwrap().to_string(), "198.18.0.2/24");
+        assert_eq!(v6.unwrap().to_string(), "fd00::2/64");
+    }
+}
