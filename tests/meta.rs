@@ -339,3 +339,176 @@ fn bandwidth_gc_deletes_only_stale_ifbs_of_this_network() {
     assert!(w.host.link(&ifbs[0]).is_some(), "valid attachment's ifb kept");
     assert!(w.host.link(&ifbs[1]).is_none(), "stale ifb deleted");
 }
+
+// ---------------------------------------------------------------- portmap
+
+/// `nft list ruleset` + `ip[6]tables-save` of `ns`, with counters and save comments masked.
+fn ruleset(ns: &Netns) -> String {
+    let mut out = String::new();
+    for line in ns.must(&["nft", "list", "ruleset"]).lines() {
+        let mut words: Vec<&str> = line.split(' ').collect();
+        for i in 1..words.len() {
+            if words[i - 1] == "packets" || words[i - 1] == "bytes" {
+                words[i] = "N";
+            }
+        }
+        out.push_str(&words.join(" "));
+        out.push('\n');
+    }
+    for tool in ["iptables-save", "ip6tables-save"] {
+        for line in ns.must(&[tool]).lines().filter(|l| !l.starts_with('#')) {
+            let l = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A TCP server in `ns` on `[::]:port` answering each of `conns` connections with the peer address.
+fn tcp_server(ns: &Netns, port: u16, conns: usize) -> std::thread::JoinHandle<()> {
+    let l = ns.run_in(move || TcpListener::bind(format!("[::]:{port}")).expect("bind tcp"));
+    l.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..conns {
+            let Ok((mut s, peer)) = l.accept() else { return };
+            let _ = s.write_all(peer.ip().to_canonical().to_string().as_bytes());
+        }
+    })
+}
+
+fn tcp_client(ns: &Netns, dst: &str) -> Option<String> {
+    let dst: std::net::SocketAddr = dst.parse().unwrap();
+    ns.run_in(move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+}
+
+/// A UDP echo server in `ns` on `[::]:port` (answers `n` datagrams).
+fn udp_echo(ns: &Netns, port: u16, n: usize) -> std::thread::JoinHandle<()> {
+    let s = ns.run_in(move || std::net::UdpSocket::bind(format!("[::]:{port}")).expect("bind udp"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            if let Ok((len, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..len], peer);
+            }
+        }
+    })
+}
+
+fn udp_client(ns: &Netns, dst: &str) -> bool {
+    let dst: std::net::SocketAddr = dst.parse().unwrap();
+    ns.run_in(move || {
+        let any = if dst.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let s = std::net::UdpSocket::bind(any).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(b"ping", dst).unwrap();
+        let mut buf = [0u8; 16];
+        matches!(s.recv_from(&mut buf), Ok((4, _)))
+    })
+}
+
+/// World: container 0 behind our ptp, container 1 plays the "outside" client, connected to the
+/// host by a veth (`vc` in the host: <v4b>.1, <v6b>::1; `vo` in the client: <v4b>.2, <v6b>::2).
+fn client_world(tag: &str) -> (World, Subnets) {
+    let w = World::new(tag, 2, Impl::Ours);
+    let s = Subnets::alloc();
+    let client = w.c(1);
+    w.host_nodad(); // host-side addresses usable at once (IPv6 DAD off for links made from now on)
+    w.host.must(&["ip", "link", "set", "lo", "up"]); // 127.0.0.1 on the host
+    w.host.must(&["ip", "link", "add", "vc", "type", "veth", "peer", "name", "vo", "netns", &client.name]);
+    w.host.must(&["ip", "addr", "add", &format!("{}.1/24", s.v4b), "dev", "vc"]);
+    w.host.must(&["ip", "addr", "add", &format!("{}::1/64", s.v6b), "dev", "vc", "nodad"]);
+    w.host.must(&["ip", "link", "set", "vc", "up"]);
+    client.must(&["ip", "addr", "add", &format!("{}.2/24", s.v4b), "dev", "vo"]);
+    client.must(&["ip", "addr", "add", &format!("{}::2/64", s.v6b), "dev", "vo", "nodad"]);
+    client.must(&["ip", "link", "set", "vo", "up"]);
+    client.must(&["ip", "link", "set", "lo", "up"]);
+    client.must(&["ip", "route", "add", "default", "via", &format!("{}.1", s.v4b)]);
+    client.must(&["ip", "-6", "route", "add", "default", "via", &format!("{}::1", s.v6b)]);
+    w.host.set_sysctl("net/ipv6/conf/all/forwarding", "1");
+    w.host.set_sysctl("net/ipv4/ip_forward", "1");
+    (w, s)
+}
+
+fn portmap_behaviour(tag: &str, backend: &str) {
+    let (w, s) = client_world(tag);
+    let net = tag;
+    let mut ptp = ptp_conf(&w, &s, net);
+    ptp["ipam"]["ranges"] = json!([[{"subnet": s.net4()}], [{"subnet": format!("{}::/64", s.v6a)}]]);
+    let prev = w.add(&ptp).run().ok();
+    let (c0, client) = (w.c(0), w.c(1));
+    c0.must(&["ip", "link", "set", "lo", "up"]);
+    c0.settle();
+    let mut conf =
+        chained(net, json!({"type": "portmap", "backend": backend, "capabilities": {"portMappings": true}}), &prev);
+    conf["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 5300, "containerPort": 53, "protocol": "udp"}
+    ]});
+    // the nftables backend needs no binaries at all
+    let path = if backend == "nftables" { "/nonexistent" } else { "/usr/sbin:/usr/bin:/sbin:/bin" };
+
+    // no mappings: nothing at all is created
+    let empty_before = ruleset(&w.host);
+    let mut none = conf.clone();
+    none["runtimeConfig"] = json!({"portMappings": []});
+    assert_eq!(w.add(&none).env("PATH", path).run().ok(), prev);
+    assert_eq!(ruleset(&w.host), empty_before, "no mappings must touch no netfilter state");
+
+    // warm-up with another container id so shared tables/chains exist: that is the "prior" state
+    w.add(&conf).cid("warm").env("PATH", path).run().ok();
+    w.del(&conf).cid("warm").env("PATH", path).run().ok();
+    let before = ruleset(&w.host);
+
+    let r = w.add(&conf).env("PATH", path).run().ok();
+    assert_eq!(r, prev, "portmap passes prevResult through");
+    let during = ruleset(&w.host);
+    assert_ne!(during, before);
+    let veth = host_veth(&prev);
+    assert_eq!(w.host.sysctl(&format!("net/ipv4/conf/{veth}/route_localnet")).as_deref(), Some("1"));
+    w.check(&conf, &r).env("PATH", path).run().ok();
+
+    let (h4, h6) = (format!("{}.1", s.v4b), format!("{}::1", s.v6b));
+    let srv = tcp_server(c0, 80, 4);
+    assert_eq!(tcp_client(client, &format!("{h4}:8080")), Some(format!("{}.2", s.v4b)), "v4 from client\n{during}");
+    assert_eq!(tcp_client(client, &format!("[{h6}]:8080")), Some(format!("{}::2", s.v6b)), "v6 from client\n{during}");
+    assert!(tcp_client(&w.host, "127.0.0.1:8080").is_some(), "localhost from the host\n{during}");
+    let hairpin = tcp_client(c0, &format!("{h4}:8080"));
+    assert_eq!(hairpin, Some(s.ip4(1)), "hairpin arrives masqueraded as the host side\n{during}");
+    srv.join().unwrap();
+    let u = udp_echo(c0, 53, 2);
+    assert!(udp_client(client, &format!("{h4}:5300")), "udp v4\n{during}");
+    assert!(udp_client(client, &format!("[{h6}]:5300")), "udp v6\n{during}");
+    u.join().unwrap();
+    // transit traffic is not hijacked: the mapping only applies to addresses of the host
+    let srv = tcp_server(c0, 80, 1);
+    let transit = tcp_client(client, &format!("{}:8080", s.ip4(2)));
+    assert_eq!(transit, None, "a packet to the container's own port 8080 must not be DNATed");
+    let _ = tcp_client(c0, "127.0.0.1:80");
+    srv.join().unwrap();
+
+    w.del(&conf).env("PATH", path).run().ok();
+    assert_eq!(ruleset(&w.host), before, "DEL must restore the prior ruleset");
+    w.del(&conf).env("PATH", path).run().ok();
+    let srv = tcp_server(c0, 80, 1);
+    assert_eq!(tcp_client(client, &format!("{h4}:8080")), None, "mapping gone after DEL");
+    let _ = tcp_client(c0, "127.0.0.1:80");
+    srv.join().unwrap();
+}
+
+#[test]
+fn portmap_nftables_tcp_udp_v4_v6_localhost_hairpin_without_binaries() {
+    portmap_behaviour("mpmn", "nftables");
+}
+
+#[test]
+fn portmap_iptables_tcp_udp_v4_v6_localhost_hairpin() {
+    portmap_behaviour("mpmi", "iptables");
+}
