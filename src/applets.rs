@@ -33,6 +33,7 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::sbr::APPLET,
     crate::plugins::bandwidth::APPLET,
     crate::plugins::portmap::APPLET,
+    crate::plugins::fw_plugin::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

@@ -2,6 +2,7 @@
 pub mod bandwidth;
 pub mod bridge;
 pub mod common;
+pub mod fw_plugin;
 pub mod loopback;
 pub mod portmap;
 pub mod ptp;
