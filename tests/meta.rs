@@ -512,3 +512,90 @@ fn portmap_nftables_tcp_udp_v4_v6_localhost_hairpin_without_binaries() {
 fn portmap_iptables_tcp_udp_v4_v6_localhost_hairpin() {
     portmap_behaviour("mpmi", "iptables");
 }
+
+// ---------------------------------------------------------------- firewall
+
+fn bridge_conf(w: &World, name: &str, bridge: &str, subnet: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": subnet}]],
+                 "routes": [{"dst": "0.0.0.0/0"}]}
+    })
+}
+
+fn firewall_behaviour(tag: &str, backend: &str) {
+    let w = World::new(tag, 3, Impl::Ours);
+    let s = Subnets::alloc();
+    let (bra, brb) = (format!("{tag}a"), format!("{tag}b"));
+    let nets = [
+        (format!("{tag}-a"), bridge_conf(&w, &format!("{tag}-a"), &bra, &s.net4())),
+        (format!("{tag}-a"), bridge_conf(&w, &format!("{tag}-a"), &bra, &s.net4())),
+        (format!("{tag}-b"), bridge_conf(&w, &format!("{tag}-b"), &brb, &format!("{}.0/24", s.v4b))),
+    ];
+    let mut prevs = vec![];
+    for (i, (_, c)) in nets.iter().enumerate() {
+        prevs.push(w.add(c).container(i).cid(&format!("c{i}")).run().ok());
+    }
+    let ip = |i: usize| prevs[i]["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    assert!(w.c(2).ping(&ip(0), 3), "baseline: other bridge reachable before the firewall plugin");
+
+    let fw = |i: usize| {
+        let (name, _) = &nets[i];
+        chained(name, json!({"type": "firewall", "backend": backend, "ingressPolicy": "same-bridge"}), &prevs[i])
+    };
+    for i in 0..3 {
+        let r = w.add(&fw(i)).container(i).cid(&format!("c{i}")).run().ok();
+        assert_eq!(r, prevs[i], "firewall passes prevResult through");
+        w.check(&fw(i), &r).container(i).cid(&format!("c{i}")).run().ok();
+    }
+    let rules = ruleset(&w.host);
+    assert!(!w.c(2).ping(&ip(0), 1), "other bridge must be dropped\n{rules}");
+    assert!(!w.c(0).ping(&ip(2), 1), "other bridge must be dropped\n{rules}");
+    assert!(w.c(0).ping(&ip(1), 3), "same bridge allowed\n{rules}");
+    if backend == "iptables" {
+        assert!(
+            rules.contains("-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"),
+            "{rules}"
+        );
+        assert!(rules.contains(&format!("-A CNI-FORWARD -s {}/32 -j ACCEPT", ip(0))), "{rules}");
+        assert!(rules.contains(":CNI-ADMIN"), "{rules}");
+    } else {
+        assert!(rules.contains("table inet cni_firewall"), "{rules}");
+    }
+    // a rule removed behind the plugin's back makes CHECK fail
+    for i in 0..3 {
+        w.del(&fw(i)).container(i).cid(&format!("c{i}")).run().ok();
+        w.del(&fw(i)).container(i).cid(&format!("c{i}")).run().ok();
+    }
+    let e = w.check(&fw(0), &prevs[0]).container(0).cid("c0").run().err();
+    assert!(!e.msg.is_empty());
+    let rules = ruleset(&w.host);
+    for i in 0..3 {
+        assert!(!rules.contains(&format!("{}/32", ip(i))) && !rules.contains(&format!("{} ", ip(i))), "{rules}");
+    }
+}
+
+#[test]
+fn firewall_iptables_same_bridge_allows_own_bridge_drops_others() {
+    firewall_behaviour("mfwi", "iptables");
+}
+
+#[test]
+fn firewall_nftables_same_bridge_allows_own_bridge_drops_others() {
+    firewall_behaviour("mfwn", "nftables");
+}
+
+#[test]
+fn firewall_rejects_firewalld_and_needs_prev_result() {
+    let w = World::new("mfwx", 1, Impl::Ours);
+    let c = json!({"cniVersion": "1.0.0", "name": "x", "type": "firewall", "backend": "firewalld"});
+    assert_eq!(w.add(&c).run().err().code, 2);
+    let c = json!({"cniVersion": "1.0.0", "name": "x", "type": "firewall"});
+    assert!(w.add(&c).run().err().msg.contains("prevResult"));
+    let c = json!({"cniVersion": "0.3.1", "name": "x", "type": "firewall"});
+    assert_eq!(w.add(&c).run().err().code, 1, "firewall needs cniVersion >= 0.4.0");
+}
