@@ -547,9 +547,9 @@ fn firewall_behaviour(tag: &str, backend: &str) {
         let (name, _) = &nets[i];
         chained(name, json!({"type": "firewall", "backend": backend, "ingressPolicy": "same-bridge"}), &prevs[i])
     };
-    for i in 0..3 {
+    for (i, prev) in prevs.iter().enumerate() {
         let r = w.add(&fw(i)).container(i).cid(&format!("c{i}")).run().ok();
-        assert_eq!(r, prevs[i], "firewall passes prevResult through");
+        assert_eq!(&r, prev, "firewall passes prevResult through");
         w.check(&fw(i), &r).container(i).cid(&format!("c{i}")).run().ok();
     }
     let rules = ruleset(&w.host);

@@ -308,7 +308,7 @@ fn iptables_check(ctx: &Ctx, s: &PortmapSpec) -> Result<()> {
     let v6 = s.container_ip.addr().is_ipv6();
     let st = crate::firewall::iptables::IptablesBackend.save(v6)?;
     let dn = pm::dn_chain(&ctx.name, &ctx.container_id);
-    if !st.chains.iter().any(|c| *c == dn) {
+    if !st.chains.contains(&dn) {
         bail!("chain {dn} does not exist");
     }
     let entry = st.rules.iter().any(|(c, l)| c == pm::TOP_DNAT && l.split_whitespace().any(|t| t == dn));
