@@ -645,10 +645,14 @@ struct Twin {
     keep_mac: Option<&'static str>,
     /// 1.1.1 bugs where ours must succeed but the oracle fails (§0): compare skipped for that step
     oracle_del2_bug: bool,
+    /// commands run in the host netns before the chain
+    setup: &'static [&'static [&'static str]],
+    /// the first plugin gets only an IPv4 range
+    v4_only: bool,
 }
 
 fn twin(meta: Value) -> Twin {
-    Twin { version: "1.0.0", net: "mdiff", cni_args: None, meta, first: "ptp", keep_mac: None, oracle_del2_bug: false }
+    Twin { version: "1.0.0", net: "mdiff", cni_args: None, meta, first: "ptp", keep_mac: None, oracle_del2_bug: false, setup: &[], v4_only: false }
 }
 
 /// One side's record: outcomes and facts before ADD, after ADD, after DEL.
@@ -656,12 +660,19 @@ fn run_side(imp: Impl, tag: &str, s: &Subnets, t: &Twin, facts: &dyn Fn(&World, 
     let w = World::new(tag, 1, imp);
     w.host_nodad();
     w.host.must(&["ip", "link", "set", "lo", "up"]);
+    for cmd in t.setup {
+        w.host.must(cmd);
+    }
     let mut first = match t.first {
         "bridge" => bridge_conf(&w, t.net, &format!("{tag}br"), &s.net4()),
         _ => ptp_conf(&w, s, t.net),
     };
     first["cniVersion"] = json!(t.version);
     first["name"] = json!(t.net);
+    if t.v4_only {
+        first["ipam"]["ranges"] = json!([[{"subnet": s.net4()}]]);
+        first["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    }
     let prev = w.add(&first).cid("diffcid").run().ok();
     w.c(0).settle();
     let before = facts(&w, &prev);
@@ -876,7 +887,7 @@ fn differential_portmap_iptables_text_vs_reference() {
         c
     };
     let tcp = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
-    let cases = vec![
+    let mut cases = vec![
         twin(pm(json!({}), tcp.clone())),
         twin(pm(json!({}), json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
             {"hostPort": 5300, "containerPort": 53, "protocol": "udp"}]))),
@@ -887,6 +898,12 @@ fn differential_portmap_iptables_text_vs_reference() {
         twin(pm(json!({}), json!([{"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "198.18.250.1"}]))),
         twin(pm(json!({}), json!([]))),
     ];
+    // the external chain must exist (without it both fail; ours leaves nothing behind, the oracle
+    // leaves half its chains)
+    // a v4 hostIP: the oracle also makes an empty IPv6 DN chain (+ entry rule) for the container's
+    // v6 address although nothing maps to it; ours skips a family with nothing to map (v4 compared)
+    cases[6].v4_only = true;
+    cases[4].setup = &[&["iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ"], &["ip6tables", "-t", "nat", "-N", "KUBE-MARK-MASQ"]];
     differential("mdpm", &cases, &|w, prev| {
         let veth = host_veth(prev);
         json!({"nat": ipt_text(w, "nat"), "route_localnet": w.host.sysctl(&format!("net/ipv4/conf/{veth}/route_localnet"))})
