@@ -652,7 +652,17 @@ struct Twin {
 }
 
 fn twin(meta: Value) -> Twin {
-    Twin { version: "1.0.0", net: "mdiff", cni_args: None, meta, first: "ptp", keep_mac: None, oracle_del2_bug: false, setup: &[], v4_only: false }
+    Twin {
+        version: "1.0.0",
+        net: "mdiff",
+        cni_args: None,
+        meta,
+        first: "ptp",
+        keep_mac: None,
+        oracle_del2_bug: false,
+        setup: &[],
+        v4_only: false,
+    }
 }
 
 /// One side's record: outcomes and facts before ADD, after ADD, after DEL.
@@ -664,7 +674,8 @@ fn run_side(imp: Impl, tag: &str, s: &Subnets, t: &Twin, facts: &dyn Fn(&World, 
         w.host.must(cmd);
     }
     let mut first = match t.first {
-        "bridge" => bridge_conf(&w, t.net, &format!("{tag}br"), &s.net4()),
+        // the same bridge name on both sides (the tag ends in o/r)
+        "bridge" => bridge_conf(&w, t.net, &format!("{}br", &tag[..tag.len() - 1]), &s.net4()),
         _ => ptp_conf(&w, s, t.net),
     };
     first["cniVersion"] = json!(t.version);
@@ -754,7 +765,9 @@ fn container_link_facts(w: &World) -> Value {
 #[test]
 fn differential_tuning_vs_reference() {
     let mut cases = vec![
-        twin(json!({"type": "tuning", "sysctl": {"net.core.somaxconn": "999", "net.ipv4.conf.IFNAME.arp_filter": "1"}})),
+        twin(
+            json!({"type": "tuning", "sysctl": {"net.core.somaxconn": "999", "net.ipv4.conf.IFNAME.arp_filter": "1"}}),
+        ),
         twin(json!({"type": "tuning", "mac": "c2:11:22:33:44:55", "mtu": 1300})),
         twin(json!({"type": "tuning", "promisc": true, "allmulti": true})),
         // (a top-level sysctl object: without one the oracle panics on args.cni.sysctl — nil map)
@@ -838,12 +851,14 @@ fn tc_facts(w: &World, prev: &Value) -> Value {
             .map(|l| l.replace(dev, "DEV").trim().to_string())
             .collect()
     };
-    let filters: Vec<String> = String::from_utf8_lossy(&w.host.exec(&["tc", "filter", "show", "dev", &veth, "ingress"]).stdout)
-        .lines()
-        .filter(|l| l.contains("mirred") || l.contains("u32"))
-        .map(|l| l.split(" chain ").next().unwrap_or(l).replace("not_in_hw", "").trim().to_string())
-        .collect();
-    let ifb_mtu: Vec<Value> = ifbs.iter().map(|i| w.host.link(i).map(|l| l["mtu"].clone()).unwrap_or_default()).collect();
+    let filters: Vec<String> =
+        String::from_utf8_lossy(&w.host.exec(&["tc", "filter", "show", "dev", &veth, "ingress"]).stdout)
+            .lines()
+            .filter(|l| l.contains("mirred") || l.contains("u32"))
+            .map(|l| l.split(" chain ").next().unwrap_or(l).replace("not_in_hw", "").trim().to_string())
+            .collect();
+    let ifb_mtu: Vec<Value> =
+        ifbs.iter().map(|i| w.host.link(i).map(|l| l["mtu"].clone()).unwrap_or_default()).collect();
     json!({"veth": qdiscs(&veth), "ifbs": ifbs, "ifb_qdiscs": ifbs.iter().map(|i| qdiscs(i)).collect::<Vec<_>>(),
         "ifb_mtu": ifb_mtu, "filters": filters})
 }
@@ -853,7 +868,9 @@ fn differential_bandwidth_vs_reference() {
     let cases = vec![
         twin(json!({"type": "bandwidth", "ingressRate": 8_000_000, "ingressBurst": 80_000})),
         twin(json!({"type": "bandwidth", "egressRate": 1_000_000, "egressBurst": 100_000})),
-        twin(json!({"type": "bandwidth", "ingressRate": 2_000_000, "ingressBurst": 64_000, "egressRate": 3_000_000, "egressBurst": 96_000})),
+        twin(
+            json!({"type": "bandwidth", "ingressRate": 2_000_000, "ingressBurst": 64_000, "egressRate": 3_000_000, "egressBurst": 96_000}),
+        ),
         twin(json!({"type": "bandwidth", "capabilities": {"bandwidth": true},
             "runtimeConfig": {"bandwidth": {"ingressRate": 4_000_000, "ingressBurst": 40_000, "egressRate": 4_000_000, "egressBurst": 40_000}}})),
         twin(json!({"type": "bandwidth"})),
@@ -889,13 +906,19 @@ fn differential_portmap_iptables_text_vs_reference() {
     let tcp = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
     let mut cases = vec![
         twin(pm(json!({}), tcp.clone())),
-        twin(pm(json!({}), json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
-            {"hostPort": 5300, "containerPort": 53, "protocol": "udp"}]))),
+        twin(pm(
+            json!({}),
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 5300, "containerPort": 53, "protocol": "udp"}]),
+        )),
         twin(pm(json!({"snat": false}), tcp.clone())),
         twin(pm(json!({"markMasqBit": 10}), tcp.clone())),
         twin(pm(json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}), tcp.clone())),
         twin(pm(json!({"conditionsV4": ["-s", "198.18.0.0/15"], "conditionsV6": ["-s", "fd00::/8"]}), tcp.clone())),
-        twin(pm(json!({}), json!([{"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "198.18.250.1"}]))),
+        twin(pm(
+            json!({}),
+            json!([{"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "198.18.250.1"}]),
+        )),
         twin(pm(json!({}), json!([]))),
     ];
     // the external chain must exist (without it both fail; ours leaves nothing behind, the oracle
@@ -903,7 +926,8 @@ fn differential_portmap_iptables_text_vs_reference() {
     // a v4 hostIP: the oracle also makes an empty IPv6 DN chain (+ entry rule) for the container's
     // v6 address although nothing maps to it; ours skips a family with nothing to map (v4 compared)
     cases[6].v4_only = true;
-    cases[4].setup = &[&["iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ"], &["ip6tables", "-t", "nat", "-N", "KUBE-MARK-MASQ"]];
+    cases[4].setup =
+        &[&["iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ"], &["ip6tables", "-t", "nat", "-N", "KUBE-MARK-MASQ"]];
     differential("mdpm", &cases, &|w, prev| {
         let veth = host_veth(prev);
         json!({"nat": ipt_text(w, "nat"), "route_localnet": w.host.sysctl(&format!("net/ipv4/conf/{veth}/route_localnet"))})
