@@ -955,3 +955,67 @@ fn differential_firewall_iptables_text_vs_reference() {
     cases[3].version = "0.4.0";
     differential("mdfw", &cases, &|w, _| json!({"filter": ipt_text(w, "filter")}));
 }
+
+#[test]
+fn portmap_gc_and_check_iptables() {
+    let w = World::new("mpmgc", 2, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mpmgc";
+    let mut confs = vec![];
+    for (i, cid) in ["keep", "stale"].iter().enumerate() {
+        let prev = w.add(&ptp_conf(&w, &s, net)).container(i).cid(cid).run().ok();
+        let mut c = chained(net, json!({"type": "portmap", "backend": "iptables"}), &prev);
+        c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080 + i, "containerPort": 80, "protocol": "tcp"}]});
+        let r = w.add(&c).container(i).cid(cid).run().ok();
+        w.check(&c, &r).container(i).cid(cid).run().ok();
+        confs.push(c);
+    }
+    let dn = |cid: &str| cni_multi::firewall::portmap::dn_chain(net, cid);
+    let nat = w.host.must(&["iptables-save", "-t", "nat"]);
+    assert!(nat.contains(&dn("keep")) && nat.contains(&dn("stale")), "{nat}");
+    // CHECK notices a missing DNAT rule
+    w.host.must(&["iptables", "-t", "nat", "-F", &dn("stale")]);
+    let e = w.check(&confs[1], &confs[1]["prevResult"]).container(1).cid("stale").run().err();
+    assert!(e.msg.contains("DNAT"), "{e:?}");
+    let gc = json!({"cniVersion": "1.1.0", "name": net, "type": "portmap",
+        "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]});
+    w.cni("GC", &gc).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
+    let nat = w.host.must(&["iptables-save", "-t", "nat"]);
+    assert!(nat.contains(&dn("keep")), "valid attachment kept:\n{nat}");
+    assert!(!nat.contains(&dn("stale")), "stale chain and entry rule removed:\n{nat}");
+    for v6 in ["ip6tables-save"] {
+        let t = w.host.must(&[v6, "-t", "nat"]);
+        assert!(!t.contains(&dn("stale")), "{t}");
+    }
+}
+
+#[test]
+fn portmap_nftables_check_notices_missing_rules() {
+    let w = World::new("mpmck", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmck")).run().ok();
+    let mut c = chained("mpmck", json!({"type": "portmap", "backend": "nftables"}), &prev);
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let r = w.add(&c).run().ok();
+    w.check(&c, &r).run().ok();
+    w.host.must(&["nft", "flush", "chain", "ip", "cni_hostport", "hostports"]);
+    w.check(&c, &r).run().err();
+    w.del(&c).run().ok();
+}
+
+#[test]
+fn bandwidth_check_notices_changed_rate() {
+    let w = World::new("mbwck", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mbwck")).run().ok();
+    let c = chained("mbwck", json!({"type": "bandwidth", "ingressRate": 1_000_000, "ingressBurst": 100_000}), &prev);
+    let r = w.add(&c).run().ok();
+    w.check(&c, &r).run().ok();
+    let veth = host_veth(&prev);
+    w.host.must(&[
+        "tc", "qdisc", "change", "dev", &veth, "root", "handle", "1:", "tbf", "rate", "2mbit", "burst", "12500",
+        "latency", "25ms",
+    ]);
+    let e = w.check(&c, &r).run().err();
+    assert!(e.msg.contains("Rate"), "{e:?}");
+}
