@@ -11,6 +11,10 @@
 //! DEL removes the rules whose source is one of the interface's current addresses (only those
 //! pointing at `table` when it is set); a missing namespace or interface is success. CHECK is a
 //! no-op, as the reference (verifying here would break CHECK of the plugins before it).
+//!
+//! Upstream main (unreleased) keys are supported too: `gateways` (at most one IPv4 and one IPv6
+//! gateway replacing prevResult's in the new tables) and `addSourceHints` (the interface's
+//! link-scope subnet routes stay in main, pinned with `src` = the interface address).
 
 use super::common::{self, NsOrGone};
 use crate::applets::Applet;
@@ -44,6 +48,27 @@ const MAIN_TABLE: u32 = 254;
 #[serde(default)]
 struct Conf {
     table: Option<u32>,
+    /// upstream main: at most one IPv4 and one IPv6 gateway overriding prevResult's
+    gateways: Vec<String>,
+    /// upstream main: keep the interface's link-scope (subnet) routes in main, with a `src` hint
+    #[serde(rename = "addsourcehints")]
+    add_source_hints: bool,
+}
+
+/// Parse `gateways`: at most two, at most one per family.
+fn parse_gateways(list: &[String]) -> Result<(Option<IpAddr>, Option<IpAddr>)> {
+    if list.len() > 2 {
+        bail!("gateways: at most one IPv4 and one IPv6 gateway may be given, got {}", list.len());
+    }
+    let (mut v4, mut v6) = (None, None);
+    for g in list {
+        let ip: IpAddr = g.parse().map_err(|_| anyhow::anyhow!("gateways: invalid IP address {g:?}"))?;
+        let slot = if ip.is_ipv4() { &mut v4 } else { &mut v6 };
+        if slot.replace(ip).is_some() {
+            bail!("gateways: more than one gateway for the same IP family");
+        }
+    }
+    Ok((v4, v6))
 }
 
 /// The IPs of prevResult that belong to `ifname` (an IP without an interface index is assumed
@@ -97,7 +122,15 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf: Conf = ctx.plugin_conf()?;
     let prev =
         ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("This plugin must be called as chained plugin"))?;
-    let ips = ips_for(&ctx.ifname, &prev)?;
+    let (gw4, gw6) = parse_gateways(&conf.gateways)?;
+    let mut ips = ips_for(&ctx.ifname, &prev)?;
+    for ip in &mut ips {
+        match ip.address.addr() {
+            IpAddr::V4(_) if gw4.is_some() => ip.gateway = gw4,
+            IpAddr::V6(_) if gw6.is_some() => ip.gateway = gw6,
+            _ => {}
+        }
+    }
     let ns = common::open_container_ns(ctx)?;
     let _lock = lock_netns(ns.path())?;
     let mut nl = Netlink::in_netns(&ns)?;
@@ -146,7 +179,11 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             };
             nl.route_add(&def).with_context(|| format!("Failed to add default route to {gw}"))?;
         }
+        let overridden = if addr.is_ipv4() { gw4.is_some() } else { gw6.is_some() };
         for r in link_routes.iter().filter(|r| route_belongs_to(&ip.address, r)) {
+            if overridden && r.dst.is_some_and(|d| d.prefix_len() == 0) {
+                continue; // the configured gateway's default route wins over the copied one
+            }
             let copy = RouteSpec { table: Some(table), ..r.clone() };
             nl.route_replace(&copy).context("Failed to readd route")?;
         }
@@ -155,6 +192,16 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     // delete after copying: several IPs of one subnet each need the connected route while copying
     for r in &link_routes {
+        tracing::debug!("sbr: moving route {r:?} out of main");
+        if conf.add_source_hints && r.scope == Some(253) {
+            // keep the subnet route in main, pinned to this interface's address of that subnet
+            let hint = ips.iter().map(|i| i.address).find(|a| r.dst.is_some_and(|d| d.contains(&a.addr())));
+            if let Some(a) = hint {
+                let pinned = RouteSpec { src: Some(a.addr()), ..r.clone() };
+                nl.route_replace(&pinned).context("Failed to add source hint to route")?;
+            }
+            continue;
+        }
         if let Err(e) = nl.route_del(r) {
             if !crate::netlink::socket::is_not_found(&e) {
                 return Err(e.context("Failed to delete route"));
@@ -231,6 +278,19 @@ mod tests {
         let got: Vec<String> = ips_for("net1", &prev).unwrap().iter().map(|i| i.address.to_string()).collect();
         assert_eq!(got, vec!["198.18.0.2/24", "fd00::2/64", "198.18.2.2/24"]);
         assert!(ips_for("net1", &CniResult::default()).is_err());
+    }
+
+    #[test]
+    fn gateways_validated() {
+        let g = |v: &[&str]| parse_gateways(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            g(&["198.18.0.1", "fd00::1"]).unwrap(),
+            (Some("198.18.0.1".parse().unwrap()), Some("fd00::1".parse().unwrap()))
+        );
+        assert!(g(&["198.18.0.1", "198.18.0.2"]).is_err());
+        assert!(g(&["198.18.0.1", "fd00::1", "fd00::2"]).is_err());
+        assert!(g(&["nope"]).is_err());
+        assert_eq!(g(&[]).unwrap(), (None, None));
     }
 
     #[test]
