@@ -1040,3 +1040,61 @@ fn sbr_gateways_and_source_hints() {
     let bad = chained("msbrg", json!({"type": "sbr", "gateways": ["198.18.0.1", "198.18.0.2"]}), &prev);
     assert!(w.add(&bad).cid("other").run().err().msg.contains("gateways"));
 }
+
+/// The whole chain as a runtime runs it: bridge → portmap → firewall → tuning → bandwidth, ADD in
+/// order (each gets the previous result), CHECK of each with the final result, DEL in reverse.
+#[test]
+fn full_chain_add_check_del() {
+    let (w, s) = client_world("mchain");
+    let net = "mchain";
+    let mut br = bridge_conf(&w, net, "mchainbr", &s.net4());
+    br["ipam"]["ranges"] = json!([[{"subnet": s.net4()}], [{"subnet": s.net6()}]]);
+    br["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+    let tuning_dir = w.tmp.join("tuning");
+    let plugins = vec![
+        br,
+        json!({"type": "portmap", "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}),
+        json!({"type": "firewall", "ingressPolicy": "same-bridge"}),
+        json!({"type": "tuning", "dataDir": tuning_dir, "mtu": 1400, "sysctl": {"net.core.somaxconn": "300"}}),
+        json!({"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+            "egressRate": 100_000_000, "egressBurst": 1_000_000}),
+    ];
+    let conf = |p: &Value, prev: Option<&Value>| {
+        let mut c = p.clone();
+        c["cniVersion"] = json!("1.0.0");
+        c["name"] = json!(net);
+        if let Some(pr) = prev {
+            c["prevResult"] = pr.clone();
+        }
+        c
+    };
+    let mut prev: Option<Value> = None;
+    for p in &plugins {
+        let r = w.add(&conf(p, prev.as_ref())).run().ok();
+        prev = Some(r);
+    }
+    let result = prev.clone().unwrap();
+    let ifs = result["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 4, "bridge, veth, eth0, ifb: {result:#}");
+    for p in &plugins {
+        w.check(&conf(p, None), &result).run().ok();
+    }
+    // the chain works: the client reaches the container's port through the host
+    let srv = tcp_server(w.c(0), 80, 1);
+    assert_eq!(tcp_client(w.c(1), &format!("{}.1:8080", s.v4b)), Some(format!("{}.2", s.v4b)));
+    srv.join().unwrap();
+    assert_eq!(w.c(0).link("eth0").unwrap()["mtu"], 1400);
+
+    for p in plugins.iter().rev() {
+        w.del(&conf(p, Some(&result))).run().ok();
+    }
+    let ifb = ifs[3]["name"].as_str().unwrap();
+    assert!(w.host.link(ifb).is_none(), "ifb gone");
+    assert!(w.c(0).link("eth0").is_none(), "container veth gone");
+    let rules = ruleset(&w.host);
+    assert!(!rules.contains(&format!("cid-{}", w.tag)), "no rule of the container left:\n{rules}");
+    assert!(!rules.contains(&format!("{}.2", s.v4a)), "no rule for the container IP left:\n{rules}");
+    assert!(std::fs::read_dir(&tuning_dir).map(|d| d.count() == 0).unwrap_or(true), "no tuning backup left");
+    assert!(w.leases(net).is_empty(), "lease released");
+}
