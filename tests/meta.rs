@@ -1098,3 +1098,59 @@ fn full_chain_add_check_del() {
     assert!(std::fs::read_dir(&tuning_dir).map(|d| d.count() == 0).unwrap_or(true), "no tuning backup left");
     assert!(w.leases(net).is_empty(), "lease released");
 }
+
+/// Timing of the full chain (bridge+host-local, portmap, firewall, tuning, bandwidth) against the
+/// reference binaries: `cargo test --test tests -- --ignored --nocapture meta::bench_chain`.
+#[test]
+#[ignore]
+fn bench_chain_vs_reference() {
+    for imp in [Impl::Ours, Impl::Reference] {
+        let w = World::new(&format!("mbench{}", imp.label()), 1, imp);
+        w.host_nodad();
+        let s = Subnets::alloc();
+        let net = "mbench";
+        let plugins = vec![
+            bridge_conf(&w, net, "mbenchbr", &s.net4()),
+            json!({"type": "portmap", "capabilities": {"portMappings": true},
+                "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}),
+            json!({"type": "firewall"}),
+            json!({"type": "tuning", "dataDir": w.tmp.join("tuning"), "sysctl": {"net.core.somaxconn": "300"}}),
+            json!({"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+                "egressRate": 100_000_000, "egressBurst": 1_000_000}),
+        ];
+        let conf = |p: &Value, prev: Option<&Value>| {
+            let mut c = p.clone();
+            c["cniVersion"] = json!("1.0.0");
+            c["name"] = json!(net);
+            if let Some(pr) = prev {
+                c["prevResult"] = pr.clone();
+            }
+            c
+        };
+        let (mut add_t, mut del_t) = (Duration::ZERO, Duration::ZERO);
+        let rounds = 5;
+        for i in 0..rounds {
+            let cid = format!("bench{i}");
+            let t = Instant::now();
+            let mut prev: Option<Value> = None;
+            let mut steps = vec![];
+            for p in &plugins {
+                let t1 = Instant::now();
+                prev = Some(w.add(&conf(p, prev.as_ref())).cid(&cid).run().ok());
+                steps.push(format!("{} {:?}", p["type"], t1.elapsed()));
+            }
+            add_t += t.elapsed();
+            let t = Instant::now();
+            for p in plugins.iter().rev() {
+                let t1 = Instant::now();
+                w.del(&conf(p, prev.as_ref())).cid(&cid).run().ok();
+                steps.push(format!("DEL {} {:?}", p["type"], t1.elapsed()));
+            }
+            if i == rounds - 1 {
+                eprintln!("{}: {}", imp.label(), steps.join(", "));
+            }
+            del_t += t.elapsed();
+        }
+        eprintln!("{}: chain ADD {:?}, DEL {:?} (mean of {rounds})", imp.label(), add_t / rounds, del_t / rounds);
+    }
+}
