@@ -2,3 +2,4 @@
 pub mod netns;
 pub mod sysctl;
 pub mod tun;
+pub mod selinux;
