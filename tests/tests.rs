@@ -1,1 +1,2 @@
 mod ipam;
+mod iface;

@@ -107,6 +107,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         parent: Some(master.index),
         mtu: (mtu > 0).then_some(mtu),
         mac,
+        // the reference sends txqueuelen 0 (its LinkAttrs literal), so its links have qlen 0
+        txqlen: Some(0),
         ..LinkSpec::new("", LinkKind::Macvlan { mode, bcqueuelen })
     };
     let link = common::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)

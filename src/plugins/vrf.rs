@@ -106,7 +106,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         Some(found) => found,
         None => {
             let table = if conf.table != 0 { conf.table } else { free_table(&mut cont)? };
-            cont.link_add(&LinkSpec::new(&conf.vrf_name, LinkKind::Vrf { table }))
+            cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&conf.vrf_name, LinkKind::Vrf { table }) })
                 .with_context(|| format!("could not add VRF {}", conf.vrf_name))?;
             let l = cont.link_by_name(&conf.vrf_name)?.with_context(|| format!("VRF {} vanished", conf.vrf_name))?;
             let (path, index) = (ns.path().to_string(), l.index);

@@ -1,0 +1,411 @@
+//! Interface plugins on this machine's kernel: macvlan, tap, host-device (a veth plays the
+//! host device). Each test builds its own world of network namespaces — a "host" namespace and
+//! container namespaces — runs the plugins there (ours and, where it exists, the reference in
+//! /usr/lib/cni) and removes everything on drop. Helpers here are shared with `iface_vm`.
+//!
+//! (Self-contained helper: the shared tests/harness had not landed in main when this was written.)
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const REF_DIR: &str = "/usr/lib/cni";
+
+/// Which implementation runs a plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    Ours,
+    Reference,
+}
+
+/// A set of named network namespaces (`ip netns`) and a scratch directory, all removed on drop.
+pub struct World {
+    pub tag: String,
+    pub dir: PathBuf,
+    names: Vec<String>,
+}
+
+pub struct Out {
+    pub ok: bool,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+    }
+    pub fn expect_ok(self, what: &str) -> Self {
+        assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
+        self
+    }
+    /// The CNI error code of a failed run.
+    pub fn err_code(&self) -> u64 {
+        assert!(!self.ok, "expected a failure, got {}", self.stdout);
+        self.json()["code"].as_u64().unwrap_or_else(|| panic!("no code in {}", self.stdout))
+    }
+}
+
+pub fn sh(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// Run a command that must succeed; its stdout (stderr only goes into the failure message).
+pub fn must(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl World {
+    /// `tag` must be short (it is part of netns and interface names).
+    pub fn new(tag: &str) -> World {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let tag = format!("{tag}{}x{}", std::process::id() % 100000, N.fetch_add(1, Ordering::SeqCst));
+        let dir = PathBuf::from(format!("/tmp/cni-multi-it-iface-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        World { tag, dir, names: Vec::new() }
+    }
+
+    /// Create netns `<tag>-<n>`; returns its name (path: /run/netns/<name>).
+    pub fn netns(&mut self, n: &str) -> String {
+        let name = format!("cm{}-{n}", self.tag);
+        must(&["ip", "netns", "add", &name]);
+        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        self.names.push(name.clone());
+        name
+    }
+
+    /// Run a command inside netns `ns`.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> (bool, String) {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    pub fn ip(&self, ns: &str, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", ns];
+        v.extend_from_slice(args);
+        must(&v)
+    }
+
+    /// Run `plugin` (ours or the reference) inside the host netns `host`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cni(
+        &self,
+        which: Impl,
+        host: &str,
+        plugin: &str,
+        cmd: &str,
+        netns: Option<&str>,
+        ifname: &str,
+        args: &str,
+        conf: &Value,
+    ) -> Out {
+        let bin = match which {
+            Impl::Ours => env!("CARGO_BIN_EXE_cni-multi").to_string(),
+            Impl::Reference => format!("{REF_DIR}/{plugin}"),
+        };
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", host, &bin]);
+        if which == Impl::Ours {
+            c.arg(plugin);
+        }
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("ctr-{}", netns.unwrap_or(&self.tag)))
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", REF_DIR)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(n) = netns {
+            c.env("CNI_NETNS", format!("/run/netns/{n}"));
+        }
+        if !args.is_empty() {
+            c.env("CNI_ARGS", args);
+        }
+        let mut child = c.spawn().expect("spawn plugin");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        Out {
+            ok: out.status.success(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A host-local IPAM block with its own data dir under this world.
+    /// The route carries a gateway: the reference's CHECK fails on gateway-less routes.
+    pub fn ipam(&self, sub: &str, subnet: &str) -> Value {
+        let gw = subnet.split('/').next().unwrap().trim_end_matches('0').to_string() + "1";
+        json!({
+            "type": "host-local",
+            "dataDir": self.dir.join(sub),
+            "ranges": [[{"subnet": subnet}]],
+            "routes": [{"dst": "198.19.0.0/16", "gw": gw}]
+        })
+    }
+
+    /// Names of the links in `ns`, except lo.
+    pub fn links(&self, ns: &str) -> Vec<String> {
+        let out = self.ip(ns, &["-o", "link", "show"]);
+        out.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n != "lo")
+            .collect()
+    }
+
+    /// Leases left in a host-local data dir (files named like IPs).
+    pub fn leases(&self, sub: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) {
+            for net in rd.flatten() {
+                if let Ok(files) = std::fs::read_dir(net.path()) {
+                    for f in files.flatten() {
+                        let n = f.file_name().to_string_lossy().into_owned();
+                        if n.parse::<std::net::IpAddr>().is_ok() {
+                            v.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for n in self.names.iter().rev() {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn have_reference(plugin: &str) -> bool {
+    let ok = Path::new(REF_DIR).join(plugin).is_file();
+    if !ok {
+        eprintln!("skipping the reference side: no {REF_DIR}/{plugin}");
+    }
+    ok
+}
+
+/// A result with what legitimately differs between two runs blanked out: MACs (random),
+/// sandbox paths (one netns per implementation), key order and an empty `dns`.
+pub fn normalise(mut v: Value) -> Value {
+    if let Some(ifs) = v.get_mut("interfaces").and_then(|i| i.as_array_mut()) {
+        for i in ifs {
+            if let Some(o) = i.as_object_mut() {
+                if o.contains_key("mac") {
+                    o.insert("mac".into(), json!("MAC"));
+                }
+                if o.contains_key("sandbox") {
+                    o.insert("sandbox".into(), json!("NETNS"));
+                }
+            }
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        if o.get("dns").is_some_and(|d| d.as_object().is_some_and(|m| m.is_empty())) {
+            o.remove("dns");
+        }
+    }
+    v
+}
+
+/// `ip -d link show dev` of a container interface, reduced to what must match between
+/// implementations (no index, MAC, peer/parent index, alias or per-boot ids).
+pub fn link_shape(w: &World, ns: &str, ifname: &str) -> String {
+    let out = w.ip(ns, &["-d", "-o", "link", "show", "dev", ifname]);
+    let mut words: Vec<String> = Vec::new();
+    let mut it = out.split_whitespace().skip(1).peekable();
+    while let Some(t) = it.next() {
+        match t {
+            "link/ether" | "brd" | "alias" | "link-netns" | "link-netnsid" | "numtxqueues" | "numrxqueues"
+            | "gso_max_size" | "gso_max_segs" | "tso_max_size" | "tso_max_segs" | "gro_max_size" | "parentbus"
+            | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" => {
+                it.next();
+            }
+            _ => words.push(t.split('@').next().unwrap_or(t).to_string()),
+        }
+    }
+    words.join(" ")
+}
+
+/// Addresses (global) and routes of a container interface, without lifetimes.
+pub fn l3_shape(w: &World, ns: &str, ifname: &str) -> (Vec<String>, Vec<String>) {
+    let addrs = w
+        .ip(ns, &["-o", "addr", "show", "dev", ifname, "scope", "global"])
+        .lines()
+        .map(|l| l.split_whitespace().skip(2).take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut routes: Vec<String> = w.ip(ns, &["route", "show", "dev", ifname]).lines().map(str::to_string).collect();
+    routes.extend(w.ip(ns, &["-6", "route", "show", "dev", ifname]).lines().filter(|l| !l.starts_with("fe80")).map(str::to_string));
+    (addrs, routes)
+}
+
+/// A veth pair `a`/`b` in netns `ns`, both up (the "physical" parent of macvlan & co).
+pub fn veth_parent(w: &World, ns: &str, a: &str, b: &str) {
+    w.ip(ns, &["link", "add", a, "type", "veth", "peer", "name", b]);
+    w.ip(ns, &["link", "set", a, "up"]);
+    w.ip(ns, &["link", "set", b, "up"]);
+}
+
+pub fn ping(w: &World, from: &str, to: &str) -> bool {
+    w.exec(from, &["ping", "-c", "1", "-W", "2", to]).0
+}
+
+/// Differential run: ADD (+CHECK when the version allows) with ours and the reference in two
+/// container namespaces, compare results and kernel state, DEL both, everything gone.
+/// `setup(impl)` returns the config for that implementation (its own parent / data dir).
+pub fn differential(
+    w: &mut World,
+    host: &str,
+    plugin: &str,
+    ifname: &str,
+    args: &str,
+    conf_for: &dyn Fn(Impl) -> Value,
+) {
+    let c_ours = w.netns(&format!("o{}", w.names.len()));
+    let c_ref = w.netns(&format!("r{}", w.names.len()));
+    let (co, cr) = (conf_for(Impl::Ours), conf_for(Impl::Reference));
+    let ro = w.cni(Impl::Ours, host, plugin, "ADD", Some(&c_ours), ifname, args, &co);
+    let rr = w.cni(Impl::Reference, host, plugin, "ADD", Some(&c_ref), ifname, args, &cr);
+    assert_eq!(ro.ok, rr.ok, "ADD outcome differs for {co}:\nours: {} {}\nref: {} {}", ro.stdout, ro.stderr, rr.stdout, rr.stderr);
+    if ro.ok {
+        assert_eq!(normalise(ro.json()), normalise(rr.json()), "results differ for {co}");
+        assert_eq!(link_shape(w, &c_ours, ifname), link_shape(w, &c_ref, ifname), "link differs for {co}");
+        assert_eq!(l3_shape(w, &c_ours, ifname), l3_shape(w, &c_ref, ifname), "L3 differs for {co}");
+        let version = co["cniVersion"].as_str().unwrap_or("0.1.0").to_string();
+        if matches!(version.as_str(), "0.4.0" | "1.0.0") {
+            let mut cko = co.clone();
+            cko["prevResult"] = ro.json();
+            w.cni(Impl::Ours, host, plugin, "CHECK", Some(&c_ours), ifname, args, &cko).expect_ok("our CHECK");
+            let mut ckr = cr.clone();
+            ckr["prevResult"] = rr.json();
+            w.cni(Impl::Reference, host, plugin, "CHECK", Some(&c_ref), ifname, args, &ckr).expect_ok("reference CHECK");
+        }
+    } else {
+        assert!(ro.json()["code"].as_u64().is_some(), "our failure is not a CNI error: {}", ro.stdout);
+    }
+    w.cni(Impl::Ours, host, plugin, "DEL", Some(&c_ours), ifname, args, &co).expect_ok("our DEL");
+    let rd = w.cni(Impl::Reference, host, plugin, "DEL", Some(&c_ref), ifname, args, &cr);
+    // the 1.1.1 reference re-validates the config on DEL, so a config its ADD refused fails DEL too
+    assert!(rd.ok || !rr.ok, "reference DEL failed: {}", rd.stdout);
+    assert!(w.links(&c_ours).is_empty(), "ours left {:?}", w.links(&c_ours));
+    assert!(w.links(&c_ref).is_empty(), "reference left {:?}", w.links(&c_ref));
+}
+
+// ------------------------------------------------------------------------------------------
+
+fn macvlan_conf(version: &str, master: &str, extra: Value, ipam: Option<Value>) -> Value {
+    let mut c = json!({"cniVersion": version, "name": "mvnet", "type": "macvlan", "master": master});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    if let Some(i) = ipam {
+        c["ipam"] = i;
+    }
+    c
+}
+
+#[test]
+fn macvlan_containers_on_one_parent_ping_each_other() {
+    let mut w = World::new("mvp");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "up0", "up0p");
+    let (c1, c2) = (w.netns("c1"), w.netns("c2"));
+    let conf = macvlan_conf("1.0.0", "up0", json!({}), Some(w.ipam("d", "198.18.10.0/24")));
+    let r1 = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c1), "eth0", "", &conf).expect_ok("ADD c1").json();
+    let r2 = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c2), "eth0", "", &conf).expect_ok("ADD c2").json();
+    let ip2 = r2["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    assert_eq!(r1["interfaces"][0]["name"], "eth0");
+    assert!(w.ip(&c1, &["-d", "link", "show", "eth0"]).contains("macvlan mode bridge"));
+    assert!(ping(&w, &c1, &ip2), "c1 cannot reach c2 at {ip2}");
+    // CHECK passes, DEL twice is fine, and a DEL without netns too
+    let mut ck = conf.clone();
+    ck["prevResult"] = r1.clone();
+    w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c1), "eth0", "", &ck).expect_ok("CHECK");
+    for _ in 0..2 {
+        w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c1), "eth0", "", &conf).expect_ok("DEL");
+    }
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", None, "eth0", "", &conf).expect_ok("DEL without netns");
+    assert!(w.links(&c1).is_empty());
+    assert!(!ping(&w, &c2, r1["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap()));
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c2), "eth0", "", &conf).expect_ok("DEL c2");
+    assert!(w.leases("d").is_empty(), "leases left: {:?}", w.leases("d"));
+}
+
+#[test]
+fn macvlan_matches_reference() {
+    if !have_reference("macvlan") {
+        return;
+    }
+    let mut w = World::new("mvd");
+    let host = w.netns("h");
+    for p in ["po", "pr"] {
+        veth_parent(&w, &host, p, &format!("{p}x"));
+    }
+    let cases: Vec<(&str, &str, Value, bool)> = vec![
+        ("0.3.1", "", json!({}), true),
+        ("1.0.0", "", json!({"mode": "private", "mtu": 1400}), true),
+        ("0.4.0", "", json!({"mode": "vepa", "runtimeConfig": {"mac": "02:11:22:33:44:55"}}), true),
+        ("1.0.0", "", json!({"mode": "passthru"}), false),
+        ("0.2.0", "", json!({"dns": {"nameservers": ["198.18.0.53"]}}), true),
+        ("0.4.0", "IgnoreUnknown=1;MAC=02:aa:bb:cc:dd:ee;K8S_POD_NAME=x", json!({}), true),
+        ("1.0.0", "", json!({"mtu": 9000}), true),
+        ("1.0.0", "", json!({"mode": "bogus"}), true),
+    ];
+    for (i, (v, args, extra, with_ipam)) in cases.into_iter().enumerate() {
+        let sub = format!("d{i}");
+        let conf_for = |which: Impl| {
+            let (master, d) = match which {
+                Impl::Ours => ("po", format!("{sub}o")),
+                Impl::Reference => ("pr", format!("{sub}r")),
+            };
+            macvlan_conf(v, master, extra.clone(), with_ipam.then(|| w.ipam(&d, "198.18.11.0/24")))
+        };
+        let conf_for: Vec<Value> = vec![conf_for(Impl::Ours), conf_for(Impl::Reference)];
+        differential(&mut w, &host, "macvlan", "eth0", args, &|which| conf_for[(which == Impl::Reference) as usize].clone());
+    }
+}
+
+#[test]
+fn macvlan_bad_inputs_fail_cleanly() {
+    let mut w = World::new("mvb");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "up0", "up0p");
+    let c = w.netns("c");
+    let ipam = Some(w.ipam("d", "198.18.12.0/24"));
+    // no master and no default route in the host namespace
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "", json!({}), ipam.clone()));
+    assert!(!r.ok && r.stdout.contains("no default route"), "{}", r.stdout);
+    // a master that does not exist
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "nope0", json!({}), ipam.clone()));
+    assert_eq!(r.err_code(), 7, "{}", r.stdout);
+    // an interface name that is too long
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0123456789abc", "", &macvlan_conf("1.0.0", "up0", json!({}), ipam.clone()));
+    assert_eq!(r.err_code(), 4, "{}", r.stdout);
+    // MTU above the master's
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "up0", json!({"mtu": 65536}), ipam.clone()));
+    assert_eq!(r.err_code(), 7, "{}", r.stdout);
+    // IPAM fails after the link exists: the link is rolled back
+    let bad_ipam = json!({"type": "host-local", "dataDir": w.dir.join("x"), "ranges": [[{"subnet": "198.18.13.0/31"}]]});
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "up0", json!({}), Some(bad_ipam)));
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(w.links(&c).is_empty(), "left behind: {:?}", w.links(&c));
+    assert_eq!(w.links(&host).len(), 2, "host links changed: {:?}", w.links(&host));
+    assert!(w.leases("d").is_empty());
+}
