@@ -28,6 +28,7 @@ pub struct World {
 
 pub struct Out {
     pub ok: bool,
+    /// the exit status
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -35,7 +36,8 @@ pub struct Out {
 
 impl Out {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {:?} / {}", self.stdout, self.stderr))
     }
     pub fn expect_ok(self, what: &str) -> Self {
         assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
@@ -44,6 +46,7 @@ impl Out {
     /// The CNI error code of a failed run.
     pub fn err_code(&self) -> u64 {
         assert!(!self.ok, "expected a failure, got {}", self.stdout);
+        assert_eq!(self.code, 1, "a CNI error exits with status 1: {}", self.stdout);
         self.json()["code"].as_u64().unwrap_or_else(|| panic!("no code in {}", self.stdout))
     }
 }
@@ -252,7 +255,12 @@ pub fn l3_shape(w: &World, ns: &str, ifname: &str) -> (Vec<String>, Vec<String>)
         .map(|l| l.split_whitespace().skip(2).take(2).collect::<Vec<_>>().join(" "))
         .collect();
     let mut routes: Vec<String> = w.ip(ns, &["route", "show", "dev", ifname]).lines().map(str::to_string).collect();
-    routes.extend(w.ip(ns, &["-6", "route", "show", "dev", ifname]).lines().filter(|l| !l.starts_with("fe80")).map(str::to_string));
+    routes.extend(
+        w.ip(ns, &["-6", "route", "show", "dev", ifname])
+            .lines()
+            .filter(|l| !l.starts_with("fe80"))
+            .map(str::to_string),
+    );
     (addrs, routes)
 }
 
@@ -283,7 +291,11 @@ pub fn differential(
     let (co, cr) = (conf_for(Impl::Ours), conf_for(Impl::Reference));
     let ro = w.cni(Impl::Ours, host, plugin, "ADD", Some(&c_ours), ifname, args, &co);
     let rr = w.cni(Impl::Reference, host, plugin, "ADD", Some(&c_ref), ifname, args, &cr);
-    assert_eq!(ro.ok, rr.ok, "ADD outcome differs for {co}:\nours: {} {}\nref: {} {}", ro.stdout, ro.stderr, rr.stdout, rr.stderr);
+    assert_eq!(
+        ro.ok, rr.ok,
+        "ADD outcome differs for {co}:\nours: {} {}\nref: {} {}",
+        ro.stdout, ro.stderr, rr.stdout, rr.stderr
+    );
     if ro.ok {
         assert_eq!(normalise(ro.json()), normalise(rr.json()), "results differ for {co}");
         assert_eq!(link_shape(w, &c_ours, ifname), link_shape(w, &c_ref, ifname), "link differs for {co}");
@@ -295,7 +307,8 @@ pub fn differential(
             w.cni(Impl::Ours, host, plugin, "CHECK", Some(&c_ours), ifname, args, &cko).expect_ok("our CHECK");
             let mut ckr = cr.clone();
             ckr["prevResult"] = rr.json();
-            w.cni(Impl::Reference, host, plugin, "CHECK", Some(&c_ref), ifname, args, &ckr).expect_ok("reference CHECK");
+            w.cni(Impl::Reference, host, plugin, "CHECK", Some(&c_ref), ifname, args, &ckr)
+                .expect_ok("reference CHECK");
         }
     } else {
         assert!(ro.json()["code"].as_u64().is_some(), "our failure is not a CNI error: {}", ro.stdout);
@@ -378,7 +391,9 @@ fn macvlan_matches_reference() {
             macvlan_conf(v, master, extra.clone(), with_ipam.then(|| w.ipam(&d, "198.18.11.0/24")))
         };
         let conf_for: Vec<Value> = vec![conf_for(Impl::Ours), conf_for(Impl::Reference)];
-        differential(&mut w, &host, "macvlan", "eth0", args, &|which| conf_for[(which == Impl::Reference) as usize].clone());
+        differential(&mut w, &host, "macvlan", "eth0", args, &|which| {
+            conf_for[(which == Impl::Reference) as usize].clone()
+        });
     }
 }
 
@@ -390,22 +405,289 @@ fn macvlan_bad_inputs_fail_cleanly() {
     let c = w.netns("c");
     let ipam = Some(w.ipam("d", "198.18.12.0/24"));
     // no master and no default route in the host namespace
-    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "", json!({}), ipam.clone()));
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "", json!({}), ipam.clone()),
+    );
     assert!(!r.ok && r.stdout.contains("no default route"), "{}", r.stdout);
     // a master that does not exist
-    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "nope0", json!({}), ipam.clone()));
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "nope0", json!({}), ipam.clone()),
+    );
     assert_eq!(r.err_code(), 7, "{}", r.stdout);
     // an interface name that is too long
-    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0123456789abc", "", &macvlan_conf("1.0.0", "up0", json!({}), ipam.clone()));
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0123456789abc",
+        "",
+        &macvlan_conf("1.0.0", "up0", json!({}), ipam.clone()),
+    );
     assert_eq!(r.err_code(), 4, "{}", r.stdout);
     // MTU above the master's
-    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "up0", json!({"mtu": 65536}), ipam.clone()));
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "up0", json!({"mtu": 65536}), ipam.clone()),
+    );
     assert_eq!(r.err_code(), 7, "{}", r.stdout);
     // IPAM fails after the link exists: the link is rolled back
-    let bad_ipam = json!({"type": "host-local", "dataDir": w.dir.join("x"), "ranges": [[{"subnet": "198.18.13.0/31"}]]});
-    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &macvlan_conf("1.0.0", "up0", json!({}), Some(bad_ipam)));
+    let bad_ipam =
+        json!({"type": "host-local", "dataDir": w.dir.join("x"), "ranges": [[{"subnet": "198.18.13.0/31"}]]});
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "up0", json!({}), Some(bad_ipam)),
+    );
     assert!(!r.ok, "{}", r.stdout);
     assert!(w.links(&c).is_empty(), "left behind: {:?}", w.links(&c));
     assert_eq!(w.links(&host).len(), 2, "host links changed: {:?}", w.links(&host));
     assert!(w.leases("d").is_empty());
+}
+
+// ---- tap (no reference in Debian 1.1.1: checked against the checklist) --------------------------
+
+fn sysfs(w: &World, ns: &str, ifname: &str, leaf: &str) -> String {
+    let (ok, s) = w.exec(ns, &["cat", &format!("/sys/class/net/{ifname}/{leaf}")]);
+    assert!(ok, "reading {leaf} of {ifname}: {s}");
+    s.trim().to_string()
+}
+
+fn tun_flags(w: &World, ns: &str, ifname: &str) -> u32 {
+    let s = sysfs(w, ns, ifname, "tun_flags");
+    u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}
+
+const IFF_TAP: u32 = 0x2;
+const IFF_MULTI_QUEUE: u32 = 0x100;
+const IFF_NO_PI: u32 = 0x1000;
+
+#[test]
+fn tap_has_owner_group_queues_mac_and_mtu() {
+    let mut w = World::new("tap");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "tapnet", "type": "tap",
+        "owner": 1234, "group": 5678, "multiQueue": true, "mtu": 1400, "mac": "02:00:00:00:00:01",
+        "selinuxContext": "system_u:system_r:container_t:s0",
+        "runtimeConfig": {"mac": "02:00:00:00:00:02"},
+        "ipam": w.ipam("d", "198.18.20.0/24"),
+    });
+    let r = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap0", "", &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"][0]["name"], "tap0");
+    assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:02", "runtimeConfig.mac wins over mac");
+    assert_eq!(r["interfaces"][0]["sandbox"], format!("/run/netns/{c}"));
+    assert_eq!(r["ips"][0]["interface"], 0);
+    assert_eq!(sysfs(&w, &c, "tap0", "owner"), "1234");
+    assert_eq!(sysfs(&w, &c, "tap0", "group"), "5678");
+    assert_eq!(sysfs(&w, &c, "tap0", "mtu"), "1400");
+    assert_eq!(sysfs(&w, &c, "tap0", "address"), "02:00:00:00:00:02");
+    let f = tun_flags(&w, &c, "tap0");
+    assert_eq!(f & (IFF_TAP | IFF_MULTI_QUEUE | IFF_NO_PI), IFF_TAP | IFF_MULTI_QUEUE | IFF_NO_PI, "flags {f:#x}");
+    assert!(w.ip(&c, &["link", "show", "tap0"]).contains(",UP"));
+    assert!(w.ip(&c, &["addr", "show", "tap0"]).contains("198.18.20.2/24"));
+    assert!(w.links(&host).is_empty(), "the tap must not appear in the host namespace");
+    let mut ck = conf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "tap", "CHECK", Some(&c), "tap0", "", &ck).expect_ok("CHECK");
+    for _ in 0..2 {
+        w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap0", "", &conf).expect_ok("DEL");
+    }
+    assert!(w.links(&c).is_empty());
+    assert!(w.leases("d").is_empty());
+}
+
+#[test]
+fn tap_defaults_bridge_and_cni_args_mac() {
+    let mut w = World::new("tab");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "br0", "type", "bridge"]);
+    // L2 only, single queue, no owner, enslaved to the container's bridge, MAC from CNI_ARGS
+    let conf = json!({"cniVersion": "0.4.0", "name": "tapnet", "type": "tap", "bridge": "br0"});
+    let r = w
+        .cni(
+            Impl::Ours,
+            &host,
+            "tap",
+            "ADD",
+            Some(&c),
+            "tap1",
+            "IgnoreUnknown=1;MAC=02:00:00:00:00:07;K8S_POD_NAME=p",
+            &conf,
+        )
+        .expect_ok("ADD")
+        .json();
+    assert_eq!(r["cniVersion"], "0.4.0");
+    assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:07");
+    assert!(r.get("ips").is_none(), "{r}");
+    assert_eq!(sysfs(&w, &c, "tap1", "owner"), "-1");
+    let f = tun_flags(&w, &c, "tap1");
+    assert_eq!(f & IFF_MULTI_QUEUE, 0, "flags {f:#x}");
+    assert!(w.ip(&c, &["link", "show", "tap1"]).contains("master br0"));
+    // an unknown CNI_ARGS key without IgnoreUnknown is refused
+    let bad = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap2", "FOO=1", &conf);
+    assert!(!bad.ok);
+    // a bridge that does not exist: config error, nothing left
+    let conf2 = json!({"cniVersion": "1.0.0", "name": "tapnet", "type": "tap", "bridge": "nobr"});
+    let r2 = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap3", "", &conf2);
+    assert_eq!(r2.err_code(), 7, "{}", r2.stdout);
+    let mut links = w.links(&c);
+    links.sort();
+    assert_eq!(links, vec!["br0".to_string(), "tap1".to_string()]);
+    // 0.2.0 cannot express a result without IPs: an error, and the tap is rolled back
+    let conf3 = json!({"cniVersion": "0.2.0", "name": "tapnet", "type": "tap"});
+    let r3 = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap4", "", &conf3);
+    assert!(!r3.ok);
+    w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap1", "", &conf).expect_ok("DEL");
+    w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap4", "", &conf3).expect_ok("DEL");
+    assert_eq!(w.links(&c), vec!["br0".to_string()]);
+}
+
+// ---- host-device ----------------------------------------------------------------------------
+
+fn mac_of(w: &World, ns: &str, ifname: &str) -> String {
+    let out = w.ip(ns, &["-o", "link", "show", "dev", ifname]);
+    let mut it = out.split_whitespace();
+    it.find(|t| *t == "link/ether").and_then(|_| it.next()).unwrap().to_string()
+}
+
+#[test]
+fn host_device_moves_in_and_back_keeping_name_and_mac() {
+    let mut w = World::new("hdm");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "hd0", "hd0p");
+    let mac = mac_of(&w, &host, "hd0");
+    let c = w.netns("c");
+    let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": "hd0",
+                      "ipam": w.ipam("d", "198.18.30.0/24")});
+    let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "eth0", "", &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"][0]["name"], "eth0");
+    assert_eq!(r["interfaces"][0]["mac"], mac);
+    assert_eq!(mac_of(&w, &c, "eth0"), mac);
+    let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+    assert!(shown.contains("alias hd0") && shown.contains(",UP"), "{shown}");
+    assert!(w.ip(&c, &["addr", "show", "eth0"]).contains("198.18.30.2/24"));
+    assert!(!w.links(&host).contains(&"hd0".to_string()));
+    let mut ck = conf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "host-device", "CHECK", Some(&c), "eth0", "", &ck).expect_ok("CHECK");
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+    assert!(w.links(&c).is_empty());
+    assert_eq!(mac_of(&w, &host, "hd0"), mac);
+    assert!(!w.ip(&host, &["-d", "link", "show", "hd0"]).contains("alias"), "alias not cleared");
+    // a second DEL succeeds (the reference fails it)
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "eth0", "", &conf).expect_ok("second DEL");
+    assert!(w.leases("d").is_empty());
+    // the same device by MAC, moved in and back again
+    let by_mac = json!({"cniVersion": "0.4.0", "name": "hdnet", "type": "host-device", "hwaddr": mac});
+    w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net1", "", &by_mac).expect_ok("ADD by MAC");
+    assert_eq!(mac_of(&w, &c, "net1"), mac);
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "net1", "", &by_mac).expect_ok("DEL");
+    assert_eq!(mac_of(&w, &host, "hd0"), mac);
+}
+
+#[test]
+fn host_device_rolls_back_when_ipam_fails_and_rejects_bad_input() {
+    let mut w = World::new("hdb");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "hd0", "hd0p");
+    let mac = mac_of(&w, &host, "hd0");
+    let c = w.netns("c");
+    let bad_ipam =
+        json!({"type": "host-local", "dataDir": w.dir.join("x"), "ranges": [[{"subnet": "198.18.31.0/31"}]]});
+    let conf =
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": "hd0", "ipam": bad_ipam});
+    let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "eth0", "", &conf);
+    assert!(!r.ok);
+    assert!(w.links(&c).is_empty(), "left in the container: {:?}", w.links(&c));
+    assert_eq!(mac_of(&w, &host, "hd0"), mac);
+    assert!(w.ip(&host, &["link", "show", "hd0"]).contains(",UP"), "device not brought back up");
+    for bad in [
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": "nope0"}),
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device"}),
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "kernelpath": "/etc"}),
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": "0000:ff:1f.7"}),
+    ] {
+        let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "eth0", "", &bad);
+        assert_eq!(r.err_code(), 7, "{bad}: {}", r.stdout);
+    }
+    assert!(w.links(&c).is_empty());
+    let mut hl = w.links(&host);
+    hl.sort();
+    assert_eq!(hl, vec!["hd0".to_string(), "hd0p".to_string()]);
+}
+
+#[test]
+fn host_device_matches_reference() {
+    if !have_reference("host-device") {
+        return;
+    }
+    let mut w = World::new("hdd");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "ho0", "hq0");
+    veth_parent(&w, &host, "hr0", "hs0");
+    let mo = mac_of(&w, &host, "ho0");
+    let mr = mac_of(&w, &host, "hr0");
+    let cases: Vec<(&str, Value, bool)> = vec![
+        ("1.0.0", json!({"device": "D"}), true),
+        ("0.4.0", json!({"hwaddr": "M"}), false),
+        ("0.3.1", json!({"device": "D", "dns": {"nameservers": ["198.18.0.53"]}}), true),
+        ("0.2.0", json!({"device": "D"}), true),
+        ("1.0.0", json!({"hwaddr": "M"}), true),
+        ("1.0.0", json!({"device": "nope0"}), false),
+    ];
+    for (i, (v, keys, with_ipam)) in cases.into_iter().enumerate() {
+        let conf_for = |which: Impl| {
+            let (dev, mac, d) = match which {
+                Impl::Ours => ("ho0", mo.as_str(), format!("d{i}o")),
+                Impl::Reference => ("hr0", mr.as_str(), format!("d{i}r")),
+            };
+            let mut c = json!({"cniVersion": v, "name": "hdnet", "type": "host-device"});
+            for (k, val) in keys.as_object().unwrap() {
+                c[k] = match val.as_str() {
+                    Some("D") => json!(dev),
+                    Some("M") => json!(mac),
+                    _ => val.clone(),
+                };
+            }
+            if with_ipam {
+                c["ipam"] = w.ipam(&d, "198.18.32.0/24");
+            }
+            c
+        };
+        let confs = [conf_for(Impl::Ours), conf_for(Impl::Reference)];
+        differential(&mut w, &host, "host-device", "eth0", "", &|which| {
+            confs[(which == Impl::Reference) as usize].clone()
+        });
+        assert_eq!(mac_of(&w, &host, "ho0"), mo);
+        assert_eq!(mac_of(&w, &host, "hr0"), mr);
+    }
 }
