@@ -1,2 +1,3 @@
 mod ipam;
 mod iface;
+mod iface_vm;

@@ -4,6 +4,7 @@
 //! (no generic serialisation machinery: smaller binary, exact bytes checked by golden tests).
 pub mod addr;
 pub mod consts;
+pub mod ifext;
 pub mod kinds;
 pub mod link;
 pub mod msg;

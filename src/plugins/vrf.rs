@@ -5,6 +5,7 @@
 use super::common::{self, NsOrGone, Undo};
 use crate::applets::Applet;
 use crate::cni::{CniError, CniResult, Ctx};
+use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
 use crate::netlink::route::RouteSpec;
 use crate::netlink::{Family, Link, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
@@ -125,8 +126,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let name = cont.link_by_index(m)?.map(|l| l.name).unwrap_or_else(|| m.to_string());
         bail!("interface {} has already a master set: {name}", ctx.ifname);
     }
-    let v6_before: Vec<_> =
-        cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().filter(|a| a.scope == 0).map(|a| a.addr).collect();
+    let v6_before: Vec<_> = cont
+        .addrs(Some(link.index), Some(Family::V6))?
+        .into_iter()
+        .filter(|a| a.scope == 0)
+        .map(|a| (a.addr, a.flags & (IFA_F_NODAD | IFA_F_NOPREFIXROUTE)))
+        .collect();
     let routes = routes_via(&mut cont, link.index)?;
 
     // 3. enslave; restore IPv6 addresses the kernel dropped and wait for their local routes
@@ -138,11 +143,13 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         Netlink::in_netns(&ns)?.link_set_master(index, None)
     });
     let v6_after: Vec<_> = cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
-    for a in v6_before.iter().filter(|a| !v6_after.contains(a)) {
-        cont.addr_add(link.index, *a)
+    // re-added with their NODAD flag, so they are usable at once (as the reference re-adds them)
+    for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {
+        cont.addr_add_flags(link.index, *a, *flags)
             .with_context(|| format!("could not restore address {a} to {} @ {}", ctx.ifname, vrf.name))?;
     }
-    wait_local_routes(&mut cont, table, &v6_before)?;
+    let v6: Vec<_> = v6_before.iter().map(|(a, _)| *a).collect();
+    wait_local_routes(&mut cont, table, &v6)?;
 
     // 4. the interface's routes, now in the VRF's table
     for r in routes {
@@ -160,18 +167,22 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 /// Wait (10 ms, doubling, 8 tries) until each IPv6 address has its local route in `table`.
 fn wait_local_routes(nl: &mut Netlink, table: u32, addrs: &[ipnet::IpNet]) -> Result<()> {
     let mut delay = 10;
-    for attempt in 0..8 {
+    for _ in 0..8 {
         let locals = nl.routes(Family::V6, Some(table))?;
         let missing = addrs
             .iter()
             .find(|a| !locals.iter().any(|r| r.kind == Some(RTN_LOCAL) && r.dst.is_some_and(|d| d.addr() == a.addr())));
-        match missing {
-            None => return Ok(()),
-            Some(a) if attempt == 7 => bail!("timed out waiting for the local route of {a} in table {table}"),
-            Some(_) => {}
+        if missing.is_none() {
+            return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(delay));
         delay *= 2;
+    }
+    let locals = nl.routes(Family::V6, Some(table))?;
+    for a in addrs {
+        if !locals.iter().any(|r| r.kind == Some(RTN_LOCAL) && r.dst.is_some_and(|d| d.addr() == a.addr())) {
+            bail!("timed out waiting for the local route of {a} in table {table}");
+        }
     }
     Ok(())
 }
