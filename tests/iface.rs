@@ -115,8 +115,24 @@ impl World {
             Impl::Ours => env!("CARGO_BIN_EXE_cni-multi").to_string(),
             Impl::Reference => format!("{REF_DIR}/{plugin}"),
         };
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", host, &bin]);
+        // host-device reads /sys, which only `ip netns exec` remounts for the namespace; the
+        // others are spawned straight into the host namespace (one exec less: the VM is slow)
+        let mut c = if plugin == "host-device" {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", host, &bin]);
+            c
+        } else {
+            let mut c = Command::new(&bin);
+            let f = std::fs::File::open(format!("/run/netns/{host}")).expect("open host netns");
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setns(2) runs between fork and exec; `f` stays open until then.
+            unsafe {
+                c.pre_exec(move || {
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+                });
+            }
+            c
+        };
         if which == Impl::Ours {
             c.arg(plugin);
         }
@@ -704,4 +720,39 @@ fn host_device_matches_reference() {
         assert_eq!(mac_of(&w, &host, "ho0"), mo);
         assert_eq!(mac_of(&w, &host, "hr0"), mr);
     }
+}
+
+#[test]
+fn macvlan_link_in_container_and_defaults() {
+    let mut w = World::new("mvc");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    // the master lives in the container (linkInContainer, newer than the 1.1.1 reference)
+    veth_parent(&w, &c, "cm0", "cm0p");
+    let cf = macvlan_conf("1.0.0", "cm0", json!({"linkInContainer": true, "bcqueuelen": 123}), None);
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &cf).expect_ok("ADD").json();
+    assert!(r.get("ips").is_none(), "L2 only: {r}");
+    let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+    assert!(shown.contains("eth0@cm0") && shown.contains("macvlan mode bridge") && shown.contains(",UP"), "{shown}");
+    assert!(shown.contains("bcqueuelen 123"), "bcqueuelen not applied: {shown}");
+    assert!(w.links(&host).is_empty());
+    let mut ck = cf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c), "eth0", "", &ck).expect_ok("CHECK");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, vec!["cm0".to_string(), "cm0p".to_string()]);
+    // no master: the interface of the host's default route is used
+    veth_parent(&w, &host, "up0", "up0p");
+    w.ip(&host, &["addr", "add", "198.18.14.1/24", "dev", "up0"]);
+    w.ip(&host, &["route", "add", "default", "via", "198.18.14.254"]);
+    let cf = macvlan_conf("0.4.0", "", json!({}), Some(w.ipam("d", "198.18.14.0/24")));
+    w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth1", "", &cf).expect_ok("ADD");
+    assert!(w.ip(&c, &["-d", "link", "show", "eth1"]).contains("eth1@if"), "not a macvlan of a host link");
+    let parent = w.ip(&c, &["-d", "-o", "link", "show", "eth1"]);
+    let up0 = w.ip(&host, &["-o", "link", "show", "up0"]);
+    let idx = up0.split(':').next().unwrap().trim();
+    assert!(parent.contains(&format!("eth1@if{idx}")), "parent is not up0 ({idx}): {parent}");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth1", "", &cf).expect_ok("DEL");
 }
