@@ -24,6 +24,8 @@ pub struct World {
     pub tag: String,
     pub dir: PathBuf,
     names: Vec<String>,
+    /// CNI_PATH for plugin runs (the reference directory unless `use_our_ipam`)
+    pub cni_path: String,
 }
 
 pub struct Out {
@@ -73,7 +75,7 @@ impl World {
         let dir = PathBuf::from(format!("/tmp/cni-multi-it-iface-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        World { tag, dir, names: Vec::new() }
+        World { tag, dir, names: Vec::new(), cni_path: REF_DIR.to_string() }
     }
 
     /// Create netns `<tag>-<n>`; returns its name (path: /run/netns/<name>).
@@ -140,11 +142,13 @@ impl World {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", format!("ctr-{}", netns.unwrap_or(&self.tag)))
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", REF_DIR)
+            .env("CNI_PATH", &self.cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if !ifname.is_empty() {
+            c.env("CNI_IFNAME", ifname);
+        }
         if let Some(n) = netns {
             c.env("CNI_NETNS", format!("/run/netns/{n}"));
         }
@@ -153,7 +157,8 @@ impl World {
         }
         let mut child = c.spawn().expect("spawn plugin");
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap()).unwrap();
+        // a plugin may exit before reading stdin (bad environment): ignore a broken pipe
+        let _ = child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap());
         let out = child.wait_with_output().unwrap();
         Out {
             ok: out.status.success(),
@@ -161,6 +166,14 @@ impl World {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Delegate IPAM to our own host-local (a symlink to our binary on CNI_PATH: in-process).
+    pub fn use_our_ipam(&mut self) {
+        let bin = self.dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cni-multi"), bin.join("host-local")).unwrap();
+        self.cni_path = bin.to_string_lossy().into_owned();
     }
 
     /// A host-local IPAM block with its own data dir under this world.
@@ -755,4 +768,40 @@ fn macvlan_link_in_container_and_defaults() {
     let idx = up0.split(':').next().unwrap().trim();
     assert!(parent.contains(&format!("eth1@if{idx}")), "parent is not up0 ({idx}): {parent}");
     w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth1", "", &cf).expect_ok("DEL");
+}
+
+#[test]
+fn status_is_forwarded_to_ipam() {
+    let mut w = World::new("sta");
+    w.use_our_ipam();
+    let host = w.netns("h");
+    let c = w.netns("c");
+    veth_parent(&w, &host, "up0", "up0p");
+    let good = macvlan_conf("1.1.0", "up0", json!({}), Some(w.ipam("d", "198.18.15.0/24")));
+    // ADD through our in-process host-local works at 1.1.0 too
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &good).expect_ok("ADD").json();
+    assert_eq!(r["cniVersion"], "1.1.0");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth0", "", &good).expect_ok("DEL");
+    for plugin in ["macvlan", "ipvlan", "vlan", "host-device", "dummy", "tap"] {
+        let mut cf = good.clone();
+        cf["type"] = json!(plugin);
+        w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &cf).expect_ok(plugin);
+        // host-local cannot use a data directory below a regular file: 50 comes through
+        std::fs::write(w.dir.join("file"), b"x").unwrap();
+        cf["ipam"]["dataDir"] = json!(w.dir.join("file").join("sub"));
+        let r = w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &cf);
+        assert_eq!(r.err_code(), 50, "{plugin}: {}", r.stdout);
+    }
+    // without IPAM: macvlan, ipvlan, host-device and tap are ready; vlan and dummy forward
+    // STATUS unconditionally, as the reference does, and fail
+    for (plugin, ok) in
+        [("macvlan", true), ("ipvlan", true), ("host-device", true), ("tap", true), ("vlan", false), ("dummy", false)]
+    {
+        let cf = json!({"cniVersion": "1.1.0", "name": "n", "type": plugin});
+        assert_eq!(w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &cf).ok, ok, "{plugin}");
+    }
+    // vrf has no STATUS (silent success); GC is a silent success for all of them
+    let vrf = json!({"cniVersion": "1.1.0", "name": "n", "type": "vrf", "vrfname": "red"});
+    w.cni(Impl::Ours, &host, "vrf", "STATUS", None, "", "", &vrf).expect_ok("vrf STATUS");
+    w.cni(Impl::Ours, &host, "vrf", "GC", None, "", "", &vrf).expect_ok("vrf GC");
 }
