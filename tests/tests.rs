@@ -1,3 +1,3 @@
-mod ipam;
 mod iface;
 mod iface_vm;
+mod ipam;

@@ -35,7 +35,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if cont.link_by_name(&ctx.ifname)?.is_some() {
         bail!("interface {:?} already exists in the container", ctx.ifname);
     }
-    cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&ctx.ifname, LinkKind::Dummy) }).context("failed to create dummy")?;
+    cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&ctx.ifname, LinkKind::Dummy) })
+        .context("failed to create dummy")?;
     common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
     let link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to refetch {:?}", ctx.ifname))?;
 

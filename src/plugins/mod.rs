@@ -1,12 +1,12 @@
 //! One file per plugin; each reads like the steps of what it does.
 pub mod bridge;
 pub mod common;
-pub mod loopback;
-pub mod ptp;
 pub mod dummy;
 pub mod host_device;
 pub mod ipvlan;
+pub mod loopback;
 pub mod macvlan;
+pub mod ptp;
 pub mod tap;
 pub mod vlan;
 pub mod vrf;

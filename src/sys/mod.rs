@@ -1,5 +1,5 @@
 //! The only place with `unsafe` (every block has a `// SAFETY:` comment).
 pub mod netns;
+pub mod selinux;
 pub mod sysctl;
 pub mod tun;
-pub mod selinux;
