@@ -655,6 +655,21 @@ fn host_device_moves_in_and_back_keeping_name_and_mac() {
     assert_eq!(mac_of(&w, &c, "net1"), mac);
     w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "net1", "", &by_mac).expect_ok("DEL");
     assert_eq!(mac_of(&w, &host, "hd0"), mac);
+    // by sysfs path: the first device under /sys/devices/virtual/net (hd0 sorts before hd0p, lo)
+    let by_path =
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "kernelpath": "/sys/devices/virtual"});
+    let r =
+        w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net2", "", &by_path).expect_ok("ADD by path").json();
+    assert_eq!(r["interfaces"][0]["mac"], mac);
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "net2", "", &by_path).expect_ok("DEL");
+    // by the deviceID capability naming a PCI/auxiliary device that does not exist: config error
+    let by_id = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device",
+                       "runtimeConfig": {"deviceID": "0000:ee:00.0"}});
+    assert_eq!(w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net3", "", &by_id).err_code(), 7);
+    let mut hl = w.links(&host);
+    hl.sort();
+    assert_eq!(hl, vec!["hd0".to_string(), "hd0p".to_string()]);
+    assert!(w.links(&c).is_empty());
 }
 
 #[test]
