@@ -265,9 +265,10 @@ pub fn link_shape(w: &World, ns: &str, ifname: &str) -> String {
     let mut it = out.split_whitespace().skip(1).peekable();
     while let Some(t) = it.next() {
         match t {
-            "link/ether" | "brd" | "alias" | "link-netns" | "link-netnsid" | "numtxqueues" | "numrxqueues"
-            | "gso_max_size" | "gso_max_segs" | "tso_max_size" | "tso_max_segs" | "gro_max_size" | "parentbus"
-            | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" => {
+            // operstate settles asynchronously (linkwatch): UNKNOWN and UP both occur right after ADD
+            "state" | "link/ether" | "brd" | "alias" | "link-netns" | "link-netnsid" | "numtxqueues"
+            | "numrxqueues" | "gso_max_size" | "gso_max_segs" | "tso_max_size" | "tso_max_segs" | "gro_max_size"
+            | "parentbus" | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" => {
                 it.next();
             }
             _ => words.push(t.split('@').next().unwrap_or(t).to_string()),
