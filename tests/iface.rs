@@ -784,6 +784,17 @@ fn macvlan_link_in_container_and_defaults() {
     let idx = up0.split(':').next().unwrap().trim();
     assert!(parent.contains(&format!("eth1@if{idx}")), "parent is not up0 ({idx}): {parent}");
     w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth1", "", &cf).expect_ok("DEL");
+    // CHECK of a route without a gateway works (the 1.1.1 reference's CHECK fails on it)
+    let mut ipam = w.ipam("e", "198.18.16.0/24");
+    ipam["routes"] = json!([{"dst": "198.19.16.0/24"}]);
+    let cf = macvlan_conf("1.0.0", "up0", json!({}), Some(ipam));
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth2", "", &cf).expect_ok("ADD").json();
+    let mut ck = cf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c), "eth2", "", &ck).expect_ok("CHECK gateway-less route");
+    w.ip(&c, &["route", "del", "198.19.16.0/24"]);
+    assert!(!w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c), "eth2", "", &ck).ok, "CHECK must miss the route");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth2", "", &cf).expect_ok("DEL");
 }
 
 #[test]
