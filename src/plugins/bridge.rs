@@ -77,7 +77,9 @@ struct Trunk {
 
 impl Conf {
     fn load(ctx: &Ctx) -> Result<Conf> {
-        let c: Conf = ctx.plugin_conf()?;
+        let mut c: Conf = ctx.plugin_conf()?;
+        // isDefaultGateway implies isGateway (reference behaviour)
+        c.is_gateway |= c.is_default_gateway;
         if !(0..=4094).contains(&c.vlan) {
             return Err(CniError::config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)).into());
         }
