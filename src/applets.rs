@@ -28,6 +28,9 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::ptp::APPLET,
     crate::ipam::host_local::APPLET,
     crate::ipam::static_::APPLET,
+    // runtime side (issue 6)
+    crate::plugins::flannel::APPLET,
+    crate::plugins::vpc_routed::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

@@ -53,6 +53,10 @@ pub fn dispatch(argv: &[String]) -> i32 {
     if let Some(applet) = applets::find(prog) {
         return applet_main(applet, prog, rest);
     }
+    // runtime side (issue 6): `cnitool` by argv[0]
+    if prog == "cnitool" {
+        return crate::tool::main(rest);
+    }
     if prog == MULTI || prog.starts_with("cni-multi") {
         return multi_main(rest);
     }
@@ -107,6 +111,11 @@ fn multi_main(rest: &[String]) -> i32 {
         "--help" | "-h" | "help" => {
             out(&usage());
             0
+        }
+        // runtime side (issue 6): `cni-multi tool ...`, `cni-multi vpc-routed setup-host ...`
+        "tool" => crate::tool::main(rest.get(1..).unwrap_or(&[])),
+        "vpc-routed" if rest.get(1).map(String::as_str) == Some("setup-host") => {
+            crate::plugins::vpc_routed::setup_host_main(rest.get(2..).unwrap_or(&[]))
         }
         // TODO(install): `cni-multi install ...` — another developer writes src/install.rs;
         // once it exists this arm becomes: `"install" => crate::install::main(rest.get(1..).unwrap_or(&[])),`

@@ -328,6 +328,7 @@ pub(crate) mod tests {
             netns: Some("/proc/self/ns/net".into()),
             ifname: ifname.into(),
             args: Vec::new(),
+            raw_args: String::new(),
             path: Vec::new(),
             stdin: Vec::new(),
             conf,
