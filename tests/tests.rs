@@ -1,1 +1,4 @@
+mod flannel;
 mod ipam;
+mod tool;
+mod vpc_routed;

@@ -1,0 +1,390 @@
+//! `cni-multi tool` in namespace worlds: the same conflists driven over our binary and over the
+//! reference plugins in /usr/lib/cni leave the same kernel state; the result cache has libcni's
+//! layout; GC deletes stale cached attachments; validate and the `cnitool` argv[0] work.
+//!
+//! The harness (`world`) is self-contained here (tests/harness had not landed on this branch);
+//! tests/flannel.rs and tests/vpc_routed.rs use it too.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub(crate) mod world {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn uniq(tag: &str) -> String {
+        format!("{tag}{}x{}", std::process::id() % 100000, SEQ.fetch_add(1, Ordering::SeqCst))
+    }
+
+    pub fn root() -> bool {
+        let ok = nix::unistd::geteuid().is_root();
+        if !ok {
+            eprintln!("skipping: needs root");
+        }
+        ok
+    }
+
+    /// A named network namespace (`ip netns add`), deleted on drop.
+    pub struct Ns {
+        pub name: String,
+    }
+
+    impl Ns {
+        pub fn new(tag: &str) -> Ns {
+            let name = format!("cmrt-{}", uniq(tag));
+            let st = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
+            assert!(st.success(), "ip netns add {name}");
+            let ns = Ns { name };
+            ns.ok("ip link set lo up");
+            ns
+        }
+        pub fn path(&self) -> String {
+            format!("/run/netns/{}", self.name)
+        }
+        /// Run a shell command inside; (success, stdout+stderr).
+        pub fn sh(&self, cmd: &str) -> (bool, String) {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+                .stdin(Stdio::null())
+                .output()
+                .expect("ip netns exec");
+            let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), s)
+        }
+        pub fn ok(&self, cmd: &str) -> String {
+            let (ok, out) = self.sh(cmd);
+            assert!(ok, "in {}: `{cmd}` failed: {out}", self.name);
+            out
+        }
+        pub fn ping(&self, ip: &str) -> bool {
+            self.sh(&format!("ping -c1 -W2 {ip}")).0
+        }
+    }
+
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        }
+    }
+
+    /// A temp directory removed on drop.
+    pub struct Tmp(pub PathBuf);
+
+    impl Tmp {
+        pub fn new(tag: &str) -> Tmp {
+            let p = std::env::temp_dir().join(format!("cni-multi-it-{}", uniq(tag)));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Tmp(p)
+        }
+        pub fn join(&self, s: &str) -> PathBuf {
+            self.0.join(s)
+        }
+        pub fn s(&self, sub: &str) -> String {
+            self.join(sub).display().to_string()
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub fn bin() -> &'static str {
+        env!("CARGO_BIN_EXE_cni-multi")
+    }
+
+    /// A CNI_PATH directory of symlinks to our binary (so plugins run in-process).
+    pub fn our_plugin_dir(tmp: &Tmp, names: &[&str]) -> String {
+        let d = tmp.join("bin");
+        std::fs::create_dir_all(&d).unwrap();
+        for n in names {
+            let _ = std::os::unix::fs::symlink(bin(), d.join(n));
+        }
+        d.display().to_string()
+    }
+
+    pub struct Out {
+        pub ok: bool,
+        pub stdout: String,
+        pub stderr: String,
+    }
+
+    impl Out {
+        pub fn json(&self) -> Value {
+            serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+        }
+        pub fn expect_ok(self, what: &str) -> Self {
+            assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
+            self
+        }
+    }
+
+    /// Run `cni-multi tool ARGS` inside `host` with exactly `env` (plus PATH).
+    pub fn tool(host: &Ns, env: &[(&str, String)], args: &[&str]) -> Out {
+        run_in(host, bin(), &["tool"], env, args)
+    }
+
+    pub fn run_in(host: &Ns, prog: &str, pre: &[&str], env: &[(&str, String)], args: &[&str]) -> Out {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.name, prog]).args(pre).args(args);
+        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("run tool");
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// cnitool's container id, computed with coreutils (an independent implementation).
+    pub fn cnitool_id(netns_path: &str) -> String {
+        let out = Command::new("sh").args(["-c", &format!("printf %s '{netns_path}' | sha512sum")]).output().unwrap();
+        let hex = String::from_utf8_lossy(&out.stdout);
+        format!("cnitool-{}", &hex[..20])
+    }
+
+    pub fn sha1_hex(s: &str) -> String {
+        let out = Command::new("sh").args(["-c", &format!("printf %s '{s}' | sha1sum")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)[..40].to_string()
+    }
+}
+
+use world::*;
+
+const REF_DIR: &str = "/usr/lib/cni";
+
+/// Replace host-side veth names (random) by a placeholder.
+fn norm_veth(s: &str) -> String {
+    s.split_whitespace()
+        .map(|t| {
+            let base = t.split('@').next().unwrap_or(t);
+            if base.starts_with("veth") && base.len() == 12 {
+                "vethX".to_string()
+            } else {
+                t.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kernel state a conflist leaves: container addresses/routes/links, host addresses/routes/links.
+fn snapshot(host: &Ns, cont: &Ns) -> Vec<String> {
+    let mut s = Vec::new();
+    for l in cont.ok("ip -4 -o addr show | awk '{print $2, $3, $4}'").lines() {
+        s.push(format!("c addr {l}"));
+    }
+    for l in cont.ok("ip -4 route show table all | grep -v '^local\\|^broadcast' || true").lines() {
+        s.push(format!("c route {l}"));
+    }
+    for l in cont.ok("ip -o link show | awk '{print $2, $3, $4, $5}'").lines() {
+        s.push(format!("c link {}", norm_veth(l)));
+    }
+    for l in host.ok("ip -4 -o addr show | awk '{print $2, $3, $4}'").lines() {
+        s.push(format!("h addr {}", norm_veth(l)));
+    }
+    for l in host.ok("ip -4 route show table all | grep -v '^local\\|^broadcast' || true").lines() {
+        s.push(format!("h route {}", norm_veth(l)));
+    }
+    for l in host.ok("ip -o link show | awk '{print $2, $3, $4, $5, $8, $9}'").lines() {
+        s.push(format!("h link {}", norm_veth(l)));
+    }
+    s.push(format!("h ip_forward {}", host.ok("cat /proc/sys/net/ipv4/ip_forward").trim()));
+    s.sort();
+    s
+}
+
+struct Run {
+    add: Value,
+    state: Vec<String>,
+    after_del: Vec<String>,
+}
+
+fn drive(conflist: &str, name: &str, cni_path: Option<&str>, check: bool) -> Run {
+    let tmp = Tmp::new("tooldiff");
+    let host = Ns::new("h");
+    let cont = Ns::new("c");
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    let text = conflist.replace("@DATADIR@", &tmp.s("ipam"));
+    std::fs::write(netconf.join("10-test.conflist"), &text).unwrap();
+    let path = match cni_path {
+        Some(p) => p.to_string(),
+        None => our_plugin_dir(&tmp, &["bridge", "ptp", "host-local", "loopback"]),
+    };
+    let env = vec![
+        ("NETCONFPATH", netconf.display().to_string()),
+        ("CNI_PATH", path),
+        ("CNI_CACHE_DIR", tmp.s("cache")),
+    ];
+    let add = tool(&host, &env, &["add", name, &cont.path()]).expect_ok("tool add").json();
+
+    // the cache entry, exactly libcni's layout
+    let id = cnitool_id(&cont.path());
+    let cache_file = tmp.join(&format!("cache/results/{name}-{id}-eth0"));
+    let raw = std::fs::read_to_string(&cache_file).unwrap_or_else(|e| panic!("{}: {e}", cache_file.display()));
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let mut order: Vec<(usize, &str)> = keys.iter().map(|k| (raw.find(&format!("\"{k}\":")).unwrap(), *k)).collect();
+    order.sort();
+    assert_eq!(
+        order.iter().map(|x| x.1).collect::<Vec<_>>(),
+        ["kind", "containerId", "config", "ifName", "networkName", "netns", "result"]
+    );
+    assert_eq!(v["kind"], "cniCacheV1");
+    assert_eq!(v["containerId"], id.as_str());
+    assert_eq!(v["ifName"], "eth0");
+    assert_eq!(v["networkName"], name);
+    assert_eq!(v["netns"], cont.path().as_str());
+    let decoded = Command::new("sh")
+        .args(["-c", &format!("printf %s '{}' | base64 -d", v["config"].as_str().unwrap())])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(String::from_utf8(decoded).unwrap(), text, "config is base64 of the conflist bytes");
+    assert_eq!(v["result"]["ips"], add["ips"]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&cache_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!raw.contains('\n'), "compact JSON");
+
+    if check {
+        tool(&host, &env, &["check", name, &cont.path()]).expect_ok("tool check");
+    }
+    let state = snapshot(&host, &cont);
+    tool(&host, &env, &["del", name, &cont.path()]).expect_ok("tool del");
+    assert!(!cache_file.exists(), "DEL removes the cache entry");
+    let after_del = snapshot(&host, &cont);
+    // DEL again: still fine, nothing cached
+    tool(&host, &env, &["del", name, &cont.path()]).expect_ok("second tool del");
+    Run { add, state, after_del }
+}
+
+fn strip_result(v: &Value) -> Value {
+    // MACs and host veth names are random; compare addresses, routes and dns
+    serde_json::json!({"ips": v["ips"], "routes": v["routes"], "n_interfaces": v["interfaces"].as_array().map(|a| a.len())})
+}
+
+const BRIDGE: &str = r#"{"cniVersion":"1.0.0","name":"difbr","plugins":[{"type":"bridge","bridge":"cnibr0","isGateway":true,"ipam":{"type":"host-local","dataDir":"@DATADIR@","ranges":[[{"subnet":"198.18.40.0/24"}]],"routes":[{"dst":"198.18.0.0/16"}]}}]}"#;
+const PTP: &str = r#"{"cniVersion":"1.0.0","name":"difptp","plugins":[{"type":"ptp","mtu":1400,"ipam":{"type":"host-local","dataDir":"@DATADIR@","ranges":[[{"subnet":"198.18.41.0/24"}]],"routes":[{"dst":"198.18.0.0/16"}]}}]}"#;
+
+#[test]
+fn tool_over_ours_and_reference_same_kernel_state() {
+    if !root() || !Path::new(REF_DIR).join("bridge").is_file() {
+        return;
+    }
+    for (list, name) in [(BRIDGE, "difbr"), (PTP, "difptp")] {
+        let ours = drive(list, name, None, true);
+        let theirs = drive(list, name, Some(REF_DIR), false);
+        assert_eq!(ours.state, theirs.state, "{name}: kernel state after ADD");
+        assert_eq!(ours.after_del, theirs.after_del, "{name}: kernel state after DEL");
+        assert_eq!(strip_result(&ours.add), strip_result(&theirs.add), "{name}: results");
+        assert!(ours.state.iter().any(|l| l.starts_with("c addr eth0 inet 198.18.")), "{:?}", ours.state);
+        assert!(!ours.after_del.iter().any(|l| l.starts_with("c addr eth0")), "{:?}", ours.after_del);
+    }
+}
+
+#[test]
+fn tool_gc_dels_stale_cached_attachments_and_status() {
+    if !root() {
+        return;
+    }
+    let tmp = Tmp::new("toolgc");
+    let host = Ns::new("h");
+    let c1 = Ns::new("c");
+    let c2 = Ns::new("c");
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    let list = r#"{"cniVersion":"1.1.0","name":"gcnet","plugins":[{"type":"ptp","ipam":{"type":"host-local","dataDir":"@D@","ranges":[[{"subnet":"198.18.42.0/24"}]]}}]}"#
+        .replace("@D@", &tmp.s("ipam"));
+    std::fs::write(netconf.join("gc.conflist"), list).unwrap();
+    let env = vec![
+        ("NETCONFPATH", netconf.display().to_string()),
+        ("CNI_PATH", our_plugin_dir(&tmp, &["ptp", "host-local"])),
+        ("CNI_CACHE_DIR", tmp.s("cache")),
+        ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=x".to_string()),
+        ("CAP_ARGS", r#"{"portMappings":[]}"#.to_string()),
+    ];
+    tool(&host, &env, &["add", "gcnet", &c1.path()]).expect_ok("add c1");
+    tool(&host, &env, &["add", "gcnet", &c2.path()]).expect_ok("add c2");
+    let (id1, id2) = (cnitool_id(&c1.path()), cnitool_id(&c2.path()));
+    let cached: Value =
+        serde_json::from_slice(&std::fs::read(tmp.join(&format!("cache/results/gcnet-{id2}-eth0"))).unwrap()).unwrap();
+    assert_eq!(cached["cniArgs"], serde_json::json!([["IgnoreUnknown", "1"], ["K8S_POD_NAME", "x"]]));
+    assert_eq!(cached["capabilityArgs"], serde_json::json!({"portMappings": []}));
+    assert_eq!(std::fs::read_dir(tmp.join("ipam/gcnet")).unwrap().count(), 4, "2 leases + last_reserved + lock");
+
+    tool(&host, &env, &["status", "gcnet"]).expect_ok("status");
+    // keep c1: c2 is stale and gets a DEL built from its cache entry
+    tool(&host, &env, &["gc", "gcnet", "--keep", &format!("{id1}/eth0")]).expect_ok("gc");
+    assert!(tmp.join(&format!("cache/results/gcnet-{id1}-eth0")).exists());
+    assert!(!tmp.join(&format!("cache/results/gcnet-{id2}-eth0")).exists());
+    assert!(c1.sh("ip link show eth0").0, "valid attachment kept");
+    assert!(!c2.sh("ip link show eth0").0, "stale attachment deleted");
+    assert_eq!(std::fs::read_dir(tmp.join("ipam/gcnet")).unwrap().count(), 3, "c2's lease released");
+    // cnitool-style gc (no list): everything cached for the network is stale
+    tool(&host, &env, &["gc", "gcnet"]).expect_ok("gc all");
+    assert!(!c1.sh("ip link show eth0").0);
+    assert_eq!(std::fs::read_dir(tmp.join("cache/results")).unwrap().count(), 0);
+}
+
+#[test]
+fn tool_errors_are_cni_errors_and_cnitool_argv0() {
+    if !root() {
+        return;
+    }
+    let tmp = Tmp::new("toolerr");
+    let host = Ns::new("h");
+    let c = Ns::new("c");
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    // a lone .conf is up-converted
+    std::fs::write(
+        netconf.join("01-lo.conf"),
+        r#"{"cniVersion":"0.4.0","name":"lonet","type":"loopback"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        netconf.join("02-bad.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"badnet","plugins":[{"type":"nosuch"}]}"#,
+    )
+    .unwrap();
+    let dir = our_plugin_dir(&tmp, &["loopback", "cnitool"]);
+    let env = vec![
+        ("NETCONFPATH", netconf.display().to_string()),
+        ("CNI_PATH", dir.clone()),
+        ("CNI_CACHE_DIR", tmp.s("cache")),
+    ];
+    let cnitool = format!("{dir}/cnitool");
+    let out = run_in(&host, &cnitool, &[], &env, &["add", "lonet", &c.path()]).expect_ok("cnitool add loopback");
+    assert_eq!(out.json()["cniVersion"], "0.4.0");
+    assert!(c.ok("ip -o link show lo").contains("UP"));
+    let out = tool(&host, &env, &["add", "badnet", &c.path()]);
+    assert!(!out.ok);
+    let e = out.json();
+    assert_eq!(e["code"], 999);
+    assert!(e["msg"].as_str().unwrap().contains("failed to find plugin \"nosuch\""), "{e}");
+    let out = tool(&host, &env, &["add", "nonet", &c.path()]);
+    assert!(!out.ok && out.json()["msg"].as_str().unwrap().contains("no net configuration with name \"nonet\""));
+    // CHECK below 0.4.0 is refused, as libcni does
+    std::fs::write(netconf.join("03-old.conflist"), r#"{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"loopback"}]}"#)
+        .unwrap();
+    let out = tool(&host, &env, &["check", "old", &c.path()]);
+    assert!(!out.ok && out.stdout.contains("does not support the CHECK command"), "{}", out.stdout);
+
+    // validate: by file and by network name, problems with JSON paths
+    let out = tool(&host, &env, &["validate", &netconf.join("02-bad.conflist").display().to_string()]);
+    assert!(!out.ok);
+    assert!(out.stdout.contains("$.plugins[0].type: unknown plugin \"nosuch\""), "{}", out.stdout);
+    let out = tool(&host, &env, &["validate", "lonet"]);
+    assert!(out.ok, "{}", out.stdout);
+    assert_eq!(out.stdout, "network lonet: OK\n");
+}
