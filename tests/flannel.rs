@@ -2,8 +2,11 @@
 //! addresses from FLANNEL_SUBNET, reach each other and a "remote" host through the cluster route;
 //! the delegate config is saved under dataDir and DEL removes it.
 
-use crate::tool::world::*;
+#[allow(clippy::duplicate_mod)]
+#[path = "tool_world/mod.rs"]
+mod world;
 use serde_json::Value;
+use world::*;
 
 #[test]
 fn flannel_two_containers_reach_each_other_and_the_cluster() {
@@ -19,7 +22,9 @@ fn flannel_two_containers_reach_each_other_and_the_cluster() {
     // this node's subnet, reached over a link from the node
     node.ok(&format!("ip link add flr0 type veth peer name eth0 netns {}", remote.name));
     node.ok("ip addr add 198.18.200.1/24 dev flr0 && ip link set flr0 up");
-    remote.ok("ip addr add 198.18.200.2/24 dev eth0 && ip link set eth0 up && ip route add 198.18.5.0/24 via 198.18.200.1");
+    remote.ok(
+        "ip addr add 198.18.200.2/24 dev eth0 && ip link set eth0 up && ip route add 198.18.5.0/24 via 198.18.200.1",
+    );
 
     std::fs::write(
         tmp.join("subnet.env"),

@@ -3,7 +3,10 @@
 //! reach each other and the node; rules, routes and neighbours read back exactly; a pod whose
 //! ENI has its own table leaves through that table; DEL removes everything and is idempotent.
 
-use crate::tool::world::*;
+#[allow(clippy::duplicate_mod)]
+#[path = "tool_world/mod.rs"]
+mod world;
+use world::*;
 
 fn pod_args(name: &str) -> String {
     format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}")
@@ -36,7 +39,8 @@ fn vpc_routed_pods_rules_routes_and_eni_table() {
     std::fs::write(tmp.join("host.json"), host_conf.to_string()).unwrap();
     for _ in 0..2 {
         // idempotent
-        run_in(&node, bin(), &["vpc-routed", "setup-host"], &[], &["--config", &tmp.s("host.json")]).expect_ok("setup-host");
+        run_in(&node, bin(), &["vpc-routed", "setup-host"], &[], &["--config", &tmp.s("host.json")])
+            .expect_ok("setup-host");
     }
     assert_eq!(node.ok("cat /proc/sys/net/ipv4/conf/prim0/rp_filter").trim(), "2");
     assert_eq!(node.ok("ip rule show pref 1024").trim(), "1024:\tfrom all fwmark 0x80/0x80 lookup main");

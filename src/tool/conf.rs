@@ -162,7 +162,7 @@ fn conf_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>> {
             continue;
         }
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if exts.iter().any(|x| *x == ext) {
+        if exts.contains(&ext) {
             out.push(p);
         }
     }
