@@ -136,3 +136,59 @@ fn vpc_routed_pods_rules_routes_and_eni_table() {
     tool(&node, &env(&n2), &["del", "vpc", &p2_path]).expect_ok("del p2 after its netns is gone");
     assert!(!node.ok("ip rule show").contains("198.18.20.3"));
 }
+
+/// IPv6 beside IPv4: /128 in the pod, default via fe80::1 with a permanent neighbour, /128 host
+/// route and an IPv6 `to` rule on the node; the two pods reach each other over IPv6.
+#[test]
+fn vpc_routed_dual_stack() {
+    if !root() {
+        return;
+    }
+    let tmp = Tmp::new("vpcr6");
+    let node = Ns::new("vn");
+    let p1 = Ns::new("vp");
+    let p2 = Ns::new("vp");
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    let list = serde_json::json!({"cniVersion": "1.0.0", "name": "vpc6", "plugins": [
+        {"type": "vpc-routed", "mtu": 1500, "ipam": {"type": "host-local", "dataDir": tmp.s("ipam"),
+            "ranges": [[{"subnet": "198.18.21.0/24"}], [{"subnet": "fd00:21::/64"}]]}}]});
+    std::fs::write(netconf.join("10-vpc6.conflist"), list.to_string()).unwrap();
+    let env = |pod: &str| {
+        vec![
+            ("NETCONFPATH", netconf.display().to_string()),
+            ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
+            ("CNI_CACHE_DIR", tmp.s("cache")),
+            ("CNI_ARGS", pod_args(pod)),
+        ]
+    };
+    let (n1, n2) = (uniq("d1-"), uniq("d2-"));
+    let r1 = tool(&node, &env(&n1), &["add", "vpc6", &p1.path()]).expect_ok("add p1").json();
+    tool(&node, &env(&n2), &["add", "vpc6", &p2.path()]).expect_ok("add p2");
+    assert_eq!(
+        r1["ips"],
+        serde_json::json!([
+            {"address": "198.18.21.2/32", "gateway": "169.254.1.1", "interface": 1},
+            {"address": "fd00:21::2/128", "gateway": "fe80::1", "interface": 1}
+        ])
+    );
+    assert_eq!(
+        r1["routes"],
+        serde_json::json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}, {"dst": "::/0", "gw": "fe80::1"}])
+    );
+    let host_mac = r1["interfaces"][0]["mac"].as_str().unwrap().to_string();
+    let hv1 = r1["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert!(p1.ok("ip -6 -o addr show dev eth0 scope global").contains("fd00:21::2/128"));
+    assert!(p1.ok("ip -6 route show").contains("default via fe80::1 dev eth0"));
+    assert_eq!(p1.ok("ip -6 neigh show dev eth0").trim(), format!("fe80::1 lladdr {host_mac} PERMANENT"));
+    assert_eq!(node.ok("ip -6 route show fd00:21::2").trim(), format!("fd00:21::2 dev {hv1} metric 1024 pref medium"));
+    assert!(node.ok("ip -6 rule show").contains("512:\tfrom all to fd00:21::2 lookup main"));
+    let ping6 = |ns: &Ns, ip: &str| (0..5).any(|_| ns.sh(&format!("ping -6 -c1 -W1 {ip}")).0);
+    assert!(ping6(&p1, "fd00:21::3"), "pod 1 -> pod 2 over IPv6");
+    assert!(p2.ping("198.18.21.2"), "pod 2 -> pod 1 over IPv4");
+    tool(&node, &env(&n1), &["check", "vpc6", &p1.path()]).expect_ok("check p1");
+    tool(&node, &env(&n1), &["del", "vpc6", &p1.path()]).expect_ok("del p1");
+    assert!(!node.ok("ip -6 rule show").contains("fd00:21::2"));
+    assert_eq!(node.ok("ip -6 route show fd00:21::2"), "");
+    tool(&node, &env(&n2), &["del", "vpc6", &p2.path()]).expect_ok("del p2");
+}
