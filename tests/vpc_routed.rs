@@ -192,3 +192,34 @@ fn vpc_routed_dual_stack() {
     assert_eq!(node.ok("ip -6 route show fd00:21::2"), "");
     tool(&node, &env(&n2), &["del", "vpc6", &p2.path()]).expect_ok("del p2");
 }
+
+/// A failed ADD (the pod already has `eth0`) releases the address and leaves no rule, route or veth.
+#[test]
+fn vpc_routed_failed_add_rolls_back() {
+    if !root() {
+        return;
+    }
+    let tmp = Tmp::new("vpcrb");
+    let node = Ns::new("vn");
+    let pod = Ns::new("vp");
+    pod.ok("ip link add eth0 type veth peer name other0");
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    let list = serde_json::json!({"cniVersion": "1.0.0", "name": "vpcrb", "plugins": [
+        {"type": "vpc-routed", "ipam": {"type": "host-local", "dataDir": tmp.s("ipam"),
+            "ranges": [[{"subnet": "198.18.22.0/24"}]]}}]});
+    std::fs::write(netconf.join("10.conflist"), list.to_string()).unwrap();
+    let env = vec![
+        ("NETCONFPATH", netconf.display().to_string()),
+        ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
+        ("CNI_CACHE_DIR", tmp.s("cache")),
+    ];
+    let out = tool(&node, &env, &["add", "vpcrb", &pod.path()]);
+    assert!(!out.ok);
+    assert!(out.json()["msg"].as_str().unwrap().contains("already exists"), "{}", out.stdout);
+    assert!(tmp.join("ipam/vpcrb/last_reserved_ip.0").exists(), "IPAM did allocate");
+    assert!(!tmp.join("ipam/vpcrb/198.18.22.2").exists(), "lease released on rollback");
+    assert!(!node.ok("ip rule show").contains("512:"));
+    assert_eq!(node.ok("ip -o link show | grep -c eni || true").trim(), "0");
+    assert!(!tmp.join("cache/results").exists() || std::fs::read_dir(tmp.join("cache/results")).unwrap().count() == 0);
+}

@@ -272,6 +272,17 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
 
     // 4. on the node: route and rules per pod address
+    // pushed first, so a failure half-way through the loop still removes what was added
+    let ips2 = pod_ips.clone();
+    undo.push("node rules", move || {
+        let mut h = Netlink::new()?;
+        for ip in ips2 {
+            rule_del_all(&mut h, &to_rule(ip))?;
+            rule_del_all(&mut h, &from_rule(ip, None))?;
+        }
+        Ok(())
+    });
+
     for ip in &pod_ips {
         let r = RouteSpec {
             dst: Some(host_net(*ip)),
@@ -286,16 +297,6 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             rule_set(&mut host, &from_rule(*ip, Some(t))).with_context(|| format!("failed to add rule from {ip}"))?;
         }
     }
-    let ips2 = pod_ips.clone();
-    undo.push("node rules", move || {
-        let mut h = Netlink::new()?;
-        for ip in ips2 {
-            rule_del_all(&mut h, &to_rule(ip))?;
-            rule_del_all(&mut h, &from_rule(ip, None))?;
-        }
-        Ok(())
-    });
-
     let mut result = CniResult {
         interfaces: vec![
             Interface { name: host_name.clone(), mac: host_veth.mac_string(), ..Default::default() },
