@@ -238,3 +238,119 @@ fn tool_errors_are_cni_errors_and_cnitool_argv0() {
     assert!(out.ok, "{}", out.stdout);
     assert_eq!(out.stdout, "network lonet: OK\n");
 }
+
+/// Recording plugins (shell scripts on CNI_PATH, so the exec path) show what libcni semantics
+/// mean on the wire: name/cniVersion injection, prevResult threading, runtimeConfig only for
+/// declared capabilities, DEL in reverse with the cached final result, CHECK in order,
+/// disableCheck/disableGC. No kernel state is involved.
+#[test]
+fn tool_chain_semantics_on_the_wire() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = Tmp::new("toolwire");
+    let plugins = tmp.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let log = tmp.s("log");
+    for (name, result) in [
+        ("rec1", r#"{"cniVersion":"1.0.0","ips":[{"address":"198.18.50.2/24"}]}"#),
+        ("rec2", r#"{"cniVersion":"1.0.0","ips":[{"address":"198.18.50.2/24"}],"routes":[{"dst":"198.19.0.0/16"}]}"#),
+    ] {
+        let script = format!(
+            "#!/bin/sh\nin=$(cat)\necho \"$CNI_COMMAND {name} $CNI_CONTAINERID $CNI_IFNAME $CNI_ARGS\" >> {log}\n\
+             printf '%s\\n' \"$in\" >> {log}\n[ \"$CNI_COMMAND\" = ADD ] && printf '%s' '{result}'\nexit 0\n"
+        );
+        std::fs::write(plugins.join(name), script).unwrap();
+        std::fs::set_permissions(plugins.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    std::fs::write(
+        netconf.join("a.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"wire","plugins":[{"type":"rec1","name":"overridden"},{"type":"rec2","capabilities":{"portMappings":true,"mac":false}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        netconf.join("b.conflist"),
+        r#"{"cniVersion":"0.3.1","cniVersions":["0.3.1"],"name":"old","disableGC":"true","plugins":[{"type":"rec1"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        netconf.join("c.conflist"),
+        r#"{"cniVersion":"1.1.0","name":"nocheck","disableCheck":true,"plugins":[{"type":"rec1"}]}"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("tool")
+            .args(args)
+            .env_clear()
+            .env("NETCONFPATH", &netconf)
+            .env("CNI_PATH", &plugins)
+            .env("CNI_CACHE_DIR", tmp.join("cache"))
+            .env("CNI_ARGS", "A=1;B=2")
+            .env("CAP_ARGS", r#"{"portMappings":[{"hostPort":80}],"mac":"c2:00:00:00:00:01"}"#)
+            .env("CNI_IFNAME", "net1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let take_log = || {
+        let s = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        s.lines()
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .map(|c| (c[0].to_string(), serde_json::from_str::<Value>(c[1]).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let id = cnitool_id("/run/netns/wire");
+    let out = run(&["add", "wire", "/run/netns/wire"]);
+    let res: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(res["routes"], serde_json::json!([{"dst": "198.19.0.0/16"}]), "the last plugin's result is printed");
+    let l = take_log();
+    assert_eq!(l[0].0, format!("ADD rec1 {id} net1 A=1;B=2"));
+    assert_eq!(l[1].0, format!("ADD rec2 {id} net1 A=1;B=2"));
+    assert_eq!(l[0].1["name"], "wire");
+    assert_eq!(l[0].1["cniVersion"], "1.0.0");
+    assert!(l[0].1.get("prevResult").is_none() && l[0].1.get("runtimeConfig").is_none());
+    assert_eq!(l[1].1["prevResult"]["ips"][0]["address"], "198.18.50.2/24");
+    assert_eq!(l[1].1["runtimeConfig"], serde_json::json!({"portMappings": [{"hostPort": 80}]}));
+
+    run(&["check", "wire", "/run/netns/wire"]);
+    let l = take_log();
+    assert_eq!(
+        (l[0].0.as_str(), l[1].0.as_str()),
+        (&*format!("CHECK rec1 {id} net1 A=1;B=2"), &*format!("CHECK rec2 {id} net1 A=1;B=2"))
+    );
+    assert_eq!(
+        l[0].1["prevResult"]["routes"],
+        serde_json::json!([{"dst": "198.19.0.0/16"}]),
+        "CHECK gets the cached final result"
+    );
+
+    run(&["del", "wire", "/run/netns/wire"]);
+    let l = take_log();
+    assert_eq!(l[0].0, format!("DEL rec2 {id} net1 A=1;B=2"), "DEL in reverse order");
+    assert_eq!(l[1].0, format!("DEL rec1 {id} net1 A=1;B=2"));
+    assert_eq!(l[1].1["prevResult"]["routes"], serde_json::json!([{"dst": "198.19.0.0/16"}]));
+    run(&["del", "wire", "/run/netns/wire"]);
+    let l = take_log();
+    assert!(l.iter().all(|(_, v)| v.get("prevResult").is_none()), "nothing cached any more");
+
+    // 0.3.1: no prevResult on DEL; disableGC: GC does nothing
+    run(&["add", "old", "/run/netns/wire"]);
+    run(&["gc", "old"]);
+    run(&["del", "old", "/run/netns/wire"]);
+    let l = take_log();
+    assert_eq!(l.iter().map(|x| x.0.split(' ').next().unwrap()).collect::<Vec<_>>(), ["ADD", "DEL"]);
+    assert!(l[1].1.get("prevResult").is_none());
+    // disableCheck: CHECK runs nothing; STATUS and GC reach the plugin at 1.1.0
+    run(&["add", "nocheck", "/run/netns/wire"]);
+    run(&["check", "nocheck", "/run/netns/wire"]);
+    run(&["status", "nocheck"]);
+    run(&["gc", "nocheck", "--keep", &format!("{id}/net1")]);
+    let l = take_log();
+    assert_eq!(l.iter().map(|x| x.0.split(' ').next().unwrap()).collect::<Vec<_>>(), ["ADD", "STATUS", "GC"]);
+    assert_eq!(l[2].1["cni.dev/valid-attachments"], serde_json::json!([{"containerID": id, "ifname": "net1"}]));
+    assert_eq!(l[2].1["cni.dev/attachments"], l[2].1["cni.dev/valid-attachments"]);
+}
