@@ -32,27 +32,28 @@ fn norm_veth(s: &str) -> String {
 }
 
 /// The kernel state a conflist leaves: container addresses/routes/links, host addresses/routes/links.
+/// (stderr dropped: `ip` warns "Peer netns reference is invalid" while other tests churn namespaces)
 fn snapshot(host: &Ns, cont: &Ns) -> Vec<String> {
     let mut s = Vec::new();
-    for l in cont.ok("ip -4 -o addr show | awk '{print $2, $3, $4}'").lines() {
+    for l in cont.ok("ip -4 -o addr show 2>/dev/null | awk '{print $2, $3, $4}'").lines() {
         s.push(format!("c addr {l}"));
     }
-    for l in cont.ok("ip -4 route show table all | grep -v '^local\\|^broadcast' || true").lines() {
+    for l in cont.ok("ip -4 route show table all 2>/dev/null | grep -v '^local\\|^broadcast' || true").lines() {
         s.push(format!("c route {l}"));
     }
-    for l in cont.ok("ip -o link show | awk '{print $2, $3, $4, $5}'").lines() {
+    for l in cont.ok("ip -o link show 2>/dev/null | awk '{print $2, $3, $4, $5}'").lines() {
         s.push(format!("c link {}", norm_veth(l)));
     }
-    for l in host.ok("ip -4 -o addr show | awk '{print $2, $3, $4}'").lines() {
+    for l in host.ok("ip -4 -o addr show 2>/dev/null | awk '{print $2, $3, $4}'").lines() {
         s.push(format!("h addr {}", norm_veth(l)));
     }
-    for l in host.ok("ip -4 route show table all | grep -v '^local\\|^broadcast' || true").lines() {
+    for l in host.ok("ip -4 route show table all 2>/dev/null | grep -v '^local\\|^broadcast' || true").lines() {
         s.push(format!("h route {}", norm_veth(l)));
     }
-    for l in host.ok("ip -o link show | awk '{print $2, $3, $4, $5, $8, $9}'").lines() {
+    for l in host.ok("ip -o link show 2>/dev/null | awk '{print $2, $3, $4, $5, $8, $9}'").lines() {
         s.push(format!("h link {}", norm_veth(l)));
     }
-    s.push(format!("h ip_forward {}", host.ok("cat /proc/sys/net/ipv4/ip_forward").trim()));
+    s.push(format!("h ip_forward {}", host.ok("cat /proc/sys/net/ipv4/ip_forward 2>/dev/null").trim()));
     s.sort();
     s
 }
@@ -113,6 +114,8 @@ fn drive(conflist: &str, name: &str, cni_path: Option<&str>, check: bool) -> Run
     let state = snapshot(&host, &cont);
     tool(&host, &env, &["del", name, &cont.path()]).expect_ok("tool del");
     assert!(!cache_file.exists(), "DEL removes the cache entry");
+    // the bridge's carrier loss reaches routes through linkwatch, up to a second later
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let after_del = snapshot(&host, &cont);
     // DEL again: still fine, nothing cached
     tool(&host, &env, &["del", name, &cont.path()]).expect_ok("second tool del");
