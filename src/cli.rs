@@ -53,6 +53,10 @@ pub fn dispatch(argv: &[String]) -> i32 {
     if let Some(applet) = applets::find(prog) {
         return applet_main(applet, prog, rest);
     }
+    // runtime side (issue 6): `cnitool` by argv[0]
+    if prog == "cnitool" {
+        return crate::tool::main(rest);
+    }
     if prog == MULTI || prog.starts_with("cni-multi") {
         return multi_main(rest);
     }
@@ -108,6 +112,8 @@ fn multi_main(rest: &[String]) -> i32 {
             out(&usage());
             0
         }
+        // `cni-multi tool ...`: the cnitool/libcni equivalent (issue 6)
+        "tool" => crate::tool::main(rest.get(1..).unwrap_or(&[])),
         "install" => crate::install::main(rest.get(1..).unwrap_or(&[])),
         name => match applets::find(name) {
             Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[])),
@@ -126,7 +132,10 @@ fn multi_main(rest: &[String]) -> i32 {
 /// Long-running or setup subcommands some applets carry besides the CNI verbs
 /// (`dhcp daemon ...`): applet name, subcommand word, entry point taking the words after it.
 type SubMain = fn(&[String]) -> i32;
-const SUBCOMMANDS: &[(&str, &str, SubMain)] = &[("dhcp", "daemon", crate::ipam::dhcp::daemon_main)];
+const SUBCOMMANDS: &[(&str, &str, SubMain)] = &[
+    ("dhcp", "daemon", crate::ipam::dhcp::daemon_main),
+    ("vpc-routed", "setup-host", crate::plugins::vpc_routed::setup_host_main),
+];
 
 fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
     if let Some(word) = args.first() {

@@ -11,3 +11,4 @@ pub mod logging;
 pub mod netlink;
 pub mod plugins;
 pub mod sys;
+pub mod tool;

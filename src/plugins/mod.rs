@@ -3,3 +3,5 @@ pub mod bridge;
 pub mod common;
 pub mod loopback;
 pub mod ptp;
+pub mod flannel;
+pub mod vpc_routed;
