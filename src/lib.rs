@@ -4,6 +4,7 @@
 pub mod applets;
 pub mod cli;
 pub mod cni;
+pub mod digest;
 pub mod firewall;
 pub mod install;
 pub mod ipam;

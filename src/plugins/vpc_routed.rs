@@ -121,7 +121,7 @@ pub fn host_veth_name(prefix: &str, ctx: &Ctx) -> String {
         (Some(ns), Some(pod)) if !pod.is_empty() => format!("{ns}.{pod}"),
         _ => ctx.container_id.clone(),
     };
-    let h = crate::tool::digest::hex(&crate::tool::digest::sha1(key.as_bytes()));
+    let h = crate::digest::hex(&crate::digest::sha1(key.as_bytes()));
     format!("{prefix}{}", h.get(..11).unwrap_or(&h))
 }
 
@@ -695,13 +695,13 @@ mod tests {
     fn host_veth_name_is_aws_style() {
         let c = ctx("{}", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0");
         let n = host_veth_name("eni", &c);
-        let h = crate::tool::digest::hex(&crate::tool::digest::sha1(b"default.web-0"));
+        let h = crate::digest::hex(&crate::digest::sha1(b"default.web-0"));
         assert_eq!(n, format!("eni{}", &h[..11]));
         assert_eq!(n.len(), 14);
         assert!(host_veth_name("cali", &c).len() <= 15);
         // without Kubernetes args: the container id
         let n2 = host_veth_name("eni", &ctx("{}", ""));
-        assert_eq!(n2, format!("eni{}", &crate::tool::digest::hex(&crate::tool::digest::sha1(b"ctr1"))[..11]));
+        assert_eq!(n2, format!("eni{}", &crate::digest::hex(&crate::digest::sha1(b"ctr1"))[..11]));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! directory 0700, file 0600, one compact JSON object of kind `cniCacheV1` (fields in libcni's order),
 //! the legacy "just the result" format accepted on read.
 
-use super::digest;
 use crate::cni::CniResult;
+use crate::digest;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

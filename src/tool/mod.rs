@@ -12,7 +12,7 @@
 
 pub mod cache;
 pub mod conf;
-pub mod digest;
+
 pub mod run;
 pub mod validate;
 

@@ -8,8 +8,8 @@
 
 use super::cache::{self, CachedInfo};
 use super::conf::{NetworkList, PluginConf};
-use super::digest;
 use crate::cni::{config, delegate, env, version, CniError, CniResult, Command, Ctx};
+use crate::digest;
 use anyhow::anyhow;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
