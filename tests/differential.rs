@@ -151,24 +151,24 @@ impl Side {
         let plugin = self.conf["type"].as_str().unwrap_or_default();
         let leases = self.w.leases(&net_name(&self.conf));
         if !leases.is_empty() {
-            out.push(format!("{}: leases left after DEL: {leases:?}", self.w.imp.label()));
+            out.push(format!("{}: leases left behind: {leases:?}", self.w.imp.label()));
         }
         let c = self.w.c(0);
         match plugin {
             "bridge" | "ptp" => {
                 if c.link("eth0").is_some() {
-                    out.push(format!("{}: container eth0 left after DEL", self.w.imp.label()));
+                    out.push(format!("{}: container eth0 left behind", self.w.imp.label()));
                 }
                 let veths: Vec<String> =
                     self.w.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect();
                 if !veths.is_empty() {
-                    out.push(format!("{}: host veths left after DEL: {veths:?}", self.w.imp.label()));
+                    out.push(format!("{}: host veths left behind: {veths:?}", self.w.imp.label()));
                 }
             }
             "loopback" => {
                 let lo = c.link("lo").unwrap_or_default();
                 if lo["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")) {
-                    out.push(format!("{}: lo still up after DEL", self.w.imp.label()));
+                    out.push(format!("{}: lo still up", self.w.imp.label()));
                 }
             }
             _ => {}
