@@ -35,6 +35,9 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::vrf::APPLET,
     crate::ipam::host_local::APPLET,
     crate::ipam::static_::APPLET,
+    crate::ipam::dhcp::APPLET,
+    crate::plugins::flannel::APPLET,
+    crate::plugins::vpc_routed::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

@@ -53,6 +53,10 @@ pub fn dispatch(argv: &[String]) -> i32 {
     if let Some(applet) = applets::find(prog) {
         return applet_main(applet, prog, rest);
     }
+    // runtime side (issue 6): `cnitool` by argv[0]
+    if prog == "cnitool" {
+        return crate::tool::main(rest);
+    }
     if prog == MULTI || prog.starts_with("cni-multi") {
         return multi_main(rest);
     }
@@ -108,12 +112,9 @@ fn multi_main(rest: &[String]) -> i32 {
             out(&usage());
             0
         }
-        // TODO(install): `cni-multi install ...` — another developer writes src/install.rs;
-        // once it exists this arm becomes: `"install" => crate::install::main(rest.get(1..).unwrap_or(&[])),`
-        "install" => {
-            let _ = writeln!(std::io::stderr(), "{MULTI}: install is not available in this build");
-            2
-        }
+        // `cni-multi tool ...`: the cnitool/libcni equivalent (issue 6)
+        "tool" => crate::tool::main(rest.get(1..).unwrap_or(&[])),
+        "install" => crate::install::main(rest.get(1..).unwrap_or(&[])),
         name => match applets::find(name) {
             Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[])),
             None => {
@@ -128,7 +129,21 @@ fn multi_main(rest: &[String]) -> i32 {
     }
 }
 
+/// Long-running or setup subcommands some applets carry besides the CNI verbs
+/// (`dhcp daemon ...`): applet name, subcommand word, entry point taking the words after it.
+type SubMain = fn(&[String]) -> i32;
+const SUBCOMMANDS: &[(&str, &str, SubMain)] = &[
+    ("dhcp", "daemon", crate::ipam::dhcp::daemon_main),
+    ("vpc-routed", "setup-host", crate::plugins::vpc_routed::setup_host_main),
+];
+
 fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
+    if let Some(word) = args.first() {
+        if let Some((_, _, sub)) = SUBCOMMANDS.iter().find(|(a, w, _)| *a == applet.name && w == word) {
+            crate::logging::init(&|k| std::env::var(k).ok());
+            return sub(args.get(1..).unwrap_or(&[]));
+        }
+    }
     let flags = if args.is_empty() {
         PluginFlags::default()
     } else {
@@ -245,7 +260,32 @@ mod tests {
         assert_eq!(dispatch(&["/x/not-an-applet".to_string()]), 2);
         assert_eq!(dispatch(&["/x/cni-multi".to_string(), "no-such".to_string()]), 2);
         assert_eq!(dispatch(&["/x/cni-multi".to_string()]), 2);
-        assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string()]), 2);
+        assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string(), "--bogus".to_string()]), 2);
         assert!(usage().contains("host-local"));
+    }
+
+    /// Child half of `panic_hook_leaves_a_cni_error`: only panics when asked to.
+    #[test]
+    fn panic_hook_child() {
+        if std::env::var_os("CNI_MULTI_PANIC_CHILD").is_some() {
+            install_panic_hook();
+            panic!("boom <here>");
+        }
+    }
+
+    #[test]
+    fn panic_hook_leaves_a_cni_error() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["cli::tests::panic_hook_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("CNI_MULTI_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("{\n    \"code\": 999,\n    \"msg\": \"internal error: boom \\u003chere\\u003e\",\n    \"details\": \"src/cli.rs:"),
+            "{stdout}"
+        );
     }
 }

@@ -4,9 +4,12 @@
 pub mod applets;
 pub mod cli;
 pub mod cni;
+pub mod digest;
 pub mod firewall;
+pub mod install;
 pub mod ipam;
 pub mod logging;
 pub mod netlink;
 pub mod plugins;
 pub mod sys;
+pub mod tool;

@@ -101,6 +101,7 @@ fn run(cmd: &mut Command, c: &Call) -> Out {
     cmd.env_clear()
         .env("CNI_COMMAND", c.command)
         .env("CNI_NETNS", "/proc/self/ns/net")
+        .env("CNI_NETNS_OVERRIDE", "1")
         .env("CNI_PATH", REF_DIR)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -7,7 +7,6 @@
 //! are dropped. Plugins then decode from that value with lower-case serde names.
 
 use super::error::{code, CniError};
-use super::result::go_quote;
 use super::{CniResult, Ctx};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -154,14 +153,20 @@ pub fn validate_name(conf: &Value) -> Result<String, CniError> {
             Some(other) => {
                 return Err(CniError::new(
                     code::DECODE,
-                    format!("error unmarshall network config: name must be a string, not {}", kind(other)),
+                    format!(
+                        "error unmarshall network config: json: cannot unmarshal {} into Go struct field .name of type string",
+                        kind(other)
+                    ),
                 ))
             }
         },
         other => {
             return Err(CniError::new(
                 code::DECODE,
-                format!("error unmarshall network config: cannot unmarshal {} into a network config", kind(other)),
+                format!(
+                    "error unmarshall network config: json: cannot unmarshal {} into Go value of type struct {{ Name string \"json:\\\"name\\\"\" }}",
+                    kind(other)
+                ),
             ))
         }
     };
@@ -183,7 +188,10 @@ pub fn config_version(conf: &Value) -> Result<String, CniError> {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) => Err(CniError::new(
             code::DECODE,
-            format!("decoding version from network config: cniVersion must be a string, not {}", kind(other)),
+            format!(
+                "decoding version from network config: json: cannot unmarshal {} into Go struct field .cniVersion of type string",
+                kind(other)
+            ),
         )),
     }
 }
@@ -198,7 +206,7 @@ pub fn prev_result(conf: &Value, version: &str) -> Result<Option<CniResult>, Cni
     }
 }
 
-/// JSON type name for messages.
+/// JSON type name for messages (Go's wording).
 pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -239,11 +247,6 @@ impl Ctx {
     pub fn raw_conf(&self) -> anyhow::Result<Value> {
         parse_raw(&self.stdin).map_err(|e| anyhow::anyhow!("error unmarshall network config: {e}"))
     }
-}
-
-/// Quote helper re-exported for messages that name a value.
-pub fn quote(s: &str) -> String {
-    go_quote(s)
 }
 
 #[cfg(test)]

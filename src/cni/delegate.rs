@@ -182,7 +182,24 @@ fn exec(ctx: &Ctx, bin: &Path, plugin_type: &str, command: Command) -> anyhow::R
         .map_err(|e| anyhow!("failed to read the result of plugin {plugin_type}: {}", e.msg))
 }
 
-/// Write stdin from a helper thread while stdout/stderr are drained, so neither side blocks.
+/// How much of a delegate's stdout / stderr is kept (the rest is read and discarded, so a
+/// runaway plugin cannot exhaust our memory).
+const STDOUT_LIMIT: u64 = 16 << 20;
+const STDERR_LIMIT: u64 = 1 << 20;
+
+/// Read up to `limit` bytes; `true` when there was more.
+fn read_bounded(r: impl std::io::Read, limit: u64) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut r = r.take(limit + 1);
+    let _ = r.read_to_end(&mut buf);
+    let over = buf.len() as u64 > limit;
+    buf.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    (buf, over)
+}
+
+/// Feed stdin and drain stderr from helper threads while stdout is read here, so neither
+/// side blocks on a full pipe. A plugin whose stdout outgrows the limit is killed.
 fn feed_and_wait(mut child: std::process::Child, data: &[u8]) -> anyhow::Result<std::process::Output> {
     let writer = child.stdin.take().map(|mut pipe| {
         let data = data.to_vec();
@@ -191,11 +208,29 @@ fn feed_and_wait(mut child: std::process::Child, data: &[u8]) -> anyhow::Result<
             let _ = pipe.write_all(&data);
         })
     });
-    let out = child.wait_with_output().map_err(|e| anyhow!("waiting for plugin: {e}"))?;
+    let err_reader = child.stderr.take().map(|mut p| {
+        std::thread::spawn(move || {
+            let (buf, over) = read_bounded(&mut p, STDERR_LIMIT);
+            if over {
+                // keep the pipe drained so the plugin never blocks on stderr
+                let _ = std::io::copy(&mut p, &mut std::io::sink());
+            }
+            buf
+        })
+    });
+    let (stdout, over) = child.stdout.take().map(|p| read_bounded(p, STDOUT_LIMIT)).unwrap_or_default();
+    if over {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| anyhow!("waiting for plugin: {e}"))?;
+    let stderr = err_reader.and_then(|h| h.join().ok()).unwrap_or_default();
     if let Some(w) = writer {
         let _ = w.join();
     }
-    Ok(out)
+    if over {
+        anyhow::bail!("plugin wrote more than {} MiB on stdout; killed it", STDOUT_LIMIT >> 20);
+    }
+    Ok(std::process::Output { status, stdout, stderr })
 }
 
 /// A failed plugin's error: its error JSON when it printed one, else a description.
@@ -382,6 +417,12 @@ mod tests {
         assert!(e.msg.starts_with("netplugin failed but error parsing its diagnostic message \"nope\\n\""));
         let e = run("echo '{\"cniVersion\": \"1.0.0\", \"ips\": 5}'\n").unwrap_err().to_string();
         assert!(e.starts_with("failed to read the result of plugin fakeipam"), "{e}");
+        // endless output is bounded and reported, not buffered without limit
+        let e = run("yes 0123456789abcdef\n").unwrap_err().to_string();
+        assert!(e.contains("more than 16 MiB"), "{e}");
+        // a large stdin is fed completely even when the plugin writes a lot first
+        let e = run("head -c 300000 /dev/zero | tr '\\0' x >&2; cat > /dev/null; exit 1\n").unwrap_err();
+        assert!(CniError::from_anyhow(&e).msg.starts_with("netplugin failed: \"xxx"));
         // a result without cniVersion is read with the config's version
         let r = run("echo '{\"ips\": [{\"address\": \"198.18.0.7/24\"}]}'\n").unwrap().unwrap();
         assert_eq!(r.ips[0].address.to_string(), "198.18.0.7/24");

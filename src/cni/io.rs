@@ -73,8 +73,11 @@ fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
         return Ok(());
     }
     let stdin = read_stdin(&mut io.stdin)?;
-    let conf = config::parse_folded(&stdin)
-        .map_err(|e| CniError::new(code::DECODE, format!("error unmarshall network config: {e}")))?;
+    let conf = config::parse_folded(&stdin).map_err(|e| {
+        // Go's wording for truncated input; other syntax errors keep serde's text
+        let why = if e.is_eof() { "unexpected end of JSON input".to_string() } else { e.to_string() };
+        CniError::new(code::DECODE, format!("error unmarshall network config: {why}"))
+    })?;
     let name = config::validate_name(&conf)?;
     let command = env::parse_command(&env.command)
         .ok_or_else(|| CniError::env(format!("unknown CNI_COMMAND: {}", env.command)))?;
@@ -115,7 +118,20 @@ fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
     };
     tracing::debug!("running {} {}", applet.name, command.as_str());
     if let Some(result) = invoke(applet, &ctx)? {
-        io.stdout.extend_from_slice(result.to_json(&ctx.version)?.as_bytes());
+        match result.to_json(&ctx.version) {
+            Ok(text) => io.stdout.extend_from_slice(text.as_bytes()),
+            Err(e) => {
+                // The ADD worked but its result cannot be expressed in the requested version
+                // (e.g. an L2-only result at 0.2.0): undo it rather than leave it half-made.
+                if command == Command::Add {
+                    let undo = Ctx { command: Command::Del, prev_result: None, ..ctx.clone() };
+                    if let Err(d) = (applet.del)(&undo) {
+                        tracing::warn!("rolling back ADD after a result conversion error failed: {d:#}");
+                    }
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }
@@ -386,5 +402,270 @@ pub(crate) mod tests {
         io.stdin = Box::new(Endless);
         assert_eq!(run(&FAKE, &mut io), 1);
         assert_eq!(err_of(&io.stdout_str()).0, 5);
+    }
+}
+
+/// Never-panic test: thousands of malformed, huge, deeply nested, unicode and invalid-UTF-8
+/// configs and odd environments thrown at `run`; every run must end in success or in a
+/// well-formed CNI error with a spec code.
+#[cfg(test)]
+mod fuzz {
+    use super::tests::FAKE;
+    use super::*;
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items.get(self.below(items.len())).copied().unwrap_or("")
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+    }
+
+    fn fuzz_add(ctx: &Ctx) -> anyhow::Result<CniResult> {
+        // exercise every Ctx accessor on hostile input
+        let _ = ctx.valid_attachments()?;
+        let _ = ctx.raw_conf()?;
+        let _ = ctx.plugin_conf::<serde_json::Value>()?;
+        let _ = (ctx.ipam_type(), ctx.runtime_config("portmappings"), ctx.args_cni("ips"), ctx.require_netns());
+        let mut r = super::tests::fake_add(ctx)?;
+        if let Some(p) = &ctx.prev_result {
+            r.interfaces.extend(p.interfaces.iter().cloned());
+            r.ips = p.ips.clone();
+            r.dns = p.dns.clone();
+        }
+        Ok(r)
+    }
+    const FUZZ: Applet = Applet { add: fuzz_add, ..FAKE };
+    const FUZZ_NO_ARGS: Applet = Applet { add: fuzz_add, cni_args: None, min_version: "0.4.0", ..FAKE };
+
+    const VERSIONS: &[&str] =
+        &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "", "1.2.0", "x.y", "1", "-1.0.0"];
+    const KEYS: &[&str] = &[
+        "name",
+        "NAME",
+        "Name",
+        "cniVersion",
+        "CNIVERSION",
+        "type",
+        "ipam",
+        "prevResult",
+        "PrevResult",
+        "dns",
+        "runtimeConfig",
+        "args",
+        "cni.dev/valid-attachments",
+        "cni.dev/attachments",
+        "mtu",
+        "ips",
+        "ip4",
+        "routes",
+        "interfaces",
+        "ſubnet",
+        "\u{212a}ey",
+        "\u{0}",
+        "é",
+    ];
+    const ATOMS: &[&str] = &[
+        "null",
+        "true",
+        "false",
+        "0",
+        "-1",
+        "1e400",
+        "18446744073709551616",
+        "1.5",
+        "\"\"",
+        "\"n\"",
+        "\"a/b\"",
+        "\"..\"",
+        "\"198.18.0.2/24\"",
+        "\"fd00::1\"",
+        "\"0.0.0.0/0\"",
+        "\"\\ud800\"",
+        "\"\\u0000\"",
+        "[]",
+        "{}",
+        "\"1.0.0\"",
+        "\"0.2.0\"",
+        "\"é\u{2028}<&>\"",
+    ];
+
+    fn value(rng: &mut XorShift, depth: usize) -> String {
+        if depth > 4 || rng.chance(40) {
+            return rng.pick(ATOMS).to_string();
+        }
+        let n = rng.below(5);
+        if rng.chance(50) {
+            let items: Vec<String> = (0..n).map(|_| value(rng, depth + 1)).collect();
+            format!("[{}]", items.join(","))
+        } else {
+            let items: Vec<String> = (0..n)
+                .map(|_| format!("{}:{}", serde_json::to_string(rng.pick(KEYS)).unwrap(), value(rng, depth + 1)))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+    }
+
+    fn result_like(rng: &mut XorShift) -> String {
+        let ver = rng.pick(VERSIONS);
+        let body = rng.pick(&[
+            r#""ips":[{"address":"198.18.0.9/24","gateway":"198.18.0.1","interface":0}],"interfaces":[{"name":"eth0","mtu":9000}]"#,
+            r#""ips":[{"address":"fd00::9/64","version":"6"}],"routes":[{"dst":"::/0","gw":"fd00::1","table":300,"scope":253}]"#,
+            r#""ip4":{"ip":"198.18.0.9/24","routes":[{"dst":"0.0.0.0/0"}]},"ip6":{"ip":"fd00::9/64"}"#,
+            r#""interfaces":[{"name":"lo"}]"#,
+            r#""ips":[{"address":"bogus"}]"#,
+            r#""routes":[{"dst":"198.18.0.0/15","mtu":-5}]"#,
+            r#""dns":{"nameservers":["198.18.0.53"],"domain":"d","search":[1]}"#,
+            "",
+        ]);
+        let sep = if body.is_empty() { "" } else { "," };
+        format!(r#"{{"cniVersion":"{ver}"{sep}{body}}}"#)
+    }
+
+    fn config(rng: &mut XorShift) -> Vec<u8> {
+        let ver = rng.pick(VERSIONS);
+        let mut s = match rng.below(6) {
+            0 => value(rng, 0),
+            1 => format!(r#"{{"cniVersion":"{ver}","name":"net1","prevResult":{}}}"#, result_like(rng)),
+            2 => format!(
+                r#"{{"CNIVersion":"{ver}","Name":"n","name":{},"ipam":{{"type":"host-local"}},"cni.dev/valid-attachments":{}}}"#,
+                rng.pick(ATOMS),
+                value(rng, 1)
+            ),
+            3 => {
+                let d = rng.below(200);
+                format!(r#"{{"name":"n","cniVersion":"{ver}","x":{}{}}}"#, "[".repeat(d), "]".repeat(d))
+            }
+            4 => format!(r#"{{"name":"n","cniVersion":"{ver}","k":{}}}"#, value(rng, 0)),
+            _ => format!(r#"{{"name":"n","cniVersion":"{ver}"}}"#),
+        }
+        .into_bytes();
+        // mutations
+        if rng.chance(15) && !s.is_empty() {
+            let at = rng.below(s.len());
+            s.truncate(at);
+        }
+        if rng.chance(15) && !s.is_empty() {
+            for _ in 0..rng.below(4) + 1 {
+                let at = rng.below(s.len());
+                if let Some(b) = s.get_mut(at) {
+                    *b = (rng.next() & 0xff) as u8;
+                }
+            }
+        }
+        if rng.chance(5) {
+            s.extend_from_slice(b"\xff\xfe garbage");
+        }
+        if rng.chance(1) {
+            let big = "a".repeat(1 << 20);
+            s = format!(r#"{{"name":"n","cniVersion":"1.0.0","big":"{big}"}}"#).into_bytes();
+        }
+        s
+    }
+
+    fn env(rng: &mut XorShift) -> Vec<(String, String)> {
+        let mut e = Vec::new();
+        let mut put = |k: &str, v: String| e.push((k.to_string(), v));
+        let cmd = rng.pick(&["ADD", "ADD", "ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "", "add", "BOGUS"]);
+        put("CNI_COMMAND", cmd.to_string());
+        if rng.chance(90) {
+            let id = rng.pick(&["ctr", "a.b-c_d", "", "../etc", "x/y", "é", " sp", "-lead"]);
+            put("CNI_CONTAINERID", if rng.chance(3) { "c".repeat(5000) } else { id.to_string() });
+        }
+        if rng.chance(90) {
+            let ns = rng.pick(&["/nonexistent/ns", "/proc/self/ns/net", "", "/", "relative"]);
+            put("CNI_NETNS", ns.to_string());
+        }
+        if rng.chance(90) {
+            let ifn = rng.pick(&[
+                "eth0",
+                "",
+                ".",
+                "..",
+                "a/b",
+                "a:b",
+                "a b",
+                "abcdefghijklmnop",
+                "abcdefghijklmno",
+                "ééééééé",
+                "\u{3000}",
+            ]);
+            put("CNI_IFNAME", if rng.chance(2) { "i".repeat(100_000) } else { ifn.to_string() });
+        }
+        if rng.chance(60) {
+            let args = rng.pick(&[
+                "IP=198.18.0.3",
+                "IP=a=b",
+                ";",
+                ";;",
+                "=",
+                "IP=1;",
+                "FAIL=1",
+                "K8S_POD_NAME=x",
+                "IgnoreUnknown=1;K8S_POD_NAME=x;K8S_POD_NAMESPACE=y",
+                "IgnoreUnknown=maybe",
+                "ignoreunknown=1;X=1",
+                "\u{0}=\u{0}",
+                "IP=é;MAC=\u{2028}",
+            ]);
+            put("CNI_ARGS", args.to_string());
+        }
+        if rng.chance(85) {
+            put("CNI_PATH", rng.pick(&["/nonexistent", "", ":", "/a::/b"]).to_string());
+        }
+        if rng.chance(10) {
+            put("CNI_NETNS_OVERRIDE", rng.pick(&["1", "true", "no"]).to_string());
+        }
+        e
+    }
+
+    const CODES: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 999];
+
+    #[test]
+    fn never_panics_and_always_answers_cleanly() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let (mut ok, mut failed) = (0, 0);
+        for i in 0..4000 {
+            let applet = if i % 3 == 0 { &FUZZ_NO_ARGS } else { &FUZZ };
+            let env = env(&mut rng);
+            let stdin = config(&mut rng);
+            let mut io = Io::new(env.clone(), stdin.clone());
+            let rc = run(applet, &mut io);
+            let out = io.stdout_str();
+            let ctx = || format!("run {i}: env={env:?} stdin={:?} out={out}", String::from_utf8_lossy(&stdin));
+            match rc {
+                0 => {
+                    ok += 1;
+                    if !out.is_empty() {
+                        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{}", ctx()));
+                        assert!(v.get("cniVersion").is_some(), "{}", ctx());
+                    }
+                }
+                1 => {
+                    failed += 1;
+                    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{}", ctx()));
+                    let code = v["code"].as_u64().unwrap_or(0);
+                    assert!(CODES.contains(&code), "{}", ctx());
+                    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{}", ctx());
+                    assert!(!out.ends_with('\n'), "{}", ctx());
+                }
+                other => panic!("exit status {other}: {}", ctx()),
+            }
+        }
+        // the generator must reach both outcomes in quantity
+        assert!(ok > 300 && failed > 300, "ok={ok} failed={failed}");
     }
 }

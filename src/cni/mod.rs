@@ -1,5 +1,16 @@
 //! The CNI protocol: environment, configuration, results, versions, errors, delegation.
 //! No kernel code lives here.
+//!
+//! For plugin authors:
+//! - `io::run(applet, io)` does the whole skel dance (env, stdin, version gates, CNI_ARGS against
+//!   `Applet::cni_args`, own-netns refusal, prevResult) and calls your verb with a [`Ctx`].
+//! - Read config with `ctx.plugin_conf::<T>()` (lower-case serde names), `ctx.get("key")`,
+//!   `ctx.runtime_config("cap")`, `ctx.args_cni("key")`, `ctx.cni_arg("KEY")`; use
+//!   `ctx.raw_conf()` when map keys are data whose case matters (sysctl names).
+//! - `ctx.prev_result` is already parsed; `ctx.valid_attachments()` for GC.
+//! - Return a [`CniError`] (via `.into()`) to choose the code; any other error is 999.
+//! - IPAM: `delegate::ipam_add(ctx)` / `ipam_del` / `ipam_check` / `ipam_status` / `ipam_gc`
+//!   (in-process when CNI_PATH resolves to this binary).
 
 pub mod config;
 pub mod delegate;

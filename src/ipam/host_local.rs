@@ -327,13 +327,10 @@ pub(crate) mod tests {
             container_id: id.into(),
             netns: Some("/proc/self/ns/net".into()),
             ifname: ifname.into(),
-            args: Vec::new(),
-            path: Vec::new(),
-            stdin: Vec::new(),
             conf,
             version,
             name,
-            prev_result: None,
+            ..Ctx::new(Command::Add)
         }
     }
 

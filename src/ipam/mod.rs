@@ -1,5 +1,6 @@
 //! IPAM plugins.
 pub mod common;
+pub mod dhcp;
 pub mod host_local;
 pub mod range;
 pub mod resolvconf;

@@ -185,20 +185,35 @@ impl Store {
     /// On success `last_reserved_ip.<range_id>` is rewritten.
     pub fn reserve(&self, id: &str, ifname: &str, ip: IpAddr, range_id: usize) -> anyhow::Result<bool> {
         let path = self.dir.join(ip_file_name(ip));
-        let mut f = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-            Ok(f) => f,
+        if path.symlink_metadata().is_ok() {
+            return Ok(false);
+        }
+        // The reservation appears with its full content or not at all: write a private temp
+        // file, then hard-link it to the address's name (link(2) fails with EEXIST exactly like
+        // the reference's O_EXCL create). A plugin killed half-way leaves at most a temp file,
+        // never an empty reservation. No fsync: like the reference, a reservation only has to
+        // outlive the plugin process, not a power loss (which takes the containers with it),
+        // and an fsync would cost more than the rest of an ADD.
+        let tmp = self.dir.join(format!(".{}.{}.tmp", ip_file_name(ip), std::process::id()));
+        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(content.as_bytes()));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
+        }
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(e).with_context(|| format!("failed to create {}", path.display())),
-        };
-        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
-        // durable before anyone is told the address is theirs: a crash must not leave an
-        // empty file that no DEL would ever match
-        if let Err(e) = f.write_all(content.as_bytes()).and_then(|_| f.sync_data()) {
-            drop(f);
-            let _ = fs::remove_file(&path);
-            return Err(e).with_context(|| format!("failed to write {}", path.display()));
         }
-        drop(f);
         if let Err(e) = self.write_last_reserved(ip, range_id) {
             let _ = fs::remove_file(&path);
             return Err(e);

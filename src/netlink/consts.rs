@@ -77,6 +77,7 @@ pub const BRIDGE_VLAN_INFO_PVID: u16 = 0x2;
 pub const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 0x4;
 pub const RTEXT_FILTER_VF: u32 = 0x1;
 pub const RTEXT_FILTER_SKIP_STATS: u32 = 0x8;
+pub const RTEXT_FILTER_BRVLAN: u32 = 0x2;
 
 // addr
 pub const IFA_ADDRESS: u16 = 1;
@@ -132,3 +133,26 @@ pub const FRA_FWMASK: u16 = 16;
 pub const FRA_OIFNAME: u16 = 17;
 pub const FR_ACT_TO_TBL: u8 = 1;
 pub const FIB_RULE_INVERT: u32 = 0x2;
+
+// traffic control
+pub const RTM_NEWQDISC: u16 = 36;
+pub const RTM_DELQDISC: u16 = 37;
+pub const RTM_GETQDISC: u16 = 38;
+pub const RTM_NEWTFILTER: u16 = 44;
+pub const TCA_KIND: u16 = 1;
+pub const TCA_OPTIONS: u16 = 2;
+pub const TCA_TBF_PARMS: u16 = 1;
+pub const TCA_TBF_RATE64: u16 = 4;
+pub const TCA_U32_CLASSID: u16 = 1;
+pub const TCA_U32_SEL: u16 = 5;
+pub const TCA_U32_ACT: u16 = 7;
+pub const TCA_ACT_KIND: u16 = 1;
+pub const TCA_ACT_OPTIONS: u16 = 2;
+pub const TCA_MIRRED_PARMS: u16 = 2;
+pub const TC_U32_TERMINAL: u8 = 1;
+pub const TC_ACT_OK: i32 = 0;
+pub const TC_ACT_STOLEN: i32 = 4;
+pub const TCA_EGRESS_REDIR: i32 = 1;
+pub const TC_H_ROOT: u32 = 0xffff_ffff;
+pub const TC_H_INGRESS: u32 = 0xffff_fff1;
+pub const ETH_P_ALL: u16 = 0x0003;

@@ -41,26 +41,28 @@ const MAC1: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 #[test]
 fn veth_add_with_peer_netns() {
-    // ip link add name v0 mtu 1400 address 02:00:00:00:00:01 type veth peer name v1 mtu 1400 netns NS
+    // ip link add name v0 mtu 1400 address 02:00:00:00:00:01 txqueuelen 0 up type veth peer name v1 mtu 1400
+    //   txqueuelen 0 netns NS
+    // (txqueuelen 0 and up mirror what the reference's netlink library sends)
     // SAFETY: the fd is only formatted into the message, never used.
     let fd = unsafe { BorrowedFd::borrow_raw(4) };
     let spec = VethSpec { name: "v0", peer_name: "v1", mtu: Some(1400), mac: Some(MAC1), peer_ns: Some(fd) };
     check(
         veth_add_msg(&spec),
-        "780000001000050600000000000000000000000000000000000000000000000008000400780500000a000100020000000001\
-         000007000300763000003c0012000800010076657468300002002c0001000000000000000000000000000000000008000400\
-         7805000008001c00040000000700030076310000",
+        "880000001000050600000000000000000000000000000000010000000100000008000400780500000a000100020000000001\
+         000008000d000000000007000300763000004400120008000100766574683800020034000100000000000000000000000000\
+         00000000080004007805000008000d000000000008001c00040000000700030076310000",
     );
 }
 
 #[test]
 fn veth_add_plain() {
-    // ip link add name v2 type veth peer name v3
+    // ip link add name v2 txqueuelen 0 up type veth peer name v3 txqueuelen 0
     let spec = VethSpec { name: "v2", peer_name: "v3", mtu: None, mac: None, peer_ns: None };
     check(
         veth_add_msg(&spec),
-        "540000001000050600000000000000000000000000000000000000000000000007000300763200002c001200080001007665\
-         7468200002001c000100000000000000000000000000000000000700030076330000",
+        "640000001000050600000000000000000000000000000000010000000100000008000d000000000007000300763200003400\
+         1200080001007665746828000200240001000000000000000000000000000000000008000d00000000000700030076330000",
     );
 }
 
@@ -582,5 +584,169 @@ mod kinds_and_rules {
         // ip rule del pref 200
         let r = RuleSpec { priority: Some(200), ..RuleSpec::new(Family::V4) };
         check(rule_msg(false, &r), "2400000021000500000000000000000002000000000000000000000008000600c8000000");
+    }
+}
+
+#[test]
+fn bridge_vlan_show() {
+    // bridge vlan show (the AF_BRIDGE dump)
+    check(bridge_vlan_dump_msg(), "280000001200010300000000000000000700000000000000000000000000000008001d0002000000");
+    // A hand-built reply: port 4 with VLAN 1 (pvid, untagged) and VLAN 10 (tagged).
+    use super::consts::*;
+    use super::msg::Msg;
+    let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_BRIDGE, 4, 0, 0));
+    m.str(IFLA_IFNAME, "veth1");
+    let spec = m.begin(IFLA_AF_SPEC, false);
+    m.attr(IFLA_BRIDGE_VLAN_INFO, &[6, 0, 1, 0]).attr(IFLA_BRIDGE_VLAN_INFO, &[0, 0, 10, 0]);
+    m.end(spec);
+    let bytes = m.finish();
+    let (idx, v) = parse_bridge_vlans(&bytes[16..]).unwrap();
+    assert_eq!(idx, 4);
+    assert_eq!(
+        v,
+        vec![BridgeVlan { vid: 1, pvid: true, untagged: true }, BridgeVlan { vid: 10, pvid: false, untagged: false }]
+    );
+}
+
+/// Compile-time check that the public API keeps the exact signatures of the contract
+/// (/work/netlink-contract.md) that plugins are written against.
+#[test]
+#[allow(clippy::type_complexity)]
+fn contract_signatures() {
+    use super::*;
+    use crate::sys::netns::{NetNs, NsError, NsGuard};
+    use crate::sys::sysctl;
+    use std::net::IpAddr;
+    type R<T> = anyhow::Result<T>;
+    let _: fn(&str) -> Result<NetNs, NsError> = NetNs::open;
+    let _: fn() -> R<NetNs> = NetNs::current;
+    let _: for<'a> fn(&'a NetNs) -> &'a str = NetNs::path;
+    let _: for<'a> fn(&'a NetNs) -> BorrowedFd<'a> = NetNs::fd;
+    let _: fn(&NetNs) -> R<bool> = NetNs::is_current;
+    let _: fn(&NetNs) -> R<NsGuard> = NetNs::enter;
+    let _: fn(&NetNs, fn() -> R<u8>) -> R<u8> = NetNs::run::<u8>;
+    let _: fn(&str) -> std::io::Result<String> = sysctl::get;
+    let _: fn(&str, &str) -> std::io::Result<()> = sysctl::set;
+    let _: fn(&str, &str, &str, &str) -> std::io::Result<()> = sysctl::set_if;
+    let _: fn(&str, &str, &str) -> std::io::Result<String> = sysctl::get_if;
+    let _: fn(&NlError) -> bool = NlError::is_exists;
+    let _: fn(&NlError) -> bool = NlError::is_not_found;
+    let _ = |e: NlError| -> (i32, String) { (e.errno, e.msg) };
+    let _: fn() -> R<Netlink> = Netlink::new;
+    let _: fn(&NetNs) -> R<Netlink> = Netlink::in_netns;
+    let _: fn(&mut Netlink, &str) -> R<Option<Link>> = Netlink::link_by_name;
+    let _: fn(&mut Netlink, u32) -> R<Option<Link>> = Netlink::link_by_index;
+    let _: fn(&mut Netlink) -> R<Vec<Link>> = Netlink::links;
+    let _: fn(&mut Netlink, &VethSpec) -> R<()> = Netlink::veth_add;
+    let _: fn(&mut Netlink, &BridgeSpec) -> R<()> = Netlink::bridge_add;
+    let _: fn(&mut Netlink, u32) -> R<()> = Netlink::link_del;
+    let _: fn(&mut Netlink, u32, bool) -> R<()> = Netlink::link_set_up;
+    let _: fn(&mut Netlink, u32, Option<u32>) -> R<()> = Netlink::link_set_master;
+    let _: fn(&mut Netlink, u32, u32) -> R<()> = Netlink::link_set_mtu;
+    let _: fn(&mut Netlink, u32, [u8; 6]) -> R<()> = Netlink::link_set_mac;
+    let _: fn(&mut Netlink, u32, bool) -> R<()> = Netlink::link_set_promisc;
+    let _: fn(&mut Netlink, u32, &str) -> R<()> = Netlink::link_set_name;
+    let _: fn(&mut Netlink, u32, BorrowedFd) -> R<()> = Netlink::link_set_netns;
+    let _: fn(&mut Netlink, u32, Option<bool>, Option<bool>) -> R<()> = Netlink::bridge_port_set;
+    let _: fn(&mut Netlink, u32, u16, bool, bool) -> R<()> = Netlink::bridge_vlan_add;
+    let _: fn(&mut Netlink, u32, u16) -> R<()> = Netlink::bridge_vlan_del;
+    let _: fn(&mut Netlink, u32, &[u64]) -> R<bool> = Netlink::wait_oper_up;
+    let _: fn(&str) -> R<[u8; 6]> = parse_mac;
+    let _: fn(&[u8; 6]) -> String = format_mac;
+    let _: fn(&mut Netlink, u32, IpNet) -> R<()> = Netlink::addr_add;
+    let _: fn(&mut Netlink, u32, IpNet) -> R<()> = Netlink::addr_del;
+    let _: fn(&mut Netlink, Option<u32>, Option<Family>) -> R<Vec<Addr>> = Netlink::addrs;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_add;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_append;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_replace;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_del;
+    let _: fn(&mut Netlink, Family, Option<u32>) -> R<Vec<RouteSpec>> = Netlink::routes;
+    let _: fn(&mut Netlink, u32, IpAddr, [u8; 6], bool) -> R<()> = Netlink::neigh_add;
+    let _: fn(&mut Netlink, u32, IpAddr) -> R<()> = Netlink::neigh_del;
+    // Struct fields as the contract lists them.
+    let l = Link::default();
+    let _: (u32, String, Option<String>, Option<[u8; 6]>, u32, u32, u8) =
+        (l.index, l.name.clone(), l.kind.clone(), l.mac, l.mtu, l.flags, l.oper_state);
+    let _: (Option<u32>, Option<u32>, Option<i32>, u32, bool) = (l.master, l.link, l.link_netnsid, l.txqlen, l.promisc);
+    let _: (Option<bool>, Option<bool>, Option<bool>) = (l.bridge_vlan_filtering, l.port_hairpin, l.port_isolated);
+    let _: (bool, Option<String>) = (l.is_up(), l.mac_string());
+    let _ = VethSpec { name: "a", peer_name: "b", mtu: None, mac: None, peer_ns: None };
+    let _ = BridgeSpec { name: "a", mtu: None, vlan_filtering: false };
+    let _ = Addr { index: 1, addr: net("198.18.0.1/24"), scope: 0, flags: 0 };
+    let _ = RouteSpec {
+        dst: None,
+        family: Some(Family::V4),
+        gw: None,
+        oif: None,
+        src: None,
+        scope: None,
+        table: None,
+        metric: None,
+        mtu: None,
+        advmss: None,
+        protocol: None,
+        kind: None,
+    };
+    let _ = (NsError::NotExist(String::new()), NsError::NotNetns(String::new()), NsError::Io(String::new()));
+}
+
+mod tc {
+    use super::check;
+    use crate::netlink::consts::*;
+    use crate::netlink::tc::*;
+
+    #[test]
+    fn ingress_and_del() {
+        // tc qdisc add dev v0 ingress (v0 = 3)
+        check(
+            ingress_msg(3),
+            "3000000024000506000000000000000000000000030000000000fffff1ffffff000000000c000100696e677265737300",
+        );
+        // tc qdisc del dev v0 root
+        check(
+            qdisc_del_msg(3, 0, TC_H_ROOT),
+            "24000000250005000000000000000000000000000300000000000000ffffffff00000000",
+        );
+    }
+
+    #[test]
+    fn tbf() {
+        // Hand-written: `tc qdisc add dev v0 root handle 1: tbf ...` also sends a 1 KiB rate table
+        // and TCA_TBF_BURST; the reference's library sends only TCA_TBF_PARMS (the kernel
+        // derives the rest), so this is tc_tbf_qopt{rate 125000, limit 35000, buffer 80000}.
+        let t = Tbf { rate: 125_000, limit: 35_000, buffer: 80_000 };
+        check(
+            tbf_msg(false, 3, handle(1, 0), TC_H_ROOT, &t),
+            "58000000240005060000000000000000000000000300000000000100ffffffff0000000008000100746266002c000200280001\
+             00000000000000000048e80100000000000000000000000000b88800008038010000000000",
+        );
+        // > 4 GB/s goes in TCA_TBF_RATE64 too.
+        let big = tbf_msg(false, 3, handle(1, 0), TC_H_ROOT, &Tbf { rate: 5_000_000_000, ..t });
+        assert!(big.windows(12).any(|w| w == [12, 0, 4, 0, 0, 0xf2, 0x05, 0x2a, 1, 0, 0, 0]));
+    }
+
+    #[test]
+    fn redirect_filter() {
+        // Hand-written: tc puts CLASSID and ACT before SEL and flags TCA_ACT_OPTIONS as nested;
+        // the reference's library sends SEL, CLASSID, ACT, un-flagged, with two mirred actions
+        // (stolen, then pass). The tc_u32_sel and tc_mirred bytes are identical to tc's
+        // (`tc filter add dev v0 parent ffff: protocol all prio 1 u32 match u32 0 0 flowid 1:1
+        // action mirred egress redirect dev ifb0`, ifb0 = 4).
+        check(
+            redirect_filter_msg(3, handle(0xffff, 0), 1, Some(handle(1, 1)), &[(4, TC_ACT_STOLEN), (4, TC_ACT_OK)]),
+            "c80000002c00050600000000000000000000000003000000000000000000ffff0003010008000100753332009c0002002400\
+             0500010001000000000000000000000000000000000000000000000000000000000008000100010001006c00070034000100\
+             0b0001006d69727265640000240002002000020000000000000000000400000000000000000000000100000004000000340002\
+             000b0001006d697272656400002400020020000200000000000000000000000000000000000000000001000000040000\
+             00",
+        );
+    }
+
+    #[test]
+    fn tbf_from_bits_like_reference() {
+        // 8 Mbit/s, 80000-bit burst, 25 ms: rate 1e6 B/s, limit 25 ms × rate + burst.
+        let t = Tbf::from_bits(8_000_000, 80_000, 25.0);
+        assert_eq!((t.rate, t.limit), (1_000_000, 35_000));
+        assert_eq!(t.buffer, (10_000.0 * tick_in_usec()) as u32);
     }
 }

@@ -98,6 +98,8 @@ pub struct LinkSpec<'a> {
     pub parent: Option<u32>,
     pub mtu: Option<u32>,
     pub mac: Option<[u8; 6]>,
+    /// None keeps the kernel default (1000). The reference creates macvlan/ipvlan/vlan/dummy/
+    /// vrf/ifb links with txqueuelen 0 (zero-valued Go link attributes): pass Some(0) to match.
     pub txqlen: Option<u32>,
     pub netns: Option<BorrowedFd<'a>>,
 }

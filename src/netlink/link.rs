@@ -43,6 +43,7 @@ impl Link {
 }
 
 /// A veth pair: `name` (with `mtu`/`mac`) here, `peer_name` in `peer_ns` (or here).
+/// As with the reference, `name` is created up and both ends have txqueuelen 0.
 #[derive(Debug, Clone, Copy)]
 pub struct VethSpec<'a> {
     pub name: &'a str,
@@ -115,15 +116,18 @@ pub(crate) fn dump_msg() -> Vec<u8> {
     m.finish()
 }
 
-/// Attribute order follows `ip link add name N mtu M address A type veth peer name P mtu M netns NS`.
+/// Attribute order follows `ip link add name N mtu M address A txqueuelen 0 up type veth peer name P
+/// mtu M txqueuelen 0 netns NS`. Like the reference (its netlink library's zero-valued link
+/// attributes), both ends get txqueuelen 0 and `name` is created up; the peer stays down.
 pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
-    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, 0, 0));
+    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, IFF_UP, IFF_UP));
     if let Some(mtu) = spec.mtu {
         m.u32(IFLA_MTU, mtu);
     }
     if let Some(mac) = spec.mac {
         m.attr(IFLA_ADDRESS, &mac);
     }
+    m.u32(IFLA_TXQLEN, 0);
     m.str(IFLA_IFNAME, spec.name);
     let info = m.begin(IFLA_LINKINFO, false);
     m.attr(IFLA_INFO_KIND, b"veth");
@@ -133,6 +137,7 @@ pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
     if let Some(mtu) = spec.mtu {
         m.u32(IFLA_MTU, mtu);
     }
+    m.u32(IFLA_TXQLEN, 0);
     if let Some(fd) = spec.peer_ns {
         m.u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
     }
@@ -378,5 +383,54 @@ impl Netlink {
                 None => return Ok(false),
             }
         }
+    }
+}
+
+/// A VLAN configured on a bridge port (or on the bridge itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeVlan {
+    pub vid: u16,
+    pub pvid: bool,
+    pub untagged: bool,
+}
+
+/// `bridge vlan show`: an AF_BRIDGE link dump asking for per-VLAN entries.
+pub(crate) fn bridge_vlan_dump_msg() -> Vec<u8> {
+    let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, &ifinfo(AF_BRIDGE, 0, 0, 0));
+    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN);
+    m.finish()
+}
+
+/// The (ifindex, VLANs) of one AF_BRIDGE RTM_NEWLINK payload.
+pub(crate) fn parse_bridge_vlans(p: &[u8]) -> Option<(u32, Vec<BridgeVlan>)> {
+    let index = get_u32(p.get(4..)?)?;
+    let mut out = Vec::new();
+    for (ty, v) in attrs(p.get(16..)?) {
+        if ty != IFLA_AF_SPEC {
+            continue;
+        }
+        for (t, info) in attrs(v) {
+            if let (IFLA_BRIDGE_VLAN_INFO, Some(flags), Some(vid)) =
+                (t, super::msg::get_u16(info), info.get(2..).and_then(super::msg::get_u16))
+            {
+                let pvid = flags & BRIDGE_VLAN_INFO_PVID != 0;
+                out.push(BridgeVlan { vid, pvid, untagged: flags & BRIDGE_VLAN_INFO_UNTAGGED != 0 });
+            }
+        }
+    }
+    Some((index, out))
+}
+
+impl Netlink {
+    /// VLANs of bridge port (or bridge) `index`; empty when VLAN filtering is off or absent.
+    pub fn bridge_vlans(&mut self, index: u32) -> anyhow::Result<Vec<BridgeVlan>> {
+        let replies = self.dump(bridge_vlan_dump_msg()).context("failed to list bridge VLANs")?;
+        Ok(replies
+            .iter()
+            .filter(|r| r.ty == RTM_NEWLINK)
+            .filter_map(|r| parse_bridge_vlans(&r.payload))
+            .filter(|(i, _)| *i == index)
+            .flat_map(|(_, v)| v)
+            .collect())
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use neli::consts::socket::{Msg as MsgFlags, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
+use nix::libc;
 
 use super::consts::*;
 use super::msg::{attrs, get_i32, get_str, get_u16, get_u32};
@@ -39,22 +40,11 @@ impl NlError {
         NlError { errno, msg }
     }
     pub fn is_exists(&self) -> bool {
-        self.errno == libc_errno::EEXIST
+        self.errno == libc::EEXIST
     }
     pub fn is_not_found(&self) -> bool {
-        use libc_errno::*;
-        matches!(self.errno, ENODEV | ENOENT | ESRCH | EADDRNOTAVAIL)
+        matches!(self.errno, libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL)
     }
-}
-
-/// errno values used here (stable Linux ABI; avoids depending on libc directly).
-pub(crate) mod libc_errno {
-    pub const ENOENT: i32 = 2;
-    pub const ESRCH: i32 = 3;
-    pub const EINTR: i32 = 4;
-    pub const EEXIST: i32 = 17;
-    pub const ENODEV: i32 = 19;
-    pub const EADDRNOTAVAIL: i32 = 99;
 }
 
 impl fmt::Display for NlError {
@@ -75,7 +65,7 @@ pub fn is_exists(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(NlError::is_exists)
 }
 
-/// One message of a reply: its type, flags and payload (after the nlmsghdr).
+/// One message of a reply: its type and payload (after the nlmsghdr).
 pub(crate) struct Reply {
     pub ty: u16,
     pub payload: Vec<u8>,
@@ -129,7 +119,7 @@ impl Netlink {
             }
             tracing::debug!("netlink dump interrupted, retrying");
         }
-        Err(anyhow::Error::new(NlError::new(libc_errno::EINTR, Some("dump interrupted repeatedly"))))
+        Err(anyhow::Error::new(NlError::new(libc::EINTR, Some("dump interrupted repeatedly"))))
     }
 
     /// Read replies for `seq` until the ACK/error (or NLMSG_DONE for dumps).

@@ -146,6 +146,8 @@ fn links_veth_bridge_across_namespaces() {
     h.bridge_port_set(he.index, Some(false), None).unwrap();
     let port = h.link_by_index(he.index).unwrap().unwrap();
     assert_eq!((port.port_hairpin, port.port_isolated), (Some(false), Some(true)));
+    // No VLAN filtering on this bridge: the port lists no VLANs (and the dump works).
+    assert!(h.bridge_vlans(he.index).unwrap().iter().all(|v| v.vid == 1));
     h.link_set_master(he.index, None).unwrap();
     assert_eq!(h.link_by_index(he.index).unwrap().unwrap().master, None);
 
@@ -479,6 +481,13 @@ fn anonymous_netns_and_dad_settle() {
     let dh0 = h.link_by_name("dh0").unwrap().unwrap().index;
     let da0 = a.link_by_name("da0").unwrap().unwrap().index;
 
+    // veth_add creates the named end up (like the reference); both ends have txqueuelen 0.
+    let l = h.link_by_index(dh0).unwrap().unwrap();
+    assert!(l.is_up() && l.txqlen == 0);
+    let p = a.link_by_index(da0).unwrap().unwrap();
+    assert!(!p.is_up() && p.txqlen == 0);
+    h.link_set_up(dh0, false).unwrap();
+
     // Peer down: the address stays tentative, but the wait ends at once (not oper-up).
     a.link_set_up(da0, true).unwrap();
     a.addr_add(da0, net("fd00:9::2/64")).unwrap();
@@ -518,4 +527,48 @@ fn large_dumps_span_many_datagrams() {
     assert_eq!(links.len(), 121, "lo + 60 pairs");
     assert!((0..60).all(|i| links.iter().any(|l| l.name == format!("mb{i}"))));
     assert_eq!(nl.addrs(None, Some(Family::V4)).unwrap().len(), 60);
+}
+
+#[test]
+fn tc_tbf_ingress_redirect() {
+    use super::tc::{handle, Tbf};
+    let Some(mut w) = World::new() else { return };
+    let ns = w.ns("tc");
+    let mut nl = Netlink::in_netns(&ns).unwrap();
+    nl.veth_add(&VethSpec { name: "tv0", peer_name: "tv1", mtu: None, mac: None, peer_ns: None }).unwrap();
+    nl.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new("tifb0", LinkKind::Ifb) }).unwrap();
+    let tv0 = nl.link_by_name("tv0").unwrap().unwrap().index;
+    let ifb = nl.link_by_name("tifb0").unwrap().unwrap().index;
+
+    let tbf = Tbf::from_bits(8_000_000, 80_000, 25.0);
+    nl.qdisc_add_tbf(tv0, handle(1, 0), consts::TC_H_ROOT, &tbf).unwrap();
+    nl.qdisc_add_tbf(ifb, handle(1, 0), consts::TC_H_ROOT, &tbf).unwrap();
+    nl.qdisc_add_ingress(tv0).unwrap();
+    nl.filter_add_redirect(tv0, handle(0xffff, 0), 1, ifb).unwrap();
+
+    let qs = nl.qdiscs(Some(tv0)).unwrap();
+    let root = qs.iter().find(|q| q.kind == "tbf").expect("tbf on tv0");
+    assert_eq!((root.handle, root.parent), (handle(1, 0), consts::TC_H_ROOT));
+    let got = root.tbf.unwrap();
+    assert_eq!((got.rate, got.limit), (tbf.rate, tbf.limit));
+    assert!(got.buffer.abs_diff(tbf.buffer) <= 1, "{got:?} vs {tbf:?}");
+    assert!(qs.iter().any(|q| q.kind == "ingress" && q.handle == handle(0xffff, 0)));
+    // The kernel state reads like the reference's (`tc` text as seen after its bandwidth ADD).
+    let tc = |args: &[&str]| {
+        let out = Command::new("ip").args(["netns", "exec", &host_ns_name(&ns), "tc"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(tc(&["qdisc", "show", "dev", "tifb0"]).contains("rate 8Mbit burst 10000b lat 25ms"));
+    let f = tc(&["filter", "show", "dev", "tv0", "parent", "ffff:"]);
+    assert!(f.contains("flowid 1:1") && f.contains("match 00000000/00000000 at 0"), "{f}");
+    assert!(f.contains("action order 1: mirred (Egress Redirect to device tifb0) stolen"), "{f}");
+    assert!(f.contains("action order 2: mirred (Egress Redirect to device tifb0) pass"), "{f}");
+
+    nl.qdisc_change_tbf(tv0, handle(1, 0), consts::TC_H_ROOT, &Tbf::from_bits(16_000_000, 80_000, 25.0)).unwrap();
+    let q = nl.qdiscs(Some(tv0)).unwrap().into_iter().find(|q| q.kind == "tbf").unwrap();
+    assert_eq!(q.tbf.unwrap().rate, 2_000_000);
+    nl.qdisc_del(tv0, 0, consts::TC_H_ROOT).unwrap();
+    assert!(!nl.qdiscs(Some(tv0)).unwrap().iter().any(|q| q.kind == "tbf"));
+    let e = nl.qdisc_del(tv0, 0, consts::TC_H_ROOT).unwrap_err();
+    assert!(errno(&e) > 0, "{e:#}");
 }

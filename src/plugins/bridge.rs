@@ -5,6 +5,7 @@ use crate::applets::Applet;
 use crate::cni::delegate;
 use crate::cni::result::{Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
+use crate::firewall;
 use crate::netlink::addr::Family;
 use crate::netlink::link::{BridgeSpec, Link, VethSpec};
 use crate::netlink::socket::Netlink;
@@ -23,7 +24,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -76,7 +77,9 @@ struct Trunk {
 
 impl Conf {
     fn load(ctx: &Ctx) -> Result<Conf> {
-        let c: Conf = ctx.plugin_conf()?;
+        let mut c: Conf = ctx.plugin_conf()?;
+        // isDefaultGateway implies isGateway (reference behaviour)
+        c.is_gateway |= c.is_default_gateway;
         if !(0..=4094).contains(&c.vlan) {
             return Err(CniError::config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)).into());
         }
@@ -86,9 +89,6 @@ impl Conf {
         }
         if c.disable_container_interface && ctx.ipam_type().is_some() {
             return Err(CniError::config("cannot use IPAM when the container interface is disabled").into());
-        }
-        if c.ip_masq || c.mac_spoof_chk {
-            firewall_unavailable(c.ip_masq, c.mac_spoof_chk)?;
         }
         Ok(c)
     }
@@ -106,7 +106,12 @@ impl Conf {
                 (None, Some(lo), Some(hi)) if in_range(lo) && in_range(hi) && lo <= hi => {
                     vids.extend((lo..=hi).map(|v| v as u16))
                 }
-                _ => return Err(CniError::config("invalid vlanTrunk: each entry needs id, or minID <= maxID, in 1-4094").into()),
+                _ => {
+                    return Err(CniError::config(
+                        "invalid vlanTrunk: each entry needs id, or minID <= maxID, in 1-4094",
+                    )
+                    .into())
+                }
             }
         }
         Ok(vids)
@@ -115,17 +120,6 @@ impl Conf {
     fn uses_vlans(&self) -> bool {
         self.vlan != 0 || !self.vlan_trunk.is_empty()
     }
-}
-
-/// ipMasq and macspoofchk need the firewall layer; until it is wired they are refused clearly.
-fn firewall_unavailable(ip_masq: bool, spoof: bool) -> Result<()> {
-    let what = match (ip_masq, spoof) {
-        (true, true) => "ipMasq and macspoofchk",
-        (true, false) => "ipMasq",
-        _ => "macspoofchk",
-    };
-    Err(CniError::new(crate::cni::code::UNSUPPORTED_FIELD, format!("{what}: not supported by this build yet (firewall layer)"))
-        .into())
 }
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
@@ -170,7 +164,15 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         ..Default::default()
     };
 
-    // 4. L3: addresses from IPAM, gateway on the bridge
+    // 4. MAC anti-spoofing on the bridge port (nftables bridge family)
+    if conf.mac_spoof_chk {
+        let mac = cont_link.mac_string().context("container veth has no MAC")?;
+        firewall::macspoof::setup(&ctx.container_id, &ctx.ifname, &host_name, &mac)?;
+        let (cid, ifname) = (ctx.container_id.clone(), ctx.ifname.clone());
+        undo.push("spoof check", move || firewall::macspoof::teardown(&cid, &ifname));
+    }
+
+    // 5. L3: addresses from IPAM, gateway on the bridge
     if ctx.ipam_type().is_some() {
         let mut ipam = delegate::ipam_add(ctx)?;
         let ctx2 = ctx.clone();
@@ -232,16 +234,23 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             }
             common::enable_forwarding(&result)?;
         }
+        if conf.ip_masq {
+            let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+            firewall::setup_ipmasq(conf.ip_masq_backend.as_deref(), &ctx.name, &ctx.container_id, &ctx.ifname, &ips)
+                .context("failed to set up IP masquerading")?;
+            let (net, cid, ifname) = (ctx.name.clone(), ctx.container_id.clone(), ctx.ifname.clone());
+            undo.push("ipMasq", move || firewall::teardown_ipmasq(&net, &cid, &ifname, &ips));
+        }
     } else if !conf.disable_container_interface {
         cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
     }
 
-    // 5. the port must forward before we return (the reference polls after 0/50/500/1000/1000 ms)
+    // 6. the port must forward before we return (the reference polls after 0/50/500/1000/1000 ms)
     if !conf.disable_container_interface && !host.wait_oper_up(host_veth.index, &[0, 50, 500, 1000, 1000])? {
         bail!("bridge port in error state: {host_name}");
     }
 
-    // 6. refresh MACs that may have changed (the bridge takes a port's MAC), apply the DNS rule
+    // 7. refresh MACs that may have changed (the bridge takes a port's MAC), apply the DNS rule
     if let Some(l) = host.link_by_index(br.index)? {
         result.interfaces[0].mac = l.mac_string();
     }
@@ -296,7 +305,13 @@ fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32, mac:
     let mut last = None;
     for _ in 0..10 {
         let peer = common::random_veth_name();
-        let spec = VethSpec { name: ifname, peer_name: &peer, mtu: (mtu > 0).then_some(mtu), mac, peer_ns: Some(host_ns.fd()) };
+        let spec = VethSpec {
+            name: ifname,
+            peer_name: &peer,
+            mtu: (mtu > 0).then_some(mtu),
+            mac,
+            peer_ns: Some(host_ns.fd()),
+        };
         match cont.veth_add(&spec) {
             Ok(()) => return Ok(peer),
             Err(e) if e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false) => {
@@ -346,7 +361,8 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
             if !force {
                 bail!("{:?} already has an IP address different from {gw}", br.name);
             }
-            host.addr_del(br.index, a.addr).with_context(|| format!("failed to remove {} from {:?}", a.addr, br.name))?;
+            host.addr_del(br.index, a.addr)
+                .with_context(|| format!("failed to remove {} from {:?}", a.addr, br.name))?;
         }
     }
     if let Err(e) = host.addr_add(br.index, gw) {
@@ -359,17 +375,61 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let _conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
-    let l3 = ctx.ipam_type().is_some();
-    match common::open_container_ns_for_del(ctx)? {
-        NsOrGone::Gone => {}
-        NsOrGone::Ns(ns) => {
-            let mut cont = Netlink::in_netns(&ns)?;
-            common::delete_container_link(&mut cont, &ctx.ifname)?;
+    let conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
+    let mut addrs = Vec::new();
+    if let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? {
+        let mut cont = Netlink::in_netns(&ns)?;
+        addrs = common::delete_container_link(&mut cont, &ctx.ifname)?;
+    }
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_del(ctx)?;
+    }
+    if conf.mac_spoof_chk {
+        if let Err(e) = firewall::macspoof::teardown(&ctx.container_id, &ctx.ifname) {
+            tracing::warn!("failed to remove spoof check: {e:#}");
         }
     }
-    if l3 {
-        delegate::ipam_del(ctx)?;
+    // the rules are found by their comments, so this also works when the netns is already gone
+    // (the reference then leaks them)
+    if conf.ip_masq {
+        firewall::teardown_ipmasq(&ctx.name, &ctx.container_id, &ctx.ifname, &addrs)?;
+    }
+    Ok(())
+}
+
+/// GC (the reference has none): IPAM reservations, masquerade rules and spoof-check chains of
+/// attachments not in `cni.dev/valid-attachments`. An absent list means "unknown": nothing is removed.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let conf: Conf = ctx.plugin_conf()?;
+    let mut errors = Vec::new();
+    if ctx.ipam_type().is_some() {
+        if let Err(e) = delegate::ipam_gc(ctx) {
+            errors.push(format!("ipam: {e:#}"));
+        }
+    }
+    if let Some(valid) = ctx.valid_attachments()? {
+        let valid: Vec<firewall::Attachment> =
+            valid.into_iter().map(|(container_id, ifname)| firewall::Attachment { container_id, ifname }).collect();
+        if conf.ip_masq {
+            if let Err(e) = firewall::gc_ipmasq(&ctx.name, &valid) {
+                errors.push(format!("ipMasq: {e:#}"));
+            }
+        }
+        if conf.mac_spoof_chk {
+            let links = Netlink::new()?.links()?;
+            let br = links.iter().find(|l| l.name == conf.bridge_name()).map(|l| l.index);
+            // a port is ours when it is gone or still enslaved to this network's bridge
+            let ours = |veth: &str| match links.iter().find(|l| l.name == veth) {
+                Some(l) => br.is_some() && l.master == br,
+                None => true,
+            };
+            if let Err(e) = firewall::macspoof::gc(&valid, ours) {
+                errors.push(format!("macspoofchk: {e:#}"));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("GC failed: {}", errors.join("; "));
     }
     Ok(())
 }
@@ -414,9 +474,10 @@ fn check(ctx: &Ctx) -> Result<()> {
         }
     }
     let peer = c.link.context("container veth has no peer")?;
-    let found = prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(|i| {
-        matches!(host.link_by_name(&i.name), Ok(Some(h)) if h.index == peer && h.master == Some(br.index))
-    });
+    let found =
+        prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(
+            |i| matches!(host.link_by_name(&i.name), Ok(Some(h)) if h.index == peer && h.master == Some(br.index)),
+        );
     if !found {
         bail!("CNI_IFNAME {} is not a veth attached to bridge {br_name}", ctx.ifname);
     }

@@ -63,8 +63,10 @@ fn refuse_own_ns(ns: &NetNs) -> Result<()> {
 /// dropping the stack runs the inverses in reverse order (errors are logged, not returned).
 #[derive(Default)]
 pub struct Undo {
-    steps: Vec<(&'static str, Box<dyn FnOnce() -> Result<()>>)>,
+    steps: Vec<(&'static str, UndoStep)>,
 }
+
+type UndoStep = Box<dyn FnOnce() -> Result<()>>;
 
 impl Undo {
     pub fn push(&mut self, what: &'static str, f: impl FnOnce() -> Result<()> + 'static) {
@@ -92,7 +94,8 @@ pub fn random_veth_name() -> String {
     let mut b = [0u8; 4];
     let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
     if !ok {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         b = (t ^ std::process::id().rotate_left(16)).to_be_bytes();
     }
     format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
@@ -148,13 +151,7 @@ fn set_if_needed(key: &str) -> Result<()> {
 /// Apply an IPAM result to `ifname` inside the container (the reference's ConfigureIface):
 /// addresses whose interface index points at `ifname` (`our_index`), link up, optional DAD wait,
 /// then every route (appended, so a second nexthop for one destination becomes ECMP).
-pub fn configure_iface(
-    ns: &NetNs,
-    nl: &mut Netlink,
-    ifname: &str,
-    our_index: usize,
-    result: &CniResult,
-) -> Result<()> {
+pub fn configure_iface(ns: &NetNs, nl: &mut Netlink, ifname: &str, our_index: usize, result: &CniResult) -> Result<()> {
     let link = nl.link_by_name(ifname)?.with_context(|| format!("failed to lookup {ifname:?}"))?;
     let mut v4gw = None;
     let mut v6gw = None;
@@ -207,7 +204,11 @@ pub fn configure_iface(
             ..Default::default()
         };
         nl.route_append(&spec).with_context(|| {
-            format!("failed to add route '{} via {}' on {ifname:?}", r.dst, gw.map(|g| g.to_string()).unwrap_or_default())
+            format!(
+                "failed to add route '{} via {}' on {ifname:?}",
+                r.dst,
+                gw.map(|g| g.to_string()).unwrap_or_default()
+            )
         })?;
     }
     Ok(())
@@ -251,7 +252,9 @@ pub fn check_expected_ips(nl: &mut Netlink, ifname: &str, our_index: usize, resu
         }
         let net = ip.address.trunc();
         let routes = if net.addr().is_ipv4() { &routes_v4 } else { &routes_v6 };
-        let found = routes.iter().any(|r| r.oif == Some(link.index) && r.dst.map(|d| d.contains(&ip.address.addr())).unwrap_or(false));
+        let found = routes
+            .iter()
+            .any(|r| r.oif == Some(link.index) && r.dst.map(|d| d.contains(&ip.address.addr())).unwrap_or(false));
         if !found {
             anyhow::bail!("Failed to find ip route {net} on interface {ifname}");
         }
@@ -284,7 +287,10 @@ pub fn find_container_iface(ctx: &Ctx, result: &CniResult) -> Result<usize> {
         if itf.name == ctx.ifname && itf.sandbox.is_some() {
             let sb = itf.sandbox.as_deref().unwrap_or_default();
             if ctx.netns.as_deref() != Some(sb) {
-                anyhow::bail!("Sandbox in prevResult {sb} doesn't match configured netns: {}", ctx.netns.as_deref().unwrap_or(""));
+                anyhow::bail!(
+                    "Sandbox in prevResult {sb} doesn't match configured netns: {}",
+                    ctx.netns.as_deref().unwrap_or("")
+                );
             }
             return Ok(i);
         }
@@ -323,7 +329,10 @@ pub fn delete_container_link(nl: &mut Netlink, ifname: &str) -> Result<Vec<IpNet
 pub fn conf_dns(ctx: &Ctx) -> Option<crate::cni::result::Dns> {
     let d = ctx.get("dns")?;
     let strings = |k: &str| -> Vec<String> {
-        d.get(k).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+        d.get(k)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .unwrap_or_default()
     };
     let dns = crate::cni::result::Dns {
         nameservers: strings("nameservers"),

@@ -2,6 +2,7 @@
 pub mod bridge;
 pub mod common;
 pub mod dummy;
+pub mod flannel;
 pub mod host_device;
 pub mod ipvlan;
 pub mod loopback;
@@ -9,4 +10,5 @@ pub mod macvlan;
 pub mod ptp;
 pub mod tap;
 pub mod vlan;
+pub mod vpc_routed;
 pub mod vrf;

@@ -5,9 +5,10 @@ use crate::applets::Applet;
 use crate::cni::delegate;
 use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
+use crate::firewall;
 use crate::netlink::link::VethSpec;
 use crate::netlink::route::RouteSpec;
-use crate::netlink::socket::{NlError, Netlink};
+use crate::netlink::socket::{Netlink, NlError};
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
 use anyhow::{bail, Context, Result};
@@ -22,7 +23,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -42,7 +43,11 @@ fn load(ctx: &Ctx) -> Result<Conf> {
         return Err(CniError::config("ptp requires an IPAM configuration (ipam.type)").into());
     }
     if c.ip_masq {
-        return Err(CniError::new(crate::cni::code::UNSUPPORTED_FIELD, "ipMasq: not supported by this build yet (firewall layer)").into());
+        return Err(CniError::new(
+            crate::cni::code::UNSUPPORTED_FIELD,
+            "ipMasq: not supported by this build yet (firewall layer)",
+        )
+        .into());
     }
     let _ = &c.ip_masq_backend;
     Ok(c)
@@ -87,7 +92,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
     result.interfaces = vec![
         Interface { name: host_veth.name.clone(), mac: host_veth.mac_string(), ..Default::default() },
-        Interface { name: ctx.ifname.clone(), mac: cont_link.mac_string(), sandbox: ctx.netns.clone(), ..Default::default() },
+        Interface {
+            name: ctx.ifname.clone(),
+            mac: cont_link.mac_string(),
+            sandbox: ctx.netns.clone(),
+            ..Default::default()
+        },
     ];
     for ip in &mut result.ips {
         ip.interface = Some(1);
@@ -99,7 +109,13 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let Some(gw) = ip.gateway else { continue };
         let subnet = ip.address.trunc();
         let fam = Some(common::family_of(&gw));
-        let connected = RouteSpec { dst: Some(subnet), family: fam, oif: Some(cont_link.index), scope: Some(255), ..Default::default() };
+        let connected = RouteSpec {
+            dst: Some(subnet),
+            family: fam,
+            oif: Some(cont_link.index),
+            scope: Some(255),
+            ..Default::default()
+        };
         if let Err(e) = cont.route_del(&connected) {
             if !is_not_found(&e) {
                 return Err(e.context(format!("failed to delete route {subnet}")));
@@ -148,6 +164,13 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             }
         }
     }
+    if conf.ip_masq {
+        let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+        firewall::setup_ipmasq(conf.ip_masq_backend.as_deref(), &ctx.name, &ctx.container_id, &ctx.ifname, &ips)
+            .context("failed to set up IP masquerading")?;
+        let (net, cid, ifname) = (ctx.name.clone(), ctx.container_id.clone(), ctx.ifname.clone());
+        undo.push("ipMasq", move || firewall::teardown_ipmasq(&net, &cid, &ifname, &ips));
+    }
     if let Some(dns) = common::conf_dns(ctx) {
         result.dns = dns;
     }
@@ -167,7 +190,13 @@ fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32) -> R
     let mut last = None;
     for _ in 0..10 {
         let peer = common::random_veth_name();
-        let spec = VethSpec { name: ifname, peer_name: &peer, mtu: (mtu > 0).then_some(mtu), mac: None, peer_ns: Some(host_ns.fd()) };
+        let spec = VethSpec {
+            name: ifname,
+            peer_name: &peer,
+            mtu: (mtu > 0).then_some(mtu),
+            mac: None,
+            peer_ns: Some(host_ns.fd()),
+        };
         match cont.veth_add(&spec) {
             Ok(()) => return Ok(peer),
             Err(e) if is_exists(&e) => last = Some(e),
@@ -178,13 +207,43 @@ fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32) -> R
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let _conf: Conf = ctx.plugin_conf()?;
+    let conf: Conf = ctx.plugin_conf()?;
     if ctx.ipam_type().is_some() {
         delegate::ipam_del(ctx)?;
     }
+    let mut addrs = Vec::new();
     if let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? {
         let mut cont = Netlink::in_netns(&ns)?;
-        let _addrs: Vec<IpNet> = common::delete_container_link(&mut cont, &ctx.ifname)?;
+        addrs = common::delete_container_link(&mut cont, &ctx.ifname)?;
+    }
+    // rules are found by their comments: this also cleans up when the netns is already gone
+    if conf.ip_masq {
+        firewall::teardown_ipmasq(&ctx.name, &ctx.container_id, &ctx.ifname, &addrs)?;
+    }
+    Ok(())
+}
+
+/// GC (the reference has none): IPAM reservations and masquerade rules of attachments not in
+/// `cni.dev/valid-attachments`; an absent list removes nothing.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let conf: Conf = ctx.plugin_conf()?;
+    let mut errors = Vec::new();
+    if ctx.ipam_type().is_some() {
+        if let Err(e) = delegate::ipam_gc(ctx) {
+            errors.push(format!("ipam: {e:#}"));
+        }
+    }
+    if conf.ip_masq {
+        if let Some(valid) = ctx.valid_attachments()? {
+            let valid: Vec<firewall::Attachment> =
+                valid.into_iter().map(|(container_id, ifname)| firewall::Attachment { container_id, ifname }).collect();
+            if let Err(e) = firewall::gc_ipmasq(&ctx.name, &valid) {
+                errors.push(format!("ipMasq: {e:#}"));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("GC failed: {}", errors.join("; "));
     }
     Ok(())
 }

@@ -1,0 +1,101 @@
+# cni-multi: one static multicall binary for every standard CNI plugin.
+#
+#   make / make build   the static release binary for x86_64-unknown-linux-musl
+#   make test           build + every test (unit + integration; needs root: tests make network namespaces)
+#   make lint           rustfmt --check + clippy -D warnings on the gnu AND musl targets
+#   make demo           two containers wired by the installed applets in throwaway namespaces (root)
+#   make bench          ADD/DEL per pod at 10/100/1000 pods, cni-multi vs /usr/lib/cni (root)
+#   make install        install.sh --dir $(INSTALL_DIR)  (FORCE=1 to replace foreign files)
+#   make dist           reproducible release tarballs + .sha256/.sha512 in dist/
+#   make dist-check     build the release twice in two clones and compare the bytes (slow, not in `make test`)
+#
+# Everything the machine needs is installed by .ci/run (Debian 12, as root).
+
+SHELL        := /bin/bash
+.SHELLFLAGS  := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO        ?= cargo
+TARGET       := x86_64-unknown-linux-musl
+BIN          := target/$(TARGET)/release/cni-multi
+VERSION      := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
+# the time of the last commit, so the same commit gives the same bytes (0 outside git)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+
+# no build-machine paths in the binary: the source tree, cargo's registry and the toolchain
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+RUSTUP_HOME_DIR := $(or $(RUSTUP_HOME),$(HOME)/.rustup)
+REMAP := --remap-path-prefix=$(CURDIR)=/build/cni-multi \
+         --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo \
+         --remap-path-prefix=$(RUSTUP_HOME_DIR)=/rustup
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS := $(REMAP)
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS := $(REMAP)
+# rust-lld links static musl for aarch64 without a cross gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
+
+INSTALL_DIR  ?= /opt/cni/bin
+FORCE        ?=
+BENCH_PODS   ?= 10,100,1000
+BENCH_ARGS   ?=
+# architectures in `make dist` (arm64 needs `rustup target add aarch64-unknown-linux-musl`)
+DIST_ARCHES  ?= amd64 arm64
+# more targets `make test` runs after the cargo tests (e.g. test-vm once it exists)
+TEST_EXTRA   ?=
+
+.PHONY: build test test-cargo lint fmt demo bench install dist dist-check clean
+
+build:
+	$(CARGO) build --locked --release --target $(TARGET)
+	@file -L $(BIN) | grep -q 'static' || { file -L $(BIN); echo "error: $(BIN) is not statically linked" >&2; exit 1; }
+	@echo "$(BIN): $$(stat -c %s $(BIN)) bytes"
+
+test: build test-cargo $(TEST_EXTRA)
+
+# unit tests (src/) and the one integration binary (tests/tests.rs); kernel tests make their own namespaces
+test-cargo:
+	@if [ "$$(id -u)" != 0 ]; then echo "warning: not root: namespace tests will fail" >&2; fi
+	CNI_MULTI_RELEASE_BIN=$(CURDIR)/$(BIN) $(CARGO) test --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --target $(TARGET) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+demo: build
+	scripts/demo.sh $(CURDIR)/$(BIN)
+
+bench: build
+	$(CARGO) run --locked --example bench -- --ours $(CURDIR)/$(BIN) --reference /usr/lib/cni --pods $(BENCH_PODS) $(BENCH_ARGS)
+
+install: build
+	./install.sh --src $(BIN) --dir $(INSTALL_DIR) $(if $(FORCE),--force)
+
+# ---- release artifacts: dist/cni-multi-linux-<arch>-v<version>.tgz + .sha256 + .sha512
+dist: build
+	@rm -rf dist && mkdir -p dist
+	@set -- $(DIST_ARCHES); for arch in "$$@"; do \
+	  case $$arch in \
+	    amd64) triple=x86_64-unknown-linux-musl ;; \
+	    arm64) triple=aarch64-unknown-linux-musl ;; \
+	    *) echo "unknown arch $$arch" >&2; exit 1 ;; \
+	  esac; \
+	  if ! rustup target list --installed 2>/dev/null | grep -qx $$triple; then \
+	    echo "error: Rust target $$triple is not installed: run 'rustup target add $$triple'" \
+	         "or 'make dist DIST_ARCHES=amd64'" >&2; exit 1; \
+	  fi; \
+	  [ $$arch = amd64 ] || $(CARGO) build --locked --release --target $$triple; \
+	  scripts/dist.sh target/$$triple/release/cni-multi $$arch v$(VERSION) dist "$$($(BIN) --list 2>/dev/null | sed 's/[[:space:]].*//' || true)"; \
+	done
+	@ls -l dist
+
+# two clean clones of HEAD at different paths, built one after the other: same bytes or fail
+dist-check:
+	scripts/dist-check.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf dist

@@ -1,0 +1,495 @@
+//! The iptables backend: the reference's chain layout, applied with ONE `iptables-restore
+//! --noflush -w` (or `ip6tables-restore`) exec per change and family, after one `*-save -t nat`
+//! read (the read is what makes the change idempotent and exact).
+//!
+//! ipMasq layout (nat table), as the reference writes it:
+//! ```text
+//! :CNI-<24 hex of sha512(network + containerID)>
+//! -A CNI-… -d <subnet> -j ACCEPT -m comment --comment "name: \"<net>\" id: \"<cid>\""
+//! -A CNI-… ! -d 224.0.0.0/4 -j MASQUERADE -m comment --comment "…"     (ff00::/8 for IPv6)
+//! -A POSTROUTING -s <ip> -j CNI-… -m comment --comment "…"
+//! ```
+//! The reference's chains carry no network marker of their own; GC recognises ours (and the
+//! reference's) by the comment, and double-checks that the chain name is the hash of the
+//! network and container id found in it.
+
+use super::sha512::hash_with_prefix;
+use super::{Attachment, BackendKind, Firewall};
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// `CNI-` + 24 hex chars of sha512(network + containerID) (the reference's FormatChainName).
+pub fn chain_name(network: &str, container_id: &str) -> String {
+    hash_with_prefix(28, "CNI-", &format!("{network}{container_id}"))
+}
+
+/// Go's `%q` for the strings we meet (escapes `"`, `\` and control characters).
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The reference's FormatComment: `name: "<net>" id: "<cid>"`.
+pub fn comment(network: &str, container_id: &str) -> String {
+    format!("name: {} id: {}", go_quote(network), go_quote(container_id))
+}
+
+/// Quotes one argument for iptables-restore input.
+pub fn restore_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The nat table as read from `iptables-save -t nat`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NatState {
+    pub chains: Vec<String>,
+    /// (chain, full `-A …` line)
+    pub rules: Vec<(String, String)>,
+}
+
+/// Parses `iptables-save` output, keeping only the `*nat` table.
+pub fn parse_save(text: &str) -> NatState {
+    parse_save_table(text, "nat")
+}
+
+/// Parses `iptables-save` output, keeping only `table`.
+pub fn parse_save_table(text: &str, table: &str) -> NatState {
+    let mut st = NatState::default();
+    let mut in_nat = false;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(t) = line.strip_prefix('*') {
+            in_nat = t == table;
+            continue;
+        }
+        if !in_nat {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(':') {
+            if let Some(name) = rest.split_whitespace().next() {
+                st.chains.push(name.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix("-A ") {
+            if let Some(chain) = rest.split_whitespace().next() {
+                st.rules.push((chain.to_string(), line.to_string()));
+            }
+        }
+    }
+    st
+}
+
+/// Splits an iptables-save rule line into arguments (double quotes, backslash escapes).
+pub fn split_args(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_q = false;
+    let mut have = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    have = true;
+                }
+            }
+            '"' => {
+                in_q = !in_q;
+                have = true;
+            }
+            c if c.is_whitespace() && !in_q => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                have = true;
+            }
+        }
+    }
+    if have {
+        out.push(cur);
+    }
+    out
+}
+
+fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(|s| s.as_str())
+}
+
+/// Inverse of [`go_quote`] for a whole `"…"` token; None if not a quoted string.
+fn go_unquote(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                'x' => {
+                    let h: String = chars.by_ref().take(2).collect();
+                    out.push(char::from(u8::from_str_radix(&h, 16).ok()?));
+                }
+                o => out.push(o),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// Finds the container id in a comment of `network`: `name: "<net>" id: "<cid>"`.
+pub fn comment_container_id(network: &str, comment: &str) -> Option<String> {
+    let rest = comment.strip_prefix(&format!("name: {} id: ", go_quote(network)))?;
+    go_unquote(rest)
+}
+
+/// Restore input that sets up masquerading for `ips` (all of one family) in `state`.
+pub fn masq_setup_input(state: &NatState, network: &str, container_id: &str, ips: &[IpNet]) -> Option<String> {
+    let first = ips.first()?;
+    let v6 = first.addr().is_ipv6();
+    let chain = chain_name(network, container_id);
+    let c = restore_quote(&comment(network, container_id));
+    let multicast = if v6 { "ff00::/8" } else { "224.0.0.0/4" };
+    let mut chain_rules: Vec<String> = Vec::new();
+    for ip in ips {
+        let accept = format!("-A {chain} -d {} -j ACCEPT -m comment --comment {c}", ip.trunc());
+        let masq = format!("-A {chain} ! -d {multicast} -j MASQUERADE -m comment --comment {c}");
+        for r in [accept, masq] {
+            if !chain_rules.contains(&r) {
+                chain_rules.push(r);
+            }
+        }
+    }
+    let mut out = String::from("*nat\n");
+    // Declaring an existing user chain with --noflush flushes it: the chain is rewritten whole.
+    out.push_str(&format!(":{chain} - [0:0]\n"));
+    for r in &chain_rules {
+        out.push_str(r);
+        out.push('\n');
+    }
+    for ip in ips {
+        let host = ip.addr();
+        let plen = if v6 { 128 } else { 32 };
+        let present = state.rules.iter().any(|(ch, line)| {
+            if ch != "POSTROUTING" {
+                return false;
+            }
+            let args = split_args(line);
+            arg_after(&args, "-j") == Some(chain.as_str())
+                && arg_after(&args, "-s").is_some_and(|s| s == format!("{host}/{plen}") || s == host.to_string())
+        });
+        if !present {
+            out.push_str(&format!("-A POSTROUTING -s {host} -j {chain} -m comment --comment {c}\n"));
+        }
+    }
+    out.push_str("COMMIT\n");
+    Some(out)
+}
+
+/// Restore lines removing chain `chain` and every POSTROUTING jump to it (empty: nothing exists).
+pub fn chain_teardown_lines(state: &NatState, chain: &str) -> Vec<String> {
+    chain_teardown_lines_from(state, "POSTROUTING", chain)
+}
+
+/// Restore lines removing chain `chain` and every jump to it from `entry`.
+pub fn chain_teardown_lines_from(state: &NatState, entry: &str, chain: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (ch, line) in &state.rules {
+        if ch != entry {
+            continue;
+        }
+        let args = split_args(line);
+        if arg_after(&args, "-j") == Some(chain) {
+            if let Some(rest) = line.strip_prefix("-A ") {
+                lines.push(format!("-D {rest}"));
+            }
+        }
+    }
+    if state.chains.iter().any(|c| c == chain) {
+        lines.push(format!("-F {chain}"));
+        lines.push(format!("-X {chain}"));
+    }
+    lines
+}
+
+fn wrap_nat(lines: &[String]) -> Option<String> {
+    if lines.is_empty() {
+        return None;
+    }
+    let mut out = String::from("*nat\n");
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+    Some(out)
+}
+
+/// Chains of `network` (recognised by comment + hash check) whose container is not valid.
+pub fn gc_chains(state: &NatState, network: &str, valid: &[Attachment]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (ch, line) in &state.rules {
+        if !ch.starts_with("CNI-") || out.contains(ch) {
+            continue;
+        }
+        let args = split_args(line);
+        let Some(cid) = arg_after(&args, "--comment").and_then(|c| comment_container_id(network, c)) else {
+            continue;
+        };
+        if chain_name(network, &cid) != *ch {
+            continue;
+        }
+        if !valid.iter().any(|a| a.container_id == cid) {
+            out.push(ch.clone());
+        }
+    }
+    out
+}
+
+/// Locates a binary in PATH, then in the usual sbin directories.
+fn find_bin(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The iptables backend.
+#[derive(Debug, Clone, Default)]
+pub struct IptablesBackend;
+
+impl IptablesBackend {
+    fn tool(v6: bool, what: &str) -> String {
+        format!("{}tables-{what}", if v6 { "ip6" } else { "ip" })
+    }
+
+    /// `ip[6]tables-save -t nat`.
+    pub fn save(&self, v6: bool) -> Result<NatState> {
+        self.save_table(v6, "nat")
+    }
+
+    /// `ip[6]tables-save -t <table>`.
+    pub fn save_table(&self, v6: bool, table: &str) -> Result<NatState> {
+        let name = Self::tool(v6, "save");
+        let bin = find_bin(&name).with_context(|| format!("{name} not found"))?;
+        let out = Command::new(&bin)
+            .args(["-t", table])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {name}"))?;
+        if !out.status.success() {
+            bail!("{name} -t {table} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(parse_save_table(&String::from_utf8_lossy(&out.stdout), table))
+    }
+
+    /// One `ip[6]tables-restore --noflush -w` with `input` on stdin.
+    pub fn restore(&self, v6: bool, input: &str) -> Result<()> {
+        let name = Self::tool(v6, "restore");
+        let bin = find_bin(&name).with_context(|| format!("{name} not found"))?;
+        tracing::debug!(tool = %name, input, "iptables-restore");
+        let mut child = Command::new(&bin)
+            .args(["--noflush", "-w"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {name}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).with_context(|| format!("writing to {name}"))?;
+        }
+        let out = child.wait_with_output().with_context(|| format!("waiting for {name}"))?;
+        if !out.status.success() {
+            bail!("{name} failed: {} (input: {input:?})", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    fn families(ips: &[IpNet]) -> [(bool, Vec<IpNet>); 2] {
+        [
+            (false, ips.iter().filter(|i| i.addr().is_ipv4()).copied().collect()),
+            (true, ips.iter().filter(|i| i.addr().is_ipv6()).copied().collect()),
+        ]
+    }
+}
+
+impl Firewall for IptablesBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Iptables
+    }
+
+    fn usable(&self) -> bool {
+        self.save(false).is_ok()
+    }
+
+    fn ensure_masquerade(&self, network: &str, container_id: &str, _ifname: &str, ips: &[IpNet]) -> Result<()> {
+        // As the reference: ifname is not part of the iptables layout.
+        for (v6, fam_ips) in Self::families(ips) {
+            if fam_ips.is_empty() {
+                continue;
+            }
+            let st = self.save(v6)?;
+            if let Some(input) = masq_setup_input(&st, network, container_id, &fam_ips) {
+                self.restore(v6, &input)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_masquerade(&self, network: &str, container_id: &str, _ifname: &str, ips: &[IpNet]) -> Result<()> {
+        let chain = chain_name(network, container_id);
+        // Families with addresses; with none given, both (the chain may exist in either).
+        let mut fams: Vec<bool> = ips.iter().map(|i| i.addr().is_ipv6()).collect();
+        if fams.is_empty() {
+            fams = vec![false, true];
+        }
+        fams.dedup();
+        let mut errs = Vec::new();
+        for v6 in [false, true].into_iter().filter(|f| fams.contains(f)) {
+            let r = self.save(v6).and_then(|st| match wrap_nat(&chain_teardown_lines(&st, &chain)) {
+                Some(input) => self.restore(v6, &input),
+                None => Ok(()),
+            });
+            if let Err(e) = r {
+                errs.push(format!("{e:#}"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", errs.join("; "))
+        }
+    }
+
+    fn gc_masquerade(&self, network: &str, valid: &[Attachment]) -> Result<()> {
+        for v6 in [false, true] {
+            let st = match self.save(v6) {
+                Ok(st) => st,
+                Err(e) if v6 => {
+                    tracing::debug!("ip6tables unavailable for GC: {e:#}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut lines = Vec::new();
+            for ch in gc_chains(&st, network, valid) {
+                lines.extend(chain_teardown_lines(&st, &ch));
+            }
+            if let Some(input) = wrap_nat(&lines) {
+                self.restore(v6, &input)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVE: &str = r#"# Generated by iptables-save v1.8.9 (nf_tables) on Mon Nov 23 13:40:00 2026
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:CNI-XYZ - [0:0]
+-A POSTROUTING -s 198.18.0.5/32 -m comment --comment "name: \"net\" id: \"c1\"" -j CNI-XYZ
+-A POSTROUTING -s 198.18.0.9/32 -j MASQUERADE
+COMMIT
+"#;
+
+    #[test]
+    fn names_and_comments_match_reference_format() {
+        let c = chain_name("mynet", "cid");
+        assert_eq!(c.len(), 28);
+        assert_eq!(&c[4..], &crate::firewall::sha512::sha512_hex(b"mynetcid")[..24]);
+        assert_eq!(comment("net", "a\"b"), r#"name: "net" id: "a\"b""#);
+        assert_eq!(comment_container_id("net", &comment("net", "a\"b\\c")).as_deref(), Some("a\"b\\c"));
+        assert_eq!(comment_container_id("other", &comment("net", "x")), None);
+    }
+
+    #[test]
+    fn parse_and_split_save_output() {
+        let st = parse_save(SAVE);
+        assert_eq!(st.chains, vec!["PREROUTING", "POSTROUTING", "CNI-XYZ"]);
+        assert_eq!(st.rules.len(), 2);
+        let args = split_args(&st.rules[0].1);
+        assert_eq!(arg_after(&args, "--comment"), Some(r#"name: "net" id: "c1""#));
+        assert_eq!(arg_after(&args, "-j"), Some("CNI-XYZ"));
+    }
+
+    #[test]
+    fn teardown_removes_jumps_then_chain() {
+        let st = parse_save(SAVE);
+        let lines = chain_teardown_lines(&st, "CNI-XYZ");
+        assert_eq!(
+            lines,
+            vec![
+                r#"-D POSTROUTING -s 198.18.0.5/32 -m comment --comment "name: \"net\" id: \"c1\"" -j CNI-XYZ"#,
+                "-F CNI-XYZ",
+                "-X CNI-XYZ",
+            ]
+        );
+        assert!(chain_teardown_lines(&st, "CNI-NOPE").is_empty());
+    }
+
+    #[test]
+    fn setup_input_is_one_batch_and_skips_existing_jump() {
+        let chain = chain_name("net", "c1");
+        let save = SAVE.replace("CNI-XYZ", &chain);
+        let st = parse_save(&save);
+        let ips: Vec<IpNet> = vec!["198.18.0.5/24".parse().unwrap(), "198.18.0.6/24".parse().unwrap()];
+        let input = masq_setup_input(&st, "net", "c1", &ips).unwrap();
+        let c = r#""name: \"net\" id: \"c1\"""#;
+        assert_eq!(
+            input,
+            format!(
+                "*nat\n:{chain} - [0:0]\n-A {chain} -d 198.18.0.0/24 -j ACCEPT -m comment --comment {c}\n\
+                 -A {chain} ! -d 224.0.0.0/4 -j MASQUERADE -m comment --comment {c}\n\
+                 -A POSTROUTING -s 198.18.0.6 -j {chain} -m comment --comment {c}\nCOMMIT\n"
+            )
+        );
+    }
+
+    #[test]
+    fn gc_finds_only_invalid_chains_of_this_network() {
+        let c1 = chain_name("net", "c1");
+        let c2 = chain_name("net", "c2");
+        let save = format!(
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n:{c1} - [0:0]\n:{c2} - [0:0]\n:CNI-FAKE - [0:0]\n\
+             -A {c1} -d 198.18.0.0/24 -m comment --comment \"name: \\\"net\\\" id: \\\"c1\\\"\" -j ACCEPT\n\
+             -A {c2} -d 198.18.0.0/24 -m comment --comment \"name: \\\"net\\\" id: \\\"c2\\\"\" -j ACCEPT\n\
+             -A CNI-FAKE -m comment --comment \"name: \\\"net\\\" id: \\\"c3\\\"\" -j ACCEPT\nCOMMIT\n"
+        );
+        let st = parse_save(&save);
+        let valid = vec![Attachment { container_id: "c1".into(), ifname: "eth0".into() }];
+        assert_eq!(gc_chains(&st, "net", &valid), vec![c2]);
+        assert!(gc_chains(&st, "other", &[]).is_empty());
+    }
+}

@@ -1,0 +1,231 @@
+//! bridge `macspoofchk`: the reference's bridge-family layout, over netlink.
+//!
+//! ```text
+//! table bridge nat {
+//!     chain PREROUTING {
+//!         type filter hook prerouting priority -300; policy accept;
+//!         iifname "<hostVeth>" jump cni-br-iface-<cid>-<ifname> comment "macspoofchk-<cid>-<ifname>"
+//!     }
+//!     chain cni-br-iface-<cid>-<ifname> {
+//!         jump cni-br-iface-<cid>-<ifname>-mac comment "macspoofchk-<cid>-<ifname>"
+//!     }
+//!     chain cni-br-iface-<cid>-<ifname>-mac {
+//!         ether saddr <mac> return comment "macspoofchk-<cid>-<ifname>"
+//!         drop comment "macspoofchk-<cid>-<ifname>"
+//!     }
+//! }
+//! ```
+//! Setup is one transaction (the reference needs two because `nft` cannot flush a chain created
+//! in the same run; the kernel can). Unlike the reference, a repeated setup first removes this
+//! attachment's old PREROUTING rule instead of adding a duplicate.
+
+use super::nft::decode::{list_chains, list_rules, RuleInfo};
+use super::nft::expr::{match_ether_saddr, match_ifname};
+use super::nft::sock::NftSocket;
+use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
+use anyhow::{bail, Context, Result};
+
+pub const TABLE: &str = "nat";
+pub const BASE_CHAIN: &str = "PREROUTING";
+
+/// `<cid>-<ifname>`, the reference's refID.
+pub fn ref_id(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}-{ifname}")
+}
+pub fn iface_chain(container_id: &str, ifname: &str) -> String {
+    format!("cni-br-iface-{}", ref_id(container_id, ifname))
+}
+pub fn mac_chain(container_id: &str, ifname: &str) -> String {
+    format!("{}-mac", iface_chain(container_id, ifname))
+}
+pub fn rule_comment(container_id: &str, ifname: &str) -> String {
+    format!("macspoofchk-{}", ref_id(container_id, ifname))
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (also `-` separated).
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        bail!("invalid MAC address {s:?}");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            bail!("invalid MAC address {s:?}");
+        }
+        *m = u8::from_str_radix(p, 16).with_context(|| format!("invalid MAC address {s:?}"))?;
+    }
+    Ok(mac)
+}
+
+fn base_chain() -> BaseChain {
+    BaseChain { chain_type: "filter", hook: Hook::Prerouting, priority: prio::BRIDGE_DSTNAT, policy_accept: Some(true) }
+}
+
+/// The setup transaction (pure: `prerouting` = current rules of the base chain).
+pub fn setup_batch(prerouting: &[RuleInfo], container_id: &str, ifname: &str, host_veth: &str, mac: [u8; 6]) -> Batch {
+    let f = Family::Bridge;
+    let ic = iface_chain(container_id, ifname);
+    let mc = mac_chain(container_id, ifname);
+    let comment = rule_comment(container_id, ifname);
+    let rule = |chain: &str, exprs| Rule {
+        family: f,
+        table: TABLE.into(),
+        chain: chain.into(),
+        exprs,
+        comment: Some(comment.clone()),
+    };
+    let mut b = Batch::new();
+    b.add_table(f, TABLE, None);
+    b.add_chain(f, TABLE, BASE_CHAIN, Some(&base_chain()), None);
+    b.add_chain(f, TABLE, &ic, None, None);
+    b.add_chain(f, TABLE, &mc, None, None);
+    b.flush_chain(f, TABLE, &ic);
+    b.flush_chain(f, TABLE, &mc);
+    for r in prerouting.iter().filter(|r| r.comment.as_deref() == Some(comment.as_str())) {
+        b.del_rule(f, TABLE, BASE_CHAIN, r.handle);
+    }
+    let mut e = match_ifname(true, host_veth);
+    e.push(Expr::Verdict(Verdict::Jump(ic.clone())));
+    b.add_rule(&rule(BASE_CHAIN, e));
+    b.add_rule(&rule(&ic, vec![Expr::Verdict(Verdict::Jump(mc.clone()))]));
+    let mut e = match_ether_saddr(mac);
+    e.push(Expr::Verdict(Verdict::Return));
+    b.add_rule(&rule(&mc, e));
+    b.add_rule(&rule(&mc, vec![Expr::Verdict(Verdict::Drop)]));
+    b
+}
+
+/// Installs the anti-spoofing rules for one bridge port.
+pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Result<()> {
+    let mac = parse_mac(mac)?;
+    let mut s = NftSocket::cached().context("failed to setup spoof-check")?;
+    let mut last = None;
+    for _ in 0..3 {
+        let pre = list_rules(&mut s, Family::Bridge, TABLE, Some(BASE_CHAIN))?;
+        match s.commit(&setup_batch(&pre, container_id, ifname, host_veth, mac)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => last = Some(e),
+            Err(e) => return Err(anyhow::Error::from(e).context("failed to setup spoof-check")),
+        }
+    }
+    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("retries exhausted")))
+        .context("failed to setup spoof-check")
+}
+
+/// Removes the port's PREROUTING rule and its two chains (table and base chain stay, as the
+/// reference). Already gone = success.
+pub fn teardown(container_id: &str, ifname: &str) -> Result<()> {
+    let f = Family::Bridge;
+    let ic = iface_chain(container_id, ifname);
+    let mc = mac_chain(container_id, ifname);
+    let comment = rule_comment(container_id, ifname);
+    let mut s = NftSocket::cached().context("failed to teardown spoof-check")?;
+    let mut last = None;
+    for _ in 0..3 {
+        let chains = list_chains(&mut s, f, TABLE)?;
+        let pre = if chains.iter().any(|c| c.name == BASE_CHAIN) {
+            list_rules(&mut s, f, TABLE, Some(BASE_CHAIN))?
+        } else {
+            Vec::new()
+        };
+        let mut b = Batch::new();
+        for r in pre.iter().filter(|r| r.comment.as_deref() == Some(comment.as_str())) {
+            b.del_rule(f, TABLE, BASE_CHAIN, r.handle);
+        }
+        let present: Vec<&str> =
+            [ic.as_str(), mc.as_str()].into_iter().filter(|n| chains.iter().any(|c| c.name == *n)).collect();
+        for n in &present {
+            b.flush_chain(f, TABLE, n);
+        }
+        for n in &present {
+            b.del_chain(f, TABLE, n);
+        }
+        match s.commit(&b) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => last = Some(e),
+            Err(e) => return Err(anyhow::Error::from(e).context("failed to teardown spoof-check")),
+        }
+    }
+    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("retries exhausted")))
+        .context("failed to teardown spoof-check")
+}
+
+/// The interface name an `iifname == "…"` rule matches, if the rule starts with one.
+fn rule_iifname(exprs: &[Expr]) -> Option<String> {
+    use super::nft::expr::{meta_key, CmpOp};
+    match exprs {
+        [Expr::Meta { key, .. }, Expr::Cmp { op: CmpOp::Eq, data, .. }, ..] if *key == meta_key::IIFNAME => {
+            Some(String::from_utf8_lossy(data).trim_end_matches('\0').to_string())
+        }
+        _ => None,
+    }
+}
+
+/// GC (the reference has none): removes the anti-spoofing state of attachments not in `valid`
+/// whose host interface `is_ours` says belongs to the caller's network (e.g. is a port of its
+/// bridge, or no longer exists). Chains are found through the PREROUTING rule's jump target,
+/// so container ids containing `-` are no problem. Returns the removed comments.
+pub fn gc(valid: &[super::Attachment], is_ours: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    let f = Family::Bridge;
+    let keep: Vec<String> = valid.iter().map(|a| rule_comment(&a.container_id, &a.ifname)).collect();
+    let mut s = NftSocket::cached()?;
+    let chains = list_chains(&mut s, f, TABLE)?;
+    if !chains.iter().any(|c| c.name == BASE_CHAIN) {
+        return Ok(Vec::new());
+    }
+    let mut b = Batch::new();
+    let mut removed = Vec::new();
+    for r in list_rules(&mut s, f, TABLE, Some(BASE_CHAIN))? {
+        let Some(c) = r.comment.as_deref().filter(|c| c.starts_with("macspoofchk-")) else { continue };
+        if keep.iter().any(|k| k == c) || !rule_iifname(&r.exprs).is_some_and(|i| is_ours(&i)) {
+            continue;
+        }
+        b.del_rule(f, TABLE, BASE_CHAIN, r.handle);
+        if let Some(Expr::Verdict(Verdict::Jump(ic))) = r.exprs.last() {
+            let mc = format!("{ic}-mac");
+            for n in [ic.as_str(), mc.as_str()] {
+                if chains.iter().any(|x| x.name == n) {
+                    b.flush_chain(f, TABLE, n);
+                    b.del_chain(f, TABLE, n);
+                }
+            }
+        }
+        removed.push(c.to_string());
+    }
+    s.commit(&b).context("garbage-collecting spoof-check rules")?;
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_reference() {
+        assert_eq!(iface_chain("cid1", "eth0"), "cni-br-iface-cid1-eth0");
+        assert_eq!(mac_chain("cid1", "eth0"), "cni-br-iface-cid1-eth0-mac");
+        assert_eq!(rule_comment("cid1", "eth0"), "macspoofchk-cid1-eth0");
+        assert_eq!(parse_mac("02:00:00:00:00:01").unwrap(), [2, 0, 0, 0, 0, 1]);
+        assert!(parse_mac("02:00:00:00:00").is_err());
+        assert!(parse_mac("02:00:00:00:00:zz").is_err());
+    }
+
+    #[test]
+    fn setup_batch_is_the_captured_nft_layout_in_one_transaction() {
+        // Same messages as golden/spoof.bin (checked byte-for-byte in nft::tests), plus the
+        // removal of a previous rule of the same attachment.
+        let old = RuleInfo {
+            family: 7,
+            table: TABLE.into(),
+            chain: BASE_CHAIN.into(),
+            handle: 4,
+            comment: Some("macspoofchk-cid1-eth0".into()),
+            exprs: vec![],
+        };
+        let b = setup_batch(&[old], "cid1", "eth0", "veth1234", [2, 0, 0, 0, 0, 1]);
+        let whats: Vec<&str> = b.msgs.iter().map(|m| m.what.as_str()).collect();
+        assert_eq!(whats[6], "delete rule bridge nat PREROUTING handle 4");
+        assert_eq!(b.msgs.len(), 11);
+    }
+}

@@ -1,0 +1,237 @@
+//! bridge behaviour against our binary: real traffic between containers and to the gateway,
+//! clean DEL (also twice, also after the netns is gone), failed ADD leaves nothing, and 50
+//! concurrent ADD/DEL on one network.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+fn dual_conf(w: &World, s: &Subnets, name: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": "cmbr0",
+        "isGateway": true,
+        "ipam": {
+            "type": "host-local",
+            "dataDir": w.data_dir,
+            "ranges": [[{"subnet": s.net4()}], [{"subnet": s.net6()}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+        }
+    })
+}
+
+fn v4_conf(w: &World, s: &Subnets, name: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": "cmbr0",
+        "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4()}]]}
+    })
+}
+
+/// The addresses of a 1.x result (`ips[].address`).
+pub(crate) fn result_ips(r: &Value) -> Vec<String> {
+    r["ips"].as_array().into_iter().flatten().filter_map(|i| i["address"].as_str().map(str::to_string)).collect()
+}
+
+fn host_veths(w: &World) -> Vec<String> {
+    w.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect()
+}
+
+/// Result interfaces: bridge, host veth, container veth (in the netns), MACs matching the kernel.
+fn assert_bridge_result(w: &World, r: &Value, container: usize) {
+    let ifs = r["interfaces"].as_array().expect("interfaces");
+    assert_eq!(ifs.len(), 3, "{r:#}");
+    assert_eq!(ifs[0]["name"], "cmbr0");
+    let veth = ifs[1]["name"].as_str().expect("host veth name");
+    assert!(veth.starts_with("veth") && veth.len() == 12, "host veth name {veth}");
+    assert_eq!(ifs[2]["name"], "eth0");
+    assert_eq!(ifs[2]["sandbox"], w.c(container).path_str());
+    let br = w.host.link("cmbr0").expect("bridge exists");
+    assert_eq!(ifs[0]["mac"], br["address"], "bridge MAC in result");
+    let hv = w.host.link(veth).expect("host veth exists");
+    assert_eq!(ifs[1]["mac"], hv["address"], "host veth MAC in result");
+    assert_eq!(hv["master"], "cmbr0", "host veth is a port of the bridge");
+    let cv = w.c(container).link("eth0").expect("container eth0 exists");
+    assert_eq!(ifs[2]["mac"], cv["address"], "container MAC in result");
+    assert_eq!(cv["linkinfo"]["info_kind"], "veth");
+    for ip in r["ips"].as_array().into_iter().flatten() {
+        assert_eq!(ip["interface"], 2, "ips point at the container interface: {r:#}");
+    }
+}
+
+#[test]
+fn bridge_two_containers_ping_v4_v6_and_gateway() {
+    let w = World::new("brping", 2, Impl::Ours);
+    let s = Subnets::alloc();
+    let conf = dual_conf(&w, &s, "brping");
+    let r0 = w.add(&conf).cid("c0").container(0).run().ok();
+    let r1 = w.add(&conf).cid("c1").container(1).run().ok();
+    assert_bridge_result(&w, &r0, 0);
+    assert_bridge_result(&w, &r1, 1);
+    assert_eq!(result_ips(&r0), vec![format!("{}/24", s.ip4(2)), format!("{}/64", s.ip6(2))]);
+    assert_eq!(result_ips(&r1), vec![format!("{}/24", s.ip4(3)), format!("{}/64", s.ip6(3))]);
+    assert_eq!(r0["ips"][0]["gateway"], s.ip4(1));
+    assert_eq!(r0["ips"][1]["gateway"], s.ip6(1));
+
+    // kernel state matches the result
+    assert_eq!(w.c(0).addrs("eth0"), result_ips(&r0));
+    assert_eq!(w.c(1).addrs("eth0"), result_ips(&r1));
+    let mut br_addrs = w.host.addrs("cmbr0");
+    br_addrs.sort();
+    assert_eq!(
+        br_addrs,
+        vec![format!("{}/24", s.ip4(1)), format!("{}/64", s.ip6(1))],
+        "gateway addresses on the bridge"
+    );
+    assert_eq!(w.host.sysctl("net/ipv4/ip_forward").as_deref(), Some("1"));
+    assert_eq!(w.host.sysctl("net/ipv6/conf/all/forwarding").as_deref(), Some("1"));
+    let routes = w.c(0).routes();
+    assert!(routes.iter().any(|r| r["dst"] == "default" && r["gateway"] == s.ip4(1)), "v4 default route: {routes:?}");
+    assert!(routes.iter().any(|r| r["dst"] == "default" && r["gateway"] == s.ip6(1)), "v6 default route: {routes:?}");
+    assert_eq!(w.c(0).sysctl("net/ipv6/conf/eth0/accept_dad").as_deref(), Some("0"), "DAD off without enabledad");
+
+    // traffic: container to container (v4, v6) and container to gateway (the bridge address may
+    // still be in DAD for a moment, hence the retries)
+    assert!(w.c(0).ping(&s.ip4(3), 2), "c0 -> c1 over IPv4");
+    assert!(w.c(1).ping(&s.ip4(2), 2), "c1 -> c0 over IPv4");
+    assert!(w.c(0).ping(&s.ip6(3), 3), "c0 -> c1 over IPv6");
+    assert!(w.c(0).ping(&s.ip4(1), 2), "c0 -> gateway over IPv4");
+    assert!(w.c(1).ping(&s.ip6(1), 10), "c1 -> gateway over IPv6");
+
+    // CHECK passes for both attachments
+    w.check(&conf, &r0).cid("c0").container(0).run().ok();
+    w.check(&conf, &r1).cid("c1").container(1).run().ok();
+
+    // DEL removes container link, host veth and lease; the bridge stays
+    w.del(&conf).cid("c0").container(0).run().ok();
+    assert!(w.c(0).link("eth0").is_none(), "container eth0 removed");
+    assert_eq!(host_veths(&w).len(), 1, "only c1's veth is left");
+    assert_eq!(w.leases("brping"), vec![s.ip4(3), s.ip6(3)], "only c1's leases are left");
+    assert!(!w.c(1).ping(&s.ip4(2), 1), "c0's address is gone");
+    w.del(&conf).cid("c0").container(0).run().ok();
+    w.del(&conf).cid("c1").container(1).run().ok();
+    assert!(host_veths(&w).is_empty());
+    assert!(w.leases("brping").is_empty(), "no lease left: {:?}", w.store("brping"));
+    assert!(w.c(1).routes().is_empty(), "no route left in the container");
+    assert!(w.host.link("cmbr0").is_some(), "the bridge is never removed");
+}
+
+#[test]
+fn bridge_del_after_netns_is_gone() {
+    let mut w = World::new("brgone", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let conf = v4_conf(&w, &s, "brgone");
+    let r = w.add(&conf).run().ok();
+    assert_eq!(result_ips(&r), vec![format!("{}/24", s.ip4(2))]);
+    assert_eq!(w.leases("brgone").len(), 1);
+    let path = w.c(0).path_str();
+    w.containers[0].delete();
+    w.del(&conf).netns_path(&path).run().ok();
+    assert!(w.leases("brgone").is_empty(), "DEL without netns still releases the lease");
+    assert!(wait_for(5, || host_veths(&w).is_empty()), "the veth dies with the netns (asynchronously)");
+    // and without CNI_NETNS at all
+    w.del(&conf).unset("CNI_NETNS").run().ok();
+}
+
+#[test]
+fn bridge_add_existing_ifname_fails_and_leaves_nothing() {
+    let w = World::new("brexist", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let conf = v4_conf(&w, &s, "brexist");
+    w.c(0).must(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
+    let e = w.add(&conf).run().err();
+    assert!(!e.msg.is_empty(), "error has a message");
+    assert!(host_veths(&w).is_empty(), "no host veth left: {:?}", w.host.link_names());
+    assert!(w.leases("brexist").is_empty(), "no lease left: {:?}", w.store("brexist"));
+    // the pre-existing link is untouched
+    let l = w.c(0).link("eth0").expect("pre-existing eth0 still there");
+    assert_eq!(l["linkinfo"]["info_kind"], "veth");
+    assert!(w.c(0).link("other0").is_some());
+
+    // the same for a second attachment on an ifname a previous ADD created
+    let w2 = World::new("brexis2", 1, Impl::Ours);
+    let conf2 = v4_conf(&w2, &s, "brexis2");
+    w2.add(&conf2).cid("first").run().ok();
+    w2.add(&conf2).cid("second").run().err();
+    assert_eq!(w2.leases("brexis2"), vec![s.ip4(2)], "only the first attachment holds a lease");
+    assert_eq!(host_veths(&w2).len(), 1, "no extra host veth");
+    w2.del(&conf2).cid("first").run().ok();
+    assert!(w2.leases("brexis2").is_empty());
+}
+
+#[test]
+fn bridge_l2_only_has_link_up_and_no_addresses() {
+    let w = World::new("brl2", 1, Impl::Ours);
+    let conf = json!({"cniVersion": "1.0.0", "name": "brl2", "type": "bridge", "bridge": "cmbr0"});
+    let r = w.add(&conf).run().ok();
+    assert_bridge_result(&w, &r, 0);
+    assert!(r.get("ips").is_none() || r["ips"].as_array().is_some_and(|a| a.is_empty()), "no ips: {r:#}");
+    let l = w.c(0).link("eth0").expect("eth0");
+    assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "L2 container end is up");
+    assert!(w.c(0).addrs("eth0").is_empty());
+    w.del(&conf).run().ok();
+    w.del(&conf).run().ok();
+    assert!(w.c(0).link("eth0").is_none());
+    assert!(host_veths(&w).is_empty());
+}
+
+/// 50 ADDs racing on one network (8 at a time) get 50 distinct addresses; 50 DELs leave only
+/// `lock` and `last_reserved_ip.*` in the store.
+#[test]
+fn bridge_50_concurrent_adds_get_distinct_addresses() {
+    const N: usize = 50;
+    const WORKERS: usize = 8;
+    let w = World::new("brconc", N, Impl::Ours);
+    let s = Subnets::alloc();
+    let conf = v4_conf(&w, &s, "brconc");
+    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(vec![]);
+    let next = AtomicUsize::new(0);
+    let run_all = |verb: &'static str| {
+        next.store(0, Ordering::SeqCst);
+        std::thread::scope(|sc| {
+            for _ in 0..WORKERS {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= N {
+                        break;
+                    }
+                    let o = w.cni(verb, &conf).cid(&format!("conc{i}")).container(i).run();
+                    results.lock().unwrap().push((i, o));
+                });
+            }
+        });
+        std::mem::take(&mut *results.lock().unwrap())
+    };
+
+    let adds = run_all("ADD");
+    assert_eq!(adds.len(), N);
+    let mut ips = BTreeSet::new();
+    for (i, o) in &adds {
+        let r = o.ok();
+        let a = result_ips(&r);
+        assert_eq!(a.len(), 1, "container {i}: {r:#}");
+        assert!(ips.insert(a[0].clone()), "address {} handed out twice", a[0]);
+        assert_eq!(w.c(*i).addrs("eth0"), a, "container {i} kernel address");
+    }
+    assert_eq!(ips.len(), N);
+    assert_eq!(w.leases("brconc").len(), N);
+    let ports = w.host.links().iter().filter(|l| l["master"] == "cmbr0").count();
+    assert_eq!(ports, N, "every host veth is attached to the bridge");
+
+    let dels = run_all("DEL");
+    for (_, o) in &dels {
+        o.ok();
+    }
+    let left: Vec<String> = w.store("brconc").into_keys().collect();
+    assert!(
+        left.iter().all(|f| f == "lock" || f.starts_with("last_reserved_ip.")),
+        "store after 50 DELs holds only lock/last_reserved_ip.*: {left:?}"
+    );
+    assert!(host_veths(&w).is_empty());
+}
