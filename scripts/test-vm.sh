@@ -17,7 +17,7 @@ runner=${CNI_VM_RUNNER:-$top/../shared/vm/run-in-vm.sh}
 cd "$top"
 
 # Build (no run) the one integration test binary and the cni-multi binary it execs.
-build_log=$(cargo test --test tests --no-run 2>&1) || { printf '%s\n' "$build_log" >&2; exit 1; }
+build_log=$(cargo test --locked --test tests --no-run 2>&1) || { printf '%s\n' "$build_log" >&2; exit 1; }
 bin=$(printf '%s\n' "$build_log" | sed -n 's/.*Executable tests\/tests\.rs (\(.*\))$/\1/p' | tail -n 1)
 [ -n "$bin" ] && [ -x "$bin" ] || { printf '%s\n' "$build_log" >&2; echo "test-vm: test binary not found" >&2; exit 1; }
 case $bin in /*) ;; *) bin=$top/$bin ;; esac
