@@ -481,3 +481,88 @@ fn vrf_matches_reference() {
         }
     }
 }
+
+// ---- bridge VLAN filtering (issue 2's bridge keys; this machine's kernel has no VLAN filtering) --
+
+/// Can this kernel filter VLANs on a bridge?
+fn bridge_vlan_filtering() -> bool {
+    let mut w = World::new("bvprobe");
+    let ns = w.netns("p");
+    crate::iface::sh(&["ip", "-n", ns.as_str(), "link", "add", "br0", "type", "bridge", "vlan_filtering", "1"]).0
+        && w.ip(&ns, &["-d", "link", "show", "br0"]).contains("vlan_filtering 1")
+}
+
+/// `bridge -j vlan show dev <port>` as (vid, pvid, untagged) triples.
+fn port_vlans(ns: &str, port: &str) -> Vec<(u64, bool, bool)> {
+    let out = crate::iface::must(&["bridge", "-n", ns, "-j", "vlan", "show", "dev", port]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let mut vids = vec![];
+    for p in v.as_array().into_iter().flatten() {
+        for e in p["vlans"].as_array().into_iter().flatten() {
+            let flags: Vec<&str> = e["flags"].as_array().into_iter().flatten().filter_map(|f| f.as_str()).collect();
+            vids.push((e["vlan"].as_u64().unwrap_or(0), flags.contains(&"PVID"), flags.contains(&"Egress Untagged")));
+        }
+    }
+    vids.sort();
+    vids
+}
+
+fn host_port(r: &Value) -> String {
+    r["interfaces"][1]["name"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn bridge_vlan_access_ports_isolate_and_trunk_carries_tags() {
+    if !bridge_vlan_filtering() {
+        let msg = "this kernel has no bridge VLAN filtering";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg}; CI=true, so this is a failure: run the VM tests with scripts/test-vm.sh");
+        }
+        eprintln!("SKIPPED: {msg} (run scripts/test-vm.sh to test it in a VM)");
+        return;
+    }
+    let mut w = World::new("bvl");
+    let host = w.netns("h");
+    let (c1, c2, c3, c4) = (w.netns("c1"), w.netns("c2"), w.netns("c3"), w.netns("c4"));
+    let ipam = w.ipam("d", "198.18.46.0/24");
+    let on = |vlan: u32| conf("1.0.0", "bridge", json!({"bridge": "cmvbr0", "vlan": vlan}), Some(ipam.clone()));
+    let r1 = w.cni(Impl::Ours, &host, "bridge", "ADD", Some(&c1), "eth0", "", &on(100)).expect_ok("ADD c1").json();
+    let r2 = w.cni(Impl::Ours, &host, "bridge", "ADD", Some(&c2), "eth0", "", &on(100)).expect_ok("ADD c2").json();
+    let r3 = w.cni(Impl::Ours, &host, "bridge", "ADD", Some(&c3), "eth0", "", &on(200)).expect_ok("ADD c3").json();
+    assert!(w.ip(&host, &["-d", "link", "show", "cmvbr0"]).contains("vlan_filtering 1"), "bridge filters VLANs");
+    // access port: only its VLAN, as PVID and egress-untagged; the default VLAN 1 removed
+    assert_eq!(port_vlans(&host, &host_port(&r1)), vec![(100, true, true)]);
+    assert_eq!(port_vlans(&host, &host_port(&r3)), vec![(200, true, true)]);
+    assert!(ping(&w, &c1, &first_ip(&r2)), "same access VLAN must reach");
+    assert!(!ping(&w, &c1, &first_ip(&r3)), "another access VLAN must not reach");
+
+    // a trunk port: tagged 300-302 and native VLAN 1 (pvid, untagged)
+    let trunk = conf(
+        "1.0.0",
+        "bridge",
+        json!({"bridge": "cmvbr0", "vlanTrunk": [{"minID": 300, "maxID": 301}, {"id": 302}]}),
+        Some(ipam.clone()),
+    );
+    let r4 = w.cni(Impl::Ours, &host, "bridge", "ADD", Some(&c4), "eth0", "", &trunk).expect_ok("ADD c4").json();
+    assert_eq!(
+        port_vlans(&host, &host_port(&r4)),
+        vec![(1, true, true), (300, false, false), (301, false, false), (302, false, false)]
+    );
+
+    // the reference (1.1.1 has `vlan`) builds the same access port
+    if have_reference("bridge") {
+        let c5 = w.netns("c5");
+        let r5 =
+            w.cni(Impl::Reference, &host, "bridge", "ADD", Some(&c5), "eth0", "", &on(100)).expect_ok("ref ADD").json();
+        // 1.1.1 keeps the default VLAN (preserveDefaultVlan was its behaviour); ours follows v1.8+
+        let ref_vlans = port_vlans(&host, &host_port(&r5));
+        assert!(ref_vlans.contains(&(100, true, true)), "reference port VLANs: {ref_vlans:?}");
+        assert!(ping(&w, &c5, &first_ip(&r1)), "reference's port on VLAN 100 reaches ours");
+        w.cni(Impl::Reference, &host, "bridge", "DEL", Some(&c5), "eth0", "", &on(100)).expect_ok("ref DEL");
+    }
+    for (c, cf) in [(&c1, on(100)), (&c2, on(100)), (&c3, on(200)), (&c4, trunk.clone())] {
+        w.cni(Impl::Ours, &host, "bridge", "DEL", Some(c), "eth0", "", &cf).expect_ok("DEL");
+        assert!(w.links(c).is_empty(), "container link left after DEL");
+    }
+    assert!(w.leases("d").is_empty());
+}
