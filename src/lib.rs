@@ -4,6 +4,7 @@
 pub mod applets;
 pub mod cli;
 pub mod cni;
+pub mod docs;
 pub mod firewall;
 pub mod install;
 pub mod ipam;

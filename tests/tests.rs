@@ -6,6 +6,7 @@ mod differential;
 mod firewall;
 mod install;
 mod ipam;
+mod logging;
 mod loopback;
 mod protocol;
 mod proto;
