@@ -104,3 +104,8 @@ dist-check:
 clean:
 	$(CARGO) clean
 	rm -rf dist
+
+# ---- docs: rewrite README.md's generated plugin section from src/docs.rs (a test fails when it is stale)
+.PHONY: docs
+docs:
+	UPDATE_README=1 $(CARGO) test --locked --lib docs::tests::readme_has_the_generated_plugin_docs

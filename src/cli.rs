@@ -80,6 +80,18 @@ fn usage() -> String {
     s
 }
 
+/// `cni-multi --help`: usage, then every applet's documentation (keys, example) from src/docs.rs.
+fn full_help() -> String {
+    let mut s = usage();
+    s.push('\n');
+    s.push_str(&crate::docs::common_text());
+    for a in applets::APPLETS {
+        s.push('\n');
+        s.push_str(&crate::docs::applet_help(a.name, a.about));
+    }
+    s
+}
+
 fn multi_main(rest: &[String]) -> i32 {
     let Some(first) = rest.first() else {
         let _ = std::io::stderr().write_all(usage().as_bytes());
@@ -109,7 +121,7 @@ fn multi_main(rest: &[String]) -> i32 {
             0
         }
         "--help" | "-h" | "help" => {
-            out(&usage());
+            out(&full_help());
             0
         }
         // `cni-multi tool ...`: the cnitool/libcni equivalent (issue 6)
@@ -152,7 +164,13 @@ fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
             Ok(f) => f,
             Err(early) => {
                 if early.status.is_ok() {
-                    let text = format!("{}\n{}\n{}", applet.about, early.output, version::about_text(applet));
+                    let text = format!(
+                        "{}\n{}\n{}\n{}",
+                        crate::docs::applet_help(applet.name, applet.about),
+                        early.output,
+                        crate::docs::common_text(),
+                        version::about_text(applet)
+                    );
                     let _ = std::io::stdout().write_all(text.as_bytes());
                     return 0;
                 }
@@ -262,6 +280,15 @@ mod tests {
         assert_eq!(dispatch(&["/x/cni-multi".to_string()]), 2);
         assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string(), "--bogus".to_string()]), 2);
         assert!(usage().contains("host-local"));
+    }
+
+    #[test]
+    fn help_documents_every_applet() {
+        let h = full_help();
+        for a in applets::APPLETS {
+            assert!(h.contains(&crate::docs::applet_help(a.name, a.about)), "{} missing from --help", a.name);
+        }
+        assert!(h.contains("isDefaultGateway") && h.contains("Example:") && h.contains("CNI_MULTI_LOG"));
     }
 
     /// Child half of `panic_hook_leaves_a_cni_error`: only panics when asked to.

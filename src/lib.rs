@@ -5,6 +5,7 @@ pub mod applets;
 pub mod cli;
 pub mod cni;
 pub mod digest;
+pub mod docs;
 pub mod firewall;
 pub mod install;
 pub mod ipam;

@@ -9,6 +9,7 @@ mod iface;
 mod iface_vm;
 mod install;
 mod ipam;
+mod logging;
 mod loopback;
 mod proto;
 mod protocol;
