@@ -43,14 +43,18 @@ DIST_ARCHES  ?= amd64 arm64
 # more targets `make test` runs after the cargo tests (the VM tests by default)
 TEST_EXTRA   ?= test-vm
 
-.PHONY: build test test-cargo test-vm lint fmt demo bench install dist dist-check clean
+.PHONY: deps build test test-cargo test-vm lint fmt demo bench install dist dist-check clean
 
 build:
 	$(CARGO) build --locked --release --target $(TARGET)
 	@file -L $(BIN) | grep -q 'static' || { file -L $(BIN); echo "error: $(BIN) is not statically linked" >&2; exit 1; }
 	@echo "$(BIN): $$(stat -c %s $(BIN)) bytes"
 
-test: build test-cargo $(TEST_EXTRA)
+test: deps build test-cargo $(TEST_EXTRA)
+
+# apt packages and the musl target, installed when missing (root; a no-op when all is there)
+deps:
+	bash scripts/deps.sh
 
 # unit tests (src/) and the one integration binary (tests/tests.rs); kernel tests make their own namespaces
 test-cargo:
@@ -70,7 +74,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-demo: build
+demo: deps build
 	scripts/demo.sh $(CURDIR)/$(BIN)
 
 bench: build
