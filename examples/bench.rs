@@ -11,17 +11,29 @@
 //!
 //! Measured per scale: the kernel floor (the same veth create / delete done by one `ip -batch`
 //! process), the reference, and cni-multi: wall time of each ADD and DEL process, mean per pod.
-//! Peak RSS of one ADD and one DEL is read with getrusage(RUSAGE_CHILDREN) in a fresh probe
-//! process that runs just that one invocation (so it covers the plugin and what it execs).
+//! Plugins are spawned the same cheap way for both (posix_spawn from a bench thread that sits in
+//! the host netns; no `ip netns exec`, no shell) and are never traced while timed.
+//!
+//! Peak RSS of one ADD and one DEL is measured in separate, traced runs: the plugin starts under
+//! ptrace (PTRACE_TRACEME before exec), follows forks, vforks, clones and execs, and at every
+//! exit stop (PTRACE_O_TRACEEXIT, taken before the address space is released) the bench reads
+//! VmHWM from /proc/<pid>/status. VmHWM is the high-water mark of the process's *own* address
+//! space, so, unlike getrusage's ru_maxrss of a child, it does not include the parent's RSS (at
+//! exec Linux folds the pre-exec mm's high-water mark, i.e. the forking parent's, into
+//! ru_maxrss). The Go runtime's threads share one mm, so the value read at any of their exit
+//! stops (the largest is kept) is the process's peak. The IPAM process the reference execs is
+//! reported on its own line; cni-multi runs host-local in-process.
 
 use anyhow::{anyhow, bail, Context, Result};
 use argh::FromArgs;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,38 +50,14 @@ struct Args {
     /// pod counts, comma separated (default 10,100,1000)
     #[argh(option, default = "String::from(\"10,100,1000\")")]
     pods: String,
-    /// internal: run one command and write its peak RSS (KiB) to this file
-    #[argh(option)]
-    rss_probe: Option<PathBuf>,
-    /// internal: the command for --rss-probe
-    #[argh(positional, greedy)]
-    cmd: Vec<String>,
 }
 
 fn main() {
     let args: Args = argh::from_env();
-    if let Some(out) = &args.rss_probe {
-        std::process::exit(match rss_probe(out, &args.cmd) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("rss probe: {e:#}");
-                99
-            }
-        });
-    }
     if let Err(e) = run(&args) {
         eprintln!("bench: error: {e:#}");
         std::process::exit(1);
     }
-}
-
-/// Run `cmd` (stdin/stdout/stderr inherited), then record the peak RSS of everything it waited for.
-fn rss_probe(out: &Path, cmd: &[String]) -> Result<i32> {
-    let (prog, rest) = cmd.split_first().ok_or_else(|| anyhow!("no command"))?;
-    let status = Command::new(prog).args(rest).status()?;
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
-    fs::write(out, usage.max_rss().to_string())?;
-    Ok(status.code().unwrap_or(98))
 }
 
 const PREFIX: &str = "cnb";
@@ -79,7 +67,6 @@ const SUBNET: &str = "198.18.0.0/16";
 struct Ctx {
     pid: u32,
     work: PathBuf,
-    self_exe: PathBuf,
     root_netns: File,
 }
 
@@ -126,12 +113,7 @@ fn run(args: &Args) -> Result<()> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     let _work_guard = RemoveDir(work.clone());
-    let ctx = Ctx {
-        pid,
-        work: work.clone(),
-        self_exe: std::env::current_exe()?,
-        root_netns: File::open("/proc/thread-self/ns/net")?,
-    };
+    let ctx = Ctx { pid, work: work.clone(), root_netns: File::open("/proc/thread-self/ns/net")? };
 
     let reference = Impl { label: "reference", dir: args.reference.clone() };
     for p in ["bridge", "host-local"] {
@@ -176,7 +158,7 @@ fn run(args: &Args) -> Result<()> {
     let rss_ref = peak_rss(&ctx, &reference)?;
     let rss_ours = match &ours {
         Some((imp, _)) => peak_rss(&ctx, imp)?,
-        None => (None, None, Some("no --ours binary".into())),
+        None => Rss { err: Some("no --ours binary".into()), ..Default::default() },
     };
     let sizes = Sizes {
         ref_pair: file_size(&reference.dir.join("bridge")) + file_size(&reference.dir.join("host-local")),
@@ -426,36 +408,155 @@ fn measure(ctx: &Ctx, imp: &Impl, pods: &PodSet) -> Result<Timing> {
     Ok(t)
 }
 
-/// Peak RSS (KiB) of one ADD and one DEL, each in its own probe process.
-fn peak_rss(ctx: &Ctx, imp: &Impl) -> Result<(Option<i64>, Option<i64>, Option<String>)> {
+/// Peak RSS of the processes of one invocation: the plugin's own, and those it ran (name, KiB).
+#[derive(Default, Clone)]
+struct RssRun {
+    plugin_kib: u64,
+    children: Vec<(String, u64)>,
+}
+
+impl RssRun {
+    fn max_kib(&self) -> u64 {
+        self.children.iter().map(|c| c.1).fold(self.plugin_kib, u64::max)
+    }
+}
+
+#[derive(Default)]
+struct Rss {
+    add: Option<RssRun>,
+    del: Option<RssRun>,
+    err: Option<String>,
+}
+
+/// Peak RSS of one ADD and one DEL, each a traced run in a fresh host netns.
+fn peak_rss(ctx: &Ctx, imp: &Impl) -> Result<Rss> {
     let pods = PodSet::new(ctx, 1)?;
     let pod = pods.names.first().ok_or_else(|| anyhow!("no pod"))?.clone();
     let _host = HostNs::enter(ctx, &format!("rss{}", imp.label))?;
     let conf = conf(&ctx.work.join(format!("ipam-rss-{}", imp.label)));
-    let mut res = Vec::new();
+    let mut rss = Rss::default();
     for verb in ["ADD", "DEL"] {
-        let out = ctx.work.join(format!("rss-{}-{verb}", imp.label));
-        let plain = cni_command(imp, verb, &pod, "bench-rss");
-        let mut probe = Command::new(&ctx.self_exe);
-        probe.arg("--rss-probe").arg(&out).arg("--").arg(plain.get_program());
-        probe.env_clear();
-        for (k, v) in plain.get_envs() {
-            if let Some(v) = v {
-                probe.env(k, v);
-            }
-        }
-        let (o, _) = invoke(probe, &conf)?;
+        let (o, run) = traced_invoke(cni_command(imp, verb, &pod, "bench-rss"), &conf)?;
         if verb == "ADD" {
             if let Err(e) = check_add(&o) {
-                return Ok((None, None, Some(format!("{e:#}"))));
+                rss.err = Some(format!("{e:#}"));
+                return Ok(rss);
             }
-        } else if !o.ok {
-            return Ok((res.first().copied(), None, Some(format!("DEL failed: {}", short(&o.stdout)))));
+            rss.add = Some(run);
+        } else {
+            if !o.ok {
+                rss.err = Some(format!("DEL failed: {}", short(&o.stdout)));
+                return Ok(rss);
+            }
+            rss.del = Some(run);
         }
-        let kib: i64 = fs::read_to_string(&out)?.trim().parse()?;
-        res.push(kib);
     }
-    Ok((res.first().copied(), res.get(1).copied(), None))
+    Ok(rss)
+}
+
+/// `Tgid`, `Name` and `VmHWM` (KiB) of a task, from /proc/<pid>/status.
+fn read_hwm(pid: nix::unistd::Pid) -> Option<(i32, String, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    let tgid = field("Tgid:")?.parse().ok()?;
+    let name = field("Name:")?.to_string();
+    let hwm = field("VmHWM:")?.trim_end_matches("kB").trim().parse().ok()?;
+    Some((tgid, name, hwm))
+}
+
+/// Run one plugin invocation under ptrace and return its output and the peak RSS (VmHWM at the
+/// exit stop) of the plugin and of every process it started. Must be called from the thread
+/// that spawns (the tracer is the spawning thread).
+fn traced_invoke(mut cmd: Command, stdin: &str) -> Result<(Outcome, RssRun)> {
+    use nix::errno::Errno;
+    use nix::sys::ptrace::{self, Event, Options};
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::unistd::Pid;
+
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; PTRACE_TRACEME is a single async-signal-safe
+    // syscall that allocates nothing and takes no lock. The child then stops at its exec.
+    unsafe {
+        cmd.pre_exec(|| ptrace::traceme().map_err(|e| std::io::Error::from_raw_os_error(e as i32)));
+    }
+    let mut child = cmd.spawn()?;
+    let root = Pid::from_raw(i32::try_from(child.id())?);
+    let mut pipe_in = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+    let input = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe_in.write_all(input.as_bytes());
+    });
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+
+    match waitpid(root, Some(WaitPidFlag::__WALL))? {
+        WaitStatus::Stopped(_, Signal::SIGTRAP) => {}
+        other => bail!("traced plugin: unexpected first stop {other:?}"),
+    }
+    let opts = Options::PTRACE_O_TRACEEXIT
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_TRACEVFORK
+        | Options::PTRACE_O_TRACECLONE
+        | Options::PTRACE_O_TRACEEXEC
+        | Options::PTRACE_O_EXITKILL;
+    ptrace::setoptions(root, opts)?;
+    ptrace::cont(root, None)?;
+
+    // tgid -> (name, largest VmHWM seen at an exit stop of any of its threads)
+    let mut peaks: BTreeMap<i32, (String, u64)> = BTreeMap::new();
+    let mut known: HashSet<Pid> = HashSet::from([root]);
+    let mut root_ok = false;
+    loop {
+        let st = match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
+            Ok(st) => st,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => break,
+            Err(e) => return Err(e.into()),
+        };
+        match st {
+            WaitStatus::PtraceEvent(pid, _, ev) => {
+                if ev == Event::PTRACE_EVENT_EXIT as i32 {
+                    if let Some((tgid, name, kib)) = read_hwm(pid) {
+                        let e = peaks.entry(tgid).or_insert((name, 0));
+                        e.1 = e.1.max(kib);
+                    }
+                }
+                let _ = ptrace::cont(pid, None);
+            }
+            // a newly attached task (thread or process) starts with a SIGSTOP we swallow; any
+            // other signal (the Go runtime uses SIGURG) is delivered
+            WaitStatus::Stopped(pid, sig) => {
+                let first = known.insert(pid);
+                let _ = ptrace::cont(pid, if first && sig == Signal::SIGSTOP { None } else { Some(sig) });
+            }
+            WaitStatus::Exited(pid, code) => {
+                known.remove(&pid);
+                if pid == root {
+                    root_ok = code == 0;
+                }
+            }
+            WaitStatus::Signaled(pid, _, _) => {
+                known.remove(&pid);
+            }
+            _ => {}
+        }
+    }
+    let _ = writer.join();
+    let stdout = out.join().map_err(|_| anyhow!("stdout reader"))?;
+    let stderr = err.join().map_err(|_| anyhow!("stderr reader"))?;
+    let plugin_kib = peaks.remove(&root.as_raw()).map(|p| p.1).ok_or_else(|| anyhow!("no exit stop of the plugin"))?;
+    let run = RssRun { plugin_kib, children: peaks.into_values().collect() };
+    Ok((Outcome { ok: root_ok, stdout, stderr }, run))
 }
 
 fn file_size(p: &Path) -> u64 {
@@ -489,8 +590,6 @@ fn fmt_ratio(r: Option<f64>, o: Option<f64>) -> String {
 fn mib(b: u64) -> String {
     format!("{:.2} MiB ({b} B)", b as f64 / 1048576.0)
 }
-
-type Rss = (Option<i64>, Option<i64>, Option<String>);
 
 fn render(
     rows: &[(usize, (f64, f64), Timing, Timing)],
@@ -540,19 +639,45 @@ fn render(
             }
         }
     }
-    let kib = |v: Option<i64>, err: &Option<String>| match (v, err) {
-        (Some(k), _) => format!("{:.2} MiB", k as f64 / 1024.0),
+    let mib_k = |k: u64| format!("{:.2} MiB", k as f64 / 1024.0);
+    let plugin = |r: &Rss, run: &Option<RssRun>| match (run, &r.err) {
+        (Some(run), _) => mib_k(run.plugin_kib),
+        (None, Some(_)) => "FAILED".into(),
+        (None, None) => "–".into(),
+    };
+    let children = |r: &Rss, run: &Option<RssRun>| match (run, &r.err) {
+        (Some(run), _) if run.children.is_empty() => "none (IPAM in-process)".to_string(),
+        (Some(run), _) => run.children.iter().map(|(n, k)| format!("{n} {}", mib_k(*k))).collect::<Vec<_>>().join(", "),
         (None, Some(_)) => "FAILED".into(),
         (None, None) => "–".into(),
     };
     let _ = writeln!(s, "\n| | reference | cni-multi |\n|---|---:|---:|");
-    let _ = writeln!(s, "| peak RSS, one ADD | {} | {} |", kib(rss_ref.0, &rss_ref.2), kib(rss_ours.0, &rss_ours.2));
-    let _ = writeln!(s, "| peak RSS, one DEL | {} | {} |", kib(rss_ref.1, &rss_ref.2), kib(rss_ours.1, &rss_ours.2));
+    for (verb, r, o) in [("ADD", &rss_ref.add, &rss_ours.add), ("DEL", &rss_ref.del, &rss_ours.del)] {
+        let _ = writeln!(
+            s,
+            "| peak RSS, one {verb}: the plugin process | {} | {} |",
+            plugin(rss_ref, r),
+            plugin(rss_ours, o)
+        );
+        let _ = writeln!(
+            s,
+            "| peak RSS, one {verb}: processes it started | {} | {} |",
+            children(rss_ref, r),
+            children(rss_ours, o)
+        );
+    }
     let ours = sizes.ours.map(mib).unwrap_or_else(|| "–".into());
     let _ = writeln!(s, "| binaries for bridge + host-local | {} | {ours} |", mib(sizes.ref_pair));
     let _ = writeln!(s, "| every plugin | {} ({} files) | {ours} (1 file) |", mib(sizes.ref_all), sizes.ref_count);
+    let _ = writeln!(
+        s,
+        "\nPeak RSS = VmHWM of each process's own address space, read from /proc/<pid>/status at its ptrace \
+         exit stop (forks, vforks, clones and execs followed; the largest value over a process's threads), in \
+         runs separate from the timed ones. Unlike getrusage(RUSAGE_CHILDREN), it excludes the parent's RSS \
+         that Linux carries over at exec."
+    );
     for (label, r) in [("reference", rss_ref), ("cni-multi", rss_ours)] {
-        if let Some(e) = &r.2 {
+        if let Some(e) = &r.err {
             failures.push(format!("- {label} peak RSS: {e}"));
         }
     }
@@ -589,8 +714,8 @@ fn goals(rows: &[(usize, (f64, f64), Timing, Timing)], rss_ours: &Rss) -> String
     let at = |n: usize| rows.iter().find(|r| r.0 == n).and_then(|r| ok_means(&r.3).0);
     let scale = at(100).zip(at(1000)).map(|(a100, a1000)| a1000 <= 1.2 * a100);
     lines.push(format!("- ADD per pod at 1000 pods ≤ 1.2 × at 100 pods: {}", verdict(scale)));
-    let rss = match (rss_ours.0, rss_ours.1) {
-        (Some(a), Some(d)) => Some(a.max(d) <= 2048),
+    let rss = match (&rss_ours.add, &rss_ours.del) {
+        (Some(a), Some(d)) => Some(a.max_kib().max(d.max_kib()) <= 2048),
         _ => None,
     };
     lines.push(format!("- peak RSS ≤ 2 MiB: {}", verdict(rss)));

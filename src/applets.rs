@@ -26,6 +26,13 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::loopback::APPLET,
     crate::plugins::bridge::APPLET,
     crate::plugins::ptp::APPLET,
+    crate::plugins::macvlan::APPLET,
+    crate::plugins::ipvlan::APPLET,
+    crate::plugins::vlan::APPLET,
+    crate::plugins::host_device::APPLET,
+    crate::plugins::dummy::APPLET,
+    crate::plugins::tap::APPLET,
+    crate::plugins::vrf::APPLET,
     crate::ipam::host_local::APPLET,
     crate::ipam::static_::APPLET,
     crate::ipam::dhcp::APPLET,
@@ -34,6 +41,8 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::bandwidth::APPLET,
     crate::plugins::portmap::APPLET,
     crate::plugins::fw_plugin::APPLET,
+    crate::plugins::flannel::APPLET,
+    crate::plugins::vpc_routed::APPLET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

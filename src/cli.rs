@@ -53,6 +53,10 @@ pub fn dispatch(argv: &[String]) -> i32 {
     if let Some(applet) = applets::find(prog) {
         return applet_main(applet, prog, rest);
     }
+    // runtime side (issue 6): `cnitool` by argv[0]
+    if prog == "cnitool" {
+        return crate::tool::main(rest);
+    }
     if prog == MULTI || prog.starts_with("cni-multi") {
         return multi_main(rest);
     }
@@ -72,6 +76,18 @@ fn usage() -> String {
     );
     for a in applets::APPLETS {
         s.push_str(&format!("  {:<12} {}\n", a.name, a.about));
+    }
+    s
+}
+
+/// `cni-multi --help`: usage, then every applet's documentation (keys, example) from src/docs.rs.
+fn full_help() -> String {
+    let mut s = usage();
+    s.push('\n');
+    s.push_str(&crate::docs::common_text());
+    for a in applets::APPLETS {
+        s.push('\n');
+        s.push_str(&crate::docs::applet_help(a.name, a.about));
     }
     s
 }
@@ -105,9 +121,11 @@ fn multi_main(rest: &[String]) -> i32 {
             0
         }
         "--help" | "-h" | "help" => {
-            out(&usage());
+            out(&full_help());
             0
         }
+        // `cni-multi tool ...`: the cnitool/libcni equivalent (issue 6)
+        "tool" => crate::tool::main(rest.get(1..).unwrap_or(&[])),
         "install" => crate::install::main(rest.get(1..).unwrap_or(&[])),
         name => match applets::find(name) {
             Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[])),
@@ -126,7 +144,10 @@ fn multi_main(rest: &[String]) -> i32 {
 /// Long-running or setup subcommands some applets carry besides the CNI verbs
 /// (`dhcp daemon ...`): applet name, subcommand word, entry point taking the words after it.
 type SubMain = fn(&[String]) -> i32;
-const SUBCOMMANDS: &[(&str, &str, SubMain)] = &[("dhcp", "daemon", crate::ipam::dhcp::daemon_main)];
+const SUBCOMMANDS: &[(&str, &str, SubMain)] = &[
+    ("dhcp", "daemon", crate::ipam::dhcp::daemon_main),
+    ("vpc-routed", "setup-host", crate::plugins::vpc_routed::setup_host_main),
+];
 
 fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
     if let Some(word) = args.first() {
@@ -143,7 +164,13 @@ fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
             Ok(f) => f,
             Err(early) => {
                 if early.status.is_ok() {
-                    let text = format!("{}\n{}\n{}", applet.about, early.output, version::about_text(applet));
+                    let text = format!(
+                        "{}\n{}\n{}\n{}",
+                        crate::docs::applet_help(applet.name, applet.about),
+                        early.output,
+                        crate::docs::common_text(),
+                        version::about_text(applet)
+                    );
                     let _ = std::io::stdout().write_all(text.as_bytes());
                     return 0;
                 }
@@ -253,6 +280,15 @@ mod tests {
         assert_eq!(dispatch(&["/x/cni-multi".to_string()]), 2);
         assert_eq!(dispatch(&["cni-multi".to_string(), "install".to_string(), "--bogus".to_string()]), 2);
         assert!(usage().contains("host-local"));
+    }
+
+    #[test]
+    fn help_documents_every_applet() {
+        let h = full_help();
+        for a in applets::APPLETS {
+            assert!(h.contains(&crate::docs::applet_help(a.name, a.about)), "{} missing from --help", a.name);
+        }
+        assert!(h.contains("isDefaultGateway") && h.contains("Example:") && h.contains("CNI_MULTI_LOG"));
     }
 
     /// Child half of `panic_hook_leaves_a_cni_error`: only panics when asked to.

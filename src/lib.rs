@@ -4,6 +4,8 @@
 pub mod applets;
 pub mod cli;
 pub mod cni;
+pub mod digest;
+pub mod docs;
 pub mod firewall;
 pub mod install;
 pub mod ipam;
@@ -11,3 +13,4 @@ pub mod logging;
 pub mod netlink;
 pub mod plugins;
 pub mod sys;
+pub mod tool;

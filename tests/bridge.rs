@@ -98,10 +98,10 @@ fn bridge_two_containers_ping_v4_v6_and_gateway() {
 
     // traffic: container to container (v4, v6) and container to gateway (the bridge address may
     // still be in DAD for a moment, hence the retries)
-    assert!(w.c(0).ping(&s.ip4(3), 1), "c0 -> c1 over IPv4");
-    assert!(w.c(1).ping(&s.ip4(2), 1), "c1 -> c0 over IPv4");
+    assert!(w.c(0).ping(&s.ip4(3), 2), "c0 -> c1 over IPv4");
+    assert!(w.c(1).ping(&s.ip4(2), 2), "c1 -> c0 over IPv4");
     assert!(w.c(0).ping(&s.ip6(3), 3), "c0 -> c1 over IPv6");
-    assert!(w.c(0).ping(&s.ip4(1), 1), "c0 -> gateway over IPv4");
+    assert!(w.c(0).ping(&s.ip4(1), 2), "c0 -> gateway over IPv4");
     assert!(w.c(1).ping(&s.ip6(1), 10), "c1 -> gateway over IPv6");
 
     // CHECK passes for both attachments

@@ -16,6 +16,23 @@ const VERSIONS: &[&str] = &["0.2.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 const SKIPS: &[(&str, &str, &str)] =
     &[("*", "1.1.0", "the Debian 1.1.1 oracle rejects spec 1.1.0 (code 1, incompatible CNI versions)")];
 
+/// Kernel-state differences where newest upstream (which cni-multi follows) deliberately differs
+/// from the Debian 1.1.1 oracle: (text in a diff line, why). Applied only when the oracle is
+/// compared with cni-multi — never reference-vs-reference or ours-vs-ours.
+const KNOWN_NEWER: &[(&str, &str)] = &[(
+    "/keep_addr_on_down: \"0\" != \"1\"",
+    "v1.7.0 sets keep_addr_on_down=1 on the container interface before its first IPv6 address (§0, §2.1)",
+)];
+
+/// Error codes where ours deliberately differs: (text in both messages, reference code, our
+/// code, why). The reference wraps every plain error as 999; ours uses the spec's code.
+const KNOWN_CODES: &[(&str, u64, u64, &str)] = &[(
+    "does not support more than 1 address per family",
+    999,
+    7,
+    "a config that the requested cniVersion cannot express is invalid network config (spec code 7)",
+)];
+
 /// Something to prepare in both worlds before ADD.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Setup {
@@ -35,10 +52,25 @@ struct Case {
     keep_mac: Option<&'static str>,
     /// the oracle's CHECK fails for this config (a reference bug, §0/§2.2); ours must pass it
     oracle_check_bug: Option<&'static str>,
+    /// the config has `ipam.dns` and no top-level `dns`: Debian 1.1.1 bridge/ptp print an empty
+    /// `dns`, newest upstream keeps IPAM's (§2.1). Against the oracle, `dns` is compared with the
+    /// config instead.
+    ipam_dns_kept: bool,
+    /// the oracle prints this plugin's result unconverted (1.x shape labelled with an older
+    /// version); ours converts as the spec says, so below 1.0.0 only the addresses are compared
+    oracle_unconverted_result: Option<&'static str>,
 }
 
 const fn case(file: &'static str) -> Case {
-    Case { file, cni_args: None, setup: Setup::None, keep_mac: None, oracle_check_bug: None }
+    Case {
+        file,
+        cni_args: None,
+        setup: Setup::None,
+        keep_mac: None,
+        oracle_check_bug: None,
+        ipam_dns_kept: false,
+        oracle_unconverted_result: None,
+    }
 }
 
 fn skip_reason(file: &str, version: &str) -> Option<&'static str> {
@@ -139,24 +171,24 @@ impl Side {
         let plugin = self.conf["type"].as_str().unwrap_or_default();
         let leases = self.w.leases(&net_name(&self.conf));
         if !leases.is_empty() {
-            out.push(format!("{}: leases left after DEL: {leases:?}", self.w.imp.label()));
+            out.push(format!("{}: leases left behind: {leases:?}", self.w.imp.label()));
         }
         let c = self.w.c(0);
         match plugin {
             "bridge" | "ptp" => {
                 if c.link("eth0").is_some() {
-                    out.push(format!("{}: container eth0 left after DEL", self.w.imp.label()));
+                    out.push(format!("{}: container eth0 left behind", self.w.imp.label()));
                 }
                 let veths: Vec<String> =
                     self.w.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect();
                 if !veths.is_empty() {
-                    out.push(format!("{}: host veths left after DEL: {veths:?}", self.w.imp.label()));
+                    out.push(format!("{}: host veths left behind: {veths:?}", self.w.imp.label()));
                 }
             }
             "loopback" => {
                 let lo = c.link("lo").unwrap_or_default();
                 if lo["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")) {
-                    out.push(format!("{}: lo still up after DEL", self.w.imp.label()));
+                    out.push(format!("{}: lo still up", self.w.imp.label()));
                 }
             }
             _ => {}
@@ -176,7 +208,12 @@ fn compare_outcomes(verb: &str, r: &Outcome, o: &Outcome, rs: &Side, os: &Side, 
         (false, false) => {
             match (r.error(), o.error()) {
                 (Some(re), Some(oe)) => {
-                    if re.code != oe.code {
+                    let known = KNOWN_CODES.iter().find(|(needle, rc, oc, _)| {
+                        re.code == *rc && oe.code == *oc && re.msg.contains(needle) && oe.msg.contains(needle)
+                    });
+                    if let Some((_, _, _, why)) = known {
+                        eprintln!("known difference: {verb} error code {} vs {} ({why})", re.code, oe.code);
+                    } else if re.code != oe.code {
                         out.push(format!(
                             "{verb}: error code reference {} ours {} ({re:?} / {oe:?})",
                             re.code, oe.code
@@ -197,6 +234,24 @@ fn compare_outcomes(verb: &str, r: &Outcome, o: &Outcome, rs: &Side, os: &Side, 
             false
         }
     }
+}
+
+/// DEL after a failed ADD: the same outcome, except that ours may succeed where the oracle fails
+/// (the spec wants DEL to succeed; §0: "succeeds where the oracle fails is fine").
+fn del_after_failed_add(
+    verb: &str,
+    r: &Outcome,
+    o: &Outcome,
+    rs: &Side,
+    os: &Side,
+    oracle_vs_ours: bool,
+    out: &mut Vec<String>,
+) {
+    if oracle_vs_ours && !r.success() && o.success() {
+        eprintln!("note: {verb}: ours succeeds where the oracle fails ({})", short(r));
+        return;
+    }
+    compare_outcomes(verb, r, o, rs, os, out);
 }
 
 /// Run `c` at `version` in the reference world and in ours.
@@ -226,6 +281,15 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
     let os = Side::new(right.0, tag, c, &subnets, right.1);
     let version = left.1;
     let (ln, rn) = (format!("{}@{}", left.0.label(), left.1), format!("{}@{}", right.0.label(), right.1));
+    let oracle_vs_ours = left.0.flavor() == Flavor::Debian && right.0.flavor() == Flavor::CniMulti;
+    let state_diff = |when: &str, out: &mut Vec<String>| {
+        for d in diff(&rs.state(), &os.state()) {
+            match KNOWN_NEWER.iter().find(|(needle, _)| oracle_vs_ours && d.contains(needle)) {
+                Some((_, why)) => eprintln!("known difference {when}: {d} ({why})"),
+                None => out.push(format!("{when}: {d}")),
+            }
+        }
+    };
     let mut out = vec![];
 
     // ADD
@@ -234,7 +298,21 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
     if ra.success() != oa.success() {
         return out;
     }
-    if added {
+    if added && c.ipam_dns_kept && oracle_vs_ours {
+        let (mut l, mut r) = (rs.norm.result(&ra.stdout), os.norm.result(&oa.stdout));
+        let want = os.norm.value(&os.conf["ipam"]["dns"]);
+        if r["dns"] != want {
+            out.push(format!("ADD result dns {} but ipam.dns is {want} (newest keeps IPAM's DNS)", r["dns"]));
+        }
+        for v in [&mut l, &mut r] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("dns");
+            }
+        }
+        for d in diff(&as_version(l, version), &as_version(r, version)) {
+            out.push(format!("ADD result {d}"));
+        }
+    } else if added {
         if version_ge(version, "1.0.0") {
             // 1.x: key order and an empty `dns` differ by library version (§1.8)
             let (l, r) = (rs.norm.result(&ra.stdout), os.norm.result(&oa.stdout));
@@ -244,6 +322,22 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
             for d in diff(&as_version(l, version), &as_version(r, version)) {
                 out.push(format!("ADD result {d}"));
             }
+        } else if let (Some(why), true) = (c.oracle_unconverted_result, oracle_vs_ours) {
+            let (l, r) = (rs.norm.text(&ra.stdout), os.norm.text(&oa.stdout));
+            let shape = if version_ge(version, "0.3.0") { "\"version\": " } else { "\"ip4\": " };
+            if !r.contains(shape) {
+                out.push(format!("ADD result is not in the {version} shape (no {shape}):\n{r}"));
+            }
+            for addr in ["127.0.0.1/8", "::1/128"] {
+                if l.contains(addr) != r.contains(addr) {
+                    out.push(format!(
+                        "ADD result: {addr} in the reference's {} / ours {}",
+                        l.contains(addr),
+                        r.contains(addr)
+                    ));
+                }
+            }
+            eprintln!("known difference: ADD result shape at {version} ({why})");
         } else if rs.norm.text(&ra.stdout) != os.norm.text(&oa.stdout) {
             // before 1.0.0 the printing is byte-for-byte the same in every library version
             out.push(format!(
@@ -253,8 +347,13 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
             ));
         }
     }
-    for d in diff(&rs.state(), &os.state()) {
-        out.push(format!("after ADD: {d}"));
+    let failed_vs_oracle = !added && oracle_vs_ours;
+    if failed_vs_oracle {
+        // The oracle does not always roll back a failed ADD (it can leave the container veth,
+        // addressed, behind); ours must leave nothing, so ours is checked on its own.
+        out.extend(os.leftovers().into_iter().map(|l| format!("after failed ADD: {l}")));
+    } else {
+        state_diff("after ADD", &mut out);
     }
     let (rp, op) = (ra.json(), oa.json());
     if added && version_ge(version, "0.3.0") {
@@ -292,14 +391,16 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
         }
     } else {
         // after a failed ADD the config may be invalid for DEL too (e.g. 0.2.0 with two v4
-        // sets): DEL must then fail the same way
-        compare_outcomes("DEL after failed ADD", &rd, &od, &rs, &os, &mut out);
+        // sets): DEL must then fail the same way — or succeed where the oracle fails
+        del_after_failed_add("DEL after failed ADD", &rd, &od, &rs, &os, oracle_vs_ours, &mut out);
     }
-    for d in diff(&rs.state(), &os.state()) {
-        out.push(format!("after DEL: {d}"));
+    if failed_vs_oracle {
+        out.extend(os.leftovers());
+    } else {
+        state_diff("after DEL", &mut out);
+        out.extend(rs.leftovers());
+        out.extend(os.leftovers());
     }
-    out.extend(rs.leftovers());
-    out.extend(os.leftovers());
     let (rd2, od2) = (rs.run("DEL", prev(&rp).as_ref()), os.run("DEL", prev(&op).as_ref()));
     if added || rd.success() {
         for (label, o) in [(&ln, &rd2), (&rn, &od2)] {
@@ -308,7 +409,7 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
             }
         }
     } else {
-        compare_outcomes("second DEL after failed ADD", &rd2, &od2, &rs, &os, &mut out);
+        del_after_failed_add("second DEL after failed ADD", &rd2, &od2, &rs, &os, oracle_vs_ours, &mut out);
     }
     out
 }
@@ -370,13 +471,16 @@ diff_tests! {
     bridge_range_bounds => case("bridge-range-bounds.json");
     bridge_multi_range => case("bridge-multi-range.json");
     bridge_two_v4_sets => case("bridge-two-v4-sets.json");
-    bridge_static => case("bridge-static.json");
+    bridge_static => Case { ipam_dns_kept: true, ..case("bridge-static.json") };
     bridge_dns => case("bridge-dns.json");
     ptp_v4 => case("ptp-v4.json");
     ptp_v6 => case("ptp-v6.json");
     ptp_dual_mtu => case("ptp-dual-mtu.json");
     ptp_static => case("ptp-static.json");
-    loopback => case("loopback.json");
+    loopback => Case {
+        oracle_unconverted_result: Some("Debian 1.1.1 loopback prints its 1.x result labelled with the old version"),
+        ..case("loopback.json")
+    };
     host_local_v4 => Case { setup: Setup::ResolvConf, ..case("host-local-v4.json") };
     host_local_legacy => case("host-local-legacy.json");
     host_local_sets => case("host-local-sets.json");

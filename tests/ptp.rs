@@ -76,8 +76,8 @@ fn ptp_container_reaches_host_and_back() {
     assert_eq!(w.host.sysctl("net/ipv6/conf/all/forwarding").as_deref(), Some("1"));
 
     // traffic both ways, both families (host-side v6 gateway may still be in DAD: retries)
-    assert!(w.c(0).ping(&s.ip4(1), 1), "container -> host v4");
-    assert!(w.host.ping(&s.ip4(2), 1), "host -> container v4");
+    assert!(w.c(0).ping(&s.ip4(1), 2), "container -> host v4");
+    assert!(w.host.ping(&s.ip4(2), 2), "host -> container v4");
     assert!(w.c(0).ping(&s.ip6(1), 10), "container -> host v6");
     assert!(w.host.ping(&s.ip6(2), 3), "host -> container v6");
 

@@ -118,7 +118,20 @@ fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
     };
     tracing::debug!("running {} {}", applet.name, command.as_str());
     if let Some(result) = invoke(applet, &ctx)? {
-        io.stdout.extend_from_slice(result.to_json(&ctx.version)?.as_bytes());
+        match result.to_json(&ctx.version) {
+            Ok(text) => io.stdout.extend_from_slice(text.as_bytes()),
+            Err(e) => {
+                // The ADD worked but its result cannot be expressed in the requested version
+                // (e.g. an L2-only result at 0.2.0): undo it rather than leave it half-made.
+                if command == Command::Add {
+                    let undo = Ctx { command: Command::Del, prev_result: None, ..ctx.clone() };
+                    if let Err(d) = (applet.del)(&undo) {
+                        tracing::warn!("rolling back ADD after a result conversion error failed: {d:#}");
+                    }
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }

@@ -19,6 +19,7 @@
 //! with [`socket::is_not_found`] / [`socket::is_exists`] or `downcast_ref::<NlError>()`.
 pub mod addr;
 pub mod consts;
+pub mod ifext;
 pub mod kinds;
 pub mod link;
 pub mod msg;

@@ -77,7 +77,9 @@ struct Trunk {
 
 impl Conf {
     fn load(ctx: &Ctx) -> Result<Conf> {
-        let c: Conf = ctx.plugin_conf()?;
+        let mut c: Conf = ctx.plugin_conf()?;
+        // isDefaultGateway implies isGateway (reference behaviour)
+        c.is_gateway |= c.is_default_gateway;
         if !(0..=4094).contains(&c.vlan) {
             return Err(CniError::config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)).into());
         }
@@ -130,6 +132,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // 1. the bridge
     let br = ensure_bridge(&mut host, &conf)?;
+    tracing::debug!(bridge = %br.name, index = br.index, "bridge ready");
 
     // 2. the veth pair, created inside the container with its peer in our namespace
     if cont.link_by_name(&ctx.ifname)?.is_some() {
@@ -137,6 +140,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     let host_ns = NetNs::current()?;
     let host_name = create_veth(&mut cont, &host_ns, &ctx.ifname, conf.mtu, mac)?;
+    tracing::debug!(host_veth = %host_name, ifname = %ctx.ifname, "veth pair created");
     let ns_path = ns.path().to_string();
     let ifname = ctx.ifname.clone();
     undo.push("container veth", move || delete_in(&ns_path, &ifname));
@@ -150,6 +154,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             .with_context(|| format!("failed to set bridge port options on {host_name:?}"))?;
     }
     setup_port_vlans(&mut host, host_veth.index, &conf)?;
+    tracing::debug!(host_veth = %host_name, bridge = %br.name, "host veth attached to the bridge and up");
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
 
     // 3. the result skeleton: bridge, host veth, container veth
@@ -178,6 +183,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         if ipam.ips.is_empty() {
             bail!("IPAM plugin returned missing IP config");
         }
+        tracing::debug!(ips = ?ipam.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
         let mut gateways: Vec<IpNet> = Vec::new();
         for ip in &mut ipam.ips {
             ip.interface = Some(2);
@@ -221,6 +227,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             Ok(())
         })?;
         common::configure_iface(&ns, &mut cont, &ctx.ifname, 2, &result)?;
+        tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
         if conf.is_gateway {
             for gw in &gateways {
@@ -231,11 +238,13 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 host.link_set_mac(br.index, m).context("failed to set bridge MAC")?;
             }
             common::enable_forwarding(&result)?;
+            tracing::debug!(?gateways, "gateway addresses on the bridge, forwarding enabled");
         }
         if conf.ip_masq {
             let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
             firewall::setup_ipmasq(conf.ip_masq_backend.as_deref(), &ctx.name, &ctx.container_id, &ctx.ifname, &ips)
                 .context("failed to set up IP masquerading")?;
+            tracing::debug!("IP masquerading set up");
             let (net, cid, ifname) = (ctx.name.clone(), ctx.container_id.clone(), ctx.ifname.clone());
             undo.push("ipMasq", move || firewall::teardown_ipmasq(&net, &cid, &ifname, &ips));
         }
@@ -259,6 +268,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         result.dns = dns;
     }
     undo.commit();
+    tracing::debug!("ADD done");
     Ok(result)
 }
 
@@ -378,9 +388,11 @@ fn del(ctx: &Ctx) -> Result<()> {
     if let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? {
         let mut cont = Netlink::in_netns(&ns)?;
         addrs = common::delete_container_link(&mut cont, &ctx.ifname)?;
+        tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted");
     }
     if ctx.ipam_type().is_some() {
         delegate::ipam_del(ctx)?;
+        tracing::debug!("IPAM released");
     }
     if conf.mac_spoof_chk {
         if let Err(e) = firewall::macspoof::teardown(&ctx.container_id, &ctx.ifname) {

@@ -342,3 +342,166 @@ pub fn conf_dns(ctx: &Ctx) -> Option<crate::cni::result::Dns> {
     };
     (!dns.is_empty()).then_some(dns)
 }
+
+// ---- helpers for the interface plugins (macvlan, ipvlan, vlan, host-device, dummy, tap, vrf) ----
+
+/// Is `e` (anywhere in its chain) a netlink "not found" error?
+pub fn nl_not_found(e: &anyhow::Error) -> bool {
+    crate::netlink::socket::is_not_found(e)
+}
+
+/// The name of the interface of the first default route in the main table (IPv4 first, then
+/// IPv6), as the reference picks a macvlan/ipvlan master when none is configured.
+pub fn default_route_ifname(nl: &mut Netlink) -> Result<String> {
+    for fam in [Family::V4, Family::V6] {
+        let routes = nl.routes(fam, Some(254))?;
+        let hit = routes.iter().find(|r| r.dst.is_none_or(|d| d.prefix_len() == 0) && r.oif.is_some());
+        if let Some(idx) = hit.and_then(|r| r.oif) {
+            if let Some(l) = nl.link_by_index(idx)? {
+                return Ok(l.name);
+            }
+        }
+    }
+    anyhow::bail!("no default route interface found")
+}
+
+/// Resolve the lower device of a macvlan/ipvlan/vlan: `master` (or the default-route interface
+/// when empty) looked up on `nl` (the host's or, with linkInContainer, the container's socket).
+/// A named master that does not exist is a configuration error (code 7).
+pub fn resolve_master(nl: &mut Netlink, master: Option<&str>) -> Result<crate::netlink::Link> {
+    let name = match master.filter(|m| !m.is_empty()) {
+        Some(m) => m.to_string(),
+        None => default_route_ifname(nl)?,
+    };
+    match nl.link_by_name(&name)? {
+        Some(l) => Ok(l),
+        None => Err(CniError::config(format!("failed to lookup master {name:?}: Link not found")).into()),
+    }
+}
+
+/// Create a link for the container under a temporary `veth…` name and rename it to `ifname`
+/// inside the container (the reference's way to avoid clashes with host names).
+/// `template` gives everything but the name and namespace. With `from_container` the link is
+/// created through the container's socket (linkInContainer), otherwise through `host` with
+/// IFLA_NET_NS_FD. On a failed rename the link is deleted. Returns the link as seen in the container.
+pub fn create_renamed(
+    host: &mut Netlink,
+    cont: &mut Netlink,
+    ns: &NetNs,
+    ifname: &str,
+    from_container: bool,
+    template: &crate::netlink::LinkSpec<'_>,
+) -> Result<crate::netlink::Link> {
+    let mut tries = 0;
+    let tmp = loop {
+        let tmp = random_veth_name();
+        let r = if from_container {
+            cont.link_add(&crate::netlink::LinkSpec { name: &tmp, netns: None, ..*template })
+        } else {
+            host.link_add(&crate::netlink::LinkSpec { name: &tmp, netns: Some(ns.fd()), ..*template })
+        };
+        match r {
+            Ok(()) => break tmp,
+            Err(e) if crate::netlink::socket::is_exists(&e) && tries < 10 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let link = cont.link_by_name(&tmp)?.with_context(|| format!("failed to find new link {tmp:?}"))?;
+    if let Err(e) = cont.link_set_name(link.index, ifname) {
+        let _ = cont.link_del(link.index);
+        return Err(e.context(format!("failed to rename {tmp:?} to {ifname:?}")));
+    }
+    cont.link_by_index(link.index)?.with_context(|| format!("failed to refetch {ifname:?}"))
+}
+
+/// An undo step that deletes `ifname` in the namespace at `ns_path` (a missing link is fine).
+pub fn undo_delete_link(undo: &mut Undo, ns_path: &str, ifname: &str) {
+    let (path, ifname) = (ns_path.to_string(), ifname.to_string());
+    undo.push("container link", move || {
+        let ns = NetNs::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        delete_container_link(&mut Netlink::in_netns(&ns)?, &ifname).map(|_| ())
+    });
+}
+
+/// The result entry of a container interface: name, MAC, sandbox = CNI_NETNS.
+pub fn container_iface(ctx: &Ctx, link: &crate::netlink::Link) -> crate::cni::result::Interface {
+    crate::cni::result::Interface {
+        name: link.name.clone(),
+        mac: link.mac_string(),
+        sandbox: ctx.netns.clone(),
+        ..Default::default()
+    }
+}
+
+/// `arp_notify=1` (and with `ndisc`, `ndisc_notify=1`) on `ifname` inside the container; errors ignored.
+pub fn set_notify(ns: &NetNs, ifname: &str, ndisc: bool) {
+    let r = ns.run(|| {
+        let _ = sysctl::set_if("ipv4", ifname, "arp_notify", "1");
+        if ndisc {
+            let _ = sysctl::set_if("ipv6", ifname, "ndisc_notify", "1");
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        tracing::debug!("notify sysctls on {ifname}: {e:#}");
+    }
+}
+
+/// Run IPAM ADD, push its rollback, and check it returned addresses; all IPs get interface 0.
+pub fn ipam_add_for_iface0(ctx: &Ctx, undo: &mut Undo) -> Result<CniResult> {
+    let mut r = crate::cni::delegate::ipam_add(ctx)?;
+    let ctx2 = ctx.clone();
+    undo.push("IPAM allocation", move || crate::cni::delegate::ipam_del(&ctx2));
+    if r.ips.is_empty() {
+        anyhow::bail!("IPAM plugin returned missing IP config");
+    }
+    for ip in &mut r.ips {
+        ip.interface = Some(0);
+    }
+    Ok(r)
+}
+
+/// DEL of a link-in-container plugin: a missing netns or link is success.
+pub fn del_container_link(ctx: &Ctx) -> Result<()> {
+    if let NsOrGone::Ns(ns) = open_container_ns_for_del(ctx)? {
+        let mut cont = Netlink::in_netns(&ns)?;
+        delete_container_link(&mut cont, &ctx.ifname)?;
+    }
+    Ok(())
+}
+
+/// CHECK preamble shared by the interface plugins: the prevResult entry for CNI_IFNAME
+/// (reference message when the sandbox does not match) and its index.
+pub fn check_prev_iface<'a>(ctx: &Ctx, prev: &'a CniResult) -> Result<(usize, &'a crate::cni::result::Interface)> {
+    let netns = ctx.netns.as_deref().unwrap_or("");
+    let found = prev
+        .interfaces
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.name == ctx.ifname && i.sandbox.as_deref().unwrap_or("") == netns);
+    match found {
+        Some((i, itf)) => Ok((i, itf)),
+        None => anyhow::bail!("Sandbox in prevResult  doesn't match configured netns: {netns}"),
+    }
+}
+
+/// CHECK: the container link exists, is not in the host namespace and has the prevResult MAC.
+pub fn check_link_mac(link: &crate::netlink::Link, want: &crate::cni::result::Interface) -> Result<()> {
+    if let (Some(w), Some(h)) = (want.mac.as_deref().filter(|m| !m.is_empty()), link.mac_string()) {
+        if !w.eq_ignore_ascii_case(&h) {
+            anyhow::bail!("Interface {} Mac {w} doesn't match container Mac: {h}", want.name);
+        }
+    }
+    Ok(())
+}
+
+/// The IPs of `prev` that belong to interface `idx` (all of them when none names an interface).
+pub fn ips_of(prev: &CniResult, idx: usize) -> CniResult {
+    let mut r = prev.clone();
+    for ip in &mut r.ips {
+        if ip.interface.is_none() {
+            ip.interface = Some(idx);
+        }
+    }
+    r
+}

@@ -24,6 +24,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut nl = Netlink::in_netns(&ns)?;
     let lo = nl.link_by_name("lo")?.context("failed to find lo")?;
     nl.link_set_up(lo.index, true).context("failed to set lo up")?;
+    tracing::debug!("lo is up");
     let addrs = nl.addrs(Some(lo.index), None)?;
     if let Some(a) = addrs.iter().find(|a| !a.addr.addr().is_loopback()) {
         bail!("loopback interface found with non-loopback address {}", a.addr);

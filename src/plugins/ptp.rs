@@ -73,6 +73,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         }
     }
     common::enable_forwarding(&result)?;
+    tracing::debug!(ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
 
     // 2. the veth pair
     if cont.link_by_name(&ctx.ifname)?.is_some() {
@@ -80,6 +81,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     let host_ns = NetNs::current()?;
     let host_name = create_veth(&mut cont, &host_ns, &ctx.ifname, conf.mtu)?;
+    tracing::debug!(host_veth = %host_name, ifname = %ctx.ifname, "veth pair created");
     let ns_path = ns.path().to_string();
     let ifname = ctx.ifname.clone();
     undo.push("container veth", move || {
@@ -141,6 +143,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         };
         cont.route_add(&via_gw).with_context(|| format!("failed to add route {subnet} via {gw}"))?;
     }
+    tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
     // 4. host side: the gateway address on the veth and a host route to the container
     for ip in &result.ips {
@@ -164,6 +167,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             }
         }
     }
+    tracing::debug!(host_veth = %host_name, "host gateway addresses and routes configured");
     if conf.ip_masq {
         let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
         firewall::setup_ipmasq(conf.ip_masq_backend.as_deref(), &ctx.name, &ctx.container_id, &ctx.ifname, &ips)

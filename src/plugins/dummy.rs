@@ -1,0 +1,81 @@
+//! dummy: a dummy link named CNI_IFNAME created directly in the container, addressed by IPAM
+//! (checklist §2.9).
+
+use super::common::{self, Undo};
+use crate::applets::Applet;
+use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::netlink::{LinkKind, LinkSpec, Netlink};
+use anyhow::{bail, Context, Result};
+
+pub const APPLET: Applet = Applet {
+    name: "dummy",
+    about: "dummy interface in the container, addressed by IPAM",
+    min_version: "0.1.0",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: None,
+    status: Some(status),
+};
+
+fn require_ipam(ctx: &Ctx) -> Result<()> {
+    if ctx.ipam_type().is_none() {
+        return Err(CniError::config("dummy interface requires an IPAM configuration").into());
+    }
+    Ok(())
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    require_ipam(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    if cont.link_by_name(&ctx.ifname)?.is_some() {
+        bail!("interface {:?} already exists in the container", ctx.ifname);
+    }
+    cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&ctx.ifname, LinkKind::Dummy) })
+        .context("failed to create dummy")?;
+    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
+    let link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to refetch {:?}", ctx.ifname))?;
+
+    // the IPAM result keeps its DNS (dummy does not override it)
+    let mut result = common::ipam_add_for_iface0(ctx, &mut undo)?;
+    result.interfaces = vec![common::container_iface(ctx, &link)];
+    common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+    undo.commit();
+    Ok(result)
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_del(ctx)?;
+    }
+    common::del_container_link(ctx)
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    require_ipam(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    delegate::ipam_check(ctx)?;
+    let prev = common::require_prev(ctx)?;
+    let (idx, want) = common::check_prev_iface(ctx, prev)?;
+    let Some(link) = cont.link_by_name(&ctx.ifname)? else {
+        bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
+    };
+    if link.kind.as_deref() != Some("dummy") {
+        bail!("Error: Container interface {} not of type dummy", ctx.ifname);
+    }
+    common::check_link_mac(&link, want)?;
+    if !link.is_up() {
+        bail!("Error: Container interface {} is down", ctx.ifname);
+    }
+    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    delegate::ipam_status(ctx)
+}

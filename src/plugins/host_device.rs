@@ -1,0 +1,297 @@
+//! host-device: move an existing host interface into the container (by name, MAC, sysfs path,
+//! PCI address or auxiliary-bus device), renamed to CNI_IFNAME, and give it back under its
+//! original name on DEL (checklist §2.7). Moves go through a temporary namespace, so the rename
+//! never clashes with names in the host or the container.
+
+use super::common::{self, NsOrGone, Undo};
+use crate::applets::Applet;
+use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::netlink::{Link, Netlink};
+use crate::sys::netns::NetNs;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const APPLET: Applet = Applet {
+    name: "host-device",
+    about: "move an existing host interface into the container",
+    min_version: "0.1.0",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: None,
+    status: Some(status),
+};
+
+const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
+const SYS_BUS_AUX: &str = "/sys/bus/auxiliary/devices";
+/// Drivers that hand the device to userspace (DPDK): then nothing is moved.
+const USERSPACE_DRIVERS: [&str; 3] = ["vfio-pci", "uio_pci_generic", "igb_uio"];
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    device: String,
+    hwaddr: String,
+    #[serde(rename = "kernelpath")]
+    kernel_path: String,
+    #[serde(rename = "pcibusid")]
+    pci_bus_id: String,
+    /// undocumented but settable in the reference (its Go field has no JSON tag)
+    #[serde(rename = "dpdkmode")]
+    dpdk_mode: bool,
+}
+
+fn load(ctx: &Ctx) -> Result<Conf> {
+    let mut c: Conf = ctx.plugin_conf()?;
+    if let Some(id) = ctx.runtime_config("deviceid").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+        c.pci_bus_id = id.to_string();
+    }
+    if c.device.is_empty() && c.hwaddr.is_empty() && c.kernel_path.is_empty() && c.pci_bus_id.is_empty() {
+        return Err(CniError::config(r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#).into());
+    }
+    if !c.pci_bus_id.is_empty() {
+        if c.pci_bus_id.contains('/') || c.pci_bus_id == ".." {
+            return Err(CniError::config(format!("invalid PCI address {:?}", c.pci_bus_id)).into());
+        }
+        c.dpdk_mode |= has_dpdk_driver(&c.pci_bus_id)?;
+    }
+    Ok(c)
+}
+
+/// PCI devices bound to a userspace driver are DPDK devices; auxiliary devices never are.
+fn has_dpdk_driver(id: &str) -> Result<bool> {
+    let pci = Path::new(SYS_BUS_PCI).join(id);
+    if !pci.exists() {
+        if Path::new(SYS_BUS_AUX).join(id).exists() {
+            return Ok(false);
+        }
+        return Err(CniError::config(format!("error with host device: no PCI or auxiliary device {id:?}")).into());
+    }
+    let driver = std::fs::read_link(pci.join("driver"))
+        .map_err(|e| CniError::config(format!("error with host device: driver of {id}: {e}")))?;
+    let name = driver.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    Ok(USERSPACE_DRIVERS.contains(&name))
+}
+
+/// The first entry of a sysfs `net/` directory that is a link in our namespace.
+fn first_net_entry(host: &mut Netlink, dir: &Path) -> Result<Option<Link>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("failed to find network devices at {:?}", dir.display()))?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+        .collect();
+    names.sort();
+    for n in names {
+        if let Some(l) = host.link_by_name(&n)? {
+            return Ok(Some(l));
+        }
+    }
+    Ok(None)
+}
+
+/// Find the host device named by the config.
+fn find_device(host: &mut Netlink, c: &Conf) -> Result<Link> {
+    let found = if !c.device.is_empty() {
+        host.link_by_name(&c.device)?
+    } else if !c.hwaddr.is_empty() {
+        let mac = crate::netlink::parse_mac(&c.hwaddr)
+            .map_err(|e| CniError::config(format!("failed to parse MAC address {:?}: {e}", c.hwaddr)))?;
+        host.links()?.into_iter().find(|l| l.mac == Some(mac))
+    } else if !c.kernel_path.is_empty() {
+        let p = Path::new(&c.kernel_path);
+        if !p.is_absolute() || !c.kernel_path.starts_with("/sys/devices/") || c.kernel_path.contains("/../") {
+            return Err(CniError::config(format!(
+                "kernel device path {:?} must be absolute and begin with /sys/devices/",
+                c.kernel_path
+            ))
+            .into());
+        }
+        first_net_entry(host, &p.join("net"))?
+    } else {
+        let pci = Path::new(SYS_BUS_PCI).join(&c.pci_bus_id);
+        let dir = if pci.exists() {
+            let direct = pci.join("net");
+            if direct.exists() {
+                direct
+            } else {
+                virtio_net_dir(&pci).ok_or_else(|| anyhow!("no net directory under pci device {}", c.pci_bus_id))?
+            }
+        } else {
+            Path::new(SYS_BUS_AUX).join(&c.pci_bus_id).join("net")
+        };
+        first_net_entry(host, &dir)?
+    };
+    found.ok_or_else(|| {
+        let what = [&c.device, &c.hwaddr, &c.kernel_path, &c.pci_bus_id].into_iter().find(|s| !s.is_empty());
+        CniError::config(format!("failed to find host device: {}: Link not found", what.map_or("", |s| s.as_str())))
+            .into()
+    })
+}
+
+/// `<pci>/virtio*/net`, for virtio-net devices.
+fn virtio_net_dir(pci: &Path) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(pci)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("virtio"))
+        .map(|e| e.path().join("net"))
+        .filter(|p| p.exists())
+        .collect();
+    dirs.sort();
+    dirs.into_iter().next()
+}
+
+/// Host → temporary namespace (down, alias = host name, renamed) → container (up).
+/// Every failure puts the device back as it was.
+fn move_in(host: &mut Netlink, host_ns: &NetNs, cont_ns: &NetNs, dev: &Link, ifname: &str) -> Result<()> {
+    let tmp_ns = NetNs::new_anonymous()?;
+    let mut tmp = Netlink::in_netns(&tmp_ns)?;
+    host.link_set_netns(dev.index, tmp_ns.fd()).with_context(|| format!("failed to move {:?}", dev.name))?;
+    let step = (|| -> Result<()> {
+        let l = tmp.link_by_name(&dev.name)?.with_context(|| format!("failed to find {:?}", dev.name))?;
+        tmp.link_set_up(l.index, false).with_context(|| format!("failed to set {:?} down", dev.name))?;
+        tmp.link_set_alias(l.index, &dev.name).with_context(|| format!("failed to set alias to {:?}", dev.name))?;
+        tmp.link_set_name(l.index, ifname)
+            .with_context(|| format!("failed to rename device {:?} to {ifname:?}", dev.name))?;
+        tmp.link_set_netns(l.index, cont_ns.fd()).with_context(|| format!("failed to move {ifname:?} to the container"))
+    })();
+    if let Err(e) = step {
+        // give it back: whatever name it has now, restore the host name and state
+        for name in [ifname, dev.name.as_str()] {
+            if let Ok(Some(l)) = tmp.link_by_name(name) {
+                let _ = tmp.link_set_name(l.index, &dev.name);
+                let _ = tmp.link_set_alias(l.index, "");
+                let _ = tmp.link_set_netns(l.index, host_ns.fd());
+                if dev.is_up() {
+                    if let Ok(Some(h)) = host.link_by_name(&dev.name) {
+                        let _ = host.link_set_up(h.index, true);
+                    }
+                }
+                break;
+            }
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Container → temporary namespace (renamed to the alias, alias cleared) → host.
+/// Returns false when the container has no `ifname` (already moved out).
+fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Result<bool> {
+    let cont = &mut Netlink::in_netns(cont_ns)?;
+    let Some(l) = cont.link_by_name(ifname)? else { return Ok(false) };
+    let alias = cont.link_details(l.index)?.and_then(|d| d.alias).filter(|a| !a.is_empty());
+    let Some(alias) = alias else {
+        bail!("failed to restore {ifname:?}: it has no alias holding its original name");
+    };
+    cont.link_set_up(l.index, false).with_context(|| format!("failed to set {ifname:?} down"))?;
+    let tmp_ns = NetNs::new_anonymous()?;
+    let mut tmp = Netlink::in_netns(&tmp_ns)?;
+    cont.link_set_netns(l.index, tmp_ns.fd()).with_context(|| format!("failed to move {ifname:?} out"))?;
+    let t = tmp.link_by_name(ifname)?.with_context(|| format!("failed to find {ifname:?}"))?;
+    let step = (|| -> Result<()> {
+        tmp.link_set_name(t.index, &alias)
+            .with_context(|| format!("failed to restore {ifname:?} to original name {alias:?}"))?;
+        tmp.link_set_alias(t.index, "")?;
+        tmp.link_set_netns(t.index, host_ns.fd()).with_context(|| format!("failed to move {alias:?} to host netns"))
+    })();
+    if let Err(e) = step {
+        // back into the container under its container name, so DEL can be retried
+        let _ = tmp.link_set_name(t.index, ifname);
+        let _ = tmp.link_set_alias(t.index, &alias);
+        let _ = tmp.link_set_netns(t.index, cont_ns.fd());
+        return Err(e);
+    }
+    if set_up {
+        let mut host = Netlink::in_netns(host_ns)?;
+        if let Some(h) = host.link_by_name(&alias)? {
+            host.link_set_up(h.index, true)?;
+        }
+    }
+    Ok(true)
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf = load(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut result = CniResult::default();
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    if !conf.dpdk_mode {
+        let mut host = Netlink::new()?;
+        let host_ns = NetNs::current()?;
+        let dev = find_device(&mut host, &conf)?;
+        if cont.link_by_name(&ctx.ifname)?.is_some() {
+            bail!("interface {:?} already exists in the container", ctx.ifname);
+        }
+        move_in(&mut host, &host_ns, &ns, &dev, &ctx.ifname).context("failed to move link")?;
+        let (path, ifname, was_up) = (ns.path().to_string(), ctx.ifname.clone(), dev.is_up());
+        undo.push("moved device", move || {
+            let ns = NetNs::open(&path).map_err(|e| anyhow!("{e}"))?;
+            let host_ns = NetNs::current()?;
+            move_out(&ns, &host_ns, &ifname, was_up).map(|_| ())
+        });
+        let l = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to find {:?}", ctx.ifname))?;
+        cont.link_set_up(l.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
+        let l = cont.link_by_index(l.index)?.unwrap_or(l);
+        result.interfaces = vec![common::container_iface(ctx, &l)];
+    }
+
+    if ctx.ipam_type().is_some() {
+        let ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        if !conf.dpdk_mode {
+            common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+        }
+        result.dns = common::conf_dns(ctx).unwrap_or_default();
+    }
+    undo.commit();
+    Ok(result)
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_del(ctx)?;
+    }
+    if conf.dpdk_mode {
+        return Ok(());
+    }
+    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else { return Ok(()) };
+    let host_ns = NetNs::current()?;
+    if !move_out(&ns, &host_ns, &ctx.ifname, false)? {
+        tracing::debug!("{} is not in the container: already given back", ctx.ifname);
+    }
+    Ok(())
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_check(ctx)?;
+    }
+    let prev = common::require_prev(ctx)?;
+    if conf.dpdk_mode {
+        return Ok(());
+    }
+    let (idx, want) = common::check_prev_iface(ctx, prev)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let Some(link) = cont.link_by_name(&ctx.ifname)? else {
+        bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
+    };
+    common::check_link_mac(&link, want)?;
+    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
+    common::check_expected_routes(&mut cont, prev)?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_status(ctx)?;
+    }
+    Ok(())
+}

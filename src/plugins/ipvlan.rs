@@ -1,0 +1,165 @@
+//! ipvlan: an ipvlan of a host (or container) interface, moved into the container; in a chain it
+//! can take its master and addresses from the previous plugin (checklist §2.5).
+
+use super::common::{self, Undo};
+use crate::applets::Applet;
+use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::netlink::{IpvlanFlag, IpvlanMode, LinkKind, LinkSpec, Netlink};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+pub const APPLET: Applet = Applet {
+    name: "ipvlan",
+    about: "ipvlan sub-interface of a host interface, moved into the container",
+    min_version: "0.1.0",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: None,
+    status: Some(status),
+};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    master: Option<String>,
+    mode: Option<String>,
+    mtu: i64,
+    #[serde(rename = "linkincontainer")]
+    link_in_container: bool,
+}
+
+fn mode_of(s: Option<&str>) -> Result<IpvlanMode> {
+    match s.unwrap_or("") {
+        "" => Ok(IpvlanMode::L2),
+        m => IpvlanMode::from_name(m).ok_or_else(|| CniError::config(format!("unknown ipvlan mode: {m:?}")).into()),
+    }
+}
+
+fn mode_name(m: u16) -> &'static str {
+    match IpvlanMode::from_u16(m) {
+        Some(IpvlanMode::L2) => "l2",
+        Some(IpvlanMode::L3) => "l3",
+        Some(IpvlanMode::L3s) => "l3s",
+        None => "unknown",
+    }
+}
+
+/// The master: configured, else (in a chain) the previous result's single named interface,
+/// else the default-route interface.
+fn master_name(ctx: &Ctx, conf: &Conf) -> Result<Option<String>> {
+    if let Some(m) = conf.master.as_deref().filter(|m| !m.is_empty()) {
+        return Ok(Some(m.to_string()));
+    }
+    match &ctx.prev_result {
+        None => Ok(None),
+        Some(prev) => match prev.interfaces.as_slice() {
+            [only] if !only.name.is_empty() => Ok(Some(only.name.clone())),
+            _ => Err(CniError::config("chained master failure. PrevResult lacks a single named interface").into()),
+        },
+    }
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf: Conf = ctx.plugin_conf()?;
+    let mode = mode_of(conf.mode.as_deref())?;
+    let master = master_name(ctx, &conf)?;
+    // addresses come from IPAM, or (chained, without IPAM) from the previous result
+    let reuse_prev = ctx.ipam_type().is_none() && ctx.prev_result.as_ref().is_some_and(|p| !p.ips.is_empty());
+    if ctx.ipam_type().is_none() && !reuse_prev {
+        return Err(CniError::config(
+            "ipvlan needs an IPAM configuration (ipam.type), or a previous result with IPs when chained",
+        )
+        .into());
+    }
+    let ns = common::open_container_ns(ctx)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    let master = {
+        let nl = if conf.link_in_container { &mut cont } else { &mut host };
+        common::resolve_master(nl, master.as_deref())?
+    };
+    let mtu = u32::try_from(conf.mtu.max(0)).unwrap_or(u32::MAX);
+    let template = LinkSpec {
+        parent: Some(master.index),
+        mtu: (mtu > 0).then_some(mtu),
+        txqlen: Some(0), // as the reference (see macvlan)
+        ..LinkSpec::new("", LinkKind::Ipvlan { mode, flag: IpvlanFlag::Bridge })
+    };
+    let link = common::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
+        .context("failed to create ipvlan")?;
+    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
+
+    let mut result = match (&ctx.prev_result, reuse_prev) {
+        (Some(prev), true) => {
+            let mut r = prev.clone();
+            for ip in &mut r.ips {
+                ip.interface = Some(0);
+            }
+            r
+        }
+        _ => common::ipam_add_for_iface0(ctx, &mut undo)?,
+    };
+    result.interfaces = vec![common::container_iface(ctx, &link)];
+    common::set_notify(&ns, &ctx.ifname, true);
+    common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+    result.dns = common::conf_dns(ctx).unwrap_or_default();
+    undo.commit();
+    Ok(result)
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_del(ctx)?;
+    }
+    common::del_container_link(ctx)
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let conf: Conf = ctx.plugin_conf()?;
+    let mode = mode_of(conf.mode.as_deref())?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_check(ctx)?;
+    }
+    let prev = common::require_prev(ctx)?;
+    let (idx, want) = common::check_prev_iface(ctx, prev)?;
+    if let Some(m) = conf.master.as_deref().filter(|m| !m.is_empty()) {
+        let mut host;
+        let nl = if conf.link_in_container {
+            &mut cont
+        } else {
+            host = Netlink::new()?;
+            &mut host
+        };
+        common::resolve_master(nl, Some(m))?;
+    }
+    let d = match cont.link_by_name(&ctx.ifname)? {
+        Some(l) => cont.link_details(l.index)?,
+        None => None,
+    };
+    let Some(d) = d else { bail!("Container Interface name in prevResult: {} not found", ctx.ifname) };
+    if d.link.kind.as_deref() != Some("ipvlan") {
+        bail!("Error: Container interface {} not of type ipvlan", ctx.ifname);
+    }
+    let have = d.ipvlan_mode.unwrap_or(0);
+    if have != mode as u16 {
+        bail!("Container IPVlan mode {} does not match expected value: {}", mode_name(have), mode_name(mode as u16));
+    }
+    common::check_link_mac(&d.link, want)?;
+    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
+    common::check_expected_routes(&mut cont, prev)?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_status(ctx)?;
+    }
+    Ok(())
+}

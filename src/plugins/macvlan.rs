@@ -1,0 +1,179 @@
+//! macvlan: a macvlan of a host (or container) interface, moved into the container (checklist §2.4).
+
+use super::common::{self, Undo};
+use crate::applets::Applet;
+use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::netlink::{LinkKind, LinkSpec, MacvlanMode, Netlink};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+pub const APPLET: Applet = Applet {
+    name: "macvlan",
+    about: "macvlan sub-interface of a host interface, moved into the container",
+    min_version: "0.1.0",
+    cni_args: Some(&["MAC"]),
+    add,
+    del,
+    check,
+    gc: None,
+    status: Some(status),
+};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    master: Option<String>,
+    mode: Option<String>,
+    mtu: i64,
+    mac: Option<String>,
+    #[serde(rename = "linkincontainer")]
+    link_in_container: bool,
+    #[serde(rename = "bcqueuelen")]
+    bc_queue_len: Option<i64>,
+}
+
+/// The configured mode ("" and absent mean bridge).
+fn mode_of(s: Option<&str>) -> Result<MacvlanMode> {
+    match s.unwrap_or("") {
+        "" | "bridge" => Ok(MacvlanMode::Bridge),
+        m @ ("private" | "vepa" | "passthru") => MacvlanMode::from_name(m).context("macvlan mode"),
+        m => Err(CniError::config(format!("unknown macvlan mode: {m:?}")).into()),
+    }
+}
+
+fn mode_name(m: u32) -> &'static str {
+    match MacvlanMode::from_u32(m) {
+        Some(MacvlanMode::Bridge) => "bridge",
+        Some(MacvlanMode::Private) => "private",
+        Some(MacvlanMode::Vepa) => "vepa",
+        Some(MacvlanMode::Passthru) => "passthru",
+        Some(MacvlanMode::Source) => "source",
+        None => "unknown",
+    }
+}
+
+struct Loaded {
+    conf: Conf,
+    mode: MacvlanMode,
+    mac: Option<[u8; 6]>,
+}
+
+/// Parse and validate the config; the MAC comes from runtimeConfig > CNI_ARGS MAC > `mac`.
+fn load(ctx: &Ctx) -> Result<Loaded> {
+    let conf: Conf = ctx.plugin_conf()?;
+    let mode = mode_of(conf.mode.as_deref())?;
+    if conf.mtu < 0 {
+        return Err(CniError::config(format!("invalid MTU {}, must be [0, master MTU]", conf.mtu)).into());
+    }
+    if conf.bc_queue_len.is_some_and(|q| !(0..=i64::from(u32::MAX)).contains(&q)) {
+        return Err(CniError::config("invalid bcqueuelen: must be between 0 and 4294967295").into());
+    }
+    let mac_s = ctx
+        .runtime_config("mac")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()))
+        .or(conf.mac.as_deref().filter(|s| !s.is_empty()));
+    let mac = match mac_s {
+        None => None,
+        Some(s) => Some(
+            crate::netlink::parse_mac(s)
+                .map_err(|e| CniError::config(format!("invalid args {s} for MAC addr: {e}")))?,
+        ),
+    };
+    Ok(Loaded { conf, mode, mac })
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let Loaded { conf, mode, mac } = load(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    // 1. the lower device and its MTU bound
+    let master = {
+        let nl = if conf.link_in_container { &mut cont } else { &mut host };
+        common::resolve_master(nl, conf.master.as_deref())?
+    };
+    let mtu = u32::try_from(conf.mtu).unwrap_or(u32::MAX);
+    if mtu > master.mtu {
+        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
+    }
+
+    // 2. the macvlan, created under a temporary name in the container and renamed there
+    let bcqueuelen = conf.bc_queue_len.filter(|&q| q > 0).and_then(|q| u32::try_from(q).ok());
+    let template = LinkSpec {
+        parent: Some(master.index),
+        mtu: (mtu > 0).then_some(mtu),
+        mac,
+        // the reference sends txqueuelen 0 (its LinkAttrs literal), so its links have qlen 0
+        txqlen: Some(0),
+        ..LinkSpec::new("", LinkKind::Macvlan { mode, bcqueuelen })
+    };
+    let link = common::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
+        .context("failed to create macvlan")?;
+    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
+    let mut result = CniResult { interfaces: vec![common::container_iface(ctx, &link)], ..Default::default() };
+
+    // 3. L3 from IPAM, or just up for an L2-only interface
+    if ctx.ipam_type().is_some() {
+        let ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        common::set_notify(&ns, &ctx.ifname, true);
+        common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+    } else {
+        cont.link_set_up(link.index, true).with_context(|| format!("failed to set {:?} UP", ctx.ifname))?;
+    }
+    result.dns = common::conf_dns(ctx).unwrap_or_default();
+    undo.commit();
+    Ok(result)
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_del(ctx)?;
+    }
+    common::del_container_link(ctx)
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let Loaded { conf, mode, .. } = load(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_check(ctx)?;
+    }
+    let prev = common::require_prev(ctx)?;
+    let (idx, want) = common::check_prev_iface(ctx, prev)?;
+    {
+        let nl = if conf.link_in_container { &mut cont } else { &mut host };
+        common::resolve_master(nl, conf.master.as_deref())?;
+    }
+    let d = match cont.link_by_name(&ctx.ifname)? {
+        Some(l) => cont.link_details(l.index)?,
+        None => None,
+    };
+    let Some(d) = d else { bail!("Container Interface name in prevResult: {} not found", ctx.ifname) };
+    if d.link.kind.as_deref() != Some("macvlan") {
+        bail!("Error: Container interface {} not of type macvlan", ctx.ifname);
+    }
+    let have = d.macvlan_mode.unwrap_or(0);
+    if have != mode as u32 {
+        bail!("Container macvlan mode {} does not match expected value: {}", mode_name(have), mode_name(mode as u32));
+    }
+    common::check_link_mac(&d.link, want)?;
+    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
+    common::check_expected_routes(&mut cont, prev)?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_status(ctx)?;
+    }
+    Ok(())
+}

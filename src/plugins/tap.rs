@@ -1,0 +1,184 @@
+//! tap: a persistent tap device in the container, created through /dev/net/tun and netlink
+//! (never the `ip` binary), optionally owned, multi-queue, and enslaved to a bridge that lives
+//! in the container (checklist §2.10).
+
+use super::common::{self, Undo};
+use crate::applets::Applet;
+use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::netlink::{Link, Netlink};
+use crate::sys::netns::NetNs;
+use crate::sys::{selinux, tun};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+pub const APPLET: Applet = Applet {
+    name: "tap",
+    about: "persistent tap device in the container",
+    min_version: "0.1.0",
+    cni_args: Some(&["MAC"]),
+    add,
+    del,
+    check,
+    gc: None,
+    status: Some(status),
+};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    mac: Option<String>,
+    mtu: i64,
+    #[serde(rename = "multiqueue")]
+    multi_queue: bool,
+    owner: Option<u32>,
+    group: Option<u32>,
+    #[serde(rename = "selinuxcontext")]
+    selinux_context: Option<String>,
+    bridge: Option<String>,
+}
+
+fn load(ctx: &Ctx) -> Result<(Conf, Option<[u8; 6]>)> {
+    let conf: Conf = ctx.plugin_conf()?;
+    if conf.mtu < 0 || conf.mtu > i64::from(u32::MAX) {
+        return Err(CniError::config(format!("invalid MTU {}", conf.mtu)).into());
+    }
+    let mac_s = ctx
+        .runtime_config("mac")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()))
+        .or(conf.mac.as_deref().filter(|s| !s.is_empty()));
+    let mac = match mac_s {
+        None => None,
+        Some(s) => Some(
+            crate::netlink::parse_mac(s)
+                .map_err(|e| CniError::config(format!("invalid args {s} for MAC addr: {e}")))?,
+        ),
+    };
+    Ok((conf, mac))
+}
+
+/// Create the tap under `tmp` inside the container (labelled when SELinux is active).
+fn create_tap(ns: &NetNs, conf: &Conf, tmp: &str) -> Result<()> {
+    let label = conf.selinux_context.as_deref().filter(|s| !s.is_empty());
+    let label = match label {
+        Some(l) if selinux::enabled() => Some(l),
+        Some(l) => {
+            tracing::debug!("SELinux is not enabled: ignoring selinuxContext {l:?}");
+            None
+        }
+        None => None,
+    };
+    // like the reference's netlink path, vnet_hdr is set when both owner and group are given
+    let spec = tun::TapSpec {
+        name: tmp,
+        tap: true,
+        multi_queue: conf.multi_queue,
+        vnet_hdr: conf.owner.is_some() && conf.group.is_some() && label.is_none(),
+        owner: conf.owner,
+        group: conf.group,
+    };
+    ns.run(|| {
+        let previous = match label {
+            Some(l) => {
+                let prev = selinux::thread_context().ok();
+                selinux::set_thread_context(l).context("failed set socket label")?;
+                prev
+            }
+            None => None,
+        };
+        let r = tun::create_persistent(&spec);
+        if let Some(p) = previous {
+            let _ = selinux::set_thread_context(&p);
+        }
+        r.map(|_| ()).with_context(|| format!("failed to create tap {tmp:?}"))
+    })
+}
+
+/// MTU, MAC, final name, bridge, up — on the tap created as `tmp`.
+fn finish_tap(cont: &mut Netlink, ifname: &str, tmp: &str, conf: &Conf, mac: Option<[u8; 6]>) -> Result<Link> {
+    let link = cont.link_by_name(tmp)?.with_context(|| format!("failed to find tap {tmp:?}"))?;
+    if conf.mtu > 0 {
+        cont.link_set_mtu(link.index, u32::try_from(conf.mtu).unwrap_or(u32::MAX))?;
+    }
+    if let Some(m) = mac {
+        cont.link_set_mac(link.index, m)?;
+    }
+    cont.link_set_name(link.index, ifname).with_context(|| format!("failed to rename tap to {ifname:?}"))?;
+    if let Some(br_name) = conf.bridge.as_deref().filter(|b| !b.is_empty()) {
+        let Some(br) = cont.link_by_name(br_name)? else {
+            return Err(CniError::config(format!("failed to find bridge {br_name:?} in the container")).into());
+        };
+        if br.kind.as_deref() != Some("bridge") {
+            return Err(CniError::config(format!("{br_name:?} is not a bridge")).into());
+        }
+        cont.link_set_master(link.index, Some(br.index))
+            .with_context(|| format!("failed to set tap {ifname:?} master to {br_name:?}"))?;
+    }
+    cont.link_set_up(link.index, true).context("failed to set tap interface up")?;
+    cont.link_by_index(link.index)?.with_context(|| format!("failed to refetch tap {ifname:?}"))
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let (conf, mac) = load(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    if cont.link_by_name(&ctx.ifname)?.is_some() {
+        bail!("interface {:?} already exists in the container", ctx.ifname);
+    }
+    let tmp = common::random_veth_name();
+    create_tap(&ns, &conf, &tmp)?;
+    let link = match finish_tap(&mut cont, &ctx.ifname, &tmp, &conf, mac) {
+        Ok(l) => l,
+        Err(e) => {
+            for name in [tmp.as_str(), ctx.ifname.as_str()] {
+                let _ = common::delete_container_link(&mut cont, name);
+            }
+            return Err(e);
+        }
+    };
+    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
+    let mut result = CniResult { interfaces: vec![common::container_iface(ctx, &link)], ..Default::default() };
+
+    if ctx.ipam_type().is_some() {
+        let ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        common::set_notify(&ns, &ctx.ifname, false);
+        common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+    }
+    result.dns = common::conf_dns(ctx).unwrap_or_default();
+    undo.commit();
+    Ok(result)
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_del(ctx)?;
+    }
+    common::del_container_link(ctx)
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let _ = load(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_check(ctx)?;
+    }
+    let prev = common::require_prev(ctx)?;
+    let (idx, _) = common::check_prev_iface(ctx, prev)?;
+    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
+    common::check_expected_routes(&mut cont, prev)?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    if ctx.ipam_type().is_some() {
+        delegate::ipam_status(ctx)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,719 @@
+//! vpc-routed: the routed-veth pod data plane of the AWS VPC CNI and Calico.
+//!
+//! Why the name: both projects wire every pod the same way — no bridge, no L2 domain, the node
+//! routes each pod's address (usually a VPC address) over a dedicated veth — and the defining
+//! trait is "VPC addresses, routed", so `vpc-routed`.
+//!
+//! Per pod:
+//! - a veth pair; the host end is named `<prefix><11 hex of sha1("<namespace>.<pod>")>` (prefix
+//!   `eni` by default, the name ≤ 15 bytes; without Kubernetes CNI_ARGS the container id is hashed);
+//! - inside the pod: the IPAM addresses as /32 (/128), a link-scoped route to 169.254.1.1, a default
+//!   route via it, and a permanent neighbour entry 169.254.1.1 → host veth MAC (IPv6: fe80::1);
+//! - on the node: a /32 (/128) route to the pod over the host veth, `ip rule to POD lookup main`
+//!   at priority 512 and, when the pod's ENI has its own route table (`table`, or
+//!   `deviceNumber` + 1), `ip rule from POD lookup TABLE` at priority 1536.
+//!
+//! Node preparation (rp_filter, the node-port fwmark rule, ENI links and their tables) is the
+//! separate subcommand `cni-multi vpc-routed setup-host` ([`setup_host_main`]).
+
+use super::common::{self, NsOrGone, Undo};
+use crate::applets::Applet;
+use crate::cni::delegate;
+use crate::cni::result::{Interface, IpConfig, Route};
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::netlink::addr::Family;
+use crate::netlink::link::VethSpec;
+use crate::netlink::route::RouteSpec;
+use crate::netlink::rule::RuleSpec;
+use crate::netlink::socket::{is_not_found, Netlink};
+use crate::sys::netns::NetNs;
+use crate::sys::sysctl;
+use anyhow::{anyhow, bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const APPLET: Applet = Applet {
+    name: "vpc-routed",
+    about: "routed veth per pod, AWS VPC CNI / Calico style (169.254.1.1 gateway, per-pod rules)",
+    min_version: "0.1.0",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: None,
+    status: Some(status),
+};
+
+pub const GW_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+pub const GW_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+/// `ip rule to POD lookup main`
+pub const TO_POD_PRIORITY: u32 = 512;
+/// `ip rule from POD lookup TABLE`
+pub const FROM_POD_PRIORITY: u32 = 1536;
+pub const DEFAULT_PREFIX: &str = "eni";
+/// The AWS VPC CNI's default (jumbo frames inside a VPC).
+pub const DEFAULT_MTU: u32 = 9001;
+const MAIN_TABLE: u32 = 254;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RawConf {
+    #[serde(rename = "vethprefix")]
+    veth_prefix: Option<String>,
+    /// number or string (the AWS config writes `"mtu": "9001"`)
+    mtu: Option<Value>,
+    table: Option<u32>,
+    #[serde(rename = "devicenumber")]
+    device_number: Option<u32>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Conf {
+    prefix: String,
+    mtu: u32,
+    /// the pod's ENI route table; `None` = main (no from-rule)
+    table: Option<u32>,
+}
+
+fn load(ctx: &Ctx) -> Result<Conf> {
+    let raw: RawConf = ctx.plugin_conf()?;
+    let prefix = raw.veth_prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+    if prefix.is_empty()
+        || prefix.len() > 4
+        || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(CniError::config(format!(
+            "vethPrefix {prefix:?}: 1-4 characters [A-Za-z0-9_-] (the host veth name is the prefix + 11 hex digits, at most 15)"
+        ))
+        .into());
+    }
+    let mtu = match raw.mtu {
+        None => DEFAULT_MTU,
+        Some(Value::Number(n)) => {
+            n.as_u64().and_then(|v| u32::try_from(v).ok()).ok_or_else(|| anyhow!("invalid mtu {n}"))?
+        }
+        Some(Value::String(s)) => {
+            s.trim().parse::<u32>().map_err(|_| CniError::config(format!("invalid mtu {s:?}")))?
+        }
+        Some(other) => bail!("invalid mtu {other}"),
+    };
+    if !(68..=65535).contains(&mtu) {
+        return Err(CniError::config(format!("mtu {mtu} out of range 68-65535")).into());
+    }
+    let table = match (raw.table, raw.device_number) {
+        (Some(t), _) if t == 0 || t == MAIN_TABLE => None,
+        (Some(t), _) => Some(t),
+        (None, Some(d)) if d > 0 => Some(d + 1),
+        _ => None,
+    };
+    if table.is_some_and(|t| t == 253 || t == 255) {
+        return Err(CniError::config("table: 253 (default) and 255 (local) are reserved").into());
+    }
+    Ok(Conf { prefix, mtu, table })
+}
+
+/// The host-side veth name for this pod.
+pub fn host_veth_name(prefix: &str, ctx: &Ctx) -> String {
+    let key = match (ctx.cni_arg("K8S_POD_NAMESPACE"), ctx.cni_arg("K8S_POD_NAME")) {
+        (Some(ns), Some(pod)) if !pod.is_empty() => format!("{ns}.{pod}"),
+        _ => ctx.container_id.clone(),
+    };
+    let h = crate::digest::hex(&crate::digest::sha1(key.as_bytes()));
+    format!("{prefix}{}", h.get(..11).unwrap_or(&h))
+}
+
+fn host_net(ip: IpAddr) -> IpNet {
+    common::host_route_to(ip)
+}
+
+fn gw_for(ip: &IpAddr) -> IpAddr {
+    if ip.is_ipv4() {
+        IpAddr::V4(GW_V4)
+    } else {
+        IpAddr::V6(GW_V6)
+    }
+}
+
+fn to_rule(ip: IpAddr) -> RuleSpec {
+    let mut r = RuleSpec::new(Family::of(&ip));
+    r.priority = Some(TO_POD_PRIORITY);
+    r.table = Some(MAIN_TABLE);
+    r.dst = Some(host_net(ip));
+    r
+}
+
+fn from_rule(ip: IpAddr, table: Option<u32>) -> RuleSpec {
+    let mut r = RuleSpec::new(Family::of(&ip));
+    r.priority = Some(FROM_POD_PRIORITY);
+    r.table = table;
+    r.src = Some(host_net(ip));
+    r
+}
+
+/// Delete every rule matching `r` (a missing rule is success).
+fn rule_del_all(nl: &mut Netlink, r: &RuleSpec) -> Result<()> {
+    for _ in 0..16 {
+        match nl.rule_del(r) {
+            Ok(()) => continue,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Add `r` once: a stale copy (from an earlier pod with the same IP) is replaced.
+fn rule_set(nl: &mut Netlink, r: &RuleSpec) -> Result<()> {
+    let mut any = r.clone();
+    any.table = None;
+    rule_del_all(nl, &any)?;
+    nl.rule_add(r)
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf = load(ctx)?;
+    if ctx.ipam_type().is_none() {
+        return Err(CniError::config("vpc-routed requires an IPAM configuration (ipam.type)").into());
+    }
+    let ns = common::open_container_ns(ctx)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    // 1. the pod's addresses
+    let ipam = delegate::ipam_add(ctx)?;
+    let ctx2 = ctx.clone();
+    undo.push("IPAM allocation", move || delegate::ipam_del(&ctx2));
+    let pod_ips: Vec<IpAddr> = ipam.ips.iter().map(|i| i.address.addr()).collect();
+    if pod_ips.is_empty() {
+        bail!("IPAM plugin returned missing IP config");
+    }
+    common::enable_forwarding(&ipam)?;
+
+    // 2. the veth pair; a leftover host veth of an earlier pod with this name goes first
+    if cont.link_by_name(&ctx.ifname)?.is_some() {
+        bail!("container veth name provided ({}) already exists", ctx.ifname);
+    }
+    let host_name = host_veth_name(&conf.prefix, ctx);
+    if let Some(old) = host.link_by_name(&host_name)? {
+        tracing::info!("deleting stale host veth {host_name}");
+        host.link_del(old.index).with_context(|| format!("failed to delete stale {host_name:?}"))?;
+    }
+    let host_ns = NetNs::current()?;
+    let spec = VethSpec {
+        name: &ctx.ifname,
+        peer_name: &host_name,
+        mtu: Some(conf.mtu),
+        mac: None,
+        peer_ns: Some(host_ns.fd()),
+    };
+    cont.veth_add(&spec).with_context(|| format!("failed to create veth pair {}/{host_name}", ctx.ifname))?;
+    let hn = host_name.clone();
+    undo.push("veth pair", move || {
+        let mut h = Netlink::new()?;
+        if let Some(l) = h.link_by_name(&hn)? {
+            h.link_del(l.index)?;
+        }
+        Ok(())
+    });
+    let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
+    let host_mac = host_veth.mac.ok_or_else(|| anyhow!("host veth {host_name} has no MAC address"))?;
+    let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
+    host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
+    let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
+
+    // 3. inside the pod
+    let has_v6 = pod_ips.iter().any(|i| i.is_ipv6());
+    if has_v6 {
+        let ifname = ctx.ifname.clone();
+        ns.run(|| {
+            sysctl::set_if("ipv6", &ifname, "disable_ipv6", "0").context("failed to enable IPv6")?;
+            // the /128 is unique by construction; skip DAD so it is usable at once
+            let _ = sysctl::set_if("ipv6", &ifname, "accept_dad", "0");
+            let _ = sysctl::set_if("ipv6", &ifname, "accept_ra", "0");
+            Ok(())
+        })?;
+    }
+    cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
+    let mut families: Vec<bool> = Vec::new(); // is_ipv4 per family configured
+    for ip in &pod_ips {
+        cont.addr_add(cont_link.index, host_net(*ip))
+            .with_context(|| format!("failed to add {} to {:?}", host_net(*ip), ctx.ifname))?;
+        if !families.contains(&ip.is_ipv4()) {
+            families.push(ip.is_ipv4());
+        }
+    }
+    for v4 in &families {
+        let gw = if *v4 { IpAddr::V4(GW_V4) } else { IpAddr::V6(GW_V6) };
+        let fam = Some(Family::of(&gw));
+        if *v4 {
+            let to_gw = RouteSpec {
+                dst: Some(host_net(gw)),
+                family: fam,
+                oif: Some(cont_link.index),
+                scope: Some(253),
+                ..Default::default()
+            };
+            cont.route_replace(&to_gw).with_context(|| format!("failed to add route to {gw}"))?;
+        }
+        let default = RouteSpec {
+            dst: Some(if *v4 { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) }),
+            family: fam,
+            gw: Some(gw),
+            oif: Some(cont_link.index),
+            scope: Some(0),
+            ..Default::default()
+        };
+        cont.route_replace(&default).with_context(|| format!("failed to add default route via {gw}"))?;
+        cont.neigh_add(cont_link.index, gw, host_mac, true).with_context(|| format!("failed to add neighbour {gw}"))?;
+    }
+
+    // 4. on the node: route and rules per pod address
+    // pushed first, so a failure half-way through the loop still removes what was added
+    let ips2 = pod_ips.clone();
+    undo.push("node rules", move || {
+        let mut h = Netlink::new()?;
+        for ip in ips2 {
+            rule_del_all(&mut h, &to_rule(ip))?;
+            rule_del_all(&mut h, &from_rule(ip, None))?;
+        }
+        Ok(())
+    });
+
+    for ip in &pod_ips {
+        let r = RouteSpec {
+            dst: Some(host_net(*ip)),
+            family: Some(Family::of(ip)),
+            oif: Some(host_veth.index),
+            scope: Some(253),
+            ..Default::default()
+        };
+        host.route_replace(&r).with_context(|| format!("failed to add host route to {ip}"))?;
+        rule_set(&mut host, &to_rule(*ip)).with_context(|| format!("failed to add rule to {ip}"))?;
+        if let Some(t) = conf.table {
+            rule_set(&mut host, &from_rule(*ip, Some(t))).with_context(|| format!("failed to add rule from {ip}"))?;
+        }
+    }
+    let mut result = CniResult {
+        interfaces: vec![
+            Interface { name: host_name.clone(), mac: host_veth.mac_string(), ..Default::default() },
+            Interface {
+                name: ctx.ifname.clone(),
+                mac: cont_link.mac_string(),
+                sandbox: ctx.netns.clone(),
+                ..Default::default()
+            },
+        ],
+        ips: pod_ips
+            .iter()
+            .map(|ip| IpConfig { address: host_net(*ip), gateway: Some(gw_for(ip)), interface: Some(1) })
+            .collect(),
+        routes: families
+            .iter()
+            .map(|v4| {
+                if *v4 {
+                    Route::new(IpNet::V4(Default::default()), Some(IpAddr::V4(GW_V4)))
+                } else {
+                    Route::new(IpNet::V6(Default::default()), Some(IpAddr::V6(GW_V6)))
+                }
+            })
+            .collect(),
+        dns: ipam.dns.clone(),
+    };
+    if let Some(d) = common::conf_dns(ctx) {
+        result.dns = d;
+    }
+    undo.commit();
+    Ok(result)
+}
+
+/// Every address the pod had: prevResult, /32 (/128) routes over the host veth, the container link.
+fn pod_ips_for_del(ctx: &Ctx, host: &mut Netlink, host_index: Option<u32>, cont: Option<&mut Netlink>) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut push = |ip: IpAddr| {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    };
+    if let Some(p) = &ctx.prev_result {
+        for i in &p.ips {
+            push(i.address.addr());
+        }
+    }
+    if let Some(idx) = host_index {
+        for fam in [Family::V4, Family::V6] {
+            for r in host.routes(fam, Some(MAIN_TABLE)).unwrap_or_default() {
+                if r.oif == Some(idx) {
+                    if let Some(d) = r.dst.filter(|d| d.prefix_len() == d.max_prefix_len()) {
+                        push(d.addr());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(c) = cont {
+        if let Ok(Some(l)) = c.link_by_name(&ctx.ifname) {
+            for a in common::global_addrs(c, l.index) {
+                push(a.addr());
+            }
+        }
+    }
+    ips
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    let mut host = Netlink::new()?;
+    let host_name = host_veth_name(&conf.prefix, ctx);
+    let host_link = host.link_by_name(&host_name)?;
+    let mut errs: Vec<String> = Vec::new();
+    let ns = match common::open_container_ns_for_del(ctx) {
+        Ok(NsOrGone::Ns(ns)) => Some(ns),
+        Ok(NsOrGone::Gone) => None,
+        Err(e) => {
+            errs.push(format!("{e:#}"));
+            None
+        }
+    };
+    let mut cont = match &ns {
+        Some(ns) => Some(Netlink::in_netns(ns)?),
+        None => None,
+    };
+    let ips = pod_ips_for_del(ctx, &mut host, host_link.as_ref().map(|l| l.index), cont.as_mut());
+    for ip in &ips {
+        for r in [to_rule(*ip), from_rule(*ip, None)] {
+            if let Err(e) = rule_del_all(&mut host, &r) {
+                errs.push(format!("{e:#}"));
+            }
+        }
+        if let Some(l) = &host_link {
+            let r = RouteSpec {
+                dst: Some(host_net(*ip)),
+                family: Some(Family::of(ip)),
+                oif: Some(l.index),
+                ..Default::default()
+            };
+            if let Err(e) = host.route_del(&r) {
+                if !is_not_found(&e) && !is_no_such_process(&e) {
+                    errs.push(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    if let Some(c) = cont.as_mut() {
+        if let Err(e) = common::delete_container_link(c, &ctx.ifname) {
+            errs.push(format!("{e:#}"));
+        }
+    }
+    if let Some(l) = host.link_by_name(&host_name)? {
+        if let Err(e) = host.link_del(l.index) {
+            if !is_not_found(&e) {
+                errs.push(format!("{e:#}"));
+            }
+        }
+    }
+    if ctx.ipam_type().is_some() {
+        if let Err(e) = delegate::ipam_del(ctx) {
+            errs.push(format!("{e:#}"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", errs.join("; "))
+    }
+}
+
+fn is_no_such_process(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::netlink::socket::NlError>().is_some_and(|n| n.errno == nix::errno::Errno::ESRCH as i32)
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    delegate::ipam_check(ctx)?;
+    let prev = common::require_prev(ctx)?;
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut host = Netlink::new()?;
+    let host_name = host_veth_name(&conf.prefix, ctx);
+    let hv = host.link_by_name(&host_name)?.with_context(|| format!("host veth {host_name} not found"))?;
+    let c = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("interface {} not found", ctx.ifname))?;
+    if c.kind.as_deref() != Some("veth") {
+        bail!("container interface {} is not a veth", ctx.ifname);
+    }
+    let addrs = cont.addrs(Some(c.index), None)?;
+    let neighs = cont.neighs(Some(c.index))?;
+    let host_rules_v4 = host.rules(Family::V4)?;
+    let host_rules_v6 = host.rules(Family::V6)?;
+    for ip in prev.ips.iter().map(|i| i.address.addr()) {
+        if !addrs.iter().any(|a| a.addr == host_net(ip)) {
+            bail!("address {} missing on {}", host_net(ip), ctx.ifname);
+        }
+        let gw = gw_for(&ip);
+        if !neighs.iter().any(|n| n.ip == gw && n.mac == hv.mac) {
+            bail!("neighbour {gw} -> {} missing on {}", hv.mac_string().unwrap_or_default(), ctx.ifname);
+        }
+        let rules = if ip.is_ipv4() { &host_rules_v4 } else { &host_rules_v6 };
+        if !rules.iter().any(|r| r.priority == Some(TO_POD_PRIORITY) && r.dst == Some(host_net(ip))) {
+            bail!("rule to {ip} (priority {TO_POD_PRIORITY}) missing");
+        }
+        if let Some(t) = conf.table {
+            if !rules
+                .iter()
+                .any(|r| r.priority == Some(FROM_POD_PRIORITY) && r.src == Some(host_net(ip)) && r.table == Some(t))
+            {
+                bail!("rule from {ip} lookup {t} (priority {FROM_POD_PRIORITY}) missing");
+            }
+        }
+        let routes = host.routes(Family::of(&ip), Some(MAIN_TABLE))?;
+        if !routes.iter().any(|r| r.dst == Some(host_net(ip)) && r.oif == Some(hv.index)) {
+            bail!("host route to {ip} via {host_name} missing");
+        }
+    }
+    common::check_expected_routes(&mut cont, prev)?;
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<()> {
+    delegate::ipam_status(ctx)
+}
+
+// ---------------------------------------------------------------------------------------------
+// setup-host
+
+/// `cni-multi vpc-routed setup-host` configuration.
+#[derive(Debug, Deserialize, Default, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HostConf {
+    /// the node's primary interface: gets `rp_filter` (default 2, loose)
+    pub primary_interface: Option<String>,
+    pub rp_filter: Option<u32>,
+    /// fwmark for node-port traffic: `fwmark M/M lookup main` (default 0x80; 0 disables); number or "0x80"
+    pub node_port_mark: Option<Value>,
+    pub node_port_rule_priority: Option<u32>,
+    pub enis: Vec<EniConf>,
+}
+
+/// One secondary ENI.
+#[derive(Debug, Deserialize, Default, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EniConf {
+    pub interface: String,
+    pub device_number: u32,
+    /// explicit table (default deviceNumber + 1)
+    pub table: Option<u32>,
+    pub mtu: Option<u32>,
+    /// the ENI subnet's router (first address of the subnet in a VPC)
+    pub gateway: Option<IpAddr>,
+    /// the ENI's subnet: its connected route is removed from the main table
+    pub subnet: Option<IpNet>,
+}
+
+fn parse_mark(v: &Option<Value>) -> Result<u32> {
+    match v {
+        None => Ok(0x80),
+        Some(Value::Number(n)) => {
+            n.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| anyhow!("nodePortMark {n} out of range"))
+        }
+        Some(Value::String(s)) => {
+            let t = s.trim();
+            let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(h) => u32::from_str_radix(h, 16),
+                None => t.parse::<u32>(),
+            };
+            r.map_err(|_| anyhow!("invalid nodePortMark {s:?}"))
+        }
+        Some(other) => bail!("invalid nodePortMark {other}"),
+    }
+}
+
+/// Apply the node configuration in the current network namespace; idempotent. Returns what was done.
+pub fn setup_host(conf: &HostConf) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let mut nl = Netlink::new()?;
+    if let Some(primary) = &conf.primary_interface {
+        let v = conf.rp_filter.unwrap_or(2);
+        sysctl::set_if("ipv4", primary, "rp_filter", &v.to_string())
+            .with_context(|| format!("failed to set net.ipv4.conf.{primary}.rp_filter"))?;
+        done.push(format!("net.ipv4.conf.{primary}.rp_filter={v}"));
+    }
+    let mark = parse_mark(&conf.node_port_mark)?;
+    if mark != 0 {
+        let mut r = RuleSpec::new(Family::V4);
+        r.priority = Some(conf.node_port_rule_priority.unwrap_or(1024));
+        r.fwmark = Some(mark);
+        r.fwmask = Some(mark);
+        r.table = Some(MAIN_TABLE);
+        let have = nl.rules(Family::V4)?;
+        if !have
+            .iter()
+            .any(|x| x.priority == r.priority && x.fwmark == r.fwmark && x.fwmask == r.fwmask && x.table == r.table)
+        {
+            nl.rule_add(&r).context("failed to add the node-port fwmark rule")?;
+        }
+        done.push(format!("rule fwmark {mark:#x}/{mark:#x} lookup main pref {}", r.priority.unwrap_or(1024)));
+    }
+    for eni in &conf.enis {
+        let link =
+            nl.link_by_name(&eni.interface)?.with_context(|| format!("ENI interface {:?} not found", eni.interface))?;
+        let table = eni.table.unwrap_or(eni.device_number + 1);
+        if let Some(m) = eni.mtu {
+            if link.mtu != m {
+                nl.link_set_mtu(link.index, m).with_context(|| format!("failed to set mtu of {}", eni.interface))?;
+            }
+        }
+        nl.link_set_up(link.index, true).with_context(|| format!("failed to set {} up", eni.interface))?;
+        if let Some(gw) = eni.gateway {
+            let fam = Some(Family::of(&gw));
+            let to_gw = RouteSpec {
+                dst: Some(host_net(gw)),
+                family: fam,
+                oif: Some(link.index),
+                scope: Some(253),
+                table: Some(table),
+                ..Default::default()
+            };
+            nl.route_replace(&to_gw).with_context(|| format!("failed to add route to {gw} in table {table}"))?;
+            let dflt = RouteSpec {
+                dst: Some(if gw.is_ipv4() { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) }),
+                family: fam,
+                gw: Some(gw),
+                oif: Some(link.index),
+                table: Some(table),
+                ..Default::default()
+            };
+            nl.route_replace(&dflt)
+                .with_context(|| format!("failed to add default route via {gw} in table {table}"))?;
+        }
+        if let Some(sn) = eni.subnet {
+            let r = RouteSpec {
+                dst: Some(sn.trunc()),
+                family: Some(Family::of(&sn.addr())),
+                oif: Some(link.index),
+                table: Some(MAIN_TABLE),
+                ..Default::default()
+            };
+            match nl.route_del(&r) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) || is_no_such_process(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        done.push(format!("ENI {} (device {}) up, table {table}", eni.interface, eni.device_number));
+    }
+    Ok(done)
+}
+
+/// `cni-multi vpc-routed setup-host [--config FILE]` (config from stdin without `--config`).
+pub fn setup_host_main(args: &[String]) -> i32 {
+    let mut err = std::io::stderr();
+    let bytes = match args {
+        [] => {
+            let mut b = Vec::new();
+            if let Err(e) = std::io::stdin().take(1 << 20).read_to_end(&mut b) {
+                let _ = writeln!(err, "vpc-routed setup-host: reading stdin: {e}");
+                return 1;
+            }
+            b
+        }
+        [flag, file] if flag == "--config" || flag == "-c" => match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = writeln!(err, "vpc-routed setup-host: reading {file}: {e}");
+                return 1;
+            }
+        },
+        _ => {
+            let _ = writeln!(
+                err,
+                "Usage: cni-multi vpc-routed setup-host [--config FILE]\n\
+                 Config (JSON): {{\"primaryInterface\": \"eth0\", \"rpFilter\": 2, \"nodePortMark\": \"0x80\",\n  \
+                 \"enis\": [{{\"interface\": \"eth1\", \"deviceNumber\": 1, \"mtu\": 9001, \"gateway\": \"10.0.1.1\", \"subnet\": \"10.0.1.0/24\"}}]}}"
+            );
+            return 2;
+        }
+    };
+    let conf: HostConf = match serde_json::from_slice(&bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "vpc-routed setup-host: invalid config: {e}");
+            return 1;
+        }
+    };
+    match setup_host(&conf) {
+        Ok(done) => {
+            let mut out = std::io::stdout().lock();
+            for d in done {
+                let _ = writeln!(out, "{d}");
+            }
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "vpc-routed setup-host: {e:#}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::{config, Command};
+
+    fn ctx(conf: &str, args: &str) -> Ctx {
+        Ctx {
+            conf: config::parse_folded(conf.as_bytes()).unwrap(),
+            container_id: "ctr1".into(),
+            args: crate::cni::env::parse_args_lenient(args),
+            ..Ctx::new(Command::Add)
+        }
+    }
+
+    #[test]
+    fn config_defaults_and_table() {
+        let c = load(&ctx(r#"{"name":"n","type":"vpc-routed"}"#, "")).unwrap();
+        assert_eq!(c, Conf { prefix: "eni".into(), mtu: 9001, table: None });
+        let c = load(&ctx(r#"{"vethPrefix":"cali","MTU":"1500","deviceNumber":2}"#, "")).unwrap();
+        assert_eq!(c, Conf { prefix: "cali".into(), mtu: 1500, table: Some(3) });
+        assert_eq!(load(&ctx(r#"{"table":7,"deviceNumber":2}"#, "")).unwrap().table, Some(7));
+        assert_eq!(load(&ctx(r#"{"deviceNumber":0}"#, "")).unwrap().table, None);
+        for bad in [
+            r#"{"vethPrefix":"toolong"}"#,
+            r#"{"mtu":"x"}"#,
+            r#"{"mtu":20}"#,
+            r#"{"table":255}"#,
+            r#"{"vethPrefix":""}"#,
+        ] {
+            assert!(load(&ctx(bad, "")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_veth_name_is_aws_style() {
+        let c = ctx("{}", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0");
+        let n = host_veth_name("eni", &c);
+        let h = crate::digest::hex(&crate::digest::sha1(b"default.web-0"));
+        assert_eq!(n, format!("eni{}", &h[..11]));
+        assert_eq!(n.len(), 14);
+        assert!(host_veth_name("cali", &c).len() <= 15);
+        // without Kubernetes args: the container id
+        let n2 = host_veth_name("eni", &ctx("{}", ""));
+        assert_eq!(n2, format!("eni{}", &crate::digest::hex(&crate::digest::sha1(b"ctr1"))[..11]));
+    }
+
+    #[test]
+    fn host_conf_parses() {
+        let c: HostConf = serde_json::from_str(
+            r#"{"primaryInterface":"eth0","nodePortMark":"0x80","enis":[{"interface":"eth1","deviceNumber":1,"gateway":"198.18.1.1","subnet":"198.18.1.0/24"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(parse_mark(&c.node_port_mark).unwrap(), 0x80);
+        assert_eq!(parse_mark(&None).unwrap(), 0x80);
+        assert_eq!(parse_mark(&Some(serde_json::json!(0))).unwrap(), 0);
+        assert!(parse_mark(&Some(serde_json::json!("zz"))).is_err());
+        assert_eq!(c.enis[0].device_number, 1);
+    }
+}

@@ -1,0 +1,223 @@
+//! vrf (meta): put CNI_IFNAME into a VRF inside the container — created on first use with a
+//! free routing table, reused after — and carry the interface's routes into the VRF's table;
+//! the last member to leave deletes the VRF (checklist §2.19).
+
+use super::common::{self, NsOrGone, Undo};
+use crate::applets::Applet;
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
+use crate::netlink::route::RouteSpec;
+use crate::netlink::{Family, Link, LinkKind, LinkSpec, Netlink};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+pub const APPLET: Applet = Applet {
+    name: "vrf",
+    about: "enslave the container interface to a VRF",
+    min_version: "0.3.1",
+    cni_args: None,
+    add,
+    del,
+    check,
+    gc: None,
+    status: None,
+};
+
+const RTN_UNICAST: u8 = 1;
+const RTN_LOCAL: u8 = 2;
+const RTPROT_KERNEL: u8 = 2;
+const RT_TABLE_MAIN: u32 = 254;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct Conf {
+    #[serde(rename = "vrfname")]
+    vrf_name: String,
+    table: u32,
+}
+
+fn load(ctx: &Ctx) -> Result<Conf> {
+    let conf: Conf = ctx.plugin_conf()?;
+    if conf.vrf_name.is_empty() {
+        return Err(CniError::config("configuration is expected to have a valid vrf name").into());
+    }
+    if conf.vrf_name.len() > 15
+        || conf.vrf_name.contains(['/', ' ', ':'])
+        || conf.vrf_name == "."
+        || conf.vrf_name == ".."
+    {
+        return Err(CniError::config(format!("invalid vrf name {:?}", conf.vrf_name)).into());
+    }
+    Ok(conf)
+}
+
+/// The VRF called `name`: None when no link has that name, an error when it is not a VRF.
+fn find_vrf(nl: &mut Netlink, name: &str) -> Result<Option<(Link, u32)>> {
+    let Some(l) = nl.link_by_name(name)? else { return Ok(None) };
+    let d = nl.link_details(l.index)?;
+    match d {
+        Some(d) if d.link.kind.as_deref() == Some("vrf") => Ok(Some((d.link, d.vrf_table.unwrap_or(0)))),
+        _ => bail!("Netlink {name} is not a VRF"),
+    }
+}
+
+/// The lowest table id >= 1 that no VRF in the namespace uses.
+fn free_table(nl: &mut Netlink) -> Result<u32> {
+    let mut taken = Vec::new();
+    for l in nl.links()?.into_iter().filter(|l| l.kind.as_deref() == Some("vrf")) {
+        if let Some(t) = nl.link_details(l.index)?.and_then(|d| d.vrf_table) {
+            taken.push(t);
+        }
+    }
+    (1..u32::MAX).find(|t| !taken.contains(t)).context("failed to find an available routing table id")
+}
+
+fn members(nl: &mut Netlink, vrf: u32) -> Result<Vec<Link>> {
+    Ok(nl.links()?.into_iter().filter(|l| l.master == Some(vrf)).collect())
+}
+
+/// Routes through `index` that enslaving will flush and that we carry into the VRF table.
+fn routes_via(nl: &mut Netlink, index: u32) -> Result<Vec<RouteSpec>> {
+    let mut out = Vec::new();
+    for fam in [Family::V4, Family::V6] {
+        out.extend(nl.routes(fam, Some(RT_TABLE_MAIN))?.into_iter().filter(|r| {
+            r.oif == Some(index)
+                && r.scope == Some(0)
+                && r.kind == Some(RTN_UNICAST)
+                && r.protocol != Some(RTPROT_KERNEL)
+        }));
+    }
+    Ok(out)
+}
+
+fn add(ctx: &Ctx) -> Result<CniResult> {
+    let conf = load(ctx)?;
+    let Some(prev) = ctx.prev_result.clone() else {
+        return Err(CniError::config("missing prevResult from earlier plugin").into());
+    };
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut undo = Undo::default();
+
+    // 1. the VRF: reuse (same table if one is configured) or create with a free table
+    let (vrf, table) = match find_vrf(&mut cont, &conf.vrf_name)? {
+        Some((l, t)) if conf.table != 0 && t != conf.table => {
+            bail!("VRF {} already exist with different routing table {t}", l.name)
+        }
+        Some(found) => found,
+        None => {
+            let table = if conf.table != 0 { conf.table } else { free_table(&mut cont)? };
+            cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&conf.vrf_name, LinkKind::Vrf { table }) })
+                .with_context(|| format!("could not add VRF {}", conf.vrf_name))?;
+            let l = cont.link_by_name(&conf.vrf_name)?.with_context(|| format!("VRF {} vanished", conf.vrf_name))?;
+            let (path, index) = (ns.path().to_string(), l.index);
+            undo.push("VRF", move || {
+                let ns = crate::sys::netns::NetNs::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Netlink::in_netns(&ns)?.link_del(index)
+            });
+            cont.link_set_up(l.index, true).with_context(|| format!("could not set link up for VRF {}", l.name))?;
+            (l, table)
+        }
+    };
+
+    // 2. the interface: not enslaved yet; remember its IPv6 addresses and routes
+    let link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("could not get link by name {}", ctx.ifname))?;
+    if let Some(m) = link.master {
+        let name = cont.link_by_index(m)?.map(|l| l.name).unwrap_or_else(|| m.to_string());
+        bail!("interface {} has already a master set: {name}", ctx.ifname);
+    }
+    let v6_before: Vec<_> = cont
+        .addrs(Some(link.index), Some(Family::V6))?
+        .into_iter()
+        .filter(|a| a.scope == 0)
+        .map(|a| (a.addr, a.flags & (IFA_F_NODAD | IFA_F_NOPREFIXROUTE)))
+        .collect();
+    let routes = routes_via(&mut cont, link.index)?;
+
+    // 3. enslave; restore IPv6 addresses the kernel dropped and wait for their local routes
+    cont.link_set_master(link.index, Some(vrf.index))
+        .with_context(|| format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname))?;
+    let (path, index) = (ns.path().to_string(), link.index);
+    undo.push("VRF membership", move || {
+        let ns = crate::sys::netns::NetNs::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Netlink::in_netns(&ns)?.link_set_master(index, None)
+    });
+    let v6_after: Vec<_> = cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
+    // re-added with their NODAD flag, so they are usable at once (as the reference re-adds them)
+    for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {
+        cont.addr_add_flags(link.index, *a, *flags)
+            .with_context(|| format!("could not restore address {a} to {} @ {}", ctx.ifname, vrf.name))?;
+    }
+    let v6: Vec<_> = v6_before.iter().map(|(a, _)| *a).collect();
+    wait_local_routes(&mut cont, table, &v6)?;
+
+    // 4. the interface's routes, now in the VRF's table
+    for r in routes {
+        let spec = RouteSpec { table: Some(table), protocol: None, kind: None, ..r };
+        if let Err(e) = cont.route_add(&spec) {
+            if !crate::netlink::socket::is_exists(&e) {
+                return Err(e.context(format!("could not add route to VRF {}", vrf.name)));
+            }
+        }
+    }
+    undo.commit();
+    Ok(prev)
+}
+
+/// Wait (10 ms, doubling, 8 tries) until each IPv6 address has its local route in `table`.
+fn wait_local_routes(nl: &mut Netlink, table: u32, addrs: &[ipnet::IpNet]) -> Result<()> {
+    let mut delay = 10;
+    for _ in 0..8 {
+        let locals = nl.routes(Family::V6, Some(table))?;
+        let missing = addrs
+            .iter()
+            .find(|a| !locals.iter().any(|r| r.kind == Some(RTN_LOCAL) && r.dst.is_some_and(|d| d.addr() == a.addr())));
+        if missing.is_none() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        delay *= 2;
+    }
+    let locals = nl.routes(Family::V6, Some(table))?;
+    for a in addrs {
+        if !locals.iter().any(|r| r.kind == Some(RTN_LOCAL) && r.dst.is_some_and(|d| d.addr() == a.addr())) {
+            bail!("timed out waiting for the local route of {a} in table {table}");
+        }
+    }
+    Ok(())
+}
+
+fn del(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else { return Ok(()) };
+    let mut cont = Netlink::in_netns(&ns)?;
+    let Some((vrf, _)) = find_vrf(&mut cont, &conf.vrf_name)? else { return Ok(()) };
+    if let Some(link) = cont.link_by_name(&ctx.ifname)? {
+        if link.master == Some(vrf.index) {
+            cont.link_set_master(link.index, None)
+                .with_context(|| format!("could not detach {} from VRF {}", ctx.ifname, vrf.name))?;
+        }
+    }
+    if members(&mut cont, vrf.index)?.is_empty() {
+        if let Err(e) = cont.link_del(vrf.index) {
+            if !common::nl_not_found(&e) {
+                return Err(e.context(format!("could not delete VRF {}", vrf.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(ctx: &Ctx) -> Result<()> {
+    let conf = load(ctx)?;
+    if ctx.prev_result.is_none() {
+        return Err(CniError::config("missing prevResult from earlier plugin").into());
+    }
+    let ns = common::open_container_ns(ctx)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let Some((vrf, _)) = find_vrf(&mut cont, &conf.vrf_name)? else { bail!("VRF {} not found", conf.vrf_name) };
+    if !members(&mut cont, vrf.index)?.iter().any(|l| l.name == ctx.ifname) {
+        bail!("Failed to find {} associated to vrf {}", ctx.ifname, conf.vrf_name);
+    }
+    Ok(())
+}

@@ -1,0 +1,838 @@
+//! Interface plugins on this machine's kernel: macvlan, tap, host-device (a veth plays the
+//! host device). Each test builds its own world of network namespaces — a "host" namespace and
+//! container namespaces — runs the plugins there (ours and, where it exists, the reference in
+//! /usr/lib/cni) and removes everything on drop. Helpers here are shared with `iface_vm`.
+//!
+//! (Self-contained helper: the shared tests/harness had not landed in main when this was written.)
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const REF_DIR: &str = "/usr/lib/cni";
+
+/// Which implementation runs a plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    Ours,
+    Reference,
+}
+
+/// A set of named network namespaces (`ip netns`) and a scratch directory, all removed on drop.
+pub struct World {
+    pub tag: String,
+    pub dir: PathBuf,
+    names: Vec<String>,
+    /// CNI_PATH for plugin runs (the reference directory unless `use_our_ipam`)
+    pub cni_path: String,
+}
+
+pub struct Out {
+    pub ok: bool,
+    /// the exit status
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+    }
+    pub fn expect_ok(self, what: &str) -> Self {
+        assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
+        self
+    }
+    /// The CNI error code of a failed run.
+    pub fn err_code(&self) -> u64 {
+        assert!(!self.ok, "expected a failure, got {}", self.stdout);
+        assert_eq!(self.code, 1, "a CNI error exits with status 1: {}", self.stdout);
+        self.json()["code"].as_u64().unwrap_or_else(|| panic!("no code in {}", self.stdout))
+    }
+}
+
+pub fn sh(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// Run a command that must succeed; its stdout (stderr only goes into the failure message).
+pub fn must(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl World {
+    /// `tag` must be short (it is part of netns and interface names).
+    pub fn new(tag: &str) -> World {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let tag = format!("{tag}{}x{}", std::process::id() % 100000, N.fetch_add(1, Ordering::SeqCst));
+        let dir = PathBuf::from(format!("/tmp/cni-multi-it-iface-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        World { tag, dir, names: Vec::new(), cni_path: REF_DIR.to_string() }
+    }
+
+    /// Create netns `<tag>-<n>`; returns its name (path: /run/netns/<name>).
+    pub fn netns(&mut self, n: &str) -> String {
+        let name = format!("cm{}-{n}", self.tag);
+        must(&["ip", "netns", "add", &name]);
+        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        self.names.push(name.clone());
+        name
+    }
+
+    /// Run a command inside netns `ns`.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> (bool, String) {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    pub fn ip(&self, ns: &str, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", ns];
+        v.extend_from_slice(args);
+        must(&v)
+    }
+
+    /// Run `plugin` (ours or the reference) inside the host netns `host`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cni(
+        &self,
+        which: Impl,
+        host: &str,
+        plugin: &str,
+        cmd: &str,
+        netns: Option<&str>,
+        ifname: &str,
+        args: &str,
+        conf: &Value,
+    ) -> Out {
+        let bin = match which {
+            Impl::Ours => env!("CARGO_BIN_EXE_cni-multi").to_string(),
+            Impl::Reference => format!("{REF_DIR}/{plugin}"),
+        };
+        // host-device reads /sys, which only `ip netns exec` remounts for the namespace; the
+        // others are spawned straight into the host namespace (one exec less: the VM is slow)
+        let mut c = if plugin == "host-device" {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", host, &bin]);
+            c
+        } else {
+            let mut c = Command::new(&bin);
+            let f = std::fs::File::open(format!("/run/netns/{host}")).expect("open host netns");
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setns(2) runs between fork and exec; `f` stays open until then.
+            unsafe {
+                c.pre_exec(move || {
+                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+                });
+            }
+            c
+        };
+        if which == Impl::Ours {
+            c.arg(plugin);
+        }
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("ctr-{}", netns.unwrap_or(&self.tag)))
+            .env("CNI_PATH", &self.cni_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if !ifname.is_empty() {
+            c.env("CNI_IFNAME", ifname);
+        }
+        if let Some(n) = netns {
+            c.env("CNI_NETNS", format!("/run/netns/{n}"));
+        }
+        if !args.is_empty() {
+            c.env("CNI_ARGS", args);
+        }
+        let mut child = c.spawn().expect("spawn plugin");
+        use std::io::Write;
+        // a plugin may exit before reading stdin (bad environment): ignore a broken pipe
+        let _ = child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap());
+        let out = child.wait_with_output().unwrap();
+        Out {
+            ok: out.status.success(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Delegate IPAM to our own host-local (a symlink to our binary on CNI_PATH: in-process).
+    pub fn use_our_ipam(&mut self) {
+        let bin = self.dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cni-multi"), bin.join("host-local")).unwrap();
+        self.cni_path = bin.to_string_lossy().into_owned();
+    }
+
+    /// A host-local IPAM block with its own data dir under this world.
+    /// The route carries a gateway: the reference's CHECK fails on gateway-less routes.
+    pub fn ipam(&self, sub: &str, subnet: &str) -> Value {
+        let gw = subnet.split('/').next().unwrap().trim_end_matches('0').to_string() + "1";
+        json!({
+            "type": "host-local",
+            "dataDir": self.dir.join(sub),
+            "ranges": [[{"subnet": subnet}]],
+            "routes": [{"dst": "198.19.0.0/16", "gw": gw}]
+        })
+    }
+
+    /// Names of the links in `ns`, except lo.
+    pub fn links(&self, ns: &str) -> Vec<String> {
+        let out = self.ip(ns, &["-o", "link", "show"]);
+        out.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n != "lo")
+            .collect()
+    }
+
+    /// Leases left in a host-local data dir (files named like IPs).
+    pub fn leases(&self, sub: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) {
+            for net in rd.flatten() {
+                if let Ok(files) = std::fs::read_dir(net.path()) {
+                    for f in files.flatten() {
+                        let n = f.file_name().to_string_lossy().into_owned();
+                        if n.parse::<std::net::IpAddr>().is_ok() {
+                            v.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for n in self.names.iter().rev() {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn have_reference(plugin: &str) -> bool {
+    let ok = Path::new(REF_DIR).join(plugin).is_file();
+    if !ok {
+        assert!(
+            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
+            "the reference plugins (package containernetworking-plugins) are missing in CI"
+        );
+        eprintln!("skipping the reference side: no {REF_DIR}/{plugin}");
+    }
+    ok
+}
+
+/// A result with what legitimately differs between two runs blanked out: MACs (random),
+/// sandbox paths (one netns per implementation), key order and an empty `dns`.
+pub fn normalise(mut v: Value) -> Value {
+    if let Some(ifs) = v.get_mut("interfaces").and_then(|i| i.as_array_mut()) {
+        for i in ifs {
+            if let Some(o) = i.as_object_mut() {
+                if o.contains_key("mac") {
+                    o.insert("mac".into(), json!("MAC"));
+                }
+                if o.contains_key("sandbox") {
+                    o.insert("sandbox".into(), json!("NETNS"));
+                }
+            }
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        if o.get("dns").is_some_and(|d| d.as_object().is_some_and(|m| m.is_empty())) {
+            o.remove("dns");
+        }
+    }
+    v
+}
+
+/// `ip -d link show dev` of a container interface, reduced to what must match between
+/// implementations (no index, MAC, peer/parent index, alias or per-boot ids).
+pub fn link_shape(w: &World, ns: &str, ifname: &str) -> String {
+    let out = w.ip(ns, &["-d", "-o", "link", "show", "dev", ifname]);
+    let mut words: Vec<String> = Vec::new();
+    let mut it = out.split_whitespace().skip(1).peekable();
+    while let Some(t) = it.next() {
+        match t {
+            // operstate settles asynchronously (linkwatch): UNKNOWN and UP both occur right after ADD
+            "state" | "link/ether" | "brd" | "alias" | "link-netns" | "link-netnsid" | "numtxqueues"
+            | "numrxqueues" | "gso_max_size" | "gso_max_segs" | "tso_max_size" | "tso_max_segs" | "gro_max_size"
+            | "parentbus" | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" => {
+                it.next();
+            }
+            _ => words.push(t.split('@').next().unwrap_or(t).to_string()),
+        }
+    }
+    words.join(" ")
+}
+
+/// Addresses (global) and routes of a container interface, without lifetimes.
+pub fn l3_shape(w: &World, ns: &str, ifname: &str) -> (Vec<String>, Vec<String>) {
+    let addrs = w
+        .ip(ns, &["-o", "addr", "show", "dev", ifname, "scope", "global"])
+        .lines()
+        .map(|l| l.split_whitespace().skip(2).take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut routes: Vec<String> = w.ip(ns, &["route", "show", "dev", ifname]).lines().map(str::to_string).collect();
+    routes.extend(
+        w.ip(ns, &["-6", "route", "show", "dev", ifname])
+            .lines()
+            .filter(|l| !l.starts_with("fe80"))
+            .map(str::to_string),
+    );
+    (addrs, routes)
+}
+
+/// A veth pair `a`/`b` in netns `ns`, both up (the "physical" parent of macvlan & co).
+pub fn veth_parent(w: &World, ns: &str, a: &str, b: &str) {
+    w.ip(ns, &["link", "add", a, "type", "veth", "peer", "name", b]);
+    w.ip(ns, &["link", "set", a, "up"]);
+    w.ip(ns, &["link", "set", b, "up"]);
+}
+
+pub fn ping(w: &World, from: &str, to: &str) -> bool {
+    w.exec(from, &["ping", "-c", "1", "-W", "2", to]).0
+}
+
+/// Differential run: ADD (+CHECK when the version allows) with ours and the reference in two
+/// container namespaces, compare results and kernel state, DEL both, everything gone.
+/// `setup(impl)` returns the config for that implementation (its own parent / data dir).
+pub fn differential(
+    w: &mut World,
+    host: &str,
+    plugin: &str,
+    ifname: &str,
+    args: &str,
+    conf_for: &dyn Fn(Impl) -> Value,
+) {
+    differential_opts(w, host, plugin, ifname, args, conf_for, true)
+}
+
+/// [`differential`]; `ref_check = false` for configs where the 1.1.1 reference's CHECK is known
+/// to be broken (ours must still pass CHECK).
+pub fn differential_opts(
+    w: &mut World,
+    host: &str,
+    plugin: &str,
+    ifname: &str,
+    args: &str,
+    conf_for: &dyn Fn(Impl) -> Value,
+    ref_check: bool,
+) {
+    let c_ours = w.netns(&format!("o{}", w.names.len()));
+    let c_ref = w.netns(&format!("r{}", w.names.len()));
+    let (co, cr) = (conf_for(Impl::Ours), conf_for(Impl::Reference));
+    let ro = w.cni(Impl::Ours, host, plugin, "ADD", Some(&c_ours), ifname, args, &co);
+    let rr = w.cni(Impl::Reference, host, plugin, "ADD", Some(&c_ref), ifname, args, &cr);
+    assert_eq!(
+        ro.ok, rr.ok,
+        "ADD outcome differs for {co}:\nours: {} {}\nref: {} {}",
+        ro.stdout, ro.stderr, rr.stdout, rr.stderr
+    );
+    if ro.ok {
+        assert_eq!(normalise(ro.json()), normalise(rr.json()), "results differ for {co}");
+        assert_eq!(link_shape(w, &c_ours, ifname), link_shape(w, &c_ref, ifname), "link differs for {co}");
+        assert_eq!(l3_shape(w, &c_ours, ifname), l3_shape(w, &c_ref, ifname), "L3 differs for {co}");
+        let version = co["cniVersion"].as_str().unwrap_or("0.1.0").to_string();
+        if matches!(version.as_str(), "0.4.0" | "1.0.0") {
+            let mut cko = co.clone();
+            cko["prevResult"] = ro.json();
+            w.cni(Impl::Ours, host, plugin, "CHECK", Some(&c_ours), ifname, args, &cko).expect_ok("our CHECK");
+            let mut ckr = cr.clone();
+            ckr["prevResult"] = rr.json();
+            let rc = w.cni(Impl::Reference, host, plugin, "CHECK", Some(&c_ref), ifname, args, &ckr);
+            assert!(rc.ok || !ref_check, "reference CHECK failed: {}", rc.stdout);
+        }
+    } else {
+        assert!(ro.json()["code"].as_u64().is_some(), "our failure is not a CNI error: {}", ro.stdout);
+    }
+    w.cni(Impl::Ours, host, plugin, "DEL", Some(&c_ours), ifname, args, &co).expect_ok("our DEL");
+    let rd = w.cni(Impl::Reference, host, plugin, "DEL", Some(&c_ref), ifname, args, &cr);
+    // the 1.1.1 reference re-validates the config on DEL, so a config its ADD refused fails DEL too
+    assert!(rd.ok || !rr.ok, "reference DEL failed: {}", rd.stdout);
+    assert!(w.links(&c_ours).is_empty(), "ours left {:?}", w.links(&c_ours));
+    assert!(w.links(&c_ref).is_empty(), "reference left {:?}", w.links(&c_ref));
+}
+
+// ------------------------------------------------------------------------------------------
+
+fn macvlan_conf(version: &str, master: &str, extra: Value, ipam: Option<Value>) -> Value {
+    let mut c = json!({"cniVersion": version, "name": "mvnet", "type": "macvlan", "master": master});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    if let Some(i) = ipam {
+        c["ipam"] = i;
+    }
+    c
+}
+
+#[test]
+fn macvlan_containers_on_one_parent_ping_each_other() {
+    let mut w = World::new("mvp");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "up0", "up0p");
+    let (c1, c2) = (w.netns("c1"), w.netns("c2"));
+    let conf = macvlan_conf("1.0.0", "up0", json!({}), Some(w.ipam("d", "198.18.10.0/24")));
+    let r1 = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c1), "eth0", "", &conf).expect_ok("ADD c1").json();
+    let r2 = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c2), "eth0", "", &conf).expect_ok("ADD c2").json();
+    let ip2 = r2["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    assert_eq!(r1["interfaces"][0]["name"], "eth0");
+    assert!(w.ip(&c1, &["-d", "link", "show", "eth0"]).contains("macvlan mode bridge"));
+    assert!(ping(&w, &c1, &ip2), "c1 cannot reach c2 at {ip2}");
+    // CHECK passes, DEL twice is fine, and a DEL without netns too
+    let mut ck = conf.clone();
+    ck["prevResult"] = r1.clone();
+    w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c1), "eth0", "", &ck).expect_ok("CHECK");
+    for _ in 0..2 {
+        w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c1), "eth0", "", &conf).expect_ok("DEL");
+    }
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", None, "eth0", "", &conf).expect_ok("DEL without netns");
+    assert!(w.links(&c1).is_empty());
+    assert!(!ping(&w, &c2, r1["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap()));
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c2), "eth0", "", &conf).expect_ok("DEL c2");
+    assert!(w.leases("d").is_empty(), "leases left: {:?}", w.leases("d"));
+}
+
+#[test]
+fn macvlan_matches_reference() {
+    if !have_reference("macvlan") {
+        return;
+    }
+    let mut w = World::new("mvd");
+    let host = w.netns("h");
+    for p in ["po", "pr"] {
+        veth_parent(&w, &host, p, &format!("{p}x"));
+    }
+    let cases: Vec<(&str, &str, Value, bool)> = vec![
+        ("0.3.1", "", json!({}), true),
+        ("1.0.0", "", json!({"mode": "private", "mtu": 1400}), true),
+        ("0.4.0", "", json!({"mode": "vepa", "runtimeConfig": {"mac": "02:11:22:33:44:55"}}), true),
+        ("1.0.0", "", json!({"mode": "passthru"}), false),
+        ("0.2.0", "", json!({"dns": {"nameservers": ["198.18.0.53"]}}), true),
+        ("0.4.0", "IgnoreUnknown=1;MAC=02:aa:bb:cc:dd:ee;K8S_POD_NAME=x", json!({}), true),
+        ("1.0.0", "", json!({"mtu": 9000}), true),
+        ("1.0.0", "", json!({"mode": "bogus"}), true),
+    ];
+    for (i, (v, args, extra, with_ipam)) in cases.into_iter().enumerate() {
+        let sub = format!("d{i}");
+        let conf_for = |which: Impl| {
+            let (master, d) = match which {
+                Impl::Ours => ("po", format!("{sub}o")),
+                Impl::Reference => ("pr", format!("{sub}r")),
+            };
+            macvlan_conf(v, master, extra.clone(), with_ipam.then(|| w.ipam(&d, "198.18.11.0/24")))
+        };
+        let conf_for: Vec<Value> = vec![conf_for(Impl::Ours), conf_for(Impl::Reference)];
+        differential(&mut w, &host, "macvlan", "eth0", args, &|which| {
+            conf_for[(which == Impl::Reference) as usize].clone()
+        });
+    }
+}
+
+#[test]
+fn macvlan_bad_inputs_fail_cleanly() {
+    let mut w = World::new("mvb");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "up0", "up0p");
+    let c = w.netns("c");
+    let ipam = Some(w.ipam("d", "198.18.12.0/24"));
+    // no master and no default route in the host namespace
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "", json!({}), ipam.clone()),
+    );
+    assert!(!r.ok && r.stdout.contains("no default route"), "{}", r.stdout);
+    // a master that does not exist
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "nope0", json!({}), ipam.clone()),
+    );
+    assert_eq!(r.err_code(), 7, "{}", r.stdout);
+    // an interface name that is too long
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0123456789abc",
+        "",
+        &macvlan_conf("1.0.0", "up0", json!({}), ipam.clone()),
+    );
+    assert_eq!(r.err_code(), 4, "{}", r.stdout);
+    // MTU above the master's
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "up0", json!({"mtu": 65536}), ipam.clone()),
+    );
+    assert_eq!(r.err_code(), 7, "{}", r.stdout);
+    // IPAM fails after the link exists: the link is rolled back
+    let bad_ipam =
+        json!({"type": "host-local", "dataDir": w.dir.join("x"), "ranges": [[{"subnet": "198.18.13.0/31"}]]});
+    let r = w.cni(
+        Impl::Ours,
+        &host,
+        "macvlan",
+        "ADD",
+        Some(&c),
+        "eth0",
+        "",
+        &macvlan_conf("1.0.0", "up0", json!({}), Some(bad_ipam)),
+    );
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(w.links(&c).is_empty(), "left behind: {:?}", w.links(&c));
+    assert_eq!(w.links(&host).len(), 2, "host links changed: {:?}", w.links(&host));
+    assert!(w.leases("d").is_empty());
+}
+
+// ---- tap (no reference in Debian 1.1.1: checked against the checklist) --------------------------
+
+fn sysfs(w: &World, ns: &str, ifname: &str, leaf: &str) -> String {
+    let (ok, s) = w.exec(ns, &["cat", &format!("/sys/class/net/{ifname}/{leaf}")]);
+    assert!(ok, "reading {leaf} of {ifname}: {s}");
+    s.trim().to_string()
+}
+
+fn tun_flags(w: &World, ns: &str, ifname: &str) -> u32 {
+    let s = sysfs(w, ns, ifname, "tun_flags");
+    u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}
+
+const IFF_TAP: u32 = 0x2;
+const IFF_MULTI_QUEUE: u32 = 0x100;
+const IFF_NO_PI: u32 = 0x1000;
+
+#[test]
+fn tap_has_owner_group_queues_mac_and_mtu() {
+    let mut w = World::new("tap");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "tapnet", "type": "tap",
+        "owner": 1234, "group": 5678, "multiQueue": true, "mtu": 1400, "mac": "02:00:00:00:00:01",
+        "selinuxContext": "system_u:system_r:container_t:s0",
+        "runtimeConfig": {"mac": "02:00:00:00:00:02"},
+        "ipam": w.ipam("d", "198.18.20.0/24"),
+    });
+    let r = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap0", "", &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"][0]["name"], "tap0");
+    assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:02", "runtimeConfig.mac wins over mac");
+    assert_eq!(r["interfaces"][0]["sandbox"], format!("/run/netns/{c}"));
+    assert_eq!(r["ips"][0]["interface"], 0);
+    assert_eq!(sysfs(&w, &c, "tap0", "owner"), "1234");
+    assert_eq!(sysfs(&w, &c, "tap0", "group"), "5678");
+    assert_eq!(sysfs(&w, &c, "tap0", "mtu"), "1400");
+    assert_eq!(sysfs(&w, &c, "tap0", "address"), "02:00:00:00:00:02");
+    let f = tun_flags(&w, &c, "tap0");
+    assert_eq!(f & (IFF_TAP | IFF_MULTI_QUEUE | IFF_NO_PI), IFF_TAP | IFF_MULTI_QUEUE | IFF_NO_PI, "flags {f:#x}");
+    assert!(w.ip(&c, &["link", "show", "tap0"]).contains(",UP"));
+    assert!(w.ip(&c, &["addr", "show", "tap0"]).contains("198.18.20.2/24"));
+    assert!(w.links(&host).is_empty(), "the tap must not appear in the host namespace");
+    let mut ck = conf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "tap", "CHECK", Some(&c), "tap0", "", &ck).expect_ok("CHECK");
+    for _ in 0..2 {
+        w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap0", "", &conf).expect_ok("DEL");
+    }
+    assert!(w.links(&c).is_empty());
+    assert!(w.leases("d").is_empty());
+}
+
+#[test]
+fn tap_defaults_bridge_and_cni_args_mac() {
+    let mut w = World::new("tab");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "br0", "type", "bridge"]);
+    // L2 only, single queue, no owner, enslaved to the container's bridge, MAC from CNI_ARGS
+    let conf = json!({"cniVersion": "0.4.0", "name": "tapnet", "type": "tap", "bridge": "br0"});
+    let r = w
+        .cni(
+            Impl::Ours,
+            &host,
+            "tap",
+            "ADD",
+            Some(&c),
+            "tap1",
+            "IgnoreUnknown=1;MAC=02:00:00:00:00:07;K8S_POD_NAME=p",
+            &conf,
+        )
+        .expect_ok("ADD")
+        .json();
+    assert_eq!(r["cniVersion"], "0.4.0");
+    assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:07");
+    assert!(r.get("ips").is_none(), "{r}");
+    assert_eq!(sysfs(&w, &c, "tap1", "owner"), "-1");
+    let f = tun_flags(&w, &c, "tap1");
+    assert_eq!(f & IFF_MULTI_QUEUE, 0, "flags {f:#x}");
+    assert!(w.ip(&c, &["link", "show", "tap1"]).contains("master br0"));
+    // an unknown CNI_ARGS key without IgnoreUnknown is refused
+    let bad = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap2", "FOO=1", &conf);
+    assert!(!bad.ok);
+    // a bridge that does not exist: config error, nothing left
+    let conf2 = json!({"cniVersion": "1.0.0", "name": "tapnet", "type": "tap", "bridge": "nobr"});
+    let r2 = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap3", "", &conf2);
+    assert_eq!(r2.err_code(), 7, "{}", r2.stdout);
+    let mut links = w.links(&c);
+    links.sort();
+    assert_eq!(links, vec!["br0".to_string(), "tap1".to_string()]);
+    // 0.2.0 cannot express a result without IPs: an error, and the tap is rolled back
+    let conf3 = json!({"cniVersion": "0.2.0", "name": "tapnet", "type": "tap"});
+    let r3 = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap4", "", &conf3);
+    assert!(!r3.ok);
+    w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap1", "", &conf).expect_ok("DEL");
+    w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap4", "", &conf3).expect_ok("DEL");
+    assert_eq!(w.links(&c), vec!["br0".to_string()]);
+}
+
+// ---- host-device ----------------------------------------------------------------------------
+
+fn mac_of(w: &World, ns: &str, ifname: &str) -> String {
+    let out = w.ip(ns, &["-o", "link", "show", "dev", ifname]);
+    let mut it = out.split_whitespace();
+    it.find(|t| *t == "link/ether").and_then(|_| it.next()).unwrap().to_string()
+}
+
+#[test]
+fn host_device_moves_in_and_back_keeping_name_and_mac() {
+    let mut w = World::new("hdm");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "hd0", "hd0p");
+    let mac = mac_of(&w, &host, "hd0");
+    let c = w.netns("c");
+    let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": "hd0",
+                      "ipam": w.ipam("d", "198.18.30.0/24")});
+    let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "eth0", "", &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"][0]["name"], "eth0");
+    assert_eq!(r["interfaces"][0]["mac"], mac);
+    assert_eq!(mac_of(&w, &c, "eth0"), mac);
+    let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+    assert!(shown.contains("alias hd0") && shown.contains(",UP"), "{shown}");
+    assert!(w.ip(&c, &["addr", "show", "eth0"]).contains("198.18.30.2/24"));
+    assert!(!w.links(&host).contains(&"hd0".to_string()));
+    let mut ck = conf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "host-device", "CHECK", Some(&c), "eth0", "", &ck).expect_ok("CHECK");
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+    assert!(w.links(&c).is_empty());
+    assert_eq!(mac_of(&w, &host, "hd0"), mac);
+    assert!(!w.ip(&host, &["-d", "link", "show", "hd0"]).contains("alias"), "alias not cleared");
+    // a second DEL succeeds (the reference fails it)
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "eth0", "", &conf).expect_ok("second DEL");
+    assert!(w.leases("d").is_empty());
+    // the same device by MAC, moved in and back again
+    let by_mac = json!({"cniVersion": "0.4.0", "name": "hdnet", "type": "host-device", "hwaddr": mac});
+    w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net1", "", &by_mac).expect_ok("ADD by MAC");
+    assert_eq!(mac_of(&w, &c, "net1"), mac);
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "net1", "", &by_mac).expect_ok("DEL");
+    assert_eq!(mac_of(&w, &host, "hd0"), mac);
+    // by sysfs path: the first device under /sys/devices/virtual/net (hd0 sorts before hd0p, lo)
+    let by_path =
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "kernelpath": "/sys/devices/virtual"});
+    let r =
+        w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net2", "", &by_path).expect_ok("ADD by path").json();
+    assert_eq!(r["interfaces"][0]["mac"], mac);
+    w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "net2", "", &by_path).expect_ok("DEL");
+    // by the deviceID capability naming a PCI/auxiliary device that does not exist: config error
+    let by_id = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device",
+                       "runtimeConfig": {"deviceID": "0000:ee:00.0"}});
+    assert_eq!(w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net3", "", &by_id).err_code(), 7);
+    let mut hl = w.links(&host);
+    hl.sort();
+    assert_eq!(hl, vec!["hd0".to_string(), "hd0p".to_string()]);
+    assert!(w.links(&c).is_empty());
+}
+
+#[test]
+fn host_device_rolls_back_when_ipam_fails_and_rejects_bad_input() {
+    let mut w = World::new("hdb");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "hd0", "hd0p");
+    let mac = mac_of(&w, &host, "hd0");
+    let c = w.netns("c");
+    let bad_ipam =
+        json!({"type": "host-local", "dataDir": w.dir.join("x"), "ranges": [[{"subnet": "198.18.31.0/31"}]]});
+    let conf =
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": "hd0", "ipam": bad_ipam});
+    let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "eth0", "", &conf);
+    assert!(!r.ok);
+    assert!(w.links(&c).is_empty(), "left in the container: {:?}", w.links(&c));
+    assert_eq!(mac_of(&w, &host, "hd0"), mac);
+    assert!(w.ip(&host, &["link", "show", "hd0"]).contains(",UP"), "device not brought back up");
+    for bad in [
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": "nope0"}),
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device"}),
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "kernelpath": "/etc"}),
+        json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": "0000:ff:1f.7"}),
+    ] {
+        let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "eth0", "", &bad);
+        assert_eq!(r.err_code(), 7, "{bad}: {}", r.stdout);
+    }
+    assert!(w.links(&c).is_empty());
+    let mut hl = w.links(&host);
+    hl.sort();
+    assert_eq!(hl, vec!["hd0".to_string(), "hd0p".to_string()]);
+}
+
+#[test]
+fn host_device_matches_reference() {
+    if !have_reference("host-device") {
+        return;
+    }
+    let mut w = World::new("hdd");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "ho0", "hq0");
+    veth_parent(&w, &host, "hr0", "hs0");
+    let mo = mac_of(&w, &host, "ho0");
+    let mr = mac_of(&w, &host, "hr0");
+    let cases: Vec<(&str, Value, bool)> = vec![
+        ("1.0.0", json!({"device": "D"}), true),
+        ("0.4.0", json!({"hwaddr": "M"}), false),
+        ("0.3.1", json!({"device": "D", "dns": {"nameservers": ["198.18.0.53"]}}), true),
+        ("0.2.0", json!({"device": "D"}), true),
+        ("1.0.0", json!({"hwaddr": "M"}), true),
+        ("1.0.0", json!({"device": "nope0"}), false),
+    ];
+    for (i, (v, keys, with_ipam)) in cases.into_iter().enumerate() {
+        let conf_for = |which: Impl| {
+            let (dev, mac, d) = match which {
+                Impl::Ours => ("ho0", mo.as_str(), format!("d{i}o")),
+                Impl::Reference => ("hr0", mr.as_str(), format!("d{i}r")),
+            };
+            let mut c = json!({"cniVersion": v, "name": "hdnet", "type": "host-device"});
+            for (k, val) in keys.as_object().unwrap() {
+                c[k] = match val.as_str() {
+                    Some("D") => json!(dev),
+                    Some("M") => json!(mac),
+                    _ => val.clone(),
+                };
+            }
+            if with_ipam {
+                c["ipam"] = w.ipam(&d, "198.18.32.0/24");
+            }
+            c
+        };
+        let confs = [conf_for(Impl::Ours), conf_for(Impl::Reference)];
+        differential(&mut w, &host, "host-device", "eth0", "", &|which| {
+            confs[(which == Impl::Reference) as usize].clone()
+        });
+        assert_eq!(mac_of(&w, &host, "ho0"), mo);
+        assert_eq!(mac_of(&w, &host, "hr0"), mr);
+    }
+}
+
+#[test]
+fn macvlan_link_in_container_and_defaults() {
+    let mut w = World::new("mvc");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    // the master lives in the container (linkInContainer, newer than the 1.1.1 reference)
+    veth_parent(&w, &c, "cm0", "cm0p");
+    let cf = macvlan_conf("1.0.0", "cm0", json!({"linkInContainer": true, "bcqueuelen": 123}), None);
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &cf).expect_ok("ADD").json();
+    assert!(r.get("ips").is_none(), "L2 only: {r}");
+    let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+    assert!(shown.contains("eth0@cm0") && shown.contains("macvlan mode bridge") && shown.contains(",UP"), "{shown}");
+    assert!(shown.contains("bcqueuelen 123"), "bcqueuelen not applied: {shown}");
+    assert!(w.links(&host).is_empty());
+    let mut ck = cf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c), "eth0", "", &ck).expect_ok("CHECK");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, vec!["cm0".to_string(), "cm0p".to_string()]);
+    // no master: the interface of the host's default route is used
+    veth_parent(&w, &host, "up0", "up0p");
+    w.ip(&host, &["addr", "add", "198.18.14.1/24", "dev", "up0"]);
+    w.ip(&host, &["route", "add", "default", "via", "198.18.14.254"]);
+    let cf = macvlan_conf("0.4.0", "", json!({}), Some(w.ipam("d", "198.18.14.0/24")));
+    w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth1", "", &cf).expect_ok("ADD");
+    assert!(w.ip(&c, &["-d", "link", "show", "eth1"]).contains("eth1@if"), "not a macvlan of a host link");
+    let parent = w.ip(&c, &["-d", "-o", "link", "show", "eth1"]);
+    let up0 = w.ip(&host, &["-o", "link", "show", "up0"]);
+    let idx = up0.split(':').next().unwrap().trim();
+    assert!(parent.contains(&format!("eth1@if{idx}")), "parent is not up0 ({idx}): {parent}");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth1", "", &cf).expect_ok("DEL");
+    // CHECK of a route without a gateway works (the 1.1.1 reference's CHECK fails on it)
+    let mut ipam = w.ipam("e", "198.18.16.0/24");
+    ipam["routes"] = json!([{"dst": "198.19.16.0/24"}]);
+    let cf = macvlan_conf("1.0.0", "up0", json!({}), Some(ipam));
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth2", "", &cf).expect_ok("ADD").json();
+    let mut ck = cf.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c), "eth2", "", &ck).expect_ok("CHECK gateway-less route");
+    w.ip(&c, &["route", "del", "198.19.16.0/24"]);
+    assert!(!w.cni(Impl::Ours, &host, "macvlan", "CHECK", Some(&c), "eth2", "", &ck).ok, "CHECK must miss the route");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth2", "", &cf).expect_ok("DEL");
+}
+
+#[test]
+fn status_is_forwarded_to_ipam() {
+    let mut w = World::new("sta");
+    w.use_our_ipam();
+    let host = w.netns("h");
+    let c = w.netns("c");
+    veth_parent(&w, &host, "up0", "up0p");
+    let good = macvlan_conf("1.1.0", "up0", json!({}), Some(w.ipam("d", "198.18.15.0/24")));
+    // ADD through our in-process host-local works at 1.1.0 too
+    let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &good).expect_ok("ADD").json();
+    assert_eq!(r["cniVersion"], "1.1.0");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth0", "", &good).expect_ok("DEL");
+    for plugin in ["macvlan", "ipvlan", "vlan", "host-device", "dummy", "tap"] {
+        let mut cf = good.clone();
+        cf["type"] = json!(plugin);
+        w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &cf).expect_ok(plugin);
+        // host-local cannot use a data directory below a regular file: 50 comes through
+        std::fs::write(w.dir.join("file"), b"x").unwrap();
+        cf["ipam"]["dataDir"] = json!(w.dir.join("file").join("sub"));
+        let r = w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &cf);
+        assert_eq!(r.err_code(), 50, "{plugin}: {}", r.stdout);
+    }
+    // without IPAM: macvlan, ipvlan, host-device and tap are ready; vlan and dummy forward
+    // STATUS unconditionally, as the reference does, and fail
+    for (plugin, ok) in
+        [("macvlan", true), ("ipvlan", true), ("host-device", true), ("tap", true), ("vlan", false), ("dummy", false)]
+    {
+        let cf = json!({"cniVersion": "1.1.0", "name": "n", "type": plugin});
+        assert_eq!(w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &cf).ok, ok, "{plugin}");
+    }
+    // vrf has no STATUS (silent success); GC is a silent success for all of them
+    let vrf = json!({"cniVersion": "1.1.0", "name": "n", "type": "vrf", "vrfname": "red"});
+    w.cni(Impl::Ours, &host, "vrf", "STATUS", None, "", "", &vrf).expect_ok("vrf STATUS");
+    w.cni(Impl::Ours, &host, "vrf", "GC", None, "", "", &vrf).expect_ok("vrf GC");
+}

@@ -1,0 +1,88 @@
+//! Logging (issue 8): quiet by default; `CNI_MULTI_LOG=debug` gives per-step lines on stderr, each
+//! carrying the container id; the config's `log` key sends them to a file; stdout stays the result.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+
+fn conf(w: &World, s: &Subnets, name: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": "cmlogbr0",
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4()}]]}
+    })
+}
+
+/// The reference writes none of our log lines: these tests are about cni-multi only.
+fn ours(w: &World) -> bool {
+    if w.imp.flavor() != Flavor::CniMulti {
+        eprintln!("skipped: logging tests need cni-multi, not {:?}", w.imp.plugin_dir_override());
+        return false;
+    }
+    true
+}
+
+fn assert_lines_carry(text: &str, cid: &str, verb: &str, min: usize) -> Vec<String> {
+    let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    assert!(lines.len() >= min, "expected at least {min} log lines, got:\n{text}");
+    for l in &lines {
+        assert!(l.contains(&format!(" bridge {verb} {cid}:")), "line lacks applet/command/container id: {l:?}");
+    }
+    lines
+}
+
+#[test]
+fn bridge_add_debug_log_has_container_id_on_every_line() {
+    let w = World::new("logdbg", 1, Impl::Ours);
+    if !ours(&w) {
+        return;
+    }
+    let s = Subnets::alloc();
+    let c = conf(&w, &s, "logdbg");
+    let cid = "logdbg-cid-7f3a";
+
+    // default level: a successful ADD and DEL print nothing on stderr
+    let quiet = w.add(&c).cid("quiet-cid").run();
+    quiet.ok();
+    assert_eq!(quiet.stderr, "", "default level is quiet on success");
+    let quiet_del = w.del(&c).cid("quiet-cid").run();
+    quiet_del.ok();
+    assert_eq!(quiet_del.stderr, "");
+
+    let add = w.add(&c).cid(cid).env("CNI_MULTI_LOG", "debug").run();
+    let result = add.ok();
+    assert!(result["ips"][0]["address"].is_string(), "stdout is still just the result: {}", add.stdout);
+    let lines = assert_lines_carry(&add.stderr, cid, "ADD", 6);
+    for step in ["bridge ready", "veth pair created", "IPAM allocated", "container addresses and routes", "ADD done"] {
+        assert!(lines.iter().any(|l| l.contains(step)), "no {step:?} step in:\n{}", add.stderr);
+    }
+    assert!(lines.iter().all(|l| l.contains("DEBUG") || l.contains("INFO") || l.contains("WARN")), "{lines:?}");
+
+    let del = w.del(&c).cid(cid).env("CNI_MULTI_LOG", "debug").run();
+    del.ok();
+    let lines = assert_lines_carry(&del.stderr, cid, "DEL", 2);
+    assert!(lines.iter().any(|l| l.contains("container veth deleted")), "{}", del.stderr);
+}
+
+#[test]
+fn log_config_key_sends_lines_to_a_file() {
+    let w = World::new("logfile", 1, Impl::Ours);
+    if !ours(&w) {
+        return;
+    }
+    let s = Subnets::alloc();
+    let mut c = conf(&w, &s, "logfile");
+    let path = w.tmp.join("plugin.log");
+    c["log"] = json!(path);
+    let cid = "logfile-cid-19";
+    let add = w.add(&c).cid(cid).env("CNI_MULTI_LOG", "debug").run();
+    add.ok();
+    let text = std::fs::read_to_string(&path).expect("the log file exists");
+    assert_lines_carry(&text, cid, "ADD", 6);
+    // the lines logged before the config was read (there are none at the moment) are the only ones
+    // allowed on stderr
+    assert!(!add.stderr.contains("veth pair created"), "step lines went to the file, not stderr: {}", add.stderr);
+    w.del(&c).cid(cid).run().ok();
+}

@@ -1,0 +1,225 @@
+//! vpc-routed in a namespace world: a "node" with a secondary ENI (a veth to a "vpc" namespace),
+//! prepared by `cni-multi vpc-routed setup-host`; pods wired through `cni-multi tool`. Two pods
+//! reach each other and the node; rules, routes and neighbours read back exactly; a pod whose
+//! ENI has its own table leaves through that table; DEL removes everything and is idempotent.
+
+#[allow(clippy::duplicate_mod)]
+#[path = "tool_world/mod.rs"]
+mod world;
+use world::*;
+
+fn pod_args(name: &str) -> String {
+    format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}")
+}
+
+#[test]
+fn vpc_routed_pods_rules_routes_and_eni_table() {
+    if !root() {
+        return;
+    }
+    let tmp = Tmp::new("vpcr");
+    let node = Ns::new("vn");
+    let vpc = Ns::new("vv");
+    let p1 = Ns::new("vp");
+    let p2 = Ns::new("vp");
+    let p3 = Ns::new("vp");
+
+    // node: primary interface with the node IP; ENI #2 to the "vpc", whose router is 198.19.9.1
+    // and behind which sits 198.19.77.1 (only reachable through the ENI's table)
+    node.ok("ip link add prim0 type veth peer name prim1 && ip addr add 198.18.30.1/24 dev prim0 && ip link set prim0 up && ip link set prim1 up");
+    node.ok(&format!("ip link add eni2 type veth peer name eth0 netns {}", vpc.name));
+    node.ok("ip addr add 198.19.9.10/24 dev eni2");
+    vpc.ok("ip addr add 198.19.9.1/24 dev eth0 && ip link set eth0 up && ip addr add 198.19.77.1/32 dev lo");
+    vpc.ok("ip route add 198.18.20.0/24 via 198.19.9.10");
+    let host_conf = serde_json::json!({
+        "primaryInterface": "prim0",
+        "nodePortMark": "0x80",
+        "enis": [{"interface": "eni2", "deviceNumber": 2, "mtu": 9001, "gateway": "198.19.9.1", "subnet": "198.19.9.0/24"}]
+    });
+    std::fs::write(tmp.join("host.json"), host_conf.to_string()).unwrap();
+    for _ in 0..2 {
+        // idempotent
+        run_in(&node, bin(), &["vpc-routed", "setup-host"], &[], &["--config", &tmp.s("host.json")])
+            .expect_ok("setup-host");
+    }
+    assert_eq!(node.ok("cat /proc/sys/net/ipv4/conf/prim0/rp_filter").trim(), "2");
+    assert_eq!(node.ok("ip rule show pref 1024").trim(), "1024:\tfrom all fwmark 0x80/0x80 lookup main");
+    assert_eq!(node.ok("ip route show table 3"), "default via 198.19.9.1 dev eni2 \n198.19.9.1 dev eni2 scope link \n");
+    assert!(node.ok("ip -o link show eni2").contains("mtu 9001"));
+    assert_eq!(node.ok("ip route show dev eni2 table main"), "", "the ENI subnet route left the main table");
+
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    let ipam = |start: &str| {
+        serde_json::json!({"type": "host-local", "dataDir": tmp.s("ipam"),
+            "ranges": [[{"subnet": "198.18.20.0/24", "rangeStart": start}]]})
+    };
+    let main_list = serde_json::json!({"cniVersion": "1.0.0", "name": "vpc", "plugins": [
+        {"type": "vpc-routed", "mtu": "1500", "ipam": ipam("198.18.20.2")}]});
+    let eni_list = serde_json::json!({"cniVersion": "1.0.0", "name": "vpc-eni", "plugins": [
+        {"type": "vpc-routed", "vethPrefix": "cali", "deviceNumber": 2, "ipam": ipam("198.18.20.100")}]});
+    std::fs::write(netconf.join("10-vpc.conflist"), main_list.to_string()).unwrap();
+    std::fs::write(netconf.join("20-vpc-eni.conflist"), eni_list.to_string()).unwrap();
+    let env = |pod: &str| {
+        vec![
+            ("NETCONFPATH", netconf.display().to_string()),
+            ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
+            ("CNI_CACHE_DIR", tmp.s("cache")),
+            ("CNI_ARGS", pod_args(pod)),
+        ]
+    };
+    let (n1, n2, n3) = (uniq("p1-"), uniq("p2-"), uniq("p3-"));
+    let r1 = tool(&node, &env(&n1), &["add", "vpc", &p1.path()]).expect_ok("add p1").json();
+    let _r2 = tool(&node, &env(&n2), &["add", "vpc", &p2.path()]).expect_ok("add p2").json();
+    let _r3 = tool(&node, &env(&n3), &["add", "vpc-eni", &p3.path()]).expect_ok("add p3").json();
+
+    // the result
+    let hv1 = format!("eni{}", &sha1_hex(&format!("default.{n1}"))[..11]);
+    let hv3 = format!("cali{}", &sha1_hex(&format!("default.{n3}"))[..11]);
+    assert_eq!(r1["interfaces"][0]["name"], hv1.as_str());
+    assert_eq!(r1["interfaces"][1]["name"], "eth0");
+    assert_eq!(r1["interfaces"][1]["sandbox"], p1.path().as_str());
+    assert_eq!(r1["ips"], serde_json::json!([{"address": "198.18.20.2/32", "gateway": "169.254.1.1", "interface": 1}]));
+    assert_eq!(r1["routes"], serde_json::json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]));
+    let host_mac = r1["interfaces"][0]["mac"].as_str().unwrap().to_string();
+
+    // inside pod 1: /32, link route to the fake gateway, default via it, permanent neighbour
+    assert_eq!(p1.ok("ip -4 -o addr show dev eth0 | awk '{print $4}'").trim(), "198.18.20.2/32");
+    assert_eq!(p1.ok("ip -4 route show"), "default via 169.254.1.1 dev eth0 \n169.254.1.1 dev eth0 scope link \n");
+    assert_eq!(p1.ok("ip -4 neigh show dev eth0").trim(), format!("169.254.1.1 lladdr {host_mac} PERMANENT"));
+    assert!(p1.ok("ip -o link show eth0").contains("mtu 1500"));
+    // on the node: the host route and rules, read back exactly
+    assert_eq!(node.ok("ip route show 198.18.20.2"), format!("198.18.20.2 dev {hv1} scope link \n"));
+    let rules: Vec<String> = node
+        .ok("ip rule show")
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.starts_with("512:") || l.starts_with("1536:"))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "512:\tfrom all to 198.18.20.2 lookup main",
+            "512:\tfrom all to 198.18.20.3 lookup main",
+            "512:\tfrom all to 198.18.20.100 lookup main",
+            "1536:\tfrom 198.18.20.100 lookup 3",
+        ]
+    );
+    assert!(node.ok(&format!("ip -o link show {hv3}")).contains("mtu 9001"), "default MTU");
+
+    // connectivity
+    assert!(p1.ping("198.18.20.3"), "pod 1 -> pod 2");
+    assert!(p2.ping("198.18.20.2"), "pod 2 -> pod 1");
+    assert!(p1.ping("198.18.30.1"), "pod 1 -> node");
+    assert!(p3.ping("198.18.20.2"), "ENI pod -> main pod");
+    // only the ENI table knows 198.19.77.1: pod 3 (table 3) gets there, pod 1 does not
+    assert!(p3.ping("198.19.77.1"), "pod 3 leaves by table 3");
+    assert!(!p1.ping("198.19.77.1"), "pod 1 has no such route");
+    let route = node.ok(&format!("ip route get 198.19.77.1 from 198.18.20.100 iif {hv3}"));
+    assert!(route.contains("via 198.19.9.1 dev eni2 table 3"), "{route}");
+
+    // CHECK, then DEL: everything of pod 1 goes, pod 2 keeps its rule; DEL twice is fine
+    tool(&node, &env(&n1), &["check", "vpc", &p1.path()]).expect_ok("check p1");
+    tool(&node, &env(&n1), &["del", "vpc", &p1.path()]).expect_ok("del p1");
+    assert!(!node.sh(&format!("ip link show {hv1}")).0);
+    assert!(!p1.sh("ip link show eth0").0);
+    assert_eq!(node.ok("ip route show 198.18.20.2"), "");
+    let rules = node.ok("ip rule show");
+    assert!(!rules.contains("198.18.20.2 "), "{rules}");
+    assert!(rules.contains("to 198.18.20.3 lookup main"), "{rules}");
+    tool(&node, &env(&n1), &["del", "vpc", &p1.path()]).expect_ok("second del p1");
+    tool(&node, &env(&n3), &["del", "vpc-eni", &p3.path()]).expect_ok("del p3");
+    assert!(!node.ok("ip rule show").contains("1536:"));
+    // DEL with the pod's netns already gone still cleans the node
+    let p2_path = p2.path();
+    drop(p2);
+    tool(&node, &env(&n2), &["del", "vpc", &p2_path]).expect_ok("del p2 after its netns is gone");
+    assert!(!node.ok("ip rule show").contains("198.18.20.3"));
+}
+
+/// IPv6 beside IPv4: /128 in the pod, default via fe80::1 with a permanent neighbour, /128 host
+/// route and an IPv6 `to` rule on the node; the two pods reach each other over IPv6.
+#[test]
+fn vpc_routed_dual_stack() {
+    if !root() {
+        return;
+    }
+    let tmp = Tmp::new("vpcr6");
+    let node = Ns::new("vn");
+    let p1 = Ns::new("vp");
+    let p2 = Ns::new("vp");
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    let list = serde_json::json!({"cniVersion": "1.0.0", "name": "vpc6", "plugins": [
+        {"type": "vpc-routed", "mtu": 1500, "ipam": {"type": "host-local", "dataDir": tmp.s("ipam"),
+            "ranges": [[{"subnet": "198.18.21.0/24"}], [{"subnet": "fd00:21::/64"}]]}}]});
+    std::fs::write(netconf.join("10-vpc6.conflist"), list.to_string()).unwrap();
+    let env = |pod: &str| {
+        vec![
+            ("NETCONFPATH", netconf.display().to_string()),
+            ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
+            ("CNI_CACHE_DIR", tmp.s("cache")),
+            ("CNI_ARGS", pod_args(pod)),
+        ]
+    };
+    let (n1, n2) = (uniq("d1-"), uniq("d2-"));
+    let r1 = tool(&node, &env(&n1), &["add", "vpc6", &p1.path()]).expect_ok("add p1").json();
+    tool(&node, &env(&n2), &["add", "vpc6", &p2.path()]).expect_ok("add p2");
+    assert_eq!(
+        r1["ips"],
+        serde_json::json!([
+            {"address": "198.18.21.2/32", "gateway": "169.254.1.1", "interface": 1},
+            {"address": "fd00:21::2/128", "gateway": "fe80::1", "interface": 1}
+        ])
+    );
+    assert_eq!(
+        r1["routes"],
+        serde_json::json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}, {"dst": "::/0", "gw": "fe80::1"}])
+    );
+    let host_mac = r1["interfaces"][0]["mac"].as_str().unwrap().to_string();
+    let hv1 = r1["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert!(p1.ok("ip -6 -o addr show dev eth0 scope global").contains("fd00:21::2/128"));
+    assert!(p1.ok("ip -6 route show").contains("default via fe80::1 dev eth0"));
+    assert_eq!(p1.ok("ip -6 neigh show dev eth0").trim(), format!("fe80::1 lladdr {host_mac} PERMANENT"));
+    assert_eq!(node.ok("ip -6 route show fd00:21::2").trim(), format!("fd00:21::2 dev {hv1} metric 1024 pref medium"));
+    assert!(node.ok("ip -6 rule show").contains("512:\tfrom all to fd00:21::2 lookup main"));
+    let ping6 = |ns: &Ns, ip: &str| (0..5).any(|_| ns.sh(&format!("ping -6 -c1 -W1 {ip}")).0);
+    assert!(ping6(&p1, "fd00:21::3"), "pod 1 -> pod 2 over IPv6");
+    assert!(p2.ping("198.18.21.2"), "pod 2 -> pod 1 over IPv4");
+    tool(&node, &env(&n1), &["check", "vpc6", &p1.path()]).expect_ok("check p1");
+    tool(&node, &env(&n1), &["del", "vpc6", &p1.path()]).expect_ok("del p1");
+    assert!(!node.ok("ip -6 rule show").contains("fd00:21::2"));
+    assert_eq!(node.ok("ip -6 route show fd00:21::2"), "");
+    tool(&node, &env(&n2), &["del", "vpc6", &p2.path()]).expect_ok("del p2");
+}
+
+/// A failed ADD (the pod already has `eth0`) releases the address and leaves no rule, route or veth.
+#[test]
+fn vpc_routed_failed_add_rolls_back() {
+    if !root() {
+        return;
+    }
+    let tmp = Tmp::new("vpcrb");
+    let node = Ns::new("vn");
+    let pod = Ns::new("vp");
+    pod.ok("ip link add eth0 type veth peer name other0");
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    let list = serde_json::json!({"cniVersion": "1.0.0", "name": "vpcrb", "plugins": [
+        {"type": "vpc-routed", "ipam": {"type": "host-local", "dataDir": tmp.s("ipam"),
+            "ranges": [[{"subnet": "198.18.22.0/24"}]]}}]});
+    std::fs::write(netconf.join("10.conflist"), list.to_string()).unwrap();
+    let env = vec![
+        ("NETCONFPATH", netconf.display().to_string()),
+        ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
+        ("CNI_CACHE_DIR", tmp.s("cache")),
+    ];
+    let out = tool(&node, &env, &["add", "vpcrb", &pod.path()]);
+    assert!(!out.ok);
+    assert!(out.json()["msg"].as_str().unwrap().contains("already exists"), "{}", out.stdout);
+    assert!(tmp.join("ipam/vpcrb/last_reserved_ip.0").exists(), "IPAM did allocate");
+    assert!(!tmp.join("ipam/vpcrb/198.18.22.2").exists(), "lease released on rollback");
+    assert!(!node.ok("ip rule show").contains("512:"));
+    assert_eq!(node.ok("ip -o link show | grep -c eni || true").trim(), "0");
+    assert!(!tmp.join("cache/results").exists() || std::fs::read_dir(tmp.join("cache/results")).unwrap().count() == 0);
+}
