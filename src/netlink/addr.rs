@@ -67,9 +67,9 @@ pub(crate) fn addr_msg(add: bool, index: u32, addr: IpNet) -> Vec<u8> {
     m.finish()
 }
 
-pub(crate) fn dump_msg(family: Option<Family>) -> Vec<u8> {
+pub(crate) fn dump_msg(family: Option<Family>, index: Option<u32>) -> Vec<u8> {
     let af = family.map_or(AF_UNSPEC, Family::af);
-    Msg::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, &ifaddr(af, 0, 0, 0)).finish()
+    Msg::new(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, &ifaddr(af, 0, 0, index.unwrap_or(0))).finish()
 }
 
 pub(crate) fn parse_addr(p: &[u8]) -> Option<Addr> {
@@ -101,7 +101,7 @@ impl Netlink {
 
     /// Addresses, optionally only of one link and/or family.
     pub fn addrs(&mut self, index: Option<u32>, family: Option<Family>) -> anyhow::Result<Vec<Addr>> {
-        let replies = self.dump(dump_msg(family)).context("failed to list addresses")?;
+        let replies = self.dump(dump_msg(family, index)).context("failed to list addresses")?;
         Ok(replies
             .iter()
             .filter(|r| r.ty == RTM_NEWADDR)
