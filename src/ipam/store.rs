@@ -249,6 +249,9 @@ impl Store {
     pub fn entries(&self) -> anyhow::Result<Vec<Entry>> {
         let mut out = Vec::new();
         let rd = fs::read_dir(&self.dir).with_context(|| format!("failed to read {}", self.dir.display()))?;
+        // one directory fd, files opened relative to it with a single read each: the walk is
+        // O(leases) by the reference's layout, so keep each step to three syscalls
+        let dir = File::open(&self.dir).with_context(|| format!("failed to open {}", self.dir.display()))?;
         for de in rd {
             let Ok(de) = de else { continue };
             let Some(name) = de.file_name().to_str().map(str::to_owned) else { continue };
@@ -257,7 +260,7 @@ impl Store {
                 Ok(t) if t.is_file() => {}
                 _ => continue,
             }
-            let (owner, empty) = match read_small(&de.path()) {
+            let (owner, empty) = match read_small_at(&dir, &name) {
                 Ok(Some(b)) => (Owner::parse(&b), b.is_empty()),
                 Ok(None) => (Owner::Unknown, false),
                 // vanished between readdir and open: not a reservation any more
@@ -353,6 +356,30 @@ impl Store {
 }
 
 /// Read a file of at most MAX_OWNER_LEN bytes; `Ok(None)` if it is larger.
+fn read_small_at(dir: &File, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+    let mut buf = [0u8; MAX_OWNER_LEN as usize + 1];
+    let mut len = 0;
+    // regular files return everything up to the buffer size in one read; loop only on EINTR/short reads
+    while len < buf.len() {
+        let want = buf.len() - len;
+        match nix::unistd::read(&fd, buf.get_mut(len..).unwrap_or_default()) {
+            Ok(0) => break,
+            // a short read of a regular file is its end: no second read for the usual tiny file
+            Ok(n) if n < want => {
+                len += n;
+                break;
+            }
+            Ok(n) => len += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((len as u64 <= MAX_OWNER_LEN).then(|| buf.get(..len).unwrap_or_default().to_vec()))
+}
+
 fn read_small(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let f = File::open(path)?;
     let mut buf = Vec::new();
