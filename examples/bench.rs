@@ -1,8 +1,10 @@
 //! `make bench`: bridge + host-local ADD and DEL per pod, cni-multi against the reference plugins,
-//! at several pod counts, in throwaway network namespaces. Prints a markdown report on stdout.
+//! at several pod counts, then the full chain of issue 4 (bridge + host-local, portmap, firewall,
+//! tuning, bandwidth as one conflist, run plugin by plugin), in throwaway network namespaces.
+//! Prints a markdown report on stdout.
 //!
 //!   cargo run --example bench -- --ours target/x86_64-unknown-linux-musl/release/cni-multi \
-//!       --reference /usr/lib/cni --pods 10,100,1000
+//!       --reference /usr/lib/cni --pods 10,100,1000 --chain-pods 20
 //!
 //! Needs root. Everything happens in namespaces this program makes: a private mount namespace
 //! (so the netns bind mounts and the /sys remounts vanish with the process even if it is killed),
@@ -47,9 +49,12 @@ struct Args {
     /// directory of the reference plugins (default /usr/lib/cni)
     #[argh(option, default = "PathBuf::from(\"/usr/lib/cni\")")]
     reference: PathBuf,
-    /// pod counts, comma separated (default 10,100,1000)
+    /// pod counts, comma separated (default 10,100,1000; "" skips the bridge + host-local runs)
     #[argh(option, default = "String::from(\"10,100,1000\")")]
     pods: String,
+    /// pods in the full-chain case (bridge, portmap, firewall, tuning, bandwidth; default 20, 0 skips it)
+    #[argh(option, default = "20")]
+    chain_pods: usize,
 }
 
 fn main() {
@@ -98,10 +103,14 @@ fn run(args: &Args) -> Result<()> {
     let scales: Vec<usize> = args
         .pods
         .split(',')
+        .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse::<usize>().with_context(|| format!("bad pod count {s:?}")))
         .collect::<Result<_>>()?;
     if scales.iter().any(|&n| n == 0 || n > 4000) {
         bail!("pod counts must be 1..=4000");
+    }
+    if args.chain_pods > 4000 {
+        bail!("--chain-pods must be 0..=4000");
     }
     // a private mount namespace: netns mounts and /sys remounts stay ours and die with us
     unshare(CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
@@ -116,7 +125,8 @@ fn run(args: &Args) -> Result<()> {
     let ctx = Ctx { pid, work: work.clone(), root_netns: File::open("/proc/thread-self/ns/net")? };
 
     let reference = Impl { label: "reference", dir: args.reference.clone() };
-    for p in ["bridge", "host-local"] {
+    let wanted: &[&str] = if args.chain_pods > 0 { &CHAIN_BINARIES } else { &["bridge", "host-local"] };
+    for p in wanted {
         if !reference.dir.join(p).is_file() {
             bail!("{} has no {p}", reference.dir.display());
         }
@@ -127,7 +137,7 @@ fn run(args: &Args) -> Result<()> {
             fs::create_dir_all(&dir)?;
             let bin = fs::canonicalize(bin).with_context(|| format!("no binary at {}", bin.display()))?;
             symlink(&bin, dir.join("cni-multi"))?;
-            for p in ["bridge", "host-local"] {
+            for p in CHAIN_BINARIES {
                 symlink("cni-multi", dir.join(p))?;
             }
             Some((Impl { label: "cni-multi", dir }, bin))
@@ -154,6 +164,24 @@ fn run(args: &Args) -> Result<()> {
         rows.push((n, floor, r, o));
     }
 
+    let chain = if args.chain_pods > 0 {
+        eprintln!("== full chain, {} pods", args.chain_pods);
+        let pods = PodSet::new(&ctx, args.chain_pods)?;
+        let r = measure_chain(&ctx, &reference, &pods)?;
+        report_chain_progress(&reference, &r);
+        let o = match &ours {
+            Some((imp, _)) => {
+                let o = measure_chain(&ctx, imp, &pods)?;
+                report_chain_progress(imp, &o);
+                o
+            }
+            None => ChainTiming { failure: Some("no --ours binary given".into()), ..Default::default() },
+        };
+        Some((args.chain_pods, r, o))
+    } else {
+        None
+    };
+
     eprintln!("== peak RSS");
     let rss_ref = peak_rss(&ctx, &reference)?;
     let rss_ours = match &ours {
@@ -167,6 +195,9 @@ fn run(args: &Args) -> Result<()> {
         ours: ours.as_ref().map(|(_, b)| file_size(b)),
     };
     print!("{}", render(&rows, &rss_ref, &rss_ours, &sizes, &reference.dir));
+    if let Some((n, r, o)) = &chain {
+        print!("\n{}", render_chain(*n, r, o));
+    }
     Ok(())
 }
 
@@ -306,7 +337,11 @@ fn conf(data_dir: &Path) -> String {
 }
 
 fn cni_command(imp: &Impl, verb: &str, pod: &str, id: &str) -> Command {
-    let mut c = Command::new(imp.dir.join("bridge"));
+    plugin_command(imp, "bridge", verb, pod, id)
+}
+
+fn plugin_command(imp: &Impl, plugin: &str, verb: &str, pod: &str, id: &str) -> Command {
+    let mut c = Command::new(imp.dir.join(plugin));
     c.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", verb)
@@ -608,11 +643,15 @@ fn render(
         uname.unwrap_or_default(),
         ref_dir.display()
     );
-    let _ = writeln!(
-        s,
-        "| pods | ADD reference | ADD cni-multi | ADD ratio (ref/ours) | DEL reference | DEL cni-multi | DEL ratio (ref/ours) | kernel floor create | kernel floor delete |"
-    );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if rows.is_empty() {
+        let _ = writeln!(s, "(no bridge + host-local runs: --pods was empty)");
+    } else {
+        let _ = writeln!(
+            s,
+            "| pods | ADD reference | ADD cni-multi | ADD ratio (ref/ours) | DEL reference | DEL cni-multi | DEL ratio (ref/ours) | kernel floor create | kernel floor delete |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
     let mut failures = Vec::new();
     for (n, floor, r, o) in rows {
         let fail = |t: &Timing| if t.failure.is_some() { "FAILED".to_string() } else { String::new() };
@@ -720,4 +759,239 @@ fn goals(rows: &[(usize, (f64, f64), Timing, Timing)], rss_ours: &Rss) -> String
     };
     lines.push(format!("- peak RSS ≤ 2 MiB: {}", verdict(rss)));
     lines.join("\n")
+}
+
+// ---------------------------------------------------------------- the full chain (issue 4)
+
+/// The binaries the full chain needs (bridge executes host-local; cni-multi runs it in-process).
+const CHAIN_BINARIES: [&str; 6] = ["bridge", "host-local", "portmap", "firewall", "tuning", "bandwidth"];
+/// The plugins of the chain's conflist, in ADD order.
+const CHAIN: [&str; 5] = ["bridge", "portmap", "firewall", "tuning", "bandwidth"];
+
+/// Wall time of each plugin process of the chain, per pod.
+#[derive(Default, Clone)]
+struct ChainTiming {
+    /// per pod: the time of each plugin's ADD, in `CHAIN` order
+    add: Vec<[Duration; 5]>,
+    /// per pod: the time of each plugin's DEL, in `CHAIN` order (they run in reverse)
+    del: Vec<[Duration; 5]>,
+    failure: Option<String>,
+}
+
+impl ChainTiming {
+    fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+    /// Mean per pod of the whole chain (sum over its plugins), ms.
+    fn add_ms(&self) -> Option<f64> {
+        mean_ms(&self.add.iter().map(|p| p.iter().sum()).collect::<Vec<Duration>>()).filter(|_| self.ok())
+    }
+    fn del_ms(&self) -> Option<f64> {
+        mean_ms(&self.del.iter().map(|p| p.iter().sum()).collect::<Vec<Duration>>()).filter(|_| self.ok())
+    }
+    /// Mean per pod of plugin `k` of the chain, ms.
+    fn plugin_ms(rows: &[[Duration; 5]], k: usize, ok: bool) -> Option<f64> {
+        mean_ms(&rows.iter().filter_map(|p| p.get(k).copied()).collect::<Vec<_>>()).filter(|_| ok)
+    }
+}
+
+/// The conflist of the chain: bridge + host-local, portmap, firewall, tuning, bandwidth. Each
+/// implementation gets its own IPAM and tuning directories.
+fn chain_conflist(ctx: &Ctx, imp: &Impl) -> serde_json::Value {
+    let data = ctx.work.join(format!("chain-ipam-{}", imp.label));
+    let tuning = ctx.work.join(format!("chain-tuning-{}", imp.label));
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "benchchain",
+        "plugins": [
+            {"type": "bridge", "bridge": BRIDGE, "isGateway": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}],
+                      "dataDir": data}},
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+            {"type": "firewall"},
+            {"type": "tuning", "dataDir": tuning, "sysctl": {"net.core.somaxconn": "300"}},
+            {"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+             "egressRate": 100_000_000, "egressBurst": 1_000_000}
+        ]
+    })
+}
+
+/// The configuration a runtime (libcni) hands plugin `plugin` of `list`: the list's name and
+/// cniVersion, `runtimeConfig` holding the runtime values of the capabilities the plugin
+/// declares, and the previous result.
+fn chain_plugin_conf(
+    list: &serde_json::Value,
+    plugin: &serde_json::Value,
+    runtime: &serde_json::Value,
+    prev: Option<&serde_json::Value>,
+) -> String {
+    let mut c = plugin.clone();
+    c["cniVersion"] = list["cniVersion"].clone();
+    c["name"] = list["name"].clone();
+    if let Some(caps) = plugin["capabilities"].as_object() {
+        let mut rc = serde_json::Map::new();
+        for (cap, on) in caps {
+            if on.as_bool() == Some(true) {
+                if let Some(v) = runtime.get(cap) {
+                    rc.insert(cap.clone(), v.clone());
+                }
+            }
+        }
+        if !rc.is_empty() {
+            c["runtimeConfig"] = serde_json::Value::Object(rc);
+        }
+    }
+    if let Some(p) = prev {
+        c["prevResult"] = p.clone();
+    }
+    c.to_string()
+}
+
+/// Links of a kind left in the current (host) netns.
+fn links_of_type(kind: &str) -> Result<usize> {
+    let out = Command::new("ip").args(["-o", "link", "show", "type", kind]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
+/// For every pod: ADD of each plugin of the chain in order (each gets the previous result), then,
+/// once all pods are up, DEL of each plugin in reverse order with the final result as prevResult,
+/// as a runtime does. Each plugin process is timed (spawn to exit).
+fn measure_chain(ctx: &Ctx, imp: &Impl, pods: &PodSet) -> Result<ChainTiming> {
+    let _host = HostNs::enter(ctx, &format!("c{}", imp.label))?;
+    let list = chain_conflist(ctx, imp);
+    let plugins: Vec<serde_json::Value> = list["plugins"].as_array().cloned().unwrap_or_default();
+    let mut t = ChainTiming::default();
+    let mut results = Vec::new();
+    'pods: for (i, pod) in pods.names.iter().enumerate() {
+        let id = format!("chain-{i}");
+        let runtime = serde_json::json!({"portMappings": [
+            {"hostPort": 10000 + i, "containerPort": 80, "protocol": "tcp"}
+        ]});
+        let mut prev: Option<serde_json::Value> = None;
+        let mut times = [Duration::ZERO; 5];
+        for (k, (name, p)) in CHAIN.iter().zip(&plugins).enumerate() {
+            let conf = chain_plugin_conf(&list, p, &runtime, prev.as_ref());
+            let (o, dt) = invoke(plugin_command(imp, name, "ADD", pod, &id), &conf)?;
+            if let Err(e) = check_add(&o) {
+                t.failure = Some(format!("pod {i}: {name}: {e:#}"));
+                break 'pods;
+            }
+            prev = Some(serde_json::from_str(&o.stdout)?);
+            if let Some(slot) = times.get_mut(k) {
+                *slot = dt;
+            }
+        }
+        let Some(result) = prev else { bail!("empty chain") };
+        if i == 0 {
+            let ifs = result["interfaces"].as_array().map_or(0, |a| a.len());
+            if ifs != 4 {
+                t.failure =
+                    Some(format!("pod 0: the chain's result has {ifs} interfaces, not 4 (bridge, veth, eth0, ifb)"));
+                break;
+            }
+        }
+        t.add.push(times);
+        results.push((pod, id, runtime, result));
+    }
+    if t.ok() {
+        for (i, (pod, id, runtime, result)) in results.iter().enumerate() {
+            let mut times = [Duration::ZERO; 5];
+            for (k, (name, p)) in CHAIN.iter().zip(&plugins).enumerate().rev() {
+                let conf = chain_plugin_conf(&list, p, runtime, Some(result));
+                let (o, dt) = invoke(plugin_command(imp, name, "DEL", pod, id), &conf)?;
+                if !o.ok {
+                    t.failure = Some(format!("DEL pod {i}: {name}: {} {}", short(&o.stdout), short(&o.stderr)));
+                    break;
+                }
+                if let Some(slot) = times.get_mut(k) {
+                    *slot = dt;
+                }
+            }
+            if !t.ok() {
+                break;
+            }
+            t.del.push(times);
+        }
+    }
+    if t.ok() {
+        let (veths, ifbs) = (links_of_type("veth")?, links_of_type("ifb")?);
+        if veths + ifbs > 0 {
+            t.failure = Some(format!("{veths} veths and {ifbs} ifbs left after DEL"));
+        }
+    }
+    for pod in &pods.names {
+        let _ = Command::new("ip").args(["-n", pod, "link", "del", "eth0"]).stderr(Stdio::null()).status();
+    }
+    Ok(t)
+}
+
+fn report_chain_progress(imp: &Impl, t: &ChainTiming) {
+    match (&t.failure, t.add_ms(), t.del_ms()) {
+        (Some(f), _, _) => eprintln!("   {}: FAILED: {f}", imp.label),
+        (None, Some(a), Some(d)) => eprintln!("   {}: chain ADD {a:.2} ms/pod, DEL {d:.2} ms/pod", imp.label),
+        _ => eprintln!("   {}: no data", imp.label),
+    }
+}
+
+/// The full-chain tables and the goals of issue 4.
+fn render_chain(n: usize, r: &ChainTiming, o: &ChainTiming) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## bench: full chain (bridge + host-local, portmap, firewall, tuning, bandwidth), ms per pod\n\n\
+         One conflist run plugin by plugin as a runtime does: ADD in order with the previous result, DEL in \
+         reverse with the final result; a pod's time is the sum of its plugin processes' wall times. \
+         {n} pods, each implementation in its own fresh host netns.\n"
+    );
+    let cell = |v: Option<f64>, t: &ChainTiming| if t.ok() { fmt_ms(v) } else { "FAILED".into() };
+    let _ = writeln!(
+        s,
+        "| pods | ADD reference | ADD cni-multi | ADD ratio (ref/ours) | DEL reference | DEL cni-multi | DEL ratio (ref/ours) |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| {n} | {} | {} | {} | {} | {} | {} |",
+        cell(r.add_ms(), r),
+        cell(o.add_ms(), o),
+        fmt_ratio(r.add_ms(), o.add_ms()),
+        cell(r.del_ms(), r),
+        cell(o.del_ms(), o),
+        fmt_ratio(r.del_ms(), o.del_ms()),
+    );
+    let _ = writeln!(
+        s,
+        "\n| plugin | ADD reference | ADD cni-multi | ADD ratio | DEL reference | DEL cni-multi | DEL ratio |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for (k, name) in CHAIN.iter().enumerate() {
+        let (ra, oa) = (ChainTiming::plugin_ms(&r.add, k, r.ok()), ChainTiming::plugin_ms(&o.add, k, o.ok()));
+        let (rd, od) = (ChainTiming::plugin_ms(&r.del, k, r.ok()), ChainTiming::plugin_ms(&o.del, k, o.ok()));
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            cell(ra, r),
+            cell(oa, o),
+            fmt_ratio(ra, oa),
+            cell(rd, r),
+            cell(od, o),
+            fmt_ratio(rd, od)
+        );
+    }
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not measured",
+    };
+    let add = r.add_ms().zip(o.add_ms()).map(|(r, o)| r >= 10.0 * o);
+    let del = r.del_ms().zip(o.del_ms()).map(|(r, o)| r >= 3.0 * o);
+    let _ = writeln!(s, "\nGoals (issue 4):");
+    let _ = writeln!(s, "- full chain ADD ≥ 10× faster than the reference: {}", verdict(add));
+    let _ = writeln!(s, "- full chain DEL ≥ 3× faster than the reference: {}", verdict(del));
+    for (label, t) in [("reference", r), ("cni-multi", o)] {
+        if let Some(f) = &t.failure {
+            let _ = writeln!(s, "\nFailure, {label}: {f}");
+        }
+    }
+    s
 }
