@@ -345,7 +345,7 @@ fn macspoofchk_drops_spoofed_source_mac() {
         let _ = try_run(&["ip", "netns", "exec", &host, "ip", "neigh", "flush", "dev", "br0"]);
         let _ = try_run(&["ip", "netns", "exec", &ctr, "ip", "neigh", "flush", "dev", "eth0"]);
     };
-    assert!(ping(&ctr), "baseline connectivity");
+    assert!((0..5).any(|_| ping(&ctr)), "baseline connectivity");
 
     in_ns(&host, || {
         macspoof::setup("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
@@ -366,7 +366,7 @@ fn macspoofchk_drops_spoofed_source_mac() {
         \t}\n\
         }\n";
     assert_eq!(table, expected);
-    assert!(ping(&ctr), "real MAC must pass");
+    assert!((0..5).any(|_| ping(&ctr)), "real MAC must pass");
     set_mac("02:00:00:00:00:02");
     assert!(!ping(&ctr), "spoofed MAC must be dropped");
 
@@ -376,7 +376,8 @@ fn macspoofchk_drops_spoofed_source_mac() {
     });
     let after = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
-    assert!(ping(&ctr), "after teardown any MAC passes");
+    // the bridge re-learns the new MAC and the neighbours re-resolve: allow a few tries on a busy machine
+    assert!((0..5).any(|_| ping(&ctr)), "after teardown any MAC passes");
 }
 
 // ---- portmap ------------------------------------------------------------------------------------
