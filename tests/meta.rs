@@ -209,38 +209,65 @@ fn sbr_table_mode_only_adds_rules() {
 
 /// Move `bytes` from a TCP client in `from` to a server in `to` listening on `addr`; returns the
 /// time from the first byte received to EOF.
-fn timed_transfer(from: &Netns, to: &Netns, addr: &str, bytes: usize) -> Duration {
+/// Time moving `bytes` over TCP from `from` to `to` (from the first byte received to the last);
+/// `None` when the transfer stalls or fails (the caller retries: the machine is shared).
+fn timed_transfer(from: &Netns, to: &Netns, addr: &str, bytes: usize) -> Option<Duration> {
     let a = addr.to_string();
     let listener = to.run_in(move || TcpListener::bind(format!("{a}:0")).expect("bind"));
-    let port = listener.local_addr().unwrap().port();
+    let port = listener.local_addr().ok()?.port();
     let target = format!("{addr}:{port}");
     let mut client = from.run_in(move || TcpStream::connect(target).expect("connect"));
+    let _ = client.set_write_timeout(Some(Duration::from_secs(20)));
     let sender = std::thread::spawn(move || {
         let buf = vec![0x5au8; 64 * 1024];
         let mut left = bytes;
         while left > 0 {
             let n = left.min(buf.len());
-            client.write_all(&buf[..n]).expect("send");
+            if client.write_all(&buf[..n]).is_err() {
+                break;
+            }
             left -= n;
         }
         let _ = client.shutdown(std::net::Shutdown::Write);
     });
-    let (mut conn, _) = listener.accept().expect("accept");
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (mut conn, _) = listener.accept().ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0usize;
     let mut start = None;
     loop {
-        let n = conn.read(&mut buf).expect("read");
-        if n == 0 {
-            break;
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                start.get_or_insert_with(Instant::now);
+                got += n;
+            }
+            Err(e) => {
+                eprintln!("transfer to {addr} stalled after {got} bytes: {e}");
+                drop(conn);
+                let _ = sender.join();
+                return None;
+            }
         }
-        start.get_or_insert_with(Instant::now);
-        got += n;
     }
-    sender.join().expect("sender");
-    assert_eq!(got, bytes);
-    start.map(|s| s.elapsed()).unwrap_or_default()
+    let _ = sender.join();
+    (got == bytes).then(|| start.map(|s| s.elapsed()).unwrap_or_default())
+}
+
+/// Up to three transfers; passes when one takes `expect` ±15 % (a shared 2-core machine can
+/// stall one run, it cannot make an unshaped link take exactly the shaped time).
+fn assert_shaped(what: &str, expect: f64, mut run: impl FnMut() -> Option<Duration>) {
+    let mut seen = vec![];
+    for _ in 0..3 {
+        let took = run().map(|d| d.as_secs_f64());
+        if let Some(t) = took {
+            if (t - expect).abs() / expect <= 0.15 {
+                return;
+            }
+        }
+        seen.push(took);
+    }
+    panic!("{what}: took {seen:?} s, expected {expect:.2}s ±15%");
 }
 
 #[test]
@@ -278,10 +305,9 @@ fn bandwidth_shapes_both_directions_and_del_cleans_up() {
     let c0 = w.c(0);
     c0.settle();
     let gw = s.ip4(1);
-    let up = timed_transfer(c0, &w.host, &gw, bytes).as_secs_f64();
-    assert!((up - expect).abs() / expect <= 0.15, "egress took {up:.2}s, expected {expect:.2}s ±15%");
-    let down = timed_transfer(&w.host, c0, &s.ip4(2), bytes).as_secs_f64();
-    assert!((down - expect).abs() / expect <= 0.15, "ingress took {down:.2}s, expected {expect:.2}s ±15%");
+    assert_shaped("egress", expect, || timed_transfer(c0, &w.host, &gw, bytes));
+    let c2 = s.ip4(2);
+    assert_shaped("ingress", expect, || timed_transfer(&w.host, c0, &c2, bytes));
 
     // DEL: no ifb; DEL of ptp then leaves no qdisc anywhere in the host netns
     w.del(&conf).run().ok();
