@@ -1141,3 +1141,45 @@ fn macspoof_second_attachment_add_is_add_only() {
         },
     );
 }
+
+/// Concurrent ADDs (two writers racing in one netns) with the add-only path: every attachment's
+/// rules are there, the shared chains hold their rules exactly once.
+#[test]
+fn concurrent_fast_adds_keep_shared_chains_exact() {
+    let host = format!("fwcc{}", std::process::id());
+    let _w = empty_nses(std::slice::from_ref(&host));
+    let writers: Vec<_> = (0..2usize)
+        .map(|w| {
+            let path = format!("/run/netns/{host}");
+            std::thread::spawn(move || {
+                let fd = File::open(&path).unwrap();
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                for i in (w..24).step_by(2) {
+                    portmap::nft_ensure(&fast_pm_spec(i)).unwrap();
+                    fwplugin::nft_add(&fast_fw_spec(i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    in_ns(&host, || {
+        let mut s = NftSocket::open().unwrap();
+        let pm = TableState::read(&mut s, Family::Ip, portmap::NFT_TABLE).unwrap();
+        assert_eq!(pm.rules_of(portmap::HOSTPORTS_ALL).count(), 2);
+        assert_eq!(pm.rules_of("prerouting").count(), 1);
+        assert_eq!(pm.rules_of("output").count(), 1);
+        let fw = TableState::read(&mut s, Family::Inet, fwplugin::NFT_TABLE).unwrap();
+        assert_eq!(fw.rules_of(fwplugin::NFT_FORWARD).count(), 2);
+        assert_eq!(fw.rules_of(fwplugin::NFT_STAGE2).count(), 2, "one drop per bridge");
+        for i in 0..24 {
+            let pm_cid = fast_pm_spec(i).container_id;
+            let n = pm.rules_of(portmap::HOSTPORTS).filter(|r| r.comment.as_deref() == Some(pm_cid.as_str())).count();
+            assert_eq!(n, 2, "{pm_cid}");
+            let fw_cid = fast_fw_spec(i).container_id;
+            let n = fw.rules_of(fwplugin::NFT_PRIV).filter(|r| r.comment.as_deref() == Some(fw_cid.as_str())).count();
+            assert_eq!(n, 4, "{fw_cid}: two rules per IP");
+        }
+    });
+}
