@@ -934,3 +934,253 @@ fn macspoofchk_gc_removes_only_invalid_attachments_of_our_ports() {
     assert!(t.contains("cni-br-iface-keep-1-eth0-mac") && t.contains("cni-br-iface-other-3-eth0-mac"), "{t}");
     assert!(!t.contains("stale-2"), "{t}");
 }
+
+// ---- add-only ADD batches and the generation guard ----------------------------------------------
+
+use cni_multi::firewall::nft::{self as nftlib, decode, plan::TableState, sock::NftSocket, Batch, Family};
+
+/// One empty netns per name, removed on drop.
+fn empty_nses(names: &[String]) -> World {
+    let w = World { names: names.to_vec() };
+    for n in names {
+        run(&["ip", "netns", "add", n]);
+    }
+    w
+}
+
+/// A batch planned against a stale generation is refused as a whole (nothing applied, the
+/// error says stale), and `transact` re-plans and succeeds.
+#[test]
+fn nft_stale_genid_is_rejected_and_transact_retries() {
+    let host = format!("fwgen{}", std::process::id());
+    let _w = empty_nses(std::slice::from_ref(&host));
+    in_ns(&host, || {
+        let mut s = NftSocket::open().unwrap();
+        let mut other = NftSocket::open().unwrap();
+        let table = |name: &str| {
+            let mut b = Batch::new();
+            b.add_table(Family::Ip, name, None);
+            b
+        };
+        let present = |s: &mut NftSocket, name: &str| {
+            decode::list_tables(s, Some(Family::Ip)).unwrap().iter().any(|t| t.name == name)
+        };
+        let g = s.genid().unwrap();
+        assert_eq!(s.genid().unwrap(), g, "no commit, same generation");
+        s.commit_guarded(&table("fresh"), Some(g)).unwrap();
+        let g2 = s.genid().unwrap();
+        assert_ne!(g2, g, "a commit bumps the generation");
+        other.commit(&table("concurrent")).unwrap();
+        let err = s.commit_guarded(&table("stale"), Some(g2)).unwrap_err();
+        assert!(err.is_stale(), "{err}");
+        assert!(!present(&mut s, "stale"), "a refused batch applies nothing");
+        // the socket is still in sync: a guarded commit with the current generation works
+        let g3 = s.genid().unwrap();
+        s.commit_guarded(&table("current"), Some(g3)).unwrap();
+        assert!(present(&mut s, "current"));
+        // transact: a concurrent commit between planning and commit makes it plan again (fast)
+        let mut calls = Vec::new();
+        s.transact(|_, fast| -> anyhow::Result<Batch> {
+            calls.push(fast);
+            if calls.len() == 1 {
+                other.commit(&table(&format!("racer{}", calls.len()))).unwrap();
+            }
+            Ok(table("retried"))
+        })
+        .unwrap();
+        assert_eq!(calls, [true, true], "stale once, then a fast plan again");
+        assert!(present(&mut s, "retried") && present(&mut s, "racer1"));
+        // always contended: after GUARDED_TRIES fast attempts, the full plan is committed unguarded
+        let mut calls = Vec::new();
+        s.transact(|_, fast| -> anyhow::Result<Batch> {
+            calls.push(fast);
+            other.commit(&table(&format!("busy{}", calls.len()))).unwrap();
+            Ok(table("fallback"))
+        })
+        .unwrap();
+        assert_eq!(calls.len(), nftlib::sock::GUARDED_TRIES + 1);
+        assert_eq!(calls.last(), Some(&false));
+        assert!(present(&mut s, "fallback"));
+    });
+}
+
+/// Asserts a batch only appends (no delete, flush, table or chain declaration except `new_chains`).
+fn assert_add_only(b: &Batch, new_chains: &[&str]) {
+    let whats: Vec<&str> = b.msgs.iter().map(|m| m.what.as_str()).collect();
+    assert!(b.only_adds(), "{whats:#?}");
+    assert!(!b.is_empty());
+    for m in &b.msgs {
+        assert_ne!(m.kind, nftlib::msg::NEWTABLE, "{whats:#?}");
+        if m.kind == nftlib::msg::NEWCHAIN {
+            assert!(new_chains.iter().any(|c| m.what.ends_with(&format!(" {c}"))), "{whats:#?}");
+        }
+    }
+}
+
+/// Runs three attachments' ADDs in two namespaces: `fast` through the public API (the add-only
+/// path), `full` by committing the old self-contained batches. Before the third ADD in `fast`,
+/// its fast plan is inspected with `check`. Both rulesets must read the same.
+fn fast_vs_full(tag: &str, api: fn(usize), full: fn(&mut NftSocket, usize), check: fn(&mut NftSocket, usize)) {
+    let pid = std::process::id();
+    let (fast, slow) = (format!("fwf{tag}{pid}"), format!("fws{tag}{pid}"));
+    let _w = empty_nses(&[fast.clone(), slow.clone()]);
+    in_ns(&fast, move || {
+        api(0);
+        api(1);
+        check(&mut NftSocket::open().unwrap(), 2);
+        api(2);
+        api(2); // a repeated ADD of the same attachment (repair path) leaves the same text
+    });
+    in_ns(&slow, move || {
+        let mut s = NftSocket::open().unwrap();
+        for i in 0..3 {
+            full(&mut s, i);
+        }
+    });
+    let (a, b) = (ruleset(&fast), ruleset(&slow));
+    assert!(a.contains("table"), "{a}");
+    assert_eq!(a, b, "fast path ruleset differs from the full path's");
+}
+
+fn masq_ips(i: usize) -> Vec<IpNet> {
+    vec![format!("198.18.200.{}/24", i + 2).parse().unwrap(), format!("fd00:200::{}/64", i + 2).parse().unwrap()]
+}
+
+#[test]
+fn ipmasq_second_attachment_add_is_add_only() {
+    use cni_multi::firewall::ipmasq;
+    fast_vs_full(
+        "im",
+        |i| firewall::setup_ipmasq(Some("nftables"), "fastnet", &format!("cid{i}"), "eth0", &masq_ips(i)).unwrap(),
+        |s, i| {
+            let existing = decode::list_rules(s, Family::Inet, ipmasq::TABLE, Some(ipmasq::CHAIN)).unwrap();
+            s.commit(&ipmasq::setup_batch(&existing, "fastnet", &format!("cid{i}"), "eth0", &masq_ips(i))).unwrap();
+        },
+        |s, i| {
+            let st = TableState::read(s, Family::Inet, ipmasq::TABLE).unwrap();
+            assert_add_only(&ipmasq::setup_batch_fast(&st, "fastnet", &format!("cid{i}"), "eth0", &masq_ips(i)), &[]);
+        },
+    );
+}
+
+fn fast_pm_spec(i: usize) -> PortmapSpec {
+    let mut s = pm_spec("fast", format!("198.18.201.{}/24", i + 2).parse().unwrap());
+    s.container_id = format!("pm-cid{i}");
+    for m in &mut s.mappings {
+        m.host_port += i as u16;
+    }
+    s
+}
+
+#[test]
+fn portmap_second_attachment_add_is_add_only() {
+    fast_vs_full(
+        "pm",
+        |i| portmap::nft_ensure(&fast_pm_spec(i)).unwrap(),
+        |s, i| s.commit(&portmap::nft_setup_batch(&fast_pm_spec(i)).unwrap()).unwrap(),
+        |s, i| {
+            let st = TableState::read(s, Family::Ip, portmap::NFT_TABLE).unwrap();
+            assert_add_only(&portmap::nft_setup_batch_fast(&st, &fast_pm_spec(i)).unwrap(), &[]);
+        },
+    );
+}
+
+fn fast_fw_spec(i: usize) -> FirewallSpec {
+    FirewallSpec {
+        container_id: format!("fw-cid{i}"),
+        ips: masq_ips(i),
+        admin_chain: "CNI-ADMIN".into(),
+        ingress_policy: IngressPolicy::Isolated,
+        bridge: Some(if i == 0 { "fastbr0".into() } else { "fastbr1".into() }),
+    }
+}
+
+#[test]
+fn firewall_plugin_second_attachment_add_is_add_only() {
+    fast_vs_full(
+        "fw",
+        |i| fwplugin::nft_add(&fast_fw_spec(i)).unwrap(),
+        |s, i| {
+            let mut comments = Vec::new();
+            for c in [fwplugin::NFT_PRIV, fwplugin::NFT_STAGE1, fwplugin::NFT_STAGE2] {
+                let rules = decode::list_rules(s, Family::Inet, fwplugin::NFT_TABLE, Some(c)).unwrap();
+                comments.extend(rules.into_iter().filter_map(|r| r.comment));
+            }
+            s.commit(&fwplugin::nft_add_batch(&fast_fw_spec(i), &comments)).unwrap();
+        },
+        |s, i| {
+            let st = TableState::read(s, Family::Inet, fwplugin::NFT_TABLE).unwrap();
+            assert_add_only(&fwplugin::nft_add_batch_fast(&st, &fast_fw_spec(i)), &[]);
+        },
+    );
+}
+
+fn spoof_args(i: usize) -> (String, String, [u8; 6]) {
+    (format!("ms-cid{i}"), format!("vethfast{i}"), [2, 0, 0, 0, 0, i as u8 + 1])
+}
+
+#[test]
+fn macspoof_second_attachment_add_is_add_only() {
+    fast_vs_full(
+        "ms",
+        |i| {
+            let (cid, veth, mac) = spoof_args(i);
+            let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            macspoof::setup(&cid, "eth0", &veth, &mac).unwrap()
+        },
+        |s, i| {
+            let (cid, veth, mac) = spoof_args(i);
+            let pre = decode::list_rules(s, Family::Bridge, macspoof::TABLE, Some(macspoof::BASE_CHAIN)).unwrap();
+            s.commit(&macspoof::setup_batch(&pre, &cid, "eth0", &veth, mac)).unwrap();
+        },
+        |s, i| {
+            let (cid, veth, mac) = spoof_args(i);
+            let st = TableState::read(s, Family::Bridge, macspoof::TABLE).unwrap();
+            let ic = macspoof::iface_chain(&cid, "eth0");
+            let mc = macspoof::mac_chain(&cid, "eth0");
+            assert_add_only(&macspoof::setup_batch_fast(&st, &cid, "eth0", &veth, mac), &[&ic, &mc]);
+        },
+    );
+}
+
+/// Concurrent ADDs (two writers racing in one netns) with the add-only path: every attachment's
+/// rules are there, the shared chains hold their rules exactly once.
+#[test]
+fn concurrent_fast_adds_keep_shared_chains_exact() {
+    let host = format!("fwcc{}", std::process::id());
+    let _w = empty_nses(std::slice::from_ref(&host));
+    let writers: Vec<_> = (0..2usize)
+        .map(|w| {
+            let path = format!("/run/netns/{host}");
+            std::thread::spawn(move || {
+                let fd = File::open(&path).unwrap();
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                for i in (w..24).step_by(2) {
+                    portmap::nft_ensure(&fast_pm_spec(i)).unwrap();
+                    fwplugin::nft_add(&fast_fw_spec(i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    in_ns(&host, || {
+        let mut s = NftSocket::open().unwrap();
+        let pm = TableState::read(&mut s, Family::Ip, portmap::NFT_TABLE).unwrap();
+        assert_eq!(pm.rules_of(portmap::HOSTPORTS_ALL).count(), 2);
+        assert_eq!(pm.rules_of("prerouting").count(), 1);
+        assert_eq!(pm.rules_of("output").count(), 1);
+        let fw = TableState::read(&mut s, Family::Inet, fwplugin::NFT_TABLE).unwrap();
+        assert_eq!(fw.rules_of(fwplugin::NFT_FORWARD).count(), 2);
+        assert_eq!(fw.rules_of(fwplugin::NFT_STAGE2).count(), 2, "one drop per bridge");
+        for i in 0..24 {
+            let pm_cid = fast_pm_spec(i).container_id;
+            let n = pm.rules_of(portmap::HOSTPORTS).filter(|r| r.comment.as_deref() == Some(pm_cid.as_str())).count();
+            assert_eq!(n, 2, "{pm_cid}");
+            let fw_cid = fast_fw_spec(i).container_id;
+            let n = fw.rules_of(fwplugin::NFT_PRIV).filter(|r| r.comment.as_deref() == Some(fw_cid.as_str())).count();
+            assert_eq!(n, 4, "{fw_cid}: two rules per IP");
+        }
+    });
+}

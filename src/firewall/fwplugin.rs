@@ -31,6 +31,7 @@
 use super::iptables::{restore_quote, split_args, IptablesBackend, NatState};
 use super::nft::decode::{list_chains, list_rules};
 use super::nft::expr::{ct_state, match_addr, match_ct_state, match_ifname, meta_key, nfproto, CmpOp, REG_1};
+use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
 use anyhow::{bail, Result};
@@ -268,6 +269,28 @@ fn oifname_neq(name: &str) -> Vec<Expr> {
 /// The ADD transaction (pure: `existing_comments` = comments of rules already in the isolation
 /// chains, so bridge rules are not duplicated).
 pub fn nft_add_batch(spec: &FirewallSpec, existing_comments: &[String]) -> Batch {
+    let mut b = Batch::new();
+    nft_plan(&mut b, None, spec, existing_comments);
+    b
+}
+
+/// The fast ADD plan against a dumped state of the table: deletes the container's old per-IP
+/// rules (if any), declares only what is missing, leaves `forward` alone when it already holds
+/// exactly our two jumps.
+pub fn nft_add_batch_fast(st: &TableState, spec: &FirewallSpec) -> Batch {
+    let mut b = Batch::new();
+    for r in st.rules_of(NFT_PRIV).filter(|r| r.comment.as_deref() == Some(spec.container_id.as_str())) {
+        b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
+    }
+    let existing: Vec<String> = [NFT_PRIV, NFT_STAGE1, NFT_STAGE2]
+        .iter()
+        .flat_map(|c| st.rules_of(c).filter_map(|r| r.comment.clone()))
+        .collect();
+    nft_plan(&mut b, Some(st), spec, &existing);
+    b
+}
+
+fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &FirewallSpec, existing_comments: &[String]) {
     let f = Family::Inet;
     let t = NFT_TABLE;
     let rule = |chain: &str, exprs: Vec<Expr>, comment: Option<String>| Rule {
@@ -277,17 +300,15 @@ pub fn nft_add_batch(spec: &FirewallSpec, existing_comments: &[String]) -> Batch
         exprs,
         comment,
     };
-    let mut b = Batch::new();
-    b.add_table(f, t, Some("CNI firewall plugin"));
+    b.ensure_table(st, f, t, Some("CNI firewall plugin"));
     for c in [NFT_PRIV, NFT_ADMIN, NFT_STAGE1, NFT_STAGE2] {
-        b.add_chain(f, t, c, None, None);
+        b.ensure_chain(st, f, t, c, None, None);
     }
     let base =
         BaseChain { chain_type: "filter", hook: Hook::Forward, priority: prio::FILTER, policy_accept: Some(true) };
-    b.add_chain(f, t, NFT_FORWARD, Some(&base), None);
-    b.flush_chain(f, t, NFT_FORWARD);
-    b.add_rule(&rule(NFT_FORWARD, vec![Expr::Verdict(Verdict::Jump(NFT_STAGE1.into()))], None));
-    b.add_rule(&rule(NFT_FORWARD, vec![Expr::Verdict(Verdict::Jump(NFT_PRIV.into()))], None));
+    b.ensure_chain(st, f, t, NFT_FORWARD, Some(&base), None);
+    let jumps = [NFT_STAGE1, NFT_PRIV].map(|c| rule(NFT_FORWARD, vec![Expr::Verdict(Verdict::Jump(c.into()))], None));
+    b.ensure_chain_rules(st, f, t, NFT_FORWARD, &jumps);
     // cni_forward's first rule (jump admin) is only added when the chain is new: the caller
     // passes "admin-jump" in existing_comments when it is there.
     if !existing_comments.iter().any(|c| c == ADMIN_COMMENT) {
@@ -324,7 +345,6 @@ pub fn nft_add_batch(spec: &FirewallSpec, existing_comments: &[String]) -> Batch
             b.add_rule(&rule(NFT_STAGE2, e, Some(c)));
         }
     }
-    b
 }
 
 fn nft_comments(s: &mut NftSocket) -> Result<Vec<String>> {
@@ -341,16 +361,20 @@ pub fn nft_add(spec: &FirewallSpec) -> Result<()> {
         return Ok(());
     }
     let mut s = NftSocket::cached()?;
-    let existing = nft_comments(&mut s)?;
-    let mut b = Batch::new();
-    for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))? {
-        if r.comment.as_deref() == Some(spec.container_id.as_str()) {
-            b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
+    s.transact(|s, fast| -> Result<Batch> {
+        if fast {
+            return Ok(nft_add_batch_fast(&TableState::read(s, Family::Inet, NFT_TABLE)?, spec));
         }
-    }
-    b.msgs.extend(nft_add_batch(spec, &existing).msgs);
-    s.commit(&b)?;
-    Ok(())
+        let existing = nft_comments(s)?;
+        let mut b = Batch::new();
+        for r in list_rules(s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))? {
+            if r.comment.as_deref() == Some(spec.container_id.as_str()) {
+                b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
+            }
+        }
+        nft_plan(&mut b, None, spec, &existing);
+        Ok(b)
+    })
 }
 
 /// nftables DEL: the container's per-IP rules (isolation rules stay, as the reference).

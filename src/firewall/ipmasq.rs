@@ -17,10 +17,13 @@
 //! ```
 //!
 //! Each change is one transaction: ensure table/chains, flush+rewrite `postrouting`, delete this
-//! attachment's stale rules (same comment prefix), add the new ones.
+//! attachment's stale rules (same comment prefix), add the new ones. When the table is already
+//! right (every attachment after the first), the transaction only adds the attachment's rules
+//! ([`setup_batch_fast`], committed guarded by the ruleset generation; see [`super::nft::plan`]).
 
 use super::nft::decode::{list_rules, RuleInfo};
 use super::nft::expr::{match_addr, nfproto, CmpOp};
+use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
 use super::sha512::hash_with_prefix;
@@ -95,26 +98,44 @@ pub fn postrouting_rules() -> Vec<Rule> {
     vec![rule(v4), rule(v6), rule(vec![Expr::Verdict(Verdict::Goto(CHAIN.into()))])]
 }
 
-/// Builds the setup transaction (pure: `existing` = current rules of `masq_checks`).
+/// Builds the setup transaction (pure: `existing` = current rules of `masq_checks`): the full,
+/// self-contained plan.
 pub fn setup_batch(existing: &[RuleInfo], network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Batch {
+    let mut b = Batch::new();
+    plan_setup(&mut b, None, existing.iter(), network, container_id, ifname, ips);
+    b
+}
+
+/// The fast (add-only when possible) setup plan against a dumped state of the table; commit it
+/// guarded by the generation the state was read at.
+pub fn setup_batch_fast(st: &TableState, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Batch {
+    let mut b = Batch::new();
+    plan_setup(&mut b, Some(st), st.rules_of(CHAIN), network, container_id, ifname, ips);
+    b
+}
+
+fn plan_setup<'a>(
+    b: &mut Batch,
+    st: Option<&TableState>,
+    existing: impl Iterator<Item = &'a RuleInfo>,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    ips: &[IpNet],
+) {
     let prefix = hash_for_instance(network, ifname, container_id);
     let comment = comment_for_instance(network, ifname, container_id);
-    let mut b = Batch::new();
-    b.add_table(Family::Inet, TABLE, Some(TABLE_COMMENT));
-    b.add_chain(Family::Inet, TABLE, CHAIN, None, Some(CHAIN_COMMENT));
+    b.ensure_table(st, Family::Inet, TABLE, Some(TABLE_COMMENT));
+    b.ensure_chain(st, Family::Inet, TABLE, CHAIN, None, Some(CHAIN_COMMENT));
     let base = BaseChain { chain_type: "nat", hook: Hook::Postrouting, priority: prio::SRCNAT, policy_accept: None };
-    b.add_chain(Family::Inet, TABLE, POSTROUTING, Some(&base), None);
-    b.flush_chain(Family::Inet, TABLE, POSTROUTING);
-    for r in postrouting_rules() {
-        b.add_rule(&r);
-    }
-    for r in existing.iter().filter(|r| r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))) {
+    b.ensure_chain(st, Family::Inet, TABLE, POSTROUTING, Some(&base), None);
+    b.ensure_chain_rules(st, Family::Inet, TABLE, POSTROUTING, &postrouting_rules());
+    for r in existing.filter(|r| r.comment.as_deref().is_some_and(|c| c.starts_with(&prefix))) {
         b.del_rule(Family::Inet, TABLE, CHAIN, r.handle);
     }
     for ip in ips {
         b.add_rule(&masq_rule(ip, &comment));
     }
-    b
 }
 
 /// The nftables backend (netlink).
@@ -160,20 +181,14 @@ impl Firewall for NftBackend {
             return Ok(());
         }
         let mut s = NftSocket::cached()?;
-        let mut last = None;
-        // A concurrent DEL can remove a stale rule between our read and our commit (ENOENT):
-        // read again and retry.
-        for _ in 0..3 {
-            let existing = Self::current(&mut s)?;
-            let b = setup_batch(&existing, network, container_id, ifname, ips);
-            match s.commit(&b) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_not_found() => last = Some(e),
-                Err(e) => return Err(anyhow::Error::from(e).context("setting up nftables masquerade")),
-            }
-        }
-        Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("nftables masquerade failed")))
-            .context("setting up nftables masquerade")
+        s.transact(|s, fast| -> Result<Batch> {
+            Ok(if fast {
+                setup_batch_fast(&TableState::read(s, Family::Inet, TABLE)?, network, container_id, ifname, ips)
+            } else {
+                setup_batch(&Self::current(s)?, network, container_id, ifname, ips)
+            })
+        })
+        .context("setting up nftables masquerade")
     }
 
     fn remove_masquerade(&self, network: &str, container_id: &str, ifname: &str, _ips: &[IpNet]) -> Result<()> {

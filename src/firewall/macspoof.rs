@@ -21,6 +21,7 @@
 
 use super::nft::decode::{list_chains, list_rules, RuleInfo};
 use super::nft::expr::{match_ether_saddr, match_ifname};
+use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
 use anyhow::{bail, Context, Result};
@@ -62,8 +63,26 @@ fn base_chain() -> BaseChain {
     BaseChain { chain_type: "filter", hook: Hook::Prerouting, priority: prio::BRIDGE_DSTNAT, policy_accept: Some(true) }
 }
 
-/// The setup transaction (pure: `prerouting` = current rules of the base chain).
+/// The setup transaction (pure: `prerouting` = current rules of the base chain): the full,
+/// self-contained plan.
 pub fn setup_batch(prerouting: &[RuleInfo], container_id: &str, ifname: &str, host_veth: &str, mac: [u8; 6]) -> Batch {
+    plan_setup(None, prerouting.iter(), container_id, ifname, host_veth, mac)
+}
+
+/// The fast plan against a dumped state of `bridge nat`: only what is missing is declared, and
+/// the attachment's own chains are flushed only when they already exist (a repeated setup).
+pub fn setup_batch_fast(st: &TableState, container_id: &str, ifname: &str, host_veth: &str, mac: [u8; 6]) -> Batch {
+    plan_setup(Some(st), st.rules_of(BASE_CHAIN), container_id, ifname, host_veth, mac)
+}
+
+fn plan_setup<'a>(
+    st: Option<&TableState>,
+    prerouting: impl Iterator<Item = &'a RuleInfo>,
+    container_id: &str,
+    ifname: &str,
+    host_veth: &str,
+    mac: [u8; 6],
+) -> Batch {
     let f = Family::Bridge;
     let ic = iface_chain(container_id, ifname);
     let mc = mac_chain(container_id, ifname);
@@ -76,13 +95,16 @@ pub fn setup_batch(prerouting: &[RuleInfo], container_id: &str, ifname: &str, ho
         comment: Some(comment.clone()),
     };
     let mut b = Batch::new();
-    b.add_table(f, TABLE, None);
-    b.add_chain(f, TABLE, BASE_CHAIN, Some(&base_chain()), None);
-    b.add_chain(f, TABLE, &ic, None, None);
-    b.add_chain(f, TABLE, &mc, None, None);
-    b.flush_chain(f, TABLE, &ic);
-    b.flush_chain(f, TABLE, &mc);
-    for r in prerouting.iter().filter(|r| r.comment.as_deref() == Some(comment.as_str())) {
+    b.ensure_table(st, f, TABLE, None);
+    b.ensure_chain(st, f, TABLE, BASE_CHAIN, Some(&base_chain()), None);
+    b.ensure_chain(st, f, TABLE, &ic, None, None);
+    b.ensure_chain(st, f, TABLE, &mc, None, None);
+    for c in [&ic, &mc] {
+        if st.is_none_or(|s| s.has_chain(c)) {
+            b.flush_chain(f, TABLE, c);
+        }
+    }
+    for r in prerouting.filter(|r| r.comment.as_deref() == Some(comment.as_str())) {
         b.del_rule(f, TABLE, BASE_CHAIN, r.handle);
     }
     let mut e = match_ifname(true, host_veth);
@@ -100,17 +122,15 @@ pub fn setup_batch(prerouting: &[RuleInfo], container_id: &str, ifname: &str, ho
 pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Result<()> {
     let mac = parse_mac(mac)?;
     let mut s = NftSocket::cached().context("failed to setup spoof-check")?;
-    let mut last = None;
-    for _ in 0..3 {
-        let pre = list_rules(&mut s, Family::Bridge, TABLE, Some(BASE_CHAIN))?;
-        match s.commit(&setup_batch(&pre, container_id, ifname, host_veth, mac)) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_not_found() => last = Some(e),
-            Err(e) => return Err(anyhow::Error::from(e).context("failed to setup spoof-check")),
-        }
-    }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("retries exhausted")))
-        .context("failed to setup spoof-check")
+    s.transact(|s, fast| -> Result<Batch> {
+        Ok(if fast {
+            setup_batch_fast(&TableState::read(s, Family::Bridge, TABLE)?, container_id, ifname, host_veth, mac)
+        } else {
+            let pre = list_rules(s, Family::Bridge, TABLE, Some(BASE_CHAIN))?;
+            setup_batch(&pre, container_id, ifname, host_veth, mac)
+        })
+    })
+    .context("failed to setup spoof-check")
 }
 
 /// Removes the port's PREROUTING rule and its two chains (table and base chain stay, as the

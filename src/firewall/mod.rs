@@ -21,7 +21,9 @@
 //!
 //! Every nftables change is one netlink transaction on a per-thread cached socket (see
 //! [`nft::sock::NftSocket::cached`]): an ipMasq ADD+DEL costs ~0.2 ms against ~40 ms for the
-//! iptables backend's save+restore execs.
+//! iptables backend's save+restore execs. ADDs after the first attachment only append (no table/
+//! chain re-declaration, no flush of shared chains that are already right; see [`nft::plan`]),
+//! committed guarded by the ruleset generation, so the socket's close() stays free as well.
 //!
 //! ## Backend choice ([`BackendKind::choose`])
 //! 1. `CNI_MULTI_FIREWALL_BACKEND=nftables|iptables` (node operator override) wins;

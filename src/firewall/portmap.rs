@@ -27,6 +27,7 @@ use super::nft::decode::{list_rules, RuleInfo};
 use super::nft::expr::{
     dnat_to, match_addr, match_fib_daddr_local, match_ip_protocol, match_l4proto, match_th_dport, CmpOp,
 };
+use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
 use super::sha512::hash_with_prefix;
@@ -108,8 +109,30 @@ fn nft_family(v6: bool) -> Family {
     }
 }
 
-/// The setup transaction for one family.
+/// The setup transaction for one family: the full, self-contained plan (the container's old
+/// rules are not deleted here; see [`nft_ensure`]).
 pub fn nft_setup_batch(spec: &PortmapSpec) -> Result<Batch> {
+    let mut b = Batch::new();
+    nft_plan(&mut b, None, spec)?;
+    Ok(b)
+}
+
+/// The fast plan against a dumped state of the family's table: deletes the container's old
+/// rules (if any), declares only what is missing, leaves the shared chains alone when their
+/// rules are already the ones we would write.
+pub fn nft_setup_batch_fast(st: &TableState, spec: &PortmapSpec) -> Result<Batch> {
+    let f = nft_family(spec.container_ip.addr().is_ipv6());
+    let mut b = Batch::new();
+    for chain in [HOSTPORTS, HOSTIP_HOSTPORTS, MASQUERADING] {
+        for r in st.rules_of(chain).filter(|r| r.comment.as_deref() == Some(spec.container_id.as_str())) {
+            b.del_rule(f, NFT_TABLE, &r.chain, r.handle);
+        }
+    }
+    nft_plan(&mut b, Some(st), spec)?;
+    Ok(b)
+}
+
+fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Result<()> {
     let v6 = spec.container_ip.addr().is_ipv6();
     let conditions = parse_nft_conditions(&spec.conditions, v6)?;
     let f = nft_family(v6);
@@ -122,27 +145,25 @@ pub fn nft_setup_batch(spec: &PortmapSpec) -> Result<Batch> {
         exprs,
         comment: comment.map(str::to_string),
     };
-    let mut b = Batch::new();
-    b.add_table(f, NFT_TABLE, Some(NFT_TABLE_COMMENT));
-    b.add_chain(f, NFT_TABLE, HOSTPORTS, None, None);
-    b.add_chain(f, NFT_TABLE, HOSTIP_HOSTPORTS, None, None);
-    b.add_chain(f, NFT_TABLE, HOSTPORTS_ALL, None, None);
-    b.flush_chain(f, NFT_TABLE, HOSTPORTS_ALL);
-    b.add_rule(&rule(HOSTPORTS_ALL, vec![Expr::Verdict(Verdict::Jump(HOSTIP_HOSTPORTS.into()))], None));
-    b.add_rule(&rule(HOSTPORTS_ALL, vec![Expr::Verdict(Verdict::Jump(HOSTPORTS.into()))], None));
+    b.ensure_table(st, f, NFT_TABLE, Some(NFT_TABLE_COMMENT));
+    b.ensure_chain(st, f, NFT_TABLE, HOSTPORTS, None, None);
+    b.ensure_chain(st, f, NFT_TABLE, HOSTIP_HOSTPORTS, None, None);
+    b.ensure_chain(st, f, NFT_TABLE, HOSTPORTS_ALL, None, None);
+    let jumps =
+        [HOSTIP_HOSTPORTS, HOSTPORTS].map(|c| rule(HOSTPORTS_ALL, vec![Expr::Verdict(Verdict::Jump(c.into()))], None));
+    b.ensure_chain_rules(st, f, NFT_TABLE, HOSTPORTS_ALL, &jumps);
     for (name, hook) in [("prerouting", Hook::Prerouting), ("output", Hook::Output)] {
         let base = BaseChain { chain_type: "nat", hook, priority: prio::DSTNAT, policy_accept: None };
-        b.add_chain(f, NFT_TABLE, name, Some(&base), None);
-        b.flush_chain(f, NFT_TABLE, name);
+        b.ensure_chain(st, f, NFT_TABLE, name, Some(&base), None);
         let mut e = conditions.clone();
         e.extend(match_fib_daddr_local());
         e.push(Expr::Verdict(Verdict::Jump(HOSTPORTS_ALL.into())));
-        b.add_rule(&rule(name, e, None));
+        b.ensure_chain_rules(st, f, NFT_TABLE, name, &[rule(name, e, None)]);
     }
     if spec.snat {
         let base =
             BaseChain { chain_type: "nat", hook: Hook::Postrouting, priority: prio::SRCNAT, policy_accept: None };
-        b.add_chain(f, NFT_TABLE, MASQUERADING, Some(&base), None);
+        b.ensure_chain(st, f, NFT_TABLE, MASQUERADING, Some(&base), None);
     }
     for (m, host_ip) in family_mappings(spec) {
         let proto = proto_number(&m.protocol)?;
@@ -171,7 +192,7 @@ pub fn nft_setup_batch(spec: &PortmapSpec) -> Result<Batch> {
             b.add_rule(&rule(MASQUERADING, e, Some(cid)));
         }
     }
-    Ok(b)
+    Ok(())
 }
 
 /// Parses nft-syntax portmap conditions (the tokens of all entries, whitespace-separated) into
@@ -277,23 +298,18 @@ pub fn nft_ensure(spec: &PortmapSpec) -> Result<()> {
     }
     let f = nft_family(spec.container_ip.addr().is_ipv6());
     let mut s = NftSocket::cached()?;
-    let mut last = None;
-    for _ in 0..3 {
-        let old = nft_container_rules(&mut s, f, &spec.container_id)?;
+    s.transact(|s, fast| -> Result<Batch> {
+        if fast {
+            return nft_setup_batch_fast(&TableState::read(s, f, NFT_TABLE)?, spec);
+        }
         let mut b = Batch::new();
-        for r in &old {
+        for r in &nft_container_rules(s, f, &spec.container_id)? {
             b.del_rule(f, NFT_TABLE, &r.chain, r.handle);
         }
-        let setup = nft_setup_batch(spec)?;
-        b.msgs.extend(setup.msgs);
-        match s.commit(&b) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_not_found() => last = Some(e),
-            Err(e) => return Err(anyhow::Error::from(e).context("unable to set up nftables rules for port mappings")),
-        }
-    }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("retries exhausted")))
-        .context("unable to set up nftables rules for port mappings")
+        nft_plan(&mut b, None, spec)?;
+        Ok(b)
+    })
+    .context("unable to set up nftables rules for port mappings")
 }
 
 /// nftables: deletes the container's rules in both families (missing tables are fine).

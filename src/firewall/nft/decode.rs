@@ -62,6 +62,8 @@ pub struct TableInfo {
     pub name: String,
     pub handle: u64,
     pub comment: Option<String>,
+    /// NFTA_TABLE_FLAGS (0 = plain table, as we create it).
+    pub flags: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,11 @@ pub struct ChainInfo {
     pub name: String,
     pub handle: u64,
     pub is_base: bool,
+    /// Base chains: type ("filter", "nat", "route"), hook number, priority, policy (1 = accept).
+    pub chain_type: Option<String>,
+    pub hook: Option<u32>,
+    pub priority: Option<i32>,
+    pub policy: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,17 +97,24 @@ pub fn decode_table(family: u8, body: &[u8]) -> TableInfo {
         name: get_str(&a, attr::TABLE_NAME).unwrap_or_default(),
         handle: get_be64(&a, attr::TABLE_HANDLE).unwrap_or(0),
         comment: get(&a, attr::TABLE_USERDATA).and_then(|u| udata_comment(&u)),
+        flags: get_be32(&a, attr::TABLE_FLAGS).unwrap_or(0),
     }
 }
 
 pub fn decode_chain(family: u8, body: &[u8]) -> ChainInfo {
     let a = attrs(body);
+    let hook = get(&a, attr::CHAIN_HOOK).unwrap_or_default();
+    let h = attrs(&hook);
     ChainInfo {
         family,
         table: get_str(&a, attr::CHAIN_TABLE).unwrap_or_default(),
         name: get_str(&a, attr::CHAIN_NAME).unwrap_or_default(),
         handle: get_be64(&a, attr::CHAIN_HANDLE).unwrap_or(0),
         is_base: get(&a, attr::CHAIN_HOOK).is_some(),
+        chain_type: get_str(&a, attr::CHAIN_TYPE),
+        hook: get_be32(&h, attr::HOOK_HOOKNUM),
+        priority: get_be32(&h, attr::HOOK_PRIORITY).map(|p| p as i32),
+        policy: get_be32(&a, attr::CHAIN_POLICY),
     }
 }
 
@@ -179,18 +193,26 @@ pub fn decode_expr(elem: &[u8]) -> Option<Expr> {
 }
 
 pub fn decode_rule(family: u8, body: &[u8]) -> RuleInfo {
+    decode_rule_checked(family, body).0
+}
+
+/// [`decode_rule`], plus whether every expression was understood (a rule with an expression this
+/// decoder skips must never be taken for one of ours).
+pub fn decode_rule_checked(family: u8, body: &[u8]) -> (RuleInfo, bool) {
     let a = attrs(body);
-    let exprs = get(&a, attr::RULE_EXPRESSIONS)
-        .map(|l| attrs(&l).iter().filter_map(|(_, e)| decode_expr(e)).collect())
-        .unwrap_or_default();
-    RuleInfo {
+    let list = get(&a, attr::RULE_EXPRESSIONS).unwrap_or_default();
+    let elems = attrs(&list);
+    let exprs: Vec<Expr> = elems.iter().filter_map(|(_, e)| decode_expr(e)).collect();
+    let complete = exprs.len() == elems.len();
+    let info = RuleInfo {
         family,
         table: get_str(&a, attr::RULE_TABLE).unwrap_or_default(),
         chain: get_str(&a, attr::RULE_CHAIN).unwrap_or_default(),
         handle: get_be64(&a, attr::RULE_HANDLE).unwrap_or(0),
         comment: get(&a, attr::RULE_USERDATA).and_then(|u| udata_comment(&u)),
         exprs,
-    }
+    };
+    (info, complete)
 }
 
 // ---- list operations ---------------------------------------------------------------------------
@@ -218,6 +240,16 @@ pub fn list_rules(
     table: &str,
     chain: Option<&str>,
 ) -> Result<Vec<RuleInfo>, NftError> {
+    Ok(list_rules_checked(s, family, table, chain)?.into_iter().map(|(r, _)| r).collect())
+}
+
+/// [`list_rules`] with [`decode_rule_checked`]'s completeness flag per rule.
+pub fn list_rules_checked(
+    s: &mut NftSocket,
+    family: Family,
+    table: &str,
+    chain: Option<&str>,
+) -> Result<Vec<(RuleInfo, bool)>, NftError> {
     let mut f = Attrs::new();
     f.put_str(attr::RULE_TABLE, table);
     if let Some(c) = chain {
@@ -231,7 +263,7 @@ pub fn list_rules(
     };
     Ok(rows
         .into_iter()
-        .map(|(f, b)| decode_rule(f, &b))
-        .filter(|r| r.table == table && chain.is_none_or(|c| r.chain == c))
+        .map(|(f, b)| decode_rule_checked(f, &b))
+        .filter(|(r, _)| r.table == table && chain.is_none_or(|c| r.chain == c))
         .collect())
 }

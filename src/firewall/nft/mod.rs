@@ -16,6 +16,7 @@
 
 pub mod decode;
 pub mod expr;
+pub mod plan;
 pub mod sock;
 
 pub use expr::{Expr, Verdict};
@@ -35,6 +36,11 @@ pub const NLM_F_DUMP_INTR: u16 = 0x10;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 pub const NFNL_MSG_BATCH_END: u16 = 17;
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// NFNL_BATCH_GENID: attribute of the BATCH_BEGIN message; the kernel rejects the whole batch
+/// with ERESTART when the ruleset generation is no longer this one (nothing is applied).
+pub const NFNL_BATCH_GENID: u16 = 1;
+/// NFTA_GEN_ID in the NEWGEN reply to GETGEN.
+pub const NFTA_GEN_ID: u16 = 1;
 
 /// nf_tables message types (low byte of nlmsg_type).
 pub mod msg {
@@ -52,6 +58,7 @@ pub mod msg {
     pub const DELSET: u8 = 11;
     pub const NEWSETELEM: u8 = 12;
     pub const DELSETELEM: u8 = 14;
+    pub const NEWGEN: u8 = 15;
     pub const GETGEN: u8 = 16;
 }
 
@@ -283,6 +290,10 @@ impl NftError {
     pub fn is_not_found(&self) -> bool {
         self.errno == libc_errno::ENOENT
     }
+    /// The batch carried a generation id that is no longer current (someone committed since).
+    pub fn is_stale(&self) -> bool {
+        self.errno == libc_errno::ERESTART
+    }
 }
 
 impl std::fmt::Display for NftError {
@@ -309,6 +320,7 @@ pub mod libc_errno {
     pub const EBUSY: i32 = 16;
     pub const EINTR: i32 = 4;
     pub const EAGAIN: i32 = 11;
+    pub const ERESTART: i32 = 85;
 }
 
 // ---- objects -----------------------------------------------------------------------------------
@@ -588,10 +600,21 @@ impl Batch {
     /// The datagram: BEGIN (seq `seq`), messages (seq+1..), END. Every inner message asks for an
     /// ACK. Returns the bytes and the seq of the first inner message.
     pub fn encode(&self, seq: u32) -> Result<Vec<u8>, NftError> {
+        self.encode_guarded(seq, None)
+    }
+
+    /// [`Batch::encode`] with the BEGIN message carrying `genid` (NFNL_BATCH_GENID): the kernel
+    /// then applies the batch only if the ruleset generation is still `genid`.
+    pub fn encode_guarded(&self, seq: u32, genid: Option<u32>) -> Result<Vec<u8>, NftError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let mut out = encode_msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, &[]);
+        let mut begin = Attrs::new();
+        if let Some(g) = genid {
+            begin.put_u32_be(NFNL_BATCH_GENID, g);
+        }
+        let begin = begin.finish()?;
+        let mut out = encode_msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, &begin);
         let mut s = seq;
         for m in &self.msgs {
             s = s.wrapping_add(1);

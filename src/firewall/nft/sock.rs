@@ -79,6 +79,9 @@ pub struct NftSocket {
 
 const RECV_BUF: usize = 1 << 16;
 
+/// Generation-guarded attempts of [`NftSocket::transact`] before it falls back to full plans.
+pub const GUARDED_TRIES: usize = 8;
+
 /// Identity of the calling thread's network namespace (device, inode of its nsfs file).
 fn current_netns() -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -186,14 +189,58 @@ impl NftSocket {
         s
     }
 
+    /// The current ruleset generation (NFT_MSG_GETGEN), to guard a batch planned from a dump.
+    pub fn genid(&mut self) -> Result<u32, NftError> {
+        let what = "get nftables generation";
+        let seq = self.next_seq(1);
+        let req = encode_msg(nft_type(super::msg::GETGEN), NLM_F_REQUEST | NLM_F_ACK, seq, 0, 0, &[]);
+        self.sock.send(&req, Msg::empty()).map_err(|e| NftError::io(what, &e))?;
+        let mut genid = None;
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let len = match self.sock.recv(&mut buf[..], Msg::empty()) {
+                Ok((len, _)) => len,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(NftError::io(what, &e)),
+            };
+            if len == 0 {
+                return Err(NftError::encode("netlink socket closed"));
+            }
+            for m in split_msgs(buf.get(..len).unwrap_or_default()) {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.ty == nft_type(super::msg::NEWGEN) {
+                    let a = super::decode::attrs(m.body.get(4..).unwrap_or_default());
+                    genid = a
+                        .iter()
+                        .find(|(t, _)| *t == super::NFTA_GEN_ID)
+                        .and_then(|(_, v)| Some(u32::from_be_bytes(v.get(0..4)?.try_into().ok()?)));
+                } else if m.ty == NLMSG_ERROR {
+                    let (err, ext) = parse_error(&m);
+                    if err != 0 {
+                        return Err(NftError { errno: err.saturating_neg(), what: what.to_string(), ext_ack: ext });
+                    }
+                    return genid.ok_or_else(|| NftError::encode("no generation id in GETGEN reply"));
+                }
+            }
+        }
+    }
+
     /// Commits a batch as one transaction. Succeeds only when every message was ACKed.
     pub fn commit(&mut self, batch: &Batch) -> Result<(), NftError> {
+        self.commit_guarded(batch, None)
+    }
+
+    /// [`NftSocket::commit`], applied only if the ruleset generation is still `genid` (else
+    /// nothing is applied and the error [`NftError::is_stale`]).
+    pub fn commit_guarded(&mut self, batch: &Batch, genid: Option<u32>) -> Result<(), NftError> {
         if batch.is_empty() {
             return Ok(());
         }
         let n = u32::try_from(batch.msgs.len()).map_err(|_| NftError::encode("batch too large"))?;
         let seq = self.next_seq(n + 2);
-        let bytes = batch.encode(seq)?;
+        let bytes = batch.encode_guarded(seq, genid)?;
         self.sock.send(&bytes, Msg::empty()).map_err(|e| NftError::io("send nftables batch", &e))?;
         // The kernel processes the batch synchronously inside sendmsg, so every reply is queued
         // by now; drain without blocking and account for each inner message.
@@ -215,8 +262,13 @@ impl NftSocket {
                 if m.ty != NLMSG_ERROR {
                     continue;
                 }
-                let idx = m.seq.wrapping_sub(seq.wrapping_add(1)) as usize;
                 let (err, ext) = parse_error(&m);
+                // The whole batch refused at BEGIN (stale generation id): no other reply comes.
+                if m.seq == seq && err != 0 {
+                    let what = "nftables batch (generation changed since it was planned)".to_string();
+                    return Err(NftError { errno: err.saturating_neg(), what, ext_ack: ext });
+                }
+                let idx = m.seq.wrapping_sub(seq.wrapping_add(1)) as usize;
                 // Replies to earlier requests on this socket are not ours.
                 let Some(slot) = acked.get_mut(idx) else { continue };
                 *slot = true;
@@ -242,6 +294,48 @@ impl NftSocket {
             )));
         }
         Ok(())
+    }
+
+    /// Plans and commits one change. `plan(socket, fast)` reads the current state and builds the
+    /// batch. Fast plans add only what is missing (no re-declaration, no flush of a chain that is
+    /// already right: a later close() then costs nothing), so they are only valid against the
+    /// state they were planned from: they are committed guarded by the generation read before
+    /// planning and re-planned when someone committed in between. After [`GUARDED_TRIES`] such
+    /// attempts, or when a fast plan fails otherwise, full plans (self-contained: re-declare,
+    /// flush and rewrite, as before) are committed unguarded, retried on ENOENT (a concurrent
+    /// delete of something the plan deletes).
+    pub fn transact<E: From<NftError>>(
+        &mut self,
+        mut plan: impl FnMut(&mut NftSocket, bool) -> Result<Batch, E>,
+    ) -> Result<(), E> {
+        for _ in 0..GUARDED_TRIES {
+            let genid = match self.genid() {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::debug!("no nftables generation id ({e}); committing full plans");
+                    break;
+                }
+            };
+            let b = plan(self, true)?;
+            match self.commit_guarded(&b, Some(genid)) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_stale() => continue,
+                Err(e) => {
+                    tracing::debug!("fast nftables plan failed ({e}); committing the full plan");
+                    break;
+                }
+            }
+        }
+        let mut last = None;
+        for _ in 0..3 {
+            let b = plan(self, false)?;
+            match self.commit(&b) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_not_found() => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.unwrap_or_else(|| NftError::encode("retries exhausted")).into())
     }
 
     /// A GET dump (`kind` = GETTABLE/GETCHAIN/GETRULE/...), optionally filtered by attributes

@@ -299,3 +299,89 @@ fn error_reply_parsing_with_ext_ack() {
     let m = sock::RawMsg { ty: NLMSG_ERROR, flags: 0x300, seq: 1, body };
     assert_eq!(sock::parse_error(&m), (-2, Some("No such file".into())));
 }
+
+/// BATCH_BEGIN with a generation id, as libnftnl writes it (`nftnl_batch_begin` + u32
+/// NFNL_BATCH_GENID in network order); the rest of the batch is unchanged.
+#[cfg(target_endian = "little")]
+#[test]
+fn golden_batch_begin_carries_genid() {
+    let mut b = Batch::new();
+    b.add_table(Family::Ip, "x", None);
+    let bytes = b.encode_guarded(7, Some(0x0102_0304)).unwrap();
+    #[rustfmt::skip]
+    let begin: [u8; 28] = [
+        28, 0, 0, 0, 16, 0, 1, 0, 7, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr: len, BATCH_BEGIN, REQUEST, seq 7
+        0, 0, 0, 10,                                      // AF_UNSPEC, v0, res_id NFNL_SUBSYS_NFTABLES
+        8, 0, 1, 0, 1, 2, 3, 4,                           // NFNL_BATCH_GENID = htonl(0x01020304)
+    ];
+    assert_eq!(&bytes[..28], &begin[..]);
+    let plain = b.encode(7).unwrap();
+    assert_eq!(&bytes[28..], &plain[20..], "only BEGIN differs");
+    assert_eq!(split_msgs(&bytes).len(), 3);
+}
+
+/// The fast planners' helpers: nothing is declared or flushed when the state already matches,
+/// and a differing base chain (policy) or rule list falls back to re-declare / flush+rewrite.
+#[test]
+fn plan_helpers_skip_only_what_is_already_right() {
+    use super::decode::{ChainInfo, RuleInfo};
+    use super::plan::TableState;
+    let base = BaseChain { chain_type: "filter", hook: Hook::Forward, priority: 0, policy_accept: Some(true) };
+    let chain = |name: &str, policy: Option<u32>| ChainInfo {
+        family: 1,
+        table: "t".into(),
+        name: name.into(),
+        handle: 1,
+        is_base: policy.is_some(),
+        chain_type: policy.map(|_| "filter".to_string()),
+        hook: policy.map(|_| Hook::Forward as u32),
+        priority: policy.map(|_| 0),
+        policy,
+    };
+    let want = vec![Rule {
+        family: Family::Inet,
+        table: "t".into(),
+        chain: "fwd".into(),
+        exprs: vec![Expr::Verdict(Verdict::Jump("c".into()))],
+        comment: None,
+    }];
+    let dumped = RuleInfo {
+        family: 1,
+        table: "t".into(),
+        chain: "fwd".into(),
+        handle: 9,
+        comment: None,
+        exprs: want[0].exprs.clone(),
+    };
+    let st = TableState {
+        plain_table: true,
+        chains: vec![chain("fwd", Some(1)), chain("c", None)],
+        rules: vec![(dumped.clone(), true)],
+    };
+    let mut b = Batch::new();
+    b.ensure_table(Some(&st), Family::Inet, "t", None);
+    b.ensure_chain(Some(&st), Family::Inet, "t", "c", None, None);
+    b.ensure_chain(Some(&st), Family::Inet, "t", "fwd", Some(&base), None);
+    b.ensure_chain_rules(Some(&st), Family::Inet, "t", "fwd", &want);
+    assert!(b.is_empty(), "{:?}", b.msgs);
+    // drop policy: re-declared; an undecodable expression or an extra rule: flushed and rewritten
+    let bad = TableState { chains: vec![chain("fwd", Some(0))], ..st.clone() };
+    let mut b = Batch::new();
+    b.ensure_chain(Some(&bad), Family::Inet, "t", "fwd", Some(&base), None);
+    assert_eq!(b.msgs.len(), 1);
+    for rules in [vec![(dumped.clone(), false)], vec![(dumped.clone(), true), (dumped.clone(), true)]] {
+        let bad = TableState { rules, ..st.clone() };
+        let mut b = Batch::new();
+        b.ensure_chain_rules(Some(&bad), Family::Inet, "t", "fwd", &want);
+        let whats: Vec<&str> = b.msgs.iter().map(|m| m.what.as_str()).collect();
+        assert_eq!(whats, ["flush chain inet t fwd", "add rule inet t fwd"]);
+        assert!(!b.only_adds());
+    }
+    // new chain (not in the state): no flush; full plan (no state): flush
+    let mut b = Batch::new();
+    b.ensure_chain_rules(Some(&TableState::default()), Family::Inet, "t", "fwd", &want);
+    assert!(b.only_adds() && b.msgs.len() == 1);
+    let mut b = Batch::new();
+    b.ensure_chain_rules(None, Family::Inet, "t", "fwd", &want);
+    assert_eq!(b.msgs.len(), 2);
+}
