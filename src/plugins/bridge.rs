@@ -1,15 +1,13 @@
 //! bridge: a veth pair whose host end is a port of a Linux bridge (reference checklist §2.2).
 
-use super::common::{self, NsOrGone, Undo};
+use super::common::{self, Undo};
 use crate::applets::Applet;
-use crate::cni::delegate;
 use crate::cni::result::{Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
 use crate::netlink::addr::Family;
-use crate::netlink::link::{BridgeSpec, Link, VethSpec};
-use crate::netlink::socket::Netlink;
-use crate::sys::netns::NetNs;
+use crate::netlink::link::{BridgeSpec, Link};
+use crate::netlink::socket::{is_exists, Netlink};
 use crate::sys::sysctl;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
@@ -135,17 +133,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     tracing::debug!(bridge = %br.name, index = br.index, "bridge ready");
 
     // 2. the veth pair, created inside the container with its peer in our namespace
-    if cont.link_by_name(&ctx.ifname)?.is_some() {
-        bail!("container veth name provided ({}) already exists", ctx.ifname);
-    }
-    let host_ns = NetNs::current()?;
-    let host_name = create_veth(&mut cont, &host_ns, &ctx.ifname, conf.mtu, mac)?;
-    tracing::debug!(host_veth = %host_name, ifname = %ctx.ifname, "veth pair created");
-    let ns_path = ns.path().to_string();
-    let ifname = ctx.ifname.clone();
-    undo.push("container veth", move || delete_in(&ns_path, &ifname));
-    let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
-    let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
+    let host_veth = common::add_veth_pair(ctx, &mut host, &mut cont, &ns, &mut undo, conf.mtu, mac)?;
+    let host_name = host_veth.name.clone();
     host.link_set_master(host_veth.index, Some(br.index))
         .with_context(|| format!("failed to connect {host_name:?} to bridge {}", br.name))?;
     host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
@@ -177,12 +166,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // 5. L3: addresses from IPAM, gateway on the bridge
     if ctx.ipam_type().is_some() {
-        let mut ipam = delegate::ipam_add(ctx)?;
-        let ctx2 = ctx.clone();
-        undo.push("IPAM allocation", move || delegate::ipam_del(&ctx2));
-        if ipam.ips.is_empty() {
-            bail!("IPAM plugin returned missing IP config");
-        }
+        let mut ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
         tracing::debug!(ips = ?ipam.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
         let mut gateways: Vec<IpNet> = Vec::new();
         for ip in &mut ipam.ips {
@@ -241,12 +225,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             tracing::debug!(?gateways, "gateway addresses on the bridge, forwarding enabled");
         }
         if conf.ip_masq {
-            let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-            firewall::setup_ipmasq(conf.ip_masq_backend.as_deref(), &ctx.name, &ctx.container_id, &ctx.ifname, &ips)
-                .context("failed to set up IP masquerading")?;
-            tracing::debug!("IP masquerading set up");
-            let (net, cid, ifname) = (ctx.name.clone(), ctx.container_id.clone(), ctx.ifname.clone());
-            undo.push("ipMasq", move || firewall::teardown_ipmasq(&net, &cid, &ifname, &ips));
+            common::setup_ipmasq(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
         }
     } else if !conf.disable_container_interface {
         cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
@@ -288,8 +267,7 @@ fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<Link> {
     let spec = BridgeSpec { name, mtu: (conf.mtu > 0).then_some(conf.mtu), vlan_filtering: conf.uses_vlans() };
     if host.link_by_name(name)?.is_none() {
         if let Err(e) = host.bridge_add(&spec) {
-            let exists = e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false);
-            if !exists {
+            if !is_exists(&e) {
                 return Err(e.context(format!("could not add {name:?}")));
             }
         }
@@ -306,35 +284,6 @@ fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<Link> {
         host.link_set_up(br.index, true).with_context(|| format!("could not set {name:?} up"))?;
     }
     Ok(host.link_by_index(br.index)?.unwrap_or(br))
-}
-
-/// Create the pair; retry with a new host name when it collides (up to 10 times, as the reference).
-fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<String> {
-    let mut last = None;
-    for _ in 0..10 {
-        let peer = common::random_veth_name();
-        let spec = VethSpec {
-            name: ifname,
-            peer_name: &peer,
-            mtu: (mtu > 0).then_some(mtu),
-            mac,
-            peer_ns: Some(host_ns.fd()),
-        };
-        match cont.veth_add(&spec) {
-            Ok(()) => return Ok(peer),
-            Err(e) if e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false) => {
-                last = Some(e)
-            }
-            Err(e) => return Err(e.context(format!("failed to create veth pair for {ifname:?}"))),
-        }
-    }
-    Err(last.map(|e| e.context("failed to find a free veth name")).unwrap_or_else(|| anyhow::anyhow!("veth")))
-}
-
-fn delete_in(ns_path: &str, ifname: &str) -> Result<()> {
-    let ns = NetNs::open(ns_path).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    common::delete_container_link(&mut nl, ifname).map(|_| ())
 }
 
 fn setup_port_vlans(host: &mut Netlink, index: u32, conf: &Conf) -> Result<()> {
@@ -374,8 +323,7 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
         }
     }
     if let Err(e) = host.addr_add(br.index, gw) {
-        let exists = e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_exists()).unwrap_or(false);
-        if !exists {
+        if !is_exists(&e) {
             return Err(e.context(format!("could not add IP address {gw} to {:?}", br.name)));
         }
     }
@@ -384,16 +332,9 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
-    let mut addrs = Vec::new();
-    if let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? {
-        let mut cont = Netlink::in_netns(&ns)?;
-        addrs = common::delete_container_link(&mut cont, &ctx.ifname)?;
-        tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted");
-    }
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-        tracing::debug!("IPAM released");
-    }
+    let addrs = common::del_container_link(ctx)?;
+    tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted (or already gone)");
+    common::ipam_del_if_set(ctx)?;
     if conf.mac_spoof_chk {
         if let Err(e) = firewall::macspoof::teardown(&ctx.container_id, &ctx.ifname) {
             tracing::warn!("failed to remove spoof check: {e:#}");
@@ -411,19 +352,11 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// attachments not in `cni.dev/valid-attachments`. An absent list means "unknown": nothing is removed.
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let mut errors = Vec::new();
-    if ctx.ipam_type().is_some() {
-        if let Err(e) = delegate::ipam_gc(ctx) {
-            errors.push(format!("ipam: {e:#}"));
-        }
-    }
-    if let Some(valid) = ctx.valid_attachments()? {
-        let valid: Vec<firewall::Attachment> =
-            valid.into_iter().map(|(container_id, ifname)| firewall::Attachment { container_id, ifname }).collect();
+    let mut errors = common::GcErrors::default();
+    common::gc_ipam(ctx, &mut errors);
+    if let Some(valid) = common::valid_attachments(ctx)? {
         if conf.ip_masq {
-            if let Err(e) = firewall::gc_ipmasq(&ctx.name, &valid) {
-                errors.push(format!("ipMasq: {e:#}"));
-            }
+            common::gc_ipmasq(ctx, &valid, &mut errors);
         }
         if conf.mac_spoof_chk {
             let links = Netlink::new()?.links()?;
@@ -433,23 +366,16 @@ fn gc(ctx: &Ctx) -> Result<()> {
                 Some(l) => br.is_some() && l.master == br,
                 None => true,
             };
-            if let Err(e) = firewall::macspoof::gc(&valid, ours) {
-                errors.push(format!("macspoofchk: {e:#}"));
-            }
+            errors.note("macspoofchk", firewall::macspoof::gc(&valid, ours));
         }
     }
-    if !errors.is_empty() {
-        bail!("GC failed: {}", errors.join("; "));
-    }
-    Ok(())
+    errors.finish()
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
     // the reference calls IPAM CHECK even in L2 mode (where it fails); we only call it when set
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_check(ctx)?;
-    }
+    common::ipam_check_if_set(ctx)?;
     let prev = common::require_prev(ctx)?;
     let ns = common::open_container_ns(ctx)?;
     let mut host = Netlink::new()?;
@@ -473,16 +399,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     }
 
     // the container veth and its peer on the bridge
-    let idx = common::find_container_iface(ctx, prev)?;
-    let c = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("interface {} not found", ctx.ifname))?;
-    if c.kind.as_deref() != Some("veth") {
-        bail!("Error: Container interface {} not of type veth", ctx.ifname);
-    }
-    if let (Some(want), Some(have)) = (prev.interfaces.get(idx).and_then(|i| i.mac.clone()), c.mac_string()) {
-        if !want.eq_ignore_ascii_case(&have) {
-            bail!("Interface {} Mac {want} doesn't match container Mac: {have}", ctx.ifname);
-        }
-    }
+    let (idx, c) = common::check_container_veth(ctx, &mut cont, prev)?;
     let peer = c.link.context("container veth has no peer")?;
     let found =
         prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(
@@ -497,8 +414,5 @@ fn check(ctx: &Ctx) -> Result<()> {
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_status(ctx)?;
-    }
-    Ok(())
+    common::ipam_status_if_set(ctx)
 }

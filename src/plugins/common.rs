@@ -3,8 +3,9 @@
 
 use crate::cni::{code, CniError, CniResult, Ctx};
 use crate::netlink::addr::Family;
+use crate::netlink::link::VethSpec;
 use crate::netlink::route::RouteSpec;
-use crate::netlink::socket::Netlink;
+use crate::netlink::socket::{is_exists, is_not_found, Netlink};
 use crate::sys::netns::{NetNs, NsError};
 use crate::sys::sysctl;
 use anyhow::{Context, Result};
@@ -317,8 +318,7 @@ pub fn delete_container_link(nl: &mut Netlink, ifname: &str) -> Result<Vec<IpNet
     };
     let addrs = global_addrs(nl, link.index);
     if let Err(e) = nl.link_del(link.index) {
-        let gone = e.downcast_ref::<crate::netlink::socket::NlError>().map(|n| n.is_not_found()).unwrap_or(false);
-        if !gone {
+        if !is_not_found(&e) {
             return Err(e.context(format!("failed to delete {ifname:?}")));
         }
     }
@@ -344,11 +344,6 @@ pub fn conf_dns(ctx: &Ctx) -> Option<crate::cni::result::Dns> {
 }
 
 // ---- helpers for the interface plugins (macvlan, ipvlan, vlan, host-device, dummy, tap, vrf) ----
-
-/// Is `e` (anywhere in its chain) a netlink "not found" error?
-pub fn nl_not_found(e: &anyhow::Error) -> bool {
-    crate::netlink::socket::is_not_found(e)
-}
 
 /// The name of the interface of the first default route in the main table (IPv4 first, then
 /// IPv6), as the reference picks a macvlan/ipvlan master when none is configured.
@@ -402,7 +397,7 @@ pub fn create_renamed(
         };
         match r {
             Ok(()) => break tmp,
-            Err(e) if crate::netlink::socket::is_exists(&e) && tries < 10 => tries += 1,
+            Err(e) if is_exists(&e) && tries < 10 => tries += 1,
             Err(e) => return Err(e),
         }
     };
@@ -418,9 +413,13 @@ pub fn create_renamed(
 pub fn undo_delete_link(undo: &mut Undo, ns_path: &str, ifname: &str) {
     let (path, ifname) = (ns_path.to_string(), ifname.to_string());
     undo.push("container link", move || {
-        let ns = NetNs::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        delete_container_link(&mut Netlink::in_netns(&ns)?, &ifname).map(|_| ())
+        delete_container_link(&mut Netlink::in_netns(&reopen_ns(&path)?)?, &ifname).map(|_| ())
     });
+}
+
+/// Reopen a namespace by path inside an undo step (where the typed CNI error is not needed).
+pub fn reopen_ns(path: &str) -> Result<NetNs> {
+    NetNs::open(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The result entry of a container interface: name, MAC, sandbox = CNI_NETNS.
@@ -461,12 +460,50 @@ pub fn ipam_add_for_iface0(ctx: &Ctx, undo: &mut Undo) -> Result<CniResult> {
     Ok(r)
 }
 
-/// DEL of a link-in-container plugin: a missing netns or link is success.
-pub fn del_container_link(ctx: &Ctx) -> Result<()> {
-    if let NsOrGone::Ns(ns) = open_container_ns_for_del(ctx)? {
-        let mut cont = Netlink::in_netns(&ns)?;
-        delete_container_link(&mut cont, &ctx.ifname)?;
+/// DEL step: delete CNI_IFNAME in the container; a missing netns or link is success.
+/// Returns the link's global addresses (for the ipMasq teardown).
+pub fn del_container_link(ctx: &Ctx) -> Result<Vec<IpNet>> {
+    match open_container_ns_for_del(ctx)? {
+        NsOrGone::Ns(ns) => delete_container_link(&mut Netlink::in_netns(&ns)?, &ctx.ifname),
+        NsOrGone::Gone => Ok(Vec::new()),
     }
+}
+
+/// DEL of a link-in-container plugin: IPAM DEL (when configured), then the container link.
+pub fn del_ipam_and_link(ctx: &Ctx) -> Result<()> {
+    ipam_del_if_set(ctx)?;
+    del_container_link(ctx).map(|_| ())
+}
+
+/// IPAM DEL, when the config names an IPAM type.
+pub fn ipam_del_if_set(ctx: &Ctx) -> Result<()> {
+    match ctx.ipam_type() {
+        Some(_) => crate::cni::delegate::ipam_del(ctx),
+        None => Ok(()),
+    }
+}
+
+/// IPAM CHECK, when the config names an IPAM type.
+pub fn ipam_check_if_set(ctx: &Ctx) -> Result<()> {
+    match ctx.ipam_type() {
+        Some(_) => crate::cni::delegate::ipam_check(ctx),
+        None => Ok(()),
+    }
+}
+
+/// STATUS of a plugin whose only dependency is its IPAM: IPAM STATUS when configured.
+pub fn ipam_status_if_set(ctx: &Ctx) -> Result<()> {
+    match ctx.ipam_type() {
+        Some(_) => crate::cni::delegate::ipam_status(ctx),
+        None => Ok(()),
+    }
+}
+
+/// ADD step: IPAM ADD (rolled back by `undo`), its addresses and routes into `result` (for interface 0).
+pub fn ipam_into(ctx: &Ctx, undo: &mut Undo, result: &mut CniResult) -> Result<()> {
+    let ipam = ipam_add_for_iface0(ctx, undo)?;
+    result.ips = ipam.ips;
+    result.routes = ipam.routes;
     Ok(())
 }
 
@@ -504,4 +541,184 @@ pub fn ips_of(prev: &CniResult, idx: usize) -> CniResult {
         }
     }
     r
+}
+
+/// CHECK: the container link `ifname` with its kind-specific details, if it exists.
+pub fn container_link_details(cont: &mut Netlink, ifname: &str) -> Result<Option<crate::netlink::LinkDetails>> {
+    match cont.link_by_name(ifname)? {
+        Some(l) => cont.link_details(l.index),
+        None => Ok(None),
+    }
+}
+
+/// CHECK: the container link is of `kind` (the reference's message).
+pub fn check_link_kind(link: &crate::netlink::Link, ifname: &str, kind: &str) -> Result<()> {
+    if link.kind.as_deref() != Some(kind) {
+        anyhow::bail!("Error: Container interface {ifname} not of type {kind}");
+    }
+    Ok(())
+}
+
+/// CHECK tail of the interface plugins: the prevResult addresses of interface `idx` (IPs that name
+/// no interface count as its own) are on `ifname`, and every prevResult route exists.
+pub fn check_addrs_and_routes(cont: &mut Netlink, ifname: &str, idx: usize, prev: &CniResult) -> Result<()> {
+    check_expected_ips(cont, ifname, idx, &ips_of(prev, idx))?;
+    check_expected_routes(cont, prev)
+}
+
+/// CHECK: the master still resolves, on the container's socket with linkInContainer, else on a
+/// host socket opened for it.
+pub fn check_master(cont: &mut Netlink, link_in_container: bool, master: Option<&str>) -> Result<()> {
+    if link_in_container {
+        resolve_master(cont, master)?;
+    } else {
+        resolve_master(&mut Netlink::new()?, master)?;
+    }
+    Ok(())
+}
+
+/// The container MAC of macvlan/tap: runtimeConfig.mac > CNI_ARGS MAC > the config's `mac`
+/// (empty strings skipped), in the reference's error wording.
+pub fn configured_mac(ctx: &Ctx, conf_mac: Option<&str>) -> Result<Option<[u8; 6]>> {
+    let s = ctx
+        .runtime_config("mac")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()))
+        .or(conf_mac.filter(|s| !s.is_empty()));
+    match s {
+        None => Ok(None),
+        Some(s) => crate::netlink::parse_mac(s)
+            .map(Some)
+            .map_err(|e| CniError::config(format!("invalid args {s} for MAC addr: {e}")).into()),
+    }
+}
+
+/// Config check of a sub-interface MTU (macvlan, vlan): not negative.
+pub fn check_mtu_not_negative(mtu: i64) -> Result<()> {
+    if mtu < 0 {
+        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU]")).into());
+    }
+    Ok(())
+}
+
+/// ADD: a sub-interface MTU must not exceed its master's; returns it as u32 (0 = inherit).
+pub fn mtu_within_master(mtu: i64, master: &crate::netlink::Link) -> Result<u32> {
+    let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
+    if mtu > master.mtu {
+        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
+    }
+    Ok(mtu)
+}
+
+// ---- helpers for the veth plugins (bridge, ptp) ----
+
+/// ADD step of the veth plugins: the pair, created inside the container with its peer in the
+/// host namespace under a random `veth…` name (its undo pushed); the host end gets accept_ra=0.
+/// Returns the host end.
+pub fn add_veth_pair(
+    ctx: &Ctx,
+    host: &mut Netlink,
+    cont: &mut Netlink,
+    ns: &NetNs,
+    undo: &mut Undo,
+    mtu: u32,
+    mac: Option<[u8; 6]>,
+) -> Result<crate::netlink::Link> {
+    if cont.link_by_name(&ctx.ifname)?.is_some() {
+        anyhow::bail!("container veth name provided ({}) already exists", ctx.ifname);
+    }
+    let host_ns = NetNs::current()?;
+    let host_name = create_veth(cont, &host_ns, &ctx.ifname, mtu, mac)?;
+    tracing::debug!(host_veth = %host_name, ifname = %ctx.ifname, "veth pair created");
+    undo_delete_link(undo, ns.path(), &ctx.ifname);
+    let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
+    let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
+    Ok(host_veth)
+}
+
+/// Create the pair; retry with a new host name when it collides (up to 10 times, as the reference).
+fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<String> {
+    let mut last = None;
+    for _ in 0..10 {
+        let peer = random_veth_name();
+        let spec = VethSpec {
+            name: ifname,
+            peer_name: &peer,
+            mtu: (mtu > 0).then_some(mtu),
+            mac,
+            peer_ns: Some(host_ns.fd()),
+        };
+        match cont.veth_add(&spec) {
+            Ok(()) => return Ok(peer),
+            Err(e) if is_exists(&e) => last = Some(e),
+            Err(e) => return Err(e.context(format!("failed to create veth pair for {ifname:?}"))),
+        }
+    }
+    Err(last.map(|e| e.context("failed to find a free veth name")).unwrap_or_else(|| anyhow::anyhow!("veth")))
+}
+
+/// CHECK of the veth plugins: the prevResult entry of CNI_IFNAME, and the container link, which
+/// must be a veth with the prevResult MAC. Returns the entry's index and the link.
+pub fn check_container_veth(ctx: &Ctx, cont: &mut Netlink, prev: &CniResult) -> Result<(usize, crate::netlink::Link)> {
+    let idx = find_container_iface(ctx, prev)?;
+    let c = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("interface {} not found", ctx.ifname))?;
+    check_link_kind(&c, &ctx.ifname, "veth")?;
+    if let (Some(want), Some(have)) = (prev.interfaces.get(idx).and_then(|i| i.mac.clone()), c.mac_string()) {
+        if !want.eq_ignore_ascii_case(&have) {
+            anyhow::bail!("Interface {} Mac {want} doesn't match container Mac: {have}", ctx.ifname);
+        }
+    }
+    Ok((idx, c))
+}
+
+/// ADD step: masquerade the result's addresses (its undo pushed).
+pub fn setup_ipmasq(ctx: &Ctx, backend: Option<&str>, result: &CniResult, undo: &mut Undo) -> Result<()> {
+    let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+    crate::firewall::setup_ipmasq(backend, &ctx.name, &ctx.container_id, &ctx.ifname, &ips)
+        .context("failed to set up IP masquerading")?;
+    tracing::debug!("IP masquerading set up");
+    let (net, cid, ifname) = (ctx.name.clone(), ctx.container_id.clone(), ctx.ifname.clone());
+    undo.push("ipMasq", move || crate::firewall::teardown_ipmasq(&net, &cid, &ifname, &ips));
+    Ok(())
+}
+
+/// `cni.dev/valid-attachments` as firewall attachments; None when the runtime sent no list.
+pub fn valid_attachments(ctx: &Ctx) -> Result<Option<Vec<crate::firewall::Attachment>>> {
+    let valid = ctx.valid_attachments()?;
+    Ok(valid.map(|v| {
+        v.into_iter().map(|(container_id, ifname)| crate::firewall::Attachment { container_id, ifname }).collect()
+    }))
+}
+
+/// The failures of a GC that runs every step and reports them together at the end.
+#[derive(Default)]
+pub struct GcErrors(Vec<String>);
+
+impl GcErrors {
+    /// Remember the failure of step `what`, if it failed.
+    pub fn note<T>(&mut self, what: &str, r: Result<T>) {
+        if let Err(e) = r {
+            self.0.push(format!("{what}: {e:#}"));
+        }
+    }
+    /// `GC failed: what: error; …` when any step failed.
+    pub fn finish(self) -> Result<()> {
+        if !self.0.is_empty() {
+            anyhow::bail!("GC failed: {}", self.0.join("; "));
+        }
+        Ok(())
+    }
+}
+
+/// GC step of the veth plugins: IPAM GC, when the config names an IPAM type.
+pub fn gc_ipam(ctx: &Ctx, errors: &mut GcErrors) {
+    if ctx.ipam_type().is_some() {
+        errors.note("ipam", crate::cni::delegate::ipam_gc(ctx));
+    }
+}
+
+/// GC step of the veth plugins: masquerade rules of this network's attachments not in `valid`.
+pub fn gc_ipmasq(ctx: &Ctx, valid: &[crate::firewall::Attachment], errors: &mut GcErrors) {
+    errors.note("ipMasq", crate::firewall::gc_ipmasq(&ctx.name, valid));
 }

@@ -49,10 +49,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-    }
-    common::del_container_link(ctx)
+    common::del_ipam_and_link(ctx)
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
@@ -65,9 +62,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     let Some(link) = cont.link_by_name(&ctx.ifname)? else {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    if link.kind.as_deref() != Some("dummy") {
-        bail!("Error: Container interface {} not of type dummy", ctx.ifname);
-    }
+    common::check_link_kind(&link, &ctx.ifname, "dummy")?;
     common::check_link_mac(&link, want)?;
     if !link.is_up() {
         bail!("Error: Container interface {} is down", ctx.ifname);

@@ -5,7 +5,7 @@
 
 use super::common::{self, NsOrGone, Undo};
 use crate::applets::Applet;
-use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
 use anyhow::{anyhow, bail, Context, Result};
@@ -229,9 +229,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         move_in(&mut host, &host_ns, &ns, &dev, &ctx.ifname).context("failed to move link")?;
         let (path, ifname, was_up) = (ns.path().to_string(), ctx.ifname.clone(), dev.is_up());
         undo.push("moved device", move || {
-            let ns = NetNs::open(&path).map_err(|e| anyhow!("{e}"))?;
-            let host_ns = NetNs::current()?;
-            move_out(&ns, &host_ns, &ifname, was_up).map(|_| ())
+            move_out(&common::reopen_ns(&path)?, &NetNs::current()?, &ifname, was_up).map(|_| ())
         });
         let l = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to find {:?}", ctx.ifname))?;
         cont.link_set_up(l.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
@@ -240,9 +238,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
 
     if ctx.ipam_type().is_some() {
-        let ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
+        common::ipam_into(ctx, &mut undo, &mut result)?;
         if !conf.dpdk_mode {
             common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
         }
@@ -254,9 +250,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-    }
+    common::ipam_del_if_set(ctx)?;
     if conf.dpdk_mode {
         return Ok(());
     }
@@ -271,9 +265,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     let ns = common::open_container_ns(ctx)?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_check(ctx)?;
-    }
+    common::ipam_check_if_set(ctx)?;
     let prev = common::require_prev(ctx)?;
     if conf.dpdk_mode {
         return Ok(());
@@ -284,14 +276,9 @@ fn check(ctx: &Ctx) -> Result<()> {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
     common::check_link_mac(&link, want)?;
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_status(ctx)?;
-    }
-    Ok(())
+    common::ipam_status_if_set(ctx)
 }

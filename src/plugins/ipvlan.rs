@@ -3,7 +3,7 @@
 
 use super::common::{self, Undo};
 use crate::applets::Applet;
-use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{IpvlanFlag, IpvlanMode, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -113,10 +113,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-    }
-    common::del_container_link(ctx)
+    common::del_ipam_and_link(ctx)
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
@@ -124,42 +121,24 @@ fn check(ctx: &Ctx) -> Result<()> {
     let mode = mode_of(conf.mode.as_deref())?;
     let ns = common::open_container_ns(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_check(ctx)?;
-    }
+    common::ipam_check_if_set(ctx)?;
     let prev = common::require_prev(ctx)?;
     let (idx, want) = common::check_prev_iface(ctx, prev)?;
     if let Some(m) = conf.master.as_deref().filter(|m| !m.is_empty()) {
-        let mut host;
-        let nl = if conf.link_in_container {
-            &mut cont
-        } else {
-            host = Netlink::new()?;
-            &mut host
-        };
-        common::resolve_master(nl, Some(m))?;
+        common::check_master(&mut cont, conf.link_in_container, Some(m))?;
     }
-    let d = match cont.link_by_name(&ctx.ifname)? {
-        Some(l) => cont.link_details(l.index)?,
-        None => None,
+    let Some(d) = common::container_link_details(&mut cont, &ctx.ifname)? else {
+        bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    let Some(d) = d else { bail!("Container Interface name in prevResult: {} not found", ctx.ifname) };
-    if d.link.kind.as_deref() != Some("ipvlan") {
-        bail!("Error: Container interface {} not of type ipvlan", ctx.ifname);
-    }
+    common::check_link_kind(&d.link, &ctx.ifname, "ipvlan")?;
     let have = d.ipvlan_mode.unwrap_or(0);
     if have != mode as u16 {
         bail!("Container IPVlan mode {} does not match expected value: {}", mode_name(have), mode_name(mode as u16));
     }
     common::check_link_mac(&d.link, want)?;
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_status(ctx)?;
-    }
-    Ok(())
+    common::ipam_status_if_set(ctx)
 }

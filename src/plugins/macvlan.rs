@@ -2,7 +2,7 @@
 
 use super::common::{self, Undo};
 use crate::applets::Applet;
-use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, MacvlanMode, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -62,25 +62,11 @@ struct Loaded {
 fn load(ctx: &Ctx) -> Result<Loaded> {
     let conf: Conf = ctx.plugin_conf()?;
     let mode = mode_of(conf.mode.as_deref())?;
-    if conf.mtu < 0 {
-        return Err(CniError::config(format!("invalid MTU {}, must be [0, master MTU]", conf.mtu)).into());
-    }
+    common::check_mtu_not_negative(conf.mtu)?;
     if conf.bc_queue_len.is_some_and(|q| !(0..=i64::from(u32::MAX)).contains(&q)) {
         return Err(CniError::config("invalid bcqueuelen: must be between 0 and 4294967295").into());
     }
-    let mac_s = ctx
-        .runtime_config("mac")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()))
-        .or(conf.mac.as_deref().filter(|s| !s.is_empty()));
-    let mac = match mac_s {
-        None => None,
-        Some(s) => Some(
-            crate::netlink::parse_mac(s)
-                .map_err(|e| CniError::config(format!("invalid args {s} for MAC addr: {e}")))?,
-        ),
-    };
+    let mac = common::configured_mac(ctx, conf.mac.as_deref())?;
     Ok(Loaded { conf, mode, mac })
 }
 
@@ -96,10 +82,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let nl = if conf.link_in_container { &mut cont } else { &mut host };
         common::resolve_master(nl, conf.master.as_deref())?
     };
-    let mtu = u32::try_from(conf.mtu).unwrap_or(u32::MAX);
-    if mtu > master.mtu {
-        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
-    }
+    let mtu = common::mtu_within_master(conf.mtu, &master)?;
 
     // 2. the macvlan, created under a temporary name in the container and renamed there
     let bcqueuelen = conf.bc_queue_len.filter(|&q| q > 0).and_then(|q| u32::try_from(q).ok());
@@ -118,9 +101,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // 3. L3 from IPAM, or just up for an L2-only interface
     if ctx.ipam_type().is_some() {
-        let ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
+        common::ipam_into(ctx, &mut undo, &mut result)?;
         common::set_notify(&ns, &ctx.ifname, true);
         common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     } else {
@@ -133,47 +114,29 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-    }
-    common::del_container_link(ctx)
+    common::del_ipam_and_link(ctx)
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let Loaded { conf, mode, .. } = load(ctx)?;
     let ns = common::open_container_ns(ctx)?;
-    let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_check(ctx)?;
-    }
+    common::ipam_check_if_set(ctx)?;
     let prev = common::require_prev(ctx)?;
     let (idx, want) = common::check_prev_iface(ctx, prev)?;
-    {
-        let nl = if conf.link_in_container { &mut cont } else { &mut host };
-        common::resolve_master(nl, conf.master.as_deref())?;
-    }
-    let d = match cont.link_by_name(&ctx.ifname)? {
-        Some(l) => cont.link_details(l.index)?,
-        None => None,
+    common::check_master(&mut cont, conf.link_in_container, conf.master.as_deref())?;
+    let Some(d) = common::container_link_details(&mut cont, &ctx.ifname)? else {
+        bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    let Some(d) = d else { bail!("Container Interface name in prevResult: {} not found", ctx.ifname) };
-    if d.link.kind.as_deref() != Some("macvlan") {
-        bail!("Error: Container interface {} not of type macvlan", ctx.ifname);
-    }
+    common::check_link_kind(&d.link, &ctx.ifname, "macvlan")?;
     let have = d.macvlan_mode.unwrap_or(0);
     if have != mode as u32 {
         bail!("Container macvlan mode {} does not match expected value: {}", mode_name(have), mode_name(mode as u32));
     }
     common::check_link_mac(&d.link, want)?;
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_status(ctx)?;
-    }
-    Ok(())
+    common::ipam_status_if_set(ctx)
 }

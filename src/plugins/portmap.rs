@@ -23,7 +23,7 @@ use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall::nft::decode::list_chains;
 use crate::firewall::nft::sock::NftSocket;
 use crate::firewall::portmap::{self as pm, PortMapping, PortmapSpec};
-use crate::firewall::{conntrack, Attachment, BackendKind, ENV_BACKEND};
+use crate::firewall::{conntrack, BackendKind, ENV_BACKEND};
 use crate::netlink::addr::Family;
 use crate::netlink::socket::Netlink;
 use anyhow::{bail, Context, Result};
@@ -359,11 +359,9 @@ fn check(ctx: &Ctx) -> Result<()> {
 
 /// GC (the reference has none): iptables DN chains of this network whose container is gone.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let Some(valid) = ctx.valid_attachments()? else {
+    let Some(valid) = super::common::valid_attachments(ctx)? else {
         return Ok(());
     };
-    let valid: Vec<Attachment> =
-        valid.into_iter().map(|(container_id, ifname)| Attachment { container_id, ifname }).collect();
     if !iptables_state_possible(pm::TOP_DNAT) {
         return Ok(());
     }

@@ -1,18 +1,14 @@
 //! ptp: a veth pair with the container routed through a /32 (/128) host route (checklist §2.3).
 
-use super::common::{self, NsOrGone, Undo};
+use super::common::{self, Undo};
 use crate::applets::Applet;
 use crate::cni::delegate;
 use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
-use crate::netlink::link::VethSpec;
 use crate::netlink::route::RouteSpec;
-use crate::netlink::socket::{Netlink, NlError};
-use crate::sys::netns::NetNs;
-use crate::sys::sysctl;
-use anyhow::{bail, Context, Result};
-use ipnet::IpNet;
+use crate::netlink::socket::{is_exists, is_not_found, Netlink};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
 pub const APPLET: Applet = Applet {
@@ -60,13 +56,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
-    // 1. addresses first
-    let mut result = delegate::ipam_add(ctx)?;
-    let ctx2 = ctx.clone();
-    undo.push("IPAM allocation", move || delegate::ipam_del(&ctx2));
-    if result.ips.is_empty() {
-        bail!("IPAM plugin returned missing IP config");
-    }
+    // 1. addresses first (they become interface 1 below, with the veth pair)
+    let mut result = common::ipam_add_for_iface0(ctx, &mut undo)?;
     for ip in &result.ips {
         if ip.gateway.is_none() {
             return Err(CniError::config(format!("ptp needs a gateway for {} from IPAM", ip.address)).into());
@@ -76,20 +67,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     tracing::debug!(ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
 
     // 2. the veth pair
-    if cont.link_by_name(&ctx.ifname)?.is_some() {
-        bail!("container veth name provided ({}) already exists", ctx.ifname);
-    }
-    let host_ns = NetNs::current()?;
-    let host_name = create_veth(&mut cont, &host_ns, &ctx.ifname, conf.mtu)?;
-    tracing::debug!(host_veth = %host_name, ifname = %ctx.ifname, "veth pair created");
-    let ns_path = ns.path().to_string();
-    let ifname = ctx.ifname.clone();
-    undo.push("container veth", move || {
-        let ns = NetNs::open(&ns_path).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        common::delete_container_link(&mut Netlink::in_netns(&ns)?, &ifname).map(|_| ())
-    });
-    let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
-    let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
+    let host_veth = common::add_veth_pair(ctx, &mut host, &mut cont, &ns, &mut undo, conf.mtu, None)?;
+    let host_name = host_veth.name.clone();
     host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
     result.interfaces = vec![
@@ -169,11 +148,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     tracing::debug!(host_veth = %host_name, "host gateway addresses and routes configured");
     if conf.ip_masq {
-        let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-        firewall::setup_ipmasq(conf.ip_masq_backend.as_deref(), &ctx.name, &ctx.container_id, &ctx.ifname, &ips)
-            .context("failed to set up IP masquerading")?;
-        let (net, cid, ifname) = (ctx.name.clone(), ctx.container_id.clone(), ctx.ifname.clone());
-        undo.push("ipMasq", move || firewall::teardown_ipmasq(&net, &cid, &ifname, &ips));
+        common::setup_ipmasq(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
     }
     if let Some(dns) = common::conf_dns(ctx) {
         result.dns = dns;
@@ -182,44 +157,10 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     Ok(result)
 }
 
-fn is_exists(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<NlError>().map(|n| n.is_exists()).unwrap_or(false)
-}
-
-fn is_not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<NlError>().map(|n| n.is_not_found()).unwrap_or(false)
-}
-
-fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32) -> Result<String> {
-    let mut last = None;
-    for _ in 0..10 {
-        let peer = common::random_veth_name();
-        let spec = VethSpec {
-            name: ifname,
-            peer_name: &peer,
-            mtu: (mtu > 0).then_some(mtu),
-            mac: None,
-            peer_ns: Some(host_ns.fd()),
-        };
-        match cont.veth_add(&spec) {
-            Ok(()) => return Ok(peer),
-            Err(e) if is_exists(&e) => last = Some(e),
-            Err(e) => return Err(e.context(format!("failed to create veth pair for {ifname:?}"))),
-        }
-    }
-    Err(last.map(|e| e.context("failed to find a free veth name")).unwrap_or_else(|| anyhow::anyhow!("veth")))
-}
-
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-    }
-    let mut addrs = Vec::new();
-    if let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? {
-        let mut cont = Netlink::in_netns(&ns)?;
-        addrs = common::delete_container_link(&mut cont, &ctx.ifname)?;
-    }
+    common::ipam_del_if_set(ctx)?;
+    let addrs = common::del_container_link(ctx)?;
     // rules are found by their comments: this also cleans up when the netns is already gone
     if conf.ip_masq {
         firewall::teardown_ipmasq(&ctx.name, &ctx.container_id, &ctx.ifname, &addrs)?;
@@ -231,25 +172,14 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// `cni.dev/valid-attachments`; an absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let mut errors = Vec::new();
-    if ctx.ipam_type().is_some() {
-        if let Err(e) = delegate::ipam_gc(ctx) {
-            errors.push(format!("ipam: {e:#}"));
-        }
-    }
+    let mut errors = common::GcErrors::default();
+    common::gc_ipam(ctx, &mut errors);
     if conf.ip_masq {
-        if let Some(valid) = ctx.valid_attachments()? {
-            let valid: Vec<firewall::Attachment> =
-                valid.into_iter().map(|(container_id, ifname)| firewall::Attachment { container_id, ifname }).collect();
-            if let Err(e) = firewall::gc_ipmasq(&ctx.name, &valid) {
-                errors.push(format!("ipMasq: {e:#}"));
-            }
+        if let Some(valid) = common::valid_attachments(ctx)? {
+            common::gc_ipmasq(ctx, &valid, &mut errors);
         }
     }
-    if !errors.is_empty() {
-        bail!("GC failed: {}", errors.join("; "));
-    }
-    Ok(())
+    errors.finish()
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
@@ -258,16 +188,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     let prev = common::require_prev(ctx)?;
     let ns = common::open_container_ns(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    let idx = common::find_container_iface(ctx, prev)?;
-    let c = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("interface {} not found", ctx.ifname))?;
-    if c.kind.as_deref() != Some("veth") {
-        bail!("Error: Container interface {} not of type veth", ctx.ifname);
-    }
-    if let (Some(want), Some(have)) = (prev.interfaces.get(idx).and_then(|i| i.mac.clone()), c.mac_string()) {
-        if !want.eq_ignore_ascii_case(&have) {
-            bail!("Interface {} Mac {want} doesn't match container Mac: {have}", ctx.ifname);
-        }
-    }
+    let (idx, _) = common::check_container_veth(ctx, &mut cont, prev)?;
     common::check_expected_ips(&mut cont, &ctx.ifname, idx, prev)?;
     common::check_expected_routes(&mut cont, prev)?;
     Ok(())

@@ -4,7 +4,7 @@
 
 use super::common::{self, Undo};
 use crate::applets::Applet;
-use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
 use crate::sys::{selinux, tun};
@@ -42,19 +42,7 @@ fn load(ctx: &Ctx) -> Result<(Conf, Option<[u8; 6]>)> {
     if conf.mtu < 0 || conf.mtu > i64::from(u32::MAX) {
         return Err(CniError::config(format!("invalid MTU {}", conf.mtu)).into());
     }
-    let mac_s = ctx
-        .runtime_config("mac")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()))
-        .or(conf.mac.as_deref().filter(|s| !s.is_empty()));
-    let mac = match mac_s {
-        None => None,
-        Some(s) => Some(
-            crate::netlink::parse_mac(s)
-                .map_err(|e| CniError::config(format!("invalid args {s} for MAC addr: {e}")))?,
-        ),
-    };
+    let mac = common::configured_mac(ctx, conf.mac.as_deref())?;
     Ok((conf, mac))
 }
 
@@ -143,9 +131,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut result = CniResult { interfaces: vec![common::container_iface(ctx, &link)], ..Default::default() };
 
     if ctx.ipam_type().is_some() {
-        let ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
+        common::ipam_into(ctx, &mut undo, &mut result)?;
         common::set_notify(&ns, &ctx.ifname, false);
         common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     }
@@ -156,29 +142,19 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-    }
-    common::del_container_link(ctx)
+    common::del_ipam_and_link(ctx)
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let _ = load(ctx)?;
     let ns = common::open_container_ns(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_check(ctx)?;
-    }
+    common::ipam_check_if_set(ctx)?;
     let prev = common::require_prev(ctx)?;
     let (idx, _) = common::check_prev_iface(ctx, prev)?;
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_status(ctx)?;
-    }
-    Ok(())
+    common::ipam_status_if_set(ctx)
 }

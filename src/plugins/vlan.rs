@@ -47,9 +47,7 @@ fn load(ctx: &Ctx) -> Result<(Conf, String, u16)> {
         ))
         .into());
     };
-    if conf.mtu < 0 {
-        return Err(CniError::config(format!("invalid MTU {}, must be [0, master MTU]", conf.mtu)).into());
-    }
+    common::check_mtu_not_negative(conf.mtu)?;
     Ok((conf, master, id))
 }
 
@@ -67,10 +65,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let nl = if conf.link_in_container { &mut cont } else { &mut host };
         common::resolve_master(nl, Some(&master))?
     };
-    let mtu = u32::try_from(conf.mtu).unwrap_or(u32::MAX);
-    if mtu > master.mtu {
-        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
-    }
+    let mtu = common::mtu_within_master(conf.mtu, &master)?;
     let template = LinkSpec {
         parent: Some(master.index),
         mtu: (mtu > 0).then_some(mtu),
@@ -93,10 +88,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 /// is gone; we do not).
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    if ctx.ipam_type().is_some() {
-        delegate::ipam_del(ctx)?;
-    }
-    common::del_container_link(ctx)
+    common::del_ipam_and_link(ctx)
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
@@ -108,24 +100,11 @@ fn check(ctx: &Ctx) -> Result<()> {
         return Err(CniError::config("vlan: Required prevResult missing").into());
     };
     let (idx, want) = common::check_prev_iface(ctx, prev)?;
-    {
-        let mut host;
-        let nl = if conf.link_in_container {
-            &mut cont
-        } else {
-            host = Netlink::new()?;
-            &mut host
-        };
-        common::resolve_master(nl, Some(&master))?;
-    }
-    let d = match cont.link_by_name(&ctx.ifname)? {
-        Some(l) => cont.link_details(l.index)?,
-        None => None,
+    common::check_master(&mut cont, conf.link_in_container, Some(&master))?;
+    let Some(d) = common::container_link_details(&mut cont, &ctx.ifname)? else {
+        bail!("vlan: Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    let Some(d) = d else { bail!("vlan: Container Interface name in prevResult: {} not found", ctx.ifname) };
-    if d.link.kind.as_deref() != Some("vlan") {
-        bail!("Error: Container interface {} not of type vlan", ctx.ifname);
-    }
+    common::check_link_kind(&d.link, &ctx.ifname, "vlan")?;
     common::check_link_mac(&d.link, want)?;
     if d.vlan_id != Some(id) {
         bail!("Error: container link {} has VLAN id {:?}, configured {id}", ctx.ifname, d.vlan_id);
@@ -133,9 +112,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     if conf.mtu != 0 && i64::from(d.link.mtu) != conf.mtu {
         bail!("Error: configured MTU of {} is {}, current value is {}", ctx.ifname, conf.mtu, d.link.mtu);
     }
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 /// STATUS goes to IPAM unconditionally, as the reference does.

@@ -111,10 +111,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 .with_context(|| format!("could not add VRF {}", conf.vrf_name))?;
             let l = cont.link_by_name(&conf.vrf_name)?.with_context(|| format!("VRF {} vanished", conf.vrf_name))?;
             let (path, index) = (ns.path().to_string(), l.index);
-            undo.push("VRF", move || {
-                let ns = crate::sys::netns::NetNs::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-                Netlink::in_netns(&ns)?.link_del(index)
-            });
+            undo.push("VRF", move || Netlink::in_netns(&common::reopen_ns(&path)?)?.link_del(index));
             cont.link_set_up(l.index, true).with_context(|| format!("could not set link up for VRF {}", l.name))?;
             (l, table)
         }
@@ -138,10 +135,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     cont.link_set_master(link.index, Some(vrf.index))
         .with_context(|| format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname))?;
     let (path, index) = (ns.path().to_string(), link.index);
-    undo.push("VRF membership", move || {
-        let ns = crate::sys::netns::NetNs::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Netlink::in_netns(&ns)?.link_set_master(index, None)
-    });
+    undo.push("VRF membership", move || Netlink::in_netns(&common::reopen_ns(&path)?)?.link_set_master(index, None));
     let v6_after: Vec<_> = cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
     // re-added with their NODAD flag, so they are usable at once (as the reference re-adds them)
     for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {
@@ -200,7 +194,7 @@ fn del(ctx: &Ctx) -> Result<()> {
     }
     if members(&mut cont, vrf.index)?.is_empty() {
         if let Err(e) = cont.link_del(vrf.index) {
-            if !common::nl_not_found(&e) {
+            if !crate::netlink::socket::is_not_found(&e) {
                 return Err(e.context(format!("could not delete VRF {}", vrf.name)));
             }
         }
