@@ -5,6 +5,8 @@ pub mod applets;
 pub mod cli;
 pub mod cni;
 pub mod firewall;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod install;
 pub mod ipam;
 pub mod logging;
