@@ -206,6 +206,34 @@ pub fn prev_result(conf: &Value, version: &str) -> Result<Option<CniResult>, Cni
     }
 }
 
+/// The key path (`ipam.ranges`) of the value that makes decoding `v` into `T` fail, found by
+/// removing one key at a time (an absent key takes its default): only run on the error path,
+/// so error messages can say which key is wrong. `None` when no single key is to blame.
+pub fn locate_error<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String> {
+    fn walk<T: serde::de::DeserializeOwned>(root: &Value, path: &mut Vec<String>, depth: usize) -> Option<String> {
+        let mut cur = root;
+        for p in path.iter() {
+            cur = cur.get(p)?;
+        }
+        let keys: Vec<String> = cur.as_object()?.keys().cloned().collect();
+        for k in keys {
+            let mut trial = root.clone();
+            let mut node = &mut trial;
+            for p in path.iter() {
+                node = node.get_mut(p)?;
+            }
+            node.as_object_mut()?.remove(&k);
+            if serde_json::from_value::<T>(trial).is_ok() {
+                path.push(k);
+                let deeper = if depth < 4 { walk::<T>(root, path, depth + 1) } else { None };
+                return deeper.or_else(|| Some(path.join(".")));
+            }
+        }
+        None
+    }
+    walk::<T>(v, &mut Vec::new(), 0)
+}
+
 /// JSON type name for messages (Go's wording).
 pub fn kind(v: &Value) -> &'static str {
     match v {
