@@ -44,7 +44,7 @@ fn cid(i: usize) -> String {
 /// Masquerade rules in the host netns (0 when the table does not exist).
 fn masq_rules(w: &World) -> Vec<String> {
     let out = w.host.exec(&["nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]);
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("masquerade")).map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" masquerade comment")).map(str::to_string).collect()
 }
 
 fn stress(tag: &str, masq: bool) {
@@ -66,6 +66,7 @@ fn stress(tag: &str, masq: bool) {
     let gc_runs = AtomicUsize::new(0);
     let gc_failures: Mutex<Vec<String>> = Mutex::new(vec![]);
     let next = AtomicUsize::new(0);
+    let gc_lock = Mutex::new(());
 
     let phase = |verb: &'static str| {
         next.store(0, Ordering::SeqCst);
@@ -78,10 +79,11 @@ fn stress(tag: &str, masq: bool) {
                     if i >= n {
                         break;
                     }
-                    if verb == "ADD" {
-                        live[i].store(true, Ordering::SeqCst);
-                    } else {
-                        live[i].store(false, Ordering::SeqCst);
+                    {
+                        // as a runtime does: an attachment being added is in every GC list
+                        // computed from now on (GC never races the start of an ADD it omits)
+                        let _g = gc_lock.lock().unwrap();
+                        live[i].store(verb == "ADD", Ordering::SeqCst);
                     }
                     let o = w.cni(verb, &c).cid(&cid(i)).container(i).run();
                     results.lock().unwrap().insert(i, o);
@@ -90,6 +92,7 @@ fn stress(tag: &str, masq: bool) {
             // the GC caller: runs until the workers are done
             sc.spawn(|| {
                 while !done.load(Ordering::SeqCst) {
+                    let _g = gc_lock.lock().unwrap();
                     let valid: Vec<Value> = (0..n)
                         .filter(|&i| live[i].load(Ordering::SeqCst))
                         .map(|i| json!({"containerID": cid(i), "ifname": "eth0"}))
@@ -101,6 +104,7 @@ fn stress(tag: &str, masq: bool) {
                     if !o.success() {
                         gc_failures.lock().unwrap().push(format!("{}{}", o.stdout, o.stderr));
                     }
+                    drop(_g);
                     std::thread::sleep(Duration::from_millis(20));
                 }
             });
