@@ -601,3 +601,18 @@ fn faults_temp_file_of_a_killed_writer_is_removed() {
         assert!(!dir.join(f).exists(), "{f} still there after the next DEL");
     }
 }
+
+#[test]
+fn log_file_named_by_the_config_is_created_private() {
+    // the `log` key's file was created 0644 (umask-dependent): container ids and configs
+    // readable by every local user
+    let w = World::new("fltlog", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let log = w.tmp.join("plugin.log");
+    let mut conf = hl_conf(&w, &s, "fltlog");
+    conf["log"] = json!(log);
+    w.add(&conf).cid("c0").env("CNI_MULTI_LOG", "debug").run().ok();
+    let md = std::fs::metadata(&log).expect("log file created");
+    assert_eq!(md.permissions().mode() & 0o777, 0o600, "log file mode {:o}", md.permissions().mode() & 0o777);
+    assert!(md.len() > 0, "something was logged");
+}
