@@ -250,8 +250,11 @@ pub fn nftables(data: &[u8]) {
     }
 }
 
+/// One fuzz entry point.
+pub type Target = fn(&[u8]);
+
 /// Target name → entry point, for the replay test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("result", result),
     ("cni_args", cni_args),

@@ -139,6 +139,8 @@ impl<'w> Plugin<'w> {
 
     /// Run under ptrace; SIGKILL at the exit of the `kill_at`-th syscall in `stops`
     /// (never when `kill_at` is 0). Also returns early with `Killed` if `on_stop` says so.
+    // the child is reaped with waitpid(2), which std's Child cannot see
+    #[allow(clippy::zombie_processes)]
     fn traced(&self, stops: &[u64], kill_at: usize) -> Traced {
         let mut child = self.command(true).spawn().expect("spawn traced plugin");
         let pid = Pid::from_raw(child.id() as i32);
@@ -203,6 +205,7 @@ impl<'w> Plugin<'w> {
     }
 
     /// Run under ptrace and leave it stopped at the exit of its first `flock(2)`.
+    #[allow(clippy::zombie_processes)]
     fn stopped_holding_lock(&self) -> (Pid, std::process::Child) {
         let mut child = self.command(true).spawn().expect("spawn traced plugin");
         let pid = Pid::from_raw(child.id() as i32);

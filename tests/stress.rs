@@ -44,7 +44,11 @@ fn cid(i: usize) -> String {
 /// Masquerade rules in the host netns (0 when the table does not exist).
 fn masq_rules(w: &World) -> Vec<String> {
     let out = w.host.exec(&["nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]);
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" masquerade comment")).map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" masquerade comment"))
+        .map(str::to_string)
+        .collect()
 }
 
 fn stress(tag: &str, masq: bool) {
