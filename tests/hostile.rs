@@ -812,3 +812,24 @@ fn bridge_name_the_kernel_would_refuse_is_a_config_error_before_any_change() {
         assert!(w.leases("hbrname").is_empty(), "{bad}: no lease taken");
     }
 }
+
+#[test]
+fn netconf_type_error_in_a_huge_config_is_reported_fast() {
+    // the key search behind "netconf_type_error_names_the_key" clones the config per key: a
+    // config of 15 MiB with 300 000 keys and one bad value must still fail at once
+    let w = World::new("hhuge", 1, Impl::Ours);
+    let mut c = serde_json::Map::new();
+    c.insert("cniVersion".into(), json!("1.0.0"));
+    c.insert("name".into(), json!("hhuge"));
+    c.insert("type".into(), json!("bridge"));
+    c.insert("bridge".into(), json!("cmhh0"));
+    for i in 0..300_000 {
+        c.insert(format!("k{i:07}"), json!("x".repeat(40)));
+    }
+    c.insert("mtu".into(), json!("not a number"));
+    let started = std::time::Instant::now();
+    let e = w.add(&Value::Object(c)).run().err_code(999);
+    assert!(e.msg.contains("failed to load netconf"), "{e:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(w.host.link("cmhh0").is_none());
+}

@@ -215,7 +215,7 @@ pub fn locate_error<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String>
         for p in path.iter() {
             cur = cur.get(p)?;
         }
-        let keys: Vec<String> = cur.as_object()?.keys().cloned().collect();
+        let keys: Vec<String> = cur.as_object()?.keys().take(MAX_LOCATE_KEYS).cloned().collect();
         for k in keys {
             let mut trial = root.clone();
             let mut node = &mut trial;
@@ -231,8 +231,17 @@ pub fn locate_error<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String>
         }
         None
     }
+    // each trial clones the config: only for configs of a sane size (a hostile 16 MiB object
+    // with a million keys must not turn an error message into minutes of CPU)
+    if serde_json::to_vec(v).map_or(true, |b| b.len() > MAX_LOCATE_BYTES) {
+        return None;
+    }
     walk::<T>(v, &mut Vec::new(), 0)
 }
+
+/// Bounds of [`locate_error`]'s search.
+const MAX_LOCATE_KEYS: usize = 128;
+const MAX_LOCATE_BYTES: usize = 64 << 10;
 
 /// JSON type name for messages (Go's wording).
 pub fn kind(v: &Value) -> &'static str {
