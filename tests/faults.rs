@@ -4,7 +4,7 @@
 //!   the N-th state-changing syscall (`sendto`/`sendmsg` — every netlink and nftables request —
 //!   and the store's `link`/`rename`/`unlink`) it is killed with SIGKILL, for N = 1..k where k
 //!   is the number of such syscalls in a whole ADD. After each kill, DEL must succeed and leave
-//!   the world exactly as before the ADD (links, addresses, routes, qdiscs, nftables and
+//!   the world exactly as before the ADD (links, addresses, routes, rules, qdiscs, nftables and
 //!   iptables rules, host-local leases and temp files), and a fresh ADD of the same container
 //!   must succeed (then is deleted again). Bridge + host-local with ipMasq on nftables, and ptp.
 //! - **Lock**: a plugin stopped while holding the store's flock blocks a second ADD; killing it
@@ -254,6 +254,10 @@ fn world_state(w: &World) -> BTreeMap<String, String> {
             ns.routes().iter().map(|r| format!("{} {} {}", r["dst"], r["dev"], r["gateway"])).collect();
         m.insert(format!("{label}.routes"), routes.join(";"));
         m.insert(format!("{label}.tc"), text(ns.exec(&["tc", "qdisc", "show"])));
+        m.insert(
+            format!("{label}.rules"),
+            text(ns.exec(&["ip", "rule", "show"])) + &text(ns.exec(&["ip", "-6", "rule", "show"])),
+        );
     }
     m.insert("host.nft".into(), text(w.host.exec(&["nft", "list", "ruleset"])));
     let ipt = text(w.host.exec(&["iptables-save"]));
