@@ -113,3 +113,23 @@ clean:
 .PHONY: docs
 docs:
 	UPDATE_README=1 $(CARGO) test --locked --lib docs::tests::readme_has_the_generated_plugin_docs
+
+# ---- hardening (docs/hardening.md): fuzzing and the long stress/fault runs, not part of `make test`
+FUZZ_TARGETS ?= config result cni_args store netlink nftables
+FUZZ_SECONDS ?= 600
+STRESS_N     ?= 200
+
+.PHONY: fuzz stress
+
+# each cargo-fuzz target in turn for FUZZ_SECONDS (nightly + cargo-fuzz); new inputs go to
+# fuzz/corpus/<target>, crashes to fuzz/artifacts/<target>; seeds are testdata/fuzz/<target>
+fuzz:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  $(CARGO) +nightly fuzz run -O $$t corpus/$$t ../testdata/fuzz/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -max_len=65536 || exit 1; \
+	done
+
+# concurrency stress at STRESS_N containers and fault injection at every crash point (root)
+stress:
+	CNI_MULTI_STRESS_N=$(STRESS_N) CNI_MULTI_FAULT_STRIDE=1 $(CARGO) test --locked --test tests -- stress:: faults::

@@ -7,6 +7,8 @@ pub mod cni;
 pub mod digest;
 pub mod docs;
 pub mod firewall;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod install;
 pub mod ipam;
 pub mod logging;

@@ -48,7 +48,9 @@ pub fn init(get: &dyn Fn(&str) -> Option<String>) {
 }
 
 fn open(path: &str) -> Option<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).ok()
+    use std::os::unix::fs::OpenOptionsExt;
+    // logs name containers and configs: private to root, like the store's files
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).ok()
 }
 
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {

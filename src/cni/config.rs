@@ -206,6 +206,43 @@ pub fn prev_result(conf: &Value, version: &str) -> Result<Option<CniResult>, Cni
     }
 }
 
+/// The key path (`ipam.ranges`) of the value that makes decoding `v` into `T` fail, found by
+/// removing one key at a time (an absent key takes its default): only run on the error path,
+/// so error messages can say which key is wrong. `None` when no single key is to blame.
+pub fn locate_error<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String> {
+    fn walk<T: serde::de::DeserializeOwned>(root: &Value, path: &mut Vec<String>, depth: usize) -> Option<String> {
+        let mut cur = root;
+        for p in path.iter() {
+            cur = cur.get(p)?;
+        }
+        let keys: Vec<String> = cur.as_object()?.keys().take(MAX_LOCATE_KEYS).cloned().collect();
+        for k in keys {
+            let mut trial = root.clone();
+            let mut node = &mut trial;
+            for p in path.iter() {
+                node = node.get_mut(p)?;
+            }
+            node.as_object_mut()?.remove(&k);
+            if serde_json::from_value::<T>(trial).is_ok() {
+                path.push(k);
+                let deeper = if depth < 4 { walk::<T>(root, path, depth + 1) } else { None };
+                return deeper.or_else(|| Some(path.join(".")));
+            }
+        }
+        None
+    }
+    // each trial clones the config: only for configs of a sane size (a hostile 16 MiB object
+    // with a million keys must not turn an error message into minutes of CPU)
+    if serde_json::to_vec(v).map_or(true, |b| b.len() > MAX_LOCATE_BYTES) {
+        return None;
+    }
+    walk::<T>(v, &mut Vec::new(), 0)
+}
+
+/// Bounds of [`locate_error`]'s search.
+const MAX_LOCATE_KEYS: usize = 128;
+const MAX_LOCATE_BYTES: usize = 64 << 10;
+
 /// JSON type name for messages (Go's wording).
 pub fn kind(v: &Value) -> &'static str {
     match v {

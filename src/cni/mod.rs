@@ -102,8 +102,16 @@ impl Ctx {
     /// Decode the (folded) config into a plugin's config struct. Struct fields must use
     /// lower-case serde names (`#[serde(rename = "isgateway")]`). A type mismatch is a
     /// plain error (code 999), like the reference.
+    /// `ipam`, when present, must be an object (the reference's `types.IPAM` struct); the error
+    /// names the key whose value is wrong.
     pub fn plugin_conf<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
-        serde_json::from_value(self.conf.clone()).map_err(|e| anyhow::anyhow!("failed to load netconf: {e}"))
+        if let Some(ipam) = self.conf.get("ipam").filter(|v| !v.is_object()) {
+            anyhow::bail!("failed to load netconf: ipam: expected an object, got {}", config::kind(ipam));
+        }
+        serde_json::from_value(self.conf.clone()).map_err(|e| match config::locate_error::<T>(&self.conf) {
+            Some(path) => anyhow::anyhow!("failed to load netconf: {path}: {e}"),
+            None => anyhow::anyhow!("failed to load netconf: {e}"),
+        })
     }
 
     /// A key of the folded config (give it lower-case).

@@ -150,7 +150,6 @@ impl NftBackend {
     /// Deletes the rules selected by `pick`; retries when a concurrent writer changed the chain.
     fn delete_where(&self, pick: impl Fn(&RuleInfo) -> bool) -> Result<()> {
         let mut s = NftSocket::cached()?;
-        let mut last = None;
         for _ in 0..3 {
             let rules = Self::current(&mut s)?;
             let mut b = Batch::new();
@@ -159,11 +158,22 @@ impl NftBackend {
             }
             match s.commit(&b) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_not_found() => last = Some(e),
+                Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("nftables: delete failed")))
+        // Still racing (many DELs and a GC deleting from the same chain): delete one rule per
+        // transaction, where ENOENT only means someone else already deleted it.
+        for r in Self::current(&mut s)?.iter().filter(|r| pick(r)) {
+            let mut b = Batch::new();
+            b.del_rule(Family::Inet, TABLE, CHAIN, r.handle);
+            match s.commit(&b) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
 

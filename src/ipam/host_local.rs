@@ -70,7 +70,10 @@ fn ipam_value(ctx: &Ctx) -> anyhow::Result<&serde_json::Value> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> anyhow::Result<T> {
-    serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("failed to load netconf: {e}"))
+    serde_json::from_value(v.clone()).map_err(|e| match crate::cni::config::locate_error::<T>(v) {
+        Some(path) => anyhow::anyhow!("failed to load netconf: {path}: {e}"),
+        None => anyhow::anyhow!("failed to load netconf: {e}"),
+    })
 }
 
 /// Just `ipam.dataDir`, so DEL and GC do not depend on the rest of the config parsing.

@@ -76,8 +76,12 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<StaticConf> {
         Some(_) => anyhow::bail!("failed to load netconf: 'ipam' must be an object"),
         None => return Err(CniError::config("IPAM config missing 'ipam' key").into()),
     };
-    let raw: RawStatic =
-        serde_json::from_value(ipam.clone()).map_err(|e| anyhow::anyhow!("failed to load netconf: {e}"))?;
+    let raw: RawStatic = serde_json::from_value(ipam.clone()).map_err(|e| {
+        match crate::cni::config::locate_error::<RawStatic>(ipam) {
+            Some(path) => anyhow::anyhow!("failed to load netconf: ipam.{path}: {e}"),
+            None => anyhow::anyhow!("failed to load netconf: {e}"),
+        }
+    })?;
 
     // (address text, gateway) until everything is known, like the reference
     let mut list: Vec<(String, Option<IpAddr>)> = Vec::new();

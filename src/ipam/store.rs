@@ -158,7 +158,22 @@ impl Store {
             .create(&dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
         let lock = lock_dir(&dir)?;
-        Ok(Store { dir, _lock: lock })
+        let store = Store { dir, _lock: lock };
+        store.remove_stale_temp_files();
+        Ok(store)
+    }
+
+    /// Temp files (`.<name>.tmp`, `.<ip>.<pid>.tmp`) are only ever written under the lock, so
+    /// any found by the lock holder belong to a plugin that died mid-write: remove them.
+    fn remove_stale_temp_files(&self) {
+        let Ok(rd) = fs::read_dir(&self.dir) else { return };
+        for de in rd.flatten() {
+            let name = de.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') && name.ends_with(".tmp") && de.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(de.path());
+            }
+        }
     }
 
     /// Lock the directory of `network` if it exists; `None` if there is none (nothing to
@@ -174,7 +189,9 @@ impl Store {
             Err(e) => return Err(e).with_context(|| format!("failed to stat {}", dir.display())),
         }
         let lock = lock_dir(&dir)?;
-        Ok(Some(Store { dir, _lock: lock }))
+        let store = Store { dir, _lock: lock };
+        store.remove_stale_temp_files();
+        Ok(Some(store))
     }
 
     pub fn dir(&self) -> &Path {

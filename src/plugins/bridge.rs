@@ -82,6 +82,9 @@ impl Conf {
             return Err(CniError::config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)).into());
         }
         c.trunk_vids()?;
+        // the kernel's rules for a link name, checked before anything is created
+        crate::cni::env::validate_ifname(c.bridge_name())
+            .map_err(|e| CniError::config(format!("invalid bridge name {:?}: {}", c.bridge_name(), e.msg)))?;
         if c.hairpin_mode && c.promisc_mode {
             return Err(CniError::config("cannot set hairpin mode and promiscuous mode at the same time").into());
         }

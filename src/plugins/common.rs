@@ -23,11 +23,7 @@ pub enum NsOrGone {
 /// the namespace this plugin runs in (a stale path once let a plugin take down the host's `lo`).
 pub fn open_container_ns(ctx: &Ctx) -> Result<NetNs> {
     let path = ctx.require_netns()?;
-    let ns = NetNs::open(path).map_err(|e| match e {
-        NsError::NotExist(m) | NsError::NotNetns(m) | NsError::Io(m) => {
-            CniError::new(code::INVALID_NETNS, format!("failed to open netns {path:?}: {m}"))
-        }
-    })?;
+    let ns = NetNs::open(path).map_err(|e| CniError::new(code::INVALID_NETNS, e.to_string()))?;
     refuse_own_ns(&ns)?;
     Ok(ns)
 }
@@ -43,9 +39,7 @@ pub fn open_container_ns_for_del(ctx: &Ctx) -> Result<NsOrGone> {
             Ok(NsOrGone::Ns(ns))
         }
         Err(NsError::NotExist(_)) => Ok(NsOrGone::Gone),
-        Err(NsError::NotNetns(m)) | Err(NsError::Io(m)) => {
-            Err(CniError::new(code::INVALID_NETNS, format!("failed to open netns {path:?}: {m}")).into())
-        }
+        Err(e) => Err(CniError::new(code::INVALID_NETNS, e.to_string()).into()),
     }
 }
 

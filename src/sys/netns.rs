@@ -11,6 +11,16 @@ use anyhow::Context;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::statfs::{fstatfs, NSFS_MAGIC, PROC_SUPER_MAGIC};
 
+nix::ioctl_none!(ns_get_nstype_raw, 0xb7, 0x3);
+
+/// The CLONE_NEW* type of the namespace `file` refers to.
+fn ns_get_nstype(file: &File) -> nix::Result<i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the namespace the open fd refers
+    // to; the fd is valid for the duration of the call (borrowed from `file`).
+    unsafe { ns_get_nstype_raw(file.as_raw_fd()) }
+}
+
 /// The calling thread's network namespace.
 const CURRENT: &str = "/proc/thread-self/ns/net";
 
@@ -55,6 +65,14 @@ impl NetNs {
         let magic = st.filesystem_type();
         if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
             return Err(NsError::NotNetns(path.to_string()));
+        }
+        // procfs magic also matches /proc/self/status, and nsfs holds ipc/uts/… namespaces
+        // too: ask the kernel which kind of namespace this is (NS_GET_NSTYPE, Linux 4.11+;
+        // older kernels say ENOTTY for every file, so only an nsfs file is then taken on trust)
+        match ns_get_nstype(&file) {
+            Ok(t) if t == CloneFlags::CLONE_NEWNET.bits() => {}
+            Err(nix::errno::Errno::ENOTTY) if magic == NSFS_MAGIC => {}
+            _ => return Err(NsError::NotNetns(path.to_string())),
         }
         Ok(NetNs { file, path: path.to_string() })
     }
