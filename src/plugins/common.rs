@@ -111,14 +111,6 @@ pub fn requested_mac(ctx: &Ctx) -> Result<Option<[u8; 6]>> {
     }
 }
 
-pub fn family_of(ip: &IpAddr) -> Family {
-    if ip.is_ipv4() {
-        Family::V4
-    } else {
-        Family::V6
-    }
-}
-
 fn host_prefix(ip: IpAddr) -> IpNet {
     IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 }).unwrap_or_else(|_| IpNet::from(ip))
 }
@@ -182,13 +174,14 @@ pub fn configure_iface(ns: &NetNs, nl: &mut Netlink, ifname: &str, our_index: us
     }
     nl.link_set_up(link.index, true).with_context(|| format!("failed to set {ifname:?} UP"))?;
     if v6gw.is_some() {
-        wait_dad(nl, link.index)?;
+        // IPv6 DAD: up to 5 s, fail on DADFAILED, give up silently when the link is not oper-up
+        nl.settle_addrs(link.index, std::time::Duration::from_secs(5))?;
     }
     for r in &result.routes {
         let gw = r.gw.or(if r.dst.addr().is_ipv4() { v4gw } else { v6gw });
         let spec = RouteSpec {
             dst: Some(r.dst.trunc()),
-            family: Some(family_of(&r.dst.addr())),
+            family: Some(Family::of(&r.dst.addr())),
             gw,
             oif: Some(link.index),
             scope: r.scope,
@@ -205,27 +198,6 @@ pub fn configure_iface(ns: &NetNs, nl: &mut Netlink, ifname: &str, our_index: us
                 gw.map(|g| g.to_string()).unwrap_or_default()
             )
         })?;
-    }
-    Ok(())
-}
-
-/// Wait up to 5 s for IPv6 duplicate address detection to finish on `index`.
-fn wait_dad(nl: &mut Netlink, index: u32) -> Result<()> {
-    const TENTATIVE: u32 = 0x40;
-    const DADFAILED: u32 = 0x08;
-    for _ in 0..50 {
-        let addrs = nl.addrs(Some(index), Some(Family::V6))?;
-        if let Some(a) = addrs.iter().find(|a| a.flags & DADFAILED != 0) {
-            anyhow::bail!("IPv6 duplicate address detected for {}", a.addr);
-        }
-        if !addrs.iter().any(|a| a.flags & TENTATIVE != 0) {
-            return Ok(());
-        }
-        let link = nl.link_by_index(index)?;
-        if link.map(|l| l.oper_state != 6).unwrap_or(true) {
-            return Ok(()); // not oper-up: DAD will not complete, give up silently like the reference
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     Ok(())
 }

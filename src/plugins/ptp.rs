@@ -89,7 +89,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let subnet = ip.address.trunc();
-        let fam = Some(common::family_of(&gw));
+        let fam = Some(crate::netlink::addr::Family::of(&gw));
         let connected = RouteSpec {
             dst: Some(subnet),
             family: fam,
@@ -135,7 +135,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         }
         let to_cont = RouteSpec {
             dst: Some(common::host_route_to(ip.address.addr())),
-            family: Some(common::family_of(&gw)),
+            family: Some(crate::netlink::addr::Family::of(&gw)),
             oif: Some(host_veth.index),
             scope: Some(254),
             ..Default::default()

@@ -139,7 +139,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     if let Some(table) = conf.table {
         for ip in &ips {
-            let mut rule = RuleSpec::new(common::family_of(&ip.address.addr()));
+            let mut rule = RuleSpec::new(crate::netlink::addr::Family::of(&ip.address.addr()));
             rule.src = Some(host_net(ip.address.addr()));
             rule.table = Some(table);
             nl.rule_add(&rule).with_context(|| format!("Failed to add rule for {}", ip.address.addr()))?;
@@ -162,7 +162,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut table = next_free_table(&used, FIRST_TABLE);
     for ip in &ips {
         let addr = ip.address.addr();
-        let fam = common::family_of(&addr);
+        let fam = crate::netlink::addr::Family::of(&addr);
         let mut rule = RuleSpec::new(fam);
         rule.src = Some(host_net(addr));
         rule.table = Some(table);
