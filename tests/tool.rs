@@ -2,17 +2,14 @@
 //! reference plugins in /usr/lib/cni leave the same kernel state; the result cache has libcni's
 //! layout; GC deletes stale cached attachments; validate and the `cnitool` argv[0] work.
 //!
-//! The harness is tests/tool_world (self-contained; tests/harness had not landed on this branch).
+//! The runtime side of the harness is tests/harness/runtime.rs.
 
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-#[allow(clippy::duplicate_mod)]
-#[path = "tool_world/mod.rs"]
-mod world;
-
-use world::*;
+use crate::harness::runtime::*;
+use crate::harness::Netns;
 
 const REF_DIR: &str = "/usr/lib/cni";
 
@@ -33,7 +30,7 @@ fn norm_veth(s: &str) -> String {
 
 /// The kernel state a conflist leaves: container addresses/routes/links, host addresses/routes/links.
 /// (stderr dropped: `ip` warns "Peer netns reference is invalid" while other tests churn namespaces)
-fn snapshot(host: &Ns, cont: &Ns) -> Vec<String> {
+fn snapshot(host: &Netns, cont: &Netns) -> Vec<String> {
     let mut s = Vec::new();
     for l in cont.ok("ip -4 -o addr show 2>/dev/null | awk '{print $2, $3, $4}'").lines() {
         s.push(format!("c addr {l}"));
@@ -66,8 +63,8 @@ struct Run {
 
 fn drive(conflist: &str, name: &str, cni_path: Option<&str>, check: bool) -> Run {
     let tmp = Tmp::new("tooldiff");
-    let host = Ns::new("h");
-    let cont = Ns::new("c");
+    let host = Netns::up("h");
+    let cont = Netns::up("c");
     let netconf = tmp.join("net.d");
     std::fs::create_dir_all(&netconf).unwrap();
     let text = conflist.replace("@DATADIR@", &tmp.s("ipam"));
@@ -78,10 +75,10 @@ fn drive(conflist: &str, name: &str, cni_path: Option<&str>, check: bool) -> Run
     };
     let env =
         vec![("NETCONFPATH", netconf.display().to_string()), ("CNI_PATH", path), ("CNI_CACHE_DIR", tmp.s("cache"))];
-    let add = tool(&host, &env, &["add", name, &cont.path()]).expect_ok("tool add").json();
+    let add = tool(&host, &env, &["add", name, &cont.path_str()]).expect_ok("tool add").json();
 
     // the cache entry, exactly libcni's layout
-    let id = cnitool_id(&cont.path());
+    let id = cnitool_id(&cont.path_str());
     let cache_file = tmp.join(&format!("cache/results/{name}-{id}-eth0"));
     let raw = std::fs::read_to_string(&cache_file).unwrap_or_else(|e| panic!("{}: {e}", cache_file.display()));
     let v: Value = serde_json::from_str(&raw).unwrap();
@@ -96,7 +93,7 @@ fn drive(conflist: &str, name: &str, cni_path: Option<&str>, check: bool) -> Run
     assert_eq!(v["containerId"], id.as_str());
     assert_eq!(v["ifName"], "eth0");
     assert_eq!(v["networkName"], name);
-    assert_eq!(v["netns"], cont.path().as_str());
+    assert_eq!(v["netns"], cont.path_str().as_str());
     let decoded = Command::new("sh")
         .args(["-c", &format!("printf %s '{}' | base64 -d", v["config"].as_str().unwrap())])
         .output()
@@ -109,16 +106,16 @@ fn drive(conflist: &str, name: &str, cni_path: Option<&str>, check: bool) -> Run
     assert!(!raw.contains('\n'), "compact JSON");
 
     if check {
-        tool(&host, &env, &["check", name, &cont.path()]).expect_ok("tool check");
+        tool(&host, &env, &["check", name, &cont.path_str()]).expect_ok("tool check");
     }
     let state = snapshot(&host, &cont);
-    tool(&host, &env, &["del", name, &cont.path()]).expect_ok("tool del");
+    tool(&host, &env, &["del", name, &cont.path_str()]).expect_ok("tool del");
     assert!(!cache_file.exists(), "DEL removes the cache entry");
     // the bridge's carrier loss reaches routes through linkwatch, up to a second later
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let after_del = snapshot(&host, &cont);
     // DEL again: still fine, nothing cached
-    tool(&host, &env, &["del", name, &cont.path()]).expect_ok("second tool del");
+    tool(&host, &env, &["del", name, &cont.path_str()]).expect_ok("second tool del");
     Run { add, state, after_del }
 }
 
@@ -132,9 +129,10 @@ const PTP: &str = r#"{"cniVersion":"1.0.0","name":"difptp","plugins":[{"type":"p
 
 #[test]
 fn tool_over_ours_and_reference_same_kernel_state() {
-    if !root() || !Path::new(REF_DIR).join("bridge").is_file() {
-        return;
-    }
+    assert!(
+        Path::new(REF_DIR).join("bridge").is_file(),
+        "the reference plugins (containernetworking-plugins) are missing"
+    );
     for (list, name) in [(BRIDGE, "difbr"), (PTP, "difptp")] {
         let ours = drive(list, name, None, true);
         let theirs = drive(list, name, Some(REF_DIR), false);
@@ -148,13 +146,10 @@ fn tool_over_ours_and_reference_same_kernel_state() {
 
 #[test]
 fn tool_gc_dels_stale_cached_attachments_and_status() {
-    if !root() {
-        return;
-    }
     let tmp = Tmp::new("toolgc");
-    let host = Ns::new("h");
-    let c1 = Ns::new("c");
-    let c2 = Ns::new("c");
+    let host = Netns::up("h");
+    let c1 = Netns::up("c");
+    let c2 = Netns::up("c");
     let netconf = tmp.join("net.d");
     std::fs::create_dir_all(&netconf).unwrap();
     let list = r#"{"cniVersion":"1.1.0","name":"gcnet","plugins":[{"type":"ptp","ipam":{"type":"host-local","dataDir":"@D@","ranges":[[{"subnet":"198.18.42.0/24"}]]}}]}"#
@@ -167,9 +162,9 @@ fn tool_gc_dels_stale_cached_attachments_and_status() {
         ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=x".to_string()),
         ("CAP_ARGS", r#"{"portMappings":[]}"#.to_string()),
     ];
-    tool(&host, &env, &["add", "gcnet", &c1.path()]).expect_ok("add c1");
-    tool(&host, &env, &["add", "gcnet", &c2.path()]).expect_ok("add c2");
-    let (id1, id2) = (cnitool_id(&c1.path()), cnitool_id(&c2.path()));
+    tool(&host, &env, &["add", "gcnet", &c1.path_str()]).expect_ok("add c1");
+    tool(&host, &env, &["add", "gcnet", &c2.path_str()]).expect_ok("add c2");
+    let (id1, id2) = (cnitool_id(&c1.path_str()), cnitool_id(&c2.path_str()));
     let cached: Value =
         serde_json::from_slice(&std::fs::read(tmp.join(&format!("cache/results/gcnet-{id2}-eth0"))).unwrap()).unwrap();
     assert_eq!(cached["cniArgs"], serde_json::json!([["IgnoreUnknown", "1"], ["K8S_POD_NAME", "x"]]));
@@ -192,12 +187,9 @@ fn tool_gc_dels_stale_cached_attachments_and_status() {
 
 #[test]
 fn tool_errors_are_cni_errors_and_cnitool_argv0() {
-    if !root() {
-        return;
-    }
     let tmp = Tmp::new("toolerr");
-    let host = Ns::new("h");
-    let c = Ns::new("c");
+    let host = Netns::up("h");
+    let c = Netns::up("c");
     let netconf = tmp.join("net.d");
     std::fs::create_dir_all(&netconf).unwrap();
     // a lone .conf is up-converted
@@ -214,15 +206,15 @@ fn tool_errors_are_cni_errors_and_cnitool_argv0() {
         ("CNI_CACHE_DIR", tmp.s("cache")),
     ];
     let cnitool = format!("{dir}/cnitool");
-    let out = run_in(&host, &cnitool, &[], &env, &["add", "lonet", &c.path()]).expect_ok("cnitool add loopback");
+    let out = run_in(&host, &cnitool, &[], &env, &["add", "lonet", &c.path_str()]).expect_ok("cnitool add loopback");
     assert_eq!(out.json()["cniVersion"], "0.4.0");
     assert!(c.ok("ip -o link show lo").contains("UP"));
-    let out = tool(&host, &env, &["add", "badnet", &c.path()]);
+    let out = tool(&host, &env, &["add", "badnet", &c.path_str()]);
     assert!(!out.ok);
     let e = out.json();
     assert_eq!(e["code"], 999);
     assert!(e["msg"].as_str().unwrap().contains("failed to find plugin \"nosuch\""), "{e}");
-    let out = tool(&host, &env, &["add", "nonet", &c.path()]);
+    let out = tool(&host, &env, &["add", "nonet", &c.path_str()]);
     assert!(!out.ok && out.json()["msg"].as_str().unwrap().contains("no net configuration with name \"nonet\""));
     // CHECK below 0.4.0 is refused, as libcni does
     std::fs::write(
@@ -230,7 +222,7 @@ fn tool_errors_are_cni_errors_and_cnitool_argv0() {
         r#"{"cniVersion":"0.3.1","name":"old","plugins":[{"type":"loopback"}]}"#,
     )
     .unwrap();
-    let out = tool(&host, &env, &["check", "old", &c.path()]);
+    let out = tool(&host, &env, &["check", "old", &c.path_str()]);
     assert!(!out.ok && out.stdout.contains("does not support the CHECK command"), "{}", out.stdout);
 
     // validate: by file and by network name, problems with JSON paths

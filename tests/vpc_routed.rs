@@ -3,10 +3,8 @@
 //! reach each other and the node; rules, routes and neighbours read back exactly; a pod whose
 //! ENI has its own table leaves through that table; DEL removes everything and is idempotent.
 
-#[allow(clippy::duplicate_mod)]
-#[path = "tool_world/mod.rs"]
-mod world;
-use world::*;
+use crate::harness::runtime::*;
+use crate::harness::{unique, Netns};
 
 fn pod_args(name: &str) -> String {
     format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}")
@@ -14,15 +12,12 @@ fn pod_args(name: &str) -> String {
 
 #[test]
 fn vpc_routed_pods_rules_routes_and_eni_table() {
-    if !root() {
-        return;
-    }
     let tmp = Tmp::new("vpcr");
-    let node = Ns::new("vn");
-    let vpc = Ns::new("vv");
-    let p1 = Ns::new("vp");
-    let p2 = Ns::new("vp");
-    let p3 = Ns::new("vp");
+    let node = Netns::up("vn");
+    let vpc = Netns::up("vv");
+    let p1 = Netns::up("vp");
+    let p2 = Netns::up("vp");
+    let p3 = Netns::up("vp");
 
     // node: primary interface with the node IP; ENI #2 to the "vpc", whose router is 198.19.9.1
     // and behind which sits 198.19.77.1 (only reachable through the ENI's table)
@@ -68,17 +63,17 @@ fn vpc_routed_pods_rules_routes_and_eni_table() {
             ("CNI_ARGS", pod_args(pod)),
         ]
     };
-    let (n1, n2, n3) = (uniq("p1-"), uniq("p2-"), uniq("p3-"));
-    let r1 = tool(&node, &env(&n1), &["add", "vpc", &p1.path()]).expect_ok("add p1").json();
-    let _r2 = tool(&node, &env(&n2), &["add", "vpc", &p2.path()]).expect_ok("add p2").json();
-    let _r3 = tool(&node, &env(&n3), &["add", "vpc-eni", &p3.path()]).expect_ok("add p3").json();
+    let (n1, n2, n3) = (unique("p1-"), unique("p2-"), unique("p3-"));
+    let r1 = tool(&node, &env(&n1), &["add", "vpc", &p1.path_str()]).expect_ok("add p1").json();
+    let _r2 = tool(&node, &env(&n2), &["add", "vpc", &p2.path_str()]).expect_ok("add p2").json();
+    let _r3 = tool(&node, &env(&n3), &["add", "vpc-eni", &p3.path_str()]).expect_ok("add p3").json();
 
     // the result
     let hv1 = format!("eni{}", &sha1_hex(&format!("default.{n1}"))[..11]);
     let hv3 = format!("cali{}", &sha1_hex(&format!("default.{n3}"))[..11]);
     assert_eq!(r1["interfaces"][0]["name"], hv1.as_str());
     assert_eq!(r1["interfaces"][1]["name"], "eth0");
-    assert_eq!(r1["interfaces"][1]["sandbox"], p1.path().as_str());
+    assert_eq!(r1["interfaces"][1]["sandbox"], p1.path_str().as_str());
     assert_eq!(r1["ips"], serde_json::json!([{"address": "198.18.20.2/32", "gateway": "169.254.1.1", "interface": 1}]));
     assert_eq!(r1["routes"], serde_json::json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]));
     let host_mac = r1["interfaces"][0]["mac"].as_str().unwrap().to_string();
@@ -108,30 +103,30 @@ fn vpc_routed_pods_rules_routes_and_eni_table() {
     assert!(node.ok(&format!("ip -o link show {hv3}")).contains("mtu 9001"), "default MTU");
 
     // connectivity
-    assert!(p1.ping("198.18.20.3"), "pod 1 -> pod 2");
-    assert!(p2.ping("198.18.20.2"), "pod 2 -> pod 1");
-    assert!(p1.ping("198.18.30.1"), "pod 1 -> node");
-    assert!(p3.ping("198.18.20.2"), "ENI pod -> main pod");
+    assert!(p1.ping("198.18.20.3", 1), "pod 1 -> pod 2");
+    assert!(p2.ping("198.18.20.2", 1), "pod 2 -> pod 1");
+    assert!(p1.ping("198.18.30.1", 1), "pod 1 -> node");
+    assert!(p3.ping("198.18.20.2", 1), "ENI pod -> main pod");
     // only the ENI table knows 198.19.77.1: pod 3 (table 3) gets there, pod 1 does not
-    assert!(p3.ping("198.19.77.1"), "pod 3 leaves by table 3");
-    assert!(!p1.ping("198.19.77.1"), "pod 1 has no such route");
+    assert!(p3.ping("198.19.77.1", 1), "pod 3 leaves by table 3");
+    assert!(!p1.ping("198.19.77.1", 1), "pod 1 has no such route");
     let route = node.ok(&format!("ip route get 198.19.77.1 from 198.18.20.100 iif {hv3}"));
     assert!(route.contains("via 198.19.9.1 dev eni2 table 3"), "{route}");
 
     // CHECK, then DEL: everything of pod 1 goes, pod 2 keeps its rule; DEL twice is fine
-    tool(&node, &env(&n1), &["check", "vpc", &p1.path()]).expect_ok("check p1");
-    tool(&node, &env(&n1), &["del", "vpc", &p1.path()]).expect_ok("del p1");
+    tool(&node, &env(&n1), &["check", "vpc", &p1.path_str()]).expect_ok("check p1");
+    tool(&node, &env(&n1), &["del", "vpc", &p1.path_str()]).expect_ok("del p1");
     assert!(!node.sh(&format!("ip link show {hv1}")).0);
     assert!(!p1.sh("ip link show eth0").0);
     assert_eq!(node.ok("ip route show 198.18.20.2"), "");
     let rules = node.ok("ip rule show");
     assert!(!rules.contains("198.18.20.2 "), "{rules}");
     assert!(rules.contains("to 198.18.20.3 lookup main"), "{rules}");
-    tool(&node, &env(&n1), &["del", "vpc", &p1.path()]).expect_ok("second del p1");
-    tool(&node, &env(&n3), &["del", "vpc-eni", &p3.path()]).expect_ok("del p3");
+    tool(&node, &env(&n1), &["del", "vpc", &p1.path_str()]).expect_ok("second del p1");
+    tool(&node, &env(&n3), &["del", "vpc-eni", &p3.path_str()]).expect_ok("del p3");
     assert!(!node.ok("ip rule show").contains("1536:"));
     // DEL with the pod's netns already gone still cleans the node
-    let p2_path = p2.path();
+    let p2_path = p2.path_str();
     drop(p2);
     tool(&node, &env(&n2), &["del", "vpc", &p2_path]).expect_ok("del p2 after its netns is gone");
     assert!(!node.ok("ip rule show").contains("198.18.20.3"));
@@ -141,13 +136,10 @@ fn vpc_routed_pods_rules_routes_and_eni_table() {
 /// route and an IPv6 `to` rule on the node; the two pods reach each other over IPv6.
 #[test]
 fn vpc_routed_dual_stack() {
-    if !root() {
-        return;
-    }
     let tmp = Tmp::new("vpcr6");
-    let node = Ns::new("vn");
-    let p1 = Ns::new("vp");
-    let p2 = Ns::new("vp");
+    let node = Netns::up("vn");
+    let p1 = Netns::up("vp");
+    let p2 = Netns::up("vp");
     let netconf = tmp.join("net.d");
     std::fs::create_dir_all(&netconf).unwrap();
     let list = serde_json::json!({"cniVersion": "1.0.0", "name": "vpc6", "plugins": [
@@ -162,9 +154,9 @@ fn vpc_routed_dual_stack() {
             ("CNI_ARGS", pod_args(pod)),
         ]
     };
-    let (n1, n2) = (uniq("d1-"), uniq("d2-"));
-    let r1 = tool(&node, &env(&n1), &["add", "vpc6", &p1.path()]).expect_ok("add p1").json();
-    tool(&node, &env(&n2), &["add", "vpc6", &p2.path()]).expect_ok("add p2");
+    let (n1, n2) = (unique("d1-"), unique("d2-"));
+    let r1 = tool(&node, &env(&n1), &["add", "vpc6", &p1.path_str()]).expect_ok("add p1").json();
+    tool(&node, &env(&n2), &["add", "vpc6", &p2.path_str()]).expect_ok("add p2");
     assert_eq!(
         r1["ips"],
         serde_json::json!([
@@ -183,25 +175,22 @@ fn vpc_routed_dual_stack() {
     assert_eq!(p1.ok("ip -6 neigh show dev eth0").trim(), format!("fe80::1 lladdr {host_mac} PERMANENT"));
     assert_eq!(node.ok("ip -6 route show fd00:21::2").trim(), format!("fd00:21::2 dev {hv1} metric 1024 pref medium"));
     assert!(node.ok("ip -6 rule show").contains("512:\tfrom all to fd00:21::2 lookup main"));
-    let ping6 = |ns: &Ns, ip: &str| (0..5).any(|_| ns.sh(&format!("ping -6 -c1 -W1 {ip}")).0);
+    let ping6 = |ns: &Netns, ip: &str| (0..5).any(|_| ns.sh(&format!("ping -6 -c1 -W1 {ip}")).0);
     assert!(ping6(&p1, "fd00:21::3"), "pod 1 -> pod 2 over IPv6");
-    assert!(p2.ping("198.18.21.2"), "pod 2 -> pod 1 over IPv4");
-    tool(&node, &env(&n1), &["check", "vpc6", &p1.path()]).expect_ok("check p1");
-    tool(&node, &env(&n1), &["del", "vpc6", &p1.path()]).expect_ok("del p1");
+    assert!(p2.ping("198.18.21.2", 1), "pod 2 -> pod 1 over IPv4");
+    tool(&node, &env(&n1), &["check", "vpc6", &p1.path_str()]).expect_ok("check p1");
+    tool(&node, &env(&n1), &["del", "vpc6", &p1.path_str()]).expect_ok("del p1");
     assert!(!node.ok("ip -6 rule show").contains("fd00:21::2"));
     assert_eq!(node.ok("ip -6 route show fd00:21::2"), "");
-    tool(&node, &env(&n2), &["del", "vpc6", &p2.path()]).expect_ok("del p2");
+    tool(&node, &env(&n2), &["del", "vpc6", &p2.path_str()]).expect_ok("del p2");
 }
 
 /// A failed ADD (the pod already has `eth0`) releases the address and leaves no rule, route or veth.
 #[test]
 fn vpc_routed_failed_add_rolls_back() {
-    if !root() {
-        return;
-    }
     let tmp = Tmp::new("vpcrb");
-    let node = Ns::new("vn");
-    let pod = Ns::new("vp");
+    let node = Netns::up("vn");
+    let pod = Netns::up("vp");
     pod.ok("ip link add eth0 type veth peer name other0");
     let netconf = tmp.join("net.d");
     std::fs::create_dir_all(&netconf).unwrap();
@@ -214,7 +203,7 @@ fn vpc_routed_failed_add_rolls_back() {
         ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
         ("CNI_CACHE_DIR", tmp.s("cache")),
     ];
-    let out = tool(&node, &env, &["add", "vpcrb", &pod.path()]);
+    let out = tool(&node, &env, &["add", "vpcrb", &pod.path_str()]);
     assert!(!out.ok);
     assert!(out.json()["msg"].as_str().unwrap().contains("already exists"), "{}", out.stdout);
     assert!(tmp.join("ipam/vpcrb/last_reserved_ip.0").exists(), "IPAM did allocate");

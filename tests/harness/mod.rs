@@ -5,15 +5,16 @@
 //! - [`state`]: kernel and store snapshots
 //! - [`normalize`]: masking random/kernel-assigned values, structural JSON diff
 //! - [`config`]: per-test address blocks and testdata loading
-#![allow(dead_code, unused_imports)]
+//! - [`runtime`]: `cni-multi tool` / cnitool run inside a world, with temp state dirs
 
 pub mod config;
 pub mod normalize;
 pub mod plugin;
+pub mod runtime;
 pub mod state;
 pub mod world;
 
 pub use config::{load, net_name, vars, version_ge, Subnets};
 pub use normalize::{diff, Normalizer};
-pub use plugin::{CniErr, Flavor, Impl, Outcome};
-pub use world::{wait_for, Netns, World};
+pub use plugin::{Flavor, Impl, Outcome};
+pub use world::{unique, wait_for, Netns, World};

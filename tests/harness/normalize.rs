@@ -44,12 +44,6 @@ impl Normalizer {
         self
     }
 
-    pub fn replace(mut self, from: &str, to: &str) -> Normalizer {
-        self.replace.push((from.to_string(), to.to_string()));
-        self.replace.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-        self
-    }
-
     /// Normalise free text (plugin stdout, error messages, ip output strings).
     pub fn text(&self, s: &str) -> String {
         let mut s = s.to_string();

@@ -1,7 +1,7 @@
 //! Running a CNI plugin process the way a runtime does: CNI_* environment, config on stdin,
 //! result or error on stdout — with the process inside the world's host netns.
 
-use super::world::{Netns, World};
+use super::world::World;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -124,10 +124,6 @@ impl<'w> Call<'w> {
     pub fn ifname(self, ifname: &str) -> Self {
         self.env("CNI_IFNAME", ifname)
     }
-    pub fn netns(self, ns: &Netns) -> Self {
-        let p = ns.path_str();
-        self.env("CNI_NETNS", &p)
-    }
     pub fn netns_path(self, path: &str) -> Self {
         self.env("CNI_NETNS", path)
     }
@@ -146,11 +142,6 @@ impl<'w> Call<'w> {
         self.stdin = bytes.to_vec();
         self
     }
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
-
     /// Exec the plugin inside the world's host netns and collect everything it printed.
     pub fn run(self) -> Outcome {
         let exe = self.world.bin_dir.join(&self.plugin);

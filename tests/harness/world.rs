@@ -9,9 +9,8 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -33,6 +32,34 @@ impl Netns {
         let out = Command::new("ip").args(["netns", "add", name]).output().expect("run ip netns add");
         assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
         Netns { name: name.to_string(), path: Path::new("/run/netns").join(name), deleted: false }
+    }
+
+    /// A fresh netns named from `tag` (see [`unique`]) with `lo` up: the runtime-side tests'
+    /// "host" and pod namespaces.
+    pub fn up(tag: &str) -> Netns {
+        let ns = Netns::create(&unique(tag));
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Run a test-written shell command inside (`ip netns exec … sh -c`, so /sys is this netns's);
+    /// (success, stdout + stderr).
+    pub fn sh(&self, cmd: &str) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ip netns exec");
+        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), s)
+    }
+
+    /// [`Netns::sh`] that must succeed; its output.
+    pub fn ok(&self, cmd: &str) -> String {
+        let (ok, out) = self.sh(cmd);
+        assert!(ok, "in {}: `{cmd}` failed: {out}", self.name);
+        out
     }
 
     /// The path handed to plugins as CNI_NETNS.
@@ -243,7 +270,6 @@ pub struct World {
     pub bin_dir: PathBuf,
     pub host: Netns,
     pub containers: Vec<Netns>,
-    children: Mutex<Vec<Child>>,
 }
 
 impl World {
@@ -266,16 +292,8 @@ impl World {
             }
         };
         let host = Netns::create(&format!("{base}-h"));
-        let mut w = World {
-            tag: tag.to_string(),
-            imp,
-            data_dir: tmp.join("data"),
-            tmp,
-            bin_dir,
-            host,
-            containers: vec![],
-            children: Mutex::new(vec![]),
-        };
+        let mut w =
+            World { tag: tag.to_string(), imp, data_dir: tmp.join("data"), tmp, bin_dir, host, containers: vec![] };
         for _ in 0..n {
             w.add_container();
         }
@@ -301,22 +319,6 @@ impl World {
         self.host.set_sysctl("net/ipv6/conf/all/accept_dad", "0");
     }
 
-    /// Start a long-running process inside `ns`; it is killed when the world is dropped.
-    pub fn spawn_in(&self, ns: &Netns, argv: &[&str]) -> u32 {
-        let (prog, args) = argv.split_first().expect("argv must not be empty");
-        let child = ns
-            .command(prog)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
-        let pid = child.id();
-        self.children.lock().unwrap_or_else(|p| p.into_inner()).push(child);
-        pid
-    }
-
     /// Files in the host-local store of network `name`: file name → (mode, content).
     pub fn store(&self, name: &str) -> std::collections::BTreeMap<String, (u32, String)> {
         super::state::read_store(&self.data_dir.join(name))
@@ -330,11 +332,6 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        let mut children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|p| p.into_inner()));
-        for c in children.iter_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         for c in self.containers.iter_mut() {
             c.delete();
         }

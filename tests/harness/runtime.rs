@@ -1,0 +1,86 @@
+//! The runtime side of a world: `cni-multi tool` (our cnitool) and the real `cnitool` run inside a
+//! "host" namespace with exactly the environment a runtime gives them, temp dirs for their state,
+//! and CNI_PATH directories of symlinks to our binary. Used by the tool, flannel and vpc-routed tests.
+
+use super::world::Netns;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// A temp directory removed on drop.
+pub struct Tmp(tempfile::TempDir);
+
+impl Tmp {
+    pub fn new(tag: &str) -> Tmp {
+        Tmp(tempfile::Builder::new().prefix(&format!("cni-multi-it-{tag}-")).tempdir().expect("temp dir"))
+    }
+    pub fn join(&self, s: &str) -> PathBuf {
+        self.0.path().join(s)
+    }
+    pub fn s(&self, sub: &str) -> String {
+        self.join(sub).display().to_string()
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cni-multi")
+}
+
+/// A CNI_PATH directory of symlinks to our binary (so plugins run in-process).
+pub fn our_plugin_dir(tmp: &Tmp, names: &[&str]) -> String {
+    let d = tmp.join("bin");
+    std::fs::create_dir_all(&d).unwrap();
+    for n in names {
+        let _ = std::os::unix::fs::symlink(bin(), d.join(n));
+    }
+    d.display().to_string()
+}
+
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {:?} / {}", self.stdout, self.stderr))
+    }
+    pub fn expect_ok(self, what: &str) -> Self {
+        assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Run `cni-multi tool ARGS` inside `host` with exactly `env` (plus PATH).
+pub fn tool(host: &Netns, env: &[(&str, String)], args: &[&str]) -> Out {
+    run_in(host, bin(), &["tool"], env, args)
+}
+
+pub fn run_in(host: &Netns, prog: &str, pre: &[&str], env: &[(&str, String)], args: &[&str]) -> Out {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &host.name, prog]).args(pre).args(args);
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run tool");
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// cnitool's container id, computed with coreutils (an independent implementation).
+pub fn cnitool_id(netns_path: &str) -> String {
+    let out = Command::new("sh").args(["-c", &format!("printf %s '{netns_path}' | sha512sum")]).output().unwrap();
+    let hex = String::from_utf8_lossy(&out.stdout);
+    format!("cnitool-{}", &hex[..20])
+}
+
+pub fn sha1_hex(s: &str) -> String {
+    let out = Command::new("sh").args(["-c", &format!("printf %s '{s}' | sha1sum")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..40].to_string()
+}
