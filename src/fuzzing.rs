@@ -49,7 +49,7 @@ static FUZZ_APPLET: Plugin = Plugin {
     gc: Some(ok_verb),
     status: Some(ok_verb),
     subcommands: &[],
-    doc: &Doc { kind: Kind::Meta, summary: "", section: "", keys: &[], notes: &[], example: "{}" },
+    doc: &Doc { kind: Kind::Meta, summary: "", section: "", keys: &[], notes: &[], example: "{}", config: None },
 };
 
 /// One network config (or conflist): fold-parse, name and version checks, version gate,

@@ -263,7 +263,8 @@ pub(crate) mod tests {
         subcommands: &[],
         doc: &FAKE_DOC,
     };
-    const FAKE_DOC: Doc = Doc { kind: Kind::Meta, summary: "", section: "", keys: &[], notes: &[], example: "{}" };
+    const FAKE_DOC: Doc =
+        Doc { kind: Kind::Meta, summary: "", section: "", keys: &[], notes: &[], example: "{}", config: None };
     const FAKE_NEW: Plugin = Plugin { min_version: Version::new(0, 3, 0), cni_args: None, gc: None, ..FAKE };
 
     fn base_env(cmd: &str) -> Vec<(String, String)> {

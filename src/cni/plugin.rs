@@ -120,6 +120,9 @@ pub struct Doc {
     pub notes: &'static [&'static str],
     /// a complete network config (or conflist) using the plugin
     pub example: &'static str,
+    /// The type the plugin reads its documented config keys into (the `ipam` object's type for
+    /// IPAM plugins); a test checks every documented key is one of its fields. `None`: no keys.
+    pub config: Option<ConfigFields>,
 }
 
 /// Keys every plugin reads, whatever its type.
@@ -143,3 +146,160 @@ pub const IPAM_KEY: Key =
     k("ipam", "object", "", "IPAM config: `type` names the IPAM applet (host-local, static, dhcp)");
 /// The spec's `dns` key, as interface plugins document it.
 pub const DNS_KEY: Key = k("dns", "object", "", "`nameservers`, `domain`, `search`, `options` for the result");
+
+/// The serde field names of the struct at `path` inside the config type `T` (`[]`: `T` itself;
+/// `["ipam"]`: the type of its `ipam` field), read from the type's `Deserialize` impl without a
+/// value. Errors when the path leaves the structs (a field that is not there, a map, a
+/// hand-written `Deserialize`).
+pub type ConfigFields = fn(&[&str]) -> Result<Vec<&'static str>, String>;
+
+/// A [`ConfigFields`] for `T`: `Doc { config: Some(config_fields::<Conf>), .. }`.
+pub fn config_fields<T: serde::de::DeserializeOwned>(path: &[&str]) -> Result<Vec<&'static str>, String> {
+    match T::deserialize(probe::Probe { path }) {
+        Err(probe::Error::Fields(f)) => Ok(f.to_vec()),
+        Err(probe::Error::Other(e)) => Err(e),
+        Ok(_) => Err("the type deserialized from nothing".to_string()),
+    }
+}
+
+/// A deserializer that answers a struct's request with the struct's field list (as an error),
+/// walking down `path` first.
+mod probe {
+    use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+
+    #[derive(Debug)]
+    pub enum Error {
+        Fields(&'static [&'static str]),
+        Other(String),
+    }
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Error::Fields(x) => write!(f, "fields {x:?}"),
+                Error::Other(e) => f.write_str(e),
+            }
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    impl de::Error for Error {
+        fn custom<T: std::fmt::Display>(msg: T) -> Self {
+            Error::Other(msg.to_string())
+        }
+    }
+
+    pub struct Probe<'p> {
+        pub path: &'p [&'p str],
+    }
+
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::Other(format!("not a struct at {:?}", self.path)))
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_some(self)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            match self.path.split_first() {
+                None => Err(Error::Fields(fields)),
+                Some((key, rest)) => visitor.visit_map(One { key: Some(key), rest }),
+            }
+        }
+
+        fn deserialize_ignored_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::Other(format!("no such field: {:?}", self.path)))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit
+            unit_struct seq tuple tuple_struct map enum identifier
+        }
+    }
+
+    /// A map with the single key `key`, whose value is probed at `rest`.
+    struct One<'p> {
+        key: Option<&'p str>,
+        rest: &'p [&'p str],
+    }
+
+    impl<'de> MapAccess<'de> for One<'_> {
+        type Error = Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+            match self.key {
+                Some(k) => seed.deserialize(k.into_deserializer()).map(Some),
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+            let rest = self.rest;
+            let key = self.key.take().unwrap_or_default();
+            seed.deserialize(Probe { path: rest }).map_err(|e| match e {
+                Error::Other(m) if m.starts_with("no such field") => Error::Other(format!("no such field: {key}")),
+                e => e,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[allow(dead_code)]
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(rename = "rangestart")]
+        range_start: String,
+        gateway: Option<String>,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Deserialize)]
+    #[serde(default)]
+    struct Outer {
+        #[serde(rename = "isgateway")]
+        is_gateway: bool,
+        ipam: Option<Inner>,
+        boxed: Box<Inner>,
+        raw: serde_json::Value,
+    }
+
+    impl Default for Outer {
+        fn default() -> Self {
+            Outer {
+                is_gateway: false,
+                ipam: None,
+                boxed: Box::new(Inner { range_start: String::new(), gateway: None }),
+                raw: serde_json::Value::Null,
+            }
+        }
+    }
+
+    #[test]
+    fn config_fields_reads_serde_names() {
+        assert_eq!(config_fields::<Outer>(&[]).unwrap(), ["isgateway", "ipam", "boxed", "raw"]);
+        assert_eq!(config_fields::<Outer>(&["ipam"]).unwrap(), ["rangestart", "gateway"]);
+        assert_eq!(config_fields::<Outer>(&["boxed"]).unwrap(), ["rangestart", "gateway"]);
+        assert_eq!(config_fields::<Outer>(&["nope"]).unwrap_err(), "no such field: nope");
+        assert!(config_fields::<Outer>(&["raw"]).unwrap_err().starts_with("not a struct"));
+        assert!(config_fields::<serde_json::Value>(&[]).is_err());
+    }
+}

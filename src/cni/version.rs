@@ -182,6 +182,7 @@ mod tests {
             keys: &[],
             notes: &[],
             example: "{}",
+            config: None,
         };
         Plugin {
             name: "t",

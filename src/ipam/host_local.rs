@@ -18,7 +18,7 @@ use super::common::{self, RawRoute};
 use super::range::{parse_ip_maybe_cidr, RangeSet, RawRange};
 use super::resolvconf;
 use super::store::{self, Store};
-use crate::cni::plugin::{acni, arg, cap, k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::{Dns, IpConfig, Route};
 use crate::cni::{code, CniError, CniResult, Ctx};
 
@@ -77,6 +77,8 @@ pub const DOC: Doc = Doc {
     "dataDir": "/var/lib/cni/networks"
   }
 }"#,
+    // the legacy single range is read from the `ipam` object itself
+    config: Some(|path| Ok([config_fields::<RawIpam>(path)?, config_fields::<RawRange>(path)?].concat())),
 };
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";

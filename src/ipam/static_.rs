@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::net::IpAddr;
 
 use super::common::{self, RawDns, RawRoute};
-use crate::cni::plugin::{acni, arg, cap, k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::{Dns, IpConfig, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 
@@ -54,6 +54,7 @@ pub const DOC: Doc = Doc {
     "routes": [{"dst": "0.0.0.0/0"}]
   }
 }"#,
+    config: Some(config_fields::<RawStatic>),
 };
 
 #[derive(Debug, Default, Deserialize)]

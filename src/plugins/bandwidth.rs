@@ -13,7 +13,7 @@
 //! so ifbs made by the reference (no alias) or by other networks are never touched.
 
 use super::common::{self, Undo};
-use crate::cni::plugin::{cap, k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::Interface;
 use crate::cni::{CniResult, Ctx};
 use crate::firewall::sha512::hash_with_prefix;
@@ -61,6 +61,7 @@ pub const DOC: Doc = Doc {
     {"type": "bandwidth", "ingressRate": 10000000, "ingressBurst": 80000000, "egressRate": 10000000, "egressBurst": 80000000}
   ]
 }"#,
+    config: Some(config_fields::<Bandwidth>),
 };
 
 /// tbf queueing latency the reference uses.

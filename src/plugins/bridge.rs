@@ -1,7 +1,7 @@
 //! bridge: a veth pair whose host end is a port of a Linux bridge (reference checklist §2.2).
 
 use super::common::{self, Undo};
-use crate::cni::plugin::{acni, arg, cap, k, Doc, Kind, Plugin, Version, DNS_KEY, IPAM_KEY};
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY, IPAM_KEY};
 use crate::cni::result::{Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
@@ -81,6 +81,7 @@ pub const DOC: Doc = Doc {
     "routes": [{"dst": "0.0.0.0/0"}]
   }
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

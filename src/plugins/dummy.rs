@@ -33,6 +33,7 @@ pub const DOC: Doc = Doc {
   "type": "dummy",
   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.3.0/24"}]]}
 }"#,
+    config: None,
 };
 
 fn require_ipam(ctx: &Ctx) -> Result<()> {

@@ -55,6 +55,7 @@ pub const DOC: Doc = Doc {
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }"#,
+    config: None,
 };
 
 pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";

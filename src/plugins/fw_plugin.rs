@@ -14,7 +14,7 @@
 //! prevResult. CHECK verifies chains, jumps and per-IP rules. No GC: the rules carry the
 //! container id but not the network, so they cannot be attributed to one network's attachments.
 
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{code, CniError, CniResult, Ctx};
 use crate::firewall::fwplugin::{self, FirewallSpec, IngressPolicy};
 use crate::firewall::BackendKind;
@@ -55,6 +55,7 @@ pub const DOC: Doc = Doc {
     {"type": "firewall", "ingressPolicy": "same-bridge"}
   ]
 }"#,
+    config: Some(config_fields::<RawConf>),
 };
 
 pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";

@@ -4,7 +4,7 @@
 //! never clashes with names in the host or the container.
 
 use super::common::{self, NsOrGone, Undo};
-use crate::cni::plugin::{cap, k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
@@ -47,6 +47,7 @@ pub const DOC: Doc = Doc {
   "type": "host-device",
   "device": "enp3s0f1"
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";

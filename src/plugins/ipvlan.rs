@@ -2,7 +2,7 @@
 //! can take its master and addresses from the previous plugin (checklist §2.5).
 
 use super::common::{self, Undo};
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{IpvlanFlag, IpvlanMode, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
@@ -48,6 +48,7 @@ pub const DOC: Doc = Doc {
   "mode": "l2",
   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.2.0/24"}]]}
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

@@ -33,6 +33,7 @@ pub const DOC: Doc = Doc {
   "name": "lo",
   "type": "loopback"
 }"#,
+    config: None,
 };
 
 fn add(ctx: &Ctx) -> Result<CniResult> {

@@ -1,7 +1,7 @@
 //! macvlan: a macvlan of a host (or container) interface, moved into the container (checklist §2.4).
 
 use super::common::{self, Undo};
-use crate::cni::plugin::{arg, cap, k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::plugin::{arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, MacvlanMode, Netlink};
 use anyhow::{bail, Context, Result};
@@ -46,6 +46,7 @@ pub const DOC: Doc = Doc {
   "mode": "bridge",
   "ipam": {"type": "dhcp"}
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

@@ -18,7 +18,7 @@
 //! chains of this network whose container is gone (nftables rules carry only the container id,
 //! so they cannot be attributed to a network and are left to DEL).
 
-use crate::cni::plugin::{cap, k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall::nft::decode::list_chains;
 use crate::firewall::nft::sock::NftSocket;
@@ -69,6 +69,7 @@ pub const DOC: Doc = Doc {
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }"#,
+    config: Some(config_fields::<RawConf>),
 };
 
 pub const DEFAULT_MARK_BIT: u32 = 13;

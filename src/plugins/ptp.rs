@@ -2,7 +2,7 @@
 
 use super::common::{self, Undo};
 use crate::cni::delegate;
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
@@ -48,6 +48,7 @@ pub const DOC: Doc = Doc {
     "routes": [{"dst": "0.0.0.0/0"}]
   }
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

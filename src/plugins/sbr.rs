@@ -17,7 +17,7 @@
 //! link-scope subnet routes stay in main, pinned with `src` = the interface address).
 
 use super::common::{self, NsOrGone};
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::route::RouteSpec;
@@ -61,6 +61,7 @@ pub const DOC: Doc = Doc {
     {"type": "sbr"}
   ]
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 /// The first table id the reference considers.

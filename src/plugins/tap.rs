@@ -3,7 +3,7 @@
 //! in the container (checklist §2.10).
 
 use super::common::{self, Undo};
-use crate::cni::plugin::{arg, cap, k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::plugin::{arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
@@ -53,6 +53,7 @@ pub const DOC: Doc = Doc {
   "group": 107,
   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.4.0/24"}]]}
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

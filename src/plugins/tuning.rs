@@ -8,7 +8,7 @@
 //! attachments not in `cni.dev/valid-attachments`.
 
 use super::common::{self, NsOrGone};
-use crate::cni::plugin::{acni, arg, cap, k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::link::{format_mac, parse_mac};
 use crate::netlink::socket::Netlink;
@@ -60,6 +60,7 @@ pub const DOC: Doc = Doc {
     {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}, "mtu": 1400}
   ]
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 pub const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";

@@ -2,7 +2,7 @@
 //! (checklist §2.6).
 
 use super::common::{self, Undo};
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{delegate, CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
@@ -43,6 +43,7 @@ pub const DOC: Doc = Doc {
   "vlanId": 100,
   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.100.0.0/24"}]]}
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

@@ -18,7 +18,7 @@
 
 use super::common::{self, NsOrGone, Undo};
 use crate::cni::delegate;
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Subcommand, Version};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version};
 use crate::cni::result::{Interface, IpConfig, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::addr::Family;
@@ -69,6 +69,7 @@ pub const DOC: Doc = Doc {
   "mtu": 9001,
   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.11.0/24"}]]}
 }"#,
+    config: Some(config_fields::<RawConf>),
 };
 
 pub const GW_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);

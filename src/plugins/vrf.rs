@@ -3,7 +3,7 @@
 //! the last member to leave deletes the VRF (checklist §2.19).
 
 use super::common::{self, NsOrGone, Undo};
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
 use crate::netlink::route::RouteSpec;
@@ -43,6 +43,7 @@ pub const DOC: Doc = Doc {
     {"type": "vrf", "vrfname": "red"}
   ]
 }"#,
+    config: Some(config_fields::<Conf>),
 };
 
 const RTN_UNICAST: u8 = 1;

@@ -15,7 +15,7 @@ pub mod store;
 
 pub use daemon::daemon_main;
 
-use crate::cni::plugin::{k, Doc, Kind, Plugin, Subcommand, Version};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version};
 use crate::cni::result::{IpConfig, Route};
 use crate::cni::{code, CniError, CniResult, Ctx};
 use anyhow::{anyhow, bail};
@@ -67,6 +67,7 @@ pub const DOC: Doc = Doc {
   "master": "eth0",
   "ipam": {"type": "dhcp", "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}
 }"#,
+    config: Some(config_fields::<IpamConf>),
 };
 
 #[derive(Debug, Default, Deserialize)]
