@@ -2,7 +2,7 @@
 //! reference plugins in /usr/lib/cni leave the same kernel state; the result cache has libcni's
 //! layout; GC deletes stale cached attachments; validate and the `cnitool` argv[0] work.
 //!
-//! The harness is tests/tool_world (self-contained; tests/harness had not landed on this branch).
+//! The namespace worlds come from tests/tool_world.
 
 use serde_json::Value;
 use std::path::Path;

@@ -1,7 +1,6 @@
 //! A small self-contained namespace-world harness for the runtime-side tests (tool, flannel,
 //! vpc-routed): named netns created by the test and deleted on drop, temp dirs, running
-//! `cni-multi tool` inside a "host" namespace. (tests/harness had not landed on this branch;
-//! fold this into it once it has.)
+//! `cni-multi tool` inside a "host" namespace.
 #![allow(dead_code)]
 
 use serde_json::Value;
