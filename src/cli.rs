@@ -80,7 +80,7 @@ fn usage() -> String {
     s
 }
 
-/// `cni-multi --help`: usage, then every applet's documentation (keys, example) from src/docs.rs.
+/// `cni-multi --help`: usage, then every applet's documentation (keys, example) from its DOC.
 fn full_help() -> String {
     let mut s = usage();
     s.push('\n');
