@@ -109,10 +109,10 @@ clean:
 	$(CARGO) clean
 	rm -rf dist
 
-# ---- docs: rewrite README.md's generated plugin section from src/docs.rs (a test fails when it is stale)
+# ---- docs: regenerate docs/plugins.md from the plugins' DOC consts (a test fails when it is stale)
 .PHONY: docs
 docs:
-	UPDATE_README=1 $(CARGO) test --locked --lib docs::tests::readme_has_the_generated_plugin_docs
+	UPDATE_DOCS=1 $(CARGO) test --locked --lib docs::tests::plugins_md_is_up_to_date
 
 # ---- hardening (docs/hardening.md): fuzzing and the long stress/fault runs, not part of `make test`
 FUZZ_TARGETS ?= config result cni_args store netlink nftables

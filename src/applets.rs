@@ -1,28 +1,10 @@
-//! The one static table of applets: name → verb functions.
+//! The one static table of this binary's plugins, in the order `--list`, `--help` and
+//! docs/plugins.md show them. Only `cli` (and the tools above the protocol layer) read it; the
+//! protocol layer reaches it through [`crate::cni::Ctx::plugins`].
 
-use crate::cni::{CniResult, Ctx};
+use crate::cni::Plugin;
 
-pub type AddFn = fn(&Ctx) -> anyhow::Result<CniResult>;
-pub type VerbFn = fn(&Ctx) -> anyhow::Result<()>;
-
-/// One plugin of the multicall binary.
-pub struct Applet {
-    pub name: &'static str,
-    pub about: &'static str,
-    /// the lowest cniVersion the plugin accepts (bandwidth 0.3.0, vrf 0.3.1, firewall 0.4.0)
-    pub min_version: &'static str,
-    /// CNI_ARGS keys this plugin parses; `None` = the plugin ignores CNI_ARGS entirely.
-    /// With `Some`, any other key is an error unless `IgnoreUnknown=1|true`.
-    pub cni_args: Option<&'static [&'static str]>,
-    pub add: AddFn,
-    pub del: VerbFn,
-    pub check: VerbFn,
-    /// `None`: the verb succeeds silently (as the reference skel does)
-    pub gc: Option<VerbFn>,
-    pub status: Option<VerbFn>,
-}
-
-pub static APPLETS: &[Applet] = &[
+pub static APPLETS: &[Plugin] = &[
     crate::plugins::loopback::APPLET,
     crate::plugins::bridge::APPLET,
     crate::plugins::ptp::APPLET,
@@ -45,7 +27,8 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::vpc_routed::APPLET,
 ];
 
-pub fn find(name: &str) -> Option<&'static Applet> {
+/// The plugin called `name` (a [`crate::cni::plugin::Lookup`]).
+pub fn find(name: &str) -> Option<&'static Plugin> {
     APPLETS.iter().find(|a| a.name == name)
 }
 

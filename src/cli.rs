@@ -1,9 +1,9 @@
 //! argv[0] dispatch: the binary runs as the applet it is named after (busybox style), or as
 //! `cni-multi <applet> [flags]`, `cni-multi --list`, `--version`, `--help`.
 
-use crate::applets::{self, Applet};
+use crate::applets;
 use crate::cni::io::{self, Io};
-use crate::cni::{code, version, CniError};
+use crate::cni::{code, version, CniError, Ctx, Plugin};
 use argh::FromArgs;
 use std::io::Write;
 
@@ -80,14 +80,14 @@ fn usage() -> String {
     s
 }
 
-/// `cni-multi --help`: usage, then every applet's documentation (keys, example) from src/docs.rs.
+/// `cni-multi --help`: usage, then every applet's documentation (keys, example) from its DOC.
 fn full_help() -> String {
     let mut s = usage();
     s.push('\n');
     s.push_str(&crate::docs::common_text());
     for a in applets::APPLETS {
         s.push('\n');
-        s.push_str(&crate::docs::applet_help(a.name, a.about));
+        s.push_str(&crate::docs::text(a));
     }
     s
 }
@@ -116,7 +116,7 @@ fn multi_main(rest: &[String]) -> i32 {
             out(&format!(
                 "{MULTI} {}\nCNI protocol versions supported: {}\n",
                 env!("CARGO_PKG_VERSION"),
-                version::SUPPORTED.join(", ")
+                version::join(version::SUPPORTED, ", ")
             ));
             0
         }
@@ -141,19 +141,21 @@ fn multi_main(rest: &[String]) -> i32 {
     }
 }
 
-/// Long-running or setup subcommands some applets carry besides the CNI verbs
-/// (`dhcp daemon ...`): applet name, subcommand word, entry point taking the words after it.
-type SubMain = fn(&[String]) -> i32;
-const SUBCOMMANDS: &[(&str, &str, SubMain)] = &[
-    ("dhcp", "daemon", crate::ipam::dhcp::daemon_main),
-    ("vpc-routed", "setup-host", crate::plugins::vpc_routed::setup_host_main),
-];
+/// The logging context of one invocation (every log line names the plugin, the command and the
+/// container), and the config's `log` file; called by the protocol layer once it parsed them.
+fn log_context(plugin: &Plugin, ctx: &Ctx) {
+    crate::logging::set_context(plugin.name, ctx.command.as_str(), &ctx.container_id);
+    if let Some(path) = ctx.conf.get("log").and_then(|v| v.as_str()) {
+        crate::logging::set_file(path);
+    }
+}
 
-fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
+fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
     if let Some(word) = args.first() {
-        if let Some((_, _, sub)) = SUBCOMMANDS.iter().find(|(a, w, _)| *a == applet.name && w == word) {
+        // long-running or setup subcommands some plugins carry besides the CNI verbs (`dhcp daemon`)
+        if let Some(sub) = applet.subcommands.iter().find(|s| s.word == word) {
             crate::logging::init(&|k| std::env::var(k).ok());
-            return sub(args.get(1..).unwrap_or(&[]));
+            return (sub.main)(args.get(1..).unwrap_or(&[]));
         }
     }
     let flags = if args.is_empty() {
@@ -166,7 +168,7 @@ fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
                 if early.status.is_ok() {
                     let text = format!(
                         "{}\n{}\n{}\n{}",
-                        crate::docs::applet_help(applet.name, applet.about),
+                        crate::docs::text(applet),
                         early.output,
                         crate::docs::common_text(),
                         version::about_text(applet)
@@ -180,6 +182,8 @@ fn applet_main(applet: &Applet, prog: &str, args: &[String]) -> i32 {
         }
     };
     let mut io = Io::from_process();
+    io.plugins = applets::find;
+    io.observer = Some(log_context);
     apply_flags(&flags, &mut io);
     if let Some(path) = &flags.config {
         match std::fs::read(path) {
@@ -286,7 +290,7 @@ mod tests {
     fn help_documents_every_applet() {
         let h = full_help();
         for a in applets::APPLETS {
-            assert!(h.contains(&crate::docs::applet_help(a.name, a.about)), "{} missing from --help", a.name);
+            assert!(h.contains(&crate::docs::text(a)), "{} missing from --help", a.name);
         }
         assert!(h.contains("isDefaultGateway") && h.contains("Example:") && h.contains("CNI_MULTI_LOG"));
     }

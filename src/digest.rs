@@ -2,7 +2,7 @@
 //!
 //! SHA-512 derives cnitool's container id; SHA-1 names vpc-routed's host veths (as the AWS VPC CNI
 //! and Calico do); base64 is how Go encodes the raw conflist bytes in libcni's result cache.
-//! TODO(dedup): src/firewall is getting its own SHA-512; keep one copy once both have landed.
+//! The one SHA-512 of the crate: the firewall's chain names (`firewall::sha512`) use it too.
 
 const K512: [u64; 80] = [
     0x428a2f98d728ae22,

@@ -6,7 +6,7 @@
 //!
 //! Nothing here touches the kernel or the file system.
 
-use crate::applets::Applet;
+use crate::cni::plugin::{Doc, Kind, Plugin, Version};
 use crate::cni::{config, env, io, result::CniResult, Command, Ctx};
 use crate::firewall::{conntrack, iptables, nft, portmap};
 use crate::ipam::{host_local, static_, store};
@@ -38,16 +38,18 @@ fn ok_verb(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// A plugin that only reads its config: the protocol layer runs for real up to the verb.
-static FUZZ_APPLET: Applet = Applet {
+static FUZZ_APPLET: Plugin = Plugin {
     name: "fuzz",
     about: "fuzz",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: Some(&["IP", "MAC", "GATEWAY", "K8S_POD_NAME"]),
     add: ok_add,
     del: ok_verb,
     check: ok_verb,
     gc: Some(ok_verb),
     status: Some(ok_verb),
+    subcommands: &[],
+    doc: &Doc { kind: Kind::Meta, summary: "", section: "", keys: &[], notes: &[], example: "{}", config: None },
 };
 
 /// One network config (or conflist): fold-parse, name and version checks, version gate,
@@ -100,6 +102,7 @@ fn run_conf(stdin: &[u8], args: &str, command: Command) {
         version,
         name,
         prev_result: None,
+        plugins: crate::cni::plugin::no_plugins,
     };
     let _ = ctx.valid_attachments();
     let _ = ctx.raw_conf();

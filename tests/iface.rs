@@ -2,8 +2,6 @@
 //! host device). Each test builds its own world of network namespaces — a "host" namespace and
 //! container namespaces — runs the plugins there (ours and, where it exists, the reference in
 //! /usr/lib/cni) and removes everything on drop. Helpers here are shared with `iface_vm`.
-//!
-//! (Self-contained helper: the shared tests/harness had not landed in main when this was written.)
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

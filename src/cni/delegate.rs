@@ -1,11 +1,11 @@
 //! Run a delegate (IPAM) plugin found on CNI_PATH, as the reference's `invoke` package does
 //! (checklist §1.12) — in-process when the binary found is this very executable and we know
-//! the applet, with results byte-identical to the exec path.
+//! the plugin (`ctx.plugins`), with results byte-identical to the exec path.
 
 use super::error::CniError;
+use super::plugin::{Lookup, Plugin};
 use super::result::go_quote;
 use super::{io, CniResult, Command, Ctx};
-use crate::applets::Applet;
 use anyhow::anyhow;
 use std::cell::Cell;
 use std::io::Write;
@@ -25,22 +25,22 @@ thread_local! {
 /// (in `ctx.version`), `None` otherwise. A delegate's CNI error keeps its code (it is a
 /// [`CniError`] in the anyhow chain).
 pub fn delegate(ctx: &Ctx, plugin_type: &str, command: Command) -> anyhow::Result<Option<CniResult>> {
-    delegate_with(ctx, plugin_type, command, Path::new("/proc/self/exe"), crate::applets::find)
+    delegate_with(ctx, plugin_type, command, Path::new("/proc/self/exe"), ctx.plugins)
 }
 
-/// [`delegate`] with the "self" executable and the applet table injectable (for tests).
+/// [`delegate`] with the "self" executable and the plugin registry injectable (for tests).
 pub fn delegate_with(
     ctx: &Ctx,
     plugin_type: &str,
     command: Command,
     self_exe: &Path,
-    lookup: fn(&str) -> Option<&'static Applet>,
+    lookup: Lookup,
 ) -> anyhow::Result<Option<CniResult>> {
     let bin = find_in_path(plugin_type, &ctx.path)?;
     if same_file(&bin, self_exe) {
         if let Some(applet) = lookup(plugin_type) {
             tracing::debug!("delegating {} to {plugin_type} in-process", command.as_str());
-            return in_process(ctx, applet, command);
+            return in_process(ctx, applet, command, lookup);
         }
     }
     tracing::debug!("delegating {} to {}", command.as_str(), bin.display());
@@ -108,7 +108,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn in_process(ctx: &Ctx, applet: &Applet, command: Command) -> anyhow::Result<Option<CniResult>> {
+fn in_process(ctx: &Ctx, applet: &Plugin, command: Command, lookup: Lookup) -> anyhow::Result<Option<CniResult>> {
     let depth = NESTING.with(|n| n.get());
     if depth >= MAX_NESTING {
         anyhow::bail!("delegation nested deeper than {MAX_NESTING} levels (does ipam.type name its own plugin?)");
@@ -116,6 +116,8 @@ fn in_process(ctx: &Ctx, applet: &Applet, command: Command) -> anyhow::Result<Op
     NESTING.with(|n| n.set(depth + 1));
     let mut child = ctx.clone();
     child.command = command;
+    // a delegate that delegates again finds its plugins in the same registry
+    child.plugins = lookup;
     let res = match io::prepare(applet, &mut child) {
         Ok(true) => io::invoke(applet, &child),
         Ok(false) => Ok(None),
@@ -293,11 +295,11 @@ mod tests {
         }
     }
 
-    static FAKE_STATIC: Applet = FAKE;
-    fn lookup(name: &str) -> Option<&'static Applet> {
+    static FAKE_STATIC: Plugin = FAKE;
+    fn lookup(name: &str) -> Option<&'static Plugin> {
         (name == "fakeipam").then_some(&FAKE_STATIC)
     }
-    fn lookup_none(_: &str) -> Option<&'static Applet> {
+    fn lookup_none(_: &str) -> Option<&'static Plugin> {
         None
     }
 
@@ -431,7 +433,7 @@ mod tests {
         assert_eq!(ipam_add(&no_ipam).unwrap_err().to_string(), "no plugin name provided");
     }
 
-    static LOOPY: Applet = Applet { add: loopy_add, cni_args: None, ..FAKE };
+    static LOOPY: Plugin = Plugin { add: loopy_add, cni_args: None, ..FAKE };
     fn loopy_add(ctx: &Ctx) -> anyhow::Result<CniResult> {
         delegate_with(ctx, "fakeipam", Command::Add, &ctx.path[0].join("self"), |_| Some(&LOOPY))?
             .ok_or_else(|| anyhow!("none"))

@@ -110,14 +110,6 @@ impl fmt::Display for CniError {
 
 impl std::error::Error for CniError {}
 
-/// `bail!`-like helper returning a typed CNI error.
-#[macro_export]
-macro_rules! cni_bail {
-    ($code:expr, $($arg:tt)*) => {
-        return Err($crate::cni::error::CniError::new($code, format!($($arg)*)).into())
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,20 +2,28 @@
 //! runs in unit tests without root. `run` is what the binary's main calls for every applet.
 
 use super::error::{code, CniError};
+use super::plugin::{no_plugins, Lookup, Plugin};
 use super::{config, env, version, CniResult, Command, Ctx};
-use crate::applets::Applet;
 use std::collections::BTreeMap;
 use std::io::Read;
 
 /// Largest stdin accepted (real configs are a few KiB).
 pub const STDIN_LIMIT: u64 = 16 << 20;
 
-/// One invocation's I/O.
+/// Called with the parsed invocation before the plugin runs (the binary sets its logging
+/// context here: plugin, command, container id, the config's `log` file).
+pub type Observer = fn(&Plugin, &Ctx);
+
+/// One invocation's I/O, and what the caller lends the protocol layer.
 pub struct Io {
     pub env: BTreeMap<String, String>,
     pub stdin: Box<dyn Read>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The plugins of this binary, handed to the verb as [`Ctx::plugins`] (default: none).
+    pub plugins: Lookup,
+    /// See [`Observer`] (default: none).
+    pub observer: Option<Observer>,
 }
 
 impl Io {
@@ -26,6 +34,8 @@ impl Io {
             stdin: Box::new(std::io::Cursor::new(stdin)),
             stdout: Vec::new(),
             stderr: Vec::new(),
+            plugins: no_plugins,
+            observer: None,
         }
     }
 
@@ -38,6 +48,8 @@ impl Io {
             stdin: Box::new(std::io::stdin()),
             stdout: Vec::new(),
             stderr: Vec::new(),
+            plugins: no_plugins,
+            observer: None,
         }
     }
 
@@ -48,7 +60,7 @@ impl Io {
 
 /// Run one CNI invocation of `applet`; returns the exit status (0 or 1). A result (ADD) or an
 /// error JSON goes to `io.stdout`, the about text to `io.stderr`.
-pub fn run(applet: &Applet, io: &mut Io) -> i32 {
+pub fn run(applet: &Plugin, io: &mut Io) -> i32 {
     match run_inner(applet, io) {
         Ok(()) => 0,
         Err(e) => {
@@ -59,7 +71,7 @@ pub fn run(applet: &Applet, io: &mut Io) -> i32 {
     }
 }
 
-fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
+fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
     let env = {
         let vars = &io.env;
         env::read(&|k| vars.get(k).cloned())?
@@ -96,10 +108,10 @@ fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
         version,
         name,
         prev_result: None,
+        plugins: io.plugins,
     };
-    crate::logging::set_context(applet.name, command.as_str(), &ctx.container_id);
-    if let Some(path) = ctx.conf.get("log").and_then(|v| v.as_str()) {
-        crate::logging::set_file(path);
+    if let Some(observe) = io.observer {
+        observe(applet, &ctx);
     }
     if !prepare(applet, &mut ctx)? {
         return Ok(());
@@ -155,7 +167,7 @@ pub fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
 /// The per-applet part of the skel: version gate for the verb, silent success for GC/STATUS
 /// the applet does not implement, then CNI_ARGS against the applet's keys. Returns whether
 /// the verb function should run. Shared with in-process delegation.
-pub(crate) fn prepare(applet: &Applet, ctx: &mut Ctx) -> Result<bool, CniError> {
+pub(crate) fn prepare(applet: &Plugin, ctx: &mut Ctx) -> Result<bool, CniError> {
     version::gate(ctx.command, &ctx.version, &version::supported_by(applet))?;
     match ctx.command {
         Command::Gc if applet.gc.is_none() => return Ok(false),
@@ -171,7 +183,7 @@ pub(crate) fn prepare(applet: &Applet, ctx: &mut Ctx) -> Result<bool, CniError> 
 }
 
 /// Call the applet's verb function; plain errors become code 999, typed ones keep their code.
-pub(crate) fn invoke(applet: &Applet, ctx: &Ctx) -> Result<Option<CniResult>, CniError> {
+pub(crate) fn invoke(applet: &Plugin, ctx: &Ctx) -> Result<Option<CniResult>, CniError> {
     let res = match ctx.command {
         Command::Add => (applet.add)(ctx).map(Some),
         Command::Del => (applet.del)(ctx).map(|_| None),
@@ -201,6 +213,7 @@ fn check_netns(ctx: &Ctx) -> Result<(), CniError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::cni::plugin::{Doc, Kind, Version};
     use crate::cni::result::{IpConfig, Route};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -237,18 +250,22 @@ pub(crate) mod tests {
         Ok(())
     }
 
-    pub(crate) const FAKE: Applet = Applet {
+    pub(crate) const FAKE: Plugin = Plugin {
         name: "fake",
         about: "a fake plugin for protocol tests",
-        min_version: "0.1.0",
+        min_version: Version::new(0, 1, 0),
         cni_args: Some(&["FAIL", "IP"]),
         add: fake_add,
         del: fake_verb,
         check: fake_verb,
         gc: Some(fake_gc),
         status: None,
+        subcommands: &[],
+        doc: &FAKE_DOC,
     };
-    const FAKE_NEW: Applet = Applet { min_version: "0.3.0", cni_args: None, gc: None, ..FAKE };
+    const FAKE_DOC: Doc =
+        Doc { kind: Kind::Meta, summary: "", section: "", keys: &[], notes: &[], example: "{}", config: None };
+    const FAKE_NEW: Plugin = Plugin { min_version: Version::new(0, 3, 0), cni_args: None, gc: None, ..FAKE };
 
     fn base_env(cmd: &str) -> Vec<(String, String)> {
         [
@@ -263,7 +280,7 @@ pub(crate) mod tests {
         .collect()
     }
 
-    fn go(applet: &Applet, env: Vec<(String, String)>, stdin: &str) -> (i32, String, String) {
+    fn go(applet: &Plugin, env: Vec<(String, String)>, stdin: &str) -> (i32, String, String) {
         let mut io = Io::new(env, stdin.as_bytes().to_vec());
         let rc = run(applet, &mut io);
         (rc, io.stdout_str(), String::from_utf8_lossy(&io.stderr).into_owned())
@@ -412,6 +429,7 @@ pub(crate) mod tests {
 mod fuzz {
     use super::tests::FAKE;
     use super::*;
+    use crate::cni::Version;
 
     struct XorShift(u64);
     impl XorShift {
@@ -448,8 +466,8 @@ mod fuzz {
         }
         Ok(r)
     }
-    const FUZZ: Applet = Applet { add: fuzz_add, ..FAKE };
-    const FUZZ_NO_ARGS: Applet = Applet { add: fuzz_add, cni_args: None, min_version: "0.4.0", ..FAKE };
+    const FUZZ: Plugin = Plugin { add: fuzz_add, ..FAKE };
+    const FUZZ_NO_ARGS: Plugin = Plugin { add: fuzz_add, cni_args: None, min_version: Version::new(0, 4, 0), ..FAKE };
 
     const VERSIONS: &[&str] =
         &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "", "1.2.0", "x.y", "1", "-1.0.0"];

@@ -2,26 +2,33 @@
 //! No kernel code lives here.
 //!
 //! For plugin authors:
-//! - `io::run(applet, io)` does the whole skel dance (env, stdin, version gates, CNI_ARGS against
-//!   `Applet::cni_args`, own-netns refusal, prevResult) and calls your verb with a [`Ctx`].
+//! - Describe your plugin with a [`Plugin`] (verbs, versions, CNI_ARGS keys, subcommands) and its
+//!   [`plugin::Doc`]; `src/applets.rs` lists it.
+//! - `io::run(plugin, io)` does the whole skel dance (env, stdin, version gates, CNI_ARGS against
+//!   `Plugin::cni_args`, own-netns refusal, prevResult) and calls your verb with a [`Ctx`].
 //! - Read config with `ctx.plugin_conf::<T>()` (lower-case serde names), `ctx.get("key")`,
 //!   `ctx.runtime_config("cap")`, `ctx.args_cni("key")`, `ctx.cni_arg("KEY")`; use
 //!   `ctx.raw_conf()` when map keys are data whose case matters (sysctl names).
 //! - `ctx.prev_result` is already parsed; `ctx.valid_attachments()` for GC.
 //! - Return a [`CniError`] (via `.into()`) to choose the code; any other error is 999.
 //! - IPAM: `delegate::ipam_add(ctx)` / `ipam_del` / `ipam_check` / `ipam_status` / `ipam_gc`
-//!   (in-process when CNI_PATH resolves to this binary).
+//!   (in-process when CNI_PATH resolves to this binary and `ctx.plugins` knows the type).
+//!
+//! This layer imports nothing above it (a test in this module checks it).
 
 pub mod config;
 pub mod delegate;
 pub mod env;
 pub mod error;
 pub mod io;
+pub mod plugin;
 pub mod result;
 pub mod version;
 
 pub use error::{code, CniError};
+pub use plugin::{Lookup, Plugin};
 pub use result::CniResult;
+pub use version::Version;
 
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -77,6 +84,9 @@ pub struct Ctx {
     pub name: String,
     /// `prevResult`, parsed with `version` and converted to the internal result
     pub prev_result: Option<CniResult>,
+    /// The plugins of this binary: delegation to one of them runs in-process when CNI_PATH
+    /// resolves to this executable. [`plugin::no_plugins`] always executes the delegate.
+    pub plugins: Lookup,
 }
 
 impl Ctx {
@@ -96,6 +106,7 @@ impl Ctx {
             version: config::DEFAULT_VERSION.to_string(),
             name: String::new(),
             prev_result: None,
+            plugins: plugin::no_plugins,
         }
     }
 
@@ -145,5 +156,40 @@ impl Ctx {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| CniError::env("required env variables [CNI_NETNS] missing"))
+    }
+}
+
+#[cfg(test)]
+mod layering {
+    /// The protocol layer imports nothing above it: no file of src/cni/ names a module of the
+    /// kernel, firewall, IPAM or plugin layers, nor the binary's table, CLI, docs or logging.
+    #[test]
+    fn cni_imports_nothing_above_it() {
+        const ABOVE: &[&str] = &[
+            "applets", "plugins", "ipam", "firewall", "netlink", "sys", "cli", "docs", "logging", "tool", "install",
+            "fuzzing", "digest",
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cni");
+        let mut offenders = Vec::new();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            seen += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for m in ABOVE {
+                    for prefix in ["crate::", "cni_multi::"] {
+                        if line.contains(&format!("{prefix}{m}::")) || line.contains(&format!("{prefix}{m};")) {
+                            offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen >= 9, "read only {seen} files of {}", dir.display());
+        assert!(offenders.is_empty(), "src/cni/ must not import the layers above it:\n{}", offenders.join("\n"));
     }
 }

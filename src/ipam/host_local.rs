@@ -18,20 +18,67 @@ use super::common::{self, RawRoute};
 use super::range::{parse_ip_maybe_cidr, RangeSet, RawRange};
 use super::resolvconf;
 use super::store::{self, Store};
-use crate::applets::Applet;
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::{Dns, IpConfig, Route};
 use crate::cni::{code, CniError, CniResult, Ctx};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "host-local",
     about: "IPAM: allocate addresses from ranges, store on disk",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: Some(&["IP"]),
     add,
     del,
     check,
     gc: Some(gc),
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Ipam,
+    summary: "Allocates addresses from ranges and keeps one file per address under dataDir, in \
+              the same layout as the reference, so a node can switch implementations.",
+    section: "ipam",
+    keys: &[
+        k(
+            "ranges",
+            "list of range sets",
+            "",
+            "one address is allocated per set; a set is a list of ranges of one family",
+        ),
+        k("subnet", "CIDR", "", "a range's subnet (also accepted directly under ipam, the legacy form)"),
+        k("rangeStart", "IP", "subnet + 1", "first address of a range"),
+        k("rangeEnd", "IP", "last usable", "last address of a range"),
+        k("gateway", "IP", "subnet + 1", "gateway of a range (never allocated)"),
+        k("routes", "list of {dst, gw}", "[]", "routes put into the result"),
+        k("dataDir", "string", "\"/var/lib/cni/networks\"", "store directory (one subdirectory per network)"),
+        k("resolvConf", "string", "", "resolv.conf file whose contents become the result's dns"),
+        cap("ipRanges", "list of range sets", "prepended to the configured ranges"),
+        cap("ips", "list of IPs", "addresses to allocate"),
+        acni("ips", "list of IPs", "addresses to allocate"),
+        arg("IP", "IP", "address to allocate"),
+    ],
+    notes: &[
+        "GC releases addresses of attachments missing from `cni.dev/valid-attachments` (the reference has no GC).",
+    ],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "mynet",
+  "type": "bridge",
+  "ipam": {
+    "type": "host-local",
+    "ranges": [
+      [{"subnet": "10.10.0.0/16", "rangeStart": "10.10.1.20", "rangeEnd": "10.10.3.50", "gateway": "10.10.0.254"}],
+      [{"subnet": "fd00:10::/64"}]
+    ],
+    "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+    "dataDir": "/var/lib/cni/networks"
+  }
+}"#,
+    // the legacy single range is read from the `ipam` object itself
+    config: Some(|path| Ok([config_fields::<RawIpam>(path)?, config_fields::<RawRange>(path)?].concat())),
 };
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";

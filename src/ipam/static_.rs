@@ -11,20 +11,50 @@ use serde::Deserialize;
 use std::net::IpAddr;
 
 use super::common::{self, RawDns, RawRoute};
-use crate::applets::Applet;
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::{Dns, IpConfig, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "static",
     about: "IPAM: fixed addresses from the config",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: Some(&["IP", "GATEWAY"]),
     add,
     del,
     check,
     gc: None,
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Ipam,
+    summary: "Returns fixed addresses, routes and DNS from the config; stores nothing.",
+    section: "ipam",
+    keys: &[
+        k("addresses", "list of {address, gateway}", "[]", "CIDR addresses with optional gateways"),
+        k("routes", "list of {dst, gw}", "[]", "routes put into the result"),
+        k("dns", "object", "", "DNS put into the result"),
+        cap("ips", "list of CIDRs", "replaces the addresses (highest priority)"),
+        acni("ips", "list of CIDRs", "replaces the addresses"),
+        arg("IP", "CIDRs, comma separated", "appended to the addresses"),
+        arg("GATEWAY", "IPs, comma separated", "gateways for the addresses in their subnets"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "fixed",
+  "type": "macvlan",
+  "master": "eth0",
+  "ipam": {
+    "type": "static",
+    "addresses": [{"address": "10.10.0.1/24", "gateway": "10.10.0.254"}],
+    "routes": [{"dst": "0.0.0.0/0"}]
+  }
+}"#,
+    config: Some(config_fields::<RawStatic>),
 };
 
 #[derive(Debug, Default, Deserialize)]

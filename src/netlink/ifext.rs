@@ -1,5 +1,5 @@
-//! Additions for the interface plugins (kept apart from addr.rs to ease merging):
-//! adding an address with IFA_F_* flags, as the vrf plugin restores IPv6 addresses.
+//! Addresses with IFA_F_* flags for the interface plugins (the vrf plugin restores IPv6
+//! addresses with them).
 
 use anyhow::Context;
 use ipnet::IpNet;

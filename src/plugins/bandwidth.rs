@@ -13,7 +13,7 @@
 //! so ifbs made by the reference (no alias) or by other networks are never touched.
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::Interface;
 use crate::cni::{CniResult, Ctx};
 use crate::firewall::sha512::hash_with_prefix;
@@ -26,16 +26,42 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "bandwidth",
     about: "ingress/egress rate limits with tbf on the host veth and an ifb",
-    min_version: "0.3.0",
+    min_version: Version::new(0, 3, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: Some(gc),
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Meta,
+    summary: "Rate-limits the container with tbf: ingress on the host veth, egress through an ifb \
+              device. Needs a veth-based interface plugin before it.",
+    section: "",
+    keys: &[
+        k("ingressRate", "int (bit/s)", "", "rate into the container; needs ingressBurst"),
+        k("ingressBurst", "int (bits)", "", "burst into the container"),
+        k("egressRate", "int (bit/s)", "", "rate out of the container; needs egressBurst"),
+        k("egressBurst", "int (bits)", "", "burst out of the container"),
+        cap("bandwidth", "object", "the same four keys; used only when the config sets none"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "limited",
+  "plugins": [
+    {"type": "bridge", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.8.0/24"}]]}},
+    {"type": "bandwidth", "ingressRate": 10000000, "ingressBurst": 80000000, "egressRate": 10000000, "egressBurst": 80000000}
+  ]
+}"#,
+    config: Some(config_fields::<Bandwidth>),
 };
 
 /// tbf queueing latency the reference uses.

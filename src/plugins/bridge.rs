@@ -1,7 +1,7 @@
 //! bridge: a veth pair whose host end is a port of a Linux bridge (reference checklist §2.2).
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY, IPAM_KEY};
 use crate::cni::result::{Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
@@ -14,16 +14,74 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::IpAddr;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "bridge",
     about: "veth pair attached to a Linux bridge (gateway, hairpin, VLANs, ipMasq)",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: Some(&["MAC"]),
     add,
     del,
     check,
     gc: Some(gc),
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "A veth pair: the container end is CNI_IFNAME, the host end a port of a Linux bridge \
+              (created when missing). With `ipam` it also assigns the addresses, and can make the \
+              bridge the gateway; without `ipam` it is L2 only.",
+    section: "",
+    keys: &[
+        k("bridge", "string", "\"cni0\"", "bridge name; created when missing, an error if it exists as another kind"),
+        k("isGateway", "bool", "false", "put each range's gateway address on the bridge and enable forwarding"),
+        k("isDefaultGateway", "bool", "false", "implies isGateway; add a default route via the gateway per family"),
+        k("forceAddress", "bool", "false", "replace a different address already on the bridge instead of failing"),
+        k("ipMasq", "bool", "false", "masquerade traffic from the container leaving its subnet"),
+        k(
+            "ipMasqBackend",
+            "\"nftables\" or \"iptables\"",
+            "auto",
+            "firewall backend for ipMasq; auto = nftables when the kernel has nf_tables",
+        ),
+        k("mtu", "int", "kernel default", "MTU of both veth ends (and of the bridge when it is created)"),
+        k("hairpinMode", "bool", "false", "let traffic leave the bridge port it came in on"),
+        k("promiscMode", "bool", "false", "set the bridge promiscuous (not with hairpinMode)"),
+        k("vlan", "int 0-4094", "0", "access VLAN of the port (turns on VLAN filtering on the bridge)"),
+        k("vlanTrunk", "list of {id} or {minID, maxID}", "[]", "tagged VLANs of the port"),
+        k("preserveDefaultVlan", "bool", "false", "keep VLAN 1 on the port when vlan/vlanTrunk are set"),
+        k("macspoofchk", "bool", "false", "drop frames from the container whose source MAC is not its own (nftables)"),
+        k("enabledad", "bool", "false", "run IPv6 duplicate address detection on the container end"),
+        k("disableContainerInterface", "bool", "false", "leave the container end down (L2 only, no ipam)"),
+        k("portIsolation", "bool", "false", "mark the port isolated: no traffic to other isolated ports"),
+        IPAM_KEY,
+        DNS_KEY,
+        cap("mac", "string", "MAC address of the container end"),
+        acni("mac", "string", "MAC address of the container end (below runtimeConfig)"),
+        arg("MAC", "string", "MAC address of the container end (below args.cni)"),
+    ],
+    notes: &[
+        "DEL removes the container end (the host end goes with it), the IPAM lease and the firewall rules; the \
+         bridge and its addresses stay.",
+        "GC removes IPAM leases, masquerade rules and spoof-check chains of attachments not in \
+         `cni.dev/valid-attachments`.",
+    ],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "mynet",
+  "type": "bridge",
+  "bridge": "cni0",
+  "isGateway": true,
+  "ipMasq": true,
+  "ipam": {
+    "type": "host-local",
+    "ranges": [[{"subnet": "10.22.0.0/16"}]],
+    "routes": [{"dst": "0.0.0.0/0"}]
+  }
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

@@ -2,21 +2,38 @@
 //! (checklist §2.9).
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
 use crate::cni::{delegate, CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "dummy",
     about: "dummy interface in the container, addressed by IPAM",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "A dummy interface named CNI_IFNAME in the container, with addresses from IPAM.",
+    section: "",
+    keys: &[k("ipam", "object", "", "required")],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "dummynet",
+  "type": "dummy",
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.3.0/24"}]]}
+}"#,
+    config: None,
 };
 
 fn require_ipam(ctx: &Ctx) -> Result<()> {

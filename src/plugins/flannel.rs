@@ -2,7 +2,7 @@
 //! host-local over the node's subnet by default — save it, and run the delegate (as
 //! flannel-io/cni-plugin does). DEL runs the delegate's DEL from the saved config and removes it.
 
-use crate::applets::Applet;
+use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
 use crate::cni::{config, delegate, CniError, CniResult, Command, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
@@ -11,16 +11,51 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "flannel",
     about: "flannel: delegate (bridge + host-local by default) configured from flannel's subnet.env",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Meta,
+    summary: "Reads the node's subnet from flannel's subnet.env, builds a delegate config (bridge \
+              and host-local over the node subnet by default) and runs it; DEL runs the saved \
+              delegate config.",
+    section: "",
+    keys: &[
+        k(
+            "subnetFile",
+            "string",
+            "\"/run/flannel/subnet.env\"",
+            "FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ",
+        ),
+        k("dataDir", "string", "\"/var/lib/cni/flannel\"", "where each container's delegate config is saved"),
+        k(
+            "delegate",
+            "object",
+            "{\"type\": \"bridge\"}",
+            "keys passed to the delegate plugin (they win over flannel's)",
+        ),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "cbr0",
+  "plugins": [
+    {"type": "flannel", "delegate": {"hairpinMode": true, "isDefaultGateway": true}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}"#,
+    config: None,
 };
 
 pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";

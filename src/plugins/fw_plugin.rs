@@ -14,23 +14,48 @@
 //! prevResult. CHECK verifies chains, jumps and per-IP rules. No GC: the rules carry the
 //! container id but not the network, so they cannot be attributed to one network's attachments.
 
-use crate::applets::Applet;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{code, CniError, CniResult, Ctx};
 use crate::firewall::fwplugin::{self, FirewallSpec, IngressPolicy};
 use crate::firewall::BackendKind;
 use anyhow::Result;
 use serde::Deserialize;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "firewall",
     about: "accept rules for container addresses and bridge ingress isolation (iptables or nftables)",
-    min_version: "0.4.0",
+    min_version: Version::new(0, 4, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Meta,
+    summary: "Lets the container's traffic through the host's forward filter, and optionally \
+              isolates bridges from each other.",
+    section: "",
+    keys: &[
+        k("backend", "\"iptables\", \"nftables\" or \"firewalld\"", "auto", "firewall backend"),
+        k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "user-owned chain jumped to first, never changed"),
+        k("firewalldZone", "string", "\"trusted\"", "zone for the container addresses (firewalld)"),
+        k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "guarded",
+  "plugins": [
+    {"type": "bridge", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.10.0/24"}]]}},
+    {"type": "firewall", "ingressPolicy": "same-bridge"}
+  ]
+}"#,
+    config: Some(config_fields::<RawConf>),
 };
 
 pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";

@@ -4,7 +4,7 @@
 //! never clashes with names in the host or the container.
 
 use super::common::{self, NsOrGone, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
@@ -12,16 +12,42 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "host-device",
     about: "move an existing host interface into the container",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "Moves an existing host interface into the container, renamed to CNI_IFNAME; DEL \
+              moves it back under its old name.",
+    section: "",
+    keys: &[
+        k("device", "string", "", "host interface name"),
+        k("hwaddr", "string", "", "find the interface by MAC address"),
+        k("kernelpath", "string", "", "find it by its /sys/devices/... path"),
+        k("pciBusID", "string", "", "find it by PCI address; a DPDK-bound device is left in place"),
+        k("ipam", "object", "", "optional"),
+        DNS_KEY,
+        cap("deviceID", "string", "PCI or auxiliary-bus device id; wins over pciBusID"),
+    ],
+    notes: &["Exactly one way of naming the device is needed."],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "passthrough",
+  "type": "host-device",
+  "device": "enp3s0f1"
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";

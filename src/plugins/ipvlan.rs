@@ -2,22 +2,53 @@
 //! can take its master and addresses from the previous plugin (checklist §2.5).
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{IpvlanFlag, IpvlanMode, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "ipvlan",
     about: "ipvlan sub-interface of a host interface, moved into the container",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "An ipvlan interface sharing the master's MAC address.",
+    section: "",
+    keys: &[
+        k(
+            "master",
+            "string",
+            "the default-route interface",
+            "parent interface; when chained, the single interface of the prevResult",
+        ),
+        k("mode", "string", "\"l2\"", "l2, l3 or l3s"),
+        k("mtu", "int", "kernel default", "MTU"),
+        k("linkInContainer", "bool", "false", "the master lives in the container's netns"),
+        k("ipam", "object", "", "required, unless chained with a prevResult whose addresses are reused"),
+        DNS_KEY,
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "mynet",
+  "type": "ipvlan",
+  "master": "eth0",
+  "mode": "l2",
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.2.0/24"}]]}
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

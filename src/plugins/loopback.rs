@@ -1,22 +1,39 @@
 //! loopback: set `lo` up inside the container (checklist §2.8). CNI_IFNAME is ignored.
 
 use super::common::{self, NsOrGone};
-use crate::applets::Applet;
+use crate::cni::plugin::{Doc, Kind, Plugin, Version};
 use crate::cni::result::{Interface, IpConfig};
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::socket::Netlink;
 use anyhow::{bail, Context, Result};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "loopback",
     about: "set up the loopback interface of the container",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "Sets the container's `lo` up (DEL sets it down). CNI_IFNAME is ignored. The result is \
+              the prevResult when there is one, else `lo` with its loopback addresses.",
+    section: "",
+    keys: &[],
+    notes: &["ADD fails when `lo` carries a non-loopback address."],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "lo",
+  "type": "loopback"
+}"#,
+    config: None,
 };
 
 fn add(ctx: &Ctx) -> Result<CniResult> {

@@ -1,22 +1,52 @@
 //! macvlan: a macvlan of a host (or container) interface, moved into the container (checklist §2.4).
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, MacvlanMode, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "macvlan",
     about: "macvlan sub-interface of a host interface, moved into the container",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: Some(&["MAC"]),
     add,
     del,
     check,
     gc: None,
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "A macvlan interface on a host interface (the master), with its own MAC address.",
+    section: "",
+    keys: &[
+        k("master", "string", "the default-route interface", "parent interface"),
+        k("mode", "string", "\"bridge\"", "bridge, private, vepa or passthru"),
+        k("mtu", "int", "0 (kernel)", "MTU, at most the master's"),
+        k("mac", "string", "random", "MAC address of the interface"),
+        k("linkInContainer", "bool", "false", "the master lives in the container's netns"),
+        k("bcqueuelen", "int", "0 (kernel)", "broadcast queue length"),
+        k("ipam", "object", "", "optional; without it the interface is only created and set up"),
+        DNS_KEY,
+        cap("mac", "string", "MAC address (wins over CNI_ARGS and the config)"),
+        arg("MAC", "string", "MAC address (wins over the config)"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "mynet",
+  "type": "macvlan",
+  "master": "eth0",
+  "mode": "bridge",
+  "ipam": {"type": "dhcp"}
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

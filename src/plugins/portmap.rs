@@ -18,7 +18,7 @@
 //! chains of this network whose container is gone (nftables rules carry only the container id,
 //! so they cannot be attributed to a network and are left to DEL).
 
-use crate::applets::Applet;
+use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall::nft::decode::list_chains;
 use crate::firewall::nft::sock::NftSocket;
@@ -31,16 +31,45 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::IpAddr;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "portmap",
     about: "host port forwarding (DNAT) with hairpin and localhost access",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: Some(gc),
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Meta,
+    summary: "Forwards host ports to the container (DNAT), with masquerading for hairpin and \
+              localhost traffic.",
+    section: "",
+    keys: &[
+        k("backend", "\"nftables\" or \"iptables\"", "auto", "firewall backend"),
+        k("snat", "bool", "true", "masquerade hairpin and localhost traffic"),
+        k("masqAll", "bool", "false", "masquerade forwarded traffic from any source"),
+        k("markMasqBit", "int 0-31", "13", "mark bit for masquerading (iptables)"),
+        k("externalSetMarkChain", "string", "", "use this chain to set the mark (iptables)"),
+        k("conditionsV4", "list of strings", "", "extra match expressions for IPv4 rules"),
+        k("conditionsV6", "list of strings", "", "extra match expressions for IPv6 rules"),
+        cap("portMappings", "list", "`{hostPort, containerPort, protocol, hostIP}` entries"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "web",
+  "plugins": [
+    {"type": "bridge", "isGateway": true, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.9.0/24"}]]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}"#,
+    config: Some(config_fields::<RawConf>),
 };
 
 pub const DEFAULT_MARK_BIT: u32 = 13;

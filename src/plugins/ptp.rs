@@ -1,8 +1,8 @@
 //! ptp: a veth pair with the container routed through a /32 (/128) host route (checklist §2.3).
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
 use crate::cni::delegate;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
@@ -11,16 +11,44 @@ use crate::netlink::socket::{is_exists, is_not_found, Netlink};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "ptp",
     about: "point-to-point veth pair routed through the host (no bridge)",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: Some(gc),
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "A veth pair without a bridge: the container reaches everything through a /32 (/128) \
+              route to the host end, which carries the IPAM gateway address.",
+    section: "",
+    keys: &[
+        k("ipMasq", "bool", "false", "masquerade traffic from the container leaving its subnet"),
+        k("ipMasqBackend", "\"nftables\" or \"iptables\"", "auto", "firewall backend for ipMasq"),
+        k("mtu", "int", "kernel default", "MTU of both veth ends"),
+        k("ipam", "object", "", "required; every address needs a gateway"),
+        DNS_KEY,
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "p2p",
+  "type": "ptp",
+  "ipam": {
+    "type": "host-local",
+    "ranges": [[{"subnet": "10.1.1.0/24"}]],
+    "routes": [{"dst": "0.0.0.0/0"}]
+  }
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

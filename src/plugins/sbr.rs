@@ -17,7 +17,7 @@
 //! link-scope subnet routes stay in main, pinned with `src` = the interface address).
 
 use super::common::{self, NsOrGone};
-use crate::applets::Applet;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::route::RouteSpec;
@@ -28,16 +28,40 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "sbr",
     about: "source-based routing: one routing table per container address",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Meta,
+    summary: "Source-based routing: traffic from the interface's addresses uses its own routing \
+              table (by default a new one per address, holding the interface's routes).",
+    section: "",
+    keys: &[
+        k("table", "int", "", "only add `from <ip> lookup <table>` rules, leave the routes alone"),
+        k("gateways", "list of IPs", "", "at most one IPv4 and one IPv6 gateway overriding the prevResult's"),
+        k("addSourceHints", "bool", "false", "keep subnet routes in main with a source hint"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "sbrnet",
+  "plugins": [
+    {"type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.7.0/24"}]]}},
+    {"type": "sbr"}
+  ]
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 /// The first table id the reference considers.

@@ -3,7 +3,7 @@
 //! in the container (checklist §2.10).
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
@@ -11,16 +11,49 @@ use crate::sys::{selinux, tun};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "tap",
     about: "persistent tap device in the container",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: Some(&["MAC"]),
     add,
     del,
     check,
     gc: None,
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "A tap device in the container (for VMs in pods), created over netlink and ioctl \
+              only (no `ip` binary).",
+    section: "",
+    keys: &[
+        k("mac", "string", "random", "MAC address"),
+        k("mtu", "int", "kernel default", "MTU"),
+        k("multiQueue", "bool", "false", "multi-queue tap"),
+        k("owner", "int (uid)", "", "owner of the tap device"),
+        k("group", "int (gid)", "", "group of the tap device"),
+        k("selinuxContext", "string", "", "SELinux context for the device (applied where SELinux is present)"),
+        k("bridge", "string", "", "enslave the tap to this existing bridge inside the container"),
+        k("ipam", "object", "", "optional"),
+        DNS_KEY,
+        cap("mac", "string", "MAC address"),
+        arg("MAC", "string", "MAC address"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "vmnet",
+  "type": "tap",
+  "multiQueue": true,
+  "owner": 107,
+  "group": 107,
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.4.0/24"}]]}
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

@@ -8,7 +8,7 @@
 //! attachments not in `cni.dev/valid-attachments`.
 
 use super::common::{self, NsOrGone};
-use crate::applets::Applet;
+use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::link::{format_mac, parse_mac};
 use crate::netlink::socket::Netlink;
@@ -20,16 +20,47 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "tuning",
     about: "sysctls and link attributes (mac, mtu, promisc, allmulti, txQLen) of the container interface",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: Some(&["MAC"]),
     add,
     del,
     check,
     gc: Some(gc),
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Meta,
+    summary: "Changes sysctls and link attributes of CNI_IFNAME in the container. Link attributes \
+              are saved on ADD and restored on DEL (sysctls are not).",
+    section: "",
+    keys: &[
+        k("sysctl", "object", "{}", "sysctl name (dotted, under net.) to value; IFNAME in a name is replaced"),
+        k("mac", "string", "", "MAC address"),
+        k("mtu", "int", "", "MTU"),
+        k("promisc", "bool", "false", "promiscuous mode"),
+        k("allmulti", "bool", "", "all-multicast mode"),
+        k("txQLen", "int", "", "transmit queue length"),
+        k("dataDir", "string", "\"/run/cni/tuning\"", "where the saved attributes are kept until DEL"),
+        cap("mac", "string", "MAC address"),
+        arg("MAC", "string", "MAC address"),
+        acni("sysctl, mac, mtu, promisc, allmulti, txQLen", "as above", "override the config (args.cni wins)"),
+    ],
+    notes: &["When /etc/cni/tuning/allowlist.conf exists, every sysctl must match one of its regex lines."],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "tuned",
+  "plugins": [
+    {"type": "bridge", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.6.0/24"}]]}},
+    {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}, "mtu": 1400}
+  ]
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 pub const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";

@@ -2,22 +2,48 @@
 //! (checklist §2.6).
 
 use super::common::{self, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{delegate, CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "vlan",
     about: "802.1Q VLAN sub-interface of a host interface, moved into the container",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: Some(status),
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "An 802.1Q VLAN interface on a master interface.",
+    section: "",
+    keys: &[
+        k("master", "string", "", "required: parent interface"),
+        k("vlanId", "int 0-4094", "", "required: VLAN id"),
+        k("mtu", "int", "0 (kernel)", "MTU, at most the master's"),
+        k("linkInContainer", "bool", "false", "the master lives in the container's netns"),
+        k("ipam", "object", "", "required"),
+        DNS_KEY,
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "vlan100",
+  "type": "vlan",
+  "master": "eth0",
+  "vlanId": 100,
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.100.0.0/24"}]]}
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 #[derive(Debug, Deserialize, Default)]

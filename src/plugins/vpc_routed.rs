@@ -17,8 +17,8 @@
 //! separate subcommand `cni-multi vpc-routed setup-host` ([`setup_host_main`]).
 
 use super::common::{self, NsOrGone, Undo};
-use crate::applets::Applet;
 use crate::cni::delegate;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version};
 use crate::cni::result::{Interface, IpConfig, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::addr::Family;
@@ -35,16 +35,41 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "vpc-routed",
     about: "routed veth per pod, AWS VPC CNI / Calico style (169.254.1.1 gateway, per-pod rules)",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: Some(status),
+    subcommands: &[Subcommand { word: "setup-host", main: setup_host_main }],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Interface,
+    summary: "Routed veth as AWS VPC CNI and Calico wire pods: the pod's default route goes via \
+              169.254.1.1 (fe80::1) answered by the host veth, the host routes the pod's /32 \
+              (/128) over the veth, with policy rules for ENI route tables.",
+    section: "",
+    keys: &[
+        k("vethPrefix", "string", "\"eni\"", "prefix of the host veth name (the rest is a hash of the pod)"),
+        k("mtu", "int", "kernel default", "MTU of both veth ends"),
+        k("table", "int", "", "route table of the pod's ENI: adds `from <pod> lookup <table>`"),
+        k("ipam", "object", "", "required"),
+    ],
+    notes: &["`cni-multi vpc-routed setup-host` prepares the node (rp_filter, fwmark rule, ENI routes)."],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "vpc",
+  "type": "vpc-routed",
+  "mtu": 9001,
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.11.0/24"}]]}
+}"#,
+    config: Some(config_fields::<RawConf>),
 };
 
 pub const GW_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);

@@ -3,7 +3,7 @@
 //! the last member to leave deletes the VRF (checklist §2.19).
 
 use super::common::{self, NsOrGone, Undo};
-use crate::applets::Applet;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
 use crate::netlink::route::RouteSpec;
@@ -11,16 +11,39 @@ use crate::netlink::{Family, Link, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "vrf",
     about: "enslave the container interface to a VRF",
-    min_version: "0.3.1",
+    min_version: Version::new(0, 3, 1),
     cni_args: None,
     add,
     del,
     check,
     gc: None,
     status: None,
+    subcommands: &[],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Meta,
+    summary: "Puts CNI_IFNAME into a VRF inside the container (created when missing) and moves its \
+              routes into the VRF's table. DEL removes the VRF when its last member leaves.",
+    section: "",
+    keys: &[
+        k("vrfname", "string", "", "required: name of the VRF device"),
+        k("table", "int", "first unused id", "routing table of the VRF; an error if the VRF exists with another"),
+    ],
+    notes: &[],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "red",
+  "plugins": [
+    {"type": "macvlan", "master": "eth0", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.5.0/24"}]]}},
+    {"type": "vrf", "vrfname": "red"}
+  ]
+}"#,
+    config: Some(config_fields::<Conf>),
 };
 
 const RTN_UNICAST: u8 = 1;

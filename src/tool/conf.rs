@@ -77,7 +77,7 @@ fn select_version(m: &Map<String, Value>) -> Result<String> {
         let list = raw
             .as_array()
             .ok_or_else(|| anyhow!("error parsing configuration list: invalid type for cniVersions: {}", kind(raw)))?;
-        let mut vs: Vec<(i64, i64, i64, String)> = Vec::new();
+        let mut vs: Vec<(version::Version, String)> = Vec::new();
         let mut candidates: Vec<String> = Vec::new();
         for (i, item) in list.iter().enumerate() {
             let s = item.as_str().ok_or_else(|| {
@@ -88,17 +88,17 @@ fn select_version(m: &Map<String, Value>) -> Result<String> {
         if !v.is_empty() {
             candidates.push(v.clone());
         }
-        let current = version::parse(version::CURRENT).map_err(|e| anyhow!(e))?;
+        let current = version::CURRENT;
         for s in candidates {
-            let p = version::parse(&s)
+            let p = version::Version::parse(&s)
                 .map_err(|e| anyhow!("error parsing configuration list: invalid cniVersions entry {s}: {e}"))?;
             if p <= current {
-                vs.push((p.0, p.1, p.2, s));
+                vs.push((p, s));
             }
         }
         vs.sort();
         if let Some(last) = vs.pop() {
-            v = last.3;
+            v = last.1;
         }
     }
     Ok(v)

@@ -111,6 +111,7 @@ impl Tool {
             version,
             name: list.name.clone(),
             prev_result,
+            plugins: crate::applets::find,
         };
         tracing::debug!("tool: {} {} ({})", command.as_str(), plugin.ty, list.name);
         delegate::delegate_with(&ctx, &plugin.ty, command, &self.self_exe, crate::applets::find).map_err(internal)
@@ -163,7 +164,7 @@ impl Tool {
     /// an unusable cache entry is dropped and DEL goes on without it; the entry is removed at the end.
     pub fn del(&self, list: &NetworkList, rt: &Runtime) -> Result<(), CniError> {
         Self::validate_rt(list, rt)?;
-        let with_prev = version::gte(&list.version, "0.4.0").map_err(CniError::internal)?;
+        let with_prev = version::Version::parse(&list.version).map_err(CniError::internal)? >= version::WITH_CHECK;
         let mut prev = None;
         if with_prev {
             match cache::cached_result(&self.cache_dir, &list.name, &rt.container_id, &rt.ifname, &list.version) {
@@ -185,7 +186,7 @@ impl Tool {
     /// CHECK: needs list version ≥ 0.4.0; `disableCheck` succeeds at once; plugins in order.
     pub fn check(&self, list: &NetworkList, rt: &Runtime) -> Result<(), CniError> {
         Self::validate_rt(list, rt)?;
-        if !version::gte(&list.version, "0.4.0").map_err(CniError::internal)? {
+        if version::Version::parse(&list.version).map_err(CniError::internal)? < version::WITH_CHECK {
             return Err(CniError::internal(format!(
                 "configuration version {:?} does not support the CHECK command",
                 list.version
@@ -230,7 +231,7 @@ impl Tool {
                 errs.push(format!("failed to delete stale attachment {} {}: {}", rt.container_id, rt.ifname, e.msg));
             }
         }
-        if version::gte(&list.version, "1.1.0").unwrap_or(false) {
+        if version::WITH_GC.reached_by(&list.version) {
             let mut extra: Vec<(&str, Value)> = Vec::new();
             if let Some(v) = valid {
                 let arr: Vec<Value> =
@@ -255,7 +256,7 @@ impl Tool {
 
     /// STATUS: list version ≥ 1.1.0 only; plugins in order, first error wins.
     pub fn status(&self, list: &NetworkList) -> Result<(), CniError> {
-        if !version::gte(&list.version, "1.1.0").unwrap_or(false) {
+        if !version::WITH_GC.reached_by(&list.version) {
             return Ok(());
         }
         for plugin in &list.plugins {

@@ -35,8 +35,9 @@ impl V<'_> {
             self.bad(path, format!("must be a string, not {}", kind(v)));
             return None;
         };
-        if !version::SUPPORTED.contains(&s) {
-            self.bad(path, format!("unsupported CNI version {s:?} (supported: {})", version::SUPPORTED.join(", ")));
+        if !version::is_supported(s) {
+            let all = version::join(version::SUPPORTED, ", ");
+            self.bad(path, format!("unsupported CNI version {s:?} (supported: {all})"));
             return None;
         }
         Some(s.to_string())
@@ -196,7 +197,7 @@ impl V<'_> {
             }
             seen.push((t.clone(), i));
             if let (Some(applet), Some(v)) = (crate::applets::find(t), list_version) {
-                if !version::gte(v, applet.min_version).unwrap_or(true) {
+                if version::Version::parse(v).is_ok_and(|v| v < applet.min_version) {
                     self.bad(
                         &base,
                         format!("plugin {t} needs cniVersion {} or newer, the list has {v}", applet.min_version),
@@ -250,7 +251,10 @@ pub fn validate_list(list: &Value, cni_path: &[PathBuf]) -> Vec<Problem> {
             Some(a) => {
                 for (i, x) in a.iter().enumerate() {
                     if let Some(s) = v.version_ok(&format!("$.cniVersions[{i}]"), x) {
-                        if list_version.as_deref().map(|l| version::gte(&s, l).unwrap_or(false)).unwrap_or(true) {
+                        if list_version
+                            .as_deref()
+                            .is_none_or(|l| version::Version::parse(l).is_ok_and(|l| l.reached_by(&s)))
+                        {
                             list_version = Some(s);
                         }
                     }

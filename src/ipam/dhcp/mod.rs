@@ -15,7 +15,7 @@ pub mod store;
 
 pub use daemon::daemon_main;
 
-use crate::applets::Applet;
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version};
 use crate::cni::result::{IpConfig, Route};
 use crate::cni::{code, CniError, CniResult, Ctx};
 use anyhow::{anyhow, bail};
@@ -26,10 +26,10 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub const APPLET: Applet = Applet {
+pub const APPLET: Plugin = Plugin {
     name: "dhcp",
     about: "IPAM: leases from a DHCP server, kept alive by `dhcp daemon`",
-    min_version: "0.1.0",
+    min_version: Version::new(0, 1, 0),
     // the reference parses CNI_ARGS loosely itself (only for `provide[].fromArg`)
     cni_args: None,
     add,
@@ -37,6 +37,37 @@ pub const APPLET: Applet = Applet {
     check,
     gc: Some(gc),
     status: Some(status),
+    subcommands: &[Subcommand { word: "daemon", main: daemon_main }],
+    doc: &DOC,
+};
+
+pub const DOC: Doc = Doc {
+    kind: Kind::Ipam,
+    summary: "Gets an IPv4 address from a DHCP server on the container's network through the \
+              lease daemon (`dhcp daemon`), which keeps the leases renewed.",
+    section: "ipam",
+    keys: &[
+        k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the daemon's socket"),
+        k(
+            "request",
+            "list of {option, skipDefault}",
+            "[]",
+            "options to ask for (routers and subnet-mask unless skipDefault)",
+        ),
+        k("provide", "list of {option, value, fromArg}", "[]", "options to send; fromArg takes a CNI_ARGS value"),
+        k("priority", "int", "0", "metric of every returned route"),
+    ],
+    notes: &["`dhcp daemon [-socketpath P] [-pidfile P] [-hostprefix P] [-broadcast] [-timeout 10s] [-resendmax 62s] \
+         [-resendtimeout 208s] [-statedir /var/lib/cni/dhcp] [-linkcheck 10s]` runs the daemon; leases persist \
+         in -statedir across restarts."],
+    example: r#"{
+  "cniVersion": "1.0.0",
+  "name": "lan",
+  "type": "macvlan",
+  "master": "eth0",
+  "ipam": {"type": "dhcp", "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}
+}"#,
+    config: Some(config_fields::<IpamConf>),
 };
 
 #[derive(Debug, Default, Deserialize)]
