@@ -478,16 +478,30 @@ pub static DOCS: &[AppletDoc] = &[
     AppletDoc {
         name: "firewall",
         kind: Kind::Meta,
-        summary: "Lets the container's traffic through the host's forward filter, and optionally \
-                  isolates bridges from each other.",
+        summary: "Lets the container's traffic through the host's forward filter (iptables/nftables accept \
+                  rules, or firewalld zone sources), and optionally isolates bridges from each other.",
         section: "",
         keys: &[
-            k("backend", "\"iptables\", \"nftables\" or \"firewalld\"", "auto", "firewall backend"),
+            k(
+                "backend",
+                "\"iptables\", \"nftables\" or \"firewalld\"",
+                "auto",
+                "firewall backend; auto = firewalld when it owns `org.fedoraproject.FirewallD1` on the system \
+                 D-Bus, else the iptables/nftables choice",
+            ),
             k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "user-owned chain jumped to first, never changed"),
-            k("firewalldZone", "string", "\"trusted\"", "zone for the container addresses (firewalld)"),
+            k(
+                "firewalldZone",
+                "string",
+                "\"trusted\"",
+                "firewalld zone whose sources the container addresses become (firewalld backend)",
+            ),
             k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
         ],
-        notes: &[],
+        notes: &["firewalld backend: spoken over D-Bus directly (no firewall-cmd), on the bus named by \
+             `DBUS_SYSTEM_BUS_ADDRESS` (default `unix:path=/var/run/dbus/system_bus_socket`). ADD calls \
+             `addSource(zone, \"IP/32\")` (`/128` for IPv6) per address, CHECK `querySource`, DEL `removeSource`; \
+             DEL succeeds when the source or firewalld is already gone. See docs/guides/firewalld.md."],
         example: r#"{
   "cniVersion": "1.0.0",
   "name": "guarded",

@@ -29,6 +29,8 @@ struct Firewalld {
     dir: PathBuf,
     sock: PathBuf,
     address: String,
+    /// the same bus on an abstract socket (abstract names belong to the netns: the host's)
+    abstract_address: String,
     bus: Option<Child>,
     daemon: Option<Child>,
 }
@@ -40,13 +42,14 @@ impl Drop for Firewalld {
     }
 }
 
-fn bus_config(sock: &Path) -> String {
+fn bus_config(sock: &Path, abstract_name: &str) -> String {
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
   <listen>unix:path={}</listen>
+  <listen>unix:abstract={abstract_name}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow user="*"/>
@@ -81,9 +84,11 @@ impl Firewalld {
         assert!(out.status.success(), "copy /usr/lib/firewalld: {}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(sys.join("firewalld.conf"), FIREWALLD_CONF).unwrap();
         let sock = dir.join("bus.sock");
-        std::fs::write(dir.join("bus.conf"), bus_config(&sock)).unwrap();
+        let abstract_name = format!("{}/bus", w.tmp.display());
+        std::fs::write(dir.join("bus.conf"), bus_config(&sock, &abstract_name)).unwrap();
         let address = format!("unix:path={}", sock.display());
-        let mut f = Firewalld { dir: dir.clone(), sock, address, bus: None, daemon: None };
+        let abstract_address = format!("unix:abstract={abstract_name}");
+        let mut f = Firewalld { dir: dir.clone(), sock, address, abstract_address, bus: None, daemon: None };
 
         let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
         let bus = w
@@ -260,6 +265,12 @@ fn firewalld_add_check_del_twice_default_zone_trusted() {
     // a second ADD (ZONE_ALREADY_SET) is fine
     w.add(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
     w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    // the same bus through its abstract socket, after an unusable entry of the address list
+    let list = format!("tcp:host=localhost,port=1;{}", fw.abstract_address);
+    w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &list).run().ok();
+    // no bus there: CHECK says try again
+    let e = w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", "unix:abstract=cm-no-such-bus").run().err();
+    assert_eq!(e.code, 11, "{e:?}");
 
     // a source removed behind the plugin's back: CHECK fails
     fw.call(ZONE_IFACE, "removeSource", &["trusted", &want[0]]).unwrap();
@@ -276,6 +287,16 @@ fn firewalld_add_check_del_twice_default_zone_trusted() {
     let mut bare = conf.clone();
     bare.as_object_mut().unwrap().remove("prevResult");
     w.del(&bare).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+
+    // ingressPolicy same-bridge: zone sources plus the isolation rules of the iptables/nftables choice
+    let iso = chained(&name, json!({"backend": "firewalld", "ingressPolicy": "same-bridge"}), &prev);
+    w.add(&iso).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    assert_eq!(fw.sources("trusted"), want);
+    let rules = w.host.must(&["nft", "list", "ruleset"]) + &w.host.must(&["iptables-save"]);
+    assert!(rules.contains("isolation_stage_1") || rules.contains("CNI-ISOLATION-STAGE-1"), "{rules}");
+    w.check(&iso, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    w.del(&iso).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    assert!(fw.sources("trusted").is_empty());
 }
 
 #[test]
