@@ -252,6 +252,9 @@ fn setup(tag: &str) -> (World, Firewalld, String, Value) {
 #[test]
 fn firewalld_add_check_del_twice_default_zone_trusted() {
     let (w, fw, name, prev) = setup("fwd1");
+    // deliberate differences from the reference are asserted for cni-multi only
+    // (CNI_MULTI_TEST_OURS=/usr/lib/cni runs this file against the reference)
+    let ours = w.imp.flavor() == Flavor::CniMulti;
     let conf = chained(&name, json!({"backend": "firewalld"}), &prev);
     let bus = fw.address.clone();
     assert!(fw.sources("trusted").is_empty());
@@ -268,21 +271,25 @@ fn firewalld_add_check_del_twice_default_zone_trusted() {
     // the same bus through its abstract socket, after an unusable entry of the address list
     let list = format!("tcp:host=localhost,port=1;{}", fw.abstract_address);
     w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &list).run().ok();
-    // no bus there: CHECK says try again
+    // no bus there: CHECK fails, with "try again"
     let e = w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", "unix:abstract=cm-no-such-bus").run().err();
-    assert_eq!(e.code, 11, "{e:?}");
+    assert!(!ours || e.code == 11, "{e:?}");
 
-    // a source removed behind the plugin's back: CHECK fails
+    // a source removed behind the plugin's back: CHECK fails (the reference's CHECK passes)
     fw.call(ZONE_IFACE, "removeSource", &["trusted", &want[0]]).unwrap();
-    let e = w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
-    assert!(e.msg.contains(&want[0]) && e.msg.contains("trusted"), "{e:?}");
+    if ours {
+        let e = w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
+        assert!(e.msg.contains(&want[0]) && e.msg.contains("trusted"), "{e:?}");
+    }
     fw.call(ZONE_IFACE, "addSource", &["trusted", &want[0]]).unwrap();
 
     w.del(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
     assert!(fw.sources("trusted").is_empty(), "DEL removed the sources");
     w.del(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok(); // UNKNOWN_SOURCE ignored
-    let e = w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
-    assert!(e.msg.contains("not a source"), "{e:?}");
+    if ours {
+        let e = w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
+        assert!(e.msg.contains("not a source"), "{e:?}");
+    }
     // without prevResult DEL has nothing to remove, and succeeds
     let mut bare = conf.clone();
     bare.as_object_mut().unwrap().remove("prevResult");
@@ -302,6 +309,7 @@ fn firewalld_add_check_del_twice_default_zone_trusted() {
 #[test]
 fn firewalld_zone_auto_selection_and_firewalld_gone() {
     let (w, mut fw, name, prev) = setup("fwd2");
+    let ours = w.imp.flavor() == Flavor::CniMulti; // see firewalld_add_check_del_twice_…
     let bus = fw.address.clone();
     // no backend key: firewalld owns its name on the bus, so it is used
     let conf = chained(&name, json!({"firewalldZone": "internal"}), &prev);
@@ -315,20 +323,24 @@ fn firewalld_zone_auto_selection_and_firewalld_gone() {
     // an unknown zone is a config error
     let bad = chained(&name, json!({"backend": "firewalld", "firewalldZone": "no-such-zone"}), &prev);
     let e = w.add(&bad).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
-    assert_eq!(e.code, 7, "{e:?}");
+    assert!(!ours || e.code == 7, "{e:?}");
 
     // firewalld gone (bus still there): explicit DEL succeeds, ADD/CHECK say "try again"
     let explicit = chained(&name, json!({"backend": "firewalld", "firewalldZone": "internal"}), &prev);
     fw.stop_firewalld();
     w.del(&explicit).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
-    assert_eq!(w.add(&explicit).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err().code, 11);
+    let e = w.add(&explicit).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
+    assert!(!ours || e.code == 11, "{e:?}");
     // ... and with no backend key the plugin falls back to the iptables/nftables choice
     w.add(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
     w.del(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
-    // no bus at all: DEL succeeds
+    // no bus at all: DEL succeeds (the reference's fails: it cannot connect)
     fw.stop_bus();
-    w.del(&explicit).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
-    assert_eq!(w.add(&explicit).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err().code, 11);
+    if ours {
+        w.del(&explicit).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    }
+    let e = w.add(&explicit).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
+    assert!(!ours || e.code == 11, "{e:?}");
 }
 
 /// A second netns "outside" behind the host (veth), routing back to the container subnet: the
