@@ -385,7 +385,7 @@ fn firewalld_interop_with_reference() {
             .unwrap();
         "ref-firewall"
     } else {
-        "firewall" // CNI_MULTI_TEST_OURS points at the reference already
+        "firewall" // CNI_MULTI_TEST_OURS set (the plugin dir is not ours to change): it stands in for both
     };
     let conf = chained(&name, json!({"backend": "firewalld"}), &prev);
     let want = host_sources(&prev);
