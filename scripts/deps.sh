@@ -20,6 +20,9 @@ packages=(
     # dhcp tests (dnsmasq as the server, systemd-socket-activate), VM tests for kernel features this host lacks
     # (on a machine with backports' qemu-utils 10.x, apt replaces it: Debian 12's qemu-system-x86 needs 7.2)
     dnsmasq-base qemu-system-x86 busybox-static systemd
+    # firewalld backend tests: a private dbus-daemon and a real firewalld inside a test netns (never
+    # started as a service: the tests run it with --nofork on their own bus and config dirs)
+    dbus dbus-daemon firewalld
 )
 
 missing=()

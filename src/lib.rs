@@ -4,6 +4,7 @@
 pub mod applets;
 pub mod cli;
 pub mod cni;
+pub mod dbus;
 pub mod digest;
 pub mod docs;
 pub mod firewall;

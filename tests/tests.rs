@@ -5,6 +5,7 @@ mod dhcp;
 mod differential;
 mod faults;
 mod firewall;
+mod firewalld;
 mod flannel;
 mod fuzz_replay;
 mod hostile;

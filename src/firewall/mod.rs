@@ -39,6 +39,7 @@
 //! that is usable on this node.
 
 pub mod conntrack;
+pub mod firewalld;
 pub mod fwplugin;
 pub mod ipmasq;
 pub mod iptables;

@@ -4,8 +4,10 @@
 //! Backends: `iptables` (the reference's layout: CNI-FORWARD, the admin chain, the
 //! CNI-ISOLATION-STAGE-1/2 chains) and `nftables` (table `inet cni_firewall`, which the
 //! reference does not have). `backend` picks one; unset ⇒ the env override, else nftables when
-//! the kernel has it. The reference's `firewalld` backend (D-Bus) is **not supported**: asking
-//! for it is an error (code 2); `firewalldZone` is accepted and ignored.
+//! the kernel has it. `firewalld` (`crate::firewall::firewalld`, over D-Bus): the addresses
+//! become sources of zone `firewalldZone`; chosen by that key, or when no key is set and
+//! firewalld owns its bus name (the env override still wins). With an `ingressPolicy` other
+//! than open, the isolation rules come from the iptables/nftables choice as well.
 //!
 //! ADD (chained, needs prevResult): per-IP accepts (`dst IP ct established,related`, `src IP`),
 //! plus the isolation rules of the bridge (prevResult interface 0) for `ingressPolicy`
@@ -15,7 +17,8 @@
 //! container id but not the network, so they cannot be attributed to one network's attachments.
 
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
-use crate::cni::{code, CniError, CniResult, Ctx};
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::firewall::firewalld;
 use crate::firewall::fwplugin::{self, FirewallSpec, IngressPolicy};
 use crate::firewall::BackendKind;
 use anyhow::Result;
@@ -37,16 +40,30 @@ pub const APPLET: Plugin = Plugin {
 
 pub const DOC: Doc = Doc {
     kind: Kind::Meta,
-    summary: "Lets the container's traffic through the host's forward filter, and optionally \
-              isolates bridges from each other.",
+    summary: "Lets the container's traffic through the host's forward filter (iptables/nftables accept \
+              rules, or firewalld zone sources), and optionally isolates bridges from each other.",
     section: "",
     keys: &[
-        k("backend", "\"iptables\", \"nftables\" or \"firewalld\"", "auto", "firewall backend"),
+        k(
+            "backend",
+            "\"iptables\", \"nftables\" or \"firewalld\"",
+            "auto",
+            "firewall backend; auto = firewalld when it owns `org.fedoraproject.FirewallD1` on the system \
+             D-Bus, else the iptables/nftables choice",
+        ),
         k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "user-owned chain jumped to first, never changed"),
-        k("firewalldZone", "string", "\"trusted\"", "zone for the container addresses (firewalld)"),
+        k(
+            "firewalldZone",
+            "string",
+            "\"trusted\"",
+            "firewalld zone whose sources the container addresses become (firewalld backend)",
+        ),
         k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
     ],
-    notes: &[],
+    notes: &["firewalld backend: spoken over D-Bus directly (no firewall-cmd), on the bus named by \
+             `DBUS_SYSTEM_BUS_ADDRESS` (default `unix:path=/var/run/dbus/system_bus_socket`). ADD calls \
+             `addSource(zone, \"IP/32\")` (`/128` for IPv6) per address, CHECK `querySource`, DEL `removeSource`; \
+             DEL succeeds when the source or firewalld is already gone. See docs/guides/firewalld.md."],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "guarded",
@@ -67,7 +84,7 @@ struct RawConf {
     #[serde(rename = "iptablesadminchainname")]
     admin_chain: Option<String>,
     #[serde(rename = "firewalldzone")]
-    _firewalld_zone: Option<String>,
+    firewalld_zone: Option<String>,
     #[serde(rename = "ingresspolicy")]
     ingress_policy: Option<String>,
 }
@@ -78,19 +95,17 @@ pub struct Conf {
     pub backend: BackendKind,
     pub admin_chain: String,
     pub ingress_policy: IngressPolicy,
+    /// The firewalld zone when the firewalld backend is used.
+    pub firewalld: Option<String>,
 }
 
 /// Parse; `env_backend` is the node override, `probe` answers "kernel has nf_tables".
 pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> bool) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
     let configured = raw.backend.as_deref().filter(|b| !b.is_empty());
-    if configured == Some("firewalld") {
-        return Err(CniError::new(
-            code::UNSUPPORTED_FIELD,
-            "backend \"firewalld\" is not supported by cni-multi (use \"iptables\" or \"nftables\")",
-        )
-        .into());
-    }
+    let firewalld = firewalld::selected(env_backend, configured, firewalld::running)
+        .then(|| firewalld::zone_or_default(raw.firewalld_zone.as_deref()));
+    let configured = configured.filter(|b| *b != "firewalld");
     let backend = BackendKind::choose_with(env_backend.filter(|e| !e.is_empty()), configured, probe)
         .map_err(|e| CniError::config(format!("{e:#}")))?;
     let ingress_policy = IngressPolicy::parse(raw.ingress_policy.as_deref().unwrap_or(""))
@@ -99,6 +114,7 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> b
         backend,
         admin_chain: raw.admin_chain.filter(|c| !c.is_empty()).unwrap_or_else(|| DEFAULT_ADMIN_CHAIN.into()),
         ingress_policy,
+        firewalld,
     })
 }
 
@@ -125,16 +141,31 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if conf.ingress_policy != IngressPolicy::Open && s.bridge.is_none() {
         anyhow::bail!("ingressPolicy needs the bridge as the first interface of prevResult");
     }
+    if let Some(zone) = &conf.firewalld {
+        firewalld::add(zone, &s.ips)?;
+        if conf.ingress_policy == IngressPolicy::Open {
+            return Ok(prev);
+        }
+    }
     match conf.backend {
         BackendKind::Iptables => fwplugin::iptables_add(&s),
         BackendKind::Nftables => fwplugin::nft_add(&s),
-    }?;
+    }
+    .inspect_err(|_| {
+        let _ = conf.firewalld.as_ref().map(|zone| firewalld::remove(zone, &s.ips));
+    })?;
     Ok(prev)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     let s = spec(ctx, &conf, ctx.prev_result.as_ref());
+    if let Some(zone) = &conf.firewalld {
+        firewalld::remove(zone, &s.ips)?;
+        if conf.ingress_policy == IngressPolicy::Open {
+            return Ok(());
+        }
+    }
     match conf.backend {
         // iptables rules carry no id: they are found by address, so they need prevResult
         BackendKind::Iptables if s.ips.is_empty() => Ok(()),
@@ -147,6 +178,12 @@ fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("missing prevResult from earlier plugin"))?;
     let s = spec(ctx, &conf, Some(prev));
+    if let Some(zone) = &conf.firewalld {
+        firewalld::check(zone, &s.ips)?;
+        if conf.ingress_policy == IngressPolicy::Open {
+            return Ok(());
+        }
+    }
     match conf.backend {
         BackendKind::Iptables => fwplugin::iptables_check(&s),
         BackendKind::Nftables => fwplugin::nft_check(&s),
@@ -179,8 +216,10 @@ mod tests {
             load_with(&ctx(json!({"backend": "nftables"})), Some("iptables"), || true).unwrap().backend,
             BackendKind::Iptables
         );
-        let e = load_with(&ctx(json!({"backend": "firewalld"})), None, || true).unwrap_err();
-        assert_eq!(CniError::from_anyhow(&e).code, code::UNSUPPORTED_FIELD);
+        let c = load_with(&ctx(json!({"backend": "firewalld", "firewalldZone": "internal"})), None, || true).unwrap();
+        assert_eq!(c.firewalld.as_deref(), Some("internal"));
+        let c = load_with(&ctx(json!({"backend": "firewalld"})), Some("iptables"), || true).unwrap();
+        assert_eq!((c.firewalld, c.backend), (None, BackendKind::Iptables));
         assert!(load_with(&ctx(json!({"ingressPolicy": "bogus"})), None, || true).is_err());
         assert!(load_with(&ctx(json!({"backend": "ebtables"})), None, || true).is_err());
     }
