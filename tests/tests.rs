@@ -16,7 +16,6 @@ mod ipam;
 mod logging;
 mod loopback;
 mod meta;
-mod proto;
 mod protocol;
 mod ptp;
 mod stress;
