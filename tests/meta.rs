@@ -540,6 +540,68 @@ fn portmap_iptables_tcp_udp_v4_v6_localhost_hairpin() {
     portmap_behaviour("mpmi", "iptables");
 }
 
+/// (backend key, PATH, CNI_MULTI_FIREWALL_BACKEND, expected (iptables, nftables) state)
+type BackendCase<'a> = (Option<&'a str>, &'a str, Option<&'a str>, (bool, bool));
+
+/// portmap and the firewall plugin choose the backend by the reference's rule when no key says:
+/// iptables when an `iptables` binary on PATH works, nftables over netlink when none is on PATH;
+/// an explicit key (or the environment override) wins either way.
+#[test]
+fn portmap_and_firewall_default_backend_is_the_references_rule() {
+    let w = World::new("mpmdef", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmdef")).run().ok();
+    let ip4 = s.ip4(2);
+    let cid = format!("cid-{}", w.tag);
+    let nopath = w.tmp.join("empty-path");
+    std::fs::create_dir_all(&nopath).unwrap();
+    let nopath = nopath.to_string_lossy().into_owned();
+    let stdpath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let nft_table = |family: &str, table: &str| {
+        String::from_utf8_lossy(&w.host.exec(&["nft", "list", "table", family, table]).stdout).into_owned()
+    };
+    // (plugin, iptables evidence, nftables evidence): each true when that backend holds the
+    // container's rules
+    let state = |plugin: &str| -> (bool, bool) {
+        match plugin {
+            "portmap" => (
+                w.host.must(&["iptables-save", "-t", "nat"]).contains(":CNI-DN-"),
+                nft_table("ip", "cni_hostport").contains(&format!("comment \"{cid}\"")),
+            ),
+            _ => (
+                w.host.must(&["iptables-save", "-t", "filter"]).contains(&format!("-s {ip4}/32 -j ACCEPT")),
+                nft_table("inet", "cni_firewall").contains(&format!("comment \"{cid}\"")),
+            ),
+        }
+    };
+    let cases: [BackendCase; 4] = [
+        (None, stdpath, None, (true, false)),             // iptables usable: iptables
+        (None, &nopath, None, (false, true)),             // no iptables on PATH: nftables
+        (Some("nftables"), stdpath, None, (false, true)), // explicit key
+        (Some("nftables"), stdpath, Some("iptables"), (true, false)), // the env override wins
+    ];
+    for plugin in ["portmap", "firewall"] {
+        for (key, path, env, want) in cases {
+            let mut p = json!({"type": plugin});
+            if plugin == "portmap" {
+                p["runtimeConfig"] =
+                    json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+            }
+            if let Some(k) = key {
+                p["backend"] = json!(k);
+            }
+            let c = chained("mpmdef", p, &prev);
+            let env = env.unwrap_or("");
+            let label = format!("{plugin}: key {key:?}, PATH {path}, env {env:?}");
+            w.add(&c).env("PATH", path).env("CNI_MULTI_FIREWALL_BACKEND", env).run().ok();
+            assert_eq!(state(plugin), want, "{label}");
+            w.check(&c, &prev).env("PATH", path).env("CNI_MULTI_FIREWALL_BACKEND", env).run().ok();
+            w.del(&c).env("PATH", path).env("CNI_MULTI_FIREWALL_BACKEND", env).run().ok();
+            assert_eq!(state(plugin), (false, false), "DEL: {label}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- firewall
 
 fn bridge_conf(w: &World, name: &str, bridge: &str, subnet: &str) -> Value {
@@ -1101,6 +1163,9 @@ fn full_chain_add_check_del() {
         prev = Some(r);
     }
     let result = prev.clone().unwrap();
+    // no backend key: the reference's default on a node with a working iptables is iptables
+    let ipt = w.host.must(&["iptables-save"]);
+    assert!(ipt.contains(":CNI-DN-") && ipt.contains(":CNI-FORWARD"), "portmap and firewall on iptables:\n{ipt}");
     let ifs = result["interfaces"].as_array().unwrap();
     assert_eq!(ifs.len(), 4, "bridge, veth, eth0, ifb: {result:#}");
     for p in &plugins {

@@ -26,24 +26,8 @@ pub fn chain_name(network: &str, container_id: &str) -> String {
     hash_with_prefix(28, "CNI-", &format!("{network}{container_id}"))
 }
 
-/// Go's `%q` for the strings we meet (escapes `"`, `\` and control characters).
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// Go's `%q` (`strconv.Quote`): the one copy lives with the CNI protocol's Go-compatible texts.
+pub use crate::cni::result::go_quote;
 
 /// The reference's FormatComment: `name: "<net>" id: "<cid>"`.
 pub fn comment(network: &str, container_id: &str) -> String {
@@ -140,20 +124,27 @@ fn go_unquote(s: &str) -> Option<String> {
     let inner = s.strip_prefix('"')?.strip_suffix('"')?;
     let mut out = String::new();
     let mut chars = inner.chars();
+    let hex = |chars: &mut std::str::Chars<'_>, n: usize| -> Option<u32> {
+        let h: String = chars.by_ref().take(n).collect();
+        (h.len() == n).then(|| u32::from_str_radix(&h, 16).ok()).flatten()
+    };
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'x' => {
-                    let h: String = chars.by_ref().take(2).collect();
-                    out.push(char::from(u8::from_str_radix(&h, 16).ok()?));
-                }
-                o => out.push(o),
-            }
-        } else {
+        if c != '\\' {
             out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'a' => out.push('\u{7}'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'v' => out.push('\u{b}'),
+            'x' => out.push(char::from_u32(hex(&mut chars, 2)?)?),
+            'u' => out.push(char::from_u32(hex(&mut chars, 4)?)?),
+            'U' => out.push(char::from_u32(hex(&mut chars, 8)?)?),
+            o => out.push(o),
         }
     }
     Some(out)
@@ -266,6 +257,22 @@ pub fn gc_chains(state: &NatState, network: &str, valid: &[Attachment]) -> Vec<S
         }
     }
     out
+}
+
+/// Does an `iptables` binary on PATH work? As the reference's `utils.SupportsIPTables`: found by
+/// a PATH lookup, and `iptables -t filter -S INPUT 1 -w` answers (it changes nothing).
+pub fn binary_works() -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(bin) = std::env::split_paths(&path).map(|d| d.join("iptables")).find(|p| p.is_file()) else {
+        return false;
+    };
+    Command::new(bin)
+        .args(["-t", "filter", "-S", "INPUT", "1", "-w"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Locates a binary in PATH, then in the usual sbin directories.
@@ -432,6 +439,15 @@ COMMIT
         assert_eq!(comment("net", "a\"b"), r#"name: "net" id: "a\"b""#);
         assert_eq!(comment_container_id("net", &comment("net", "a\"b\\c")).as_deref(), Some("a\"b\\c"));
         assert_eq!(comment_container_id("other", &comment("net", "x")), None);
+    }
+
+    #[test]
+    fn comments_quote_control_characters_as_go() {
+        // Go's strconv.Quote: \a \b \f \n \r \t \v by name, other C0 and DEL as \x, C1 as \u
+        let id = "a\u{7}b\u{8}\u{c}\n\r\t\u{b}\u{1}\u{7f}\u{85}\"\\z";
+        assert_eq!(comment("n", id), r#"name: "n" id: "a\ab\b\f\n\r\t\v\x01\x7f\u0085\"\\z""#);
+        assert_eq!(comment_container_id("n", &comment("n", id)).as_deref(), Some(id));
+        assert_eq!(go_unquote(r#""\u2028\U0001f600""#).as_deref(), Some("\u{2028}\u{1f600}"));
     }
 
     #[test]

@@ -25,15 +25,16 @@
 //! chain re-declaration, no flush of shared chains that are already right; see [`nft::plan`]),
 //! committed guarded by the ruleset generation, so the socket's close() stays free as well.
 //!
-//! ## Backend choice ([`BackendKind::choose`])
+//! ## Backend choice ([`BackendKind::choose`]), made here and nowhere else
 //! 1. `CNI_MULTI_FIREWALL_BACKEND=nftables|iptables` (node operator override) wins;
-//! 2. else the config value (`ipMasqBackend`, portmap's `backend`): `"nftables"` / `"iptables"`;
-//! 3. else (unset): **nftables when the kernel has nf_tables**, otherwise iptables.
+//! 2. else the config value (`ipMasqBackend`, portmap's / the firewall plugin's `backend`);
+//! 3. else (unset) the reference's rule ([`default_backend`]): **iptables when an `iptables`
+//!    binary on PATH works** (`iptables -t filter -S INPUT 1 -w` succeeds, as the reference's
+//!    `utils.SupportsIPTables`), otherwise nftables over netlink when the kernel has nf_tables,
+//!    otherwise iptables (which then reports why it cannot work).
 //!
-//! Step 3 deliberately differs from the reference, which prefers iptables unless only nftables
-//! works: the reference's nftables path needs the `nft` binary, ours needs nothing but the kernel,
-//! and it is one transaction instead of many execs. Set `ipMasqBackend: "iptables"` (or the env
-//! variable) to keep the reference's choice.
+//! The reference's nftables path needs the `nft` binary; ours needs nothing but the kernel, so
+//! a minimal node image without any binary still gets masquerading and port mappings.
 //!
 //! Teardown always tries both backends (as the reference); errors are reported only for a backend
 //! that is usable on this node.
@@ -77,25 +78,47 @@ impl BackendKind {
         }
     }
 
-    /// Env override > config value > auto (nftables when the kernel has nf_tables).
+    /// Env override > config value > the reference's default ([`default_backend`]).
     pub fn choose(config_value: Option<&str>) -> Result<BackendKind> {
-        let env = std::env::var(ENV_BACKEND).ok().filter(|v| !v.is_empty());
-        Self::choose_with(env.as_deref(), config_value, nft_available)
+        Self::choose_with(env_override().as_deref(), config_value, default_backend)
     }
 
-    /// [`BackendKind::choose`] with the environment and the probe injected (for tests).
+    /// [`BackendKind::choose`] with the environment and the default injected (for tests).
     pub fn choose_with(
         env_value: Option<&str>,
         config_value: Option<&str>,
-        nft_probe: impl FnOnce() -> bool,
+        default: impl FnOnce() -> BackendKind,
     ) -> Result<BackendKind> {
-        if let Some(v) = env_value {
+        if let Some(v) = env_value.filter(|v| !v.is_empty()) {
             return BackendKind::parse(v).map_err(|e| anyhow::anyhow!("{ENV_BACKEND}: {e}"));
         }
-        if let Some(v) = config_value {
+        if let Some(v) = config_value.filter(|v| !v.is_empty()) {
             return BackendKind::parse(v);
         }
-        Ok(if nft_probe() { BackendKind::Nftables } else { BackendKind::Iptables })
+        Ok(default())
+    }
+}
+
+/// `CNI_MULTI_FIREWALL_BACKEND`, when set and not empty.
+pub fn env_override() -> Option<String> {
+    std::env::var(ENV_BACKEND).ok().filter(|v| !v.is_empty())
+}
+
+/// The reference's default ("prefer iptables, unless only nftables is available"): iptables
+/// when an `iptables` binary on PATH works, else nftables when the kernel has nf_tables, else
+/// iptables.
+pub fn default_backend() -> BackendKind {
+    default_backend_with(iptables::binary_works, nft_available)
+}
+
+/// [`default_backend`] with the probes injected (the nft probe runs only when iptables fails).
+pub fn default_backend_with(ipt: impl FnOnce() -> bool, nft: impl FnOnce() -> bool) -> BackendKind {
+    if ipt() {
+        BackendKind::Iptables
+    } else if nft() {
+        BackendKind::Nftables
+    } else {
+        BackendKind::Iptables
     }
 }
 
@@ -192,17 +215,25 @@ mod tests {
 
     #[test]
     fn backend_choice_rules() {
-        let probe_yes = || true;
-        let probe_no = || false;
-        assert_eq!(BackendKind::choose_with(None, None, probe_yes).unwrap(), BackendKind::Nftables);
-        assert_eq!(BackendKind::choose_with(None, None, probe_no).unwrap(), BackendKind::Iptables);
-        assert_eq!(BackendKind::choose_with(None, Some("iptables"), probe_yes).unwrap(), BackendKind::Iptables);
-        assert_eq!(BackendKind::choose_with(None, Some("nftables"), probe_no).unwrap(), BackendKind::Nftables);
-        assert_eq!(
-            BackendKind::choose_with(Some("iptables"), Some("nftables"), probe_yes).unwrap(),
-            BackendKind::Iptables
-        );
-        assert!(BackendKind::choose_with(None, Some("firewalld"), probe_yes).is_err());
-        assert!(BackendKind::choose_with(Some("bogus"), None, probe_yes).is_err());
+        let nft = || BackendKind::Nftables;
+        let ipt = || BackendKind::Iptables;
+        assert_eq!(BackendKind::choose_with(None, None, nft).unwrap(), BackendKind::Nftables);
+        assert_eq!(BackendKind::choose_with(None, None, ipt).unwrap(), BackendKind::Iptables);
+        assert_eq!(BackendKind::choose_with(None, Some("iptables"), nft).unwrap(), BackendKind::Iptables);
+        assert_eq!(BackendKind::choose_with(None, Some("nftables"), ipt).unwrap(), BackendKind::Nftables);
+        assert_eq!(BackendKind::choose_with(Some("iptables"), Some("nftables"), nft).unwrap(), BackendKind::Iptables);
+        assert_eq!(BackendKind::choose_with(Some(""), Some(""), nft).unwrap(), BackendKind::Nftables);
+        assert!(BackendKind::choose_with(None, Some("firewalld"), nft).is_err());
+        assert!(BackendKind::choose_with(Some("bogus"), None, nft).is_err());
+    }
+
+    #[test]
+    fn default_is_the_references_rule() {
+        // iptables works: iptables, whatever the kernel has (the nft probe is not even asked)
+        assert_eq!(default_backend_with(|| true, || panic!("not asked")), BackendKind::Iptables);
+        // no working iptables binary: nftables over netlink
+        assert_eq!(default_backend_with(|| false, || true), BackendKind::Nftables);
+        // neither: iptables, which then says why it cannot work
+        assert_eq!(default_backend_with(|| false, || false), BackendKind::Iptables);
     }
 }

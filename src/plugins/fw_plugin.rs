@@ -3,8 +3,8 @@
 //!
 //! Backends: `iptables` (the reference's layout: CNI-FORWARD, the admin chain, the
 //! CNI-ISOLATION-STAGE-1/2 chains) and `nftables` (table `inet cni_firewall`, which the
-//! reference does not have). `backend` picks one; unset ⇒ the env override, else nftables when
-//! the kernel has it. The reference's `firewalld` backend (D-Bus) is **not supported**: asking
+//! reference does not have). The env override wins, then `backend`; unset ⇒ the reference's
+//! default: iptables when an `iptables` binary on PATH works, else nftables over netlink. The reference's `firewalld` backend (D-Bus) is **not supported**: asking
 //! for it is an error (code 2); `firewalldZone` is accepted and ignored.
 //!
 //! ADD (chained, needs prevResult): per-IP accepts (`dst IP ct established,related`, `src IP`),
@@ -55,8 +55,9 @@ pub struct Conf {
     pub ingress_policy: IngressPolicy,
 }
 
-/// Parse; `env_backend` is the node override, `probe` answers "kernel has nf_tables".
-pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> bool) -> Result<Conf> {
+/// Parse; `env_backend` is the node override, `default` the backend when neither it nor the
+/// config decides (the reference's rule, [`crate::firewall::default_backend`], outside tests).
+pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
     let configured = raw.backend.as_deref().filter(|b| !b.is_empty());
     if configured == Some("firewalld") {
@@ -66,8 +67,8 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> b
         )
         .into());
     }
-    let backend = BackendKind::choose_with(env_backend.filter(|e| !e.is_empty()), configured, probe)
-        .map_err(|e| CniError::config(format!("{e:#}")))?;
+    let backend =
+        BackendKind::choose_with(env_backend, configured, default).map_err(|e| CniError::config(format!("{e:#}")))?;
     let ingress_policy = IngressPolicy::parse(raw.ingress_policy.as_deref().unwrap_or(""))
         .map_err(|e| CniError::config(format!("{e:#}")))?;
     Ok(Conf {
@@ -79,7 +80,7 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> b
 
 fn load(ctx: &Ctx) -> Result<Conf> {
     let env = std::env::var(crate::firewall::ENV_BACKEND).ok();
-    load_with(ctx, env.as_deref(), crate::firewall::nft_available)
+    load_with(ctx, env.as_deref(), crate::firewall::default_backend)
 }
 
 /// What the layer needs: every prevResult IP, the bridge = interface 0 (for the ingress policy).
@@ -141,22 +142,26 @@ mod tests {
 
     #[test]
     fn config_defaults_and_errors() {
-        let c = load_with(&ctx(json!({"name": "n"})), None, || true).unwrap();
+        let c = load_with(&ctx(json!({"name": "n"})), None, || BackendKind::Nftables).unwrap();
         assert_eq!(
             (c.backend, c.admin_chain.as_str(), c.ingress_policy),
             (BackendKind::Nftables, "CNI-ADMIN", IngressPolicy::Open)
         );
-        let c = load_with(&ctx(json!({"iptablesAdminChainName": "MY", "ingressPolicy": "isolated"})), None, || true)
-            .unwrap();
+        let c = load_with(&ctx(json!({"iptablesAdminChainName": "MY", "ingressPolicy": "isolated"})), None, || {
+            BackendKind::Nftables
+        })
+        .unwrap();
         assert_eq!((c.admin_chain.as_str(), c.ingress_policy), ("MY", IngressPolicy::Isolated));
-        assert_eq!(load_with(&ctx(json!({})), None, || false).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(load_with(&ctx(json!({})), None, || BackendKind::Iptables).unwrap().backend, BackendKind::Iptables);
         assert_eq!(
-            load_with(&ctx(json!({"backend": "nftables"})), Some("iptables"), || true).unwrap().backend,
+            load_with(&ctx(json!({"backend": "nftables"})), Some("iptables"), || BackendKind::Nftables)
+                .unwrap()
+                .backend,
             BackendKind::Iptables
         );
-        let e = load_with(&ctx(json!({"backend": "firewalld"})), None, || true).unwrap_err();
+        let e = load_with(&ctx(json!({"backend": "firewalld"})), None, || BackendKind::Nftables).unwrap_err();
         assert_eq!(CniError::from_anyhow(&e).code, code::UNSUPPORTED_FIELD);
-        assert!(load_with(&ctx(json!({"ingressPolicy": "bogus"})), None, || true).is_err());
-        assert!(load_with(&ctx(json!({"backend": "ebtables"})), None, || true).is_err());
+        assert!(load_with(&ctx(json!({"ingressPolicy": "bogus"})), None, || BackendKind::Nftables).is_err());
+        assert!(load_with(&ctx(json!({"backend": "ebtables"})), None, || BackendKind::Nftables).is_err());
     }
 }

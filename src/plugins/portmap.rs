@@ -7,9 +7,10 @@
 //! masquerading with `snat` (default true), `route_localnet=1` on the host interface routing to
 //! the container, and a flush of UDP conntrack entries of the mapped host ports.
 //!
-//! Backend: `backend` ("iptables"/"nftables"), else the env override, else options that only
+//! Backend: the env override, else `backend` ("iptables"/"nftables"), else options that only
 //! one backend has decide (`markMasqBit`, `externalSetMarkChain`, iptables-syntax conditions ⇒
-//! iptables; nft-syntax conditions ⇒ nftables), else nftables when the kernel has it. An option
+//! iptables; nft-syntax conditions ⇒ nftables), else the reference's default: iptables when an
+//! `iptables` binary on PATH works, else nftables over netlink. An option
 //! of the other backend with an explicit choice is an error, as the reference.
 //!
 //! DEL (nothing without `portMappings`, as the reference) removes the container's nftables
@@ -105,8 +106,9 @@ fn config_err(msg: impl Into<String>) -> anyhow::Error {
     CniError::config(msg).into()
 }
 
-/// Parse and validate; `probe` answers "does the kernel have nf_tables" for the auto choice.
-pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> bool) -> Result<Conf> {
+/// Parse and validate; `default` is the backend when nothing decides it (the reference's rule,
+/// [`crate::firewall::default_backend`], outside tests).
+pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
     if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
         return Err(config_err("Cannot specify externalSetMarkChain and markMasqBit"));
@@ -154,7 +156,7 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> b
         None if ipt_only && nft_only => return Err(config_err("conditions mix iptables and nftables syntax")),
         None if ipt_only => BackendKind::Iptables,
         None if nft_only => BackendKind::Nftables,
-        None => BackendKind::choose_with(None, None, probe)?,
+        None => default(),
     };
     if is_iptables_syntax(&v4) != is_iptables_syntax(&v6) && !v4.is_empty() && !v6.is_empty() {
         return Err(config_err("conditionsV4 and conditionsV6 must use the same syntax"));
@@ -173,7 +175,7 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> b
 
 fn load(ctx: &Ctx) -> Result<Conf> {
     let env = std::env::var(ENV_BACKEND).ok();
-    load_with(ctx, env.as_deref(), crate::firewall::nft_available)
+    load_with(ctx, env.as_deref(), crate::firewall::default_backend)
 }
 
 /// The first IPv4 and first IPv6 address of CNI_IFNAME in prevResult (IPs without an interface
@@ -390,15 +392,23 @@ mod tests {
 
     #[test]
     fn mappings_validated() {
-        let c = load_with(&ctx(pm(json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]))), None, || true)
-            .unwrap();
+        let c = load_with(&ctx(pm(json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]))), None, || {
+            BackendKind::Nftables
+        })
+        .unwrap();
         assert_eq!(c.mappings.len(), 1);
         assert!(c.snat && !c.masq_all && c.mark_masq_bit == 13 && c.backend == BackendKind::Nftables);
-        let e = load_with(&ctx(pm(json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]))), None, || true);
+        let e = load_with(&ctx(pm(json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]))), None, || {
+            BackendKind::Nftables
+        });
         assert_eq!(e.unwrap_err().to_string(), "Invalid host port number: 0");
-        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))), None, || true);
+        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))), None, || {
+            BackendKind::Nftables
+        });
         assert_eq!(e.unwrap_err().to_string(), "Invalid container port number: 65536");
-        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))), None, || true);
+        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))), None, || {
+            BackendKind::Nftables
+        });
         assert!(e.is_err());
     }
 
@@ -406,24 +416,30 @@ mod tests {
     fn backend_choice_and_conflicts() {
         let mut c = pm(json!([]));
         c["markMasqBit"] = json!(5);
-        assert_eq!(load_with(&ctx(c.clone()), None, || true).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).unwrap().backend, BackendKind::Iptables);
         c["backend"] = json!("nftables");
-        assert!(load_with(&ctx(c.clone()), None, || true).is_err());
+        assert!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).is_err());
         c["externalSetMarkChain"] = json!("X");
         c["backend"] = json!("iptables");
-        assert!(load_with(&ctx(c), None, || true).unwrap_err().to_string().contains("Cannot specify"));
+        assert!(load_with(&ctx(c), None, || BackendKind::Nftables).unwrap_err().to_string().contains("Cannot specify"));
         let mut c = pm(json!([]));
         c["markMasqBit"] = json!(32);
-        assert!(load_with(&ctx(c), None, || false).is_err());
+        assert!(load_with(&ctx(c), None, || BackendKind::Iptables).is_err());
         let mut c = pm(json!([]));
         c["conditionsV4"] = json!(["-s", "198.18.0.0/15"]);
-        assert_eq!(load_with(&ctx(c.clone()), None, || true).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).unwrap().backend, BackendKind::Iptables);
         c["conditionsV4"] = json!(["ip saddr 198.18.0.0/15"]);
-        assert_eq!(load_with(&ctx(c.clone()), None, || false).unwrap().backend, BackendKind::Nftables);
+        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Iptables).unwrap().backend, BackendKind::Nftables);
         c["backend"] = json!("iptables");
-        assert!(load_with(&ctx(c), None, || true).is_err());
-        assert_eq!(load_with(&ctx(pm(json!([]))), Some("iptables"), || true).unwrap().backend, BackendKind::Iptables);
-        assert_eq!(load_with(&ctx(pm(json!([]))), None, || false).unwrap().backend, BackendKind::Iptables);
+        assert!(load_with(&ctx(c), None, || BackendKind::Nftables).is_err());
+        assert_eq!(
+            load_with(&ctx(pm(json!([]))), Some("iptables"), || BackendKind::Nftables).unwrap().backend,
+            BackendKind::Iptables
+        );
+        assert_eq!(
+            load_with(&ctx(pm(json!([]))), None, || BackendKind::Iptables).unwrap().backend,
+            BackendKind::Iptables
+        );
     }
 
     #[test]
