@@ -38,14 +38,6 @@ fn load(ctx: &Ctx) -> Result<Conf> {
     if ctx.ipam_type().is_none() {
         return Err(CniError::config("ptp requires an IPAM configuration (ipam.type)").into());
     }
-    if c.ip_masq {
-        return Err(CniError::new(
-            crate::cni::code::UNSUPPORTED_FIELD,
-            "ipMasq: not supported by this build yet (firewall layer)",
-        )
-        .into());
-    }
-    let _ = &c.ip_masq_backend;
     Ok(c)
 }
 
