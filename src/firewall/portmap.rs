@@ -445,42 +445,58 @@ pub fn iptables_setup_input(state: &NatState, spec: &PortmapSpec) -> Result<Opti
             lines.push(format!("-A {entry} -m addrtype --dst-type LOCAL -j {TOP_DNAT}"));
         }
     }
-    // The container's chain is declared (created, or flushed when it exists) and rewritten;
-    // its old entry rules are deleted and inserted again, all in this one transaction.
+    // The container's chain is declared (created, or flushed when it exists) and rewritten.
     decl.push(format!(":{dn} - [0:0]"));
-    for (c, l) in &state.rules {
-        if c == TOP_DNAT && arg_is(&split_args(l), "-j", &dn) {
-            if let Some(rest) = l.strip_prefix("-A ") {
-                lines.push(format!("-D {rest}"));
-            }
-        }
-    }
     let comment = restore_quote(&dnat_comment(&spec.network, &spec.container_id));
     let mut protos: Vec<&str> = maps.iter().map(|(m, _)| m.protocol.as_str()).collect();
     protos.sort_unstable();
     protos.dedup();
     let cond = spec.conditions.iter().map(|c| restore_quote(c)).collect::<Vec<_>>().join(" ");
-    // Entry rules go to the top of CNI-HOSTPORT-DNAT (the most recent container wins, as the
-    // newer reference does), inserted in reverse so that this container's own entries keep the
-    // sorted protocol order (the text then equals what the reference 1.1.1 writes).
-    let mut entries = Vec::new();
+    let cond_args = split_args(&cond);
+    // Entry rules are APPENDED to CNI-HOSTPORT-DNAT in sorted protocol order, as the reference
+    // does (after two pods, the first pod's entries come first). As the reference's
+    // insert-unless-present, an entry the container already has stays where it is; its other
+    // entries (stale mappings) are deleted.
+    let mut entries: Vec<(String, String, String)> = Vec::new(); // (proto, ports, rule)
     for proto in protos {
         let ports: Vec<String> =
             maps.iter().filter(|(m, _)| m.protocol == proto).map(|(m, _)| m.host_port.to_string()).collect();
         for chunk in ports.chunks(15) {
+            let ports = chunk.join(",");
             let mut r = format!(
-                "-I {TOP_DNAT} 1 -m comment --comment {comment} -m multiport -p {proto} --destination-ports {}",
-                chunk.join(",")
+                "-A {TOP_DNAT} -m comment --comment {comment} -m multiport -p {proto} --destination-ports {ports}"
             );
             if !cond.is_empty() {
                 r.push(' ');
                 r.push_str(&cond);
             }
             r.push_str(&format!(" -j {dn}"));
-            entries.push(r);
+            entries.push((proto.to_string(), ports, r));
         }
     }
-    lines.extend(entries.into_iter().rev());
+    for (c, l) in &state.rules {
+        let args = split_args(l);
+        if c != TOP_DNAT || !arg_is(&args, "-j", &dn) {
+            continue;
+        }
+        let ports = ["--dports", "--destination-ports"]
+            .iter()
+            .find_map(|f| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)));
+        let same = entries.iter().position(|(p, ps, _)| {
+            arg_is(&args, "-p", p) && ports == Some(ps) && cond_args.iter().all(|t| args.contains(t))
+        });
+        match same {
+            Some(i) => {
+                entries.remove(i);
+            }
+            None => {
+                if let Some(rest) = l.strip_prefix("-A ") {
+                    lines.push(format!("-D {rest}"));
+                }
+            }
+        }
+    }
+    lines.extend(entries.into_iter().map(|(_, _, r)| r));
     let masq_cidr = if spec.masq_all {
         if v6 {
             "::/0".to_string()
@@ -700,8 +716,8 @@ mod tests {
              -I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n\
              -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
              -A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
-             -I CNI-HOSTPORT-DNAT 1 -m comment --comment {c} -m multiport -p udp --destination-ports 53 -j {dn}\n\
-             -I CNI-HOSTPORT-DNAT 1 -m comment --comment {c} -m multiport -p tcp --destination-ports 8080 -j {dn}\n\
+             -A CNI-HOSTPORT-DNAT -m comment --comment {c} -m multiport -p tcp --destination-ports 8080 -j {dn}\n\
+             -A CNI-HOSTPORT-DNAT -m comment --comment {c} -m multiport -p udp --destination-ports 53 -j {dn}\n\
              -A {dn} -p tcp --dport 8080 -s 198.18.0.0/24 -j CNI-HOSTPORT-SETMARK\n\
              -A {dn} -p tcp --dport 8080 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK\n\
              -A {dn} -p tcp --dport 8080 -j DNAT --to-destination 198.18.0.5:80\n\
@@ -710,6 +726,28 @@ mod tests {
              -A {dn} -p udp --dport 53 -d 198.18.9.1 -j DNAT --to-destination 198.18.0.5:5353\nCOMMIT\n"
         );
         assert_eq!(input, expected);
+    }
+
+    #[test]
+    fn iptables_readd_keeps_present_entries_in_place_and_deletes_stale_ones() {
+        let dn = dn_chain("net", "cid1");
+        let c = r#""dnat name: \"net\" id: \"cid1\"""#;
+        let save = format!(
+            "*nat\n:CNI-HOSTPORT-DNAT - [0:0]\n:{dn} - [0:0]\n\
+             -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment {c} -m multiport --dports 8080 -j {dn}\n\
+             -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment {c} -m multiport --dports 9999 -j {dn}\nCOMMIT\n"
+        );
+        let input = iptables_setup_input(&parse_save(&save), &spec("198.18.0.5/24")).unwrap().unwrap();
+        let entries: Vec<&str> = input.lines().filter(|l| l.contains("CNI-HOSTPORT-DNAT -")).collect();
+        assert_eq!(
+            entries,
+            vec![
+                format!("-D CNI-HOSTPORT-DNAT -p tcp -m comment --comment {c} -m multiport --dports 9999 -j {dn}"),
+                format!(
+                    "-A CNI-HOSTPORT-DNAT -m comment --comment {c} -m multiport -p udp --destination-ports 53 -j {dn}"
+                ),
+            ]
+        );
     }
 
     #[test]
