@@ -40,7 +40,7 @@ pub static APPLETS: &[Applet] = &[
     crate::plugins::sbr::APPLET,
     crate::plugins::bandwidth::APPLET,
     crate::plugins::portmap::APPLET,
-    crate::plugins::fw_plugin::APPLET,
+    crate::plugins::firewall::APPLET,
     crate::plugins::flannel::APPLET,
     crate::plugins::vpc_routed::APPLET,
 ];

@@ -13,26 +13,17 @@
 //! reference's) by the comment, and double-checks that the chain name is the hash of the
 //! network and container id found in it.
 
-use super::sha512::hash_with_prefix;
-use super::{Attachment, BackendKind, Firewall};
+use super::ipmasq::MasqBackend;
+use super::{Attachment, BackendKind};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// `CNI-` + 24 hex chars of sha512(network + containerID) (the reference's FormatChainName).
-pub fn chain_name(network: &str, container_id: &str) -> String {
-    hash_with_prefix(28, "CNI-", &format!("{network}{container_id}"))
-}
-
 /// Go's `%q` (`strconv.Quote`): the one copy lives with the CNI protocol's Go-compatible texts.
 pub use crate::cni::result::go_quote;
-
-/// The reference's FormatComment: `name: "<net>" id: "<cid>"`.
-pub fn comment(network: &str, container_id: &str) -> String {
-    format!("name: {} id: {}", go_quote(network), go_quote(container_id))
-}
+pub use crate::names::{ipmasq_chain as chain_name, ipmasq_comment as comment};
 
 /// Quotes one argument for iptables-restore input.
 pub fn restore_quote(s: &str) -> String {
@@ -335,6 +326,11 @@ impl IptablesBackend {
         Ok(())
     }
 
+    /// Can iptables work here (`iptables-save -t nat` answers)?
+    pub fn usable(&self) -> bool {
+        self.save(false).is_ok()
+    }
+
     fn families(ips: &[IpNet]) -> [(bool, Vec<IpNet>); 2] {
         [
             (false, ips.iter().filter(|i| i.addr().is_ipv4()).copied().collect()),
@@ -343,13 +339,36 @@ impl IptablesBackend {
     }
 }
 
-impl Firewall for IptablesBackend {
+impl MasqBackend for IptablesBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Iptables
     }
 
-    fn usable(&self) -> bool {
-        self.save(false).is_ok()
+    fn check_masquerade(&self, network: &str, container_id: &str, _ifname: &str, ips: &[IpNet]) -> Result<()> {
+        let chain = chain_name(network, container_id);
+        for (v6, fam_ips) in Self::families(ips) {
+            if fam_ips.is_empty() {
+                continue;
+            }
+            let st = self.save(v6)?;
+            if !st.chains.contains(&chain) {
+                bail!("masquerade chain {chain} does not exist");
+            }
+            for ip in &fam_ips {
+                let plen = if v6 { 128 } else { 32 };
+                let src = [format!("{}/{plen}", ip.addr()), ip.addr().to_string()];
+                let jump = st.rules.iter().any(|(c, l)| {
+                    let a = split_args(l);
+                    c == "POSTROUTING"
+                        && arg_after(&a, "-j") == Some(chain.as_str())
+                        && arg_after(&a, "-s").is_some_and(|s| src.iter().any(|x| x == s))
+                });
+                if !jump {
+                    bail!("no POSTROUTING rule sends {} to {chain}", ip.addr());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ensure_masquerade(&self, network: &str, container_id: &str, _ifname: &str, ips: &[IpNet]) -> Result<()> {
@@ -432,11 +451,7 @@ COMMIT
 "#;
 
     #[test]
-    fn names_and_comments_match_reference_format() {
-        let c = chain_name("mynet", "cid");
-        assert_eq!(c.len(), 28);
-        assert_eq!(&c[4..], &crate::firewall::sha512::sha512_hex(b"mynetcid")[..24]);
-        assert_eq!(comment("net", "a\"b"), r#"name: "net" id: "a\"b""#);
+    fn comments_roundtrip() {
         assert_eq!(comment_container_id("net", &comment("net", "a\"b\\c")).as_deref(), Some("a\"b\\c"));
         assert_eq!(comment_container_id("other", &comment("net", "x")), None);
     }

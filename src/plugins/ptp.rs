@@ -155,7 +155,12 @@ fn del(ctx: &Ctx) -> Result<()> {
     let addrs = common::del_container_link(ctx)?;
     // rules are found by their comments: this also cleans up when the netns is already gone
     if conf.ip_masq {
-        firewall::teardown_ipmasq(&ctx.name, &ctx.container_id, &ctx.ifname, &addrs)?;
+        firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
+            network: &ctx.name,
+            container_id: &ctx.container_id,
+            ifname: &ctx.ifname,
+            ips: &addrs,
+        })?;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! firewall (applet `firewall`): accept rules for the container's addresses and the bridge
-//! ingress policy (checklist §2.17), on the firewall layer (`crate::firewall::fwplugin`).
+//! ingress policy (checklist §2.17), on the firewall layer's façade (`crate::firewall::filter`).
 //!
 //! Backends: `iptables` (the reference's layout: CNI-FORWARD, the admin chain, the
 //! CNI-ISOLATION-STAGE-1/2 chains) and `nftables` (table `inet cni_firewall`, which the
@@ -15,8 +15,8 @@
 //! container id but not the network, so they cannot be attributed to one network's attachments.
 
 use crate::applets::Applet;
-use crate::cni::{code, CniError, CniResult, Ctx};
-use crate::firewall::fwplugin::{self, FirewallSpec, IngressPolicy};
+use crate::cni::{CniError, CniResult, Ctx};
+use crate::firewall::filter::{self, Backend, FirewallSpec, IngressPolicy};
 use crate::firewall::BackendKind;
 use anyhow::Result;
 use serde::Deserialize;
@@ -50,7 +50,7 @@ struct RawConf {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Conf {
-    pub backend: BackendKind,
+    pub backend: Backend,
     pub admin_chain: String,
     pub ingress_policy: IngressPolicy,
 }
@@ -59,16 +59,7 @@ pub struct Conf {
 /// config decides (the reference's rule, [`crate::firewall::default_backend`], outside tests).
 pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
-    let configured = raw.backend.as_deref().filter(|b| !b.is_empty());
-    if configured == Some("firewalld") {
-        return Err(CniError::new(
-            code::UNSUPPORTED_FIELD,
-            "backend \"firewalld\" is not supported by cni-multi (use \"iptables\" or \"nftables\")",
-        )
-        .into());
-    }
-    let backend =
-        BackendKind::choose_with(env_backend, configured, default).map_err(|e| CniError::config(format!("{e:#}")))?;
+    let backend = filter::choose(env_backend, raw.backend.as_deref(), default)?;
     let ingress_policy = IngressPolicy::parse(raw.ingress_policy.as_deref().unwrap_or(""))
         .map_err(|e| CniError::config(format!("{e:#}")))?;
     Ok(Conf {
@@ -97,41 +88,25 @@ pub fn spec(ctx: &Ctx, conf: &Conf, prev: Option<&CniResult>) -> FirewallSpec {
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
     let prev = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("missing prevResult from earlier plugin"))?;
-    let s = spec(ctx, &conf, Some(&prev));
-    if conf.ingress_policy != IngressPolicy::Open && s.bridge.is_none() {
-        anyhow::bail!("ingressPolicy needs the bridge as the first interface of prevResult");
-    }
-    match conf.backend {
-        BackendKind::Iptables => fwplugin::iptables_add(&s),
-        BackendKind::Nftables => fwplugin::nft_add(&s),
-    }?;
+    filter::ensure(conf.backend, &spec(ctx, &conf, Some(&prev)))?;
     Ok(prev)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    let s = spec(ctx, &conf, ctx.prev_result.as_ref());
-    match conf.backend {
-        // iptables rules carry no id: they are found by address, so they need prevResult
-        BackendKind::Iptables if s.ips.is_empty() => Ok(()),
-        BackendKind::Iptables => fwplugin::iptables_del(&s),
-        BackendKind::Nftables => fwplugin::nft_del(&ctx.container_id),
-    }
+    filter::remove(conf.backend, &spec(ctx, &conf, ctx.prev_result.as_ref()))
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("missing prevResult from earlier plugin"))?;
-    let s = spec(ctx, &conf, Some(prev));
-    match conf.backend {
-        BackendKind::Iptables => fwplugin::iptables_check(&s),
-        BackendKind::Nftables => fwplugin::nft_check(&s),
-    }
+    filter::check(conf.backend, &spec(ctx, &conf, Some(prev)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cni::code;
     use crate::cni::Command;
     use serde_json::json;
 
@@ -145,19 +120,19 @@ mod tests {
         let c = load_with(&ctx(json!({"name": "n"})), None, || BackendKind::Nftables).unwrap();
         assert_eq!(
             (c.backend, c.admin_chain.as_str(), c.ingress_policy),
-            (BackendKind::Nftables, "CNI-ADMIN", IngressPolicy::Open)
+            (Backend::Nftables, "CNI-ADMIN", IngressPolicy::Open)
         );
         let c = load_with(&ctx(json!({"iptablesAdminChainName": "MY", "ingressPolicy": "isolated"})), None, || {
             BackendKind::Nftables
         })
         .unwrap();
         assert_eq!((c.admin_chain.as_str(), c.ingress_policy), ("MY", IngressPolicy::Isolated));
-        assert_eq!(load_with(&ctx(json!({})), None, || BackendKind::Iptables).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(load_with(&ctx(json!({})), None, || BackendKind::Iptables).unwrap().backend, Backend::Iptables);
         assert_eq!(
             load_with(&ctx(json!({"backend": "nftables"})), Some("iptables"), || BackendKind::Nftables)
                 .unwrap()
                 .backend,
-            BackendKind::Iptables
+            Backend::Iptables
         );
         let e = load_with(&ctx(json!({"backend": "firewalld"})), None, || BackendKind::Nftables).unwrap_err();
         assert_eq!(CniError::from_anyhow(&e).code, code::UNSUPPORTED_FIELD);

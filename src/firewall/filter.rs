@@ -1,4 +1,6 @@
-//! The `firewall` plugin's rule layouts (reference §2.17), as firewall-layer functions.
+//! The firewall plugin's façade (reference §2.17): [`choose`] the backend once, then [`ensure`]
+//! (ADD), [`remove`] (DEL), [`check`] (CHECK) for a [`FirewallSpec`]. No GC: the rules carry the
+//! container id but not the network, so they cannot be attributed to one network's attachments.
 //!
 //! iptables (filter table, the reference's layout, one `iptables-restore` per family):
 //! ```text
@@ -34,8 +36,70 @@ use super::nft::expr::{ct_state, match_addr, match_ct_state, match_ifname, meta_
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
+use super::BackendKind;
+use crate::cni::{code, CniError};
 use anyhow::{bail, Result};
 use ipnet::IpNet;
+
+/// The firewall plugin's backends.
+///
+/// `Firewalld` (D-Bus, `firewalldZone`) slots in as a third variant here, chosen in [`choose`]
+/// and dispatched in [`ensure`] / [`remove`] / [`check`]; nothing else changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    Nftables,
+}
+
+/// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`,
+/// else `default` (the reference's rule: [`super::default_backend`]).
+pub fn choose(env: Option<&str>, key: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Backend> {
+    let key = key.filter(|k| !k.is_empty());
+    // The single place where the firewalld backend slots in: `Some("firewalld")` here, and with
+    // no key a FirewallD1 name owner on the system bus (asked before `default`), give
+    // `Backend::Firewalld`.
+    if key == Some("firewalld") {
+        return Err(CniError::new(
+            code::UNSUPPORTED_FIELD,
+            "backend \"firewalld\" is not supported by cni-multi (use \"iptables\" or \"nftables\")",
+        )
+        .into());
+    }
+    let kind = BackendKind::choose_with(env, key, default).map_err(|e| CniError::config(format!("{e:#}")))?;
+    Ok(match kind {
+        BackendKind::Iptables => Backend::Iptables,
+        BackendKind::Nftables => Backend::Nftables,
+    })
+}
+
+/// ADD: the per-IP accepts and the ingress policy's isolation rules.
+pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
+    if spec.ingress_policy != IngressPolicy::Open && spec.bridge.is_none() {
+        bail!("ingressPolicy needs the bridge as the first interface of prevResult");
+    }
+    match backend {
+        Backend::Iptables => iptables_add(spec),
+        Backend::Nftables => nft_add(spec),
+    }
+}
+
+/// DEL: the per-IP rules (isolation rules stay, as the reference). iptables rules carry no id and
+/// are found by address, so without the addresses (no prevResult) there is nothing to find.
+pub fn remove(backend: Backend, spec: &FirewallSpec) -> Result<()> {
+    match backend {
+        Backend::Iptables if spec.ips.is_empty() => Ok(()),
+        Backend::Iptables => iptables_del(spec),
+        Backend::Nftables => nft_del(&spec.container_id),
+    }
+}
+
+/// CHECK: chains, jumps and per-IP rules exist.
+pub fn check(backend: Backend, spec: &FirewallSpec) -> Result<()> {
+    match backend {
+        Backend::Iptables => iptables_check(spec),
+        Backend::Nftables => nft_check(spec),
+    }
+}
 
 /// `ingressPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +527,18 @@ mod tests {
         );
         assert!(IngressPolicy::parse("bogus").is_err());
         assert_eq!(IngressPolicy::parse("").unwrap(), IngressPolicy::Open);
+    }
+
+    #[test]
+    fn backend_choice_has_one_slot_for_firewalld() {
+        let nft = || BackendKind::Nftables;
+        assert_eq!(choose(None, None, nft).unwrap(), Backend::Nftables);
+        assert_eq!(choose(None, Some(""), || BackendKind::Iptables).unwrap(), Backend::Iptables);
+        assert_eq!(choose(Some("iptables"), Some("nftables"), nft).unwrap(), Backend::Iptables);
+        let e = choose(None, Some("firewalld"), nft).unwrap_err();
+        assert_eq!(CniError::from_anyhow(&e).code, code::UNSUPPORTED_FIELD);
+        let e = choose(None, Some("ebtables"), nft).unwrap_err();
+        assert_eq!(CniError::from_anyhow(&e).code, code::INVALID_CONFIG);
     }
 
     #[test]
