@@ -12,7 +12,8 @@
 //! | [`portmap_dnat_comment`] | `dnat name: "<net>" id: "<cid>"` (≤ 255 bytes) | portmap, iptables |
 //! | [`macspoof_iface_chain`], [`macspoof_mac_chain`], [`macspoof_comment`] | `cni-br-iface-<cid>-<if>[-mac]` | bridge macspoofchk |
 //! | [`ifb_name`] | `bwp` + 12 hex of sha512(network + containerID) | bandwidth |
-//! | [`random_veth_name`] | `veth` + 8 random hex | bridge, ptp, vpc-routed host veths |
+//! | [`random_veth_name`] | `veth` + 8 random hex | bridge, ptp host veths |
+//! | [`vpc_host_veth_name`] | prefix + 11 hex of sha1(`<namespace>.<pod>` or container id) | vpc-routed (AWS VPC CNI's way) |
 //! | [`cnitool_container_id`] | `cnitool-` + 20 hex of sha512(netns path) | `cni-multi tool` |
 
 use crate::cni::result::go_quote;
@@ -135,6 +136,13 @@ pub fn random_veth_name() -> String {
     format!("veth{}", hex(&b))
 }
 
+/// vpc-routed's host veth, named as the AWS VPC CNI does: `prefix` + the first 11 hex digits of
+/// sha1(`key`), where `key` is `<namespace>.<pod>` (or the container id without Kubernetes args).
+pub fn vpc_host_veth_name(prefix: &str, key: &str) -> String {
+    let h = hex(&crate::digest::sha1(key.as_bytes()));
+    format!("{prefix}{}", h.get(..11).unwrap_or(&h))
+}
+
 /// cnitool's container id: `cnitool-` + the first 10 bytes of sha512(absolute netns path), in hex.
 pub fn cnitool_container_id(netns_abs: &str) -> String {
     let h = sha512(netns_abs.as_bytes());
@@ -178,6 +186,7 @@ mod tests {
     fn interface_and_id_names_known_vectors() {
         assert_eq!(ifb_name("mynet", "cid1"), "bwpa631aa8e1549");
         assert_eq!(cnitool_container_id("/var/run/netns/testing"), "cnitool-77383ca0a0715733ca6f");
+        assert_eq!(vpc_host_veth_name("eni", "default.web-0"), "eni0d7763386da");
         let v = random_veth_name();
         assert_eq!(v.len(), 12);
         assert!(v.starts_with("veth") && v[4..].chars().all(|c| c.is_ascii_hexdigit()), "{v}");
