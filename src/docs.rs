@@ -144,7 +144,7 @@ pub static DOCS: &[AppletDoc] = &[
                 "ipMasqBackend",
                 "\"nftables\" or \"iptables\"",
                 "auto",
-                "firewall backend for ipMasq; auto = nftables when the kernel has nf_tables",
+                "firewall backend for ipMasq; auto = iptables when an iptables binary works, else nftables",
             ),
             k("mtu", "int", "kernel default", "MTU of both veth ends (and of the bridge when it is created)"),
             k("hairpinMode", "bool", "false", "let traffic leave the bridge port it came in on"),

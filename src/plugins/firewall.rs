@@ -3,9 +3,11 @@
 //!
 //! Backends: `iptables` (the reference's layout: CNI-FORWARD, the admin chain, the
 //! CNI-ISOLATION-STAGE-1/2 chains) and `nftables` (table `inet cni_firewall`, which the
-//! reference does not have). The env override wins, then `backend`; unset ⇒ the reference's
-//! default: iptables when an `iptables` binary on PATH works, else nftables over netlink. The reference's `firewalld` backend (D-Bus) is **not supported**: asking
-//! for it is an error (code 2); `firewalldZone` is accepted and ignored.
+//! reference does not have), chosen by the façade ([`crate::firewall::filter::choose`]): the env
+//! override wins, then `backend`; unset ⇒ the reference's default: iptables when an `iptables`
+//! binary on PATH works, else nftables over netlink. The reference's `firewalld` backend (D-Bus)
+//! is **not supported** yet: asking for it is an error (code 2); `firewalldZone` is accepted and
+//! ignored.
 //!
 //! ADD (chained, needs prevResult): per-IP accepts (`dst IP ct established,related`, `src IP`),
 //! plus the isolation rules of the bridge (prevResult interface 0) for `ingressPolicy`
