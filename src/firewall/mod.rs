@@ -186,6 +186,33 @@ mod tests {
         assert!(BackendKind::choose_with(Some("bogus"), None, nft).is_err());
     }
 
+    /// The layering rule: plugins reach the firewall only through the façades — no backend
+    /// module, no netlink decoding, no iptables-save text.
+    #[test]
+    fn plugins_use_only_the_facades() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plugins");
+        let mut files = vec![];
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 10);
+        let banned = ["firewall::nft", "firewall::iptables", "nft::decode", "nft::sock", "iptables-save", "parse_save"];
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for b in banned {
+                assert!(!text.contains(b), "{} uses {b}: go through a firewall façade", f.display());
+            }
+        }
+    }
+
     #[test]
     fn teardown_reports_errors_of_usable_backends_only() {
         let fail = || -> Result<()> { bail!("boom") };
