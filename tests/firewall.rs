@@ -228,6 +228,11 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
         b.ensure_masquerade("testnet", "cid-1", "eth0", &ips2).unwrap();
         // idempotent: a second ADD does not duplicate anything
         b.ensure_masquerade("testnet", "cid-1", "eth0", &ips2).unwrap();
+        // the façade's CHECK sees the rules of this attachment (and not of another)
+        let spec =
+            |cid| firewall::ipmasq::MasqSpec { network: "testnet", container_id: cid, ifname: "eth0", ips: &ips2 };
+        firewall::ipmasq::check(Some(kind.name()), &spec("cid-1")).unwrap();
+        assert!(firewall::ipmasq::check(Some(kind.name()), &spec("cid-other")).is_err());
     });
     let during = ruleset(&w.host);
     assert_ne!(before, during);
@@ -245,13 +250,9 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
 
     let ips3 = ips.clone();
     in_ns(&w.host, move || {
-        firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
-            network: "testnet",
-            container_id: "cid-1",
-            ifname: "eth0",
-            ips: &ips3,
-        })
-        .unwrap()
+        let spec = firewall::ipmasq::MasqSpec { network: "testnet", container_id: "cid-1", ifname: "eth0", ips: &ips3 };
+        firewall::ipmasq::remove(&spec).unwrap();
+        assert!(firewall::ipmasq::check(Some(kind.name()), &spec).is_err(), "CHECK fails once removed");
     });
     assert_eq!(before, ruleset(&w.host), "teardown must restore the prior ruleset");
     // Teardown of something already gone is a success.
@@ -373,6 +374,8 @@ fn macspoofchk_drops_spoofed_source_mac() {
     in_ns(&host, || {
         macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
         macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap(); // idempotent
+        macspoof::check("cid1", "eth0").unwrap();
+        assert!(macspoof::check("cid2", "eth0").is_err(), "CHECK of another port fails");
     });
     let table = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
     let expected = "table bridge nat {\n\
@@ -396,6 +399,7 @@ fn macspoofchk_drops_spoofed_source_mac() {
     in_ns(&host, || {
         macspoof::remove("cid1", "eth0").unwrap();
         macspoof::remove("cid1", "eth0").unwrap(); // already gone = ok
+        assert!(macspoof::check("cid1", "eth0").is_err(), "CHECK fails once removed");
     });
     let after = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
