@@ -22,7 +22,7 @@ pub static APPLETS: &[Plugin] = &[
     crate::plugins::sbr::APPLET,
     crate::plugins::bandwidth::APPLET,
     crate::plugins::portmap::APPLET,
-    crate::plugins::fw_plugin::APPLET,
+    crate::plugins::firewall::APPLET,
     crate::plugins::flannel::APPLET,
     crate::plugins::vpc_routed::APPLET,
 ];

@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod install;
 pub mod ipam;
 pub mod logging;
+pub mod names;
 pub mod netlink;
 pub mod plugins;
 pub mod sys;

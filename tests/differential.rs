@@ -59,6 +59,8 @@ struct Case {
     /// the oracle prints this plugin's result unconverted (1.x shape labelled with an older
     /// version); ours converts as the spec says, so below 1.0.0 only the addresses are compared
     oracle_unconverted_result: Option<&'static str>,
+    /// also compare the host's netfilter rules (iptables-save, ip6tables-save, nft list ruleset)
+    rules: bool,
 }
 
 const fn case(file: &'static str) -> Case {
@@ -70,6 +72,7 @@ const fn case(file: &'static str) -> Case {
         oracle_check_bug: None,
         ipam_dns_kept: false,
         oracle_unconverted_result: None,
+        rules: false,
     }
 }
 
@@ -83,6 +86,7 @@ struct Side {
     conf: Value,
     norm: Normalizer,
     cni_args: Option<String>,
+    rules: bool,
 }
 
 impl Side {
@@ -111,7 +115,7 @@ impl Side {
                 std::fs::write(w.tmp.join("resolv.conf"), text).expect("write resolv.conf");
             }
         }
-        Side { w, conf, norm, cni_args }
+        Side { w, conf, norm, cni_args, rules: c.rules }
     }
 
     fn run(&self, command: &str, prev: Option<&Value>) -> Outcome {
@@ -127,7 +131,12 @@ impl Side {
     }
 
     fn state(&self) -> Value {
-        self.norm.snapshot(&self.w.snapshot())
+        let mut v = self.norm.snapshot(&self.w.snapshot());
+        if self.rules {
+            v["rules"] =
+                Value::Array(rules(&self.w.host).into_iter().map(|l| Value::String(self.norm.text(&l))).collect());
+        }
+        v
     }
 
     /// The result describes the kernel: every interface's MAC is the link's MAC (in the sandbox
@@ -195,6 +204,28 @@ impl Side {
         }
         out
     }
+}
+
+/// The host's netfilter rules, one line each, in kernel order, counters masked: the iptables view
+/// (`iptables-save`, `ip6tables-save`) and the nftables view (`nft list ruleset`).
+fn rules(host: &Netns) -> Vec<String> {
+    let mut out = vec![];
+    for tool in ["iptables-save", "ip6tables-save"] {
+        for line in host.must(&[tool]).lines().filter(|l| !l.starts_with('#')) {
+            let l = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
+            out.push(format!("{tool}: {l}"));
+        }
+    }
+    for line in host.must(&["nft", "list", "ruleset"]).lines() {
+        let mut words: Vec<&str> = line.split(' ').collect();
+        for i in 1..words.len() {
+            if words[i - 1] == "packets" || words[i - 1] == "bytes" {
+                words[i] = "N";
+            }
+        }
+        out.push(format!("nft: {}", words.join(" ")));
+    }
+    out
 }
 
 fn short(o: &Outcome) -> String {
@@ -355,6 +386,15 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
     } else {
         state_diff("after ADD", &mut out);
     }
+    if added && c.rules {
+        // the comparison of rules means something only when ADD made some
+        for side in [&rs, &os] {
+            let made = rules(&side.w.host).iter().any(|l| l.contains("MASQUERADE") || l.contains("DNAT"));
+            if !made {
+                out.push(format!("{}: no MASQUERADE/DNAT rule after ADD", side.w.imp.label()));
+            }
+        }
+    }
     let (rp, op) = (ra.json(), oa.json());
     if added && version_ge(version, "0.3.0") {
         out.extend(rs.result_matches_kernel(rp.as_ref().unwrap_or(&Value::Null)));
@@ -477,6 +517,8 @@ diff_tests! {
     ptp_v6 => case("ptp-v6.json");
     ptp_dual_mtu => case("ptp-dual-mtu.json");
     ptp_static => case("ptp-static.json");
+    ptp_ipmasq_v4 => Case { rules: true, ..case("ptp-ipmasq-v4.json") };
+    ptp_ipmasq_v6 => Case { rules: true, ..case("ptp-ipmasq-v6.json") };
     loopback => Case {
         oracle_unconverted_result: Some("Debian 1.1.1 loopback prints its 1.x result labelled with the old version"),
         ..case("loopback.json")

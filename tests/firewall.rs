@@ -211,7 +211,7 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
     // reference never deletes either) exists from now on; this is the "prior" state.
     let warm: Vec<IpNet> = vec!["198.18.250.9/24".parse().unwrap(), "fd00:250::9/64".parse().unwrap()];
     in_ns(&w.host, move || {
-        let b = firewall::backend(kind);
+        let b = firewall::ipmasq::backend(kind);
         b.ensure_masquerade("warmnet", "warm", "eth0", &warm).unwrap();
         b.remove_masquerade("warmnet", "warm", "eth0", &warm).unwrap();
     });
@@ -220,11 +220,19 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
     let ips = vec![w.c4, w.c6];
     let ips2 = ips.clone();
     in_ns(&w.host, move || {
-        let b = firewall::backend(kind);
-        assert!(b.usable());
+        let b = firewall::ipmasq::backend(kind);
+        assert!(match kind {
+            BackendKind::Iptables => firewall::iptables::IptablesBackend.usable(),
+            BackendKind::Nftables => firewall::nft_available(),
+        });
         b.ensure_masquerade("testnet", "cid-1", "eth0", &ips2).unwrap();
         // idempotent: a second ADD does not duplicate anything
         b.ensure_masquerade("testnet", "cid-1", "eth0", &ips2).unwrap();
+        // the façade's CHECK sees the rules of this attachment (and not of another)
+        let spec =
+            |cid| firewall::ipmasq::MasqSpec { network: "testnet", container_id: cid, ifname: "eth0", ips: &ips2 };
+        firewall::ipmasq::check(Some(kind.name()), &spec("cid-1")).unwrap();
+        assert!(firewall::ipmasq::check(Some(kind.name()), &spec("cid-other")).is_err());
     });
     let during = ruleset(&w.host);
     assert_ne!(before, during);
@@ -241,10 +249,22 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
     assert_eq!(udp_probe(&w, w.out6), Some(w.host_out6), "IPv6 not masqueraded:\n{during}");
 
     let ips3 = ips.clone();
-    in_ns(&w.host, move || firewall::teardown_ipmasq("testnet", "cid-1", "eth0", &ips3).unwrap());
+    in_ns(&w.host, move || {
+        let spec = firewall::ipmasq::MasqSpec { network: "testnet", container_id: "cid-1", ifname: "eth0", ips: &ips3 };
+        firewall::ipmasq::remove(&spec).unwrap();
+        assert!(firewall::ipmasq::check(Some(kind.name()), &spec).is_err(), "CHECK fails once removed");
+    });
     assert_eq!(before, ruleset(&w.host), "teardown must restore the prior ruleset");
     // Teardown of something already gone is a success.
-    in_ns(&w.host, move || firewall::teardown_ipmasq("testnet", "cid-1", "eth0", &ips).unwrap());
+    in_ns(&w.host, move || {
+        firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
+            network: "testnet",
+            container_id: "cid-1",
+            ifname: "eth0",
+            ips: &ips,
+        })
+        .unwrap()
+    });
 }
 
 #[test]
@@ -265,12 +285,12 @@ fn masquerade_gc_removes_only_invalid_attachments_both_backends() {
         let b: Vec<IpNet> = vec![format!("198.18.{n}.3/24").parse().unwrap()];
         let host = w.host.clone();
         in_ns(&host, move || {
-            let fw = firewall::backend(kind);
+            let fw = firewall::ipmasq::backend(kind);
             fw.ensure_masquerade("gcnet", "keep", "eth0", &a).unwrap();
             fw.ensure_masquerade("gcnet", "stale", "eth0", &b).unwrap();
             fw.ensure_masquerade("othernet", "stale", "eth0", &b).unwrap();
             let valid = vec![Attachment { container_id: "keep".into(), ifname: "eth0".into() }];
-            firewall::gc_ipmasq("gcnet", &valid).unwrap();
+            firewall::ipmasq::gc("gcnet", &valid).unwrap();
         });
         let rs = ruleset(&w.host);
         match kind {
@@ -299,7 +319,11 @@ fn helper_nft_without_binaries_child() {
     in_ns(&ns, move || {
         // Auto choice must pick nftables (kernel has nf_tables), no binary involved.
         assert_eq!(BackendKind::choose(None).unwrap(), BackendKind::Nftables);
-        firewall::setup_ipmasq(None, "nobin", "cid-nb", "eth0", &[ip]).unwrap();
+        firewall::ipmasq::ensure(
+            None,
+            &firewall::ipmasq::MasqSpec { network: "nobin", container_id: "cid-nb", ifname: "eth0", ips: &[ip] },
+        )
+        .unwrap();
     });
 }
 
@@ -348,8 +372,10 @@ fn macspoofchk_drops_spoofed_source_mac() {
     assert!((0..5).any(|_| ping(&ctr)), "baseline connectivity");
 
     in_ns(&host, || {
-        macspoof::setup("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
-        macspoof::setup("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap(); // idempotent
+        macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
+        macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap(); // idempotent
+        macspoof::check("cid1", "eth0").unwrap();
+        assert!(macspoof::check("cid2", "eth0").is_err(), "CHECK of another port fails");
     });
     let table = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
     let expected = "table bridge nat {\n\
@@ -371,8 +397,9 @@ fn macspoofchk_drops_spoofed_source_mac() {
     assert!(!ping(&ctr), "spoofed MAC must be dropped");
 
     in_ns(&host, || {
-        macspoof::teardown("cid1", "eth0").unwrap();
-        macspoof::teardown("cid1", "eth0").unwrap(); // already gone = ok
+        macspoof::remove("cid1", "eth0").unwrap();
+        macspoof::remove("cid1", "eth0").unwrap(); // already gone = ok
+        assert!(macspoof::check("cid1", "eth0").is_err(), "CHECK fails once removed");
     });
     let after = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
@@ -608,7 +635,15 @@ fn reference_iptables_ipmasq_and_ours_clean_up_after_each_other() {
     let saved = nat(&host);
     assert!(saved.contains(&format!(":{chain1} ")), "reference chain name differs from ours:\n{saved}");
     assert!(saved.contains(r#"--comment "name: \"refnet\" id: \"refcid1\"""#), "{saved}");
-    in_ns(&host, move || firewall::teardown_ipmasq("refnet", "refcid1", "eth0", &[ip1]).unwrap());
+    in_ns(&host, move || {
+        firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
+            network: "refnet",
+            container_id: "refcid1",
+            ifname: "eth0",
+            ips: &[ip1],
+        })
+        .unwrap()
+    });
     let saved = nat(&host);
     assert!(!saved.contains(&chain1) && !saved.contains("refcid1"), "{saved}");
 
@@ -617,7 +652,7 @@ fn reference_iptables_ipmasq_and_ours_clean_up_after_each_other() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let ip2: IpNet = v["ips"][0]["address"].as_str().unwrap().parse().unwrap();
     in_ns(&host, move || {
-        firewall::backend(BackendKind::Iptables).ensure_masquerade("refnet", "refcid2", "eth0", &[ip2]).unwrap()
+        firewall::ipmasq::backend(BackendKind::Iptables).ensure_masquerade("refnet", "refcid2", "eth0", &[ip2]).unwrap()
     });
     let chain2 = firewall::iptables::chain_name("refnet", "refcid2");
     assert!(nat(&host).contains(&chain2));
@@ -707,7 +742,7 @@ fn conntrack_delete_by_udp_dport_only_hits_that_port() {
     let ips = vec![w.c4];
     // A nat table makes the host namespace track connections.
     in_ns(&w.host, move || {
-        firewall::backend(BackendKind::Nftables).ensure_masquerade("ctnet", "c", "eth0", &ips).unwrap()
+        firewall::ipmasq::backend(BackendKind::Nftables).ensure_masquerade("ctnet", "c", "eth0", &ips).unwrap()
     });
     let out4 = w.out4;
     in_ns(&w.container, move || {
@@ -736,7 +771,7 @@ fn conntrack_delete_by_udp_dport_only_hits_that_port() {
 
 // ---- firewall plugin layouts --------------------------------------------------------------------
 
-use cni_multi::firewall::fwplugin::{self, FirewallSpec, IngressPolicy};
+use cni_multi::firewall::filter::{self, FirewallSpec, IngressPolicy};
 
 /// host with bridges fwb1 (a1, a2) and fwb2 (b1); returns (world, host, [a1, a2, b1]).
 fn two_bridge_world(tag: &str, n: u8) -> (World, String, Vec<String>) {
@@ -782,6 +817,7 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
         admin_chain: "CNI-ADMIN".into(),
         ingress_policy: IngressPolicy::SameBridge,
         bridge: Some(br.into()),
+        firewalld_zone: None,
     };
     let specs = vec![spec("a1", &a1, "fwb1"), spec("a2", &a2, "fwb1"), spec("b1", &b1, "fwb2")];
     let s2 = specs.clone();
@@ -789,14 +825,14 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
         for s in &s2 {
             match kind {
                 BackendKind::Iptables => {
-                    fwplugin::iptables_add(s).unwrap();
-                    fwplugin::iptables_add(s).unwrap(); // idempotent
-                    fwplugin::iptables_check(s).unwrap();
+                    filter::iptables_add(s).unwrap();
+                    filter::iptables_add(s).unwrap(); // idempotent
+                    filter::iptables_check(s).unwrap();
                 }
                 BackendKind::Nftables => {
-                    fwplugin::nft_add(s).unwrap();
-                    fwplugin::nft_add(s).unwrap();
-                    fwplugin::nft_check(s).unwrap();
+                    filter::nft_add(s).unwrap();
+                    filter::nft_add(s).unwrap();
+                    filter::nft_check(s).unwrap();
                 }
             }
         }
@@ -813,8 +849,8 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
     in_ns(&host, move || {
         for s in &s2 {
             match kind {
-                BackendKind::Iptables => fwplugin::iptables_del(s).unwrap(),
-                BackendKind::Nftables => fwplugin::nft_del(&s.container_id).unwrap(),
+                BackendKind::Iptables => filter::iptables_del(s).unwrap(),
+                BackendKind::Nftables => filter::nft_del(&s.container_id).unwrap(),
             }
         }
     });
@@ -901,12 +937,12 @@ fn reference_macspoofchk_same_layout_and_cross_cleanup() {
     let by_reference = table(&host);
     assert!(by_reference.contains("macspoofchk-mscid-eth0"), "{by_reference}");
     // ours removes the reference's
-    in_ns(&host, || macspoof::teardown("mscid", "eth0").unwrap());
+    in_ns(&host, || macspoof::remove("mscid", "eth0").unwrap());
     let after = table(&host);
     assert!(!after.contains("cni-br-iface"), "{after}");
     // ours writes the same text
     let (hv, m) = (host_veth.clone(), mac.clone());
-    in_ns(&host, move || macspoof::setup("mscid", "eth0", &hv, &m).unwrap());
+    in_ns(&host, move || macspoof::ensure("mscid", "eth0", &hv, &m).unwrap());
     assert_eq!(table(&host), by_reference);
     // the reference DEL removes ours
     reference_plugin("bridge", &host, "DEL", "mscid", &ctr, &conf);
@@ -922,9 +958,9 @@ fn macspoofchk_gc_removes_only_invalid_attachments_of_our_ports() {
     let _w = World { names: vec![host.clone()] };
     run(&["ip", "netns", "add", &host]);
     let removed = in_ns(&host, || {
-        macspoof::setup("keep-1", "eth0", "vkeep", "02:00:00:00:00:01").unwrap();
-        macspoof::setup("stale-2", "eth0", "vstale", "02:00:00:00:00:02").unwrap();
-        macspoof::setup("other-3", "eth0", "vother", "02:00:00:00:00:03").unwrap();
+        macspoof::ensure("keep-1", "eth0", "vkeep", "02:00:00:00:00:01").unwrap();
+        macspoof::ensure("stale-2", "eth0", "vstale", "02:00:00:00:00:02").unwrap();
+        macspoof::ensure("other-3", "eth0", "vother", "02:00:00:00:00:03").unwrap();
         let valid = vec![Attachment { container_id: "keep-1".into(), ifname: "eth0".into() }];
         // "vother" belongs to another network's bridge: not ours to collect.
         macspoof::gc(&valid, |i| i != "vother").unwrap()
@@ -1051,7 +1087,15 @@ fn ipmasq_second_attachment_add_is_add_only() {
     use cni_multi::firewall::ipmasq;
     fast_vs_full(
         "im",
-        |i| firewall::setup_ipmasq(Some("nftables"), "fastnet", &format!("cid{i}"), "eth0", &masq_ips(i)).unwrap(),
+        |i| {
+            let spec = firewall::ipmasq::MasqSpec {
+                network: "fastnet",
+                container_id: &format!("cid{i}"),
+                ifname: "eth0",
+                ips: &masq_ips(i),
+            };
+            firewall::ipmasq::ensure(Some("nftables"), &spec).unwrap()
+        },
         |s, i| {
             let existing = decode::list_rules(s, Family::Inet, ipmasq::TABLE, Some(ipmasq::CHAIN)).unwrap();
             s.commit(&ipmasq::setup_batch(&existing, "fastnet", &format!("cid{i}"), "eth0", &masq_ips(i))).unwrap();
@@ -1092,6 +1136,7 @@ fn fast_fw_spec(i: usize) -> FirewallSpec {
         admin_chain: "CNI-ADMIN".into(),
         ingress_policy: IngressPolicy::Isolated,
         bridge: Some(if i == 0 { "fastbr0".into() } else { "fastbr1".into() }),
+        firewalld_zone: None,
     }
 }
 
@@ -1099,18 +1144,18 @@ fn fast_fw_spec(i: usize) -> FirewallSpec {
 fn firewall_plugin_second_attachment_add_is_add_only() {
     fast_vs_full(
         "fw",
-        |i| fwplugin::nft_add(&fast_fw_spec(i)).unwrap(),
+        |i| filter::nft_add(&fast_fw_spec(i)).unwrap(),
         |s, i| {
             let mut comments = Vec::new();
-            for c in [fwplugin::NFT_PRIV, fwplugin::NFT_STAGE1, fwplugin::NFT_STAGE2] {
-                let rules = decode::list_rules(s, Family::Inet, fwplugin::NFT_TABLE, Some(c)).unwrap();
+            for c in [filter::NFT_PRIV, filter::NFT_STAGE1, filter::NFT_STAGE2] {
+                let rules = decode::list_rules(s, Family::Inet, filter::NFT_TABLE, Some(c)).unwrap();
                 comments.extend(rules.into_iter().filter_map(|r| r.comment));
             }
-            s.commit(&fwplugin::nft_add_batch(&fast_fw_spec(i), &comments)).unwrap();
+            s.commit(&filter::nft_add_batch(&fast_fw_spec(i), &comments)).unwrap();
         },
         |s, i| {
-            let st = TableState::read(s, Family::Inet, fwplugin::NFT_TABLE).unwrap();
-            assert_add_only(&fwplugin::nft_add_batch_fast(&st, &fast_fw_spec(i)), &[]);
+            let st = TableState::read(s, Family::Inet, filter::NFT_TABLE).unwrap();
+            assert_add_only(&filter::nft_add_batch_fast(&st, &fast_fw_spec(i)), &[]);
         },
     );
 }
@@ -1126,7 +1171,7 @@ fn macspoof_second_attachment_add_is_add_only() {
         |i| {
             let (cid, veth, mac) = spoof_args(i);
             let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-            macspoof::setup(&cid, "eth0", &veth, &mac).unwrap()
+            macspoof::ensure(&cid, "eth0", &veth, &mac).unwrap()
         },
         |s, i| {
             let (cid, veth, mac) = spoof_args(i);
@@ -1157,7 +1202,7 @@ fn concurrent_fast_adds_keep_shared_chains_exact() {
                 nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
                 for i in (w..24).step_by(2) {
                     portmap::nft_ensure(&fast_pm_spec(i)).unwrap();
-                    fwplugin::nft_add(&fast_fw_spec(i)).unwrap();
+                    filter::nft_add(&fast_fw_spec(i)).unwrap();
                 }
             })
         })
@@ -1171,15 +1216,15 @@ fn concurrent_fast_adds_keep_shared_chains_exact() {
         assert_eq!(pm.rules_of(portmap::HOSTPORTS_ALL).count(), 2);
         assert_eq!(pm.rules_of("prerouting").count(), 1);
         assert_eq!(pm.rules_of("output").count(), 1);
-        let fw = TableState::read(&mut s, Family::Inet, fwplugin::NFT_TABLE).unwrap();
-        assert_eq!(fw.rules_of(fwplugin::NFT_FORWARD).count(), 2);
-        assert_eq!(fw.rules_of(fwplugin::NFT_STAGE2).count(), 2, "one drop per bridge");
+        let fw = TableState::read(&mut s, Family::Inet, filter::NFT_TABLE).unwrap();
+        assert_eq!(fw.rules_of(filter::NFT_FORWARD).count(), 2);
+        assert_eq!(fw.rules_of(filter::NFT_STAGE2).count(), 2, "one drop per bridge");
         for i in 0..24 {
             let pm_cid = fast_pm_spec(i).container_id;
             let n = pm.rules_of(portmap::HOSTPORTS).filter(|r| r.comment.as_deref() == Some(pm_cid.as_str())).count();
             assert_eq!(n, 2, "{pm_cid}");
             let fw_cid = fast_fw_spec(i).container_id;
-            let n = fw.rules_of(fwplugin::NFT_PRIV).filter(|r| r.comment.as_deref() == Some(fw_cid.as_str())).count();
+            let n = fw.rules_of(filter::NFT_PRIV).filter(|r| r.comment.as_deref() == Some(fw_cid.as_str())).count();
             assert_eq!(n, 4, "{fw_cid}: two rules per IP");
         }
     });

@@ -540,6 +540,68 @@ fn portmap_iptables_tcp_udp_v4_v6_localhost_hairpin() {
     portmap_behaviour("mpmi", "iptables");
 }
 
+/// (backend key, PATH, CNI_MULTI_FIREWALL_BACKEND, expected (iptables, nftables) state)
+type BackendCase<'a> = (Option<&'a str>, &'a str, Option<&'a str>, (bool, bool));
+
+/// portmap and the firewall plugin choose the backend by the reference's rule when no key says:
+/// iptables when an `iptables` binary on PATH works, nftables over netlink when none is on PATH;
+/// an explicit key (or the environment override) wins either way.
+#[test]
+fn portmap_and_firewall_default_backend_is_the_references_rule() {
+    let w = World::new("mpmdef", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmdef")).run().ok();
+    let ip4 = s.ip4(2);
+    let cid = format!("cid-{}", w.tag);
+    let nopath = w.tmp.join("empty-path");
+    std::fs::create_dir_all(&nopath).unwrap();
+    let nopath = nopath.to_string_lossy().into_owned();
+    let stdpath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let nft_table = |family: &str, table: &str| {
+        String::from_utf8_lossy(&w.host.exec(&["nft", "list", "table", family, table]).stdout).into_owned()
+    };
+    // (plugin, iptables evidence, nftables evidence): each true when that backend holds the
+    // container's rules
+    let state = |plugin: &str| -> (bool, bool) {
+        match plugin {
+            "portmap" => (
+                w.host.must(&["iptables-save", "-t", "nat"]).contains(":CNI-DN-"),
+                nft_table("ip", "cni_hostport").contains(&format!("comment \"{cid}\"")),
+            ),
+            _ => (
+                w.host.must(&["iptables-save", "-t", "filter"]).contains(&format!("-s {ip4}/32 -j ACCEPT")),
+                nft_table("inet", "cni_firewall").contains(&format!("comment \"{cid}\"")),
+            ),
+        }
+    };
+    let cases: [BackendCase; 4] = [
+        (None, stdpath, None, (true, false)),             // iptables usable: iptables
+        (None, &nopath, None, (false, true)),             // no iptables on PATH: nftables
+        (Some("nftables"), stdpath, None, (false, true)), // explicit key
+        (Some("nftables"), stdpath, Some("iptables"), (true, false)), // the env override wins
+    ];
+    for plugin in ["portmap", "firewall"] {
+        for (key, path, env, want) in cases {
+            let mut p = json!({"type": plugin});
+            if plugin == "portmap" {
+                p["runtimeConfig"] =
+                    json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+            }
+            if let Some(k) = key {
+                p["backend"] = json!(k);
+            }
+            let c = chained("mpmdef", p, &prev);
+            let env = env.unwrap_or("");
+            let label = format!("{plugin}: key {key:?}, PATH {path}, env {env:?}");
+            w.add(&c).env("PATH", path).env("CNI_MULTI_FIREWALL_BACKEND", env).run().ok();
+            assert_eq!(state(plugin), want, "{label}");
+            w.check(&c, &prev).env("PATH", path).env("CNI_MULTI_FIREWALL_BACKEND", env).run().ok();
+            w.del(&c).env("PATH", path).env("CNI_MULTI_FIREWALL_BACKEND", env).run().ok();
+            assert_eq!(state(plugin), (false, false), "DEL: {label}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- firewall
 
 fn bridge_conf(w: &World, name: &str, bridge: &str, subnet: &str) -> Value {
@@ -961,6 +1023,87 @@ fn differential_portmap_iptables_text_vs_reference() {
     });
 }
 
+/// Two pods on one network through portmap (markMasqBit + conditionsV4/V6, default backend), then
+/// a re-ADD of the first pod, a DEL of each: the nat rules after every step, one side.
+fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str>, extra: &Value) -> Vec<Value> {
+    let w = World::new(tag, 2, imp);
+    w.host_nodad();
+    w.host.must(&["ip", "link", "set", "lo", "up"]);
+    let net = "mdpm2";
+    let first = ptp_conf(&w, s, net);
+    let prevs: Vec<Value> = (0..2).map(|i| w.add(&first).container(i).cid(&format!("pod{i}")).run().ok()).collect();
+    let pm = |i: usize| {
+        let mut c = json!({"type": "portmap", "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 8080 + i, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 5300 + i, "containerPort": 53, "protocol": "udp"}]}});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            c[k] = v.clone();
+        }
+        if let Some(b) = backend {
+            c["backend"] = json!(b);
+        }
+        chained(net, c, &prevs[i])
+    };
+    let state = |step: &str| -> Value {
+        let nft = String::from_utf8_lossy(&w.host.exec(&["nft", "list", "ruleset"]).stdout).into_owned();
+        let hostports: Vec<String> = nft
+            .lines()
+            .filter(|l| l.contains("dnat") && l.contains("comment \"pod"))
+            .map(|l| l.trim().to_string())
+            .collect();
+        json!({"step": step, "nat": ipt_text(&w, "nat"), "nft hostports": hostports})
+    };
+    let call = |cmd: &str, i: usize| w.cni(cmd, &pm(i)).container(i).cid(&format!("pod{i}")).run().ok();
+    let mut out = vec![];
+    call("ADD", 0);
+    call("ADD", 1);
+    out.push(state("after ADD pod0, ADD pod1"));
+    call("ADD", 0);
+    out.push(state("after ADD pod0 again"));
+    call("DEL", 0);
+    out.push(state("after DEL pod0"));
+    call("DEL", 1);
+    out.push(state("after DEL pod1"));
+    out
+}
+
+/// The order of the containers' entry rules in CNI-HOSTPORT-DNAT is the reference's: each pod's
+/// entries are appended (issue: ours used to insert them at the top).
+#[test]
+fn differential_portmap_two_pods_rule_order_vs_reference() {
+    let s = Subnets::alloc();
+    let extra = json!({"markMasqBit": 10, "conditionsV4": ["-s", "198.18.0.0/15"], "conditionsV6": ["-s", "fd00::/8"]});
+    let ours = two_pods_portmap_side(Impl::Ours, "mdpm2o", &s, None, &extra);
+    let reference = two_pods_portmap_side(Impl::Reference, "mdpm2r", &s, None, &extra);
+    assert_eq!(ours, reference, "\nours: {ours:#?}\nreference: {reference:#?}");
+    // the comparison means something: both pods' entries, pod0 first
+    let nat: Vec<String> = serde_json::from_value(ours[0]["nat"].clone()).unwrap();
+    let entries: Vec<&String> = nat.iter().filter(|l| l.starts_with("iptables-save: -A CNI-HOSTPORT-DNAT ")).collect();
+    assert_eq!(entries.len(), 4, "{nat:#?}");
+    assert!(entries[0].contains("pod0") && entries[3].contains("pod1"), "{entries:#?}");
+}
+
+/// The nftables layout orders the same way: each pod's DNAT rules are appended to `hostports`;
+/// a re-ADD of a pod replaces its rules at the end (nft has no insert-unless-present).
+#[test]
+fn portmap_nftables_two_pods_rules_appended() {
+    let s = Subnets::alloc();
+    let extra = json!({"conditionsV4": ["ip saddr 198.18.0.0/15"]});
+    let steps = two_pods_portmap_side(Impl::Ours, "mpmnft2", &s, Some("nftables"), &extra);
+    let pods = |i: usize| -> Vec<String> {
+        let rules: Vec<String> = serde_json::from_value(steps[i]["nft hostports"].clone()).unwrap();
+        rules.iter().map(|r| r.rsplit("comment ").next().unwrap_or_default().to_string()).collect()
+    };
+    let p = |n: &str| format!("\"{n}\"");
+    let (p0, p1) = (p("pod0"), p("pod1"));
+    // v4 tcp+udp then v6 tcp+udp per pod: the ruleset lists table ip before table ip6
+    assert_eq!(pods(0), [&p0, &p0, &p1, &p1, &p0, &p0, &p1, &p1].map(String::clone), "{:#?}", steps[0]);
+    assert_eq!(pods(1), [&p1, &p1, &p0, &p0, &p1, &p1, &p0, &p0].map(String::clone), "{:#?}", steps[1]);
+    assert_eq!(pods(2), [&p1, &p1, &p1, &p1].map(String::clone), "{:#?}", steps[2]);
+    assert!(pods(3).is_empty(), "{:#?}", steps[3]);
+}
+
 #[test]
 fn differential_firewall_iptables_text_vs_reference() {
     let fw = |extra: Value| {
@@ -1101,6 +1244,9 @@ fn full_chain_add_check_del() {
         prev = Some(r);
     }
     let result = prev.clone().unwrap();
+    // no backend key: the reference's default on a node with a working iptables is iptables
+    let ipt = w.host.must(&["iptables-save"]);
+    assert!(ipt.contains(":CNI-DN-") && ipt.contains(":CNI-FORWARD"), "portmap and firewall on iptables:\n{ipt}");
     let ifs = result["interfaces"].as_array().unwrap();
     assert_eq!(ifs.len(), 4, "bridge, veth, eth0, ifb: {result:#}");
     for p in &plugins {

@@ -1,8 +1,12 @@
 //! ptp behaviour against our binary: the container reaches the host side and back (v4, v6), the
 //! routes and host addresses are as the reference lays them out, DEL cleans up (twice, and
-//! after the netns is gone), and a failed ADD releases its lease.
+//! after the netns is gone), and a failed ADD releases its lease. ipMasq: an outside namespace
+//! with no route back is reached only thanks to masquerading; the backend is the reference's
+//! default (iptables when an `iptables` binary on PATH works, else nftables) unless a key or the
+//! environment says otherwise; DEL finds the rules without the netns; GC removes stale ones.
 
 use crate::bridge::result_ips;
+use crate::harness::plugin::Call;
 use crate::harness::*;
 use serde_json::{json, Value};
 
@@ -119,4 +123,148 @@ fn ptp_add_existing_ifname_fails_and_releases_the_lease() {
     assert!(host_veths(&w).is_empty());
     assert!(w.host.addrs("lo").is_empty(), "nothing added on the host");
     assert!(w.c(0).link("eth0").is_some(), "pre-existing link untouched");
+}
+
+// ---------------------------------------------------------------- ipMasq
+
+/// Masquerade state in the host netns: (an iptables `CNI-` nat chain exists, the nftables table
+/// `inet cni_plugins_masquerade` holds a masquerade rule).
+fn masq_state(w: &World) -> (bool, bool) {
+    let ipt = ["iptables-save", "ip6tables-save"].iter().any(|t| w.host.must(&[t, "-t", "nat"]).contains(":CNI-"));
+    let nft = w.host.exec(&["nft", "list", "table", "inet", "cni_plugins_masquerade"]);
+    (ipt, String::from_utf8_lossy(&nft.stdout).contains("masquerade comment"))
+}
+
+/// An empty directory to use as PATH: no `iptables` (nor anything else) to be found.
+fn empty_path(w: &World) -> String {
+    let d = w.tmp.join("empty-path");
+    std::fs::create_dir_all(&d).expect("empty PATH dir");
+    d.to_string_lossy().into_owned()
+}
+
+/// Container 0 behind ptp; container 1 is an "outside" namespace on a veth from the host
+/// (`<v4b>.1`/`<v6b>::1` on the host, `.2`/`::2` outside) with no route to the container subnet.
+fn outside_world(tag: &str) -> (World, Subnets) {
+    let w = World::new(tag, 2, Impl::Ours);
+    let s = Subnets::alloc();
+    let out = w.c(1);
+    w.host_nodad();
+    w.host.must(&["ip", "link", "add", "vout", "type", "veth", "peer", "name", "vin", "netns", &out.name]);
+    w.host.must(&["ip", "addr", "add", &format!("{}.1/24", s.v4b), "dev", "vout"]);
+    w.host.must(&["ip", "addr", "add", &format!("{}::1/64", s.v6b), "dev", "vout", "nodad"]);
+    w.host.must(&["ip", "link", "set", "vout", "up"]);
+    out.must(&["ip", "addr", "add", &format!("{}.2/24", s.v4b), "dev", "vin"]);
+    out.must(&["ip", "addr", "add", &format!("{}::2/64", s.v6b), "dev", "vin", "nodad"]);
+    out.must(&["ip", "link", "set", "vin", "up"]);
+    (w, s)
+}
+
+#[test]
+fn ptp_ipmasq_reaches_a_namespace_with_no_route_back() {
+    let (w, s) = outside_world("ptpmasq");
+    let (o4, o6) = (format!("{}.2", s.v4b), format!("{}::2", s.v6b));
+    let mut c = conf(&w, &s, "ptpmasq", None);
+    // without masquerading the outside cannot answer (it has no route to the container subnet)
+    w.add(&c).run().ok();
+    w.c(0).settle();
+    assert!(w.c(0).ping(&s.ip4(1), 2), "the host side is reachable");
+    assert!(!w.c(0).ping(&o4, 1), "no route back: unreachable without ipMasq");
+    assert!(!w.c(0).ping(&o6, 1), "no route back: unreachable without ipMasq (v6)");
+    w.del(&c).run().ok();
+    // with ipMasq (the default backend) the replies come back to the host's address
+    c["ipMasq"] = json!(true);
+    let r = w.add(&c).run().ok();
+    w.c(0).settle();
+    assert_eq!(masq_state(&w), (true, false), "default backend on a node with iptables: iptables");
+    assert!(w.c(0).ping(&o4, 3), "masqueraded v4 reaches the outside");
+    assert!(w.c(0).ping(&o6, 10), "masqueraded v6 reaches the outside");
+    w.check(&c, &r).run().ok();
+    w.del(&c).run().ok();
+    assert_eq!(masq_state(&w), (false, false), "DEL removes the masquerade rules");
+    assert!(!w.c(0).ping(&s.ip4(1), 1), "container link gone");
+    w.del(&c).run().ok();
+}
+
+/// (ipMasqBackend, PATH without iptables, CNI_MULTI_FIREWALL_BACKEND, expected (iptables, nftables))
+type MasqCase = (Option<&'static str>, bool, Option<&'static str>, (bool, bool));
+
+/// The reference's default backend rule, with the key and the environment override winning:
+/// (ipMasqBackend, PATH without iptables, CNI_MULTI_FIREWALL_BACKEND) → (iptables, nftables).
+#[test]
+fn ptp_ipmasq_backend_choice() {
+    let (w, s) = outside_world("ptpmback");
+    let o4 = format!("{}.2", s.v4b);
+    let nopath = empty_path(&w);
+    let cases: [MasqCase; 5] = [
+        (None, false, None, (true, false)),             // iptables usable: iptables
+        (None, true, None, (false, true)),              // no iptables on PATH: nftables
+        (Some("nftables"), false, None, (false, true)), // explicit key
+        (Some("iptables"), true, None, (true, false)),  // explicit key, binary off PATH
+        (Some("iptables"), false, Some("nftables"), (false, true)), // the env override wins
+    ];
+    for (key, no_ipt, env, want) in cases {
+        let mut c = conf(&w, &s, "ptpmback", None);
+        c["ipMasq"] = json!(true);
+        if let Some(k) = key {
+            c["ipMasqBackend"] = json!(k);
+        }
+        fn with<'a>(call: Call<'a>, path: Option<&str>, env: Option<&str>) -> Call<'a> {
+            let call = match path {
+                Some(p) => call.env("PATH", p),
+                None => call,
+            };
+            match env {
+                Some(e) => call.env("CNI_MULTI_FIREWALL_BACKEND", e),
+                None => call,
+            }
+        }
+        let path = no_ipt.then_some(nopath.as_str());
+        with(w.add(&c), path, env).run().ok();
+        let label = format!("key {key:?}, PATH without iptables {no_ipt}, env {env:?}");
+        assert_eq!(masq_state(&w), want, "{label}");
+        w.c(0).settle();
+        assert!(w.c(0).ping(&o4, 3), "masqueraded: {label}");
+        with(w.del(&c), path, env).run().ok();
+        assert_eq!(masq_state(&w), (false, false), "DEL cleans up: {label}");
+    }
+}
+
+#[test]
+fn ptp_ipmasq_del_without_netns_and_gc() {
+    let mut w = World::new("ptpmgc", 3, Impl::Ours);
+    let subnets = [Subnets::alloc(), Subnets::alloc()];
+    // one interface (and subnet) per backend in each container
+    for (s, (backend, ifname)) in subnets.iter().zip([("iptables", "eth0"), ("nftables", "eth1")]) {
+        let mut c = conf(&w, s, "ptpmgc", None);
+        c["ipMasq"] = json!(true);
+        c["ipMasqBackend"] = json!(backend);
+        c["cniVersion"] = json!("1.1.0");
+        for i in 0..2 {
+            w.add(&c).container(i).cid(&format!("{backend}-c{i}")).ifname(ifname).run().ok();
+        }
+        // GC naming c0 only: c1's rules go, c0's stay
+        let mut gc = c.clone();
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": format!("{backend}-c0"), "ifname": ifname}]);
+        w.cni("GC", &gc).run().ok();
+        let rules = format!(
+            "{}{}",
+            w.host.must(&["iptables-save", "-t", "nat"]),
+            String::from_utf8_lossy(&w.host.exec(&["nft", "list", "ruleset"]).stdout)
+        );
+        assert!(rules.contains(&format!("{backend}-c0")), "{backend}: the valid attachment keeps its rules\n{rules}");
+        assert!(!rules.contains(&format!("{backend}-c1")), "{backend}: the stale attachment's rules are gone\n{rules}");
+        w.del(&c).container(1).cid(&format!("{backend}-c1")).ifname(ifname).run().ok();
+        assert!(if backend == "iptables" { masq_state(&w).0 } else { masq_state(&w).1 }, "{backend}");
+    }
+    // DEL after the netns is gone: the rules are found by their comment / chain name
+    let path = w.c(0).path_str();
+    w.containers[0].delete();
+    for (s, (backend, ifname)) in subnets.iter().zip([("iptables", "eth0"), ("nftables", "eth1")]) {
+        let mut c = conf(&w, s, "ptpmgc", None);
+        c["ipMasq"] = json!(true);
+        c["ipMasqBackend"] = json!(backend);
+        w.del(&c).netns_path(&path).cid(&format!("{backend}-c0")).ifname(ifname).run().ok();
+    }
+    assert_eq!(masq_state(&w), (false, false), "DEL without the netns removed the rules of both backends");
+    assert!(w.leases("ptpmgc").is_empty(), "{:?}", w.store("ptpmgc"));
 }

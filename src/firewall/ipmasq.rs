@@ -1,4 +1,9 @@
-//! ipMasq on nftables, with the reference's layout:
+//! The ipMasq façade (bridge, ptp): [`ensure`] (backend from `ipMasqBackend`, the environment
+//! override, else the reference's default), [`remove`] (both backends, the shared teardown
+//! policy), [`check`], [`gc`]. Rules are found by the names and comments of [`crate::names`], so
+//! DEL works without the container's netns.
+//!
+//! The iptables layout is in [`super::iptables`]; the nftables one, with the reference's layout:
 //!
 //! ```text
 //! table inet cni_plugins_masquerade {
@@ -21,14 +26,14 @@
 //! right (every attachment after the first), the transaction only adds the attachment's rules
 //! ([`setup_batch_fast`], committed guarded by the ruleset generation; see [`super::nft::plan`]).
 
+use super::iptables::IptablesBackend;
 use super::nft::decode::{list_rules, RuleInfo};
 use super::nft::expr::{match_addr, nfproto, CmpOp};
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
-use super::sha512::hash_with_prefix;
-use super::{Attachment, BackendKind, Firewall};
-use anyhow::{Context, Result};
+use super::{teardown_both, Attachment, BackendKind};
+use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -38,33 +43,77 @@ pub const POSTROUTING: &str = "postrouting";
 pub const TABLE_COMMENT: &str = "Masquerading for plugins from github.com/containernetworking/plugins";
 pub const CHAIN_COMMENT: &str = "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet";
 
-/// First 16 hex chars of sha512(network).
-pub fn hash_for_network(network: &str) -> String {
-    hash_with_prefix(16, "", network)
+pub use crate::names::{
+    masq_instance_hash as hash_for_instance, masq_network_hash as hash_for_network,
+    masq_nft_comment as comment_for_instance,
+};
+
+/// One attachment's masquerade: its network, container, interface and addresses (with prefix).
+#[derive(Debug, Clone, Copy)]
+pub struct MasqSpec<'a> {
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+    pub ips: &'a [IpNet],
 }
 
-/// `<h16(network)>-<h16(ifname:containerID)>`: the prefix identifying one attachment's rules.
-pub fn hash_for_instance(network: &str, ifname: &str, container_id: &str) -> String {
-    format!("{}-{}", hash_for_network(network), hash_with_prefix(16, "", &format!("{ifname}:{container_id}")))
-}
-
-/// The reference's rule comment (quotes removed from the names, cut at 128 bytes).
-pub fn comment_for_instance(network: &str, ifname: &str, container_id: &str) -> String {
-    let mut c = format!(
-        "{}, net: {}, if: {}, id: {}",
-        hash_for_instance(network, ifname, container_id),
-        network.replace('"', ""),
-        ifname.replace('"', ""),
-        container_id.replace('"', "")
-    );
-    if c.len() > super::nft::COMMENT_MAX {
-        let mut end = super::nft::COMMENT_MAX;
-        while !c.is_char_boundary(end) {
-            end -= 1;
-        }
-        c.truncate(end);
+/// Masquerades the spec's addresses to anything outside their subnets (except multicast), on the
+/// backend `backend_key` (`ipMasqBackend`) names, else the environment override, else the
+/// reference's default. Nothing happens (no table, no chain, no exec) without addresses.
+pub fn ensure(backend_key: Option<&str>, spec: &MasqSpec) -> Result<()> {
+    if spec.ips.is_empty() {
+        return Ok(());
     }
-    c
+    let kind = BackendKind::choose(backend_key)?;
+    tracing::debug!(backend = kind.name(), network = spec.network, container_id = spec.container_id, "ipmasq");
+    backend(kind).ensure_masquerade(spec.network, spec.container_id, spec.ifname, spec.ips)
+}
+
+/// Removes the attachment's masquerade from both backends (it may have been made by another
+/// version or config). Missing = success; `ips` may be empty (netns gone).
+pub fn remove(spec: &MasqSpec) -> Result<()> {
+    let (n, c, i, ips) = (spec.network, spec.container_id, spec.ifname, spec.ips);
+    teardown_both(|| IptablesBackend.remove_masquerade(n, c, i, ips), || NftBackend.remove_masquerade(n, c, i, ips))
+}
+
+/// Verifies the attachment's masquerade rules on the backend [`ensure`] would use.
+pub fn check(backend_key: Option<&str>, spec: &MasqSpec) -> Result<()> {
+    if spec.ips.is_empty() {
+        return Ok(());
+    }
+    backend(BackendKind::choose(backend_key)?).check_masquerade(spec.network, spec.container_id, spec.ifname, spec.ips)
+}
+
+/// Removes the masquerade state of `network` whose attachment is not in `valid`, in both backends
+/// (the reference has no ipMasq GC; ours recognises its rules by their comments).
+pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
+    teardown_both(|| IptablesBackend.gc_masquerade(network, valid), || NftBackend.gc_masquerade(network, valid))
+}
+
+/// One backend's masquerade (what the façade dispatches to; public for the backend tests).
+pub trait MasqBackend {
+    fn kind(&self) -> BackendKind;
+
+    /// Masquerade traffic from each `ips` address (with its prefix) to anything outside its
+    /// subnet, except multicast. Idempotent; replaces this attachment's previous rules.
+    fn ensure_masquerade(&self, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()>;
+
+    /// Removes what [`MasqBackend::ensure_masquerade`] made for this attachment. Missing = success.
+    fn remove_masquerade(&self, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()>;
+
+    /// An error when a rule [`MasqBackend::ensure_masquerade`] makes is missing.
+    fn check_masquerade(&self, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()>;
+
+    /// Removes masquerade state of `network` whose attachment is not in `valid`.
+    fn gc_masquerade(&self, network: &str, valid: &[Attachment]) -> Result<()>;
+}
+
+/// The backend object for a kind.
+pub fn backend(kind: BackendKind) -> Box<dyn MasqBackend> {
+    match kind {
+        BackendKind::Nftables => Box::new(NftBackend),
+        BackendKind::Iptables => Box::new(IptablesBackend),
+    }
 }
 
 /// The network address of `ip` (e.g. 198.18.0.5/24 → 198.18.0.0).
@@ -177,13 +226,9 @@ impl NftBackend {
     }
 }
 
-impl Firewall for NftBackend {
+impl MasqBackend for NftBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Nftables
-    }
-
-    fn usable(&self) -> bool {
-        super::nft_available()
     }
 
     fn ensure_masquerade(&self, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()> {
@@ -207,6 +252,16 @@ impl Firewall for NftBackend {
             .context("removing nftables masquerade")
     }
 
+    fn check_masquerade(&self, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()> {
+        let comment = comment_for_instance(network, ifname, container_id);
+        let mut s = NftSocket::cached()?;
+        let have = Self::current(&mut s)?.iter().filter(|r| r.comment.as_deref() == Some(comment.as_str())).count();
+        if have < ips.len() {
+            bail!("masquerade rules of {container_id}/{ifname} missing in inet {TABLE} {CHAIN}");
+        }
+        Ok(())
+    }
+
     fn gc_masquerade(&self, network: &str, valid: &[Attachment]) -> Result<()> {
         let prefix = hash_for_network(network);
         let keep: Vec<String> =
@@ -221,18 +276,6 @@ impl Firewall for NftBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn comment_format_matches_reference() {
-        let c = comment_for_instance("mynet", "eth0", "abc\"def");
-        let h = hash_for_instance("mynet", "eth0", "abc\"def");
-        assert_eq!(c, format!("{h}, net: mynet, if: eth0, id: abcdef"));
-        assert_eq!(h.len(), 33);
-        assert_eq!(&h[..16], &crate::firewall::sha512::sha512_hex(b"mynet")[..16]);
-        assert_eq!(&h[17..], &crate::firewall::sha512::sha512_hex(b"eth0:abc\"def")[..16]);
-        let long = comment_for_instance("n", "eth0", &"x".repeat(300));
-        assert_eq!(long.len(), 128);
-    }
 
     #[test]
     fn setup_batch_replaces_stale_rules_of_same_attachment_only() {

@@ -13,42 +13,17 @@
 //! reference's) by the comment, and double-checks that the chain name is the hash of the
 //! network and container id found in it.
 
-use super::sha512::hash_with_prefix;
-use super::{Attachment, BackendKind, Firewall};
+use super::ipmasq::MasqBackend;
+use super::{Attachment, BackendKind};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// `CNI-` + 24 hex chars of sha512(network + containerID) (the reference's FormatChainName).
-pub fn chain_name(network: &str, container_id: &str) -> String {
-    hash_with_prefix(28, "CNI-", &format!("{network}{container_id}"))
-}
-
-/// Go's `%q` for the strings we meet (escapes `"`, `\` and control characters).
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The reference's FormatComment: `name: "<net>" id: "<cid>"`.
-pub fn comment(network: &str, container_id: &str) -> String {
-    format!("name: {} id: {}", go_quote(network), go_quote(container_id))
-}
+/// Go's `%q` (`strconv.Quote`): the one copy lives with the CNI protocol's Go-compatible texts.
+pub use crate::cni::result::go_quote;
+pub use crate::names::{ipmasq_chain as chain_name, ipmasq_comment as comment};
 
 /// Quotes one argument for iptables-restore input.
 pub fn restore_quote(s: &str) -> String {
@@ -140,20 +115,27 @@ fn go_unquote(s: &str) -> Option<String> {
     let inner = s.strip_prefix('"')?.strip_suffix('"')?;
     let mut out = String::new();
     let mut chars = inner.chars();
+    let hex = |chars: &mut std::str::Chars<'_>, n: usize| -> Option<u32> {
+        let h: String = chars.by_ref().take(n).collect();
+        (h.len() == n).then(|| u32::from_str_radix(&h, 16).ok()).flatten()
+    };
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'x' => {
-                    let h: String = chars.by_ref().take(2).collect();
-                    out.push(char::from(u8::from_str_radix(&h, 16).ok()?));
-                }
-                o => out.push(o),
-            }
-        } else {
+        if c != '\\' {
             out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'a' => out.push('\u{7}'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'v' => out.push('\u{b}'),
+            'x' => out.push(char::from_u32(hex(&mut chars, 2)?)?),
+            'u' => out.push(char::from_u32(hex(&mut chars, 4)?)?),
+            'U' => out.push(char::from_u32(hex(&mut chars, 8)?)?),
+            o => out.push(o),
         }
     }
     Some(out)
@@ -268,6 +250,22 @@ pub fn gc_chains(state: &NatState, network: &str, valid: &[Attachment]) -> Vec<S
     out
 }
 
+/// Does an `iptables` binary on PATH work? As the reference's `utils.SupportsIPTables`: found by
+/// a PATH lookup, and `iptables -t filter -S INPUT 1 -w` answers (it changes nothing).
+pub fn binary_works() -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(bin) = std::env::split_paths(&path).map(|d| d.join("iptables")).find(|p| p.is_file()) else {
+        return false;
+    };
+    Command::new(bin)
+        .args(["-t", "filter", "-S", "INPUT", "1", "-w"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Locates a binary in PATH, then in the usual sbin directories.
 fn find_bin(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -328,6 +326,11 @@ impl IptablesBackend {
         Ok(())
     }
 
+    /// Can iptables work here (`iptables-save -t nat` answers)?
+    pub fn usable(&self) -> bool {
+        self.save(false).is_ok()
+    }
+
     fn families(ips: &[IpNet]) -> [(bool, Vec<IpNet>); 2] {
         [
             (false, ips.iter().filter(|i| i.addr().is_ipv4()).copied().collect()),
@@ -336,13 +339,36 @@ impl IptablesBackend {
     }
 }
 
-impl Firewall for IptablesBackend {
+impl MasqBackend for IptablesBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Iptables
     }
 
-    fn usable(&self) -> bool {
-        self.save(false).is_ok()
+    fn check_masquerade(&self, network: &str, container_id: &str, _ifname: &str, ips: &[IpNet]) -> Result<()> {
+        let chain = chain_name(network, container_id);
+        for (v6, fam_ips) in Self::families(ips) {
+            if fam_ips.is_empty() {
+                continue;
+            }
+            let st = self.save(v6)?;
+            if !st.chains.contains(&chain) {
+                bail!("masquerade chain {chain} does not exist");
+            }
+            for ip in &fam_ips {
+                let plen = if v6 { 128 } else { 32 };
+                let src = [format!("{}/{plen}", ip.addr()), ip.addr().to_string()];
+                let jump = st.rules.iter().any(|(c, l)| {
+                    let a = split_args(l);
+                    c == "POSTROUTING"
+                        && arg_after(&a, "-j") == Some(chain.as_str())
+                        && arg_after(&a, "-s").is_some_and(|s| src.iter().any(|x| x == s))
+                });
+                if !jump {
+                    bail!("no POSTROUTING rule sends {} to {chain}", ip.addr());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ensure_masquerade(&self, network: &str, container_id: &str, _ifname: &str, ips: &[IpNet]) -> Result<()> {
@@ -425,13 +451,18 @@ COMMIT
 "#;
 
     #[test]
-    fn names_and_comments_match_reference_format() {
-        let c = chain_name("mynet", "cid");
-        assert_eq!(c.len(), 28);
-        assert_eq!(&c[4..], &crate::firewall::sha512::sha512_hex(b"mynetcid")[..24]);
-        assert_eq!(comment("net", "a\"b"), r#"name: "net" id: "a\"b""#);
+    fn comments_roundtrip() {
         assert_eq!(comment_container_id("net", &comment("net", "a\"b\\c")).as_deref(), Some("a\"b\\c"));
         assert_eq!(comment_container_id("other", &comment("net", "x")), None);
+    }
+
+    #[test]
+    fn comments_quote_control_characters_as_go() {
+        // Go's strconv.Quote: \a \b \f \n \r \t \v by name, other C0 and DEL as \x, C1 as \u
+        let id = "a\u{7}b\u{8}\u{c}\n\r\t\u{b}\u{1}\u{7f}\u{85}\"\\z";
+        assert_eq!(comment("n", id), r#"name: "n" id: "a\ab\b\f\n\r\t\v\x01\x7f\u0085\"\\z""#);
+        assert_eq!(comment_container_id("n", &comment("n", id)).as_deref(), Some(id));
+        assert_eq!(go_unquote(r#""\u2028\U0001f600""#).as_deref(), Some("\u{2028}\u{1f600}"));
     }
 
     #[test]

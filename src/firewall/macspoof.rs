@@ -1,4 +1,5 @@
-//! bridge `macspoofchk`: the reference's bridge-family layout, over netlink.
+//! The bridge `macspoofchk` façade: [`ensure`], [`remove`], [`check`], [`gc`] for one bridge port
+//! (always nftables, as the reference): the reference's bridge-family layout, over netlink.
 //!
 //! ```text
 //! table bridge nat {
@@ -29,19 +30,9 @@ use anyhow::{bail, Context, Result};
 pub const TABLE: &str = "nat";
 pub const BASE_CHAIN: &str = "PREROUTING";
 
-/// `<cid>-<ifname>`, the reference's refID.
-pub fn ref_id(container_id: &str, ifname: &str) -> String {
-    format!("{container_id}-{ifname}")
-}
-pub fn iface_chain(container_id: &str, ifname: &str) -> String {
-    format!("cni-br-iface-{}", ref_id(container_id, ifname))
-}
-pub fn mac_chain(container_id: &str, ifname: &str) -> String {
-    format!("{}-mac", iface_chain(container_id, ifname))
-}
-pub fn rule_comment(container_id: &str, ifname: &str) -> String {
-    format!("macspoofchk-{}", ref_id(container_id, ifname))
-}
+pub use crate::names::{
+    macspoof_comment as rule_comment, macspoof_iface_chain as iface_chain, macspoof_mac_chain as mac_chain,
+};
 
 /// Parses `aa:bb:cc:dd:ee:ff` (also `-` separated).
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
@@ -119,7 +110,7 @@ fn plan_setup<'a>(
 }
 
 /// Installs the anti-spoofing rules for one bridge port.
-pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Result<()> {
+pub fn ensure(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Result<()> {
     let mac = parse_mac(mac)?;
     let mut s = NftSocket::cached().context("failed to setup spoof-check")?;
     s.transact(|s, fast| -> Result<Batch> {
@@ -135,7 +126,7 @@ pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Re
 
 /// Removes the port's PREROUTING rule and its two chains (table and base chain stay, as the
 /// reference). Already gone = success.
-pub fn teardown(container_id: &str, ifname: &str) -> Result<()> {
+pub fn remove(container_id: &str, ifname: &str) -> Result<()> {
     let f = Family::Bridge;
     let ic = iface_chain(container_id, ifname);
     let mc = mac_chain(container_id, ifname);
@@ -169,6 +160,30 @@ pub fn teardown(container_id: &str, ifname: &str) -> Result<()> {
     }
     Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("retries exhausted")))
         .context("failed to teardown spoof-check")
+}
+
+/// CHECK: the port's PREROUTING rule and its two chains exist, the MAC chain holds its two rules.
+pub fn check(container_id: &str, ifname: &str) -> Result<()> {
+    let f = Family::Bridge;
+    let (ic, mc) = (iface_chain(container_id, ifname), mac_chain(container_id, ifname));
+    let comment = rule_comment(container_id, ifname);
+    let mut s = NftSocket::cached()?;
+    let chains = list_chains(&mut s, f, TABLE)?;
+    for c in [BASE_CHAIN, ic.as_str(), mc.as_str()] {
+        if !chains.iter().any(|x| x.name == c) {
+            bail!("spoof-check chain {c} not found in table bridge {TABLE}");
+        }
+    }
+    let mine = |chain: &str, s: &mut NftSocket| -> Result<usize> {
+        Ok(list_rules(s, f, TABLE, Some(chain))?
+            .iter()
+            .filter(|r| r.comment.as_deref() == Some(comment.as_str()))
+            .count())
+    };
+    if mine(BASE_CHAIN, &mut s)? < 1 || mine(&mc, &mut s)? < 2 {
+        bail!("spoof-check rules of {container_id}/{ifname} missing");
+    }
+    Ok(())
 }
 
 /// The interface name an `iifname == "…"` rule matches, if the rule starts with one.
@@ -222,10 +237,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_match_reference() {
-        assert_eq!(iface_chain("cid1", "eth0"), "cni-br-iface-cid1-eth0");
-        assert_eq!(mac_chain("cid1", "eth0"), "cni-br-iface-cid1-eth0-mac");
-        assert_eq!(rule_comment("cid1", "eth0"), "macspoofchk-cid1-eth0");
+    fn parse_mac_accepts_only_six_octets() {
         assert_eq!(parse_mac("02:00:00:00:00:01").unwrap(), [2, 0, 0, 0, 0, 1]);
         assert!(parse_mac("02:00:00:00:00").is_err());
         assert!(parse_mac("02:00:00:00:00:zz").is_err());

@@ -1,23 +1,23 @@
-//! Firewall layer: one trait, two backends (issue 4).
+//! Firewall layer: one façade per feature, each choosing its backend; plugins call only the
+//! façades and never see a backend (`nft`, `iptables`) or its text.
 //!
+//! Backends:
 //! - [`nft`]: nf_tables spoken over NETLINK_NETFILTER — no `nft` or `iptables` binary needed, one
 //!   kernel transaction (one datagram) per change.
-//! - [`iptables`]: for nodes whose other components live in iptables: one `iptables-restore
-//!   --noflush -w` (and/or `ip6tables-restore`) exec per change, plus one `*-save` read.
+//! - [`iptables`]: the reference's default: one `iptables-restore --noflush -w` (and/or
+//!   `ip6tables-restore`) exec per change, plus one `*-save` read.
 //!
 //! Both write exactly the reference plugins' layouts (tables, chains, comments), so a node can
 //! switch between the reference binaries and ours and each cleans up after the other (tested
 //! against the reference 1.1.1 binaries for ipMasq, portmap and macspoofchk).
 //!
-//! What plugins call:
-//! - ipMasq (bridge, ptp): [`setup_ipmasq`], [`teardown_ipmasq`] (both backends), [`gc_ipmasq`];
-//!   or a backend object from [`backend`] implementing [`Firewall`].
-//! - bridge `macspoofchk`: [`macspoof::setup`] / [`macspoof::teardown`] / [`macspoof::gc`] (always nftables, as the
-//!   reference).
-//! - portmap: [`portmap::nft_ensure`] / [`portmap::nft_remove`] / [`portmap::nft_check`] and
-//!   [`portmap::iptables_ensure`] / [`portmap::iptables_remove`] / [`portmap::iptables_gc`];
-//!   [`conntrack::delete_by_dport`] for the UDP flush after ADD.
-//! - firewall plugin: [`fwplugin`] (`iptables_add/del/check`, `nft_add/del/check`).
+//! Façades (typed spec; `ensure` / `remove` / `check` / `gc`):
+//! - [`ipmasq`] (bridge, ptp `ipMasq`);
+//! - [`portmap`] (the portmap plugin), plus [`conntrack::delete_by_dport`] for the UDP flush;
+//! - [`filter`] (the firewall plugin; no GC: its rules carry no network);
+//! - [`macspoof`] (bridge `macspoofchk`, always nftables as the reference).
+//!
+//! Names derived the reference's way (chain hashes, comments) live in [`crate::names`].
 //!
 //! Every nftables change is one netlink transaction on a per-thread cached socket (see
 //! [`nft::sock::NftSocket::cached`]): an ipMasq ADD+DEL costs ~0.2 ms against ~40 ms for the
@@ -25,31 +25,30 @@
 //! chain re-declaration, no flush of shared chains that are already right; see [`nft::plan`]),
 //! committed guarded by the ruleset generation, so the socket's close() stays free as well.
 //!
-//! ## Backend choice ([`BackendKind::choose`])
+//! ## Backend choice ([`BackendKind::choose`]), made here and nowhere else
 //! 1. `CNI_MULTI_FIREWALL_BACKEND=nftables|iptables` (node operator override) wins;
-//! 2. else the config value (`ipMasqBackend`, portmap's `backend`): `"nftables"` / `"iptables"`;
-//! 3. else (unset): **nftables when the kernel has nf_tables**, otherwise iptables.
+//! 2. else the config value (`ipMasqBackend`, portmap's / the firewall plugin's `backend`);
+//! 3. else (unset) the reference's rule ([`default_backend`]): **iptables when an `iptables`
+//!    binary on PATH works** (`iptables -t filter -S INPUT 1 -w` succeeds, as the reference's
+//!    `utils.SupportsIPTables`), otherwise nftables over netlink when the kernel has nf_tables,
+//!    otherwise iptables (which then reports why it cannot work).
 //!
-//! Step 3 deliberately differs from the reference, which prefers iptables unless only nftables
-//! works: the reference's nftables path needs the `nft` binary, ours needs nothing but the kernel,
-//! and it is one transaction instead of many execs. Set `ipMasqBackend: "iptables"` (or the env
-//! variable) to keep the reference's choice.
+//! The reference's nftables path needs the `nft` binary; ours needs nothing but the kernel, so
+//! a minimal node image without any binary still gets masquerading and port mappings.
 //!
 //! Teardown always tries both backends (as the reference); errors are reported only for a backend
 //! that is usable on this node.
 
 pub mod conntrack;
+pub mod filter;
 pub mod firewalld;
-pub mod fwplugin;
 pub mod ipmasq;
 pub mod iptables;
 pub mod macspoof;
 pub mod nft;
 pub mod portmap;
-pub mod sha512;
 
 use anyhow::{bail, Result};
-use ipnet::IpNet;
 
 /// Environment override for the backend choice.
 pub const ENV_BACKEND: &str = "CNI_MULTI_FIREWALL_BACKEND";
@@ -78,25 +77,47 @@ impl BackendKind {
         }
     }
 
-    /// Env override > config value > auto (nftables when the kernel has nf_tables).
+    /// Env override > config value > the reference's default ([`default_backend`]).
     pub fn choose(config_value: Option<&str>) -> Result<BackendKind> {
-        let env = std::env::var(ENV_BACKEND).ok().filter(|v| !v.is_empty());
-        Self::choose_with(env.as_deref(), config_value, nft_available)
+        Self::choose_with(env_override().as_deref(), config_value, default_backend)
     }
 
-    /// [`BackendKind::choose`] with the environment and the probe injected (for tests).
+    /// [`BackendKind::choose`] with the environment and the default injected (for tests).
     pub fn choose_with(
         env_value: Option<&str>,
         config_value: Option<&str>,
-        nft_probe: impl FnOnce() -> bool,
+        default: impl FnOnce() -> BackendKind,
     ) -> Result<BackendKind> {
-        if let Some(v) = env_value {
+        if let Some(v) = env_value.filter(|v| !v.is_empty()) {
             return BackendKind::parse(v).map_err(|e| anyhow::anyhow!("{ENV_BACKEND}: {e}"));
         }
-        if let Some(v) = config_value {
+        if let Some(v) = config_value.filter(|v| !v.is_empty()) {
             return BackendKind::parse(v);
         }
-        Ok(if nft_probe() { BackendKind::Nftables } else { BackendKind::Iptables })
+        Ok(default())
+    }
+}
+
+/// `CNI_MULTI_FIREWALL_BACKEND`, when set and not empty.
+pub fn env_override() -> Option<String> {
+    std::env::var(ENV_BACKEND).ok().filter(|v| !v.is_empty())
+}
+
+/// The reference's default ("prefer iptables, unless only nftables is available"): iptables
+/// when an `iptables` binary on PATH works, else nftables when the kernel has nf_tables, else
+/// iptables.
+pub fn default_backend() -> BackendKind {
+    default_backend_with(iptables::binary_works, nft_available)
+}
+
+/// [`default_backend`] with the probes injected (the nft probe runs only when iptables fails).
+pub fn default_backend_with(ipt: impl FnOnce() -> bool, nft: impl FnOnce() -> bool) -> BackendKind {
+    if ipt() {
+        BackendKind::Iptables
+    } else if nft() {
+        BackendKind::Nftables
+    } else {
+        BackendKind::Iptables
     }
 }
 
@@ -115,65 +136,26 @@ pub struct Attachment {
     pub ifname: String,
 }
 
-/// What plugins need from a firewall backend.
-pub trait Firewall {
-    fn kind(&self) -> BackendKind;
-
-    /// Can this backend work on this node (kernel support / binaries present)?
-    fn usable(&self) -> bool;
-
-    /// Masquerade traffic from each `ips` address (with its prefix) to anything outside its
-    /// subnet, except multicast. Idempotent; replaces this attachment's previous rules.
-    fn ensure_masquerade(&self, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()>;
-
-    /// Removes what [`Firewall::ensure_masquerade`] made for this attachment. Missing = success.
-    fn remove_masquerade(&self, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()>;
-
-    /// Removes masquerade state of `network` whose attachment is not in `valid`.
-    fn gc_masquerade(&self, network: &str, valid: &[Attachment]) -> Result<()>;
+/// The teardown policy of every feature, written once (as the reference's ipMasq teardown): both
+/// backends are cleaned — the attachment may have been made by another version or config — and
+/// an error counts only for a backend that is usable on this node.
+pub fn teardown_both(iptables: impl FnOnce() -> Result<()>, nftables: impl FnOnce() -> Result<()>) -> Result<()> {
+    teardown_both_with(iptables, nftables, |kind| match kind {
+        BackendKind::Iptables => iptables::IptablesBackend.usable(),
+        BackendKind::Nftables => nft_available(),
+    })
 }
 
-/// The backend object for a kind.
-pub fn backend(kind: BackendKind) -> Box<dyn Firewall> {
-    match kind {
-        BackendKind::Nftables => Box::new(ipmasq::NftBackend),
-        BackendKind::Iptables => Box::new(iptables::IptablesBackend),
-    }
-}
-
-/// ipMasq setup as bridge/ptp do it: `config_backend` is `ipMasqBackend`. Nothing happens
-/// (no table, no chain, no exec) when `ips` is empty.
-pub fn setup_ipmasq(
-    config_backend: Option<&str>,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-    ips: &[IpNet],
+/// [`teardown_both`] with the usability probe injected (for tests).
+pub fn teardown_both_with(
+    iptables: impl FnOnce() -> Result<()>,
+    nftables: impl FnOnce() -> Result<()>,
+    usable: impl Fn(BackendKind) -> bool,
 ) -> Result<()> {
-    if ips.is_empty() {
-        return Ok(());
-    }
-    let kind = BackendKind::choose(config_backend)?;
-    tracing::debug!(backend = kind.name(), network, container_id, "ipmasq setup");
-    backend(kind).ensure_masquerade(network, container_id, ifname, ips)
-}
-
-/// ipMasq teardown: both backends; errors only from usable backends.
-pub fn teardown_ipmasq(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> Result<()> {
-    both(|b| b.remove_masquerade(network, container_id, ifname, ips))
-}
-
-/// ipMasq GC over both backends (the reference's iptables side has none; ours uses the comments).
-pub fn gc_ipmasq(network: &str, valid: &[Attachment]) -> Result<()> {
-    both(|b| b.gc_masquerade(network, valid))
-}
-
-fn both(mut f: impl FnMut(&dyn Firewall) -> Result<()>) -> Result<()> {
     let mut errs = Vec::new();
-    for kind in [BackendKind::Iptables, BackendKind::Nftables] {
-        let b = backend(kind);
-        if let Err(e) = f(b.as_ref()) {
-            if b.usable() {
+    for (kind, r) in [(BackendKind::Iptables, iptables()), (BackendKind::Nftables, nftables())] {
+        if let Err(e) = r {
+            if usable(kind) {
                 errs.push(format!("{}: {e:#}", kind.name()));
             } else {
                 tracing::debug!(backend = kind.name(), "ignoring error of unusable backend: {e:#}");
@@ -193,17 +175,64 @@ mod tests {
 
     #[test]
     fn backend_choice_rules() {
-        let probe_yes = || true;
-        let probe_no = || false;
-        assert_eq!(BackendKind::choose_with(None, None, probe_yes).unwrap(), BackendKind::Nftables);
-        assert_eq!(BackendKind::choose_with(None, None, probe_no).unwrap(), BackendKind::Iptables);
-        assert_eq!(BackendKind::choose_with(None, Some("iptables"), probe_yes).unwrap(), BackendKind::Iptables);
-        assert_eq!(BackendKind::choose_with(None, Some("nftables"), probe_no).unwrap(), BackendKind::Nftables);
-        assert_eq!(
-            BackendKind::choose_with(Some("iptables"), Some("nftables"), probe_yes).unwrap(),
-            BackendKind::Iptables
-        );
-        assert!(BackendKind::choose_with(None, Some("firewalld"), probe_yes).is_err());
-        assert!(BackendKind::choose_with(Some("bogus"), None, probe_yes).is_err());
+        let nft = || BackendKind::Nftables;
+        let ipt = || BackendKind::Iptables;
+        assert_eq!(BackendKind::choose_with(None, None, nft).unwrap(), BackendKind::Nftables);
+        assert_eq!(BackendKind::choose_with(None, None, ipt).unwrap(), BackendKind::Iptables);
+        assert_eq!(BackendKind::choose_with(None, Some("iptables"), nft).unwrap(), BackendKind::Iptables);
+        assert_eq!(BackendKind::choose_with(None, Some("nftables"), ipt).unwrap(), BackendKind::Nftables);
+        assert_eq!(BackendKind::choose_with(Some("iptables"), Some("nftables"), nft).unwrap(), BackendKind::Iptables);
+        assert_eq!(BackendKind::choose_with(Some(""), Some(""), nft).unwrap(), BackendKind::Nftables);
+        assert!(BackendKind::choose_with(None, Some("firewalld"), nft).is_err());
+        assert!(BackendKind::choose_with(Some("bogus"), None, nft).is_err());
+    }
+
+    /// The layering rule: plugins reach the firewall only through the façades — no backend
+    /// module, no netlink decoding, no iptables-save text.
+    #[test]
+    fn plugins_use_only_the_facades() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plugins");
+        let mut files = vec![];
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 10);
+        let banned = ["firewall::nft", "firewall::iptables", "nft::decode", "nft::sock", "iptables-save", "parse_save"];
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for b in banned {
+                assert!(!text.contains(b), "{} uses {b}: go through a firewall façade", f.display());
+            }
+        }
+    }
+
+    #[test]
+    fn teardown_reports_errors_of_usable_backends_only() {
+        let fail = || -> Result<()> { bail!("boom") };
+        let ok = || -> Result<()> { Ok(()) };
+        assert!(teardown_both_with(fail, ok, |_| false).is_ok());
+        assert!(teardown_both_with(ok, ok, |_| true).is_ok());
+        let e = teardown_both_with(fail, fail, |k| k == BackendKind::Nftables).unwrap_err().to_string();
+        assert_eq!(e, "nftables: boom");
+        let e = teardown_both_with(fail, fail, |_| true).unwrap_err().to_string();
+        assert_eq!(e, "iptables: boom; nftables: boom");
+    }
+
+    #[test]
+    fn default_is_the_references_rule() {
+        // iptables works: iptables, whatever the kernel has (the nft probe is not even asked)
+        assert_eq!(default_backend_with(|| true, || panic!("not asked")), BackendKind::Iptables);
+        // no working iptables binary: nftables over netlink
+        assert_eq!(default_backend_with(|| false, || true), BackendKind::Nftables);
+        // neither: iptables, which then says why it cannot work
+        assert_eq!(default_backend_with(|| false, || false), BackendKind::Iptables);
     }
 }

@@ -1,5 +1,7 @@
-//! portmap's DNAT/SNAT layouts for both backends (reference §2.15), as firewall-layer functions.
-//! The plugin (config parsing, route_localnet, conntrack flush) lives elsewhere.
+//! The portmap façade (reference §2.15): [`choose`] the backend once from the config, then
+//! [`ensure`] (ADD, per container address), [`remove`] (DEL, the shared both-backends policy),
+//! [`check`] (CHECK), [`gc`] (GC). The plugin (config parsing, route_localnet, conntrack flush)
+//! lives in `plugins/portmap.rs` and never sees a backend.
 //!
 //! nftables (tables `ip cni_hostport` / `ip6 cni_hostport`, comment "CNI portmap plugin"):
 //! ```text
@@ -30,8 +32,8 @@ use super::nft::expr::{
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
-use super::sha512::hash_with_prefix;
-use super::Attachment;
+use super::{teardown_both, Attachment, BackendKind};
+use crate::cni::CniError;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -75,6 +77,154 @@ pub const TOP_DNAT: &str = "CNI-HOSTPORT-DNAT";
 pub const SETMARK: &str = "CNI-HOSTPORT-SETMARK";
 pub const MARK_MASQ: &str = "CNI-HOSTPORT-MASQ";
 pub const OLD_TOP_SNAT: &str = "CNI-HOSTPORT-SNAT";
+
+// ---- the façade --------------------------------------------------------------------------------
+
+/// The options that only one backend has (they decide the backend when no key does).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendHints<'a> {
+    /// `markMasqBit` is set (iptables only).
+    pub mark_masq_bit: bool,
+    /// `externalSetMarkChain` is set (iptables only).
+    pub external_set_mark_chain: bool,
+    pub conditions_v4: &'a [String],
+    pub conditions_v6: &'a [String],
+}
+
+/// First token starting with `-` or `!` ⇒ iptables syntax (as the reference).
+pub fn is_iptables_syntax(conds: &[String]) -> bool {
+    conds.first().and_then(|c| c.split_whitespace().next()).is_some_and(|t| t.starts_with('-') || t.starts_with('!'))
+}
+
+fn config_err(msg: impl Into<String>) -> anyhow::Error {
+    CniError::config(msg).into()
+}
+
+/// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`,
+/// else the options only one backend has (`markMasqBit`, `externalSetMarkChain`, iptables-syntax
+/// conditions ⇒ iptables; nft-syntax conditions ⇒ nftables), else `default` (the reference's
+/// rule, [`super::default_backend`]). An option of the other backend with an explicit choice is
+/// an invalid config (code 7), as the reference.
+pub fn choose(
+    env: Option<&str>,
+    key: Option<&str>,
+    hints: &BackendHints,
+    default: impl FnOnce() -> BackendKind,
+) -> Result<BackendKind> {
+    let (v4, v6) = (hints.conditions_v4, hints.conditions_v6);
+    let any_conds = !v4.is_empty() || !v6.is_empty();
+    let ipt_conds = is_iptables_syntax(v4) || is_iptables_syntax(v6);
+    let ipt_only = hints.mark_masq_bit || hints.external_set_mark_chain || ipt_conds;
+    let nft_only = any_conds && !ipt_conds;
+    let explicit = env.filter(|s| !s.is_empty()).or(key.filter(|s| !s.is_empty()));
+    let kind = match explicit {
+        Some(b) => {
+            let k = BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?;
+            if k == BackendKind::Nftables && ipt_only {
+                return Err(config_err(
+                    "iptables-only options (markMasqBit, externalSetMarkChain, iptables-syntax conditions) cannot be used with the nftables backend",
+                ));
+            }
+            if k == BackendKind::Iptables && nft_only {
+                return Err(config_err("nftables-syntax conditions cannot be used with the iptables backend"));
+            }
+            k
+        }
+        None if ipt_only && nft_only => return Err(config_err("conditions mix iptables and nftables syntax")),
+        None if ipt_only => BackendKind::Iptables,
+        None if nft_only => BackendKind::Nftables,
+        None => default(),
+    };
+    if is_iptables_syntax(v4) != is_iptables_syntax(v6) && !v4.is_empty() && !v6.is_empty() {
+        return Err(config_err("conditionsV4 and conditionsV6 must use the same syntax"));
+    }
+    Ok(kind)
+}
+
+/// ADD for one container address: its DNAT (and hairpin/localhost SNAT) rules, replacing the
+/// container's previous ones of this family. Nothing is touched when nothing maps to the family.
+pub fn ensure(backend: BackendKind, spec: &PortmapSpec) -> Result<()> {
+    match backend {
+        BackendKind::Nftables => nft_ensure(spec),
+        BackendKind::Iptables => iptables_ensure(spec),
+    }
+}
+
+/// DEL: the container's rules in both backends and both families (the shared teardown policy).
+/// The iptables side is only read when iptables state of ours can exist on this node (checked
+/// without exec), so a node without iptables pays nothing.
+pub fn remove(network: &str, container_id: &str) -> Result<()> {
+    let dn = dn_chain(network, container_id);
+    teardown_both(
+        || if iptables_state_possible(&dn) { iptables_remove(network, container_id) } else { Ok(()) },
+        || nft_remove(container_id),
+    )
+    .context("could not teardown ipv4 dnat")
+}
+
+/// CHECK for one container address (a family with nothing mapped passes).
+pub fn check(backend: BackendKind, spec: &PortmapSpec) -> Result<()> {
+    if family_mappings(spec).is_empty() {
+        return Ok(());
+    }
+    match backend {
+        BackendKind::Nftables => nft_check(spec),
+        BackendKind::Iptables => iptables_check(spec),
+    }
+}
+
+/// GC (the reference has none): iptables DN chains of `network` whose container is not valid.
+/// The nft layout's comment is the bare container id, with no network: it cannot be attributed
+/// to one network's attachments, so nftables rules are left to DEL.
+pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
+    if !iptables_state_possible(TOP_DNAT) {
+        return Ok(());
+    }
+    iptables_gc(network, valid)
+}
+
+/// Could this node hold iptables state of ours? Checked without exec: iptables-nft keeps its
+/// `nat` tables in nf_tables, legacy iptables lists its tables in /proc/net/ip*_tables_names.
+fn iptables_state_possible(chain: &str) -> bool {
+    let legacy = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
+        .iter()
+        .any(|p| std::fs::read_to_string(p).is_ok_and(|s| s.lines().any(|l| l.trim() == "nat")));
+    if legacy {
+        return true;
+    }
+    let Ok(mut s) = NftSocket::cached() else { return true };
+    [Family::Ip, Family::Ip6].into_iter().any(|f| {
+        super::nft::decode::list_chains(&mut s, f, "nat")
+            .map(|cs| cs.iter().any(|c| c.name == chain || c.name == TOP_DNAT))
+            .unwrap_or(true)
+    })
+}
+
+/// iptables CHECK: the container's chain, its entry rule and a DNAT rule per mapping exist.
+fn iptables_check(s: &PortmapSpec) -> Result<()> {
+    let v6 = s.container_ip.addr().is_ipv6();
+    let st = IptablesBackend.save(v6)?;
+    let dn = dn_chain(&s.network, &s.container_id);
+    if !st.chains.contains(&dn) {
+        bail!("chain {dn} does not exist");
+    }
+    let entry = st.rules.iter().any(|(c, l)| c == TOP_DNAT && l.split_whitespace().any(|t| t == dn));
+    if !entry {
+        bail!("no entry rule in {TOP_DNAT} jumps to {dn}");
+    }
+    for (m, _) in family_mappings(s) {
+        let to = fmt_ip_port(s.container_ip.addr(), m.container_port);
+        let found = st.rules.iter().any(|(ch, l)| {
+            ch == &dn
+                && l.contains(&format!("--dport {}", m.host_port))
+                && l.contains(&format!("--to-destination {to}"))
+        });
+        if !found {
+            bail!("missing DNAT rule for host port {} in {dn}", m.host_port);
+        }
+    }
+    Ok(())
+}
 
 fn proto_number(p: &str) -> Result<u8> {
     Ok(match p.to_ascii_lowercase().as_str() {
@@ -359,28 +509,9 @@ pub fn nft_check(spec: &PortmapSpec) -> Result<()> {
 
 // ---- iptables ----------------------------------------------------------------------------------
 
-/// `CNI-DN-` + 21 hex of sha512(network + containerID).
-pub fn dn_chain(network: &str, container_id: &str) -> String {
-    hash_with_prefix(28, "CNI-DN-", &format!("{network}{container_id}"))
-}
-
-/// The obsolete `CNI-SN-…` chain (deleted on DEL, never created).
-pub fn sn_chain(network: &str, container_id: &str) -> String {
-    hash_with_prefix(28, "CNI-SN-", &format!("{network}{container_id}"))
-}
-
-/// `dnat name: "<net>" id: "<cid>"`, cut to 255 bytes as the reference.
-pub fn dnat_comment(network: &str, container_id: &str) -> String {
-    let c = format!("dnat name: \"{network}\" id: \"{container_id}\"");
-    if c.len() <= 255 {
-        return c;
-    }
-    let mut end = 253;
-    while !c.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", c.get(..end).unwrap_or_default())
-}
+pub use crate::names::{
+    portmap_dn_chain as dn_chain, portmap_dnat_comment as dnat_comment, portmap_sn_chain as sn_chain,
+};
 
 fn fmt_ip_port(ip: IpAddr, port: u16) -> String {
     match ip {
@@ -445,42 +576,58 @@ pub fn iptables_setup_input(state: &NatState, spec: &PortmapSpec) -> Result<Opti
             lines.push(format!("-A {entry} -m addrtype --dst-type LOCAL -j {TOP_DNAT}"));
         }
     }
-    // The container's chain is declared (created, or flushed when it exists) and rewritten;
-    // its old entry rules are deleted and inserted again, all in this one transaction.
+    // The container's chain is declared (created, or flushed when it exists) and rewritten.
     decl.push(format!(":{dn} - [0:0]"));
-    for (c, l) in &state.rules {
-        if c == TOP_DNAT && arg_is(&split_args(l), "-j", &dn) {
-            if let Some(rest) = l.strip_prefix("-A ") {
-                lines.push(format!("-D {rest}"));
-            }
-        }
-    }
     let comment = restore_quote(&dnat_comment(&spec.network, &spec.container_id));
     let mut protos: Vec<&str> = maps.iter().map(|(m, _)| m.protocol.as_str()).collect();
     protos.sort_unstable();
     protos.dedup();
     let cond = spec.conditions.iter().map(|c| restore_quote(c)).collect::<Vec<_>>().join(" ");
-    // Entry rules go to the top of CNI-HOSTPORT-DNAT (the most recent container wins, as the
-    // newer reference does), inserted in reverse so that this container's own entries keep the
-    // sorted protocol order (the text then equals what the reference 1.1.1 writes).
-    let mut entries = Vec::new();
+    let cond_args = split_args(&cond);
+    // Entry rules are APPENDED to CNI-HOSTPORT-DNAT in sorted protocol order, as the reference
+    // does (after two pods, the first pod's entries come first). As the reference's
+    // insert-unless-present, an entry the container already has stays where it is; its other
+    // entries (stale mappings) are deleted.
+    let mut entries: Vec<(String, String, String)> = Vec::new(); // (proto, ports, rule)
     for proto in protos {
         let ports: Vec<String> =
             maps.iter().filter(|(m, _)| m.protocol == proto).map(|(m, _)| m.host_port.to_string()).collect();
         for chunk in ports.chunks(15) {
+            let ports = chunk.join(",");
             let mut r = format!(
-                "-I {TOP_DNAT} 1 -m comment --comment {comment} -m multiport -p {proto} --destination-ports {}",
-                chunk.join(",")
+                "-A {TOP_DNAT} -m comment --comment {comment} -m multiport -p {proto} --destination-ports {ports}"
             );
             if !cond.is_empty() {
                 r.push(' ');
                 r.push_str(&cond);
             }
             r.push_str(&format!(" -j {dn}"));
-            entries.push(r);
+            entries.push((proto.to_string(), ports, r));
         }
     }
-    lines.extend(entries.into_iter().rev());
+    for (c, l) in &state.rules {
+        let args = split_args(l);
+        if c != TOP_DNAT || !arg_is(&args, "-j", &dn) {
+            continue;
+        }
+        let ports = ["--dports", "--destination-ports"]
+            .iter()
+            .find_map(|f| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)));
+        let same = entries.iter().position(|(p, ps, _)| {
+            arg_is(&args, "-p", p) && ports == Some(ps) && cond_args.iter().all(|t| args.contains(t))
+        });
+        match same {
+            Some(i) => {
+                entries.remove(i);
+            }
+            None => {
+                if let Some(rest) = l.strip_prefix("-A ") {
+                    lines.push(format!("-D {rest}"));
+                }
+            }
+        }
+    }
+    lines.extend(entries.into_iter().map(|(_, _, r)| r));
     let masq_cidr = if spec.masq_all {
         if v6 {
             "::/0".to_string()
@@ -601,7 +748,7 @@ pub fn iptables_gc(network: &str, valid: &[Attachment]) -> Result<()> {
     Ok(())
 }
 
-/// Parses saved text (exposed for tests of callers).
+/// Parses saved `nat` text (the fuzzing entry point of the save parser).
 pub fn parse_nat(text: &str) -> NatState {
     parse_save(text)
 }
@@ -658,6 +805,26 @@ mod tests {
     }
 
     #[test]
+    fn backend_choice_from_options() {
+        let nft = || BackendKind::Nftables;
+        let ipt = || BackendKind::Iptables;
+        let none = BackendHints::default();
+        assert_eq!(choose(None, None, &none, nft).unwrap(), BackendKind::Nftables);
+        assert_eq!(choose(None, None, &none, ipt).unwrap(), BackendKind::Iptables);
+        assert_eq!(choose(Some("iptables"), Some("nftables"), &none, nft).unwrap(), BackendKind::Iptables);
+        let mark = BackendHints { mark_masq_bit: true, ..Default::default() };
+        assert_eq!(choose(None, None, &mark, nft).unwrap(), BackendKind::Iptables);
+        assert!(choose(None, Some("nftables"), &mark, nft).is_err());
+        let c4 = vec!["ip saddr 198.18.0.0/15".to_string()];
+        let nft_conds = BackendHints { conditions_v4: &c4, ..Default::default() };
+        assert_eq!(choose(None, None, &nft_conds, ipt).unwrap(), BackendKind::Nftables);
+        assert!(choose(None, Some("iptables"), &nft_conds, ipt).is_err());
+        let c6 = vec!["-s".to_string(), "fd00::/8".to_string()];
+        let mixed = BackendHints { conditions_v4: &c4, conditions_v6: &c6, ..Default::default() };
+        assert!(choose(None, None, &mixed, nft).is_err());
+    }
+
+    #[test]
     fn nft_v6_mapping_uses_l4proto_and_roundtrips() {
         use crate::firewall::nft::decode::decode_rule;
         let b = nft_setup_batch(&spec("fd00::5/64")).unwrap();
@@ -700,8 +867,8 @@ mod tests {
              -I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n\
              -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
              -A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
-             -I CNI-HOSTPORT-DNAT 1 -m comment --comment {c} -m multiport -p udp --destination-ports 53 -j {dn}\n\
-             -I CNI-HOSTPORT-DNAT 1 -m comment --comment {c} -m multiport -p tcp --destination-ports 8080 -j {dn}\n\
+             -A CNI-HOSTPORT-DNAT -m comment --comment {c} -m multiport -p tcp --destination-ports 8080 -j {dn}\n\
+             -A CNI-HOSTPORT-DNAT -m comment --comment {c} -m multiport -p udp --destination-ports 53 -j {dn}\n\
              -A {dn} -p tcp --dport 8080 -s 198.18.0.0/24 -j CNI-HOSTPORT-SETMARK\n\
              -A {dn} -p tcp --dport 8080 -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK\n\
              -A {dn} -p tcp --dport 8080 -j DNAT --to-destination 198.18.0.5:80\n\
@@ -710,6 +877,28 @@ mod tests {
              -A {dn} -p udp --dport 53 -d 198.18.9.1 -j DNAT --to-destination 198.18.0.5:5353\nCOMMIT\n"
         );
         assert_eq!(input, expected);
+    }
+
+    #[test]
+    fn iptables_readd_keeps_present_entries_in_place_and_deletes_stale_ones() {
+        let dn = dn_chain("net", "cid1");
+        let c = r#""dnat name: \"net\" id: \"cid1\"""#;
+        let save = format!(
+            "*nat\n:CNI-HOSTPORT-DNAT - [0:0]\n:{dn} - [0:0]\n\
+             -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment {c} -m multiport --dports 8080 -j {dn}\n\
+             -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment {c} -m multiport --dports 9999 -j {dn}\nCOMMIT\n"
+        );
+        let input = iptables_setup_input(&parse_save(&save), &spec("198.18.0.5/24")).unwrap().unwrap();
+        let entries: Vec<&str> = input.lines().filter(|l| l.contains("CNI-HOSTPORT-DNAT -")).collect();
+        assert_eq!(
+            entries,
+            vec![
+                format!("-D CNI-HOSTPORT-DNAT -p tcp -m comment --comment {c} -m multiport --dports 9999 -j {dn}"),
+                format!(
+                    "-A CNI-HOSTPORT-DNAT -m comment --comment {c} -m multiport -p udp --destination-ports 53 -j {dn}"
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::common::{self, Undo};
 use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::Interface;
 use crate::cni::{CniResult, Ctx};
-use crate::firewall::sha512::hash_with_prefix;
+use crate::names::ifb_name;
 use crate::netlink::consts::TC_H_ROOT;
 use crate::netlink::kinds::{LinkKind, LinkSpec};
 use crate::netlink::link::Link;
@@ -123,11 +123,6 @@ pub fn load(ctx: &Ctx) -> Result<Option<Bandwidth>> {
         validate_rate_and_burst(b.egress_rate, b.egress_burst)?;
     }
     Ok(bw)
-}
-
-/// `bwp` + the first 12 hex digits of sha512(network + containerID).
-pub fn ifb_name(network: &str, container_id: &str) -> String {
-    hash_with_prefix(15, IFB_PREFIX, &format!("{network}{container_id}"))
 }
 
 fn alias(network: &str, container_id: &str) -> String {
@@ -327,7 +322,6 @@ mod tests {
         let n = ifb_name("net", "cid");
         assert_eq!(n.len(), 15);
         assert!(n.starts_with("bwp"));
-        assert_eq!(&n[3..], &crate::firewall::sha512::sha512_hex(b"netcid")[..12]);
         assert_eq!(parse_alias(&alias("net", "c-1")), Some(("net", "c-1")));
         assert_eq!(parse_alias("something else"), None);
     }

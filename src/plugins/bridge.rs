@@ -44,7 +44,7 @@ pub const DOC: Doc = Doc {
             "ipMasqBackend",
             "\"nftables\" or \"iptables\"",
             "auto",
-            "firewall backend for ipMasq; auto = nftables when the kernel has nf_tables",
+            "firewall backend for ipMasq; auto = iptables when an iptables binary works, else nftables",
         ),
         k("mtu", "int", "kernel default", "MTU of both veth ends (and of the bridge when it is created)"),
         k("hairpinMode", "bool", "false", "let traffic leave the bridge port it came in on"),
@@ -220,9 +220,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // 4. MAC anti-spoofing on the bridge port (nftables bridge family)
     if conf.mac_spoof_chk {
         let mac = cont_link.mac_string().context("container veth has no MAC")?;
-        firewall::macspoof::setup(&ctx.container_id, &ctx.ifname, &host_name, &mac)?;
+        firewall::macspoof::ensure(&ctx.container_id, &ctx.ifname, &host_name, &mac)?;
         let (cid, ifname) = (ctx.container_id.clone(), ctx.ifname.clone());
-        undo.push("spoof check", move || firewall::macspoof::teardown(&cid, &ifname));
+        undo.push("spoof check", move || firewall::macspoof::remove(&cid, &ifname));
     }
 
     // 5. L3: addresses from IPAM, gateway on the bridge
@@ -397,14 +397,19 @@ fn del(ctx: &Ctx) -> Result<()> {
     tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted (or already gone)");
     common::ipam_del_if_set(ctx)?;
     if conf.mac_spoof_chk {
-        if let Err(e) = firewall::macspoof::teardown(&ctx.container_id, &ctx.ifname) {
+        if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
             tracing::warn!("failed to remove spoof check: {e:#}");
         }
     }
     // the rules are found by their comments, so this also works when the netns is already gone
     // (the reference then leaks them)
     if conf.ip_masq {
-        firewall::teardown_ipmasq(&ctx.name, &ctx.container_id, &ctx.ifname, &addrs)?;
+        firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
+            network: &ctx.name,
+            container_id: &ctx.container_id,
+            ifname: &ctx.ifname,
+            ips: &addrs,
+        })?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! applying an IPAM result inside the container (ConfigureIface), forwarding, and the CHECK helpers.
 
 use crate::cni::{code, CniError, CniResult, Ctx};
+use crate::firewall::ipmasq::{self, MasqSpec};
 use crate::netlink::addr::Family;
 use crate::netlink::link::VethSpec;
 use crate::netlink::route::RouteSpec;
@@ -10,7 +11,6 @@ use crate::sys::netns::{NetNs, NsError};
 use crate::sys::sysctl;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use std::io::Read;
 use std::net::IpAddr;
 
 /// Outcome of opening CNI_NETNS on the DEL path, where a vanished namespace is success.
@@ -82,18 +82,6 @@ impl Drop for Undo {
             }
         }
     }
-}
-
-/// `veth` + 8 random hex digits, as the reference names host-side veths.
-pub fn random_veth_name() -> String {
-    let mut b = [0u8; 4];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
-    if !ok {
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        b = (t ^ std::process::id().rotate_left(16)).to_be_bytes();
-    }
-    format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
 }
 
 /// The container MAC from runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC.
@@ -355,7 +343,7 @@ pub fn create_renamed(
 ) -> Result<crate::netlink::Link> {
     let mut tries = 0;
     let tmp = loop {
-        let tmp = random_veth_name();
+        let tmp = crate::names::random_veth_name();
         let r = if from_container {
             cont.link_add(&crate::netlink::LinkSpec { name: &tmp, netns: None, ..*template })
         } else {
@@ -607,7 +595,7 @@ pub fn add_veth_pair(
 fn create_veth(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<String> {
     let mut last = None;
     for _ in 0..10 {
-        let peer = random_veth_name();
+        let peer = crate::names::random_veth_name();
         let spec = VethSpec {
             name: ifname,
             peer_name: &peer,
@@ -641,11 +629,13 @@ pub fn check_container_veth(ctx: &Ctx, cont: &mut Netlink, prev: &CniResult) -> 
 /// ADD step: masquerade the result's addresses (its undo pushed).
 pub fn setup_ipmasq(ctx: &Ctx, backend: Option<&str>, result: &CniResult, undo: &mut Undo) -> Result<()> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-    crate::firewall::setup_ipmasq(backend, &ctx.name, &ctx.container_id, &ctx.ifname, &ips)
-        .context("failed to set up IP masquerading")?;
+    let spec = MasqSpec { network: &ctx.name, container_id: &ctx.container_id, ifname: &ctx.ifname, ips: &ips };
+    ipmasq::ensure(backend, &spec).context("failed to set up IP masquerading")?;
     tracing::debug!("IP masquerading set up");
     let (net, cid, ifname) = (ctx.name.clone(), ctx.container_id.clone(), ctx.ifname.clone());
-    undo.push("ipMasq", move || crate::firewall::teardown_ipmasq(&net, &cid, &ifname, &ips));
+    undo.push("ipMasq", move || {
+        ipmasq::remove(&MasqSpec { network: &net, container_id: &cid, ifname: &ifname, ips: &ips })
+    });
     Ok(())
 }
 
@@ -686,5 +676,5 @@ pub fn gc_ipam(ctx: &Ctx, errors: &mut GcErrors) {
 
 /// GC step of the veth plugins: masquerade rules of this network's attachments not in `valid`.
 pub fn gc_ipmasq(ctx: &Ctx, valid: &[crate::firewall::Attachment], errors: &mut GcErrors) {
-    errors.note("ipMasq", crate::firewall::gc_ipmasq(&ctx.name, valid));
+    errors.note("ipMasq", ipmasq::gc(&ctx.name, valid));
 }

@@ -7,9 +7,10 @@
 //! masquerading with `snat` (default true), `route_localnet=1` on the host interface routing to
 //! the container, and a flush of UDP conntrack entries of the mapped host ports.
 //!
-//! Backend: `backend` ("iptables"/"nftables"), else the env override, else options that only
+//! Backend: the env override, else `backend` ("iptables"/"nftables"), else options that only
 //! one backend has decide (`markMasqBit`, `externalSetMarkChain`, iptables-syntax conditions ⇒
-//! iptables; nft-syntax conditions ⇒ nftables), else nftables when the kernel has it. An option
+//! iptables; nft-syntax conditions ⇒ nftables), else the reference's default: iptables when an
+//! `iptables` binary on PATH works, else nftables over netlink. An option
 //! of the other backend with an explicit choice is an error, as the reference.
 //!
 //! DEL (nothing without `portMappings`, as the reference) removes the container's nftables
@@ -20,13 +21,11 @@
 
 use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
-use crate::firewall::nft::decode::list_chains;
-use crate::firewall::nft::sock::NftSocket;
-use crate::firewall::portmap::{self as pm, PortMapping, PortmapSpec};
+use crate::firewall::portmap::{self as pm, BackendHints, PortMapping, PortmapSpec};
 use crate::firewall::{conntrack, BackendKind, ENV_BACKEND};
 use crate::netlink::addr::Family;
 use crate::netlink::socket::Netlink;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -125,17 +124,13 @@ pub struct Conf {
     pub backend: BackendKind,
 }
 
-/// First token starting with `-` or `!` ⇒ iptables syntax.
-fn is_iptables_syntax(conds: &[String]) -> bool {
-    conds.first().and_then(|c| c.split_whitespace().next()).is_some_and(|t| t.starts_with('-') || t.starts_with('!'))
-}
-
 fn config_err(msg: impl Into<String>) -> anyhow::Error {
     CniError::config(msg).into()
 }
 
-/// Parse and validate; `probe` answers "does the kernel have nf_tables" for the auto choice.
-pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> bool) -> Result<Conf> {
+/// Parse and validate; `default` is the backend when nothing decides it (the reference's rule,
+/// [`crate::firewall::default_backend`], outside tests).
+pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
     if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
         return Err(config_err("Cannot specify externalSetMarkChain and markMasqBit"));
@@ -162,32 +157,13 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> b
     }
     let v4 = raw.conditions_v4.clone().unwrap_or_default();
     let v6 = raw.conditions_v6.clone().unwrap_or_default();
-    let any_conds = !v4.is_empty() || !v6.is_empty();
-    let ipt_conds = is_iptables_syntax(&v4) || is_iptables_syntax(&v6);
-    let ipt_only = raw.mark_masq_bit.is_some() || raw.external_set_mark_chain.is_some() || ipt_conds;
-    let nft_only = any_conds && !ipt_conds;
-    let explicit = env_backend.filter(|s| !s.is_empty()).or(raw.backend.as_deref().filter(|s| !s.is_empty()));
-    let backend = match explicit {
-        Some(b) => {
-            let k = BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?;
-            if k == BackendKind::Nftables && ipt_only {
-                return Err(config_err(
-                    "iptables-only options (markMasqBit, externalSetMarkChain, iptables-syntax conditions) cannot be used with the nftables backend",
-                ));
-            }
-            if k == BackendKind::Iptables && nft_only {
-                return Err(config_err("nftables-syntax conditions cannot be used with the iptables backend"));
-            }
-            k
-        }
-        None if ipt_only && nft_only => return Err(config_err("conditions mix iptables and nftables syntax")),
-        None if ipt_only => BackendKind::Iptables,
-        None if nft_only => BackendKind::Nftables,
-        None => BackendKind::choose_with(None, None, probe)?,
+    let hints = BackendHints {
+        mark_masq_bit: raw.mark_masq_bit.is_some(),
+        external_set_mark_chain: raw.external_set_mark_chain.is_some(),
+        conditions_v4: &v4,
+        conditions_v6: &v6,
     };
-    if is_iptables_syntax(&v4) != is_iptables_syntax(&v6) && !v4.is_empty() && !v6.is_empty() {
-        return Err(config_err("conditionsV4 and conditionsV6 must use the same syntax"));
-    }
+    let backend = pm::choose(env_backend, raw.backend.as_deref(), &hints, default)?;
     Ok(Conf {
         mappings,
         snat: raw.snat.unwrap_or(true),
@@ -202,7 +178,7 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> b
 
 fn load(ctx: &Ctx) -> Result<Conf> {
     let env = std::env::var(ENV_BACKEND).ok();
-    load_with(ctx, env.as_deref(), crate::firewall::nft_available)
+    load_with(ctx, env.as_deref(), crate::firewall::default_backend)
 }
 
 /// The first IPv4 and first IPv6 address of CNI_IFNAME in prevResult (IPs without an interface
@@ -262,12 +238,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     let (v4, v6) = container_ips(ctx, &prev);
     for ip in [v4, v6].into_iter().flatten() {
-        let s = spec(ctx, &conf, ip);
-        match conf.backend {
-            BackendKind::Nftables => pm::nft_ensure(&s),
-            BackendKind::Iptables => pm::iptables_ensure(&s),
-        }
-        .with_context(|| format!("unable to forward ports to {}", ip.addr()))?;
+        pm::ensure(conf.backend, &spec(ctx, &conf, ip))
+            .with_context(|| format!("unable to forward ports to {}", ip.addr()))?;
     }
     if conf.snat {
         if let Some(ip) = v4 {
@@ -291,75 +263,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     Ok(prev)
 }
 
-/// Could this node hold iptables state of ours? Checked without exec: iptables-nft keeps its
-/// `nat` tables in nf_tables, legacy iptables lists its tables in /proc/net/ip*_tables_names.
-fn iptables_state_possible(chain: &str) -> bool {
-    let legacy = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
-        .iter()
-        .any(|p| std::fs::read_to_string(p).is_ok_and(|s| s.lines().any(|l| l.trim() == "nat")));
-    if legacy {
-        return true;
-    }
-    let Ok(mut s) = NftSocket::cached() else { return true };
-    [crate::firewall::nft::Family::Ip, crate::firewall::nft::Family::Ip6].into_iter().any(|f| {
-        list_chains(&mut s, f, "nat")
-            .map(|cs| cs.iter().any(|c| c.name == chain || c.name == pm::TOP_DNAT))
-            .unwrap_or(true)
-    })
-}
-
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     if conf.mappings.is_empty() {
         return Ok(());
     }
-    let mut errs = Vec::new();
-    if let Err(e) = pm::nft_remove(&ctx.container_id) {
-        if conf.backend == BackendKind::Nftables {
-            errs.push(format!("nftables: {e:#}"));
-        }
-    }
-    let dn = pm::dn_chain(&ctx.name, &ctx.container_id);
-    if conf.backend == BackendKind::Iptables || iptables_state_possible(&dn) {
-        if let Err(e) = pm::iptables_remove(&ctx.name, &ctx.container_id) {
-            if conf.backend == BackendKind::Iptables {
-                errs.push(format!("iptables: {e:#}"));
-            }
-        }
-    }
-    if !errs.is_empty() {
-        bail!("could not teardown ipv4 dnat: {}", errs.join("; "));
-    }
-    Ok(())
-}
-
-fn iptables_check(ctx: &Ctx, s: &PortmapSpec) -> Result<()> {
-    let v6 = s.container_ip.addr().is_ipv6();
-    let st = crate::firewall::iptables::IptablesBackend.save(v6)?;
-    let dn = pm::dn_chain(&ctx.name, &ctx.container_id);
-    if !st.chains.contains(&dn) {
-        bail!("chain {dn} does not exist");
-    }
-    let entry = st.rules.iter().any(|(c, l)| c == pm::TOP_DNAT && l.split_whitespace().any(|t| t == dn));
-    if !entry {
-        bail!("no entry rule in {} jumps to {dn}", pm::TOP_DNAT);
-    }
-    let c = s.container_ip.addr();
-    for m in &s.mappings {
-        if m.host_ip.is_some_and(|h| h.is_ipv6() != v6 && !h.is_unspecified()) {
-            continue;
-        }
-        let to = if v6 { format!("[{c}]:{}", m.container_port) } else { format!("{c}:{}", m.container_port) };
-        let found = st.rules.iter().any(|(ch, l)| {
-            ch == &dn
-                && l.contains(&format!("--dport {}", m.host_port))
-                && l.contains(&format!("--to-destination {to}"))
-        });
-        if !found {
-            bail!("missing DNAT rule for host port {} in {dn}", m.host_port);
-        }
-    }
-    Ok(())
+    pm::remove(&ctx.name, &ctx.container_id)
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
@@ -370,31 +279,17 @@ fn check(ctx: &Ctx) -> Result<()> {
     }
     let (v4, v6) = container_ips(ctx, prev);
     for ip in [v4, v6].into_iter().flatten() {
-        let s = spec(ctx, &conf, ip);
-        if s.mappings
-            .iter()
-            .all(|m| m.host_ip.is_some_and(|h| h.is_ipv6() != ip.addr().is_ipv6() && !h.is_unspecified()))
-        {
-            continue;
-        }
-        match conf.backend {
-            BackendKind::Nftables => pm::nft_check(&s),
-            BackendKind::Iptables => iptables_check(ctx, &s),
-        }
-        .with_context(|| format!("portmap CHECK for {}", ip.addr()))?;
+        pm::check(conf.backend, &spec(ctx, &conf, ip)).with_context(|| format!("portmap CHECK for {}", ip.addr()))?;
     }
     Ok(())
 }
 
-/// GC (the reference has none): iptables DN chains of this network whose container is gone.
+/// GC (the reference has none): the façade's, for this network's attachments.
 fn gc(ctx: &Ctx) -> Result<()> {
     let Some(valid) = super::common::valid_attachments(ctx)? else {
         return Ok(());
     };
-    if !iptables_state_possible(pm::TOP_DNAT) {
-        return Ok(());
-    }
-    pm::iptables_gc(&ctx.name, &valid)
+    pm::gc(&ctx.name, &valid)
 }
 
 #[cfg(test)]
@@ -419,15 +314,23 @@ mod tests {
 
     #[test]
     fn mappings_validated() {
-        let c = load_with(&ctx(pm(json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]))), None, || true)
-            .unwrap();
+        let c = load_with(&ctx(pm(json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]))), None, || {
+            BackendKind::Nftables
+        })
+        .unwrap();
         assert_eq!(c.mappings.len(), 1);
         assert!(c.snat && !c.masq_all && c.mark_masq_bit == 13 && c.backend == BackendKind::Nftables);
-        let e = load_with(&ctx(pm(json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]))), None, || true);
+        let e = load_with(&ctx(pm(json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]))), None, || {
+            BackendKind::Nftables
+        });
         assert_eq!(e.unwrap_err().to_string(), "Invalid host port number: 0");
-        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))), None, || true);
+        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))), None, || {
+            BackendKind::Nftables
+        });
         assert_eq!(e.unwrap_err().to_string(), "Invalid container port number: 65536");
-        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))), None, || true);
+        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))), None, || {
+            BackendKind::Nftables
+        });
         assert!(e.is_err());
     }
 
@@ -435,24 +338,30 @@ mod tests {
     fn backend_choice_and_conflicts() {
         let mut c = pm(json!([]));
         c["markMasqBit"] = json!(5);
-        assert_eq!(load_with(&ctx(c.clone()), None, || true).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).unwrap().backend, BackendKind::Iptables);
         c["backend"] = json!("nftables");
-        assert!(load_with(&ctx(c.clone()), None, || true).is_err());
+        assert!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).is_err());
         c["externalSetMarkChain"] = json!("X");
         c["backend"] = json!("iptables");
-        assert!(load_with(&ctx(c), None, || true).unwrap_err().to_string().contains("Cannot specify"));
+        assert!(load_with(&ctx(c), None, || BackendKind::Nftables).unwrap_err().to_string().contains("Cannot specify"));
         let mut c = pm(json!([]));
         c["markMasqBit"] = json!(32);
-        assert!(load_with(&ctx(c), None, || false).is_err());
+        assert!(load_with(&ctx(c), None, || BackendKind::Iptables).is_err());
         let mut c = pm(json!([]));
         c["conditionsV4"] = json!(["-s", "198.18.0.0/15"]);
-        assert_eq!(load_with(&ctx(c.clone()), None, || true).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).unwrap().backend, BackendKind::Iptables);
         c["conditionsV4"] = json!(["ip saddr 198.18.0.0/15"]);
-        assert_eq!(load_with(&ctx(c.clone()), None, || false).unwrap().backend, BackendKind::Nftables);
+        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Iptables).unwrap().backend, BackendKind::Nftables);
         c["backend"] = json!("iptables");
-        assert!(load_with(&ctx(c), None, || true).is_err());
-        assert_eq!(load_with(&ctx(pm(json!([]))), Some("iptables"), || true).unwrap().backend, BackendKind::Iptables);
-        assert_eq!(load_with(&ctx(pm(json!([]))), None, || false).unwrap().backend, BackendKind::Iptables);
+        assert!(load_with(&ctx(c), None, || BackendKind::Nftables).is_err());
+        assert_eq!(
+            load_with(&ctx(pm(json!([]))), Some("iptables"), || BackendKind::Nftables).unwrap().backend,
+            BackendKind::Iptables
+        );
+        assert_eq!(
+            load_with(&ctx(pm(json!([]))), None, || BackendKind::Iptables).unwrap().backend,
+            BackendKind::Iptables
+        );
     }
 
     #[test]

@@ -66,14 +66,6 @@ fn load(ctx: &Ctx) -> Result<Conf> {
     if ctx.ipam_type().is_none() {
         return Err(CniError::config("ptp requires an IPAM configuration (ipam.type)").into());
     }
-    if c.ip_masq {
-        return Err(CniError::new(
-            crate::cni::code::UNSUPPORTED_FIELD,
-            "ipMasq: not supported by this build yet (firewall layer)",
-        )
-        .into());
-    }
-    let _ = &c.ip_masq_backend;
     Ok(c)
 }
 
@@ -191,7 +183,12 @@ fn del(ctx: &Ctx) -> Result<()> {
     let addrs = common::del_container_link(ctx)?;
     // rules are found by their comments: this also cleans up when the netns is already gone
     if conf.ip_masq {
-        firewall::teardown_ipmasq(&ctx.name, &ctx.container_id, &ctx.ifname, &addrs)?;
+        firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
+            network: &ctx.name,
+            container_id: &ctx.container_id,
+            ifname: &ctx.ifname,
+            ips: &addrs,
+        })?;
     }
     Ok(())
 }

@@ -149,7 +149,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if cont.link_by_name(&ctx.ifname)?.is_some() {
         bail!("interface {:?} already exists in the container", ctx.ifname);
     }
-    let tmp = common::random_veth_name();
+    let tmp = crate::names::random_veth_name();
     create_tap(&ns, &conf, &tmp)?;
     let link = match finish_tap(&mut cont, &ctx.ifname, &tmp, &conf, mac) {
         Ok(l) => l,

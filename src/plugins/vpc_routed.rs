@@ -146,8 +146,7 @@ pub fn host_veth_name(prefix: &str, ctx: &Ctx) -> String {
         (Some(ns), Some(pod)) if !pod.is_empty() => format!("{ns}.{pod}"),
         _ => ctx.container_id.clone(),
     };
-    let h = crate::digest::hex(&crate::digest::sha1(key.as_bytes()));
-    format!("{prefix}{}", h.get(..11).unwrap_or(&h))
+    crate::names::vpc_host_veth_name(prefix, &key)
 }
 
 fn host_net(ip: IpAddr) -> IpNet {

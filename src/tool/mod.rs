@@ -118,7 +118,7 @@ pub fn main(args: &[String]) -> i32 {
 fn runtime_from_env(netns: &str, ifname_flag: Option<&str>) -> Result<Runtime, CniError> {
     let mut rt =
         Runtime { netns: run::abs_path(netns).map_err(|e| CniError::internal(e.to_string()))?, ..Default::default() };
-    rt.container_id = run::container_id_for(&rt.netns);
+    rt.container_id = crate::names::cnitool_container_id(&rt.netns);
     rt.ifname = ifname_flag.map(String::from).or_else(|| getenv("CNI_IFNAME")).unwrap_or_else(|| "eth0".into());
     if let Some(raw) = getenv("CNI_ARGS").filter(|s| !s.is_empty()) {
         rt.args = parse_cni_args(&raw)?;

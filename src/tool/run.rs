@@ -267,12 +267,6 @@ impl Tool {
     }
 }
 
-/// cnitool's container id: `cnitool-` + the first 10 bytes of sha512(absolute netns path), in hex.
-pub fn container_id_for(netns_abs: &str) -> String {
-    let h = digest::sha512(netns_abs.as_bytes());
-    format!("cnitool-{}", digest::hex(h.get(..10).unwrap_or(&h)))
-}
-
 /// `filepath.Abs` without symlink resolution.
 pub fn abs_path(p: &str) -> anyhow::Result<String> {
     let path = Path::new(p);
@@ -305,10 +299,6 @@ mod tests {
 
     #[test]
     fn cnitool_container_id() {
-        // sha512("/var/run/netns/testing")[..10]
-        let id = container_id_for("/var/run/netns/testing");
-        assert_eq!(id.len(), "cnitool-".len() + 20);
-        assert_eq!(id, format!("cnitool-{}", &digest::hex(&digest::sha512(b"/var/run/netns/testing"))[..20]));
         assert_eq!(abs_path("/a/./b/../c").unwrap(), "/a/c");
     }
 

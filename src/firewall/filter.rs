@@ -1,4 +1,11 @@
-//! The `firewall` plugin's rule layouts (reference §2.17), as firewall-layer functions.
+//! The firewall plugin's façade (reference §2.17): [`choose`] the rules backend and
+//! [`firewalld_zone`] once, then [`ensure`] (ADD), [`remove`] (DEL), [`check`] (CHECK) for a
+//! [`FirewallSpec`]. No GC: the rules carry the container id but not the network, so they cannot
+//! be attributed to one network's attachments.
+//!
+//! firewalld ([`super::firewalld`], D-Bus): when the spec names a zone, every container address
+//! becomes a source `IP/32` (`/128`) of it; with `ingressPolicy` open that is all, otherwise the
+//! isolation rules are written with the rules backend as well (as the reference does).
 //!
 //! iptables (filter table, the reference's layout, one `iptables-restore` per family):
 //! ```text
@@ -34,8 +41,100 @@ use super::nft::expr::{ct_state, match_addr, match_ct_state, match_ifname, meta_
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
+use super::BackendKind;
+use crate::cni::CniError;
 use anyhow::{bail, Result};
 use ipnet::IpNet;
+
+/// The firewall plugin's rules backends (firewalld, when chosen, comes on top: [`firewalld_zone`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    Nftables,
+}
+
+/// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`,
+/// else `default` (the reference's rule: [`super::default_backend`]).
+pub fn choose(env: Option<&str>, key: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Backend> {
+    // `firewalld` ([`firewalld_zone`]) still needs a rules backend for the isolation rules of an
+    // ingressPolicy: the one chosen with no key
+    let key = key.filter(|k| !k.is_empty() && *k != "firewalld");
+    let kind = BackendKind::choose_with(env, key, default).map_err(|e| CniError::config(format!("{e:#}")))?;
+    Ok(match kind {
+        BackendKind::Iptables => Backend::Iptables,
+        BackendKind::Nftables => Backend::Nftables,
+    })
+}
+
+/// The firewalld zone when the firewalld backend is used: `backend: "firewalld"`, unless the node
+/// override (`env`) names another backend; with no key, when `is_running()` (firewalld owns its
+/// bus name, asked only then). The zone is `firewalldZone`, default `trusted`.
+pub fn firewalld_zone(
+    env: Option<&str>,
+    key: Option<&str>,
+    zone: Option<&str>,
+    is_running: impl FnOnce() -> bool,
+) -> Option<String> {
+    super::firewalld::selected(env, key, is_running).then(|| super::firewalld::zone_or_default(zone))
+}
+
+/// Whether firewalld owns `org.fedoraproject.FirewallD1` on the system bus.
+pub fn firewalld_running() -> bool {
+    super::firewalld::running()
+}
+
+/// ADD: the firewalld sources, the per-IP accepts and the ingress policy's isolation rules.
+pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
+    if spec.ingress_policy != IngressPolicy::Open && spec.bridge.is_none() {
+        bail!("ingressPolicy needs the bridge as the first interface of prevResult");
+    }
+    if let Some(zone) = &spec.firewalld_zone {
+        super::firewalld::add(zone, &spec.ips)?;
+        if spec.ingress_policy == IngressPolicy::Open {
+            return Ok(());
+        }
+    }
+    match backend {
+        Backend::Iptables => iptables_add(spec),
+        Backend::Nftables => nft_add(spec),
+    }
+    .inspect_err(|_| {
+        // a failed ADD leaves no source behind
+        if let Some(zone) = &spec.firewalld_zone {
+            let _ = super::firewalld::remove(zone, &spec.ips);
+        }
+    })
+}
+
+/// DEL: the per-IP rules (isolation rules stay, as the reference). iptables rules carry no id and
+/// are found by address, so without the addresses (no prevResult) there is nothing to find.
+pub fn remove(backend: Backend, spec: &FirewallSpec) -> Result<()> {
+    if let Some(zone) = &spec.firewalld_zone {
+        super::firewalld::remove(zone, &spec.ips)?;
+        if spec.ingress_policy == IngressPolicy::Open {
+            return Ok(());
+        }
+    }
+    match backend {
+        Backend::Iptables if spec.ips.is_empty() => Ok(()),
+        Backend::Iptables => iptables_del(spec),
+        Backend::Nftables => nft_del(&spec.container_id),
+    }
+}
+
+/// CHECK: chains, jumps and per-IP rules exist.
+pub fn check(backend: Backend, spec: &FirewallSpec) -> Result<()> {
+    if let Some(zone) = &spec.firewalld_zone {
+        super::firewalld::check(zone, &spec.ips)?;
+        if spec.ingress_policy == IngressPolicy::Open {
+            return Ok(());
+        }
+    }
+    match backend {
+        Backend::Iptables => iptables_check(spec),
+        Backend::Nftables => nft_check(spec),
+    }
+}
 
 /// `ingressPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +171,8 @@ pub struct FirewallSpec {
     pub ingress_policy: IngressPolicy,
     /// The bridge (prevResult interface 0) for the ingress policy.
     pub bridge: Option<String>,
+    /// firewalld backend: the zone whose sources the addresses become ([`firewalld_zone`]).
+    pub firewalld_zone: Option<String>,
 }
 
 pub const PRIV_CHAIN: &str = "CNI-FORWARD";
@@ -421,6 +522,7 @@ mod tests {
             admin_chain: "CNI-ADMIN".into(),
             ingress_policy: IngressPolicy::SameBridge,
             bridge: Some("br0".into()),
+            firewalld_zone: None,
         }
     }
 
@@ -463,6 +565,25 @@ mod tests {
         );
         assert!(IngressPolicy::parse("bogus").is_err());
         assert_eq!(IngressPolicy::parse("").unwrap(), IngressPolicy::Open);
+    }
+
+    #[test]
+    fn backend_choice_and_firewalld() {
+        let nft = || BackendKind::Nftables;
+        assert_eq!(choose(None, None, nft).unwrap(), Backend::Nftables);
+        assert_eq!(choose(None, Some(""), || BackendKind::Iptables).unwrap(), Backend::Iptables);
+        assert_eq!(choose(Some("iptables"), Some("nftables"), nft).unwrap(), Backend::Iptables);
+        // firewalld keeps the no-key rules backend (for an ingressPolicy's isolation rules)
+        assert_eq!(choose(None, Some("firewalld"), nft).unwrap(), Backend::Nftables);
+        let never = || -> bool { panic!("firewalld asked although a key decides") };
+        assert_eq!(firewalld_zone(None, Some("firewalld"), None, never).as_deref(), Some("trusted"));
+        assert_eq!(firewalld_zone(None, Some("firewalld"), Some("internal"), never).as_deref(), Some("internal"));
+        assert_eq!(firewalld_zone(None, Some("iptables"), None, never), None);
+        assert_eq!(firewalld_zone(Some("nftables"), Some("firewalld"), None, never), None);
+        assert_eq!(firewalld_zone(None, None, None, || true).as_deref(), Some("trusted"));
+        assert_eq!(firewalld_zone(None, Some(""), None, || false), None);
+        let e = choose(None, Some("ebtables"), nft).unwrap_err();
+        assert_eq!(CniError::from_anyhow(&e).code, crate::cni::code::INVALID_CONFIG);
     }
 
     #[test]

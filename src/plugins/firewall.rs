@@ -1,13 +1,15 @@
 //! firewall (applet `firewall`): accept rules for the container's addresses and the bridge
-//! ingress policy (checklist §2.17), on the firewall layer (`crate::firewall::fwplugin`).
+//! ingress policy (checklist §2.17), on the firewall layer's filter façade
+//! ([`crate::firewall::filter`]), which also chooses the backend ([`filter::choose`]):
 //!
-//! Backends: `iptables` (the reference's layout: CNI-FORWARD, the admin chain, the
-//! CNI-ISOLATION-STAGE-1/2 chains) and `nftables` (table `inet cni_firewall`, which the
-//! reference does not have). `backend` picks one; unset ⇒ the env override, else nftables when
-//! the kernel has it. `firewalld` (`crate::firewall::firewalld`, over D-Bus): the addresses
-//! become sources of zone `firewalldZone`; chosen by that key, or when no key is set and
-//! firewalld owns its bus name (the env override still wins). With an `ingressPolicy` other
-//! than open, the isolation rules come from the iptables/nftables choice as well.
+//! - `iptables` (the reference's layout: CNI-FORWARD, the admin chain, the
+//!   CNI-ISOLATION-STAGE-1/2 chains) and `nftables` (table `inet cni_firewall`, which the
+//!   reference does not have): the env override wins, then `backend`; unset ⇒ the reference's
+//!   default: iptables when an `iptables` binary on PATH works, else nftables over netlink.
+//! - `firewalld` (over D-Bus): the addresses become sources of zone `firewalldZone`; chosen by that
+//!   key, or when no key is set and firewalld owns its bus name (the env override still wins).
+//!   With an `ingressPolicy` other than open, the isolation rules come from the iptables/nftables
+//!   choice as well.
 //!
 //! ADD (chained, needs prevResult): per-IP accepts (`dst IP ct established,related`, `src IP`),
 //! plus the isolation rules of the bridge (prevResult interface 0) for `ingressPolicy`
@@ -18,8 +20,7 @@
 
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
-use crate::firewall::firewalld;
-use crate::firewall::fwplugin::{self, FirewallSpec, IngressPolicy};
+use crate::firewall::filter::{self, Backend, FirewallSpec, IngressPolicy};
 use crate::firewall::BackendKind;
 use anyhow::Result;
 use serde::Deserialize;
@@ -92,35 +93,39 @@ struct RawConf {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Conf {
-    pub backend: BackendKind,
+    pub backend: Backend,
     pub admin_chain: String,
     pub ingress_policy: IngressPolicy,
     /// The firewalld zone when the firewalld backend is used.
-    pub firewalld: Option<String>,
+    pub firewalld_zone: Option<String>,
 }
 
-/// Parse; `env_backend` is the node override, `probe` answers "kernel has nf_tables".
-pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, probe: impl FnOnce() -> bool) -> Result<Conf> {
+/// Parse; `env_backend` is the node override, `default` the backend when neither it nor the
+/// config decides (the reference's rule, [`crate::firewall::default_backend`], outside tests),
+/// `firewalld_running` whether firewalld owns its bus name (asked only when no key decides).
+pub fn load_with(
+    ctx: &Ctx,
+    env_backend: Option<&str>,
+    default: impl FnOnce() -> BackendKind,
+    firewalld_running: impl FnOnce() -> bool,
+) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
-    let configured = raw.backend.as_deref().filter(|b| !b.is_empty());
-    let firewalld = firewalld::selected(env_backend, configured, firewalld::running)
-        .then(|| firewalld::zone_or_default(raw.firewalld_zone.as_deref()));
-    let configured = configured.filter(|b| *b != "firewalld");
-    let backend = BackendKind::choose_with(env_backend.filter(|e| !e.is_empty()), configured, probe)
-        .map_err(|e| CniError::config(format!("{e:#}")))?;
+    let firewalld_zone =
+        filter::firewalld_zone(env_backend, raw.backend.as_deref(), raw.firewalld_zone.as_deref(), firewalld_running);
+    let backend = filter::choose(env_backend, raw.backend.as_deref(), default)?;
     let ingress_policy = IngressPolicy::parse(raw.ingress_policy.as_deref().unwrap_or(""))
         .map_err(|e| CniError::config(format!("{e:#}")))?;
     Ok(Conf {
         backend,
         admin_chain: raw.admin_chain.filter(|c| !c.is_empty()).unwrap_or_else(|| DEFAULT_ADMIN_CHAIN.into()),
         ingress_policy,
-        firewalld,
+        firewalld_zone,
     })
 }
 
 fn load(ctx: &Ctx) -> Result<Conf> {
     let env = std::env::var(crate::firewall::ENV_BACKEND).ok();
-    load_with(ctx, env.as_deref(), crate::firewall::nft_available)
+    load_with(ctx, env.as_deref(), crate::firewall::default_backend, filter::firewalld_running)
 }
 
 /// What the layer needs: every prevResult IP, the bridge = interface 0 (for the ingress policy).
@@ -131,63 +136,26 @@ pub fn spec(ctx: &Ctx, conf: &Conf, prev: Option<&CniResult>) -> FirewallSpec {
         admin_chain: conf.admin_chain.clone(),
         ingress_policy: conf.ingress_policy,
         bridge: prev.and_then(|p| p.interfaces.first()).map(|i| i.name.clone()).filter(|n| !n.is_empty()),
+        firewalld_zone: conf.firewalld_zone.clone(),
     }
 }
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
     let prev = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("missing prevResult from earlier plugin"))?;
-    let s = spec(ctx, &conf, Some(&prev));
-    if conf.ingress_policy != IngressPolicy::Open && s.bridge.is_none() {
-        anyhow::bail!("ingressPolicy needs the bridge as the first interface of prevResult");
-    }
-    if let Some(zone) = &conf.firewalld {
-        firewalld::add(zone, &s.ips)?;
-        if conf.ingress_policy == IngressPolicy::Open {
-            return Ok(prev);
-        }
-    }
-    match conf.backend {
-        BackendKind::Iptables => fwplugin::iptables_add(&s),
-        BackendKind::Nftables => fwplugin::nft_add(&s),
-    }
-    .inspect_err(|_| {
-        let _ = conf.firewalld.as_ref().map(|zone| firewalld::remove(zone, &s.ips));
-    })?;
+    filter::ensure(conf.backend, &spec(ctx, &conf, Some(&prev)))?;
     Ok(prev)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    let s = spec(ctx, &conf, ctx.prev_result.as_ref());
-    if let Some(zone) = &conf.firewalld {
-        firewalld::remove(zone, &s.ips)?;
-        if conf.ingress_policy == IngressPolicy::Open {
-            return Ok(());
-        }
-    }
-    match conf.backend {
-        // iptables rules carry no id: they are found by address, so they need prevResult
-        BackendKind::Iptables if s.ips.is_empty() => Ok(()),
-        BackendKind::Iptables => fwplugin::iptables_del(&s),
-        BackendKind::Nftables => fwplugin::nft_del(&ctx.container_id),
-    }
+    filter::remove(conf.backend, &spec(ctx, &conf, ctx.prev_result.as_ref()))
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("missing prevResult from earlier plugin"))?;
-    let s = spec(ctx, &conf, Some(prev));
-    if let Some(zone) = &conf.firewalld {
-        firewalld::check(zone, &s.ips)?;
-        if conf.ingress_policy == IngressPolicy::Open {
-            return Ok(());
-        }
-    }
-    match conf.backend {
-        BackendKind::Iptables => fwplugin::iptables_check(&s),
-        BackendKind::Nftables => fwplugin::nft_check(&s),
-    }
+    filter::check(conf.backend, &spec(ctx, &conf, Some(prev)))
 }
 
 #[cfg(test)]
@@ -203,24 +171,49 @@ mod tests {
 
     #[test]
     fn config_defaults_and_errors() {
-        let c = load_with(&ctx(json!({"name": "n"})), None, || true).unwrap();
+        let c = load_with(&ctx(json!({"name": "n"})), None, || BackendKind::Nftables, || false).unwrap();
         assert_eq!(
             (c.backend, c.admin_chain.as_str(), c.ingress_policy),
-            (BackendKind::Nftables, "CNI-ADMIN", IngressPolicy::Open)
+            (Backend::Nftables, "CNI-ADMIN", IngressPolicy::Open)
         );
-        let c = load_with(&ctx(json!({"iptablesAdminChainName": "MY", "ingressPolicy": "isolated"})), None, || true)
-            .unwrap();
+        let c = load_with(
+            &ctx(json!({"iptablesAdminChainName": "MY", "ingressPolicy": "isolated"})),
+            None,
+            || BackendKind::Nftables,
+            || false,
+        )
+        .unwrap();
         assert_eq!((c.admin_chain.as_str(), c.ingress_policy), ("MY", IngressPolicy::Isolated));
-        assert_eq!(load_with(&ctx(json!({})), None, || false).unwrap().backend, BackendKind::Iptables);
         assert_eq!(
-            load_with(&ctx(json!({"backend": "nftables"})), Some("iptables"), || true).unwrap().backend,
-            BackendKind::Iptables
+            load_with(&ctx(json!({})), None, || BackendKind::Iptables, || false).unwrap().backend,
+            Backend::Iptables
         );
-        let c = load_with(&ctx(json!({"backend": "firewalld", "firewalldZone": "internal"})), None, || true).unwrap();
-        assert_eq!(c.firewalld.as_deref(), Some("internal"));
-        let c = load_with(&ctx(json!({"backend": "firewalld"})), Some("iptables"), || true).unwrap();
-        assert_eq!((c.firewalld, c.backend), (None, BackendKind::Iptables));
-        assert!(load_with(&ctx(json!({"ingressPolicy": "bogus"})), None, || true).is_err());
-        assert!(load_with(&ctx(json!({"backend": "ebtables"})), None, || true).is_err());
+        assert_eq!(
+            load_with(&ctx(json!({"backend": "nftables"})), Some("iptables"), || BackendKind::Nftables, || false)
+                .unwrap()
+                .backend,
+            Backend::Iptables
+        );
+        // firewalld: by key (zone default `trusted`, or firewalldZone), or with no key when it runs;
+        // the env override names another backend and wins; the isolation rules keep a rules backend
+        let c = load_with(&ctx(json!({"backend": "firewalld"})), None, || BackendKind::Nftables, || false).unwrap();
+        assert_eq!((c.firewalld_zone.as_deref(), c.backend), (Some("trusted"), Backend::Nftables));
+        let c = load_with(
+            &ctx(json!({"backend": "firewalld", "firewalldZone": "internal"})),
+            None,
+            || BackendKind::Iptables,
+            || false,
+        )
+        .unwrap();
+        assert_eq!(c.firewalld_zone.as_deref(), Some("internal"));
+        let c = load_with(&ctx(json!({})), None, || BackendKind::Iptables, || true).unwrap();
+        assert_eq!(c.firewalld_zone.as_deref(), Some("trusted"));
+        let c = load_with(&ctx(json!({"backend": "nftables"})), None, || BackendKind::Iptables, || true).unwrap();
+        assert_eq!((c.firewalld_zone, c.backend), (None, Backend::Nftables));
+        let c = load_with(&ctx(json!({"backend": "firewalld"})), Some("iptables"), || BackendKind::Nftables, || true)
+            .unwrap();
+        assert_eq!((c.firewalld_zone, c.backend), (None, Backend::Iptables));
+        assert!(load_with(&ctx(json!({"ingressPolicy": "bogus"})), None, || BackendKind::Nftables, || false).is_err());
+        assert!(load_with(&ctx(json!({"backend": "ebtables"})), None, || BackendKind::Nftables, || false).is_err());
     }
 }
