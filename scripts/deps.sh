@@ -20,6 +20,8 @@ packages=(
     # dhcp tests (dnsmasq as the server, systemd-socket-activate), VM tests for kernel features this host lacks
     # (on a machine with backports' qemu-utils 10.x, apt replaces it: Debian 12's qemu-system-x86 needs 7.2)
     dnsmasq-base qemu-system-x86 busybox-static systemd
+    # dhcp tests: ISC dhclient -6 proves the DHCPv6 server side (busybox udhcpc does DHCPv4)
+    isc-dhcp-client
 )
 
 missing=()

@@ -624,31 +624,42 @@ pub static DOCS: &[AppletDoc] = &[
     AppletDoc {
         name: "dhcp",
         kind: Kind::Ipam,
-        summary: "Gets an IPv4 address from a DHCP server on the container's network through the \
-                  lease daemon (`dhcp daemon`), which keeps the leases renewed.",
+        summary: "Gets an IPv4 address (DHCPv4) and, with `ipv6`, an IPv6 address (stateful DHCPv6) from the \
+                  DHCP servers on the container's network through the lease daemon (`dhcp daemon`), which keeps \
+                  the leases renewed; DNS from the leases goes into the result. Guide: docs/guides/dhcp.md.",
         section: "ipam",
         keys: &[
             k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the daemon's socket"),
+            k("ipv4", "bool", "true", "lease an IPv4 address with DHCPv4"),
+            k("ipv6", "bool", "false", "lease an IPv6 address with DHCPv6 (IA_NA), reported as /128"),
             k(
                 "request",
                 "list of {option, skipDefault}",
                 "[]",
-                "options to ask for (routers and subnet-mask unless skipDefault)",
+                "DHCPv4 options to ask for (routers, subnet-mask, DNS servers, domain, search unless skipDefault)",
             ),
-            k("provide", "list of {option, value, fromArg}", "[]", "options to send; fromArg takes a CNI_ARGS value"),
+            k(
+                "provide",
+                "list of {option, value, fromArg}",
+                "[]",
+                "DHCPv4 options to send; fromArg takes a CNI_ARGS value",
+            ),
             k("priority", "int", "0", "metric of every returned route"),
+            k("dns", "object", "{}", "nameservers/domain/search/options that win over the leases' DNS, field by field"),
         ],
         notes: &[
             "`dhcp daemon [-socketpath P] [-pidfile P] [-hostprefix P] [-broadcast] [-timeout 10s] [-resendmax 62s] \
              [-resendtimeout 208s] [-statedir /var/lib/cni/dhcp] [-linkcheck 10s]` runs the daemon; leases persist \
              in -statedir across restarts.",
+            "A v6 lease is reported as /128 with no gateway or route: the on-link prefix and the default route come \
+             from router advertisements. DEL releases even when the main plugin deleted the link first.",
         ],
         example: r#"{
   "cniVersion": "1.0.0",
   "name": "lan",
-  "type": "macvlan",
-  "master": "eth0",
-  "ipam": {"type": "dhcp", "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}
+  "type": "bridge",
+  "bridge": "br0",
+  "ipam": {"type": "dhcp", "ipv6": true, "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}
 }"#,
     },
 ];

@@ -804,6 +804,13 @@ impl Lan {
             }
         }
         ns.must(&["ip", "link", "set", "eth0", "up"]);
+        // dhclient -6 -1 gives up at once without a link-local address: wait for it
+        let ll = harness::wait_for(10, || {
+            let out = ns.exec(&["ip", "-6", "addr", "show", "dev", "eth0", "scope", "link"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("fe80:") && !text.contains("tentative")
+        });
+        assert!(ll, "stock port eth0 got no link-local address");
         self.stock.push(ns);
         self.stock.len() - 1
     }
@@ -1050,6 +1057,26 @@ fn macvlan_release_after_del() {
     lan.w.del(&conf).cid("ctr1").container(c).run().ok();
     lan.wait("DEL to release the macvlan lease", 5, || !lan.server_addrs().contains(&a4));
     assert!(lan.state_files().is_empty());
+
+    // IPAM DEL while the link still exists (macvlan and host-device call it first): the address
+    // is off the device before the server can hand it to someone else
+    let c2 = lan.w.add_container();
+    let r = lan.w.add(&conf).cid("ctr2").container(c2).run().ok();
+    let b = ips_of(&r)[0].clone();
+    assert_eq!(lan.w.c(c2).addrs("eth0"), vec![b.clone()]);
+    let mut ipam_only = conf.clone();
+    ipam_only["type"] = "dhcp".into();
+    // DHCPv4 DNS options (dns-server, domain-name, domain-search) land in the IPAM result's
+    // `dns` (macvlan itself, like the reference, answers with the network config's dns)
+    let d = lan.w.add(&ipam_only).cid("ctr2").container(c2).run().ok();
+    let n = lan.n;
+    assert_eq!(strs(&d["dns"]["nameservers"]), [format!("198.19.{n}.53"), format!("198.19.{n}.54")], "{d}");
+    assert_eq!(d["dns"]["domain"], "lab.example", "{d}");
+    assert_eq!(strs(&d["dns"]["search"]), ["lab.example", "corp.lab.example"], "{d}");
+    lan.w.del(&ipam_only).cid("ctr2").container(c2).run().ok();
+    assert!(lan.w.c(c2).addrs("eth0").is_empty(), "{:?}", lan.w.c(c2).addrs("eth0"));
+    lan.wait("the release with the link in place", 5, || !lan.server_addrs().contains(&host_part(&b)));
+    lan.w.del(&conf).cid("ctr2").container(c2).run().ok();
 }
 
 /// DHCPv6 leases persisted by a stopped daemon come back aged past T1 (RENEW), past T2
@@ -1144,4 +1171,35 @@ fn link_down_at_expiry_and_up_on_reacquire() {
                 .is_some_and(|v| v.get("link_down").is_none())
     });
     assert!(lan.server_addrs().contains(&a4), "re-acquired the same address: {:?}", lan.server_addrs());
+}
+
+/// A real T1 for DHCPv6: dnsmasq's 2-minute lease is renewed (RENEW to the server that gave
+/// it) after 60 s, same address, the lease file follows. About 70 s.
+#[test]
+#[ignore = "slow (70 s): make test-slow"]
+fn slow_v6_renews_at_t1() {
+    let mut lan = Lan::new("dhs", 75, &["up0"]);
+    lan.w.host.must(&["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    lan.w.host.must(&["ip", "link", "set", "up0", "master", "br0"]);
+    lan.w.host.must(&["ip", "link", "set", "br0", "up"]);
+    lan.start_dnsmasq();
+    let k = lan.stock_port("veth", "br0");
+    lan.dhclient6(k);
+    lan.start_daemon("10s");
+    let c = lan.w.add_container();
+    let conf = lan.bridge_conf(serde_json::json!({"ipv4": false, "ipv6": true}));
+    let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+    let a6 = host_part(&ips_of(&r)[0]);
+    let read = |lan: &Lan| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&lan.state_files()[0]).unwrap()).unwrap()
+    };
+    let first = read(&lan)["lease6"].clone();
+    assert_eq!(first["t1_secs"], 60, "{first}");
+    std::thread::sleep(Duration::from_secs(58));
+    lan.wait("a DHCPv6 RENEW at T1", 15, || lan.dnsmasq_log().contains("DHCPRENEW"));
+    lan.wait("the lease file to follow", 5, || {
+        read(&lan)["lease6"]["acquired_unix"].as_u64() >= first["acquired_unix"].as_u64().map(|t| t + 55)
+    });
+    assert_eq!(read(&lan)["lease6"]["address"], a6.as_str());
+    assert!(lan.w.c(c).ping(&lan.srv6(), 20), "v6 still works after the renewal");
 }
