@@ -422,13 +422,13 @@ fn slow_v4_renews_at_t1() {
     assert!(saved.contains(&format!("\"acquired_unix\": {}", now.acquired_unix)), "{saved}");
 }
 
-// ---- process level: the real binary (needs the CLI dispatch for `dhcp` and `dhcp daemon`)
+// ---- process level: the real binary as plugin and as daemon
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cni-multi")
 }
 
-/// Whether the binary already dispatches the `dhcp` applet (VERSION answers).
+/// Run the `dhcp` applet of the real binary: (success, stdout).
 fn plugin(cmd: &str, id: &str, netns: &str, conf: &str) -> (bool, String) {
     use std::io::Write;
     let mut child = Proc::new(bin())
@@ -1031,6 +1031,9 @@ fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
         !l.contains(&a4) && !l.contains(&a6)
     });
     assert!(lan.state_files().is_empty(), "{:?}", lan.state_files());
+    // the link was gone: both releases left from the host side, on the bridge
+    let log = lan.daemon_log();
+    assert!(log.contains("broadcast on br0") && log.contains("DHCPv6 on br0, answered"), "{log}");
     lan.w.del(&conf).cid("ctr1").container(c1).run().ok();
 }
 
@@ -1077,6 +1080,30 @@ fn macvlan_release_after_del() {
     assert!(lan.w.c(c2).addrs("eth0").is_empty(), "{:?}", lan.w.c(c2).addrs("eth0"));
     lan.wait("the release with the link in place", 5, || !lan.server_addrs().contains(&host_part(&b)));
     lan.w.del(&conf).cid("ctr2").container(c2).run().ok();
+}
+
+/// host-device + dhcp: the device moved into the container gets its lease through the daemon;
+/// DEL (IPAM DEL first, then the device goes back to the host) releases at the server.
+#[test]
+fn host_device_release_after_del() {
+    let mut lan = Lan::new("dhd", 76, &["up0", "hd0"]);
+    lan.start_dnsmasq();
+    let k = lan.stock_port("macvlan", "up0");
+    lan.udhcpc(k);
+    lan.start_daemon("10s");
+    let c = lan.w.add_container();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "dhcpnet", "type": "host-device", "device": "hd0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+    });
+    let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+    let a4 = host_part(&ips_of(&r)[0]);
+    assert!(lan.server_addrs().contains(&a4));
+    assert!(lan.w.c(c).ping(&lan.srv4(), 5));
+    lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    assert!(lan.w.host.link("hd0").is_some(), "host-device gave the device back");
+    lan.wait("DEL to release the host-device lease", 5, || !lan.server_addrs().contains(&a4));
+    assert!(lan.state_files().is_empty());
 }
 
 /// DHCPv6 leases persisted by a stopped daemon come back aged past T1 (RENEW), past T2

@@ -516,13 +516,14 @@ impl Daemon {
         let netns = self.netns_path(&rec.netns);
         let addr =
             rec.lease.as_ref().map(|l| IpAddr::V4(l.address)).or(rec.lease6.as_ref().map(|l| IpAddr::V6(l.address)));
-        let in_container = ns::link_exists(&netns, &rec.ifname).is_ok_and(|i| i.up);
-        if in_container {
-            if let Some(a) = addr {
-                if let Err(e) = ns::remove_addr(&netns, &rec.ifname, a) {
-                    tracing::warn!(%id, "cannot remove {a} before releasing it: {e:#}");
-                }
+        let link = ns::link_exists(&netns, &rec.ifname).ok();
+        if let (Some(_), Some(a)) = (&link, addr) {
+            if let Err(e) = ns::remove_addr(&netns, &rec.ifname, a) {
+                tracing::warn!(%id, "cannot remove {a} before releasing it: {e:#}");
             }
+        }
+        // a link this daemon set down (expired lease) cannot send: the host side can
+        if link.is_some_and(|l| l.up) {
             match self.release_in_container(rec, &netns) {
                 Ok(()) => {
                     tracing::info!(%id, address = %rec.address(), "lease released");
