@@ -949,7 +949,21 @@ fn host_part(a: &str) -> String {
 #[test]
 fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
     let mut lan = Lan::new("dhb", 71, &["up0"]);
-    lan.w.host.must(&["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    // a fixed MAC, as a node bridge carrying its uplink has: otherwise the bridge takes the
+    // lowest port MAC and changes it as container ports come and go (the server's neighbour
+    // entry for the bridge then goes stale and its DHCPv6 REPLY to a release is lost)
+    lan.w.host.must(&[
+        "ip",
+        "link",
+        "add",
+        "br0",
+        "address",
+        "02:00:00:00:71:01",
+        "type",
+        "bridge",
+        "forward_delay",
+        "0",
+    ]);
     lan.w.host.must(&["ip", "link", "set", "up0", "master", "br0"]);
     lan.w.host.must(&["ip", "link", "set", "br0", "up"]);
     lan.start_dnsmasq();
@@ -1033,7 +1047,11 @@ fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
     assert!(lan.state_files().is_empty(), "{:?}", lan.state_files());
     // the link was gone: both releases left from the host side, on the bridge
     let log = lan.daemon_log();
-    assert!(log.contains("broadcast on br0") && log.contains("DHCPv6 on br0, answered"), "{log}");
+    assert!(
+        log.contains("broadcast on br0") && log.contains("DHCPv6 on br0, answered"),
+        "{log}\n{}",
+        lan.dnsmasq_log()
+    );
     lan.w.del(&conf).cid("ctr1").container(c1).run().ok();
 }
 
