@@ -409,6 +409,7 @@ impl Daemon {
     ) -> anyhow::Result<Client6<'a>> {
         let (sock, info) = ns::open_client_socket6(netns, ifname, bring_up, self.cfg.timeout)?;
         Ok(Client6 {
+            mac: info.mac,
             sock,
             ifindex: info.index,
             ifname: ifname.to_string(),
@@ -430,6 +431,7 @@ impl Daemon {
             Ok(Some(lease)) => {
                 let mut rec = self.record_for(req, key, ClientOptions::default(), lower);
                 rec.lease6 = Some(lease);
+                rec.mac = Some(client.mac);
                 Ok(rec)
             }
             Ok(None) => Err(self.no_answer(req, "DHCPv6")),
@@ -586,6 +588,7 @@ impl Daemon {
                     let never = || false;
                     match ns::host_socket6_on(dev).and_then(|(sock, ifindex)| {
                         let c = Client6 {
+                            mac: rec.mac.unwrap_or_default(),
                             sock,
                             ifindex,
                             ifname: dev.clone(),
@@ -666,6 +669,7 @@ impl Daemon {
     fn maintain(self: &Arc<Self>, entry: &Arc<Entry>) {
         let mut failures_since: Option<Instant> = None;
         let mut retry = Duration::from_secs(1);
+        self.learn_link_facts(entry);
         loop {
             if entry.is_stopped() || self.shutting_down.load(Ordering::Relaxed) {
                 return;
@@ -705,6 +709,28 @@ impl Daemon {
                     retry = retry.saturating_mul(2).min(Duration::from_secs(10));
                 }
             }
+        }
+    }
+
+    /// A lease file written before lower devices and MACs were recorded learns them on
+    /// resume, so a later release after the link is gone still finds the host-side path.
+    fn learn_link_facts(&self, entry: &Entry) {
+        let rec = lock(&entry.rec).clone();
+        let netns = self.netns_path(&rec.netns);
+        let lower = match rec.lower {
+            Some(_) => None,
+            None => ns::lower_device(&netns, &rec.ifname).ok().flatten(),
+        };
+        let mac = match rec.mac {
+            Some(_) => None,
+            None => ns::link_exists(&netns, &rec.ifname).ok().map(|i| i.mac),
+        };
+        if lower.is_some() || mac.is_some() {
+            tracing::debug!(id = %rec.id(), ?lower, "link facts learned");
+            self.update(entry, |r| {
+                r.lower = r.lower.take().or(lower);
+                r.mac = r.mac.or(mac);
+            });
         }
     }
 

@@ -300,6 +300,8 @@ pub enum Renewal6 {
 /// A DHCPv6 client on one interface (socket bound to [::]:546 on it, in the container netns).
 pub struct Client6<'a> {
     pub sock: UdpSocket,
+    /// the interface's MAC (recorded with the lease)
+    pub mac: [u8; 6],
     pub ifindex: u32,
     pub ifname: String,
     pub duid: Vec<u8>,
