@@ -1192,28 +1192,39 @@ fn v6_resume_renews_rebinds_and_reacquires() {
 }
 
 /// A lease that expired while no server answers takes the link down; the link comes back up
-/// when the lease is re-acquired.
+/// when the lease is re-acquired (DHCPv4).
 #[test]
 fn link_down_at_expiry_and_up_on_reacquire() {
-    let mut lan = Lan::new("dhx", 74, &["up0"]);
+    link_down_case("dhx", 74, false);
+}
+
+/// The same for a DHCPv6 lease (re-SOLICIT after expiry, link-local DAD after the link comes up).
+#[test]
+fn link_down_at_v6_expiry_and_up_on_reacquire() {
+    link_down_case("dhy", 77, true);
+}
+
+fn link_down_case(tag: &str, n: u8, v6: bool) {
+    let mut lan = Lan::new(tag, n, &["up0"]);
     lan.start_dnsmasq();
-    lan.start_daemon("2s");
+    lan.start_daemon("3s");
     let c = lan.w.add_container();
     let conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
-        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock, "ipv4": !v6, "ipv6": v6},
     });
     let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
-    let a4 = host_part(&ips_of(&r)[0]);
+    let addr = host_part(&ips_of(&r)[0]);
+    let field = if v6 { "lease6" } else { "lease" };
     lan.stop_daemon();
     lan.stop_dnsmasq();
     for f in lan.state_files() {
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-        let t = v["lease"]["acquired_unix"].as_u64().unwrap() - 300;
-        v["lease"]["acquired_unix"] = t.into();
+        let t = v[field]["acquired_unix"].as_u64().unwrap() - 300;
+        v[field]["acquired_unix"] = t.into();
         std::fs::write(&f, serde_json::to_vec(&v).unwrap()).unwrap();
     }
-    lan.start_daemon("2s");
+    lan.start_daemon("3s");
     let is_up = |lan: &Lan| {
         lan.w.c(c).link("eth0").is_some_and(|l| l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")))
     };
@@ -1221,14 +1232,14 @@ fn link_down_at_expiry_and_up_on_reacquire() {
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&lan.state_files()[0]).unwrap()).unwrap();
     assert_eq!(saved["link_down"], true, "{saved}");
     lan.start_dnsmasq();
-    lan.wait("re-acquire to bring eth0 back up", 25, || {
+    lan.wait("re-acquire to bring eth0 back up", 30, || {
         is_up(&lan)
             && std::fs::read(&lan.state_files()[0])
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .is_some_and(|v| v.get("link_down").is_none())
     });
-    assert!(lan.server_addrs().contains(&a4), "re-acquired the same address: {:?}", lan.server_addrs());
+    assert!(lan.server_addrs().contains(&addr), "re-acquired the same address: {:?}", lan.server_addrs());
 }
 
 /// A real T1 for DHCPv6: dnsmasq's 2-minute lease is renewed (RENEW to the server that gave
