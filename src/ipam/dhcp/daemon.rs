@@ -245,11 +245,6 @@ impl Daemon {
         lock(&self.leases).get(&format!("{key}#6")).and_then(|e| lock(&e.rec).lease6.clone())
     }
 
-    /// The whole record of a lease id (tests look at the link-down mark).
-    pub fn record(&self, id: &str) -> Option<Record> {
-        lock(&self.leases).get(id).map(|e| lock(&e.rec).clone())
-    }
-
     fn netns_path(&self, netns: &str) -> PathBuf {
         prefixed(&self.cfg.hostprefix, netns)
     }
