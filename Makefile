@@ -66,6 +66,12 @@ test-cargo:
 test-vm:
 	scripts/test-vm.sh
 
+# tests that wait for real DHCP timers (dnsmasq's shortest lease is 2 min, so T1 is 60 s): #[ignore]d,
+# so `make test` skips them; about 70 s each, run in parallel (tests/dhcp.rs `slow_*`)
+.PHONY: test-slow
+test-slow: deps
+	$(CARGO) test --locked --test tests -- --ignored dhcp::slow_
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings

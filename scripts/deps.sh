@@ -23,6 +23,8 @@ packages=(
     # firewalld backend tests: a private dbus-daemon and a real firewalld inside a test netns (never
     # started as a service: the tests run it with --nofork on their own bus and config dirs)
     dbus dbus-daemon firewalld
+    # dhcp tests: ISC dhclient -6 proves the DHCPv6 server side (busybox udhcpc does DHCPv4)
+    isc-dhcp-client
 )
 
 missing=()

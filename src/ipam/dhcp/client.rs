@@ -23,7 +23,9 @@ pub mod opt {
     pub const PAD: u8 = 0;
     pub const SUBNET_MASK: u8 = 1;
     pub const ROUTERS: u8 = 3;
+    pub const DNS_SERVERS: u8 = 6;
     pub const HOST_NAME: u8 = 12;
+    pub const DOMAIN_NAME: u8 = 15;
     pub const STATIC_ROUTES: u8 = 33;
     pub const REQUESTED_IP: u8 = 50;
     pub const LEASE_TIME: u8 = 51;
@@ -38,6 +40,7 @@ pub mod opt {
     pub const VENDOR_CLASS: u8 = 60;
     pub const CLIENT_ID: u8 = 61;
     pub const USER_CLASS: u8 = 77;
+    pub const DOMAIN_SEARCH: u8 = 119;
     pub const CLASSLESS_ROUTES: u8 = 121;
     pub const END: u8 = 255;
 }
@@ -288,6 +291,15 @@ pub struct Lease {
     /// wall-clock time the ACK arrived (unix seconds), so a restarted daemon can resume
     pub acquired_unix: u64,
     pub routes: Vec<LeaseRoute>,
+    /// option 6
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// option 15
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// option 119
+    #[serde(default)]
+    pub search: Vec<String>,
 }
 
 pub fn now_unix() -> u64 {
@@ -319,6 +331,16 @@ impl Lease {
                 r
             }
         };
+        let dns = ack
+            .get(opt::DNS_SERVERS)
+            .map(|v| v.chunks_exact(4).filter_map(addr_at0).filter(|a| !a.is_unspecified()).collect())
+            .unwrap_or_default();
+        let domain = ack
+            .get(opt::DOMAIN_NAME)
+            .map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').trim().to_string())
+            .filter(|d| !d.is_empty());
+        // a broken search list loses the search list, not the lease
+        let search = ack.get(opt::DOMAIN_SEARCH).and_then(|v| super::dns::decode_names(v).ok()).unwrap_or_default();
         Ok(Lease {
             address: ack.yiaddr,
             prefix_len,
@@ -329,6 +351,9 @@ impl Lease {
             t2_secs: t2,
             acquired_unix: now_unix(),
             routes,
+            dns,
+            domain,
+            search,
         })
     }
 
@@ -577,14 +602,10 @@ impl Client<'_> {
         })
     }
 
-    /// DHCPRELEASE: unicast to the server from the leased address; when the address is not
-    /// (or no longer) on the interface, or the unicast cannot be sent, broadcast it instead.
+    /// DHCPRELEASE from the container interface: unicast to the server from the leased address
+    /// when it is on the interface, else broadcast.
     pub fn release(&self, lease: &Lease) -> anyhow::Result<()> {
-        let mut m = Message::request(MsgType::Release, random_u32(), self.mac);
-        m.ciaddr = lease.address;
-        m.set(opt::SERVER_ID, lease.server_id.octets().to_vec());
-        m.set(opt::CLIENT_ID, self.opts.client_id.clone());
-        let bytes = m.encode();
+        let bytes = release_message(lease, self.mac, &self.opts.client_id);
         if self.local_addrs.contains(&lease.address)
             && self.sock.send_to(&bytes, SocketAddrV4::new(lease.server_id, SERVER_PORT)).is_ok()
         {
@@ -595,6 +616,16 @@ impl Client<'_> {
             .with_context(|| format!("sending DHCPRELEASE on {}", self.ifname))?;
         Ok(())
     }
+}
+
+/// A DHCPRELEASE for `lease`: ciaddr, server identifier and client identifier are what a
+/// server matches the lease by, wherever the message comes from.
+pub fn release_message(lease: &Lease, mac: [u8; 6], client_id: &[u8]) -> Vec<u8> {
+    let mut m = Message::request(MsgType::Release, random_u32(), mac);
+    m.ciaddr = lease.address;
+    m.set(opt::SERVER_ID, lease.server_id.octets().to_vec());
+    m.set(opt::CLIENT_ID, client_id.to_vec());
+    m.encode()
 }
 
 #[cfg(test)]

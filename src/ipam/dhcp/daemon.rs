@@ -3,13 +3,17 @@
 //! expiry or NAK), persists leases so a restart resumes them, and drops leases whose
 //! netns or link vanished.
 
-use super::client::{deadline_in, now_unix, Backoff, Client, ClientOptions, Lease, Renewal};
+use super::client::{
+    deadline_in, now_unix, release_message, Backoff, Client, ClientOptions, Lease, Renewal, SERVER_PORT,
+};
 use super::ns;
 use super::rpc::{self, Method, Request, Response};
 use super::store::{Record, Store};
+use super::v6::{self, Client6, Lease6, Renewal6};
 use crate::cni::code;
 use anyhow::{anyhow, bail, Context};
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -193,6 +197,14 @@ pub struct Daemon {
 /// A failure with the CNI code the plugin should report.
 struct Failure(u32, String);
 
+/// Where a lease stands; renew/rebind carry the time left until the next phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Renew(Duration),
+    Rebind(Duration),
+    Expired,
+}
+
 impl Daemon {
     /// Open the store and resume every persisted lease.
     pub fn start(cfg: DaemonConfig) -> anyhow::Result<Arc<Daemon>> {
@@ -206,7 +218,7 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
         });
         for rec in records {
-            tracing::info!(key = %rec.key, address = %rec.lease.address, "resuming persisted lease");
+            tracing::info!(id = %rec.id(), address = %rec.address(), "resuming persisted lease");
             d.insert_and_maintain(rec);
         }
         Ok(d)
@@ -216,16 +228,21 @@ impl Daemon {
         &self.cfg
     }
 
-    /// Keys of the leases being maintained.
+    /// Ids of the leases being maintained: the attachment key for a v4 lease, `<key>#6` for v6.
     pub fn lease_keys(&self) -> Vec<String> {
         let mut v: Vec<String> = lock(&self.leases).keys().cloned().collect();
         v.sort();
         v
     }
 
-    /// The current lease for a key.
+    /// The current v4 lease of an attachment key.
     pub fn lease(&self, key: &str) -> Option<Lease> {
-        lock(&self.leases).get(key).map(|e| lock(&e.rec).lease.clone())
+        lock(&self.leases).get(key).and_then(|e| lock(&e.rec).lease.clone())
+    }
+
+    /// The current v6 lease of an attachment key.
+    pub fn lease6(&self, key: &str) -> Option<Lease6> {
+        lock(&self.leases).get(&format!("{key}#6")).and_then(|e| lock(&e.rec).lease6.clone())
     }
 
     fn netns_path(&self, netns: &str) -> PathBuf {
@@ -239,14 +256,14 @@ impl Daemon {
     /// Handle one request.
     pub fn handle(self: &Arc<Self>, req: &Request) -> Response {
         let res = match req.method {
-            Method::Ping => Ok(None),
-            Method::Allocate => self.allocate(req).map(Some),
-            Method::Release => self.release(req).map(|_| None),
-            Method::Gc => self.gc(req).map(|_| None),
-            Method::Check => self.check(req).map(Some),
+            Method::Ping => Ok((None, None)),
+            Method::Allocate => self.allocate(req),
+            Method::Release => self.release(req).map(|_| (None, None)),
+            Method::Gc => self.gc(req).map(|_| (None, None)),
+            Method::Check => self.check(req),
         };
         match res {
-            Ok(l) => Response::ok(l),
+            Ok((l4, l6)) => Response::ok(l4, l6),
             Err(Failure(c, m)) => {
                 tracing::warn!(method = ?req.method, key = %req.key(), "{m}");
                 Response::err(c, m)
@@ -254,28 +271,100 @@ impl Daemon {
         }
     }
 
-    fn allocate(self: &Arc<Self>, req: &Request) -> Result<Lease, Failure> {
+    fn allocate(self: &Arc<Self>, req: &Request) -> Result<(Option<Lease>, Option<Lease6>), Failure> {
         let key = req.key();
         if req.container_id.is_empty() || req.ifname.is_empty() || req.netns.is_empty() {
             return Err(Failure(code::INVALID_ENV, "allocate needs a container id, netns and interface".into()));
         }
-        if let Some(l) = self.lease(&key) {
-            return Ok(l);
+        if !req.ipv4 && !req.ipv6 {
+            return Err(Failure(code::INVALID_CONFIG, "ipv4 and ipv6 are both false: nothing to lease".into()));
+        }
+        let have4 = if req.ipv4 { self.lease(&key) } else { None };
+        let have6 = if req.ipv6 { self.lease6(&key) } else { None };
+        let need4 = req.ipv4 && have4.is_none();
+        let need6 = req.ipv6 && have6.is_none();
+        if !need4 && !need6 {
+            return Ok((have4, have6));
         }
         if !lock(&self.pending).insert(key.clone()) {
             return Err(Failure(code::TRY_AGAIN, format!("an allocation for {key} is already in progress")));
         }
-        let res = self.acquire_new(req, &key);
+        let netns = self.netns_path(&req.netns);
+        let lower = match ns::lower_device(&netns, &req.ifname) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(%key, "no lower device: {e:#}");
+                None
+            }
+        };
+        // both families at once (DHCPv6 first waits for the link-local address to pass DAD)
+        let (r4, r6) = std::thread::scope(|s| {
+            let h6 = need6.then(|| s.spawn(|| self.acquire6(req, &key, &lower)));
+            let r4 = need4.then(|| self.acquire4(req, &key, &lower));
+            let r6 =
+                h6.map(|h| h.join().unwrap_or_else(|_| Err(Failure(code::INTERNAL, "DHCPv6 worker panicked".into()))));
+            (r4, r6)
+        });
         lock(&self.pending).remove(&key);
-        let rec = res?;
-        let lease = rec.lease.clone();
-        self.store.save(&rec).map_err(|e| Failure(code::INTERNAL, format!("{e:#}")))?;
-        tracing::info!(%key, address = %lease.address, "lease acquired");
-        self.insert_and_maintain(rec);
-        Ok(lease)
+        let (r4, r6) = (r4.transpose(), r6.transpose());
+        let failed = match (&r4, &r6) {
+            (Err(Failure(c, m)), _) | (_, Err(Failure(c, m))) => Some(Failure(*c, m.clone())),
+            _ => None,
+        };
+        if let Some(f) = failed {
+            // all or nothing: give back what the other family got
+            for rec in [r4.ok().flatten(), r6.ok().flatten()].into_iter().flatten() {
+                self.send_release(&rec);
+            }
+            return Err(f);
+        }
+        let mut out = (have4, have6);
+        for rec in [r4.ok().flatten(), r6.ok().flatten()].into_iter().flatten() {
+            if let Err(e) = self.store.save(&rec) {
+                self.send_release(&rec);
+                return Err(Failure(code::INTERNAL, format!("{e:#}")));
+            }
+            tracing::info!(id = %rec.id(), address = %rec.address(), lower = ?rec.lower, "lease acquired");
+            if let Some(l) = &rec.lease {
+                out.0 = Some(l.clone());
+            }
+            if let Some(l) = &rec.lease6 {
+                out.1 = Some(l.clone());
+            }
+            self.insert_and_maintain(rec);
+        }
+        Ok(out)
     }
 
-    fn acquire_new(&self, req: &Request, key: &str) -> Result<Record, Failure> {
+    fn record_for(&self, req: &Request, key: &str, options: ClientOptions, lower: &Option<String>) -> Record {
+        Record {
+            key: key.to_string(),
+            container_id: req.container_id.clone(),
+            network: req.network.clone(),
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            options,
+            lease: None,
+            lease6: None,
+            lower: lower.clone(),
+            mac: None,
+            link_down: false,
+        }
+    }
+
+    fn no_answer(&self, req: &Request, what: &str) -> Failure {
+        Failure(
+            code::TRY_AGAIN,
+            format!(
+                "no {what} lease for {} in {}: no answer from a {what} server within {:?}",
+                req.ifname,
+                self.netns_path(&req.netns).display(),
+                self.cfg.timeout
+            ),
+        )
+    }
+
+    fn acquire4(&self, req: &Request, key: &str, lower: &Option<String>) -> Result<Record, Failure> {
         let mut options = req.options.clone();
         if options.client_id.is_empty() {
             options.client_id = ClientOptions::client_id_for(key);
@@ -293,46 +382,91 @@ impl Daemon {
             backoff: self.backoff(),
             cancel: &never,
         };
-        let deadline = deadline_in(self.cfg.timeout);
-        match client.acquire(None, deadline) {
-            Ok(Some(lease)) => Ok(Record {
-                key: key.to_string(),
-                container_id: req.container_id.clone(),
-                network: req.network.clone(),
-                ifname: req.ifname.clone(),
-                netns: req.netns.clone(),
-                options,
-                lease,
-            }),
-            Ok(None) => Err(Failure(
-                code::TRY_AGAIN,
-                format!(
-                    "no DHCP lease for {} in {}: no answer from a DHCP server within {:?}",
-                    req.ifname,
-                    netns.display(),
-                    self.cfg.timeout
-                ),
-            )),
+        match client.acquire(None, deadline_in(self.cfg.timeout)) {
+            Ok(Some(lease)) => {
+                let mut rec = self.record_for(req, key, options.clone(), lower);
+                rec.lease = Some(lease);
+                rec.mac = Some(info.mac);
+                Ok(rec)
+            }
+            Ok(None) => Err(self.no_answer(req, "DHCP")),
             Err(e) => Err(Failure(code::INTERNAL, format!("DHCP on {}: {e:#}", req.ifname))),
         }
     }
 
-    fn check(&self, req: &Request) -> Result<Lease, Failure> {
-        let key = req.key();
-        let lease =
-            self.lease(&key).ok_or_else(|| Failure(code::INTERNAL, format!("no DHCP lease known for {key}")))?;
-        if lease.expiry_at() <= now_unix() {
-            return Err(Failure(code::INTERNAL, format!("the DHCP lease for {key} has expired")));
+    fn client6<'a>(
+        &self,
+        rec_key: &str,
+        netns: &Path,
+        ifname: &str,
+        bring_up: bool,
+        cancel: &'a (dyn Fn() -> bool + Sync),
+    ) -> anyhow::Result<Client6<'a>> {
+        let (sock, info) = ns::open_client_socket6(netns, ifname, bring_up, self.cfg.timeout)?;
+        Ok(Client6 {
+            mac: info.mac,
+            sock,
+            ifindex: info.index,
+            ifname: ifname.to_string(),
+            duid: v6::duid_for(rec_key),
+            iaid: v6::iaid_for(rec_key),
+            backoff: self.backoff(),
+            cancel,
+        })
+    }
+
+    fn acquire6(&self, req: &Request, key: &str, lower: &Option<String>) -> Result<Record, Failure> {
+        let netns = self.netns_path(&req.netns);
+        let deadline = deadline_in(self.cfg.timeout);
+        let never = || false;
+        let client = self
+            .client6(key, &netns, &req.ifname, true, &never)
+            .map_err(|e| Failure(code::INTERNAL, format!("DHCPv6 on {}: {e:#}", req.ifname)))?;
+        match client.acquire(None, deadline) {
+            Ok(Some(lease)) => {
+                let mut rec = self.record_for(req, key, ClientOptions::default(), lower);
+                rec.lease6 = Some(lease);
+                rec.mac = Some(client.mac);
+                Ok(rec)
+            }
+            Ok(None) => Err(self.no_answer(req, "DHCPv6")),
+            Err(e) => Err(Failure(code::INTERNAL, format!("DHCPv6 on {}: {e:#}", req.ifname))),
         }
-        Ok(lease)
     }
 
+    fn check(&self, req: &Request) -> Result<(Option<Lease>, Option<Lease6>), Failure> {
+        let key = req.key();
+        let now = now_unix();
+        let mut out = (None, None);
+        if req.ipv4 {
+            let l =
+                self.lease(&key).ok_or_else(|| Failure(code::INTERNAL, format!("no DHCP lease known for {key}")))?;
+            if l.expiry_at() <= now {
+                return Err(Failure(code::INTERNAL, format!("the DHCP lease for {key} has expired")));
+            }
+            out.0 = Some(l);
+        }
+        if req.ipv6 {
+            let l =
+                self.lease6(&key).ok_or_else(|| Failure(code::INTERNAL, format!("no DHCPv6 lease known for {key}")))?;
+            if l.expiry_at() <= now {
+                return Err(Failure(code::INTERNAL, format!("the DHCPv6 lease for {key} has expired")));
+            }
+            out.1 = Some(l);
+        }
+        Ok(out)
+    }
+
+    /// Release both families' leases of the attachment (whatever the config says now).
     fn release(&self, req: &Request) -> Result<(), Failure> {
-        self.release_key(&req.key())
+        let key = req.key();
+        let r4 = self.release_id(&key);
+        let r6 = self.release_id(&format!("{key}#6"));
+        r4.and(r6)
     }
 
-    /// GC: release every lease of `req.network` whose (container id, ifname) is not in
-    /// `req.valid`. Without a list nothing is touched (absent is not empty).
+    /// GC: release every lease (both families) of `req.network` whose (container id, ifname)
+    /// is not in `req.valid`. Without a list nothing is touched (absent is not empty).
     fn gc(&self, req: &Request) -> Result<(), Failure> {
         let Some(valid) = &req.valid else { return Ok(()) };
         let stale: Vec<String> = lock(&self.leases)
@@ -340,12 +474,12 @@ impl Daemon {
             .map(|e| lock(&e.rec).clone())
             .filter(|r| r.network == req.network)
             .filter(|r| !valid.iter().any(|(c, i)| *c == r.container_id && *i == r.ifname))
-            .map(|r| r.key)
+            .map(|r| r.id())
             .collect();
         let mut errors = Vec::new();
-        for key in stale {
-            tracing::info!(%key, "GC: releasing the lease of a stale attachment");
-            if let Err(Failure(_, m)) = self.release_key(&key) {
+        for id in stale {
+            tracing::info!(%id, "GC: releasing the lease of a stale attachment");
+            if let Err(Failure(_, m)) = self.release_id(&id) {
                 errors.push(m);
             }
         }
@@ -356,41 +490,126 @@ impl Daemon {
         }
     }
 
-    fn release_key(&self, key: &str) -> Result<(), Failure> {
-        let key = key.to_string();
-        let entry = lock(&self.leases).remove(&key);
+    fn release_id(&self, id: &str) -> Result<(), Failure> {
+        let entry = lock(&self.leases).remove(id);
         let Some(entry) = entry else {
-            tracing::debug!(%key, "release of an unknown lease");
+            tracing::debug!(%id, "release of an unknown lease");
             return Ok(());
         };
         entry.stop();
         entry.join();
         let rec = lock(&entry.rec).clone();
+        self.send_release(&rec);
+        self.store.remove(id).map_err(|e| Failure(code::INTERNAL, format!("{e:#}")))
+    }
+
+    /// Tell the server the lease is free. While the container link exists, the address is
+    /// taken off it first (so nobody gets it while the device still holds it) and the
+    /// release goes out on it. When the link is gone (bridge deletes it before IPAM DEL),
+    /// it goes out from the daemon's own netns: on the lower device recorded at ADD (the
+    /// bridge, the macvlan parent) and, for v4, also unicast to the server identifier.
+    fn send_release(&self, rec: &Record) {
+        let id = rec.id();
         let netns = self.netns_path(&rec.netns);
-        match ns::open_client_socket(&netns, &rec.ifname, false) {
-            Ok((sock, info)) => {
-                let never = || false;
-                let client = Client {
-                    sock,
-                    mac: info.mac,
-                    local_addrs: info.addrs.clone(),
-                    ifname: rec.ifname.clone(),
-                    opts: &rec.options,
-                    backoff: self.backoff(),
-                    cancel: &never,
-                };
-                match client.release(&rec.lease) {
-                    Ok(()) => tracing::info!(%key, address = %rec.lease.address, "lease released"),
-                    Err(e) => tracing::warn!(%key, "DHCPRELEASE not sent: {e:#}"),
+        let addr =
+            rec.lease.as_ref().map(|l| IpAddr::V4(l.address)).or(rec.lease6.as_ref().map(|l| IpAddr::V6(l.address)));
+        let link = ns::link_exists(&netns, &rec.ifname).ok();
+        if let (Some(_), Some(a)) = (&link, addr) {
+            if let Err(e) = ns::remove_addr(&netns, &rec.ifname, a) {
+                tracing::warn!(%id, "cannot remove {a} before releasing it: {e:#}");
+            }
+        }
+        // a link this daemon set down (expired lease) cannot send: the host side can
+        if link.is_some_and(|l| l.up) {
+            match self.release_in_container(rec, &netns) {
+                Ok(()) => {
+                    tracing::info!(%id, address = %rec.address(), "lease released");
+                    return;
+                }
+                Err(e) => tracing::info!(%id, "release from the container failed ({e:#}); trying the host side"),
+            }
+        }
+        match self.release_from_host(rec) {
+            Ok(how) => tracing::info!(%id, address = %rec.address(), "lease released ({how})"),
+            Err(e) => tracing::warn!(%id, "DHCP release not sent: {e:#}"),
+        }
+    }
+
+    fn release_in_container(&self, rec: &Record, netns: &Path) -> anyhow::Result<()> {
+        let never = || false;
+        if let Some(lease) = &rec.lease {
+            let (sock, info) = ns::open_client_socket(netns, &rec.ifname, false)?;
+            let client = Client {
+                sock,
+                mac: info.mac,
+                local_addrs: info.addrs.clone(),
+                ifname: rec.ifname.clone(),
+                opts: &rec.options,
+                backoff: self.backoff(),
+                cancel: &never,
+            };
+            client.release(lease)?;
+        }
+        if let Some(lease) = &rec.lease6 {
+            let client = self.client6(&rec.key, netns, &rec.ifname, false, &never)?;
+            client.release(lease, deadline_in(Duration::from_secs(2)))?;
+        }
+        Ok(())
+    }
+
+    fn release_from_host(&self, rec: &Record) -> anyhow::Result<String> {
+        let mut how = Vec::new();
+        let mut errors = Vec::new();
+        if let Some(lease) = &rec.lease {
+            let bytes = release_message(lease, rec.mac.unwrap_or_default(), &rec.options.client_id);
+            if let Some(dev) = &rec.lower {
+                match ns::host_socket_on(Some(dev))
+                    .and_then(|s| Ok(s.send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT))?))
+                {
+                    Ok(_) => how.push(format!("broadcast on {dev}")),
+                    Err(e) => errors.push(format!("broadcast on {dev}: {e:#}")),
                 }
             }
-            Err(e) => tracing::info!(%key, "not sending DHCPRELEASE: {e:#}"),
+            match ns::host_socket_on(None)
+                .and_then(|s| Ok(s.send_to(&bytes, SocketAddrV4::new(lease.server_id, SERVER_PORT))?))
+            {
+                Ok(_) => how.push(format!("unicast to {}", lease.server_id)),
+                Err(e) => errors.push(format!("unicast to {}: {e:#}", lease.server_id)),
+            }
         }
-        self.store.remove(&key).map_err(|e| Failure(code::INTERNAL, format!("{e:#}")))
+        if let Some(lease) = &rec.lease6 {
+            match &rec.lower {
+                Some(dev) => {
+                    let never = || false;
+                    match ns::host_socket6_on(dev).and_then(|(sock, ifindex)| {
+                        let c = Client6 {
+                            mac: rec.mac.unwrap_or_default(),
+                            sock,
+                            ifindex,
+                            ifname: dev.clone(),
+                            duid: v6::duid_for(&rec.key),
+                            iaid: v6::iaid_for(&rec.key),
+                            backoff: self.backoff(),
+                            cancel: &never,
+                        };
+                        c.release(lease, deadline_in(Duration::from_secs(2)))
+                    }) {
+                        Ok(true) => how.push(format!("DHCPv6 on {dev}, answered")),
+                        Ok(false) => how.push(format!("DHCPv6 on {dev}, unanswered")),
+                        Err(e) => errors.push(format!("DHCPv6 on {dev}: {e:#}")),
+                    }
+                }
+                None => errors.push("no device to send the DHCPv6 release from".into()),
+            }
+        }
+        if how.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        Ok(how.join(", "))
     }
 
     fn insert_and_maintain(self: &Arc<Self>, rec: Record) {
-        let key = rec.key.clone();
+        let id = rec.id();
         let entry = Arc::new(Entry {
             rec: Mutex::new(rec),
             stopped: Mutex::new(false),
@@ -402,56 +621,57 @@ impl Daemon {
             std::thread::Builder::new().name("dhcp-lease".into()).stack_size(512 * 1024).spawn(move || d.maintain(&e));
         match spawned {
             Ok(h) => *lock(&entry.thread) = Some(h),
-            Err(err) => tracing::error!(%key, "cannot start lease thread: {err}"),
+            Err(err) => tracing::error!(%id, "cannot start lease thread: {err}"),
         }
-        if let Some(old) = lock(&self.leases).insert(key, entry) {
+        if let Some(old) = lock(&self.leases).insert(id, entry) {
             old.stop();
         }
     }
 
     /// Forget a lease whose link or netns vanished.
     fn drop_lease(&self, entry: &Arc<Entry>, why: &str) {
-        let key = lock(&entry.rec).key.clone();
-        tracing::info!(%key, "stopping lease maintenance: {why}");
+        let id = lock(&entry.rec).id();
+        tracing::info!(%id, "stopping lease maintenance: {why}");
         let mut map = lock(&self.leases);
-        if map.get(&key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
-            map.remove(&key);
+        if map.get(&id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            map.remove(&id);
             drop(map);
-            if let Err(e) = self.store.remove(&key) {
-                tracing::warn!(%key, "{e:#}");
+            if let Err(e) = self.store.remove(&id) {
+                tracing::warn!(%id, "{e:#}");
             }
         }
     }
 
-    fn save_if_live(&self, entry: &Entry, lease: Lease) {
+    /// Update the record (and its file, unless a release is under way).
+    fn update(&self, entry: &Entry, f: impl FnOnce(&mut Record)) {
         let rec = {
             let mut r = lock(&entry.rec);
-            r.lease = lease;
+            f(&mut r);
             r.clone()
         };
         // hold the stop lock so a concurrent release cannot lose the race and leave a file behind
         let stopped = lock(&entry.stopped);
         if !*stopped {
             if let Err(e) = self.store.save(&rec) {
-                tracing::warn!(key = %rec.key, "{e:#}");
+                tracing::warn!(id = %rec.id(), "{e:#}");
             }
         }
     }
 
-    /// One lease's life: sleep until T1, renew (unicast) until T2, rebind (broadcast) until
-    /// expiry, then re-acquire; checks the link every `link_check`.
+    /// One lease's life: sleep until T1, renew until T2, rebind until expiry, then set the
+    /// link down and keep trying to re-acquire (the link comes back up with a new lease);
+    /// checks the link every `link_check`.
     fn maintain(self: &Arc<Self>, entry: &Arc<Entry>) {
         let mut failures_since: Option<Instant> = None;
         let mut retry = Duration::from_secs(1);
+        self.learn_link_facts(entry);
         loop {
             if entry.is_stopped() || self.shutting_down.load(Ordering::Relaxed) {
                 return;
             }
             let rec = lock(&entry.rec).clone();
             let netns = self.netns_path(&rec.netns);
-            let now = now_unix();
-            let lease = &rec.lease;
-            let step = self.maintain_step(entry, &rec, &netns, now);
+            let step = self.maintain_step(entry, &rec, &netns, now_unix());
             match step {
                 Ok(Some(wait)) => {
                     failures_since = None;
@@ -473,8 +693,8 @@ impl Daemon {
                         return;
                     }
                     let since = *failures_since.get_or_insert_with(Instant::now);
-                    tracing::warn!(key = %rec.key, address = %lease.address, "lease maintenance: {e:#}");
-                    if since.elapsed() > self.cfg.resend_timeout && lease.expiry_at() <= now_unix() {
+                    tracing::warn!(id = %rec.id(), address = %rec.address(), "lease maintenance: {e:#}");
+                    if since.elapsed() > self.cfg.resend_timeout && rec.expiry_at() <= now_unix() {
                         // still failing long after expiry: keep trying, but slowly
                         retry = self.cfg.resend_max.max(Duration::from_secs(1));
                     }
@@ -487,6 +707,28 @@ impl Daemon {
         }
     }
 
+    /// A lease file written before lower devices and MACs were recorded learns them on
+    /// resume, so a later release after the link is gone still finds the host-side path.
+    fn learn_link_facts(&self, entry: &Entry) {
+        let rec = lock(&entry.rec).clone();
+        let netns = self.netns_path(&rec.netns);
+        let lower = match rec.lower {
+            Some(_) => None,
+            None => ns::lower_device(&netns, &rec.ifname).ok().flatten(),
+        };
+        let mac = match rec.mac {
+            Some(_) => None,
+            None => ns::link_exists(&netns, &rec.ifname).ok().map(|i| i.mac),
+        };
+        if lower.is_some() || mac.is_some() {
+            tracing::debug!(id = %rec.id(), ?lower, "link facts learned");
+            self.update(entry, |r| {
+                r.lower = r.lower.take().or(lower);
+                r.mac = r.mac.or(mac);
+            });
+        }
+    }
+
     /// Do whatever is due now. `Ok(Some(d))`: sleep `d` then look again; `Ok(None)`: look again now.
     fn maintain_step(
         &self,
@@ -495,13 +737,60 @@ impl Daemon {
         netns: &Path,
         now: u64,
     ) -> anyhow::Result<Option<Duration>> {
-        let lease = &rec.lease;
         ns::link_exists(netns, &rec.ifname)?;
-        if now < lease.t1_at() {
-            let until = Duration::from_secs(lease.t1_at() - now);
+        if now < rec.t1_at() {
+            let until = Duration::from_secs(rec.t1_at() - now);
             return Ok(Some(until.min(self.cfg.link_check)));
         }
-        let (sock, info) = ns::open_client_socket(netns, &rec.ifname, false)?;
+        let secs_until = |t: u64| Duration::from_secs(t.saturating_sub(now));
+        let phase = if now < rec.t2_at() {
+            Phase::Renew(secs_until(rec.t2_at()))
+        } else if now < rec.expiry_at() {
+            Phase::Rebind(secs_until(rec.expiry_at()))
+        } else {
+            Phase::Expired
+        };
+        let res = match (&rec.lease, &rec.lease6) {
+            (Some(l), _) => self.step4(entry, rec, l, netns, phase),
+            (_, Some(l)) => self.step6(entry, rec, l, netns, phase),
+            _ => bail!("record without a lease"),
+        };
+        if phase == Phase::Expired {
+            match &res {
+                Ok(_) if rec.link_down => {
+                    tracing::info!(id = %rec.id(), "lease re-acquired; setting {} up again", rec.ifname);
+                    ns::set_link(netns, &rec.ifname, true)?;
+                    self.update(entry, |r| r.link_down = false);
+                }
+                Err(e) if !ns::is_gone(e) => {
+                    // like the reference: an expired lease that cannot be renewed takes the link down
+                    tracing::warn!(id = %rec.id(), "lease expired and not renewed; setting {} down", rec.ifname);
+                    ns::set_link(netns, &rec.ifname, false)?;
+                    if !rec.link_down {
+                        self.update(entry, |r| r.link_down = true);
+                    }
+                }
+                _ => {}
+            }
+        }
+        res
+    }
+
+    /// The attempt window of a renew/rebind: up to the next phase, but re-check the link regularly.
+    fn window(&self, left: Duration) -> Instant {
+        deadline_in(left.min(self.cfg.link_check.max(self.cfg.timeout)).max(Duration::from_secs(1)))
+    }
+
+    fn step4(
+        &self,
+        entry: &Arc<Entry>,
+        rec: &Record,
+        lease: &Lease,
+        netns: &Path,
+        phase: Phase,
+    ) -> anyhow::Result<Option<Duration>> {
+        // an expired lease is re-acquired on a link this daemon may have set down
+        let (sock, info) = ns::open_client_socket(netns, &rec.ifname, phase == Phase::Expired)?;
         let cancel = || entry.is_stopped();
         let client = Client {
             sock,
@@ -512,40 +801,70 @@ impl Daemon {
             backoff: self.backoff(),
             cancel: &cancel,
         };
-        let secs_until = |t: u64| Duration::from_secs(t.saturating_sub(now));
-        let (phase, window) = if now < lease.t2_at() {
-            ("renew", secs_until(lease.t2_at()))
-        } else if now < lease.expiry_at() {
-            ("rebind", secs_until(lease.expiry_at()))
-        } else {
-            ("expired", Duration::ZERO)
-        };
-        if phase != "expired" {
-            // one attempt window: up to the next phase, but re-check the link regularly
-            let deadline =
-                deadline_in(window.min(self.cfg.link_check.max(self.cfg.timeout)).max(Duration::from_secs(1)));
-            match client.renew(lease, phase == "rebind", deadline)? {
-                Renewal::Ack(l) => {
-                    tracing::info!(key = %rec.key, address = %l.address, lease_secs = l.lease_secs, "lease {phase}ed");
-                    self.save_if_live(entry, l);
-                    return Ok(None);
+        let id = rec.id();
+        match phase {
+            Phase::Renew(left) | Phase::Rebind(left) => {
+                let rebind = matches!(phase, Phase::Rebind(_));
+                match client.renew(lease, rebind, self.window(left))? {
+                    Renewal::Ack(l) => {
+                        tracing::info!(%id, address = %l.address, lease_secs = l.lease_secs, rebind, "lease renewed");
+                        self.update(entry, |r| r.lease = Some(l));
+                        return Ok(None);
+                    }
+                    Renewal::NoReply => return Ok(None),
+                    Renewal::Nak => tracing::warn!(%id, address = %lease.address, rebind, "DHCP NAK on renewal"),
                 }
-                Renewal::NoReply => return Ok(None),
-                Renewal::Nak => tracing::warn!(key = %rec.key, address = %lease.address, "DHCP NAK on {phase}"),
             }
-        } else {
-            tracing::warn!(key = %rec.key, address = %lease.address, "lease expired; re-acquiring");
+            Phase::Expired => tracing::warn!(%id, address = %lease.address, "lease expired; re-acquiring"),
         }
-        let prefer = if phase == "expired" { Some(lease.address) } else { None };
+        let prefer = (phase == Phase::Expired).then_some(lease.address);
         match client.acquire(prefer, deadline_in(self.cfg.timeout))? {
             Some(l) => {
                 if l.address != lease.address {
-                    tracing::warn!(key = %rec.key, old = %lease.address, new = %l.address, "re-acquired a different address");
+                    tracing::warn!(%id, old = %lease.address, new = %l.address, "re-acquired a different address");
                 }
-                self.save_if_live(entry, l);
+                self.update(entry, |r| r.lease = Some(l));
                 Ok(None)
             }
             None => bail!("no DHCP server answered while re-acquiring"),
+        }
+    }
+
+    fn step6(
+        &self,
+        entry: &Arc<Entry>,
+        rec: &Record,
+        lease: &Lease6,
+        netns: &Path,
+        phase: Phase,
+    ) -> anyhow::Result<Option<Duration>> {
+        let cancel = || entry.is_stopped();
+        let client = self.client6(&rec.key, netns, &rec.ifname, phase == Phase::Expired, &cancel)?;
+        let id = rec.id();
+        match phase {
+            Phase::Renew(left) | Phase::Rebind(left) => {
+                let rebind = matches!(phase, Phase::Rebind(_));
+                match client.renew(lease, rebind, self.window(left))? {
+                    Renewal6::Reply(l) => {
+                        tracing::info!(%id, address = %l.address, valid = l.valid_secs, rebind, "DHCPv6 lease renewed");
+                        self.update(entry, |r| r.lease6 = Some(l));
+                        return Ok(None);
+                    }
+                    Renewal6::NoReply => return Ok(None),
+                    Renewal6::Lost => {}
+                }
+            }
+            Phase::Expired => tracing::warn!(%id, address = %lease.address, "DHCPv6 lease expired; re-acquiring"),
+        }
+        match client.acquire(Some(lease.address), deadline_in(self.cfg.timeout))? {
+            Some(l) => {
+                if l.address != lease.address {
+                    tracing::warn!(%id, old = %lease.address, new = %l.address, "re-acquired a different address");
+                }
+                self.update(entry, |r| r.lease6 = Some(l));
+                Ok(None)
+            }
+            None => bail!("no DHCPv6 server answered while re-acquiring"),
         }
     }
 

@@ -1,5 +1,6 @@
 //! IPAM `dhcp`: the plugin side asks the lease daemon (`dhcp daemon`) over a unix socket;
-//! the daemon runs the DHCP client inside the container netns and keeps the lease alive.
+//! the daemon runs the DHCP clients (DHCPv4, and DHCPv6 with `"ipv6": true`) inside the
+//! container netns and keeps the leases alive. docs/guides/dhcp.md is the user's guide.
 //!
 //! Errors the plugin reports:
 //! - daemon not reachable (no socket, nobody listening): code 11 "try again later", the
@@ -9,15 +10,18 @@
 
 pub mod client;
 pub mod daemon;
+pub mod dns;
 pub mod ns;
 pub mod rpc;
 pub mod store;
+pub mod v6;
 
 pub use daemon::daemon_main;
 
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version};
-use crate::cni::result::{IpConfig, Route};
+use crate::cni::result::{Dns, IpConfig, Route};
 use crate::cni::{code, CniError, CniResult, Ctx};
+use crate::ipam::common::RawDns;
 use anyhow::{anyhow, bail};
 use client::{opt, ClientOptions, Lease};
 use ipnet::IpNet;
@@ -43,29 +47,42 @@ pub const APPLET: Plugin = Plugin {
 
 pub const DOC: Doc = Doc {
     kind: Kind::Ipam,
-    summary: "Gets an IPv4 address from a DHCP server on the container's network through the \
-              lease daemon (`dhcp daemon`), which keeps the leases renewed.",
+    summary: "Gets an IPv4 address (DHCPv4) and, with `ipv6`, an IPv6 address (stateful DHCPv6) from the \
+              DHCP servers on the container's network through the lease daemon (`dhcp daemon`), which keeps \
+              the leases renewed; DNS from the leases goes into the result. Guide: docs/guides/dhcp.md.",
     section: "ipam",
     keys: &[
         k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the daemon's socket"),
+        k("ipv4", "bool", "true", "lease an IPv4 address with DHCPv4"),
+        k("ipv6", "bool", "false", "lease an IPv6 address with DHCPv6 (IA_NA), reported as /128"),
         k(
             "request",
             "list of {option, skipDefault}",
             "[]",
-            "options to ask for (routers and subnet-mask unless skipDefault)",
+            "DHCPv4 options to ask for (routers, subnet-mask, DNS servers, domain, search unless skipDefault)",
         ),
-        k("provide", "list of {option, value, fromArg}", "[]", "options to send; fromArg takes a CNI_ARGS value"),
+        k(
+            "provide",
+            "list of {option, value, fromArg}",
+            "[]",
+            "DHCPv4 options to send; fromArg takes a CNI_ARGS value",
+        ),
         k("priority", "int", "0", "metric of every returned route"),
+        k("dns", "object", "{}", "nameservers/domain/search/options that win over the leases' DNS, field by field"),
     ],
-    notes: &["`dhcp daemon [-socketpath P] [-pidfile P] [-hostprefix P] [-broadcast] [-timeout 10s] [-resendmax 62s] \
+    notes: &[
+        "`dhcp daemon [-socketpath P] [-pidfile P] [-hostprefix P] [-broadcast] [-timeout 10s] [-resendmax 62s] \
          [-resendtimeout 208s] [-statedir /var/lib/cni/dhcp] [-linkcheck 10s]` runs the daemon; leases persist \
-         in -statedir across restarts."],
+         in -statedir across restarts.",
+        "A v6 lease is reported as /128 with no gateway or route: the on-link prefix and the default route come \
+         from router advertisements. DEL releases even when the main plugin deleted the link first.",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "lan",
-  "type": "macvlan",
-  "master": "eth0",
-  "ipam": {"type": "dhcp", "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}
+  "type": "bridge",
+  "bridge": "br0",
+  "ipam": {"type": "dhcp", "ipv6": true, "provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}
 }"#,
     config: Some(config_fields::<IpamConf>),
 };
@@ -76,7 +93,7 @@ struct NetConf {
     ipam: Option<IpamConf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct IpamConf {
     #[serde(rename = "daemonsocketpath", default)]
     daemon_socket_path: Option<String>,
@@ -86,6 +103,33 @@ struct IpamConf {
     provide: Vec<ProvideOpt>,
     #[serde(default)]
     priority: u32,
+    /// DHCPv4 on (the default) or off
+    #[serde(default = "yes")]
+    ipv4: bool,
+    /// DHCPv6 (stateful, IA_NA) on or off (the default)
+    #[serde(default)]
+    ipv6: bool,
+    /// DNS settings that win over what the leases say, field by field
+    #[serde(default)]
+    dns: RawDns,
+}
+
+impl Default for IpamConf {
+    fn default() -> Self {
+        IpamConf {
+            daemon_socket_path: None,
+            request: vec![],
+            provide: vec![],
+            priority: 0,
+            ipv4: true,
+            ipv6: false,
+            dns: RawDns::default(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +166,9 @@ pub fn parse_option(v: &serde_json::Value) -> anyhow::Result<u8> {
         "vendor-class-identifier" => opt::VENDOR_CLASS,
         "classless-static-routes" | "classless-route" => opt::CLASSLESS_ROUTES,
         "static-routes" => opt::STATIC_ROUTES,
+        "domain-name-servers" => opt::DNS_SERVERS,
+        "domain-name" => opt::DOMAIN_NAME,
+        "domain-search" => opt::DOMAIN_SEARCH,
         n => {
             n.parse::<u8>().ok().filter(|c| *c != 0 && *c != 255).ok_or_else(|| anyhow!("unknown DHCP option {n:?}"))?
         }
@@ -137,13 +184,13 @@ fn ipam_conf(ctx: &Ctx) -> anyhow::Result<IpamConf> {
     Ok(ctx.plugin_conf::<NetConf>()?.ipam.unwrap_or_default())
 }
 
-/// The options the daemon sends: request list (routers + subnet mask unless an entry says
-/// `skipDefault`) and the provided options (value verbatim, or the CNI_ARGS value named by
+/// The options the daemon sends: request list (routers, subnet mask and the DNS options 6,
+/// 15, 119 unless an entry says `skipDefault`) and the provided options (value verbatim, or the CNI_ARGS value named by
 /// `fromArg`; an absent arg is skipped).
 fn client_options(ctx: &Ctx, c: &IpamConf) -> anyhow::Result<ClientOptions> {
     let mut o = ClientOptions::default();
     if !c.request.iter().any(|r| r.skip_default) {
-        o.request = vec![opt::ROUTERS, opt::SUBNET_MASK];
+        o.request = vec![opt::ROUTERS, opt::SUBNET_MASK, opt::DNS_SERVERS, opt::DOMAIN_NAME, opt::DOMAIN_SEARCH];
     }
     for r in &c.request {
         let code = parse_option(&r.option)?;
@@ -176,7 +223,7 @@ fn client_options(ctx: &Ctx, c: &IpamConf) -> anyhow::Result<ClientOptions> {
     Ok(o)
 }
 
-fn request(ctx: &Ctx, method: Method, options: ClientOptions) -> Request {
+fn request(ctx: &Ctx, c: &IpamConf, method: Method, options: ClientOptions) -> Request {
     let netns = ctx.netns.clone().unwrap_or_default();
     let netns = if netns.is_empty() || Path::new(&netns).is_absolute() {
         netns
@@ -190,13 +237,15 @@ fn request(ctx: &Ctx, method: Method, options: ClientOptions) -> Request {
         ifname: ctx.ifname.clone(),
         netns,
         options,
+        ipv4: c.ipv4,
+        ipv6: c.ipv6,
         valid: None,
     }
 }
 
-fn call(socket: &Path, req: &Request) -> anyhow::Result<Option<Lease>> {
+fn call(socket: &Path, req: &Request) -> anyhow::Result<rpc::Response> {
     match rpc::call(socket, req, rpc::CALL_TIMEOUT) {
-        Ok(r) => Ok(r.lease),
+        Ok(r) => Ok(r),
         Err(CallError::Unreachable(m)) => Err(CniError::try_again(m).into()),
         Err(CallError::Daemon(c, m)) => Err(CniError::new(c, m).into()),
     }
@@ -218,31 +267,88 @@ pub fn lease_to_result(lease: &Lease, priority: u32) -> anyhow::Result<CniResult
         }
         r.routes.push(route);
     }
+    r.dns = Dns {
+        nameservers: lease.dns.iter().map(|a| a.to_string()).collect(),
+        domain: lease.domain.clone(),
+        search: lease.search.clone(),
+        options: vec![],
+    };
     Ok(r)
+}
+
+/// Add a DHCPv6 lease to a result: the address as /128 (DHCPv6 carries no prefix length;
+/// the on-link prefix and the default route come from router advertisements), no gateway,
+/// no route; its DNS servers after the v4 ones, its search domains merged.
+pub fn add_lease6(r: &mut CniResult, lease: &v6::Lease6) {
+    r.ips.push(IpConfig {
+        address: IpNet::V6(ipnet::Ipv6Net::new(lease.address, 128).unwrap_or_default()),
+        gateway: None,
+        interface: None,
+    });
+    for s in lease.dns.iter().map(|a| a.to_string()) {
+        if !r.dns.nameservers.contains(&s) {
+            r.dns.nameservers.push(s);
+        }
+    }
+    for s in &lease.search {
+        if !r.dns.search.contains(s) {
+            r.dns.search.push(s.clone());
+        }
+    }
+}
+
+/// DNS from the config wins over the lease's, field by field (as with the other IPAMs'
+/// `dns`): nameservers, domain, search and options each come from the config when it sets them.
+fn apply_config_dns(r: &mut CniResult, conf: &RawDns) {
+    let c = conf.to_dns();
+    if !c.nameservers.is_empty() {
+        r.dns.nameservers = c.nameservers;
+    }
+    if c.domain.is_some() {
+        r.dns.domain = c.domain;
+    }
+    if !c.search.is_empty() {
+        r.dns.search = c.search;
+    }
+    if !c.options.is_empty() {
+        r.dns.options = c.options;
+    }
 }
 
 fn add(ctx: &Ctx) -> anyhow::Result<CniResult> {
     let c = ipam_conf(ctx)?;
+    if !c.ipv4 && !c.ipv6 {
+        return Err(CniError::config("dhcp: ipv4 and ipv6 are both false: nothing to lease").into());
+    }
     ctx.require_netns()?;
     let options = client_options(ctx, &c)?;
-    let lease = call(&socket_path(&c), &request(ctx, Method::Allocate, options))?
-        .ok_or_else(|| anyhow!("the dhcp daemon returned no lease"))?;
-    lease_to_result(&lease, c.priority)
+    let resp = call(&socket_path(&c), &request(ctx, &c, Method::Allocate, options))?;
+    let mut r = match (&resp.lease, c.ipv4) {
+        (Some(l), true) => lease_to_result(l, c.priority)?,
+        (None, true) => bail!("the dhcp daemon returned no DHCPv4 lease"),
+        (_, false) => CniResult::default(),
+    };
+    if c.ipv6 {
+        let l6 = resp.lease6.as_ref().ok_or_else(|| anyhow!("the dhcp daemon returned no DHCPv6 lease"))?;
+        add_lease6(&mut r, l6);
+    }
+    apply_config_dns(&mut r, &c.dns);
+    Ok(r)
 }
 
 fn del(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ipam_conf(ctx)?;
-    call(&socket_path(&c), &request(ctx, Method::Release, ClientOptions::default()))?;
+    call(&socket_path(&c), &request(ctx, &c, Method::Release, ClientOptions::default()))?;
     Ok(())
 }
 
 fn check(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ipam_conf(ctx)?;
-    call(&socket_path(&c), &request(ctx, Method::Check, ClientOptions::default()))?;
+    call(&socket_path(&c), &request(ctx, &c, Method::Check, ClientOptions::default()))?;
     Ok(())
 }
 
-/// GC: the daemon releases the leases of this network whose attachment is not in
+/// GC: the daemon releases the leases (v4 and v6) of this network whose attachment is not in
 /// `cni.dev/valid-attachments` (the reference has no GC). Without the key nothing is released.
 fn gc(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ipam_conf(ctx)?;
@@ -259,7 +365,7 @@ fn gc(ctx: &Ctx) -> anyhow::Result<()> {
                 .collect(),
         ),
     };
-    let mut req = request(ctx, Method::Gc, ClientOptions::default());
+    let mut req = request(ctx, &c, Method::Gc, ClientOptions::default());
     req.valid = valid;
     call(&socket_path(&c), &req)?;
     Ok(())
@@ -268,16 +374,7 @@ fn gc(ctx: &Ctx) -> anyhow::Result<()> {
 fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ipam_conf(ctx)?;
     let path = socket_path(&c);
-    let ping = Request {
-        method: Method::Ping,
-        container_id: String::new(),
-        network: String::new(),
-        ifname: String::new(),
-        netns: String::new(),
-        options: ClientOptions::default(),
-        valid: None,
-    };
-    match rpc::call(&path, &ping, std::time::Duration::from_secs(5)) {
+    match rpc::call(&path, &Request::bare(Method::Ping), std::time::Duration::from_secs(5)) {
         Ok(_) => Ok(()),
         Err(CallError::Unreachable(m) | CallError::Daemon(_, m)) => Err(CniError::new(code::NOT_AVAILABLE, m).into()),
     }
@@ -314,6 +411,9 @@ mod tests {
                 client::LeaseRoute { dst: "0.0.0.0/0".parse().unwrap(), gw: "198.19.0.1".parse().ok() },
                 client::LeaseRoute { dst: "198.18.5.0/24".parse().unwrap(), gw: None },
             ],
+            dns: vec!["198.19.0.53".parse().unwrap()],
+            domain: Some("lab.example".into()),
+            search: vec!["lab.example".into(), "example".into()],
         };
         let r = lease_to_result(&lease, 50).unwrap();
         assert_eq!(r.ips[0].address.to_string(), "198.19.0.20/24");
@@ -322,5 +422,42 @@ mod tests {
         assert_eq!(r.routes[0].scope, None);
         assert_eq!(r.routes[1].scope, Some(253));
         assert_eq!(r.routes[1].gw, None);
+        assert_eq!(r.dns.nameservers, vec!["198.19.0.53"]);
+        assert_eq!(r.dns.domain.as_deref(), Some("lab.example"));
+
+        // dual stack: the v6 address as /128, DNS merged; config DNS wins field by field
+        let mut r = r;
+        let l6 = v6::Lease6 {
+            address: "fd00::20".parse().unwrap(),
+            server_id: vec![0, 1],
+            iaid: 1,
+            t1_secs: 60,
+            t2_secs: 96,
+            preferred_secs: 120,
+            valid_secs: 120,
+            acquired_unix: 0,
+            dns: vec!["fd00::53".parse().unwrap()],
+            search: vec!["example".into(), "v6.example".into()],
+        };
+        add_lease6(&mut r, &l6);
+        assert_eq!(r.ips[1].address.to_string(), "fd00::20/128");
+        assert_eq!(r.ips[1].gateway, None);
+        assert_eq!(r.dns.nameservers, vec!["198.19.0.53", "fd00::53"]);
+        assert_eq!(r.dns.search, vec!["lab.example", "example", "v6.example"]);
+        let conf: RawDns = serde_json::from_value(json!({"nameservers": ["198.18.0.9"]})).unwrap();
+        apply_config_dns(&mut r, &conf);
+        assert_eq!(r.dns.nameservers, vec!["198.18.0.9"]);
+        assert_eq!(r.dns.search.len(), 3, "search not set in the config: the lease's stays");
+    }
+
+    #[test]
+    fn config_shape_defaults_keep_v4_meaning() {
+        let c: IpamConf = serde_json::from_value(json!({"type": "dhcp"})).unwrap();
+        assert!(c.ipv4 && !c.ipv6);
+        let c: IpamConf = serde_json::from_value(json!({"ipv6": true})).unwrap();
+        assert!(c.ipv4 && c.ipv6);
+        let c: IpamConf = serde_json::from_value(json!({"ipv4": false, "ipv6": true})).unwrap();
+        assert!(!c.ipv4 && c.ipv6);
+        assert!(IpamConf::default().ipv4);
     }
 }

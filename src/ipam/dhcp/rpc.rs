@@ -2,10 +2,12 @@
 //! and one response per connection.
 //!
 //! request:  `{"method":"allocate"|"release"|"check"|"ping"|"gc", "container_id":…, "network":…,
-//!            "ifname":…, "netns":…, "options":{…}, "valid":[[container_id, ifname], …]}`
-//! response: `{"ok":true, "lease":{…}}` or `{"ok":false, "code":N, "error":"…"}`
+//!            "ifname":…, "netns":…, "options":{…}, "ipv4":true, "ipv6":false,
+//!            "valid":[[container_id, ifname], …]}`
+//! response: `{"ok":true, "lease":{…}, "lease6":{…}}` or `{"ok":false, "code":N, "error":"…"}`
 
 use super::client::{ClientOptions, Lease};
+use super::v6::Lease6;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -37,12 +39,37 @@ pub struct Request {
     pub netns: String,
     #[serde(default)]
     pub options: ClientOptions,
+    /// allocate/check a DHCPv4 lease (release and GC always cover both families)
+    #[serde(default = "yes")]
+    pub ipv4: bool,
+    /// allocate/check a DHCPv6 lease
+    #[serde(default)]
+    pub ipv6: bool,
     /// GC only: the attachments (container id, ifname) of `network` to keep
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid: Option<Vec<(String, String)>>,
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl Request {
+    /// A request with no attachment (ping).
+    pub fn bare(method: Method) -> Request {
+        Request {
+            method,
+            container_id: String::new(),
+            network: String::new(),
+            ifname: String::new(),
+            netns: String::new(),
+            options: ClientOptions::default(),
+            ipv4: true,
+            ipv6: false,
+            valid: None,
+        }
+    }
+
     /// The lease key and (by default) the client id: `<containerID>/<network>/<ifname>`.
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.container_id, self.network, self.ifname)
@@ -54,6 +81,8 @@ pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease6: Option<Lease6>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub code: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -65,11 +94,11 @@ fn is_zero(v: &u32) -> bool {
 }
 
 impl Response {
-    pub fn ok(lease: Option<Lease>) -> Response {
-        Response { ok: true, lease, code: 0, error: String::new() }
+    pub fn ok(lease: Option<Lease>, lease6: Option<Lease6>) -> Response {
+        Response { ok: true, lease, lease6, code: 0, error: String::new() }
     }
     pub fn err(code: u32, error: String) -> Response {
-        Response { ok: false, lease: None, code, error }
+        Response { ok: false, lease: None, lease6: None, code, error }
     }
 }
 

@@ -2,6 +2,7 @@
 //! to a temp file, fsynced and renamed), so a restarted daemon resumes renewing.
 
 use super::client::{ClientOptions, Lease};
+use super::v6::Lease6;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -9,7 +10,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Everything needed to maintain (and release) one lease.
+/// Everything needed to maintain (and release) one lease: a DHCPv4 lease (`lease`, the
+/// only kind files written before DHCPv6 hold) or a DHCPv6 one (`lease6`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// `<containerID>/<network>/<ifname>`
@@ -20,7 +22,47 @@ pub struct Record {
     /// netns path as the runtime gave it (without the daemon's hostprefix)
     pub netns: String,
     pub options: ClientOptions,
-    pub lease: Lease,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease6: Option<Lease6>,
+    /// the device in the daemon's netns behind the container link (bridge, macvlan parent),
+    /// from which a release is sent once the container link is gone
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<String>,
+    /// the container interface's MAC (chaddr of a release sent after the link is gone)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<[u8; 6]>,
+    /// the link was set down because the lease expired unrenewed
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link_down: bool,
+}
+
+impl Record {
+    /// The daemon's id of this record: the key for a v4 lease, `<key>#6` for a v6 one.
+    pub fn id(&self) -> String {
+        if self.lease6.is_some() {
+            format!("{}#6", self.key)
+        } else {
+            self.key.clone()
+        }
+    }
+    pub fn address(&self) -> String {
+        match (&self.lease, &self.lease6) {
+            (Some(l), _) => l.address.to_string(),
+            (_, Some(l)) => l.address.to_string(),
+            _ => String::new(),
+        }
+    }
+    pub fn t1_at(&self) -> u64 {
+        self.lease.as_ref().map(Lease::t1_at).or(self.lease6.as_ref().map(Lease6::t1_at)).unwrap_or(0)
+    }
+    pub fn t2_at(&self) -> u64 {
+        self.lease.as_ref().map(Lease::t2_at).or(self.lease6.as_ref().map(Lease6::t2_at)).unwrap_or(0)
+    }
+    pub fn expiry_at(&self) -> u64 {
+        self.lease.as_ref().map(Lease::expiry_at).or(self.lease6.as_ref().map(Lease6::expiry_at)).unwrap_or(0)
+    }
 }
 
 pub struct Store {
@@ -55,7 +97,7 @@ impl Store {
     }
 
     pub fn save(&self, rec: &Record) -> anyhow::Result<()> {
-        let path = self.path_for(&rec.key);
+        let path = self.path_for(&rec.id());
         let tmp = path.with_extension("tmp");
         let data = serde_json::to_vec_pretty(rec)?;
         let res = (|| -> std::io::Result<()> {
@@ -87,7 +129,8 @@ impl Store {
                 continue;
             }
             match fs::read(&p).map_err(anyhow::Error::from).and_then(|d| Ok(serde_json::from_slice::<Record>(&d)?)) {
-                Ok(r) => out.push(r),
+                Ok(r) if r.lease.is_some() != r.lease6.is_some() => out.push(r),
+                Ok(_) => tracing::warn!(path = %p.display(), "skipping a lease file without exactly one lease"),
                 Err(e) => tracing::warn!(path = %p.display(), "skipping unreadable lease file: {e:#}"),
             }
         }

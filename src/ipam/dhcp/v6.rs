@@ -1,0 +1,504 @@
+//! DHCPv6 client, stateful addresses only (RFC 8415, IA_NA): SOLICIT → ADVERTISE → REQUEST →
+//! REPLY, RENEW and REBIND, RELEASE; DNS servers (option 23) and the search list (option 24,
+//! RFC 1035 names) asked for in the ORO. Messages go to All_DHCP_Relay_Agents_and_Servers
+//! (ff02::1:2) from the link-local address of one interface of the container netns.
+//!
+//! DHCPv6 carries no prefix length: the lease is a single address, reported as /128 (what a
+//! stock client configures). The on-link prefix and the default route come from router
+//! advertisements, which the container's kernel accepts by itself.
+
+use super::client::{at, now_unix, random_u32, Backoff};
+use super::dns;
+use anyhow::{anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::time::{Duration, Instant};
+
+pub const CLIENT_PORT: u16 = 546;
+pub const SERVER_PORT: u16 = 547;
+pub const ALL_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
+/// Message types.
+pub mod msg {
+    pub const SOLICIT: u8 = 1;
+    pub const ADVERTISE: u8 = 2;
+    pub const REQUEST: u8 = 3;
+    pub const RENEW: u8 = 5;
+    pub const REBIND: u8 = 6;
+    pub const REPLY: u8 = 7;
+    pub const RELEASE: u8 = 8;
+}
+
+/// Option codes.
+pub mod opt {
+    pub const CLIENTID: u16 = 1;
+    pub const SERVERID: u16 = 2;
+    pub const IA_NA: u16 = 3;
+    pub const IAADDR: u16 = 5;
+    pub const ORO: u16 = 6;
+    pub const ELAPSED_TIME: u16 = 8;
+    pub const STATUS_CODE: u16 = 13;
+    pub const DNS_SERVERS: u16 = 23;
+    pub const DOMAIN_LIST: u16 = 24;
+}
+
+/// Status codes (option 13).
+pub mod status {
+    pub const SUCCESS: u16 = 0;
+    pub const NO_ADDRS_AVAIL: u16 = 2;
+    pub const NO_BINDING: u16 = 3;
+}
+
+/// One DHCPv6 client/server message: type, 24-bit transaction id, options in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub ty: u8,
+    pub xid: u32,
+    pub options: Vec<(u16, Vec<u8>)>,
+}
+
+fn put_opt(b: &mut Vec<u8>, code: u16, value: &[u8]) {
+    b.extend_from_slice(&code.to_be_bytes());
+    b.extend_from_slice(&(value.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    b.extend_from_slice(value.get(..value.len().min(u16::MAX as usize)).unwrap_or(&[]));
+}
+
+/// Split an option area into (code, value) pairs.
+pub fn parse_options(mut rest: &[u8]) -> anyhow::Result<Vec<(u16, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let hdr = rest.get(..4).ok_or_else(|| anyhow!("truncated DHCPv6 option header"))?;
+        let code = u16::from_be_bytes([hdr[0], hdr[1]]);
+        let len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+        let value = rest.get(4..4 + len).ok_or_else(|| anyhow!("truncated DHCPv6 option {code}"))?;
+        out.push((code, value.to_vec()));
+        rest = rest.get(4 + len..).unwrap_or(&[]);
+    }
+    Ok(out)
+}
+
+fn be32(v: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl Message {
+    pub fn new(ty: u8, xid: u32) -> Message {
+        Message { ty, xid: xid & 0x00ff_ffff, options: Vec::new() }
+    }
+
+    pub fn get(&self, code: u16) -> Option<&[u8]> {
+        self.options.iter().find(|(c, _)| *c == code).map(|(_, v)| v.as_slice())
+    }
+
+    pub fn push(&mut self, code: u16, value: Vec<u8>) {
+        self.options.push((code, value));
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let x = self.xid.to_be_bytes();
+        let mut b = vec![self.ty, x[1], x[2], x[3]];
+        for (c, v) in &self.options {
+            put_opt(&mut b, *c, v);
+        }
+        b
+    }
+
+    pub fn decode(buf: &[u8]) -> anyhow::Result<Message> {
+        let hdr = buf.get(..4).ok_or_else(|| anyhow!("DHCPv6 message too short"))?;
+        Ok(Message {
+            ty: hdr[0],
+            xid: u32::from_be_bytes([0, hdr[1], hdr[2], hdr[3]]),
+            options: parse_options(buf.get(4..).unwrap_or(&[]))?,
+        })
+    }
+
+    /// The message-level status code (success when absent).
+    pub fn status(&self) -> (u16, String) {
+        self.get(opt::STATUS_CODE).map(parse_status).unwrap_or((status::SUCCESS, String::new()))
+    }
+}
+
+fn parse_status(v: &[u8]) -> (u16, String) {
+    let code = v.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])).unwrap_or(status::SUCCESS);
+    (code, String::from_utf8_lossy(v.get(2..).unwrap_or(&[])).into_owned())
+}
+
+/// An IA_NA as carried in a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IaNa {
+    pub iaid: u32,
+    pub t1: u32,
+    pub t2: u32,
+    /// (address, preferred lifetime, valid lifetime)
+    pub addrs: Vec<(Ipv6Addr, u32, u32)>,
+    pub status: u16,
+    pub status_msg: String,
+}
+
+impl IaNa {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(40);
+        b.extend_from_slice(&self.iaid.to_be_bytes());
+        b.extend_from_slice(&self.t1.to_be_bytes());
+        b.extend_from_slice(&self.t2.to_be_bytes());
+        for (a, p, v) in &self.addrs {
+            let mut ia = a.octets().to_vec();
+            ia.extend_from_slice(&p.to_be_bytes());
+            ia.extend_from_slice(&v.to_be_bytes());
+            put_opt(&mut b, opt::IAADDR, &ia);
+        }
+        b
+    }
+
+    pub fn decode(v: &[u8]) -> anyhow::Result<IaNa> {
+        let (iaid, t1, t2) = match (be32(v, 0), be32(v, 4), be32(v, 8)) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => bail!("truncated IA_NA"),
+        };
+        let mut ia = IaNa { iaid, t1, t2, addrs: vec![], status: status::SUCCESS, status_msg: String::new() };
+        for (code, val) in parse_options(v.get(12..).unwrap_or(&[]))? {
+            match code {
+                opt::IAADDR => {
+                    let a: [u8; 16] =
+                        val.get(..16).and_then(|s| s.try_into().ok()).ok_or_else(|| anyhow!("bad IAADDR"))?;
+                    let (p, l) = (be32(&val, 16).unwrap_or(0), be32(&val, 20).unwrap_or(0));
+                    // an address with its own failure status is not given to us
+                    let st = parse_options(val.get(24..).unwrap_or(&[]))
+                        .ok()
+                        .and_then(|o| o.into_iter().find(|(c, _)| *c == opt::STATUS_CODE))
+                        .map(|(_, s)| parse_status(&s).0)
+                        .unwrap_or(status::SUCCESS);
+                    if st == status::SUCCESS {
+                        ia.addrs.push((Ipv6Addr::from(a), p, l));
+                    }
+                }
+                opt::STATUS_CODE => {
+                    (ia.status, ia.status_msg) = parse_status(&val);
+                }
+                _ => {}
+            }
+        }
+        Ok(ia)
+    }
+}
+
+/// A bound DHCPv6 lease (one IA_NA address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease6 {
+    pub address: Ipv6Addr,
+    /// the server's DUID (option 2), needed for RENEW and RELEASE
+    pub server_id: Vec<u8>,
+    pub iaid: u32,
+    pub t1_secs: u32,
+    pub t2_secs: u32,
+    pub preferred_secs: u32,
+    pub valid_secs: u32,
+    /// wall-clock time the REPLY arrived (unix seconds)
+    pub acquired_unix: u64,
+    #[serde(default)]
+    pub dns: Vec<Ipv6Addr>,
+    #[serde(default)]
+    pub search: Vec<String>,
+}
+
+const INFINITY: u32 = u32::MAX;
+
+impl Lease6 {
+    /// Build a lease from a REPLY (or ADVERTISE) holding an address in our IA_NA.
+    pub fn from_reply(m: &Message, iaid: u32) -> anyhow::Result<Lease6> {
+        let (code, why) = m.status();
+        if code != status::SUCCESS {
+            bail!("DHCPv6 server said status {code}: {why}");
+        }
+        let server_id = m.get(opt::SERVERID).ok_or_else(|| anyhow!("DHCPv6 reply without server id"))?.to_vec();
+        let ia = m
+            .options
+            .iter()
+            .filter(|(c, _)| *c == opt::IA_NA)
+            .filter_map(|(_, v)| IaNa::decode(v).ok())
+            .find(|ia| ia.iaid == iaid)
+            .ok_or_else(|| anyhow!("DHCPv6 reply without our IA_NA"))?;
+        if ia.status != status::SUCCESS {
+            bail!("DHCPv6 IA_NA status {}: {}", ia.status, ia.status_msg);
+        }
+        let &(address, preferred, valid) =
+            ia.addrs.iter().find(|(_, _, v)| *v > 0).ok_or_else(|| anyhow!("DHCPv6 reply without an address"))?;
+        // RFC 8415 §21.4: T1/T2 of 0 leave the times to the client (0.5 and 0.8 of preferred)
+        let base = if preferred == 0 { valid } else { preferred };
+        let t1 = if ia.t1 == 0 || ia.t1 > base && base != INFINITY { (base as u64 / 2) as u32 } else { ia.t1 };
+        let t2 = if ia.t2 == 0 || ia.t2 < t1 { (base as u64 * 4 / 5).max(t1 as u64) as u32 } else { ia.t2 };
+        let dns = m
+            .get(opt::DNS_SERVERS)
+            .map(|v| v.chunks_exact(16).filter_map(|c| <[u8; 16]>::try_from(c).ok()).map(Ipv6Addr::from).collect())
+            .unwrap_or_default();
+        let search = m.get(opt::DOMAIN_LIST).map(dns::decode_names).transpose()?.unwrap_or_default();
+        Ok(Lease6 {
+            address,
+            server_id,
+            iaid,
+            t1_secs: t1,
+            t2_secs: t2,
+            preferred_secs: preferred,
+            valid_secs: valid,
+            acquired_unix: now_unix(),
+            dns,
+            search,
+        })
+    }
+
+    pub fn t1_at(&self) -> u64 {
+        if self.t1_secs == INFINITY {
+            return u64::MAX;
+        }
+        self.acquired_unix.saturating_add(self.t1_secs as u64)
+    }
+    pub fn t2_at(&self) -> u64 {
+        if self.t2_secs == INFINITY {
+            return u64::MAX;
+        }
+        self.acquired_unix.saturating_add(self.t2_secs as u64)
+    }
+    pub fn expiry_at(&self) -> u64 {
+        if self.valid_secs == INFINITY {
+            return u64::MAX;
+        }
+        self.acquired_unix.saturating_add(self.valid_secs as u64)
+    }
+}
+
+/// The client DUID: DUID-UUID (type 4, RFC 6355) whose UUID is a version-8 (RFC 9562) UUID
+/// made of the 128-bit FNV-1a hash of the lease key `<containerID>/<network>/<ifname>` —
+/// stable for an attachment, different for every attachment, like the v4 client id.
+pub fn duid_for(key: &str) -> Vec<u8> {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in key.bytes() {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    let mut u = h.to_be_bytes();
+    u[6] = (u[6] & 0x0f) | 0x80; // version 8
+    u[8] = (u[8] & 0x3f) | 0x80; // variant 10
+    let mut d = vec![0, 4];
+    d.extend_from_slice(&u);
+    d
+}
+
+/// The IAID: 32 bits of FNV-1a of the key (one IA per DUID, so any stable value works).
+pub fn iaid_for(key: &str) -> u32 {
+    key.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// What a renewal attempt gave.
+#[derive(Debug)]
+pub enum Renewal6 {
+    Reply(Lease6),
+    /// the server no longer knows the binding (NoBinding) or refused the address
+    Lost,
+    NoReply,
+}
+
+/// A DHCPv6 client on one interface (socket bound to [::]:546 on it, in the container netns).
+pub struct Client6<'a> {
+    pub sock: UdpSocket,
+    /// the interface's MAC (recorded with the lease)
+    pub mac: [u8; 6],
+    pub ifindex: u32,
+    pub ifname: String,
+    pub duid: Vec<u8>,
+    pub iaid: u32,
+    pub backoff: Backoff,
+    pub cancel: &'a (dyn Fn() -> bool + Sync),
+}
+
+const POLL: Duration = Duration::from_millis(200);
+
+impl Client6<'_> {
+    fn base(&self, ty: u8, xid: u32) -> Message {
+        let mut m = Message::new(ty, xid);
+        m.push(opt::CLIENTID, self.duid.clone());
+        m.push(opt::ELAPSED_TIME, vec![0, 0]);
+        m.push(opt::ORO, [opt::DNS_SERVERS, opt::DOMAIN_LIST].iter().flat_map(|c| c.to_be_bytes()).collect());
+        m
+    }
+
+    fn ia(&self, addr: Option<Ipv6Addr>) -> Vec<u8> {
+        IaNa {
+            iaid: self.iaid,
+            t1: 0,
+            t2: 0,
+            addrs: addr.map(|a| vec![(a, 0, 0)]).unwrap_or_default(),
+            status: 0,
+            status_msg: String::new(),
+        }
+        .encode()
+    }
+
+    /// Multicast `req` and wait for a reply of type `want` for it (retransmitting with
+    /// backoff, elapsed time updated) until `deadline`.
+    fn transact(&self, req: &mut Message, want: u8, deadline: Instant) -> anyhow::Result<Option<Message>> {
+        let to = SocketAddrV6::new(ALL_SERVERS, SERVER_PORT, 0, self.ifindex);
+        let start = Instant::now();
+        let mut interval = self.backoff.initial.min(Duration::from_secs(1));
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let cs = (start.elapsed().as_millis() / 10).min(0xffff) as u16;
+            if let Some(slot) = req.options.iter_mut().find(|(c, _)| *c == opt::ELAPSED_TIME) {
+                slot.1 = cs.to_be_bytes().to_vec();
+            }
+            if let Err(e) = self.sock.send_to(&req.encode(), to) {
+                bail!("sending DHCPv6 message {} on {}: {e}", req.ty, self.ifname);
+            }
+            let resend_at = at(now, interval);
+            interval = interval.saturating_mul(2).min(self.backoff.max.max(Duration::from_secs(1)));
+            while Instant::now() < resend_at.min(deadline) {
+                if (self.cancel)() {
+                    bail!("cancelled");
+                }
+                let wait = resend_at.min(deadline).saturating_duration_since(Instant::now()).min(POLL);
+                self.sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+                match self.sock.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        let Some(Ok(m)) = buf.get(..n).map(Message::decode) else { continue };
+                        if m.ty == want && m.xid == req.xid && m.get(opt::CLIENTID) == Some(&self.duid[..]) {
+                            return Ok(Some(m));
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => bail!("receiving on {}: {e}", self.ifname),
+                }
+            }
+        }
+    }
+
+    /// SOLICIT → ADVERTISE → REQUEST → REPLY. `Ok(None)`: no server answered in time.
+    pub fn acquire(&self, prefer: Option<Ipv6Addr>, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
+        while Instant::now() < deadline {
+            let mut sol = self.base(msg::SOLICIT, random_u32());
+            sol.push(opt::IA_NA, self.ia(prefer));
+            let Some(adv) = self.transact(&mut sol, msg::ADVERTISE, deadline)? else { return Ok(None) };
+            let offered = match Lease6::from_reply(&adv, self.iaid) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::info!(ifname = %self.ifname, "DHCPv6 advertise without a usable address: {e:#}");
+                    if (self.cancel)() {
+                        bail!("cancelled");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let mut req = self.base(msg::REQUEST, random_u32());
+            req.push(opt::SERVERID, offered.server_id.clone());
+            req.push(opt::IA_NA, self.ia(Some(offered.address)));
+            let Some(reply) = self.transact(&mut req, msg::REPLY, deadline)? else { return Ok(None) };
+            match Lease6::from_reply(&reply, self.iaid) {
+                Ok(l) => return Ok(Some(l)),
+                Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 request refused, soliciting again: {e:#}"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// RENEW (to the server that gave the lease) or REBIND (to any server).
+    pub fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal6> {
+        let mut m = self.base(if rebind { msg::REBIND } else { msg::RENEW }, random_u32());
+        if !rebind {
+            m.push(opt::SERVERID, lease.server_id.clone());
+        }
+        m.push(opt::IA_NA, self.ia(Some(lease.address)));
+        let Some(reply) = self.transact(&mut m, msg::REPLY, deadline)? else { return Ok(Renewal6::NoReply) };
+        match Lease6::from_reply(&reply, self.iaid) {
+            Ok(mut l) => {
+                if l.dns.is_empty() && l.search.is_empty() {
+                    // a server may leave options out of a renewal: keep what we had
+                    l.dns = lease.dns.clone();
+                    l.search = lease.search.clone();
+                }
+                Ok(Renewal6::Reply(l))
+            }
+            Err(e) => {
+                tracing::warn!(ifname = %self.ifname, address = %lease.address, "DHCPv6 renewal refused: {e:#}");
+                Ok(Renewal6::Lost)
+            }
+        }
+    }
+
+    /// RELEASE, waiting briefly for the server's REPLY (retransmitted until `deadline`).
+    pub fn release(&self, lease: &Lease6, deadline: Instant) -> anyhow::Result<bool> {
+        let mut m = self.base(msg::RELEASE, random_u32());
+        m.options.retain(|(c, _)| *c != opt::ORO);
+        m.push(opt::SERVERID, lease.server_id.clone());
+        m.push(opt::IA_NA, self.ia(Some(lease.address)));
+        Ok(self.transact(&mut m, msg::REPLY, deadline)?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_roundtrip_and_ia() {
+        let mut m = Message::new(msg::SOLICIT, 0xab_cdef);
+        m.push(opt::CLIENTID, duid_for("c/n/eth0"));
+        let ia = IaNa {
+            iaid: 7,
+            t1: 60,
+            t2: 96,
+            addrs: vec![("fd00::10".parse().unwrap(), 120, 120)],
+            status: 0,
+            status_msg: String::new(),
+        };
+        m.push(opt::IA_NA, ia.encode());
+        let b = m.encode();
+        assert_eq!(b.get(..4), Some(&[1, 0xab, 0xcd, 0xef][..]));
+        let d = Message::decode(&b).unwrap();
+        assert_eq!(d, m);
+        assert_eq!(IaNa::decode(d.get(opt::IA_NA).unwrap()).unwrap(), ia);
+        assert!(Message::decode(&[1, 2]).is_err());
+        assert!(Message::decode(&[1, 2, 3, 4, 0, 1, 0, 9, 1]).is_err());
+    }
+
+    #[test]
+    fn duid_is_stable_and_per_attachment() {
+        let a = duid_for("c1/net/eth0");
+        assert_eq!(a, duid_for("c1/net/eth0"));
+        assert_ne!(a, duid_for("c1/net/eth1"));
+        assert_eq!(a.len(), 18);
+        assert_eq!(a.get(..2), Some(&[0, 4][..]));
+        assert_eq!(a[8] >> 4, 8);
+        assert_ne!(iaid_for("a"), iaid_for("b"));
+    }
+
+    #[test]
+    fn lease_from_reply_with_dns_and_default_timers() {
+        let mut r = Message::new(msg::REPLY, 1);
+        r.push(opt::SERVERID, vec![0, 1, 2, 3]);
+        let ia = IaNa {
+            iaid: 9,
+            t1: 0,
+            t2: 0,
+            addrs: vec![("fd00::20".parse().unwrap(), 100, 200)],
+            status: 0,
+            status_msg: String::new(),
+        };
+        r.push(opt::IA_NA, ia.encode());
+        let mut dnsv = "fd00::1".parse::<Ipv6Addr>().unwrap().octets().to_vec();
+        dnsv.extend_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        r.push(opt::DNS_SERVERS, dnsv);
+        r.push(opt::DOMAIN_LIST, b"\x07example\x03com\x00\x03lab\x07example\x03com\x00".to_vec());
+        let l = Lease6::from_reply(&r, 9).unwrap();
+        assert_eq!(l.address, "fd00::20".parse::<Ipv6Addr>().unwrap());
+        assert_eq!((l.t1_secs, l.t2_secs, l.valid_secs), (50, 80, 200));
+        assert_eq!(l.dns.len(), 2);
+        assert_eq!(l.search, vec!["example.com", "lab.example.com"]);
+        assert!(Lease6::from_reply(&r, 10).is_err(), "another IAID");
+        r.push(opt::STATUS_CODE, [0u8, 2, b'n', b'o'].to_vec());
+        assert!(Lease6::from_reply(&r, 9).is_err());
+    }
+}
