@@ -10,7 +10,7 @@ use crate::applets::Applet;
 use crate::cni::{config, env, io, result::CniResult, Command, Ctx};
 use crate::firewall::{conntrack, iptables, nft, portmap};
 use crate::ipam::{host_local, static_, store};
-use crate::netlink::{addr, kinds, link, msg, route, rule};
+use crate::netlink::{addr, kinds, link, route, rule, wire};
 
 /// Every spec version a result can be printed in (plus one that is not a version).
 const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "9.9.9"];
@@ -198,9 +198,9 @@ pub fn netlink(data: &[u8]) {
         4 => drop(kinds::parse_details(p)),
         5 => drop(link::parse_bridge_vlans(p)),
         6 => {
-            for (_, b) in msg::attrs(p) {
-                let _ = (msg::get_u8(b), msg::get_u16(b), msg::get_u32(b), msg::get_i32(b));
-                let _ = (msg::get_str(b), msg::get_ip(b));
+            for (_, b) in wire::attrs(p) {
+                let _ = (wire::get_u8(b), wire::get_u16(b), wire::get_u32(b), wire::get_i32(b));
+                let _ = (wire::get_str(b), wire::get_ip(b));
             }
         }
         _ => {

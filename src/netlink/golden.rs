@@ -97,41 +97,41 @@ fn link_set_attrs() {
     // ip link set dev v0 master br0 / nomaster
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_MASTER, 5);
+            m.put_u32(IFLA_MASTER, 5);
         }),
         "280000001000050000000000000000000000000002000000000000000000000008000a0005000000",
     );
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_MASTER, 0);
+            m.put_u32(IFLA_MASTER, 0);
         }),
         "280000001000050000000000000000000000000002000000000000000000000008000a0000000000",
     );
     // ip link set dev v0 mtu 1300
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_MTU, 1300);
+            m.put_u32(IFLA_MTU, 1300);
         }),
         "28000000100005000000000000000000000000000200000000000000000000000800040014050000",
     );
     // ip link set dev v0 address 02:00:00:00:00:09
     check(
         set_attr_msg(2, |m| {
-            m.attr(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 9]);
+            m.put(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 9]);
         }),
         "2c000000100005000000000000000000000000000200000000000000000000000a0001000200000000090000",
     );
     // ip link set dev v0 name v9
     check(
         set_attr_msg(2, |m| {
-            m.str(IFLA_IFNAME, "v9");
+            m.put_str(IFLA_IFNAME, "v9");
         }),
         "28000000100005000000000000000000000000000200000000000000000000000700030076390000",
     );
     // ip link set dev v0 netns NS (fd 4)
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_NET_NS_FD, 4);
+            m.put_u32(IFLA_NET_NS_FD, 4);
         }),
         "280000001000050000000000000000000000000002000000000000000000000008001c0004000000",
     );
@@ -344,14 +344,14 @@ fn link_get_by_name() {
 fn parse_link_reply() {
     // A veth enslaved to a bridge with hairpin on and isolated off (hand-built reply).
     use super::consts::*;
-    use super::msg::Msg;
+    use super::wire::Msg;
     let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_UNSPEC, 7, IFF_UP | IFF_PROMISC, 0));
-    m.str(IFLA_IFNAME, "veth1").u32(IFLA_MTU, 1450).attr(IFLA_ADDRESS, &MAC1).u32(IFLA_MASTER, 3);
-    m.u32(IFLA_LINK, 9).u8(IFLA_OPERSTATE, IF_OPER_UP).u32(IFLA_LINK_NETNSID, 0);
+    m.put_str(IFLA_IFNAME, "veth1").put_u32(IFLA_MTU, 1450).put(IFLA_ADDRESS, &MAC1).put_u32(IFLA_MASTER, 3);
+    m.put_u32(IFLA_LINK, 9).put_u8(IFLA_OPERSTATE, IF_OPER_UP).put_u32(IFLA_LINK_NETNSID, 0);
     let info = m.begin(IFLA_LINKINFO, false);
-    m.attr(IFLA_INFO_KIND, b"veth").str(IFLA_INFO_SLAVE_KIND, "bridge");
+    m.put(IFLA_INFO_KIND, b"veth").put_str(IFLA_INFO_SLAVE_KIND, "bridge");
     let sd = m.begin(IFLA_INFO_SLAVE_DATA, true);
-    m.u8(IFLA_BRPORT_MODE, 1).u8(IFLA_BRPORT_ISOLATED, 0);
+    m.put_u8(IFLA_BRPORT_MODE, 1).put_u8(IFLA_BRPORT_ISOLATED, 0);
     m.end(sd).end(info);
     let bytes = m.finish();
     let l = parse_link(&bytes[16..]).unwrap();
@@ -369,9 +369,9 @@ fn parse_link_reply() {
 #[test]
 fn parse_route_multipath() {
     use super::consts::*;
-    use super::msg::Msg;
+    use super::wire::Msg;
     let mut m = Msg::new(RTM_NEWROUTE, 0, &[10, 64, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0]);
-    m.ip(RTA_DST, ip("fd00:1::")).u32(RTA_TABLE, 1000).u32(RTA_PRIORITY, 1024);
+    m.put_ip(RTA_DST, ip("fd00:1::")).put_u32(RTA_TABLE, 1000).put_u32(RTA_PRIORITY, 1024);
     let mp = m.begin(RTA_MULTIPATH, false);
     for (oif, gw) in [(2u32, "fd00::2"), (3, "fd00::3")] {
         let mut hop = vec![28, 0, 0, 0];
@@ -512,14 +512,14 @@ mod kinds_and_rules {
         // ip link set dev v0 alias hostdev0 (no trailing NUL, like ip)
         check(
             set_attr_msg(3, |m| {
-                m.attr(IFLA_IFALIAS, b"hostdev0");
+                m.put(IFLA_IFALIAS, b"hostdev0");
             }),
             "2c000000100005000000000000000000000000000300000000000000000000000c001400686f737464657630",
         );
         // ip link set dev v0 txqueuelen 500
         check(
             set_attr_msg(3, |m| {
-                m.u32(IFLA_TXQLEN, 500);
+                m.put_u32(IFLA_TXQLEN, 500);
             }),
             "280000001000050000000000000000000000000003000000000000000000000008000d00f4010000",
         );
@@ -593,11 +593,11 @@ fn bridge_vlan_show() {
     check(bridge_vlan_dump_msg(), "280000001200010300000000000000000700000000000000000000000000000008001d0002000000");
     // A hand-built reply: port 4 with VLAN 1 (pvid, untagged) and VLAN 10 (tagged).
     use super::consts::*;
-    use super::msg::Msg;
+    use super::wire::Msg;
     let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_BRIDGE, 4, 0, 0));
-    m.str(IFLA_IFNAME, "veth1");
+    m.put_str(IFLA_IFNAME, "veth1");
     let spec = m.begin(IFLA_AF_SPEC, false);
-    m.attr(IFLA_BRIDGE_VLAN_INFO, &[6, 0, 1, 0]).attr(IFLA_BRIDGE_VLAN_INFO, &[0, 0, 10, 0]);
+    m.put(IFLA_BRIDGE_VLAN_INFO, &[6, 0, 1, 0]).put(IFLA_BRIDGE_VLAN_INFO, &[0, 0, 10, 0]);
     m.end(spec);
     let bytes = m.finish();
     let (idx, v) = parse_bridge_vlans(&bytes[16..]).unwrap();

@@ -22,12 +22,15 @@ pub mod consts;
 pub mod ifext;
 pub mod kinds;
 pub mod link;
-pub mod msg;
 pub mod neigh;
 pub mod route;
 pub mod rule;
 pub mod socket;
 pub mod tc;
+pub mod wire;
+
+#[cfg(test)]
+pub(crate) mod fake;
 
 #[cfg(test)]
 mod golden;
@@ -40,5 +43,6 @@ pub use link::{format_mac, parse_mac, BridgeSpec, BridgeVlan, Link, VethSpec};
 pub use neigh::Neigh;
 pub use route::RouteSpec;
 pub use rule::RuleSpec;
-pub use socket::{Netlink, NlError};
+pub use socket::Netlink;
 pub use tc::{Qdisc, Tbf};
+pub use wire::NlError;

@@ -2,5 +2,6 @@
 pub mod listen_fds;
 pub mod netns;
 pub mod selinux;
+pub mod sockopt;
 pub mod sysctl;
 pub mod tun;
