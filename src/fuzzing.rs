@@ -217,19 +217,19 @@ pub fn nftables(data: &[u8]) {
     let family = sel >> 3;
     match sel % 4 {
         0 => {
-            for m in nft::sock::split_msgs(p) {
-                let _ = nft::sock::parse_error(&m);
-                let _ = nft::decode::decode_table(family, &m.body);
-                let _ = nft::decode::decode_chain(family, &m.body);
-                let _ = nft::decode::decode_rule(family, &m.body);
-                let _ = conntrack::decode_entry(family, &m.body);
+            for m in wire::split(p) {
+                let _ = wire::parse_error(&m);
+                let _ = nft::decode::decode_table(family, m.body);
+                let _ = nft::decode::decode_chain(family, m.body);
+                let _ = nft::decode::decode_rule(family, m.body);
+                let _ = conntrack::decode_entry(family, m.body);
             }
         }
         1 => {
             let _ = nft::decode::decode_rule(family, p);
             let _ = nft::decode::decode_expr(p);
             let _ = nft::decode::udata_comment(p);
-            for (_, b) in nft::decode::attrs(p) {
+            for (_, b) in wire::attrs(p) {
                 let _ = nft::decode::decode_expr(b);
             }
         }

@@ -2,9 +2,9 @@
 //! port, as portmap does for UDP host ports after ADD so stale flows do not stick to an old
 //! backend. Dump + per-entry delete, like the reference (netlink.ConntrackDeleteFilters).
 
-use super::nft::decode::attrs;
 use super::nft::sock::NftSocket;
-use super::nft::{Attrs, NftError, NLA_F_NESTED};
+use super::nft::NftError;
+use crate::netlink::wire::{attrs, find, Attrs, NLA_F_NESTED};
 use anyhow::{Context, Result};
 use std::net::IpAddr;
 
@@ -94,9 +94,8 @@ pub fn decode_tuple(body: &[u8]) -> Tuple {
 
 /// Decodes one dumped conntrack message (attributes after nfgenmsg).
 pub fn decode_entry(family: u8, body: &[u8]) -> Option<Entry> {
-    let a = attrs(body);
-    let orig_raw = a.iter().find(|(t, _)| *t == CTA_TUPLE_ORIG).map(|(_, p)| p.to_vec())?;
-    let zone = a.iter().find(|(t, _)| *t == CTA_ZONE).map(|(_, p)| p.to_vec());
+    let orig_raw = find(body, CTA_TUPLE_ORIG)?.to_vec();
+    let zone = find(body, CTA_ZONE).map(<[u8]>::to_vec);
     Some(Entry { family, orig: decode_tuple(&orig_raw), orig_raw, zone })
 }
 

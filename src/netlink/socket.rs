@@ -97,6 +97,18 @@ pub(crate) struct Reply {
     pub payload: Vec<u8>,
 }
 
+/// What a request is, for [`Conn::exchange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A change: its only reply is the ACK (or an error).
+    Change,
+    /// A GET of one object: replies, then the ACK. Asked again when a reply was truncated.
+    Get,
+    /// A dump: replies up to NLMSG_DONE (an ACK before it does not end it). Asked again when a
+    /// reply was truncated.
+    Dump,
+}
+
 /// What [`Conn::recv`] got.
 pub(crate) enum Datagram<'a> {
     Data(&'a [u8]),
@@ -169,21 +181,16 @@ impl Conn {
     }
 
     /// Send one request (its seq stamped here) and collect the replies to it up to the ACK (or
-    /// NLMSG_DONE for a dump). `idempotent`: ask again when a reply did not fit the buffer.
-    /// Returns the replies and whether the kernel flagged a dump interrupted.
-    pub(crate) fn exchange(
-        &mut self,
-        mut req: Vec<u8>,
-        idempotent: bool,
-        what: &str,
-    ) -> Result<(Vec<Reply>, bool), NlError> {
+    /// NLMSG_DONE for a dump). Returns the replies and whether the kernel flagged a dump
+    /// interrupted.
+    pub(crate) fn exchange(&mut self, mut req: Vec<u8>, kind: Kind, what: &str) -> Result<(Vec<Reply>, bool), NlError> {
         loop {
             let seq = self.next_seq(1);
             wire::set_seq(&mut req, seq);
             self.send(&req, what)?;
-            match self.collect(seq, what)? {
+            match self.collect(seq, kind == Kind::Dump, what)? {
                 Some(r) => return Ok(r),
-                None if idempotent => continue,
+                None if kind != Kind::Change => continue,
                 None => {
                     let ext = Some("reply larger than the receive buffer".to_string());
                     return Err(NlError::reply(self.prefix, what, wire::EMSGSIZE, ext));
@@ -193,7 +200,7 @@ impl Conn {
     }
 
     /// Replies for `seq` until the ACK/error or NLMSG_DONE; None when one was truncated.
-    fn collect(&mut self, seq: u32, what: &str) -> Result<Option<(Vec<Reply>, bool)>, NlError> {
+    fn collect(&mut self, seq: u32, dump: bool, what: &str) -> Result<Option<(Vec<Reply>, bool)>, NlError> {
         let prefix = self.prefix;
         let mut out = Vec::new();
         let mut intr = false;
@@ -219,6 +226,9 @@ impl Conn {
                 match m.ty {
                     NLMSG_ERROR => {
                         let (err, ext) = wire::parse_error(&m);
+                        if err == 0 && dump {
+                            continue;
+                        }
                         if err == 0 {
                             return Ok(Some((out, intr)));
                         }
@@ -280,19 +290,19 @@ impl Netlink {
 
     /// Send a GET that asks for an ACK; return the replies that came before the ACK.
     pub(crate) fn request(&mut self, req: Vec<u8>) -> anyhow::Result<Vec<Reply>> {
-        Ok(self.conn.exchange(req, true, "request")?.0)
+        Ok(self.conn.exchange(req, Kind::Get, "request")?.0)
     }
 
     /// Send a change that must be acknowledged and has no other reply.
     pub(crate) fn ack(&mut self, req: Vec<u8>) -> anyhow::Result<()> {
-        self.conn.exchange(req, false, "request")?;
+        self.conn.exchange(req, Kind::Change, "request")?;
         Ok(())
     }
 
     /// Run a dump request, retrying when the kernel marks it interrupted.
     pub(crate) fn dump(&mut self, req: Vec<u8>) -> anyhow::Result<Vec<Reply>> {
         for _ in 0..DUMP_TRIES {
-            let (out, intr) = self.conn.exchange(req.clone(), true, "dump")?;
+            let (out, intr) = self.conn.exchange(req.clone(), Kind::Dump, "dump")?;
             if !intr {
                 return Ok(out);
             }
