@@ -5,7 +5,7 @@
 #![cfg(target_endian = "little")]
 
 use std::net::IpAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use ipnet::IpNet;
 
@@ -39,19 +39,35 @@ fn net(s: &str) -> IpNet {
 
 const MAC1: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
+/// A really open fd to name as the peer netns (any fd: the encoder only writes its number).
+fn ns_fd() -> std::fs::File {
+    std::fs::File::open("/dev/null").unwrap()
+}
+
+/// The capture `want` (taken with the netns at fd 4) with IFLA_NET_NS_FD's value set to `fd`.
+fn with_ns_fd(want: &str, fd: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    let captured = "08001c0004000000";
+    assert_eq!(want.matches(captured).count(), 1, "one IFLA_NET_NS_FD 4 in the capture");
+    let ours = u32::try_from(fd.as_raw_fd()).unwrap();
+    want.replace(captured, &format!("08001c00{}", to_hex(&ours.to_ne_bytes())))
+}
+
 #[test]
 fn veth_add_with_peer_netns() {
     // ip link add name v0 mtu 1400 address 02:00:00:00:00:01 txqueuelen 0 up type veth peer name v1 mtu 1400
     //   txqueuelen 0 netns NS
     // (txqueuelen 0 and up mirror what the reference's netlink library sends)
-    // SAFETY: the fd is only formatted into the message, never used.
-    let fd = unsafe { BorrowedFd::borrow_raw(4) };
-    let spec = VethSpec { name: "v0", peer_name: "v1", mtu: Some(1400), mac: Some(MAC1), peer_ns: Some(fd) };
+    let ns = ns_fd();
+    let spec = VethSpec { name: "v0", peer_name: "v1", mtu: Some(1400), mac: Some(MAC1), peer_ns: Some(ns.as_fd()) };
     check(
         veth_add_msg(&spec),
-        "880000001000050600000000000000000000000000000000010000000100000008000400780500000a000100020000000001\
-         000008000d000000000007000300763000004400120008000100766574683800020034000100000000000000000000000000\
-         00000000080004007805000008000d000000000008001c00040000000700030076310000",
+        &with_ns_fd(
+            "880000001000050600000000000000000000000000000000010000000100000008000400780500000a000100020000000001\
+             000008000d000000000007000300763000004400120008000100766574683800020034000100000000000000000000000000\
+             00000000080004007805000008000d000000000008001c00040000000700030076310000",
+            &ns,
+        ),
     );
 }
 
@@ -428,20 +444,22 @@ mod kinds_and_rules {
     fn macvlan_add() {
         // ip link add link v0 name mv0 mtu 1400 address 02:00:00:00:00:01 netns NS type macvlan mode bridge
         //   bcqueuelen 100
-        // SAFETY: the fd is only formatted into the message, never used.
-        let fd = unsafe { BorrowedFd::borrow_raw(4) };
+        let ns = ns_fd();
         let spec = LinkSpec {
             parent: Some(3),
             mtu: Some(1400),
             mac: Some(MAC1),
-            netns: Some(fd),
+            netns: Some(ns.as_fd()),
             ..LinkSpec::new("mv0", LinkKind::Macvlan { mode: MacvlanMode::Bridge, bcqueuelen: Some(100) })
         };
         check(
             link_add_msg(&spec),
-            "700000001000050600000000000000000000000000000000000000000000000008000400780500000a0001000200000000\
+            &with_ns_fd(
+                "700000001000050600000000000000000000000000000000000000000000000008000400780500000a0001000200000000\
              01000008001c00040000000800050003000000080003006d763000240012000b0001006d6163766c616e0014000200080007\
              00640000000800010004000000",
+                &ns,
+            ),
         );
         // ip link add link v0 name mv1 type macvlan mode passthru
         let spec = LinkSpec {
@@ -458,14 +476,16 @@ mod kinds_and_rules {
     #[test]
     fn ipvlan_add() {
         // ip link add link v0 name ipv0 netns NS type ipvlan mode l3 private
-        // SAFETY: as above.
-        let fd = unsafe { BorrowedFd::borrow_raw(4) };
+        let ns = ns_fd();
         let kind = LinkKind::Ipvlan { mode: IpvlanMode::L3, flag: IpvlanFlag::Private };
-        let spec = LinkSpec { parent: Some(3), netns: Some(fd), ..LinkSpec::new("ipv0", kind) };
+        let spec = LinkSpec { parent: Some(3), netns: Some(ns.as_fd()), ..LinkSpec::new("ipv0", kind) };
         check(
             link_add_msg(&spec),
-            "600000001000050600000000000000000000000000000000000000000000000008001c000400000008000500030000000900\
-             03006970763000000000240012000a0001006970766c616e00001400020006000100010000000600020001000000",
+            &with_ns_fd(
+                "600000001000050600000000000000000000000000000000000000000000000008001c000400000008000500030000000900\
+                 03006970763000000000240012000a0001006970766c616e00001400020006000100010000000600020001000000",
+                &ns,
+            ),
         );
         // ip link add link v0 name ipv1 type ipvlan mode l2
         let kind = LinkKind::Ipvlan { mode: IpvlanMode::L2, flag: IpvlanFlag::Bridge };
