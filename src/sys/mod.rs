@@ -1,4 +1,6 @@
 //! The only place with `unsafe` (every block has a `// SAFETY:` comment).
+#[cfg(test)]
+pub mod fake;
 pub mod listen_fds;
 pub mod netns;
 pub mod selinux;
