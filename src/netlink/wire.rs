@@ -80,7 +80,7 @@ mod errno {
 pub use errno::{EINTR, EINVAL, EMSGSIZE};
 
 impl NlError {
-    /// A kernel error reply with no further context: "<strerror>[: <ext-ack>]".
+    /// A kernel error reply with no further context: `strerror[: ext-ack]`.
     pub fn new(errno: i32, ext: Option<&str>) -> NlError {
         let base = std::io::Error::from_raw_os_error(errno).to_string();
         let msg = match ext {
@@ -90,8 +90,8 @@ impl NlError {
         NlError { errno, what: String::new(), ext_ack: ext.map(str::to_string), msg }
     }
 
-    /// A kernel error reply to `what`, rendered "<prefix>: <what>: <strerror> (errno N)[: ext]"
-    /// (or "<prefix>: <what>[: ext]" when `errno` is 0).
+    /// A kernel error reply to `what`, rendered `prefix: what: strerror (errno N)[: ext]`
+    /// (or `prefix: what[: ext]` when `errno` is 0).
     pub fn reply(prefix: &str, what: &str, errno: i32, ext: Option<String>) -> NlError {
         let mut msg = format!("{prefix}: {what}");
         if errno != 0 {
