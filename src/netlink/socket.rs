@@ -311,3 +311,98 @@ impl Netlink {
         Err(anyhow::Error::new(NlError::new(wire::EINTR, Some("dump interrupted repeatedly"))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    /// Answers every request with `reply(seq)` (datagrams); counts sends and receives.
+    struct Scripted {
+        reply: fn(u32) -> Vec<Vec<u8>>,
+        queue: VecDeque<Vec<u8>>,
+        calls: Rc<RefCell<(usize, usize)>>,
+    }
+
+    impl Transport for Scripted {
+        fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+            self.calls.borrow_mut().0 += 1;
+            let seq = wire::split(buf).next().map_or(0, |m| m.seq);
+            self.queue.extend((self.reply)(seq));
+            Ok(())
+        }
+        fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<Option<usize>> {
+            self.calls.borrow_mut().1 += 1;
+            match self.queue.pop_front() {
+                Some(d) => {
+                    let n = d.len().min(buf.len());
+                    buf[..n].copy_from_slice(&d[..n]);
+                    Ok(Some(d.len()))
+                }
+                None if wait => Err(io::Error::other("would block")),
+                None => Ok(None),
+            }
+        }
+    }
+
+    fn conn(reply: fn(u32) -> Vec<Vec<u8>>) -> (Conn, Rc<RefCell<(usize, usize)>>) {
+        let calls = Rc::new(RefCell::new((0, 0)));
+        let t = Scripted { reply, queue: VecDeque::new(), calls: calls.clone() };
+        (Conn::with_transport(Box::new(t), RTNL), calls)
+    }
+
+    fn req() -> Vec<u8> {
+        wire::message(18, wire::NLM_F_REQUEST, 0, &[0; 16], &[])
+    }
+
+    fn ack(seq: u32, errno: i32) -> Vec<u8> {
+        let mut body = (-errno).to_ne_bytes().to_vec();
+        body.extend_from_slice(&wire::header(16, 0, 0, seq));
+        wire::message(NLMSG_ERROR, wire::NLM_F_CAPPED, seq, &body, &[])
+    }
+
+    /// A dump whose first datagram is 40 KiB (more than the 32 KiB buffer), then NLMSG_DONE.
+    fn big_dump(seq: u32) -> Vec<Vec<u8>> {
+        let mut d = wire::message(16, wire::NLM_F_MULTI, seq, &[0; 16], &vec![0; 40 * 1024]);
+        d.extend(wire::message(NLMSG_DONE, wire::NLM_F_MULTI, seq, &0i32.to_ne_bytes(), &[]));
+        vec![d]
+    }
+
+    #[test]
+    fn one_recv_per_datagram() {
+        let (mut c, calls) = conn(|seq| vec![wire::message(16, 0, seq, &[0; 16], &[]), ack(seq, 0)]);
+        let (replies, intr) = c.exchange(req(), Kind::Get, "get").unwrap();
+        assert_eq!((replies.len(), intr), (1, false));
+        assert_eq!(*calls.borrow(), (1, 2)); // no peek before each read
+    }
+
+    #[test]
+    fn truncated_dump_is_asked_again_with_a_buffer_that_fits() {
+        let (mut c, calls) = conn(big_dump);
+        let (replies, _) = c.exchange(req(), Kind::Dump, "dump").unwrap();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].payload.len(), 16 + 40 * 1024);
+        // first try: the truncated datagram, then an empty queue; second try: it fits
+        assert_eq!(*calls.borrow(), (2, 3));
+    }
+
+    #[test]
+    fn truncated_reply_to_a_change_is_an_error_not_a_resend() {
+        let (mut c, calls) = conn(big_dump);
+        let e = c.exchange(req(), Kind::Change, "change").unwrap_err();
+        assert_eq!(e.errno, wire::EMSGSIZE);
+        assert_eq!(calls.borrow().0, 1);
+    }
+
+    #[test]
+    fn errors_carry_errno_and_refuse_unencodable_requests() {
+        let (mut c, _) = conn(|seq| vec![ack(seq, 17)]);
+        let e = c.exchange(req(), Kind::Change, "add").unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        assert_eq!(e.msg, NlError::new(17, None).msg);
+        let e = c.exchange(Vec::new(), Kind::Change, "add").unwrap_err();
+        assert_eq!(e.errno, wire::EMSGSIZE);
+    }
+}
