@@ -287,3 +287,26 @@ fn ptp_add_rolls_back_at_every_request() {
         assert!(f.leases.is_empty(), "lease left after a failure at request {n}: {:?}", f.leases);
     }
 }
+
+#[test]
+fn bridge_and_ptp_del_undo_the_add_and_repeat_as_no_ops() {
+    for (plugin, extra, left) in [("bridge", BRIDGE, &["cni-o0@host"][..]), ("ptp", "", &[][..])] {
+        let dir = TempDir::new(plugin);
+        let k = FakeKernel::install(&[CONT]);
+        let c = conf(plugin, extra, &dir);
+        let (code, out) = run(plugin, "ADD", &c, &dir);
+        assert_eq!(code, 0, "{out}");
+        let n = k.log().len();
+        let (code, out) = run(plugin, "DEL", &c, &dir);
+        assert_eq!((code, out.as_str()), (0, ""), "{plugin} DEL");
+        let del = k.log()[n..].to_vec();
+        assert_log(&del, &["cont: get link eth0", "cont: dump addrs", "cont: delete link eth0"]);
+        assert_eq!(k.links(), left, "{plugin}: links after DEL");
+        assert!(dir.leases().is_empty(), "{plugin}: leases after DEL");
+        // DEL again: the link is gone, which is success
+        let n = k.log().len();
+        let (code, out) = run(plugin, "DEL", &c, &dir);
+        assert_eq!((code, out.as_str()), (0, ""), "{plugin} second DEL");
+        assert_log(&k.log()[n..], &["cont: get link eth0"]);
+    }
+}
