@@ -10,7 +10,7 @@ use crate::cni::plugin::{Doc, Kind, Plugin, Version};
 use crate::cni::{config, env, io, result::CniResult, Command, Ctx};
 use crate::firewall::{conntrack, iptables, nft, portmap};
 use crate::ipam::{host_local, static_, store};
-use crate::netlink::{addr, kinds, link, msg, route, rule};
+use crate::netlink::{addr, kinds, link, route, rule, wire};
 
 /// Every spec version a result can be printed in (plus one that is not a version).
 const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "9.9.9"];
@@ -201,9 +201,9 @@ pub fn netlink(data: &[u8]) {
         4 => drop(kinds::parse_details(p)),
         5 => drop(link::parse_bridge_vlans(p)),
         6 => {
-            for (_, b) in msg::attrs(p) {
-                let _ = (msg::get_u8(b), msg::get_u16(b), msg::get_u32(b), msg::get_i32(b));
-                let _ = (msg::get_str(b), msg::get_ip(b));
+            for (_, b) in wire::attrs(p) {
+                let _ = (wire::get_u8(b), wire::get_u16(b), wire::get_u32(b), wire::get_i32(b));
+                let _ = (wire::get_str(b), wire::get_ip(b));
             }
         }
         _ => {
@@ -220,19 +220,19 @@ pub fn nftables(data: &[u8]) {
     let family = sel >> 3;
     match sel % 4 {
         0 => {
-            for m in nft::sock::split_msgs(p) {
-                let _ = nft::sock::parse_error(&m);
-                let _ = nft::decode::decode_table(family, &m.body);
-                let _ = nft::decode::decode_chain(family, &m.body);
-                let _ = nft::decode::decode_rule(family, &m.body);
-                let _ = conntrack::decode_entry(family, &m.body);
+            for m in wire::split(p) {
+                let _ = wire::parse_error(&m);
+                let _ = nft::decode::decode_table(family, m.body);
+                let _ = nft::decode::decode_chain(family, m.body);
+                let _ = nft::decode::decode_rule(family, m.body);
+                let _ = conntrack::decode_entry(family, m.body);
             }
         }
         1 => {
             let _ = nft::decode::decode_rule(family, p);
             let _ = nft::decode::decode_expr(p);
             let _ = nft::decode::udata_comment(p);
-            for (_, b) in nft::decode::attrs(p) {
+            for (_, b) in wire::attrs(p) {
                 let _ = nft::decode::decode_expr(b);
             }
         }

@@ -2,9 +2,9 @@
 //! port, as portmap does for UDP host ports after ADD so stale flows do not stick to an old
 //! backend. Dump + per-entry delete, like the reference (netlink.ConntrackDeleteFilters).
 
-use super::nft::decode::attrs;
 use super::nft::sock::NftSocket;
-use super::nft::{Attrs, NftError, NLA_F_NESTED};
+use super::nft::NftError;
+use crate::netlink::wire::{attrs, find, get_ip, get_u16_be, Attrs, NLA_F_NESTED};
 use anyhow::{Context, Result};
 use std::net::IpAddr;
 
@@ -47,21 +47,6 @@ pub struct Entry {
     zone: Option<Vec<u8>>,
 }
 
-fn ip_from(v: &[u8]) -> Option<IpAddr> {
-    match v.len() {
-        4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
-        _ => None,
-    }
-}
-
-fn be16(v: &[u8]) -> u16 {
-    match v {
-        [a, b, ..] => u16::from_be_bytes([*a, *b]),
-        _ => 0,
-    }
-}
-
 /// Decodes a CTA_TUPLE_* body.
 pub fn decode_tuple(body: &[u8]) -> Tuple {
     let mut t = Tuple { src: None, dst: None, proto: 0, sport: 0, dport: 0 };
@@ -70,8 +55,8 @@ pub fn decode_tuple(body: &[u8]) -> Tuple {
             CTA_TUPLE_IP => {
                 for (k, v) in attrs(p) {
                     match k {
-                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = ip_from(v),
-                        CTA_IP_V4_DST | CTA_IP_V6_DST => t.dst = ip_from(v),
+                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = get_ip(v),
+                        CTA_IP_V4_DST | CTA_IP_V6_DST => t.dst = get_ip(v),
                         _ => {}
                     }
                 }
@@ -80,8 +65,8 @@ pub fn decode_tuple(body: &[u8]) -> Tuple {
                 for (k, v) in attrs(p) {
                     match k {
                         CTA_PROTO_NUM => t.proto = v.first().copied().unwrap_or(0),
-                        CTA_PROTO_SRC_PORT => t.sport = be16(v),
-                        CTA_PROTO_DST_PORT => t.dport = be16(v),
+                        CTA_PROTO_SRC_PORT => t.sport = get_u16_be(v).unwrap_or(0),
+                        CTA_PROTO_DST_PORT => t.dport = get_u16_be(v).unwrap_or(0),
                         _ => {}
                     }
                 }
@@ -94,9 +79,8 @@ pub fn decode_tuple(body: &[u8]) -> Tuple {
 
 /// Decodes one dumped conntrack message (attributes after nfgenmsg).
 pub fn decode_entry(family: u8, body: &[u8]) -> Option<Entry> {
-    let a = attrs(body);
-    let orig_raw = a.iter().find(|(t, _)| *t == CTA_TUPLE_ORIG).map(|(_, p)| p.to_vec())?;
-    let zone = a.iter().find(|(t, _)| *t == CTA_ZONE).map(|(_, p)| p.to_vec());
+    let orig_raw = find(body, CTA_TUPLE_ORIG)?.to_vec();
+    let zone = find(body, CTA_ZONE).map(<[u8]>::to_vec);
     Some(Entry { family, orig: decode_tuple(&orig_raw), orig_raw, zone })
 }
 

@@ -6,8 +6,8 @@ use anyhow::Context;
 use ipnet::IpNet;
 
 use super::consts::*;
-use super::msg::{attrs, get_ip, get_u32, Msg};
 use super::socket::Netlink;
+use super::wire::{attrs, get_ip, get_u32, Msg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -58,10 +58,10 @@ pub(crate) fn addr_msg(add: bool, index: u32, addr: IpNet) -> Vec<u8> {
     };
     let ip = addr.addr();
     let mut m = Msg::new(ty, flags, &ifaddr(Family::of(&ip).af(), addr.prefix_len(), 0, index));
-    m.ip(IFA_LOCAL, ip).ip(IFA_ADDRESS, ip);
+    m.put_ip(IFA_LOCAL, ip).put_ip(IFA_ADDRESS, ip);
     if let (true, IpNet::V4(n)) = (add, addr) {
         if n.prefix_len() < 31 {
-            m.ip(IFA_BROADCAST, IpAddr::V4(n.broadcast()));
+            m.put_ip(IFA_BROADCAST, IpAddr::V4(n.broadcast()));
         }
     }
     m.finish()

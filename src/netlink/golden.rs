@@ -5,7 +5,7 @@
 #![cfg(target_endian = "little")]
 
 use std::net::IpAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use ipnet::IpNet;
 
@@ -39,19 +39,35 @@ fn net(s: &str) -> IpNet {
 
 const MAC1: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
+/// A really open fd to name as the peer netns (any fd: the encoder only writes its number).
+fn ns_fd() -> std::fs::File {
+    std::fs::File::open("/dev/null").unwrap()
+}
+
+/// The capture `want` (taken with the netns at fd 4) with IFLA_NET_NS_FD's value set to `fd`.
+fn with_ns_fd(want: &str, fd: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    let captured = "08001c0004000000";
+    assert_eq!(want.matches(captured).count(), 1, "one IFLA_NET_NS_FD 4 in the capture");
+    let ours = u32::try_from(fd.as_raw_fd()).unwrap();
+    want.replace(captured, &format!("08001c00{}", to_hex(&ours.to_ne_bytes())))
+}
+
 #[test]
 fn veth_add_with_peer_netns() {
     // ip link add name v0 mtu 1400 address 02:00:00:00:00:01 txqueuelen 0 up type veth peer name v1 mtu 1400
     //   txqueuelen 0 netns NS
     // (txqueuelen 0 and up mirror what the reference's netlink library sends)
-    // SAFETY: the fd is only formatted into the message, never used.
-    let fd = unsafe { BorrowedFd::borrow_raw(4) };
-    let spec = VethSpec { name: "v0", peer_name: "v1", mtu: Some(1400), mac: Some(MAC1), peer_ns: Some(fd) };
+    let ns = ns_fd();
+    let spec = VethSpec { name: "v0", peer_name: "v1", mtu: Some(1400), mac: Some(MAC1), peer_ns: Some(ns.as_fd()) };
     check(
         veth_add_msg(&spec),
-        "880000001000050600000000000000000000000000000000010000000100000008000400780500000a000100020000000001\
-         000008000d000000000007000300763000004400120008000100766574683800020034000100000000000000000000000000\
-         00000000080004007805000008000d000000000008001c00040000000700030076310000",
+        &with_ns_fd(
+            "880000001000050600000000000000000000000000000000010000000100000008000400780500000a000100020000000001\
+             000008000d000000000007000300763000004400120008000100766574683800020034000100000000000000000000000000\
+             00000000080004007805000008000d000000000008001c00040000000700030076310000",
+            &ns,
+        ),
     );
 }
 
@@ -97,41 +113,41 @@ fn link_set_attrs() {
     // ip link set dev v0 master br0 / nomaster
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_MASTER, 5);
+            m.put_u32(IFLA_MASTER, 5);
         }),
         "280000001000050000000000000000000000000002000000000000000000000008000a0005000000",
     );
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_MASTER, 0);
+            m.put_u32(IFLA_MASTER, 0);
         }),
         "280000001000050000000000000000000000000002000000000000000000000008000a0000000000",
     );
     // ip link set dev v0 mtu 1300
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_MTU, 1300);
+            m.put_u32(IFLA_MTU, 1300);
         }),
         "28000000100005000000000000000000000000000200000000000000000000000800040014050000",
     );
     // ip link set dev v0 address 02:00:00:00:00:09
     check(
         set_attr_msg(2, |m| {
-            m.attr(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 9]);
+            m.put(IFLA_ADDRESS, &[2, 0, 0, 0, 0, 9]);
         }),
         "2c000000100005000000000000000000000000000200000000000000000000000a0001000200000000090000",
     );
     // ip link set dev v0 name v9
     check(
         set_attr_msg(2, |m| {
-            m.str(IFLA_IFNAME, "v9");
+            m.put_str(IFLA_IFNAME, "v9");
         }),
         "28000000100005000000000000000000000000000200000000000000000000000700030076390000",
     );
     // ip link set dev v0 netns NS (fd 4)
     check(
         set_attr_msg(2, |m| {
-            m.u32(IFLA_NET_NS_FD, 4);
+            m.put_u32(IFLA_NET_NS_FD, 4);
         }),
         "280000001000050000000000000000000000000002000000000000000000000008001c0004000000",
     );
@@ -344,14 +360,14 @@ fn link_get_by_name() {
 fn parse_link_reply() {
     // A veth enslaved to a bridge with hairpin on and isolated off (hand-built reply).
     use super::consts::*;
-    use super::msg::Msg;
+    use super::wire::Msg;
     let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_UNSPEC, 7, IFF_UP | IFF_PROMISC, 0));
-    m.str(IFLA_IFNAME, "veth1").u32(IFLA_MTU, 1450).attr(IFLA_ADDRESS, &MAC1).u32(IFLA_MASTER, 3);
-    m.u32(IFLA_LINK, 9).u8(IFLA_OPERSTATE, IF_OPER_UP).u32(IFLA_LINK_NETNSID, 0);
+    m.put_str(IFLA_IFNAME, "veth1").put_u32(IFLA_MTU, 1450).put(IFLA_ADDRESS, &MAC1).put_u32(IFLA_MASTER, 3);
+    m.put_u32(IFLA_LINK, 9).put_u8(IFLA_OPERSTATE, IF_OPER_UP).put_u32(IFLA_LINK_NETNSID, 0);
     let info = m.begin(IFLA_LINKINFO, false);
-    m.attr(IFLA_INFO_KIND, b"veth").str(IFLA_INFO_SLAVE_KIND, "bridge");
+    m.put(IFLA_INFO_KIND, b"veth").put_str(IFLA_INFO_SLAVE_KIND, "bridge");
     let sd = m.begin(IFLA_INFO_SLAVE_DATA, true);
-    m.u8(IFLA_BRPORT_MODE, 1).u8(IFLA_BRPORT_ISOLATED, 0);
+    m.put_u8(IFLA_BRPORT_MODE, 1).put_u8(IFLA_BRPORT_ISOLATED, 0);
     m.end(sd).end(info);
     let bytes = m.finish();
     let l = parse_link(&bytes[16..]).unwrap();
@@ -369,9 +385,9 @@ fn parse_link_reply() {
 #[test]
 fn parse_route_multipath() {
     use super::consts::*;
-    use super::msg::Msg;
+    use super::wire::Msg;
     let mut m = Msg::new(RTM_NEWROUTE, 0, &[10, 64, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0]);
-    m.ip(RTA_DST, ip("fd00:1::")).u32(RTA_TABLE, 1000).u32(RTA_PRIORITY, 1024);
+    m.put_ip(RTA_DST, ip("fd00:1::")).put_u32(RTA_TABLE, 1000).put_u32(RTA_PRIORITY, 1024);
     let mp = m.begin(RTA_MULTIPATH, false);
     for (oif, gw) in [(2u32, "fd00::2"), (3, "fd00::3")] {
         let mut hop = vec![28, 0, 0, 0];
@@ -428,20 +444,22 @@ mod kinds_and_rules {
     fn macvlan_add() {
         // ip link add link v0 name mv0 mtu 1400 address 02:00:00:00:00:01 netns NS type macvlan mode bridge
         //   bcqueuelen 100
-        // SAFETY: the fd is only formatted into the message, never used.
-        let fd = unsafe { BorrowedFd::borrow_raw(4) };
+        let ns = ns_fd();
         let spec = LinkSpec {
             parent: Some(3),
             mtu: Some(1400),
             mac: Some(MAC1),
-            netns: Some(fd),
+            netns: Some(ns.as_fd()),
             ..LinkSpec::new("mv0", LinkKind::Macvlan { mode: MacvlanMode::Bridge, bcqueuelen: Some(100) })
         };
         check(
             link_add_msg(&spec),
-            "700000001000050600000000000000000000000000000000000000000000000008000400780500000a0001000200000000\
+            &with_ns_fd(
+                "700000001000050600000000000000000000000000000000000000000000000008000400780500000a0001000200000000\
              01000008001c00040000000800050003000000080003006d763000240012000b0001006d6163766c616e0014000200080007\
              00640000000800010004000000",
+                &ns,
+            ),
         );
         // ip link add link v0 name mv1 type macvlan mode passthru
         let spec = LinkSpec {
@@ -458,14 +476,16 @@ mod kinds_and_rules {
     #[test]
     fn ipvlan_add() {
         // ip link add link v0 name ipv0 netns NS type ipvlan mode l3 private
-        // SAFETY: as above.
-        let fd = unsafe { BorrowedFd::borrow_raw(4) };
+        let ns = ns_fd();
         let kind = LinkKind::Ipvlan { mode: IpvlanMode::L3, flag: IpvlanFlag::Private };
-        let spec = LinkSpec { parent: Some(3), netns: Some(fd), ..LinkSpec::new("ipv0", kind) };
+        let spec = LinkSpec { parent: Some(3), netns: Some(ns.as_fd()), ..LinkSpec::new("ipv0", kind) };
         check(
             link_add_msg(&spec),
-            "600000001000050600000000000000000000000000000000000000000000000008001c000400000008000500030000000900\
-             03006970763000000000240012000a0001006970766c616e00001400020006000100010000000600020001000000",
+            &with_ns_fd(
+                "600000001000050600000000000000000000000000000000000000000000000008001c000400000008000500030000000900\
+                 03006970763000000000240012000a0001006970766c616e00001400020006000100010000000600020001000000",
+                &ns,
+            ),
         );
         // ip link add link v0 name ipv1 type ipvlan mode l2
         let kind = LinkKind::Ipvlan { mode: IpvlanMode::L2, flag: IpvlanFlag::Bridge };
@@ -512,14 +532,14 @@ mod kinds_and_rules {
         // ip link set dev v0 alias hostdev0 (no trailing NUL, like ip)
         check(
             set_attr_msg(3, |m| {
-                m.attr(IFLA_IFALIAS, b"hostdev0");
+                m.put(IFLA_IFALIAS, b"hostdev0");
             }),
             "2c000000100005000000000000000000000000000300000000000000000000000c001400686f737464657630",
         );
         // ip link set dev v0 txqueuelen 500
         check(
             set_attr_msg(3, |m| {
-                m.u32(IFLA_TXQLEN, 500);
+                m.put_u32(IFLA_TXQLEN, 500);
             }),
             "280000001000050000000000000000000000000003000000000000000000000008000d00f4010000",
         );
@@ -593,11 +613,11 @@ fn bridge_vlan_show() {
     check(bridge_vlan_dump_msg(), "280000001200010300000000000000000700000000000000000000000000000008001d0002000000");
     // A hand-built reply: port 4 with VLAN 1 (pvid, untagged) and VLAN 10 (tagged).
     use super::consts::*;
-    use super::msg::Msg;
+    use super::wire::Msg;
     let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_BRIDGE, 4, 0, 0));
-    m.str(IFLA_IFNAME, "veth1");
+    m.put_str(IFLA_IFNAME, "veth1");
     let spec = m.begin(IFLA_AF_SPEC, false);
-    m.attr(IFLA_BRIDGE_VLAN_INFO, &[6, 0, 1, 0]).attr(IFLA_BRIDGE_VLAN_INFO, &[0, 0, 10, 0]);
+    m.put(IFLA_BRIDGE_VLAN_INFO, &[6, 0, 1, 0]).put(IFLA_BRIDGE_VLAN_INFO, &[0, 0, 10, 0]);
     m.end(spec);
     let bytes = m.finish();
     let (idx, v) = parse_bridge_vlans(&bytes[16..]).unwrap();

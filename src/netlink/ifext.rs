@@ -6,8 +6,8 @@ use ipnet::IpNet;
 
 use super::addr::Family;
 use super::consts::*;
-use super::msg::Msg;
 use super::socket::Netlink;
+use super::wire::Msg;
 
 /// IFA_F_NODAD: no duplicate address detection (the address is usable at once).
 pub const IFA_F_NODAD: u32 = 0x02;
@@ -20,14 +20,14 @@ pub(crate) fn addr_add_flags_msg(index: u32, addr: IpNet, flags: u32) -> Vec<u8>
     let i = index.to_ne_bytes();
     let hdr = [Family::of(&ip).af(), addr.prefix_len(), (flags & 0xff) as u8, 0, i[0], i[1], i[2], i[3]];
     let mut m = Msg::new(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &hdr);
-    m.ip(IFA_LOCAL, ip).ip(IFA_ADDRESS, ip);
+    m.put_ip(IFA_LOCAL, ip).put_ip(IFA_ADDRESS, ip);
     if let IpNet::V4(n) = addr {
         if n.prefix_len() < 31 {
-            m.ip(IFA_BROADCAST, std::net::IpAddr::V4(n.broadcast()));
+            m.put_ip(IFA_BROADCAST, std::net::IpAddr::V4(n.broadcast()));
         }
     }
     if flags != 0 {
-        m.u32(IFA_FLAGS, flags);
+        m.put_u32(IFA_FLAGS, flags);
     }
     m.finish()
 }

@@ -7,8 +7,8 @@ use anyhow::Context;
 
 use super::consts::*;
 use super::link::{ifinfo, parse_link, set_attr_msg, set_flag_msg, Link};
-use super::msg::{attrs, get_str, get_u16, get_u32, Msg};
 use super::socket::Netlink;
+use super::wire::{attrs, get_str, get_u16, get_u32, Msg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MacvlanMode {
@@ -115,23 +115,23 @@ pub(crate) fn link_add_msg(s: &LinkSpec) -> Vec<u8> {
     let mut m =
         Msg::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &ifinfo(AF_UNSPEC, 0, 0, 0));
     if let Some(mtu) = s.mtu {
-        m.u32(IFLA_MTU, mtu);
+        m.put_u32(IFLA_MTU, mtu);
     }
     if let Some(mac) = s.mac {
-        m.attr(IFLA_ADDRESS, &mac);
+        m.put(IFLA_ADDRESS, &mac);
     }
     if let Some(q) = s.txqlen {
-        m.u32(IFLA_TXQLEN, q);
+        m.put_u32(IFLA_TXQLEN, q);
     }
     if let Some(fd) = s.netns {
-        m.u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
+        m.put_u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
     }
     if let Some(p) = s.parent {
-        m.u32(IFLA_LINK, p);
+        m.put_u32(IFLA_LINK, p);
     }
-    m.str(IFLA_IFNAME, s.name);
+    m.put_str(IFLA_IFNAME, s.name);
     let info = m.begin(IFLA_LINKINFO, false);
-    m.attr(IFLA_INFO_KIND, s.kind.name().as_bytes());
+    m.put(IFLA_INFO_KIND, s.kind.name().as_bytes());
     let data = |m: &mut Msg, f: &dyn Fn(&mut Msg)| {
         let d = m.begin(IFLA_INFO_DATA, false);
         f(m);
@@ -140,18 +140,18 @@ pub(crate) fn link_add_msg(s: &LinkSpec) -> Vec<u8> {
     match s.kind {
         LinkKind::Macvlan { mode, bcqueuelen } => data(&mut m, &|m| {
             if let Some(q) = bcqueuelen {
-                m.u32(IFLA_MACVLAN_BC_QUEUE_LEN, q);
+                m.put_u32(IFLA_MACVLAN_BC_QUEUE_LEN, q);
             }
-            m.u32(IFLA_MACVLAN_MODE, mode as u32);
+            m.put_u32(IFLA_MACVLAN_MODE, mode as u32);
         }),
         LinkKind::Ipvlan { mode, flag } => data(&mut m, &|m| {
-            m.u16(IFLA_IPVLAN_MODE, mode as u16).u16(IFLA_IPVLAN_FLAGS, flag as u16);
+            m.put_u16(IFLA_IPVLAN_MODE, mode as u16).put_u16(IFLA_IPVLAN_FLAGS, flag as u16);
         }),
         LinkKind::Vlan { id } => data(&mut m, &|m| {
-            m.u16(IFLA_VLAN_ID, id);
+            m.put_u16(IFLA_VLAN_ID, id);
         }),
         LinkKind::Vrf { table } => data(&mut m, &|m| {
-            m.u32(IFLA_VRF_TABLE, table);
+            m.put_u32(IFLA_VRF_TABLE, table);
         }),
         LinkKind::Dummy | LinkKind::Ifb => {}
     }
@@ -215,14 +215,14 @@ impl Netlink {
     /// Set (or with "" clear) the interface alias.
     pub fn link_set_alias(&mut self, index: u32, alias: &str) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.attr(IFLA_IFALIAS, alias.as_bytes());
+            m.put(IFLA_IFALIAS, alias.as_bytes());
         }))
         .with_context(|| format!("failed to set alias of link {index}"))
     }
 
     pub fn link_set_txqlen(&mut self, index: u32, qlen: u32) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.u32(IFLA_TXQLEN, qlen);
+            m.put_u32(IFLA_TXQLEN, qlen);
         }))
         .with_context(|| format!("failed to set txqueuelen of link {index}"))
     }

@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use anyhow::Context;
 
 use super::consts::*;
-use super::msg::{attrs, get_i32, get_str, get_u32, get_u8, Msg};
 use super::socket::{Netlink, NlError};
+use super::wire::{attrs, get_i32, get_str, get_u32, get_u8, Msg};
 
 /// A network interface as reported by RTM_NEWLINK.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,16 +103,16 @@ const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 
 pub(crate) fn get_msg(index: u32, name: Option<&str>) -> Vec<u8> {
     let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, &ifinfo(AF_UNSPEC, index, 0, 0));
-    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    m.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     if let Some(n) = name {
-        m.str(IFLA_IFNAME, n);
+        m.put_str(IFLA_IFNAME, n);
     }
     m.finish()
 }
 
 pub(crate) fn dump_msg() -> Vec<u8> {
     let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, &ifinfo(AF_UNSPEC, 0, 0, 0));
-    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    m.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     m.finish()
 }
 
@@ -122,26 +122,26 @@ pub(crate) fn dump_msg() -> Vec<u8> {
 pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
     let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, IFF_UP, IFF_UP));
     if let Some(mtu) = spec.mtu {
-        m.u32(IFLA_MTU, mtu);
+        m.put_u32(IFLA_MTU, mtu);
     }
     if let Some(mac) = spec.mac {
-        m.attr(IFLA_ADDRESS, &mac);
+        m.put(IFLA_ADDRESS, &mac);
     }
-    m.u32(IFLA_TXQLEN, 0);
-    m.str(IFLA_IFNAME, spec.name);
+    m.put_u32(IFLA_TXQLEN, 0);
+    m.put_str(IFLA_IFNAME, spec.name);
     let info = m.begin(IFLA_LINKINFO, false);
-    m.attr(IFLA_INFO_KIND, b"veth");
+    m.put(IFLA_INFO_KIND, b"veth");
     let data = m.begin(IFLA_INFO_DATA, false);
     let peer = m.begin(VETH_INFO_PEER, false);
     m.raw(&ifinfo(AF_UNSPEC, 0, 0, 0));
     if let Some(mtu) = spec.mtu {
-        m.u32(IFLA_MTU, mtu);
+        m.put_u32(IFLA_MTU, mtu);
     }
-    m.u32(IFLA_TXQLEN, 0);
+    m.put_u32(IFLA_TXQLEN, 0);
     if let Some(fd) = spec.peer_ns {
-        m.u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
+        m.put_u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
     }
-    m.str(IFLA_IFNAME, spec.peer_name);
+    m.put_str(IFLA_IFNAME, spec.peer_name);
     m.end(peer).end(data).end(info);
     m.finish()
 }
@@ -149,14 +149,14 @@ pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
 pub(crate) fn bridge_add_msg(spec: &BridgeSpec) -> Vec<u8> {
     let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, 0, 0));
     if let Some(mtu) = spec.mtu {
-        m.u32(IFLA_MTU, mtu);
+        m.put_u32(IFLA_MTU, mtu);
     }
-    m.str(IFLA_IFNAME, spec.name);
+    m.put_str(IFLA_IFNAME, spec.name);
     let info = m.begin(IFLA_LINKINFO, false);
-    m.attr(IFLA_INFO_KIND, b"bridge");
+    m.put(IFLA_INFO_KIND, b"bridge");
     if spec.vlan_filtering {
         let data = m.begin(IFLA_INFO_DATA, false);
-        m.u8(IFLA_BR_VLAN_FILTERING, 1);
+        m.put_u8(IFLA_BR_VLAN_FILTERING, 1);
         m.end(data);
     }
     m.end(info);
@@ -183,10 +183,10 @@ pub(crate) fn bridge_port_msg(index: u32, hairpin: Option<bool>, isolated: Optio
     let mut m = Msg::new(RTM_SETLINK, CHANGE, &ifinfo(AF_BRIDGE, index, 0, 0));
     let p = m.begin(IFLA_PROTINFO, true);
     if let Some(h) = hairpin {
-        m.u8(IFLA_BRPORT_MODE, h.into());
+        m.put_u8(IFLA_BRPORT_MODE, h.into());
     }
     if let Some(i) = isolated {
-        m.u8(IFLA_BRPORT_ISOLATED, i.into());
+        m.put_u8(IFLA_BRPORT_ISOLATED, i.into());
     }
     m.end(p);
     m.finish()
@@ -207,7 +207,7 @@ pub(crate) fn bridge_vlan_msg(add: bool, index: u32, vid: u16, pvid: bool, untag
     info[..2].copy_from_slice(&flags.to_ne_bytes());
     info[2..].copy_from_slice(&vid.to_ne_bytes());
     let spec = m.begin(IFLA_AF_SPEC, false);
-    m.attr(IFLA_BRIDGE_VLAN_INFO, &info);
+    m.put(IFLA_BRIDGE_VLAN_INFO, &info);
     m.end(spec);
     m.finish()
 }
@@ -312,21 +312,21 @@ impl Netlink {
     /// Enslave to `master`, or release from any master with None.
     pub fn link_set_master(&mut self, index: u32, master: Option<u32>) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.u32(IFLA_MASTER, master.unwrap_or(0));
+            m.put_u32(IFLA_MASTER, master.unwrap_or(0));
         }))
         .with_context(|| format!("failed to set master of link {index} to {master:?}"))
     }
 
     pub fn link_set_mtu(&mut self, index: u32, mtu: u32) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.u32(IFLA_MTU, mtu);
+            m.put_u32(IFLA_MTU, mtu);
         }))
         .with_context(|| format!("failed to set MTU of link {index} to {mtu}"))
     }
 
     pub fn link_set_mac(&mut self, index: u32, mac: [u8; 6]) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.attr(IFLA_ADDRESS, &mac);
+            m.put(IFLA_ADDRESS, &mac);
         }))
         .with_context(|| format!("failed to set MAC of link {index} to {}", format_mac(&mac)))
     }
@@ -337,7 +337,7 @@ impl Netlink {
 
     pub fn link_set_name(&mut self, index: u32, name: &str) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.str(IFLA_IFNAME, name);
+            m.put_str(IFLA_IFNAME, name);
         }))
         .with_context(|| format!("failed to rename link {index} to {name:?}"))
     }
@@ -345,7 +345,7 @@ impl Netlink {
     /// Move the link into the namespace open at `ns`.
     pub fn link_set_netns(&mut self, index: u32, ns: BorrowedFd) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.u32(IFLA_NET_NS_FD, ns.as_raw_fd() as u32);
+            m.put_u32(IFLA_NET_NS_FD, ns.as_raw_fd() as u32);
         }))
         .with_context(|| format!("failed to move link {index} to another netns"))
     }
@@ -397,7 +397,7 @@ pub struct BridgeVlan {
 /// `bridge vlan show`: an AF_BRIDGE link dump asking for per-VLAN entries.
 pub(crate) fn bridge_vlan_dump_msg() -> Vec<u8> {
     let mut m = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, &ifinfo(AF_BRIDGE, 0, 0, 0));
-    m.u32(IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN);
+    m.put_u32(IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN);
     m.finish()
 }
 
@@ -411,7 +411,7 @@ pub(crate) fn parse_bridge_vlans(p: &[u8]) -> Option<(u32, Vec<BridgeVlan>)> {
         }
         for (t, info) in attrs(v) {
             if let (IFLA_BRIDGE_VLAN_INFO, Some(flags), Some(vid)) =
-                (t, super::msg::get_u16(info), info.get(2..).and_then(super::msg::get_u16))
+                (t, super::wire::get_u16(info), info.get(2..).and_then(super::wire::get_u16))
             {
                 let pvid = flags & BRIDGE_VLAN_INFO_PVID != 0;
                 out.push(BridgeVlan { vid, pvid, untagged: flags & BRIDGE_VLAN_INFO_UNTAGGED != 0 });

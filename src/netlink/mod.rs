@@ -1,8 +1,19 @@
-//! One typed netlink layer over neli; plugins never build bytes.
+//! The one netlink layer: neli's socket plus one wire module, for every protocol we speak
+//! (rtnetlink here; nf_tables and ctnetlink in `firewall/nft` and `firewall/conntrack.rs` use
+//! the same wire module and connection). Plugins never build bytes.
 //!
-//! neli provides the socket; requests are encoded by the small byte builder in `msg.rs`
-//! (no generic serialisation machinery: smaller binary, exact bytes checked by golden tests
-//! against iproute2 in `golden.rs`; real-kernel behaviour in `tests.rs`).
+//! - `wire.rs`: header and flags, the attribute writer (native/big-endian values, nests) and
+//!   reader, the datagram splitter, the NLMSG_ERROR/ext-ack parser and [`NlError`], the one error
+//!   type (errno, what was asked, the kernel's ext-ack text). No socket: tested without root.
+//! - `socket.rs`: [`socket::Transport`] (neli's `NlSocket`, route or netfilter, opened only
+//!   here) and [`socket::Conn`]: sequence numbers and the one receive loop (one `recvfrom` per
+//!   datagram; the buffer grows and GETs/dumps are re-asked only on truncation); [`Netlink`], the
+//!   rtnetlink API, on top.
+//! - `consts.rs` (rtnetlink ABI numbers), `link.rs addr.rs route.rs rule.rs neigh.rs tc.rs
+//!   kinds.rs ifext.rs`: typed requests and replies.
+//! - Tests: golden bytes against iproute2 (`golden.rs`), real-kernel behaviour in throwaway
+//!   namespaces (`tests.rs`), and `fake.rs`, the recording fake transport (with `sys::fake`'s
+//!   namespaces and sysctls) that `plugins/order_tests.rs` runs the plugins against, no root.
 //!
 //! Typical use (one socket per namespace, opened once):
 //! ```text
@@ -22,12 +33,15 @@ pub mod consts;
 pub mod ifext;
 pub mod kinds;
 pub mod link;
-pub mod msg;
 pub mod neigh;
 pub mod route;
 pub mod rule;
 pub mod socket;
 pub mod tc;
+pub mod wire;
+
+#[cfg(test)]
+pub(crate) mod fake;
 
 #[cfg(test)]
 mod golden;
@@ -40,5 +54,6 @@ pub use link::{format_mac, parse_mac, BridgeSpec, BridgeVlan, Link, VethSpec};
 pub use neigh::Neigh;
 pub use route::RouteSpec;
 pub use rule::RuleSpec;
-pub use socket::{Netlink, NlError};
+pub use socket::Netlink;
 pub use tc::{Qdisc, Tbf};
+pub use wire::NlError;

@@ -6,8 +6,8 @@ use anyhow::Context;
 
 use super::addr::Family;
 use super::consts::*;
-use super::msg::Msg;
 use super::socket::Netlink;
+use super::wire::Msg;
 
 /// struct ndmsg.
 fn ndmsg(ip: &IpAddr, index: u32, state: u16) -> [u8; 12] {
@@ -23,14 +23,14 @@ pub(crate) fn neigh_add_msg(index: u32, ip: IpAddr, mac: [u8; 6], permanent: boo
     let state = if permanent { NUD_PERMANENT } else { NUD_REACHABLE };
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
     let mut m = Msg::new(RTM_NEWNEIGH, flags, &ndmsg(&ip, index, state));
-    m.ip(NDA_DST, ip).attr(NDA_LLADDR, &mac);
+    m.put_ip(NDA_DST, ip).put(NDA_LLADDR, &mac);
     m.finish()
 }
 
 /// `ip neigh del IP dev X` (iproute2 leaves the state at NUD_PERMANENT; the kernel ignores it).
 pub(crate) fn neigh_del_msg(index: u32, ip: IpAddr) -> Vec<u8> {
     let mut m = Msg::new(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, &ndmsg(&ip, index, NUD_PERMANENT));
-    m.ip(NDA_DST, ip);
+    m.put_ip(NDA_DST, ip);
     m.finish()
 }
 
@@ -57,7 +57,7 @@ pub struct Neigh {
 }
 
 fn parse_neigh(p: &[u8]) -> Option<Neigh> {
-    use super::msg::{attrs, get_ip, get_u16, get_u32};
+    use super::wire::{attrs, get_ip, get_u16, get_u32};
     let index = get_u32(p.get(4..)?)?;
     let state = get_u16(p.get(8..)?)?;
     let (mut ip, mut mac) = (None, None);

@@ -7,8 +7,8 @@ use ipnet::IpNet;
 
 use super::addr::Family;
 use super::consts::*;
-use super::msg::{attrs, get_ip, get_u16, get_u32, Msg};
 use super::socket::Netlink;
+use super::wire::{attrs, get_ip, get_u16, get_u32, Msg};
 
 /// A route to add or delete, or one read back (then `dst`, `family` and `table` are Some).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,30 +75,30 @@ pub(crate) fn route_msg(op: Op, r: &RouteSpec) -> Vec<u8> {
     hdr[7] = r.kind.unwrap_or(if del { RTN_UNSPEC } else { RTN_UNICAST });
     let mut m = Msg::new(ty, flags, &hdr);
     if let Some(d) = dst {
-        m.ip(RTA_DST, d.addr());
+        m.put_ip(RTA_DST, d.addr());
     }
     if let Some(gw) = r.gw {
-        m.ip(RTA_GATEWAY, gw);
+        m.put_ip(RTA_GATEWAY, gw);
     }
     if let Some(src) = r.src {
-        m.ip(RTA_PREFSRC, src);
+        m.put_ip(RTA_PREFSRC, src);
     }
     if table > 255 {
-        m.u32(RTA_TABLE, table);
+        m.put_u32(RTA_TABLE, table);
     }
     if let Some(metric) = r.metric {
-        m.u32(RTA_PRIORITY, metric);
+        m.put_u32(RTA_PRIORITY, metric);
     }
     if let Some(oif) = r.oif {
-        m.u32(RTA_OIF, oif);
+        m.put_u32(RTA_OIF, oif);
     }
     if r.mtu.is_some() || r.advmss.is_some() {
         let nest = m.begin(RTA_METRICS, false);
         if let Some(mtu) = r.mtu {
-            m.u32(RTAX_MTU, mtu);
+            m.put_u32(RTAX_MTU, mtu);
         }
         if let Some(advmss) = r.advmss {
-            m.u32(RTAX_ADVMSS, advmss);
+            m.put_u32(RTAX_ADVMSS, advmss);
         }
         m.end(nest);
     }

@@ -5,8 +5,8 @@ use ipnet::IpNet;
 
 use super::addr::Family;
 use super::consts::*;
-use super::msg::{attrs, get_ip, get_str, get_u32, Msg};
 use super::socket::Netlink;
+use super::wire::{attrs, get_ip, get_str, get_u32, Msg};
 
 /// A rule to add/delete, or one read back. On delete, unset fields match any rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,28 +61,28 @@ pub(crate) fn rule_msg(add: bool, r: &RuleSpec) -> Vec<u8> {
     }
     let mut m = Msg::new(ty, flags, &hdr);
     if let Some(d) = r.dst {
-        m.ip(FRA_DST, d.trunc().addr());
+        m.put_ip(FRA_DST, d.trunc().addr());
     }
     if let Some(s) = r.src {
-        m.ip(FRA_SRC, s.trunc().addr());
+        m.put_ip(FRA_SRC, s.trunc().addr());
     }
     if let Some(i) = &r.iif {
-        m.str(FRA_IIFNAME, i);
+        m.put_str(FRA_IIFNAME, i);
     }
     if let Some(o) = &r.oif {
-        m.str(FRA_OIFNAME, o);
+        m.put_str(FRA_OIFNAME, o);
     }
     if let Some(mark) = r.fwmark {
-        m.u32(FRA_FWMARK, mark);
+        m.put_u32(FRA_FWMARK, mark);
     }
     if let Some(mask) = r.fwmask {
-        m.u32(FRA_FWMASK, mask);
+        m.put_u32(FRA_FWMASK, mask);
     }
     if table > 255 {
-        m.u32(FRA_TABLE, table);
+        m.put_u32(FRA_TABLE, table);
     }
     if let Some(p) = r.priority {
-        m.u32(FRA_PRIORITY, p);
+        m.put_u32(FRA_PRIORITY, p);
     }
     m.finish()
 }

@@ -1,59 +1,269 @@
-//! The rtnetlink socket: sequence numbers, ACK/error handling with ext-ack text, dumps
-//! retried when the kernel reports them interrupted.
+//! The one netlink connection: neli's socket (protocol route or netfilter) behind a [`Transport`],
+//! sequence numbers, the one receive loop, and request/ACK/dump handling with ext-ack text.
+//! [`Netlink`] is the rtnetlink API on top; `firewall::nft::sock` is nf_tables' and ctnetlink's.
+//!
+//! Receiving: one `recvfrom(MSG_TRUNC)` per datagram into a buffer that fits what the kernel
+//! sends (a dump skb is at most 32 KiB; error replies are capped to the request's header). When
+//! a datagram is larger all the same, the buffer grows to its size and an idempotent request
+//! (a GET or a dump) is asked again; a truncated reply to a change is an EMSGSIZE error.
 
-use std::fmt;
+use std::io;
 
-use anyhow::Context;
 use neli::consts::socket::{Msg as MsgFlags, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
-use nix::libc;
 
-use super::consts::*;
-use super::msg::{attrs, get_i32, get_str, get_u16, get_u32};
+use super::wire::{self, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_DUMP_INTR};
 use crate::sys::netns::NetNs;
 
+pub use super::wire::NlError;
+
+/// Initial receive buffer: the largest datagram the kernel builds for a dump (32 KiB).
 const RECV_BUF: usize = 32 * 1024;
 const DUMP_TRIES: usize = 5;
 
-/// A NETLINK_ROUTE socket, bound in the namespace it was opened in.
-pub struct Netlink {
-    sock: NlSocket,
+/// Where requests go and replies come from: the kernel's socket, or a test's recording fake.
+pub trait Transport {
+    fn send(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Receive one datagram into `buf` and return its full length (larger than `buf.len()` when
+    /// it was truncated). `wait` false: `Ok(None)` when nothing is queued.
+    fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<Option<usize>>;
+}
+
+/// The netlink protocols we open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Route,
+    Netfilter,
+}
+
+/// neli's socket, bound in the calling thread's network namespace.
+struct KernelSocket(NlSocket);
+
+impl KernelSocket {
+    fn open(proto: Proto) -> io::Result<KernelSocket> {
+        let family = match proto {
+            Proto::Route => NlFamily::Route,
+            Proto::Netfilter => NlFamily::Netfilter,
+        };
+        let sock = NlSocket::connect(family, None, Groups::empty())?;
+        // ext-ack gives the kernel's reason for a rejected request; best effort.
+        if let Err(e) = sock.enable_ext_ack(true) {
+            tracing::debug!("NETLINK_EXT_ACK unavailable: {e}");
+        }
+        match proto {
+            // Strict checking lets the kernel filter dumps by the header's fields (an address
+            // dump for one link instead of every address of every link: O(1) per ADD on a node
+            // with thousands of pods). Kernels without it ignore the filter; callers filter again.
+            Proto::Route => {
+                if let Err(e) = sock.enable_strict_checking(true) {
+                    tracing::debug!("NETLINK_GET_STRICT_CHK unavailable: {e}");
+                }
+            }
+            // room for the ACKs of a large nftables batch
+            Proto::Netfilter => {
+                let _ = sock.set_recv_buffer_size(1 << 20);
+            }
+        }
+        // error replies echo only the request's header, so every reply to a change is small
+        if let Err(e) = crate::sys::sockopt::netlink_cap_ack(&sock) {
+            tracing::debug!("NETLINK_CAP_ACK unavailable: {e}");
+        }
+        Ok(KernelSocket(sock))
+    }
+}
+
+impl Transport for KernelSocket {
+    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.send(buf, MsgFlags::empty()).map(|_| ())
+    }
+    fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<Option<usize>> {
+        let flags = if wait { MsgFlags::TRUNC } else { MsgFlags::TRUNC | MsgFlags::DONTWAIT };
+        loop {
+            match self.0.recv(&mut *buf, flags) {
+                Ok((n, _)) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if !wait && e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One message of a reply: its type, flags and payload (after the nlmsghdr).
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub ty: u16,
+    pub payload: Vec<u8>,
+}
+
+/// What a request is, for [`Conn::exchange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A change: its only reply is the ACK (or an error).
+    Change,
+    /// A GET of one object: replies, then the ACK. Asked again when a reply was truncated.
+    Get,
+    /// A dump: replies up to NLMSG_DONE (an ACK before it does not end it). Asked again when a
+    /// reply was truncated.
+    Dump,
+}
+
+/// What [`Conn::recv`] got.
+pub(crate) enum Datagram<'a> {
+    Data(&'a [u8]),
+    /// Nothing queued (non-blocking receive).
+    Empty,
+    /// Larger than the buffer: lost; the buffer now fits it.
+    Truncated,
+}
+
+/// A connection: transport, sequence numbers and the receive buffer.
+pub struct Conn {
+    t: Box<dyn Transport>,
     seq: u32,
     buf: Vec<u8>,
+    /// Prefix of error messages that are not bare kernel replies ("netlink", "nftables").
+    prefix: &'static str,
 }
 
-/// A kernel error reply: positive errno and a message (with the ext-ack text when sent).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NlError {
-    pub errno: i32,
-    pub msg: String,
-}
+impl Conn {
+    /// A socket of `proto` in the calling thread's network namespace (or, in unit tests, the
+    /// recording fake a test installed).
+    pub fn open(proto: Proto, prefix: &'static str) -> io::Result<Conn> {
+        #[cfg(test)]
+        if let Some(t) = super::fake::transport(proto) {
+            return Ok(Conn::with_transport(t, prefix));
+        }
+        Ok(Conn::with_transport(Box::new(KernelSocket::open(proto)?), prefix))
+    }
 
-impl NlError {
-    pub fn new(errno: i32, ext: Option<&str>) -> NlError {
-        let base = std::io::Error::from_raw_os_error(errno).to_string();
-        let msg = match ext {
-            Some(t) if !t.is_empty() => format!("{base}: {t}"),
-            _ => base,
+    pub fn with_transport(t: Box<dyn Transport>, prefix: &'static str) -> Conn {
+        Conn { t, seq: 0, buf: vec![0; RECV_BUF], prefix }
+    }
+
+    /// Start the sequence at `seq` (nftables seeds it from the clock, as nft does).
+    pub fn seed(&mut self, seq: u32) {
+        self.seq = seq;
+    }
+
+    /// Reserve `n` consecutive sequence numbers; returns the first.
+    pub fn next_seq(&mut self, n: u32) -> u32 {
+        let s = self.seq.wrapping_add(1);
+        self.seq = self.seq.wrapping_add(n);
+        s
+    }
+
+    /// Send finished bytes (one message or a batch).
+    pub fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), NlError> {
+        if bytes.len() < NLMSG_HDRLEN {
+            return Err(NlError::reply(self.prefix, what, wire::EMSGSIZE, Some("request too long to encode".into())));
+        }
+        self.t.send(bytes).map_err(|e| NlError::io(self.prefix, what, &e))
+    }
+
+    /// The one receive loop: one datagram per call.
+    pub(crate) fn recv(&mut self, wait: bool, what: &str) -> Result<Datagram<'_>, NlError> {
+        let n = match self.t.recv(&mut self.buf, wait) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(Datagram::Empty),
+            Err(e) => return Err(NlError::io(self.prefix, what, &e)),
         };
-        NlError { errno, msg }
+        if n == 0 {
+            return Err(NlError::local(self.prefix, &format!("{what}: netlink socket closed")));
+        }
+        if n > self.buf.len() {
+            tracing::debug!(size = n, "netlink reply larger than the receive buffer; growing it");
+            self.buf.resize(n, 0);
+            return Ok(Datagram::Truncated);
+        }
+        Ok(Datagram::Data(self.buf.get(..n).unwrap_or_default()))
     }
-    pub fn is_exists(&self) -> bool {
-        self.errno == libc::EEXIST
+
+    /// Send one request (its seq stamped here) and collect the replies to it up to the ACK (or
+    /// NLMSG_DONE for a dump). Returns the replies and whether the kernel flagged a dump
+    /// interrupted.
+    pub(crate) fn exchange(&mut self, mut req: Vec<u8>, kind: Kind, what: &str) -> Result<(Vec<Reply>, bool), NlError> {
+        loop {
+            let seq = self.next_seq(1);
+            wire::set_seq(&mut req, seq);
+            self.send(&req, what)?;
+            match self.collect(seq, kind == Kind::Dump, what)? {
+                Some(r) => return Ok(r),
+                None if kind != Kind::Change => continue,
+                None => {
+                    let ext = Some("reply larger than the receive buffer".to_string());
+                    return Err(NlError::reply(self.prefix, what, wire::EMSGSIZE, ext));
+                }
+            }
+        }
     }
-    pub fn is_not_found(&self) -> bool {
-        matches!(self.errno, libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL)
+
+    /// Replies for `seq` until the ACK/error or NLMSG_DONE; None when one was truncated.
+    fn collect(&mut self, seq: u32, dump: bool, what: &str) -> Result<Option<(Vec<Reply>, bool)>, NlError> {
+        let prefix = self.prefix;
+        let mut out = Vec::new();
+        let mut intr = false;
+        loop {
+            let data = match self.recv(true, what)? {
+                Datagram::Data(d) => d,
+                Datagram::Empty => continue,
+                Datagram::Truncated => {
+                    // Drop whatever else is queued for this request (the kernel builds the next
+                    // part of a dump inside each receive, so an empty queue means the end). A
+                    // truncated reply to a change can only be an error: ACKs are small.
+                    while let Datagram::Data(_) | Datagram::Truncated = self.recv(false, what)? {}
+                    return Ok(None);
+                }
+            };
+            for m in wire::split(data) {
+                if m.seq != seq {
+                    continue; // a late reply to an earlier request
+                }
+                if m.flags & NLM_F_DUMP_INTR != 0 {
+                    intr = true;
+                }
+                match m.ty {
+                    NLMSG_ERROR => {
+                        let (err, ext) = wire::parse_error(&m);
+                        if err == 0 && dump {
+                            continue;
+                        }
+                        if err == 0 {
+                            return Ok(Some((out, intr)));
+                        }
+                        return Err(kernel_error(prefix, what, -err, ext));
+                    }
+                    NLMSG_DONE => {
+                        let err = wire::get_i32(m.body).unwrap_or(0);
+                        if err < 0 {
+                            return Err(kernel_error(prefix, what, -err, wire::ext_ack(&m)));
+                        }
+                        return Ok(Some((out, intr)));
+                    }
+                    _ => out.push(Reply { ty: m.ty, payload: m.body.to_vec() }),
+                }
+            }
+        }
     }
 }
 
-impl fmt::Display for NlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.msg)
+/// rtnetlink errors stay bare kernel replies (callers add context); other protocols name the
+/// request.
+fn kernel_error(prefix: &str, what: &str, errno: i32, ext: Option<String>) -> NlError {
+    if prefix == RTNL {
+        NlError::new(errno, ext.as_deref())
+    } else {
+        NlError::reply(prefix, what, errno, ext)
     }
 }
 
-impl std::error::Error for NlError {}
+const RTNL: &str = "netlink";
+
+/// A NETLINK_ROUTE connection, bound in the namespace it was opened in.
+pub struct Netlink {
+    conn: Conn,
+}
 
 /// Is `err` (anywhere in its chain) a netlink "not found" error?
 pub fn is_not_found(err: &anyhow::Error) -> bool {
@@ -65,27 +275,12 @@ pub fn is_exists(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(NlError::is_exists)
 }
 
-/// One message of a reply: its type and payload (after the nlmsghdr).
-pub(crate) struct Reply {
-    pub ty: u16,
-    pub payload: Vec<u8>,
-}
-
 impl Netlink {
     /// A socket bound in the calling thread's current network namespace.
     pub fn new() -> anyhow::Result<Netlink> {
-        let sock =
-            NlSocket::connect(NlFamily::Route, None, Groups::empty()).context("failed to open netlink socket")?;
-        if let Err(e) = sock.enable_ext_ack(true) {
-            tracing::debug!("NETLINK_EXT_ACK unavailable: {e}");
-        }
-        // Strict checking lets the kernel filter dumps by the header's fields (an address dump
-        // for one link instead of every address of every link: O(1) per ADD on a node with
-        // thousands of pods). Kernels without it ignore the filter; callers filter again.
-        if let Err(e) = sock.enable_strict_checking(true) {
-            tracing::debug!("NETLINK_GET_STRICT_CHK unavailable: {e}");
-        }
-        Ok(Netlink { sock, seq: 0, buf: vec![0; RECV_BUF] })
+        use anyhow::Context;
+        let conn = Conn::open(Proto::Route, RTNL).context("failed to open netlink socket")?;
+        Ok(Netlink { conn })
     }
 
     /// A socket bound in `ns`: enters it just long enough to open the socket.
@@ -93,102 +288,121 @@ impl Netlink {
         ns.run(Netlink::new)
     }
 
-    fn send(&mut self, mut req: Vec<u8>) -> anyhow::Result<u32> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        if let Some(b) = req.get_mut(8..12) {
-            b.copy_from_slice(&seq.to_ne_bytes());
-        }
-        self.sock.send(&req, MsgFlags::empty()).context("netlink send failed")?;
-        Ok(seq)
-    }
-
-    /// Send a request that asks for an ACK; return the replies that came before the ACK.
+    /// Send a GET that asks for an ACK; return the replies that came before the ACK.
     pub(crate) fn request(&mut self, req: Vec<u8>) -> anyhow::Result<Vec<Reply>> {
-        let seq = self.send(req)?;
-        let (out, _) = self.collect(seq, false)?;
-        Ok(out)
+        Ok(self.conn.exchange(req, Kind::Get, "request")?.0)
     }
 
-    /// Send a request that must be acknowledged and has no other reply.
+    /// Send a change that must be acknowledged and has no other reply.
     pub(crate) fn ack(&mut self, req: Vec<u8>) -> anyhow::Result<()> {
-        self.request(req).map(|_| ())
+        self.conn.exchange(req, Kind::Change, "request")?;
+        Ok(())
     }
 
     /// Run a dump request, retrying when the kernel marks it interrupted.
     pub(crate) fn dump(&mut self, req: Vec<u8>) -> anyhow::Result<Vec<Reply>> {
         for _ in 0..DUMP_TRIES {
-            let seq = self.send(req.clone())?;
-            let (out, intr) = self.collect(seq, true)?;
+            let (out, intr) = self.conn.exchange(req.clone(), Kind::Dump, "dump")?;
             if !intr {
                 return Ok(out);
             }
             tracing::debug!("netlink dump interrupted, retrying");
         }
-        Err(anyhow::Error::new(NlError::new(libc::EINTR, Some("dump interrupted repeatedly"))))
+        Err(anyhow::Error::new(NlError::new(wire::EINTR, Some("dump interrupted repeatedly"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    /// Answers every request with `reply(seq)` (datagrams); counts sends and receives.
+    struct Scripted {
+        reply: fn(u32) -> Vec<Vec<u8>>,
+        queue: VecDeque<Vec<u8>>,
+        calls: Rc<RefCell<(usize, usize)>>,
     }
 
-    /// Read replies for `seq` until the ACK/error (or NLMSG_DONE for dumps).
-    fn collect(&mut self, seq: u32, dump: bool) -> anyhow::Result<(Vec<Reply>, bool)> {
-        let mut out = Vec::new();
-        let mut intr = false;
-        loop {
-            // Peek at the datagram's real size first so a large one is never truncated.
-            let (size, _) =
-                self.sock.recv(&mut self.buf[..], MsgFlags::PEEK | MsgFlags::TRUNC).context("netlink recv failed")?;
-            if size > self.buf.len() {
-                self.buf.resize(size, 0);
-            }
-            let (n, _) = self.sock.recv(&mut self.buf[..], MsgFlags::empty()).context("netlink recv failed")?;
-            let mut rest = self.buf.get(..n).unwrap_or(&[]);
-            while rest.len() >= 16 {
-                let Some((len, ty, flags, mseq)) = header(rest) else { break };
-                let payload = rest.get(16..len).unwrap_or(&[]);
-                rest = rest.get(len.div_ceil(4) * 4..).unwrap_or(&[]);
-                if mseq != seq {
-                    continue; // a late reply to an earlier request
+    impl Transport for Scripted {
+        fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+            self.calls.borrow_mut().0 += 1;
+            let seq = wire::split(buf).next().map_or(0, |m| m.seq);
+            self.queue.extend((self.reply)(seq));
+            Ok(())
+        }
+        fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<Option<usize>> {
+            self.calls.borrow_mut().1 += 1;
+            match self.queue.pop_front() {
+                Some(d) => {
+                    let n = d.len().min(buf.len());
+                    buf[..n].copy_from_slice(&d[..n]);
+                    Ok(Some(d.len()))
                 }
-                if flags & NLM_F_DUMP_INTR != 0 {
-                    intr = true;
-                }
-                match ty {
-                    NLMSG_ERROR => {
-                        let errno = get_i32(payload).unwrap_or(0);
-                        if errno == 0 {
-                            return Ok((out, intr));
-                        }
-                        let ext = ext_ack_msg(payload, flags);
-                        return Err(anyhow::Error::new(NlError::new(-errno, ext.as_deref())));
-                    }
-                    NLMSG_DONE if dump => {
-                        let errno = get_i32(payload).unwrap_or(0);
-                        if errno < 0 {
-                            return Err(anyhow::Error::new(NlError::new(-errno, None)));
-                        }
-                        return Ok((out, intr));
-                    }
-                    _ => out.push(Reply { ty, payload: payload.to_vec() }),
-                }
+                None if wait => Err(io::Error::other("would block")),
+                None => Ok(None),
             }
         }
     }
-}
 
-/// Parse a nlmsghdr: (length, type, flags, seq), when it fits in `b`.
-fn header(b: &[u8]) -> Option<(usize, u16, u16, u32)> {
-    let len = get_u32(b)? as usize;
-    if len < 16 || len > b.len() {
-        return None;
+    fn conn(reply: fn(u32) -> Vec<Vec<u8>>) -> (Conn, Rc<RefCell<(usize, usize)>>) {
+        let calls = Rc::new(RefCell::new((0, 0)));
+        let t = Scripted { reply, queue: VecDeque::new(), calls: calls.clone() };
+        (Conn::with_transport(Box::new(t), RTNL), calls)
     }
-    Some((len, get_u16(b.get(4..)?)?, get_u16(b.get(6..)?)?, get_u32(b.get(8..)?)?))
-}
 
-/// The NLMSGERR_ATTR_MSG text of an error reply, when the kernel sent one.
-fn ext_ack_msg(payload: &[u8], flags: u16) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
+    fn req() -> Vec<u8> {
+        wire::message(18, wire::NLM_F_REQUEST, 0, &[0; 16], &[])
     }
-    let orig_len = if flags & NLM_F_CAPPED != 0 { 16 } else { get_u32(payload.get(4..)?)? as usize };
-    let tlvs = payload.get((4 + orig_len).div_ceil(4) * 4..)?;
-    attrs(tlvs).find(|(t, _)| *t == NLMSGERR_ATTR_MSG).map(|(_, v)| get_str(v))
+
+    fn ack(seq: u32, errno: i32) -> Vec<u8> {
+        let mut body = (-errno).to_ne_bytes().to_vec();
+        body.extend_from_slice(&wire::header(16, 0, 0, seq));
+        wire::message(NLMSG_ERROR, wire::NLM_F_CAPPED, seq, &body, &[])
+    }
+
+    /// A dump whose first datagram is 40 KiB (more than the 32 KiB buffer), then NLMSG_DONE.
+    fn big_dump(seq: u32) -> Vec<Vec<u8>> {
+        let mut d = wire::message(16, wire::NLM_F_MULTI, seq, &[0; 16], &vec![0; 40 * 1024]);
+        d.extend(wire::message(NLMSG_DONE, wire::NLM_F_MULTI, seq, &0i32.to_ne_bytes(), &[]));
+        vec![d]
+    }
+
+    #[test]
+    fn one_recv_per_datagram() {
+        let (mut c, calls) = conn(|seq| vec![wire::message(16, 0, seq, &[0; 16], &[]), ack(seq, 0)]);
+        let (replies, intr) = c.exchange(req(), Kind::Get, "get").unwrap();
+        assert_eq!((replies.len(), intr), (1, false));
+        assert_eq!(*calls.borrow(), (1, 2)); // no peek before each read
+    }
+
+    #[test]
+    fn truncated_dump_is_asked_again_with_a_buffer_that_fits() {
+        let (mut c, calls) = conn(big_dump);
+        let (replies, _) = c.exchange(req(), Kind::Dump, "dump").unwrap();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].payload.len(), 16 + 40 * 1024);
+        // first try: the truncated datagram, then an empty queue; second try: it fits
+        assert_eq!(*calls.borrow(), (2, 3));
+    }
+
+    #[test]
+    fn truncated_reply_to_a_change_is_an_error_not_a_resend() {
+        let (mut c, calls) = conn(big_dump);
+        let e = c.exchange(req(), Kind::Change, "change").unwrap_err();
+        assert_eq!(e.errno, wire::EMSGSIZE);
+        assert_eq!(calls.borrow().0, 1);
+    }
+
+    #[test]
+    fn errors_carry_errno_and_refuse_unencodable_requests() {
+        let (mut c, _) = conn(|seq| vec![ack(seq, 17)]);
+        let e = c.exchange(req(), Kind::Change, "add").unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        assert_eq!(e.msg, NlError::new(17, None).msg);
+        let e = c.exchange(Vec::new(), Kind::Change, "add").unwrap_err();
+        assert_eq!(e.errno, wire::EMSGSIZE);
+    }
 }

@@ -4,8 +4,8 @@
 use anyhow::Context;
 
 use super::consts::*;
-use super::msg::{attrs, get_str, get_u32, Msg};
 use super::socket::Netlink;
+use super::wire::{attrs, get_str, get_u32, Msg};
 
 /// Token bucket parameters as the kernel takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +83,11 @@ fn tbf_qopt(t: &Tbf) -> [u8; 36] {
 pub(crate) fn tbf_msg(change: bool, index: u32, handle: u32, parent: u32, t: &Tbf) -> Vec<u8> {
     let flags = if change { NLM_F_REQUEST | NLM_F_ACK } else { NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL };
     let mut m = Msg::new(RTM_NEWQDISC, flags, &tcmsg(index, handle, parent, 0));
-    m.str(TCA_KIND, "tbf");
+    m.put_str(TCA_KIND, "tbf");
     let opts = m.begin(TCA_OPTIONS, false);
-    m.attr(TCA_TBF_PARMS, &tbf_qopt(t));
+    m.put(TCA_TBF_PARMS, &tbf_qopt(t));
     if t.rate > u64::from(u32::MAX) {
-        m.attr(TCA_TBF_RATE64, &t.rate.to_ne_bytes());
+        m.put(TCA_TBF_RATE64, &t.rate.to_ne_bytes());
     }
     m.end(opts);
     m.finish()
@@ -97,7 +97,7 @@ pub(crate) fn tbf_msg(change: bool, index: u32, handle: u32, parent: u32, t: &Tb
 pub(crate) fn ingress_msg(index: u32) -> Vec<u8> {
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
     let mut m = Msg::new(RTM_NEWQDISC, flags, &tcmsg(index, handle(0xffff, 0), TC_H_INGRESS, 0));
-    m.str(TCA_KIND, "ingress");
+    m.put_str(TCA_KIND, "ingress");
     m.finish()
 }
 
@@ -119,27 +119,27 @@ pub(crate) fn redirect_filter_msg(
     let info = (u32::from(prio) << 16) | u32::from(ETH_P_ALL.to_be());
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
     let mut m = Msg::new(RTM_NEWTFILTER, flags, &tcmsg(index, 0, parent, info));
-    m.str(TCA_KIND, "u32");
+    m.put_str(TCA_KIND, "u32");
     let opts = m.begin(TCA_OPTIONS, false);
     // struct tc_u32_sel with one all-zero key: flags TERMINAL, nkeys 1.
     let mut sel = [0u8; 32];
     sel[0] = TC_U32_TERMINAL;
     sel[2] = 1;
-    m.attr(TCA_U32_SEL, &sel);
+    m.put(TCA_U32_SEL, &sel);
     if let Some(c) = classid {
-        m.u32(TCA_U32_CLASSID, c);
+        m.put_u32(TCA_U32_CLASSID, c);
     }
     let acts = m.begin(TCA_U32_ACT, false);
     for (i, &(target, verdict)) in actions.iter().enumerate() {
         let tab = m.begin(i as u16 + 1, false);
-        m.str(TCA_ACT_KIND, "mirred");
+        m.put_str(TCA_ACT_KIND, "mirred");
         let aopts = m.begin(TCA_ACT_OPTIONS, false);
         // struct tc_mirred: tc_gen (index, capab, action, refcnt, bindcnt), eaction, ifindex.
         let mut p = [0u8; 28];
         p[8..12].copy_from_slice(&verdict.to_ne_bytes());
         p[20..24].copy_from_slice(&TCA_EGRESS_REDIR.to_ne_bytes());
         p[24..28].copy_from_slice(&target.to_ne_bytes());
-        m.attr(TCA_MIRRED_PARMS, &p);
+        m.put(TCA_MIRRED_PARMS, &p);
         m.end(aopts).end(tab);
     }
     m.end(acts).end(opts);

@@ -9,6 +9,8 @@ pub mod host_device;
 pub mod ipvlan;
 pub mod loopback;
 pub mod macvlan;
+#[cfg(test)]
+mod order_tests;
 pub mod portmap;
 pub mod ptp;
 pub mod sbr;

@@ -1,6 +1,9 @@
 //! The only place with `unsafe` (every block has a `// SAFETY:` comment).
+#[cfg(test)]
+pub mod fake;
 pub mod listen_fds;
 pub mod netns;
 pub mod selinux;
+pub mod sockopt;
 pub mod sysctl;
 pub mod tun;

@@ -29,6 +29,9 @@ const CURRENT: &str = "/proc/thread-self/ns/net";
 pub struct NetNs {
     file: File,
     path: String,
+    /// Unit tests: the id of a fake namespace of [`super::fake`] (then `file` is /dev/null).
+    #[cfg(test)]
+    fake: Option<usize>,
 }
 
 /// Why a netns path cannot be used.
@@ -57,6 +60,13 @@ impl std::error::Error for NsError {}
 impl NetNs {
     /// Open `path` and check it lives on nsfs (or procfs, for `/proc/<pid>/ns/net`).
     pub fn open(path: &str) -> Result<NetNs, NsError> {
+        #[cfg(test)]
+        if let Some(id) = super::fake::with(|w| w.names.iter().position(|n| n == path)) {
+            return match id {
+                Some(id) => NetNs::fake(id),
+                None => Err(NsError::NotExist(path.to_string())),
+            };
+        }
         let file = File::open(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => NsError::NotExist(path.to_string()),
             _ => NsError::Io(format!("failed to open netns {path:?}: {e}")),
@@ -74,7 +84,26 @@ impl NetNs {
             Err(nix::errno::Errno::ENOTTY) if magic == NSFS_MAGIC => {}
             _ => return Err(NsError::NotNetns(path.to_string())),
         }
-        Ok(NetNs { file, path: path.to_string() })
+        Ok(NetNs {
+            file,
+            path: path.to_string(),
+            #[cfg(test)]
+            fake: None,
+        })
+    }
+
+    /// A handle on fake namespace `id`: a really open fd (what IFLA_NET_NS_FD carries), mapped
+    /// to `id` in the fake world.
+    #[cfg(test)]
+    fn fake(id: usize) -> Result<NetNs, NsError> {
+        use std::os::fd::AsRawFd;
+        let file = File::open("/dev/null").map_err(|e| NsError::Io(e.to_string()))?;
+        let path = super::fake::with(|w| {
+            w.fds.insert(file.as_raw_fd(), id);
+            w.names.get(id).cloned().unwrap_or_default()
+        })
+        .unwrap_or_default();
+        Ok(NetNs { file, path, fake: Some(id) })
     }
 
     /// A new, empty network namespace that lives as long as this handle (and anything in it).
@@ -84,11 +113,20 @@ impl NetNs {
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("failed to create a network namespace")?;
         let _restore = NsGuard { prev };
         let file = File::open(CURRENT).context("failed to open the new network namespace")?;
-        Ok(NetNs { file, path: "(anonymous)".to_string() })
+        Ok(NetNs {
+            file,
+            path: "(anonymous)".to_string(),
+            #[cfg(test)]
+            fake: None,
+        })
     }
 
     /// The calling thread's current network namespace.
     pub fn current() -> anyhow::Result<NetNs> {
+        #[cfg(test)]
+        if let Some(id) = super::fake::with(|w| w.cur) {
+            return Ok(NetNs::fake(id)?);
+        }
         Ok(NetNs::open(CURRENT)?)
     }
 
@@ -102,6 +140,10 @@ impl NetNs {
 
     /// True when this handle names the namespace the calling thread is in now.
     pub fn is_current(&self) -> anyhow::Result<bool> {
+        #[cfg(test)]
+        if let Some(cur) = super::fake::with(|w| w.cur) {
+            return Ok(self.fake == Some(cur));
+        }
         let mine = self.file.metadata().with_context(|| format!("failed to stat netns {:?}", self.path))?;
         let cur = std::fs::metadata(CURRENT).context("failed to stat the current netns")?;
         Ok(mine.dev() == cur.dev() && mine.ino() == cur.ino())
@@ -110,6 +152,11 @@ impl NetNs {
     /// Move the calling thread into this namespace until the guard is dropped.
     pub fn enter(&self) -> anyhow::Result<NsGuard> {
         let prev = NetNs::current()?;
+        #[cfg(test)]
+        if let Some(id) = self.fake {
+            super::fake::with(|w| w.cur = id);
+            return Ok(NsGuard { prev });
+        }
         setns(&self.file, CloneFlags::CLONE_NEWNET)
             .with_context(|| format!("failed to enter netns {:?}", self.path))?;
         Ok(NsGuard { prev })
@@ -130,6 +177,11 @@ pub struct NsGuard {
 
 impl Drop for NsGuard {
     fn drop(&mut self) {
+        #[cfg(test)]
+        if let Some(id) = self.prev.fake {
+            super::fake::with(|w| w.cur = id);
+            return;
+        }
         if let Err(e) = setns(&self.prev.file, CloneFlags::CLONE_NEWNET) {
             // Going on in the wrong namespace could configure the wrong host: stop here.
             tracing::error!("cannot restore netns {:?}: {e}; aborting", self.prev.path);

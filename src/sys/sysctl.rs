@@ -23,11 +23,19 @@ fn if_path(family: &str, ifname: &str, leaf: &str) -> io::Result<String> {
 }
 
 fn read(path: &str) -> io::Result<String> {
+    #[cfg(test)]
+    if let Some(r) = super::fake::sysctl_read(path) {
+        return r;
+    }
     let s = std::fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     Ok(s.trim_end_matches('\n').to_string())
 }
 
 fn write(path: &str, value: &str) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(r) = super::fake::sysctl_write(path, value) {
+        return r;
+    }
     std::fs::write(path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
 }
 

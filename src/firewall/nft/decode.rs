@@ -3,43 +3,19 @@
 
 use super::expr::{Base, CmpOp, Expr, Verdict};
 use super::sock::NftSocket;
-use super::{attr, msg, Attrs, Family, NftError, NLA_F_NESTED, UDATA_COMMENT};
+use super::{attr, msg, Attrs, Family, NftError, UDATA_COMMENT};
+use crate::netlink::wire::{attrs, find as get, get_u32_be as be32, get_u64_be};
 
-/// Iterates the (type without flags, payload) pairs of an attribute stream.
-pub fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while let Some(h) = buf.get(off..off + 4) {
-        let len = u16::from_ne_bytes([h[0], h[1]]) as usize;
-        let ty = u16::from_ne_bytes([h[2], h[3]]) & !(NLA_F_NESTED | 0x4000);
-        if len < 4 {
-            break;
-        }
-        let Some(p) = buf.get(off + 4..off + len) else { break };
-        out.push((ty, p));
-        off += (len + 3) & !3;
-    }
-    out
+fn get_str(a: &[u8], ty: u16) -> Option<String> {
+    get(a, ty).map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').to_string())
 }
 
-fn get(a: &[(u16, &[u8])], ty: u16) -> Option<Vec<u8>> {
-    a.iter().find(|(t, _)| *t == ty).map(|(_, p)| p.to_vec())
+fn get_be32(a: &[u8], ty: u16) -> Option<u32> {
+    get(a, ty).and_then(be32)
 }
 
-fn get_str(a: &[(u16, &[u8])], ty: u16) -> Option<String> {
-    get(a, ty).map(|v| String::from_utf8_lossy(&v).trim_end_matches('\0').to_string())
-}
-
-fn be32(v: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(v.get(0..4)?.try_into().ok()?))
-}
-
-fn get_be32(a: &[(u16, &[u8])], ty: u16) -> Option<u32> {
-    get(a, ty).and_then(|v| be32(&v))
-}
-
-fn get_be64(a: &[(u16, &[u8])], ty: u16) -> Option<u64> {
-    get(a, ty).and_then(|v| Some(u64::from_be_bytes(v.get(0..8)?.try_into().ok()?)))
+fn get_be64(a: &[u8], ty: u16) -> Option<u64> {
+    get(a, ty).and_then(get_u64_be)
 }
 
 /// The comment in nft userdata TLVs (type 0), if any.
@@ -91,44 +67,41 @@ pub struct RuleInfo {
 }
 
 pub fn decode_table(family: u8, body: &[u8]) -> TableInfo {
-    let a = attrs(body);
+    let a = body;
     TableInfo {
         family,
-        name: get_str(&a, attr::TABLE_NAME).unwrap_or_default(),
-        handle: get_be64(&a, attr::TABLE_HANDLE).unwrap_or(0),
-        comment: get(&a, attr::TABLE_USERDATA).and_then(|u| udata_comment(&u)),
-        flags: get_be32(&a, attr::TABLE_FLAGS).unwrap_or(0),
+        name: get_str(a, attr::TABLE_NAME).unwrap_or_default(),
+        handle: get_be64(a, attr::TABLE_HANDLE).unwrap_or(0),
+        comment: get(a, attr::TABLE_USERDATA).and_then(udata_comment),
+        flags: get_be32(a, attr::TABLE_FLAGS).unwrap_or(0),
     }
 }
 
 pub fn decode_chain(family: u8, body: &[u8]) -> ChainInfo {
-    let a = attrs(body);
-    let hook = get(&a, attr::CHAIN_HOOK).unwrap_or_default();
-    let h = attrs(&hook);
+    let a = body;
+    let h = get(a, attr::CHAIN_HOOK).unwrap_or_default();
     ChainInfo {
         family,
-        table: get_str(&a, attr::CHAIN_TABLE).unwrap_or_default(),
-        name: get_str(&a, attr::CHAIN_NAME).unwrap_or_default(),
-        handle: get_be64(&a, attr::CHAIN_HANDLE).unwrap_or(0),
-        is_base: get(&a, attr::CHAIN_HOOK).is_some(),
-        chain_type: get_str(&a, attr::CHAIN_TYPE),
-        hook: get_be32(&h, attr::HOOK_HOOKNUM),
-        priority: get_be32(&h, attr::HOOK_PRIORITY).map(|p| p as i32),
-        policy: get_be32(&a, attr::CHAIN_POLICY),
+        table: get_str(a, attr::CHAIN_TABLE).unwrap_or_default(),
+        name: get_str(a, attr::CHAIN_NAME).unwrap_or_default(),
+        handle: get_be64(a, attr::CHAIN_HANDLE).unwrap_or(0),
+        is_base: get(a, attr::CHAIN_HOOK).is_some(),
+        chain_type: get_str(a, attr::CHAIN_TYPE),
+        hook: get_be32(h, attr::HOOK_HOOKNUM),
+        priority: get_be32(h, attr::HOOK_PRIORITY).map(|p| p as i32),
+        policy: get_be32(a, attr::CHAIN_POLICY),
     }
 }
 
 fn data_value(p: &[u8]) -> Vec<u8> {
-    get(&attrs(p), attr::DATA_VALUE).unwrap_or_default()
+    get(p, attr::DATA_VALUE).unwrap_or_default().to_vec()
 }
 
 /// Decodes one expression (list element body). Unknown expressions come back as None.
 pub fn decode_expr(elem: &[u8]) -> Option<Expr> {
-    let a = attrs(elem);
-    let name = get_str(&a, 1)?;
-    let data = get(&a, 2).unwrap_or_default();
-    let d = attrs(&data);
-    let u = |t| get_be32(&d, t);
+    let name = get_str(elem, 1)?;
+    let d = get(elem, 2).unwrap_or_default();
+    let u = |t| get_be32(d, t);
     Some(match name.as_str() {
         "payload" => Expr::Payload {
             dreg: u(1)?,
@@ -150,21 +123,19 @@ pub fn decode_expr(elem: &[u8]) -> Option<Expr> {
                 4 => CmpOp::Gt,
                 _ => CmpOp::Gte,
             },
-            data: data_value(&get(&d, 3)?),
+            data: data_value(get(d, 3)?),
         },
         "meta" => Expr::Meta { key: u(2)?, dreg: u(1)? },
         "ct" => Expr::Ct { key: u(2)?, dreg: u(1)? },
         "bitwise" => {
-            Expr::Bitwise { sreg: u(1)?, dreg: u(2)?, mask: data_value(&get(&d, 4)?), xor: data_value(&get(&d, 5)?) }
+            Expr::Bitwise { sreg: u(1)?, dreg: u(2)?, mask: data_value(get(d, 4)?), xor: data_value(get(d, 5)?) }
         }
         "immediate" => {
             let dreg = u(1)?;
-            let imm = get(&d, 2)?;
-            let ia = attrs(&imm);
-            if let Some(v) = get(&ia, attr::DATA_VERDICT) {
-                let va = attrs(&v);
-                let code = get_be32(&va, 1)? as i32;
-                let chain = get_str(&va, 2).unwrap_or_default();
+            let ia = get(d, 2)?;
+            if let Some(va) = get(ia, attr::DATA_VERDICT) {
+                let code = get_be32(va, 1)? as i32;
+                let chain = get_str(va, 2).unwrap_or_default();
                 Expr::Verdict(match code {
                     0 => Verdict::Drop,
                     1 => Verdict::Accept,
@@ -174,12 +145,12 @@ pub fn decode_expr(elem: &[u8]) -> Option<Expr> {
                     _ => Verdict::Continue,
                 })
             } else {
-                Expr::Immediate { dreg, data: get(&ia, attr::DATA_VALUE).unwrap_or_default() }
+                Expr::Immediate { dreg, data: get(ia, attr::DATA_VALUE).unwrap_or_default().to_vec() }
             }
         }
         "lookup" => Expr::Lookup {
             sreg: u(2)?,
-            set: get_str(&d, 1)?,
+            set: get_str(d, 1)?,
             set_id: u(4),
             dreg: u(3),
             invert: u(5).unwrap_or(0) & 1 != 0,
@@ -199,17 +170,16 @@ pub fn decode_rule(family: u8, body: &[u8]) -> RuleInfo {
 /// [`decode_rule`], plus whether every expression was understood (a rule with an expression this
 /// decoder skips must never be taken for one of ours).
 pub fn decode_rule_checked(family: u8, body: &[u8]) -> (RuleInfo, bool) {
-    let a = attrs(body);
-    let list = get(&a, attr::RULE_EXPRESSIONS).unwrap_or_default();
-    let elems = attrs(&list);
+    let a = body;
+    let elems: Vec<_> = attrs(get(a, attr::RULE_EXPRESSIONS).unwrap_or_default()).collect();
     let exprs: Vec<Expr> = elems.iter().filter_map(|(_, e)| decode_expr(e)).collect();
     let complete = exprs.len() == elems.len();
     let info = RuleInfo {
         family,
-        table: get_str(&a, attr::RULE_TABLE).unwrap_or_default(),
-        chain: get_str(&a, attr::RULE_CHAIN).unwrap_or_default(),
-        handle: get_be64(&a, attr::RULE_HANDLE).unwrap_or(0),
-        comment: get(&a, attr::RULE_USERDATA).and_then(|u| udata_comment(&u)),
+        table: get_str(a, attr::RULE_TABLE).unwrap_or_default(),
+        chain: get_str(a, attr::RULE_CHAIN).unwrap_or_default(),
+        handle: get_be64(a, attr::RULE_HANDLE).unwrap_or(0),
+        comment: get(a, attr::RULE_USERDATA).and_then(udata_comment),
         exprs,
     };
     (info, complete)

@@ -1,12 +1,14 @@
 //! nf_tables over NETLINK_NETFILTER, without the `nft` binary.
 //!
 //! Layout:
-//! - this file: constants, the attribute writer and the message builders (tables, chains, rules,
-//!   sets, set elements) collected into a [`Batch`] — one datagram, one kernel transaction;
+//! - this file: nf_tables constants, nfgenmsg and the message builders (tables, chains, rules,
+//!   sets, set elements) collected into a [`Batch`] — one datagram, one kernel transaction. The
+//!   netlink header, attribute writer/reader, splitter, ext-ack parser and the error type are the
+//!   shared ones of [`crate::netlink::wire`];
 //! - [`expr`]: the rule expressions (payload, cmp, meta, ct, immediate/verdicts, nat, masq, lookup,
 //!   counter, bitwise) and a few match helpers that encode exactly what `nft` encodes;
-//! - [`sock`]: the socket (neli's raw `NlSocket`), transaction commit (every reply must be an ACK)
-//!   and GET dumps;
+//! - [`sock`]: the netfilter connection ([`crate::netlink::socket::Conn`]), transaction commit
+//!   (every reply must be an ACK) and GET dumps;
 //! - [`decode`]: parsing of dumped tables, chains and rules (handle, chain, userdata comment).
 //!
 //! Messages carry the same attributes in the same order as `nft` 1.0.6 sends them, so the
@@ -21,17 +23,23 @@ pub mod sock;
 
 pub use expr::{Expr, Verdict};
 
-// ---- netlink / nfnetlink constants -------------------------------------------------------------
+// ---- nfnetlink constants (the netlink header's are the shared ones) ------------------------------
 
-pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_ACK: u16 = 0x4;
-pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
-pub const NLM_F_APPEND: u16 = 0x800;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
+pub use crate::netlink::wire::{
+    Attrs, NlError, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
+};
+
+/// The one netlink error type, under the name the nftables code has always used.
+pub type NftError = NlError;
+
+/// Prefix of nftables error messages ("nftables: add rule inet t c: ...").
+pub const ERR_PREFIX: &str = "nftables";
+
+/// A failure that is not a kernel reply (encoding, protocol).
+pub fn local_error(what: &str) -> NlError {
+    NlError::local(ERR_PREFIX, what)
+}
 
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 pub const NFNL_MSG_BATCH_END: u16 = 17;
@@ -184,74 +192,10 @@ pub mod datatype {
     pub const IFNAME: u32 = 41;
 }
 
-pub const NLA_F_NESTED: u16 = 0x8000;
-
 /// nft's userdata TLV type for comments (NFTNL_UDATA_{TABLE,CHAIN,RULE}_COMMENT are all 0).
 pub const UDATA_COMMENT: u8 = 0;
 /// Longest comment nft accepts (NFT_USERDATA_MAXLEN is 256, knftables limits to 128).
 pub const COMMENT_MAX: usize = 128;
-
-// ---- attribute writer --------------------------------------------------------------------------
-
-/// Writes netlink attributes (4-byte aligned). An attribute that does not fit the u16 length
-/// field poisons the writer; [`Attrs::finish`] then reports it.
-#[derive(Debug, Default, Clone)]
-pub struct Attrs {
-    buf: Vec<u8>,
-    too_long: bool,
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-impl Attrs {
-    pub fn new() -> Attrs {
-        Attrs::default()
-    }
-
-    pub fn put(&mut self, ty: u16, data: &[u8]) -> &mut Self {
-        let len = 4 + data.len();
-        let Ok(len16) = u16::try_from(len) else {
-            self.too_long = true;
-            return self;
-        };
-        self.buf.extend_from_slice(&len16.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.buf.resize(align4(self.buf.len()), 0);
-        self
-    }
-    pub fn put_u32_be(&mut self, ty: u16, v: u32) -> &mut Self {
-        self.put(ty, &v.to_be_bytes())
-    }
-    pub fn put_u64_be(&mut self, ty: u16, v: u64) -> &mut Self {
-        self.put(ty, &v.to_be_bytes())
-    }
-    /// A NUL-terminated string.
-    pub fn put_str(&mut self, ty: u16, s: &str) -> &mut Self {
-        let mut v = Vec::with_capacity(s.len() + 1);
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-        self.put(ty, &v)
-    }
-    /// A nested attribute (NLA_F_NESTED set, as nf_tables requires).
-    pub fn nested(&mut self, ty: u16, f: impl FnOnce(&mut Attrs)) -> &mut Self {
-        let mut inner = Attrs::new();
-        f(&mut inner);
-        self.too_long |= inner.too_long;
-        self.put(ty | NLA_F_NESTED, &inner.buf)
-    }
-    pub fn finish(self) -> Result<Vec<u8>, NftError> {
-        if self.too_long {
-            return Err(NftError::encode("attribute longer than 65535 bytes"));
-        }
-        Ok(self.buf)
-    }
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf
-    }
-}
 
 /// Userdata carrying a comment, as nft writes it: TLV { type 0, len, "text\0" }.
 /// Comments longer than [`COMMENT_MAX`] bytes are cut (on a char boundary), as knftables does.
@@ -267,60 +211,6 @@ pub fn comment_udata(comment: &str) -> Vec<u8> {
     v.extend_from_slice(text.as_bytes());
     v.push(0);
     v
-}
-
-// ---- errors ------------------------------------------------------------------------------------
-
-/// An nftables failure: errno (0 when not a kernel error), which message of the batch failed
-/// (description such as `add rule inet cni_plugins_masquerade masq_checks`), kernel ext-ack text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftError {
-    pub errno: i32,
-    pub what: String,
-    pub ext_ack: Option<String>,
-}
-
-impl NftError {
-    pub fn encode(what: &str) -> NftError {
-        NftError { errno: 0, what: what.to_string(), ext_ack: None }
-    }
-    pub fn io(what: &str, e: &std::io::Error) -> NftError {
-        NftError { errno: e.raw_os_error().unwrap_or(0), what: format!("{what}: {e}"), ext_ack: None }
-    }
-    pub fn is_not_found(&self) -> bool {
-        self.errno == libc_errno::ENOENT
-    }
-    /// The batch carried a generation id that is no longer current (someone committed since).
-    pub fn is_stale(&self) -> bool {
-        self.errno == libc_errno::ERESTART
-    }
-}
-
-impl std::fmt::Display for NftError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.errno != 0 {
-            let e = std::io::Error::from_raw_os_error(self.errno);
-            write!(f, "nftables: {}: {} (errno {})", self.what, e, self.errno)?;
-        } else {
-            write!(f, "nftables: {}", self.what)?;
-        }
-        if let Some(a) = &self.ext_ack {
-            write!(f, ": {a}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for NftError {}
-
-/// errno values we look at (avoids a libc dependency here).
-pub mod libc_errno {
-    pub const ENOENT: i32 = 2;
-    pub const EEXIST: i32 = 17;
-    pub const EBUSY: i32 = 16;
-    pub const EINTR: i32 = 4;
-    pub const EAGAIN: i32 = 11;
-    pub const ERESTART: i32 = 85;
 }
 
 // ---- objects -----------------------------------------------------------------------------------
@@ -396,17 +286,7 @@ fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
 
 /// Encodes one netlink message: header + nfgenmsg + attributes.
 pub fn encode_msg(ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 16 + 4 + payload.len();
-    let mut v = Vec::with_capacity(align4(len));
-    v.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
-    v.extend_from_slice(&ty.to_ne_bytes());
-    v.extend_from_slice(&flags.to_ne_bytes());
-    v.extend_from_slice(&seq.to_ne_bytes());
-    v.extend_from_slice(&0u32.to_ne_bytes());
-    v.extend_from_slice(&nfgenmsg(family, res_id));
-    v.extend_from_slice(payload);
-    v.resize(align4(v.len()), 0);
-    v
+    crate::netlink::wire::message(ty, flags, seq, &nfgenmsg(family, res_id), payload)
 }
 
 pub fn nft_type(kind: u8) -> u16 {
@@ -428,7 +308,7 @@ impl Batch {
             Ok(payload) => self.msgs.push(BatchMsg { kind, flags, family: family as u8, payload, what }),
             Err(e) => {
                 if self.error.is_none() {
-                    self.error = Some(NftError { what: format!("{what}: {}", e.what), ..e });
+                    self.error = Some(local_error(&format!("{what}: {}", e.what)));
                 }
             }
         }
@@ -557,7 +437,7 @@ impl Batch {
         a.nested(attr::SET_ELEM_LIST_ELEMENTS, |l| {
             // libnftnl numbers set elements 1, 2, 3... (the kernel ignores the type); so do we.
             for (i, e) in elems.iter().enumerate() {
-                let ty = u16::try_from(i + 1).unwrap_or(attr::LIST_ELEM) & 0x3fff;
+                let ty = u16::try_from(i + 1).unwrap_or(attr::LIST_ELEM) & crate::netlink::wire::NLA_TYPE_MASK;
                 l.nested(ty, |x| {
                     if let Some(f) = e.flags {
                         x.put_u32_be(attr::SET_ELEM_FLAGS, f);

@@ -1,83 +1,26 @@
-//! The NETLINK_NETFILTER socket: batch commit and GET dumps.
+//! The NETLINK_NETFILTER connection: batch commit and GET dumps, over the shared netlink layer
+//! ([`crate::netlink::socket::Conn`]: one socket type, one receive loop, one error type).
 
-use super::{encode_msg, nft_type, Batch, NftError, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
-use neli::consts::socket::{Msg, NlFamily};
-use neli::socket::NlSocket;
-use neli::utils::Groups;
+use super::{
+    encode_msg, local_error, nft_type, Batch, NftError, ERR_PREFIX, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use crate::netlink::socket::{Conn, Datagram, Kind, Proto};
+use crate::netlink::wire;
 
-/// One netlink message as received.
-#[derive(Debug, Clone)]
-pub struct RawMsg {
-    pub ty: u16,
-    pub flags: u16,
-    pub seq: u32,
-    /// Everything after the 16-byte netlink header.
-    pub body: Vec<u8>,
-}
+pub use crate::netlink::wire::{parse_error, Nlmsg as RawMsg};
 
-/// Splits a datagram into messages (malformed tails are dropped, never panic).
-pub fn split_msgs(buf: &[u8]) -> Vec<RawMsg> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while let Some(hdr) = buf.get(off..off + 16) {
-        let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-        if len < 16 {
-            break;
-        }
-        let Some(body) = buf.get(off + 16..off + len) else { break };
-        out.push(RawMsg {
-            ty: u16::from_ne_bytes([hdr[4], hdr[5]]),
-            flags: u16::from_ne_bytes([hdr[6], hdr[7]]),
-            seq: u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]),
-            body: body.to_vec(),
-        });
-        off += (len + 3) & !3;
-    }
-    out
-}
-
-/// Parses an NLMSG_ERROR body: (error code as negative errno or 0, ext-ack message if any).
-pub fn parse_error(m: &RawMsg) -> (i32, Option<String>) {
-    let b = &m.body;
-    let Some(e) = b.get(0..4) else { return (-libc_einval(), None) };
-    let err = i32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
-    // TLVs follow the echoed request: capped (0x100) = header only, else the full request.
-    let orig_len = b.get(4..8).map(|l| u32::from_ne_bytes([l[0], l[1], l[2], l[3]]) as usize).unwrap_or(16);
-    let tlv_start = if m.flags & 0x100 != 0 { 4 + 16 } else { 4 + ((orig_len + 3) & !3) };
-    let mut msg = None;
-    if m.flags & 0x200 != 0 {
-        let mut off = tlv_start;
-        while let Some(h) = b.get(off..off + 4) {
-            let len = u16::from_ne_bytes([h[0], h[1]]) as usize;
-            let ty = u16::from_ne_bytes([h[2], h[3]]) & 0x3fff;
-            if len < 4 {
-                break;
-            }
-            if ty == 1 {
-                if let Some(s) = b.get(off + 4..off + len) {
-                    msg = Some(String::from_utf8_lossy(s).trim_end_matches('\0').to_string());
-                }
-            }
-            off += (len + 3) & !3;
-        }
-    }
-    (err, msg)
-}
-
-fn libc_einval() -> i32 {
-    22
+/// The messages of a datagram, collected ([`wire::split`] under its older name).
+pub fn split_msgs(buf: &[u8]) -> Vec<RawMsg<'_>> {
+    wire::split(buf).collect()
 }
 
 /// Dumped objects: (nfgen family, attributes).
 pub type DumpRows = Vec<(u8, Vec<u8>)>;
 
-/// A NETLINK_NETFILTER socket bound in the current network namespace.
+/// A NETLINK_NETFILTER connection bound in the current network namespace.
 pub struct NftSocket {
-    sock: NlSocket,
-    seq: u32,
+    conn: Conn,
 }
-
-const RECV_BUF: usize = 1 << 16;
 
 /// Generation-guarded attempts of [`NftSocket::transact`] before it falls back to full plans.
 pub const GUARDED_TRIES: usize = 8;
@@ -173,58 +116,23 @@ impl NftSocket {
 
     /// Opens a new socket in the calling thread's network namespace.
     pub fn open() -> Result<NftSocket, NftError> {
-        let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())
-            .map_err(|e| NftError::io("open netfilter netlink socket", &e))?;
-        // ext-ack gives the kernel's reason for a rejected message; room for many ACKs. Best effort.
-        let _ = sock.enable_ext_ack(true);
-        let _ = sock.set_recv_buffer_size(1 << 20);
+        let mut conn = Conn::open(Proto::Netfilter, ERR_PREFIX)
+            .map_err(|e| NftError::io(ERR_PREFIX, "open netfilter netlink socket", &e))?;
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1);
-        Ok(NftSocket { sock, seq: seed & 0x7fff_ffff })
-    }
-
-    fn next_seq(&mut self, n: u32) -> u32 {
-        let s = self.seq;
-        self.seq = self.seq.wrapping_add(n);
-        s
+        conn.seed(seed & 0x7fff_ffff);
+        Ok(NftSocket { conn })
     }
 
     /// The current ruleset generation (NFT_MSG_GETGEN), to guard a batch planned from a dump.
     pub fn genid(&mut self) -> Result<u32, NftError> {
-        let what = "get nftables generation";
-        let seq = self.next_seq(1);
-        let req = encode_msg(nft_type(super::msg::GETGEN), NLM_F_REQUEST | NLM_F_ACK, seq, 0, 0, &[]);
-        self.sock.send(&req, Msg::empty()).map_err(|e| NftError::io(what, &e))?;
-        let mut genid = None;
-        let mut buf = vec![0u8; RECV_BUF];
-        loop {
-            let len = match self.sock.recv(&mut buf[..], Msg::empty()) {
-                Ok((len, _)) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(NftError::io(what, &e)),
-            };
-            if len == 0 {
-                return Err(NftError::encode("netlink socket closed"));
-            }
-            for m in split_msgs(buf.get(..len).unwrap_or_default()) {
-                if m.seq != seq {
-                    continue;
-                }
-                if m.ty == nft_type(super::msg::NEWGEN) {
-                    let a = super::decode::attrs(m.body.get(4..).unwrap_or_default());
-                    genid = a
-                        .iter()
-                        .find(|(t, _)| *t == super::NFTA_GEN_ID)
-                        .and_then(|(_, v)| Some(u32::from_be_bytes(v.get(0..4)?.try_into().ok()?)));
-                } else if m.ty == NLMSG_ERROR {
-                    let (err, ext) = parse_error(&m);
-                    if err != 0 {
-                        return Err(NftError { errno: err.saturating_neg(), what: what.to_string(), ext_ack: ext });
-                    }
-                    return genid.ok_or_else(|| NftError::encode("no generation id in GETGEN reply"));
-                }
-            }
-        }
+        let req = encode_msg(nft_type(super::msg::GETGEN), NLM_F_REQUEST | NLM_F_ACK, 0, 0, 0, &[]);
+        let (replies, _) = self.conn.exchange(req, Kind::Get, "get nftables generation")?;
+        replies
+            .iter()
+            .filter(|r| r.ty == nft_type(super::msg::NEWGEN))
+            .find_map(|r| wire::find(r.payload.get(4..)?, super::NFTA_GEN_ID).and_then(wire::get_u32_be))
+            .ok_or_else(|| local_error("no generation id in GETGEN reply"))
     }
 
     /// Commits a batch as one transaction. Succeeds only when every message was ACKed.
@@ -238,35 +146,33 @@ impl NftSocket {
         if batch.is_empty() {
             return Ok(());
         }
-        let n = u32::try_from(batch.msgs.len()).map_err(|_| NftError::encode("batch too large"))?;
-        let seq = self.next_seq(n + 2);
+        let n = u32::try_from(batch.msgs.len()).map_err(|_| local_error("batch too large"))?;
+        let seq = self.conn.next_seq(n + 2);
         let bytes = batch.encode_guarded(seq, genid)?;
-        self.sock.send(&bytes, Msg::empty()).map_err(|e| NftError::io("send nftables batch", &e))?;
+        self.conn.send(&bytes, "send nftables batch")?;
         // The kernel processes the batch synchronously inside sendmsg, so every reply is queued
         // by now; drain without blocking and account for each inner message.
         let mut acked = vec![false; batch.msgs.len()];
         let mut first_err: Option<NftError> = None;
-        let mut buf = vec![0u8; RECV_BUF];
-        loop {
-            if acked.iter().all(|a| *a) {
-                break;
-            }
-            let r = self.sock.recv(&mut buf[..], Msg::DONTWAIT);
-            let len = match r {
-                Ok((len, _)) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(NftError::io("receive nftables replies", &e)),
+        while !acked.iter().all(|a| *a) {
+            let data = match self.conn.recv(false, "receive nftables replies")? {
+                Datagram::Data(d) => d,
+                Datagram::Empty => break,
+                Datagram::Truncated => {
+                    // only an error reply can be this large (ACKs are small): its message is lost
+                    first_err.get_or_insert_with(|| local_error("nftables reply larger than the receive buffer"));
+                    continue;
+                }
             };
-            for m in split_msgs(buf.get(..len).unwrap_or_default()) {
+            for m in wire::split(data) {
                 if m.ty != NLMSG_ERROR {
                     continue;
                 }
                 let (err, ext) = parse_error(&m);
                 // The whole batch refused at BEGIN (stale generation id): no other reply comes.
                 if m.seq == seq && err != 0 {
-                    let what = "nftables batch (generation changed since it was planned)".to_string();
-                    return Err(NftError { errno: err.saturating_neg(), what, ext_ack: ext });
+                    let what = "nftables batch (generation changed since it was planned)";
+                    return Err(NftError::reply(ERR_PREFIX, what, err.saturating_neg(), ext));
                 }
                 let idx = m.seq.wrapping_sub(seq.wrapping_add(1)) as usize;
                 // Replies to earlier requests on this socket are not ours.
@@ -278,7 +184,7 @@ impl NftSocket {
                         .get(idx)
                         .map(|x| x.what.clone())
                         .unwrap_or_else(|| format!("batch message seq {}", m.seq));
-                    first_err = Some(NftError { errno: err.saturating_neg(), what, ext_ack: ext });
+                    first_err = Some(NftError::reply(ERR_PREFIX, &what, err.saturating_neg(), ext));
                 }
             }
         }
@@ -287,7 +193,7 @@ impl NftSocket {
         }
         let missing = acked.iter().filter(|a| !**a).count();
         if missing > 0 {
-            return Err(NftError::encode(&format!(
+            return Err(local_error(&format!(
                 "kernel answered {} of {} messages of the batch",
                 acked.len() - missing,
                 acked.len()
@@ -335,105 +241,36 @@ impl NftSocket {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(last.unwrap_or_else(|| NftError::encode("retries exhausted")).into())
+        Err(last.unwrap_or_else(|| local_error("retries exhausted")).into())
     }
 
     /// A GET dump (`kind` = GETTABLE/GETCHAIN/GETRULE/...), optionally filtered by attributes
     /// (e.g. table and chain for GETRULE). Returns each message's body after the nfgenmsg, with
     /// the message family. Retries up to 5 times when the dump was interrupted.
     pub fn dump(&mut self, kind: u8, family: u8, filter: &[u8]) -> Result<DumpRows, NftError> {
-        let mut last = None;
-        for _ in 0..5 {
-            match self.dump_once(kind, family, filter) {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => last = Some(NftError::encode("dump interrupted 5 times")),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| NftError::encode("dump failed")))
-    }
-
-    fn dump_once(&mut self, kind: u8, family: u8, filter: &[u8]) -> Result<Option<DumpRows>, NftError> {
-        self.dump_type_once(nft_type(kind), family, filter)
+        self.dump_type(nft_type(kind), family, filter)
     }
 
     /// A dump of any nfnetlink message type (`subsys << 8 | msg`), e.g. ctnetlink.
     pub fn dump_type(&mut self, ty: u16, family: u8, filter: &[u8]) -> Result<DumpRows, NftError> {
+        let what = format!("dump (message type {})", ty & 0xff);
         for _ in 0..5 {
-            if let Some(v) = self.dump_type_once(ty, family, filter)? {
-                return Ok(v);
+            let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, 0, family, 0, filter);
+            let (replies, interrupted) = self.conn.exchange(req, Kind::Dump, &what)?;
+            if !interrupted {
+                return Ok(replies
+                    .into_iter()
+                    .map(|r| (r.payload.first().copied().unwrap_or(0), r.payload.get(4..).unwrap_or_default().to_vec()))
+                    .collect());
             }
         }
-        Err(NftError::encode("dump interrupted 5 times"))
+        Err(local_error("dump interrupted 5 times"))
     }
 
     /// Sends one non-batched request (e.g. a ctnetlink delete) and waits for its ACK.
     pub fn request(&mut self, ty: u16, family: u8, payload: &[u8], what: &str) -> Result<(), NftError> {
-        let seq = self.next_seq(1);
-        let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, payload);
-        self.sock.send(&req, Msg::empty()).map_err(|e| NftError::io(what, &e))?;
-        let mut buf = vec![0u8; RECV_BUF];
-        loop {
-            let len = match self.sock.recv(&mut buf[..], Msg::empty()) {
-                Ok((len, _)) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(NftError::io(what, &e)),
-            };
-            if len == 0 {
-                return Err(NftError::encode("netlink socket closed"));
-            }
-            for m in split_msgs(buf.get(..len).unwrap_or_default()) {
-                if m.seq == seq && m.ty == NLMSG_ERROR {
-                    let (err, ext) = parse_error(&m);
-                    if err == 0 {
-                        return Ok(());
-                    }
-                    return Err(NftError { errno: err.saturating_neg(), what: what.to_string(), ext_ack: ext });
-                }
-            }
-        }
-    }
-
-    fn dump_type_once(&mut self, ty: u16, family: u8, filter: &[u8]) -> Result<Option<DumpRows>, NftError> {
-        let kind = ty & 0xff;
-        let seq = self.next_seq(1);
-        let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, seq, family, 0, filter);
-        self.sock.send(&req, Msg::empty()).map_err(|e| NftError::io("send nftables dump request", &e))?;
-        let mut out = Vec::new();
-        let mut interrupted = false;
-        let mut buf = vec![0u8; RECV_BUF];
-        loop {
-            let len = match self.sock.recv(&mut buf[..], Msg::empty()) {
-                Ok((len, _)) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(NftError::io("receive nftables dump", &e)),
-            };
-            if len == 0 {
-                return Err(NftError::encode("netlink socket closed during dump"));
-            }
-            for m in split_msgs(buf.get(..len).unwrap_or_default()) {
-                if m.seq != seq {
-                    continue;
-                }
-                if m.flags & super::NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match m.ty {
-                    NLMSG_DONE => return Ok(if interrupted { None } else { Some(out) }),
-                    NLMSG_ERROR => {
-                        let (err, ext) = parse_error(&m);
-                        if err == 0 {
-                            continue;
-                        }
-                        let what = format!("dump (message type {kind})");
-                        return Err(NftError { errno: err.saturating_neg(), what, ext_ack: ext });
-                    }
-                    _ => {
-                        let fam = m.body.first().copied().unwrap_or(0);
-                        out.push((fam, m.body.get(4..).unwrap_or_default().to_vec()));
-                    }
-                }
-            }
-        }
+        let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK, 0, family, 0, payload);
+        self.conn.exchange(req, Kind::Change, what)?;
+        Ok(())
     }
 }

@@ -2,10 +2,11 @@
 //! `strace -f -e trace=sendmsg -e write=3` inside a throwaway netns). Normalised: seq numbers, and
 //! the ACK flag we add to every inner message (see module docs).
 
-use super::decode::{attrs, decode_expr, decode_rule, udata_comment};
+use super::decode::{decode_expr, decode_rule, udata_comment};
 use super::expr::*;
 use super::sock::split_msgs;
 use super::*;
+use crate::netlink::wire::attrs;
 use std::net::IpAddr;
 
 fn ip(s: &str) -> IpAddr {
@@ -232,7 +233,7 @@ fn batch_framing_and_ack_flags() {
     let msgs = split_msgs(&bytes);
     assert_eq!(msgs.len(), 3);
     assert_eq!((msgs[0].ty, msgs[0].seq), (NFNL_MSG_BATCH_BEGIN, 7));
-    assert_eq!(&msgs[0].body[..], &[0, 0, 0, 10]); // AF_UNSPEC, v0, res_id = htons(NFNL_SUBSYS_NFTABLES)
+    assert_eq!(msgs[0].body, &[0, 0, 0, 10]); // AF_UNSPEC, v0, res_id = htons(NFNL_SUBSYS_NFTABLES)
     assert_eq!(msgs[1].ty, (10 << 8) | u16::from(msg::NEWTABLE));
     assert_eq!(msgs[1].flags, NLM_F_REQUEST | NLM_F_ACK);
     assert_eq!(msgs[1].seq, 8);
@@ -286,19 +287,7 @@ fn comments_are_cut_at_128_bytes_and_decode() {
     assert_eq!(udata_comment(&[0, 9, b'a']), None); // truncated TLV, no panic
 }
 
-#[test]
-fn error_reply_parsing_with_ext_ack() {
-    // NLMSG_ERROR: errno -2, capped echo of a 20-byte request, ext-ack "No such file".
-    let mut body = Vec::new();
-    body.extend((-2i32).to_ne_bytes());
-    body.extend(20u32.to_ne_bytes());
-    body.extend([0u8; 12]);
-    let mut tlv = Attrs::new();
-    tlv.put_str(1, "No such file");
-    body.extend(tlv.bytes());
-    let m = sock::RawMsg { ty: NLMSG_ERROR, flags: 0x300, seq: 1, body };
-    assert_eq!(sock::parse_error(&m), (-2, Some("No such file".into())));
-}
+// error_reply_parsing_with_ext_ack moved to netlink::wire::tests (one ext-ack parser).
 
 /// BATCH_BEGIN with a generation id, as libnftnl writes it (`nftnl_batch_begin` + u32
 /// NFNL_BATCH_GENID in network order); the rest of the batch is unchanged.

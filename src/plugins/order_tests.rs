@@ -1,0 +1,312 @@
+//! Request order and rollback of the veth plugins, without root: the plugins run through the
+//! protocol entry point (`cni::io::run`) against the recording fake of `netlink::fake` (fake
+//! namespaces, sysctls and rtnetlink objects; host-local's store in a temp dir, delegated
+//! in-process). For bridge and ptp, ADD is failed at EVERY netlink request index and the exact
+//! rollback is checked: which requests undo what, in which order relative to the IPAM release,
+//! and that nothing but the (shared, kept) bridge remains.
+
+use crate::cni::io::{self, Io};
+use crate::netlink::fake::FakeKernel;
+use std::path::PathBuf;
+
+const CONT: &str = "/fake/netns/cont";
+const EIO: i32 = 5;
+
+/// A temp dir (IPAM store, CNI_PATH) removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("cni-order-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("bin")).unwrap();
+        // host-local resolves to this test binary, so it is delegated in-process
+        std::os::unix::fs::symlink(std::env::current_exe().unwrap(), p.join("bin/host-local")).unwrap();
+        TempDir(p)
+    }
+    fn store(&self) -> PathBuf {
+        self.0.join("ipam")
+    }
+    fn leases(&self) -> Vec<String> {
+        leases_in(&self.store())
+    }
+}
+
+/// The IPs host-local holds a reservation for in `store` (file names that parse as an IP).
+fn leases_in(store: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(store.join("ordnet"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    v.retain(|n| n.parse::<std::net::IpAddr>().is_ok());
+    v.sort();
+    v
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn conf(plugin: &str, extra: &str, dir: &TempDir) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"ordnet","type":"{plugin}"{extra},
+            "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"198.18.7.0/24"}}]]}}}}"#,
+        dir.store().display()
+    )
+}
+
+/// Run one verb; returns the exit code and stdout.
+fn run(plugin: &str, command: &str, conf: &str, dir: &TempDir) -> (i32, String) {
+    let env = [
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", "ctr-order-1".to_string()),
+        ("CNI_NETNS", CONT.to_string()),
+        ("CNI_IFNAME", "eth0".to_string()),
+        ("CNI_PATH", dir.0.join("bin").display().to_string()),
+    ];
+    let mut io = Io::new(env, conf.as_bytes().to_vec());
+    let applet = crate::applets::find(plugin).unwrap();
+    let code = io::run(applet, &mut io);
+    (code, io.stdout_str())
+}
+
+fn print(log: &[String]) -> String {
+    log.iter().enumerate().map(|(i, l)| format!("{i:3} {l}\n")).collect()
+}
+
+const BRIDGE: &str = r#","bridge":"cni-o0","isDefaultGateway":true"#;
+
+/// Entries of the log without the " [..]" annotation.
+fn plain(log: &[String]) -> Vec<String> {
+    log.iter().map(|l| l.split(" [").next().unwrap_or(l).to_string()).collect()
+}
+
+#[track_caller]
+fn assert_log(got: &[String], want: &[&str]) {
+    assert_eq!(plain(got), want, "request log:\n{}", print(got));
+}
+
+const BRIDGE_ADD: &[&str] = &[
+    "host: get link cni-o0",
+    "host: create bridge cni-o0",
+    "host: get link cni-o0",
+    "host: sysctl net/ipv6/conf/cni-o0/accept_ra=0",
+    "host: set link cni-o0 up",
+    "host: get link cni-o0",
+    "cont: get link eth0",
+    "cont: create veth eth0 peer veth*",
+    "host: get link veth*",
+    "host: sysctl net/ipv6/conf/veth*/accept_ra=0",
+    "host: set link veth* master cni-o0",
+    "host: set link veth* up",
+    "cont: get link eth0",
+    "cont: sysctl net/ipv6/conf/eth0/accept_dad=0",
+    "cont: sysctl net/ipv4/conf/eth0/arp_notify=1",
+    "cont: get link eth0",
+    "cont: add addr 198.18.7.2/24 dev eth0",
+    "cont: set link eth0 up",
+    "cont: add route default via 198.18.7.1 dev eth0",
+    "host: dump addrs",
+    "host: add addr 198.18.7.1/24 dev cni-o0",
+    "host: set link cni-o0 address",
+    "host: sysctl net/ipv4/ip_forward=1",
+    "host: get link veth*",
+    "host: get link cni-o0",
+    "host: get link veth*",
+];
+const PTP_ADD: &[&str] = &[
+    "host: sysctl net/ipv4/ip_forward=1",
+    "cont: get link eth0",
+    "cont: create veth eth0 peer veth*",
+    "host: get link veth*",
+    "host: sysctl net/ipv6/conf/veth*/accept_ra=0",
+    "host: set link veth* up",
+    "cont: get link eth0",
+    "cont: get link eth0",
+    "cont: add addr 198.18.7.2/24 dev eth0",
+    "cont: set link eth0 up",
+    "cont: delete route 198.18.7.0/24 dev eth0",
+    "cont: add route 198.18.7.1/32 dev eth0",
+    "cont: add route 198.18.7.0/24 via 198.18.7.1 dev eth0",
+    "host: add addr 198.18.7.1/32 dev veth*",
+    "host: add route 198.18.7.2/32 dev veth*",
+];
+const VPC_ROUTED_ADD: &[&str] = &[
+    "host: sysctl net/ipv4/ip_forward=1",
+    "cont: get link eth0",
+    "host: get link eni87b98059725",
+    "cont: create veth eth0 peer eni87b98059725",
+    "host: get link eni87b98059725",
+    "host: sysctl net/ipv6/conf/eni87b98059725/accept_ra=0",
+    "host: set link eni87b98059725 up",
+    "cont: get link eth0",
+    "cont: set link eth0 up",
+    "cont: add addr 198.18.7.2/32 dev eth0",
+    "cont: add route 169.254.1.1/32 dev eth0",
+    "cont: add route default via 169.254.1.1 dev eth0",
+    "cont: add neigh",
+    "host: add route 198.18.7.2/32 dev eni87b98059725",
+    "host: delete rule pref 512 to 198.18.7.2/32",
+    "host: add rule pref 512 to 198.18.7.2/32",
+];
+
+#[test]
+fn bridge_add_request_order() {
+    let dir = TempDir::new("bridge");
+    let k = FakeKernel::install(&[CONT]);
+    let (code, out) = run("bridge", "ADD", &conf("bridge", BRIDGE, &dir), &dir);
+    assert_eq!(code, 0, "{out}");
+    assert_log(&k.log(), BRIDGE_ADD);
+    assert_eq!(k.links(), ["cni-o0@host", "eth0@cont", "veth*@host"]);
+    assert_eq!(dir.leases(), ["198.18.7.2"]);
+}
+
+#[test]
+fn ptp_add_request_order() {
+    let dir = TempDir::new("ptp");
+    let k = FakeKernel::install(&[CONT]);
+    let (code, out) = run("ptp", "ADD", &conf("ptp", "", &dir), &dir);
+    assert_eq!(code, 0, "{out}");
+    assert_log(&k.log(), PTP_ADD);
+    assert_eq!(k.links(), ["eth0@cont", "veth*@host"]);
+}
+
+#[test]
+fn vpc_routed_add_request_order() {
+    let dir = TempDir::new("vpc");
+    let k = FakeKernel::install(&[CONT]);
+    let (code, out) = run("vpc-routed", "ADD", &conf("vpc-routed", "", &dir), &dir);
+    assert_eq!(code, 0, "{out}");
+    assert_log(&k.log(), VPC_ROUTED_ADD);
+}
+
+/// What a failed ADD left, per failure index: the log up to and including the failed request,
+/// the rollback after it, and the state at the end.
+struct Failed {
+    /// Log entries before the failed request (annotations dropped).
+    before: Vec<String>,
+    /// The rollback: log entries after the failed request, with their IPAM annotation.
+    rollback: Vec<String>,
+    /// Leases held when the failed request was sent.
+    leases_at_failure: String,
+    links: Vec<String>,
+    addrs: Vec<String>,
+    leases: Vec<String>,
+}
+
+/// ADD of `plugin` with netlink request `n` failing (EIO); every log entry is annotated with
+/// the IPAM store's leases at the time.
+fn add_failing_at(plugin: &str, extra: &str, n: usize) -> Failed {
+    let dir = TempDir::new(plugin);
+    let k = FakeKernel::install(&[CONT]);
+    k.fail_at(n, EIO);
+    let store = dir.store();
+    k.annotate(move || {
+        let l = leases_in(&store);
+        format!("leases: {}", if l.is_empty() { "-".to_string() } else { l.join(",") })
+    });
+    let (code, out) = run(plugin, "ADD", &conf(plugin, extra, &dir), &dir);
+    let log = k.log();
+    assert_ne!(code, 0, "{plugin} ADD succeeded with request {n} failing:\n{out}\n{}", print(&log));
+    assert!(out.contains("\"code\""), "{plugin}: a CNI error on stdout: {out}");
+    let at = log.iter().position(|l| l.ends_with(&format!("-> error {EIO}"))).unwrap();
+    let note = log[at].split(" [").nth(1).unwrap_or_default();
+    Failed {
+        before: plain(&log[..at]),
+        rollback: log[at + 1..].to_vec(),
+        leases_at_failure: note.split(']').next().unwrap_or_default().to_string(),
+        links: k.links(),
+        addrs: k.addrs(),
+        leases: dir.leases(),
+    }
+}
+
+/// Netlink requests of a successful ADD (the sysctl writes in the log are not requests).
+fn requests(log: &[&str]) -> usize {
+    log.iter().filter(|l| !l.contains(": sysctl ")).count()
+}
+
+#[test]
+fn bridge_add_rolls_back_at_every_request() {
+    let total = requests(BRIDGE_ADD);
+    assert_eq!(total, 21);
+    for n in 0..total {
+        let f = add_failing_at("bridge", BRIDGE, n);
+        let at = f.before.len();
+        // the same steps as a good ADD, up to the failed request
+        assert_eq!(f.before, BRIDGE_ADD[..at], "failure at request {n}");
+        let veth = f.before.iter().any(|l| l == "cont: create veth eth0 peer veth*");
+        // undo in reverse: the IPAM reservation is released first (it was made last), then
+        // the container veth (with its host peer) is deleted; the bridge stays, as with the
+        // reference
+        let want: &[&str] = if veth {
+            &["cont: get link eth0 [leases: -]", "cont: dump addrs [leases: -]", "cont: delete link eth0 [leases: -]"]
+        } else {
+            &[]
+        };
+        assert_eq!(f.rollback, want, "rollback after a failure at request {n}");
+        let bridge = f.before.iter().any(|l| l == "host: create bridge cni-o0");
+        let links: &[&str] = if bridge { &["cni-o0@host"] } else { &[] };
+        assert_eq!(f.links, links, "links left after a failure at request {n}");
+        assert!(f.addrs.iter().all(|a| a == "198.18.7.1/24@host"), "request {n}: {:?}", f.addrs);
+        assert!(f.leases.is_empty(), "lease left after a failure at request {n}: {:?}", f.leases);
+        // IPAM runs between the container link lookup and the container sysctls
+        let ipam = f.before.iter().any(|l| l.starts_with("cont: sysctl"));
+        assert_eq!(f.leases_at_failure != "leases: -", ipam, "request {n}: {}", f.leases_at_failure);
+    }
+}
+
+#[test]
+fn ptp_add_rolls_back_at_every_request() {
+    let total = requests(PTP_ADD);
+    assert_eq!(total, 13);
+    for n in 0..total {
+        let f = add_failing_at("ptp", "", n);
+        let at = f.before.len();
+        assert_eq!(f.before, PTP_ADD[..at], "failure at request {n}");
+        // ptp allocates first, so the reservation is held at every failure and released last:
+        // the container veth (and with it the host end, its address and routes) goes first
+        assert_eq!(f.leases_at_failure, "leases: 198.18.7.2", "request {n}");
+        let veth = f.before.iter().any(|l| l == "cont: create veth eth0 peer veth*");
+        let want: &[&str] = if veth {
+            &[
+                "cont: get link eth0 [leases: 198.18.7.2]",
+                "cont: dump addrs [leases: 198.18.7.2]",
+                "cont: delete link eth0 [leases: 198.18.7.2]",
+            ]
+        } else {
+            &[]
+        };
+        assert_eq!(f.rollback, want, "rollback after a failure at request {n}");
+        assert!(f.links.is_empty(), "links left after a failure at request {n}: {:?}", f.links);
+        assert!(f.addrs.is_empty(), "addresses left after a failure at request {n}: {:?}", f.addrs);
+        assert!(f.leases.is_empty(), "lease left after a failure at request {n}: {:?}", f.leases);
+    }
+}
+
+#[test]
+fn bridge_and_ptp_del_undo_the_add_and_repeat_as_no_ops() {
+    for (plugin, extra, left) in [("bridge", BRIDGE, &["cni-o0@host"][..]), ("ptp", "", &[][..])] {
+        let dir = TempDir::new(plugin);
+        let k = FakeKernel::install(&[CONT]);
+        let c = conf(plugin, extra, &dir);
+        let (code, out) = run(plugin, "ADD", &c, &dir);
+        assert_eq!(code, 0, "{out}");
+        let n = k.log().len();
+        let (code, out) = run(plugin, "DEL", &c, &dir);
+        assert_eq!((code, out.as_str()), (0, ""), "{plugin} DEL");
+        let del = k.log()[n..].to_vec();
+        assert_log(&del, &["cont: get link eth0", "cont: dump addrs", "cont: delete link eth0"]);
+        assert_eq!(k.links(), left, "{plugin}: links after DEL");
+        assert!(dir.leases().is_empty(), "{plugin}: leases after DEL");
+        // DEL again: the link is gone, which is success
+        let n = k.log().len();
+        let (code, out) = run(plugin, "DEL", &c, &dir);
+        assert_eq!((code, out.as_str()), (0, ""), "{plugin} second DEL");
+        assert_log(&k.log()[n..], &["cont: get link eth0"]);
+    }
+}
