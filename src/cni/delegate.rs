@@ -43,6 +43,11 @@ pub fn delegate_with(
             return in_process(ctx, applet, command, lookup);
         }
     }
+    // a unit-test binary exec'd as a plugin would run the whole test suite again, recursively
+    #[cfg(test)]
+    if same_file(&bin, Path::new("/proc/self/exe")) {
+        anyhow::bail!("test build: {plugin_type} resolves to the test binary and is not in the registry");
+    }
     tracing::debug!("delegating {} to {}", command.as_str(), bin.display());
     exec(ctx, &bin, plugin_type, command)
 }

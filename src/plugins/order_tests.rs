@@ -69,6 +69,9 @@ fn run(plugin: &str, command: &str, conf: &str, dir: &TempDir) -> (i32, String) 
         ("CNI_PATH", dir.0.join("bin").display().to_string()),
     ];
     let mut io = Io::new(env, conf.as_bytes().to_vec());
+    // the registry makes host-local run in-process; without it the delegation would exec this
+    // test binary as `host-local`, which would run the whole test suite again
+    io.plugins = crate::applets::find;
     let applet = crate::applets::find(plugin).unwrap();
     let code = io::run(applet, &mut io);
     (code, io.stdout_str())
