@@ -677,10 +677,19 @@ impl GcErrors {
     }
 }
 
+/// IPAM GC, when the config names an IPAM type (spec 1.1.0: a plugin passes GC on to its
+/// delegated IPAM; in-process or by exec, as every delegation).
+pub fn ipam_gc_if_set(ctx: &Ctx) -> Result<()> {
+    match ctx.ipam_type() {
+        Some(_) => crate::cni::delegate::ipam_gc(ctx),
+        None => Ok(()),
+    }
+}
+
 /// GC step of the veth plugins: IPAM GC, when the config names an IPAM type.
 pub fn gc_ipam(ctx: &Ctx, errors: &mut GcErrors) {
     if ctx.ipam_type().is_some() {
-        errors.note("ipam", crate::cni::delegate::ipam_gc(ctx));
+        errors.note("ipam", ipam_gc_if_set(ctx));
     }
 }
 

@@ -15,7 +15,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -69,6 +69,11 @@ fn check(ctx: &Ctx) -> Result<()> {
     }
     common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
     Ok(())
+}
+
+/// GC: the dummy link dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    common::ipam_gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {

@@ -20,7 +20,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -277,6 +277,14 @@ fn check(ctx: &Ctx) -> Result<()> {
     };
     common::check_link_mac(&link, want)?;
     common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: passed on to IPAM. The device is not touched: when a netns dies without DEL the kernel
+/// itself hands a physical device back to the root namespace (under its container name, the
+/// original one in its alias), and a virtual one is gone.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    common::ipam_gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {

@@ -15,7 +15,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -135,6 +135,12 @@ fn check(ctx: &Ctx) -> Result<()> {
     }
     common::check_link_mac(&d.link, want)?;
     common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the macvlan dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    common::ipam_gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {

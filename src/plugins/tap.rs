@@ -19,7 +19,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -153,6 +153,12 @@ fn check(ctx: &Ctx) -> Result<()> {
     let prev = common::require_prev(ctx)?;
     let (idx, _) = common::check_prev_iface(ctx, prev)?;
     common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the tap dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    common::ipam_gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {

@@ -16,7 +16,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -113,6 +113,12 @@ fn check(ctx: &Ctx) -> Result<()> {
         bail!("Error: configured MTU of {} is {}, current value is {}", ctx.ifname, conf.mtu, d.link.mtu);
     }
     common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the VLAN link dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    common::ipam_gc_if_set(ctx)
 }
 
 /// STATUS goes to IPAM unconditionally, as the reference does.

@@ -43,7 +43,7 @@ pub const APPLET: Applet = Applet {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
 };
 
@@ -425,6 +425,47 @@ fn del(ctx: &Ctx) -> Result<()> {
     } else {
         bail!("{}", errs.join("; "))
     }
+}
+
+/// GC: passed on to IPAM; then, when the runtime sent its list of valid attachments, the node
+/// rules of pods that are gone without DEL. A deleted netns takes the veth pair and the host
+/// route over it away, but not the `to POD` / `from POD` rules: a rule at our priorities whose
+/// /32 (/128) has no route in the main table any more is a leftover. (ADD adds the route before
+/// the rules and DEL removes the rules first, so a live pod never looks like one.)
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf = load(ctx)?;
+    let mut errors = common::GcErrors::default();
+    common::gc_ipam(ctx, &mut errors);
+    if ctx.valid_attachments()?.is_some() {
+        errors.note("node rules", Netlink::new().and_then(|mut host| gc_rules(&mut host)));
+    }
+    errors.finish()
+}
+
+/// Delete the `to POD lookup main` and `from POD lookup TABLE` rules whose pod has no host route.
+fn gc_rules(host: &mut Netlink) -> Result<()> {
+    for fam in [Family::V4, Family::V6] {
+        let routed: Vec<IpNet> =
+            host.routes(fam, Some(MAIN_TABLE))?.into_iter().filter(|r| r.oif.is_some()).filter_map(|r| r.dst).collect();
+        for rule in host.rules(fam)? {
+            let pod = match rule.priority {
+                Some(TO_POD_PRIORITY) if rule.table == Some(MAIN_TABLE) && rule.src.is_none() => rule.dst,
+                Some(FROM_POD_PRIORITY) if rule.dst.is_none() => rule.src,
+                _ => None,
+            };
+            let Some(pod) = pod.filter(|p| p.prefix_len() == p.max_prefix_len()) else { continue };
+            if routed.contains(&pod) {
+                continue;
+            }
+            tracing::info!(rule = ?rule, "removing the rule of a pod that is gone");
+            match host.rule_del(&rule) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.context(format!("failed to delete the rule of {pod}"))),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_no_such_process(e: &anyhow::Error) -> bool {
