@@ -20,6 +20,7 @@ pub mod io;
 pub mod result;
 pub mod version;
 
+pub use config::Attachment;
 pub use error::{code, CniError};
 pub use result::CniResult;
 
@@ -108,10 +109,7 @@ impl Ctx {
         if let Some(ipam) = self.conf.get("ipam").filter(|v| !v.is_object()) {
             anyhow::bail!("failed to load netconf: ipam: expected an object, got {}", config::kind(ipam));
         }
-        serde_json::from_value(self.conf.clone()).map_err(|e| match config::locate_error::<T>(&self.conf) {
-            Some(path) => anyhow::anyhow!("failed to load netconf: {path}: {e}"),
-            None => anyhow::anyhow!("failed to load netconf: {e}"),
-        })
+        config::decode(&self.conf)
     }
 
     /// A key of the folded config (give it lower-case).

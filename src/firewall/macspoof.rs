@@ -24,7 +24,8 @@ use super::nft::expr::{match_ether_saddr, match_ifname};
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
-use anyhow::{bail, Context, Result};
+use crate::netlink::parse_mac;
+use anyhow::{Context, Result};
 
 pub const TABLE: &str = "nat";
 pub const BASE_CHAIN: &str = "PREROUTING";
@@ -41,22 +42,6 @@ pub fn mac_chain(container_id: &str, ifname: &str) -> String {
 }
 pub fn rule_comment(container_id: &str, ifname: &str) -> String {
     format!("macspoofchk-{}", ref_id(container_id, ifname))
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (also `-` separated).
-pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        bail!("invalid MAC address {s:?}");
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            bail!("invalid MAC address {s:?}");
-        }
-        *m = u8::from_str_radix(p, 16).with_context(|| format!("invalid MAC address {s:?}"))?;
-    }
-    Ok(mac)
 }
 
 fn base_chain() -> BaseChain {

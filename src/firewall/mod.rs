@@ -108,11 +108,7 @@ pub fn nft_available() -> bool {
 }
 
 /// One attachment (container id + interface), e.g. from `cni.dev/valid-attachments`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
-    pub container_id: String,
-    pub ifname: String,
-}
+pub use crate::cni::Attachment;
 
 /// What plugins need from a firewall backend.
 pub trait Firewall {

@@ -1,6 +1,6 @@
 //! bridge: a veth pair whose host end is a port of a Linux bridge (reference checklist §2.2).
 
-use super::common::{self, Undo};
+use super::steps::{self, veth::Pair, Undo};
 use crate::applets::Applet;
 use crate::cni::result::{Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
@@ -125,8 +125,8 @@ impl Conf {
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = Conf::load(ctx)?;
-    let mac = common::requested_mac(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let mac = steps::link::requested_mac(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
@@ -136,7 +136,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     tracing::debug!(bridge = %br.name, index = br.index, "bridge ready");
 
     // 2. the veth pair, created inside the container with its peer in our namespace
-    let host_veth = common::add_veth_pair(ctx, &mut host, &mut cont, &ns, &mut undo, conf.mtu, mac)?;
+    let host_veth =
+        steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, Pair { mtu: conf.mtu, mac, host_name: None })?;
     let host_name = host_veth.name.clone();
     host.link_set_master(host_veth.index, Some(br.index))
         .with_context(|| format!("failed to connect {host_name:?} to bridge {}", br.name))?;
@@ -169,7 +170,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // 5. L3: addresses from IPAM, gateway on the bridge
     if ctx.ipam_type().is_some() {
-        let mut ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
+        let mut ipam = steps::ipam::add(ctx, &mut undo)?;
         tracing::debug!(ips = ?ipam.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
         let mut gateways: Vec<IpNet> = Vec::new();
         for ip in &mut ipam.ips {
@@ -213,7 +214,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             let _ = sysctl::set_if("ipv4", &ifname, "arp_notify", "1");
             Ok(())
         })?;
-        common::configure_iface(&ns, &mut cont, &ctx.ifname, 2, &result)?;
+        steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 2, &result)?;
         tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
         if conf.is_gateway {
@@ -224,11 +225,11 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             if let Some(m) = br.mac {
                 host.link_set_mac(br.index, m).context("failed to set bridge MAC")?;
             }
-            common::enable_forwarding(&result)?;
+            steps::veth::enable_forwarding(&result)?;
             tracing::debug!(?gateways, "gateway addresses on the bridge, forwarding enabled");
         }
         if conf.ip_masq {
-            common::setup_ipmasq(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
+            steps::ipmasq::setup(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
         }
     } else if !conf.disable_container_interface {
         cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
@@ -246,7 +247,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if let Some(l) = host.link_by_index(host_veth.index)? {
         result.interfaces[1].mac = l.mac_string();
     }
-    if let Some(dns) = common::conf_dns(ctx) {
+    if let Some(dns) = steps::ipam::conf_dns(ctx) {
         result.dns = dns;
     }
     undo.commit();
@@ -335,9 +336,9 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
-    let addrs = common::del_container_link(ctx)?;
+    let addrs = steps::link::delete(ctx)?;
     tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted (or already gone)");
-    common::ipam_del_if_set(ctx)?;
+    steps::ipam::del_if_set(ctx)?;
     if conf.mac_spoof_chk {
         if let Err(e) = firewall::macspoof::teardown(&ctx.container_id, &ctx.ifname) {
             tracing::warn!("failed to remove spoof check: {e:#}");
@@ -355,11 +356,11 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// attachments not in `cni.dev/valid-attachments`. An absent list means "unknown": nothing is removed.
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let mut errors = common::GcErrors::default();
-    common::gc_ipam(ctx, &mut errors);
-    if let Some(valid) = common::valid_attachments(ctx)? {
+    let mut errors = steps::gc::GcErrors::default();
+    steps::gc::ipam(ctx, &mut errors);
+    if let Some(valid) = ctx.valid_attachments()? {
         if conf.ip_masq {
-            common::gc_ipmasq(ctx, &valid, &mut errors);
+            steps::ipmasq::gc(ctx, &valid, &mut errors);
         }
         if conf.mac_spoof_chk {
             let links = Netlink::new()?.links()?;
@@ -378,9 +379,9 @@ fn gc(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
     // the reference calls IPAM CHECK even in L2 mode (where it fails); we only call it when set
-    common::ipam_check_if_set(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    steps::ipam::check_if_set(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
 
@@ -402,7 +403,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     }
 
     // the container veth and its peer on the bridge
-    let (idx, c) = common::check_container_veth(ctx, &mut cont, prev)?;
+    let (idx, c) = steps::check::container_veth(ctx, &mut cont, prev)?;
     let peer = c.link.context("container veth has no peer")?;
     let found =
         prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(
@@ -411,11 +412,9 @@ fn check(ctx: &Ctx) -> Result<()> {
     if !found {
         bail!("CNI_IFNAME {} is not a veth attached to bridge {br_name}", ctx.ifname);
     }
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, prev)?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    common::ipam_status_if_set(ctx)
+    steps::ipam::status_if_set(ctx)
 }

@@ -1,7 +1,6 @@
 //! One file per plugin; each reads like the steps of what it does.
 pub mod bandwidth;
 pub mod bridge;
-pub mod common;
 pub mod dummy;
 pub mod flannel;
 pub mod fw_plugin;
@@ -12,6 +11,7 @@ pub mod macvlan;
 pub mod portmap;
 pub mod ptp;
 pub mod sbr;
+pub mod steps;
 pub mod tap;
 pub mod tuning;
 pub mod vlan;

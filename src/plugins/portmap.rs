@@ -359,7 +359,7 @@ fn check(ctx: &Ctx) -> Result<()> {
 
 /// GC (the reference has none): iptables DN chains of this network whose container is gone.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let Some(valid) = super::common::valid_attachments(ctx)? else {
+    let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
     if !iptables_state_possible(pm::TOP_DNAT) {

@@ -1,6 +1,6 @@
 //! ptp: a veth pair with the container routed through a /32 (/128) host route (checklist §2.3).
 
-use super::common::{self, Undo};
+use super::steps::{self, veth::Pair, Undo};
 use crate::applets::Applet;
 use crate::cni::delegate;
 use crate::cni::result::Interface;
@@ -51,23 +51,24 @@ fn load(ctx: &Ctx) -> Result<Conf> {
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
     // 1. addresses first (they become interface 1 below, with the veth pair)
-    let mut result = common::ipam_add_for_iface0(ctx, &mut undo)?;
+    let mut result = steps::ipam::add(ctx, &mut undo)?;
     for ip in &result.ips {
         if ip.gateway.is_none() {
             return Err(CniError::config(format!("ptp needs a gateway for {} from IPAM", ip.address)).into());
         }
     }
-    common::enable_forwarding(&result)?;
+    steps::veth::enable_forwarding(&result)?;
     tracing::debug!(ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
 
     // 2. the veth pair
-    let host_veth = common::add_veth_pair(ctx, &mut host, &mut cont, &ns, &mut undo, conf.mtu, None)?;
+    let host_veth =
+        steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, Pair { mtu: conf.mtu, ..Pair::default() })?;
     let host_name = host_veth.name.clone();
     host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
@@ -85,7 +86,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
 
     // 3. container side: addresses, then replace the connected route by gw/32 + subnet via gw
-    common::configure_iface(&ns, &mut cont, &ctx.ifname, 1, &result)?;
+    steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 1, &result)?;
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let subnet = ip.address.trunc();
@@ -103,7 +104,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             }
         }
         let to_gw = RouteSpec {
-            dst: Some(common::host_route_to(gw)),
+            dst: Some(steps::veth::host_route(gw)),
             family: fam,
             oif: Some(cont_link.index),
             scope: Some(253),
@@ -127,14 +128,14 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // 4. host side: the gateway address on the veth and a host route to the container
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
-        let gw_host = common::host_route_to(gw);
+        let gw_host = steps::veth::host_route(gw);
         if let Err(e) = host.addr_add(host_veth.index, gw_host) {
             if !is_exists(&e) {
                 return Err(e.context(format!("failed to add {gw_host} to {host_name:?}")));
             }
         }
         let to_cont = RouteSpec {
-            dst: Some(common::host_route_to(ip.address.addr())),
+            dst: Some(steps::veth::host_route(ip.address.addr())),
             family: Some(crate::netlink::addr::Family::of(&gw)),
             oif: Some(host_veth.index),
             scope: Some(254),
@@ -148,9 +149,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     tracing::debug!(host_veth = %host_name, "host gateway addresses and routes configured");
     if conf.ip_masq {
-        common::setup_ipmasq(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
+        steps::ipmasq::setup(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
     }
-    if let Some(dns) = common::conf_dns(ctx) {
+    if let Some(dns) = steps::ipam::conf_dns(ctx) {
         result.dns = dns;
     }
     undo.commit();
@@ -159,8 +160,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    common::ipam_del_if_set(ctx)?;
-    let addrs = common::del_container_link(ctx)?;
+    steps::ipam::del_if_set(ctx)?;
+    let addrs = steps::link::delete(ctx)?;
     // rules are found by their comments: this also cleans up when the netns is already gone
     if conf.ip_masq {
         firewall::teardown_ipmasq(&ctx.name, &ctx.container_id, &ctx.ifname, &addrs)?;
@@ -172,11 +173,11 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// `cni.dev/valid-attachments`; an absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let mut errors = common::GcErrors::default();
-    common::gc_ipam(ctx, &mut errors);
+    let mut errors = steps::gc::GcErrors::default();
+    steps::gc::ipam(ctx, &mut errors);
     if conf.ip_masq {
-        if let Some(valid) = common::valid_attachments(ctx)? {
-            common::gc_ipmasq(ctx, &valid, &mut errors);
+        if let Some(valid) = ctx.valid_attachments()? {
+            steps::ipmasq::gc(ctx, &valid, &mut errors);
         }
     }
     errors.finish()
@@ -185,13 +186,11 @@ fn gc(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
     delegate::ipam_check(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    let (idx, _) = common::check_container_veth(ctx, &mut cont, prev)?;
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, prev)?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    let (idx, _) = steps::check::container_veth(ctx, &mut cont, prev)?;
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {

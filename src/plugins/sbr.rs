@@ -16,7 +16,7 @@
 //! gateway replacing prevResult's in the new tables) and `addSourceHints` (the interface's
 //! link-scope subnet routes stay in main, pinned with `src` = the interface address).
 
-use super::common::{self, NsOrGone};
+use super::steps::{self, NsOrGone};
 use crate::applets::Applet;
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
@@ -108,7 +108,7 @@ pub fn route_belongs_to(ip: &IpNet, r: &RouteSpec) -> bool {
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
-    common::host_route_to(ip)
+    steps::veth::host_route(ip)
 }
 
 /// flock on the netns file, held for the duration of the work (as the reference's filemutex).
@@ -131,7 +131,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             _ => {}
         }
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let _lock = lock_netns(ns.path())?;
     let mut nl = Netlink::in_netns(&ns)?;
     let link =
@@ -213,7 +213,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else {
+    let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else {
         return Ok(());
     };
     let _lock = lock_netns(ns.path())?;

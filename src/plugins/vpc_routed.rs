@@ -16,7 +16,7 @@
 //! Node preparation (rp_filter, the node-port fwmark rule, ENI links and their tables) is the
 //! separate subcommand `cni-multi vpc-routed setup-host` ([`setup_host_main`]).
 
-use super::common::{self, NsOrGone, Undo};
+use super::steps::{self, NsOrGone, Undo};
 use crate::applets::Applet;
 use crate::cni::delegate;
 use crate::cni::result::{Interface, IpConfig, Route};
@@ -126,7 +126,7 @@ pub fn host_veth_name(prefix: &str, ctx: &Ctx) -> String {
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
-    common::host_route_to(ip)
+    steps::veth::host_route(ip)
 }
 
 fn gw_for(ip: &IpAddr) -> IpAddr {
@@ -178,7 +178,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if ctx.ipam_type().is_none() {
         return Err(CniError::config("vpc-routed requires an IPAM configuration (ipam.type)").into());
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
@@ -191,7 +191,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if pod_ips.is_empty() {
         bail!("IPAM plugin returned missing IP config");
     }
-    common::enable_forwarding(&ipam)?;
+    steps::veth::enable_forwarding(&ipam)?;
 
     // 2. the veth pair; a leftover host veth of an earlier pod with this name goes first
     if cont.link_by_name(&ctx.ifname)?.is_some() {
@@ -323,7 +323,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             .collect(),
         dns: ipam.dns.clone(),
     };
-    if let Some(d) = common::conf_dns(ctx) {
+    if let Some(d) = steps::ipam::conf_dns(ctx) {
         result.dns = d;
     }
     undo.commit();
@@ -356,7 +356,7 @@ fn pod_ips_for_del(ctx: &Ctx, host: &mut Netlink, host_index: Option<u32>, cont:
     }
     if let Some(c) = cont {
         if let Ok(Some(l)) = c.link_by_name(&ctx.ifname) {
-            for a in common::global_addrs(c, l.index) {
+            for a in steps::link::global_addrs(c, l.index) {
                 push(a.addr());
             }
         }
@@ -370,7 +370,7 @@ fn del(ctx: &Ctx) -> Result<()> {
     let host_name = host_veth_name(&conf.prefix, ctx);
     let host_link = host.link_by_name(&host_name)?;
     let mut errs: Vec<String> = Vec::new();
-    let ns = match common::open_container_ns_for_del(ctx) {
+    let ns = match steps::ns::open_for_del(ctx) {
         Ok(NsOrGone::Ns(ns)) => Some(ns),
         Ok(NsOrGone::Gone) => None,
         Err(e) => {
@@ -404,7 +404,7 @@ fn del(ctx: &Ctx) -> Result<()> {
         }
     }
     if let Some(c) = cont.as_mut() {
-        if let Err(e) = common::delete_container_link(c, &ctx.ifname) {
+        if let Err(e) = steps::link::delete_in(c, &ctx.ifname) {
             errs.push(format!("{e:#}"));
         }
     }
@@ -434,8 +434,8 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// the rules and DEL removes the rules first, so a live pod never looks like one.)
 fn gc(ctx: &Ctx) -> Result<()> {
     let _conf = load(ctx)?;
-    let mut errors = common::GcErrors::default();
-    common::gc_ipam(ctx, &mut errors);
+    let mut errors = steps::gc::GcErrors::default();
+    steps::gc::ipam(ctx, &mut errors);
     if ctx.valid_attachments()?.is_some() {
         errors.note("node rules", Netlink::new().and_then(|mut host| gc_rules(&mut host)));
     }
@@ -475,8 +475,8 @@ fn is_no_such_process(e: &anyhow::Error) -> bool {
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     delegate::ipam_check(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut host = Netlink::new()?;
     let host_name = host_veth_name(&conf.prefix, ctx);
@@ -514,7 +514,7 @@ fn check(ctx: &Ctx) -> Result<()> {
             bail!("host route to {ip} via {host_name} missing");
         }
     }
-    common::check_expected_routes(&mut cont, prev)?;
+    steps::check::routes(&mut cont, prev)?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! free routing table, reused after — and carry the interface's routes into the VRF's table;
 //! the last member to leave deletes the VRF (checklist §2.19).
 
-use super::common::{self, NsOrGone, Undo};
+use super::steps::{self, NsOrGone, Undo};
 use crate::applets::Applet;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
@@ -95,7 +95,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let Some(prev) = ctx.prev_result.clone() else {
         return Err(CniError::config("missing prevResult from earlier plugin").into());
     };
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
@@ -111,7 +111,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 .with_context(|| format!("could not add VRF {}", conf.vrf_name))?;
             let l = cont.link_by_name(&conf.vrf_name)?.with_context(|| format!("VRF {} vanished", conf.vrf_name))?;
             let (path, index) = (ns.path().to_string(), l.index);
-            undo.push("VRF", move || Netlink::in_netns(&common::reopen_ns(&path)?)?.link_del(index));
+            undo.push("VRF", move || Netlink::in_netns(&steps::ns::reopen(&path)?)?.link_del(index));
             cont.link_set_up(l.index, true).with_context(|| format!("could not set link up for VRF {}", l.name))?;
             (l, table)
         }
@@ -135,7 +135,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     cont.link_set_master(link.index, Some(vrf.index))
         .with_context(|| format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname))?;
     let (path, index) = (ns.path().to_string(), link.index);
-    undo.push("VRF membership", move || Netlink::in_netns(&common::reopen_ns(&path)?)?.link_set_master(index, None));
+    undo.push("VRF membership", move || Netlink::in_netns(&steps::ns::reopen(&path)?)?.link_set_master(index, None));
     let v6_after: Vec<_> = cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
     // re-added with their NODAD flag, so they are usable at once (as the reference re-adds them)
     for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {
@@ -183,7 +183,7 @@ fn wait_local_routes(nl: &mut Netlink, table: u32, addrs: &[ipnet::IpNet]) -> Re
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else { return Ok(()) };
+    let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else { return Ok(()) };
     let mut cont = Netlink::in_netns(&ns)?;
     let Some((vrf, _)) = find_vrf(&mut cont, &conf.vrf_name)? else { return Ok(()) };
     if let Some(link) = cont.link_by_name(&ctx.ifname)? {
@@ -207,7 +207,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     if ctx.prev_result.is_none() {
         return Err(CniError::config("missing prevResult from earlier plugin").into());
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let Some((vrf, _)) = find_vrf(&mut cont, &conf.vrf_name)? else { bail!("VRF {} not found", conf.vrf_name) };
     if !members(&mut cont, vrf.index)?.iter().any(|l| l.name == ctx.ifname) {
