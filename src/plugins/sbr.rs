@@ -20,7 +20,7 @@ use super::steps::{self, NsOrGone};
 use crate::applets::Applet;
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
-use crate::netlink::route::RouteSpec;
+use crate::netlink::route::{RouteSpec, Scope, Table};
 use crate::netlink::rule::RuleSpec;
 use crate::netlink::socket::Netlink;
 use anyhow::{bail, Context, Result};
@@ -42,7 +42,6 @@ pub const APPLET: Applet = Applet {
 
 /// The first table id the reference considers.
 pub const FIRST_TABLE: u32 = 100;
-const MAIN_TABLE: u32 = 254;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
@@ -156,7 +155,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     used.extend(all_routes.iter().filter_map(|r| r.table));
     let link_routes: Vec<RouteSpec> = all_routes
         .into_iter()
-        .filter(|r| r.oif == Some(link.index) && r.table.unwrap_or(MAIN_TABLE) == MAIN_TABLE)
+        .filter(|r| r.oif == Some(link.index) && r.table.unwrap_or(Table::MAIN) == Table::MAIN)
         .collect();
 
     let mut table = next_free_table(&used, FIRST_TABLE);
@@ -193,7 +192,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // delete after copying: several IPs of one subnet each need the connected route while copying
     for r in &link_routes {
         tracing::debug!("sbr: moving route {r:?} out of main");
-        if conf.add_source_hints && r.scope == Some(253) {
+        if conf.add_source_hints && r.scope == Some(Scope::LINK) {
             // keep the subnet route in main, pinned to this interface's address of that subnet
             let hint = ips.iter().map(|i| i.address).find(|a| r.dst.is_some_and(|d| d.contains(&a.addr())));
             if let Some(a) = hint {

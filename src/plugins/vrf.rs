@@ -6,7 +6,7 @@ use super::steps::{self, NsOrGone, Undo};
 use crate::applets::Applet;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
-use crate::netlink::route::RouteSpec;
+use crate::netlink::route::{RouteSpec, Scope};
 use crate::netlink::{Family, Link, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -82,7 +82,7 @@ fn routes_via(nl: &mut Netlink, index: u32) -> Result<Vec<RouteSpec>> {
     for fam in [Family::V4, Family::V6] {
         out.extend(nl.routes(fam, Some(RT_TABLE_MAIN))?.into_iter().filter(|r| {
             r.oif == Some(index)
-                && r.scope == Some(0)
+                && r.scope == Some(Scope::UNIVERSE)
                 && r.kind == Some(RTN_UNICAST)
                 && r.protocol != Some(RTPROT_KERNEL)
         }));
