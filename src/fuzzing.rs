@@ -99,6 +99,7 @@ fn run_conf(stdin: &[u8], args: &str, command: Command) {
         version,
         name,
         prev_result: None,
+        netns_override: false,
     };
     let _ = ctx.valid_attachments();
     let _ = ctx.raw_conf();

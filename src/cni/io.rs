@@ -96,6 +96,7 @@ fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
         version,
         name,
         prev_result: None,
+        netns_override: env::is_true(&env.netns_override),
     };
     crate::logging::set_context(applet.name, command.as_str(), &ctx.container_id);
     if let Some(path) = ctx.conf.get("log").and_then(|v| v.as_str()) {
@@ -104,7 +105,7 @@ fn run_inner(applet: &Applet, io: &mut Io) -> Result<(), CniError> {
     if !prepare(applet, &mut ctx)? {
         return Ok(());
     }
-    if matches!(command, Command::Add | Command::Del) && !env::is_true(&env.netns_override) {
+    if matches!(command, Command::Add | Command::Del) {
         check_netns(&ctx)?;
     }
     ctx.prev_result = match config::prev_result(&ctx.conf, &ctx.version) {
@@ -190,12 +191,7 @@ fn check_netns(ctx: &Ctx) -> Result<(), CniError> {
     let Some(target) = ctx.netns.as_deref() else { return Ok(()) };
     let Ok(t) = std::fs::metadata(target) else { return Ok(()) };
     let own = std::fs::metadata("/proc/thread-self/ns/net").or_else(|_| std::fs::metadata("/proc/self/ns/net"));
-    match own {
-        Ok(o) if o.dev() == t.dev() && o.ino() == t.ino() => {
-            Err(CniError::new(code::INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same"))
-        }
-        _ => Ok(()),
-    }
+    ctx.refuse_own_netns(own.is_ok_and(|o| o.dev() == t.dev() && o.ino() == t.ino()))
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ pub struct Ctx {
     pub name: String,
     /// `prevResult`, parsed with `version` and converted to the internal result
     pub prev_result: Option<CniResult>,
+    /// CNI_NETNS_OVERRIDE is true: CNI_NETNS may be the plugin's own namespace
+    pub netns_override: bool,
 }
 
 impl Ctx {
@@ -97,6 +99,7 @@ impl Ctx {
             version: config::DEFAULT_VERSION.to_string(),
             name: String::new(),
             prev_result: None,
+            netns_override: false,
         }
     }
 
@@ -135,6 +138,19 @@ impl Ctx {
     /// `ipam.type`, when set and non-empty.
     pub fn ipam_type(&self) -> Option<&str> {
         self.conf.get("ipam").and_then(|i| i.get("type")).and_then(|t| t.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// The one own-namespace rule: a CNI_NETNS that is the plugin's own namespace (`is_own`) is
+    /// refused with the reference's error (code 8), unless CNI_NETNS_OVERRIDE allows it. Used by
+    /// the protocol layer for ADD/DEL and by every plugin step that opens the namespace.
+    pub fn refuse_own_netns(&self, is_own: bool) -> Result<(), CniError> {
+        if is_own && !self.netns_override {
+            return Err(CniError::new(
+                code::INVALID_NETNS,
+                "plugin's netns and netns from CNI_NETNS should not be the same",
+            ));
+        }
+        Ok(())
     }
 
     /// CNI_NETNS, erroring with code 4 when it is required and missing.

@@ -11,11 +11,12 @@ pub enum NsOrGone {
 }
 
 /// Open CNI_NETNS for container-side work (ADD/CHECK): it must be a network namespace and must not be
-/// the namespace this plugin runs in (a stale path once let a plugin take down the host's `lo`).
+/// the namespace this plugin runs in (a stale path once let a plugin take down the host's `lo`;
+/// [`Ctx::refuse_own_netns`] is the rule, CNI_NETNS_OVERRIDE its exception).
 pub fn open(ctx: &Ctx) -> Result<NetNs> {
     let path = ctx.require_netns()?;
     let ns = NetNs::open(path).map_err(|e| CniError::new(code::INVALID_NETNS, e.to_string()))?;
-    refuse_own(&ns)?;
+    ctx.refuse_own_netns(ns.is_current()?)?;
     Ok(ns)
 }
 
@@ -26,7 +27,7 @@ pub fn open_for_del(ctx: &Ctx) -> Result<NsOrGone> {
     };
     match NetNs::open(path) {
         Ok(ns) => {
-            refuse_own(&ns)?;
+            ctx.refuse_own_netns(ns.is_current()?)?;
             Ok(NsOrGone::Ns(ns))
         }
         Err(NsError::NotExist(_)) => Ok(NsOrGone::Gone),
@@ -34,18 +35,29 @@ pub fn open_for_del(ctx: &Ctx) -> Result<NsOrGone> {
     }
 }
 
-fn refuse_own(ns: &NetNs) -> Result<()> {
-    if ns.is_current()? && std::env::var("CNI_NETNS_OVERRIDE").map(|v| v != "1" && v != "true").unwrap_or(true) {
-        return Err(CniError::new(
-            code::INVALID_NETNS,
-            format!("netns {:?} is the plugin's own namespace: refusing to change it", ns.path()),
-        )
-        .into());
-    }
-    Ok(())
-}
-
 /// Reopen a namespace by path inside an undo step (where the typed CNI error is not needed).
 pub fn reopen(path: &str) -> Result<NetNs> {
     NetNs::open(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::Command;
+
+    #[test]
+    fn own_namespace_is_refused_unless_overridden() {
+        let mut ctx = Ctx { netns: Some("/proc/self/ns/net".into()), ..Ctx::new(Command::Add) };
+        let e = CniError::from_anyhow(&open(&ctx).unwrap_err());
+        assert_eq!((e.code, e.msg.as_str()), (code::INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same"));
+        let e = CniError::from_anyhow(&open_for_del(&ctx).err().unwrap());
+        assert_eq!(e.code, code::INVALID_NETNS);
+        ctx.netns_override = true;
+        assert!(open(&ctx).is_ok());
+        // DEL: no netns, or one that is gone, is nothing to do
+        ctx.netns = None;
+        assert!(matches!(open_for_del(&ctx).unwrap(), NsOrGone::Gone));
+        ctx.netns = Some("/run/netns/cni-multi-steps-never-created".into());
+        assert!(matches!(open_for_del(&ctx).unwrap(), NsOrGone::Gone));
+    }
 }
