@@ -28,33 +28,29 @@ pub fn add(ctx: &Ctx, undo: &mut Undo) -> Result<CniResult> {
 
 /// IPAM DEL, when the config names an IPAM type.
 pub fn del_if_set(ctx: &Ctx) -> Result<()> {
-    match ctx.ipam_type() {
-        Some(_) => delegate::ipam_del(ctx),
-        None => Ok(()),
-    }
+    when_set(ctx, delegate::ipam_del)
 }
 
 /// IPAM CHECK, when the config names an IPAM type.
 pub fn check_if_set(ctx: &Ctx) -> Result<()> {
-    match ctx.ipam_type() {
-        Some(_) => delegate::ipam_check(ctx),
-        None => Ok(()),
-    }
+    when_set(ctx, delegate::ipam_check)
 }
 
 /// STATUS of a plugin whose only dependency is its IPAM: IPAM STATUS when configured.
 pub fn status_if_set(ctx: &Ctx) -> Result<()> {
-    match ctx.ipam_type() {
-        Some(_) => delegate::ipam_status(ctx),
-        None => Ok(()),
-    }
+    when_set(ctx, delegate::ipam_status)
 }
 
 /// IPAM GC, when the config names an IPAM type (spec 1.1.0: a plugin passes GC on to its
 /// delegated IPAM).
 pub fn gc_if_set(ctx: &Ctx) -> Result<()> {
+    when_set(ctx, delegate::ipam_gc)
+}
+
+/// Run an IPAM verb when the config names an IPAM type; without one there is nothing to do.
+fn when_set(ctx: &Ctx, verb: fn(&Ctx) -> Result<()>) -> Result<()> {
     match ctx.ipam_type() {
-        Some(_) => delegate::ipam_gc(ctx),
+        Some(_) => verb(ctx),
         None => Ok(()),
     }
 }
