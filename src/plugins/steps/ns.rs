@@ -49,7 +49,10 @@ mod tests {
     fn own_namespace_is_refused_unless_overridden() {
         let mut ctx = Ctx { netns: Some("/proc/self/ns/net".into()), ..Ctx::new(Command::Add) };
         let e = CniError::from_anyhow(&open(&ctx).unwrap_err());
-        assert_eq!((e.code, e.msg.as_str()), (code::INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same"));
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (code::INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same")
+        );
         let e = CniError::from_anyhow(&open_for_del(&ctx).err().unwrap());
         assert_eq!(e.code, code::INVALID_NETNS);
         ctx.netns_override = true;
