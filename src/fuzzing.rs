@@ -27,9 +27,8 @@ fn ok_add(ctx: &Ctx) -> anyhow::Result<CniResult> {
     // the IPAM config readers run on every config; their errors are fine, panics are not
     let _ = host_local::load_conf(ctx);
     let _ = static_::load_conf(ctx);
-    let _ = host_local::valid_attachments(ctx);
-    let _ = crate::plugins::common::requested_mac(ctx);
-    let _ = crate::plugins::common::conf_dns(ctx);
+    let _ = crate::plugins::steps::link::requested_mac(ctx);
+    let _ = crate::plugins::steps::ipam::conf_dns(ctx);
     Ok(ctx.prev_result.clone().unwrap_or_default())
 }
 
@@ -103,6 +102,7 @@ fn run_conf(stdin: &[u8], args: &str, command: Command) {
         name,
         prev_result: None,
         plugins: crate::cni::plugin::no_plugins,
+        netns_override: false,
     };
     let _ = ctx.valid_attachments();
     let _ = ctx.raw_conf();

@@ -834,3 +834,111 @@ fn status_is_forwarded_to_ipam() {
     w.cni(Impl::Ours, &host, "vrf", "STATUS", None, "", "", &vrf).expect_ok("vrf STATUS");
     w.cni(Impl::Ours, &host, "vrf", "GC", None, "", "", &vrf).expect_ok("vrf GC");
 }
+
+// ---- GC forwarding (spec 1.1.0: a plugin passes GC on to its IPAM) ----------------------------
+
+/// How the plugin reaches our host-local on CNI_PATH.
+#[derive(Clone, Copy, Debug)]
+pub enum IpamVia {
+    /// a symlink to our binary: delegation runs in-process
+    InProcess,
+    /// a wrapper script that execs our binary: delegation runs by exec, as for a foreign IPAM
+    Exec,
+}
+
+impl World {
+    /// CNI_PATH with our host-local reached `via` a symlink (in-process) or a script (exec).
+    pub fn use_our_ipam_via(&mut self, via: IpamVia) {
+        match via {
+            IpamVia::InProcess => self.use_our_ipam(),
+            IpamVia::Exec => {
+                let bin = self.dir.join("bin");
+                std::fs::create_dir_all(&bin).unwrap();
+                let script = bin.join("host-local");
+                let body = format!("#!/bin/sh\nexec '{}' host-local \"$@\"\n", env!("CARGO_BIN_EXE_cni-multi"));
+                std::fs::write(&script, body).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+                self.cni_path = bin.to_string_lossy().into_owned();
+            }
+        }
+    }
+}
+
+/// Two attachments of `plugin` (ADD into two containers with `conf_for(world, n)`, n = 0, 1,
+/// after `prepare(world, host)`); a GC naming the first as valid releases the second's
+/// host-local lease and keeps the first's; a GC without a list releases nothing. Run with our
+/// host-local in-process and by exec. `ifname` is the container interface name.
+pub fn gc_releases_only_stale_leases(
+    tag: &str,
+    plugin: &str,
+    ifname: &str,
+    prepare: &dyn Fn(&World, &str),
+    conf_for: &dyn Fn(&World, usize) -> Value,
+) {
+    for via in [IpamVia::InProcess, IpamVia::Exec] {
+        let mut w = World::new(tag);
+        w.use_our_ipam_via(via);
+        let host = w.netns("h");
+        prepare(&w, &host);
+        let cs = [w.netns("c0"), w.netns("c1")];
+        let mut ips = Vec::new();
+        for (n, c) in cs.iter().enumerate() {
+            let r = w.cni(Impl::Ours, &host, plugin, "ADD", Some(c), ifname, "", &conf_for(&w, n));
+            let r = r.expect_ok(&format!("{plugin} ADD {n} ({via:?})")).json();
+            ips.push(r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string());
+        }
+        let mut all = w.leases("d");
+        all.sort();
+        let mut want = ips.clone();
+        want.sort();
+        assert_eq!(all, want, "{plugin}: two leases after two ADDs");
+        // GC without a list: attachments unknown, nothing released
+        let mut gc = conf_for(&w, 0);
+        w.cni(Impl::Ours, &host, plugin, "GC", None, "", "", &gc).expect_ok(&format!("{plugin} GC without list"));
+        assert_eq!(w.leases("d").len(), 2, "{plugin}: GC without a list released leases ({via:?})");
+        // GC naming the first attachment as valid
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": format!("ctr-{}", cs[0]), "ifname": ifname}]);
+        w.cni(Impl::Ours, &host, plugin, "GC", None, "", "", &gc).expect_ok(&format!("{plugin} GC ({via:?})"));
+        assert_eq!(w.leases("d"), vec![ips[0].clone()], "{plugin}: GC must keep only the valid lease ({via:?})");
+        for (n, c) in cs.iter().enumerate() {
+            w.cni(Impl::Ours, &host, plugin, "DEL", Some(c), ifname, "", &conf_for(&w, n)).expect_ok("DEL");
+        }
+        assert!(w.leases("d").is_empty(), "{plugin}: leases left {:?}", w.leases("d"));
+    }
+}
+
+#[test]
+fn macvlan_gc_is_forwarded_to_ipam() {
+    gc_releases_only_stale_leases("mvg", "macvlan", "eth0", &|w, host| veth_parent(w, host, "up0", "up0p"), &|w, _| {
+        macvlan_conf("1.1.0", "up0", json!({}), Some(w.ipam("d", "198.18.17.0/24")))
+    });
+}
+
+#[test]
+fn tap_gc_is_forwarded_to_ipam() {
+    gc_releases_only_stale_leases(
+        "tpg",
+        "tap",
+        "tap0",
+        &|_, _| {},
+        &|w, _| json!({"cniVersion": "1.1.0", "name": "tapnet", "type": "tap", "ipam": w.ipam("d", "198.18.18.0/24")}),
+    );
+}
+
+#[test]
+fn host_device_gc_is_forwarded_to_ipam() {
+    gc_releases_only_stale_leases(
+        "hdg",
+        "host-device",
+        "eth0",
+        &|w, host| {
+            veth_parent(w, host, "hd0", "hd0p");
+            veth_parent(w, host, "hd1", "hd1p");
+        },
+        &|w, n| {
+            json!({"cniVersion": "1.1.0", "name": "hdnet", "type": "host-device", "device": format!("hd{n}"),
+                   "ipam": w.ipam("d", "198.18.19.0/24")})
+        },
+    );
+}

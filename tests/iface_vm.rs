@@ -566,3 +566,44 @@ fn bridge_vlan_access_ports_isolate_and_trunk_carries_tags() {
     }
     assert!(w.leases("d").is_empty());
 }
+
+// ---- GC forwarding ---------------------------------------------------------------------------
+
+#[test]
+fn ipvlan_gc_is_forwarded_to_ipam() {
+    if !need("ipvlan") {
+        return;
+    }
+    crate::iface::gc_releases_only_stale_leases(
+        "ivg",
+        "ipvlan",
+        "eth0",
+        &|w, host| veth_parent(w, host, "up0", "up0p"),
+        &|w, _| conf("1.1.0", "ipvlan", json!({"master": "up0"}), Some(w.ipam("d", "198.18.46.0/24"))),
+    );
+}
+
+#[test]
+fn vlan_gc_is_forwarded_to_ipam() {
+    if !need("vlan") {
+        return;
+    }
+    crate::iface::gc_releases_only_stale_leases(
+        "vlg",
+        "vlan",
+        "eth0",
+        &|w, host| veth_parent(w, host, "up0", "up0p"),
+        // one VLAN id per attachment: the kernel refuses a second link with one id on one master
+        &|w, n| conf("1.1.0", "vlan", json!({"master": "up0", "vlanId": 47 + n}), Some(w.ipam("d", "198.18.47.0/24"))),
+    );
+}
+
+#[test]
+fn dummy_gc_is_forwarded_to_ipam() {
+    if !need("dummy") {
+        return;
+    }
+    crate::iface::gc_releases_only_stale_leases("dmg", "dummy", "dm0", &|_, _| {}, &|w, _| {
+        conf("1.1.0", "dummy", json!({}), Some(w.ipam("d", "198.18.48.0/24")))
+    });
+}

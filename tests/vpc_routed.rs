@@ -212,3 +212,68 @@ fn vpc_routed_failed_add_rolls_back() {
     assert_eq!(node.ok("ip -o link show | grep -c eni || true").trim(), "0");
     assert!(!tmp.join("cache/results").exists() || std::fs::read_dir(tmp.join("cache/results")).unwrap().count() == 0);
 }
+
+/// GC is passed on to IPAM (in-process and by exec): two pods, GC naming one as valid releases
+/// the other's lease only.
+#[test]
+fn vpc_routed_gc_is_forwarded_to_ipam() {
+    crate::iface::gc_releases_only_stale_leases("vpg", "vpc-routed", "eth0", &|_, _| {}, &|w, _| {
+        serde_json::json!({"cniVersion": "1.1.0", "name": "vpcgc", "type": "vpc-routed", "mtu": 1500,
+                           "ipam": w.ipam("d", "198.18.23.0/24")})
+    });
+}
+
+/// A pod whose netns was deleted without DEL leaves its node rules behind (the kernel removes
+/// the veth pair and the host route); GC removes them and releases the lease, and keeps the
+/// live pod's rules, route and lease.
+#[test]
+fn vpc_routed_gc_removes_rules_of_pods_gone_without_del() {
+    use crate::iface::{Impl, World};
+    let mut w = World::new("vpr");
+    w.use_our_ipam();
+    let host = w.netns("h");
+    let (c0, c1) = (w.netns("c0"), w.netns("c1"));
+    let conf = serde_json::json!({"cniVersion": "1.1.0", "name": "vpcgc", "type": "vpc-routed", "mtu": 1500,
+        "deviceNumber": 2, "ipam": {"type": "host-local", "dataDir": w.dir.join("d"),
+        "ranges": [[{"subnet": "198.18.24.0/24"}], [{"subnet": "fd00:24::/64"}]]}});
+    for c in [&c0, &c1] {
+        w.cni(Impl::Ours, &host, "vpc-routed", "ADD", Some(c), "eth0", "", &conf).expect_ok("ADD");
+    }
+    let rules = |v6: bool| w.ip(&host, &[if v6 { "-6" } else { "-4" }, "rule", "show"]);
+    for (v6, ip0, ip1) in [(false, "198.18.24.2", "198.18.24.3"), (true, "fd00:24::2", "fd00:24::3")] {
+        let r = rules(v6);
+        for ip in [ip0, ip1] {
+            assert!(r.contains(&format!("512:\tfrom all to {ip} lookup main")), "{r}");
+            assert!(r.contains(&format!("1536:\tfrom {ip} lookup 3")), "{r}");
+        }
+    }
+    // pod 1 vanishes without DEL
+    crate::iface::must(&["ip", "netns", "del", &c1]);
+    // the kernel tears a namespace down asynchronously: wait for the veth pair to go
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        w.ip(&host, &["route", "show", "198.18.24.3"]).is_empty()
+    });
+    assert!(gone, "the kernel removed the host route with the veth pair");
+    assert!(rules(false).contains("198.18.24.3"), "the rules stay behind");
+    // GC without a list removes nothing
+    w.cni(Impl::Ours, &host, "vpc-routed", "GC", None, "", "", &conf).expect_ok("GC without list");
+    assert!(rules(false).contains("198.18.24.3") && rules(true).contains("fd00:24::3"));
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": format!("ctr-{c0}"), "ifname": "eth0"}]);
+    w.cni(Impl::Ours, &host, "vpc-routed", "GC", None, "", "", &gc).expect_ok("GC");
+    for (v6, ip0, ip1) in [(false, "198.18.24.2", "198.18.24.3"), (true, "fd00:24::2", "fd00:24::3")] {
+        let r = rules(v6);
+        assert!(!r.contains(ip1), "rules of the vanished pod left: {r}");
+        assert!(r.contains(&format!("512:\tfrom all to {ip0} lookup main")), "{r}");
+        assert!(r.contains(&format!("1536:\tfrom {ip0} lookup 3")), "{r}");
+        let fam = if v6 { "-6" } else { "-4" };
+        assert!(!w.ip(&host, &[fam, "route", "show", ip0]).is_empty(), "the live pod's route is kept");
+    }
+    let mut leases = w.leases("d");
+    leases.sort();
+    assert_eq!(leases, vec!["198.18.24.2".to_string(), "fd00:24::2".to_string()]);
+    w.cni(Impl::Ours, &host, "vpc-routed", "DEL", Some(&c0), "eth0", "", &conf).expect_ok("DEL");
+    assert!(w.leases("d").is_empty());
+    assert!(!rules(false).contains("198.18.24.") && !rules(true).contains("fd00:24::"));
+}

@@ -206,6 +206,16 @@ pub fn prev_result(conf: &Value, version: &str) -> Result<Option<CniResult>, Cni
     }
 }
 
+/// Decode a (folded) config value into `T`; the error names the path of the offending key,
+/// in the reference's "failed to load netconf" wording. Used by `Ctx::plugin_conf` and for
+/// sub-objects such as `ipam`.
+pub fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> anyhow::Result<T> {
+    serde_json::from_value(v.clone()).map_err(|e| match locate_error::<T>(v) {
+        Some(path) => anyhow::anyhow!("failed to load netconf: {path}: {e}"),
+        None => anyhow::anyhow!("failed to load netconf: {e}"),
+    })
+}
+
 /// The key path (`ipam.ranges`) of the value that makes decoding `v` into `T` fail, found by
 /// removing one key at a time (an absent key takes its default): only run on the error path,
 /// so error messages can say which key is wrong. `None` when no single key is to blame.
@@ -255,11 +265,24 @@ pub fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// One attachment of a network (`CNI_CONTAINERID` + `CNI_IFNAME` of an ADD), as GC's
+/// `cni.dev/valid-attachments` lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
 impl Ctx {
     /// GC's list of attachments to keep: `cni.dev/valid-attachments`, else the legacy
     /// `cni.dev/attachments`. `Ok(None)` when neither key is present — which is NOT the same
     /// as an empty list (cnitool sends no list; decide per plugin what absent means).
-    pub fn valid_attachments(&self) -> Result<Option<Vec<(String, String)>>, CniError> {
+    ///
+    /// Errors: a list that does not decode (not an array, an entry that is not an object, a
+    /// field that is not a string) is code 6, "failed to decode content", as the reference's
+    /// JSON decoding fails; an entry without its `containerID` or `ifname` (both required by the
+    /// spec) is code 7, invalid config: honouring it would release what it meant to keep.
+    pub fn valid_attachments(&self) -> Result<Option<Vec<Attachment>>, CniError> {
         let v = match self.conf.get("cni.dev/valid-attachments").or_else(|| self.conf.get("cni.dev/attachments")) {
             None => return Ok(None),
             Some(v) => v,
@@ -274,7 +297,13 @@ impl Ctx {
                 Some(Value::String(s)) => Ok(s.clone()),
                 Some(other) => Err(bad(format!("entry {i}: {k} must be a string, not {}", kind(other)))),
             };
-            out.push((get("containerid")?, get("ifname")?));
+            let (container_id, ifname) = (get("containerid")?, get("ifname")?);
+            if container_id.is_empty() || ifname.is_empty() {
+                return Err(CniError::config(format!(
+                    "cni.dev/valid-attachments entry {i} needs a containerID and an ifname"
+                )));
+            }
+            out.push(Attachment { container_id, ifname });
         }
         Ok(Some(out))
     }
@@ -366,15 +395,23 @@ mod tests {
         ctx.conf = parse_folded(br#"{"cni.dev/valid-attachments": []}"#).unwrap();
         assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![]));
         ctx.conf = parse_folded(br#"{"cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]}"#).unwrap();
-        assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![("c1".into(), "eth0".into())]));
+        let att = |c: &str, i: &str| Attachment { container_id: c.into(), ifname: i.into() };
+        assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![att("c1", "eth0")]));
         ctx.conf = parse_folded(
             br#"{"cni.dev/attachments": [], "cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "net1"}]}"#,
         )
         .unwrap();
-        assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![("c2".into(), "net1".into())]));
+        assert_eq!(ctx.valid_attachments().unwrap(), Some(vec![att("c2", "net1")]));
         ctx.conf = parse_folded(br#"{"cni.dev/valid-attachments": [{"containerID": 5}]}"#).unwrap();
-        assert!(ctx.valid_attachments().is_err());
+        assert_eq!(ctx.valid_attachments().unwrap_err().code, code::DECODE);
         ctx.conf = parse_folded(br#"{"cni.dev/valid-attachments": {}}"#).unwrap();
-        assert!(ctx.valid_attachments().is_err());
+        assert_eq!(ctx.valid_attachments().unwrap_err().code, code::DECODE);
+        ctx.conf = parse_folded(br#"{"cni.dev/valid-attachments": [5]}"#).unwrap();
+        assert_eq!(ctx.valid_attachments().unwrap_err().code, code::DECODE);
+        // both fields are required: an entry without one would release what it meant to keep
+        for entry in [r#"{"containerID": "c2"}"#, r#"{"ifname": "eth0"}"#, r#"{"containerID": "", "ifname": "eth0"}"#] {
+            ctx.conf = parse_folded(format!(r#"{{"cni.dev/valid-attachments": [{entry}]}}"#).as_bytes()).unwrap();
+            assert_eq!(ctx.valid_attachments().unwrap_err().code, code::INVALID_CONFIG, "{entry}");
+        }
     }
 }

@@ -109,6 +109,7 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
         name,
         prev_result: None,
         plugins: io.plugins,
+        netns_override: env::is_true(&env.netns_override),
     };
     if let Some(observe) = io.observer {
         observe(applet, &ctx);
@@ -116,7 +117,7 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
     if !prepare(applet, &mut ctx)? {
         return Ok(());
     }
-    if matches!(command, Command::Add | Command::Del) && !env::is_true(&env.netns_override) {
+    if matches!(command, Command::Add | Command::Del) {
         check_netns(&ctx)?;
     }
     ctx.prev_result = match config::prev_result(&ctx.conf, &ctx.version) {
@@ -202,12 +203,7 @@ fn check_netns(ctx: &Ctx) -> Result<(), CniError> {
     let Some(target) = ctx.netns.as_deref() else { return Ok(()) };
     let Ok(t) = std::fs::metadata(target) else { return Ok(()) };
     let own = std::fs::metadata("/proc/thread-self/ns/net").or_else(|_| std::fs::metadata("/proc/self/ns/net"));
-    match own {
-        Ok(o) if o.dev() == t.dev() && o.ino() == t.ino() => {
-            Err(CniError::new(code::INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same"))
-        }
-        _ => Ok(()),
-    }
+    ctx.refuse_own_netns(own.is_ok_and(|o| o.dev() == t.dev() && o.ino() == t.ino()))
 }
 
 #[cfg(test)]

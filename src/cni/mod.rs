@@ -25,6 +25,7 @@ pub mod plugin;
 pub mod result;
 pub mod version;
 
+pub use config::Attachment;
 pub use error::{code, CniError};
 pub use plugin::{Lookup, Plugin};
 pub use result::CniResult;
@@ -87,6 +88,8 @@ pub struct Ctx {
     /// The plugins of this binary: delegation to one of them runs in-process when CNI_PATH
     /// resolves to this executable. [`plugin::no_plugins`] always executes the delegate.
     pub plugins: Lookup,
+    /// CNI_NETNS_OVERRIDE is true: CNI_NETNS may be the plugin's own namespace
+    pub netns_override: bool,
 }
 
 impl Ctx {
@@ -107,6 +110,7 @@ impl Ctx {
             name: String::new(),
             prev_result: None,
             plugins: plugin::no_plugins,
+            netns_override: false,
         }
     }
 
@@ -119,10 +123,7 @@ impl Ctx {
         if let Some(ipam) = self.conf.get("ipam").filter(|v| !v.is_object()) {
             anyhow::bail!("failed to load netconf: ipam: expected an object, got {}", config::kind(ipam));
         }
-        serde_json::from_value(self.conf.clone()).map_err(|e| match config::locate_error::<T>(&self.conf) {
-            Some(path) => anyhow::anyhow!("failed to load netconf: {path}: {e}"),
-            None => anyhow::anyhow!("failed to load netconf: {e}"),
-        })
+        config::decode(&self.conf)
     }
 
     /// A key of the folded config (give it lower-case).
@@ -148,6 +149,19 @@ impl Ctx {
     /// `ipam.type`, when set and non-empty.
     pub fn ipam_type(&self) -> Option<&str> {
         self.conf.get("ipam").and_then(|i| i.get("type")).and_then(|t| t.as_str()).filter(|t| !t.is_empty())
+    }
+
+    /// The one own-namespace rule: a CNI_NETNS that is the plugin's own namespace (`is_own`) is
+    /// refused with the reference's error (code 8), unless CNI_NETNS_OVERRIDE allows it. Used by
+    /// the protocol layer for ADD/DEL and by every plugin step that opens the namespace.
+    pub fn refuse_own_netns(&self, is_own: bool) -> Result<(), CniError> {
+        if is_own && !self.netns_override {
+            return Err(CniError::new(
+                code::INVALID_NETNS,
+                "plugin's netns and netns from CNI_NETNS should not be the same",
+            ));
+        }
+        Ok(())
     }
 
     /// CNI_NETNS, erroring with code 4 when it is required and missing.

@@ -25,6 +25,7 @@ use super::nft::expr::{match_ether_saddr, match_ifname};
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
+use crate::netlink::parse_mac;
 use anyhow::{bail, Context, Result};
 
 pub const TABLE: &str = "nat";
@@ -33,22 +34,6 @@ pub const BASE_CHAIN: &str = "PREROUTING";
 pub use crate::names::{
     macspoof_comment as rule_comment, macspoof_iface_chain as iface_chain, macspoof_mac_chain as mac_chain,
 };
-
-/// Parses `aa:bb:cc:dd:ee:ff` (also `-` separated).
-pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        bail!("invalid MAC address {s:?}");
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            bail!("invalid MAC address {s:?}");
-        }
-        *m = u8::from_str_radix(p, 16).with_context(|| format!("invalid MAC address {s:?}"))?;
-    }
-    Ok(mac)
-}
 
 fn base_chain() -> BaseChain {
     BaseChain { chain_type: "filter", hook: Hook::Prerouting, priority: prio::BRIDGE_DSTNAT, policy_accept: Some(true) }

@@ -130,11 +130,7 @@ pub fn nft_available() -> bool {
 }
 
 /// One attachment (container id + interface), e.g. from `cni.dev/valid-attachments`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
-    pub container_id: String,
-    pub ifname: String,
-}
+pub use crate::cni::Attachment;
 
 /// The teardown policy of every feature, written once (as the reference's ipMasq teardown): both
 /// backends are cleaned — the attachment may have been made by another version or config — and

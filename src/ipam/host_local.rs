@@ -20,7 +20,7 @@ use super::resolvconf;
 use super::store::{self, Store};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::{Dns, IpConfig, Route};
-use crate::cni::{code, CniError, CniResult, Ctx};
+use crate::cni::{code, config, CniError, CniResult, Ctx};
 
 pub const APPLET: Plugin = Plugin {
     name: "host-local",
@@ -116,13 +116,6 @@ fn ipam_value(ctx: &Ctx) -> anyhow::Result<&serde_json::Value> {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> anyhow::Result<T> {
-    serde_json::from_value(v.clone()).map_err(|e| match crate::cni::config::locate_error::<T>(v) {
-        Some(path) => anyhow::anyhow!("failed to load netconf: {path}: {e}"),
-        None => anyhow::anyhow!("failed to load netconf: {e}"),
-    })
-}
-
 /// Just `ipam.dataDir`, so DEL and GC do not depend on the rest of the config parsing.
 #[derive(Debug, Default, Deserialize)]
 struct RawDataDir {
@@ -141,7 +134,7 @@ fn data_dir_of(data_dir: Option<&str>) -> Result<PathBuf, CniError> {
 
 /// Only the data directory (DEL and GC need nothing else).
 pub fn load_data_dir(ctx: &Ctx) -> anyhow::Result<PathBuf> {
-    let raw: RawDataDir = decode(ipam_value(ctx)?)?;
+    let raw: RawDataDir = config::decode(ipam_value(ctx)?)?;
     Ok(data_dir_of(raw.data_dir.as_deref())?)
 }
 
@@ -174,13 +167,13 @@ fn requested_ips(ctx: &Ctx) -> anyhow::Result<Vec<IpAddr>> {
 /// Load and validate everything ADD needs (the reference's `LoadIPAMConfig`).
 pub fn load_conf(ctx: &Ctx) -> anyhow::Result<HostLocalConf> {
     let ipam = ipam_value(ctx)?;
-    let raw: RawIpam = decode(ipam)?;
-    let legacy: RawRange = decode(ipam)?;
+    let raw: RawIpam = config::decode(ipam)?;
+    let legacy: RawRange = config::decode(ipam)?;
     let requested = requested_ips(ctx)?;
 
     let mut raw_sets: Vec<Vec<RawRange>> = Vec::new();
     if let Some(cap) = ctx.runtime_config("ipranges") {
-        let cap: Vec<Vec<RawRange>> = decode(cap)?;
+        let cap: Vec<Vec<RawRange>> = config::decode(cap)?;
         raw_sets.extend(cap);
     }
     if legacy.subnet.as_deref().is_some_and(|s| !s.trim().is_empty()) {
@@ -312,35 +305,14 @@ fn check(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`) as (id, ifname)
-/// pairs; `None` when the runtime sent no list at all.
-pub fn valid_attachments(ctx: &Ctx) -> Result<Option<Vec<(String, String)>>, CniError> {
-    let Some(list) = ctx.get("cni.dev/valid-attachments").or_else(|| ctx.get("cni.dev/attachments")) else {
-        return Ok(None);
-    };
-    let arr = list.as_array().ok_or_else(|| CniError::config("cni.dev/valid-attachments must be a list"))?;
-    let mut out = Vec::with_capacity(arr.len());
-    for (i, a) in arr.iter().enumerate() {
-        let field = |k: &str| a.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
-        match (field("containerid"), field("ifname")) {
-            (Some(id), Some(ifname)) => out.push((id, ifname)),
-            _ => {
-                return Err(CniError::config(format!(
-                    "cni.dev/valid-attachments entry {i} needs a containerID and an ifname"
-                )))
-            }
-        }
-    }
-    Ok(Some(out))
-}
-
 fn gc(ctx: &Ctx) -> anyhow::Result<()> {
     let data_dir = load_data_dir(ctx)?;
-    let Some(valid) = valid_attachments(ctx)? else {
+    let Some(valid) = ctx.valid_attachments()? else {
         tracing::info!(network = %ctx.name, "GC without cni.dev/valid-attachments: attachments unknown, nothing released");
         return Ok(());
     };
     let Some(store) = Store::open_existing(&data_dir, &ctx.name)? else { return Ok(()) };
+    let valid: Vec<(String, String)> = valid.into_iter().map(|a| (a.container_id, a.ifname)).collect();
     let released = store.gc(&valid)?;
     tracing::info!(network = %ctx.name, ?released, "host-local GC");
     Ok(())

@@ -44,6 +44,38 @@ impl RouteSpec {
     }
 }
 
+/// Route scopes (`RT_SCOPE_*`) for [`RouteSpec::scope`], so plugins never write raw numbers.
+pub struct Scope;
+
+impl Scope {
+    /// a route through a gateway, or anywhere
+    pub const UNIVERSE: u8 = 0;
+    /// a destination directly on the link
+    pub const LINK: u8 = 253;
+    /// an address of this host
+    pub const HOST: u8 = 254;
+    /// no destination; when deleting, "any scope"
+    pub const NOWHERE: u8 = 255;
+}
+
+/// The kernel's reserved routing tables (`RT_TABLE_*`) for [`RouteSpec::table`] and rules.
+pub struct Table;
+
+impl Table {
+    pub const DEFAULT: u32 = 253;
+    pub const MAIN: u32 = 254;
+    pub const LOCAL: u32 = 255;
+}
+
+/// Who installed a route (`RTPROT_*`) for [`RouteSpec::protocol`].
+pub struct Protocol;
+
+impl Protocol {
+    pub const KERNEL: u8 = 2;
+    pub const BOOT: u8 = 3;
+    pub const STATIC: u8 = 4;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Add,

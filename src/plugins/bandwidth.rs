@@ -12,7 +12,7 @@
 //! know an ifb's network we label it with an interface alias at ADD (`cni bandwidth net=… id=…`),
 //! so ifbs made by the reference (no alias) or by other networks are never touched.
 
-use super::common::{self, Undo};
+use super::steps::{self, Undo};
 use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::Interface;
 use crate::cni::{CniResult, Ctx};
@@ -140,7 +140,7 @@ fn host_interface(ctx: &Ctx, prev: &CniResult, host: &mut Netlink) -> Result<Lin
     if prev.interfaces.is_empty() {
         bail!("no interfaces provided");
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let c = cont.link_by_name(&ctx.ifname)?;
     let peer = c.as_ref().filter(|l| l.kind.as_deref() == Some("veth")).and_then(|l| l.link).filter(|&i| i > 0);
@@ -257,7 +257,7 @@ fn gc(ctx: &Ctx) -> Result<()> {
     let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
-    let keep: BTreeSet<String> = valid.into_iter().map(|(cid, _)| cid).collect();
+    let keep: BTreeSet<String> = valid.into_iter().map(|a| a.container_id).collect();
     let mut host = Netlink::new()?;
     let mut errs = Vec::new();
     for l in host.links()? {

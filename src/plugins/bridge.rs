@@ -1,6 +1,6 @@
 //! bridge: a veth pair whose host end is a port of a Linux bridge (reference checklist §2.2).
 
-use super::common::{self, Undo};
+use super::steps::{self, veth::Pair, Undo};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY, IPAM_KEY};
 use crate::cni::result::{Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
@@ -8,6 +8,7 @@ use crate::firewall;
 use crate::netlink::addr::Family;
 use crate::netlink::link::{BridgeSpec, Link};
 use crate::netlink::socket::{is_exists, Netlink};
+use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
@@ -183,8 +184,8 @@ impl Conf {
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = Conf::load(ctx)?;
-    let mac = common::requested_mac(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let mac = steps::link::requested_mac(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
@@ -193,18 +194,11 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let br = ensure_bridge(&mut host, &conf)?;
     tracing::debug!(bridge = %br.name, index = br.index, "bridge ready");
 
-    // 2. the veth pair, created inside the container with its peer in our namespace
-    let host_veth = common::add_veth_pair(ctx, &mut host, &mut cont, &ns, &mut undo, conf.mtu, mac)?;
-    let host_name = host_veth.name.clone();
-    host.link_set_master(host_veth.index, Some(br.index))
-        .with_context(|| format!("failed to connect {host_name:?} to bridge {}", br.name))?;
-    host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
-    if conf.hairpin_mode || conf.port_isolation {
-        host.bridge_port_set(host_veth.index, conf.hairpin_mode.then_some(true), conf.port_isolation.then_some(true))
-            .with_context(|| format!("failed to set bridge port options on {host_name:?}"))?;
-    }
-    setup_port_vlans(&mut host, host_veth.index, &conf)?;
-    tracing::debug!(host_veth = %host_name, bridge = %br.name, "host veth attached to the bridge and up");
+    // 2. the veth pair, created inside the container with its peer in our namespace, and the
+    //    host end made a port of the bridge
+    let host_veth =
+        steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, Pair { mtu: conf.mtu, mac, host_name: None })?;
+    attach_port(&mut host, &host_veth, &br, &conf)?;
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
 
     // 3. the result skeleton: bridge, host veth, container veth
@@ -220,73 +214,29 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // 4. MAC anti-spoofing on the bridge port (nftables bridge family)
     if conf.mac_spoof_chk {
         let mac = cont_link.mac_string().context("container veth has no MAC")?;
-        firewall::macspoof::ensure(&ctx.container_id, &ctx.ifname, &host_name, &mac)?;
+        firewall::macspoof::ensure(&ctx.container_id, &ctx.ifname, &host_veth.name, &mac)?;
         let (cid, ifname) = (ctx.container_id.clone(), ctx.ifname.clone());
         undo.push("spoof check", move || firewall::macspoof::remove(&cid, &ifname));
     }
 
-    // 5. L3: addresses from IPAM, gateway on the bridge
+    // 5. L3: addresses from IPAM in the container, gateways on the bridge, masquerading
     if ctx.ipam_type().is_some() {
-        let mut ipam = common::ipam_add_for_iface0(ctx, &mut undo)?;
+        let mut ipam = steps::ipam::add(ctx, &mut undo)?;
         tracing::debug!(ips = ?ipam.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
-        let mut gateways: Vec<IpNet> = Vec::new();
-        for ip in &mut ipam.ips {
-            ip.interface = Some(2);
-            if conf.is_gateway && ip.gateway.is_none() {
-                ip.gateway = first_host(&ip.address.trunc());
-            }
-            if let Some(gw) = ip.gateway {
-                let gwnet = IpNet::new(gw, ip.address.prefix_len()).context("invalid gateway prefix")?;
-                if !gateways.contains(&gwnet) {
-                    gateways.push(gwnet);
-                }
-            }
-        }
-        if conf.is_default_gateway {
-            for fam_v4 in [true, false] {
-                let has_ip = ipam.ips.iter().any(|i| i.address.addr().is_ipv4() == fam_v4);
-                let has_default =
-                    ipam.routes.iter().any(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == fam_v4);
-                if has_ip && !has_default {
-                    let gw = ipam.ips.iter().find(|i| i.address.addr().is_ipv4() == fam_v4).and_then(|i| i.gateway);
-                    let dst: IpNet = if fam_v4 { "0.0.0.0/0" } else { "::/0" }.parse().context("default route")?;
-                    ipam.routes.push(Route::new(dst, gw));
-                }
-            }
-        }
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
-        result.dns = ipam.dns;
+        let gateways = plan_l3(&mut ipam, conf.is_gateway, conf.is_default_gateway)?;
+        (result.ips, result.routes, result.dns) = (ipam.ips, ipam.routes, ipam.dns);
 
-        // container side: DAD policy, arp_notify, addresses, routes
-        let enable_dad = conf.enable_dad;
-        let ifname = ctx.ifname.clone();
-        ns.run(|| {
-            if enable_dad {
-                let _ = sysctl::set_if("ipv6", &ifname, "enhanced_dad", "1");
-                let _ = sysctl::set_if("ipv6", &ifname, "accept_dad", "1");
-            } else {
-                let _ = sysctl::set_if("ipv6", &ifname, "accept_dad", "0");
-            }
-            let _ = sysctl::set_if("ipv4", &ifname, "arp_notify", "1");
-            Ok(())
-        })?;
-        common::configure_iface(&ns, &mut cont, &ctx.ifname, 2, &result)?;
+        set_container_sysctls(&ns, &ctx.ifname, conf.enable_dad)?;
+        steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, CONTAINER_IFACE, &result)?;
         tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
         if conf.is_gateway {
-            for gw in &gateways {
-                ensure_bridge_addr(&mut host, &br, *gw, conf.force_address)?;
-            }
-            // pin the bridge MAC so it does not change as ports come and go
-            if let Some(m) = br.mac {
-                host.link_set_mac(br.index, m).context("failed to set bridge MAC")?;
-            }
-            common::enable_forwarding(&result)?;
+            setup_gateways(&mut host, &br, &gateways, conf.force_address)?;
+            steps::veth::enable_forwarding(&result)?;
             tracing::debug!(?gateways, "gateway addresses on the bridge, forwarding enabled");
         }
         if conf.ip_masq {
-            common::setup_ipmasq(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
+            steps::ipmasq::setup(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
         }
     } else if !conf.disable_container_interface {
         cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
@@ -294,7 +244,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // 6. the port must forward before we return (the reference polls after 0/50/500/1000/1000 ms)
     if !conf.disable_container_interface && !host.wait_oper_up(host_veth.index, &[0, 50, 500, 1000, 1000])? {
-        bail!("bridge port in error state: {host_name}");
+        bail!("bridge port in error state: {}", host_veth.name);
     }
 
     // 7. refresh MACs that may have changed (the bridge takes a port's MAC), apply the DNS rule
@@ -304,12 +254,88 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if let Some(l) = host.link_by_index(host_veth.index)? {
         result.interfaces[1].mac = l.mac_string();
     }
-    if let Some(dns) = common::conf_dns(ctx) {
+    if let Some(dns) = steps::ipam::conf_dns(ctx) {
         result.dns = dns;
     }
     undo.commit();
     tracing::debug!("ADD done");
     Ok(result)
+}
+
+/// The container veth's index in the result (after the bridge and the host veth).
+const CONTAINER_IFACE: usize = 2;
+
+/// Make the host veth a port of the bridge: master, up, hairpin/isolation, VLANs.
+fn attach_port(host: &mut Netlink, port: &Link, br: &Link, conf: &Conf) -> Result<()> {
+    let name = &port.name;
+    host.link_set_master(port.index, Some(br.index))
+        .with_context(|| format!("failed to connect {name:?} to bridge {}", br.name))?;
+    host.link_set_up(port.index, true).with_context(|| format!("failed to set {name:?} up"))?;
+    if conf.hairpin_mode || conf.port_isolation {
+        host.bridge_port_set(port.index, conf.hairpin_mode.then_some(true), conf.port_isolation.then_some(true))
+            .with_context(|| format!("failed to set bridge port options on {name:?}"))?;
+    }
+    setup_port_vlans(host, port.index, conf)?;
+    tracing::debug!(host_veth = %name, bridge = %br.name, "host veth attached to the bridge and up");
+    Ok(())
+}
+
+/// The L3 plan (pure): the IPAM addresses move to the container veth (interface 2); with
+/// `is_gateway` an address without a gateway gets its subnet's first host; with
+/// `is_default_gateway` each family with an address and no default route gets one via its
+/// first gateway. Returns the gateway addresses the bridge needs (gateway/prefix, no duplicates).
+fn plan_l3(ipam: &mut CniResult, is_gateway: bool, is_default_gateway: bool) -> Result<Vec<IpNet>> {
+    let mut gateways: Vec<IpNet> = Vec::new();
+    for ip in &mut ipam.ips {
+        ip.interface = Some(CONTAINER_IFACE);
+        if is_gateway && ip.gateway.is_none() {
+            ip.gateway = first_host(&ip.address.trunc());
+        }
+        if let Some(gw) = ip.gateway {
+            let gwnet = IpNet::new(gw, ip.address.prefix_len()).context("invalid gateway prefix")?;
+            if !gateways.contains(&gwnet) {
+                gateways.push(gwnet);
+            }
+        }
+    }
+    if is_default_gateway {
+        for fam_v4 in [true, false] {
+            let has_ip = ipam.ips.iter().any(|i| i.address.addr().is_ipv4() == fam_v4);
+            let has_default = ipam.routes.iter().any(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == fam_v4);
+            if has_ip && !has_default {
+                let gw = ipam.ips.iter().find(|i| i.address.addr().is_ipv4() == fam_v4).and_then(|i| i.gateway);
+                let dst = if fam_v4 { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) };
+                ipam.routes.push(Route::new(dst, gw));
+            }
+        }
+    }
+    Ok(gateways)
+}
+
+/// Container side before the addresses: the DAD policy and arp_notify.
+fn set_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
+    ns.run(|| {
+        if enable_dad {
+            let _ = sysctl::set_if("ipv6", ifname, "enhanced_dad", "1");
+            let _ = sysctl::set_if("ipv6", ifname, "accept_dad", "1");
+        } else {
+            let _ = sysctl::set_if("ipv6", ifname, "accept_dad", "0");
+        }
+        let _ = sysctl::set_if("ipv4", ifname, "arp_notify", "1");
+        Ok(())
+    })
+}
+
+/// The gateway addresses on the bridge, and its MAC pinned so it does not change as ports
+/// come and go.
+fn setup_gateways(host: &mut Netlink, br: &Link, gateways: &[IpNet], force_address: bool) -> Result<()> {
+    for gw in gateways {
+        ensure_bridge_addr(host, br, *gw, force_address)?;
+    }
+    if let Some(m) = br.mac {
+        host.link_set_mac(br.index, m).context("failed to set bridge MAC")?;
+    }
+    Ok(())
 }
 
 fn iface(l: &Link, sandbox: Option<String>) -> Interface {
@@ -393,9 +419,9 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
-    let addrs = common::del_container_link(ctx)?;
+    let addrs = steps::link::delete(ctx)?;
     tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted (or already gone)");
-    common::ipam_del_if_set(ctx)?;
+    steps::ipam::del_if_set(ctx)?;
     if conf.mac_spoof_chk {
         if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
             tracing::warn!("failed to remove spoof check: {e:#}");
@@ -418,11 +444,11 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// attachments not in `cni.dev/valid-attachments`. An absent list means "unknown": nothing is removed.
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let mut errors = common::GcErrors::default();
-    common::gc_ipam(ctx, &mut errors);
-    if let Some(valid) = common::valid_attachments(ctx)? {
+    let mut errors = steps::gc::GcErrors::default();
+    steps::gc::ipam(ctx, &mut errors);
+    if let Some(valid) = ctx.valid_attachments()? {
         if conf.ip_masq {
-            common::gc_ipmasq(ctx, &valid, &mut errors);
+            steps::ipmasq::gc(ctx, &valid, &mut errors);
         }
         if conf.mac_spoof_chk {
             let links = Netlink::new()?.links()?;
@@ -441,9 +467,9 @@ fn gc(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
     // the reference calls IPAM CHECK even in L2 mode (where it fails); we only call it when set
-    common::ipam_check_if_set(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    steps::ipam::check_if_set(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
 
@@ -465,7 +491,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     }
 
     // the container veth and its peer on the bridge
-    let (idx, c) = common::check_container_veth(ctx, &mut cont, prev)?;
+    let (idx, c) = steps::check::container_veth(ctx, &mut cont, prev)?;
     let peer = c.link.context("container veth has no peer")?;
     let found =
         prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(
@@ -474,11 +500,78 @@ fn check(ctx: &Ctx) -> Result<()> {
     if !found {
         bail!("CNI_IFNAME {} is not a veth attached to bridge {br_name}", ctx.ifname);
     }
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, prev)?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    common::ipam_status_if_set(ctx)
+    steps::ipam::status_if_set(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::result::IpConfig;
+
+    fn ipam(ips: &[(&str, Option<&str>)], routes: &[&str]) -> CniResult {
+        CniResult {
+            ips: ips
+                .iter()
+                .map(|(a, gw)| IpConfig {
+                    address: a.parse().unwrap(),
+                    gateway: gw.map(|g| g.parse().unwrap()),
+                    interface: Some(0),
+                })
+                .collect(),
+            routes: routes.iter().map(|d| Route::new(d.parse().unwrap(), None)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn shown<T: std::fmt::Display>(v: impl IntoIterator<Item = T>) -> Vec<String> {
+        v.into_iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn l3_plan_without_gateway_keeps_ipam_as_is() {
+        let mut r = ipam(&[("198.18.0.5/24", None)], &[]);
+        assert!(plan_l3(&mut r, false, false).unwrap().is_empty());
+        assert_eq!(r.ips[0].interface, Some(2), "addresses belong to the container veth");
+        assert_eq!(r.ips[0].gateway, None);
+        assert!(r.routes.is_empty());
+    }
+
+    #[test]
+    fn l3_plan_gateway_is_the_first_host_and_deduplicated() {
+        let mut r =
+            ipam(&[("198.18.0.5/24", None), ("198.18.0.6/24", None), ("fd00:1::5/64", Some("fd00:1::fe"))], &[]);
+        let gws = plan_l3(&mut r, true, false).unwrap();
+        assert_eq!(shown(&gws), ["198.18.0.1/24", "fd00:1::fe/64"]);
+        assert_eq!(shown(r.ips.iter().filter_map(|i| i.gateway)), ["198.18.0.1", "198.18.0.1", "fd00:1::fe"]);
+        assert!(r.routes.is_empty(), "isGateway alone adds no route");
+    }
+
+    #[test]
+    fn l3_plan_default_gateway_adds_missing_default_routes_per_family() {
+        // both families, no default route yet: one per family, via that family's gateway
+        let mut r = ipam(&[("198.18.0.5/24", None), ("fd00:1::5/64", None)], &["198.19.0.0/16"]);
+        plan_l3(&mut r, true, true).unwrap();
+        let routes: Vec<String> = r
+            .routes
+            .iter()
+            .map(|x| format!("{} via {}", x.dst, x.gw.map(|g| g.to_string()).unwrap_or_default()))
+            .collect();
+        assert_eq!(routes, ["198.19.0.0/16 via ", "0.0.0.0/0 via 198.18.0.1", "::/0 via fd00:1::1"]);
+        // an IPAM default route is kept and not doubled; a family without addresses gets none
+        let mut r = ipam(&[("198.18.0.5/24", Some("198.18.0.254"))], &["0.0.0.0/0"]);
+        let gws = plan_l3(&mut r, true, true).unwrap();
+        assert_eq!(shown(&gws), ["198.18.0.254/24"]);
+        assert_eq!(shown(r.routes.iter().map(|x| x.dst)), ["0.0.0.0/0"]);
+    }
+
+    #[test]
+    fn first_host_of_a_subnet() {
+        assert_eq!(first_host(&"198.18.4.0/22".parse().unwrap()), Some("198.18.4.1".parse().unwrap()));
+        assert_eq!(first_host(&"fd00::/64".parse().unwrap()), Some("fd00::1".parse().unwrap()));
+        assert_eq!(first_host(&"255.255.255.255/32".parse().unwrap()), None);
+    }
 }

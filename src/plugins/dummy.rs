@@ -1,7 +1,7 @@
 //! dummy: a dummy link named CNI_IFNAME created directly in the container, addressed by IPAM
 //! (checklist §2.9).
 
-use super::common::{self, Undo};
+use super::steps::{self, Undo};
 use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
 use crate::cni::{delegate, CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, Netlink};
@@ -15,7 +15,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
     subcommands: &[],
     doc: &DOC,
@@ -45,7 +45,7 @@ fn require_ipam(ctx: &Ctx) -> Result<()> {
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     require_ipam(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
@@ -54,38 +54,44 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&ctx.ifname, LinkKind::Dummy) })
         .context("failed to create dummy")?;
-    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
+    steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
     let link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to refetch {:?}", ctx.ifname))?;
 
     // the IPAM result keeps its DNS (dummy does not override it)
-    let mut result = common::ipam_add_for_iface0(ctx, &mut undo)?;
-    result.interfaces = vec![common::container_iface(ctx, &link)];
-    common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+    let mut result = steps::ipam::add(ctx, &mut undo)?;
+    result.interfaces = vec![steps::link::container_iface(ctx, &link)];
+    steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     undo.commit();
     Ok(result)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    common::del_ipam_and_link(ctx)
+    steps::ipam::del_if_set(ctx)?;
+    steps::link::delete(ctx)?;
+    Ok(())
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     require_ipam(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     delegate::ipam_check(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let (idx, want) = common::check_prev_iface(ctx, prev)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let (idx, want) = steps::check::prev_iface(ctx, prev)?;
     let Some(link) = cont.link_by_name(&ctx.ifname)? else {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    common::check_link_kind(&link, &ctx.ifname, "dummy")?;
-    common::check_link_mac(&link, want)?;
+    steps::check::link_kind(&link, &ctx.ifname, "dummy")?;
+    steps::check::link_mac(&link, want)?;
     if !link.is_up() {
         bail!("Error: Container interface {} is down", ctx.ifname);
     }
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, &common::ips_of(prev, idx))?;
-    Ok(())
+    steps::check::addrs(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the dummy link dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    steps::ipam::gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {

@@ -3,7 +3,7 @@
 //! original name on DEL (checklist §2.7). Moves go through a temporary namespace, so the rename
 //! never clashes with names in the host or the container.
 
-use super::common::{self, NsOrGone, Undo};
+use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
@@ -20,7 +20,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
     subcommands: &[],
     doc: &DOC,
@@ -240,7 +240,7 @@ fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Res
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut result = CniResult::default();
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
@@ -255,20 +255,21 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         move_in(&mut host, &host_ns, &ns, &dev, &ctx.ifname).context("failed to move link")?;
         let (path, ifname, was_up) = (ns.path().to_string(), ctx.ifname.clone(), dev.is_up());
         undo.push("moved device", move || {
-            move_out(&common::reopen_ns(&path)?, &NetNs::current()?, &ifname, was_up).map(|_| ())
+            move_out(&steps::ns::reopen(&path)?, &NetNs::current()?, &ifname, was_up).map(|_| ())
         });
         let l = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to find {:?}", ctx.ifname))?;
         cont.link_set_up(l.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
         let l = cont.link_by_index(l.index)?.unwrap_or(l);
-        result.interfaces = vec![common::container_iface(ctx, &l)];
+        result.interfaces = vec![steps::link::container_iface(ctx, &l)];
     }
 
     if ctx.ipam_type().is_some() {
-        common::ipam_into(ctx, &mut undo, &mut result)?;
+        let ipam = steps::ipam::add(ctx, &mut undo)?;
+        (result.ips, result.routes) = (ipam.ips, ipam.routes);
         if !conf.dpdk_mode {
-            common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+            steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
         }
-        result.dns = common::conf_dns(ctx).unwrap_or_default();
+        result.dns = steps::ipam::conf_dns(ctx).unwrap_or_default();
     }
     undo.commit();
     Ok(result)
@@ -276,11 +277,11 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    common::ipam_del_if_set(ctx)?;
+    steps::ipam::del_if_set(ctx)?;
     if conf.dpdk_mode {
         return Ok(());
     }
-    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else { return Ok(()) };
+    let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else { return Ok(()) };
     let host_ns = NetNs::current()?;
     if !move_out(&ns, &host_ns, &ctx.ifname, false)? {
         tracing::debug!("{} is not in the container: already given back", ctx.ifname);
@@ -290,21 +291,29 @@ fn del(ctx: &Ctx) -> Result<()> {
 
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
-    common::ipam_check_if_set(ctx)?;
-    let prev = common::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
+    steps::ipam::check_if_set(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
     if conf.dpdk_mode {
         return Ok(());
     }
-    let (idx, want) = common::check_prev_iface(ctx, prev)?;
+    let (idx, want) = steps::check::prev_iface(ctx, prev)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let Some(link) = cont.link_by_name(&ctx.ifname)? else {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    common::check_link_mac(&link, want)?;
-    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+    steps::check::link_mac(&link, want)?;
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: passed on to IPAM. The device is not touched: when a netns dies without DEL the kernel
+/// itself hands a physical device back to the root namespace (under its container name, the
+/// original one in its alias), and a virtual one is gone.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    steps::ipam::gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    common::ipam_status_if_set(ctx)
+    steps::ipam::status_if_set(ctx)
 }

@@ -1,7 +1,7 @@
 //! ipvlan: an ipvlan of a host (or container) interface, moved into the container; in a chain it
 //! can take its master and addresses from the previous plugin (checklist §2.5).
 
-use super::common::{self, Undo};
+use super::steps::{self, Undo};
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{IpvlanFlag, IpvlanMode, LinkKind, LinkSpec, Netlink};
@@ -16,7 +16,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
     subcommands: &[],
     doc: &DOC,
@@ -104,14 +104,14 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         )
         .into());
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
     let master = {
         let nl = if conf.link_in_container { &mut cont } else { &mut host };
-        common::resolve_master(nl, master.as_deref())?
+        steps::link::resolve_master(nl, master.as_deref())?
     };
     let mtu = u32::try_from(conf.mtu.max(0)).unwrap_or(u32::MAX);
     let template = LinkSpec {
@@ -120,9 +120,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         txqlen: Some(0), // as the reference (see macvlan)
         ..LinkSpec::new("", LinkKind::Ipvlan { mode, flag: IpvlanFlag::Bridge })
     };
-    let link = common::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
+    let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
         .context("failed to create ipvlan")?;
-    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
+    steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
 
     let mut result = match (&ctx.prev_result, reuse_prev) {
         (Some(prev), true) => {
@@ -132,44 +132,52 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             }
             r
         }
-        _ => common::ipam_add_for_iface0(ctx, &mut undo)?,
+        _ => steps::ipam::add(ctx, &mut undo)?,
     };
-    result.interfaces = vec![common::container_iface(ctx, &link)];
-    common::set_notify(&ns, &ctx.ifname, true);
-    common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
-    result.dns = common::conf_dns(ctx).unwrap_or_default();
+    result.interfaces = vec![steps::link::container_iface(ctx, &link)];
+    steps::link::set_notify(&ns, &ctx.ifname, true);
+    steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+    result.dns = steps::ipam::conf_dns(ctx).unwrap_or_default();
     undo.commit();
     Ok(result)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    common::del_ipam_and_link(ctx)
+    steps::ipam::del_if_set(ctx)?;
+    steps::link::delete(ctx)?;
+    Ok(())
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
     let mode = mode_of(conf.mode.as_deref())?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    common::ipam_check_if_set(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let (idx, want) = common::check_prev_iface(ctx, prev)?;
+    steps::ipam::check_if_set(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let (idx, want) = steps::check::prev_iface(ctx, prev)?;
     if let Some(m) = conf.master.as_deref().filter(|m| !m.is_empty()) {
-        common::check_master(&mut cont, conf.link_in_container, Some(m))?;
+        steps::check::master(&mut cont, conf.link_in_container, Some(m))?;
     }
-    let Some(d) = common::container_link_details(&mut cont, &ctx.ifname)? else {
+    let Some(d) = steps::check::link_details(&mut cont, &ctx.ifname)? else {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    common::check_link_kind(&d.link, &ctx.ifname, "ipvlan")?;
+    steps::check::link_kind(&d.link, &ctx.ifname, "ipvlan")?;
     let have = d.ipvlan_mode.unwrap_or(0);
     if have != mode as u16 {
         bail!("Container IPVlan mode {} does not match expected value: {}", mode_name(have), mode_name(mode as u16));
     }
-    common::check_link_mac(&d.link, want)?;
-    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+    steps::check::link_mac(&d.link, want)?;
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the ipvlan dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    steps::ipam::gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    common::ipam_status_if_set(ctx)
+    steps::ipam::status_if_set(ctx)
 }

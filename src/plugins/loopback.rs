@@ -1,6 +1,6 @@
 //! loopback: set `lo` up inside the container (checklist §2.8). CNI_IFNAME is ignored.
 
-use super::common::{self, NsOrGone};
+use super::steps::{self, NsOrGone};
 use crate::cni::plugin::{Doc, Kind, Plugin, Version};
 use crate::cni::result::{Interface, IpConfig};
 use crate::cni::{CniResult, Ctx};
@@ -37,7 +37,7 @@ pub const DOC: Doc = Doc {
 };
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut nl = Netlink::in_netns(&ns)?;
     let lo = nl.link_by_name("lo")?.context("failed to find lo")?;
     nl.link_set_up(lo.index, true).context("failed to set lo up")?;
@@ -67,7 +67,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else {
+    let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else {
         return Ok(());
     };
     let mut nl = Netlink::in_netns(&ns)?;
@@ -78,7 +78,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut nl = Netlink::in_netns(&ns)?;
     let lo = nl.link_by_name("lo")?.context("failed to find lo")?;
     if !lo.is_up() {

@@ -1,6 +1,6 @@
 //! macvlan: a macvlan of a host (or container) interface, moved into the container (checklist §2.4).
 
-use super::common::{self, Undo};
+use super::steps::{self, Undo};
 use crate::cni::plugin::{arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, MacvlanMode, Netlink};
@@ -15,7 +15,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
     subcommands: &[],
     doc: &DOC,
@@ -92,17 +92,17 @@ struct Loaded {
 fn load(ctx: &Ctx) -> Result<Loaded> {
     let conf: Conf = ctx.plugin_conf()?;
     let mode = mode_of(conf.mode.as_deref())?;
-    common::check_mtu_not_negative(conf.mtu)?;
+    steps::link::check_mtu_not_negative(conf.mtu)?;
     if conf.bc_queue_len.is_some_and(|q| !(0..=i64::from(u32::MAX)).contains(&q)) {
         return Err(CniError::config("invalid bcqueuelen: must be between 0 and 4294967295").into());
     }
-    let mac = common::configured_mac(ctx, conf.mac.as_deref())?;
+    let mac = steps::link::configured_mac(ctx, conf.mac.as_deref())?;
     Ok(Loaded { conf, mode, mac })
 }
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let Loaded { conf, mode, mac } = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
@@ -110,9 +110,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // 1. the lower device and its MTU bound
     let master = {
         let nl = if conf.link_in_container { &mut cont } else { &mut host };
-        common::resolve_master(nl, conf.master.as_deref())?
+        steps::link::resolve_master(nl, conf.master.as_deref())?
     };
-    let mtu = common::mtu_within_master(conf.mtu, &master)?;
+    let mtu = steps::link::mtu_within_master(conf.mtu, &master)?;
 
     // 2. the macvlan, created under a temporary name in the container and renamed there
     let bcqueuelen = conf.bc_queue_len.filter(|&q| q > 0).and_then(|q| u32::try_from(q).ok());
@@ -124,49 +124,58 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         txqlen: Some(0),
         ..LinkSpec::new("", LinkKind::Macvlan { mode, bcqueuelen })
     };
-    let link = common::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
+    let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
         .context("failed to create macvlan")?;
-    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
-    let mut result = CniResult { interfaces: vec![common::container_iface(ctx, &link)], ..Default::default() };
+    steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
+    let mut result = CniResult { interfaces: vec![steps::link::container_iface(ctx, &link)], ..Default::default() };
 
     // 3. L3 from IPAM, or just up for an L2-only interface
     if ctx.ipam_type().is_some() {
-        common::ipam_into(ctx, &mut undo, &mut result)?;
-        common::set_notify(&ns, &ctx.ifname, true);
-        common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+        let ipam = steps::ipam::add(ctx, &mut undo)?;
+        (result.ips, result.routes) = (ipam.ips, ipam.routes);
+        steps::link::set_notify(&ns, &ctx.ifname, true);
+        steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     } else {
         cont.link_set_up(link.index, true).with_context(|| format!("failed to set {:?} UP", ctx.ifname))?;
     }
-    result.dns = common::conf_dns(ctx).unwrap_or_default();
+    result.dns = steps::ipam::conf_dns(ctx).unwrap_or_default();
     undo.commit();
     Ok(result)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    common::del_ipam_and_link(ctx)
+    steps::ipam::del_if_set(ctx)?;
+    steps::link::delete(ctx)?;
+    Ok(())
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let Loaded { conf, mode, .. } = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    common::ipam_check_if_set(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let (idx, want) = common::check_prev_iface(ctx, prev)?;
-    common::check_master(&mut cont, conf.link_in_container, conf.master.as_deref())?;
-    let Some(d) = common::container_link_details(&mut cont, &ctx.ifname)? else {
+    steps::ipam::check_if_set(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let (idx, want) = steps::check::prev_iface(ctx, prev)?;
+    steps::check::master(&mut cont, conf.link_in_container, conf.master.as_deref())?;
+    let Some(d) = steps::check::link_details(&mut cont, &ctx.ifname)? else {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    common::check_link_kind(&d.link, &ctx.ifname, "macvlan")?;
+    steps::check::link_kind(&d.link, &ctx.ifname, "macvlan")?;
     let have = d.macvlan_mode.unwrap_or(0);
     if have != mode as u32 {
         bail!("Container macvlan mode {} does not match expected value: {}", mode_name(have), mode_name(mode as u32));
     }
-    common::check_link_mac(&d.link, want)?;
-    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+    steps::check::link_mac(&d.link, want)?;
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the macvlan dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    steps::ipam::gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    common::ipam_status_if_set(ctx)
+    steps::ipam::status_if_set(ctx)
 }

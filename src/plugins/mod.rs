@@ -1,7 +1,6 @@
 //! One file per plugin; each reads like the steps of what it does.
 pub mod bandwidth;
 pub mod bridge;
-pub mod common;
 pub mod dummy;
 pub mod firewall;
 pub mod flannel;
@@ -14,6 +13,7 @@ mod order_tests;
 pub mod portmap;
 pub mod ptp;
 pub mod sbr;
+pub mod steps;
 pub mod tap;
 pub mod tuning;
 pub mod vlan;

@@ -140,8 +140,8 @@ const PTP_ADD: &[&str] = &[
 ];
 const VPC_ROUTED_ADD: &[&str] = &[
     "host: sysctl net/ipv4/ip_forward=1",
-    "cont: get link eth0",
     "host: get link eni87b98059725",
+    "cont: get link eth0",
     "cont: create veth eth0 peer eni87b98059725",
     "host: get link eni87b98059725",
     "host: sysctl net/ipv6/conf/eni87b98059725/accept_ra=0",

@@ -286,7 +286,7 @@ fn check(ctx: &Ctx) -> Result<()> {
 
 /// GC (the reference has none): the façade's, for this network's attachments.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let Some(valid) = super::common::valid_attachments(ctx)? else {
+    let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
     pm::gc(&ctx.name, &valid)

@@ -1,15 +1,18 @@
 //! ptp: a veth pair with the container routed through a /32 (/128) host route (checklist §2.3).
 
-use super::common::{self, Undo};
+use super::steps::{self, veth::Pair, Undo};
 use crate::cni::delegate;
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
-use crate::cni::result::Interface;
+use crate::cni::result::{Interface, IpConfig};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
-use crate::netlink::route::RouteSpec;
+use crate::netlink::addr::Family;
+use crate::netlink::route::{RouteSpec, Scope};
 use crate::netlink::socket::{is_exists, is_not_found, Netlink};
+use crate::netlink::Link;
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use std::net::IpAddr;
 
 pub const APPLET: Plugin = Plugin {
     name: "ptp",
@@ -71,25 +74,25 @@ fn load(ctx: &Ctx) -> Result<Conf> {
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
     // 1. addresses first (they become interface 1 below, with the veth pair)
-    let mut result = common::ipam_add_for_iface0(ctx, &mut undo)?;
+    let mut result = steps::ipam::add(ctx, &mut undo)?;
     for ip in &result.ips {
         if ip.gateway.is_none() {
             return Err(CniError::config(format!("ptp needs a gateway for {} from IPAM", ip.address)).into());
         }
     }
-    common::enable_forwarding(&result)?;
+    steps::veth::enable_forwarding(&result)?;
     tracing::debug!(ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
 
     // 2. the veth pair
-    let host_veth = common::add_veth_pair(ctx, &mut host, &mut cont, &ns, &mut undo, conf.mtu, None)?;
-    let host_name = host_veth.name.clone();
-    host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
+    let host_veth =
+        steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, Pair { mtu: conf.mtu, ..Pair::default() })?;
+    host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {:?} up", host_veth.name))?;
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
     result.interfaces = vec![
         Interface { name: host_veth.name.clone(), mac: host_veth.mac_string(), ..Default::default() },
@@ -104,60 +107,83 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         ip.interface = Some(1);
     }
 
-    // 3. container side: addresses, then replace the connected route by gw/32 + subnet via gw
-    common::configure_iface(&ns, &mut cont, &ctx.ifname, 1, &result)?;
-    for ip in &result.ips {
-        let Some(gw) = ip.gateway else { continue };
-        let subnet = ip.address.trunc();
-        let fam = Some(crate::netlink::addr::Family::of(&gw));
-        let connected = RouteSpec {
-            dst: Some(subnet),
-            family: fam,
-            oif: Some(cont_link.index),
-            scope: Some(255),
-            ..Default::default()
-        };
-        if let Err(e) = cont.route_del(&connected) {
-            if !is_not_found(&e) {
-                return Err(e.context(format!("failed to delete route {subnet}")));
-            }
-        }
-        let to_gw = RouteSpec {
-            dst: Some(common::host_route_to(gw)),
-            family: fam,
-            oif: Some(cont_link.index),
-            scope: Some(253),
-            src: Some(ip.address.addr()),
-            ..Default::default()
-        };
-        cont.route_add(&to_gw).with_context(|| format!("failed to add route to gateway {gw}"))?;
-        let via_gw = RouteSpec {
-            dst: Some(subnet),
-            family: fam,
-            oif: Some(cont_link.index),
-            gw: Some(gw),
-            src: Some(ip.address.addr()),
-            scope: Some(0),
-            ..Default::default()
-        };
-        cont.route_add(&via_gw).with_context(|| format!("failed to add route {subnet} via {gw}"))?;
-    }
+    // 3. container side: addresses, then the connected route replaced by gw/32 + subnet via gw
+    steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 1, &result)?;
+    route_container_via_gateways(&mut cont, cont_link.index, &result)?;
     tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
     // 4. host side: the gateway address on the veth and a host route to the container
+    route_host_to_container(&mut host, &host_veth, &result)?;
+    tracing::debug!(host_veth = %host_veth.name, "host gateway addresses and routes configured");
+    if conf.ip_masq {
+        steps::ipmasq::setup(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
+    }
+    if let Some(dns) = steps::ipam::conf_dns(ctx) {
+        result.dns = dns;
+    }
+    undo.commit();
+    Ok(result)
+}
+
+/// The container's routes for one address (pure): the connected route to delete, a link route
+/// to the gateway, and the subnet via the gateway (both with the address as source).
+fn container_routes(ip: &IpConfig, gw: IpAddr, oif: u32) -> [RouteSpec; 3] {
+    let subnet = ip.address.trunc();
+    let family = Some(Family::of(&gw));
+    let src = Some(ip.address.addr());
+    [
+        RouteSpec { dst: Some(subnet), family, oif: Some(oif), scope: Some(Scope::NOWHERE), ..Default::default() },
+        RouteSpec {
+            dst: Some(steps::veth::host_route(gw)),
+            family,
+            oif: Some(oif),
+            scope: Some(Scope::LINK),
+            src,
+            ..Default::default()
+        },
+        RouteSpec {
+            dst: Some(subnet),
+            family,
+            oif: Some(oif),
+            gw: Some(gw),
+            src,
+            scope: Some(Scope::UNIVERSE),
+            ..Default::default()
+        },
+    ]
+}
+
+/// Replace each address's connected route by a route to its gateway and the subnet via it.
+fn route_container_via_gateways(cont: &mut Netlink, oif: u32, result: &CniResult) -> Result<()> {
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
-        let gw_host = common::host_route_to(gw);
+        let [connected, to_gw, via_gw] = container_routes(ip, gw, oif);
+        if let Err(e) = cont.route_del(&connected) {
+            if !is_not_found(&e) {
+                return Err(e.context(format!("failed to delete route {}", ip.address.trunc())));
+            }
+        }
+        cont.route_add(&to_gw).with_context(|| format!("failed to add route to gateway {gw}"))?;
+        cont.route_add(&via_gw).with_context(|| format!("failed to add route {} via {gw}", ip.address.trunc()))?;
+    }
+    Ok(())
+}
+
+/// Each gateway as a /32 (/128) on the host veth, and a host route to each container address.
+fn route_host_to_container(host: &mut Netlink, host_veth: &Link, result: &CniResult) -> Result<()> {
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let gw_host = steps::veth::host_route(gw);
         if let Err(e) = host.addr_add(host_veth.index, gw_host) {
             if !is_exists(&e) {
-                return Err(e.context(format!("failed to add {gw_host} to {host_name:?}")));
+                return Err(e.context(format!("failed to add {gw_host} to {:?}", host_veth.name)));
             }
         }
         let to_cont = RouteSpec {
-            dst: Some(common::host_route_to(ip.address.addr())),
-            family: Some(crate::netlink::addr::Family::of(&gw)),
+            dst: Some(steps::veth::host_route(ip.address.addr())),
+            family: Some(Family::of(&gw)),
             oif: Some(host_veth.index),
-            scope: Some(254),
+            scope: Some(Scope::HOST),
             ..Default::default()
         };
         if let Err(e) = host.route_add(&to_cont) {
@@ -166,21 +192,13 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             }
         }
     }
-    tracing::debug!(host_veth = %host_name, "host gateway addresses and routes configured");
-    if conf.ip_masq {
-        common::setup_ipmasq(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
-    }
-    if let Some(dns) = common::conf_dns(ctx) {
-        result.dns = dns;
-    }
-    undo.commit();
-    Ok(result)
+    Ok(())
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    common::ipam_del_if_set(ctx)?;
-    let addrs = common::del_container_link(ctx)?;
+    steps::ipam::del_if_set(ctx)?;
+    let addrs = steps::link::delete(ctx)?;
     // rules are found by their comments: this also cleans up when the netns is already gone
     if conf.ip_masq {
         firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
@@ -197,11 +215,11 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// `cni.dev/valid-attachments`; an absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let mut errors = common::GcErrors::default();
-    common::gc_ipam(ctx, &mut errors);
+    let mut errors = steps::gc::GcErrors::default();
+    steps::gc::ipam(ctx, &mut errors);
     if conf.ip_masq {
-        if let Some(valid) = common::valid_attachments(ctx)? {
-            common::gc_ipmasq(ctx, &valid, &mut errors);
+        if let Some(valid) = ctx.valid_attachments()? {
+            steps::ipmasq::gc(ctx, &valid, &mut errors);
         }
     }
     errors.finish()
@@ -210,15 +228,38 @@ fn gc(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
     delegate::ipam_check(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    let (idx, _) = common::check_container_veth(ctx, &mut cont, prev)?;
-    common::check_expected_ips(&mut cont, &ctx.ifname, idx, prev)?;
-    common::check_expected_routes(&mut cont, prev)?;
-    Ok(())
+    let (idx, _) = steps::check::container_veth(ctx, &mut cont, prev)?;
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
     delegate::ipam_status(ctx).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_routes_go_through_the_gateway() {
+        let ip = IpConfig { address: "198.18.3.5/24".parse().unwrap(), gateway: None, interface: Some(1) };
+        let [connected, to_gw, via_gw] = container_routes(&ip, "198.18.3.1".parse().unwrap(), 7);
+        assert_eq!(
+            (connected.dst.unwrap().to_string(), connected.scope, connected.gw),
+            ("198.18.3.0/24".into(), Some(255), None)
+        );
+        assert_eq!((to_gw.dst.unwrap().to_string(), to_gw.scope), ("198.18.3.1/32".into(), Some(253)));
+        assert_eq!(to_gw.src, Some("198.18.3.5".parse().unwrap()));
+        assert_eq!(
+            (via_gw.dst.unwrap().to_string(), via_gw.gw, via_gw.scope),
+            ("198.18.3.0/24".into(), Some("198.18.3.1".parse().unwrap()), Some(0))
+        );
+        assert!([connected, to_gw, via_gw].iter().all(|r| r.oif == Some(7) && r.family == Some(Family::V4)));
+        let ip6 = IpConfig { address: "fd00:3::5/64".parse().unwrap(), gateway: None, interface: Some(1) };
+        let [_, to_gw6, _] = container_routes(&ip6, "fd00:3::1".parse().unwrap(), 7);
+        assert_eq!((to_gw6.dst.unwrap().to_string(), to_gw6.family), ("fd00:3::1/128".into(), Some(Family::V6)));
+    }
 }

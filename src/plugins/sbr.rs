@@ -16,11 +16,11 @@
 //! gateway replacing prevResult's in the new tables) and `addSourceHints` (the interface's
 //! link-scope subnet routes stay in main, pinned with `src` = the interface address).
 
-use super::common::{self, NsOrGone};
+use super::steps::{self, NsOrGone};
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
-use crate::netlink::route::RouteSpec;
+use crate::netlink::route::{RouteSpec, Scope, Table};
 use crate::netlink::rule::RuleSpec;
 use crate::netlink::socket::Netlink;
 use anyhow::{bail, Context, Result};
@@ -66,7 +66,6 @@ pub const DOC: Doc = Doc {
 
 /// The first table id the reference considers.
 pub const FIRST_TABLE: u32 = 100;
-const MAIN_TABLE: u32 = 254;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
@@ -132,7 +131,7 @@ pub fn route_belongs_to(ip: &IpNet, r: &RouteSpec) -> bool {
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
-    common::host_route_to(ip)
+    steps::veth::host_route(ip)
 }
 
 /// flock on the netns file, held for the duration of the work (as the reference's filemutex).
@@ -155,7 +154,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             _ => {}
         }
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let _lock = lock_netns(ns.path())?;
     let mut nl = Netlink::in_netns(&ns)?;
     let link =
@@ -180,7 +179,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     used.extend(all_routes.iter().filter_map(|r| r.table));
     let link_routes: Vec<RouteSpec> = all_routes
         .into_iter()
-        .filter(|r| r.oif == Some(link.index) && r.table.unwrap_or(MAIN_TABLE) == MAIN_TABLE)
+        .filter(|r| r.oif == Some(link.index) && r.table.unwrap_or(Table::MAIN) == Table::MAIN)
         .collect();
 
     let mut table = next_free_table(&used, FIRST_TABLE);
@@ -217,7 +216,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // delete after copying: several IPs of one subnet each need the connected route while copying
     for r in &link_routes {
         tracing::debug!("sbr: moving route {r:?} out of main");
-        if conf.add_source_hints && r.scope == Some(253) {
+        if conf.add_source_hints && r.scope == Some(Scope::LINK) {
             // keep the subnet route in main, pinned to this interface's address of that subnet
             let hint = ips.iter().map(|i| i.address).find(|a| r.dst.is_some_and(|d| d.contains(&a.addr())));
             if let Some(a) = hint {
@@ -237,7 +236,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
-    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else {
+    let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else {
         return Ok(());
     };
     let _lock = lock_netns(ns.path())?;

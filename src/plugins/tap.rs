@@ -2,7 +2,7 @@
 //! (never the `ip` binary), optionally owned, multi-queue, and enslaved to a bridge that lives
 //! in the container (checklist §2.10).
 
-use super::common::{self, Undo};
+use super::steps::{self, Undo};
 use crate::cni::plugin::{arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
@@ -19,7 +19,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
     subcommands: &[],
     doc: &DOC,
@@ -75,7 +75,7 @@ fn load(ctx: &Ctx) -> Result<(Conf, Option<[u8; 6]>)> {
     if conf.mtu < 0 || conf.mtu > i64::from(u32::MAX) {
         return Err(CniError::config(format!("invalid MTU {}", conf.mtu)).into());
     }
-    let mac = common::configured_mac(ctx, conf.mac.as_deref())?;
+    let mac = steps::link::configured_mac(ctx, conf.mac.as_deref())?;
     Ok((conf, mac))
 }
 
@@ -142,7 +142,7 @@ fn finish_tap(cont: &mut Netlink, ifname: &str, tmp: &str, conf: &Conf, mac: Opt
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let (conf, mac) = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
@@ -155,39 +155,48 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         Ok(l) => l,
         Err(e) => {
             for name in [tmp.as_str(), ctx.ifname.as_str()] {
-                let _ = common::delete_container_link(&mut cont, name);
+                let _ = steps::link::delete_in(&mut cont, name);
             }
             return Err(e);
         }
     };
-    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
-    let mut result = CniResult { interfaces: vec![common::container_iface(ctx, &link)], ..Default::default() };
+    steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
+    let mut result = CniResult { interfaces: vec![steps::link::container_iface(ctx, &link)], ..Default::default() };
 
     if ctx.ipam_type().is_some() {
-        common::ipam_into(ctx, &mut undo, &mut result)?;
-        common::set_notify(&ns, &ctx.ifname, false);
-        common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+        let ipam = steps::ipam::add(ctx, &mut undo)?;
+        (result.ips, result.routes) = (ipam.ips, ipam.routes);
+        steps::link::set_notify(&ns, &ctx.ifname, false);
+        steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     }
-    result.dns = common::conf_dns(ctx).unwrap_or_default();
+    result.dns = steps::ipam::conf_dns(ctx).unwrap_or_default();
     undo.commit();
     Ok(result)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    common::del_ipam_and_link(ctx)
+    steps::ipam::del_if_set(ctx)?;
+    steps::link::delete(ctx)?;
+    Ok(())
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let _ = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    common::ipam_check_if_set(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let (idx, _) = common::check_prev_iface(ctx, prev)?;
-    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+    steps::ipam::check_if_set(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let (idx, _) = steps::check::prev_iface(ctx, prev)?;
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the tap dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    steps::ipam::gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
-    common::ipam_status_if_set(ctx)
+    steps::ipam::status_if_set(ctx)
 }

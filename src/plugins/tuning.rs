@@ -7,7 +7,7 @@
 //! as the reference). CHECK compares everything configured. GC removes saved-state files of
 //! attachments not in `cni.dev/valid-attachments`.
 
-use super::common::{self, NsOrGone};
+use super::steps::{self, NsOrGone};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::link::{format_mac, parse_mac};
@@ -298,7 +298,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut result = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
     let mac = t.mac.as_deref().map(|m| parse_mac(m).map_err(|e| anyhow::anyhow!("invalid args {m} for MAC addr: {e}")));
     let mac = mac.transpose()?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
 
     let paths =
         t.sysctl.iter().map(|(k, v)| Ok((sysctl_rel_path(k, &ctx.ifname)?, v.clone()))).collect::<Result<Vec<_>>>()?;
@@ -398,7 +398,7 @@ fn restore(ctx: &Ctx, path: &Path) -> Result<()> {
     let Ok(b) = serde_json::from_slice::<Backup>(&data) else {
         return Ok(());
     };
-    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else {
+    let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else {
         let _ = std::fs::remove_file(path);
         return Ok(());
     };
@@ -441,8 +441,8 @@ fn restore(ctx: &Ctx, path: &Path) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     reject_duplicate_sysctl_keys(&ctx.stdin)?;
     let t = load(ctx)?;
-    common::require_prev(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    steps::check::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let paths =
         t.sysctl.iter().map(|(k, v)| Ok((sysctl_rel_path(k, &ctx.ifname)?, v.clone()))).collect::<Result<Vec<_>>>()?;
     ns.run(|| {
@@ -499,7 +499,7 @@ fn gc(ctx: &Ctx) -> Result<()> {
     let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
-    let keep: BTreeSet<String> = valid.iter().map(|(c, i)| format!("{c}_{i}.json")).collect();
+    let keep: BTreeSet<String> = valid.iter().map(|a| format!("{}_{}.json", a.container_id, a.ifname)).collect();
     gc_dir(&t.data_dir, &keep)
 }
 

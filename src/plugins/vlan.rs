@@ -1,7 +1,7 @@
 //! vlan: an 802.1Q sub-interface of a host (or container) interface, moved into the container
 //! (checklist §2.6).
 
-use super::common::{self, Undo};
+use super::steps::{self, Undo};
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{delegate, CniError, CniResult, Ctx};
 use crate::netlink::{LinkKind, LinkSpec, Netlink};
@@ -16,7 +16,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
     subcommands: &[],
     doc: &DOC,
@@ -73,7 +73,7 @@ fn load(ctx: &Ctx) -> Result<(Conf, String, u16)> {
         ))
         .into());
     };
-    common::check_mtu_not_negative(conf.mtu)?;
+    steps::link::check_mtu_not_negative(conf.mtu)?;
     Ok((conf, master, id))
 }
 
@@ -82,30 +82,30 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if ctx.ipam_type().is_none() {
         return Err(CniError::config("vlan requires an IPAM configuration (ipam.type)").into());
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
     let master = {
         let nl = if conf.link_in_container { &mut cont } else { &mut host };
-        common::resolve_master(nl, Some(&master))?
+        steps::link::resolve_master(nl, Some(&master))?
     };
-    let mtu = common::mtu_within_master(conf.mtu, &master)?;
+    let mtu = steps::link::mtu_within_master(conf.mtu, &master)?;
     let template = LinkSpec {
         parent: Some(master.index),
         mtu: (mtu > 0).then_some(mtu),
         txqlen: Some(0), // as the reference (see macvlan)
         ..LinkSpec::new("", LinkKind::Vlan { id })
     };
-    let link = common::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
+    let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
         .context("failed to create vlan")?;
-    common::undo_delete_link(&mut undo, ns.path(), &ctx.ifname);
+    steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
 
-    let mut result = common::ipam_add_for_iface0(ctx, &mut undo).context("failed to execute IPAM delegate")?;
-    result.interfaces = vec![common::container_iface(ctx, &link)];
-    common::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
-    result.dns = common::conf_dns(ctx).unwrap_or_default();
+    let mut result = steps::ipam::add(ctx, &mut undo).context("failed to execute IPAM delegate")?;
+    result.interfaces = vec![steps::link::container_iface(ctx, &link)];
+    steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
+    result.dns = steps::ipam::conf_dns(ctx).unwrap_or_default();
     undo.commit();
     Ok(result)
 }
@@ -114,31 +114,39 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 /// is gone; we do not).
 fn del(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
-    common::del_ipam_and_link(ctx)
+    steps::ipam::del_if_set(ctx)?;
+    steps::link::delete(ctx)?;
+    Ok(())
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let (conf, master, id) = load(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     delegate::ipam_check(ctx)?;
     let Some(prev) = ctx.prev_result.as_ref() else {
         return Err(CniError::config("vlan: Required prevResult missing").into());
     };
-    let (idx, want) = common::check_prev_iface(ctx, prev)?;
-    common::check_master(&mut cont, conf.link_in_container, Some(&master))?;
-    let Some(d) = common::container_link_details(&mut cont, &ctx.ifname)? else {
+    let (idx, want) = steps::check::prev_iface(ctx, prev)?;
+    steps::check::master(&mut cont, conf.link_in_container, Some(&master))?;
+    let Some(d) = steps::check::link_details(&mut cont, &ctx.ifname)? else {
         bail!("vlan: Container Interface name in prevResult: {} not found", ctx.ifname)
     };
-    common::check_link_kind(&d.link, &ctx.ifname, "vlan")?;
-    common::check_link_mac(&d.link, want)?;
+    steps::check::link_kind(&d.link, &ctx.ifname, "vlan")?;
+    steps::check::link_mac(&d.link, want)?;
     if d.vlan_id != Some(id) {
         bail!("Error: container link {} has VLAN id {:?}, configured {id}", ctx.ifname, d.vlan_id);
     }
     if conf.mtu != 0 && i64::from(d.link.mtu) != conf.mtu {
         bail!("Error: configured MTU of {} is {}, current value is {}", ctx.ifname, conf.mtu, d.link.mtu);
     }
-    common::check_addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+    steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
+}
+
+/// GC: the VLAN link dies with its netns, so only IPAM holds state: GC is passed on to it.
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
+    steps::ipam::gc_if_set(ctx)
 }
 
 /// STATUS goes to IPAM unconditionally, as the reference does.

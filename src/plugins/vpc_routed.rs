@@ -16,16 +16,16 @@
 //! Node preparation (rp_filter, the node-port fwmark rule, ENI links and their tables) is the
 //! separate subcommand `cni-multi vpc-routed setup-host` ([`setup_host_main`]).
 
-use super::common::{self, NsOrGone, Undo};
+use super::steps::{self, veth::Pair, NsOrGone, Undo};
 use crate::cni::delegate;
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version};
 use crate::cni::result::{Interface, IpConfig, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::addr::Family;
-use crate::netlink::link::VethSpec;
-use crate::netlink::route::RouteSpec;
+use crate::netlink::route::{RouteSpec, Scope, Table};
 use crate::netlink::rule::RuleSpec;
 use crate::netlink::socket::{is_not_found, Netlink};
+use crate::netlink::Link;
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
 use anyhow::{anyhow, bail, Context, Result};
@@ -43,7 +43,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: Some(status),
     subcommands: &[Subcommand { word: "setup-host", main: setup_host_main }],
     doc: &DOC,
@@ -81,7 +81,6 @@ pub const FROM_POD_PRIORITY: u32 = 1536;
 pub const DEFAULT_PREFIX: &str = "eni";
 /// The AWS VPC CNI's default (jumbo frames inside a VPC).
 pub const DEFAULT_MTU: u32 = 9001;
-const MAIN_TABLE: u32 = 254;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
@@ -129,12 +128,12 @@ fn load(ctx: &Ctx) -> Result<Conf> {
         return Err(CniError::config(format!("mtu {mtu} out of range 68-65535")).into());
     }
     let table = match (raw.table, raw.device_number) {
-        (Some(t), _) if t == 0 || t == MAIN_TABLE => None,
+        (Some(t), _) if t == 0 || t == Table::MAIN => None,
         (Some(t), _) => Some(t),
         (None, Some(d)) if d > 0 => Some(d + 1),
         _ => None,
     };
-    if table.is_some_and(|t| t == 253 || t == 255) {
+    if table.is_some_and(|t| t == Table::DEFAULT || t == Table::LOCAL) {
         return Err(CniError::config("table: 253 (default) and 255 (local) are reserved").into());
     }
     Ok(Conf { prefix, mtu, table })
@@ -150,11 +149,16 @@ pub fn host_veth_name(prefix: &str, ctx: &Ctx) -> String {
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
-    common::host_route_to(ip)
+    steps::veth::host_route(ip)
 }
 
 fn gw_for(ip: &IpAddr) -> IpAddr {
-    if ip.is_ipv4() {
+    gw_of_family(ip.is_ipv4())
+}
+
+/// The pod's gateway: 169.254.1.1 for IPv4, fe80::1 for IPv6.
+fn gw_of_family(v4: bool) -> IpAddr {
+    if v4 {
         IpAddr::V4(GW_V4)
     } else {
         IpAddr::V6(GW_V6)
@@ -164,7 +168,7 @@ fn gw_for(ip: &IpAddr) -> IpAddr {
 fn to_rule(ip: IpAddr) -> RuleSpec {
     let mut r = RuleSpec::new(Family::of(&ip));
     r.priority = Some(TO_POD_PRIORITY);
-    r.table = Some(MAIN_TABLE);
+    r.table = Some(Table::MAIN);
     r.dst = Some(host_net(ip));
     r
 }
@@ -202,128 +206,147 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if ctx.ipam_type().is_none() {
         return Err(CniError::config("vpc-routed requires an IPAM configuration (ipam.type)").into());
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
     // 1. the pod's addresses
-    let ipam = delegate::ipam_add(ctx)?;
-    let ctx2 = ctx.clone();
-    undo.push("IPAM allocation", move || delegate::ipam_del(&ctx2));
+    let ipam = steps::ipam::add(ctx, &mut undo)?;
     let pod_ips: Vec<IpAddr> = ipam.ips.iter().map(|i| i.address.addr()).collect();
-    if pod_ips.is_empty() {
-        bail!("IPAM plugin returned missing IP config");
-    }
-    common::enable_forwarding(&ipam)?;
+    steps::veth::enable_forwarding(&ipam)?;
 
-    // 2. the veth pair; a leftover host veth of an earlier pod with this name goes first
-    if cont.link_by_name(&ctx.ifname)?.is_some() {
-        bail!("container veth name provided ({}) already exists", ctx.ifname);
-    }
+    // 2. the veth pair under the pod's host name; a leftover of an earlier pod with it goes first
     let host_name = host_veth_name(&conf.prefix, ctx);
     if let Some(old) = host.link_by_name(&host_name)? {
         tracing::info!("deleting stale host veth {host_name}");
         host.link_del(old.index).with_context(|| format!("failed to delete stale {host_name:?}"))?;
     }
-    let host_ns = NetNs::current()?;
-    let spec = VethSpec {
-        name: &ctx.ifname,
-        peer_name: &host_name,
-        mtu: Some(conf.mtu),
-        mac: None,
-        peer_ns: Some(host_ns.fd()),
-    };
-    cont.veth_add(&spec).with_context(|| format!("failed to create veth pair {}/{host_name}", ctx.ifname))?;
-    let hn = host_name.clone();
-    undo.push("veth pair", move || {
-        let mut h = Netlink::new()?;
-        if let Some(l) = h.link_by_name(&hn)? {
-            h.link_del(l.index)?;
-        }
-        Ok(())
-    });
-    let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
+    let pair = Pair { mtu: conf.mtu, mac: None, host_name: Some(&host_name) };
+    let host_veth = steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, pair)?;
     let host_mac = host_veth.mac.ok_or_else(|| anyhow!("host veth {host_name} has no MAC address"))?;
-    let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
     host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
     let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
 
-    // 3. inside the pod
-    let has_v6 = pod_ips.iter().any(|i| i.is_ipv6());
-    if has_v6 {
-        let ifname = ctx.ifname.clone();
-        ns.run(|| {
-            sysctl::set_if("ipv6", &ifname, "disable_ipv6", "0").context("failed to enable IPv6")?;
-            // the /128 is unique by construction; skip DAD so it is usable at once
-            let _ = sysctl::set_if("ipv6", &ifname, "accept_dad", "0");
-            let _ = sysctl::set_if("ipv6", &ifname, "accept_ra", "0");
-            Ok(())
-        })?;
-    }
-    cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
-    let mut families: Vec<bool> = Vec::new(); // is_ipv4 per family configured
-    for ip in &pod_ips {
-        cont.addr_add(cont_link.index, host_net(*ip))
-            .with_context(|| format!("failed to add {} to {:?}", host_net(*ip), ctx.ifname))?;
+    // 3. inside the pod: /32 (/128) addresses, the gateway on the link, default routes, neighbours
+    configure_pod(&ns, &mut cont, &cont_link, &pod_ips, host_mac)?;
+
+    // 4. on the node: route and rules per pod address
+    route_node_to_pod(&mut host, &mut undo, host_veth.index, &pod_ips, conf.table)?;
+
+    let mut result = pod_result(ctx, &host_veth, &cont_link, &pod_ips);
+    result.dns = steps::ipam::conf_dns(ctx).unwrap_or(ipam.dns);
+    undo.commit();
+    Ok(result)
+}
+
+/// The address families of the pod's addresses, in the order they appear (true = IPv4).
+fn families(pod_ips: &[IpAddr]) -> Vec<bool> {
+    let mut families: Vec<bool> = Vec::new();
+    for ip in pod_ips {
         if !families.contains(&ip.is_ipv4()) {
             families.push(ip.is_ipv4());
         }
     }
-    for v4 in &families {
-        let gw = if *v4 { IpAddr::V4(GW_V4) } else { IpAddr::V6(GW_V6) };
-        let fam = Some(Family::of(&gw));
-        if *v4 {
+    families
+}
+
+/// The default route of one family: 0.0.0.0/0 via 169.254.1.1, ::/0 via fe80::1.
+fn default_dst(v4: bool) -> IpNet {
+    if v4 {
+        IpNet::V4(Default::default())
+    } else {
+        IpNet::V6(Default::default())
+    }
+}
+
+/// The pod side: addresses as /32 (/128); per family a default route via the link-local gateway
+/// (IPv4 with a link route to it first), and a permanent neighbour entry gateway → host veth MAC.
+fn configure_pod(ns: &NetNs, cont: &mut Netlink, link: &Link, pod_ips: &[IpAddr], host_mac: [u8; 6]) -> Result<()> {
+    let ifname = link.name.as_str();
+    if pod_ips.iter().any(|i| i.is_ipv6()) {
+        ns.run(|| {
+            sysctl::set_if("ipv6", ifname, "disable_ipv6", "0").context("failed to enable IPv6")?;
+            // the /128 is unique by construction; skip DAD so it is usable at once
+            let _ = sysctl::set_if("ipv6", ifname, "accept_dad", "0");
+            let _ = sysctl::set_if("ipv6", ifname, "accept_ra", "0");
+            Ok(())
+        })?;
+    }
+    cont.link_set_up(link.index, true).with_context(|| format!("failed to set {ifname:?} up"))?;
+    for ip in pod_ips {
+        cont.addr_add(link.index, host_net(*ip))
+            .with_context(|| format!("failed to add {} to {ifname:?}", host_net(*ip)))?;
+    }
+    for v4 in families(pod_ips) {
+        let gw = gw_of_family(v4);
+        let family = Some(Family::of(&gw));
+        if v4 {
             let to_gw = RouteSpec {
                 dst: Some(host_net(gw)),
-                family: fam,
-                oif: Some(cont_link.index),
-                scope: Some(253),
+                family,
+                oif: Some(link.index),
+                scope: Some(Scope::LINK),
                 ..Default::default()
             };
             cont.route_replace(&to_gw).with_context(|| format!("failed to add route to {gw}"))?;
         }
         let default = RouteSpec {
-            dst: Some(if *v4 { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) }),
-            family: fam,
+            dst: Some(default_dst(v4)),
+            family,
             gw: Some(gw),
-            oif: Some(cont_link.index),
-            scope: Some(0),
+            oif: Some(link.index),
+            scope: Some(Scope::UNIVERSE),
             ..Default::default()
         };
         cont.route_replace(&default).with_context(|| format!("failed to add default route via {gw}"))?;
-        cont.neigh_add(cont_link.index, gw, host_mac, true).with_context(|| format!("failed to add neighbour {gw}"))?;
+        cont.neigh_add(link.index, gw, host_mac, true).with_context(|| format!("failed to add neighbour {gw}"))?;
     }
+    Ok(())
+}
 
-    // 4. on the node: route and rules per pod address
-    // pushed first, so a failure half-way through the loop still removes what was added
-    let ips2 = pod_ips.clone();
+/// The node side: per pod address a host route over the host veth, `to POD lookup main` and,
+/// with an ENI table, `from POD lookup TABLE`. Their undo is pushed first, so a failure half-way
+/// still removes what was added.
+fn route_node_to_pod(
+    host: &mut Netlink,
+    undo: &mut Undo,
+    host_veth: u32,
+    pod_ips: &[IpAddr],
+    table: Option<u32>,
+) -> Result<()> {
+    let ips = pod_ips.to_vec();
     undo.push("node rules", move || {
         let mut h = Netlink::new()?;
-        for ip in ips2 {
+        for ip in ips {
             rule_del_all(&mut h, &to_rule(ip))?;
             rule_del_all(&mut h, &from_rule(ip, None))?;
         }
         Ok(())
     });
-
-    for ip in &pod_ips {
+    for ip in pod_ips {
         let r = RouteSpec {
             dst: Some(host_net(*ip)),
             family: Some(Family::of(ip)),
-            oif: Some(host_veth.index),
-            scope: Some(253),
+            oif: Some(host_veth),
+            scope: Some(Scope::LINK),
             ..Default::default()
         };
         host.route_replace(&r).with_context(|| format!("failed to add host route to {ip}"))?;
-        rule_set(&mut host, &to_rule(*ip)).with_context(|| format!("failed to add rule to {ip}"))?;
-        if let Some(t) = conf.table {
-            rule_set(&mut host, &from_rule(*ip, Some(t))).with_context(|| format!("failed to add rule from {ip}"))?;
+        rule_set(host, &to_rule(*ip)).with_context(|| format!("failed to add rule to {ip}"))?;
+        if let Some(t) = table {
+            rule_set(host, &from_rule(*ip, Some(t))).with_context(|| format!("failed to add rule from {ip}"))?;
         }
     }
-    let mut result = CniResult {
+    Ok(())
+}
+
+/// The ADD result (pure): host veth and pod interface, each address as /32 (/128) via the
+/// family's link-local gateway, one default route per family.
+fn pod_result(ctx: &Ctx, host_veth: &Link, cont_link: &Link, pod_ips: &[IpAddr]) -> CniResult {
+    CniResult {
         interfaces: vec![
-            Interface { name: host_name.clone(), mac: host_veth.mac_string(), ..Default::default() },
+            Interface { name: host_veth.name.clone(), mac: host_veth.mac_string(), ..Default::default() },
             Interface {
                 name: ctx.ifname.clone(),
                 mac: cont_link.mac_string(),
@@ -335,23 +358,14 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             .iter()
             .map(|ip| IpConfig { address: host_net(*ip), gateway: Some(gw_for(ip)), interface: Some(1) })
             .collect(),
-        routes: families
-            .iter()
+        routes: families(pod_ips)
+            .into_iter()
             .map(|v4| {
-                if *v4 {
-                    Route::new(IpNet::V4(Default::default()), Some(IpAddr::V4(GW_V4)))
-                } else {
-                    Route::new(IpNet::V6(Default::default()), Some(IpAddr::V6(GW_V6)))
-                }
+                Route::new(default_dst(v4), Some(gw_for(&if v4 { IpAddr::V4(GW_V4) } else { IpAddr::V6(GW_V6) })))
             })
             .collect(),
-        dns: ipam.dns.clone(),
-    };
-    if let Some(d) = common::conf_dns(ctx) {
-        result.dns = d;
+        ..Default::default()
     }
-    undo.commit();
-    Ok(result)
 }
 
 /// Every address the pod had: prevResult, /32 (/128) routes over the host veth, the container link.
@@ -369,7 +383,7 @@ fn pod_ips_for_del(ctx: &Ctx, host: &mut Netlink, host_index: Option<u32>, cont:
     }
     if let Some(idx) = host_index {
         for fam in [Family::V4, Family::V6] {
-            for r in host.routes(fam, Some(MAIN_TABLE)).unwrap_or_default() {
+            for r in host.routes(fam, Some(Table::MAIN)).unwrap_or_default() {
                 if r.oif == Some(idx) {
                     if let Some(d) = r.dst.filter(|d| d.prefix_len() == d.max_prefix_len()) {
                         push(d.addr());
@@ -380,7 +394,7 @@ fn pod_ips_for_del(ctx: &Ctx, host: &mut Netlink, host_index: Option<u32>, cont:
     }
     if let Some(c) = cont {
         if let Ok(Some(l)) = c.link_by_name(&ctx.ifname) {
-            for a in common::global_addrs(c, l.index) {
+            for a in steps::link::global_addrs(c, l.index) {
                 push(a.addr());
             }
         }
@@ -394,7 +408,7 @@ fn del(ctx: &Ctx) -> Result<()> {
     let host_name = host_veth_name(&conf.prefix, ctx);
     let host_link = host.link_by_name(&host_name)?;
     let mut errs: Vec<String> = Vec::new();
-    let ns = match common::open_container_ns_for_del(ctx) {
+    let ns = match steps::ns::open_for_del(ctx) {
         Ok(NsOrGone::Ns(ns)) => Some(ns),
         Ok(NsOrGone::Gone) => None,
         Err(e) => {
@@ -428,7 +442,7 @@ fn del(ctx: &Ctx) -> Result<()> {
         }
     }
     if let Some(c) = cont.as_mut() {
-        if let Err(e) = common::delete_container_link(c, &ctx.ifname) {
+        if let Err(e) = steps::link::delete_in(c, &ctx.ifname) {
             errs.push(format!("{e:#}"));
         }
     }
@@ -451,6 +465,51 @@ fn del(ctx: &Ctx) -> Result<()> {
     }
 }
 
+/// GC: passed on to IPAM; then, when the runtime sent its list of valid attachments, the node
+/// rules of pods that are gone without DEL. A deleted netns takes the veth pair and the host
+/// route over it away, but not the `to POD` / `from POD` rules: a rule at our priorities whose
+/// /32 (/128) has no route in the main table any more is a leftover. (ADD adds the route before
+/// the rules and DEL removes the rules first, so a live pod never looks like one.)
+fn gc(ctx: &Ctx) -> Result<()> {
+    let _conf = load(ctx)?;
+    let mut errors = steps::gc::GcErrors::default();
+    steps::gc::ipam(ctx, &mut errors);
+    if ctx.valid_attachments()?.is_some() {
+        errors.note("node rules", Netlink::new().and_then(|mut host| gc_rules(&mut host)));
+    }
+    errors.finish()
+}
+
+/// Delete the `to POD lookup main` and `from POD lookup TABLE` rules whose pod has no host route.
+fn gc_rules(host: &mut Netlink) -> Result<()> {
+    for fam in [Family::V4, Family::V6] {
+        let routed: Vec<IpNet> = host
+            .routes(fam, Some(Table::MAIN))?
+            .into_iter()
+            .filter(|r| r.oif.is_some())
+            .filter_map(|r| r.dst)
+            .collect();
+        for rule in host.rules(fam)? {
+            let pod = match rule.priority {
+                Some(TO_POD_PRIORITY) if rule.table == Some(Table::MAIN) && rule.src.is_none() => rule.dst,
+                Some(FROM_POD_PRIORITY) if rule.dst.is_none() => rule.src,
+                _ => None,
+            };
+            let Some(pod) = pod.filter(|p| p.prefix_len() == p.max_prefix_len()) else { continue };
+            if routed.contains(&pod) {
+                continue;
+            }
+            tracing::info!(rule = ?rule, "removing the rule of a pod that is gone");
+            match host.rule_del(&rule) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.context(format!("failed to delete the rule of {pod}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn is_no_such_process(e: &anyhow::Error) -> bool {
     e.downcast_ref::<crate::netlink::socket::NlError>().is_some_and(|n| n.errno == nix::errno::Errno::ESRCH as i32)
 }
@@ -458,8 +517,8 @@ fn is_no_such_process(e: &anyhow::Error) -> bool {
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     delegate::ipam_check(ctx)?;
-    let prev = common::require_prev(ctx)?;
-    let ns = common::open_container_ns(ctx)?;
+    let prev = steps::check::require_prev(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut host = Netlink::new()?;
     let host_name = host_veth_name(&conf.prefix, ctx);
@@ -492,12 +551,12 @@ fn check(ctx: &Ctx) -> Result<()> {
                 bail!("rule from {ip} lookup {t} (priority {FROM_POD_PRIORITY}) missing");
             }
         }
-        let routes = host.routes(Family::of(&ip), Some(MAIN_TABLE))?;
+        let routes = host.routes(Family::of(&ip), Some(Table::MAIN))?;
         if !routes.iter().any(|r| r.dst == Some(host_net(ip)) && r.oif == Some(hv.index)) {
             bail!("host route to {ip} via {host_name} missing");
         }
     }
-    common::check_expected_routes(&mut cont, prev)?;
+    steps::check::routes(&mut cont, prev)?;
     Ok(())
 }
 
@@ -570,7 +629,7 @@ pub fn setup_host(conf: &HostConf) -> Result<Vec<String>> {
         r.priority = Some(conf.node_port_rule_priority.unwrap_or(1024));
         r.fwmark = Some(mark);
         r.fwmask = Some(mark);
-        r.table = Some(MAIN_TABLE);
+        r.table = Some(Table::MAIN);
         let have = nl.rules(Family::V4)?;
         if !have
             .iter()
@@ -596,7 +655,7 @@ pub fn setup_host(conf: &HostConf) -> Result<Vec<String>> {
                 dst: Some(host_net(gw)),
                 family: fam,
                 oif: Some(link.index),
-                scope: Some(253),
+                scope: Some(Scope::LINK),
                 table: Some(table),
                 ..Default::default()
             };
@@ -617,7 +676,7 @@ pub fn setup_host(conf: &HostConf) -> Result<Vec<String>> {
                 dst: Some(sn.trunc()),
                 family: Some(Family::of(&sn.addr())),
                 oif: Some(link.index),
-                table: Some(MAIN_TABLE),
+                table: Some(Table::MAIN),
                 ..Default::default()
             };
             match nl.route_del(&r) {
@@ -726,6 +785,31 @@ mod tests {
         // without Kubernetes args: the container id
         let n2 = host_veth_name("eni", &ctx("{}", ""));
         assert_eq!(n2, format!("eni{}", &crate::digest::hex(&crate::digest::sha1(b"ctr1"))[..11]));
+    }
+
+    #[test]
+    fn pod_result_has_one_default_route_per_family() {
+        let c = Ctx { ifname: "eth0".into(), netns: Some("/run/netns/p".into()), ..ctx("{}", "") };
+        let hv = Link { name: "eniabc".into(), mac: Some([2, 0, 0, 0, 0, 1]), ..Default::default() };
+        let cl = Link { name: "eth0".into(), mac: Some([2, 0, 0, 0, 0, 2]), ..Default::default() };
+        let ips: Vec<IpAddr> = ["fd00:9::2", "198.18.9.2", "198.18.9.3"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(families(&ips), [false, true]);
+        let r = pod_result(&c, &hv, &cl, &ips);
+        let j: serde_json::Value = serde_json::from_str(&r.to_json("1.0.0").unwrap()).unwrap();
+        assert_eq!(
+            j["ips"],
+            serde_json::json!([
+                {"address": "fd00:9::2/128", "gateway": "fe80::1", "interface": 1},
+                {"address": "198.18.9.2/32", "gateway": "169.254.1.1", "interface": 1},
+                {"address": "198.18.9.3/32", "gateway": "169.254.1.1", "interface": 1}
+            ])
+        );
+        assert_eq!(
+            j["routes"],
+            serde_json::json!([{"dst": "::/0", "gw": "fe80::1"}, {"dst": "0.0.0.0/0", "gw": "169.254.1.1"}])
+        );
+        assert_eq!(j["interfaces"][0], serde_json::json!({"name": "eniabc", "mac": "02:00:00:00:00:01"}));
+        assert_eq!(j["interfaces"][1]["sandbox"], "/run/netns/p");
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! free routing table, reused after — and carry the interface's routes into the VRF's table;
 //! the last member to leave deletes the VRF (checklist §2.19).
 
-use super::common::{self, NsOrGone, Undo};
+use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
-use crate::netlink::route::RouteSpec;
+use crate::netlink::route::{RouteSpec, Scope};
 use crate::netlink::{Family, Link, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -105,7 +105,7 @@ fn routes_via(nl: &mut Netlink, index: u32) -> Result<Vec<RouteSpec>> {
     for fam in [Family::V4, Family::V6] {
         out.extend(nl.routes(fam, Some(RT_TABLE_MAIN))?.into_iter().filter(|r| {
             r.oif == Some(index)
-                && r.scope == Some(0)
+                && r.scope == Some(Scope::UNIVERSE)
                 && r.kind == Some(RTN_UNICAST)
                 && r.protocol != Some(RTPROT_KERNEL)
         }));
@@ -118,7 +118,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let Some(prev) = ctx.prev_result.clone() else {
         return Err(CniError::config("missing prevResult from earlier plugin").into());
     };
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
@@ -134,7 +134,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 .with_context(|| format!("could not add VRF {}", conf.vrf_name))?;
             let l = cont.link_by_name(&conf.vrf_name)?.with_context(|| format!("VRF {} vanished", conf.vrf_name))?;
             let (path, index) = (ns.path().to_string(), l.index);
-            undo.push("VRF", move || Netlink::in_netns(&common::reopen_ns(&path)?)?.link_del(index));
+            undo.push("VRF", move || Netlink::in_netns(&steps::ns::reopen(&path)?)?.link_del(index));
             cont.link_set_up(l.index, true).with_context(|| format!("could not set link up for VRF {}", l.name))?;
             (l, table)
         }
@@ -158,7 +158,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     cont.link_set_master(link.index, Some(vrf.index))
         .with_context(|| format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname))?;
     let (path, index) = (ns.path().to_string(), link.index);
-    undo.push("VRF membership", move || Netlink::in_netns(&common::reopen_ns(&path)?)?.link_set_master(index, None));
+    undo.push("VRF membership", move || Netlink::in_netns(&steps::ns::reopen(&path)?)?.link_set_master(index, None));
     let v6_after: Vec<_> = cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
     // re-added with their NODAD flag, so they are usable at once (as the reference re-adds them)
     for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {
@@ -206,7 +206,7 @@ fn wait_local_routes(nl: &mut Netlink, table: u32, addrs: &[ipnet::IpNet]) -> Re
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    let NsOrGone::Ns(ns) = common::open_container_ns_for_del(ctx)? else { return Ok(()) };
+    let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else { return Ok(()) };
     let mut cont = Netlink::in_netns(&ns)?;
     let Some((vrf, _)) = find_vrf(&mut cont, &conf.vrf_name)? else { return Ok(()) };
     if let Some(link) = cont.link_by_name(&ctx.ifname)? {
@@ -230,7 +230,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     if ctx.prev_result.is_none() {
         return Err(CniError::config("missing prevResult from earlier plugin").into());
     }
-    let ns = common::open_container_ns(ctx)?;
+    let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let Some((vrf, _)) = find_vrf(&mut cont, &conf.vrf_name)? else { bail!("VRF {} not found", conf.vrf_name) };
     if !members(&mut cont, vrf.index)?.iter().any(|l| l.name == ctx.ifname) {

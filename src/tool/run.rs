@@ -112,6 +112,8 @@ impl Tool {
             name: list.name.clone(),
             prev_result,
             plugins: crate::applets::find,
+            // the tool's own environment, as an exec'd plugin would inherit it
+            netns_override: crate::cni::env::is_true(&std::env::var("CNI_NETNS_OVERRIDE").unwrap_or_default()),
         };
         tracing::debug!("tool: {} {} ({})", command.as_str(), plugin.ty, list.name);
         delegate::delegate_with(&ctx, &plugin.ty, command, &self.self_exe, crate::applets::find).map_err(internal)

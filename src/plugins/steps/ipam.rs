@@ -1,0 +1,159 @@
+//! IPAM delegation (in-process when CNI_PATH resolves to this binary, exec otherwise) and
+//! applying its result inside the container.
+
+use super::undo::Undo;
+use crate::cni::{delegate, CniResult, Ctx};
+use crate::netlink::addr::Family;
+use crate::netlink::route::RouteSpec;
+use crate::netlink::Netlink;
+use crate::sys::netns::NetNs;
+use crate::sys::sysctl;
+use anyhow::{Context, Result};
+use std::net::IpAddr;
+
+/// ADD step: IPAM ADD with its rollback pushed; it must return addresses, which all get
+/// interface 0 (callers with more interfaces renumber them).
+pub fn add(ctx: &Ctx, undo: &mut Undo) -> Result<CniResult> {
+    let mut r = delegate::ipam_add(ctx)?;
+    let ctx2 = ctx.clone();
+    undo.push("IPAM allocation", move || delegate::ipam_del(&ctx2));
+    if r.ips.is_empty() {
+        anyhow::bail!("IPAM plugin returned missing IP config");
+    }
+    for ip in &mut r.ips {
+        ip.interface = Some(0);
+    }
+    Ok(r)
+}
+
+/// IPAM DEL, when the config names an IPAM type.
+pub fn del_if_set(ctx: &Ctx) -> Result<()> {
+    when_set(ctx, delegate::ipam_del)
+}
+
+/// IPAM CHECK, when the config names an IPAM type.
+pub fn check_if_set(ctx: &Ctx) -> Result<()> {
+    when_set(ctx, delegate::ipam_check)
+}
+
+/// STATUS of a plugin whose only dependency is its IPAM: IPAM STATUS when configured.
+pub fn status_if_set(ctx: &Ctx) -> Result<()> {
+    when_set(ctx, delegate::ipam_status)
+}
+
+/// IPAM GC, when the config names an IPAM type (spec 1.1.0: a plugin passes GC on to its
+/// delegated IPAM).
+pub fn gc_if_set(ctx: &Ctx) -> Result<()> {
+    when_set(ctx, delegate::ipam_gc)
+}
+
+/// Run an IPAM verb when the config names an IPAM type; without one there is nothing to do.
+fn when_set(ctx: &Ctx, verb: fn(&Ctx) -> Result<()>) -> Result<()> {
+    match ctx.ipam_type() {
+        Some(_) => verb(ctx),
+        None => Ok(()),
+    }
+}
+
+/// The `dns` key of a plugin config, if any field of it is set.
+pub fn conf_dns(ctx: &Ctx) -> Option<crate::cni::result::Dns> {
+    let d = ctx.get("dns")?;
+    let strings = |k: &str| -> Vec<String> {
+        d.get(k)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let dns = crate::cni::result::Dns {
+        nameservers: strings("nameservers"),
+        domain: d.get("domain").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from),
+        search: strings("search"),
+        options: strings("options"),
+    };
+    (!dns.is_empty()).then_some(dns)
+}
+
+/// Apply an IPAM result to `ifname` inside the container (the reference's ConfigureIface):
+/// addresses whose interface index points at `ifname` (`our_index`), link up, optional DAD wait,
+/// then every route (appended, so a second nexthop for one destination becomes ECMP).
+pub fn configure_iface(ns: &NetNs, nl: &mut Netlink, ifname: &str, our_index: usize, result: &CniResult) -> Result<()> {
+    let link = nl.link_by_name(ifname)?.with_context(|| format!("failed to lookup {ifname:?}"))?;
+    let mut v4gw = None;
+    let mut v6gw = None;
+    let mut v6_prepared = false;
+    for ip in &result.ips {
+        match ip.interface {
+            Some(i) if i == our_index => {}
+            Some(i) => {
+                let other = result.interfaces.get(i).map(|x| x.name.as_str()).unwrap_or("?");
+                if other != ifname {
+                    anyhow::bail!("failed to add IP addr {} to {ifname:?}: invalid interface index {i}", ip.address);
+                }
+            }
+            None => continue,
+        }
+        if ip.address.addr().is_ipv6() && !v6_prepared {
+            ns.run(|| {
+                let _ = sysctl::set_if("ipv6", "lo", "disable_ipv6", "0");
+                sysctl::set_if("ipv6", ifname, "disable_ipv6", "0")
+                    .with_context(|| format!("failed to enable IPv6 on {ifname:?}"))?;
+                let _ = sysctl::set_if("ipv6", ifname, "keep_addr_on_down", "1");
+                Ok(())
+            })?;
+            v6_prepared = true;
+        }
+        nl.addr_add(link.index, ip.address)
+            .with_context(|| format!("failed to add IP addr {} to {ifname:?}", ip.address))?;
+        match (ip.address.addr(), ip.gateway) {
+            (IpAddr::V4(_), Some(gw)) if v4gw.is_none() => v4gw = Some(gw),
+            (IpAddr::V6(_), Some(gw)) if v6gw.is_none() => v6gw = Some(gw),
+            _ => {}
+        }
+    }
+    nl.link_set_up(link.index, true).with_context(|| format!("failed to set {ifname:?} UP"))?;
+    if v6gw.is_some() {
+        // IPv6 DAD: up to 5 s, fail on DADFAILED, give up silently when the link is not oper-up
+        nl.settle_addrs(link.index, std::time::Duration::from_secs(5))?;
+    }
+    for r in &result.routes {
+        let gw = r.gw.or(if r.dst.addr().is_ipv4() { v4gw } else { v6gw });
+        let spec = RouteSpec {
+            dst: Some(r.dst.trunc()),
+            family: Some(Family::of(&r.dst.addr())),
+            gw,
+            oif: Some(link.index),
+            scope: r.scope,
+            table: r.table,
+            metric: r.priority,
+            mtu: r.mtu,
+            advmss: r.advmss,
+            ..Default::default()
+        };
+        nl.route_append(&spec).with_context(|| {
+            format!(
+                "failed to add route '{} via {}' on {ifname:?}",
+                r.dst,
+                gw.map(|g| g.to_string()).unwrap_or_default()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::{config, Command};
+
+    #[test]
+    fn conf_dns_only_when_something_is_set() {
+        let ctx = |conf: &str| Ctx { conf: config::parse_folded(conf.as_bytes()).unwrap(), ..Ctx::new(Command::Add) };
+        assert_eq!(conf_dns(&ctx("{}")), None);
+        assert_eq!(conf_dns(&ctx(r#"{"dns": {"domain": "", "nameservers": []}}"#)), None);
+        let d = conf_dns(&ctx(r#"{"DNS": {"Nameservers": ["198.18.0.53"], "domain": "x", "search": ["a"]}}"#)).unwrap();
+        assert_eq!(
+            (d.nameservers, d.domain, d.search),
+            (vec!["198.18.0.53".to_string()], Some("x".into()), vec!["a".into()])
+        );
+    }
+}

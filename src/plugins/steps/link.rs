@@ -1,0 +1,232 @@
+//! Container links of the interface plugins (macvlan, ipvlan, vlan, host-device, dummy, tap, vrf):
+//! lower devices, create-and-rename, MTU and MAC rules, the result entry, and deletion.
+
+use super::ns::{self, NsOrGone};
+use super::undo::Undo;
+use crate::cni::{CniError, Ctx};
+use crate::netlink::route::Table;
+use crate::netlink::socket::{is_exists, is_not_found, Netlink};
+use crate::netlink::{addr::Family, Link, LinkSpec};
+use crate::sys::netns::NetNs;
+use crate::sys::sysctl;
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+
+/// The name of the interface of the first default route in the main table (IPv4 first, then
+/// IPv6), as the reference picks a macvlan/ipvlan master when none is configured.
+pub fn default_route_ifname(nl: &mut Netlink) -> Result<String> {
+    for fam in [Family::V4, Family::V6] {
+        let routes = nl.routes(fam, Some(Table::MAIN))?;
+        let hit = routes.iter().find(|r| r.dst.is_none_or(|d| d.prefix_len() == 0) && r.oif.is_some());
+        if let Some(idx) = hit.and_then(|r| r.oif) {
+            if let Some(l) = nl.link_by_index(idx)? {
+                return Ok(l.name);
+            }
+        }
+    }
+    anyhow::bail!("no default route interface found")
+}
+
+/// Resolve the lower device of a macvlan/ipvlan/vlan: `master` (or the default-route interface
+/// when empty) looked up on `nl` (the host's or, with linkInContainer, the container's socket).
+/// A named master that does not exist is a configuration error (code 7).
+pub fn resolve_master(nl: &mut Netlink, master: Option<&str>) -> Result<Link> {
+    let name = match master.filter(|m| !m.is_empty()) {
+        Some(m) => m.to_string(),
+        None => default_route_ifname(nl)?,
+    };
+    match nl.link_by_name(&name)? {
+        Some(l) => Ok(l),
+        None => Err(CniError::config(format!("failed to lookup master {name:?}: Link not found")).into()),
+    }
+}
+
+/// Create a link for the container under a temporary `veth…` name and rename it to `ifname`
+/// inside the container (the reference's way to avoid clashes with host names).
+/// `template` gives everything but the name and namespace. With `from_container` the link is
+/// created through the container's socket (linkInContainer), otherwise through `host` with
+/// IFLA_NET_NS_FD. On a failed rename the link is deleted. Returns the link as seen in the container.
+pub fn create_renamed(
+    host: &mut Netlink,
+    cont: &mut Netlink,
+    ns: &NetNs,
+    ifname: &str,
+    from_container: bool,
+    template: &LinkSpec<'_>,
+) -> Result<Link> {
+    let mut tries = 0;
+    let tmp = loop {
+        let tmp = super::veth::random_name();
+        let r = if from_container {
+            cont.link_add(&LinkSpec { name: &tmp, netns: None, ..*template })
+        } else {
+            host.link_add(&LinkSpec { name: &tmp, netns: Some(ns.fd()), ..*template })
+        };
+        match r {
+            Ok(()) => break tmp,
+            Err(e) if is_exists(&e) && tries < 10 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let link = cont.link_by_name(&tmp)?.with_context(|| format!("failed to find new link {tmp:?}"))?;
+    if let Err(e) = cont.link_set_name(link.index, ifname) {
+        let _ = cont.link_del(link.index);
+        return Err(e.context(format!("failed to rename {tmp:?} to {ifname:?}")));
+    }
+    cont.link_by_index(link.index)?.with_context(|| format!("failed to refetch {ifname:?}"))
+}
+
+/// An undo step that deletes `ifname` in the namespace at `ns_path` (a missing link is fine).
+pub fn undo_delete(undo: &mut Undo, ns_path: &str, ifname: &str) {
+    let (path, ifname) = (ns_path.to_string(), ifname.to_string());
+    undo.push("container link", move || delete_in(&mut Netlink::in_netns(&ns::reopen(&path)?)?, &ifname).map(|_| ()));
+}
+
+/// DEL step: delete CNI_IFNAME in the container; a missing netns or link is success.
+/// Returns the link's global addresses (for the ipMasq teardown).
+pub fn delete(ctx: &Ctx) -> Result<Vec<IpNet>> {
+    match ns::open_for_del(ctx)? {
+        NsOrGone::Ns(ns) => delete_in(&mut Netlink::in_netns(&ns)?, &ctx.ifname),
+        NsOrGone::Gone => Ok(Vec::new()),
+    }
+}
+
+/// Delete `ifname` through `nl` (a container socket); a missing link is success. Returns its
+/// global addresses.
+pub fn delete_in(nl: &mut Netlink, ifname: &str) -> Result<Vec<IpNet>> {
+    let Some(link) = nl.link_by_name(ifname)? else {
+        return Ok(Vec::new());
+    };
+    let addrs = global_addrs(nl, link.index);
+    if let Err(e) = nl.link_del(link.index) {
+        if !is_not_found(&e) {
+            return Err(e.context(format!("failed to delete {ifname:?}")));
+        }
+    }
+    Ok(addrs)
+}
+
+/// Global-unicast addresses of link `index` (remembered before DEL for the ipMasq teardown).
+pub fn global_addrs(nl: &mut Netlink, index: u32) -> Vec<IpNet> {
+    nl.addrs(Some(index), None)
+        .map(|v| v.into_iter().filter(|a| a.scope == 0).map(|a| a.addr).collect())
+        .unwrap_or_default()
+}
+
+/// The result entry of a container interface: name, MAC, sandbox = CNI_NETNS.
+pub fn container_iface(ctx: &Ctx, link: &Link) -> crate::cni::result::Interface {
+    crate::cni::result::Interface {
+        name: link.name.clone(),
+        mac: link.mac_string(),
+        sandbox: ctx.netns.clone(),
+        ..Default::default()
+    }
+}
+
+/// `arp_notify=1` (and with `ndisc`, `ndisc_notify=1`) on `ifname` inside the container; errors ignored.
+pub fn set_notify(ns: &NetNs, ifname: &str, ndisc: bool) {
+    let r = ns.run(|| {
+        let _ = sysctl::set_if("ipv4", ifname, "arp_notify", "1");
+        if ndisc {
+            let _ = sysctl::set_if("ipv6", ifname, "ndisc_notify", "1");
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        tracing::debug!("notify sysctls on {ifname}: {e:#}");
+    }
+}
+
+/// The container MAC of bridge: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC.
+pub fn requested_mac(ctx: &Ctx) -> Result<Option<[u8; 6]>> {
+    let s = ctx
+        .runtime_config("mac")
+        .and_then(|v| v.as_str())
+        .or_else(|| ctx.args_cni("mac").and_then(|v| v.as_str()))
+        .or_else(|| ctx.cni_arg("MAC"));
+    match s {
+        None | Some("") => Ok(None),
+        Some(s) => crate::netlink::parse_mac(s)
+            .map(Some)
+            .map_err(|e| CniError::config(format!("invalid MAC address {s:?}: {e}")).into()),
+    }
+}
+
+/// The container MAC of macvlan/tap: runtimeConfig.mac > CNI_ARGS MAC > the config's `mac`
+/// (empty strings skipped), in the reference's error wording.
+pub fn configured_mac(ctx: &Ctx, conf_mac: Option<&str>) -> Result<Option<[u8; 6]>> {
+    let s = ctx
+        .runtime_config("mac")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()))
+        .or(conf_mac.filter(|s| !s.is_empty()));
+    match s {
+        None => Ok(None),
+        Some(s) => crate::netlink::parse_mac(s)
+            .map(Some)
+            .map_err(|e| CniError::config(format!("invalid args {s} for MAC addr: {e}")).into()),
+    }
+}
+
+/// Config check of a sub-interface MTU (macvlan, vlan): not negative.
+pub fn check_mtu_not_negative(mtu: i64) -> Result<()> {
+    if mtu < 0 {
+        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU]")).into());
+    }
+    Ok(())
+}
+
+/// ADD: a sub-interface MTU must not exceed its master's; returns it as u32 (0 = inherit).
+pub fn mtu_within_master(mtu: i64, master: &Link) -> Result<u32> {
+    let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
+    if mtu > master.mtu {
+        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
+    }
+    Ok(mtu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::{config, Command};
+
+    fn ctx(conf: &str, args: &str) -> Ctx {
+        Ctx {
+            conf: config::parse_folded(conf.as_bytes()).unwrap(),
+            args: crate::cni::env::parse_args_lenient(args),
+            ..Ctx::new(Command::Add)
+        }
+    }
+
+    #[test]
+    fn mac_precedence_and_errors() {
+        let rc = r#"{"runtimeConfig": {"mac": "02:00:00:00:00:01"}, "args": {"cni": {"mac": "02:00:00:00:00:02"}}}"#;
+        let args = "MAC=02:00:00:00:00:03";
+        assert_eq!(requested_mac(&ctx(rc, args)).unwrap(), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            requested_mac(&ctx(r#"{"args": {"cni": {"mac": "02:00:00:00:00:02"}}}"#, args)).unwrap(),
+            Some([2, 0, 0, 0, 0, 2])
+        );
+        assert_eq!(requested_mac(&ctx("{}", args)).unwrap(), Some([2, 0, 0, 0, 0, 3]));
+        assert_eq!(requested_mac(&ctx("{}", "")).unwrap(), None);
+        let e = requested_mac(&ctx("{}", "MAC=zz")).unwrap_err();
+        assert_eq!(CniError::from_anyhow(&e).code, 7);
+        // macvlan/tap: an empty runtimeConfig/CNI_ARGS value falls through to the config's key
+        let empty = r#"{"runtimeConfig": {"mac": ""}}"#;
+        assert_eq!(configured_mac(&ctx(empty, "MAC="), Some("02:00:00:00:00:04")).unwrap(), Some([2, 0, 0, 0, 0, 4]));
+        assert_eq!(configured_mac(&ctx("{}", args), Some("02:00:00:00:00:04")).unwrap(), Some([2, 0, 0, 0, 0, 3]));
+        let e = configured_mac(&ctx("{}", ""), Some("nope")).unwrap_err();
+        assert!(CniError::from_anyhow(&e).msg.starts_with("invalid args nope for MAC addr"));
+    }
+
+    #[test]
+    fn mtu_rules() {
+        assert!(check_mtu_not_negative(0).is_ok());
+        assert_eq!(CniError::from_anyhow(&check_mtu_not_negative(-1).unwrap_err()).code, 7);
+        let master = Link { mtu: 1500, ..Default::default() };
+        assert_eq!(mtu_within_master(0, &master).unwrap(), 0);
+        assert_eq!(mtu_within_master(1500, &master).unwrap(), 1500);
+        assert_eq!(CniError::from_anyhow(&mtu_within_master(1501, &master).unwrap_err()).code, 7);
+    }
+}
