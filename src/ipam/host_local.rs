@@ -349,8 +349,11 @@ pub(crate) mod tests {
     }
 
     fn files(dir: &TempDir) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir.0.join("net")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> = fs::read_dir(dir.0.join("net"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != store::INDEX_FILE)
+            .collect();
         v.sort();
         v
     }
