@@ -364,8 +364,7 @@ impl Store {
 
     /// The last address reserved in range set `range_id`; `None` when absent or unreadable.
     pub fn last_reserved_ip(&self, range_id: usize) -> Option<IpAddr> {
-        let path = self.dir.join(format!("{LAST_IP_PREFIX}{range_id}"));
-        let bytes = read_small(&path).ok()??;
+        let bytes = read_small_at(&self.dirfd, &format!("{LAST_IP_PREFIX}{range_id}")).ok()??;
         std::str::from_utf8(&bytes).ok()?.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
     }
 
@@ -404,8 +403,21 @@ impl Store {
         if !meta.is_file() || meta.len() > 64 << 20 {
             return None;
         }
-        let mut buf = Vec::with_capacity(meta.len() as usize + 1);
-        f.read_to_end(&mut buf).ok()?;
+        // one read of the size fstat gave (+1 to see a file that grew); a short read is its end
+        let mut buf = vec![0u8; meta.len() as usize + 1];
+        let mut len = 0;
+        while let Some(rest) = buf.get_mut(len..).filter(|r| !r.is_empty()) {
+            match f.read(rest) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+            if len < buf.len() {
+                break;
+            }
+        }
+        buf.truncate(len);
         let (stamp, map) = parse_index(&buf)?;
         if stamp != *now {
             return None;
@@ -681,13 +693,6 @@ fn read_small_at(dir: &File, name: &str) -> std::io::Result<Option<Vec<u8>>> {
         }
     }
     Ok((len as u64 <= MAX_OWNER_LEN).then(|| buf.get(..len).unwrap_or_default().to_vec()))
-}
-
-fn read_small(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let f = File::open(path)?;
-    let mut buf = Vec::new();
-    f.take(MAX_OWNER_LEN + 1).read_to_end(&mut buf)?;
-    Ok((buf.len() as u64 <= MAX_OWNER_LEN).then_some(buf))
 }
 
 #[cfg(test)]
