@@ -46,7 +46,6 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -480,7 +479,7 @@ impl Store {
         // after the create: the stamp must include it
         let stamp = DirStamp::of(&self.dirfd.metadata()?);
         let text = render_index(&stamp, view);
-        f.write_all_at(text.as_bytes(), 0)?;
+        f.write_all_at(&text, 0)?;
         // The index's own mtime must end up after the stamp's (see `read_index`). With
         // multigrain timestamps the write above may be stamped with exactly the directory's
         // time (the coarse clock is floored to the last fine-grained time handed out); a stat
@@ -501,6 +500,12 @@ impl Store {
     pub fn held(&self) -> anyhow::Result<HashSet<IpAddr>> {
         self.load()?;
         Ok(self.view.borrow().iter().flatten().map(|(ip, _)| *ip).collect())
+    }
+
+    /// Whether `ip` is held (by anyone).
+    pub fn is_held(&self, ip: IpAddr) -> anyhow::Result<bool> {
+        self.load()?;
+        Ok(self.view.borrow().as_ref().is_some_and(|v| v.contains_key(&ip)))
     }
 
     /// Addresses held by (id, ifname), or by `id` in a legacy file.
@@ -600,30 +605,82 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The index file: a version line, the directory's stamp and entry count, one line per
 /// lease (`<ip> <inode> a <id> <ifname>` | `l <id>` (legacy) | `u` (unknown owner) | `e`
 /// (empty file)), then `end <fnv1a-64 of everything before, hex>`.
-fn render_index(stamp: &DirStamp, view: &BTreeMap<IpAddr, Lease>) -> String {
-    let mut s = String::with_capacity(64 + view.len() * 48);
-    let _ = writeln!(
-        s,
-        "{INDEX_MAGIC}\ndir {} {} {} {} {} {} {}",
-        stamp.dev,
-        stamp.ino,
-        stamp.mtime.0,
-        stamp.mtime.1,
-        stamp.ctime.0,
-        stamp.ctime.1,
-        view.len()
-    );
-    for (ip, l) in view {
-        let _ = match (&l.owner, l.empty) {
-            (Owner::Attachment { id, ifname }, _) => writeln!(s, "{} {} a {id} {ifname}", ip_file_name(*ip), l.ino),
-            (Owner::Legacy(id), _) => writeln!(s, "{} {} l {id}", ip_file_name(*ip), l.ino),
-            (Owner::Unknown, true) => writeln!(s, "{} {} e", ip_file_name(*ip), l.ino),
-            (Owner::Unknown, false) => writeln!(s, "{} {} u", ip_file_name(*ip), l.ino),
-        };
+fn render_index(stamp: &DirStamp, view: &BTreeMap<IpAddr, Lease>) -> Vec<u8> {
+    // hand-rolled number and address formatting into bytes: core::fmt costs ~3000 instructions
+    // per address, which at 5000 leases is most of an ADD
+    let mut s: Vec<u8> = Vec::with_capacity(96 + view.len() * 48);
+    s.extend_from_slice(INDEX_MAGIC.as_bytes());
+    s.extend_from_slice(b"\ndir");
+    for n in [stamp.dev, stamp.ino] {
+        s.push(b' ');
+        push_num(&mut s, n, false);
     }
-    let sum = fnv1a(s.as_bytes());
-    let _ = writeln!(s, "end {sum:016x}");
+    for n in [stamp.mtime.0, stamp.mtime.1, stamp.ctime.0, stamp.ctime.1] {
+        s.push(b' ');
+        push_num(&mut s, n as u64, n < 0);
+    }
+    s.push(b' ');
+    push_num(&mut s, view.len() as u64, false);
+    s.push(b'\n');
+    for (ip, l) in view {
+        push_ip(&mut s, *ip);
+        s.push(b' ');
+        push_num(&mut s, l.ino, false);
+        match (&l.owner, l.empty) {
+            (Owner::Attachment { id, ifname }, _) => {
+                s.extend_from_slice(b" a ");
+                s.extend_from_slice(id.as_bytes());
+                s.push(b' ');
+                s.extend_from_slice(ifname.as_bytes());
+            }
+            (Owner::Legacy(id), _) => {
+                s.extend_from_slice(b" l ");
+                s.extend_from_slice(id.as_bytes());
+            }
+            (Owner::Unknown, true) => s.extend_from_slice(b" e"),
+            (Owner::Unknown, false) => s.extend_from_slice(b" u"),
+        }
+        s.push(b'\n');
+    }
+    let sum = fnv1a(&s);
+    s.extend_from_slice(format!("end {sum:016x}\n").as_bytes());
     s
+}
+
+/// Decimal digits of `n` (with a leading '-' if `neg`: `n` is then the two's complement).
+fn push_num(s: &mut Vec<u8>, n: u64, neg: bool) {
+    let mut v = if neg { n.wrapping_neg() } else { n };
+    if neg {
+        s.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || i == 0 {
+            break;
+        }
+    }
+    s.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// The canonical file name of `ip` (same text as `ip_file_name`), appended.
+fn push_ip(s: &mut Vec<u8>, ip: IpAddr) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            for (k, o) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    s.push(b'.');
+                }
+                push_num(s, u64::from(o), false);
+            }
+        }
+        v6 => s.extend_from_slice(v6.to_string().as_bytes()),
+    }
 }
 
 /// Parse an index; `None` unless it is complete, intact and of this version.
@@ -644,17 +701,14 @@ fn parse_index(buf: &[u8]) -> Option<(DirStamp, BTreeMap<IpAddr, Lease>)> {
     if head.first() != Some(&"dir") || head.len() != 8 {
         return None;
     }
-    let stamp = DirStamp {
-        dev: u64::try_from(num(1)?).ok()?,
-        ino: u64::try_from(num(2)?).ok()?,
-        mtime: (num(3)?, num(4)?),
-        ctime: (num(5)?, num(6)?),
-    };
+    let unsigned = |i: usize| head.get(i).and_then(|v| v.parse::<u64>().ok());
+    let stamp = DirStamp { dev: unsigned(1)?, ino: unsigned(2)?, mtime: (num(3)?, num(4)?), ctime: (num(5)?, num(6)?) };
     let count = usize::try_from(num(7)?).ok()?;
-    let mut map = BTreeMap::new();
+    let mut rows = Vec::with_capacity(count.min(1 << 20));
     for line in lines {
         let mut f = line.split(' ');
-        let ip = parse_ip_file_name(f.next()?)?;
+        // written by render_index in canonical form and checksummed: a plain parse suffices
+        let ip = f.next()?.parse::<IpAddr>().ok()?;
         let ino = f.next()?.parse::<u64>().ok()?;
         let (owner, empty) = match (f.next()?, f.next(), f.next()) {
             ("a", Some(id), Some(ifname)) => (Owner::Attachment { id: id.into(), ifname: ifname.into() }, false),
@@ -663,11 +717,15 @@ fn parse_index(buf: &[u8]) -> Option<(DirStamp, BTreeMap<IpAddr, Lease>)> {
             ("e", None, None) => (Owner::Unknown, true),
             _ => return None,
         };
-        if f.next().is_some() || map.insert(ip, Lease { ino, owner, empty }).is_some() {
+        if f.next().is_some() {
             return None;
         }
+        rows.push((ip, Lease { ino, owner, empty }));
     }
-    (map.len() == count).then_some((stamp, map))
+    // written in address order: the bulk build is linear; a duplicate shrinks the map
+    let n = rows.len();
+    let map: BTreeMap<IpAddr, Lease> = rows.into_iter().collect();
+    (map.len() == n && n == count).then_some((stamp, map))
 }
 
 /// Read a file of at most MAX_OWNER_LEN bytes; `Ok(None)` if it is larger.
@@ -1031,6 +1089,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn index_numbers_and_addresses_format_like_display() {
+        for ip in ["0.0.0.0", "198.18.0.2", "255.255.255.255", "10.0.100.9", "fd00::2", "::ffff:198.18.0.1", "::"] {
+            let ip = ip.parse::<IpAddr>().unwrap();
+            let mut s = Vec::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip_file_name(ip).as_bytes());
+        }
+        for (n, neg) in
+            [(0u64, false), (7, false), (1_796_521_969, false), (u64::MAX, false), (5u64.wrapping_neg(), true)]
+        {
+            let mut s = Vec::new();
+            push_num(&mut s, n, neg);
+            let want = if neg { (n as i64).to_string() } else { n.to_string() };
+            assert_eq!(s, want.as_bytes());
+        }
+    }
+
+    #[test]
     fn index_round_trips_every_owner_kind() {
         let mut view = BTreeMap::new();
         let owners = [
@@ -1042,8 +1118,8 @@ pub(crate) mod tests {
         for (i, (owner, empty)) in owners.into_iter().enumerate() {
             view.insert(ip(&format!("fd00::{i}")), Lease { ino: i as u64 + 7, owner, empty });
         }
-        let stamp = DirStamp { dev: 1, ino: 2, mtime: (3, 4), ctime: (5, 6) };
-        let text = render_index(&stamp, &view);
+        let stamp = DirStamp { dev: u64::MAX, ino: 2, mtime: (-3, 4), ctime: (5, 6) };
+        let text = String::from_utf8(render_index(&stamp, &view)).unwrap();
         assert_eq!(parse_index(text.as_bytes()), Some((stamp, view)));
         assert!(text.ends_with('\n') && text.lines().last().unwrap().starts_with("end "));
     }
