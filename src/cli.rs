@@ -204,6 +204,9 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
     let _ = out.write_all(&io.stdout);
     let _ = out.flush();
     let _ = std::io::stderr().write_all(&io.stderr);
+    drop(out);
+    // answered: no nftables socket release may wait inside the runtime's time
+    crate::firewall::nft::sock::release_at_exit();
     rc
 }
 

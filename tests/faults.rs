@@ -2,11 +2,14 @@
 //!
 //! - **Crash points**: the plugin runs under ptrace (the test is its tracer); at the exit of
 //!   the N-th state-changing syscall (`sendto`/`sendmsg` — every netlink and nftables request —
-//!   and the store's `link`/`rename`/`unlink`) it is killed with SIGKILL, for N = 1..k where k
+//!   the store's `link`/`rename`/`unlink`, and the index's in-place `pwrite64`/`ftruncate`) it is
+//!   killed with SIGKILL, for N = 1..k where k
 //!   is the number of such syscalls in a whole ADD. After each kill, DEL must succeed and leave
 //!   the world exactly as before the ADD (links, addresses, routes, rules, qdiscs, nftables and
 //!   iptables rules, host-local leases and temp files), and a fresh ADD of the same container
 //!   must succeed (then is deleted again). Bridge + host-local with ipMasq on nftables, and ptp.
+//! - **Index**: host-local killed between a reservation and the index update (and in the middle
+//!   of the index update) leaves a store that the next ADD, CHECK and DEL read exactly.
 //! - **Lock**: a plugin stopped while holding the store's flock blocks a second ADD; killing it
 //!   releases the lock and the second ADD completes.
 //! - **Read-only dataDir** and **disk full** (a tiny tmpfs), each inside a private mount
@@ -30,9 +33,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// x86_64 syscall numbers of the stop points.
+const SYS_PWRITE64: u64 = 18;
 const SYS_SENDTO: u64 = 44;
 const SYS_SENDMSG: u64 = 46;
 const SYS_FLOCK: u64 = 73;
+const SYS_FTRUNCATE: u64 = 77;
 const SYS_RENAME: u64 = 82;
 const SYS_LINK: u64 = 86;
 const SYS_UNLINK: u64 = 87;
@@ -53,6 +58,9 @@ const MUTATING: &[u64] = &[
     SYS_RENAMEAT,
     SYS_LINKAT,
     SYS_RENAMEAT2,
+    // the host-local index, rewritten in place
+    SYS_PWRITE64,
+    SYS_FTRUNCATE,
 ];
 
 /// How a traced run ended.
@@ -321,9 +329,9 @@ fn crash_points(tag: &str, conf: &Value) {
                 reached = n;
                 tested += 1;
             }
-            // the number of steps varies a little between runs (address search, retries):
-            // past the last one the ADD simply completes
-            Traced::Finished { code: 0, .. } if n > total / 2 => {
+            // the number of steps varies between runs (address search, retries, how many polls
+            // DAD takes on a loaded machine): past this run's last one the ADD simply completes
+            Traced::Finished { code: 0, stops, .. } if stops < n => {
                 let (code, out) = del.run();
                 assert_eq!(code, 0, "DEL: {out}");
                 break;
@@ -383,6 +391,79 @@ fn faults_sigkill_at_every_step_of_ptp_add() {
 fn hl_conf(w: &World, s: &Subnets, name: &str) -> Value {
     json!({"cniVersion": "1.0.0", "name": name, "type": "host-local",
            "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4()}]]}})
+}
+
+const INDEX_FILE: &str = ".cni-multi-index";
+
+#[test]
+fn faults_sigkill_between_reservation_and_index_update() {
+    let w = World::new("fltidx", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let conf = hl_conf(&w, &s, "fltidx");
+    let dir = w.data_dir.join("fltidx");
+    // (the syscalls to stop at, which one): right after the reservation's link, after the
+    // last_reserved_ip rename, after the index's pwrite (content written, length not yet
+    // set), after its ftruncate (complete, the plugin had not answered yet)
+    let points: [(&[u64], usize, &str); 5] = [
+        (&[SYS_LINK, SYS_LINKAT], 1, "after the reservation's link"),
+        (&[SYS_UNLINK, SYS_UNLINKAT], 1, "after the temp file's unlink"),
+        (&[SYS_RENAME, SYS_RENAMEAT, SYS_RENAMEAT2], 1, "after the cursor's rename"),
+        (&[SYS_PWRITE64], 1, "after the index's pwrite"),
+        (&[SYS_FTRUNCATE], 1, "after the index's ftruncate"),
+    ];
+    let mut n = 0;
+    for (stops, at, what) in points {
+        // a store with an index that is current (the next ADD would trust it)
+        n += 1;
+        let keep = format!("keep{n}");
+        let kept = w.add(&conf).cid(&keep).run().ok();
+        let kept_ip = kept["ips"][0]["address"].as_str().expect("address").to_string();
+        assert!(dir.join(INDEX_FILE).is_file(), "{what}: no index written");
+        let victim = format!("victim{n}");
+        match Plugin::new(&w, "ADD", &conf, &victim, 0).traced(stops, at) {
+            Traced::Killed => {}
+            other => panic!("{what}: not killed: {other:?}"),
+        }
+        let held: Vec<String> = w
+            .leases("fltidx")
+            .into_iter()
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+            .filter(|ip| std::fs::read_to_string(dir.join(ip)).is_ok_and(|c| c == format!("{victim}\r\neth0")))
+            .collect();
+        assert_eq!(held.len(), 1, "{what}: the killed ADD's reservation is on disk: {:?}", w.store("fltidx"));
+        let victim_ip = format!("{}/24", held[0]);
+        // the next ADD of the same attachment sees the reservation (duplicate refused) ...
+        let (code, out) = Plugin::new(&w, "ADD", &conf, &victim, 0).run();
+        let (_, msg) = cni_error(code, &out);
+        assert!(msg.contains("duplicate allocation is not allowed"), "{what}: {msg}");
+        // ... CHECK finds it, another ADD does not get it, DEL releases exactly it
+        let mut check = conf.clone();
+        check["cniVersion"] = json!("1.0.0");
+        let (code, out) = Plugin::new(&w, "CHECK", &check, &victim, 0).run();
+        assert_eq!(code, 0, "{what}: CHECK of the killed ADD's lease: {out}");
+        let other = w.add(&conf).cid(&format!("other{n}")).run().ok();
+        let other_ip = other["ips"][0]["address"].as_str().expect("address").to_string();
+        assert!(other_ip != victim_ip && other_ip != kept_ip, "{what}: {other_ip} handed out twice");
+        let (code, out) = Plugin::new(&w, "DEL", &conf, &victim, 0).run();
+        assert_eq!(code, 0, "{what}: DEL: {out}");
+        assert!(!dir.join(&held[0]).exists(), "{what}: DEL left the lease");
+        // the index now equals the directory: every lease in one, every line on disk
+        let index = std::fs::read_to_string(dir.join(INDEX_FILE)).expect("index");
+        let in_index: std::collections::BTreeSet<String> = index
+            .lines()
+            .skip(2)
+            .filter(|l| !l.starts_with("end "))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect();
+        let on_disk: std::collections::BTreeSet<String> = w.leases("fltidx").into_iter().collect();
+        assert!(on_disk.iter().all(|f| !f.ends_with(".tmp")), "{what}: temp files left: {on_disk:?}");
+        assert_eq!(in_index, on_disk, "{what}: index and directory differ");
+        assert_eq!(std::fs::metadata(dir.join(INDEX_FILE)).expect("index").permissions().mode() & 0o777, 0o600);
+        for c in [keep, format!("other{n}")] {
+            w.del(&conf).cid(&c).run().ok();
+        }
+    }
+    assert!(w.leases("fltidx").is_empty(), "{:?}", w.store("fltidx"));
 }
 
 #[test]

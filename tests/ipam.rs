@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const REF_DIR: &str = "/usr/lib/cni";
+/// cni-multi's index beside the reference's files (not part of the compared store)
+const INDEX: &str = ".cni-multi-index";
 
 struct Tmp(PathBuf);
 
@@ -102,7 +104,12 @@ fn call(which: Impl, c: &Call) -> Out {
 }
 
 fn run(cmd: &mut Command, c: &Call) -> Out {
+    run_env(cmd, c, &[])
+}
+
+fn run_env(cmd: &mut Command, c: &Call, env: &[(&str, &str)]) -> Out {
     cmd.env_clear()
+        .envs(env.iter().copied())
         .env("CNI_COMMAND", c.command)
         .env("CNI_NETNS", "/proc/self/ns/net")
         .env("CNI_NETNS_OVERRIDE", "1")
@@ -165,6 +172,9 @@ fn store(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
     let Ok(rd) = fs::read_dir(dir.join("itnet")) else { return m };
     for e in rd {
         let e = e.unwrap();
+        if e.file_name() == INDEX {
+            continue;
+        }
         let meta = e.metadata().unwrap();
         m.insert(
             e.file_name().into_string().unwrap(),
@@ -470,4 +480,131 @@ fn ipam_mixed_concurrent_adds_with_reference() {
         call(which, &hl("DEL", &format!("mix{i}"), "eth0", &conf)).expect_ok("DEL");
     }
     assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock"]);
+}
+
+/// How our host-local loaded the store in one call (its debug log names it).
+fn index_use(out: &Out) -> &'static str {
+    ["Trusted", "Refreshed", "Rebuilt"].into_iter().find(|w| out.stderr.contains(&format!("how={w}"))).unwrap_or("?")
+}
+
+fn ours_dbg(c: &Call) -> Out {
+    if ours_is_reference() {
+        return call(Impl::Ours, c);
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-multi"));
+    cmd.arg(c.plugin);
+    let mut out = run_env(&mut cmd, c, &[("CNI_MULTI_LOG", "debug")]);
+    out.stderr = out.stderr.replace('\n', " ");
+    out
+}
+
+/// Every lease as a scan of the directory reads it: ip → trimmed content.
+fn leases_on_disk(dir: &Path) -> BTreeMap<String, String> {
+    store(dir)
+        .into_iter()
+        .filter(|(n, _)| n.parse::<std::net::IpAddr>().is_ok())
+        .map(|(n, (c, _))| (n, String::from_utf8_lossy(&c).trim().to_string()))
+        .collect()
+}
+
+/// The index's leases: ip → owner as the lease file holds it.
+fn leases_in_index(dir: &Path) -> BTreeMap<String, String> {
+    let text = fs::read_to_string(dir.join("itnet").join(INDEX)).expect("index written");
+    text.lines()
+        .skip(2)
+        .filter(|l| !l.starts_with("end "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let owner = match f[2] {
+                "a" => format!("{}\r\n{}", f[3], f[4]),
+                "l" => f[3].to_string(),
+                _ => String::new(),
+            };
+            (f[0].to_string(), owner)
+        })
+        .collect()
+}
+
+#[test]
+fn ipam_index_stays_exact_with_mixed_writers() {
+    if !have_reference("host-local") || ours_is_reference() {
+        return;
+    }
+    let t = Tmp::new("idxmix");
+    let conf = net_conf("1.0.0", &t.0, json!([[{"subnet": "198.18.0.0/24"}]]));
+    let dir = t.path("itnet");
+    // ours twice in a row: the second call reads only the index
+    ours_dbg(&hl("ADD", "o1", "eth0", &conf)).expect_ok("ours ADD o1");
+    let o2 = ours_dbg(&hl("ADD", "o2", "eth0", &conf)).expect_ok("ours ADD o2");
+    assert_eq!(index_use(&o2), "Trusted", "{}", o2.stderr);
+    for round in 0..6 {
+        // the reference allocates and releases between ours, with no pause
+        let r = format!("r{round}");
+        call(Impl::Reference, &hl("ADD", &r, "eth0", &conf)).expect_ok("ref ADD");
+        // ours must see the reference's lease at once: a duplicate is refused, CHECK passes
+        let dup = ours_dbg(&hl("ADD", &r, "eth0", &conf));
+        assert!(!dup.ok && dup.stdout.contains("duplicate allocation is not allowed"), "round {round}: {}", dup.stdout);
+        assert_ne!(index_use(&dup), "Trusted", "the reference changed the directory: {}", dup.stderr);
+        ours_dbg(&hl("CHECK", &r, "eth0", &conf)).expect_ok("ours CHECK of the reference's lease");
+        let o = format!("o{}", round + 3);
+        let add = ours_dbg(&hl("ADD", &o, "eth0", &conf)).expect_ok("ours ADD");
+        let got = add.json()["ips"][0]["address"].as_str().unwrap().to_string();
+        assert!(!leases_on_disk(&t.0)
+            .iter()
+            .any(|(ip, owner)| got.starts_with(&format!("{ip}/")) && owner != &format!("{o}\r\neth0")));
+        // the reference releases one of ours; ours then no longer finds it
+        let victim = format!("o{}", round + 2);
+        call(Impl::Reference, &hl("DEL", &victim, "eth0", &conf)).expect_ok("ref DEL of ours");
+        let check = ours_dbg(&hl("CHECK", &victim, "eth0", &conf));
+        assert!(!check.ok, "round {round}: ours still finds {victim} after the reference released it");
+        // ours releases one of the reference's (reread from the index, not from every file)
+        if round % 2 == 1 {
+            let del = ours_dbg(&hl("DEL", &format!("r{}", round - 1), "eth0", &conf)).expect_ok("ours DEL of ref");
+            assert_eq!(index_use(&del), "Trusted", "{}", del.stderr);
+        }
+        assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0), "round {round}: index and directory differ");
+    }
+    // hand edits: a lease removed, a legacy id-only file, a lease replaced under the same name
+    let first = leases_on_disk(&t.0).into_keys().next().unwrap();
+    fs::remove_file(dir.join(&first)).unwrap();
+    fs::write(dir.join("198.18.0.200"), "legacy1").unwrap();
+    let some = leases_on_disk(&t.0).into_keys().find(|ip| ip != "198.18.0.200").unwrap();
+    fs::write(dir.join(".edit"), "handmade\r\neth0").unwrap();
+    fs::rename(dir.join(".edit"), dir.join(&some)).unwrap();
+    let check = ours_dbg(&hl("CHECK", "handmade", "eth0", &conf)).expect_ok("hand-made lease found");
+    assert_eq!(index_use(&check), "Rebuilt", "{}", check.stderr);
+    ours_dbg(&hl("DEL", "legacy1", "eth0", &conf)).expect_ok("legacy released");
+    assert!(!dir.join("198.18.0.200").exists());
+    assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0));
+    // everything released by either side: nothing but the reference's files and our index left
+    for (ip, owner) in leases_on_disk(&t.0) {
+        let (id, ifname) = owner.split_once("\r\n").unwrap();
+        let which = if ip.ends_with('3') { Impl::Reference } else { Impl::Ours };
+        call(which, &hl("DEL", id, ifname, &conf)).expect_ok("DEL");
+    }
+    assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock"]);
+    let last = ours_dbg(&hl("ADD", "z", "eth0", &conf)).expect_ok("ours ADD z");
+    assert_eq!(last.json()["ips"].as_array().unwrap().len(), 1);
+    assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0));
+}
+
+#[test]
+fn ipam_reference_ignores_our_index() {
+    // the reference reads every file of the directory on DEL/CHECK: our index must never look
+    // like a lease to it, and its DEL must not remove it
+    if !have_reference("host-local") || ours_is_reference() {
+        return;
+    }
+    let t = Tmp::new("idxref");
+    let conf = net_conf("1.0.0", &t.0, v4());
+    call(Impl::Ours, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ours ADD");
+    assert!(t.path("itnet").join(INDEX).is_file());
+    call(Impl::Reference, &hl("CHECK", "c1", "eth0", &conf)).expect_ok("ref CHECK");
+    call(Impl::Reference, &hl("DEL", "c1", "eth0", &conf)).expect_ok("ref DEL");
+    assert!(t.path("itnet").join(INDEX).is_file(), "the reference's DEL kept our index");
+    let r = call(Impl::Reference, &hl("ADD", "c2", "eth0", &conf)).expect_ok("ref ADD");
+    assert_eq!(r.json()["ips"][0]["address"], "198.18.0.3/24");
+    let r = call(Impl::Ours, &hl("ADD", "c3", "eth0", &conf)).expect_ok("ours ADD");
+    assert_eq!(r.json()["ips"][0]["address"], "198.18.0.4/24");
+    assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0));
 }

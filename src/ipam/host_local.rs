@@ -211,10 +211,9 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<HostLocalConf> {
 /// Allocate one address per range set into `held` (what this call reserved, for rollback).
 fn allocate(store: &Store, ctx: &Ctx, conf: &HostLocalConf, held: &mut Vec<IpAddr>) -> anyhow::Result<Vec<IpConfig>> {
     let (id, ifname) = (ctx.container_id.as_str(), ctx.ifname.as_str());
-    let entries = store.entries()?;
-    let mut taken: std::collections::HashSet<IpAddr> = entries.iter().map(|e| e.ip).collect();
-    let mine: Vec<IpAddr> =
-        entries.iter().filter(|e| e.owner.is(id, ifname) || e.owner.is_legacy_of(id)).map(|e| e.ip).collect();
+    // addresses this call tried or took (the store's view answers for the rest)
+    let mut taken = std::collections::HashSet::new();
+    let mine = store.get_by_id(id, ifname)?;
     let mut requested = conf.requested.clone();
     let mut ips = Vec::with_capacity(conf.ranges.len());
 
@@ -237,7 +236,7 @@ fn allocate(store: &Store, ctx: &Ctx, conf: &HostLocalConf, held: &mut Vec<IpAdd
                 anyhow::bail!("{dup} has been allocated to {id}, duplicate allocation is not allowed");
             }
             for (cand, r) in set.iter_from(store.last_reserved_ip(idx)) {
-                if taken.contains(&cand) {
+                if taken.contains(&cand) || store.is_held(cand)? {
                     continue;
                 }
                 if store.reserve(id, ifname, cand, idx)? {
@@ -368,8 +367,11 @@ pub(crate) mod tests {
     }
 
     fn files(dir: &TempDir) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir.0.join("net")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> = fs::read_dir(dir.0.join("net"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != store::INDEX_FILE)
+            .collect();
         v.sort();
         v
     }

@@ -11,15 +11,45 @@
 //! Unlike the reference, only files named by an IP address are ever treated as
 //! reservations (a container id that looks like an address can never match
 //! `last_reserved_ip.*`), and a torn or foreign file is read as "held by an unknown owner".
+//!
+//! ## The index
+//!
+//! Finding a container's reservation in the reference's layout means reading every lease
+//! file. cni-multi keeps what it read in `.cni-multi-index` beside the leases (0600, a name
+//! no address and no reference file can take) and, on the next operation, reads that one
+//! file instead, if and only if the directory is provably unchanged since it was written:
+//!
+//! - the index records the directory's device, inode, mtime and ctime (ns) and entry count,
+//!   taken *after* the writer's last change to the directory (the index itself is rewritten
+//!   in place, which changes the file, not the directory);
+//! - any writer (the reference, an older cni-multi, `rm`, `mv`, an editor's rename) that
+//!   adds, removes or replaces a lease changes the directory's mtime and ctime. Linux ≥ 6.13
+//!   gives a change that follows a `stat` of the directory a fine-grained timestamp distinct
+//!   from the one that `stat` saw (multigrain timestamps, ext4/xfs/btrfs/tmpfs), so equal
+//!   times mean no change;
+//! - with coarse timestamps (older kernels, other file systems) a change in the same clock
+//!   tick as the recorded one keeps the time. The index is therefore trusted on the times
+//!   alone only when it was itself written in a later tick than the directory's last change
+//!   (its own mtime is greater, "racy git" rule); otherwise the directory is listed (names and
+//!   inode numbers, no file opened) and only leases that are new or have a new inode are read;
+//! - any mismatch, a missing, torn or foreign index (checksum, exact length, version) means
+//!   one full scan, which also rewrites the index. A plugin killed between a reservation and
+//!   the index update leaves an index that no longer matches the directory: the next
+//!   operation rescans. Every read and write happens under the store's flock.
+//!
+//! Not seen: a lease rewritten in place (same name, same inode, e.g. `echo id > <ip>`), which
+//! changes the file but not the directory. Touch the directory after such an edit (or remove
+//! the index) and the next operation rescans.
 
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use std::collections::HashSet;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::cni::CniError;
@@ -27,6 +57,9 @@ use crate::cni::CniError;
 pub const LAST_IP_PREFIX: &str = "last_reserved_ip.";
 pub const LOCK_FILE: &str = "lock";
 pub const LINE_BREAK: &str = "\r\n";
+/// cni-multi's index of the network directory (see the module doc)
+pub const INDEX_FILE: &str = ".cni-multi-index";
+const INDEX_MAGIC: &str = "cni-multi-index 1";
 /// files larger than this cannot be a reservation written by any host-local
 const MAX_OWNER_LEN: u64 = 4096;
 
@@ -77,11 +110,67 @@ pub struct Entry {
     pub empty: bool,
 }
 
+/// One reservation as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lease {
+    /// inode number of the file (0: unknown, reread when the directory is listed)
+    ino: u64,
+    owner: Owner,
+    empty: bool,
+}
+
+/// What identifies the directory's state: any entry added, removed or renamed changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirStamp {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl DirStamp {
+    fn of(m: &fs::Metadata) -> DirStamp {
+        DirStamp { dev: m.dev(), ino: m.ino(), mtime: (m.mtime(), m.mtime_nsec()), ctime: (m.ctime(), m.ctime_nsec()) }
+    }
+}
+
+/// How the in-memory view was obtained (for tests and tracing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexUse {
+    /// the index matched the directory: no lease file read
+    Trusted,
+    /// the index matched but was written in the directory's last clock tick: names listed,
+    /// new leases read
+    Refreshed,
+    /// no usable index: every lease read
+    Rebuilt,
+}
+
 /// The directory of one network, locked for as long as this value lives.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// the network directory itself (stat and openat)
+    dirfd: File,
+    /// every reservation, loaded on first use (index or scan) and kept in step with our changes
+    view: RefCell<Option<BTreeMap<IpAddr, Lease>>>,
+    how: Cell<Option<IndexUse>>,
+    /// the view differs from the index on disk
+    dirty: Cell<bool>,
+    /// the view may not match the directory (a change we could not complete or undo)
+    poisoned: Cell<bool>,
     _lock: Flock<File>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // still under the lock (fields drop after this)
+        if self.dirty.get() && !self.poisoned.get() {
+            if let Err(e) = self.save_index() {
+                tracing::debug!(error = %e, "host-local: index not written (the next operation rescans)");
+            }
+        }
+    }
 }
 
 /// Check a network name before it becomes a path component.
@@ -158,22 +247,20 @@ impl Store {
             .create(&dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
         let lock = lock_dir(&dir)?;
-        let store = Store { dir, _lock: lock };
-        store.remove_stale_temp_files();
-        Ok(store)
+        Store::locked(dir, lock)
     }
 
-    /// Temp files (`.<name>.tmp`, `.<ip>.<pid>.tmp`) are only ever written under the lock, so
-    /// any found by the lock holder belong to a plugin that died mid-write: remove them.
-    fn remove_stale_temp_files(&self) {
-        let Ok(rd) = fs::read_dir(&self.dir) else { return };
-        for de in rd.flatten() {
-            let name = de.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') && name.ends_with(".tmp") && de.file_type().is_ok_and(|t| t.is_file()) {
-                let _ = fs::remove_file(de.path());
-            }
-        }
+    fn locked(dir: PathBuf, lock: Flock<File>) -> anyhow::Result<Store> {
+        let dirfd = File::open(&dir).with_context(|| format!("failed to open {}", dir.display()))?;
+        Ok(Store {
+            dir,
+            dirfd,
+            view: RefCell::new(None),
+            how: Cell::new(None),
+            dirty: Cell::new(false),
+            poisoned: Cell::new(false),
+            _lock: lock,
+        })
     }
 
     /// Lock the directory of `network` if it exists; `None` if there is none (nothing to
@@ -189,19 +276,24 @@ impl Store {
             Err(e) => return Err(e).with_context(|| format!("failed to stat {}", dir.display())),
         }
         let lock = lock_dir(&dir)?;
-        let store = Store { dir, _lock: lock };
-        store.remove_stale_temp_files();
-        Ok(Some(store))
+        Ok(Some(Store::locked(dir, lock)?))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// How the reservations were loaded (`None` before the first read).
+    pub fn index_use(&self) -> Option<IndexUse> {
+        self.how.get()
+    }
+
     /// Reserve `ip` for (id, ifname): `Ok(false)` if the address is already held.
     /// On success `last_reserved_ip.<range_id>` is rewritten.
     pub fn reserve(&self, id: &str, ifname: &str, ip: IpAddr, range_id: usize) -> anyhow::Result<bool> {
-        let path = self.dir.join(ip_file_name(ip));
+        self.load()?;
+        let name = ip_file_name(ip);
+        let path = self.dir.join(&name);
         if path.symlink_metadata().is_ok() {
             return Ok(false);
         }
@@ -211,7 +303,7 @@ impl Store {
         // never an empty reservation. No fsync: like the reference, a reservation only has to
         // outlive the plugin process, not a power loss (which takes the containers with it),
         // and an fsync would cost more than the rest of an ADD.
-        let tmp = self.dir.join(format!(".{}.{}.tmp", ip_file_name(ip), std::process::id()));
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
         let written = OpenOptions::new()
             .write(true)
@@ -219,21 +311,35 @@ impl Store {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .and_then(|mut f| f.write_all(content.as_bytes()));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
-        }
+            .and_then(|mut f| f.write_all(content.as_bytes()).and_then(|()| f.metadata()));
+        let ino = match written {
+            Ok(m) => m.ino(),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
+            }
+        };
         let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
+        if fs::remove_file(&tmp).is_err() {
+            // a temp file left behind changes nothing the index describes, but be safe
+            self.poisoned.set(true);
+        }
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(e).with_context(|| format!("failed to create {}", path.display())),
         }
+        self.dirty.set(true);
         if let Err(e) = self.write_last_reserved(ip, range_id) {
-            let _ = fs::remove_file(&path);
+            if fs::remove_file(&path).is_err() {
+                self.poisoned.set(true);
+            }
             return Err(e);
+        }
+        // what a scan would read back from this content
+        let owner = Owner::parse(content.as_bytes());
+        if let Some(view) = self.view.borrow_mut().as_mut() {
+            view.insert(ip, Lease { ino, owner, empty: false });
         }
         Ok(true)
     }
@@ -257,61 +363,180 @@ impl Store {
 
     /// The last address reserved in range set `range_id`; `None` when absent or unreadable.
     pub fn last_reserved_ip(&self, range_id: usize) -> Option<IpAddr> {
-        let path = self.dir.join(format!("{LAST_IP_PREFIX}{range_id}"));
-        let bytes = read_small(&path).ok()??;
+        let bytes = read_small_at(&self.dirfd, &format!("{LAST_IP_PREFIX}{range_id}")).ok()??;
         std::str::from_utf8(&bytes).ok()?.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
     }
 
-    /// Every reservation file (regular files named by an address), in directory order.
-    pub fn entries(&self) -> anyhow::Result<Vec<Entry>> {
-        let mut out = Vec::new();
+    /// Load the view once: from the index when it provably matches the directory, else by
+    /// listing (and reading what is new) or by a full scan.
+    fn load(&self) -> anyhow::Result<()> {
+        if self.view.borrow().is_some() {
+            return Ok(());
+        }
+        let stamp =
+            DirStamp::of(&self.dirfd.metadata().with_context(|| format!("failed to stat {}", self.dir.display()))?);
+        let (map, how) = match self.read_index(&stamp) {
+            Some((map, true)) => (map, IndexUse::Trusted),
+            Some((map, false)) => (self.scan(Some(&map))?, IndexUse::Refreshed),
+            None => (self.scan(None)?, IndexUse::Rebuilt),
+        };
+        if how != IndexUse::Trusted {
+            self.dirty.set(true);
+        }
+        tracing::debug!(?how, leases = map.len(), "host-local store loaded");
+        self.how.set(Some(how));
+        *self.view.borrow_mut() = Some(map);
+        Ok(())
+    }
+
+    /// The index, if it is intact and describes this directory as it is now; the flag says
+    /// whether the times alone prove it (false: written in the same clock tick as the
+    /// directory's last change, so the names must be listed).
+    fn read_index(&self, now: &DirStamp) -> Option<(BTreeMap<IpAddr, Lease>, bool)> {
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::Mode;
+        let fd = openat(&self.dirfd, INDEX_FILE, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+            .ok()?;
+        let mut f = File::from(fd);
+        let meta = f.metadata().ok()?;
+        if !meta.is_file() || meta.len() > 64 << 20 {
+            return None;
+        }
+        // one read of the size fstat gave (+1 to see a file that grew); a short read is its end
+        let mut buf = vec![0u8; meta.len() as usize + 1];
+        let mut len = 0;
+        while let Some(rest) = buf.get_mut(len..).filter(|r| !r.is_empty()) {
+            match f.read(rest) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+            if len < buf.len() {
+                break;
+            }
+        }
+        buf.truncate(len);
+        let (stamp, map) = parse_index(&buf)?;
+        if stamp != *now {
+            return None;
+        }
+        let written = (meta.mtime(), meta.mtime_nsec());
+        Some((map, written > stamp.ctime && written > stamp.mtime))
+    }
+
+    /// Read the directory: every lease file is read unless `known` holds it with the same
+    /// inode. Stale temp files (only ever written under the lock, so any found belong to a
+    /// plugin that died mid-write) are removed on the way.
+    fn scan(&self, known: Option<&BTreeMap<IpAddr, Lease>>) -> anyhow::Result<BTreeMap<IpAddr, Lease>> {
+        let mut out = BTreeMap::new();
         let rd = fs::read_dir(&self.dir).with_context(|| format!("failed to read {}", self.dir.display()))?;
-        // one directory fd, files opened relative to it with a single read each: the walk is
-        // O(leases) by the reference's layout, so keep each step to three syscalls
-        let dir = File::open(&self.dir).with_context(|| format!("failed to open {}", self.dir.display()))?;
         for de in rd {
             let Ok(de) = de else { continue };
-            let Some(name) = de.file_name().to_str().map(str::to_owned) else { continue };
-            let Some(ip) = parse_ip_file_name(&name) else { continue };
-            match de.file_type() {
-                Ok(t) if t.is_file() => {}
-                _ => continue,
+            let name = de.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_file = || de.file_type().is_ok_and(|t| t.is_file());
+            let Some(ip) = parse_ip_file_name(name) else {
+                if name.starts_with('.') && name.ends_with(".tmp") && is_file() {
+                    let _ = fs::remove_file(de.path());
+                }
+                continue;
+            };
+            if !is_file() {
+                continue;
             }
-            let (owner, empty) = match read_small_at(&dir, &name) {
+            let ino = de.ino();
+            if let Some(l) = known.and_then(|k| k.get(&ip)).filter(|l| l.ino == ino && l.ino != 0) {
+                out.insert(ip, l.clone());
+                continue;
+            }
+            let (owner, empty) = match read_small_at(&self.dirfd, name) {
                 Ok(Some(b)) => (Owner::parse(&b), b.is_empty()),
                 Ok(None) => (Owner::Unknown, false),
                 // vanished between readdir and open: not a reservation any more
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(_) => (Owner::Unknown, false),
             };
-            out.push(Entry { ip, owner, empty });
+            out.insert(ip, Lease { ino, owner, empty });
         }
         Ok(out)
     }
 
+    /// Write the view to the index, in place (so the directory itself does not change), after
+    /// taking the directory's stamp. A torn write fails the checksum: the next reader rescans.
+    fn save_index(&self) -> std::io::Result<()> {
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::Mode;
+        let view = self.view.borrow();
+        let Some(view) = view.as_ref() else { return Ok(()) };
+        let fd = openat(
+            &self.dirfd,
+            INDEX_FILE,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        let f = File::from(fd);
+        // after the create: the stamp must include it
+        let stamp = DirStamp::of(&self.dirfd.metadata()?);
+        let text = render_index(&stamp, view);
+        f.write_all_at(&text, 0)?;
+        // The index's own mtime must end up after the stamp's (see `read_index`). With
+        // multigrain timestamps the write above may be stamped with exactly the directory's
+        // time (the coarse clock is floored to the last fine-grained time handed out); a stat
+        // then a second change of the file gets a fine-grained, strictly later time.
+        let _ = f.metadata();
+        f.set_len(text.len() as u64)?;
+        Ok(())
+    }
+
+    /// Every reservation file (regular files named by an address), in address order.
+    pub fn entries(&self) -> anyhow::Result<Vec<Entry>> {
+        self.load()?;
+        let view = self.view.borrow();
+        Ok(view.iter().flatten().map(|(ip, l)| Entry { ip: *ip, owner: l.owner.clone(), empty: l.empty }).collect())
+    }
+
     /// Addresses currently held (by anyone).
     pub fn held(&self) -> anyhow::Result<HashSet<IpAddr>> {
-        Ok(self.entries()?.into_iter().map(|e| e.ip).collect())
+        self.load()?;
+        Ok(self.view.borrow().iter().flatten().map(|(ip, _)| *ip).collect())
+    }
+
+    /// Whether `ip` is held (by anyone).
+    pub fn is_held(&self, ip: IpAddr) -> anyhow::Result<bool> {
+        self.load()?;
+        Ok(self.view.borrow().as_ref().is_some_and(|v| v.contains_key(&ip)))
     }
 
     /// Addresses held by (id, ifname), or by `id` in a legacy file.
     pub fn get_by_id(&self, id: &str, ifname: &str) -> anyhow::Result<Vec<IpAddr>> {
+        self.load()?;
         Ok(self
-            .entries()?
-            .into_iter()
-            .filter(|e| e.owner.is(id, ifname) || e.owner.is_legacy_of(id))
-            .map(|e| e.ip)
+            .view
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|(_, l)| l.owner.is(id, ifname) || l.owner.is_legacy_of(id))
+            .map(|(ip, _)| *ip)
             .collect())
     }
 
     /// Release one address (absent is fine).
     pub fn release(&self, ip: IpAddr) -> anyhow::Result<()> {
         let path = self.dir.join(ip_file_name(ip));
-        match fs::remove_file(&path) {
+        let res = match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("failed to remove {}", path.display())),
+        };
+        if res.is_ok() {
+            if let Some(view) = self.view.borrow_mut().as_mut() {
+                if view.remove(&ip).is_some() {
+                    self.dirty.set(true);
+                }
+            }
         }
+        res
     }
 
     /// The reference's DEL: release everything of (id, ifname); when nothing matched,
@@ -372,6 +597,137 @@ impl Store {
     }
 }
 
+/// FNV-1a, 64 bit: detects a torn or edited index (not an adversary: the directory is root's).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The index file: a version line, the directory's stamp and entry count, one line per
+/// lease (`<ip> <inode> a <id> <ifname>` | `l <id>` (legacy) | `u` (unknown owner) | `e`
+/// (empty file)), then `end <fnv1a-64 of everything before, hex>`.
+fn render_index(stamp: &DirStamp, view: &BTreeMap<IpAddr, Lease>) -> Vec<u8> {
+    // hand-rolled number and address formatting into bytes: core::fmt costs ~3000 instructions
+    // per address, which at 5000 leases is most of an ADD
+    let mut s: Vec<u8> = Vec::with_capacity(96 + view.len() * 48);
+    s.extend_from_slice(INDEX_MAGIC.as_bytes());
+    s.extend_from_slice(b"\ndir");
+    for n in [stamp.dev, stamp.ino] {
+        s.push(b' ');
+        push_num(&mut s, n, false);
+    }
+    for n in [stamp.mtime.0, stamp.mtime.1, stamp.ctime.0, stamp.ctime.1] {
+        s.push(b' ');
+        push_num(&mut s, n as u64, n < 0);
+    }
+    s.push(b' ');
+    push_num(&mut s, view.len() as u64, false);
+    s.push(b'\n');
+    for (ip, l) in view {
+        push_ip(&mut s, *ip);
+        s.push(b' ');
+        push_num(&mut s, l.ino, false);
+        match (&l.owner, l.empty) {
+            (Owner::Attachment { id, ifname }, _) => {
+                s.extend_from_slice(b" a ");
+                s.extend_from_slice(id.as_bytes());
+                s.push(b' ');
+                s.extend_from_slice(ifname.as_bytes());
+            }
+            (Owner::Legacy(id), _) => {
+                s.extend_from_slice(b" l ");
+                s.extend_from_slice(id.as_bytes());
+            }
+            (Owner::Unknown, true) => s.extend_from_slice(b" e"),
+            (Owner::Unknown, false) => s.extend_from_slice(b" u"),
+        }
+        s.push(b'\n');
+    }
+    let sum = fnv1a(&s);
+    s.extend_from_slice(format!("end {sum:016x}\n").as_bytes());
+    s
+}
+
+/// Decimal digits of `n` (with a leading '-' if `neg`: `n` is then the two's complement).
+fn push_num(s: &mut Vec<u8>, n: u64, neg: bool) {
+    let mut v = if neg { n.wrapping_neg() } else { n };
+    if neg {
+        s.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || i == 0 {
+            break;
+        }
+    }
+    s.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// The canonical file name of `ip` (same text as `ip_file_name`), appended.
+fn push_ip(s: &mut Vec<u8>, ip: IpAddr) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            for (k, o) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    s.push(b'.');
+                }
+                push_num(s, u64::from(o), false);
+            }
+        }
+        v6 => s.extend_from_slice(v6.to_string().as_bytes()),
+    }
+}
+
+/// Parse an index; `None` unless it is complete, intact and of this version.
+fn parse_index(buf: &[u8]) -> Option<(DirStamp, BTreeMap<IpAddr, Lease>)> {
+    let text = std::str::from_utf8(buf).ok()?;
+    let body_len = text.strip_suffix('\n')?.rfind('\n')? + 1;
+    let (body, trailer) = text.split_at(body_len);
+    let sum = u64::from_str_radix(trailer.strip_prefix("end ")?.strip_suffix('\n')?, 16).ok()?;
+    if sum != fnv1a(body.as_bytes()) {
+        return None;
+    }
+    let mut lines = body.lines();
+    if lines.next()? != INDEX_MAGIC {
+        return None;
+    }
+    let head: Vec<&str> = lines.next()?.split(' ').collect();
+    let num = |i: usize| head.get(i).and_then(|v| v.parse::<i64>().ok());
+    if head.first() != Some(&"dir") || head.len() != 8 {
+        return None;
+    }
+    let unsigned = |i: usize| head.get(i).and_then(|v| v.parse::<u64>().ok());
+    let stamp = DirStamp { dev: unsigned(1)?, ino: unsigned(2)?, mtime: (num(3)?, num(4)?), ctime: (num(5)?, num(6)?) };
+    let count = usize::try_from(num(7)?).ok()?;
+    let mut rows = Vec::with_capacity(count.min(1 << 20));
+    for line in lines {
+        let mut f = line.split(' ');
+        // written by render_index in canonical form and checksummed: a plain parse suffices
+        let ip = f.next()?.parse::<IpAddr>().ok()?;
+        let ino = f.next()?.parse::<u64>().ok()?;
+        let (owner, empty) = match (f.next()?, f.next(), f.next()) {
+            ("a", Some(id), Some(ifname)) => (Owner::Attachment { id: id.into(), ifname: ifname.into() }, false),
+            ("l", Some(id), None) => (Owner::Legacy(id.into()), false),
+            ("u", None, None) => (Owner::Unknown, false),
+            ("e", None, None) => (Owner::Unknown, true),
+            _ => return None,
+        };
+        if f.next().is_some() {
+            return None;
+        }
+        rows.push((ip, Lease { ino, owner, empty }));
+    }
+    // written in address order: the bulk build is linear; a duplicate shrinks the map
+    let n = rows.len();
+    let map: BTreeMap<IpAddr, Lease> = rows.into_iter().collect();
+    (map.len() == n && n == count).then_some((stamp, map))
+}
+
 /// Read a file of at most MAX_OWNER_LEN bytes; `Ok(None)` if it is larger.
 fn read_small_at(dir: &File, name: &str) -> std::io::Result<Option<Vec<u8>>> {
     use nix::fcntl::{openat, OFlag};
@@ -395,13 +751,6 @@ fn read_small_at(dir: &File, name: &str) -> std::io::Result<Option<Vec<u8>>> {
         }
     }
     Ok((len as u64 <= MAX_OWNER_LEN).then(|| buf.get(..len).unwrap_or_default().to_vec()))
-}
-
-fn read_small(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let f = File::open(path)?;
-    let mut buf = Vec::new();
-    f.take(MAX_OWNER_LEN + 1).read_to_end(&mut buf)?;
-    Ok((buf.len() as u64 <= MAX_OWNER_LEN).then_some(buf))
 }
 
 #[cfg(test)]
@@ -506,9 +855,12 @@ pub(crate) mod tests {
         let d = s.dir().to_path_buf();
         s.reserve("c1", "eth0", ip("198.18.0.2"), 0).unwrap();
         s.reserve("c1", "eth1", ip("198.18.0.3"), 0).unwrap();
+        drop(s);
+        // hand edits happen without the lock: the store is opened again after them
         fs::write(d.join("198.18.0.4"), b"c1").unwrap(); // legacy
                                                          // a container id that looks like an address never matches last_reserved_ip.*
         fs::write(d.join("last_reserved_ip.9"), b"c1").unwrap();
+        let s = Store::open(&t.0, "n").unwrap();
         assert_eq!(s.release_by_id("c1", "eth0").unwrap(), [ip("198.18.0.2")]);
         assert!(d.join("198.18.0.4").exists(), "legacy kept while (id, ifname) matched");
         assert_eq!(s.release_by_id("c1", "eth0").unwrap(), [ip("198.18.0.4")]);
@@ -525,11 +877,13 @@ pub(crate) mod tests {
         s.reserve("keep", "eth0", ip("198.18.0.2"), 0).unwrap();
         s.reserve("keep", "eth1", ip("198.18.0.3"), 0).unwrap();
         s.reserve("gone", "eth0", ip("fd00::2"), 1).unwrap();
+        drop(s);
         fs::write(d.join("198.18.0.10"), b"keep").unwrap(); // legacy, id still valid
         fs::write(d.join("198.18.0.11"), b"gone").unwrap(); // legacy, id gone
         fs::write(d.join("198.18.0.12"), b"").unwrap(); // torn empty
         fs::write(d.join("198.18.0.13"), b"\xff").unwrap(); // foreign content
         fs::write(d.join("unrelated"), b"gone\r\neth0").unwrap();
+        let s = Store::open(&t.0, "n").unwrap();
         let valid = vec![("keep".to_string(), "eth0".to_string())];
         let mut rel = s.gc(&valid).unwrap();
         rel.sort();
@@ -540,8 +894,11 @@ pub(crate) mod tests {
         // the empty list releases every reservation with a known owner
         let rel = s.gc(&[]).unwrap();
         assert_eq!(rel.len(), 2);
-        let mut names: Vec<String> =
-            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<String> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != INDEX_FILE)
+            .collect();
         names.sort();
         assert_eq!(names, ["198.18.0.13", "last_reserved_ip.0", "last_reserved_ip.1", "lock", "unrelated"]);
     }
@@ -565,6 +922,218 @@ pub(crate) mod tests {
         assert_eq!(parse_ip_file_name("fd00::2"), Some(ip("fd00::2")));
         assert_eq!(parse_ip_file_name("fd00:0::2"), None);
         assert_eq!(parse_ip_file_name("last_reserved_ip.0"), None);
+    }
+
+    fn sorted(s: &Store) -> Vec<Entry> {
+        let mut e = s.entries().unwrap();
+        e.sort_by_key(|e| e.ip);
+        e
+    }
+
+    /// What a full scan of the directory reads (the truth the index must equal).
+    fn truth(d: &Path) -> Vec<Entry> {
+        let _ = fs::remove_file(d.join(INDEX_FILE));
+        let s = Store::open(d.parent().unwrap(), d.file_name().unwrap().to_str().unwrap()).unwrap();
+        let e = sorted(&s);
+        assert_eq!(s.index_use(), Some(IndexUse::Rebuilt));
+        e
+    }
+
+    fn reopen(t: &TempDir) -> Store {
+        Store::open(&t.0, "n").unwrap()
+    }
+
+    #[test]
+    fn index_is_trusted_only_while_the_directory_is_unchanged() {
+        let t = TempDir::new("idx");
+        let d = t.0.join("n");
+        {
+            let s = reopen(&t);
+            for i in 2..12 {
+                assert!(s.reserve(&format!("c{i}"), "eth0", ip(&format!("198.18.0.{i}")), 0).unwrap());
+            }
+            assert_eq!(s.index_use(), Some(IndexUse::Rebuilt));
+        }
+        assert_eq!(mode(&d.join(INDEX_FILE)), 0o600);
+        let want = {
+            let s = reopen(&t);
+            let e = sorted(&s);
+            assert_eq!(s.index_use(), Some(IndexUse::Trusted), "nothing changed: the index is used");
+            assert_eq!(s.get_by_id("c5", "eth0").unwrap(), [ip("198.18.0.5")]);
+            e
+        };
+        // our own release keeps it in step
+        {
+            let s = reopen(&t);
+            assert_eq!(s.release_by_id("c5", "eth0").unwrap(), [ip("198.18.0.5")]);
+        }
+        let s = reopen(&t);
+        let got = sorted(&s);
+        assert_eq!(s.index_use(), Some(IndexUse::Trusted));
+        assert_eq!(got.len(), want.len() - 1);
+        drop(s);
+        // a foreign writer: a new lease, a removed one, a replaced one (new inode), a legacy file
+        fs::write(d.join("198.18.0.50"), b"ref1\r\neth0").unwrap();
+        fs::remove_file(d.join("198.18.0.2")).unwrap();
+        fs::write(d.join(".x"), b"other\r\neth0").unwrap();
+        fs::rename(d.join(".x"), d.join("198.18.0.3")).unwrap();
+        fs::write(d.join("198.18.0.60"), b"old").unwrap();
+        let s = reopen(&t);
+        let got = sorted(&s);
+        assert_eq!(s.index_use(), Some(IndexUse::Rebuilt));
+        assert!(s.find_by_id("ref1", "eth0").unwrap());
+        assert!(s.find_by_id("other", "eth0").unwrap());
+        assert!(!s.find_by_id("c2", "eth0").unwrap() && !s.find_by_id("c3", "eth0").unwrap());
+        assert_eq!(s.get_by_id("old", "eth9").unwrap(), [ip("198.18.0.60")]);
+        drop(s);
+        assert_eq!(got, truth(&d));
+        // and the rewritten index is trusted again
+        let s = reopen(&t);
+        assert_eq!(sorted(&s), got);
+        assert_eq!(s.index_use(), Some(IndexUse::Trusted));
+    }
+
+    #[test]
+    fn torn_foreign_or_missing_index_means_a_rescan() {
+        let t = TempDir::new("idxtorn");
+        let d = t.0.join("n");
+        {
+            let s = reopen(&t);
+            s.reserve("c1", "eth0", ip("198.18.0.2"), 0).unwrap();
+            s.reserve("c2", "eth0", ip("fd00::2"), 1).unwrap();
+        }
+        let good = fs::read(d.join(INDEX_FILE)).unwrap();
+        let want = truth(&d);
+        let edits: Vec<Vec<u8>> = vec![
+            good[..good.len() / 2].to_vec(),
+            good[..good.len() - 1].to_vec(),
+            [&good[..], b"198.18.0.9 1 a x eth0\n"].concat(),
+            String::from_utf8(good.clone()).unwrap().replace("c1", "c9").into_bytes(),
+            Vec::new(),
+            b"\xff\xfe".to_vec(),
+        ];
+        for (i, bytes) in edits.into_iter().enumerate() {
+            // written in place, so the directory stamp still matches: only the content is wrong
+            let f = OpenOptions::new().write(true).open(d.join(INDEX_FILE)).unwrap();
+            f.set_len(0).unwrap();
+            f.write_all_at(&bytes, 0).unwrap();
+            drop(f);
+            let s = reopen(&t);
+            assert_eq!(sorted(&s), want, "edit {i}");
+            assert_eq!(s.index_use(), Some(IndexUse::Rebuilt), "edit {i}");
+        }
+        // an index that is a directory or a symlink is not followed
+        fs::remove_file(d.join(INDEX_FILE)).unwrap();
+        std::os::unix::fs::symlink(d.join("198.18.0.2"), d.join(INDEX_FILE)).unwrap();
+        let s = reopen(&t);
+        assert_eq!(sorted(&s), want);
+        drop(s);
+        assert_eq!(fs::read(d.join("198.18.0.2")).unwrap(), b"c1\r\neth0", "the symlink's target is untouched");
+    }
+
+    #[test]
+    fn racy_index_lists_names_and_rereads_what_changed() {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
+        let t = TempDir::new("idxracy");
+        let d = t.0.join("n");
+        {
+            let s = reopen(&t);
+            s.reserve("c1", "eth0", ip("198.18.0.2"), 0).unwrap();
+            s.reserve("c2", "eth0", ip("198.18.0.3"), 0).unwrap();
+        }
+        // an index written in the same tick as the directory's last change (coarse clock):
+        // its mtime is not after the recorded directory times
+        let back = |p: &Path| {
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                p,
+                &TimeSpec::new(1, 0),
+                &TimeSpec::new(1, 0),
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap()
+        };
+        let want = truth(&d);
+        back(&d.join(INDEX_FILE));
+        let s = reopen(&t);
+        assert_eq!(sorted(&s), want);
+        assert_eq!(s.index_use(), Some(IndexUse::Refreshed));
+        drop(s);
+        // a same-tick change the times cannot show: the index says c9 holds .3 under another
+        // inode (as if .3 had been released and re-reserved by another writer); listing sees
+        // the inode differs and rereads the file
+        let text = String::from_utf8(fs::read(d.join(INDEX_FILE)).unwrap()).unwrap();
+        let ino3 = fs::metadata(d.join("198.18.0.3")).unwrap().ino();
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with("end "))
+            .map(|l| {
+                if l.starts_with("198.18.0.3 ") {
+                    format!("198.18.0.3 {} a c9 eth0\n", ino3 + 1)
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let forged = format!("{body}end {:016x}\n", fnv1a(body.as_bytes()));
+        let f = OpenOptions::new().write(true).open(d.join(INDEX_FILE)).unwrap();
+        f.set_len(0).unwrap();
+        f.write_all_at(forged.as_bytes(), 0).unwrap();
+        drop(f);
+        back(&d.join(INDEX_FILE));
+        let s = reopen(&t);
+        assert_eq!(sorted(&s), want);
+        assert_eq!(s.index_use(), Some(IndexUse::Refreshed));
+        assert!(s.find_by_id("c2", "eth0").unwrap() && !s.find_by_id("c9", "eth0").unwrap());
+    }
+
+    #[test]
+    fn index_numbers_and_addresses_format_like_display() {
+        for ip in ["0.0.0.0", "198.18.0.2", "255.255.255.255", "10.0.100.9", "fd00::2", "::ffff:198.18.0.1", "::"] {
+            let ip = ip.parse::<IpAddr>().unwrap();
+            let mut s = Vec::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip_file_name(ip).as_bytes());
+        }
+        for (n, neg) in
+            [(0u64, false), (7, false), (1_796_521_969, false), (u64::MAX, false), (5u64.wrapping_neg(), true)]
+        {
+            let mut s = Vec::new();
+            push_num(&mut s, n, neg);
+            let want = if neg { (n as i64).to_string() } else { n.to_string() };
+            assert_eq!(s, want.as_bytes());
+        }
+    }
+
+    #[test]
+    fn index_round_trips_every_owner_kind() {
+        let mut view = BTreeMap::new();
+        let owners = [
+            (Owner::Attachment { id: "c1".into(), ifname: "eth0".into() }, false),
+            (Owner::Legacy("old".into()), false),
+            (Owner::Unknown, false),
+            (Owner::Unknown, true),
+        ];
+        for (i, (owner, empty)) in owners.into_iter().enumerate() {
+            view.insert(ip(&format!("fd00::{i}")), Lease { ino: i as u64 + 7, owner, empty });
+        }
+        let stamp = DirStamp { dev: u64::MAX, ino: 2, mtime: (-3, 4), ctime: (5, 6) };
+        let text = String::from_utf8(render_index(&stamp, &view)).unwrap();
+        assert_eq!(parse_index(text.as_bytes()), Some((stamp, view)));
+        assert!(text.ends_with('\n') && text.lines().last().unwrap().starts_with("end "));
+    }
+
+    #[test]
+    fn ids_with_inner_whitespace_keep_the_index_exact() {
+        let t = TempDir::new("idxws");
+        {
+            let s = reopen(&t);
+            s.reserve("a b", "eth0", ip("198.18.0.2"), 0).unwrap();
+        }
+        let s = reopen(&t);
+        assert_eq!(s.entries().unwrap()[0].owner, Owner::Unknown, "read as the reference would compare it");
+        assert_eq!(s.index_use(), Some(IndexUse::Trusted));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub trait Transport {
     /// Receive one datagram into `buf` and return its full length (larger than `buf.len()` when
     /// it was truncated). `wait` false: `Ok(None)` when nothing is queued.
     fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<Option<usize>>;
+    /// The kernel socket's descriptor, if there is one (the fake has none).
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// The netlink protocols we open.
@@ -76,6 +80,10 @@ impl KernelSocket {
 impl Transport for KernelSocket {
     fn send(&mut self, buf: &[u8]) -> io::Result<()> {
         self.0.send(buf, MsgFlags::empty()).map(|_| ())
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.0.as_raw_fd())
     }
     fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<Option<usize>> {
         let flags = if wait { MsgFlags::TRUNC } else { MsgFlags::TRUNC | MsgFlags::DONTWAIT };
@@ -136,6 +144,11 @@ impl Conn {
             return Ok(Conn::with_transport(t, prefix));
         }
         Ok(Conn::with_transport(Box::new(KernelSocket::open(proto)?), prefix))
+    }
+
+    /// The kernel socket's descriptor (`None` for a fake transport).
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.t.raw_fd()
     }
 
     pub fn with_transport(t: Box<dyn Transport>, prefix: &'static str) -> Conn {

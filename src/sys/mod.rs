@@ -1,4 +1,5 @@
 //! The only place with `unsafe` (every block has a `// SAFETY:` comment).
+pub mod detach;
 #[cfg(test)]
 pub mod fake;
 pub mod listen_fds;

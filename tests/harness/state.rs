@@ -91,6 +91,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, String)>) {
     for e in rd.flatten() {
         let p = e.path();
         let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        // cni-multi's host-local index: a private cache, not part of the reference's store
+        if md.is_file() && e.file_name() == ".cni-multi-index" {
+            continue;
+        }
         let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
         if md.is_dir() {
             out.insert(format!("{rel}/"), (md.permissions().mode() & 0o7777, String::new()));
