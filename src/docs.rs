@@ -811,7 +811,7 @@ mod tests {
     /// rewrites it instead of failing.
     #[test]
     fn readme_has_the_generated_plugin_docs() {
-        let path = manifest().join("README.md");
+        let path = manifest().join("docs/plugins.md");
         let readme = std::fs::read_to_string(&path).unwrap();
         let begin = readme.find(README_BEGIN).expect("README.md has the BEGIN marker");
         let end = readme.find(README_END).expect("README.md has the END marker") + README_END.len();
