@@ -34,6 +34,9 @@
 //! ru_maxrss). The Go runtime's threads share one mm, so the value read at any of their exit
 //! stops (the largest is kept) is the process's peak. The IPAM process the reference execs is
 //! reported on its own line; cni-multi runs host-local in-process.
+// A measuring tool, not the product: it fails loudly (unwrap/expect) and uses `unsafe` for
+// unshare/ptrace (each block with a SAFETY comment). The house rules ([lints] in Cargo.toml) hold for src/.
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
 
 use anyhow::{anyhow, bail, Context, Result};
 use argh::FromArgs;

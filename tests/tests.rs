@@ -1,3 +1,8 @@
+// Test code, not the product: unwrap/expect are how a test fails, and the namespace pre_exec and
+// ptrace helpers need `unsafe` (each block with a SAFETY comment). The house rules ([lints] in
+// Cargo.toml) hold for src/.
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
+
 mod harness;
 
 mod bridge;
@@ -13,6 +18,7 @@ mod iface;
 mod iface_vm;
 mod install;
 mod ipam;
+mod keys;
 mod logging;
 mod loopback;
 mod meta;

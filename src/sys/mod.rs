@@ -1,4 +1,5 @@
 //! The only place with `unsafe` (every block has a `// SAFETY:` comment).
+#![allow(unsafe_code)]
 pub mod detach;
 #[cfg(test)]
 pub mod fake;
