@@ -1,6 +1,7 @@
 mod harness;
 
 mod bridge;
+mod clients;
 mod dhcp;
 mod differential;
 mod faults;
