@@ -23,9 +23,10 @@ packages=(
     # firewalld backend tests: a private dbus-daemon and a real firewalld inside a test netns (never
     # started as a service: the tests run it with --nofork on their own bus and config dirs)
     dbus dbus-daemon firewalld
-    # real-client tests (tests/clients.rs, docs/guides/clients.md): the upstream cnitool built offline
-    # from Debian's libcni sources, Podman 4.3 on its CNI backend with crun, a private containerd + ctr
-    golang-go golang-github-appc-cni-dev podman crun containerd
+    # real-client tests (tests/clients.rs, docs/guides/clients.md): a cnitool built offline
+    # from Debian's libcni sources, Podman 4.3 on its CNI backend with runc (crun refuses this host's
+    # hybrid cgroups), a private containerd + ctr
+    golang-go golang-github-appc-cni-dev podman runc crun containerd
 )
 
 missing=()

@@ -486,3 +486,226 @@ cnitool_tests! {
         ..scn("clients/chain-default.conflist")
     };
 }
+
+// ------------------------------------------------------------------ Podman and containerd
+//
+// Both run with `cargo test --test tests -- --ignored clients::` (`make test-clients`): they need
+// podman/runc/containerd from Debian (scripts/deps.sh) and take a few seconds each.
+
+/// A private mount namespace inside a test "host" netns, kept alive by a holder process: tmpfs on
+/// /run, /var/lib, /etc/cni and /opt, and our plugin dir bound over /usr/lib/cni, so everything
+/// a client writes (libcni's cache in /var/lib/cni, runc state in /run/runc, podman's netns files
+/// in /run/netns, containerd's defaults) stays inside. Clients run in it with `nsenter -t PID -m -n`.
+struct Sandbox {
+    holder: std::process::Child,
+    tmp: Tmp,
+    host: Netns,
+}
+
+impl Sandbox {
+    fn new(tag: &str) -> Sandbox {
+        let tmp = Tmp::new(tag);
+        let host = Netns::up(&format!("{tag}h"));
+        let bin = crate::harness::runtime::our_plugin_dir(&tmp, crate::harness::plugin::APPLET_NAMES);
+        for d in ["net.d", "data", "tmp", "root", "runroot"] {
+            std::fs::create_dir_all(tmp.join(d)).expect("mkdir");
+        }
+        let ready = tmp.s("ready");
+        let script = format!(
+            "set -e; mount -t tmpfs cm-run /run; mkdir -p /run/netns; mount -t tmpfs cm-varlib /var/lib; \
+             mkdir -p /var/lib/cni; mount -t tmpfs cm-etccni /etc/cni; mkdir -p /etc/cni/net.d; \
+             mount --bind {net} /etc/cni/net.d; mount -t tmpfs cm-opt /opt; mkdir -p /opt/cni/bin; \
+             mount --bind {bin} /opt/cni/bin; mount --bind {bin} /usr/lib/cni; touch {ready}; exec sleep 900",
+            net = tmp.s("net.d"),
+        );
+        let holder = host
+            .command("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start the mount-namespace holder");
+        assert!(wait_for(10, || tmp.join("ready").exists()), "holder did not get ready");
+        Sandbox { holder, tmp, host }
+    }
+
+    /// Run `argv` inside (mount + net namespaces of the holder), with `env` on top of PATH.
+    fn run(&self, env: &[(&str, String)], argv: &[&str]) -> Out {
+        let pid = self.holder.id().to_string();
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args(["-t", &pid, "-m", "-n", "--"]).args(argv);
+        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("HOME", self.tmp.s("tmp"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().expect("nsenter");
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A tarball of busybox-static's files (`/bin/busybox` and applet links): the image content.
+    fn busybox_tar(&self) -> String {
+        let root = self.tmp.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).expect("mkdir rootfs");
+        std::fs::create_dir_all(root.join("www")).expect("mkdir www");
+        std::fs::create_dir_all(root.join("tmp")).expect("mkdir tmp");
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox (busybox-static)");
+        for a in ["sh", "ping", "sleep", "httpd", "wget", "ip", "cat", "echo", "true"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("applet link");
+        }
+        std::fs::write(root.join("www/index.html"), "hello from cni-multi\n").expect("index.html");
+        let tar = self.tmp.s("busybox.tar");
+        let out =
+            std::process::Command::new("tar").args(["-C", &root.display().to_string(), "-cf", &tar, "."]).output();
+        assert!(out.expect("tar").status.success(), "tar failed");
+        tar
+    }
+
+    /// Every rule naming one of `addrs` (iptables, ip6tables and nft views of the host netns).
+    fn rules_naming(&self, addrs: &[String]) -> Vec<String> {
+        leftover_rules(&ruleset(&self.host), "\u{0}", addrs)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// A client netns joined to the sandbox host by a veth: `<net>.2` here, `<net>.1` on the host.
+fn client_netns(sb: &Sandbox, net: &str) -> Netns {
+    let c = Netns::up("cl");
+    let (hv, cv) = (format!("cmh{}", std::process::id() % 100000), "cmc0");
+    sb.host.must(&["ip", "link", "add", &hv, "type", "veth", "peer", "name", cv, "netns", &c.name]);
+    sb.host.must(&["ip", "addr", "add", &format!("{net}.1/24"), "dev", &hv]);
+    sb.host.must(&["ip", "link", "set", &hv, "up"]);
+    c.must(&["ip", "addr", "add", &format!("{net}.2/24"), "dev", cv]);
+    c.must(&["ip", "link", "set", cv, "up"]);
+    c.must(&["ip", "route", "add", "default", "via", &format!("{net}.1")]);
+    c
+}
+
+/// `GET /` over TCP from `ns` to `addr` (host:port); the whole response, or the error.
+fn http_get(ns: &Netns, addr: &str) -> String {
+    let addr = addr.to_string();
+    ns.run_in(move || {
+        use std::io::{Read, Write};
+        let sa: std::net::SocketAddr = addr.parse().expect("socket address");
+        let mut s = match std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(3)) {
+            Ok(s) => s,
+            Err(e) => return format!("connect {addr}: {e}"),
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+        let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+}
+
+/// The conflist the Podman and containerd tests use: bridge + portmap + firewall + tuning with
+/// no backend keys (the node's default backend), host-local's store in the sandbox.
+fn client_conflist(name: &str, bridge: &str, subnet: &str, data_dir: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local", "dataDir": data_dir,
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": format!("{subnet}.0/24"), "gateway": format!("{subnet}.1")}]]
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "firewall"},
+            {"type": "tuning"}
+        ]
+    })
+}
+
+/// Podman 4.3 on its CNI backend, with our plugins: two containers on a 198.18.x.0/24 network
+/// ping each other and the gateway, a published port is reached from a client netns, and
+/// `podman rm` leaves no veth, lease or rule behind.
+#[test]
+#[ignore = "make test-clients (needs podman + runc from scripts/deps.sh)"]
+fn podman_cni_backend() {
+    let sb = Sandbox::new("pm");
+    let s = Subnets::alloc();
+    let net = "cmpod";
+    let conf = client_conflist(net, "cmpod0", &s.v4a, &sb.tmp.s("data"));
+    std::fs::write(sb.tmp.join("net.d/10-cmpod.conflist"), serde_json::to_vec_pretty(&conf).unwrap()).unwrap();
+    let containers_conf = format!(
+        "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n\
+         [network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{bin}\"]\nnetwork_config_dir = \"{netd}\"\n\
+         [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\nruntime = \"runc\"\n\
+         tmp_dir = \"{tmp}\"\nimage_copy_tmp_dir = \"{tmp}\"\n",
+        bin = sb.tmp.s("bin"),
+        netd = sb.tmp.s("net.d"),
+        tmp = sb.tmp.s("tmp"),
+    );
+    std::fs::write(sb.tmp.join("containers.conf"), containers_conf).unwrap();
+    let env = vec![("CONTAINERS_CONF", sb.tmp.s("containers.conf"))];
+    let (root, runroot) = (sb.tmp.s("root"), sb.tmp.s("runroot"));
+    let podman = |args: &[&str]| {
+        let mut argv = vec!["podman", "--root", &root, "--runroot", &runroot, "--storage-driver", "vfs"];
+        argv.extend_from_slice(args);
+        sb.run(&env, &argv)
+    };
+    struct RmAll<'a>(&'a dyn Fn(&[&str]) -> Out);
+    impl Drop for RmAll<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["rm", "-af", "-t", "0"]);
+        }
+    }
+    let _cleanup = RmAll(&podman);
+
+    let tar = sb.busybox_tar();
+    podman(&["import", &tar, "localhost/cmbusybox:test"]).expect_ok("podman import");
+    let run = |name: &str, cmd: &str, publish: Option<&str>| {
+        let mut a = vec!["run", "-d", "--name", name, "--network", net, "--cap-add", "NET_RAW"];
+        if let Some(p) = publish {
+            a.extend(["-p", p]);
+        }
+        a.extend(["localhost/cmbusybox:test", "sh", "-c", cmd]);
+        podman(&a).expect_ok(&format!("podman run {name}"))
+    };
+    run("web", "exec httpd -f -p 8080 -h /www", Some("18080:8080"));
+    run("peer", "exec sleep 600", None);
+    let ip = |name: &str| {
+        let o = podman(&["inspect", "-f", &format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}"), name])
+            .expect_ok("podman inspect");
+        o.stdout.trim().to_string()
+    };
+    let (web, peer) = (ip("web"), ip("peer"));
+    assert!(web.starts_with(&s.v4a) && peer.starts_with(&s.v4a), "addresses {web} {peer} not in {}", s.net4());
+    let gw = format!("{}.1", s.v4a);
+    for (from, to) in [("peer", web.as_str()), ("web", peer.as_str()), ("peer", gw.as_str())] {
+        podman(&["exec", from, "ping", "-c1", "-W2", to]).expect_ok(&format!("{from} pings {to}"));
+    }
+    assert_eq!(sb.host.link_names().iter().filter(|n| n.starts_with("veth")).count(), 2, "two host veths");
+    assert_eq!(std::fs::read_dir(sb.tmp.join("data").join(net)).unwrap().count(), 4, "two leases + lock + last");
+
+    // the published port, from a client beyond the host
+    let client = client_netns(&sb, &s.v4b);
+    let got = http_get(&client, &format!("{}.1:18080", s.v4b));
+    assert!(got.ends_with("hello from cni-multi\n"), "published port answered {got:?}");
+
+    podman(&["rm", "-f", "-t", "0", "web", "peer"]).expect_ok("podman rm");
+    let veths: Vec<String> = sb.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect();
+    assert!(veths.is_empty(), "veths left after podman rm: {veths:?}");
+    let leases: Vec<String> = std::fs::read_dir(sb.tmp.join("data").join(net))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+        .collect();
+    assert!(leases.is_empty(), "leases left after podman rm: {leases:?}");
+    let left = sb.rules_naming(&[web.clone(), peer.clone()]);
+    assert!(left.is_empty(), "rules left after podman rm: {left:?}");
+}
