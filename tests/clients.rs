@@ -545,6 +545,18 @@ impl Sandbox {
         }
     }
 
+    /// Start a long-running `argv` inside (a daemon), output to `<tmp>/<log>`; killed with the netns.
+    fn spawn(&self, log: &str, argv: &[&str]) {
+        let pid = self.holder.id().to_string();
+        let f = std::fs::File::create(self.tmp.join(log)).expect("log file");
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args(["-t", &pid, "-m", "-n", "--"]).args(argv);
+        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.stdin(std::process::Stdio::null()).stdout(f.try_clone().expect("dup")).stderr(f);
+        // reaped when the netns is deleted (Netns::delete kills every process inside)
+        drop(cmd.spawn().expect("spawn daemon"));
+    }
+
     /// A tarball of busybox-static's files (`/bin/busybox` and applet links): the image content.
     fn busybox_tar(&self) -> String {
         let root = self.tmp.join("rootfs");
@@ -571,6 +583,8 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // every process of the sandbox (holder, daemons, conmon) lives in the host netns
+        self.host.delete();
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
@@ -708,4 +722,108 @@ fn podman_cni_backend() {
     assert!(leases.is_empty(), "leases left after podman rm: {leases:?}");
     let left = sb.rules_naming(&[web.clone(), peer.clone()]);
     assert!(left.is_empty(), "rules left after podman rm: {left:?}");
+}
+
+/// containerd 1.6's `ctr run --cni` over our plugins: a private containerd (own root, state and
+/// socket, started inside the sandbox), a busybox image imported from an archive built here, a
+/// container that pings its gateway; afterwards no veth, lease or rule is left.
+#[test]
+#[ignore = "make test-clients (needs containerd + runc + podman from scripts/deps.sh)"]
+fn ctr_run_cni() {
+    let sb = Sandbox::new("ctd");
+    let s = Subnets::alloc();
+    let net = "cmctd";
+    let conf = client_conflist(net, "cmctd0", &s.v4a, &sb.tmp.s("data"));
+    // /etc/cni/net.d and /opt/cni/bin (where ctr looks) are the sandbox's net.d and bin
+    std::fs::write(sb.tmp.join("net.d/10-cmctd.conflist"), serde_json::to_vec_pretty(&conf).unwrap()).unwrap();
+    let ctd = sb.tmp.join("ctd");
+    let sock = ctd.join("containerd.sock").display().to_string();
+    let toml = format!(
+        "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{d}/containerd.ttrpc.sock\"\n\
+         [debug]\n  address = \"\"\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{netd}\"\n",
+        d = ctd.display(),
+        bin = sb.tmp.s("bin"),
+        netd = sb.tmp.s("net.d"),
+    );
+    std::fs::write(sb.tmp.join("containerd.toml"), toml).unwrap();
+    sb.spawn("containerd.log", &["containerd", "--config", &sb.tmp.s("containerd.toml")]);
+    let up = wait_for(20, || Path::new(&sock).exists());
+    eprintln!("ctr: containerd up");
+    assert!(
+        up,
+        "containerd did not start: {}",
+        std::fs::read_to_string(sb.tmp.join("containerd.log")).unwrap_or_default()
+    );
+
+    // the image: busybox-static's files imported by podman, saved as a docker archive
+    let (root, runroot) = (sb.tmp.s("root"), sb.tmp.s("runroot"));
+    std::fs::write(
+        sb.tmp.join("containers.conf"),
+        format!(
+            "[engine]\ntmp_dir = \"{0}\"\nimage_copy_tmp_dir = \"{0}\"\nevents_logger = \"none\"\n",
+            sb.tmp.s("tmp")
+        ),
+    )
+    .unwrap();
+    let penv = vec![("CONTAINERS_CONF", sb.tmp.s("containers.conf"))];
+    let podman = |args: &[&str]| {
+        let mut argv = vec!["podman", "--root", &root, "--runroot", &runroot, "--storage-driver", "vfs"];
+        argv.extend_from_slice(args);
+        sb.run(&penv, &argv)
+    };
+    let tar = sb.busybox_tar();
+    podman(&["import", &tar, "localhost/cmbusybox:test"]).expect_ok("podman import");
+    let archive = sb.tmp.s("image.tar");
+    podman(&["save", "--format", "docker-archive", "-o", &archive, "localhost/cmbusybox:test"])
+        .expect_ok("podman save");
+    let ctr = |args: &[&str]| {
+        let mut argv = vec!["ctr", "-a", &sock, "-n", "cmtest"];
+        argv.extend_from_slice(args);
+        sb.run(&[], &argv)
+    };
+    ctr(&["images", "import", "--snapshotter", "native", &archive]).expect_ok("ctr images import");
+
+    eprintln!("ctr: image imported");
+    let gw = format!("{}.1", s.v4a);
+    let script = format!("ip -4 -o addr show eth0; ping -c1 -W2 {gw}");
+    let out = ctr(&[
+        "run",
+        "--cni",
+        "--rm",
+        "--snapshotter",
+        "native",
+        "localhost/cmbusybox:test",
+        "cm1",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .expect_ok("ctr run --cni");
+    let addr = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{}.", s.v4a)))
+        .and_then(|a| a.split('/').next())
+        .map(str::to_string);
+    let addr = addr.unwrap_or_else(|| panic!("no {} address in the container: {}", s.net4(), out.stdout));
+    assert!(out.stdout.contains("1 packets received"), "the gateway did not answer: {}", out.stdout);
+
+    eprintln!("ctr: run done");
+    let tasks = ctr(&["tasks", "ls", "-q"]).expect_ok("ctr tasks ls");
+    assert!(tasks.stdout.trim().is_empty(), "tasks left: {}", tasks.stdout);
+    // ctr's DEL carries no netns (the task is gone): the kernel removes the veth pair with the
+    // container's netns, asynchronously
+    let veths = || sb.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect::<Vec<_>>();
+    wait_for(10, || veths().is_empty());
+    assert!(veths().is_empty(), "veths left after ctr run --rm: {:?}", veths());
+    let leases: Vec<String> = std::fs::read_dir(sb.tmp.join("data").join(net))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let leases: Vec<&String> = leases.iter().filter(|f| *f != "lock" && !f.starts_with("last_reserved_ip")).collect();
+    assert!(leases.is_empty(), "leases left after ctr run --rm: {leases:?}");
+    let left = sb.rules_naming(&[addr]);
+    assert!(left.is_empty(), "rules left after ctr run --rm: {left:?}");
 }
