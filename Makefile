@@ -2,6 +2,8 @@
 #
 #   make / make build   the static release binary for x86_64-unknown-linux-musl
 #   make test           build + every test (unit + integration; needs root: tests make network namespaces)
+#   make test-clients   Podman 4.3 (CNI backend) and containerd's `ctr run --cni` over our plugins (root;
+#                       the cnitool differential is part of `make test`); docs/guides/clients.md
 #   make lint           rustfmt --check + clippy -D warnings on the gnu AND musl targets
 #   make demo           two containers wired by the installed applets in throwaway namespaces (root)
 #   make bench          ADD/DEL per pod at 10/100/1000 pods, cni-multi vs /usr/lib/cni (root)
@@ -47,7 +49,7 @@ DIST_ARCHES  ?= amd64 arm64
 # more targets `make test` runs after the cargo tests (the VM tests by default)
 TEST_EXTRA   ?= test-vm
 
-.PHONY: deps build test test-cargo test-vm lint fmt demo bench install dist dist-check clean
+.PHONY: deps build test test-cargo test-vm test-clients lint fmt demo bench install dist dist-check clean
 
 build:
 	$(CARGO) build --locked --release --target $(TARGET)
@@ -76,6 +78,11 @@ test-vm:
 .PHONY: test-slow
 test-slow: deps
 	$(CARGO) test --locked --test tests -- --ignored dhcp::slow_
+
+# real clients from Debian (tests/clients.rs, marked #[ignore] so `make test` does not run them):
+# Podman and containerd in a private mount namespace inside a test netns; cnitool is in `make test`
+test-clients: deps
+	$(CARGO) test --locked --test tests -- --ignored clients::
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -25,6 +25,10 @@ packages=(
     dbus dbus-daemon firewalld
     # dhcp tests: ISC dhclient -6 proves the DHCPv6 server side (busybox udhcpc does DHCPv4)
     isc-dhcp-client
+    # real-client tests (tests/clients.rs, docs/guides/clients.md): a cnitool built offline
+    # from Debian's libcni sources, Podman 4.3 on its CNI backend with runc (crun refuses this host's
+    # hybrid cgroups), a private containerd + ctr
+    golang-go golang-github-appc-cni-dev podman runc crun containerd
 )
 
 missing=()

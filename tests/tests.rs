@@ -6,6 +6,7 @@
 mod harness;
 
 mod bridge;
+mod clients;
 mod dhcp;
 mod differential;
 mod faults;
