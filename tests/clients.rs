@@ -524,7 +524,7 @@ impl Sandbox {
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("start the mount-namespace holder");
-        assert!(wait_for(10, || tmp.join("ready").exists()), "holder did not get ready");
+        assert!(wait_for(60, || tmp.join("ready").exists()), "holder did not get ready");
         Sandbox { holder, tmp, host }
     }
 
@@ -750,7 +750,7 @@ fn ctr_run_cni() {
     );
     std::fs::write(sb.tmp.join("containerd.toml"), toml).unwrap();
     sb.spawn("containerd.log", &["containerd", "--config", &sb.tmp.s("containerd.toml")]);
-    let up = wait_for(20, || Path::new(&sock).exists());
+    let up = wait_for(60, || Path::new(&sock).exists());
     eprintln!("ctr: containerd up");
     assert!(
         up,
