@@ -46,7 +46,7 @@ mod tests {
         // the last reference (the parked one) is closed
         let (r, w) = nix::unistd::pipe().unwrap();
         let raw = w.into_raw_fd();
-        // SAFETY (test): `raw` came from into_raw_fd above and is owned by nothing else
+        // SAFETY: (test) `raw` came from into_raw_fd above and is owned by nothing else
         let own = unsafe { OwnedFd::from_raw_fd(raw) };
         assert!(close_after_exit(raw, move || drop(own)));
         let mut reader = std::fs::File::from(r);
