@@ -425,7 +425,7 @@ macro_rules! cnitool_tests {
             let mut missing = vec![];
             for e in std::fs::read_dir(config::testdata_dir()).expect("testdata").flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.ends_with(".json") && !files.contains(&n.as_str()) {
+                if n.ends_with(".json") && !files.contains(&n.as_str()) && !DIRECT_ONLY.iter().any(|(f, _)| *f == n) {
                     missing.push(n);
                 }
             }
@@ -433,6 +433,45 @@ macro_rules! cnitool_tests {
         }
     };
 }
+
+/// Scenarios compared with the reference only by tests/differential.rs (direct exec, the same
+/// result/kernel/store/rule comparisons), not yet through cnitool: each needs what the cnitool
+/// runner does not have yet. (testdata file, why)
+const DIRECT_ONLY: &[(&str, &str)] = &[
+    ("bridge-args-mac.json", "args.cni mac: the runner passes no args section"),
+    ("bridge-l2-disabled.json", "key newer than the oracle: needs the differential's ours_check"),
+    ("bridge-l2-isolated.json", "key newer than the oracle: needs the differential's `newer` table"),
+    ("bridge-vlan.json", "bridge VLAN filtering: VM only"),
+    ("bridge-vlan-trunk.json", "bridge VLAN filtering: VM only"),
+    ("chain-bandwidth.json", "ifb alias difference: needs the differential's `newer` table"),
+    ("chain-bandwidth-runtime.json", "ifb alias difference: needs the differential's `newer` table"),
+    ("chain-portmap.json", "needs the external mark chain set up (Setup::MarkChain)"),
+    ("chain-portmap-markmasq.json", "oracle CHECK bug for v4-only pods: needs the differential's oracle_check_bug"),
+    ("chain-sbr.json", "oracle sbr CHECK/second-DEL bugs: needs the differential's exception fields"),
+    ("chain-sbr-gateways.json", "oracle sbr CHECK/second-DEL bugs: needs the differential's exception fields"),
+    ("chain-sbr-table.json", "oracle sbr CHECK/second-DEL bugs: needs the differential's exception fields"),
+    ("chain-tuning.json", "key newer than the oracle: needs the differential's `newer` table"),
+    ("chain-tuning-args.json", "the oracle panics on args.cni: ours-only check"),
+    ("chain-tuning-runtime-mac.json", "runtime mac capability with a kept MAC"),
+    ("chain-tuning-sysctl.json", "sysctl keys checked by the differential's ours_check"),
+    ("chain-vrf.json", "vrf: VM only"),
+    ("dummy.json", "dummy: VM only, no oracle plugin"),
+    ("flannel.json", "flannel: no oracle plugin in Debian (behaviour test)"),
+    ("host-device-hwaddr.json", "needs a device to move (Setup::HostDevice)"),
+    ("host-device-name.json", "needs a device to move (Setup::HostDevice)"),
+    ("host-local-runtime.json", "runtimeConfig ipRanges capability"),
+    ("ipvlan-in-container.json", "ipvlan: VM only"),
+    ("ipvlan-l3.json", "ipvlan: VM only"),
+    ("macvlan-in-container.json", "needs an uplink in the container; key newer than the oracle"),
+    ("macvlan-mac.json", "needs an uplink (Setup::Uplink)"),
+    ("macvlan-private.json", "needs an uplink (Setup::Uplink)"),
+    ("macvlan-runtime-mac.json", "needs an uplink (Setup::Uplink)"),
+    ("tap.json", "tap: no oracle plugin in Debian (behaviour test)"),
+    ("tap-runtime-mac.json", "tap: no oracle plugin in Debian (behaviour test)"),
+    ("vlan.json", "8021q vlan: VM only"),
+    ("vlan-in-container.json", "8021q vlan: VM only"),
+    ("vpc-routed.json", "vpc-routed: no oracle plugin (behaviour test)"),
+];
 
 cnitool_tests! {
     cnitool_bridge_l2 => scn("bridge-l2.json");
@@ -479,6 +518,12 @@ cnitool_tests! {
         ..scn("static-cniargs.json")
     };
     cnitool_static_runtime_ips => scn("static-runtime-ips.json");
+    cnitool_static_args_ips => scn("static-args-ips.json");
+    cnitool_bridge_masq => scn("bridge-masq.json");
+    cnitool_ptp_dns => scn("ptp-dns.json");
+    cnitool_ptp_ipmasq_v4 => scn("ptp-ipmasq-v4.json");
+    cnitool_ptp_ipmasq_v6 => scn("ptp-ipmasq-v6.json");
+    cnitool_chain_firewall => scn("chain-firewall.json");
     cnitool_chain_iptables => Scn { cap_args: Some(CHAIN_CAPS), ..scn("clients/chain-iptables.conflist") };
     cnitool_chain_default => Scn {
         cap_args: Some(CHAIN_CAPS),
