@@ -764,7 +764,7 @@ fn podman_cni_backend() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+        .filter(|f| f != "lock" && f != ".cni-multi-index" && !f.starts_with("last_reserved_ip"))
         .collect();
     assert!(leases.is_empty(), "leases left after podman rm: {leases:?}");
     let left = sb.rules_naming(&[web.clone(), peer.clone()]);
@@ -869,7 +869,10 @@ fn ctr_run_cni() {
     let leases: Vec<String> = std::fs::read_dir(sb.tmp.join("data").join(net))
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    let leases: Vec<&String> = leases.iter().filter(|f| *f != "lock" && !f.starts_with("last_reserved_ip")).collect();
+    let leases: Vec<&String> = leases
+        .iter()
+        .filter(|f| *f != "lock" && *f != ".cni-multi-index" && !f.starts_with("last_reserved_ip"))
+        .collect();
     assert!(leases.is_empty(), "leases left after ctr run --rm: {leases:?}");
     let left = sb.rules_naming(&[addr]);
     assert!(left.is_empty(), "rules left after ctr run --rm: {left:?}");
