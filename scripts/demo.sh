@@ -109,8 +109,8 @@ if [ -n "$veths" ]; then echo "veths left in the host netns:"; echo "$veths"; le
 for c in "${ctrs[@]}"; do
     if ip -n "$c" link show dev eth0 >/dev/null 2>&1; then echo "$c still has eth0"; left=1; else echo "$c: no eth0"; fi
 done
-leases=$(find "$work/ipam" -type f ! -name lock ! -name 'last_reserved_ip.*' 2>/dev/null | sort)
-if [ -n "$leases" ]; then echo "leases left:"; echo "$leases"; left=1; else echo "host-local store: no lease (only lock/last_reserved_ip)"; fi
+leases=$(find "$work/ipam" -type f ! -name lock ! -name 'last_reserved_ip.*' ! -name .cni-multi-index 2>/dev/null | sort)
+if [ -n "$leases" ]; then echo "leases left:"; echo "$leases"; left=1; else echo "host-local store: no lease (only lock, last_reserved_ip and the private index)"; fi
 echo "bridge $bridge stays in the host netns (as with the reference plugin); the world is removed on exit"
 [ $left = 0 ] || exit 1
 
