@@ -58,7 +58,7 @@ const MUTATING: &[u64] = &[
     SYS_RENAMEAT,
     SYS_LINKAT,
     SYS_RENAMEAT2,
-    // the host-local index, rewritten in place
+    // the host-local index and allocation cursor, rewritten in place
     SYS_PWRITE64,
     SYS_FTRUNCATE,
 ];
@@ -402,13 +402,14 @@ fn faults_sigkill_between_reservation_and_index_update() {
     let conf = hl_conf(&w, &s, "fltidx");
     let dir = w.data_dir.join("fltidx");
     // (the syscalls to stop at, which one): right after the reservation's link, after the
-    // last_reserved_ip rename, after the index's pwrite (content written, length not yet
-    // set), after its ftruncate (complete, the plugin had not answered yet)
+    // last_reserved_ip overwrite (in place: the cursor grows or keeps its length here), after
+    // the index's pwrite (content written, length not yet set), after its ftruncate (complete,
+    // the plugin had not answered yet)
     let points: [(&[u64], usize, &str); 5] = [
         (&[SYS_LINK, SYS_LINKAT], 1, "after the reservation's link"),
         (&[SYS_UNLINK, SYS_UNLINKAT], 1, "after the temp file's unlink"),
-        (&[SYS_RENAME, SYS_RENAMEAT, SYS_RENAMEAT2], 1, "after the cursor's rename"),
-        (&[SYS_PWRITE64], 1, "after the index's pwrite"),
+        (&[SYS_PWRITE64], 1, "after the cursor's in-place write"),
+        (&[SYS_PWRITE64], 2, "after the index's pwrite"),
         (&[SYS_FTRUNCATE], 1, "after the index's ftruncate"),
     ];
     let mut n = 0;
