@@ -235,3 +235,29 @@ fn bridge_50_concurrent_adds_get_distinct_addresses() {
     );
     assert!(host_veths(&w).is_empty());
 }
+
+/// ipMasq with the iptables backend: DEL's `iptables-restore` commits the teardown before the
+/// plugin answers (no rule left), and the tool's netfilter socket was parked (`sys::feed`),
+/// so the plugin did not wait for the deleting commit's grace period; ADD again works.
+#[test]
+fn bridge_ipmasq_iptables_teardown_is_committed_and_its_socket_parked() {
+    let w = World::new("brfeed", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut conf = v4_conf(&w, &s, "brfeed");
+    conf["ipMasq"] = json!(true);
+    conf["ipMasqBackend"] = json!("iptables");
+    w.add(&conf).env("CNI_MULTI_LOG", "debug").run().ok();
+    let nat = || w.host.ok("iptables-save -t nat");
+    assert!(nat().contains("MASQUERADE"), "masquerade rule after ADD:\n{}", nat());
+    let del = w.del(&conf).env("CNI_MULTI_LOG", "debug").run();
+    del.ok();
+    assert!(!nat().contains("CNI-"), "no CNI chain or rule after DEL:\n{}", nat());
+    let parked: Vec<&str> = del.stderr.lines().filter(|l| l.contains("iptables-restore done")).collect();
+    assert!(!parked.is_empty(), "no restore ran: {}", del.stderr);
+    assert!(parked.iter().all(|l| l.contains("parked=1")), "socket not parked: {parked:?}");
+    // the next ADD and DEL of the same attachment work as the first
+    w.add(&conf).run().ok();
+    assert!(nat().contains("MASQUERADE"));
+    w.del(&conf).run().ok();
+    assert!(!nat().contains("CNI-"));
+}

@@ -17,7 +17,6 @@ use super::ipmasq::MasqBackend;
 use super::{Attachment, BackendKind};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -304,25 +303,18 @@ impl IptablesBackend {
         Ok(parse_save_table(&String::from_utf8_lossy(&out.stdout), table))
     }
 
-    /// One `ip[6]tables-restore --noflush -w` with `input` on stdin.
+    /// One `ip[6]tables-restore --noflush -w` with `input` on stdin. The tool's netfilter
+    /// socket is parked (`sys::feed`), so a deleting commit's grace period is not waited for.
     pub fn restore(&self, v6: bool, input: &str) -> Result<()> {
         let name = Self::tool(v6, "restore");
         let bin = find_bin(&name).with_context(|| format!("{name} not found"))?;
         tracing::debug!(tool = %name, input, "iptables-restore");
-        let mut child = Command::new(&bin)
-            .args(["--noflush", "-w"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+        let fed = crate::sys::feed::run_feeding(Command::new(&bin).args(["--noflush", "-w"]), input.as_bytes())
             .with_context(|| format!("running {name}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).with_context(|| format!("writing to {name}"))?;
+        if !fed.status.success() {
+            bail!("{name} failed: {} (input: {input:?})", String::from_utf8_lossy(&fed.stderr).trim());
         }
-        let out = child.wait_with_output().with_context(|| format!("waiting for {name}"))?;
-        if !out.status.success() {
-            bail!("{name} failed: {} (input: {input:?})", String::from_utf8_lossy(&out.stderr).trim());
-        }
+        tracing::debug!(tool = %name, parked = fed.parked, "iptables-restore done");
         Ok(())
     }
 

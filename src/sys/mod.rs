@@ -3,6 +3,7 @@
 pub mod detach;
 #[cfg(test)]
 pub mod fake;
+pub mod feed;
 pub mod listen_fds;
 pub mod netns;
 pub mod selinux;

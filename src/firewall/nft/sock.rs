@@ -20,8 +20,6 @@ pub type DumpRows = Vec<(u8, Vec<u8>)>;
 /// A NETLINK_NETFILTER connection bound in the current network namespace.
 pub struct NftSocket {
     conn: Conn,
-    /// a committed batch deleted or updated objects: the last close waits for a grace period
-    release_waits: bool,
 }
 
 /// Generation-guarded attempts of [`NftSocket::transact`] before it falls back to full plans.
@@ -94,23 +92,23 @@ impl Drop for CachedSocket {
     }
 }
 
-/// Call once the plugin has answered, right before the process exits. A socket that committed
-/// a deleting batch is released by nf_tables only after an RCU grace period (its NETLINK_URELEASE
-/// notifier flushes the destroy work of that commit, 5–20 ms), and the kernel makes that release
-/// at the last close — at process exit, inside the time the runtime waits for the plugin. The
-/// batch itself was committed and ACKed (the rules are out of the ruleset) before the plugin
-/// answered; only the freeing of the old objects is left. So the calling thread's cached socket
-/// is parked for the kernel's unix socket garbage collector, whose worker makes the last close
-/// (`sys::detach`): no process is created, no descriptor of the runtime is held, and the
-/// plugin's own close costs nothing. Sockets that only added objects are closed as usual.
+/// Call once the plugin has answered, right before the process exits. The last close of a
+/// NETLINK_NETFILTER socket runs nf_tables' NETLINK_URELEASE notifier, which flushes the
+/// *global* destroy work, so it waits for the RCU grace period of any recent deleting commit
+/// in the system: ours (5-20 ms), but also one made just before by another process (an
+/// `iptables-restore` of the same plugin: a dump-only socket's close took 6.6 ms right after
+/// one, `strace -T`). The kernel would make that close at process exit, inside the time the
+/// runtime waits for the plugin, although every batch was committed and ACKed (the rules are in
+/// or out of the ruleset) before the plugin answered; only the freeing of old objects is left.
+/// So the calling thread's cached socket is always parked for the kernel's unix socket garbage
+/// collector, whose worker makes the last close (`sys::detach`): no process is created, no
+/// descriptor of the runtime is held, and the plugin's own close costs nothing.
 pub fn release_at_exit() {
     let cached = CACHE.with(|c| c.try_borrow_mut().ok().and_then(|mut slot| slot.take()));
     if let Some((_, s)) = cached {
-        if s.release_waits {
-            let Some(fd) = s.conn.raw_fd() else { return };
-            if !crate::sys::detach::close_after_exit(fd, move || drop(s)) {
-                tracing::debug!("nftables socket not parked: its close waited");
-            }
+        let Some(fd) = s.conn.raw_fd() else { return };
+        if !crate::sys::detach::close_after_exit(fd, move || drop(s)) {
+            tracing::debug!("nftables socket not parked: its close waited");
         }
     }
 }
@@ -144,7 +142,7 @@ impl NftSocket {
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1);
         conn.seed(seed & 0x7fff_ffff);
-        Ok(NftSocket { conn, release_waits: false })
+        Ok(NftSocket { conn })
     }
 
     /// The current ruleset generation (NFT_MSG_GETGEN), to guard a batch planned from a dump.
@@ -172,12 +170,6 @@ impl NftSocket {
         let n = u32::try_from(batch.msgs.len()).map_err(|_| local_error("batch too large"))?;
         let seq = self.conn.next_seq(n + 2);
         let bytes = batch.encode_guarded(seq, genid)?;
-        // what leaves objects for nf_tables' destroy work (see `release_at_exit`): deletions,
-        // and re-declared chains/tables (updates); new rules, sets and elements do not
-        self.release_waits |= batch
-            .msgs
-            .iter()
-            .any(|m| !matches!(m.kind, super::msg::NEWRULE | super::msg::NEWSET | super::msg::NEWSETELEM));
         self.conn.send(&bytes, "send nftables batch")?;
         // The kernel processes the batch synchronously inside sendmsg, so every reply is queued
         // by now; drain without blocking and account for each inner message.
