@@ -18,7 +18,6 @@
 
 use crate::cni::result::go_quote;
 use crate::digest::{hex, sha512};
-use std::io::Read;
 
 /// The reference's `MustFormatHashWithPrefix(len, prefix, s)`: prefix + hex SHA-512, cut to `len`.
 pub fn hash_with_prefix(len: usize, prefix: &str, s: &str) -> String {
@@ -126,14 +125,7 @@ pub fn ifb_name(network: &str, container_id: &str) -> String {
 
 /// `veth` + 8 random hex digits, as the reference names host-side veths.
 pub fn random_veth_name() -> String {
-    let mut b = [0u8; 4];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
-    if !ok {
-        let t =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        b = (t ^ std::process::id().rotate_left(16)).to_be_bytes();
-    }
-    format!("veth{}", hex(&b))
+    format!("veth{}", hex(&crate::sys::random::u32().to_be_bytes()))
 }
 
 /// vpc-routed's host veth, named as the AWS VPC CNI does: `prefix` + the first 11 hex digits of

@@ -309,6 +309,14 @@ impl Netlink {
         self.ack(set_flag_msg(index, IFF_UP, up)).with_context(|| format!("failed to set link {index} {state}"))
     }
 
+    /// Enslave to `master` and set up, in one request (`ip link set X master B up`: the kernel
+    /// applies the flags, then the master; the end state is that of the two requests).
+    pub fn link_set_master_up(&mut self, index: u32, master: u32) -> anyhow::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, CHANGE, &ifinfo(AF_UNSPEC, index, IFF_UP, IFF_UP));
+        m.put_u32(IFLA_MASTER, master);
+        self.ack(m.finish()).with_context(|| format!("failed to set master of link {index} to {master} and up"))
+    }
+
     /// Enslave to `master`, or release from any master with None.
     pub fn link_set_master(&mut self, index: u32, master: Option<u32>) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
@@ -372,15 +380,20 @@ impl Netlink {
     /// Poll until the link is operationally up, sleeping `delays_ms` in turn between checks.
     /// Returns whether it came up; a missing link is an error.
     pub fn wait_oper_up(&mut self, index: u32, delays_ms: &[u64]) -> anyhow::Result<bool> {
+        Ok(self.wait_oper_up_link(index, delays_ms)?.is_some())
+    }
+
+    /// [`Netlink::wait_oper_up`], returning the link as last seen when it is up.
+    pub fn wait_oper_up_link(&mut self, index: u32, delays_ms: &[u64]) -> anyhow::Result<Option<Link>> {
         let mut delays = delays_ms.iter();
         loop {
             let link = self.link_by_index(index)?.ok_or_else(|| anyhow::anyhow!("link {index} disappeared"))?;
             if link.oper_state == IF_OPER_UP {
-                return Ok(true);
+                return Ok(Some(link));
             }
             match delays.next() {
                 Some(&ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
-                None => return Ok(false),
+                None => return Ok(None),
             }
         }
     }

@@ -227,7 +227,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         (result.ips, result.routes, result.dns) = (ipam.ips, ipam.routes, ipam.dns);
 
         set_container_sysctls(&ns, &ctx.ifname, conf.enable_dad)?;
-        steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, CONTAINER_IFACE, &result)?;
+        steps::ipam::configure_link(&ns, &mut cont, &cont_link, CONTAINER_IFACE, &result)?;
         tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
         if conf.is_gateway {
@@ -246,16 +246,23 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
 
     // 6. the port must forward before we return (the reference polls after 0/50/500/1000/1000 ms)
-    if !conf.disable_container_interface && !host.wait_oper_up(host_veth.index, &[0, 50, 500, 1000, 1000])? {
-        bail!("bridge port in error state: {}", host_veth.name);
-    }
+    let port = if conf.disable_container_interface {
+        host.link_by_index(host_veth.index)?
+    } else {
+        let up = host.wait_oper_up_link(host_veth.index, &[0, 50, 500, 1000, 1000])?;
+        Some(up.with_context(|| format!("bridge port in error state: {}", host_veth.name))?)
+    };
 
-    // 7. refresh MACs that may have changed (the bridge takes a port's MAC), apply the DNS rule
-    if let Some(l) = host.link_by_index(br.index)? {
-        result.interfaces[0].mac = l.mac_string();
-    }
-    if let Some(l) = host.link_by_index(host_veth.index)? {
+    // 7. MACs as they are now: the port's, and the bridge's, which takes a port's MAC unless the
+    //    gateway step pinned it (to the MAC it had, already in the result); the DNS rule
+    if let Some(l) = port {
         result.interfaces[1].mac = l.mac_string();
+    }
+    let pinned = conf.is_gateway && ctx.ipam_type().is_some();
+    if !pinned {
+        if let Some(l) = host.link_by_index(br.index)? {
+            result.interfaces[0].mac = l.mac_string();
+        }
     }
     if let Some(dns) = steps::ipam::conf_dns(ctx) {
         result.dns = dns;
@@ -271,9 +278,8 @@ const CONTAINER_IFACE: usize = 2;
 /// Make the host veth a port of the bridge: master, up, hairpin/isolation, VLANs.
 fn attach_port(host: &mut Netlink, port: &Link, br: &Link, conf: &Conf) -> Result<()> {
     let name = &port.name;
-    host.link_set_master(port.index, Some(br.index))
-        .with_context(|| format!("failed to connect {name:?} to bridge {}", br.name))?;
-    host.link_set_up(port.index, true).with_context(|| format!("failed to set {name:?} up"))?;
+    host.link_set_master_up(port.index, br.index)
+        .with_context(|| format!("failed to connect {name:?} to bridge {} and set it up", br.name))?;
     if conf.hairpin_mode || conf.port_isolation {
         host.bridge_port_set(port.index, conf.hairpin_mode.then_some(true), conf.port_isolation.then_some(true))
             .with_context(|| format!("failed to set bridge port options on {name:?}"))?;
@@ -352,28 +358,35 @@ fn first_host(net: &IpNet) -> Option<IpAddr> {
     }
 }
 
+/// The bridge, created when missing; one lookup when it exists and is up (the flags it is
+/// given here are all that changes, and they are recorded in the returned link).
 fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<Link> {
     let name = conf.bridge_name();
     let spec = BridgeSpec { name, mtu: (conf.mtu > 0).then_some(conf.mtu), vlan_filtering: conf.uses_vlans() };
-    if host.link_by_name(name)?.is_none() {
-        if let Err(e) = host.bridge_add(&spec) {
-            if !is_exists(&e) {
-                return Err(e.context(format!("could not add {name:?}")));
+    let mut br = match host.link_by_name(name)? {
+        Some(br) => br,
+        None => {
+            if let Err(e) = host.bridge_add(&spec) {
+                if !is_exists(&e) {
+                    return Err(e.context(format!("could not add {name:?}")));
+                }
             }
+            host.link_by_name(name)?.with_context(|| format!("could not lookup {name:?}"))?
         }
-    }
-    let br = host.link_by_name(name)?.with_context(|| format!("could not lookup {name:?}"))?;
+    };
     if br.kind.as_deref() != Some("bridge") {
         bail!("{name:?} already exists but is not a bridge");
     }
     if conf.promisc_mode && !br.promisc {
         host.link_set_promisc(br.index, true).with_context(|| format!("could not set promiscuous mode on {name:?}"))?;
+        br.promisc = true;
     }
     let _ = sysctl::set_if("ipv6", name, "accept_ra", "0");
     if !br.is_up() {
         host.link_set_up(br.index, true).with_context(|| format!("could not set {name:?} up"))?;
+        br.flags |= crate::netlink::consts::IFF_UP;
     }
-    Ok(host.link_by_index(br.index)?.unwrap_or(br))
+    Ok(br)
 }
 
 fn setup_port_vlans(host: &mut Netlink, index: u32, conf: &Conf) -> Result<()> {

@@ -108,7 +108,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
 
     // 3. container side: addresses, then the connected route replaced by gw/32 + subnet via gw
-    steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 1, &result)?;
+    steps::ipam::configure_link(&ns, &mut cont, &cont_link, 1, &result)?;
     route_container_via_gateways(&mut cont, cont_link.index, &result)?;
     tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 

@@ -6,6 +6,7 @@ pub mod fake;
 pub mod feed;
 pub mod listen_fds;
 pub mod netns;
+pub mod random;
 pub mod selinux;
 pub mod sockopt;
 pub mod sysctl;

@@ -5,7 +5,7 @@ use super::undo::Undo;
 use crate::cni::{delegate, CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::route::RouteSpec;
-use crate::netlink::Netlink;
+use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
 use anyhow::{Context, Result};
@@ -78,6 +78,12 @@ pub fn conf_dns(ctx: &Ctx) -> Option<crate::cni::result::Dns> {
 /// then every route (appended, so a second nexthop for one destination becomes ECMP).
 pub fn configure_iface(ns: &NetNs, nl: &mut Netlink, ifname: &str, our_index: usize, result: &CniResult) -> Result<()> {
     let link = nl.link_by_name(ifname)?.with_context(|| format!("failed to lookup {ifname:?}"))?;
+    configure_link(ns, nl, &link, our_index, result)
+}
+
+/// [`configure_iface`] for a link already looked up.
+pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usize, result: &CniResult) -> Result<()> {
+    let ifname = link.name.as_str();
     let mut v4gw = None;
     let mut v6gw = None;
     let mut v6_prepared = false;

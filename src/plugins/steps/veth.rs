@@ -36,9 +36,6 @@ pub fn add_pair(
     undo: &mut Undo,
     pair: Pair<'_>,
 ) -> Result<Link> {
-    if cont.link_by_name(&ctx.ifname)?.is_some() {
-        anyhow::bail!("container veth name provided ({}) already exists", ctx.ifname);
-    }
     let host_ns = NetNs::current()?;
     let host_name = create(cont, &host_ns, &ctx.ifname, pair)?;
     tracing::debug!(host_veth = %host_name, ifname = %ctx.ifname, "veth pair created");
@@ -49,6 +46,8 @@ pub fn add_pair(
 }
 
 /// Create the pair; a random host name is retried when it collides. Returns the host name.
+/// "Exists" is looked into only when the kernel says it: CNI_IFNAME taken in the container is
+/// the caller's error, a taken host name is retried.
 fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> Result<String> {
     let mut last = None;
     for _ in 0..NAME_TRIES {
@@ -62,6 +61,9 @@ fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> 
         };
         match cont.veth_add(&spec) {
             Ok(()) => return Ok(peer),
+            Err(e) if is_exists(&e) && cont.link_by_name(ifname)?.is_some() => {
+                anyhow::bail!("container veth name provided ({ifname}) already exists")
+            }
             Err(e) if is_exists(&e) && pair.host_name.is_none() => last = Some(e),
             Err(e) => return Err(e.context(format!("failed to create veth pair {ifname}/{peer}"))),
         }
