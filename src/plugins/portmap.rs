@@ -264,7 +264,10 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let conf = load(ctx)?;
+    // DEL tears down both backends (`firewall::portmap::remove`): the config is validated as for
+    // ADD, but no backend is chosen, so the default's probe (an `iptables` exec) is not run
+    let env = std::env::var(ENV_BACKEND).ok();
+    let conf = load_with(ctx, env.as_deref(), || BackendKind::Iptables)?;
     if conf.mappings.is_empty() {
         return Ok(());
     }
