@@ -250,12 +250,24 @@ pub fn gc_chains(state: &NatState, network: &str, valid: &[Attachment]) -> Vec<S
 }
 
 /// Does an `iptables` binary on PATH work? As the reference's `utils.SupportsIPTables`: found by
-/// a PATH lookup, and `iptables -t filter -S INPUT 1 -w` answers (it changes nothing).
+/// a PATH lookup, and the filter table can be read.
+///
+/// The reference asks with `iptables -t filter -S INPUT 1 -w`; we first ask with the
+/// `iptables-save` of every table that the plugin runs next anyway, and keep its output for that
+/// ([`IptablesBackend::save_table`] takes it once): one exec of the iptables tool instead of two.
+/// Only when that fails is the reference's exact probe run, so a node where it answers
+/// differently decides as the reference does.
 pub fn binary_works() -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let Some(bin) = std::env::split_paths(&path).map(|d| d.join("iptables")).find(|p| p.is_file()) else {
         return false;
     };
+    if let Some(text) = find_bin("iptables-save").and_then(|save| run_save(&save, None).ok()) {
+        if let Ok(mut slot) = PREFETCHED.lock() {
+            *slot = Some(text);
+        }
+        return true;
+    }
     Command::new(bin)
         .args(["-t", "filter", "-S", "INPUT", "1", "-w"])
         .stdin(Stdio::null())
@@ -263,6 +275,23 @@ pub fn binary_works() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The IPv4 `iptables-save` output of every table read by [`binary_works`], until the first
+/// [`IptablesBackend::save_table`] of IPv4 takes it.
+static PREFETCHED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// `bin` (an `ip[6]tables-save`) with `-t table`, or of every table; its stdout.
+fn run_save(bin: &std::path::Path, table: Option<&str>) -> Result<String> {
+    let mut cmd = Command::new(bin);
+    if let Some(t) = table {
+        cmd.args(["-t", t]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Locates a binary in PATH, then in the usual sbin directories.
@@ -288,19 +317,18 @@ impl IptablesBackend {
         self.save_table(v6, "nat")
     }
 
-    /// `ip[6]tables-save -t <table>`.
+    /// `ip[6]tables-save -t <table>` (for IPv4 the first time, the output of every table that
+    /// [`binary_works`] read just before, if it ran).
     pub fn save_table(&self, v6: bool, table: &str) -> Result<NatState> {
+        if !v6 {
+            if let Some(text) = PREFETCHED.lock().ok().and_then(|mut slot| slot.take()) {
+                return Ok(parse_save_table(&text, table));
+            }
+        }
         let name = Self::tool(v6, "save");
         let bin = find_bin(&name).with_context(|| format!("{name} not found"))?;
-        let out = Command::new(&bin)
-            .args(["-t", table])
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {name}"))?;
-        if !out.status.success() {
-            bail!("{name} -t {table} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(parse_save_table(&String::from_utf8_lossy(&out.stdout), table))
+        let text = run_save(&bin, Some(table)).with_context(|| format!("{name} -t {table} failed"))?;
+        Ok(parse_save_table(&text, table))
     }
 
     /// One `ip[6]tables-restore --noflush -w` with `input` on stdin. The tool's netfilter
