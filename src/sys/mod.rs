@@ -1,5 +1,6 @@
 //! The only place with `unsafe` (every block has a `// SAFETY:` comment).
 #![allow(unsafe_code)]
+pub mod alloc;
 pub mod detach;
 #[cfg(test)]
 pub mod fake;
