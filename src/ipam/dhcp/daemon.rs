@@ -64,36 +64,50 @@ impl Default for DaemonConfig {
 const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-pidfile PATH] [-hostprefix PREFIX] [-broadcast] \
 [-timeout 10s] [-resendmax 62s] [-resendtimeout 208s] [-statedir /var/lib/cni/dhcp] [-linkcheck 10s]";
 
-/// Parse a Go duration ("10s", "1m30s", "500ms", "1.5h").
+/// Parse a Go duration ("10s", "1m30s", "500ms", "1.5h"). Fixed-point (nanoseconds), so no
+/// float parsing is linked in for a handful of flags.
 pub fn parse_go_duration(s: &str) -> anyhow::Result<Duration> {
     let bad = || anyhow!("invalid duration {s:?}");
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
+    if s.is_empty() {
         return Err(bad());
     }
+    let mut rest = s;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
-        let n: f64 = num.parse().map_err(|_| bad())?;
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        // "5", "5.", ".5" and "5.25" are numbers; "", "." and "1..5" are not
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(bad());
+        }
         let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let mult = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        total += n * mult;
+        let digits =
+            |d: &str| d.bytes().try_fold(0u128, |acc, b| acc.checked_mul(10)?.checked_add(u128::from(b - b'0')));
+        total = total.checked_add(digits(int).and_then(|i| i.checked_mul(nanos)).ok_or_else(bad)?).ok_or_else(bad)?;
+        // the fraction counts to the nanosecond (Go drops what is below it too)
+        let mut scale = nanos;
+        for b in frac.bytes() {
+            scale /= 10;
+            total = total.saturating_add(u128::from(b - b'0') * scale);
+        }
         rest = tail;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| bad())?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 /// Go `flag`-style parsing: `-name value`, `-name=value`, `--name…`; bools as `-broadcast`
@@ -1003,7 +1017,12 @@ mod tests {
         assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "10", "s", "10x", "1..5s"] {
+        assert_eq!(parse_go_duration(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_go_duration("5.s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_go_duration("1.000000001s").unwrap(), Duration::new(1, 1));
+        assert_eq!(parse_go_duration("2h45m0.5s").unwrap(), Duration::new(9900, 500_000_000));
+        assert_eq!(parse_go_duration("1µs").unwrap(), Duration::from_micros(1));
+        for bad in ["", "10", "s", "10x", "1..5s", ".s", "1.2.3s", "99999999999999999999999999999999999999999h"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }
     }
