@@ -220,7 +220,12 @@ pub fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> anyhow::Result<T> {
 /// removing one key at a time (an absent key takes its default): only run on the error path,
 /// so error messages can say which key is wrong. `None` when no single key is to blame.
 pub fn locate_error<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String> {
-    fn walk<T: serde::de::DeserializeOwned>(root: &Value, path: &mut Vec<String>, depth: usize) -> Option<String> {
+    // the walk is the same for every `T`: only the trial decode is not (one copy of the walk)
+    locate_error_with(v, &|trial| serde_json::from_value::<T>(trial).is_ok())
+}
+
+fn locate_error_with(v: &Value, decodes: &dyn Fn(Value) -> bool) -> Option<String> {
+    fn walk(root: &Value, path: &mut Vec<String>, depth: usize, decodes: &dyn Fn(Value) -> bool) -> Option<String> {
         let mut cur = root;
         for p in path.iter() {
             cur = cur.get(p)?;
@@ -233,9 +238,9 @@ pub fn locate_error<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String>
                 node = node.get_mut(p)?;
             }
             node.as_object_mut()?.remove(&k);
-            if serde_json::from_value::<T>(trial).is_ok() {
+            if decodes(trial) {
                 path.push(k);
-                let deeper = if depth < 4 { walk::<T>(root, path, depth + 1) } else { None };
+                let deeper = if depth < 4 { walk(root, path, depth + 1, decodes) } else { None };
                 return deeper.or_else(|| Some(path.join(".")));
             }
         }
@@ -246,7 +251,7 @@ pub fn locate_error<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String>
     if serde_json::to_vec(v).map_or(true, |b| b.len() > MAX_LOCATE_BYTES) {
         return None;
     }
-    walk::<T>(v, &mut Vec::new(), 0)
+    walk(v, &mut Vec::new(), 0, decodes)
 }
 
 /// Bounds of [`locate_error`]'s search.

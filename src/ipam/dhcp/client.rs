@@ -441,11 +441,13 @@ pub fn deadline_in(d: Duration) -> Instant {
     at(Instant::now(), d)
 }
 
-/// Outcome of a renew/rebind.
+/// Outcome of a renew/rebind, for either family.
 #[derive(Debug)]
-pub enum Renewal {
-    Ack(Lease),
-    Nak,
+pub enum Renewal<L> {
+    /// the server extended the lease (with whatever it changed)
+    Bound(L),
+    /// the server refused (a DHCPv4 NAK, a DHCPv6 reply without our binding), and why
+    Refused(String),
     NoReply,
 }
 
@@ -479,6 +481,58 @@ pub struct Client<'a> {
 
 const POLL: Duration = Duration::from_millis(200);
 
+/// The request/reply loop both families' clients run on their socket: `send` puts the request
+/// on the wire (again at each retransmission), `take` is offered every datagram received and
+/// returns true once it kept the answer. The first resend comes after `first`, each next one
+/// after twice as long, up to `backoff.max`; `jitter` adds RFC 2131's random ±1 s to each
+/// wait (DHCPv4). Returns at the answer or at `deadline`; `cancel` is polled while waiting.
+#[allow(clippy::too_many_arguments)]
+pub fn exchange(
+    sock: &UdpSocket,
+    ifname: &str,
+    first: Duration,
+    backoff: Backoff,
+    jitter: bool,
+    cancel: &(dyn Fn() -> bool + Sync),
+    deadline: Instant,
+    send: &mut dyn FnMut() -> anyhow::Result<()>,
+    take: &mut dyn FnMut(&[u8]) -> bool,
+) -> anyhow::Result<()> {
+    let mut interval = first;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        send()?;
+        let wait = match jitter {
+            true => interval
+                .saturating_add(Duration::from_millis((random_u32() % 2000) as u64))
+                .saturating_sub(Duration::from_secs(1)),
+            false => interval,
+        };
+        let resend_at = at(now, wait).min(deadline);
+        interval = interval.saturating_mul(2).min(backoff.max.max(Duration::from_secs(1)));
+        while Instant::now() < resend_at {
+            if cancel() {
+                bail!("cancelled");
+            }
+            let wait = resend_at.saturating_duration_since(Instant::now()).min(POLL);
+            sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => match buf.get(..n) {
+                    Some(datagram) if take(datagram) => return Ok(()),
+                    _ => {}
+                },
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => bail!("receiving on {ifname}: {e}"),
+            }
+        }
+    }
+}
+
 impl Client<'_> {
     /// Send `req` to `dest` and wait for a reply that `accept` takes, retransmitting with
     /// backoff until `deadline`. Returns `None` on timeout.
@@ -491,43 +545,25 @@ impl Client<'_> {
     ) -> anyhow::Result<Option<Message>> {
         let bytes = req.encode();
         let to = SocketAddrV4::new(dest, SERVER_PORT);
-        let mut interval = self.backoff.initial;
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
+        let mut reply = None;
+        let mut send = || match self.sock.send_to(&bytes, to) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                bail!("sending DHCP {:?} on {} to {dest}: {e}", req.msg_type().unwrap_or(MsgType::Inform), self.ifname)
             }
-            if let Err(e) = self.sock.send_to(&bytes, to) {
-                bail!("sending DHCP {:?} on {} to {dest}: {e}", req.msg_type().unwrap_or(MsgType::Inform), self.ifname);
+        };
+        let mut take = |data: &[u8]| match Message::decode(data) {
+            Ok(m)
+                if m.op == BOOTREPLY && m.xid == req.xid && m.chaddr.get(..6) == Some(&self.mac[..]) && accept(&m) =>
+            {
+                reply = Some(m);
+                true
             }
-            let jitter = Duration::from_millis((random_u32() % 2000) as u64);
-            let resend_at = at(now, interval.saturating_add(jitter).saturating_sub(Duration::from_secs(1)));
-            interval = interval.saturating_mul(2).min(self.backoff.max.max(Duration::from_secs(1)));
-            while Instant::now() < resend_at.min(deadline) {
-                if (self.cancel)() {
-                    bail!("cancelled");
-                }
-                let wait = resend_at.min(deadline).saturating_duration_since(Instant::now()).min(POLL);
-                self.sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-                match self.sock.recv_from(&mut buf) {
-                    Ok((n, _from)) => {
-                        let Some(data) = buf.get(..n) else { continue };
-                        let Ok(m) = Message::decode(data) else { continue };
-                        if m.op == BOOTREPLY
-                            && m.xid == req.xid
-                            && m.chaddr.get(..6) == Some(&self.mac[..])
-                            && accept(&m)
-                        {
-                            return Ok(Some(m));
-                        }
-                    }
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => bail!("receiving on {}: {e}", self.ifname),
-                }
-            }
-        }
+            _ => false,
+        };
+        let b = self.backoff;
+        exchange(&self.sock, &self.ifname, b.initial, b, true, self.cancel, deadline, &mut send, &mut take)?;
+        Ok(reply)
     }
 
     /// INIT (or INIT-REBOOT style with a preferred address): DISCOVER → OFFER → REQUEST → ACK.
@@ -562,7 +598,7 @@ impl Client<'_> {
                 None => return Ok(None),
                 Some(m) if m.msg_type() == Some(MsgType::Ack) => return Lease::from_ack(&m, server).map(Some),
                 Some(m) => {
-                    let why = m.get(opt::MESSAGE).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+                    let why = nak_message(&m);
                     tracing::info!(ifname = %self.ifname, %why, "DHCP NAK, restarting discovery");
                     // a NAK for our preferred address: forget it and discover afresh
                     prefer = None;
@@ -573,7 +609,7 @@ impl Client<'_> {
     }
 
     /// RENEWING (unicast to the server) or REBINDING (broadcast) for `lease`.
-    pub fn renew(&self, lease: &Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal> {
+    pub fn renew(&self, lease: &Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease>> {
         let xid = random_u32();
         let mut req = Message::request(MsgType::Request, xid, self.mac);
         req.ciaddr = lease.address;
@@ -596,9 +632,9 @@ impl Client<'_> {
                     l.routes = lease.routes.clone();
                     l.router = lease.router;
                 }
-                Renewal::Ack(l)
+                Renewal::Bound(l)
             }
-            Some(_) => Renewal::Nak,
+            Some(m) => Renewal::Refused(format!("NAK {}", nak_message(&m))),
         })
     }
 
@@ -616,6 +652,11 @@ impl Client<'_> {
             .with_context(|| format!("sending DHCPRELEASE on {}", self.ifname))?;
         Ok(())
     }
+}
+
+/// The text a NAK gives (option 56), or "".
+fn nak_message(m: &Message) -> String {
+    m.get(opt::MESSAGE).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
 }
 
 /// A DHCPRELEASE for `lease`: ciaddr, server identifier and client identifier are what a

@@ -9,7 +9,7 @@ use super::client::{
 use super::ns;
 use super::rpc::{self, Method, Request, Response};
 use super::store::{Record, Store};
-use super::v6::{self, Client6, Lease6, Renewal6};
+use super::v6::{self, Client6, Lease6};
 use crate::cni::code;
 use anyhow::{anyhow, bail, Context};
 use std::collections::{HashMap, HashSet};
@@ -64,36 +64,50 @@ impl Default for DaemonConfig {
 const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-pidfile PATH] [-hostprefix PREFIX] [-broadcast] \
 [-timeout 10s] [-resendmax 62s] [-resendtimeout 208s] [-statedir /var/lib/cni/dhcp] [-linkcheck 10s]";
 
-/// Parse a Go duration ("10s", "1m30s", "500ms", "1.5h").
+/// Parse a Go duration ("10s", "1m30s", "500ms", "1.5h"). Fixed-point (nanoseconds), so no
+/// float parsing is linked in for a handful of flags.
 pub fn parse_go_duration(s: &str) -> anyhow::Result<Duration> {
     let bad = || anyhow!("invalid duration {s:?}");
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
+    if s.is_empty() {
         return Err(bad());
     }
+    let mut rest = s;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
-        let n: f64 = num.parse().map_err(|_| bad())?;
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        // "5", "5.", ".5" and "5.25" are numbers; "", "." and "1..5" are not
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(bad());
+        }
         let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let mult = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        total += n * mult;
+        let digits =
+            |d: &str| d.bytes().try_fold(0u128, |acc, b| acc.checked_mul(10)?.checked_add(u128::from(b - b'0')));
+        total = total.checked_add(digits(int).and_then(|i| i.checked_mul(nanos)).ok_or_else(bad)?).ok_or_else(bad)?;
+        // the fraction counts to the nanosecond (Go drops what is below it too)
+        let mut scale = nanos;
+        for b in frac.bytes() {
+            scale /= 10;
+            total = total.saturating_add(u128::from(b - b'0') * scale);
+        }
         rest = tail;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| bad())?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 /// Go `flag`-style parsing: `-name value`, `-name=value`, `--name…`; bools as `-broadcast`
@@ -203,6 +217,75 @@ enum Phase {
     Renew(Duration),
     Rebind(Duration),
     Expired,
+}
+
+/// One address family's client as the daemon drives it: DHCPv4's [`Client`] and DHCPv6's
+/// [`Client6`] acquire, renew, rebind and re-acquire through the same steps
+/// ([`Daemon::acquire`], [`Daemon::step`]); this is what differs between them.
+trait Family {
+    type Lease: Clone;
+    /// "DHCP" or "DHCPv6", in logs and errors
+    const NAME: &'static str;
+    /// Whether re-acquiring after a refused renewal asks for the same address again: a v4 NAK
+    /// refuses the address itself, a lost v6 binding (NoBinding) does not.
+    const PREFER_AFTER_REFUSAL: bool;
+    fn address(lease: &Self::Lease) -> IpAddr;
+    /// the lease's lifetime in seconds, for logs
+    fn lifetime(lease: &Self::Lease) -> u32;
+    /// put `lease` in the record, as its lease of this family
+    fn keep(rec: &mut Record, lease: Self::Lease);
+    /// the interface's MAC, recorded with the lease
+    fn mac(&self) -> [u8; 6];
+    fn acquire(&self, prefer: Option<&Self::Lease>, deadline: Instant) -> anyhow::Result<Option<Self::Lease>>;
+    fn renew(&self, lease: &Self::Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Self::Lease>>;
+}
+
+impl Family for Client<'_> {
+    type Lease = Lease;
+    const NAME: &'static str = "DHCP";
+    const PREFER_AFTER_REFUSAL: bool = false;
+    fn address(lease: &Lease) -> IpAddr {
+        IpAddr::V4(lease.address)
+    }
+    fn lifetime(lease: &Lease) -> u32 {
+        lease.lease_secs
+    }
+    fn keep(rec: &mut Record, lease: Lease) {
+        rec.lease = Some(lease);
+    }
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+    fn acquire(&self, prefer: Option<&Lease>, deadline: Instant) -> anyhow::Result<Option<Lease>> {
+        Client::acquire(self, prefer.map(|l| l.address), deadline)
+    }
+    fn renew(&self, lease: &Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease>> {
+        Client::renew(self, lease, rebind, deadline)
+    }
+}
+
+impl Family for Client6<'_> {
+    type Lease = Lease6;
+    const NAME: &'static str = "DHCPv6";
+    const PREFER_AFTER_REFUSAL: bool = true;
+    fn address(lease: &Lease6) -> IpAddr {
+        IpAddr::V6(lease.address)
+    }
+    fn lifetime(lease: &Lease6) -> u32 {
+        lease.valid_secs
+    }
+    fn keep(rec: &mut Record, lease: Lease6) {
+        rec.lease6 = Some(lease);
+    }
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+    fn acquire(&self, prefer: Option<&Lease6>, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
+        Client6::acquire(self, prefer.map(|l| l.address), deadline)
+    }
+    fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease6>> {
+        Client6::renew(self, lease, rebind, deadline)
+    }
 }
 
 impl Daemon {
@@ -369,29 +452,63 @@ impl Daemon {
         if options.client_id.is_empty() {
             options.client_id = ClientOptions::client_id_for(key);
         }
-        let netns = self.netns_path(&req.netns);
-        let (sock, info) =
-            ns::open_client_socket(&netns, &req.ifname, true).map_err(|e| Failure(code::INTERNAL, format!("{e:#}")))?;
+        let deadline = deadline_in(self.cfg.timeout);
         let never = || false;
-        let client = Client {
-            sock,
-            mac: info.mac,
-            local_addrs: info.addrs.clone(),
-            ifname: req.ifname.clone(),
-            opts: &options,
-            backoff: self.backoff(),
-            cancel: &never,
-        };
-        match client.acquire(None, deadline_in(self.cfg.timeout)) {
+        let client = self.client4(&self.netns_path(&req.netns), &req.ifname, true, &options, &never);
+        self.acquire(req, key, lower, client, options.clone(), deadline)
+    }
+
+    fn acquire6(&self, req: &Request, key: &str, lower: &Option<String>) -> Result<Record, Failure> {
+        // the deadline covers the wait for the link-local address too
+        let deadline = deadline_in(self.cfg.timeout);
+        let never = || false;
+        let client = self.client6(key, &self.netns_path(&req.netns), &req.ifname, true, &never);
+        self.acquire(req, key, lower, client, ClientOptions::default(), deadline)
+    }
+
+    /// A new lease of `C`'s family for the attachment of `req`, as a record to maintain.
+    fn acquire<C: Family>(
+        &self,
+        req: &Request,
+        key: &str,
+        lower: &Option<String>,
+        client: anyhow::Result<C>,
+        options: ClientOptions,
+        deadline: Instant,
+    ) -> Result<Record, Failure> {
+        let failed = |e: anyhow::Error| Failure(code::INTERNAL, format!("{} on {}: {e:#}", C::NAME, req.ifname));
+        let client = client.map_err(failed)?;
+        match client.acquire(None, deadline) {
             Ok(Some(lease)) => {
-                let mut rec = self.record_for(req, key, options.clone(), lower);
-                rec.lease = Some(lease);
-                rec.mac = Some(info.mac);
+                let mut rec = self.record_for(req, key, options, lower);
+                C::keep(&mut rec, lease);
+                rec.mac = Some(client.mac());
                 Ok(rec)
             }
-            Ok(None) => Err(self.no_answer(req, "DHCP")),
-            Err(e) => Err(Failure(code::INTERNAL, format!("DHCP on {}: {e:#}", req.ifname))),
+            Ok(None) => Err(self.no_answer(req, C::NAME)),
+            Err(e) => Err(failed(e)),
         }
+    }
+
+    /// A DHCPv4 client on `ifname` in `netns`, sending `opts`.
+    fn client4<'a>(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        bring_up: bool,
+        opts: &'a ClientOptions,
+        cancel: &'a (dyn Fn() -> bool + Sync),
+    ) -> anyhow::Result<Client<'a>> {
+        let (sock, info) = ns::open_client_socket(netns, ifname, bring_up)?;
+        Ok(Client {
+            sock,
+            mac: info.mac,
+            local_addrs: info.addrs,
+            ifname: ifname.to_string(),
+            opts,
+            backoff: self.backoff(),
+            cancel,
+        })
     }
 
     fn client6<'a>(
@@ -413,25 +530,6 @@ impl Daemon {
             backoff: self.backoff(),
             cancel,
         })
-    }
-
-    fn acquire6(&self, req: &Request, key: &str, lower: &Option<String>) -> Result<Record, Failure> {
-        let netns = self.netns_path(&req.netns);
-        let deadline = deadline_in(self.cfg.timeout);
-        let never = || false;
-        let client = self
-            .client6(key, &netns, &req.ifname, true, &never)
-            .map_err(|e| Failure(code::INTERNAL, format!("DHCPv6 on {}: {e:#}", req.ifname)))?;
-        match client.acquire(None, deadline) {
-            Ok(Some(lease)) => {
-                let mut rec = self.record_for(req, key, ClientOptions::default(), lower);
-                rec.lease6 = Some(lease);
-                rec.mac = Some(client.mac);
-                Ok(rec)
-            }
-            Ok(None) => Err(self.no_answer(req, "DHCPv6")),
-            Err(e) => Err(Failure(code::INTERNAL, format!("DHCPv6 on {}: {e:#}", req.ifname))),
-        }
     }
 
     fn check(&self, req: &Request) -> Result<(Option<Lease>, Option<Lease6>), Failure> {
@@ -538,17 +636,7 @@ impl Daemon {
     fn release_in_container(&self, rec: &Record, netns: &Path) -> anyhow::Result<()> {
         let never = || false;
         if let Some(lease) = &rec.lease {
-            let (sock, info) = ns::open_client_socket(netns, &rec.ifname, false)?;
-            let client = Client {
-                sock,
-                mac: info.mac,
-                local_addrs: info.addrs.clone(),
-                ifname: rec.ifname.clone(),
-                opts: &rec.options,
-                backoff: self.backoff(),
-                cancel: &never,
-            };
-            client.release(lease)?;
+            self.client4(netns, &rec.ifname, false, &rec.options, &never)?.release(lease)?;
         }
         if let Some(lease) = &rec.lease6 {
             let client = self.client6(&rec.key, netns, &rec.ifname, false, &never)?;
@@ -750,9 +838,15 @@ impl Daemon {
         } else {
             Phase::Expired
         };
+        // an expired lease is re-acquired on a link this daemon may have set down
+        let (cancel, bring_up) = (|| entry.is_stopped(), phase == Phase::Expired);
         let res = match (&rec.lease, &rec.lease6) {
-            (Some(l), _) => self.step4(entry, rec, l, netns, phase),
-            (_, Some(l)) => self.step6(entry, rec, l, netns, phase),
+            (Some(l), _) => self
+                .client4(netns, &rec.ifname, bring_up, &rec.options, &cancel)
+                .and_then(|c| self.step(entry, rec, &c, l, phase)),
+            (_, Some(l)) => self
+                .client6(&rec.key, netns, &rec.ifname, bring_up, &cancel)
+                .and_then(|c| self.step(entry, rec, &c, l, phase)),
             _ => bail!("record without a lease"),
         };
         if phase == Phase::Expired {
@@ -781,90 +875,43 @@ impl Daemon {
         deadline_in(left.min(self.cfg.link_check.max(self.cfg.timeout)).max(Duration::from_secs(1)))
     }
 
-    fn step4(
+    /// Renew or rebind `lease` in its phase; re-acquire it when the server refused or it expired.
+    fn step<C: Family>(
         &self,
-        entry: &Arc<Entry>,
+        entry: &Entry,
         rec: &Record,
-        lease: &Lease,
-        netns: &Path,
+        client: &C,
+        lease: &C::Lease,
         phase: Phase,
     ) -> anyhow::Result<Option<Duration>> {
-        // an expired lease is re-acquired on a link this daemon may have set down
-        let (sock, info) = ns::open_client_socket(netns, &rec.ifname, phase == Phase::Expired)?;
-        let cancel = || entry.is_stopped();
-        let client = Client {
-            sock,
-            mac: info.mac,
-            local_addrs: info.addrs.clone(),
-            ifname: rec.ifname.clone(),
-            opts: &rec.options,
-            backoff: self.backoff(),
-            cancel: &cancel,
-        };
-        let id = rec.id();
+        let (id, family, address) = (rec.id(), C::NAME, C::address(lease));
         match phase {
             Phase::Renew(left) | Phase::Rebind(left) => {
                 let rebind = matches!(phase, Phase::Rebind(_));
                 match client.renew(lease, rebind, self.window(left))? {
-                    Renewal::Ack(l) => {
-                        tracing::info!(%id, address = %l.address, lease_secs = l.lease_secs, rebind, "lease renewed");
-                        self.update(entry, |r| r.lease = Some(l));
+                    Renewal::Bound(l) => {
+                        let (new, lifetime) = (C::address(&l), C::lifetime(&l));
+                        tracing::info!(%id, address = %new, lifetime, rebind, "{family} lease renewed");
+                        self.update(entry, |r| C::keep(r, l));
                         return Ok(None);
                     }
                     Renewal::NoReply => return Ok(None),
-                    Renewal::Nak => tracing::warn!(%id, address = %lease.address, rebind, "DHCP NAK on renewal"),
+                    Renewal::Refused(why) => tracing::warn!(%id, %address, rebind, "{family} renewal refused: {why}"),
                 }
             }
-            Phase::Expired => tracing::warn!(%id, address = %lease.address, "lease expired; re-acquiring"),
+            Phase::Expired => tracing::warn!(%id, %address, "{family} lease expired; re-acquiring"),
         }
-        let prefer = (phase == Phase::Expired).then_some(lease.address);
+        let prefer = (phase == Phase::Expired || C::PREFER_AFTER_REFUSAL).then_some(lease);
         match client.acquire(prefer, deadline_in(self.cfg.timeout))? {
             Some(l) => {
-                if l.address != lease.address {
-                    tracing::warn!(%id, old = %lease.address, new = %l.address, "re-acquired a different address");
+                let new = C::address(&l);
+                if new != address {
+                    tracing::warn!(%id, old = %address, %new, "re-acquired a different address");
                 }
-                self.update(entry, |r| r.lease = Some(l));
+                self.update(entry, |r| C::keep(r, l));
                 Ok(None)
             }
-            None => bail!("no DHCP server answered while re-acquiring"),
-        }
-    }
-
-    fn step6(
-        &self,
-        entry: &Arc<Entry>,
-        rec: &Record,
-        lease: &Lease6,
-        netns: &Path,
-        phase: Phase,
-    ) -> anyhow::Result<Option<Duration>> {
-        let cancel = || entry.is_stopped();
-        let client = self.client6(&rec.key, netns, &rec.ifname, phase == Phase::Expired, &cancel)?;
-        let id = rec.id();
-        match phase {
-            Phase::Renew(left) | Phase::Rebind(left) => {
-                let rebind = matches!(phase, Phase::Rebind(_));
-                match client.renew(lease, rebind, self.window(left))? {
-                    Renewal6::Reply(l) => {
-                        tracing::info!(%id, address = %l.address, valid = l.valid_secs, rebind, "DHCPv6 lease renewed");
-                        self.update(entry, |r| r.lease6 = Some(l));
-                        return Ok(None);
-                    }
-                    Renewal6::NoReply => return Ok(None),
-                    Renewal6::Lost => {}
-                }
-            }
-            Phase::Expired => tracing::warn!(%id, address = %lease.address, "DHCPv6 lease expired; re-acquiring"),
-        }
-        match client.acquire(Some(lease.address), deadline_in(self.cfg.timeout))? {
-            Some(l) => {
-                if l.address != lease.address {
-                    tracing::warn!(%id, old = %lease.address, new = %l.address, "re-acquired a different address");
-                }
-                self.update(entry, |r| r.lease6 = Some(l));
-                Ok(None)
-            }
-            None => bail!("no DHCPv6 server answered while re-acquiring"),
+            None => bail!("no {family} server answered while re-acquiring"),
         }
     }
 
@@ -1003,7 +1050,12 @@ mod tests {
         assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "10", "s", "10x", "1..5s"] {
+        assert_eq!(parse_go_duration(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_go_duration("5.s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_go_duration("1.000000001s").unwrap(), Duration::new(1, 1));
+        assert_eq!(parse_go_duration("2h45m0.5s").unwrap(), Duration::new(9900, 500_000_000));
+        assert_eq!(parse_go_duration("1µs").unwrap(), Duration::from_micros(1));
+        for bad in ["", "10", "s", "10x", "1..5s", ".s", "1.2.3s", "99999999999999999999999999999999999999999h"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }
     }

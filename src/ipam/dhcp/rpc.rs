@@ -137,7 +137,7 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
             format!("the dhcp daemon at {} closed the connection without answering", socket.display()),
         ));
     }
-    let resp: Response = serde_json::from_str(&reply)
+    let resp: Response = serde_json::from_slice(reply.as_bytes())
         .map_err(|e| CallError::Daemon(999, format!("bad answer from the dhcp daemon: {e}")))?;
     if !resp.ok {
         return Err(CallError::Daemon(if resp.code == 0 { 999 } else { resp.code }, resp.error));
@@ -151,7 +151,7 @@ pub fn read_request(stream: &UnixStream) -> anyhow::Result<Request> {
     let mut line = String::new();
     use std::io::Read;
     BufReader::new(stream.take(1 << 20)).read_line(&mut line).context("reading request")?;
-    serde_json::from_str(&line).context("decoding request")
+    serde_json::from_slice(line.as_bytes()).context("decoding request")
 }
 
 pub fn write_response(mut stream: &UnixStream, resp: &Response) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@
 //! stock client configures). The on-link prefix and the default route come from router
 //! advertisements, which the container's kernel accepts by itself.
 
-use super::client::{at, now_unix, random_u32, Backoff};
+use super::client::{exchange, now_unix, random_u32, Backoff, Renewal};
 use super::dns;
 use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -288,15 +288,6 @@ pub fn iaid_for(key: &str) -> u32 {
     key.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
-/// What a renewal attempt gave.
-#[derive(Debug)]
-pub enum Renewal6 {
-    Reply(Lease6),
-    /// the server no longer knows the binding (NoBinding) or refused the address
-    Lost,
-    NoReply,
-}
-
 /// A DHCPv6 client on one interface (socket bound to [::]:546 on it, in the container netns).
 pub struct Client6<'a> {
     pub sock: UdpSocket,
@@ -309,8 +300,6 @@ pub struct Client6<'a> {
     pub backoff: Backoff,
     pub cancel: &'a (dyn Fn() -> bool + Sync),
 }
-
-const POLL: Duration = Duration::from_millis(200);
 
 impl Client6<'_> {
     fn base(&self, ty: u8, xid: u32) -> Message {
@@ -337,42 +326,28 @@ impl Client6<'_> {
     /// backoff, elapsed time updated) until `deadline`.
     fn transact(&self, req: &mut Message, want: u8, deadline: Instant) -> anyhow::Result<Option<Message>> {
         let to = SocketAddrV6::new(ALL_SERVERS, SERVER_PORT, 0, self.ifindex);
-        let start = Instant::now();
-        let mut interval = self.backoff.initial.min(Duration::from_secs(1));
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
+        let (start, xid) = (Instant::now(), req.xid);
+        let mut reply = None;
+        let mut send = || {
             let cs = (start.elapsed().as_millis() / 10).min(0xffff) as u16;
             if let Some(slot) = req.options.iter_mut().find(|(c, _)| *c == opt::ELAPSED_TIME) {
                 slot.1 = cs.to_be_bytes().to_vec();
             }
-            if let Err(e) = self.sock.send_to(&req.encode(), to) {
-                bail!("sending DHCPv6 message {} on {}: {e}", req.ty, self.ifname);
+            match self.sock.send_to(&req.encode(), to) {
+                Ok(_) => Ok(()),
+                Err(e) => bail!("sending DHCPv6 message {} on {}: {e}", req.ty, self.ifname),
             }
-            let resend_at = at(now, interval);
-            interval = interval.saturating_mul(2).min(self.backoff.max.max(Duration::from_secs(1)));
-            while Instant::now() < resend_at.min(deadline) {
-                if (self.cancel)() {
-                    bail!("cancelled");
-                }
-                let wait = resend_at.min(deadline).saturating_duration_since(Instant::now()).min(POLL);
-                self.sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-                match self.sock.recv_from(&mut buf) {
-                    Ok((n, _)) => {
-                        let Some(Ok(m)) = buf.get(..n).map(Message::decode) else { continue };
-                        if m.ty == want && m.xid == req.xid && m.get(opt::CLIENTID) == Some(&self.duid[..]) {
-                            return Ok(Some(m));
-                        }
-                    }
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => bail!("receiving on {}: {e}", self.ifname),
-                }
+        };
+        let mut take = |data: &[u8]| match Message::decode(data) {
+            Ok(m) if m.ty == want && m.xid == xid && m.get(opt::CLIENTID) == Some(&self.duid[..]) => {
+                reply = Some(m);
+                true
             }
-        }
+            _ => false,
+        };
+        let (b, first) = (self.backoff, self.backoff.initial.min(Duration::from_secs(1)));
+        exchange(&self.sock, &self.ifname, first, b, false, self.cancel, deadline, &mut send, &mut take)?;
+        Ok(reply)
     }
 
     /// SOLICIT → ADVERTISE → REQUEST → REPLY. `Ok(None)`: no server answered in time.
@@ -405,13 +380,13 @@ impl Client6<'_> {
     }
 
     /// RENEW (to the server that gave the lease) or REBIND (to any server).
-    pub fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal6> {
+    pub fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease6>> {
         let mut m = self.base(if rebind { msg::REBIND } else { msg::RENEW }, random_u32());
         if !rebind {
             m.push(opt::SERVERID, lease.server_id.clone());
         }
         m.push(opt::IA_NA, self.ia(Some(lease.address)));
-        let Some(reply) = self.transact(&mut m, msg::REPLY, deadline)? else { return Ok(Renewal6::NoReply) };
+        let Some(reply) = self.transact(&mut m, msg::REPLY, deadline)? else { return Ok(Renewal::NoReply) };
         match Lease6::from_reply(&reply, self.iaid) {
             Ok(mut l) => {
                 if l.dns.is_empty() && l.search.is_empty() {
@@ -419,12 +394,9 @@ impl Client6<'_> {
                     l.dns = lease.dns.clone();
                     l.search = lease.search.clone();
                 }
-                Ok(Renewal6::Reply(l))
+                Ok(Renewal::Bound(l))
             }
-            Err(e) => {
-                tracing::warn!(ifname = %self.ifname, address = %lease.address, "DHCPv6 renewal refused: {e:#}");
-                Ok(Renewal6::Lost)
-            }
+            Err(e) => Ok(Renewal::Refused(format!("{e:#}"))),
         }
     }
 
