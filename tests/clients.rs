@@ -9,6 +9,7 @@
 //! below; docs/guides/clients.md shows the configs.
 
 use crate::harness::runtime::{run_in, Out, Tmp};
+use crate::harness::state::netfilter;
 use crate::harness::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -106,56 +107,6 @@ struct Rec {
     leases_after_del: Vec<String>,
 }
 
-/// `nft list ruleset` with counters masked, tables sorted and the chains of each table sorted by
-/// name: the order in which tables and chains were created is not part of the rule set's meaning
-/// (rule order inside a chain is, and stays).
-fn nft_ruleset(ns: &Netns) -> String {
-    let text = String::from_utf8_lossy(&ns.exec(&["nft", "list", "ruleset"]).stdout).into_owned();
-    let mut tables: Vec<String> = vec![];
-    let mut header = String::new();
-    let mut chains: Vec<String> = vec![];
-    let mut cur: Option<String> = None;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut words: Vec<&str> = line.split(' ').collect();
-        for i in 1..words.len() {
-            if words[i - 1] == "packets" || words[i - 1] == "bytes" {
-                words[i] = "N";
-            }
-        }
-        let line = words.join(" ") + "\n";
-        if let Some(c) = cur.as_mut() {
-            c.push_str(&line);
-            if line == "\t}\n" {
-                chains.extend(cur.take());
-            }
-        } else if line.starts_with('\t') {
-            cur = Some(line);
-        } else if line == "}\n" {
-            chains.sort();
-            tables.push(std::mem::take(&mut header) + &chains.concat() + &line);
-            chains.clear();
-        } else {
-            header.push_str(&line);
-        }
-    }
-    tables.sort();
-    tables.concat()
-}
-
-/// The rule set of a netns (nft + iptables-save + ip6tables-save), counters masked.
-fn ruleset(ns: &Netns) -> String {
-    let mut out = nft_ruleset(ns);
-    for tool in ["iptables-save", "ip6tables-save"] {
-        let o = ns.exec(&[tool]);
-        for line in String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.starts_with('#')) {
-            let l = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// `tc qdisc show` of every netns of the world (bandwidth's ingress/egress shaping).
 fn qdiscs(w: &World) -> String {
     let mut s = String::new();
@@ -189,18 +140,8 @@ fn world_for(imp: Impl, tag: &str, s: &Scn, subnets: &Subnets, version: &str) ->
     }
     match s.setup {
         Setup::None => {}
-        Setup::BridgeWithAddr => {
-            w.host.must(&["ip", "link", "add", "cmbr0", "type", "bridge"]);
-            w.host.must(&["ip", "addr", "add", &format!("{}.254/24", subnets.v4a), "dev", "cmbr0"]);
-            w.host.must(&["ip", "link", "set", "cmbr0", "up"]);
-        }
-        Setup::ResolvConf => {
-            let text = format!(
-                "# test resolver\nnameserver {}.53\nnameserver {}::53\ndomain example.test\nsearch a.test b.test\noptions ndots:3 timeout:1\n",
-                subnets.v4a, subnets.v6a
-            );
-            std::fs::write(w.tmp.join("resolv.conf"), text).expect("write resolv.conf");
-        }
+        Setup::BridgeWithAddr => w.host_bridge_with_addr(subnets),
+        Setup::ResolvConf => w.write_resolv_conf(subnets),
     }
     (w, conf, vars)
 }
@@ -235,11 +176,11 @@ fn drive(w: &World, conf: &Value, vars: &Vars, s: &Scn, sandbox: &Path, version:
     let add = run("add");
     let add_result = norm.result(&add.stdout);
     let add_state = norm.snapshot(&w.snapshot());
-    let add_rules = norm.text(&(ruleset(&w.host) + &qdiscs(w)));
+    let add_rules = norm.text(&(netfilter(&w.host).sorted_text() + &qdiscs(w)));
     let check = (add.ok && version_ge(version, "0.4.0")).then(|| run("check"));
     let del = run("del");
     let del_state = norm.snapshot(&w.snapshot());
-    let del_rules = norm.text(&(ruleset(&w.host) + &qdiscs(w)));
+    let del_rules = norm.text(&(netfilter(&w.host).sorted_text() + &qdiscs(w)));
     let del2 = run("del");
     let leases_after_del = w.leases(&name);
     Rec { add, add_result, add_state, add_rules, check, del, del_state, del_rules, del2, leases_after_del }
@@ -582,12 +523,7 @@ impl Sandbox {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.stdin(std::process::Stdio::null()).output().expect("nsenter");
-        Out {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd.stdin(std::process::Stdio::null()).output().expect("nsenter").into()
     }
 
     /// Start a long-running `argv` inside (a daemon), output to `<tmp>/<log>`; killed with the netns.
@@ -622,7 +558,7 @@ impl Sandbox {
 
     /// Every rule naming one of `addrs` (iptables, ip6tables and nft views of the host netns).
     fn rules_naming(&self, addrs: &[String]) -> Vec<String> {
-        leftover_rules(&ruleset(&self.host), "\u{0}", addrs)
+        leftover_rules(&netfilter(&self.host).sorted_text(), "\u{0}", addrs)
     }
 }
 

@@ -1,9 +1,10 @@
 //! dhcp IPAM + lease daemon against a real DHCP server (Debian's dnsmasq).
 //!
 //! Two kinds of worlds, both made of throwaway netnses removed by a guard:
-//! - `World` (the daemon's own tests): a "server" netns holding a bridge with dnsmasq on it
-//!   (198.19.N.0/24), container netnses whose `eth0` is a veth on that bridge, and a netns
-//!   the in-process daemon's threads live in. The plugin's verb functions are called directly.
+//! - `DaemonLan` (the daemon's own tests): the harness's `topo::DhcpServer` (a "server" netns
+//!   whose bridge runs dnsmasq, 198.19.N.0/24), container netnses whose `eth0` is a veth on that
+//!   bridge, and a netns the in-process daemon's threads live in. The plugin's verb functions are
+//!   called directly.
 //! - `Lan` (issue 14's tests, the real binary): a harness world whose host netns runs
 //!   `cni-multi dhcp daemon`, the bridge/macvlan plugins and the dhcp IPAM, wired to a server
 //!   netns running dnsmasq for DHCPv4 and DHCPv6 (+ RA). Each test first proves the server
@@ -12,6 +13,8 @@
 //! Tests named `slow_*` wait for real T1 timers (dnsmasq's shortest lease is 2 min): they are
 //! `#[ignore]`d and run by `make test-slow`. Needs root.
 
+use crate::harness::topo::DhcpServer;
+use crate::harness::world::must;
 use crate::harness::{self, Impl, Netns};
 use cni_multi::cni::{Command, Ctx};
 use cni_multi::ipam::dhcp::daemon::{bind_socket, Daemon, DaemonConfig};
@@ -23,113 +26,50 @@ use std::process::{Child, Command as Proc, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn run(args: &[&str]) -> String {
-    let out = Proc::new(args[0]).args(&args[1..]).output().expect("spawn");
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn ok(args: &[&str]) -> bool {
     Proc::new(args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// The test world. `subnet` is the third octet of 198.19.N.0/24, unique per test.
-struct World {
+/// The daemon's own tests: a [`DhcpServer`] (bridge `br0`, 198.19.N.0/24, DHCPv4), container
+/// netnses whose `eth0` is a veth on that bridge, and a netns the in-process daemon's threads
+/// live in. `subnet` (N) is unique per test.
+struct DaemonLan {
     tag: String,
-    subnet: u8,
-    server: String,
-    containers: Vec<String>,
+    server: DhcpServer,
+    containers: Vec<Netns>,
     /// the netns the in-process daemon's threads run in
     daemon_ns: Netns,
     dir: PathBuf,
-    dnsmasq: Option<Child>,
     daemons: Vec<(Arc<Daemon>, PathBuf)>,
     procs: Vec<Child>,
+    _tmp: tempfile::TempDir,
 }
 
-impl World {
-    fn new(tag: &str, subnet: u8) -> World {
+impl DaemonLan {
+    fn new(tag: &str, subnet: u8) -> DaemonLan {
         let tag = harness::world::unique(&format!("dh{tag}"));
-        let dir = std::env::temp_dir().join(&tag);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let server = format!("{tag}-s");
-        let w = World {
-            tag: tag.clone(),
-            subnet,
-            server: server.clone(),
-            containers: vec![],
+        let tmp = tempfile::Builder::new().prefix(&format!("{tag}-")).tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        DaemonLan {
+            server: DhcpServer::new(&format!("{tag}-s"), "br0", subnet, false, &dir),
             daemon_ns: Netns::create(&format!("{tag}-d")),
+            tag,
+            containers: vec![],
             dir,
-            dnsmasq: None,
             daemons: vec![],
             procs: vec![],
-        };
-        run(&["ip", "netns", "add", &server]);
-        run(&["ip", "-n", &server, "link", "set", "lo", "up"]);
-        run(&["ip", "-n", &server, "link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
-        run(&["ip", "-n", &server, "addr", "add", &format!("198.19.{subnet}.1/24"), "dev", "br0"]);
-        run(&["ip", "-n", &server, "link", "set", "br0", "up"]);
-        w
-    }
-
-    fn server_ip(&self) -> String {
-        format!("198.19.{}.1", self.subnet)
+            _tmp: tmp,
+        }
     }
 
     /// A container netns with `eth0` on the server's bridge; returns the netns path.
     fn container(&mut self, n: usize) -> String {
-        let name = format!("{}-c{n}", self.tag);
-        run(&["ip", "netns", "add", &name]);
-        self.containers.push(name.clone());
-        let host = format!("vh{n}");
-        run(&["ip", "-n", &self.server, "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &name]);
-        run(&["ip", "-n", &self.server, "link", "set", &host, "master", "br0", "up"]);
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        run(&["ip", "-n", &name, "link", "set", "eth0", "up"]);
-        format!("/run/netns/{name}")
-    }
-
-    fn leases_file(&self) -> PathBuf {
-        self.dir.join("dnsmasq.leases")
-    }
-
-    fn start_dnsmasq(&mut self, extra: &[&str]) {
-        let s = self.subnet;
-        let mut cmd = Proc::new("ip");
-        cmd.args(["netns", "exec", &self.server, "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null"])
-            .arg(format!("--pid-file={}", self.dir.join("dnsmasq.pid").display()))
-            .arg(format!("--dhcp-leasefile={}", self.leases_file().display()))
-            .arg(format!("--log-facility={}", self.dir.join("dnsmasq.log").display()))
-            .args(["--port=0", "--no-resolv", "--no-hosts", "--bind-interfaces", "--interface=br0", "--user=root"])
-            .args(["--no-ping", "--log-dhcp", "--dhcp-authoritative"])
-            .arg(format!("--dhcp-range=198.19.{s}.10,198.19.{s}.50,2m"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.dnsmasq = Some(cmd.spawn().expect("dnsmasq"));
-        // wait until it listens on port 67
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let out = Proc::new("ip").args(["netns", "exec", &self.server, "ss", "-uanl"]).output().unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains(":67 ") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("dnsmasq did not start: {}", std::fs::read_to_string(self.dir.join("dnsmasq.log")).unwrap_or_default());
-    }
-
-    /// dnsmasq's lease file lines: (expiry, ip, hostname)
-    fn server_leases(&self) -> Vec<(u64, String, String)> {
-        std::fs::read_to_string(self.leases_file())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                Some((f.first()?.parse().ok()?, f.get(2)?.to_string(), f.get(3)?.to_string()))
-            })
-            .collect()
+        let ns = Netns::create(&format!("{}-c{n}", self.tag));
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        self.server.plug(&format!("vh{n}"), &ns, "eth0");
+        let path = ns.path_str();
+        self.containers.push(ns);
+        path
     }
 
     fn wait_for(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -140,11 +80,7 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("timed out waiting for {what}; dnsmasq log:\n{}", self.dnsmasq_log());
-    }
-
-    fn dnsmasq_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dnsmasq.log")).unwrap_or_default()
+        panic!("timed out waiting for {what}; dnsmasq log:\n{}", self.server.log());
     }
 
     fn daemon_config(&self) -> DaemonConfig {
@@ -207,22 +143,13 @@ impl World {
     }
 }
 
-impl Drop for World {
+impl Drop for DaemonLan {
     fn drop(&mut self) {
         self.stop_daemons();
         for p in &mut self.procs {
             let _ = p.kill();
             let _ = p.wait();
         }
-        if let Some(mut c) = self.dnsmasq.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for c in &self.containers {
-            let _ = Proc::new("ip").args(["netns", "del", c]).status();
-        }
-        let _ = Proc::new("ip").args(["netns", "del", &self.server]).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -238,16 +165,15 @@ fn in_range(addr: &str, subnet: u8) -> bool {
 
 fn configure(netns_path: &str, addr: &str) {
     let ns = Path::new(netns_path).file_name().unwrap().to_str().unwrap();
-    run(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
+    must(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
 }
 
 #[test]
 fn dhcp_add_ping_second_lease_options_and_release() {
-    let mut w = World::new("a", 61);
-    let srv = w.server_ip();
-    w.start_dnsmasq(&[&format!(
-        "--dhcp-option=option:classless-static-route,198.18.0.0/16,198.19.61.254,0.0.0.0/0,{srv}"
-    )]);
+    let mut w = DaemonLan::new("a", 61);
+    let srv = w.server.srv4();
+    w.server
+        .start(&[format!("--dhcp-option=option:classless-static-route,198.18.0.0/16,198.19.61.254,0.0.0.0/0,{srv}")]);
     let c1 = w.container(1);
     let c2 = w.container(2);
     let _d = w.start_daemon(w.daemon_config());
@@ -271,9 +197,9 @@ fn dhcp_add_ping_second_lease_options_and_release() {
     });
     // ...and its interface is down: the daemon sets it up, like the reference
     let ns2 = Path::new(&c2).file_name().unwrap().to_str().unwrap().to_string();
-    run(&["ip", "-n", &ns2, "link", "set", "eth0", "down"]);
+    must(&["ip", "-n", &ns2, "link", "set", "eth0", "down"]);
     let r2 = (APPLET.add)(&w.ctx(Command::Add, "ctr2", &c2, "eth0", ipam2.clone())).expect("ADD c2");
-    assert!(run(&["ip", "-n", &ns2, "link", "show", "eth0"]).contains(",UP"));
+    assert!(must(&["ip", "-n", &ns2, "link", "show", "eth0"]).contains(",UP"));
     let a2 = addr_of(&r2);
     assert!(in_range(&a2, 61), "{a2}");
     assert_ne!(a1, a2);
@@ -282,7 +208,7 @@ fn dhcp_add_ping_second_lease_options_and_release() {
         routes,
         vec!["198.18.0.0/16 Some(198.19.61.254) Some(7)".to_string(), format!("0.0.0.0/0 Some({srv}) Some(7)")]
     );
-    let leases = w.server_leases();
+    let leases = w.server.leases();
     assert_eq!(leases.len(), 2, "{leases:?}");
     assert!(leases.iter().any(|(_, ip, host)| a2.starts_with(&format!("{ip}/")) && host == "pod-ctr2"), "{leases:?}");
 
@@ -306,21 +232,21 @@ fn dhcp_add_ping_second_lease_options_and_release() {
     let ip1 = a1.split('/').next().unwrap().to_string();
     // (dnsmasq rewrites its lease file in place: wait for the expected content, not just any)
     w.wait_for("dnsmasq to drop only the released lease", 5, || {
-        let l = w.server_leases();
+        let l = w.server.leases();
         l.len() == 1 && l.iter().all(|(_, ip, _)| *ip != ip1)
     });
     assert_eq!(w.state_files().len(), 1);
     // DEL again (and DEL of something never added) succeeds
     (APPLET.del)(&w.ctx(Command::Del, "ctr1", &c1, "eth0", w.ipam())).expect("second DEL");
     (APPLET.del)(&w.ctx(Command::Del, "ctr2", &c2, "eth0", ipam2)).expect("DEL c2");
-    w.wait_for("dnsmasq to drop lease 2", 5, || w.server_leases().is_empty());
+    w.wait_for("dnsmasq to drop lease 2", 5, || w.server.leases().is_empty());
     assert!(w.state_files().is_empty());
 }
 
 #[test]
 fn dhcp_daemon_restart_keeps_and_resumes_lease() {
-    let mut w = World::new("r", 62);
-    w.start_dnsmasq(&[]);
+    let mut w = DaemonLan::new("r", 62);
+    w.server.start(&[]);
     let c1 = w.container(1);
     let cfg = w.daemon_config();
     w.start_daemon(cfg.clone());
@@ -346,25 +272,25 @@ fn dhcp_daemon_restart_keeps_and_resumes_lease() {
     // and the resumed lease can be released at the server
     configure(&c1, &a1);
     (APPLET.del)(&w.ctx(Command::Del, "ctr1", &c1, "eth0", w.ipam())).expect("DEL");
-    w.wait_for("release after restart", 5, || w.server_leases().is_empty());
+    w.wait_for("release after restart", 5, || w.server.leases().is_empty());
 }
 
 #[test]
 fn dhcp_vanished_link_stops_maintenance() {
-    let mut w = World::new("v", 63);
-    w.start_dnsmasq(&[]);
+    let mut w = DaemonLan::new("v", 63);
+    w.server.start(&[]);
     let c1 = w.container(1);
     let d = w.start_daemon(w.daemon_config());
     (APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).expect("ADD");
     assert_eq!(d.lease_keys().len(), 1);
-    run(&["ip", "-n", &w.server, "link", "del", "vh1"]);
+    w.server.ns.must(&["ip", "link", "del", "vh1"]);
     w.wait_for("the daemon to forget the lease of the vanished link", 10, || d.lease_keys().is_empty());
     assert!(w.state_files().is_empty());
 }
 
 #[test]
 fn dhcp_bad_inputs_fail_fast_and_leave_nothing() {
-    let mut w = World::new("b", 64);
+    let mut w = DaemonLan::new("b", 64);
     let c1 = w.container(1);
     let mut cfg = w.daemon_config();
     cfg.timeout = Duration::from_secs(2);
@@ -401,8 +327,8 @@ fn dhcp_bad_inputs_fail_fast_and_leave_nothing() {
 #[test]
 #[ignore = "slow (65 s): make test-slow"]
 fn slow_v4_renews_at_t1() {
-    let mut w = World::new("n", 65);
-    w.start_dnsmasq(&[]);
+    let mut w = DaemonLan::new("n", 65);
+    w.server.start(&[]);
     let c1 = w.container(1);
     let d = w.start_daemon(w.daemon_config());
     let r = (APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).expect("ADD");
@@ -411,9 +337,9 @@ fn slow_v4_renews_at_t1() {
     let first = d.lease("ctr1/dhcpnet/eth0").unwrap();
     assert_eq!(first.lease_secs, 120);
     assert_eq!(first.t1_secs, 60);
-    let expiry0 = w.server_leases().first().unwrap().0;
+    let expiry0 = w.server.leases().first().unwrap().0;
     std::thread::sleep(Duration::from_secs(58));
-    w.wait_for("a renewal at T1", 15, || w.server_leases().first().is_some_and(|l| l.0 >= expiry0 + 55));
+    w.wait_for("a renewal at T1", 15, || w.server.leases().first().is_some_and(|l| l.0 >= expiry0 + 55));
     let now = d.lease("ctr1/dhcpnet/eth0").unwrap();
     assert!(now.acquired_unix >= first.acquired_unix + 55, "{first:?} → {now:?}");
     assert_eq!(now.address, first.address);
@@ -450,8 +376,8 @@ fn plugin(cmd: &str, id: &str, netns: &str, conf: &str) -> (bool, String) {
 
 #[test]
 fn dhcp_process_daemon_and_plugin() {
-    let mut w = World::new("p", 66);
-    w.start_dnsmasq(&[]);
+    let mut w = DaemonLan::new("p", 66);
+    w.server.start(&[]);
     let c1 = w.container(1);
     let sock = w.dir.join("d.sock");
     let pidfile = w.dir.join("d.pid");
@@ -496,10 +422,10 @@ fn dhcp_process_daemon_and_plugin() {
     assert!(okk, "{out}");
     let (okk, out) = plugin("DEL", "ctr1", &c1, &conf);
     assert!(okk, "{out}");
-    w.wait_for("release", 5, || w.server_leases().is_empty());
+    w.wait_for("release", 5, || w.server.leases().is_empty());
     // SIGTERM: socket and pidfile removed
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), pid.to_string());
-    run(&["kill", "-TERM", &pid.to_string()]);
+    must(&["kill", "-TERM", &pid.to_string()]);
     w.wait_for("daemon cleanup", 5, || !sock.exists() && !pidfile.exists());
 }
 
@@ -507,8 +433,8 @@ fn dhcp_process_daemon_and_plugin() {
 /// when the daemon comes back: both end up renewed with the same address.
 #[test]
 fn dhcp_resume_rebinds_and_reacquires_after_restart() {
-    let mut w = World::new("x", 67);
-    w.start_dnsmasq(&[]);
+    let mut w = DaemonLan::new("x", 67);
+    w.server.start(&[]);
     let c1 = w.container(1);
     let c2 = w.container(2);
     let cfg = w.daemon_config();
@@ -533,15 +459,15 @@ fn dhcp_resume_rebinds_and_reacquires_after_restart() {
         let l = d.lease(key).unwrap();
         assert!(addr.starts_with(&format!("{}/", l.address)), "{key}: {addr} became {}", l.address);
     }
-    let log = w.dnsmasq_log();
+    let log = w.server.log();
     assert!(log.matches("DHCPREQUEST").count() >= 4, "{log}");
 }
 
 /// Many containers at once: every ADD gets its own address, in parallel.
 #[test]
 fn dhcp_many_containers_in_parallel() {
-    let mut w = World::new("m", 68);
-    w.start_dnsmasq(&[]);
+    let mut w = DaemonLan::new("m", 68);
+    w.server.start(&[]);
     let paths: Vec<String> = (1..=6).map(|n| w.container(n)).collect();
     let d = w.start_daemon(w.daemon_config());
     let w = &w;
@@ -582,7 +508,7 @@ fn dhcp_many_containers_in_parallel() {
     ]);
     (APPLET.gc.unwrap())(&gc_ctx(Some(keep), "dhcpnet")).expect("GC");
     assert_eq!(d.lease_keys(), ["ctr0/dhcpnet/eth0", "ctr1/dhcpnet/eth0", "ctr2/dhcpnet/eth0"]);
-    w.wait_for("dnsmasq to see 3 releases", 5, || w.server_leases().len() == 3);
+    w.wait_for("dnsmasq to see 3 releases", 5, || w.server.leases().len() == 3);
     assert_eq!(w.state_files().len(), 3);
 }
 
@@ -594,7 +520,7 @@ fn dhcp_process_socket_activation() {
         Path::new("/usr/bin/systemd-socket-activate").exists(),
         "systemd-socket-activate (package systemd) is needed: .ci/run installs it"
     );
-    let mut w = World::new("s", 69);
+    let mut w = DaemonLan::new("s", 69);
     let sock = w.dir.join("act.sock");
     let own = w.dir.join("own.sock");
     let child = w
@@ -630,12 +556,10 @@ fn dhcp_process_socket_activation() {
 /// by `Drop`; sockets, lease and pid files live in the world's temp dir.
 struct Lan {
     w: harness::World,
-    server: Netns,
-    n: u8,
+    server: DhcpServer,
     sock: PathBuf,
     state: PathBuf,
     daemon: Option<Child>,
-    dnsmasq: Option<Child>,
     procs: Vec<Child>,
     stock: Vec<Netns>,
 }
@@ -651,39 +575,13 @@ const DNSMASQ_DNS: &[&str] = &[
 impl Lan {
     fn new(tag: &str, n: u8, uplinks: &[&str]) -> Lan {
         let w = harness::World::new(tag, 0, Impl::Ours);
-        let server = Netns::create(&format!("{}-s", w.host.name.trim_end_matches("-h")));
-        // the server's addresses are usable at once (no DAD wait before dnsmasq starts)
-        server.set_sysctl("net/ipv6/conf/default/accept_dad", "0");
-        server.set_sysctl("net/ipv6/conf/all/accept_dad", "0");
-        server.must(&["ip", "link", "set", "lo", "up"]);
-        server.must(&["ip", "link", "add", "sbr", "type", "bridge", "forward_delay", "0"]);
-        server.must(&["ip", "addr", "add", &format!("198.19.{n}.1/24"), "dev", "sbr"]);
-        server.must(&["ip", "addr", "add", &format!("fd00:0:d:{n}::1/64"), "dev", "sbr"]);
-        server.must(&["ip", "link", "set", "sbr", "up"]);
+        let server = DhcpServer::new(&format!("{}-s", w.host.name.trim_end_matches("-h")), "sbr", n, true, &w.tmp);
         for (i, up) in uplinks.iter().enumerate() {
-            let peer = format!("s{i}");
-            w.host.must(&["ip", "link", "add", up, "type", "veth", "peer", "name", &peer, "netns", &server.name]);
-            w.host.must(&["ip", "link", "set", up, "up"]);
-            server.must(&["ip", "link", "set", &peer, "master", "sbr", "up"]);
+            server.plug(&format!("s{i}"), &w.host, up);
         }
         let sock = w.tmp.join("dhcp.sock");
         let state = w.tmp.join("state");
-        Lan { w, server, n, sock, state, daemon: None, dnsmasq: None, procs: vec![], stock: vec![] }
-    }
-
-    fn srv4(&self) -> String {
-        format!("198.19.{}.1", self.n)
-    }
-    fn srv6(&self) -> String {
-        format!("fd00:0:d:{}::1", self.n)
-    }
-
-    fn leases_file(&self) -> PathBuf {
-        self.w.tmp.join("dnsmasq.leases")
-    }
-
-    fn dnsmasq_log(&self) -> String {
-        std::fs::read_to_string(self.w.tmp.join("dnsmasq.log")).unwrap_or_default()
+        Lan { w, server, sock, state, daemon: None, procs: vec![], stock: vec![] }
     }
 
     fn daemon_log(&self) -> String {
@@ -692,37 +590,9 @@ impl Lan {
 
     /// dnsmasq with a v4 range, a stateful v6 range with RA, 2-minute leases and DNS options.
     fn start_dnsmasq(&mut self) {
-        let n = self.n;
-        let t = &self.w.tmp;
-        let child = self
-            .server
-            .command("/usr/sbin/dnsmasq")
-            .args(["--keep-in-foreground", "--conf-file=/dev/null"])
-            .arg(format!("--pid-file={}", t.join("dnsmasq.pid").display()))
-            .arg(format!("--dhcp-leasefile={}", self.leases_file().display()))
-            .arg(format!("--log-facility={}", t.join("dnsmasq.log").display()))
-            .args(["--port=0", "--no-resolv", "--no-hosts", "--bind-interfaces", "--interface=sbr", "--user=root"])
-            .args(["--no-ping", "--log-dhcp", "--dhcp-authoritative", "--enable-ra"])
-            .arg(format!("--dhcp-range=198.19.{n}.10,198.19.{n}.50,2m"))
-            .arg(format!("--dhcp-range=fd00:0:d:{n}::10,fd00:0:d:{n}::50,64,2m"))
-            .args(DNSMASQ_DNS.iter().map(|o| o.replace("{n}", &n.to_string())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq");
-        self.dnsmasq = Some(child);
-        let ok = harness::wait_for(5, || {
-            let out = String::from_utf8_lossy(&self.server.exec(&["ss", "-uanl"]).stdout).into_owned();
-            out.contains(":67 ") && out.contains(":547 ")
-        });
-        assert!(ok, "dnsmasq did not start: {}", self.dnsmasq_log());
-    }
-
-    fn stop_dnsmasq(&mut self) {
-        if let Some(mut c) = self.dnsmasq.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let n = self.server.n.to_string();
+        let dns: Vec<String> = DNSMASQ_DNS.iter().map(|o| o.replace("{n}", &n)).collect();
+        self.server.start(&dns);
     }
 
     /// Our daemon (the real binary) in the host netns, with short timers for the tests.
@@ -759,16 +629,6 @@ impl Lan {
         assert!(!self.sock.exists(), "the daemon left its socket behind");
     }
 
-    /// dnsmasq's lease file: the leased addresses (v4 and v6 lines).
-    fn server_addrs(&self) -> Vec<String> {
-        std::fs::read_to_string(self.leases_file())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.starts_with("duid "))
-            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
-            .collect()
-    }
-
     /// The daemon's lease files (`*.lease`; a `*.tmp` is a save in progress).
     fn state_files(&self) -> Vec<PathBuf> {
         let all: Vec<PathBuf> = std::fs::read_dir(&self.state)
@@ -781,7 +641,7 @@ impl Lan {
         if !harness::wait_for(secs, cond) {
             panic!(
                 "timed out waiting for {what}\n--- dnsmasq:\n{}\n--- daemon:\n{}",
-                self.dnsmasq_log(),
+                self.server.log(),
                 self.daemon_log()
             );
         }
@@ -851,11 +711,11 @@ impl Lan {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2);
         }
         self.procs.push(child);
-        assert!(bound, "stock udhcpc got no lease: {}", self.dnsmasq_log());
+        assert!(bound, "stock udhcpc got no lease: {}", self.server.log());
         let seen = std::fs::read_to_string(&out).unwrap_or_default();
         let ip = seen.split_whitespace().next().and_then(|f| f.strip_prefix("ip=")).unwrap_or_default().to_string();
         assert!(!ip.is_empty(), "udhcpc script output: {seen:?}");
-        self.wait("dnsmasq to drop udhcpc's released lease", 5, || !self.server_addrs().contains(&ip));
+        self.wait("dnsmasq to drop udhcpc's released lease", 5, || !self.server.leased_addrs().contains(&ip));
         seen
     }
 
@@ -904,11 +764,11 @@ impl Lan {
         });
         let seen = std::fs::read_to_string(&out).unwrap_or_default();
         let ip = seen.split_whitespace().next().and_then(|f| f.strip_prefix("ip=")).unwrap_or_default().to_string();
-        assert!(self.server_addrs().contains(&ip), "{seen} not in dnsmasq's leases");
+        assert!(self.server.leased_addrs().contains(&ip), "{seen} not in dnsmasq's leases");
         let a = args(true);
         let argv: Vec<&str> = a.iter().map(String::as_str).collect();
         self.stock[k].must(&argv);
-        self.wait("dnsmasq to drop dhclient's released v6 lease", 5, || !self.server_addrs().contains(&ip));
+        self.wait("dnsmasq to drop dhclient's released v6 lease", 5, || !self.server.leased_addrs().contains(&ip));
         seen
     }
 
@@ -926,11 +786,11 @@ impl Drop for Lan {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.stop_dnsmasq();
+        self.server.stop();
         for s in self.stock.iter_mut() {
             s.delete();
         }
-        self.server.delete();
+        self.server.ns.delete();
     }
 }
 
@@ -971,7 +831,7 @@ fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
     lan.w.host.must(&["ip", "link", "set", "up0", "master", "br0"]);
     lan.w.host.must(&["ip", "link", "set", "br0", "up"]);
     lan.start_dnsmasq();
-    let n = lan.n;
+    let n = lan.server.n;
 
     // the server, proven by stock clients through the same host bridge
     let k = lan.stock_port("veth", "br0");
@@ -991,7 +851,7 @@ fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
     assert_eq!(ips.len(), 2, "{r}");
     assert!(ips[0].starts_with(&format!("198.19.{n}.")) && ips[0].ends_with("/24"), "{r}");
     assert!(ips[1].starts_with(&format!("fd00:0:d:{n}::")) && ips[1].ends_with("/128"), "{r}");
-    assert_eq!(r["ips"][0]["gateway"], lan.srv4());
+    assert_eq!(r["ips"][0]["gateway"], lan.server.srv4());
     assert!(r["ips"][1].get("gateway").is_none(), "DHCPv6 gives no gateway: {r}");
     assert_eq!(
         strs(&r["dns"]["nameservers"]),
@@ -1001,11 +861,11 @@ fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
     assert_eq!(r["dns"]["domain"], "lab.example");
     assert_eq!(strs(&r["dns"]["search"]), ["lab.example", "corp.lab.example", "v6.lab.example"], "{r}");
     let (a4, a6) = (host_part(&ips[0]), host_part(&ips[1]));
-    let leased = lan.server_addrs();
+    let leased = lan.server.leased_addrs();
     assert!(leased.contains(&a4) && leased.contains(&a6), "{leased:?}");
     // v4 straight away; v6 once the container took the on-link prefix from dnsmasq's RA
-    assert!(lan.w.c(c1).ping(&lan.srv4(), 5), "no v4 ping");
-    assert!(lan.w.c(c1).ping(&lan.srv6(), 20), "no v6 ping: {:?}", lan.w.c(c1).routes());
+    assert!(lan.w.c(c1).ping(&lan.server.srv4(), 5), "no v4 ping");
+    assert!(lan.w.c(c1).ping(&lan.server.srv6(), 20), "no v6 ping: {:?}", lan.w.c(c1).routes());
 
     // config DNS wins over the lease, field by field (search still from the lease)
     let conf2 = lan.bridge_conf(serde_json::json!({"ipv6": true, "dns": {"nameservers": ["198.18.0.9"]}}));
@@ -1046,7 +906,7 @@ fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
     gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "ctr1", "ifname": "eth0"}]);
     lan.w.cni("GC", &gc).run().ok();
     lan.wait("GC to release ctr2 (v4 and v6)", 5, || {
-        let l = lan.server_addrs();
+        let l = lan.server.leased_addrs();
         !l.contains(&b4) && !l.contains(&b6) && l.contains(&a4) && l.contains(&a6)
     });
 
@@ -1054,17 +914,13 @@ fn bridge_dual_stack_dns_restart_gc_and_release_after_del() {
     lan.w.del(&conf).cid("ctr1").container(c1).run().ok();
     assert!(lan.w.c(c1).link("eth0").is_none());
     lan.wait("DEL to release ctr1 (v4 and v6)", 5, || {
-        let l = lan.server_addrs();
+        let l = lan.server.leased_addrs();
         !l.contains(&a4) && !l.contains(&a6)
     });
     assert!(lan.state_files().is_empty(), "{:?}", lan.state_files());
     // the link was gone: both releases left from the host side, on the bridge
     let log = lan.daemon_log();
-    assert!(
-        log.contains("broadcast on br0") && log.contains("DHCPv6 on br0, answered"),
-        "{log}\n{}",
-        lan.dnsmasq_log()
-    );
+    assert!(log.contains("broadcast on br0") && log.contains("DHCPv6 on br0, answered"), "{log}\n{}", lan.server.log());
     lan.w.del(&conf).cid("ctr1").container(c1).run().ok();
 }
 
@@ -1086,10 +942,10 @@ fn macvlan_release_after_del() {
     let ips = ips_of(&r);
     assert_eq!(ips.len(), 1, "an existing v4 config keeps meaning v4 only: {r}");
     let a4 = host_part(&ips[0]);
-    assert!(lan.server_addrs().contains(&a4));
-    assert!(lan.w.c(c).ping(&lan.srv4(), 5));
+    assert!(lan.server.leased_addrs().contains(&a4));
+    assert!(lan.w.c(c).ping(&lan.server.srv4(), 5));
     lan.w.del(&conf).cid("ctr1").container(c).run().ok();
-    lan.wait("DEL to release the macvlan lease", 5, || !lan.server_addrs().contains(&a4));
+    lan.wait("DEL to release the macvlan lease", 5, || !lan.server.leased_addrs().contains(&a4));
     assert!(lan.state_files().is_empty());
 
     // IPAM DEL while the link still exists (macvlan and host-device call it first): the address
@@ -1103,13 +959,13 @@ fn macvlan_release_after_del() {
     // DHCPv4 DNS options (dns-server, domain-name, domain-search) land in the IPAM result's
     // `dns` (macvlan itself, like the reference, answers with the network config's dns)
     let d = lan.w.add(&ipam_only).cid("ctr2").container(c2).run().ok();
-    let n = lan.n;
+    let n = lan.server.n;
     assert_eq!(strs(&d["dns"]["nameservers"]), [format!("198.19.{n}.53"), format!("198.19.{n}.54")], "{d}");
     assert_eq!(d["dns"]["domain"], "lab.example", "{d}");
     assert_eq!(strs(&d["dns"]["search"]), ["lab.example", "corp.lab.example"], "{d}");
     lan.w.del(&ipam_only).cid("ctr2").container(c2).run().ok();
     assert!(lan.w.c(c2).addrs("eth0").is_empty(), "{:?}", lan.w.c(c2).addrs("eth0"));
-    lan.wait("the release with the link in place", 5, || !lan.server_addrs().contains(&host_part(&b)));
+    lan.wait("the release with the link in place", 5, || !lan.server.leased_addrs().contains(&host_part(&b)));
     lan.w.del(&conf).cid("ctr2").container(c2).run().ok();
 }
 
@@ -1129,11 +985,11 @@ fn host_device_release_after_del() {
     });
     let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
     let a4 = host_part(&ips_of(&r)[0]);
-    assert!(lan.server_addrs().contains(&a4));
-    assert!(lan.w.c(c).ping(&lan.srv4(), 5));
+    assert!(lan.server.leased_addrs().contains(&a4));
+    assert!(lan.w.c(c).ping(&lan.server.srv4(), 5));
     lan.w.del(&conf).cid("ctr1").container(c).run().ok();
     assert!(lan.w.host.link("hd0").is_some(), "host-device gave the device back");
-    lan.wait("DEL to release the host-device lease", 5, || !lan.server_addrs().contains(&a4));
+    lan.wait("DEL to release the host-device lease", 5, || !lan.server.leased_addrs().contains(&a4));
     assert!(lan.state_files().is_empty());
 }
 
@@ -1185,7 +1041,7 @@ fn v6_resume_renews_rebinds_and_reacquires() {
         let a = v["lease6"]["address"].as_str().unwrap().to_string();
         assert!(addrs.contains(&a), "{a} not one of {addrs:?}");
     }
-    let log = lan.dnsmasq_log();
+    let log = lan.server.log();
     assert!(log.contains("DHCPRENEW"), "{log}");
     assert!(log.contains("DHCPREBIND"), "{log}");
     assert!(log.matches("DHCPSOLICIT").count() >= 5, "{log}");
@@ -1217,7 +1073,7 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
     let addr = host_part(&ips_of(&r)[0]);
     let field = if v6 { "lease6" } else { "lease" };
     lan.stop_daemon();
-    lan.stop_dnsmasq();
+    lan.server.stop();
     for f in lan.state_files() {
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
         let t = v[field]["acquired_unix"].as_u64().unwrap() - 300;
@@ -1245,7 +1101,7 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .is_some_and(|v| v.get("link_down").is_none())
     });
-    assert!(lan.server_addrs().contains(&addr), "re-acquired the same address: {:?}", lan.server_addrs());
+    assert!(lan.server.leased_addrs().contains(&addr), "re-acquired the same address: {:?}", lan.server.leased_addrs());
 }
 
 /// A real T1 for DHCPv6: dnsmasq's 2-minute lease is renewed (RENEW to the server that gave
@@ -1271,10 +1127,10 @@ fn slow_v6_renews_at_t1() {
     let first = read(&lan)["lease6"].clone();
     assert_eq!(first["t1_secs"], 60, "{first}");
     std::thread::sleep(Duration::from_secs(58));
-    lan.wait("a DHCPv6 RENEW at T1", 15, || lan.dnsmasq_log().contains("DHCPRENEW"));
+    lan.wait("a DHCPv6 RENEW at T1", 15, || lan.server.log().contains("DHCPRENEW"));
     lan.wait("the lease file to follow", 5, || {
         read(&lan)["lease6"]["acquired_unix"].as_u64() >= first["acquired_unix"].as_u64().map(|t| t + 55)
     });
     assert_eq!(read(&lan)["lease6"]["address"], a6.as_str());
-    assert!(lan.w.c(c).ping(&lan.srv6(), 20), "v6 still works after the renewal");
+    assert!(lan.w.c(c).ping(&lan.server.srv6(), 20), "v6 still works after the renewal");
 }

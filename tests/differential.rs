@@ -6,6 +6,7 @@
 //! Version-awareness (reference-features.md §0): the oracle rejects spec 1.1.0, so that column is
 //! skipped — explicitly, in `SKIPS` — and oracle bugs that ours must not copy are listed per case.
 
+use crate::harness::state::netfilter;
 use crate::harness::*;
 use serde_json::Value;
 
@@ -139,18 +140,8 @@ impl Side {
         let cni_args = c.cni_args.map(|a| vars.iter().fold(a.to_string(), |s, (k, v)| s.replace(k, v)));
         match c.setup {
             Setup::None => {}
-            Setup::BridgeWithAddr => {
-                w.host.must(&["ip", "link", "add", "cmbr0", "type", "bridge"]);
-                w.host.must(&["ip", "addr", "add", &format!("{}.254/24", subnets.v4a), "dev", "cmbr0"]);
-                w.host.must(&["ip", "link", "set", "cmbr0", "up"]);
-            }
-            Setup::ResolvConf => {
-                let text = format!(
-                    "# test resolver\nnameserver {}.53\nnameserver {}::53\ndomain example.test\nsearch a.test b.test\noptions ndots:3 timeout:1\n",
-                    subnets.v4a, subnets.v6a
-                );
-                std::fs::write(w.tmp.join("resolv.conf"), text).expect("write resolv.conf");
-            }
+            Setup::BridgeWithAddr => w.host_bridge_with_addr(subnets),
+            Setup::ResolvConf => w.write_resolv_conf(subnets),
             Setup::Uplink | Setup::UplinkInContainer => {
                 let ns = if c.setup == Setup::Uplink { &w.host } else { w.c(0) };
                 ns.must(&["ip", "link", "add", "cmup0", "type", "veth", "peer", "name", "cmup1"]);
@@ -216,8 +207,9 @@ impl Side {
     fn state(&self) -> Value {
         let mut v = self.norm.snapshot(&self.w.snapshot());
         if self.rules {
-            v["rules"] =
-                Value::Array(rules(&self.w.host).into_iter().map(|l| Value::String(self.norm.text(&l))).collect());
+            v["rules"] = Value::Array(
+                netfilter(&self.w.host).tagged().into_iter().map(|l| Value::String(self.norm.text(&l))).collect(),
+            );
         }
         v
     }
@@ -287,28 +279,6 @@ impl Side {
         }
         out
     }
-}
-
-/// The host's netfilter rules, one line each, in kernel order, counters masked: the iptables view
-/// (`iptables-save`, `ip6tables-save`) and the nftables view (`nft list ruleset`).
-fn rules(host: &Netns) -> Vec<String> {
-    let mut out = vec![];
-    for tool in ["iptables-save", "ip6tables-save"] {
-        for line in host.must(&[tool]).lines().filter(|l| !l.starts_with('#')) {
-            let l = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
-            out.push(format!("{tool}: {l}"));
-        }
-    }
-    for line in host.must(&["nft", "list", "ruleset"]).lines() {
-        let mut words: Vec<&str> = line.split(' ').collect();
-        for i in 1..words.len() {
-            if words[i - 1] == "packets" || words[i - 1] == "bytes" {
-                words[i] = "N";
-            }
-        }
-        out.push(format!("nft: {}", words.join(" ")));
-    }
-    out
 }
 
 fn short(o: &Outcome) -> String {
@@ -501,7 +471,7 @@ fn run_pair(tag: &str, c: &Case, left: (Impl, &str), right: (Impl, &str)) -> Vec
     if added && c.rules {
         // the comparison of rules means something only when ADD made some
         for side in [&rs, &os] {
-            let made = rules(&side.w.host).iter().any(|l| l.contains("MASQUERADE") || l.contains("DNAT"));
+            let made = netfilter(&side.w.host).tagged().iter().any(|l| l.contains("MASQUERADE") || l.contains("DNAT"));
             if !made {
                 out.push(format!("{}: no MASQUERADE/DNAT rule after ADD", side.w.imp.label()));
             }

@@ -18,6 +18,7 @@
 //! - **Torn store files**: a lease and `last_reserved_ip.0` truncated mid-file are tolerated.
 //! - **File modes**: 0600 files, no temp files left behind, the network dir 0755 (reference).
 
+use crate::harness::world::enter_before_exec;
 use crate::harness::*;
 use nix::sys::ptrace;
 use nix::sys::signal::{kill, Signal};
@@ -119,14 +120,7 @@ impl<'w> Plugin<'w> {
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
         if let Some(ns) = &self.mntns {
-            let f = std::fs::File::open(ns).expect("open mount ns");
-            // SAFETY: runs in the forked child before exec: only setns(2) on an fd the closure owns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNS)
-                        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-                });
-            }
+            enter_before_exec(&mut cmd, ns, nix::sched::CloneFlags::CLONE_NEWNS);
         }
         if trace {
             // SAFETY: runs in the forked child before exec: PTRACE_TRACEME is one plain syscall.

@@ -1,160 +1,34 @@
 //! Firewall layer in throwaway namespace worlds (root). Nothing touches the root namespace:
 //! every rule is written from a thread that entered the test's own "host" netns.
 //!
-//! World (per test, unique names):
-//!   container (eth0 198.18.<n>.2/24, fd00:<n>::2/64) ── veth ── host (vc 198.18.<n>.1, fd00:<n>::1)
-//!   host (vo 198.18.<n+1>.1/24, fd00:<n+1>::1/64) ── veth ── outside (eth0 198.18.<n+1>.2, fd00:<n+1>::2)
-//! The outside namespace has no route back to the container subnet, so a packet that arrives
-//! there from the host's address proves masquerading.
+//! Worlds (per test, unique names) from the harness's topology builders: `topo::Outside` (a
+//! container routed through a host to an outside netns that has no route back, so a packet that
+//! arrives there from the host's address proves masquerading), `topo::TwoBridges`, or bare netnses.
 
+use crate::harness::state::netfilter;
+use crate::harness::topo::{Outside, TwoBridges};
+use crate::harness::world::run_in_netns;
+use crate::harness::{have_reference, unique, Netns};
 use cni_multi::firewall::{self, macspoof, Attachment, BackendKind};
 use ipnet::IpNet;
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn try_run(args: &[&str]) -> bool {
-    Command::new(args[0]).args(&args[1..]).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn ns_run(ns: &str, args: &[&str]) -> String {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    run(&v)
-}
-
-/// Runs `f` on a thread that entered netns `ns` (the thread dies afterwards).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = File::open(&path).unwrap();
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// Namespaces deleted on drop (every exit path).
-struct World {
-    names: Vec<String>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-struct MasqWorld {
-    _w: World,
-    host: String,
-    outside: String,
-    container: String,
-    c4: IpNet,
-    c6: IpNet,
-    host_out4: IpAddr,
-    host_out6: IpAddr,
-    out4: IpAddr,
-    out6: IpAddr,
-}
-
-fn masq_world(tag: &str, n: u8) -> MasqWorld {
-    let pid = std::process::id();
-    let host = format!("fwh{tag}{pid}");
-    let outside = format!("fwo{tag}{pid}");
-    let container = format!("fwc{tag}{pid}");
-    let w = World { names: vec![host.clone(), outside.clone(), container.clone()] };
-    for ns in &w.names {
-        run(&["ip", "netns", "add", ns]);
-        ns_run(ns, &["ip", "link", "set", "lo", "up"]);
-    }
-    let m = n + 1;
-    // container <-> host
-    ns_run(&host, &["ip", "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", &container]);
-    // host <-> outside
-    ns_run(&host, &["ip", "link", "add", "vo", "type", "veth", "peer", "name", "eth0", "netns", &outside]);
-    let addrs = [
-        (&container, "eth0", format!("198.18.{n}.2/24"), format!("fd00:{n}::2/64")),
-        (&host, "vc", format!("198.18.{n}.1/24"), format!("fd00:{n}::1/64")),
-        (&host, "vo", format!("198.18.{m}.1/24"), format!("fd00:{m}::1/64")),
-        (&outside, "eth0", format!("198.18.{m}.2/24"), format!("fd00:{m}::2/64")),
-    ];
-    for (ns, dev, a4, a6) in &addrs {
-        ns_run(ns, &["ip", "addr", "add", a4, "dev", dev]);
-        ns_run(ns, &["ip", "-6", "addr", "add", a6, "dev", dev, "nodad"]);
-        ns_run(ns, &["ip", "link", "set", dev, "up"]);
-    }
-    // Packets sent before linkwatch has turned the carrier on are dropped: wait for it.
-    for (ns, dev, _, _) in &addrs {
-        wait_oper_up(ns, dev);
-    }
-    ns_run(&container, &["ip", "route", "add", "default", "via", &format!("198.18.{n}.1")]);
-    ns_run(&container, &["ip", "-6", "route", "add", "default", "via", &format!("fd00:{n}::1")]);
-    ns_run(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    ns_run(&host, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    // IPv6 is not usable for forwarded traffic until link-local DAD is over.
-    for ns in &w.names {
-        wait_no_tentative(ns);
-    }
-    MasqWorld {
-        _w: w,
-        host,
-        outside,
-        container,
-        c4: format!("198.18.{n}.2/24").parse().unwrap(),
-        c6: format!("fd00:{n}::2/64").parse().unwrap(),
-        host_out4: format!("198.18.{m}.1").parse().unwrap(),
-        host_out6: format!("fd00:{m}::1").parse().unwrap(),
-        out4: format!("198.18.{m}.2").parse().unwrap(),
-        out6: format!("fd00:{m}::2").parse().unwrap(),
-    }
-}
-
-fn wait_oper_up(ns: &str, dev: &str) {
-    for _ in 0..100 {
-        let state = ns_run(ns, &["cat", &format!("/sys/class/net/{dev}/operstate")]);
-        if state.trim() == "up" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{dev} in {ns} never came up");
-}
-
-fn wait_no_tentative(ns: &str) {
-    for _ in 0..200 {
-        if ns_run(ns, &["ip", "-6", "addr", "show", "tentative"]).trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("IPv6 DAD never finished in {ns}");
-}
-
 /// Like [`udp_probe_once`], retried a few times while nothing arrives (first packets can be
 /// lost to neighbour resolution); the first address that arrives is returned.
-fn udp_probe(w: &MasqWorld, dst: IpAddr) -> Option<IpAddr> {
+fn udp_probe(w: &Outside, dst: IpAddr) -> Option<IpAddr> {
     (0..3).find_map(|_| udp_probe_once(w, dst))
 }
 
 /// Sends one UDP datagram from the container to `dst` and returns the source address the
 /// outside namespace saw (None when nothing arrived).
-fn udp_probe_once(w: &MasqWorld, dst: IpAddr) -> Option<IpAddr> {
+fn udp_probe_once(w: &Outside, dst: IpAddr) -> Option<IpAddr> {
     let bind = SocketAddr::new(dst, 0);
     let (tx, rx) = std::sync::mpsc::channel();
-    let outside = w.outside.clone();
+    let outside = w.outside.path.clone();
     let listener = std::thread::spawn(move || {
-        in_ns(&outside, move || {
+        run_in_netns(&outside, move || {
             let s = UdpSocket::bind(bind).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             tx.send(s.local_addr().unwrap()).unwrap();
@@ -163,7 +37,7 @@ fn udp_probe_once(w: &MasqWorld, dst: IpAddr) -> Option<IpAddr> {
         })
     });
     let target = rx.recv().unwrap();
-    in_ns(&w.container, move || {
+    w.container.run_in(move || {
         let any: SocketAddr = if target.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
         let s = UdpSocket::bind(any).unwrap();
         s.send_to(b"hello", target).unwrap();
@@ -171,38 +45,8 @@ fn udp_probe_once(w: &MasqWorld, dst: IpAddr) -> Option<IpAddr> {
     listener.join().unwrap()
 }
 
-/// Text of the host's ruleset (nft and iptables views), with counters and timestamps removed.
-fn ruleset(host: &str) -> String {
-    let mut out = String::new();
-    let nft = ns_run(host, &["nft", "list", "ruleset"]);
-    for line in nft.lines() {
-        let mut words: Vec<&str> = line.split(' ').collect();
-        let mut i = 0;
-        while i < words.len() {
-            if (words[i] == "packets" || words[i] == "bytes") && i + 1 < words.len() {
-                words[i + 1] = "N";
-            }
-            i += 1;
-        }
-        out.push_str(&words.join(" "));
-        out.push('\n');
-    }
-    for v in ["iptables-save", "ip6tables-save"] {
-        let save = ns_run(host, &[v]);
-        for line in save.lines().filter(|l| !l.starts_with('#')) {
-            let l = match line.find(" [") {
-                Some(i) if line.starts_with(':') => &line[..i],
-                _ => line,
-            };
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
-    let w = masq_world(tag, n);
+    let w = Outside::new(tag, n);
     // Without masquerading the outside sees the container's own address: the probe can fail.
     assert_eq!(udp_probe(&w, w.out4), Some(w.c4.addr()));
     assert_eq!(udp_probe(&w, w.out6), Some(w.c6.addr()));
@@ -210,16 +54,16 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
     // Warm-up with another attachment: the shared table/chain infrastructure (which the
     // reference never deletes either) exists from now on; this is the "prior" state.
     let warm: Vec<IpNet> = vec!["198.18.250.9/24".parse().unwrap(), "fd00:250::9/64".parse().unwrap()];
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         let b = firewall::ipmasq::backend(kind);
         b.ensure_masquerade("warmnet", "warm", "eth0", &warm).unwrap();
         b.remove_masquerade("warmnet", "warm", "eth0", &warm).unwrap();
     });
-    let before = ruleset(&w.host);
+    let before = netfilter(&w.host).text();
 
     let ips = vec![w.c4, w.c6];
     let ips2 = ips.clone();
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         let b = firewall::ipmasq::backend(kind);
         assert!(match kind {
             BackendKind::Iptables => firewall::iptables::IptablesBackend.usable(),
@@ -234,7 +78,7 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
         firewall::ipmasq::check(Some(kind.name()), &spec("cid-1")).unwrap();
         assert!(firewall::ipmasq::check(Some(kind.name()), &spec("cid-other")).is_err());
     });
-    let during = ruleset(&w.host);
+    let during = netfilter(&w.host).text();
     assert_ne!(before, during);
     if kind == BackendKind::Iptables {
         let chain = firewall::iptables::chain_name("testnet", "cid-1");
@@ -249,14 +93,14 @@ fn masquerade_behaviour(kind: BackendKind, tag: &str, n: u8) {
     assert_eq!(udp_probe(&w, w.out6), Some(w.host_out6), "IPv6 not masqueraded:\n{during}");
 
     let ips3 = ips.clone();
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         let spec = firewall::ipmasq::MasqSpec { network: "testnet", container_id: "cid-1", ifname: "eth0", ips: &ips3 };
         firewall::ipmasq::remove(&spec).unwrap();
         assert!(firewall::ipmasq::check(Some(kind.name()), &spec).is_err(), "CHECK fails once removed");
     });
-    assert_eq!(before, ruleset(&w.host), "teardown must restore the prior ruleset");
+    assert_eq!(before, netfilter(&w.host).text(), "teardown must restore the prior ruleset");
     // Teardown of something already gone is a success.
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
             network: "testnet",
             container_id: "cid-1",
@@ -280,11 +124,10 @@ fn masquerade_iptables_reaches_outside_as_host() {
 #[test]
 fn masquerade_gc_removes_only_invalid_attachments_both_backends() {
     for (kind, tag, n) in [(BackendKind::Nftables, "gn", 30), (BackendKind::Iptables, "gi", 40)] {
-        let w = masq_world(tag, n);
+        let w = Outside::new(tag, n);
         let a: Vec<IpNet> = vec![format!("198.18.{n}.2/24").parse().unwrap()];
         let b: Vec<IpNet> = vec![format!("198.18.{n}.3/24").parse().unwrap()];
-        let host = w.host.clone();
-        in_ns(&host, move || {
+        w.host.run_in(move || {
             let fw = firewall::ipmasq::backend(kind);
             fw.ensure_masquerade("gcnet", "keep", "eth0", &a).unwrap();
             fw.ensure_masquerade("gcnet", "stale", "eth0", &b).unwrap();
@@ -292,7 +135,7 @@ fn masquerade_gc_removes_only_invalid_attachments_both_backends() {
             let valid = vec![Attachment { container_id: "keep".into(), ifname: "eth0".into() }];
             firewall::ipmasq::gc("gcnet", &valid).unwrap();
         });
-        let rs = ruleset(&w.host);
+        let rs = netfilter(&w.host).text();
         match kind {
             BackendKind::Nftables => {
                 assert!(rs.contains("id: keep\""), "{rs}");
@@ -316,7 +159,7 @@ fn helper_nft_without_binaries_child() {
     assert!(Command::new("nft").output().is_err(), "nft must not be reachable");
     assert!(Command::new("iptables").output().is_err(), "iptables must not be reachable");
     let ip: IpNet = std::env::var("CNI_MULTI_FW_TEST_IP").unwrap().parse().unwrap();
-    in_ns(&ns, move || {
+    run_in_netns(std::path::Path::new(&ns), move || {
         // Auto choice must pick nftables (kernel has nf_tables), no binary involved.
         assert_eq!(BackendKind::choose(None).unwrap(), BackendKind::Nftables);
         firewall::ipmasq::ensure(
@@ -329,18 +172,17 @@ fn helper_nft_without_binaries_child() {
 
 #[test]
 fn nftables_backend_needs_no_binaries() {
-    let w = masq_world("nb", 50);
-    let empty = std::env::temp_dir().join(format!("fw-empty-path-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let w = Outside::new("nb", 50);
+    let empty = tempfile::Builder::new().prefix("fw-empty-path-").tempdir().unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["helper_nft_without_binaries_child", "--nocapture", "--test-threads=1"])
-        .env("PATH", &empty)
-        .env("CNI_MULTI_FW_TEST_NS", &w.host)
+        .env("PATH", empty.path())
+        .env("CNI_MULTI_FW_TEST_NS", &w.host.path)
         .env("CNI_MULTI_FW_TEST_IP", w.c4.to_string())
         .env_remove(firewall::ENV_BACKEND)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir(&empty);
+    drop(empty);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("1 passed"), "{text}");
     assert_eq!(udp_probe(&w, w.out4), Some(w.host_out4));
@@ -348,36 +190,31 @@ fn nftables_backend_needs_no_binaries() {
 
 #[test]
 fn macspoofchk_drops_spoofed_source_mac() {
-    let pid = std::process::id();
-    let host = format!("fwhms{pid}");
-    let ctr = format!("fwcms{pid}");
-    let _w = World { names: vec![host.clone(), ctr.clone()] };
-    for ns in [&host, &ctr] {
-        run(&["ip", "netns", "add", ns]);
-    }
-    ns_run(&host, &["ip", "link", "add", "br0", "type", "bridge"]);
-    ns_run(&host, &["ip", "addr", "add", "198.18.60.1/24", "dev", "br0"]);
-    ns_run(&host, &["ip", "link", "set", "br0", "up"]);
-    ns_run(&host, &["ip", "link", "add", "vms1", "type", "veth", "peer", "name", "eth0", "netns", &ctr]);
-    ns_run(&host, &["ip", "link", "set", "vms1", "master", "br0", "up"]);
-    ns_run(&ctr, &["ip", "link", "set", "eth0", "address", "02:00:00:00:00:01"]);
-    ns_run(&ctr, &["ip", "addr", "add", "198.18.60.2/24", "dev", "eth0"]);
-    ns_run(&ctr, &["ip", "link", "set", "eth0", "up"]);
-    let ping = |ctr: &str| try_run(&["ip", "netns", "exec", ctr, "ping", "-c1", "-W1", "198.18.60.1"]);
+    let host = Netns::create(&unique("fwhms"));
+    let ctr = Netns::create(&unique("fwcms"));
+    host.must(&["ip", "link", "add", "br0", "type", "bridge"]);
+    host.must(&["ip", "addr", "add", "198.18.60.1/24", "dev", "br0"]);
+    host.must(&["ip", "link", "set", "br0", "up"]);
+    host.must(&["ip", "link", "add", "vms1", "type", "veth", "peer", "name", "eth0", "netns", &ctr.name]);
+    host.must(&["ip", "link", "set", "vms1", "master", "br0", "up"]);
+    ctr.must(&["ip", "link", "set", "eth0", "address", "02:00:00:00:00:01"]);
+    ctr.must(&["ip", "addr", "add", "198.18.60.2/24", "dev", "eth0"]);
+    ctr.must(&["ip", "link", "set", "eth0", "up"]);
+    let ping = |ctr: &Netns| ctr.exec(&["ping", "-c1", "-W1", "198.18.60.1"]).status.success();
     let set_mac = |mac: &str| {
-        ns_run(&ctr, &["ip", "link", "set", "eth0", "address", mac]);
-        let _ = try_run(&["ip", "netns", "exec", &host, "ip", "neigh", "flush", "dev", "br0"]);
-        let _ = try_run(&["ip", "netns", "exec", &ctr, "ip", "neigh", "flush", "dev", "eth0"]);
+        ctr.must(&["ip", "link", "set", "eth0", "address", mac]);
+        let _ = host.exec(&["ip", "neigh", "flush", "dev", "br0"]);
+        let _ = ctr.exec(&["ip", "neigh", "flush", "dev", "eth0"]);
     };
     assert!((0..5).any(|_| ping(&ctr)), "baseline connectivity");
 
-    in_ns(&host, || {
+    host.run_in(|| {
         macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
         macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap(); // idempotent
         macspoof::check("cid1", "eth0").unwrap();
         assert!(macspoof::check("cid2", "eth0").is_err(), "CHECK of another port fails");
     });
-    let table = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
+    let table = host.must(&["nft", "list", "table", "bridge", "nat"]);
     let expected = "table bridge nat {\n\
         \tchain PREROUTING {\n\
         \t\ttype filter hook prerouting priority dstnat; policy accept;\n\
@@ -396,12 +233,12 @@ fn macspoofchk_drops_spoofed_source_mac() {
     set_mac("02:00:00:00:00:02");
     assert!(!ping(&ctr), "spoofed MAC must be dropped");
 
-    in_ns(&host, || {
+    host.run_in(|| {
         macspoof::remove("cid1", "eth0").unwrap();
         macspoof::remove("cid1", "eth0").unwrap(); // already gone = ok
         assert!(macspoof::check("cid1", "eth0").is_err(), "CHECK fails once removed");
     });
-    let after = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
+    let after = host.must(&["nft", "list", "table", "bridge", "nat"]);
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
     // the bridge re-learns the new MAC and the neighbours re-resolve: allow a few tries on a busy machine
     assert!((0..5).any(|_| ping(&ctr)), "after teardown any MAC passes");
@@ -410,15 +247,15 @@ fn macspoofchk_drops_spoofed_source_mac() {
 // ---- portmap ------------------------------------------------------------------------------------
 
 use cni_multi::firewall::portmap::{self, PortMapping, PortmapSpec};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 
 /// A TCP server in `ns` answering every connection with the peer address it saw.
-fn tcp_server(ns: &str, bind: SocketAddr, conns: usize) -> std::thread::JoinHandle<()> {
-    let ns = ns.to_string();
+fn tcp_server(ns: &Netns, bind: SocketAddr, conns: usize) -> std::thread::JoinHandle<()> {
+    let ns = ns.path.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
-        in_ns(&ns, move || {
+        run_in_netns(&ns, move || {
             let l = TcpListener::bind(bind).unwrap();
             tx.send(()).unwrap();
             for _ in 0..conns {
@@ -431,23 +268,12 @@ fn tcp_server(ns: &str, bind: SocketAddr, conns: usize) -> std::thread::JoinHand
     h
 }
 
-/// Connects from `ns` to `dst`; returns what the server answered (its view of our address).
-fn tcp_client(ns: &str, dst: SocketAddr) -> Option<String> {
-    in_ns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-}
-
 /// A UDP echo server in `ns` (one datagram).
-fn udp_echo(ns: &str, bind: SocketAddr) -> std::thread::JoinHandle<()> {
-    let ns = ns.to_string();
+fn udp_echo(ns: &Netns, bind: SocketAddr) -> std::thread::JoinHandle<()> {
+    let ns = ns.path.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
-        in_ns(&ns, move || {
+        run_in_netns(&ns, move || {
             let s = UdpSocket::bind(bind).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             tx.send(()).unwrap();
@@ -461,8 +287,8 @@ fn udp_echo(ns: &str, bind: SocketAddr) -> std::thread::JoinHandle<()> {
     h
 }
 
-fn udp_client(ns: &str, dst: SocketAddr) -> bool {
-    in_ns(ns, move || {
+fn udp_client(ns: &Netns, dst: SocketAddr) -> bool {
+    ns.run_in(move || {
         let any: SocketAddr = if dst.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
         let s = UdpSocket::bind(any).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -504,15 +330,15 @@ fn pm_remove(kind: BackendKind, spec: &PortmapSpec) {
 }
 
 fn portmap_behaviour(kind: BackendKind, tag: &str, n: u8) {
-    let w = masq_world(tag, n);
+    let w = Outside::new(tag, n);
     let host4 = w.host_out4; // the host address the "client" (outside) namespace reaches
     let host6 = w.host_out6;
-    ns_run(&w.host, &["sysctl", "-qw", "net.ipv4.conf.vc.route_localnet=1"]);
+    w.host.must(&["sysctl", "-qw", "net.ipv4.conf.vc.route_localnet=1"]);
     // Nothing is mapped yet: the client cannot reach the container through the host port.
     let srv = tcp_server(&w.container, "0.0.0.0:80".parse().unwrap(), 1);
-    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host4, 8080)), None);
+    assert_eq!(w.outside.tcp_read(SocketAddr::new(host4, 8080)), None);
     // (unblock the server)
-    let _ = tcp_client(&w.container, "127.0.0.1:80".parse().unwrap());
+    let _ = w.container.tcp_read("127.0.0.1:80".parse().unwrap());
     srv.join().unwrap();
 
     // Warm-up with another container: shared chains/tables exist from now on ("prior" state).
@@ -520,33 +346,33 @@ fn portmap_behaviour(kind: BackendKind, tag: &str, n: u8) {
     warm.container_id = "warm".into();
     let mut warm6 = pm_spec(tag, "fd00:251::9/64".parse().unwrap());
     warm6.container_id = "warm".into();
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         pm_apply(kind, &warm);
         pm_apply(kind, &warm6);
         pm_remove(kind, &warm);
     });
-    let before = ruleset(&w.host);
+    let before = netfilter(&w.host).text();
 
     let s4 = pm_spec(tag, w.c4);
     let s6 = pm_spec(tag, w.c6);
     let (a, b) = (s4.clone(), s6.clone());
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         pm_apply(kind, &a);
         pm_apply(kind, &b);
         pm_apply(kind, &a); // idempotent
     });
-    let during = ruleset(&w.host);
+    let during = netfilter(&w.host).text();
 
     // client namespace -> host IP:8080 (IPv4 and IPv6): the container sees the client itself.
     let srv = tcp_server(&w.container, "[::]:80".parse().unwrap(), 4);
-    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host4, 8080)), Some(w.out4.to_string()), "{during}");
-    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host6, 8080)), Some(w.out6.to_string()), "{during}");
+    assert_eq!(w.outside.tcp_read(SocketAddr::new(host4, 8080)), Some(w.out4.to_string()), "{during}");
+    assert_eq!(w.outside.tcp_read(SocketAddr::new(host6, 8080)), Some(w.out6.to_string()), "{during}");
     // hairpin: the container reaches itself through the host port (masqueraded to the host).
-    let hp = tcp_client(&w.container, SocketAddr::new(host4, 8080));
+    let hp = w.container.tcp_read(SocketAddr::new(host4, 8080));
 
     assert_eq!(hp, Some(format!("198.18.{n}.1")), "hairpin must arrive masqueraded as the host:\n{during}");
     // localhost on the host: 127.0.0.1:8080 reaches the container.
-    assert!(tcp_client(&w.host, "127.0.0.1:8080".parse().unwrap()).is_some(), "localhost failed:\n{during}");
+    assert!(w.host.tcp_read("127.0.0.1:8080".parse().unwrap()).is_some(), "localhost failed:\n{during}");
     srv.join().unwrap();
     // UDP
     let u = udp_echo(&w.container, "0.0.0.0:53".parse().unwrap());
@@ -554,14 +380,14 @@ fn portmap_behaviour(kind: BackendKind, tag: &str, n: u8) {
     u.join().unwrap();
 
     let (a, b) = (s4.clone(), s6.clone());
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         pm_remove(kind, &a);
         pm_remove(kind, &b); // second removal: already gone
     });
-    assert_eq!(before, ruleset(&w.host), "DEL must restore the prior ruleset");
+    assert_eq!(before, netfilter(&w.host).text(), "DEL must restore the prior ruleset");
     let srv = tcp_server(&w.container, "0.0.0.0:80".parse().unwrap(), 1);
-    assert_eq!(tcp_client(&w.outside, SocketAddr::new(host4, 8080)), None, "mapping must be gone");
-    let _ = tcp_client(&w.container, "127.0.0.1:80".parse().unwrap());
+    assert_eq!(w.outside.tcp_read(SocketAddr::new(host4, 8080)), None, "mapping must be gone");
+    let _ = w.container.tcp_read("127.0.0.1:80".parse().unwrap());
     srv.join().unwrap();
 }
 
@@ -577,12 +403,12 @@ fn portmap_iptables_tcp_udp_hairpin_localhost_v4_v6() {
 
 // ---- differential: the reference plugins (Debian 1.1.1, iptables ipMasq / portmap) ------------
 
-fn reference_plugin(plugin: &str, host: &str, cmd: &str, cid: &str, ctr: &str, conf: &str) -> String {
+fn reference_plugin(plugin: &str, host: &Netns, cmd: &str, cid: &str, ctr: &Netns, conf: &str) -> String {
     let mut child = Command::new("ip")
-        .args(["netns", "exec", host, &format!("/usr/lib/cni/{plugin}")])
+        .args(["netns", "exec", &host.name, &format!("/usr/lib/cni/{plugin}")])
         .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", cid)
-        .env("CNI_NETNS", format!("/run/netns/{ctr}"))
+        .env("CNI_NETNS", ctr.path_str())
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/usr/lib/cni")
         .stdin(std::process::Stdio::piped())
@@ -601,31 +427,21 @@ fn reference_plugin(plugin: &str, host: &str, cmd: &str, cid: &str, ctr: &str, c
 /// DEL: same chain name (sha512), same rules and comments.
 #[test]
 fn reference_iptables_ipmasq_and_ours_clean_up_after_each_other() {
-    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "the reference plugins (package containernetworking-plugins) are missing in CI"
-        );
-        eprintln!("reference plugins not installed; skipping");
+    if !have_reference("bridge") {
         return;
     }
-    let pid = std::process::id();
-    let host = format!("fwhrf{pid}");
-    let c1 = format!("fwcrf1{pid}");
-    let c2 = format!("fwcrf2{pid}");
-    let _w = World { names: vec![host.clone(), c1.clone(), c2.clone()] };
-    for ns in [&host, &c1, &c2] {
-        run(&["ip", "netns", "add", ns]);
-    }
-    let data = std::env::temp_dir().join(format!("fw-ref-ipam-{pid}"));
+    let host = Netns::create(&unique("fwhrf"));
+    let c1 = Netns::create(&unique("fwcrf1"));
+    let c2 = Netns::create(&unique("fwcrf2"));
+    let data = tempfile::Builder::new().prefix("fw-ref-ipam-").tempdir().unwrap();
     let conf = |masq: bool| {
         format!(
             r#"{{"cniVersion":"1.0.0","name":"refnet","type":"bridge","bridge":"brref","isGateway":true,"ipMasq":{masq},
                "ipam":{{"type":"host-local","subnet":"198.18.90.0/24","dataDir":"{}"}}}}"#,
-            data.display()
+            data.path().display()
         )
     };
-    let nat = |host: &str| ns_run(host, &["iptables-save", "-t", "nat"]);
+    let nat = |host: &Netns| host.must(&["iptables-save", "-t", "nat"]);
 
     // 1. reference ADD with ipMasq -> our teardown removes everything it made.
     let out = reference_plugin("bridge", &host, "ADD", "refcid1", &c1, &conf(true));
@@ -635,7 +451,7 @@ fn reference_iptables_ipmasq_and_ours_clean_up_after_each_other() {
     let saved = nat(&host);
     assert!(saved.contains(&format!(":{chain1} ")), "reference chain name differs from ours:\n{saved}");
     assert!(saved.contains(r#"--comment "name: \"refnet\" id: \"refcid1\"""#), "{saved}");
-    in_ns(&host, move || {
+    host.run_in(move || {
         firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
             network: "refnet",
             container_id: "refcid1",
@@ -651,7 +467,7 @@ fn reference_iptables_ipmasq_and_ours_clean_up_after_each_other() {
     let out = reference_plugin("bridge", &host, "ADD", "refcid2", &c2, &conf(false));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let ip2: IpNet = v["ips"][0]["address"].as_str().unwrap().parse().unwrap();
-    in_ns(&host, move || {
+    host.run_in(move || {
         firewall::ipmasq::backend(BackendKind::Iptables).ensure_masquerade("refnet", "refcid2", "eth0", &[ip2]).unwrap()
     });
     let chain2 = firewall::iptables::chain_name("refnet", "refcid2");
@@ -660,38 +476,28 @@ fn reference_iptables_ipmasq_and_ours_clean_up_after_each_other() {
     let saved = nat(&host);
     assert!(!saved.contains(&chain2) && !saved.contains("refcid2"), "reference DEL left our rules:\n{saved}");
     reference_plugin("bridge", &host, "DEL", "refcid1", &c1, &conf(false));
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// The reference portmap (iptables) and ours write the same nat table text for the same
 /// mappings, and each one's DEL removes the other's chains.
 #[test]
 fn reference_iptables_portmap_same_rules_and_cross_cleanup() {
-    if !std::path::Path::new("/usr/lib/cni/portmap").exists() {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "the reference plugins (package containernetworking-plugins) are missing in CI"
-        );
-        eprintln!("reference plugins not installed; skipping");
+    if !have_reference("portmap") {
         return;
     }
-    let pid = std::process::id();
-    let host = format!("fwhrp{pid}");
-    let ctr = format!("fwcrp{pid}");
-    let _w = World { names: vec![host.clone(), ctr.clone()] };
-    for ns in [&host, &ctr] {
-        run(&["ip", "netns", "add", ns]);
-    }
+    let host = Netns::create(&unique("fwhrp"));
+    let ctr = Netns::create(&unique("fwcrp"));
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"pmref","type":"portmap","capabilities":{{"portMappings":true}},
            "runtimeConfig":{{"portMappings":[{{"hostPort":8080,"containerPort":80,"protocol":"tcp"}},
                                             {{"hostPort":8081,"containerPort":81,"protocol":"tcp"}},
                                             {{"hostPort":5300,"containerPort":53,"protocol":"udp","hostIP":"198.18.92.1"}}]}},
-           "prevResult":{{"cniVersion":"1.0.0","interfaces":[{{"name":"eth0","sandbox":"/run/netns/{ctr}"}}],
-                          "ips":[{{"address":"198.18.91.2/24","interface":0}}]}}}}"#
+           "prevResult":{{"cniVersion":"1.0.0","interfaces":[{{"name":"eth0","sandbox":"{}"}}],
+                          "ips":[{{"address":"198.18.91.2/24","interface":0}}]}}}}"#,
+        ctr.path_str()
     );
-    let nat = |host: &str| {
-        ns_run(host, &["iptables-save", "-t", "nat"])
+    let nat = |host: &Netns| {
+        host.must(&["iptables-save", "-t", "nat"])
             .lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| if l.starts_with(':') { l.split(" [").next().unwrap_or(l) } else { l })
@@ -723,12 +529,12 @@ fn reference_iptables_portmap_same_rules_and_cross_cleanup() {
     let by_reference = nat(&host);
     assert!(by_reference.contains(&portmap::dn_chain("pmref", "pmcid")), "{by_reference}");
     // our DEL removes the reference's per-container state
-    in_ns(&host, || portmap::iptables_remove("pmref", "pmcid").unwrap());
+    host.run_in(|| portmap::iptables_remove("pmref", "pmcid").unwrap());
     let after_del = nat(&host);
     assert!(!after_del.contains("CNI-DN-"), "{after_del}");
     // our ADD writes the same text the reference wrote
     let s = spec.clone();
-    in_ns(&host, move || portmap::iptables_ensure(&s).unwrap());
+    host.run_in(move || portmap::iptables_ensure(&s).unwrap());
     assert_eq!(nat(&host), by_reference, "our rules differ from the reference's");
     // the reference DEL removes ours
     reference_plugin("portmap", &host, "DEL", "pmcid", &ctr, &conf);
@@ -738,20 +544,20 @@ fn reference_iptables_portmap_same_rules_and_cross_cleanup() {
 #[test]
 fn conntrack_delete_by_udp_dport_only_hits_that_port() {
     use cni_multi::firewall::conntrack;
-    let w = masq_world("ct", 100);
+    let w = Outside::new("ct", 100);
     let ips = vec![w.c4];
     // A nat table makes the host namespace track connections.
-    in_ns(&w.host, move || {
+    w.host.run_in(move || {
         firewall::ipmasq::backend(BackendKind::Nftables).ensure_masquerade("ctnet", "c", "eth0", &ips).unwrap()
     });
     let out4 = w.out4;
-    in_ns(&w.container, move || {
+    w.container.run_in(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.send_to(b"a", SocketAddr::new(out4, 5353)).unwrap();
         s.send_to(b"b", SocketAddr::new(out4, 5454)).unwrap();
     });
-    let ports = |host: &str| {
-        in_ns(host, || {
+    let ports = |host: &Netns| {
+        host.run_in(|| {
             let mut s = cni_multi::firewall::nft::sock::NftSocket::open().unwrap();
             let mut p: Vec<u16> = conntrack::list(&mut s, 2)
                 .unwrap()
@@ -764,7 +570,7 @@ fn conntrack_delete_by_udp_dport_only_hits_that_port() {
         })
     };
     assert_eq!(ports(&w.host), vec![5353, 5454]);
-    let n = in_ns(&w.host, || conntrack::delete_by_dport(false, conntrack::PROTO_UDP, 5353).unwrap());
+    let n = w.host.run_in(|| conntrack::delete_by_dport(false, conntrack::PROTO_UDP, 5353).unwrap());
     assert_eq!(n, 1);
     assert_eq!(ports(&w.host), vec![5454]);
 }
@@ -773,42 +579,13 @@ fn conntrack_delete_by_udp_dport_only_hits_that_port() {
 
 use cni_multi::firewall::filter::{self, FirewallSpec, IngressPolicy};
 
-/// host with bridges fwb1 (a1, a2) and fwb2 (b1); returns (world, host, [a1, a2, b1]).
-fn two_bridge_world(tag: &str, n: u8) -> (World, String, Vec<String>) {
-    let pid = std::process::id();
-    let host = format!("fwh{tag}{pid}");
-    let ctrs: Vec<String> = ["a1", "a2", "b1"].iter().map(|c| format!("fw{c}{tag}{pid}")).collect();
-    let mut names = vec![host.clone()];
-    names.extend(ctrs.iter().cloned());
-    let w = World { names };
-    for ns in &w.names {
-        run(&["ip", "netns", "add", ns]);
-    }
-    for (br, net) in [("fwb1", n), ("fwb2", n + 1)] {
-        ns_run(&host, &["ip", "link", "add", br, "type", "bridge"]);
-        ns_run(&host, &["ip", "addr", "add", &format!("198.18.{net}.1/24"), "dev", br]);
-        ns_run(&host, &["ip", "link", "set", br, "up"]);
-    }
-    ns_run(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    for (i, (ctr, (br, net, host_ip))) in
-        ctrs.iter().zip([("fwb1", n, 2), ("fwb1", n, 3), ("fwb2", n + 1, 2)]).enumerate()
-    {
-        let hv = format!("fwv{i}");
-        ns_run(&host, &["ip", "link", "add", &hv, "type", "veth", "peer", "name", "eth0", "netns", ctr]);
-        ns_run(&host, &["ip", "link", "set", &hv, "master", br, "up"]);
-        ns_run(ctr, &["ip", "addr", "add", &format!("198.18.{net}.{host_ip}/24"), "dev", "eth0"]);
-        ns_run(ctr, &["ip", "link", "set", "eth0", "up"]);
-        ns_run(ctr, &["ip", "route", "add", "default", "via", &format!("198.18.{net}.1")]);
-    }
-    (w, host, ctrs)
-}
-
-fn ping(from: &str, to: &str) -> bool {
-    (0..2).any(|_| try_run(&["ip", "netns", "exec", from, "ping", "-c1", "-W1", to]))
+fn ping(from: &Netns, to: &str) -> bool {
+    (0..2).any(|_| from.exec(&["ping", "-c1", "-W1", to]).status.success())
 }
 
 fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
-    let (_w, host, c) = two_bridge_world(tag, n);
+    let w = TwoBridges::new(tag, n);
+    let (host, c) = (&w.host, &w.ctrs);
     let (a1, a2, b1) = (format!("198.18.{n}.2"), format!("198.18.{n}.3"), format!("198.18.{}.2", n + 1));
     assert!(ping(&c[2], &a1), "baseline: b1 reaches a1 across bridges");
     let spec = |cid: &str, ip: &str, br: &str| FirewallSpec {
@@ -821,7 +598,7 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
     };
     let specs = vec![spec("a1", &a1, "fwb1"), spec("a2", &a2, "fwb1"), spec("b1", &b1, "fwb2")];
     let s2 = specs.clone();
-    in_ns(&host, move || {
+    host.run_in(move || {
         for s in &s2 {
             match kind {
                 BackendKind::Iptables => {
@@ -837,7 +614,7 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
             }
         }
     });
-    let rs = ruleset(&host);
+    let rs = netfilter(host).text();
     assert!(!ping(&c[2], &a1), "other bridge must be dropped:\n{rs}");
     assert!(!ping(&c[0], &b1), "other bridge must be dropped:\n{rs}");
     assert!(ping(&c[0], &a2), "same bridge allowed");
@@ -846,7 +623,7 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
         assert_eq!(rs.matches(&format!("-s {a1}/32 -j ACCEPT")).count(), 1, "{rs}");
     }
     let s2 = specs.clone();
-    in_ns(&host, move || {
+    host.run_in(move || {
         for s in &s2 {
             match kind {
                 BackendKind::Iptables => filter::iptables_del(s).unwrap(),
@@ -854,7 +631,7 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
             }
         }
     });
-    let rs = ruleset(&host);
+    let rs = netfilter(host).text();
     assert!(!rs.contains(&a1) && !rs.contains(&b1), "per-IP rules must be gone:\n{rs}");
     assert!(rs.contains("isolation") || rs.contains("ISOLATION"), "isolation rules stay (reference):\n{rs}");
 }
@@ -874,11 +651,8 @@ fn firewall_plugin_nftables_same_bridge_isolation() {
 #[test]
 fn nft_batch_failure_is_atomic_and_names_the_message() {
     use cni_multi::firewall::nft::{decode, sock::NftSocket, Batch, Expr, Family, Rule, Verdict};
-    let pid = std::process::id();
-    let host = format!("fwhat{pid}");
-    let _w = World { names: vec![host.clone()] };
-    run(&["ip", "netns", "add", &host]);
-    in_ns(&host, || {
+    let host = Netns::create(&unique("fwhat"));
+    host.run_in(|| {
         let mut s = NftSocket::open().unwrap();
         let mut b = Batch::new();
         b.add_table(Family::Ip, "atomic", None);
@@ -908,56 +682,42 @@ fn nft_batch_failure_is_atomic_and_names_the_message() {
 /// each side's teardown removes the other's chains and rule.
 #[test]
 fn reference_macspoofchk_same_layout_and_cross_cleanup() {
-    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "the reference plugins (package containernetworking-plugins) are missing in CI"
-        );
-        eprintln!("reference plugins not installed; skipping");
+    if !have_reference("bridge") {
         return;
     }
-    let pid = std::process::id();
-    let host = format!("fwhrm{pid}");
-    let ctr = format!("fwcrm{pid}");
-    let _w = World { names: vec![host.clone(), ctr.clone()] };
-    for ns in [&host, &ctr] {
-        run(&["ip", "netns", "add", ns]);
-    }
-    let data = std::env::temp_dir().join(format!("fw-ref-ms-{pid}"));
+    let host = Netns::create(&unique("fwhrm"));
+    let ctr = Netns::create(&unique("fwcrm"));
+    let data = tempfile::Builder::new().prefix("fw-ref-ms-").tempdir().unwrap();
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"msnet","type":"bridge","bridge":"brms","macspoofchk":true,
            "ipam":{{"type":"host-local","subnet":"198.18.93.0/24","dataDir":"{}"}}}}"#,
-        data.display()
+        data.path().display()
     );
     let out = reference_plugin("bridge", &host, "ADD", "mscid", &ctr, &conf);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let host_veth = v["interfaces"][1]["name"].as_str().unwrap().to_string();
     let mac = v["interfaces"][2]["mac"].as_str().unwrap().to_string();
-    let table = |host: &str| ns_run(host, &["nft", "list", "table", "bridge", "nat"]);
+    let table = |host: &Netns| host.must(&["nft", "list", "table", "bridge", "nat"]);
     let by_reference = table(&host);
     assert!(by_reference.contains("macspoofchk-mscid-eth0"), "{by_reference}");
     // ours removes the reference's
-    in_ns(&host, || macspoof::remove("mscid", "eth0").unwrap());
+    host.run_in(|| macspoof::remove("mscid", "eth0").unwrap());
     let after = table(&host);
     assert!(!after.contains("cni-br-iface"), "{after}");
     // ours writes the same text
     let (hv, m) = (host_veth.clone(), mac.clone());
-    in_ns(&host, move || macspoof::ensure("mscid", "eth0", &hv, &m).unwrap());
+    host.run_in(move || macspoof::ensure("mscid", "eth0", &hv, &m).unwrap());
     assert_eq!(table(&host), by_reference);
     // the reference DEL removes ours
     reference_plugin("bridge", &host, "DEL", "mscid", &ctr, &conf);
     let after = table(&host);
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]
 fn macspoofchk_gc_removes_only_invalid_attachments_of_our_ports() {
-    let pid = std::process::id();
-    let host = format!("fwhmg{pid}");
-    let _w = World { names: vec![host.clone()] };
-    run(&["ip", "netns", "add", &host]);
-    let removed = in_ns(&host, || {
+    let host = Netns::create(&unique("fwhmg"));
+    let removed = host.run_in(|| {
         macspoof::ensure("keep-1", "eth0", "vkeep", "02:00:00:00:00:01").unwrap();
         macspoof::ensure("stale-2", "eth0", "vstale", "02:00:00:00:00:02").unwrap();
         macspoof::ensure("other-3", "eth0", "vother", "02:00:00:00:00:03").unwrap();
@@ -966,7 +726,7 @@ fn macspoofchk_gc_removes_only_invalid_attachments_of_our_ports() {
         macspoof::gc(&valid, |i| i != "vother").unwrap()
     });
     assert_eq!(removed, vec!["macspoofchk-stale-2-eth0".to_string()]);
-    let t = ns_run(&host, &["nft", "list", "table", "bridge", "nat"]);
+    let t = host.must(&["nft", "list", "table", "bridge", "nat"]);
     assert!(t.contains("cni-br-iface-keep-1-eth0-mac") && t.contains("cni-br-iface-other-3-eth0-mac"), "{t}");
     assert!(!t.contains("stale-2"), "{t}");
 }
@@ -975,22 +735,12 @@ fn macspoofchk_gc_removes_only_invalid_attachments_of_our_ports() {
 
 use cni_multi::firewall::nft::{self as nftlib, decode, plan::TableState, sock::NftSocket, Batch, Family};
 
-/// One empty netns per name, removed on drop.
-fn empty_nses(names: &[String]) -> World {
-    let w = World { names: names.to_vec() };
-    for n in names {
-        run(&["ip", "netns", "add", n]);
-    }
-    w
-}
-
 /// A batch planned against a stale generation is refused as a whole (nothing applied, the
 /// error says stale), and `transact` re-plans and succeeds.
 #[test]
 fn nft_stale_genid_is_rejected_and_transact_retries() {
-    let host = format!("fwgen{}", std::process::id());
-    let _w = empty_nses(std::slice::from_ref(&host));
-    in_ns(&host, || {
+    let host = Netns::create(&unique("fwgen"));
+    host.run_in(|| {
         let mut s = NftSocket::open().unwrap();
         let mut other = NftSocket::open().unwrap();
         let table = |name: &str| {
@@ -1057,23 +807,21 @@ fn assert_add_only(b: &Batch, new_chains: &[&str]) {
 /// path), `full` by committing the old self-contained batches. Before the third ADD in `fast`,
 /// its fast plan is inspected with `check`. Both rulesets must read the same.
 fn fast_vs_full(tag: &str, api: fn(usize), full: fn(&mut NftSocket, usize), check: fn(&mut NftSocket, usize)) {
-    let pid = std::process::id();
-    let (fast, slow) = (format!("fwf{tag}{pid}"), format!("fws{tag}{pid}"));
-    let _w = empty_nses(&[fast.clone(), slow.clone()]);
-    in_ns(&fast, move || {
+    let (fast, slow) = (Netns::create(&unique(&format!("fwf{tag}"))), Netns::create(&unique(&format!("fws{tag}"))));
+    fast.run_in(move || {
         api(0);
         api(1);
         check(&mut NftSocket::open().unwrap(), 2);
         api(2);
         api(2); // a repeated ADD of the same attachment (repair path) leaves the same text
     });
-    in_ns(&slow, move || {
+    slow.run_in(move || {
         let mut s = NftSocket::open().unwrap();
         for i in 0..3 {
             full(&mut s, i);
         }
     });
-    let (a, b) = (ruleset(&fast), ruleset(&slow));
+    let (a, b) = (netfilter(&fast).text(), netfilter(&slow).text());
     assert!(a.contains("table"), "{a}");
     assert_eq!(a, b, "fast path ruleset differs from the full path's");
 }
@@ -1192,25 +940,24 @@ fn macspoof_second_attachment_add_is_add_only() {
 /// rules are there, the shared chains hold their rules exactly once.
 #[test]
 fn concurrent_fast_adds_keep_shared_chains_exact() {
-    let host = format!("fwcc{}", std::process::id());
-    let _w = empty_nses(std::slice::from_ref(&host));
+    let host = Netns::create(&unique("fwcc"));
     let writers: Vec<_> = (0..2usize)
         .map(|w| {
-            let path = format!("/run/netns/{host}");
+            let path = host.path.clone();
             std::thread::spawn(move || {
-                let fd = File::open(&path).unwrap();
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                for i in (w..24).step_by(2) {
-                    portmap::nft_ensure(&fast_pm_spec(i)).unwrap();
-                    filter::nft_add(&fast_fw_spec(i)).unwrap();
-                }
+                run_in_netns(&path, move || {
+                    for i in (w..24).step_by(2) {
+                        portmap::nft_ensure(&fast_pm_spec(i)).unwrap();
+                        filter::nft_add(&fast_fw_spec(i)).unwrap();
+                    }
+                })
             })
         })
         .collect();
     for w in writers {
         w.join().unwrap();
     }
-    in_ns(&host, || {
+    host.run_in(|| {
         let mut s = NftSocket::open().unwrap();
         let pm = TableState::read(&mut s, Family::Ip, portmap::NFT_TABLE).unwrap();
         assert_eq!(pm.rules_of(portmap::HOSTPORTS_ALL).count(), 2);

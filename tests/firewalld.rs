@@ -196,23 +196,6 @@ impl Firewalld {
     }
 }
 
-/// A dual-stack bridge network; its ADD result is the firewall's prevResult.
-fn bridge_conf(w: &World, s: &Subnets, name: &str, bridge: &str) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": name,
-        "type": "bridge",
-        "bridge": bridge,
-        "isGateway": true,
-        "ipam": {
-            "type": "host-local",
-            "dataDir": w.data_dir,
-            "ranges": [[{"subnet": s.net4()}], [{"subnet": s.net6()}]],
-            "routes": [{"dst": "0.0.0.0/0"}]
-        }
-    })
-}
-
 fn chained(name: &str, plugin: Value, prev: &Value) -> Value {
     let mut c = plugin;
     c["cniVersion"] = json!("1.0.0");
@@ -244,7 +227,7 @@ fn setup(tag: &str) -> (World, Firewalld, String, Value) {
     let fw = Firewalld::start(&w);
     let s = Subnets::alloc();
     let name = format!("{tag}-net");
-    let prev = w.add(&bridge_conf(&w, &s, &name, &format!("{tag}br"))).run().ok();
+    let prev = w.add(&bridge_conf(&w, &name, &format!("{tag}br"), &[&s.net4(), &s.net6()])).run().ok();
     assert_eq!(host_sources(&prev).len(), 2, "v4 + v6: {prev}");
     (w, fw, name, prev)
 }

@@ -3,238 +3,9 @@
 //! container namespaces — runs the plugins there (ours and, where it exists, the reference in
 //! /usr/lib/cni) and removes everything on drop. Helpers here are shared with `iface_vm`.
 
+use crate::harness::topo::{IpamVia, NsSet};
+use crate::harness::{have_reference, Impl};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-pub const REF_DIR: &str = "/usr/lib/cni";
-
-/// Which implementation runs a plugin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Impl {
-    Ours,
-    Reference,
-}
-
-/// A set of named network namespaces (`ip netns`) and a scratch directory, all removed on drop.
-pub struct World {
-    pub tag: String,
-    pub dir: PathBuf,
-    names: Vec<String>,
-    /// CNI_PATH for plugin runs (the reference directory unless `use_our_ipam`)
-    pub cni_path: String,
-}
-
-pub struct Out {
-    pub ok: bool,
-    /// the exit status
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Out {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("bad JSON ({e}): {:?} / {}", self.stdout, self.stderr))
-    }
-    pub fn expect_ok(self, what: &str) -> Self {
-        assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
-        self
-    }
-    /// The CNI error code of a failed run.
-    pub fn err_code(&self) -> u64 {
-        assert!(!self.ok, "expected a failure, got {}", self.stdout);
-        assert_eq!(self.code, 1, "a CNI error exits with status 1: {}", self.stdout);
-        self.json()["code"].as_u64().unwrap_or_else(|| panic!("no code in {}", self.stdout))
-    }
-}
-
-pub fn sh(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), s)
-}
-
-/// Run a command that must succeed; its stdout (stderr only goes into the failure message).
-pub fn must(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl World {
-    /// `tag` must be short (it is part of netns and interface names).
-    pub fn new(tag: &str) -> World {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!("{tag}{}x{}", std::process::id() % 100000, N.fetch_add(1, Ordering::SeqCst));
-        let dir = PathBuf::from(format!("/tmp/cni-multi-it-iface-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        World { tag, dir, names: Vec::new(), cni_path: REF_DIR.to_string() }
-    }
-
-    /// Create netns `<tag>-<n>`; returns its name (path: /run/netns/<name>).
-    pub fn netns(&mut self, n: &str) -> String {
-        let name = format!("cm{}-{n}", self.tag);
-        must(&["ip", "netns", "add", &name]);
-        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        self.names.push(name.clone());
-        name
-    }
-
-    /// Run a command inside netns `ns`.
-    pub fn exec(&self, ns: &str, args: &[&str]) -> (bool, String) {
-        let mut v = vec!["ip", "netns", "exec", ns];
-        v.extend_from_slice(args);
-        sh(&v)
-    }
-
-    pub fn ip(&self, ns: &str, args: &[&str]) -> String {
-        let mut v = vec!["ip", "-n", ns];
-        v.extend_from_slice(args);
-        must(&v)
-    }
-
-    /// Run `plugin` (ours or the reference) inside the host netns `host`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn cni(
-        &self,
-        which: Impl,
-        host: &str,
-        plugin: &str,
-        cmd: &str,
-        netns: Option<&str>,
-        ifname: &str,
-        args: &str,
-        conf: &Value,
-    ) -> Out {
-        let bin = match which {
-            Impl::Ours => env!("CARGO_BIN_EXE_cni-multi").to_string(),
-            Impl::Reference => format!("{REF_DIR}/{plugin}"),
-        };
-        // host-device reads /sys, which only `ip netns exec` remounts for the namespace; the
-        // others are spawned straight into the host namespace (one exec less: the VM is slow)
-        let mut c = if plugin == "host-device" {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", host, &bin]);
-            c
-        } else {
-            let mut c = Command::new(&bin);
-            let f = std::fs::File::open(format!("/run/netns/{host}")).expect("open host netns");
-            use std::os::unix::process::CommandExt;
-            // SAFETY: only setns(2) runs between fork and exec; `f` stays open until then.
-            unsafe {
-                c.pre_exec(move || {
-                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-                });
-            }
-            c
-        };
-        if which == Impl::Ours {
-            c.arg(plugin);
-        }
-        c.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", format!("ctr-{}", netns.unwrap_or(&self.tag)))
-            .env("CNI_PATH", &self.cni_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if !ifname.is_empty() {
-            c.env("CNI_IFNAME", ifname);
-        }
-        if let Some(n) = netns {
-            c.env("CNI_NETNS", format!("/run/netns/{n}"));
-        }
-        if !args.is_empty() {
-            c.env("CNI_ARGS", args);
-        }
-        let mut child = c.spawn().expect("spawn plugin");
-        use std::io::Write;
-        // a plugin may exit before reading stdin (bad environment): ignore a broken pipe
-        let _ = child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap());
-        let out = child.wait_with_output().unwrap();
-        Out {
-            ok: out.status.success(),
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Delegate IPAM to our own host-local (a symlink to our binary on CNI_PATH: in-process).
-    pub fn use_our_ipam(&mut self) {
-        let bin = self.dir.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cni-multi"), bin.join("host-local")).unwrap();
-        self.cni_path = bin.to_string_lossy().into_owned();
-    }
-
-    /// A host-local IPAM block with its own data dir under this world.
-    /// The route carries a gateway: the reference's CHECK fails on gateway-less routes.
-    pub fn ipam(&self, sub: &str, subnet: &str) -> Value {
-        let gw = subnet.split('/').next().unwrap().trim_end_matches('0').to_string() + "1";
-        json!({
-            "type": "host-local",
-            "dataDir": self.dir.join(sub),
-            "ranges": [[{"subnet": subnet}]],
-            "routes": [{"dst": "198.19.0.0/16", "gw": gw}]
-        })
-    }
-
-    /// Names of the links in `ns`, except lo.
-    pub fn links(&self, ns: &str) -> Vec<String> {
-        let out = self.ip(ns, &["-o", "link", "show"]);
-        out.lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .filter(|n| n != "lo")
-            .collect()
-    }
-
-    /// Leases left in a host-local data dir (files named like IPs).
-    pub fn leases(&self, sub: &str) -> Vec<String> {
-        let mut v = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) {
-            for net in rd.flatten() {
-                if let Ok(files) = std::fs::read_dir(net.path()) {
-                    for f in files.flatten() {
-                        let n = f.file_name().to_string_lossy().into_owned();
-                        if n.parse::<std::net::IpAddr>().is_ok() {
-                            v.push(n);
-                        }
-                    }
-                }
-            }
-        }
-        v
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for n in self.names.iter().rev() {
-            let _ = sh(&["ip", "netns", "del", n]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-pub fn have_reference(plugin: &str) -> bool {
-    let ok = Path::new(REF_DIR).join(plugin).is_file();
-    if !ok {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "the reference plugins (package containernetworking-plugins) are missing in CI"
-        );
-        eprintln!("skipping the reference side: no {REF_DIR}/{plugin}");
-    }
-    ok
-}
 
 /// A result with what legitimately differs between two runs blanked out: MACs (random),
 /// sandbox paths (one netns per implementation), key order and an empty `dns`.
@@ -261,7 +32,7 @@ pub fn normalise(mut v: Value) -> Value {
 
 /// `ip -d link show dev` of a container interface, reduced to what must match between
 /// implementations (no index, MAC, peer/parent index, alias or per-boot ids).
-pub fn link_shape(w: &World, ns: &str, ifname: &str) -> String {
+pub fn link_shape(w: &NsSet, ns: &str, ifname: &str) -> String {
     let out = w.ip(ns, &["-d", "-o", "link", "show", "dev", ifname]);
     let mut words: Vec<String> = Vec::new();
     let mut it = out.split_whitespace().skip(1).peekable();
@@ -280,7 +51,7 @@ pub fn link_shape(w: &World, ns: &str, ifname: &str) -> String {
 }
 
 /// Addresses (global) and routes of a container interface, without lifetimes.
-pub fn l3_shape(w: &World, ns: &str, ifname: &str) -> (Vec<String>, Vec<String>) {
+pub fn l3_shape(w: &NsSet, ns: &str, ifname: &str) -> (Vec<String>, Vec<String>) {
     let addrs = w
         .ip(ns, &["-o", "addr", "show", "dev", ifname, "scope", "global"])
         .lines()
@@ -297,21 +68,31 @@ pub fn l3_shape(w: &World, ns: &str, ifname: &str) -> (Vec<String>, Vec<String>)
 }
 
 /// A veth pair `a`/`b` in netns `ns`, both up (the "physical" parent of macvlan & co).
-pub fn veth_parent(w: &World, ns: &str, a: &str, b: &str) {
+pub fn veth_parent(w: &NsSet, ns: &str, a: &str, b: &str) {
     w.ip(ns, &["link", "add", a, "type", "veth", "peer", "name", b]);
     w.ip(ns, &["link", "set", a, "up"]);
     w.ip(ns, &["link", "set", b, "up"]);
 }
 
-pub fn ping(w: &World, from: &str, to: &str) -> bool {
+pub fn ping(w: &NsSet, from: &str, to: &str) -> bool {
     w.exec(from, &["ping", "-c", "1", "-W", "2", to]).0
+}
+
+/// A set whose host netns (returned) holds two veth parents: `po` for ours, `pr` for the reference.
+pub fn twin_parents(tag: &str) -> (NsSet, String) {
+    let mut w = NsSet::new(tag);
+    let host = w.netns("h");
+    for p in ["po", "pr"] {
+        veth_parent(&w, &host, p, &format!("{p}x"));
+    }
+    (w, host)
 }
 
 /// Differential run: ADD (+CHECK when the version allows) with ours and the reference in two
 /// container namespaces, compare results and kernel state, DEL both, everything gone.
 /// `setup(impl)` returns the config for that implementation (its own parent / data dir).
 pub fn differential(
-    w: &mut World,
+    w: &mut NsSet,
     host: &str,
     plugin: &str,
     ifname: &str,
@@ -324,7 +105,7 @@ pub fn differential(
 /// [`differential`]; `ref_check = false` for configs where the 1.1.1 reference's CHECK is known
 /// to be broken (ours must still pass CHECK).
 pub fn differential_opts(
-    w: &mut World,
+    w: &mut NsSet,
     host: &str,
     plugin: &str,
     ifname: &str,
@@ -332,8 +113,8 @@ pub fn differential_opts(
     conf_for: &dyn Fn(Impl) -> Value,
     ref_check: bool,
 ) {
-    let c_ours = w.netns(&format!("o{}", w.names.len()));
-    let c_ref = w.netns(&format!("r{}", w.names.len()));
+    let c_ours = w.netns(&format!("o{}", w.count()));
+    let c_ref = w.netns(&format!("r{}", w.count()));
     let (co, cr) = (conf_for(Impl::Ours), conf_for(Impl::Reference));
     let ro = w.cni(Impl::Ours, host, plugin, "ADD", Some(&c_ours), ifname, args, &co);
     let rr = w.cni(Impl::Reference, host, plugin, "ADD", Some(&c_ref), ifname, args, &cr);
@@ -382,7 +163,7 @@ fn macvlan_conf(version: &str, master: &str, extra: Value, ipam: Option<Value>) 
 
 #[test]
 fn macvlan_containers_on_one_parent_ping_each_other() {
-    let mut w = World::new("mvp");
+    let mut w = NsSet::new("mvp");
     let host = w.netns("h");
     veth_parent(&w, &host, "up0", "up0p");
     let (c1, c2) = (w.netns("c1"), w.netns("c2"));
@@ -412,11 +193,7 @@ fn macvlan_matches_reference() {
     if !have_reference("macvlan") {
         return;
     }
-    let mut w = World::new("mvd");
-    let host = w.netns("h");
-    for p in ["po", "pr"] {
-        veth_parent(&w, &host, p, &format!("{p}x"));
-    }
+    let (mut w, host) = twin_parents("mvd");
     let cases: Vec<(&str, &str, Value, bool)> = vec![
         ("0.3.1", "", json!({}), true),
         ("1.0.0", "", json!({"mode": "private", "mtu": 1400}), true),
@@ -445,7 +222,7 @@ fn macvlan_matches_reference() {
 
 #[test]
 fn macvlan_bad_inputs_fail_cleanly() {
-    let mut w = World::new("mvb");
+    let mut w = NsSet::new("mvb");
     let host = w.netns("h");
     veth_parent(&w, &host, "up0", "up0p");
     let c = w.netns("c");
@@ -519,13 +296,13 @@ fn macvlan_bad_inputs_fail_cleanly() {
 
 // ---- tap (no reference in Debian 1.1.1: checked against the checklist) --------------------------
 
-fn sysfs(w: &World, ns: &str, ifname: &str, leaf: &str) -> String {
+fn sysfs(w: &NsSet, ns: &str, ifname: &str, leaf: &str) -> String {
     let (ok, s) = w.exec(ns, &["cat", &format!("/sys/class/net/{ifname}/{leaf}")]);
     assert!(ok, "reading {leaf} of {ifname}: {s}");
     s.trim().to_string()
 }
 
-fn tun_flags(w: &World, ns: &str, ifname: &str) -> u32 {
+fn tun_flags(w: &NsSet, ns: &str, ifname: &str) -> u32 {
     let s = sysfs(w, ns, ifname, "tun_flags");
     u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
 }
@@ -536,7 +313,7 @@ const IFF_NO_PI: u32 = 0x1000;
 
 #[test]
 fn tap_has_owner_group_queues_mac_and_mtu() {
-    let mut w = World::new("tap");
+    let mut w = NsSet::new("tap");
     let host = w.netns("h");
     let c = w.netns("c");
     let conf = json!({
@@ -572,7 +349,7 @@ fn tap_has_owner_group_queues_mac_and_mtu() {
 
 #[test]
 fn tap_defaults_bridge_and_cni_args_mac() {
-    let mut w = World::new("tab");
+    let mut w = NsSet::new("tab");
     let host = w.netns("h");
     let c = w.netns("c");
     w.ip(&c, &["link", "add", "br0", "type", "bridge"]);
@@ -619,7 +396,7 @@ fn tap_defaults_bridge_and_cni_args_mac() {
 
 // ---- host-device ----------------------------------------------------------------------------
 
-fn mac_of(w: &World, ns: &str, ifname: &str) -> String {
+fn mac_of(w: &NsSet, ns: &str, ifname: &str) -> String {
     let out = w.ip(ns, &["-o", "link", "show", "dev", ifname]);
     let mut it = out.split_whitespace();
     it.find(|t| *t == "link/ether").and_then(|_| it.next()).unwrap().to_string()
@@ -627,7 +404,7 @@ fn mac_of(w: &World, ns: &str, ifname: &str) -> String {
 
 #[test]
 fn host_device_moves_in_and_back_keeping_name_and_mac() {
-    let mut w = World::new("hdm");
+    let mut w = NsSet::new("hdm");
     let host = w.netns("h");
     veth_parent(&w, &host, "hd0", "hd0p");
     let mac = mac_of(&w, &host, "hd0");
@@ -677,7 +454,7 @@ fn host_device_moves_in_and_back_keeping_name_and_mac() {
 
 #[test]
 fn host_device_rolls_back_when_ipam_fails_and_rejects_bad_input() {
-    let mut w = World::new("hdb");
+    let mut w = NsSet::new("hdb");
     let host = w.netns("h");
     veth_parent(&w, &host, "hd0", "hd0p");
     let mac = mac_of(&w, &host, "hd0");
@@ -711,7 +488,7 @@ fn host_device_matches_reference() {
     if !have_reference("host-device") {
         return;
     }
-    let mut w = World::new("hdd");
+    let mut w = NsSet::new("hdd");
     let host = w.netns("h");
     veth_parent(&w, &host, "ho0", "hq0");
     veth_parent(&w, &host, "hr0", "hs0");
@@ -755,7 +532,7 @@ fn host_device_matches_reference() {
 
 #[test]
 fn macvlan_link_in_container_and_defaults() {
-    let mut w = World::new("mvc");
+    let mut w = NsSet::new("mvc");
     let host = w.netns("h");
     let c = w.netns("c");
     // the master lives in the container (linkInContainer, newer than the 1.1.1 reference)
@@ -801,7 +578,7 @@ fn macvlan_link_in_container_and_defaults() {
 
 #[test]
 fn status_is_forwarded_to_ipam() {
-    let mut w = World::new("sta");
+    let mut w = NsSet::new("sta");
     w.use_our_ipam();
     let host = w.netns("h");
     let c = w.netns("c");
@@ -837,34 +614,6 @@ fn status_is_forwarded_to_ipam() {
 
 // ---- GC forwarding (spec 1.1.0: a plugin passes GC on to its IPAM) ----------------------------
 
-/// How the plugin reaches our host-local on CNI_PATH.
-#[derive(Clone, Copy, Debug)]
-pub enum IpamVia {
-    /// a symlink to our binary: delegation runs in-process
-    InProcess,
-    /// a wrapper script that execs our binary: delegation runs by exec, as for a foreign IPAM
-    Exec,
-}
-
-impl World {
-    /// CNI_PATH with our host-local reached `via` a symlink (in-process) or a script (exec).
-    pub fn use_our_ipam_via(&mut self, via: IpamVia) {
-        match via {
-            IpamVia::InProcess => self.use_our_ipam(),
-            IpamVia::Exec => {
-                let bin = self.dir.join("bin");
-                std::fs::create_dir_all(&bin).unwrap();
-                let script = bin.join("host-local");
-                let body = format!("#!/bin/sh\nexec '{}' host-local \"$@\"\n", env!("CARGO_BIN_EXE_cni-multi"));
-                std::fs::write(&script, body).unwrap();
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-                self.cni_path = bin.to_string_lossy().into_owned();
-            }
-        }
-    }
-}
-
 /// Two attachments of `plugin` (ADD into two containers with `conf_for(world, n)`, n = 0, 1,
 /// after `prepare(world, host)`); a GC naming the first as valid releases the second's
 /// host-local lease and keeps the first's; a GC without a list releases nothing. Run with our
@@ -873,11 +622,11 @@ pub fn gc_releases_only_stale_leases(
     tag: &str,
     plugin: &str,
     ifname: &str,
-    prepare: &dyn Fn(&World, &str),
-    conf_for: &dyn Fn(&World, usize) -> Value,
+    prepare: &dyn Fn(&NsSet, &str),
+    conf_for: &dyn Fn(&NsSet, usize) -> Value,
 ) {
     for via in [IpamVia::InProcess, IpamVia::Exec] {
-        let mut w = World::new(tag);
+        let mut w = NsSet::new(tag);
         w.use_our_ipam_via(via);
         let host = w.netns("h");
         prepare(&w, &host);

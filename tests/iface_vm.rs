@@ -3,12 +3,15 @@
 //! kernel. Without the feature a test fails loudly when `CI=true`, and elsewhere skips with
 //! a printed reason.
 
-use crate::iface::{differential, have_reference, l3_shape, normalise, ping, veth_parent, Impl, World};
+use crate::harness::topo::NsSet;
+use crate::harness::world::{must, sh};
+use crate::harness::{have_reference, Impl};
+use crate::iface::{differential, l3_shape, normalise, ping, twin_parents, veth_parent};
 use serde_json::{json, Value};
 
 /// Can this kernel create a link of `kind`? Probed in a scratch namespace.
 fn kernel_has(kind: &str) -> bool {
-    let mut w = World::new("probe");
+    let mut w = NsSet::new("probe");
     let ns = w.netns("p");
     veth_parent(&w, &ns, "pa", "pb");
     let args: Vec<&str> = match kind {
@@ -19,7 +22,7 @@ fn kernel_has(kind: &str) -> bool {
     };
     let mut v = vec!["ip", "-n", ns.as_str()];
     v.extend(args);
-    crate::iface::sh(&v).0
+    sh(&v).0
 }
 
 /// Gate a test on a kernel feature: fail in CI, skip (with the reason) elsewhere.
@@ -27,7 +30,7 @@ fn need(kind: &str) -> bool {
     if kernel_has(kind) {
         return true;
     }
-    let msg = format!("this kernel ({}) cannot create {kind} links", crate::iface::must(&["uname", "-r"]).trim());
+    let msg = format!("this kernel ({}) cannot create {kind} links", must(&["uname", "-r"]).trim());
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; CI=true, so this is a failure: run the VM tests with scripts/test-vm.sh");
     }
@@ -57,7 +60,7 @@ fn ipvlan_containers_on_one_parent_ping_each_other() {
     if !need("ipvlan") {
         return;
     }
-    let mut w = World::new("ivp");
+    let mut w = NsSet::new("ivp");
     let host = w.netns("h");
     veth_parent(&w, &host, "up0", "up0p");
     let (c1, c2) = (w.netns("c1"), w.netns("c2"));
@@ -116,11 +119,7 @@ fn ipvlan_matches_reference() {
     if !need("ipvlan") || !have_reference("ipvlan") {
         return;
     }
-    let mut w = World::new("ivd");
-    let host = w.netns("h");
-    for p in ["po", "pr"] {
-        veth_parent(&w, &host, p, &format!("{p}x"));
-    }
+    let (mut w, host) = twin_parents("ivd");
     let chained = |master: &str| {
         json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": master}],
                "ips": [{"address": "198.18.41.5/24", "interface": 0}]}})
@@ -169,7 +168,7 @@ fn vlan_same_id_reaches_other_id_does_not() {
     if !need("vlan") {
         return;
     }
-    let mut w = World::new("vlp");
+    let mut w = NsSet::new("vlp");
     let host = w.netns("h");
     veth_parent(&w, &host, "tr0", "tr1");
     let (c1, c2, c3) = (w.netns("c1"), w.netns("c2"), w.netns("c3"));
@@ -204,7 +203,7 @@ fn vlan_bad_inputs_fail_cleanly() {
     if !need("vlan") {
         return;
     }
-    let mut w = World::new("vlb");
+    let mut w = NsSet::new("vlb");
     let host = w.netns("h");
     veth_parent(&w, &host, "tr0", "tr1");
     let c = w.netns("c");
@@ -246,11 +245,7 @@ fn vlan_matches_reference() {
     if !need("vlan") || !have_reference("vlan") {
         return;
     }
-    let mut w = World::new("vld");
-    let host = w.netns("h");
-    for p in ["po", "pr"] {
-        veth_parent(&w, &host, p, &format!("{p}x"));
-    }
+    let (mut w, host) = twin_parents("vld");
     let cases: Vec<(&str, Value)> = vec![
         ("0.3.1", json!({"vlanId": 10})),
         ("1.0.0", json!({"vlanId": 4094, "mtu": 1400})),
@@ -280,7 +275,7 @@ fn dummy_is_created_addressed_checked_and_removed() {
     if !need("dummy") {
         return;
     }
-    let mut w = World::new("dum");
+    let mut w = NsSet::new("dum");
     let host = w.netns("h");
     let c = w.netns("c");
     for v in ["0.2.0", "0.4.0", "1.0.0"] {
@@ -332,7 +327,7 @@ fn dummy_is_created_addressed_checked_and_removed() {
 
 /// Container `c` with `eth` (a veth to peer namespace `p`), 198.18.<n>.2/24 + fd00:<n>::2/64,
 /// a route to 198.19.<n>.0/24 via the peer, which owns 198.19.<n>.1. Returns the prevResult.
-fn vrf_setup(w: &World, c: &str, p: &str, eth: &str, n: u32) -> Value {
+fn vrf_setup(w: &NsSet, c: &str, p: &str, eth: &str, n: u32) -> Value {
     let peer = format!("{eth}p");
     w.ip(c, &["link", "add", eth, "type", "veth", "peer", "name", &peer, "netns", p]);
     w.ip(c, &["addr", "add", &format!("198.18.{n}.2/24"), "dev", eth]);
@@ -365,7 +360,7 @@ fn vrf_holds_the_routes_and_isolates_traffic() {
     if !need("vrf") {
         return;
     }
-    let mut w = World::new("vrf");
+    let mut w = NsSet::new("vrf");
     let host = w.netns("h");
     let (c, p, p2) = (w.netns("c"), w.netns("p"), w.netns("q"));
     let prev = vrf_setup(&w, &c, &p, "eth0", 60);
@@ -428,7 +423,7 @@ fn vrf_matches_reference() {
     if !need("vrf") || !have_reference("vrf") {
         return;
     }
-    let mut w = World::new("vrd");
+    let mut w = NsSet::new("vrd");
     let host = w.netns("h");
     let cases: Vec<(&str, Option<&str>, Option<u32>)> = vec![
         ("0.3.1", Some("red"), None),
@@ -486,15 +481,15 @@ fn vrf_matches_reference() {
 
 /// Can this kernel filter VLANs on a bridge?
 fn bridge_vlan_filtering() -> bool {
-    let mut w = World::new("bvprobe");
+    let mut w = NsSet::new("bvprobe");
     let ns = w.netns("p");
-    crate::iface::sh(&["ip", "-n", ns.as_str(), "link", "add", "br0", "type", "bridge", "vlan_filtering", "1"]).0
+    sh(&["ip", "-n", ns.as_str(), "link", "add", "br0", "type", "bridge", "vlan_filtering", "1"]).0
         && w.ip(&ns, &["-d", "link", "show", "br0"]).contains("vlan_filtering 1")
 }
 
 /// `bridge -j vlan show dev <port>` as (vid, pvid, untagged) triples.
 fn port_vlans(ns: &str, port: &str) -> Vec<(u64, bool, bool)> {
-    let out = crate::iface::must(&["bridge", "-n", ns, "-j", "vlan", "show", "dev", port]);
+    let out = must(&["bridge", "-n", ns, "-j", "vlan", "show", "dev", port]);
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
     let mut vids = vec![];
     for p in v.as_array().into_iter().flatten() {
@@ -521,7 +516,7 @@ fn bridge_vlan_access_ports_isolate_and_trunk_carries_tags() {
         eprintln!("SKIPPED: {msg} (run scripts/test-vm.sh to test it in a VM)");
         return;
     }
-    let mut w = World::new("bvl");
+    let mut w = NsSet::new("bvl");
     let host = w.netns("h");
     let (c1, c2, c3, c4) = (w.netns("c1"), w.netns("c2"), w.netns("c3"), w.netns("c4"));
     let ipam = w.ipam("d", "198.18.46.0/24");

@@ -2,7 +2,7 @@
 //! /usr/lib/cni: shared data directories, identical stores, identical results.
 //!
 //! IPAM never enters the netns, so no namespaces are needed: CNI_NETNS points at our own.
-//! Every test works in its own directory under /tmp, removed on drop.
+//! Every test works in its own temp directory, removed on drop.
 //!
 //! Setting `CNI_MULTI_TEST_OURS_IS_REFERENCE=1` runs the reference binary in place of ours,
 //! which checks the harness itself (every test must then pass).
@@ -15,72 +15,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::harness::runtime::{Out, Tmp};
+use crate::harness::{have_reference, Impl};
+
 const REF_DIR: &str = "/usr/lib/cni";
 /// cni-multi's index beside the reference's files (not part of the compared store)
 const INDEX: &str = ".cni-multi-index";
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/cni-multi-it-ipam-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        Tmp(p)
-    }
-    fn path(&self, s: &str) -> PathBuf {
-        self.0.join(s)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Impl {
-    Ours,
-    Reference,
-}
-
 fn ours_is_reference() -> bool {
     std::env::var("CNI_MULTI_TEST_OURS_IS_REFERENCE").is_ok_and(|v| v == "1")
-}
-
-fn have_reference(plugin: &str) -> bool {
-    let ok = Path::new(REF_DIR).join(plugin).is_file();
-    if !ok {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "the reference plugins (package containernetworking-plugins) are missing in CI"
-        );
-        eprintln!("skipping: no reference {REF_DIR}/{plugin}");
-    }
-    ok
-}
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {:?}", self.stdout))
-    }
-    fn expect_ok(self, what: &str) -> Self {
-        assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
-        self
-    }
 }
 
 struct Call<'a> {
@@ -130,12 +73,7 @@ fn run_env(cmd: &mut Command, c: &Call, env: &[(&str, &str)]) -> Out {
     let mut child = cmd.spawn().expect("spawn plugin");
     let stdin = serde_json::to_vec(c.conf).unwrap();
     child.stdin.take().unwrap().write_all(&stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    child.wait_with_output().unwrap().into()
 }
 
 fn hl<'a>(command: &'a str, id: &'a str, ifname: &'a str, conf: &'a Value) -> Call<'a> {
@@ -208,16 +146,16 @@ fn ipam_reference_allocates_ours_releases() {
         return;
     }
     let t = Tmp::new("r2o");
-    let conf = net_conf("1.0.0", &t.0, dual());
+    let conf = net_conf("1.0.0", t.dir(), dual());
     call(Impl::Reference, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ref ADD c1");
     call(Impl::Reference, &hl("ADD", "c2", "eth0", &conf)).expect_ok("ref ADD c2");
     call(Impl::Reference, &hl("ADD", "c1", "eth1", &conf)).expect_ok("ref ADD c1/eth1");
-    assert_eq!(names(&t.0).len(), 6 + 3);
+    assert_eq!(names(t.dir()).len(), 6 + 3);
     // our CHECK sees the reference's reservation
     let check = json!({"cniVersion": "1.0.0", "name": "itnet", "ipam": conf["ipam"].clone()});
     call(Impl::Ours, &hl("CHECK", "c2", "eth0", &check)).expect_ok("ours CHECK c2");
     call(Impl::Ours, &hl("DEL", "c1", "eth0", &conf)).expect_ok("ours DEL c1");
-    let left = names(&t.0);
+    let left = names(t.dir());
     assert!(!left.contains(&"198.18.0.2".to_string()) && !left.contains(&"fd00:10::2".to_string()), "{left:?}");
     assert!(left.contains(&"198.18.0.4".to_string()), "c1/eth1 kept: {left:?}");
     // ours allocates next, continuing the reference's round robin
@@ -227,7 +165,7 @@ fn ipam_reference_allocates_ours_releases() {
     for (id, ifname) in [("c2", "eth0"), ("c1", "eth1"), ("c3", "eth0")] {
         call(Impl::Ours, &hl("DEL", id, ifname, &conf)).expect_ok("ours DEL");
     }
-    assert_eq!(names(&t.0), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+    assert_eq!(names(t.dir()), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
 }
 
 #[test]
@@ -236,7 +174,7 @@ fn ipam_ours_allocates_reference_releases() {
         return;
     }
     let t = Tmp::new("o2r");
-    let conf = net_conf("0.4.0", &t.0, dual());
+    let conf = net_conf("0.4.0", t.dir(), dual());
     call(Impl::Ours, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ours ADD c1");
     call(Impl::Ours, &hl("ADD", "c2", "eth0", &conf)).expect_ok("ours ADD c2");
     call(Impl::Reference, &hl("CHECK", "c1", "eth0", &conf)).expect_ok("ref CHECK c1");
@@ -248,7 +186,7 @@ fn ipam_ours_allocates_reference_releases() {
     for id in ["c1", "c2", "c3"] {
         call(Impl::Reference, &hl("DEL", id, "eth0", &conf)).expect_ok("ref DEL");
     }
-    assert_eq!(names(&t.0), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+    assert_eq!(names(t.dir()), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
 }
 
 /// One scripted sequence of ADD/DEL run by both implementations in separate directories.
@@ -281,10 +219,10 @@ fn ipam_same_sequence_same_store() {
         return;
     }
     let (a, b) = (Tmp::new("seq-ref"), Tmp::new("seq-ours"));
-    let ra = sequence(Impl::Reference, &a.0);
-    let rb = sequence(Impl::Ours, &b.0);
+    let ra = sequence(Impl::Reference, a.dir());
+    let rb = sequence(Impl::Ours, b.dir());
     assert_eq!(ra, rb, "results differ");
-    let (sa, sb) = (store(&a.0), store(&b.0));
+    let (sa, sb) = (store(a.dir()), store(b.dir()));
     assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>(), "file names differ");
     for (name, (content, mode)) in &sb {
         assert_eq!(Some(content), sa.get(name).map(|x| &x.0), "content of {name}");
@@ -304,8 +242,8 @@ fn ipam_results_match_reference_all_versions() {
     for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
         for (fam, ranges) in [("v4", v4()), ("v6", v6()), ("dual", dual())] {
             let (a, b) = (Tmp::new("ver-ref"), Tmp::new("ver-ours"));
-            let ca = net_conf(version, &a.0, ranges.clone());
-            let cb = net_conf(version, &b.0, ranges.clone());
+            let ca = net_conf(version, a.dir(), ranges.clone());
+            let cb = net_conf(version, b.dir(), ranges.clone());
             for id in ["c1", "c2"] {
                 let ra = call(Impl::Reference, &hl("ADD", id, "eth0", &ca)).expect_ok("ref ADD");
                 let rb = call(Impl::Ours, &hl("ADD", id, "eth0", &cb)).expect_ok("ours ADD");
@@ -323,25 +261,25 @@ fn ipam_results_match_reference_all_versions() {
 #[test]
 fn ipam_argv0_symlink_dispatch() {
     let t = Tmp::new("argv0");
-    let link = t.path("host-local");
+    let link = t.join("host-local");
     let target = if ours_is_reference() {
         PathBuf::from(REF_DIR).join("host-local")
     } else {
         env!("CARGO_BIN_EXE_cni-multi").into()
     };
     std::os::unix::fs::symlink(target, &link).unwrap();
-    let conf = net_conf("1.0.0", &t.path("data"), v4());
+    let conf = net_conf("1.0.0", &t.join("data"), v4());
     let out = run(&mut Command::new(&link), &hl("ADD", "c1", "eth0", &conf)).expect_ok("ADD via symlink");
     assert_eq!(out.json()["ips"][0]["address"], "198.18.0.2/24");
-    assert_eq!(fs::read(t.path("data/itnet/198.18.0.2")).unwrap(), b"c1\r\neth0");
+    assert_eq!(fs::read(t.join("data/itnet/198.18.0.2")).unwrap(), b"c1\r\neth0");
     run(&mut Command::new(&link), &hl("DEL", "c1", "eth0", &conf)).expect_ok("DEL via symlink");
-    assert!(!t.path("data/itnet/198.18.0.2").exists());
+    assert!(!t.join("data/itnet/198.18.0.2").exists());
 }
 
 #[test]
 fn ipam_concurrent_adds_get_distinct_addresses() {
     let t = Tmp::new("conc");
-    let conf = net_conf("1.0.0", &t.0, json!([[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00:20::/64"}]]));
+    let conf = net_conf("1.0.0", t.dir(), json!([[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00:20::/64"}]]));
     let n = 50;
     let spawn_all = |cmd: &'static str| {
         let handles: Vec<_> = (0..n)
@@ -364,9 +302,9 @@ fn ipam_concurrent_adds_get_distinct_addresses() {
         assert!(v6s.insert(j["ips"][1]["address"].as_str().unwrap().to_string()), "duplicate v6 {j}");
     }
     assert_eq!((v4s.len(), v6s.len()), (n, n));
-    assert_eq!(names(&t.0).len(), 2 * n + 3);
+    assert_eq!(names(t.dir()).len(), 2 * n + 3);
     spawn_all("DEL");
-    assert_eq!(names(&t.0), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+    assert_eq!(names(t.dir()), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
 }
 
 #[test]
@@ -375,17 +313,17 @@ fn ipam_gc_releases_stale_reservations() {
         return; // the reference has no GC
     }
     let t = Tmp::new("gc");
-    let conf = net_conf("1.1.0", &t.0, v4());
+    let conf = net_conf("1.1.0", t.dir(), v4());
     for id in ["a", "b", "c"] {
         call(Impl::Ours, &hl("ADD", id, "eth0", &conf)).expect_ok("ADD");
     }
     let mut gc = json!({"cniVersion": "1.1.0", "name": "itnet", "ipam": conf["ipam"].clone()});
     // absent list: nothing released
     call(Impl::Ours, &hl("GC", "", "", &gc)).expect_ok("GC without list");
-    assert_eq!(names(&t.0).len(), 3 + 2);
+    assert_eq!(names(t.dir()).len(), 3 + 2);
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
     call(Impl::Ours, &hl("GC", "", "", &gc)).expect_ok("GC");
-    assert_eq!(names(&t.0), ["198.18.0.3", "last_reserved_ip.0", "lock"]);
+    assert_eq!(names(t.dir()), ["198.18.0.3", "last_reserved_ip.0", "lock"]);
     call(Impl::Ours, &hl("STATUS", "", "", &gc)).expect_ok("STATUS");
 }
 
@@ -436,10 +374,10 @@ fn ipam_reference_honours_the_same_lock() {
     }
     use nix::fcntl::{Flock, FlockArg};
     let t = Tmp::new("lock");
-    let conf = net_conf("1.0.0", &t.0, v4());
+    let conf = net_conf("1.0.0", t.dir(), v4());
     // create the directory and lock file the way ours does
     call(Impl::Ours, &hl("ADD", "c0", "eth0", &conf)).expect_ok("ours ADD c0");
-    let lock = fs::File::open(t.0.join("itnet/lock")).unwrap();
+    let lock = fs::File::open(t.join("itnet/lock")).unwrap();
     let held = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
     let conf2 = conf.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -461,7 +399,7 @@ fn ipam_mixed_concurrent_adds_with_reference() {
         return;
     }
     let t = Tmp::new("mixed");
-    let conf = net_conf("1.0.0", &t.0, json!([[{"subnet": "198.18.0.0/24"}]]));
+    let conf = net_conf("1.0.0", t.dir(), json!([[{"subnet": "198.18.0.0/24"}]]));
     let handles: Vec<_> = (0..40)
         .map(|i| {
             let conf = conf.clone();
@@ -479,7 +417,7 @@ fn ipam_mixed_concurrent_adds_with_reference() {
         let which = if i % 3 == 0 { Impl::Reference } else { Impl::Ours };
         call(which, &hl("DEL", &format!("mix{i}"), "eth0", &conf)).expect_ok("DEL");
     }
-    assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock"]);
+    assert_eq!(names(t.dir()), ["last_reserved_ip.0", "lock"]);
 }
 
 /// How our host-local loaded the store in one call (its debug log names it).
@@ -531,8 +469,8 @@ fn ipam_index_stays_exact_with_mixed_writers() {
         return;
     }
     let t = Tmp::new("idxmix");
-    let conf = net_conf("1.0.0", &t.0, json!([[{"subnet": "198.18.0.0/24"}]]));
-    let dir = t.path("itnet");
+    let conf = net_conf("1.0.0", t.dir(), json!([[{"subnet": "198.18.0.0/24"}]]));
+    let dir = t.join("itnet");
     // ours twice in a row: the second call reads only the index
     ours_dbg(&hl("ADD", "o1", "eth0", &conf)).expect_ok("ours ADD o1");
     let o2 = ours_dbg(&hl("ADD", "o2", "eth0", &conf)).expect_ok("ours ADD o2");
@@ -549,7 +487,7 @@ fn ipam_index_stays_exact_with_mixed_writers() {
         let o = format!("o{}", round + 3);
         let add = ours_dbg(&hl("ADD", &o, "eth0", &conf)).expect_ok("ours ADD");
         let got = add.json()["ips"][0]["address"].as_str().unwrap().to_string();
-        assert!(!leases_on_disk(&t.0)
+        assert!(!leases_on_disk(t.dir())
             .iter()
             .any(|(ip, owner)| got.starts_with(&format!("{ip}/")) && owner != &format!("{o}\r\neth0")));
         // the reference releases one of ours; ours then no longer finds it
@@ -562,30 +500,30 @@ fn ipam_index_stays_exact_with_mixed_writers() {
             let del = ours_dbg(&hl("DEL", &format!("r{}", round - 1), "eth0", &conf)).expect_ok("ours DEL of ref");
             assert_eq!(index_use(&del), "Trusted", "{}", del.stderr);
         }
-        assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0), "round {round}: index and directory differ");
+        assert_eq!(leases_in_index(t.dir()), leases_on_disk(t.dir()), "round {round}: index and directory differ");
     }
     // hand edits: a lease removed, a legacy id-only file, a lease replaced under the same name
-    let first = leases_on_disk(&t.0).into_keys().next().unwrap();
+    let first = leases_on_disk(t.dir()).into_keys().next().unwrap();
     fs::remove_file(dir.join(&first)).unwrap();
     fs::write(dir.join("198.18.0.200"), "legacy1").unwrap();
-    let some = leases_on_disk(&t.0).into_keys().find(|ip| ip != "198.18.0.200").unwrap();
+    let some = leases_on_disk(t.dir()).into_keys().find(|ip| ip != "198.18.0.200").unwrap();
     fs::write(dir.join(".edit"), "handmade\r\neth0").unwrap();
     fs::rename(dir.join(".edit"), dir.join(&some)).unwrap();
     let check = ours_dbg(&hl("CHECK", "handmade", "eth0", &conf)).expect_ok("hand-made lease found");
     assert_eq!(index_use(&check), "Rebuilt", "{}", check.stderr);
     ours_dbg(&hl("DEL", "legacy1", "eth0", &conf)).expect_ok("legacy released");
     assert!(!dir.join("198.18.0.200").exists());
-    assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0));
+    assert_eq!(leases_in_index(t.dir()), leases_on_disk(t.dir()));
     // everything released by either side: nothing but the reference's files and our index left
-    for (ip, owner) in leases_on_disk(&t.0) {
+    for (ip, owner) in leases_on_disk(t.dir()) {
         let (id, ifname) = owner.split_once("\r\n").unwrap();
         let which = if ip.ends_with('3') { Impl::Reference } else { Impl::Ours };
         call(which, &hl("DEL", id, ifname, &conf)).expect_ok("DEL");
     }
-    assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock"]);
+    assert_eq!(names(t.dir()), ["last_reserved_ip.0", "lock"]);
     let last = ours_dbg(&hl("ADD", "z", "eth0", &conf)).expect_ok("ours ADD z");
     assert_eq!(last.json()["ips"].as_array().unwrap().len(), 1);
-    assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0));
+    assert_eq!(leases_in_index(t.dir()), leases_on_disk(t.dir()));
 }
 
 #[test]
@@ -596,15 +534,15 @@ fn ipam_reference_ignores_our_index() {
         return;
     }
     let t = Tmp::new("idxref");
-    let conf = net_conf("1.0.0", &t.0, v4());
+    let conf = net_conf("1.0.0", t.dir(), v4());
     call(Impl::Ours, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ours ADD");
-    assert!(t.path("itnet").join(INDEX).is_file());
+    assert!(t.join("itnet").join(INDEX).is_file());
     call(Impl::Reference, &hl("CHECK", "c1", "eth0", &conf)).expect_ok("ref CHECK");
     call(Impl::Reference, &hl("DEL", "c1", "eth0", &conf)).expect_ok("ref DEL");
-    assert!(t.path("itnet").join(INDEX).is_file(), "the reference's DEL kept our index");
+    assert!(t.join("itnet").join(INDEX).is_file(), "the reference's DEL kept our index");
     let r = call(Impl::Reference, &hl("ADD", "c2", "eth0", &conf)).expect_ok("ref ADD");
     assert_eq!(r.json()["ips"][0]["address"], "198.18.0.3/24");
     let r = call(Impl::Ours, &hl("ADD", "c3", "eth0", &conf)).expect_ok("ours ADD");
     assert_eq!(r.json()["ips"][0]["address"], "198.18.0.4/24");
-    assert_eq!(leases_in_index(&t.0), leases_on_disk(&t.0));
+    assert_eq!(leases_in_index(t.dir()), leases_on_disk(t.dir()));
 }

@@ -1,25 +1,16 @@
 //! Meta plugins (tuning, sbr, bandwidth, portmap, firewall) chained after our ptp/bridge in
 //! throwaway namespace worlds: kernel state read back, traffic measured, DEL/GC cleanup.
 
+use crate::harness::state::netfilter;
 use crate::harness::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// A ptp network (v4 + v6, default routes) whose ADD result is the chain's prevResult.
-fn ptp_conf(w: &World, s: &Subnets, name: &str) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": name,
-        "type": "ptp",
-        "ipam": {
-            "type": "host-local",
-            "dataDir": w.data_dir,
-            "ranges": [[{"subnet": s.net4()}], [{"subnet": s.net6()}]],
-            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
-        }
-    })
+/// [`Netns::tcp_read`] to an address written as text.
+fn tcp_to(ns: &Netns, dst: &str) -> Option<String> {
+    ns.tcp_read(dst.parse().unwrap())
 }
 
 /// `plugin` config in the same network, with `prevResult`.
@@ -42,7 +33,7 @@ fn tuning_sets_reads_back_checks_and_restores() {
     let w = World::new("mtune", 1, Impl::Ours);
     let s = Subnets::alloc();
     let net = "mtune";
-    let prev = w.add(&ptp_conf(&w, &s, net)).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, net, None)).run().ok();
     let c0 = w.c(0);
     let before = c0.link("eth0").expect("eth0");
     let data_dir = w.tmp.join("tuning");
@@ -102,14 +93,14 @@ fn tuning_sets_reads_back_checks_and_restores() {
     assert!(!flags.iter().any(|f| f == "ALLMULTI"), "{flags:?}");
     assert!(!backup.exists());
     w.del(&conf).run().ok();
-    w.del(&ptp_conf(&w, &s, net)).run().ok();
+    w.del(&ptp_conf(&w, &s, net, None)).run().ok();
 }
 
 #[test]
 fn tuning_rejects_non_net_sysctls_and_duplicates() {
     let w = World::new("mtunebad", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let prev = w.add(&ptp_conf(&w, &s, "mtunebad")).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, "mtunebad", None)).run().ok();
     let bad = chained("mtunebad", json!({"type": "tuning", "sysctl": {"kernel.hostname": "x"}}), &prev);
     let e = w.add(&bad).run().err();
     assert!(e.msg.contains("invalid net sysctl key"), "{e:?}");
@@ -147,7 +138,7 @@ fn sbr_moves_routes_into_per_ip_tables_and_traffic_follows_the_source() {
     let w = World::new("msbr", 1, Impl::Ours);
     let s = Subnets::alloc();
     let net = "msbr";
-    let prev = w.add(&ptp_conf(&w, &s, net)).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, net, None)).run().ok();
     let c0 = w.c(0);
     c0.settle();
     let conf = chained(net, json!({"type": "sbr"}), &prev);
@@ -191,7 +182,7 @@ fn sbr_moves_routes_into_per_ip_tables_and_traffic_follows_the_source() {
 fn sbr_table_mode_only_adds_rules() {
     let w = World::new("msbrt", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let prev = w.add(&ptp_conf(&w, &s, "msbrt")).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, "msbrt", None)).run().ok();
     let c0 = w.c(0);
     let main_before = c0.routes();
     let conf = chained("msbrt", json!({"type": "sbr", "table": 4242}), &prev);
@@ -275,7 +266,7 @@ fn bandwidth_shapes_both_directions_and_del_cleans_up() {
     let w = World::new("mbw", 1, Impl::Ours);
     let s = Subnets::alloc();
     let net = "mbw";
-    let prev = w.add(&ptp_conf(&w, &s, net)).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, net, None)).run().ok();
     let veth = host_veth(&prev);
     let rate: u64 = 8_000_000; // 8 Mbit/s
     let conf = chained(
@@ -313,7 +304,7 @@ fn bandwidth_shapes_both_directions_and_del_cleans_up() {
     w.del(&conf).run().ok();
     assert!(w.host.link(&ifb).is_none(), "ifb left behind");
     w.del(&conf).run().ok();
-    w.del(&ptp_conf(&w, &s, net)).run().ok();
+    w.del(&ptp_conf(&w, &s, net, None)).run().ok();
     let tc = w.host.must(&["tc", "qdisc", "show"]);
     assert!(!tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
 }
@@ -322,7 +313,7 @@ fn bandwidth_shapes_both_directions_and_del_cleans_up() {
 fn bandwidth_zero_or_absent_passes_through_and_validates() {
     let w = World::new("mbwz", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let prev = w.add(&ptp_conf(&w, &s, "mbwz")).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, "mbwz", None)).run().ok();
     let r = w.add(&chained("mbwz", json!({"type": "bandwidth"}), &prev)).run().ok();
     assert_eq!(r, prev);
     let tc = w.host.must(&["tc", "qdisc", "show", "dev", &host_veth(&prev)]);
@@ -351,7 +342,7 @@ fn bandwidth_gc_deletes_only_stale_ifbs_of_this_network() {
     let egress = json!({"type": "bandwidth", "egressRate": 1_000_000, "egressBurst": 100_000});
     let mut ifbs = vec![];
     for (i, cid) in ["keep", "stale"].iter().enumerate() {
-        let prev = w.add(&ptp_conf(&w, &s, net)).container(i).cid(cid).run().ok();
+        let prev = w.add(&ptp_conf(&w, &s, net, None)).container(i).cid(cid).run().ok();
         let r = w.add(&chained(net, egress.clone(), &prev)).container(i).cid(cid).run().ok();
         ifbs.push(r["interfaces"][2]["name"].as_str().unwrap().to_string());
     }
@@ -369,29 +360,6 @@ fn bandwidth_gc_deletes_only_stale_ifbs_of_this_network() {
 
 // ---------------------------------------------------------------- portmap
 
-/// `nft list ruleset` + `ip[6]tables-save` of `ns`, with counters and save comments masked.
-fn ruleset(ns: &Netns) -> String {
-    let mut out = String::new();
-    for line in ns.must(&["nft", "list", "ruleset"]).lines() {
-        let mut words: Vec<&str> = line.split(' ').collect();
-        for i in 1..words.len() {
-            if words[i - 1] == "packets" || words[i - 1] == "bytes" {
-                words[i] = "N";
-            }
-        }
-        out.push_str(&words.join(" "));
-        out.push('\n');
-    }
-    for tool in ["iptables-save", "ip6tables-save"] {
-        for line in ns.must(&[tool]).lines().filter(|l| !l.starts_with('#')) {
-            let l = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// A TCP server in `ns` on `[::]:port` answering each of `conns` connections with the peer address.
 fn tcp_server(ns: &Netns, port: u16, conns: usize) -> std::thread::JoinHandle<()> {
     let l = ns.run_in(move || TcpListener::bind(format!("[::]:{port}")).expect("bind tcp"));
@@ -401,17 +369,6 @@ fn tcp_server(ns: &Netns, port: u16, conns: usize) -> std::thread::JoinHandle<()
             let Ok((mut s, peer)) = l.accept() else { return };
             let _ = s.write_all(peer.ip().to_canonical().to_string().as_bytes());
         }
-    })
-}
-
-fn tcp_client(ns: &Netns, dst: &str) -> Option<String> {
-    let dst: std::net::SocketAddr = dst.parse().unwrap();
-    ns.run_in(move || {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
     })
 }
 
@@ -467,7 +424,7 @@ fn client_world(tag: &str) -> (World, Subnets) {
 fn portmap_behaviour(tag: &str, backend: &str) {
     let (w, s) = client_world(tag);
     let net = tag;
-    let mut ptp = ptp_conf(&w, &s, net);
+    let mut ptp = ptp_conf(&w, &s, net, None);
     ptp["ipam"]["ranges"] = json!([[{"subnet": s.net4()}], [{"subnet": format!("{}::/64", s.v6a)}]]);
     let prev = w.add(&ptp).run().ok();
     let (c0, client) = (w.c(0), w.c(1));
@@ -483,20 +440,20 @@ fn portmap_behaviour(tag: &str, backend: &str) {
     let path = if backend == "nftables" { "/nonexistent" } else { "/usr/sbin:/usr/bin:/sbin:/bin" };
 
     // no mappings: nothing at all is created
-    let empty_before = ruleset(&w.host);
+    let empty_before = netfilter(&w.host).text();
     let mut none = conf.clone();
     none["runtimeConfig"] = json!({"portMappings": []});
     assert_eq!(w.add(&none).env("PATH", path).run().ok(), prev);
-    assert_eq!(ruleset(&w.host), empty_before, "no mappings must touch no netfilter state");
+    assert_eq!(netfilter(&w.host).text(), empty_before, "no mappings must touch no netfilter state");
 
     // warm-up with another container id so shared tables/chains exist: that is the "prior" state
     w.add(&conf).cid("warm").env("PATH", path).run().ok();
     w.del(&conf).cid("warm").env("PATH", path).run().ok();
-    let before = ruleset(&w.host);
+    let before = netfilter(&w.host).text();
 
     let r = w.add(&conf).env("PATH", path).run().ok();
     assert_eq!(r, prev, "portmap passes prevResult through");
-    let during = ruleset(&w.host);
+    let during = netfilter(&w.host).text();
     assert_ne!(during, before);
     let veth = host_veth(&prev);
     assert_eq!(w.host.sysctl(&format!("net/ipv4/conf/{veth}/route_localnet")).as_deref(), Some("1"));
@@ -504,10 +461,10 @@ fn portmap_behaviour(tag: &str, backend: &str) {
 
     let (h4, h6) = (format!("{}.1", s.v4b), format!("{}::1", s.v6b));
     let srv = tcp_server(c0, 80, 4);
-    assert_eq!(tcp_client(client, &format!("{h4}:8080")), Some(format!("{}.2", s.v4b)), "v4 from client\n{during}");
-    assert_eq!(tcp_client(client, &format!("[{h6}]:8080")), Some(format!("{}::2", s.v6b)), "v6 from client\n{during}");
-    assert!(tcp_client(&w.host, "127.0.0.1:8080").is_some(), "localhost from the host\n{during}");
-    let hairpin = tcp_client(c0, &format!("{h4}:8080"));
+    assert_eq!(tcp_to(client, &format!("{h4}:8080")), Some(format!("{}.2", s.v4b)), "v4 from client\n{during}");
+    assert_eq!(tcp_to(client, &format!("[{h6}]:8080")), Some(format!("{}::2", s.v6b)), "v6 from client\n{during}");
+    assert!(tcp_to(&w.host, "127.0.0.1:8080").is_some(), "localhost from the host\n{during}");
+    let hairpin = tcp_to(c0, &format!("{h4}:8080"));
     assert_eq!(hairpin, Some(s.ip4(1)), "hairpin arrives masqueraded as the host side\n{during}");
     srv.join().unwrap();
     let u = udp_echo(c0, 53, 2);
@@ -516,17 +473,17 @@ fn portmap_behaviour(tag: &str, backend: &str) {
     u.join().unwrap();
     // transit traffic is not hijacked: the mapping only applies to addresses of the host
     let srv = tcp_server(c0, 80, 1);
-    let transit = tcp_client(client, &format!("{}:8080", s.ip4(2)));
+    let transit = tcp_to(client, &format!("{}:8080", s.ip4(2)));
     assert_eq!(transit, None, "a packet to the container's own port 8080 must not be DNATed");
-    let _ = tcp_client(c0, "127.0.0.1:80");
+    let _ = tcp_to(c0, "127.0.0.1:80");
     srv.join().unwrap();
 
     w.del(&conf).env("PATH", path).run().ok();
-    assert_eq!(ruleset(&w.host), before, "DEL must restore the prior ruleset");
+    assert_eq!(netfilter(&w.host).text(), before, "DEL must restore the prior ruleset");
     w.del(&conf).env("PATH", path).run().ok();
     let srv = tcp_server(c0, 80, 1);
-    assert_eq!(tcp_client(client, &format!("{h4}:8080")), None, "mapping gone after DEL");
-    let _ = tcp_client(c0, "127.0.0.1:80");
+    assert_eq!(tcp_to(client, &format!("{h4}:8080")), None, "mapping gone after DEL");
+    let _ = tcp_to(c0, "127.0.0.1:80");
     srv.join().unwrap();
 }
 
@@ -550,7 +507,7 @@ type BackendCase<'a> = (Option<&'a str>, &'a str, Option<&'a str>, (bool, bool))
 fn portmap_and_firewall_default_backend_is_the_references_rule() {
     let w = World::new("mpmdef", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let prev = w.add(&ptp_conf(&w, &s, "mpmdef")).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmdef", None)).run().ok();
     let ip4 = s.ip4(2);
     let cid = format!("cid-{}", w.tag);
     let nopath = w.tmp.join("empty-path");
@@ -604,26 +561,14 @@ fn portmap_and_firewall_default_backend_is_the_references_rule() {
 
 // ---------------------------------------------------------------- firewall
 
-fn bridge_conf(w: &World, name: &str, bridge: &str, subnet: &str) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": name,
-        "type": "bridge",
-        "bridge": bridge,
-        "isGateway": true,
-        "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": subnet}]],
-                 "routes": [{"dst": "0.0.0.0/0"}]}
-    })
-}
-
 fn firewall_behaviour(tag: &str, backend: &str) {
     let w = World::new(tag, 3, Impl::Ours);
     let s = Subnets::alloc();
     let (bra, brb) = (format!("{tag}a"), format!("{tag}b"));
     let nets = [
-        (format!("{tag}-a"), bridge_conf(&w, &format!("{tag}-a"), &bra, &s.net4())),
-        (format!("{tag}-a"), bridge_conf(&w, &format!("{tag}-a"), &bra, &s.net4())),
-        (format!("{tag}-b"), bridge_conf(&w, &format!("{tag}-b"), &brb, &format!("{}.0/24", s.v4b))),
+        (format!("{tag}-a"), bridge_conf(&w, &format!("{tag}-a"), &bra, &[&s.net4()])),
+        (format!("{tag}-a"), bridge_conf(&w, &format!("{tag}-a"), &bra, &[&s.net4()])),
+        (format!("{tag}-b"), bridge_conf(&w, &format!("{tag}-b"), &brb, &[&format!("{}.0/24", s.v4b)])),
     ];
     let mut prevs = vec![];
     for (i, (_, c)) in nets.iter().enumerate() {
@@ -641,7 +586,7 @@ fn firewall_behaviour(tag: &str, backend: &str) {
         assert_eq!(&r, prev, "firewall passes prevResult through");
         w.check(&fw(i), &r).container(i).cid(&format!("c{i}")).run().ok();
     }
-    let rules = ruleset(&w.host);
+    let rules = netfilter(&w.host).text();
     assert!(!w.c(2).ping(&ip(0), 1), "other bridge must be dropped\n{rules}");
     assert!(!w.c(0).ping(&ip(2), 1), "other bridge must be dropped\n{rules}");
     assert!(w.c(0).ping(&ip(1), 3), "same bridge allowed\n{rules}");
@@ -662,7 +607,7 @@ fn firewall_behaviour(tag: &str, backend: &str) {
     }
     let e = w.check(&fw(0), &prevs[0]).container(0).cid("c0").run().err();
     assert!(!e.msg.is_empty());
-    let rules = ruleset(&w.host);
+    let rules = netfilter(&w.host).text();
     for i in 0..3 {
         assert!(!rules.contains(&format!("{}/32", ip(i))) && !rules.contains(&format!("{} ", ip(i))), "{rules}");
     }
@@ -764,8 +709,8 @@ fn run_side(imp: Impl, tag: &str, s: &Subnets, t: &Twin, facts: &dyn Fn(&World, 
     }
     let mut first = match t.first {
         // the same bridge name on both sides (the tag ends in o/r)
-        "bridge" => bridge_conf(&w, t.net, &format!("{}br", &tag[..tag.len() - 1]), &s.net4()),
-        _ => ptp_conf(&w, s, t.net),
+        "bridge" => bridge_conf(&w, t.net, &format!("{}br", &tag[..tag.len() - 1]), &[&s.net4()]),
+        _ => ptp_conf(&w, s, t.net, None),
     };
     first["cniVersion"] = json!(t.version);
     first["name"] = json!(t.net);
@@ -1030,7 +975,7 @@ fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str
     w.host_nodad();
     w.host.must(&["ip", "link", "set", "lo", "up"]);
     let net = "mdpm2";
-    let first = ptp_conf(&w, s, net);
+    let first = ptp_conf(&w, s, net, None);
     let prevs: Vec<Value> = (0..2).map(|i| w.add(&first).container(i).cid(&format!("pod{i}")).run().ok()).collect();
     let pm = |i: usize| {
         let mut c = json!({"type": "portmap", "capabilities": {"portMappings": true},
@@ -1133,7 +1078,7 @@ fn portmap_gc_and_check_iptables() {
     let net = "mpmgc";
     let mut confs = vec![];
     for (i, cid) in ["keep", "stale"].iter().enumerate() {
-        let prev = w.add(&ptp_conf(&w, &s, net)).container(i).cid(cid).run().ok();
+        let prev = w.add(&ptp_conf(&w, &s, net, None)).container(i).cid(cid).run().ok();
         let mut c = chained(net, json!({"type": "portmap", "backend": "iptables"}), &prev);
         c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080 + i, "containerPort": 80, "protocol": "tcp"}]});
         let r = w.add(&c).container(i).cid(cid).run().ok();
@@ -1161,7 +1106,7 @@ fn portmap_gc_and_check_iptables() {
 fn portmap_nftables_check_notices_missing_rules() {
     let w = World::new("mpmck", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let prev = w.add(&ptp_conf(&w, &s, "mpmck")).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmck", None)).run().ok();
     let mut c = chained("mpmck", json!({"type": "portmap", "backend": "nftables"}), &prev);
     c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
     let r = w.add(&c).run().ok();
@@ -1175,7 +1120,7 @@ fn portmap_nftables_check_notices_missing_rules() {
 fn bandwidth_check_notices_changed_rate() {
     let w = World::new("mbwck", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let prev = w.add(&ptp_conf(&w, &s, "mbwck")).run().ok();
+    let prev = w.add(&ptp_conf(&w, &s, "mbwck", None)).run().ok();
     let c = chained("mbwck", json!({"type": "bandwidth", "ingressRate": 1_000_000, "ingressBurst": 100_000}), &prev);
     let r = w.add(&c).run().ok();
     w.check(&c, &r).run().ok();
@@ -1192,7 +1137,7 @@ fn bandwidth_check_notices_changed_rate() {
 fn sbr_gateways_and_source_hints() {
     let w = World::new("msbrg", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let prev = w.add(&bridge_conf(&w, "msbrg", "msbrgbr", &s.net4())).run().ok();
+    let prev = w.add(&bridge_conf(&w, "msbrg", "msbrgbr", &[&s.net4()])).run().ok();
     let c0 = w.c(0);
     let gw = s.ip4(254);
     let conf = chained("msbrg", json!({"type": "sbr", "gateways": [gw], "addSourceHints": true}), &prev);
@@ -1216,7 +1161,7 @@ fn sbr_gateways_and_source_hints() {
 fn full_chain_add_check_del() {
     let (w, s) = client_world("mchain");
     let net = "mchain";
-    let mut br = bridge_conf(&w, net, "mchainbr", &s.net4());
+    let mut br = bridge_conf(&w, net, "mchainbr", &[&s.net4()]);
     br["ipam"]["ranges"] = json!([[{"subnet": s.net4()}], [{"subnet": s.net6()}]]);
     br["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
     let tuning_dir = w.tmp.join("tuning");
@@ -1254,7 +1199,7 @@ fn full_chain_add_check_del() {
     }
     // the chain works: the client reaches the container's port through the host
     let srv = tcp_server(w.c(0), 80, 1);
-    assert_eq!(tcp_client(w.c(1), &format!("{}.1:8080", s.v4b)), Some(format!("{}.2", s.v4b)));
+    assert_eq!(tcp_to(w.c(1), &format!("{}.1:8080", s.v4b)), Some(format!("{}.2", s.v4b)));
     srv.join().unwrap();
     assert_eq!(w.c(0).link("eth0").unwrap()["mtu"], 1400);
 
@@ -1264,7 +1209,7 @@ fn full_chain_add_check_del() {
     let ifb = ifs[3]["name"].as_str().unwrap();
     assert!(w.host.link(ifb).is_none(), "ifb gone");
     assert!(w.c(0).link("eth0").is_none(), "container veth gone");
-    let rules = ruleset(&w.host);
+    let rules = netfilter(&w.host).text();
     assert!(!rules.contains(&format!("cid-{}", w.tag)), "no rule of the container left:\n{rules}");
     assert!(!rules.contains(&format!("{}.2", s.v4a)), "no rule for the container IP left:\n{rules}");
     assert!(std::fs::read_dir(&tuning_dir).map(|d| d.count() == 0).unwrap_or(true), "no tuning backup left");

@@ -8,25 +8,7 @@
 use crate::bridge::result_ips;
 use crate::harness::plugin::Call;
 use crate::harness::*;
-use serde_json::{json, Value};
-
-fn conf(w: &World, s: &Subnets, name: &str, mtu: Option<u32>) -> Value {
-    let mut c = json!({
-        "cniVersion": "1.0.0",
-        "name": name,
-        "type": "ptp",
-        "ipam": {
-            "type": "host-local",
-            "dataDir": w.data_dir,
-            "ranges": [[{"subnet": s.net4()}], [{"subnet": s.net6()}]],
-            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
-        }
-    });
-    if let Some(m) = mtu {
-        c["mtu"] = json!(m);
-    }
-    c
-}
+use serde_json::json;
 
 fn host_veths(w: &World) -> Vec<String> {
     w.host.link_names().into_iter().filter(|n| n.starts_with("veth")).collect()
@@ -36,7 +18,7 @@ fn host_veths(w: &World) -> Vec<String> {
 fn ptp_container_reaches_host_and_back() {
     let w = World::new("ptpping", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let c = conf(&w, &s, "ptpping", Some(1400));
+    let c = ptp_conf(&w, &s, "ptpping", Some(1400));
     let r = w.add(&c).run().ok();
 
     // result: [host veth, container veth], ips on interface 1
@@ -100,7 +82,7 @@ fn ptp_container_reaches_host_and_back() {
 fn ptp_del_after_netns_is_gone() {
     let mut w = World::new("ptpgone", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let c = conf(&w, &s, "ptpgone", None);
+    let c = ptp_conf(&w, &s, "ptpgone", None);
     w.add(&c).run().ok();
     assert_eq!(w.leases("ptpgone").len(), 2);
     let path = w.c(0).path_str();
@@ -115,7 +97,7 @@ fn ptp_del_after_netns_is_gone() {
 fn ptp_add_existing_ifname_fails_and_releases_the_lease() {
     let w = World::new("ptpexist", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let c = conf(&w, &s, "ptpexist", None);
+    let c = ptp_conf(&w, &s, "ptpexist", None);
     w.c(0).must(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
     let e = w.add(&c).run().err();
     assert!(!e.msg.is_empty());
@@ -163,7 +145,7 @@ fn outside_world(tag: &str) -> (World, Subnets) {
 fn ptp_ipmasq_reaches_a_namespace_with_no_route_back() {
     let (w, s) = outside_world("ptpmasq");
     let (o4, o6) = (format!("{}.2", s.v4b), format!("{}::2", s.v6b));
-    let mut c = conf(&w, &s, "ptpmasq", None);
+    let mut c = ptp_conf(&w, &s, "ptpmasq", None);
     // without masquerading the outside cannot answer (it has no route to the container subnet)
     w.add(&c).run().ok();
     w.c(0).settle();
@@ -203,7 +185,7 @@ fn ptp_ipmasq_backend_choice() {
         (Some("iptables"), false, Some("nftables"), (false, true)), // the env override wins
     ];
     for (key, no_ipt, env, want) in cases {
-        let mut c = conf(&w, &s, "ptpmback", None);
+        let mut c = ptp_conf(&w, &s, "ptpmback", None);
         c["ipMasq"] = json!(true);
         if let Some(k) = key {
             c["ipMasqBackend"] = json!(k);
@@ -235,7 +217,7 @@ fn ptp_ipmasq_del_without_netns_and_gc() {
     let subnets = [Subnets::alloc(), Subnets::alloc()];
     // one interface (and subnet) per backend in each container
     for (s, (backend, ifname)) in subnets.iter().zip([("iptables", "eth0"), ("nftables", "eth1")]) {
-        let mut c = conf(&w, s, "ptpmgc", None);
+        let mut c = ptp_conf(&w, s, "ptpmgc", None);
         c["ipMasq"] = json!(true);
         c["ipMasqBackend"] = json!(backend);
         c["cniVersion"] = json!("1.1.0");
@@ -260,7 +242,7 @@ fn ptp_ipmasq_del_without_netns_and_gc() {
     let path = w.c(0).path_str();
     w.containers[0].delete();
     for (s, (backend, ifname)) in subnets.iter().zip([("iptables", "eth0"), ("nftables", "eth1")]) {
-        let mut c = conf(&w, s, "ptpmgc", None);
+        let mut c = ptp_conf(&w, s, "ptpmgc", None);
         c["ipMasq"] = json!(true);
         c["ipMasqBackend"] = json!(backend);
         w.del(&c).netns_path(&path).cid(&format!("{backend}-c0")).ifname(ifname).run().ok();

@@ -10,6 +10,18 @@ fn pod_args(name: &str) -> String {
     format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}")
 }
 
+/// The runtime environment of a `cni-multi tool` run: the conflists in `netconf`, our
+/// vpc-routed and host-local on CNI_PATH, the cache in `tmp`, and the pod's CNI_ARGS if any.
+fn tool_env(netconf: &std::path::Path, tmp: &Tmp, pod: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("NETCONFPATH", netconf.display().to_string()),
+        ("CNI_PATH", our_plugin_dir(tmp, &["vpc-routed", "host-local"])),
+        ("CNI_CACHE_DIR", tmp.s("cache")),
+    ];
+    env.extend(pod.map(|p| ("CNI_ARGS", pod_args(p))));
+    env
+}
+
 #[test]
 fn vpc_routed_pods_rules_routes_and_eni_table() {
     let tmp = Tmp::new("vpcr");
@@ -55,14 +67,7 @@ fn vpc_routed_pods_rules_routes_and_eni_table() {
         {"type": "vpc-routed", "vethPrefix": "cali", "deviceNumber": 2, "ipam": ipam("198.18.20.100")}]});
     std::fs::write(netconf.join("10-vpc.conflist"), main_list.to_string()).unwrap();
     std::fs::write(netconf.join("20-vpc-eni.conflist"), eni_list.to_string()).unwrap();
-    let env = |pod: &str| {
-        vec![
-            ("NETCONFPATH", netconf.display().to_string()),
-            ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
-            ("CNI_CACHE_DIR", tmp.s("cache")),
-            ("CNI_ARGS", pod_args(pod)),
-        ]
-    };
+    let env = |pod: &str| tool_env(&netconf, &tmp, Some(pod));
     let (n1, n2, n3) = (unique("p1-"), unique("p2-"), unique("p3-"));
     let r1 = tool(&node, &env(&n1), &["add", "vpc", &p1.path_str()]).expect_ok("add p1").json();
     let _r2 = tool(&node, &env(&n2), &["add", "vpc", &p2.path_str()]).expect_ok("add p2").json();
@@ -146,14 +151,7 @@ fn vpc_routed_dual_stack() {
         {"type": "vpc-routed", "mtu": 1500, "ipam": {"type": "host-local", "dataDir": tmp.s("ipam"),
             "ranges": [[{"subnet": "198.18.21.0/24"}], [{"subnet": "fd00:21::/64"}]]}}]});
     std::fs::write(netconf.join("10-vpc6.conflist"), list.to_string()).unwrap();
-    let env = |pod: &str| {
-        vec![
-            ("NETCONFPATH", netconf.display().to_string()),
-            ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
-            ("CNI_CACHE_DIR", tmp.s("cache")),
-            ("CNI_ARGS", pod_args(pod)),
-        ]
-    };
+    let env = |pod: &str| tool_env(&netconf, &tmp, Some(pod));
     let (n1, n2) = (unique("d1-"), unique("d2-"));
     let r1 = tool(&node, &env(&n1), &["add", "vpc6", &p1.path_str()]).expect_ok("add p1").json();
     tool(&node, &env(&n2), &["add", "vpc6", &p2.path_str()]).expect_ok("add p2");
@@ -198,11 +196,7 @@ fn vpc_routed_failed_add_rolls_back() {
         {"type": "vpc-routed", "ipam": {"type": "host-local", "dataDir": tmp.s("ipam"),
             "ranges": [[{"subnet": "198.18.22.0/24"}]]}}]});
     std::fs::write(netconf.join("10.conflist"), list.to_string()).unwrap();
-    let env = vec![
-        ("NETCONFPATH", netconf.display().to_string()),
-        ("CNI_PATH", our_plugin_dir(&tmp, &["vpc-routed", "host-local"])),
-        ("CNI_CACHE_DIR", tmp.s("cache")),
-    ];
+    let env = tool_env(&netconf, &tmp, None);
     let out = tool(&node, &env, &["add", "vpcrb", &pod.path_str()]);
     assert!(!out.ok);
     assert!(out.json()["msg"].as_str().unwrap().contains("already exists"), "{}", out.stdout);
@@ -228,8 +222,8 @@ fn vpc_routed_gc_is_forwarded_to_ipam() {
 /// live pod's rules, route and lease.
 #[test]
 fn vpc_routed_gc_removes_rules_of_pods_gone_without_del() {
-    use crate::iface::{Impl, World};
-    let mut w = World::new("vpr");
+    use crate::harness::{topo::NsSet, Impl};
+    let mut w = NsSet::new("vpr");
     w.use_our_ipam();
     let host = w.netns("h");
     let (c0, c1) = (w.netns("c0"), w.netns("c1"));
@@ -248,7 +242,7 @@ fn vpc_routed_gc_removes_rules_of_pods_gone_without_del() {
         }
     }
     // pod 1 vanishes without DEL
-    crate::iface::must(&["ip", "netns", "del", &c1]);
+    crate::harness::world::must(&["ip", "netns", "del", &c1]);
     // the kernel tears a namespace down asynchronously: wait for the veth pair to go
     let gone = (0..100).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));

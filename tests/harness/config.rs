@@ -7,7 +7,7 @@
 //! `cniVersion` is set by the test.
 
 use super::world::World;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -96,4 +96,38 @@ pub fn net_name(conf: &Value) -> String {
 pub fn version_ge(a: &str, b: &str) -> bool {
     let p = |v: &str| v.split('.').map(|x| x.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
     p(a) >= p(b)
+}
+
+/// A dual-stack ptp network (v4 + v6 from `s`, default routes, dataDir of `w`), with `mtu` if
+/// given; also the prevResult-producing first plugin of the meta-plugin chains.
+pub fn ptp_conf(w: &World, s: &Subnets, name: &str, mtu: Option<u32>) -> Value {
+    let mut c = json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "ptp",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": w.data_dir,
+            "ranges": [[{"subnet": s.net4()}], [{"subnet": s.net6()}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+        }
+    });
+    if let Some(m) = mtu {
+        c["mtu"] = json!(m);
+    }
+    c
+}
+
+/// A bridge network with the gateway on `bridge`, host-local in the world's dataDir with one range
+/// set per subnet and a default route: the prevResult-producing first plugin of the chains.
+pub fn bridge_conf(w: &World, name: &str, bridge: &str, subnets: &[&str]) -> Value {
+    let ranges: Vec<Value> = subnets.iter().map(|s| json!([{"subnet": s}])).collect();
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": ranges, "routes": [{"dst": "0.0.0.0/0"}]}
+    })
 }

@@ -36,6 +36,20 @@ pub const APPLET_NAMES: &[&str] = &[
 /// Where the oracle lives (Debian containernetworking-plugins 1.1.1).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 
+/// Whether the reference `plugin` is installed; without it a test skips its reference side (and
+/// fails when `CI=true`: CI installs the reference plugins).
+pub fn have_reference(plugin: &str) -> bool {
+    let ok = std::path::Path::new(REFERENCE_DIR).join(plugin).is_file();
+    if !ok {
+        assert!(
+            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
+            "the reference plugins (package containernetworking-plugins) are missing in CI"
+        );
+        eprintln!("skipping the reference side: no {REFERENCE_DIR}/{plugin}");
+    }
+    ok
+}
+
 /// Set to a plugin directory (e.g. `/usr/lib/cni`) to run the "ours" side of every test with those
 /// binaries instead. `CNI_MULTI_TEST_OURS=/usr/lib/cni cargo test --test tests` proves the harness:
 /// differential runs become reference-vs-reference and must show no difference, and the behaviour

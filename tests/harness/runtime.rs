@@ -4,7 +4,7 @@
 
 use super::world::Netns;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A temp directory removed on drop.
@@ -13,6 +13,9 @@ pub struct Tmp(tempfile::TempDir);
 impl Tmp {
     pub fn new(tag: &str) -> Tmp {
         Tmp(tempfile::Builder::new().prefix(&format!("cni-multi-it-{tag}-")).tempdir().expect("temp dir"))
+    }
+    pub fn dir(&self) -> &Path {
+        self.0.path()
     }
     pub fn join(&self, s: &str) -> PathBuf {
         self.0.path().join(s)
@@ -36,8 +39,11 @@ pub fn our_plugin_dir(tmp: &Tmp, names: &[&str]) -> String {
     d.display().to_string()
 }
 
+/// What a process printed and how it ended.
 pub struct Out {
     pub ok: bool,
+    /// the exit status
+    pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
@@ -50,6 +56,23 @@ impl Out {
     pub fn expect_ok(self, what: &str) -> Self {
         assert!(self.ok, "{what} failed: stdout={} stderr={}", self.stdout, self.stderr);
         self
+    }
+    /// The CNI error code of a failed run.
+    pub fn err_code(&self) -> u64 {
+        assert!(!self.ok, "expected a failure, got {}", self.stdout);
+        assert_eq!(self.code, 1, "a CNI error exits with status 1: {}", self.stdout);
+        self.json()["code"].as_u64().unwrap_or_else(|| panic!("no code in {}", self.stdout))
+    }
+}
+
+impl From<std::process::Output> for Out {
+    fn from(out: std::process::Output) -> Out {
+        Out {
+            ok: out.status.success(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
 
@@ -65,12 +88,7 @@ pub fn run_in(host: &Netns, prog: &str, pre: &[&str], env: &[(&str, String)], ar
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.stdin(Stdio::null()).output().expect("run tool");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd.stdin(Stdio::null()).output().expect("run tool").into()
 }
 
 /// cnitool's container id, computed with coreutils (an independent implementation).

@@ -141,3 +141,84 @@ impl Snapshot {
         })
     }
 }
+
+/// The netfilter rules of a netns with counters masked: the `nft list ruleset` lines and the
+/// `iptables-save` / `ip6tables-save` lines (save comments dropped, chain counters cut off).
+pub struct Netfilter {
+    pub nft: Vec<String>,
+    /// (tool, line)
+    pub save: Vec<(&'static str, String)>,
+}
+
+/// Read the rules of `ns` (see [`Netfilter`]).
+pub fn netfilter(ns: &Netns) -> Netfilter {
+    let nft = ns
+        .must(&["nft", "list", "ruleset"])
+        .lines()
+        .map(|line| {
+            let mut words: Vec<&str> = line.split(' ').collect();
+            for i in 1..words.len() {
+                if words[i - 1] == "packets" || words[i - 1] == "bytes" {
+                    words[i] = "N";
+                }
+            }
+            words.join(" ")
+        })
+        .collect();
+    let mut save = vec![];
+    for tool in ["iptables-save", "ip6tables-save"] {
+        for line in ns.must(&[tool]).lines().filter(|l| !l.starts_with('#')) {
+            let l = if line.starts_with(':') { line.split(" [").next().unwrap_or(line) } else { line };
+            save.push((tool, l.to_string()));
+        }
+    }
+    Netfilter { nft, save }
+}
+
+impl Netfilter {
+    /// The save lines, one per line of text.
+    fn save_text(&self) -> String {
+        self.save.iter().map(|(_, l)| format!("{l}\n")).collect()
+    }
+
+    /// nft, then iptables, then ip6tables, in kernel order, one rule a line.
+    pub fn text(&self) -> String {
+        self.nft.iter().map(|l| format!("{l}\n")).collect::<String>() + &self.save_text()
+    }
+
+    /// [`Netfilter::text`] with the nft tables sorted and the chains of each table sorted by
+    /// name (blank lines dropped): the order in which tables and chains were created is not part
+    /// of the rule set's meaning (rule order inside a chain is, and stays).
+    pub fn sorted_text(&self) -> String {
+        let mut tables: Vec<String> = vec![];
+        let mut header = String::new();
+        let mut chains: Vec<String> = vec![];
+        let mut cur: Option<String> = None;
+        for line in self.nft.iter().filter(|l| !l.trim().is_empty()) {
+            let line = format!("{line}\n");
+            if let Some(c) = cur.as_mut() {
+                c.push_str(&line);
+                if line == "\t}\n" {
+                    chains.extend(cur.take());
+                }
+            } else if line.starts_with('\t') {
+                cur = Some(line);
+            } else if line == "}\n" {
+                chains.sort();
+                tables.push(std::mem::take(&mut header) + &chains.concat() + &line);
+                chains.clear();
+            } else {
+                header.push_str(&line);
+            }
+        }
+        tables.sort();
+        tables.concat() + &self.save_text()
+    }
+
+    /// One line a rule, tagged with its source: `iptables-save: …`, `ip6tables-save: …`, then
+    /// `nft: …`.
+    pub fn tagged(&self) -> Vec<String> {
+        let saves = self.save.iter().map(|(tool, l)| format!("{tool}: {l}"));
+        saves.chain(self.nft.iter().map(|l| format!("nft: {l}"))).collect()
+    }
+}

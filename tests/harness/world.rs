@@ -90,17 +90,8 @@ impl Netns {
 
     /// A `Command` whose process enters this netns right before `exec`.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let file = File::open(&self.path).unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()));
         let mut cmd = Command::new(program);
-        // SAFETY: the closure runs in the forked child before exec. It only calls setns(2), a plain
-        // syscall that is async-signal-safe, on an fd owned by the closure (opened O_CLOEXEC in the
-        // parent, so it is closed again by exec). No allocation or locking happens in the child.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
+        enter_before_exec(&mut cmd, &self.path, CloneFlags::CLONE_NEWNET);
         cmd
     }
 
@@ -125,14 +116,7 @@ impl Netns {
 
     /// Run `f` on a fresh thread that has joined this netns (reads of /proc/sys/net then see it).
     pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = File::open(&self.path).unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()));
-        std::thread::spawn(move || {
-            // setns(CLONE_NEWNET) only moves this helper thread, which ends right after `f`.
-            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into world netns");
-            f()
-        })
-        .join()
-        .expect("netns helper thread panicked")
+        run_in_netns(&self.path, f)
     }
 
     /// Read a sysctl (path under /proc/sys, with `/` separators) in this netns; None if absent.
@@ -237,6 +221,19 @@ impl Netns {
         }
     }
 
+    /// Connect over TCP from this netns to `dst` (2 s timeouts); what the server sent until it
+    /// closed, or None when nothing connected.
+    pub fn tcp_read(&self, dst: std::net::SocketAddr) -> Option<String> {
+        use std::io::Read;
+        self.run_in(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+    }
+
     /// `ping -c1 -W2` from this netns; retried up to `tries` times (for addresses still in DAD).
     pub fn ping(&self, addr: &str, tries: u32) -> bool {
         for i in 0..tries.max(1) {
@@ -338,6 +335,45 @@ impl Drop for World {
         self.host.delete();
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
+}
+
+/// The one namespace pre_exec helper: `cmd`'s process joins the namespace at `ns` (a netns file
+/// such as /run/netns/NAME, or /proc/PID/ns/mnt with `CLONE_NEWNS`) right before `exec`.
+pub fn enter_before_exec(cmd: &mut Command, ns: &Path, kind: CloneFlags) {
+    let file = File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
+    // SAFETY: the closure runs in the forked child before exec. It only calls setns(2), a plain
+    // syscall that is async-signal-safe, on an fd owned by the closure (opened O_CLOEXEC in the
+    // parent, so it is closed again by exec). No allocation or locking happens in the child.
+    unsafe {
+        cmd.pre_exec(move || nix::sched::setns(&file, kind).map_err(|e| std::io::Error::from_raw_os_error(e as i32)));
+    }
+}
+
+/// Run `f` on a fresh thread that has joined the netns at `ns` (a /run/netns path); the thread
+/// ends right after `f`, so no other thread ever changes namespace.
+pub fn run_in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into world netns");
+        f()
+    })
+    .join()
+    .expect("netns helper thread panicked")
+}
+
+/// Run a command of the test itself (`ip netns add`, `ip -n NS …`); (success, stdout + stderr).
+pub fn sh(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// [`sh`] that must succeed; its stdout (stderr only goes into the failure message).
+pub fn must(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Poll `cond` every 50 ms until it holds or `secs` elapse; returns whether it held. For kernel
