@@ -421,15 +421,7 @@ fn parse_static_routes(v: &[u8]) -> Vec<LeaseRoute> {
 }
 
 /// 4 random bytes for transaction ids.
-pub fn random_u32() -> u32 {
-    use std::io::Read;
-    let mut b = [0u8; 4];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
-        return u32::from_ne_bytes(b);
-    }
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    n ^ std::process::id().rotate_left(16)
-}
+pub use crate::sys::random::u32 as random_u32;
 
 /// `base + d` without overflow (an absurd flag value just means "about a year").
 pub fn at(base: Instant, d: Duration) -> Instant {
