@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const ARENA: usize = 128 * 1024;
 /// Largest allocation served from the arena.
 pub const SMALL: usize = 4 * 1024;
+/// Every arena allocation is aligned at least this much, as malloc's are.
+const MIN_ALIGN: usize = 16;
 
 #[repr(C, align(4096))]
 struct Buf(UnsafeCell<[u8; ARENA]>);
@@ -41,9 +43,12 @@ impl Arena {
         if layout.size() > SMALL || layout.align() > 4096 {
             return None;
         }
+        // at least malloc's 16: code in dependencies (nix's control-message buffer, a Vec<u8>
+        // read as a cmsghdr) relies on what malloc gives, not on the layout it asks for
+        let align = layout.align().max(MIN_ALIGN);
         let mut cur = NEXT.load(Ordering::Relaxed);
         loop {
-            let start = cur.checked_add(layout.align() - 1)? & !(layout.align() - 1);
+            let start = cur.checked_add(align - 1)? & !(align - 1);
             let end = start.checked_add(layout.size())?;
             if end > ARENA {
                 return None;
@@ -116,7 +121,10 @@ mod tests {
             let l64 = Layout::from_size_align(100, 64).unwrap();
             let p = a.alloc(l8);
             let q = a.alloc(l64);
-            assert!(Arena::owns(p) && Arena::owns(q));
+            let b = a.alloc(Layout::from_size_align(3, 1).unwrap());
+            assert!(Arena::owns(p) && Arena::owns(q) && Arena::owns(b));
+            assert_eq!((p as usize % MIN_ALIGN, b as usize % MIN_ALIGN), (0, 0), "malloc's alignment even for bytes");
+            a.dealloc(b, Layout::from_size_align(3, 1).unwrap());
             assert_eq!(q as usize % 64, 0);
             assert!(q as usize >= p as usize + 24 || p as usize >= q as usize + 100);
             std::ptr::write_bytes(p, 0xaa, 24);
