@@ -97,6 +97,7 @@ fn run_conf(stdin: &[u8], args: &str, command: Command) {
         raw_args: args.to_string(),
         path: Vec::new(),
         stdin: stdin.to_vec(),
+        spec: version.parse().ok(),
         conf,
         version,
         name,

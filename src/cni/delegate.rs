@@ -322,6 +322,7 @@ mod tests {
             path: vec![dir.join("nope"), dir.to_path_buf()],
             conf: crate::cni::config::parse_folded(stdin.as_bytes()).unwrap(),
             stdin: stdin.into_bytes(),
+            spec: version.parse().ok(),
             version: version.into(),
             name: "n".into(),
             ..Ctx::new(Command::Add)

@@ -105,6 +105,7 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
         path: env::split_path(&env.path),
         stdin,
         conf,
+        spec: version.parse().ok(),
         version,
         name,
         prev_result: None,

@@ -79,8 +79,12 @@ pub struct Ctx {
     pub stdin: Vec<u8>,
     /// stdin parsed the Go way: object keys lower-cased (last spelling wins), nulls dropped
     pub conf: serde_json::Value,
-    /// `cniVersion` of the config ("0.1.0" when absent)
+    /// `cniVersion` of the config ("0.1.0" when absent), as written: results echo this text and
+    /// the version gate compares it exactly
     pub version: String,
+    /// `version` parsed once ([`Ctx::set_version`]); None when it does not parse, which the
+    /// version gate refuses before any verb runs
+    pub spec: Option<Version>,
     /// network `name`
     pub name: String,
     /// `prevResult`, parsed with `version` and converted to the internal result
@@ -107,11 +111,17 @@ impl Ctx {
             stdin: b"{}".to_vec(),
             conf: serde_json::Value::Object(serde_json::Map::new()),
             version: config::DEFAULT_VERSION.to_string(),
+            spec: config::DEFAULT_VERSION.parse().ok(),
             name: String::new(),
             prev_result: None,
             plugins: plugin::no_plugins,
             netns_override: false,
         }
+    }
+    /// Set `cniVersion`: the text and its parsed form together.
+    pub fn set_version(&mut self, text: &str) {
+        self.version = text.to_string();
+        self.spec = text.parse().ok();
     }
 
     /// Decode the (folded) config into a plugin's config struct. Struct fields must use

@@ -414,8 +414,12 @@ impl MasqBackend for IptablesBackend {
         }
         fams.dedup();
         let mut errs = Vec::new();
-        for v6 in [false, true].into_iter().filter(|f| fams.contains(f)) {
-            let r = self.save(v6).and_then(|st| match wrap_nat(&chain_teardown_lines(&st, &chain)) {
+        // every family read before any is changed (a read after a deleting commit waits for its
+        // grace period in the tool's socket close)
+        let states: Vec<(bool, Result<NatState>)> =
+            [false, true].into_iter().filter(|f| fams.contains(f)).map(|v6| (v6, self.save(v6))).collect();
+        for (v6, st) in states {
+            let r = st.and_then(|st| match wrap_nat(&chain_teardown_lines(&st, &chain)) {
                 Some(input) => self.restore(v6, &input),
                 None => Ok(()),
             });

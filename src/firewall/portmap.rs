@@ -694,11 +694,13 @@ pub fn iptables_ensure(spec: &PortmapSpec) -> Result<()> {
 /// is skipped unless both are.
 pub fn iptables_remove(network: &str, container_id: &str) -> Result<()> {
     let ipt = IptablesBackend;
-    let mut usable = 0;
+    // both families are read before either is changed: a read after a deleting commit waits in
+    // the tool's socket close for that commit's grace period (3 ms for ip6tables-save, strace -T)
+    let states: Vec<(bool, NatState)> =
+        [false, true].into_iter().filter_map(|v6| ipt.save(v6).ok().map(|st| (v6, st))).collect();
+    let usable = states.len();
     let mut errs = Vec::new();
-    for v6 in [false, true] {
-        let Ok(st) = ipt.save(v6) else { continue };
-        usable += 1;
+    for (v6, st) in states {
         if let Some(input) = wrap(&iptables_teardown_lines(&st, network, container_id)) {
             if let Err(e) = ipt.restore(v6, &input) {
                 errs.push(format!("{e:#}"));

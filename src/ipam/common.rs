@@ -95,8 +95,9 @@ pub fn routes(raw: &[RawRoute]) -> Result<Vec<Route>, CniError> {
 
 /// The rule shared by host-local and static: more than one address per family needs a
 /// result format with `ips[]` (cniVersion >= 0.3.0).
-pub fn check_per_family(version: &str, v4: usize, v6: usize) -> Result<(), CniError> {
-    if (v4 > 1 || v6 > 1) && !crate::cni::Version::new(0, 3, 0).reached_by(version) {
+pub fn check_per_family(ctx: &crate::cni::Ctx, v4: usize, v6: usize) -> Result<(), CniError> {
+    if (v4 > 1 || v6 > 1) && ctx.spec.is_none_or(|v| v < crate::cni::Version::new(0, 3, 0)) {
+        let version = &ctx.version;
         return Err(CniError::config(format!("CNI version {version} does not support more than 1 address per family")));
     }
     Ok(())
@@ -118,11 +119,16 @@ mod tests {
     #[test]
     fn versions() {
         // the comparison itself is tested with cni::Version (cni/version.rs)
-        assert!(check_per_family("0.10.0", 2, 2).is_ok());
-        assert!(check_per_family("bogus", 2, 0).is_err());
-        assert!(check_per_family("0.2.0", 1, 1).is_ok());
-        assert_eq!(check_per_family("0.2.0", 2, 0).unwrap_err().code, 7);
-        assert!(check_per_family("0.3.1", 2, 2).is_ok());
+        let at = |v: &str| {
+            let mut c = crate::cni::Ctx::new(crate::cni::Command::Add);
+            c.set_version(v);
+            c
+        };
+        assert!(check_per_family(&at("0.10.0"), 2, 2).is_ok());
+        assert!(check_per_family(&at("bogus"), 2, 0).is_err());
+        assert!(check_per_family(&at("0.2.0"), 1, 1).is_ok());
+        assert_eq!(check_per_family(&at("0.2.0"), 2, 0).unwrap_err().code, 7);
+        assert!(check_per_family(&at("0.3.1"), 2, 2).is_ok());
     }
 
     #[test]

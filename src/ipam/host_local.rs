@@ -190,7 +190,7 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<HostLocalConf> {
         ranges.push(set);
     }
     let v4 = ranges.iter().filter(|s| s.is_v4()).count();
-    common::check_per_family(&ctx.version, v4, ranges.len() - v4)?;
+    common::check_per_family(ctx, v4, ranges.len() - v4)?;
     for (i, a) in ranges.iter().enumerate() {
         for (j, b) in ranges.iter().enumerate().skip(i + 1) {
             if a.overlaps(b) {
@@ -349,6 +349,7 @@ pub(crate) mod tests {
             netns: Some("/proc/self/ns/net".into()),
             ifname: ifname.into(),
             conf,
+            spec: version.parse().ok(),
             version,
             name,
             ..Ctx::new(Command::Add)
@@ -537,7 +538,7 @@ pub(crate) mod tests {
         let mut old = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.19.0.0/24"}]]}));
         old["cniversion"] = json!("0.2.0");
         let mut x = ctx(old, "c1", "eth0");
-        x.version = "0.2.0".into();
+        x.set_version("0.2.0");
         assert!(format!("{:#}", add(&x).unwrap_err()).contains("does not support more than 1 address per family"));
         let none = json!({"cniversion": "1.0.0", "name": "net"});
         assert_eq!(CniError::from_anyhow(&add(&ctx(none, "c", "e")).unwrap_err()).code, 7);

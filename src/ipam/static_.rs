@@ -164,7 +164,7 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<StaticConf> {
         addresses.push((net, *gw));
     }
     let v4 = addresses.iter().filter(|(n, _)| n.addr().is_ipv4()).count();
-    common::check_per_family(&ctx.version, v4, addresses.len() - v4)?;
+    common::check_per_family(ctx, v4, addresses.len() - v4)?;
 
     Ok(StaticConf { addresses, routes: common::routes(&raw.routes)?, dns: raw.dns.to_dns() })
 }
@@ -275,9 +275,9 @@ mod tests {
         }
         let mut old =
             ctx(c(json!({"addresses": [{"address": "198.18.0.5/24"}, {"address": "198.18.1.5/24"}]})), "c", "e");
-        old.version = "0.2.0".into();
+        old.set_version("0.2.0");
         assert!(format!("{:#}", add(&old).unwrap_err()).contains("does not support more than 1 address per family"));
-        old.version = "0.3.0".into();
+        old.set_version("0.3.0");
         assert_eq!(add(&old).unwrap().ips.len(), 2);
         let mut bad_gw = ctx(c(json!({})), "c", "e");
         bad_gw.args = vec![("IP".into(), "198.18.0.5/24".into()), ("GATEWAY".into(), "x".into())];

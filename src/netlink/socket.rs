@@ -23,7 +23,7 @@ const RECV_BUF: usize = 32 * 1024;
 const DUMP_TRIES: usize = 5;
 
 /// Where requests go and replies come from: the kernel's socket, or a test's recording fake.
-pub trait Transport {
+pub trait Transport: Send {
     fn send(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Receive one datagram into `buf` and return its full length (larger than `buf.len()` when
     /// it was truncated). `wait` false: `Ok(None)` when nothing is queued.
@@ -328,26 +328,25 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
     use std::collections::VecDeque;
-    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
 
     /// Answers every request with `reply(seq)` (datagrams); counts sends and receives.
     struct Scripted {
         reply: fn(u32) -> Vec<Vec<u8>>,
         queue: VecDeque<Vec<u8>>,
-        calls: Rc<RefCell<(usize, usize)>>,
+        calls: Arc<Mutex<(usize, usize)>>,
     }
 
     impl Transport for Scripted {
         fn send(&mut self, buf: &[u8]) -> io::Result<()> {
-            self.calls.borrow_mut().0 += 1;
+            self.calls.lock().unwrap().0 += 1;
             let seq = wire::split(buf).next().map_or(0, |m| m.seq);
             self.queue.extend((self.reply)(seq));
             Ok(())
         }
         fn recv(&mut self, buf: &mut [u8], wait: bool) -> io::Result<Option<usize>> {
-            self.calls.borrow_mut().1 += 1;
+            self.calls.lock().unwrap().1 += 1;
             match self.queue.pop_front() {
                 Some(d) => {
                     let n = d.len().min(buf.len());
@@ -360,8 +359,8 @@ mod tests {
         }
     }
 
-    fn conn(reply: fn(u32) -> Vec<Vec<u8>>) -> (Conn, Rc<RefCell<(usize, usize)>>) {
-        let calls = Rc::new(RefCell::new((0, 0)));
+    fn conn(reply: fn(u32) -> Vec<Vec<u8>>) -> (Conn, Arc<Mutex<(usize, usize)>>) {
+        let calls = Arc::new(Mutex::new((0, 0)));
         let t = Scripted { reply, queue: VecDeque::new(), calls: calls.clone() };
         (Conn::with_transport(Box::new(t), RTNL), calls)
     }
@@ -388,7 +387,7 @@ mod tests {
         let (mut c, calls) = conn(|seq| vec![wire::message(16, 0, seq, &[0; 16], &[]), ack(seq, 0)]);
         let (replies, intr) = c.exchange(req(), Kind::Get, "get").unwrap();
         assert_eq!((replies.len(), intr), (1, false));
-        assert_eq!(*calls.borrow(), (1, 2)); // no peek before each read
+        assert_eq!(*calls.lock().unwrap(), (1, 2)); // no peek before each read
     }
 
     #[test]
@@ -398,7 +397,7 @@ mod tests {
         assert_eq!(replies.len(), 1);
         assert_eq!(replies[0].payload.len(), 16 + 40 * 1024);
         // first try: the truncated datagram, then an empty queue; second try: it fits
-        assert_eq!(*calls.borrow(), (2, 3));
+        assert_eq!(*calls.lock().unwrap(), (2, 3));
     }
 
     #[test]
@@ -406,7 +405,7 @@ mod tests {
         let (mut c, calls) = conn(big_dump);
         let e = c.exchange(req(), Kind::Change, "change").unwrap_err();
         assert_eq!(e.errno, wire::EMSGSIZE);
-        assert_eq!(calls.borrow().0, 1);
+        assert_eq!(calls.lock().unwrap().0, 1);
     }
 
     #[test]

@@ -435,24 +435,28 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
 
 fn del(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
-    let addrs = steps::link::delete(ctx)?;
-    tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted (or already gone)");
-    steps::ipam::del_if_set(ctx)?;
-    if conf.mac_spoof_chk {
-        if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
-            tracing::warn!("failed to remove spoof check: {e:#}");
+                                         // the firewall rules go while the kernel deletes the container veth (its RCU wait leaves the
+                                         // CPU idle); they are found by their comments, so this also works when the netns is already
+                                         // gone (the reference then leaks them)
+    let addrs = steps::link::delete_meanwhile(ctx, |addrs| {
+        if conf.mac_spoof_chk {
+            if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
+                tracing::warn!("failed to remove spoof check: {e:#}");
+            }
         }
-    }
-    // the rules are found by their comments, so this also works when the netns is already gone
-    // (the reference then leaks them)
-    if conf.ip_masq {
-        firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
-            network: &ctx.name,
-            container_id: &ctx.container_id,
-            ifname: &ctx.ifname,
-            ips: &addrs,
-        })?;
-    }
+        if conf.ip_masq {
+            let spec = firewall::ipmasq::MasqSpec {
+                network: &ctx.name,
+                container_id: &ctx.container_id,
+                ifname: &ctx.ifname,
+                ips: addrs,
+            };
+            firewall::ipmasq::remove(&spec)?;
+        }
+        Ok(())
+    })?;
+    tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth and firewall rules deleted (or already gone)");
+    steps::ipam::del_if_set(ctx)?;
     Ok(())
 }
 

@@ -108,6 +108,7 @@ impl Tool {
             path: self.path.clone(),
             stdin,
             conf,
+            spec: version.parse().ok(),
             version,
             name: list.name.clone(),
             prev_result,

@@ -91,6 +91,48 @@ pub fn delete(ctx: &Ctx) -> Result<Vec<IpNet>> {
     }
 }
 
+/// [`delete`], with `meanwhile` run on the link's global addresses while the kernel deletes it:
+/// a veth deletion waits for RCU grace periods (~17 ms) and leaves the CPU idle, so DEL work
+/// that does not depend on the link being gone (firewall teardown) runs in that time. The
+/// deletion runs on a second thread with the container socket; `meanwhile` on this thread (in
+/// this thread's namespace). Both finish before this returns; the deletion's error comes first.
+pub fn delete_meanwhile(ctx: &Ctx, meanwhile: impl FnOnce(&[IpNet]) -> Result<()>) -> Result<Vec<IpNet>> {
+    let mut nl = match ns::open_for_del(ctx)? {
+        NsOrGone::Ns(ns) => Netlink::in_netns(&ns)?,
+        NsOrGone::Gone => {
+            meanwhile(&[])?;
+            return Ok(Vec::new());
+        }
+    };
+    let Some(link) = nl.link_by_name(&ctx.ifname)? else {
+        meanwhile(&[])?;
+        return Ok(Vec::new());
+    };
+    let addrs = global_addrs(&mut nl, link.index);
+    let ifname = ctx.ifname.as_str();
+    let delete = move || match nl.link_del(link.index) {
+        Err(e) if !is_not_found(&e) => Err(e.context(format!("failed to delete {ifname:?}"))),
+        _ => Ok(()),
+    };
+    let (deleted, done) = beside(delete, || meanwhile(&addrs));
+    deleted?;
+    done?;
+    Ok(addrs)
+}
+
+/// Run `a` on a second thread while `b` runs on this one; both results. (The root-free unit
+/// tests' fake kernel is per thread: there `a` runs first, then `b`, on this thread.)
+fn beside<A: Send>(a: impl FnOnce() -> Result<A> + Send, b: impl FnOnce() -> Result<()>) -> (Result<A>, Result<()>) {
+    if cfg!(test) {
+        return (a(), b());
+    }
+    std::thread::scope(|s| {
+        let a = s.spawn(a);
+        let b = b();
+        (a.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a DEL step failed"))), b)
+    })
+}
+
 /// Delete `ifname` through `nl` (a container socket); a missing link is success. Returns its
 /// global addresses.
 pub fn delete_in(nl: &mut Netlink, ifname: &str) -> Result<Vec<IpNet>> {
