@@ -24,8 +24,9 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long to wait for the tool to block on stdin before feeding it anyway.
-const SETTLE: Duration = Duration::from_secs(2);
+/// How long to wait for the tool to block on stdin before feeding it anyway (iptables-nft gets
+/// there in 1-3 ms; a tool that never does costs at most this).
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// What a run produced.
 #[derive(Debug)]
@@ -39,7 +40,7 @@ pub struct Fed {
 /// Spawn `cmd` (its stdout discarded, stderr captured), feed it `input` on stdin, wait for it.
 pub fn run_feeding(cmd: &mut Command, input: &[u8]) -> std::io::Result<Fed> {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
-    let grabbed = if waits_on_stdin(&mut child) { grab_sockets(child.id()) } else { Vec::new() };
+    let grabbed = stdin_reader(&mut child).map(grab_sockets).unwrap_or_default();
     let fed = child.stdin.take().map_or(Ok(()), |mut stdin| stdin.write_all(input));
     let mut stderr = Vec::new();
     if let Some(mut e) = child.stderr.take() {
@@ -62,23 +63,37 @@ pub fn run_feeding(cmd: &mut Command, input: &[u8]) -> std::io::Result<Fed> {
     Ok(Fed { status, stderr, parked })
 }
 
-/// Poll until the child blocks in `read(0, …)` (the first field of `/proc/<pid>/syscall` is
-/// the syscall number, 0, the second its first argument, fd 0). False if it exits first, the
-/// file is unreadable, or it takes longer than SETTLE.
-fn waits_on_stdin(child: &mut Child) -> bool {
-    let path = format!("/proc/{}/syscall", child.id());
+/// Poll until the process that will read the input blocks in `read(0, …)` (the first field of
+/// `/proc/<pid>/syscall` is the syscall number, 0, the second its first argument, fd 0), and
+/// return its pid: the child itself, or, when the child is a wrapper waiting for its own child
+/// (a shell script that runs the real tool, as some distributions install), that child, one
+/// level at a time. None if the child exits first, the file is unreadable, or SETTLE passes.
+fn stdin_reader(child: &mut Child) -> Option<u32> {
     let deadline = Instant::now() + SETTLE;
+    let mut target = child.id();
     loop {
-        match std::fs::read_to_string(&path) {
-            Ok(s) if blocked_reading_stdin(&s) => return true,
-            Ok(_) => {}
-            Err(_) => return false,
+        let s = std::fs::read_to_string(format!("/proc/{target}/syscall")).ok()?;
+        if blocked_reading_stdin(&s) {
+            return Some(target);
+        }
+        if waiting_for_a_child(&s) {
+            // wait4/waitid: follow its only child (the tool it started)
+            let kids = std::fs::read_to_string(format!("/proc/{target}/task/{target}/children")).ok()?;
+            if let [only] = kids.split_whitespace().collect::<Vec<_>>()[..] {
+                target = only.parse().ok()?;
+                continue;
+            }
         }
         if !matches!(child.try_wait(), Ok(None)) || Instant::now() > deadline {
-            return false;
+            return None;
         }
         std::thread::sleep(Duration::from_micros(50));
     }
+}
+
+/// wait4 (61) or waitid (247) on x86_64.
+fn waiting_for_a_child(syscall: &str) -> bool {
+    matches!(syscall.split_whitespace().next(), Some("61" | "247"))
 }
 
 fn blocked_reading_stdin(syscall: &str) -> bool {
@@ -141,6 +156,22 @@ mod tests {
         assert_eq!(fed.status.code(), Some(3));
         assert_eq!(fed.stderr, b"got x\n");
         assert_eq!(fed.parked, 0);
+    }
+
+    #[test]
+    fn the_reader_behind_a_wrapper_script_is_found() {
+        // a wrapper that runs the real reader as its child, as iptables wrapper scripts do
+        let mut child = Command::new("sh")
+            .args(["-c", "cat >/dev/null; exit 0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reader = stdin_reader(&mut child).expect("no process blocked on stdin");
+        assert_ne!(reader, child.id(), "the wrapper itself does not read");
+        assert_eq!(std::fs::read_to_string(format!("/proc/{reader}/comm")).unwrap().trim(), "cat");
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
     }
 
     #[test]
