@@ -455,7 +455,7 @@ fn del(ctx: &Ctx) -> Result<()> {
         }
         Ok(())
     })?;
-    tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth and firewall rules deleted (or already gone)");
+    tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted, and its firewall rules (or already gone)");
     steps::ipam::del_if_set(ctx)?;
     Ok(())
 }
