@@ -317,6 +317,13 @@ impl IptablesBackend {
         self.save_table(v6, "nat")
     }
 
+    /// `ip[6]tables-save -t nat` of each family in `families` (true = IPv6), every one read
+    /// before the caller changes any: a read after a deleting commit waits in the tool's socket
+    /// close for that commit's grace period (3 ms for ip6tables-save, `strace -T`).
+    pub fn save_each(&self, families: &[bool]) -> Vec<(bool, Result<NatState>)> {
+        families.iter().map(|&v6| (v6, self.save(v6))).collect()
+    }
+
     /// `ip[6]tables-save -t <table>` (for IPv4 the first time, the output of every table that
     /// [`binary_works`] read just before, if it ran).
     pub fn save_table(&self, v6: bool, table: &str) -> Result<NatState> {
@@ -414,11 +421,8 @@ impl MasqBackend for IptablesBackend {
         }
         fams.dedup();
         let mut errs = Vec::new();
-        // every family read before any is changed (a read after a deleting commit waits for its
-        // grace period in the tool's socket close)
-        let states: Vec<(bool, Result<NatState>)> =
-            [false, true].into_iter().filter(|f| fams.contains(f)).map(|v6| (v6, self.save(v6))).collect();
-        for (v6, st) in states {
+        let fams: Vec<bool> = [false, true].into_iter().filter(|f| fams.contains(f)).collect();
+        for (v6, st) in self.save_each(&fams) {
             let r = st.and_then(|st| match wrap_nat(&chain_teardown_lines(&st, &chain)) {
                 Some(input) => self.restore(v6, &input),
                 None => Ok(()),

@@ -694,10 +694,8 @@ pub fn iptables_ensure(spec: &PortmapSpec) -> Result<()> {
 /// is skipped unless both are.
 pub fn iptables_remove(network: &str, container_id: &str) -> Result<()> {
     let ipt = IptablesBackend;
-    // both families are read before either is changed: a read after a deleting commit waits in
-    // the tool's socket close for that commit's grace period (3 ms for ip6tables-save, strace -T)
     let states: Vec<(bool, NatState)> =
-        [false, true].into_iter().filter_map(|v6| ipt.save(v6).ok().map(|st| (v6, st))).collect();
+        ipt.save_each(&[false, true]).into_iter().filter_map(|(v6, st)| st.ok().map(|st| (v6, st))).collect();
     let usable = states.len();
     let mut errs = Vec::new();
     for (v6, st) in states {

@@ -44,8 +44,6 @@ pub mod wire;
 pub(crate) mod fake;
 
 #[cfg(test)]
-#[allow(unsafe_code)]
-// golden.rs borrows fd 4 for message bytes; goes when golden.rs stops doing that (issue 11 item 8)
 mod golden;
 #[cfg(test)]
 mod tests;

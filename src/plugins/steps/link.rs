@@ -85,10 +85,7 @@ pub fn undo_delete(undo: &mut Undo, ns_path: &str, ifname: &str) {
 /// DEL step: delete CNI_IFNAME in the container; a missing netns or link is success.
 /// Returns the link's global addresses (for the ipMasq teardown).
 pub fn delete(ctx: &Ctx) -> Result<Vec<IpNet>> {
-    match ns::open_for_del(ctx)? {
-        NsOrGone::Ns(ns) => delete_in(&mut Netlink::in_netns(&ns)?, &ctx.ifname),
-        NsOrGone::Gone => Ok(Vec::new()),
-    }
+    delete_with(ctx, None)
 }
 
 /// [`delete`], with `meanwhile` run on the link's global addresses while the kernel deletes it:
@@ -97,24 +94,38 @@ pub fn delete(ctx: &Ctx) -> Result<Vec<IpNet>> {
 /// deletion runs on a second thread with the container socket; `meanwhile` on this thread (in
 /// this thread's namespace). Both finish before this returns; the deletion's error comes first.
 pub fn delete_meanwhile(ctx: &Ctx, meanwhile: impl FnOnce(&[IpNet]) -> Result<()>) -> Result<Vec<IpNet>> {
-    let mut nl = match ns::open_for_del(ctx)? {
-        NsOrGone::Ns(ns) => Netlink::in_netns(&ns)?,
-        NsOrGone::Gone => {
-            meanwhile(&[])?;
-            return Ok(Vec::new());
-        }
+    delete_with(ctx, Some(Box::new(meanwhile)))
+}
+
+/// Delete `ifname` through `nl` (a container socket); a missing link is success. Returns its
+/// global addresses.
+pub fn delete_in(nl: &mut Netlink, ifname: &str) -> Result<Vec<IpNet>> {
+    delete_in_with(nl, ifname, None)
+}
+
+/// Work run beside a link deletion (see [`delete_meanwhile`]).
+type Meanwhile<'a> = Option<Box<dyn FnOnce(&[IpNet]) -> Result<()> + 'a>>;
+
+fn delete_with(ctx: &Ctx, meanwhile: Meanwhile<'_>) -> Result<Vec<IpNet>> {
+    match ns::open_for_del(ctx)? {
+        NsOrGone::Ns(ns) => delete_in_with(&mut Netlink::in_netns(&ns)?, &ctx.ifname, meanwhile),
+        NsOrGone::Gone => meanwhile.map_or(Ok(()), |f| f(&[])).map(|()| Vec::new()),
+    }
+}
+
+fn delete_in_with(nl: &mut Netlink, ifname: &str, meanwhile: Meanwhile<'_>) -> Result<Vec<IpNet>> {
+    let Some(link) = nl.link_by_name(ifname)? else {
+        return meanwhile.map_or(Ok(()), |f| f(&[])).map(|()| Vec::new());
     };
-    let Some(link) = nl.link_by_name(&ctx.ifname)? else {
-        meanwhile(&[])?;
-        return Ok(Vec::new());
-    };
-    let addrs = global_addrs(&mut nl, link.index);
-    let ifname = ctx.ifname.as_str();
-    let delete = move || match nl.link_del(link.index) {
+    let addrs = global_addrs(nl, link.index);
+    let mut delete = move || match nl.link_del(link.index) {
         Err(e) if !is_not_found(&e) => Err(e.context(format!("failed to delete {ifname:?}"))),
         _ => Ok(()),
     };
-    let (deleted, done) = beside(delete, || meanwhile(&addrs));
+    let (deleted, done) = match meanwhile {
+        None => (delete(), Ok(())),
+        Some(f) => beside(delete, || f(&addrs)),
+    };
     deleted?;
     done?;
     Ok(addrs)
@@ -131,21 +142,6 @@ fn beside<A: Send>(a: impl FnOnce() -> Result<A> + Send, b: impl FnOnce() -> Res
         let b = b();
         (a.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a DEL step failed"))), b)
     })
-}
-
-/// Delete `ifname` through `nl` (a container socket); a missing link is success. Returns its
-/// global addresses.
-pub fn delete_in(nl: &mut Netlink, ifname: &str) -> Result<Vec<IpNet>> {
-    let Some(link) = nl.link_by_name(ifname)? else {
-        return Ok(Vec::new());
-    };
-    let addrs = global_addrs(nl, link.index);
-    if let Err(e) = nl.link_del(link.index) {
-        if !is_not_found(&e) {
-            return Err(e.context(format!("failed to delete {ifname:?}")));
-        }
-    }
-    Ok(addrs)
 }
 
 /// Global-unicast addresses of link `index` (remembered before DEL for the ipMasq teardown).
