@@ -976,3 +976,88 @@ fn concurrent_fast_adds_keep_shared_chains_exact() {
         }
     });
 }
+
+/// The native read of iptables-nft's tables ([`firewall::iptables_nft`], what DEL and GC use
+/// instead of `iptables-save`) renders every rule of the CNI layouts exactly as `iptables-save`
+/// prints it, in both families; a teardown planned from a read that someone else's commit made
+/// stale is refused whole (and re-read by the caller); a table held by iptables-legacy is never
+/// read natively.
+#[test]
+fn iptables_nft_native_read_is_iptables_save() {
+    use cni_multi::firewall::iptables::{parse_save_table, IptablesBackend};
+    use cni_multi::firewall::iptables_nft;
+    let host = Netns::create(&unique("fwnat"));
+    host.must(&["ip", "link", "set", "lo", "up"]);
+    let extra = "*filter\n:CNI-X - [0:0]\n-A CNI-X -i br+ ! -o br0 -p tcp -m tcp --dport 8080 -j DROP\n\
+                 -A CNI-X -s 198.18.7.0/25 -p udp -m udp --sport 53 -g CNI-FORWARD\n-A CNI-X -m mark --mark 0x10 -j RETURN\nCOMMIT\n";
+    host.run_in(move || {
+        let ips: Vec<IpNet> = vec!["198.18.7.2/24".parse().unwrap(), "fd00:7::2/64".parse().unwrap()];
+        let b = firewall::ipmasq::backend(BackendKind::Iptables);
+        b.ensure_masquerade("nat-net", "cid-a", "eth0", &ips).unwrap();
+        for ip in &ips {
+            portmap::iptables_ensure(&pm_spec("native", *ip)).unwrap();
+            let mut s = pm_spec("native", *ip);
+            s.container_id = "pm-other".into();
+            portmap::iptables_ensure(&s).unwrap();
+        }
+        let fw = FirewallSpec {
+            container_id: "cid-a".into(),
+            ips: ips.clone(),
+            admin_chain: "CNI-ADMIN".into(),
+            ingress_policy: IngressPolicy::Isolated,
+            bridge: Some("br0".into()),
+            firewalld_zone: None,
+        };
+        filter::iptables_add(&fw).unwrap();
+        IptablesBackend.restore(false, extra).unwrap();
+    });
+    let mut compared = 0;
+    for (v6, tool) in [(false, "iptables-save"), (true, "ip6tables-save")] {
+        for table in ["nat", "filter"] {
+            let saved = parse_save_table(&host.must(&[tool, "-t", table]), table);
+            let native = host.run_in(move || iptables_nft::read(v6, table).expect("nft holds the table").unwrap());
+            assert!(native.native.is_some());
+            let mut want = saved.rules.clone();
+            let mut got = native.rules.clone();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{tool} -t {table}");
+            let (mut a, mut b) = (saved.chains.clone(), native.chains.clone());
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{tool} -t {table} chains");
+            compared += got.len();
+        }
+    }
+    assert!(compared >= 30, "only {compared} rules compared");
+
+    // stale: planned from a read, then someone commits: nothing of the plan is applied
+    let chain = firewall::iptables::chain_name("nat-net", "cid-a");
+    let applied = host.run_in(move || {
+        let st = iptables_nft::read(false, "nat").unwrap().unwrap();
+        let lines = firewall::iptables::chain_teardown_lines(&st, &chain);
+        IptablesBackend.restore(false, "*nat\n:CNI-Y - [0:0]\nCOMMIT\n").unwrap();
+        let r = iptables_nft::apply(false, "nat", &st, &lines);
+        r.as_ref().map_err(|e| assert!(iptables_nft::retry(e), "{e:#}")).is_ok()
+    });
+    assert!(!applied, "a plan from a stale read must not commit");
+    let chain = firewall::iptables::chain_name("nat-net", "cid-a");
+    assert!(host.must(&["iptables-save", "-t", "nat"]).contains(&chain));
+    // the façade re-reads and succeeds
+    host.run_in(|| {
+        let ips: Vec<IpNet> = vec!["198.18.7.2/24".parse().unwrap(), "fd00:7::2/64".parse().unwrap()];
+        let spec = firewall::ipmasq::MasqSpec { network: "nat-net", container_id: "cid-a", ifname: "eth0", ips: &ips };
+        firewall::ipmasq::remove(&spec).unwrap();
+        portmap::iptables_remove("pmnetnative", "pm-cid").unwrap();
+    });
+    let after = netfilter(&host).text();
+    assert!(!after.contains(&chain), "{after}");
+    assert!(!after.contains(&cni_multi::names::portmap_dn_chain("pmnetnative", "pm-cid")), "{after}");
+    assert!(after.contains(&cni_multi::names::portmap_dn_chain("pmnetnative", "pm-other")), "{after}");
+
+    // iptables-legacy holding the table: the tools are used
+    if host.exec(&["iptables-legacy", "-t", "nat", "-S"]).status.success() {
+        assert!(host.run_in(|| iptables_nft::read(false, "nat").is_none()));
+        assert!(host.run_in(|| iptables_nft::read(true, "nat").is_some()) || iptables_nft::legacy_holds(true, "nat"));
+    }
+}

@@ -35,7 +35,7 @@
 //! on nftables the per-IP accepts only matter to rules placed in `admin`; the isolation drops
 //! work everywhere.
 
-use super::iptables::{restore_quote, split_args, IptablesBackend, NatState};
+use super::iptables::{restore_quote, split_args, wrap_table, IptablesBackend, NatState};
 use super::nft::decode::{list_chains, list_rules};
 use super::nft::expr::{ct_state, match_addr, match_ct_state, match_ifname, meta_key, nfproto, CmpOp, REG_1};
 use super::nft::plan::TableState;
@@ -106,20 +106,20 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
     })
 }
 
-/// DEL: the per-IP rules (isolation rules stay, as the reference). iptables rules carry no id and
-/// are found by address, so without the addresses (no prevResult) there is nothing to find.
-pub fn remove(backend: Backend, spec: &FirewallSpec) -> Result<()> {
+/// DEL: the per-IP rules (isolation rules stay, as the reference), in both backends (the shared
+/// teardown policy, so DEL needs no backend probe). iptables rules carry no id and are found by
+/// address, so without the addresses (no prevResult) there is nothing to find there.
+pub fn remove(spec: &FirewallSpec) -> Result<()> {
     if let Some(zone) = &spec.firewalld_zone {
         super::firewalld::remove(zone, &spec.ips)?;
         if spec.ingress_policy == IngressPolicy::Open {
             return Ok(());
         }
     }
-    match backend {
-        Backend::Iptables if spec.ips.is_empty() => Ok(()),
-        Backend::Iptables => iptables_del(spec),
-        Backend::Nftables => nft_del(&spec.container_id),
-    }
+    super::teardown_both(
+        || if spec.ips.is_empty() { Ok(()) } else { iptables_del(spec) },
+        || nft_del(&spec.container_id),
+    )
 }
 
 /// CHECK: chains, jumps and per-IP rules exist.
@@ -275,20 +275,20 @@ pub fn iptables_add_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Optio
 
 /// Restore input removing the per-IP rules of one family (chains and isolation rules stay).
 pub fn iptables_del_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Option<String> {
+    wrap_table("filter", &iptables_del_lines(st, spec, v6))
+}
+
+/// The `-D` lines of [`iptables_del_input`].
+pub fn iptables_del_lines(st: &NatState, spec: &FirewallSpec, v6: bool) -> Vec<String> {
     let cidrs: Vec<String> = family_ips(spec, v6).iter().map(host_cidr).collect();
-    let lines: Vec<String> = st
-        .rules
+    st.rules
         .iter()
         .filter(|(c, l)| {
             let a = split_args(l);
             c == PRIV_CHAIN && cidrs.iter().any(|cidr| is_established_rule(&a, cidr) || is_source_rule(&a, cidr))
         })
         .filter_map(|(_, l)| l.strip_prefix("-A ").map(|r| format!("-D {r}")))
-        .collect();
-    if lines.is_empty() {
-        return None;
-    }
-    Some(format!("*filter\n{}\nCOMMIT\n", lines.join("\n")))
+        .collect()
 }
 
 /// iptables ADD: one save + one restore per family with addresses.
@@ -298,25 +298,17 @@ pub fn iptables_add(spec: &FirewallSpec) -> Result<()> {
         if family_ips(spec, v6).is_empty() {
             continue;
         }
-        let st = ipt.save_table(v6, "filter")?;
-        if let Some(input) = iptables_add_input(&st, spec, v6) {
-            ipt.restore(v6, &input)?;
-        }
+        ipt.change(v6, "filter", |st| Ok(iptables_add_input(st, spec, v6)))?;
     }
     Ok(())
 }
 
-/// iptables DEL (missing rules are fine).
+/// iptables DEL (missing rules are fine): every family with addresses, read and changed
+/// without the tools where iptables-nft holds the table.
 pub fn iptables_del(spec: &FirewallSpec) -> Result<()> {
-    let ipt = IptablesBackend;
-    for v6 in [false, true] {
-        if family_ips(spec, v6).is_empty() {
-            continue;
-        }
-        let st = ipt.save_table(v6, "filter")?;
-        if let Some(input) = iptables_del_input(&st, spec, v6) {
-            ipt.restore(v6, &input)?;
-        }
+    let fams: Vec<bool> = [false, true].into_iter().filter(|&v6| !family_ips(spec, v6).is_empty()).collect();
+    for t in IptablesBackend.teardown_each(&fams, "filter", |v6, st| iptables_del_lines(st, spec, v6)) {
+        t.result?;
     }
     Ok(())
 }

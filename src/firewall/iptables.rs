@@ -35,6 +35,8 @@ pub struct NatState {
     pub chains: Vec<String>,
     /// (chain, full `-A …` line)
     pub rules: Vec<(String, String)>,
+    /// Read from nf_tables rather than from `*-save` ([`super::iptables_nft`]): the rule handles.
+    pub native: Option<super::iptables_nft::Handles>,
 }
 
 /// Parses `iptables-save` output, keeping only the `*nat` table.
@@ -215,17 +217,28 @@ pub fn chain_teardown_lines_from(state: &NatState, entry: &str, chain: &str) -> 
     lines
 }
 
-fn wrap_nat(lines: &[String]) -> Option<String> {
+/// `iptables-restore` input changing `table` with `lines` (None: nothing to change).
+pub fn wrap_table(table: &str, lines: &[String]) -> Option<String> {
     if lines.is_empty() {
         return None;
     }
-    let mut out = String::from("*nat\n");
+    let mut out = format!("*{table}\n");
     for l in lines {
         out.push_str(l);
         out.push('\n');
     }
     out.push_str("COMMIT\n");
     Some(out)
+}
+
+/// One family's part of [`IptablesBackend::teardown_each`].
+#[derive(Debug)]
+pub struct FamilyTeardown {
+    /// IPv6 (`ip6tables`)?
+    pub v6: bool,
+    /// The table could be read (else `result` says why not, and nothing was changed).
+    pub readable: bool,
+    pub result: Result<()>,
 }
 
 /// Chains of `network` (recognised by comment + hash check) whose container is not valid.
@@ -262,6 +275,11 @@ pub fn binary_works() -> bool {
     let Some(bin) = std::env::split_paths(&path).map(|d| d.join("iptables")).find(|p| p.is_file()) else {
         return false;
     };
+    if is_nft_variant(&bin) && super::nft_available() {
+        // iptables-nft reads the filter table from nf_tables, which answers here: the probe
+        // would succeed (it creates nothing, in a fresh namespace too)
+        return true;
+    }
     if let Some(text) = find_bin("iptables-save").and_then(|save| run_save(&save, None).ok()) {
         if let Ok(mut slot) = PREFETCHED.lock() {
             *slot = Some(text);
@@ -275,6 +293,12 @@ pub fn binary_works() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Is `bin` iptables-nft (its links end at `xtables-nft-multi`, as Debian's alternatives and
+/// every distribution's packages install it)? A wrapper script or anything else is not.
+fn is_nft_variant(bin: &std::path::Path) -> bool {
+    std::fs::canonicalize(bin).is_ok_and(|p| p.file_name().is_some_and(|n| n == "xtables-nft-multi"))
 }
 
 /// The IPv4 `iptables-save` output of every table read by [`binary_works`], until the first
@@ -317,25 +341,113 @@ impl IptablesBackend {
         self.save_table(v6, "nat")
     }
 
-    /// `ip[6]tables-save -t nat` of each family in `families` (true = IPv6), every one read
-    /// before the caller changes any: a read after a deleting commit waits in the tool's socket
-    /// close for that commit's grace period (3 ms for ip6tables-save, `strace -T`).
-    pub fn save_each(&self, families: &[bool]) -> Vec<(bool, Result<NatState>)> {
-        families.iter().map(|&v6| (v6, self.save(v6))).collect()
+    /// Tears down part of `table` in each family of `families` (true = IPv6): the table is read,
+    /// `plan` names the `-D`/`-F`/`-X` lines, and they are applied. Where iptables-nft holds the
+    /// table the read and the change go over netlink ([`super::iptables_nft`]; re-read and
+    /// re-planned when the table changed meanwhile), with no tool exec; else every family is
+    /// read with `ip[6]tables-save` before any is changed (a read after a deleting commit waits in the tool's socket close for that commit's grace
+    /// period: 3 ms for ip6tables-save, `strace -T`)
+    /// and changed with one `ip[6]tables-restore`.
+    pub fn teardown_each(
+        &self,
+        families: &[bool],
+        table: &str,
+        plan: impl Fn(bool, &NatState) -> Vec<String>,
+    ) -> Vec<FamilyTeardown> {
+        let reads: Vec<(bool, Result<NatState>)> =
+            families.iter().map(|&v6| (v6, self.read_for_teardown(v6, table))).collect();
+        reads
+            .into_iter()
+            .map(|(v6, st)| match st {
+                Err(e) => FamilyTeardown { v6, readable: false, result: Err(e) },
+                Ok(st) => FamilyTeardown { v6, readable: true, result: self.apply_teardown(v6, table, st, &plan) },
+            })
+            .collect()
     }
 
-    /// `ip[6]tables-save -t <table>` (for IPv4 the first time, the output of every table that
-    /// [`binary_works`] read just before, if it ran).
-    pub fn save_table(&self, v6: bool, table: &str) -> Result<NatState> {
+    fn read_for_teardown(&self, v6: bool, table: &str) -> Result<NatState> {
+        self.read(v6, table, false)
+    }
+
+    /// `table` of one family: the output [`binary_works`] prefetched, else the native read
+    /// (when iptables-nft holds the table and, if `exact`, every rule rendered exactly as
+    /// `iptables-save` would print it), else `ip[6]tables-save -t <table>`.
+    fn read(&self, v6: bool, table: &str, exact: bool) -> Result<NatState> {
         if !v6 {
             if let Some(text) = PREFETCHED.lock().ok().and_then(|mut slot| slot.take()) {
                 return Ok(parse_save_table(&text, table));
             }
         }
+        match super::iptables_nft::read(v6, table) {
+            Some(Ok(st)) if !exact || st.native.as_ref().is_some_and(|h| h.exact) => return Ok(st),
+            Some(Ok(_)) => tracing::debug!(table, v6, "a rule of the table is not rendered exactly; asking the tool"),
+            Some(Err(e)) => tracing::debug!(table, v6, "native read failed ({e:#}); asking the tool"),
+            None => {}
+        }
+        self.save_tool(v6, table)
+    }
+
+    /// `ip[6]tables-save -t <table>`, always exec'd.
+    fn save_tool(&self, v6: bool, table: &str) -> Result<NatState> {
         let name = Self::tool(v6, "save");
         let bin = find_bin(&name).with_context(|| format!("{name} not found"))?;
         let text = run_save(&bin, Some(table)).with_context(|| format!("{name} -t {table} failed"))?;
         Ok(parse_save_table(&text, table))
+    }
+
+    /// One change of `table` in one family: read it ([`IptablesBackend::save_table`]), let
+    /// `plan` write the `iptables-restore` input (None: nothing to do), restore it. When the
+    /// input was planned from the native read and the tool refuses it, it is planned again
+    /// from the tool's own read and restored once more.
+    pub fn change(&self, v6: bool, table: &str, plan: impl Fn(&NatState) -> Result<Option<String>>) -> Result<()> {
+        let st = self.save_table(v6, table)?;
+        let Some(input) = plan(&st)? else { return Ok(()) };
+        match self.restore(v6, &input) {
+            Err(e) if st.native.is_some() => {
+                tracing::debug!(
+                    table,
+                    v6,
+                    "restore planned from the native read failed ({e:#}); reading with the tool"
+                );
+                let st = self.save_tool(v6, table)?;
+                match plan(&st)? {
+                    Some(input) => self.restore(v6, &input),
+                    None => Ok(()),
+                }
+            }
+            r => r,
+        }
+    }
+
+    fn apply_teardown(
+        &self,
+        v6: bool,
+        table: &str,
+        mut st: NatState,
+        plan: &impl Fn(bool, &NatState) -> Vec<String>,
+    ) -> Result<()> {
+        for _ in 0..5 {
+            let lines = plan(v6, &st);
+            let Some(input) = wrap_table(table, &lines) else { return Ok(()) };
+            if st.native.is_none() {
+                return self.restore(v6, &input);
+            }
+            match super::iptables_nft::apply(v6, table, &st, &lines) {
+                Err(e) if super::iptables_nft::retry(&e) => {
+                    tracing::debug!(table, v6, "iptables-nft table changed meanwhile; reading it again: {e:#}");
+                    st = self.read_for_teardown(v6, table)?;
+                }
+                r => return r,
+            }
+        }
+        bail!("the {table} table kept changing during the teardown")
+    }
+
+    /// `table` as `ip[6]tables-save -t <table>` prints it: read over netlink where iptables-nft
+    /// holds it and every rule renders exactly, else by the tool (for IPv4 the first time, the
+    /// output of every table that [`binary_works`] read just before, if it ran).
+    pub fn save_table(&self, v6: bool, table: &str) -> Result<NatState> {
+        self.read(v6, table, true)
     }
 
     /// One `ip[6]tables-restore --noflush -w` with `input` on stdin. The tool's netfilter
@@ -355,7 +467,7 @@ impl IptablesBackend {
 
     /// Can iptables work here (`iptables-save -t nat` answers)?
     pub fn usable(&self) -> bool {
-        self.save(false).is_ok()
+        self.save_tool(false, "nat").is_ok()
     }
 
     fn families(ips: &[IpNet]) -> [(bool, Vec<IpNet>); 2] {
@@ -404,10 +516,7 @@ impl MasqBackend for IptablesBackend {
             if fam_ips.is_empty() {
                 continue;
             }
-            let st = self.save(v6)?;
-            if let Some(input) = masq_setup_input(&st, network, container_id, &fam_ips) {
-                self.restore(v6, &input)?;
-            }
+            self.change(v6, "nat", |st| Ok(masq_setup_input(st, network, container_id, &fam_ips)))?;
         }
         Ok(())
     }
@@ -420,17 +529,12 @@ impl MasqBackend for IptablesBackend {
             fams = vec![false, true];
         }
         fams.dedup();
-        let mut errs = Vec::new();
         let fams: Vec<bool> = [false, true].into_iter().filter(|f| fams.contains(f)).collect();
-        for (v6, st) in self.save_each(&fams) {
-            let r = st.and_then(|st| match wrap_nat(&chain_teardown_lines(&st, &chain)) {
-                Some(input) => self.restore(v6, &input),
-                None => Ok(()),
-            });
-            if let Err(e) = r {
-                errs.push(format!("{e:#}"));
-            }
-        }
+        let errs: Vec<String> = self
+            .teardown_each(&fams, "nat", |_, st| chain_teardown_lines(st, &chain))
+            .into_iter()
+            .filter_map(|t| t.result.err().map(|e| format!("{e:#}")))
+            .collect();
         if errs.is_empty() {
             Ok(())
         } else {
@@ -439,21 +543,13 @@ impl MasqBackend for IptablesBackend {
     }
 
     fn gc_masquerade(&self, network: &str, valid: &[Attachment]) -> Result<()> {
-        for v6 in [false, true] {
-            let st = match self.save(v6) {
-                Ok(st) => st,
-                Err(e) if v6 => {
-                    tracing::debug!("ip6tables unavailable for GC: {e:#}");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let mut lines = Vec::new();
-            for ch in gc_chains(&st, network, valid) {
-                lines.extend(chain_teardown_lines(&st, &ch));
-            }
-            if let Some(input) = wrap_nat(&lines) {
-                self.restore(v6, &input)?;
+        let plan = |_: bool, st: &NatState| {
+            gc_chains(st, network, valid).iter().flat_map(|ch| chain_teardown_lines(st, ch)).collect()
+        };
+        for t in self.teardown_each(&[false, true], "nat", plan) {
+            match t.result {
+                Err(e) if t.v6 && !t.readable => tracing::debug!("ip6tables unavailable for GC: {e:#}"),
+                r => r?,
             }
         }
         Ok(())

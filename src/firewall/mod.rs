@@ -44,6 +44,7 @@ pub mod filter;
 pub mod firewalld;
 pub mod ipmasq;
 pub mod iptables;
+pub mod iptables_nft;
 pub mod macspoof;
 pub mod nft;
 pub mod portmap;

@@ -186,10 +186,7 @@ pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
 /// Could this node hold iptables state of ours? Checked without exec: iptables-nft keeps its
 /// `nat` tables in nf_tables, legacy iptables lists its tables in /proc/net/ip*_tables_names.
 fn iptables_state_possible(chain: &str) -> bool {
-    let legacy = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
-        .iter()
-        .any(|p| std::fs::read_to_string(p).is_ok_and(|s| s.lines().any(|l| l.trim() == "nat")));
-    if legacy {
+    if super::iptables_nft::legacy_holds(false, "nat") || super::iptables_nft::legacy_holds(true, "nat") {
         return true;
     }
     let Ok(mut s) = NftSocket::cached() else { return true };
@@ -669,13 +666,6 @@ pub fn iptables_teardown_lines(state: &NatState, network: &str, container_id: &s
     lines
 }
 
-fn wrap(lines: &[String]) -> Option<String> {
-    if lines.is_empty() {
-        return None;
-    }
-    Some(format!("*nat\n{}\nCOMMIT\n", lines.join("\n")))
-}
-
 /// iptables: sets up one container address (one save + one restore exec).
 pub fn iptables_ensure(spec: &PortmapSpec) -> Result<()> {
     let v6 = spec.container_ip.addr().is_ipv6();
@@ -683,31 +673,19 @@ pub fn iptables_ensure(spec: &PortmapSpec) -> Result<()> {
     if family_mappings(spec).is_empty() {
         return Ok(());
     }
-    let st = ipt.save(v6)?;
-    if let Some(input) = iptables_setup_input(&st, spec)? {
-        ipt.restore(v6, &input).context("unable to setup DNAT")?;
-    }
-    Ok(())
+    ipt.change(v6, "nat", |st| iptables_setup_input(st, spec)).context("unable to setup DNAT")
 }
 
 /// iptables: removes the container's chains in both families; a family whose tool is unusable
 /// is skipped unless both are.
 pub fn iptables_remove(network: &str, container_id: &str) -> Result<()> {
-    let ipt = IptablesBackend;
-    let states: Vec<(bool, NatState)> =
-        ipt.save_each(&[false, true]).into_iter().filter_map(|(v6, st)| st.ok().map(|st| (v6, st))).collect();
-    let usable = states.len();
-    let mut errs = Vec::new();
-    for (v6, st) in states {
-        if let Some(input) = wrap(&iptables_teardown_lines(&st, network, container_id)) {
-            if let Err(e) = ipt.restore(v6, &input) {
-                errs.push(format!("{e:#}"));
-            }
-        }
-    }
-    if usable == 0 {
+    let done = IptablesBackend
+        .teardown_each(&[false, true], "nat", |_, st| iptables_teardown_lines(st, network, container_id));
+    if done.iter().all(|t| !t.readable) {
         bail!("neither iptables nor ip6tables is usable");
     }
+    let errs: Vec<String> =
+        done.into_iter().filter(|t| t.readable).filter_map(|t| t.result.err().map(|e| format!("{e:#}"))).collect();
     if !errs.is_empty() {
         bail!("{}", errs.join("; "));
     }
@@ -718,10 +696,8 @@ pub fn iptables_remove(network: &str, container_id: &str) -> Result<()> {
 /// (The nft layout's comment is the bare container id, with no network: it cannot be GCed per
 /// network without risking other networks' rules, so only the iptables side has GC.)
 pub fn iptables_gc(network: &str, valid: &[Attachment]) -> Result<()> {
-    let ipt = IptablesBackend;
     let prefix = format!("dnat name: \"{network}\" id: \"");
-    for v6 in [false, true] {
-        let Ok(st) = ipt.save(v6) else { continue };
+    let plan = |_: bool, st: &NatState| {
         let mut lines = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for (c, l) in &st.rules {
@@ -738,11 +714,14 @@ pub fn iptables_gc(network: &str, valid: &[Attachment]) -> Result<()> {
             {
                 continue;
             }
+            lines.extend(iptables_teardown_lines(st, network, cid));
             seen.push(cid.to_string());
-            lines.extend(iptables_teardown_lines(&st, network, cid));
         }
-        if let Some(input) = wrap(&lines) {
-            ipt.restore(v6, &input)?;
+        lines
+    };
+    for t in IptablesBackend.teardown_each(&[false, true], "nat", plan) {
+        if t.readable {
+            t.result?;
         }
     }
     Ok(())

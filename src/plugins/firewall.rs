@@ -148,8 +148,10 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let conf = load(ctx)?;
-    filter::remove(conf.backend, &spec(ctx, &conf, ctx.prev_result.as_ref()))
+    // DEL tears down both backends: no default-backend probe
+    let env = std::env::var(crate::firewall::ENV_BACKEND).ok();
+    let conf = load_with(ctx, env.as_deref(), || BackendKind::Iptables, filter::firewalld_running)?;
+    filter::remove(&spec(ctx, &conf, ctx.prev_result.as_ref()))
 }
 
 fn check(ctx: &Ctx) -> Result<()> {

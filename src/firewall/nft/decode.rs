@@ -159,6 +159,12 @@ pub fn decode_expr(elem: &[u8]) -> Option<Expr> {
         "nat" => Expr::Nat { nat_type: u(1)?, family: u(2)?, addr_min: u(3), proto_min: u(5), flags: u(7) },
         "masq" => Expr::Masq,
         "fib" => Expr::Fib { flags: u(3)?, result: u(2)?, dreg: u(1)? },
+        "match" | "target" => Expr::Xt {
+            target: name == "target",
+            name: get_str(d, 1)?,
+            rev: u(2).unwrap_or(0),
+            info: get(d, 3).unwrap_or_default().to_vec(),
+        },
         _ => return None,
     })
 }

@@ -145,6 +145,14 @@ pub enum Expr {
         result: u32,
         dreg: u32,
     },
+    /// An x_tables extension run by nf_tables (`match` or `target`; how iptables-nft writes
+    /// `-m comment`, `-m conntrack`, `-j MASQUERADE`, ...): name, revision, the xt info struct.
+    Xt {
+        target: bool,
+        name: String,
+        rev: u32,
+        info: Vec<u8>,
+    },
 }
 
 /// fib flags / results.
@@ -172,6 +180,8 @@ impl Expr {
             Expr::Nat { .. } => "nat",
             Expr::Masq => "masq",
             Expr::Fib { .. } => "fib",
+            Expr::Xt { target: false, .. } => "match",
+            Expr::Xt { target: true, .. } => "target",
         }
     }
 
@@ -249,6 +259,9 @@ impl Expr {
             Expr::Masq => {}
             Expr::Fib { flags, result, dreg } => {
                 d.put_u32_be(3, *flags).put_u32_be(2, *result).put_u32_be(1, *dreg);
+            }
+            Expr::Xt { name, rev, info, .. } => {
+                d.put_str(1, name).put_u32_be(2, *rev).put(3, info);
             }
         });
     }
