@@ -266,3 +266,47 @@ fn bridge_ipmasq_iptables_teardown_is_committed_and_its_socket_parked() {
     w.del(&conf).run().ok();
     assert!(!nat().contains("CNI-"));
 }
+
+/// When the last port leaves a bridge whose MAC was never pinned, the kernel gives the bridge
+/// the all-zero MAC (it takes the lowest port MAC, and there is none). That happens after a
+/// failed first ADD, or after an L2-only network's pods are gone. A gateway ADD on it must
+/// still work: ours pins the MAC the bridge has once the new port is attached (the port's),
+/// never the zero MAC. The reference fails there ("could not set bridge's mac: invalid
+/// argument") until someone deletes the bridge; shown here too (docs/differences.md).
+#[test]
+fn bridge_gateway_add_on_a_bridge_left_with_the_zero_mac() {
+    for (tag, which) in [("brzmo", Impl::Ours), ("brzmr", Impl::Reference)] {
+        if which == Impl::Reference && !have_reference("bridge") {
+            continue;
+        }
+        let w = World::new(tag, 2, which);
+        let s = Subnets::alloc();
+        // an L2-only attachment creates the bridge (MAC not pinned); its DEL leaves no port
+        let mut l2 = v4_conf(&w, &s, tag);
+        l2.as_object_mut().unwrap().remove("ipam");
+        w.add(&l2).run().ok();
+        w.del(&l2).run().ok();
+        let br = w.host.link("cmbr0").expect("the bridge stays");
+        assert_eq!(br["address"], "00:00:00:00:00:00", "{which:?}: the kernel zeroes a portless bridge's MAC");
+        let mut conf = v4_conf(&w, &s, tag);
+        conf["isGateway"] = json!(true);
+        let add = w.add(&conf).cid("gw1").container(1).run();
+        if which == Impl::Reference {
+            let e = add.err();
+            assert!(e.msg.contains("mac"), "the reference fails on the zero MAC: {}", e.msg);
+            continue;
+        }
+        let r = add.ok();
+        let br = w.host.link("cmbr0").expect("bridge");
+        assert_ne!(br["address"], "00:00:00:00:00:00", "bridge MAC pinned non-zero");
+        assert_eq!(r["interfaces"][0]["mac"], br["address"], "result has the bridge MAC");
+        assert_eq!(br["address"], r["interfaces"][1]["mac"], "the bridge took its port's MAC");
+        // pinned: a second port does not move it
+        let r2 = w.add(&conf).cid("gw2").container(0).run().ok();
+        assert_eq!(r2["interfaces"][0]["mac"], br["address"]);
+        assert_eq!(w.host.link("cmbr0").expect("bridge")["address"], br["address"]);
+        assert!(w.c(1).exec(&["ping", "-c1", "-W2", &s.ip4(1)]).status.success(), "gateway answers");
+        w.del(&conf).cid("gw2").container(0).run().ok();
+        w.del(&conf).cid("gw1").container(1).run().ok();
+    }
+}

@@ -191,7 +191,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut undo = Undo::default();
 
     // 1. the bridge
-    let br = ensure_bridge(&mut host, &conf)?;
+    let (br, created) = ensure_bridge(&mut host, &conf)?;
     tracing::debug!(bridge = %br.name, index = br.index, "bridge ready");
 
     // 2. the veth pair, created inside the container with its peer in our namespace, and the
@@ -231,7 +231,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
         if conf.is_gateway {
-            setup_gateways(&mut host, &br, &gateways, conf.force_address)?;
+            if let Some(m) = setup_gateways(&mut host, &br, created, &gateways, conf.force_address)? {
+                result.interfaces[0].mac = Some(crate::netlink::format_mac(&m));
+            }
             steps::veth::enable_forwarding(&result)?;
             tracing::debug!(?gateways, "gateway addresses on the bridge, forwarding enabled");
         }
@@ -336,15 +338,29 @@ fn set_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<(
 }
 
 /// The gateway addresses on the bridge, and its MAC pinned so it does not change as ports
-/// come and go.
-fn setup_gateways(host: &mut Netlink, br: &Link, gateways: &[IpNet], force_address: bool) -> Result<()> {
+/// come and go: the MAC it has with the new port attached, as the reference pins it. That is
+/// re-read only where it can differ from the one looked up before the port was attached: a
+/// bridge this ADD made (its random MAC gave way to the port's), and a bridge the kernel left
+/// with the all-zero MAC when its last port went before anyone pinned it (a failed first ADD,
+/// an L2-only network emptied), which cannot be set.
+fn setup_gateways(
+    host: &mut Netlink,
+    br: &Link,
+    created: bool,
+    gateways: &[IpNet],
+    force_address: bool,
+) -> Result<Option<[u8; 6]>> {
     for gw in gateways {
         ensure_bridge_addr(host, br, *gw, force_address)?;
     }
-    if let Some(m) = br.mac {
+    let mut mac = br.mac.filter(|m| m.iter().any(|&b| b != 0));
+    if created || mac.is_none() {
+        mac = host.link_by_index(br.index)?.and_then(|l| l.mac).filter(|m| m.iter().any(|&b| b != 0));
+    }
+    if let Some(m) = mac {
         host.link_set_mac(br.index, m).context("failed to set bridge MAC")?;
     }
-    Ok(())
+    Ok(mac)
 }
 
 fn iface(l: &Link, sandbox: Option<String>) -> Interface {
@@ -360,12 +376,15 @@ fn first_host(net: &IpNet) -> Option<IpAddr> {
 
 /// The bridge, created when missing; one lookup when it exists and is up (the flags it is
 /// given here are all that changes, and they are recorded in the returned link).
-fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<Link> {
+/// The bridge, made (and set up) if missing; whether this call made it.
+fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<(Link, bool)> {
     let name = conf.bridge_name();
     let spec = BridgeSpec { name, mtu: (conf.mtu > 0).then_some(conf.mtu), vlan_filtering: conf.uses_vlans() };
+    let mut created = false;
     let mut br = match host.link_by_name(name)? {
         Some(br) => br,
         None => {
+            created = true;
             if let Err(e) = host.bridge_add(&spec) {
                 if !is_exists(&e) {
                     return Err(e.context(format!("could not add {name:?}")));
@@ -386,7 +405,7 @@ fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<Link> {
         host.link_set_up(br.index, true).with_context(|| format!("could not set {name:?} up"))?;
         br.flags |= crate::netlink::consts::IFF_UP;
     }
-    Ok(br)
+    Ok((br, created))
 }
 
 fn setup_port_vlans(host: &mut Netlink, index: u32, conf: &Conf) -> Result<()> {

@@ -111,6 +111,7 @@ const BRIDGE_ADD: &[&str] = &[
     "cont: add route default via 198.18.7.1 dev eth0",
     "host: dump addrs",
     "host: add addr 198.18.7.1/24 dev cni-o0",
+    "host: get link cni-o0",
     "host: set link cni-o0 address",
     "host: sysctl net/ipv4/ip_forward=1",
     "host: get link veth*",
@@ -227,7 +228,7 @@ fn requests(log: &[&str]) -> usize {
 #[test]
 fn bridge_add_rolls_back_at_every_request() {
     let total = requests(BRIDGE_ADD);
-    assert_eq!(total, 15);
+    assert_eq!(total, 16);
     for n in 0..total {
         let f = add_failing_at("bridge", BRIDGE, n);
         let at = f.before.len();
