@@ -383,7 +383,12 @@ impl Drop for RemoveDir {
 
 /// `ip -batch -` with the given lines; returns the wall time.
 fn ip_batch(netns: Option<&str>, lines: &str) -> Result<Duration> {
-    let mut cmd = Command::new("ip");
+    tool_batch("ip", netns, lines)
+}
+
+/// `prog -batch -` (ip or tc) fed `lines`; the time from its spawn to its exit.
+fn tool_batch(prog: &str, netns: Option<&str>, lines: &str) -> Result<Duration> {
+    let mut cmd = Command::new(prog);
     if let Some(ns) = netns {
         cmd.args(["-n", ns]);
     }
@@ -393,7 +398,7 @@ fn ip_batch(netns: Option<&str>, lines: &str) -> Result<Duration> {
     let status = child.wait()?;
     let dt = t0.elapsed();
     if !status.success() {
-        bail!("ip -batch failed ({status})");
+        bail!("{prog} -batch failed ({status})");
     }
     Ok(dt)
 }
@@ -520,21 +525,33 @@ fn kernel_floor(ctx: &Ctx, pods: &PodSet) -> Result<Floor> {
 }
 
 /// The kernel's deletion of one veth and of one ifb (the two devices of a chain DEL), ms, and
-/// the exec floor.
+/// the exec floor. The devices are in the state the chain leaves them in: both up, the veth with
+/// the bandwidth plugin's root tbf and an ingress qdisc whose filter redirects to the ifb, the
+/// ifb with its root tbf; deleted in the chain's order (ifb first).
 fn chain_floor(ctx: &Ctx, n: usize) -> Result<(f64, f64, f64)> {
     let exec = exec_floor(ctx, 100, &conf(&ctx.work))?;
     let _host = HostNs::enter(ctx, "cfloor")?;
-    let (mut add, mut del_veth, mut del_ifb) = (String::new(), String::new(), String::new());
+    let (mut add, mut tc, mut del_veth, mut del_ifb) = (String::new(), String::new(), String::new(), String::new());
     for i in 0..n {
         let _ = writeln!(add, "link add fv{i} type veth peer name fp{i}");
+        let _ = writeln!(add, "link set fv{i} up");
         let _ = writeln!(add, "link add fi{i} type ifb");
         let _ = writeln!(add, "link set fi{i} up");
+        let tbf = "tbf rate 100mbit burst 1mb latency 25ms";
+        let _ = writeln!(tc, "qdisc add dev fv{i} root {tbf}");
+        let _ = writeln!(tc, "qdisc add dev fi{i} root {tbf}");
+        let _ = writeln!(tc, "qdisc add dev fv{i} handle ffff: ingress");
+        let _ = writeln!(
+            tc,
+            "filter add dev fv{i} parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev fi{i}"
+        );
         let _ = writeln!(del_veth, "link del fv{i}");
         let _ = writeln!(del_ifb, "link del fi{i}");
     }
     ip_batch(None, &add)?;
-    let tv = ip_batch(None, &del_veth)?.as_secs_f64() * 1000.0 / n as f64;
+    tool_batch("tc", None, &tc)?;
     let ti = ip_batch(None, &del_ifb)?.as_secs_f64() * 1000.0 / n as f64;
+    let tv = ip_batch(None, &del_veth)?.as_secs_f64() * 1000.0 / n as f64;
     Ok((exec, tv, ti))
 }
 
@@ -1330,7 +1347,9 @@ fn render_chain(n: usize, r: &ChainTiming, o: &ChainTiming, floor: (f64, f64, f6
     let _ = writeln!(
         s,
         "\nChain DEL floor: {} plugin processes × exec of a static no-op ({exec:.2} ms) + the kernel's deletion of \
-         one veth ({veth:.2} ms) and one ifb ({ifb:.2} ms), from `ip -batch` = **{del_floor:.2} ms**; cni-multi's \
+         one veth ({veth:.2} ms) and one ifb ({ifb:.2} ms), in the state the chain leaves them (up; the veth \
+         with a root tbf and an ingress redirect to the ifb, the ifb with a root tbf), from `ip -batch` = \
+         **{del_floor:.2} ms**; cni-multi's \
          chain DEL is {} of it.",
         CHAIN.len(),
         fmt_ratio(o.del_ms(), Some(del_floor))
