@@ -1061,3 +1061,136 @@ fn iptables_nft_native_read_is_iptables_save() {
         assert!(host.run_in(|| iptables_nft::read(true, "nat").is_some()) || iptables_nft::legacy_holds(true, "nat"));
     }
 }
+
+/// Every restore input of the three layouts (ipMasq, portmap with hairpin and a host IP, the
+/// firewall plugin with isolation; both families; first ADD, a second ADD over existing chains,
+/// and the teardowns) applied natively ([`iptables_nft::write`]) leaves exactly what
+/// `iptables-restore` leaves: the same chains (base chain hooks and priorities included) and,
+/// chain by chain, the same rule expressions with the same x_tables payloads, so every
+/// iptables-nft tool reads them as its own. The tool then deletes a natively written rule.
+#[test]
+fn iptables_nft_native_write_is_iptables_restore() {
+    use cni_multi::firewall::iptables::{chain_teardown_lines, masq_setup_input, IptablesBackend, NatState};
+    use cni_multi::firewall::iptables_nft::{self, write};
+    use cni_multi::firewall::nft::decode::{list_chains, list_rules_checked};
+    use cni_multi::firewall::nft::{sock::NftSocket, Family};
+
+    let tool = Netns::create(&unique("fwxtool"));
+    let native = Netns::create(&unique("fwxnat"));
+    type Plan = fn(bool, &NatState) -> Option<String>;
+    fn fw() -> FirewallSpec {
+        FirewallSpec {
+            container_id: "cid-a".into(),
+            ips: vec!["198.18.8.2/24".parse().unwrap(), "fd00:8::2/64".parse().unwrap()],
+            admin_chain: "CNI-ADMIN".into(),
+            ingress_policy: IngressPolicy::Isolated,
+            bridge: Some("br0".into()),
+            firewalld_zone: None,
+        }
+    }
+    fn pm(v6: bool) -> PortmapSpec {
+        let mut s = pm_spec("x", if v6 { "fd00:8::2/64" } else { "198.18.8.2/24" }.parse().unwrap());
+        s.mappings[1].host_ip = Some(if v6 { "fd00:9::1" } else { "198.18.9.1" }.parse().unwrap());
+        s
+    }
+    fn ips(v6: bool) -> Vec<IpNet> {
+        vec![if v6 { "fd00:8::2/64" } else { "198.18.8.2/24" }.parse().unwrap()]
+    }
+    let adds: [(&str, Plan); 3] = [
+        ("nat", |v6, st| masq_setup_input(st, "xnet", "cid-a", &ips(v6))),
+        ("nat", |v6, st| portmap::iptables_setup_input(st, &pm(v6)).unwrap()),
+        ("filter", |v6, st| filter::iptables_add_input(st, &fw(), v6)),
+    ];
+    let dels: [(&str, Plan); 3] = [
+        ("nat", |_, st| {
+            let l = chain_teardown_lines(st, &firewall::iptables::chain_name("xnet", "cid-a"));
+            firewall::iptables::wrap_table("nat", &l)
+        }),
+        ("nat", |_, st| {
+            firewall::iptables::wrap_table("nat", &portmap::iptables_teardown_lines(st, "pmnetx", "pm-cid"))
+        }),
+        ("filter", |v6, st| filter::iptables_del_input(st, &fw(), v6)),
+    ];
+    // applies each plan in both namespaces, each planned from its own namespace's state
+    let apply = |plans: &[(&'static str, Plan)], label: &str| {
+        for &(table, plan) in plans {
+            for v6 in [false, true] {
+                tool.run_in(move || {
+                    let st = firewall::iptables::IptablesBackend.save_tool_for_tests(v6, table).unwrap();
+                    if let Some(input) = plan(v6, &st) {
+                        IptablesBackend.restore(v6, &input).unwrap();
+                    }
+                });
+                let label = label.to_string();
+                native.run_in(move || {
+                    let st = iptables_nft::read(v6, table).unwrap().unwrap();
+                    if let Some(input) = plan(v6, &st) {
+                        assert_eq!(
+                            write::restore(v6, &st, &input).unwrap(),
+                            write::Outcome::Applied,
+                            "{label}: {input}"
+                        );
+                    }
+                });
+            }
+        }
+    };
+    let dump = |ns: &Netns| {
+        ns.run_in(|| {
+            let mut s = NftSocket::open().unwrap();
+            let mut out = Vec::new();
+            for f in [Family::Ip, Family::Ip6] {
+                for t in ["nat", "filter"] {
+                    let mut chains: Vec<String> = list_chains(&mut s, f, t)
+                        .unwrap()
+                        .into_iter()
+                        .map(|c| {
+                            format!("{} {} {:?} {:?} {:?} {:?}", t, c.name, c.chain_type, c.hook, c.priority, c.policy)
+                        })
+                        .collect();
+                    chains.sort();
+                    out.extend(chains);
+                    for (r, complete) in list_rules_checked(&mut s, f, t, None).unwrap() {
+                        out.push(format!("{f:?} {t} {} complete={complete} {:?}", r.chain, r.exprs));
+                    }
+                }
+            }
+            out
+        })
+    };
+    let compare = |step: &str| {
+        let (a, b) = (dump(&tool), dump(&native));
+        assert!(a.len() > 10, "{step}: {a:#?}");
+        assert_eq!(a, b, "{step}: the tool's rules (left) and ours (right) differ");
+        let save = |ns: &Netns| {
+            ["iptables-save", "ip6tables-save"]
+                .iter()
+                .flat_map(|t| {
+                    ns.must(&[t]).lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(save(&tool), save(&native), "{step}: iptables-save differs");
+    };
+    apply(&adds, "first ADD");
+    compare("first ADD");
+    // a second attachment's worth of change over existing chains (declared = flushed)
+    apply(&adds, "second ADD");
+    compare("second ADD");
+    apply(&dels, "teardown");
+    compare("teardown");
+    apply(&adds, "ADD again");
+    compare("ADD again");
+    // the tool deletes what we wrote, by its own text
+    let line = native
+        .must(&["iptables-save", "-t", "nat"])
+        .lines()
+        .find(|l| l.starts_with("-A CNI-DN-") && l.contains("DNAT"))
+        .expect("a DNAT rule")
+        .to_string();
+    let mut del = vec!["iptables", "-t", "nat", "-D"];
+    let args = firewall::iptables::split_args(line.trim_start_matches("-A "));
+    del.extend(args.iter().map(String::as_str));
+    native.must(&del);
+    assert!(!native.must(&["iptables-save", "-t", "nat"]).contains(&line));
+}

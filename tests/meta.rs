@@ -1102,6 +1102,36 @@ fn portmap_gc_and_check_iptables() {
     assert!(!t.contains(&dn("stale")), "{t}");
 }
 
+/// Input the native iptables-nft writer does not encode (here a portmap condition with the
+/// `pkttype` match) goes through `iptables-restore`, whose netfilter socket is parked
+/// (`sys::feed`): the rules are in effect when ADD answers, the tool exited with its status.
+#[test]
+fn portmap_iptables_condition_not_encoded_uses_the_tool_with_its_socket_parked() {
+    let w = World::new("mpmtool", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mpmtool";
+    let prev = w.add(&ptp_conf(&w, &s, net, None)).run().ok();
+    let mut c = chained(
+        net,
+        json!({"type": "portmap", "backend": "iptables", "conditionsV4": ["-m", "pkttype", "--pkt-type", "unicast"]}),
+        &prev,
+    );
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let add = w.add(&c).env("CNI_MULTI_LOG", "debug").run();
+    add.ok();
+    let nat = w.host.must(&["iptables-save", "-t", "nat"]);
+    assert!(nat.contains("-m pkttype --pkt-type unicast"), "{nat}");
+    let parked: Vec<&str> = add.stderr.lines().filter(|l| l.contains("iptables-restore done")).collect();
+    assert!(!parked.is_empty(), "no restore ran: {}", add.stderr);
+    assert!(parked.iter().all(|l| l.contains("parked=1")), "socket not parked: {parked:?}");
+    // DEL reads and deletes natively, the pkttype rule included (by handle)
+    let del = w.del(&c).env("CNI_MULTI_LOG", "debug").run();
+    del.ok();
+    let nat = w.host.must(&["iptables-save", "-t", "nat"]);
+    assert!(!nat.contains("pkttype"), "{nat}");
+    assert!(!del.stderr.contains("iptables-restore"), "{}", del.stderr);
+}
+
 #[test]
 fn portmap_nftables_check_notices_missing_rules() {
     let w = World::new("mpmck", 1, Impl::Ours);

@@ -1,6 +1,8 @@
-//! The iptables backend: the reference's chain layout, applied with ONE `iptables-restore
-//! --noflush -w` (or `ip6tables-restore`) exec per change and family, after one `*-save -t nat`
-//! read (the read is what makes the change idempotent and exact).
+//! The iptables backend: the reference's chain layout, planned as `iptables-restore --noflush`
+//! input from a read of the table (the read is what makes the change idempotent and exact).
+//! Where iptables-nft holds the table, the read and the change go over netlink
+//! ([`super::iptables_nft`]); else ONE `iptables-restore --noflush -w` (or `ip6tables-restore`)
+//! exec per change and family, after one `*-save` read.
 //!
 //! ipMasq layout (nat table), as the reference writes it:
 //! ```text
@@ -387,6 +389,12 @@ impl IptablesBackend {
         self.save_tool(v6, table)
     }
 
+    /// [`IptablesBackend::save_tool`], for the tests that compare the tool with the native path.
+    #[doc(hidden)]
+    pub fn save_tool_for_tests(&self, v6: bool, table: &str) -> Result<NatState> {
+        self.save_tool(v6, table)
+    }
+
     /// `ip[6]tables-save -t <table>`, always exec'd.
     fn save_tool(&self, v6: bool, table: &str) -> Result<NatState> {
         let name = Self::tool(v6, "save");
@@ -396,12 +404,35 @@ impl IptablesBackend {
     }
 
     /// One change of `table` in one family: read it ([`IptablesBackend::save_table`]), let
-    /// `plan` write the `iptables-restore` input (None: nothing to do), restore it. When the
-    /// input was planned from the native read and the tool refuses it, it is planned again
-    /// from the tool's own read and restored once more.
+    /// `plan` write the `iptables-restore` input (None: nothing to do), and apply it: over
+    /// netlink when the read was native and every line is one iptables-nft's encoding is known
+    /// for ([`super::iptables_nft::write`]; read and planned again when the table changed
+    /// meanwhile), else with one `iptables-restore`. When the tool refuses input planned from
+    /// the native read, it is planned again from the tool's own read and restored once more.
     pub fn change(&self, v6: bool, table: &str, plan: impl Fn(&NatState) -> Result<Option<String>>) -> Result<()> {
-        let st = self.save_table(v6, table)?;
-        let Some(input) = plan(&st)? else { return Ok(()) };
+        let mut tries = 0;
+        let (st, input) = loop {
+            let st = self.save_table(v6, table)?;
+            let Some(input) = plan(&st)? else { return Ok(()) };
+            if st.native.is_none() {
+                break (st, input);
+            }
+            match super::iptables_nft::write::restore(v6, &st, &input) {
+                Ok(super::iptables_nft::write::Outcome::Applied) => return Ok(()),
+                Ok(super::iptables_nft::write::Outcome::Unsupported(why)) => {
+                    tracing::debug!(table, v6, "not encoded natively ({why}); running the tool");
+                    break (st, input);
+                }
+                Err(e) if super::iptables_nft::retry(&e) && tries < 4 => {
+                    tries += 1;
+                    tracing::debug!(table, v6, "iptables-nft table changed meanwhile; reading it again: {e:#}");
+                }
+                Err(e) => {
+                    tracing::debug!(table, v6, "native write failed ({e:#}); running the tool");
+                    break (st, input);
+                }
+            }
+        };
         match self.restore(v6, &input) {
             Err(e) if st.native.is_some() => {
                 tracing::debug!(

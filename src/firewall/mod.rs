@@ -4,8 +4,10 @@
 //! Backends:
 //! - [`nft`]: nf_tables spoken over NETLINK_NETFILTER — no `nft` or `iptables` binary needed, one
 //!   kernel transaction (one datagram) per change.
-//! - [`iptables`]: the reference's default: one `iptables-restore --noflush -w` (and/or
-//!   `ip6tables-restore`) exec per change, plus one `*-save` read.
+//! - [`iptables`]: the reference's default, in the reference's layout. Where iptables-nft holds
+//!   the table, it is read and changed over netlink ([`iptables_nft`], encoded as iptables-nft
+//!   encodes it); else one `iptables-restore --noflush -w` (and/or `ip6tables-restore`) exec per
+//!   change, plus one `*-save` read.
 //!
 //! Both write exactly the reference plugins' layouts (tables, chains, comments), so a node can
 //! switch between the reference binaries and ours and each cleans up after the other (tested

@@ -147,7 +147,10 @@ mod attr {
     pub const RULE_CHAIN: u16 = 2;
     pub const RULE_HANDLE: u16 = 3;
     pub const RULE_EXPRESSIONS: u16 = 4;
+    pub const RULE_COMPAT: u16 = 5;
     pub const RULE_USERDATA: u16 = 7;
+    pub const RULE_COMPAT_PROTO: u16 = 1;
+    pub const RULE_COMPAT_FLAGS: u16 = 2;
     // NFTA_SET_*
     pub const SET_TABLE: u16 = 1;
     pub const SET_NAME: u16 = 2;
@@ -378,6 +381,13 @@ impl Batch {
 
     /// `add rule` (appended).
     pub fn add_rule(&mut self, rule: &Rule) -> &mut Self {
+        self.add_rule_at(rule, false, None)
+    }
+
+    /// [`Batch::add_rule`], at the head of the chain when `head` (`-I chain 1`), with the
+    /// x_tables compatibility attribute (`compat` = layer-4 protocol and its inversion; what
+    /// nft_compat checks a match against, as iptables-nft sends it with every rule).
+    pub fn add_rule_at(&mut self, rule: &Rule, head: bool, compat: Option<(u32, bool)>) -> &mut Self {
         let mut a = Attrs::new();
         a.put_str(attr::RULE_TABLE, &rule.table).put_str(attr::RULE_CHAIN, &rule.chain);
         a.nested(attr::RULE_EXPRESSIONS, |l| {
@@ -385,11 +395,19 @@ impl Batch {
                 l.nested(attr::LIST_ELEM, |x| e.encode(x));
             }
         });
+        if let Some((proto, inv)) = compat {
+            // NFT_RULE_COMPAT_F_INV
+            let flags = if inv { 1 << 1 } else { 0 };
+            a.nested(attr::RULE_COMPAT, |c| {
+                c.put_u32_be(attr::RULE_COMPAT_PROTO, proto).put_u32_be(attr::RULE_COMPAT_FLAGS, flags);
+            });
+        }
         if let Some(c) = &rule.comment {
             a.put(attr::RULE_USERDATA, &comment_udata(c));
         }
         let what = format!("add rule {} {} {}", rule.family.name(), rule.table, rule.chain);
-        self.push(msg::NEWRULE, NLM_F_CREATE | NLM_F_APPEND, rule.family, a, what);
+        let flags = if head { NLM_F_CREATE } else { NLM_F_CREATE | NLM_F_APPEND };
+        self.push(msg::NEWRULE, flags, rule.family, a, what);
         self
     }
 

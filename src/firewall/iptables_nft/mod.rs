@@ -10,9 +10,8 @@
 //! no tool exec (3–9 ms each) and no wait for the tool's socket release.
 //!
 //! Used only when iptables-legacy holds nothing for the table (`/proc/net/ip*_tables_names`);
-//! otherwise the rules are in x_tables and the tools are run as before. ADD still writes through
-//! `iptables-restore`: creating rules needs iptables-nft's exact encoding, which this module
-//! does not attempt.
+//! otherwise the rules are in x_tables and the tools are run as before. Writing (ADD) is
+//! [`write`]: the same restore input, encoded as iptables-nft encodes it.
 //!
 //! The rendering covers what the CNI layouts (ours and the reference's) contain: addresses
 //! (`-s`/`-d` with prefix and `!`), interfaces (`-i`/`-o`, `+` wildcards), protocols, ports,
@@ -27,6 +26,8 @@ use super::nft::{Batch, Family, NftError};
 use anyhow::{bail, Result};
 use std::net::IpAddr;
 
+pub mod write;
+
 /// What the native read keeps beside the text: the handle of each rule (same order as
 /// [`NatState::rules`]) and the generation the dump was taken at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,9 +37,12 @@ pub struct Handles {
     /// Every rule rendered with nothing unknown (`?`): the text is what `iptables-save` prints,
     /// so `-D` lines planned from it are valid `iptables-restore` input.
     pub exact: bool,
+    /// The chains that exist in nf_tables (the built-in ones are listed in the text state
+    /// whether or not iptables-nft made them yet).
+    pub in_kernel: Vec<String>,
 }
 
-fn family(v6: bool) -> Family {
+pub(crate) fn family(v6: bool) -> Family {
     if v6 {
         Family::Ip6
     } else {
@@ -69,6 +73,7 @@ fn read_with(s: &mut NftSocket, v6: bool, table: &str) -> Result<NatState, NftEr
     let chains = super::nft::decode::list_chains(s, f, table)?;
     let rules = list_rules_checked(s, f, table, None)?;
     let mut names: Vec<String> = chains.into_iter().map(|c| c.name).collect();
+    let in_kernel = names.clone();
     // iptables-save lists a table's built-in chains whether or not iptables-nft made them yet
     for b in builtin_chains(table) {
         if !names.iter().any(|n| n == b) {
@@ -76,7 +81,7 @@ fn read_with(s: &mut NftSocket, v6: bool, table: &str) -> Result<NatState, NftEr
         }
     }
     let mut st = NatState { chains: names, ..Default::default() };
-    let mut handles = Handles { rules: Vec::with_capacity(rules.len()), genid, exact: true };
+    let mut handles = Handles { rules: Vec::with_capacity(rules.len()), genid, exact: true, in_kernel };
     for (r, complete) in rules {
         let (text, exact) = render_checked(&r.chain, &r.exprs, complete, v6);
         handles.exact &= exact;
@@ -87,7 +92,7 @@ fn read_with(s: &mut NftSocket, v6: bool, table: &str) -> Result<NatState, NftEr
     Ok(st)
 }
 
-fn builtin_chains(table: &str) -> &'static [&'static str] {
+pub(crate) fn builtin_chains(table: &str) -> &'static [&'static str] {
     match table {
         "nat" => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
         "filter" => &["INPUT", "FORWARD", "OUTPUT"],
@@ -607,7 +612,7 @@ mod tests {
         let st = NatState {
             chains: vec!["C".into()],
             rules: vec![("C".into(), "-A C -j ACCEPT".into())],
-            native: Some(Handles { rules: vec![7], genid: None, exact: true }),
+            native: Some(Handles { rules: vec![7], genid: None, exact: true, in_kernel: vec![] }),
         };
         assert!(apply(false, "nat", &st, &["-D C -j DROP".into()]).is_err());
         assert!(apply(false, "nat", &st, &["-P C ACCEPT".into()]).is_err());
