@@ -1030,6 +1030,17 @@ fn iptables_nft_native_read_is_iptables_save() {
         }
     }
     assert!(compared >= 30, "only {compared} rules compared");
+    // a read of some chains: their rules alone, every chain's name
+    let part = host.run_in(|| {
+        let only = ["POSTROUTING".to_string(), "CNI-HOSTPORT-DNAT".to_string()];
+        iptables_nft::read_chains(false, "nat", Some(&only)).unwrap().unwrap()
+    });
+    let full = parse_save_table(&host.must(&["iptables-save", "-t", "nat"]), "nat");
+    let want: Vec<_> =
+        full.rules.iter().filter(|(c, _)| c == "POSTROUTING" || c == "CNI-HOSTPORT-DNAT").cloned().collect();
+    assert!(want.len() >= 3 && part.rules.len() == want.len(), "{:?} vs {want:?}", part.rules);
+    assert!(part.rules.iter().all(|r| want.contains(r)));
+    assert_eq!(part.chains.len(), full.chains.len());
 
     // stale: planned from a read, then someone commits: nothing of the plan is applied
     let chain = firewall::iptables::chain_name("nat-net", "cid-a");

@@ -298,7 +298,9 @@ pub fn iptables_add(spec: &FirewallSpec) -> Result<()> {
         if family_ips(spec, v6).is_empty() {
             continue;
         }
-        ipt.change(v6, "filter", |st| Ok(iptables_add_input(st, spec, v6)))?;
+        // the chains iptables_add_input reads
+        let reads = ["FORWARD", PRIV_CHAIN, spec.admin_chain.as_str(), STAGE1, STAGE2];
+        ipt.change(v6, "filter", &reads, |st| Ok(iptables_add_input(st, spec, v6)))?;
     }
     Ok(())
 }

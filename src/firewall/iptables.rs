@@ -375,12 +375,17 @@ impl IptablesBackend {
     /// (when iptables-nft holds the table and, if `exact`, every rule rendered exactly as
     /// `iptables-save` would print it), else `ip[6]tables-save -t <table>`.
     fn read(&self, v6: bool, table: &str, exact: bool) -> Result<NatState> {
+        self.read_chains(v6, table, exact, None)
+    }
+
+    /// [`IptablesBackend::read`]; a native read has the rules of `only` alone, when given.
+    fn read_chains(&self, v6: bool, table: &str, exact: bool, only: Option<&[String]>) -> Result<NatState> {
         if !v6 {
             if let Some(text) = PREFETCHED.lock().ok().and_then(|mut slot| slot.take()) {
                 return Ok(parse_save_table(&text, table));
             }
         }
-        match super::iptables_nft::read(v6, table) {
+        match super::iptables_nft::read_chains(v6, table, only) {
             Some(Ok(st)) if !exact || st.native.as_ref().is_some_and(|h| h.exact) => return Ok(st),
             Some(Ok(_)) => tracing::debug!(table, v6, "a rule of the table is not rendered exactly; asking the tool"),
             Some(Err(e)) => tracing::debug!(table, v6, "native read failed ({e:#}); asking the tool"),
@@ -409,10 +414,21 @@ impl IptablesBackend {
     /// for ([`super::iptables_nft::write`]; read and planned again when the table changed
     /// meanwhile), else with one `iptables-restore`. When the tool refuses input planned from
     /// the native read, it is planned again from the tool's own read and restored once more.
-    pub fn change(&self, v6: bool, table: &str, plan: impl Fn(&NatState) -> Result<Option<String>>) -> Result<()> {
+    ///
+    /// `reads` names the chains whose rules `plan` looks at (every chain's name is always
+    /// there): a native read then dumps those alone, not the per-container chains that grow
+    /// with the node.
+    pub fn change(
+        &self,
+        v6: bool,
+        table: &str,
+        reads: &[&str],
+        plan: impl Fn(&NatState) -> Result<Option<String>>,
+    ) -> Result<()> {
+        let only: Vec<String> = reads.iter().map(|c| c.to_string()).collect();
         let mut tries = 0;
         let (st, input) = loop {
-            let st = self.save_table(v6, table)?;
+            let st = self.read_chains(v6, table, true, Some(&only))?;
             let Some(input) = plan(&st)? else { return Ok(()) };
             if st.native.is_none() {
                 break (st, input);
@@ -547,7 +563,8 @@ impl MasqBackend for IptablesBackend {
             if fam_ips.is_empty() {
                 continue;
             }
-            self.change(v6, "nat", |st| Ok(masq_setup_input(st, network, container_id, &fam_ips)))?;
+            // masq_setup_input reads POSTROUTING's rules (the container's chain is rewritten whole)
+            self.change(v6, "nat", &["POSTROUTING"], |st| Ok(masq_setup_input(st, network, container_id, &fam_ips)))?;
         }
         Ok(())
     }

@@ -673,7 +673,9 @@ pub fn iptables_ensure(spec: &PortmapSpec) -> Result<()> {
     if family_mappings(spec).is_empty() {
         return Ok(());
     }
-    ipt.change(v6, "nat", |st| iptables_setup_input(st, spec)).context("unable to setup DNAT")
+    // the chains iptables_setup_input reads (the container's DN chain is rewritten whole)
+    let reads = [SETMARK, MARK_MASQ, "POSTROUTING", "PREROUTING", "OUTPUT", TOP_DNAT];
+    ipt.change(v6, "nat", &reads, |st| iptables_setup_input(st, spec)).context("unable to setup DNAT")
 }
 
 /// iptables: removes the container's chains in both families; a family whose tool is unusable

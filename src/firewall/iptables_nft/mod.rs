@@ -60,18 +60,34 @@ pub fn legacy_holds(v6: bool, table: &str) -> bool {
 /// Reads `table` of one family from nf_tables. None when the native path does not apply
 /// (legacy holds the table, or no netfilter socket); a missing table reads as empty.
 pub fn read(v6: bool, table: &str) -> Option<Result<NatState>> {
+    read_chains(v6, table, None)
+}
+
+/// [`read`], with the rules of the chains in `only` alone when given (every chain is listed):
+/// what a planner that looks at those chains needs, without the per-container chains that grow
+/// with the node.
+pub fn read_chains(v6: bool, table: &str, only: Option<&[String]>) -> Option<Result<NatState>> {
     if legacy_holds(v6, table) {
         return None;
     }
     let mut s = NftSocket::cached().ok()?;
-    Some(read_with(&mut s, v6, table).map_err(anyhow::Error::from))
+    Some(read_with(&mut s, v6, table, only).map_err(anyhow::Error::from))
 }
 
-fn read_with(s: &mut NftSocket, v6: bool, table: &str) -> Result<NatState, NftError> {
+fn read_with(s: &mut NftSocket, v6: bool, table: &str, only: Option<&[String]>) -> Result<NatState, NftError> {
     let genid = s.genid().ok();
     let f = family(v6);
     let chains = super::nft::decode::list_chains(s, f, table)?;
-    let rules = list_rules_checked(s, f, table, None)?;
+    let rules = match only {
+        None => list_rules_checked(s, f, table, None)?,
+        Some(wanted) => {
+            let mut rules = Vec::new();
+            for c in chains.iter().filter(|c| wanted.contains(&c.name)) {
+                rules.extend(list_rules_checked(s, f, table, Some(&c.name))?);
+            }
+            rules
+        }
+    };
     let mut names: Vec<String> = chains.into_iter().map(|c| c.name).collect();
     let in_kernel = names.clone();
     // iptables-save lists a table's built-in chains whether or not iptables-nft made them yet
