@@ -363,22 +363,29 @@ fn match_options(name: &str, rev: u32, info: &[u8]) -> String {
     }
 }
 
+/// The address types of `-m addrtype`, by their bit (`1 << RTN_*`).
+pub(crate) const ADDR_TYPES: [&str; 12] = [
+    "UNSPEC",
+    "UNICAST",
+    "LOCAL",
+    "BROADCAST",
+    "ANYCAST",
+    "MULTICAST",
+    "BLACKHOLE",
+    "UNREACHABLE",
+    "PROHIBIT",
+    "THROW",
+    "NAT",
+    "XRESOLVE",
+];
+
+/// The states of `-m conntrack --ctstate` (XT_CONNTRACK_STATE_* bits), in the order iptables
+/// prints them.
+pub(crate) const CT_STATES: [(u16, &str); 7] =
+    [(1, "INVALID"), (8, "NEW"), (4, "RELATED"), (2, "ESTABLISHED"), (256, "UNTRACKED"), (64, "SNAT"), (128, "DNAT")];
+
 fn addr_types(mask: u16) -> String {
-    const NAMES: [&str; 12] = [
-        "UNSPEC",
-        "UNICAST",
-        "LOCAL",
-        "BROADCAST",
-        "ANYCAST",
-        "MULTICAST",
-        "BLACKHOLE",
-        "UNREACHABLE",
-        "PROHIBIT",
-        "THROW",
-        "NAT",
-        "XRESOLVE",
-    ];
-    NAMES.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join(",")
+    ADDR_TYPES.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join(",")
 }
 
 /// The options of an x_tables target, as its extension saves them.
@@ -523,16 +530,7 @@ fn conntrack(rev: u32, info: &[u8]) -> String {
     }
     let mask = if rev == 1 { info.get(150).map(|&b| u16::from(b)) } else { u16_at(info, 150) };
     let Some(mask) = mask else { return " ?".into() };
-    let names = [
-        (1, "INVALID"),
-        (8, "NEW"),
-        (4, "RELATED"),
-        (2, "ESTABLISHED"),
-        (256, "UNTRACKED"),
-        (64, "SNAT"),
-        (128, "DNAT"),
-    ];
-    let list: Vec<&str> = names.iter().filter(|(b, _)| mask & b != 0).map(|(_, n)| *n).collect();
+    let list: Vec<&str> = CT_STATES.iter().filter(|(b, _)| mask & b != 0).map(|(_, n)| *n).collect();
     let not = if invert & 1 != 0 { " !" } else { "" };
     format!("{not} --ctstate {}", list.join(","))
 }

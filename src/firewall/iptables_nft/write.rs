@@ -11,7 +11,7 @@
 //! another syntax, another option or target) is [`Outcome::Unsupported`] and the caller runs
 //! `iptables-restore` as before.
 
-use super::{builtin_chains, family};
+use super::{builtin_chains, family, ADDR_TYPES, CT_STATES};
 use crate::firewall::iptables::{split_args, NatState};
 use crate::firewall::nft::expr::{meta_key, Base, CmpOp, Expr, Verdict, REG_1};
 use crate::firewall::nft::sock::NftSocket;
@@ -333,16 +333,11 @@ pub fn parse(args: &[String], v6: bool) -> Result<XRule, String> {
                 let k = last_match(&mut r, |m| matches!(m, Match::Conntrack(None))).ok_or("--ctstate")?;
                 let mut states = 0u16;
                 for s in val(i)?.split(',') {
-                    states |= match s {
-                        "INVALID" => 1,
-                        "ESTABLISHED" => 2,
-                        "RELATED" => 4,
-                        "NEW" => 8,
-                        "SNAT" => 64,
-                        "DNAT" => 128,
-                        "UNTRACKED" => 256,
-                        o => return Err(format!("state {o:?}")),
-                    };
+                    states |= CT_STATES
+                        .iter()
+                        .find(|(_, n)| *n == s)
+                        .map(|(b, _)| *b)
+                        .ok_or_else(|| format!("state {s:?}"))?;
                 }
                 r.matches[k] = Match::Conntrack(Some((states, not)));
             }
@@ -422,21 +417,7 @@ pub fn parse(args: &[String], v6: bool) -> Result<XRule, String> {
 }
 
 fn addr_type(t: &str) -> Option<u16> {
-    const NAMES: [&str; 12] = [
-        "UNSPEC",
-        "UNICAST",
-        "LOCAL",
-        "BROADCAST",
-        "ANYCAST",
-        "MULTICAST",
-        "BLACKHOLE",
-        "UNREACHABLE",
-        "PROHIBIT",
-        "THROW",
-        "NAT",
-        "XRESOLVE",
-    ];
-    NAMES.iter().position(|n| *n == t).and_then(|p| u16::try_from(p).ok())
+    ADDR_TYPES.iter().position(|n| *n == t).and_then(|p| u16::try_from(p).ok())
 }
 
 /// `ADDR[:PORT]`, `[ADDR6]:PORT` or `ADDR6`.
