@@ -306,3 +306,33 @@ fn bridge_gateway_add_on_a_bridge_left_with_the_zero_mac() {
         w.del(&conf).cid("gw1").container(1).run().ok();
     }
 }
+
+/// A node whose iptables is iptables-legacy keeps its rules in x_tables, as the reference's
+/// would, even before any legacy table exists (nothing goes to nf_tables natively); DEL then
+/// finds and removes them there with the tools.
+#[test]
+fn bridge_ipmasq_iptables_legacy_node_uses_x_tables() {
+    let legacy = std::path::Path::new("/usr/sbin/xtables-legacy-multi");
+    if !legacy.exists() {
+        eprintln!("skip: no iptables-legacy");
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"] {
+        std::os::unix::fs::symlink(legacy, bin.path().join(tool)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let w = World::new("brlegacy", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut conf = v4_conf(&w, &s, "brlegacy");
+    conf["ipMasq"] = json!(true);
+    conf["ipMasqBackend"] = json!("iptables");
+    let chain = cni_multi::firewall::iptables::chain_name("brlegacy", "cid-brlegacy");
+    w.add(&conf).cid("cid-brlegacy").env("PATH", &path).run().ok();
+    let legacy_nat = || w.host.must(&["iptables-legacy-save", "-t", "nat"]);
+    assert!(legacy_nat().contains(&chain), "the chain is in x_tables:\n{}", legacy_nat());
+    let nft = w.host.must(&["nft", "list", "ruleset"]);
+    assert!(!nft.contains(&chain), "nothing of it in nf_tables:\n{nft}");
+    w.del(&conf).cid("cid-brlegacy").env("PATH", &path).run().ok();
+    assert!(!legacy_nat().contains(&chain), "DEL removed it:\n{}", legacy_nat());
+}

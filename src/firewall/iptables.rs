@@ -299,8 +299,13 @@ pub fn binary_works() -> bool {
 
 /// Is `bin` iptables-nft (its links end at `xtables-nft-multi`, as Debian's alternatives and
 /// every distribution's packages install it)? A wrapper script or anything else is not.
-fn is_nft_variant(bin: &std::path::Path) -> bool {
+pub fn is_nft_variant(bin: &std::path::Path) -> bool {
     std::fs::canonicalize(bin).is_ok_and(|p| p.file_name().is_some_and(|n| n == "xtables-nft-multi"))
+}
+
+/// Is the family's restore tool (`ip[6]tables-restore`, found as it is run) iptables-nft?
+fn tools_are_nft(v6: bool) -> bool {
+    find_bin(&IptablesBackend::tool(v6, "restore")).is_some_and(|b| is_nft_variant(&b))
 }
 
 /// The IPv4 `iptables-save` output of every table read by [`binary_works`], until the first
@@ -378,14 +383,18 @@ impl IptablesBackend {
         self.read_chains(v6, table, exact, None)
     }
 
-    /// [`IptablesBackend::read`]; a native read has the rules of `only` alone, when given.
+    /// [`IptablesBackend::read`]; a native read has the rules of `only` alone, when given. An
+    /// `exact` read (what a change is planned from) is native only where the node's restore
+    /// tool is iptables-nft: with iptables-legacy installed, the rules go to x_tables (as the
+    /// reference's would), even before a legacy table exists.
     fn read_chains(&self, v6: bool, table: &str, exact: bool, only: Option<&[String]>) -> Result<NatState> {
         if !v6 {
             if let Some(text) = PREFETCHED.lock().ok().and_then(|mut slot| slot.take()) {
                 return Ok(parse_save_table(&text, table));
             }
         }
-        match super::iptables_nft::read_chains(v6, table, only) {
+        let native = if exact && !tools_are_nft(v6) { None } else { super::iptables_nft::read_chains(v6, table, only) };
+        match native {
             Some(Ok(st)) if !exact || st.native.as_ref().is_some_and(|h| h.exact) => return Ok(st),
             Some(Ok(_)) => tracing::debug!(table, v6, "a rule of the table is not rendered exactly; asking the tool"),
             Some(Err(e)) => tracing::debug!(table, v6, "native read failed ({e:#}); asking the tool"),
