@@ -8,7 +8,7 @@
 
 use crate::cni::plugin::{Doc, Kind, Plugin, Version};
 use crate::cni::{config, env, io, result::CniResult, Command, Ctx};
-use crate::firewall::{conntrack, iptables, nft, portmap};
+use crate::firewall::{conntrack, iptables, iptables_nft, nft, portmap};
 use crate::ipam::{host_local, static_, store};
 use crate::netlink::{addr, kinds, link, route, rule, wire};
 
@@ -225,7 +225,9 @@ pub fn nftables(data: &[u8]) {
                 let _ = wire::parse_error(&m);
                 let _ = nft::decode::decode_table(family, m.body);
                 let _ = nft::decode::decode_chain(family, m.body);
-                let _ = nft::decode::decode_rule(family, m.body);
+                let (r, complete) = nft::decode::decode_rule_checked(family, m.body);
+                // iptables-nft's rules rendered as iptables-save prints them
+                let _ = iptables_nft::render_checked(&r.chain, &r.exprs, complete, family == 10);
                 let _ = conntrack::decode_entry(family, m.body);
             }
         }
@@ -245,11 +247,23 @@ pub fn nftables(data: &[u8]) {
         }
         _ => {
             let text = String::from_utf8_lossy(p);
-            let _ = iptables::parse_save(&text);
+            let st = iptables::parse_save(&text);
             let _ = portmap::parse_nat(&text);
+            let v6 = family & 1 == 1;
             for line in text.lines().take(64) {
-                let _ = iptables::split_args(line);
+                let args = iptables::split_args(line);
+                // restore input lines, as the native iptables-nft writer parses and encodes them
+                if let Ok(r) = iptables_nft::write::parse(args.get(2..).unwrap_or_default(), v6) {
+                    let _ = iptables_nft::write::encode(&r, v6);
+                }
             }
+            // a whole restore input planned against the read state (as if read natively)
+            let handles = iptables_nft::Handles {
+                rules: (0..st.rules.len() as u64).collect(),
+                in_kernel: st.chains.clone(),
+                ..Default::default()
+            };
+            let _ = iptables_nft::write::plan(v6, &iptables::NatState { native: Some(handles), ..st }, &text);
         }
     }
 }
