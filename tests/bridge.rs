@@ -261,6 +261,16 @@ fn bridge_ipmasq_iptables_add_and_del_run_no_iptables_tool() {
         assert!(del.stderr.contains("iptables-nft teardown committed over netlink"), "{}", del.stderr);
         assert!(!del.stderr.contains("iptables-restore"), "DEL ran the tool: {}", del.stderr);
     }
+    // the operator's switch: the tools do everything, as before
+    let add = w.add(&conf).env("CNI_MULTI_LOG", "debug").env("CNI_MULTI_IPTABLES_NATIVE", "0").run();
+    add.ok();
+    assert!(nat().contains("MASQUERADE"));
+    assert!(add.stderr.contains("iptables-restore done"), "{}", add.stderr);
+    assert!(!add.stderr.contains("over netlink"), "{}", add.stderr);
+    let del = w.del(&conf).env("CNI_MULTI_LOG", "debug").env("CNI_MULTI_IPTABLES_NATIVE", "0").run();
+    del.ok();
+    assert!(!nat().contains("CNI-"), "{}", nat());
+    assert!(del.stderr.contains("iptables-restore done"), "{}", del.stderr);
 }
 
 /// When the last port leaves a bridge whose MAC was never pinned, the kernel gives the bridge

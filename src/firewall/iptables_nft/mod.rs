@@ -50,6 +50,14 @@ pub(crate) fn family(v6: bool) -> Family {
     }
 }
 
+/// `CNI_MULTI_IPTABLES_NATIVE=0` (the node operator's switch): the iptables tools read and write
+/// every table, as before this module existed.
+pub const ENV_NATIVE: &str = "CNI_MULTI_IPTABLES_NATIVE";
+
+fn enabled() -> bool {
+    std::env::var(ENV_NATIVE).map_or(true, |v| v != "0")
+}
+
 /// Does iptables-legacy hold `table` for this family in the calling thread's network namespace?
 /// (`/proc/thread-self/net`: `/proc/net` is the main thread's namespace.)
 pub fn legacy_holds(v6: bool, table: &str) -> bool {
@@ -67,7 +75,7 @@ pub fn read(v6: bool, table: &str) -> Option<Result<NatState>> {
 /// what a planner that looks at those chains needs, without the per-container chains that grow
 /// with the node.
 pub fn read_chains(v6: bool, table: &str, only: Option<&[String]>) -> Option<Result<NatState>> {
-    if legacy_holds(v6, table) {
+    if legacy_holds(v6, table) || !enabled() {
         return None;
     }
     let mut s = NftSocket::cached().ok()?;
