@@ -15,8 +15,9 @@
 //!
 //! Floors, per scale, in the same run: the bench loop's own cost (spawn + exec + wait of a static
 //! no-op ELF the bench writes, spawned exactly like a plugin: env, piped stdio, the config on
-//! stdin), and the kernel's cost of the same veth create (peer in the pod, bridge port, up) and
-//! delete done by one `ip -batch` process. ADD floor = exec + create; DEL floor = exec + delete.
+//! stdin), and the kernel's cost of the same veth create (peer in the pod, bridge port, up, the
+//! pod's end up), made by this one process over netlink pod after pod, and of the delete, done by
+//! one `ip -batch` process. ADD floor = exec + create; DEL floor = exec + delete.
 //! Plugins are spawned the same cheap way for both implementations (from a bench thread that sits
 //! in the host netns; no `ip netns exec`, no shell) and are never traced while timed.
 //!
@@ -116,7 +117,8 @@ struct Timing {
 struct Floor {
     /// the bench's spawn + exec + wait of a static no-op, the same way plugins are run
     exec: f64,
-    /// the kernel's veth pair (peer in the pod) + bridge port + up, from one `ip -batch`
+    /// the kernel's veth pair (peer in the pod) + bridge port + up + the pod's end up, from this
+    /// one process over netlink ([`live_ports`])
     create: f64,
     /// the kernel's deletion of one veth, from one `ip -batch`
     delete: f64,
@@ -483,6 +485,30 @@ fn remount_sys() {
     let _ = mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>);
 }
 
+/// The kernel's work for live pods, one after the other, from this one process over netlink:
+/// the veth pair with its peer in the pod, the host end made a port of the bridge and up, and the
+/// pod's end up (so the port has carrier and forwards, as a pod's does: the bridge's per-port
+/// promiscuity and FDB work happens then, and grows with the ports). Its time, in the calling
+/// thread's (host) namespace.
+fn live_ports(pods: &PodSet) -> Result<Duration> {
+    use cni_multi::netlink::{Netlink, VethSpec};
+    use cni_multi::sys::netns::NetNs;
+    let mut host = Netlink::new()?;
+    let br = host.link_by_name(BRIDGE)?.ok_or_else(|| anyhow!("no bridge"))?.index;
+    let t0 = Instant::now();
+    for (i, p) in pods.names.iter().enumerate() {
+        let ns = NetNs::open(&format!("/run/netns/{p}")).map_err(|e| anyhow!("{e}"))?;
+        let name = format!("vb{i}");
+        host.veth_add(&VethSpec { name: &name, peer_name: "eth0", mtu: None, mac: None, peer_ns: Some(ns.fd()) })?;
+        let port = host.link_by_name(&name)?.ok_or_else(|| anyhow!("no {name}"))?.index;
+        host.link_set_master_up(port, br)?;
+        let mut pod = Netlink::in_netns(&ns)?;
+        let eth0 = pod.link_by_name("eth0")?.ok_or_else(|| anyhow!("no eth0 in {p}"))?.index;
+        pod.link_set_up(eth0, true)?;
+    }
+    Ok(t0.elapsed())
+}
+
 /// Mean wall time of spawning the static no-op the way plugins are spawned (env, piped stdio, the
 /// config written to its stdin), ms.
 fn exec_floor(ctx: &Ctx, runs: usize, conf: &str) -> Result<f64> {
@@ -506,14 +532,12 @@ fn kernel_floor(ctx: &Ctx, pods: &PodSet) -> Result<Floor> {
     let exec_a = exec_floor(ctx, 100, &conf(&ctx.work))?;
     let host = HostNs::enter(ctx, "floor")?;
     ip_batch(None, &format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n"))?;
-    let (mut add, mut del) = (String::new(), String::new());
-    for (i, p) in pods.names.iter().enumerate() {
-        let _ = writeln!(add, "link add vb{i} type veth peer name eth0 netns {p}");
-        let _ = writeln!(add, "link set vb{i} master {BRIDGE} up");
+    let n = pods.names.len() as f64;
+    let t_add = live_ports(pods)?;
+    let mut del = String::new();
+    for i in 0..pods.names.len() {
         let _ = writeln!(del, "link del vb{i}");
     }
-    let n = pods.names.len() as f64;
-    let t_add = ip_batch(None, &add)?;
     let t_del = ip_batch(None, &del)?;
     drop(host);
     let exec_b = exec_floor(ctx, 100, &conf(&ctx.work))?;
@@ -988,9 +1012,10 @@ fn render(
         let _ = writeln!(
             s,
             "Floors, measured in this run: *exec* = the bench's spawn + exec + wait of a static no-op (the loop's \
-             own cost per plugin process); *create* / *delete* = the kernel's veth pair (peer in the pod) + bridge \
-             port + up / veth deletion per pod, from one `ip -batch` process. ADD floor = exec + create, DEL floor \
-             = exec + delete.\n"
+             own cost per plugin process); *create* = the kernel's veth pair (peer in the pod) + bridge port + up \
+             + the pod's end up (a live, forwarding port), pod after pod from this one process over netlink; \
+             *delete* = the veth deletion per pod, from one `ip -batch` process. ADD floor = exec + create, DEL \
+             floor = exec + delete.\n"
         );
         let _ = writeln!(
             s,
