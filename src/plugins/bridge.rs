@@ -453,10 +453,11 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let conf: Conf = ctx.plugin_conf()?; // an unreadable config fails DEL, as in the reference
-                                         // the firewall rules go while the kernel deletes the container veth (its RCU wait leaves the
-                                         // CPU idle); they are found by their comments, so this also works when the netns is already
-                                         // gone (the reference then leaks them)
+    // an unreadable config fails DEL, as in the reference
+    let conf: Conf = ctx.plugin_conf()?;
+    // the firewall rules go while the kernel deletes the container veth (its RCU wait leaves the
+    // CPU idle); they are found by their comments, so this also works when the netns is already
+    // gone (the reference then leaks them)
     let addrs = steps::link::delete_meanwhile(ctx, |addrs| {
         if conf.mac_spoof_chk {
             if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
