@@ -83,7 +83,10 @@ pub fn plugins_md(plugins: &[Plugin]) -> String {
     s.push_str(
         "\nKey names are matched without regard to case, as the reference's JSON decoding does. Logging: \
          `CNI_MULTI_LOG=error|warn|info|debug|trace` (default warn) on stderr, one line per event with the \
-         applet, the command and the container id.\n",
+         applet, the command and the container id. Firewall: `CNI_MULTI_FIREWALL_BACKEND=iptables|nftables` \
+         overrides every backend key; `CNI_MULTI_IPTABLES_NATIVE=0` makes the iptables tools read and write every \
+         iptables table instead of cni-multi's own iptables-nft reader and writer \
+         ([guides/firewall.md](guides/firewall.md)).\n",
     );
     for p in plugins {
         s.push('\n');
