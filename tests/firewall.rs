@@ -1048,7 +1048,7 @@ fn iptables_nft_native_read_is_iptables_save() {
         let st = iptables_nft::read(false, "nat").unwrap().unwrap();
         let lines = firewall::iptables::chain_teardown_lines(&st, &chain);
         IptablesBackend.restore(false, "*nat\n:CNI-Y - [0:0]\nCOMMIT\n").unwrap();
-        let r = iptables_nft::apply(false, "nat", &st, &lines);
+        let r = iptables_nft::apply(false, "nat", &st, &lines, true);
         r.as_ref().map_err(|e| assert!(iptables_nft::retry(e), "{e:#}")).is_ok()
     });
     assert!(!applied, "a plan from a stale read must not commit");

@@ -20,7 +20,7 @@ fn stress_n() -> usize {
     std::env::var("CNI_MULTI_STRESS_N").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(30)
 }
 
-fn conf(w: &World, s: &Subnets, name: &str, masq: bool) -> Value {
+fn conf(w: &World, s: &Subnets, name: &str, masq: Option<&str>) -> Value {
     let mut c = json!({
         "cniVersion": "1.1.0",
         "name": name,
@@ -30,9 +30,9 @@ fn conf(w: &World, s: &Subnets, name: &str, masq: bool) -> Value {
         // a /23: room for 200 containers plus the gateway
         "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": format!("{}.0/23", s.v4a)}]]}
     });
-    if masq {
+    if let Some(backend) = masq {
         c["ipMasq"] = json!(true);
-        c["ipMasqBackend"] = json!("nftables");
+        c["ipMasqBackend"] = json!(backend);
     }
     c
 }
@@ -41,8 +41,17 @@ fn cid(i: usize) -> String {
     format!("stress-{i}")
 }
 
-/// Masquerade rules in the host netns (0 when the table does not exist).
-fn masq_rules(w: &World) -> Vec<String> {
+/// Masquerade rules in the host netns (0 when the table does not exist): nftables rules, or the
+/// iptables POSTROUTING jumps (one per container address).
+fn masq_rules(w: &World, backend: &str) -> Vec<String> {
+    if backend == "iptables" {
+        let out = w.host.exec(&["iptables-save", "-t", "nat"]);
+        return String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A POSTROUTING") && l.contains("-j CNI-"))
+            .map(str::to_string)
+            .collect();
+    }
     let out = w.host.exec(&["nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -51,7 +60,7 @@ fn masq_rules(w: &World) -> Vec<String> {
         .collect()
 }
 
-fn stress(tag: &str, masq: bool) {
+fn stress(tag: &str, masq: Option<&str>) {
     let n = stress_n();
     let started = Instant::now();
     // Subnets gives two adjacent /24s starting at an even third octet: together an aligned /23
@@ -149,16 +158,19 @@ fn stress(tag: &str, masq: bool) {
     }
     let ports = w.host.links().iter().filter(|l| l["master"] == "cmst0").count();
     assert_eq!(ports, n, "one bridge port per container");
-    if masq {
-        let rules = masq_rules(&w);
+    if let Some(backend) = masq {
+        let rules = masq_rules(&w, backend);
         assert_eq!(rules.len(), n, "one masquerade rule per container: {rules:#?}");
+        // nft comments end `id: stress-i"`, iptables comments `id: \"stress-i\""`
+        let id = |i: usize| {
+            if backend == "iptables" {
+                format!("id: \\\"{}\\\"", cid(i))
+            } else {
+                format!("id: {}\"", cid(i))
+            }
+        };
         for i in 0..n {
-            assert_eq!(
-                rules.iter().filter(|r| r.contains(&format!("id: {}\"", cid(i)))).count(),
-                1,
-                "rule of {}",
-                cid(i)
-            );
+            assert_eq!(rules.iter().filter(|r| r.contains(&id(i))).count(), 1, "rule of {}: {rules:#?}", cid(i));
         }
     }
 
@@ -175,8 +187,12 @@ fn stress(tag: &str, masq: bool) {
     for i in 0..n {
         assert!(w.c(i).link("eth0").is_none(), "container {i} still has eth0");
     }
-    if masq {
-        assert!(masq_rules(&w).is_empty(), "masquerade rules left: {:?}", masq_rules(&w));
+    if let Some(backend) = masq {
+        assert!(masq_rules(&w, backend).is_empty(), "masquerade rules left: {:?}", masq_rules(&w, backend));
+        if backend == "iptables" {
+            let nat = w.host.must(&["iptables-save", "-t", "nat"]);
+            assert!(!nat.contains(":CNI-"), "masquerade chains left:\n{nat}");
+        }
     }
     eprintln!(
         "stress {tag}: n={n} gc_runs={} in {:.1}s",
@@ -195,12 +211,20 @@ fn third(v4a: &str) -> u32 {
 
 #[test]
 fn stress_concurrent_add_del_gc_bridge_host_local() {
-    stress("stplain", false);
+    stress("stplain", None);
 }
 
 #[test]
 fn stress_concurrent_add_del_gc_bridge_ipmasq_nft() {
-    stress("stmasq", true);
+    stress("stmasq", Some("nftables"));
+}
+
+/// The same with ipMasq on the iptables backend: every ADD, DEL and GC reads and commits
+/// iptables-nft's nat table over netlink at once, guarded by the ruleset generation (re-read on
+/// a conflict, the tool as the last resort): one jump per container, none left after DEL.
+#[test]
+fn stress_concurrent_add_del_gc_bridge_ipmasq_iptables() {
+    stress("stmasqipt", Some("iptables"));
 }
 
 /// GC and DEL deleting masquerade rules from the same nftables chain at once: GC read the
@@ -211,7 +235,7 @@ fn stress_ipmasq_gc_racing_dels_never_fails() {
     const N: usize = 100;
     let w = World::new("stgcdel", N, Impl::Ours);
     let s = Subnets::alloc();
-    let c = conf(&w, &s, "stgcdel", true);
+    let c = conf(&w, &s, "stgcdel", Some("nftables"));
     let next = AtomicUsize::new(0);
     std::thread::scope(|sc| {
         for _ in 0..8 {
@@ -224,7 +248,7 @@ fn stress_ipmasq_gc_racing_dels_never_fails() {
             });
         }
     });
-    assert_eq!(masq_rules(&w).len(), N);
+    assert_eq!(masq_rules(&w, "nftables").len(), N);
     next.store(0, Ordering::SeqCst);
     let done = AtomicBool::new(false);
     let gc_errors: Mutex<Vec<String>> = Mutex::new(vec![]);
@@ -258,5 +282,5 @@ fn stress_ipmasq_gc_racing_dels_never_fails() {
     });
     let errors = gc_errors.lock().unwrap();
     assert!(errors.is_empty(), "{} GC calls failed, first: {}", errors.len(), errors[0]);
-    assert!(masq_rules(&w).is_empty());
+    assert!(masq_rules(&w, "nftables").is_empty());
 }

@@ -482,13 +482,15 @@ impl IptablesBackend {
         mut st: NatState,
         plan: &impl Fn(bool, &NatState) -> Vec<String>,
     ) -> Result<()> {
-        for _ in 0..5 {
+        // a few attempts guarded by the generation, then (busy tables: every other writer's
+        // commit makes a guarded one stale) by rule handle alone, re-read when something is gone
+        for attempt in 0..12 {
             let lines = plan(v6, &st);
             let Some(input) = wrap_table(table, &lines) else { return Ok(()) };
             if st.native.is_none() {
                 return self.restore(v6, &input);
             }
-            match super::iptables_nft::apply(v6, table, &st, &lines) {
+            match super::iptables_nft::apply(v6, table, &st, &lines, attempt < 3) {
                 Err(e) if super::iptables_nft::retry(&e) => {
                     tracing::debug!(table, v6, "iptables-nft table changed meanwhile; reading it again: {e:#}");
                     st = self.read_for_teardown(v6, table)?;

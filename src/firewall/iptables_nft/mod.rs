@@ -128,9 +128,11 @@ pub(crate) fn builtin_chains(table: &str) -> &'static [&'static str] {
 }
 
 /// Applies teardown `lines` (`-D <rule>`, `-F <chain>`, `-X <chain>`, as planned from `st`) in
-/// one transaction guarded by the generation `st` was read at. A stale or vanished object makes
-/// an error the caller answers by reading again ([`retry`]).
-pub fn apply(v6: bool, table: &str, st: &NatState, lines: &[String]) -> Result<()> {
+/// one transaction, guarded by the generation `st` was read at when `guarded`. A stale read or a
+/// vanished object makes an error the caller answers by reading again ([`retry`]). Unguarded is
+/// safe for a teardown: a rule is named by its handle, which the table never gives to another
+/// rule, so the transaction deletes what the plan found or, when any of it is gone, nothing.
+pub fn apply(v6: bool, table: &str, st: &NatState, lines: &[String], guarded: bool) -> Result<()> {
     let Some(h) = &st.native else { bail!("not a native read") };
     let f = family(v6);
     let mut b = Batch::new();
@@ -153,7 +155,7 @@ pub fn apply(v6: bool, table: &str, st: &NatState, lines: &[String]) -> Result<(
         }
     }
     let mut s = NftSocket::cached()?;
-    s.commit_guarded(&b, h.genid)?;
+    s.commit_guarded(&b, if guarded { h.genid } else { None })?;
     tracing::debug!(table, v6, changes = lines.len(), "iptables-nft teardown committed over netlink");
     Ok(())
 }
@@ -636,9 +638,9 @@ mod tests {
             rules: vec![("C".into(), "-A C -j ACCEPT".into())],
             native: Some(Handles { rules: vec![7], genid: None, exact: true, in_kernel: vec![] }),
         };
-        assert!(apply(false, "nat", &st, &["-D C -j DROP".into()]).is_err());
-        assert!(apply(false, "nat", &st, &["-P C ACCEPT".into()]).is_err());
+        assert!(apply(false, "nat", &st, &["-D C -j DROP".into()], true).is_err());
+        assert!(apply(false, "nat", &st, &["-P C ACCEPT".into()], true).is_err());
         let text_only = NatState { native: None, ..st };
-        assert!(apply(false, "nat", &text_only, &["-X C".into()]).is_err());
+        assert!(apply(false, "nat", &text_only, &["-X C".into()], false).is_err());
     }
 }
