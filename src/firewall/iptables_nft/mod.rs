@@ -22,7 +22,7 @@ use super::iptables::{restore_quote, NatState};
 use super::nft::decode::list_rules_checked;
 use super::nft::expr::{meta_key, Base, CmpOp, Expr, Verdict};
 use super::nft::sock::NftSocket;
-use super::nft::{Batch, Family, NftError};
+use super::nft::{Family, NftError};
 use anyhow::{bail, Result};
 use std::net::IpAddr;
 
@@ -134,26 +134,9 @@ pub(crate) fn builtin_chains(table: &str) -> &'static [&'static str] {
 /// rule, so the transaction deletes what the plan found or, when any of it is gone, nothing.
 pub fn apply(v6: bool, table: &str, st: &NatState, lines: &[String], guarded: bool) -> Result<()> {
     let Some(h) = &st.native else { bail!("not a native read") };
-    let f = family(v6);
-    let mut b = Batch::new();
-    let mut used = vec![false; st.rules.len()];
-    for line in lines {
-        if let Some(rest) = line.strip_prefix("-D ") {
-            let want = format!("-A {rest}");
-            let Some(i) = (0..st.rules.len()).find(|&i| !used[i] && st.rules[i].1 == want) else {
-                bail!("iptables-nft: no rule {want:?} in {table}");
-            };
-            used[i] = true;
-            let handle = h.rules.get(i).copied().unwrap_or(0);
-            b.del_rule(f, table, &st.rules[i].0, handle);
-        } else if let Some(chain) = line.strip_prefix("-F ") {
-            b.flush_chain(f, table, chain);
-        } else if let Some(chain) = line.strip_prefix("-X ") {
-            b.del_chain(f, table, chain);
-        } else {
-            bail!("iptables-nft: cannot apply {line:?}");
-        }
-    }
+    let Some(input) = super::iptables::wrap_table(table, lines) else { return Ok(()) };
+    // the writer's planner maps `-D` to handles and `-F`/`-X` to chains, as for any input
+    let b = write::plan(v6, st, &input).map_err(|why| anyhow::anyhow!("iptables-nft: cannot apply {why}"))?;
     let mut s = NftSocket::cached()?;
     s.commit_guarded(&b, if guarded { h.genid } else { None })?;
     tracing::debug!(table, v6, changes = lines.len(), "iptables-nft teardown committed over netlink");
