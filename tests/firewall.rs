@@ -1127,7 +1127,7 @@ fn iptables_nft_native_write_is_iptables_restore() {
         for &(table, plan) in plans {
             for v6 in [false, true] {
                 tool.run_in(move || {
-                    let st = firewall::iptables::IptablesBackend.save_tool_for_tests(v6, table).unwrap();
+                    let st = firewall::iptables::IptablesBackend.save_tool(v6, table).unwrap();
                     if let Some(input) = plan(v6, &st) {
                         IptablesBackend.restore(v6, &input).unwrap();
                     }

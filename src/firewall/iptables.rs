@@ -362,7 +362,7 @@ impl IptablesBackend {
         plan: impl Fn(bool, &NatState) -> Vec<String>,
     ) -> Vec<FamilyTeardown> {
         let reads: Vec<(bool, Result<NatState>)> =
-            families.iter().map(|&v6| (v6, self.read_for_teardown(v6, table))).collect();
+            families.iter().map(|&v6| (v6, self.read(v6, table, false))).collect();
         reads
             .into_iter()
             .map(|(v6, st)| match st {
@@ -370,10 +370,6 @@ impl IptablesBackend {
                 Ok(st) => FamilyTeardown { v6, readable: true, result: self.apply_teardown(v6, table, st, &plan) },
             })
             .collect()
-    }
-
-    fn read_for_teardown(&self, v6: bool, table: &str) -> Result<NatState> {
-        self.read(v6, table, false)
     }
 
     /// `table` of one family: the output [`binary_works`] prefetched, else the native read
@@ -403,14 +399,9 @@ impl IptablesBackend {
         self.save_tool(v6, table)
     }
 
-    /// [`IptablesBackend::save_tool`], for the tests that compare the tool with the native path.
-    #[doc(hidden)]
-    pub fn save_tool_for_tests(&self, v6: bool, table: &str) -> Result<NatState> {
-        self.save_tool(v6, table)
-    }
-
-    /// `ip[6]tables-save -t <table>`, always exec'd.
-    fn save_tool(&self, v6: bool, table: &str) -> Result<NatState> {
+    /// `ip[6]tables-save -t <table>`, always exec'd (also what the tests compare the native
+    /// read and write with).
+    pub fn save_tool(&self, v6: bool, table: &str) -> Result<NatState> {
         let name = Self::tool(v6, "save");
         let bin = find_bin(&name).with_context(|| format!("{name} not found"))?;
         let text = run_save(&bin, Some(table)).with_context(|| format!("{name} -t {table} failed"))?;
@@ -493,7 +484,7 @@ impl IptablesBackend {
             match super::iptables_nft::apply(v6, table, &st, &lines, attempt < 3) {
                 Err(e) if super::iptables_nft::retry(&e) => {
                     tracing::debug!(table, v6, "iptables-nft table changed meanwhile; reading it again: {e:#}");
-                    st = self.read_for_teardown(v6, table)?;
+                    st = self.read(v6, table, false)?;
                 }
                 r => return r,
             }
