@@ -32,10 +32,13 @@
 //!   alone only when it was itself written in a later tick than the directory's last change
 //!   (its own mtime is greater, "racy git" rule); otherwise the directory is listed (names and
 //!   inode numbers, no file opened) and only leases that are new or have a new inode are read;
-//! - any mismatch, a missing, torn or foreign index (checksum, exact length, version) means
+//! - any mismatch, a missing, torn or foreign index (checksum, version) means
 //!   one full scan, which also rewrites the index. A plugin killed between a reservation and
 //!   the index update leaves an index that no longer matches the directory: the next
 //!   operation rescans. Every read and write happens under the store's flock.
+//!
+//! In memory the leases stay index lines (see [`index`]): a lookup binary-searches them, a
+//! change splices one line, so an operation does not parse every lease.
 //!
 //! Not seen: a lease rewritten in place (same name, same inode, e.g. `echo id > <ip>`), which
 //! changes the file but not the directory. Touch the directory after such an edit (or remove
@@ -45,7 +48,7 @@ use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -54,12 +57,14 @@ use std::path::{Path, PathBuf};
 
 use crate::cni::CniError;
 
+mod index;
+use index::{DirStamp, Lease, View};
+
 pub const LAST_IP_PREFIX: &str = "last_reserved_ip.";
 pub const LOCK_FILE: &str = "lock";
 pub const LINE_BREAK: &str = "\r\n";
 /// cni-multi's index of the network directory (see the module doc)
 pub const INDEX_FILE: &str = ".cni-multi-index";
-const INDEX_MAGIC: &str = "cni-multi-index 1";
 /// files larger than this cannot be a reservation written by any host-local
 const MAX_OWNER_LEN: u64 = 4096;
 
@@ -110,30 +115,6 @@ pub struct Entry {
     pub empty: bool,
 }
 
-/// One reservation as the index holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Lease {
-    /// inode number of the file (0: unknown, reread when the directory is listed)
-    ino: u64,
-    owner: Owner,
-    empty: bool,
-}
-
-/// What identifies the directory's state: any entry added, removed or renamed changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DirStamp {
-    dev: u64,
-    ino: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl DirStamp {
-    fn of(m: &fs::Metadata) -> DirStamp {
-        DirStamp { dev: m.dev(), ino: m.ino(), mtime: (m.mtime(), m.mtime_nsec()), ctime: (m.ctime(), m.ctime_nsec()) }
-    }
-}
-
 /// How the in-memory view was obtained (for tests and tracing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexUse {
@@ -153,7 +134,7 @@ pub struct Store {
     /// the network directory itself (stat and openat)
     dirfd: File,
     /// every reservation, loaded on first use (index or scan) and kept in step with our changes
-    view: RefCell<Option<BTreeMap<IpAddr, Lease>>>,
+    view: RefCell<Option<View>>,
     how: Cell<Option<IndexUse>>,
     /// the view differs from the index on disk
     dirty: Cell<bool>,
@@ -339,7 +320,7 @@ impl Store {
         // what a scan would read back from this content
         let owner = Owner::parse(content.as_bytes());
         if let Some(view) = self.view.borrow_mut().as_mut() {
-            view.insert(ip, Lease { ino, owner, empty: false });
+            view.insert(ip, &Lease { ino, owner, empty: false });
         }
         Ok(true)
     }
@@ -410,7 +391,7 @@ impl Store {
     /// The index, if it is intact and describes this directory as it is now; the flag says
     /// whether the times alone prove it (false: written in the same clock tick as the
     /// directory's last change, so the names must be listed).
-    fn read_index(&self, now: &DirStamp) -> Option<(BTreeMap<IpAddr, Lease>, bool)> {
+    fn read_index(&self, now: &DirStamp) -> Option<(View, bool)> {
         use nix::fcntl::{openat, OFlag};
         use nix::sys::stat::Mode;
         let fd = openat(&self.dirfd, INDEX_FILE, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
@@ -435,7 +416,7 @@ impl Store {
             }
         }
         buf.truncate(len);
-        let (stamp, map) = parse_index(&buf)?;
+        let (stamp, map) = index::parse(buf)?;
         if stamp != *now {
             return None;
         }
@@ -446,8 +427,10 @@ impl Store {
     /// Read the directory: every lease file is read unless `known` holds it with the same
     /// inode. Stale temp files (only ever written under the lock, so any found belong to a
     /// plugin that died mid-write) are removed on the way.
-    fn scan(&self, known: Option<&BTreeMap<IpAddr, Lease>>) -> anyhow::Result<BTreeMap<IpAddr, Lease>> {
-        let mut out = BTreeMap::new();
+    fn scan(&self, known: Option<&View>) -> anyhow::Result<View> {
+        // what the index says, parsed once, for lookups by address (in address order)
+        let known: Vec<(IpAddr, Lease)> = known.map(View::entries).unwrap_or_default();
+        let mut rows = Vec::new();
         let rd = fs::read_dir(&self.dir).with_context(|| format!("failed to read {}", self.dir.display()))?;
         for de in rd {
             let Ok(de) = de else { continue };
@@ -464,8 +447,9 @@ impl Store {
                 continue;
             }
             let ino = de.ino();
-            if let Some(l) = known.and_then(|k| k.get(&ip)).filter(|l| l.ino == ino && l.ino != 0) {
-                out.insert(ip, l.clone());
+            let same = known.binary_search_by_key(&ip, |(k, _)| *k).ok().and_then(|i| known.get(i));
+            if let Some((_, l)) = same.filter(|(_, l)| l.ino == ino && l.ino != 0) {
+                rows.push((ip, l.clone()));
                 continue;
             }
             let (owner, empty) = match read_small_at(&self.dirfd, name) {
@@ -475,9 +459,11 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(_) => (Owner::Unknown, false),
             };
-            out.insert(ip, Lease { ino, owner, empty });
+            rows.push((ip, Lease { ino, owner, empty }));
         }
-        Ok(out)
+        // file names are canonical addresses: no two rows share one
+        rows.sort_by_key(|(ip, _)| *ip);
+        Ok(View::from_sorted(&rows))
     }
 
     /// Write the view to the index, in place (so the directory itself does not change), after
@@ -496,7 +482,7 @@ impl Store {
         let f = File::from(fd);
         // after the create: the stamp must include it
         let stamp = DirStamp::of(&self.dirfd.metadata()?);
-        let text = render_index(&stamp, view);
+        let text = index::render(&stamp, view);
         f.write_all_at(&text, 0)?;
         // The index's own mtime must end up after the stamp's (see `read_index`). With
         // multigrain timestamps the write above may be stamped with exactly the directory's
@@ -511,32 +497,33 @@ impl Store {
     pub fn entries(&self) -> anyhow::Result<Vec<Entry>> {
         self.load()?;
         let view = self.view.borrow();
-        Ok(view.iter().flatten().map(|(ip, l)| Entry { ip: *ip, owner: l.owner.clone(), empty: l.empty }).collect())
+        Ok(view.iter().flat_map(View::entries).map(|(ip, l)| Entry { ip, owner: l.owner, empty: l.empty }).collect())
     }
 
     /// Addresses currently held (by anyone).
     pub fn held(&self) -> anyhow::Result<HashSet<IpAddr>> {
         self.load()?;
-        Ok(self.view.borrow().iter().flatten().map(|(ip, _)| *ip).collect())
+        Ok(self.view.borrow().iter().flat_map(View::entries).map(|(ip, _)| ip).collect())
     }
 
     /// Whether `ip` is held (by anyone).
     pub fn is_held(&self, ip: IpAddr) -> anyhow::Result<bool> {
         self.load()?;
-        Ok(self.view.borrow().as_ref().is_some_and(|v| v.contains_key(&ip)))
+        Ok(self.view.borrow().as_ref().is_some_and(|v| v.contains(ip)))
+    }
+
+    /// Addresses held by (id, ifname), and those held by `id` in legacy files.
+    fn owned_by(&self, id: &str, ifname: &str) -> anyhow::Result<(Vec<IpAddr>, Vec<IpAddr>)> {
+        self.load()?;
+        Ok(self.view.borrow().as_ref().map(|v| v.owned_by(id, ifname)).unwrap_or_default())
     }
 
     /// Addresses held by (id, ifname), or by `id` in a legacy file.
     pub fn get_by_id(&self, id: &str, ifname: &str) -> anyhow::Result<Vec<IpAddr>> {
-        self.load()?;
-        Ok(self
-            .view
-            .borrow()
-            .iter()
-            .flatten()
-            .filter(|(_, l)| l.owner.is(id, ifname) || l.owner.is_legacy_of(id))
-            .map(|(ip, _)| *ip)
-            .collect())
+        let (mut mine, legacy) = self.owned_by(id, ifname)?;
+        mine.extend(legacy);
+        mine.sort();
+        Ok(mine)
     }
 
     /// Release one address (absent is fine).
@@ -549,7 +536,7 @@ impl Store {
         };
         if res.is_ok() {
             if let Some(view) = self.view.borrow_mut().as_mut() {
-                if view.remove(&ip).is_some() {
+                if view.remove(ip) {
                     self.dirty.set(true);
                 }
             }
@@ -560,10 +547,9 @@ impl Store {
     /// The reference's DEL: release everything of (id, ifname); when nothing matched,
     /// release the legacy files holding just `id`. Returns the released addresses.
     pub fn release_by_id(&self, id: &str, ifname: &str) -> anyhow::Result<Vec<IpAddr>> {
-        let entries = self.entries()?;
-        let mut mine: Vec<IpAddr> = entries.iter().filter(|e| e.owner.is(id, ifname)).map(|e| e.ip).collect();
+        let (mut mine, legacy) = self.owned_by(id, ifname)?;
         if mine.is_empty() {
-            mine = entries.iter().filter(|e| e.owner.is_legacy_of(id)).map(|e| e.ip).collect();
+            mine = legacy;
         }
         let mut errors = Vec::new();
         for ip in &mine {
@@ -613,137 +599,6 @@ impl Store {
         }
         Ok(released)
     }
-}
-
-/// FNV-1a, 64 bit: detects a torn or edited index (not an adversary: the directory is root's).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// The index file: a version line, the directory's stamp and entry count, one line per
-/// lease (`<ip> <inode> a <id> <ifname>` | `l <id>` (legacy) | `u` (unknown owner) | `e`
-/// (empty file)), then `end <fnv1a-64 of everything before, hex>`.
-fn render_index(stamp: &DirStamp, view: &BTreeMap<IpAddr, Lease>) -> Vec<u8> {
-    // hand-rolled number and address formatting into bytes: core::fmt costs ~3000 instructions
-    // per address, which at 5000 leases is most of an ADD
-    let mut s: Vec<u8> = Vec::with_capacity(96 + view.len() * 48);
-    s.extend_from_slice(INDEX_MAGIC.as_bytes());
-    s.extend_from_slice(b"\ndir");
-    for n in [stamp.dev, stamp.ino] {
-        s.push(b' ');
-        push_num(&mut s, n, false);
-    }
-    for n in [stamp.mtime.0, stamp.mtime.1, stamp.ctime.0, stamp.ctime.1] {
-        s.push(b' ');
-        push_num(&mut s, n as u64, n < 0);
-    }
-    s.push(b' ');
-    push_num(&mut s, view.len() as u64, false);
-    s.push(b'\n');
-    for (ip, l) in view {
-        push_ip(&mut s, *ip);
-        s.push(b' ');
-        push_num(&mut s, l.ino, false);
-        match (&l.owner, l.empty) {
-            (Owner::Attachment { id, ifname }, _) => {
-                s.extend_from_slice(b" a ");
-                s.extend_from_slice(id.as_bytes());
-                s.push(b' ');
-                s.extend_from_slice(ifname.as_bytes());
-            }
-            (Owner::Legacy(id), _) => {
-                s.extend_from_slice(b" l ");
-                s.extend_from_slice(id.as_bytes());
-            }
-            (Owner::Unknown, true) => s.extend_from_slice(b" e"),
-            (Owner::Unknown, false) => s.extend_from_slice(b" u"),
-        }
-        s.push(b'\n');
-    }
-    let sum = fnv1a(&s);
-    s.extend_from_slice(format!("end {sum:016x}\n").as_bytes());
-    s
-}
-
-/// Decimal digits of `n` (with a leading '-' if `neg`: `n` is then the two's complement).
-fn push_num(s: &mut Vec<u8>, n: u64, neg: bool) {
-    let mut v = if neg { n.wrapping_neg() } else { n };
-    if neg {
-        s.push(b'-');
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (v % 10) as u8;
-        }
-        v /= 10;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    s.extend_from_slice(digits.get(i..).unwrap_or_default());
-}
-
-/// The canonical file name of `ip` (same text as `ip_file_name`), appended.
-fn push_ip(s: &mut Vec<u8>, ip: IpAddr) {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            for (k, o) in v4.octets().into_iter().enumerate() {
-                if k > 0 {
-                    s.push(b'.');
-                }
-                push_num(s, u64::from(o), false);
-            }
-        }
-        v6 => s.extend_from_slice(v6.to_string().as_bytes()),
-    }
-}
-
-/// Parse an index; `None` unless it is complete, intact and of this version.
-fn parse_index(buf: &[u8]) -> Option<(DirStamp, BTreeMap<IpAddr, Lease>)> {
-    let text = std::str::from_utf8(buf).ok()?;
-    let body_len = text.strip_suffix('\n')?.rfind('\n')? + 1;
-    let (body, trailer) = text.split_at(body_len);
-    let sum = u64::from_str_radix(trailer.strip_prefix("end ")?.strip_suffix('\n')?, 16).ok()?;
-    if sum != fnv1a(body.as_bytes()) {
-        return None;
-    }
-    let mut lines = body.lines();
-    if lines.next()? != INDEX_MAGIC {
-        return None;
-    }
-    let head: Vec<&str> = lines.next()?.split(' ').collect();
-    let num = |i: usize| head.get(i).and_then(|v| v.parse::<i64>().ok());
-    if head.first() != Some(&"dir") || head.len() != 8 {
-        return None;
-    }
-    let unsigned = |i: usize| head.get(i).and_then(|v| v.parse::<u64>().ok());
-    let stamp = DirStamp { dev: unsigned(1)?, ino: unsigned(2)?, mtime: (num(3)?, num(4)?), ctime: (num(5)?, num(6)?) };
-    let count = usize::try_from(num(7)?).ok()?;
-    let mut rows = Vec::with_capacity(count.min(1 << 20));
-    for line in lines {
-        let mut f = line.split(' ');
-        // written by render_index in canonical form and checksummed: a plain parse suffices
-        let ip = f.next()?.parse::<IpAddr>().ok()?;
-        let ino = f.next()?.parse::<u64>().ok()?;
-        let (owner, empty) = match (f.next()?, f.next(), f.next()) {
-            ("a", Some(id), Some(ifname)) => (Owner::Attachment { id: id.into(), ifname: ifname.into() }, false),
-            ("l", Some(id), None) => (Owner::Legacy(id.into()), false),
-            ("u", None, None) => (Owner::Unknown, false),
-            ("e", None, None) => (Owner::Unknown, true),
-            _ => return None,
-        };
-        if f.next().is_some() {
-            return None;
-        }
-        rows.push((ip, Lease { ino, owner, empty }));
-    }
-    // written in address order: the bulk build is linear; a duplicate shrinks the map
-    let n = rows.len();
-    let map: BTreeMap<IpAddr, Lease> = rows.into_iter().collect();
-    (map.len() == n && n == count).then_some((stamp, map))
 }
 
 /// Read a file of at most MAX_OWNER_LEN bytes; `Ok(None)` if it is larger.
@@ -1125,7 +980,7 @@ pub(crate) mod tests {
                 }
             })
             .collect();
-        let forged = format!("{body}end {:016x}\n", fnv1a(body.as_bytes()));
+        let forged = format!("{body}end {:016x}\n", index::checksum(body.as_bytes()));
         let f = OpenOptions::new().write(true).open(d.join(INDEX_FILE)).unwrap();
         f.set_len(0).unwrap();
         f.write_all_at(forged.as_bytes(), 0).unwrap();
@@ -1135,42 +990,6 @@ pub(crate) mod tests {
         assert_eq!(sorted(&s), want);
         assert_eq!(s.index_use(), Some(IndexUse::Refreshed));
         assert!(s.find_by_id("c2", "eth0").unwrap() && !s.find_by_id("c9", "eth0").unwrap());
-    }
-
-    #[test]
-    fn index_numbers_and_addresses_format_like_display() {
-        for ip in ["0.0.0.0", "198.18.0.2", "255.255.255.255", "10.0.100.9", "fd00::2", "::ffff:198.18.0.1", "::"] {
-            let ip = ip.parse::<IpAddr>().unwrap();
-            let mut s = Vec::new();
-            push_ip(&mut s, ip);
-            assert_eq!(s, ip_file_name(ip).as_bytes());
-        }
-        for (n, neg) in
-            [(0u64, false), (7, false), (1_796_521_969, false), (u64::MAX, false), (5u64.wrapping_neg(), true)]
-        {
-            let mut s = Vec::new();
-            push_num(&mut s, n, neg);
-            let want = if neg { (n as i64).to_string() } else { n.to_string() };
-            assert_eq!(s, want.as_bytes());
-        }
-    }
-
-    #[test]
-    fn index_round_trips_every_owner_kind() {
-        let mut view = BTreeMap::new();
-        let owners = [
-            (Owner::Attachment { id: "c1".into(), ifname: "eth0".into() }, false),
-            (Owner::Legacy("old".into()), false),
-            (Owner::Unknown, false),
-            (Owner::Unknown, true),
-        ];
-        for (i, (owner, empty)) in owners.into_iter().enumerate() {
-            view.insert(ip(&format!("fd00::{i}")), Lease { ino: i as u64 + 7, owner, empty });
-        }
-        let stamp = DirStamp { dev: u64::MAX, ino: 2, mtime: (-3, 4), ctime: (5, 6) };
-        let text = String::from_utf8(render_index(&stamp, &view)).unwrap();
-        assert_eq!(parse_index(text.as_bytes()), Some((stamp, view)));
-        assert!(text.ends_with('\n') && text.lines().last().unwrap().starts_with("end "));
     }
 
     #[test]
