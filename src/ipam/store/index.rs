@@ -387,11 +387,12 @@ mod tests {
         for step in 0..600u64 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let n = (x >> 33) % 97;
-            let a = if n % 3 == 0 { ip(&format!("fd00::{n:x}")) } else { ip(&format!("198.18.{}.{}", n / 7, n)) };
-            if (x >> 20) % 3 == 0 {
+            let a =
+                if n.is_multiple_of(3) { ip(&format!("fd00::{n:x}")) } else { ip(&format!("198.18.{}.{}", n / 7, n)) };
+            if (x >> 20).is_multiple_of(3) {
                 assert_eq!(view.remove(a), want.remove(&a).is_some(), "step {step}");
             } else {
-                let l = att(&format!("c{}", n % 11), if n % 2 == 0 { "eth0" } else { "net1" }, step);
+                let l = att(&format!("c{}", n % 11), if n.is_multiple_of(2) { "eth0" } else { "net1" }, step);
                 view.insert(a, &l);
                 want.insert(a, l);
             }
