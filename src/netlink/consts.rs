@@ -141,3 +141,19 @@ pub const TCA_EGRESS_REDIR: i32 = 1;
 pub const TC_H_ROOT: u32 = 0xffff_ffff;
 pub const TC_H_INGRESS: u32 = 0xffff_fff1;
 pub const ETH_P_ALL: u16 = 0x0003;
+
+// per-interface IP settings over rtnetlink (IFLA_AF_SPEC) and netconf
+pub const RTM_NEWNETCONF: u16 = 80;
+pub const RTM_GETNETCONF: u16 = 82;
+pub const NETCONFA_IFINDEX: u16 = 1;
+pub const NETCONFA_FORWARDING: u16 = 2;
+/// NETCONFA_IFINDEX of the namespace-wide `all` settings (net.ipv4.ip_forward is all's forwarding)
+pub const NETCONFA_IFINDEX_ALL: i32 = -1;
+/// IFLA_AF_SPEC / AF_INET: the IPV4_DEVCONF_* values (settable)
+pub const IFLA_INET_CONF: u16 = 1;
+/// IFLA_AF_SPEC / AF_INET6: the DEVCONF_* values as an s32 array (read-only)
+pub const IFLA_INET6_CONF: u16 = 2;
+/// net.ipv4.conf.<if>.arp_notify
+pub const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
+/// index of net.ipv6.conf.<if>.accept_ra in IFLA_INET6_CONF
+pub const DEVCONF_ACCEPT_RA: usize = 3;

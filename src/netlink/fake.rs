@@ -255,6 +255,25 @@ fn request(ns: usize, proto: Proto, m: &Nlmsg) -> Vec<Vec<u8>> {
     }
 }
 
+/// The IPv4 settings in an IFLA_AF_SPEC (name or id, value), if it holds AF_INET's.
+fn inet_conf(spec: &[u8]) -> Option<Vec<(String, u32)>> {
+    let inet = attrs(spec).find(|(fam, _)| *fam == u16::from(AF_INET))?.1;
+    let conf = find(inet, IFLA_INET_CONF)?;
+    Some(
+        attrs(conf)
+            .map(|(id, v)| {
+                let name = if id == IPV4_DEVCONF_ARP_NOTIFY { "arp_notify".to_string() } else { format!("id{id}") };
+                (name, get_u32(v).unwrap_or(0))
+            })
+            .collect(),
+    )
+}
+
+/// A fake sysctl of namespace `ns` (the kernel's default when never written).
+fn sysctl_of(ns: usize, key: &str, default: &str) -> String {
+    world::with(|w| w.sysctls.get(&(ns, key.to_string())).cloned()).flatten().unwrap_or_else(|| default.to_string())
+}
+
 fn ifinfo_index(body: &[u8]) -> u32 {
     body.get(4..).and_then(get_u32).unwrap_or(0)
 }
@@ -359,7 +378,13 @@ fn describe(ns: usize, m: &Nlmsg) -> String {
                     IFLA_IFNAME => format!("name {}", norm(&get_str(v))),
                     IFLA_NET_NS_FD => "netns".to_string(),
                     IFLA_PROTINFO => "bridge port".to_string(),
-                    IFLA_AF_SPEC => "bridge vlan".to_string(),
+                    IFLA_AF_SPEC => match inet_conf(v) {
+                        Some(conf) => format!(
+                            "ipv4 conf {}",
+                            conf.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                        ),
+                        None => "bridge vlan".to_string(),
+                    },
                     t => format!("attr {t}"),
                 });
             }
@@ -385,6 +410,7 @@ fn describe(ns: usize, m: &Nlmsg) -> String {
             format!("{} rule {}", if m.ty == RTM_NEWRULE { "add" } else { "delete" }, rule_of(b))
         }
         RTM_GETRULE => "dump rules".into(),
+        RTM_GETNETCONF => format!("get netconf {}", if b.first() == Some(&AF_INET6) { "inet6" } else { "inet" }),
         t => format!("rtnetlink message {t}"),
     }
 }
@@ -432,6 +458,15 @@ impl Kernel {
             a.put_str(IFLA_INFO_KIND, &l.kind);
             a.end(n);
         }
+        // the IPv6 settings, as the kernel dumps them: accept_ra (default 1) at its index
+        let accept_ra = sysctl_of(l.ns, &format!("net/ipv6/conf/{}/accept_ra", l.name), "1");
+        let mut conf = [0u8; 4 * (DEVCONF_ACCEPT_RA + 1)];
+        let at = 4 * DEVCONF_ACCEPT_RA;
+        conf[at..].copy_from_slice(&accept_ra.trim().parse::<i32>().unwrap_or(1).to_ne_bytes());
+        let spec = a.begin(IFLA_AF_SPEC, false);
+        let inet6 = a.begin(u16::from(AF_INET6), false);
+        a.put(IFLA_INET6_CONF, &conf);
+        a.end(inet6).end(spec);
         let hdr = super::link::ifinfo(AF_UNSPEC, l.index, if l.up { IFF_UP } else { 0 }, 0);
         wire::message(RTM_NEWLINK, flags, seq, &hdr, a.bytes())
     }
@@ -516,8 +551,15 @@ impl Kernel {
                 if change & IFF_UP != 0 {
                     l.up = flags & IFF_UP != 0;
                 }
+                let name = l.name.clone();
                 for (t, v) in attrs(&a) {
                     match t {
+                        IFLA_AF_SPEC => {
+                            for (k, v) in inet_conf(v).unwrap_or_default() {
+                                let key = format!("net/ipv4/conf/{name}/{k}");
+                                world::with(|w| w.sysctls.insert((ns, key), v.to_string()));
+                            }
+                        }
                         IFLA_MASTER => l.master = get_u32(v).filter(|&i| i != 0),
                         IFLA_ADDRESS => l.mac = <[u8; 6]>::try_from(v).unwrap_or(l.mac),
                         IFLA_MTU => l.mtu = get_u32(v).unwrap_or(l.mtu),
@@ -615,6 +657,15 @@ impl Kernel {
                     }
                     None => Err(ENOENT),
                 }
+            }
+            RTM_GETNETCONF => {
+                let v6 = b.first() == Some(&AF_INET6);
+                let key = if v6 { "net/ipv6/conf/all/forwarding" } else { "net/ipv4/ip_forward" };
+                let on = sysctl_of(ns, key, "0").trim() == "1";
+                let mut a = wire::Attrs::new();
+                a.put_u32(NETCONFA_IFINDEX, NETCONFA_IFINDEX_ALL as u32).put_u32(NETCONFA_FORWARDING, on.into());
+                let hdr = [if v6 { AF_INET6 } else { AF_INET }, 0, 0, 0];
+                Ok(vec![wire::message(RTM_NEWNETCONF, 0, m.seq, &hdr, a.bytes()), ack(m, 0)])
             }
             _ if m.flags & NLM_F_DUMP == NLM_F_DUMP => Ok(vec![done(m.seq)]),
             _ => Ok(vec![ack(m, 0)]),

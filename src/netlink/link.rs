@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::consts::*;
 use super::socket::{Netlink, NlError};
-use super::wire::{attrs, get_i32, get_str, get_u32, get_u8, Msg};
+use super::wire::{attrs, find, get_i32, get_str, get_u32, get_u8, Msg};
 
 /// A network interface as reported by RTM_NEWLINK.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct Link {
     /// For a bridge port: hairpin mode and isolation.
     pub port_hairpin: Option<bool>,
     pub port_isolated: Option<bool>,
+    /// net.ipv6.conf.<link>.accept_ra, from the link's IPv6 settings (None without IPv6)
+    pub ipv6_accept_ra: Option<i32>,
 }
 
 impl Link {
@@ -237,6 +239,12 @@ pub(crate) fn parse_link(p: &[u8]) -> Option<Link> {
                 l.port_hairpin = parse_bool_attr(v, IFLA_BRPORT_MODE);
                 l.port_isolated = parse_bool_attr(v, IFLA_BRPORT_ISOLATED);
             }
+            IFLA_AF_SPEC => {
+                let conf =
+                    attrs(v).find(|(fam, _)| *fam == u16::from(AF_INET6)).and_then(|(_, f)| find(f, IFLA_INET6_CONF));
+                let at = DEVCONF_ACCEPT_RA * 4;
+                l.ipv6_accept_ra = conf.and_then(|c| c.get(at..at + 4)).and_then(get_i32);
+            }
             IFLA_LINKINFO => {
                 let mut slave_kind = None;
                 for (t, d) in attrs(v) {
@@ -315,6 +323,23 @@ impl Netlink {
         let mut m = Msg::new(RTM_NEWLINK, CHANGE, &ifinfo(AF_UNSPEC, index, IFF_UP, IFF_UP));
         m.put_u32(IFLA_MASTER, master);
         self.ack(m.finish()).with_context(|| format!("failed to set master of link {index} to {master} and up"))
+    }
+
+    /// Set IPv4 per-interface settings (`net.ipv4.conf.<link>.*`, IPV4_DEVCONF_* ids) over
+    /// rtnetlink: the kernel stores them exactly as a write to /proc/sys does (value and
+    /// "explicitly set" mark), without the /proc/sys path lookup, whose cost grows with the
+    /// number of network namespaces on the node.
+    pub fn link_set_ipv4_conf(&mut self, index: u32, conf: &[(u16, u32)]) -> anyhow::Result<()> {
+        self.ack(set_attr_msg(index, |m| {
+            let spec = m.begin(IFLA_AF_SPEC, false);
+            let inet = m.begin(u16::from(AF_INET), false);
+            let c = m.begin(IFLA_INET_CONF, false);
+            for (id, v) in conf {
+                m.put_u32(*id, *v);
+            }
+            m.end(c).end(inet).end(spec);
+        }))
+        .with_context(|| format!("failed to set IPv4 settings {conf:?} of link {index}"))
     }
 
     /// Enslave to `master`, or release from any master with None.

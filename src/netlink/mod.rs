@@ -34,6 +34,7 @@ pub mod ifext;
 pub mod kinds;
 pub mod link;
 pub mod neigh;
+pub mod netconf;
 pub mod route;
 pub mod rule;
 pub mod socket;

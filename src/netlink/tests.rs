@@ -109,6 +109,36 @@ fn sysctl_inside_netns() {
     assert_eq!(other.run(|| Ok(sysctl::get("net.ipv4.ip_forward")?)).unwrap(), "0");
 }
 
+/// The settings read and written over rtnetlink equal what /proc/sys shows: a link's IPv6
+/// accept_ra in its dump, arp_notify set through IFLA_INET_CONF, and the forwarding switches
+/// read through netconf.
+#[test]
+fn ip_settings_over_rtnetlink_match_proc_sys() {
+    let Some(mut w) = World::new() else { return };
+    let ns = w.ns("ipconf");
+    let mut nl = Netlink::in_netns(&ns).unwrap();
+    nl.veth_add(&VethSpec { name: "v.1", peer_name: "v.2", mtu: None, mac: None, peer_ns: None }).unwrap();
+    let get = |nl: &mut Netlink, n: &str| nl.link_by_name(n).unwrap().unwrap();
+    let v1 = get(&mut nl, "v.1");
+    let proc_ra = ns.run(|| Ok(sysctl::get_if("ipv6", "v.1", "accept_ra")?)).unwrap();
+    assert_eq!(v1.ipv6_accept_ra.map(|v| v.to_string()), Some(proc_ra));
+    ns.run(|| Ok(sysctl::set_if("ipv6", "v.1", "accept_ra", "0")?)).unwrap();
+    assert_eq!(get(&mut nl, "v.1").ipv6_accept_ra, Some(0));
+    assert_eq!(get(&mut nl, "v.2").ipv6_accept_ra, v1.ipv6_accept_ra, "the peer keeps the default");
+
+    nl.link_set_ipv4_conf(v1.index, &[(consts::IPV4_DEVCONF_ARP_NOTIFY, 1)]).unwrap();
+    let notify = |n: &'static str| ns.run(move || Ok(sysctl::get_if("ipv4", n, "arp_notify")?)).unwrap();
+    assert_eq!((notify("v.1"), notify("v.2")), ("1".to_string(), "0".to_string()));
+    // an unknown setting is refused, not ignored
+    assert!(nl.link_set_ipv4_conf(v1.index, &[(4000, 1)]).is_err());
+
+    for (v6, key) in [(false, "net.ipv4.ip_forward"), (true, "net.ipv6.conf.all.forwarding")] {
+        assert!(!nl.forwarding(v6).unwrap(), "{key} starts off");
+        ns.run(|| Ok(sysctl::set(key, "1")?)).unwrap();
+        assert!(nl.forwarding(v6).unwrap(), "{key} on");
+    }
+}
+
 #[test]
 fn links_veth_bridge_across_namespaces() {
     let Some(mut w) = World::new() else { return };

@@ -226,7 +226,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let gateways = plan_l3(&mut ipam, conf.is_gateway, conf.is_default_gateway)?;
         (result.ips, result.routes, result.dns) = (ipam.ips, ipam.routes, ipam.dns);
 
-        set_container_sysctls(&ns, &ctx.ifname, conf.enable_dad)?;
+        set_container_dad(&ns, &ctx.ifname, conf.enable_dad)?;
+        steps::link::set_notify(&ns, &mut cont, &cont_link, false);
         steps::ipam::configure_link(&ns, &mut cont, &cont_link, CONTAINER_IFACE, &result)?;
         tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
@@ -234,7 +235,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             if let Some(m) = setup_gateways(&mut host, &br, created, &gateways, conf.force_address)? {
                 result.interfaces[0].mac = Some(crate::netlink::format_mac(&m));
             }
-            steps::veth::enable_forwarding(&result)?;
+            steps::veth::enable_forwarding(&mut host, &result)?;
             tracing::debug!(?gateways, "gateway addresses on the bridge, forwarding enabled");
         }
         if conf.ip_masq {
@@ -323,8 +324,8 @@ fn plan_l3(ipam: &mut CniResult, is_gateway: bool, is_default_gateway: bool) -> 
     Ok(gateways)
 }
 
-/// Container side before the addresses: the DAD policy and arp_notify.
-fn set_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
+/// Container side before the addresses: the DAD policy.
+fn set_container_dad(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
     ns.run(|| {
         if enable_dad {
             let _ = sysctl::set_if("ipv6", ifname, "enhanced_dad", "1");
@@ -332,7 +333,6 @@ fn set_container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<(
         } else {
             let _ = sysctl::set_if("ipv6", ifname, "accept_dad", "0");
         }
-        let _ = sysctl::set_if("ipv4", ifname, "arp_notify", "1");
         Ok(())
     })
 }
@@ -400,7 +400,11 @@ fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<(Link, bool)> {
         host.link_set_promisc(br.index, true).with_context(|| format!("could not set promiscuous mode on {name:?}"))?;
         br.promisc = true;
     }
-    let _ = sysctl::set_if("ipv6", name, "accept_ra", "0");
+    // the bridge's link dump carries its IPv6 settings: a write that changes nothing is skipped
+    // (the /proc/sys lookup costs more with every network namespace on the node)
+    if br.ipv6_accept_ra != Some(0) {
+        let _ = sysctl::set_if("ipv6", name, "accept_ra", "0");
+    }
     if !br.is_up() {
         host.link_set_up(br.index, true).with_context(|| format!("could not set {name:?} up"))?;
         br.flags |= crate::netlink::consts::IFF_UP;

@@ -135,7 +135,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         _ => steps::ipam::add(ctx, &mut undo)?,
     };
     result.interfaces = vec![steps::link::container_iface(ctx, &link)];
-    steps::link::set_notify(&ns, &ctx.ifname, true);
+    steps::link::set_notify(&ns, &mut cont, &link, true);
     steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     result.dns = steps::ipam::conf_dns(ctx).unwrap_or_default();
     undo.commit();

@@ -133,7 +133,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if ctx.ipam_type().is_some() {
         let ipam = steps::ipam::add(ctx, &mut undo)?;
         (result.ips, result.routes) = (ipam.ips, ipam.routes);
-        steps::link::set_notify(&ns, &ctx.ifname, true);
+        steps::link::set_notify(&ns, &mut cont, &link, true);
         steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     } else {
         cont.link_set_up(link.index, true).with_context(|| format!("failed to set {:?} UP", ctx.ifname))?;

@@ -105,7 +105,7 @@ const BRIDGE_ADD: &[&str] = &[
     "host: set link veth* up master cni-o0",
     "cont: get link eth0",
     "cont: sysctl net/ipv6/conf/eth0/accept_dad=0",
-    "cont: sysctl net/ipv4/conf/eth0/arp_notify=1",
+    "cont: set link eth0 ipv4 conf arp_notify=1",
     "cont: add addr 198.18.7.2/24 dev eth0",
     "cont: set link eth0 up",
     "cont: add route default via 198.18.7.1 dev eth0",
@@ -113,10 +113,12 @@ const BRIDGE_ADD: &[&str] = &[
     "host: add addr 198.18.7.1/24 dev cni-o0",
     "host: get link cni-o0",
     "host: set link cni-o0 address",
+    "host: get netconf inet",
     "host: sysctl net/ipv4/ip_forward=1",
     "host: get link veth*",
 ];
 const PTP_ADD: &[&str] = &[
+    "host: get netconf inet",
     "host: sysctl net/ipv4/ip_forward=1",
     "cont: create veth eth0 peer veth*",
     "host: get link veth*",
@@ -132,6 +134,7 @@ const PTP_ADD: &[&str] = &[
     "host: add route 198.18.7.2/32 dev veth*",
 ];
 const VPC_ROUTED_ADD: &[&str] = &[
+    "host: get netconf inet",
     "host: sysctl net/ipv4/ip_forward=1",
     "host: get link eni87b98059725",
     "cont: create veth eth0 peer eni87b98059725",
@@ -158,6 +161,29 @@ fn bridge_add_request_order() {
     assert_log(&k.log(), BRIDGE_ADD);
     assert_eq!(k.links(), ["cni-o0@host", "eth0@cont", "veth*@host"]);
     assert_eq!(dir.leases(), ["198.18.7.2"]);
+}
+
+/// On a bridge that has its settings (made by an earlier ADD), an ADD writes no bridge sysctl
+/// and does not write forwarding again: what the link dump and netconf say is already so.
+#[test]
+fn bridge_add_on_a_configured_bridge_skips_settings_already_made() {
+    let dir = TempDir::new("bridge2");
+    let k = FakeKernel::install(&[CONT]);
+    let c = conf("bridge", BRIDGE, &dir);
+    assert_eq!(run("bridge", "ADD", &c, &dir).0, 0);
+    assert_eq!(run("bridge", "DEL", &c, &dir).0, 0);
+    let n = k.log().len();
+    let (code, out) = run("bridge", "ADD", &c, &dir);
+    assert_eq!(code, 0, "{out}");
+    let second = plain(&k.log()[n..]);
+    assert_eq!(second.first().map(String::as_str), Some("host: get link cni-o0"));
+    assert!(second.iter().any(|l| l == "host: get netconf inet"), "{second:?}");
+    let sysctls: Vec<&String> = second.iter().filter(|l| l.contains(": sysctl ")).collect();
+    assert_eq!(
+        sysctls,
+        ["host: sysctl net/ipv6/conf/veth*/accept_ra=0", "cont: sysctl net/ipv6/conf/eth0/accept_dad=0"],
+        "{second:?}"
+    );
 }
 
 #[test]
@@ -225,11 +251,39 @@ fn requests(log: &[&str]) -> usize {
     log.iter().filter(|l| !l.contains(": sysctl ")).count()
 }
 
+/// Requests whose failure an ADD rides out, as the reference ignores its sysctl errors:
+/// arp_notify (set over rtnetlink) and the forwarding read (read again through /proc/sys).
+fn tolerated(log: &[&str], n: usize) -> bool {
+    let req = log.iter().filter(|l| !l.contains(": sysctl ")).nth(n).copied().unwrap_or_default();
+    req.contains("ipv4 conf arp_notify=1") || req.contains("get netconf")
+}
+
+/// ADD of `plugin` with request `n` failing succeeds and leaves what a good ADD leaves.
+fn add_riding_out(plugin: &str, extra: &str, n: usize, good: &[&str]) {
+    let dir = TempDir::new(plugin);
+    let k = FakeKernel::install(&[CONT]);
+    k.fail_at(n, EIO);
+    let (code, out) = run(plugin, "ADD", &conf(plugin, extra, &dir), &dir);
+    assert_eq!(code, 0, "{plugin} ADD with request {n} failing:\n{out}\n{}", print(&k.log()));
+    let mut log = plain(&k.log());
+    let failed = log.iter().position(|l| l.ends_with(&format!("-> error {EIO}"))).unwrap();
+    let what = log.remove(failed);
+    // every other step as in a good ADD (the forwarding read falls back to /proc/sys)
+    let mut want: Vec<&str> = good.to_vec();
+    want.retain(|l| format!("{l} -> error {EIO}") != what);
+    assert_eq!(log, want, "{plugin}, request {n} failing:\n{}", print(&k.log()));
+    assert_eq!(dir.leases().len(), 1, "{plugin}, request {n} failing");
+}
+
 #[test]
 fn bridge_add_rolls_back_at_every_request() {
     let total = requests(BRIDGE_ADD);
-    assert_eq!(total, 16);
+    assert_eq!(total, 18);
     for n in 0..total {
+        if tolerated(BRIDGE_ADD, n) {
+            add_riding_out("bridge", BRIDGE, n, BRIDGE_ADD);
+            continue;
+        }
         let f = add_failing_at("bridge", BRIDGE, n);
         let at = f.before.len();
         // the same steps as a good ADD, up to the failed request
@@ -258,8 +312,12 @@ fn bridge_add_rolls_back_at_every_request() {
 #[test]
 fn ptp_add_rolls_back_at_every_request() {
     let total = requests(PTP_ADD);
-    assert_eq!(total, 11);
+    assert_eq!(total, 12);
     for n in 0..total {
+        if tolerated(PTP_ADD, n) {
+            add_riding_out("ptp", "", n, PTP_ADD);
+            continue;
+        }
         let f = add_failing_at("ptp", "", n);
         let at = f.before.len();
         assert_eq!(f.before, PTP_ADD[..at], "failure at request {n}");

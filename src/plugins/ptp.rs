@@ -86,7 +86,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             return Err(CniError::config(format!("ptp needs a gateway for {} from IPAM", ip.address)).into());
         }
     }
-    steps::veth::enable_forwarding(&result)?;
+    steps::veth::enable_forwarding(&mut host, &result)?;
     tracing::debug!(ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
 
     // 2. the veth pair

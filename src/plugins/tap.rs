@@ -166,7 +166,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if ctx.ipam_type().is_some() {
         let ipam = steps::ipam::add(ctx, &mut undo)?;
         (result.ips, result.routes) = (ipam.ips, ipam.routes);
-        steps::link::set_notify(&ns, &ctx.ifname, false);
+        steps::link::set_notify(&ns, &mut cont, &link, false);
         steps::ipam::configure_iface(&ns, &mut cont, &ctx.ifname, 0, &result)?;
     }
     result.dns = steps::ipam::conf_dns(ctx).unwrap_or_default();

@@ -214,7 +214,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // 1. the pod's addresses
     let ipam = steps::ipam::add(ctx, &mut undo)?;
     let pod_ips: Vec<IpAddr> = ipam.ips.iter().map(|i| i.address.addr()).collect();
-    steps::veth::enable_forwarding(&ipam)?;
+    steps::veth::enable_forwarding(&mut host, &ipam)?;
 
     // 2. the veth pair under the pod's host name; a leftover of an earlier pod with it goes first
     let host_name = host_veth_name(&conf.prefix, ctx);

@@ -161,17 +161,18 @@ pub fn container_iface(ctx: &Ctx, link: &Link) -> crate::cni::result::Interface 
     }
 }
 
-/// `arp_notify=1` (and with `ndisc`, `ndisc_notify=1`) on `ifname` inside the container; errors ignored.
-pub fn set_notify(ns: &NetNs, ifname: &str, ndisc: bool) {
-    let r = ns.run(|| {
-        let _ = sysctl::set_if("ipv4", ifname, "arp_notify", "1");
-        if ndisc {
-            let _ = sysctl::set_if("ipv6", ifname, "ndisc_notify", "1");
+/// `arp_notify=1` on the container's `link` (over rtnetlink, which stores it as a /proc/sys
+/// write would, without that path's lookup: see `Netlink::link_set_ipv4_conf`), and with
+/// `ndisc`, `ndisc_notify=1` (IPv6 settings are only written through /proc/sys, inside the
+/// container). Errors are ignored, as the reference ignores them.
+pub fn set_notify(ns: &NetNs, cont: &mut Netlink, link: &Link, ndisc: bool) {
+    if let Err(e) = cont.link_set_ipv4_conf(link.index, &[(crate::netlink::consts::IPV4_DEVCONF_ARP_NOTIFY, 1)]) {
+        tracing::debug!("arp_notify on {}: {e:#}", link.name);
+    }
+    if ndisc {
+        if let Err(e) = ns.run(|| Ok(sysctl::set_if("ipv6", &link.name, "ndisc_notify", "1")?)) {
+            tracing::debug!("ndisc_notify on {}: {e:#}", link.name);
         }
-        Ok(())
-    });
-    if let Err(e) = r {
-        tracing::debug!("notify sysctls on {ifname}: {e:#}");
     }
 }
 

@@ -71,21 +71,30 @@ fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> 
     Err(last.map(|e| e.context("failed to find a free veth name")).unwrap_or_else(|| anyhow::anyhow!("veth")))
 }
 
-/// Enable IP forwarding in the current namespace for the families present in `result`.
-pub fn enable_forwarding(result: &CniResult) -> Result<()> {
+/// Enable IP forwarding in `host`'s namespace (the current one) for the families present in
+/// `result`. The switches are read over rtnetlink (no /proc/sys lookup, see `netlink::netconf`)
+/// and written through /proc/sys only when off.
+pub fn enable_forwarding(host: &mut Netlink, result: &CniResult) -> Result<()> {
     let v4 = result.ips.iter().any(|i| i.address.addr().is_ipv4());
     let v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
     if v4 {
-        set_if_needed("net.ipv4.ip_forward")?;
+        set_if_needed(host, false, "net.ipv4.ip_forward")?;
     }
     if v6 {
-        set_if_needed("net.ipv6.conf.all.forwarding")?;
+        set_if_needed(host, true, "net.ipv6.conf.all.forwarding")?;
     }
     Ok(())
 }
 
-fn set_if_needed(key: &str) -> Result<()> {
-    if sysctl::get(key).map(|v| v.trim() == "1").unwrap_or(false) {
+fn set_if_needed(host: &mut Netlink, v6: bool, key: &str) -> Result<()> {
+    let on = match host.forwarding(v6) {
+        Ok(on) => on,
+        Err(e) => {
+            tracing::debug!("netconf: {e:#}; reading {key}");
+            sysctl::get(key).map(|v| v.trim() == "1").unwrap_or(false)
+        }
+    };
+    if on {
         return Ok(());
     }
     sysctl::set(key, "1").with_context(|| format!("failed to set {key}=1"))
