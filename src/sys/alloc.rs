@@ -8,6 +8,11 @@
 //! (lock-free) and are never reused; freeing one is a no-op. When the arena is used up (a
 //! long-running dhcp daemon, a huge config), everything goes to the system allocator, as before.
 //! The arena lives in `.bss`: it costs no file size and only the pages touched count as memory.
+//!
+//! Allocations of [`BIG`] bytes or more are their own anonymous mapping. The kernel hands such
+//! pages out zeroed and backs them only where they are written, so a zeroed buffer (a 32 KiB
+//! netlink receive buffer, of which a reply uses one page) costs no memset and no page fault
+//! for the pages never used: musl's calloc cleared each one (8 faults a buffer).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -17,6 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const ARENA: usize = 128 * 1024;
 /// Largest allocation served from the arena.
 pub const SMALL: usize = 4 * 1024;
+/// Allocations of at least this size are mapped on their own (see the module doc).
+pub const BIG: usize = 32 * 1024;
 /// Every arena allocation is aligned at least this much, as malloc's are.
 const MIN_ALIGN: usize = 16;
 
@@ -60,17 +67,38 @@ impl Arena {
         }
     }
 
+    fn is_big(layout: &Layout) -> bool {
+        layout.size() >= BIG && layout.align() <= 4096
+    }
+
+    /// A fresh private anonymous mapping of `size` bytes (zeroed); null on failure.
+    fn map(size: usize) -> *mut u8 {
+        use nix::libc::{mmap, MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE};
+        // SAFETY: asks for new memory at an address the kernel picks; nothing existing is touched
+        let p = unsafe { mmap(std::ptr::null_mut(), size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) };
+        if p == MAP_FAILED {
+            std::ptr::null_mut()
+        } else {
+            p.cast()
+        }
+    }
+
     fn owns(ptr: *mut u8) -> bool {
         let (p, b) = (ptr as usize, Self::base() as usize);
         p >= b && p < b + ARENA
     }
 }
 
-// SAFETY: alloc returns either a fresh, exclusively reserved, suitably aligned range of the
-// static arena (alignment ≤ the arena's 4096) or what the system allocator returns; dealloc
-// passes to the system allocator exactly the pointers that did not come from the arena
+// SAFETY: alloc returns a fresh, exclusively reserved, suitably aligned range of the static
+// arena (alignment ≤ the arena's 4096), a fresh page-aligned mapping (layouts of BIG bytes or
+// more, alignment ≤ 4096), or what the system allocator returns; dealloc unmaps exactly the
+// big layouts and passes to the system allocator exactly the other pointers that did not come
+// from the arena. Arena bytes are never handed out twice, so they are still zero when handed out.
 unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if Self::is_big(&layout) {
+            return Self::map(layout.size());
+        }
         match Self::reserve(layout) {
             // SAFETY: start + size ≤ ARENA, so the pointer stays inside BUF
             Some(start) => unsafe { Self::base().add(start) },
@@ -79,21 +107,37 @@ unsafe impl GlobalAlloc for Arena {
         }
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if Self::is_big(&layout) {
+            return Self::map(layout.size());
+        }
+        match Self::reserve(layout) {
+            // SAFETY: start + size ≤ ARENA; never handed out before, so still zero
+            Some(start) => unsafe { Self::base().add(start) },
+            // SAFETY: the caller's layout contract is passed on unchanged
+            None => unsafe { System.alloc_zeroed(layout) },
+        }
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if !Self::owns(ptr) {
+        if Self::is_big(&layout) {
+            // SAFETY: a big layout's pointer is the start of its own mapping of that size
+            unsafe { nix::libc::munmap(ptr.cast(), layout.size()) };
+        } else if !Self::owns(ptr) {
             // SAFETY: not an arena pointer, so it came from System.alloc with this layout
             unsafe { System.dealloc(ptr, layout) }
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !Self::owns(ptr) && new_size > SMALL {
-            // SAFETY: a system pointer growing past SMALL stays with the system allocator
-            return unsafe { System.realloc(ptr, layout, new_size) };
-        }
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
         };
+        let system = |l: &Layout| !Self::is_big(l);
+        if !Self::owns(ptr) && system(&layout) && system(&new_layout) && new_size > SMALL {
+            // SAFETY: a system pointer staying between SMALL and BIG stays with the system allocator
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
         // SAFETY: as alloc
         let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
@@ -141,6 +185,32 @@ mod tests {
             let s = a.alloc(large);
             assert!(!s.is_null() && !Arena::owns(s));
             a.dealloc(s, large);
+        }
+        // big layouts are mappings of their own: zeroed, kept across a realloc in both directions
+        // SAFETY: (test) valid layouts; every pointer is written within its size and freed with
+        // its layout
+        unsafe {
+            let lb = Layout::from_size_align(BIG, 8).unwrap();
+            let z = a.alloc_zeroed(lb);
+            assert!(!z.is_null() && !Arena::owns(z) && (z as usize).is_multiple_of(4096));
+            assert!((0..BIG).all(|i| *z.add(i) == 0));
+            *z.add(BIG - 1) = 7;
+            let grown = a.realloc(z, lb, 3 * BIG);
+            assert!(*grown.add(BIG - 1) == 7 && *grown.add(3 * BIG - 1) == 0);
+            let shrunk = a.realloc(grown, Layout::from_size_align(3 * BIG, 8).unwrap(), BIG - 1);
+            assert!(*shrunk.add(BIG - 2) == 0 && !shrunk.is_null());
+            a.dealloc(shrunk, Layout::from_size_align(BIG - 1, 8).unwrap());
+            // a system pointer growing past BIG moves to a mapping; the small zeroed ones are zero
+            let ls = Layout::from_size_align(SMALL + 10, 8).unwrap();
+            let p = a.alloc(ls);
+            std::ptr::write_bytes(p, 0x11, SMALL + 10);
+            let q = a.realloc(p, ls, BIG + 1);
+            assert!(*q.add(SMALL + 9) == 0x11);
+            a.dealloc(q, Layout::from_size_align(BIG + 1, 8).unwrap());
+            let l = Layout::from_size_align(64, 8).unwrap();
+            let r = a.alloc_zeroed(l);
+            assert!((0..64).all(|i| *r.add(i) == 0));
+            a.dealloc(r, l);
         }
         // a full arena: reserve() past the end refuses, the offset never passes ARENA, and
         // allocations go to the system (one test: the arena is shared by the test threads)
