@@ -462,28 +462,32 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
 fn del(ctx: &Ctx) -> Result<()> {
     // an unreadable config fails DEL, as in the reference
     let conf: Conf = ctx.plugin_conf()?;
-    // the firewall rules go while the kernel deletes the container veth (its RCU wait leaves the
-    // CPU idle); they are found by their comments, so this also works when the netns is already
-    // gone (the reference then leaks them)
+    // the firewall rules and the IPAM reservation go while the kernel deletes the container
+    // veth (its RCU waits leave the CPU idle for ~20 ms). The rules are found by their comments,
+    // so this also works when the netns is already gone (the reference then leaks them); the
+    // reservation is released whatever happens to the rest, as the reference releases it first.
     let addrs = steps::link::delete_meanwhile(ctx, |addrs| {
-        if conf.mac_spoof_chk {
-            if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
-                tracing::warn!("failed to remove spoof check: {e:#}");
+        let rules = (|| -> Result<()> {
+            if conf.mac_spoof_chk {
+                if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
+                    tracing::warn!("failed to remove spoof check: {e:#}");
+                }
             }
-        }
-        if conf.ip_masq {
-            let spec = firewall::ipmasq::MasqSpec {
-                network: &ctx.name,
-                container_id: &ctx.container_id,
-                ifname: &ctx.ifname,
-                ips: addrs,
-            };
-            firewall::ipmasq::remove(&spec)?;
-        }
-        Ok(())
+            if conf.ip_masq {
+                let spec = firewall::ipmasq::MasqSpec {
+                    network: &ctx.name,
+                    container_id: &ctx.container_id,
+                    ifname: &ctx.ifname,
+                    ips: addrs,
+                };
+                firewall::ipmasq::remove(&spec)?;
+            }
+            Ok(())
+        })();
+        let ipam = steps::ipam::del_if_set(ctx);
+        rules.and(ipam)
     })?;
-    tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted, and its firewall rules (or already gone)");
-    steps::ipam::del_if_set(ctx)?;
+    tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted, and its firewall rules and reservation (or already gone)");
     Ok(())
 }
 
