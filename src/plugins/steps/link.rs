@@ -93,7 +93,7 @@ pub fn delete(ctx: &Ctx) -> Result<Vec<IpNet>> {
 /// that does not depend on the link being gone (firewall teardown) runs in that time. The
 /// deletion runs on a second thread with the container socket; `meanwhile` on this thread (in
 /// this thread's namespace). Both finish before this returns; the deletion's error comes first.
-pub fn delete_meanwhile(ctx: &Ctx, meanwhile: impl FnOnce(&[IpNet]) -> Result<()> + Send) -> Result<Vec<IpNet>> {
+pub fn delete_meanwhile(ctx: &Ctx, meanwhile: impl FnOnce(&[IpNet]) -> Result<()>) -> Result<Vec<IpNet>> {
     delete_with(ctx, Some(Box::new(meanwhile)))
 }
 
@@ -104,7 +104,7 @@ pub fn delete_in(nl: &mut Netlink, ifname: &str) -> Result<Vec<IpNet>> {
 }
 
 /// Work run beside a link deletion (see [`delete_meanwhile`]).
-type Meanwhile<'a> = Option<Box<dyn FnOnce(&[IpNet]) -> Result<()> + Send + 'a>>;
+type Meanwhile<'a> = Option<Box<dyn FnOnce(&[IpNet]) -> Result<()> + 'a>>;
 
 fn delete_with(ctx: &Ctx, meanwhile: Meanwhile<'_>) -> Result<Vec<IpNet>> {
     match ns::open_for_del(ctx)? {
@@ -131,17 +131,16 @@ fn delete_in_with(nl: &mut Netlink, ifname: &str, meanwhile: Meanwhile<'_>) -> R
     Ok(addrs)
 }
 
-/// Run `a` on this thread while `b` runs on a second one; both results. `a` starts as soon as
-/// the thread is made, not when it gets a CPU. (The root-free unit tests' fake kernel is per
-/// thread: there `a` runs first, then `b`, on this thread.)
-fn beside<A>(a: impl FnOnce() -> Result<A>, b: impl FnOnce() -> Result<()> + Send) -> (Result<A>, Result<()>) {
+/// Run `a` on a second thread while `b` runs on this one; both results. (The root-free unit
+/// tests' fake kernel is per thread: there `a` runs first, then `b`, on this thread.)
+fn beside<A: Send>(a: impl FnOnce() -> Result<A> + Send, b: impl FnOnce() -> Result<()>) -> (Result<A>, Result<()>) {
     if cfg!(test) {
         return (a(), b());
     }
     std::thread::scope(|s| {
-        let b = s.spawn(b);
-        let a = a();
-        (a, b.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a DEL step failed"))))
+        let a = s.spawn(a);
+        let b = b();
+        (a.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a DEL step failed"))), b)
     })
 }
 
