@@ -83,6 +83,25 @@ impl Arena {
         }
     }
 
+    /// A big layout's own mapping, arena bytes (zero: never handed out before), or the system
+    /// allocator's memory (cleared by it when `zeroed`).
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size, as `GlobalAlloc::alloc` requires.
+    unsafe fn get(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        if Self::is_big(&layout) {
+            return Self::map(layout.size());
+        }
+        match Self::reserve(layout) {
+            // SAFETY: start + size ≤ ARENA, so the pointer stays inside BUF
+            Some(start) => unsafe { Self::base().add(start) },
+            // SAFETY: the caller's layout contract is passed on unchanged
+            None if zeroed => unsafe { System.alloc_zeroed(layout) },
+            // SAFETY: as above
+            None => unsafe { System.alloc(layout) },
+        }
+    }
+
     fn owns(ptr: *mut u8) -> bool {
         let (p, b) = (ptr as usize, Self::base() as usize);
         p >= b && p < b + ARENA
@@ -96,27 +115,13 @@ impl Arena {
 // from the arena. Arena bytes are never handed out twice, so they are still zero when handed out.
 unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if Self::is_big(&layout) {
-            return Self::map(layout.size());
-        }
-        match Self::reserve(layout) {
-            // SAFETY: start + size ≤ ARENA, so the pointer stays inside BUF
-            Some(start) => unsafe { Self::base().add(start) },
-            // SAFETY: the caller's layout contract is passed on unchanged
-            None => unsafe { System.alloc(layout) },
-        }
+        // SAFETY: the caller's layout contract is passed on unchanged
+        unsafe { self.get(layout, false) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if Self::is_big(&layout) {
-            return Self::map(layout.size());
-        }
-        match Self::reserve(layout) {
-            // SAFETY: start + size ≤ ARENA; never handed out before, so still zero
-            Some(start) => unsafe { Self::base().add(start) },
-            // SAFETY: the caller's layout contract is passed on unchanged
-            None => unsafe { System.alloc_zeroed(layout) },
-        }
+        // SAFETY: as alloc
+        unsafe { self.get(layout, true) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
