@@ -283,6 +283,11 @@ pub fn is_not_found(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(NlError::is_not_found)
 }
 
+/// Is `err` (anywhere in its chain) the kernel's "exchange full" (a bridge at its port limit)?
+pub fn is_full(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<NlError>().is_some_and(|n| n.errno == super::wire::EXFULL)
+}
+
 /// Is `err` (anywhere in its chain) a netlink "already exists" error?
 pub fn is_exists(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(NlError::is_exists)

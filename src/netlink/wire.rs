@@ -76,13 +76,30 @@ mod errno {
     pub const EMSGSIZE: i32 = 90;
     pub const ERESTART: i32 = 85;
     pub const EADDRNOTAVAIL: i32 = 99;
+    /// a bridge that has the most ports the kernel allows (BR_MAX_PORTS)
+    pub const EXFULL: i32 = 54;
 }
-pub use errno::{EINTR, EINVAL, EMSGSIZE};
+pub use errno::{EINTR, EINVAL, EMSGSIZE, EXFULL};
+
+/// The text of a kernel errno, as std renders it. musl's strerror has no text for some that
+/// netlink returns ("No error information" for EXFULL, a full bridge): those get their names.
+pub fn strerror(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    if !text.starts_with("No error information") {
+        return text;
+    }
+    let name = match errno {
+        errno::EXFULL => "Exchange full",
+        524 => "Operation not supported (ENOTSUPP)",
+        _ => return text,
+    };
+    format!("{name} (os error {errno})")
+}
 
 impl NlError {
     /// A kernel error reply with no further context: `strerror[: ext-ack]`.
     pub fn new(errno: i32, ext: Option<&str>) -> NlError {
-        let base = std::io::Error::from_raw_os_error(errno).to_string();
+        let base = strerror(errno);
         let msg = match ext {
             Some(t) if !t.is_empty() => format!("{base}: {t}"),
             _ => base,
@@ -95,8 +112,7 @@ impl NlError {
     pub fn reply(prefix: &str, what: &str, errno: i32, ext: Option<String>) -> NlError {
         let mut msg = format!("{prefix}: {what}");
         if errno != 0 {
-            let e = std::io::Error::from_raw_os_error(errno);
-            msg.push_str(&format!(": {e} (errno {errno})"));
+            msg.push_str(&format!(": {} (errno {errno})", strerror(errno)));
         }
         if let Some(a) = &ext {
             msg.push_str(&format!(": {a}"));

@@ -284,8 +284,10 @@ const CONTAINER_IFACE: usize = 2;
 /// Make the host veth a port of the bridge: master, up, hairpin/isolation, VLANs.
 fn attach_port(host: &mut Netlink, port: &Link, br: &Link, conf: &Conf) -> Result<()> {
     let name = &port.name;
-    host.link_set_master_up(port.index, br.index)
-        .with_context(|| format!("failed to connect {name:?} to bridge {} and set it up", br.name))?;
+    host.link_set_master_up(port.index, br.index).map_err(|e| {
+        let why = if crate::netlink::socket::is_full(&e) { " (it has the kernel's maximum of 1023 ports)" } else { "" };
+        e.context(format!("failed to connect {name:?} to bridge {}{why} and set it up", br.name))
+    })?;
     if conf.hairpin_mode || conf.port_isolation {
         host.bridge_port_set(port.index, conf.hairpin_mode.then_some(true), conf.port_isolation.then_some(true))
             .with_context(|| format!("failed to set bridge port options on {name:?}"))?;

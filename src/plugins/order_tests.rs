@@ -186,6 +186,23 @@ fn bridge_add_on_a_configured_bridge_skips_settings_already_made() {
     );
 }
 
+/// A bridge at the kernel's port limit refuses the port with EXFULL, for which musl has no
+/// text: the error names the limit, and the ADD rolls back.
+#[test]
+fn bridge_add_on_a_full_bridge_says_so() {
+    const EXFULL: i32 = 54;
+    let dir = TempDir::new("bridgefull");
+    let k = FakeKernel::install(&[CONT]);
+    let n = BRIDGE_ADD.iter().filter(|l| !l.contains(": sysctl ")).position(|l| l.contains("up master")).unwrap();
+    k.fail_at(n, EXFULL);
+    let (code, out) = run("bridge", "ADD", &conf("bridge", BRIDGE, &dir), &dir);
+    assert_ne!(code, 0);
+    assert!(out.contains("maximum of 1023 ports") && out.contains("Exchange full (os error 54)"), "{out}");
+    assert!(!out.contains("No error information"), "{out}");
+    assert_eq!(k.links(), ["cni-o0@host"], "the veth pair is rolled back");
+    assert!(dir.leases().is_empty());
+}
+
 #[test]
 fn ptp_add_request_order() {
     let dir = TempDir::new("ptp");
