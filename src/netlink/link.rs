@@ -342,6 +342,11 @@ impl Netlink {
         .with_context(|| format!("failed to set IPv4 settings {conf:?} of link {index}"))
     }
 
+    /// `net.ipv4.conf.<link>.arp_notify = 1` (see [`Netlink::link_set_ipv4_conf`]).
+    pub fn link_set_arp_notify(&mut self, index: u32) -> anyhow::Result<()> {
+        self.link_set_ipv4_conf(index, &[(IPV4_DEVCONF_ARP_NOTIFY, 1)])
+    }
+
     /// Enslave to `master`, or release from any master with None.
     pub fn link_set_master(&mut self, index: u32, master: Option<u32>) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {

@@ -126,7 +126,7 @@ fn ip_settings_over_rtnetlink_match_proc_sys() {
     assert_eq!(get(&mut nl, "v.1").ipv6_accept_ra, Some(0));
     assert_eq!(get(&mut nl, "v.2").ipv6_accept_ra, v1.ipv6_accept_ra, "the peer keeps the default");
 
-    nl.link_set_ipv4_conf(v1.index, &[(consts::IPV4_DEVCONF_ARP_NOTIFY, 1)]).unwrap();
+    nl.link_set_arp_notify(v1.index).unwrap();
     let notify = |n: &'static str| ns.run(move || Ok(sysctl::get_if("ipv4", n, "arp_notify")?)).unwrap();
     assert_eq!((notify("v.1"), notify("v.2")), ("1".to_string(), "0".to_string()));
     // an unknown setting is refused, not ignored

@@ -72,10 +72,16 @@ fn open(path: &str, write: bool) -> io::Result<std::fs::File> {
     use nix::fcntl::{openat, OFlag};
     use nix::sys::stat::Mode;
     let flags = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY } | OFlag::O_CLOEXEC;
-    match (private_proc(), path.strip_prefix("/proc/")) {
-        (Some(root), Some(rel)) => Ok(std::fs::File::from(openat(root, rel, flags, Mode::empty())?)),
-        _ => std::fs::OpenOptions::new().read(!write).write(write).open(path),
+    if let (Some(root), Some(rel)) = (private_proc(), path.strip_prefix("/proc/")) {
+        match openat(root, rel, flags, Mode::empty()) {
+            Ok(fd) => return Ok(std::fs::File::from(fd)),
+            // a missing key is missing in /proc too; anything else (an LSM's rule for this
+            // mount, say) is tried again in /proc
+            Err(e) if e == nix::errno::Errno::ENOENT => return Err(e.into()),
+            Err(e) => tracing::debug!("private procfs: {rel}: {e}; trying /proc"),
+        }
     }
+    std::fs::OpenOptions::new().read(!write).write(write).open(path)
 }
 
 fn read(path: &str) -> io::Result<String> {

@@ -57,11 +57,11 @@ pub(super) struct View {
 impl View {
     /// The view of `rows`, which must be in address order without duplicates.
     pub fn from_sorted(rows: &[(IpAddr, Lease)]) -> View {
-        let mut lines = Vec::with_capacity(rows.len() * 48);
+        let mut lines = String::with_capacity(rows.len() * 48);
         for (ip, l) in rows {
             push_line(&mut lines, *ip, l);
         }
-        View { lines: String::from_utf8(lines).unwrap_or_default(), count: rows.len() }
+        View { lines, count: rows.len() }
     }
 
     pub fn len(&self) -> usize {
@@ -75,9 +75,8 @@ impl View {
     /// Add or replace the lease of `ip`.
     pub fn insert(&mut self, ip: IpAddr, lease: &Lease) {
         let ip = ip.to_canonical();
-        let mut line = Vec::with_capacity(64);
+        let mut line = String::with_capacity(64);
         push_line(&mut line, ip, lease);
-        let line = String::from_utf8(line).unwrap_or_default();
         match self.find(ip) {
             Ok((start, end)) => self.lines.replace_range(start..end, &line),
             Err(at) => {
@@ -164,25 +163,25 @@ impl View {
 }
 
 /// Append the line of one lease.
-fn push_line(s: &mut Vec<u8>, ip: IpAddr, l: &Lease) {
+fn push_line(s: &mut String, ip: IpAddr, l: &Lease) {
     push_ip(s, ip);
-    s.push(b' ');
+    s.push(' ');
     push_num(s, l.ino, false);
     match (&l.owner, l.empty) {
         (Owner::Attachment { id, ifname }, _) => {
-            s.extend_from_slice(b" a ");
-            s.extend_from_slice(id.as_bytes());
-            s.push(b' ');
-            s.extend_from_slice(ifname.as_bytes());
+            s.push_str(" a ");
+            s.push_str(id);
+            s.push(' ');
+            s.push_str(ifname);
         }
         (Owner::Legacy(id), _) => {
-            s.extend_from_slice(b" l ");
-            s.extend_from_slice(id.as_bytes());
+            s.push_str(" l ");
+            s.push_str(id);
         }
-        (Owner::Unknown, true) => s.extend_from_slice(b" e"),
-        (Owner::Unknown, false) => s.extend_from_slice(b" u"),
+        (Owner::Unknown, true) => s.push_str(" e"),
+        (Owner::Unknown, false) => s.push_str(" u"),
     }
-    s.push(b'\n');
+    s.push('\n');
 }
 
 /// One line (its newline optional) back into its lease.
@@ -202,28 +201,28 @@ fn parse_line(line: &str) -> Option<(IpAddr, Lease)> {
 
 /// The whole index file for `view` and the directory's `stamp`.
 pub(super) fn render(stamp: &DirStamp, view: &View) -> Vec<u8> {
-    let mut s: Vec<u8> = Vec::with_capacity(128 + view.lines.len());
-    s.extend_from_slice(MAGIC.as_bytes());
-    s.extend_from_slice(b"\ndir");
+    let mut s = String::with_capacity(128 + view.lines.len());
+    s.push_str(MAGIC);
+    s.push_str("\ndir");
     for n in [stamp.dev, stamp.ino] {
-        s.push(b' ');
+        s.push(' ');
         push_num(&mut s, n, false);
     }
     for n in [stamp.mtime.0, stamp.mtime.1, stamp.ctime.0, stamp.ctime.1] {
-        s.push(b' ');
+        s.push(' ');
         push_num(&mut s, n as u64, n < 0);
     }
-    s.push(b' ');
+    s.push(' ');
     push_num(&mut s, view.count as u64, false);
-    s.push(b'\n');
-    s.extend_from_slice(view.lines.as_bytes());
-    let sum = checksum(&s);
-    s.extend_from_slice(b"end ");
+    s.push('\n');
+    s.push_str(&view.lines);
+    let sum = checksum(s.as_bytes());
+    s.push_str("end ");
     for k in (0..16).rev() {
-        s.push(b"0123456789abcdef"[((sum >> (4 * k)) & 0xf) as usize]);
+        s.extend(char::from_digit(((sum >> (4 * k)) & 0xf) as u32, 16));
     }
-    s.push(b'\n');
-    s
+    s.push('\n');
+    s.into_bytes()
 }
 
 /// Parse an index file; `None` unless it is complete, intact and of this version.
@@ -277,10 +276,10 @@ pub(super) fn checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Decimal digits of `n` (with a leading '-' if `neg`: `n` is then the two's complement).
-pub(super) fn push_num(s: &mut Vec<u8>, n: u64, neg: bool) {
+pub(super) fn push_num(s: &mut String, n: u64, neg: bool) {
     let mut v = if neg { n.wrapping_neg() } else { n };
     if neg {
-        s.push(b'-');
+        s.push('-');
     }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -294,21 +293,21 @@ pub(super) fn push_num(s: &mut Vec<u8>, n: u64, neg: bool) {
             break;
         }
     }
-    s.extend_from_slice(digits.get(i..).unwrap_or_default());
+    s.extend(digits.get(i..).unwrap_or_default().iter().map(|d| char::from(*d)));
 }
 
 /// The canonical file name of `ip` (same text as `ip_file_name`), appended.
-pub(super) fn push_ip(s: &mut Vec<u8>, ip: IpAddr) {
+pub(super) fn push_ip(s: &mut String, ip: IpAddr) {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
             for (k, o) in v4.octets().into_iter().enumerate() {
                 if k > 0 {
-                    s.push(b'.');
+                    s.push('.');
                 }
                 push_num(s, u64::from(o), false);
             }
         }
-        v6 => s.extend_from_slice(v6.to_string().as_bytes()),
+        v6 => s.push_str(&v6.to_string()),
     }
 }
 
@@ -328,17 +327,17 @@ mod tests {
     fn numbers_and_addresses_format_like_display() {
         for ip in ["0.0.0.0", "198.18.0.2", "255.255.255.255", "10.0.100.9", "fd00::2", "::ffff:198.18.0.1", "::"] {
             let ip = ip.parse::<IpAddr>().unwrap();
-            let mut s = Vec::new();
+            let mut s = String::new();
             push_ip(&mut s, ip);
-            assert_eq!(s, super::super::ip_file_name(ip).as_bytes());
+            assert_eq!(s, super::super::ip_file_name(ip));
         }
         for (n, neg) in
             [(0u64, false), (7, false), (1_796_521_969, false), (u64::MAX, false), (5u64.wrapping_neg(), true)]
         {
-            let mut s = Vec::new();
+            let mut s = String::new();
             push_num(&mut s, n, neg);
             let want = if neg { (n as i64).to_string() } else { n.to_string() };
-            assert_eq!(s, want.as_bytes());
+            assert_eq!(s, want);
         }
     }
 

@@ -162,11 +162,11 @@ pub fn container_iface(ctx: &Ctx, link: &Link) -> crate::cni::result::Interface 
 }
 
 /// `arp_notify=1` on the container's `link` (over rtnetlink, which stores it as a /proc/sys
-/// write would, without that path's lookup: see `Netlink::link_set_ipv4_conf`), and with
+/// write would, without that path's lookup: see `Netlink::link_set_arp_notify`), and with
 /// `ndisc`, `ndisc_notify=1` (IPv6 settings are only written through /proc/sys, inside the
 /// container). Errors are ignored, as the reference ignores them.
 pub fn set_notify(ns: &NetNs, cont: &mut Netlink, link: &Link, ndisc: bool) {
-    if let Err(e) = cont.link_set_ipv4_conf(link.index, &[(crate::netlink::consts::IPV4_DEVCONF_ARP_NOTIFY, 1)]) {
+    if let Err(e) = cont.link_set_arp_notify(link.index) {
         tracing::debug!("arp_notify on {}: {e:#}", link.name);
     }
     if ndisc {
