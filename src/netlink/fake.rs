@@ -55,6 +55,8 @@ struct Kernel {
     rules: Vec<(usize, String)>,
     requests: usize,
     fail: Option<(usize, i32)>,
+    /// A kernel older than 6.2: a new link is not echoed to an NLM_F_ECHO request.
+    no_echo: bool,
     /// Appended to every log entry as " [..]" (a test's view of other state, e.g. IPAM leases).
     annotate: Option<Box<dyn Fn() -> String>>,
 }
@@ -101,6 +103,11 @@ impl FakeKernel {
     /// Make netlink request `n` (0-based) fail with `errno`.
     pub(crate) fn fail_at(&self, n: usize, errno: i32) {
         with(|k| k.fail = Some((n, errno)));
+    }
+
+    /// Behave as a kernel before 6.2, which does not echo a new link.
+    pub(crate) fn without_echo(&self) {
+        with(|k| k.no_echo = true);
     }
 
     /// Append `f()` to every following log entry, as " [..]".
@@ -534,7 +541,13 @@ impl Kernel {
                         }
                     }
                 }
-                Ok(vec![ack(m, 0)])
+                // the kernel echoes the new link to an NLM_F_ECHO request (Linux ≥ 6.2)
+                let mut out = Vec::new();
+                if m.flags & wire::NLM_F_ECHO != 0 && !self.no_echo {
+                    out.extend(self.link(ns, index).map(|l| self.link_msg(l, m.seq, 0)));
+                }
+                out.push(ack(m, 0));
+                Ok(out)
             }
             RTM_NEWLINK | RTM_SETLINK => {
                 let index = ifinfo_index(b);

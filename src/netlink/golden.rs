@@ -657,7 +657,7 @@ fn contract_signatures() {
     let _: fn(&mut Netlink, &str) -> R<Option<Link>> = Netlink::link_by_name;
     let _: fn(&mut Netlink, u32) -> R<Option<Link>> = Netlink::link_by_index;
     let _: fn(&mut Netlink) -> R<Vec<Link>> = Netlink::links;
-    let _: fn(&mut Netlink, &VethSpec) -> R<()> = Netlink::veth_add;
+    let _: fn(&mut Netlink, &VethSpec) -> R<Option<Link>> = Netlink::veth_add;
     let _: fn(&mut Netlink, &BridgeSpec) -> R<()> = Netlink::bridge_add;
     let _: fn(&mut Netlink, u32) -> R<()> = Netlink::link_del;
     let _: fn(&mut Netlink, u32, bool) -> R<()> = Netlink::link_set_up;

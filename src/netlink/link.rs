@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::consts::*;
 use super::socket::{Netlink, NlError};
-use super::wire::{attrs, find, get_i32, get_str, get_u32, get_u8, Msg};
+use super::wire::{self, attrs, find, get_i32, get_str, get_u32, get_u8, Msg};
 
 /// A network interface as reported by RTM_NEWLINK.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -299,9 +299,23 @@ impl Netlink {
         Ok(replies.iter().filter(|r| r.ty == RTM_NEWLINK).filter_map(|r| parse_link(&r.payload)).collect())
     }
 
-    pub fn veth_add(&mut self, spec: &VethSpec) -> anyhow::Result<()> {
-        self.ack(veth_add_msg(spec))
-            .with_context(|| format!("failed to create veth pair {:?}/{:?}", spec.name, spec.peer_name))
+    /// Create a veth pair. Returns the link `spec.name` as the kernel echoes it (NLM_F_ECHO,
+    /// Linux ≥ 6.2; None from kernels that do not echo a new link). The echo spares a lookup
+    /// right after the creation, which is not free: the new end is up without carrier, and a
+    /// RTM_GETLINK of a link with a pending carrier event runs that event inside the request
+    /// (`linkwatch_sync_dev`), taking the queues down and waiting for an RCU grace period that
+    /// the event, run later by the kernel once the peer is up too, does not need.
+    pub fn veth_add(&mut self, spec: &VethSpec) -> anyhow::Result<Option<Link>> {
+        let mut req = veth_add_msg(spec);
+        wire::add_flags(&mut req, wire::NLM_F_ECHO);
+        let replies = self
+            .change(req)
+            .with_context(|| format!("failed to create veth pair {:?}/{:?}", spec.name, spec.peer_name))?;
+        Ok(replies
+            .iter()
+            .filter(|r| r.ty == RTM_NEWLINK)
+            .filter_map(|r| parse_link(&r.payload))
+            .find(|l| l.name == spec.name))
     }
 
     pub fn bridge_add(&mut self, spec: &BridgeSpec) -> anyhow::Result<()> {

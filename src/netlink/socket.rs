@@ -317,6 +317,12 @@ impl Netlink {
         Ok(())
     }
 
+    /// Send a change that must be acknowledged; return what the kernel sent before the ACK (the
+    /// echo of an NLM_F_ECHO request; nothing on kernels that do not echo it).
+    pub(crate) fn change(&mut self, req: Vec<u8>) -> anyhow::Result<Vec<Reply>> {
+        Ok(self.conn.exchange(req, Kind::Change, "request")?.0)
+    }
+
     /// Run a dump request, retrying when the kernel marks it interrupted.
     pub(crate) fn dump(&mut self, req: Vec<u8>) -> anyhow::Result<Vec<Reply>> {
         for _ in 0..DUMP_TRIES {

@@ -231,10 +231,20 @@ fn addrs_routes_neighbours() {
     let cont_ns = w.ns("rcont");
     let mut h = Netlink::in_netns(&host_ns).unwrap();
     let mut c = Netlink::in_netns(&cont_ns).unwrap();
-    c.veth_add(&VethSpec { name: "eth0", peer_name: "vh0", mtu: None, mac: None, peer_ns: Some(host_ns.fd()) })
+    let echoed = c
+        .veth_add(&VethSpec { name: "eth0", peer_name: "vh0", mtu: None, mac: None, peer_ns: Some(host_ns.fd()) })
         .unwrap();
-    let eth0 = c.link_by_name("eth0").unwrap().unwrap().index;
+    let eth0 = c.link_by_name("eth0").unwrap().unwrap();
     let vh0 = h.link_by_name("vh0").unwrap().unwrap().index;
+    // Linux ≥ 6.2 echoes the new end: the same link a lookup finds
+    let release: Vec<u32> = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().split(['.', '-']).take(2).filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    if release.as_slice() >= [6, 2].as_slice() {
+        let e = echoed.expect("the kernel echoes the new veth");
+        assert_eq!((e.index, e.name.as_str(), e.mac, e.link), (eth0.index, "eth0", eth0.mac, Some(vh0)));
+    }
+    let eth0 = eth0.index;
     cont_ns.run(|| Ok(sysctl::set_if("ipv6", "eth0", "accept_dad", "0")?)).unwrap();
     h.link_set_up(vh0, true).unwrap();
     c.link_set_up(eth0, true).unwrap();

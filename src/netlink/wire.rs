@@ -17,6 +17,7 @@ pub const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_MULTI: u16 = 0x2;
 pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_ECHO: u16 = 0x8;
 pub const NLM_F_DUMP_INTR: u16 = 0x10;
 // GET requests
 pub const NLM_F_ROOT: u16 = 0x100;
@@ -335,6 +336,14 @@ pub fn message(ty: u16, flags: u16, seq: u32, family_hdr: &[u8], attrs: &[u8]) -
 pub fn set_seq(msg: &mut [u8], seq: u32) {
     if let Some(b) = msg.get_mut(8..12) {
         b.copy_from_slice(&seq.to_ne_bytes());
+    }
+}
+
+/// Add `flags` to a built message's header.
+pub fn add_flags(msg: &mut [u8], flags: u16) {
+    if let Some(b) = msg.get_mut(6..8) {
+        let f = u16::from_ne_bytes([b[0], b[1]]) | flags;
+        b.copy_from_slice(&f.to_ne_bytes());
     }
 }
 

@@ -196,12 +196,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // 2. the veth pair, created inside the container with its peer in our namespace, and the
     //    host end made a port of the bridge
-    let host_veth =
+    let steps::veth::Ends { host: host_veth, cont: cont_link } =
         steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, Pair { mtu: conf.mtu, mac, host_name: None })?;
-    // looked up before the port comes up: the kernel's work for a port that gains carrier
-    // (bridge port state, IPv6 autoconfiguration) holds the rtnl lock, which every request
-    // after it waits for
-    let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
     attach_port(&mut host, &host_veth, &br, &conf)?;
 
     // 3. the result skeleton: bridge, host veth, container veth

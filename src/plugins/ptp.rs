@@ -90,10 +90,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     tracing::debug!(ips = ?result.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
 
     // 2. the veth pair
-    let host_veth =
+    let steps::veth::Ends { host: host_veth, cont: cont_link } =
         steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, Pair { mtu: conf.mtu, ..Pair::default() })?;
     host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {:?} up", host_veth.name))?;
-    let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
     result.interfaces = vec![
         Interface { name: host_veth.name.clone(), mac: host_veth.mac_string(), ..Default::default() },
         Interface {

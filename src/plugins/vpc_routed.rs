@@ -223,10 +223,10 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         host.link_del(old.index).with_context(|| format!("failed to delete stale {host_name:?}"))?;
     }
     let pair = Pair { mtu: conf.mtu, mac: None, host_name: Some(&host_name) };
-    let host_veth = steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, pair)?;
+    let steps::veth::Ends { host: host_veth, cont: cont_link } =
+        steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, pair)?;
     let host_mac = host_veth.mac.ok_or_else(|| anyhow!("host veth {host_name} has no MAC address"))?;
     host.link_set_up(host_veth.index, true).with_context(|| format!("failed to set {host_name:?} up"))?;
-    let cont_link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?;
 
     // 3. inside the pod: /32 (/128) addresses, the gateway on the link, default routes, neighbours
     configure_pod(&ns, &mut cont, &cont_link, &pod_ips, host_mac)?;

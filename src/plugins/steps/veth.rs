@@ -26,8 +26,17 @@ pub struct Pair<'a> {
     pub host_name: Option<&'a str>,
 }
 
+/// The two ends of a new pair.
+pub struct Ends {
+    /// the end in the host namespace
+    pub host: Link,
+    /// CNI_IFNAME in the container
+    pub cont: Link,
+}
+
 /// ADD step: the pair, created inside the container as CNI_IFNAME with its peer in the host
-/// namespace (its undo pushed); the host end gets accept_ra=0. Returns the host end.
+/// namespace (its undo pushed); the host end gets accept_ra=0. The container end comes from the
+/// kernel's echo of the creation; only a kernel that does not echo it (< 6.2) costs a lookup.
 pub fn add_pair(
     ctx: &Ctx,
     host: &mut Netlink,
@@ -35,20 +44,25 @@ pub fn add_pair(
     ns: &NetNs,
     undo: &mut Undo,
     pair: Pair<'_>,
-) -> Result<Link> {
+) -> Result<Ends> {
     let host_ns = NetNs::current()?;
-    let host_name = create(cont, &host_ns, &ctx.ifname, pair)?;
+    let (host_name, echoed) = create(cont, &host_ns, &ctx.ifname, pair)?;
     tracing::debug!(host_veth = %host_name, ifname = %ctx.ifname, "veth pair created");
     super::link::undo_delete(undo, ns.path(), &ctx.ifname);
     let host_veth = host.link_by_name(&host_name)?.with_context(|| format!("failed to lookup {host_name:?}"))?;
     let _ = sysctl::set_if("ipv6", &host_name, "accept_ra", "0");
-    Ok(host_veth)
+    let cont_link = match echoed {
+        Some(l) => l,
+        None => cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to lookup {:?}", ctx.ifname))?,
+    };
+    Ok(Ends { host: host_veth, cont: cont_link })
 }
 
-/// Create the pair; a random host name is retried when it collides. Returns the host name.
+/// Create the pair; a random host name is retried when it collides. Returns the host name and
+/// the container end as the kernel echoed it.
 /// "Exists" is looked into only when the kernel says it: CNI_IFNAME taken in the container is
 /// the caller's error, a taken host name is retried.
-fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> Result<String> {
+fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> Result<(String, Option<Link>)> {
     let mut last = None;
     for _ in 0..NAME_TRIES {
         let peer = pair.host_name.map_or_else(random_name, str::to_string);
@@ -60,7 +74,7 @@ fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> 
             peer_ns: Some(host_ns.fd()),
         };
         match cont.veth_add(&spec) {
-            Ok(()) => return Ok(peer),
+            Ok(echoed) => return Ok((peer, echoed)),
             Err(e) if is_exists(&e) && cont.link_by_name(ifname)?.is_some() => {
                 anyhow::bail!("container veth name provided ({ifname}) already exists")
             }
