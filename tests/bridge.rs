@@ -122,6 +122,28 @@ fn bridge_two_containers_ping_v4_v6_and_gateway() {
     assert!(w.host.link("cmbr0").is_some(), "the bridge is never removed");
 }
 
+/// A second ADD on a bridge that has its gateway leaves the bridge's MAC alone, as the
+/// reference does: setting it, even to the same value, makes the kernel announce an address
+/// change, which flushes the bridge's ARP entries (the host's entry for the first pod is gone).
+#[test]
+fn bridge_second_add_keeps_the_bridges_neighbours() {
+    let w = World::new("brneigh", 2, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut conf = v4_conf(&w, &s, "brneigh");
+    conf["isGateway"] = json!(true);
+    let r0 = w.add(&conf).cid("c0").container(0).run().ok();
+    assert!(w.host.ping(&s.ip4(2), 3), "host -> c0");
+    let neigh = |w: &World| -> Vec<String> {
+        let v = w.host.ip_json(&["neigh", "show", "dev", "cmbr0"]);
+        v.as_array().into_iter().flatten().filter_map(|n| n["dst"].as_str().map(str::to_string)).collect()
+    };
+    assert!(neigh(&w).contains(&s.ip4(2)), "the host learnt c0: {:?}", neigh(&w));
+    let r1 = w.add(&conf).cid("c1").container(1).run().ok();
+    assert!(neigh(&w).contains(&s.ip4(2)), "c0's entry survives the second ADD: {:?}", neigh(&w));
+    assert_eq!(r1["interfaces"][0]["mac"], r0["interfaces"][0]["mac"], "the bridge keeps its MAC");
+    assert_bridge_result(&w, &r1, 1);
+}
+
 #[test]
 fn bridge_del_after_netns_is_gone() {
     let mut w = World::new("brgone", 1, Impl::Ours);

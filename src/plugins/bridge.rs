@@ -219,6 +219,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
 
     // 5. L3: addresses from IPAM in the container, gateways on the bridge, masquerading
+    let mut pinned = false;
     if ctx.ipam_type().is_some() {
         let mut ipam = steps::ipam::add(ctx, &mut undo)?;
         tracing::debug!(ips = ?ipam.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(), "IPAM allocated");
@@ -233,6 +234,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         if conf.is_gateway {
             if let Some(m) = setup_gateways(&mut host, &br, created, &gateways, conf.force_address)? {
                 result.interfaces[0].mac = Some(crate::netlink::format_mac(&m));
+                pinned = true;
             }
             steps::veth::enable_forwarding(&mut host, &result)?;
             tracing::debug!(?gateways, "gateway addresses on the bridge, forwarding enabled");
@@ -256,11 +258,10 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     };
 
     // 7. MACs as they are now: the port's, and the bridge's, which takes a port's MAC unless the
-    //    gateway step pinned it (to the MAC it had, already in the result); the DNS rule
+    //    gateway step pinned it just now (to the MAC already in the result); the DNS rule
     if let Some(l) = port {
         result.interfaces[1].mac = l.mac_string();
     }
-    let pinned = conf.is_gateway && ctx.ipam_type().is_some();
     if !pinned {
         if let Some(l) = host.link_by_index(br.index)? {
             result.interfaces[0].mac = l.mac_string();
@@ -338,12 +339,15 @@ fn set_container_dad(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
     })
 }
 
-/// The gateway addresses on the bridge, and its MAC pinned so it does not change as ports
-/// come and go: the MAC it has with the new port attached, as the reference pins it. That is
-/// re-read only where it can differ from the one looked up before the port was attached: a
-/// bridge this ADD made (its random MAC gave way to the port's), and a bridge the kernel left
-/// with the all-zero MAC when its last port went before anyone pinned it (a failed first ADD,
-/// an L2-only network emptied), which cannot be set.
+/// The gateway addresses on the bridge, and, when one was added, its MAC pinned so it does not
+/// change as ports come and go: the MAC it has with the new port attached, as the reference pins
+/// it (only after adding an address: a bridge that has its gateways is left alone, because
+/// setting even the same MAC makes the kernel announce an address change, which flushes the
+/// bridge's ARP and neighbour entries). The MAC is re-read only where it can differ from the one
+/// looked up before the port was attached: a bridge this ADD made (its random MAC gave way to
+/// the port's), and a bridge the kernel left with the all-zero MAC when its last port went
+/// before anyone pinned it (a failed first ADD, an L2-only network emptied), which cannot be
+/// set. Returns the MAC it pinned.
 fn setup_gateways(
     host: &mut Netlink,
     br: &Link,
@@ -351,8 +355,12 @@ fn setup_gateways(
     gateways: &[IpNet],
     force_address: bool,
 ) -> Result<Option<[u8; 6]>> {
+    let mut added = false;
     for gw in gateways {
-        ensure_bridge_addr(host, br, *gw, force_address)?;
+        added |= ensure_bridge_addr(host, br, *gw, force_address)?;
+    }
+    if !added {
+        return Ok(None);
     }
     let mut mac = br.mac.filter(|m| m.iter().any(|&b| b != 0));
     if created || mac.is_none() {
@@ -430,12 +438,12 @@ fn setup_port_vlans(host: &mut Netlink, index: u32, conf: &Conf) -> Result<()> {
 }
 
 /// Put `gw/prefix` on the bridge; an existing different IPv4 address (or overlapping IPv6) is an
-/// error unless forceAddress, which replaces it.
-fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> Result<()> {
+/// error unless forceAddress, which replaces it. Returns whether it added the address.
+fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> Result<bool> {
     let fam = if gw.addr().is_ipv4() { Family::V4 } else { Family::V6 };
     for a in host.addrs(Some(br.index), Some(fam))? {
         if a.addr == gw {
-            return Ok(());
+            return Ok(false);
         }
         let conflicts = match fam {
             Family::V4 => true,
@@ -454,7 +462,7 @@ fn ensure_bridge_addr(host: &mut Netlink, br: &Link, gw: IpNet, force: bool) -> 
             return Err(e.context(format!("could not add IP address {gw} to {:?}", br.name)));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
