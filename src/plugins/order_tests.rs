@@ -158,8 +158,13 @@ fn bridge_add_request_order() {
     assert_log(&k.log(), BRIDGE_ADD);
     assert_eq!(k.links(), ["cni-o0@host", "eth0@cont", "veth*@host"]);
     assert_eq!(dir.leases(), ["198.18.7.2"]);
-    // the container end as the kernel echoed its creation
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_container_end(&out); // as the kernel echoed its creation
+}
+
+/// The result names the container end, with its MAC.
+#[track_caller]
+fn assert_container_end(out: &str) {
+    let r: serde_json::Value = serde_json::from_str(out).unwrap();
     assert_eq!(r["interfaces"][2]["name"], "eth0", "{out}");
     assert!(r["interfaces"][2]["mac"].as_str().is_some_and(|m| m.len() == 17), "{out}");
 }
@@ -177,9 +182,7 @@ fn bridge_add_on_a_kernel_without_echo_looks_the_container_end_up() {
     let at = want.iter().position(|l| l.starts_with("host: sysctl net/ipv6/conf/veth*")).unwrap() + 1;
     want.insert(at, "cont: get link eth0");
     assert_log(&k.log(), &want);
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["interfaces"][2]["name"], "eth0", "{out}");
-    assert!(r["interfaces"][2]["mac"].as_str().is_some_and(|m| m.len() == 17), "{out}");
+    assert_container_end(&out);
 }
 
 /// On a bridge that has its settings (made by an earlier ADD), an ADD writes no bridge sysctl,
