@@ -499,11 +499,20 @@ fn live_ports(pods: &PodSet) -> Result<Duration> {
     for (i, p) in pods.names.iter().enumerate() {
         let ns = NetNs::open(&format!("/run/netns/{p}")).map_err(|e| anyhow!("{e}"))?;
         let name = format!("vb{i}");
-        host.veth_add(&VethSpec { name: &name, peer_name: "eth0", mtu: None, mac: None, peer_ns: Some(ns.fd()) })?;
-        let port = host.link_by_name(&name)?.ok_or_else(|| anyhow!("no {name}"))?.index;
-        host.link_set_master_up(port, br)?;
+        // the indexes come from the kernel's echo of the creation: a lookup of the new port
+        // right after it would run its pending carrier event inside the request, an RCU grace
+        // period that is not the kernel's cost of the work (a kernel without the echo: lookups)
+        let echoed =
+            host.veth_add(&VethSpec { name: &name, peer_name: "eth0", mtu: None, mac: None, peer_ns: Some(ns.fd()) })?;
         let mut pod = Netlink::in_netns(&ns)?;
-        let eth0 = pod.link_by_name("eth0")?.ok_or_else(|| anyhow!("no eth0 in {p}"))?.index;
+        let (port, eth0) = match echoed.as_ref().and_then(|l| Some((l.index, l.link?))) {
+            Some(ix) => ix,
+            None => (
+                host.link_by_name(&name)?.ok_or_else(|| anyhow!("no {name}"))?.index,
+                pod.link_by_name("eth0")?.ok_or_else(|| anyhow!("no eth0 in {p}"))?.index,
+            ),
+        };
+        host.link_set_master_up(port, br)?;
         pod.link_set_up(eth0, true)?;
     }
     Ok(t0.elapsed())
