@@ -79,6 +79,8 @@ mod errno {
     pub const EADDRNOTAVAIL: i32 = 99;
     /// a bridge that has the most ports the kernel allows (BR_MAX_PORTS)
     pub const EXFULL: i32 = 54;
+    /// the kernel's internal "operation not supported" that some drivers let out (not EOPNOTSUPP)
+    pub const ENOTSUPP: i32 = 524;
 }
 pub use errno::{EINTR, EINVAL, EMSGSIZE, EXFULL};
 
@@ -91,7 +93,7 @@ pub fn strerror(errno: i32) -> String {
     }
     let name = match errno {
         errno::EXFULL => "Exchange full",
-        524 => "Operation not supported (ENOTSUPP)",
+        errno::ENOTSUPP => "Operation not supported (ENOTSUPP)",
         _ => return text,
     };
     format!("{name} (os error {errno})")

@@ -29,18 +29,12 @@ fn if_path(family: &str, ifname: &str, leaf: &str) -> io::Result<String> {
     Ok(format!("/proc/sys/net/{family}/conf/{ifname}/{leaf}"))
 }
 
-fn open(path: &str, write: bool) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().read(!write).write(write).open(path)
-}
-
 fn read(path: &str) -> io::Result<String> {
     #[cfg(test)]
     if let Some(r) = super::fake::sysctl_read(path) {
         return r;
     }
-    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{path}: {e}"));
-    let mut s = String::new();
-    io::Read::read_to_string(&mut open(path, false).map_err(with_path)?, &mut s).map_err(with_path)?;
+    let s = std::fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     Ok(s.trim_end_matches('\n').to_string())
 }
 
@@ -49,8 +43,12 @@ fn write(path: &str, value: &str) -> io::Result<()> {
     if let Some(r) = super::fake::sysctl_write(path, value) {
         return r;
     }
-    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{path}: {e}"));
-    io::Write::write_all(&mut open(path, true).map_err(with_path)?, value.as_bytes()).map_err(with_path)
+    // no O_CREAT: a key the kernel does not have is ENOENT, as for a read
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| io::Write::write_all(&mut f, value.as_bytes()))
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
 }
 
 /// Read a sysctl; `key` is dotted ("net.ipv4.ip_forward") or a path ("net/ipv4/ip_forward").
@@ -89,7 +87,7 @@ mod tests {
     }
 
     /// Reads answer what /proc/sys holds; a missing key is NotFound and names its path (this
-    /// test runs in the machine's namespace and only reads).
+    /// test runs in the machine's namespace: it reads, and writes only a key that does not exist).
     #[test]
     fn reads_proc_sys() {
         for key in ["net/ipv4/ip_forward", "net/ipv6/conf/lo/accept_dad", "kernel/ostype"] {
@@ -99,5 +97,8 @@ mod tests {
         let e = get("net/ipv4/conf/nope0/arp_notify").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("/proc/sys/net/ipv4/conf/nope0/arp_notify"), "{e}");
+        // a write to a key the kernel does not have creates nothing and is NotFound too
+        let e = set("net/ipv4/conf/nope0/arp_notify", "1").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 }
