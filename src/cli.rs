@@ -200,14 +200,28 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
         crate::logging::init(&|k| env.get(k).cloned());
     }
     let rc = io::run(applet, &mut io);
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&io.stdout);
-    let _ = out.flush();
+    write_stdout(&io.stdout);
     let _ = std::io::stderr().write_all(&io.stderr);
-    drop(out);
     // answered: no nftables socket release may wait inside the runtime's time
     crate::firewall::nft::sock::release_at_exit();
     rc
+}
+
+/// The answer in one `write` where the pipe takes it: std's line-buffered stdout would write
+/// up to the last newline and then the rest (a result ends with `}`), waking the runtime twice.
+fn write_stdout(mut buf: &[u8]) {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let _ = lock.flush();
+    while !buf.is_empty() {
+        match nix::unistd::write(stdout.as_fd(), buf) {
+            Ok(0) => break,
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 fn apply_flags(f: &PluginFlags, io: &mut Io) {

@@ -34,6 +34,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// x86_64 syscall numbers of the stop points.
+const SYS_WRITE: u64 = 1;
 const SYS_PWRITE64: u64 = 18;
 const SYS_SENDTO: u64 = 44;
 const SYS_SENDMSG: u64 = 46;
@@ -459,6 +460,23 @@ fn faults_sigkill_between_reservation_and_index_update() {
         }
     }
     assert!(w.leases("fltidx").is_empty(), "{:?}", w.store("fltidx"));
+}
+
+/// The answer reaches the runtime in one `write(2)`: std's line-buffered stdout wrote a
+/// pretty-printed result up to its last newline, then the closing brace (two wake-ups of the
+/// runtime). loopback ADD writes nothing else.
+#[test]
+fn traced_the_answer_is_one_write() {
+    let w = World::new("fltwr", 1, Impl::Ours);
+    let conf = json!({"cniVersion": "1.0.0", "name": "fltwr", "type": "loopback"});
+    match Plugin::new(&w, "ADD", &conf, "fltwr", 0).traced(&[SYS_WRITE], 0) {
+        Traced::Finished { code, stdout, stops } => {
+            assert_eq!(code, 0, "{stdout}");
+            assert!(stdout.contains("\n    \"interfaces\"") && stdout.ends_with('}'), "{stdout}");
+            assert_eq!(stops, 1, "write(2) calls for {stdout:?}");
+        }
+        Traced::Killed => panic!("not killed"),
+    }
 }
 
 #[test]

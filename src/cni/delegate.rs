@@ -36,8 +36,8 @@ pub fn delegate_with(
     self_exe: &Path,
     lookup: Lookup,
 ) -> anyhow::Result<Option<CniResult>> {
-    let bin = find_in_path(plugin_type, &ctx.path)?;
-    if same_file(&bin, self_exe) {
+    let (bin, meta) = locate(plugin_type, &ctx.path)?;
+    if is_file(&meta, self_exe) {
         if let Some(applet) = lookup(plugin_type) {
             tracing::debug!("delegating {} to {plugin_type} in-process", command.as_str());
             return in_process(ctx, applet, command, lookup);
@@ -45,7 +45,7 @@ pub fn delegate_with(
     }
     // a unit-test binary exec'd as a plugin would run the whole test suite again, recursively
     #[cfg(test)]
-    if same_file(&bin, Path::new("/proc/self/exe")) {
+    if is_file(&meta, Path::new("/proc/self/exe")) {
         anyhow::bail!("test build: {plugin_type} resolves to the test binary and is not in the registry");
     }
     tracing::debug!("delegating {} to {}", command.as_str(), bin.display());
@@ -85,6 +85,11 @@ pub fn ipam_gc(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// The first regular file named `plugin` in the CNI_PATH dirs (no exec-bit check).
 pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    locate(plugin, paths).map(|(p, _)| p)
+}
+
+/// [`find_in_path`], with the file's metadata (symlinks followed).
+fn locate(plugin: &str, paths: &[PathBuf]) -> anyhow::Result<(PathBuf, std::fs::Metadata)> {
     if plugin.is_empty() {
         anyhow::bail!("no plugin name provided");
     }
@@ -96,21 +101,19 @@ pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> anyhow::Result<PathBuf> 
     }
     for dir in paths {
         let full = dir.join(plugin);
-        if std::fs::metadata(&full).map(|m| m.is_file()).unwrap_or(false) {
-            return Ok(full);
+        if let Some(m) = std::fs::metadata(&full).ok().filter(std::fs::Metadata::is_file) {
+            return Ok((full, m));
         }
     }
     let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     anyhow::bail!("failed to find plugin {} in path [{}]", go_quote(plugin), shown.join(" "))
 }
 
-/// Same inode on the same device (follows symlinks; works for a deleted /proc/self/exe too).
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether `meta` (of a file found in CNI_PATH) is the same inode on the same device as `b`
+/// (symlinks followed; works for a deleted /proc/self/exe too).
+fn is_file(meta: &std::fs::Metadata, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
+    std::fs::metadata(b).is_ok_and(|y| meta.dev() == y.dev() && meta.ino() == y.ino())
 }
 
 fn in_process(ctx: &Ctx, applet: &Plugin, command: Command, lookup: Lookup) -> anyhow::Result<Option<CniResult>> {

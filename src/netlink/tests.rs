@@ -84,6 +84,58 @@ fn netns_open_enter_and_errors() {
     assert!(!ns.is_current().unwrap());
 }
 
+/// The namespace each thread remembers (`sys::netns`) is the one the kernel says it is in, at
+/// every step: entered, nested, restored, after an anonymous namespace, in a new thread.
+#[test]
+fn netns_remembered_namespace_follows_the_kernel() {
+    use crate::sys::netns::current_id;
+    use std::os::unix::fs::MetadataExt;
+    fn kernel() -> (u64, u64) {
+        let m = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
+        (m.dev(), m.ino())
+    }
+    fn id(ns: &NetNs) -> (u64, u64) {
+        let m = std::fs::File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&ns.fd())))
+            .unwrap()
+            .metadata()
+            .unwrap();
+        (m.dev(), m.ino())
+    }
+    let Some(mut w) = World::new() else { return };
+    let (a, b) = (w.ns("herea"), w.ns("hereb"));
+    let home = kernel();
+    assert_eq!(current_id(), Some(home));
+    {
+        let _ga = a.enter().unwrap();
+        assert_eq!((current_id(), kernel()), (Some(id(&a)), id(&a)));
+        assert_eq!(id(&NetNs::current().unwrap()), id(&a));
+        {
+            let _gb = b.enter().unwrap();
+            assert_eq!((current_id(), kernel()), (Some(id(&b)), id(&b)));
+        }
+        assert_eq!((current_id(), kernel()), (Some(id(&a)), id(&a)));
+        // a thread started in `a` knows it is in `a`, and moving it does not move this one
+        let t = std::thread::spawn({
+            let b = NetNs::open(b.path()).unwrap();
+            move || {
+                let start = (current_id(), kernel());
+                let _g = b.enter().unwrap();
+                (start, current_id(), kernel())
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(t, ((Some(id(&a)), id(&a)), Some(id(&b)), id(&b)));
+        assert_eq!((current_id(), kernel()), (Some(id(&a)), id(&a)));
+    }
+    assert_eq!((current_id(), kernel()), (Some(home), home));
+    let anon = NetNs::new_anonymous().unwrap();
+    assert_ne!(id(&anon), home);
+    assert_eq!((current_id(), kernel()), (Some(home), home));
+    assert_eq!(id(&NetNs::current().unwrap()), home);
+    drop(anon);
+}
+
 #[test]
 fn sysctl_inside_netns() {
     let Some(mut w) = World::new() else { return };

@@ -1,5 +1,11 @@
 //! Network namespace handles, validated by filesystem magic, and a guard that enters one
 //! and restores the previous namespace when dropped (aborting the process if it cannot).
+//!
+//! Each thread keeps a handle on the namespace it is in ([`HERE`]), kept true by [`NetNs::enter`],
+//! its guard and [`NetNs::new_anonymous`] (the only places that move a thread): the current
+//! namespace is then a `dup` of that handle instead of a walk of `/proc/thread-self/ns/net`
+//! (a fresh process's `/proc/<pid>` entries are looked up slowly, and a bridge ADD asked five
+//! times). Only the first question of a thread opens the path.
 
 use std::fmt;
 use std::fs::File;
@@ -23,6 +29,52 @@ fn ns_get_nstype(file: &File) -> nix::Result<i32> {
 
 /// The calling thread's network namespace.
 const CURRENT: &str = "/proc/thread-self/ns/net";
+
+thread_local! {
+    /// The namespace this thread is in, once asked (see the module doc).
+    static HERE: std::cell::RefCell<Option<File>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Remember `file` as the namespace this thread is in now.
+fn remember(file: File) {
+    HERE.with(|h| *h.borrow_mut() = Some(file));
+}
+
+/// The remembered handle, taken out (the caller is about to move the thread), or the path
+/// opened when none is remembered.
+fn take_here() -> Result<File, NsError> {
+    match HERE.with(|h| h.borrow_mut().take()) {
+        Some(f) => Ok(f),
+        None => NetNs::open(CURRENT).map(|ns| ns.file),
+    }
+}
+
+/// The calling thread's namespace: a duplicate of the remembered handle, or the path opened
+/// (and then remembered).
+fn here() -> Result<File, NsError> {
+    if let Some(f) = HERE.with(|h| h.borrow().as_ref().and_then(|f| f.try_clone().ok())) {
+        return Ok(f);
+    }
+    let file = NetNs::open(CURRENT)?.file;
+    if let Ok(dup) = file.try_clone() {
+        remember(dup);
+    }
+    Ok(file)
+}
+
+/// (device, inode) of the calling thread's network namespace.
+pub fn current_id() -> Option<(u64, u64)> {
+    #[cfg(test)]
+    if let Some(id) = super::fake::with(|w| w.cur) {
+        return Some((0, id as u64));
+    }
+    let m = HERE.with(|h| h.borrow().as_ref().and_then(|f| f.metadata().ok()));
+    let m = match m {
+        Some(m) => m,
+        None => here().ok()?.metadata().ok()?,
+    };
+    Some((m.dev(), m.ino()))
+}
 
 /// An open network namespace (an nsfs or procfs file) and the path it was opened from.
 #[derive(Debug)]
@@ -109,13 +161,31 @@ impl NetNs {
     /// A new, empty network namespace that lives as long as this handle (and anything in it).
     /// The calling thread stays in its own namespace.
     pub fn new_anonymous() -> anyhow::Result<NetNs> {
-        let prev = NetNs::current()?;
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("failed to create a network namespace")?;
-        let _restore = NsGuard { prev };
+        let prev = NetNs::taken()?;
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNET) {
+            drop(NsGuard { prev: Some(prev) });
+            return Err(e).context("failed to create a network namespace");
+        }
+        let _restore = NsGuard { prev: Some(prev) };
         let file = File::open(CURRENT).context("failed to open the new network namespace")?;
         Ok(NetNs {
             file,
             path: "(anonymous)".to_string(),
+            #[cfg(test)]
+            fake: None,
+        })
+    }
+
+    /// The calling thread's namespace, for a guard that is about to move the thread: the
+    /// remembered handle itself (no duplicate; the guard remembers it again when it restores).
+    fn taken() -> anyhow::Result<NetNs> {
+        #[cfg(test)]
+        if let Some(id) = super::fake::with(|w| w.cur) {
+            return Ok(NetNs::fake(id)?);
+        }
+        Ok(NetNs {
+            file: take_here()?,
+            path: CURRENT.to_string(),
             #[cfg(test)]
             fake: None,
         })
@@ -127,7 +197,12 @@ impl NetNs {
         if let Some(id) = super::fake::with(|w| w.cur) {
             return Ok(NetNs::fake(id)?);
         }
-        Ok(NetNs::open(CURRENT)?)
+        Ok(NetNs {
+            file: here()?,
+            path: CURRENT.to_string(),
+            #[cfg(test)]
+            fake: None,
+        })
     }
 
     pub fn path(&self) -> &str {
@@ -145,21 +220,28 @@ impl NetNs {
             return Ok(self.fake == Some(cur));
         }
         let mine = self.file.metadata().with_context(|| format!("failed to stat netns {:?}", self.path))?;
-        let cur = std::fs::metadata(CURRENT).context("failed to stat the current netns")?;
-        Ok(mine.dev() == cur.dev() && mine.ino() == cur.ino())
+        let cur = current_id().context("failed to stat the current netns")?;
+        Ok((mine.dev(), mine.ino()) == cur)
     }
 
     /// Move the calling thread into this namespace until the guard is dropped.
     pub fn enter(&self) -> anyhow::Result<NsGuard> {
-        let prev = NetNs::current()?;
+        let prev = NetNs::taken()?;
         #[cfg(test)]
         if let Some(id) = self.fake {
             super::fake::with(|w| w.cur = id);
-            return Ok(NsGuard { prev });
+            return Ok(NsGuard { prev: Some(prev) });
         }
-        setns(&self.file, CloneFlags::CLONE_NEWNET)
-            .with_context(|| format!("failed to enter netns {:?}", self.path))?;
-        Ok(NsGuard { prev })
+        let dup = self.file.try_clone();
+        if let Err(e) = setns(&self.file, CloneFlags::CLONE_NEWNET) {
+            remember(prev.file);
+            return Err(e).with_context(|| format!("failed to enter netns {:?}", self.path));
+        }
+        // not remembering (no descriptor left for a duplicate) only costs the next question a lookup
+        if let Ok(f) = dup {
+            remember(f);
+        }
+        Ok(NsGuard { prev: Some(prev) })
     }
 
     /// Run `f` inside this namespace, then return to the previous one.
@@ -172,20 +254,23 @@ impl NetNs {
 /// Restores the namespace the thread was in before [`NetNs::enter`].
 #[derive(Debug)]
 pub struct NsGuard {
-    prev: NetNs,
+    /// Always `Some` until dropped.
+    prev: Option<NetNs>,
 }
 
 impl Drop for NsGuard {
     fn drop(&mut self) {
+        let Some(prev) = self.prev.take() else { return };
         #[cfg(test)]
-        if let Some(id) = self.prev.fake {
+        if let Some(id) = prev.fake {
             super::fake::with(|w| w.cur = id);
             return;
         }
-        if let Err(e) = setns(&self.prev.file, CloneFlags::CLONE_NEWNET) {
+        if let Err(e) = setns(&prev.file, CloneFlags::CLONE_NEWNET) {
             // Going on in the wrong namespace could configure the wrong host: stop here.
-            tracing::error!("cannot restore netns {:?}: {e}; aborting", self.prev.path);
+            tracing::error!("cannot restore netns {:?}: {e}; aborting", prev.path);
             std::process::abort();
         }
+        remember(prev.file);
     }
 }
