@@ -195,10 +195,7 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
             }
         }
     }
-    {
-        let env = io.env.clone();
-        crate::logging::init(&|k| env.get(k).cloned());
-    }
+    crate::logging::init(&|k| io.env.get(k).cloned());
     let rc = io::run(applet, &mut io);
     write_stdout(&io.stdout);
     let _ = std::io::stderr().write_all(&io.stderr);

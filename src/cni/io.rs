@@ -39,10 +39,13 @@ impl Io {
         }
     }
 
-    /// The process's environment and stdin (output is still buffered; the caller writes it).
+    /// The process's `CNI_*` variables (all the protocol and cni-multi read through here; the
+    /// rest of a runtime's environment, often large, is not copied) and stdin (output is still
+    /// buffered; the caller writes it). A delegate that is exec'd inherits the whole environment.
     pub fn from_process() -> Io {
         Io {
             env: std::env::vars_os()
+                .filter(|(k, _)| k.as_encoded_bytes().starts_with(b"CNI_"))
                 .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
                 .collect(),
             stdin: Box::new(std::io::stdin()),
@@ -286,6 +289,14 @@ pub(crate) mod tests {
     fn err_of(out: &str) -> (u64, String) {
         let v: serde_json::Value = serde_json::from_str(out).unwrap();
         (v["code"].as_u64().unwrap(), v["msg"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn only_cni_variables_are_copied_from_the_process() {
+        // the test process has PATH, HOME, ...: none of them is copied
+        assert!(std::env::var_os("PATH").is_some());
+        let io = Io::from_process();
+        assert!(io.env.keys().all(|k| k.starts_with("CNI_")), "{:?}", io.env.keys().collect::<Vec<_>>());
     }
 
     #[test]

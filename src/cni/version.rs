@@ -134,10 +134,12 @@ pub fn about_text(plugin: &Plugin) -> String {
 
 /// Exact membership, as the Go Reconciler checks it.
 pub fn check_compatible(config_version: &str, supported: &[Version]) -> Result<(), CniError> {
-    let texts: Vec<String> = supported.iter().map(Version::to_string).collect();
-    if texts.iter().any(|t| t == config_version) {
+    // one of them, and printed as the config has it ("0.4.00" is not "0.4.0")
+    let hit = Version::parse(config_version).ok().filter(|v| supported.contains(v));
+    if hit.is_some_and(|v| v.to_string() == config_version) {
         return Ok(());
     }
+    let texts: Vec<String> = supported.iter().map(Version::to_string).collect();
     Err(CniError::new(code::INCOMPATIBLE_VERSION, "incompatible CNI versions").with_details(format!(
         "config is {}, plugin supports {}",
         go_quote(config_version),
