@@ -184,6 +184,7 @@ fn run(args: &Args) -> Result<()> {
         bail!("--chain-pods must be 0..=4000");
     }
     // a private mount namespace: netns mounts and /sys remounts stay ours and die with us
+    #[allow(clippy::disallowed_methods)] // a mount namespace: no thread changes network namespace
     unshare(CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
         .context("make / a slave mount")?;
@@ -464,7 +465,11 @@ impl<'a> HostNs<'a> {
         let name = format!("{PREFIX}-h{tag}-{}", ctx.pid);
         let set = NetnsSet::create(vec![name.clone()])?;
         let f = File::open(format!("/run/netns/{name}"))?;
+        // the bench thread itself moves (its spawned plugins inherit it): cni-multi's netlink
+        // library used here then has to forget the namespace it remembered for this thread
+        #[allow(clippy::disallowed_methods)]
         setns(&f, CloneFlags::CLONE_NEWNET).context("setns into the host netns")?;
+        cni_multi::sys::netns::forget();
         remount_sys();
         let h = HostNs { ctx, _set: set };
         ip_batch(None, "link set lo up\n")?;
@@ -474,7 +479,9 @@ impl<'a> HostNs<'a> {
 
 impl Drop for HostNs<'_> {
     fn drop(&mut self) {
+        #[allow(clippy::disallowed_methods)]
         let _ = setns(&self.ctx.root_netns, CloneFlags::CLONE_NEWNET);
+        cni_multi::sys::netns::forget();
         remount_sys();
     }
 }

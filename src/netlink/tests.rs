@@ -134,6 +134,23 @@ fn netns_remembered_namespace_follows_the_kernel() {
     assert_eq!((current_id(), kernel()), (Some(home), home));
     assert_eq!(id(&NetNs::current().unwrap()), home);
     drop(anon);
+    // a move behind the module's back leaves the remembered namespace stale until forget()
+    // (why clippy.toml disallows setns elsewhere); on a thread of its own, which then ends
+    let a_path = a.path().to_string();
+    let (stale, fresh, id_a) = std::thread::spawn(move || {
+        let a = NetNs::open(&a_path).unwrap();
+        let home = current_id();
+        #[allow(clippy::disallowed_methods)]
+        nix::sched::setns(a.fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let stale = current_id() == home;
+        crate::sys::netns::forget();
+        (stale, current_id() == Some(kernel()), id(&a))
+    })
+    .join()
+    .unwrap();
+    assert!(stale && fresh, "stale before forget: {stale}, right after: {fresh}");
+    assert_eq!(kernel(), home);
+    assert_ne!(id_a, home);
 }
 
 #[test]

@@ -5,7 +5,11 @@
 //! its guard and [`NetNs::new_anonymous`] (the only places that move a thread): the current
 //! namespace is then a `dup` of that handle instead of a walk of `/proc/thread-self/ns/net`
 //! (a fresh process's `/proc/<pid>` entries are looked up slowly, and a bridge ADD asked five
-//! times). Only the first question of a thread opens the path.
+//! times). Only the first question of a thread opens the path. Code that moves a thread by other
+//! means must call [`forget`] (clippy disallows `setns`/`unshare` outside this module).
+
+// the one module that may move a thread: it keeps the remembered namespace true
+#![allow(clippy::disallowed_methods)]
 
 use std::fmt;
 use std::fs::File;
@@ -60,6 +64,13 @@ fn here() -> Result<File, NsError> {
         remember(dup);
     }
     Ok(file)
+}
+
+/// Forget the remembered namespace of the calling thread: for code that moves a thread by other
+/// means than this module (the bench, a test harness), right after it did. `setns` and
+/// `unshare` are disallowed elsewhere by clippy (clippy.toml) for this reason.
+pub fn forget() {
+    HERE.with(|h| *h.borrow_mut() = None);
 }
 
 /// (device, inode) of the calling thread's network namespace.

@@ -344,6 +344,8 @@ pub fn enter_before_exec(cmd: &mut Command, ns: &Path, kind: CloneFlags) {
     // SAFETY: the closure runs in the forked child before exec. It only calls setns(2), a plain
     // syscall that is async-signal-safe, on an fd owned by the closure (opened O_CLOEXEC in the
     // parent, so it is closed again by exec). No allocation or locking happens in the child.
+    // (the child runs no cni-multi code before exec, so nothing it remembers can go stale)
+    #[allow(clippy::disallowed_methods)]
     unsafe {
         cmd.pre_exec(move || nix::sched::setns(&file, kind).map_err(|e| std::io::Error::from_raw_os_error(e as i32)));
     }
@@ -354,7 +356,10 @@ pub fn enter_before_exec(cmd: &mut Command, ns: &Path, kind: CloneFlags) {
 pub fn run_in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
     let file = File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
     std::thread::spawn(move || {
+        #[allow(clippy::disallowed_methods)]
         nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into world netns");
+        // a new thread remembers nothing yet; forgetting keeps the rule of clippy.toml plain
+        cni_multi::sys::netns::forget();
         f()
     })
     .join()
