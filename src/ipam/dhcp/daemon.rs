@@ -965,7 +965,10 @@ impl Daemon {
 }
 
 /// Bind the listening socket at `path`: create the directory (0700), replace a stale
-/// socket file, refuse when another daemon answers there.
+/// socket file, refuse when another daemon answers there. The socket is bound and listening
+/// under a temporary name first and then renamed into place (never over an existing file), so
+/// a plugin that finds the path always finds a daemon accepting: binding at the path itself
+/// leaves it refusing connections until `listen`.
 pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
@@ -980,7 +983,25 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))
+    let name = path.file_name().ok_or_else(|| anyhow!("socket path {} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).with_context(|| format!("listening on {}", tmp.display()))?;
+    let placed = nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &tmp,
+        nix::fcntl::AT_FDCWD,
+        path,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    );
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        if e == nix::errno::Errno::EEXIST {
+            bail!("another dhcp daemon is already listening on {}", path.display());
+        }
+        return Err(anyhow!("placing the socket at {}: {e}", path.display()));
+    }
+    Ok(listener)
 }
 
 /// `dhcp daemon [flags]`: `args` are the words after `daemon`. Returns the exit status.
@@ -1041,6 +1062,31 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// The socket appears at its path already listening (bound under a temporary name, then
+    /// renamed), a second daemon is refused, a stale socket file is replaced, and no temporary
+    /// name is left behind.
+    #[test]
+    fn socket_is_placed_listening_and_exclusive() {
+        let dir = std::env::temp_dir().join(format!("cm-dsock-{}", std::process::id()));
+        let path = dir.join("sub").join("d.sock");
+        let listener = bind_socket(&path).unwrap();
+        assert!(UnixStream::connect(&path).is_ok(), "accepting at the path");
+        let names = |d: &Path| -> Vec<String> {
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+        };
+        assert_eq!(names(path.parent().unwrap()), ["d.sock"]);
+        let e = bind_socket(&path).unwrap_err().to_string();
+        assert!(e.contains("already listening"), "{e}");
+        assert_eq!(names(path.parent().unwrap()), ["d.sock"]);
+        // the daemon is gone, its socket file stays: the next one takes the path over
+        drop(listener);
+        assert!(UnixStream::connect(&path).is_err());
+        let again = bind_socket(&path).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
