@@ -966,7 +966,7 @@ impl Daemon {
 
 /// Bind the listening socket at `path`: create the directory (0700), replace a stale
 /// socket file, refuse when another daemon answers there. The socket is bound and listening
-/// under a temporary name first and then renamed into place (never over an existing file), so
+/// under a temporary name first and then linked into place (never over an existing file), so
 /// a plugin that finds the path always finds a daemon accepting: binding at the path itself
 /// leaves it refusing connections until `listen`.
 pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
@@ -987,19 +987,15 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp).with_context(|| format!("listening on {}", tmp.display()))?;
-    let placed = nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        &tmp,
-        nix::fcntl::AT_FDCWD,
-        path,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    );
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        if e == nix::errno::Errno::EEXIST {
+    // a hard link never replaces an existing name (EEXIST), as rename(2) would
+    let placed = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match placed {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             bail!("another dhcp daemon is already listening on {}", path.display());
         }
-        return Err(anyhow!("placing the socket at {}: {e}", path.display()));
+        Err(e) => return Err(anyhow!("placing the socket at {}: {e}", path.display())),
     }
     Ok(listener)
 }
