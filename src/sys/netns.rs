@@ -190,26 +190,22 @@ impl NetNs {
     /// The calling thread's namespace, for a guard that is about to move the thread: the
     /// remembered handle itself (no duplicate; the guard remembers it again when it restores).
     fn taken() -> anyhow::Result<NetNs> {
-        #[cfg(test)]
-        if let Some(id) = super::fake::with(|w| w.cur) {
-            return Ok(NetNs::fake(id)?);
-        }
-        Ok(NetNs {
-            file: take_here()?,
-            path: CURRENT.to_string(),
-            #[cfg(test)]
-            fake: None,
-        })
+        NetNs::here_with(take_here)
     }
 
     /// The calling thread's current network namespace.
     pub fn current() -> anyhow::Result<NetNs> {
+        NetNs::here_with(here)
+    }
+
+    /// The calling thread's namespace as `get` hands its handle out.
+    fn here_with(get: fn() -> Result<File, NsError>) -> anyhow::Result<NetNs> {
         #[cfg(test)]
         if let Some(id) = super::fake::with(|w| w.cur) {
             return Ok(NetNs::fake(id)?);
         }
         Ok(NetNs {
-            file: here()?,
+            file: get()?,
             path: CURRENT.to_string(),
             #[cfg(test)]
             fake: None,
