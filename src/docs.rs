@@ -83,7 +83,8 @@ pub fn plugins_md(plugins: &[Plugin]) -> String {
     s.push_str(
         "\nKey names are matched without regard to case, as the reference's JSON decoding does. Logging: \
          `CNI_MULTI_LOG=error|warn|info|debug|trace` (default warn) on stderr, one line per event with the \
-         applet, the command and the container id. Firewall: `CNI_MULTI_FIREWALL_BACKEND=iptables|nftables` \
+         time since the run started (`+0.265ms`; at debug level the steps show where an ADD's time goes), \
+         the applet, the command and the container id. Firewall: `CNI_MULTI_FIREWALL_BACKEND=iptables|nftables` \
          overrides every backend key; `CNI_MULTI_IPTABLES_NATIVE=0` makes the iptables tools read and write every \
          iptables table instead of cni-multi's own iptables-nft reader and writer \
          ([guides/firewall.md](guides/firewall.md)).\n",
@@ -160,7 +161,8 @@ pub fn common_text() -> String {
     }
     s.push_str(
         "Logging: CNI_MULTI_LOG=error|warn|info|debug|trace (default warn) on stderr, or the file named by\n\
-         CNI_MULTI_LOG_FILE or the `log` key; every line carries the applet, command and container id.\n",
+         CNI_MULTI_LOG_FILE or the `log` key; every line carries the time since the run started, the\n\
+         applet, command and container id.\n",
     );
     s
 }

@@ -59,6 +59,19 @@ fn bridge_add_debug_log_has_container_id_on_every_line() {
         assert!(lines.iter().any(|l| l.contains(step)), "no {step:?} step in:\n{}", add.stderr);
     }
     assert!(lines.iter().all(|l| l.contains("DEBUG") || l.contains("INFO") || l.contains("WARN")), "{lines:?}");
+    // every line says how long the run has been going (`+1.234ms`), never going back
+    let since: Vec<f64> = lines
+        .iter()
+        .map(|l| {
+            let t = l
+                .split_whitespace()
+                .find(|w| w.starts_with('+') && w.ends_with("ms"))
+                .unwrap_or_else(|| panic!("{l:?}"));
+            t.trim_start_matches('+').trim_end_matches("ms").parse().unwrap()
+        })
+        .collect();
+    assert!(since.windows(2).all(|p| p[0] <= p[1]) && since.iter().all(|t| *t >= 0.0), "{since:?}");
+    assert!(since.last().is_some_and(|t| *t > 0.0), "{since:?}");
 
     let del = w.del(&c).cid(cid).env("CNI_MULTI_LOG", "debug").run();
     del.ok();
