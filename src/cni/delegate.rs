@@ -37,7 +37,7 @@ pub fn delegate_with(
     lookup: Lookup,
 ) -> anyhow::Result<Option<CniResult>> {
     let (bin, meta) = locate(plugin_type, &ctx.path)?;
-    if is_file(&meta, self_exe) {
+    if same_inode(&meta, self_exe) {
         if let Some(applet) = lookup(plugin_type) {
             tracing::debug!("delegating {} to {plugin_type} in-process", command.as_str());
             return in_process(ctx, applet, command, lookup);
@@ -45,7 +45,7 @@ pub fn delegate_with(
     }
     // a unit-test binary exec'd as a plugin would run the whole test suite again, recursively
     #[cfg(test)]
-    if is_file(&meta, Path::new("/proc/self/exe")) {
+    if same_inode(&meta, Path::new("/proc/self/exe")) {
         anyhow::bail!("test build: {plugin_type} resolves to the test binary and is not in the registry");
     }
     tracing::debug!("delegating {} to {}", command.as_str(), bin.display());
@@ -111,7 +111,7 @@ fn locate(plugin: &str, paths: &[PathBuf]) -> anyhow::Result<(PathBuf, std::fs::
 
 /// Whether `meta` (of a file found in CNI_PATH) is the same inode on the same device as `b`
 /// (symlinks followed; works for a deleted /proc/self/exe too).
-fn is_file(meta: &std::fs::Metadata, b: &Path) -> bool {
+fn same_inode(meta: &std::fs::Metadata, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(b).is_ok_and(|y| meta.dev() == y.dev() && meta.ino() == y.ino())
 }

@@ -1061,7 +1061,7 @@ mod tests {
     }
 
     /// The socket appears at its path already listening (bound under a temporary name, then
-    /// renamed), a second daemon is refused, a stale socket file is replaced, and no temporary
+    /// linked to the path), a second daemon is refused, a stale socket file is replaced, and no temporary
     /// name is left behind.
     #[test]
     fn socket_is_placed_listening_and_exclusive() {
