@@ -25,12 +25,6 @@ pub struct NftSocket {
 /// Generation-guarded attempts of [`NftSocket::transact`] before it falls back to full plans.
 pub const GUARDED_TRIES: usize = 8;
 
-/// Identity of the calling thread's network namespace (device, inode of its nsfs file).
-fn current_netns() -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/thread-self/ns/net").ok().map(|m| (m.dev(), m.ino()))
-}
-
 thread_local! {
     static CACHE: std::cell::RefCell<Option<((u64, u64), NftSocket)>> = const { std::cell::RefCell::new(None) };
 }
@@ -116,7 +110,7 @@ pub fn release_at_exit() {
 impl NftSocket {
     /// A socket for the calling thread's current network namespace, reused across calls.
     pub fn cached() -> Result<CachedSocket, NftError> {
-        let ns = current_netns();
+        let ns = crate::sys::netns::current_id();
         let hit = CACHE.with(|c| {
             let mut slot = c.try_borrow_mut().ok()?;
             match slot.take() {
