@@ -199,8 +199,9 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
     let rc = io::run(applet, &mut io);
     write_stdout(&io.stdout);
     let _ = std::io::stderr().write_all(&io.stderr);
-    // answered: no nftables socket release may wait inside the runtime's time
+    // answered: no nftables socket release or procfs teardown may wait inside the runtime's time
     crate::firewall::nft::sock::release_at_exit();
+    crate::sys::sysctl::release_at_exit();
     rc
 }
 

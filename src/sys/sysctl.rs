@@ -1,14 +1,27 @@
 //! /proc/sys access. Acts on the network namespace of the calling thread at open time,
 //! so wrap calls in `ns.run(..)` to touch a container's settings.
 //!
-//! The paths are opened in /proc. A procfs instance of the plugin's own (a detached
-//! `fsopen`/`fsmount` mount) was tried on 2026-12-06 and removed the same day: its lookups are
-//! cheaper than the node's /proc at 1000 pods (whose `sys/net` entries sit once per network
-//! namespace on one dentry hash chain), but the kernel tears a detached mount down when the
-//! process exits with an expedited RCU grace period that the runtime waits for, and in A/B runs
-//! on fresh pods that cost more than it saved, at 100 pods and at 800 (`docs/bench.md`).
+//! Where the kernel runs the unix socket garbage collector in a worker (Linux >= 6.9), the
+//! paths are opened in a procfs instance of this process's own (a detached `fsopen`/`fsmount`
+//! mount; every procfs mount is its own instance since 5.8), else in /proc. Why: the node's
+//! /proc keeps `sys/net/ipv6` (and `ipv4`, ...) in the dentry cache once per network namespace
+//! that ever used them, all on one hash chain, and every lookup walks the chain: at 1000 pods
+//! one open of a pod's `accept_dad` took 160-220 µs inside an ADD (`strace -T`), against
+//! ~20 µs in a fresh instance at any node size. Nothing is mounted anywhere: the instance is
+//! reachable only through its descriptor, and the kernel resolves `sys/net` by the calling
+//! thread's network namespace in any procfs instance, so the values read and written are the
+//! same.
+//!
+//! The instance goes away with its last descriptor, and the kernel's teardown of a detached
+//! mount waits for an expedited RCU grace period (`namespace_unlock`). Made at exit, that wait
+//! fell inside the runtime's time and cost more than the lookups saved (tried and removed on
+//! 2026-12-06 12:06, `docs/bench.md`); so [`release_at_exit`] parks the descriptor for the
+//! unix garbage collector (`sys::detach`), whose worker makes the last close. Kernels whose
+//! collector runs in the closing process (before 6.9) would pay it at exit, so they use /proc.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
 fn key_path(key: &str) -> io::Result<String> {
     let rel = if key.contains('/') { key.trim_start_matches('/').to_string() } else { key.replace('.', "/") };
@@ -29,12 +42,102 @@ fn if_path(family: &str, ifname: &str, leaf: &str) -> io::Result<String> {
     Ok(format!("/proc/sys/net/{family}/conf/{ifname}/{leaf}"))
 }
 
+/// The process's own procfs instance: not tried yet, its root, or not to be used.
+enum Instance {
+    Untried,
+    Root(OwnedFd),
+    Unused,
+}
+
+static INSTANCE: Mutex<Instance> = Mutex::new(Instance::Untried);
+
+/// Linux >= 6.9 runs the unix socket garbage collector from a workqueue ("af_unix: Run GC on
+/// only one CPU"), so a parked descriptor's last close is never the exiting plugin's.
+fn collector_in_a_worker() -> bool {
+    let Ok(u) = nix::sys::utsname::uname() else { return false };
+    let release = u.release().to_string_lossy();
+    let mut nums = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    (major, minor) >= (6, 9)
+}
+
+/// fsopen("proc") + FSCONFIG_CMD_CREATE + fsmount: a detached procfs mount, as a descriptor.
+fn mount_proc() -> io::Result<OwnedFd> {
+    use nix::libc::{c_uint, syscall, SYS_fsconfig, SYS_fsmount, SYS_fsopen};
+    const FSOPEN_CLOEXEC: c_uint = 1;
+    const FSCONFIG_CMD_CREATE: c_uint = 6;
+    const FSMOUNT_CLOEXEC: c_uint = 1;
+    let check = |r: i64| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) };
+    // SAFETY: a NUL-terminated file system name and a flag; returns a new descriptor or -1
+    let fs = check(unsafe { syscall(SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fsopen returned a descriptor that nothing else owns
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    // SAFETY: CMD_CREATE takes no key, value or aux (NULL, NULL, 0)
+    check(unsafe {
+        syscall(SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
+    })?;
+    // SAFETY: the configured context's descriptor, flags, no mount attributes; returns a new
+    // descriptor of the mount's root or -1
+    let root = check(unsafe { syscall(SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
+    // SAFETY: fsmount returned a descriptor that nothing else owns
+    Ok(unsafe { OwnedFd::from_raw_fd(root as i32) })
+}
+
+/// Open `path` (under /proc/sys) in the process's own procfs instance, made on first use, or
+/// in /proc.
+fn open(path: &str, write: bool) -> io::Result<std::fs::File> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY } | OFlag::O_CLOEXEC;
+    if let (Ok(mut inst), Some(rel)) = (INSTANCE.lock(), path.strip_prefix("/proc/")) {
+        if matches!(*inst, Instance::Untried) {
+            *inst = match collector_in_a_worker().then(mount_proc) {
+                Some(Ok(root)) => Instance::Root(root),
+                Some(Err(e)) => {
+                    tracing::debug!("own procfs instance: {e}; using /proc");
+                    Instance::Unused
+                }
+                None => Instance::Unused,
+            };
+        }
+        if let Instance::Root(root) = &*inst {
+            match openat(root, rel, flags, Mode::empty()) {
+                Ok(fd) => return Ok(std::fs::File::from(fd)),
+                // a missing key is missing in /proc too; anything else (an LSM's rule for this
+                // mount, say) is tried again in /proc
+                Err(nix::errno::Errno::ENOENT) => return Err(io::Error::from(io::ErrorKind::NotFound)),
+                Err(e) => tracing::debug!("own procfs instance: {rel}: {e}; trying /proc"),
+            }
+        }
+    }
+    std::fs::OpenOptions::new().read(!write).write(write).open(path)
+}
+
+/// Call once the plugin has answered, right before the process exits: the procfs instance's
+/// descriptor, if one was made, is parked for the kernel's unix garbage collector, whose worker
+/// makes its last close and with it the mount's teardown (module doc).
+pub fn release_at_exit() {
+    let root = match INSTANCE.lock() {
+        Ok(mut inst) => match std::mem::replace(&mut *inst, Instance::Unused) {
+            Instance::Root(root) => root,
+            _ => return,
+        },
+        Err(_) => return,
+    };
+    if !super::detach::close_after_exit(root.as_raw_fd(), move || drop(root)) {
+        tracing::debug!("procfs instance not parked: its close waited");
+    }
+}
+
 fn read(path: &str) -> io::Result<String> {
     #[cfg(test)]
     if let Some(r) = super::fake::sysctl_read(path) {
         return r;
     }
-    let s = std::fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let mut s = String::new();
+    open(path, false)
+        .and_then(|mut f| io::Read::read_to_string(&mut f, &mut s))
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     Ok(s.trim_end_matches('\n').to_string())
 }
 
@@ -44,9 +147,7 @@ fn write(path: &str, value: &str) -> io::Result<()> {
         return r;
     }
     // no O_CREAT: a key the kernel does not have is ENOENT, as for a read
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
+    open(path, true)
         .and_then(|mut f| io::Write::write_all(&mut f, value.as_bytes()))
         .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
 }
@@ -100,5 +201,21 @@ mod tests {
         // a write to a key the kernel does not have creates nothing and is NotFound too
         let e = set("net/ipv4/conf/nope0/arp_notify", "1").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    }
+
+    /// On a kernel whose unix collector runs in a worker, a root process reads through its own
+    /// procfs instance (made on first use) what /proc shows; at exit the instance is parked,
+    /// after which reads go to /proc and still answer. Elsewhere /proc is used from the start.
+    #[test]
+    fn own_procfs_instance_is_used_and_parked_at_exit() {
+        let key = "net/ipv6/conf/lo/accept_dad";
+        let direct = || std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap().trim_end().to_string();
+        assert_eq!(get(key).unwrap(), direct());
+        let made = matches!(*INSTANCE.lock().unwrap(), Instance::Root(_));
+        let expected = nix::unistd::geteuid().is_root() && collector_in_a_worker();
+        assert_eq!(made, expected, "own procfs instance made: {made}, expected: {expected}");
+        release_at_exit();
+        assert!(matches!(*INSTANCE.lock().unwrap(), Instance::Unused));
+        assert_eq!(get(key).unwrap(), direct());
     }
 }
