@@ -20,7 +20,10 @@ pub use super::wire::NlError;
 
 /// Initial receive buffer: the largest datagram the kernel builds for a dump (32 KiB).
 const RECV_BUF: usize = 32 * 1024;
-const DUMP_TRIES: usize = 5;
+/// How long a dump is asked again while the kernel flags it interrupted, and the longest pause
+/// between two tries (see [`Conn::dump`]).
+const DUMP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+const DUMP_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Where requests go and replies come from: the kernel's socket, or a test's recording fake.
 pub trait Transport: Send {
@@ -212,6 +215,36 @@ impl Conn {
         }
     }
 
+    /// Run a dump and return a whole one. The kernel flags a dump interrupted when the table
+    /// changed between two of its parts (a commit of another process, between two receives):
+    /// the parts may then disagree, so the dump is asked again, as `nft` and `ip` do, at once
+    /// for the first tries and then after pauses growing to 10 ms (concurrent writers commit in
+    /// bursts), until [`DUMP_DEADLINE`]; then it fails with EINTR. Every dump goes through here.
+    pub(crate) fn dump(&mut self, req: &[u8], what: &str) -> Result<Vec<Reply>, NlError> {
+        self.dump_within(req, what, DUMP_DEADLINE)
+    }
+
+    fn dump_within(&mut self, req: &[u8], what: &str, deadline: std::time::Duration) -> Result<Vec<Reply>, NlError> {
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::ZERO;
+        for tries in 1u32.. {
+            let (out, intr) = self.exchange(req.to_vec(), Kind::Dump, what)?;
+            if !intr {
+                return Ok(out);
+            }
+            if start.elapsed() >= deadline {
+                let ext = Some(format!("dump interrupted {tries} times in {} ms", start.elapsed().as_millis()));
+                return Err(kernel_error(self.prefix, what, wire::EINTR, ext));
+            }
+            tracing::debug!(tries, "{what}: dump interrupted by a concurrent change, asking again");
+            if tries >= 3 {
+                pause = (pause * 2).clamp(std::time::Duration::from_millis(1), DUMP_PAUSE_MAX);
+                std::thread::sleep(pause);
+            }
+        }
+        Err(kernel_error(self.prefix, what, wire::EINTR, None))
+    }
+
     /// Replies for `seq` until the ACK/error or NLMSG_DONE; None when one was truncated.
     fn collect(&mut self, seq: u32, dump: bool, what: &str) -> Result<Option<(Vec<Reply>, bool)>, NlError> {
         let prefix = self.prefix;
@@ -323,16 +356,9 @@ impl Netlink {
         Ok(self.conn.exchange(req, Kind::Change, "request")?.0)
     }
 
-    /// Run a dump request, retrying when the kernel marks it interrupted.
+    /// Run a dump request; a dump the kernel flags interrupted is asked again ([`Conn::dump`]).
     pub(crate) fn dump(&mut self, req: Vec<u8>) -> anyhow::Result<Vec<Reply>> {
-        for _ in 0..DUMP_TRIES {
-            let (out, intr) = self.conn.exchange(req.clone(), Kind::Dump, "dump")?;
-            if !intr {
-                return Ok(out);
-            }
-            tracing::debug!("netlink dump interrupted, retrying");
-        }
-        Err(anyhow::Error::new(NlError::new(wire::EINTR, Some("dump interrupted repeatedly"))))
+        Ok(self.conn.dump(&req, "dump")?)
     }
 }
 
@@ -409,6 +435,42 @@ mod tests {
         assert_eq!(replies[0].payload.len(), 16 + 40 * 1024);
         // first try: the truncated datagram, then an empty queue; second try: it fits
         assert_eq!(*calls.lock().unwrap(), (2, 3));
+    }
+
+    /// One dump part and NLMSG_DONE for `seq`, flagged interrupted or not.
+    fn dump_part(seq: u32, interrupted: bool) -> Vec<Vec<u8>> {
+        let flags = wire::NLM_F_MULTI | if interrupted { NLM_F_DUMP_INTR } else { 0 };
+        let mut d = wire::message(16, flags, seq, &[0; 16], &[]);
+        d.extend(wire::message(NLMSG_DONE, flags, seq, &0i32.to_ne_bytes(), &[]));
+        vec![d]
+    }
+
+    fn dump_interrupted_7_times(seq: u32) -> Vec<Vec<u8>> {
+        dump_part(seq, seq <= 7)
+    }
+
+    /// Under a burst of concurrent commits a dump can be interrupted many times in a row (the
+    /// stress test's GC saw 5 and failed): it is asked again until whole.
+    #[test]
+    fn interrupted_dump_is_asked_again_until_whole() {
+        let (mut c, calls) = conn(dump_interrupted_7_times);
+        let replies = c.dump(&req(), "dump").unwrap();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(calls.lock().unwrap().0, 8, "seven interrupted tries, then the whole dump");
+    }
+
+    /// A dump that is never whole fails with EINTR once the deadline has passed.
+    #[test]
+    fn dump_interrupted_past_the_deadline_is_eintr() {
+        fn always(seq: u32) -> Vec<Vec<u8>> {
+            dump_part(seq, true)
+        }
+        let (mut c, calls) = conn(always);
+        let t = std::time::Instant::now();
+        let e = c.dump_within(&req(), "dump", std::time::Duration::from_millis(30)).unwrap_err();
+        assert_eq!(e.errno, wire::EINTR);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(30));
+        assert!(calls.lock().unwrap().0 > 3, "asked again before giving up");
     }
 
     #[test]

@@ -261,7 +261,8 @@ impl NftSocket {
 
     /// A GET dump (`kind` = GETTABLE/GETCHAIN/GETRULE/...), optionally filtered by attributes
     /// (e.g. table and chain for GETRULE). Returns each message's body after the nfgenmsg, with
-    /// the message family. Retries up to 5 times when the dump was interrupted.
+    /// the message family. A dump interrupted by a concurrent commit is asked again
+    /// (`netlink::socket::Conn::dump`).
     pub fn dump(&mut self, kind: u8, family: u8, filter: &[u8]) -> Result<DumpRows, NftError> {
         self.dump_type(nft_type(kind), family, filter)
     }
@@ -269,17 +270,12 @@ impl NftSocket {
     /// A dump of any nfnetlink message type (`subsys << 8 | msg`), e.g. ctnetlink.
     pub fn dump_type(&mut self, ty: u16, family: u8, filter: &[u8]) -> Result<DumpRows, NftError> {
         let what = format!("dump (message type {})", ty & 0xff);
-        for _ in 0..5 {
-            let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, 0, family, 0, filter);
-            let (replies, interrupted) = self.conn.exchange(req, Kind::Dump, &what)?;
-            if !interrupted {
-                return Ok(replies
-                    .into_iter()
-                    .map(|r| (r.payload.first().copied().unwrap_or(0), r.payload.get(4..).unwrap_or_default().to_vec()))
-                    .collect());
-            }
-        }
-        Err(local_error("dump interrupted 5 times"))
+        let req = encode_msg(ty, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, 0, family, 0, filter);
+        let replies = self.conn.dump(&req, &what)?;
+        Ok(replies
+            .into_iter()
+            .map(|r| (r.payload.first().copied().unwrap_or(0), r.payload.get(4..).unwrap_or_default().to_vec()))
+            .collect())
     }
 
     /// Sends one non-batched request (e.g. a ctnetlink delete) and waits for its ACK.
