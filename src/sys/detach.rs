@@ -5,8 +5,9 @@
 //! [`close_after_exit`] parks the descriptor in the kernel instead of closing it: it is sent
 //! (SCM_RIGHTS) on a unix socket pair together with the receiving socket itself, which makes an
 //! unreachable reference cycle once the process closes its descriptors. The kernel's unix socket
-//! garbage collector, which runs from a workqueue, frees the cycle and with it makes the last
-//! close of the parked socket — in a kernel worker, not in the plugin. No process is created (so
+//! garbage collector, which runs from a workqueue (Linux ≥ 6.9, [`collector_in_a_worker`]),
+//! frees the cycle and with it makes the last close of the parked socket — in a kernel worker,
+//! not in the plugin. No process is created (so
 //! no zombie, whatever the runtime's init or subreaper does) and no descriptor of the runtime
 //! (stdin/stdout/stderr pipes) is held: only the two sockets of the pair and the parked one.
 
@@ -32,6 +33,17 @@ pub fn close_after_exit(fd: RawFd, close_own: impl FnOnce()) -> bool {
     // b lives on only through its own receive queue (the cycle)
     drop(b);
     sent.is_ok()
+}
+
+/// Linux >= 6.9 runs the unix socket garbage collector from a workqueue ("af_unix: Run GC on
+/// only one CPU"), so a parked descriptor's last close is never the caller's. Before it, the
+/// collector ran in the closing process: parking works there but saves nothing.
+pub fn collector_in_a_worker() -> bool {
+    let Ok(u) = nix::sys::utsname::uname() else { return false };
+    let release = u.release().to_string_lossy();
+    let mut nums = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    (major, minor) >= (6, 9)
 }
 
 #[cfg(test)]

@@ -51,16 +51,6 @@ enum Instance {
 
 static INSTANCE: Mutex<Instance> = Mutex::new(Instance::Untried);
 
-/// Linux >= 6.9 runs the unix socket garbage collector from a workqueue ("af_unix: Run GC on
-/// only one CPU"), so a parked descriptor's last close is never the exiting plugin's.
-fn collector_in_a_worker() -> bool {
-    let Ok(u) = nix::sys::utsname::uname() else { return false };
-    let release = u.release().to_string_lossy();
-    let mut nums = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    (major, minor) >= (6, 9)
-}
-
 /// fsopen("proc") + FSCONFIG_CMD_CREATE + fsmount: a detached procfs mount, as a descriptor.
 fn mount_proc() -> io::Result<OwnedFd> {
     use nix::libc::{c_uint, syscall, SYS_fsconfig, SYS_fsmount, SYS_fsopen};
@@ -91,7 +81,7 @@ fn open(path: &str, write: bool) -> io::Result<std::fs::File> {
     let flags = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY } | OFlag::O_CLOEXEC;
     if let (Ok(mut inst), Some(rel)) = (INSTANCE.lock(), path.strip_prefix("/proc/")) {
         if matches!(*inst, Instance::Untried) {
-            *inst = match collector_in_a_worker().then(mount_proc) {
+            *inst = match super::detach::collector_in_a_worker().then(mount_proc) {
                 Some(Ok(root)) => Instance::Root(root),
                 Some(Err(e)) => {
                     tracing::debug!("own procfs instance: {e}; using /proc");
@@ -212,7 +202,7 @@ mod tests {
         let direct = || std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap().trim_end().to_string();
         assert_eq!(get(key).unwrap(), direct());
         let made = matches!(*INSTANCE.lock().unwrap(), Instance::Root(_));
-        let expected = nix::unistd::geteuid().is_root() && collector_in_a_worker();
+        let expected = nix::unistd::geteuid().is_root() && super::super::detach::collector_in_a_worker();
         assert_eq!(made, expected, "own procfs instance made: {made}, expected: {expected}");
         release_at_exit();
         assert!(matches!(*INSTANCE.lock().unwrap(), Instance::Unused));
