@@ -227,7 +227,9 @@ impl Conn {
     fn dump_within(&mut self, req: &[u8], what: &str, deadline: std::time::Duration) -> Result<Vec<Reply>, NlError> {
         let start = std::time::Instant::now();
         let mut pause = std::time::Duration::ZERO;
-        for tries in 1u32.. {
+        let mut tries = 0u32;
+        loop {
+            tries = tries.saturating_add(1);
             let (out, intr) = self.exchange(req.to_vec(), Kind::Dump, what)?;
             if !intr {
                 return Ok(out);
@@ -242,7 +244,6 @@ impl Conn {
                 std::thread::sleep(pause);
             }
         }
-        Err(kernel_error(self.prefix, what, wire::EINTR, None))
     }
 
     /// Replies for `seq` until the ACK/error or NLMSG_DONE; None when one was truncated.

@@ -306,10 +306,7 @@ fn addrs_routes_neighbours() {
     let eth0 = c.link_by_name("eth0").unwrap().unwrap();
     let vh0 = h.link_by_name("vh0").unwrap().unwrap().index;
     // Linux ≥ 6.2 echoes the new end: the same link a lookup finds
-    let release: Vec<u32> = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().split(['.', '-']).take(2).filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_default();
-    if release.as_slice() >= [6, 2].as_slice() {
+    if crate::sys::kernel_at_least(6, 2) {
         let e = echoed.expect("the kernel echoes the new veth");
         assert_eq!((e.index, e.name.as_str(), e.mac, e.link), (eth0.index, "eth0", eth0.mac, Some(vh0)));
     }

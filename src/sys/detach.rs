@@ -39,11 +39,7 @@ pub fn close_after_exit(fd: RawFd, close_own: impl FnOnce()) -> bool {
 /// only one CPU"), so a parked descriptor's last close is never the caller's. Before it, the
 /// collector ran in the closing process: parking works there but saves nothing.
 pub fn collector_in_a_worker() -> bool {
-    let Ok(u) = nix::sys::utsname::uname() else { return false };
-    let release = u.release().to_string_lossy();
-    let mut nums = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    (major, minor) >= (6, 9)
+    super::kernel_at_least(6, 9)
 }
 
 #[cfg(test)]

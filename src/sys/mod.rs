@@ -12,3 +12,32 @@ pub mod selinux;
 pub mod sockopt;
 pub mod sysctl;
 pub mod tun;
+
+/// Whether the running kernel is at least `major.minor` (from uname; false when it cannot tell).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    nix::sys::utsname::uname().is_ok_and(|u| release_at_least(&u.release().to_string_lossy(), major, minor))
+}
+
+/// `release` ("6.18.44-fc-v1272", "5.15.0-91-generic") is at least `major.minor`.
+fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut nums = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().ok());
+    match (nums.next().flatten(), nums.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_release_comparison() {
+        use super::release_at_least as at_least;
+        assert!(at_least("6.18.44-fc-v1272", 6, 9));
+        assert!(at_least("6.9", 6, 9));
+        assert!(at_least("7.0.1", 6, 9));
+        assert!(!at_least("6.8.12-amd64", 6, 9));
+        assert!(!at_least("5.15.0-91-generic", 6, 2));
+        assert!(!at_least("", 6, 2));
+        assert!(!at_least("linux", 6, 2));
+    }
+}
