@@ -38,6 +38,7 @@ struct PluginFlags {
 /// The binary's entry point; returns the exit status.
 pub fn main() -> i32 {
     install_panic_hook();
+    crate::cni::error::add_transient_test(crate::netlink::socket::is_transient);
     let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     dispatch(&argv)
 }

@@ -1,6 +1,25 @@
 //! CNI error object and the one mapping from internal errors to spec codes.
 
 use std::fmt;
+use std::sync::RwLock;
+
+/// A test for errors of the layers below the protocol that are transient (a netlink dump the
+/// kernel kept interrupting, EAGAIN): such a failure is code 11, "try again later". This layer
+/// cannot name those layers' error types, so the binary's entry registers the test once
+/// ([`add_transient_test`]); without one, every untyped error is code 999.
+pub type TransientTest = fn(&(dyn std::error::Error + 'static)) -> bool;
+static TRANSIENT: RwLock<Vec<TransientTest>> = RwLock::new(Vec::new());
+
+/// Register a test that [`CniError::from_anyhow`] applies to untyped errors.
+pub fn add_transient_test(test: TransientTest) {
+    if let Ok(mut tests) = TRANSIENT.write() {
+        tests.push(test);
+    }
+}
+
+fn is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+    TRANSIENT.read().is_ok_and(|tests| tests.iter().any(|t| t(e)))
+}
 
 /// Error codes from the CNI specification (and the Go library's conventions).
 pub mod code {
@@ -48,7 +67,8 @@ impl CniError {
     }
 
     /// Map any error to a CNI error: a `CniError` anywhere in the chain keeps its code
-    /// (context added above it is prepended to its message); anything else is code 999.
+    /// (context added above it is prepended to its message); an error the registered
+    /// [`TransientTest`] calls transient is code 11; anything else is code 999.
     pub fn from_anyhow(err: &anyhow::Error) -> CniError {
         let found = err.chain().find_map(|e| e.downcast_ref::<CniError>()).cloned();
         let full = format!("{err:#}");
@@ -60,6 +80,7 @@ impl CniError {
                 }
                 c
             }
+            None if err.chain().any(is_transient) => CniError::try_again(full),
             None => CniError::internal(full),
         }
     }
@@ -136,5 +157,30 @@ mod tests {
         let plain = anyhow::anyhow!("boom").context("outer");
         assert_eq!(CniError::from_anyhow(&plain).code, 999);
         assert_eq!(CniError::from_anyhow(&plain).msg, "outer: boom");
+    }
+
+    /// A lower layer's error type, unknown to this layer, that the registered test calls transient.
+    #[derive(Debug)]
+    struct Busy;
+    impl fmt::Display for Busy {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("table kept changing")
+        }
+    }
+    impl std::error::Error for Busy {}
+    fn busy_is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+        e.downcast_ref::<Busy>().is_some()
+    }
+
+    #[test]
+    fn registered_transient_errors_are_try_again() {
+        add_transient_test(busy_is_transient);
+        let e = anyhow::Error::new(Busy).context("failed to list links");
+        let c = CniError::from_anyhow(&e);
+        assert_eq!((c.code, c.msg.as_str()), (code::TRY_AGAIN, "failed to list links: table kept changing"));
+        // other untyped errors stay 999, typed ones keep their code
+        assert_eq!(CniError::from_anyhow(&anyhow::anyhow!("boom")).code, code::INTERNAL);
+        let typed = anyhow::Error::new(CniError::config("bad")).context(Busy);
+        assert_eq!(CniError::from_anyhow(&typed).code, code::INVALID_CONFIG);
     }
 }

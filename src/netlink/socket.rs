@@ -317,6 +317,12 @@ pub fn is_not_found(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(NlError::is_not_found)
 }
 
+/// Is this one error (of a chain) a transient netlink failure ([`NlError::is_transient`])? The
+/// binary's entry registers it as the CNI layer's test for code 11.
+pub fn is_transient(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<NlError>().is_some_and(NlError::is_transient)
+}
+
 /// Is `err` (anywhere in its chain) the kernel's "exchange full" (a bridge at its port limit)?
 pub fn is_full(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(|n| n.errno == super::wire::EXFULL)
@@ -472,6 +478,15 @@ mod tests {
         assert_eq!(e.errno, wire::EINTR);
         assert!(t.elapsed() >= std::time::Duration::from_millis(30));
         assert!(calls.lock().unwrap().0 > 3, "asked again before giving up");
+        // the runtime is told to try again later (code 11), once the binary's entry has
+        // registered netlink's test, as `cli::main` does
+        crate::cni::error::add_transient_test(is_transient);
+        let c = crate::cni::CniError::from_anyhow(&anyhow::Error::new(e).context("failed to list links"));
+        assert_eq!(c.code, crate::cni::code::TRY_AGAIN, "{c:?}");
+        assert!(c.msg.starts_with("failed to list links: "), "{c:?}");
+        // a kernel refusal is not transient
+        let refused = anyhow::Error::new(NlError::new(22, None));
+        assert_eq!(crate::cni::CniError::from_anyhow(&refused).code, crate::cni::code::INTERNAL);
     }
 
     #[test]

@@ -71,10 +71,12 @@ mod errno {
     pub const ENOENT: i32 = 2;
     pub const ESRCH: i32 = 3;
     pub const EINTR: i32 = 4;
+    pub const EAGAIN: i32 = 11;
     pub const EEXIST: i32 = 17;
     pub const ENODEV: i32 = 19;
     pub const EINVAL: i32 = 22;
     pub const EMSGSIZE: i32 = 90;
+    pub const ENOBUFS: i32 = 105;
     pub const ERESTART: i32 = 85;
     pub const EADDRNOTAVAIL: i32 = 99;
     /// a bridge that has the most ports the kernel allows (BR_MAX_PORTS)
@@ -141,6 +143,13 @@ impl NlError {
     /// The object named by the request is not there (link, address, route, table, chain, ...).
     pub fn is_not_found(&self) -> bool {
         matches!(self.errno, errno::ENODEV | errno::ENOENT | errno::ESRCH | errno::EADDRNOTAVAIL)
+    }
+
+    /// A condition that clears up by itself, so that the runtime should try again later (CNI
+    /// code 11): a dump the kernel kept interrupting past [`super::socket`]'s deadline (EINTR),
+    /// EAGAIN, or a socket whose receive queue overflowed (ENOBUFS).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.errno, errno::EINTR | errno::EAGAIN | errno::ENOBUFS)
     }
 
     /// An nf_tables batch carried a generation id that is no longer current (nothing applied).
