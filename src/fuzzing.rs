@@ -60,6 +60,15 @@ pub fn config(data: &[u8]) {
     let args = String::from_utf8_lossy(args).into_owned();
     let _ = config::parse_raw(stdin);
     run_conf(stdin, &args, Command::Add);
+    // portmap's nft-syntax conditions, parsed for both families whatever the plugin type
+    if let Ok(v) = config::parse_folded(stdin) {
+        for (key, v6) in [("conditionsv4", false), ("conditionsv6", true)] {
+            if let Some(list) = v.get(key).and_then(|c| c.as_array()) {
+                let conds: Vec<String> = list.iter().filter_map(|c| c.as_str().map(str::to_string)).collect();
+                let _ = crate::firewall::nft::cond::parse(&conds, v6);
+            }
+        }
+    }
     let Ok(v) = config::parse_folded(stdin) else { return };
     if let Some(plugins) = v.get("plugins").and_then(|p| p.as_array()) {
         for p in plugins.iter().take(8) {

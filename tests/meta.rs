@@ -1132,6 +1132,106 @@ fn portmap_iptables_condition_not_encoded_uses_the_tool_with_its_socket_parked()
     assert!(!del.stderr.contains("iptables-restore"), "{}", del.stderr);
 }
 
+/// The netlink expressions of a chain's rules, as `nft --debug=netlink` prints them (one
+/// `[ … ]` line each), without the table, chain and handle line.
+fn nft_bytecode(w: &World, family: &str, table: &str, chain: &str) -> Vec<String> {
+    let out = w.host.must(&["nft", "--debug=netlink", "list", "chain", family, table, chain]);
+    out.lines().filter(|l| l.trim_start().starts_with('[')).map(|l| l.trim().to_string()).collect()
+}
+
+/// Every form of nft-syntax `conditionsV4/V6` we encode is the rule `nft` makes of the same text
+/// (the reference hands the text to `nft`): our prerouting and output rules carry, expression for
+/// expression, what `nft` puts in a scratch table for `<conditions> fib daddr type local jump
+/// hostports_all`. CHECK passes, a re-ADD keeps the rule, DEL removes the pod's mappings.
+#[test]
+fn portmap_nftables_conditions_encode_as_nft_does() {
+    let w = World::new("mpmcond", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmcond", None)).run().ok();
+    let v4 = [
+        "ip saddr != 198.18.7.0/24",
+        "ip daddr 198.18.0.0-198.18.255.255",
+        "ip protocol != gre",
+        "meta l4proto tcp",
+        "tcp dport >= 1024",
+        "th sport 1-65000",
+        "tcp dport 8080 ip saddr 198.18.0.1 tcp sport 40000",
+        "iifname \"veth*\"",
+        "meta oifname != \"lo\"",
+        "mark 0x0",
+        "meta mark != 7",
+        "ct state new,established",
+        "ct state != invalid",
+        "fib saddr type != broadcast",
+    ];
+    let v6 = [
+        "ip6 saddr fd00::/8",
+        "meta l4proto != ipv6-icmp",
+        "th sport 1",
+        "udp dport 2",
+        "udp dport != 53",
+        "ct state == new",
+    ];
+    let mut c = chained(
+        "mpmcond",
+        json!({"type": "portmap", "backend": "nftables", "conditionsV4": v4, "conditionsV6": v6}),
+        &prev,
+    );
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let r = w.add(&c).run().ok();
+    for (family, conds) in [("ip", v4.join(" ")), ("ip6", v6.join(" "))] {
+        let script = format!(
+            "add table {family} cmscratch; add chain {family} cmscratch c; add chain {family} cmscratch hostports_all; \
+             add rule {family} cmscratch c {conds} fib daddr type local jump hostports_all"
+        );
+        w.host.must(&["nft", &script]);
+        let want = nft_bytecode(&w, family, "cmscratch", "c");
+        assert!(want.len() > 12, "{family}: nft made {want:?}");
+        for chain in ["prerouting", "output"] {
+            assert_eq!(nft_bytecode(&w, family, "cni_hostport", chain), want, "{family} {chain}");
+        }
+        w.host.must(&["nft", "delete", "table", family, "cmscratch"]);
+    }
+    let before = w.host.must(&["nft", "-a", "list", "chain", "ip", "cni_hostport", "prerouting"]);
+    w.check(&c, &r).run().ok();
+    w.add(&c).run().ok();
+    assert_eq!(
+        w.host.must(&["nft", "-a", "list", "chain", "ip", "cni_hostport", "prerouting"]),
+        before,
+        "re-ADD kept the rule"
+    );
+    w.del(&c).run().ok();
+    let hostports = w.host.must(&["nft", "list", "chain", "ip", "cni_hostport", "hostports"]);
+    assert!(!hostports.contains("dnat"), "{hostports}");
+    // a form we do not encode is refused as a config error that lists the forms, before any change
+    c["conditionsV4"] = json!(["ip saddr { 198.18.0.1, 198.18.0.2 }"]);
+    let e = w.add(&c).run().err();
+    assert!(e.code == 7 && e.msg.contains("supported:"), "{e:?}");
+    let hostports = w.host.must(&["nft", "list", "chain", "ip", "cni_hostport", "hostports"]);
+    assert!(!hostports.contains("dnat"), "{hostports}");
+}
+
+/// An ADD whose second family fails leaves nothing: the IPv4 mappings that went in come out.
+/// The IPv6 failure is real: a `hostports_all` that someone made a base chain, which the kernel
+/// refuses as a jump target.
+#[test]
+fn portmap_failed_add_of_one_family_removes_the_other() {
+    let w = World::new("mpmhalf", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmhalf", None)).run().ok();
+    w.host.must(&[
+        "nft",
+        "add table ip6 cni_hostport; add chain ip6 cni_hostport hostports_all { type filter hook input priority 0; }",
+    ]);
+    let mut c = chained("mpmhalf", json!({"type": "portmap", "backend": "nftables"}), &prev);
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let e = w.add(&c).run().err();
+    assert!(e.msg.contains("unable to forward ports to fd"), "{e:?}");
+    let v4 = w.host.must(&["nft", "list", "table", "ip", "cni_hostport"]);
+    assert!(v4.contains("chain hostports") && !v4.contains("dnat"), "IPv4 mappings left behind:\n{v4}");
+    w.del(&c).run().ok();
+}
+
 #[test]
 fn portmap_nftables_check_notices_missing_rules() {
     let w = World::new("mpmck", 1, Impl::Ours);

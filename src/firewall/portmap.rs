@@ -15,9 +15,9 @@
 //!                      ip saddr 127.0.0.1 ip daddr C masquerade comment "<cid>" }  (v4 localhost)
 //! ```
 //! The `fib daddr type local` guard in prerouting is what keeps transit traffic from being
-//! hijacked (reference issue #1209). `conditionsV4/V6` in nft syntax go before that guard; without
-//! the `nft` parser we accept the common subset (see [`parse_nft_conditions`]) and reject the
-//! rest with a clear error.
+//! hijacked (reference issue #1209). `conditionsV4/V6` in nft syntax go before that guard, encoded
+//! as `nft` encodes them (the forms of [`super::nft::cond`]; anything else is refused with an
+//! error that lists them).
 //!
 //! iptables (nat table): `CNI-HOSTPORT-DNAT` (from PREROUTING/OUTPUT, `-m addrtype --dst-type
 //! LOCAL`), per container `CNI-DN-<21 hex>` with multiport entry rules (≤15 ports each) commented
@@ -148,6 +148,17 @@ pub fn ensure(backend: BackendKind, spec: &PortmapSpec) -> Result<()> {
         BackendKind::Nftables => nft_ensure(spec),
         BackendKind::Iptables => iptables_ensure(spec),
     }
+}
+
+/// ADD and CHECK, before any change: the backend can apply the conditions of both families.
+/// nft-syntax conditions are encoded here ([`super::nft::cond`]; what it cannot encode is code
+/// 7); iptables-syntax ones are the tool's to judge, in the one `iptables-restore` that applies them.
+pub fn validate(backend: BackendKind, conditions_v4: &[String], conditions_v6: &[String]) -> Result<()> {
+    if backend == BackendKind::Nftables {
+        super::nft::cond::parse(conditions_v4, false)?;
+        super::nft::cond::parse(conditions_v6, true)?;
+    }
+    Ok(())
 }
 
 /// DEL: the container's rules in both backends and both families (the shared teardown policy).
@@ -281,7 +292,7 @@ pub fn nft_setup_batch_fast(st: &TableState, spec: &PortmapSpec) -> Result<Batch
 
 fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Result<()> {
     let v6 = spec.container_ip.addr().is_ipv6();
-    let conditions = parse_nft_conditions(&spec.conditions, v6)?;
+    let conditions = super::nft::cond::parse(&spec.conditions, v6)?;
     let f = nft_family(v6);
     let c = spec.container_ip.addr();
     let cid = spec.container_id.as_str();
@@ -340,91 +351,6 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Resul
         }
     }
     Ok(())
-}
-
-/// Parses nft-syntax portmap conditions (the tokens of all entries, whitespace-separated) into
-/// expressions. Supported, each optionally negated with `!=`:
-/// `ip saddr|daddr ADDR[/LEN]`, `ip6 saddr|daddr ADDR[/LEN]`, `iifname NAME`, `oifname NAME`,
-/// `meta mark N`. Anything else is an error naming the token.
-pub fn parse_nft_conditions(conditions: &[String], v6: bool) -> Result<Vec<Expr>> {
-    use super::nft::expr::{meta_key, REG_1};
-    let joined = conditions.join(" ");
-    let toks: Vec<&str> = joined.split_whitespace().map(|t| t.trim_matches('"')).collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let neg = |t: Option<&&str>| t == Some(&"!=");
-    while let Some(&t) = toks.get(i) {
-        match t {
-            "ip" | "ip6" => {
-                if (t == "ip6") != v6 {
-                    bail!("portmap condition {t:?} does not match the address family of this table");
-                }
-                let field = toks.get(i + 1).copied().unwrap_or_default();
-                let src = match field {
-                    "saddr" => true,
-                    "daddr" => false,
-                    other => bail!("unsupported nft portmap condition: {t} {other}"),
-                };
-                let mut j = i + 2;
-                let op = if neg(toks.get(j)) {
-                    j += 1;
-                    CmpOp::Neq
-                } else {
-                    if toks.get(j) == Some(&"==") {
-                        j += 1;
-                    }
-                    CmpOp::Eq
-                };
-                let val = toks.get(j).copied().unwrap_or_default();
-                let net: IpNet = match val.parse::<IpNet>() {
-                    Ok(n) => n,
-                    Err(_) => val.parse::<IpAddr>().map(IpNet::from).with_context(|| format!("bad address {val:?} in portmap condition"))?,
-                };
-                if net.addr().is_ipv6() != v6 {
-                    bail!("portmap condition address {val} does not match the table's family");
-                }
-                out.extend(match_addr(src, net.network(), net.prefix_len(), op));
-                i = j + 1;
-            }
-            "iifname" | "oifname" => {
-                let mut j = i + 1;
-                let negated = neg(toks.get(j));
-                if negated {
-                    j += 1;
-                }
-                let name = toks.get(j).copied().unwrap_or_default();
-                if name.is_empty() || name.len() > 15 {
-                    bail!("bad interface name {name:?} in portmap condition");
-                }
-                let mut e = super::nft::expr::match_ifname(t == "iifname", name);
-                if let (true, Some(Expr::Cmp { op, .. })) = (negated, e.last_mut()) {
-                    *op = CmpOp::Neq;
-                }
-                out.extend(e);
-                i = j + 1;
-            }
-            "meta" if toks.get(i + 1) == Some(&"mark") => {
-                let mut j = i + 2;
-                let op = if neg(toks.get(j)) {
-                    j += 1;
-                    CmpOp::Neq
-                } else {
-                    CmpOp::Eq
-                };
-                let val = toks.get(j).copied().unwrap_or_default();
-                let n = match val.strip_prefix("0x") {
-                    Some(h) => u32::from_str_radix(h, 16),
-                    None => val.parse::<u32>(),
-                }
-                .with_context(|| format!("bad mark {val:?} in portmap condition"))?;
-                out.push(Expr::Meta { key: meta_key::MARK, dreg: REG_1 });
-                out.push(Expr::Cmp { sreg: REG_1, op, data: n.to_ne_bytes().to_vec() });
-                i = j + 1;
-            }
-            other => bail!("unsupported nft portmap condition at {other:?} (supported: ip/ip6 saddr/daddr, iifname, oifname, meta mark)"),
-        }
-    }
-    Ok(out)
 }
 
 /// Rules of the container (comment == container id) in the per-container chains of one table.
@@ -826,10 +752,8 @@ mod tests {
         assert_eq!(r.exprs[1], Expr::Cmp { sreg: 1, op: CmpOp::Neq, data: vec![198, 18, 7] });
         assert!(matches!(r.exprs[3], Expr::Cmp { op: CmpOp::Eq, .. }));
         assert!(matches!(r.exprs[4], Expr::Fib { .. }));
-        assert_eq!(parse_nft_conditions(&["meta mark 0x10".into()], false).unwrap().len(), 2);
-        for bad in ["tcp dport 80", "ip6 saddr fd00::1", "ip saddr nonsense", "ip protocol tcp"] {
-            assert!(parse_nft_conditions(&[bad.into()], false).is_err(), "{bad}");
-        }
+        s.conditions = vec!["ip6 saddr fd00::1".into()];
+        assert!(nft_setup_batch(&s).is_err(), "a v6 condition in the v4 table");
         let s6 = spec("fd00::5/64");
         assert_eq!(family_mappings(&s6).len(), 1); // the v4 host IP mapping is skipped
     }

@@ -55,8 +55,8 @@ pub const DOC: Doc = Doc {
         k("masqAll", "bool", "false", "masquerade forwarded traffic from any source"),
         k("markMasqBit", "int 0-31", "13", "mark bit for masquerading (iptables)"),
         k("externalSetMarkChain", "string", "", "use this chain to set the mark (iptables)"),
-        k("conditionsV4", "list of strings", "", "extra match expressions for IPv4 rules"),
-        k("conditionsV6", "list of strings", "", "extra match expressions for IPv6 rules"),
+        k("conditionsV4", "list of strings", "", "extra match expressions for IPv4 rules: iptables arguments, or nft syntax (the forms in guides/meta-plugins.md)"),
+        k("conditionsV6", "list of strings", "", "extra match expressions for IPv6 rules (as conditionsV4)"),
         cap("portMappings", "list", "`{hostPort, containerPort, protocol, hostIP}` entries"),
     ],
     notes: &[],
@@ -237,9 +237,15 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         return Ok(prev);
     }
     let (v4, v6) = container_ips(ctx, &prev);
+    pm::validate(conf.backend, &conf.conditions_v4, &conf.conditions_v6)?;
     for ip in [v4, v6].into_iter().flatten() {
-        pm::ensure(conf.backend, &spec(ctx, &conf, ip))
-            .with_context(|| format!("unable to forward ports to {}", ip.addr()))?;
+        if let Err(e) = pm::ensure(conf.backend, &spec(ctx, &conf, ip)) {
+            // nothing half-made: the other family's mappings, if they went in, come out again
+            if let Err(u) = pm::remove(&ctx.name, &ctx.container_id) {
+                tracing::warn!("portmap: removing the mappings of a failed ADD: {u:#}");
+            }
+            return Err(e.context(format!("unable to forward ports to {}", ip.addr())));
+        }
     }
     if conf.snat {
         if let Some(ip) = v4 {

@@ -16,6 +16,7 @@
 //! difference: every message inside a batch asks for an ACK (`NLM_F_ACK`), so a commit can prove
 //! that every single message was accepted.
 
+pub mod cond;
 pub mod decode;
 pub mod expr;
 pub mod plan;
