@@ -606,7 +606,7 @@ mod tests {
                 toks.push(words[(x % words.len() as u64) as usize]);
             }
             x = x.wrapping_add(1);
-            let _ = parse(&[toks.join(" ")], x % 2 == 0);
+            let _ = parse(&[toks.join(" ")], x.is_multiple_of(2));
         }
     }
 
