@@ -342,6 +342,30 @@ fn bridge_gateway_add_on_a_bridge_left_with_the_zero_mac() {
 /// A node whose iptables is iptables-legacy keeps its rules in x_tables, as the reference's
 /// would, even before any legacy table exists (nothing goes to nf_tables natively); DEL then
 /// finds and removes them there with the tools.
+/// A failed ADD leaves no masquerade rule: with iptables each family is its own commit, and here
+/// the IPv6 one fails for real (someone made the container's masquerade chain a base chain in
+/// `ip6 nat`, which the kernel refuses as a jump target) after the IPv4 one went in. The IPv4
+/// rules come out again, and the bridge's own undo removes the rest.
+#[test]
+fn bridge_ipmasq_failing_family_leaves_no_rules_of_the_other() {
+    let w = World::new("brmasqhalf", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut conf = dual_conf(&w, &s, "brmasqhalf");
+    conf["bridge"] = json!("cmbrmh0");
+    conf["ipMasq"] = json!(true);
+    conf["ipMasqBackend"] = json!("iptables");
+    let chain = cni_multi::names::ipmasq_chain("brmasqhalf", &format!("cid-{}", w.tag));
+    w.host.must(&[
+        "nft",
+        &format!("add table ip6 nat; add chain ip6 nat {chain} {{ type nat hook postrouting priority 100; }}"),
+    ]);
+    let e = w.add(&conf).run().err();
+    assert!(e.msg.contains("masquerading"), "{e:?}");
+    let nat4 = w.host.ok("iptables-save -t nat");
+    assert!(!nat4.contains("CNI-"), "IPv4 masquerade left behind:\n{nat4}");
+    assert!(host_veths(&w).is_empty(), "the bridge's undo left a veth: {:?}", host_veths(&w));
+}
+
 #[test]
 fn bridge_ipmasq_iptables_legacy_node_uses_x_tables() {
     let legacy = std::path::Path::new("/usr/sbin/xtables-legacy-multi");

@@ -623,6 +623,26 @@ fn firewall_nftables_same_bridge_allows_own_bridge_drops_others() {
     firewall_behaviour("mfwn", "nftables");
 }
 
+/// A failed firewall ADD leaves no rule of the family that went in: the IPv6 commit fails for
+/// real (a base chain named CNI-FORWARD in `ip6 filter`, which the kernel refuses as a jump
+/// target) after the IPv4 one.
+#[test]
+fn firewall_iptables_failing_family_leaves_no_rules_of_the_other() {
+    let w = World::new("mfwhalf", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mfwhalf", None)).run().ok();
+    w.host.must(&[
+        "nft",
+        "add table ip6 filter; add chain ip6 filter CNI-FORWARD { type filter hook forward priority 10; }",
+    ]);
+    let c = chained("mfwhalf", json!({"type": "firewall", "backend": "iptables"}), &prev);
+    let e = w.add(&c).run().err();
+    assert!(!e.msg.is_empty(), "{e:?}");
+    let v4 = prev["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let filter = w.host.must(&["iptables-save", "-t", "filter"]);
+    assert!(!filter.contains(&v4), "IPv4 rules left behind:\n{filter}");
+}
+
 #[test]
 fn firewall_needs_prev_result() {
     let w = World::new("mfwx", 1, Impl::Ours);

@@ -99,9 +99,10 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
         Backend::Nftables => nft_add(spec),
     }
     .inspect_err(|_| {
-        // a failed ADD leaves no source behind
-        if let Some(zone) = &spec.firewalld_zone {
-            let _ = super::firewalld::remove(zone, &spec.ips);
+        // a failed ADD leaves nothing behind: no firewalld source, and no rules of a family that
+        // went in before another failed (with iptables each family is its own commit)
+        if let Err(u) = remove(spec) {
+            tracing::warn!("firewall: removing the rules of a failed ADD: {u:#}");
         }
     })
 }

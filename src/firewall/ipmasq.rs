@@ -66,7 +66,13 @@ pub fn ensure(backend_key: Option<&str>, spec: &MasqSpec) -> Result<()> {
     }
     let kind = BackendKind::choose(backend_key)?;
     tracing::debug!(backend = kind.name(), network = spec.network, container_id = spec.container_id, "ipmasq");
-    backend(kind).ensure_masquerade(spec.network, spec.container_id, spec.ifname, spec.ips)
+    backend(kind).ensure_masquerade(spec.network, spec.container_id, spec.ifname, spec.ips).inspect_err(|_| {
+        // nothing half-made: with iptables each family is its own commit, so the IPv4 rules may
+        // be in when the IPv6 ones fail
+        if let Err(u) = remove(spec) {
+            tracing::warn!("ipmasq: removing the rules of a failed setup: {u:#}");
+        }
+    })
 }
 
 /// Removes the attachment's masquerade from both backends (it may have been made by another
