@@ -96,6 +96,46 @@ fn tuning_sets_reads_back_checks_and_restores() {
     w.del(&ptp_conf(&w, &s, net, None)).run().ok();
 }
 
+/// A failed tuning ADD puts back what it changed before failing: a sysctl refused by the kernel
+/// after another was written, and an MTU refused after the MAC, promisc and the backup file.
+#[test]
+fn tuning_failed_add_puts_everything_back() {
+    let w = World::new("mtunehalf", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mtunehalf";
+    let prev = w.add(&ptp_conf(&w, &s, net, None)).run().ok();
+    let c0 = w.c(0);
+    let data_dir = w.tmp.join("tuning");
+    let arp_filter = || c0.sysctl("net/ipv4/conf/eth0/arp_filter");
+    let (arp_before, link_before) = (arp_filter(), c0.link("eth0").expect("eth0"));
+    assert_eq!(arp_before.as_deref(), Some("0"));
+    let sysctl_fails = chained(
+        net,
+        json!({"type": "tuning", "dataDir": data_dir,
+               "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1", "net.ipv4.conf.IFNAME.rp_filter": "x"}}),
+        &prev,
+    );
+    w.add(&sysctl_fails).run().err();
+    assert_eq!(arp_filter(), arp_before, "the first sysctl was not put back");
+    let mtu_fails = chained(
+        net,
+        json!({"type": "tuning", "dataDir": data_dir, "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"},
+               "mac": "c2:11:22:33:44:56", "promisc": true, "mtu": 70000}),
+        &prev,
+    );
+    let e = w.add(&mtu_fails).run().err();
+    assert!(e.msg.contains("MTU"), "{e:?}");
+    assert_eq!(arp_filter(), arp_before);
+    let l = c0.link("eth0").expect("eth0");
+    assert_eq!(
+        (&l["address"], &l["promiscuity"], &l["mtu"]),
+        (&link_before["address"], &json!(0), &link_before["mtu"])
+    );
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&data_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "backup left behind: {leftovers:?}");
+}
+
 #[test]
 fn tuning_rejects_non_net_sysctls_and_duplicates() {
     let w = World::new("mtunebad", 1, Impl::Ours);
@@ -1303,6 +1343,32 @@ fn sbr_gateways_and_source_hints() {
     assert!(!main.iter().any(|r| r["dst"] == "default"), "{main:?}");
     let bad = chained("msbrg", json!({"type": "sbr", "gateways": ["198.18.0.1", "198.18.0.2"]}), &prev);
     assert!(w.add(&bad).cid("other").run().err().msg.contains("gateways"));
+}
+
+/// A failed sbr ADD (its IPv6 gateway is not on the link, so the kernel refuses the IPv6 default
+/// route after the IPv4 rule and route copies went in) leaves the container's rules and routes
+/// exactly as they were.
+#[test]
+fn sbr_failed_add_leaves_rules_and_routes_as_they_were() {
+    let w = World::new("msbrhalf", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "msbrhalf", None)).run().ok();
+    let c0 = w.c(0);
+    let snapshot = || {
+        ["-4 rule", "-6 rule", "-4 route show table all", "-6 route show table all"]
+            .map(|a| c0.ok(&format!("ip {a}")))
+            .join("\n")
+    };
+    let before = snapshot();
+    let conf = chained("msbrhalf", json!({"type": "sbr", "gateways": ["fd00:dead::1"]}), &prev);
+    let e = w.add(&conf).run().err();
+    assert!(e.msg.contains("default route"), "{e:?}");
+    assert_eq!(snapshot(), before, "the failed ADD left rules or routes behind");
+    // the same chain without the bad gateway works afterwards
+    let conf = chained("msbrhalf", json!({"type": "sbr"}), &prev);
+    w.add(&conf).run().ok();
+    assert!(c0.ok("ip -4 rule").contains("lookup 100"), "{}", c0.ok("ip -4 rule"));
+    w.del(&conf).run().ok();
 }
 
 /// The whole chain as a runtime runs it: bridge → portmap → firewall → tuning → bandwidth, ADD in

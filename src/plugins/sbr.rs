@@ -16,7 +16,7 @@
 //! gateway replacing prevResult's in the new tables) and `addSourceHints` (the interface's
 //! link-scope subnet routes stay in main, pinned with `src` = the interface address).
 
-use super::steps::{self, NsOrGone};
+use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
@@ -159,6 +159,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut nl = Netlink::in_netns(&ns)?;
     let link =
         nl.link_by_name(&ctx.ifname)?.with_context(|| format!("Cannot find network interface {}", ctx.ifname))?;
+    // a failed ADD takes back its rules and routes and puts the moved routes back in main
+    let mut undo = Undo::default();
+    let path = ns.path();
 
     if let Some(table) = conf.table {
         for ip in &ips {
@@ -166,7 +169,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             rule.src = Some(host_net(ip.address.addr()));
             rule.table = Some(table);
             nl.rule_add(&rule).with_context(|| format!("Failed to add rule for {}", ip.address.addr()))?;
+            undo.push_in("sbr rule", path, move |nl| nl.rule_del(&rule));
         }
+        undo.commit();
         return Ok(prev);
     }
 
@@ -190,6 +195,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         rule.src = Some(host_net(addr));
         rule.table = Some(table);
         nl.rule_add(&rule).with_context(|| format!("Failed to add rule for {addr}"))?;
+        undo.push_in("sbr rule", path, move |nl| nl.rule_del(&rule));
         if let Some(gw) = ip.gateway {
             let zero: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
             let def = RouteSpec {
@@ -201,6 +207,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 ..Default::default()
             };
             nl.route_add(&def).with_context(|| format!("Failed to add default route to {gw}"))?;
+            undo.push_in("sbr default route", path, move |nl| nl.route_del(&def));
         }
         let overridden = if addr.is_ipv4() { gw4.is_some() } else { gw6.is_some() };
         for r in link_routes.iter().filter(|r| route_belongs_to(&ip.address, r)) {
@@ -209,6 +216,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             }
             let copy = RouteSpec { table: Some(table), ..r.clone() };
             nl.route_replace(&copy).context("Failed to readd route")?;
+            undo.push_in("sbr route copy", path, move |nl| nl.route_del(&copy));
         }
         used.push(table);
         table = next_free_table(&used, table.saturating_add(1));
@@ -222,15 +230,21 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             if let Some(a) = hint {
                 let pinned = RouteSpec { src: Some(a.addr()), ..r.clone() };
                 nl.route_replace(&pinned).context("Failed to add source hint to route")?;
+                let original = r.clone();
+                undo.push_in("sbr source hint", path, move |nl| nl.route_replace(&original));
             }
             continue;
         }
-        if let Err(e) = nl.route_del(r) {
-            if !crate::netlink::socket::is_not_found(&e) {
-                return Err(e.context("Failed to delete route"));
+        match nl.route_del(r) {
+            Ok(()) => {
+                let moved = r.clone();
+                undo.push_in("sbr route moved out of main", path, move |nl| nl.route_add(&moved));
             }
+            Err(e) if crate::netlink::socket::is_not_found(&e) => {}
+            Err(e) => return Err(e.context("Failed to delete route")),
         }
     }
+    undo.commit();
     Ok(prev)
 }
 

@@ -7,7 +7,7 @@
 //! as the reference). CHECK compares everything configured. GC removes saved-state files of
 //! attachments not in `cni.dev/valid-attachments`.
 
-use super::steps::{self, NsOrGone};
+use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::link::{format_mac, parse_mac};
@@ -93,7 +93,7 @@ struct Conf {
 }
 
 /// The saved attributes (the reference's backup file: only what this ADD changed).
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Backup {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mac: Option<String>,
@@ -302,15 +302,34 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     let paths =
         t.sysctl.iter().map(|(k, v)| Ok((sysctl_rel_path(k, &ctx.ifname)?, v.clone()))).collect::<Result<Vec<_>>>()?;
-    ns.run(|| {
+    // a failed ADD puts back every value it changed: the sysctls as they were read just before,
+    // the link's attributes from the backup (as DEL does), and removes the backup
+    let mut undo = Undo::default();
+    let mut before: Vec<(String, String)> = Vec::new();
+    let set = ns.run(|| {
         for (p, v) in &paths {
+            let old = crate::sys::sysctl::get(p)?;
             crate::sys::sysctl::set(p, v)?;
+            before.push((p.clone(), old.trim_end_matches('\n').to_string()));
         }
         Ok(())
-    })?;
+    });
+    if !before.is_empty() {
+        let netns = ns.path().to_string();
+        undo.push("tuning sysctls", move || {
+            steps::ns::reopen(&netns)?.run(|| {
+                for (p, v) in before.iter().rev() {
+                    crate::sys::sysctl::set(p, v)?;
+                }
+                Ok(())
+            })
+        });
+    }
+    set?;
 
     let touches_link = mac.is_some() || t.mtu.is_some() || t.promisc || t.allmulti.is_some() || t.txqlen.is_some();
     if !touches_link {
+        undo.commit();
         return Ok(result);
     }
     let mut nl = Netlink::in_netns(&ns)?;
@@ -324,7 +343,18 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         allmulti: t.allmulti.map(|_| link.allmulti),
         txqlen: t.txqlen.map(|_| link.link.txqlen),
     };
-    write_backup(&backup_path(&t, ctx), &backup)?;
+    let bpath = backup_path(&t, ctx);
+    write_backup(&bpath, &backup)?;
+    let (ifname, saved) = (ctx.ifname.clone(), backup.clone());
+    undo.push_in("tuning link attributes", ns.path(), move |nl| {
+        if let Some(link) = nl.link_by_name(&ifname)? {
+            let errs = restore_link(nl, link.index, &saved);
+            if !errs.is_empty() {
+                bail!("{}", errs.join("; "));
+            }
+        }
+        std::fs::remove_file(&bpath).with_context(|| format!("failed to remove file {}", bpath.display()))
+    });
 
     if let Some(m) = mac {
         nl.link_set_mac(index, m).with_context(|| format!("failed to set MAC of {:?}", ctx.ifname))?;
@@ -345,6 +375,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if let Some(q) = t.txqlen {
         nl.link_set_txqlen(index, q).with_context(|| format!("failed to set txqueuelen on {:?}", ctx.ifname))?;
     }
+    undo.commit();
     Ok(result)
 }
 
@@ -406,36 +437,43 @@ fn restore(ctx: &Ctx, path: &Path) -> Result<()> {
     let Some(link) = nl.link_by_name(&ctx.ifname)? else {
         return Ok(());
     };
-    let mut errs = Vec::new();
-    if let Some(mtu) = b.mtu.filter(|&m| m != 0) {
-        if let Err(e) = nl.link_set_mtu(link.index, mtu) {
-            errs.push(format!("failed to restore MTU: {e:#}"));
-        }
-    }
-    if let Some(m) = b.mac.as_deref().filter(|m| !m.is_empty()) {
-        if let Err(e) = parse_mac(m).and_then(|m| nl.link_set_mac(link.index, m)) {
-            errs.push(format!("failed to restore MAC address: {e:#}"));
-        }
-    }
-    if let Some(p) = b.promisc {
-        if let Err(e) = nl.link_set_promisc(link.index, p) {
-            errs.push(format!("failed to restore promiscuous mode: {e:#}"));
-        }
-    }
-    if let Some(a) = b.allmulti {
-        if let Err(e) = nl.link_set_allmulti(link.index, a) {
-            errs.push(format!("failed to restore all-multicast mode: {e:#}"));
-        }
-    }
-    if let Some(q) = b.txqlen {
-        if let Err(e) = nl.link_set_txqlen(link.index, q) {
-            errs.push(format!("failed to restore txqueuelen: {e:#}"));
-        }
-    }
+    let errs = restore_link(&mut nl, link.index, &b);
     if !errs.is_empty() {
         bail!("{}", errs.join("; "));
     }
     std::fs::remove_file(path).with_context(|| format!("failed to remove file {}", path.display()))
+}
+
+/// Puts the saved attributes back on link `index` (DEL, and a failed ADD); the failures, each
+/// described.
+fn restore_link(nl: &mut Netlink, index: u32, b: &Backup) -> Vec<String> {
+    let mut errs = Vec::new();
+    if let Some(mtu) = b.mtu.filter(|&m| m != 0) {
+        if let Err(e) = nl.link_set_mtu(index, mtu) {
+            errs.push(format!("failed to restore MTU: {e:#}"));
+        }
+    }
+    if let Some(m) = b.mac.as_deref().filter(|m| !m.is_empty()) {
+        if let Err(e) = parse_mac(m).and_then(|m| nl.link_set_mac(index, m)) {
+            errs.push(format!("failed to restore MAC address: {e:#}"));
+        }
+    }
+    if let Some(p) = b.promisc {
+        if let Err(e) = nl.link_set_promisc(index, p) {
+            errs.push(format!("failed to restore promiscuous mode: {e:#}"));
+        }
+    }
+    if let Some(a) = b.allmulti {
+        if let Err(e) = nl.link_set_allmulti(index, a) {
+            errs.push(format!("failed to restore all-multicast mode: {e:#}"));
+        }
+    }
+    if let Some(q) = b.txqlen {
+        if let Err(e) = nl.link_set_txqlen(index, q) {
+            errs.push(format!("failed to restore txqueuelen: {e:#}"));
+        }
+    }
+    errs
 }
 
 fn check(ctx: &Ctx) -> Result<()> {

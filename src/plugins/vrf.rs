@@ -133,8 +133,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&conf.vrf_name, LinkKind::Vrf { table }) })
                 .with_context(|| format!("could not add VRF {}", conf.vrf_name))?;
             let l = cont.link_by_name(&conf.vrf_name)?.with_context(|| format!("VRF {} vanished", conf.vrf_name))?;
-            let (path, index) = (ns.path().to_string(), l.index);
-            undo.push("VRF", move || Netlink::in_netns(&steps::ns::reopen(&path)?)?.link_del(index));
+            let index = l.index;
+            undo.push_in("VRF", ns.path(), move |nl| nl.link_del(index));
             cont.link_set_up(l.index, true).with_context(|| format!("could not set link up for VRF {}", l.name))?;
             (l, table)
         }
@@ -157,8 +157,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // 3. enslave; restore IPv6 addresses the kernel dropped and wait for their local routes
     cont.link_set_master(link.index, Some(vrf.index))
         .with_context(|| format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname))?;
-    let (path, index) = (ns.path().to_string(), link.index);
-    undo.push("VRF membership", move || Netlink::in_netns(&steps::ns::reopen(&path)?)?.link_set_master(index, None));
+    let index = link.index;
+    undo.push_in("VRF membership", ns.path(), move |nl| nl.link_set_master(index, None));
     let v6_after: Vec<_> = cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
     // re-added with their NODAD flag, so they are usable at once (as the reference re-adds them)
     for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {

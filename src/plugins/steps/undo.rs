@@ -15,6 +15,18 @@ impl Undo {
     pub fn push(&mut self, what: &'static str, f: impl FnOnce() -> Result<()> + 'static) {
         self.steps.push((what, Box::new(f)));
     }
+    /// An inverse that runs in the namespace at `netns`, on an rtnetlink socket opened there
+    /// when it runs (the ADD's own sockets do not outlive it).
+    pub fn push_in(
+        &mut self,
+        what: &'static str,
+        netns: &str,
+        f: impl FnOnce(&mut crate::netlink::Netlink) -> Result<()> + 'static,
+    ) {
+        let path = netns.to_string();
+        self.push(what, move || f(&mut crate::netlink::Netlink::in_netns(&super::ns::reopen(&path)?)?));
+    }
+
     /// The ADD succeeded: keep everything.
     pub fn commit(mut self) {
         self.steps.clear();
