@@ -109,6 +109,11 @@ fn tuning_failed_add_puts_everything_back() {
     let arp_filter = || c0.sysctl("net/ipv4/conf/eth0/arp_filter");
     let (arp_before, link_before) = (arp_filter(), c0.link("eth0").expect("eth0"));
     assert_eq!(arp_before.as_deref(), Some("0"));
+    // a write-only key (mode 0200) is written as before, though it cannot be read to be put back
+    let write_only =
+        chained(net, json!({"type": "tuning", "dataDir": data_dir, "sysctl": {"net.ipv4.route.flush": "1"}}), &prev);
+    w.add(&write_only).run().ok();
+    w.del(&write_only).run().ok();
     let sysctl_fails = chained(
         net,
         json!({"type": "tuning", "dataDir": data_dir,

@@ -308,9 +308,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut before: Vec<(String, String)> = Vec::new();
     let set = ns.run(|| {
         for (p, v) in &paths {
-            let old = crate::sys::sysctl::get(p)?;
+            // a write-only key (net.ipv4.route.flush) cannot be read, nor put back
+            let old = crate::sys::sysctl::get(p).ok();
             crate::sys::sysctl::set(p, v)?;
-            before.push((p.clone(), old.trim_end_matches('\n').to_string()));
+            if let Some(old) = old {
+                before.push((p.clone(), old.trim_end_matches('\n').to_string()));
+            }
         }
         Ok(())
     });
