@@ -150,7 +150,7 @@ pub fn ensure(backend: BackendKind, spec: &PortmapSpec) -> Result<()> {
     }
 }
 
-/// ADD and CHECK, before any change: the backend can apply the conditions of both families.
+/// ADD, before any change: the backend can apply the conditions of both families.
 /// nft-syntax conditions are encoded here ([`super::nft::cond`]; what it cannot encode is code
 /// 7); iptables-syntax ones are the tool's to judge, in the one `iptables-restore` that applies them.
 pub fn validate(backend: BackendKind, conditions_v4: &[String], conditions_v6: &[String]) -> Result<()> {
