@@ -1,5 +1,5 @@
 //! The portmap façade (reference §2.15): [`choose`] the backend once from the config, then
-//! [`ensure`] (ADD, per container address), [`remove`] (DEL, the shared both-backends policy),
+//! [`ensure_all`] (ADD, the container's addresses), [`remove`] (DEL, the shared both-backends policy),
 //! [`check`] (CHECK), [`gc`] (GC). The plugin (config parsing, route_localnet, conntrack flush)
 //! lives in `plugins/portmap.rs` and never sees a backend.
 //!
@@ -143,20 +143,31 @@ pub fn choose(
 
 /// ADD for one container address: its DNAT (and hairpin/localhost SNAT) rules, replacing the
 /// container's previous ones of this family. Nothing is touched when nothing maps to the family.
-pub fn ensure(backend: BackendKind, spec: &PortmapSpec) -> Result<()> {
+fn ensure(backend: BackendKind, spec: &PortmapSpec) -> Result<()> {
     match backend {
         BackendKind::Nftables => nft_ensure(spec),
         BackendKind::Iptables => iptables_ensure(spec),
     }
 }
 
-/// ADD, before any change: the backend can apply the conditions of both families.
-/// nft-syntax conditions are encoded here ([`super::nft::cond`]; what it cannot encode is code
-/// 7); iptables-syntax ones are the tool's to judge, in the one `iptables-restore` that applies them.
-pub fn validate(backend: BackendKind, conditions_v4: &[String], conditions_v6: &[String]) -> Result<()> {
+/// ADD of every container address (one spec per family), with nothing half-made: nft-syntax
+/// conditions are encoded for all of them before any change ([`super::nft::cond`]; what it cannot
+/// encode is code 7; iptables-syntax ones are the tool's to judge, in the restore that applies
+/// them), and when one family fails, the container's mappings of the others come out again
+/// (each family is its own commit; the reference leaves them).
+pub fn ensure_all(backend: BackendKind, specs: &[PortmapSpec]) -> Result<()> {
     if backend == BackendKind::Nftables {
-        super::nft::cond::parse(conditions_v4, false)?;
-        super::nft::cond::parse(conditions_v6, true)?;
+        for s in specs {
+            super::nft::cond::parse(&s.conditions, s.container_ip.addr().is_ipv6())?;
+        }
+    }
+    for s in specs {
+        if let Err(e) = ensure(backend, s) {
+            if let Err(u) = remove(&s.network, &s.container_id) {
+                tracing::warn!("portmap: removing the mappings of a failed ADD: {u:#}");
+            }
+            return Err(e.context(format!("unable to forward ports to {}", s.container_ip.addr())));
+        }
     }
     Ok(())
 }

@@ -237,16 +237,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         return Ok(prev);
     }
     let (v4, v6) = container_ips(ctx, &prev);
-    pm::validate(conf.backend, &conf.conditions_v4, &conf.conditions_v6)?;
-    for ip in [v4, v6].into_iter().flatten() {
-        if let Err(e) = pm::ensure(conf.backend, &spec(ctx, &conf, ip)) {
-            // nothing half-made: the other family's mappings, if they went in, come out again
-            if let Err(u) = pm::remove(&ctx.name, &ctx.container_id) {
-                tracing::warn!("portmap: removing the mappings of a failed ADD: {u:#}");
-            }
-            return Err(e.context(format!("unable to forward ports to {}", ip.addr())));
-        }
-    }
+    let specs: Vec<_> = [v4, v6].into_iter().flatten().map(|ip| spec(ctx, &conf, ip)).collect();
+    pm::ensure_all(conf.backend, &specs)?;
     if conf.snat {
         if let Some(ip) = v4 {
             let mut nl = Netlink::new()?;
