@@ -1228,14 +1228,17 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
         "ct state new,established",
         "ct state != invalid",
         "fib saddr type != broadcast",
+        "pkttype host",
     ];
     let v6 = [
         "ip6 saddr fd00::/8",
         "meta l4proto != ipv6-icmp",
+        "ip6 nexthdr udp",
         "th sport 1",
         "udp dport 2",
         "udp dport != 53",
         "ct state == new",
+        "meta pkttype != broadcast",
     ];
     let mut c = chained(
         "mpmcond",

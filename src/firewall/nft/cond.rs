@@ -7,8 +7,9 @@
 //! Forms (several in a row are ANDed, as in nft). `OP` is optional: `==`/`eq` (the default),
 //! `!=`/`ne`, and for ports also `<`/`lt`, `>`/`gt`, `<=`/`le`, `>=`/`ge`:
 //! - `ip saddr|daddr OP ADDR[/LEN]`, `ip6 saddr|daddr OP ADDR[/LEN]`, or `LOW-HIGH` (a range, `==` only)
-//! - `ip protocol OP P` (IPv4 tables), `meta l4proto OP P`; `P` a name (tcp, udp, sctp, dccp,
-//!   udplite, icmp, icmpv6 / ipv6-icmp, gre, esp, ah) or a number
+//! - `ip protocol OP P` (IPv4 tables), `ip6 nexthdr OP P` (IPv6 tables), `meta l4proto OP P`; `P`
+//!   a name (tcp, udp, sctp, dccp, udplite, icmp, icmpv6 / ipv6-icmp, gre, esp, ah) or a number
+//! - `[meta] pkttype OP T` (host / unicast, broadcast, multicast, other)
 //! - `tcp|udp|sctp|dccp|udplite|th sport|dport OP PORT`, or `LOW-HIGH` (`==` only)
 //! - `[meta] iifname|oifname OP NAME` (`NAME*` matches every name that starts with `NAME`)
 //! - `[meta] mark OP N` (decimal or `0x` hex)
@@ -28,8 +29,9 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-const FORMS: &str = "ip/ip6 saddr/daddr, ip protocol, meta l4proto, tcp/udp/sctp/dccp/udplite/th sport/dport, \
-                     iifname, oifname, mark, ct state, fib saddr/daddr type";
+const FORMS: &str = "ip/ip6 saddr/daddr, ip protocol, ip6 nexthdr, meta l4proto, \
+                     tcp/udp/sctp/dccp/udplite/th sport/dport, iifname, oifname, mark, pkttype, ct state, \
+                     fib saddr/daddr type";
 
 /// The expressions of `conditions` (all entries' tokens, whitespace-separated) for a table of
 /// the given family. A condition we cannot encode is an invalid configuration (code 7).
@@ -185,6 +187,7 @@ impl<'a> Parser<'a> {
             "meta" => match self.next() {
                 Some(k @ ("iifname" | "oifname")) => self.ifname(k),
                 Some("mark") => self.mark(),
+                Some("pkttype") => self.pkttype(),
                 Some("l4proto") => {
                     let (op, v) = self.op_value("meta l4proto")?;
                     let op = Self::eq_or_neq(op, "meta l4proto")?;
@@ -199,6 +202,7 @@ impl<'a> Parser<'a> {
             },
             "iifname" | "oifname" => self.ifname(t),
             "mark" => self.mark(),
+            "pkttype" => self.pkttype(),
             "tcp" | "udp" | "sctp" | "dccp" | "udplite" | "th" => self.port(t),
             "ct" => self.ct(),
             "fib" => self.fib(),
@@ -214,11 +218,13 @@ impl<'a> Parser<'a> {
         let src = match field {
             "saddr" => true,
             "daddr" => false,
-            "protocol" if fam == "ip" => {
-                let (op, v) = self.op_value("ip protocol")?;
-                let op = Self::eq_or_neq(op, "ip protocol")?;
+            "protocol" | "nexthdr" if (fam == "ip") == (field == "protocol") => {
+                let what = format!("{fam} {field}");
+                let (op, v) = self.op_value(&what)?;
+                let op = Self::eq_or_neq(op, &what)?;
                 let p = proto(v)?;
-                self.out.push(Expr::Payload { dreg: REG_1, base: Base::Network, offset: 9, len: 1 });
+                let offset = if fam == "ip" { 9 } else { 6 };
+                self.out.push(Expr::Payload { dreg: REG_1, base: Base::Network, offset, len: 1 });
                 self.cmp(op, vec![p]);
                 self.context(op, p);
                 self.end(Merge::Skip);
@@ -288,6 +294,22 @@ impl<'a> Parser<'a> {
         let n = number(val).with_context(|| format!("bad mark {val:?} in portmap condition"))?;
         self.out.push(Expr::Meta { key: meta_key::MARK, dreg: REG_1 });
         self.cmp(op, n.to_ne_bytes().to_vec());
+        self.end(Merge::Skip);
+        Ok(())
+    }
+
+    fn pkttype(&mut self) -> Result<()> {
+        let (op, val) = self.op_value("pkttype")?;
+        let op = Self::eq_or_neq(op, "pkttype")?;
+        let t: u8 = match val {
+            "host" | "unicast" => 0,
+            "broadcast" => 1,
+            "multicast" => 2,
+            "other" => 3,
+            other => bail!("unknown packet type {other:?} in portmap condition"),
+        };
+        self.out.push(Expr::Meta { key: meta_key::PKTTYPE, dreg: REG_1 });
+        self.cmp(op, vec![t]);
         self.end(Merge::Skip);
         Ok(())
     }
@@ -509,6 +531,9 @@ mod tests {
             [pl(Base::Network, 16, 4), cmp(CmpOp::Gte, &[198, 18, 0, 0]), cmp(CmpOp::Lte, &[198, 18, 0, 9])]
         );
         assert_eq!(one("ip6 saddr fd00::/8", true), [pl(Base::Network, 8, 1), cmp(CmpOp::Eq, &[0xfd])]);
+        assert_eq!(one("ip6 nexthdr != udp", true), [pl(Base::Network, 6, 1), cmp(CmpOp::Neq, &[17])]);
+        assert_eq!(one("meta pkttype != multicast", true), [meta(meta_key::PKTTYPE), cmp(CmpOp::Neq, &[2])]);
+        assert_eq!(one("pkttype host", false), [meta(meta_key::PKTTYPE), cmp(CmpOp::Eq, &[0])]);
         // several conditions are ANDed in order, across entries and within one
         let both = parse(&["ip saddr 198.18.0.0/15 iifname eth1".into(), "tcp dport 80".into()], false).unwrap();
         assert_eq!(both.len(), 3 + 2 + 4, "{both:?}");
@@ -529,6 +554,11 @@ mod tests {
         assert_eq!(
             one("ip protocol tcp tcp dport 80", false),
             [ipp, cmp(CmpOp::Eq, &[6]), pl(2, 2), cmp(CmpOp::Eq, &[0, 80])]
+        );
+        let nh = Expr::Payload { dreg: REG_1, base: Base::Network, offset: 6, len: 1 };
+        assert_eq!(
+            one("ip6 nexthdr tcp tcp dport 80", true),
+            [nh, cmp(CmpOp::Eq, &[6]), pl(2, 2), cmp(CmpOp::Eq, &[0, 80])]
         );
         // `!=` sets no context
         assert_eq!(one("meta l4proto != tcp tcp dport 80", false).len(), 2 + 2 + 2);
@@ -640,5 +670,9 @@ mod tests {
             assert_eq!(CniError::from_anyhow(&e).code, crate::cni::code::INVALID_CONFIG, "{bad}: {e:#}");
         }
         assert!(parse(&["ip protocol tcp".into()], true).is_err(), "ip protocol in an ip6 table");
+        assert!(parse(&["ip6 nexthdr tcp".into()], false).is_err(), "ip6 nexthdr in an ip table");
+        assert!(parse(&["ip nexthdr tcp".into()], false).is_err());
+        assert!(parse(&["ip6 protocol tcp".into()], true).is_err());
+        assert!(parse(&["pkttype loopback".into()], false).is_err());
     }
 }

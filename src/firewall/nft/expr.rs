@@ -40,6 +40,7 @@ pub mod meta_key {
     pub const OIFNAME: u32 = 7;
     pub const NFPROTO: u32 = 15;
     pub const L4PROTO: u32 = 16;
+    pub const PKTTYPE: u32 = 19;
 }
 
 /// ct keys (subset).
