@@ -625,6 +625,9 @@ mod tests {
             "-",
             "65536",
             "tcp,",
+            "nexthdr",
+            "pkttype",
+            "host",
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..20_000 {
