@@ -101,6 +101,24 @@ impl BackendKind {
     }
 }
 
+/// An IP protocol by the name nft and iptables use for it, or by number: what portmap
+/// mappings, nft-syntax conditions and iptables `-p` all read (one table).
+pub fn ip_proto_number(name: &str) -> Option<u8> {
+    Some(match name {
+        "icmp" => 1,
+        "tcp" => 6,
+        "udp" => 17,
+        "dccp" => 33,
+        "gre" => 47,
+        "esp" => 50,
+        "ah" => 51,
+        "icmpv6" | "ipv6-icmp" => 58,
+        "sctp" => 132,
+        "udplite" => 136,
+        n => n.parse().ok()?,
+    })
+}
+
 /// `CNI_MULTI_FIREWALL_BACKEND`, when set and not empty.
 pub fn env_override() -> Option<String> {
     std::env::var(ENV_BACKEND).ok().filter(|v| !v.is_empty())

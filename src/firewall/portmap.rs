@@ -245,13 +245,12 @@ fn iptables_check(s: &PortmapSpec) -> Result<()> {
     Ok(())
 }
 
+/// A mapping's protocol: tcp, udp or sctp, any case (what the reference maps).
 fn proto_number(p: &str) -> Result<u8> {
-    Ok(match p.to_ascii_lowercase().as_str() {
-        "tcp" => 6,
-        "udp" => 17,
-        "sctp" => 132,
+    match p.to_ascii_lowercase().as_str() {
+        name @ ("tcp" | "udp" | "sctp") => super::ip_proto_number(name).context("protocol table"),
         other => bail!("unsupported portmap protocol {other:?}"),
-    })
+    }
 }
 
 /// Mappings that apply to this address family, each with its destination host IP (None =

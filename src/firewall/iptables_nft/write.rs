@@ -198,16 +198,6 @@ enum Target {
     SetMark(Option<(u32, u32)>),
 }
 
-fn proto_number(p: &str) -> Option<u8> {
-    Some(match p {
-        "tcp" => 6,
-        "udp" => 17,
-        "sctp" => 132,
-        "icmp" => 1,
-        n => n.parse().ok()?,
-    })
-}
-
 fn net(s: &str, v6: bool) -> Result<IpNet, String> {
     let n: IpNet = match s.parse() {
         Ok(n) => n,
@@ -271,7 +261,7 @@ pub fn parse(args: &[String], v6: bool) -> Result<XRule, String> {
             }
             "-p" | "--protocol" => {
                 once(r.proto.is_some())?;
-                r.proto = Some((not, proto_number(val(i)?).ok_or("protocol")?));
+                r.proto = Some((not, crate::firewall::ip_proto_number(val(i)?).ok_or("protocol")?));
             }
             "-m" | "--match" if !not => {
                 let m = match val(i)? {
@@ -280,7 +270,7 @@ pub fn parse(args: &[String], v6: bool) -> Result<XRule, String> {
                     "addrtype" => Match::AddrType(0, 0, 0),
                     "mark" => Match::Mark(None),
                     "conntrack" => Match::Conntrack(None),
-                    p @ ("tcp" | "udp") => Match::Port(proto_number(p).unwrap_or(0), None),
+                    p @ ("tcp" | "udp") => Match::Port(crate::firewall::ip_proto_number(p).unwrap_or(0), None),
                     other => return Err(format!("match {other}")),
                 };
                 r.matches.push(m);

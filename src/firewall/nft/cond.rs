@@ -462,19 +462,7 @@ fn port_number(s: &str, whole: &str) -> Result<u16> {
 
 /// An IP protocol by nft's name or number.
 fn proto(s: &str) -> Result<u8> {
-    Ok(match s {
-        "icmp" => 1,
-        "tcp" => 6,
-        "udp" => 17,
-        "dccp" => 33,
-        "gre" => 47,
-        "esp" => 50,
-        "ah" => 51,
-        "icmpv6" | "ipv6-icmp" => 58,
-        "sctp" => 132,
-        "udplite" => 136,
-        n => n.parse::<u8>().with_context(|| format!("unknown protocol {n:?} in portmap condition"))?,
-    })
+    crate::firewall::ip_proto_number(s).with_context(|| format!("unknown protocol {s:?} in portmap condition"))
 }
 
 #[cfg(test)]
