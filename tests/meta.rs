@@ -1201,13 +1201,30 @@ fn portmap_iptables_condition_not_encoded_uses_the_tool_with_its_socket_parked()
 /// `[ … ]` line each), without the table, chain and handle line.
 fn nft_bytecode(w: &World, family: &str, table: &str, chain: &str) -> Vec<String> {
     let out = w.host.must(&["nft", "--debug=netlink", "list", "chain", family, table, chain]);
-    out.lines().filter(|l| l.trim_start().starts_with('[')).map(|l| l.trim().to_string()).collect()
+    // anonymous sets are numbered per table (`__set0`, `__set1`, ...): their contents are
+    // compared by `nft_rule_text`
+    let unnumbered = |l: &str| {
+        let mut s = l.trim().to_string();
+        while let Some(i) = s.find("__set").filter(|&i| s[i + 5..].starts_with(|c: char| c.is_ascii_digit())) {
+            let digits = s[i + 5..].chars().take_while(char::is_ascii_digit).count();
+            s.replace_range(i + 5..i + 5 + digits, "N");
+        }
+        s
+    };
+    out.lines().filter(|l| l.trim_start().starts_with('[')).map(unnumbered).collect()
+}
+
+/// The chain's rule that jumps, as `nft list` prints it (sets with the elements it reads back).
+fn nft_rule_text(w: &World, family: &str, table: &str, chain: &str) -> String {
+    let out = w.host.must(&["nft", "list", "chain", family, table, chain]);
+    out.lines().filter(|l| l.contains("jump")).map(str::trim).collect::<Vec<_>>().join("\n")
 }
 
 /// Every form of nft-syntax `conditionsV4/V6` we encode is the rule `nft` makes of the same text
 /// (the reference hands the text to `nft`): our prerouting and output rules carry, expression for
 /// expression, what `nft` puts in a scratch table for `<conditions> fib daddr type local jump
-/// hostports_all`. CHECK passes, a re-ADD keeps the rule, DEL removes the pod's mappings.
+/// hostports_all`, and their anonymous sets hold what nft's hold. CHECK passes, a re-ADD keeps
+/// the rule (the sets compared by their elements), DEL removes the pod's mappings.
 #[test]
 fn portmap_nftables_conditions_encode_as_nft_does() {
     let w = World::new("mpmcond", 1, Impl::Ours);
@@ -1229,6 +1246,12 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
         "ct state != invalid",
         "fib saddr type != broadcast",
         "pkttype host",
+        "ip daddr { 198.18.0.0/16, 198.18.200.1-198.18.200.9, 198.18.1.0/24 }",
+        "ip saddr { 198.18.0.1, 198.18.0.2 }",
+        "th dport != { 1-1023, 8080, 65000-65535 }",
+        "iifname { \"veth0\", \"eth1\" }",
+        "meta mark { 1, 0x10 }",
+        "tcp sport { 1 }",
     ];
     let v6 = [
         "ip6 saddr fd00::/8",
@@ -1239,6 +1262,8 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
         "udp dport != 53",
         "ct state == new",
         "meta pkttype != broadcast",
+        "ip6 saddr != { fd00::/8, fd01::1 }",
+        "udp sport { 1000-2000, 3000 }",
     ];
     let mut c = chained(
         "mpmcond",
@@ -1247,19 +1272,27 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
     );
     c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
     let r = w.add(&c).run().ok();
-    for (family, conds) in [("ip", v4.join(" ")), ("ip6", v6.join(" "))] {
-        let script = format!(
+    // the rules `nft` makes of the same text, in a scratch table
+    let same_as_nft = |v4: &[&str], v6: &[&str]| {
+        for (family, conds) in [("ip", v4.join(" ")), ("ip6", v6.join(" "))] {
+            let script = format!(
             "add table {family} cmscratch; add chain {family} cmscratch c; add chain {family} cmscratch hostports_all; \
              add rule {family} cmscratch c {conds} fib daddr type local jump hostports_all"
         );
-        w.host.must(&["nft", &script]);
-        let want = nft_bytecode(&w, family, "cmscratch", "c");
-        assert!(want.len() > 12, "{family}: nft made {want:?}");
-        for chain in ["prerouting", "output"] {
-            assert_eq!(nft_bytecode(&w, family, "cni_hostport", chain), want, "{family} {chain}");
+            w.host.must(&["nft", &script]);
+            let want = nft_bytecode(&w, family, "cmscratch", "c");
+            assert!(want.len() > 4, "{family}: nft made {want:?}");
+            // the sets' contents, as nft reads them back from the kernel
+            let want_text = nft_rule_text(&w, family, "cmscratch", "c");
+            assert!(want_text.contains('{'), "{family}: {want_text}");
+            for chain in ["prerouting", "output"] {
+                assert_eq!(nft_bytecode(&w, family, "cni_hostport", chain), want, "{family} {chain}");
+                assert_eq!(nft_rule_text(&w, family, "cni_hostport", chain), want_text, "{family} {chain}");
+            }
+            w.host.must(&["nft", "delete", "table", family, "cmscratch"]);
         }
-        w.host.must(&["nft", "delete", "table", family, "cmscratch"]);
-    }
+    };
+    same_as_nft(&v4, &v6);
     let before = w.host.must(&["nft", "-a", "list", "chain", "ip", "cni_hostport", "prerouting"]);
     w.check(&c, &r).run().ok();
     w.add(&c).run().ok();
@@ -1271,8 +1304,17 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
     w.del(&c).run().ok();
     let hostports = w.host.must(&["nft", "list", "chain", "ip", "cni_hostport", "hostports"]);
     assert!(!hostports.contains("dnat"), "{hostports}");
+    // sets of protocols (after an `==` one nft takes no protocol's port match, only `th`); an
+    // ADD with other conditions rewrites the shared rules
+    let (v4, v6) =
+        (["ip protocol { tcp, udp, sctp } th dport 8080"], ["meta l4proto { tcp, udp }", "ip6 nexthdr != { 47, esp }"]);
+    c["conditionsV4"] = json!(v4);
+    c["conditionsV6"] = json!(v6);
+    w.add(&c).run().ok();
+    same_as_nft(&v4, &v6);
+    w.del(&c).run().ok();
     // a form we do not encode is refused as a config error that lists the forms, before any change
-    c["conditionsV4"] = json!(["ip saddr { 198.18.0.1, 198.18.0.2 }"]);
+    c["conditionsV4"] = json!(["ct state { new, established }"]);
     let e = w.add(&c).run().err();
     assert!(e.code == 7 && e.msg.contains("supported:"), "{e:?}");
     let hostports = w.host.must(&["nft", "list", "chain", "ip", "cni_hostport", "hostports"]);

@@ -3,7 +3,7 @@
 
 use super::expr::{Base, CmpOp, Expr, Verdict};
 use super::sock::NftSocket;
-use super::{attr, msg, Attrs, Family, NftError, UDATA_COMMENT};
+use super::{attr, msg, Attrs, Family, NftError, SetElem, UDATA_COMMENT};
 use crate::netlink::wire::{attrs, find as get, get_u32_be as be32, get_u64_be};
 
 fn get_str(a: &[u8], ty: u16) -> Option<String> {
@@ -242,4 +242,29 @@ pub fn list_rules_checked(
         .map(|(f, b)| decode_rule_checked(f, &b))
         .filter(|(r, _)| r.table == table && chain.is_none_or(|c| r.chain == c))
         .collect())
+}
+
+/// The elements of one set, as the kernel dumps them (missing table or set = none).
+pub fn list_set_elems(s: &mut NftSocket, family: Family, table: &str, set: &str) -> Result<Vec<SetElem>, NftError> {
+    let mut f = Attrs::new();
+    f.put_str(attr::SET_ELEM_LIST_TABLE, table).put_str(attr::SET_ELEM_LIST_SET, set);
+    let filter = f.finish()?;
+    let rows = match s.dump(msg::GETSETELEM, family as u8, &filter) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(rows.iter().flat_map(|(_, b)| decode_set_elems(b)).collect())
+}
+
+/// The elements of one NEWSETELEM message (a dump row).
+pub fn decode_set_elems(body: &[u8]) -> Vec<SetElem> {
+    attrs(get(body, attr::SET_ELEM_LIST_ELEMENTS).unwrap_or_default())
+        .map(|(_, e)| SetElem {
+            key: get(e, attr::SET_ELEM_KEY).map(data_value).unwrap_or_default(),
+            data: get(e, attr::SET_ELEM_DATA).map(data_value),
+            flags: get_be32(e, attr::SET_ELEM_FLAGS),
+            udata: get(e, attr::SET_ELEM_USERDATA).unwrap_or_default().to_vec(),
+        })
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! nf_tables rule expressions, encoded with the attribute order `nft` uses.
 
-use super::{attr, Attrs};
+use super::{attr, AnonSet, Attrs};
 use std::net::IpAddr;
 
 /// Registers: 0 = verdict, 1..4 = the 16-byte registers (what nft uses).
@@ -131,6 +131,13 @@ pub enum Expr {
         dreg: Option<u32>,
         invert: bool,
     },
+    /// `lookup` in an anonymous set that the rule's batch declares (`{ a, b }` in nft syntax);
+    /// the kernel reports it back as a [`Expr::Lookup`] of `__setN`.
+    AnonLookup {
+        sreg: u32,
+        set: Box<AnonSet>,
+        invert: bool,
+    },
     Counter,
     Nat {
         nat_type: u32,
@@ -176,7 +183,7 @@ impl Expr {
             Expr::Ct { .. } => "ct",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
-            Expr::Lookup { .. } => "lookup",
+            Expr::Lookup { .. } | Expr::AnonLookup { .. } => "lookup",
             Expr::Counter => "counter",
             Expr::Nat { .. } => "nat",
             Expr::Masq => "masq",
@@ -240,6 +247,13 @@ impl Expr {
                 if let Some(r) = dreg {
                     d.put_u32_be(3, *r);
                 }
+                if *invert {
+                    d.put_u32_be(5, 1);
+                }
+            }
+            Expr::AnonLookup { sreg, invert, .. } => {
+                // outside a batch (which declares the set and binds it by id) only the shape
+                d.put_u32_be(2, *sreg).put_str(1, super::ANON_SET_NAME);
                 if *invert {
                     d.put_u32_be(5, 1);
                 }

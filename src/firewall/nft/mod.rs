@@ -66,6 +66,7 @@ pub mod msg {
     pub const GETSET: u8 = 10;
     pub const DELSET: u8 = 11;
     pub const NEWSETELEM: u8 = 12;
+    pub const GETSETELEM: u8 = 13;
     pub const DELSETELEM: u8 = 14;
     pub const NEWGEN: u8 = 15;
     pub const GETGEN: u8 = 16;
@@ -160,7 +161,10 @@ mod attr {
     pub const SET_KEY_LEN: u16 = 5;
     pub const SET_DATA_TYPE: u16 = 6;
     pub const SET_DATA_LEN: u16 = 7;
+    pub const SET_DESC: u16 = 9;
     pub const SET_ID: u16 = 10;
+    pub const SET_USERDATA: u16 = 13;
+    pub const SET_DESC_SIZE: u16 = 1;
     // NFTA_SET_ELEM_LIST_* / NFTA_SET_ELEM_*
     pub const SET_ELEM_LIST_TABLE: u16 = 1;
     pub const SET_ELEM_LIST_SET: u16 = 2;
@@ -169,6 +173,7 @@ mod attr {
     pub const SET_ELEM_KEY: u16 = 1;
     pub const SET_ELEM_DATA: u16 = 2;
     pub const SET_ELEM_FLAGS: u16 = 3;
+    pub const SET_ELEM_USERDATA: u16 = 6;
     // generic
     pub const LIST_ELEM: u16 = 1;
     pub const DATA_VALUE: u16 = 1;
@@ -253,15 +258,61 @@ pub struct Set {
     pub data: Option<(u32, u32)>,
     /// Batch-local id so rules/elements in the same batch can refer to a new set.
     pub id: u32,
+    /// NFTA_SET_DESC's size (what nft sends for a constant set; the kernel picks its backend by it).
+    pub size: Option<u32>,
+    /// NFTA_SET_USERDATA (nft's hints, [`set_udata`]); empty = not sent.
+    pub udata: Vec<u8>,
 }
 
-/// One set element: key, optional map data, optional flags (1 = interval end).
+/// nft's set userdata: the key's byte order (1 host, 2 big endian) and, for an interval set,
+/// "merge elements" (NFTNL_UDATA_SET_KEYBYTEORDER and _MERGE_ELEMENTS, u32 in host order). nft
+/// also stores the key's expression (`typeof`), which only its printing of named sets reads; we
+/// do not send it.
+pub fn set_udata(byteorder: u32, interval: bool) -> Vec<u8> {
+    let mut v = vec![0, 4];
+    v.extend(byteorder.to_ne_bytes());
+    if interval {
+        v.extend([2, 4]);
+        v.extend(1u32.to_ne_bytes());
+    }
+    v
+}
+
+/// An anonymous constant set as nft makes one for `{ a, b, ... }` in a rule: created in the
+/// rule's batch (named `__set%d`, the kernel picks the number), bound to that one rule and
+/// deleted with it. [`Batch::add_rule`] declares it before the rule that looks it up
+/// ([`Expr::AnonLookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnonSet {
+    pub key_type: u32,
+    pub key_len: u32,
+    /// 1 host order (marks, names), 2 big endian (addresses, ports, protocols)
+    pub byteorder: u32,
+    /// ranges (NFT_SET_INTERVAL, elements as nft's interval encoding) or single values
+    pub interval: bool,
+    pub elems: Vec<SetElem>,
+    /// NFTA_SET_DESC size as nft computes it
+    pub size: u32,
+}
+
+/// The name nft gives an anonymous set in a batch; the kernel replaces `%d` with a free number.
+pub const ANON_SET_NAME: &str = "__set%d";
+
+/// One set element: key, optional map data, optional flags (1 = interval end), userdata (nft
+/// marks the start of a range that runs to the key's last value with [`ELEM_UDATA_OPEN`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetElem {
     pub key: Vec<u8>,
     pub data: Option<Vec<u8>>,
     pub flags: Option<u32>,
+    pub udata: Vec<u8>,
 }
+
+/// Element userdata NFTNL_UDATA_SET_ELEM_FLAGS = NFTNL_SET_ELEM_F_INTERVAL_OPEN (u32, host order).
+pub const ELEM_UDATA_OPEN: [u8; 6] = {
+    let f = 1u32.to_ne_bytes();
+    [1, 4, f[0], f[1], f[2], f[3]]
+};
 
 pub const SET_ELEM_INTERVAL_END: u32 = 1;
 
@@ -281,6 +332,8 @@ pub struct BatchMsg {
 pub struct Batch {
     pub msgs: Vec<BatchMsg>,
     error: Option<NftError>,
+    /// the highest set id used in this batch (new anonymous sets take the next ones)
+    last_set_id: u32,
 }
 
 fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
@@ -389,11 +442,51 @@ impl Batch {
     /// x_tables compatibility attribute (`compat` = layer-4 protocol and its inversion; what
     /// nft_compat checks a match against, as iptables-nft sends it with every rule).
     pub fn add_rule_at(&mut self, rule: &Rule, head: bool, compat: Option<(u32, bool)>) -> &mut Self {
+        // each anonymous set first, as nft sends it: the set, its elements, then the rule that
+        // looks it up by the batch-local id
+        let mut ids = Vec::new();
+        for e in &rule.exprs {
+            if let Expr::AnonLookup { set, .. } = e {
+                self.last_set_id += 1;
+                let id = self.last_set_id;
+                ids.push(id);
+                let flags =
+                    set_flags::ANONYMOUS | set_flags::CONSTANT | if set.interval { set_flags::INTERVAL } else { 0 };
+                self.add_set(&Set {
+                    family: rule.family,
+                    table: rule.table.clone(),
+                    name: ANON_SET_NAME.into(),
+                    flags,
+                    key_type: set.key_type,
+                    key_len: set.key_len,
+                    data: None,
+                    id,
+                    size: Some(set.size),
+                    udata: set_udata(set.byteorder, set.interval),
+                });
+                self.add_elems(rule.family, &rule.table, ANON_SET_NAME, Some(id), &set.elems);
+            }
+        }
+        let mut ids = ids.into_iter();
         let mut a = Attrs::new();
         a.put_str(attr::RULE_TABLE, &rule.table).put_str(attr::RULE_CHAIN, &rule.chain);
         a.nested(attr::RULE_EXPRESSIONS, |l| {
             for e in &rule.exprs {
-                l.nested(attr::LIST_ELEM, |x| e.encode(x));
+                match e {
+                    Expr::AnonLookup { sreg, invert, .. } => {
+                        let bound = Expr::Lookup {
+                            sreg: *sreg,
+                            set: ANON_SET_NAME.into(),
+                            set_id: ids.next(),
+                            dreg: None,
+                            invert: *invert,
+                        };
+                        l.nested(attr::LIST_ELEM, |x| bound.encode(x));
+                    }
+                    e => {
+                        l.nested(attr::LIST_ELEM, |x| e.encode(x));
+                    }
+                }
             }
         });
         if let Some((proto, inv)) = compat {
@@ -421,8 +514,8 @@ impl Batch {
         self
     }
 
-    /// `add set` / `add map`. nft also stores byte-order hints in the set's userdata; we do not
-    /// (the kernel ignores them and nft prints our sets correctly from the key/data types).
+    /// `add set` / `add map`, with the size and userdata when given (the named sets of the tests
+    /// carry neither: the kernel ignores userdata and nft prints them from the key/data types).
     pub fn add_set(&mut self, set: &Set) -> &mut Self {
         let mut a = Attrs::new();
         a.put_str(attr::SET_TABLE, &set.table)
@@ -434,6 +527,15 @@ impl Batch {
             a.put_u32_be(attr::SET_DATA_TYPE, t).put_u32_be(attr::SET_DATA_LEN, l);
         }
         a.put_u32_be(attr::SET_ID, set.id);
+        if let Some(n) = set.size {
+            a.nested(attr::SET_DESC, |d| {
+                d.put_u32_be(attr::SET_DESC_SIZE, n);
+            });
+        }
+        if !set.udata.is_empty() {
+            a.put(attr::SET_USERDATA, &set.udata);
+        }
+        self.last_set_id = self.last_set_id.max(set.id);
         let what = format!("add set {} {} {}", set.family.name(), set.table, set.name);
         self.push(msg::NEWSET, NLM_F_CREATE, set.family, a, what);
         self
@@ -468,6 +570,9 @@ impl Batch {
                         x.nested(attr::SET_ELEM_DATA, |k| {
                             k.put(attr::DATA_VALUE, d);
                         });
+                    }
+                    if !e.udata.is_empty() {
+                        x.put(attr::SET_ELEM_USERDATA, &e.udata);
                     }
                 });
             }

@@ -8,9 +8,12 @@
 //! everything, flush and rewrite shared chains), `Some(state)` = the fast plan against that
 //! state, to be committed guarded by its generation id ([`super::sock::NftSocket::transact`]).
 
-use super::decode::{decode_rule_checked, list_chains, list_rules_checked, list_tables, ChainInfo, RuleInfo};
+use super::decode::{
+    decode_rule_checked, list_chains, list_rules_checked, list_set_elems, list_tables, ChainInfo, RuleInfo,
+};
+use super::expr::Expr;
 use super::sock::NftSocket;
-use super::{BaseChain, Batch, Family, NftError, Rule};
+use super::{AnonSet, BaseChain, Batch, Family, NftError, Rule, SetElem, ANON_SET_NAME};
 
 /// One table as dumped: whether it exists as a plain table, its chains, its rules (with the
 /// decoder's completeness flag).
@@ -20,6 +23,8 @@ pub struct TableState {
     pub plain_table: bool,
     pub chains: Vec<ChainInfo>,
     pub rules: Vec<(RuleInfo, bool)>,
+    /// The elements of the anonymous sets (`__setN`) the rules look up, by name.
+    pub anon_sets: Vec<(String, Vec<SetElem>)>,
 }
 
 impl TableState {
@@ -27,11 +32,18 @@ impl TableState {
     pub fn read(s: &mut NftSocket, family: Family, table: &str) -> Result<TableState, NftError> {
         let tables = list_tables(s, Some(family))?;
         let Some(t) = tables.iter().find(|t| t.name == table) else { return Ok(TableState::default()) };
-        Ok(TableState {
-            plain_table: t.flags == 0,
-            chains: list_chains(s, family, table)?,
-            rules: list_rules_checked(s, family, table, None)?,
-        })
+        let rules = list_rules_checked(s, family, table, None)?;
+        let mut anon_sets: Vec<(String, Vec<SetElem>)> = Vec::new();
+        for (r, _) in &rules {
+            for e in &r.exprs {
+                if let Expr::Lookup { set, .. } = e {
+                    if set.starts_with("__set") && !anon_sets.iter().any(|(n, _)| n == set) {
+                        anon_sets.push((set.clone(), list_set_elems(s, family, table, set)?));
+                    }
+                }
+            }
+        }
+        Ok(TableState { plain_table: t.flags == 0, chains: list_chains(s, family, table)?, rules, anon_sets })
     }
 
     /// Rules of one chain, in order.
@@ -64,26 +76,64 @@ impl TableState {
     /// reports them back, every expression understood).
     pub fn chain_rules_are(&self, chain: &str, want: &[Rule]) -> bool {
         let have: Vec<&(RuleInfo, bool)> = self.rules.iter().filter(|(r, _)| r.chain == chain).collect();
-        have.len() == want.len()
-            && have
-                .iter()
-                .zip(want)
-                .all(|(&(h, complete), w)| *complete && as_dumped(w).is_some_and(|d| same_rule(&d, h)))
+        have.len() == want.len() && have.iter().zip(want).all(|(&(h, complete), w)| *complete && self.same_rule(w, h))
     }
+
+    /// `want` is `have`, handles aside: the same expressions as the kernel reports them back,
+    /// where a lookup in an anonymous set of `want` is one of a `__setN` holding the same
+    /// elements.
+    fn same_rule(&self, want: &Rule, have: &RuleInfo) -> bool {
+        let Some(d) = as_dumped(want) else { return false };
+        let anon: Vec<&AnonSet> = want
+            .exprs
+            .iter()
+            .filter_map(|e| match e {
+                Expr::AnonLookup { set, .. } => Some(&**set),
+                _ => None,
+            })
+            .collect();
+        let mut anon = anon.into_iter();
+        d.table == have.table
+            && d.chain == have.chain
+            && d.comment == have.comment
+            && d.exprs.len() == have.exprs.len()
+            && d.exprs.iter().zip(&have.exprs).all(|(w, h)| match (w, h) {
+                (
+                    Expr::Lookup { sreg, set, dreg: None, invert, .. },
+                    Expr::Lookup { sreg: hs, set: name, dreg: None, invert: hi, .. },
+                ) if set == ANON_SET_NAME => {
+                    let want_set = anon.next();
+                    sreg == hs
+                        && invert == hi
+                        && want_set.is_some_and(|ws| {
+                            self.anon_sets.iter().any(|(n, elems)| n == name && same_elems(&ws.elems, elems))
+                        })
+                }
+                (w, h) => w == h,
+            })
+    }
+}
+
+/// The same elements in any order (the kernel dumps a hash set in its own order, an interval
+/// set from the top); a missing flags attribute is flags 0.
+fn same_elems(want: &[SetElem], have: &[SetElem]) -> bool {
+    let norm = |v: &[SetElem]| {
+        let mut v: Vec<(Vec<u8>, u32, Vec<u8>)> =
+            v.iter().map(|e| (e.key.clone(), e.flags.unwrap_or(0), e.udata.clone())).collect();
+        v.sort();
+        v
+    };
+    want.len() == have.len() && norm(want) == norm(have)
 }
 
 /// `rule` as the decoder reads it back.
 fn as_dumped(rule: &Rule) -> Option<RuleInfo> {
     let mut b = Batch::new();
     b.add_rule(rule);
-    let m = b.msgs.first()?;
+    // the rule is the batch's last message (after the anonymous sets it declares)
+    let m = b.msgs.last()?;
     let (r, complete) = decode_rule_checked(m.family, &m.payload);
     complete.then_some(r)
-}
-
-/// Same rule, handles aside.
-fn same_rule(a: &RuleInfo, b: &RuleInfo) -> bool {
-    a.table == b.table && a.chain == b.chain && a.comment == b.comment && a.exprs == b.exprs
 }
 
 impl Batch {
