@@ -1252,6 +1252,10 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
         "iifname { \"veth0\", \"eth1\" }",
         "meta mark { 1, 0x10 }",
         "tcp sport { 1 }",
+        "ct state { new, established }",
+        "meta pkttype != { host, broadcast }",
+        "fib saddr type { local, unicast }",
+        "ct state { related }",
     ];
     let v6 = [
         "ip6 saddr fd00::/8",
@@ -1264,6 +1268,7 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
         "meta pkttype != broadcast",
         "ip6 saddr != { fd00::/8, fd01::1 }",
         "udp sport { 1000-2000, 3000 }",
+        "ct state != { invalid, untracked }",
     ];
     let mut c = chained(
         "mpmcond",
@@ -1314,7 +1319,7 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
     same_as_nft(&v4, &v6);
     w.del(&c).run().ok();
     // a form we do not encode is refused as a config error that lists the forms, before any change
-    c["conditionsV4"] = json!(["ct state { new, established }"]);
+    c["conditionsV4"] = json!(["ip saddr . tcp dport { 198.18.0.1 . 80, 198.18.0.2 . 80 }"]);
     let e = w.add(&c).run().err();
     assert!(e.code == 7 && e.msg.contains("supported:"), "{e:?}");
     let hostports = w.host.must(&["nft", "list", "chain", "ip", "cni_hostport", "hostports"]);

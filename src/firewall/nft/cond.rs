@@ -19,12 +19,12 @@
 //!   unreachable, prohibit)
 //!
 //! A value may be an anonymous set, `{ V, V, ... }` (`==` or `!=`), for addresses (single,
-//! prefix or range), ports (single or range), protocols, interface names (without `*`) and
-//! marks: encoded as nft encodes it, a constant set created with the rule (ranges as nft's
+//! prefix or range), ports (single or range), protocols, interface names (without `*`), marks,
+//! packet types, ct states and fib address types: encoded as nft encodes it, a constant set created with the rule (ranges as nft's
 //! interval elements, merged and sorted) and a `lookup`; a set of one element is that element.
 //!
-//! Anything else (sets of other forms, nested sets, maps, other expressions and statements) is
-//! refused with an error that names the token and the forms above; nothing is half-applied.
+//! Anything else (nested and named sets, maps, concatenations, other expressions and
+//! statements) is refused with an error that names the token and the forms above; nothing is half-applied.
 
 use super::expr::{
     ct_key, ct_state, match_addr, meta_key, Base, CmpOp, Expr, FIB_F_DADDR, FIB_F_SADDR, FIB_RESULT_ADDRTYPE, REG_1,
@@ -37,7 +37,7 @@ use std::net::IpAddr;
 
 const FORMS: &str = "ip/ip6 saddr/daddr, ip protocol, ip6 nexthdr, meta l4proto, \
                      tcp/udp/sctp/dccp/udplite/th sport/dport, iifname, oifname, mark, pkttype, ct state, \
-                     fib saddr/daddr type; sets { … } of addresses, ports, protocols, interface names, marks";
+                     fib saddr/daddr type; anonymous sets { … } of their values";
 
 /// The expressions of `conditions` (all entries' tokens, whitespace-separated) for a table of
 /// the given family. A condition we cannot encode is an invalid configuration (code 7).
@@ -50,6 +50,11 @@ pub fn parse(conditions: &[String], v6: bool) -> Result<Vec<Expr>> {
     let toks: Vec<&str> = owned.iter().map(|t| t.trim_matches('"')).collect();
     let mut p = Parser { toks, i: 0, v6, out: Vec::new(), stmts: Vec::new(), l4: None, l4_set: false };
     let mut all = || -> Result<()> {
+        if let Some(t) = p.toks.iter().find(|t| **t == "." || t.starts_with('@') || **t == "map" || **t == "vmap") {
+            bail!(
+                "{t:?} in portmap conditions: concatenations, named sets and maps are not encoded (supported: {FORMS})"
+            );
+        }
         while let Some(t) = p.next() {
             p.one(t)?;
         }
@@ -326,14 +331,6 @@ impl<'a> Parser<'a> {
         self.end(Merge::Skip);
     }
 
-    /// A form that takes no set.
-    fn no_set(v: &str, what: &str) -> Result<()> {
-        if v.starts_with('{') {
-            bail!("sets {{ … }} in portmap condition {what:?} are not encoded (supported: {FORMS})");
-        }
-        Ok(())
-    }
-
     /// The statement parsed so far is complete.
     fn end(&mut self, merge: Merge) {
         let exprs = std::mem::take(&mut self.out);
@@ -542,22 +539,26 @@ impl<'a> Parser<'a> {
     fn pkttype(&mut self) -> Result<()> {
         let (op, val) = self.op_value("pkttype")?;
         let op = Self::eq_or_neq(op, "pkttype")?;
-        let val = match Self::value(val, "pkttype")? {
-            Value::One(v) => v,
-            Value::Set(_) => {
-                bail!("sets {{ … }} in portmap condition \"pkttype\" are not encoded (supported: {FORMS})")
-            }
-        };
-        let t: u8 = match val.as_str() {
-            "host" | "unicast" => 0,
-            "broadcast" => 1,
-            "multicast" => 2,
-            "other" => 3,
-            other => bail!("unknown packet type {other:?} in portmap condition"),
+        let t = |v: &str| -> Result<u8> {
+            Ok(match v {
+                "host" | "unicast" => 0,
+                "broadcast" => 1,
+                "multicast" => 2,
+                "other" => 3,
+                other => bail!("unknown packet type {other:?} in portmap condition"),
+            })
         };
         self.out.push(Expr::Meta { key: meta_key::PKTTYPE, dreg: REG_1 });
-        self.cmp(op, vec![t]);
-        self.end(Merge::Skip);
+        match Self::value(val, "pkttype")? {
+            Value::One(v) => {
+                self.cmp(op, vec![t(&v)?]);
+                self.end(Merge::Skip);
+            }
+            Value::Set(items) => {
+                let keys = items.iter().map(|i| t(i).map(|b| vec![b])).collect::<Result<_>>()?;
+                self.lookup(op, value_set(datatype::PKT_TYPE, 1, 1, keys));
+            }
+        }
         Ok(())
     }
 
@@ -645,10 +646,27 @@ impl<'a> Parser<'a> {
             );
         }
         let (op, first) = self.op_value("ct state")?;
-        Self::no_set(first, "ct state")?;
         let op = op.map(|o| Self::eq_or_neq(Some(o), "ct state")).transpose()?;
+        let state = |s: &str| -> Result<u32> {
+            Ok(match s {
+                "invalid" => ct_state::INVALID,
+                "established" => ct_state::ESTABLISHED,
+                "related" => ct_state::RELATED,
+                "new" => ct_state::NEW,
+                "untracked" => ct_state::UNTRACKED,
+                other => bail!("unknown ct state {other:?} in portmap condition"),
+            })
+        };
+        let mut list = match Self::value(first, "ct state")? {
+            Value::One(v) => v,
+            Value::Set(items) => {
+                let keys = items.iter().map(|i| state(i).map(|b| b.to_ne_bytes().to_vec())).collect::<Result<_>>()?;
+                self.out.push(Expr::Ct { key: ct_key::STATE, dreg: REG_1 });
+                self.lookup(op.unwrap_or(CmpOp::Eq), value_set(datatype::CT_STATE, 4, 1, keys));
+                return Ok(());
+            }
+        };
         // `new,established`, `new, established` and `new ,established` are one list
-        let mut list = first.to_string();
         while list.ends_with(',') || self.peek().is_some_and(|t| t.starts_with(',')) {
             match self.next() {
                 Some(t) => list.push_str(t),
@@ -657,14 +675,7 @@ impl<'a> Parser<'a> {
         }
         let mut bits = 0u32;
         for s in list.split(',').filter(|s| !s.is_empty()) {
-            bits |= match s {
-                "invalid" => ct_state::INVALID,
-                "established" => ct_state::ESTABLISHED,
-                "related" => ct_state::RELATED,
-                "new" => ct_state::NEW,
-                "untracked" => ct_state::UNTRACKED,
-                other => bail!("unknown ct state {other:?} in portmap condition"),
-            };
+            bits |= state(s)?;
         }
         if bits == 0 {
             bail!("portmap condition \"ct state\" has no state");
@@ -696,25 +707,37 @@ impl<'a> Parser<'a> {
             bail!("unsupported nft portmap condition: fib without \"type\" (supported: {FORMS})");
         }
         let (op, val) = self.op_value("fib type")?;
-        Self::no_set(val, "fib type")?;
         let op = Self::eq_or_neq(op, "fib type")?;
-        let rtn: u32 = match val {
-            "unspec" => 0,
-            "unicast" => 1,
-            "local" => 2,
-            "broadcast" => 3,
-            "anycast" => 4,
-            "multicast" => 5,
-            "blackhole" => 6,
-            "unreachable" => 7,
-            "prohibit" => 8,
-            other => bail!("unknown fib address type {other:?} in portmap condition"),
-        };
         self.out.push(Expr::Fib { flags, result: FIB_RESULT_ADDRTYPE, dreg: REG_1 });
-        self.cmp(op, rtn.to_ne_bytes().to_vec());
-        self.end(Merge::Skip);
+        match Self::value(val, "fib type")? {
+            Value::One(v) => {
+                self.cmp(op, fib_type(&v)?.to_ne_bytes().to_vec());
+                self.end(Merge::Skip);
+            }
+            Value::Set(items) => {
+                let keys =
+                    items.iter().map(|i| fib_type(i).map(|t| t.to_ne_bytes().to_vec())).collect::<Result<_>>()?;
+                self.lookup(op, value_set(datatype::FIB_ADDRTYPE, 4, 1, keys));
+            }
+        }
         Ok(())
     }
+}
+
+/// An address type of `fib … type` (RTN_*).
+fn fib_type(val: &str) -> Result<u32> {
+    Ok(match val {
+        "unspec" => 0,
+        "unicast" => 1,
+        "local" => 2,
+        "broadcast" => 3,
+        "anycast" => 4,
+        "multicast" => 5,
+        "blackhole" => 6,
+        "unreachable" => 7,
+        "prohibit" => 8,
+        other => bail!("unknown fib address type {other:?} in portmap condition"),
+    })
 }
 
 fn addr(s: &str, whole: &str) -> Result<IpAddr> {
@@ -869,6 +892,14 @@ mod tests {
         let (set, _) = anon(&one("iifname { \"eth0\", eth1 }", false));
         assert_eq!((set.key_type, set.key_len, set.byteorder), (datatype::IFNAME, 16, 1));
         assert_eq!(&set.elems[1].key[..5], b"eth1\0");
+        let (set, _) = anon(&one("ct state { new, established }", false));
+        assert_eq!((set.key_type, set.key_len, set.byteorder), (datatype::CT_STATE, 4, 1));
+        assert_eq!(set.elems, [elem(&8u32.to_ne_bytes(), false, false), elem(&2u32.to_ne_bytes(), false, false)]);
+        let (set, invert) = anon(&one("meta pkttype != { host, broadcast }", false));
+        assert!(invert && set.key_type == datatype::PKT_TYPE && set.key_len == 1);
+        let (set, _) = anon(&one("fib daddr type { local, unicast }", false));
+        assert_eq!(set.elems, [elem(&2u32.to_ne_bytes(), false, false), elem(&1u32.to_ne_bytes(), false, false)]);
+        assert_eq!(one("ct state { new }", false), one("ct state new", false));
         let (set, _) = anon(&one("ip protocol { tcp, udp }", false));
         assert_eq!(set.elems, [elem(&[6], false, false), elem(&[17], false, false)]);
         // a set of one element is that element
@@ -1004,9 +1035,12 @@ mod tests {
             "ip6 saddr fd00::1",
             "ip saddr fd00::1",
             "ip saddr nonsense",
-            "ct state { new, established }",
-            "pkttype { host, broadcast }",
-            "fib daddr type { local, unicast }",
+            "ct state { new, bogus }",
+            "pkttype { host, loopback }",
+            "fib daddr type { local, nowhere }",
+            "tcp dport vmap { 80 : accept, 443 : drop }",
+            "ip saddr . tcp dport { 198.18.0.1 . 80, 198.18.0.2 . 80 }",
+            "ip saddr @myset",
             "iifname { \"eth*\", lo }",
             "mark { 1-5, 9 }",
             "ip saddr { 198.18.0.1, { 198.18.0.2 } }",

@@ -198,6 +198,9 @@ pub mod datatype {
     pub const INET_PROTO: u32 = 12;
     pub const INET_SERVICE: u32 = 13;
     pub const MARK: u32 = 19;
+    pub const CT_STATE: u32 = 26;
+    pub const PKT_TYPE: u32 = 31;
+    pub const FIB_ADDRTYPE: u32 = 38;
     pub const IFNAME: u32 = 41;
 }
 
