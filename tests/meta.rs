@@ -1256,6 +1256,9 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
         "meta pkttype != { host, broadcast }",
         "fib saddr type { local, unicast }",
         "ct state { related }",
+        "th sport { 80-80, 90, 90 }",
+        "ip saddr { 198.18.0.1/32, 198.18.0.2 }",
+        "ip daddr { 0.0.0.0/0 }",
     ];
     let v6 = [
         "ip6 saddr fd00::/8",
@@ -1269,6 +1272,8 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
         "ip6 saddr != { fd00::/8, fd01::1 }",
         "udp sport { 1000-2000, 3000 }",
         "ct state != { invalid, untracked }",
+        "ip6 daddr { ::/0, fd00::1 }",
+        "meta mark { 5, 5 }",
     ];
     let mut c = chained(
         "mpmcond",

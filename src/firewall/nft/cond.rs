@@ -20,11 +20,13 @@
 //!
 //! A value may be an anonymous set, `{ V, V, ... }` (`==` or `!=`), for addresses (single,
 //! prefix or range), ports (single or range), protocols, interface names (without `*`), marks,
-//! packet types, ct states and fib address types: encoded as nft encodes it, a constant set created with the rule (ranges as nft's
-//! interval elements, merged and sorted) and a `lookup`; a set of one element is that element.
+//! packet types, ct states and fib address types: encoded as nft encodes it, a constant set
+//! created with the rule (ranges as nft's interval elements, merged and sorted) and a `lookup`;
+//! a set of one element is that element.
 //!
 //! Anything else (nested and named sets, maps, concatenations, other expressions and
-//! statements) is refused with an error that names the token and the forms above; nothing is half-applied.
+//! statements) is refused with an error that names the token and the forms above; nothing is
+//! half-applied.
 
 use super::expr::{
     ct_key, ct_state, match_addr, meta_key, Base, CmpOp, Expr, FIB_F_DADDR, FIB_F_SADDR, FIB_RESULT_ADDRTYPE, REG_1,
@@ -136,14 +138,11 @@ fn key_bytes(v: u128, len: usize) -> Vec<u8> {
     v.to_be_bytes().get(16 - len.min(16)..).unwrap_or_default().to_vec()
 }
 
-/// An anonymous set of single values (nft's hash set: the values as written, once each).
+/// An anonymous set of single values (nft's hash set: the values as written, a repeated one
+/// too, which the kernel keeps once).
 fn value_set(key_type: u32, key_len: u32, byteorder: u32, keys: Vec<Vec<u8>>) -> AnonSet {
-    let mut elems: Vec<SetElem> = Vec::new();
-    for key in keys {
-        if !elems.iter().any(|e| e.key == key) {
-            elems.push(SetElem { key, data: None, flags: None, udata: Vec::new() });
-        }
-    }
+    let elems: Vec<SetElem> =
+        keys.into_iter().map(|key| SetElem { key, data: None, flags: None, udata: Vec::new() }).collect();
     let size = u32::try_from(elems.len()).unwrap_or(u32::MAX);
     AnonSet { key_type, key_len, byteorder, interval: false, elems, size }
 }
@@ -607,7 +606,8 @@ impl<'a> Parser<'a> {
             Value::Set(items) => {
                 let op = Self::eq_or_neq(op, &what)?;
                 let ranges = items.iter().map(|i| range(i)).collect::<Result<Vec<_>>>()?;
-                let set = if ranges.iter().all(|(lo, hi)| lo == hi) {
+                // a range written (even `80-80`) makes it an interval set, as in nft
+                let set = if !items.iter().any(|i| i.contains('-')) {
                     value_set(datatype::INET_SERVICE, 2, 2, ranges.iter().map(|r| r.0.to_be_bytes().to_vec()).collect())
                 } else {
                     let ranges = ranges.iter().map(|&(lo, hi)| (u128::from(lo), u128::from(hi))).collect();
@@ -902,8 +902,27 @@ mod tests {
         assert_eq!(one("ct state { new }", false), one("ct state new", false));
         let (set, _) = anon(&one("ip protocol { tcp, udp }", false));
         assert_eq!(set.elems, [elem(&[6], false, false), elem(&[17], false, false)]);
+        // a repeated value is sent twice (nft's size 2); a range written, even of one port, makes
+        // an interval set; an explicit prefix too
+        let (set, _) = anon(&one("tcp dport { 80, 80 }", false));
+        assert_eq!((set.size, set.elems.len()), (2, 2));
+        let (set, _) = anon(&one("tcp dport { 80-80, 90 }", false));
+        assert!(set.interval && set.size == 5);
+        let (set, _) = anon(&one("ip saddr { 198.18.0.1/32, 198.18.0.2 }", false));
+        assert!(set.interval && set.size == 3);
+        // everything: one open range from 0, size 2
+        let (set, _) = anon(&one("ip6 saddr { ::/0, fd00::1 }", true));
+        assert_eq!((set.size, set.elems.clone()), (2, vec![elem(&[0; 16], false, true)]));
         // a set of one element is that element
         assert_eq!(one("tcp dport { 80 }", false), one("tcp dport 80", false));
+        assert_eq!(
+            one("ip saddr { 0.0.0.0/0 }", false),
+            [
+                pl(Base::Network, 12, 4),
+                Expr::Bitwise { sreg: REG_1, dreg: REG_1, mask: vec![0; 4], xor: vec![0; 4] },
+                cmp(CmpOp::Eq, &[0; 4])
+            ]
+        );
         assert_eq!(one("ip saddr != { 198.18.1.0/24 }", false), one("ip saddr != 198.18.1.0/24", false));
         assert_eq!(one("th dport {8000 - 8080,}", false), one("th dport 8000-8080", false));
         // after an `==` set of protocols nft refuses a protocol's port match (not `th`); after

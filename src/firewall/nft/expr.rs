@@ -318,7 +318,8 @@ pub fn match_addr(src: bool, addr: IpAddr, prefix: u8, op: CmpOp) -> Vec<Expr> {
     let prefix = usize::from(prefix).min(full_len * 8);
     let offset = addr_offset(v6, src);
     let mut out = Vec::new();
-    if prefix % 8 == 0 {
+    // a /0 has no byte to load: nft masks the whole address with zeros, as for any other prefix
+    if prefix % 8 == 0 && prefix > 0 {
         let n = prefix / 8;
         let data = full.get(..n).unwrap_or_default().to_vec();
         out.push(Expr::Payload { dreg: REG_1, base: Base::Network, offset, len: n as u32 });

@@ -115,15 +115,16 @@ impl TableState {
 }
 
 /// The same elements in any order (the kernel dumps a hash set in its own order, an interval
-/// set from the top); a missing flags attribute is flags 0.
+/// set from the top, and keeps a value sent twice once); a missing flags attribute is flags 0.
 fn same_elems(want: &[SetElem], have: &[SetElem]) -> bool {
     let norm = |v: &[SetElem]| {
         let mut v: Vec<(Vec<u8>, u32, Vec<u8>)> =
             v.iter().map(|e| (e.key.clone(), e.flags.unwrap_or(0), e.udata.clone())).collect();
         v.sort();
+        v.dedup();
         v
     };
-    want.len() == have.len() && norm(want) == norm(have)
+    norm(want) == norm(have)
 }
 
 /// `rule` as the decoder reads it back.
