@@ -833,3 +833,247 @@ fn netconf_type_error_in_a_huge_config_is_reported_fast() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
     assert!(w.host.link("cmhh0").is_none());
 }
+
+// ---- the meta plugins (chained after a real attachment)
+
+/// A chained plugin's base config: the attachment's result as prevResult.
+fn meta_base(plugin: &str, w: &World, prev: &Value) -> Value {
+    let mut c = match plugin {
+        "portmap" => json!({"type": "portmap", "backend": "nftables", "capabilities": {"portMappings": true},
+                            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}),
+        "portmap-ipt" => json!({"type": "portmap", "backend": "iptables", "capabilities": {"portMappings": true},
+                                "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}),
+        "bandwidth" => json!({"type": "bandwidth", "ingressRate": 1_000_000, "ingressBurst": 100_000,
+                              "egressRate": 1_000_000, "egressBurst": 100_000}),
+        "tuning" => json!({"type": "tuning", "dataDir": w.tmp.join("tuning"), "sysctl": {"net.core.somaxconn": "500"}}),
+        "firewall" => json!({"type": "firewall", "backend": "iptables"}),
+        other => panic!("no base config for {other}"),
+    };
+    c["cniVersion"] = json!("1.0.0");
+    c["name"] = json!("hostile");
+    c["prevResult"] = prev.clone();
+    c
+}
+
+/// What a meta plugin could change besides [`fingerprint`]: qdiscs, the container interface's
+/// attributes, the sysctls the cases name, tuning's saved state.
+fn meta_fingerprint(w: &World) -> BTreeMap<String, String> {
+    let mut m = fingerprint(w);
+    for (label, ns) in [("host", &w.host), ("ctr", w.c(0))] {
+        let q = String::from_utf8_lossy(&ns.exec(&["tc", "qdisc", "show"]).stdout).into_owned();
+        m.insert(format!("{label}.qdiscs"), q);
+        let l = String::from_utf8_lossy(&ns.exec(&["ip", "-o", "-d", "link", "show"]).stdout).into_owned();
+        m.insert(format!("{label}.linkdetails"), l);
+    }
+    for key in ["net/core/somaxconn", "net/ipv4/ip_forward", "kernel/hostname"] {
+        m.insert(format!("ctr.sysctl.{key}"), w.c(0).sysctl(key).unwrap_or_default());
+    }
+    let saved: Vec<String> = std::fs::read_dir(w.tmp.join("tuning"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    m.insert("tuning.saved".into(), saved.join(","));
+    m
+}
+
+/// (name, base config, mutation, code, words the message must hold)
+type MetaCase = (&'static str, &'static str, Box<dyn Fn(&mut Value)>, u64, &'static [&'static str]);
+
+#[test]
+fn meta_plugin_hostile_inputs_fail_cleanly_and_change_nothing() {
+    let w = World::new("hostmeta", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "hostile", None)).run().ok();
+    let pm = |k: &str, v: Value| {
+        let k = k.to_string();
+        move |c: &mut Value| c["runtimeConfig"]["portMappings"][0][k.as_str()] = v.clone()
+    };
+    let long_chain = "C".repeat(40);
+    let injected = "198.18.0.1\n-I INPUT 1 -j DROP";
+    let cases: Vec<MetaCase> = vec![
+        ("pm-hostport-0", "portmap", Box::new(pm("hostPort", json!(0))), C_CONFIG, &["host port"]),
+        ("pm-hostport-70000", "portmap", Box::new(pm("hostPort", json!(70000))), C_CONFIG, &["host port", "70000"]),
+        ("pm-hostport-negative", "portmap", Box::new(pm("hostPort", json!(-1))), C_CONFIG, &["host port", "-1"]),
+        ("pm-containerport-0", "portmap", Box::new(pm("containerPort", json!(0))), C_CONFIG, &["container port"]),
+        ("pm-protocol-icmp", "portmap", Box::new(pm("protocol", json!("icmp"))), C_CONFIG, &["protocol", "icmp"]),
+        ("pm-protocol-icmp-ipt", "portmap-ipt", Box::new(pm("protocol", json!("icmp"))), C_CONFIG, &["protocol"]),
+        ("pm-protocol-traversal", "portmap", Box::new(pm("protocol", json!("../x"))), C_CONFIG, &["protocol", "../x"]),
+        (
+            "pm-hostip-garbage",
+            "portmap",
+            Box::new(pm("hostIP", json!("not-an-ip"))),
+            C_CONFIG,
+            &["host IP", "not-an-ip"],
+        ),
+        (
+            "pm-mappings-not-a-list",
+            "portmap",
+            Box::new(set(&["runtimeConfig", "portMappings"], json!("8080:80"))),
+            C_INTERNAL,
+            &["portmappings", "expected a sequence"],
+        ),
+        ("pm-backend-pf", "portmap", Box::new(set(&["backend"], json!("pf"))), C_CONFIG, &["backend", "pf"]),
+        ("pm-markmasqbit-32", "portmap-ipt", Box::new(set(&["markMasqBit"], json!(32))), C_CONFIG, &["MasqMarkBit"]),
+        (
+            "pm-markmasq-and-external",
+            "portmap-ipt",
+            Box::new(|c: &mut Value| {
+                c["markMasqBit"] = json!(5);
+                c["externalSetMarkChain"] = json!("X");
+            }),
+            C_CONFIG,
+            &["externalSetMarkChain"],
+        ),
+        (
+            "pm-external-chain-too-long",
+            "portmap-ipt",
+            Box::new(set(&["externalSetMarkChain"], json!(long_chain.clone()))),
+            C_CONFIG,
+            &["externalSetMarkChain", "chain name"],
+        ),
+        (
+            "pm-external-chain-injection",
+            "portmap-ipt",
+            Box::new(set(&["externalSetMarkChain"], json!("X\n-I INPUT 1 -j DROP"))),
+            C_CONFIG,
+            &["externalSetMarkChain"],
+        ),
+        (
+            "pm-conditions-injection",
+            "portmap-ipt",
+            Box::new(set(&["conditionsV4"], json!(["-s", injected]))),
+            C_CONFIG,
+            &["control character"],
+        ),
+        (
+            "pm-conditions-statement",
+            "portmap",
+            Box::new(set(&["conditionsV4"], json!(["drop"]))),
+            C_CONFIG,
+            &["supported"],
+        ),
+        (
+            "pm-conditions-unbalanced-set",
+            "portmap",
+            Box::new(set(&["conditionsV4"], json!(["ip saddr { 198.18.0.1"]))),
+            C_CONFIG,
+            &["unbalanced"],
+        ),
+        (
+            "pm-conditions-mixed-syntax",
+            "portmap",
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().expect("object").remove("backend");
+                c["conditionsV4"] = json!(["-s", "198.18.0.1"]);
+                c["conditionsV6"] = json!(["ip6 saddr fd00::1"]);
+            }),
+            C_CONFIG,
+            &["syntax"],
+        ),
+        ("pm-no-prevresult", "portmap", Box::new(remove("prevResult")), C_INTERNAL, &["chained plugin"]),
+        ("bw-rate-without-burst", "bandwidth", Box::new(remove("ingressBurst")), C_INTERNAL, &["burst"]),
+        ("bw-burst-over-4gb", "bandwidth", Box::new(set(&["egressBurst"], json!(1u64 << 36))), C_INTERNAL, &["4GB"]),
+        ("bw-rate-negative", "bandwidth", Box::new(set(&["ingressRate"], json!(-1))), C_INTERNAL, &["-1"]),
+        ("bw-rate-string", "bandwidth", Box::new(set(&["ingressRate"], json!("1mbit"))), C_INTERNAL, &["1mbit"]),
+        ("bw-no-prevresult", "bandwidth", Box::new(remove("prevResult")), C_INTERNAL, &["chained plugin"]),
+        (
+            "tu-sysctl-traversal",
+            "tuning",
+            Box::new(set(&["sysctl"], json!({"net/../kernel/hostname": "x"}))),
+            C_INTERNAL,
+            &["/proc/sys/net/kernel/hostname"],
+        ),
+        (
+            "tu-sysctl-dot-traversal",
+            "tuning",
+            Box::new(set(&["sysctl"], json!({"net.core..kernel.hostname": "x"}))),
+            C_INTERNAL,
+            &["/proc/sys/net/core/kernel/hostname"],
+        ),
+        (
+            "tu-sysctl-not-net",
+            "tuning",
+            Box::new(set(&["sysctl"], json!({"kernel.hostname": "x"}))),
+            C_INTERNAL,
+            &["invalid net sysctl key"],
+        ),
+        (
+            "tu-sysctl-absent",
+            "tuning",
+            Box::new(set(&["sysctl"], json!({"net.core.no_such_key": "1"}))),
+            C_INTERNAL,
+            &["no_such_key"],
+        ),
+        ("tu-mac-garbage", "tuning", Box::new(set(&["mac"], json!("zz"))), C_INTERNAL, &["MAC", "zz"]),
+        ("tu-mtu-huge", "tuning", Box::new(set(&["mtu"], json!(1u64 << 40))), C_INTERNAL, &["mtu", "1099511627776"]),
+        ("tu-mtu-negative", "tuning", Box::new(set(&["mtu"], json!(-1))), C_INTERNAL, &["mtu", "-1"]),
+        ("tu-promisc-string", "tuning", Box::new(set(&["promisc"], json!("yes"))), C_INTERNAL, &["promisc"]),
+        ("tu-txqlen-negative", "tuning", Box::new(set(&["txQLen"], json!(-1))), C_INTERNAL, &["txQLen", "-1"]),
+        ("fw-backend-pf", "firewall", Box::new(set(&["backend"], json!("pf"))), C_CONFIG, &["backend", "pf"]),
+        (
+            "fw-ingress-policy-bogus",
+            "firewall",
+            Box::new(set(&["ingressPolicy"], json!("bogus"))),
+            C_CONFIG,
+            &["ingress policy", "bogus"],
+        ),
+        (
+            "fw-admin-chain-too-long",
+            "firewall",
+            Box::new(set(&["iptablesAdminChainName"], json!(long_chain.clone()))),
+            C_CONFIG,
+            &["iptablesAdminChainName", "chain name"],
+        ),
+        (
+            "fw-admin-chain-space",
+            "firewall",
+            Box::new(set(&["iptablesAdminChainName"], json!("A B"))),
+            C_CONFIG,
+            &["iptablesAdminChainName"],
+        ),
+        (
+            "fw-admin-chain-injection",
+            "firewall",
+            Box::new(set(&["iptablesAdminChainName"], json!("X\n-I INPUT 1 -j DROP"))),
+            C_CONFIG,
+            &["iptablesAdminChainName"],
+        ),
+        (
+            "fw-bridge-name-injection",
+            "firewall",
+            Box::new(|c: &mut Value| {
+                c["ingressPolicy"] = json!("same-bridge");
+                c["prevResult"]["interfaces"][0]["name"] = json!("br0\n-I INPUT 1 -j DROP");
+            }),
+            C_CONFIG,
+            &["bridge interface"],
+        ),
+        ("fw-no-prevresult", "firewall", Box::new(remove("prevResult")), C_INTERNAL, &["prevResult"]),
+    ];
+    let mut before = meta_fingerprint(&w);
+    let mut failures = vec![];
+    for (name, plugin, f, code, says) in &cases {
+        let mut conf = meta_base(plugin, &w, &prev);
+        f(&mut conf);
+        let out = w.cni("ADD", &conf).stdin_bytes(&serde_json::to_vec(&conf).expect("serialize")).run();
+        let problem = match out.error() {
+            None => Some(format!("exit {} stdout {:?}", out.code, out.stdout)),
+            Some(e) => {
+                let text = format!("{} {}", e.msg, e.details.clone().unwrap_or_default()).to_lowercase();
+                let missing: Vec<_> = says.iter().filter(|w| !text.contains(&w.to_lowercase())).collect();
+                (e.code != *code || !missing.is_empty() || out.code != 1)
+                    .then(|| format!("code {} (want {code}), msg {:?}, lacks {missing:?}", e.code, e.msg))
+            }
+        };
+        if let Some(p) = problem {
+            failures.push(format!("{name} [{plugin}]: {p}"));
+        }
+        let after = meta_fingerprint(&w);
+        if after != before {
+            let changed: Vec<_> =
+                after.iter().filter(|(k, v)| before.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {v}")).collect();
+            failures.push(format!("{name} [{plugin}] CHANGED THE SYSTEM:\n{}", changed.join("\n")));
+            before = after;
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases misbehaved:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}

@@ -88,6 +88,15 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
     if spec.ingress_policy != IngressPolicy::Open && spec.bridge.is_none() {
         bail!("ingressPolicy needs the bridge as the first interface of prevResult");
     }
+    // names written into rules (and into iptables-restore input, where a newline would be a
+    // line of its own) are checked before any change
+    if let (Some(br), true) = (&spec.bridge, spec.ingress_policy != IngressPolicy::Open) {
+        crate::cni::env::validate_ifname(br)
+            .map_err(|e| CniError::config(format!("prevResult's bridge interface {br:?}: {}", e.msg)))?;
+    }
+    if backend == Backend::Iptables {
+        super::iptables::check_chain_name("iptablesAdminChainName", &spec.admin_chain)?;
+    }
     if let Some(zone) = &spec.firewalld_zone {
         super::firewalld::add(zone, &spec.ips)?;
         if spec.ingress_policy == IngressPolicy::Open {

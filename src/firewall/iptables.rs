@@ -17,6 +17,7 @@
 
 use super::ipmasq::MasqBackend;
 use super::{Attachment, BackendKind};
+use crate::cni::CniError;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::path::PathBuf;
@@ -25,6 +26,33 @@ use std::process::{Command, Stdio};
 /// Go's `%q` (`strconv.Quote`): the one copy lives with the CNI protocol's Go-compatible texts.
 pub use crate::cni::result::go_quote;
 pub use crate::names::{ipmasq_chain as chain_name, ipmasq_comment as comment};
+
+/// An iptables chain name from a config (`iptablesAdminChainName`, `externalSetMarkChain`):
+/// what iptables takes, 1–28 printable characters, not an option, no quote. The name is written
+/// into restore input, where a newline would start a line of its own. Code 7.
+pub fn check_chain_name(key: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 28
+        && !name.starts_with(['-', '!'])
+        && name.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\'');
+    if !ok {
+        return Err(CniError::config(format!(
+            "invalid {key} {name:?}: an iptables chain name is 1-28 printable characters without quotes, \
+             not starting with - or !"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Config text written into restore input as arguments (portmap's iptables-syntax conditions):
+/// no control character, since a newline would start a restore line of its own. Code 7.
+pub fn check_restore_args(key: &str, args: &[String]) -> Result<()> {
+    if let Some(a) = args.iter().find(|a| a.chars().any(char::is_control)) {
+        return Err(CniError::config(format!("invalid {key}: {a:?} holds a control character")).into());
+    }
+    Ok(())
+}
 
 /// Quotes one argument for iptables-restore input.
 pub fn restore_quote(s: &str) -> String {

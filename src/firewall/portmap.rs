@@ -150,15 +150,27 @@ fn ensure(backend: BackendKind, spec: &PortmapSpec) -> Result<()> {
     }
 }
 
-/// ADD of every container address (one spec per family), with nothing half-made: nft-syntax
-/// conditions are encoded for all of them before any change ([`super::nft::cond`]; what it cannot
-/// encode is code 7; iptables-syntax ones are the tool's to judge, in the restore that applies
-/// them), and when one family fails, the container's mappings of the others come out again
+/// ADD of every container address (one spec per family), with nothing half-made: the mappings'
+/// protocols, nft-syntax conditions (encoded for all of them, [`super::nft::cond`]), the
+/// external mark chain's name and the iptables-syntax conditions' characters are checked before
+/// any change (code 7; what iptables-syntax conditions mean is the tool's to judge, in the
+/// restore that applies them), and when one family fails, the container's mappings of the others come out again
 /// (each family is its own commit; the reference leaves them).
 pub fn ensure_all(backend: BackendKind, specs: &[PortmapSpec]) -> Result<()> {
-    if backend == BackendKind::Nftables {
-        for s in specs {
-            super::nft::cond::parse(&s.conditions, s.container_ip.addr().is_ipv6())?;
+    for s in specs {
+        for m in &s.mappings {
+            proto_number(&m.protocol).map_err(|e| config_err(format!("{e:#}")))?;
+        }
+        match backend {
+            BackendKind::Nftables => {
+                super::nft::cond::parse(&s.conditions, s.container_ip.addr().is_ipv6())?;
+            }
+            BackendKind::Iptables => {
+                if let Some(c) = &s.external_set_mark_chain {
+                    super::iptables::check_chain_name("externalSetMarkChain", c)?;
+                }
+                super::iptables::check_restore_args("portmap conditions", &s.conditions)?;
+            }
         }
     }
     for s in specs {
