@@ -7,7 +7,8 @@
 //!   is the number of such syscalls in a whole ADD. After each kill, DEL must succeed and leave
 //!   the world exactly as before the ADD (links, addresses, routes, rules, qdiscs, nftables and
 //!   iptables rules, host-local leases and temp files), and a fresh ADD of the same container
-//!   must succeed (then is deleted again). Bridge + host-local with ipMasq on nftables, and ptp.
+//!   must succeed (then is deleted again). Bridge + host-local with ipMasq on nftables, ptp, and
+//!   the chained portmap (nftables), bandwidth and tuning after a ptp attachment that stays.
 //! - **Index**: host-local killed between a reservation and the index update (and in the middle
 //!   of the index update) leaves a store that the next ADD, CHECK and DEL read exactly.
 //! - **Lock**: a plugin stopped while holding the store's flock blocks a second ADD; killing it
@@ -251,7 +252,18 @@ fn world_state(w: &World) -> BTreeMap<String, String> {
                 .filter(|a| !a["local"].as_str().unwrap_or_default().starts_with("fe80:"))
                 .map(|a| format!("{}/{}", a["local"], a["prefixlen"]))
                 .collect();
-            m.insert(format!("{label}.link.{}", l["ifname"]), format!("qdisc {} addrs {addrs:?}", l["qdisc"]));
+            // administrative flags only (UP, PROMISC, ...): carrier comes and goes with the kernel's timing
+            let flags: Vec<&str> = l["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|f| !matches!(*f, "NO-CARRIER" | "LOWER_UP" | "M-DOWN"))
+                .collect();
+            m.insert(
+                format!("{label}.link.{}", l["ifname"]),
+                format!("qdisc {} mtu {} mac {} flags {flags:?} addrs {addrs:?}", l["qdisc"], l["mtu"], l["address"]),
+            );
         }
         let routes: Vec<String> =
             ns.routes().iter().map(|r| format!("{} {} {}", r["dst"], r["dev"], r["gateway"])).collect();
@@ -294,16 +306,36 @@ fn crash_points(tag: &str, conf: &Value) {
         c["ipam"]["dataDir"] = json!(w.data_dir);
         c
     };
+    crash_points_in(&w, tag, &conf);
+}
+
+/// [`crash_points`] for a chained plugin: its ADD and DEL are killed and repeated after a ptp
+/// attachment of the same container (made first, and part of the baseline), with that
+/// attachment's result as prevResult.
+fn crash_points_chained(tag: &str, plugin: &Value) {
+    let w = World::new(tag, 1, Impl::Ours);
+    let s = Subnets::alloc();
     let cid = format!("{tag}-ctr");
-    let add = Plugin::new(&w, "ADD", &conf, &cid, 0);
-    let del = Plugin::new(&w, "DEL", &conf, &cid, 0);
+    let prev = w.add(&ptp_conf(&w, &s, tag, None)).cid(&cid).run().ok();
+    let mut conf = plugin.clone();
+    conf["cniVersion"] = json!("1.0.0");
+    conf["name"] = json!(tag);
+    conf["prevResult"] = prev;
+    crash_points_in(&w, tag, &conf);
+}
+
+fn crash_points_in(w: &World, tag: &str, conf: &Value) {
+    let conf = conf.clone();
+    let cid = format!("{tag}-ctr");
+    let add = Plugin::new(w, "ADD", &conf, &cid, 0);
+    let del = Plugin::new(w, "DEL", &conf, &cid, 0);
     // baseline: one full ADD + DEL (the bridge, the masquerade table and the store dir exist
     // from then on, as on a node in use)
     let (code, out) = add.run();
     assert_eq!(code, 0, "baseline ADD: {out}");
     let (code, out) = del.run();
     assert_eq!(code, 0, "baseline DEL: {out}");
-    let baseline = world_state(&w);
+    let baseline = world_state(w);
     // count the stop points of a whole traced ADD
     let total = match add.traced(MUTATING, 0) {
         Traced::Finished { code: 0, stops, .. } => stops,
@@ -338,7 +370,7 @@ fn crash_points(tag: &str, conf: &Value) {
             report.push(format!("stop {n}: DEL after the kill failed: {out}"));
         }
         // (leftovers of the previous iteration's ADD + DEL show up here too)
-        let after = world_state(&w);
+        let after = world_state(w);
         if after != baseline {
             report.push(format!("stop {n}: left behind after DEL:\n{}", diff(&baseline, &after)));
             break;
@@ -352,7 +384,7 @@ fn crash_points(tag: &str, conf: &Value) {
             report.push(format!("stop {n}: the final DEL failed: {out}"));
         }
     }
-    let after = world_state(&w);
+    let after = world_state(w);
     if after != baseline {
         report.push(format!("at the end: left behind:\n{}", diff(&baseline, &after)));
     }
@@ -370,6 +402,28 @@ fn faults_sigkill_at_every_step_of_bridge_add_with_ipmasq_nft() {
                  "routes": [{"dst": "0.0.0.0/0"}]}
     });
     crash_points("fltbr", &conf);
+}
+
+#[test]
+fn faults_sigkill_at_every_step_of_portmap_add_nft() {
+    let pm = json!({"type": "portmap", "backend": "nftables", "capabilities": {"portMappings": true},
+                    "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                                                       {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]}});
+    crash_points_chained("fltpm", &pm);
+}
+
+#[test]
+fn faults_sigkill_at_every_step_of_bandwidth_add() {
+    let bw = json!({"type": "bandwidth", "ingressRate": 1_000_000, "ingressBurst": 100_000,
+                    "egressRate": 1_000_000, "egressBurst": 100_000});
+    crash_points_chained("fltbw", &bw);
+}
+
+#[test]
+fn faults_sigkill_at_every_step_of_tuning_add() {
+    let tu = json!({"type": "tuning", "mtu": 1300, "mac": "02:00:00:00:12:34", "promisc": true,
+                    "sysctl": {"net.core.somaxconn": "600"}});
+    crash_points_chained("flttu", &tu);
 }
 
 #[test]

@@ -202,6 +202,20 @@ impl Netlink {
             .with_context(|| format!("failed to delete qdisc of link {index}"))
     }
 
+    /// [`Netlink::qdisc_del`] of a qdisc that may be gone: the kernel's ENOENT (no such qdisc,
+    /// or no such link) and EINVAL (the root is the device's default qdisc) are success.
+    pub fn qdisc_del_if_present(&mut self, index: u32, handle: u32, parent: u32) -> anyhow::Result<()> {
+        match self.ack(qdisc_del_msg(index, handle, parent)) {
+            Err(e)
+                if e.downcast_ref::<super::wire::NlError>()
+                    .is_some_and(|n| n.is_not_found() || n.errno == super::wire::EINVAL) =>
+            {
+                Ok(())
+            }
+            r => r.with_context(|| format!("failed to delete qdisc of link {index}")),
+        }
+    }
+
     /// Qdiscs, optionally of one link.
     pub fn qdiscs(&mut self, index: Option<u32>) -> anyhow::Result<Vec<Qdisc>> {
         let req = Msg::new(RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP, &tcmsg(0, 0, 0, 0)).finish();

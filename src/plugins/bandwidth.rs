@@ -52,7 +52,7 @@ pub const DOC: Doc = Doc {
         k("egressBurst", "int (bits)", "", "burst out of the container"),
         cap("bandwidth", "object", "the same four keys; used only when the config sets none"),
     ],
-    notes: &[],
+    notes: &["DEL deletes the ifb and, when the host veth is still there, the qdiscs ADD put on it."],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "limited",
@@ -197,9 +197,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let _ = load(ctx)?;
-    let name = ifb_name(&ctx.name, &ctx.container_id);
+    let bw = load(ctx)?;
     let mut host = Netlink::new()?;
+    if let (Some(prev), Some(bw)) = (ctx.prev_result.as_ref(), bw.filter(|b| !b.is_zero())) {
+        del_veth_qdiscs(ctx, prev, &bw, &mut host)?;
+    }
+    let name = ifb_name(&ctx.name, &ctx.container_id);
     let Some(ifb) = host.link_by_name(&name)? else {
         return Ok(());
     };
@@ -207,6 +210,27 @@ fn del(ctx: &Ctx) -> Result<()> {
         Err(e) if !is_not_found(&e) => Err(e.context(format!("failed to delete {name}"))),
         _ => Ok(()),
     }
+}
+
+/// The shaping ADD put on the host veth (the root tbf, the ingress qdisc with its redirect),
+/// removed when the attachment outlives this DEL, so that no shaping stays in effect and a new
+/// ADD finds the veth as it was (the reference leaves them, and its next ADD then fails on the
+/// existing qdisc). Nothing to do when the container, its veth or the qdiscs are gone.
+fn del_veth_qdiscs(ctx: &Ctx, prev: &CniResult, bw: &Bandwidth, host: &mut Netlink) -> Result<()> {
+    let veth = match host_interface(ctx, prev, host) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!("no host veth to unshape: {e:#}");
+            return Ok(());
+        }
+    };
+    if bw.ingress() {
+        host.qdisc_del_if_present(veth.index, handle(1, 0), TC_H_ROOT)?;
+    }
+    if bw.egress() {
+        host.qdisc_del_if_present(veth.index, handle(0xffff, 0), 0xffff_fff1)?;
+    }
+    Ok(())
 }
 
 fn check_tbf(host: &mut Netlink, link: &Link, rate: u64, burst: u64) -> Result<()> {
