@@ -8,7 +8,8 @@
 //!   the world exactly as before the ADD (links, addresses, routes, rules, qdiscs, nftables and
 //!   iptables rules, host-local leases and temp files), and a fresh ADD of the same container
 //!   must succeed (then is deleted again). Bridge + host-local with ipMasq on nftables, ptp, and
-//!   the chained portmap (nftables), bandwidth and tuning after a ptp attachment that stays.
+//!   the chained portmap (nftables and iptables), firewall (iptables), bandwidth and tuning after
+//!   a ptp attachment that stays.
 //! - **Index**: host-local killed between a reservation and the index update (and in the middle
 //!   of the index update) leaves a store that the next ADD, CHECK and DEL read exactly.
 //! - **Lock**: a plugin stopped while holding the store's flock blocks a second ADD; killing it
@@ -410,6 +411,20 @@ fn faults_sigkill_at_every_step_of_portmap_add_nft() {
                     "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
                                                        {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]}});
     crash_points_chained("fltpm", &pm);
+}
+
+#[test]
+fn faults_sigkill_at_every_step_of_portmap_add_iptables() {
+    let pm = json!({"type": "portmap", "backend": "iptables", "capabilities": {"portMappings": true},
+                    "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                                                       {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]}});
+    crash_points_chained("fltpmi", &pm);
+}
+
+#[test]
+fn faults_sigkill_at_every_step_of_firewall_add_iptables() {
+    let fw = json!({"type": "firewall", "backend": "iptables"});
+    crash_points_chained("fltfw", &fw);
 }
 
 #[test]
