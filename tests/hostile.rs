@@ -847,6 +847,7 @@ fn meta_base(plugin: &str, w: &World, prev: &Value) -> Value {
                               "egressRate": 1_000_000, "egressBurst": 100_000}),
         "tuning" => json!({"type": "tuning", "dataDir": w.tmp.join("tuning"), "sysctl": {"net.core.somaxconn": "500"}}),
         "firewall" => json!({"type": "firewall", "backend": "iptables"}),
+        "sbr" => json!({"type": "sbr"}),
         other => panic!("no base config for {other}"),
     };
     c["cniVersion"] = json!("1.0.0");
@@ -1048,6 +1049,17 @@ fn meta_plugin_hostile_inputs_fail_cleanly_and_change_nothing() {
             &["bridge interface"],
         ),
         ("fw-no-prevresult", "firewall", Box::new(remove("prevResult")), C_INTERNAL, &["prevResult"]),
+        ("sbr-table-negative", "sbr", Box::new(set(&["table"], json!(-1))), C_INTERNAL, &["table"]),
+        ("sbr-table-string", "sbr", Box::new(set(&["table"], json!("main"))), C_INTERNAL, &["table"]),
+        ("sbr-gateway-garbage", "sbr", Box::new(set(&["gateways"], json!(["x"]))), C_INTERNAL, &["gateways", "x"]),
+        (
+            "sbr-three-gateways",
+            "sbr",
+            Box::new(set(&["gateways"], json!(["198.18.0.1", "198.18.0.2", "fd00::1"]))),
+            C_INTERNAL,
+            &["gateways"],
+        ),
+        ("sbr-no-prevresult", "sbr", Box::new(remove("prevResult")), C_INTERNAL, &["chained plugin"]),
     ];
     let mut before = meta_fingerprint(&w);
     let mut failures = vec![];
