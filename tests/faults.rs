@@ -8,7 +8,7 @@
 //!   the world exactly as before the ADD (links, addresses, routes, rules, qdiscs, nftables and
 //!   iptables rules, host-local leases and temp files), and a fresh ADD of the same container
 //!   must succeed (then is deleted again). Bridge + host-local with ipMasq on nftables, ptp, and
-//!   the chained portmap (nftables and iptables), firewall (iptables), bandwidth and tuning after
+//!   the chained portmap and firewall (nftables and iptables), bandwidth and tuning after
 //!   a ptp attachment that stays.
 //! - **Index**: host-local killed between a reservation and the index update (and in the middle
 //!   of the index update) leaves a store that the next ADD, CHECK and DEL read exactly.
@@ -419,6 +419,12 @@ fn faults_sigkill_at_every_step_of_portmap_add_iptables() {
                     "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
                                                        {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]}});
     crash_points_chained("fltpmi", &pm);
+}
+
+#[test]
+fn faults_sigkill_at_every_step_of_firewall_add_nft() {
+    let fw = json!({"type": "firewall", "backend": "nftables", "ingressPolicy": "isolated"});
+    crash_points_chained("fltfwn", &fw);
 }
 
 #[test]
