@@ -273,6 +273,11 @@ fn firewalld_add_check_del_twice_default_zone_trusted() {
         let e = w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().err();
         assert!(e.msg.contains("not a source"), "{e:?}");
     }
+    // firewalld alone writes no iptables rule: an admin chain name iptables could not take is
+    // not used, so not refused (the reference ignores it too)
+    let long_admin = chained(&name, json!({"backend": "firewalld", "iptablesAdminChainName": "A".repeat(40)}), &prev);
+    w.add(&long_admin).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    w.del(&long_admin).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
     // without prevResult DEL has nothing to remove, and succeeds
     let mut bare = conf.clone();
     bare.as_object_mut().unwrap().remove("prevResult");

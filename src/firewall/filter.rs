@@ -94,7 +94,9 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
         crate::cni::env::validate_ifname(br)
             .map_err(|e| CniError::config(format!("prevResult's bridge interface {br:?}: {}", e.msg)))?;
     }
-    if backend == Backend::Iptables {
+    // (firewalld alone, without an ingress policy, writes no iptables rule: the name is unused)
+    let firewalld_only = spec.firewalld_zone.is_some() && spec.ingress_policy == IngressPolicy::Open;
+    if backend == Backend::Iptables && !firewalld_only {
         super::iptables::check_chain_name("iptablesAdminChainName", &spec.admin_chain)?;
     }
     if let Some(zone) = &spec.firewalld_zone {
