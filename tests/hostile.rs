@@ -69,6 +69,8 @@ fn base_conf(plugin: &str, w: &World, s: &Subnets) -> Value {
         "static" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "static",
                            "ipam": {"type": "static", "addresses": [{"address": format!("{}/24", s.ip4(5))}]}}),
         "loopback" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "loopback"}),
+        "host-device" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "host-device", "device": "cmhd0"}),
+        "macvlan" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "macvlan", "master": "lo", "ipam": ipam}),
         other => panic!("no base config for {other}"),
     }
 }
@@ -617,6 +619,76 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
             },
             C_INTERNAL,
             &["unknown firewall backend", "pf"],
+        ),
+        // ---- host-device: what names the device must stay where it belongs
+        conf_case("hostdev-nothing-named", "host-device", remove("device"), C_CONFIG, &["specify either"]),
+        conf_case(
+            "hostdev-kernelpath-relative",
+            "host-device",
+            |c| {
+                c.as_object_mut().expect("object").remove("device");
+                c["kernelpath"] = json!("sys/devices/x");
+            },
+            C_CONFIG,
+            &["/sys/devices/"],
+        ),
+        conf_case(
+            "hostdev-kernelpath-outside",
+            "host-device",
+            |c| {
+                c.as_object_mut().expect("object").remove("device");
+                c["kernelpath"] = json!("/etc");
+            },
+            C_CONFIG,
+            &["/sys/devices/"],
+        ),
+        conf_case(
+            "hostdev-kernelpath-climbs-at-the-end",
+            "host-device",
+            |c| {
+                c.as_object_mut().expect("object").remove("device");
+                c["kernelpath"] = json!("/sys/devices/virtual/..");
+            },
+            C_CONFIG,
+            &["/sys/devices/"],
+        ),
+        conf_case(
+            "hostdev-kernelpath-climbs",
+            "host-device",
+            |c| {
+                c.as_object_mut().expect("object").remove("device");
+                c["kernelpath"] = json!("/sys/devices/../../etc");
+            },
+            C_CONFIG,
+            &["/sys/devices/"],
+        ),
+        conf_case(
+            "hostdev-pci-traversal",
+            "host-device",
+            |c| {
+                c.as_object_mut().expect("object").remove("device");
+                c["pciBusID"] = json!("../../../../etc");
+            },
+            C_CONFIG,
+            &["PCI address"],
+        ),
+        conf_case(
+            "hostdev-pci-dotdot",
+            "host-device",
+            |c| {
+                c.as_object_mut().expect("object").remove("device");
+                c["pciBusID"] = json!("..");
+            },
+            C_CONFIG,
+            &["PCI address"],
+        ),
+        conf_case("macvlan-mode-bogus", "macvlan", set(&["mode"], json!("bogus")), C_CONFIG, &["mode", "bogus"]),
+        conf_case(
+            "macvlan-master-traversal",
+            "macvlan",
+            set(&["master"], json!("../x")),
+            C_CONFIG,
+            &["master", "../x"],
         ),
         // ---- prevResult on CHECK
         conf_case("prevresult-wrong-type", "ptp", set(&["prevResult"], json!([1])), C_INTERNAL, &["prevResult"]),

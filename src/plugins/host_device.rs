@@ -126,7 +126,9 @@ fn find_device(host: &mut Netlink, c: &Conf) -> Result<Link> {
         host.links()?.into_iter().find(|l| l.mac == Some(mac))
     } else if !c.kernel_path.is_empty() {
         let p = Path::new(&c.kernel_path);
-        if !p.is_absolute() || !c.kernel_path.starts_with("/sys/devices/") || c.kernel_path.contains("/../") {
+        // no `..` anywhere (a trailing `/..` too), so the path stays under /sys/devices
+        let climbs = p.components().any(|c| c == std::path::Component::ParentDir);
+        if !p.is_absolute() || !c.kernel_path.starts_with("/sys/devices/") || climbs {
             return Err(CniError::config(format!(
                 "kernel device path {:?} must be absolute and begin with /sys/devices/",
                 c.kernel_path
