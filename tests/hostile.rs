@@ -71,6 +71,7 @@ fn base_conf(plugin: &str, w: &World, s: &Subnets) -> Value {
         "loopback" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "loopback"}),
         "host-device" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "host-device", "device": "cmhd0"}),
         "macvlan" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "macvlan", "master": "lo", "ipam": ipam}),
+        "tap" => json!({"cniVersion": "1.0.0", "name": "hostile", "type": "tap", "ipam": ipam}),
         other => panic!("no base config for {other}"),
     }
 }
@@ -690,6 +691,12 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
             C_CONFIG,
             &["master", "../x"],
         ),
+        conf_case("tap-owner-negative", "tap", set(&["owner"], json!(-1)), C_INTERNAL, &["owner"]),
+        conf_case("tap-group-huge", "tap", set(&["group"], json!(1u64 << 40)), C_INTERNAL, &["group"]),
+        conf_case("tap-multiqueue-string", "tap", set(&["multiQueue"], json!("yes")), C_INTERNAL, &["multiqueue"]),
+        conf_case("tap-mac-garbage", "tap", set(&["mac"], json!("zz")), C_CONFIG, &["zz"]),
+        conf_case("tap-mtu-huge", "tap", set(&["mtu"], json!(1u64 << 40)), C_CONFIG, &["MTU", "1099511627776"]),
+        conf_case("tap-bridge-traversal", "tap", set(&["bridge"], json!("../x")), C_CONFIG, &["../x"]),
         // ---- prevResult on CHECK
         conf_case("prevresult-wrong-type", "ptp", set(&["prevResult"], json!([1])), C_INTERNAL, &["prevResult"]),
         conf_case(
