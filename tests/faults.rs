@@ -405,20 +405,21 @@ fn faults_sigkill_at_every_step_of_bridge_add_with_ipmasq_nft() {
     crash_points("fltbr", &conf);
 }
 
+/// portmap with a tcp and a udp mapping on `backend`.
+fn portmap_two_mappings(backend: &str) -> Value {
+    json!({"type": "portmap", "backend": backend, "capabilities": {"portMappings": true},
+           "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                                              {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]}})
+}
+
 #[test]
 fn faults_sigkill_at_every_step_of_portmap_add_nft() {
-    let pm = json!({"type": "portmap", "backend": "nftables", "capabilities": {"portMappings": true},
-                    "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
-                                                       {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]}});
-    crash_points_chained("fltpm", &pm);
+    crash_points_chained("fltpm", &portmap_two_mappings("nftables"));
 }
 
 #[test]
 fn faults_sigkill_at_every_step_of_portmap_add_iptables() {
-    let pm = json!({"type": "portmap", "backend": "iptables", "capabilities": {"portMappings": true},
-                    "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
-                                                       {"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]}});
-    crash_points_chained("fltpmi", &pm);
+    crash_points_chained("fltpmi", &portmap_two_mappings("iptables"));
 }
 
 #[test]

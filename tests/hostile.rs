@@ -95,6 +95,14 @@ fn set(path: &[&str], v: Value) -> impl Fn(&mut Value) + 'static {
     }
 }
 
+/// host-device named by `key` instead of `device`.
+fn instead_of_device(key: &'static str, v: &'static str) -> impl Fn(&mut Value) + 'static {
+    move |c: &mut Value| {
+        c.as_object_mut().expect("object").remove("device");
+        c[key] = json!(v);
+    }
+}
+
 fn remove(key: &'static str) -> impl Fn(&mut Value) + 'static {
     move |c: &mut Value| {
         c.as_object_mut().expect("object").remove(key);
@@ -626,63 +634,39 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
         conf_case(
             "hostdev-kernelpath-relative",
             "host-device",
-            |c| {
-                c.as_object_mut().expect("object").remove("device");
-                c["kernelpath"] = json!("sys/devices/x");
-            },
+            instead_of_device("kernelpath", "sys/devices/x"),
             C_CONFIG,
             &["/sys/devices/"],
         ),
         conf_case(
             "hostdev-kernelpath-outside",
             "host-device",
-            |c| {
-                c.as_object_mut().expect("object").remove("device");
-                c["kernelpath"] = json!("/etc");
-            },
+            instead_of_device("kernelpath", "/etc"),
             C_CONFIG,
             &["/sys/devices/"],
         ),
         conf_case(
             "hostdev-kernelpath-climbs-at-the-end",
             "host-device",
-            |c| {
-                c.as_object_mut().expect("object").remove("device");
-                c["kernelpath"] = json!("/sys/devices/virtual/..");
-            },
+            instead_of_device("kernelpath", "/sys/devices/virtual/.."),
             C_CONFIG,
             &["/sys/devices/"],
         ),
         conf_case(
             "hostdev-kernelpath-climbs",
             "host-device",
-            |c| {
-                c.as_object_mut().expect("object").remove("device");
-                c["kernelpath"] = json!("/sys/devices/../../etc");
-            },
+            instead_of_device("kernelpath", "/sys/devices/../../etc"),
             C_CONFIG,
             &["/sys/devices/"],
         ),
         conf_case(
             "hostdev-pci-traversal",
             "host-device",
-            |c| {
-                c.as_object_mut().expect("object").remove("device");
-                c["pciBusID"] = json!("../../../../etc");
-            },
+            instead_of_device("pciBusID", "../../../../etc"),
             C_CONFIG,
             &["PCI address"],
         ),
-        conf_case(
-            "hostdev-pci-dotdot",
-            "host-device",
-            |c| {
-                c.as_object_mut().expect("object").remove("device");
-                c["pciBusID"] = json!("..");
-            },
-            C_CONFIG,
-            &["PCI address"],
-        ),
+        conf_case("hostdev-pci-dotdot", "host-device", instead_of_device("pciBusID", ".."), C_CONFIG, &["PCI address"]),
         conf_case("macvlan-mode-bogus", "macvlan", set(&["mode"], json!("bogus")), C_CONFIG, &["mode", "bogus"]),
         conf_case(
             "macvlan-master-traversal",
