@@ -392,3 +392,179 @@ fn bridge_ipmasq_iptables_legacy_node_uses_x_tables() {
     w.del(&conf).cid("cid-brlegacy").env("PATH", &path).run().ok();
     assert!(!legacy_nat().contains(&chain), "DEL removed it:\n{}", legacy_nat());
 }
+
+/// A bridge the ADD creates keeps the random MAC the kernel gave it at creation: the gateway
+/// step pins the MAC the bridge had before this ADD attached its port, as the reference pins
+/// `br.Attrs().HardwareAddr` from its lookup before `setupVeth`. (Until 2026-12-07 ours pinned
+/// the port's MAC, which the bridge had taken from its first port.) Both implementations.
+#[test]
+fn bridge_new_bridge_keeps_its_own_mac_as_the_reference() {
+    for (tag, which) in [("browno", Impl::Ours), ("brownr", Impl::Reference)] {
+        if which == Impl::Reference && !have_reference("bridge") {
+            continue;
+        }
+        let w = World::new(tag, 2, which);
+        let s = Subnets::alloc();
+        let mut conf = v4_conf(&w, &s, tag);
+        conf["isGateway"] = json!(true);
+        let r = w.add(&conf).run().ok();
+        let br = w.host.link("cmbr0").expect("bridge");
+        assert_eq!(r["interfaces"][0]["mac"], br["address"], "{which:?}: the result has the bridge's MAC");
+        assert_ne!(br["address"], r["interfaces"][1]["mac"], "{which:?}: the bridge kept its own MAC, not its port's");
+        let assign = w.host.ok("cat /sys/class/net/cmbr0/addr_assign_type");
+        assert_eq!(assign.trim(), "3", "{which:?}: the MAC was set (NET_ADDR_SET), so ports cannot move it");
+        // a second port (a lower MAC or not) leaves it where it is, and DEL of the first too
+        w.add(&conf).cid("second").container(1).run().ok();
+        w.del(&conf).run().ok();
+        assert_eq!(w.host.link("cmbr0").expect("bridge")["address"], br["address"], "{which:?}: pinned");
+        w.del(&conf).cid("second").container(1).run().ok();
+    }
+}
+
+/// The container's routes from IPAM go in front of existing ones for the same destination
+/// (RTM_NEWROUTE with NLM_F_CREATE only, as the reference's `RouteAddEcmp`): a container
+/// attached twice to networks that both give a default route uses the newest interface's,
+/// as with the reference. Until 2026-12-07 ours appended (NLM_F_APPEND) and the first
+/// interface's route stayed in use. Both implementations.
+#[test]
+fn bridge_second_interface_default_route_comes_first_as_the_reference() {
+    for (tag, which) in [("brrto", Impl::Ours), ("brrtr", Impl::Reference)] {
+        if which == Impl::Reference && !have_reference("bridge") {
+            continue;
+        }
+        let w = World::new(tag, 1, which);
+        let s = Subnets::alloc();
+        let mut conf = v4_conf(&w, &s, tag);
+        conf["isGateway"] = json!(true);
+        conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        w.add(&conf).run().ok();
+        w.add(&conf).cid("again").ifname("eth1").run().ok();
+        let got = w.c(0).must(&["ip", "-4", "route", "get", "198.19.250.1"]);
+        assert!(got.contains("dev eth1"), "{which:?}: the newest default route is used: {got}");
+        let defaults = w.c(0).must(&["ip", "-4", "route", "show", "default"]);
+        let first = defaults.lines().next().unwrap_or_default();
+        assert!(first.contains("dev eth1"), "{which:?}: eth1's default route is listed first:\n{defaults}");
+        w.del(&conf).cid("again").ifname("eth1").run().ok();
+        w.del(&conf).run().ok();
+    }
+}
+
+/// CHECK finds what the reference's CHECK finds missing: the container's subnet route (the
+/// kernel's `local` route of the address does not stand in for it), the host veth's MAC, and
+/// the bridge's entry in prevResult. Each case fails in both implementations.
+#[test]
+fn bridge_check_fails_on_a_missing_subnet_route_a_changed_host_mac_or_no_bridge_entry() {
+    for (tag, which) in [("brcko", Impl::Ours), ("brckr", Impl::Reference)] {
+        if which == Impl::Reference && !have_reference("bridge") {
+            continue;
+        }
+        let w = World::new(tag, 1, which);
+        let s = Subnets::alloc();
+        let mut conf = v4_conf(&w, &s, tag);
+        conf["isGateway"] = json!(true);
+        let prev = w.add(&conf).run().ok();
+        w.check(&conf, &prev).run().ok();
+
+        // 1. the bridge's entry gone from prevResult
+        let mut no_br = prev.clone();
+        no_br["interfaces"].as_array_mut().unwrap().remove(0);
+        for ip in no_br["ips"].as_array_mut().unwrap() {
+            ip["interface"] = json!(1);
+        }
+        let e = w.check(&conf, &no_br).run().err();
+        assert!(!e.msg.is_empty(), "{which:?}: CHECK without the bridge in prevResult fails");
+
+        // 2. the host veth's MAC changed
+        let veth = prev["interfaces"][1]["name"].as_str().unwrap().to_string();
+        let mac = prev["interfaces"][1]["mac"].as_str().unwrap().to_string();
+        w.host.must(&["ip", "link", "set", &veth, "address", "02:00:00:00:aa:01"]);
+        let e = w.check(&conf, &prev).run().err();
+        assert!(e.msg.contains("Mac") || e.msg.contains("MAC"), "{which:?}: {}", e.msg);
+        w.host.must(&["ip", "link", "set", &veth, "address", &mac]);
+        w.check(&conf, &prev).run().ok();
+
+        // 3. the subnet route deleted (the address and its local route stay)
+        w.c(0).must(&["ip", "route", "del", &s.net4(), "dev", "eth0"]);
+        let e = w.check(&conf, &prev).run().err();
+        assert!(!e.msg.is_empty(), "{which:?}: CHECK without the subnet route fails");
+        w.del(&conf).run().ok();
+    }
+}
+
+/// `"bridge": ""` names no bridge: the reference fails creating a bridge called "" (it does
+/// not fall back to cni0, which may belong to another network). Ours refuses it before any
+/// change (code 7); a missing `bridge` key still means cni0.
+#[test]
+fn bridge_empty_bridge_name_is_refused_not_cni0() {
+    let w = World::new("brempty", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut conf = v4_conf(&w, &s, "brempty");
+    conf["bridge"] = json!("");
+    let e = w.add(&conf).run().err_code(7);
+    assert!(e.msg.contains("bridge name"), "{}", e.msg);
+    assert!(w.host.link("cni0").is_none(), "no cni0 made");
+    assert!(w.leases("brempty").is_empty(), "no lease taken");
+    w.del(&conf).run().ok();
+    if have_reference("bridge") {
+        let r = World::new("bremptyr", 1, Impl::Reference);
+        let mut conf = v4_conf(&r, &s, "bremptyr");
+        conf["bridge"] = json!("");
+        r.add(&conf).run().err();
+        assert!(r.host.link("cni0").is_none(), "the reference makes no cni0 either");
+    }
+}
+
+/// `mtu` is a Go int in the reference: a negative value is not sent (the kernel's default
+/// applies), and DEL of such a config works. Until 2026-12-07 ours refused it on ADD and on
+/// DEL (a u32). bridge and ptp, both implementations.
+#[test]
+fn negative_mtu_means_the_kernel_default_as_the_reference() {
+    for (tag, which) in [("mtuno", Impl::Ours), ("mtunr", Impl::Reference)] {
+        if which == Impl::Reference && !(have_reference("bridge") && have_reference("ptp")) {
+            continue;
+        }
+        let w = World::new(tag, 2, which);
+        let s = Subnets::alloc();
+        let mut conf = v4_conf(&w, &s, tag);
+        conf["mtu"] = json!(-1);
+        let r = w.add(&conf).run().ok();
+        assert_eq!(w.c(0).link("eth0").expect("eth0")["mtu"], 1500, "{which:?}: {r:#}");
+        w.del(&conf).run().ok();
+        let s2 = Subnets::alloc();
+        let mut ptp = ptp_conf(&w, &s2, &format!("{tag}p"), None);
+        ptp["mtu"] = json!(-5);
+        w.add(&ptp).container(1).run().ok();
+        assert_eq!(w.c(1).link("eth0").expect("eth0")["mtu"], 1500, "{which:?}");
+        w.del(&ptp).container(1).run().ok();
+    }
+}
+
+/// A /32 (or /128) address is its own subnet: the kernel makes no route for it in `main`, only
+/// the `local` one, so CHECK wants none for it. The reference's CHECK looks for a `main` route
+/// to the address's subnet and fails on every such attachment (docs/differences.md).
+#[test]
+fn bridge_check_of_a_host_address_needs_no_subnet_route() {
+    for (tag, which) in [("brh32o", Impl::Ours), ("brh32r", Impl::Reference)] {
+        if which == Impl::Reference && !(have_reference("bridge") && have_reference("static")) {
+            continue;
+        }
+        let w = World::new(tag, 1, which);
+        let s = Subnets::alloc();
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": tag, "type": "bridge", "bridge": "cmbr0",
+            "ipam": {"type": "static", "addresses": [{"address": format!("{}/32", s.ip4(5))}]}
+        });
+        let prev = w.add(&conf).run().ok();
+        let check = w.check(&conf, &prev).run();
+        match which {
+            Impl::Ours => {
+                check.ok();
+            }
+            Impl::Reference => {
+                let e = check.err();
+                assert!(e.msg.contains("Failed to find Gateway"), "the reference wants a subnet route: {}", e.msg);
+            }
+        }
+        w.del(&conf).run().ok();
+    }
+}

@@ -585,9 +585,26 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
         ),
         conf_case("bridge-name-space", "bridge", set(&["bridge"], json!("br 0")), C_CONFIG, &["bridge name", "br 0"]),
         conf_case("bridge-name-is-lo", "bridge", set(&["bridge"], json!("lo")), C_INTERNAL, &["lo", "bridge"]),
-        conf_case("bridge-mtu-negative", "bridge", set(&["mtu"], json!(-1)), C_INTERNAL, &["mtu", "-1"]),
-        conf_case("bridge-mtu-huge", "bridge", set(&["mtu"], json!(1u64 << 40)), C_INTERNAL, &["mtu", "1099511627776"]),
-        conf_case("bridge-mtu-string", "bridge", set(&["mtu"], json!("1500")), C_INTERNAL, &["mtu", "expected u32"]),
+        conf_case("bridge-name-empty", "bridge", set(&["bridge"], json!("")), C_CONFIG, &["bridge name"]),
+        conf_case("bridge-mtu-huge", "bridge", set(&["mtu"], json!(1u64 << 40)), C_CONFIG, &["MTU", "1099511627776"]),
+        conf_case("bridge-mtu-string", "bridge", set(&["mtu"], json!("1500")), C_INTERNAL, &["mtu", "expected i64"]),
+        conf_case(
+            "bridge-vlan-and-trunk",
+            "bridge",
+            |c: &mut Value| {
+                c["vlan"] = json!(5);
+                c["vlanTrunk"] = json!([{"id": 6}]);
+            },
+            C_CONFIG,
+            &["vlan and vlanTrunk"],
+        ),
+        conf_case(
+            "bridge-trunk-min-missing",
+            "bridge",
+            set(&["vlanTrunk"], json!([{"maxID": 6}])),
+            C_CONFIG,
+            &["minID is missing"],
+        ),
         conf_case("bridge-vlan-4095", "bridge", set(&["vlan"], json!(5000)), C_CONFIG, &["vlan"]),
         conf_case("bridge-vlan-negative", "bridge", set(&["vlan"], json!(-1)), C_CONFIG, &["vlan"]),
         conf_case(
@@ -617,8 +634,7 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
             C_CONFIG,
             &["invalid MAC address", "zz"],
         ),
-        conf_case("ptp-mtu-negative", "ptp", set(&["mtu"], json!(-5)), C_INTERNAL, &["mtu", "-5"]),
-        conf_case("ptp-mtu-huge", "ptp", set(&["mtu"], json!(99_999_999_999u64)), C_INTERNAL, &["mtu", "99999999999"]),
+        conf_case("ptp-mtu-huge", "ptp", set(&["mtu"], json!(99_999_999_999u64)), C_CONFIG, &["MTU", "99999999999"]),
         conf_case(
             "bridge-ipmasq-backend-pf",
             "bridge",

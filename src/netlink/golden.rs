@@ -258,7 +258,7 @@ fn route_add_link_scope_and_default() {
 }
 
 #[test]
-fn route_append_replace() {
+fn route_append_prepend_replace() {
     // ip route append 198.19.2.0/24 via 198.18.0.253 dev v0
     let mut r = RouteSpec {
         dst: Some(net("198.19.2.0/24")),
@@ -269,6 +269,11 @@ fn route_append_replace() {
     check(
         route_msg(Op::Append, &r),
         "340000001800050c000000000000000002180000fe0300010000000008000100c613020008000500c61200fd0800040002000000",
+    );
+    // ip route prepend 198.19.2.0/24 via 198.18.0.253 dev v0 (CREATE only, no APPEND)
+    check(
+        route_msg(Op::Prepend, &r),
+        "3400000018000504000000000000000002180000fe0300010000000008000100c613020008000500c61200fd0800040002000000",
     );
     // ip route replace 198.19.2.0/24 via 198.18.0.253 dev v0 src 198.18.0.1
     r.src = Some(ip("198.18.0.1"));
@@ -678,6 +683,7 @@ fn contract_signatures() {
     let _: fn(&mut Netlink, Option<u32>, Option<Family>) -> R<Vec<Addr>> = Netlink::addrs;
     let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_add;
     let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_append;
+    let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_prepend;
     let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_replace;
     let _: fn(&mut Netlink, &RouteSpec) -> R<()> = Netlink::route_del;
     let _: fn(&mut Netlink, Family, Option<u32>) -> R<Vec<RouteSpec>> = Netlink::routes;

@@ -80,6 +80,7 @@ impl Protocol {
 pub(crate) enum Op {
     Add,
     Append,
+    Prepend,
     Replace,
     Del,
 }
@@ -91,6 +92,7 @@ pub(crate) fn route_msg(op: Op, r: &RouteSpec) -> Vec<u8> {
     let (ty, flags) = match op {
         Op::Add => (RTM_NEWROUTE, req | NLM_F_CREATE | NLM_F_EXCL),
         Op::Append => (RTM_NEWROUTE, req | NLM_F_CREATE | NLM_F_APPEND),
+        Op::Prepend => (RTM_NEWROUTE, req | NLM_F_CREATE),
         Op::Replace => (RTM_NEWROUTE, req | NLM_F_CREATE | NLM_F_REPLACE),
         Op::Del => (RTM_DELROUTE, req),
     };
@@ -222,6 +224,14 @@ impl Netlink {
     /// Add a route next to existing ones for the same destination (ECMP for IPv6).
     pub fn route_append(&mut self, r: &RouteSpec) -> anyhow::Result<()> {
         self.ack(route_msg(Op::Append, r)).with_context(|| format!("failed to append route {}", describe(r)))
+    }
+
+    /// Add a route in front of existing IPv4 routes for the same destination and metric (so the
+    /// newest interface's default route wins), as `ip route prepend` and the reference's
+    /// `RouteAddEcmp` send it; an IPv6 route with the same metric joins them as ECMP. An
+    /// identical route is EEXIST.
+    pub fn route_prepend(&mut self, r: &RouteSpec) -> anyhow::Result<()> {
+        self.ack(route_msg(Op::Prepend, r)).with_context(|| format!("failed to add route {}", describe(r)))
     }
 
     pub fn route_replace(&mut self, r: &RouteSpec) -> anyhow::Result<()> {

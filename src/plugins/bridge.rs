@@ -100,8 +100,9 @@ struct Conf {
     ip_masq: bool,
     #[serde(rename = "ipmasqbackend")]
     ip_masq_backend: Option<String>,
+    /// a Go int in the reference: 0 or less is the kernel's default
     #[serde(rename = "mtu")]
-    mtu: u32,
+    mtu: i64,
     #[serde(rename = "hairpinmode")]
     hairpin_mode: bool,
     #[serde(rename = "promiscmode")]
@@ -109,7 +110,7 @@ struct Conf {
     #[serde(rename = "vlan")]
     vlan: i64,
     #[serde(rename = "vlantrunk")]
-    vlan_trunk: Vec<Trunk>,
+    vlan_trunk: Option<Vec<Trunk>>,
     #[serde(rename = "preservedefaultvlan")]
     preserve_default_vlan: bool,
     #[serde(rename = "macspoofchk")]
@@ -140,7 +141,10 @@ impl Conf {
         if !(0..=4094).contains(&c.vlan) {
             return Err(CniError::config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)).into());
         }
-        c.trunk_vids()?;
+        if c.vlan > 0 && !c.trunk_vids()?.is_empty() {
+            return Err(CniError::config("cannot set vlan and vlanTrunk at the same time").into());
+        }
+        steps::veth::mtu_key(c.mtu)?;
         // the kernel's rules for a link name, checked before anything is created
         crate::cni::env::validate_ifname(c.bridge_name())
             .map_err(|e| CniError::config(format!("invalid bridge name {:?}: {}", c.bridge_name(), e.msg)))?;
@@ -153,32 +157,54 @@ impl Conf {
         Ok(c)
     }
 
+    /// `cni0` when the key is absent; an explicit `""` stays empty, which ADD refuses (the
+    /// reference fails creating a bridge named "" rather than using cni0).
     fn bridge_name(&self) -> &str {
-        self.bridge.as_deref().filter(|b| !b.is_empty()).unwrap_or("cni0")
+        self.bridge.as_deref().unwrap_or("cni0")
     }
 
+    /// The trunk's VLAN ids, sorted and without repeats, read as the reference's
+    /// `collectVlanTrunk` reads them: an entry may give a `minID`..`maxID` range, an `id`, or
+    /// both (both are taken); an empty entry adds nothing.
     fn trunk_vids(&self) -> Result<Vec<u16>> {
-        let mut vids = Vec::new();
-        for t in &self.vlan_trunk {
-            let in_range = |v: i64| (1..=4094).contains(&v);
-            match (t.id, t.min_id, t.max_id) {
-                (Some(id), None, None) if in_range(id) => vids.push(id as u16),
-                (None, Some(lo), Some(hi)) if in_range(lo) && in_range(hi) && lo <= hi => {
-                    vids.extend((lo..=hi).map(|v| v as u16))
+        let mut vids = std::collections::BTreeSet::new();
+        let bad = |m: &str| -> anyhow::Error { CniError::config(m.to_string()).into() };
+        for t in self.vlan_trunk.iter().flatten() {
+            match (t.min_id, t.max_id) {
+                (Some(lo), Some(hi)) => {
+                    if !(1..=4094).contains(&lo) {
+                        return Err(bad("incorrect trunk minID parameter"));
+                    }
+                    if !(1..=4094).contains(&hi) {
+                        return Err(bad("incorrect trunk maxID parameter"));
+                    }
+                    if hi < lo {
+                        return Err(bad("minID is greater than maxID in trunk parameter"));
+                    }
+                    vids.extend((lo..=hi).map(|v| v as u16));
                 }
-                _ => {
-                    return Err(CniError::config(
-                        "invalid vlanTrunk: each entry needs id, or minID <= maxID, in 1-4094",
-                    )
-                    .into())
+                (None, Some(_)) => {
+                    return Err(bad("minID and maxID should be configured simultaneously, minID is missing"))
                 }
+                (Some(_), None) => {
+                    return Err(bad("minID and maxID should be configured simultaneously, maxID is missing"))
+                }
+                (None, None) => {}
+            }
+            if let Some(id) = t.id {
+                if !(1..=4094).contains(&id) {
+                    return Err(bad("incorrect trunk id parameter"));
+                }
+                vids.insert(id as u16);
             }
         }
-        Ok(vids)
+        Ok(vids.into_iter().collect())
     }
 
+    /// Whether the bridge is made with VLAN filtering: a `vlan`, or any `vlanTrunk` key that
+    /// is not null (even an empty list), as the reference decides it.
     fn uses_vlans(&self) -> bool {
-        self.vlan != 0 || !self.vlan_trunk.is_empty()
+        self.vlan != 0 || self.vlan_trunk.is_some()
     }
 }
 
@@ -191,13 +217,19 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut undo = Undo::default();
 
     // 1. the bridge
-    let (br, created) = ensure_bridge(&mut host, &conf)?;
+    let br = ensure_bridge(&mut host, &conf)?;
     tracing::debug!(bridge = %br.name, index = br.index, "bridge ready");
 
     // 2. the veth pair, created inside the container with its peer in our namespace, and the
     //    host end made a port of the bridge
-    let steps::veth::Ends { host: host_veth, cont: cont_link } =
-        steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, Pair { mtu: conf.mtu, mac, host_name: None })?;
+    let steps::veth::Ends { host: host_veth, cont: cont_link } = steps::veth::add_pair(
+        ctx,
+        &mut host,
+        &mut cont,
+        &ns,
+        &mut undo,
+        Pair { mtu: steps::veth::mtu_key(conf.mtu)?, mac, host_name: None },
+    )?;
     attach_port(&mut host, &host_veth, &br, &conf)?;
 
     // 3. the result skeleton: bridge, host veth, container veth
@@ -232,7 +264,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
         if conf.is_gateway {
-            if let Some(m) = setup_gateways(&mut host, &br, created, &gateways, conf.force_address)? {
+            if let Some(m) = setup_gateways(&mut host, &br, &gateways, conf.force_address)? {
                 result.interfaces[0].mac = Some(crate::netlink::format_mac(&m));
                 pinned = true;
             }
@@ -340,21 +372,15 @@ fn set_container_dad(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
 }
 
 /// The gateway addresses on the bridge, and, when one was added, its MAC pinned so it does not
-/// change as ports come and go: the MAC it has with the new port attached, as the reference pins
-/// it (only after adding an address: a bridge that has its gateways is left alone, because
-/// setting even the same MAC makes the kernel announce an address change, which flushes the
-/// bridge's ARP and neighbour entries). The MAC is re-read only where it can differ from the one
-/// looked up before the port was attached: a bridge this ADD made (its random MAC gave way to
-/// the port's), and a bridge the kernel left with the all-zero MAC when its last port went
-/// before anyone pinned it (a failed first ADD, an L2-only network emptied), which cannot be
-/// set. Returns the MAC it pinned.
-fn setup_gateways(
-    host: &mut Netlink,
-    br: &Link,
-    created: bool,
-    gateways: &[IpNet],
-    force_address: bool,
-) -> Result<Option<[u8; 6]>> {
+/// change as ports come and go: the MAC it had before this ADD attached its port, as the
+/// reference pins it (the link it looked the bridge up as, or created it as: a new bridge keeps
+/// its own random MAC, not the port's). Only after adding an address: a bridge that has its
+/// gateways is left alone, because setting even the same MAC makes the kernel announce an
+/// address change, which flushes the bridge's ARP and neighbour entries. A bridge the kernel
+/// left with the all-zero MAC when its last port went before anyone pinned it (a failed first
+/// ADD, an L2-only network emptied) cannot take that MAC back: it is read again and pinned to
+/// the one it took from the new port. Returns the MAC it pinned.
+fn setup_gateways(host: &mut Netlink, br: &Link, gateways: &[IpNet], force_address: bool) -> Result<Option<[u8; 6]>> {
     let mut added = false;
     for gw in gateways {
         added |= ensure_bridge_addr(host, br, *gw, force_address)?;
@@ -363,7 +389,7 @@ fn setup_gateways(
         return Ok(None);
     }
     let mut mac = br.mac.filter(|m| m.iter().any(|&b| b != 0));
-    if created || mac.is_none() {
+    if mac.is_none() {
         mac = host.link_by_index(br.index)?.and_then(|l| l.mac).filter(|m| m.iter().any(|&b| b != 0));
     }
     if let Some(m) = mac {
@@ -383,17 +409,16 @@ fn first_host(net: &IpNet) -> Option<IpAddr> {
     }
 }
 
-/// The bridge, created when missing; one lookup when it exists and is up (the flags it is
-/// given here are all that changes, and they are recorded in the returned link).
-/// The bridge, made (and set up) if missing; whether this call made it.
-fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<(Link, bool)> {
+/// The bridge, created (and set up) when missing; one lookup when it exists and is up (the
+/// flags it is given here are all that changes, and they are recorded in the returned link,
+/// whose MAC is the one the bridge had before this ADD's port).
+fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<Link> {
     let name = conf.bridge_name();
-    let spec = BridgeSpec { name, mtu: (conf.mtu > 0).then_some(conf.mtu), vlan_filtering: conf.uses_vlans() };
-    let mut created = false;
+    let mtu = steps::veth::mtu_key(conf.mtu)?;
+    let spec = BridgeSpec { name, mtu: (mtu > 0).then_some(mtu), vlan_filtering: conf.uses_vlans() };
     let mut br = match host.link_by_name(name)? {
         Some(br) => br,
         None => {
-            created = true;
             if let Err(e) = host.bridge_add(&spec) {
                 if !is_exists(&e) {
                     return Err(e.context(format!("could not add {name:?}")));
@@ -418,17 +443,17 @@ fn ensure_bridge(host: &mut Netlink, conf: &Conf) -> Result<(Link, bool)> {
         host.link_set_up(br.index, true).with_context(|| format!("could not set {name:?} up"))?;
         br.flags |= crate::netlink::consts::IFF_UP;
     }
-    Ok((br, created))
+    Ok(br)
 }
 
 fn setup_port_vlans(host: &mut Netlink, index: u32, conf: &Conf) -> Result<()> {
-    if !conf.uses_vlans() {
+    let trunk = conf.trunk_vids()?;
+    if conf.vlan == 0 && trunk.is_empty() {
         return Ok(());
     }
     if !conf.preserve_default_vlan {
         host.bridge_vlan_del(index, 1).context("failed to remove default VLAN")?;
     }
-    let trunk = conf.trunk_vids()?;
     for vid in &trunk {
         host.bridge_vlan_add(index, *vid, false, false).with_context(|| format!("failed to add trunk VLAN {vid}"))?;
     }
@@ -536,11 +561,16 @@ fn check(ctx: &Ctx) -> Result<()> {
     if br.kind.as_deref() != Some("bridge") {
         bail!("Error: Bridge {br_name} is not a bridge");
     }
-    if let Some(itf) = prev.interfaces.iter().find(|i| i.name == br_name) {
-        if let (Some(want), Some(have)) = (itf.mac.as_deref(), br.mac_string()) {
-            if !want.eq_ignore_ascii_case(&have) {
-                bail!("bridge {br_name} has MAC {have}, prevResult says {want}");
-            }
+    // the bridge must be in prevResult, outside any sandbox, as the reference's CHECK wants it
+    let Some(itf) = prev.interfaces.iter().find(|i| i.name == br_name) else {
+        bail!("prevResult has no interface for bridge {br_name}");
+    };
+    if itf.sandbox.as_deref().is_some_and(|s| !s.is_empty()) {
+        bail!("Interface {br_name} should not be in sandbox");
+    }
+    if let (Some(want), Some(have)) = (itf.mac.as_deref(), br.mac_string()) {
+        if !want.eq_ignore_ascii_case(&have) {
+            bail!("bridge {br_name} has MAC {have}, prevResult says {want}");
         }
     }
     if br.promisc != conf.promisc_mode {
@@ -550,10 +580,22 @@ fn check(ctx: &Ctx) -> Result<()> {
     // the container veth and its peer on the bridge
     let (idx, c) = steps::check::container_veth(ctx, &mut cont, prev)?;
     let peer = c.link.context("container veth has no peer")?;
-    let found =
-        prev.interfaces.iter().filter(|i| i.sandbox.is_none()).any(
-            |i| matches!(host.link_by_name(&i.name), Ok(Some(h)) if h.index == peer && h.master == Some(br.index)),
-        );
+    // the host end: a prevResult interface outside the sandbox that is the container veth's
+    // peer and a port of the bridge; its MAC, when prevResult gives one, must be the link's
+    let mut found = false;
+    for i in prev.interfaces.iter().filter(|i| i.sandbox.is_none() && i.name != br_name) {
+        let Some(h) = host.link_by_name(&i.name)? else { continue };
+        if h.index != peer || h.master != Some(br.index) {
+            continue;
+        }
+        if let (Some(want), Some(have)) = (i.mac.as_deref(), h.mac_string()) {
+            if !want.eq_ignore_ascii_case(&have) {
+                bail!("Interface {} Mac doesn't match: {want} not found (it has {have})", i.name);
+            }
+        }
+        found = true;
+        break;
+    }
     if !found {
         bail!("CNI_IFNAME {} is not a veth attached to bridge {br_name}", ctx.ifname);
     }
@@ -623,6 +665,41 @@ mod tests {
         let gws = plan_l3(&mut r, true, true).unwrap();
         assert_eq!(shown(&gws), ["198.18.0.254/24"]);
         assert_eq!(shown(r.routes.iter().map(|x| x.dst)), ["0.0.0.0/0"]);
+    }
+
+    fn trunk_conf(v: serde_json::Value) -> Conf {
+        serde_json::from_value(serde_json::json!({ "vlantrunk": v })).unwrap()
+    }
+
+    #[test]
+    fn vlan_trunk_is_read_as_the_reference_reads_it() {
+        // a range and an id in one entry are both taken; repeats collapse; sorted
+        let c = trunk_conf(serde_json::json!([{"id": 5, "minid": 1, "maxid": 3}, {"id": 2}, {}]));
+        assert_eq!(c.trunk_vids().unwrap(), [1, 2, 3, 5]);
+        assert!(c.uses_vlans());
+        // an empty list: no trunk VLANs, but the bridge filters VLANs (the key is not null)
+        let c = trunk_conf(serde_json::json!([]));
+        assert!(c.trunk_vids().unwrap().is_empty());
+        assert!(c.uses_vlans());
+        let c = trunk_conf(serde_json::Value::Null);
+        assert!(!c.uses_vlans());
+        for (v, msg) in [
+            (serde_json::json!([{"minid": 0, "maxid": 3}]), "incorrect trunk minID parameter"),
+            (serde_json::json!([{"minid": 1, "maxid": 4095}]), "incorrect trunk maxID parameter"),
+            (serde_json::json!([{"minid": 9, "maxid": 3}]), "minID is greater than maxID in trunk parameter"),
+            (
+                serde_json::json!([{"maxid": 3}]),
+                "minID and maxID should be configured simultaneously, minID is missing",
+            ),
+            (
+                serde_json::json!([{"minid": 3}]),
+                "minID and maxID should be configured simultaneously, maxID is missing",
+            ),
+            (serde_json::json!([{"id": 4095}]), "incorrect trunk id parameter"),
+        ] {
+            let e = CniError::from_anyhow(&trunk_conf(v.clone()).trunk_vids().unwrap_err());
+            assert_eq!((e.code, e.msg.as_str()), (7, msg), "{v}");
+        }
     }
 
     #[test]

@@ -103,8 +103,14 @@ pub fn addrs_and_routes(cont: &mut Netlink, ifname: &str, idx: usize, prev: &Cni
 }
 
 /// Every prevResult address of interface `idx` (IPs that name no interface count as its own)
-/// is on `ifname`, and a route over `ifname` covers it.
+/// is on `ifname`, and a route over `ifname` to exactly its subnet exists, as the reference's
+/// `ValidateExpectedInterfaceIPs` wants. Not the kernel's `local` route of the address itself
+/// (table 255), which is there as long as the address is; any other table counts, so a
+/// source-based-routing plugin later in the chain (which moves the subnet route to a table of
+/// its own) does not make this CHECK fail. A /32 or /128 address needs no route (the reference
+/// fails CHECK there: the kernel makes none in `main`).
 pub fn addrs(nl: &mut Netlink, ifname: &str, idx: usize, prev: &CniResult) -> Result<()> {
+    const RT_TABLE_LOCAL: u32 = 255;
     let link = nl.link_by_name(ifname)?.with_context(|| format!("interface {ifname:?} not found"))?;
     let have = nl.addrs(Some(link.index), None)?;
     let routes_v4 = nl.routes(Family::V4, None)?;
@@ -115,9 +121,11 @@ pub fn addrs(nl: &mut Netlink, ifname: &str, idx: usize, prev: &CniResult) -> Re
         }
         let net = ip.address.trunc();
         let routes = if net.addr().is_ipv4() { &routes_v4 } else { &routes_v6 };
-        let found = routes
-            .iter()
-            .any(|r| r.oif == Some(link.index) && r.dst.map(|d| d.contains(&ip.address.addr())).unwrap_or(false));
+        // a /32 or /128 address is its own subnet: the kernel makes no route for it but the local one
+        let found = net.prefix_len() == net.max_prefix_len()
+            || routes
+                .iter()
+                .any(|r| r.oif == Some(link.index) && r.dst == Some(net) && r.table != Some(RT_TABLE_LOCAL));
         if !found {
             anyhow::bail!("Failed to find ip route {net} on interface {ifname}");
         }

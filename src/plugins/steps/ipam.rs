@@ -135,7 +135,7 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
             advmss: r.advmss,
             ..Default::default()
         };
-        nl.route_append(&spec).with_context(|| {
+        nl.route_prepend(&spec).with_context(|| {
             format!(
                 "failed to add route '{} via {}' on {ifname:?}",
                 r.dst,

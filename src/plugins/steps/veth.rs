@@ -26,6 +26,15 @@ pub struct Pair<'a> {
     pub host_name: Option<&'a str>,
 }
 
+/// The `mtu` key of a veth plugin, a Go int in the reference: 0 or less leaves the kernel's
+/// default (the reference sends no MTU then); more than a u32 holds is an invalid config.
+pub fn mtu_key(mtu: i64) -> Result<u32> {
+    if mtu <= 0 {
+        return Ok(0);
+    }
+    u32::try_from(mtu).map_err(|_| crate::cni::CniError::config(format!("invalid MTU {mtu}")).into())
+}
+
 /// The two ends of a new pair.
 pub struct Ends {
     /// the end in the host namespace
