@@ -562,6 +562,98 @@ fn bridge_vlan_access_ports_isolate_and_trunk_carries_tags() {
     assert!(w.leases("d").is_empty());
 }
 
+/// `isGateway` with an access `vlan`: the gateway address goes on a veth `<bridge>.<vlan>`
+/// whose peer is an access port of that VLAN (the bridge's own port is in VLAN 1, which the
+/// container's access port does not carry), appended to the result's interfaces, made once
+/// per bridge and VLAN and kept by DEL: the reference's `ensureVlanInterface`. Until
+/// 2026-12-07 ours put the address on the bridge, and the container could not reach it.
+#[test]
+fn bridge_vlan_gateway_lives_on_a_vlan_veth_as_the_reference() {
+    if !bridge_vlan_filtering() {
+        let msg = "this kernel has no bridge VLAN filtering";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg}; CI=true, so this is a failure: run the VM tests with scripts/test-vm.sh");
+        }
+        eprintln!("SKIPPED: {msg} (run scripts/test-vm.sh to test it in a VM)");
+        return;
+    }
+    let mut w = NsSet::new("bvg");
+    let host = w.netns("h");
+    let (c1, c2) = (w.netns("c1"), w.netns("c2"));
+    let ipam = w.ipam("d", "198.18.48.0/24");
+    let cf = conf("1.0.0", "bridge", json!({"bridge": "cmvgbr0", "vlan": 100, "isGateway": true}), Some(ipam.clone()));
+    let r1 = w.cni(Impl::Ours, &host, "bridge", "ADD", Some(&c1), "eth0", "", &cf).expect_ok("ADD c1").json();
+    let ifs = r1["interfaces"].as_array().expect("interfaces");
+    assert_eq!(ifs.len(), 4, "bridge, host veth, container veth, VLAN gateway: {r1:#}");
+    assert_eq!(ifs[3]["name"], "cmvgbr0.100");
+    assert!(ifs[3].get("sandbox").is_none(), "{r1:#}");
+    let gw = w.ip(&host, &["-j", "-d", "link", "show", "cmvgbr0.100"]);
+    let gw: Value = serde_json::from_str(&gw).expect("link json");
+    assert_eq!(ifs[3]["mac"], gw[0]["address"], "the result has the gateway link's MAC");
+    assert_eq!(gw[0]["linkinfo"]["info_kind"], "veth");
+    let addrs = w.ip(&host, &["-4", "-o", "addr", "show", "dev", "cmvgbr0.100"]);
+    assert!(addrs.contains("198.18.48.1/24"), "gateway address on the VLAN veth: {addrs}");
+    let on_bridge = w.ip(&host, &["-4", "-o", "addr", "show", "dev", "cmvgbr0"]);
+    assert!(!on_bridge.contains("198.18.48.1"), "not on the bridge: {on_bridge}");
+    // its peer: an access port of VLAN 100 only
+    // (`ip -j` names a peer in the same namespace as "link")
+    let peer = gw[0]["link"].as_str().expect("the gateway veth's peer").to_string();
+    let links: Value = serde_json::from_str(&w.ip(&host, &["-j", "link", "show", "master", "cmvgbr0"])).unwrap();
+    assert!(
+        links.as_array().into_iter().flatten().any(|l| l["ifname"] == peer.as_str()),
+        "the gateway veth's peer {peer} is a port of the bridge: {links}"
+    );
+    assert_eq!(port_vlans(&host, &peer), vec![(100, true, true)]);
+    assert!(ping(&w, &c1, "198.18.48.1"), "the container reaches its gateway inside VLAN 100");
+    // a second container on VLAN 100: the same gateway link, no second one
+    let r2 = w.cni(Impl::Ours, &host, "bridge", "ADD", Some(&c2), "eth0", "", &cf).expect_ok("ADD c2").json();
+    assert_eq!(r2["interfaces"][3]["name"], "cmvgbr0.100");
+    assert_eq!(r2["interfaces"][3]["mac"], gw[0]["address"], "its MAC is pinned");
+    assert!(ping(&w, &c2, "198.18.48.1"));
+    for c in [&c1, &c2] {
+        w.cni(Impl::Ours, &host, "bridge", "DEL", Some(c), "eth0", "", &cf).expect_ok("DEL");
+    }
+    assert!(w.links(&host).iter().any(|l| l == "cmvgbr0.100"), "DEL keeps the VLAN gateway, as the reference");
+    assert!(w.leases("d").is_empty());
+
+    // a bridge whose default VLAN is not 1: the new port's default VLAN (5) goes, as the
+    // reference's removeDefaultVlan deletes every VLAN the port has (ours deleted only VLAN 1)
+    must(&[
+        "ip",
+        "-n",
+        host.as_str(),
+        "link",
+        "add",
+        "cmvpbr0",
+        "type",
+        "bridge",
+        "vlan_filtering",
+        "1",
+        "vlan_default_pvid",
+        "5",
+    ]);
+    let pv = conf("1.0.0", "bridge", json!({"bridge": "cmvpbr0", "vlan": 100}), Some(w.ipam("f", "198.18.50.0/24")));
+    let c4 = w.netns("c4");
+    let r4 = w.cni(Impl::Ours, &host, "bridge", "ADD", Some(&c4), "eth0", "", &pv).expect_ok("ADD c4").json();
+    assert_eq!(port_vlans(&host, &host_port(&r4)), vec![(100, true, true)]);
+    w.cni(Impl::Ours, &host, "bridge", "DEL", Some(&c4), "eth0", "", &pv).expect_ok("DEL c4");
+
+    // the reference (1.1.1 has ensureVlanInterface) makes the same shape
+    if have_reference("bridge") {
+        let c3 = w.netns("c3");
+        let rf = conf(
+            "1.0.0",
+            "bridge",
+            json!({"bridge": "cmvgbr1", "vlan": 7, "isGateway": true}),
+            Some(w.ipam("e", "198.18.49.0/24")),
+        );
+        let r3 = w.cni(Impl::Reference, &host, "bridge", "ADD", Some(&c3), "eth0", "", &rf).expect_ok("ref ADD").json();
+        assert_eq!(r3["interfaces"][3]["name"], "cmvgbr1.7", "{r3:#}");
+        assert!(w.ip(&host, &["-4", "-o", "addr", "show", "dev", "cmvgbr1.7"]).contains("198.18.49.1/24"));
+        w.cni(Impl::Reference, &host, "bridge", "DEL", Some(&c3), "eth0", "", &rf).expect_ok("ref DEL");
+    }
+}
+
 // ---- GC forwarding ---------------------------------------------------------------------------
 
 #[test]

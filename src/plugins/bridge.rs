@@ -6,7 +6,7 @@ use crate::cni::result::{Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
 use crate::netlink::addr::Family;
-use crate::netlink::link::{BridgeSpec, Link};
+use crate::netlink::link::{BridgeSpec, Link, VethSpec};
 use crate::netlink::socket::{is_exists, Netlink};
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
@@ -50,7 +50,13 @@ pub const DOC: Doc = Doc {
         k("mtu", "int", "kernel default", "MTU of both veth ends (and of the bridge when it is created)"),
         k("hairpinMode", "bool", "false", "let traffic leave the bridge port it came in on"),
         k("promiscMode", "bool", "false", "set the bridge promiscuous (not with hairpinMode)"),
-        k("vlan", "int 0-4094", "0", "access VLAN of the port (turns on VLAN filtering on the bridge)"),
+        k(
+            "vlan",
+            "int 0-4094",
+            "0",
+            "access VLAN of the port (turns on VLAN filtering on the bridge); with isGateway the gateway \
+             addresses go on a veth `<bridge>.<vlan>` whose peer is an access port of that VLAN",
+        ),
         k("vlanTrunk", "list of {id} or {minID, maxID}", "[]", "tagged VLANs of the port"),
         k("preserveDefaultVlan", "bool", "false", "keep VLAN 1 on the port when vlan/vlanTrunk are set"),
         k("macspoofchk", "bool", "false", "drop frames from the container whose source MAC is not its own (nftables)"),
@@ -65,7 +71,7 @@ pub const DOC: Doc = Doc {
     ],
     notes: &[
         "DEL removes the container end (the host end goes with it), the IPAM lease and the firewall rules; the \
-         bridge and its addresses stay.",
+         bridge, its addresses and a VLAN gateway veth stay.",
         "GC removes IPAM leases, masquerade rules and spoof-check chains of attachments not in \
          `cni.dev/valid-attachments`.",
     ],
@@ -263,7 +269,19 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         steps::ipam::configure_link(&ns, &mut cont, &cont_link, CONTAINER_IFACE, &result)?;
         tracing::debug!(ifname = %ctx.ifname, "container addresses and routes configured");
 
-        if conf.is_gateway {
+        if conf.is_gateway && conf.vlan != 0 {
+            // an access port's container reaches its gateway only inside its VLAN: the
+            // addresses go on a veth `<bridge>.<vlan>` whose peer is an access port of that VLAN
+            // (made once per bridge and VLAN, kept by DEL, as the reference keeps it)
+            let gw_link = ensure_vlan_gateway(&mut host, &br, &conf, &mut undo)?;
+            let mut gw_iface = iface(&gw_link, None);
+            if let Some(m) = setup_gateways(&mut host, &gw_link, &gateways, conf.force_address)? {
+                gw_iface.mac = Some(crate::netlink::format_mac(&m));
+            }
+            result.interfaces.push(gw_iface);
+            steps::veth::enable_forwarding(&mut host, &result)?;
+            tracing::debug!(?gateways, gateway_link = %gw_link.name, "gateway addresses on the VLAN gateway, forwarding enabled");
+        } else if conf.is_gateway {
             if let Some(m) = setup_gateways(&mut host, &br, &gateways, conf.force_address)? {
                 result.interfaces[0].mac = Some(crate::netlink::format_mac(&m));
                 pinned = true;
@@ -398,6 +416,47 @@ fn setup_gateways(host: &mut Netlink, br: &Link, gateways: &[IpNet], force_addre
     Ok(mac)
 }
 
+/// The gateway link of VLAN `conf.vlan` on `br`: the veth `<bridge>.<vlan>` in the host
+/// namespace, its peer an access port of that VLAN (the bridge's MTU on both ends, the peer's
+/// `accept_ra` off, the peer's default VLANs removed unless preserveDefaultVlan), set up. An
+/// existing link of that name is used as it is (another ADD made it). One this ADD makes is
+/// deleted by its undo; a concurrent ADD making it first is not an error.
+fn ensure_vlan_gateway(host: &mut Netlink, br: &Link, conf: &Conf, undo: &mut Undo) -> Result<Link> {
+    let name = format!("{}.{}", br.name, conf.vlan);
+    if let Some(l) = host.link_by_name(&name)? {
+        return Ok(l);
+    }
+    crate::cni::env::validate_ifname(&name)
+        .map_err(|e| anyhow::anyhow!("could not setup vlan-interface {name:?}: {}", e.msg))?;
+    let peer = steps::veth::random_name();
+    let spec =
+        VethSpec { name: &name, peer_name: &peer, mtu: Some(br.mtu).filter(|m| *m > 0), mac: None, peer_ns: None };
+    if let Err(e) = host.veth_add(&spec) {
+        if is_exists(&e) {
+            if let Some(l) = host.link_by_name(&name)? {
+                return Ok(l);
+            }
+        }
+        return Err(e.context(format!("could not setup vlan-interface {name:?}")));
+    }
+    let undo_name = name.clone();
+    undo.push("vlan gateway veth", move || {
+        let mut nl = Netlink::new()?;
+        match nl.link_by_name(&undo_name)? {
+            Some(l) => nl.link_del(l.index),
+            None => Ok(()),
+        }
+    });
+    let port = host.link_by_name(&peer)?.with_context(|| format!("failed to lookup {peer:?}"))?;
+    let _ = sysctl::set_if("ipv6", &peer, "accept_ra", "0");
+    host.link_set_master_up(port.index, br.index)
+        .with_context(|| format!("failed to connect {peer:?} to bridge {}", br.name))?;
+    setup_port_vlans(host, port.index, conf)?;
+    let gw = host.link_by_name(&name)?.with_context(|| format!("could not lookup vlan-interface {name:?}"))?;
+    host.link_set_up(gw.index, true).with_context(|| format!("could not set vlan-interface {name:?} up"))?;
+    Ok(gw)
+}
+
 fn iface(l: &Link, sandbox: Option<String>) -> Interface {
     Interface { name: l.name.clone(), mac: l.mac_string(), sandbox, ..Default::default() }
 }
@@ -452,7 +511,11 @@ fn setup_port_vlans(host: &mut Netlink, index: u32, conf: &Conf) -> Result<()> {
         return Ok(());
     }
     if !conf.preserve_default_vlan {
-        host.bridge_vlan_del(index, 1).context("failed to remove default VLAN")?;
+        // every VLAN the new port has (the bridge's default_pvid, normally 1), as the
+        // reference's removeDefaultVlan lists and deletes them
+        for v in host.bridge_vlans(index).context("failed to remove default VLAN")? {
+            host.bridge_vlan_del(index, v.vid).context("failed to remove default VLAN")?;
+        }
     }
     for vid in &trunk {
         host.bridge_vlan_add(index, *vid, false, false).with_context(|| format!("failed to add trunk VLAN {vid}"))?;
