@@ -568,3 +568,31 @@ fn bridge_check_of_a_host_address_needs_no_subnet_route() {
         w.del(&conf).run().ok();
     }
 }
+
+/// Two interfaces of one container on one ipMasq network share the masquerade chain (its name
+/// and comment hold the network and container id, not the interface, as the reference's). DEL
+/// of one removes only its own POSTROUTING jump; the other keeps masquerading; the chain goes
+/// with the last jump. (Until 2026-12-07 ours removed every jump and the chain; the
+/// reference's DEL fails, "Device or resource busy", after flushing the chain.)
+#[test]
+fn bridge_ipmasq_del_of_one_interface_keeps_the_other_masqueraded() {
+    let w = World::new("brmasq2", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut conf = v4_conf(&w, &s, "brmasq2");
+    conf["ipMasq"] = json!(true);
+    conf["ipMasqBackend"] = json!("iptables");
+    let nat = || w.host.ok("iptables-save -t nat");
+    let jumps = |nat: &str| nat.lines().filter(|l| l.starts_with("-A POSTROUTING") && l.contains("CNI-")).count();
+    let a = w.add(&conf).run().ok();
+    let b = w.add(&conf).ifname("eth1").run().ok();
+    let (ip_a, ip_b) = (result_ips(&a)[0].split('/').next().unwrap().to_string(), result_ips(&b)[0].clone());
+    assert_eq!(jumps(&nat()), 2, "{}", nat());
+    w.del(&conf).ifname("eth1").run().ok();
+    let after = nat();
+    assert_eq!(jumps(&after), 1, "only eth1's jump went:\n{after}");
+    assert!(after.contains(&format!("-s {ip_a}/32")), "eth0's jump stays:\n{after}");
+    assert!(!after.contains(&format!("-s {}", ip_b.split('/').next().unwrap())), "{after}");
+    assert!(after.contains("-j MASQUERADE"), "the chain keeps its rules:\n{after}");
+    w.del(&conf).run().ok();
+    assert!(!nat().contains("CNI-"), "the last DEL removes the chain:\n{}", nat());
+}

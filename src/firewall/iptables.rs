@@ -221,6 +221,41 @@ pub fn masq_setup_input(state: &NatState, network: &str, container_id: &str, ips
     Some(out)
 }
 
+/// Restore lines removing the masquerade of the addresses `ips` (one family): their POSTROUTING
+/// jumps to `chain`, and the chain itself once no other jump uses it. Another interface of the
+/// same container on the same network shares the chain (its name and comment have no ifname, as
+/// the reference's): its jumps and the chain stay, so it keeps masquerading (the reference's DEL
+/// fails there, "Device or resource busy", after flushing the chain). No addresses (the netns
+/// was gone): every jump and the chain.
+pub fn masq_teardown_lines(state: &NatState, chain: &str, ips: &[IpNet]) -> Vec<String> {
+    if ips.is_empty() {
+        return chain_teardown_lines(state, chain);
+    }
+    let ours = |s: &str| {
+        ips.iter().any(|ip| {
+            let plen = if ip.addr().is_ipv6() { 128 } else { 32 };
+            s == ip.addr().to_string() || s == format!("{}/{plen}", ip.addr())
+        })
+    };
+    let mut lines = Vec::new();
+    let mut others = false;
+    for (ch, line) in &state.rules {
+        let args = split_args(line);
+        if ch != "POSTROUTING" || arg_after(&args, "-j") != Some(chain) {
+            continue;
+        }
+        match (arg_after(&args, "-s").is_some_and(ours), line.strip_prefix("-A ")) {
+            (true, Some(rest)) => lines.push(format!("-D {rest}")),
+            _ => others = true,
+        }
+    }
+    if !others && state.chains.iter().any(|c| c == chain) {
+        lines.push(format!("-F {chain}"));
+        lines.push(format!("-X {chain}"));
+    }
+    lines
+}
+
 /// Restore lines removing chain `chain` and every POSTROUTING jump to it (empty: nothing exists).
 pub fn chain_teardown_lines(state: &NatState, chain: &str) -> Vec<String> {
     chain_teardown_lines_from(state, "POSTROUTING", chain)
@@ -609,7 +644,10 @@ impl MasqBackend for IptablesBackend {
         fams.dedup();
         let fams: Vec<bool> = [false, true].into_iter().filter(|f| fams.contains(f)).collect();
         let errs: Vec<String> = self
-            .teardown_each(&fams, "nat", |_, st| chain_teardown_lines(st, &chain))
+            .teardown_each(&fams, "nat", |v6, st| {
+                let fam: Vec<IpNet> = ips.iter().filter(|i| i.addr().is_ipv6() == v6).copied().collect();
+                masq_teardown_lines(st, &chain, &fam)
+            })
             .into_iter()
             .filter_map(|t| t.result.err().map(|e| format!("{e:#}")))
             .collect();
