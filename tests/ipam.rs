@@ -35,15 +35,19 @@ struct Call<'a> {
     conf: &'a Value,
 }
 
-fn call(which: Impl, c: &Call) -> Out {
-    let mut cmd = if which == Impl::Reference || ours_is_reference() {
-        Command::new(Path::new(REF_DIR).join(c.plugin))
+/// The command running `plugin` of `which`.
+fn command(which: Impl, plugin: &str) -> Command {
+    if which == Impl::Reference || ours_is_reference() {
+        Command::new(Path::new(REF_DIR).join(plugin))
     } else {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-multi"));
-        cmd.arg(c.plugin);
+        cmd.arg(plugin);
         cmd
-    };
-    run(&mut cmd, c)
+    }
+}
+
+fn call(which: Impl, c: &Call) -> Out {
+    run(&mut command(which, c.plugin), c)
 }
 
 fn run(cmd: &mut Command, c: &Call) -> Out {
@@ -545,4 +549,52 @@ fn ipam_reference_ignores_our_index() {
     let r = call(Impl::Ours, &hl("ADD", "c3", "eth0", &conf)).expect_ok("ours ADD");
     assert_eq!(r.json()["ips"][0]["address"], "198.18.0.4/24");
     assert_eq!(leases_in_index(t.dir()), leases_on_disk(t.dir()));
+}
+
+/// One call run from the working directory `cwd`.
+fn call_in(which: Impl, cwd: &Path, c: &Call) -> Out {
+    run(command(which, c.plugin).current_dir(cwd), c)
+}
+
+#[test]
+fn ipam_relative_data_dir_resolves_against_the_working_directory() {
+    // the reference joins dataDir and the network name and lets the kernel resolve the result
+    // against the working directory: ours must find (and release) such leases where it does
+    if !have_reference("host-local") {
+        return;
+    }
+    for data_dir in ["cni-multi-rel-data", "../up/cni-multi-rel-data"] {
+        let mut results = Vec::new();
+        for which in [Impl::Reference, Impl::Ours] {
+            let t = Tmp::new("reldir");
+            let cwd = t.join("run");
+            fs::create_dir(&cwd).unwrap();
+            let mut conf = net_conf("1.0.0", Path::new(data_dir), dual());
+            conf["ipam"]["dataDir"] = json!(data_dir);
+            let lease = cwd.join(data_dir).join("itnet/198.18.0.2");
+            let add = call_in(which, &cwd, &hl("ADD", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} ADD"));
+            assert_eq!(fs::read(&lease).unwrap(), b"c1\r\neth0", "{which:?} {data_dir}: lease under cwd/dataDir/net");
+            if which == Impl::Ours && !ours_is_reference() {
+                assert!(add.stderr.contains("dataDir is relative"), "warning on ADD: {}", add.stderr);
+            }
+            assert!(!Path::new(data_dir).exists(), "nothing under the test's own working directory");
+            results.push(normalize(add.json()));
+            call_in(which, &cwd, &hl("CHECK", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} CHECK"));
+            call_in(which, &cwd, &hl("DEL", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} DEL"));
+            assert!(!lease.exists(), "{which:?} {data_dir}: DEL released the lease");
+            call_in(which, &cwd, &hl("DEL", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} second DEL"));
+        }
+        assert_eq!(results[0], results[1], "{data_dir}: results differ");
+        // a node switched from the reference tears down the reference's attachment
+        let t = Tmp::new("reldir-switch");
+        let cwd = t.join("run");
+        fs::create_dir(&cwd).unwrap();
+        let mut conf = net_conf("1.0.0", Path::new(data_dir), v4());
+        conf["ipam"]["dataDir"] = json!(data_dir);
+        call_in(Impl::Reference, &cwd, &hl("ADD", "c9", "eth0", &conf)).expect_ok("ref ADD");
+        let lease = cwd.join(data_dir).join("itnet/198.18.0.2");
+        assert!(lease.exists());
+        call_in(Impl::Ours, &cwd, &hl("DEL", "c9", "eth0", &conf)).expect_ok("ours DEL of the reference's lease");
+        assert!(!lease.exists(), "{data_dir}: ours released the reference's lease");
+    }
 }

@@ -53,7 +53,13 @@ pub const DOC: Doc = Doc {
         k("rangeEnd", "IP", "last usable", "last address of a range"),
         k("gateway", "IP", "subnet + 1", "gateway of a range (never allocated)"),
         k("routes", "list of {dst, gw}", "[]", "routes put into the result"),
-        k("dataDir", "string", "\"/var/lib/cni/networks\"", "store directory (one subdirectory per network)"),
+        k(
+            "dataDir",
+            "string",
+            "\"/var/lib/cni/networks\"",
+            "store directory (one subdirectory per network); a relative path resolves against the runtime's \
+             working directory, as in the reference",
+        ),
         k("resolvConf", "string", "", "resolv.conf file whose contents become the result's dns"),
         cap("ipRanges", "list of range sets", "prepended to the configured ranges"),
         cap("ips", "list of IPs", "addresses to allocate"),
@@ -265,6 +271,12 @@ fn ip_config(ip: IpAddr, prefix: u8, gateway: IpAddr) -> IpConfig {
 
 fn add(ctx: &Ctx) -> anyhow::Result<CniResult> {
     let conf = load_conf(ctx)?;
+    if conf.data_dir.is_relative() {
+        tracing::warn!(
+            data_dir = %conf.data_dir.display(),
+            "host-local: dataDir is relative: the store depends on the runtime's working directory"
+        );
+    }
     let dns = match &conf.resolv_conf {
         Some(p) => resolvconf::load(p)?,
         None => Dns::default(),
@@ -521,8 +533,8 @@ pub(crate) mod tests {
                 "range set 0 overlaps with 1",
             ),
             (
-                json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.19.0.0/24"}]], "datadir": "rel"}),
-                "absolute",
+                json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.19.0.0/24"}]], "datadir": "a\0b"}),
+                "NUL",
             ),
         ];
         for (ipam, want) in cases {

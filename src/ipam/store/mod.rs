@@ -165,11 +165,9 @@ pub fn validate_network_name(name: &str) -> Result<(), CniError> {
     Ok(())
 }
 
-/// Check a dataDir: absolute, no NUL.
+/// Check a dataDir: no NUL byte. A relative dataDir is accepted, as the reference accepts it
+/// (`filepath.Join(dataDir, network)`): it resolves against the runtime's working directory.
 pub fn validate_data_dir(dir: &Path) -> Result<(), CniError> {
-    if !dir.is_absolute() {
-        return Err(CniError::config(format!("dataDir {:?} must be an absolute path", dir.display())));
-    }
     if dir.as_os_str().as_encoded_bytes().contains(&0) {
         return Err(CniError::config("dataDir contains a NUL byte"));
     }
@@ -813,8 +811,11 @@ pub(crate) mod tests {
             assert_eq!(validate_network_name(bad).unwrap_err().code, 7, "{bad:?}");
         }
         validate_network_name("net-1.a_b").unwrap();
-        assert_eq!(validate_data_dir(Path::new("rel/dir")).unwrap_err().code, 7);
-        let e = Store::open(Path::new("relative"), "n").unwrap_err();
+        // relative, as the reference takes it (against the working directory); NUL refused
+        validate_data_dir(Path::new("rel/dir")).unwrap();
+        validate_data_dir(Path::new("../../etc")).unwrap();
+        assert_eq!(validate_data_dir(Path::new("/tmp/a\0b")).unwrap_err().code, 7);
+        let e = Store::open(Path::new("rel\0x"), "n").unwrap_err();
         assert_eq!(CniError::from_anyhow(&e).code, 7);
         assert!(Store::open_existing(Path::new("/nonexistent-cni-multi-dir"), "n").unwrap().is_none());
     }
