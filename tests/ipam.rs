@@ -598,3 +598,35 @@ fn ipam_relative_data_dir_resolves_against_the_working_directory() {
         assert!(!lease.exists(), "{data_dir}: ours released the reference's lease");
     }
 }
+
+#[test]
+fn ipam_status_without_ranges_is_ready_and_creates_nothing() {
+    // ranges only from the ipRanges capability: libcni's STATUS passes no runtimeConfig, so
+    // STATUS sees no range at all; the network is still ready, and STATUS writes nothing
+    if ours_is_reference() {
+        return; // the reference has no STATUS
+    }
+    let t = Tmp::new("status");
+    let data = t.join("data");
+    let conf = json!({"cniVersion": "1.1.0", "name": "capnet", "type": "bridge", "capabilities": {"ipRanges": true},
+                      "ipam": {"type": "host-local", "dataDir": data}});
+    let status = |conf: &Value| {
+        call(Impl::Ours, &Call { plugin: "host-local", command: "STATUS", id: "", ifname: "", args: "", conf })
+    };
+    status(&conf).expect_ok("STATUS without ranges");
+    assert!(!data.exists(), "STATUS created the dataDir");
+    let mut add = conf.clone();
+    add["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "198.18.0.0/24"}]]});
+    let r = call(Impl::Ours, &hl("ADD", "c1", "eth0", &add)).expect_ok("ADD with runtimeConfig.ipRanges").json();
+    assert_eq!(r["ips"][0]["address"], "198.18.0.2/24");
+    status(&conf).expect_ok("STATUS with the network directory present");
+    // a store that cannot be made is not ready (code 50), and neither is an invalid config
+    let mut blocked = conf.clone();
+    fs::write(t.join("afile"), "").unwrap();
+    blocked["ipam"]["dataDir"] = json!(t.join("afile/data"));
+    assert_eq!(status(&blocked).err_code(), 50);
+    let mut invalid = conf;
+    invalid["ipam"]["subnet"] = json!("198.18.0.1/24");
+    assert_eq!(status(&invalid).err_code(), 50);
+    call(Impl::Ours, &hl("DEL", "c1", "eth0", &add)).expect_ok("DEL");
+}
