@@ -630,3 +630,29 @@ fn ipam_status_without_ranges_is_ready_and_creates_nothing() {
     assert_eq!(status(&invalid).err_code(), 50);
     call(Impl::Ours, &hl("DEL", "c1", "eth0", &add)).expect_ok("DEL");
 }
+
+#[test]
+fn ipam_del_with_two_range_sets_releases_legacy_files_like_the_reference() {
+    // the reference's DEL releases once per range set; each round releases the (id, ifname)
+    // files and, when none matched, the legacy files holding just the id: with two sets the
+    // second round finds only the legacy file and removes it, with one set it stays
+    if !have_reference("host-local") {
+        return;
+    }
+    for (sets, ranges) in [(1, v4()), (2, dual())] {
+        let mut left = Vec::new();
+        for which in [Impl::Reference, Impl::Ours] {
+            let t = Tmp::new("legacy");
+            let conf = net_conf("1.0.0", t.dir(), ranges.clone());
+            // outside every range, so ADD does not see a duplicate allocation
+            let legacy = t.join("itnet/198.19.9.9");
+            fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+            fs::write(&legacy, "c1").unwrap();
+            call(which, &hl("ADD", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} ADD"));
+            call(which, &hl("DEL", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} DEL"));
+            assert_eq!(legacy.exists(), sets == 1, "{which:?} with {sets} range set(s)");
+            left.push(names(t.dir()));
+        }
+        assert_eq!(left[0], left[1], "{sets} range set(s): stores differ");
+    }
+}

@@ -305,10 +305,21 @@ fn add(ctx: &Ctx) -> anyhow::Result<CniResult> {
     }
 }
 
+/// How many range sets the config names (runtimeConfig `ipRanges`, the legacy `subnet`,
+/// `ranges`), counted without validating them (DEL must not depend on a valid config);
+/// 1 when it names none.
+fn range_set_count(ctx: &Ctx) -> usize {
+    let len = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+    let ipam = ctx.get("ipam");
+    let legacy = ipam.and_then(|i| i.get("subnet")).and_then(|s| s.as_str()).is_some_and(|s| !s.trim().is_empty());
+    let n = len(ctx.runtime_config("ipranges")) + usize::from(legacy) + len(ipam.and_then(|i| i.get("ranges")));
+    n.max(1)
+}
+
 fn del(ctx: &Ctx) -> anyhow::Result<()> {
     let data_dir = load_data_dir(ctx)?;
     let Some(store) = Store::open_existing(&data_dir, &ctx.name)? else { return Ok(()) };
-    let released = store.release_by_id(&ctx.container_id, &ctx.ifname)?;
+    let released = store.release_by_id(&ctx.container_id, &ctx.ifname, range_set_count(ctx))?;
     tracing::debug!(?released, "host-local DEL");
     Ok(())
 }
@@ -601,8 +612,40 @@ pub(crate) mod tests {
         assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
         // legacy id-only files are released when no (id, ifname) file matched
         fs::write(t.0.join("net/198.18.0.9"), "c9").unwrap();
-        del(&ctx(c, "c9", "eth3")).unwrap();
+        del(&ctx(c.clone(), "c9", "eth3")).unwrap();
         assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
+        // with one range set they stay when (id, ifname) matched; with two they go too (the
+        // reference releases once per range set, and its second round finds only them)
+        fs::write(t.0.join("net/198.19.9.9"), "c1").unwrap();
+        add(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        del(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        assert!(t.0.join("net/198.19.9.9").exists());
+        let mut two = c.clone();
+        two["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00::/64"}]]);
+        add(&ctx(two.clone(), "c1", "eth0")).unwrap();
+        del(&ctx(two, "c1", "eth0")).unwrap();
+        assert!(!t.0.join("net/198.19.9.9").exists());
+        assert_eq!(files(&t), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+    }
+
+    #[test]
+    fn range_sets_are_counted_without_validation() {
+        let count = |ipam: serde_json::Value, rc: serde_json::Value| {
+            let mut c = json!({"cniversion": "1.0.0", "name": "net", "ipam": ipam});
+            if !rc.is_null() {
+                c["runtimeconfig"] = rc;
+            }
+            range_set_count(&ctx(c, "c1", "eth0"))
+        };
+        assert_eq!(count(json!({}), json!(null)), 1);
+        assert_eq!(count(json!({"ranges": "not a list"}), json!(null)), 1);
+        assert_eq!(count(json!({"ranges": [[{"subnet": "bogus"}], []]}), json!(null)), 2);
+        assert_eq!(count(json!({"subnet": "198.18.0.1/24", "ranges": [[]]}), json!(null)), 2);
+        assert_eq!(count(json!({"subnet": " "}), json!({"ipranges": [[{"subnet": "x"}]]})), 1);
+        assert_eq!(count(json!({"subnet": "x", "ranges": [[]]}), json!({"ipranges": [[], []]})), 4);
+        let mut no_ipam = ctx(json!({"cniversion": "1.0.0", "name": "net"}), "c1", "eth0");
+        no_ipam.conf["runtimeconfig"] = json!({"ipranges": [[], []]});
+        assert_eq!(range_set_count(&no_ipam), 2);
     }
 
     #[test]
