@@ -402,7 +402,10 @@ mod tests {
         assert_eq!(parse_option(&json!(60)).unwrap(), 60);
         assert!(parse_option(&json!("nope")).is_err());
         assert!(parse_option(&json!("256")).is_err());
-        assert!(parse_option(&json!("0")).is_err());
+        // pad and end are not options (the reference accepts them)
+        for pad_or_end in [json!("0"), json!(0), json!("255"), json!(255)] {
+            assert!(parse_option(&pad_or_end).is_err(), "{pad_or_end}");
+        }
     }
 
     #[test]
