@@ -668,8 +668,22 @@ fn faults_read_only_data_dir_is_a_clean_error() {
     let (_, msg) = cni_error(code, &out);
     assert!(msg.to_lowercase().contains("read-only"), "{msg}");
     assert_eq!(store_files(&data), before);
+    // STATUS: not ready (code 50), for this network's directory and for a network without one
+    // yet (its nearest existing ancestor, the dataDir, is read-only)
+    let mut status = conf.clone();
+    status["cniVersion"] = json!("1.1.0");
+    for name in ["fltro", "fltro-new"] {
+        status["name"] = json!(name);
+        let (code, out) = Plugin::new(&w, "STATUS", &status, "", 0).in_mntns(&h.ns).run();
+        let (c, msg) = cni_error(code, &out);
+        assert_eq!(c, 50, "{name}: {msg}");
+        assert!(msg.contains("is not writable") && msg.to_lowercase().contains("read-only"), "{name}: {msg}");
+    }
     // writable again: everything works and nothing was corrupted
     h.sh(&format!("mount -o remount,rw {}", w.data_dir.display()));
+    let (code, out) = Plugin::new(&w, "STATUS", &status, "", 0).in_mntns(&h.ns).run();
+    assert_eq!(code, 0, "{out}");
+    assert!(!data.join("fltro-new").exists(), "STATUS created a network directory");
     let (code, out) = Plugin::new(&w, "ADD", &conf, "second", 1).in_mntns(&h.ns).run();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("{}/24", s.ip4(3))), "second gets the next address: {out}");

@@ -35,15 +35,19 @@ struct Call<'a> {
     conf: &'a Value,
 }
 
-fn call(which: Impl, c: &Call) -> Out {
-    let mut cmd = if which == Impl::Reference || ours_is_reference() {
-        Command::new(Path::new(REF_DIR).join(c.plugin))
+/// The command running `plugin` of `which`.
+fn command(which: Impl, plugin: &str) -> Command {
+    if which == Impl::Reference || ours_is_reference() {
+        Command::new(Path::new(REF_DIR).join(plugin))
     } else {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-multi"));
-        cmd.arg(c.plugin);
+        cmd.arg(plugin);
         cmd
-    };
-    run(&mut cmd, c)
+    }
+}
+
+fn call(which: Impl, c: &Call) -> Out {
+    run(&mut command(which, c.plugin), c)
 }
 
 fn run(cmd: &mut Command, c: &Call) -> Out {
@@ -545,4 +549,255 @@ fn ipam_reference_ignores_our_index() {
     let r = call(Impl::Ours, &hl("ADD", "c3", "eth0", &conf)).expect_ok("ours ADD");
     assert_eq!(r.json()["ips"][0]["address"], "198.18.0.4/24");
     assert_eq!(leases_in_index(t.dir()), leases_on_disk(t.dir()));
+}
+
+/// One call run from the working directory `cwd`.
+fn call_in(which: Impl, cwd: &Path, c: &Call) -> Out {
+    run(command(which, c.plugin).current_dir(cwd), c)
+}
+
+#[test]
+fn ipam_relative_data_dir_resolves_against_the_working_directory() {
+    // the reference joins dataDir and the network name and lets the kernel resolve the result
+    // against the working directory: ours must find (and release) such leases where it does
+    if !have_reference("host-local") {
+        return;
+    }
+    for data_dir in ["cni-multi-rel-data", "../up/cni-multi-rel-data"] {
+        let mut results = Vec::new();
+        for which in [Impl::Reference, Impl::Ours] {
+            let t = Tmp::new("reldir");
+            let cwd = t.join("run");
+            fs::create_dir(&cwd).unwrap();
+            let mut conf = net_conf("1.0.0", Path::new(data_dir), dual());
+            conf["ipam"]["dataDir"] = json!(data_dir);
+            let lease = cwd.join(data_dir).join("itnet/198.18.0.2");
+            let add = call_in(which, &cwd, &hl("ADD", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} ADD"));
+            assert_eq!(fs::read(&lease).unwrap(), b"c1\r\neth0", "{which:?} {data_dir}: lease under cwd/dataDir/net");
+            if which == Impl::Ours && !ours_is_reference() {
+                assert!(add.stderr.contains("dataDir is relative"), "warning on ADD: {}", add.stderr);
+            }
+            assert!(!Path::new(data_dir).exists(), "nothing under the test's own working directory");
+            results.push(normalize(add.json()));
+            call_in(which, &cwd, &hl("CHECK", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} CHECK"));
+            call_in(which, &cwd, &hl("DEL", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} DEL"));
+            assert!(!lease.exists(), "{which:?} {data_dir}: DEL released the lease");
+            call_in(which, &cwd, &hl("DEL", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} second DEL"));
+        }
+        assert_eq!(results[0], results[1], "{data_dir}: results differ");
+        // a node switched from the reference tears down the reference's attachment
+        let t = Tmp::new("reldir-switch");
+        let cwd = t.join("run");
+        fs::create_dir(&cwd).unwrap();
+        let mut conf = net_conf("1.0.0", Path::new(data_dir), v4());
+        conf["ipam"]["dataDir"] = json!(data_dir);
+        call_in(Impl::Reference, &cwd, &hl("ADD", "c9", "eth0", &conf)).expect_ok("ref ADD");
+        let lease = cwd.join(data_dir).join("itnet/198.18.0.2");
+        assert!(lease.exists());
+        call_in(Impl::Ours, &cwd, &hl("DEL", "c9", "eth0", &conf)).expect_ok("ours DEL of the reference's lease");
+        assert!(!lease.exists(), "{data_dir}: ours released the reference's lease");
+    }
+}
+
+#[test]
+fn ipam_status_without_ranges_is_ready_and_creates_nothing() {
+    // ranges only from the ipRanges capability: libcni's STATUS passes no runtimeConfig, so
+    // STATUS sees no range at all; the network is still ready, and STATUS writes nothing
+    if ours_is_reference() {
+        return; // the reference has no STATUS
+    }
+    let t = Tmp::new("status");
+    let data = t.join("data");
+    let conf = json!({"cniVersion": "1.1.0", "name": "capnet", "type": "bridge", "capabilities": {"ipRanges": true},
+                      "ipam": {"type": "host-local", "dataDir": data}});
+    let status = |conf: &Value| {
+        call(Impl::Ours, &Call { plugin: "host-local", command: "STATUS", id: "", ifname: "", args: "", conf })
+    };
+    status(&conf).expect_ok("STATUS without ranges");
+    assert!(!data.exists(), "STATUS created the dataDir");
+    let mut add = conf.clone();
+    add["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "198.18.0.0/24"}]]});
+    let r = call(Impl::Ours, &hl("ADD", "c1", "eth0", &add)).expect_ok("ADD with runtimeConfig.ipRanges").json();
+    assert_eq!(r["ips"][0]["address"], "198.18.0.2/24");
+    status(&conf).expect_ok("STATUS with the network directory present");
+    // a store that cannot be made is not ready (code 50), and neither is an invalid config
+    let mut blocked = conf.clone();
+    fs::write(t.join("afile"), "").unwrap();
+    blocked["ipam"]["dataDir"] = json!(t.join("afile/data"));
+    assert_eq!(status(&blocked).err_code(), 50);
+    let mut invalid = conf;
+    invalid["ipam"]["subnet"] = json!("198.18.0.1/24");
+    assert_eq!(status(&invalid).err_code(), 50);
+    call(Impl::Ours, &hl("DEL", "c1", "eth0", &add)).expect_ok("DEL");
+}
+
+#[test]
+fn ipam_del_with_two_range_sets_releases_legacy_files_like_the_reference() {
+    // the reference's DEL releases once per range set; each round releases the (id, ifname)
+    // files and, when none matched, the legacy files holding just the id: with two sets the
+    // second round finds only the legacy file and removes it, with one set it stays
+    if !have_reference("host-local") {
+        return;
+    }
+    for (sets, ranges) in [(1, v4()), (2, dual())] {
+        let mut left = Vec::new();
+        for which in [Impl::Reference, Impl::Ours] {
+            let t = Tmp::new("legacy");
+            let conf = net_conf("1.0.0", t.dir(), ranges.clone());
+            // outside every range, so ADD does not see a duplicate allocation
+            let legacy = t.join("itnet/198.19.9.9");
+            fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+            fs::write(&legacy, "c1").unwrap();
+            call(which, &hl("ADD", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} ADD"));
+            call(which, &hl("DEL", "c1", "eth0", &conf)).expect_ok(&format!("{which:?} DEL"));
+            assert_eq!(legacy.exists(), sets == 1, "{which:?} with {sets} range set(s)");
+            left.push(names(t.dir()));
+        }
+        assert_eq!(left[0], left[1], "{sets} range set(s): stores differ");
+    }
+}
+
+/// (name, plugin, config without `cniVersion`/`name`, CNI_ARGS) of configs both implementations
+/// refuse: ours with code 7 (invalid network config), the reference with 999.
+fn config_error_cases(data: &Path) -> Vec<(&'static str, &'static str, Value, &'static str)> {
+    let hl = |ipam: Value| {
+        let mut ipam = ipam;
+        ipam["type"] = json!("host-local");
+        ipam["dataDir"] = json!(data);
+        json!({"ipam": ipam})
+    };
+    let v4 = || json!({"subnet": "198.18.0.0/24"});
+    let with = |mut base: Value, k: &str, v: Value| {
+        base[k] = v;
+        base
+    };
+    let st = |ipam: Value| {
+        let mut ipam = ipam;
+        ipam["type"] = json!("static");
+        json!({"ipam": ipam})
+    };
+    let addr = || json!([{"address": "198.18.0.5/24"}]);
+    vec![
+        ("no-ranges", "host-local", hl(json!({})), ""),
+        ("empty-ranges", "host-local", hl(json!({"ranges": []})), ""),
+        ("host-bits", "host-local", hl(json!({"subnet": "198.18.0.1/24"})), ""),
+        ("bad-cidr", "host-local", hl(json!({"subnet": "bogus"})), ""),
+        ("slash-31", "host-local", hl(json!({"subnet": "198.18.0.0/31"})), ""),
+        ("slash-127", "host-local", hl(json!({"ranges": [[{"subnet": "fd00::/127"}]]})), ""),
+        (
+            "overlapping-sets",
+            "host-local",
+            hl(json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.18.0.0/25"}]]})),
+            "",
+        ),
+        ("empty-range-set", "host-local", hl(json!({"ranges": [[]]})), ""),
+        ("missing-ipam", "host-local", json!({}), ""),
+        ("bad-range-start", "host-local", hl(with(v4(), "rangeStart", json!("bogus"))), ""),
+        ("range-start-outside", "host-local", hl(with(v4(), "rangeStart", json!("198.19.0.5"))), ""),
+        ("bad-route-dst", "host-local", hl(with(v4(), "routes", json!([{"dst": "bogus"}]))), ""),
+        ("bad-route-gw", "host-local", hl(with(v4(), "routes", json!([{"dst": "0.0.0.0/0", "gw": "bogus"}]))), ""),
+        ("bad-args-cni-ips", "host-local", with(hl(v4()), "args", json!({"cni": {"ips": ["bogus"]}})), ""),
+        ("bad-runtime-ips", "host-local", with(hl(v4()), "runtimeConfig", json!({"ips": ["bogus"]})), ""),
+        ("static-bad-ip-arg", "static", st(json!({})), "IP=bogus"),
+        ("static-bad-gateway-arg", "static", st(json!({})), "IP=198.18.0.5/24;GATEWAY=bogus"),
+        ("static-bad-address", "static", st(json!({"addresses": [{"address": "bogus"}]})), ""),
+        ("static-address-no-prefix", "static", st(json!({"addresses": [{"address": "198.18.0.5"}]})), ""),
+        (
+            "static-bad-gateway",
+            "static",
+            st(json!({"addresses": [{"address": "198.18.0.5/24", "gateway": "bogus"}]})),
+            "",
+        ),
+        ("static-bad-route", "static", st(json!({"addresses": addr(), "routes": [{"dst": "bogus"}]})), ""),
+        ("static-bad-runtime-ips", "static", with(st(json!({})), "runtimeConfig", json!({"ips": ["bogus"]})), ""),
+    ]
+}
+
+#[test]
+fn ipam_config_errors_are_code_7_where_the_reference_says_999() {
+    if !have_reference("host-local") || !have_reference("static") || ours_is_reference() {
+        return;
+    }
+    let t = Tmp::new("cfgerr");
+    let mut wrong = Vec::new();
+    for (name, plugin, mut conf, args) in config_error_cases(t.dir()) {
+        conf["cniVersion"] = json!("1.0.0");
+        conf["name"] = json!("itnet");
+        let c = Call { plugin, command: "ADD", id: "c1", ifname: "eth0", args, conf: &conf };
+        let (r, o) = (call(Impl::Reference, &c), call(Impl::Ours, &c));
+        if r.ok || o.ok || r.err_code() != 999 || o.err_code() != 7 {
+            wrong.push(format!("{name}: reference {} {}, ours {} {}", r.ok, r.stdout, o.ok, o.stdout));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(names(t.dir()).iter().all(|n| n.parse::<std::net::IpAddr>().is_err()), "a refused ADD left a lease");
+}
+
+#[test]
+fn ipam_legacy_range_start_at_the_broadcast_address_is_refused() {
+    // with no rangeEnd the range ends before the IPv4 broadcast address: a rangeStart there is
+    // after the end; the reference checks no order and hands out the broadcast address
+    if !have_reference("host-local") || ours_is_reference() {
+        return;
+    }
+    let (a, b) = (Tmp::new("bcast-ref"), Tmp::new("bcast-ours"));
+    let conf = |dir: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "itnet",
+               "ipam": {"type": "host-local", "dataDir": dir, "subnet": "198.18.0.0/24", "rangeStart": "198.18.0.255"}})
+    };
+    let (ca, cb) = (conf(a.dir()), conf(b.dir()));
+    let r = call(Impl::Reference, &hl("ADD", "c1", "eth0", &ca)).expect_ok("ref ADD").json();
+    assert_eq!(r["ips"][0]["address"], "198.18.0.255/24", "the reference allocates the broadcast address");
+    let o = call(Impl::Ours, &hl("ADD", "c1", "eth0", &cb));
+    assert_eq!(o.err_code(), 7, "{}", o.stdout);
+    assert!(o.stdout.contains("RangeStart 198.18.0.255 is after RangeEnd 198.18.0.254"), "{}", o.stdout);
+    call(Impl::Reference, &hl("DEL", "c1", "eth0", &ca)).expect_ok("ref DEL");
+    call(Impl::Ours, &hl("DEL", "c1", "eth0", &cb)).expect_ok("ours DEL of a refused config");
+}
+
+#[test]
+fn ipam_leniencies_where_the_reference_refuses() {
+    if !have_reference("host-local") || !have_reference("static") || ours_is_reference() {
+        return;
+    }
+    // an empty legacy "subnet" beside `ranges`: ignored; the reference fails to parse it
+    let t = Tmp::new("lenient");
+    let mut conf = net_conf("1.0.0", t.dir(), v4());
+    conf["ipam"]["subnet"] = json!("");
+    let r = call(Impl::Reference, &hl("ADD", "c1", "eth0", &conf));
+    assert_eq!((r.err_code(), r.json()["msg"].as_str()), (999, Some("invalid CIDR address: ")), "{}", r.stdout);
+    let o = call(Impl::Ours, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ours ADD with subnet \"\"");
+    assert_eq!(o.json()["ips"][0]["address"], "198.18.0.2/24");
+    // whitespace around host-local's CNI_ARGS IP
+    let conf = net_conf("1.0.0", t.dir(), v4());
+    let c =
+        Call { plugin: "host-local", command: "ADD", id: "c2", ifname: "eth0", args: "IP= 198.18.0.9 ", conf: &conf };
+    let r = call(Impl::Reference, &c);
+    assert!(!r.ok && r.stdout.contains("invalid IP address"), "{}", r.stdout);
+    assert_eq!(call(Impl::Ours, &c).expect_ok("ours ADD IP= 198.18.0.9 ").json()["ips"][0]["address"], "198.18.0.9/24");
+    // whitespace around a static address
+    let spaced = json!({"cniVersion": "1.0.0", "name": "st",
+                        "ipam": {"type": "static", "addresses": [{"address": " 198.18.0.5/24 "}]}});
+    let r = call(Impl::Reference, &st("ADD", "", &spaced));
+    assert!(!r.ok && r.stdout.contains("CIDR notation"), "{}", r.stdout);
+    let o = call(Impl::Ours, &st("ADD", "", &spaced)).expect_ok("ours static ADD");
+    assert_eq!(o.json()["ips"][0]["address"], "198.18.0.5/24");
+    // (around static's CNI_ARGS IP both accept it)
+    let plain = json!({"cniVersion": "1.0.0", "name": "st", "ipam": {"type": "static"}});
+    for which in [Impl::Reference, Impl::Ours] {
+        let r = call(which, &st("ADD", "IP= 198.18.0.6/24 ", &plain)).expect_ok("static ADD IP= … ");
+        assert_eq!(r.json()["ips"][0]["address"], "198.18.0.6/24", "{which:?}");
+    }
+    // a trailing newline in last_reserved_ip.0: ours continues after it, the reference cannot
+    // parse it and starts over at rangeStart
+    let mut next = Vec::new();
+    for which in [Impl::Reference, Impl::Ours] {
+        let t = Tmp::new("lastnl");
+        let conf = net_conf("1.0.0", t.dir(), v4());
+        fs::create_dir_all(t.join("itnet")).unwrap();
+        fs::write(t.join("itnet/last_reserved_ip.0"), "198.18.0.5\n").unwrap();
+        let r = call(which, &hl("ADD", "c1", "eth0", &conf)).expect_ok("ADD after a cursor with a newline");
+        next.push(r.json()["ips"][0]["address"].as_str().unwrap().to_string());
+    }
+    assert_eq!(next, ["198.18.0.2/24", "198.18.0.6/24"]);
 }

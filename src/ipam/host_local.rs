@@ -6,13 +6,13 @@
 //! exactly what it reserved (not older reservations of the same attachment); a gateway
 //! of the wrong family or outside its subnet is a config error (code 7); DEL needs only
 //! the data directory (a broken range config cannot block teardown, and nothing is
-//! created); GC releases stale reservations; STATUS checks the store is writable.
+//! created); GC releases stale reservations; STATUS checks the config and that the store
+//! can be written, creating nothing (a config without ranges is ready: they may come at ADD).
 
 use anyhow::Context;
 use serde::Deserialize;
 use std::net::IpAddr;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::common::{self, RawRoute};
 use super::range::{parse_ip_maybe_cidr, RangeSet, RawRange};
@@ -53,7 +53,13 @@ pub const DOC: Doc = Doc {
         k("rangeEnd", "IP", "last usable", "last address of a range"),
         k("gateway", "IP", "subnet + 1", "gateway of a range (never allocated)"),
         k("routes", "list of {dst, gw}", "[]", "routes put into the result"),
-        k("dataDir", "string", "\"/var/lib/cni/networks\"", "store directory (one subdirectory per network)"),
+        k(
+            "dataDir",
+            "string",
+            "\"/var/lib/cni/networks\"",
+            "store directory (one subdirectory per network); a relative path resolves against the runtime's \
+             working directory, as in the reference",
+        ),
         k("resolvConf", "string", "", "resolv.conf file whose contents become the result's dns"),
         cap("ipRanges", "list of range sets", "prepended to the configured ranges"),
         cap("ips", "list of IPs", "addresses to allocate"),
@@ -62,6 +68,9 @@ pub const DOC: Doc = Doc {
     ],
     notes: &[
         "GC releases addresses of attachments missing from `cni.dev/valid-attachments` (the reference has no GC).",
+        "STATUS answers 50 for an invalid config or a store that cannot be written (the network's directory, or \
+         while it does not exist its nearest existing ancestor, must be a writable directory) and creates \
+         nothing; a config without ranges is ready, as they may come from the `ipRanges` capability at ADD.",
     ],
     example: r#"{
   "cniVersion": "1.0.0",
@@ -166,6 +175,12 @@ fn requested_ips(ctx: &Ctx) -> anyhow::Result<Vec<IpAddr>> {
 
 /// Load and validate everything ADD needs (the reference's `LoadIPAMConfig`).
 pub fn load_conf(ctx: &Ctx) -> anyhow::Result<HostLocalConf> {
+    parse_conf(ctx, true)
+}
+
+/// [`load_conf`]; with `need_ranges` false a config without any range set is valid (STATUS:
+/// the ranges may come from the `ipRanges` capability at ADD, which libcni's STATUS does not pass).
+fn parse_conf(ctx: &Ctx, need_ranges: bool) -> anyhow::Result<HostLocalConf> {
     let ipam = ipam_value(ctx)?;
     let raw: RawIpam = config::decode(ipam)?;
     let legacy: RawRange = config::decode(ipam)?;
@@ -180,7 +195,7 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<HostLocalConf> {
         raw_sets.push(vec![legacy]);
     }
     raw_sets.extend(raw.ranges.iter().cloned());
-    if raw_sets.is_empty() {
+    if raw_sets.is_empty() && need_ranges {
         return Err(CniError::config("no IP ranges specified").into());
     }
 
@@ -265,6 +280,12 @@ fn ip_config(ip: IpAddr, prefix: u8, gateway: IpAddr) -> IpConfig {
 
 fn add(ctx: &Ctx) -> anyhow::Result<CniResult> {
     let conf = load_conf(ctx)?;
+    if conf.data_dir.is_relative() {
+        tracing::warn!(
+            data_dir = %conf.data_dir.display(),
+            "host-local: dataDir is relative: the store depends on the runtime's working directory"
+        );
+    }
     let dns = match &conf.resolv_conf {
         Some(p) => resolvconf::load(p)?,
         None => Dns::default(),
@@ -284,10 +305,21 @@ fn add(ctx: &Ctx) -> anyhow::Result<CniResult> {
     }
 }
 
+/// How many range sets the config names (runtimeConfig `ipRanges`, the legacy `subnet`,
+/// `ranges`), counted without validating them (DEL must not depend on a valid config);
+/// 1 when it names none.
+fn range_set_count(ctx: &Ctx) -> usize {
+    let len = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+    let ipam = ctx.get("ipam");
+    let legacy = ipam.and_then(|i| i.get("subnet")).and_then(|s| s.as_str()).is_some_and(|s| !s.trim().is_empty());
+    let n = len(ctx.runtime_config("ipranges")) + usize::from(legacy) + len(ipam.and_then(|i| i.get("ranges")));
+    n.max(1)
+}
+
 fn del(ctx: &Ctx) -> anyhow::Result<()> {
     let data_dir = load_data_dir(ctx)?;
     let Some(store) = Store::open_existing(&data_dir, &ctx.name)? else { return Ok(()) };
-    let released = store.release_by_id(&ctx.container_id, &ctx.ifname)?;
+    let released = store.release_by_id(&ctx.container_id, &ctx.ifname, range_set_count(ctx))?;
     tracing::debug!(?released, "host-local DEL");
     Ok(())
 }
@@ -317,19 +349,36 @@ fn gc(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// STATUS: the config is valid (ranges may be missing: they can come with ADD) and the store
+/// can be written, checked without creating anything.
 fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
-    let conf = load_conf(ctx).map_err(|e| unavailable(format!("invalid host-local configuration: {e:#}")))?;
+    let conf = parse_conf(ctx, false).map_err(|e| unavailable(format!("invalid host-local configuration: {e:#}")))?;
     store::validate_network_name(&ctx.name).map_err(|e| unavailable(e.msg))?;
     let dir = conf.data_dir.join(&ctx.name);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
-    nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
-        .map_err(|e| unavailable(format!("data directory {} is not writable: {e}", dir.display())))?;
+    writable_or_creatable(&dir).map_err(|e| unavailable(format!("data directory {}: {e}", dir.display())))?;
     Ok(())
+}
+
+/// `dir` if it exists, else its nearest existing ancestor, must be a writable directory.
+fn writable_or_creatable(dir: &Path) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    let mut at = dir;
+    loop {
+        // a relative path ends at "", the working directory
+        let probe = if at.as_os_str().is_empty() { Path::new(".") } else { at };
+        match std::fs::metadata(probe) {
+            Ok(m) if m.is_dir() => {
+                return access(probe, AccessFlags::W_OK | AccessFlags::X_OK)
+                    .map_err(|e| format!("{} is not writable: {e}", probe.display()));
+            }
+            Ok(_) => return Err(format!("{} is not a directory", probe.display())),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                at = at.parent().ok_or_else(|| format!("{} does not exist", probe.display()))?;
+            }
+            Err(e) => return Err(format!("cannot stat {}: {e}", probe.display())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -521,8 +570,8 @@ pub(crate) mod tests {
                 "range set 0 overlaps with 1",
             ),
             (
-                json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.19.0.0/24"}]], "datadir": "rel"}),
-                "absolute",
+                json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "198.19.0.0/24"}]], "datadir": "a\0b"}),
+                "NUL",
             ),
         ];
         for (ipam, want) in cases {
@@ -563,8 +612,40 @@ pub(crate) mod tests {
         assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
         // legacy id-only files are released when no (id, ifname) file matched
         fs::write(t.0.join("net/198.18.0.9"), "c9").unwrap();
-        del(&ctx(c, "c9", "eth3")).unwrap();
+        del(&ctx(c.clone(), "c9", "eth3")).unwrap();
         assert_eq!(files(&t), ["last_reserved_ip.0", "lock"]);
+        // with one range set they stay when (id, ifname) matched; with two they go too (the
+        // reference releases once per range set, and its second round finds only them)
+        fs::write(t.0.join("net/198.19.9.9"), "c1").unwrap();
+        add(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        del(&ctx(c.clone(), "c1", "eth0")).unwrap();
+        assert!(t.0.join("net/198.19.9.9").exists());
+        let mut two = c.clone();
+        two["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00::/64"}]]);
+        add(&ctx(two.clone(), "c1", "eth0")).unwrap();
+        del(&ctx(two, "c1", "eth0")).unwrap();
+        assert!(!t.0.join("net/198.19.9.9").exists());
+        assert_eq!(files(&t), ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+    }
+
+    #[test]
+    fn range_sets_are_counted_without_validation() {
+        let count = |ipam: serde_json::Value, rc: serde_json::Value| {
+            let mut c = json!({"cniversion": "1.0.0", "name": "net", "ipam": ipam});
+            if !rc.is_null() {
+                c["runtimeconfig"] = rc;
+            }
+            range_set_count(&ctx(c, "c1", "eth0"))
+        };
+        assert_eq!(count(json!({}), json!(null)), 1);
+        assert_eq!(count(json!({"ranges": "not a list"}), json!(null)), 1);
+        assert_eq!(count(json!({"ranges": [[{"subnet": "bogus"}], []]}), json!(null)), 2);
+        assert_eq!(count(json!({"subnet": "198.18.0.1/24", "ranges": [[]]}), json!(null)), 2);
+        assert_eq!(count(json!({"subnet": " "}), json!({"ipranges": [[{"subnet": "x"}]]})), 1);
+        assert_eq!(count(json!({"subnet": "x", "ranges": [[]]}), json!({"ipranges": [[], []]})), 4);
+        let mut no_ipam = ctx(json!({"cniversion": "1.0.0", "name": "net"}), "c1", "eth0");
+        no_ipam.conf["runtimeconfig"] = json!({"ipranges": [[], []]});
+        assert_eq!(range_set_count(&no_ipam), 2);
     }
 
     #[test]
@@ -594,17 +675,48 @@ pub(crate) mod tests {
     fn status_reports_unusable_store() {
         let t = TempDir::new("hl-status");
         let c = conf(&t, json!({"ranges": [[{"subnet": "198.18.0.0/24"}]]}));
-        status(&ctx(c.clone(), "", "")).unwrap();
-        assert!(t.0.join("net").is_dir());
+        let status_of = |c: &serde_json::Value| status(&ctx(c.clone(), "", "")).map_err(|e| CniError::from_anyhow(&e));
+        // nothing is created: neither the network directory nor a missing dataDir
+        status_of(&c).unwrap();
+        assert!(!t.0.join("net").exists(), "STATUS created the network directory");
+        let mut deep = c.clone();
+        deep["ipam"]["datadir"] = json!(t.0.join("a/b").to_str().unwrap());
+        status_of(&deep).unwrap();
+        assert!(!t.0.join("a").exists(), "STATUS created the dataDir");
+        // no ranges at all: they may come from the ipRanges capability at ADD (libcni's
+        // STATUS passes no runtimeConfig)
+        let mut no_ranges = c.clone();
+        no_ranges["ipam"].as_object_mut().unwrap().remove("ranges");
+        no_ranges["capabilities"] = json!({"ipranges": true});
+        status_of(&no_ranges).unwrap();
+        no_ranges["ipam"]["ranges"] = json!([]);
+        status_of(&no_ranges).unwrap();
+        let mut with_cap = no_ranges.clone();
+        with_cap["runtimeconfig"] = json!({"ipranges": [[{"subnet": "198.18.0.0/24"}]]});
+        assert_eq!(addrs(&add(&ctx(with_cap, "c1", "eth0")).unwrap()), ["198.18.0.2/24"]);
+        // the network directory exists: it must be a directory
+        status_of(&c).unwrap();
+        fs::remove_dir_all(t.0.join("net")).unwrap();
+        fs::write(t.0.join("net"), "").unwrap();
+        let e = status_of(&c).unwrap_err();
+        assert_eq!(e.code, 50);
+        assert!(e.msg.contains("is not a directory"), "{}", e.msg);
+        // the dataDir (or an ancestor) is a file
         let mut blocked = c.clone();
         let file = t.0.join("afile");
         fs::write(&file, "").unwrap();
-        blocked["ipam"]["datadir"] = json!(file.to_str().unwrap());
-        let e = CniError::from_anyhow(&status(&ctx(blocked, "", "")).unwrap_err());
-        assert_eq!(e.code, 50);
-        assert!(e.msg.contains("cannot create data directory"), "{}", e.msg);
+        for dir in [file.clone(), file.join("below")] {
+            blocked["ipam"]["datadir"] = json!(dir.to_str().unwrap());
+            let e = status_of(&blocked).unwrap_err();
+            assert_eq!(e.code, 50);
+            assert!(e.msg.contains("afile is not a directory"), "{}", e.msg);
+        }
+        // other invalid configs stay code 50
         let mut invalid = c;
-        invalid["ipam"]["ranges"] = json!([]);
-        assert_eq!(CniError::from_anyhow(&status(&ctx(invalid, "", "")).unwrap_err()).code, 50);
+        invalid["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.1/24"}]]);
+        assert_eq!(status_of(&invalid).unwrap_err().code, 50);
+        invalid["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/24"}]]);
+        invalid["ipam"]["routes"] = json!([{"dst": "bogus"}]);
+        assert_eq!(status_of(&invalid).unwrap_err().code, 50);
     }
 }

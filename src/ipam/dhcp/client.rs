@@ -718,6 +718,18 @@ mod tests {
     }
 
     #[test]
+    fn static_routes_with_host_bits_are_host_routes() {
+        // option 33 destinations are classful; one with bits beyond its class is a host
+        // (the reference makes 10.1.2.3/8, which the kernel refuses: host bits set)
+        let v = [
+            10, 0, 0, 0, 198, 19, 0, 2, 10, 1, 2, 3, 198, 19, 0, 2, 172, 16, 0, 0, 198, 19, 0, 3, 192, 0, 2, 7, 198,
+            19, 0, 4,
+        ];
+        let dsts: Vec<String> = parse_static_routes(&v).iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(dsts, ["10.0.0.0/8", "10.1.2.3/32", "172.16.0.0/16", "192.0.2.7/32"]);
+    }
+
+    #[test]
     fn lease_from_ack_prefers_classless_routes() {
         let mut ack = Message::request(MsgType::Ack, 7, [0; 6]);
         ack.op = BOOTREPLY;
@@ -728,6 +740,7 @@ mod tests {
         ack.set(opt::STATIC_ROUTES, vec![10, 0, 0, 0, 198, 19, 0, 2]);
         let l = Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).unwrap();
         assert_eq!(l.prefix_len, 24);
+        // T2 defaults to 7/8 of the lease (RFC 2131 4.4.5; the reference takes 85%: 102)
         assert_eq!((l.t1_secs, l.t2_secs), (60, 105));
         assert_eq!(l.routes.len(), 2);
         assert_eq!(l.routes[0].dst, "10.0.0.0/8".parse::<Ipv4Net>().unwrap());

@@ -59,13 +59,14 @@ pub const DOC: Doc = Doc {
             "request",
             "list of {option, skipDefault}",
             "[]",
-            "DHCPv4 options to ask for (routers, subnet-mask, DNS servers, domain, search unless skipDefault)",
+            "DHCPv4 options to ask for (routers, subnet-mask, DNS servers, domain, search unless an entry sets \
+             skipDefault, which may stand alone)",
         ),
         k(
             "provide",
             "list of {option, value, fromArg}",
             "[]",
-            "DHCPv4 options to send; fromArg takes a CNI_ARGS value",
+            "DHCPv4 options to send: value, or the CNI_ARGS value named by fromArg, which wins when present",
         ),
         k("priority", "int", "0", "metric of every returned route"),
         k("dns", "object", "{}", "nameservers/domain/search/options that win over the leases' DNS, field by field"),
@@ -184,15 +185,20 @@ fn ipam_conf(ctx: &Ctx) -> anyhow::Result<IpamConf> {
     Ok(ctx.plugin_conf::<NetConf>()?.ipam.unwrap_or_default())
 }
 
-/// The options the daemon sends: request list (routers, subnet mask and the DNS options 6,
-/// 15, 119 unless an entry says `skipDefault`) and the provided options (value verbatim, or the CNI_ARGS value named by
-/// `fromArg`; an absent arg is skipped).
+/// The options the daemon sends, built as the reference's `prepareOptions` builds them:
+/// the request list (routers, subnet mask and the DNS options 6, 15, 119 unless an entry says
+/// `skipDefault`; an entry without `option` only carries its `skipDefault`) and the provided
+/// options (`value`, then the CNI_ARGS value named by `fromArg`, which wins when that arg is
+/// present; neither: nothing sent).
 fn client_options(ctx: &Ctx, c: &IpamConf) -> anyhow::Result<ClientOptions> {
     let mut o = ClientOptions::default();
     if !c.request.iter().any(|r| r.skip_default) {
         o.request = vec![opt::ROUTERS, opt::SUBNET_MASK, opt::DNS_SERVERS, opt::DOMAIN_NAME, opt::DOMAIN_SEARCH];
     }
     for r in &c.request {
+        if r.option.is_null() || r.option.as_str() == Some("") {
+            continue;
+        }
         let code = parse_option(&r.option)?;
         if !o.request.contains(&code) {
             o.request.push(code);
@@ -200,24 +206,27 @@ fn client_options(ctx: &Ctx, c: &IpamConf) -> anyhow::Result<ClientOptions> {
     }
     for p in &c.provide {
         let code = parse_option(&p.option)?;
-        let value = if !p.value.is_empty() {
-            p.value.clone()
-        } else if !p.from_arg.is_empty() {
-            match ctx.cni_arg(&p.from_arg) {
-                Some(v) => v.to_string(),
-                None => continue,
+        let too_long = |from: &str| anyhow!("value of DHCP option {code} {from} is longer than 255 bytes");
+        let mut value = None;
+        if !p.value.is_empty() {
+            if p.value.len() > 255 {
+                return Err(too_long("(value)"));
             }
-        } else {
-            continue;
-        };
-        if value.len() > 255 {
-            bail!("value of DHCP option {code} is longer than 255 bytes");
+            value = Some(p.value.as_str());
         }
+        if let Some(v) = Some(p.from_arg.as_str()).filter(|a| !a.is_empty()).and_then(|a| ctx.cni_arg(a)) {
+            if v.len() > 255 {
+                return Err(too_long(&format!("(CNI_ARGS {})", p.from_arg)));
+            }
+            value = Some(v);
+        }
+        let Some(value) = value else { continue };
+        let value = value.as_bytes().to_vec();
         if code == opt::CLIENT_ID {
-            o.client_id = value.into_bytes();
+            o.client_id = value;
         } else {
             o.provide.retain(|(c, _)| *c != code);
-            o.provide.push((code, value.into_bytes()));
+            o.provide.push((code, value));
         }
     }
     Ok(o)
@@ -393,7 +402,10 @@ mod tests {
         assert_eq!(parse_option(&json!(60)).unwrap(), 60);
         assert!(parse_option(&json!("nope")).is_err());
         assert!(parse_option(&json!("256")).is_err());
-        assert!(parse_option(&json!("0")).is_err());
+        // pad and end are not options (the reference accepts them)
+        for pad_or_end in [json!("0"), json!(0), json!("255"), json!(255)] {
+            assert!(parse_option(&pad_or_end).is_err(), "{pad_or_end}");
+        }
     }
 
     #[test]
@@ -448,6 +460,47 @@ mod tests {
         apply_config_dns(&mut r, &conf);
         assert_eq!(r.dns.nameservers, vec!["198.18.0.9"]);
         assert_eq!(r.dns.search.len(), 3, "search not set in the config: the lease's stays");
+    }
+
+    fn options(ipam: serde_json::Value, args: &[(&str, &str)]) -> anyhow::Result<ClientOptions> {
+        let mut ctx = Ctx::new(crate::cni::Command::Add);
+        ctx.args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        client_options(&ctx, &serde_json::from_value(ipam).unwrap())
+    }
+
+    #[test]
+    fn request_entry_with_skip_default_and_no_option() {
+        // the reference: `if opt.SkipDefault { skip = true }; if opt.Option == "" { continue }`
+        for entry in [json!({"skipdefault": true}), json!({"skipdefault": true, "option": ""})] {
+            let o = options(json!({"request": [entry.clone(), {"option": "host-name"}]}), &[]).unwrap();
+            assert_eq!(o.request, [opt::HOST_NAME], "{entry}: defaults skipped, host-name asked");
+        }
+        let o = options(json!({"request": [{"option": null}]}), &[]).unwrap();
+        assert_eq!(o.request, [3, 1, 6, 15, 119], "an empty entry without skipDefault keeps the defaults");
+        let e = options(json!({"request": [{"option": "nope", "skipdefault": true}]}), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown DHCP option"), "{e:#}");
+    }
+
+    #[test]
+    fn provided_value_is_overridden_by_a_present_cni_arg() {
+        let ipam = json!({"provide": [{"option": "host-name", "value": "fixed", "fromarg": "K8S_POD_NAME"}]});
+        let o = options(ipam.clone(), &[("K8S_POD_NAME", "pod-1")]).unwrap();
+        assert_eq!(o.provide, [(opt::HOST_NAME, b"pod-1".to_vec())], "the arg, set last, wins");
+        let o = options(ipam, &[("OTHER", "x")]).unwrap();
+        assert_eq!(o.provide, [(opt::HOST_NAME, b"fixed".to_vec())], "absent arg: the value");
+        let o = options(json!({"provide": [{"option": "host-name", "fromarg": "K8S_POD_NAME"}]}), &[]).unwrap();
+        assert!(o.provide.is_empty(), "neither: nothing sent");
+        let o = options(
+            json!({"provide": [{"option": "dhcp-client-identifier", "value": "a", "fromarg": "CID"}]}),
+            &[("CID", "b")],
+        )
+        .unwrap();
+        assert_eq!(o.client_id, b"b");
+        let long = "x".repeat(256);
+        let e = options(json!({"provide": [{"option": 12, "value": long}]}), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("longer than 255 bytes"), "{e:#}");
+        let e = options(json!({"provide": [{"option": 12, "fromarg": "A"}]}), &[("A", long.as_str())]).unwrap_err();
+        assert!(format!("{e:#}").contains("CNI_ARGS A"), "{e:#}");
     }
 
     #[test]

@@ -165,11 +165,9 @@ pub fn validate_network_name(name: &str) -> Result<(), CniError> {
     Ok(())
 }
 
-/// Check a dataDir: absolute, no NUL.
+/// Check a dataDir: no NUL byte. A relative dataDir is accepted, as the reference accepts it
+/// (`filepath.Join(dataDir, network)`): it resolves against the runtime's working directory.
 pub fn validate_data_dir(dir: &Path) -> Result<(), CniError> {
-    if !dir.is_absolute() {
-        return Err(CniError::config(format!("dataDir {:?} must be an absolute path", dir.display())));
-    }
     if dir.as_os_str().as_encoded_bytes().contains(&0) {
         return Err(CniError::config("dataDir contains a NUL byte"));
     }
@@ -544,12 +542,14 @@ impl Store {
         res
     }
 
-    /// The reference's DEL: release everything of (id, ifname); when nothing matched,
-    /// release the legacy files holding just `id`. Returns the released addresses.
-    pub fn release_by_id(&self, id: &str, ifname: &str) -> anyhow::Result<Vec<IpAddr>> {
+    /// The reference's DEL, which releases once per range set: each round releases everything
+    /// of (id, ifname) and, when nothing matched, the legacy files holding just `id`. So one
+    /// range set keeps the legacy files when (id, ifname) matched; with two or more the second
+    /// round finds no (id, ifname) left and releases them too. Returns the released addresses.
+    pub fn release_by_id(&self, id: &str, ifname: &str, range_sets: usize) -> anyhow::Result<Vec<IpAddr>> {
         let (mut mine, legacy) = self.owned_by(id, ifname)?;
-        if mine.is_empty() {
-            mine = legacy;
+        if mine.is_empty() || range_sets >= 2 {
+            mine.extend(legacy);
         }
         let mut errors = Vec::new();
         for ip in &mine {
@@ -748,7 +748,7 @@ pub(crate) mod tests {
         assert!(e[0].empty && !e[1].empty);
         assert_eq!(s.last_reserved_ip(0), None);
         assert!(!s.reserve("c", "eth0", ip("198.18.0.3"), 0).unwrap());
-        assert!(s.release_by_id("c", "eth0").unwrap().is_empty());
+        assert!(s.release_by_id("c", "eth0", 1).unwrap().is_empty());
         assert!(!s.find_by_id("c", "eth0").unwrap());
     }
 
@@ -765,12 +765,21 @@ pub(crate) mod tests {
                                                          // a container id that looks like an address never matches last_reserved_ip.*
         fs::write(d.join("last_reserved_ip.9"), b"c1").unwrap();
         let s = Store::open(&t.0, "n").unwrap();
-        assert_eq!(s.release_by_id("c1", "eth0").unwrap(), [ip("198.18.0.2")]);
+        assert_eq!(s.release_by_id("c1", "eth0", 1).unwrap(), [ip("198.18.0.2")]);
         assert!(d.join("198.18.0.4").exists(), "legacy kept while (id, ifname) matched");
-        assert_eq!(s.release_by_id("c1", "eth0").unwrap(), [ip("198.18.0.4")]);
-        assert!(s.release_by_id("c1", "eth0").unwrap().is_empty());
+        assert_eq!(s.release_by_id("c1", "eth0", 1).unwrap(), [ip("198.18.0.4")]);
+        assert!(s.release_by_id("c1", "eth0", 1).unwrap().is_empty());
         assert!(d.join("198.18.0.3").exists());
         assert!(d.join("last_reserved_ip.9").exists());
+        // two range sets: the reference's second round releases the legacy files too
+        s.reserve("c1", "eth0", ip("198.18.0.2"), 0).unwrap();
+        drop(s);
+        fs::write(d.join("198.18.0.4"), b"c1").unwrap();
+        let s = Store::open(&t.0, "n").unwrap();
+        let mut rel = s.release_by_id("c1", "eth0", 2).unwrap();
+        rel.sort();
+        assert_eq!(rel, [ip("198.18.0.2"), ip("198.18.0.4")]);
+        assert!(d.join("198.18.0.3").exists(), "another ifname's reservation stays");
     }
 
     #[test]
@@ -813,8 +822,11 @@ pub(crate) mod tests {
             assert_eq!(validate_network_name(bad).unwrap_err().code, 7, "{bad:?}");
         }
         validate_network_name("net-1.a_b").unwrap();
-        assert_eq!(validate_data_dir(Path::new("rel/dir")).unwrap_err().code, 7);
-        let e = Store::open(Path::new("relative"), "n").unwrap_err();
+        // relative, as the reference takes it (against the working directory); NUL refused
+        validate_data_dir(Path::new("rel/dir")).unwrap();
+        validate_data_dir(Path::new("../../etc")).unwrap();
+        assert_eq!(validate_data_dir(Path::new("/tmp/a\0b")).unwrap_err().code, 7);
+        let e = Store::open(Path::new("rel\0x"), "n").unwrap_err();
         assert_eq!(CniError::from_anyhow(&e).code, 7);
         assert!(Store::open_existing(Path::new("/nonexistent-cni-multi-dir"), "n").unwrap().is_none());
     }
@@ -869,7 +881,7 @@ pub(crate) mod tests {
         // our own release keeps it in step
         {
             let s = reopen(&t);
-            assert_eq!(s.release_by_id("c5", "eth0").unwrap(), [ip("198.18.0.5")]);
+            assert_eq!(s.release_by_id("c5", "eth0", 1).unwrap(), [ip("198.18.0.5")]);
         }
         let s = reopen(&t);
         let got = sorted(&s);
