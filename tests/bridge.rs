@@ -303,11 +303,7 @@ fn bridge_ipmasq_iptables_add_and_del_run_no_iptables_tool() {
 /// argument") until someone deletes the bridge; shown here too (docs/differences.md).
 #[test]
 fn bridge_gateway_add_on_a_bridge_left_with_the_zero_mac() {
-    for (tag, which) in [("brzmo", Impl::Ours), ("brzmr", Impl::Reference)] {
-        if which == Impl::Reference && !have_reference("bridge") {
-            continue;
-        }
-        let w = World::new(tag, 2, which);
+    each_impl("brzm", 2, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
         // an L2-only attachment creates the bridge (MAC not pinned); its DEL leaves no port
         let mut l2 = v4_conf(&w, &s, tag);
@@ -322,7 +318,7 @@ fn bridge_gateway_add_on_a_bridge_left_with_the_zero_mac() {
         if which == Impl::Reference {
             let e = add.err();
             assert!(e.msg.contains("mac"), "the reference fails on the zero MAC: {}", e.msg);
-            continue;
+            return;
         }
         let r = add.ok();
         let br = w.host.link("cmbr0").expect("bridge");
@@ -336,7 +332,7 @@ fn bridge_gateway_add_on_a_bridge_left_with_the_zero_mac() {
         assert!(w.c(1).exec(&["ping", "-c1", "-W2", &s.ip4(1)]).status.success(), "gateway answers");
         w.del(&conf).cid("gw2").container(0).run().ok();
         w.del(&conf).cid("gw1").container(1).run().ok();
-    }
+    });
 }
 
 /// A node whose iptables is iptables-legacy keeps its rules in x_tables, as the reference's
@@ -399,11 +395,7 @@ fn bridge_ipmasq_iptables_legacy_node_uses_x_tables() {
 /// the port's MAC, which the bridge had taken from its first port.) Both implementations.
 #[test]
 fn bridge_new_bridge_keeps_its_own_mac_as_the_reference() {
-    for (tag, which) in [("browno", Impl::Ours), ("brownr", Impl::Reference)] {
-        if which == Impl::Reference && !have_reference("bridge") {
-            continue;
-        }
-        let w = World::new(tag, 2, which);
+    each_impl("brown", 2, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
         let mut conf = v4_conf(&w, &s, tag);
         conf["isGateway"] = json!(true);
@@ -418,7 +410,7 @@ fn bridge_new_bridge_keeps_its_own_mac_as_the_reference() {
         w.del(&conf).run().ok();
         assert_eq!(w.host.link("cmbr0").expect("bridge")["address"], br["address"], "{which:?}: pinned");
         w.del(&conf).cid("second").container(1).run().ok();
-    }
+    });
 }
 
 /// The container's routes from IPAM go in front of existing ones for the same destination
@@ -428,11 +420,7 @@ fn bridge_new_bridge_keeps_its_own_mac_as_the_reference() {
 /// interface's route stayed in use. Both implementations.
 #[test]
 fn bridge_second_interface_default_route_comes_first_as_the_reference() {
-    for (tag, which) in [("brrto", Impl::Ours), ("brrtr", Impl::Reference)] {
-        if which == Impl::Reference && !have_reference("bridge") {
-            continue;
-        }
-        let w = World::new(tag, 1, which);
+    each_impl("brrt", 1, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
         let mut conf = v4_conf(&w, &s, tag);
         conf["isGateway"] = json!(true);
@@ -446,7 +434,7 @@ fn bridge_second_interface_default_route_comes_first_as_the_reference() {
         assert!(first.contains("dev eth1"), "{which:?}: eth1's default route is listed first:\n{defaults}");
         w.del(&conf).cid("again").ifname("eth1").run().ok();
         w.del(&conf).run().ok();
-    }
+    });
 }
 
 /// CHECK finds what the reference's CHECK finds missing: the container's subnet route (the
@@ -454,11 +442,7 @@ fn bridge_second_interface_default_route_comes_first_as_the_reference() {
 /// the bridge's entry in prevResult. Each case fails in both implementations.
 #[test]
 fn bridge_check_fails_on_a_missing_subnet_route_a_changed_host_mac_or_no_bridge_entry() {
-    for (tag, which) in [("brcko", Impl::Ours), ("brckr", Impl::Reference)] {
-        if which == Impl::Reference && !have_reference("bridge") {
-            continue;
-        }
-        let w = World::new(tag, 1, which);
+    each_impl("brck", 1, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
         let mut conf = v4_conf(&w, &s, tag);
         conf["isGateway"] = json!(true);
@@ -488,7 +472,7 @@ fn bridge_check_fails_on_a_missing_subnet_route_a_changed_host_mac_or_no_bridge_
         let e = w.check(&conf, &prev).run().err();
         assert!(!e.msg.is_empty(), "{which:?}: CHECK without the subnet route fails");
         w.del(&conf).run().ok();
-    }
+    });
 }
 
 /// `"bridge": ""` names no bridge: the reference fails creating a bridge called "" (it does
@@ -519,11 +503,7 @@ fn bridge_empty_bridge_name_is_refused_not_cni0() {
 /// DEL (a u32). bridge and ptp, both implementations.
 #[test]
 fn negative_mtu_means_the_kernel_default_as_the_reference() {
-    for (tag, which) in [("mtuno", Impl::Ours), ("mtunr", Impl::Reference)] {
-        if which == Impl::Reference && !(have_reference("bridge") && have_reference("ptp")) {
-            continue;
-        }
-        let w = World::new(tag, 2, which);
+    each_impl("mtun", 2, &["bridge", "ptp"], |w, which, tag| {
         let s = Subnets::alloc();
         let mut conf = v4_conf(&w, &s, tag);
         conf["mtu"] = json!(-1);
@@ -536,7 +516,7 @@ fn negative_mtu_means_the_kernel_default_as_the_reference() {
         w.add(&ptp).container(1).run().ok();
         assert_eq!(w.c(1).link("eth0").expect("eth0")["mtu"], 1500, "{which:?}");
         w.del(&ptp).container(1).run().ok();
-    }
+    });
 }
 
 /// A /32 (or /128) address is its own subnet: the kernel makes no route for it in `main`, only
@@ -544,11 +524,7 @@ fn negative_mtu_means_the_kernel_default_as_the_reference() {
 /// to the address's subnet and fails on every such attachment (docs/differences.md).
 #[test]
 fn bridge_check_of_a_host_address_needs_no_subnet_route() {
-    for (tag, which) in [("brh32o", Impl::Ours), ("brh32r", Impl::Reference)] {
-        if which == Impl::Reference && !(have_reference("bridge") && have_reference("static")) {
-            continue;
-        }
-        let w = World::new(tag, 1, which);
+    each_impl("brh32", 1, &["bridge", "static"], |w, which, tag| {
         let s = Subnets::alloc();
         let conf = json!({
             "cniVersion": "1.0.0", "name": tag, "type": "bridge", "bridge": "cmbr0",
@@ -566,7 +542,7 @@ fn bridge_check_of_a_host_address_needs_no_subnet_route() {
             }
         }
         w.del(&conf).run().ok();
-    }
+    });
 }
 
 /// Two interfaces of one container on one ipMasq network share the masquerade chain (its name

@@ -19,4 +19,4 @@ pub mod world;
 pub use config::{bridge_conf, load, net_name, ptp_conf, vars, version_ge, Subnets};
 pub use normalize::{diff, Normalizer};
 pub use plugin::{have_reference, Flavor, Impl, Outcome};
-pub use world::{unique, wait_for, Netns, World};
+pub use world::{each_impl, unique, wait_for, Netns, World};

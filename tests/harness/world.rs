@@ -269,6 +269,20 @@ pub struct World {
     pub containers: Vec<Netns>,
 }
 
+/// Run `f` once per implementation, ours first, each in a world of its own with `n` containers
+/// (tags `<tag>o` and `<tag>r`, passed to `f`); the reference only when it has every plugin in
+/// `needs`.
+pub fn each_impl(tag: &str, n: usize, needs: &[&str], f: impl Fn(&World, Impl, &str)) {
+    for (suffix, which) in [("o", Impl::Ours), ("r", Impl::Reference)] {
+        if which == Impl::Reference && !needs.iter().all(|p| super::plugin::have_reference(p)) {
+            continue;
+        }
+        let tag = format!("{tag}{suffix}");
+        let w = World::new(&tag, n, which);
+        f(&w, which, &tag);
+    }
+}
+
 impl World {
     /// A world with `n` container netnses whose plugins are those of `imp`.
     pub fn new(tag: &str, n: usize, imp: Impl) -> World {
