@@ -306,13 +306,13 @@ fn bridge_gateway_add_on_a_bridge_left_with_the_zero_mac() {
     each_impl("brzm", 2, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
         // an L2-only attachment creates the bridge (MAC not pinned); its DEL leaves no port
-        let mut l2 = v4_conf(&w, &s, tag);
+        let mut l2 = v4_conf(w, &s, tag);
         l2.as_object_mut().unwrap().remove("ipam");
         w.add(&l2).run().ok();
         w.del(&l2).run().ok();
         let br = w.host.link("cmbr0").expect("the bridge stays");
         assert_eq!(br["address"], "00:00:00:00:00:00", "{which:?}: the kernel zeroes a portless bridge's MAC");
-        let mut conf = v4_conf(&w, &s, tag);
+        let mut conf = v4_conf(w, &s, tag);
         conf["isGateway"] = json!(true);
         let add = w.add(&conf).cid("gw1").container(1).run();
         if which == Impl::Reference {
@@ -397,7 +397,7 @@ fn bridge_ipmasq_iptables_legacy_node_uses_x_tables() {
 fn bridge_new_bridge_keeps_its_own_mac_as_the_reference() {
     each_impl("brown", 2, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
-        let mut conf = v4_conf(&w, &s, tag);
+        let mut conf = v4_conf(w, &s, tag);
         conf["isGateway"] = json!(true);
         let r = w.add(&conf).run().ok();
         let br = w.host.link("cmbr0").expect("bridge");
@@ -422,7 +422,7 @@ fn bridge_new_bridge_keeps_its_own_mac_as_the_reference() {
 fn bridge_second_interface_default_route_comes_first_as_the_reference() {
     each_impl("brrt", 1, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
-        let mut conf = v4_conf(&w, &s, tag);
+        let mut conf = v4_conf(w, &s, tag);
         conf["isGateway"] = json!(true);
         conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
         w.add(&conf).run().ok();
@@ -444,7 +444,7 @@ fn bridge_second_interface_default_route_comes_first_as_the_reference() {
 fn bridge_check_fails_on_a_missing_subnet_route_a_changed_host_mac_or_no_bridge_entry() {
     each_impl("brck", 1, &["bridge"], |w, which, tag| {
         let s = Subnets::alloc();
-        let mut conf = v4_conf(&w, &s, tag);
+        let mut conf = v4_conf(w, &s, tag);
         conf["isGateway"] = json!(true);
         let prev = w.add(&conf).run().ok();
         w.check(&conf, &prev).run().ok();
@@ -505,13 +505,13 @@ fn bridge_empty_bridge_name_is_refused_not_cni0() {
 fn negative_mtu_means_the_kernel_default_as_the_reference() {
     each_impl("mtun", 2, &["bridge", "ptp"], |w, which, tag| {
         let s = Subnets::alloc();
-        let mut conf = v4_conf(&w, &s, tag);
+        let mut conf = v4_conf(w, &s, tag);
         conf["mtu"] = json!(-1);
         let r = w.add(&conf).run().ok();
         assert_eq!(w.c(0).link("eth0").expect("eth0")["mtu"], 1500, "{which:?}: {r:#}");
         w.del(&conf).run().ok();
         let s2 = Subnets::alloc();
-        let mut ptp = ptp_conf(&w, &s2, &format!("{tag}p"), None);
+        let mut ptp = ptp_conf(w, &s2, &format!("{tag}p"), None);
         ptp["mtu"] = json!(-5);
         w.add(&ptp).container(1).run().ok();
         assert_eq!(w.c(1).link("eth0").expect("eth0")["mtu"], 1500, "{which:?}");
