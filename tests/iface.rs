@@ -31,7 +31,10 @@ pub fn normalise(mut v: Value) -> Value {
 }
 
 /// `ip -d link show dev` of a container interface, reduced to what must match between
-/// implementations (no index, MAC, peer/parent index, alias or per-boot ids).
+/// implementations (no index, MAC, peer/parent index, alias or per-boot ids). The txqueuelen
+/// (`qlen`) is set aside: v1.9.1, which ours follows, leaves the kernel's default
+/// (`netlink.NewLinkAttrs`, no IFLA_TXQLEN), the Debian 1.1.1 oracle sends 0 for macvlan,
+/// ipvlan and vlan; `macvlan_txqueuelen_is_the_kernel_default` checks ours.
 pub fn link_shape(w: &NsSet, ns: &str, ifname: &str) -> String {
     let out = w.ip(ns, &["-d", "-o", "link", "show", "dev", ifname]);
     let mut words: Vec<String> = Vec::new();
@@ -41,9 +44,11 @@ pub fn link_shape(w: &NsSet, ns: &str, ifname: &str) -> String {
             // operstate settles asynchronously (linkwatch): UNKNOWN and UP both occur right after ADD
             "state" | "link/ether" | "brd" | "alias" | "link-netns" | "link-netnsid" | "numtxqueues"
             | "numrxqueues" | "gso_max_size" | "gso_max_segs" | "tso_max_size" | "tso_max_segs" | "gro_max_size"
-            | "parentbus" | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" => {
+            | "parentbus" | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" | "qlen" => {
                 it.next();
             }
+            // line breaks of `-o` output: where they fall depends on what is printed
+            "\\" => {}
             _ => words.push(t.split('@').next().unwrap_or(t).to_string()),
         }
     }
@@ -690,4 +695,31 @@ fn host_device_gc_is_forwarded_to_ipam() {
                    "ipam": w.ipam("d", "198.18.19.0/24")})
         },
     );
+}
+
+// ---- queue length ----------------------------------------------------------------------------
+
+/// v1.9.1 creates macvlan (and ipvlan, vlan, dummy) with `netlink.NewLinkAttrs()`: no
+/// IFLA_TXQLEN, so the kernel's default queue length stays; ours sent 0, as the Debian 1.1.1
+/// oracle's `LinkAttrs{}` literal does.
+#[test]
+fn macvlan_txqueuelen_is_the_kernel_default() {
+    let mut w = NsSet::new("mvq");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "m0", "m0p");
+    // what the kernel gives a macvlan nobody sets a queue length for
+    w.ip(&host, &["link", "add", "probe0", "link", "m0", "type", "macvlan"]);
+    let c = w.netns("c");
+    let qlen = |ns: &str, dev: &str| {
+        let v: Value = serde_json::from_str(&w.ip(ns, &["-j", "link", "show", "dev", dev])).unwrap();
+        v[0]["txqlen"].as_u64().unwrap_or(0) // `ip -j` omits a zero txqlen
+    };
+    let default = qlen(&host, "probe0");
+    assert_ne!(default, 0);
+    for (ifname, ipam) in [("eth0", None), ("eth1", Some(w.ipam("d", "198.18.21.0/24")))] {
+        let conf = macvlan_conf("1.0.0", "m0", json!({}), ipam);
+        w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), ifname, "", &conf).expect_ok("ADD");
+        assert_eq!(qlen(&c, ifname), default, "{ifname}: the kernel's default queue length");
+        w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), ifname, "", &conf).expect_ok("DEL");
+    }
 }
