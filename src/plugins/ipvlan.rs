@@ -94,6 +94,9 @@ fn master_name(ctx: &Ctx, conf: &Conf) -> Result<Option<String>> {
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf: Conf = ctx.plugin_conf()?;
+    // a chained ipvlan takes its master and addresses from prevResult: one that does not parse
+    // fails ADD (as the reference's loadConf), it is not taken for an absent one
+    ctx.read_prev_result()?;
     let mode = mode_of(conf.mode.as_deref())?;
     let master = master_name(ctx, &conf)?;
     // addresses come from IPAM, or (chained, without IPAM) from the previous result
