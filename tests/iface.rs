@@ -79,6 +79,12 @@ pub fn veth_parent(w: &NsSet, ns: &str, a: &str, b: &str) {
     w.ip(ns, &["link", "set", b, "up"]);
 }
 
+/// The transmit queue length of `dev` in `ns` (0 when `ip -j` prints none: it omits a zero).
+pub fn txqlen(w: &NsSet, ns: &str, dev: &str) -> u64 {
+    let v: Value = serde_json::from_str(&w.ip(ns, &["-j", "link", "show", "dev", dev])).unwrap();
+    v[0]["txqlen"].as_u64().unwrap_or(0)
+}
+
 pub fn ping(w: &NsSet, from: &str, to: &str) -> bool {
     w.exec(from, &["ping", "-c", "1", "-W", "2", to]).0
 }
@@ -710,10 +716,7 @@ fn macvlan_txqueuelen_is_the_kernel_default() {
     // what the kernel gives a macvlan nobody sets a queue length for
     w.ip(&host, &["link", "add", "probe0", "link", "m0", "type", "macvlan"]);
     let c = w.netns("c");
-    let qlen = |ns: &str, dev: &str| {
-        let v: Value = serde_json::from_str(&w.ip(ns, &["-j", "link", "show", "dev", dev])).unwrap();
-        v[0]["txqlen"].as_u64().unwrap_or(0) // `ip -j` omits a zero txqlen
-    };
+    let qlen = |ns: &str, dev: &str| txqlen(&w, ns, dev);
     let default = qlen(&host, "probe0");
     assert_ne!(default, 0);
     for (ifname, ipam) in [("eth0", None), ("eth1", Some(w.ipam("d", "198.18.21.0/24")))] {

@@ -6,7 +6,7 @@
 use crate::harness::topo::NsSet;
 use crate::harness::world::{must, sh};
 use crate::harness::{have_reference, Impl};
-use crate::iface::{differential, l3_shape, normalise, ping, twin_parents, veth_parent};
+use crate::iface::{differential, l3_shape, normalise, ping, twin_parents, txqlen, veth_parent};
 use serde_json::{json, Value};
 
 /// Can this kernel create a link of `kind`? Probed in a scratch namespace.
@@ -614,10 +614,6 @@ fn ipvlan_vlan_dummy_txqueuelen_is_the_kernel_default() {
     let host = w.netns("h");
     veth_parent(&w, &host, "up0", "up0p");
     let c = w.netns("c");
-    let qlen = |w: &NsSet, ns: &str, dev: &str| {
-        let v: Value = serde_json::from_str(&w.ip(ns, &["-j", "link", "show", "dev", dev])).unwrap();
-        v[0]["txqlen"].as_u64().unwrap_or(0) // `ip -j` omits a zero txqlen
-    };
     let cases = [
         ("ipvlan", json!({"master": "up0"}), vec!["link", "up0", "type", "ipvlan"]),
         ("vlan", json!({"master": "up0", "vlanId": 11}), vec!["link", "up0", "type", "vlan", "id", "12"]),
@@ -630,12 +626,12 @@ fn ipvlan_vlan_dummy_txqueuelen_is_the_kernel_default() {
         let mut add = vec!["link", "add", "probe0"];
         add.extend(probe);
         w.ip(&host, &add);
-        let default = qlen(&w, &host, "probe0");
+        let default = txqlen(&w, &host, "probe0");
         w.ip(&host, &["link", "del", "probe0"]);
         assert_ne!(default, 0, "{plugin}");
         let cf = conf("1.0.0", plugin, extra, Some(w.ipam(&format!("d{i}"), "198.18.49.0/24")));
         w.cni(Impl::Ours, &host, plugin, "ADD", Some(&c), "eth0", "", &cf).expect_ok(&format!("{plugin} ADD"));
-        assert_eq!(qlen(&w, &c, "eth0"), default, "{plugin}: the kernel's default queue length");
+        assert_eq!(txqlen(&w, &c, "eth0"), default, "{plugin}: the kernel's default queue length");
         w.cni(Impl::Ours, &host, plugin, "DEL", Some(&c), "eth0", "", &cf).expect_ok(&format!("{plugin} DEL"));
     }
 }
