@@ -185,20 +185,24 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
     let mut io = Io::from_process();
     io.plugins = applets::find;
     io.observer = Some(log_context);
+    if crate::sys::stdio::stdin_was_closed() {
+        // std put /dev/null there; reading a closed fd 0 fails (code 5), as in the reference
+        io.stdin = Box::new(io::ClosedFd);
+    }
     apply_flags(&flags, &mut io);
     if let Some(path) = &flags.config {
         match std::fs::read(path) {
             Ok(bytes) => io.stdin = Box::new(std::io::Cursor::new(bytes)),
             Err(e) => {
                 let err = CniError::new(code::IO_FAILURE, format!("error reading config file {path}: {e}"));
-                let _ = std::io::stdout().write_all(err.to_json().as_bytes());
+                answer(applet, &err.to_json().into_bytes(), 1);
                 return 1;
             }
         }
     }
     crate::logging::init(&|k| io.env.get(k).cloned());
     let rc = io::run(applet, &mut io);
-    write_stdout(&io.stdout);
+    let rc = answer(applet, &io.stdout, rc);
     let _ = std::io::stderr().write_all(&io.stderr);
     // answered: no nftables socket release or procfs teardown may wait inside the runtime's time
     crate::firewall::nft::sock::release_at_exit();
@@ -206,21 +210,44 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
     rc
 }
 
+/// Write the answer (a result or an error JSON) to stdout; returns the exit status: `rc`, or 1
+/// when the answer could not be written (the runtime would otherwise read nothing, or half a
+/// result, from a plugin that exits 0), saying why on stderr as the reference does.
+fn answer(applet: &Plugin, out: &[u8], rc: i32) -> i32 {
+    match write_stdout(out) {
+        Ok(()) => rc,
+        Err(e) => {
+            let what = if rc == 0 { "result" } else { "error" };
+            let _ = writeln!(std::io::stderr(), "{MULTI}: {}: error writing the {what} to stdout: {e}", applet.name);
+            1
+        }
+    }
+}
+
 /// The answer in one `write` where the pipe takes it: std's line-buffered stdout would write
 /// up to the last newline and then the rest (a result ends with `}`), waking the runtime twice.
-fn write_stdout(mut buf: &[u8]) {
+/// Fails when stdout does not take all of it (closed at start, EPIPE, EBADF, a full disk...).
+fn write_stdout(mut buf: &[u8]) -> std::io::Result<()> {
     use std::os::fd::AsFd;
+    if buf.is_empty() {
+        return Ok(());
+    }
+    if crate::sys::stdio::stdout_was_closed() {
+        // std put /dev/null there at startup: the answer would vanish
+        return Err(std::io::Error::from_raw_os_error(nix::errno::Errno::EBADF as i32));
+    }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     let _ = lock.flush();
     while !buf.is_empty() {
         match nix::unistd::write(stdout.as_fd(), buf) {
-            Ok(0) => break,
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = buf.get(n..).unwrap_or_default(),
             Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => break,
+            Err(e) => return Err(std::io::Error::from_raw_os_error(e as i32)),
         }
     }
+    Ok(())
 }
 
 fn apply_flags(f: &PluginFlags, io: &mut Io) {
@@ -235,6 +262,7 @@ fn apply_flags(f: &PluginFlags, io: &mut Io) {
     for (k, v) in pairs {
         if let Some(v) = v {
             io.env.insert(k.to_string(), v.clone());
+            io.non_utf8.retain(|n| n != k);
         }
     }
 }

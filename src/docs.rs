@@ -81,7 +81,11 @@ pub fn plugins_md(plugins: &[Plugin]) -> String {
         s.push_str(&format!("| `{}` | {} | {} |\n", key.name, key.ty, key.meaning));
     }
     s.push_str(
-        "\nKey names are matched without regard to case, as the reference's JSON decoding does. Logging: \
+        "\nKey names are matched without regard to case, as the reference's JSON decoding does, and a key \
+         given twice (in any spelling) is decoded as Go decodes it: two objects merge, the later value \
+         winning per key; any other value is replaced by the later one. `CNI_ARGS` is checked strictly \
+         (an unknown key fails unless `IgnoreUnknown=1`) on ADD and CHECK only: DEL, GC and STATUS never \
+         fail because of it. Logging: \
          `CNI_MULTI_LOG=error|warn|info|debug|trace` (default warn) on stderr, one line per event with the \
          time since the run started (`+0.265ms`; at debug level the steps show where an ADD's time goes), \
          the applet, the command and the container id. Firewall: `CNI_MULTI_FIREWALL_BACKEND=iptables|nftables` \

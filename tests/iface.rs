@@ -4,7 +4,7 @@
 //! /usr/lib/cni) and removes everything on drop. Helpers here are shared with `iface_vm`.
 
 use crate::harness::topo::{IpamVia, NsSet};
-use crate::harness::{have_reference, Impl};
+use crate::harness::{have_reference, Impl, World};
 use serde_json::{json, Value};
 
 /// A result with what legitimately differs between two runs blanked out: MACs (random),
@@ -31,7 +31,10 @@ pub fn normalise(mut v: Value) -> Value {
 }
 
 /// `ip -d link show dev` of a container interface, reduced to what must match between
-/// implementations (no index, MAC, peer/parent index, alias or per-boot ids).
+/// implementations (no index, MAC, peer/parent index, alias or per-boot ids). The txqueuelen
+/// (`qlen`) is set aside: v1.9.1, which ours follows, leaves the kernel's default
+/// (`netlink.NewLinkAttrs`, no IFLA_TXQLEN), the Debian 1.1.1 oracle sends 0 for macvlan,
+/// ipvlan and vlan; `macvlan_txqueuelen_is_the_kernel_default` checks ours.
 pub fn link_shape(w: &NsSet, ns: &str, ifname: &str) -> String {
     let out = w.ip(ns, &["-d", "-o", "link", "show", "dev", ifname]);
     let mut words: Vec<String> = Vec::new();
@@ -41,9 +44,11 @@ pub fn link_shape(w: &NsSet, ns: &str, ifname: &str) -> String {
             // operstate settles asynchronously (linkwatch): UNKNOWN and UP both occur right after ADD
             "state" | "link/ether" | "brd" | "alias" | "link-netns" | "link-netnsid" | "numtxqueues"
             | "numrxqueues" | "gso_max_size" | "gso_max_segs" | "tso_max_size" | "tso_max_segs" | "gro_max_size"
-            | "parentbus" | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" => {
+            | "parentbus" | "parentdev" | "gso_ipv4_max_size" | "gro_ipv4_max_size" | "qlen" => {
                 it.next();
             }
+            // line breaks of `-o` output: where they fall depends on what is printed
+            "\\" => {}
             _ => words.push(t.split('@').next().unwrap_or(t).to_string()),
         }
     }
@@ -72,6 +77,12 @@ pub fn veth_parent(w: &NsSet, ns: &str, a: &str, b: &str) {
     w.ip(ns, &["link", "add", a, "type", "veth", "peer", "name", b]);
     w.ip(ns, &["link", "set", a, "up"]);
     w.ip(ns, &["link", "set", b, "up"]);
+}
+
+/// The transmit queue length of `dev` in `ns` (0 when `ip -j` prints none: it omits a zero).
+pub fn txqlen(w: &NsSet, ns: &str, dev: &str) -> u64 {
+    let v: Value = serde_json::from_str(&w.ip(ns, &["-j", "link", "show", "dev", dev])).unwrap();
+    v[0]["txqlen"].as_u64().unwrap_or(0)
 }
 
 pub fn ping(w: &NsSet, from: &str, to: &str) -> bool {
@@ -690,4 +701,310 @@ fn host_device_gc_is_forwarded_to_ipam() {
                    "ipam": w.ipam("d", "198.18.19.0/24")})
         },
     );
+}
+
+// ---- queue length ----------------------------------------------------------------------------
+
+/// v1.9.1 creates macvlan (and ipvlan, vlan, dummy) with `netlink.NewLinkAttrs()`: no
+/// IFLA_TXQLEN, so the kernel's default queue length stays; ours sent 0, as the Debian 1.1.1
+/// oracle's `LinkAttrs{}` literal does.
+#[test]
+fn macvlan_txqueuelen_is_the_kernel_default() {
+    let mut w = NsSet::new("mvq");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "m0", "m0p");
+    // what the kernel gives a macvlan nobody sets a queue length for
+    w.ip(&host, &["link", "add", "probe0", "link", "m0", "type", "macvlan"]);
+    let c = w.netns("c");
+    let qlen = |ns: &str, dev: &str| txqlen(&w, ns, dev);
+    let default = qlen(&host, "probe0");
+    assert_ne!(default, 0);
+    for (ifname, ipam) in [("eth0", None), ("eth1", Some(w.ipam("d", "198.18.21.0/24")))] {
+        let conf = macvlan_conf("1.0.0", "m0", json!({}), ipam);
+        w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), ifname, "", &conf).expect_ok("ADD");
+        assert_eq!(qlen(&c, ifname), default, "{ifname}: the kernel's default queue length");
+        w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), ifname, "", &conf).expect_ok("DEL");
+    }
+}
+
+// ---- the protocol seen through macvlan and bridge, against the reference ---------------------
+
+/// A host netns with veth parent `m0` and `n` container netnses; the fingerprint of the host's
+/// links, to show a failed ADD changed nothing there.
+fn host_links(w: &NsSet, host: &str) -> Vec<String> {
+    let mut l = w.links(host);
+    l.sort();
+    l
+}
+
+/// Go decodes a key given twice (`ipam` / `IPAM`, `dns` / `DNS`) into the same field, so the two
+/// objects merge; ours replaced the first with the second (an L2 macvlan without an address).
+#[test]
+fn macvlan_repeated_key_spellings_merge_like_the_reference() {
+    let mut w = NsSet::new("mvdup");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "m0", "m0p");
+    let conf = |w: &NsSet, sub: &str| -> Vec<u8> {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"mvdup","type":"macvlan","master":"m0",
+                "ipam":{{"type":"host-local","ranges":[[{{"subnet":"198.18.4.0/24"}}]]}},"IPAM":{{"dataDir":{:?}}},
+                "dns":{{"nameservers":["198.18.0.53"]}},"DNS":{{"domain":"example.test"}}}}"#,
+            w.dir.join(sub)
+        )
+        .into_bytes()
+    };
+    let mut results = Vec::new();
+    // the reference with its host-local, then ours with our host-local (in-process)
+    for (imp, sub) in [(Impl::Reference, "r"), (Impl::Ours, "o")] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        if imp == Impl::Ours {
+            w.use_our_ipam();
+        }
+        let c = w.netns(sub);
+        let stdin = conf(&w, sub);
+        let raw: Value = serde_json::from_slice(&stdin).unwrap();
+        let r = cni_bytes(&w, imp, &host, "ADD", &c, &stdin);
+        let r = r.expect_ok(&format!("{imp:?} ADD")).json();
+        assert_eq!(r["dns"], json!({"nameservers": ["198.18.0.53"], "domain": "example.test"}), "{imp:?}: {r}");
+        assert_eq!(r["ips"][0]["address"], "198.18.4.2/24", "{imp:?}: {r}");
+        assert_eq!(w.leases(sub), vec!["198.18.4.2".to_string()], "{imp:?}: the lease is in IPAM's dataDir");
+        assert!(w.ip(&c, &["addr", "show", "eth0"]).contains("198.18.4.2/24"));
+        results.push(normalise(r));
+        cni_bytes(&w, imp, &host, "DEL", &c, &stdin).expect_ok(&format!("{imp:?} DEL"));
+        assert!(w.leases(sub).is_empty() && w.links(&c).is_empty(), "{imp:?} {raw}");
+    }
+    if results.len() == 2 {
+        assert_eq!(results[0], results[1], "reference / ours");
+    }
+}
+
+/// `NsSet::cni` with raw stdin bytes (a config that a `serde_json::Value` cannot hold: keys twice).
+fn cni_bytes(w: &NsSet, imp: Impl, host: &str, cmd: &str, c: &str, stdin: &[u8]) -> crate::harness::runtime::Out {
+    use std::io::Write;
+    let bin = match imp {
+        Impl::Ours => env!("CARGO_BIN_EXE_cni-multi").to_string(),
+        Impl::Reference => format!("{}/macvlan", crate::harness::plugin::REFERENCE_DIR),
+    };
+    let mut cmd_ = std::process::Command::new("ip");
+    cmd_.args(["netns", "exec", host, &bin]);
+    if imp == Impl::Ours {
+        cmd_.arg("macvlan");
+    }
+    let mut child = cmd_
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", format!("ctr-{c}"))
+        .env("CNI_NETNS", format!("/run/netns/{c}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", &w.cni_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap().into()
+}
+
+/// A common key of the wrong JSON type fails ADD with the reference's code (999, "failed to load
+/// netconf: ...") before anything is made; ours took `"ipam":{"type":5}` for no IPAM (an L2
+/// macvlan) and ignored a mistyped `dns` or MAC. DEL of such a config succeeds (the reference's
+/// fails: it decodes the whole config again).
+#[test]
+fn macvlan_mistyped_common_keys_fail_like_the_reference_and_change_nothing() {
+    let (mut w, host) = twin_parents("mvty");
+    let cases = [
+        json!({"ipam": {"type": 5}}),
+        json!({"dns": {"nameservers": "198.18.0.53"}}),
+        json!({"dns": {"domain": 5}}),
+        json!({"dns": {"search": "example.test"}}),
+        json!({"runtimeConfig": {"mac": 5}}),
+        json!({"runtimeConfig": "02:00:00:00:00:01"}),
+        json!({"type": 5}),
+    ];
+    let before = host_links(&w, &host);
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        if imp == Impl::Ours {
+            // ours with our host-local: the reference's would fail our DEL on the same input
+            w.use_our_ipam();
+        }
+        for (i, extra) in cases.iter().enumerate() {
+            let master = if imp == Impl::Ours { "po" } else { "pr" };
+            let mut conf = macvlan_conf("1.0.0", master, json!({}), Some(w.ipam(&format!("d{i}"), "198.18.22.0/24")));
+            for (k, v) in extra.as_object().unwrap() {
+                conf[k] = v.clone();
+            }
+            if extra.get("type").is_some() {
+                conf["type"] = json!(5);
+            }
+            let c = w.netns(&format!("c{i}{}", imp.label()));
+            let r = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+            assert_eq!(r.err_code(), 999, "{imp:?} {extra}: {}", r.stdout);
+            assert!(r.json()["msg"].as_str().unwrap().starts_with("failed to load netconf: "), "{imp:?}: {}", r.stdout);
+            assert!(w.links(&c).is_empty(), "{imp:?} {extra}: the container got {:?}", w.links(&c));
+            assert_eq!(host_links(&w, &host), before, "{imp:?} {extra}: host links changed");
+            assert!(w.leases(&format!("d{i}")).is_empty(), "{imp:?} {extra}: a lease was taken");
+            if imp == Impl::Ours {
+                w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("our DEL");
+            }
+        }
+    }
+}
+
+/// bridge takes the container MAC from runtimeConfig.mac, else args.cni.mac, else CNI_ARGS MAC,
+/// each only when not empty (the reference's `!= ""`): an empty runtimeConfig.mac stopped ours
+/// at "no MAC" (random) instead of falling through to CNI_ARGS.
+#[test]
+fn bridge_empty_runtime_mac_falls_back_to_cni_args_like_the_reference() {
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("bridge") {
+            continue;
+        }
+        let w = World::new("brmac", 1, imp);
+        let conf = json!({"cniVersion": "1.0.0", "name": "brmac", "type": "bridge", "bridge": "cmbm0",
+                          "runtimeConfig": {"mac": ""}, "args": {"cni": {"mac": ""}},
+                          "ipam": {"type": "host-local", "dataDir": w.data_dir, "subnet": "198.18.23.0/24"}});
+        let r = w.add(&conf).cni_args("IgnoreUnknown=1;MAC=02:aa:bb:cc:dd:01").run().ok();
+        assert_eq!(r["interfaces"][2]["mac"], "02:aa:bb:cc:dd:01", "{imp:?}: {r}");
+        assert_eq!(w.c(0).link("eth0").unwrap()["address"], "02:aa:bb:cc:dd:01", "{imp:?}");
+        w.del(&conf).cni_args("IgnoreUnknown=1;MAC=02:aa:bb:cc:dd:01").run().ok();
+        // a mistyped args.cni.mac is a decode error before anything is made, in both
+        let mut bad = conf.clone();
+        bad["args"] = json!({"cni": {"mac": 5}});
+        let e = w.add(&bad).run().err_code(999);
+        assert!(e.msg.starts_with("failed to load netconf: "), "{imp:?}: {e:?}");
+        assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{imp:?}");
+    }
+}
+
+/// CNI_ARGS is checked strictly only where the verb loads it: ADD (and CHECK) refuse an unknown
+/// key as the reference does; DEL, STATUS and GC never fail because of CNI_ARGS (v1.9.1's macvlan
+/// DEL and STATUS never load it; the Debian 1.1.1 oracle's macvlan DEL, and bridge's and
+/// host-local's DEL everywhere, fail with the ADD's error).
+#[test]
+fn macvlan_del_status_gc_ignore_cni_args_that_add_refuses() {
+    let (mut w, host) = twin_parents("mvargs");
+    w.use_our_ipam();
+    let c = w.netns("c");
+    let conf = macvlan_conf("1.1.0", "po", json!({}), Some(w.ipam("d", "198.18.24.0/24")));
+    let mut conf10 = conf.clone();
+    conf10["cniVersion"] = json!("1.0.0");
+    for args in ["K8S_POD_NAME=x", "A=b=c"] {
+        let r = w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", args, &conf);
+        assert_eq!(r.err_code(), 999, "{args}");
+        let ours = r.json()["msg"].clone();
+        assert!(ours.as_str().unwrap().starts_with("ARGS: "), "{ours}");
+        if have_reference("macvlan") {
+            let mut rc = conf10.clone();
+            rc["master"] = json!("pr");
+            let rr = w.cni(Impl::Reference, &host, "macvlan", "ADD", Some(&c), "eth0", args, &rc);
+            assert_eq!((rr.err_code(), rr.json()["msg"].clone()), (999, ours), "{args}");
+        }
+        assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{args}: ADD changed something");
+    }
+    w.cni(Impl::Ours, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf).expect_ok("ADD");
+    for args in ["K8S_POD_NAME=x", "A=b=c;;=", "IgnoreUnknown=maybe"] {
+        for cmd in ["STATUS", "GC"] {
+            w.cni(Impl::Ours, &host, "macvlan", cmd, None, "", args, &conf).expect_ok(&format!("{cmd} {args}"));
+        }
+    }
+    assert_eq!(w.leases("d").len(), 1, "GC without a list releases nothing");
+    w.cni(Impl::Ours, &host, "macvlan", "DEL", Some(&c), "eth0", "K8S_POD_NAME=x", &conf).expect_ok("DEL");
+    assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "DEL removed everything");
+    // the 1.1.1 oracle's DEL still loads CNI_ARGS (v1.9.1's does not): the documented difference
+    if have_reference("macvlan") {
+        let rr = w.cni(Impl::Reference, &host, "macvlan", "DEL", Some(&c), "eth0", "K8S_POD_NAME=x", &conf10);
+        assert_eq!(rr.err_code(), 999);
+    }
+}
+
+/// An interface plugin that does not read prevResult on ADD ignores a malformed one (as the
+/// reference's macvlan does); ours failed every ADD with 999. Where the plugin reads it (loopback
+/// passes it on, ipvlan takes its master and addresses from it) it still fails, in both.
+#[test]
+fn interface_add_ignores_a_malformed_prev_result_unless_it_reads_it() {
+    let (mut w, host) = twin_parents("mvprev");
+    let malformed = json!({"cniVersion": "1.0.0", "ips": "x"});
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        let master = if imp == Impl::Ours { "po" } else { "pr" };
+        let c = w.netns(&format!("c{}", imp.label()));
+        let mut conf = macvlan_conf("1.0.0", master, json!({}), None);
+        conf["prevResult"] = malformed.clone();
+        w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf).expect_ok(&format!("{imp:?} macvlan ADD"));
+        w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok(&format!("{imp:?} macvlan DEL"));
+        // ipvlan (refused before the kernel is asked for one) and loopback read it: 999
+        let mut ipvlan = json!({"cniVersion": "1.0.0", "name": "n", "type": "ipvlan", "master": master,
+                                "prevResult": malformed});
+        ipvlan["ipam"] = w.ipam("d", "198.18.25.0/24");
+        let r = w.cni(imp, &host, "ipvlan", "ADD", Some(&c), "eth0", "", &ipvlan);
+        assert_eq!(r.err_code(), 999, "{imp:?} ipvlan: {}", r.stdout);
+        assert!(r.stdout.contains("prevResult"), "{imp:?}: {}", r.stdout);
+        let lo = json!({"cniVersion": "1.0.0", "name": "n", "type": "loopback", "prevResult": malformed});
+        let r = w.cni(imp, &host, "loopback", "ADD", Some(&c), "lo", "", &lo);
+        assert_eq!(r.err_code(), 999, "{imp:?} loopback: {}", r.stdout);
+        assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{imp:?}");
+    }
+    // tap (no reference in Debian 1.1.1) does not read it either
+    let c = w.netns("ct");
+    let tap = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap", "prevResult": malformed});
+    w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap0", "", &tap).expect_ok("tap ADD");
+    w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap0", "", &tap).expect_ok("tap DEL");
+}
+
+/// Plain configuration mistakes of the interface plugins are code 7 (invalid network config),
+/// where the reference wraps them as 999; nothing is made in either.
+#[test]
+fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
+    let (mut w, host) = twin_parents("cfg7");
+    let c = w.netns("c");
+    let ipam = w.ipam("d", "198.18.26.0/24");
+    let base = |plugin: &str| json!({"cniVersion": "1.0.0", "name": "cfg7", "type": plugin, "ipam": ipam.clone()});
+    let with = |plugin: &str, extra: Value| {
+        let mut c = base(plugin);
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": format!("/run/netns/{c}")}],
+                      "ips": [{"address": "198.18.26.9/24", "interface": 0}]});
+    // (plugin, config with MASTER for the implementation's parent, the reference has the plugin)
+    let cases: Vec<(&str, Value, bool)> = vec![
+        ("macvlan", with("macvlan", json!({"master": "MASTER", "mode": "bogus"})), true),
+        ("macvlan", with("macvlan", json!({"master": "nope0"})), true),
+        ("macvlan", with("macvlan", json!({"master": "MASTER", "mtu": 65536})), true),
+        ("macvlan", with("macvlan", json!({"master": "MASTER", "mac": "zz"})), true),
+        ("ipvlan", with("ipvlan", json!({"master": "MASTER", "mode": "l4"})), true),
+        ("vlan", with("vlan", json!({"vlanId": 7})), true),
+        ("vlan", with("vlan", json!({"master": "MASTER", "vlanId": 5000})), true),
+        ("host-device", with("host-device", json!({"device": "nope0"})), true),
+        ("ptp", json!({"cniVersion": "1.0.0", "name": "cfg7", "type": "ptp"}), true),
+        ("vrf", json!({"cniVersion": "1.0.0", "name": "cfg7", "type": "vrf", "prevResult": prev}), true),
+        ("dummy", json!({"cniVersion": "1.0.0", "name": "cfg7", "type": "dummy"}), false),
+        ("tap", with("tap", json!({"mtu": -1})), false),
+    ];
+    let before = host_links(&w, &host);
+    for (plugin, conf, in_reference) in cases {
+        for imp in [Impl::Reference, Impl::Ours] {
+            if imp == Impl::Reference && !(in_reference && have_reference(plugin)) {
+                continue;
+            }
+            let master = if imp == Impl::Ours { "po" } else { "pr" };
+            let conf: Value = serde_json::from_str(&conf.to_string().replace("MASTER", master)).unwrap();
+            let r = w.cni(imp, &host, plugin, "ADD", Some(&c), "eth0", "", &conf);
+            let want = if imp == Impl::Ours { 7 } else { 999 };
+            assert_eq!(r.err_code(), want, "{imp:?} {plugin} {conf}: {}", r.stdout);
+            assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{imp:?} {plugin}: something was made");
+            assert_eq!(host_links(&w, &host), before, "{imp:?} {plugin}: host links changed");
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use crate::harness::topo::NsSet;
 use crate::harness::world::{must, sh};
 use crate::harness::{have_reference, Impl};
-use crate::iface::{differential, l3_shape, normalise, ping, twin_parents, veth_parent};
+use crate::iface::{differential, l3_shape, normalise, ping, twin_parents, txqlen, veth_parent};
 use serde_json::{json, Value};
 
 /// Can this kernel create a link of `kind`? Probed in a scratch namespace.
@@ -697,4 +697,37 @@ fn dummy_gc_is_forwarded_to_ipam() {
     crate::iface::gc_releases_only_stale_leases("dmg", "dummy", "dm0", &|_, _| {}, &|w, _| {
         conf("1.1.0", "dummy", json!({}), Some(w.ipam("d", "198.18.48.0/24")))
     });
+}
+
+// ---- queue length ----------------------------------------------------------------------------
+
+/// ipvlan, vlan and dummy are made as v1.9.1 makes them (`netlink.NewLinkAttrs()`: no
+/// IFLA_TXQLEN), so each keeps the kernel's default queue length, the one `ip link add` gives a
+/// link of the same kind; ours sent 0, as the Debian 1.1.1 oracle does.
+#[test]
+fn ipvlan_vlan_dummy_txqueuelen_is_the_kernel_default() {
+    let mut w = NsSet::new("qlen");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "up0", "up0p");
+    let c = w.netns("c");
+    let cases = [
+        ("ipvlan", json!({"master": "up0"}), vec!["link", "up0", "type", "ipvlan"]),
+        ("vlan", json!({"master": "up0", "vlanId": 11}), vec!["link", "up0", "type", "vlan", "id", "12"]),
+        ("dummy", json!({}), vec!["type", "dummy"]),
+    ];
+    for (i, (plugin, extra, probe)) in cases.into_iter().enumerate() {
+        if !need(plugin) {
+            continue;
+        }
+        let mut add = vec!["link", "add", "probe0"];
+        add.extend(probe);
+        w.ip(&host, &add);
+        let default = txqlen(&w, &host, "probe0");
+        w.ip(&host, &["link", "del", "probe0"]);
+        assert_ne!(default, 0, "{plugin}");
+        let cf = conf("1.0.0", plugin, extra, Some(w.ipam(&format!("d{i}"), "198.18.49.0/24")));
+        w.cni(Impl::Ours, &host, plugin, "ADD", Some(&c), "eth0", "", &cf).expect_ok(&format!("{plugin} ADD"));
+        assert_eq!(txqlen(&w, &c, "eth0"), default, "{plugin}: the kernel's default queue length");
+        w.cni(Impl::Ours, &host, plugin, "DEL", Some(&c), "eth0", "", &cf).expect_ok(&format!("{plugin} DEL"));
+    }
 }

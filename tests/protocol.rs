@@ -10,6 +10,8 @@ use crate::harness::*;
 use cni_multi::cni::delegate::delegate_with;
 use cni_multi::cni::{CniError, Command, Ctx};
 use serde_json::{json, Value};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command as Proc, Stdio};
@@ -343,4 +345,184 @@ fn proto_logging_to_stderr_env_file_and_config_file() {
     run_as(d.path(), "loopback", &[], &base, &conf2);
     let logged = std::fs::read_to_string(&file2).unwrap();
     assert!(logged.contains("DEBUG loopback ADD ctr1: "), "{logged}");
+}
+
+// ---- the standard streams, the environment's bytes and delegation failures, against the reference
+
+/// Run `plugin` of world `w` inside its host netns through `sh -c 'exec "$@" <redirect>'` (to
+/// close fd 0 or 1 of the plugin itself), with exactly `env` and `stdin` on a pipe; (exit status,
+/// stdout, stderr). A plugin killed by a signal reports 128 + the signal, as a shell would.
+fn run_redirected(
+    w: &World,
+    plugin: &str,
+    redirect: &str,
+    env: &[(&str, &OsStr)],
+    stdin: &[u8],
+) -> (i32, String, String) {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    let exe = w.bin_dir.join(plugin);
+    let mut cmd = w.host.command("sh");
+    cmd.args(["-c", &format!("exec \"$@\" {redirect}"), "sh"]).arg(&exe);
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // the plugin may not read (closed stdin, VERSION): a broken pipe is fine
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    let code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+    (code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn loopback_env(w: &World, command: &'static str) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("CNI_COMMAND", command.into()),
+        ("CNI_CONTAINERID", "cid-std".into()),
+        ("CNI_NETNS", w.c(0).path_str().into()),
+        ("CNI_IFNAME", "eth0".into()),
+        ("CNI_PATH", w.bin_dir.clone().into_os_string()),
+    ]
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, OsString)]) -> Vec<(&'static str, &'a OsStr)> {
+    env.iter().map(|(k, v)| (*k, v.as_os_str())).collect()
+}
+
+/// A result that cannot be written is a failure: with fd 1 closed, ours exited 0 (std had put
+/// /dev/null there and the write "worked"); the reference exits 1 (a closed pipe kills it).
+#[test]
+fn proto_answer_that_cannot_be_written_to_stdout_is_a_failure() {
+    for imp in [Impl::Reference, Impl::Ours] {
+        let w = World::new("pstdout", 1, imp);
+        let conf = conf("loopback", "1.0.0").to_string();
+        let add = loopback_env(&w, "ADD");
+        let (rc, _, err) = run_redirected(&w, "loopback", ">&-", &env_refs(&add), conf.as_bytes());
+        assert_ne!(rc, 0, "{imp:?} loopback ADD with stdout closed: {err}");
+        let version = [("CNI_COMMAND", OsStr::new("VERSION"))];
+        let (rc, _, err) = run_redirected(&w, "loopback", ">&-", &version, b"");
+        assert_ne!(rc, 0, "{imp:?} VERSION with stdout closed: {err}");
+        if imp.flavor() == Flavor::CniMulti {
+            assert!(err.contains("error writing the result to stdout"), "ours says why: {err}");
+            // a DEL answers nothing: nothing to lose, success
+            let del = loopback_env(&w, "DEL");
+            assert_eq!(run_redirected(&w, "loopback", ">&-", &env_refs(&del), conf.as_bytes()).0, 0);
+        }
+        // and with stdout open the same ADD succeeds: the failure above is the closed stdout's
+        let (rc, out, err) = run_redirected(&w, "loopback", "", &env_refs(&add), conf.as_bytes());
+        assert_eq!(rc, 0, "{imp:?}: {out} {err}");
+    }
+}
+
+/// A closed stdin is an I/O error (code 5), not an empty config (code 6).
+#[test]
+fn proto_closed_stdin_is_code_5_like_the_reference() {
+    let mut answers = Vec::new();
+    for imp in [Impl::Reference, Impl::Ours] {
+        let w = World::new("pstdin", 1, imp);
+        let del = loopback_env(&w, "DEL");
+        let (rc, out, err) = run_redirected(&w, "loopback", "<&-", &env_refs(&del), b"");
+        assert_eq!(rc, 1, "{imp:?}: {out} {err}");
+        let e: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{imp:?}: not an error JSON: {out}"));
+        answers.push((e["code"].as_u64(), e["msg"].as_str().map(str::to_string)));
+    }
+    assert_eq!(
+        answers[1],
+        (Some(5), Some("error reading from stdin: read /dev/stdin: bad file descriptor".to_string()))
+    );
+    assert_eq!(answers[0], answers[1], "reference / ours");
+}
+
+/// A CNI_* variable the verb reads that is not UTF-8 is refused (code 4) before anything is
+/// done: read lossily, `e\xff` named a different interface (`e\u{fffd}`). The reference refuses
+/// the container id too (its id pattern) and uses the other bytes as they are.
+#[test]
+fn proto_non_utf8_cni_variables_are_code_4() {
+    let w = World::new("putf8", 1, Impl::Ours);
+    let conf = conf("loopback", "1.0.0").to_string();
+    let bad = OsStr::from_bytes(b"e\xff").to_os_string();
+    let netns_bad = OsStr::from_bytes(&[w.c(0).path_str().as_bytes(), b"\xff"].concat()).to_os_string();
+    for (var, value) in [("CNI_IFNAME", bad.clone()), ("CNI_CONTAINERID", bad.clone()), ("CNI_NETNS", netns_bad)] {
+        let mut env = loopback_env(&w, "ADD");
+        env.retain(|(k, _)| *k != var);
+        env.push((var, value));
+        let (rc, out, _) = run_redirected(&w, "loopback", "", &env_refs(&env), conf.as_bytes());
+        let e: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{var}: {out}"));
+        assert_eq!((rc, e["code"].as_u64()), (1, Some(4)), "{var}: {out}");
+        if var != "CNI_CONTAINERID" {
+            assert_eq!(e["msg"], format!("{var} is not valid UTF-8"));
+        }
+        assert!(!w.c(0).link("lo").unwrap()["flags"].to_string().contains("\"UP\""), "{var}: lo was set up");
+    }
+}
+
+/// A delegated plugin that fails without an error JSON on stdout: ours reports code 999 with
+/// its stderr as the message, the reference (invoke.RawExec.pluginErr) code 0 — not a code the
+/// spec defines.
+#[test]
+fn proto_delegate_failing_without_an_error_json_is_code_999() {
+    for imp in [Impl::Reference, Impl::Ours] {
+        let w = World::new("pdeleg", 1, imp);
+        let dir = w.tmp.join("ipam-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("failer"), "#!/bin/sh\necho boom >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(dir.join("failer"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let c = json!({"cniVersion": "1.0.0", "name": "pdeleg", "type": "ptp", "ipam": {"type": "failer"}});
+        let o = w.add(&c).env("CNI_PATH", dir.to_str().unwrap()).run();
+        let e = o.err();
+        assert_eq!(e.msg, "netplugin failed: \"boom\\n\"", "{imp:?}");
+        assert_eq!(e.code, if imp.flavor() == Flavor::Debian { 0 } else { 999 }, "{imp:?}");
+        assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{imp:?}: nothing was made");
+    }
+}
+
+/// Invalid UTF-8 inside a JSON string, or a number beyond f64, anywhere in the config is a
+/// decode error (code 6) for ours; Go replaces the bytes with U+FFFD and skips an unknown
+/// key's value, so the reference goes on.
+#[test]
+fn proto_invalid_utf8_and_out_of_range_numbers_in_the_config_are_code_6() {
+    let bodies: [&[u8]; 2] = [
+        b"{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"loopback\",\"x\":\"\xff\"}",
+        b"{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"loopback\",\"x\":1e400}",
+    ];
+    for imp in [Impl::Reference, Impl::Ours] {
+        let w = World::new("pbytes", 1, imp);
+        for body in bodies {
+            let o = w.add(&json!({"type": "loopback"})).stdin_bytes(body).run();
+            match imp.flavor() {
+                Flavor::Debian => assert!(o.success(), "{o:?}"),
+                Flavor::CniMulti => {
+                    let e = o.err_code(6);
+                    assert!(e.msg.starts_with("error unmarshall network config: "), "{e:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Ours keeps the prevResult a chained plugin is given whatever its version family and converts
+/// it to the config's version; the reference's `version.ParsePrevResult` picks its parser by the
+/// config's cniVersion and refuses a result of another family.
+#[test]
+fn proto_prev_result_of_another_version_family_is_converted() {
+    let prev = json!({"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "198.18.0.2/24", "interface": 0}],
+                      "interfaces": [{"name": "eth0", "sandbox": "/x"}]});
+    for imp in [Impl::Reference, Impl::Ours] {
+        let w = World::new("pfamily", 1, imp);
+        let mut c = conf("loopback", "1.0.0");
+        c["prevResult"] = prev.clone();
+        let o = w.add(&c).run();
+        match imp.flavor() {
+            Flavor::Debian => {
+                let e = o.err_code(999);
+                assert!(e.msg.contains("result type supports [1.0.0]"), "{e:?}");
+            }
+            Flavor::CniMulti => {
+                let r = o.ok();
+                assert_eq!(r["cniVersion"], "1.0.0");
+                assert_eq!(r["ips"], json!([{"address": "198.18.0.2/24", "interface": 0}]), "{r}");
+            }
+        }
+    }
 }

@@ -3,8 +3,11 @@
 //! Go's encoding/json matches object keys to struct fields case-insensitively, lets the last
 //! spelling of a key win and leaves defaults in place for `null`. We get the same semantics
 //! once, for every plugin, by parsing stdin into a `serde_json::Value` whose object keys are
-//! lower-cased at every level (later spellings replace earlier ones) and whose `null` members
-//! are dropped. Plugins then decode from that value with lower-case serde names.
+//! lower-cased at every level and whose `null` members are dropped. A key given twice (in any
+//! spelling) is decoded into the same place, as Go decodes it into the same field: two objects
+//! merge (recursively, the later value winning per key), anything else is replaced by the later
+//! value (Go replaces scalars and slices). Plugins then decode from that value with lower-case
+//! serde names.
 
 use super::error::{code, CniError};
 use super::{CniResult, Ctx};
@@ -45,20 +48,41 @@ pub fn parse_raw(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 }
 
 /// Fold an already-parsed value (keys lower-cased at every level, nulls dropped).
-/// When two spellings collide, the one later in the map's order wins.
+/// When two spellings collide, they are merged as [`merge_insert`] does, in the map's order.
 pub fn fold(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
             let mut out = Map::new();
             for (k, v) in m {
                 if !v.is_null() {
-                    out.insert(fold_key(k), fold(v));
+                    merge_insert(&mut out, fold_key(k), fold(v));
                 }
             }
             Value::Object(out)
         }
         Value::Array(a) => Value::Array(a.iter().map(fold).collect()),
         other => other.clone(),
+    }
+}
+
+/// Put `v` under `key` the way Go's decoder fills a field that was already filled: when both the
+/// value there and `v` are objects they merge (recursively; the later value wins per key), else
+/// `v` replaces what was there (Go replaces scalars and decodes a slice afresh).
+pub fn merge_insert(map: &mut Map<String, Value>, key: String, v: Value) {
+    match v {
+        Value::Object(new) => match map.get_mut(&key) {
+            Some(Value::Object(old)) => {
+                for (k, x) in new {
+                    merge_insert(old, k, x);
+                }
+            }
+            _ => {
+                map.insert(key, Value::Object(new));
+            }
+        },
+        other => {
+            map.insert(key, other);
+        }
     }
 }
 
@@ -124,7 +148,7 @@ impl<'de> Visitor<'de> for Folder {
             if !self.fold {
                 out.insert(k, v);
             } else if !v.is_null() {
-                out.insert(fold_key(&k), v);
+                merge_insert(&mut out, fold_key(&k), v);
             }
         }
         Ok(Value::Object(out))
@@ -193,6 +217,63 @@ pub fn config_version(conf: &Value) -> Result<String, CniError> {
                 kind(other)
             ),
         )),
+    }
+}
+
+/// The common keys every reference plugin decodes into Go's `types.NetConf` (IPAM plugins:
+/// only `ipam`), checked for their JSON types as that decoding checks them: `ipam` an object
+/// whose `type` is a string; and for the others also `type` a string, `capabilities` an object
+/// of booleans, `dns` an object with `domain` a string and `nameservers`, `search`, `options`
+/// arrays of strings. A wrong type is code 999, "failed to load netconf: <key>: ...", as the
+/// reference's decoding fails; plugins that read these keys leniently (`ctx.ipam_type()`) then
+/// never take a mistyped value for an absent one.
+pub fn check_common_types(conf: &Value, ipam_only: bool) -> Result<(), CniError> {
+    let bad = |path: &str, want: &str, got: &Value| {
+        CniError::internal(format!("failed to load netconf: {path}: expected {want}, got {}", kind(got)))
+    };
+    let string = |path: &str, v: Option<&Value>| match v {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(other) => Err(bad(path, "a string", other)),
+    };
+    let strings = |path: &str, v: Option<&Value>| match v {
+        None => Ok(()),
+        Some(Value::Array(items)) => items.iter().enumerate().try_for_each(|(i, x)| match x {
+            Value::String(_) | Value::Null => Ok(()),
+            other => Err(bad(&format!("{path}[{i}]"), "a string", other)),
+        }),
+        Some(other) => Err(bad(path, "an array of strings", other)),
+    };
+    if let Some(ipam) = conf.get("ipam") {
+        if !ipam.is_object() {
+            return Err(bad("ipam", "an object", ipam));
+        }
+        string("ipam.type", ipam.get("type"))?;
+    }
+    if ipam_only {
+        return Ok(());
+    }
+    string("type", conf.get("type"))?;
+    match conf.get("capabilities") {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if !v.is_boolean() {
+                    return Err(bad(&format!("capabilities.{k}"), "a boolean", v));
+                }
+            }
+        }
+        Some(other) => return Err(bad("capabilities", "an object", other)),
+    }
+    match conf.get("dns") {
+        None => Ok(()),
+        Some(dns @ Value::Object(_)) => {
+            string("dns.domain", dns.get("domain"))?;
+            for k in ["nameservers", "search", "options"] {
+                strings(&format!("dns.{k}"), dns.get(k))?;
+            }
+            Ok(())
+        }
+        Some(other) => Err(bad("dns", "an object", other)),
     }
 }
 
@@ -337,6 +418,34 @@ mod tests {
         assert_eq!(v["mtu"], 1500);
         assert_eq!(fold_key("\u{212a}ey"), "key");
         assert_eq!(fold_key("ſubnet"), "subnet");
+    }
+
+    #[test]
+    fn repeated_keys_merge_objects_like_go() {
+        // Go decodes a repeated key into the same struct field: objects merge, later fields win
+        let v = parse_folded(
+            br#"{"ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.4.0/24"}]], "dataDir": "/a"},
+                 "IPAM": {"dataDir": "/tmp/x"},
+                 "dns": {"nameservers": ["198.18.0.53"]}, "DNS": {"domain": "example.test"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.4.0/24"}]], "datadir": "/tmp/x"},
+                   "dns": {"nameservers": ["198.18.0.53"], "domain": "example.test"}})
+        );
+        // recursively, and for the same spelling too
+        let v = parse_folded(br#"{"a": {"b": {"c": 1, "d": 2}}, "a": {"B": {"D": 3, "e": 4}}}"#).unwrap();
+        assert_eq!(v, json!({"a": {"b": {"c": 1, "d": 3, "e": 4}}}));
+        // arrays and scalars are replaced (Go decodes a slice afresh), also by an object and back
+        let v = parse_folded(br#"{"l": [1, 2], "L": [3], "o": {"x": 1}, "O": 5, "p": 5, "P": {"y": 1}}"#).unwrap();
+        assert_eq!(v, json!({"l": [3], "o": 5, "p": {"y": 1}}));
+        // a null member of the later object changes nothing
+        let v = parse_folded(br#"{"ipam": {"type": "static"}, "IPAM": {"type": null}}"#).unwrap();
+        assert_eq!(v["ipam"]["type"], "static");
+        // `fold` of an already-parsed value merges the same way
+        let raw = parse_raw(br#"{"Dns": {"domain": "d"}, "DNS": {"search": ["s"]}}"#).unwrap();
+        assert_eq!(fold(&raw), json!({"dns": {"domain": "d", "search": ["s"]}}));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! runs in unit tests without root. `run` is what the binary's main calls for every applet.
 
 use super::error::{code, CniError};
-use super::plugin::{no_plugins, Lookup, Plugin};
+use super::plugin::{no_plugins, Kind, Lookup, Plugin};
 use super::{config, env, version, CniResult, Command, Ctx};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,6 +17,9 @@ pub type Observer = fn(&Plugin, &Ctx);
 /// One invocation's I/O, and what the caller lends the protocol layer.
 pub struct Io {
     pub env: BTreeMap<String, String>,
+    /// `CNI_*` variables whose value is not UTF-8 (kept lossily in `env`): refused with code 4
+    /// where the verb reads them, rather than naming a different interface, path or container.
+    pub non_utf8: Vec<String>,
     pub stdin: Box<dyn Read>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -31,6 +34,7 @@ impl Io {
     pub fn new<K: Into<String>, V: Into<String>>(env: impl IntoIterator<Item = (K, V)>, stdin: Vec<u8>) -> Io {
         Io {
             env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            non_utf8: Vec::new(),
             stdin: Box::new(std::io::Cursor::new(stdin)),
             stdout: Vec::new(),
             stderr: Vec::new(),
@@ -40,15 +44,25 @@ impl Io {
     }
 
     /// The process's `CNI_*` variables (all the protocol and cni-multi read through here; the
-    /// rest of a runtime's environment, often large, is not copied) and stdin (output is still
-    /// buffered; the caller writes it). A delegate that is exec'd inherits the whole environment.
+    /// rest of a runtime's environment, often large, is not copied) and stdin, read from fd 0
+    /// itself (output is still buffered; the caller writes it). A delegate that is exec'd
+    /// inherits the whole environment.
     pub fn from_process() -> Io {
+        let mut non_utf8 = Vec::new();
+        let env = std::env::vars_os()
+            .filter(|(k, _)| k.as_encoded_bytes().starts_with(b"CNI_"))
+            .map(|(k, v)| {
+                let k = k.to_string_lossy().into_owned();
+                if v.to_str().is_none() {
+                    non_utf8.push(k.clone());
+                }
+                (k, v.to_string_lossy().into_owned())
+            })
+            .collect();
         Io {
-            env: std::env::vars_os()
-                .filter(|(k, _)| k.as_encoded_bytes().starts_with(b"CNI_"))
-                .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-                .collect(),
-            stdin: Box::new(std::io::stdin()),
+            env,
+            non_utf8,
+            stdin: Box::new(Fd0),
             stdout: Vec::new(),
             stderr: Vec::new(),
             plugins: no_plugins,
@@ -87,6 +101,7 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
         io.stdout.extend_from_slice(version::version_reply(applet).as_bytes());
         return Ok(());
     }
+    refuse_non_utf8(&env.command, &io.non_utf8)?;
     let stdin = read_stdin(&mut io.stdin)?;
     let conf = config::parse_folded(&stdin).map_err(|e| {
         // Go's wording for truncated input; other syntax errors keep serde's text
@@ -126,12 +141,14 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
     }
     ctx.prev_result = match config::prev_result(&ctx.conf, &ctx.version) {
         Ok(r) => r,
-        // DEL is best effort: an unreadable prevResult must not block cleanup
-        Err(e) if command == Command::Del => {
-            tracing::warn!("ignoring prevResult on DEL: {e}");
+        Err(e) if prev_result_must_parse(applet, command) => return Err(e),
+        // DEL is best effort, and an applet that does not read prevResult on this verb does not
+        // fail on it (as the reference's do not parse it); one that does read it on ADD without
+        // being a chained plugin (loopback, ipvlan) asks `Ctx::read_prev_result`
+        Err(e) => {
+            tracing::warn!("ignoring an unreadable prevResult on {}: {e}", command.as_str());
             None
         }
-        Err(e) => return Err(e),
     };
     tracing::debug!("running {} {}", applet.name, command.as_str());
     if let Some(result) = invoke(applet, &ctx)? {
@@ -153,13 +170,75 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
     Ok(())
 }
 
-/// Read all of stdin, refusing more than [`STDIN_LIMIT`] bytes (code 5).
+/// Whether a prevResult that does not parse fails the invocation: on CHECK (every plugin
+/// verifies against it) and for chained plugins (which work on it); elsewhere it is ignored.
+fn prev_result_must_parse(applet: &Plugin, command: Command) -> bool {
+    match command {
+        Command::Check => true,
+        Command::Add => applet.doc.kind == Kind::Meta,
+        Command::Del | Command::Gc | Command::Status | Command::Version => false,
+    }
+}
+
+/// The `CNI_*` variables a verb reads must be UTF-8 (code 4): a lossy copy would name another
+/// interface, namespace path or container than the runtime meant.
+fn refuse_non_utf8(command: &str, non_utf8: &[String]) -> Result<(), CniError> {
+    let per_container = matches!(command, "ADD" | "DEL" | "CHECK");
+    let read_by_verb = |var: &str| match var {
+        "CNI_COMMAND" | "CNI_PATH" => true,
+        "CNI_CONTAINERID" | "CNI_IFNAME" | "CNI_NETNS" => per_container,
+        _ => false,
+    };
+    match non_utf8.iter().find(|v| read_by_verb(v)) {
+        Some(var) => Err(CniError::env(format!("{var} is not valid UTF-8"))),
+        None => Ok(()),
+    }
+}
+
+/// stdin read from fd 0 itself: std's `Stdin` reads a closed or write-only fd 0 (EBADF) as an
+/// empty input, which would turn an unreadable config into a decode error instead of code 5.
+pub struct Fd0;
+
+impl Read for Fd0 {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        loop {
+            match nix::unistd::read(stdin.as_fd(), buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(std::io::Error::from_raw_os_error(e as i32)),
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+}
+
+/// A stdin that was closed when the process started (the binary's entry sees it before std
+/// puts /dev/null there): every read fails with EBADF, as reading a closed fd 0 does.
+pub struct ClosedFd;
+
+impl Read for ClosedFd {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(nix::errno::Errno::EBADF as i32))
+    }
+}
+
+/// Read all of stdin, refusing more than [`STDIN_LIMIT`] bytes (code 5). A read error is code
+/// 5 in the reference's wording ("read /dev/stdin: bad file descriptor").
 pub fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
     let mut buf = Vec::new();
-    stdin
-        .take(STDIN_LIMIT + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading from stdin: {e}")))?;
+    stdin.take(STDIN_LIMIT + 1).read_to_end(&mut buf).map_err(|e| {
+        // Go's wording: "read /dev/stdin: bad file descriptor" (the C library's text, lower-cased)
+        let why = match e.raw_os_error() {
+            Some(n) => {
+                let text = e.to_string();
+                let text = text.strip_suffix(&format!(" (os error {n})")).unwrap_or(&text).to_lowercase();
+                format!("read /dev/stdin: {text}")
+            }
+            None => e.to_string(),
+        };
+        CniError::new(code::IO_FAILURE, format!("error reading from stdin: {why}"))
+    })?;
     if buf.len() as u64 > STDIN_LIMIT {
         return Err(CniError::new(
             code::IO_FAILURE,
@@ -170,8 +249,14 @@ pub fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
 }
 
 /// The per-applet part of the skel: version gate for the verb, silent success for GC/STATUS
-/// the applet does not implement, then CNI_ARGS against the applet's keys. Returns whether
-/// the verb function should run. Shared with in-process delegation.
+/// the applet does not implement, the types of the common config keys, then CNI_ARGS against
+/// the applet's keys. Returns whether the verb function should run. Shared with in-process
+/// delegation.
+///
+/// DEL and GC are best effort: a mistyped common key or CNI_ARGS that ADD would refuse never
+/// fails them. CNI_ARGS is checked strictly (unknown keys and malformed pairs are errors unless
+/// `IgnoreUnknown`) only on ADD and CHECK, the verbs whose reference loads it; DEL, GC and
+/// STATUS parse it leniently and ignore what they cannot use.
 pub(crate) fn prepare(applet: &Plugin, ctx: &mut Ctx) -> Result<bool, CniError> {
     version::gate(ctx.command, &ctx.version, &version::supported_by(applet))?;
     match ctx.command {
@@ -180,9 +265,14 @@ pub(crate) fn prepare(applet: &Plugin, ctx: &mut Ctx) -> Result<bool, CniError> 
         Command::Version => return Ok(false),
         _ => {}
     }
+    if matches!(ctx.command, Command::Add | Command::Check | Command::Status) {
+        config::check_common_types(&ctx.conf, applet.doc.kind == Kind::Ipam)?;
+    }
     ctx.args = match applet.cni_args {
-        Some(keys) => env::parse_args_strict(&ctx.raw_args, keys)?,
-        None => env::parse_args_lenient(&ctx.raw_args),
+        Some(keys) if matches!(ctx.command, Command::Add | Command::Check) => {
+            env::parse_args_strict(&ctx.raw_args, keys)?
+        }
+        _ => env::parse_args_lenient(&ctx.raw_args),
     };
     Ok(true)
 }
@@ -412,6 +502,140 @@ pub(crate) mod tests {
         assert_eq!((rc, err_of(&out).0), (1, 8));
         env.push(("CNI_NETNS_OVERRIDE".into(), "TRUE".into()));
         assert_eq!(go(&FAKE, env, r#"{"name":"n"}"#).0, 0);
+    }
+
+    const IFACE_DOC: Doc =
+        Doc { kind: Kind::Interface, summary: "", section: "", keys: &[], notes: &[], example: "{}", config: None };
+    const IPAM_DOC: Doc = Doc { kind: Kind::Ipam, ..IFACE_DOC };
+    fn fake_status(_: &Ctx) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// An interface plugin with CNI_ARGS keys and every verb.
+    const FAKE_IFACE: Plugin = Plugin { doc: &IFACE_DOC, status: Some(fake_status), ..FAKE };
+    const FAKE_IPAM: Plugin = Plugin { doc: &IPAM_DOC, ..FAKE_IFACE };
+
+    fn with_args(cmd: &str, args: &str) -> Vec<(String, String)> {
+        let mut env = base_env(cmd);
+        env.push(("CNI_ARGS".into(), args.into()));
+        env
+    }
+
+    #[test]
+    fn cni_args_are_strict_only_on_add_and_check() {
+        let v11 = r#"{"cniVersion":"1.1.0","name":"n"}"#;
+        for args in ["K8S_POD_NAME=x", "A=b=c", "IgnoreUnknown=maybe;IP=1", "IP=1;"] {
+            for cmd in ["ADD", "CHECK"] {
+                let (rc, out, _) = go(&FAKE_IFACE, with_args(cmd, args), v11);
+                assert_eq!((rc, err_of(&out).0), (1, 999), "{cmd} {args}: {out}");
+                assert!(err_of(&out).1.starts_with("ARGS: "), "{cmd} {args}: {out}");
+            }
+            // DEL, GC and STATUS never fail because of CNI_ARGS
+            for cmd in ["DEL", "GC", "STATUS"] {
+                assert_eq!(
+                    go(&FAKE_IFACE, with_args(cmd, args), v11),
+                    (0, String::new(), String::new()),
+                    "{cmd} {args}"
+                );
+            }
+        }
+        // what DEL can use is still read: FAIL=1 reaches the verb
+        let (rc, out, _) = go(&FAKE_IFACE, with_args("DEL", "K8S_POD_NAME=x;FAIL=1"), v11);
+        assert_eq!((rc, err_of(&out)), (1, (999, "asked to fail".to_string())));
+    }
+
+    #[test]
+    fn a_malformed_prev_result_fails_only_where_it_is_read() {
+        let bad = r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":"x"}}"#;
+        // an interface plugin's ADD does not read it: ignored, as the reference's macvlan does
+        let (rc, out, _) = go(&FAKE_IFACE, base_env("ADD"), bad);
+        assert_eq!(rc, 0, "{out}");
+        assert!(!out.contains("198.19."), "{out}");
+        // CHECK and a chained plugin's ADD do: 999
+        for (applet, cmd) in [(&FAKE_IFACE, "CHECK"), (&FAKE, "ADD"), (&FAKE, "CHECK")] {
+            let (rc, out, _) = go(applet, base_env(cmd), bad);
+            assert_eq!((rc, err_of(&out).0), (1, 999), "{cmd}: {out}");
+            assert!(err_of(&out).1.starts_with("could not parse prevResult: "), "{out}");
+        }
+        for cmd in ["DEL", "GC", "STATUS"] {
+            let v11 = bad.replace("1.0.0", "1.1.0");
+            assert_eq!(go(&FAKE_IFACE, base_env(cmd), &v11).0, 0, "{cmd}");
+        }
+        // an applet that reads it where the layer let it pass gets the parse error
+        let mut ctx = Ctx::new(Command::Add);
+        ctx.set_version("1.0.0");
+        ctx.conf = config::parse_folded(bad.as_bytes()).unwrap();
+        assert_eq!(ctx.read_prev_result().unwrap_err().code, 999);
+        ctx.conf = config::parse_folded(br#"{"prevResult":{"cniVersion":"1.0.0","ips":[]}}"#).unwrap();
+        ctx.prev_result = config::prev_result(&ctx.conf, "1.0.0").unwrap();
+        assert!(ctx.read_prev_result().unwrap().is_some());
+        assert!(Ctx::new(Command::Add).read_prev_result().unwrap().is_none());
+    }
+
+    #[test]
+    fn mistyped_common_keys_fail_add_check_status_not_del_gc() {
+        let confs = [
+            (r#""ipam":{"type":5}"#, "failed to load netconf: ipam.type: expected a string, got number"),
+            (r#""ipam":"host-local""#, "failed to load netconf: ipam: expected an object, got string"),
+            (
+                r#""dns":{"nameservers":"198.18.0.53"}"#,
+                "failed to load netconf: dns.nameservers: expected an array of strings, got string",
+            ),
+            (r#""dns":{"domain":5}"#, "failed to load netconf: dns.domain: expected a string, got number"),
+            (r#""dns":{"search":[1]}"#, "failed to load netconf: dns.search[0]: expected a string, got number"),
+            (r#""dns":[]"#, "failed to load netconf: dns: expected an object, got array"),
+            (r#""type":5"#, "failed to load netconf: type: expected a string, got number"),
+            (
+                r#""capabilities":{"mac":"yes"}"#,
+                "failed to load netconf: capabilities.mac: expected a boolean, got string",
+            ),
+        ];
+        for (key, msg) in confs {
+            let conf = format!(r#"{{"cniVersion":"1.1.0","name":"n",{key}}}"#);
+            for cmd in ["ADD", "CHECK", "STATUS"] {
+                let (rc, out, _) = go(&FAKE_IFACE, base_env(cmd), &conf);
+                assert_eq!((rc, err_of(&out)), (1, (999, msg.to_string())), "{cmd} {key}");
+            }
+            for cmd in ["DEL", "GC"] {
+                assert_eq!(go(&FAKE_IFACE, base_env(cmd), &conf).0, 0, "{cmd} {key}");
+            }
+        }
+        // an IPAM plugin decodes only `ipam`, as the reference's do
+        let dns = r#"{"cniVersion":"1.1.0","name":"n","dns":{"domain":5},"type":5}"#;
+        assert_eq!(go(&FAKE_IPAM, base_env("ADD"), dns).0, 0);
+        let ipam = r#"{"cniVersion":"1.1.0","name":"n","ipam":{"type":[]}}"#;
+        assert_eq!(err_of(&go(&FAKE_IPAM, base_env("ADD"), ipam).1).0, 999);
+        // well-typed values (and nulls, which Go skips) pass
+        let good = r#"{"cniVersion":"1.1.0","name":"n","type":"x","ipam":{"type":"host-local"},"capabilities":{"mac":true},
+                      "dns":{"nameservers":["198.18.0.53",null],"domain":"d","search":[],"options":["ndots:2"]},"DNS":{"domain":null}}"#;
+        assert_eq!(go(&FAKE_IFACE, base_env("ADD"), good).0, 0);
+    }
+
+    #[test]
+    fn unreadable_stdin_is_code_5_in_the_reference_wording() {
+        let mut io = Io::new(base_env("DEL"), vec![]);
+        io.stdin = Box::new(ClosedFd);
+        assert_eq!(run(&FAKE, &mut io), 1);
+        assert_eq!(
+            err_of(&io.stdout_str()),
+            (5, "error reading from stdin: read /dev/stdin: bad file descriptor".to_string())
+        );
+    }
+
+    #[test]
+    fn non_utf8_variables_the_verb_reads_are_code_4() {
+        let ok = r#"{"cniVersion":"1.1.0","name":"n"}"#;
+        for var in ["CNI_IFNAME", "CNI_CONTAINERID", "CNI_NETNS", "CNI_PATH"] {
+            let mut io = Io::new(base_env("ADD"), ok.as_bytes().to_vec());
+            io.non_utf8 = vec![var.to_string()];
+            assert_eq!(run(&FAKE, &mut io), 1, "{var}");
+            assert_eq!(err_of(&io.stdout_str()), (4, format!("{var} is not valid UTF-8")));
+        }
+        // GC reads neither the container id nor the interface; CNI_ARGS stays lossy
+        for (cmd, var) in [("GC", "CNI_IFNAME"), ("GC", "CNI_CONTAINERID"), ("ADD", "CNI_ARGS")] {
+            let mut io = Io::new(base_env(cmd), ok.as_bytes().to_vec());
+            io.non_utf8 = vec![var.to_string()];
+            assert_eq!(run(&FAKE, &mut io), 0, "{cmd} {var}: {}", io.stdout_str());
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - Read config with `ctx.plugin_conf::<T>()` (lower-case serde names), `ctx.get("key")`,
 //!   `ctx.runtime_config("cap")`, `ctx.args_cni("key")`, `ctx.cni_arg("KEY")`; use
 //!   `ctx.raw_conf()` when map keys are data whose case matters (sysctl names).
-//! - `ctx.prev_result` is already parsed; `ctx.valid_attachments()` for GC.
+//! - `ctx.prev_result` is already parsed; where the protocol layer lets a malformed one pass
+//!   (an interface plugin's ADD), an applet that reads it calls `ctx.read_prev_result()`.
+//!   `ctx.valid_attachments()` for GC.
 //! - Return a [`CniError`] (via `.into()`) to choose the code; any other error is 999.
 //! - IPAM: `delegate::ipam_add(ctx)` / `ipam_del` / `ipam_check` / `ipam_status` / `ipam_gc`
 //!   (in-process when CNI_PATH resolves to this binary and `ctx.plugins` knows the type).
@@ -77,7 +79,8 @@ pub struct Ctx {
     pub path: Vec<PathBuf>,
     /// raw stdin bytes, passed unchanged to delegated plugins
     pub stdin: Vec<u8>,
-    /// stdin parsed the Go way: object keys lower-cased (last spelling wins), nulls dropped
+    /// stdin parsed the Go way: object keys lower-cased, a repeated key merged as Go decodes it
+    /// (objects merge, other values are replaced by the later one), nulls dropped
     pub conf: serde_json::Value,
     /// `cniVersion` of the config ("0.1.0" when absent), as written: results echo this text and
     /// the version gate compares it exactly
@@ -87,7 +90,9 @@ pub struct Ctx {
     pub spec: Option<Version>,
     /// network `name`
     pub name: String,
-    /// `prevResult`, parsed with `version` and converted to the internal result
+    /// `prevResult`, parsed with `version` and converted to the internal result. `None` also
+    /// when it does not parse and the protocol layer let that pass (see
+    /// [`Ctx::read_prev_result`]): on CHECK and in chained plugins' ADD it fails first.
     pub prev_result: Option<CniResult>,
     /// The plugins of this binary: delegation to one of them runs in-process when CNI_PATH
     /// resolves to this executable. [`plugin::no_plugins`] always executes the delegate.
@@ -154,6 +159,17 @@ impl Ctx {
     /// A CNI_ARGS value (keys are case-sensitive, as in the reference).
     pub fn cni_arg(&self, key: &str) -> Option<&str> {
         self.args.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// `prevResult` for an applet that reads it on a verb where the protocol layer ignores one
+    /// that does not parse (an interface plugin's ADD: loopback passes it on, ipvlan takes its
+    /// master and addresses from it): the parse error (code 999), as the reference's
+    /// `version.ParsePrevResult` fails, instead of acting as if there were none.
+    pub fn read_prev_result(&self) -> Result<Option<&CniResult>, CniError> {
+        if self.prev_result.is_none() && self.conf.get("prevresult").is_some() {
+            config::prev_result(&self.conf, &self.version)?;
+        }
+        Ok(self.prev_result.as_ref())
     }
 
     /// `ipam.type`, when set and non-empty.

@@ -52,8 +52,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if cont.link_by_name(&ctx.ifname)?.is_some() {
         bail!("interface {:?} already exists in the container", ctx.ifname);
     }
-    cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&ctx.ifname, LinkKind::Dummy) })
-        .context("failed to create dummy")?;
+    // no txqueuelen: the kernel's default, as v1.9.1's NewLinkAttrs leaves it
+    cont.link_add(&LinkSpec::new(&ctx.ifname, LinkKind::Dummy)).context("failed to create dummy")?;
     steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
     let link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to refetch {:?}", ctx.ifname))?;
 

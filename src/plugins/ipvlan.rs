@@ -94,6 +94,9 @@ fn master_name(ctx: &Ctx, conf: &Conf) -> Result<Option<String>> {
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf: Conf = ctx.plugin_conf()?;
+    // a chained ipvlan takes its master and addresses from prevResult: one that does not parse
+    // fails ADD (as the reference's loadConf), it is not taken for an absent one
+    ctx.read_prev_result()?;
     let mode = mode_of(conf.mode.as_deref())?;
     let master = master_name(ctx, &conf)?;
     // addresses come from IPAM, or (chained, without IPAM) from the previous result
@@ -117,7 +120,6 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let template = LinkSpec {
         parent: Some(master.index),
         mtu: (mtu > 0).then_some(mtu),
-        txqlen: Some(0), // as the reference (see macvlan)
         ..LinkSpec::new("", LinkKind::Ipvlan { mode, flag: IpvlanFlag::Bridge })
     };
     let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)

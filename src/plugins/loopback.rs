@@ -46,7 +46,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if let Some(a) = addrs.iter().find(|a| !a.addr.addr().is_loopback()) {
         bail!("loopback interface found with non-loopback address {}", a.addr);
     }
-    if let Some(prev) = &ctx.prev_result {
+    // passed on unchanged; one that does not parse fails ADD, as the reference's parseNetConf
+    if let Some(prev) = ctx.read_prev_result()? {
         return Ok(prev.clone());
     }
     let mut result = CniResult {

@@ -120,8 +120,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         parent: Some(master.index),
         mtu: (mtu > 0).then_some(mtu),
         mac,
-        // the reference sends txqueuelen 0 (its LinkAttrs literal), so its links have qlen 0
-        txqlen: Some(0),
+        // no txqueuelen: the kernel's default (1000), as v1.9.1's NewLinkAttrs leaves it (the
+        // Debian 1.1.1 reference sent 0 from a LinkAttrs literal); ipvlan, vlan, dummy alike
         ..LinkSpec::new("", LinkKind::Macvlan { mode, bcqueuelen })
     };
     let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)

@@ -95,7 +95,6 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let template = LinkSpec {
         parent: Some(master.index),
         mtu: (mtu > 0).then_some(mtu),
-        txqlen: Some(0), // as the reference (see macvlan)
         ..LinkSpec::new("", LinkKind::Vlan { id })
     };
     let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)

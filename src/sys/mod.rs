@@ -10,6 +10,7 @@ pub mod netns;
 pub mod random;
 pub mod selinux;
 pub mod sockopt;
+pub mod stdio;
 pub mod sysctl;
 pub mod tun;
 

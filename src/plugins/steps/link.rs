@@ -176,15 +176,23 @@ pub fn set_notify(ns: &NetNs, cont: &mut Netlink, link: &Link, ndisc: bool) {
     }
 }
 
-/// The container MAC of bridge: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC.
+/// The container MAC of bridge: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC, each used only
+/// when it is not empty (the reference's `!= ""`), so an empty runtimeConfig.mac falls through.
+/// A source of the wrong JSON type is code 999, as the reference's decoding fails.
 pub fn requested_mac(ctx: &Ctx) -> Result<Option<[u8; 6]>> {
-    let s = ctx
-        .runtime_config("mac")
-        .and_then(|v| v.as_str())
-        .or_else(|| ctx.args_cni("mac").and_then(|v| v.as_str()))
-        .or_else(|| ctx.cni_arg("MAC"));
+    let s = match mac_key(ctx, "runtimeconfig", "runtimeConfig")? {
+        Some(s) => Some(s),
+        None => match ctx.get("args").map(|a| object_or_err(a, "args")).transpose()? {
+            Some(args) => match args.get("cni").map(|c| object_or_err(c, "args.cni")).transpose()? {
+                Some(cni) => string_or_err(cni.get("mac"), "args.cni.mac")?,
+                None => None,
+            },
+            None => None,
+        },
+    }
+    .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()));
     match s {
-        None | Some("") => Ok(None),
+        None => Ok(None),
         Some(s) => crate::netlink::parse_mac(s)
             .map(Some)
             .map_err(|e| CniError::config(format!("invalid MAC address {s:?}: {e}")).into()),
@@ -192,12 +200,10 @@ pub fn requested_mac(ctx: &Ctx) -> Result<Option<[u8; 6]>> {
 }
 
 /// The container MAC of macvlan/tap: runtimeConfig.mac > CNI_ARGS MAC > the config's `mac`
-/// (empty strings skipped), in the reference's error wording.
+/// (empty strings skipped), in the reference's error wording; a mistyped runtimeConfig.mac is
+/// code 999 as the reference's decoding fails.
 pub fn configured_mac(ctx: &Ctx, conf_mac: Option<&str>) -> Result<Option<[u8; 6]>> {
-    let s = ctx
-        .runtime_config("mac")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
+    let s = mac_key(ctx, "runtimeconfig", "runtimeConfig")?
         .or_else(|| ctx.cni_arg("MAC").filter(|s| !s.is_empty()))
         .or(conf_mac.filter(|s| !s.is_empty()));
     match s {
@@ -206,6 +212,36 @@ pub fn configured_mac(ctx: &Ctx, conf_mac: Option<&str>) -> Result<Option<[u8; 6
             .map(Some)
             .map_err(|e| CniError::config(format!("invalid args {s} for MAC addr: {e}")).into()),
     }
+}
+
+/// `<section>.mac` of the config: `None` when absent or empty; an error when `section` is not an
+/// object or `mac` not a string (`shown` is the key as the user spells it).
+fn mac_key<'a>(ctx: &'a Ctx, section: &str, shown: &str) -> Result<Option<&'a str>> {
+    match ctx.get(section) {
+        None => Ok(None),
+        Some(v) => string_or_err(object_or_err(v, shown)?.get("mac"), &format!("{shown}.mac")),
+    }
+}
+
+fn object_or_err<'a>(v: &'a serde_json::Value, path: &str) -> Result<&'a serde_json::Map<String, serde_json::Value>> {
+    v.as_object().ok_or_else(|| decode_error(path, "an object", v))
+}
+
+/// A string value, `None` when absent or empty.
+fn string_or_err<'a>(v: Option<&'a serde_json::Value>, path: &str) -> Result<Option<&'a str>> {
+    match v {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.as_str()).filter(|s| !s.is_empty())),
+        Some(other) => Err(decode_error(path, "a string", other)),
+    }
+}
+
+fn decode_error(path: &str, want: &str, got: &serde_json::Value) -> anyhow::Error {
+    CniError::internal(format!(
+        "failed to load netconf: {path}: expected {want}, got {}",
+        crate::cni::config::kind(got)
+    ))
+    .into()
 }
 
 /// Config check of a sub-interface MTU (macvlan, vlan): not negative.
@@ -257,6 +293,42 @@ mod tests {
         assert_eq!(configured_mac(&ctx("{}", args), Some("02:00:00:00:00:04")).unwrap(), Some([2, 0, 0, 0, 0, 3]));
         let e = configured_mac(&ctx("{}", ""), Some("nope")).unwrap_err();
         assert!(CniError::from_anyhow(&e).msg.starts_with("invalid args nope for MAC addr"));
+    }
+
+    #[test]
+    fn empty_mac_sources_fall_through_like_the_reference() {
+        // bridge: each source is used only when it is not "" (runtimeConfig > args.cni > CNI_ARGS)
+        let args = "MAC=02:aa:bb:cc:dd:01";
+        assert_eq!(
+            requested_mac(&ctx(r#"{"runtimeConfig": {"mac": ""}}"#, args)).unwrap(),
+            Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 1])
+        );
+        let both_empty = r#"{"runtimeConfig": {"mac": ""}, "args": {"cni": {"mac": ""}}}"#;
+        assert_eq!(requested_mac(&ctx(both_empty, args)).unwrap(), Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 1]));
+        let cni = r#"{"runtimeConfig": {"mac": ""}, "args": {"cni": {"mac": "02:00:00:00:00:02"}}}"#;
+        assert_eq!(requested_mac(&ctx(cni, args)).unwrap(), Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(requested_mac(&ctx(both_empty, "MAC=")).unwrap(), None);
+    }
+
+    #[test]
+    fn mistyped_mac_sources_are_decode_errors() {
+        for conf in [
+            r#"{"runtimeConfig": {"mac": 5}}"#,
+            r#"{"runtimeConfig": 5}"#,
+            r#"{"args": {"cni": {"mac": ["02:00:00:00:00:01"]}}}"#,
+            r#"{"args": {"cni": 1}}"#,
+            r#"{"args": "x"}"#,
+        ] {
+            let e = CniError::from_anyhow(&requested_mac(&ctx(conf, "")).unwrap_err());
+            assert_eq!(e.code, 999, "{conf}");
+            assert!(e.msg.starts_with("failed to load netconf: "), "{conf}: {}", e.msg);
+        }
+        for conf in [r#"{"runtimeConfig": {"mac": 5}}"#, r#"{"runtimeConfig": []}"#] {
+            let e = CniError::from_anyhow(&configured_mac(&ctx(conf, ""), None).unwrap_err());
+            assert_eq!(e.code, 999, "{conf}");
+        }
+        let e = CniError::from_anyhow(&requested_mac(&ctx(r#"{"runtimeConfig": {"mac": 5}}"#, "")).unwrap_err());
+        assert_eq!(e.msg, "failed to load netconf: runtimeConfig.mac: expected a string, got number");
     }
 
     #[test]
