@@ -350,9 +350,7 @@ fn slow_v4_renews_at_t1() {
 
 // ---- process level: the real binary as plugin and as daemon
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cni-multi")
-}
+use crate::harness::runtime::bin;
 
 /// Run the `dhcp` applet of the real binary: (success, stdout).
 fn plugin(cmd: &str, id: &str, netns: &str, conf: &str) -> (bool, String) {

@@ -861,7 +861,7 @@ fn ipam_that_is_not_an_object_is_an_error_not_l2_mode() {
 fn netconf_type_error_names_the_key() {
     let w = World::new("hkey", 1, Impl::Ours);
     let s = Subnets::alloc();
-    let conf = json!({"cniVersion": "1.0.0", "name": "hkey", "type": "bridge", "bridge": "cmhk0", "mtu": -1,
+    let conf = json!({"cniVersion": "1.0.0", "name": "hkey", "type": "bridge", "bridge": "cmhk0", "mtu": "1500",
                       "ipam": {"type": "host-local", "dataDir": w.data_dir, "subnet": s.net4()}});
     let e = w.add(&conf).run().err_code(999);
     assert!(e.msg.starts_with("failed to load netconf: mtu: "), "{e:?}");

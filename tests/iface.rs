@@ -784,7 +784,7 @@ fn macvlan_repeated_key_spellings_merge_like_the_reference() {
 fn cni_bytes(w: &NsSet, imp: Impl, host: &str, cmd: &str, c: &str, stdin: &[u8]) -> crate::harness::runtime::Out {
     use std::io::Write;
     let bin = match imp {
-        Impl::Ours => env!("CARGO_BIN_EXE_cni-multi").to_string(),
+        Impl::Ours => crate::harness::runtime::bin().to_string(),
         Impl::Reference => format!("{}/macvlan", crate::harness::plugin::REFERENCE_DIR),
     };
     let mut cmd_ = std::process::Command::new("ip");

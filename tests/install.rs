@@ -459,7 +459,7 @@ fn install_sh_rejects_bad_usage() {
 /// The real binary, end to end. Needs `cni-multi install` and `--list` wired in src/cli.rs.
 #[test]
 fn real_binary_installs_itself() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_cni-multi"));
+    let bin = PathBuf::from(crate::harness::runtime::bin());
     assert!(install::file_has_marker(&bin).unwrap(), "the marker did not survive the build");
     let t = TempDir::new("real");
     let dir = t.path().join("bin");

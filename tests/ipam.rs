@@ -40,7 +40,7 @@ fn command(which: Impl, plugin: &str) -> Command {
     if which == Impl::Reference || ours_is_reference() {
         Command::new(Path::new(REF_DIR).join(plugin))
     } else {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-multi"));
+        let mut cmd = Command::new(crate::harness::runtime::bin());
         cmd.arg(plugin);
         cmd
     }
@@ -269,7 +269,7 @@ fn ipam_argv0_symlink_dispatch() {
     let target = if ours_is_reference() {
         PathBuf::from(REF_DIR).join("host-local")
     } else {
-        env!("CARGO_BIN_EXE_cni-multi").into()
+        crate::harness::runtime::bin().into()
     };
     std::os::unix::fs::symlink(target, &link).unwrap();
     let conf = net_conf("1.0.0", &t.join("data"), v4());
@@ -433,7 +433,7 @@ fn ours_dbg(c: &Call) -> Out {
     if ours_is_reference() {
         return call(Impl::Ours, c);
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-multi"));
+    let mut cmd = Command::new(crate::harness::runtime::bin());
     cmd.arg(c.plugin);
     let mut out = run_env(&mut cmd, c, &[("CNI_MULTI_LOG", "debug")]);
     out.stderr = out.stderr.replace('\n', " ");

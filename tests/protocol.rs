@@ -179,8 +179,6 @@ fn ours_and_reference_agree_on_error_codes() {
 
 // ---- ours alone: the binary under applet names, the CLI, delegation ----
 
-const BIN: &str = env!("CARGO_BIN_EXE_cni-multi");
-
 fn tmp(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("cni-multi-proto-{tag}-")).tempdir().unwrap()
 }
@@ -189,7 +187,7 @@ fn tmp(tag: &str) -> tempfile::TempDir {
 fn run_as(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
     let link = dir.join(name);
     if !link.exists() {
-        symlink(BIN, &link).unwrap();
+        symlink(crate::harness::runtime::bin(), &link).unwrap();
     }
     let mut child = Proc::new(&link)
         .args(args)
@@ -281,10 +279,12 @@ fn proto_cli_multi_entry() {
 #[test]
 fn proto_delegate_exec_equals_in_process() {
     let d = tmp("deleg");
-    symlink(BIN, d.path().join("host-local")).unwrap();
+    symlink(crate::harness::runtime::bin(), d.path().join("host-local")).unwrap();
     for version in ["0.2.0", "0.4.0", "1.0.0", "1.1.0"] {
         let mut outcomes = Vec::new();
-        for (tag, self_exe) in [("exec", Path::new("/nonexistent")), ("inproc", Path::new(BIN))] {
+        for (tag, self_exe) in
+            [("exec", Path::new("/nonexistent")), ("inproc", Path::new(crate::harness::runtime::bin()))]
+        {
             let data = d.path().join(format!("data-{tag}-{version}"));
             let stdin = format!(
                 r#"{{"cniVersion":"{version}","name":"net1","type":"bridge","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"198.18.0.0/24"}}]]}}}}"#,

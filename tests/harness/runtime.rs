@@ -25,8 +25,19 @@ impl Tmp {
     }
 }
 
+/// The cni-multi binary the integration tests run: the static release artifact when
+/// `CNI_MULTI_RELEASE_BIN` names it (`make test` sets it: the file we ship is the file tested),
+/// else cargo's build of this test run. A variable naming a missing file is an error, not a
+/// silent fall-back.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cni-multi")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("CNI_MULTI_RELEASE_BIN") {
+        Ok(p) if !p.is_empty() => {
+            let abs = std::fs::canonicalize(&p).unwrap_or_else(|e| panic!("CNI_MULTI_RELEASE_BIN={p}: {e}"));
+            abs.to_str().expect("a UTF-8 path").to_string()
+        }
+        _ => env!("CARGO_BIN_EXE_cni-multi").to_string(),
+    })
 }
 
 /// A CNI_PATH directory of symlinks to our binary (so plugins run in-process).

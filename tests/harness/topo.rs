@@ -98,7 +98,7 @@ impl NsSet {
         conf: &Value,
     ) -> Out {
         let bin = match which {
-            Impl::Ours => env!("CARGO_BIN_EXE_cni-multi").to_string(),
+            Impl::Ours => super::runtime::bin().to_string(),
             Impl::Reference => format!("{REFERENCE_DIR}/{plugin}"),
         };
         // host-device reads /sys, which only `ip netns exec` remounts for the namespace; the
@@ -150,11 +150,11 @@ impl NsSet {
         std::fs::create_dir_all(&bin).unwrap();
         match via {
             IpamVia::InProcess => {
-                std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cni-multi"), bin.join("host-local")).unwrap();
+                std::os::unix::fs::symlink(super::runtime::bin(), bin.join("host-local")).unwrap();
             }
             IpamVia::Exec => {
                 let script = bin.join("host-local");
-                let body = format!("#!/bin/sh\nexec '{}' host-local \"$@\"\n", env!("CARGO_BIN_EXE_cni-multi"));
+                let body = format!("#!/bin/sh\nexec '{}' host-local \"$@\"\n", super::runtime::bin());
                 std::fs::write(&script, body).unwrap();
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();

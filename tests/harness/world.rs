@@ -295,7 +295,7 @@ impl World {
             None => {
                 let bin = tmp.join("bin");
                 std::fs::create_dir_all(&bin).expect("create plugin dir");
-                let exe = Path::new(env!("CARGO_BIN_EXE_cni-multi"));
+                let exe = Path::new(super::runtime::bin());
                 for name in APPLET_NAMES {
                     std::os::unix::fs::symlink(exe, bin.join(name)).expect("symlink applet");
                 }
