@@ -15,8 +15,10 @@ fi
 packages=(
     # kernel tools the tests and the demo drive, and the reference plugins (the oracle in /usr/lib/cni)
     iproute2 iputils-ping nftables iptables containernetworking-plugins
-    # static musl build, test helpers
-    musl-tools jq yq file strace make git ca-certificates
+    # the C toolchain cargo links build scripts, proc-macros and the gnu test binaries with (gcc
+    # only recommends libc6-dev, and apt runs here without recommends), the static musl build,
+    # test helpers
+    gcc libc6-dev musl-tools jq yq file strace make git ca-certificates
     # dhcp tests (dnsmasq as the server, systemd-socket-activate), VM tests for kernel features this host lacks
     # (on a machine with backports' qemu-utils 10.x, apt replaces it: Debian 12's qemu-system-x86 needs 7.2)
     dnsmasq-base qemu-system-x86 busybox-static systemd

@@ -58,7 +58,7 @@ enum Key {
 
 /// (plugin, printed label, key) for every documented key of every applet of the binary.
 fn documented() -> Vec<(String, String, Key)> {
-    let exe = env!("CARGO_BIN_EXE_cni-multi");
+    let exe = crate::harness::runtime::bin();
     let list = Command::new(exe).arg("--list").output().expect("cni-multi --list");
     let mut out = vec![];
     for plugin in String::from_utf8_lossy(&list.stdout).split_whitespace() {
@@ -311,6 +311,7 @@ const BEHAVIOUR: &[Behaviour] = &[
     Behaviour { file: "tap-runtime-mac.json", cni_args: Some("IgnoreUnknown=1;MAC=0a:58:c6:12:00:53") },
     Behaviour { file: "flannel.json", cni_args: None },
     Behaviour { file: "vpc-routed.json", cni_args: None },
+    Behaviour { file: "vpc-routed-device.json", cni_args: None },
     Behaviour { file: "dummy.json", cni_args: None },
 ];
 
@@ -329,7 +330,7 @@ fn behave(
     );
     let w = World::new(tag, 1, Impl::Ours);
     w.host_nodad();
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_cni-multi"));
+    let exe = std::path::Path::new(crate::harness::runtime::bin());
     for extra in ["flannel", "vpc-routed"] {
         if w.bin_dir.starts_with(&w.tmp) && !w.bin_dir.join(extra).exists() {
             std::os::unix::fs::symlink(exe, w.bin_dir.join(extra)).expect("symlink applet");
@@ -456,6 +457,26 @@ fn vpc_routed_keys() {
             assert!(rules.contains(&format!("from {ip} lookup 1043")), "table: {rules}");
             let routes = w.host.must(&["ip", "-4", "route", "show", "dev", &veths[0]]);
             assert!(routes.contains(&ip), "host route to the pod over its veth: {routes}");
+        },
+    );
+}
+
+/// `deviceNumber` without `table`: the ENI's table is deviceNumber + 1 (AWS convention); `mtu`
+/// as a numeric string; `dns` copied into the result.
+#[test]
+fn vpc_routed_device_number_and_dns_keys() {
+    behave(
+        "vpc-routed-device.json",
+        "kvpcd",
+        None,
+        |_, _| {},
+        |w, s, r| {
+            let ip = format!("{}.2", s.v4a);
+            let rules = w.host.must(&["ip", "-4", "rule", "show"]);
+            assert!(rules.contains(&format!("from {ip} lookup 3")), "deviceNumber 2: table 3: {rules}");
+            assert_eq!(link_info(w, "eth0")["mtu"], 1400, "mtu \"1400\"");
+            assert_eq!(r["dns"]["nameservers"], json!(["198.18.0.53"]), "dns: {r:#}");
+            assert_eq!(r["dns"]["search"], json!(["pods.test"]), "dns: {r:#}");
         },
     );
 }

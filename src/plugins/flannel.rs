@@ -26,7 +26,8 @@ pub const APPLET: Plugin = Plugin {
 };
 
 pub const DOC: Doc = Doc {
-    kind: Kind::Meta,
+    // it makes the container's interface (through its delegate) and reads no prevResult
+    kind: Kind::Interface,
     summary: "Reads the node's subnet from flannel's subnet.env, builds a delegate config (bridge \
               and host-local over the node subnet by default) and runs it; DEL runs the saved \
               delegate config.",

@@ -18,7 +18,7 @@
 
 use super::steps::{self, veth::Pair, NsOrGone, Undo};
 use crate::cni::delegate;
-use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version};
+use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version, DNS_KEY};
 use crate::cni::result::{Interface, IpConfig, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::addr::Family;
@@ -57,9 +57,16 @@ pub const DOC: Doc = Doc {
     section: "",
     keys: &[
         k("vethPrefix", "string", "\"eni\"", "prefix of the host veth name (the rest is a hash of the pod)"),
-        k("mtu", "int", "kernel default", "MTU of both veth ends"),
+        k(
+            "mtu",
+            "int or numeric string",
+            "9001",
+            "MTU of both veth ends (68-65535; the VPC's jumbo frames by default)",
+        ),
         k("table", "int", "", "route table of the pod's ENI: adds `from <pod> lookup <table>`"),
+        k("deviceNumber", "int", "", "the pod's ENI device number: without `table`, table = deviceNumber + 1 when > 0"),
         k("ipam", "object", "", "required"),
+        DNS_KEY,
     ],
     notes: &["`cni-multi vpc-routed setup-host` prepares the node (rp_filter, fwmark rule, ENI routes)."],
     example: r#"{
