@@ -1043,12 +1043,19 @@ fn differential_portmap_iptables_text_vs_reference() {
             json!([{"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "198.18.250.1"}]),
         )),
         twin(pm(json!({}), json!([]))),
+        // every mapping's host port is in both families' entry rules (grouped by protocol), the
+        // DN chain holds the family's own mappings; a family with nothing mapped still gets the
+        // chain and its entry rules (a v4 hostIP above, 0.0.0.0 here)
+        twin(pm(
+            json!({}),
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 9090, "containerPort": 90, "protocol": "tcp", "hostIP": "198.18.250.1"},
+                {"hostPort": 9091, "containerPort": 91, "protocol": "tcp", "hostIP": "fd00:250::1"}]),
+        )),
+        twin(pm(json!({}), json!([{"hostPort": 53, "containerPort": 5353, "protocol": "udp", "hostIP": "0.0.0.0"}]))),
     ];
     // the external chain must exist (without it both fail; ours leaves nothing behind, the oracle
     // leaves half its chains)
-    // a v4 hostIP: the oracle also makes an empty IPv6 DN chain (+ entry rule) for the container's
-    // v6 address although nothing maps to it; ours skips a family with nothing to map (v4 compared)
-    cases[6].v4_only = true;
     cases[4].setup =
         &[&["iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ"], &["ip6tables", "-t", "nat", "-N", "KUBE-MARK-MASQ"]];
     differential("mdpm", &cases, &|w, prev| {
@@ -1057,9 +1064,10 @@ fn differential_portmap_iptables_text_vs_reference() {
     });
 }
 
-/// Two pods on one network through portmap (markMasqBit + conditionsV4/V6, default backend), then
-/// a re-ADD of the first pod, a DEL of each: the nat rules after every step, one side.
-fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str>, extra: &Value) -> Vec<Value> {
+/// Two pods on one network through portmap (each with its own extra keys, e.g. markMasqBit +
+/// conditionsV4/V6), then a re-ADD of the first pod, a DEL of each: the nat rules after every
+/// step, one side.
+fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str>, extra: [&Value; 2]) -> Vec<Value> {
     let w = World::new(tag, 2, imp);
     w.host_nodad();
     w.host.must(&["ip", "link", "set", "lo", "up"]);
@@ -1071,7 +1079,7 @@ fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str
             "runtimeConfig": {"portMappings": [
                 {"hostPort": 8080 + i, "containerPort": 80, "protocol": "tcp"},
                 {"hostPort": 5300 + i, "containerPort": 53, "protocol": "udp"}]}});
-        for (k, v) in extra.as_object().into_iter().flatten() {
+        for (k, v) in extra[i].as_object().into_iter().flatten() {
             c[k] = v.clone();
         }
         if let Some(b) = backend {
@@ -1108,8 +1116,8 @@ fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str
 fn differential_portmap_two_pods_rule_order_vs_reference() {
     let s = Subnets::alloc();
     let extra = json!({"markMasqBit": 10, "conditionsV4": ["-s", "198.18.0.0/15"], "conditionsV6": ["-s", "fd00::/8"]});
-    let ours = two_pods_portmap_side(Impl::Ours, "mdpm2o", &s, None, &extra);
-    let reference = two_pods_portmap_side(Impl::Reference, "mdpm2r", &s, None, &extra);
+    let ours = two_pods_portmap_side(Impl::Ours, "mdpm2o", &s, None, [&extra, &extra]);
+    let reference = two_pods_portmap_side(Impl::Reference, "mdpm2r", &s, None, [&extra, &extra]);
     assert_eq!(ours, reference, "\nours: {ours:#?}\nreference: {reference:#?}");
     // the comparison means something: both pods' entries, pod0 first
     let nat: Vec<String> = serde_json::from_value(ours[0]["nat"].clone()).unwrap();
@@ -1118,13 +1126,80 @@ fn differential_portmap_two_pods_rule_order_vs_reference() {
     assert!(entries[0].contains("pod0") && entries[3].contains("pod1"), "{entries:#?}");
 }
 
+/// Two pods with different `markMasqBit`s (13, 5): each gets its own SETMARK and MASQ rule, as
+/// with the reference (regression: any MARK rule used to count, so the second pod had none).
+#[test]
+fn differential_portmap_two_mark_bits_vs_reference() {
+    let s = Subnets::alloc();
+    let (a, b) = (json!({"markMasqBit": 13}), json!({"markMasqBit": 5}));
+    let ours = two_pods_portmap_side(Impl::Ours, "mdpmbo", &s, Some("iptables"), [&a, &b]);
+    let reference = two_pods_portmap_side(Impl::Reference, "mdpmbr", &s, Some("iptables"), [&a, &b]);
+    assert_eq!(ours, reference, "\nours: {ours:#?}\nreference: {reference:#?}");
+    let nat: Vec<String> = serde_json::from_value(ours[0]["nat"].clone()).unwrap();
+    for (fam, tool) in [("v4", "iptables-save"), ("v6", "ip6tables-save")] {
+        for mark in ["0x2000/0x2000", "0x20/0x20"] {
+            let set = format!("{tool}: -A CNI-HOSTPORT-SETMARK -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark {mark}");
+            let masq = format!("{tool}: -A CNI-HOSTPORT-MASQ -m mark --mark {mark} -j MASQUERADE");
+            assert!(nat.contains(&set) && nat.contains(&masq), "{fam} mark {mark} missing: {nat:#?}");
+        }
+    }
+}
+
+/// portmap CHECK (iptables) wants every rule ADD made, whole: a mapping with another host port,
+/// container port or protocol fails, and so does a correct one once a rule of the container's
+/// chain is gone (regression: CHECK matched by substring, "--dport 80" inside "--dport 8080").
+#[test]
+fn portmap_iptables_check_wants_every_rule_whole() {
+    let w = World::new("mpmchk", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mpmchk";
+    let prev = w.add(&ptp_conf(&w, &s, net, None)).run().ok();
+    let conf = |maps: Value| {
+        let mut c = chained(net, json!({"type": "portmap", "backend": "iptables"}), &prev);
+        c["runtimeConfig"] = json!({ "portMappings": maps });
+        c
+    };
+    let tcp = |h: u16, c: u16, p: &str| json!({"hostPort": h, "containerPort": c, "protocol": p});
+    let good = conf(json!([tcp(8080, 80, "tcp"), tcp(5300, 53, "udp")]));
+    w.add(&good).run().ok();
+    w.check(&good, &prev).run().ok();
+    for wrong in [
+        json!([tcp(80, 80, "tcp"), tcp(5300, 53, "udp")]),
+        json!([tcp(8080, 8, "tcp"), tcp(5300, 53, "udp")]),
+        json!([tcp(8080, 80, "udp"), tcp(5300, 53, "udp")]),
+        json!([tcp(8080, 80, "tcp"), tcp(530, 53, "udp")]),
+    ] {
+        let e = w.check(&conf(wrong.clone()), &prev).run().err();
+        assert!(e.msg.contains("no rule") || e.msg.contains("does not exist"), "{wrong}: {e:?}");
+    }
+    // one rule of the container's chain deleted (each kind in turn), then put back by a re-ADD
+    let dn = cni_multi::firewall::portmap::dn_chain(net, "cid-mpmchk");
+    for tool in ["iptables", "ip6tables"] {
+        let save = w.host.must(&[&format!("{tool}-save"), "-t", "nat"]);
+        let rules: Vec<String> =
+            save.lines().filter(|l| l.starts_with(&format!("-A {dn} "))).map(str::to_string).collect();
+        assert!(rules.len() >= 4, "{save}");
+        for r in &rules {
+            let mut del = vec![tool, "-t", "nat", "-D"];
+            let args: Vec<&str> = r.split_whitespace().skip(1).collect();
+            del.extend(args);
+            w.host.must(&del);
+            let e = w.check(&good, &prev).run().err();
+            assert!(e.msg.contains("no rule") && e.msg.contains(&dn), "CHECK passed without {r}: {e:?}");
+            w.add(&good).run().ok();
+            w.check(&good, &prev).run().ok();
+        }
+    }
+    w.del(&good).run().ok();
+}
+
 /// The nftables layout orders the same way: each pod's DNAT rules are appended to `hostports`;
 /// a re-ADD of a pod replaces its rules at the end (nft has no insert-unless-present).
 #[test]
 fn portmap_nftables_two_pods_rules_appended() {
     let s = Subnets::alloc();
     let extra = json!({"conditionsV4": ["ip saddr 198.18.0.0/15"]});
-    let steps = two_pods_portmap_side(Impl::Ours, "mpmnft2", &s, Some("nftables"), &extra);
+    let steps = two_pods_portmap_side(Impl::Ours, "mpmnft2", &s, Some("nftables"), [&extra, &extra]);
     let pods = |i: usize| -> Vec<String> {
         let rules: Vec<String> = serde_json::from_value(steps[i]["nft hostports"].clone()).unwrap();
         rules.iter().map(|r| r.rsplit("comment ").next().unwrap_or_default().to_string()).collect()
@@ -1177,10 +1252,10 @@ fn portmap_gc_and_check_iptables() {
     let dn = |cid: &str| cni_multi::firewall::portmap::dn_chain(net, cid);
     let nat = w.host.must(&["iptables-save", "-t", "nat"]);
     assert!(nat.contains(&dn("keep")) && nat.contains(&dn("stale")), "{nat}");
-    // CHECK notices a missing DNAT rule
+    // CHECK notices the missing rules of a flushed DN chain
     w.host.must(&["iptables", "-t", "nat", "-F", &dn("stale")]);
     let e = w.check(&confs[1], &confs[1]["prevResult"]).container(1).cid("stale").run().err();
-    assert!(e.msg.contains("DNAT"), "{e:?}");
+    assert!(e.msg.contains("no rule") && e.msg.contains(&dn("stale")), "{e:?}");
     let gc = json!({"cniVersion": "1.1.0", "name": net, "type": "portmap",
         "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]});
     w.cni("GC", &gc).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
@@ -1387,6 +1462,24 @@ fn portmap_nftables_check_notices_missing_rules() {
     w.check(&c, &r).run().ok();
     w.host.must(&["nft", "flush", "chain", "ip", "cni_hostport", "hostports"]);
     w.check(&c, &r).run().err();
+    w.del(&c).run().ok();
+}
+
+/// nftables: a family none of whose mappings applies to it (here IPv6, the only mapping has an
+/// IPv4 host IP) gets no rules at all, and CHECK passes for it; the reference adds its table,
+/// chains and masquerade rule for the container's IPv6 address (docs/differences.md).
+#[test]
+fn portmap_nftables_family_with_nothing_mapped_gets_no_rules() {
+    let w = World::new("mpmfam", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmfam", None)).run().ok();
+    let mut c = chained("mpmfam", json!({"type": "portmap", "backend": "nftables"}), &prev);
+    c["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "198.18.250.1"}]});
+    w.add(&c).run().ok();
+    let tables = w.host.must(&["nft", "list", "tables"]);
+    assert!(tables.contains("table ip cni_hostport") && !tables.contains("table ip6 cni_hostport"), "{tables}");
+    w.check(&c, &prev).run().ok();
     w.del(&c).run().ok();
 }
 
