@@ -609,6 +609,91 @@ fn portmap_and_firewall_default_backend_is_the_references_rule() {
     }
 }
 
+/// The backend options as v1.9.1's `validateBackend`: `markMasqBit` belongs to no backend (it goes
+/// with nftables, which has no use for it, and does not decide the backend), an option of the
+/// other backend is refused by ADD with the reference's message, and DEL never fails on the
+/// backend; `conditionsV4: [""]` names no backend.
+#[test]
+fn portmap_backend_options_as_the_reference() {
+    let w = World::new("mpmopt", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmopt", None)).run().ok();
+    let cid = format!("cid-{}", w.tag);
+    let nopath = w.tmp.join("empty-path");
+    std::fs::create_dir_all(&nopath).unwrap();
+    let nopath = nopath.to_string_lossy().into_owned();
+    let state = || {
+        let nft =
+            String::from_utf8_lossy(&w.host.exec(&["nft", "list", "table", "ip", "cni_hostport"]).stdout).into_owned();
+        (w.host.must(&["iptables-save", "-t", "nat"]).contains(":CNI-DN-"), nft.contains(&format!("comment \"{cid}\"")))
+    };
+    let pm = |extra: Value| {
+        let mut p = json!({"type": "portmap",
+            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        chained("mpmopt", p, &prev)
+    };
+    // markMasqBit with nftables: ADD, CHECK and DEL work (regression: code 7 for all three)
+    let c = pm(json!({"backend": "nftables", "markMasqBit": 13}));
+    w.add(&c).run().ok();
+    assert_eq!(state(), (false, true));
+    w.check(&c, &prev).run().ok();
+    w.del(&c).run().ok();
+    assert_eq!(state(), (false, false));
+    // markMasqBit does not pick iptables: with no iptables on PATH the default is nftables
+    let c = pm(json!({"markMasqBit": 13}));
+    w.add(&c).env("PATH", &nopath).run().ok();
+    assert_eq!(state(), (false, true));
+    w.check(&c, &prev).env("PATH", &nopath).run().ok();
+    w.del(&c).env("PATH", &nopath).run().ok();
+    assert_eq!(state(), (false, false));
+    // an option of the other backend: ADD refuses it (code 7), DEL of that config succeeds, and
+    // so does DEL with a node override that names no backend
+    let c = pm(json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}));
+    let e = w.add(&c).run().err();
+    assert_eq!(e.code, 7, "{e:?}");
+    assert_eq!(
+        e.msg,
+        "failed to parse config: nftables backend was requested but configuration contains iptables-specific \
+         options [externalSetMarkChain]"
+    );
+    w.del(&c).run().ok();
+    w.del(&pm(json!({}))).env("CNI_MULTI_FIREWALL_BACKEND", "bogus").run().ok();
+    // [""] names no backend: the default (iptables here), which refuses the empty argument
+    // before any change (the reference fails in iptables, "Bad argument", after making chains)
+    let before = netfilter(&w.host).text();
+    let e = w.add(&pm(json!({"conditionsV4": [""]}))).run().err();
+    assert_eq!(e.code, 7, "{e:?}");
+    assert!(e.msg.contains("empty argument"), "{e:?}");
+    assert_eq!(netfilter(&w.host).text(), before);
+    let c = pm(json!({"backend": "nftables", "conditionsV4": [""]}));
+    w.add(&c).run().ok();
+    assert_eq!(state(), (false, true));
+    w.del(&c).run().ok();
+}
+
+/// A config error of portmap's ADD or DEL says "failed to parse config: …" as the reference's;
+/// the code is the spec's 7 (the reference says 999).
+#[test]
+fn portmap_config_errors_say_failed_to_parse_config() {
+    let s = Subnets::alloc();
+    let mut seen = vec![];
+    for (imp, tag) in [(Impl::Ours, "mpmerro"), (Impl::Reference, "mpmerrr")] {
+        let w = World::new(tag, 1, imp);
+        let prev = w.add(&ptp_conf(&w, &s, "mpmerr", None)).cid("errcid").run().ok();
+        let mut c = chained("mpmerr", json!({"type": "portmap"}), &prev);
+        c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]});
+        let add = w.add(&c).cid("errcid").run().err();
+        let del = w.del(&c).cid("errcid").run().err();
+        seen.push((add.code, add.msg, del.code, del.msg));
+    }
+    let msg = "failed to parse config: Invalid host port number: 0".to_string();
+    assert_eq!(seen[0], (7, msg.clone(), 7, msg.clone()), "ours");
+    assert_eq!(seen[1], (999, msg.clone(), 999, msg), "reference");
+}
+
 // ---------------------------------------------------------------- firewall
 
 fn firewall_behaviour(tag: &str, backend: &str) {

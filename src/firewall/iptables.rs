@@ -46,10 +46,15 @@ pub fn check_chain_name(key: &str, name: &str) -> Result<()> {
 }
 
 /// Config text written into restore input as arguments (portmap's iptables-syntax conditions):
-/// no control character, since a newline would start a restore line of its own. Code 7.
+/// no control character, since a newline would start a restore line of its own, and no empty
+/// argument, which iptables refuses ("Bad argument `'"; the reference fails there, after making
+/// its chains). Code 7.
 pub fn check_restore_args(key: &str, args: &[String]) -> Result<()> {
     if let Some(a) = args.iter().find(|a| a.chars().any(char::is_control)) {
         return Err(CniError::config(format!("invalid {key}: {a:?} holds a control character")).into());
+    }
+    if args.iter().any(String::is_empty) {
+        return Err(CniError::config(format!("invalid {key}: an empty argument (iptables refuses it)")).into());
     }
     Ok(())
 }

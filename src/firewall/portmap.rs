@@ -83,20 +83,27 @@ pub const OLD_TOP_SNAT: &str = "CNI-HOSTPORT-SNAT";
 
 // ---- the façade --------------------------------------------------------------------------------
 
-/// The options that only one backend has (they decide the backend when no key does).
+/// The options that only one backend has (they decide the backend when no key does). As in
+/// the reference (`validateBackend`), these are `externalSetMarkChain` and the conditions;
+/// `markMasqBit` is not one: the nftables backend simply has no use for it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BackendHints<'a> {
-    /// `markMasqBit` is set (iptables only).
-    pub mark_masq_bit: bool,
     /// `externalSetMarkChain` is set (iptables only).
     pub external_set_mark_chain: bool,
     pub conditions_v4: &'a [String],
     pub conditions_v6: &'a [String],
 }
 
-/// First token starting with `-` or `!` ⇒ iptables syntax (as the reference).
+/// First token starting with `-` or `!` ⇒ iptables syntax.
 pub fn is_iptables_syntax(conds: &[String]) -> bool {
     conds.first().and_then(|c| c.split_whitespace().next()).is_some_and(|t| t.starts_with('-') || t.starts_with('!'))
+}
+
+/// The backend a conditions list is written for, as the reference's `detectBackendOfConditions`:
+/// none when the list is empty or its first string is (`[""]` says nothing about the backend).
+fn conditions_backend(conds: &[String]) -> Option<BackendKind> {
+    conds.first().filter(|c| !c.is_empty())?;
+    Some(if is_iptables_syntax(conds) { BackendKind::Iptables } else { BackendKind::Nftables })
 }
 
 fn config_err(msg: impl Into<String>) -> anyhow::Error {
@@ -104,42 +111,57 @@ fn config_err(msg: impl Into<String>) -> anyhow::Error {
 }
 
 /// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`,
-/// else the options only one backend has (`markMasqBit`, `externalSetMarkChain`, iptables-syntax
-/// conditions ⇒ iptables; nft-syntax conditions ⇒ nftables), else `default` (the reference's
-/// rule, [`super::default_backend`]). An option of the other backend with an explicit choice is
-/// an invalid config (code 7), as the reference.
+/// else the options only one backend has (`externalSetMarkChain`, iptables-syntax conditions ⇒
+/// iptables; nft-syntax conditions ⇒ nftables), else `default` (the reference's rule,
+/// [`super::default_backend`]). An option of the other backend than the one chosen is an invalid
+/// config (code 7), with the reference's message. (Where no key names a backend the reference
+/// takes its default and then refuses an option of the other backend; an option only one
+/// backend has picks that backend here, docs/differences.md.)
 pub fn choose(
     env: Option<&str>,
     key: Option<&str>,
     hints: &BackendHints,
     default: impl FnOnce() -> BackendKind,
 ) -> Result<BackendKind> {
-    let (v4, v6) = (hints.conditions_v4, hints.conditions_v6);
-    let any_conds = !v4.is_empty() || !v6.is_empty();
-    let ipt_conds = is_iptables_syntax(v4) || is_iptables_syntax(v6);
-    let ipt_only = hints.mark_masq_bit || hints.external_set_mark_chain || ipt_conds;
-    let nft_only = any_conds && !ipt_conds;
+    let mut specific: [Vec<&str>; 2] = [Vec::new(), Vec::new()]; // [iptables, nftables]
+    let slot = |k: BackendKind| usize::from(k == BackendKind::Nftables);
+    if hints.external_set_mark_chain {
+        specific[0].push("externalSetMarkChain");
+    }
+    for (name, conds) in [("conditionsV4", hints.conditions_v4), ("conditionsV6", hints.conditions_v6)] {
+        if let Some(k) = conditions_backend(conds) {
+            specific[slot(k)].push(name);
+        }
+    }
     let explicit = env.filter(|s| !s.is_empty()).or(key.filter(|s| !s.is_empty()));
     let kind = match explicit {
-        Some(b) => {
-            let k = BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?;
-            if k == BackendKind::Nftables && ipt_only {
-                return Err(config_err(
-                    "iptables-only options (markMasqBit, externalSetMarkChain, iptables-syntax conditions) cannot be used with the nftables backend",
-                ));
+        Some(b) => BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?,
+        None => match (specific[0].is_empty(), specific[1].is_empty()) {
+            (false, false) => {
+                return Err(config_err(format!(
+                    "options of both backends (conditions of both syntaxes?): configuration contains \
+                     iptables-specific options [{}] and nftables-specific options [{}]",
+                    specific[0].join(" "),
+                    specific[1].join(" ")
+                )))
             }
-            if k == BackendKind::Iptables && nft_only {
-                return Err(config_err("nftables-syntax conditions cannot be used with the iptables backend"));
-            }
-            k
-        }
-        None if ipt_only && nft_only => return Err(config_err("conditions mix iptables and nftables syntax")),
-        None if ipt_only => BackendKind::Iptables,
-        None if nft_only => BackendKind::Nftables,
-        None => default(),
+            (false, true) => BackendKind::Iptables,
+            (true, false) => BackendKind::Nftables,
+            (true, true) => default(),
+        },
     };
-    if is_iptables_syntax(v4) != is_iptables_syntax(v6) && !v4.is_empty() && !v6.is_empty() {
-        return Err(config_err("conditionsV4 and conditionsV6 must use the same syntax"));
+    let other = match kind {
+        BackendKind::Iptables => BackendKind::Nftables,
+        BackendKind::Nftables => BackendKind::Iptables,
+    };
+    let wrong = &specific[slot(other)];
+    if !wrong.is_empty() {
+        return Err(config_err(format!(
+            "{} backend was requested but configuration contains {}-specific options [{}]",
+            kind.name(),
+            other.name(),
+            wrong.join(" ")
+        )));
     }
     Ok(kind)
 }
@@ -768,16 +790,25 @@ mod tests {
         assert_eq!(choose(None, None, &none, nft).unwrap(), BackendKind::Nftables);
         assert_eq!(choose(None, None, &none, ipt).unwrap(), BackendKind::Iptables);
         assert_eq!(choose(Some("iptables"), Some("nftables"), &none, nft).unwrap(), BackendKind::Iptables);
-        let mark = BackendHints { mark_masq_bit: true, ..Default::default() };
-        assert_eq!(choose(None, None, &mark, nft).unwrap(), BackendKind::Iptables);
-        assert!(choose(None, Some("nftables"), &mark, nft).is_err());
+        let ext = BackendHints { external_set_mark_chain: true, ..Default::default() };
+        assert_eq!(choose(None, None, &ext, nft).unwrap(), BackendKind::Iptables);
+        let e = choose(None, Some("nftables"), &ext, nft).unwrap_err().to_string();
+        assert_eq!(e, "nftables backend was requested but configuration contains iptables-specific options [externalSetMarkChain]");
         let c4 = vec!["ip saddr 198.18.0.0/15".to_string()];
-        let nft_conds = BackendHints { conditions_v4: &c4, ..Default::default() };
+        let nft_conds = BackendHints { conditions_v4: &c4, conditions_v6: &c4, ..Default::default() };
         assert_eq!(choose(None, None, &nft_conds, ipt).unwrap(), BackendKind::Nftables);
-        assert!(choose(None, Some("iptables"), &nft_conds, ipt).is_err());
+        let e = choose(None, Some("iptables"), &nft_conds, ipt).unwrap_err().to_string();
+        assert_eq!(e, "iptables backend was requested but configuration contains nftables-specific options [conditionsV4 conditionsV6]");
         let c6 = vec!["-s".to_string(), "fd00::/8".to_string()];
         let mixed = BackendHints { conditions_v4: &c4, conditions_v6: &c6, ..Default::default() };
         assert!(choose(None, None, &mixed, nft).is_err());
+        assert!(choose(None, Some("nftables"), &mixed, nft).is_err());
+        // as the reference: an empty first condition says nothing about the backend
+        let empty = vec![String::new()];
+        let e4 = BackendHints { conditions_v4: &empty, ..Default::default() };
+        assert_eq!(choose(None, None, &e4, ipt).unwrap(), BackendKind::Iptables);
+        assert_eq!(choose(None, None, &e4, nft).unwrap(), BackendKind::Nftables);
+        assert_eq!(choose(None, Some("iptables"), &e4, nft).unwrap(), BackendKind::Iptables);
     }
 
     #[test]
