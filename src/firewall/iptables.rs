@@ -194,9 +194,13 @@ pub fn canonical_rule(args: &[String]) -> Vec<String> {
         }
     };
     let p = groups.iter().find(|g| g.1 == "-p").and_then(|g| g.2.first()).map(|v| proto(v));
+    let any =
+        |v: &[String]| v.len() == 1 && v.first().is_some_and(|a| a.parse::<IpNet>().is_ok_and(|n| n.prefix_len() == 0));
     let mut out: Vec<String> = groups
         .into_iter()
         .filter(|(_, o, v)| !(o == "-m" && v.len() == 1 && v.first().is_some_and(|m| p.as_deref() == Some(&*proto(m)))))
+        // `-s 0.0.0.0/0` (masqAll's hairpin rule) matches everything: iptables keeps no match
+        .filter(|(not, o, v)| !(!not && (o == "-s" || o == "-d") && any(v)))
         .map(|(not, o, v)| {
             let v: Vec<String> = match o.as_str() {
                 "-s" | "-d" => v.iter().map(|x| net(x)).collect(),
@@ -809,6 +813,8 @@ COMMIT
                 "-p tcp -m tcp --dport 1 -j DNAT --to-destination [fd00::5]:80",
             ),
             ("! -d 224.0.0.0/4 -j MASQUERADE", "! --destination 224.0.0.0/4 --jump MASQUERADE"),
+            ("-p tcp --dport 1 -s 0.0.0.0/0 -j X", "-p tcp -m tcp --dport 1 -j X"),
+            ("-p tcp --dport 1 -s ::/0 -j X", "-p tcp -m tcp --dport 1 -j X"),
         ];
         for (planned, saved) in pairs {
             assert_eq!(c(planned), c(saved), "{planned} / {saved}");
