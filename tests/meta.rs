@@ -778,6 +778,27 @@ fn firewall_iptables_failing_family_leaves_no_rules_of_the_other() {
     assert!(!filter.contains(&v4), "IPv4 rules left behind:\n{filter}");
 }
 
+/// The firewall plugin's `backend` as the reference's getBackend: a value it does not know
+/// ("bogus") falls through to the default (iptables here: firewalld does not run), for ADD, CHECK
+/// and DEL alike; a DEL with a node override that names no backend succeeds too.
+#[test]
+fn firewall_unknown_backend_falls_through_to_the_default() {
+    let w = World::new("mfwbog", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mfwbog", None)).run().ok();
+    let c = chained("mfwbog", json!({"type": "firewall", "backend": "bogus"}), &prev);
+    let accept = format!("-A CNI-FORWARD -s {}/32 -j ACCEPT", s.ip4(2));
+    w.add(&c).run().ok();
+    assert!(w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept));
+    w.check(&c, &prev).run().ok();
+    w.del(&c).run().ok();
+    assert!(!w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept));
+    w.add(&c).run().ok();
+    w.del(&c).env("CNI_MULTI_FIREWALL_BACKEND", "bogus").run().ok();
+    assert!(!w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept));
+    w.del(&c).env("CNI_MULTI_FIREWALL_BACKEND", "bogus").run().ok();
+}
+
 #[test]
 fn firewall_needs_prev_result() {
     let w = World::new("mfwx", 1, Impl::Ours);
@@ -1313,6 +1334,10 @@ fn differential_firewall_iptables_text_vs_reference() {
         twin(fw(json!({"ingressPolicy": "same-bridge"}))),
         twin(fw(json!({"ingressPolicy": "same-bridge"}))),
         twin(fw(json!({"noPrev": true}))),
+        // a backend value the reference does not know falls through to its default (firewalld
+        // when it runs, else iptables), as with the reference (regression: ours refused it, code 7)
+        twin(fw(json!({"backend": "bogus"}))),
+        twin(fw(json!({"backend": "nft"}))),
     ];
     cases[2].first = "bridge";
     cases[3].first = "bridge";
