@@ -241,6 +241,33 @@ fn sbr_table_mode_only_adds_rules() {
     assert!(!rules4.as_array().unwrap().iter().any(|r| r["table"] == "4242"), "{rules4}");
 }
 
+/// sbr with `table` adds its rules from prevResult's addresses without looking the interface
+/// up, as the reference's doRoutesWithTable (regression: ours failed, "Cannot find network
+/// interface", when CNI_IFNAME named no link in the container).
+#[test]
+fn sbr_table_mode_needs_no_interface() {
+    let w = World::new("msbrn", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "msbrn", None)).run().ok();
+    let c0 = w.c(0);
+    // prevResult names the container interface `net9`, which does not exist in the container
+    let mut p = prev.clone();
+    for itf in p["interfaces"].as_array_mut().unwrap() {
+        if itf["name"] == "eth0" {
+            itf["name"] = json!("net9");
+        }
+    }
+    let conf = chained("msbrn", json!({"type": "sbr", "table": 4343}), &p);
+    w.add(&conf).ifname("net9").run().ok();
+    let rules4 = c0.ip_json(&["-4", "rule", "show"]);
+    let r4 = rules4.as_array().unwrap().iter().find(|r| r["src"] == s.ip4(2).as_str()).expect("v4 rule");
+    assert_eq!(r4["table"], "4343");
+    // the default mode needs the interface (its routes move), as the reference's
+    let conf = chained("msbrn", json!({"type": "sbr"}), &p);
+    let e = w.add(&conf).ifname("net9").run().err();
+    assert!(e.msg.contains("net9"), "{e:?}");
+}
+
 // ---------------------------------------------------------------- bandwidth
 
 /// Move `bytes` from a TCP client in `from` to a server in `to` listening on `addr`; returns the
