@@ -98,6 +98,39 @@ fn tuning_sets_reads_back_checks_and_restores() {
 
 /// A failed tuning ADD puts back what it changed before failing: a sysctl refused by the kernel
 /// after another was written, and an MTU refused after the MAC, promisc and the backup file.
+/// Where tuning deliberately differs in form (docs/differences.md): the result's MAC is the
+/// canonical lower-case colon form (the reference echoes the config's text), the backup
+/// directory is 0700 (the reference's is 0600, which a directory cannot be entered with) and the
+/// backup file is indented by two spaces; the link's MAC and the backup's content are the same.
+#[test]
+fn differential_tuning_result_mac_and_backup_form_vs_reference() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Subnets::alloc();
+    let mut sides = vec![];
+    for (imp, tag) in [(Impl::Ours, "mtubko"), (Impl::Reference, "mtubkr")] {
+        let w = World::new(tag, 1, imp);
+        let prev = w.add(&ptp_conf(&w, &s, "mtubk", None)).cid("bkcid").run().ok();
+        let dir = w.tmp.join("tuning-backups");
+        let conf = chained("mtubk", json!({"type": "tuning", "mac": "02-AA-BB-CC-DD-EE", "dataDir": dir}), &prev);
+        let r = w.add(&conf).cid("bkcid").run().ok();
+        let mac = r["interfaces"].as_array().unwrap().iter().find(|i| i["name"] == "eth0").unwrap()["mac"].clone();
+        let link_mac = w.c(0).link("eth0").unwrap()["address"].clone();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        let text = std::fs::read_to_string(dir.join("bkcid_eth0.json")).unwrap();
+        let content: Value = serde_json::from_str(&text).unwrap();
+        w.del(&conf).cid("bkcid").run().ok();
+        sides.push((mac, link_mac, mode, text, content));
+    }
+    let (ours, reference) = (&sides[0], &sides[1]);
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!((&ours.1, keys(&ours.4)), (&reference.1, keys(&reference.4)), "link MAC and backup keys");
+    assert_eq!(ours.1, json!("02:aa:bb:cc:dd:ee"));
+    assert_eq!((ours.0.clone(), reference.0.clone()), (json!("02:aa:bb:cc:dd:ee"), json!("02-AA-BB-CC-DD-EE")));
+    assert_eq!((ours.2, reference.2), (0o700, 0o600), "backup directory modes");
+    assert!(ours.3.contains("\n  \"mac\""), "ours two-space indented: {:?}", ours.3);
+    assert!(reference.3.contains("\n \"mac\""), "reference one-space indented: {:?}", reference.3);
+}
+
 #[test]
 fn tuning_failed_add_puts_everything_back() {
     let w = World::new("mtunehalf", 1, Impl::Ours);
@@ -1570,6 +1603,45 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
 /// An ADD whose second family fails leaves nothing: the IPv4 mappings that went in come out.
 /// The IPv6 failure is real: a `hostports_all` that someone made a base chain, which the kernel
 /// refuses as a jump target.
+/// A mapping's rule against what `nft` makes of v1.9.1's text for it (portmap_nftables.go:
+/// `<proto> dport <P> dnat to <C>:<P'>`): IPv6 is the same rule (`meta l4proto`); IPv4 differs in
+/// the protocol match only, ours `ip protocol` where nft writes `meta l4proto` for `tcp dport`
+/// (the same packets: docs/differences.md).
+#[test]
+fn portmap_nftables_mapping_rules_vs_nft_of_the_reference_text() {
+    let w = World::new("mpmproto", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmproto", None)).run().ok();
+    let mut c = chained("mpmproto", json!({"type": "portmap", "backend": "nftables"}), &prev);
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    w.add(&c).run().ok();
+    let addr = |v6: bool| -> String {
+        let ips = prev["ips"].as_array().unwrap();
+        let a = ips.iter().map(|i| i["address"].as_str().unwrap()).find(|a| a.contains(':') == v6).unwrap();
+        a.split('/').next().unwrap().to_string()
+    };
+    for (family, to) in [("ip", format!("{}:80", addr(false))), ("ip6", format!("[{}]:80", addr(true)))] {
+        let script = format!(
+            "add table {family} cmref; add chain {family} cmref c; add rule {family} cmref c tcp dport 8080 dnat to {to}"
+        );
+        w.host.must(&["nft", &script]);
+        let reference = nft_bytecode(&w, family, "cmref", "c");
+        let ours = nft_bytecode(&w, family, "cni_hostport", "hostports");
+        w.host.must(&["nft", "delete", "table", family, "cmref"]);
+        assert!(reference.iter().any(|l| l.contains("nat dnat")), "{reference:?}");
+        if family == "ip6" {
+            assert_eq!(ours, reference, "ip6");
+            continue;
+        }
+        assert_eq!(ours.len(), reference.len(), "ip: {ours:#?} / {reference:#?}");
+        let differ: Vec<usize> = (0..ours.len()).filter(|&i| ours[i] != reference[i]).collect();
+        assert_eq!(differ, [0], "ip: {ours:#?} / {reference:#?}");
+        assert!(ours[0].contains("payload load 1b @ network header + 9"), "{}", ours[0]);
+        assert!(reference[0].contains("meta load l4proto"), "{}", reference[0]);
+    }
+    w.del(&c).run().ok();
+}
+
 #[test]
 fn portmap_failed_add_of_one_family_removes_the_other() {
     let w = World::new("mpmhalf", 1, Impl::Ours);

@@ -360,6 +360,8 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Resul
         if let Some(h) = host_ip {
             e.extend(match_addr(false, h, if v6 { 128 } else { 32 }, CmpOp::Eq));
         }
+        // IPv6 as nft encodes v1.9.1's `tcp dport P` (meta l4proto); IPv4 `ip protocol` (the
+        // same packets; nft would write meta l4proto there too: docs/differences.md)
         e.extend(if v6 { match_l4proto(proto) } else { match_ip_protocol(proto) });
         e.extend(match_th_dport(m.host_port));
         e.extend(dnat_to(c, Some(m.container_port)));
@@ -759,9 +761,13 @@ mod tests {
     }
 
     /// Compares against the capture of golden/portmap.nft: messages 1..=18 are the IPv4 layout;
-    /// message 19 is the masqAll masquerade rule. (The IPv6 part of the capture uses
-    /// `ip6 nexthdr`; we deliberately match `meta l4proto`, which also sees through extension
-    /// headers, so it is checked by the decoder test instead.)
+    /// message 19 is the masqAll masquerade rule. (The capture's IPv6 line was written with
+    /// `ip6 nexthdr`, which is not what we or the reference make: v1.9.1's text for a mapping is
+    /// `tcp dport P dnat to …`, which nft encodes with `meta l4proto`, as ours does for IPv6,
+    /// checked by the decoder test below and against nft by
+    /// `meta::portmap_nftables_mapping_rules_vs_nft_of_the_reference_text`. For IPv4 we keep the
+    /// capture's `ip protocol`, where nft writes `meta l4proto`: the same packets, listed in
+    /// docs/differences.md.)
     #[test]
     fn nft_layout_matches_nft_capture() {
         let golden = include_bytes!("nft/golden/portmap.bin");
