@@ -123,26 +123,28 @@ pub fn choose(
     hints: &BackendHints,
     default: impl FnOnce() -> BackendKind,
 ) -> Result<BackendKind> {
-    let mut specific: [Vec<&str>; 2] = [Vec::new(), Vec::new()]; // [iptables, nftables]
-    let slot = |k: BackendKind| usize::from(k == BackendKind::Nftables);
+    // the options only iptables has, and those only nftables has
+    let (mut ipt, mut nft): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
     if hints.external_set_mark_chain {
-        specific[0].push("externalSetMarkChain");
+        ipt.push("externalSetMarkChain");
     }
     for (name, conds) in [("conditionsV4", hints.conditions_v4), ("conditionsV6", hints.conditions_v6)] {
-        if let Some(k) = conditions_backend(conds) {
-            specific[slot(k)].push(name);
+        match conditions_backend(conds) {
+            Some(BackendKind::Iptables) => ipt.push(name),
+            Some(BackendKind::Nftables) => nft.push(name),
+            None => {}
         }
     }
     let explicit = env.filter(|s| !s.is_empty()).or(key.filter(|s| !s.is_empty()));
     let kind = match explicit {
         Some(b) => BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?,
-        None => match (specific[0].is_empty(), specific[1].is_empty()) {
+        None => match (ipt.is_empty(), nft.is_empty()) {
             (false, false) => {
                 return Err(config_err(format!(
                     "options of both backends (conditions of both syntaxes?): configuration contains \
                      iptables-specific options [{}] and nftables-specific options [{}]",
-                    specific[0].join(" "),
-                    specific[1].join(" ")
+                    ipt.join(" "),
+                    nft.join(" ")
                 )))
             }
             (false, true) => BackendKind::Iptables,
@@ -150,11 +152,10 @@ pub fn choose(
             (true, true) => default(),
         },
     };
-    let other = match kind {
-        BackendKind::Iptables => BackendKind::Nftables,
-        BackendKind::Nftables => BackendKind::Iptables,
+    let (other, wrong) = match kind {
+        BackendKind::Iptables => (BackendKind::Nftables, &nft),
+        BackendKind::Nftables => (BackendKind::Iptables, &ipt),
     };
-    let wrong = &specific[slot(other)];
     if !wrong.is_empty() {
         return Err(config_err(format!(
             "{} backend was requested but configuration contains {}-specific options [{}]",
