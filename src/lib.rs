@@ -16,5 +16,6 @@ pub mod logging;
 pub mod names;
 pub mod netlink;
 pub mod plugins;
+pub mod re2;
 pub mod sys;
 pub mod tool;

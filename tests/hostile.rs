@@ -1082,7 +1082,6 @@ fn meta_plugin_hostile_inputs_fail_cleanly_and_change_nothing() {
         ("tu-mtu-negative", "tuning", Box::new(set(&["mtu"], json!(-1))), C_INTERNAL, &["mtu", "-1"]),
         ("tu-promisc-string", "tuning", Box::new(set(&["promisc"], json!("yes"))), C_INTERNAL, &["promisc"]),
         ("tu-txqlen-negative", "tuning", Box::new(set(&["txQLen"], json!(-1))), C_INTERNAL, &["txQLen", "-1"]),
-        ("fw-backend-pf", "firewall", Box::new(set(&["backend"], json!("pf"))), C_CONFIG, &["backend", "pf"]),
         (
             "fw-ingress-policy-bogus",
             "firewall",

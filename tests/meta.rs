@@ -98,6 +98,39 @@ fn tuning_sets_reads_back_checks_and_restores() {
 
 /// A failed tuning ADD puts back what it changed before failing: a sysctl refused by the kernel
 /// after another was written, and an MTU refused after the MAC, promisc and the backup file.
+/// Where tuning deliberately differs in form (docs/differences.md): the result's MAC is the
+/// canonical lower-case colon form (the reference echoes the config's text), the backup
+/// directory is 0700 (the reference's is 0600, which a directory cannot be entered with) and the
+/// backup file is indented by two spaces; the link's MAC and the backup's content are the same.
+#[test]
+fn differential_tuning_result_mac_and_backup_form_vs_reference() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Subnets::alloc();
+    let mut sides = vec![];
+    for (imp, tag) in [(Impl::Ours, "mtubko"), (Impl::Reference, "mtubkr")] {
+        let w = World::new(tag, 1, imp);
+        let prev = w.add(&ptp_conf(&w, &s, "mtubk", None)).cid("bkcid").run().ok();
+        let dir = w.tmp.join("tuning-backups");
+        let conf = chained("mtubk", json!({"type": "tuning", "mac": "02-AA-BB-CC-DD-EE", "dataDir": dir}), &prev);
+        let r = w.add(&conf).cid("bkcid").run().ok();
+        let mac = r["interfaces"].as_array().unwrap().iter().find(|i| i["name"] == "eth0").unwrap()["mac"].clone();
+        let link_mac = w.c(0).link("eth0").unwrap()["address"].clone();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        let text = std::fs::read_to_string(dir.join("bkcid_eth0.json")).unwrap();
+        let content: Value = serde_json::from_str(&text).unwrap();
+        w.del(&conf).cid("bkcid").run().ok();
+        sides.push((mac, link_mac, mode, text, content));
+    }
+    let (ours, reference) = (&sides[0], &sides[1]);
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!((&ours.1, keys(&ours.4)), (&reference.1, keys(&reference.4)), "link MAC and backup keys");
+    assert_eq!(ours.1, json!("02:aa:bb:cc:dd:ee"));
+    assert_eq!((ours.0.clone(), reference.0.clone()), (json!("02:aa:bb:cc:dd:ee"), json!("02-AA-BB-CC-DD-EE")));
+    assert_eq!((ours.2, reference.2), (0o700, 0o600), "backup directory modes");
+    assert!(ours.3.contains("\n  \"mac\""), "ours two-space indented: {:?}", ours.3);
+    assert!(reference.3.contains("\n \"mac\""), "reference one-space indented: {:?}", reference.3);
+}
+
 #[test]
 fn tuning_failed_add_puts_everything_back() {
     let w = World::new("mtunehalf", 1, Impl::Ours);
@@ -239,6 +272,33 @@ fn sbr_table_mode_only_adds_rules() {
     w.del(&conf).run().ok();
     let rules4 = c0.ip_json(&["-4", "rule", "show"]);
     assert!(!rules4.as_array().unwrap().iter().any(|r| r["table"] == "4242"), "{rules4}");
+}
+
+/// sbr with `table` adds its rules from prevResult's addresses without looking the interface
+/// up, as the reference's doRoutesWithTable (regression: ours failed, "Cannot find network
+/// interface", when CNI_IFNAME named no link in the container).
+#[test]
+fn sbr_table_mode_needs_no_interface() {
+    let w = World::new("msbrn", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "msbrn", None)).run().ok();
+    let c0 = w.c(0);
+    // prevResult names the container interface `net9`, which does not exist in the container
+    let mut p = prev.clone();
+    for itf in p["interfaces"].as_array_mut().unwrap() {
+        if itf["name"] == "eth0" {
+            itf["name"] = json!("net9");
+        }
+    }
+    let conf = chained("msbrn", json!({"type": "sbr", "table": 4343}), &p);
+    w.add(&conf).ifname("net9").run().ok();
+    let rules4 = c0.ip_json(&["-4", "rule", "show"]);
+    let r4 = rules4.as_array().unwrap().iter().find(|r| r["src"] == s.ip4(2).as_str()).expect("v4 rule");
+    assert_eq!(r4["table"], "4343");
+    // the default mode needs the interface (its routes move), as the reference's
+    let conf = chained("msbrn", json!({"type": "sbr"}), &p);
+    let e = w.add(&conf).ifname("net9").run().err();
+    assert!(e.msg.contains("net9"), "{e:?}");
 }
 
 // ---------------------------------------------------------------- bandwidth
@@ -609,6 +669,91 @@ fn portmap_and_firewall_default_backend_is_the_references_rule() {
     }
 }
 
+/// The backend options as v1.9.1's `validateBackend`: `markMasqBit` belongs to no backend (it goes
+/// with nftables, which has no use for it, and does not decide the backend), an option of the
+/// other backend is refused by ADD with the reference's message, and DEL never fails on the
+/// backend; `conditionsV4: [""]` names no backend.
+#[test]
+fn portmap_backend_options_as_the_reference() {
+    let w = World::new("mpmopt", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmopt", None)).run().ok();
+    let cid = format!("cid-{}", w.tag);
+    let nopath = w.tmp.join("empty-path");
+    std::fs::create_dir_all(&nopath).unwrap();
+    let nopath = nopath.to_string_lossy().into_owned();
+    let state = || {
+        let nft =
+            String::from_utf8_lossy(&w.host.exec(&["nft", "list", "table", "ip", "cni_hostport"]).stdout).into_owned();
+        (w.host.must(&["iptables-save", "-t", "nat"]).contains(":CNI-DN-"), nft.contains(&format!("comment \"{cid}\"")))
+    };
+    let pm = |extra: Value| {
+        let mut p = json!({"type": "portmap",
+            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        chained("mpmopt", p, &prev)
+    };
+    // markMasqBit with nftables: ADD, CHECK and DEL work (regression: code 7 for all three)
+    let c = pm(json!({"backend": "nftables", "markMasqBit": 13}));
+    w.add(&c).run().ok();
+    assert_eq!(state(), (false, true));
+    w.check(&c, &prev).run().ok();
+    w.del(&c).run().ok();
+    assert_eq!(state(), (false, false));
+    // markMasqBit does not pick iptables: with no iptables on PATH the default is nftables
+    let c = pm(json!({"markMasqBit": 13}));
+    w.add(&c).env("PATH", &nopath).run().ok();
+    assert_eq!(state(), (false, true));
+    w.check(&c, &prev).env("PATH", &nopath).run().ok();
+    w.del(&c).env("PATH", &nopath).run().ok();
+    assert_eq!(state(), (false, false));
+    // an option of the other backend: ADD refuses it (code 7), DEL of that config succeeds, and
+    // so does DEL with a node override that names no backend
+    let c = pm(json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}));
+    let e = w.add(&c).run().err();
+    assert_eq!(e.code, 7, "{e:?}");
+    assert_eq!(
+        e.msg,
+        "failed to parse config: nftables backend was requested but configuration contains iptables-specific \
+         options [externalSetMarkChain]"
+    );
+    w.del(&c).run().ok();
+    w.del(&pm(json!({}))).env("CNI_MULTI_FIREWALL_BACKEND", "bogus").run().ok();
+    // [""] names no backend: the default (iptables here), which refuses the empty argument
+    // before any change (the reference fails in iptables, "Bad argument", after making chains)
+    let before = netfilter(&w.host).text();
+    let e = w.add(&pm(json!({"conditionsV4": [""]}))).run().err();
+    assert_eq!(e.code, 7, "{e:?}");
+    assert!(e.msg.contains("empty argument"), "{e:?}");
+    assert_eq!(netfilter(&w.host).text(), before);
+    let c = pm(json!({"backend": "nftables", "conditionsV4": [""]}));
+    w.add(&c).run().ok();
+    assert_eq!(state(), (false, true));
+    w.del(&c).run().ok();
+}
+
+/// A config error of portmap's ADD or DEL says "failed to parse config: …" as the reference's;
+/// the code is the spec's 7 (the reference says 999).
+#[test]
+fn portmap_config_errors_say_failed_to_parse_config() {
+    let s = Subnets::alloc();
+    let mut seen = vec![];
+    for (imp, tag) in [(Impl::Ours, "mpmerro"), (Impl::Reference, "mpmerrr")] {
+        let w = World::new(tag, 1, imp);
+        let prev = w.add(&ptp_conf(&w, &s, "mpmerr", None)).cid("errcid").run().ok();
+        let mut c = chained("mpmerr", json!({"type": "portmap"}), &prev);
+        c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]});
+        let add = w.add(&c).cid("errcid").run().err();
+        let del = w.del(&c).cid("errcid").run().err();
+        seen.push((add.code, add.msg, del.code, del.msg));
+    }
+    let msg = "failed to parse config: Invalid host port number: 0".to_string();
+    assert_eq!(seen[0], (7, msg.clone(), 7, msg.clone()), "ours");
+    assert_eq!(seen[1], (999, msg.clone(), 999, msg), "reference");
+}
+
 // ---------------------------------------------------------------- firewall
 
 fn firewall_behaviour(tag: &str, backend: &str) {
@@ -691,6 +836,27 @@ fn firewall_iptables_failing_family_leaves_no_rules_of_the_other() {
     let v4 = prev["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
     let filter = w.host.must(&["iptables-save", "-t", "filter"]);
     assert!(!filter.contains(&v4), "IPv4 rules left behind:\n{filter}");
+}
+
+/// The firewall plugin's `backend` as the reference's getBackend: a value it does not know
+/// ("bogus") falls through to the default (iptables here: firewalld does not run), for ADD, CHECK
+/// and DEL alike; a DEL with a node override that names no backend succeeds too.
+#[test]
+fn firewall_unknown_backend_falls_through_to_the_default() {
+    let w = World::new("mfwbog", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mfwbog", None)).run().ok();
+    let c = chained("mfwbog", json!({"type": "firewall", "backend": "bogus"}), &prev);
+    let accept = format!("-A CNI-FORWARD -s {}/32 -j ACCEPT", s.ip4(2));
+    w.add(&c).run().ok();
+    assert!(w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept));
+    w.check(&c, &prev).run().ok();
+    w.del(&c).run().ok();
+    assert!(!w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept));
+    w.add(&c).run().ok();
+    w.del(&c).env("CNI_MULTI_FIREWALL_BACKEND", "bogus").run().ok();
+    assert!(!w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept));
+    w.del(&c).env("CNI_MULTI_FIREWALL_BACKEND", "bogus").run().ok();
 }
 
 #[test]
@@ -1043,12 +1209,19 @@ fn differential_portmap_iptables_text_vs_reference() {
             json!([{"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "198.18.250.1"}]),
         )),
         twin(pm(json!({}), json!([]))),
+        // every mapping's host port is in both families' entry rules (grouped by protocol), the
+        // DN chain holds the family's own mappings; a family with nothing mapped still gets the
+        // chain and its entry rules (a v4 hostIP above, 0.0.0.0 here)
+        twin(pm(
+            json!({}),
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 9090, "containerPort": 90, "protocol": "tcp", "hostIP": "198.18.250.1"},
+                {"hostPort": 9091, "containerPort": 91, "protocol": "tcp", "hostIP": "fd00:250::1"}]),
+        )),
+        twin(pm(json!({}), json!([{"hostPort": 53, "containerPort": 5353, "protocol": "udp", "hostIP": "0.0.0.0"}]))),
     ];
     // the external chain must exist (without it both fail; ours leaves nothing behind, the oracle
     // leaves half its chains)
-    // a v4 hostIP: the oracle also makes an empty IPv6 DN chain (+ entry rule) for the container's
-    // v6 address although nothing maps to it; ours skips a family with nothing to map (v4 compared)
-    cases[6].v4_only = true;
     cases[4].setup =
         &[&["iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ"], &["ip6tables", "-t", "nat", "-N", "KUBE-MARK-MASQ"]];
     differential("mdpm", &cases, &|w, prev| {
@@ -1057,9 +1230,10 @@ fn differential_portmap_iptables_text_vs_reference() {
     });
 }
 
-/// Two pods on one network through portmap (markMasqBit + conditionsV4/V6, default backend), then
-/// a re-ADD of the first pod, a DEL of each: the nat rules after every step, one side.
-fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str>, extra: &Value) -> Vec<Value> {
+/// Two pods on one network through portmap (each with its own extra keys, e.g. markMasqBit +
+/// conditionsV4/V6), then a re-ADD of the first pod, a DEL of each: the nat rules after every
+/// step, one side.
+fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str>, extra: [&Value; 2]) -> Vec<Value> {
     let w = World::new(tag, 2, imp);
     w.host_nodad();
     w.host.must(&["ip", "link", "set", "lo", "up"]);
@@ -1071,7 +1245,7 @@ fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str
             "runtimeConfig": {"portMappings": [
                 {"hostPort": 8080 + i, "containerPort": 80, "protocol": "tcp"},
                 {"hostPort": 5300 + i, "containerPort": 53, "protocol": "udp"}]}});
-        for (k, v) in extra.as_object().into_iter().flatten() {
+        for (k, v) in extra[i].as_object().into_iter().flatten() {
             c[k] = v.clone();
         }
         if let Some(b) = backend {
@@ -1108,8 +1282,8 @@ fn two_pods_portmap_side(imp: Impl, tag: &str, s: &Subnets, backend: Option<&str
 fn differential_portmap_two_pods_rule_order_vs_reference() {
     let s = Subnets::alloc();
     let extra = json!({"markMasqBit": 10, "conditionsV4": ["-s", "198.18.0.0/15"], "conditionsV6": ["-s", "fd00::/8"]});
-    let ours = two_pods_portmap_side(Impl::Ours, "mdpm2o", &s, None, &extra);
-    let reference = two_pods_portmap_side(Impl::Reference, "mdpm2r", &s, None, &extra);
+    let ours = two_pods_portmap_side(Impl::Ours, "mdpm2o", &s, None, [&extra, &extra]);
+    let reference = two_pods_portmap_side(Impl::Reference, "mdpm2r", &s, None, [&extra, &extra]);
     assert_eq!(ours, reference, "\nours: {ours:#?}\nreference: {reference:#?}");
     // the comparison means something: both pods' entries, pod0 first
     let nat: Vec<String> = serde_json::from_value(ours[0]["nat"].clone()).unwrap();
@@ -1118,13 +1292,80 @@ fn differential_portmap_two_pods_rule_order_vs_reference() {
     assert!(entries[0].contains("pod0") && entries[3].contains("pod1"), "{entries:#?}");
 }
 
+/// Two pods with different `markMasqBit`s (13, 5): each gets its own SETMARK and MASQ rule, as
+/// with the reference (regression: any MARK rule used to count, so the second pod had none).
+#[test]
+fn differential_portmap_two_mark_bits_vs_reference() {
+    let s = Subnets::alloc();
+    let (a, b) = (json!({"markMasqBit": 13}), json!({"markMasqBit": 5}));
+    let ours = two_pods_portmap_side(Impl::Ours, "mdpmbo", &s, Some("iptables"), [&a, &b]);
+    let reference = two_pods_portmap_side(Impl::Reference, "mdpmbr", &s, Some("iptables"), [&a, &b]);
+    assert_eq!(ours, reference, "\nours: {ours:#?}\nreference: {reference:#?}");
+    let nat: Vec<String> = serde_json::from_value(ours[0]["nat"].clone()).unwrap();
+    for (fam, tool) in [("v4", "iptables-save"), ("v6", "ip6tables-save")] {
+        for mark in ["0x2000/0x2000", "0x20/0x20"] {
+            let set = format!("{tool}: -A CNI-HOSTPORT-SETMARK -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark {mark}");
+            let masq = format!("{tool}: -A CNI-HOSTPORT-MASQ -m mark --mark {mark} -j MASQUERADE");
+            assert!(nat.contains(&set) && nat.contains(&masq), "{fam} mark {mark} missing: {nat:#?}");
+        }
+    }
+}
+
+/// portmap CHECK (iptables) wants every rule ADD made, whole: a mapping with another host port,
+/// container port or protocol fails, and so does a correct one once a rule of the container's
+/// chain is gone (regression: CHECK matched by substring, "--dport 80" inside "--dport 8080").
+#[test]
+fn portmap_iptables_check_wants_every_rule_whole() {
+    let w = World::new("mpmchk", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let net = "mpmchk";
+    let prev = w.add(&ptp_conf(&w, &s, net, None)).run().ok();
+    let conf = |maps: Value| {
+        let mut c = chained(net, json!({"type": "portmap", "backend": "iptables"}), &prev);
+        c["runtimeConfig"] = json!({ "portMappings": maps });
+        c
+    };
+    let tcp = |h: u16, c: u16, p: &str| json!({"hostPort": h, "containerPort": c, "protocol": p});
+    let good = conf(json!([tcp(8080, 80, "tcp"), tcp(5300, 53, "udp")]));
+    w.add(&good).run().ok();
+    w.check(&good, &prev).run().ok();
+    for wrong in [
+        json!([tcp(80, 80, "tcp"), tcp(5300, 53, "udp")]),
+        json!([tcp(8080, 8, "tcp"), tcp(5300, 53, "udp")]),
+        json!([tcp(8080, 80, "udp"), tcp(5300, 53, "udp")]),
+        json!([tcp(8080, 80, "tcp"), tcp(530, 53, "udp")]),
+    ] {
+        let e = w.check(&conf(wrong.clone()), &prev).run().err();
+        assert!(e.msg.contains("no rule") || e.msg.contains("does not exist"), "{wrong}: {e:?}");
+    }
+    // one rule of the container's chain deleted (each kind in turn), then put back by a re-ADD
+    let dn = cni_multi::firewall::portmap::dn_chain(net, "cid-mpmchk");
+    for tool in ["iptables", "ip6tables"] {
+        let save = w.host.must(&[&format!("{tool}-save"), "-t", "nat"]);
+        let rules: Vec<String> =
+            save.lines().filter(|l| l.starts_with(&format!("-A {dn} "))).map(str::to_string).collect();
+        assert!(rules.len() >= 4, "{save}");
+        for r in &rules {
+            let mut del = vec![tool, "-t", "nat", "-D"];
+            let args: Vec<&str> = r.split_whitespace().skip(1).collect();
+            del.extend(args);
+            w.host.must(&del);
+            let e = w.check(&good, &prev).run().err();
+            assert!(e.msg.contains("no rule") && e.msg.contains(&dn), "CHECK passed without {r}: {e:?}");
+            w.add(&good).run().ok();
+            w.check(&good, &prev).run().ok();
+        }
+    }
+    w.del(&good).run().ok();
+}
+
 /// The nftables layout orders the same way: each pod's DNAT rules are appended to `hostports`;
 /// a re-ADD of a pod replaces its rules at the end (nft has no insert-unless-present).
 #[test]
 fn portmap_nftables_two_pods_rules_appended() {
     let s = Subnets::alloc();
     let extra = json!({"conditionsV4": ["ip saddr 198.18.0.0/15"]});
-    let steps = two_pods_portmap_side(Impl::Ours, "mpmnft2", &s, Some("nftables"), &extra);
+    let steps = two_pods_portmap_side(Impl::Ours, "mpmnft2", &s, Some("nftables"), [&extra, &extra]);
     let pods = |i: usize| -> Vec<String> {
         let rules: Vec<String> = serde_json::from_value(steps[i]["nft hostports"].clone()).unwrap();
         rules.iter().map(|r| r.rsplit("comment ").next().unwrap_or_default().to_string()).collect()
@@ -1153,6 +1394,10 @@ fn differential_firewall_iptables_text_vs_reference() {
         twin(fw(json!({"ingressPolicy": "same-bridge"}))),
         twin(fw(json!({"ingressPolicy": "same-bridge"}))),
         twin(fw(json!({"noPrev": true}))),
+        // a backend value the reference does not know falls through to its default (firewalld
+        // when it runs, else iptables), as with the reference (regression: ours refused it, code 7)
+        twin(fw(json!({"backend": "bogus"}))),
+        twin(fw(json!({"backend": "nft"}))),
     ];
     cases[2].first = "bridge";
     cases[3].first = "bridge";
@@ -1177,10 +1422,10 @@ fn portmap_gc_and_check_iptables() {
     let dn = |cid: &str| cni_multi::firewall::portmap::dn_chain(net, cid);
     let nat = w.host.must(&["iptables-save", "-t", "nat"]);
     assert!(nat.contains(&dn("keep")) && nat.contains(&dn("stale")), "{nat}");
-    // CHECK notices a missing DNAT rule
+    // CHECK notices the missing rules of a flushed DN chain
     w.host.must(&["iptables", "-t", "nat", "-F", &dn("stale")]);
     let e = w.check(&confs[1], &confs[1]["prevResult"]).container(1).cid("stale").run().err();
-    assert!(e.msg.contains("DNAT"), "{e:?}");
+    assert!(e.msg.contains("no rule") && e.msg.contains(&dn("stale")), "{e:?}");
     let gc = json!({"cniVersion": "1.1.0", "name": net, "type": "portmap",
         "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]});
     w.cni("GC", &gc).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
@@ -1358,6 +1603,45 @@ fn portmap_nftables_conditions_encode_as_nft_does() {
 /// An ADD whose second family fails leaves nothing: the IPv4 mappings that went in come out.
 /// The IPv6 failure is real: a `hostports_all` that someone made a base chain, which the kernel
 /// refuses as a jump target.
+/// A mapping's rule against what `nft` makes of v1.9.1's text for it (portmap_nftables.go:
+/// `<proto> dport <P> dnat to <C>:<P'>`): IPv6 is the same rule (`meta l4proto`); IPv4 differs in
+/// the protocol match only, ours `ip protocol` where nft writes `meta l4proto` for `tcp dport`
+/// (the same packets: docs/differences.md).
+#[test]
+fn portmap_nftables_mapping_rules_vs_nft_of_the_reference_text() {
+    let w = World::new("mpmproto", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmproto", None)).run().ok();
+    let mut c = chained("mpmproto", json!({"type": "portmap", "backend": "nftables"}), &prev);
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    w.add(&c).run().ok();
+    let addr = |v6: bool| -> String {
+        let ips = prev["ips"].as_array().unwrap();
+        let a = ips.iter().map(|i| i["address"].as_str().unwrap()).find(|a| a.contains(':') == v6).unwrap();
+        a.split('/').next().unwrap().to_string()
+    };
+    for (family, to) in [("ip", format!("{}:80", addr(false))), ("ip6", format!("[{}]:80", addr(true)))] {
+        let script = format!(
+            "add table {family} cmref; add chain {family} cmref c; add rule {family} cmref c tcp dport 8080 dnat to {to}"
+        );
+        w.host.must(&["nft", &script]);
+        let reference = nft_bytecode(&w, family, "cmref", "c");
+        let ours = nft_bytecode(&w, family, "cni_hostport", "hostports");
+        w.host.must(&["nft", "delete", "table", family, "cmref"]);
+        assert!(reference.iter().any(|l| l.contains("nat dnat")), "{reference:?}");
+        if family == "ip6" {
+            assert_eq!(ours, reference, "ip6");
+            continue;
+        }
+        assert_eq!(ours.len(), reference.len(), "ip: {ours:#?} / {reference:#?}");
+        let differ: Vec<usize> = (0..ours.len()).filter(|&i| ours[i] != reference[i]).collect();
+        assert_eq!(differ, [0], "ip: {ours:#?} / {reference:#?}");
+        assert!(ours[0].contains("payload load 1b @ network header + 9"), "{}", ours[0]);
+        assert!(reference[0].contains("meta load l4proto"), "{}", reference[0]);
+    }
+    w.del(&c).run().ok();
+}
+
 #[test]
 fn portmap_failed_add_of_one_family_removes_the_other() {
     let w = World::new("mpmhalf", 1, Impl::Ours);
@@ -1387,6 +1671,24 @@ fn portmap_nftables_check_notices_missing_rules() {
     w.check(&c, &r).run().ok();
     w.host.must(&["nft", "flush", "chain", "ip", "cni_hostport", "hostports"]);
     w.check(&c, &r).run().err();
+    w.del(&c).run().ok();
+}
+
+/// nftables: a family none of whose mappings applies to it (here IPv6, the only mapping has an
+/// IPv4 host IP) gets no rules at all, and CHECK passes for it; the reference adds its table,
+/// chains and masquerade rule for the container's IPv6 address (docs/differences.md).
+#[test]
+fn portmap_nftables_family_with_nothing_mapped_gets_no_rules() {
+    let w = World::new("mpmfam", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mpmfam", None)).run().ok();
+    let mut c = chained("mpmfam", json!({"type": "portmap", "backend": "nftables"}), &prev);
+    c["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "198.18.250.1"}]});
+    w.add(&c).run().ok();
+    let tables = w.host.must(&["nft", "list", "tables"]);
+    assert!(tables.contains("table ip cni_hostport") && !tables.contains("table ip6 cni_hostport"), "{tables}");
+    w.check(&c, &prev).run().ok();
     w.del(&c).run().ok();
 }
 

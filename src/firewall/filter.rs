@@ -53,12 +53,30 @@ pub enum Backend {
     Nftables,
 }
 
-/// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`,
-/// else `default` (the reference's rule: [`super::default_backend`]).
+/// The `backend` key as the reference's `getBackend` reads it: `"iptables"` and `"firewalld"`
+/// (and our `"nftables"`) name a backend; any other value names none and falls through to the
+/// default (firewalld when it runs, else the reference's rule), as there: a config the reference
+/// runs is not refused (logged). Read once, then given to [`choose`] and [`firewalld_zone`].
+pub fn backend_key(key: Option<&str>) -> Option<&str> {
+    match key.filter(|k| !k.is_empty()) {
+        Some(k @ ("iptables" | "nftables" | "firewalld")) => Some(k),
+        Some(other) => {
+            tracing::warn!(
+                "firewall: unknown backend {other:?} (known: iptables, nftables, firewalld): the default is used, \
+                 as the reference does"
+            );
+            None
+        }
+        None => None,
+    }
+}
+
+/// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`
+/// ([`backend_key`]), else `default` (the reference's rule: [`super::default_backend`]).
 pub fn choose(env: Option<&str>, key: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Backend> {
     // `firewalld` ([`firewalld_zone`]) still needs a rules backend for the isolation rules of an
     // ingressPolicy: the one chosen with no key
-    let key = key.filter(|k| !k.is_empty() && *k != "firewalld");
+    let key = backend_key(key).filter(|k| *k != "firewalld");
     let kind = BackendKind::choose_with(env, key, default).map_err(|e| CniError::config(format!("{e:#}")))?;
     Ok(match kind {
         BackendKind::Iptables => Backend::Iptables,
@@ -588,7 +606,12 @@ mod tests {
         assert_eq!(firewalld_zone(Some("nftables"), Some("firewalld"), None, never), None);
         assert_eq!(firewalld_zone(None, None, None, || true).as_deref(), Some("trusted"));
         assert_eq!(firewalld_zone(None, Some(""), None, || false), None);
-        let e = choose(None, Some("ebtables"), nft).unwrap_err();
+        // a value the reference's getBackend does not know names no backend (its default decides)
+        assert_eq!(choose(None, Some("ebtables"), nft).unwrap(), Backend::Nftables);
+        assert_eq!(backend_key(Some("ebtables")), None);
+        assert_eq!(backend_key(Some("nftables")), Some("nftables"));
+        // the node override is ours: a value naming no backend is an invalid config
+        let e = choose(Some("ebtables"), None, nft).unwrap_err();
         assert_eq!(CniError::from_anyhow(&e).code, crate::cni::code::INVALID_CONFIG);
     }
 

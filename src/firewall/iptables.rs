@@ -46,10 +46,15 @@ pub fn check_chain_name(key: &str, name: &str) -> Result<()> {
 }
 
 /// Config text written into restore input as arguments (portmap's iptables-syntax conditions):
-/// no control character, since a newline would start a restore line of its own. Code 7.
+/// no control character, since a newline would start a restore line of its own, and no empty
+/// argument, which iptables refuses ("Bad argument `'"; the reference fails there, after making
+/// its chains). Code 7.
 pub fn check_restore_args(key: &str, args: &[String]) -> Result<()> {
     if let Some(a) = args.iter().find(|a| a.chars().any(char::is_control)) {
         return Err(CniError::config(format!("invalid {key}: {a:?} holds a control character")).into());
+    }
+    if args.iter().any(String::is_empty) {
+        return Err(CniError::config(format!("invalid {key}: an empty argument (iptables refuses it)")).into());
     }
     Ok(())
 }
@@ -135,6 +140,85 @@ pub fn split_args(line: &str) -> Vec<String> {
         out.push(cur);
     }
     out
+}
+
+/// A rule's arguments (after `-A <chain>`) in the form that two spellings of one rule share: the
+/// restore input a plugin plans and the line `iptables-save` (or the native read) prints for it.
+/// The rule is cut into option groups (`[!] -opt value…`), long option names are folded to the
+/// short ones (`--destination-ports` is `--dports`), a protocol's match module implied by `-p`
+/// (`-m tcp`) is dropped, addresses carry their prefix length (`127.0.0.1` is `127.0.0.1/32`,
+/// `198.18.0.5/24` is `198.18.0.0/24`), protocols are numbers; the groups are sorted, since
+/// `iptables-save` prints the addresses and the protocol first. Two rules are the same rule when
+/// these are equal (what `iptables -C` answers, for the options the plugins write).
+pub fn canonical_rule(args: &[String]) -> Vec<String> {
+    let long = |o: &str| -> String {
+        match o {
+            "--source" | "--src" => "-s",
+            "--destination" | "--dst" => "-d",
+            "--protocol" => "-p",
+            "--in-interface" => "-i",
+            "--out-interface" => "-o",
+            "--jump" => "-j",
+            "--goto" => "-g",
+            "--match" => "-m",
+            "--destination-ports" => "--dports",
+            "--source-ports" => "--sports",
+            "--destination-port" => "--dport",
+            "--source-port" => "--sport",
+            o => o,
+        }
+        .to_string()
+    };
+    let mut groups: Vec<(bool, String, Vec<String>)> = Vec::new();
+    let mut not = false;
+    for a in args {
+        if a == "!" {
+            not = true;
+        } else if a.len() > 1 && a.starts_with('-') {
+            groups.push((std::mem::take(&mut not), long(a), Vec::new()));
+        } else if let Some(g) = groups.last_mut() {
+            g.2.push(a.clone());
+        } else {
+            groups.push((std::mem::take(&mut not), String::new(), vec![a.clone()]));
+        }
+    }
+    let proto = |p: &str| -> String {
+        let p = p.to_ascii_lowercase();
+        super::ip_proto_number(&p).map_or(p, |n| n.to_string())
+    };
+    let net = |s: &str| -> String {
+        match (s.parse::<IpNet>(), s.parse::<std::net::IpAddr>()) {
+            (Ok(n), _) => n.trunc().to_string(),
+            (_, Ok(a)) => IpNet::from(a).to_string(),
+            _ => s.to_string(),
+        }
+    };
+    let p = groups.iter().find(|g| g.1 == "-p").and_then(|g| g.2.first()).map(|v| proto(v));
+    let any =
+        |v: &[String]| v.len() == 1 && v.first().is_some_and(|a| a.parse::<IpNet>().is_ok_and(|n| n.prefix_len() == 0));
+    let mut out: Vec<String> = groups
+        .into_iter()
+        .filter(|(_, o, v)| !(o == "-m" && v.len() == 1 && v.first().is_some_and(|m| p.as_deref() == Some(&*proto(m)))))
+        // `-s 0.0.0.0/0` (masqAll's hairpin rule) matches everything: iptables keeps no match
+        .filter(|(not, o, v)| !(!not && (o == "-s" || o == "-d") && any(v)))
+        .map(|(not, o, v)| {
+            let v: Vec<String> = match o.as_str() {
+                "-s" | "-d" => v.iter().map(|x| net(x)).collect(),
+                "-p" => v.iter().map(|x| proto(x)).collect(),
+                _ => v,
+            };
+            format!("{}{o}\0{}", if not { "!" } else { "" }, v.join("\0"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Does `chain` of `state` hold the rule `args` (arguments after `-A <chain>`), the whole rule
+/// and nothing else ([`canonical_rule`])?
+pub fn has_exact_rule(state: &NatState, chain: &str, args: &[String]) -> bool {
+    let want = canonical_rule(args);
+    state.rules.iter().any(|(c, l)| c == chain && canonical_rule(split_args(l).get(2..).unwrap_or_default()) == want)
 }
 
 fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
@@ -746,6 +830,45 @@ COMMIT
                  -A POSTROUTING -s 198.18.0.6 -j {chain} -m comment --comment {c}\nCOMMIT\n"
             )
         );
+    }
+
+    #[test]
+    fn canonical_rule_is_what_iptables_save_prints_back() {
+        let c = |l: &str| canonical_rule(&split_args(l));
+        // restore input as the plugins plan it, and the line iptables-save prints for it
+        let pairs = [
+            (
+                r#"-m comment --comment "dnat name: \"n\" id: \"c\"" -m multiport -p tcp --destination-ports 8080,9090 -j CNI-DN-x"#,
+                r#"-p tcp -m comment --comment "dnat name: \"n\" id: \"c\"" -m multiport --dports 8080,9090 -j CNI-DN-x"#,
+            ),
+            (
+                "-p tcp --dport 8080 -d 198.18.9.1 -s 198.18.0.5/24 -j CNI-HOSTPORT-SETMARK",
+                "-s 198.18.0.0/24 -d 198.18.9.1/32 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK",
+            ),
+            ("-p udp --dport 53 -s 127.0.0.1 -j X", "-s 127.0.0.1/32 -p udp -m udp --dport 53 -j X"),
+            (
+                "-p TCP --dport 1 -j DNAT --to-destination [fd00::5]:80",
+                "-p tcp -m tcp --dport 1 -j DNAT --to-destination [fd00::5]:80",
+            ),
+            ("! -d 224.0.0.0/4 -j MASQUERADE", "! --destination 224.0.0.0/4 --jump MASQUERADE"),
+            ("-p tcp --dport 1 -s 0.0.0.0/0 -j X", "-p tcp -m tcp --dport 1 -j X"),
+            ("-p tcp --dport 1 -s ::/0 -j X", "-p tcp -m tcp --dport 1 -j X"),
+        ];
+        for (planned, saved) in pairs {
+            assert_eq!(c(planned), c(saved), "{planned} / {saved}");
+        }
+        // a port, an address, a protocol, a target option or a negation that differs is another rule
+        let base = "-p tcp --dport 8080 -j DNAT --to-destination 198.18.0.5:80";
+        for other in [
+            "-p tcp --dport 80 -j DNAT --to-destination 198.18.0.5:80",
+            "-p tcp --dport 8080 -j DNAT --to-destination 198.18.0.5:8",
+            "-p udp --dport 8080 -j DNAT --to-destination 198.18.0.5:80",
+            "-p tcp --dport 8080 -d 198.18.0.1 -j DNAT --to-destination 198.18.0.5:80",
+            "-p tcp ! --dport 8080 -j DNAT --to-destination 198.18.0.5:80",
+        ] {
+            assert_ne!(c(base), c(other), "{other}");
+        }
+        assert_ne!(c("-m mark --mark 0x2000/0x2000 -j MASQUERADE"), c("-m mark --mark 0x20/0x20 -j MASQUERADE"));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! - `iptables` (the reference's layout: CNI-FORWARD, the admin chain, the
 //!   CNI-ISOLATION-STAGE-1/2 chains) and `nftables` (table `inet cni_firewall`, which the
-//!   reference does not have): the env override wins, then `backend`; unset ⇒ the reference's
+//!   reference does not have): the env override wins, then `backend`; unset (or a value the
+//!   reference's `getBackend` does not know, [`filter::backend_key`]) ⇒ the reference's
 //!   default: iptables when an `iptables` binary on PATH works, else nftables over netlink.
 //! - `firewalld` (over D-Bus): the addresses become sources of zone `firewalldZone`; chosen by that
 //!   key, or when no key is set and firewalld owns its bus name (the env override still wins).
@@ -49,8 +50,10 @@ pub const DOC: Doc = Doc {
             "backend",
             "\"iptables\", \"nftables\" or \"firewalld\"",
             "auto",
-            "firewall backend; auto = firewalld when it owns `org.fedoraproject.FirewallD1` on the system \
-             D-Bus, else the iptables/nftables choice",
+            "firewall backend; auto (also for any other value, as the reference) = firewalld when it owns \
+             `org.fedoraproject.FirewallD1` on the system D-Bus, else iptables when an `iptables` binary works, \
+             else nftables. nftables is a cni-multi addition: its accepts cannot overrule an iptables FORWARD \
+             drop (see docs/guides/firewall.md)",
         ),
         k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "user-owned chain jumped to first, never changed"),
         k(
@@ -110,9 +113,9 @@ pub fn load_with(
     firewalld_running: impl FnOnce() -> bool,
 ) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
-    let firewalld_zone =
-        filter::firewalld_zone(env_backend, raw.backend.as_deref(), raw.firewalld_zone.as_deref(), firewalld_running);
-    let backend = filter::choose(env_backend, raw.backend.as_deref(), default)?;
+    let key = filter::backend_key(raw.backend.as_deref());
+    let firewalld_zone = filter::firewalld_zone(env_backend, key, raw.firewalld_zone.as_deref(), firewalld_running);
+    let backend = filter::choose(env_backend, key, default)?;
     let ingress_policy = IngressPolicy::parse(raw.ingress_policy.as_deref().unwrap_or(""))
         .map_err(|e| CniError::config(format!("{e:#}")))?;
     Ok(Conf {
@@ -148,8 +151,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    // DEL tears down both backends: no default-backend probe
-    let env = std::env::var(crate::firewall::ENV_BACKEND).ok();
+    // DEL tears down both backends: no default-backend probe, and no backend value fails it (an
+    // override naming no backend is left out: it would only decide whether firewalld is asked)
+    let env = std::env::var(crate::firewall::ENV_BACKEND).ok().filter(|e| BackendKind::parse(e).is_ok());
     let conf = load_with(ctx, env.as_deref(), || BackendKind::Iptables, filter::firewalld_running)?;
     filter::remove(&spec(ctx, &conf, ctx.prev_result.as_ref()))
 }
@@ -216,6 +220,15 @@ mod tests {
             .unwrap();
         assert_eq!((c.firewalld_zone, c.backend), (None, Backend::Iptables));
         assert!(load_with(&ctx(json!({"ingressPolicy": "bogus"})), None, || BackendKind::Nftables, || false).is_err());
-        assert!(load_with(&ctx(json!({"backend": "ebtables"})), None, || BackendKind::Nftables, || false).is_err());
+        // a value the reference's getBackend does not know falls through to its default:
+        // firewalld when it runs, else the rules backend's default
+        for bogus in ["ebtables", "IPTABLES", "bogus"] {
+            let c = load_with(&ctx(json!({"backend": bogus})), None, || BackendKind::Nftables, || false).unwrap();
+            assert_eq!((c.firewalld_zone, c.backend), (None, Backend::Nftables), "{bogus}");
+            let c = load_with(&ctx(json!({"backend": bogus})), None, || BackendKind::Iptables, || true).unwrap();
+            assert_eq!((c.firewalld_zone.as_deref(), c.backend), (Some("trusted"), Backend::Iptables), "{bogus}");
+        }
+        // the node override is ours: a value naming no backend is an error (DEL leaves it out)
+        assert!(load_with(&ctx(json!({})), Some("bogus"), || BackendKind::Nftables, || false).is_err());
     }
 }

@@ -8,12 +8,13 @@
 //! the container, and a flush of UDP conntrack entries of the mapped host ports.
 //!
 //! Backend: the env override, else `backend` ("iptables"/"nftables"), else options that only
-//! one backend has decide (`markMasqBit`, `externalSetMarkChain`, iptables-syntax conditions ⇒
-//! iptables; nft-syntax conditions ⇒ nftables), else the reference's default: iptables when an
-//! `iptables` binary on PATH works, else nftables over netlink. An option
-//! of the other backend with an explicit choice is an error, as the reference.
+//! one backend has decide (`externalSetMarkChain`, iptables-syntax conditions ⇒ iptables;
+//! nft-syntax conditions ⇒ nftables; `markMasqBit` is no backend's own, as in v1.9.1), else the
+//! reference's default: iptables when an `iptables` binary on PATH works, else nftables over
+//! netlink. An option of the other backend than the chosen one is an error (code 7), as the
+//! reference. Config errors of ADD and DEL say "failed to parse config: …", as the reference's.
 //!
-//! DEL (nothing without `portMappings`, as the reference) removes the container's nftables
+//! DEL (nothing without `portMappings`, as the reference) chooses no backend: it removes the container's nftables
 //! rules, and its iptables chains when iptables state can exist on this node (checked without
 //! exec: the iptables-nft `nat` tables, or legacy `ip_tables_names`). GC removes iptables DN
 //! chains of this network whose container is gone (nftables rules carry only the container id,
@@ -111,7 +112,7 @@ struct RawMapping {
     host_ip: String,
 }
 
-/// The validated configuration.
+/// The validated configuration (the backend is chosen apart: [`load_with`]; DEL chooses none).
 #[derive(Debug, Clone)]
 pub struct Conf {
     pub mappings: Vec<PortMapping>,
@@ -121,16 +122,18 @@ pub struct Conf {
     pub external_set_mark_chain: Option<String>,
     pub conditions_v4: Vec<String>,
     pub conditions_v6: Vec<String>,
-    pub backend: BackendKind,
+    /// `backend` as configured.
+    backend_key: Option<String>,
+    /// `externalSetMarkChain` is present (even empty: an iptables-only option, as the reference).
+    external_set_mark_chain_key: bool,
 }
 
 fn config_err(msg: impl Into<String>) -> anyhow::Error {
     CniError::config(msg).into()
 }
 
-/// Parse and validate; `default` is the backend when nothing decides it (the reference's rule,
-/// [`crate::firewall::default_backend`], outside tests).
-pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, default: impl FnOnce() -> BackendKind) -> Result<Conf> {
+/// Parse and validate, as the reference's `parseConfig` (code 7); no backend is chosen.
+pub fn parse(ctx: &Ctx) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
     if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
         return Err(config_err("Cannot specify externalSetMarkChain and markMasqBit"));
@@ -155,31 +158,43 @@ pub fn load_with(ctx: &Ctx, env_backend: Option<&str>, default: impl FnOnce() ->
         };
         mappings.push(PortMapping { host_port, container_port, protocol: m.protocol.clone(), host_ip });
     }
-    let v4 = raw.conditions_v4.clone().unwrap_or_default();
-    let v6 = raw.conditions_v6.clone().unwrap_or_default();
-    let hints = BackendHints {
-        mark_masq_bit: raw.mark_masq_bit.is_some(),
-        external_set_mark_chain: raw.external_set_mark_chain.is_some(),
-        conditions_v4: &v4,
-        conditions_v6: &v6,
-    };
-    let backend = pm::choose(env_backend, raw.backend.as_deref(), &hints, default)?;
     Ok(Conf {
         mappings,
         snat: raw.snat.unwrap_or(true),
         masq_all: raw.masq_all,
         mark_masq_bit: u32::try_from(bit).unwrap_or(DEFAULT_MARK_BIT),
+        external_set_mark_chain_key: raw.external_set_mark_chain.is_some(),
         external_set_mark_chain: raw.external_set_mark_chain.filter(|s| !s.is_empty()),
-        conditions_v4: v4,
-        conditions_v6: v6,
-        backend,
+        conditions_v4: raw.conditions_v4.unwrap_or_default(),
+        conditions_v6: raw.conditions_v6.unwrap_or_default(),
+        backend_key: raw.backend,
     })
 }
 
-fn load(ctx: &Ctx) -> Result<Conf> {
+/// [`parse`], then the backend; `default` is the backend when nothing decides it (the
+/// reference's rule, [`crate::firewall::default_backend`], outside tests).
+pub fn load_with(
+    ctx: &Ctx,
+    env_backend: Option<&str>,
+    default: impl FnOnce() -> BackendKind,
+) -> Result<(Conf, BackendKind)> {
+    let conf = parse(ctx)?;
+    let hints = BackendHints {
+        external_set_mark_chain: conf.external_set_mark_chain_key,
+        conditions_v4: &conf.conditions_v4,
+        conditions_v6: &conf.conditions_v6,
+    };
+    let backend = pm::choose(env_backend, conf.backend_key.as_deref(), &hints, default)?;
+    Ok((conf, backend))
+}
+
+fn load(ctx: &Ctx) -> Result<(Conf, BackendKind)> {
     let env = std::env::var(ENV_BACKEND).ok();
     load_with(ctx, env.as_deref(), crate::firewall::default_backend)
 }
+
+/// The reference's ADD and DEL say so in front of every config error (its CHECK does not).
+const PARSE_ERR: &str = "failed to parse config";
 
 /// The first IPv4 and first IPv6 address of CNI_IFNAME in prevResult (IPs without an interface
 /// index count; an index to a host-side or other interface does not).
@@ -231,14 +246,14 @@ fn routable_host_if(nl: &mut Netlink, ip: IpAddr) -> Result<Option<String>> {
 }
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
-    let conf = load(ctx)?;
+    let (conf, backend) = load(ctx).context(PARSE_ERR)?;
     let prev = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("must be called as chained plugin"))?;
     if conf.mappings.is_empty() {
         return Ok(prev);
     }
     let (v4, v6) = container_ips(ctx, &prev);
     let specs: Vec<_> = [v4, v6].into_iter().flatten().map(|ip| spec(ctx, &conf, ip)).collect();
-    pm::ensure_all(conf.backend, &specs)?;
+    pm::ensure_all(backend, &specs)?;
     if conf.snat {
         if let Some(ip) = v4 {
             let mut nl = Netlink::new()?;
@@ -263,9 +278,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
 fn del(ctx: &Ctx) -> Result<()> {
     // DEL tears down both backends (`firewall::portmap::remove`): the config is validated as for
-    // ADD, but no backend is chosen, so the default's probe (an `iptables` exec) is not run
-    let env = std::env::var(ENV_BACKEND).ok();
-    let conf = load_with(ctx, env.as_deref(), || BackendKind::Iptables)?;
+    // ADD, but no backend is chosen (no probe runs, and nothing about the backend fails DEL)
+    let conf = parse(ctx).context(PARSE_ERR)?;
     if conf.mappings.is_empty() {
         return Ok(());
     }
@@ -273,14 +287,14 @@ fn del(ctx: &Ctx) -> Result<()> {
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
-    let conf = load(ctx)?;
+    let (conf, backend) = load(ctx)?;
     let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("must be called as chained plugin"))?;
     if conf.mappings.is_empty() {
         return Ok(());
     }
     let (v4, v6) = container_ips(ctx, prev);
     for ip in [v4, v6].into_iter().flatten() {
-        pm::check(conf.backend, &spec(ctx, &conf, ip)).with_context(|| format!("portmap CHECK for {}", ip.addr()))?;
+        pm::check(backend, &spec(ctx, &conf, ip)).with_context(|| format!("portmap CHECK for {}", ip.addr()))?;
     }
     Ok(())
 }
@@ -319,48 +333,52 @@ mod tests {
             BackendKind::Nftables
         })
         .unwrap();
-        assert_eq!(c.mappings.len(), 1);
-        assert!(c.snat && !c.masq_all && c.mark_masq_bit == 13 && c.backend == BackendKind::Nftables);
-        let e = load_with(&ctx(pm(json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]))), None, || {
-            BackendKind::Nftables
-        });
+        assert_eq!(c.0.mappings.len(), 1);
+        assert!(c.0.snat && !c.0.masq_all && c.0.mark_masq_bit == 13 && c.1 == BackendKind::Nftables);
+        let e = parse(&ctx(pm(json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]))));
         assert_eq!(e.unwrap_err().to_string(), "Invalid host port number: 0");
-        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))), None, || {
-            BackendKind::Nftables
-        });
+        let e = parse(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))));
         assert_eq!(e.unwrap_err().to_string(), "Invalid container port number: 65536");
-        let e = load_with(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}]))), None, || {
-            BackendKind::Nftables
-        });
-        assert!(e.is_err());
+        assert!(parse(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}])))).is_err());
     }
 
     #[test]
     fn backend_choice_and_conflicts() {
+        let choose = |c: &serde_json::Value, default: BackendKind| load_with(&ctx(c.clone()), None, || default);
+        // markMasqBit is no backend's own option (v1.9.1's validateBackend): the default decides,
+        // and it goes with an explicit nftables (which has no use for it)
         let mut c = pm(json!([]));
         c["markMasqBit"] = json!(5);
-        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(choose(&c, BackendKind::Nftables).unwrap().1, BackendKind::Nftables);
+        assert_eq!(choose(&c, BackendKind::Iptables).unwrap().1, BackendKind::Iptables);
         c["backend"] = json!("nftables");
-        assert!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).is_err());
+        assert_eq!(choose(&c, BackendKind::Iptables).unwrap().1, BackendKind::Nftables);
         c["externalSetMarkChain"] = json!("X");
         c["backend"] = json!("iptables");
-        assert!(load_with(&ctx(c), None, || BackendKind::Nftables).unwrap_err().to_string().contains("Cannot specify"));
+        assert!(choose(&c, BackendKind::Nftables).unwrap_err().to_string().contains("Cannot specify"));
         let mut c = pm(json!([]));
         c["markMasqBit"] = json!(32);
-        assert!(load_with(&ctx(c), None, || BackendKind::Iptables).is_err());
+        assert!(choose(&c, BackendKind::Iptables).is_err());
+        let mut c = pm(json!([]));
+        c["externalSetMarkChain"] = json!("X");
+        assert_eq!(choose(&c, BackendKind::Nftables).unwrap().1, BackendKind::Iptables);
+        c["backend"] = json!("nftables");
+        assert!(choose(&c, BackendKind::Nftables).is_err());
+        assert!(parse(&ctx(c)).is_ok(), "DEL parses without choosing a backend");
         let mut c = pm(json!([]));
         c["conditionsV4"] = json!(["-s", "198.18.0.0/15"]);
-        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Nftables).unwrap().backend, BackendKind::Iptables);
+        assert_eq!(choose(&c, BackendKind::Nftables).unwrap().1, BackendKind::Iptables);
         c["conditionsV4"] = json!(["ip saddr 198.18.0.0/15"]);
-        assert_eq!(load_with(&ctx(c.clone()), None, || BackendKind::Iptables).unwrap().backend, BackendKind::Nftables);
+        assert_eq!(choose(&c, BackendKind::Iptables).unwrap().1, BackendKind::Nftables);
         c["backend"] = json!("iptables");
-        assert!(load_with(&ctx(c), None, || BackendKind::Nftables).is_err());
+        assert!(choose(&c, BackendKind::Nftables).is_err());
+        // [""] names no backend (the reference's detectBackendOfConditions)
+        c["conditionsV4"] = json!([""]);
+        c["backend"] = json!(null);
+        assert_eq!(choose(&c, BackendKind::Iptables).unwrap().1, BackendKind::Iptables);
+        assert_eq!(choose(&c, BackendKind::Nftables).unwrap().1, BackendKind::Nftables);
         assert_eq!(
-            load_with(&ctx(pm(json!([]))), Some("iptables"), || BackendKind::Nftables).unwrap().backend,
-            BackendKind::Iptables
-        );
-        assert_eq!(
-            load_with(&ctx(pm(json!([]))), None, || BackendKind::Iptables).unwrap().backend,
+            load_with(&ctx(pm(json!([]))), Some("iptables"), || BackendKind::Nftables).unwrap().1,
             BackendKind::Iptables
         );
     }

@@ -6,7 +6,8 @@
 //!   T, and copy every main-table route of the interface that belongs to this IP (its `src` or
 //!   `via` is in the IP's subnet, or it has neither) into T; finally delete the interface's
 //!   routes from the main table.
-//! - `table` set: only the rules `from IP lookup <table>`; routes are left alone.
+//! - `table` set: only the rules `from IP lookup <table>`; routes are left alone, and the
+//!   interface is not looked up (as the reference: it needs only prevResult's addresses).
 //!
 //! DEL removes the rules whose source is one of the interface's current addresses (only those
 //! pointing at `table` when it is set); a missing namespace or interface is success. CHECK is a
@@ -157,12 +158,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let ns = steps::ns::open(ctx)?;
     let _lock = lock_netns(ns.path())?;
     let mut nl = Netlink::in_netns(&ns)?;
-    let link =
-        nl.link_by_name(&ctx.ifname)?.with_context(|| format!("Cannot find network interface {}", ctx.ifname))?;
     // a failed ADD takes back its rules and routes and puts the moved routes back in main
     let mut undo = Undo::default();
     let path = ns.path();
 
+    // with `table` only rules are added, from prevResult's addresses: the interface is not
+    // looked up (as the reference's doRoutesWithTable)
     if let Some(table) = conf.table {
         for ip in &ips {
             let mut rule = RuleSpec::new(crate::netlink::addr::Family::of(&ip.address.addr()));
@@ -175,6 +176,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         return Ok(prev);
     }
 
+    let link =
+        nl.link_by_name(&ctx.ifname)?.with_context(|| format!("Cannot find network interface {}", ctx.ifname))?;
     let mut used: Vec<u32> = Vec::new();
     let mut all_routes = Vec::new();
     for fam in [Family::V4, Family::V6] {

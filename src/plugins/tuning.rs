@@ -51,7 +51,9 @@ pub const DOC: Doc = Doc {
         arg("MAC", "string", "MAC address"),
         acni("sysctl, mac, mtu, promisc, allmulti, txQLen", "as above", "override the config (args.cni wins)"),
     ],
-    notes: &["When /etc/cni/tuning/allowlist.conf exists, every sysctl must match one of its regex lines."],
+    notes: &["When /etc/cni/tuning/allowlist.conf exists, every sysctl must match one of its lines, Go regexps \
+             (RE2 syntax, searched for anywhere in the key; Unicode classes match ASCII characters only; see \
+             docs/guides/meta-plugins.md)."],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "tuned",
@@ -267,9 +269,14 @@ fn check_allowlist(t: &Tuning, file: &Path) -> Result<()> {
         Err(e) => return Err(anyhow::anyhow!("failed to read {}: {e}", file.display())),
     };
     let patterns: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    // Go's regexp syntax (RE2), as the reference's regexp.MatchString; what the matcher does not
+    // take is an invalid config that names the construct (the reference: 999 for RE2's errors)
     let compiled = patterns
         .iter()
-        .map(|p| mini_regex::Regex::new(p).map_err(|e| anyhow::anyhow!("error parsing regexp {p:?}: {e}")))
+        .map(|p| {
+            crate::re2::Regex::new(p)
+                .map_err(|e| CniError::config(format!("error parsing regexp {p:?} of {}: {e}", file.display())).into())
+        })
         .collect::<Result<Vec<_>>>()?;
     for (key, _) in &t.sysctl {
         if !compiled.iter().any(|r| r.is_match(key)) {
@@ -567,273 +574,11 @@ pub fn gc_dir(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
     Ok(())
 }
 
-/// A small regular-expression matcher for the allowlist (Go `regexp.MatchString` semantics:
-/// unanchored search): literals, `.`, classes `[a-z_]`/`[^…]`, `\d \w \s` (and negations),
-/// escapes, `^ $`, groups `( )`/`(?: )` with `|`, and the greedy quantifiers `* + ? {n,m}`.
-pub mod mini_regex {
-    #[derive(Debug, Clone)]
-    enum Node {
-        Char(char),
-        Any,
-        Class(Vec<(char, char)>, bool),
-        Start,
-        End,
-        Group(Vec<Vec<Node>>),
-        Repeat(Box<Node>, u32, Option<u32>),
-    }
-
-    #[derive(Debug, Clone)]
-    pub struct Regex {
-        alts: Vec<Vec<Node>>,
-    }
-
-    struct Parser<'a> {
-        s: &'a [char],
-        i: usize,
-    }
-
-    impl Parser<'_> {
-        fn peek(&self) -> Option<char> {
-            self.s.get(self.i).copied()
-        }
-        fn next(&mut self) -> Option<char> {
-            let c = self.peek();
-            self.i += 1;
-            c
-        }
-        fn alts(&mut self) -> Result<Vec<Vec<Node>>, String> {
-            let mut alts = vec![self.seq()?];
-            while self.peek() == Some('|') {
-                self.i += 1;
-                alts.push(self.seq()?);
-            }
-            Ok(alts)
-        }
-        fn seq(&mut self) -> Result<Vec<Node>, String> {
-            let mut out = Vec::new();
-            while let Some(c) = self.peek() {
-                if c == '|' || c == ')' {
-                    break;
-                }
-                let atom = self.atom()?;
-                let atom = self.quantified(atom)?;
-                out.push(atom);
-            }
-            Ok(out)
-        }
-        fn quantified(&mut self, atom: Node) -> Result<Node, String> {
-            let (min, max) = match self.peek() {
-                Some('*') => (0, None),
-                Some('+') => (1, None),
-                Some('?') => (0, Some(1)),
-                Some('{') => {
-                    let start = self.i;
-                    self.i += 1;
-                    let num = |p: &mut Self| {
-                        let mut n: Option<u32> = None;
-                        while let Some(d) = p.peek().and_then(|c| c.to_digit(10)) {
-                            n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d));
-                            p.i += 1;
-                        }
-                        n
-                    };
-                    let Some(min) = num(self) else {
-                        // not a repetition: a literal '{'
-                        self.i = start;
-                        return Ok(atom);
-                    };
-                    let max = if self.peek() == Some(',') {
-                        self.i += 1;
-                        num(self)
-                    } else {
-                        Some(min)
-                    };
-                    if self.peek() != Some('}') {
-                        return Err("missing closing }".into());
-                    }
-                    if max.is_some_and(|m| m < min) || min > 1000 {
-                        return Err("invalid repeat count".into());
-                    }
-                    (min, max)
-                }
-                _ => return Ok(atom),
-            };
-            self.i += 1;
-            if matches!(atom, Node::Start | Node::End | Node::Repeat(..)) {
-                return Err("invalid nested repetition operator".into());
-            }
-            if self.peek() == Some('?') {
-                self.i += 1; // lazy: same match/no-match answer
-            }
-            Ok(Node::Repeat(Box::new(atom), min, max))
-        }
-        fn atom(&mut self) -> Result<Node, String> {
-            match self.next() {
-                None => Err("unexpected end".into()),
-                Some('.') => Ok(Node::Any),
-                Some('^') => Ok(Node::Start),
-                Some('$') => Ok(Node::End),
-                Some('(') => {
-                    if self.peek() == Some('?') {
-                        self.i += 1;
-                        if self.next() != Some(':') {
-                            return Err("unsupported group flags".into());
-                        }
-                    }
-                    let alts = self.alts()?;
-                    if self.next() != Some(')') {
-                        return Err("missing closing )".into());
-                    }
-                    Ok(Node::Group(alts))
-                }
-                Some('[') => self.class(),
-                Some('\\') => self.escape(false),
-                Some(c @ ('*' | '+' | '?')) => Err(format!("missing argument to repetition operator: {c}")),
-                Some(c) => Ok(Node::Char(c)),
-            }
-        }
-        fn escape(&mut self, in_class: bool) -> Result<Node, String> {
-            let c = self.next().ok_or("trailing backslash")?;
-            let class = |r: Vec<(char, char)>, neg| Ok(Node::Class(r, neg));
-            let digit = vec![('0', '9')];
-            let word = vec![('0', '9'), ('a', 'z'), ('A', 'Z'), ('_', '_')];
-            let space = vec![(' ', ' '), ('\t', '\r')];
-            match c {
-                'd' => class(digit, false),
-                'D' if !in_class => class(digit, true),
-                'w' => class(word, false),
-                'W' if !in_class => class(word, true),
-                's' => class(space, false),
-                'S' if !in_class => class(space, true),
-                't' => Ok(Node::Char('\t')),
-                'n' => Ok(Node::Char('\n')),
-                c if c.is_ascii_alphanumeric() => Err(format!("invalid escape sequence: \\{c}")),
-                c => Ok(Node::Char(c)),
-            }
-        }
-        fn class(&mut self) -> Result<Node, String> {
-            let neg = self.peek() == Some('^');
-            if neg {
-                self.i += 1;
-            }
-            let mut ranges = Vec::new();
-            let mut first = true;
-            loop {
-                let c = self.next().ok_or("missing closing ]")?;
-                if c == ']' && !first {
-                    break;
-                }
-                first = false;
-                let lo = if c == '\\' {
-                    match self.escape(true)? {
-                        Node::Char(x) => x,
-                        Node::Class(r, _) => {
-                            ranges.extend(r);
-                            continue;
-                        }
-                        _ => return Err("bad class escape".into()),
-                    }
-                } else {
-                    c
-                };
-                if self.peek() == Some('-') && self.s.get(self.i + 1).is_some_and(|&n| n != ']') {
-                    self.i += 1;
-                    let hi = match self.next().ok_or("missing closing ]")? {
-                        '\\' => match self.escape(true)? {
-                            Node::Char(x) => x,
-                            _ => return Err("bad class range".into()),
-                        },
-                        h => h,
-                    };
-                    if hi < lo {
-                        return Err("invalid character class range".into());
-                    }
-                    ranges.push((lo, hi));
-                } else {
-                    ranges.push((lo, lo));
-                }
-            }
-            Ok(Node::Class(ranges, neg))
-        }
-    }
-
-    type Cont<'a> = &'a mut dyn FnMut(usize) -> bool;
-
-    fn seq(nodes: &[Node], s: &[char], i: usize, k: Cont) -> bool {
-        match nodes.split_first() {
-            None => k(i),
-            Some((n, rest)) => node(n, s, i, &mut |j| seq(rest, s, j, k)),
-        }
-    }
-
-    fn node(n: &Node, s: &[char], i: usize, k: Cont) -> bool {
-        match n {
-            Node::Char(c) => s.get(i) == Some(c) && k(i + 1),
-            Node::Any => s.get(i).is_some_and(|&c| c != '\n') && k(i + 1),
-            Node::Class(r, neg) => {
-                s.get(i).is_some_and(|&c| r.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *neg) && k(i + 1)
-            }
-            Node::Start => i == 0 && k(i),
-            Node::End => i == s.len() && k(i),
-            Node::Group(alts) => alts.iter().any(|a| seq(a, s, i, k)),
-            Node::Repeat(inner, min, max) => repeat(inner, *min, *max, 0, s, i, k),
-        }
-    }
-
-    fn repeat(n: &Node, min: u32, max: Option<u32>, count: u32, s: &[char], i: usize, k: Cont) -> bool {
-        if max.is_none_or(|m| count < m)
-            && node(n, s, i, &mut |j| (j != i || count < min) && repeat(n, min, max, count + 1, s, j, k))
-        {
-            return true;
-        }
-        count >= min && k(i)
-    }
-
-    impl Regex {
-        pub fn new(pattern: &str) -> Result<Regex, String> {
-            let chars: Vec<char> = pattern.chars().collect();
-            let mut p = Parser { s: &chars, i: 0 };
-            let alts = p.alts()?;
-            if p.i < chars.len() {
-                return Err("unexpected )".into());
-            }
-            Ok(Regex { alts })
-        }
-
-        /// Does the pattern match anywhere in `text`?
-        pub fn is_match(&self, text: &str) -> bool {
-            let s: Vec<char> = text.chars().collect();
-            (0..=s.len()).any(|start| self.alts.iter().any(|a| seq(a, &s, start, &mut |_| true)))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::mini_regex::Regex;
     use super::*;
     use crate::cni::Command;
     use serde_json::json;
-
-    fn m(p: &str, t: &str) -> bool {
-        Regex::new(p).unwrap().is_match(t)
-    }
-
-    #[test]
-    fn regex_subset_matches_like_go() {
-        assert!(m(r"^net\.ipv4\.conf\.IFNAME\.[a-z_]*$", "net.ipv4.conf.IFNAME.arp_filter"));
-        assert!(!m(r"^net\.ipv4\.conf\.IFNAME\.[a-z_]*$", "net.ipv4.conf.IFNAME.arp-filter"));
-        assert!(m("somaxconn", "net.core.somaxconn")); // unanchored
-        assert!(!m("^somaxconn", "net.core.somaxconn"));
-        assert!(m("^net.ipv6.(conf|neigh).IFNAME.*$", "net.ipv6.neigh.IFNAME.base_reachable_time_ms"));
-        assert!(!m("^net.ipv6.(conf|neigh).IFNAME.*$", "net.ipv6.route.flush"));
-        assert!(m(r"^a\d{2,3}$", "a123") && !m(r"^a\d{2,3}$", "a1") && !m(r"^a\d{2,3}$", "a1234"));
-        assert!(m("^(a|ab)c$", "abc"));
-        assert!(m("^x+y?$", "xxx") && !m("^x+y?$", "y"));
-        assert!(m("^[^.]+$", "abc") && !m("^[^.]+$", "a.c"));
-        assert!(Regex::new("(").is_err() && Regex::new("[a").is_err() && Regex::new("*a").is_err());
-        assert!(Regex::new(r"\q").is_err());
-    }
 
     #[test]
     fn sysctl_paths() {
@@ -909,6 +654,63 @@ mod tests {
         let bad = Tuning { sysctl: vec![("net.ipv6.conf.all.forwarding".into(), "1".into())], ..Default::default() };
         let e = check_allowlist(&bad, &f).unwrap_err().to_string();
         assert!(e.contains("is not allowed"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The allowlist's lines are Go regexps (RE2): each line form an allowlist plausibly uses,
+    /// against sysctl keys, through the plugin's own check (regression: flags, `\b`, named and
+    /// non-capturing groups, `\pL` were refused, and `[[:alpha:]_]` was misread).
+    #[test]
+    fn allowlist_takes_go_regexp_syntax() {
+        let dir = std::env::temp_dir().join(format!("tuning-allow-re2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("allowlist.conf");
+        let key = |k: &str| Tuning { sysctl: vec![(k.into(), "1".into())], ..Default::default() };
+        let table: &[(&str, &str, bool)] = &[
+            (r"(?i)^NET\.CORE\.SOMAXCONN$", "net.core.somaxconn", true),
+            (r"^(?i:NET)\.core\.somaxconn$", "net.core.somaxconn", true),
+            (r"(?s)^net\.core\..*$", "net.core.somaxconn", true),
+            (r"(?m)^net\.core\.[a-z_]+$", "net.core.rmem_max", true),
+            (r"(?U)^net\.core\..+$", "net.core.rmem_max", true),
+            (r"\bsomaxconn\b", "net.core.somaxconn", true),
+            (r"\bmaxconn", "net.core.somaxconn", false),
+            (r"\Bmaxconn$", "net.core.somaxconn", true),
+            (r"\Anet\.core\.somaxconn\z", "net.core.somaxconn", true),
+            (r"^net\.(?:core|ipv4)\.", "net.ipv4.tcp_syncookies", true),
+            (r"^net\.(?P<family>ipv4|ipv6)\.conf\.IFNAME\.", "net.ipv6.conf.IFNAME.accept_ra", true),
+            (r"^net\.(?<family>ipv4|ipv6)\.conf\.IFNAME\.", "net.ipv5.conf.IFNAME.accept_ra", false),
+            (r"^net\.\pL+\.\p{L}+$", "net.core.somaxconn", true),
+            (r"^net\.\pL+\.\p{L}+$", "net.ipv4.ip_forward", false),
+            ("^net[.][[:alpha:]_.]+$", "net.core.rmem_max", true),
+            ("^net[.][[:alpha:]_.]+$", "net.ipv4.ip_forward", false),
+            ("^net\\.[[:alnum:]_]+\\.[[:^digit:]]+$", "net.ipv4.ip_forward", true),
+            (r"^net\.\w+\.\S+$", "net.ipv4.ip_forward", true),
+            (r"^net\.\D+$", "net.ipv4.ip_forward", false),
+            (r"^net\.ipv4\.tcp_\w{3,8}$", "net.ipv4.tcp_rmem", true),
+            (r"^net\.ipv4\.tcp_\w{5,}$", "net.ipv4.tcp_rmem", false),
+            ("^net\\.ipv4\\.(ip_forward|tcp_(rmem|wmem))$", "net.ipv4.tcp_wmem", true),
+            ("^net\\.ipv4\\.(ip_forward|tcp_(rmem|wmem))$", "net.ipv4.tcp_mem", false),
+            ("somaxconn", "net.core.somaxconn", true),
+            ("^somaxconn$", "net.core.somaxconn", false),
+        ];
+        let mut wrong = Vec::new();
+        for &(line, k, allowed) in table {
+            std::fs::write(&f, format!("{line}\n")).unwrap();
+            match (check_allowlist(&key(k), &f), allowed) {
+                (Ok(()), true) => {}
+                (Err(e), false) if e.to_string().contains("is not allowed") => {}
+                (r, _) => wrong.push(format!("{line} / {k}: want allowed={allowed}, got {r:?}")),
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // what the matcher (or RE2) cannot do: code 7, naming the construct and the file
+        for (line, construct) in [("(?=net)", "(?="), (r"^net\.\p{Greek}", r"\p{Greek}"), (r"net\1", r"\1")] {
+            std::fs::write(&f, format!("^net\\.core\\..*$\n{line}\n")).unwrap();
+            let e = check_allowlist(&key("net.core.somaxconn"), &f).unwrap_err();
+            let c = CniError::from_anyhow(&e);
+            assert_eq!(c.code, crate::cni::code::INVALID_CONFIG, "{line}: {c:?}");
+            assert!(c.msg.contains(construct) && c.msg.contains("allowlist.conf"), "{line}: {c:?}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
