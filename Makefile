@@ -138,7 +138,7 @@ docs:
 	UPDATE_DOCS=1 $(CARGO) test --locked --lib docs::tests::plugins_md_is_up_to_date
 
 # ---- hardening (docs/hardening.md): fuzzing and the long stress/fault runs, not part of `make test`
-FUZZ_TARGETS ?= config result cni_args store netlink nftables
+FUZZ_TARGETS ?= config result cni_args store netlink nftables re2
 FUZZ_SECONDS ?= 600
 STRESS_N     ?= 200
 

@@ -288,4 +288,20 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("store", store),
     ("netlink", netlink),
     ("nftables", nftables),
+    ("re2", re2),
 ];
+
+/// tuning's allowlist matcher (`re2`): line 1 = a pattern (an allowlist line), rest = a sysctl
+/// key to match. Compiling either succeeds or says why; matching answers; a key of up to 1000
+/// characters (without `\E`) quoted with `\Q…\E` always matches itself.
+pub fn re2(data: &[u8]) {
+    let (pattern, text) = split_line(data);
+    let (pattern, text) = (String::from_utf8_lossy(pattern), String::from_utf8_lossy(text));
+    if let Ok(re) = crate::re2::Regex::new(&pattern) {
+        let _ = re.is_match(&text);
+    }
+    if !text.contains("\\E") && text.chars().count() <= 1000 {
+        let literal = crate::re2::Regex::new(&format!("\\Q{text}\\E"));
+        assert!(literal.is_ok_and(|re| re.is_match(&text)), "\\Q{text:?}\\E does not match itself");
+    }
+}

@@ -1016,4 +1016,78 @@ mod tests {
         assert!(m("(a|aa)*$", &key));
         assert!(!m(r"^(\w+\s?)*$", &format!("{key}!")));
     }
+
+    /// 20,000 patterns of random tokens (valid and not), each compiled and, when it compiles,
+    /// matched against a few keys: every one is answered without a panic, and quickly (the
+    /// matcher is linear in the key for a given pattern).
+    #[test]
+    fn any_token_sequence_is_answered() {
+        let tokens = [
+            "a",
+            "b",
+            ".",
+            "*",
+            "+",
+            "?",
+            "|",
+            "(",
+            ")",
+            "(?:",
+            "(?i)",
+            "(?P<n>",
+            "[",
+            "]",
+            "^",
+            "$",
+            "{",
+            "}",
+            "{2}",
+            "{1,3}",
+            "{2,}",
+            "\\",
+            "\\d",
+            "\\w",
+            "\\b",
+            "\\B",
+            "\\pL",
+            "\\p{L}",
+            "\\Q",
+            "\\E",
+            "[[:alpha:]]",
+            "[^a]",
+            "-",
+            ",",
+            ":",
+            "_",
+            "net",
+            "IFNAME",
+            "\\x41",
+            "\\",
+            "*?",
+            "+?",
+            "??",
+        ];
+        let keys = ["", "net.core.somaxconn", "net.ipv4.conf.IFNAME.arp_notify", "aaaaaaaaaaaaaaaaaaaab"];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let started = std::time::Instant::now();
+        let mut compiled = 0;
+        for _ in 0..20_000 {
+            let n = (next() % 12) as usize;
+            let pattern: String = (0..n).map(|_| tokens[(next() % tokens.len() as u64) as usize]).collect();
+            if let Ok(re) = Regex::new(&pattern) {
+                compiled += 1;
+                for k in keys {
+                    let _ = re.is_match(k);
+                }
+            }
+        }
+        assert!(compiled > 1_000, "the generator should make valid patterns too: {compiled}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    }
 }
