@@ -590,8 +590,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
     let mut errors = steps::gc::GcErrors::default();
-    steps::gc::ipam(ctx, &mut errors);
-    if let Some(valid) = ctx.valid_attachments()? {
+    if let Some(valid) = steps::gc::ipam(ctx, &mut errors)? {
         if conf.ip_masq {
             steps::ipmasq::gc(ctx, &valid, &mut errors);
         }
