@@ -648,3 +648,62 @@ fn gc_refuses_a_malformed_attachment_list_before_ipam_releases_anything() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     w.del(&conf).run().ok();
 }
+
+/// Two networks on one bridge with `macspoofchk`: GC of one never removes the other's spoof check
+/// (regression: GC of msA removed the live pB's `macspoofchk-pB-mb0` rules of msB, because bridge
+/// GC took every port of its bridge for its own). Stale state still goes: an attachment of this
+/// network that is not valid (its port may still exist), one whose port is gone, and a check the
+/// reference made (no network comment) once its port is gone, not before.
+#[test]
+fn bridge_macspoofchk_gc_keeps_other_networks_spoof_checks_on_the_same_bridge() {
+    let mut w = World::new("brmsgc", 3, Impl::Ours);
+    let (sa, sb) = (Subnets::alloc(), Subnets::alloc());
+    let conf = |net: &str, s: &Subnets| {
+        json!({"cniVersion": "1.0.0", "name": net, "type": "bridge", "bridge": "br9", "macspoofchk": true,
+               "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4()}]]}})
+    };
+    let (a, b) = (conf("msA", &sa), conf("msB", &sb));
+    w.add(&a).cid("pA").ifname("ma0").run().ok();
+    w.add(&b).cid("pB").ifname("mb0").container(1).run().ok();
+    let table = |w: &World| w.host.must(&["nft", "list", "table", "bridge", "nat"]);
+    let checks = |w: &World| {
+        let t = table(w);
+        let mut v: Vec<String> = ["pA-ma0", "pB-mb0", "pC-mc0"]
+            .iter()
+            .filter(|c| t.contains(&format!("comment \"macspoofchk-{c}\"")))
+            .map(|c| c.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0"]);
+    gc_call(&w, &a, json!([{"containerID": "pA", "ifname": "ma0"}])).run().ok();
+    assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0"], "GC of msA removed msB's spoof check:\n{}", table(&w));
+    gc_call(&w, &b, json!([{"containerID": "pB", "ifname": "mb0"}])).run().ok();
+    assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0"], "GC of msB removed msA's spoof check:\n{}", table(&w));
+
+    // a check the reference's bridge made on msA (no network comment): kept while its port exists
+    let reference = have_reference("bridge") && w.bin_dir.starts_with(&w.tmp);
+    if reference {
+        std::os::unix::fs::symlink(
+            std::path::Path::new(plugin::REFERENCE_DIR).join("bridge"),
+            w.bin_dir.join("ref-bridge"),
+        )
+        .unwrap();
+        w.add(&a).plugin("ref-bridge").cid("pC").ifname("mc0").container(2).run().ok();
+        assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0", "pC-mc0"]);
+    }
+    // msA's GC with pA no longer valid: pA's check goes although its port exists; pC's stays
+    gc_call(&w, &a, json!([])).run().ok();
+    let want: Vec<&str> = if reference { vec!["pB-mb0", "pC-mc0"] } else { vec!["pB-mb0"] };
+    assert_eq!(checks(&w), want, "{}", table(&w));
+    // ports gone with their netns (no DEL): msA's GC takes the ownerless pC, msB's its own pB
+    w.containers[1].delete();
+    w.containers[2].delete();
+    assert!(wait_for(5, || host_veths(&w).len() == 1), "the veths die with their netns: {:?}", host_veths(&w));
+    gc_call(&w, &a, json!([])).run().ok();
+    assert_eq!(checks(&w), vec!["pB-mb0"], "{}", table(&w));
+    gc_call(&w, &b, json!([])).run().ok();
+    assert!(checks(&w).is_empty(), "{}", table(&w));
+    w.del(&a).cid("pA").ifname("ma0").run().ok();
+}
