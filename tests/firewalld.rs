@@ -451,3 +451,35 @@ fn firewalld_ingress_policy_writes_only_the_isolation_rules_as_the_reference() {
     assert_eq!(save_lines(&w), ours, "the reference writes the same iptables rules");
     w.del(&conf).plugin("ref-firewall").env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
 }
+
+/// Error codes of the firewalld backend against the reference (/usr/lib/cni/firewall 1.1.1): a
+/// zone firewalld does not have (`INVALID_ZONE`) is code 7 (invalid config) and a system bus that
+/// cannot be reached code 11 (try again); the reference answers 999 for both ("failed to add the
+/// address … to … zone: INVALID_ZONE: …", "dial unix …: connect: no such file or directory").
+#[test]
+fn firewalld_error_codes_vs_reference() {
+    let (w, fw, name, prev) = setup("fwd6");
+    let bus = fw.address.clone();
+    let reference = have_reference("firewall") && w.bin_dir.starts_with(&w.tmp);
+    if reference {
+        std::os::unix::fs::symlink(Path::new(plugin::REFERENCE_DIR).join("firewall"), w.bin_dir.join("ref-firewall"))
+            .unwrap();
+    }
+    let no_bus = format!("unix:path={}", w.tmp.join("no-such-bus.sock").display());
+    let bad_zone = chained(&name, json!({"backend": "firewalld", "firewalldZone": "no-such-zone"}), &prev);
+    let conf = chained(&name, json!({"backend": "firewalld"}), &prev);
+    // (what, config, bus, our code, our message, the reference's message)
+    let cases = [
+        ("unknown zone", &bad_zone, bus.as_str(), 7, "INVALID_ZONE: no-such-zone", "failed to add the address"),
+        ("unreachable bus", &conf, no_bus.as_str(), 11, "cannot reach the system bus", "dial unix"),
+    ];
+    for (what, c, address, code, ours_msg, ref_msg) in cases {
+        let e = w.add(c).env("DBUS_SYSTEM_BUS_ADDRESS", address).run().err_code(code);
+        assert!(e.msg.contains(ours_msg), "ours, {what}: {e:?}");
+        if reference {
+            let r = w.add(c).plugin("ref-firewall").env("DBUS_SYSTEM_BUS_ADDRESS", address).run().err_code(999);
+            assert!(r.msg.contains(ref_msg), "reference, {what}: {r:?}");
+        }
+    }
+    assert!(fw.sources("trusted").is_empty(), "a failed ADD leaves no source");
+}
