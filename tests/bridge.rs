@@ -572,3 +572,138 @@ fn bridge_ipmasq_del_of_one_interface_keeps_the_other_masqueraded() {
     w.del(&conf).run().ok();
     assert!(!nat().contains("CNI-"), "the last DEL removes the chain:\n{}", nat());
 }
+
+/// GC with `cni.dev/valid-attachments`, and no CNI_NETNS, CNI_IFNAME or CNI_CONTAINERID.
+fn gc_call<'w>(w: &'w World, conf: &Value, valid: Value) -> plugin::Call<'w> {
+    let mut c = conf.clone();
+    c["cniVersion"] = json!("1.1.0");
+    c["cni.dev/valid-attachments"] = valid;
+    w.cni("GC", &c).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID")
+}
+
+/// GC validates `cni.dev/valid-attachments` before it passes GC on to IPAM: an entry without its
+/// ifname is code 7 and nothing is released. Our host-local refuses such a list itself; a foreign
+/// IPAM (run by exec) need not, so the plugin must not call it (regression: bridge, ptp and
+/// vpc-routed called IPAM GC first and answered 7 afterwards; macvlan, ipvlan, vlan, tap, dummy
+/// and host-device never checked the list and answered success). The probe IPAM writes a file
+/// when it gets a GC; a well-formed list shows that it is reached.
+#[test]
+fn gc_refuses_a_malformed_attachment_list_before_ipam_releases_anything() {
+    let w = World::new("brgcbad", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let conf = v4_conf(&w, &s, "brgcbad");
+    w.add(&conf).run().ok();
+    let leases = w.leases("brgcbad");
+    assert_eq!(leases.len(), 1);
+    gc_call(&w, &conf, json!([{"containerID": "x"}])).run().err_code(7);
+    assert_eq!(w.leases("brgcbad"), leases, "the lease stays");
+
+    let probe_dir = w.tmp.join("probe-bin");
+    std::fs::create_dir_all(&probe_dir).unwrap();
+    let marker = w.tmp.join("ipam-gc-called");
+    let script = format!("#!/bin/sh\nif [ \"$CNI_COMMAND\" = GC ]; then cat > '{}'; fi\nexit 0\n", marker.display());
+    let probe = probe_dir.join("gcprobe");
+    std::fs::write(&probe, script).unwrap();
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cni_path = format!("{}:{}", probe_dir.display(), w.bin_dir.display());
+    // vpc-routed is not among the world's applet links (the reference has no such plugin)
+    let ours_dir = w.bin_dir.starts_with(&w.tmp);
+    if ours_dir {
+        std::os::unix::fs::symlink(runtime::bin(), w.bin_dir.join("vpc-routed")).unwrap();
+    }
+    let cases = [
+        ("bridge", json!({"bridge": "cmbr0"})),
+        ("ptp", json!({})),
+        ("macvlan", json!({"master": "eth0"})),
+        ("ipvlan", json!({"master": "eth0"})),
+        ("vlan", json!({"master": "eth0", "vlanId": 5})),
+        ("tap", json!({})),
+        ("dummy", json!({})),
+        ("host-device", json!({"device": "eth0"})),
+        ("vpc-routed", json!({})),
+    ];
+    let mut wrong = Vec::new();
+    for (plugin, extra) in cases {
+        if plugin == "vpc-routed" && !ours_dir {
+            continue; // CNI_MULTI_TEST_OURS: the plugin dir is not ours to add to
+        }
+        let mut c = extra;
+        c["name"] = json!("brgcprobe");
+        c["type"] = json!(plugin);
+        c["ipam"] = json!({"type": "gcprobe"});
+        let out = gc_call(&w, &c, json!([{"containerID": "x"}])).env("CNI_PATH", &cni_path).run();
+        match out.error() {
+            Some(e) if e.code == 7 && e.msg.contains("valid-attachments") => {}
+            other => wrong.push(format!("{plugin}: want code 7 naming the list, got {other:?}")),
+        }
+        if std::fs::remove_file(&marker).is_ok() {
+            wrong.push(format!("{plugin}: IPAM GC was called with a malformed attachment list"));
+        }
+        gc_call(&w, &c, json!([{"containerID": "x", "ifname": "eth0"}])).env("CNI_PATH", &cni_path).run().ok();
+        let got: Value = serde_json::from_slice(&std::fs::read(&marker).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{plugin}: the probe IPAM was not reached with a valid list: {e}"));
+        assert_eq!(got["cni.dev/valid-attachments"][0]["ifname"], "eth0", "{plugin}: {got}");
+        std::fs::remove_file(&marker).unwrap();
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    w.del(&conf).run().ok();
+}
+
+/// Two networks on one bridge with `macspoofchk`: GC of one never removes the other's spoof check
+/// (regression: GC of msA removed the live pB's `macspoofchk-pB-mb0` rules of msB, because bridge
+/// GC took every port of its bridge for its own). Stale state still goes: an attachment of this
+/// network that is not valid (its port may still exist), one whose port is gone, and a check the
+/// reference made (no network comment) once its port is gone, not before.
+#[test]
+fn bridge_macspoofchk_gc_keeps_other_networks_spoof_checks_on_the_same_bridge() {
+    let mut w = World::new("brmsgc", 3, Impl::Ours);
+    let (sa, sb) = (Subnets::alloc(), Subnets::alloc());
+    let conf = |net: &str, s: &Subnets| {
+        json!({"cniVersion": "1.0.0", "name": net, "type": "bridge", "bridge": "br9", "macspoofchk": true,
+               "ipam": {"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4()}]]}})
+    };
+    let (a, b) = (conf("msA", &sa), conf("msB", &sb));
+    w.add(&a).cid("pA").ifname("ma0").run().ok();
+    w.add(&b).cid("pB").ifname("mb0").container(1).run().ok();
+    let table = |w: &World| w.host.must(&["nft", "list", "table", "bridge", "nat"]);
+    let checks = |w: &World| {
+        let t = table(w);
+        let mut v: Vec<String> = ["pA-ma0", "pB-mb0", "pC-mc0"]
+            .iter()
+            .filter(|c| t.contains(&format!("comment \"macspoofchk-{c}\"")))
+            .map(|c| c.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0"]);
+    gc_call(&w, &a, json!([{"containerID": "pA", "ifname": "ma0"}])).run().ok();
+    assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0"], "GC of msA removed msB's spoof check:\n{}", table(&w));
+    gc_call(&w, &b, json!([{"containerID": "pB", "ifname": "mb0"}])).run().ok();
+    assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0"], "GC of msB removed msA's spoof check:\n{}", table(&w));
+
+    // a check the reference's bridge made on msA (no network comment): kept while its port exists
+    let reference = have_reference("bridge") && w.bin_dir.starts_with(&w.tmp);
+    if reference {
+        std::os::unix::fs::symlink(
+            std::path::Path::new(plugin::REFERENCE_DIR).join("bridge"),
+            w.bin_dir.join("ref-bridge"),
+        )
+        .unwrap();
+        w.add(&a).plugin("ref-bridge").cid("pC").ifname("mc0").container(2).run().ok();
+        assert_eq!(checks(&w), vec!["pA-ma0", "pB-mb0", "pC-mc0"]);
+    }
+    // msA's GC with pA no longer valid: pA's check goes although its port exists; pC's stays
+    gc_call(&w, &a, json!([])).run().ok();
+    let want: Vec<&str> = if reference { vec!["pB-mb0", "pC-mc0"] } else { vec!["pB-mb0"] };
+    assert_eq!(checks(&w), want, "{}", table(&w));
+    // ports gone with their netns (no DEL): msA's GC takes the ownerless pC, msB's its own pB
+    w.containers[1].delete();
+    w.containers[2].delete();
+    assert!(wait_for(5, || host_veths(&w).len() == 1), "the veths die with their netns: {:?}", host_veths(&w));
+    gc_call(&w, &a, json!([])).run().ok();
+    assert_eq!(checks(&w), vec!["pB-mb0"], "{}", table(&w));
+    gc_call(&w, &b, json!([])).run().ok();
+    assert!(checks(&w).is_empty(), "{}", table(&w));
+    w.del(&a).cid("pA").ifname("ma0").run().ok();
+}

@@ -37,6 +37,11 @@ const DELIBERATE: &[(&str, &str, &str)] = &[
         "bandwidth labels its ifb with an alias (`cni bandwidth net=… id=…`) so GC can find this network's stale ifbs",
     ),
     (
+        "*",
+        "rules after ADD: + \t\tcomment \"cni-multi net: ",
+        "bridge macspoofchk names the network in its two chains' comment, so GC can tell networks sharing a bridge apart",
+    ),
+    (
         "loopback.json",
         "/version: \"\" != \"",
         "loopback results are converted to the requested version; Debian 1.1.1 prints its 1.x result (no ips[].version) labelled with an older version, which libcni then prints with an empty version",

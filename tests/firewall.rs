@@ -209,8 +209,8 @@ fn macspoofchk_drops_spoofed_source_mac() {
     assert!((0..5).any(|_| ping(&ctr)), "baseline connectivity");
 
     host.run_in(|| {
-        macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
-        macspoof::ensure("cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap(); // idempotent
+        macspoof::ensure("msnet", "cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap();
+        macspoof::ensure("msnet", "cid1", "eth0", "vms1", "02:00:00:00:00:01").unwrap(); // idempotent
         macspoof::check("cid1", "eth0").unwrap();
         assert!(macspoof::check("cid2", "eth0").is_err(), "CHECK of another port fails");
     });
@@ -221,9 +221,11 @@ fn macspoofchk_drops_spoofed_source_mac() {
         \t\tiifname \"vms1\" jump cni-br-iface-cid1-eth0 comment \"macspoofchk-cid1-eth0\"\n\
         \t}\n\n\
         \tchain cni-br-iface-cid1-eth0 {\n\
+        \t\tcomment \"cni-multi net: msnet\"\n\
         \t\tjump cni-br-iface-cid1-eth0-mac comment \"macspoofchk-cid1-eth0\"\n\
         \t}\n\n\
         \tchain cni-br-iface-cid1-eth0-mac {\n\
+        \t\tcomment \"cni-multi net: msnet\"\n\
         \t\tether saddr 02:00:00:00:00:01 return comment \"macspoofchk-cid1-eth0\"\n\
         \t\tdrop comment \"macspoofchk-cid1-eth0\"\n\
         \t}\n\
@@ -706,29 +708,62 @@ fn reference_macspoofchk_same_layout_and_cross_cleanup() {
     assert!(!after.contains("cni-br-iface"), "{after}");
     // ours writes the same text
     let (hv, m) = (host_veth.clone(), mac.clone());
-    host.run_in(move || macspoof::ensure("mscid", "eth0", &hv, &m).unwrap());
-    assert_eq!(table(&host), by_reference);
+    host.run_in(move || macspoof::ensure("msnet", "mscid", "eth0", &hv, &m).unwrap());
+    // the same, but for our chains' comment naming the network (the reference writes none)
+    let ours = table(&host);
+    let tag = "\t\tcomment \"cni-multi net: msnet\"\n";
+    assert_eq!(ours.matches(tag).count(), 2, "{ours}");
+    assert_eq!(ours.replace(tag, ""), by_reference);
     // the reference DEL removes ours
     reference_plugin("bridge", &host, "DEL", "mscid", &ctr, &conf);
     let after = table(&host);
     assert!(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "{after}");
 }
 
+/// GC is per network: it removes the spoof checks of its own network's attachments that are not
+/// valid (found by the chains' network comment, whatever bridge the port is on), never another
+/// network's; ownerless chains (the reference's layout, written here with `nft`) only when their
+/// port is gone.
 #[test]
 fn macspoofchk_gc_removes_only_invalid_attachments_of_our_ports() {
     let host = Netns::create(&unique("fwhmg"));
-    let removed = host.run_in(|| {
-        macspoof::ensure("keep-1", "eth0", "vkeep", "02:00:00:00:00:01").unwrap();
-        macspoof::ensure("stale-2", "eth0", "vstale", "02:00:00:00:00:02").unwrap();
-        macspoof::ensure("other-3", "eth0", "vother", "02:00:00:00:00:03").unwrap();
-        let valid = vec![Attachment { container_id: "keep-1".into(), ifname: "eth0".into() }];
-        // "vother" belongs to another network's bridge: not ours to collect.
-        macspoof::gc(&valid, |i| i != "vother").unwrap()
+    host.run_in(|| {
+        macspoof::ensure("n1", "keep-1", "eth0", "vkeep", "02:00:00:00:00:01").unwrap();
+        macspoof::ensure("n1", "stale-2", "eth0", "vstale", "02:00:00:00:00:02").unwrap();
+        macspoof::ensure("n2", "other-3", "eth0", "vother", "02:00:00:00:00:03").unwrap();
     });
-    assert_eq!(removed, vec!["macspoofchk-stale-2-eth0".to_string()]);
+    // two spoof checks as the reference writes them (no chain comment): one whose port exists
+    host.must(&["ip", "link", "add", "vrefup", "type", "veth", "peer", "name", "vrefupp"]);
+    let reference = |cid: &str, port: &str| {
+        format!(
+            "add chain bridge nat cni-br-iface-{cid}-eth0\n\
+             add chain bridge nat cni-br-iface-{cid}-eth0-mac\n\
+             add rule bridge nat PREROUTING iifname \"{port}\" jump cni-br-iface-{cid}-eth0 comment \"macspoofchk-{cid}-eth0\"\n\
+             add rule bridge nat cni-br-iface-{cid}-eth0 jump cni-br-iface-{cid}-eth0-mac comment \"macspoofchk-{cid}-eth0\"\n\
+             add rule bridge nat cni-br-iface-{cid}-eth0-mac drop comment \"macspoofchk-{cid}-eth0\"\n"
+        )
+    };
+    let file = std::env::temp_dir().join(format!("{}.nft", unique("fwhmg")));
+    std::fs::write(&file, reference("refup-4", "vrefup") + &reference("refgone-5", "vrefgone")).unwrap();
+    let out = host.exec(&["nft", "-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let removed = host.run_in(|| {
+        let valid = vec![Attachment { container_id: "keep-1".into(), ifname: "eth0".into() }];
+        // every port exists but vrefgone (vkeep, vstale and vother are not made: their chains
+        // are found by their network comment whatever the port)
+        macspoof::gc("n1", &valid, |i| i != "vrefgone").unwrap()
+    });
+    assert_eq!(removed, vec!["macspoofchk-stale-2-eth0".to_string(), "macspoofchk-refgone-5-eth0".to_string()]);
     let t = host.must(&["nft", "list", "table", "bridge", "nat"]);
-    assert!(t.contains("cni-br-iface-keep-1-eth0-mac") && t.contains("cni-br-iface-other-3-eth0-mac"), "{t}");
-    assert!(!t.contains("stale-2"), "{t}");
+    for kept in ["keep-1", "other-3", "refup-4"] {
+        assert!(t.contains(&format!("cni-br-iface-{kept}-eth0-mac {{")), "{kept}: {t}");
+    }
+    assert!(!t.contains("stale-2") && !t.contains("refgone-5"), "{t}");
+    // GC of n2 with its attachment gone takes other-3 (the port still exists: GC trusts the list)
+    let removed = host.run_in(|| macspoof::gc("n2", &[], |_| true).unwrap());
+    assert_eq!(removed, vec!["macspoofchk-other-3-eth0".to_string()]);
 }
 
 // ---- add-only ADD batches and the generation guard ----------------------------------------------
@@ -912,6 +947,10 @@ fn spoof_args(i: usize) -> (String, String, [u8; 6]) {
     (format!("ms-cid{i}"), format!("vethfast{i}"), [2, 0, 0, 0, 0, i as u8 + 1])
 }
 
+fn spoof_port<'a>(cid: &'a str, veth: &'a str, mac: [u8; 6]) -> macspoof::Port<'a> {
+    macspoof::Port { network: "fastnet", container_id: cid, ifname: "eth0", host_veth: veth, mac }
+}
+
 #[test]
 fn macspoof_second_attachment_add_is_add_only() {
     fast_vs_full(
@@ -919,19 +958,19 @@ fn macspoof_second_attachment_add_is_add_only() {
         |i| {
             let (cid, veth, mac) = spoof_args(i);
             let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-            macspoof::ensure(&cid, "eth0", &veth, &mac).unwrap()
+            macspoof::ensure("fastnet", &cid, "eth0", &veth, &mac).unwrap()
         },
         |s, i| {
             let (cid, veth, mac) = spoof_args(i);
             let pre = decode::list_rules(s, Family::Bridge, macspoof::TABLE, Some(macspoof::BASE_CHAIN)).unwrap();
-            s.commit(&macspoof::setup_batch(&pre, &cid, "eth0", &veth, mac)).unwrap();
+            s.commit(&macspoof::setup_batch(&pre, &spoof_port(&cid, &veth, mac))).unwrap();
         },
         |s, i| {
             let (cid, veth, mac) = spoof_args(i);
             let st = TableState::read(s, Family::Bridge, macspoof::TABLE).unwrap();
             let ic = macspoof::iface_chain(&cid, "eth0");
             let mc = macspoof::mac_chain(&cid, "eth0");
-            assert_add_only(&macspoof::setup_batch_fast(&st, &cid, "eth0", &veth, mac), &[&ic, &mc]);
+            assert_add_only(&macspoof::setup_batch_fast(&st, &spoof_port(&cid, &veth, mac)), &[&ic, &mc]);
         },
     );
 }

@@ -400,3 +400,86 @@ fn firewalld_interop_with_reference() {
     w.del(&auto).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
     assert!(fw.sources("trusted").is_empty());
 }
+
+/// The iptables-save and ip6tables-save lines of the world's host netns (counters cut off).
+fn save_lines(w: &World) -> Vec<String> {
+    crate::harness::state::netfilter(&w.host).save.into_iter().map(|(tool, l)| format!("{tool}: {l}")).collect()
+}
+
+/// `backend: firewalld` with an `ingressPolicy`: the addresses become zone sources and the rules
+/// backend writes the policy's isolation chains only, as the reference does (its firewalld
+/// backend's Add, then `setupIngressPolicy`): no `CNI-FORWARD`, no `CNI-ADMIN`, no per-IP accept
+/// (regression: ours wrote those as well). CHECK and DEL are about the zone only; the isolation
+/// chains stay after DEL, as always. The reference's ADD of the same config leaves the same
+/// iptables rules.
+#[test]
+fn firewalld_ingress_policy_writes_only_the_isolation_rules_as_the_reference() {
+    let (w, fw, name, prev) = setup("fwd5");
+    let bus = fw.address.clone();
+    let conf = chained(&name, json!({"backend": "firewalld", "ingressPolicy": "same-bridge"}), &prev);
+    let want = host_sources(&prev);
+    let cid = format!("cid-{}", w.tag);
+
+    w.add(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    assert_eq!(fw.sources("trusted"), want);
+    let ours = save_lines(&w);
+    let text = ours.join("\n");
+    assert!(text.contains("CNI-ISOLATION-STAGE-1") && text.contains("CNI-ISOLATION-STAGE-2"), "{text}");
+    assert!(!text.contains("CNI-FORWARD") && !text.contains("CNI-ADMIN"), "per-IP chains with firewalld:\n{text}");
+    for src in &want {
+        assert!(!text.contains(src.as_str()), "a rule for {src} with firewalld:\n{text}");
+    }
+    let nft = w.host.must(&["nft", "list", "ruleset"]);
+    assert!(!nft.contains(&format!("comment \"{cid}\"")), "an nftables rule of the container:\n{nft}");
+
+    w.check(&conf, &prev).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    w.del(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    assert!(fw.sources("trusted").is_empty(), "DEL removed the sources");
+    assert_eq!(save_lines(&w), ours, "the isolation chains stay after DEL, and nothing else changed");
+    w.del(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+
+    // the reference's ADD of the same config, on a filter table without the isolation chains
+    if !have_reference("firewall") || !w.bin_dir.starts_with(&w.tmp) {
+        return; // (CNI_MULTI_TEST_OURS: the plugin dir is not ours to add the reference to)
+    }
+    std::os::unix::fs::symlink(Path::new(plugin::REFERENCE_DIR).join("firewall"), w.bin_dir.join("ref-firewall"))
+        .unwrap();
+    w.host.ok("for t in iptables ip6tables; do $t-save -t filter | grep -v ISOLATION | $t-restore -T filter; done");
+    assert!(!save_lines(&w).iter().any(|l| l.contains("ISOLATION")), "isolation chains cleared");
+    w.add(&conf).plugin("ref-firewall").env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    assert_eq!(fw.sources("trusted"), want);
+    assert_eq!(save_lines(&w), ours, "the reference writes the same iptables rules");
+    w.del(&conf).plugin("ref-firewall").env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+}
+
+/// Error codes of the firewalld backend against the reference (/usr/lib/cni/firewall 1.1.1): a
+/// zone firewalld does not have (`INVALID_ZONE`) is code 7 (invalid config) and a system bus that
+/// cannot be reached code 11 (try again); the reference answers 999 for both ("failed to add the
+/// address … to … zone: INVALID_ZONE: …", "dial unix …: connect: no such file or directory").
+#[test]
+fn firewalld_error_codes_vs_reference() {
+    let (w, fw, name, prev) = setup("fwd6");
+    let bus = fw.address.clone();
+    let reference = have_reference("firewall") && w.bin_dir.starts_with(&w.tmp);
+    if reference {
+        std::os::unix::fs::symlink(Path::new(plugin::REFERENCE_DIR).join("firewall"), w.bin_dir.join("ref-firewall"))
+            .unwrap();
+    }
+    let no_bus = format!("unix:path={}", w.tmp.join("no-such-bus.sock").display());
+    let bad_zone = chained(&name, json!({"backend": "firewalld", "firewalldZone": "no-such-zone"}), &prev);
+    let conf = chained(&name, json!({"backend": "firewalld"}), &prev);
+    // (what, config, bus, our code, our message, the reference's message)
+    let cases = [
+        ("unknown zone", &bad_zone, bus.as_str(), 7, "INVALID_ZONE: no-such-zone", "failed to add the address"),
+        ("unreachable bus", &conf, no_bus.as_str(), 11, "cannot reach the system bus", "dial unix"),
+    ];
+    for (what, c, address, code, ours_msg, ref_msg) in cases {
+        let e = w.add(c).env("DBUS_SYSTEM_BUS_ADDRESS", address).run().err_code(code);
+        assert!(e.msg.contains(ours_msg), "ours, {what}: {e:?}");
+        if reference {
+            let r = w.add(c).plugin("ref-firewall").env("DBUS_SYSTEM_BUS_ADDRESS", address).run().err_code(999);
+            assert!(r.msg.contains(ref_msg), "reference, {what}: {r:?}");
+        }
+    }
+    assert!(fw.sources("trusted").is_empty(), "a failed ADD leaves no source");
+}

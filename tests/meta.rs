@@ -123,7 +123,11 @@ fn differential_tuning_result_mac_and_backup_form_vs_reference() {
     }
     let (ours, reference) = (&sides[0], &sides[1]);
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-    assert_eq!((&ours.1, keys(&ours.4)), (&reference.1, keys(&reference.4)), "link MAC and backup keys");
+    // ours also names the network that wrote the file (for GC; the reference ignores the key)
+    let mut ours_keys = keys(&ours.4);
+    ours_keys.retain(|k| k != "network");
+    assert_eq!(ours.4["network"], "mtubk");
+    assert_eq!((&ours.1, ours_keys), (&reference.1, keys(&reference.4)), "link MAC and backup keys");
     assert_eq!(ours.1, json!("02:aa:bb:cc:dd:ee"));
     assert_eq!((ours.0.clone(), reference.0.clone()), (json!("02:aa:bb:cc:dd:ee"), json!("02-AA-BB-CC-DD-EE")));
     assert_eq!((ours.2, reference.2), (0o700, 0o600), "backup directory modes");
@@ -197,8 +201,15 @@ fn tuning_gc_removes_backups_of_gone_attachments() {
     let w = World::new("mtunegc", 0, Impl::Ours);
     let dir = w.tmp.join("tuning");
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["live_eth0.json", "dead_eth0.json", "readme"] {
-        std::fs::write(dir.join(f), "{}").unwrap();
+    let ours = r#"{"mtu": 1500, "network": "mtunegc"}"#;
+    for (f, text) in [
+        ("live_eth0.json", ours),
+        ("dead_eth0.json", ours),
+        ("other_eth0.json", r#"{"mtu": 1500, "network": "elsewhere"}"#),
+        ("reference_eth0.json", r#"{"mtu": 1500}"#),
+        ("readme", ours),
+    ] {
+        std::fs::write(dir.join(f), text).unwrap();
     }
     let conf = json!({"cniVersion": "1.1.0", "name": "mtunegc", "type": "tuning", "dataDir": dir,
         "cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]});
@@ -206,7 +217,103 @@ fn tuning_gc_removes_backups_of_gone_attachments() {
     let mut left: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     left.sort();
-    assert_eq!(left, vec!["live_eth0.json", "readme"]);
+    // another network's backup and one naming no network (the reference's form) are not ours
+    assert_eq!(left, vec!["live_eth0.json", "other_eth0.json", "readme", "reference_eth0.json"]);
+}
+
+fn tuning_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// GC is per network and tuning's dataDir is shared: GC of one network must not delete the
+/// backup of another network's live attachment (regression: GC of netB deleted netA's
+/// `podX_tn0.json`, so netA's DEL left the MTU and MAC changed), in either direction; a backup
+/// naming no network (the reference's form) is never GC's to remove; this network's stale
+/// backups still go.
+#[test]
+fn tuning_gc_keeps_backups_of_other_networks_and_del_still_restores() {
+    let w = World::new("mtunegc2", 2, Impl::Ours);
+    let (sa, sb) = (Subnets::alloc(), Subnets::alloc());
+    let (net_a, net_b) = ("mtgcA", "mtgcB");
+    let dir = w.tmp.join("tuning"); // one dataDir for both networks, as the default is
+    let prev_a = w.add(&ptp_conf(&w, &sa, net_a, None)).cid("podX").ifname("tn0").run().ok();
+    let prev_b = w.add(&ptp_conf(&w, &sb, net_b, None)).cid("podY").ifname("net1").container(1).run().ok();
+    let before = w.c(0).link("tn0").expect("tn0");
+    let conf_a =
+        chained(net_a, json!({"type": "tuning", "dataDir": dir, "mac": "c2:11:22:33:44:66", "mtu": 1280}), &prev_a);
+    let conf_b = chained(net_b, json!({"type": "tuning", "dataDir": dir, "mtu": 1300}), &prev_b);
+    w.add(&conf_a).cid("podX").ifname("tn0").run().ok();
+    w.add(&conf_b).cid("podY").ifname("net1").container(1).run().ok();
+    std::fs::write(dir.join("refpod_eth0.json"), r#"{"mtu": 1500}"#).unwrap();
+    let all = vec!["podX_tn0.json", "podY_net1.json", "refpod_eth0.json"];
+    assert_eq!(tuning_files(&dir), all);
+
+    let gc = |net: &str, valid: Value| {
+        let c = json!({"cniVersion": "1.1.0", "name": net, "type": "tuning", "dataDir": dir,
+            "cni.dev/valid-attachments": valid});
+        w.cni("GC", &c).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
+    };
+    gc(net_b, json!([{"containerID": "podY", "ifname": "net1"}]));
+    assert_eq!(tuning_files(&dir), all, "GC of {net_b} removed another network's backups");
+    gc(net_a, json!([{"containerID": "podX", "ifname": "tn0"}]));
+    assert_eq!(tuning_files(&dir), all, "GC of {net_a} removed another network's backups");
+
+    // netA's DEL still has its backup: MTU and MAC are put back
+    w.del(&conf_a).cid("podX").ifname("tn0").run().ok();
+    let l = w.c(0).link("tn0").expect("tn0");
+    assert_eq!((&l["mtu"], &l["address"]), (&before["mtu"], &before["address"]), "DEL restored tn0");
+    assert_eq!(tuning_files(&dir), vec!["podY_net1.json", "refpod_eth0.json"]);
+
+    // this network's backup of an attachment no longer valid goes; the ownerless one stays
+    gc(net_b, json!([]));
+    assert_eq!(tuning_files(&dir), vec!["refpod_eth0.json"]);
+    w.del(&conf_b).cid("podY").ifname("net1").container(1).run().ok();
+    w.del(&ptp_conf(&w, &sa, net_a, None)).cid("podX").ifname("tn0").run().ok();
+    w.del(&ptp_conf(&w, &sb, net_b, None)).cid("podY").ifname("net1").container(1).run().ok();
+}
+
+/// Our backup names its network (a key of ours); the reference's tuning DEL reads the file as
+/// its own `configToRestore` (Go ignores the unknown key) and restores from it.
+#[test]
+fn differential_reference_tuning_del_restores_from_our_backup() {
+    if !have_reference("tuning") {
+        return;
+    }
+    let w = World::new("mtuneref", 1, Impl::Ours);
+    if !w.bin_dir.starts_with(&w.tmp) {
+        return; // CNI_MULTI_TEST_OURS: the plugin dir is not ours to add the reference to
+    }
+    std::os::unix::fs::symlink(
+        std::path::Path::new(plugin::REFERENCE_DIR).join("tuning"),
+        w.bin_dir.join("ref-tuning"),
+    )
+    .unwrap();
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mtuneref", None)).run().ok();
+    let before = w.c(0).link("eth0").expect("eth0");
+    let dir = w.tmp.join("tuning");
+    let conf = chained(
+        "mtuneref",
+        json!({"type": "tuning", "dataDir": dir, "mac": "c2:11:22:33:44:77", "mtu": 1280, "promisc": true}),
+        &prev,
+    );
+    w.add(&conf).run().ok();
+    let backup = dir.join(format!("cid-{}_eth0.json", w.tag));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&backup).unwrap()).unwrap();
+    assert_eq!(saved["network"], "mtuneref", "{saved}");
+    w.del(&conf).plugin("ref-tuning").run().ok();
+    let l = w.c(0).link("eth0").expect("eth0");
+    assert_eq!(
+        (&l["mtu"], &l["address"], &l["promiscuity"]),
+        (&before["mtu"], &before["address"], &json!(0)),
+        "the reference restored from our backup"
+    );
+    assert!(!backup.exists(), "the reference removed our backup after restoring");
+    w.del(&ptp_conf(&w, &s, "mtuneref", None)).run().ok();
 }
 
 // ---------------------------------------------------------------- sbr

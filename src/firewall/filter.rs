@@ -4,8 +4,11 @@
 //! be attributed to one network's attachments.
 //!
 //! firewalld ([`super::firewalld`], D-Bus): when the spec names a zone, every container address
-//! becomes a source `IP/32` (`/128`) of it; with `ingressPolicy` open that is all, otherwise the
-//! isolation rules are written with the rules backend as well (as the reference does).
+//! becomes a source `IP/32` (`/128`) of it and no per-address rule is written; with
+//! `ingressPolicy` open that is all, otherwise the policy's isolation rules are written with the
+//! rules backend as well, as the reference does (its firewalld backend's Add, then
+//! `setupIngressPolicy`). DEL and CHECK with a zone touch only the zone's sources (the isolation
+//! rules stay on DEL, as always).
 //!
 //! iptables (filter table, the reference's layout, one `iptables-restore` per family):
 //! ```text
@@ -112,9 +115,8 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
         crate::cni::env::validate_ifname(br)
             .map_err(|e| CniError::config(format!("prevResult's bridge interface {br:?}: {}", e.msg)))?;
     }
-    // (firewalld alone, without an ingress policy, writes no iptables rule: the name is unused)
-    let firewalld_only = spec.firewalld_zone.is_some() && spec.ingress_policy == IngressPolicy::Open;
-    if backend == Backend::Iptables && !firewalld_only {
+    // (with firewalld no per-address rule is written, so the admin chain is unused)
+    if backend == Backend::Iptables && spec.firewalld_zone.is_none() {
         super::iptables::check_chain_name("iptablesAdminChainName", &spec.admin_chain)?;
     }
     if let Some(zone) = &spec.firewalld_zone {
@@ -138,13 +140,11 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
 
 /// DEL: the per-IP rules (isolation rules stay, as the reference), in both backends (the shared
 /// teardown policy, so DEL needs no backend probe). iptables rules carry no id and are found by
-/// address, so without the addresses (no prevResult) there is nothing to find there.
+/// address, so without the addresses (no prevResult) there is nothing to find there. With
+/// firewalld, the zone's sources (ADD wrote no per-IP rule).
 pub fn remove(spec: &FirewallSpec) -> Result<()> {
     if let Some(zone) = &spec.firewalld_zone {
-        super::firewalld::remove(zone, &spec.ips)?;
-        if spec.ingress_policy == IngressPolicy::Open {
-            return Ok(());
-        }
+        return super::firewalld::remove(zone, &spec.ips);
     }
     super::teardown_both(
         || if spec.ips.is_empty() { Ok(()) } else { iptables_del(spec) },
@@ -152,13 +152,11 @@ pub fn remove(spec: &FirewallSpec) -> Result<()> {
     )
 }
 
-/// CHECK: chains, jumps and per-IP rules exist.
+/// CHECK: chains, jumps and per-IP rules exist; with firewalld, the zone's sources (as the
+/// reference, which checks no isolation rule either).
 pub fn check(backend: Backend, spec: &FirewallSpec) -> Result<()> {
     if let Some(zone) = &spec.firewalld_zone {
-        super::firewalld::check(zone, &spec.ips)?;
-        if spec.ingress_policy == IngressPolicy::Open {
-            return Ok(());
-        }
+        return super::firewalld::check(zone, &spec.ips);
     }
     match backend {
         Backend::Iptables => iptables_check(spec),
@@ -201,8 +199,16 @@ pub struct FirewallSpec {
     pub ingress_policy: IngressPolicy,
     /// The bridge (prevResult interface 0) for the ingress policy.
     pub bridge: Option<String>,
-    /// firewalld backend: the zone whose sources the addresses become ([`firewalld_zone`]).
+    /// firewalld backend: the zone whose sources the addresses become ([`firewalld_zone`]); then
+    /// the rules backend writes the ingress policy's isolation rules only, no per-IP rule.
     pub firewalld_zone: Option<String>,
+}
+
+impl FirewallSpec {
+    /// Whether the rules backend writes the per-IP accepts (not with firewalld: its zone does).
+    fn accepts(&self) -> bool {
+        self.firewalld_zone.is_none()
+    }
 }
 
 pub const PRIV_CHAIN: &str = "CNI-FORWARD";
@@ -235,7 +241,8 @@ fn family_ips(spec: &FirewallSpec, v6: bool) -> Vec<IpNet> {
     spec.ips.iter().filter(|i| i.addr().is_ipv6() == v6).copied().collect()
 }
 
-/// Restore input (filter table) for ADD in one family; None when the family has no IPs.
+/// Restore input (filter table) for ADD in one family; None when the family has no IPs. With
+/// firewalld only the ingress policy's isolation rules (the reference's `setupIngressPolicy`).
 pub fn iptables_add_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Option<String> {
     let ips = family_ips(spec, v6);
     if ips.is_empty() {
@@ -245,24 +252,26 @@ pub fn iptables_add_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Optio
     let mut decl = Vec::new();
     let mut lines = Vec::new();
     let exists = |c: &str| st.chains.iter().any(|x| x == c);
-    for c in [PRIV_CHAIN, admin] {
-        if !exists(c) {
-            decl.push(format!(":{c} - [0:0]"));
+    if spec.accepts() {
+        for c in [PRIV_CHAIN, admin] {
+            if !exists(c) {
+                decl.push(format!(":{c} - [0:0]"));
+            }
         }
-    }
-    if !has(st, "FORWARD", |a| arg(a, "-j") == Some(PRIV_CHAIN)) {
-        lines.push(format!("-I FORWARD 1 -m comment --comment {} -j {PRIV_CHAIN}", restore_quote(FILTER_COMMENT)));
-    }
-    if !has(st, PRIV_CHAIN, |a| arg(a, "-j") == Some(admin)) {
-        lines.push(format!("-I {PRIV_CHAIN} 1 -m comment --comment {} -j {admin}", restore_quote(ADMIN_COMMENT)));
-    }
-    for ip in &ips {
-        let cidr = host_cidr(ip);
-        if !has(st, PRIV_CHAIN, |a| is_established_rule(a, &cidr)) {
-            lines.push(format!("-A {PRIV_CHAIN} -d {cidr} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
+        if !has(st, "FORWARD", |a| arg(a, "-j") == Some(PRIV_CHAIN)) {
+            lines.push(format!("-I FORWARD 1 -m comment --comment {} -j {PRIV_CHAIN}", restore_quote(FILTER_COMMENT)));
         }
-        if !has(st, PRIV_CHAIN, |a| is_source_rule(a, &cidr)) {
-            lines.push(format!("-A {PRIV_CHAIN} -s {cidr} -j ACCEPT"));
+        if !has(st, PRIV_CHAIN, |a| arg(a, "-j") == Some(admin)) {
+            lines.push(format!("-I {PRIV_CHAIN} 1 -m comment --comment {} -j {admin}", restore_quote(ADMIN_COMMENT)));
+        }
+        for ip in &ips {
+            let cidr = host_cidr(ip);
+            if !has(st, PRIV_CHAIN, |a| is_established_rule(a, &cidr)) {
+                lines.push(format!("-A {PRIV_CHAIN} -d {cidr} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
+            }
+            if !has(st, PRIV_CHAIN, |a| is_source_rule(a, &cidr)) {
+                lines.push(format!("-A {PRIV_CHAIN} -s {cidr} -j ACCEPT"));
+            }
         }
     }
     if let (Some(br), true) = (&spec.bridge, spec.ingress_policy != IngressPolicy::Open) {
@@ -439,7 +448,8 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &FirewallSpec, existin
     if !existing_comments.iter().any(|c| c == ADMIN_COMMENT) {
         b.add_rule(&rule(NFT_PRIV, vec![Expr::Verdict(Verdict::Jump(NFT_ADMIN.into()))], Some(ADMIN_COMMENT.into())));
     }
-    for ip in &spec.ips {
+    // with firewalld the zone accepts the addresses: the shared chains above, no per-IP rule
+    for ip in spec.ips.iter().filter(|_| spec.accepts()) {
         let v6 = ip.addr().is_ipv6();
         let plen = ip.max_prefix_len();
         let mut e = nfproto(v6);
@@ -569,6 +579,34 @@ mod tests {
                  -A CNI-ISOLATION-STAGE-2 -j RETURN -m comment --comment {c}\nCOMMIT\n"
             )
         );
+    }
+
+    /// With firewalld the zone accepts the addresses: the rules backend writes only the ingress
+    /// policy's isolation rules (the reference: firewalld's Add, then `setupIngressPolicy`).
+    #[test]
+    fn firewalld_with_ingress_policy_writes_only_the_isolation_rules() {
+        let s = FirewallSpec { firewalld_zone: Some("trusted".into()), ..spec() };
+        let input = iptables_add_input(&NatState::default(), &s, false).unwrap();
+        let c = r#""CNI firewall plugin rules (ingressPolicy: same-bridge)""#;
+        assert_eq!(
+            input,
+            format!(
+                "*filter\n:CNI-ISOLATION-STAGE-1 - [0:0]\n:CNI-ISOLATION-STAGE-2 - [0:0]\n\
+                 -I FORWARD 1 -j CNI-ISOLATION-STAGE-1 -m comment --comment {c}\n\
+                 -I CNI-ISOLATION-STAGE-1 1 -i br0 ! -o br0 -j CNI-ISOLATION-STAGE-2 -m comment --comment {c}\n\
+                 -A CNI-ISOLATION-STAGE-1 -j RETURN -m comment --comment {c}\n\
+                 -I CNI-ISOLATION-STAGE-2 1 -o br0 -j DROP -m comment --comment {c}\n\
+                 -A CNI-ISOLATION-STAGE-2 -j RETURN -m comment --comment {c}\nCOMMIT\n"
+            )
+        );
+        // nftables: the isolation rules, no rule of the container
+        let per_ip = |b: &Batch| {
+            b.msgs.iter().filter(|m| m.what.starts_with(&format!("add rule inet {NFT_TABLE} {NFT_PRIV}"))).count()
+        };
+        let isolation = |b: &Batch| b.msgs.iter().filter(|m| m.what.contains(NFT_STAGE2)).count();
+        let (fw, plain) = (nft_add_batch(&s, &[]), nft_add_batch(&spec(), &[]));
+        assert_eq!((per_ip(&fw), per_ip(&plain)), (1, 5), "the admin jump only / admin jump + 2 rules per IP");
+        assert!(isolation(&fw) > 0 && isolation(&fw) == isolation(&plain));
     }
 
     #[test]

@@ -72,8 +72,9 @@ pub const DOC: Doc = Doc {
     notes: &[
         "DEL removes the container end (the host end goes with it), the IPAM lease and the firewall rules; the \
          bridge, its addresses and a VLAN gateway veth stay.",
-        "GC removes IPAM leases, masquerade rules and spoof-check chains of attachments not in \
-         `cni.dev/valid-attachments`.",
+        "GC removes IPAM leases, masquerade rules and spoof-check chains of this network's attachments not in \
+         `cni.dev/valid-attachments`. Spoof-check chains name their network in a chain comment (networks can \
+         share a bridge); chains without one (the reference's) are removed only once their port is gone.",
     ],
     example: r#"{
   "cniVersion": "1.0.0",
@@ -251,7 +252,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // 4. MAC anti-spoofing on the bridge port (nftables bridge family)
     if conf.mac_spoof_chk {
         let mac = cont_link.mac_string().context("container veth has no MAC")?;
-        firewall::macspoof::ensure(&ctx.container_id, &ctx.ifname, &host_veth.name, &mac)?;
+        firewall::macspoof::ensure(&ctx.name, &ctx.container_id, &ctx.ifname, &host_veth.name, &mac)?;
         let (cid, ifname) = (ctx.container_id.clone(), ctx.ifname.clone());
         undo.push("spoof check", move || firewall::macspoof::remove(&cid, &ifname));
     }
@@ -585,25 +586,22 @@ fn del(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// GC (the reference has none): IPAM reservations, masquerade rules and spoof-check chains of
-/// attachments not in `cni.dev/valid-attachments`. An absent list means "unknown": nothing is removed.
+/// GC (the reference has none): IPAM reservations, masquerade rules and spoof-check chains of this
+/// network's attachments not in `cni.dev/valid-attachments` (spoof-check chains without a network,
+/// the reference's, once their port is gone). An absent list means "unknown": nothing is removed.
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
     let mut errors = steps::gc::GcErrors::default();
-    steps::gc::ipam(ctx, &mut errors);
-    if let Some(valid) = ctx.valid_attachments()? {
+    if let Some(valid) = steps::gc::ipam(ctx, &mut errors)? {
         if conf.ip_masq {
             steps::ipmasq::gc(ctx, &valid, &mut errors);
         }
         if conf.mac_spoof_chk {
+            // this network's chains are found by their comment (networks can share a bridge);
+            // ownerless ones (the reference's) only once their port is gone
             let links = Netlink::new()?.links()?;
-            let br = links.iter().find(|l| l.name == conf.bridge_name()).map(|l| l.index);
-            // a port is ours when it is gone or still enslaved to this network's bridge
-            let ours = |veth: &str| match links.iter().find(|l| l.name == veth) {
-                Some(l) => br.is_some() && l.master == br,
-                None => true,
-            };
-            errors.note("macspoofchk", firewall::macspoof::gc(&valid, ours));
+            let port_exists = |veth: &str| links.iter().any(|l| l.name == veth);
+            errors.note("macspoofchk", firewall::macspoof::gc(&ctx.name, &valid, port_exists));
         }
     }
     errors.finish()

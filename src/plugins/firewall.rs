@@ -64,10 +64,15 @@ pub const DOC: Doc = Doc {
         ),
         k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
     ],
-    notes: &["firewalld backend: spoken over D-Bus directly (no firewall-cmd), on the bus named by \
+    notes: &[
+        "firewalld backend: spoken over D-Bus directly (no firewall-cmd), on the bus named by \
              `DBUS_SYSTEM_BUS_ADDRESS` (default `unix:path=/var/run/dbus/system_bus_socket`). ADD calls \
              `addSource(zone, \"IP/32\")` (`/128` for IPv6) per address, CHECK `querySource`, DEL `removeSource`; \
-             DEL succeeds when the source or firewalld is already gone. See docs/guides/firewalld.md."],
+             DEL succeeds when the source or firewalld is already gone. See docs/guides/firewalld.md.",
+        "firewalld with `ingressPolicy` same-bridge or isolated: the isolation chains are written with the \
+         iptables/nftables choice as well, and no per-address rule (as the reference); CHECK and DEL are \
+         about the zone's sources only.",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "guarded",

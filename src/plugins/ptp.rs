@@ -222,11 +222,9 @@ fn del(ctx: &Ctx) -> Result<()> {
 fn gc(ctx: &Ctx) -> Result<()> {
     let conf: Conf = ctx.plugin_conf()?;
     let mut errors = steps::gc::GcErrors::default();
-    steps::gc::ipam(ctx, &mut errors);
-    if conf.ip_masq {
-        if let Some(valid) = ctx.valid_attachments()? {
-            steps::ipmasq::gc(ctx, &valid, &mut errors);
-        }
+    let valid = steps::gc::ipam(ctx, &mut errors)?;
+    if let (true, Some(valid)) = (conf.ip_masq, valid) {
+        steps::ipmasq::gc(ctx, &valid, &mut errors);
     }
     errors.finish()
 }

@@ -4,8 +4,10 @@
 //! `IFNAME` → CNI_IFNAME, after dots became slashes), save the attributes about to change to
 //! `<dataDir>/<containerID>_<ifname>.json`, then set mac / promisc / mtu / allmulti / txQLen and
 //! report the new MAC in the result. DEL restores the saved attributes (sysctls are not restored,
-//! as the reference). CHECK compares everything configured. GC removes saved-state files of
-//! attachments not in `cni.dev/valid-attachments`.
+//! as the reference). CHECK compares everything configured. GC removes saved-state files of this
+//! network's attachments not in `cni.dev/valid-attachments`: the file records the network that
+//! wrote it (`network`, a key the reference ignores), since dataDir is shared between networks
+//! and the file name holds none.
 
 use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
@@ -51,9 +53,14 @@ pub const DOC: Doc = Doc {
         arg("MAC", "string", "MAC address"),
         acni("sysctl, mac, mtu, promisc, allmulti, txQLen", "as above", "override the config (args.cni wins)"),
     ],
-    notes: &["When /etc/cni/tuning/allowlist.conf exists, every sysctl must match one of its lines, Go regexps \
+    notes: &[
+        "GC removes the backups this network's ADDs wrote for attachments not in `cni.dev/valid-attachments`. \
+         A backup records its network (`\"network\"`, a key the reference ignores); one without it (written by \
+         the reference or an older cni-multi) has no known owner and GC keeps it.",
+        "When /etc/cni/tuning/allowlist.conf exists, every sysctl must match one of its lines, Go regexps \
              (RE2 syntax, searched for anywhere in the key; Unicode classes match ASCII characters only; see \
-             docs/guides/meta-plugins.md)."],
+             docs/guides/meta-plugins.md).",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "tuned",
@@ -94,7 +101,9 @@ struct Conf {
     txqlen: Option<i64>,
 }
 
-/// The saved attributes (the reference's backup file: only what this ADD changed).
+/// The saved attributes (the reference's backup file: only what this ADD changed), and the
+/// network whose ADD wrote them (ours only: the reference's `configToRestore` ignores the key
+/// when it reads the file, and writes none).
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Backup {
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -107,6 +116,10 @@ pub struct Backup {
     pub allmulti: Option<bool>,
     #[serde(rename = "txQLen", skip_serializing_if = "Option::is_none", default)]
     pub txqlen: Option<u32>,
+    /// the network of the ADD that wrote the file; absent (the reference's files, older
+    /// cni-multi's): owner unknown, which GC never removes
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub network: Option<String>,
 }
 
 fn non_negative(what: &str, v: Option<i64>) -> Result<Option<u32>> {
@@ -352,6 +365,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         mtu: t.mtu.map(|_| link.link.mtu),
         allmulti: t.allmulti.map(|_| link.allmulti),
         txqlen: t.txqlen.map(|_| link.link.txqlen),
+        network: Some(ctx.name.clone()),
     };
     let bpath = backup_path(&t, ctx);
     write_backup(&bpath, &backup)?;
@@ -540,19 +554,33 @@ fn check(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// GC (the reference has none): saved-state files of attachments not in the valid list (their
-/// interfaces are gone with their namespaces). An absent list removes nothing.
+/// GC (the reference has none): saved-state files of this network's attachments that are not in
+/// the valid list (their interfaces are gone with their namespaces). The data dir is shared by
+/// every network (by default) and a file's name holds no network, so a file is this network's
+/// only when it says so; files of other networks and files without an owner (written by the
+/// reference or an older cni-multi) are kept. An absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
     let t = load(ctx)?;
     let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
     let keep: BTreeSet<String> = valid.iter().map(|a| format!("{}_{}.json", a.container_id, a.ifname)).collect();
-    gc_dir(&t.data_dir, &keep)
+    gc_dir(&t.data_dir, &ctx.name, &keep)
 }
 
-/// Remove `*_*.json` files in `dir` whose name is not in `keep`.
-pub fn gc_dir(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
+/// Largest backup file GC reads to learn its owner (ours are under 200 bytes).
+const MAX_BACKUP_BYTES: u64 = 64 << 10;
+
+/// The network recorded in the backup file at `path`; None when it names none or cannot be read.
+fn backup_owner(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(path).ok()?.take(MAX_BACKUP_BYTES).read_to_end(&mut data).ok()?;
+    serde_json::from_slice::<Backup>(&data).ok()?.network
+}
+
+/// Remove the `*_*.json` files in `dir` that `network` wrote and whose name is not in `keep`.
+pub fn gc_dir(dir: &Path, network: &str, keep: &BTreeSet<String>) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -564,8 +592,13 @@ pub fn gc_dir(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
         if !name.ends_with(".json") || !name.contains('_') || keep.contains(&name) {
             continue;
         }
+        if backup_owner(&e.path()).as_deref() != Some(network) {
+            continue;
+        }
         if let Err(err) = std::fs::remove_file(e.path()) {
-            errs.push(format!("{name}: {err}"));
+            if err.kind() != std::io::ErrorKind::NotFound {
+                errs.push(format!("{name}: {err}"));
+            }
         }
     }
     if !errs.is_empty() {
@@ -715,20 +748,31 @@ mod tests {
     }
 
     #[test]
-    fn gc_removes_only_stale_backups() {
+    fn gc_removes_only_this_networks_stale_backups() {
         let dir = std::env::temp_dir().join(format!("tuning-gc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for n in ["keep_eth0.json", "old_eth0.json", "notes.txt", "keep_net1.json"] {
-            std::fs::write(dir.join(n), "{}").unwrap();
+        for (n, text) in [
+            ("keep_eth0.json", r#"{"mtu": 1500, "network": "n1"}"#),
+            ("old_eth0.json", r#"{"mtu": 1500, "network": "n1"}"#),
+            ("other_eth0.json", r#"{"mtu": 1500, "network": "n2"}"#),
+            ("reference_eth0.json", r#"{"mtu": 1500}"#),
+            ("broken_eth0.json", "{"),
+            ("notes.txt", r#"{"network": "n1"}"#),
+        ] {
+            std::fs::write(dir.join(n), text).unwrap();
         }
         let keep: BTreeSet<String> = ["keep_eth0.json".to_string()].into();
-        gc_dir(&dir, &keep).unwrap();
+        gc_dir(&dir, "n1", &keep).unwrap();
         let mut left: Vec<String> =
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
-        assert_eq!(left, vec!["keep_eth0.json", "notes.txt"]);
+        // another network's file, and files naming no network (the reference's, unreadable), stay
+        assert_eq!(
+            left,
+            vec!["broken_eth0.json", "keep_eth0.json", "notes.txt", "other_eth0.json", "reference_eth0.json"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(gc_dir(&dir, &keep).is_ok()); // missing dir is fine
+        assert!(gc_dir(&dir, "n1", &keep).is_ok()); // missing dir is fine
     }
 
     #[test]
@@ -739,8 +783,15 @@ mod tests {
             mtu: Some(1500),
             allmulti: None,
             txqlen: Some(1000),
+            network: Some("n1".into()),
         };
         let v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap();
-        assert_eq!(v, json!({"mac": "02:00:00:00:00:01", "promisc": false, "mtu": 1500, "txQLen": 1000}));
+        assert_eq!(
+            v,
+            json!({"mac": "02:00:00:00:00:01", "promisc": false, "mtu": 1500, "txQLen": 1000, "network": "n1"})
+        );
+        // the reference's file (no network) reads as one of unknown owner
+        let r: Backup = serde_json::from_str(r#"{"mtu": 1500}"#).unwrap();
+        assert_eq!((r.mtu, r.network), (Some(1500), None));
     }
 }

@@ -480,8 +480,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 fn gc(ctx: &Ctx) -> Result<()> {
     let _conf = load(ctx)?;
     let mut errors = steps::gc::GcErrors::default();
-    steps::gc::ipam(ctx, &mut errors);
-    if ctx.valid_attachments()?.is_some() {
+    if steps::gc::ipam(ctx, &mut errors)?.is_some() {
         errors.note("node rules", Netlink::new().and_then(|mut host| gc_rules(&mut host)));
     }
     errors.finish()

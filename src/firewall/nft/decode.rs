@@ -54,6 +54,8 @@ pub struct ChainInfo {
     pub hook: Option<u32>,
     pub priority: Option<i32>,
     pub policy: Option<u32>,
+    /// The chain's comment (NFTA_CHAIN_USERDATA, nft's comment TLV), if any.
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +92,7 @@ pub fn decode_chain(family: u8, body: &[u8]) -> ChainInfo {
         hook: get_be32(h, attr::HOOK_HOOKNUM),
         priority: get_be32(h, attr::HOOK_PRIORITY).map(|p| p as i32),
         policy: get_be32(a, attr::CHAIN_POLICY),
+        comment: get(a, attr::CHAIN_USERDATA).and_then(udata_comment),
     }
 }
 

@@ -294,6 +294,28 @@ fn comments_are_cut_at_128_bytes_and_decode() {
 /// BATCH_BEGIN with a generation id, as libnftnl writes it (`nftnl_batch_begin` + u32
 /// NFNL_BATCH_GENID in network order); the rest of the batch is unchanged.
 #[cfg(target_endian = "little")]
+/// A chain comment is NFTA_CHAIN_USERDATA holding nft's comment TLV: the payload of
+/// `nft add chain bridge t c '{ comment "net msA"; }'` as `nft --debug=mnl` (1.0.6) shows it,
+/// and the decoder reads it back.
+#[test]
+fn chain_comment_is_encoded_as_nft_does_and_decodes() {
+    let mut b = Batch::new();
+    b.add_chain(Family::Bridge, "t", "c", None, Some("net msA"));
+    let m = &b.msgs[0];
+    let captured: &[u8] = &[
+        0x06, 0x00, 0x01, 0x00, b't', 0, 0, 0, // NFTA_CHAIN_TABLE
+        0x06, 0x00, 0x03, 0x00, b'c', 0, 0, 0, // NFTA_CHAIN_NAME
+        0x0e, 0x00, 0x0c, 0x00, 0x00, 0x08, b'n', b'e', b't', b' ', b'm', b's', b'A', 0, 0,
+        0, // NFTA_CHAIN_USERDATA
+    ];
+    assert_eq!((m.kind, m.family, hex(&m.payload)), (msg::NEWCHAIN, 7, hex(captured)));
+    let c = super::decode::decode_chain(7, &m.payload);
+    assert_eq!((c.name.as_str(), c.comment.as_deref()), ("c", Some("net msA")));
+    let mut b = Batch::new();
+    b.add_chain(Family::Bridge, "t", "c", None, None);
+    assert_eq!(super::decode::decode_chain(7, &b.msgs[0].payload).comment, None);
+}
+
 #[test]
 fn golden_batch_begin_carries_genid() {
     let mut b = Batch::new();
@@ -328,6 +350,7 @@ fn plan_helpers_skip_only_what_is_already_right() {
         hook: policy.map(|_| Hook::Forward as u32),
         priority: policy.map(|_| 0),
         policy,
+        comment: None,
     };
     let want = vec![Rule {
         family: Family::Inet,

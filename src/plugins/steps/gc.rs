@@ -1,6 +1,7 @@
 //! GC steps: each runs even when an earlier one failed; the failures are reported together.
 
-use crate::cni::Ctx;
+use crate::cni::config::Attachment;
+use crate::cni::{CniError, Ctx};
 use anyhow::Result;
 
 /// The failures of a GC that runs every step and reports them together at the end.
@@ -23,9 +24,14 @@ impl GcErrors {
     }
 }
 
-/// IPAM GC, when the config names an IPAM type.
-pub fn ipam(ctx: &Ctx, errors: &mut GcErrors) {
+/// The first GC step of a plugin with an IPAM: validate `cni.dev/valid-attachments` (a
+/// malformed list fails the whole GC with its code, before anything is released), then IPAM GC
+/// when the config names an IPAM type. Returns the list for the plugin's own steps (None: the
+/// runtime sent none, attachments unknown).
+pub fn ipam(ctx: &Ctx, errors: &mut GcErrors) -> Result<Option<Vec<Attachment>>, CniError> {
+    let valid = ctx.valid_attachments()?;
     errors.note("ipam", super::ipam::gc_if_set(ctx));
+    Ok(valid)
 }
 
 #[cfg(test)]

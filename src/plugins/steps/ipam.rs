@@ -42,8 +42,11 @@ pub fn status_if_set(ctx: &Ctx) -> Result<()> {
 }
 
 /// IPAM GC, when the config names an IPAM type (spec 1.1.0: a plugin passes GC on to its
-/// delegated IPAM).
+/// delegated IPAM). `cni.dev/valid-attachments` is validated first: a list that does not decode
+/// (code 6) or has an entry without its containerID or ifname (code 7) fails the GC before the
+/// IPAM plugin, which may not check it (a foreign one, by exec), can release anything by it.
 pub fn gc_if_set(ctx: &Ctx) -> Result<()> {
+    ctx.valid_attachments()?;
     when_set(ctx, delegate::ipam_gc)
 }
 
