@@ -452,6 +452,29 @@ fn firewalld_ingress_policy_writes_only_the_isolation_rules_as_the_reference() {
     w.del(&conf).plugin("ref-firewall").env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
 }
 
+/// The per-IP accept rules cni-multi wrote with firewalld and an ingressPolicy before
+/// 2026-12-07 (the iptables backend's, made here by an iptables ADD of the attachment) go with
+/// the firewalld DEL, so a node that upgrades keeps nothing of a deleted pod.
+#[test]
+fn firewalld_del_removes_accept_rules_an_older_version_left() {
+    let (w, fw, name, prev) = setup("fwd7");
+    let bus = fw.address.clone();
+    let conf = chained(&name, json!({"backend": "firewalld", "ingressPolicy": "same-bridge"}), &prev);
+    let want = host_sources(&prev);
+    w.add(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+
+    let ipt = chained(&name, json!({"backend": "iptables"}), &prev);
+    w.add(&ipt).run().ok();
+    let left = save_lines(&w).join("\n");
+    assert!(want.iter().all(|src| left.contains(src.as_str())), "the old accept rules are there:\n{left}");
+    w.del(&conf).env("DBUS_SYSTEM_BUS_ADDRESS", &bus).run().ok();
+    let after = save_lines(&w).join("\n");
+    for src in &want {
+        assert!(!after.contains(src.as_str()), "an accept rule for {src} left by the firewalld DEL:\n{after}");
+    }
+    assert!(fw.sources("trusted").is_empty(), "DEL removed the sources");
+}
+
 /// Error codes of the firewalld backend against the reference (/usr/lib/cni/firewall 1.1.1): a
 /// zone firewalld does not have (`INVALID_ZONE`) is code 7 (invalid config) and a system bus that
 /// cannot be reached code 11 (try again); the reference answers 999 for both ("failed to add the

@@ -144,7 +144,16 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
 /// firewalld, the zone's sources (ADD wrote no per-IP rule).
 pub fn remove(spec: &FirewallSpec) -> Result<()> {
     if let Some(zone) = &spec.firewalld_zone {
-        return super::firewalld::remove(zone, &spec.ips);
+        super::firewalld::remove(zone, &spec.ips)?;
+        // cni-multi before 2026-12-07 also wrote the iptables accept rules with firewalld and
+        // an ingressPolicy, and its DEL left them: remove what is left of them (nothing to do
+        // for anything else; a node without iptables has none)
+        if !spec.ips.is_empty() {
+            if let Err(e) = iptables_del(spec) {
+                tracing::debug!("no iptables accept rules of an older cni-multi removed: {e:#}");
+            }
+        }
+        return Ok(());
     }
     super::teardown_both(
         || if spec.ips.is_empty() { Ok(()) } else { iptables_del(spec) },
