@@ -72,6 +72,21 @@ impl DaemonLan {
         path
     }
 
+    /// A container netns whose IPv4 reverse-path filter is `rp_filter` (`all` and `default`, set
+    /// before `eth0` is made, as a node's systemd settings reach a new netns), then `eth0` on the
+    /// server's bridge; returns the netns path.
+    fn container_with_rp_filter(&mut self, n: usize, rp_filter: &str) -> String {
+        let ns = Netns::create(&format!("{}-c{n}", self.tag));
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        ns.set_sysctl("net/ipv4/conf/all/rp_filter", rp_filter);
+        ns.set_sysctl("net/ipv4/conf/default/rp_filter", rp_filter);
+        self.server.plug(&format!("vh{n}"), &ns, "eth0");
+        assert_eq!(ns.sysctl("net/ipv4/conf/eth0/rp_filter").as_deref(), Some(rp_filter));
+        let path = ns.path_str();
+        self.containers.push(ns);
+        path
+    }
+
     fn wait_for(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
@@ -321,6 +336,59 @@ fn dhcp_bad_inputs_fail_fast_and_leave_nothing() {
         Duration::from_secs(2),
     );
     assert!(resp.is_ok());
+}
+
+/// Reverse-path filtering on in the container netns (strict 1 and loose 2: systemd sets 2 on
+/// the node, and a new netns inherits it): while `eth0` has no address the kernel drops the
+/// server's OFFER and ACK before any UDP socket sees them. The replies are read from a packet
+/// socket on the interface, so both ADDs get their lease at once.
+#[test]
+fn dhcp_add_with_reverse_path_filtering_in_the_container() {
+    let mut w = DaemonLan::new("f", 78);
+    w.server.start(&[]);
+    let strict = w.container_with_rp_filter(1, "1");
+    let loose = w.container_with_rp_filter(2, "2");
+    let _d = w.start_daemon(w.daemon_config());
+    for (id, ns) in [("ctr1", &strict), ("ctr2", &loose)] {
+        let t = Instant::now();
+        let r = (APPLET.add)(&w.ctx(Command::Add, id, ns, "eth0", w.ipam()))
+            .unwrap_or_else(|e| panic!("ADD {id}: {e:#}\ndnsmasq:\n{}", w.server.log()));
+        assert!(in_range(&addr_of(&r), 78), "{}", addr_of(&r));
+        assert!(t.elapsed() < Duration::from_secs(3), "{id}: the lease took {:?}", t.elapsed());
+    }
+    assert_eq!(w.server.leases().len(), 2, "{:?}", w.server.leases());
+}
+
+/// The dhcp IPAM alone, with nothing putting the leased address on the interface (it lives
+/// elsewhere, e.g. a VM behind the pod interface takes it): the server answers the RENEW by
+/// unicast to the leased address (ciaddr), which this netns does not have, so its IP layer
+/// drops the ACK. Read from the packet socket, the renewal at T1 (3 s here) takes one
+/// REQUEST/ACK exchange. (A permanent neighbour entry on the server stands in for whatever
+/// answers ARP for the address where it lives.)
+#[test]
+fn dhcp_renews_at_t1_without_the_address_on_the_interface() {
+    let mut w = DaemonLan::new("u", 79);
+    w.server.start(&["--dhcp-option=option:T1,3".to_string()]);
+    let c1 = w.container(1);
+    let d = w.start_daemon(w.daemon_config());
+    let key = "ctr1/dhcpnet/eth0";
+    let a1 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).expect("ADD"));
+    let ip = a1.split('/').next().unwrap().to_string();
+    let mac = w.containers[0].ip_json(&["link", "show", "eth0"])[0]["address"].as_str().unwrap().to_string();
+    w.server.ns.must(&["ip", "neigh", "replace", &ip, "lladdr", &mac, "dev", "br0", "nud", "permanent"]);
+    let first = d.lease(key).unwrap();
+    assert_eq!(first.t1_secs, 3, "{first:?}");
+    let requests = || w.server.log().matches("DHCPREQUEST(").count();
+    assert_eq!(requests(), 1, "{}", w.server.log());
+    w.wait_for("the renewal at T1", 8, || d.lease(key).is_some_and(|l| l.acquired_unix > first.acquired_unix));
+    let renewed = d.lease(key).unwrap();
+    assert_eq!(renewed.address, first.address);
+    assert_eq!(requests(), 2, "one REQUEST for the renewal, no retransmission: {}", w.server.log());
+    let ns1 = Path::new(&c1).file_name().unwrap().to_str().unwrap();
+    assert!(
+        !must(&["ip", "-n", ns1, "-4", "addr", "show", "dev", "eth0"]).contains(&ip),
+        "the address was never applied"
+    );
 }
 
 /// T1 of dnsmasq's minimum (2 min) lease is 60 s: this test takes about 65 s.

@@ -12,6 +12,7 @@ pub mod client;
 pub mod daemon;
 pub mod dns;
 pub mod ns;
+pub mod raw4;
 pub mod rpc;
 pub mod store;
 pub mod v6;

@@ -345,8 +345,15 @@ impl Client6<'_> {
             }
             _ => false,
         };
-        let (b, first) = (self.backoff, self.backoff.initial.min(Duration::from_secs(1)));
-        exchange(&self.sock, &self.ifname, first, b, false, self.cancel, deadline, &mut send, &mut take)?;
+        // from 1 s (or less), doubling up to the backoff's maximum, no jitter
+        let max = self.backoff.max.max(Duration::from_secs(1));
+        let mut next = self.backoff.initial.min(Duration::from_secs(1));
+        let mut waits = move || {
+            let wait = next;
+            next = next.saturating_mul(2).min(max);
+            wait
+        };
+        exchange(&self.sock, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take)?;
         Ok(reply)
     }
 
