@@ -391,6 +391,48 @@ fn dhcp_renews_at_t1_without_the_address_on_the_interface() {
     );
 }
 
+/// GC reads `cni.dev/valid-attachments` strictly, as host-local does: an entry without its
+/// containerID or ifname is code 7 and nothing is released (read laxly, it became "" and the
+/// live lease was released: its address taken off the interface and given back to the server).
+/// The legacy `cni.dev/attachments` counts when the new key is absent.
+#[test]
+fn dhcp_gc_with_an_incomplete_attachment_releases_nothing() {
+    let mut w = DaemonLan::new("g", 80);
+    w.server.start(&[]);
+    let c1 = w.container(1);
+    let d = w.start_daemon(w.daemon_config());
+    let a1 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).expect("ADD"));
+    configure(&c1, &a1);
+    let ns1 = Path::new(&c1).file_name().unwrap().to_str().unwrap().to_string();
+    let on_eth0 = || must(&["ip", "-n", &ns1, "-4", "addr", "show", "dev", "eth0"]).contains(&a1);
+    let gc = |key: &str, list: serde_json::Value| {
+        let mut c = w.ctx(Command::Gc, "", "", "", w.ipam());
+        c.conf[key] = list;
+        (APPLET.gc.unwrap())(&c).map_err(|e| cni_multi::cni::CniError::from_anyhow(&e))
+    };
+    for entry in [serde_json::json!({"containerid": "x"}), serde_json::json!({"ifname": "eth0"})] {
+        let e = gc("cni.dev/valid-attachments", serde_json::json!([entry.clone()])).unwrap_err();
+        assert_eq!(e.code, 7, "{entry}: {e:?}");
+        assert!(e.msg.contains("needs a containerID and an ifname"), "{}", e.msg);
+        let e = gc("cni.dev/attachments", serde_json::json!([entry.clone()])).unwrap_err();
+        assert_eq!(e.code, 7, "legacy key, {entry}: {e:?}");
+    }
+    assert_eq!(d.lease_keys(), ["ctr1/dhcpnet/eth0"]);
+    assert_eq!(w.state_files().len(), 1);
+    assert!(on_eth0(), "the address was taken off the live interface");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.server.leases().len(), 1, "released at the server: {}", w.server.log());
+
+    // the legacy key: ctr1 listed keeps it, an empty list releases it
+    gc("cni.dev/attachments", serde_json::json!([{"containerid": "ctr1", "ifname": "eth0"}])).expect("GC");
+    assert_eq!(d.lease_keys().len(), 1);
+    gc("cni.dev/attachments", serde_json::json!([])).expect("GC, legacy key");
+    assert!(d.lease_keys().is_empty());
+    assert!(w.state_files().is_empty());
+    assert!(!on_eth0());
+    w.wait_for("the release at the server", 5, || w.server.leases().is_empty());
+}
+
 /// T1 of dnsmasq's minimum (2 min) lease is 60 s: this test takes about 65 s.
 #[test]
 #[ignore = "slow (65 s): make test-slow"]

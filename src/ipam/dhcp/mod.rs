@@ -359,22 +359,12 @@ fn check(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// GC: the daemon releases the leases (v4 and v6) of this network whose attachment is not in
-/// `cni.dev/valid-attachments` (the reference has no GC). Without the key nothing is released.
+/// `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`, as host-local reads them;
+/// the reference has no GC). Without the key nothing is released; a list that does not decode
+/// is code 6, an entry without its containerID or ifname code 7, and nothing is released.
 fn gc(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ipam_conf(ctx)?;
-    let valid = match ctx.get("cni.dev/valid-attachments") {
-        None => None,
-        Some(v) => Some(
-            v.as_array()
-                .ok_or_else(|| CniError::new(code::DECODE, "cni.dev/valid-attachments must be a list"))?
-                .iter()
-                .map(|a| {
-                    let field = |k: &str| a.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
-                    (field("containerid"), field("ifname"))
-                })
-                .collect(),
-        ),
-    };
+    let valid = ctx.valid_attachments()?.map(|list| list.into_iter().map(|a| (a.container_id, a.ifname)).collect());
     let mut req = request(ctx, &c, Method::Gc, ClientOptions::default());
     req.valid = valid;
     call(&socket_path(&c), &req)?;
