@@ -231,7 +231,11 @@ fn dhcp_add_ping_second_lease_options_and_release() {
     let again = (APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).unwrap();
     assert_eq!(addr_of(&again), a1);
     (APPLET.check)(&w.ctx(Command::Check, "ctr1", &c1, "eth0", w.ipam())).expect("CHECK");
-    assert!((APPLET.check)(&w.ctx(Command::Check, "nope", &c1, "eth0", w.ipam())).is_err());
+    // CHECK of an attachment with no lease fails (the reference's CHECK acquires one and succeeds)
+    let e = (APPLET.check)(&w.ctx(Command::Check, "nope", &c1, "eth0", w.ipam())).unwrap_err();
+    let e = cni_multi::cni::CniError::from_anyhow(&e);
+    assert_eq!((e.code, e.msg.as_str()), (999, "no DHCP lease known for nope/dhcpnet/eth0"));
+    assert_eq!(w.server.leases().len(), 2, "CHECK acquired a lease: {:?}", w.server.leases());
     (APPLET.status.unwrap())(&w.ctx(Command::Status, "", "", "", w.ipam())).expect("STATUS");
 
     // persisted: dir 0700, files 0600
