@@ -72,6 +72,21 @@ impl DaemonLan {
         path
     }
 
+    /// A container netns whose IPv4 reverse-path filter is `rp_filter` (`all` and `default`, set
+    /// before `eth0` is made, as a node's systemd settings reach a new netns), then `eth0` on the
+    /// server's bridge; returns the netns path.
+    fn container_with_rp_filter(&mut self, n: usize, rp_filter: &str) -> String {
+        let ns = Netns::create(&format!("{}-c{n}", self.tag));
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        ns.set_sysctl("net/ipv4/conf/all/rp_filter", rp_filter);
+        ns.set_sysctl("net/ipv4/conf/default/rp_filter", rp_filter);
+        self.server.plug(&format!("vh{n}"), &ns, "eth0");
+        assert_eq!(ns.sysctl("net/ipv4/conf/eth0/rp_filter").as_deref(), Some(rp_filter));
+        let path = ns.path_str();
+        self.containers.push(ns);
+        path
+    }
+
     fn wait_for(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
@@ -216,7 +231,11 @@ fn dhcp_add_ping_second_lease_options_and_release() {
     let again = (APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).unwrap();
     assert_eq!(addr_of(&again), a1);
     (APPLET.check)(&w.ctx(Command::Check, "ctr1", &c1, "eth0", w.ipam())).expect("CHECK");
-    assert!((APPLET.check)(&w.ctx(Command::Check, "nope", &c1, "eth0", w.ipam())).is_err());
+    // CHECK of an attachment with no lease fails (the reference's CHECK acquires one and succeeds)
+    let e = (APPLET.check)(&w.ctx(Command::Check, "nope", &c1, "eth0", w.ipam())).unwrap_err();
+    let e = cni_multi::cni::CniError::from_anyhow(&e);
+    assert_eq!((e.code, e.msg.as_str()), (999, "no DHCP lease known for nope/dhcpnet/eth0"));
+    assert_eq!(w.server.leases().len(), 2, "CHECK acquired a lease: {:?}", w.server.leases());
     (APPLET.status.unwrap())(&w.ctx(Command::Status, "", "", "", w.ipam())).expect("STATUS");
 
     // persisted: dir 0700, files 0600
@@ -321,6 +340,101 @@ fn dhcp_bad_inputs_fail_fast_and_leave_nothing() {
         Duration::from_secs(2),
     );
     assert!(resp.is_ok());
+}
+
+/// Reverse-path filtering on in the container netns (strict 1 and loose 2: systemd sets 2 on
+/// the node, and a new netns inherits it): while `eth0` has no address the kernel drops the
+/// server's OFFER and ACK before any UDP socket sees them. The replies are read from a packet
+/// socket on the interface, so both ADDs get their lease at once.
+#[test]
+fn dhcp_add_with_reverse_path_filtering_in_the_container() {
+    let mut w = DaemonLan::new("f", 78);
+    w.server.start(&[]);
+    let strict = w.container_with_rp_filter(1, "1");
+    let loose = w.container_with_rp_filter(2, "2");
+    let _d = w.start_daemon(w.daemon_config());
+    for (id, ns) in [("ctr1", &strict), ("ctr2", &loose)] {
+        let t = Instant::now();
+        let r = (APPLET.add)(&w.ctx(Command::Add, id, ns, "eth0", w.ipam()))
+            .unwrap_or_else(|e| panic!("ADD {id}: {e:#}\ndnsmasq:\n{}", w.server.log()));
+        assert!(in_range(&addr_of(&r), 78), "{}", addr_of(&r));
+        assert!(t.elapsed() < Duration::from_secs(3), "{id}: the lease took {:?}", t.elapsed());
+    }
+    assert_eq!(w.server.leases().len(), 2, "{:?}", w.server.leases());
+}
+
+/// The dhcp IPAM alone, with nothing putting the leased address on the interface (it lives
+/// elsewhere, e.g. a VM behind the pod interface takes it): the server answers the RENEW by
+/// unicast to the leased address (ciaddr), which this netns does not have, so its IP layer
+/// drops the ACK. Read from the packet socket, the renewal at T1 (3 s here) takes one
+/// REQUEST/ACK exchange. (A permanent neighbour entry on the server stands in for whatever
+/// answers ARP for the address where it lives.)
+#[test]
+fn dhcp_renews_at_t1_without_the_address_on_the_interface() {
+    let mut w = DaemonLan::new("u", 79);
+    w.server.start(&["--dhcp-option=option:T1,3".to_string()]);
+    let c1 = w.container(1);
+    let d = w.start_daemon(w.daemon_config());
+    let key = "ctr1/dhcpnet/eth0";
+    let a1 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).expect("ADD"));
+    let ip = a1.split('/').next().unwrap().to_string();
+    let mac = w.containers[0].ip_json(&["link", "show", "eth0"])[0]["address"].as_str().unwrap().to_string();
+    w.server.ns.must(&["ip", "neigh", "replace", &ip, "lladdr", &mac, "dev", "br0", "nud", "permanent"]);
+    let first = d.lease(key).unwrap();
+    assert_eq!(first.t1_secs, 3, "{first:?}");
+    let requests = || w.server.log().matches("DHCPREQUEST(").count();
+    assert_eq!(requests(), 1, "{}", w.server.log());
+    w.wait_for("the renewal at T1", 8, || d.lease(key).is_some_and(|l| l.acquired_unix > first.acquired_unix));
+    let renewed = d.lease(key).unwrap();
+    assert_eq!(renewed.address, first.address);
+    assert_eq!(requests(), 2, "one REQUEST for the renewal, no retransmission: {}", w.server.log());
+    let ns1 = Path::new(&c1).file_name().unwrap().to_str().unwrap();
+    assert!(
+        !must(&["ip", "-n", ns1, "-4", "addr", "show", "dev", "eth0"]).contains(&ip),
+        "the address was never applied"
+    );
+}
+
+/// GC reads `cni.dev/valid-attachments` strictly, as host-local does: an entry without its
+/// containerID or ifname is code 7 and nothing is released (read laxly, it became "" and the
+/// live lease was released: its address taken off the interface and given back to the server).
+/// The legacy `cni.dev/attachments` counts when the new key is absent.
+#[test]
+fn dhcp_gc_with_an_incomplete_attachment_releases_nothing() {
+    let mut w = DaemonLan::new("g", 80);
+    w.server.start(&[]);
+    let c1 = w.container(1);
+    let d = w.start_daemon(w.daemon_config());
+    let a1 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).expect("ADD"));
+    configure(&c1, &a1);
+    let ns1 = Path::new(&c1).file_name().unwrap().to_str().unwrap().to_string();
+    let on_eth0 = || must(&["ip", "-n", &ns1, "-4", "addr", "show", "dev", "eth0"]).contains(&a1);
+    let gc = |key: &str, list: serde_json::Value| {
+        let mut c = w.ctx(Command::Gc, "", "", "", w.ipam());
+        c.conf[key] = list;
+        (APPLET.gc.unwrap())(&c).map_err(|e| cni_multi::cni::CniError::from_anyhow(&e))
+    };
+    for entry in [serde_json::json!({"containerid": "x"}), serde_json::json!({"ifname": "eth0"})] {
+        let e = gc("cni.dev/valid-attachments", serde_json::json!([entry.clone()])).unwrap_err();
+        assert_eq!(e.code, 7, "{entry}: {e:?}");
+        assert!(e.msg.contains("needs a containerID and an ifname"), "{}", e.msg);
+        let e = gc("cni.dev/attachments", serde_json::json!([entry.clone()])).unwrap_err();
+        assert_eq!(e.code, 7, "legacy key, {entry}: {e:?}");
+    }
+    assert_eq!(d.lease_keys(), ["ctr1/dhcpnet/eth0"]);
+    assert_eq!(w.state_files().len(), 1);
+    assert!(on_eth0(), "the address was taken off the live interface");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.server.leases().len(), 1, "released at the server: {}", w.server.log());
+
+    // the legacy key: ctr1 listed keeps it, an empty list releases it
+    gc("cni.dev/attachments", serde_json::json!([{"containerid": "ctr1", "ifname": "eth0"}])).expect("GC");
+    assert_eq!(d.lease_keys().len(), 1);
+    gc("cni.dev/attachments", serde_json::json!([])).expect("GC, legacy key");
+    assert!(d.lease_keys().is_empty());
+    assert!(w.state_files().is_empty());
+    assert!(!on_eth0());
+    w.wait_for("the release at the server", 5, || w.server.leases().is_empty());
 }
 
 /// T1 of dnsmasq's minimum (2 min) lease is 60 s: this test takes about 65 s.

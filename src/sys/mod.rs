@@ -7,6 +7,7 @@ pub mod fake;
 pub mod feed;
 pub mod listen_fds;
 pub mod netns;
+pub mod packet;
 pub mod random;
 pub mod selinux;
 pub mod sockopt;

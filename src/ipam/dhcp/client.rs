@@ -1,6 +1,7 @@
 //! DHCPv4 client: message encoding/decoding (RFC 2131/2132, RFC 3442 classless routes,
 //! RFC 3396 long options) and the exchanges the daemon needs (DORA, renew, rebind, release),
-//! over a UDP socket bound to port 68 on one interface of the container netns.
+//! sent from a UDP socket bound to port 68 on one interface of the container netns, the replies
+//! read from a packet socket on that interface (`raw4`).
 
 use anyhow::{anyhow, bail, Context};
 use ipnet::Ipv4Net;
@@ -457,10 +458,54 @@ impl Default for Backoff {
     }
 }
 
-/// A DHCP client on one interface: the socket was opened inside the container netns
-/// and stays bound there.
+impl Backoff {
+    /// DHCPv4's waits between transmissions (RFC 2131 §4.1): `initial`, doubling up to `max`,
+    /// each randomized by ±1 s.
+    pub fn waits_v4(self) -> impl FnMut() -> Duration {
+        let mut interval = self.initial;
+        move || {
+            let wait = interval
+                .saturating_add(Duration::from_millis((random_u32() % 2000) as u64))
+                .saturating_sub(Duration::from_secs(1));
+            interval = interval.saturating_mul(2).min(self.max.max(Duration::from_secs(1)));
+            wait
+        }
+    }
+}
+
+/// Where a client reads its server's replies: the DHCPv4 client a packet socket on its
+/// interface ([`super::raw4::Replies4`]), the DHCPv6 client its UDP socket.
+pub trait Inbox {
+    /// Wait up to `wait` for the next reply and give the DHCP message it carries; `Ok(None)`
+    /// when nothing came in time (or what came was no well-formed reply).
+    fn recv<'b>(&self, buf: &'b mut [u8], wait: Duration) -> std::io::Result<Option<&'b [u8]>>;
+}
+
+impl Inbox for UdpSocket {
+    fn recv<'b>(&self, buf: &'b mut [u8], wait: Duration) -> std::io::Result<Option<&'b [u8]>> {
+        self.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        match self.recv_from(buf) {
+            Ok((n, _)) => Ok(buf.get(..n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A DHCP client on one interface: both sockets were opened inside the container netns and
+/// stay bound there. Requests go out on the UDP socket (port 68 on the interface, which needs
+/// no address to broadcast); replies are read from the packet socket, which sees them whatever
+/// the IP layer of the netns would do with them (see [`super::raw4`]).
 pub struct Client<'a> {
     pub sock: UdpSocket,
+    pub replies: super::raw4::Replies4,
     pub mac: [u8; 6],
     /// IPv4 addresses on the interface (unicast is only possible from the leased one)
     pub local_addrs: Vec<Ipv4Addr>,
@@ -473,24 +518,20 @@ pub struct Client<'a> {
 
 const POLL: Duration = Duration::from_millis(200);
 
-/// The request/reply loop both families' clients run on their socket: `send` puts the request
-/// on the wire (again at each retransmission), `take` is offered every datagram received and
-/// returns true once it kept the answer. The first resend comes after `first`, each next one
-/// after twice as long, up to `backoff.max`; `jitter` adds RFC 2131's random ±1 s to each
-/// wait (DHCPv4). Returns at the answer or at `deadline`; `cancel` is polled while waiting.
-#[allow(clippy::too_many_arguments)]
+/// The request/reply loop both families' clients run: `send` puts the request on the wire
+/// (again at each retransmission), `take` is offered every message `inbox` yields and returns
+/// true once it kept the answer. After each transmission the loop waits what `waits` says
+/// (each family's retransmission schedule) before sending again. Returns at the answer or at
+/// `deadline`; `cancel` is polled while waiting.
 pub fn exchange(
-    sock: &UdpSocket,
+    inbox: &dyn Inbox,
     ifname: &str,
-    first: Duration,
-    backoff: Backoff,
-    jitter: bool,
+    waits: &mut dyn FnMut() -> Duration,
     cancel: &(dyn Fn() -> bool + Sync),
     deadline: Instant,
     send: &mut dyn FnMut() -> anyhow::Result<()>,
     take: &mut dyn FnMut(&[u8]) -> bool,
 ) -> anyhow::Result<()> {
-    let mut interval = first;
     let mut buf = vec![0u8; 4096];
     loop {
         let now = Instant::now();
@@ -498,27 +539,15 @@ pub fn exchange(
             return Ok(());
         }
         send()?;
-        let wait = match jitter {
-            true => interval
-                .saturating_add(Duration::from_millis((random_u32() % 2000) as u64))
-                .saturating_sub(Duration::from_secs(1)),
-            false => interval,
-        };
-        let resend_at = at(now, wait).min(deadline);
-        interval = interval.saturating_mul(2).min(backoff.max.max(Duration::from_secs(1)));
+        let resend_at = at(now, waits()).min(deadline);
         while Instant::now() < resend_at {
             if cancel() {
                 bail!("cancelled");
             }
             let wait = resend_at.saturating_duration_since(Instant::now()).min(POLL);
-            sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-            match sock.recv_from(&mut buf) {
-                Ok((n, _)) => match buf.get(..n) {
-                    Some(datagram) if take(datagram) => return Ok(()),
-                    _ => {}
-                },
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            match inbox.recv(&mut buf, wait) {
+                Ok(Some(message)) if take(message) => return Ok(()),
+                Ok(_) => {}
                 Err(e) => bail!("receiving on {ifname}: {e}"),
             }
         }
@@ -553,14 +582,15 @@ impl Client<'_> {
             }
             _ => false,
         };
-        let b = self.backoff;
-        exchange(&self.sock, &self.ifname, b.initial, b, true, self.cancel, deadline, &mut send, &mut take)?;
+        let mut waits = self.backoff.waits_v4();
+        exchange(&self.replies, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take)?;
         Ok(reply)
     }
 
     /// INIT (or INIT-REBOOT style with a preferred address): DISCOVER → OFFER → REQUEST → ACK.
-    /// The BROADCAST flag is always set, because the interface has no address yet and the
-    /// socket can only receive broadcast replies. `Ok(None)` = no server answered in time.
+    /// The BROADCAST flag is always set: the interface has no address yet, and a broadcast
+    /// reply needs no ARP entry at the server for an address nobody answers ARP for.
+    /// `Ok(None)` = no server answered in time.
     pub fn acquire(&self, mut prefer: Option<Ipv4Addr>, deadline: Instant) -> anyhow::Result<Option<Lease>> {
         while Instant::now() < deadline {
             let xid = random_u32();

@@ -12,6 +12,7 @@ pub mod client;
 pub mod daemon;
 pub mod dns;
 pub mod ns;
+pub mod raw4;
 pub mod rpc;
 pub mod store;
 pub mod v6;
@@ -68,7 +69,7 @@ pub const DOC: Doc = Doc {
             "[]",
             "DHCPv4 options to send: value, or the CNI_ARGS value named by fromArg, which wins when present",
         ),
-        k("priority", "int", "0", "metric of every returned route"),
+        k("priority", "int", "0", "metric of every returned route (0 or negative: none)"),
         k("dns", "object", "{}", "nameservers/domain/search/options that win over the leases' DNS, field by field"),
     ],
     notes: &[
@@ -102,8 +103,9 @@ struct IpamConf {
     request: Vec<RequestOpt>,
     #[serde(default)]
     provide: Vec<ProvideOpt>,
+    /// a Go int in the reference: see [`route_metric`]
     #[serde(default)]
-    priority: u32,
+    priority: i64,
     /// DHCPv4 on (the default) or off
     #[serde(default = "yes")]
     ipv4: bool,
@@ -260,6 +262,19 @@ fn call(socket: &Path, req: &Request) -> anyhow::Result<rpc::Response> {
     }
 }
 
+/// The metric of the returned routes for `ipam.priority`, a Go int in the reference: 0 is none;
+/// so is a negative value (the reference puts it in the result, `"priority": -1`, and the routes
+/// get no metric, as netlink omits one that is not positive); beyond 32 bits is a config error
+/// (code 7: a route metric has 32 bits; the reference puts the number in its result).
+fn route_metric(priority: i64) -> Result<u32, CniError> {
+    match priority {
+        ..=0 => Ok(0),
+        p => u32::try_from(p).map_err(|_| {
+            CniError::config(format!("dhcp: priority {p} is out of range: a route metric is at most {}", u32::MAX))
+        }),
+    }
+}
+
 /// The IPAM result for a lease: address, gateway = first router, routes (option 121, or
 /// option 33 plus a default route via the router); `priority` becomes every route's metric.
 pub fn lease_to_result(lease: &Lease, priority: u32) -> anyhow::Result<CniResult> {
@@ -330,10 +345,11 @@ fn add(ctx: &Ctx) -> anyhow::Result<CniResult> {
         return Err(CniError::config("dhcp: ipv4 and ipv6 are both false: nothing to lease").into());
     }
     ctx.require_netns()?;
+    let metric = route_metric(c.priority)?;
     let options = client_options(ctx, &c)?;
     let resp = call(&socket_path(&c), &request(ctx, &c, Method::Allocate, options))?;
     let mut r = match (&resp.lease, c.ipv4) {
-        (Some(l), true) => lease_to_result(l, c.priority)?,
+        (Some(l), true) => lease_to_result(l, metric)?,
         (None, true) => bail!("the dhcp daemon returned no DHCPv4 lease"),
         (_, false) => CniResult::default(),
     };
@@ -358,22 +374,12 @@ fn check(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// GC: the daemon releases the leases (v4 and v6) of this network whose attachment is not in
-/// `cni.dev/valid-attachments` (the reference has no GC). Without the key nothing is released.
+/// `cni.dev/valid-attachments` (or the legacy `cni.dev/attachments`, as host-local reads them;
+/// the reference has no GC). Without the key nothing is released; a list that does not decode
+/// is code 6, an entry without its containerID or ifname code 7, and nothing is released.
 fn gc(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ipam_conf(ctx)?;
-    let valid = match ctx.get("cni.dev/valid-attachments") {
-        None => None,
-        Some(v) => Some(
-            v.as_array()
-                .ok_or_else(|| CniError::new(code::DECODE, "cni.dev/valid-attachments must be a list"))?
-                .iter()
-                .map(|a| {
-                    let field = |k: &str| a.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
-                    (field("containerid"), field("ifname"))
-                })
-                .collect(),
-        ),
-    };
+    let valid = ctx.valid_attachments()?.map(|list| list.into_iter().map(|a| (a.container_id, a.ifname)).collect());
     let mut req = request(ctx, &c, Method::Gc, ClientOptions::default());
     req.valid = valid;
     call(&socket_path(&c), &req)?;
@@ -501,6 +507,47 @@ mod tests {
         assert!(format!("{e:#}").contains("longer than 255 bytes"), "{e:#}");
         let e = options(json!({"provide": [{"option": 12, "fromarg": "A"}]}), &[("A", long.as_str())]).unwrap_err();
         assert!(format!("{e:#}").contains("CNI_ARGS A"), "{e:#}");
+    }
+
+    /// `priority` is a Go int in the reference: a negative one is accepted and gives the routes
+    /// no metric (the reference's routes get none either: netlink omits a metric that is not
+    /// positive); one beyond a 32-bit metric is a config error.
+    #[test]
+    fn priority_is_a_go_int() {
+        let ctx_with = |priority: serde_json::Value| {
+            let mut ctx = Ctx::new(crate::cni::Command::Add);
+            ctx.conf = json!({"name": "n", "ipam": {"type": "dhcp", "priority": priority}});
+            ctx
+        };
+        let lease = Lease {
+            address: "198.19.0.20".parse().unwrap(),
+            prefix_len: 24,
+            router: "198.19.0.1".parse().ok(),
+            server_id: "198.19.0.1".parse().unwrap(),
+            lease_secs: 120,
+            t1_secs: 60,
+            t2_secs: 105,
+            acquired_unix: 0,
+            routes: vec![client::LeaseRoute { dst: "0.0.0.0/0".parse().unwrap(), gw: "198.19.0.1".parse().ok() }],
+            dns: vec![],
+            domain: None,
+            search: vec![],
+        };
+        let metric = |p: serde_json::Value| ipam_conf(&ctx_with(p)).map(|c| route_metric(c.priority));
+        for (p, want) in
+            [(json!(-1), 0), (json!(i64::MIN), 0), (json!(0), 0), (json!(7), 7), (json!(u32::MAX), u32::MAX)]
+        {
+            let m = metric(p.clone()).unwrap_or_else(|e| panic!("{p}: {e:#}")).unwrap();
+            assert_eq!(m, want, "{p}");
+            let r = lease_to_result(&lease, m).unwrap();
+            assert_eq!(r.routes[0].priority, Some(want).filter(|w| *w > 0), "{p}");
+        }
+        let e = metric(json!(u64::from(u32::MAX) + 1)).unwrap().unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG, "{e:?}");
+        assert!(e.msg.contains("4294967296"), "{}", e.msg);
+        // not a Go int at all: a decoding error, as in the reference
+        assert!(metric(json!(1.5)).is_err());
+        assert!(metric(json!("1")).is_err());
     }
 
     #[test]

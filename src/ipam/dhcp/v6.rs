@@ -203,6 +203,18 @@ pub struct Lease6 {
 
 const INFINITY: u32 = u32::MAX;
 
+/// RFC 8415 §21.4: an IA_NA whose T1 is greater than its T2, both non-zero, is discarded (the
+/// message is processed as if it did not hold it).
+fn ia_times_valid(ia: &IaNa) -> bool {
+    !(ia.t1 > 0 && ia.t2 > 0 && ia.t1 > ia.t2)
+}
+
+/// RFC 8415 §21.6: an address whose preferred lifetime is greater than its valid lifetime is
+/// discarded; so is one whose valid lifetime is 0 (it is being withdrawn).
+fn iaaddr_valid(&(_, preferred, valid): &(Ipv6Addr, u32, u32)) -> bool {
+    valid > 0 && preferred <= valid
+}
+
 impl Lease6 {
     /// Build a lease from a REPLY (or ADVERTISE) holding an address in our IA_NA.
     pub fn from_reply(m: &Message, iaid: u32) -> anyhow::Result<Lease6> {
@@ -216,17 +228,21 @@ impl Lease6 {
             .iter()
             .filter(|(c, _)| *c == opt::IA_NA)
             .filter_map(|(_, v)| IaNa::decode(v).ok())
-            .find(|ia| ia.iaid == iaid)
-            .ok_or_else(|| anyhow!("DHCPv6 reply without our IA_NA"))?;
+            .filter(|ia| ia.iaid == iaid)
+            .find(ia_times_valid)
+            .ok_or_else(|| anyhow!("DHCPv6 reply without our IA_NA (or only with T1 > T2)"))?;
         if ia.status != status::SUCCESS {
             bail!("DHCPv6 IA_NA status {}: {}", ia.status, ia.status_msg);
         }
         let &(address, preferred, valid) =
-            ia.addrs.iter().find(|(_, _, v)| *v > 0).ok_or_else(|| anyhow!("DHCPv6 reply without an address"))?;
-        // RFC 8415 §21.4: T1/T2 of 0 leave the times to the client (0.5 and 0.8 of preferred)
+            ia.addrs.iter().find(|a| iaaddr_valid(a)).ok_or_else(|| anyhow!("DHCPv6 reply without a valid address"))?;
+        // RFC 8415 §21.4: T1/T2 of 0 leave the times to the client (0.5 and 0.8 of preferred);
+        // a T1 beyond the preferred lifetime comes down to half of it
         let base = if preferred == 0 { valid } else { preferred };
-        let t1 = if ia.t1 == 0 || ia.t1 > base && base != INFINITY { (base as u64 / 2) as u32 } else { ia.t1 };
-        let t2 = if ia.t2 == 0 || ia.t2 < t1 { (base as u64 * 4 / 5).max(t1 as u64) as u32 } else { ia.t2 };
+        let t2 = if ia.t2 == 0 { (base as u64 * 4 / 5) as u32 } else { ia.t2 };
+        let t1 = if ia.t1 == 0 || ia.t1 > base && base != INFINITY { (base / 2).min(t2) } else { ia.t1 };
+        // (a T2 of our own is no earlier than the server's T1)
+        let t2 = if ia.t2 == 0 { t2.max(t1) } else { t2 };
         let dns = m
             .get(opt::DNS_SERVERS)
             .map(|v| v.chunks_exact(16).filter_map(|c| <[u8; 16]>::try_from(c).ok()).map(Ipv6Addr::from).collect())
@@ -264,6 +280,73 @@ impl Lease6 {
         }
         self.acquired_unix.saturating_add(self.valid_secs as u64)
     }
+}
+
+/// RFC 8415 §7.6 retransmission parameters of one message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retransmit {
+    /// IRT: the first wait
+    pub initial: Duration,
+    /// MRT: the longest wait (before its ±10 %); `None`: no maximum
+    pub max: Option<Duration>,
+    /// the first wait is strictly longer than IRT (Solicit, §18.2.1)
+    pub first_longer: bool,
+}
+
+const fn rt(initial: u64, max: Option<u64>, first_longer: bool) -> Retransmit {
+    let max = match max {
+        Some(m) => Some(Duration::from_secs(m)),
+        None => None,
+    };
+    Retransmit { initial: Duration::from_secs(initial), max, first_longer }
+}
+
+/// SOL_TIMEOUT, SOL_MAX_RT
+pub const SOLICIT_RT: Retransmit = rt(1, Some(3600), true);
+/// REQ_TIMEOUT, REQ_MAX_RT
+pub const REQUEST_RT: Retransmit = rt(1, Some(30), false);
+/// REN_TIMEOUT, REN_MAX_RT
+pub const RENEW_RT: Retransmit = rt(10, Some(600), false);
+/// REB_TIMEOUT, REB_MAX_RT
+pub const REBIND_RT: Retransmit = rt(10, Some(600), false);
+/// REL_TIMEOUT (no MRT)
+pub const RELEASE_RT: Retransmit = rt(1, None, false);
+
+/// `base` plus `permille` thousandths of `of` (a negative share is taken off).
+fn add_share(base: Duration, of: Duration, permille: i32) -> Duration {
+    let delta = (of / 1000).checked_mul(permille.unsigned_abs()).unwrap_or(of);
+    if permille >= 0 {
+        base.saturating_add(delta)
+    } else {
+        base.saturating_sub(delta)
+    }
+}
+
+impl Retransmit {
+    /// The waits after each transmission (RFC 8415 §15): RT = IRT + RAND·IRT for the first,
+    /// RT = 2·RTprev + RAND·RTprev after it, and MRT + RAND·MRT once that would pass MRT, with
+    /// RAND uniform in [-0.1, +0.1] (for Solicit's first wait in (0, +0.1]). `rand` gives RAND in
+    /// thousandths (-100..=100). `cap` (the daemon's `-resendmax`) lowers MRT, never below IRT.
+    pub fn waits(self, cap: Duration, mut rand: impl FnMut() -> i32) -> impl FnMut() -> Duration {
+        let mrt = self.max.unwrap_or(Duration::MAX).min(cap).max(self.initial);
+        let mut prev: Option<Duration> = None;
+        move || {
+            let r = rand().clamp(-100, 100);
+            let rt = match prev {
+                None if self.first_longer => add_share(self.initial, self.initial, r.abs().max(1)),
+                None => add_share(self.initial, self.initial, r),
+                Some(p) => add_share(p.saturating_mul(2), p, r),
+            };
+            let rt = if rt > mrt { add_share(mrt, mrt, r) } else { rt };
+            prev = Some(rt);
+            rt
+        }
+    }
+}
+
+/// RAND of RFC 8415 §15 in thousandths: uniform in -100..=100.
+fn rand_permille() -> i32 {
+    (random_u32() % 201) as i32 - 100
 }
 
 /// The client DUID: DUID-UUID (type 4, RFC 6355) whose UUID is a version-8 (RFC 9562) UUID
@@ -322,9 +405,15 @@ impl Client6<'_> {
         .encode()
     }
 
-    /// Multicast `req` and wait for a reply of type `want` for it (retransmitting with
-    /// backoff, elapsed time updated) until `deadline`.
-    fn transact(&self, req: &mut Message, want: u8, deadline: Instant) -> anyhow::Result<Option<Message>> {
+    /// Multicast `req` and wait for a reply of type `want` for it (retransmitting as `rt` says,
+    /// elapsed time updated) until `deadline`.
+    fn transact(
+        &self,
+        req: &mut Message,
+        want: u8,
+        rt: Retransmit,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<Message>> {
         let to = SocketAddrV6::new(ALL_SERVERS, SERVER_PORT, 0, self.ifindex);
         let (start, xid) = (Instant::now(), req.xid);
         let mut reply = None;
@@ -345,8 +434,8 @@ impl Client6<'_> {
             }
             _ => false,
         };
-        let (b, first) = (self.backoff, self.backoff.initial.min(Duration::from_secs(1)));
-        exchange(&self.sock, &self.ifname, first, b, false, self.cancel, deadline, &mut send, &mut take)?;
+        let mut waits = rt.waits(self.backoff.max, rand_permille);
+        exchange(&self.sock, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take)?;
         Ok(reply)
     }
 
@@ -355,7 +444,7 @@ impl Client6<'_> {
         while Instant::now() < deadline {
             let mut sol = self.base(msg::SOLICIT, random_u32());
             sol.push(opt::IA_NA, self.ia(prefer));
-            let Some(adv) = self.transact(&mut sol, msg::ADVERTISE, deadline)? else { return Ok(None) };
+            let Some(adv) = self.transact(&mut sol, msg::ADVERTISE, SOLICIT_RT, deadline)? else { return Ok(None) };
             let offered = match Lease6::from_reply(&adv, self.iaid) {
                 Ok(l) => l,
                 Err(e) => {
@@ -370,7 +459,7 @@ impl Client6<'_> {
             let mut req = self.base(msg::REQUEST, random_u32());
             req.push(opt::SERVERID, offered.server_id.clone());
             req.push(opt::IA_NA, self.ia(Some(offered.address)));
-            let Some(reply) = self.transact(&mut req, msg::REPLY, deadline)? else { return Ok(None) };
+            let Some(reply) = self.transact(&mut req, msg::REPLY, REQUEST_RT, deadline)? else { return Ok(None) };
             match Lease6::from_reply(&reply, self.iaid) {
                 Ok(l) => return Ok(Some(l)),
                 Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 request refused, soliciting again: {e:#}"),
@@ -381,12 +470,13 @@ impl Client6<'_> {
 
     /// RENEW (to the server that gave the lease) or REBIND (to any server).
     pub fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease6>> {
-        let mut m = self.base(if rebind { msg::REBIND } else { msg::RENEW }, random_u32());
+        let (ty, rt) = if rebind { (msg::REBIND, REBIND_RT) } else { (msg::RENEW, RENEW_RT) };
+        let mut m = self.base(ty, random_u32());
         if !rebind {
             m.push(opt::SERVERID, lease.server_id.clone());
         }
         m.push(opt::IA_NA, self.ia(Some(lease.address)));
-        let Some(reply) = self.transact(&mut m, msg::REPLY, deadline)? else { return Ok(Renewal::NoReply) };
+        let Some(reply) = self.transact(&mut m, msg::REPLY, rt, deadline)? else { return Ok(Renewal::NoReply) };
         match Lease6::from_reply(&reply, self.iaid) {
             Ok(mut l) => {
                 if l.dns.is_empty() && l.search.is_empty() {
@@ -406,7 +496,7 @@ impl Client6<'_> {
         m.options.retain(|(c, _)| *c != opt::ORO);
         m.push(opt::SERVERID, lease.server_id.clone());
         m.push(opt::IA_NA, self.ia(Some(lease.address)));
-        Ok(self.transact(&mut m, msg::REPLY, deadline)?.is_some())
+        Ok(self.transact(&mut m, msg::REPLY, RELEASE_RT, deadline)?.is_some())
     }
 }
 
@@ -472,5 +562,97 @@ mod tests {
         assert!(Lease6::from_reply(&r, 10).is_err(), "another IAID");
         r.push(opt::STATUS_CODE, [0u8, 2, b'n', b'o'].to_vec());
         assert!(Lease6::from_reply(&r, 9).is_err());
+    }
+
+    fn reply_with(ias: &[IaNa]) -> Message {
+        let mut r = Message::new(msg::REPLY, 1);
+        r.push(opt::SERVERID, vec![0, 1, 2, 3]);
+        for ia in ias {
+            r.push(opt::IA_NA, ia.encode());
+        }
+        r
+    }
+
+    fn ia(t1: u32, t2: u32, addrs: &[(&str, u32, u32)]) -> IaNa {
+        IaNa {
+            iaid: 9,
+            t1,
+            t2,
+            addrs: addrs.iter().map(|(a, p, v)| (a.parse().unwrap(), *p, *v)).collect(),
+            status: 0,
+            status_msg: String::new(),
+        }
+    }
+
+    /// RFC 8415 §21.4: an IA_NA with T1 > T2 (both non-zero) is discarded, not repaired; T1 or
+    /// T2 of 0 are the client's to choose.
+    #[test]
+    fn ia_na_with_t1_beyond_t2_is_discarded() {
+        let bad = ia(100, 50, &[("fd00::20", 200, 300)]);
+        let e = Lease6::from_reply(&reply_with(std::slice::from_ref(&bad)), 9).unwrap_err();
+        assert!(format!("{e:#}").contains("without our IA_NA"), "{e:#}");
+        // the rest of the message counts: a valid IA_NA after it is taken
+        let good = ia(60, 90, &[("fd00::21", 200, 300)]);
+        let l = Lease6::from_reply(&reply_with(&[bad, good]), 9).unwrap();
+        assert_eq!((l.address.to_string().as_str(), l.t1_secs, l.t2_secs), ("fd00::21", 60, 90));
+        // T1 of 0: half the preferred lifetime, but never after the server's T2
+        let l = Lease6::from_reply(&reply_with(&[ia(0, 80, &[("fd00::22", 200, 300)])]), 9).unwrap();
+        assert_eq!((l.t1_secs, l.t2_secs), (80, 80));
+        // T2 of 0 with the server's T1: 0.8 of preferred, but not before T1
+        let l = Lease6::from_reply(&reply_with(&[ia(170, 0, &[("fd00::23", 200, 300)])]), 9).unwrap();
+        assert_eq!((l.t1_secs, l.t2_secs), (170, 170));
+        let l = Lease6::from_reply(&reply_with(&[ia(50, 0, &[("fd00::23", 200, 300)])]), 9).unwrap();
+        assert_eq!((l.t1_secs, l.t2_secs), (50, 160));
+        // T1 == T2 is valid
+        let l = Lease6::from_reply(&reply_with(&[ia(70, 70, &[("fd00::24", 200, 300)])]), 9).unwrap();
+        assert_eq!((l.t1_secs, l.t2_secs), (70, 70));
+    }
+
+    /// RFC 8415 §21.6: an address whose preferred lifetime is greater than its valid lifetime
+    /// is discarded (and one with a valid lifetime of 0).
+    #[test]
+    fn address_with_preferred_beyond_valid_is_discarded() {
+        let only_bad = ia(0, 0, &[("fd00::30", 300, 200)]);
+        let e = Lease6::from_reply(&reply_with(&[only_bad]), 9).unwrap_err();
+        assert!(format!("{e:#}").contains("without a valid address"), "{e:#}");
+        let mixed = ia(0, 0, &[("fd00::30", 300, 200), ("fd00::31", 0, 0), ("fd00::32", 200, 200)]);
+        let l = Lease6::from_reply(&reply_with(&[mixed]), 9).unwrap();
+        assert_eq!(l.address, "fd00::32".parse::<Ipv6Addr>().unwrap());
+        assert_eq!((l.preferred_secs, l.valid_secs), (200, 200));
+        // infinite lifetimes: preferred == valid
+        let inf = ia(0, 0, &[("fd00::33", INFINITY, INFINITY)]);
+        assert_eq!(Lease6::from_reply(&reply_with(&[inf]), 9).unwrap().expiry_at(), u64::MAX);
+    }
+
+    fn schedule(rt: Retransmit, cap: u64, rand: i32, n: usize) -> Vec<u128> {
+        let mut waits = rt.waits(Duration::from_secs(cap), move || rand);
+        (0..n).map(|_| waits().as_millis()).collect()
+    }
+
+    /// RFC 8415 §15: RT = IRT ± 10 %, then 2·RT ± 10 % of RT, then MRT ± 10 %; Solicit's first
+    /// RT strictly above IRT; Renew and Rebind start at 10 s.
+    #[test]
+    fn retransmission_schedule_is_rfc_8415() {
+        assert_eq!(schedule(SOLICIT_RT, 3600, 100, 3), [1100, 2310, 4851]);
+        assert_eq!(schedule(SOLICIT_RT, 3600, -100, 3), [1100, 2090, 3971], "Solicit's first RAND is positive");
+        assert_eq!(schedule(SOLICIT_RT, 3600, 0, 2), [1001, 2002], "strictly above IRT");
+        assert_eq!(schedule(REQUEST_RT, 3600, 0, 7), [1000, 2000, 4000, 8000, 16000, 30000, 30000], "REQ_MAX_RT");
+        assert_eq!(schedule(REQUEST_RT, 3600, -100, 6), [900, 1710, 3249, 6173, 11728, 22284]);
+        assert_eq!(schedule(REQUEST_RT, 3600, -100, 8)[6..], [27000, 27000], "MRT - 10 %");
+        assert_eq!(schedule(RENEW_RT, 3600, 0, 8), [10000, 20000, 40000, 80000, 160000, 320000, 600000, 600000]);
+        assert_eq!(schedule(REBIND_RT, 3600, 100, 1), [11000]);
+        assert_eq!(schedule(REBIND_RT, 3600, -100, 1), [9000]);
+        // the daemon's -resendmax lowers MRT, but never below IRT
+        assert_eq!(schedule(RENEW_RT, 62, 0, 4), [10000, 20000, 40000, 62000]);
+        assert_eq!(schedule(RENEW_RT, 4, 0, 3), [10000, 10000, 10000]);
+        assert_eq!(schedule(RELEASE_RT, 3600, 0, 4), [1000, 2000, 4000, 8000]);
+        // the real RAND: within its bounds, and not always the same
+        let firsts: Vec<u128> =
+            (0..200).map(|_| SOLICIT_RT.waits(Duration::from_secs(3600), rand_permille)().as_millis()).collect();
+        assert!(firsts.iter().all(|ms| (1001..=1100).contains(ms)), "{firsts:?}");
+        let renews: Vec<u128> =
+            (0..200).map(|_| RENEW_RT.waits(Duration::from_secs(600), rand_permille)().as_millis()).collect();
+        assert!(renews.iter().all(|ms| (9000..=11000).contains(ms)), "{renews:?}");
+        assert!(renews.iter().any(|ms| *ms != renews[0]), "no jitter: {renews:?}");
     }
 }
