@@ -707,3 +707,32 @@ fn bridge_macspoofchk_gc_keeps_other_networks_spoof_checks_on_the_same_bridge() 
     assert!(checks(&w).is_empty(), "{}", table(&w));
     w.del(&a).cid("pA").ifname("ma0").run().ok();
 }
+
+/// `isDefaultGateway` with an IPAM default route that names no gateway: the reference counts
+/// only a default route with a gateway as present, adds its own, and the second identical
+/// default route fails its ADD ("file exists"). Ours keeps the IPAM route, routed via the
+/// gateway as every route without one is, and adds no second (docs/differences.md).
+#[test]
+fn bridge_default_gateway_with_an_ipam_default_route_without_gw() {
+    each_impl("brdgw", 1, &["bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let mut conf = v4_conf(w, &s, tag);
+        conf["isDefaultGateway"] = json!(true);
+        conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        let add = w.add(&conf).run();
+        match which {
+            Impl::Ours => {
+                let r = add.ok();
+                let defaults = w.c(0).must(&["ip", "-4", "route", "show", "default"]);
+                assert_eq!(defaults.lines().count(), 1, "{defaults}");
+                assert!(defaults.contains(&format!("via {}", s.ip4(1))), "{defaults}");
+                assert_eq!(r["routes"].as_array().map(Vec::len), Some(1), "{r:#}");
+            }
+            Impl::Reference => {
+                let e = add.err();
+                assert!(e.msg.contains("exists"), "the reference adds a second default route: {}", e.msg);
+            }
+        }
+        w.del(&conf).run().ok();
+    });
+}
