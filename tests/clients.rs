@@ -417,6 +417,7 @@ const DIRECT_ONLY: &[(&str, &str)] = &[
     ("vlan.json", "8021q vlan: VM only"),
     ("vlan-in-container.json", "8021q vlan: VM only"),
     ("vpc-routed.json", "vpc-routed: no oracle plugin (behaviour test)"),
+    ("vpc-routed-device.json", "vpc-routed: no oracle plugin (behaviour test)"),
 ];
 
 cnitool_tests! {
