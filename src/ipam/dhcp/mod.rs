@@ -414,9 +414,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn result_from_lease() {
-        let lease = Lease {
+    /// A lease of 198.19.0.20/24 from 198.19.0.1 with a default route, and nothing else.
+    fn lease() -> Lease {
+        Lease {
             address: "198.19.0.20".parse().unwrap(),
             prefix_len: 24,
             router: "198.19.0.1".parse().ok(),
@@ -425,14 +425,20 @@ mod tests {
             t1_secs: 60,
             t2_secs: 105,
             acquired_unix: 0,
-            routes: vec![
-                client::LeaseRoute { dst: "0.0.0.0/0".parse().unwrap(), gw: "198.19.0.1".parse().ok() },
-                client::LeaseRoute { dst: "198.18.5.0/24".parse().unwrap(), gw: None },
-            ],
-            dns: vec!["198.19.0.53".parse().unwrap()],
-            domain: Some("lab.example".into()),
-            search: vec!["lab.example".into(), "example".into()],
-        };
+            routes: vec![client::LeaseRoute { dst: "0.0.0.0/0".parse().unwrap(), gw: "198.19.0.1".parse().ok() }],
+            dns: vec![],
+            domain: None,
+            search: vec![],
+        }
+    }
+
+    #[test]
+    fn result_from_lease() {
+        let mut lease = lease();
+        lease.routes.push(client::LeaseRoute { dst: "198.18.5.0/24".parse().unwrap(), gw: None });
+        lease.dns = vec!["198.19.0.53".parse().unwrap()];
+        lease.domain = Some("lab.example".into());
+        lease.search = vec!["lab.example".into(), "example".into()];
         let r = lease_to_result(&lease, 50).unwrap();
         assert_eq!(r.ips[0].address.to_string(), "198.19.0.20/24");
         assert_eq!(r.ips[0].gateway, "198.19.0.1".parse().ok());
@@ -519,20 +525,7 @@ mod tests {
             ctx.conf = json!({"name": "n", "ipam": {"type": "dhcp", "priority": priority}});
             ctx
         };
-        let lease = Lease {
-            address: "198.19.0.20".parse().unwrap(),
-            prefix_len: 24,
-            router: "198.19.0.1".parse().ok(),
-            server_id: "198.19.0.1".parse().unwrap(),
-            lease_secs: 120,
-            t1_secs: 60,
-            t2_secs: 105,
-            acquired_unix: 0,
-            routes: vec![client::LeaseRoute { dst: "0.0.0.0/0".parse().unwrap(), gw: "198.19.0.1".parse().ok() }],
-            dns: vec![],
-            domain: None,
-            search: vec![],
-        };
+        let lease = lease();
         let metric = |p: serde_json::Value| ipam_conf(&ctx_with(p)).map(|c| route_metric(c.priority));
         for (p, want) in
             [(json!(-1), 0), (json!(i64::MIN), 0), (json!(0), 0), (json!(7), 7), (json!(u32::MAX), u32::MAX)]
