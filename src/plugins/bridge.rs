@@ -229,14 +229,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // 2. the veth pair, created inside the container with its peer in our namespace, and the
     //    host end made a port of the bridge
-    let steps::veth::Ends { host: host_veth, cont: cont_link } = steps::veth::add_pair(
-        ctx,
-        &mut host,
-        &mut cont,
-        &ns,
-        &mut undo,
-        Pair { mtu: steps::veth::mtu_key(conf.mtu)?, mac, host_name: None },
-    )?;
+    let pair = Pair { mtu: steps::veth::mtu_key(conf.mtu)?, mac, host_name: None };
+    let steps::veth::Ends { host: host_veth, cont: cont_link } =
+        steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, pair)?;
     attach_port(&mut host, &host_veth, &br, &conf)?;
 
     // 3. the result skeleton: bridge, host veth, container veth

@@ -59,7 +59,7 @@ impl PacketSocket {
         // protocol 0: nothing is received before bind
         let fd = socket(AddressFamily::Packet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
         attach_filter(&fd, filter)?;
-        set_int(&fd, SOL_PACKET, PACKET_AUXDATA, 1)?;
+        super::sockopt::set(&fd, SOL_PACKET, PACKET_AUXDATA, &1 as &libc::c_int)?;
         let ifindex = libc::c_int::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
         // SAFETY: sockaddr_ll is a plain C struct for which all-zero bytes are a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -118,25 +118,6 @@ impl PacketSocket {
     }
 }
 
-fn set_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&value`, a live c_int on this
-    // stack frame; the fd is borrowed from a socket that outlives the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            std::ptr::addr_of!(value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// SO_ATTACH_FILTER: the kernel copies the program, so `filter` need not outlive the call.
 fn attach_filter(fd: &OwnedFd, filter: &[BpfInsn]) -> io::Result<()> {
     let mut insns: Vec<libc::sock_filter> =
@@ -145,21 +126,6 @@ fn attach_filter(fd: &OwnedFd, filter: &[BpfInsn]) -> io::Result<()> {
         len: u16::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
         filter: insns.as_mut_ptr(),
     };
-    // SAFETY: setsockopt reads the sock_fprog at `&prog` (live on this stack frame), and through
-    // it `prog.len` instructions at `insns`, a live Vec of exactly that many sock_filter values
-    // that outlives the call; the kernel copies the program before returning.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_FILTER,
-            std::ptr::addr_of!(prog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // the kernel copies `prog.len` instructions from `insns`, alive until the call returns
+    super::sockopt::set(fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, &prog)
 }
