@@ -47,11 +47,16 @@ struct DaemonLan {
 
 impl DaemonLan {
     fn new(tag: &str, subnet: u8) -> DaemonLan {
+        DaemonLan::with_v6(tag, subnet, false)
+    }
+
+    /// [`DaemonLan::new`]; with `v6`, the server's bridge also has fd00:0:d:N::1/64 and no DAD.
+    fn with_v6(tag: &str, subnet: u8, v6: bool) -> DaemonLan {
         let tag = harness::world::unique(&format!("dh{tag}"));
         let tmp = tempfile::Builder::new().prefix(&format!("{tag}-")).tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         DaemonLan {
-            server: DhcpServer::new(&format!("{tag}-s"), "br0", subnet, false, &dir),
+            server: DhcpServer::new(&format!("{tag}-s"), "br0", subnet, v6, &dir),
             daemon_ns: Netns::create(&format!("{tag}-d")),
             tag,
             containers: vec![],
@@ -66,6 +71,19 @@ impl DaemonLan {
     fn container(&mut self, n: usize) -> String {
         let ns = Netns::create(&format!("{}-c{n}", self.tag));
         ns.must(&["ip", "link", "set", "lo", "up"]);
+        self.server.plug(&format!("vh{n}"), &ns, "eth0");
+        let path = ns.path_str();
+        self.containers.push(ns);
+        path
+    }
+
+    /// [`DaemonLan::container`] without IPv6 DAD in the container (its link-local address is
+    /// usable at once).
+    fn container_nodad(&mut self, n: usize) -> String {
+        let ns = Netns::create(&format!("{}-c{n}", self.tag));
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        ns.set_sysctl("net/ipv6/conf/all/accept_dad", "0");
+        ns.set_sysctl("net/ipv6/conf/default/accept_dad", "0");
         self.server.plug(&format!("vh{n}"), &ns, "eth0");
         let path = ns.path_str();
         self.containers.push(ns);
@@ -435,6 +453,150 @@ fn dhcp_gc_with_an_incomplete_attachment_releases_nothing() {
     assert!(w.state_files().is_empty());
     assert!(!on_eth0());
     w.wait_for("the release at the server", 5, || w.server.leases().is_empty());
+}
+
+/// The Advertise messages the fake DHCPv6 server sends a client: (server id, address, preference).
+type Offers = Vec<(u8, std::net::Ipv6Addr, Option<u8>)>;
+
+/// What the fake DHCPv6 server of [`dhcp_v6_requests_from_the_advertise_of_highest_preference`]
+/// saw: per client (in the order they first solicited), when its first Solicit came, and the
+/// server id and address of its Request and when it came.
+#[derive(Default)]
+struct Seen6 {
+    clients: Vec<Vec<u8>>,
+    first_solicit: Vec<Instant>,
+    requests: Vec<(usize, Vec<u8>, std::net::Ipv6Addr, Instant)>,
+}
+
+/// A DHCPv6 server in the netns at `ns` on `ifname` that answers each Solicit with the
+/// Advertise messages `offers(client number)` gives ((server id, address, preference option), in
+/// that order, all from this one socket), and each Request with a Reply for what it asks; until
+/// `stop`.
+fn fake_dhcp6(
+    ns: PathBuf,
+    ifname: &str,
+    offers: fn(usize) -> Offers,
+    seen: Arc<std::sync::Mutex<Seen6>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use cni_multi::ipam::dhcp::v6::{msg, opt, IaNa, Message, ALL_SERVERS};
+    let ifname = ifname.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        harness::world::run_in_netns(&ns, move || {
+            let index = nix::net::if_::if_nametoindex(ifname.as_str()).unwrap();
+            let sock = std::net::UdpSocket::bind("[::]:547").unwrap();
+            sock.join_multicast_v6(&ALL_SERVERS, index).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 1500];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let Ok(m) = Message::decode(&buf[..n]) else { continue };
+                let (Some(cid), Some(ia)) = (m.get(opt::CLIENTID), m.get(opt::IA_NA)) else { continue };
+                let ia = IaNa::decode(ia).unwrap();
+                let mut seen = seen.lock().unwrap();
+                let k = match seen.clients.iter().position(|c| c == cid) {
+                    Some(k) => k,
+                    None => {
+                        seen.clients.push(cid.to_vec());
+                        seen.first_solicit.push(Instant::now());
+                        seen.clients.len() - 1
+                    }
+                };
+                let answer = |ty: u8, server: &[u8], addr: std::net::Ipv6Addr, pref: Option<u8>| {
+                    let mut a = Message::new(ty, m.xid);
+                    a.push(opt::CLIENTID, cid.to_vec());
+                    a.push(opt::SERVERID, server.to_vec());
+                    let ia = IaNa {
+                        iaid: ia.iaid,
+                        t1: 0,
+                        t2: 0,
+                        addrs: vec![(addr, 300, 600)],
+                        status: 0,
+                        status_msg: String::new(),
+                    };
+                    a.push(opt::IA_NA, ia.encode());
+                    if let Some(p) = pref {
+                        a.push(opt::PREFERENCE, vec![p]);
+                    }
+                    sock.send_to(&a.encode(), from).unwrap();
+                };
+                match m.ty {
+                    msg::SOLICIT => {
+                        for (server, addr, pref) in offers(k) {
+                            answer(msg::ADVERTISE, &[0, 1, 0, server], addr, pref);
+                        }
+                    }
+                    msg::REQUEST => {
+                        let server = m.get(opt::SERVERID).unwrap().to_vec();
+                        let addr = ia.addrs[0].0;
+                        seen.requests.push((k, server.clone(), addr, Instant::now()));
+                        answer(msg::REPLY, &server, addr, None);
+                    }
+                    msg::RELEASE => {
+                        let mut r = Message::new(msg::REPLY, m.xid);
+                        r.push(opt::CLIENTID, cid.to_vec());
+                        r.push(opt::SERVERID, m.get(opt::SERVERID).unwrap().to_vec());
+                        sock.send_to(&r.encode(), from).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("the fake DHCPv6 server listens");
+    h
+}
+
+/// RFC 8415 §18.2.1: a Solicit collects the Advertise messages of its first RT (1 to 1.1 s) and
+/// requests from the server of the highest preference; an Advertise of preference 255 is
+/// answered at once. A fake server answers container 1's Solicit with two Advertise messages,
+/// server 1 with preference 0 first, then server 2 with preference 200: the Request must go to
+/// server 2 for its address (the first Advertise was taken until 2026-12-07). Container 2 gets
+/// server 3's preference-255 Advertise: its Request comes at once.
+#[test]
+fn dhcp_v6_requests_from_the_advertise_of_highest_preference() {
+    let mut w = DaemonLan::with_v6("6p", 81, true);
+    let prefix = format!("fd00:0:d:{}::", w.server.n);
+    let addr = |host: &str| -> std::net::Ipv6Addr { format!("{prefix}{host}").parse().unwrap() };
+    let (c1, c2) = (w.container_nodad(1), w.container_nodad(2));
+    let seen = Arc::new(std::sync::Mutex::new(Seen6::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    fn offers(k: usize) -> Offers {
+        let p = |h: u16| std::net::Ipv6Addr::new(0xfd00, 0, 0xd, 0x81, 0, 0, 0, h);
+        match k {
+            0 => vec![(1, p(0xa), None), (2, p(0xb), Some(200))],
+            _ => vec![(3, p(0xc), Some(255)), (4, p(0xd), None)],
+        }
+    }
+    let server = fake_dhcp6(PathBuf::from(w.server.ns.path_str()), "br0", offers, Arc::clone(&seen), Arc::clone(&stop));
+    w.start_daemon(w.daemon_config());
+    let ipam =
+        serde_json::json!({"type": "dhcp", "daemonsocketpath": w.dir.join("dhcp.sock"), "ipv4": false, "ipv6": true});
+
+    let r1 = (APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", ipam.clone())).expect("ADD 1");
+    assert_eq!(addr_of(&r1), format!("{}/128", addr("b")), "the preferred server's address");
+    let r2 = (APPLET.add)(&w.ctx(Command::Add, "ctr2", &c2, "eth0", ipam.clone())).expect("ADD 2");
+    assert_eq!(addr_of(&r2), format!("{}/128", addr("c")));
+    {
+        let seen = seen.lock().unwrap();
+        let req = |k: usize| seen.requests.iter().find(|r| r.0 == k).expect("a Request");
+        let (_, server, a, at) = req(0);
+        assert_eq!((server.as_slice(), *a), (&[0, 1, 0, 2][..], addr("b")), "Request of container 1");
+        let waited = at.duration_since(seen.first_solicit[0]);
+        assert!(waited >= Duration::from_millis(1000), "requested after {waited:?}, before the first RT ended");
+        let (_, server, a, at) = req(1);
+        assert_eq!((server.as_slice(), *a), (&[0, 1, 0, 3][..], addr("c")), "Request of container 2");
+        let waited = at.duration_since(seen.first_solicit[1]);
+        assert!(waited < Duration::from_millis(900), "preference 255 waited {waited:?}");
+    }
+    for (id, c) in [("ctr1", &c1), ("ctr2", &c2)] {
+        (APPLET.del)(&w.ctx(Command::Del, id, c, "eth0", ipam.clone())).expect("DEL");
+    }
+    assert!(w.state_files().is_empty());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
 }
 
 /// T1 of dnsmasq's minimum (2 min) lease is 60 s: this test takes about 65 s.

@@ -522,7 +522,10 @@ const POLL: Duration = Duration::from_millis(200);
 /// (again at each retransmission), `take` is offered every message `inbox` yields and returns
 /// true once it kept the answer. After each transmission the loop waits what `waits` says
 /// (each family's retransmission schedule) before sending again. Returns at the answer or at
-/// `deadline`; `cancel` is polled while waiting.
+/// `deadline`; `cancel` is polled while waiting. At each retransmission time `settle` is asked
+/// first: true ends the exchange there (a DHCPv6 Solicit that collected Advertise messages for
+/// its first RT, RFC 8415 §18.2.1).
+#[allow(clippy::too_many_arguments)]
 pub fn exchange(
     inbox: &dyn Inbox,
     ifname: &str,
@@ -531,13 +534,19 @@ pub fn exchange(
     deadline: Instant,
     send: &mut dyn FnMut() -> anyhow::Result<()>,
     take: &mut dyn FnMut(&[u8]) -> bool,
+    settle: &mut dyn FnMut() -> bool,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 4096];
+    let mut sent = false;
     loop {
         let now = Instant::now();
         if now >= deadline {
             return Ok(());
         }
+        if sent && settle() {
+            return Ok(());
+        }
+        sent = true;
         send()?;
         let resend_at = at(now, waits()).min(deadline);
         while Instant::now() < resend_at {
@@ -583,7 +592,7 @@ impl Client<'_> {
             _ => false,
         };
         let mut waits = self.backoff.waits_v4();
-        exchange(&self.replies, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take)?;
+        exchange(&self.replies, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take, &mut || false)?;
         Ok(reply)
     }
 
@@ -780,5 +789,59 @@ mod tests {
         assert_eq!(l.routes, vec![LeaseRoute { dst: "198.18.0.0/16".parse().unwrap(), gw: "198.19.0.3".parse().ok() }]);
         ack.options.retain(|(c, _)| *c != opt::SUBNET_MASK);
         assert!(Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).is_err());
+    }
+
+    /// An inbox that yields `msgs` in order, one per `recv`, then nothing (waiting out the wait).
+    struct Script(std::cell::RefCell<Vec<Vec<u8>>>);
+
+    impl Inbox for Script {
+        fn recv<'b>(&self, buf: &'b mut [u8], wait: Duration) -> std::io::Result<Option<&'b [u8]>> {
+            let mut q = self.0.borrow_mut();
+            if q.is_empty() {
+                std::thread::sleep(wait);
+                return Ok(None);
+            }
+            let m = q.remove(0);
+            buf[..m.len()].copy_from_slice(&m);
+            Ok(buf.get(..m.len()))
+        }
+    }
+
+    #[test]
+    fn exchange_asks_settle_at_each_retransmission_and_stops_on_true() {
+        let run = |settle_after: usize, msgs: Vec<Vec<u8>>| {
+            let inbox = Script(std::cell::RefCell::new(msgs));
+            let (mut sent, mut asked, mut seen) = (0, 0, 0);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            exchange(
+                &inbox,
+                "eth0",
+                &mut || Duration::from_millis(20),
+                &|| false,
+                deadline,
+                &mut || {
+                    sent += 1;
+                    Ok(())
+                },
+                &mut |_| {
+                    seen += 1;
+                    false
+                },
+                &mut || {
+                    asked += 1;
+                    asked >= settle_after
+                },
+            )
+            .unwrap();
+            (sent, asked, seen)
+        };
+        // the answers seen during the first wait are kept by the caller; at the first
+        // retransmission time it settles: one transmission only
+        assert_eq!(run(1, vec![vec![1], vec![2]]), (1, 1, 2));
+        // settled at the third retransmission time: three transmissions
+        assert_eq!(run(3, vec![]), (3, 3, 0));
+        // never settled: transmissions until the deadline, settle asked before each resend
+        let (sent, asked, _) = run(usize::MAX, vec![]);
+        assert!(sent > 5 && asked == sent - 1, "sent {sent}, asked {asked}");
     }
 }

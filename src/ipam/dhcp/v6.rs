@@ -36,6 +36,7 @@ pub mod opt {
     pub const IA_NA: u16 = 3;
     pub const IAADDR: u16 = 5;
     pub const ORO: u16 = 6;
+    pub const PREFERENCE: u16 = 7;
     pub const ELAPSED_TIME: u16 = 8;
     pub const STATUS_CODE: u16 = 13;
     pub const DNS_SERVERS: u16 = 23;
@@ -371,6 +372,50 @@ pub fn iaid_for(key: &str) -> u32 {
     key.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
+/// The server preference an Advertise carries (option 7, RFC 8415 §21.8): 0 without one (or
+/// with one of another length than 1).
+fn preference(m: &Message) -> u8 {
+    match m.get(opt::PREFERENCE) {
+        Some(&[p]) => p,
+        _ => 0,
+    }
+}
+
+/// Which Advertise a Solicit ends with (RFC 8415 §18.2.1, §18.2.9). Until the first
+/// retransmission time (the first RT) the client collects the valid Advertise messages and keeps
+/// the one of highest preference, the first of equals; one of preference 255 ends the wait at
+/// once. Once the first RT has passed, the best so far is taken, or else the first valid one
+/// that comes.
+#[derive(Debug, Default)]
+struct AdvertiseChoice {
+    best: Option<(u8, Lease6)>,
+    /// the first RT has passed
+    late: bool,
+    /// a preference of 255 came
+    top: bool,
+}
+
+impl AdvertiseChoice {
+    /// A valid Advertise (one with an address for us) of preference `pref`.
+    fn offer(&mut self, pref: u8, lease: Lease6) {
+        if self.best.as_ref().is_none_or(|(p, _)| pref > *p) {
+            self.best = Some((pref, lease));
+        }
+        self.top |= pref == 255;
+    }
+
+    /// Whether the choice is made: asked after each offer, and at each retransmission time
+    /// (`rt_passed`; the first one is the end of the first RT).
+    fn done(&mut self, rt_passed: bool) -> bool {
+        self.late |= rt_passed;
+        self.top || (self.late && self.best.is_some())
+    }
+
+    fn chosen(self) -> Option<Lease6> {
+        self.best.map(|(_, l)| l)
+    }
+}
+
 /// A DHCPv6 client on one interface (socket bound to [::]:546 on it, in the container netns).
 pub struct Client6<'a> {
     pub sock: UdpSocket,
@@ -414,9 +459,28 @@ impl Client6<'_> {
         rt: Retransmit,
         deadline: Instant,
     ) -> anyhow::Result<Option<Message>> {
+        let reply = std::cell::RefCell::new(None);
+        self.exchange(req, want, rt, deadline, &mut |m| *reply.borrow_mut() = Some(m), &mut |_| {
+            reply.borrow().is_some()
+        })?;
+        Ok(reply.into_inner())
+    }
+
+    /// The exchange under [`Client6::transact`]: every message of type `want` for `req` (its
+    /// transaction id and our client id) goes to `offer`; `done` says when to stop, asked after
+    /// each offer (with false) and at each retransmission time (with true).
+    fn exchange(
+        &self,
+        req: &mut Message,
+        want: u8,
+        rt: Retransmit,
+        deadline: Instant,
+        offer: &mut dyn FnMut(Message),
+        done: &mut dyn FnMut(bool) -> bool,
+    ) -> anyhow::Result<()> {
         let to = SocketAddrV6::new(ALL_SERVERS, SERVER_PORT, 0, self.ifindex);
         let (start, xid) = (Instant::now(), req.xid);
-        let mut reply = None;
+        let offer_and_done = std::cell::RefCell::new((offer, done));
         let mut send = || {
             let cs = (start.elapsed().as_millis() / 10).min(0xffff) as u16;
             if let Some(slot) = req.options.iter_mut().find(|(c, _)| *c == opt::ELAPSED_TIME) {
@@ -429,33 +493,35 @@ impl Client6<'_> {
         };
         let mut take = |data: &[u8]| match Message::decode(data) {
             Ok(m) if m.ty == want && m.xid == xid && m.get(opt::CLIENTID) == Some(&self.duid[..]) => {
-                reply = Some(m);
-                true
+                let (offer, done) = &mut *offer_and_done.borrow_mut();
+                offer(m);
+                done(false)
             }
             _ => false,
         };
+        let mut settle = || {
+            let (_, done) = &mut *offer_and_done.borrow_mut();
+            done(true)
+        };
         let mut waits = rt.waits(self.backoff.max, rand_permille);
-        exchange(&self.sock, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take)?;
-        Ok(reply)
+        exchange(&self.sock, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take, &mut settle)
     }
 
-    /// SOLICIT → ADVERTISE → REQUEST → REPLY. `Ok(None)`: no server answered in time.
+    /// SOLICIT → ADVERTISE → REQUEST → REPLY. `Ok(None)`: no server answered in time. The
+    /// Advertise answered is chosen as RFC 8415 §18.2.1 says ([`AdvertiseChoice`]).
     pub fn acquire(&self, prefer: Option<Ipv6Addr>, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
         while Instant::now() < deadline {
             let mut sol = self.base(msg::SOLICIT, random_u32());
             sol.push(opt::IA_NA, self.ia(prefer));
-            let Some(adv) = self.transact(&mut sol, msg::ADVERTISE, SOLICIT_RT, deadline)? else { return Ok(None) };
-            let offered = match Lease6::from_reply(&adv, self.iaid) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::info!(ifname = %self.ifname, "DHCPv6 advertise without a usable address: {e:#}");
-                    if (self.cancel)() {
-                        bail!("cancelled");
-                    }
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
+            let choice = std::cell::RefCell::new(AdvertiseChoice::default());
+            let mut offer = |adv: Message| match Lease6::from_reply(&adv, self.iaid) {
+                Ok(l) => choice.borrow_mut().offer(preference(&adv), l),
+                // §18.2.9: an Advertise without an address for us is ignored
+                Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 advertise without a usable address: {e:#}"),
             };
+            let mut done = |rt_passed| choice.borrow_mut().done(rt_passed);
+            self.exchange(&mut sol, msg::ADVERTISE, SOLICIT_RT, deadline, &mut offer, &mut done)?;
+            let Some(offered) = choice.into_inner().chosen() else { return Ok(None) };
             let mut req = self.base(msg::REQUEST, random_u32());
             req.push(opt::SERVERID, offered.server_id.clone());
             req.push(opt::IA_NA, self.ia(Some(offered.address)));
@@ -654,5 +720,67 @@ mod tests {
             (0..200).map(|_| RENEW_RT.waits(Duration::from_secs(600), rand_permille)().as_millis()).collect();
         assert!(renews.iter().all(|ms| (9000..=11000).contains(ms)), "{renews:?}");
         assert!(renews.iter().any(|ms| *ms != renews[0]), "no jitter: {renews:?}");
+    }
+
+    /// An Advertise of server `server` offering `addr`, with preference option `pref` if any.
+    fn advertise(server: u8, addr: &str, pref: Option<Vec<u8>>) -> Lease6 {
+        let mut m = reply_with(&[ia(0, 0, &[(addr, 100, 200)])]);
+        m.ty = msg::ADVERTISE;
+        m.options.retain(|(c, _)| *c != opt::SERVERID);
+        m.push(opt::SERVERID, vec![0, 1, 0, server]);
+        if let Some(p) = pref {
+            m.push(opt::PREFERENCE, p);
+        }
+        assert_eq!(preference(&m), m.get(opt::PREFERENCE).filter(|v| v.len() == 1).map_or(0, |v| v[0]));
+        Lease6::from_reply(&m, 9).unwrap()
+    }
+
+    #[test]
+    fn preference_option_is_one_octet_else_zero() {
+        let mut m = Message::new(msg::ADVERTISE, 1);
+        assert_eq!(preference(&m), 0);
+        m.push(opt::PREFERENCE, vec![7]);
+        assert_eq!(preference(&m), 7);
+        let mut m = Message::new(msg::ADVERTISE, 1);
+        m.push(opt::PREFERENCE, vec![0, 255]);
+        assert_eq!(preference(&m), 0);
+    }
+
+    #[test]
+    fn advertise_of_highest_preference_is_chosen_at_the_end_of_the_first_rt() {
+        let mut c = AdvertiseChoice::default();
+        c.offer(10, advertise(1, "fd00::a", Some(vec![10])));
+        assert!(!c.done(false), "a preference below 255 waits for the first RT");
+        c.offer(200, advertise(2, "fd00::b", Some(vec![200])));
+        c.offer(200, advertise(3, "fd00::c", Some(vec![200])));
+        c.offer(0, advertise(4, "fd00::d", None));
+        assert!(!c.done(false));
+        assert!(c.done(true), "the first RT has passed with offers in hand");
+        let l = c.chosen().unwrap();
+        assert_eq!(
+            (l.address, l.server_id),
+            ("fd00::b".parse().unwrap(), vec![0, 1, 0, 2]),
+            "highest, first of equals"
+        );
+    }
+
+    #[test]
+    fn advertise_of_preference_255_ends_the_wait_at_once() {
+        let mut c = AdvertiseChoice::default();
+        c.offer(0, advertise(1, "fd00::a", None));
+        c.offer(255, advertise(2, "fd00::b", Some(vec![255])));
+        assert!(c.done(false));
+        assert_eq!(c.chosen().unwrap().address, "fd00::b".parse::<Ipv6Addr>().unwrap());
+    }
+
+    #[test]
+    fn after_an_empty_first_rt_the_first_advertise_is_taken() {
+        let mut c = AdvertiseChoice::default();
+        assert!(!c.done(true), "nothing to take at the first RT: retransmit");
+        assert!(!c.done(true));
+        c.offer(3, advertise(1, "fd00::a", Some(vec![3])));
+        assert!(c.done(false), "after the first RT, any valid Advertise ends the Solicit");
+        assert_eq!(c.chosen().unwrap().address, "fd00::a".parse::<Ipv6Addr>().unwrap());
+        assert!(AdvertiseChoice::default().chosen().is_none());
     }
 }
