@@ -408,6 +408,80 @@ fn sbr_table_mode_needs_no_interface() {
     assert!(e.msg.contains("net9"), "{e:?}");
 }
 
+/// The table sbr picks counts the tables of rules and of main's routes only, as the reference's
+/// (its netlink library lists no route of another table without a table filter): tables that
+/// hold leftover routes but no rule (an earlier sbr's DEL removes only rules) are used again.
+#[test]
+fn differential_sbr_next_table_ignores_routes_of_other_tables() {
+    each_impl("msbrn", 1, &["sbr", "ptp", "host-local"], |w, _, tag| {
+        let s = Subnets::alloc();
+        let prev = w.add(&ptp_conf(w, &s, tag, None)).run().ok();
+        let c0 = w.c(0);
+        c0.settle();
+        let other = format!("{}.0/24", s.v4b);
+        for table in ["100", "101"] {
+            c0.must(&["ip", "route", "add", &other, "dev", "eth0", "table", table]);
+        }
+        let conf = chained(tag, json!({"type": "sbr"}), &prev);
+        w.add(&conf).run().ok();
+        let tables: Vec<String> = ["-4", "-6"]
+            .iter()
+            .flat_map(|fam| c0.ip_json(&[fam, "rule", "show"]).as_array().cloned().unwrap_or_default())
+            .filter(|r| r["src"] != "all")
+            .map(|r| format!("{} {}", r["src"].as_str().unwrap_or(""), r["table"].as_str().unwrap_or("")))
+            .collect();
+        let v6 = s.ip6(2).parse::<std::net::IpAddr>().unwrap().to_string();
+        assert_eq!(tables, [format!("{} 100", s.ip4(2)), format!("{v6} 101")], "{}", w.imp.label());
+        w.del(&conf).run().ok();
+        w.del(&ptp_conf(w, &s, tag, None)).run().ok();
+    });
+}
+
+/// `"table": 0`: the kernel picks the rule's table at ADD (IPv4; it refuses table 0 for IPv6), and
+/// DEL removes every rule of the interface's addresses, as the reference's DEL, whose netlink
+/// library ignores a table filter of 0.
+#[test]
+fn sbr_table_0_del_removes_the_rule_the_kernel_gave_a_table() {
+    let w = World::new("msbr0", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut ptp = ptp_conf(&w, &s, "msbr0", None);
+    ptp["ipam"]["ranges"] = json!([[{"subnet": s.net4()}]]);
+    ptp["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    let prev = w.add(&ptp).run().ok();
+    let c0 = w.c(0);
+    let conf = chained("msbr0", json!({"type": "sbr", "table": 0}), &prev);
+    w.add(&conf).run().ok();
+    let ours = |c0: &Netns| -> Vec<Value> {
+        let rules = c0.ip_json(&["-4", "rule", "show"]);
+        rules.as_array().unwrap().iter().filter(|r| r["src"] == s.ip4(2).as_str()).cloned().collect()
+    };
+    let added = ours(c0);
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_ne!(added[0]["table"], "0", "the kernel picks a table: {added:?}");
+    w.del(&conf).run().ok();
+    assert_eq!(ours(c0), Vec::<Value>::new(), "DEL with table 0 removed the rule");
+    w.del(&conf).run().ok();
+    w.del(&ptp).run().ok();
+}
+
+/// sbr CHECK does nothing, as the reference's (`return nil`): not even a config that ADD would
+/// refuse fails it.
+#[test]
+fn differential_sbr_check_reads_nothing() {
+    each_impl("msbrc", 1, &["sbr"], |w, imp, tag| {
+        let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.2/24"}]});
+        for bad in [json!({"type": "sbr", "table": "200"}), json!({"type": "sbr", "table": 1, "gateways": 7})] {
+            let conf = chained(tag, bad.clone(), &prev);
+            w.check(&conf, &prev).run().ok();
+            if imp.flavor() == Flavor::CniMulti {
+                // while ADD refuses it (Debian 1.1.1 has neither key)
+                let e = w.add(&conf).run().err_code(999);
+                assert!(e.msg.contains("failed to parse") || e.msg.contains("invalid type"), "{bad}: {e:?}");
+            }
+        }
+    });
+}
+
 // ---------------------------------------------------------------- bandwidth
 
 /// Move `bytes` from a TCP client in `from` to a server in `to` listening on `addr`; returns the
