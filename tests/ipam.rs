@@ -371,6 +371,42 @@ fn ipam_static_results_match_reference() {
     call(Impl::Ours, &st("DEL", "", &conf)).expect_ok("static DEL");
 }
 
+/// static's address errors say what the reference says for each source (codes: ours 7, the
+/// reference 999), and an IPv4-mapped CNI_ARGS address takes an IPv4 GATEWAY as there.
+#[test]
+fn ipam_static_address_errors_and_mapped_addresses_match_reference() {
+    if !have_reference("static") || ours_is_reference() {
+        return;
+    }
+    let conf = |ipam: Value, extra: Value| {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "st", "ipam": ipam});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let plain = || json!({"type": "static"});
+    let cases = [
+        (conf(plain(), json!({})), "IP=198.18.3.5"),
+        (conf(plain(), json!({})), "IP=bogus"),
+        (conf(json!({"type": "static", "addresses": [{"address": "bogus"}]}), json!({})), ""),
+        (conf(json!({"type": "static", "addresses": [{"gateway": "198.18.3.1"}]}), json!({})), ""),
+        (conf(plain(), json!({"runtimeConfig": {"ips": ["198.18.3.5"]}})), ""),
+        (conf(plain(), json!({"args": {"cni": {"ips": ["198.18.3.6/24", "198.18.3.5"]}}})), ""),
+    ];
+    for (c, args) in &cases {
+        let (r, o) = (call(Impl::Reference, &st("ADD", args, c)), call(Impl::Ours, &st("ADD", args, c)));
+        assert_eq!((r.err_code(), o.err_code()), (999, 7), "{c} {args}: {} / {}", r.stdout, o.stdout);
+        assert_eq!(o.json()["msg"], r.json()["msg"], "{c} {args}");
+    }
+    let c = conf(plain(), json!({}));
+    let args = "IP=::ffff:198.18.3.5/120;GATEWAY=198.18.3.1";
+    let r = call(Impl::Reference, &st("ADD", args, &c)).expect_ok("ref static ADD");
+    let o = call(Impl::Ours, &st("ADD", args, &c)).expect_ok("ours static ADD");
+    assert_eq!(o.json()["ips"], json!([{"address": "198.18.3.5/24", "gateway": "198.18.3.1"}]));
+    assert_eq!(normalize(r.json()), normalize(o.json()));
+}
+
 #[test]
 fn ipam_reference_honours_the_same_lock() {
     if !have_reference("host-local") {

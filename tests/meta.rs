@@ -408,6 +408,80 @@ fn sbr_table_mode_needs_no_interface() {
     assert!(e.msg.contains("net9"), "{e:?}");
 }
 
+/// The table sbr picks counts the tables of rules and of main's routes only, as the reference's
+/// (its netlink library lists no route of another table without a table filter): tables that
+/// hold leftover routes but no rule (an earlier sbr's DEL removes only rules) are used again.
+#[test]
+fn differential_sbr_next_table_ignores_routes_of_other_tables() {
+    each_impl("msbrn", 1, &["sbr", "ptp", "host-local"], |w, _, tag| {
+        let s = Subnets::alloc();
+        let prev = w.add(&ptp_conf(w, &s, tag, None)).run().ok();
+        let c0 = w.c(0);
+        c0.settle();
+        let other = format!("{}.0/24", s.v4b);
+        for table in ["100", "101"] {
+            c0.must(&["ip", "route", "add", &other, "dev", "eth0", "table", table]);
+        }
+        let conf = chained(tag, json!({"type": "sbr"}), &prev);
+        w.add(&conf).run().ok();
+        let tables: Vec<String> = ["-4", "-6"]
+            .iter()
+            .flat_map(|fam| c0.ip_json(&[fam, "rule", "show"]).as_array().cloned().unwrap_or_default())
+            .filter(|r| r["src"] != "all")
+            .map(|r| format!("{} {}", r["src"].as_str().unwrap_or(""), r["table"].as_str().unwrap_or("")))
+            .collect();
+        let v6 = s.ip6(2).parse::<std::net::IpAddr>().unwrap().to_string();
+        assert_eq!(tables, [format!("{} 100", s.ip4(2)), format!("{v6} 101")], "{}", w.imp.label());
+        w.del(&conf).run().ok();
+        w.del(&ptp_conf(w, &s, tag, None)).run().ok();
+    });
+}
+
+/// `"table": 0`: the kernel picks the rule's table at ADD (IPv4; it refuses table 0 for IPv6), and
+/// DEL removes every rule of the interface's addresses, as the reference's DEL, whose netlink
+/// library ignores a table filter of 0.
+#[test]
+fn sbr_table_0_del_removes_the_rule_the_kernel_gave_a_table() {
+    let w = World::new("msbr0", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut ptp = ptp_conf(&w, &s, "msbr0", None);
+    ptp["ipam"]["ranges"] = json!([[{"subnet": s.net4()}]]);
+    ptp["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    let prev = w.add(&ptp).run().ok();
+    let c0 = w.c(0);
+    let conf = chained("msbr0", json!({"type": "sbr", "table": 0}), &prev);
+    w.add(&conf).run().ok();
+    let ours = |c0: &Netns| -> Vec<Value> {
+        let rules = c0.ip_json(&["-4", "rule", "show"]);
+        rules.as_array().unwrap().iter().filter(|r| r["src"] == s.ip4(2).as_str()).cloned().collect()
+    };
+    let added = ours(c0);
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_ne!(added[0]["table"], "0", "the kernel picks a table: {added:?}");
+    w.del(&conf).run().ok();
+    assert_eq!(ours(c0), Vec::<Value>::new(), "DEL with table 0 removed the rule");
+    w.del(&conf).run().ok();
+    w.del(&ptp).run().ok();
+}
+
+/// sbr CHECK does nothing, as the reference's (`return nil`): not even a config that ADD would
+/// refuse fails it.
+#[test]
+fn differential_sbr_check_reads_nothing() {
+    each_impl("msbrc", 1, &["sbr"], |w, imp, tag| {
+        let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.2/24"}]});
+        for bad in [json!({"type": "sbr", "table": "200"}), json!({"type": "sbr", "table": 1, "gateways": 7})] {
+            let conf = chained(tag, bad.clone(), &prev);
+            w.check(&conf, &prev).run().ok();
+            if imp.flavor() == Flavor::CniMulti {
+                // while ADD refuses it (Debian 1.1.1 has neither key)
+                let e = w.add(&conf).run().err_code(999);
+                assert!(e.msg.contains("failed to parse") || e.msg.contains("invalid type"), "{bad}: {e:?}");
+            }
+        }
+    });
+}
+
 // ---------------------------------------------------------------- bandwidth
 
 /// Move `bytes` from a TCP client in `from` to a server in `to` listening on `addr`; returns the
@@ -1246,10 +1320,13 @@ fn tc_facts(w: &World, prev: &Value) -> Value {
             .filter(|l| l.contains("mirred") || l.contains("u32"))
             .map(|l| l.split(" chain ").next().unwrap_or(l).replace("not_in_hw", "").trim().to_string())
             .collect();
-    let ifb_mtu: Vec<Value> =
-        ifbs.iter().map(|i| w.host.link(i).map(|l| l["mtu"].clone()).unwrap_or_default()).collect();
+    let ifb_attr = |key: &str| -> Vec<Value> {
+        ifbs.iter().map(|i| w.host.link(i).map(|l| l[key].clone()).unwrap_or_default()).collect()
+    };
+    // txqlen: `ip -j` omits a zero one (null here); the ifb's is 0 in v1.9.1 (CreateIfb sends a
+    // `LinkAttrs{}` literal's TxQLen 0) as in the Debian 1.1.1 oracle
     json!({"veth": qdiscs(&veth), "ifbs": ifbs, "ifb_qdiscs": ifbs.iter().map(|i| qdiscs(i)).collect::<Vec<_>>(),
-        "ifb_mtu": ifb_mtu, "filters": filters})
+        "ifb_mtu": ifb_attr("mtu"), "ifb_txqlen": ifb_attr("txqlen"), "filters": filters})
 }
 
 #[test]
@@ -1265,6 +1342,10 @@ fn differential_bandwidth_vs_reference() {
         twin(json!({"type": "bandwidth"})),
         twin(json!({"type": "bandwidth", "egressRate": 1000})),
         twin(json!({"type": "bandwidth", "ingressRate": 1_000_000, "ingressBurst": 100_000, "noPrev": true})),
+        // a top-level key written as null: the reference's (all-zero) top-level entry wins over
+        // runtimeConfig, so nothing is shaped
+        twin(json!({"type": "bandwidth", "ingressRate": null, "capabilities": {"bandwidth": true},
+            "runtimeConfig": {"bandwidth": {"ingressRate": 4_000_000, "ingressBurst": 40_000}}})),
     ];
     // the one difference (docs/differences.md): our DEL also takes the shaping off the host veth
     // when the attachment outlives it; the reference leaves its qdiscs and filter there
@@ -1814,6 +1895,123 @@ fn bandwidth_check_notices_changed_rate() {
     ]);
     let e = w.check(&c, &r).run().err();
     assert!(e.msg.contains("Rate"), "{e:?}");
+}
+
+/// `tc -j qdisc show dev <dev>` in the host netns, without the device name.
+fn tc_qdiscs_json(w: &World, dev: &str) -> Vec<Value> {
+    let out = w.host.must(&["tc", "-j", "qdisc", "show", "dev", dev]);
+    let mut list: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("tc -j: {e}: {out}"));
+    for q in &mut list {
+        q.as_object_mut().map(|o| o.remove("dev"));
+    }
+    list
+}
+
+/// containerd passes MaxUint32-bit bursts. The tbf buffer (burst time in ticks) then passes 32
+/// bits in the reference's float arithmetic, which Go on amd64 wraps: ours must send the same
+/// bytes, so that `tc` shows the same qdiscs and each implementation's CHECK accepts the
+/// attachment the other made.
+#[test]
+fn differential_bandwidth_max_uint32_bursts_and_cross_check() {
+    let bw = json!({"type": "bandwidth", "capabilities": {"bandwidth": true}, "runtimeConfig": {"bandwidth": {
+        "ingressRate": 1_000_000, "ingressBurst": 4_294_967_295u64,
+        "egressRate": 10_000_000, "egressBurst": 4_294_967_295u64}}});
+    let s = Subnets::alloc();
+    let (ours, theirs) = (World::new("mbwmo", 1, Impl::Ours), World::new("mbwmr", 1, Impl::Ours));
+    let (Some(ref_o), Some(ref_r)) = (ours.reference_applet("bandwidth"), theirs.reference_applet("bandwidth")) else {
+        return;
+    };
+    let mut sides = vec![];
+    for (w, applet, other) in [(&ours, "bandwidth", ref_o.as_str()), (&theirs, ref_r.as_str(), "bandwidth")] {
+        let prev = w.add(&ptp_conf(w, &s, "mbwm", None)).cid("bwmax").run().ok();
+        let conf = chained("mbwm", bw.clone(), &prev);
+        let r = w.add(&conf).cid("bwmax").plugin(applet).run().ok();
+        let ifb = r["interfaces"].as_array().and_then(|l| l.last()).map(|i| i["name"].clone()).unwrap();
+        let ifb = ifb.as_str().unwrap().to_string();
+        let state = json!({"veth": tc_qdiscs_json(w, &host_veth(&prev)), "ifb": tc_qdiscs_json(w, &ifb)});
+        // the other implementation's CHECK accepts this attachment (and this one's own does)
+        w.check(&conf, &r).cid("bwmax").plugin(other).run().ok();
+        w.check(&conf, &r).cid("bwmax").plugin(applet).run().ok();
+        sides.push((state, conf, prev));
+    }
+    assert_eq!(sides[0].0, sides[1].0, "tc state, ours (left) vs the reference (right)");
+    for (w, (_, conf, prev)) in [&ours, &theirs].into_iter().zip(&sides) {
+        w.del(conf).cid("bwmax").run().ok();
+        w.del(&ptp_conf(w, &s, "mbwm", None)).cid("bwmax").run().ok();
+        assert!(w.host.link(&host_veth(prev)).is_none());
+    }
+}
+
+/// The ifb gets txqueuelen 0 whatever the host veth has (v1.9.1's CreateIfb sends the TxQLen 0
+/// of a `LinkAttrs{}` literal, as Debian 1.1.1 does). Our ptp makes its veths with qlen 0 too,
+/// so the veth here is set to the kernel's default 1000, as other plugins leave theirs.
+#[test]
+fn differential_bandwidth_ifb_txqueuelen_is_0_whatever_the_veth_has() {
+    each_impl("mbwq", 1, &["bandwidth", "ptp", "host-local"], |w, _, tag| {
+        let s = Subnets::alloc();
+        let prev = w.add(&ptp_conf(w, &s, tag, None)).run().ok();
+        let veth = host_veth(&prev);
+        w.host.must(&["ip", "link", "set", "dev", &veth, "txqueuelen", "1000"]);
+        let c = chained(tag, json!({"type": "bandwidth", "egressRate": 1_000_000, "egressBurst": 100_000}), &prev);
+        let r = w.add(&c).run().ok();
+        let ifb = r["interfaces"].as_array().and_then(|l| l.last()).and_then(|i| i["name"].as_str()).unwrap();
+        let l = w.host.link(ifb).expect("ifb");
+        assert_eq!(l["txqlen"].as_u64().unwrap_or(0), 0, "{}: {l}", w.imp.label()); // `ip -j` omits a zero one
+        assert_eq!(w.host.link(&veth).unwrap()["txqlen"], 1000);
+        w.del(&c).run().ok();
+        w.del(&ptp_conf(w, &s, tag, None)).run().ok();
+    });
+}
+
+/// CHECK resolves prevResult, the netns and the host veth before it looks at the bandwidth, as
+/// the reference's: a container interface that is not a veth fails even with nothing to shape,
+/// with the reference's text.
+#[test]
+fn differential_bandwidth_check_needs_the_veth_even_with_nothing_to_shape() {
+    each_impl("mbwcv", 1, &["bandwidth"], |w, imp, tag| {
+        let s = Subnets::alloc();
+        let prev = w.add(&ptp_conf(w, &s, tag, None)).run().ok();
+        let zero = chained(tag, json!({"type": "bandwidth", "ingressRate": 0}), &prev);
+        w.check(&zero, &prev).run().ok();
+        let e = w.check(&zero, &prev).ifname("lo").run().err_code(999);
+        assert_eq!(e.msg, r#"container interface lo has no veth peer: interface "lo" was not a veth interface"#);
+        let e = w.check(&zero, &prev).ifname("eth9").run().err_code(999);
+        assert_eq!(e.msg, r#"container interface eth9 has no veth peer: could not look up "eth9": Link not found"#);
+        let e = w
+            .add(&chained(tag, json!({"type": "bandwidth", "ingressRate": 8000, "ingressBurst": 800}), &prev))
+            .ifname("lo")
+            .run()
+            .err_code(999);
+        assert_eq!(e.msg, r#"container interface lo has no veth peer: interface "lo" was not a veth interface"#);
+        if imp.flavor() == Flavor::CniMulti {
+            // no bandwidth at all: v1.9.1 resolves the veth first too (Debian 1.1.1 dereferences nil)
+            let none = chained(tag, json!({"type": "bandwidth"}), &prev);
+            w.check(&none, &prev).run().ok();
+            w.check(&none, &prev).ifname("lo").run().err_code(999);
+        }
+        w.del(&ptp_conf(w, &s, tag, None)).run().ok();
+    });
+}
+
+/// Deliberate difference (docs/differences.md): our CHECK fails once the tbf that ADD put on the
+/// host veth is gone; the reference's loop stops at the first qdisc that is not a tbf (here the
+/// veth's default noqueue) and passes.
+#[test]
+fn bandwidth_check_fails_when_the_tbf_is_gone_where_the_reference_passes() {
+    let w = World::new("mbwgone", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let prev = w.add(&ptp_conf(&w, &s, "mbwgone", None)).run().ok();
+    let c = chained("mbwgone", json!({"type": "bandwidth", "ingressRate": 1_000_000, "ingressBurst": 100_000}), &prev);
+    let r = w.add(&c).run().ok();
+    w.check(&c, &r).run().ok();
+    w.host.must(&["tc", "qdisc", "del", "dev", &host_veth(&prev), "root"]);
+    let e = w.check(&c, &r).run().err_code(999);
+    assert!(e.msg.contains("Failed to find qdisc"), "{e:?}");
+    if let Some(reference) = w.reference_applet("bandwidth") {
+        w.check(&c, &r).plugin(&reference).run().ok();
+    }
+    w.del(&c).run().ok();
+    w.del(&ptp_conf(&w, &s, "mbwgone", None)).run().ok();
 }
 
 #[test]

@@ -250,3 +250,25 @@ fn ptp_ipmasq_del_without_netns_and_gc() {
     assert_eq!(masq_state(&w), (false, false), "DEL without the netns removed the rules of both backends");
     assert!(w.leases("ptpmgc").is_empty(), "{:?}", w.store("ptpmgc"));
 }
+
+/// static's route `mtu`/`advmss`/`priority` are Go ints (v1.9.1's types.Route): negative ones are
+/// accepted and printed in the result as given, and, as the reference's netlink library does with
+/// values that are not positive, put nothing on the route in the kernel.
+#[test]
+fn ptp_static_route_with_negative_mtu_and_priority_sets_none() {
+    let w = World::new("ptpneg", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let c = json!({"cniVersion": "1.0.0", "name": "ptpneg", "type": "ptp", "ipam": {"type": "static",
+        "addresses": [{"address": format!("{}/24", s.ip4(2)), "gateway": s.ip4(1)}],
+        "routes": [{"dst": format!("{}.0/24", s.v4b), "mtu": -5, "advmss": -7, "priority": -1}]}});
+    let r = w.add(&c).run().ok();
+    assert_eq!(r["routes"], json!([{"dst": format!("{}.0/24", s.v4b), "mtu": -5, "advmss": -7, "priority": -1}]));
+    let routes = w.c(0).routes();
+    let rt = routes.iter().find(|x| x["dst"] == format!("{}.0/24", s.v4b)).expect("the static route");
+    assert_eq!(
+        (rt["gateway"].as_str(), rt.get("metric"), rt.get("metrics")),
+        (Some(s.ip4(1).as_str()), None, None),
+        "{rt}"
+    );
+    w.del(&c).run().ok();
+}

@@ -35,13 +35,16 @@ pub struct IpConfig {
     pub interface: Option<usize>,
 }
 
+/// A result route. `mtu`, `advmss` and `priority` are Go `int`s in the reference's types.Route:
+/// printed as given, negative ones included (0 is unset, omitempty); what reaches the kernel is
+/// the applying plugin's business (a value that is not positive sets nothing, as there).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub dst: IpNet,
     pub gw: Option<IpAddr>,
-    pub mtu: Option<u32>,
-    pub advmss: Option<u32>,
-    pub priority: Option<u32>,
+    pub mtu: Option<i64>,
+    pub advmss: Option<i64>,
+    pub priority: Option<i64>,
     pub table: Option<u32>,
     pub scope: Option<u8>,
 }
@@ -195,13 +198,13 @@ impl CniResult {
                 .iter()
                 .map(|r| {
                     let mut o = Vec::new();
-                    push_nonzero(&mut o, "advmss", r.advmss);
+                    push_nonzero_int(&mut o, "advmss", r.advmss);
                     o.push(("dst", J::S(fmt_net(&r.dst))));
                     if let Some(gw) = r.gw {
                         o.push(("gw", J::S(fmt_ip(&gw))));
                     }
-                    push_nonzero(&mut o, "mtu", r.mtu);
-                    push_nonzero(&mut o, "priority", r.priority);
+                    push_nonzero_int(&mut o, "mtu", r.mtu);
+                    push_nonzero_int(&mut o, "priority", r.priority);
                     if let Some(s) = r.scope {
                         o.push(("scope", J::N(u64::from(s))));
                     }
@@ -304,9 +307,9 @@ fn route_struct_order(r: &Route) -> J {
     if let Some(gw) = r.gw {
         o.push(("gw", J::S(fmt_ip(&gw))));
     }
-    push_nonzero(&mut o, "mtu", r.mtu);
-    push_nonzero(&mut o, "advmss", r.advmss);
-    push_nonzero(&mut o, "priority", r.priority);
+    push_nonzero_int(&mut o, "mtu", r.mtu);
+    push_nonzero_int(&mut o, "advmss", r.advmss);
+    push_nonzero_int(&mut o, "priority", r.priority);
     if let Some(t) = r.table {
         o.push(("table", J::N(u64::from(t))));
     }
@@ -343,6 +346,13 @@ fn push_opt_str(o: &mut Vec<(&'static str, J)>, key: &'static str, v: &Option<St
 fn push_nonzero(o: &mut Vec<(&'static str, J)>, key: &'static str, v: Option<u32>) {
     if let Some(n) = v.filter(|n| *n != 0) {
         o.push((key, J::N(u64::from(n))));
+    }
+}
+
+/// [`push_nonzero`] of a Go `int` that may be negative.
+fn push_nonzero_int(o: &mut Vec<(&'static str, J)>, key: &'static str, v: Option<i64>) {
+    if let Some(n) = v.filter(|n| *n != 0) {
+        o.push((key, J::I(n)));
     }
 }
 
@@ -417,9 +427,9 @@ pub(crate) fn parse_route(v: &Value, what: &str) -> Result<Route, CniError> {
     Ok(Route {
         dst: req_net(o, "dst", what)?,
         gw: opt_ip(o, "gw", what)?,
-        mtu: opt_u32(o, "mtu", what)?.filter(|n| *n != 0),
-        advmss: opt_u32(o, "advmss", what)?.filter(|n| *n != 0),
-        priority: opt_u32(o, "priority", what)?.filter(|n| *n != 0),
+        mtu: opt_i64(o, "mtu", what)?.filter(|n| *n != 0),
+        advmss: opt_i64(o, "advmss", what)?.filter(|n| *n != 0),
+        priority: opt_i64(o, "priority", what)?.filter(|n| *n != 0),
         table: opt_u32(o, "table", what)?,
         scope,
     })
@@ -460,6 +470,14 @@ fn opt_u32(o: &Map<String, Value>, key: &str, what: &str) -> Result<Option<u32>,
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
             .ok_or_else(|| decode_err(format!("{what}.{key} is not a valid unsigned integer"))),
+    }
+}
+
+/// A Go `int` (64 bits, negative allowed).
+fn opt_i64(o: &Map<String, Value>, key: &str, what: &str) -> Result<Option<i64>, CniError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| decode_err(format!("{what}.{key} is not a valid integer"))),
     }
 }
 
@@ -527,6 +545,8 @@ pub fn fmt_net(n: &IpNet) -> String {
 pub enum J {
     S(String),
     N(u64),
+    /// a signed number (Go `int`)
+    I(i64),
     A(Vec<J>),
     O(Vec<(&'static str, J)>),
 }
@@ -542,6 +562,7 @@ pub fn write_pretty(j: &J, out: &mut String, level: usize) {
     match j {
         J::S(s) => go_escape(s, out),
         J::N(n) => out.push_str(&n.to_string()),
+        J::I(n) => out.push_str(&n.to_string()),
         J::A(items) if items.is_empty() => out.push_str("[]"),
         J::O(items) if items.is_empty() => out.push_str("{}"),
         J::A(items) => {

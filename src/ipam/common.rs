@@ -50,6 +50,18 @@ impl RawDns {
     }
 }
 
+/// An IPv4-mapped IPv6 network as Go sees it: the IPv4 address, with the last 32 bits of the
+/// mask (so `::ffff:198.18.3.5/120` is `198.18.3.5/24`, a prefix under 96 is /0). Others as given.
+pub fn canonical_net(n: IpNet) -> IpNet {
+    match n {
+        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len().saturating_sub(96)).map(IpNet::V4).unwrap_or(n),
+            None => n,
+        },
+        IpNet::V4(_) => n,
+    }
+}
+
 /// Parse an optional IP where `""` means unset (Go's `net.IP`), canonicalised.
 pub fn opt_ip(what: &str, v: &Option<String>) -> Result<Option<IpAddr>, CniError> {
     match v.as_deref().map(str::trim) {
@@ -61,17 +73,27 @@ pub fn opt_ip(what: &str, v: &Option<String>) -> Result<Option<IpAddr>, CniError
     }
 }
 
-fn opt_num<T: TryFrom<i64>>(what: &str, v: Option<i64>, zero_is_unset: bool) -> Result<Option<T>, CniError> {
+fn opt_num<T: TryFrom<i64>>(what: &str, v: Option<i64>) -> Result<Option<T>, CniError> {
     match v {
         None => Ok(None),
-        Some(0) if zero_is_unset => Ok(None),
         Some(n) => T::try_from(n).map(Some).map_err(|_| CniError::config(format!("route {what} {n} out of range"))),
+    }
+}
+
+/// A Go `int` route field (`mtu`, `advmss`, `priority`): 0 is unset (omitempty), a negative
+/// value is kept as the reference's types.Route keeps it (printed in the result, never put in
+/// the kernel); above 32 bits no kernel field holds it, so it is refused.
+fn go_int(what: &str, v: Option<i64>) -> Result<Option<i64>, CniError> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(n) if n > i64::from(u32::MAX) => Err(CniError::config(format!("route {what} {n} out of range"))),
+        Some(n) => Ok(Some(n)),
     }
 }
 
 impl RawRoute {
     /// Validate into a result route. `dst` keeps host bits as written (like Go's
-    /// `types.ParseCIDR`); `mtu`/`advmss`/`priority` of 0 mean unset (Go omitempty).
+    /// `types.ParseCIDR`); `mtu`/`advmss`/`priority` see [`go_int`].
     pub fn to_route(&self) -> Result<Route, CniError> {
         let dst_text = self.dst.as_deref().map(str::trim).unwrap_or("");
         let dst: IpNet =
@@ -80,11 +102,11 @@ impl RawRoute {
         Ok(Route {
             dst,
             gw,
-            mtu: opt_num("mtu", self.mtu, true)?,
-            advmss: opt_num("advmss", self.advmss, true)?,
-            priority: opt_num("priority", self.priority, true)?,
-            table: opt_num("table", self.table, false)?,
-            scope: opt_num("scope", self.scope, false)?,
+            mtu: go_int("mtu", self.mtu)?,
+            advmss: go_int("advmss", self.advmss)?,
+            priority: go_int("priority", self.priority)?,
+            table: opt_num("table", self.table)?,
+            scope: opt_num("scope", self.scope)?,
         })
     }
 }

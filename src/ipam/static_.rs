@@ -3,8 +3,9 @@
 //! Sources, in the reference's order: `ipam.addresses`; CNI_ARGS `IP` (comma list,
 //! appended) and `GATEWAY` (comma list; like the reference's code, a gateway is given to the
 //! CNI_ARGS addresses whose subnet contains it); `args.cni.ips` replaces everything;
-//! the `ips` capability replaces again. Better than the reference: a gateway of the other
-//! family than its address is a config error (code 7).
+//! the `ips` capability replaces again. An IPv4-mapped IPv6 address is the IPv4 address (as Go
+//! sees it), and each source's malformed entry gets the reference's text. Better than the
+//! reference: a gateway of the other family than its address is a config error (code 7).
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -42,7 +43,8 @@ pub const DOC: Doc = Doc {
         arg("IP", "CIDRs, comma separated", "appended to the addresses"),
         arg("GATEWAY", "IPs, comma separated", "gateways for the addresses in their subnets"),
     ],
-    notes: &[],
+    notes: &["Route `mtu`, `advmss` and `priority` are integers as in the reference: 0 is unset, a negative \
+         value is printed in the result as given and sets nothing on the route."],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "fixed",
@@ -84,19 +86,33 @@ pub struct StaticConf {
     pub dns: Dns,
 }
 
-fn parse_cidr(s: &str) -> Result<IpNet, CniError> {
-    let s = s.trim();
-    s.parse::<IpNet>().map_err(|_| {
-        if s.parse::<IpAddr>().is_ok() {
-            CniError::config(format!("the 'address' field is expected to be in CIDR notation, got: '{s}'"))
-        } else {
-            CniError::config(format!("invalid CIDR {s}"))
-        }
+/// Where an address came from: each source has the reference's own error text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `ipam.addresses[].address`
+    Config,
+    /// CNI_ARGS `IP`
+    CniArgs,
+    /// `args.cni.ips` or the `ips` capability
+    Ips,
+}
+
+/// An address in CIDR notation (an IPv4-mapped IPv6 one is the IPv4 address, as Go sees it),
+/// or the reference's error for its source.
+fn parse_cidr(text: &str, source: Source) -> Result<IpNet, CniError> {
+    let t = text.trim();
+    t.parse::<IpNet>().map(common::canonical_net).map_err(|_| {
+        CniError::config(match source {
+            Source::Config => format!("the 'address' field is expected to be in CIDR notation, got: '{text}'"),
+            Source::CniArgs => format!("the 'ip' field is expected to be in CIDR notation, got: '{t}'"),
+            Source::Ips => format!("an entry in the 'ips' field is NOT in CIDR notation, got: '{text}'"),
+        })
     })
 }
 
-fn from_strings(list: &[String]) -> Vec<(String, Option<IpAddr>)> {
-    list.iter().map(|s| (s.clone(), None)).collect()
+/// `args.cni.ips` / the `ips` capability, each entry checked as the reference does on import.
+fn from_ips(list: &[String]) -> Result<Vec<(String, Option<IpAddr>)>, CniError> {
+    list.iter().map(|s| parse_cidr(s, Source::Ips).map(|_| (s.clone(), None))).collect()
 }
 
 /// Load and validate the config with all overrides applied.
@@ -122,7 +138,7 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<StaticConf> {
     let from_args = list.len();
     if let Some(ips) = ctx.cni_arg("IP").filter(|v| !v.is_empty()) {
         for item in ips.split(',') {
-            parse_cidr(item)?;
+            parse_cidr(item, Source::CniArgs)?;
             list.push((item.trim().to_string(), None));
         }
     }
@@ -134,7 +150,7 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<StaticConf> {
                 .map(|ip| ip.to_canonical())
                 .map_err(|_| CniError::config(format!("invalid gateway address: {item}")))?;
             for (text, g) in list.iter_mut().skip(from_args) {
-                if parse_cidr(text).is_ok_and(|n| n.trunc().contains(&gw)) {
+                if parse_cidr(text, Source::CniArgs).is_ok_and(|n| n.trunc().contains(&gw)) {
                     *g = Some(gw);
                 }
             }
@@ -143,16 +159,17 @@ pub fn load_conf(ctx: &Ctx) -> anyhow::Result<StaticConf> {
 
     let args_ips = common::string_list("args.cni.ips", ctx.args_cni("ips"))?;
     if !args_ips.is_empty() {
-        list = from_strings(&args_ips);
+        list = from_ips(&args_ips)?;
     }
     let cap_ips = common::string_list("runtimeConfig.ips", ctx.runtime_config("ips"))?;
     if !cap_ips.is_empty() {
-        list = from_strings(&cap_ips);
+        list = from_ips(&cap_ips)?;
     }
 
     let mut addresses = Vec::with_capacity(list.len());
     for (text, gw) in &list {
-        let net = parse_cidr(text)?;
+        // (the entries of CNI_ARGS and of the ips lists were checked on import)
+        let net = parse_cidr(text, Source::Config)?;
         if let Some(gw) = gw {
             if gw.is_ipv4() != net.addr().is_ipv4() {
                 return Err(CniError::config(format!(
@@ -264,7 +281,14 @@ mod tests {
     fn validation() {
         let cases = [
             (json!({"addresses": [{"address": "198.18.0.5"}]}), "expected to be in CIDR notation"),
-            (json!({"addresses": [{"address": "bogus"}]}), "invalid CIDR bogus"),
+            (
+                json!({"addresses": [{"address": "bogus"}]}),
+                "the 'address' field is expected to be in CIDR notation, got: 'bogus'",
+            ),
+            (
+                json!({"addresses": [{"gateway": "198.18.0.1"}]}),
+                "the 'address' field is expected to be in CIDR notation, got: ''",
+            ),
             (json!({"addresses": [{"address": "fd00::5/64", "gateway": "198.18.0.1"}]}), "same address family"),
             (json!({"addresses": [{"address": "198.18.0.5/24", "gateway": "nope"}]}), "invalid gateway"),
         ];
@@ -285,6 +309,64 @@ mod tests {
         // no addresses at all is fine (the version conversion decides)
         assert!(add(&ctx(c(json!({})), "c", "e")).unwrap().ips.is_empty());
         del(&ctx(json!({}), "c", "e")).unwrap();
+    }
+
+    /// Each source of addresses has the reference's own error text (code 7 here, 999 there).
+    #[test]
+    fn cidr_errors_name_their_source_as_the_reference() {
+        let fail = |x: &Ctx| {
+            let e = CniError::from_anyhow(&add(x).unwrap_err());
+            assert_eq!(e.code, 7, "{}", e.msg);
+            e.msg
+        };
+        let mut x = ctx(c(json!({})), "c", "eth0");
+        x.args = vec![("IP".into(), "198.19.0.4/24, 198.18.3.5 ".into())];
+        assert_eq!(fail(&x), "the 'ip' field is expected to be in CIDR notation, got: '198.18.3.5'");
+        x.args = vec![("IP".into(), "bogus".into())];
+        assert_eq!(fail(&x), "the 'ip' field is expected to be in CIDR notation, got: 'bogus'");
+        for key in ["args", "runtimeconfig"] {
+            let mut conf = c(json!({"addresses": [{"address": "198.18.0.5/24"}]}));
+            let ips = json!({"ips": ["198.18.0.6/24", "198.18.3.5"]});
+            conf[key] = if key == "args" { json!({"cni": ips}) } else { ips };
+            let x = ctx(conf, "c", "eth0");
+            assert_eq!(fail(&x), "an entry in the 'ips' field is NOT in CIDR notation, got: '198.18.3.5'", "{key}");
+        }
+    }
+
+    /// Go compares an IPv4-mapped IPv6 address as the IPv4 one: CNI_ARGS GATEWAY reaches it, it
+    /// counts as IPv4 and takes an IPv4 gateway, and it prints as IPv4 with the mask's last 32 bits.
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let mut x = ctx(c(json!({})), "c", "eth0");
+        x.args = vec![("IP".into(), "::ffff:198.18.3.5/120".into()), ("GATEWAY".into(), "198.18.3.1".into())];
+        let r = add(&x).unwrap();
+        assert_eq!(addrs(&r), [pair("198.18.3.5/24", Some("198.18.3.1"))]);
+        let x = ctx(
+            c(
+                json!({"addresses": [{"address": "::ffff:198.18.3.5/120", "gateway": "198.18.3.1"}, {"address": "fd00::5/64"}]}),
+            ),
+            "c",
+            "eth0",
+        );
+        let mut x = x;
+        x.set_version("0.2.0"); // one address per family: the mapped one is the IPv4 one
+        assert_eq!(addrs(&add(&x).unwrap()), [pair("198.18.3.5/24", Some("198.18.3.1")), pair("fd00::5/64", None)]);
+    }
+
+    /// Route `mtu`, `advmss` and `priority` are Go ints in v1.9.1's types.Route: a negative one is
+    /// accepted and printed as given (0 stays unset); past 32 bits is still refused.
+    #[test]
+    fn negative_route_mtu_and_priority_are_printed_as_given() {
+        let routes = json!([{"dst": "0.0.0.0/0", "mtu": -5, "advmss": -7, "priority": -1}, {"dst": "::/0", "mtu": 0}]);
+        let r = add(&ctx(c(json!({"routes": routes})), "c", "eth0")).unwrap();
+        let printed: serde_json::Value = serde_json::from_str(&r.to_json("1.0.0").unwrap()).unwrap();
+        assert_eq!(
+            printed["routes"],
+            json!([{"dst": "0.0.0.0/0", "mtu": -5, "advmss": -7, "priority": -1}, {"dst": "::/0"}])
+        );
+        let big = json!([{"dst": "0.0.0.0/0", "priority": 4_294_967_296u64}]);
+        let e = CniError::from_anyhow(&add(&ctx(c(json!({"routes": big})), "c", "eth0")).unwrap_err());
+        assert_eq!(e.code, 7, "{}", e.msg);
     }
 
     #[test]

@@ -775,4 +775,44 @@ mod tc {
         assert_eq!((t.rate, t.limit), (1_000_000, 35_000));
         assert_eq!(t.buffer, (10_000.0 * tick_in_usec()) as u32);
     }
+
+    #[test]
+    fn go_float_to_uint32_wraps_like_amd64() {
+        // in range: truncation toward zero
+        assert_eq!(go_f64_to_u32(0.0), 0);
+        assert_eq!(go_f64_to_u32(1.9), 1);
+        assert_eq!(go_f64_to_u32(4_294_967_295.0), u32::MAX);
+        // past u32::MAX: the low 32 bits of the int64, not saturation
+        assert_eq!(go_f64_to_u32(4_294_967_296.0), 0);
+        assert_eq!(go_f64_to_u32(4_294_967_297.5), 1);
+        assert_eq!(go_f64_to_u32(67_108_863_875.0), 2_684_354_435);
+        // negative: int64 then the low 32 bits
+        assert_eq!(go_f64_to_u32(-1.0), u32::MAX);
+        assert_eq!(go_f64_to_u32(-0.5), 0);
+        // the int64 range: its last float below 2^63 keeps its low bits, 2^63 and beyond, -2^63
+        // exactly, below it, ±Inf and NaN all give 0x8000000000000000 (low 32 bits 0)
+        assert_eq!(go_f64_to_u32(9_223_372_036_854_774_784.0), 0xffff_fc00);
+        for f in [9_223_372_036_854_775_808.0, 1e300, -9_223_372_036_854_775_808.0, -1e300] {
+            assert_eq!(go_f64_to_u32(f), 0, "{f}");
+        }
+        for f in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            assert_eq!(go_f64_to_u32(f), 0, "{f}");
+        }
+    }
+
+    #[test]
+    fn tbf_of_max_uint32_bursts_like_the_reference() {
+        // containerd's MaxUint32-bit bursts, with the psched tick of a 1 GHz hrtimer host
+        // (/proc/net/psched 000003e8 00000040 000f4240 3b9aca00: 15.625 µs per tick); the values
+        // are those the reference (Go on amd64) sends, read back with `tc -j qdisc`
+        let ingress = Tbf::from_bits_with_tick(1_000_000, 4_294_967_295, 25.0, 15.625);
+        assert_eq!((ingress.rate, ingress.buffer, ingress.limit), (125_000, 2_684_354_435, 536_874_036));
+        let egress = Tbf::from_bits_with_tick(10_000_000, 4_294_967_295, 25.0, 15.625);
+        assert_eq!((egress.rate, egress.buffer, egress.limit), (1_250_000, 2_415_919_079, 536_902_161));
+        // rates under 8 bit/s are 0 bytes/s: the reference divides by zero (+Inf) and gets 0
+        assert_eq!(Tbf::from_bits_with_tick(7, 80_000, 25.0, 15.625).buffer, 0);
+        // a rate whose 25 ms of queue exceed 32 bits wraps in the limit as in Go
+        let fast = Tbf::from_bits_with_tick(8 * 200_000_000_000_000, 8, 25.0, 15.625);
+        assert_eq!(fast.limit, ((5_000_000_000_000u64 & 0xffff_ffff) as u32).wrapping_add(1));
+    }
 }

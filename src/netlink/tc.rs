@@ -45,16 +45,36 @@ pub fn tick_in_usec() -> f64 {
     parse().unwrap_or(15.625)
 }
 
+/// Go's `uint32(f)` of a float64 on amd64, which the reference's tbf arithmetic relies on: the
+/// float is truncated toward zero into an int64 (CVTTSD2SQ, which gives 0x8000000000000000 for
+/// NaN and for anything outside the int64 range) and the low 32 bits are kept. So a value past
+/// `u32::MAX` wraps instead of saturating as Rust's `as u32` does, and ±Inf/NaN give 0.
+pub fn go_f64_to_u32(f: f64) -> u32 {
+    // 2^63 is exactly representable; every float below it and at or above -2^63 fits an i64
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    let i = if f.is_nan() || !(-TWO_63..TWO_63).contains(&f) { i64::MIN } else { f as i64 };
+    i as u32
+}
+
 impl Tbf {
     /// The reference's tbf for `rate_bits`/`burst_bits` with `latency_ms` of queueing:
     /// rate = bits/8, buffer = burst time in ticks, limit = rate × latency + burst.
     pub fn from_bits(rate_bits: u64, burst_bits: u64, latency_ms: f64) -> Tbf {
+        Tbf::from_bits_with_tick(rate_bits, burst_bits, latency_ms, tick_in_usec())
+    }
+
+    /// [`Tbf::from_bits`] for a given psched tick (µs per tick), with the reference's float to
+    /// uint32 conversions ([`go_f64_to_u32`]) and uint32 arithmetic, so that huge bursts (the
+    /// MaxUint32 bits containerd sends) give the reference's buffer and limit bit for bit.
+    pub fn from_bits_with_tick(rate_bits: u64, burst_bits: u64, latency_ms: f64, tick_usec: f64) -> Tbf {
         let rate = rate_bits / 8;
-        let burst = (burst_bits / 8) as u32;
-        let burst_usec = if rate == 0 { 0 } else { (f64::from(burst) * 1_000_000.0 / rate as f64) as u32 };
-        let buffer = (f64::from(burst_usec) * tick_in_usec()) as u32;
+        let burst = (burst_bits / 8) as u32; // Go's uint32(uint64): the low 32 bits
+                                             // buffer(): time2Tick(uint32(burst × 1e6 / rate)); a rate of 0 gives +Inf, hence 0
+        let burst_usec = go_f64_to_u32(f64::from(burst) * 1_000_000.0 / rate as f64);
+        let buffer = go_f64_to_u32(f64::from(burst_usec) * tick_usec);
+        // limit(): uint32(rate × latency / 1e6) + burst, in uint32
         let latency_usec = 1_000_000.0 * (latency_ms / 1000.0);
-        let limit = ((rate as f64 * latency_usec / 1_000_000.0) as u32).wrapping_add(burst);
+        let limit = go_f64_to_u32(rate as f64 * latency_usec / 1_000_000.0).wrapping_add(burst);
         Tbf { rate, limit, buffer }
     }
 }

@@ -7,12 +7,15 @@
 //!   (mirred) to the ifb, and a tbf root qdisc on the ifb.
 //!
 //! The top-level keys win; the `bandwidth` capability is used only when none of them is present.
-//! DEL deletes the ifb (the veth qdiscs go with the veth). CHECK compares the tbf parameters.
+//! DEL deletes the ifb (the veth qdiscs go with the veth). CHECK finds the host veth, then
+//! compares the tbf parameters. The tbf numbers follow the reference's float arithmetic,
+//! wrap-around past 32 bits included ([`crate::netlink::tc::go_f64_to_u32`]).
 //! GC deletes ifbs of this network whose attachment is not in `cni.dev/valid-attachments`; to
 //! know an ifb's network we label it with an interface alias at ADD (`cni bandwidth net=… id=…`),
 //! so ifbs made by the reference (no alias) or by other networks are never touched.
 
 use super::steps::{self, Undo};
+use crate::cni::config::fold_key;
 use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::Interface;
 use crate::cni::{CniResult, Ctx};
@@ -50,7 +53,7 @@ pub const DOC: Doc = Doc {
         k("ingressBurst", "int (bits)", "", "burst into the container"),
         k("egressRate", "int (bit/s)", "", "rate out of the container; needs egressBurst"),
         k("egressBurst", "int (bits)", "", "burst out of the container"),
-        cap("bandwidth", "object", "the same four keys; used only when the config sets none"),
+        cap("bandwidth", "object", "the same four keys; used only when the config sets none (a null one counts)"),
     ],
     notes: &["DEL deletes the ifb and, when the host veth is still there, the qdiscs ADD put on it."],
     example: r#"{
@@ -112,11 +115,16 @@ pub fn validate_rate_and_burst(rate: u64, burst: u64) -> Result<()> {
 }
 
 /// The effective setting: top-level keys if any is present, else runtimeConfig.bandwidth.
+/// A key present with `null` counts (Go allocates the embedded entry for any of its keys, null
+/// or not): `"ingressRate": null` makes the all-zero top-level entry win over runtimeConfig.
 pub fn load(ctx: &Ctx) -> Result<Option<Bandwidth>> {
     let parse = |v: &serde_json::Value| -> Result<Bandwidth> {
         serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("failed to parse network configuration: {e}"))
     };
-    let top = KEYS.iter().any(|k| ctx.get(k).is_some());
+    let top = KEYS.iter().any(|k| ctx.get(k).is_some()) || {
+        let raw = ctx.raw_conf()?;
+        raw.as_object().is_some_and(|o| o.keys().any(|k| KEYS.contains(&fold_key(k).as_str())))
+    };
     let bw = if top { Some(parse(&ctx.conf)?) } else { ctx.runtime_config("bandwidth").map(parse).transpose()? };
     if let Some(b) = &bw {
         validate_rate_and_burst(b.ingress_rate, b.ingress_burst)?;
@@ -142,11 +150,14 @@ fn host_interface(ctx: &Ctx, prev: &CniResult, host: &mut Netlink) -> Result<Lin
     }
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    let c = cont.link_by_name(&ctx.ifname)?;
-    let peer = c.as_ref().filter(|l| l.kind.as_deref() == Some("veth")).and_then(|l| l.link).filter(|&i| i > 0);
-    let Some(peer) = peer else {
-        bail!("container interface {} has no veth peer", ctx.ifname);
+    // the reference's wording (ip.GetVethPeerIfindex's error after "has no veth peer")
+    let name = &ctx.ifname;
+    let peer = match cont.link_by_name(name)? {
+        None => Err(format!("could not look up {name:?}: Link not found")),
+        Some(l) if l.kind.as_deref() != Some("veth") => Err(format!("interface {name:?} was not a veth interface")),
+        Some(l) => l.link.filter(|&i| i > 0).ok_or_else(|| format!("interface {name:?} has no peer index")),
     };
+    let peer = peer.map_err(|why| anyhow::anyhow!("container interface {name} has no veth peer: {why}"))?;
     let link = host.link_by_index(peer)?.with_context(|| format!("veth peer with index {peer} is not in host ns"))?;
     let listed = prev.interfaces.iter().any(|i| i.sandbox.as_deref().unwrap_or("").is_empty() && i.name == link.name);
     if !listed {
@@ -176,7 +187,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     }
     if bw.egress() {
         let name = ifb_name(&ctx.name, &ctx.container_id);
-        let spec = LinkSpec { mtu: Some(veth.mtu), txqlen: Some(veth.txqlen), ..LinkSpec::new(&name, LinkKind::Ifb) };
+        // txqueuelen 0, as v1.9.1's CreateIfb (a `LinkAttrs{}` literal with TxQLen 0) and 1.1.1 make it
+        let spec = LinkSpec { mtu: Some(veth.mtu), txqlen: Some(0), ..LinkSpec::new(&name, LinkKind::Ifb) };
         host.link_add(&spec)?;
         let ifb = host.link_by_name(&name)?.with_context(|| format!("ifb {name} vanished"))?;
         let idx = ifb.index;
@@ -252,14 +264,16 @@ fn check_tbf(host: &mut Netlink, link: &Link, rate: u64, burst: u64) -> Result<(
     Ok(())
 }
 
+/// In the reference's order: the config, prevResult, the host veth (so a container interface
+/// that is not a veth fails even with no bandwidth configured), then the tbf parameters.
 fn check(ctx: &Ctx) -> Result<()> {
     let bw = load(ctx)?;
     let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("must be called as a chained plugin"))?;
+    let mut host = Netlink::new()?;
+    let veth = host_interface(ctx, prev, &mut host)?;
     let Some(bw) = bw.filter(|b| !b.is_zero()) else {
         return Ok(());
     };
-    let mut host = Netlink::new()?;
-    let veth = host_interface(ctx, prev, &mut host)?;
     if bw.ingress() {
         check_tbf(&mut host, &veth, bw.ingress_rate, bw.ingress_burst)?;
     }
@@ -339,6 +353,21 @@ mod tests {
         assert!(load(&ctx(json!({"name": "n", "ingressRate": 5}))).is_err());
         assert!(load(&ctx(json!({"name": "n", "runtimeConfig": {"bandwidth": {"egressBurst": 5}}}))).is_err());
         assert!(load(&ctx(json!({"name": "n", "ingressRate": "5"}))).is_err());
+    }
+
+    /// A top-level key written as `null` still makes the (all-zero) top-level entry win, as Go
+    /// allocates the embedded entry for it: nothing is shaped, runtimeConfig is not used.
+    #[test]
+    fn null_top_level_key_wins_over_capability() {
+        let rc = json!({"bandwidth": {"ingressRate": 16, "ingressBurst": 8}});
+        for key in ["ingressRate", "EGRESSBURST"] {
+            let mut conf = json!({"name": "n", "runtimeConfig": rc});
+            conf[key] = serde_json::Value::Null;
+            assert_eq!(load(&ctx(conf)).unwrap(), Some(Bandwidth::default()), "{key}");
+        }
+        // a null elsewhere changes nothing
+        let c = ctx(json!({"name": "n", "other": null, "runtimeConfig": rc}));
+        assert_eq!(load(&c).unwrap(), Some(Bandwidth { ingress_rate: 16, ingress_burst: 8, ..Default::default() }));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! ADD (chained; needs prevResult), serialised by an flock on the netns file:
 //! - default mode: for each IP of CNI_IFNAME pick the first routing table id ≥ 100 that no rule
-//!   and no route uses, add `from IP/32 (/128) lookup T`, a default route via the IP's gateway in
+//!   uses (routes count only in main, as the reference's listing sees them), add `from IP/32 (/128) lookup T`, a default route via the IP's gateway in
 //!   T, and copy every main-table route of the interface that belongs to this IP (its `src` or
 //!   `via` is in the IP's subnet, or it has neither) into T; finally delete the interface's
 //!   routes from the main table.
@@ -10,8 +10,9 @@
 //!   interface is not looked up (as the reference: it needs only prevResult's addresses).
 //!
 //! DEL removes the rules whose source is one of the interface's current addresses (only those
-//! pointing at `table` when it is set); a missing namespace or interface is success. CHECK is a
-//! no-op, as the reference (verifying here would break CHECK of the plugins before it).
+//! pointing at `table` when it is set and not 0); a missing namespace or interface is success.
+//! CHECK is a no-op that does not even read the config, as the reference (verifying here would
+//! break CHECK of the plugins before it).
 //!
 //! Upstream main (unreleased) keys are supported too: `gateways` (at most one IPv4 and one IPv6
 //! gateway replacing prevResult's in the new tables) and `addSourceHints` (the interface's
@@ -112,7 +113,7 @@ pub fn ips_for(ifname: &str, prev: &CniResult) -> Result<Vec<crate::cni::result:
         .collect())
 }
 
-/// The first table id ≥ `from` that no rule and no route refers to.
+/// The first table id ≥ `from` that is not in `used`.
 pub fn next_free_table(used: &[u32], from: u32) -> u32 {
     let mut t = from;
     while used.contains(&t) {
@@ -184,7 +185,10 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         used.extend(nl.rules(fam)?.iter().filter_map(|r| r.table));
         all_routes.extend(nl.routes(fam, None)?);
     }
-    used.extend(all_routes.iter().filter_map(|r| r.table));
+    // as the reference: the tables of the rules and of main's routes only (its netlink library's
+    // RouteList without a table filter skips every other table), so a table that holds routes
+    // but no rule (an earlier sbr's: DEL removes only rules) is used again
+    used.extend(all_routes.iter().filter_map(|r| r.table).filter(|&t| t == Table::MAIN));
     let link_routes: Vec<RouteSpec> = all_routes
         .into_iter()
         .filter(|r| r.oif == Some(link.index) && r.table.unwrap_or(Table::MAIN) == Table::MAIN)
@@ -269,7 +273,9 @@ fn del(ctx: &Ctx) -> Result<()> {
             if !addrs.contains(&src.addr()) {
                 continue;
             }
-            if conf.table.is_some() && rule.table != conf.table {
+            // `table: 0` filters nothing, as in the reference (its netlink library ignores a
+            // table filter of 0): the kernel picked the rules' table at ADD
+            if conf.table.is_some_and(|t| t != 0) && rule.table != conf.table {
                 continue;
             }
             if let Err(e) = nl.rule_del(&rule) {
@@ -286,8 +292,8 @@ fn del(ctx: &Ctx) -> Result<()> {
     }
 }
 
-fn check(ctx: &Ctx) -> Result<()> {
-    let _conf: Conf = ctx.plugin_conf()?;
+/// Nothing, as the reference's cmdCheck (`return nil`): the config is not even decoded.
+fn check(_ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 

@@ -326,6 +326,22 @@ impl World {
     pub fn del(&self, conf: &Value) -> Call<'_> {
         self.cni("DEL", conf)
     }
+    /// Put the reference's `plugin` into this world's plugin dir as `ref-<plugin>` and return that
+    /// name, for `.plugin(..)` (one implementation acting on the other's state). None when the
+    /// reference lacks it or the plugin dir is not the world's own (CNI_MULTI_TEST_OURS).
+    pub fn reference_applet(&self, plugin: &str) -> Option<String> {
+        if !have_reference(plugin) || !self.bin_dir.starts_with(&self.tmp) {
+            return None;
+        }
+        let name = format!("ref-{plugin}");
+        let link = self.bin_dir.join(&name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(std::path::Path::new(REFERENCE_DIR).join(plugin), &link)
+                .expect("symlink the reference plugin");
+        }
+        Some(name)
+    }
+
     /// CHECK with `prevResult` set to `prev`.
     pub fn check(&self, conf: &Value, prev: &Value) -> Call<'_> {
         let mut c = conf.clone();

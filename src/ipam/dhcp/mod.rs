@@ -287,7 +287,7 @@ pub fn lease_to_result(lease: &Lease, priority: u32) -> anyhow::Result<CniResult
             route.scope = Some(253); // on-link (RT_SCOPE_LINK)
         }
         if priority > 0 {
-            route.priority = Some(priority);
+            route.priority = Some(i64::from(priority));
         }
         r.routes.push(route);
     }
@@ -533,7 +533,7 @@ mod tests {
             let m = metric(p.clone()).unwrap_or_else(|e| panic!("{p}: {e:#}")).unwrap();
             assert_eq!(m, want, "{p}");
             let r = lease_to_result(&lease, m).unwrap();
-            assert_eq!(r.routes[0].priority, Some(want).filter(|w| *w > 0), "{p}");
+            assert_eq!(r.routes[0].priority, Some(i64::from(want)).filter(|w| *w > 0), "{p}");
         }
         let e = metric(json!(u64::from(u32::MAX) + 1)).unwrap().unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG, "{e:?}");

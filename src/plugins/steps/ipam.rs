@@ -126,6 +126,14 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
     }
     for r in &result.routes {
         let gw = r.gw.or(if r.dst.addr().is_ipv4() { v4gw } else { v6gw });
+        // Go ints in the result: as the reference's netlink library, one that is not positive
+        // sets nothing; one past 32 bits has no kernel form
+        let positive = |what: &str, v: Option<i64>| -> Result<Option<u32>> {
+            match v.filter(|n| *n > 0) {
+                None => Ok(None),
+                Some(n) => u32::try_from(n).map(Some).map_err(|_| anyhow::anyhow!("route {what} {n} out of range")),
+            }
+        };
         let spec = RouteSpec {
             dst: Some(r.dst.trunc()),
             family: Some(Family::of(&r.dst.addr())),
@@ -133,9 +141,9 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
             oif: Some(link.index),
             scope: r.scope,
             table: r.table,
-            metric: r.priority,
-            mtu: r.mtu,
-            advmss: r.advmss,
+            metric: positive("priority", r.priority)?,
+            mtu: positive("mtu", r.mtu)?,
+            advmss: positive("advmss", r.advmss)?,
             ..Default::default()
         };
         nl.route_prepend(&spec).with_context(|| {
