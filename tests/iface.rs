@@ -1008,3 +1008,37 @@ fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
         }
     }
 }
+
+// ---- host-device, tap, vrf: the audit against v1.9.1 -------------------------------------------
+
+/// A CHECK (or a chained ADD) without prevResult is the reference's error: 999 with its message
+/// (ours said 7): vrf ADD and CHECK "missing prevResult from earlier plugin", host-device and
+/// tap CHECK "Required prevResult missing". Nothing is made.
+#[test]
+fn missing_prev_result_is_999_with_the_references_message() {
+    let (mut w, host) = twin_parents("noprev");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let vrf = json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": "red"});
+    let hd = json!({"cniVersion": "1.0.0", "name": "n", "type": "host-device", "device": "po"});
+    let tap = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap"});
+    let cases = [
+        ("vrf", "ADD", &vrf, "missing prevResult from earlier plugin"),
+        ("vrf", "CHECK", &vrf, "missing prevResult from earlier plugin"),
+        ("host-device", "CHECK", &hd, "Required prevResult missing"),
+        ("tap", "CHECK", &tap, "Required prevResult missing"),
+    ];
+    for (plugin, cmd, conf, msg) in cases {
+        for imp in [Impl::Reference, Impl::Ours] {
+            if imp == Impl::Reference && !have_reference(plugin) {
+                continue;
+            }
+            let r = w.cni(imp, &host, plugin, cmd, Some(&c), "eth0", "", conf);
+            assert_eq!(r.err_code(), 999, "{imp:?} {plugin} {cmd}: {}", r.stdout);
+            assert_eq!(r.json()["msg"], msg, "{imp:?} {plugin} {cmd}");
+        }
+    }
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
+}

@@ -405,7 +405,7 @@ fn vrf_holds_the_routes_and_isolates_traffic() {
     // bad inputs
     let mut no_prev = cf.clone();
     no_prev.as_object_mut().unwrap().remove("prevResult");
-    assert_eq!(w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &no_prev).err_code(), 7);
+    assert_eq!(w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &no_prev).err_code(), 999);
     let mut no_name = cf.clone();
     no_name.as_object_mut().unwrap().remove("vrfname");
     assert_eq!(w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &no_name).err_code(), 7);

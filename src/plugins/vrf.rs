@@ -116,7 +116,7 @@ fn routes_via(nl: &mut Netlink, index: u32) -> Result<Vec<RouteSpec>> {
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
     let Some(prev) = ctx.prev_result.clone() else {
-        return Err(CniError::config("missing prevResult from earlier plugin").into());
+        bail!("missing prevResult from earlier plugin");
     };
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
@@ -228,7 +228,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     if ctx.prev_result.is_none() {
-        return Err(CniError::config("missing prevResult from earlier plugin").into());
+        bail!("missing prevResult from earlier plugin");
     }
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
