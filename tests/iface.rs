@@ -1042,3 +1042,25 @@ fn missing_prev_result_is_999_with_the_references_message() {
     left.sort();
     assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
 }
+
+/// STATUS decodes the plugin's config as the reference's cmdStatus does: a plugin key of the
+/// wrong JSON type fails it (999, "failed to load netconf: …"); ours passed, rc 0.
+#[test]
+fn host_device_and_tap_status_fail_on_a_mistyped_key() {
+    let mut w = NsSet::new("stty");
+    let host = w.netns("h");
+    for (plugin, key, bad, good) in [
+        ("host-device", "device", json!(5), json!("hd0")),
+        ("host-device", "hwaddr", json!(["x"]), json!("02:00:00:00:00:01")),
+        ("tap", "mtu", json!("1400"), json!(1400)),
+        ("tap", "owner", json!(-1), json!(7)),
+    ] {
+        let mut conf = json!({"cniVersion": "1.1.0", "name": "n", "type": plugin});
+        conf[key] = good;
+        w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &conf).expect_ok(&format!("{plugin} {key}"));
+        conf[key] = bad;
+        let r = w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &conf);
+        assert_eq!(r.err_code(), 999, "{plugin} {key}: {}", r.stdout);
+        assert!(r.json()["msg"].as_str().unwrap().starts_with("failed to load netconf: "), "{}", r.stdout);
+    }
+}

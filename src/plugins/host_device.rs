@@ -316,6 +316,9 @@ fn gc(ctx: &Ctx) -> Result<()> {
     steps::ipam::gc_if_set(ctx)
 }
 
+/// STATUS: the config must decode (a mistyped key fails, as the reference's cmdStatus
+/// unmarshals its NetConf); then IPAM's STATUS. Which device is named is not looked at.
 fn status(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
     steps::ipam::status_if_set(ctx)
 }
