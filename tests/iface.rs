@@ -1043,6 +1043,32 @@ fn missing_prev_result_is_999_with_the_references_message() {
     assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
 }
 
+/// Ours CHECKs more than the reference (documented in docs/differences.md): vrf CHECK fails when
+/// the VRF is gone (the reference passes: the oracle's CHECK looks at nothing), tap CHECK of an
+/// L2 tap fails when the tap is gone (the reference looks the link up only for addresses).
+#[test]
+fn vrf_and_tap_check_fail_where_the_reference_passes() {
+    let (mut w, host) = twin_parents("strict");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": format!("/run/netns/{c}")}]});
+    let vrf = json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": "red", "prevResult": prev});
+    if have_reference("vrf") {
+        w.cni(Impl::Reference, &host, "vrf", "CHECK", Some(&c), "eth0", "", &vrf).expect_ok("the oracle's vrf CHECK");
+    }
+    let r = w.cni(Impl::Ours, &host, "vrf", "CHECK", Some(&c), "eth0", "", &vrf);
+    assert_eq!((r.err_code(), r.json()["msg"].clone()), (999, json!("VRF red not found")));
+    // tap (no reference in Debian 1.1.1): an L2 tap deleted behind the runtime's back
+    let tap = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap"});
+    let r = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap0", "", &tap).expect_ok("tap ADD").json();
+    let mut ck = tap.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "tap", "CHECK", Some(&c), "tap0", "", &ck).expect_ok("tap CHECK");
+    w.ip(&c, &["link", "del", "tap0"]);
+    let r = w.cni(Impl::Ours, &host, "tap", "CHECK", Some(&c), "tap0", "", &ck);
+    assert_eq!((r.err_code(), r.json()["msg"].clone()), (999, json!("interface \"tap0\" not found")));
+}
+
 /// STATUS decodes the plugin's config as the reference's cmdStatus does: a plugin key of the
 /// wrong JSON type fails it (999, "failed to load netconf: …"); ours passed, rc 0.
 #[test]
