@@ -1090,3 +1090,23 @@ fn host_device_and_tap_status_fail_on_a_mistyped_key() {
         assert!(r.json()["msg"].as_str().unwrap().starts_with("failed to load netconf: "), "{}", r.stdout);
     }
 }
+
+/// tap `selinuxContext` on a host without SELinux is ignored and the ADD succeeds; v1.9.1 calls
+/// selinux.SetExecLabel, which fails there, and so fails its ADD (docs/differences.md).
+#[test]
+fn tap_selinux_context_is_ignored_without_selinux() {
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        eprintln!("SKIPPED: this host has SELinux");
+        return;
+    }
+    let mut w = NsSet::new("tapse");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap", "owner": 0, "group": 0,
+                      "selinuxContext": "system_u:system_r:container_t:s0"});
+    let r = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap0", "", &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"][0]["name"], "tap0");
+    assert_eq!(sysfs(&w, &c, "tap0", "owner"), "0");
+    w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap0", "", &conf).expect_ok("DEL");
+    assert!(w.links(&c).is_empty());
+}
