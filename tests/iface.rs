@@ -1011,6 +1011,31 @@ fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
 
 // ---- host-device, tap, vrf: the audit against v1.9.1 -------------------------------------------
 
+/// `hwaddr` in every form Go's net.ParseMAC takes: the dotted `76ea.56f8.2568` finds the device
+/// as the reference does (ours said code 7, "failed to parse MAC address"); the dash form too.
+/// A form neither takes is code 7 in ours (999 in the reference, see the code-7 test).
+#[test]
+fn host_device_hwaddr_in_dotted_form_finds_the_device_as_the_reference() {
+    let (mut w, host) = twin_parents("hdmac");
+    for (i, (ours, reference)) in
+        [("76ea.56f8.2568", "76ea.56f8.2569"), ("76-EA-56-F8-25-68", "76-EA-56-F8-25-69")].into_iter().enumerate()
+    {
+        w.ip(&host, &["link", "set", "po", "address", "76:ea:56:f8:25:68"]);
+        w.ip(&host, &["link", "set", "pr", "address", "76:ea:56:f8:25:69"]);
+        let confs = [ours, reference]
+            .map(|m| json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "hwaddr": m}));
+        differential(&mut w, &host, "host-device", "net1", "", &|which| {
+            confs[(which == Impl::Reference) as usize].clone()
+        });
+        let c = w.netns(&format!("k{i}"));
+        let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net1", "", &confs[0]).expect_ok(ours).json();
+        assert_eq!(r["interfaces"][0]["mac"], "76:ea:56:f8:25:68", "{ours}");
+        assert_eq!(mac_of(&w, &c, "net1"), "76:ea:56:f8:25:68", "{ours}: another device was moved");
+        w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "net1", "", &confs[0]).expect_ok("DEL");
+        assert_eq!(mac_of(&w, &host, "po"), "76:ea:56:f8:25:68");
+    }
+}
+
 /// A CHECK (or a chained ADD) without prevResult is the reference's error: 999 with its message
 /// (ours said 7): vrf ADD and CHECK "missing prevResult from earlier plugin", host-device and
 /// tap CHECK "Required prevResult missing". Nothing is made.

@@ -5,6 +5,7 @@
 
 use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
@@ -33,7 +34,13 @@ pub const DOC: Doc = Doc {
     section: "",
     keys: &[
         k("device", "string", "", "host interface name"),
-        k("hwaddr", "string", "", "find the interface by MAC address"),
+        k(
+            "hwaddr",
+            "string",
+            "",
+            "find the interface by hardware address, in any form Go's net.ParseMAC takes \
+             (`aa:bb:cc:dd:ee:ff`, `aa-bb-…`, `aabb.ccdd.eeff`; 6, 8 or 20 octets)",
+        ),
         k("kernelpath", "string", "", "find it by its /sys/devices/... path"),
         k("pciBusID", "string", "", "find it by PCI address; a DPDK-bound device is left in place"),
         k("ipam", "object", "", "optional"),
@@ -121,9 +128,11 @@ fn find_device(host: &mut Netlink, c: &Conf) -> Result<Link> {
     let found = if !c.device.is_empty() {
         host.link_by_name(&c.device)?
     } else if !c.hwaddr.is_empty() {
-        let mac = crate::netlink::parse_mac(&c.hwaddr)
+        // every form Go's net.ParseMAC takes (dotted, EUI-64, IPoIB), matched against the
+        // device's hardware address whatever its length
+        let mac = crate::netlink::parse_hwaddr(&c.hwaddr)
             .map_err(|e| CniError::config(format!("failed to parse MAC address {:?}: {e}", c.hwaddr)))?;
-        host.links()?.into_iter().find(|l| l.mac == Some(mac))
+        host.links()?.into_iter().find(|l| l.hw_addr() == Some(&mac[..]))
     } else if !c.kernel_path.is_empty() {
         let p = Path::new(&c.kernel_path);
         // no `..` anywhere (a trailing `/..` too), so the path stays under /sys/devices
@@ -262,7 +271,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let l = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to find {:?}", ctx.ifname))?;
         cont.link_set_up(l.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
         let l = cont.link_by_index(l.index)?.unwrap_or(l);
-        result.interfaces = vec![steps::link::container_iface(ctx, &l)];
+        // the hardware address whatever its length, as the reference prints it
+        result.interfaces = vec![Interface { mac: l.hw_addr_string(), ..steps::link::container_iface(ctx, &l) }];
     }
 
     if ctx.ipam_type().is_some() {
