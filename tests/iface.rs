@@ -1011,6 +1011,35 @@ fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
 
 // ---- host-device, tap, vrf: the audit against v1.9.1 -------------------------------------------
 
+/// A failed host-device DEL (the original name is taken in the host meanwhile) leaves the
+/// container interface as it was, up, so DEL can be retried; ours left it down (the reference's
+/// moveLinkOut restores the up state). Once the name is free again DEL succeeds.
+#[test]
+fn host_device_failed_del_leaves_the_container_interface_up_as_the_reference() {
+    let (mut w, host) = twin_parents("hdup");
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("host-device") {
+            continue;
+        }
+        let dev = if imp == Impl::Ours { "po" } else { "pr" };
+        let c = w.netns(&format!("c{}", imp.label()));
+        let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": dev});
+        w.cni(imp, &host, "host-device", "ADD", Some(&c), "net1", "", &conf).expect_ok(&format!("{imp:?} ADD"));
+        assert!(w.ip(&c, &["link", "show", "net1"]).contains(",UP"), "{imp:?}: net1 not up after ADD");
+        // the original name, taken in the host: moving the device back fails
+        w.ip(&host, &["link", "add", dev, "type", "veth", "peer", "name", &format!("{dev}b")]);
+        let r = w.cni(imp, &host, "host-device", "DEL", Some(&c), "net1", "", &conf);
+        assert!(!r.ok, "{imp:?}: DEL with the name taken succeeded");
+        assert!(r.stdout.to_lowercase().contains("file exists"), "{imp:?}: {}", r.stdout);
+        let shown = w.ip(&c, &["-d", "link", "show", "net1"]);
+        assert!(shown.contains(",UP") && shown.contains(&format!("alias {dev}")), "{imp:?}: {shown}");
+        w.ip(&host, &["link", "del", dev]);
+        w.cni(imp, &host, "host-device", "DEL", Some(&c), "net1", "", &conf).expect_ok(&format!("{imp:?} DEL"));
+        assert!(w.links(&c).is_empty(), "{imp:?}: {:?}", w.links(&c));
+        assert!(w.links(&host).contains(&dev.to_string()), "{imp:?}: device not back");
+    }
+}
+
 /// `hwaddr` in every form Go's net.ParseMAC takes: the dotted `76ea.56f8.2568` finds the device
 /// as the reference does (ours said code 7, "failed to parse MAC address"); the dash form too.
 /// A form neither takes is code 7 in ours (999 in the reference, see the code-7 test).

@@ -223,9 +223,27 @@ fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Res
         bail!("failed to restore {ifname:?}: it has no alias holding its original name");
     };
     cont.link_set_up(l.index, false).with_context(|| format!("failed to set {ifname:?} down"))?;
-    let tmp_ns = NetNs::new_anonymous()?;
+    // On failure the device goes back into the container under its container name, so DEL can
+    // be retried, and up again if it was up (moving a device between namespaces sets it down).
+    let restore_up = |cont: &mut Netlink| {
+        if l.is_up() {
+            if let Ok(Some(c)) = cont.link_by_name(ifname) {
+                let _ = cont.link_set_up(c.index, true);
+            }
+        }
+    };
+    let moved = NetNs::new_anonymous().and_then(|tmp_ns| {
+        cont.link_set_netns(l.index, tmp_ns.fd()).with_context(|| format!("failed to move {ifname:?} out"))?;
+        Ok(tmp_ns)
+    });
+    let tmp_ns = match moved {
+        Ok(t) => t,
+        Err(e) => {
+            restore_up(cont);
+            return Err(e);
+        }
+    };
     let mut tmp = Netlink::in_netns(&tmp_ns)?;
-    cont.link_set_netns(l.index, tmp_ns.fd()).with_context(|| format!("failed to move {ifname:?} out"))?;
     let t = tmp.link_by_name(ifname)?.with_context(|| format!("failed to find {ifname:?}"))?;
     let step = (|| -> Result<()> {
         tmp.link_set_name(t.index, &alias)
@@ -234,10 +252,10 @@ fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Res
         tmp.link_set_netns(t.index, host_ns.fd()).with_context(|| format!("failed to move {alias:?} to host netns"))
     })();
     if let Err(e) = step {
-        // back into the container under its container name, so DEL can be retried
         let _ = tmp.link_set_name(t.index, ifname);
         let _ = tmp.link_set_alias(t.index, &alias);
         let _ = tmp.link_set_netns(t.index, cont_ns.fd());
+        restore_up(cont);
         return Err(e);
     }
     if set_up {
