@@ -1065,6 +1065,126 @@ fn host_device_hwaddr_in_dotted_form_finds_the_device_as_the_reference() {
     }
 }
 
+/// Run a plugin as [`NsSet::cni`] does for host-device (`ip netns exec host`), in a private mount
+/// namespace of its own (`unshare -m`) where a tmpfs covers /sys/bus/pci/devices and `setup`
+/// (shell, run there first, in that directory) makes fake PCI devices. The machine's /sys is
+/// never touched: the mounts die with the plugin process.
+#[allow(clippy::too_many_arguments)]
+fn cni_fake_pci(
+    w: &NsSet,
+    imp: Impl,
+    host: &str,
+    cmd: &str,
+    netns: &str,
+    ifname: &str,
+    setup: &str,
+    conf: &Value,
+) -> crate::harness::runtime::Out {
+    use std::io::Write;
+    let bin = match imp {
+        Impl::Ours => crate::harness::runtime::bin().to_string(),
+        Impl::Reference => format!("{}/host-device", crate::harness::plugin::REFERENCE_DIR),
+    };
+    let script = format!(
+        "set -e; mount -t tmpfs cni-fake-pci /sys/bus/pci/devices; cd /sys/bus/pci/devices; {setup}; cd /; exec \"$@\""
+    );
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", host, "unshare", "-m", "--propagation", "private", "sh", "-c", &script, "sh", &bin]);
+    if imp == Impl::Ours {
+        c.arg("host-device");
+    }
+    let mut child = c
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", format!("ctr-{netns}"))
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", &w.cni_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap());
+    child.wait_with_output().unwrap().into()
+}
+
+/// A fake PCI device `addr` bound to `driver`, with the netdevs `netdevs` (shell for `setup`).
+fn fake_pci(addr: &str, driver: &str, netdevs: &[&str]) -> String {
+    let mut s = format!("mkdir -p .drivers/{driver} {addr} && ln -s ../.drivers/{driver} {addr}/driver");
+    for n in netdevs {
+        s.push_str(&format!(" && mkdir -p {addr}/net/{n}"));
+    }
+    s
+}
+
+/// DPDK mode (a PCI device bound to vfio-pci): nothing is moved, and the result names CNI_IFNAME
+/// in CNI_NETNS as its interface (v1.9.1, PR #1147), so `ips[].interface` points at an entry;
+/// ours had no interface at all, as Debian 1.1.1 (shown here too). DEL and CHECK touch no link.
+#[test]
+fn host_device_dpdk_result_names_the_container_interface() {
+    let (mut w, host) = twin_parents("hddpdk");
+    w.use_our_ipam();
+    let setup = fake_pci("0000:cf:00.1", "vfio-pci", &[]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": "0000:cf:00.1",
+                      "ipam": w.ipam("d", "198.18.33.0/24")});
+    let c = w.netns("c");
+    let r = cni_fake_pci(&w, Impl::Ours, &host, "ADD", &c, "net1", &setup, &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"], json!([{"name": "net1", "sandbox": format!("/run/netns/{c}")}]), "{r}");
+    assert_eq!(r["ips"][0]["interface"], 0, "{r}");
+    assert!(w.links(&c).is_empty(), "DPDK mode moved something: {:?}", w.links(&c));
+    assert_eq!(w.leases("d").len(), 1);
+    // without IPAM: the interface alone
+    let l2 = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": "0000:cf:00.1"});
+    let c2 = w.netns("c2");
+    let r2 = cni_fake_pci(&w, Impl::Ours, &host, "ADD", &c2, "net1", &setup, &l2).expect_ok("L2 ADD").json();
+    assert_eq!(r2["interfaces"], json!([{"name": "net1", "sandbox": format!("/run/netns/{c2}")}]), "{r2}");
+    let mut ck = conf.clone();
+    ck["prevResult"] = r;
+    cni_fake_pci(&w, Impl::Ours, &host, "CHECK", &c, "net1", &setup, &ck).expect_ok("CHECK");
+    cni_fake_pci(&w, Impl::Ours, &host, "DEL", &c, "net1", &setup, &conf).expect_ok("DEL");
+    assert!(w.leases("d").is_empty());
+    if have_reference("host-device") {
+        let mut rc = conf.clone();
+        rc["ipam"] = w.ipam("dr", "198.18.33.0/24");
+        let cr = w.netns("cr");
+        let rr = cni_fake_pci(&w, Impl::Reference, &host, "ADD", &cr, "net1", &setup, &rc).expect_ok("ref ADD").json();
+        assert!(rr.get("interfaces").is_none(), "Debian 1.1.1 has no interface in DPDK mode: {rr}");
+        assert_eq!(rr["ips"][0]["interface"], 0, "{rr}");
+        cni_fake_pci(&w, Impl::Reference, &host, "DEL", &cr, "net1", &setup, &rc).expect_ok("ref DEL");
+    }
+}
+
+/// `DPDKMode` in the config does not make a kernel-bound PCI device a DPDK one: the driver
+/// decides (the reference's loadConf overwrites the flag), so the device is moved; ours honoured
+/// `"DPDKMode": true` and moved nothing.
+#[test]
+fn host_device_dpdk_mode_follows_the_driver_not_the_config() {
+    let (mut w, host) = twin_parents("hdkmod");
+    let setup = format!(
+        "{} && {}",
+        fake_pci("0000:cf:00.2", "virtio-pci", &["po"]),
+        fake_pci("0000:cf:00.3", "virtio-pci", &["pr"])
+    );
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("host-device") {
+            continue;
+        }
+        let (addr, dev) = if imp == Impl::Ours { ("0000:cf:00.2", "po") } else { ("0000:cf:00.3", "pr") };
+        let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": addr,
+                          "DPDKMode": true});
+        let c = w.netns(&format!("c{}", imp.label()));
+        let r =
+            cni_fake_pci(&w, imp, &host, "ADD", &c, "net1", &setup, &conf).expect_ok(&format!("{imp:?} ADD")).json();
+        assert_eq!(w.links(&c), vec!["net1".to_string()], "{imp:?}: the device was not moved");
+        assert_eq!(r["interfaces"][0]["mac"], mac_of(&w, &c, "net1"), "{imp:?}: {r}");
+        assert!(!w.links(&host).contains(&dev.to_string()), "{imp:?}");
+        cni_fake_pci(&w, imp, &host, "DEL", &c, "net1", &setup, &conf).expect_ok(&format!("{imp:?} DEL"));
+        assert!(w.links(&host).contains(&dev.to_string()), "{imp:?}: the device is not back");
+    }
+}
+
 /// A CHECK (or a chained ADD) without prevResult is the reference's error: 999 with its message
 /// (ours said 7): vrf ADD and CHECK "missing prevResult from earlier plugin", host-device and
 /// tap CHECK "Required prevResult missing". Nothing is made.

@@ -42,7 +42,13 @@ pub const DOC: Doc = Doc {
              (`aa:bb:cc:dd:ee:ff`, `aa-bb-…`, `aabb.ccdd.eeff`; 6, 8 or 20 octets)",
         ),
         k("kernelpath", "string", "", "find it by its /sys/devices/... path"),
-        k("pciBusID", "string", "", "find it by PCI address; a DPDK-bound device is left in place"),
+        k(
+            "pciBusID",
+            "string",
+            "",
+            "find it by PCI address; a device bound to a userspace driver (vfio-pci, uio_pci_generic, \
+             igb_uio: DPDK) is left in place, and the result names CNI_IFNAME in CNI_NETNS",
+        ),
         k("ipam", "object", "", "optional"),
         DNS_KEY,
         cap("deviceID", "string", "PCI or auxiliary-bus device id; wins over pciBusID"),
@@ -88,7 +94,8 @@ fn load(ctx: &Ctx) -> Result<Conf> {
         if c.pci_bus_id.contains('/') || c.pci_bus_id == ".." {
             return Err(CniError::config(format!("invalid PCI address {:?}", c.pci_bus_id)).into());
         }
-        c.dpdk_mode |= has_dpdk_driver(&c.pci_bus_id)?;
+        // the device's driver decides, whatever `DPDKMode` says (the reference overwrites it too)
+        c.dpdk_mode = has_dpdk_driver(&c.pci_bus_id)?;
     }
     Ok(c)
 }
@@ -270,7 +277,12 @@ fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Res
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
     let ns = steps::ns::open(ctx)?;
-    let mut result = CniResult::default();
+    // CNI_IFNAME in CNI_NETNS, also in DPDK mode where nothing is moved (so `ips[].interface`
+    // points at an entry, as in v1.9.1); a moved device fills in its name and MAC below
+    let mut result = CniResult {
+        interfaces: vec![Interface { name: ctx.ifname.clone(), sandbox: ctx.netns.clone(), ..Default::default() }],
+        ..Default::default()
+    };
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
