@@ -1185,6 +1185,45 @@ fn host_device_dpdk_mode_follows_the_driver_not_the_config() {
     }
 }
 
+/// Every way of naming a host device that names none, or that is malformed, is code 7 in ours
+/// (one rule; the reference says 999 for all): a PCI device without a netdev, a `kernelpath`
+/// whose `net/` directory is missing (was 999 in ours), next to the cases that were 7 already.
+#[test]
+fn host_device_naming_no_device_is_code_7() {
+    let (mut w, host) = twin_parents("hdnone");
+    let c = w.netns("c");
+    let setup = fake_pci("0000:cf:00.4", "virtio-pci", &[]);
+    let base = |k: &str, v: &str| json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", k: v});
+    let cases = [
+        (base("pciBusID", "0000:cf:00.4"), "no net directory under pci device 0000:cf:00.4"),
+        (base("pciBusID", "0000:cf:00.9"), "no PCI or auxiliary device"),
+        (
+            base("kernelpath", "/sys/devices/system/cpu"),
+            "failed to find network devices at \"/sys/devices/system/cpu/net\"",
+        ),
+        (base("kernelpath", "/sys/devices/virtual/nope"), "failed to find network devices at"),
+        (base("kernelpath", "sys/devices/virtual"), "must be absolute"),
+        (base("hwaddr", "76:ea:56:f8:25:6x"), "failed to parse MAC address"),
+        (base("hwaddr", "02:00:5e:10:00:00:00:01"), "failed to find host device"),
+        (base("device", "nope0"), "failed to find host device"),
+    ];
+    let before = host_links(&w, &host);
+    for (conf, msg) in &cases {
+        for imp in [Impl::Reference, Impl::Ours] {
+            if imp == Impl::Reference && !have_reference("host-device") {
+                continue;
+            }
+            let r = cni_fake_pci(&w, imp, &host, "ADD", &c, "net1", &setup, conf);
+            let want = if imp == Impl::Ours { 7 } else { 999 };
+            assert_eq!(r.err_code(), want, "{imp:?} {conf}: {}", r.stdout);
+            if imp == Impl::Ours {
+                assert!(r.json()["msg"].as_str().unwrap().contains(msg), "{conf}: {}", r.stdout);
+            }
+        }
+        assert!(w.links(&c).is_empty() && host_links(&w, &host) == before, "{conf}: something changed");
+    }
+}
+
 /// A CHECK (or a chained ADD) without prevResult is the reference's error: 999 with its message
 /// (ours said 7): vrf ADD and CHECK "missing prevResult from earlier plugin", host-device and
 /// tap CHECK "Required prevResult missing". Nothing is made.

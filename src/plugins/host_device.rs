@@ -9,7 +9,7 @@ use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -53,7 +53,12 @@ pub const DOC: Doc = Doc {
         DNS_KEY,
         cap("deviceID", "string", "PCI or auxiliary-bus device id; wins over pciBusID"),
     ],
-    notes: &["Exactly one way of naming the device is needed."],
+    notes: &[
+        "Exactly one way of naming the device is needed; one that names no device is a configuration \
+         error (code 7).",
+        "Whether a PCI device is left in place (DPDK) is decided by its driver alone: `DPDKMode` in the \
+         config is overridden, as in the reference.",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "passthrough",
@@ -115,12 +120,19 @@ fn has_dpdk_driver(id: &str) -> Result<bool> {
     Ok(USERSPACE_DRIVERS.contains(&name))
 }
 
-/// The first entry of a sysfs `net/` directory that is a link in our namespace.
+/// The first entry of a sysfs `net/` directory that is a link in our namespace. A directory
+/// that does not exist names no device: a configuration error (code 7), as every other way of
+/// naming a device that is not there.
 fn first_net_entry(host: &mut Netlink, dir: &Path) -> Result<Option<Link>> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("failed to find network devices at {:?}", dir.display()))?
-        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
-        .collect();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Err(CniError::config(format!("failed to find network devices at {:?}", dir.display())).into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("failed to find network devices at {:?}", dir.display())),
+    };
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok())).collect();
     names.sort();
     for n in names {
         if let Some(l) = host.link_by_name(&n)? {
@@ -159,7 +171,8 @@ fn find_device(host: &mut Netlink, c: &Conf) -> Result<Link> {
             if direct.exists() {
                 direct
             } else {
-                virtio_net_dir(&pci).ok_or_else(|| anyhow!("no net directory under pci device {}", c.pci_bus_id))?
+                virtio_net_dir(&pci)
+                    .ok_or_else(|| CniError::config(format!("no net directory under pci device {}", c.pci_bus_id)))?
             }
         } else {
             Path::new(SYS_BUS_AUX).join(&c.pci_bus_id).join("net")
