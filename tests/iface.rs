@@ -1008,3 +1008,318 @@ fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
         }
     }
 }
+
+// ---- host-device, tap, vrf: the audit against v1.9.1 -------------------------------------------
+
+/// A failed host-device DEL (the original name is taken in the host meanwhile) leaves the
+/// container interface as it was, up, so DEL can be retried; ours left it down (the reference's
+/// moveLinkOut restores the up state). Once the name is free again DEL succeeds.
+#[test]
+fn host_device_failed_del_leaves_the_container_interface_up_as_the_reference() {
+    let (mut w, host) = twin_parents("hdup");
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("host-device") {
+            continue;
+        }
+        let dev = if imp == Impl::Ours { "po" } else { "pr" };
+        let c = w.netns(&format!("c{}", imp.label()));
+        let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "device": dev});
+        w.cni(imp, &host, "host-device", "ADD", Some(&c), "net1", "", &conf).expect_ok(&format!("{imp:?} ADD"));
+        assert!(w.ip(&c, &["link", "show", "net1"]).contains(",UP"), "{imp:?}: net1 not up after ADD");
+        // the original name, taken in the host: moving the device back fails
+        w.ip(&host, &["link", "add", dev, "type", "veth", "peer", "name", &format!("{dev}b")]);
+        let r = w.cni(imp, &host, "host-device", "DEL", Some(&c), "net1", "", &conf);
+        assert!(!r.ok, "{imp:?}: DEL with the name taken succeeded");
+        assert!(r.stdout.to_lowercase().contains("file exists"), "{imp:?}: {}", r.stdout);
+        let shown = w.ip(&c, &["-d", "link", "show", "net1"]);
+        assert!(shown.contains(",UP") && shown.contains(&format!("alias {dev}")), "{imp:?}: {shown}");
+        w.ip(&host, &["link", "del", dev]);
+        w.cni(imp, &host, "host-device", "DEL", Some(&c), "net1", "", &conf).expect_ok(&format!("{imp:?} DEL"));
+        assert!(w.links(&c).is_empty(), "{imp:?}: {:?}", w.links(&c));
+        assert!(w.links(&host).contains(&dev.to_string()), "{imp:?}: device not back");
+    }
+}
+
+/// `hwaddr` in every form Go's net.ParseMAC takes: the dotted `76ea.56f8.2568` finds the device
+/// as the reference does (ours said code 7, "failed to parse MAC address"); the dash form too.
+/// A form neither takes is code 7 in ours (999 in the reference, see the code-7 test).
+#[test]
+fn host_device_hwaddr_in_dotted_form_finds_the_device_as_the_reference() {
+    let (mut w, host) = twin_parents("hdmac");
+    for (i, (ours, reference)) in
+        [("76ea.56f8.2568", "76ea.56f8.2569"), ("76-EA-56-F8-25-68", "76-EA-56-F8-25-69")].into_iter().enumerate()
+    {
+        w.ip(&host, &["link", "set", "po", "address", "76:ea:56:f8:25:68"]);
+        w.ip(&host, &["link", "set", "pr", "address", "76:ea:56:f8:25:69"]);
+        let confs = [ours, reference]
+            .map(|m| json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "hwaddr": m}));
+        differential(&mut w, &host, "host-device", "net1", "", &|which| {
+            confs[(which == Impl::Reference) as usize].clone()
+        });
+        let c = w.netns(&format!("k{i}"));
+        let r = w.cni(Impl::Ours, &host, "host-device", "ADD", Some(&c), "net1", "", &confs[0]).expect_ok(ours).json();
+        assert_eq!(r["interfaces"][0]["mac"], "76:ea:56:f8:25:68", "{ours}");
+        assert_eq!(mac_of(&w, &c, "net1"), "76:ea:56:f8:25:68", "{ours}: another device was moved");
+        w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "net1", "", &confs[0]).expect_ok("DEL");
+        assert_eq!(mac_of(&w, &host, "po"), "76:ea:56:f8:25:68");
+    }
+}
+
+/// Run a plugin as [`NsSet::cni`] does for host-device (`ip netns exec host`), in a private mount
+/// namespace of its own (`unshare -m`) where a tmpfs covers /sys/bus/pci/devices and `setup`
+/// (shell, run there first, in that directory) makes fake PCI devices. The machine's /sys is
+/// never touched: the mounts die with the plugin process.
+#[allow(clippy::too_many_arguments)]
+fn cni_fake_pci(
+    w: &NsSet,
+    imp: Impl,
+    host: &str,
+    cmd: &str,
+    netns: &str,
+    ifname: &str,
+    setup: &str,
+    conf: &Value,
+) -> crate::harness::runtime::Out {
+    use std::io::Write;
+    let bin = match imp {
+        Impl::Ours => crate::harness::runtime::bin().to_string(),
+        Impl::Reference => format!("{}/host-device", crate::harness::plugin::REFERENCE_DIR),
+    };
+    let script = format!(
+        "set -e; mount -t tmpfs cni-fake-pci /sys/bus/pci/devices; cd /sys/bus/pci/devices; {setup}; cd /; exec \"$@\""
+    );
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", host, "unshare", "-m", "--propagation", "private", "sh", "-c", &script, "sh", &bin]);
+    if imp == Impl::Ours {
+        c.arg("host-device");
+    }
+    let mut child = c
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", format!("ctr-{netns}"))
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", &w.cni_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap());
+    child.wait_with_output().unwrap().into()
+}
+
+/// A fake PCI device `addr` bound to `driver`, with the netdevs `netdevs` (shell for `setup`).
+fn fake_pci(addr: &str, driver: &str, netdevs: &[&str]) -> String {
+    let mut s = format!("mkdir -p .drivers/{driver} {addr} && ln -s ../.drivers/{driver} {addr}/driver");
+    for n in netdevs {
+        s.push_str(&format!(" && mkdir -p {addr}/net/{n}"));
+    }
+    s
+}
+
+/// DPDK mode (a PCI device bound to vfio-pci): nothing is moved, and the result names CNI_IFNAME
+/// in CNI_NETNS as its interface (v1.9.1, PR #1147), so `ips[].interface` points at an entry;
+/// ours had no interface at all, as Debian 1.1.1 (shown here too). DEL and CHECK touch no link.
+#[test]
+fn host_device_dpdk_result_names_the_container_interface() {
+    let (mut w, host) = twin_parents("hddpdk");
+    w.use_our_ipam();
+    let setup = fake_pci("0000:cf:00.1", "vfio-pci", &[]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": "0000:cf:00.1",
+                      "ipam": w.ipam("d", "198.18.33.0/24")});
+    let c = w.netns("c");
+    let r = cni_fake_pci(&w, Impl::Ours, &host, "ADD", &c, "net1", &setup, &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"], json!([{"name": "net1", "sandbox": format!("/run/netns/{c}")}]), "{r}");
+    assert_eq!(r["ips"][0]["interface"], 0, "{r}");
+    assert!(w.links(&c).is_empty(), "DPDK mode moved something: {:?}", w.links(&c));
+    assert_eq!(w.leases("d").len(), 1);
+    // without IPAM: the interface alone
+    let l2 = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": "0000:cf:00.1"});
+    let c2 = w.netns("c2");
+    let r2 = cni_fake_pci(&w, Impl::Ours, &host, "ADD", &c2, "net1", &setup, &l2).expect_ok("L2 ADD").json();
+    assert_eq!(r2["interfaces"], json!([{"name": "net1", "sandbox": format!("/run/netns/{c2}")}]), "{r2}");
+    let mut ck = conf.clone();
+    ck["prevResult"] = r;
+    cni_fake_pci(&w, Impl::Ours, &host, "CHECK", &c, "net1", &setup, &ck).expect_ok("CHECK");
+    cni_fake_pci(&w, Impl::Ours, &host, "DEL", &c, "net1", &setup, &conf).expect_ok("DEL");
+    assert!(w.leases("d").is_empty());
+    if have_reference("host-device") {
+        let mut rc = conf.clone();
+        rc["ipam"] = w.ipam("dr", "198.18.33.0/24");
+        let cr = w.netns("cr");
+        let rr = cni_fake_pci(&w, Impl::Reference, &host, "ADD", &cr, "net1", &setup, &rc).expect_ok("ref ADD").json();
+        assert!(rr.get("interfaces").is_none(), "Debian 1.1.1 has no interface in DPDK mode: {rr}");
+        assert_eq!(rr["ips"][0]["interface"], 0, "{rr}");
+        cni_fake_pci(&w, Impl::Reference, &host, "DEL", &cr, "net1", &setup, &rc).expect_ok("ref DEL");
+    }
+}
+
+/// `DPDKMode` in the config does not make a kernel-bound PCI device a DPDK one: the driver
+/// decides (the reference's loadConf overwrites the flag), so the device is moved; ours honoured
+/// `"DPDKMode": true` and moved nothing.
+#[test]
+fn host_device_dpdk_mode_follows_the_driver_not_the_config() {
+    let (mut w, host) = twin_parents("hdkmod");
+    let setup = format!(
+        "{} && {}",
+        fake_pci("0000:cf:00.2", "virtio-pci", &["po"]),
+        fake_pci("0000:cf:00.3", "virtio-pci", &["pr"])
+    );
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("host-device") {
+            continue;
+        }
+        let (addr, dev) = if imp == Impl::Ours { ("0000:cf:00.2", "po") } else { ("0000:cf:00.3", "pr") };
+        let conf = json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", "pciBusID": addr,
+                          "DPDKMode": true});
+        let c = w.netns(&format!("c{}", imp.label()));
+        let r =
+            cni_fake_pci(&w, imp, &host, "ADD", &c, "net1", &setup, &conf).expect_ok(&format!("{imp:?} ADD")).json();
+        assert_eq!(w.links(&c), vec!["net1".to_string()], "{imp:?}: the device was not moved");
+        assert_eq!(r["interfaces"][0]["mac"], mac_of(&w, &c, "net1"), "{imp:?}: {r}");
+        assert!(!w.links(&host).contains(&dev.to_string()), "{imp:?}");
+        cni_fake_pci(&w, imp, &host, "DEL", &c, "net1", &setup, &conf).expect_ok(&format!("{imp:?} DEL"));
+        assert!(w.links(&host).contains(&dev.to_string()), "{imp:?}: the device is not back");
+    }
+}
+
+/// Every way of naming a host device that names none, or that is malformed, is code 7 in ours
+/// (one rule; the reference says 999 for all): a PCI device without a netdev, a `kernelpath`
+/// whose `net/` directory is missing (was 999 in ours), next to the cases that were 7 already.
+#[test]
+fn host_device_naming_no_device_is_code_7() {
+    let (mut w, host) = twin_parents("hdnone");
+    let c = w.netns("c");
+    let setup = fake_pci("0000:cf:00.4", "virtio-pci", &[]);
+    let base = |k: &str, v: &str| json!({"cniVersion": "1.0.0", "name": "hdnet", "type": "host-device", k: v});
+    let cases = [
+        (base("pciBusID", "0000:cf:00.4"), "no net directory under pci device 0000:cf:00.4"),
+        (base("pciBusID", "0000:cf:00.9"), "no PCI or auxiliary device"),
+        (
+            base("kernelpath", "/sys/devices/system/cpu"),
+            "failed to find network devices at \"/sys/devices/system/cpu/net\"",
+        ),
+        (base("kernelpath", "/sys/devices/virtual/nope"), "failed to find network devices at"),
+        (base("kernelpath", "sys/devices/virtual"), "must be absolute"),
+        (base("hwaddr", "76:ea:56:f8:25:6x"), "failed to parse MAC address"),
+        (base("hwaddr", "02:00:5e:10:00:00:00:01"), "failed to find host device"),
+        (base("device", "nope0"), "failed to find host device"),
+    ];
+    let before = host_links(&w, &host);
+    for (conf, msg) in &cases {
+        for imp in [Impl::Reference, Impl::Ours] {
+            if imp == Impl::Reference && !have_reference("host-device") {
+                continue;
+            }
+            let r = cni_fake_pci(&w, imp, &host, "ADD", &c, "net1", &setup, conf);
+            let want = if imp == Impl::Ours { 7 } else { 999 };
+            assert_eq!(r.err_code(), want, "{imp:?} {conf}: {}", r.stdout);
+            if imp == Impl::Ours {
+                assert!(r.json()["msg"].as_str().unwrap().contains(msg), "{conf}: {}", r.stdout);
+            }
+        }
+        assert!(w.links(&c).is_empty() && host_links(&w, &host) == before, "{conf}: something changed");
+    }
+}
+
+/// A CHECK (or a chained ADD) without prevResult is the reference's error: 999 with its message
+/// (ours said 7): vrf ADD and CHECK "missing prevResult from earlier plugin", host-device and
+/// tap CHECK "Required prevResult missing". Nothing is made.
+#[test]
+fn missing_prev_result_is_999_with_the_references_message() {
+    let (mut w, host) = twin_parents("noprev");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let vrf = json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": "red"});
+    let hd = json!({"cniVersion": "1.0.0", "name": "n", "type": "host-device", "device": "po"});
+    let tap = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap"});
+    let cases = [
+        ("vrf", "ADD", &vrf, "missing prevResult from earlier plugin"),
+        ("vrf", "CHECK", &vrf, "missing prevResult from earlier plugin"),
+        ("host-device", "CHECK", &hd, "Required prevResult missing"),
+        ("tap", "CHECK", &tap, "Required prevResult missing"),
+    ];
+    for (plugin, cmd, conf, msg) in cases {
+        for imp in [Impl::Reference, Impl::Ours] {
+            if imp == Impl::Reference && !have_reference(plugin) {
+                continue;
+            }
+            let r = w.cni(imp, &host, plugin, cmd, Some(&c), "eth0", "", conf);
+            assert_eq!(r.err_code(), 999, "{imp:?} {plugin} {cmd}: {}", r.stdout);
+            assert_eq!(r.json()["msg"], msg, "{imp:?} {plugin} {cmd}");
+        }
+    }
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
+}
+
+/// Ours CHECKs more than the reference (documented in docs/differences.md): vrf CHECK fails when
+/// the VRF is gone (the reference passes: the oracle's CHECK looks at nothing), tap CHECK of an
+/// L2 tap fails when the tap is gone (the reference looks the link up only for addresses).
+#[test]
+fn vrf_and_tap_check_fail_where_the_reference_passes() {
+    let (mut w, host) = twin_parents("strict");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": format!("/run/netns/{c}")}]});
+    let vrf = json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": "red", "prevResult": prev});
+    if have_reference("vrf") {
+        w.cni(Impl::Reference, &host, "vrf", "CHECK", Some(&c), "eth0", "", &vrf).expect_ok("the oracle's vrf CHECK");
+    }
+    let r = w.cni(Impl::Ours, &host, "vrf", "CHECK", Some(&c), "eth0", "", &vrf);
+    assert_eq!((r.err_code(), r.json()["msg"].clone()), (999, json!("VRF red not found")));
+    // tap (no reference in Debian 1.1.1): an L2 tap deleted behind the runtime's back
+    let tap = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap"});
+    let r = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap0", "", &tap).expect_ok("tap ADD").json();
+    let mut ck = tap.clone();
+    ck["prevResult"] = r;
+    w.cni(Impl::Ours, &host, "tap", "CHECK", Some(&c), "tap0", "", &ck).expect_ok("tap CHECK");
+    w.ip(&c, &["link", "del", "tap0"]);
+    let r = w.cni(Impl::Ours, &host, "tap", "CHECK", Some(&c), "tap0", "", &ck);
+    assert_eq!((r.err_code(), r.json()["msg"].clone()), (999, json!("interface \"tap0\" not found")));
+}
+
+/// STATUS decodes the plugin's config as the reference's cmdStatus does: a plugin key of the
+/// wrong JSON type fails it (999, "failed to load netconf: …"); ours passed, rc 0.
+#[test]
+fn host_device_and_tap_status_fail_on_a_mistyped_key() {
+    let mut w = NsSet::new("stty");
+    let host = w.netns("h");
+    for (plugin, key, bad, good) in [
+        ("host-device", "device", json!(5), json!("hd0")),
+        ("host-device", "hwaddr", json!(["x"]), json!("02:00:00:00:00:01")),
+        ("tap", "mtu", json!("1400"), json!(1400)),
+        ("tap", "owner", json!(-1), json!(7)),
+    ] {
+        let mut conf = json!({"cniVersion": "1.1.0", "name": "n", "type": plugin});
+        conf[key] = good;
+        w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &conf).expect_ok(&format!("{plugin} {key}"));
+        conf[key] = bad;
+        let r = w.cni(Impl::Ours, &host, plugin, "STATUS", None, "", "", &conf);
+        assert_eq!(r.err_code(), 999, "{plugin} {key}: {}", r.stdout);
+        assert!(r.json()["msg"].as_str().unwrap().starts_with("failed to load netconf: "), "{}", r.stdout);
+    }
+}
+
+/// tap `selinuxContext` on a host without SELinux is ignored and the ADD succeeds; v1.9.1 calls
+/// selinux.SetExecLabel, which fails there, and so fails its ADD (docs/differences.md).
+#[test]
+fn tap_selinux_context_is_ignored_without_selinux() {
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        eprintln!("SKIPPED: this host has SELinux");
+        return;
+    }
+    let mut w = NsSet::new("tapse");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    let conf = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap", "owner": 0, "group": 0,
+                      "selinuxContext": "system_u:system_r:container_t:s0"});
+    let r = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "tap0", "", &conf).expect_ok("ADD").json();
+    assert_eq!(r["interfaces"][0]["name"], "tap0");
+    assert_eq!(sysfs(&w, &c, "tap0", "owner"), "0");
+    w.cni(Impl::Ours, &host, "tap", "DEL", Some(&c), "tap0", "", &conf).expect_ok("DEL");
+    assert!(w.links(&c).is_empty());
+}

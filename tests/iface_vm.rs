@@ -405,7 +405,7 @@ fn vrf_holds_the_routes_and_isolates_traffic() {
     // bad inputs
     let mut no_prev = cf.clone();
     no_prev.as_object_mut().unwrap().remove("prevResult");
-    assert_eq!(w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &no_prev).err_code(), 7);
+    assert_eq!(w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &no_prev).err_code(), 999);
     let mut no_name = cf.clone();
     no_name.as_object_mut().unwrap().remove("vrfname");
     assert_eq!(w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &no_name).err_code(), 7);
@@ -475,6 +475,104 @@ fn vrf_matches_reference() {
             assert_eq!(w.links(&co), vec!["eth0".to_string()], "failed ADD left something");
         }
     }
+}
+
+/// A global IPv6 address the link keeps when it is enslaved (keep_addr_on_down=1) is tentative
+/// until DAD ends, which on a link without carrier is never: ADD does not wait for its local
+/// route, as the reference waits only for the addresses the kernel dropped and it re-added. Ours
+/// waited for every address and failed after ~2.5 s ("timed out waiting for the local route").
+#[test]
+fn vrf_add_does_not_wait_for_a_kept_tentative_address_on_a_link_without_carrier() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfnc");
+    let host = w.netns("h");
+    let (c, p) = (w.netns("c"), w.netns("p"));
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", "netns", &p]);
+    must(&["ip", "netns", "exec", &c, "sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1"]);
+    w.ip(&c, &["link", "set", "eth0", "up"]);
+    // the peer stays down: no carrier, so the address never leaves `tentative`
+    w.ip(&c, &["addr", "add", "fd00:84::2/64", "dev", "eth0"]);
+    w.ip(&c, &["addr", "add", "198.18.84.2/24", "dev", "eth0"]);
+    assert!(w.ip(&c, &["-6", "addr", "show", "dev", "eth0"]).contains("tentative"), "the address must be tentative");
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": format!("/run/netns/{c}")}],
+                      "ips": [{"address": "fd00:84::2/64", "interface": 0}, {"address": "198.18.84.2/24", "interface": 0}]});
+    let cf = vrf_conf("1.0.0", "red", None, &prev);
+    let t = std::time::Instant::now();
+    let r = w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &cf);
+    let took = t.elapsed();
+    assert!(r.ok, "ADD failed after {took:?}: {}", r.stdout);
+    assert!(took < std::time::Duration::from_millis(2000), "ADD waited {took:?}");
+    assert!(w.ip(&c, &["link", "show", "eth0"]).contains("master red"));
+    assert!(w.ip(&c, &["-6", "addr", "show", "dev", "eth0"]).contains("fd00:84::2/64"), "address lost");
+    w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
+    assert!(!w.links(&c).contains(&"red".to_string()));
+}
+
+/// A vrf ADD that fails after the link was enslaved leaves the link as it was: detached, with
+/// its IPv6 addresses and the routes the kernel flushed from `main` on enslaving put back (ours
+/// only detached it, and the routes were gone). The failure here: an IPv6 route whose preferred
+/// source is an address outside the VRF, which the kernel refuses in the VRF's table.
+#[test]
+fn vrf_failed_add_puts_back_the_links_routes_and_addresses() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfrb");
+    let host = w.netns("h");
+    let (c, p) = (w.netns("c"), w.netns("p"));
+    let prev = vrf_setup(&w, &c, &p, "eth0", 85);
+    w.ip(&c, &["addr", "add", "fd00:99::1/128", "dev", "lo", "nodad"]);
+    w.ip(&c, &["-6", "route", "add", "fd00:185::/64", "via", "fd00:85::1", "dev", "eth0", "src", "fd00:99::1"]);
+    let before = |fam: &str| w.ip(&c, &[fam, "route", "show", "table", "main"]);
+    let (v4, v6) = (before("-4"), before("-6"));
+    assert!(v4.contains("198.19.85.0/24 via 198.18.85.1") && v6.contains("fd00:185::/64 via fd00:85::1"));
+    let cf = vrf_conf("1.0.0", "red", None, &prev);
+    let r = w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &cf);
+    assert!(!r.ok, "ADD must fail on the route the VRF refuses: {}", r.stdout);
+    assert!(r.stdout.contains("could not add route to VRF red"), "{}", r.stdout);
+    assert!(!w.links(&c).contains(&"red".to_string()), "the VRF it made is left");
+    assert!(!w.ip(&c, &["link", "show", "eth0"]).contains("master"), "eth0 left enslaved");
+    let addrs = w.ip(&c, &["addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("198.18.85.2/24") && addrs.contains("fd00:85::2/64"), "{addrs}");
+    assert_eq!(before("-4"), v4, "IPv4 routes in main differ after the failed ADD");
+    let strip = |s: String| s.lines().filter(|l| !l.starts_with("fe80")).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(strip(before("-6")), strip(v6), "IPv6 routes in main differ after the failed ADD");
+    assert!(ping(&w, &c, "198.19.85.1"), "the link does not work as before");
+}
+
+/// Two members of one VRF with a route to the same destination: the second ADD replaces the
+/// first's route in the VRF table, and copied routes keep their protocol, as the reference's
+/// RouteReplace; ours added with "exists" ignored (the first member's route stayed) and reset
+/// the protocol to `boot`.
+#[test]
+fn vrf_second_member_replaces_a_route_with_the_same_key_and_keeps_its_protocol() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfrr");
+    let host = w.netns("h");
+    let (c, p, q) = (w.netns("c"), w.netns("p"), w.netns("q"));
+    let prev0 = vrf_setup(&w, &c, &p, "eth0", 86);
+    let prev1 = vrf_setup(&w, &c, &q, "eth1", 87);
+    w.ip(&c, &["route", "add", "198.19.90.0/24", "via", "198.18.86.1", "dev", "eth0", "proto", "static"]);
+    w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &vrf_conf("1.0.0", "red", None, &prev0))
+        .expect_ok("ADD eth0");
+    let routes = w.ip(&c, &["route", "show", "vrf", "red"]);
+    assert!(routes.contains("198.19.90.0/24 via 198.18.86.1 dev eth0 proto static"), "{routes}");
+    // the same destination through eth1, now that eth0's route left main
+    w.ip(&c, &["route", "add", "198.19.90.0/24", "via", "198.18.87.1", "dev", "eth1", "proto", "static"]);
+    w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth1", "", &vrf_conf("1.0.0", "red", None, &prev1))
+        .expect_ok("ADD eth1");
+    let routes = w.ip(&c, &["route", "show", "vrf", "red"]);
+    assert!(routes.contains("198.19.90.0/24 via 198.18.87.1 dev eth1 proto static"), "{routes}");
+    assert!(!routes.contains("198.19.90.0/24 via 198.18.86.1"), "{routes}");
+    for (eth, prev) in [("eth1", &prev1), ("eth0", &prev0)] {
+        w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), eth, "", &vrf_conf("1.0.0", "red", None, prev))
+            .expect_ok("DEL");
+    }
+    assert!(!w.links(&c).contains(&"red".to_string()));
 }
 
 // ---- bridge VLAN filtering (issue 2's bridge keys; this machine's kernel has no VLAN filtering) --

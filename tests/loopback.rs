@@ -63,3 +63,19 @@ fn loopback_del_after_netns_is_gone() {
     w.del(&conf).netns_path(&path).run().ok();
     w.del(&conf).unset("CNI_NETNS").run().ok();
 }
+
+/// `lo` with a non-loopback address fails ADD with the reference's text: the address quoted,
+/// without its prefix, IPv4 before IPv6 (ours said `… address 198.18.73.1/32`).
+#[test]
+fn loopback_non_loopback_address_message_is_the_references() {
+    each_impl("lo4", 1, &["loopback"], |w, imp, _| {
+        let conf = json!({"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"});
+        w.c(0).must(&["ip", "addr", "add", "fd00:73::1/128", "dev", "lo"]);
+        let e = w.add(&conf).run().err_code(999);
+        assert_eq!(e.msg, "loopback interface found with non-loopback address \"fd00:73::1\"", "{imp:?}");
+        // an IPv4 one is named first, whatever the order the addresses came in
+        w.c(0).must(&["ip", "addr", "add", "198.18.73.1/32", "dev", "lo"]);
+        let e = w.add(&conf).run().err_code(999);
+        assert_eq!(e.msg, "loopback interface found with non-loopback address \"198.18.73.1\"", "{imp:?}");
+    });
+}

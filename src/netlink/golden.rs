@@ -388,6 +388,29 @@ fn parse_link_reply() {
 }
 
 #[test]
+fn parse_link_hardware_address_of_any_length() {
+    // host-device's `hwaddr` matches EUI-64 (8 bytes) and IPoIB (20 bytes) addresses too
+    use super::consts::*;
+    use super::wire::Msg;
+    let eui64: Vec<u8> = (1..=8).collect();
+    let ipoib: Vec<u8> = (0..20).map(|i| 0x80 | i).collect();
+    for addr in [&eui64, &ipoib] {
+        let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_UNSPEC, 4, 0, 0));
+        m.put_str(IFLA_IFNAME, "ib0").put(IFLA_ADDRESS, addr);
+        let bytes = m.finish();
+        let l = parse_link(&bytes[16..]).unwrap();
+        assert_eq!((l.mac, l.hw_addr()), (None, Some(&addr[..])));
+        let text = l.hw_addr_string().unwrap();
+        assert_eq!(parse_hwaddr(&text).unwrap(), *addr, "{text}");
+    }
+    let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(AF_UNSPEC, 4, 0, 0));
+    m.put_str(IFLA_IFNAME, "eth0").put(IFLA_ADDRESS, &MAC1);
+    let l = parse_link(&m.finish()[16..]).unwrap();
+    assert_eq!((l.hw_addr(), l.other_hw_addr.as_deref()), (Some(&MAC1[..]), None));
+    assert_eq!(l.hw_addr_string(), l.mac_string());
+}
+
+#[test]
 fn parse_route_multipath() {
     use super::consts::*;
     use super::wire::Msg;
@@ -413,6 +436,52 @@ fn parse_route_multipath() {
     assert_eq!((rs[1].oif, rs[1].gw), (Some(3), Some(ip("fd00::3"))));
     for n in 0..bytes.len() - 16 {
         let _ = super::route::parse_route(&bytes[16..16 + n]);
+    }
+}
+
+/// Every form Go's `net.ParseMAC` takes, and its refusals (cases from Go's net/mac_test.go
+/// forms: colon, dash, dotted; 6, 8 and 20 octets; one separator throughout).
+#[test]
+fn hwaddr_parses_as_go_net_parse_mac() {
+    let six = vec![0x76, 0xea, 0x56, 0xf8, 0x25, 0x68];
+    for s in ["76:ea:56:f8:25:68", "76-EA-56-F8-25-68", "76ea.56f8.2568", "76EA.56f8.2568"] {
+        assert_eq!(parse_hwaddr(s).unwrap(), six, "{s}");
+    }
+    let eight = vec![0x02, 0x00, 0x5e, 0x10, 0x00, 0x00, 0x00, 0x01];
+    for s in ["02:00:5e:10:00:00:00:01", "02-00-5e-10-00-00-00-01", "0200.5e10.0000.0001"] {
+        assert_eq!(parse_hwaddr(s).unwrap(), eight, "{s}");
+    }
+    let twenty = vec![0, 0, 0, 0, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0x5e, 0x10, 0, 0, 0, 0x01];
+    for s in [
+        "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01",
+        "00-00-00-00-fe-80-00-00-00-00-00-00-02-00-5e-10-00-00-00-01",
+        "0000.0000.fe80.0000.0000.0000.0200.5e10.0000.0001",
+    ] {
+        assert_eq!(parse_hwaddr(s).unwrap(), twenty, "{s}");
+    }
+    for bad in [
+        "",
+        "01.02.03.04.05.06",
+        "01:02:03:04:05:06:",
+        "x1:02:03:04:05:06",
+        "01002:03:04:05:06",
+        "01:02003:04:05:06",
+        "01:02:03004:05:06",
+        "01:02:03:04005:06",
+        "01:02:03:04:05006",
+        "01-02:03:04:05:06",
+        "01:02-03-04-05-06",
+        "0123:4567:89AF",
+        "0123-4567-89AF",
+        "76ea.56f8.256",
+        "76ea.56f8:2568",
+        "76:ea:56:f8:25",
+        "76:ea:56:f8:25:68:01",
+        "76:ea:56:f8:25:6g",
+        "7é:ea:56:f8:25:68",
+    ] {
+        let e = parse_hwaddr(bad).unwrap_err().to_string();
+        assert_eq!(e, format!("address {bad}: invalid MAC address"));
     }
 }
 

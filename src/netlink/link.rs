@@ -16,6 +16,8 @@ pub struct Link {
     /// IFLA_INFO_KIND: "veth", "bridge", ...
     pub kind: Option<String>,
     pub mac: Option<[u8; 6]>,
+    /// IFLA_ADDRESS when it is not 6 bytes long (an EUI-64, an IPoIB address, a tunnel's).
+    pub other_hw_addr: Option<Vec<u8>>,
     pub mtu: u32,
     /// IFF_* flags.
     pub flags: u32,
@@ -41,6 +43,14 @@ impl Link {
     }
     pub fn mac_string(&self) -> Option<String> {
         self.mac.as_ref().map(format_mac)
+    }
+    /// The hardware address, whatever its length.
+    pub fn hw_addr(&self) -> Option<&[u8]> {
+        self.mac.as_ref().map(|m| &m[..]).or(self.other_hw_addr.as_deref())
+    }
+    /// The hardware address of any length as Go's `HardwareAddr.String()` prints it.
+    pub fn hw_addr_string(&self) -> Option<String> {
+        self.hw_addr().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
     }
 }
 
@@ -78,6 +88,64 @@ pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
     }
     if n != 6 {
         anyhow::bail!("invalid MAC address {s:?}");
+    }
+    Ok(out)
+}
+
+/// A hardware address in every form Go's `net.ParseMAC` takes: 6, 8 (EUI-64) or 20 (IPoIB)
+/// octets, as two hex digits each separated by `:` or `-` (`02:00:5e:10:00:01`), or as groups of
+/// four hex digits separated by `.` (`0200.5e10.0001`); one separator throughout. The error is
+/// Go's text (`address X: invalid MAC address`).
+pub fn parse_hwaddr(s: &str) -> anyhow::Result<Vec<u8>> {
+    let invalid = || anyhow::anyhow!("address {s}: invalid MAC address");
+    let b = s.as_bytes();
+    let hex2 = |i: usize| -> Option<u8> {
+        let d = b.get(i..i + 2)?;
+        let d = std::str::from_utf8(d).ok()?;
+        if !d.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u8::from_str_radix(d, 16).ok()
+    };
+    if b.len() < 14 {
+        return Err(invalid());
+    }
+    let mut out = Vec::new();
+    match (b.get(2), b.get(4)) {
+        (Some(&sep @ (b':' | b'-')), _) => {
+            if !(b.len() + 1).is_multiple_of(3) {
+                return Err(invalid());
+            }
+            let n = (b.len() + 1) / 3;
+            if ![6, 8, 20].contains(&n) {
+                return Err(invalid());
+            }
+            for i in 0..n {
+                let x = i * 3;
+                out.push(hex2(x).ok_or_else(invalid)?);
+                if i + 1 < n && b.get(x + 2) != Some(&sep) {
+                    return Err(invalid());
+                }
+            }
+        }
+        (_, Some(b'.')) => {
+            if !(b.len() + 1).is_multiple_of(5) {
+                return Err(invalid());
+            }
+            let n = 2 * (b.len() + 1) / 5;
+            if ![6, 8, 20].contains(&n) {
+                return Err(invalid());
+            }
+            for g in 0..n / 2 {
+                let x = g * 5;
+                out.push(hex2(x).ok_or_else(invalid)?);
+                out.push(hex2(x + 2).ok_or_else(invalid)?);
+                if g + 1 < n / 2 && b.get(x + 4) != Some(&b'.') {
+                    return Err(invalid());
+                }
+            }
+        }
+        _ => return Err(invalid()),
     }
     Ok(out)
 }
@@ -228,7 +296,10 @@ pub(crate) fn parse_link(p: &[u8]) -> Option<Link> {
     for (ty, v) in attrs(p.get(16..)?) {
         match ty {
             IFLA_IFNAME => l.name = get_str(v),
-            IFLA_ADDRESS => l.mac = <[u8; 6]>::try_from(v).ok(),
+            IFLA_ADDRESS => match <[u8; 6]>::try_from(v) {
+                Ok(m) => l.mac = Some(m),
+                Err(_) => l.other_hw_addr = Some(v.to_vec()).filter(|a| !a.is_empty()),
+            },
             IFLA_MTU => l.mtu = get_u32(v).unwrap_or(0),
             IFLA_LINK => l.link = get_u32(v),
             IFLA_MASTER => l.master = get_u32(v).filter(|&m| m != 0),

@@ -5,10 +5,11 @@
 
 use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
+use crate::cni::result::Interface;
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -33,14 +34,31 @@ pub const DOC: Doc = Doc {
     section: "",
     keys: &[
         k("device", "string", "", "host interface name"),
-        k("hwaddr", "string", "", "find the interface by MAC address"),
+        k(
+            "hwaddr",
+            "string",
+            "",
+            "find the interface by hardware address, in any form Go's net.ParseMAC takes \
+             (`aa:bb:cc:dd:ee:ff`, `aa-bb-…`, `aabb.ccdd.eeff`; 6, 8 or 20 octets)",
+        ),
         k("kernelpath", "string", "", "find it by its /sys/devices/... path"),
-        k("pciBusID", "string", "", "find it by PCI address; a DPDK-bound device is left in place"),
+        k(
+            "pciBusID",
+            "string",
+            "",
+            "find it by PCI address; a device bound to a userspace driver (vfio-pci, uio_pci_generic, \
+             igb_uio: DPDK) is left in place, and the result names CNI_IFNAME in CNI_NETNS",
+        ),
         k("ipam", "object", "", "optional"),
         DNS_KEY,
         cap("deviceID", "string", "PCI or auxiliary-bus device id; wins over pciBusID"),
     ],
-    notes: &["Exactly one way of naming the device is needed."],
+    notes: &[
+        "Exactly one way of naming the device is needed; one that names no device is a configuration \
+         error (code 7).",
+        "Whether a PCI device is left in place (DPDK) is decided by its driver alone: `DPDKMode` in the \
+         config is overridden, as in the reference.",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "passthrough",
@@ -81,7 +99,8 @@ fn load(ctx: &Ctx) -> Result<Conf> {
         if c.pci_bus_id.contains('/') || c.pci_bus_id == ".." {
             return Err(CniError::config(format!("invalid PCI address {:?}", c.pci_bus_id)).into());
         }
-        c.dpdk_mode |= has_dpdk_driver(&c.pci_bus_id)?;
+        // the device's driver decides, whatever `DPDKMode` says (the reference overwrites it too)
+        c.dpdk_mode = has_dpdk_driver(&c.pci_bus_id)?;
     }
     Ok(c)
 }
@@ -101,12 +120,19 @@ fn has_dpdk_driver(id: &str) -> Result<bool> {
     Ok(USERSPACE_DRIVERS.contains(&name))
 }
 
-/// The first entry of a sysfs `net/` directory that is a link in our namespace.
+/// The first entry of a sysfs `net/` directory that is a link in our namespace. A directory
+/// that does not exist names no device: a configuration error (code 7), as every other way of
+/// naming a device that is not there.
 fn first_net_entry(host: &mut Netlink, dir: &Path) -> Result<Option<Link>> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("failed to find network devices at {:?}", dir.display()))?
-        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
-        .collect();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Err(CniError::config(format!("failed to find network devices at {:?}", dir.display())).into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("failed to find network devices at {:?}", dir.display())),
+    };
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok())).collect();
     names.sort();
     for n in names {
         if let Some(l) = host.link_by_name(&n)? {
@@ -121,9 +147,11 @@ fn find_device(host: &mut Netlink, c: &Conf) -> Result<Link> {
     let found = if !c.device.is_empty() {
         host.link_by_name(&c.device)?
     } else if !c.hwaddr.is_empty() {
-        let mac = crate::netlink::parse_mac(&c.hwaddr)
+        // every form Go's net.ParseMAC takes (dotted, EUI-64, IPoIB), matched against the
+        // device's hardware address whatever its length
+        let mac = crate::netlink::parse_hwaddr(&c.hwaddr)
             .map_err(|e| CniError::config(format!("failed to parse MAC address {:?}: {e}", c.hwaddr)))?;
-        host.links()?.into_iter().find(|l| l.mac == Some(mac))
+        host.links()?.into_iter().find(|l| l.hw_addr() == Some(&mac[..]))
     } else if !c.kernel_path.is_empty() {
         let p = Path::new(&c.kernel_path);
         // no `..` anywhere (a trailing `/..` too), so the path stays under /sys/devices
@@ -143,7 +171,8 @@ fn find_device(host: &mut Netlink, c: &Conf) -> Result<Link> {
             if direct.exists() {
                 direct
             } else {
-                virtio_net_dir(&pci).ok_or_else(|| anyhow!("no net directory under pci device {}", c.pci_bus_id))?
+                virtio_net_dir(&pci)
+                    .ok_or_else(|| CniError::config(format!("no net directory under pci device {}", c.pci_bus_id)))?
             }
         } else {
             Path::new(SYS_BUS_AUX).join(&c.pci_bus_id).join("net")
@@ -214,9 +243,27 @@ fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Res
         bail!("failed to restore {ifname:?}: it has no alias holding its original name");
     };
     cont.link_set_up(l.index, false).with_context(|| format!("failed to set {ifname:?} down"))?;
-    let tmp_ns = NetNs::new_anonymous()?;
+    // On failure the device goes back into the container under its container name, so DEL can
+    // be retried, and up again if it was up (moving a device between namespaces sets it down).
+    let restore_up = |cont: &mut Netlink| {
+        if l.is_up() {
+            if let Ok(Some(c)) = cont.link_by_name(ifname) {
+                let _ = cont.link_set_up(c.index, true);
+            }
+        }
+    };
+    let moved = NetNs::new_anonymous().and_then(|tmp_ns| {
+        cont.link_set_netns(l.index, tmp_ns.fd()).with_context(|| format!("failed to move {ifname:?} out"))?;
+        Ok(tmp_ns)
+    });
+    let tmp_ns = match moved {
+        Ok(t) => t,
+        Err(e) => {
+            restore_up(cont);
+            return Err(e);
+        }
+    };
     let mut tmp = Netlink::in_netns(&tmp_ns)?;
-    cont.link_set_netns(l.index, tmp_ns.fd()).with_context(|| format!("failed to move {ifname:?} out"))?;
     let t = tmp.link_by_name(ifname)?.with_context(|| format!("failed to find {ifname:?}"))?;
     let step = (|| -> Result<()> {
         tmp.link_set_name(t.index, &alias)
@@ -225,10 +272,10 @@ fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Res
         tmp.link_set_netns(t.index, host_ns.fd()).with_context(|| format!("failed to move {alias:?} to host netns"))
     })();
     if let Err(e) = step {
-        // back into the container under its container name, so DEL can be retried
         let _ = tmp.link_set_name(t.index, ifname);
         let _ = tmp.link_set_alias(t.index, &alias);
         let _ = tmp.link_set_netns(t.index, cont_ns.fd());
+        restore_up(cont);
         return Err(e);
     }
     if set_up {
@@ -243,7 +290,12 @@ fn move_out(cont_ns: &NetNs, host_ns: &NetNs, ifname: &str, set_up: bool) -> Res
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
     let ns = steps::ns::open(ctx)?;
-    let mut result = CniResult::default();
+    // CNI_IFNAME in CNI_NETNS, also in DPDK mode where nothing is moved (so `ips[].interface`
+    // points at an entry, as in v1.9.1); a moved device fills in its name and MAC below
+    let mut result = CniResult {
+        interfaces: vec![Interface { name: ctx.ifname.clone(), sandbox: ctx.netns.clone(), ..Default::default() }],
+        ..Default::default()
+    };
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
@@ -262,7 +314,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let l = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to find {:?}", ctx.ifname))?;
         cont.link_set_up(l.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
         let l = cont.link_by_index(l.index)?.unwrap_or(l);
-        result.interfaces = vec![steps::link::container_iface(ctx, &l)];
+        // the hardware address whatever its length, as the reference prints it
+        result.interfaces = vec![Interface { mac: l.hw_addr_string(), ..steps::link::container_iface(ctx, &l) }];
     }
 
     if ctx.ipam_type().is_some() {
@@ -316,6 +369,9 @@ fn gc(ctx: &Ctx) -> Result<()> {
     steps::ipam::gc_if_set(ctx)
 }
 
+/// STATUS: the config must decode (a mistyped key fails, as the reference's cmdStatus
+/// unmarshals its NetConf); then IPAM's STATUS. Which device is named is not looked at.
 fn status(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
     steps::ipam::status_if_set(ctx)
 }

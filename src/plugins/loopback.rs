@@ -43,8 +43,11 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     nl.link_set_up(lo.index, true).context("failed to set lo up")?;
     tracing::debug!("lo is up");
     let addrs = nl.addrs(Some(lo.index), None)?;
-    if let Some(a) = addrs.iter().find(|a| !a.addr.addr().is_loopback()) {
-        bail!("loopback interface found with non-loopback address {}", a.addr);
+    // IPv4 first, then IPv6, and the address quoted without its prefix: the reference's text
+    let mut v4_first =
+        addrs.iter().filter(|a| a.addr.addr().is_ipv4()).chain(addrs.iter().filter(|a| a.addr.addr().is_ipv6()));
+    if let Some(a) = v4_first.find(|a| !a.addr.addr().is_loopback()) {
+        bail!("loopback interface found with non-loopback address \"{}\"", a.addr.addr());
     }
     // passed on unchanged; one that does not parse fails ADD, as the reference's parseNetConf
     if let Some(prev) = ctx.read_prev_result()? {

@@ -36,7 +36,13 @@ pub const DOC: Doc = Doc {
         k("multiQueue", "bool", "false", "multi-queue tap"),
         k("owner", "int (uid)", "", "owner of the tap device"),
         k("group", "int (gid)", "", "group of the tap device"),
-        k("selinuxContext", "string", "", "SELinux context for the device (applied where SELinux is present)"),
+        k(
+            "selinuxContext",
+            "string",
+            "",
+            "SELinux context for the device (made by a short-lived child process in that context); \
+             ignored where SELinux is not enabled",
+        ),
         k("bridge", "string", "", "enslave the tap to this existing bridge inside the container"),
         k("ipam", "object", "", "optional"),
         DNS_KEY,
@@ -79,7 +85,8 @@ fn load(ctx: &Ctx) -> Result<(Conf, Option<[u8; 6]>)> {
     Ok((conf, mac))
 }
 
-/// Create the tap under `tmp` inside the container (labelled when SELinux is active).
+/// Create the tap under `tmp` inside the container (labelled with `selinuxContext` when SELinux
+/// is active; without SELinux the key is ignored, where the reference's ADD fails).
 fn create_tap(ns: &NetNs, conf: &Conf, tmp: &str) -> Result<()> {
     let label = conf.selinux_context.as_deref().filter(|s| !s.is_empty());
     let label = match label {
@@ -100,18 +107,11 @@ fn create_tap(ns: &NetNs, conf: &Conf, tmp: &str) -> Result<()> {
         group: conf.group,
     };
     ns.run(|| {
-        let previous = match label {
-            Some(l) => {
-                let prev = selinux::thread_context().ok();
-                selinux::set_thread_context(l).context("failed set socket label")?;
-                prev
-            }
-            None => None,
+        // labelled: made by a forked child in that context (the plugin's own never changes)
+        let r = match label {
+            Some(l) => tun::create_persistent_labelled(&spec, l),
+            None => tun::create_persistent(&spec),
         };
-        let r = tun::create_persistent(&spec);
-        if let Some(p) = previous {
-            let _ = selinux::set_thread_context(&p);
-        }
         r.map(|_| ()).with_context(|| format!("failed to create tap {tmp:?}"))
     })
 }
@@ -197,6 +197,9 @@ fn gc(ctx: &Ctx) -> Result<()> {
     steps::ipam::gc_if_set(ctx)
 }
 
+/// STATUS: the config must decode (a mistyped key fails, as the reference's cmdStatus
+/// unmarshals its NetConf); then IPAM's STATUS.
 fn status(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
     steps::ipam::status_if_set(ctx)
 }

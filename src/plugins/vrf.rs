@@ -34,7 +34,12 @@ pub const DOC: Doc = Doc {
         k("vrfname", "string", "", "required: name of the VRF device"),
         k("table", "int", "first unused id", "routing table of the VRF; an error if the VRF exists with another"),
     ],
-    notes: &[],
+    notes: &[
+        "The routes are copied as `ip route replace` does (a route of another member to the same \
+         destination gives way) and keep their protocol.",
+        "A failed ADD detaches the interface and puts back its IPv6 addresses and the routes the \
+         kernel took out of `main` when it was enslaved.",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "red",
@@ -116,7 +121,7 @@ fn routes_via(nl: &mut Netlink, index: u32) -> Result<Vec<RouteSpec>> {
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf = load(ctx)?;
     let Some(prev) = ctx.prev_result.clone() else {
-        return Err(CniError::config("missing prevResult from earlier plugin").into());
+        bail!("missing prevResult from earlier plugin");
     };
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
@@ -154,31 +159,57 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         .collect();
     let routes = routes_via(&mut cont, link.index)?;
 
-    // 3. enslave; restore IPv6 addresses the kernel dropped and wait for their local routes
+    // 3. enslave (the kernel cycles the link: it flushes the link's routes from `main`, and its
+    //    IPv6 addresses unless keep_addr_on_down); a failure from here on detaches the link and
+    //    puts back the addresses and routes it had
     cont.link_set_master(link.index, Some(vrf.index))
         .with_context(|| format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname))?;
-    let index = link.index;
-    undo.push_in("VRF membership", ns.path(), move |nl| nl.link_set_master(index, None));
+    let (index, before, saved) = (link.index, v6_before.clone(), routes.clone());
+    undo.push_in("VRF membership", ns.path(), move |nl| leave_vrf(nl, index, &before, &saved));
+    // restore the IPv6 addresses the kernel dropped, with their NODAD flag (usable at once, as
+    // the reference re-adds them), and wait for the local routes of those only, as the reference
+    // does: an address the link kept stays tentative until DAD ends (never, without carrier)
     let v6_after: Vec<_> = cont.addrs(Some(link.index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
-    // re-added with their NODAD flag, so they are usable at once (as the reference re-adds them)
+    let mut readded = Vec::new();
     for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {
         cont.addr_add_flags(link.index, *a, *flags)
             .with_context(|| format!("could not restore address {a} to {} @ {}", ctx.ifname, vrf.name))?;
+        readded.push(*a);
     }
-    let v6: Vec<_> = v6_before.iter().map(|(a, _)| *a).collect();
-    wait_local_routes(&mut cont, table, &v6)?;
+    wait_local_routes(&mut cont, table, &readded)?;
 
-    // 4. the interface's routes, now in the VRF's table
+    // 4. the interface's routes, now in the VRF's table: replaced (a route of another member
+    //    with the same key gives way) with their protocol kept, as the reference's RouteReplace
     for r in routes {
-        let spec = RouteSpec { table: Some(table), protocol: None, kind: None, ..r };
-        if let Err(e) = cont.route_add(&spec) {
-            if !crate::netlink::socket::is_exists(&e) {
-                return Err(e.context(format!("could not add route to VRF {}", vrf.name)));
-            }
-        }
+        let spec = RouteSpec { table: Some(table), ..r };
+        cont.route_replace(&spec).with_context(|| format!("could not add route to VRF {}", vrf.name))?;
     }
     undo.commit();
     Ok(prev)
+}
+
+/// Undo of the membership: detach link `index`, then put back the IPv6 addresses (`v6`, with
+/// their flags) and the routes the enslaving flushed, as far as they are missing, so the link is
+/// as it was before the ADD.
+fn leave_vrf(nl: &mut Netlink, index: u32, v6: &[(ipnet::IpNet, u32)], routes: &[RouteSpec]) -> Result<()> {
+    use crate::netlink::socket::is_exists;
+    nl.link_set_master(index, None)?;
+    let have: Vec<_> = nl.addrs(Some(index), Some(Family::V6))?.into_iter().map(|a| a.addr).collect();
+    for (a, flags) in v6.iter().filter(|(a, _)| !have.contains(a)) {
+        if let Err(e) = nl.addr_add_flags(index, *a, *flags) {
+            if !is_exists(&e) {
+                return Err(e);
+            }
+        }
+    }
+    for r in routes {
+        if let Err(e) = nl.route_add(r) {
+            if !is_exists(&e) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Wait (10 ms, doubling, 8 tries) until each IPv6 address has its local route in `table`.
@@ -228,7 +259,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     if ctx.prev_result.is_none() {
-        return Err(CniError::config("missing prevResult from earlier plugin").into());
+        bail!("missing prevResult from earlier plugin");
     }
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;

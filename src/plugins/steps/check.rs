@@ -3,14 +3,14 @@
 
 use super::link::resolve_master;
 use crate::cni::result::Interface;
-use crate::cni::{CniError, CniResult, Ctx};
+use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::{Link, LinkDetails, Netlink};
 use anyhow::{Context, Result};
 
-/// prevResult is required for CHECK.
+/// prevResult is required for CHECK: without one, the reference's error (999, not a config error).
 pub fn require_prev(ctx: &Ctx) -> Result<&CniResult> {
-    ctx.prev_result.as_ref().ok_or_else(|| CniError::config("Required prevResult missing").into())
+    ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))
 }
 
 /// The veth plugins' prevResult entry for CNI_IFNAME: the first with that name and a sandbox,
@@ -155,7 +155,7 @@ pub fn routes(nl: &mut Netlink, prev: &CniResult) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cni::Command;
+    use crate::cni::{CniError, Command};
 
     fn prev() -> CniResult {
         let itf = |name: &str, sandbox: Option<&str>| Interface {
@@ -187,7 +187,8 @@ mod tests {
             prev_iface(&ctx("/run/netns/b"), &p).unwrap_err().to_string(),
             "Sandbox in prevResult  doesn't match configured netns: /run/netns/b"
         );
-        assert!(require_prev(&ctx("/x")).is_err());
+        let e = CniError::from_anyhow(&require_prev(&ctx("/x")).unwrap_err());
+        assert_eq!((e.code, e.msg.as_str()), (999, "Required prevResult missing"));
     }
 
     #[test]
