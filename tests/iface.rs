@@ -1235,11 +1235,13 @@ fn missing_prev_result_is_999_with_the_references_message() {
     let vrf = json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": "red"});
     let hd = json!({"cniVersion": "1.0.0", "name": "n", "type": "host-device", "device": "po"});
     let tap = json!({"cniVersion": "1.0.0", "name": "n", "type": "tap"});
+    let mv = json!({"cniVersion": "1.0.0", "name": "n", "type": "macvlan", "master": "po"});
     let cases = [
         ("vrf", "ADD", &vrf, "missing prevResult from earlier plugin"),
         ("vrf", "CHECK", &vrf, "missing prevResult from earlier plugin"),
         ("host-device", "CHECK", &hd, "Required prevResult missing"),
         ("tap", "CHECK", &tap, "Required prevResult missing"),
+        ("macvlan", "CHECK", &mv, "Required prevResult missing"),
     ];
     for (plugin, cmd, conf, msg) in cases {
         for imp in [Impl::Reference, Impl::Ours] {

@@ -227,7 +227,7 @@ fn gc(ctx: &Ctx) -> Result<()> {
 fn check(ctx: &Ctx) -> Result<()> {
     let _conf: Conf = ctx.plugin_conf()?;
     delegate::ipam_check(ctx)?;
-    let prev = steps::check::require_prev(ctx)?;
+    let prev = steps::check::require_prev_of(ctx, "ptp: ")?;
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let (idx, _) = steps::check::container_veth(ctx, &mut cont, prev)?;

@@ -123,9 +123,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     delegate::ipam_check(ctx)?;
-    let Some(prev) = ctx.prev_result.as_ref() else {
-        return Err(CniError::config("vlan: Required prevResult missing").into());
-    };
+    let prev = steps::check::require_prev_of(ctx, "vlan: ")?;
     let (idx, want) = steps::check::prev_iface(ctx, prev)?;
     steps::check::master(&mut cont, conf.link_in_container, Some(&master))?;
     let Some(d) = steps::check::link_details(&mut cont, &ctx.ifname)? else {

@@ -10,7 +10,12 @@ use anyhow::{Context, Result};
 
 /// prevResult is required for CHECK: without one, the reference's error (999, not a config error).
 pub fn require_prev(ctx: &Ctx) -> Result<&CniResult> {
-    ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))
+    require_prev_of(ctx, "")
+}
+
+/// [`require_prev`] for the plugins whose reference message names them (`ptp: `, `vlan: `).
+pub fn require_prev_of<'a>(ctx: &'a Ctx, prefix: &str) -> Result<&'a CniResult> {
+    ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("{prefix}Required prevResult missing"))
 }
 
 /// The veth plugins' prevResult entry for CNI_IFNAME: the first with that name and a sandbox,
