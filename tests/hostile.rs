@@ -846,6 +846,66 @@ fn netns_path_of_another_namespace_type_or_a_proc_file_is_refused() {
     assert!(NetNs::open("/proc/self/ns/net").is_ok(), "a real netns is still accepted");
 }
 
+/// A FIFO as CNI_NETNS: the plugins opened the path (blocking until a writer came, i.e. forever)
+/// before they looked at its filesystem. Now every verb that opens the namespace answers at
+/// once with code 8, as for any other file that is not a namespace, and changes nothing.
+#[test]
+fn netns_path_that_is_a_fifo_is_refused_at_once() {
+    let w = World::new("hfifo", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let fifo = w.tmp.join("netns-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fifo = fifo.to_str().expect("utf-8 path").to_string();
+    let ipam = json!({"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4()}]]});
+    let mut confs: Vec<Value> =
+        ["bridge", "ptp", "loopback", "host-device", "macvlan", "tap"].iter().map(|p| base_conf(p, &w, &s)).collect();
+    confs.push(json!({"cniVersion": "1.0.0", "name": "hostile", "type": "dummy", "ipam": ipam}));
+    confs.push(json!({"cniVersion": "1.0.0", "name": "hostile", "type": "ipvlan", "master": "lo", "ipam": ipam}));
+    confs.push(json!({"cniVersion": "1.0.0", "name": "hostile", "type": "vlan", "master": "lo", "vlanId": 5,
+                      "ipam": ipam}));
+    confs.push(json!({"cniVersion": "1.0.0", "name": "hostile", "type": "vpc-routed", "ipam": ipam}));
+    // (not one of the upstream applet names the world links)
+    std::os::unix::fs::symlink(runtime::bin(), w.bin_dir.join("vpc-routed")).expect("link vpc-routed");
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": fifo}],
+                      "ips": [{"address": format!("{}/24", s.ip4(2)), "interface": 0}]});
+    let before = fingerprint(&w);
+    let mut failures = vec![];
+    for conf in &confs {
+        let plugin = conf["type"].as_str().expect("type").to_string();
+        for verb in ["ADD", "DEL", "CHECK"] {
+            // ptp's and vpc-routed's CHECK ask IPAM first (which finds no reservation); the others
+            // reach the namespace on CHECK when they have no IPAM
+            if verb == "CHECK" && (plugin == "ptp" || plugin == "vpc-routed") {
+                continue;
+            }
+            let call = if verb == "CHECK" {
+                let mut l2 = conf.clone();
+                if plugin != "dummy" && plugin != "ipvlan" && plugin != "vlan" {
+                    l2.as_object_mut().expect("object").remove("ipam");
+                }
+                w.check(&l2, &prev)
+            } else {
+                w.cni(verb, conf)
+            };
+            let out = call.netns_path(&fifo).timeout(std::time::Duration::from_secs(10)).run();
+            // vpc-routed's DEL goes on with the host side and reports every error together (999)
+            let want = if plugin == "vpc-routed" && verb == "DEL" { C_INTERNAL } else { C_NETNS };
+            match out.error() {
+                Some(e) if e.code == want && e.msg.contains("is not a network namespace") => {}
+                _ => failures.push(format!("{plugin} {verb}: exit {} {}", out.code, out.stdout.replace('\n', " "))),
+            }
+        }
+    }
+    // sbr's DEL opens the namespace too
+    let sbr = json!({"cniVersion": "1.0.0", "name": "hostile", "type": "sbr", "prevResult": prev});
+    let out = w.del(&sbr).netns_path(&fifo).timeout(std::time::Duration::from_secs(10)).run();
+    if out.error().is_none_or(|e| e.code != C_NETNS) {
+        failures.push(format!("sbr DEL: exit {} {}", out.code, out.stdout));
+    }
+    assert!(failures.is_empty(), "not refused with code 8:\n{}", failures.join("\n"));
+    assert_eq!(fingerprint(&w), before, "a refused FIFO changed the system");
+}
+
 #[test]
 fn ipam_that_is_not_an_object_is_an_error_not_l2_mode() {
     let w = World::new("hipam", 1, Impl::Ours);

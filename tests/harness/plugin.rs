@@ -152,6 +152,11 @@ impl<'w> Call<'w> {
         self.plugin = name.to_string();
         self
     }
+    /// How long the run may take before it is killed and the test fails (default 60 s).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
+        self
+    }
     pub fn stdin_bytes(mut self, bytes: &[u8]) -> Self {
         self.stdin = bytes.to_vec();
         self
