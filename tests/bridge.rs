@@ -736,3 +736,24 @@ fn bridge_default_gateway_with_an_ipam_default_route_without_gw() {
         w.del(&conf).run().ok();
     });
 }
+
+/// A bridge name with a Unicode space that has no byte the kernel's Latin-1 `isspace` calls space
+/// (`"b\u{2028}"` is E2 80 A8, `"b\u{85}"` C2 85) is a valid link name (`dev_valid_name` tests
+/// bytes): the reference makes the bridge. Ours refused it (a `char::is_whitespace` test) until
+/// 2026-12-07. Both implementations make the bridge, attach to it and delete the attachment.
+#[test]
+fn bridge_name_with_unicode_spaces_the_kernel_takes_works_as_in_the_reference() {
+    each_impl("brus", 1, &["bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        for (i, name) in ["b\u{2028}", "b\u{85}"].into_iter().enumerate() {
+            let mut conf = v4_conf(w, &s, tag);
+            conf["bridge"] = json!(name);
+            let cid = format!("us{i}");
+            let r = w.add(&conf).cid(&cid).run().ok();
+            assert_eq!(r["interfaces"][0]["name"], name, "{which:?}: {r}");
+            assert!(w.host.link(name).is_some(), "{which:?}: bridge {name:?} exists: {:?}", w.host.link_names());
+            w.del(&conf).cid(&cid).run().ok();
+            assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{which:?}: DEL removed the container end");
+        }
+    });
+}

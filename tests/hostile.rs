@@ -906,6 +906,48 @@ fn netns_path_that_is_a_fifo_is_refused_at_once() {
     assert_eq!(fingerprint(&w), before, "a refused FIFO changed the system");
 }
 
+/// CNI_IFNAME with a `%` (`b%d`): the kernel took it as a name template and named the interface
+/// `b0`, after which ADD failed looking up `b%d` and left the links behind (bridge, ptp, macvlan
+/// and tap leaked them, host-device left the device in the container renamed). ADD and CHECK now
+/// refuse it with code 4 before any change; DEL succeeds (nothing of that name can exist).
+/// The reference accepts it and leaks (shown for ptp).
+#[test]
+fn ifname_with_a_percent_is_refused_and_leaves_nothing() {
+    let w = World::new("hpct", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    w.host.must(&["ip", "link", "add", "cmup0", "type", "veth", "peer", "name", "cmup1"]);
+    w.host.must(&["ip", "link", "set", "cmup0", "up"]);
+    w.host.must(&["ip", "link", "add", "cmhd0", "type", "veth", "peer", "name", "cmhd1"]);
+    let mut macvlan = base_conf("macvlan", &w, &s);
+    macvlan["master"] = json!("cmup0");
+    let confs = [
+        base_conf("bridge", &w, &s),
+        base_conf("ptp", &w, &s),
+        macvlan,
+        base_conf("tap", &w, &s),
+        base_conf("host-device", &w, &s),
+    ];
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "b%d", "sandbox": w.c(0).path_str()}],
+                      "ips": [{"address": format!("{}/24", s.ip4(2)), "interface": 0}]});
+    let before = fingerprint(&w);
+    for conf in &confs {
+        let plugin = conf["type"].as_str().expect("type");
+        let e = w.add(conf).ifname("b%d").run().err_code(C_ENV);
+        assert_eq!(e.msg, "interface name contains %", "{plugin}");
+        assert_eq!(fingerprint(&w), before, "{plugin}: a refused ADD changed the system");
+        assert_eq!(w.check(conf, &prev).ifname("b%d").run().err_code(C_ENV).msg, e.msg, "{plugin} CHECK");
+        w.del(conf).ifname("b%d").run().ok();
+        assert_eq!(fingerprint(&w), before, "{plugin}: DEL changed the system");
+    }
+    if have_reference("ptp") {
+        let r = World::new("hpctr", 1, Impl::Reference);
+        let conf = base_conf("ptp", &r, &Subnets::alloc());
+        let out = r.add(&conf).ifname("b%d").run();
+        assert!(!out.success(), "the reference's ADD fails: {}", out.stdout);
+        assert!(r.c(0).link("b0").is_some(), "the reference leaves the expanded b0 in the container");
+    }
+}
+
 #[test]
 fn ipam_that_is_not_an_object_is_an_error_not_l2_mode() {
     let w = World::new("hipam", 1, Impl::Ours);
@@ -936,11 +978,16 @@ fn netconf_type_error_names_the_key() {
 fn bridge_name_the_kernel_would_refuse_is_a_config_error_before_any_change() {
     let w = World::new("hbrname", 1, Impl::Ours);
     let s = Subnets::alloc();
-    for bad in ["br/0", "..", "br 0", "abcdefghijklmnop", "br:0"] {
+    // (and bytes the kernel's Latin-1 isspace takes as space: 0xA0, also inside "à" = C3 A0; and a
+    // `%`, which the kernel expands as a name template, so the bridge made would be `br0`)
+    for bad in ["br/0", "..", "br 0", "abcdefghijklmnop", "br:0", "br\u{a0}", "brà", "br%d"] {
         let conf = json!({"cniVersion": "1.0.0", "name": "hbrname", "type": "bridge", "bridge": bad,
                           "ipam": {"type": "host-local", "dataDir": w.data_dir, "subnet": s.net4()}});
         let e = w.add(&conf).run().err_code(7);
         assert!(e.msg.contains("invalid bridge name"), "{bad}: {e:?}");
+        if bad == "br\u{a0}" {
+            assert!(e.msg.contains(r#"invalid bridge name "br\u00a0": "#), "named as Go's %q quotes it: {e:?}");
+        }
         assert_eq!(w.host.link_names(), vec!["lo".to_string()], "{bad}: host unchanged");
         assert!(w.leases("hbrname").is_empty(), "{bad}: no lease taken");
     }

@@ -623,7 +623,7 @@ pub fn go_quote(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() || c == '\u{feff}' => {
+            c if !go_printable(c) => {
                 if (c as u32) < 0x10000 {
                     out.push_str(&format!("\\u{:04x}", c as u32));
                 } else {
@@ -635,6 +635,41 @@ pub fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Go's `strconv.IsPrint` for the runes `go_quote` meets (it escapes the others): not a control
+/// character, not a space or separator other than U+0020 (U+00A0, U+2028, U+3000, ...), not a
+/// format character (soft hyphen, zero-width and bidi controls, BOM, ...), not private use or a
+/// noncharacter. (Unassigned code points, which Go escapes too, are printed as they are: std has
+/// no Unicode category table.)
+fn go_printable(c: char) -> bool {
+    let n = c as u32;
+    let separator = matches!(n, 0xa0 | 0x1680 | 0x2000..=0x200a | 0x2028 | 0x2029 | 0x202f | 0x205f | 0x3000);
+    let format = matches!(
+        n,
+        0xad | 0x600..=0x605
+            | 0x61c
+            | 0x6dd
+            | 0x70f
+            | 0x890..=0x891
+            | 0x8e2
+            | 0x180e
+            | 0x200b..=0x200f
+            | 0x202a..=0x202e
+            | 0x2060..=0x2064
+            | 0x2066..=0x206f
+            | 0xfeff
+            | 0xfff9..=0xfffb
+            | 0x110bd
+            | 0x110cd
+            | 0x13430..=0x1343f
+            | 0x1bca0..=0x1bca3
+            | 0x1d173..=0x1d17a
+            | 0xe0001
+            | 0xe0020..=0xe007f
+    );
+    let private_or_non = matches!(n, 0xe000..=0xf8ff | 0xf0000..=0x10ffff | 0xfdd0..=0xfdef) || (n & 0xfffe) == 0xfffe;
+    !(c.is_control() || separator || format || private_or_non)
 }
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
@@ -992,6 +1027,12 @@ mod tests {
         go_escape("a<b>&\"\\\n\u{1}\u{8}\u{2028}é", &mut s);
         assert_eq!(s, r#""a\u003cb\u003e\u0026\"\\\n\u0001\b\u2028é""#);
         assert_eq!(go_quote("a\"b\u{1}"), r#""a\"b\x01""#);
+        // strconv.Quote escapes what unicode.IsPrint refuses: controls, spaces other than ' ',
+        // separators, format characters
+        assert_eq!(go_quote("b\u{2028}"), r#""b\u2028""#);
+        assert_eq!(go_quote("b\u{85} \u{a0}\u{3000}"), r#""b\u0085 \u00a0\u3000""#);
+        assert_eq!(go_quote("\u{200b}\u{feff}\u{e0001}"), r#""\u200b\ufeff\U000e0001""#);
+        assert_eq!(go_quote("bà€😀"), r#""bà€😀""#);
         assert_eq!(go_quote_list(&["0.1.0", "1.0.0"]), r#"["0.1.0" "1.0.0"]"#);
     }
 }
