@@ -501,6 +501,29 @@ fn proto_invalid_utf8_and_out_of_range_numbers_in_the_config_are_code_6() {
     }
 }
 
+/// The JSON integer `-0` (`"mtu": -0`): Go decodes it into an int as 0, so the reference's ptp and
+/// bridge take it; ours read it as the float -0.0 and failed ADD and DEL (999, "invalid type:
+/// floating point `-0.0`, expected i64"), so an attachment the reference made could not be
+/// deleted. Both implementations: ADD, DEL and a second DEL succeed; the MTU is the default.
+#[test]
+fn proto_negative_zero_integer_is_zero_as_in_go() {
+    each_impl("pnegz", 1, &["ptp", "bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        for conf in [ptp_conf(w, &s, tag, None), bridge_conf(w, tag, "cmnz0", &[&s.net4()])] {
+            let plugin = conf["type"].as_str().unwrap_or_default().to_string();
+            let text = conf.to_string();
+            let body = format!("{{\"mtu\":-0,{}", &text[1..]);
+            let r = w.add(&conf).stdin_bytes(body.as_bytes()).run().ok();
+            assert!(r["ips"][0]["address"].is_string(), "{which:?} {plugin}: {r}");
+            let mtu = w.c(0).link("eth0").map(|l| l["mtu"].clone());
+            assert_eq!(mtu, Some(json!(1500)), "{which:?} {plugin}: the kernel's default MTU");
+            w.del(&conf).stdin_bytes(body.as_bytes()).run().ok();
+            assert!(w.c(0).link("eth0").is_none(), "{which:?} {plugin}: DEL removed eth0");
+            w.del(&conf).stdin_bytes(body.as_bytes()).run().ok();
+        }
+    });
+}
+
 /// Ours keeps the prevResult a chained plugin is given whatever its version family and converts
 /// it to the config's version; the reference's `version.ParsePrevResult` picks its parser by the
 /// config's cniVersion and refuses a result of another family.
