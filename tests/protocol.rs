@@ -273,6 +273,92 @@ fn proto_cli_multi_entry() {
     assert!(out.contains("config version does not allow CHECK"), "{out}");
 }
 
+/// Run the binary with `argv0` as its argv[0] (the executable itself, no symlink), `args`, `env`.
+fn run_argv0(argv0: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Proc::new(crate::harness::runtime::bin())
+        .arg0(argv0)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// When the binary cannot tell which plugin to run — called by a name that is no applet (a
+/// symlink `foo`, a chain of symlinks whose first name is none, an empty argv[0]) or as
+/// `cni-multi` without one — a runtime (CNI_COMMAND set) gets a CNI error on stdout (code 4,
+/// exit 1); it used to get nothing on stdout and exit 2. A person (no CNI_COMMAND) still gets the
+/// usage on stderr and exit 2.
+#[test]
+fn proto_no_plugin_to_run_is_a_cni_error_for_a_runtime() {
+    let d = tmp("noapplet");
+    symlink(crate::harness::runtime::bin(), d.path().join("foo")).unwrap();
+    symlink(d.path().join("foo"), d.path().join("bar")).unwrap();
+    let version = [("CNI_COMMAND", "VERSION")];
+    let cases: Vec<(&str, (i32, String, String))> = vec![
+        ("symlink foo", run_as(d.path(), "foo", &[], &version, "")),
+        ("symlink bar -> foo", run_as(d.path(), "bar", &[], &version, "")),
+        ("empty argv[0]", run_argv0("", &[], &version)),
+        ("cni-multi alone", run_as(d.path(), "cni-multi", &[], &[("CNI_COMMAND", "ADD")], "{}")),
+        ("cni-multi unknown", run_as(d.path(), "cni-multi", &["nope"], &[("CNI_COMMAND", "DEL")], "{}")),
+    ];
+    for (what, (rc, out, _)) in &cases {
+        assert_eq!(*rc, 1, "{what}: {out}");
+        let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {out:?}"));
+        assert_eq!(v["code"], 4, "{what}: {out}");
+        assert!(v["msg"].as_str().unwrap_or_default().starts_with("cni-multi: "), "{what}: {out}");
+        assert!(v["details"].as_str().unwrap_or_default().contains("host-local"), "{what}: {out}");
+    }
+    assert!(cases[0].1 .1.contains(r#"unknown applet \"foo\" (argv[0])"#), "{}", cases[0].1 .1);
+    assert!(cases[1].1 .1.contains(r#"unknown applet \"bar\""#), "the name called by: {}", cases[1].1 .1);
+    // a person at the terminal: usage on stderr, nothing on stdout, exit 2
+    for (rc, out, err) in [run_as(d.path(), "foo", &[], &[], ""), run_as(d.path(), "cni-multi", &[], &[], "")] {
+        assert_eq!((rc, out.as_str()), (2, ""), "{err}");
+        assert!(err.contains("Usage: cni-multi"), "{err}");
+    }
+}
+
+/// A plugin called by its name ignores its arguments when a runtime calls it (CNI_COMMAND set), as
+/// the reference's do: `CNI_COMMAND=VERSION bridge foo` answered "Unrecognized argument: foo"
+/// with exit 2. Called by hand (no CNI_COMMAND) the debugging flags are parsed as before, and
+/// `cni-multi <plugin> <flags>` keeps them always.
+#[test]
+fn proto_plugin_called_by_name_ignores_arguments_like_the_reference() {
+    let d = tmp("args");
+    let version = [("CNI_COMMAND", "VERSION")];
+    let reply_of = |exe: &Path| {
+        let out = Proc::new(exe).args(["foo", "--bogus"]).env_clear().envs(version).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    if have_reference("bridge") {
+        let (rc, out) = reply_of(&Path::new(crate::harness::plugin::REFERENCE_DIR).join("bridge"));
+        assert_eq!(rc, Some(0), "the reference ignores argv: {out}");
+        assert!(out.starts_with("{\"cniVersion\":"), "{out}");
+    }
+    for args in [&["foo"][..], &["foo", "--bogus"], &["--command", "ADD"], &["--help"]] {
+        let (rc, out, err) = run_as(d.path(), "bridge", args, &version, "");
+        assert_eq!((rc, out.as_str()), (0, Flavor::CniMulti.version_reply().as_str()), "{args:?}: {err}");
+    }
+    // a runtime's ADD with a stray argument runs as usual (here: fails on the missing variables)
+    let (rc, out, _) = run_as(d.path(), "bridge", &["foo"], &[("CNI_COMMAND", "ADD")], "{}");
+    assert_eq!(rc, 1);
+    assert!(out.contains("required env variables"), "{out}");
+    // by hand: the flags, and their errors on stderr
+    let (rc, out, err) = run_as(d.path(), "bridge", &["foo"], &[], "");
+    assert_eq!((rc, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("Unrecognized argument: foo"), "{err}");
+    let (rc, out, _) =
+        run_as(d.path(), "cni-multi", &["bridge", "--command", "VERSION"], &[("CNI_COMMAND", "ADD")], "");
+    assert_eq!((rc, out.starts_with("{\"cniVersion\":\"1.1.0\"")), (0, true), "cni-multi <plugin> keeps its flags");
+}
+
 /// Delegation to our own binary runs in-process and answers exactly like exec'ing it.
 /// With the stub IPAMs this compares errors; once host-local is real it compares results
 /// (each path gets its own dataDir, so both allocate the same first address).
