@@ -959,6 +959,50 @@ fn ipam_that_is_not_an_object_is_an_error_not_l2_mode() {
     assert!(w.host.link("cmhi0").is_none(), "no bridge was created");
 }
 
+/// DEL and GC of a config whose `ipam` is not an object (`"ipam": "host-local"`) succeed with the
+/// real plugins, as differences.md promises for mistyped common keys: such an `ipam` names no
+/// IPAM plugin, so there is nothing of IPAM to release, and the rest of the attachment is still
+/// removed. They failed with 999 in ptp, bridge, macvlan, host-device and vpc-routed. ADD,
+/// CHECK and STATUS still fail (999, as the reference's).
+#[test]
+fn ipam_that_is_not_an_object_fails_add_check_status_but_not_del_gc() {
+    let w = World::new("hipamdel", 1, Impl::Ours);
+    std::os::unix::fs::symlink(runtime::bin(), w.bin_dir.join("vpc-routed")).expect("link vpc-routed");
+    w.host.must(&["ip", "link", "add", "cmup0", "type", "veth", "peer", "name", "cmup1"]);
+    w.host.must(&["ip", "link", "set", "cmup0", "up"]);
+    w.host.must(&["ip", "link", "add", "cmhd0", "type", "veth", "peer", "name", "cmhd1"]);
+    let confs = [
+        json!({"type": "bridge", "bridge": "cmhid0"}),
+        json!({"type": "ptp"}),
+        json!({"type": "macvlan", "master": "cmup0"}),
+        json!({"type": "host-device", "device": "cmhd0"}),
+        json!({"type": "vpc-routed"}),
+    ];
+    for base in confs {
+        let mut conf = base.clone();
+        conf["cniVersion"] = json!("1.1.0");
+        conf["name"] = json!("hipamdel");
+        let plugin = conf["type"].as_str().expect("type").to_string();
+        // bridge, macvlan and host-device make an attachment without IPAM: DEL must remove it
+        let l2 = plugin == "bridge" || plugin == "macvlan" || plugin == "host-device";
+        if l2 {
+            w.add(&conf).run().ok();
+            assert!(w.c(0).link("eth0").is_some(), "{plugin}: the L2 ADD made eth0");
+        }
+        conf["ipam"] = json!("host-local");
+        let prev = json!({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": w.c(0).path_str()}]});
+        for call in [w.add(&conf).cid("other"), w.check(&conf, &prev), w.cni("STATUS", &conf)] {
+            let e = call.run().err_code(C_INTERNAL);
+            assert!(e.msg.contains("ipam: expected an object, got string"), "{plugin}: {e:?}");
+        }
+        w.del(&conf).run().ok();
+        assert!(w.c(0).link("eth0").is_none(), "{plugin}: DEL removed eth0");
+        w.del(&conf).run().ok();
+        w.cni("GC", &conf).run().ok();
+    }
+    assert!(w.host.link("cmhd0").is_some(), "host-device's DEL gave the device back");
+}
+
 #[test]
 fn netconf_type_error_names_the_key() {
     let w = World::new("hkey", 1, Impl::Ours);
