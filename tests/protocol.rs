@@ -610,6 +610,43 @@ fn proto_negative_zero_integer_is_zero_as_in_go() {
     });
 }
 
+/// prevResult integers are Go ints: `ips[].interface = -1` is read and echoed (the reference's
+/// loopback passes it on; ours refused it, "is not a valid index"), a number beyond int64
+/// (`18446744073709551615`) is refused (ours echoed it, the reference fails: "cannot unmarshal
+/// number … of type int"), and `interfaces[].mtu = -5` is echoed as v1.9.1's `Mtu int` is (the
+/// Debian oracle has no such field: ours only). Route integers are the kernel's (see
+/// differences.md): a negative route `mtu` stays refused by ours, where the oracle drops it.
+#[test]
+fn proto_prev_result_integers_are_go_ints() {
+    let prev = |idx: Value| {
+        json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": -5, "sandbox": "/x"}],
+               "ips": [{"address": "198.18.0.2/24", "interface": idx}]})
+    };
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("loopback") {
+            continue;
+        }
+        let w = World::new("pgoint", 1, imp);
+        let mut c = conf("loopback", "1.0.0");
+        c["prevResult"] = prev(json!(-1));
+        let r = w.add(&c).run().ok();
+        assert_eq!(r["ips"][0]["interface"], -1, "{imp:?}: {r}");
+        if imp.flavor() == Flavor::CniMulti {
+            assert_eq!(r["interfaces"][0]["mtu"], -5, "{r}");
+        }
+        c["prevResult"] = prev(json!(18446744073709551615u64));
+        let e = w.add(&c).run().err_code(999);
+        assert!(e.msg.contains("cannot unmarshal"), "{imp:?}: {e:?}");
+        c["prevResult"] = prev(json!(1));
+        c["prevResult"]["routes"] = json!([{"dst": "0.0.0.0/0", "mtu": -1}]);
+        let o = w.add(&c).run();
+        match imp.flavor() {
+            Flavor::Debian => assert!(o.success(), "{o:?}"),
+            Flavor::CniMulti => assert!(o.err_code(999).msg.contains("routes[0].mtu"), "{o:?}"),
+        }
+    }
+}
+
 /// Ours keeps the prevResult a chained plugin is given whatever its version family and converts
 /// it to the config's version; the reference's `version.ParsePrevResult` picks its parser by the
 /// config's cniVersion and refuses a result of another family.

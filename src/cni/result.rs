@@ -20,7 +20,8 @@ pub struct Interface {
     pub name: String,
     /// lower-case colon-separated MAC as the reference prints it
     pub mac: Option<String>,
-    pub mtu: Option<u32>,
+    /// a Go `int` in the reference's result: any int64 (a prevResult's negative value is echoed)
+    pub mtu: Option<i64>,
     pub sandbox: Option<String>,
     pub socket_path: Option<String>,
     pub pci_id: Option<String>,
@@ -31,7 +32,10 @@ pub struct IpConfig {
     /// address with its prefix length (host bits kept), e.g. 198.18.0.2/24
     pub address: IpNet,
     pub gateway: Option<IpAddr>,
-    /// index into `interfaces`
+    /// index into `interfaces`. The reference's is a Go `*int`: any int64, echoed as given (its
+    /// loopback passes `-1` on). It is kept here as the int64's two's-complement bits, so a
+    /// negative value is an index of 2^63 or more that names no interface: every lookup
+    /// (`interfaces.get(i)`) finds none, and [`IpConfig::interface_go`] gives the value back.
     pub interface: Option<usize>,
 }
 
@@ -44,6 +48,23 @@ pub struct Route {
     pub priority: Option<u32>,
     pub table: Option<u32>,
     pub scope: Option<u8>,
+}
+
+impl IpConfig {
+    /// `interface` as the Go int it was (negative values included), for printing.
+    pub fn interface_go(&self) -> Option<i64> {
+        self.interface.map(go_int_of_index)
+    }
+}
+
+/// An `ips[].interface` Go int stored as an index (see [`IpConfig::interface`]): the same 64 bits.
+fn index_of_go_int(n: i64) -> usize {
+    n as usize
+}
+
+/// The Go int an index stands for (the inverse of [`index_of_go_int`]).
+fn go_int_of_index(i: usize) -> i64 {
+    i as i64
 }
 
 impl Route {
@@ -162,7 +183,9 @@ impl CniResult {
                 .map(|i| {
                     let mut o = Vec::new();
                     push_opt_str(&mut o, "mac", &i.mac);
-                    push_nonzero(&mut o, "mtu", i.mtu);
+                    if let Some(mtu) = i.mtu.filter(|n| *n != 0) {
+                        o.push(("mtu", J::I(mtu)));
+                    }
                     o.push(("name", J::s(&i.name)));
                     push_opt_str(&mut o, "pciID", &i.pci_id);
                     push_opt_str(&mut o, "sandbox", &i.sandbox);
@@ -181,8 +204,8 @@ impl CniResult {
                     if let Some(gw) = ip.gateway {
                         o.push(("gateway", J::S(fmt_ip(&gw))));
                     }
-                    if let Some(i) = ip.interface {
-                        o.push(("interface", J::N(i as u64)));
+                    if let Some(i) = ip.interface_go() {
+                        o.push(("interface", J::I(i)));
                     }
                     J::O(o)
                 })
@@ -239,8 +262,8 @@ impl CniResult {
                 .map(|ip| {
                     let fam = if is_v4(&ip.address.addr()) { "4" } else { "6" };
                     let mut o = vec![("version", J::s(fam))];
-                    if let Some(i) = ip.interface {
-                        o.push(("interface", J::N(i as u64)));
+                    if let Some(i) = ip.interface_go() {
+                        o.push(("interface", J::I(i)));
                     }
                     o.push(("address", J::S(fmt_net(&ip.address))));
                     if let Some(gw) = ip.gateway {
@@ -378,7 +401,7 @@ fn parse_rich(m: &Map<String, Value>, v1: bool) -> Result<CniResult, CniError> {
             ..Default::default()
         };
         if v1 {
-            intf.mtu = opt_u32(o, "mtu", &what)?.filter(|n| *n != 0);
+            intf.mtu = opt_go_int(o, "mtu", &what)?.filter(|n| *n != 0);
             intf.socket_path = opt_str(o, "socketpath", &what)?.filter(|s| !s.is_empty());
             intf.pci_id = opt_str(o, "pciid", &what)?.filter(|s| !s.is_empty());
         }
@@ -387,14 +410,7 @@ fn parse_rich(m: &Map<String, Value>, v1: bool) -> Result<CniResult, CniError> {
     for (i, v) in opt_array(m, "ips", "result")?.iter().enumerate() {
         let what = format!("ips[{i}]");
         let o = v.as_object().ok_or_else(|| decode_err(format!("{what} is not an object")))?;
-        let interface = match o.get("interface") {
-            None => None,
-            Some(n) => Some(
-                n.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| decode_err(format!("{what}.interface is not a valid index")))?,
-            ),
-        };
+        let interface = opt_go_int(o, "interface", &what)?.map(index_of_go_int);
         r.ips.push(IpConfig {
             address: req_net(o, "address", &what)?,
             gateway: opt_ip(o, "gateway", &what)?,
@@ -463,6 +479,27 @@ fn opt_u32(o: &Map<String, Value>, key: &str, what: &str) -> Result<Option<u32>,
     }
 }
 
+/// A Go `int` field: an integer in the int64 range (negative ones included); a fraction or a
+/// number beyond int64 is refused, as Go's decoder refuses it for an int.
+fn opt_go_int(o: &Map<String, Value>, key: &str, what: &str) -> Result<Option<i64>, CniError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| decode_err(format!("{what}.{key}: cannot unmarshal {} into a Go int", short_json(v)))),
+    }
+}
+
+/// A JSON value for a message, cut short.
+fn short_json(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", text.get(..at).unwrap_or_default()),
+        None => text,
+    }
+}
+
 fn str_list(o: &Map<String, Value>, key: &str, what: &str) -> Result<Vec<String>, CniError> {
     opt_array(o, key, what)?
         .iter()
@@ -527,6 +564,8 @@ pub fn fmt_net(n: &IpNet) -> String {
 pub enum J {
     S(String),
     N(u64),
+    /// a signed number (Go ints echoed from a prevResult)
+    I(i64),
     A(Vec<J>),
     O(Vec<(&'static str, J)>),
 }
@@ -542,6 +581,7 @@ pub fn write_pretty(j: &J, out: &mut String, level: usize) {
     match j {
         J::S(s) => go_escape(s, out),
         J::N(n) => out.push_str(&n.to_string()),
+        J::I(n) => out.push_str(&n.to_string()),
         J::A(items) if items.is_empty() => out.push_str("[]"),
         J::O(items) if items.is_empty() => out.push_str("{}"),
         J::A(items) => {
@@ -1006,7 +1046,9 @@ mod tests {
             json!({"cniVersion": "1.0.0", "ips": {}}),
             json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}),
             json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1"}]}),
-            json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1/24", "interface": -1}]}),
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1/24", "interface": 18446744073709551615u64}]}),
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1/24", "interface": 1.5}]}),
+            json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": 9223372036854775808u64}]}),
             json!({"cniVersion": "1.0.0", "routes": [{"gw": "198.18.0.1"}]}),
             json!({"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "mtu": "1500"}]}),
             json!({"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "scope": 256}]}),
@@ -1016,6 +1058,31 @@ mod tests {
             let e = CniResult::from_json(&bad, "1.0.0").unwrap_err();
             assert_eq!(e.code, code::DECODE, "{bad}");
         }
+    }
+
+    /// `ips[].interface` and `interfaces[].mtu` are Go ints: any int64 is read and printed back
+    /// as given (the reference's loopback echoes `-1`), a number beyond int64 is refused as Go
+    /// refuses it; a negative index names no interface.
+    #[test]
+    fn go_int_fields_take_the_int64_range_and_echo_negatives() {
+        let v = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "mtu": -5}, {"name": "big", "mtu": 9223372036854775807i64}],
+            "ips": [{"address": "198.18.0.2/24", "interface": -1},
+                    {"address": "198.18.0.3/24", "interface": -9223372036854775808i64},
+                    {"address": "198.18.0.4/24", "interface": 9223372036854775807i64},
+                    {"address": "198.18.0.5/24", "interface": 1}]});
+        let r = CniResult::from_json(&v, "1.0.0").unwrap();
+        assert_eq!(r.interfaces[0].mtu, Some(-5));
+        let idx: Vec<Option<i64>> = r.ips.iter().map(IpConfig::interface_go).collect();
+        assert_eq!(idx, [Some(-1), Some(i64::MIN), Some(i64::MAX), Some(1)]);
+        // a negative or out-of-range index looks nothing up
+        assert!(r.ips.iter().take(3).all(|ip| ip.interface.and_then(|i| r.interfaces.get(i)).is_none()));
+        assert_eq!(r.ips[3].interface.and_then(|i| r.interfaces.get(i)).map(|x| x.name.as_str()), Some("big"));
+        let printed: Value = serde_json::from_str(&r.to_json("1.0.0").unwrap()).unwrap();
+        assert_eq!(printed["interfaces"], v["interfaces"]);
+        assert_eq!(printed["ips"], v["ips"]);
+        let printed: Value = serde_json::from_str(&r.to_json("0.4.0").unwrap()).unwrap();
+        assert_eq!(printed["ips"][0]["interface"], -1);
     }
 
     #[test]
