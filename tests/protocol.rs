@@ -647,6 +647,40 @@ fn proto_prev_result_integers_are_go_ints() {
     }
 }
 
+/// Empty CNI_PATH entries: Go's `FindInPath` takes one for the working directory, ours never
+/// searches it (a runtime's working directory is no place to run plugins from as root), but
+/// names the entries as the reference does when none is found: `CNI_PATH=":::"` fails with
+/// `failed to find plugin "host-local" in path [   ]` in both (ours said "no paths provided").
+/// With a `host-local` in the working directory and `CNI_PATH=":"`, the reference finds it
+/// (`host-local`, a relative name) and then cannot exec it (Go's exec looks a name without `/` up
+/// in PATH: code 0, "executable file not found in $PATH"); ours does not look there.
+#[test]
+fn proto_empty_cni_path_entries_are_named_but_never_searched() {
+    each_impl("pcpath", 1, &["ptp", "host-local"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let conf = ptp_conf(w, &s, tag, None);
+        let e = w.add(&conf).env("CNI_PATH", ":::").run().err_code(999);
+        assert_eq!(e.msg, r#"failed to find plugin "host-local" in path [   ]"#, "{which:?}");
+        assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{which:?}: nothing made");
+        let cwd = w.tmp.join("cwd");
+        std::fs::create_dir_all(&cwd).unwrap();
+        symlink(w.bin_dir.join("host-local"), cwd.join("host-local")).unwrap();
+        let o = w.add(&conf).env("CNI_PATH", ":").current_dir(&cwd).run();
+        match which {
+            Impl::Reference => {
+                let e = o.err_code(0);
+                assert!(e.msg.contains(r#"exec: "host-local": executable file not found"#), "{e:?}");
+            }
+            Impl::Ours => {
+                let e = o.err_code(999);
+                assert_eq!(e.msg, r#"failed to find plugin "host-local" in path [ ]"#);
+            }
+        }
+        assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{which:?}: nothing made");
+        assert!(w.leases(tag).is_empty(), "{which:?}: no lease taken");
+    });
+}
+
 /// Ours keeps the prevResult a chained plugin is given whatever its version family and converts
 /// it to the config's version; the reference's `version.ParsePrevResult` picks its parser by the
 /// config's cniVersion and refuses a result of another family.

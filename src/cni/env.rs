@@ -220,9 +220,15 @@ pub fn parse_args_lenient(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// CNI_PATH split on `:` (empty entries dropped).
+/// CNI_PATH split on `:` as Go's `filepath.SplitList` splits it: an empty CNI_PATH is no entry,
+/// empty entries are kept (`":::"` is four). They are shown in "failed to find plugin" errors as
+/// the reference shows them, but never searched (see `delegate::find_in_path`): Go's lookup
+/// takes an empty entry for the working directory, which is not a place to run plugins from.
 pub fn split_path(raw: &str) -> Vec<PathBuf> {
-    raw.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(':').map(PathBuf::from).collect()
 }
 
 /// `1` or `true` (any case).
@@ -357,7 +363,9 @@ mod tests {
             parse_args_lenient("A=1;;B=x=y;noeq;=v"),
             vec![("A".to_string(), "1".to_string()), ("B".to_string(), "x=y".to_string())]
         );
-        assert_eq!(split_path("/a::/b"), vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(split_path("/a::/b"), vec![PathBuf::from("/a"), PathBuf::new(), PathBuf::from("/b")]);
+        assert_eq!(split_path(":::").len(), 4);
+        assert!(split_path("").is_empty());
         assert!(is_true("True") && is_true("1") && !is_true("yes"));
     }
 }

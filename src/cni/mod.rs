@@ -75,7 +75,7 @@ pub struct Ctx {
     pub args: Vec<(String, String)>,
     /// CNI_ARGS verbatim (passed on to delegated plugins)
     pub raw_args: String,
-    /// CNI_PATH split on ':'
+    /// CNI_PATH split on ':' ([`env::split_path`]: empty entries kept, never searched)
     pub path: Vec<PathBuf>,
     /// raw stdin bytes, passed unchanged to delegated plugins
     pub stdin: Vec<u8>,
