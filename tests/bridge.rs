@@ -757,3 +757,30 @@ fn bridge_name_with_unicode_spaces_the_kernel_takes_works_as_in_the_reference() 
         }
     });
 }
+
+/// An L2-only bridge (no IPAM) at cniVersion 0.1.0/0.2.0: the result has no address, which those
+/// versions cannot express. Ours rolls the ADD back and answers code 7 (a config the requested
+/// version cannot express, as for two addresses of a family); the reference answers 999 with the
+/// same message and leaves the veth pair behind.
+#[test]
+fn bridge_l2_at_0_2_0_is_code_7_and_leaves_nothing() {
+    each_impl("brl2v", 1, &["bridge"], |w, which, tag| {
+        for version in ["0.1.0", "0.2.0"] {
+            let conf = json!({"cniVersion": version, "name": tag, "type": "bridge", "bridge": "cml2v0"});
+            let o = w.add(&conf).run();
+            match which {
+                Impl::Ours => {
+                    let e = o.err_code(7);
+                    assert_eq!(e.msg, "cannot convert: no valid IP addresses");
+                    assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{version}: the container veth is gone");
+                    assert!(host_veths(w).is_empty(), "{version}: the host veth is gone: {:?}", w.host.link_names());
+                }
+                Impl::Reference => {
+                    assert_eq!(o.err_code(999).msg, "cannot convert: no valid IP addresses");
+                    assert!(w.c(0).link("eth0").is_some(), "{version}: the reference leaves the container veth");
+                }
+            }
+            w.del(&conf).run().ok();
+        }
+    });
+}

@@ -286,7 +286,10 @@ impl CniResult {
         let ip4 = self.ips.iter().find(|ip| is_v4(&ip.address.addr()));
         let ip6 = self.ips.iter().find(|ip| !is_v4(&ip.address.addr()));
         if ip4.is_none() && ip6.is_none() {
-            return Err(CniError::internal("cannot convert: no valid IP addresses"));
+            // a result without addresses (an L2-only attachment) has no 0.1.0/0.2.0 form: the
+            // config asks for a version that cannot express it, which the spec calls invalid
+            // network config (7); the reference's conversion error is a plain one (999)
+            return Err(CniError::config("cannot convert: no valid IP addresses"));
         }
         let ipn = |ip: &IpConfig, v4: bool| {
             let mut o = vec![("ip", J::S(fmt_net(&ip.address)))];
@@ -993,7 +996,7 @@ mod tests {
         let r =
             CniResult { interfaces: vec![Interface { name: "lo".into(), ..Default::default() }], ..Default::default() };
         let e = r.to_json("0.2.0").unwrap_err();
-        assert_eq!(e.code, 999);
+        assert_eq!(e.code, code::INVALID_CONFIG);
         assert_eq!(e.msg, "cannot convert: no valid IP addresses");
         assert!(r.to_json("0.4.0").is_ok());
         assert_eq!(r.to_json("1.0.0").unwrap(), "{\n    \"cniVersion\": \"1.0.0\",\n    \"interfaces\": [\n        {\n            \"name\": \"lo\"\n        }\n    ]\n}");
