@@ -3,6 +3,7 @@
 
 use crate::applets;
 use crate::cni::io::{self, Io};
+use crate::cni::result::go_quote;
 use crate::cni::{code, version, CniError, Ctx, Plugin};
 use argh::FromArgs;
 use std::io::Write;
@@ -52,7 +53,7 @@ pub fn dispatch(argv: &[String]) -> i32 {
     let prog = argv.first().map(|s| basename(s)).unwrap_or(MULTI);
     let rest = argv.get(1..).unwrap_or(&[]);
     if let Some(applet) = applets::find(prog) {
-        return applet_main(applet, prog, rest);
+        return applet_main(applet, prog, rest, Called::ByName);
     }
     // runtime side (issue 6): `cnitool` by argv[0]
     if prog == "cnitool" {
@@ -61,12 +62,41 @@ pub fn dispatch(argv: &[String]) -> i32 {
     if prog == MULTI || prog.starts_with("cni-multi") {
         return multi_main(rest);
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "{MULTI}: unknown applet {prog:?} (argv[0]); known applets: {}",
-        applets::names().collect::<Vec<_>>().join(", ")
-    );
+    no_applet(&format!("unknown applet {} (argv[0])", go_quote(prog)))
+}
+
+/// Whether a runtime is calling: CNI_COMMAND is set. It then reads stdout for a result or an
+/// error, so every answer goes there as CNI JSON; without it a person is at the terminal.
+fn called_by_runtime() -> bool {
+    std::env::var_os("CNI_COMMAND").is_some_and(|v| !v.is_empty())
+}
+
+/// No plugin to run (argv[0] names none, `cni-multi` alone or with an unknown name). A runtime
+/// (CNI_COMMAND set) gets a CNI error on stdout, code 4: the plugin is chosen by how it was
+/// executed (argv[0]), part of the invocation like the CNI_* variables, and no config was read
+/// (code 7 would blame a config never looked at); exit 1. A person gets `why` and the usage on
+/// stderr, exit 2.
+fn no_applet(why: &str) -> i32 {
+    let known = applets::names().collect::<Vec<_>>().join(", ");
+    if called_by_runtime() {
+        let err = CniError::env(format!("{MULTI}: {why}")).with_details(format!(
+            "the plugin is named by argv[0] or by the first argument of {MULTI}; known plugins: {known}"
+        ));
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(err.to_json().as_bytes());
+        let _ = out.flush();
+        return 1;
+    }
+    let _ = writeln!(std::io::stderr(), "{MULTI}: {why}; known applets: {known}\n\n{}", usage());
     2
+}
+
+/// How an applet was chosen: by the name the binary was called by (a plugin as a runtime runs
+/// it), or as `cni-multi <applet>` (the debugging flags apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Called {
+    ByName,
+    AsArgument,
 }
 
 fn usage() -> String {
@@ -95,6 +125,9 @@ fn full_help() -> String {
 
 fn multi_main(rest: &[String]) -> i32 {
     let Some(first) = rest.first() else {
+        if called_by_runtime() {
+            return no_applet("called without an applet name");
+        }
         let _ = std::io::stderr().write_all(usage().as_bytes());
         return 2;
     };
@@ -129,15 +162,8 @@ fn multi_main(rest: &[String]) -> i32 {
         "tool" => crate::tool::main(rest.get(1..).unwrap_or(&[])),
         "install" => crate::install::main(rest.get(1..).unwrap_or(&[])),
         name => match applets::find(name) {
-            Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[])),
-            None => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "{MULTI}: unknown applet {name:?}; known applets: {}",
-                    applets::names().collect::<Vec<_>>().join(", ")
-                );
-                2
-            }
+            Some(applet) => applet_main(applet, name, rest.get(1..).unwrap_or(&[]), Called::AsArgument),
+            None => no_applet(&format!("unknown applet {}", go_quote(name))),
         },
     }
 }
@@ -151,7 +177,7 @@ fn log_context(plugin: &Plugin, ctx: &Ctx) {
     }
 }
 
-fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
+fn applet_main(applet: &Plugin, prog: &str, args: &[String], called: Called) -> i32 {
     if let Some(word) = args.first() {
         // long-running or setup subcommands some plugins carry besides the CNI verbs (`dhcp daemon`)
         if let Some(sub) = applet.subcommands.iter().find(|s| s.word == word) {
@@ -159,7 +185,10 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String]) -> i32 {
             return (sub.main)(args.get(1..).unwrap_or(&[]));
         }
     }
-    let flags = if args.is_empty() {
+    // a plugin called by its name by a runtime ignores its arguments, as the reference's do (the
+    // skel never looks at argv); the flags are for a person running it by hand
+    let ignore_args = called == Called::ByName && called_by_runtime();
+    let flags = if args.is_empty() || ignore_args {
         PluginFlags::default()
     } else {
         let strs: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -161,6 +161,7 @@ pub fn cni_args(data: &[u8]) {
         assert!(!k.is_empty() && !k.contains(';'), "lenient parse yielded key {k:?}");
     }
     let _ = env::validate_ifname(&s);
+    let _ = env::validate_link_name(&s);
     let _ = env::validate_container_id(&s);
     let _ = env::split_path(&s);
     let _ = env::parse_command(&s);

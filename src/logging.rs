@@ -60,8 +60,16 @@ pub fn init(get: &dyn Fn(&str) -> Option<String>) {
 
 fn open(path: &str) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    // logs name containers and configs: private to root, like the store's files
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).ok()
+    // logs name containers and configs: private to root, like the store's files. Non-blocking:
+    // a FIFO without a reader fails at once (ENXIO) instead of holding the plugin forever, and
+    // one whose reader stops draining it loses lines to stderr rather than blocking a write
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()
 }
 
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {

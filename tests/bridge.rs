@@ -736,3 +736,51 @@ fn bridge_default_gateway_with_an_ipam_default_route_without_gw() {
         w.del(&conf).run().ok();
     });
 }
+
+/// A bridge name with a Unicode space that has no byte the kernel's Latin-1 `isspace` calls space
+/// (`"b\u{2028}"` is E2 80 A8, `"b\u{85}"` C2 85) is a valid link name (`dev_valid_name` tests
+/// bytes): the reference makes the bridge. Ours refused it (a `char::is_whitespace` test) until
+/// 2026-12-07. Both implementations make the bridge, attach to it and delete the attachment.
+#[test]
+fn bridge_name_with_unicode_spaces_the_kernel_takes_works_as_in_the_reference() {
+    each_impl("brus", 1, &["bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        for (i, name) in ["b\u{2028}", "b\u{85}"].into_iter().enumerate() {
+            let mut conf = v4_conf(w, &s, tag);
+            conf["bridge"] = json!(name);
+            let cid = format!("us{i}");
+            let r = w.add(&conf).cid(&cid).run().ok();
+            assert_eq!(r["interfaces"][0]["name"], name, "{which:?}: {r}");
+            assert!(w.host.link(name).is_some(), "{which:?}: bridge {name:?} exists: {:?}", w.host.link_names());
+            w.del(&conf).cid(&cid).run().ok();
+            assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{which:?}: DEL removed the container end");
+        }
+    });
+}
+
+/// An L2-only bridge (no IPAM) at cniVersion 0.1.0/0.2.0: the result has no address, which those
+/// versions cannot express. Ours rolls the ADD back and answers code 7 (a config the requested
+/// version cannot express, as for two addresses of a family); the reference answers 999 with the
+/// same message and leaves the veth pair behind.
+#[test]
+fn bridge_l2_at_0_2_0_is_code_7_and_leaves_nothing() {
+    each_impl("brl2v", 1, &["bridge"], |w, which, tag| {
+        for version in ["0.1.0", "0.2.0"] {
+            let conf = json!({"cniVersion": version, "name": tag, "type": "bridge", "bridge": "cml2v0"});
+            let o = w.add(&conf).run();
+            match which {
+                Impl::Ours => {
+                    let e = o.err_code(7);
+                    assert_eq!(e.msg, "cannot convert: no valid IP addresses");
+                    assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{version}: the container veth is gone");
+                    assert!(host_veths(w).is_empty(), "{version}: the host veth is gone: {:?}", w.host.link_names());
+                }
+                Impl::Reference => {
+                    assert_eq!(o.err_code(999).msg, "cannot convert: no valid IP addresses");
+                    assert!(w.c(0).link("eth0").is_some(), "{version}: the reference leaves the container veth");
+                }
+            }
+            w.del(&conf).run().ok();
+        }
+    });
+}

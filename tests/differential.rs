@@ -27,12 +27,20 @@ const KNOWN_NEWER: &[(&str, &str)] = &[(
 
 /// Error codes where ours deliberately differs: (text in both messages, reference code, our
 /// code, why). The reference wraps every plain error as 999; ours uses the spec's code.
-const KNOWN_CODES: &[(&str, u64, u64, &str)] = &[(
-    "does not support more than 1 address per family",
-    999,
-    7,
-    "a config that the requested cniVersion cannot express is invalid network config (spec code 7)",
-)];
+const KNOWN_CODES: &[(&str, u64, u64, &str)] = &[
+    (
+        "does not support more than 1 address per family",
+        999,
+        7,
+        "a config that the requested cniVersion cannot express is invalid network config (spec code 7)",
+    ),
+    (
+        "cannot convert: no valid IP addresses",
+        999,
+        7,
+        "an L2-only result at 0.1.0/0.2.0: a config that the requested cniVersion cannot express is invalid network config (spec code 7)",
+    ),
+];
 
 /// The MAC of the device `Setup::HostDevice` makes (host-device `hwaddr` finds it by this).
 const HOST_DEVICE_MAC: &str = "0a:58:c6:12:00:31";

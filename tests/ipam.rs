@@ -661,9 +661,14 @@ fn ipam_status_without_ranges_is_ready_and_creates_nothing() {
     fs::write(t.join("afile"), "").unwrap();
     blocked["ipam"]["dataDir"] = json!(t.join("afile/data"));
     assert_eq!(status(&blocked).err_code(), 50);
-    let mut invalid = conf;
+    let mut invalid = conf.clone();
     invalid["ipam"]["subnet"] = json!("198.18.0.1/24");
     assert_eq!(status(&invalid).err_code(), 50);
+    // no `ipam` key at all: not ready either (v1.9.1's host-local has no STATUS: it always
+    // succeeds; differences.md)
+    let mut no_ipam = conf;
+    no_ipam.as_object_mut().unwrap().remove("ipam");
+    assert_eq!(status(&no_ipam).err_code(), 50);
     call(Impl::Ours, &hl("DEL", "c1", "eth0", &add)).expect_ok("DEL");
 }
 

@@ -99,3 +99,28 @@ fn log_config_key_sends_lines_to_a_file() {
     assert!(!add.stderr.contains("veth pair created"), "step lines went to the file, not stderr: {}", add.stderr);
     w.del(&c).cid(cid).run().ok();
 }
+
+/// A `log` path (or CNI_MULTI_LOG_FILE) that is a FIFO nobody reads: opening it for writing used
+/// to block the plugin forever. It is opened non-blocking now; with no reader the open fails and
+/// the lines go to stderr, as for any log file that cannot be opened.
+#[test]
+fn log_file_that_is_a_fifo_without_reader_does_not_hang() {
+    let w = World::new("logfifo", 1, Impl::Ours);
+    if !ours(&w) {
+        return;
+    }
+    let s = Subnets::alloc();
+    let fifo = w.tmp.join("log-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let limit = std::time::Duration::from_secs(10);
+    let mut c = conf(&w, &s, "logfifo");
+    c["log"] = json!(fifo);
+    let cid = "logfifo-cid-1";
+    let add = w.add(&c).cid(cid).env("CNI_MULTI_LOG", "debug").timeout(limit).run();
+    add.ok();
+    assert_lines_carry(&add.stderr, cid, "ADD", 6);
+    let del = w.del(&c).cid(cid).env("CNI_MULTI_LOG_FILE", fifo.to_str().expect("utf-8")).timeout(limit);
+    let del = del.env("CNI_MULTI_LOG", "debug").run();
+    del.ok();
+    assert_lines_carry(&del.stderr, cid, "DEL", 1);
+}

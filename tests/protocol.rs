@@ -273,6 +273,92 @@ fn proto_cli_multi_entry() {
     assert!(out.contains("config version does not allow CHECK"), "{out}");
 }
 
+/// Run the binary with `argv0` as its argv[0] (the executable itself, no symlink), `args`, `env`.
+fn run_argv0(argv0: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Proc::new(crate::harness::runtime::bin())
+        .arg0(argv0)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// When the binary cannot tell which plugin to run — called by a name that is no applet (a
+/// symlink `foo`, a chain of symlinks whose first name is none, an empty argv[0]) or as
+/// `cni-multi` without one — a runtime (CNI_COMMAND set) gets a CNI error on stdout (code 4,
+/// exit 1); it used to get nothing on stdout and exit 2. A person (no CNI_COMMAND) still gets the
+/// usage on stderr and exit 2.
+#[test]
+fn proto_no_plugin_to_run_is_a_cni_error_for_a_runtime() {
+    let d = tmp("noapplet");
+    symlink(crate::harness::runtime::bin(), d.path().join("foo")).unwrap();
+    symlink(d.path().join("foo"), d.path().join("bar")).unwrap();
+    let version = [("CNI_COMMAND", "VERSION")];
+    let cases: Vec<(&str, (i32, String, String))> = vec![
+        ("symlink foo", run_as(d.path(), "foo", &[], &version, "")),
+        ("symlink bar -> foo", run_as(d.path(), "bar", &[], &version, "")),
+        ("empty argv[0]", run_argv0("", &[], &version)),
+        ("cni-multi alone", run_as(d.path(), "cni-multi", &[], &[("CNI_COMMAND", "ADD")], "{}")),
+        ("cni-multi unknown", run_as(d.path(), "cni-multi", &["nope"], &[("CNI_COMMAND", "DEL")], "{}")),
+    ];
+    for (what, (rc, out, _)) in &cases {
+        assert_eq!(*rc, 1, "{what}: {out}");
+        let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {out:?}"));
+        assert_eq!(v["code"], 4, "{what}: {out}");
+        assert!(v["msg"].as_str().unwrap_or_default().starts_with("cni-multi: "), "{what}: {out}");
+        assert!(v["details"].as_str().unwrap_or_default().contains("host-local"), "{what}: {out}");
+    }
+    assert!(cases[0].1 .1.contains(r#"unknown applet \"foo\" (argv[0])"#), "{}", cases[0].1 .1);
+    assert!(cases[1].1 .1.contains(r#"unknown applet \"bar\""#), "the name called by: {}", cases[1].1 .1);
+    // a person at the terminal: usage on stderr, nothing on stdout, exit 2
+    for (rc, out, err) in [run_as(d.path(), "foo", &[], &[], ""), run_as(d.path(), "cni-multi", &[], &[], "")] {
+        assert_eq!((rc, out.as_str()), (2, ""), "{err}");
+        assert!(err.contains("Usage: cni-multi"), "{err}");
+    }
+}
+
+/// A plugin called by its name ignores its arguments when a runtime calls it (CNI_COMMAND set), as
+/// the reference's do: `CNI_COMMAND=VERSION bridge foo` answered "Unrecognized argument: foo"
+/// with exit 2. Called by hand (no CNI_COMMAND) the debugging flags are parsed as before, and
+/// `cni-multi <plugin> <flags>` keeps them always.
+#[test]
+fn proto_plugin_called_by_name_ignores_arguments_like_the_reference() {
+    let d = tmp("args");
+    let version = [("CNI_COMMAND", "VERSION")];
+    let reply_of = |exe: &Path| {
+        let out = Proc::new(exe).args(["foo", "--bogus"]).env_clear().envs(version).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    if have_reference("bridge") {
+        let (rc, out) = reply_of(&Path::new(crate::harness::plugin::REFERENCE_DIR).join("bridge"));
+        assert_eq!(rc, Some(0), "the reference ignores argv: {out}");
+        assert!(out.starts_with("{\"cniVersion\":"), "{out}");
+    }
+    for args in [&["foo"][..], &["foo", "--bogus"], &["--command", "ADD"], &["--help"]] {
+        let (rc, out, err) = run_as(d.path(), "bridge", args, &version, "");
+        assert_eq!((rc, out.as_str()), (0, Flavor::CniMulti.version_reply().as_str()), "{args:?}: {err}");
+    }
+    // a runtime's ADD with a stray argument runs as usual (here: fails on the missing variables)
+    let (rc, out, _) = run_as(d.path(), "bridge", &["foo"], &[("CNI_COMMAND", "ADD")], "{}");
+    assert_eq!(rc, 1);
+    assert!(out.contains("required env variables"), "{out}");
+    // by hand: the flags, and their errors on stderr
+    let (rc, out, err) = run_as(d.path(), "bridge", &["foo"], &[], "");
+    assert_eq!((rc, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("Unrecognized argument: foo"), "{err}");
+    let (rc, out, _) =
+        run_as(d.path(), "cni-multi", &["bridge", "--command", "VERSION"], &[("CNI_COMMAND", "ADD")], "");
+    assert_eq!((rc, out.starts_with("{\"cniVersion\":\"1.1.0\"")), (0, true), "cni-multi <plugin> keeps its flags");
+}
+
 /// Delegation to our own binary runs in-process and answers exactly like exec'ing it.
 /// With the stub IPAMs this compares errors; once host-local is real it compares results
 /// (each path gets its own dataDir, so both allocate the same first address).
@@ -499,6 +585,106 @@ fn proto_invalid_utf8_and_out_of_range_numbers_in_the_config_are_code_6() {
             }
         }
     }
+}
+
+/// The JSON integer `-0` (`"mtu": -0`): Go decodes it into an int as 0, so the reference's ptp and
+/// bridge take it; ours read it as the float -0.0 and failed ADD and DEL (999, "invalid type:
+/// floating point `-0.0`, expected i64"), so an attachment the reference made could not be
+/// deleted. Both implementations: ADD, DEL and a second DEL succeed; the MTU is the default.
+#[test]
+fn proto_negative_zero_integer_is_zero_as_in_go() {
+    each_impl("pnegz", 1, &["ptp", "bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        for conf in [ptp_conf(w, &s, tag, None), bridge_conf(w, tag, "cmnz0", &[&s.net4()])] {
+            let plugin = conf["type"].as_str().unwrap_or_default().to_string();
+            let text = conf.to_string();
+            let body = format!("{{\"mtu\":-0,{}", &text[1..]);
+            let r = w.add(&conf).stdin_bytes(body.as_bytes()).run().ok();
+            assert!(r["ips"][0]["address"].is_string(), "{which:?} {plugin}: {r}");
+            let mtu = w.c(0).link("eth0").map(|l| l["mtu"].clone());
+            assert_eq!(mtu, Some(json!(1500)), "{which:?} {plugin}: the kernel's default MTU");
+            w.del(&conf).stdin_bytes(body.as_bytes()).run().ok();
+            assert!(w.c(0).link("eth0").is_none(), "{which:?} {plugin}: DEL removed eth0");
+            w.del(&conf).stdin_bytes(body.as_bytes()).run().ok();
+        }
+    });
+}
+
+/// prevResult integers are Go ints: `ips[].interface = -1` is read and echoed (the reference's
+/// loopback passes it on; ours refused it, "is not a valid index"), a number beyond int64
+/// (`18446744073709551615`) is refused (ours echoed it, the reference fails: "cannot unmarshal
+/// number … of type int"), and `interfaces[].mtu = -5` is echoed as v1.9.1's `Mtu int` is (the
+/// Debian oracle has no such field: ours only). A route's `mtu` is a Go int too (-1 echoed); its
+/// `table` is the kernel's (see differences.md): a negative one stays refused by ours, where the
+/// oracle drops the field.
+#[test]
+fn proto_prev_result_integers_are_go_ints() {
+    let prev = |idx: Value| {
+        json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": -5, "sandbox": "/x"}],
+               "ips": [{"address": "198.18.0.2/24", "interface": idx}]})
+    };
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("loopback") {
+            continue;
+        }
+        let w = World::new("pgoint", 1, imp);
+        let mut c = conf("loopback", "1.0.0");
+        c["prevResult"] = prev(json!(-1));
+        let r = w.add(&c).run().ok();
+        assert_eq!(r["ips"][0]["interface"], -1, "{imp:?}: {r}");
+        if imp.flavor() == Flavor::CniMulti {
+            assert_eq!(r["interfaces"][0]["mtu"], -5, "{r}");
+        }
+        c["prevResult"] = prev(json!(18446744073709551615u64));
+        let e = w.add(&c).run().err_code(999);
+        assert!(e.msg.contains("cannot unmarshal"), "{imp:?}: {e:?}");
+        c["prevResult"] = prev(json!(1));
+        c["prevResult"]["routes"] = json!([{"dst": "0.0.0.0/0", "mtu": -1}]);
+        let r = w.add(&c).run().ok();
+        if imp.flavor() == Flavor::CniMulti {
+            assert_eq!(r["routes"][0]["mtu"], -1, "{r}");
+        }
+        c["prevResult"]["routes"] = json!([{"dst": "0.0.0.0/0", "table": -1}]);
+        let o = w.add(&c).run();
+        match imp.flavor() {
+            Flavor::Debian => assert!(o.success(), "{o:?}"),
+            Flavor::CniMulti => assert!(o.err_code(999).msg.contains("routes[0].table"), "{o:?}"),
+        }
+    }
+}
+
+/// Empty CNI_PATH entries: Go's `FindInPath` takes one for the working directory, ours never
+/// searches it (a runtime's working directory is no place to run plugins from as root), but
+/// names the entries as the reference does when none is found: `CNI_PATH=":::"` fails with
+/// `failed to find plugin "host-local" in path [   ]` in both (ours said "no paths provided").
+/// With a `host-local` in the working directory and `CNI_PATH=":"`, the reference finds it
+/// (`host-local`, a relative name) and then cannot exec it (Go's exec looks a name without `/` up
+/// in PATH: code 0, "executable file not found in $PATH"); ours does not look there.
+#[test]
+fn proto_empty_cni_path_entries_are_named_but_never_searched() {
+    each_impl("pcpath", 1, &["ptp", "host-local"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let conf = ptp_conf(w, &s, tag, None);
+        let e = w.add(&conf).env("CNI_PATH", ":::").run().err_code(999);
+        assert_eq!(e.msg, r#"failed to find plugin "host-local" in path [   ]"#, "{which:?}");
+        assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{which:?}: nothing made");
+        let cwd = w.tmp.join("cwd");
+        std::fs::create_dir_all(&cwd).unwrap();
+        symlink(w.bin_dir.join("host-local"), cwd.join("host-local")).unwrap();
+        let o = w.add(&conf).env("CNI_PATH", ":").current_dir(&cwd).run();
+        match which {
+            Impl::Reference => {
+                let e = o.err_code(0);
+                assert!(e.msg.contains(r#"exec: "host-local": executable file not found"#), "{e:?}");
+            }
+            Impl::Ours => {
+                let e = o.err_code(999);
+                assert_eq!(e.msg, r#"failed to find plugin "host-local" in path [ ]"#);
+            }
+        }
+        assert_eq!(w.c(0).link_names(), vec!["lo".to_string()], "{which:?}: nothing made");
+        assert!(w.leases(tag).is_empty(), "{which:?}: no lease taken");
+    });
 }
 
 /// Ours keeps the prevResult a chained plugin is given whatever its version family and converts

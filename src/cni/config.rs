@@ -114,6 +114,12 @@ impl<'de> Visitor<'de> for Folder {
         Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // serde_json reads the integer `-0` as the float -0.0, which an integer field refuses;
+        // Go decodes `-0` into an int as 0 (and the reference's plugins take it), so a negative
+        // zero is the integer 0 here (`-0.0` too, which Go would refuse for an int: lenient)
+        if v == 0.0 && v.is_sign_negative() {
+            return Ok(Value::from(0u64));
+        }
         Ok(serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -446,6 +452,25 @@ mod tests {
         // `fold` of an already-parsed value merges the same way
         let raw = parse_raw(br#"{"Dns": {"domain": "d"}, "DNS": {"search": ["s"]}}"#).unwrap();
         assert_eq!(fold(&raw), json!({"dns": {"domain": "d", "search": ["s"]}}));
+    }
+
+    #[test]
+    fn negative_zero_is_the_integer_zero_as_in_go() {
+        #[derive(serde::Deserialize)]
+        struct C {
+            mtu: i64,
+            n: u32,
+            f: f64,
+        }
+        for text in [&br#"{"mtu": -0, "n": -0, "f": -0}"#[..], br#"{"MTU": -0.0, "n": -0e3, "f": -0.0}"#] {
+            let v = parse_folded(text).unwrap();
+            assert_eq!(v, json!({"mtu": 0, "n": 0, "f": 0}), "{}", String::from_utf8_lossy(text));
+            let c: C = decode(&v).unwrap();
+            assert_eq!((c.mtu, c.n, c.f), (0, 0, 0.0));
+        }
+        // raw parsing too; a positive 0.0 stays a float (Go refuses it for an int as well)
+        assert_eq!(parse_raw(br#"{"a": [-0]}"#).unwrap(), json!({"a": [0]}));
+        assert!(parse_folded(br#"{"mtu": 0.0}"#).unwrap()["mtu"].is_f64());
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub fn ipam_gc(ctx: &Ctx) -> anyhow::Result<()> {
     delegate(ctx, &ipam_name(ctx)?, Command::Gc).map(|_| ())
 }
 
-/// The first regular file named `plugin` in the CNI_PATH dirs (no exec-bit check).
+/// The first regular file named `plugin` in the CNI_PATH dirs (no exec-bit check). Empty entries
+/// are skipped (Go's `FindInPath` takes them for the working directory) but listed in the error.
 pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> anyhow::Result<PathBuf> {
     locate(plugin, paths).map(|(p, _)| p)
 }
@@ -99,7 +100,8 @@ fn locate(plugin: &str, paths: &[PathBuf]) -> anyhow::Result<(PathBuf, std::fs::
     if paths.is_empty() {
         anyhow::bail!("no paths provided");
     }
-    for dir in paths {
+    // an empty entry would be the working directory in Go's FindInPath: never searched here
+    for dir in paths.iter().filter(|d| !d.as_os_str().is_empty()) {
         let full = dir.join(plugin);
         if let Some(m) = std::fs::metadata(&full).ok().filter(std::fs::Metadata::is_file) {
             return Ok((full, m));
@@ -345,6 +347,14 @@ mod tests {
             .starts_with("failed to find plugin \"dirplugin\" in path ["));
         assert_eq!(find_in_path("a/b", &paths).unwrap_err().to_string(), "invalid plugin name: a/b");
         assert_eq!(find_in_path("x", &[]).unwrap_err().to_string(), "no paths provided");
+        // empty entries (CNI_PATH=":::") are listed as the reference lists them, never searched
+        let empty = crate::cni::env::split_path(":::");
+        assert_eq!(
+            find_in_path("plain", &empty).unwrap_err().to_string(),
+            r#"failed to find plugin "plain" in path [   ]"#
+        );
+        let mixed = crate::cni::env::split_path(&format!(":{}", d.0.display()));
+        assert_eq!(find_in_path("plain", &mixed).unwrap(), d.0.join("plain"));
         assert_eq!(find_in_path("", &paths).unwrap_err().to_string(), "no plugin name provided");
     }
 

@@ -52,7 +52,7 @@ pub fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Env>, CniErro
         } else if req {
             match var {
                 "CNI_CONTAINERID" => validate_container_id(&v)?,
-                "CNI_IFNAME" => validate_ifname(&v)?,
+                "CNI_IFNAME" => validate_ifname_for(cmd, &v)?,
                 _ => {}
             }
         }
@@ -98,8 +98,35 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     Ok(())
 }
 
-/// Linux interface names: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
+/// CNI_IFNAME as the reference's `ValidateInterfaceName` checks it (1–15 bytes, not `.`/`..`, no
+/// `/`, `:` or whitespace rune as Go's `unicode.IsSpace` sees it, which is Rust's
+/// `char::is_whitespace`), and no `%`: the kernel reads a new link's name with a `%` as a
+/// template (`b%d` becomes `b0`), so the interface would get another name than the one asked
+/// for, and the plugin would neither find it nor delete it (the reference accepts it and leaks
+/// the links).
 pub fn validate_ifname(name: &str) -> Result<(), CniError> {
+    validate_ifname_as_reference(name)?;
+    if name.contains('%') {
+        return Err(CniError::env("interface name contains %")
+            .with_details("the kernel expands % in a new interface's name (a name template)"));
+    }
+    Ok(())
+}
+
+/// CNI_IFNAME for `command`: [`validate_ifname`], except on DEL, which takes what the reference
+/// takes. A name with `%` cannot name an attachment that an ADD made (ours refuses it, the
+/// reference's fails), and DEL must succeed when there is nothing to remove: it finds no such
+/// link and releases what IPAM holds for the name (a reservation the reference's host-local made).
+pub fn validate_ifname_for(command: &str, name: &str) -> Result<(), CniError> {
+    if command == "DEL" {
+        validate_ifname_as_reference(name)
+    } else {
+        validate_ifname(name)
+    }
+}
+
+/// The reference's `ValidateInterfaceName`, exactly (code 4, its messages).
+pub fn validate_ifname_as_reference(name: &str) -> Result<(), CniError> {
     if name.is_empty() {
         return Err(CniError::env("interface name is empty"));
     }
@@ -112,6 +139,34 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
     }
     if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
         return Err(CniError::env("interface name contains / or : or whitespace characters"));
+    }
+    Ok(())
+}
+
+/// A name from the config (or prevResult) that the kernel gets as a link's name: the kernel's
+/// `dev_valid_name` (1–15 bytes, not `.`/`..`, no `/`, `:` or a byte that the kernel's Latin-1
+/// `isspace` (lib/ctype.c) calls space: `\t \n \v \f \r`, space and 0xA0, so `"b\u{2028}"` and
+/// `"b\u{85}"` are fine but `"b\u{a0}"` and `"bà"` (C3 A0) are not), and no `%` (a template the
+/// kernel expands). The messages are [`validate_ifname`]'s; callers say which key is wrong.
+pub fn validate_link_name(name: &str) -> Result<(), CniError> {
+    if name.is_empty() {
+        return Err(CniError::env("interface name is empty"));
+    }
+    if name.len() > 15 {
+        return Err(CniError::env("interface name is too long")
+            .with_details("interface name should be less than 16 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(CniError::env("interface name is . or .."));
+    }
+    // lib/ctype.c: _S is set for 9-13, 32 and 160 only
+    let kernel_space = |b: u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0xa0);
+    if name.bytes().any(|b| b == b'/' || b == b':' || kernel_space(b)) {
+        return Err(CniError::env("interface name contains / or : or whitespace characters"));
+    }
+    if name.contains('%') {
+        return Err(CniError::env("interface name contains %")
+            .with_details("the kernel expands % in a new interface's name (a name template)"));
     }
     Ok(())
 }
@@ -165,9 +220,15 @@ pub fn parse_args_lenient(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// CNI_PATH split on `:` (empty entries dropped).
+/// CNI_PATH split on `:` as Go's `filepath.SplitList` splits it: an empty CNI_PATH is no entry,
+/// empty entries are kept (`":::"` is four). They are shown in "failed to find plugin" errors as
+/// the reference shows them, but never searched (see `delegate::find_in_path`): Go's lookup
+/// takes an empty entry for the working directory, which is not a place to run plugins from.
 pub fn split_path(raw: &str) -> Vec<PathBuf> {
-    raw.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(':').map(PathBuf::from).collect()
 }
 
 /// `1` or `true` (any case).
@@ -241,6 +302,42 @@ mod tests {
         }
         // 8 two-byte chars = 16 bytes: too long
         assert!(validate_ifname("éééééééé").is_err());
+        // Go's unicode.IsSpace on runes, as the reference: Unicode spaces are refused
+        for bad in ["b\u{2028}", "b\u{85}", "b\u{3000}", "b\u{1680}"] {
+            assert_eq!(validate_ifname(bad).unwrap_err().code, 4, "{bad:?}");
+        }
+        assert!(validate_ifname("bà").is_ok());
+    }
+
+    #[test]
+    fn ifname_with_a_name_template_is_refused_except_on_del() {
+        for bad in ["b%d", "%", "eth%"] {
+            let e = validate_ifname(bad).unwrap_err();
+            assert_eq!((e.code, e.msg.as_str()), (4, "interface name contains %"), "{bad}");
+            for cmd in ["ADD", "CHECK"] {
+                assert_eq!(validate_ifname_for(cmd, bad).unwrap_err().code, 4, "{cmd} {bad}");
+            }
+            assert!(validate_ifname_for("DEL", bad).is_ok(), "DEL {bad}");
+        }
+        // through the environment: ADD and CHECK refuse it, DEL takes it
+        for (cmd, ok) in [("ADD", false), ("CHECK", false), ("DEL", true)] {
+            let r = env(&with(&[("CNI_COMMAND", cmd), ("CNI_IFNAME", "b%d")]));
+            assert_eq!(r.is_ok(), ok, "{cmd}: {r:?}");
+        }
+        // DEL still refuses what the reference refuses
+        assert_eq!(validate_ifname_for("DEL", "a/b").unwrap_err().code, 4);
+    }
+
+    #[test]
+    fn link_names_follow_the_kernel_byte_rules() {
+        // dev_valid_name tests bytes with the kernel's Latin-1 isspace: only 9-13, 32 and 0xA0
+        for ok in ["cni0", "b\u{2028}", "b\u{85}", "b\u{3000}", "é", "abcdefghijklmno"] {
+            assert!(validate_link_name(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", ".", "..", "br/0", "br:0", "br 0", "b\t", "b\u{b}", "b\u{a0}", "bà", "b%d", "abcdefghijklmnop"]
+        {
+            assert_eq!(validate_link_name(bad).unwrap_err().code, 4, "{bad:?}");
+        }
     }
 
     #[test]
@@ -266,7 +363,9 @@ mod tests {
             parse_args_lenient("A=1;;B=x=y;noeq;=v"),
             vec![("A".to_string(), "1".to_string()), ("B".to_string(), "x=y".to_string())]
         );
-        assert_eq!(split_path("/a::/b"), vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(split_path("/a::/b"), vec![PathBuf::from("/a"), PathBuf::new(), PathBuf::from("/b")]);
+        assert_eq!(split_path(":::").len(), 4);
+        assert!(split_path("").is_empty());
         assert!(is_true("True") && is_true("1") && !is_true("yes"));
     }
 }

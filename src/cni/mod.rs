@@ -75,7 +75,7 @@ pub struct Ctx {
     pub args: Vec<(String, String)>,
     /// CNI_ARGS verbatim (passed on to delegated plugins)
     pub raw_args: String,
-    /// CNI_PATH split on ':'
+    /// CNI_PATH split on ':' ([`env::split_path`]: empty entries kept, never searched)
     pub path: Vec<PathBuf>,
     /// raw stdin bytes, passed unchanged to delegated plugins
     pub stdin: Vec<u8>,
@@ -133,9 +133,18 @@ impl Ctx {
     /// lower-case serde names (`#[serde(rename = "isgateway")]`). A type mismatch is a
     /// plain error (code 999), like the reference.
     /// `ipam`, when present, must be an object (the reference's `types.IPAM` struct); the error
-    /// names the key whose value is wrong.
+    /// names the key whose value is wrong. On DEL and GC, which must not fail on a config that
+    /// ADD refused, an `ipam` that is no object names no IPAM plugin to call: it is decoded as
+    /// absent (and [`Ctx::ipam_type`] is `None`), so the rest of the attachment is still removed.
     pub fn plugin_conf<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
         if let Some(ipam) = self.conf.get("ipam").filter(|v| !v.is_object()) {
+            if matches!(self.command, Command::Del | Command::Gc) {
+                let mut without = self.conf.clone();
+                if let Some(m) = without.as_object_mut() {
+                    m.remove("ipam");
+                }
+                return config::decode(&without);
+            }
             anyhow::bail!("failed to load netconf: ipam: expected an object, got {}", config::kind(ipam));
         }
         config::decode(&self.conf)
@@ -196,6 +205,35 @@ impl Ctx {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| CniError::env("required env variables [CNI_NETNS] missing"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_conf_takes_a_non_object_ipam_as_absent_on_del_and_gc_only() {
+        #[derive(serde::Deserialize, Debug)]
+        struct C {
+            mtu: i64,
+            ipam: Option<serde_json::Value>,
+        }
+        for command in [Command::Add, Command::Check, Command::Status, Command::Del, Command::Gc] {
+            let ctx = Ctx {
+                conf: config::parse_folded(br#"{"mtu": 1400, "ipam": "host-local"}"#).unwrap(),
+                ..Ctx::new(command)
+            };
+            let r = ctx.plugin_conf::<C>();
+            if matches!(command, Command::Del | Command::Gc) {
+                let c = r.unwrap();
+                assert_eq!((c.mtu, c.ipam), (1400, None), "{command:?}");
+                assert_eq!(ctx.ipam_type(), None);
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert_eq!(e, "failed to load netconf: ipam: expected an object, got string", "{command:?}");
+            }
+        }
     }
 }
 

@@ -20,7 +20,8 @@ pub struct Interface {
     pub name: String,
     /// lower-case colon-separated MAC as the reference prints it
     pub mac: Option<String>,
-    pub mtu: Option<u32>,
+    /// a Go `int` in the reference's result: any int64 (a prevResult's negative value is echoed)
+    pub mtu: Option<i64>,
     pub sandbox: Option<String>,
     pub socket_path: Option<String>,
     pub pci_id: Option<String>,
@@ -31,7 +32,10 @@ pub struct IpConfig {
     /// address with its prefix length (host bits kept), e.g. 198.18.0.2/24
     pub address: IpNet,
     pub gateway: Option<IpAddr>,
-    /// index into `interfaces`
+    /// index into `interfaces`. The reference's is a Go `*int`: any int64, echoed as given (its
+    /// loopback passes `-1` on). It is kept here as the int64's two's-complement bits, so a
+    /// negative value is an index of 2^63 or more that names no interface: every lookup
+    /// (`interfaces.get(i)`) finds none, and [`IpConfig::interface_go`] gives the value back.
     pub interface: Option<usize>,
 }
 
@@ -47,6 +51,23 @@ pub struct Route {
     pub priority: Option<i64>,
     pub table: Option<u32>,
     pub scope: Option<u8>,
+}
+
+impl IpConfig {
+    /// `interface` as the Go int it was (negative values included), for printing.
+    pub fn interface_go(&self) -> Option<i64> {
+        self.interface.map(go_int_of_index)
+    }
+}
+
+/// An `ips[].interface` Go int stored as an index (see [`IpConfig::interface`]): the same 64 bits.
+fn index_of_go_int(n: i64) -> usize {
+    n as usize
+}
+
+/// The Go int an index stands for (the inverse of [`index_of_go_int`]).
+fn go_int_of_index(i: usize) -> i64 {
+    i as i64
 }
 
 impl Route {
@@ -165,7 +186,9 @@ impl CniResult {
                 .map(|i| {
                     let mut o = Vec::new();
                     push_opt_str(&mut o, "mac", &i.mac);
-                    push_nonzero(&mut o, "mtu", i.mtu);
+                    if let Some(mtu) = i.mtu.filter(|n| *n != 0) {
+                        o.push(("mtu", J::I(mtu)));
+                    }
                     o.push(("name", J::s(&i.name)));
                     push_opt_str(&mut o, "pciID", &i.pci_id);
                     push_opt_str(&mut o, "sandbox", &i.sandbox);
@@ -184,8 +207,8 @@ impl CniResult {
                     if let Some(gw) = ip.gateway {
                         o.push(("gateway", J::S(fmt_ip(&gw))));
                     }
-                    if let Some(i) = ip.interface {
-                        o.push(("interface", J::N(i as u64)));
+                    if let Some(i) = ip.interface_go() {
+                        o.push(("interface", J::I(i)));
                     }
                     J::O(o)
                 })
@@ -242,8 +265,8 @@ impl CniResult {
                 .map(|ip| {
                     let fam = if is_v4(&ip.address.addr()) { "4" } else { "6" };
                     let mut o = vec![("version", J::s(fam))];
-                    if let Some(i) = ip.interface {
-                        o.push(("interface", J::N(i as u64)));
+                    if let Some(i) = ip.interface_go() {
+                        o.push(("interface", J::I(i)));
                     }
                     o.push(("address", J::S(fmt_net(&ip.address))));
                     if let Some(gw) = ip.gateway {
@@ -266,7 +289,10 @@ impl CniResult {
         let ip4 = self.ips.iter().find(|ip| is_v4(&ip.address.addr()));
         let ip6 = self.ips.iter().find(|ip| !is_v4(&ip.address.addr()));
         if ip4.is_none() && ip6.is_none() {
-            return Err(CniError::internal("cannot convert: no valid IP addresses"));
+            // a result without addresses (an L2-only attachment) has no 0.1.0/0.2.0 form: the
+            // config asks for a version that cannot express it, which the spec calls invalid
+            // network config (7); the reference's conversion error is a plain one (999)
+            return Err(CniError::config("cannot convert: no valid IP addresses"));
         }
         let ipn = |ip: &IpConfig, v4: bool| {
             let mut o = vec![("ip", J::S(fmt_net(&ip.address)))];
@@ -342,13 +368,6 @@ fn push_opt_str(o: &mut Vec<(&'static str, J)>, key: &'static str, v: &Option<St
     }
 }
 
-/// Go's `int ... omitempty`: zero is not printed.
-fn push_nonzero(o: &mut Vec<(&'static str, J)>, key: &'static str, v: Option<u32>) {
-    if let Some(n) = v.filter(|n| *n != 0) {
-        o.push((key, J::N(u64::from(n))));
-    }
-}
-
 /// [`push_nonzero`] of a Go `int` that may be negative.
 fn push_nonzero_int(o: &mut Vec<(&'static str, J)>, key: &'static str, v: Option<i64>) {
     if let Some(n) = v.filter(|n| *n != 0) {
@@ -388,7 +407,7 @@ fn parse_rich(m: &Map<String, Value>, v1: bool) -> Result<CniResult, CniError> {
             ..Default::default()
         };
         if v1 {
-            intf.mtu = opt_u32(o, "mtu", &what)?.filter(|n| *n != 0);
+            intf.mtu = opt_go_int(o, "mtu", &what)?.filter(|n| *n != 0);
             intf.socket_path = opt_str(o, "socketpath", &what)?.filter(|s| !s.is_empty());
             intf.pci_id = opt_str(o, "pciid", &what)?.filter(|s| !s.is_empty());
         }
@@ -397,14 +416,7 @@ fn parse_rich(m: &Map<String, Value>, v1: bool) -> Result<CniResult, CniError> {
     for (i, v) in opt_array(m, "ips", "result")?.iter().enumerate() {
         let what = format!("ips[{i}]");
         let o = v.as_object().ok_or_else(|| decode_err(format!("{what} is not an object")))?;
-        let interface = match o.get("interface") {
-            None => None,
-            Some(n) => Some(
-                n.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| decode_err(format!("{what}.interface is not a valid index")))?,
-            ),
-        };
+        let interface = opt_go_int(o, "interface", &what)?.map(index_of_go_int);
         r.ips.push(IpConfig {
             address: req_net(o, "address", &what)?,
             gateway: opt_ip(o, "gateway", &what)?,
@@ -427,9 +439,9 @@ pub(crate) fn parse_route(v: &Value, what: &str) -> Result<Route, CniError> {
     Ok(Route {
         dst: req_net(o, "dst", what)?,
         gw: opt_ip(o, "gw", what)?,
-        mtu: opt_i64(o, "mtu", what)?.filter(|n| *n != 0),
-        advmss: opt_i64(o, "advmss", what)?.filter(|n| *n != 0),
-        priority: opt_i64(o, "priority", what)?.filter(|n| *n != 0),
+        mtu: opt_go_int(o, "mtu", what)?.filter(|n| *n != 0),
+        advmss: opt_go_int(o, "advmss", what)?.filter(|n| *n != 0),
+        priority: opt_go_int(o, "priority", what)?.filter(|n| *n != 0),
         table: opt_u32(o, "table", what)?,
         scope,
     })
@@ -473,11 +485,24 @@ fn opt_u32(o: &Map<String, Value>, key: &str, what: &str) -> Result<Option<u32>,
     }
 }
 
-/// A Go `int` (64 bits, negative allowed).
-fn opt_i64(o: &Map<String, Value>, key: &str, what: &str) -> Result<Option<i64>, CniError> {
+/// A Go `int` field: an integer in the int64 range (negative ones included); a fraction or a
+/// number beyond int64 is refused, as Go's decoder refuses it for an int.
+fn opt_go_int(o: &Map<String, Value>, key: &str, what: &str) -> Result<Option<i64>, CniError> {
     match o.get(key) {
         None => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| decode_err(format!("{what}.{key} is not a valid integer"))),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| decode_err(format!("{what}.{key}: cannot unmarshal {} into a Go int", short_json(v)))),
+    }
+}
+
+/// A JSON value for a message, cut short.
+fn short_json(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", text.get(..at).unwrap_or_default()),
+        None => text,
     }
 }
 
@@ -545,7 +570,7 @@ pub fn fmt_net(n: &IpNet) -> String {
 pub enum J {
     S(String),
     N(u64),
-    /// a signed number (Go `int`)
+    /// a signed number (a Go `int`)
     I(i64),
     A(Vec<J>),
     O(Vec<(&'static str, J)>),
@@ -644,7 +669,7 @@ pub fn go_quote(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() || c == '\u{feff}' => {
+            c if !go_printable(c) => {
                 if (c as u32) < 0x10000 {
                     out.push_str(&format!("\\u{:04x}", c as u32));
                 } else {
@@ -656,6 +681,41 @@ pub fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Go's `strconv.IsPrint` for the runes `go_quote` meets (it escapes the others): not a control
+/// character, not a space or separator other than U+0020 (U+00A0, U+2028, U+3000, ...), not a
+/// format character (soft hyphen, zero-width and bidi controls, BOM, ...), not private use or a
+/// noncharacter. (Unassigned code points, which Go escapes too, are printed as they are: std has
+/// no Unicode category table.)
+fn go_printable(c: char) -> bool {
+    let n = c as u32;
+    let separator = matches!(n, 0xa0 | 0x1680 | 0x2000..=0x200a | 0x2028 | 0x2029 | 0x202f | 0x205f | 0x3000);
+    let format = matches!(
+        n,
+        0xad | 0x600..=0x605
+            | 0x61c
+            | 0x6dd
+            | 0x70f
+            | 0x890..=0x891
+            | 0x8e2
+            | 0x180e
+            | 0x200b..=0x200f
+            | 0x202a..=0x202e
+            | 0x2060..=0x2064
+            | 0x2066..=0x206f
+            | 0xfeff
+            | 0xfff9..=0xfffb
+            | 0x110bd
+            | 0x110cd
+            | 0x13430..=0x1343f
+            | 0x1bca0..=0x1bca3
+            | 0x1d173..=0x1d17a
+            | 0xe0001
+            | 0xe0020..=0xe007f
+    );
+    let private_or_non = matches!(n, 0xe000..=0xf8ff | 0xf0000..=0x10ffff | 0xfdd0..=0xfdef) || (n & 0xfffe) == 0xfffe;
+    !(c.is_control() || separator || format || private_or_non)
 }
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
@@ -939,7 +999,7 @@ mod tests {
         let r =
             CniResult { interfaces: vec![Interface { name: "lo".into(), ..Default::default() }], ..Default::default() };
         let e = r.to_json("0.2.0").unwrap_err();
-        assert_eq!(e.code, 999);
+        assert_eq!(e.code, code::INVALID_CONFIG);
         assert_eq!(e.msg, "cannot convert: no valid IP addresses");
         assert!(r.to_json("0.4.0").is_ok());
         assert_eq!(r.to_json("1.0.0").unwrap(), "{\n    \"cniVersion\": \"1.0.0\",\n    \"interfaces\": [\n        {\n            \"name\": \"lo\"\n        }\n    ]\n}");
@@ -992,7 +1052,9 @@ mod tests {
             json!({"cniVersion": "1.0.0", "ips": {}}),
             json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}),
             json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1"}]}),
-            json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1/24", "interface": -1}]}),
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1/24", "interface": 18446744073709551615u64}]}),
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.1/24", "interface": 1.5}]}),
+            json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": 9223372036854775808u64}]}),
             json!({"cniVersion": "1.0.0", "routes": [{"gw": "198.18.0.1"}]}),
             json!({"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "mtu": "1500"}]}),
             json!({"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "scope": 256}]}),
@@ -1004,6 +1066,31 @@ mod tests {
         }
     }
 
+    /// `ips[].interface` and `interfaces[].mtu` are Go ints: any int64 is read and printed back
+    /// as given (the reference's loopback echoes `-1`), a number beyond int64 is refused as Go
+    /// refuses it; a negative index names no interface.
+    #[test]
+    fn go_int_fields_take_the_int64_range_and_echo_negatives() {
+        let v = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "mtu": -5}, {"name": "big", "mtu": 9223372036854775807i64}],
+            "ips": [{"address": "198.18.0.2/24", "interface": -1},
+                    {"address": "198.18.0.3/24", "interface": -9223372036854775808i64},
+                    {"address": "198.18.0.4/24", "interface": 9223372036854775807i64},
+                    {"address": "198.18.0.5/24", "interface": 1}]});
+        let r = CniResult::from_json(&v, "1.0.0").unwrap();
+        assert_eq!(r.interfaces[0].mtu, Some(-5));
+        let idx: Vec<Option<i64>> = r.ips.iter().map(IpConfig::interface_go).collect();
+        assert_eq!(idx, [Some(-1), Some(i64::MIN), Some(i64::MAX), Some(1)]);
+        // a negative or out-of-range index looks nothing up
+        assert!(r.ips.iter().take(3).all(|ip| ip.interface.and_then(|i| r.interfaces.get(i)).is_none()));
+        assert_eq!(r.ips[3].interface.and_then(|i| r.interfaces.get(i)).map(|x| x.name.as_str()), Some("big"));
+        let printed: Value = serde_json::from_str(&r.to_json("1.0.0").unwrap()).unwrap();
+        assert_eq!(printed["interfaces"], v["interfaces"]);
+        assert_eq!(printed["ips"], v["ips"]);
+        let printed: Value = serde_json::from_str(&r.to_json("0.4.0").unwrap()).unwrap();
+        assert_eq!(printed["ips"][0]["interface"], -1);
+    }
+
     #[test]
     fn go_formatting_details() {
         assert_eq!(fmt_net(&net("::ffff:198.18.0.1/120")), "198.18.0.1/24");
@@ -1013,6 +1100,12 @@ mod tests {
         go_escape("a<b>&\"\\\n\u{1}\u{8}\u{2028}é", &mut s);
         assert_eq!(s, r#""a\u003cb\u003e\u0026\"\\\n\u0001\b\u2028é""#);
         assert_eq!(go_quote("a\"b\u{1}"), r#""a\"b\x01""#);
+        // strconv.Quote escapes what unicode.IsPrint refuses: controls, spaces other than ' ',
+        // separators, format characters
+        assert_eq!(go_quote("b\u{2028}"), r#""b\u2028""#);
+        assert_eq!(go_quote("b\u{85} \u{a0}\u{3000}"), r#""b\u0085 \u00a0\u3000""#);
+        assert_eq!(go_quote("\u{200b}\u{feff}\u{e0001}"), r#""\u200b\ufeff\U000e0001""#);
+        assert_eq!(go_quote("bà€😀"), r#""bà€😀""#);
         assert_eq!(go_quote_list(&["0.1.0", "1.0.0"]), r#"["0.1.0" "1.0.0"]"#);
     }
 }

@@ -112,8 +112,9 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
     // names written into rules (and into iptables-restore input, where a newline would be a
     // line of its own) are checked before any change
     if let (Some(br), true) = (&spec.bridge, spec.ingress_policy != IngressPolicy::Open) {
-        crate::cni::env::validate_ifname(br)
-            .map_err(|e| CniError::config(format!("prevResult's bridge interface {br:?}: {}", e.msg)))?;
+        crate::cni::env::validate_link_name(br).map_err(|e| {
+            CniError::config(format!("prevResult's bridge interface {}: {}", crate::cni::result::go_quote(br), e.msg))
+        })?;
     }
     // (with firewalld no per-address rule is written, so the admin chain is unused)
     if backend == Backend::Iptables && spec.firewalld_zone.is_none() {

@@ -2,7 +2,7 @@
 
 use super::steps::{self, veth::Pair, Undo};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY, IPAM_KEY};
-use crate::cni::result::{Interface, Route};
+use crate::cni::result::{go_quote, Interface, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall;
 use crate::netlink::addr::Family;
@@ -153,8 +153,8 @@ impl Conf {
         }
         steps::veth::mtu_key(c.mtu)?;
         // the kernel's rules for a link name, checked before anything is created
-        crate::cni::env::validate_ifname(c.bridge_name())
-            .map_err(|e| CniError::config(format!("invalid bridge name {:?}: {}", c.bridge_name(), e.msg)))?;
+        crate::cni::env::validate_link_name(c.bridge_name())
+            .map_err(|e| CniError::config(format!("invalid bridge name {}: {}", go_quote(c.bridge_name()), e.msg)))?;
         if c.hairpin_mode && c.promisc_mode {
             return Err(CniError::config("cannot set hairpin mode and promiscuous mode at the same time").into());
         }
@@ -422,8 +422,8 @@ fn ensure_vlan_gateway(host: &mut Netlink, br: &Link, conf: &Conf, undo: &mut Un
     if let Some(l) = host.link_by_name(&name)? {
         return Ok(l);
     }
-    crate::cni::env::validate_ifname(&name)
-        .map_err(|e| anyhow::anyhow!("could not setup vlan-interface {name:?}: {}", e.msg))?;
+    crate::cni::env::validate_link_name(&name)
+        .map_err(|e| anyhow::anyhow!("could not setup vlan-interface {}: {}", go_quote(&name), e.msg))?;
     let peer = steps::veth::random_name();
     let spec =
         VethSpec { name: &name, peer_name: &peer, mtu: Some(br.mtu).filter(|m| *m > 0), mac: None, peer_ns: None };

@@ -404,4 +404,22 @@ mod tests {
         assert_eq!(v4.unwrap().to_string(), "198.18.0.2/24");
         assert_eq!(v6.unwrap().to_string(), "fd00::2/64");
     }
+
+    /// A negative or out-of-range `interface` (a Go int the reference accepts) names no interface:
+    /// the address counts as the container's, as the reference's `intIdx >= 0 && intIdx < len`
+    /// test has it, and nothing panics.
+    #[test]
+    fn container_ips_with_a_negative_or_out_of_range_interface_index() {
+        let mut c = ctx(json!({}));
+        c.ifname = "eth0".into();
+        let prev = CniResult::from_json(
+            &json!({"cniVersion": "1.0.0", "interfaces": [{"name": "veth0"}],
+                    "ips": [{"address": "198.18.0.7/24", "interface": -1}, {"address": "fd00::7/64", "interface": 5}]}),
+            "1.0.0",
+        )
+        .unwrap();
+        let (v4, v6) = container_ips(&c, &prev);
+        assert_eq!(v4.unwrap().to_string(), "198.18.0.7/24");
+        assert_eq!(v6.unwrap().to_string(), "fd00::7/64");
+    }
 }

@@ -12,14 +12,16 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context;
+use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
-use nix::sys::statfs::{fstatfs, NSFS_MAGIC, PROC_SUPER_MAGIC};
+use nix::sys::statfs::{fstatfs, statfs, NSFS_MAGIC, PROC_SUPER_MAGIC};
 
 nix::ioctl_none!(ns_get_nstype_raw, 0xb7, 0x3);
 
@@ -130,13 +132,26 @@ impl NetNs {
                 None => Err(NsError::NotExist(path.to_string())),
             };
         }
-        let file = File::open(path).map_err(|e| match e.kind() {
+        // The path's filesystem first, as the reference's IsNSorErr: a FIFO or a device is never
+        // opened (opening a FIFO blocks until a writer comes, a device open may act). The open
+        // itself is non-blocking in case the path changed in between; the fd is checked again.
+        let not_netns = |magic| magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC;
+        let st = statfs(path).map_err(|e| match e {
+            Errno::ENOENT => NsError::NotExist(path.to_string()),
+            e => NsError::Io(format!("failed to open netns {path:?}: {}", io::Error::from(e))),
+        })?;
+        if not_netns(st.filesystem_type()) {
+            return Err(NsError::NotNetns(path.to_string()));
+        }
+        let file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path).map_err(|e| match e
+            .kind()
+        {
             io::ErrorKind::NotFound => NsError::NotExist(path.to_string()),
             _ => NsError::Io(format!("failed to open netns {path:?}: {e}")),
         })?;
         let st = fstatfs(&file).map_err(|e| NsError::Io(format!("failed to statfs {path:?}: {e}")))?;
         let magic = st.filesystem_type();
-        if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+        if not_netns(magic) {
             return Err(NsError::NotNetns(path.to_string()));
         }
         // procfs magic also matches /proc/self/status, and nsfs holds ipc/uts/… namespaces

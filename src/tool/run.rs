@@ -120,18 +120,20 @@ impl Tool {
         delegate::delegate_with(&ctx, &plugin.ty, command, &self.self_exe, crate::applets::find).map_err(internal)
     }
 
-    fn validate_rt(list: &NetworkList, rt: &Runtime) -> Result<(), CniError> {
+    /// The runtime's values, as the plugins check them for `command` (a `%` in the ifname only
+    /// passes on DEL, see [`env::validate_ifname_for`]).
+    fn validate_rt(list: &NetworkList, rt: &Runtime, command: Command) -> Result<(), CniError> {
         if rt.container_id.is_empty() {
             return Err(CniError::new(crate::cni::code::UNKNOWN_CONTAINER, "missing containerID"));
         }
         env::validate_container_id(&rt.container_id)?;
         super::conf::check_name(&list.name).map_err(|e| CniError::config(e.to_string()))?;
-        env::validate_ifname(&rt.ifname)
+        env::validate_ifname_for(command.as_str(), &rt.ifname)
     }
 
     /// ADD: every plugin in order, each given the previous result; the final result is cached.
     pub fn add(&self, list: &NetworkList, rt: &Runtime) -> Result<Option<CniResult>, CniError> {
-        Self::validate_rt(list, rt)?;
+        Self::validate_rt(list, rt, Command::Add)?;
         let mut prev: Option<CniResult> = None;
         for plugin in &list.plugins {
             let stdin = Self::plugin_stdin(list, plugin, prev.as_ref(), Some(rt), &[])?;
@@ -166,7 +168,7 @@ impl Tool {
     /// DEL: plugins in reverse order with the cached result as prevResult (list version ≥ 0.4.0);
     /// an unusable cache entry is dropped and DEL goes on without it; the entry is removed at the end.
     pub fn del(&self, list: &NetworkList, rt: &Runtime) -> Result<(), CniError> {
-        Self::validate_rt(list, rt)?;
+        Self::validate_rt(list, rt, Command::Del)?;
         let with_prev = version::Version::parse(&list.version).map_err(CniError::internal)? >= version::WITH_CHECK;
         let mut prev = None;
         if with_prev {
@@ -188,7 +190,7 @@ impl Tool {
 
     /// CHECK: needs list version ≥ 0.4.0; `disableCheck` succeeds at once; plugins in order.
     pub fn check(&self, list: &NetworkList, rt: &Runtime) -> Result<(), CniError> {
-        Self::validate_rt(list, rt)?;
+        Self::validate_rt(list, rt, Command::Check)?;
         if version::Version::parse(&list.version).map_err(CniError::internal)? < version::WITH_CHECK {
             return Err(CniError::internal(format!(
                 "configuration version {:?} does not support the CHECK command",

@@ -121,9 +121,15 @@ pub struct Call<'w> {
     env: BTreeMap<String, Option<String>>,
     stdin: Vec<u8>,
     timeout: Duration,
+    cwd: Option<PathBuf>,
 }
 
 impl<'w> Call<'w> {
+    /// Run the plugin in `dir` (default: the test's working directory).
+    pub fn current_dir(mut self, dir: &std::path::Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.to_string(), Some(value.to_string()));
         self
@@ -152,6 +158,11 @@ impl<'w> Call<'w> {
         self.plugin = name.to_string();
         self
     }
+    /// How long the run may take before it is killed and the test fails (default 60 s).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
+        self
+    }
     pub fn stdin_bytes(mut self, bytes: &[u8]) -> Self {
         self.stdin = bytes.to_vec();
         self
@@ -167,6 +178,9 @@ impl<'w> Call<'w> {
                 cmd.env(k, v);
                 shown.push(format!("{k}={v}"));
             }
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
@@ -306,6 +320,7 @@ impl World {
             env,
             stdin: serde_json::to_vec(conf).expect("serialize config"),
             timeout: Duration::from_secs(60),
+            cwd: None,
         }
     }
 
@@ -317,6 +332,7 @@ impl World {
             env: BTreeMap::new(),
             stdin: vec![],
             timeout: Duration::from_secs(30),
+            cwd: None,
         }
     }
 

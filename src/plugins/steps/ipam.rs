@@ -96,6 +96,7 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
             Some(i) => {
                 let other = result.interfaces.get(i).map(|x| x.name.as_str()).unwrap_or("?");
                 if other != ifname {
+                    let i = ip.interface_go().unwrap_or_default();
                     anyhow::bail!("failed to add IP addr {} to {ifname:?}: invalid interface index {i}", ip.address);
                 }
             }
