@@ -175,11 +175,15 @@ for a in $applets; do
     mv -f "$tmp" "$dir/$a"
     say "linked $dir/$a -> cni-multi (${state%%:*} before)"
 done
-# links to cni-multi whose applet is gone
+# links to cni-multi whose applet is gone; the other names the binary answers to (cnitool and
+# cni-multi*, ALIASES and MULTI_PREFIX in src/applets.rs; a test checks them) are not stale
 for p in "$dir"/* "$dir"/.[!.]*; do
     [ -L "$p" ] && [ "$(readlink "$p")" = cni-multi ] || continue
     n=${p##*/}
-    case "$n" in .*.tmp-*) continue ;; esac # another installer's link about to be renamed
+    case "$n" in
+    .*.tmp-*) continue ;; # another installer's link about to be renamed
+    cnitool | cni-multi*) continue ;;
+    esac
     keep=
     for a in $applets; do [ "$a" != "$n" ] || keep=1; done
     [ -n "$keep" ] || { rm -f "$p"; say "removed stale link $p"; }

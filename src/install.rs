@@ -430,7 +430,8 @@ fn inspect_link(path: &Path) -> anyhow::Result<Found> {
     Ok(Found::Foreign("not a regular file or symlink".into()))
 }
 
-/// Links in `dir` that point at exactly `cni-multi` but are not an applet (any more).
+/// Links in `dir` that point at exactly `cni-multi` but are not an applet (any more) nor a
+/// name the dispatcher answers to ([`crate::applets::is_alias`]: a `cnitool` link works).
 fn stale_links(dir: &Path, applets: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -439,7 +440,7 @@ fn stale_links(dir: &Path, applets: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         // another installer's temp link is not stale: it is about to be renamed into place
-        if name == BINARY_NAME || applets.contains(&name) || is_temp_name(name) {
+        if name == BINARY_NAME || applets.contains(&name) || crate::applets::is_alias(name) || is_temp_name(name) {
             continue;
         }
         let path = entry.path();

@@ -166,6 +166,32 @@ fn repairs_and_updates_what_is_ours_without_force() {
     no_temp_files(&dir);
 }
 
+/// Names the dispatcher answers to besides the applets (`cnitool`, `cni-multi*`): a link of such a
+/// name works, so it is not a stale applet link.
+fn alias_names() -> Vec<String> {
+    let mut names: Vec<String> = cni_multi::applets::ALIASES.iter().map(|a| a.to_string()).collect();
+    names.push(format!("{}-previous", cni_multi::applets::MULTI_PREFIX));
+    names
+}
+
+#[test]
+fn install_keeps_cnitool_and_other_alias_links() {
+    let t = TempDir::new("alias");
+    let src = fake_binary(t.path(), "src-bin", b"build one");
+    let dir = t.path().join("bin");
+    install::install(&opts(&dir, &src), APPLETS).unwrap();
+    for a in alias_names() {
+        symlink("cni-multi", dir.join(&a)).unwrap();
+    }
+    symlink("cni-multi", dir.join("retired-plugin")).unwrap();
+    let changes = install::install(&opts(&dir, &src), APPLETS).unwrap();
+    assert_eq!(action_of(&changes, &dir.join("retired-plugin")), Action::Removed);
+    for a in alias_names() {
+        assert_eq!(link_target(&dir.join(&a)), "cni-multi", "{a} was removed as stale: {changes:?}");
+        assert!(changes.iter().all(|c| c.path != dir.join(&a)), "{a} was touched: {changes:?}");
+    }
+}
+
 #[test]
 fn rejects_source_that_is_not_cni_multi() {
     let t = TempDir::new("badsrc");
@@ -394,6 +420,27 @@ fn install_sh_fallback_copies_links_and_refuses_foreign() {
     assert_eq!(link_target(&dir.join("ptp")), "cni-multi");
     assert_eq!(link_target(&dir.join("bridge")), "cni-multi");
     no_temp_files(&dir);
+}
+
+#[test]
+fn install_sh_fallback_keeps_cnitool_and_other_alias_links() {
+    let t = TempDir::new("shalias");
+    let src = fake_script(t.path(), false);
+    let dir = t.path().join("bin");
+    let args = ["--dir", dir.to_str().unwrap(), "--src", src.to_str().unwrap()];
+    let (rc, out, err) = run_sh(&args);
+    assert_eq!(rc, 0, "{out}{err}");
+    for a in alias_names() {
+        symlink("cni-multi", dir.join(&a)).unwrap();
+    }
+    symlink("cni-multi", dir.join("retired-plugin")).unwrap();
+    let (rc, out, err) = run_sh(&args);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("removed stale link") && out.contains("retired-plugin"), "{out}");
+    assert!(fs::symlink_metadata(dir.join("retired-plugin")).is_err());
+    for a in alias_names() {
+        assert_eq!(link_target(&dir.join(&a)), "cni-multi", "{a} was removed as stale: {out}");
+    }
 }
 
 #[test]
