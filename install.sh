@@ -145,6 +145,9 @@ fi
 changed=0
 unchanged=0
 say() { echo "$*"; changed=$((changed + 1)); }
+mkdir_0755() { # mkdir -p whose new directories are 0755 whatever the caller's umask (like the files)
+    (umask 022 && mkdir -p "$1")
+}
 tmpname() { echo "$1/.$2.tmp-$$"; }
 put_file() { # SRC DIR NAME MODE: copy to a temp file in DIR, flush, rename over DIR/NAME
     tmp=$(tmpname "$2" "$3")
@@ -158,7 +161,7 @@ put_file() { # SRC DIR NAME MODE: copy to a temp file in DIR, flush, rename over
 }
 
 # act: the binary first, so no link ever dangles
-mkdir -p "$dir"
+mkdir_0755 "$dir"
 if [ "$bin_state" = same ]; then
     unchanged=$((unchanged + 1))
 else
@@ -192,7 +195,7 @@ if [ -n "$conf" ]; then
     if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$dest" "$conf"; then
         unchanged=$((unchanged + 1))
     else
-        mkdir -p "$conf_dir"
+        mkdir_0755 "$conf_dir"
         put_file "$conf" "$conf_dir" "${conf##*/}" 0644
         say "wrote $dest (network $network)"
     fi

@@ -282,7 +282,7 @@ pub fn install(opts: &Options, applets: &[&str]) -> anyhow::Result<Vec<Change>> 
 
     // ---- act: binary first, so no link ever dangles
     if !dir_exists {
-        fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
+        create_dirs(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
         changes.push(Change { path: opts.dir.clone(), action: Action::Created, detail: "directory".into() });
     }
     let action = action_for(&bin_found);
@@ -320,8 +320,7 @@ pub fn install(opts: &Options, applets: &[&str]) -> anyhow::Result<Vec<Change>> 
         let action = action_for(&found);
         if action != Action::Unchanged {
             if !opts.conf_dir.is_dir() {
-                fs::create_dir_all(&opts.conf_dir)
-                    .with_context(|| format!("cannot create {}", opts.conf_dir.display()))?;
+                create_dirs(&opts.conf_dir).with_context(|| format!("cannot create {}", opts.conf_dir.display()))?;
             }
             write_atomic(&opts.conf_dir, &c.file_name, 0o644, &mut c.bytes.as_slice())
                 .with_context(|| format!("cannot install {}", dest.display()))?;
@@ -674,6 +673,28 @@ fn symlink_atomic(dir: &Path, name: &str, target: &str) -> anyhow::Result<()> {
         }
     }
     Err(anyhow!("cannot create a temp link in {}: {last:?}", dir.display()))
+}
+
+/// Mode of the directories install creates (the bin and config directories and their missing
+/// parents), whatever the umask: runtimes and the kubelet list them, and the files in them are
+/// 0755/0644 too.
+const DIR_MODE: u32 = 0o755;
+
+/// `mkdir -p` with [`DIR_MODE`] for every directory it creates (set again after the mkdir, which
+/// the umask narrows); directories that exist keep their mode.
+fn create_dirs(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.is_dir()).collect();
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(DIR_MODE).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(DIR_MODE))
+                .with_context(|| format!("cannot set the mode of {}", d.display()))?,
+            // another installer made it (and sets its mode)
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(anyhow!(e).context(format!("cannot create {}", d.display()))),
+        }
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {

@@ -530,6 +530,52 @@ fn real_binary_installs_itself() {
     assert!(out.contains("0 changed"), "{out}");
 }
 
+/// The mode in octal, as `ls` and `chmod` spell it.
+fn mode_of(p: &Path) -> String {
+    format!("{:o}", fs::metadata(p).unwrap().permissions().mode() & 0o7777)
+}
+
+/// `sh -c 'umask 077; exec "$@"'`: the installer runs with a umask that would make 0700 dirs.
+fn under_umask_077(cmd: &[&str]) -> std::process::Output {
+    Command::new("sh").args(["-c", "umask 077 && exec \"$@\"", "sh"]).args(cmd).output().unwrap()
+}
+
+/// The directories an install creates are 0755 like the files in them, whatever the umask; a
+/// directory that exists keeps its mode.
+#[test]
+fn install_creates_directories_0755_under_umask_077() {
+    let t = TempDir::new("umask");
+    let conf = t.path().join("10-podnet.conflist");
+    fs::write(&conf, CONFLIST).unwrap();
+    let (bin_dir, conf_dir) = (t.path().join("opt/cni/bin"), t.path().join("etc/cni/net.d"));
+    let real = crate::harness::runtime::bin();
+    let shell_src = fake_script(t.path(), false);
+    let sh = install_sh();
+    let runs: [(&str, Vec<&str>); 2] = [
+        ("cni-multi install", vec![real, "install", "--src", real]),
+        ("install.sh fallback", vec!["sh", sh.to_str().unwrap(), "--src", shell_src.to_str().unwrap()]),
+    ];
+    for (what, cmd) in runs {
+        let _ = fs::remove_dir_all(t.path().join("opt"));
+        let _ = fs::remove_dir_all(t.path().join("etc"));
+        let mut argv = cmd.clone();
+        argv.extend(["--dir", bin_dir.to_str().unwrap(), "--conf", conf.to_str().unwrap()]);
+        argv.extend(["--conf-dir", conf_dir.to_str().unwrap()]);
+        let out = under_umask_077(&argv);
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        for d in ["opt", "opt/cni", "opt/cni/bin", "etc", "etc/cni", "etc/cni/net.d"] {
+            assert_eq!(mode_of(&t.path().join(d)), "755", "{what}: {d}");
+        }
+        assert_eq!(mode_of(&bin_dir.join("cni-multi")), "755", "{what}");
+        assert_eq!(mode_of(&conf_dir.join("10-podnet.conflist")), "644", "{what}");
+    }
+    // an existing directory is left as it is
+    fs::set_permissions(&bin_dir, fs::Permissions::from_mode(0o711)).unwrap();
+    let out = under_umask_077(&[real, "install", "--src", real, "--dir", bin_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode_of(&bin_dir), "711");
+}
+
 #[test]
 fn pod_cidr_placeholder_is_filled_or_refused() {
     let t = TempDir::new("podcidr");
