@@ -495,6 +495,11 @@ fn resolve_pod_cidr(src: &PodCidr) -> anyhow::Result<String> {
     }
     let net: ipnet::IpNet =
         cidr.parse().map_err(|_| anyhow!("pod CIDR {cidr:?} is not an IP network in CIDR notation"))?;
+    if net.addr() != net.network() {
+        // host-local refuses such a subnet on every ADD (code 7): refuse it here, before the node
+        // gets a config that cannot work
+        bail!("pod CIDR {cidr:?} has host bits set: its network is {}", net.trunc());
+    }
     Ok(net.to_string())
 }
 
@@ -744,6 +749,10 @@ mod tests {
         assert_eq!(resolve_pod_cidr(&PodCidr::Value("fd00:1::/64".into())).unwrap(), "fd00:1::/64");
         for bad in ["", "  ", "198.18.4.0", "nonsense", "198.18.4.0/33", "1.2.3.4/24,fd00::/64"] {
             assert!(resolve_pod_cidr(&PodCidr::Value(bad.into())).is_err(), "{bad:?}");
+        }
+        for (bad, net) in [("198.18.4.7/24", "198.18.4.0/24"), ("fd00:1::5/64", "fd00:1::/64")] {
+            let e = resolve_pod_cidr(&PodCidr::Value(bad.into())).unwrap_err().to_string();
+            assert!(e.contains("host bits set") && e.ends_with(&format!("its network is {net}")), "{e}");
         }
     }
 

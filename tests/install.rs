@@ -594,6 +594,19 @@ fn pod_cidr_placeholder_is_filled_or_refused() {
     fs::write(&cidr_file, "").unwrap(); // node without spec.podCIDR
     o.pod_cidr = Some(install::PodCidr::File(cidr_file.clone()));
     assert!(install::install(&o, APPLETS).is_err());
+    // host bits set: host-local would refuse the subnet on every ADD, so nothing is installed
+    fs::write(&cidr_file, "198.18.7.9/24\n").unwrap();
+    let err = format!("{:#}", install::install(&o, APPLETS).unwrap_err());
+    assert!(err.contains("host bits set") && err.contains("198.18.7.0/24"), "{err}");
+    assert!(!t.path().join("bin").exists() && !o.conf_dir.exists(), "nothing installed with a bad pod CIDR");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (dir, conf_dir) = (t.path().join("bin").display().to_string(), o.conf_dir.display().to_string());
+    let conf = o.conf.as_ref().unwrap().display().to_string();
+    let src_s = src.display().to_string();
+    let argv =
+        ["--dir", &dir, "--src", &src_s, "--conf", &conf, "--conf-dir", &conf_dir, "--pod-cidr", "198.18.7.9/24"];
+    assert_eq!(install::main(&s(&argv)), 1, "--pod-cidr with host bits fails");
+    assert!(!o.conf_dir.exists());
     fs::write(&cidr_file, "198.18.7.0/24").unwrap();
     install::install(&o, APPLETS).unwrap();
     let written = fs::read_to_string(o.conf_dir.join("10-p.conflist")).unwrap();
