@@ -491,6 +491,99 @@ fn install_sh_delegates_to_the_binary() {
         format!("--dir\n/nonexistent/bin\n--force\n--conf\n{}\n--conf-dir\n/nonexistent/net.d\n", conf.display());
     assert_eq!(args, want);
     assert!(!Path::new("/nonexistent").exists());
+    // the pod CIDR flags go to the binary too, in both spellings
+    let src_s = src.to_str().unwrap().to_string();
+    let conf_s = conf.to_str().unwrap().to_string();
+    for (flags, want) in [
+        (vec!["--pod-cidr", "198.18.4.0/24"], "--pod-cidr\n198.18.4.0/24\n"),
+        (vec!["--pod-cidr=198.18.4.0/24"], "--pod-cidr\n198.18.4.0/24\n"),
+        (vec!["--pod-cidr-file", "/nonexistent/cidr"], "--pod-cidr-file\n/nonexistent/cidr\n"),
+        (vec!["--pod-cidr-file=/nonexistent/cidr"], "--pod-cidr-file\n/nonexistent/cidr\n"),
+    ] {
+        let mut argv = vec!["--src", &src_s, "--dir", "/nonexistent/bin", "--conf", &conf_s];
+        argv.extend(flags.iter().copied());
+        let (rc, out, err) = run_sh(&argv);
+        assert_eq!(rc, 0, "{flags:?}: {out}{err}");
+        let args = fs::read_to_string(t.path().join("install-args")).unwrap();
+        assert_eq!(args, format!("--dir\n/nonexistent/bin\n--conf\n{conf_s}\n{want}"), "{flags:?}");
+    }
+}
+
+/// The shell fallback accepts exactly the configs `cni-multi install` accepts, and says that the
+/// pod CIDR flags need the binary's installer instead of taking them as unknown arguments.
+#[test]
+fn install_sh_fallback_refuses_the_configs_the_binary_refuses() {
+    let t = TempDir::new("shsame");
+    let script = fake_script(t.path(), false);
+    let binary = fake_binary(t.path(), "src-bin", b"x");
+    let cases: &[(&str, &str)] = &[
+        ("ok.conflist", CONFLIST),
+        ("ok.conf", r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#),
+        ("list-in-a.conf", CONFLIST),
+        ("type-no-plugins.conflist", r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#),
+        ("empty-plugins.conflist", r#"{"name":"n","plugins":[]}"#),
+        ("plugin-without-type.conflist", r#"{"name":"n","plugins":[{"type":"bridge"},{}]}"#),
+        ("plugin-type-number.conflist", r#"{"name":"n","plugins":[{"type":5}]}"#),
+        ("plugin-not-object.conflist", r#"{"name":"n","plugins":[5]}"#),
+        ("plugins-not-a-list.conf", r#"{"name":"n","type":"bridge","plugins":{}}"#),
+        ("plugins-null.conf", r#"{"name":"n","type":"bridge","plugins":null}"#),
+        ("slash-name.conf", r#"{"name":"a/b","type":"bridge"}"#),
+        ("dotdot-name.conf", r#"{"name":"..","type":"bridge"}"#),
+        ("no-name.conf", r#"{"type":"bridge"}"#),
+        ("number-name.conf", r#"{"name":5,"type":"bridge"}"#),
+        ("empty-type.conf", r#"{"name":"n","type":""}"#),
+        ("array.json", r#"[{"name":"n","type":"bridge"}]"#),
+        ("not-json.conf", "{"),
+        ("placeholder.conflist", r#"{"name":"n","plugins":[{"type":"bridge","ipam":{"subnet":"__POD_CIDR__"}}]}"#),
+        (".hidden.conf", r#"{"name":"n","type":"bridge"}"#),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (name, body)) in cases.iter().enumerate() {
+        let case_dir = t.path().join(format!("case{i}"));
+        fs::create_dir(&case_dir).unwrap();
+        let conf = case_dir.join(name);
+        fs::write(&conf, body).unwrap();
+        let mut o = opts(&case_dir.join("bin"), &binary);
+        o.conf = Some(conf.clone());
+        o.conf_dir = case_dir.join("net.d");
+        let binary_says = install::install(&o, APPLETS).map(|_| ()).map_err(|e| format!("{e:#}"));
+        let sh_dir = case_dir.join("sh-bin");
+        let sh_net = case_dir.join("sh-net.d");
+        let (rc, out, err) = run_sh(&[
+            "--src",
+            script.to_str().unwrap(),
+            "--dir",
+            sh_dir.to_str().unwrap(),
+            "--conf",
+            conf.to_str().unwrap(),
+            "--conf-dir",
+            sh_net.to_str().unwrap(),
+        ]);
+        if binary_says.is_ok() != (rc == 0) {
+            wrong.push(format!("{name}: binary {binary_says:?}, install.sh rc {rc} {out}{err}"));
+        }
+        if rc != 0 && (sh_dir.exists() || sh_net.exists() || !err.contains("install.sh: error:")) {
+            wrong.push(format!("{name}: install.sh refused after changing something or without saying so: {err}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // the pod CIDR needs the binary's installer
+    let conf = t.path().join("10-podnet.conflist");
+    fs::write(&conf, CONFLIST).unwrap();
+    let dir = t.path().join("pod-bin");
+    let (src_s, conf_s, dir_s) = (script.to_str().unwrap(), conf.to_str().unwrap(), dir.to_str().unwrap());
+    for flags in [["--pod-cidr", "198.18.4.0/24"], ["--pod-cidr-file", "/nonexistent/cidr"]] {
+        let mut argv = vec!["--src", src_s, "--dir", dir_s, "--conf", conf_s];
+        argv.extend(flags);
+        let (rc, _, err) = run_sh(&argv);
+        assert_eq!(rc, 1, "{flags:?}");
+        assert!(
+            err.contains("need a cni-multi binary that can install itself") && !err.contains("unknown argument"),
+            "{err}"
+        );
+        assert!(!dir.exists());
+    }
 }
 
 #[test]
