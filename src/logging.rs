@@ -132,6 +132,11 @@ pub fn set_file(path: &str) {
     });
 }
 
+/// Whether log lines go to a file (CNI_MULTI_LOG_FILE or a `log` key) rather than stderr.
+pub fn writes_to_file() -> bool {
+    with_state(|s| s.file.is_some()).unwrap_or(false)
+}
+
 struct Mini;
 
 struct Fields(String);
