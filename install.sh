@@ -2,9 +2,11 @@
 # install.sh: install the cni-multi binary and one symlink per applet into a CNI bin directory.
 #
 #   install.sh [--dir /opt/cni/bin] [--force] [--src PATH] [--conf FILE [--conf-dir /etc/cni/net.d]]
+#              [--pod-cidr CIDR | --pod-cidr-file FILE]
 #
 # When the binary knows `cni-multi install`, this script hands everything to it (atomic copy,
-# symlinks, conflist, refusal of foreign files). Otherwise it does the same in shell: the binary is
+# symlinks, conflist, pod CIDR, refusal of foreign files). Otherwise it does the same in shell
+# (except --pod-cidr/--pod-cidr-file, which need the binary's installer): the binary is
 # copied to a temp file in the target directory and renamed into place, every applet named by
 # `cni-multi --list` gets a relative symlink `NAME -> cni-multi`, and a regular file or a symlink
 # that cni-multi did not install is only replaced with --force. Running it twice changes nothing.
@@ -20,9 +22,11 @@ force=
 src=
 conf=
 conf_dir=
+pod_cidr=
+pod_cidr_file=
 
 usage() {
-    sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
 }
 die() {
     echo "install.sh: error: $*" >&2
@@ -39,6 +43,10 @@ while [ $# -gt 0 ]; do
     --conf=*) conf=${1#--conf=}; shift ;;
     --conf-dir) [ $# -ge 2 ] || die "--conf-dir needs a value"; conf_dir=$2; shift 2 ;;
     --conf-dir=*) conf_dir=${1#--conf-dir=}; shift ;;
+    --pod-cidr) [ $# -ge 2 ] || die "--pod-cidr needs a value"; pod_cidr=$2; shift 2 ;;
+    --pod-cidr=*) pod_cidr=${1#--pod-cidr=}; shift ;;
+    --pod-cidr-file) [ $# -ge 2 ] || die "--pod-cidr-file needs a value"; pod_cidr_file=$2; shift 2 ;;
+    --pod-cidr-file=*) pod_cidr_file=${1#--pod-cidr-file=}; shift ;;
     --force) force=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -64,10 +72,15 @@ if "$src" install --help 2>/dev/null | grep -q -- '--conf-dir'; then
     [ -z "$force" ] || set -- "$@" --force
     [ -z "$conf" ] || set -- "$@" --conf "$conf"
     [ -z "$conf_dir" ] || set -- "$@" --conf-dir "$conf_dir"
+    [ -z "$pod_cidr" ] || set -- "$@" --pod-cidr "$pod_cidr"
+    [ -z "$pod_cidr_file" ] || set -- "$@" --pod-cidr-file "$pod_cidr_file"
     exec "$src" "$@"
 fi
 
 # ---- shell fallback
+if [ -n "$pod_cidr$pod_cidr_file" ]; then
+    die "--pod-cidr and --pod-cidr-file need a cni-multi binary that can install itself ($src cannot)"
+fi
 # one applet per line; only the first word counts (a description may follow)
 applets=$("$src" --list 2>/dev/null | sed 's/[[:space:]].*//') || die "$src --list failed: is it a cni-multi binary?"
 [ -n "$applets" ] || die "$src --list printed no applets"
@@ -82,8 +95,32 @@ if [ -n "$conf" ]; then
     *.conflist | *.conf | *.json) ;;
     *) die "$conf: a CNI config file name must end in .conflist, .conf or .json" ;;
     esac
-    network=$(jq -er 'if (.name|type) == "string" and (.name|length) > 0 and ((.plugins|type) == "array" or (.type|type) == "string") then .name else error("no name/plugins") end' "$conf" 2>/dev/null) ||
-        die "$conf is not a CNI config (JSON object with a name and plugins or type)"
+    case "${conf##*/}" in
+    .*) die "$conf: a CNI config file name must not start with a dot (runtimes ignore it)" ;;
+    *.conflist) is_list=1 ;;
+    *) is_list= ;;
+    esac
+    # what conf_network_name in src/install.rs accepts (a test runs both on the same files)
+    if ! out=$(jq -er --arg list "$is_list" '
+        if type != "object" then error("not a JSON object")
+        elif (.name | type) != "string" or .name == "" then error("missing network \"name\"")
+        elif (.name | contains("/")) or .name == "." or .name == ".." then
+            error("network name \(.name | tojson) cannot be used as a directory name")
+        elif has("plugins") then
+            if (.plugins | type) != "array" then error("\"plugins\" is not a list")
+            elif (.plugins | length) == 0 then error("\"plugins\" is empty")
+            elif any(.plugins[]; (.type? // "") as $t | ($t | type) != "string" or $t == "") then
+                error("a plugin has no \"type\"")
+            else .name end
+        elif $list != "" then error("a .conflist needs a \"plugins\" list")
+        elif (.type | type) != "string" or .type == "" then error("missing \"type\" (or a \"plugins\" list)")
+        else .name end' "$conf" 2>&1); then
+        die "$conf is not a CNI config: $(printf '%s\n' "$out" | sed -n '1{s/^jq: error ([^)]*): //;p;}')"
+    fi
+    network=$out
+    if grep -qF __POD_CIDR__ "$conf"; then
+        die "$conf contains __POD_CIDR__: --pod-cidr and --pod-cidr-file need a cni-multi binary that can install itself"
+    fi
     conf_dir=${conf_dir:-/etc/cni/net.d}
 fi
 
@@ -145,6 +182,9 @@ fi
 changed=0
 unchanged=0
 say() { echo "$*"; changed=$((changed + 1)); }
+mkdir_0755() { # mkdir -p whose new directories are 0755 whatever the caller's umask (like the files)
+    (umask 022 && mkdir -p "$1")
+}
 tmpname() { echo "$1/.$2.tmp-$$"; }
 put_file() { # SRC DIR NAME MODE: copy to a temp file in DIR, flush, rename over DIR/NAME
     tmp=$(tmpname "$2" "$3")
@@ -158,7 +198,7 @@ put_file() { # SRC DIR NAME MODE: copy to a temp file in DIR, flush, rename over
 }
 
 # act: the binary first, so no link ever dangles
-mkdir -p "$dir"
+mkdir_0755 "$dir"
 if [ "$bin_state" = same ]; then
     unchanged=$((unchanged + 1))
 else
@@ -175,11 +215,15 @@ for a in $applets; do
     mv -f "$tmp" "$dir/$a"
     say "linked $dir/$a -> cni-multi (${state%%:*} before)"
 done
-# links to cni-multi whose applet is gone
+# links to cni-multi whose applet is gone; the other names the binary answers to (cnitool and
+# cni-multi*, ALIASES and MULTI_PREFIX in src/applets.rs; a test checks them) are not stale
 for p in "$dir"/* "$dir"/.[!.]*; do
     [ -L "$p" ] && [ "$(readlink "$p")" = cni-multi ] || continue
     n=${p##*/}
-    case "$n" in .*.tmp-*) continue ;; esac # another installer's link about to be renamed
+    case "$n" in
+    .*.tmp-*) continue ;; # another installer's link about to be renamed
+    cnitool | cni-multi*) continue ;;
+    esac
     keep=
     for a in $applets; do [ "$a" != "$n" ] || keep=1; done
     [ -n "$keep" ] || { rm -f "$p"; say "removed stale link $p"; }
@@ -188,7 +232,7 @@ if [ -n "$conf" ]; then
     if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$dest" "$conf"; then
         unchanged=$((unchanged + 1))
     else
-        mkdir -p "$conf_dir"
+        mkdir_0755 "$conf_dir"
         put_file "$conf" "$conf_dir" "${conf##*/}" 0644
         say "wrote $dest (network $network)"
     fi

@@ -88,7 +88,9 @@ pub fn plugins_md(plugins: &[Plugin]) -> String {
          fail because of it. Logging: \
          `CNI_MULTI_LOG=error|warn|info|debug|trace` (default warn) on stderr, one line per event with the \
          time since the run started (`+0.265ms`; at debug level the steps show where an ADD's time goes), \
-         the applet, the command and the container id. Firewall: `CNI_MULTI_FIREWALL_BACKEND=iptables|nftables` \
+         the applet, the command and the container id. A plugin run in-process (the IPAM plugin an interface \
+         plugin delegates to, every plugin under `cni-multi tool`) logs as it would exec'd: its own applet \
+         name on each line and its own config's `log` file. Firewall: `CNI_MULTI_FIREWALL_BACKEND=iptables|nftables` \
          overrides every backend key; `CNI_MULTI_IPTABLES_NATIVE=0` makes the iptables tools read and write every \
          iptables table instead of cni-multi's own iptables-nft reader and writer \
          ([guides/firewall.md](guides/firewall.md)).\n",
@@ -166,7 +168,7 @@ pub fn common_text() -> String {
     s.push_str(
         "Logging: CNI_MULTI_LOG=error|warn|info|debug|trace (default warn) on stderr, or the file named by\n\
          CNI_MULTI_LOG_FILE or the `log` key; every line carries the time since the run started, the\n\
-         applet, command and container id.\n",
+         applet, command and container id (a plugin run in-process names itself, as when exec'd).\n",
     );
     s
 }

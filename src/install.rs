@@ -282,7 +282,7 @@ pub fn install(opts: &Options, applets: &[&str]) -> anyhow::Result<Vec<Change>> 
 
     // ---- act: binary first, so no link ever dangles
     if !dir_exists {
-        fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
+        create_dirs(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
         changes.push(Change { path: opts.dir.clone(), action: Action::Created, detail: "directory".into() });
     }
     let action = action_for(&bin_found);
@@ -320,8 +320,7 @@ pub fn install(opts: &Options, applets: &[&str]) -> anyhow::Result<Vec<Change>> 
         let action = action_for(&found);
         if action != Action::Unchanged {
             if !opts.conf_dir.is_dir() {
-                fs::create_dir_all(&opts.conf_dir)
-                    .with_context(|| format!("cannot create {}", opts.conf_dir.display()))?;
+                create_dirs(&opts.conf_dir).with_context(|| format!("cannot create {}", opts.conf_dir.display()))?;
             }
             write_atomic(&opts.conf_dir, &c.file_name, 0o644, &mut c.bytes.as_slice())
                 .with_context(|| format!("cannot install {}", dest.display()))?;
@@ -430,7 +429,8 @@ fn inspect_link(path: &Path) -> anyhow::Result<Found> {
     Ok(Found::Foreign("not a regular file or symlink".into()))
 }
 
-/// Links in `dir` that point at exactly `cni-multi` but are not an applet (any more).
+/// Links in `dir` that point at exactly `cni-multi` but are not an applet (any more) nor a
+/// name the dispatcher answers to ([`crate::applets::is_alias`]: a `cnitool` link works).
 fn stale_links(dir: &Path, applets: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -439,7 +439,7 @@ fn stale_links(dir: &Path, applets: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         // another installer's temp link is not stale: it is about to be renamed into place
-        if name == BINARY_NAME || applets.contains(&name) || is_temp_name(name) {
+        if name == BINARY_NAME || applets.contains(&name) || crate::applets::is_alias(name) || is_temp_name(name) {
             continue;
         }
         let path = entry.path();
@@ -495,6 +495,11 @@ fn resolve_pod_cidr(src: &PodCidr) -> anyhow::Result<String> {
     }
     let net: ipnet::IpNet =
         cidr.parse().map_err(|_| anyhow!("pod CIDR {cidr:?} is not an IP network in CIDR notation"))?;
+    if net.addr() != net.network() {
+        // host-local refuses such a subnet on every ADD (code 7): refuse it here, before the node
+        // gets a config that cannot work
+        bail!("pod CIDR {cidr:?} has host bits set: its network is {}", net.trunc());
+    }
     Ok(net.to_string())
 }
 
@@ -675,6 +680,28 @@ fn symlink_atomic(dir: &Path, name: &str, target: &str) -> anyhow::Result<()> {
     Err(anyhow!("cannot create a temp link in {}: {last:?}", dir.display()))
 }
 
+/// Mode of the directories install creates (the bin and config directories and their missing
+/// parents), whatever the umask: runtimes and the kubelet list them, and the files in them are
+/// 0755/0644 too.
+const DIR_MODE: u32 = 0o755;
+
+/// `mkdir -p` with [`DIR_MODE`] for every directory it creates (set again after the mkdir, which
+/// the umask narrows); directories that exist keep their mode.
+fn create_dirs(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.is_dir()).collect();
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(DIR_MODE).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(DIR_MODE))
+                .with_context(|| format!("cannot set the mode of {}", d.display()))?,
+            // another installer made it (and sets its mode)
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(anyhow!(e).context(format!("cannot create {}", d.display()))),
+        }
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
 }
@@ -722,6 +749,10 @@ mod tests {
         assert_eq!(resolve_pod_cidr(&PodCidr::Value("fd00:1::/64".into())).unwrap(), "fd00:1::/64");
         for bad in ["", "  ", "198.18.4.0", "nonsense", "198.18.4.0/33", "1.2.3.4/24,fd00::/64"] {
             assert!(resolve_pod_cidr(&PodCidr::Value(bad.into())).is_err(), "{bad:?}");
+        }
+        for (bad, net) in [("198.18.4.7/24", "198.18.4.0/24"), ("fd00:1::5/64", "fd00:1::/64")] {
+            let e = resolve_pod_cidr(&PodCidr::Value(bad.into())).unwrap_err().to_string();
+            assert!(e.contains("host bits set") && e.ends_with(&format!("its network is {net}")), "{e}");
         }
     }
 

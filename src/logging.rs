@@ -55,6 +55,47 @@ pub fn init(get: &dyn Fn(&str) -> Option<String>) {
     };
     if STATE.set(Mutex::new(state)).is_ok() {
         let _ = tracing::subscriber::set_global_default(Mini);
+        crate::cni::delegate::set_in_process_scope(in_process_scope);
+    }
+}
+
+/// What [`in_process_scope`] puts back.
+struct Saved {
+    applet: String,
+    command: String,
+    container: String,
+    /// the caller's file, when the delegate got its own (not when CNI_MULTI_LOG_FILE chose it)
+    file: Option<Option<std::fs::File>>,
+}
+
+/// An in-process delegate logs as it would exec'd ([`crate::cni::delegate::InProcessScope`]):
+/// its applet, command and container id on every line, into its config's `log` file (stderr
+/// without one) unless CNI_MULTI_LOG_FILE chose the file; the caller's context and file are
+/// restored after it.
+fn in_process_scope(plugin: &crate::cni::Plugin, ctx: &mut crate::cni::Ctx, run: &mut dyn FnMut(&mut crate::cni::Ctx)) {
+    let own_file = !with_state(|s| s.file_from_env).unwrap_or(true);
+    // opened before taking the lock, as set_file's caller does
+    let file = if own_file {
+        ctx.conf.get("log").and_then(|v| v.as_str()).filter(|p| !p.is_empty()).and_then(open)
+    } else {
+        None
+    };
+    let saved = with_state(|s| Saved {
+        applet: std::mem::replace(&mut s.applet, plugin.name.to_string()),
+        command: std::mem::replace(&mut s.command, ctx.command.as_str().to_string()),
+        container: std::mem::replace(&mut s.container, ctx.container_id.clone()),
+        file: own_file.then(|| std::mem::replace(&mut s.file, file)),
+    });
+    run(ctx);
+    if let Some(saved) = saved {
+        with_state(|s| {
+            s.applet = saved.applet;
+            s.command = saved.command;
+            s.container = saved.container;
+            if let Some(file) = saved.file {
+                s.file = file;
+            }
+        });
     }
 }
 
@@ -97,6 +138,11 @@ pub fn set_file(path: &str) {
             }
         }
     });
+}
+
+/// Whether log lines go to a file (CNI_MULTI_LOG_FILE or a `log` key) rather than stderr.
+pub fn writes_to_file() -> bool {
+    with_state(|s| s.file.is_some()).unwrap_or(false)
 }
 
 struct Mini;

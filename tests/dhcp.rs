@@ -648,6 +648,59 @@ fn plugin(cmd: &str, id: &str, netns: &str, conf: &str) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `dhcp daemon`'s command line behaves as Go's flag package (flag.ExitOnError) does for the
+/// reference's daemon: `-h` prints the usage on stderr and exits 0, a flag error is printed once
+/// with the usage and exits 2; a startup failure is one line on stderr (and one in the log file
+/// when there is one), exit 1.
+#[test]
+fn dhcp_daemon_flags_exit_like_go() {
+    let ns = Netns::up("dflags");
+    let dir = tempfile::Builder::new().prefix("cnim-dflags-").tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &Path)]| {
+        let out = ns
+            .command(bin())
+            .args(["dhcp", "daemon"])
+            .args(args)
+            .env_remove("CNI_MULTI_LOG_FILE")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let usage = cni_multi::ipam::dhcp::daemon::usage();
+    for help in ["-h", "-help", "--help"] {
+        assert_eq!(run(&[help], &[]), (Some(0), String::new(), usage.clone()), "{help}");
+    }
+    let cases: [(&[&str], &str); 4] = [
+        (&["-bogus"], "flag provided but not defined: -bogus"),
+        (&["-socketpath", "/x", "-timeout"], "flag needs an argument: -timeout"),
+        (&["-timeout", "ten"], "invalid value \"ten\" for flag -timeout: parse error"),
+        (&["-broadcast=maybe"], "invalid boolean value \"maybe\" for -broadcast: parse error"),
+    ];
+    for (args, msg) in cases {
+        assert_eq!(run(args, &[]), (Some(2), String::new(), format!("{msg}\n{usage}")), "{args:?}");
+    }
+    // a startup failure (the socket's directory is a file): one line, once
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let sock = file.join("d.sock");
+    let args = ["-socketpath", sock.to_str().unwrap(), "-statedir", dir.path().to_str().unwrap()];
+    let (code, out, err) = run(&args, &[]);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.starts_with("dhcp daemon: ") && err.lines().count() == 1, "printed once, on one line: {err:?}");
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    let log = dir.path().join("daemon.log");
+    let (code, _, err_with_log) = run(&args, &[("CNI_MULTI_LOG_FILE", &log)]);
+    assert_eq!((code, err_with_log), (Some(1), err.clone()));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.lines().filter(|l| l.contains("ERROR") && l.contains(err.trim())).count(), 1, "{logged}");
+}
+
 #[test]
 fn dhcp_process_daemon_and_plugin() {
     let mut w = DaemonLan::new("p", 66);

@@ -109,6 +109,16 @@ fn remove(key: &'static str) -> impl Fn(&mut Value) + 'static {
     }
 }
 
+/// The case counts docs/hardening.md gives (`| hostile input, N + M cases |`, the one place
+/// README and security.md point to): (N, M). The tests below hold them to their tables.
+fn documented_counts() -> (usize, usize) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hardening.md")).expect("hardening.md");
+    let row = doc.lines().find_map(|l| l.strip_prefix("| hostile input, ")).expect("the hostile input row");
+    let counts = row.split(" cases").next().unwrap_or_default();
+    let (n, m) = counts.split_once(" + ").expect("N + M");
+    (n.trim().parse().expect("N"), m.trim().parse().expect("M"))
+}
+
 fn nested(depth: usize) -> Vec<u8> {
     let mut s = String::from("{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"bridge\",\"x\":");
     s.push_str(&"[".repeat(depth));
@@ -769,6 +779,7 @@ fn hostile_inputs_fail_cleanly_and_change_nothing() {
     std::fs::write(w.tmp.join("plainfile"), b"not a directory").expect("write plain file");
     let table = cases(&w, &s);
     assert!(table.len() >= 100, "only {} hostile cases", table.len());
+    assert_eq!(table.len(), documented_counts().0, "docs/hardening.md gives another count: update it");
     let mut names = std::collections::BTreeSet::new();
     for c in &table {
         assert!(names.insert(c.name), "duplicate case name {}", c.name);
@@ -1284,6 +1295,7 @@ fn meta_plugin_hostile_inputs_fail_cleanly_and_change_nothing() {
         ),
         ("sbr-no-prevresult", "sbr", Box::new(remove("prevResult")), C_INTERNAL, &["chained plugin"]),
     ];
+    assert_eq!(cases.len(), documented_counts().1, "docs/hardening.md gives another count: update it");
     let mut before = meta_fingerprint(&w);
     let mut failures = vec![];
     for (name, plugin, f, code, says) in &cases {

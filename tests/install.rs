@@ -166,6 +166,32 @@ fn repairs_and_updates_what_is_ours_without_force() {
     no_temp_files(&dir);
 }
 
+/// Names the dispatcher answers to besides the applets (`cnitool`, `cni-multi*`): a link of such a
+/// name works, so it is not a stale applet link.
+fn alias_names() -> Vec<String> {
+    let mut names: Vec<String> = cni_multi::applets::ALIASES.iter().map(|a| a.to_string()).collect();
+    names.push(format!("{}-previous", cni_multi::applets::MULTI_PREFIX));
+    names
+}
+
+#[test]
+fn install_keeps_cnitool_and_other_alias_links() {
+    let t = TempDir::new("alias");
+    let src = fake_binary(t.path(), "src-bin", b"build one");
+    let dir = t.path().join("bin");
+    install::install(&opts(&dir, &src), APPLETS).unwrap();
+    for a in alias_names() {
+        symlink("cni-multi", dir.join(&a)).unwrap();
+    }
+    symlink("cni-multi", dir.join("retired-plugin")).unwrap();
+    let changes = install::install(&opts(&dir, &src), APPLETS).unwrap();
+    assert_eq!(action_of(&changes, &dir.join("retired-plugin")), Action::Removed);
+    for a in alias_names() {
+        assert_eq!(link_target(&dir.join(&a)), "cni-multi", "{a} was removed as stale: {changes:?}");
+        assert!(changes.iter().all(|c| c.path != dir.join(&a)), "{a} was touched: {changes:?}");
+    }
+}
+
 #[test]
 fn rejects_source_that_is_not_cni_multi() {
     let t = TempDir::new("badsrc");
@@ -397,6 +423,27 @@ fn install_sh_fallback_copies_links_and_refuses_foreign() {
 }
 
 #[test]
+fn install_sh_fallback_keeps_cnitool_and_other_alias_links() {
+    let t = TempDir::new("shalias");
+    let src = fake_script(t.path(), false);
+    let dir = t.path().join("bin");
+    let args = ["--dir", dir.to_str().unwrap(), "--src", src.to_str().unwrap()];
+    let (rc, out, err) = run_sh(&args);
+    assert_eq!(rc, 0, "{out}{err}");
+    for a in alias_names() {
+        symlink("cni-multi", dir.join(&a)).unwrap();
+    }
+    symlink("cni-multi", dir.join("retired-plugin")).unwrap();
+    let (rc, out, err) = run_sh(&args);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("removed stale link") && out.contains("retired-plugin"), "{out}");
+    assert!(fs::symlink_metadata(dir.join("retired-plugin")).is_err());
+    for a in alias_names() {
+        assert_eq!(link_target(&dir.join(&a)), "cni-multi", "{a} was removed as stale: {out}");
+    }
+}
+
+#[test]
 fn install_sh_fallback_installs_conflist() {
     let t = TempDir::new("shconf");
     let src = fake_script(t.path(), false);
@@ -444,6 +491,99 @@ fn install_sh_delegates_to_the_binary() {
         format!("--dir\n/nonexistent/bin\n--force\n--conf\n{}\n--conf-dir\n/nonexistent/net.d\n", conf.display());
     assert_eq!(args, want);
     assert!(!Path::new("/nonexistent").exists());
+    // the pod CIDR flags go to the binary too, in both spellings
+    let src_s = src.to_str().unwrap().to_string();
+    let conf_s = conf.to_str().unwrap().to_string();
+    for (flags, want) in [
+        (vec!["--pod-cidr", "198.18.4.0/24"], "--pod-cidr\n198.18.4.0/24\n"),
+        (vec!["--pod-cidr=198.18.4.0/24"], "--pod-cidr\n198.18.4.0/24\n"),
+        (vec!["--pod-cidr-file", "/nonexistent/cidr"], "--pod-cidr-file\n/nonexistent/cidr\n"),
+        (vec!["--pod-cidr-file=/nonexistent/cidr"], "--pod-cidr-file\n/nonexistent/cidr\n"),
+    ] {
+        let mut argv = vec!["--src", &src_s, "--dir", "/nonexistent/bin", "--conf", &conf_s];
+        argv.extend(flags.iter().copied());
+        let (rc, out, err) = run_sh(&argv);
+        assert_eq!(rc, 0, "{flags:?}: {out}{err}");
+        let args = fs::read_to_string(t.path().join("install-args")).unwrap();
+        assert_eq!(args, format!("--dir\n/nonexistent/bin\n--conf\n{conf_s}\n{want}"), "{flags:?}");
+    }
+}
+
+/// The shell fallback accepts exactly the configs `cni-multi install` accepts, and says that the
+/// pod CIDR flags need the binary's installer instead of taking them as unknown arguments.
+#[test]
+fn install_sh_fallback_refuses_the_configs_the_binary_refuses() {
+    let t = TempDir::new("shsame");
+    let script = fake_script(t.path(), false);
+    let binary = fake_binary(t.path(), "src-bin", b"x");
+    let cases: &[(&str, &str)] = &[
+        ("ok.conflist", CONFLIST),
+        ("ok.conf", r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#),
+        ("list-in-a.conf", CONFLIST),
+        ("type-no-plugins.conflist", r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#),
+        ("empty-plugins.conflist", r#"{"name":"n","plugins":[]}"#),
+        ("plugin-without-type.conflist", r#"{"name":"n","plugins":[{"type":"bridge"},{}]}"#),
+        ("plugin-type-number.conflist", r#"{"name":"n","plugins":[{"type":5}]}"#),
+        ("plugin-not-object.conflist", r#"{"name":"n","plugins":[5]}"#),
+        ("plugins-not-a-list.conf", r#"{"name":"n","type":"bridge","plugins":{}}"#),
+        ("plugins-null.conf", r#"{"name":"n","type":"bridge","plugins":null}"#),
+        ("slash-name.conf", r#"{"name":"a/b","type":"bridge"}"#),
+        ("dotdot-name.conf", r#"{"name":"..","type":"bridge"}"#),
+        ("no-name.conf", r#"{"type":"bridge"}"#),
+        ("number-name.conf", r#"{"name":5,"type":"bridge"}"#),
+        ("empty-type.conf", r#"{"name":"n","type":""}"#),
+        ("array.json", r#"[{"name":"n","type":"bridge"}]"#),
+        ("not-json.conf", "{"),
+        ("placeholder.conflist", r#"{"name":"n","plugins":[{"type":"bridge","ipam":{"subnet":"__POD_CIDR__"}}]}"#),
+        (".hidden.conf", r#"{"name":"n","type":"bridge"}"#),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (name, body)) in cases.iter().enumerate() {
+        let case_dir = t.path().join(format!("case{i}"));
+        fs::create_dir(&case_dir).unwrap();
+        let conf = case_dir.join(name);
+        fs::write(&conf, body).unwrap();
+        let mut o = opts(&case_dir.join("bin"), &binary);
+        o.conf = Some(conf.clone());
+        o.conf_dir = case_dir.join("net.d");
+        let binary_says = install::install(&o, APPLETS).map(|_| ()).map_err(|e| format!("{e:#}"));
+        let sh_dir = case_dir.join("sh-bin");
+        let sh_net = case_dir.join("sh-net.d");
+        let (rc, out, err) = run_sh(&[
+            "--src",
+            script.to_str().unwrap(),
+            "--dir",
+            sh_dir.to_str().unwrap(),
+            "--conf",
+            conf.to_str().unwrap(),
+            "--conf-dir",
+            sh_net.to_str().unwrap(),
+        ]);
+        if binary_says.is_ok() != (rc == 0) {
+            wrong.push(format!("{name}: binary {binary_says:?}, install.sh rc {rc} {out}{err}"));
+        }
+        if rc != 0 && (sh_dir.exists() || sh_net.exists() || !err.contains("install.sh: error:")) {
+            wrong.push(format!("{name}: install.sh refused after changing something or without saying so: {err}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // the pod CIDR needs the binary's installer
+    let conf = t.path().join("10-podnet.conflist");
+    fs::write(&conf, CONFLIST).unwrap();
+    let dir = t.path().join("pod-bin");
+    let (src_s, conf_s, dir_s) = (script.to_str().unwrap(), conf.to_str().unwrap(), dir.to_str().unwrap());
+    for flags in [["--pod-cidr", "198.18.4.0/24"], ["--pod-cidr-file", "/nonexistent/cidr"]] {
+        let mut argv = vec!["--src", src_s, "--dir", dir_s, "--conf", conf_s];
+        argv.extend(flags);
+        let (rc, _, err) = run_sh(&argv);
+        assert_eq!(rc, 1, "{flags:?}");
+        assert!(
+            err.contains("need a cni-multi binary that can install itself") && !err.contains("unknown argument"),
+            "{err}"
+        );
+        assert!(!dir.exists());
+    }
 }
 
 #[test]
@@ -483,6 +623,52 @@ fn real_binary_installs_itself() {
     assert!(out.contains("0 changed"), "{out}");
 }
 
+/// The mode in octal, as `ls` and `chmod` spell it.
+fn mode_of(p: &Path) -> String {
+    format!("{:o}", fs::metadata(p).unwrap().permissions().mode() & 0o7777)
+}
+
+/// `sh -c 'umask 077; exec "$@"'`: the installer runs with a umask that would make 0700 dirs.
+fn under_umask_077(cmd: &[&str]) -> std::process::Output {
+    Command::new("sh").args(["-c", "umask 077 && exec \"$@\"", "sh"]).args(cmd).output().unwrap()
+}
+
+/// The directories an install creates are 0755 like the files in them, whatever the umask; a
+/// directory that exists keeps its mode.
+#[test]
+fn install_creates_directories_0755_under_umask_077() {
+    let t = TempDir::new("umask");
+    let conf = t.path().join("10-podnet.conflist");
+    fs::write(&conf, CONFLIST).unwrap();
+    let (bin_dir, conf_dir) = (t.path().join("opt/cni/bin"), t.path().join("etc/cni/net.d"));
+    let real = crate::harness::runtime::bin();
+    let shell_src = fake_script(t.path(), false);
+    let sh = install_sh();
+    let runs: [(&str, Vec<&str>); 2] = [
+        ("cni-multi install", vec![real, "install", "--src", real]),
+        ("install.sh fallback", vec!["sh", sh.to_str().unwrap(), "--src", shell_src.to_str().unwrap()]),
+    ];
+    for (what, cmd) in runs {
+        let _ = fs::remove_dir_all(t.path().join("opt"));
+        let _ = fs::remove_dir_all(t.path().join("etc"));
+        let mut argv = cmd.clone();
+        argv.extend(["--dir", bin_dir.to_str().unwrap(), "--conf", conf.to_str().unwrap()]);
+        argv.extend(["--conf-dir", conf_dir.to_str().unwrap()]);
+        let out = under_umask_077(&argv);
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        for d in ["opt", "opt/cni", "opt/cni/bin", "etc", "etc/cni", "etc/cni/net.d"] {
+            assert_eq!(mode_of(&t.path().join(d)), "755", "{what}: {d}");
+        }
+        assert_eq!(mode_of(&bin_dir.join("cni-multi")), "755", "{what}");
+        assert_eq!(mode_of(&conf_dir.join("10-podnet.conflist")), "644", "{what}");
+    }
+    // an existing directory is left as it is
+    fs::set_permissions(&bin_dir, fs::Permissions::from_mode(0o711)).unwrap();
+    let out = under_umask_077(&[real, "install", "--src", real, "--dir", bin_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode_of(&bin_dir), "711");
+}
+
 #[test]
 fn pod_cidr_placeholder_is_filled_or_refused() {
     let t = TempDir::new("podcidr");
@@ -501,6 +687,19 @@ fn pod_cidr_placeholder_is_filled_or_refused() {
     fs::write(&cidr_file, "").unwrap(); // node without spec.podCIDR
     o.pod_cidr = Some(install::PodCidr::File(cidr_file.clone()));
     assert!(install::install(&o, APPLETS).is_err());
+    // host bits set: host-local would refuse the subnet on every ADD, so nothing is installed
+    fs::write(&cidr_file, "198.18.7.9/24\n").unwrap();
+    let err = format!("{:#}", install::install(&o, APPLETS).unwrap_err());
+    assert!(err.contains("host bits set") && err.contains("198.18.7.0/24"), "{err}");
+    assert!(!t.path().join("bin").exists() && !o.conf_dir.exists(), "nothing installed with a bad pod CIDR");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (dir, conf_dir) = (t.path().join("bin").display().to_string(), o.conf_dir.display().to_string());
+    let conf = o.conf.as_ref().unwrap().display().to_string();
+    let src_s = src.display().to_string();
+    let argv =
+        ["--dir", &dir, "--src", &src_s, "--conf", &conf, "--conf-dir", &conf_dir, "--pod-cidr", "198.18.7.9/24"];
+    assert_eq!(install::main(&s(&argv)), 1, "--pod-cidr with host bits fails");
+    assert!(!o.conf_dir.exists());
     fs::write(&cidr_file, "198.18.7.0/24").unwrap();
     install::install(&o, APPLETS).unwrap();
     let written = fs::read_to_string(o.conf_dir.join("10-p.conflist")).unwrap();

@@ -774,6 +774,47 @@ fn ipam_config_errors_are_code_7_where_the_reference_says_999() {
     assert!(names(t.dir()).iter().all(|n| n.parse::<std::net::IpAddr>().is_err()), "a refused ADD left a lease");
 }
 
+/// `cni-multi tool validate` reads ranges with host-local's own code: every range or route that
+/// host-local's ADD refuses (code 7) is a problem for validate, in host-local's words, never "OK".
+#[test]
+fn tool_validate_flags_what_host_local_add_refuses() {
+    if ours_is_reference() {
+        return;
+    }
+    let t = Tmp::new("validate");
+    let mut checked = 0;
+    for (name, plugin, mut conf, args) in config_error_cases(t.dir()) {
+        // not for validate: CNI_ARGS and runtime values, and no ranges at all (the ipRanges
+        // capability may bring them at ADD)
+        let runtime_only = !args.is_empty() || conf.get("args").is_some() || conf.get("runtimeConfig").is_some();
+        if plugin != "host-local" || runtime_only || ["no-ranges", "empty-ranges", "missing-ipam"].contains(&name) {
+            continue;
+        }
+        conf["cniVersion"] = json!("1.0.0");
+        conf["name"] = json!("itnet");
+        conf["type"] = json!("host-local");
+        let add = call(Impl::Ours, &Call { plugin, command: "ADD", id: "c1", ifname: "eth0", args, conf: &conf });
+        assert_eq!(add.err_code(), 7, "{name}: {}", add.stdout);
+        let msg = add.json()["msg"].as_str().unwrap_or_default().to_string();
+        let file = t.dir().join(format!("{name}.conf"));
+        fs::write(&file, conf.to_string()).unwrap();
+        let out = Command::new(crate::harness::runtime::bin())
+            .args(["tool", "validate"])
+            .arg(&file)
+            .env_clear()
+            .env("CNI_PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() && !text.contains(": OK"), "{name}: validate says {text:?}, ADD says {msg:?}");
+        if let Some((_, why)) = msg.split_once(": ").filter(|(head, _)| head.starts_with("invalid range set")) {
+            assert!(text.contains(why), "{name}: validate says {text:?}, ADD says {msg:?}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} cases");
+}
+
 #[test]
 fn ipam_legacy_range_start_at_the_broadcast_address_is_refused() {
     // with no rangeEnd the range ends before the IPv4 broadcast address: a rangeStart there is

@@ -1,6 +1,7 @@
 //! Logging (issue 8): quiet by default; `CNI_MULTI_LOG=debug` gives per-step lines on stderr, each
 //! carrying the container id; the config's `log` key sends them to a file; stdout stays the result.
 
+use crate::harness::runtime::{cnitool_id, our_plugin_dir, tool, Tmp};
 use crate::harness::*;
 use serde_json::{json, Value};
 
@@ -24,11 +25,14 @@ fn ours(w: &World) -> bool {
     true
 }
 
+/// Every line names bridge (or the IPAM plugin it runs in-process, as an exec'd one would name
+/// itself), the command and the container.
 fn assert_lines_carry(text: &str, cid: &str, verb: &str, min: usize) -> Vec<String> {
     let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
     assert!(lines.len() >= min, "expected at least {min} log lines, got:\n{text}");
     for l in &lines {
-        assert!(l.contains(&format!(" bridge {verb} {cid}:")), "line lacks applet/command/container id: {l:?}");
+        let by = |applet: &str| l.contains(&format!(" {applet} {verb} {cid}:"));
+        assert!(by("bridge") || by("host-local"), "line lacks applet/command/container id: {l:?}");
     }
     lines
 }
@@ -77,6 +81,69 @@ fn bridge_add_debug_log_has_container_id_on_every_line() {
     del.ok();
     let lines = assert_lines_carry(&del.stderr, cid, "DEL", 2);
     assert!(lines.iter().any(|l| l.contains("container veth deleted")), "{}", del.stderr);
+    // host-local ran in-process, and says so as it would exec'd
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(" host-local DEL {cid}:")) && l.contains("host-local DEL")),
+        "{lines:?}"
+    );
+}
+
+/// `cni-multi tool` runs the plugins in-process: each logs as it would exec'd (its applet,
+/// command and container id on every line, into its config's `log` file), and the tool's own
+/// context (none) and stderr come back after each plugin.
+#[test]
+fn tool_in_process_plugins_log_like_exec_d_ones() {
+    let tmp = Tmp::new("toollog");
+    let host = Netns::up("h");
+    let cont = Netns::up("c");
+    let s = Subnets::alloc();
+    let log = tmp.join("bridge.log");
+    let conflist = json!({"cniVersion": "1.0.0", "name": "toollog", "plugins": [
+        {"type": "bridge", "bridge": "cmtlbr0", "isGateway": true, "log": log,
+         "ipam": {"type": "host-local", "dataDir": tmp.s("ipam"), "ranges": [[{"subnet": s.net4()}]]}},
+        {"type": "loopback"}
+    ]});
+    let netconf = tmp.join("net.d");
+    std::fs::create_dir_all(&netconf).unwrap();
+    std::fs::write(netconf.join("10-toollog.conflist"), conflist.to_string()).unwrap();
+    let env = vec![
+        ("NETCONFPATH", netconf.display().to_string()),
+        ("CNI_PATH", our_plugin_dir(&tmp, &["bridge", "host-local", "loopback"])),
+        ("CNI_CACHE_DIR", tmp.s("cache")),
+        ("CNI_MULTI_LOG", "debug".to_string()),
+    ];
+    let id = cnitool_id(&cont.path_str());
+    let with =
+        |text: &str, what: &str, ctx: &str| text.lines().any(|l| l.contains(what) && l.contains(&format!(" {ctx}:")));
+    for verb in ["ADD", "DEL"] {
+        let out = tool(&host, &env, &[&verb.to_lowercase(), "toollog", &cont.path_str()]).expect_ok(verb);
+        let file = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{verb}: no log file: {e}\n{}", out.stderr));
+        // bridge's lines (and its in-process host-local's) in the file, each with its context
+        let ours: Vec<&str> = file.lines().filter(|l| l.contains(&format!(" {verb} {id}:"))).collect();
+        assert!(!ours.is_empty(), "{verb}: {file}");
+        for l in file.lines() {
+            let by = |applet: &str| {
+                l.contains(&format!(" {applet} ADD {id}:")) || l.contains(&format!(" {applet} DEL {id}:"))
+            };
+            assert!(by("bridge") || by("host-local"), "{verb}: a file line without bridge's context: {l:?}");
+        }
+        // loopback has no `log`: its lines on stderr, with its own context; the tool's own lines
+        // before and after bridge carry no context
+        assert!(with(&out.stderr, "lo is up", &format!("loopback {verb} {id}")) || verb == "DEL", "{}", out.stderr);
+        assert!(with(&out.stderr, &format!("tool: {verb} loopback"), "- - -"), "{verb}: {}", out.stderr);
+        let in_file =
+            |l: &str| l.contains(&format!(" bridge {verb} {id}:")) || l.contains(&format!(" host-local {verb} {id}:"));
+        assert!(!out.stderr.lines().any(in_file), "{verb}: bridge's lines belong in its file: {}", out.stderr);
+    }
+    let file = std::fs::read_to_string(&log).unwrap();
+    for (what, ctx) in [
+        ("veth pair created", "bridge ADD"),
+        ("host-local DEL", "host-local DEL"),
+        ("container veth deleted", "bridge DEL"),
+    ] {
+        assert!(with(&file, what, &format!("{ctx} {id}")), "no {what:?} with {ctx:?}:\n{file}");
+    }
+    assert!(!file.contains("lo is up") && !file.contains("tool:"), "{file}");
 }
 
 #[test]

@@ -271,3 +271,55 @@ fn vpc_routed_gc_removes_rules_of_pods_gone_without_del() {
     assert!(w.leases("d").is_empty());
     assert!(!rules(false).contains("198.18.24.") && !rules(true).contains("fd00:24::"));
 }
+
+/// setup-host reads its keys without regard to case, as every plugin config, and refuses a key it
+/// does not know (a typo) or an interface that does not exist before it changes anything: no
+/// rp_filter, no fwmark rule, no ENI route.
+#[test]
+fn setup_host_keys_in_any_case_and_refuses_typos_before_any_change() {
+    let tmp = Tmp::new("vpcsh");
+    let node = Netns::up("vs");
+    node.ok("ip link add prim0 type veth peer name prim1 && ip link set prim0 up && ip link set prim1 up");
+    node.ok(
+        "ip link add eni2 type veth peer name eni2p && ip addr add 198.19.12.10/24 dev eni2 && ip link set eni2p up",
+    );
+    let state = || {
+        (
+            node.ok("cat /proc/sys/net/ipv4/conf/prim0/rp_filter").trim().to_string(),
+            node.ok("ip rule show pref 1024"),
+            node.ok("ip route show table 3 2>/dev/null || true"),
+            node.ok("ip -o link show eni2 | grep -o 'mtu [0-9]*'"),
+        )
+    };
+    let setup = |conf: &str| {
+        std::fs::write(tmp.join("host.json"), conf).unwrap();
+        run_in(&node, bin(), &["vpc-routed", "setup-host"], &[], &["--config", &tmp.s("host.json")])
+    };
+    let before = state();
+    for (conf, says) in [
+        (r#"{"primaryInterfac": "prim0"}"#, r#"unknown key "primaryInterfac""#),
+        (
+            r#"{"primaryInterface": "prim0", "enis": [{"interface": "eni2", "deviceNumber": 2, "gw": "198.19.12.1"}]}"#,
+            "unknown key enis[0].gw",
+        ),
+        (r#"{"primaryInterface": "prim0", "enis": [{"interface": "eni9"}]}"#, r#"ENI interface "eni9" not found"#),
+        (r#"{"primaryInterface": "prim9"}"#, r#"primary interface "prim9" not found"#),
+    ] {
+        let out = setup(conf);
+        assert!(!out.ok && out.stderr.contains(says), "{conf}: {} {}", out.code, out.stderr);
+        assert_eq!(state(), before, "{conf} changed the node");
+    }
+    // the half-done case of the audit: lower-case keys, a capitalised ENI key
+    let out = setup(
+        r#"{"primaryinterface": "prim0", "RPFILTER": 1, "enis": [{"Interface": "eni2", "DeviceNumber": 2,
+            "MTU": 1400, "Gateway": "198.19.12.1", "SUBNET": "198.19.12.0/24"}]}"#,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(node.ok("cat /proc/sys/net/ipv4/conf/prim0/rp_filter").trim(), "1");
+    assert_eq!(node.ok("ip rule show pref 1024").trim(), "1024:\tfrom all fwmark 0x80/0x80 lookup main");
+    assert_eq!(
+        node.ok("ip route show table 3"),
+        "default via 198.19.12.1 dev eni2 \n198.19.12.1 dev eni2 scope link \n"
+    );
+    assert!(node.ok("ip -o link show eni2").contains("mtu 1400"));
+}

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
 
 /// How deep in-process delegation may nest (guards against `ipam.type` naming its own plugin).
 const MAX_NESTING: u32 = 8;
@@ -19,6 +20,19 @@ const ETXTBSY_RETRIES: u32 = 5;
 
 thread_local! {
     static NESTING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs an in-process delegate (the closure) inside the set-up an exec'd one would give itself:
+/// the binary's logger names the delegate's applet, command and container on each line and
+/// honours its config's `log` key, then puts the caller's back. This layer cannot name the
+/// logger, so the logger registers itself once ([`set_in_process_scope`]); without one the
+/// delegate just runs.
+pub type InProcessScope = fn(&Plugin, &mut Ctx, &mut dyn FnMut(&mut Ctx));
+static IN_PROCESS_SCOPE: OnceLock<InProcessScope> = OnceLock::new();
+
+/// Register the [`InProcessScope`] (the first registration wins).
+pub fn set_in_process_scope(scope: InProcessScope) {
+    let _ = IN_PROCESS_SCOPE.set(scope);
 }
 
 /// Run `plugin_type` with `command` on the same stdin. Returns the parsed result for ADD
@@ -128,11 +142,18 @@ fn in_process(ctx: &Ctx, applet: &Plugin, command: Command, lookup: Lookup) -> a
     child.command = command;
     // a delegate that delegates again finds its plugins in the same registry
     child.plugins = lookup;
-    let res = match io::prepare(applet, &mut child) {
-        Ok(true) => io::invoke(applet, &child),
-        Ok(false) => Ok(None),
-        Err(e) => Err(e),
+    let mut res = Ok(None);
+    let mut run = |child: &mut Ctx| {
+        res = match io::prepare(applet, child) {
+            Ok(true) => io::invoke(applet, child),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
     };
+    match IN_PROCESS_SCOPE.get() {
+        Some(scope) => scope(applet, &mut child, &mut run),
+        None => run(&mut child),
+    }
     NESTING.with(|n| n.set(depth));
     match res {
         Err(e) => Err(e.into()),

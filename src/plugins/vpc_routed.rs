@@ -17,9 +17,9 @@
 //! separate subcommand `cni-multi vpc-routed setup-host` ([`setup_host_main`]).
 
 use super::steps::{self, veth::Pair, NsOrGone, Undo};
-use crate::cni::delegate;
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Subcommand, Version, DNS_KEY};
 use crate::cni::result::{Interface, IpConfig, Route};
+use crate::cni::{config, delegate};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::route::{RouteSpec, Scope, Table};
@@ -573,24 +573,68 @@ fn status(ctx: &Ctx) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // setup-host
 
-/// `cni-multi vpc-routed setup-host` configuration.
+/// `cni-multi vpc-routed setup-host` configuration. Keys are matched without regard to case,
+/// as in every plugin config (decoded from the folded config: lower-case serde names), and an
+/// unknown key is an error ([`HostConf::parse`]).
 #[derive(Debug, Deserialize, Default, PartialEq)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields)]
 pub struct HostConf {
     /// the node's primary interface: gets `rp_filter` (default 2, loose)
+    #[serde(rename = "primaryinterface")]
     pub primary_interface: Option<String>,
+    #[serde(rename = "rpfilter")]
     pub rp_filter: Option<u32>,
     /// fwmark for node-port traffic: `fwmark M/M lookup main` (default 0x80; 0 disables); number or "0x80"
+    #[serde(rename = "nodeportmark")]
     pub node_port_mark: Option<Value>,
+    #[serde(rename = "nodeportrulepriority")]
     pub node_port_rule_priority: Option<u32>,
     pub enis: Vec<EniConf>,
 }
 
+/// The keys of [`HostConf`] and [`EniConf`] as documented (a unit test holds them to the structs).
+const HOST_KEYS: &[&str] = &["primaryInterface", "rpFilter", "nodePortMark", "nodePortRulePriority", "enis"];
+const ENI_KEYS: &[&str] = &["interface", "deviceNumber", "table", "mtu", "gateway", "subnet"];
+
+/// The keys of `obj` that are none of `known` (compared as the folded config compares them).
+fn unknown_keys<'a>(obj: &'a serde_json::Map<String, Value>, known: &[&str]) -> Vec<&'a str> {
+    let known: Vec<String> = known.iter().map(|k| config::fold_key(k)).collect();
+    obj.keys().filter(|k| !known.contains(&config::fold_key(k))).map(String::as_str).collect()
+}
+
+impl HostConf {
+    /// Read the setup-host config: keys in any case; a key that is not one of ours (a typo) is
+    /// an error naming it, so nothing is half-applied with a setting silently dropped.
+    pub fn parse(bytes: &[u8]) -> Result<HostConf> {
+        let raw = config::parse_raw(bytes).map_err(|e| anyhow!("not valid JSON: {e}"))?;
+        let Some(obj) = raw.as_object() else { bail!("the config must be a JSON object, not {}", config::kind(&raw)) };
+        let mut bad: Vec<String> = unknown_keys(obj, HOST_KEYS).iter().map(|k| format!("{k:?}")).collect();
+        let enis = obj.iter().filter(|(k, _)| config::fold_key(k) == "enis").filter_map(|(_, v)| v.as_array());
+        for (i, eni) in enis.flat_map(|a| a.iter().enumerate()) {
+            if let Some(eni) = eni.as_object() {
+                bad.extend(unknown_keys(eni, ENI_KEYS).iter().map(|k| format!("enis[{i}].{k}")));
+            }
+        }
+        if !bad.is_empty() {
+            bail!("unknown key {} (keys: {}; enis[]: {})", bad.join(", "), HOST_KEYS.join(", "), ENI_KEYS.join(", "));
+        }
+        let folded = config::parse_folded(bytes).map_err(|e| anyhow!("not valid JSON: {e}"))?;
+        let conf: HostConf = serde_json::from_value(folded).map_err(|e| anyhow!("{e}"))?;
+        for (i, eni) in conf.enis.iter().enumerate() {
+            if eni.interface.is_empty() {
+                bail!("enis[{i}]: no \"interface\"");
+            }
+        }
+        Ok(conf)
+    }
+}
+
 /// One secondary ENI.
 #[derive(Debug, Deserialize, Default, PartialEq)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields)]
 pub struct EniConf {
     pub interface: String,
+    #[serde(rename = "devicenumber")]
     pub device_number: u32,
     /// explicit table (default deviceNumber + 1)
     pub table: Option<u32>,
@@ -619,17 +663,28 @@ fn parse_mark(v: &Option<Value>) -> Result<u32> {
     }
 }
 
-/// Apply the node configuration in the current network namespace; idempotent. Returns what was done.
+/// Apply the node configuration in the current network namespace; idempotent. Returns what was
+/// done. Everything that can be checked (the mark, every interface named) is checked before the
+/// first change.
 pub fn setup_host(conf: &HostConf) -> Result<Vec<String>> {
     let mut done = Vec::new();
     let mut nl = Netlink::new()?;
+    let mark = parse_mark(&conf.node_port_mark)?;
+    if let Some(primary) = &conf.primary_interface {
+        nl.link_by_name(primary)?.with_context(|| format!("primary interface {primary:?} not found"))?;
+    }
+    let mut links = Vec::with_capacity(conf.enis.len());
+    for eni in &conf.enis {
+        let link =
+            nl.link_by_name(&eni.interface)?.with_context(|| format!("ENI interface {:?} not found", eni.interface))?;
+        links.push(link);
+    }
     if let Some(primary) = &conf.primary_interface {
         let v = conf.rp_filter.unwrap_or(2);
         sysctl::set_if("ipv4", primary, "rp_filter", &v.to_string())
             .with_context(|| format!("failed to set net.ipv4.conf.{primary}.rp_filter"))?;
         done.push(format!("net.ipv4.conf.{primary}.rp_filter={v}"));
     }
-    let mark = parse_mark(&conf.node_port_mark)?;
     if mark != 0 {
         let mut r = RuleSpec::new(Family::V4);
         r.priority = Some(conf.node_port_rule_priority.unwrap_or(1024));
@@ -645,9 +700,7 @@ pub fn setup_host(conf: &HostConf) -> Result<Vec<String>> {
         }
         done.push(format!("rule fwmark {mark:#x}/{mark:#x} lookup main pref {}", r.priority.unwrap_or(1024)));
     }
-    for eni in &conf.enis {
-        let link =
-            nl.link_by_name(&eni.interface)?.with_context(|| format!("ENI interface {:?} not found", eni.interface))?;
+    for (eni, link) in conf.enis.iter().zip(links) {
         let table = eni.table.unwrap_or(eni.device_number + 1);
         if let Some(m) = eni.mtu {
             if link.mtu != m {
@@ -725,10 +778,10 @@ pub fn setup_host_main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let conf: HostConf = match serde_json::from_slice(&bytes) {
+    let conf = match HostConf::parse(&bytes) {
         Ok(c) => c,
         Err(e) => {
-            let _ = writeln!(err, "vpc-routed setup-host: invalid config: {e}");
+            let _ = writeln!(err, "vpc-routed setup-host: invalid config: {e:#}");
             return 1;
         }
     };
@@ -820,8 +873,8 @@ mod tests {
 
     #[test]
     fn host_conf_parses() {
-        let c: HostConf = serde_json::from_str(
-            r#"{"primaryInterface":"eth0","nodePortMark":"0x80","enis":[{"interface":"eth1","deviceNumber":1,"gateway":"198.18.1.1","subnet":"198.18.1.0/24"}]}"#,
+        let c = HostConf::parse(
+            br#"{"primaryInterface":"eth0","nodePortMark":"0x80","enis":[{"interface":"eth1","deviceNumber":1,"gateway":"198.18.1.1","subnet":"198.18.1.0/24"}]}"#,
         )
         .unwrap();
         assert_eq!(parse_mark(&c.node_port_mark).unwrap(), 0x80);
@@ -829,5 +882,37 @@ mod tests {
         assert_eq!(parse_mark(&Some(serde_json::json!(0))).unwrap(), 0);
         assert!(parse_mark(&Some(serde_json::json!("zz"))).is_err());
         assert_eq!(c.enis[0].device_number, 1);
+    }
+
+    /// Keys in any case, as every plugin config; unknown keys (typos) refused, naming them.
+    #[test]
+    fn host_conf_keys_fold_and_unknown_keys_are_refused() {
+        let c = HostConf::parse(
+            br#"{"PRIMARYINTERFACE":"eth0","rpfilter":1,"NodePortMark":0,"nodeportrulepriority":7,
+                 "ENIS":[{"Interface":"eth1","DEVICENUMBER":2,"Table":9,"MTU":9001,"Gateway":"198.18.1.1","SubNet":"198.18.1.0/24"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.primary_interface.as_deref(), Some("eth0"));
+        assert_eq!((c.rp_filter, c.node_port_rule_priority), (Some(1), Some(7)));
+        assert_eq!(parse_mark(&c.node_port_mark).unwrap(), 0);
+        let e = &c.enis[0];
+        assert_eq!((e.interface.as_str(), e.device_number, e.table, e.mtu), ("eth1", 2, Some(9), Some(9001)));
+        assert_eq!((e.gateway, e.subnet), ("198.18.1.1".parse().ok(), "198.18.1.0/24".parse().ok()));
+        // that config spells every documented key (in another case): each is a field of the structs
+        let spelled = ["primaryinterface", "rpfilter", "nodeportmark", "nodeportrulepriority", "enis"];
+        assert_eq!(HOST_KEYS.iter().map(|k| config::fold_key(k)).collect::<Vec<_>>(), spelled);
+        let spelled = ["interface", "devicenumber", "table", "mtu", "gateway", "subnet"];
+        assert_eq!(ENI_KEYS.iter().map(|k| config::fold_key(k)).collect::<Vec<_>>(), spelled);
+        for (bad, says) in [
+            (r#"{"primaryInterfac":"eth0"}"#, r#"unknown key "primaryInterfac""#),
+            (r#"{"enis":[{"interface":"eth1"},{"interface":"eth2","iface":"x"}]}"#, "unknown key enis[1].iface"),
+            (r#"{"enis":[{"deviceNumber":1}]}"#, r#"enis[0]: no "interface""#),
+            (r#"{"rpFilter":"2"}"#, "invalid type"),
+            (r#"[]"#, "must be a JSON object"),
+            (r#"{"#, "not valid JSON"),
+        ] {
+            let e = format!("{:#}", HostConf::parse(bad.as_bytes()).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

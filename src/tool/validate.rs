@@ -1,8 +1,9 @@
 //! `cni-multi tool validate`: check a configuration list and every plugin config in it without
 //! touching the kernel, reporting each problem with its JSON path.
 
-use crate::cni::config::{is_valid_id, kind};
+use crate::cni::config::{self, is_valid_id, kind};
 use crate::cni::{delegate, version};
+use crate::ipam::range::{Range, RangeSet, RawRange};
 use ipnet::IpNet;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -79,36 +80,47 @@ impl V<'_> {
             Some(t) if !self.known_type(t) => self.bad(&format!("{base}.type"), format!("unknown IPAM plugin {t:?}")),
             _ => {}
         }
-        // every subnet with its path, for the overlap check
-        let mut subnets: Vec<(String, IpNet)> = Vec::new();
-        if let Some(n) = self.cidr(&format!("{base}.subnet"), m.get("subnet")) {
-            subnets.push((format!("{base}.subnet"), n));
+        // the range sets host-local would build, with their paths, for the overlap check
+        let mut sets: Vec<(String, RangeSet)> = Vec::new();
+        if m.get("subnet").is_some_and(|v| v.as_str().is_none_or(|s| !s.trim().is_empty())) {
+            // the legacy single range: subnet, rangeStart, rangeEnd and gateway beside `type`
+            let p = format!("{base}.subnet");
+            if let Some((_, r)) = self.range(&p, ipam) {
+                sets.push((p, RangeSet(vec![r])));
+            }
         }
         if let Some(ranges) = m.get("ranges") {
             match ranges.as_array() {
                 None => self.bad(&format!("{base}.ranges"), "must be an array of range sets"),
-                Some(sets) => {
-                    for (i, set) in sets.iter().enumerate() {
+                Some(list) => {
+                    for (i, set) in list.iter().enumerate() {
+                        let sp = format!("{base}.ranges[{i}]");
                         let Some(rs) = set.as_array() else {
-                            self.bad(&format!("{base}.ranges[{i}]"), "must be an array of ranges");
+                            self.bad(&sp, "must be an array of ranges");
                             continue;
                         };
-                        if rs.is_empty() {
-                            self.bad(&format!("{base}.ranges[{i}]"), "empty range set");
-                        }
-                        for (j, r) in rs.iter().enumerate() {
-                            let p = format!("{base}.ranges[{i}][{j}]");
-                            self.range(&p, r, &mut subnets);
+                        let raws: Vec<Option<RawRange>> = rs
+                            .iter()
+                            .enumerate()
+                            .map(|(j, r)| self.range(&format!("{sp}[{j}]"), r).map(|(raw, _)| raw))
+                            .collect();
+                        // set-level rules (empty, mixed families, overlaps inside the set) once
+                        // every range of it is valid
+                        if let Some(raws) = raws.into_iter().collect::<Option<Vec<RawRange>>>() {
+                            match RangeSet::from_raw(&raws) {
+                                Ok(set) => sets.push((sp, set)),
+                                Err(e) => self.bad(&sp, e),
+                            }
                         }
                     }
                 }
             }
         }
-        for (i, a) in subnets.iter().enumerate() {
-            for b in subnets.iter().skip(i + 1) {
-                if a.1.contains(&b.1.network()) || b.1.contains(&a.1.network()) {
-                    let msg = format!("{} overlaps {} ({})", a.1, b.0, b.1);
-                    self.bad(&a.0, msg);
+        for (i, (pa, a)) in sets.iter().enumerate() {
+            for (pb, b) in sets.iter().skip(i + 1) {
+                if a.overlaps(b) {
+                    let msg = format!("range set {a} overlaps {pb} ({b})");
+                    self.bad(pa, msg);
                 }
             }
         }
@@ -142,27 +154,27 @@ impl V<'_> {
         }
     }
 
-    fn range(&mut self, p: &str, r: &Value, subnets: &mut Vec<(String, IpNet)>) {
-        let sp = format!("{p}.subnet");
-        let subnet = match r.get("subnet") {
-            None => {
-                self.bad(&sp, "missing subnet");
-                None
-            }
-            v => self.cidr(&sp, v),
-        };
-        if let Some(n) = subnet {
-            subnets.push((sp.clone(), n));
-            if (n.addr().is_ipv4() && n.prefix_len() > 30) || (n.addr().is_ipv6() && n.prefix_len() > 126) {
-                self.bad(&sp, format!("network {n} too small to allocate from"));
-            }
+    /// One range (`r` a range object, or the IPAM object for the legacy single range), read and
+    /// checked by host-local's own code ([`Range::from_raw`]): what host-local refuses on every
+    /// ADD is a problem here.
+    fn range(&mut self, p: &str, r: &Value) -> Option<(RawRange, Range)> {
+        if !r.is_object() {
+            self.bad(p, format!("must be an object, not {}", kind(r)));
+            return None;
         }
-        for key in ["rangeStart", "rangeEnd", "gateway"] {
-            let kp = format!("{p}.{key}");
-            if let (Some(ip), Some(n)) = (self.ip(&kp, r.get(key)), subnet) {
-                if !n.contains(&ip) {
-                    self.bad(&kp, format!("{ip} not in network {n}"));
-                }
+        // keys as host-local reads them: case-insensitive
+        let raw: RawRange = match config::decode(&config::fold(r)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.bad(p, format!("{e:#}"));
+                return None;
+            }
+        };
+        match Range::from_raw(&raw) {
+            Ok(range) => Some((raw, range)),
+            Err(e) => {
+                self.bad(p, e);
+                None
             }
         }
     }
@@ -321,12 +333,55 @@ mod tests {
         assert_eq!(paths(ok), Vec::<String>::new());
     }
 
+    /// What host-local refuses on every ADD is a problem, in host-local's words (its own range
+    /// reading and rules), never "OK".
+    #[test]
+    fn ranges_host_local_refuses_are_problems() {
+        let list = |ipam: &str| {
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","plugins":[{{"type":"bridge","ipam":{{"type":"host-local",{ipam}}}}}]}}"#
+            )
+        };
+        let cases = [
+            (
+                r#""ranges":[[{"subnet":"198.18.4.7/24"}]]"#,
+                "$.plugins[0].ipam.ranges[0][0]: Network has host bits set. For a subnet mask of length 24 the network address is 198.18.4.0",
+            ),
+            (r#""subnet":"fd00::5/64""#, "$.plugins[0].ipam.subnet: Network has host bits set."),
+            (r#""ranges":[[{"Subnet":"198.18.4.0/31"}]]"#, "$.plugins[0].ipam.ranges[0][0]: Network 198.18.4.0/31 too small"),
+            (
+                r#""ranges":[[{"subnet":"198.18.4.0/24","rangeStart":"198.18.4.9","rangeEnd":"198.18.4.3"}]]"#,
+                "$.plugins[0].ipam.ranges[0][0]: RangeStart 198.18.4.9 is after RangeEnd 198.18.4.3",
+            ),
+            (
+                r#""ranges":[[{"subnet":"198.18.4.0/24","gateway":"fd00::1"}]]"#,
+                "$.plugins[0].ipam.ranges[0][0]: gateway fd00::1 is IPv6 but subnet 198.18.4.0/24 is IPv4",
+            ),
+            (r#""ranges":[[{"subnet":5}]]"#, "$.plugins[0].ipam.ranges[0][0]: failed to load netconf: subnet: invalid type"),
+            (
+                r#""ranges":[[{"subnet":"198.18.4.0/24"},{"subnet":"fd00::/64"}]]"#,
+                "$.plugins[0].ipam.ranges[0]: mixed address families",
+            ),
+            (r#""ranges":[[]]"#, "$.plugins[0].ipam.ranges[0]: empty range set"),
+        ];
+        for (ipam, want) in cases {
+            let p = paths(&list(ipam));
+            assert!(p.iter().any(|l| l.starts_with(want)), "{ipam}: {p:#?}");
+        }
+        // what host-local takes is clean: an empty legacy subnet, keys in any case
+        assert_eq!(
+            paths(&list(r#""subnet":"","ranges":[[{"SUBNET":"198.18.4.0/24","RangeStart":"198.18.4.9"}]]"#)),
+            Vec::<String>::new()
+        );
+    }
+
     #[test]
     fn each_problem_has_its_path() {
         let bad = r#"{"cniVersion":"9.0.0","name":"n","plugins":[
             {"type":"nosuchplugin"},
             {"type":"bridge","runtimeConfig":{},"ipam":{"type":"host-local","ranges":[
-                [{"subnet":"198.18.0.0/16"}],[{"subnet":"198.18.4.0/24","rangeStart":"198.19.0.1"}],[{"subnet":"198.18.300.0/24"}]],
+                [{"subnet":"198.18.0.0/16"}],[{"subnet":"198.18.4.0/24","rangeStart":"198.19.0.1"}],[{"subnet":"198.18.300.0/24"}],
+                [{"subnet":"198.18.0.128/25"}]],
                 "routes":[{"dst":"0.0.0.0/0","gw":"fd00::1"}]}},
             {"type":"bridge"}]}"#;
         let p = paths(bad);
@@ -335,11 +390,11 @@ mod tests {
         assert!(has("$.plugins[0].type: unknown plugin \"nosuchplugin\""), "{p:#?}");
         assert!(has("$.plugins[1].runtimeConfig: reserved key"), "{p:#?}");
         assert!(
-            has("$.plugins[1].ipam.ranges[0][0].subnet: 198.18.0.0/16 overlaps $.plugins[1].ipam.ranges[1][0].subnet"),
+            has("$.plugins[1].ipam.ranges[0]: range set 198.18.0.1-198.18.255.254 overlaps $.plugins[1].ipam.ranges[3] "),
             "{p:#?}"
         );
-        assert!(has("$.plugins[1].ipam.ranges[1][0].rangeStart: 198.19.0.1 not in network"), "{p:#?}");
-        assert!(has("$.plugins[1].ipam.ranges[2][0].subnet: invalid CIDR"), "{p:#?}");
+        assert!(has("$.plugins[1].ipam.ranges[1][0]: RangeStart 198.19.0.1 not in network 198.18.4.0/24"), "{p:#?}");
+        assert!(has("$.plugins[1].ipam.ranges[2][0]: invalid CIDR"), "{p:#?}");
         assert!(has("$.plugins[1].ipam.routes[0].gw: gateway fd00::1"), "{p:#?}");
         assert!(has("$.plugins[2].type: duplicate plugin type \"bridge\" (also $.plugins[1])"), "{p:#?}");
         assert_eq!(paths("{"), vec!["$: not valid JSON: EOF while parsing an object at line 1 column 1".to_string()]);

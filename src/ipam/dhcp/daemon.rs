@@ -61,8 +61,88 @@ impl Default for DaemonConfig {
     }
 }
 
-const USAGE: &str = "usage: dhcp daemon [-socketpath PATH] [-pidfile PATH] [-hostprefix PREFIX] [-broadcast] \
-[-timeout 10s] [-resendmax 62s] [-resendtimeout 208s] [-statedir /var/lib/cni/dhcp] [-linkcheck 10s]";
+/// What a daemon flag holds, as Go's flag package names it in the usage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlagKind {
+    Bool,
+    Str,
+    Duration,
+}
+
+/// One flag of `dhcp daemon`: the reference's, plus `-statedir` and `-linkcheck`.
+struct FlagDef {
+    name: &'static str,
+    kind: FlagKind,
+    usage: &'static str,
+    /// the default as Go prints it; "" for Go's zero value (not printed)
+    default: &'static str,
+}
+
+/// Sorted by name, as Go's `PrintDefaults` lists them.
+const FLAGS: &[FlagDef] = &[
+    FlagDef {
+        name: "broadcast",
+        kind: FlagKind::Bool,
+        usage: "broadcast DHCP leases (accepted; no effect: the flag is always set while the interface has no address)",
+        default: "",
+    },
+    FlagDef { name: "hostprefix", kind: FlagKind::Str, usage: "optional prefix to host root", default: "" },
+    FlagDef {
+        name: "linkcheck",
+        kind: FlagKind::Duration,
+        usage: "how often a lease checks that its link still exists",
+        default: "10s",
+    },
+    FlagDef { name: "pidfile", kind: FlagKind::Str, usage: "optional path to write daemon PID to", default: "" },
+    FlagDef {
+        name: "resendmax",
+        kind: FlagKind::Duration,
+        usage: "optional dhcp client max resend delay between the packets",
+        default: "1m2s",
+    },
+    FlagDef {
+        name: "resendtimeout",
+        kind: FlagKind::Duration,
+        usage: "optional dhcp client resend timeout",
+        default: "3m28s",
+    },
+    FlagDef {
+        name: "socketpath",
+        kind: FlagKind::Str,
+        usage: "optional dhcp server socketpath",
+        default: DEFAULT_SOCKET,
+    },
+    FlagDef { name: "statedir", kind: FlagKind::Str, usage: "where leases are persisted", default: DEFAULT_STATE_DIR },
+    FlagDef {
+        name: "timeout",
+        kind: FlagKind::Duration,
+        usage: "how long one acquisition (ADD) may take",
+        default: "10s",
+    },
+];
+
+/// The usage Go's flag package prints for the reference's `daemon` flag set (`PrintDefaults`).
+pub fn usage() -> String {
+    let mut s = String::from("Usage of daemon:\n");
+    for f in FLAGS {
+        s.push_str("  -");
+        s.push_str(f.name);
+        match f.kind {
+            FlagKind::Bool => {}
+            FlagKind::Str => s.push_str(" string"),
+            FlagKind::Duration => s.push_str(" duration"),
+        }
+        s.push_str("\n    \t");
+        s.push_str(f.usage);
+        match (f.kind, f.default) {
+            (_, "") => {}
+            (FlagKind::Str, d) => s.push_str(&format!(" (default {d:?})")),
+            (_, d) => s.push_str(&format!(" (default {d})")),
+        }
+        s.push('\n');
+    }
+    s
+}
 
 /// Parse a Go duration ("10s", "1m30s", "500ms", "1.5h"). Fixed-point (nanoseconds), so no
 /// float parsing is linked in for a handful of flags.
@@ -110,53 +190,82 @@ pub fn parse_go_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
-/// Go `flag`-style parsing: `-name value`, `-name=value`, `--name…`; bools as `-broadcast`
-/// or `-broadcast=false`. `args` are the words after `daemon`.
-pub fn parse_flags(args: &[String]) -> anyhow::Result<DaemonConfig> {
+/// What the daemon's command line asks for.
+#[derive(Debug)]
+pub enum Flags {
+    Run(DaemonConfig),
+    /// `-h`, `-help` (any number of dashes): print the usage, exit 0
+    Help,
+}
+
+/// Parse the words after `daemon` as Go's `flag` package parses the reference's flag set:
+/// `-name value`, `-name=value`, `--name…`; a bool as `-broadcast` or `-broadcast=false` (never
+/// `-broadcast false`); `--` ends the flags; `-h`/`-help` ask for the usage. An error is Go's
+/// message (the caller prints it with the usage and exits 2). Stricter than Go: an argument
+/// after the flags is refused (Go ignores it) and `-timeout` must be positive.
+pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
     let mut cfg = DaemonConfig::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
-            bail!("unexpected argument {arg:?}\n{USAGE}");
+        if arg == "--" {
+            if let Some(extra) = it.next() {
+                return Err(format!("unexpected argument {extra:?} after the flags"));
+            }
+            break;
+        }
+        let Some(flag) = arg.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            // Go stops at the first non-flag argument and ignores the rest
+            return Err(format!("unexpected argument {arg:?} (flags start with -)"));
         };
+        let flag = flag.strip_prefix('-').unwrap_or(flag);
+        if flag.is_empty() || flag.starts_with(['-', '=']) {
+            return Err(format!("bad flag syntax: {arg}"));
+        }
         let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
+            Some((n, v)) => (n, Some(v)),
             None => (flag, None),
         };
-        if name == "broadcast" {
-            cfg.broadcast = match inline.as_deref() {
-                None | Some("true" | "1" | "t" | "T" | "TRUE" | "True") => true,
-                Some("false" | "0" | "f" | "F" | "FALSE" | "False") => false,
-                Some(v) => bail!("invalid boolean value {v:?} for -broadcast"),
+        let Some(def) = FLAGS.iter().find(|f| f.name == name) else {
+            if matches!(name, "h" | "help") {
+                return Ok(Flags::Help);
+            }
+            return Err(format!("flag provided but not defined: -{name}"));
+        };
+        if def.kind == FlagKind::Bool {
+            cfg.broadcast = match inline.unwrap_or("true") {
+                "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+                "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+                v => return Err(format!("invalid boolean value {v:?} for -{name}: parse error")),
             };
             continue;
         }
-        if matches!(name, "h" | "help") {
-            bail!("{USAGE}");
-        }
         let value = match inline {
             Some(v) => v,
-            None => it.next().cloned().ok_or_else(|| anyhow!("flag needs an argument: -{name}\n{USAGE}"))?,
+            None => it.next().map(String::as_str).ok_or_else(|| format!("flag needs an argument: -{name}"))?,
         };
+        let duration =
+            || parse_go_duration(value).map_err(|_| format!("invalid value {value:?} for flag -{name}: parse error"));
         match name {
             "socketpath" => cfg.socket_path = PathBuf::from(value),
             "pidfile" => cfg.pidfile = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
-            "hostprefix" => cfg.hostprefix = value,
-            "timeout" => cfg.timeout = parse_go_duration(&value)?,
-            "resendmax" => cfg.resend_max = parse_go_duration(&value)?,
-            "resendtimeout" => cfg.resend_timeout = parse_go_duration(&value)?,
+            "hostprefix" => cfg.hostprefix = value.to_string(),
             "statedir" => cfg.state_dir = PathBuf::from(value),
-            "linkcheck" => cfg.link_check = parse_go_duration(&value)?,
-            _ => bail!("flag provided but not defined: -{name}\n{USAGE}"),
+            "timeout" => {
+                cfg.timeout = duration()?;
+                if cfg.timeout.is_zero() {
+                    return Err(format!("invalid value {value:?} for flag -timeout: must be positive"));
+                }
+            }
+            "resendmax" => cfg.resend_max = duration()?,
+            "resendtimeout" => cfg.resend_timeout = duration()?,
+            "linkcheck" => cfg.link_check = duration()?,
+            _ => return Err(format!("flag provided but not defined: -{name}")),
         }
-    }
-    if cfg.timeout.is_zero() {
-        bail!("-timeout must be positive");
     }
     if cfg.link_check.is_zero() {
         cfg.link_check = Duration::from_secs(10);
     }
-    Ok(cfg)
+    Ok(Flags::Run(cfg))
 }
 
 /// `hostprefix + path`, the way the reference joins them (plain concatenation).
@@ -1003,19 +1112,33 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// `dhcp daemon [flags]`: `args` are the words after `daemon`. Returns the exit status.
 pub fn daemon_main(args: &[String]) -> i32 {
-    match run(args) {
+    // Go's flag.ExitOnError: the error and the usage on stderr, exit 2; the usage alone for -h, exit 0
+    let cfg = match parse_flags(args) {
+        Ok(Flags::Run(cfg)) => cfg,
+        Ok(Flags::Help) => {
+            eprint!("{}", usage());
+            return 0;
+        }
+        Err(e) => {
+            eprint!("{e}\n{}", usage());
+            return 2;
+        }
+    };
+    match run(cfg) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!("dhcp daemon: {e:#}");
+            // once on stderr; the log file (when there is one) records it too
             eprintln!("dhcp daemon: {e:#}");
+            if crate::logging::writes_to_file() {
+                tracing::error!("dhcp daemon: {e:#}");
+            }
             1
         }
     }
 }
 
-fn run(args: &[String]) -> anyhow::Result<()> {
+fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
-    let cfg = parse_flags(args)?;
     // block the stop signals before any thread exists, so only the main thread takes them
     let mut sigs = SigSet::empty();
     sigs.add(Signal::SIGINT);
@@ -1103,34 +1226,103 @@ mod tests {
         }
     }
 
+    fn cfg(args: &[&str]) -> DaemonConfig {
+        match parse_flags(&s(args)) {
+            Ok(Flags::Run(c)) => c,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> String {
+        match parse_flags(&s(args)) {
+            Err(e) => e,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
     #[test]
     fn flags_like_go() {
-        let c = parse_flags(&s(&[
-            "-socketpath",
-            "/tmp/x.sock",
-            "--pidfile=/tmp/p",
-            "-broadcast",
-            "-timeout",
-            "3s",
-            "-resendmax=5s",
-            "-hostprefix",
-            "/host",
-        ]))
-        .unwrap();
+        let c =
+            cfg(&["-socketpath", "/tmp/x.sock", "--pidfile=/tmp/p", "-broadcast", "-timeout", "3s", "-resendmax=5s"]);
         assert_eq!(c.socket_path, PathBuf::from("/tmp/x.sock"));
         assert_eq!(c.pidfile, Some(PathBuf::from("/tmp/p")));
         assert!(c.broadcast);
         assert_eq!(c.timeout, Duration::from_secs(3));
         assert_eq!(c.resend_max, Duration::from_secs(5));
+        let c = cfg(&["--hostprefix", "/host", "--statedir=/s", "-linkcheck", "1m", "-resendtimeout=1s", "--"]);
         assert_eq!(c.hostprefix, "/host");
+        assert_eq!(
+            (c.state_dir, c.link_check, c.resend_timeout),
+            ("/s".into(), Duration::from_secs(60), Duration::from_secs(1))
+        );
         assert_eq!(prefixed(&c.hostprefix, "/var/run/netns/a"), PathBuf::from("/host/var/run/netns/a"));
-        let d = parse_flags(&[]).unwrap();
+        let d = cfg(&[]);
         assert_eq!(d.socket_path, PathBuf::from("/run/cni/dhcp.sock"));
         assert_eq!(d.resend_timeout, Duration::from_secs(208));
         assert!(!d.broadcast);
-        assert!(parse_flags(&s(&["-bogus", "1"])).is_err());
-        assert!(parse_flags(&s(&["-timeout"])).is_err());
-        assert!(parse_flags(&s(&["-broadcast=maybe"])).is_err());
-        assert!(!parse_flags(&s(&["-broadcast=false"])).unwrap().broadcast);
+        // bools: Go's strconv.ParseBool spellings, only with `=`
+        for (v, want) in [("true", true), ("T", true), ("1", true), ("false", false), ("F", false), ("0", false)] {
+            assert_eq!(cfg(&["-broadcast", &format!("--broadcast={v}")]).broadcast, want, "{v}");
+        }
+        assert!(!cfg(&["-broadcast=false"]).broadcast);
+        // the usage for -h, -help, --help, also after other flags
+        for h in [&["-h"][..], &["-help"], &["--help"], &["--h"], &["-timeout", "5s", "-h"], &["-h=1"]] {
+            assert!(matches!(parse_flags(&s(h)), Ok(Flags::Help)), "{h:?}");
+        }
+    }
+
+    /// Go's messages, word for word (flag.FlagSet.parseOne and failf).
+    #[test]
+    fn flag_errors_are_go_s() {
+        assert_eq!(err(&["-bogus"]), "flag provided but not defined: -bogus");
+        assert_eq!(err(&["--bogus=1"]), "flag provided but not defined: -bogus");
+        assert_eq!(err(&["-bogus", "1"]), "flag provided but not defined: -bogus");
+        assert_eq!(err(&["-timeout"]), "flag needs an argument: -timeout");
+        assert_eq!(err(&["-timeout", "10"]), "invalid value \"10\" for flag -timeout: parse error");
+        assert_eq!(err(&["-linkcheck=soon"]), "invalid value \"soon\" for flag -linkcheck: parse error");
+        assert_eq!(err(&["-broadcast=maybe"]), "invalid boolean value \"maybe\" for -broadcast: parse error");
+        assert_eq!(err(&["-broadcast="]), "invalid boolean value \"\" for -broadcast: parse error");
+        for bad in ["---x", "-=x", "--=x"] {
+            assert_eq!(err(&[bad]), format!("bad flag syntax: {bad}"));
+        }
+        // stricter than Go, which ignores what follows the flags
+        assert!(err(&["-broadcast", "false"]).starts_with("unexpected argument \"false\""));
+        assert!(err(&["-"]).starts_with("unexpected argument \"-\""));
+        assert!(err(&["--", "x"]).starts_with("unexpected argument \"x\""));
+        assert_eq!(err(&["-timeout=0s"]), "invalid value \"0s\" for flag -timeout: must be positive");
+    }
+
+    #[test]
+    fn usage_is_go_s_print_defaults() {
+        let u = usage();
+        assert!(u.starts_with("Usage of daemon:\n  -broadcast\n    \tbroadcast DHCP leases"), "{u}");
+        assert!(
+            u.contains(
+                "\n  -socketpath string\n    \toptional dhcp server socketpath (default \"/run/cni/dhcp.sock\")\n"
+            ),
+            "{u}"
+        );
+        assert!(
+            u.contains("\n  -timeout duration\n    \thow long one acquisition (ADD) may take (default 10s)\n"),
+            "{u}"
+        );
+        assert!(u.contains("\n  -pidfile string\n    \toptional path to write daemon PID to\n"), "{u}");
+        // every flag, in name order, each default what DaemonConfig::default() holds
+        let names: Vec<&str> = FLAGS.iter().map(|f| f.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        let d = DaemonConfig::default();
+        for f in FLAGS.iter().filter(|f| f.kind == FlagKind::Duration) {
+            let got = cfg(&[&format!("-{}={}", f.name, f.default)]);
+            let want = cfg(&[]);
+            assert_eq!(
+                (got.timeout, got.resend_max, got.resend_timeout, got.link_check),
+                (want.timeout, want.resend_max, want.resend_timeout, want.link_check),
+                "{}",
+                f.name
+            );
+        }
+        assert_eq!((d.socket_path.to_str(), d.state_dir.to_str()), (Some(DEFAULT_SOCKET), Some(DEFAULT_STATE_DIR)));
     }
 }
