@@ -87,7 +87,11 @@ fn no_applet(why: &str) -> i32 {
         let _ = out.flush();
         return 1;
     }
-    let _ = writeln!(std::io::stderr(), "{MULTI}: {why}; known applets: {known}\n\n{}", usage());
+    let _ = writeln!(
+        std::io::stderr(),
+        "{MULTI}: {why}; known applets: {known} (and the commands tool, install)\n\n{}",
+        usage()
+    );
     2
 }
 
@@ -103,7 +107,9 @@ fn usage() -> String {
     let mut s = format!(
         "Usage: {MULTI} <applet> [flags]   (or call the binary by an applet's name)\n       \
          {MULTI} --list | --version | --help\n       \
-         {MULTI} <applet> --help\n\nApplets:\n"
+         {MULTI} <applet> --help\n       \
+         {MULTI} tool <add|check|del|gc|status|validate> ...   (the runtime side, as cnitool; also as `cnitool`)\n       \
+         {MULTI} install [--dir DIR] [--conf FILE] ...   (the applet links in a CNI bin directory)\n\nApplets:\n"
     );
     for a in applets::APPLETS {
         s.push_str(&format!("  {:<12} {}\n", a.name, a.about));
@@ -191,7 +197,8 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String], called: Called) -> 
     let flags = if args.is_empty() || ignore_args {
         PluginFlags::default()
     } else {
-        let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+        // `-h` as `--help` (argh knows only the long form)
+        let strs: Vec<&str> = args.iter().map(|a| if a == "-h" { "--help" } else { a.as_str() }).collect();
         match PluginFlags::from_args(&[prog], &strs) {
             Ok(f) => f,
             Err(early) => {
@@ -366,6 +373,16 @@ mod tests {
             assert!(h.contains(&crate::docs::text(a)), "{} missing from --help", a.name);
         }
         assert!(h.contains("isDefaultGateway") && h.contains("Example:") && h.contains("CNI_MULTI_LOG"));
+    }
+
+    #[test]
+    fn usage_names_the_commands_and_short_help_works() {
+        let u = usage();
+        assert!(u.contains("cni-multi tool ") && u.contains("cni-multi install "), "{u}");
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // `-h` is `--help` for an applet (argh alone refused it: exit 2)
+        assert_eq!(dispatch(&argv(&["cni-multi", "loopback", "-h"])), 0);
+        assert_eq!(dispatch(&argv(&["cni-multi", "loopback", "--help"])), 0);
     }
 
     /// Child half of `panic_hook_leaves_a_cni_error`: only panics when asked to.

@@ -752,7 +752,22 @@ pub fn setup_host(conf: &HostConf) -> Result<Vec<String>> {
 /// `cni-multi vpc-routed setup-host [--config FILE]` (config from stdin without `--config`).
 pub fn setup_host_main(args: &[String]) -> i32 {
     let mut err = std::io::stderr();
-    let bytes = match args {
+    // `--config=FILE` is `--config FILE`
+    let args: Vec<String> = match args {
+        [one] => match one.split_once('=') {
+            Some((flag @ ("--config" | "-c"), file)) => vec![flag.to_string(), file.to_string()],
+            _ => args.to_vec(),
+        },
+        _ => args.to_vec(),
+    };
+    let usage = "Usage: cni-multi vpc-routed setup-host [--config FILE]   (the config on stdin without it)\n\
+                 Config (JSON): {\"primaryInterface\": \"eth0\", \"rpFilter\": 2, \"nodePortMark\": \"0x80\",\n  \
+                 \"enis\": [{\"interface\": \"eth1\", \"deviceNumber\": 1, \"mtu\": 9001, \"gateway\": \"10.0.1.1\", \"subnet\": \"10.0.1.0/24\"}]}";
+    let bytes = match args.as_slice() {
+        [help] if help == "--help" || help == "-h" => {
+            let _ = writeln!(err, "{usage}");
+            return 0;
+        }
         [] => {
             let mut b = Vec::new();
             if let Err(e) = std::io::stdin().take(1 << 20).read_to_end(&mut b) {
@@ -769,12 +784,7 @@ pub fn setup_host_main(args: &[String]) -> i32 {
             }
         },
         _ => {
-            let _ = writeln!(
-                err,
-                "Usage: cni-multi vpc-routed setup-host [--config FILE]\n\
-                 Config (JSON): {{\"primaryInterface\": \"eth0\", \"rpFilter\": 2, \"nodePortMark\": \"0x80\",\n  \
-                 \"enis\": [{{\"interface\": \"eth1\", \"deviceNumber\": 1, \"mtu\": 9001, \"gateway\": \"10.0.1.1\", \"subnet\": \"10.0.1.0/24\"}}]}}"
-            );
+            let _ = writeln!(err, "{usage}");
             return 2;
         }
     };
@@ -803,6 +813,17 @@ pub fn setup_host_main(args: &[String]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setup_host_help_and_config_equals_form() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(setup_host_main(&a(&["--help"])), 0);
+        assert_eq!(setup_host_main(&a(&["-h"])), 0);
+        // `--config=FILE` is read as `--config FILE`: a missing file is a read error (1), not usage (2)
+        assert_eq!(setup_host_main(&a(&["--config=/nonexistent/setup-host.json"])), 1);
+        assert_eq!(setup_host_main(&a(&["--config", "/nonexistent/setup-host.json"])), 1);
+        assert_eq!(setup_host_main(&a(&["--bogus"])), 2);
+    }
     use crate::cni::{config, Command};
 
     fn ctx(conf: &str, args: &str) -> Ctx {

@@ -69,12 +69,10 @@ fn load(ctx: &Ctx) -> Result<Conf> {
     if conf.vrf_name.is_empty() {
         return Err(CniError::config("configuration is expected to have a valid vrf name").into());
     }
-    if conf.vrf_name.len() > 15
-        || conf.vrf_name.contains(['/', ' ', ':'])
-        || conf.vrf_name == "."
-        || conf.vrf_name == ".."
-    {
-        return Err(CniError::config(format!("invalid vrf name {:?}", conf.vrf_name)).into());
+    // the kernel's rules for a new link's name (no `%` template, its whitespace bytes)
+    if let Err(e) = crate::cni::env::validate_link_name(&conf.vrf_name) {
+        let name = crate::cni::result::go_quote(&conf.vrf_name);
+        return Err(CniError::config(format!("invalid vrf name {name}: {}", e.msg)).into());
     }
     Ok(conf)
 }
@@ -268,4 +266,32 @@ fn check(ctx: &Ctx) -> Result<()> {
         bail!("Failed to find {} associated to vrf {}", ctx.ifname, conf.vrf_name);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::Command;
+
+    fn ctx(conf: serde_json::Value) -> Ctx {
+        let stdin = serde_json::to_vec(&conf).unwrap();
+        Ctx { conf: crate::cni::config::parse_folded(&stdin).unwrap(), stdin, ..Ctx::new(Command::Add) }
+    }
+
+    /// `vrfname` becomes a new link's name: the kernel's rules (a `%` template would be expanded
+    /// into another name, a tab is its whitespace), code 7 before anything is made.
+    #[test]
+    fn vrf_name_follows_the_kernels_rules_for_a_new_link() {
+        for bad in ["red%d", "r\tx", "r x", "a/b", "a:b", ".", "..", "0123456789abcdef"] {
+            let e = load(&ctx(serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": bad})))
+                .unwrap_err();
+            let ce = CniError::from_anyhow(&e);
+            assert_eq!(ce.code, 7, "{bad:?}: {ce:?}");
+            assert!(ce.msg.starts_with("invalid vrf name"), "{bad:?}: {}", ce.msg);
+        }
+        for good in ["red", "vrf-blue.1", "b\u{2028}"] {
+            let c = load(&ctx(serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": good})));
+            assert!(c.is_ok(), "{good:?}: {c:?}");
+        }
+    }
 }
