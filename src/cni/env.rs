@@ -127,20 +127,7 @@ pub fn validate_ifname_for(command: &str, name: &str) -> Result<(), CniError> {
 
 /// The reference's `ValidateInterfaceName`, exactly (code 4, its messages).
 pub fn validate_ifname_as_reference(name: &str) -> Result<(), CniError> {
-    if name.is_empty() {
-        return Err(CniError::env("interface name is empty"));
-    }
-    if name.len() > 15 {
-        return Err(CniError::env("interface name is too long")
-            .with_details("interface name should be less than 16 characters"));
-    }
-    if name == "." || name == ".." {
-        return Err(CniError::env("interface name is . or .."));
-    }
-    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(CniError::env("interface name contains / or : or whitespace characters"));
-    }
-    Ok(())
+    name_rules(name, |n| n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()))
 }
 
 /// A name from the config (or prevResult) that the kernel gets as a link's name: the kernel's
@@ -149,6 +136,19 @@ pub fn validate_ifname_as_reference(name: &str) -> Result<(), CniError> {
 /// `"b\u{85}"` are fine but `"b\u{a0}"` and `"bà"` (C3 A0) are not), and no `%` (a template the
 /// kernel expands). The messages are [`validate_ifname`]'s; callers say which key is wrong.
 pub fn validate_link_name(name: &str) -> Result<(), CniError> {
+    // lib/ctype.c: _S is set for 9-13, 32 and 160 only
+    let kernel_space = |b: u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0xa0);
+    name_rules(name, |n| n.bytes().any(|b| b == b'/' || b == b':' || kernel_space(b)))?;
+    if name.contains('%') {
+        return Err(CniError::env("interface name contains %")
+            .with_details("the kernel expands % in a new interface's name (a name template)"));
+    }
+    Ok(())
+}
+
+/// The rules both name checks share, in the reference's order and words (code 4): not empty, at
+/// most 15 bytes, not `.` or `..`, and nothing `forbidden` finds (`/`, `:`, whitespace).
+fn name_rules(name: &str, forbidden: impl Fn(&str) -> bool) -> Result<(), CniError> {
     if name.is_empty() {
         return Err(CniError::env("interface name is empty"));
     }
@@ -159,14 +159,8 @@ pub fn validate_link_name(name: &str) -> Result<(), CniError> {
     if name == "." || name == ".." {
         return Err(CniError::env("interface name is . or .."));
     }
-    // lib/ctype.c: _S is set for 9-13, 32 and 160 only
-    let kernel_space = |b: u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0xa0);
-    if name.bytes().any(|b| b == b'/' || b == b':' || kernel_space(b)) {
+    if forbidden(name) {
         return Err(CniError::env("interface name contains / or : or whitespace characters"));
-    }
-    if name.contains('%') {
-        return Err(CniError::env("interface name contains %")
-            .with_details("the kernel expands % in a new interface's name (a name template)"));
     }
     Ok(())
 }

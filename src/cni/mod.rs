@@ -209,6 +209,16 @@ impl Ctx {
 }
 
 #[cfg(test)]
+impl Ctx {
+    /// A unit test's ADD context for the config `conf`: stdin is its JSON, `conf` folded as the
+    /// protocol layer folds it.
+    pub fn test_add(conf: serde_json::Value) -> Ctx {
+        let stdin = serde_json::to_vec(&conf).unwrap_or_default();
+        Ctx { conf: config::parse_folded(&stdin).unwrap_or_default(), stdin, ..Ctx::new(Command::Add) }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

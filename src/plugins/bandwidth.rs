@@ -322,12 +322,10 @@ fn gc(ctx: &Ctx) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cni::Command;
     use serde_json::json;
 
     fn ctx(conf: serde_json::Value) -> Ctx {
-        let stdin = serde_json::to_vec(&conf).unwrap();
-        Ctx { conf: crate::cni::config::parse_folded(&stdin).unwrap(), stdin, ..Ctx::new(Command::Add) }
+        Ctx::test_add(conf)
     }
 
     #[test]

@@ -311,17 +311,10 @@ fn gc(ctx: &Ctx) -> Result<()> {
 mod tests {
     use super::*;
     use crate::cni::result::{Interface, IpConfig};
-    use crate::cni::Command;
     use serde_json::json;
 
     fn ctx(conf: serde_json::Value) -> Ctx {
-        let stdin = serde_json::to_vec(&conf).unwrap();
-        Ctx {
-            conf: crate::cni::config::parse_folded(&stdin).unwrap(),
-            stdin,
-            ifname: "eth0".into(),
-            ..Ctx::new(Command::Add)
-        }
+        Ctx { ifname: "eth0".into(), ..Ctx::test_add(conf) }
     }
     fn pm(v: serde_json::Value) -> serde_json::Value {
         json!({"name": "n", "type": "portmap", "runtimeConfig": {"portMappings": v}})

@@ -271,11 +271,9 @@ fn check(ctx: &Ctx) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cni::Command;
 
     fn ctx(conf: serde_json::Value) -> Ctx {
-        let stdin = serde_json::to_vec(&conf).unwrap();
-        Ctx { conf: crate::cni::config::parse_folded(&stdin).unwrap(), stdin, ..Ctx::new(Command::Add) }
+        Ctx::test_add(conf)
     }
 
     /// `vrfname` becomes a new link's name: the kernel's rules (a `%` template would be expanded
