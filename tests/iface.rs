@@ -782,23 +782,41 @@ fn macvlan_repeated_key_spellings_merge_like_the_reference() {
 
 /// `NsSet::cni` with raw stdin bytes (a config that a `serde_json::Value` cannot hold: keys twice).
 fn cni_bytes(w: &NsSet, imp: Impl, host: &str, cmd: &str, c: &str, stdin: &[u8]) -> crate::harness::runtime::Out {
+    spawn_plugin(w, imp, "macvlan", host, &[], cmd, c, "eth0", stdin)
+}
+
+/// Run `plugin` (ours or the reference) by hand in the netns `host`, through `wrap` (a command
+/// that execs its trailing arguments, e.g. `unshare … sh -c … sh`), with the CNI variables of the
+/// container netns `netns` and `ifname`, and `stdin`.
+#[allow(clippy::too_many_arguments)]
+fn spawn_plugin(
+    w: &NsSet,
+    imp: Impl,
+    plugin: &str,
+    host: &str,
+    wrap: &[&str],
+    cmd: &str,
+    netns: &str,
+    ifname: &str,
+    stdin: &[u8],
+) -> crate::harness::runtime::Out {
     use std::io::Write;
     let bin = match imp {
         Impl::Ours => crate::harness::runtime::bin().to_string(),
-        Impl::Reference => format!("{}/macvlan", crate::harness::plugin::REFERENCE_DIR),
+        Impl::Reference => format!("{}/{plugin}", crate::harness::plugin::REFERENCE_DIR),
     };
-    let mut cmd_ = std::process::Command::new("ip");
-    cmd_.args(["netns", "exec", host, &bin]);
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", host]).args(wrap).arg(&bin);
     if imp == Impl::Ours {
-        cmd_.arg("macvlan");
+        c.arg(plugin);
     }
-    let mut child = cmd_
+    let mut child = c
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", format!("ctr-{c}"))
-        .env("CNI_NETNS", format!("/run/netns/{c}"))
-        .env("CNI_IFNAME", "eth0")
+        .env("CNI_CONTAINERID", format!("ctr-{netns}"))
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
+        .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", &w.cni_path)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -1080,34 +1098,11 @@ fn cni_fake_pci(
     setup: &str,
     conf: &Value,
 ) -> crate::harness::runtime::Out {
-    use std::io::Write;
-    let bin = match imp {
-        Impl::Ours => crate::harness::runtime::bin().to_string(),
-        Impl::Reference => format!("{}/host-device", crate::harness::plugin::REFERENCE_DIR),
-    };
     let script = format!(
         "set -e; mount -t tmpfs cni-fake-pci /sys/bus/pci/devices; cd /sys/bus/pci/devices; {setup}; cd /; exec \"$@\""
     );
-    let mut c = std::process::Command::new("ip");
-    c.args(["netns", "exec", host, "unshare", "-m", "--propagation", "private", "sh", "-c", &script, "sh", &bin]);
-    if imp == Impl::Ours {
-        c.arg("host-device");
-    }
-    let mut child = c
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", format!("ctr-{netns}"))
-        .env("CNI_NETNS", format!("/run/netns/{netns}"))
-        .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", &w.cni_path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(&serde_json::to_vec(conf).unwrap());
-    child.wait_with_output().unwrap().into()
+    let wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c", &script, "sh"];
+    spawn_plugin(w, imp, "host-device", host, &wrap, cmd, netns, ifname, &serde_json::to_vec(conf).unwrap())
 }
 
 /// A fake PCI device `addr` bound to `driver`, with the netdevs `netdevs` (shell for `setup`).
