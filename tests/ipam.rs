@@ -371,6 +371,39 @@ fn ipam_static_results_match_reference() {
     call(Impl::Ours, &st("DEL", "", &conf)).expect_ok("static DEL");
 }
 
+/// Every CIDR of a config goes through Go's `net.ParseCIDR` in the reference, whose prefix length
+/// may have leading zeros (`198.18.0.0/016` is a /16). Ours refused them (the `ipnet` parser
+/// takes at most two digits for IPv4): a config the reference runs failed with code 7.
+#[test]
+fn cidrs_with_leading_zeros_in_the_prefix_are_read_as_go_reads_them() {
+    if !have_reference("host-local") || !have_reference("static") {
+        return;
+    }
+    let (a, b) = (Tmp::new("zp-ref"), Tmp::new("zp-ours"));
+    let hl_conf = |dir: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "zp", "type": "bridge",
+               "ipam": {"type": "host-local", "dataDir": dir,
+                        "ranges": [[{"subnet": "198.18.0.0/016"}], [{"subnet": "fd00:10::/0064"}]],
+                        "routes": [{"dst": "198.19.0.0/0016"}, {"dst": "fd00:20::/000064"}]}})
+    };
+    let (ca, cb) = (hl_conf(a.dir()), hl_conf(b.dir()));
+    let ra = call(Impl::Reference, &hl("ADD", "c1", "eth0", &ca)).expect_ok("ref ADD");
+    let rb = call(Impl::Ours, &hl("ADD", "c1", "eth0", &cb)).expect_ok("ours ADD");
+    assert_eq!(normalize(ra.json()), normalize(rb.json()));
+    assert_eq!(rb.json()["routes"][0]["dst"], "198.19.0.0/16");
+    let st_conf = json!({"cniVersion": "1.0.0", "name": "zp", "ipam": {"type": "static",
+        "addresses": [{"address": "198.18.3.5/024"}], "routes": [{"dst": "198.20.0.0/016"}]}});
+    let ra = call(Impl::Reference, &st("ADD", "", &st_conf)).expect_ok("ref static ADD");
+    let rb = call(Impl::Ours, &st("ADD", "", &st_conf)).expect_ok("ours static ADD");
+    assert_eq!(normalize(ra.json()), normalize(rb.json()));
+    assert_eq!(rb.json()["ips"][0]["address"], "198.18.3.5/24");
+    // a prefix beyond the family's bits is still refused by both
+    let bad = json!({"cniVersion": "1.0.0", "name": "zp", "ipam": {"type": "static",
+        "addresses": [{"address": "198.18.3.5/033"}]}});
+    assert!(!call(Impl::Reference, &st("ADD", "", &bad)).ok);
+    assert_eq!(call(Impl::Ours, &st("ADD", "", &bad)).err_code(), 7);
+}
+
 /// static's address errors say what the reference says for each source (codes: ours 7, the
 /// reference 999), and an IPv4-mapped CNI_ARGS address takes an IPv4 GATEWAY as there.
 #[test]

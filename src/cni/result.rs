@@ -515,7 +515,7 @@ fn str_list(o: &Map<String, Value>, key: &str, what: &str) -> Result<Vec<String>
 
 fn req_net(o: &Map<String, Value>, key: &str, what: &str) -> Result<IpNet, CniError> {
     let s = opt_str(o, key, what)?.ok_or_else(|| decode_err(format!("{what}.{key} is missing")))?;
-    s.parse::<IpNet>().map_err(|_| decode_err(format!("{what}.{key}: invalid CIDR address: {s}")))
+    go_parse_cidr(&s).ok_or_else(|| decode_err(format!("{what}.{key}: invalid CIDR address: {s}")))
 }
 
 /// Go's `net.IP` text decoding: an empty string is "no address".
@@ -624,6 +624,20 @@ fn newline(out: &mut String, level: usize) {
     for _ in 0..level {
         out.push_str("    ");
     }
+}
+
+/// Go's `net.ParseCIDR` (what every CIDR in a config or result goes through in the reference),
+/// host bits kept: an address without zone, `/`, a decimal prefix length of digits only
+/// (leading zeros allowed: `198.18.0.0/016` is a /16) that fits the address; an IPv4-mapped IPv6
+/// address takes an IPv6 prefix. The `ipnet` parser takes at most two (IPv4) or three digits.
+pub fn go_parse_cidr(s: &str) -> Option<IpNet> {
+    let (addr, prefix) = s.split_once('/')?;
+    let ip: IpAddr = addr.parse().ok()?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = prefix.bytes().try_fold(0u32, |n, b| Some(n * 10 + u32::from(b - b'0')).filter(|n| *n < 0xFF_FFFF))?;
+    IpNet::new(ip, u8::try_from(n).ok()?).ok()
 }
 
 /// A JSON string literal as Go's encoding/json writes it (HTML-safe escaping of `<>&`,
@@ -1089,6 +1103,18 @@ mod tests {
         assert_eq!(printed["ips"], v["ips"]);
         let printed: Value = serde_json::from_str(&r.to_json("0.4.0").unwrap()).unwrap();
         assert_eq!(printed["ips"][0]["interface"], -1);
+    }
+
+    #[test]
+    fn go_parse_cidr_takes_go_s_prefix_digits() {
+        let p = |s: &str| go_parse_cidr(s).map(|n| n.to_string());
+        assert_eq!(p("198.18.0.5/016").as_deref(), Some("198.18.0.5/16"), "host bits kept, zeros read");
+        assert_eq!(p("fd00::1/000064").as_deref(), Some("fd00::1/64"));
+        assert_eq!(p("::ffff:198.18.0.1/120").as_deref(), Some("::ffff:198.18.0.1/120"));
+        for bad in ["198.18.0.0/33", "198.18.0.0/", "198.18.0.0/+8", "198.18.0.0/ 8", "198.18.0.0", "fd00::%eth0/64"] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
+        assert_eq!(p(&format!("198.18.0.0/{}", "0".repeat(40))).as_deref(), Some("198.18.0.0/0"));
     }
 
     #[test]

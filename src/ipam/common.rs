@@ -96,8 +96,8 @@ impl RawRoute {
     /// `types.ParseCIDR`); `mtu`/`advmss`/`priority` see [`go_int`].
     pub fn to_route(&self) -> Result<Route, CniError> {
         let dst_text = self.dst.as_deref().map(str::trim).unwrap_or("");
-        let dst: IpNet =
-            dst_text.parse().map_err(|_| CniError::config(format!("invalid route dst {dst_text:?}: not a CIDR")))?;
+        let dst = crate::cni::result::go_parse_cidr(dst_text)
+            .ok_or_else(|| CniError::config(format!("invalid route dst {dst_text:?}: not a CIDR")))?;
         let gw = opt_ip("route gw", &self.gw)?;
         Ok(Route {
             dst,

@@ -4,6 +4,7 @@
 //! Addresses are handled as `u128` numbers (IPv4 in the low 32 bits) so the arithmetic is
 //! the same for both families and can never overflow inside a validated range.
 
+use crate::cni::result::go_parse_cidr;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::fmt;
@@ -70,7 +71,7 @@ pub fn parse_ip_maybe_cidr(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(canonical_ip(ip));
     }
-    s.parse::<IpNet>().ok().map(|n| canonical_ip(n.addr()))
+    go_parse_cidr(s).map(|n| canonical_ip(n.addr()))
 }
 
 fn parse_opt_ip(field: &str, v: &Option<String>) -> Result<Option<IpAddr>, String> {
@@ -102,7 +103,7 @@ impl Range {
         if subnet_text.is_empty() {
             return Err("missing subnet".into());
         }
-        let subnet: IpNet = subnet_text.parse().map_err(|_| format!("invalid CIDR address: {subnet_text}"))?;
+        let subnet = go_parse_cidr(subnet_text).ok_or_else(|| format!("invalid CIDR address: {subnet_text}"))?;
         if let IpNet::V6(n) = subnet {
             if n.addr().to_ipv4_mapped().is_some() {
                 return Err(format!("subnet {subnet} is an IPv4-mapped IPv6 network; write it as IPv4"));

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use super::common::{self, RawDns, RawRoute};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
-use crate::cni::result::{Dns, IpConfig, Route};
+use crate::cni::result::{go_parse_cidr, Dns, IpConfig, Route};
 use crate::cni::{CniError, CniResult, Ctx};
 
 pub const APPLET: Plugin = Plugin {
@@ -101,7 +101,7 @@ enum Source {
 /// or the reference's error for its source.
 fn parse_cidr(text: &str, source: Source) -> Result<IpNet, CniError> {
     let t = text.trim();
-    t.parse::<IpNet>().map(common::canonical_net).map_err(|_| {
+    go_parse_cidr(t).map(common::canonical_net).ok_or_else(|| {
         CniError::config(match source {
             Source::Config => format!("the 'address' field is expected to be in CIDR notation, got: '{text}'"),
             Source::CniArgs => format!("the 'ip' field is expected to be in CIDR notation, got: '{t}'"),

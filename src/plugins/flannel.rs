@@ -10,7 +10,7 @@
 
 use crate::cni::config::{self, fold_key, kind};
 use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
-use crate::cni::result::{fmt_ip, fmt_net, go_escape, go_quote};
+use crate::cni::result::{fmt_ip, fmt_net, go_escape, go_parse_cidr, go_quote};
 use crate::cni::{delegate, CniError, CniResult, Command, Ctx};
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
@@ -95,18 +95,6 @@ pub struct SubnetEnv {
 
 /// The longest line Go's `bufio.Scanner` reads (its 64 KiB buffer holds the line and its `\n`).
 const MAX_LINE: usize = 64 * 1024 - 1;
-
-/// Go's `net.ParseCIDR`, host bits kept: an address without zone, `/`, a decimal prefix length
-/// (digits only) that fits the address; an IPv4-mapped IPv6 address takes an IPv6 prefix.
-fn go_parse_cidr(s: &str) -> Option<IpNet> {
-    let (addr, prefix) = s.split_once('/')?;
-    let ip: IpAddr = addr.parse().ok()?;
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n = prefix.bytes().try_fold(0u32, |n, b| Some(n * 10 + u32::from(b - b'0')).filter(|n| *n < 0xFF_FFFF))?;
-    IpNet::new(ip, u8::try_from(n).ok()?).ok()
-}
 
 fn cidr(s: &str) -> Result<IpNet, String> {
     go_parse_cidr(s).map(|n| n.trunc()).ok_or_else(|| format!("invalid CIDR address: {s}"))

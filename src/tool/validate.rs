@@ -2,6 +2,7 @@
 //! touching the kernel, reporting each problem with its JSON path.
 
 use crate::cni::config::{self, is_valid_id, kind};
+use crate::cni::result::go_parse_cidr;
 use crate::cni::{delegate, version};
 use crate::ipam::range::{Range, RangeSet, RawRange};
 use ipnet::IpNet;
@@ -46,9 +47,9 @@ impl V<'_> {
 
     fn cidr(&mut self, path: &str, v: Option<&Value>) -> Option<IpNet> {
         let v = v?;
-        match v.as_str().map(|s| s.parse::<IpNet>()) {
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => {
+        match v.as_str().map(go_parse_cidr) {
+            Some(Some(n)) => Some(n),
+            Some(None) => {
                 self.bad(path, format!("invalid CIDR {}", v));
                 None
             }
