@@ -916,3 +916,86 @@ fn ipam_leniencies_where_the_reference_refuses() {
     }
     assert_eq!(next, ["198.18.0.2/24", "198.18.0.6/24"]);
 }
+
+/// Whitespace around every address and CIDR host-local and static read from a config is taken
+/// (trimmed); the reference refuses each of these (999, `invalid CIDR address` / `invalid IP
+/// address` / `NOT in CIDR notation`).
+#[test]
+fn ipam_whitespace_around_config_addresses_is_taken() {
+    if !have_reference("host-local") || !have_reference("static") || ours_is_reference() {
+        return;
+    }
+    let hl_cases: Vec<Box<dyn Fn(&mut Value)>> = vec![
+        Box::new(|c| c["ipam"]["ranges"] = json!([[{"subnet": " 198.18.0.0/24 "}]])),
+        Box::new(|c| c["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/24", "rangeStart": " 198.18.0.7"}]])),
+        Box::new(|c| c["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/24", "gateway": "198.18.0.254 "}]])),
+        Box::new(|c| c["ipam"]["routes"] = json!([{"dst": " 198.19.0.0/16", "gw": " 198.18.0.1"}])),
+        Box::new(|c| c["args"] = json!({"cni": {"ips": [" 198.18.0.9"]}})),
+        Box::new(|c| c["runtimeConfig"] = json!({"ips": ["198.18.0.9 "]})),
+    ];
+    for (i, edit) in hl_cases.iter().enumerate() {
+        let (a, b) = (Tmp::new("ws-ref"), Tmp::new("ws-ours"));
+        let (mut ca, mut cb) = (net_conf("1.0.0", a.dir(), v4()), net_conf("1.0.0", b.dir(), v4()));
+        edit(&mut ca);
+        edit(&mut cb);
+        let r = call(Impl::Reference, &hl("ADD", "c1", "eth0", &ca));
+        assert_eq!(r.err_code(), 999, "host-local case {i}: the reference took it: {}", r.stdout);
+        let o = call(Impl::Ours, &hl("ADD", "c1", "eth0", &cb)).expect_ok("ours ADD with spaces");
+        assert!(o.json()["ips"][0]["address"].as_str().is_some_and(|a| a.starts_with("198.18.0.")), "case {i}");
+    }
+    let st_cases = [
+        json!({"type": "static", "addresses": [{"address": "198.18.0.5/24", "gateway": " 198.18.0.1"}]}),
+        json!({"type": "static", "addresses": [{"address": "198.18.0.5/24"}], "routes": [{"dst": "0.0.0.0/0 "}]}),
+    ];
+    for (i, ipam) in st_cases.iter().enumerate() {
+        let conf = json!({"cniVersion": "1.0.0", "name": "st", "ipam": ipam});
+        assert_eq!(call(Impl::Reference, &st("ADD", "", &conf)).err_code(), 999, "static case {i}");
+        let o = call(Impl::Ours, &st("ADD", "", &conf)).expect_ok("ours static ADD with spaces");
+        assert_eq!(o.json()["ips"][0]["address"], "198.18.0.5/24");
+    }
+    let caps = json!({"cniVersion": "1.0.0", "name": "st", "ipam": {"type": "static"},
+                      "runtimeConfig": {"ips": [" 198.18.0.5/24"]}});
+    assert_eq!(call(Impl::Reference, &st("ADD", "", &caps)).err_code(), 999);
+    assert_eq!(call(Impl::Ours, &st("ADD", "", &caps)).expect_ok("static ips").json()["ips"][0]["address"], "198.18.0.5/24");
+}
+
+/// Store details that differ from the reference on purpose: DEL and CHECK of an unknown network
+/// create nothing (the reference makes `<dataDir>/<name>/` and its `lock`), the lock is 0600 (the
+/// reference's 0750), and only top-level files named by an address are leases (the reference
+/// walks the directory recursively and takes any file whose content is `id\r\nifname`).
+#[test]
+fn ipam_store_details_that_differ_from_the_reference() {
+    if !have_reference("host-local") || ours_is_reference() {
+        return;
+    }
+    let (a, b) = (Tmp::new("sd-ref"), Tmp::new("sd-ours"));
+    let (ca, cb) = (net_conf("1.0.0", a.dir(), v4()), net_conf("1.0.0", b.dir(), v4()));
+    call(Impl::Reference, &hl("DEL", "c1", "eth0", &ca)).expect_ok("ref DEL");
+    call(Impl::Ours, &hl("DEL", "c1", "eth0", &cb)).expect_ok("ours DEL");
+    assert!(a.join("itnet/lock").exists(), "the reference's DEL makes the network directory and lock");
+    assert!(!b.join("itnet").exists(), "ours makes nothing on DEL");
+    call(Impl::Ours, &hl("ADD", "c1", "eth0", &cb)).expect_ok("ours ADD");
+    call(Impl::Reference, &hl("ADD", "c1", "eth0", &ca)).expect_ok("ref ADD");
+    let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(a.join("itnet/lock")), mode(b.join("itnet/lock"))), (0o750, 0o600));
+    for t in [&a, &b] {
+        fs::write(t.join("itnet/something"), "c1\r\neth0").unwrap();
+        fs::create_dir_all(t.join("itnet/sub")).unwrap();
+        fs::write(t.join("itnet/sub/198.18.0.9"), "c1\r\neth0").unwrap();
+    }
+    call(Impl::Reference, &hl("DEL", "c1", "eth0", &ca)).expect_ok("ref DEL");
+    call(Impl::Ours, &hl("DEL", "c1", "eth0", &cb)).expect_ok("ours DEL");
+    assert!(!a.join("itnet/something").exists() && !a.join("itnet/sub/198.18.0.9").exists());
+    assert!(b.join("itnet/something").exists() && b.join("itnet/sub/198.18.0.9").exists());
+    assert!(!b.join("itnet/198.18.0.2").exists(), "ours released its real lease");
+    // a resolv.conf line beyond Go's bufio.Scanner limit (64 KiB): the reference fails, ours reads it
+    let rc = a.join("resolv.conf");
+    fs::write(&rc, format!("nameserver 198.18.0.53\nsearch {}\n", "a".repeat(90_000))).unwrap();
+    let (mut ca, mut cb) = (ca, cb);
+    ca["ipam"]["resolvConf"] = json!(rc);
+    cb["ipam"]["resolvConf"] = json!(rc);
+    let r = call(Impl::Reference, &hl("ADD", "c2", "eth0", &ca));
+    assert!(!r.ok && r.stdout.contains("token too long"), "{}", r.stdout);
+    let o = call(Impl::Ours, &hl("ADD", "c2", "eth0", &cb)).expect_ok("ours ADD with a long resolv.conf line");
+    assert_eq!(o.json()["dns"]["nameservers"], json!(["198.18.0.53"]));
+}

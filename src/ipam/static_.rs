@@ -41,7 +41,7 @@ pub const DOC: Doc = Doc {
         cap("ips", "list of CIDRs", "replaces the addresses (highest priority)"),
         acni("ips", "list of CIDRs", "replaces the addresses"),
         arg("IP", "CIDRs, comma separated", "appended to the addresses"),
-        arg("GATEWAY", "IPs, comma separated", "gateways for the addresses in their subnets"),
+        arg("GATEWAY", "IPs, comma separated", "gateways for the CNI_ARGS `IP` addresses in their subnets (not for the configured `addresses`, as in the reference)"),
     ],
     notes: &["Route `mtu`, `advmss` and `priority` are integers as in the reference: 0 is unset, a negative \
          value is printed in the result as given and sets nothing on the route."],
