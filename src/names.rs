@@ -8,6 +8,7 @@
 //! | [`ipmasq_chain`] | `CNI-` + 24 hex of sha512(network + containerID) | ipMasq, iptables |
 //! | [`ipmasq_comment`] | `name: "<net>" id: "<cid>"` (Go `%q`) | ipMasq, iptables |
 //! | [`masq_network_hash`], [`masq_instance_hash`], [`masq_nft_comment`] | `<h16(net)>-<h16(if:cid)>, net: …` | ipMasq, nftables |
+//! | [`firewall_nft_tag`], [`firewall_nft_comment`], [`firewall_nft_legacy_comment`] | as ipMasq's / `<cid>` before 2026-12-07 | firewall plugin, nftables |
 //! | [`portmap_dn_chain`], [`portmap_sn_chain`] | `CNI-DN-` / `CNI-SN-` + 21 hex | portmap, iptables |
 //! | [`portmap_dnat_comment`] | `dnat name: "<net>" id: "<cid>"` (≤ 255 bytes) | portmap, iptables |
 //! | [`macspoof_iface_chain`], [`macspoof_mac_chain`], [`macspoof_comment`] | `cni-br-iface-<cid>-<if>[-mac]` | bridge macspoofchk |
@@ -70,6 +71,28 @@ pub fn masq_nft_comment(network: &str, ifname: &str, container_id: &str) -> Stri
         container_id.replace('"', "")
     );
     cut(c, crate::firewall::nft::COMMENT_MAX)
+}
+
+// ---- firewall plugin (nftables) ---------------------------------------------------------------
+
+/// The firewall plugin's nftables accept rules of one attachment carry ipMasq's tag: this prefix,
+/// `<h16(network)>-<h16(ifname:containerID)>`, names the attachment (network, interface and
+/// container) however the comment is cut.
+pub fn firewall_nft_tag(network: &str, ifname: &str, container_id: &str) -> String {
+    masq_instance_hash(network, ifname, container_id)
+}
+
+/// The firewall plugin's nftables accept rule comment: [`firewall_nft_tag`], then the names
+/// (the shape of [`masq_nft_comment`]), at most 128 bytes.
+pub fn firewall_nft_comment(network: &str, ifname: &str, container_id: &str) -> String {
+    masq_nft_comment(network, ifname, container_id)
+}
+
+/// The comment cni-multi wrote on those rules before 2026-12-07: the container id alone (cut to
+/// the 128 bytes nft keeps), naming neither the network nor the interface. Still read (DEL,
+/// CHECK, GC, and ADD replacing it), never written.
+pub fn firewall_nft_legacy_comment(container_id: &str) -> String {
+    cut(container_id.to_string(), crate::firewall::nft::COMMENT_MAX)
 }
 
 // ---- portmap -----------------------------------------------------------------------------------
@@ -156,6 +179,19 @@ mod tests {
             format!("{}, net: mynet, if: eth0, id: cid1", masq_instance_hash("mynet", "eth0", "ci\"d1"))
         );
         assert_eq!(masq_nft_comment("n", "eth0", &"x".repeat(300)).len(), 128);
+    }
+
+    #[test]
+    fn firewall_nft_names_known_vectors() {
+        assert_eq!(firewall_nft_tag("mynet", "eth0", "cid1"), "d23676b4f2d9fe04-0b65a318f52e521b");
+        assert_eq!(
+            firewall_nft_comment("mynet", "net1", "cid1"),
+            format!("{}, net: mynet, if: net1, id: cid1", firewall_nft_tag("mynet", "net1", "cid1"))
+        );
+        assert_ne!(firewall_nft_tag("mynet", "eth0", "cid1"), firewall_nft_tag("mynet", "net1", "cid1"));
+        assert_ne!(firewall_nft_tag("mynet", "eth0", "cid1"), firewall_nft_tag("other", "eth0", "cid1"));
+        assert_eq!(firewall_nft_legacy_comment("cid1"), "cid1");
+        assert_eq!(firewall_nft_legacy_comment(&"c".repeat(200)), "c".repeat(128));
     }
 
     #[test]

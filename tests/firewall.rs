@@ -591,6 +591,8 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
     let (a1, a2, b1) = (format!("198.18.{n}.2"), format!("198.18.{n}.3"), format!("198.18.{}.2", n + 1));
     assert!(ping(&c[2], &a1), "baseline: b1 reaches a1 across bridges");
     let spec = |cid: &str, ip: &str, br: &str| FirewallSpec {
+        network: "fwnet".into(),
+        ifname: "eth0".into(),
         container_id: cid.into(),
         ips: vec![format!("{ip}/24").parse().unwrap()],
         admin_chain: "CNI-ADMIN".into(),
@@ -629,7 +631,7 @@ fn firewall_plugin_behaviour(kind: BackendKind, tag: &str, n: u8) {
         for s in &s2 {
             match kind {
                 BackendKind::Iptables => filter::iptables_del(s).unwrap(),
-                BackendKind::Nftables => filter::nft_del(&s.container_id).unwrap(),
+                BackendKind::Nftables => filter::nft_del(s).unwrap(),
             }
         }
     });
@@ -914,6 +916,8 @@ fn portmap_second_attachment_add_is_add_only() {
 
 fn fast_fw_spec(i: usize) -> FirewallSpec {
     FirewallSpec {
+        network: "fwnet".into(),
+        ifname: "eth0".into(),
         container_id: format!("fw-cid{i}"),
         ips: masq_ips(i),
         admin_chain: "CNI-ADMIN".into(),
@@ -1009,9 +1013,9 @@ fn concurrent_fast_adds_keep_shared_chains_exact() {
             let pm_cid = fast_pm_spec(i).container_id;
             let n = pm.rules_of(portmap::HOSTPORTS).filter(|r| r.comment.as_deref() == Some(pm_cid.as_str())).count();
             assert_eq!(n, 2, "{pm_cid}");
-            let fw_cid = fast_fw_spec(i).container_id;
-            let n = fw.rules_of(filter::NFT_PRIV).filter(|r| r.comment.as_deref() == Some(fw_cid.as_str())).count();
-            assert_eq!(n, 4, "{fw_cid}: two rules per IP");
+            let fw_tag = filter::nft_comment(&fast_fw_spec(i));
+            let n = fw.rules_of(filter::NFT_PRIV).filter(|r| r.comment.as_deref() == Some(fw_tag.as_str())).count();
+            assert_eq!(n, 4, "{fw_tag}: two rules per IP");
         }
     });
 }
@@ -1040,6 +1044,8 @@ fn iptables_nft_native_read_is_iptables_save() {
             portmap::iptables_ensure(&s).unwrap();
         }
         let fw = FirewallSpec {
+            network: "fwnet".into(),
+            ifname: "eth0".into(),
             container_id: "cid-a".into(),
             ips: ips.clone(),
             admin_chain: "CNI-ADMIN".into(),
@@ -1130,6 +1136,8 @@ fn iptables_nft_native_write_is_iptables_restore() {
     type Plan = fn(bool, &NatState) -> Option<String>;
     fn fw() -> FirewallSpec {
         FirewallSpec {
+            network: "fwnet".into(),
+            ifname: "eth0".into(),
             container_id: "cid-a".into(),
             ips: vec!["198.18.8.2/24".parse().unwrap(), "fd00:8::2/64".parse().unwrap()],
             admin_chain: "CNI-ADMIN".into(),

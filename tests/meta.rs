@@ -818,7 +818,7 @@ fn portmap_and_firewall_default_backend_is_the_references_rule() {
             ),
             _ => (
                 w.host.must(&["iptables-save", "-t", "filter"]).contains(&format!("-s {ip4}/32 -j ACCEPT")),
-                nft_table("inet", "cni_firewall").contains(&format!("comment \"{cid}\"")),
+                nft_table("inet", "cni_firewall").contains(&format!("id: {cid}\"")),
             ),
         }
     };
@@ -1049,6 +1049,351 @@ fn firewall_needs_prev_result() {
     assert!(w.add(&c).run().err().msg.contains("prevResult"));
     let c = json!({"cniVersion": "0.3.1", "name": "x", "type": "firewall"});
     assert_eq!(w.add(&c).run().err().code, 1, "firewall needs cniVersion >= 0.4.0");
+}
+
+/// A prevResult with one IPv4 and one IPv6 address of `s` (host `.5`) on container 0's `eth0`,
+/// `interfaces` as given (the ingress policy takes the bridge from interface 0).
+fn fw_prev(w: &World, s: &Subnets, interfaces: Value) -> Value {
+    let mut ifs = interfaces;
+    if ifs.as_array().is_some_and(|a| a.is_empty()) {
+        ifs = json!([]);
+    } else if ifs.is_null() {
+        ifs = json!([{"name": "eth0", "sandbox": w.c(0).path_str()}]);
+    }
+    json!({"cniVersion": "1.0.0", "interfaces": ifs,
+        "ips": [{"address": format!("{}/24", s.ip4(5))}, {"address": format!("{}/64", s.ip6(5))}]})
+}
+
+/// The addresses (without prefix) of a result.
+fn prev_addrs(prev: &Value) -> Vec<String> {
+    let ips = prev["ips"].as_array().expect("ips");
+    ips.iter().map(|i| i["address"].as_str().unwrap().split('/').next().unwrap().to_string()).collect()
+}
+
+/// `nft -a list chain inet cni_firewall cni_forward`.
+fn fw_nft_chain(w: &World) -> String {
+    String::from_utf8_lossy(&w.host.exec(&["nft", "-a", "list", "chain", "inet", "cni_firewall", "cni_forward"]).stdout)
+        .into_owned()
+}
+
+/// How many accept rules of `cni_forward` name `ip` (nft's text: `… saddr IP accept`, `… daddr IP ct …`).
+fn fw_nft_rules_of(chain: &str, ip: &str) -> usize {
+    chain.lines().filter(|l| l.contains(&format!("addr {ip} "))).count()
+}
+
+/// nftables: one container with two attachments (`eth0` on one network, `net1` on another) keeps
+/// both attachments' accept rules; CHECK of each wants its own rules only; ADD of one repairs
+/// its own; DEL of one leaves the other's; GC of a network removes only that network's
+/// attachments that are not valid (regression: the rules were tagged with the container id
+/// alone, so the second ADD replaced the first's and DEL of either removed both).
+#[test]
+fn firewall_nftables_two_attachments_of_one_container_keep_their_own_rules() {
+    let w = World::new("mfw2att", 1, Impl::Ours);
+    let (sa, sb) = (Subnets::alloc(), Subnets::alloc());
+    let cid = "fw2cid";
+    let prev_a = w.add(&ptp_conf(&w, &sa, "mfw2a", None)).cid(cid).run().ok();
+    let prev_b = w.add(&ptp_conf(&w, &sb, "mfw2b", None)).cid(cid).ifname("net1").run().ok();
+    let fw = |net: &str, prev: &Value| chained(net, json!({"type": "firewall", "backend": "nftables"}), prev);
+    let (a, b) = (fw("mfw2a", &prev_a), fw("mfw2b", &prev_b));
+    let (ips_a, ips_b) = (prev_addrs(&prev_a), prev_addrs(&prev_b));
+    let has_all = |ips: &[String], n: usize| {
+        let chain = fw_nft_chain(&w);
+        ips.iter().all(|ip| fw_nft_rules_of(&chain, ip) == n)
+    };
+    w.add(&a).cid(cid).run().ok();
+    w.add(&b).cid(cid).ifname("net1").run().ok();
+    assert!(has_all(&ips_a, 2) && has_all(&ips_b, 2), "both attachments' rules:\n{}", fw_nft_chain(&w));
+    w.check(&a, &prev_a).cid(cid).run().ok();
+    w.check(&b, &prev_b).cid(cid).ifname("net1").run().ok();
+
+    // one of eth0's rules removed behind the plugin's back: CHECK of eth0 fails, net1's passes
+    let chain = fw_nft_chain(&w);
+    let line = chain.lines().find(|l| l.contains(&format!("saddr {} accept", ips_a[0]))).expect("saddr rule");
+    let handle = line.rsplit("handle ").next().unwrap().trim().to_string();
+    w.host.must(&["nft", "delete", "rule", "inet", "cni_firewall", "cni_forward", "handle", &handle]);
+    let e = w.check(&a, &prev_a).cid(cid).run().err();
+    assert_eq!(e.code, 999, "{e:?}");
+    assert!(e.msg.contains(&format!("ip saddr {} accept", ips_a[0])), "{e:?}");
+    w.check(&b, &prev_b).cid(cid).ifname("net1").run().ok();
+    // ADD of eth0 again repairs its own, keeps net1's
+    w.add(&a).cid(cid).run().ok();
+    assert!(has_all(&ips_a, 2) && has_all(&ips_b, 2), "{}", fw_nft_chain(&w));
+    w.check(&a, &prev_a).cid(cid).run().ok();
+
+    // DEL of net1 keeps eth0's rules (twice: DEL is idempotent)
+    for _ in 0..2 {
+        w.del(&b).cid(cid).ifname("net1").run().ok();
+        assert!(has_all(&ips_a, 2) && has_all(&ips_b, 0), "{}", fw_nft_chain(&w));
+    }
+    w.check(&a, &prev_a).cid(cid).run().ok();
+    assert_eq!(w.check(&b, &prev_b).cid(cid).ifname("net1").run().err().code, 999);
+
+    // GC per network: only this network's attachments that are not valid
+    w.add(&b).cid(cid).ifname("net1").run().ok();
+    let gc = |net: &str, valid: Value| {
+        let c = json!({"cniVersion": "1.1.0", "name": net, "type": "firewall", "cni.dev/valid-attachments": valid});
+        w.cni("GC", &c).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
+    };
+    gc("mfw2b", json!([{"containerID": cid, "ifname": "net1"}]));
+    assert!(has_all(&ips_a, 2) && has_all(&ips_b, 2), "valid attachment kept:\n{}", fw_nft_chain(&w));
+    gc("mfw2a", json!([{"containerID": cid, "ifname": "net1"}]));
+    assert!(has_all(&ips_a, 0) && has_all(&ips_b, 2), "eth0 is not valid in mfw2a:\n{}", fw_nft_chain(&w));
+    gc("mfw2b", json!([]));
+    assert!(has_all(&ips_b, 0), "{}", fw_nft_chain(&w));
+    assert!(fw_nft_chain(&w).contains("jump admin"), "shared rules stay");
+    w.del(&a).cid(cid).run().ok();
+    w.del(&ptp_conf(&w, &sb, "mfw2b", None)).cid(cid).ifname("net1").run().ok();
+    w.del(&ptp_conf(&w, &sa, "mfw2a", None)).cid(cid).run().ok();
+}
+
+/// nftables accept rules written before their tag named the attachment (cni-multi before
+/// 2026-12-07: the container id alone as the comment) are still read after an upgrade: CHECK
+/// passes on them, ADD replaces them with tagged ones, DEL removes them (those of its addresses;
+/// every one of the container's when DEL has no prevResult), GC removes those of containers with
+/// no valid attachment in its network.
+#[test]
+fn firewall_nftables_rules_of_the_old_format_are_still_read() {
+    let w = World::new("mfwold", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let cid = "fwoldcid";
+    let prev = fw_prev(&w, &s, Value::Null);
+    let c = chained("mfwold", json!({"type": "firewall", "backend": "nftables"}), &prev);
+    let ips = prev_addrs(&prev);
+    // the old layout: the chains as today, the accepts commented with the container id
+    let old_rules = |comment: &str, ips: &[String]| {
+        w.host.must(&["nft", "flush", "chain", "inet", "cni_firewall", "cni_forward"]);
+        w.host.must(&[
+            "nft",
+            "add rule inet cni_firewall cni_forward jump admin comment \"CNI firewall plugin admin overrides\"",
+        ]);
+        for ip in ips {
+            let fam = if ip.contains(':') { "ip6" } else { "ip" };
+            let (est, src) = (
+                format!("add rule inet cni_firewall cni_forward {fam} daddr {ip} ct state established,related accept comment \"{comment}\""),
+                format!("add rule inet cni_firewall cni_forward {fam} saddr {ip} accept comment \"{comment}\""),
+            );
+            w.host.must(&["nft", &est]);
+            w.host.must(&["nft", &src]);
+        }
+    };
+    let count = |comment: &str| fw_nft_chain(&w).matches(&format!("comment \"{comment}\"")).count();
+    w.add(&c).cid(cid).run().ok();
+    old_rules(cid, &ips);
+    assert_eq!(count(cid), 4);
+    w.check(&c, &prev).cid(cid).run().ok();
+    // ADD replaces them with the attachment's tagged rules
+    w.add(&c).cid(cid).run().ok();
+    assert_eq!(count(cid), 0, "{}", fw_nft_chain(&w));
+    assert!(ips.iter().all(|ip| fw_nft_rules_of(&fw_nft_chain(&w), ip) == 2), "{}", fw_nft_chain(&w));
+    // DEL with prevResult removes them (and the tagged ones), another address's stay
+    old_rules(cid, &[ips[0].clone(), "198.19.255.9".to_string()]);
+    w.del(&c).cid(cid).run().ok();
+    let chain = fw_nft_chain(&w);
+    assert_eq!((fw_nft_rules_of(&chain, &ips[0]), fw_nft_rules_of(&chain, "198.19.255.9")), (0, 2), "{chain}");
+    // DEL without prevResult: every old rule of the container (as the old DEL), not another's
+    old_rules(cid, &ips);
+    w.host.must(&["nft", "add rule inet cni_firewall cni_forward ip saddr 198.19.255.8 accept comment \"othercid\""]);
+    let mut no_prev = c.clone();
+    no_prev.as_object_mut().unwrap().remove("prevResult");
+    w.del(&no_prev).cid(cid).run().ok();
+    assert_eq!((count(cid), count("othercid")), (0, 1), "{}", fw_nft_chain(&w));
+    // GC: old rules of containers with no valid attachment here
+    old_rules(cid, &ips);
+    w.host.must(&["nft", "add rule inet cni_firewall cni_forward ip saddr 198.19.255.8 accept comment \"othercid\""]);
+    let gc = json!({"cniVersion": "1.1.0", "name": "mfwold", "type": "firewall",
+        "cni.dev/valid-attachments": [{"containerID": "othercid", "ifname": "eth0"}]});
+    w.cni("GC", &gc).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
+    assert_eq!((count(cid), count("othercid")), (0, 1), "{}", fw_nft_chain(&w));
+    assert!(fw_nft_chain(&w).contains("jump admin"), "shared rules stay");
+}
+
+/// iptables: a rule is ours only whole, as the reference's `iptables -C` decides. With the
+/// `FORWARD` jump replaced by one without its comment (`-i lo -j CNI-FORWARD`) and the source
+/// accept by one with a match more (`-p tcp`), CHECK fails in the reference's words, ADD adds
+/// the exact rules again (same table text as the reference's ADD), and DEL leaves the changed
+/// rules (regression: ours recognised a rule by its target, so CHECK passed, ADD added nothing
+/// and DEL deleted the foreign `-p tcp` rule).
+#[test]
+fn differential_firewall_iptables_changed_rules_are_not_ours() {
+    let s = Subnets::alloc();
+    let seen = std::cell::RefCell::new(vec![]);
+    each_impl("mfwexact", 1, &["firewall"], |w, imp, _| {
+        let prev = fw_prev(w, &s, Value::Null);
+        let c = chained("mfwexact", json!({"type": "firewall", "backend": "iptables"}), &prev);
+        let src = format!("{}/32", s.ip4(5));
+        let ipt = |args: &[&str]| {
+            let mut a = vec!["iptables"];
+            a.extend_from_slice(args);
+            w.host.must(&a);
+        };
+        let fwd = ["FORWARD", "-m", "comment", "--comment", "CNI firewall plugin rules", "-j", "CNI-FORWARD"];
+        w.add(&c).cid("exactcid").run().ok();
+        ipt(&[&["-D"][..], &fwd[..]].concat());
+        ipt(&["-I", "FORWARD", "1", "-i", "lo", "-j", "CNI-FORWARD"]);
+        ipt(&["-D", "CNI-FORWARD", "-s", &src, "-j", "ACCEPT"]);
+        ipt(&["-A", "CNI-FORWARD", "-s", &src, "-p", "tcp", "-j", "ACCEPT"]);
+        let no_jump = w.check(&c, &prev).cid("exactcid").run().err();
+        ipt(&[&["-I"][..], &fwd[..]].concat());
+        let no_accept = w.check(&c, &prev).cid("exactcid").run().err();
+        ipt(&[&["-D"][..], &fwd[..]].concat());
+        w.add(&c).cid("exactcid").run().ok();
+        let after_add = ipt_text(w, "filter");
+        w.check(&c, &prev).cid("exactcid").run().ok();
+        w.del(&c).cid("exactcid").run().ok();
+        let after_del = ipt_text(w, "filter");
+        seen.borrow_mut().push((imp, no_jump.code, no_jump.msg, no_accept.code, no_accept.msg, after_add, after_del));
+    });
+    let seen = seen.into_inner();
+    let ours = &seen[0];
+    let src = format!("{}/32", s.ip4(5));
+    assert_eq!(
+        (ours.1, ours.2.as_str()),
+        (999, "expected FORWARD rule [-m comment --comment CNI firewall plugin rules -j CNI-FORWARD] not found")
+    );
+    assert_eq!((ours.3, ours.4.clone()), (999, format!("expected rule [-s {src} -j ACCEPT] not found")));
+    let has = |text: &[String], l: &str| text.iter().any(|x| x == &format!("iptables-save: {l}"));
+    for l in [
+        "-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD".to_string(),
+        "-A FORWARD -i lo -j CNI-FORWARD".to_string(),
+        format!("-A CNI-FORWARD -s {src} -p tcp -j ACCEPT"),
+        format!("-A CNI-FORWARD -s {src} -j ACCEPT"),
+    ] {
+        assert!(has(&ours.5, &l), "ADD: {l} missing\n{:#?}", ours.5);
+    }
+    assert!(has(&ours.6, &format!("-A CNI-FORWARD -s {src} -p tcp -j ACCEPT")), "{:#?}", ours.6);
+    assert!(has(&ours.6, "-A FORWARD -i lo -j CNI-FORWARD"), "{:#?}", ours.6);
+    assert!(!has(&ours.6, &format!("-A CNI-FORWARD -s {src} -j ACCEPT")), "{:#?}", ours.6);
+    if let Some(reference) = seen.get(1) {
+        let strip = |r: &(Impl, u64, String, u64, String, Vec<String>, Vec<String>)| {
+            (r.1, r.2.clone(), r.3, r.4.clone(), r.5.clone(), r.6.clone())
+        };
+        assert_eq!(strip(ours), strip(reference), "ours vs the reference");
+    }
+}
+
+/// DEL with a prevResult that is there but does not parse: the iptables rules are found by
+/// address only, so DEL fails (999 `could not parse prevResult: …`) and the rules stay for the
+/// runtime's retry, as the reference's DEL does; with nftables the attachment's rules are found
+/// by their tag and DEL succeeds (explicit key, and the default on a node without iptables). A
+/// `"prevResult": null` is no prevResult: DEL succeeds (both). (Regression: ours succeeded and
+/// left the iptables rules.)
+#[test]
+fn firewall_del_with_an_unreadable_prev_result() {
+    let s = Subnets::alloc();
+    let seen = std::cell::RefCell::new(vec![]);
+    each_impl("mfwbadp", 1, &["firewall"], |w, imp, _| {
+        let prev = fw_prev(w, &s, Value::Null);
+        let c = chained("mfwbadp", json!({"type": "firewall", "backend": "iptables"}), &prev);
+        let accept = format!("-A CNI-FORWARD -s {}/32 -j ACCEPT", s.ip4(5));
+        let with_prev = |c: &Value, p: Value| {
+            let mut c = c.clone();
+            c["prevResult"] = p;
+            c
+        };
+        let bogus = json!({"cniVersion": "1.0.0", "ips": "bogus"});
+        w.add(&c).run().ok();
+        let e = w.del(&with_prev(&c, bogus.clone())).run().err();
+        let kept = w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept);
+        let null_ok = w.del(&with_prev(&c, Value::Null)).run().success();
+        w.del(&c).run().ok();
+        assert!(!w.host.must(&["iptables-save", "-t", "filter"]).contains(&accept));
+        seen.borrow_mut().push((e.code, e.msg.starts_with("could not parse prevResult: "), kept, null_ok));
+        if imp == Impl::Ours {
+            let nopath = w.tmp.join("empty-path");
+            std::fs::create_dir_all(&nopath).unwrap();
+            let nopath = nopath.to_string_lossy().into_owned();
+            for (key, path) in [(json!("nftables"), "/usr/sbin:/usr/bin:/sbin:/bin"), (Value::Null, nopath.as_str())] {
+                let mut fw = json!({"type": "firewall"});
+                if !key.is_null() {
+                    fw["backend"] = key.clone();
+                }
+                let c = chained("mfwbadp", fw, &prev);
+                w.add(&c).env("PATH", path).run().ok();
+                assert_eq!(fw_nft_rules_of(&fw_nft_chain(w), &s.ip4(5)), 2, "{key}: {}", fw_nft_chain(w));
+                w.del(&with_prev(&c, bogus.clone())).env("PATH", path).run().ok();
+                assert_eq!(fw_nft_rules_of(&fw_nft_chain(w), &s.ip4(5)), 0, "{key}: {}", fw_nft_chain(w));
+            }
+        }
+    });
+    for (i, r) in seen.into_inner().into_iter().enumerate() {
+        assert_eq!(r, (999, true, true, true), "{}", ["ours", "reference"][i]);
+    }
+}
+
+/// `iptablesAdminChainName` is any name iptables takes: `é-ADMIN` (UTF-8) gives the same rules as
+/// the reference's (ADD, CHECK, DEL). Configuration mistakes answer code 7 before any change,
+/// where the reference answers 999 after writing the accept rules (an unknown `ingressPolicy`),
+/// or fails in iptables (`a b`): ours refuses too what iptables takes but we could not read back
+/// (`a"b`). An ingress policy without a bridge says what the reference says, before any change.
+#[test]
+fn differential_firewall_admin_chain_names_and_config_mistakes() {
+    let s = Subnets::alloc();
+    let seen = std::cell::RefCell::new(vec![]);
+    each_impl("mfwadm", 1, &["firewall"], |w, imp, _| {
+        let prev = fw_prev(w, &s, Value::Null);
+        let fw = |extra: Value, prev: &Value| {
+            let mut c = json!({"type": "firewall", "backend": "iptables"});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            chained("mfwadm", c, prev)
+        };
+        let c = fw(json!({"iptablesAdminChainName": "é-ADMIN"}), &prev);
+        w.add(&c).run().ok();
+        w.check(&c, &prev).run().ok();
+        let text = ipt_text(w, "filter");
+        assert!(text.iter().any(|l| l.ends_with("-j é-ADMIN")), "{}: {text:#?}", imp.label());
+        w.del(&c).run().ok();
+        let mut record = vec![json!(text)];
+        let cases = [
+            (json!({"ingressPolicy": "bogus"}), prev.clone()),
+            (json!({"iptablesAdminChainName": "a b"}), prev.clone()),
+            (json!({"ingressPolicy": "same-bridge"}), fw_prev(w, &s, json!([]))),
+            (json!({"ingressPolicy": "same-bridge"}), fw_prev(w, &s, json!([{"name": ""}]))),
+        ];
+        for (extra, p) in cases {
+            let before = ipt_text(w, "filter");
+            let e = w.add(&fw(extra.clone(), &p)).run().err();
+            let changed = ipt_text(w, "filter") != before;
+            w.del(&fw(json!({}), &prev)).run().ok();
+            record.push(json!({"case": extra, "code": e.code, "msg": e.msg, "changed": changed}));
+        }
+        if imp == Impl::Ours {
+            let e = w.add(&fw(json!({"iptablesAdminChainName": "a\"b"}), &prev)).run().err();
+            assert_eq!(e.code, 7, "{e:?}");
+        }
+        seen.borrow_mut().push(record);
+    });
+    let seen = seen.into_inner();
+    let ours = &seen[0];
+    let want = [
+        (7, "unknown ingress policy: \"bogus\""),
+        (7, "invalid iptablesAdminChainName \"a b\": not an iptables chain name (it holds whitespace)"),
+        (999, "interface needs to be set for ingress policy \"same-bridge\", make sure to chain \"firewall\" plugin with \"bridge\""),
+        (999, "got empty bridge name"),
+    ];
+    for (r, (code, msg)) in ours[1..].iter().zip(want) {
+        assert_eq!(
+            (r["code"].as_u64(), r["msg"].as_str(), &r["changed"]),
+            (Some(code), Some(msg), &json!(false)),
+            "{r}"
+        );
+    }
+    if let Some(reference) = seen.get(1) {
+        assert_eq!(ours[0], reference[0], "é-ADMIN: the same rules");
+        for (o, r) in ours[1..].iter().zip(&reference[1..]) {
+            assert_eq!(r["code"], 999, "{r}");
+            if o["code"] == 999 {
+                assert_eq!(o["msg"], r["msg"], "the reference's words");
+            }
+        }
+        // the reference fails after writing the accept rules
+        assert_eq!(
+            (&reference[1]["changed"], &reference[3]["changed"]),
+            (&json!(true), &json!(true)),
+            "{reference:#?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- differential vs /usr/lib/cni

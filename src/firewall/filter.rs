@@ -1,7 +1,7 @@
 //! The firewall plugin's façade (reference §2.17): [`choose`] the rules backend and
 //! [`firewalld_zone`] once, then [`ensure`] (ADD), [`remove`] (DEL), [`check`] (CHECK) for a
-//! [`FirewallSpec`]. No GC: the rules carry the container id but not the network, so they cannot
-//! be attributed to one network's attachments.
+//! [`FirewallSpec`], and [`gc`] (GC: the nftables rules, whose tag names the attachment; the
+//! iptables rules carry no id, as the reference's, so GC leaves them).
 //!
 //! firewalld ([`super::firewalld`], D-Bus): when the spec names a zone, every container address
 //! becomes a source `IP/32` (`/128`) of it and no per-address rule is written; with
@@ -22,30 +22,49 @@
 //! STAGE-2:      -o BR -j DROP ; -j RETURN
 //! ```
 //! The admin chain is created when missing and never modified. DEL removes the per-IP rules only.
+//! Every rule is recognised whole, as the reference's `iptables -C` does (ADD adds a rule unless
+//! that exact rule is there, CHECK wants each one, DEL deletes only the exact rules): a rule
+//! someone changed (`-s IP -p tcp -j ACCEPT`) is not ours.
 //!
 //! nftables (the reference has none; our layout, table `inet cni_firewall`):
 //! ```text
 //! chain forward { type filter hook forward priority filter; policy accept;
 //!                 jump isolation_stage_1 ; jump cni_forward }           (rewritten on each ADD)
-//! chain cni_forward { jump admin ; ip daddr IP ct state established,related accept comment "<cid>" ;
-//!                     ip saddr IP accept comment "<cid>" }
+//! chain cni_forward { jump admin ; ip daddr IP ct state established,related accept comment "<tag>" ;
+//!                     ip saddr IP accept comment "<tag>" }
 //! chain admin { }                                                       (user-owned, never touched)
 //! chain isolation_stage_1 { iifname BR oifname != BR jump isolation_stage_2 comment "<policy> BR" ;
 //!                           [isolated: iifname BR oifname BR drop comment "…"] }
 //! chain isolation_stage_2 { oifname BR drop comment "<policy> BR" }
 //! ```
+//! `<tag>` names the attachment ([`crate::names::firewall_nft_comment`]):
+//! `<h16(network)>-<h16(ifname:containerID)>, net: <network>, if: <ifname>, id: <containerID>`, so
+//! two attachments of one container (two networks, or two interfaces) keep their own rules: ADD
+//! replaces, CHECK wants and DEL removes the rules of its attachment only, and GC removes those of
+//! its network whose attachment is not valid. Rules written before 2026-12-07 carry the container
+//! id alone ([`crate::names::firewall_nft_legacy_comment`]); they are still read: such a rule
+//! counts as the attachment's when its expressions are one of the attachment's rules (the same
+//! address), so CHECK passes on it, ADD replaces it and DEL removes it; a DEL that knows no
+//! address (no prevResult) removes every such rule of the container, as the old DEL did; GC
+//! removes those of containers that have no valid attachment in its network (the old comment
+//! names no network, see docs/guides/firewall.md).
+//!
 //! An `accept` in one nftables table cannot overrule a `drop` in another table's base chain, so
 //! on nftables the per-IP accepts only matter to rules placed in `admin`; the isolation drops
 //! work everywhere.
 
-use super::iptables::{restore_quote, split_args, wrap_table, IptablesBackend, NatState};
-use super::nft::decode::{list_chains, list_rules};
+use super::iptables::{
+    canonical_rule, has_exact_rule, restore_quote, split_args, wrap_table, IptablesBackend, NatState,
+};
+use super::nft::decode::{list_chains, list_rules, RuleInfo};
 use super::nft::expr::{ct_state, match_addr, match_ct_state, match_ifname, meta_key, nfproto, CmpOp, REG_1};
-use super::nft::plan::TableState;
+use super::nft::plan::{same_exprs, TableState};
 use super::nft::sock::NftSocket;
 use super::nft::{prio, BaseChain, Batch, Expr, Family, Hook, Rule, Verdict};
-use super::BackendKind;
+use super::{Attachment, BackendKind};
+use crate::cni::result::go_quote;
 use crate::cni::CniError;
+use crate::names::{firewall_nft_comment, firewall_nft_legacy_comment, firewall_nft_tag, masq_network_hash};
 use anyhow::{bail, Result};
 use ipnet::IpNet;
 
@@ -106,15 +125,20 @@ pub fn firewalld_running() -> bool {
 
 /// ADD: the firewalld sources, the per-IP accepts and the ingress policy's isolation rules.
 pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
-    if spec.ingress_policy != IngressPolicy::Open && spec.bridge.is_none() {
-        bail!("ingressPolicy needs the bridge as the first interface of prevResult");
-    }
-    // names written into rules (and into iptables-restore input, where a newline would be a
-    // line of its own) are checked before any change
-    if let (Some(br), true) = (&spec.bridge, spec.ingress_policy != IngressPolicy::Open) {
-        crate::cni::env::validate_link_name(br).map_err(|e| {
-            CniError::config(format!("prevResult's bridge interface {}: {}", crate::cni::result::go_quote(br), e.msg))
-        })?;
+    // the bridge is prevResult's first interface; the reference's messages (it fails after
+    // writing the accept rules, we before any change). Names written into rules (and into
+    // iptables-restore input, where a newline would be a line of its own) are checked first too.
+    if spec.ingress_policy != IngressPolicy::Open {
+        match spec.bridge.as_deref() {
+            None => bail!(
+                "interface needs to be set for ingress policy {}, make sure to chain \"firewall\" plugin with \"bridge\"",
+                go_quote(spec.ingress_policy.name())
+            ),
+            Some("") => bail!("got empty bridge name"),
+            Some(br) => crate::cni::env::validate_link_name(br).map_err(|e| {
+                CniError::config(format!("prevResult's bridge interface {}: {}", go_quote(br), e.msg))
+            })?,
+        }
     }
     // (with firewalld no per-address rule is written, so the admin chain is unused)
     if backend == Backend::Iptables && spec.firewalld_zone.is_none() {
@@ -141,8 +165,9 @@ pub fn ensure(backend: Backend, spec: &FirewallSpec) -> Result<()> {
 
 /// DEL: the per-IP rules (isolation rules stay, as the reference), in both backends (the shared
 /// teardown policy, so DEL needs no backend probe). iptables rules carry no id and are found by
-/// address, so without the addresses (no prevResult) there is nothing to find there. With
-/// firewalld, the zone's sources (ADD wrote no per-IP rule).
+/// address, so without the addresses (no prevResult) there is nothing to find there; the
+/// nftables ones by the attachment's tag. With firewalld, the zone's sources (ADD wrote no
+/// per-IP rule).
 pub fn remove(spec: &FirewallSpec) -> Result<()> {
     if let Some(zone) = &spec.firewalld_zone {
         super::firewalld::remove(zone, &spec.ips)?;
@@ -156,10 +181,29 @@ pub fn remove(spec: &FirewallSpec) -> Result<()> {
         }
         return Ok(());
     }
-    super::teardown_both(
-        || if spec.ips.is_empty() { Ok(()) } else { iptables_del(spec) },
-        || nft_del(&spec.container_id),
-    )
+    super::teardown_both(|| if spec.ips.is_empty() { Ok(()) } else { iptables_del(spec) }, || nft_del(spec))
+}
+
+/// DEL when prevResult is there but does not parse (`err`), so the addresses are not known: the
+/// attachment's nftables rules are found by their tag and removed; iptables rules and firewalld
+/// sources are found by address only, so when `backend` (the one ADD chooses) is iptables, or
+/// firewalld is used, DEL fails with `err` (999, as the reference's DEL fails on such a
+/// prevResult) and leaves the runtime to retry, instead of succeeding with the rules left.
+pub fn remove_without_prev_result(backend: Backend, spec: &FirewallSpec, err: CniError) -> Result<()> {
+    let unaddressed = FirewallSpec { ips: Vec::new(), ..spec.clone() };
+    super::teardown_both(|| Ok(()), || nft_del(&unaddressed))?;
+    if backend == Backend::Iptables || spec.firewalld_zone.is_some() {
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+/// GC: the nftables accept rules of `network` whose attachment is not in `valid` (and those
+/// written before their tag named the network, of containers with no valid attachment here).
+/// iptables rules carry no id (the reference's layout) and firewalld sources no owner: GC leaves
+/// them.
+pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
+    super::teardown_both(|| Ok(()), || nft_gc(network, valid))
 }
 
 /// CHECK: chains, jumps and per-IP rules exist; with firewalld, the zone's sources (as the
@@ -191,6 +235,14 @@ impl IngressPolicy {
             other => bail!("unknown ingress policy: {other:?}"),
         })
     }
+    /// The config value.
+    pub fn name(self) -> &'static str {
+        match self {
+            IngressPolicy::Open => "open",
+            IngressPolicy::SameBridge => "same-bridge",
+            IngressPolicy::Isolated => "isolated",
+        }
+    }
     fn comment(self) -> &'static str {
         match self {
             IngressPolicy::Isolated => "CNI firewall plugin rules (ingressPolicy: isolated)",
@@ -202,12 +254,17 @@ impl IngressPolicy {
 /// What one ADD/DEL/CHECK is about.
 #[derive(Debug, Clone)]
 pub struct FirewallSpec {
+    /// The attachment: network name, container id and interface (CNI_IFNAME); the nftables
+    /// rules' tag names all three.
+    pub network: String,
     pub container_id: String,
+    pub ifname: String,
     pub ips: Vec<IpNet>,
     /// `iptablesAdminChainName`, default `CNI-ADMIN`.
     pub admin_chain: String,
     pub ingress_policy: IngressPolicy,
-    /// The bridge (prevResult interface 0) for the ingress policy.
+    /// The bridge (prevResult interface 0, its name as given, maybe empty) for the ingress
+    /// policy; None when prevResult has no interface.
     pub bridge: Option<String>,
     /// firewalld backend: the zone whose sources the addresses become ([`firewalld_zone`]); then
     /// the rules backend writes the ingress policy's isolation rules only, no per-IP rule.
@@ -231,20 +288,57 @@ fn host_cidr(ip: &IpNet) -> String {
     format!("{}/{}", ip.addr(), ip.max_prefix_len())
 }
 
-fn arg<'a>(a: &'a [String], flag: &str) -> Option<&'a str> {
-    a.iter().position(|x| x == flag).and_then(|i| a.get(i + 1)).map(String::as_str)
+/// One rule of the iptables layout: its chain and its arguments as restore input writes them
+/// (after `-A <chain>`). Rules are compared whole ([`has_exact_rule`]), as the reference's
+/// `iptables -C` compares them.
+struct IptRule {
+    chain: String,
+    args: String,
 }
 
-fn has(st: &NatState, chain: &str, pred: impl Fn(&[String]) -> bool) -> bool {
-    st.rules.iter().any(|(c, l)| c == chain && pred(&split_args(l)))
+impl IptRule {
+    fn new(chain: &str, args: String) -> IptRule {
+        IptRule { chain: chain.to_string(), args }
+    }
+
+    /// The rule is in `st`, exactly.
+    fn present(&self, st: &NatState) -> bool {
+        has_exact_rule(st, &self.chain, &split_args(&self.args))
+    }
+
+    /// The rule as the reference's messages show it (Go's `%v` of its arguments).
+    fn shown(&self) -> String {
+        format!("[{}]", split_args(&self.args).join(" "))
+    }
+
+    /// `-I <chain> 1 …` (`first`) or `-A <chain> …` unless the exact rule is in `st`.
+    fn ensure(&self, st: &NatState, first: bool, lines: &mut Vec<String>) {
+        if !self.present(st) {
+            lines.push(match first {
+                true => format!("-I {} 1 {}", self.chain, self.args),
+                false => format!("-A {} {}", self.chain, self.args),
+            });
+        }
+    }
 }
 
-fn is_established_rule(a: &[String], cidr: &str) -> bool {
-    arg(a, "-d") == Some(cidr) && arg(a, "-j") == Some("ACCEPT") && a.iter().any(|x| x == "--ctstate")
+/// `FORWARD`'s jump to `CNI-FORWARD`.
+fn forward_jump() -> IptRule {
+    IptRule::new("FORWARD", format!("-m comment --comment {} -j {PRIV_CHAIN}", restore_quote(FILTER_COMMENT)))
 }
 
-fn is_source_rule(a: &[String], cidr: &str) -> bool {
-    arg(a, "-s") == Some(cidr) && arg(a, "-j") == Some("ACCEPT") && !a.iter().any(|x| x == "--ctstate")
+/// `CNI-FORWARD`'s jump to the admin chain.
+fn admin_jump(admin: &str) -> IptRule {
+    IptRule::new(PRIV_CHAIN, format!("-m comment --comment {} -j {admin}", restore_quote(ADMIN_COMMENT)))
+}
+
+/// The two accepts of one address, in the reference's order.
+fn ip_rules(ip: &IpNet) -> [IptRule; 2] {
+    let cidr = host_cidr(ip);
+    [
+        IptRule::new(PRIV_CHAIN, format!("-d {cidr} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")),
+        IptRule::new(PRIV_CHAIN, format!("-s {cidr} -j ACCEPT")),
+    ]
 }
 
 fn family_ips(spec: &FirewallSpec, v6: bool) -> Vec<IpNet> {
@@ -253,6 +347,8 @@ fn family_ips(spec: &FirewallSpec, v6: bool) -> Vec<IpNet> {
 
 /// Restore input (filter table) for ADD in one family; None when the family has no IPs. With
 /// firewalld only the ingress policy's isolation rules (the reference's `setupIngressPolicy`).
+/// A rule is added unless that exact rule is there (the reference's `Exists`/`AppendUnique`/
+/// `InsertUnique`): a changed copy of it does not count.
 pub fn iptables_add_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Option<String> {
     let ips = family_ips(spec, v6);
     if ips.is_empty() {
@@ -268,19 +364,11 @@ pub fn iptables_add_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Optio
                 decl.push(format!(":{c} - [0:0]"));
             }
         }
-        if !has(st, "FORWARD", |a| arg(a, "-j") == Some(PRIV_CHAIN)) {
-            lines.push(format!("-I FORWARD 1 -m comment --comment {} -j {PRIV_CHAIN}", restore_quote(FILTER_COMMENT)));
-        }
-        if !has(st, PRIV_CHAIN, |a| arg(a, "-j") == Some(admin)) {
-            lines.push(format!("-I {PRIV_CHAIN} 1 -m comment --comment {} -j {admin}", restore_quote(ADMIN_COMMENT)));
-        }
+        forward_jump().ensure(st, true, &mut lines);
+        admin_jump(admin).ensure(st, true, &mut lines);
         for ip in &ips {
-            let cidr = host_cidr(ip);
-            if !has(st, PRIV_CHAIN, |a| is_established_rule(a, &cidr)) {
-                lines.push(format!("-A {PRIV_CHAIN} -d {cidr} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
-            }
-            if !has(st, PRIV_CHAIN, |a| is_source_rule(a, &cidr)) {
-                lines.push(format!("-A {PRIV_CHAIN} -s {cidr} -j ACCEPT"));
+            for r in ip_rules(ip) {
+                r.ensure(st, false, &mut lines);
             }
         }
     }
@@ -291,30 +379,16 @@ pub fn iptables_add_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Optio
                 decl.push(format!(":{ch} - [0:0]"));
             }
         }
-        if !has(st, "FORWARD", |a| arg(a, "-j") == Some(STAGE1)) {
-            lines.push(format!("-I FORWARD 1 -j {STAGE1} -m comment --comment {c}"));
+        IptRule::new("FORWARD", format!("-j {STAGE1} -m comment --comment {c}")).ensure(st, true, &mut lines);
+        IptRule::new(STAGE1, format!("-i {br} ! -o {br} -j {STAGE2} -m comment --comment {c}"))
+            .ensure(st, true, &mut lines);
+        if spec.ingress_policy == IngressPolicy::Isolated {
+            IptRule::new(STAGE1, format!("-i {br} -o {br} -j DROP -m comment --comment {c}"))
+                .ensure(st, true, &mut lines);
         }
-        let out_not_br =
-            |a: &[String]| arg(a, "-i") == Some(br.as_str()) && a.windows(2).any(|w| w[0] == "!" && w[1] == "-o");
-        if !has(st, STAGE1, |a| out_not_br(a) && arg(a, "-j") == Some(STAGE2)) {
-            lines.push(format!("-I {STAGE1} 1 -i {br} ! -o {br} -j {STAGE2} -m comment --comment {c}"));
-        }
-        if spec.ingress_policy == IngressPolicy::Isolated
-            && !has(st, STAGE1, |a| {
-                arg(a, "-i") == Some(br.as_str()) && arg(a, "-o") == Some(br.as_str()) && arg(a, "-j") == Some("DROP")
-            })
-        {
-            lines.push(format!("-I {STAGE1} 1 -i {br} -o {br} -j DROP -m comment --comment {c}"));
-        }
-        if !has(st, STAGE1, |a| arg(a, "-j") == Some("RETURN")) {
-            lines.push(format!("-A {STAGE1} -j RETURN -m comment --comment {c}"));
-        }
-        if !has(st, STAGE2, |a| arg(a, "-o") == Some(br.as_str()) && arg(a, "-j") == Some("DROP")) {
-            lines.push(format!("-I {STAGE2} 1 -o {br} -j DROP -m comment --comment {c}"));
-        }
-        if !has(st, STAGE2, |a| arg(a, "-j") == Some("RETURN")) {
-            lines.push(format!("-A {STAGE2} -j RETURN -m comment --comment {c}"));
-        }
+        IptRule::new(STAGE1, format!("-j RETURN -m comment --comment {c}")).ensure(st, false, &mut lines);
+        IptRule::new(STAGE2, format!("-o {br} -j DROP -m comment --comment {c}")).ensure(st, true, &mut lines);
+        IptRule::new(STAGE2, format!("-j RETURN -m comment --comment {c}")).ensure(st, false, &mut lines);
     }
     if decl.is_empty() && lines.is_empty() {
         return None;
@@ -327,15 +401,14 @@ pub fn iptables_del_input(st: &NatState, spec: &FirewallSpec, v6: bool) -> Optio
     wrap_table("filter", &iptables_del_lines(st, spec, v6))
 }
 
-/// The `-D` lines of [`iptables_del_input`].
+/// The `-D` lines of [`iptables_del_input`]: the exact rules ADD writes for the family's
+/// addresses (the reference's `ipt.Delete`), not a rule someone changed (`-s IP -p tcp -j ACCEPT`).
 pub fn iptables_del_lines(st: &NatState, spec: &FirewallSpec, v6: bool) -> Vec<String> {
-    let cidrs: Vec<String> = family_ips(spec, v6).iter().map(host_cidr).collect();
+    let ours: Vec<Vec<String>> =
+        family_ips(spec, v6).iter().flat_map(ip_rules).map(|r| canonical_rule(&split_args(&r.args))).collect();
     st.rules
         .iter()
-        .filter(|(c, l)| {
-            let a = split_args(l);
-            c == PRIV_CHAIN && cidrs.iter().any(|cidr| is_established_rule(&a, cidr) || is_source_rule(&a, cidr))
-        })
+        .filter(|(c, l)| c == PRIV_CHAIN && ours.contains(&canonical_rule(split_args(l).get(2..).unwrap_or_default())))
         .filter_map(|(_, l)| l.strip_prefix("-A ").map(|r| format!("-D {r}")))
         .collect()
 }
@@ -364,7 +437,8 @@ pub fn iptables_del(spec: &FirewallSpec) -> Result<()> {
     Ok(())
 }
 
-/// iptables CHECK: chains, jump rules and per-IP rules exist.
+/// iptables CHECK: the jump rules and the per-IP rules exist, each exactly (the reference's
+/// `checkRules`, with its messages).
 pub fn iptables_check(spec: &FirewallSpec) -> Result<()> {
     let ipt = IptablesBackend;
     for v6 in [false, true] {
@@ -373,18 +447,17 @@ pub fn iptables_check(spec: &FirewallSpec) -> Result<()> {
             continue;
         }
         let st = ipt.save_table(v6, "filter")?;
-        if !has(&st, "FORWARD", |a| arg(a, "-j") == Some(PRIV_CHAIN)) {
-            bail!("expected FORWARD rule jumping to {PRIV_CHAIN} not found");
+        let fwd = forward_jump();
+        if !fwd.present(&st) {
+            bail!("expected FORWARD rule {} not found", fwd.shown());
         }
-        if !has(&st, PRIV_CHAIN, |a| arg(a, "-j") == Some(spec.admin_chain.as_str())) {
-            bail!("expected {PRIV_CHAIN} rule jumping to {} not found", spec.admin_chain);
+        let admin = admin_jump(&spec.admin_chain);
+        if !admin.present(&st) {
+            bail!("expected {PRIV_CHAIN} rule {} not found", admin.shown());
         }
-        for ip in &ips {
-            let cidr = host_cidr(ip);
-            if !has(&st, PRIV_CHAIN, |a| is_established_rule(a, &cidr))
-                || !has(&st, PRIV_CHAIN, |a| is_source_rule(a, &cidr))
-            {
-                bail!("expected rules for {cidr} not found");
+        for r in ips.iter().flat_map(ip_rules) {
+            if !r.present(&st) {
+                bail!("expected rule {} not found", r.shown());
             }
         }
     }
@@ -410,6 +483,65 @@ fn oifname_neq(name: &str) -> Vec<Expr> {
     vec![Expr::Meta { key: meta_key::OIFNAME, dreg: REG_1 }, Expr::Cmp { sreg: REG_1, op: CmpOp::Neq, data }]
 }
 
+/// The comment of the attachment's accept rules ([`firewall_nft_comment`]).
+pub fn nft_comment(spec: &FirewallSpec) -> String {
+    firewall_nft_comment(&spec.network, &spec.ifname, &spec.container_id)
+}
+
+/// The accept rules of `ips` in `cni_forward` (two per address: `daddr … ct state
+/// established,related accept`, `saddr … accept`), each with its nft text for messages.
+fn nft_accepts(ips: &[IpNet], comment: &str) -> Vec<(Rule, String)> {
+    let rule = |exprs: Vec<Expr>| Rule {
+        family: Family::Inet,
+        table: NFT_TABLE.into(),
+        chain: NFT_PRIV.into(),
+        exprs,
+        comment: Some(comment.to_string()),
+    };
+    let mut out = Vec::new();
+    for ip in ips {
+        let v6 = ip.addr().is_ipv6();
+        let (plen, fam) = (ip.max_prefix_len(), if v6 { "ip6" } else { "ip" });
+        let mut e = nfproto(v6);
+        e.extend(match_addr(false, ip.addr(), plen, CmpOp::Eq));
+        e.extend(match_ct_state(ct_state::ESTABLISHED | ct_state::RELATED));
+        e.push(Expr::Verdict(Verdict::Accept));
+        out.push((rule(e), format!("{fam} daddr {} ct state established,related accept", ip.addr())));
+        let mut e = nfproto(v6);
+        e.extend(match_addr(true, ip.addr(), plen, CmpOp::Eq));
+        e.push(Expr::Verdict(Verdict::Accept));
+        out.push((rule(e), format!("{fam} saddr {} accept", ip.addr())));
+    }
+    out
+}
+
+/// A comment of the old format (the container id alone): container ids hold no space, every
+/// other comment in `cni_forward` does.
+fn is_legacy_comment(c: &str) -> bool {
+    !c.contains(' ')
+}
+
+/// `r` (a rule of `cni_forward`) is one of the attachment's accepts: it carries the attachment's
+/// tag, or the old comment (its container id alone) and the expressions of one of `accepts`
+/// (the same address); with `any_address` (DEL that knows no address) every rule with the old
+/// comment of the container, as the old DEL removed them.
+fn nft_is_attachments(spec: &FirewallSpec, accepts: &[(Rule, String)], any_address: bool, r: &RuleInfo) -> bool {
+    let Some(c) = r.comment.as_deref() else { return false };
+    if c.starts_with(&firewall_nft_tag(&spec.network, &spec.ifname, &spec.container_id)) {
+        return true;
+    }
+    c == firewall_nft_legacy_comment(&spec.container_id)
+        && (any_address || accepts.iter().any(|(want, _)| same_exprs(want, r)))
+}
+
+/// The accepts ADD writes (none with firewalld: the zone accepts the addresses).
+fn nft_add_accepts(spec: &FirewallSpec) -> Vec<(Rule, String)> {
+    match spec.accepts() {
+        true => nft_accepts(&spec.ips, &nft_comment(spec)),
+        false => Vec::new(),
+    }
+}
+
 /// The ADD transaction (pure: `existing_comments` = comments of rules already in the isolation
 /// chains, so bridge rules are not duplicated).
 pub fn nft_add_batch(spec: &FirewallSpec, existing_comments: &[String]) -> Batch {
@@ -418,12 +550,13 @@ pub fn nft_add_batch(spec: &FirewallSpec, existing_comments: &[String]) -> Batch
     b
 }
 
-/// The fast ADD plan against a dumped state of the table: deletes the container's old per-IP
-/// rules (if any), declares only what is missing, leaves `forward` alone when it already holds
-/// exactly our two jumps.
+/// The fast ADD plan against a dumped state of the table: deletes the attachment's old per-IP
+/// rules (if any: its tag, or the old comment with one of its addresses), declares only what is
+/// missing, leaves `forward` alone when it already holds exactly our two jumps.
 pub fn nft_add_batch_fast(st: &TableState, spec: &FirewallSpec) -> Batch {
     let mut b = Batch::new();
-    for r in st.rules_of(NFT_PRIV).filter(|r| r.comment.as_deref() == Some(spec.container_id.as_str())) {
+    let accepts = nft_add_accepts(spec);
+    for r in st.rules_of(NFT_PRIV).filter(|r| nft_is_attachments(spec, &accepts, false, r)) {
         b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
     }
     let existing: Vec<String> = [NFT_PRIV, NFT_STAGE1, NFT_STAGE2]
@@ -459,18 +592,8 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &FirewallSpec, existin
         b.add_rule(&rule(NFT_PRIV, vec![Expr::Verdict(Verdict::Jump(NFT_ADMIN.into()))], Some(ADMIN_COMMENT.into())));
     }
     // with firewalld the zone accepts the addresses: the shared chains above, no per-IP rule
-    for ip in spec.ips.iter().filter(|_| spec.accepts()) {
-        let v6 = ip.addr().is_ipv6();
-        let plen = ip.max_prefix_len();
-        let mut e = nfproto(v6);
-        e.extend(match_addr(false, ip.addr(), plen, CmpOp::Eq));
-        e.extend(match_ct_state(ct_state::ESTABLISHED | ct_state::RELATED));
-        e.push(Expr::Verdict(Verdict::Accept));
-        b.add_rule(&rule(NFT_PRIV, e, Some(spec.container_id.clone())));
-        let mut e = nfproto(v6);
-        e.extend(match_addr(true, ip.addr(), plen, CmpOp::Eq));
-        e.push(Expr::Verdict(Verdict::Accept));
-        b.add_rule(&rule(NFT_PRIV, e, Some(spec.container_id.clone())));
+    for (r, _) in nft_add_accepts(spec) {
+        b.add_rule(&r);
     }
     if let (Some(br), true) = (&spec.bridge, spec.ingress_policy != IngressPolicy::Open) {
         let c = policy_comment(spec.ingress_policy, br);
@@ -500,7 +623,8 @@ fn nft_comments(s: &mut NftSocket) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// nftables ADD (one transaction). The container's previous per-IP rules are replaced.
+/// nftables ADD (one transaction). The attachment's previous per-IP rules are replaced; other
+/// attachments' rules (another network or interface of the same container) stay.
 pub fn nft_add(spec: &FirewallSpec) -> Result<()> {
     if spec.ips.is_empty() {
         return Ok(());
@@ -511,9 +635,10 @@ pub fn nft_add(spec: &FirewallSpec) -> Result<()> {
             return Ok(nft_add_batch_fast(&TableState::read(s, Family::Inet, NFT_TABLE)?, spec));
         }
         let existing = nft_comments(s)?;
+        let accepts = nft_add_accepts(spec);
         let mut b = Batch::new();
         for r in list_rules(s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))? {
-            if r.comment.as_deref() == Some(spec.container_id.as_str()) {
+            if nft_is_attachments(spec, &accepts, false, &r) {
                 b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
             }
         }
@@ -522,20 +647,43 @@ pub fn nft_add(spec: &FirewallSpec) -> Result<()> {
     })
 }
 
-/// nftables DEL: the container's per-IP rules (isolation rules stay, as the reference).
-pub fn nft_del(container_id: &str) -> Result<()> {
+/// Deletes the rules of `cni_forward` that `pick` selects; read again when a concurrent writer
+/// deleted one first (ENOENT), then one rule per transaction.
+fn nft_delete_where(pick: impl Fn(&RuleInfo) -> bool) -> Result<()> {
     let mut s = NftSocket::cached()?;
-    let mut b = Batch::new();
-    for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))? {
-        if r.comment.as_deref() == Some(container_id) {
+    for _ in 0..3 {
+        let mut b = Batch::new();
+        for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))?.iter().filter(|r| pick(r)) {
             b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
         }
+        match s.commit(&b) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    s.commit(&b)?;
+    for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))?.iter().filter(|r| pick(r)) {
+        let mut b = Batch::new();
+        b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
+        match s.commit(&b) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 
-/// nftables CHECK: chains exist and the container has two rules per IP.
+/// nftables DEL: the attachment's per-IP rules, found by its tag (and rules of the old format
+/// by their address; all of the container's when `spec` has no address). Isolation rules stay,
+/// as the reference's; so do other attachments' rules.
+pub fn nft_del(spec: &FirewallSpec) -> Result<()> {
+    let accepts = nft_accepts(&spec.ips, "");
+    nft_delete_where(|r| nft_is_attachments(spec, &accepts, spec.ips.is_empty(), r))
+}
+
+/// nftables CHECK: the chains exist and each of the attachment's accept rules is there, whole,
+/// with its tag (or, written before the tag named the attachment, with the container id).
 pub fn nft_check(spec: &FirewallSpec) -> Result<()> {
     let mut s = NftSocket::cached()?;
     let chains = list_chains(&mut s, Family::Inet, NFT_TABLE)?;
@@ -544,14 +692,31 @@ pub fn nft_check(spec: &FirewallSpec) -> Result<()> {
             bail!("nftables chain {c} not found in table inet {NFT_TABLE}");
         }
     }
-    let n = list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))?
-        .iter()
-        .filter(|r| r.comment.as_deref() == Some(spec.container_id.as_str()))
-        .count();
-    if n < 2 * spec.ips.len() {
-        bail!("missing firewall rules for container {}", spec.container_id);
+    let have = list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))?;
+    let (tagged, legacy) = (nft_comment(spec), firewall_nft_legacy_comment(&spec.container_id));
+    for (want, text) in nft_add_accepts(spec) {
+        let found = have
+            .iter()
+            .any(|r| r.comment.as_deref().is_some_and(|c| c == tagged || c == legacy) && same_exprs(&want, r));
+        if !found {
+            bail!("expected rule [{text}] not found in table inet {NFT_TABLE} chain {NFT_PRIV}");
+        }
     }
     Ok(())
+}
+
+/// nftables GC: the accept rules tagged with `network` whose attachment is not in `valid`, and
+/// those of the old format (the container id alone, no network) whose container has no valid
+/// attachment in `network`.
+pub fn nft_gc(network: &str, valid: &[Attachment]) -> Result<()> {
+    let ours = format!("{}-", masq_network_hash(network));
+    let keep: Vec<String> = valid.iter().map(|a| firewall_nft_tag(network, &a.ifname, &a.container_id)).collect();
+    let keep_legacy: Vec<String> = valid.iter().map(|a| firewall_nft_legacy_comment(&a.container_id)).collect();
+    nft_delete_where(|r| match r.comment.as_deref() {
+        Some(c) if c.starts_with(&ours) => !keep.iter().any(|k| c.starts_with(k.as_str())),
+        Some(c) if is_legacy_comment(c) => !keep_legacy.iter().any(|k| k == c),
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -561,7 +726,9 @@ mod tests {
 
     fn spec() -> FirewallSpec {
         FirewallSpec {
+            network: "net".into(),
             container_id: "c1".into(),
+            ifname: "eth0".into(),
             ips: vec!["198.18.0.5/24".parse().unwrap(), "fd00::5/64".parse().unwrap()],
             admin_chain: "CNI-ADMIN".into(),
             ingress_policy: IngressPolicy::SameBridge,
@@ -637,6 +804,69 @@ mod tests {
         );
         assert!(IngressPolicy::parse("bogus").is_err());
         assert_eq!(IngressPolicy::parse("").unwrap(), IngressPolicy::Open);
+    }
+
+    /// Rules are recognised whole (the reference's `iptables -C`): a jump without our comment or
+    /// an accept with an added match is not ours, so ADD adds ours, CHECK fails naming the
+    /// missing rule as the reference does, and DEL leaves the changed rule alone.
+    #[test]
+    fn iptables_rules_are_recognised_whole() {
+        let saved = "*filter\n:FORWARD ACCEPT [0:0]\n:CNI-FORWARD - [0:0]\n:CNI-ADMIN - [0:0]\n\
+            -A FORWARD -i lo -j CNI-FORWARD\n\
+            -A CNI-FORWARD -m comment --comment \"CNI firewall plugin admin overrides\" -j CNI-ADMIN\n\
+            -A CNI-FORWARD -d 198.18.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+            -A CNI-FORWARD -s 198.18.0.5/32 -p tcp -j ACCEPT\nCOMMIT\n";
+        let st = parse_save_table(saved, "filter");
+        let s = FirewallSpec { ingress_policy: IngressPolicy::Open, ..spec() };
+        assert_eq!(
+            iptables_add_input(&st, &s, false).unwrap(),
+            "*filter\n-I FORWARD 1 -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD\n\
+             -A CNI-FORWARD -s 198.18.0.5/32 -j ACCEPT\nCOMMIT\n"
+        );
+        assert_eq!(
+            iptables_del_input(&st, &s, false).unwrap(),
+            "*filter\n-D CNI-FORWARD -d 198.18.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n"
+        );
+        assert!(!forward_jump().present(&st));
+        assert_eq!(forward_jump().shown(), "[-m comment --comment CNI firewall plugin rules -j CNI-FORWARD]");
+        let [_, src] = ip_rules(&"fd00:13::5/64".parse().unwrap());
+        assert_eq!(src.shown(), "[-s fd00:13::5/128 -j ACCEPT]");
+        // the isolation rules too: a STAGE-2 drop of another bridge is not this bridge's
+        let iso = "*filter\n:FORWARD ACCEPT [0:0]\n:CNI-ISOLATION-STAGE-1 - [0:0]\n:CNI-ISOLATION-STAGE-2 - [0:0]\n\
+            -A CNI-ISOLATION-STAGE-2 -o br0 -p tcp -j DROP -m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge)\"\nCOMMIT\n";
+        let input = iptables_add_input(&parse_save_table(iso, "filter"), &spec(), false).unwrap();
+        assert!(input.contains("-I CNI-ISOLATION-STAGE-2 1 -o br0 -j DROP"), "{input}");
+    }
+
+    /// The nftables accept rules carry the attachment's tag; a rule of the old format (the
+    /// container id alone) counts as the attachment's only with one of its addresses, or with
+    /// any address when DEL knows none.
+    #[test]
+    fn nft_rules_are_the_attachments_by_tag_or_old_comment_and_address() {
+        let s = spec();
+        let other_net = FirewallSpec { network: "netB".into(), ..spec() };
+        let other_if = FirewallSpec { ifname: "net1".into(), ..spec() };
+        let accepts = nft_add_accepts(&s);
+        assert_eq!(accepts.len(), 4);
+        let info = |rule: &Rule, comment: &str| {
+            let mut b = Batch::new();
+            b.add_rule(&Rule { comment: Some(comment.into()), ..rule.clone() });
+            let m = b.msgs.last().unwrap();
+            crate::firewall::nft::decode::decode_rule(m.family, &m.payload)
+        };
+        let (rule, _) = &accepts[1];
+        let tagged = info(rule, &nft_comment(&s));
+        assert!(nft_is_attachments(&s, &[], false, &tagged));
+        assert!(!nft_is_attachments(&other_net, &nft_add_accepts(&other_net), true, &tagged));
+        assert!(!nft_is_attachments(&other_if, &nft_add_accepts(&other_if), true, &tagged));
+        let legacy = info(rule, "c1");
+        assert!(nft_is_attachments(&s, &accepts, false, &legacy));
+        assert!(nft_is_attachments(&other_net, &nft_add_accepts(&other_net), false, &legacy), "same address");
+        let elsewhere = FirewallSpec { ips: vec!["198.18.1.7/24".parse().unwrap()], ..other_net.clone() };
+        assert!(!nft_is_attachments(&elsewhere, &nft_add_accepts(&elsewhere), false, &legacy));
+        assert!(nft_is_attachments(&elsewhere, &[], true, &legacy), "DEL without addresses");
+        assert!(!nft_is_attachments(&FirewallSpec { container_id: "c2".into(), ..spec() }, &[], true, &legacy));
+        assert!(is_legacy_comment("c1") && !is_legacy_comment(ADMIN_COMMENT) && !is_legacy_comment(&nft_comment(&s)));
     }
 
     #[test]

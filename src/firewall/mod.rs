@@ -16,7 +16,7 @@
 //! Façades (typed spec; `ensure` / `remove` / `check` / `gc`):
 //! - [`ipmasq`] (bridge, ptp `ipMasq`);
 //! - [`portmap`] (the portmap plugin), plus [`conntrack::delete_by_dport`] for the UDP flush;
-//! - [`filter`] (the firewall plugin; no GC: its rules carry no network);
+//! - [`filter`] (the firewall plugin; GC for its nftables rules, whose tag names the attachment);
 //! - [`macspoof`] (bridge `macspoofchk`, always nftables as the reference).
 //!
 //! Names derived the reference's way (chain hashes, comments) live in [`crate::names`].

@@ -15,9 +15,12 @@
 //! ADD (chained, needs prevResult): per-IP accepts (`dst IP ct established,related`, `src IP`),
 //! plus the isolation rules of the bridge (prevResult interface 0) for `ingressPolicy`
 //! `same-bridge` / `isolated`. DEL removes the per-IP rules (isolation rules and chains stay, as
-//! the reference); on nftables they are found by the container id, so DEL works without
-//! prevResult. CHECK verifies chains, jumps and per-IP rules. No GC: the rules carry the
-//! container id but not the network, so they cannot be attributed to one network's attachments.
+//! the reference); on nftables they are found by the attachment's tag (network, interface and
+//! container id), so DEL works without prevResult, and with a prevResult that does not parse
+//! (which fails DEL with the iptables backend, as the reference's, since its rules are found by
+//! address only). CHECK verifies chains, jumps and per-IP rules, each whole. GC removes the
+//! nftables rules of the network's attachments that are not valid (the iptables rules carry no
+//! id, as the reference's).
 
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
@@ -34,7 +37,7 @@ pub const APPLET: Plugin = Plugin {
     add,
     del,
     check,
-    gc: None,
+    gc: Some(gc),
     status: None,
     subcommands: &[],
     doc: &DOC,
@@ -72,6 +75,13 @@ pub const DOC: Doc = Doc {
         "firewalld with `ingressPolicy` same-bridge or isolated: the isolation chains are written with the \
          iptables/nftables choice as well, and no per-address rule (as the reference); CHECK and DEL are \
          about the zone's sources only.",
+        "iptables: every rule is recognised whole, as the reference's `iptables -C` (a changed copy of a rule is \
+         not ours: ADD adds ours, CHECK fails, DEL leaves it). nftables: each accept rule's comment names its \
+         attachment (network, interface, container id), so two attachments of one container keep their own \
+         rules; GC (spec 1.1.0) removes the rules of attachments not in `cni.dev/valid-attachments`.",
+        "DEL with a prevResult that does not parse: nftables rules are removed by their tag; with iptables \
+         (or firewalld) the rules are found by address only, so DEL fails (999, as the reference) and the \
+         runtime retries.",
     ],
     example: r#"{
   "cniVersion": "1.0.0",
@@ -136,14 +146,17 @@ fn load(ctx: &Ctx) -> Result<Conf> {
     load_with(ctx, env.as_deref(), crate::firewall::default_backend, filter::firewalld_running)
 }
 
-/// What the layer needs: every prevResult IP, the bridge = interface 0 (for the ingress policy).
+/// What the layer needs: the attachment, every prevResult IP, the bridge = interface 0 (for the
+/// ingress policy).
 pub fn spec(ctx: &Ctx, conf: &Conf, prev: Option<&CniResult>) -> FirewallSpec {
     FirewallSpec {
+        network: ctx.name.clone(),
         container_id: ctx.container_id.clone(),
+        ifname: ctx.ifname.clone(),
         ips: prev.map(|p| p.ips.iter().map(|i| i.address).collect()).unwrap_or_default(),
         admin_chain: conf.admin_chain.clone(),
         ingress_policy: conf.ingress_policy,
-        bridge: prev.and_then(|p| p.interfaces.first()).map(|i| i.name.clone()).filter(|n| !n.is_empty()),
+        bridge: prev.and_then(|p| p.interfaces.first()).map(|i| i.name.clone()),
         firewalld_zone: conf.firewalld_zone.clone(),
     }
 }
@@ -160,7 +173,26 @@ fn del(ctx: &Ctx) -> Result<()> {
     // override naming no backend is left out: it would only decide whether firewalld is asked)
     let env = std::env::var(crate::firewall::ENV_BACKEND).ok().filter(|e| BackendKind::parse(e).is_ok());
     let conf = load_with(ctx, env.as_deref(), || BackendKind::Iptables, filter::firewalld_running)?;
-    filter::remove(&spec(ctx, &conf, ctx.prev_result.as_ref()))
+    match ctx.read_prev_result() {
+        Ok(prev) => filter::remove(&spec(ctx, &conf, prev)),
+        // `"prevResult": null` is no prevResult, as Go reads it
+        Err(_) if ctx.conf.get("prevresult").is_some_and(serde_json::Value::is_null) => {
+            filter::remove(&spec(ctx, &conf, None))
+        }
+        // there but unreadable: whether DEL can do without the addresses depends on the backend,
+        // chosen here as ADD chose it
+        Err(e) => {
+            let conf = load_with(ctx, env.as_deref(), crate::firewall::default_backend, filter::firewalld_running)?;
+            filter::remove_without_prev_result(conf.backend, &spec(ctx, &conf, None), e)
+        }
+    }
+}
+
+fn gc(ctx: &Ctx) -> Result<()> {
+    let Some(valid) = ctx.valid_attachments()? else {
+        return Ok(());
+    };
+    filter::gc(&ctx.name, &valid)
 }
 
 fn check(ctx: &Ctx) -> Result<()> {

@@ -127,6 +127,12 @@ fn same_elems(want: &[SetElem], have: &[SetElem]) -> bool {
     norm(want) == norm(have)
 }
 
+/// `have` holds the expressions of `want` as the kernel reports them back (comment and handle
+/// aside; `want` without anonymous sets).
+pub fn same_exprs(want: &Rule, have: &RuleInfo) -> bool {
+    as_dumped(want).is_some_and(|d| d.exprs == have.exprs)
+}
+
 /// `rule` as the decoder reads it back.
 fn as_dumped(rule: &Rule) -> Option<RuleInfo> {
     let mut b = Batch::new();
