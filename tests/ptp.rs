@@ -272,3 +272,25 @@ fn ptp_static_route_with_negative_mtu_and_priority_sets_none() {
     );
     w.del(&c).run().ok();
 }
+
+/// A route's `mtu` and `advmss` (CNI 1.1 route fields) are installed on the kernel route. v1.9.1's
+/// ConfigureIface builds its routes from dst, gw, priority, table and scope only, so its routes
+/// carry neither; the Debian 1.1.1 oracle has no such fields: its route carries none either.
+#[test]
+fn ptp_route_mtu_and_advmss_are_installed_where_the_reference_ignores_them() {
+    each_impl("ptpmss", 1, &["ptp", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let dst = format!("{}.0/24", s.v4b);
+        let c = json!({"cniVersion": "1.0.0", "name": tag, "type": "ptp", "ipam": {"type": "static",
+            "addresses": [{"address": format!("{}/24", s.ip4(2)), "gateway": s.ip4(1)}],
+            "routes": [{"dst": dst, "mtu": 1400, "advmss": 1360}]}});
+        w.add(&c).run().ok();
+        let shown = w.c(0).must(&["ip", "route", "show", &dst]);
+        assert!(shown.contains(&format!("via {}", s.ip4(1))), "{which:?}: {shown}");
+        match which {
+            Impl::Ours => assert!(shown.contains("mtu 1400 advmss 1360"), "ours: {shown}"),
+            Impl::Reference => assert!(!shown.contains("mtu") && !shown.contains("advmss"), "reference: {shown}"),
+        }
+        w.del(&c).run().ok();
+    });
+}
