@@ -161,6 +161,30 @@ fn ipvlan_matches_reference() {
     }
 }
 
+/// An ipvlan reports operstate UNKNOWN (never UP) while the kernel runs DAD on it. With an IPv6
+/// gateway, ADD waits (up to 5 s, as v1.9.1's ConfigureIface) until no address is tentative; ours
+/// took UNKNOWN for "not up" and returned at once, its addresses still `tentative`.
+#[test]
+fn ipvlan_l2_add_with_an_ipv6_gateway_waits_for_dad() {
+    if !need("ipvlan") {
+        return;
+    }
+    let mut w = NsSet::new("ivdad");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "up0", "up0p");
+    let c = w.netns("c");
+    let ipam = json!({"type": "static", "addresses": [{"address": "fd00:1e::5/64", "gateway": "fd00:1e::1"}]});
+    let cf = conf("1.0.0", "ipvlan", json!({"master": "up0"}), Some(ipam));
+    for _ in 0..3 {
+        w.cni(Impl::Ours, &host, "ipvlan", "ADD", Some(&c), "eth0", "", &cf).expect_ok("ADD");
+        let shown = w.ip(&c, &["-6", "addr", "show", "dev", "eth0"]);
+        assert!(shown.contains("fd00:1e::5/64"), "{shown}");
+        assert!(!shown.contains("tentative"), "right after ADD: {shown}");
+        w.cni(Impl::Ours, &host, "ipvlan", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
+        assert!(w.links(&c).is_empty());
+    }
+}
+
 // ---- vlan -----------------------------------------------------------------------------------
 
 #[test]

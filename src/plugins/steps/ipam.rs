@@ -122,7 +122,8 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
     }
     nl.link_set_up(link.index, true).with_context(|| format!("failed to set {ifname:?} UP"))?;
     if v6gw.is_some() {
-        // IPv6 DAD: up to 5 s, fail on DADFAILED, give up silently when the link is not oper-up
+        // IPv6 DAD: up to 5 s, fail on DADFAILED; at once when the kernel runs no DAD on the link
+        // (down, no carrier: see netlink::addr::dad_runs; an ipvlan's UNKNOWN is waited for)
         nl.settle_addrs(link.index, std::time::Duration::from_secs(5))?;
     }
     for r in &result.routes {
