@@ -294,3 +294,40 @@ fn ptp_route_mtu_and_advmss_are_installed_where_the_reference_ignores_them() {
         w.del(&c).run().ok();
     });
 }
+
+/// A config `dns` replaces the IPAM's DNS in bridge and ptp when v1.9.1's `dnsConfSet` says it is
+/// set: a list that is present, even empty (Go decodes `[]` as a non-nil slice), counts; so
+/// `"nameservers": []` gives a result without DNS in both implementations (ours kept the IPAM's).
+/// A `null` list or an empty `domain` sets nothing: the IPAM's DNS is kept, as by v1.9.1 and the
+/// Debian 1.1.1 oracle's ptp (its bridge always takes the config's `dns`).
+#[test]
+fn ptp_and_bridge_config_dns_with_an_empty_list_replaces_the_ipam_dns() {
+    each_impl("dnsset", 1, &["ptp", "bridge", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let ipam = json!({"type": "static", "dns": {"nameservers": ["198.18.0.53"], "search": ["ipam.test"]},
+            "addresses": [{"address": format!("{}/24", s.ip4(2)), "gateway": s.ip4(1)}]});
+        let empty = |r: &serde_json::Value| r.get("dns").is_none_or(|d| d.as_object().is_some_and(|o| o.is_empty()));
+        for plugin in ["ptp", "bridge"] {
+            for (dns, set) in [
+                (json!({"nameservers": []}), true),
+                (json!({"search": [], "domain": ""}), true),
+                (json!({"domain": ""}), false),
+                (json!({"nameservers": null, "options": null}), false),
+            ] {
+                let mut c = json!({"cniVersion": "1.0.0", "name": tag, "type": plugin, "ipam": ipam, "dns": dns});
+                if plugin == "bridge" {
+                    c["bridge"] = json!("cmdns0");
+                    c["isGateway"] = json!(true);
+                }
+                let r = w.add(&c).run().ok();
+                // the Debian 1.1.1 bridge (older than dnsConfSet there) always takes the config's
+                if set || (which == Impl::Reference && plugin == "bridge") {
+                    assert!(empty(&r), "{which:?} {plugin} {dns}: {r}");
+                } else {
+                    assert_eq!(r["dns"], ipam["dns"], "{which:?} {plugin} {dns}: {r}");
+                }
+                w.del(&c).run().ok();
+            }
+        }
+    });
+}
