@@ -331,3 +331,36 @@ fn ptp_and_bridge_config_dns_with_an_empty_list_replaces_the_ipam_dns() {
         }
     });
 }
+
+/// ptp with a /32 and a /128 IPAM address gives a working pod: there is no connected route to
+/// replace, so the container gets the on-link route to the gateway and its address via the
+/// gateway, the host its /32 (/128) route, and traffic flows both ways in both families. The
+/// reference fails the ADD (999, `failed to delete route …: no such process`: v1.9.1's
+/// setupContainerVeth fails on any error deleting the connected route, which a /32 never had).
+#[test]
+fn ptp_host_address_ipam_gives_a_working_pod_where_the_reference_fails() {
+    each_impl("ptp32", 1, &["ptp", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let c = json!({"cniVersion": "1.0.0", "name": tag, "type": "ptp", "ipam": {"type": "static", "addresses": [
+            {"address": format!("{}/32", s.ip4(5)), "gateway": s.ip4(1)},
+            {"address": format!("{}/128", s.ip6(5)), "gateway": s.ip6(1)}]}});
+        let out = w.add(&c).run();
+        if which == Impl::Reference {
+            let e = out.err_code(999);
+            assert!(e.msg.contains("failed to delete route") && e.msg.contains("no such process"), "{e:?}");
+            w.del(&c).run().ok();
+            return;
+        }
+        let r = out.ok();
+        let v6: std::net::IpAddr = s.ip6(5).parse().unwrap();
+        assert_eq!(result_ips(&r), vec![format!("{}/32", s.ip4(5)), format!("{v6}/128")]);
+        assert!(w.c(0).ping(&s.ip4(1), 2), "container -> host v4");
+        assert!(w.host.ping(&s.ip4(5), 2), "host -> container v4");
+        assert!(w.c(0).ping(&s.ip6(1), 10), "container -> host v6");
+        assert!(w.host.ping(&s.ip6(5), 3), "host -> container v6");
+        w.check(&c, &r).run().ok();
+        w.del(&c).run().ok();
+        assert!(w.c(0).link("eth0").is_none() && host_veths(w).is_empty());
+        assert!(!w.host.routes().iter().any(|x| x["dst"] == s.ip4(5)), "host route gone");
+    });
+}
