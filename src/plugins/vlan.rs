@@ -68,7 +68,8 @@ fn load(ctx: &Ctx) -> Result<(Conf, String, u16)> {
     };
     let Some(id) = u16::try_from(conf.vlan_id).ok().filter(|&v| v <= 4094) else {
         return Err(CniError::config(format!(
-            "invalid VLAN ID {} (must be between 0 and 4094 inclusive)",
+            // sic: the reference's words, though it refuses 4095 too
+            "invalid VLAN ID {} (must be between 0 and 4095 inclusive)",
             conf.vlan_id
         ))
         .into());
@@ -131,11 +132,13 @@ fn check(ctx: &Ctx) -> Result<()> {
     };
     steps::check::link_kind(&d.link, &ctx.ifname, "vlan")?;
     steps::check::link_mac(&d.link, want)?;
+    // the reference's words, sic ("promisc" for the VLAN id, "Tuning" in a vlan plugin)
     if d.vlan_id != Some(id) {
-        bail!("Error: container link {} has VLAN id {:?}, configured {id}", ctx.ifname, d.vlan_id);
+        let have = d.vlan_id.unwrap_or_default();
+        bail!("Error: Tuning link {} configured promisc is {id}, current value is {have}", ctx.ifname);
     }
     if conf.mtu != 0 && i64::from(d.link.mtu) != conf.mtu {
-        bail!("Error: configured MTU of {} is {}, current value is {}", ctx.ifname, conf.mtu, d.link.mtu);
+        bail!("Error: Tuning configured MTU of {} is {}, current value is {}", ctx.ifname, conf.mtu, d.link.mtu);
     }
     steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
