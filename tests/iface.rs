@@ -1027,6 +1027,47 @@ fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
     }
 }
 
+/// macvlan's master and MTU errors are v1.9.1's (and the Debian 1.1.1 oracle's) words, from its
+/// loadConf, which looks the master up before anything else: a master that does not exist is
+/// `Link not found` (ours said `failed to lookup master "nope0": Link not found`), also when the
+/// mode is bogus too (ours reported the mode) and on CHECK; a negative MTU names the master's
+/// (`invalid MTU -1, must be [0, master MTU(1500)]`; ours said `master MTU]`). Codes: 7 for ours.
+#[test]
+fn macvlan_master_and_mtu_errors_are_the_references() {
+    let (mut w, host) = twin_parents("mvmsg");
+    let ipam = w.ipam("d", "198.18.27.0/24");
+    let msg = |out: &crate::harness::runtime::Out| out.json()["msg"].as_str().unwrap_or_default().to_string();
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        let master = if imp == Impl::Ours { "po" } else { "pr" };
+        let c = w.netns(&format!("c{}", imp.label()));
+        let code = if imp == Impl::Ours { 7 } else { 999 };
+        let adds = [
+            (json!({"master": "nope0"}), "Link not found".to_string()),
+            (json!({"master": "nope0", "mode": "bogus"}), "Link not found".to_string()),
+            (json!({"master": master, "mtu": -1}), "invalid MTU -1, must be [0, master MTU(1500)]".to_string()),
+            (json!({"master": master, "mode": "bogus"}), "unknown macvlan mode: \"bogus\"".to_string()),
+        ];
+        for (extra, want) in adds {
+            let conf = macvlan_conf("1.0.0", "", extra.clone(), Some(ipam.clone()));
+            let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+            assert_eq!((out.err_code(), msg(&out)), (code, want), "{imp:?} ADD {extra}");
+            assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{imp:?} ADD {extra}: something was made");
+        }
+        // CHECK with the master gone from the config: the loadConf error again
+        let conf = macvlan_conf("1.0.0", master, json!({}), Some(ipam.clone()));
+        let r = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf).expect_ok("ADD").json();
+        let mut ck = macvlan_conf("1.0.0", "nope0", json!({}), Some(ipam.clone()));
+        ck["prevResult"] = r;
+        let out = w.cni(imp, &host, "macvlan", "CHECK", Some(&c), "eth0", "", &ck);
+        assert_eq!((out.err_code(), msg(&out)), (code, "Link not found".to_string()), "{imp:?} CHECK");
+        w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+        assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{imp:?}: left behind");
+    }
+}
+
 // ---- host-device, tap, vrf: the audit against v1.9.1 -------------------------------------------
 
 /// A failed host-device DEL (the original name is taken in the host meanwhile) leaves the

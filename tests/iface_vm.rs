@@ -296,7 +296,9 @@ fn vlan_matches_reference() {
 /// another VLAN id says `Error: Tuning link eth0 configured promisc is 101, current value is
 /// 100` (ours printed Rust debug output, `VLAN id Some(100)`), of another MTU `Error: Tuning
 /// configured MTU of eth0 is 1300, …`, and a VLAN id out of range `… (must be between 0 and 4095
-/// inclusive)`, though 4095 is refused too. The codes differ where the docs say so (7 for ours).
+/// inclusive)`, though 4095 is refused too. ADD reports a missing master as `Link not found` and a
+/// negative MTU with the master's (`must be [0, master MTU(1500)]`), as v1.9.1's loadConf; CHECK
+/// as `failed to lookup master "nope0": Link not found`. The codes differ where the docs say so.
 #[test]
 fn vlan_error_messages_are_the_references() {
     if !need("vlan") || !have_reference("vlan") {
@@ -317,27 +319,30 @@ fn vlan_error_messages_are_the_references() {
             c
         };
         let r = w.cni(imp, &host, "vlan", "ADD", Some(&c), "eth0", "", &on(json!({}))).expect_ok("ADD").json();
+        let config_code = if imp == Impl::Ours { 7 } else { 999 };
         let checks = [
-            (
-                json!({"vlanId": 101}),
-                "Error: Tuning link eth0 configured promisc is 101, current value is 100".to_string(),
-            ),
-            (json!({"mtu": 1300}), "Error: Tuning configured MTU of eth0 is 1300, current value is 1400".to_string()),
+            (json!({"vlanId": 101}), 999, "Error: Tuning link eth0 configured promisc is 101, current value is 100"),
+            (json!({"mtu": 1300}), 999, "Error: Tuning configured MTU of eth0 is 1300, current value is 1400"),
+            // CHECK looks the master up after loading the config: the lookup's context is kept
+            (json!({"master": "nope0"}), config_code, "failed to lookup master \"nope0\": Link not found"),
         ];
-        for (extra, want) in checks {
+        for (extra, code, want) in checks {
             let mut ck = on(extra.clone());
             ck["prevResult"] = r.clone();
             let out = w.cni(imp, &host, "vlan", "CHECK", Some(&c), "eth0", "", &ck);
-            assert_eq!(out.err_code(), 999, "{imp:?} CHECK {extra}");
-            assert_eq!(msg(&out), want, "{imp:?} CHECK {extra}");
+            assert_eq!((out.err_code(), msg(&out)), (code, want.to_string()), "{imp:?} CHECK {extra}");
         }
         w.cni(imp, &host, "vlan", "DEL", Some(&c), "eth0", "", &on(json!({}))).expect_ok("DEL");
-        let adds =
-            [(json!({"vlanId": 4095}), "invalid VLAN ID 4095 (must be between 0 and 4095 inclusive)".to_string())];
+        // ADD: v1.9.1's loadConf returns the master lookup's error as is, and checks the MTU
+        // against the master's (named for a negative one too)
+        let adds = [
+            (json!({"vlanId": 4095}), "invalid VLAN ID 4095 (must be between 0 and 4095 inclusive)"),
+            (json!({"master": "nope0"}), "Link not found"),
+            (json!({"mtu": -1}), "invalid MTU -1, must be [0, master MTU(1500)]"),
+        ];
         for (extra, want) in adds {
             let out = w.cni(imp, &host, "vlan", "ADD", Some(&c), "eth0", "", &on(extra.clone()));
-            assert_eq!(out.err_code(), if imp == Impl::Ours { 7 } else { 999 }, "{imp:?} ADD {extra}");
-            assert_eq!(msg(&out), want, "{imp:?} ADD {extra}");
+            assert_eq!((out.err_code(), msg(&out)), (config_code, want.to_string()), "{imp:?} ADD {extra}");
             assert!(w.links(&c).is_empty(), "{imp:?} ADD {extra}: {:?}", w.links(&c));
         }
     }

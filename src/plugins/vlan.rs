@@ -57,7 +57,8 @@ struct Conf {
     link_in_container: bool,
 }
 
-/// Parse and validate what needs no kernel: master given, VLAN id 0-4094, MTU not negative.
+/// Parse and validate what needs no kernel: master given, VLAN id 0-4094 (the MTU is checked
+/// against the master's on ADD, as the reference checks it with the master looked up).
 fn load(ctx: &Ctx) -> Result<(Conf, String, u16)> {
     let conf: Conf = ctx.plugin_conf()?;
     let Some(master) = conf.master.clone().filter(|m| !m.is_empty()) else {
@@ -74,7 +75,6 @@ fn load(ctx: &Ctx) -> Result<(Conf, String, u16)> {
         ))
         .into());
     };
-    steps::link::check_mtu_not_negative(conf.mtu)?;
     Ok((conf, master, id))
 }
 
@@ -90,7 +90,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     let master = {
         let nl = if conf.link_in_container { &mut cont } else { &mut host };
-        steps::link::resolve_master(nl, Some(&master))?
+        steps::link::lookup_master(nl, Some(&master))?
     };
     let mtu = steps::link::mtu_within_master(conf.mtu, &master)?;
     let template = LinkSpec {
