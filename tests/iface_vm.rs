@@ -185,6 +185,77 @@ fn ipvlan_l2_add_with_an_ipv6_gateway_waits_for_dad() {
     }
 }
 
+/// Plain config mistakes of ipvlan and vlan are code 7 in ours, and nothing is made; the
+/// reference says 999 (the no-IPAM ones only after it made the link, which it leaves behind):
+/// ipvlan without IPAM (`no plugin name provided`), also chained with a prevResult without IPs;
+/// ipvlan chained with a prevResult lacking a single named interface (`chained master failure`,
+/// the reference's words in both); vlan without IPAM.
+#[test]
+fn ipvlan_and_vlan_config_mistakes_are_code_7_where_the_reference_says_999() {
+    if !need("ipvlan") || !need("vlan") || !have_reference("ipvlan") || !have_reference("vlan") {
+        return;
+    }
+    let (mut w, host) = twin_parents("ivcfg");
+    let chained = |ifs: Value, ips: Value| json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": ifs, "ips": ips}, "mode": "l3"});
+    let ip = json!([{"address": "198.18.47.5/24", "interface": 0}]);
+    // (plugin, config with MASTER, the reference leaves the link it made)
+    let cases = [
+        ("ipvlan", json!({"master": "MASTER"}), true),
+        ("ipvlan", chained(json!([{"name": "MASTER"}]), json!([])), true),
+        ("ipvlan", chained(json!([{"name": "MASTER"}, {"name": "x1"}]), ip), false),
+        ("vlan", json!({"master": "MASTER", "vlanId": 7}), true),
+    ];
+    for (plugin, extra, ref_leaves) in cases {
+        for imp in [Impl::Reference, Impl::Ours] {
+            let master = if imp == Impl::Ours { "po" } else { "pr" };
+            let extra: Value = serde_json::from_str(&extra.to_string().replace("MASTER", master)).unwrap();
+            let c = w.netns(&format!("c{}", w.count()));
+            let out =
+                w.cni(imp, &host, plugin, "ADD", Some(&c), "eth0", "", &conf("1.0.0", plugin, extra.clone(), None));
+            let want = if imp == Impl::Ours { 7 } else { 999 };
+            assert_eq!(out.err_code(), want, "{imp:?} {plugin} {extra}: {}", out.stdout);
+            let left = w.links(&c);
+            match imp {
+                Impl::Ours => assert!(left.is_empty(), "ours {plugin} {extra} left {left:?}"),
+                Impl::Reference => assert_eq!(!left.is_empty(), ref_leaves, "reference {plugin} {extra}: {left:?}"),
+            }
+        }
+    }
+}
+
+/// ipvlan CHECK of an attachment made without `master` (the default-route interface) passes;
+/// the reference's CHECK does not resolve the default master and looks up "" (999, `failed to
+/// lookup master "": Link not found`: a reference bug, v1.9.1's too).
+#[test]
+fn ipvlan_check_without_master_passes_where_the_reference_fails() {
+    if !need("ipvlan") || !have_reference("ipvlan") {
+        return;
+    }
+    let mut w = NsSet::new("ivnom");
+    let host = w.netns("h");
+    veth_parent(&w, &host, "up0", "up0p");
+    w.ip(&host, &["addr", "add", "198.18.48.1/24", "dev", "up0"]);
+    w.ip(&host, &["route", "add", "default", "via", "198.18.48.254", "dev", "up0"]);
+    for imp in [Impl::Reference, Impl::Ours] {
+        let c = w.netns(&format!("c{}", imp.label()));
+        let cf = conf("1.0.0", "ipvlan", json!({}), Some(w.ipam(imp.label(), "198.18.49.0/24")));
+        let r = w.cni(imp, &host, "ipvlan", "ADD", Some(&c), "eth0", "", &cf).expect_ok("ADD").json();
+        assert!(w.ip(&c, &["-d", "link", "show", "eth0"]).contains("ipvlan"), "{imp:?}");
+        let mut ck = cf.clone();
+        ck["prevResult"] = r;
+        let out = w.cni(imp, &host, "ipvlan", "CHECK", Some(&c), "eth0", "", &ck);
+        match imp {
+            Impl::Ours => assert!(out.ok, "ours CHECK: {}", out.stdout),
+            Impl::Reference => {
+                assert_eq!(out.err_code(), 999);
+                assert_eq!(out.json()["msg"], "failed to lookup master \"\": Link not found");
+            }
+        }
+        w.cni(imp, &host, "ipvlan", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
+        assert!(w.links(&c).is_empty());
+    }
+}
+
 // ---- vlan -----------------------------------------------------------------------------------
 
 #[test]
