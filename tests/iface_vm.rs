@@ -369,7 +369,8 @@ fn vlan_matches_reference() {
 /// configured MTU of eth0 is 1300, …`, and a VLAN id out of range `… (must be between 0 and 4095
 /// inclusive)`, though 4095 is refused too. ADD reports a missing master as `Link not found` and a
 /// negative MTU with the master's (`must be [0, master MTU(1500)]`), as v1.9.1's loadConf; CHECK
-/// as `failed to lookup master "nope0": Link not found`. The codes differ where the docs say so.
+/// as `failed to lookup master "nope0": Link not found`, and another MAC as `vlan: Interface eth0
+/// Mac … doesn't match container Mac: …`. The codes differ where the docs say so.
 #[test]
 fn vlan_error_messages_are_the_references() {
     if !need("vlan") || !have_reference("vlan") {
@@ -391,15 +392,24 @@ fn vlan_error_messages_are_the_references() {
         };
         let r = w.cni(imp, &host, "vlan", "ADD", Some(&c), "eth0", "", &on(json!({}))).expect_ok("ADD").json();
         let config_code = if imp == Impl::Ours { 7 } else { 999 };
+        let mut other_mac = r.clone();
+        other_mac["interfaces"][0]["mac"] = json!("02:00:00:00:00:01");
+        let mac_msg = format!(
+            "vlan: Interface eth0 Mac 02:00:00:00:00:01 doesn't match container Mac: {}",
+            r["interfaces"][0]["mac"].as_str().unwrap()
+        );
         let checks = [
             (json!({"vlanId": 101}), 999, "Error: Tuning link eth0 configured promisc is 101, current value is 100"),
             (json!({"mtu": 1300}), 999, "Error: Tuning configured MTU of eth0 is 1300, current value is 1400"),
+            (json!({"prevResult": other_mac}), 999, &mac_msg),
             // CHECK looks the master up after loading the config: the lookup's context is kept
             (json!({"master": "nope0"}), config_code, "failed to lookup master \"nope0\": Link not found"),
         ];
         for (extra, code, want) in checks {
             let mut ck = on(extra.clone());
-            ck["prevResult"] = r.clone();
+            if ck.get("prevResult").is_none() {
+                ck["prevResult"] = r.clone();
+            }
             let out = w.cni(imp, &host, "vlan", "CHECK", Some(&c), "eth0", "", &ck);
             assert_eq!((out.err_code(), msg(&out)), (code, want.to_string()), "{imp:?} CHECK {extra}");
         }
@@ -446,8 +456,12 @@ fn dummy_is_created_addressed_checked_and_removed() {
             let mut ck = cf.clone();
             ck["prevResult"] = r.clone();
             w.cni(Impl::Ours, &host, "dummy", "CHECK", Some(&c), "dm0", "", &ck).expect_ok("CHECK");
+            // v1.9.1's words: `dummy: Required prevResult missing`, `Interface dm0 is down`
+            let out = w.cni(Impl::Ours, &host, "dummy", "CHECK", Some(&c), "dm0", "", &cf);
+            assert_eq!((out.err_code(), out.json()["msg"].clone()), (999, json!("dummy: Required prevResult missing")));
             w.ip(&c, &["link", "set", "dm0", "down"]);
-            assert!(!w.cni(Impl::Ours, &host, "dummy", "CHECK", Some(&c), "dm0", "", &ck).ok, "CHECK must see it down");
+            let out = w.cni(Impl::Ours, &host, "dummy", "CHECK", Some(&c), "dm0", "", &ck);
+            assert_eq!((out.err_code(), out.json()["msg"].clone()), (999, json!("Interface dm0 is down")), "down");
         }
         for _ in 0..2 {
             w.cni(Impl::Ours, &host, "dummy", "DEL", Some(&c), "dm0", "", &cf).expect_ok("DEL");

@@ -364,3 +364,34 @@ fn ptp_host_address_ipam_gives_a_working_pod_where_the_reference_fails() {
         assert!(!w.host.routes().iter().any(|x| x["dst"] == s.ip4(5)), "host route gone");
     });
 }
+
+/// ptp CHECK failures in the reference's words (v1.9.1's and the Debian 1.1.1 oracle's): another
+/// MAC in the prevResult, `ptp: Interface eth0 Mac … doesn't match container Mac: …`; an eth0
+/// that is no veth, `Error: Container interface eth0 not of type veth/p2p`; the route to the
+/// address's subnet gone, `Failed to find Gateway <gw> for interface eth0`; eth0 gone, `ptp:
+/// Container Interface name in prevResult: eth0 not found`. Ours said `Interface …`, `… not of
+/// type veth`, `Failed to find ip route 198.18.0.0/24 on interface eth0` and `interface eth0 not
+/// found`.
+#[test]
+fn ptp_check_failures_are_worded_as_the_reference() {
+    each_impl("ptpckw", 1, &["ptp", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let c = json!({"cniVersion": "1.0.0", "name": tag, "type": "ptp", "ipam": {"type": "static",
+            "addresses": [{"address": format!("{}/24", s.ip4(2)), "gateway": s.ip4(1)}]}});
+        let r = w.add(&c).run().ok();
+        let mac = r["interfaces"][1]["mac"].as_str().unwrap().to_string();
+        let msg = |prev: &serde_json::Value| w.check(&c, prev).run().err_code(999).msg;
+        let mut other = r.clone();
+        other["interfaces"][1]["mac"] = json!("02:00:00:00:00:01");
+        let want = format!("ptp: Interface eth0 Mac 02:00:00:00:00:01 doesn't match container Mac: {mac}");
+        assert_eq!(msg(&other), want, "{which:?}");
+        w.c(0).must(&["ip", "route", "del", &s.net4()]);
+        assert_eq!(msg(&r), format!("Failed to find Gateway {} for interface eth0", s.ip4(1)), "{which:?}");
+        w.c(0).must(&["ip", "link", "del", "eth0"]);
+        assert_eq!(msg(&r), "ptp: Container Interface name in prevResult: eth0 not found", "{which:?}");
+        w.c(0).must(&["ip", "link", "add", "eth0", "type", "bridge"]);
+        assert_eq!(msg(&r), "Error: Container interface eth0 not of type veth/p2p", "{which:?}");
+        w.c(0).must(&["ip", "link", "del", "eth0"]);
+        w.del(&c).run().ok();
+    });
+}

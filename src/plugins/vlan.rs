@@ -131,7 +131,7 @@ fn check(ctx: &Ctx) -> Result<()> {
         bail!("vlan: Container Interface name in prevResult: {} not found", ctx.ifname)
     };
     steps::check::link_kind(&d.link, &ctx.ifname, "vlan")?;
-    steps::check::link_mac(&d.link, want)?;
+    steps::check::link_mac_of(&d.link, want, "vlan: ")?;
     // the reference's words, sic ("promisc" for the VLAN id, "Tuning" in a vlan plugin)
     if d.vlan_id != Some(id) {
         let have = d.vlan_id.unwrap_or_default();
