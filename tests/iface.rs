@@ -1009,6 +1009,8 @@ fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
         ("vrf", json!({"cniVersion": "1.0.0", "name": "cfg7", "type": "vrf", "prevResult": prev}), true),
         ("dummy", json!({"cniVersion": "1.0.0", "name": "cfg7", "type": "dummy"}), false),
         ("tap", with("tap", json!({"mtu": -1})), false),
+        // v1.9.1: a uint32 that does not decode (999); the Debian 1.1.1 oracle has no bcqueuelen
+        ("macvlan", with("macvlan", json!({"master": "MASTER", "bcqueuelen": -1})), false),
     ];
     let before = host_links(&w, &host);
     for (plugin, conf, in_reference) in cases {
@@ -1024,6 +1026,100 @@ fn interface_config_mistakes_are_code_7_where_the_reference_says_999() {
             assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{imp:?} {plugin}: something was made");
             assert_eq!(host_links(&w, &host), before, "{imp:?} {plugin}: host links changed");
         }
+    }
+}
+
+/// macvlan's master and MTU errors are v1.9.1's (and the Debian 1.1.1 oracle's) words, from its
+/// loadConf, which looks the master up before anything else: a master that does not exist is
+/// `Link not found` (ours said `failed to lookup master "nope0": Link not found`), also when the
+/// mode is bogus too (ours reported the mode) and on CHECK; a negative MTU names the master's
+/// (`invalid MTU -1, must be [0, master MTU(1500)]`; ours said `master MTU]`). Codes: 7 for ours.
+#[test]
+fn macvlan_master_and_mtu_errors_are_the_references() {
+    let (mut w, host) = twin_parents("mvmsg");
+    let ipam = w.ipam("d", "198.18.27.0/24");
+    let msg = |out: &crate::harness::runtime::Out| out.json()["msg"].as_str().unwrap_or_default().to_string();
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        let master = if imp == Impl::Ours { "po" } else { "pr" };
+        let c = w.netns(&format!("c{}", imp.label()));
+        let code = if imp == Impl::Ours { 7 } else { 999 };
+        let adds = [
+            (json!({"master": "nope0"}), "Link not found".to_string()),
+            (json!({"master": "nope0", "mode": "bogus"}), "Link not found".to_string()),
+            (json!({"master": master, "mtu": -1}), "invalid MTU -1, must be [0, master MTU(1500)]".to_string()),
+            (json!({"master": master, "mode": "bogus"}), "unknown macvlan mode: \"bogus\"".to_string()),
+        ];
+        for (extra, want) in adds {
+            let conf = macvlan_conf("1.0.0", "", extra.clone(), Some(ipam.clone()));
+            let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+            assert_eq!((out.err_code(), msg(&out)), (code, want), "{imp:?} ADD {extra}");
+            assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{imp:?} ADD {extra}: something was made");
+        }
+        // CHECK with the master gone from the config: the loadConf error again
+        let conf = macvlan_conf("1.0.0", master, json!({}), Some(ipam.clone()));
+        let r = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf).expect_ok("ADD").json();
+        let mut ck = macvlan_conf("1.0.0", "nope0", json!({}), Some(ipam.clone()));
+        ck["prevResult"] = r;
+        let out = w.cni(imp, &host, "macvlan", "CHECK", Some(&c), "eth0", "", &ck);
+        assert_eq!((out.err_code(), msg(&out)), (code, "Link not found".to_string()), "{imp:?} CHECK");
+        w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+        assert!(w.links(&c).is_empty() && w.leases("d").is_empty(), "{imp:?}: left behind");
+    }
+}
+
+/// With no `master`, macvlan takes the interface of the default route; when that route is
+/// multipath only (its next hops name the devices, the route itself none), ours takes the first
+/// next hop's device. The reference takes the route's own device index, 0, and fails (999,
+/// `invalid argument`, from its `LinkByIndex(0)`).
+#[test]
+fn macvlan_default_master_from_a_multipath_default_route() {
+    let (mut w, host) = twin_parents("mvecmp");
+    w.ip(&host, &["addr", "add", "198.18.28.1/24", "dev", "po"]);
+    w.ip(&host, &["addr", "add", "198.18.29.1/24", "dev", "pr"]);
+    w.ip(
+        &host,
+        &[
+            "route",
+            "add",
+            "default",
+            "nexthop",
+            "via",
+            "198.18.28.254",
+            "dev",
+            "po",
+            "nexthop",
+            "via",
+            "198.18.29.254",
+            "dev",
+            "pr",
+        ],
+    );
+    let conf = json!({"cniVersion": "1.0.0", "name": "mvecmp", "type": "macvlan"});
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        let c = w.netns(&format!("c{}", imp.label()));
+        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+        if imp == Impl::Reference {
+            assert_eq!(out.err_code(), 999);
+            assert!(out.json()["msg"].as_str().unwrap_or_default().contains("invalid argument"), "{}", out.stdout);
+            assert!(w.links(&c).is_empty());
+            continue;
+        }
+        assert!(out.ok, "ours: {}", out.stdout);
+        let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+        assert!(shown.contains("macvlan"), "{shown}");
+        // its lower device is po, the first next hop's (the link's parent is named in the host)
+        let parent = w.ip(&c, &["-j", "link", "show", "eth0"]);
+        let po_index = w.ip(&host, &["-j", "link", "show", "po"]);
+        let idx = |j: &str, k: &str| serde_json::from_str::<Value>(j).unwrap()[0][k].as_u64();
+        assert_eq!(idx(&parent, "link_index"), idx(&po_index, "ifindex"), "{parent}");
+        w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+        assert!(w.links(&c).is_empty());
     }
 }
 

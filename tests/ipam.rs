@@ -925,7 +925,8 @@ fn ipam_whitespace_around_config_addresses_is_taken() {
     if !have_reference("host-local") || !have_reference("static") || ours_is_reference() {
         return;
     }
-    let hl_cases: Vec<Box<dyn Fn(&mut Value)>> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let hl_cases: Vec<Edit> = vec![
         Box::new(|c| c["ipam"]["ranges"] = json!([[{"subnet": " 198.18.0.0/24 "}]])),
         Box::new(|c| c["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/24", "rangeStart": " 198.18.0.7"}]])),
         Box::new(|c| c["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/24", "gateway": "198.18.0.254 "}]])),
@@ -956,7 +957,10 @@ fn ipam_whitespace_around_config_addresses_is_taken() {
     let caps = json!({"cniVersion": "1.0.0", "name": "st", "ipam": {"type": "static"},
                       "runtimeConfig": {"ips": [" 198.18.0.5/24"]}});
     assert_eq!(call(Impl::Reference, &st("ADD", "", &caps)).err_code(), 999);
-    assert_eq!(call(Impl::Ours, &st("ADD", "", &caps)).expect_ok("static ips").json()["ips"][0]["address"], "198.18.0.5/24");
+    assert_eq!(
+        call(Impl::Ours, &st("ADD", "", &caps)).expect_ok("static ips").json()["ips"][0]["address"],
+        "198.18.0.5/24"
+    );
 }
 
 /// Store details that differ from the reference on purpose: DEL and CHECK of an unknown network

@@ -272,3 +272,126 @@ fn ptp_static_route_with_negative_mtu_and_priority_sets_none() {
     );
     w.del(&c).run().ok();
 }
+
+/// A route's `mtu` and `advmss` (CNI 1.1 route fields) are installed on the kernel route. v1.9.1's
+/// ConfigureIface builds its routes from dst, gw, priority, table and scope only, so its routes
+/// carry neither; the Debian 1.1.1 oracle has no such fields: its route carries none either.
+#[test]
+fn ptp_route_mtu_and_advmss_are_installed_where_the_reference_ignores_them() {
+    each_impl("ptpmss", 1, &["ptp", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let dst = format!("{}.0/24", s.v4b);
+        let c = json!({"cniVersion": "1.0.0", "name": tag, "type": "ptp", "ipam": {"type": "static",
+            "addresses": [{"address": format!("{}/24", s.ip4(2)), "gateway": s.ip4(1)}],
+            "routes": [{"dst": dst, "mtu": 1400, "advmss": 1360}]}});
+        w.add(&c).run().ok();
+        let shown = w.c(0).must(&["ip", "route", "show", &dst]);
+        assert!(shown.contains(&format!("via {}", s.ip4(1))), "{which:?}: {shown}");
+        match which {
+            Impl::Ours => assert!(shown.contains("mtu 1400 advmss 1360"), "ours: {shown}"),
+            Impl::Reference => assert!(!shown.contains("mtu") && !shown.contains("advmss"), "reference: {shown}"),
+        }
+        w.del(&c).run().ok();
+    });
+}
+
+/// A config `dns` replaces the IPAM's DNS in bridge and ptp when v1.9.1's `dnsConfSet` says it is
+/// set: a list that is present, even empty (Go decodes `[]` as a non-nil slice), counts; so
+/// `"nameservers": []` gives a result without DNS in both implementations (ours kept the IPAM's).
+/// A `null` list or an empty `domain` sets nothing: the IPAM's DNS is kept, as by v1.9.1 and the
+/// Debian 1.1.1 oracle's ptp (its bridge always takes the config's `dns`).
+#[test]
+fn ptp_and_bridge_config_dns_with_an_empty_list_replaces_the_ipam_dns() {
+    each_impl("dnsset", 1, &["ptp", "bridge", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let ipam = json!({"type": "static", "dns": {"nameservers": ["198.18.0.53"], "search": ["ipam.test"]},
+            "addresses": [{"address": format!("{}/24", s.ip4(2)), "gateway": s.ip4(1)}]});
+        let empty = |r: &serde_json::Value| r.get("dns").is_none_or(|d| d.as_object().is_some_and(|o| o.is_empty()));
+        for plugin in ["ptp", "bridge"] {
+            for (dns, set) in [
+                (json!({"nameservers": []}), true),
+                (json!({"search": [], "domain": ""}), true),
+                (json!({"domain": ""}), false),
+                (json!({"nameservers": null, "options": null}), false),
+            ] {
+                let mut c = json!({"cniVersion": "1.0.0", "name": tag, "type": plugin, "ipam": ipam, "dns": dns});
+                if plugin == "bridge" {
+                    c["bridge"] = json!("cmdns0");
+                    c["isGateway"] = json!(true);
+                }
+                let r = w.add(&c).run().ok();
+                // the Debian 1.1.1 bridge (older than dnsConfSet there) always takes the config's
+                if set || (which == Impl::Reference && plugin == "bridge") {
+                    assert!(empty(&r), "{which:?} {plugin} {dns}: {r}");
+                } else {
+                    assert_eq!(r["dns"], ipam["dns"], "{which:?} {plugin} {dns}: {r}");
+                }
+                w.del(&c).run().ok();
+            }
+        }
+    });
+}
+
+/// ptp with a /32 and a /128 IPAM address gives a working pod: there is no connected route to
+/// replace, so the container gets the on-link route to the gateway and its address via the
+/// gateway, the host its /32 (/128) route, and traffic flows both ways in both families. The
+/// reference fails the ADD (999, `failed to delete route …: no such process`: v1.9.1's
+/// setupContainerVeth fails on any error deleting the connected route, which a /32 never had).
+#[test]
+fn ptp_host_address_ipam_gives_a_working_pod_where_the_reference_fails() {
+    each_impl("ptp32", 1, &["ptp", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let c = json!({"cniVersion": "1.0.0", "name": tag, "type": "ptp", "ipam": {"type": "static", "addresses": [
+            {"address": format!("{}/32", s.ip4(5)), "gateway": s.ip4(1)},
+            {"address": format!("{}/128", s.ip6(5)), "gateway": s.ip6(1)}]}});
+        let out = w.add(&c).run();
+        if which == Impl::Reference {
+            let e = out.err_code(999);
+            assert!(e.msg.contains("failed to delete route") && e.msg.contains("no such process"), "{e:?}");
+            w.del(&c).run().ok();
+            return;
+        }
+        let r = out.ok();
+        let v6: std::net::IpAddr = s.ip6(5).parse().unwrap();
+        assert_eq!(result_ips(&r), vec![format!("{}/32", s.ip4(5)), format!("{v6}/128")]);
+        assert!(w.c(0).ping(&s.ip4(1), 2), "container -> host v4");
+        assert!(w.host.ping(&s.ip4(5), 2), "host -> container v4");
+        assert!(w.c(0).ping(&s.ip6(1), 10), "container -> host v6");
+        assert!(w.host.ping(&s.ip6(5), 3), "host -> container v6");
+        w.check(&c, &r).run().ok();
+        w.del(&c).run().ok();
+        assert!(w.c(0).link("eth0").is_none() && host_veths(w).is_empty());
+        assert!(!w.host.routes().iter().any(|x| x["dst"] == s.ip4(5)), "host route gone");
+    });
+}
+
+/// ptp CHECK failures in the reference's words (v1.9.1's and the Debian 1.1.1 oracle's): another
+/// MAC in the prevResult, `ptp: Interface eth0 Mac … doesn't match container Mac: …`; an eth0
+/// that is no veth, `Error: Container interface eth0 not of type veth/p2p`; the route to the
+/// address's subnet gone, `Failed to find Gateway <gw> for interface eth0`; eth0 gone, `ptp:
+/// Container Interface name in prevResult: eth0 not found`. Ours said `Interface …`, `… not of
+/// type veth`, `Failed to find ip route 198.18.0.0/24 on interface eth0` and `interface eth0 not
+/// found`.
+#[test]
+fn ptp_check_failures_are_worded_as_the_reference() {
+    each_impl("ptpckw", 1, &["ptp", "static"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let c = json!({"cniVersion": "1.0.0", "name": tag, "type": "ptp", "ipam": {"type": "static",
+            "addresses": [{"address": format!("{}/24", s.ip4(2)), "gateway": s.ip4(1)}]}});
+        let r = w.add(&c).run().ok();
+        let mac = r["interfaces"][1]["mac"].as_str().unwrap().to_string();
+        let msg = |prev: &serde_json::Value| w.check(&c, prev).run().err_code(999).msg;
+        let mut other = r.clone();
+        other["interfaces"][1]["mac"] = json!("02:00:00:00:00:01");
+        let want = format!("ptp: Interface eth0 Mac 02:00:00:00:00:01 doesn't match container Mac: {mac}");
+        assert_eq!(msg(&other), want, "{which:?}");
+        w.c(0).must(&["ip", "route", "del", &s.net4()]);
+        assert_eq!(msg(&r), format!("Failed to find Gateway {} for interface eth0", s.ip4(1)), "{which:?}");
+        w.c(0).must(&["ip", "link", "del", "eth0"]);
+        assert_eq!(msg(&r), "ptp: Container Interface name in prevResult: eth0 not found", "{which:?}");
+        w.c(0).must(&["ip", "link", "add", "eth0", "type", "bridge"]);
+        assert_eq!(msg(&r), "Error: Container interface eth0 not of type veth/p2p", "{which:?}");
+        w.c(0).must(&["ip", "link", "del", "eth0"]);
+        w.del(&c).run().ok();
+    });
+}

@@ -118,8 +118,8 @@ pub const IFA_F_TENTATIVE: u32 = 0x40;
 
 impl Netlink {
     /// Wait until no address of link `index` is tentative (IPv6 DAD done), polling every
-    /// 50 ms up to `timeout`. A DADFAILED address is an error; a link that is not
-    /// operationally up (DAD cannot progress) ends the wait without error.
+    /// 50 ms up to `timeout`. A DADFAILED address is an error; a link on which the kernel runs
+    /// no DAD (see [`dad_runs`]: down, or without carrier) ends the wait at once, without error.
     pub fn settle_addrs(&mut self, index: u32, timeout: std::time::Duration) -> anyhow::Result<()> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -130,9 +130,9 @@ impl Netlink {
             if !addrs.iter().any(|a| a.flags & IFA_F_TENTATIVE != 0) {
                 return Ok(());
             }
-            let oper_up = self.link_by_index(index)?.is_some_and(|l| l.oper_state == IF_OPER_UP);
-            if !oper_up {
-                tracing::debug!("link {index} is not operationally up; not waiting for DAD");
+            let Some(link) = self.link_by_index(index)? else { return Ok(()) };
+            if !dad_runs(link.oper_state) {
+                tracing::debug!("link {index} has operstate {}: no DAD runs, not waiting for it", link.oper_state);
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {
@@ -140,5 +140,26 @@ impl Netlink {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+}
+
+/// Does the kernel run IPv6 DAD on a link in RFC 2863 operstate `oper`? It starts DAD once the
+/// link is ready (`addrconf_link_ready`: `netif_oper_up`, operstate UP or UNKNOWN). UNKNOWN is
+/// what links that never report a state show while DAD runs on them (an ipvlan, whatever its
+/// lower device says); DOWN, LOWERLAYERDOWN (no carrier), DORMANT and the rest leave the
+/// addresses tentative until the link comes up, so waiting for them would only time out.
+pub fn dad_runs(oper: u8) -> bool {
+    matches!(oper, IF_OPER_UP | IF_OPER_UNKNOWN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dad_runs_on_links_up_or_of_unknown_state_only() {
+        // IF_OPER_*: UNKNOWN 0, NOTPRESENT 1, DOWN 2, LOWERLAYERDOWN 3, TESTING 4, DORMANT 5, UP 6
+        let runs: Vec<u8> = (0..=6).filter(|&s| dad_runs(s)).collect();
+        assert_eq!(runs, vec![IF_OPER_UNKNOWN, IF_OPER_UP]);
     }
 }

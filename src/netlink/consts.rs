@@ -34,6 +34,8 @@ pub const AF_INET6: u8 = 10;
 // link
 pub const IFF_UP: u32 = 0x1;
 pub const IFF_PROMISC: u32 = 0x100;
+/// RFC 2863 operstate: neither driver nor userspace set one (ipvlan, dummy, tun without carrier handling).
+pub const IF_OPER_UNKNOWN: u8 = 0;
 pub const IF_OPER_UP: u8 = 6;
 pub const IFLA_ADDRESS: u16 = 1;
 pub const IFLA_IFNAME: u16 = 3;

@@ -634,7 +634,8 @@ fn check(ctx: &Ctx) -> Result<()> {
     }
 
     // the container veth and its peer on the bridge
-    let (idx, c) = steps::check::container_veth(ctx, &mut cont, prev)?;
+    let words = steps::check::VethWords { prefix: "", kind: "veth" };
+    let (idx, c) = steps::check::container_veth(ctx, &mut cont, prev, words)?;
     let peer = c.link.context("container veth has no peer")?;
     // the host end: a prevResult interface outside the sandbox that is the container veth's
     // peer and a port of the bridge; its MAC, when prevResult gives one, must be the link's

@@ -76,7 +76,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     delegate::ipam_check(ctx)?;
-    let prev = steps::check::require_prev(ctx)?;
+    let prev = steps::check::require_prev_of(ctx, "dummy: ")?;
     let (idx, want) = steps::check::prev_iface(ctx, prev)?;
     let Some(link) = cont.link_by_name(&ctx.ifname)? else {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
@@ -84,7 +84,7 @@ fn check(ctx: &Ctx) -> Result<()> {
     steps::check::link_kind(&link, &ctx.ifname, "dummy")?;
     steps::check::link_mac(&link, want)?;
     if !link.is_up() {
-        bail!("Error: Container interface {} is down", ctx.ifname);
+        bail!("Interface {} is down", ctx.ifname);
     }
     steps::check::addrs(&mut cont, &ctx.ifname, idx, prev)
 }

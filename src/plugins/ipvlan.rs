@@ -97,8 +97,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     // a chained ipvlan takes its master and addresses from prevResult: one that does not parse
     // fails ADD (as the reference's loadConf), it is not taken for an absent one
     ctx.read_prev_result()?;
-    let mode = mode_of(conf.mode.as_deref())?;
+    // the chained master first, as the reference's loadConf (the mode is read when creating)
     let master = master_name(ctx, &conf)?;
+    let mode = mode_of(conf.mode.as_deref())?;
     // addresses come from IPAM, or (chained, without IPAM) from the previous result
     let reuse_prev = ctx.ipam_type().is_none() && ctx.prev_result.as_ref().is_some_and(|p| !p.ips.is_empty());
     if ctx.ipam_type().is_none() && !reuse_prev {

@@ -3,7 +3,7 @@
 use super::steps::{self, Undo};
 use crate::cni::plugin::{arg, cap, config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
-use crate::netlink::{LinkKind, LinkSpec, MacvlanMode, Netlink};
+use crate::netlink::{Link, LinkKind, LinkSpec, MacvlanMode, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
@@ -88,11 +88,10 @@ struct Loaded {
     mac: Option<[u8; 6]>,
 }
 
-/// Parse and validate the config; the MAC comes from runtimeConfig > CNI_ARGS MAC > `mac`.
-fn load(ctx: &Ctx) -> Result<Loaded> {
-    let conf: Conf = ctx.plugin_conf()?;
+/// Validate the config beyond the master and MTU (which [`master_and_mtu`] checks first, as the
+/// reference's loadConf does); the MAC comes from runtimeConfig > CNI_ARGS MAC > `mac`.
+fn load(ctx: &Ctx, conf: Conf) -> Result<Loaded> {
     let mode = mode_of(conf.mode.as_deref())?;
-    steps::link::check_mtu_not_negative(conf.mtu)?;
     if conf.bc_queue_len.is_some_and(|q| !(0..=i64::from(u32::MAX)).contains(&q)) {
         return Err(CniError::config("invalid bcqueuelen: must be between 0 and 4294967295").into());
     }
@@ -100,19 +99,26 @@ fn load(ctx: &Ctx) -> Result<Loaded> {
     Ok(Loaded { conf, mode, mac })
 }
 
+/// The lower device (the default-route interface when `master` is empty) and the MTU bound it
+/// sets: checked before the rest of the config, as v1.9.1's loadConf does (a missing master is
+/// `Link not found` whatever else is wrong).
+fn master_and_mtu(conf: &Conf, host: &mut Netlink, cont: &mut Netlink) -> Result<(Link, u32)> {
+    let nl = if conf.link_in_container { cont } else { host };
+    let master = steps::link::lookup_master(nl, conf.master.as_deref())?;
+    let mtu = steps::link::mtu_within_master(conf.mtu, &master)?;
+    Ok((master, mtu))
+}
+
 fn add(ctx: &Ctx) -> Result<CniResult> {
-    let Loaded { conf, mode, mac } = load(ctx)?;
+    let conf: Conf = ctx.plugin_conf()?;
     let ns = steps::ns::open(ctx)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
-    // 1. the lower device and its MTU bound
-    let master = {
-        let nl = if conf.link_in_container { &mut cont } else { &mut host };
-        steps::link::resolve_master(nl, conf.master.as_deref())?
-    };
-    let mtu = steps::link::mtu_within_master(conf.mtu, &master)?;
+    // 1. the lower device and its MTU bound, then the rest of the config
+    let (master, mtu) = master_and_mtu(&conf, &mut host, &mut cont)?;
+    let Loaded { conf, mode, mac } = load(ctx, conf)?;
 
     // 2. the macvlan, created under a temporary name in the container and renamed there
     let bcqueuelen = conf.bc_queue_len.filter(|&q| q > 0).and_then(|q| u32::try_from(q).ok());
@@ -151,13 +157,15 @@ fn del(ctx: &Ctx) -> Result<()> {
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
-    let Loaded { conf, mode, .. } = load(ctx)?;
+    let conf: Conf = ctx.plugin_conf()?;
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
+    // the master is looked up with the config, as the reference's loadConf does
+    master_and_mtu(&conf, &mut Netlink::new()?, &mut cont)?;
+    let Loaded { mode, .. } = load(ctx, conf)?;
     steps::ipam::check_if_set(ctx)?;
     let prev = steps::check::require_prev(ctx)?;
     let (idx, want) = steps::check::prev_iface(ctx, prev)?;
-    steps::check::master(&mut cont, conf.link_in_container, conf.master.as_deref())?;
     let Some(d) = steps::check::link_details(&mut cont, &ctx.ifname)? else {
         bail!("Container Interface name in prevResult: {} not found", ctx.ifname)
     };

@@ -230,7 +230,8 @@ fn check(ctx: &Ctx) -> Result<()> {
     let prev = steps::check::require_prev_of(ctx, "ptp: ")?;
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
-    let (idx, _) = steps::check::container_veth(ctx, &mut cont, prev)?;
+    let words = steps::check::VethWords { prefix: "ptp: ", kind: "veth/p2p" };
+    let (idx, _) = steps::check::container_veth(ctx, &mut cont, prev, words)?;
     steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }
 

@@ -57,7 +57,8 @@ struct Conf {
     link_in_container: bool,
 }
 
-/// Parse and validate what needs no kernel: master given, VLAN id 0-4094, MTU not negative.
+/// Parse and validate what needs no kernel: master given, VLAN id 0-4094 (the MTU is checked
+/// against the master's on ADD, as the reference checks it with the master looked up).
 fn load(ctx: &Ctx) -> Result<(Conf, String, u16)> {
     let conf: Conf = ctx.plugin_conf()?;
     let Some(master) = conf.master.clone().filter(|m| !m.is_empty()) else {
@@ -68,12 +69,12 @@ fn load(ctx: &Ctx) -> Result<(Conf, String, u16)> {
     };
     let Some(id) = u16::try_from(conf.vlan_id).ok().filter(|&v| v <= 4094) else {
         return Err(CniError::config(format!(
-            "invalid VLAN ID {} (must be between 0 and 4094 inclusive)",
+            // sic: the reference's words, though it refuses 4095 too
+            "invalid VLAN ID {} (must be between 0 and 4095 inclusive)",
             conf.vlan_id
         ))
         .into());
     };
-    steps::link::check_mtu_not_negative(conf.mtu)?;
     Ok((conf, master, id))
 }
 
@@ -89,7 +90,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     let master = {
         let nl = if conf.link_in_container { &mut cont } else { &mut host };
-        steps::link::resolve_master(nl, Some(&master))?
+        steps::link::lookup_master(nl, Some(&master))?
     };
     let mtu = steps::link::mtu_within_master(conf.mtu, &master)?;
     let template = LinkSpec {
@@ -130,12 +131,14 @@ fn check(ctx: &Ctx) -> Result<()> {
         bail!("vlan: Container Interface name in prevResult: {} not found", ctx.ifname)
     };
     steps::check::link_kind(&d.link, &ctx.ifname, "vlan")?;
-    steps::check::link_mac(&d.link, want)?;
+    steps::check::link_mac_of(&d.link, want, "vlan: ")?;
+    // the reference's words, sic ("promisc" for the VLAN id, "Tuning" in a vlan plugin)
     if d.vlan_id != Some(id) {
-        bail!("Error: container link {} has VLAN id {:?}, configured {id}", ctx.ifname, d.vlan_id);
+        let have = d.vlan_id.unwrap_or_default();
+        bail!("Error: Tuning link {} configured promisc is {id}, current value is {have}", ctx.ifname);
     }
     if conf.mtu != 0 && i64::from(d.link.mtu) != conf.mtu {
-        bail!("Error: configured MTU of {} is {}, current value is {}", ctx.ifname, conf.mtu, d.link.mtu);
+        bail!("Error: Tuning configured MTU of {} is {}, current value is {}", ctx.ifname, conf.mtu, d.link.mtu);
     }
     steps::check::addrs_and_routes(&mut cont, &ctx.ifname, idx, prev)
 }

@@ -51,23 +51,40 @@ pub fn prev_iface<'a>(ctx: &Ctx, prev: &'a CniResult) -> Result<(usize, &'a Inte
     }
 }
 
+/// How a plugin's reference words its CHECK of the container veth: the prefix of its
+/// messages (`ptp: `) and the type it names for a link that is no veth (`veth/p2p`).
+pub struct VethWords {
+    pub prefix: &'static str,
+    pub kind: &'static str,
+}
+
 /// The container veth of bridge and ptp: its prevResult entry, and the link, which must be a
-/// veth with the prevResult MAC. Returns the entry's index and the link.
-pub fn container_veth(ctx: &Ctx, cont: &mut Netlink, prev: &CniResult) -> Result<(usize, Link)> {
+/// veth with the prevResult MAC (in the plugin's reference's `words`). Returns the entry's
+/// index and the link.
+pub fn container_veth(ctx: &Ctx, cont: &mut Netlink, prev: &CniResult, words: VethWords) -> Result<(usize, Link)> {
     let idx = veth_iface(ctx, prev)?;
-    let c = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("interface {} not found", ctx.ifname))?;
-    link_kind(&c, &ctx.ifname, "veth")?;
+    let c = cont
+        .link_by_name(&ctx.ifname)?
+        .with_context(|| format!("{}Container Interface name in prevResult: {} not found", words.prefix, ctx.ifname))?;
+    if c.kind.as_deref() != Some("veth") {
+        anyhow::bail!("Error: Container interface {} not of type {}", ctx.ifname, words.kind);
+    }
     if let Some(want) = prev.interfaces.get(idx) {
-        link_mac(&c, want)?;
+        link_mac_of(&c, want, words.prefix)?;
     }
     Ok((idx, c))
 }
 
 /// The link has the prevResult MAC (when the prevResult gives one).
 pub fn link_mac(link: &Link, want: &Interface) -> Result<()> {
+    link_mac_of(link, want, "")
+}
+
+/// [`link_mac`] for the plugins whose reference prefixes the message (`ptp: `, `vlan: `).
+pub fn link_mac_of(link: &Link, want: &Interface, prefix: &str) -> Result<()> {
     if let (Some(w), Some(h)) = (want.mac.as_deref().filter(|m| !m.is_empty()), link.mac_string()) {
         if !w.eq_ignore_ascii_case(&h) {
-            anyhow::bail!("Interface {} Mac {w} doesn't match container Mac: {h}", want.name);
+            anyhow::bail!("{prefix}Interface {} Mac {w} doesn't match container Mac: {h}", want.name);
         }
     }
     Ok(())
@@ -132,7 +149,9 @@ pub fn addrs(nl: &mut Netlink, ifname: &str, idx: usize, prev: &CniResult) -> Re
                 .iter()
                 .any(|r| r.oif == Some(link.index) && r.dst == Some(net) && r.table != Some(RT_TABLE_LOCAL));
         if !found {
-            anyhow::bail!("Failed to find ip route {net} on interface {ifname}");
+            // the reference's words (ValidateExpectedInterfaceIPs), whose route lookup is by dst
+            let gw = ip.gateway.map_or_else(|| "<nil>".to_string(), |g| g.to_string());
+            anyhow::bail!("Failed to find Gateway {gw} for interface {ifname}");
         }
     }
     Ok(())
@@ -215,6 +234,10 @@ mod tests {
         assert_eq!(
             link_mac(&l, &p.interfaces[2]).unwrap_err().to_string(),
             "Interface eth0 Mac 02:00:00:00:00:01 doesn't match container Mac: 02:00:00:00:00:02"
+        );
+        assert_eq!(
+            link_mac_of(&l, &p.interfaces[2], "ptp: ").unwrap_err().to_string(),
+            "ptp: Interface eth0 Mac 02:00:00:00:00:01 doesn't match container Mac: 02:00:00:00:00:02"
         );
     }
 }

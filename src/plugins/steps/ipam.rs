@@ -58,22 +58,25 @@ fn when_set(ctx: &Ctx, verb: fn(&Ctx) -> Result<()>) -> Result<()> {
     }
 }
 
-/// The `dns` key of a plugin config, if any field of it is set.
+/// The `dns` key of a plugin config, when it is set as v1.9.1's `dnsConfSet` (bridge, ptp) sees
+/// it: a list that is present counts even when empty (Go decodes `[]` as a non-nil slice), so
+/// `"nameservers": []` replaces the IPAM's DNS with none; a `null` or absent list does not, nor
+/// does an empty `domain`. (macvlan, ipvlan, vlan, tap and host-device take the config's `dns`
+/// whatever it holds, as the reference: `unwrap_or_default()`.)
 pub fn conf_dns(ctx: &Ctx) -> Option<crate::cni::result::Dns> {
     let d = ctx.get("dns")?;
+    let list = |k: &str| d.get(k).and_then(|v| v.as_array());
     let strings = |k: &str| -> Vec<String> {
-        d.get(k)
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-            .unwrap_or_default()
+        list(k).map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
     };
-    let dns = crate::cni::result::Dns {
+    let domain = d.get("domain").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from);
+    let set = domain.is_some() || ["nameservers", "search", "options"].into_iter().any(|k| list(k).is_some());
+    set.then(|| crate::cni::result::Dns {
         nameservers: strings("nameservers"),
-        domain: d.get("domain").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from),
+        domain,
         search: strings("search"),
         options: strings("options"),
-    };
-    (!dns.is_empty()).then_some(dns)
+    })
 }
 
 /// Apply an IPAM result to `ifname` inside the container (the reference's ConfigureIface):
@@ -122,7 +125,8 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
     }
     nl.link_set_up(link.index, true).with_context(|| format!("failed to set {ifname:?} UP"))?;
     if v6gw.is_some() {
-        // IPv6 DAD: up to 5 s, fail on DADFAILED, give up silently when the link is not oper-up
+        // IPv6 DAD: up to 5 s, fail on DADFAILED; at once when the kernel runs no DAD on the link
+        // (down, no carrier: see netlink::addr::dad_runs; an ipvlan's UNKNOWN is waited for)
         nl.settle_addrs(link.index, std::time::Duration::from_secs(5))?;
     }
     for r in &result.routes {
@@ -167,7 +171,13 @@ mod tests {
     fn conf_dns_only_when_something_is_set() {
         let ctx = |conf: &str| Ctx { conf: config::parse_folded(conf.as_bytes()).unwrap(), ..Ctx::new(Command::Add) };
         assert_eq!(conf_dns(&ctx("{}")), None);
-        assert_eq!(conf_dns(&ctx(r#"{"dns": {"domain": "", "nameservers": []}}"#)), None);
+        // v1.9.1's dnsConfSet: an empty domain and null lists set nothing; a present list does
+        for unset in [r#"{"dns": {}}"#, r#"{"dns": null}"#, r#"{"dns": {"domain": "", "nameservers": null}}"#] {
+            assert_eq!(conf_dns(&ctx(unset)), None, "{unset}");
+        }
+        for empty in [r#"{"dns": {"nameservers": []}}"#, r#"{"dns": {"search": []}}"#, r#"{"dns": {"options": []}}"#] {
+            assert_eq!(conf_dns(&ctx(empty)), Some(Default::default()), "{empty}");
+        }
         let d = conf_dns(&ctx(r#"{"DNS": {"Nameservers": ["198.18.0.53"], "domain": "x", "search": ["a"]}}"#)).unwrap();
         assert_eq!(
             (d.nameservers, d.domain, d.search),

@@ -27,18 +27,32 @@ pub fn default_route_ifname(nl: &mut Netlink) -> Result<String> {
     anyhow::bail!("no default route interface found")
 }
 
-/// Resolve the lower device of a macvlan/ipvlan/vlan: `master` (or the default-route interface
-/// when empty) looked up on `nl` (the host's or, with linkInContainer, the container's socket).
-/// A named master that does not exist is a configuration error (code 7).
+/// The lower device of a macvlan/ipvlan/vlan: `master` (or the default-route interface when
+/// empty) looked up on `nl` (the host's or, with linkInContainer, the container's socket). A named
+/// master that does not exist is a configuration error (code 7) in the words of the reference's
+/// netlink library, `Link not found`, which v1.9.1's macvlan and vlan return as they are from
+/// their loadConf (ADD; macvlan's CHECK).
+pub fn lookup_master(nl: &mut Netlink, master: Option<&str>) -> Result<Link> {
+    let name = master_name(nl, master)?;
+    link_named(nl, &name)
+}
+
+/// [`lookup_master`] in the words of ipvlan's ADD and of the CHECKs that look the master up
+/// after loading the config (ipvlan, vlan): `failed to lookup master "eth9": Link not found`.
 pub fn resolve_master(nl: &mut Netlink, master: Option<&str>) -> Result<Link> {
-    let name = match master.filter(|m| !m.is_empty()) {
-        Some(m) => m.to_string(),
-        None => default_route_ifname(nl)?,
-    };
-    match nl.link_by_name(&name)? {
-        Some(l) => Ok(l),
-        None => Err(CniError::config(format!("failed to lookup master {name:?}: Link not found")).into()),
+    let name = master_name(nl, master)?;
+    link_named(nl, &name).with_context(|| format!("failed to lookup master {name:?}"))
+}
+
+fn master_name(nl: &mut Netlink, master: Option<&str>) -> Result<String> {
+    match master.filter(|m| !m.is_empty()) {
+        Some(m) => Ok(m.to_string()),
+        None => default_route_ifname(nl),
     }
+}
+
+fn link_named(nl: &mut Netlink, name: &str) -> Result<Link> {
+    nl.link_by_name(name)?.ok_or_else(|| CniError::config("Link not found").into())
 }
 
 /// Create a link for the container under a temporary `veth…` name and rename it to `ifname`
@@ -244,21 +258,13 @@ fn decode_error(path: &str, want: &str, got: &serde_json::Value) -> anyhow::Erro
     .into()
 }
 
-/// Config check of a sub-interface MTU (macvlan, vlan): not negative.
-pub fn check_mtu_not_negative(mtu: i64) -> Result<()> {
-    if mtu < 0 {
-        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU]")).into());
-    }
-    Ok(())
-}
-
-/// ADD: a sub-interface MTU must not exceed its master's; returns it as u32 (0 = inherit).
+/// ADD (and macvlan's CHECK): a sub-interface MTU (macvlan, vlan) is within 0 and its master's
+/// (the reference's words, code 7); returns it as u32 (0 = inherit).
 pub fn mtu_within_master(mtu: i64, master: &Link) -> Result<u32> {
-    let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
-    if mtu > master.mtu {
-        return Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into());
+    match u32::try_from(mtu) {
+        Ok(m) if m <= master.mtu => Ok(m),
+        _ => Err(CniError::config(format!("invalid MTU {mtu}, must be [0, master MTU({})]", master.mtu)).into()),
     }
-    Ok(mtu)
 }
 
 #[cfg(test)]
@@ -333,11 +339,13 @@ mod tests {
 
     #[test]
     fn mtu_rules() {
-        assert!(check_mtu_not_negative(0).is_ok());
-        assert_eq!(CniError::from_anyhow(&check_mtu_not_negative(-1).unwrap_err()).code, 7);
         let master = Link { mtu: 1500, ..Default::default() };
         assert_eq!(mtu_within_master(0, &master).unwrap(), 0);
         assert_eq!(mtu_within_master(1500, &master).unwrap(), 1500);
-        assert_eq!(CniError::from_anyhow(&mtu_within_master(1501, &master).unwrap_err()).code, 7);
+        for bad in [1501, -1, i64::MIN, i64::from(u32::MAX) + 1] {
+            let e = CniError::from_anyhow(&mtu_within_master(bad, &master).unwrap_err());
+            // the master's MTU is named for a negative value too, as by the reference
+            assert_eq!((e.code, e.msg), (7, format!("invalid MTU {bad}, must be [0, master MTU(1500)]")));
+        }
     }
 }
