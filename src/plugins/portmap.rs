@@ -24,7 +24,6 @@ use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall::portmap::{self as pm, BackendHints, PortMapping, PortmapSpec};
 use crate::firewall::{conntrack, BackendKind, ENV_BACKEND};
-use crate::netlink::addr::Family;
 use crate::netlink::socket::Netlink;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -231,15 +230,17 @@ fn spec(ctx: &Ctx, c: &Conf, ip: IpNet) -> PortmapSpec {
     }
 }
 
-/// The host interface the kernel routes `ip` through (longest matching main-table route).
+/// The host interface the kernel routes `ip` through (its own lookup: rules, tables, metrics),
+/// as the reference's `getRoutableHostIF` (`netlink.RouteGet`); None when there is no route.
 fn routable_host_if(nl: &mut Netlink, ip: IpAddr) -> Result<Option<String>> {
-    let fam = if ip.is_ipv4() { Family::V4 } else { Family::V6 };
-    let best = nl
-        .routes(fam, Some(254))?
-        .into_iter()
-        .filter(|r| r.oif.is_some() && r.dst.is_none_or(|d| d.contains(&ip)))
-        .max_by_key(|r| r.dst.map(|d| d.prefix_len()).unwrap_or(0));
-    match best.and_then(|r| r.oif) {
+    let oif = match nl.route_get(ip) {
+        Ok(route) => route.and_then(|r| r.oif),
+        Err(e) => {
+            tracing::debug!("portmap: no route to {ip}: {e:#}");
+            None
+        }
+    };
+    match oif {
         Some(i) => Ok(nl.link_by_index(i)?.map(|l| l.name)),
         None => Ok(None),
     }
