@@ -573,6 +573,109 @@ fn bridge_ipmasq_del_of_one_interface_keeps_the_other_masqueraded() {
     assert!(!nat().contains("CNI-"), "the last DEL removes the chain:\n{}", nat());
 }
 
+/// One container on one ipMasq network (iptables) through two bridges with their own subnets,
+/// eth0 then eth1; `nat` after each step. Both share the chain of network + container id.
+fn ipmasq_two_subnets_side(imp: Impl, tag: &str, s: &Subnets) -> (World, Vec<String>, Vec<Value>) {
+    let w = World::new(tag, 1, imp);
+    w.host_nodad();
+    let nets = [s.net4(), format!("{}.0/24", s.v4b)];
+    let confs: Vec<Value> = ["cmbr0", "cmbr1"]
+        .iter()
+        .zip(&nets)
+        .map(|(br, net)| {
+            let mut c = bridge_conf(&w, "brmasqsub", br, &[net]);
+            c["ipMasq"] = json!(true);
+            c["ipMasqBackend"] = json!("iptables");
+            c["ipam"].as_object_mut().unwrap().remove("routes"); // one default route is enough
+            c
+        })
+        .collect();
+    let nat = || {
+        let t = w.host.ok("iptables-save -t nat");
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_string() + "\n")
+            .collect()
+    };
+    let mut steps = vec![];
+    w.add(&confs[0]).cid("c4").run().ok();
+    steps.push(nat());
+    w.add(&confs[1]).cid("c4").ifname("eth1").run().ok();
+    steps.push(nat());
+    (w, steps, confs)
+}
+
+/// Regression: the second interface's ADD redeclared (flushed) the shared masquerade chain, so
+/// the first subnet's ACCEPT (traffic inside it is not masqueraded) was lost. As the reference's
+/// `SetupIPMasq` (append what is missing), the nat table after both ADDs equals the reference's.
+/// DEL of eth1 removes its jump and its subnet's ACCEPT (no other jump comes from that subnet):
+/// the table is the one after eth0's ADD alone (the reference's DEL flushes the chain and fails,
+/// "Device or resource busy", see docs/differences.md); the last DEL removes the chain.
+#[test]
+fn bridge_ipmasq_second_subnet_of_a_container_keeps_the_first_ones_rules() {
+    let s = Subnets::alloc();
+    let (w, ours, confs) = ipmasq_two_subnets_side(Impl::Ours, "brmsubo", &s);
+    let chain = cni_multi::names::ipmasq_chain("brmasqsub", "c4");
+    let rules: Vec<&str> = ours[1].lines().filter(|l| l.starts_with(&format!("-A {chain} "))).collect();
+    assert_eq!(rules.len(), 3, "ACCEPT of each subnet and one MASQUERADE:\n{}", ours[1]);
+    assert!(rules[0].contains(&format!("-d {} ", s.net4())) && rules[2].contains(&format!("-d {}.0/24 ", s.v4b)));
+    if have_reference("bridge") {
+        let (theirs_w, theirs, theirs_confs) = ipmasq_two_subnets_side(Impl::Reference, "brmsubr", &s);
+        assert_eq!(ours, theirs, "nat after each ADD: ours, then the reference's");
+        let del = theirs_w.del(&theirs_confs[1]).cid("c4").ifname("eth1").run();
+        assert!(!del.success(), "the reference's DEL of eth1 fails (the chain is busy)");
+    }
+    w.del(&confs[1]).cid("c4").ifname("eth1").run().ok();
+    let after: String = w
+        .host
+        .ok("iptables-save -t nat")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(" [").next().unwrap_or(l).to_string() + "\n")
+        .collect();
+    assert_eq!(after, ours[0], "after DEL of eth1: as after eth0's ADD alone");
+    w.del(&confs[0]).cid("c4").run().ok();
+    assert!(!w.host.ok("iptables-save -t nat").contains("CNI-"), "{}", w.host.ok("iptables-save -t nat"));
+    // the nftables backend keeps each interface's rule apart (its comment names the interface)
+    let mut nft: Vec<Value> = confs.clone();
+    for c in &mut nft {
+        c["ipMasqBackend"] = json!("nftables");
+    }
+    w.add(&nft[0]).cid("c4").run().ok();
+    w.add(&nft[1]).cid("c4").ifname("eth1").run().ok();
+    let t = w.host.ok("nft list chain inet cni_plugins_masquerade masq_checks");
+    assert!(t.contains(&format!("daddr != {}", s.net4())) && t.contains(&format!("daddr != {}.0/24", s.v4b)), "{t}");
+    w.del(&nft[1]).cid("c4").ifname("eth1").run().ok();
+    let t = w.host.ok("nft list chain inet cni_plugins_masquerade masq_checks");
+    assert!(t.contains(&format!("daddr != {}", s.net4())) && !t.contains(&format!("{}.0/24", s.v4b)), "{t}");
+    w.del(&nft[0]).cid("c4").run().ok();
+}
+
+/// A POSTROUTING jump in the form very old plugins wrote (`-s <subnet>` instead of the address)
+/// is removed by DEL with the chain, as the reference's `TeardownIPMasq` ("downward
+/// compatibility"). Regression: ours took it for another interface's jump and left both.
+#[test]
+fn bridge_ipmasq_del_removes_a_legacy_subnet_jump_and_the_chain() {
+    each_impl("brmleg", 1, &["bridge"], |w, _, tag| {
+        let s = Subnets::alloc();
+        let mut conf = v4_conf(w, &s, tag);
+        conf["ipMasq"] = json!(true);
+        conf["ipMasqBackend"] = json!("iptables");
+        let r = w.add(&conf).run().ok();
+        let addr = result_ips(&r)[0].clone();
+        let ip = addr.split('/').next().unwrap();
+        let nat = || w.host.ok("iptables-save -t nat");
+        let jump = nat().lines().find(|l| l.starts_with("-A POSTROUTING") && l.contains("CNI-")).unwrap().to_string();
+        let legacy = jump.replace(&format!("-s {ip}/32"), &format!("-s {addr}"));
+        assert_ne!(legacy, jump);
+        w.host.ok(&format!("iptables -t nat -D {}", &jump[3..]));
+        w.host.ok(&format!("iptables -t nat -A {}", &legacy[3..]));
+        assert!(nat().contains(&format!("-s {}", s.net4())), "{}", nat());
+        w.del(&conf).run().ok();
+        assert!(!nat().contains("CNI-"), "the legacy jump and the chain are gone:\n{}", nat());
+    });
+}
+
 /// GC with `cni.dev/valid-attachments`, and no CNI_NETNS, CNI_IFNAME or CNI_CONTAINERID.
 fn gc_call<'w>(w: &'w World, conf: &Value, valid: Value) -> plugin::Call<'w> {
     let mut c = conf.clone();

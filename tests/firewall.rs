@@ -326,8 +326,8 @@ fn pm_apply(kind: BackendKind, spec: &PortmapSpec) {
 
 fn pm_remove(kind: BackendKind, spec: &PortmapSpec) {
     match kind {
-        BackendKind::Nftables => portmap::nft_remove(&spec.container_id).unwrap(),
-        BackendKind::Iptables => portmap::iptables_remove(&spec.network, &spec.container_id).unwrap(),
+        BackendKind::Nftables => portmap::nft_remove(&spec.container_id, None).unwrap(),
+        BackendKind::Iptables => portmap::iptables_remove(&spec.network, &spec.container_id, None).unwrap(),
     }
 }
 
@@ -531,7 +531,7 @@ fn reference_iptables_portmap_same_rules_and_cross_cleanup() {
     let by_reference = nat(&host);
     assert!(by_reference.contains(&portmap::dn_chain("pmref", "pmcid")), "{by_reference}");
     // our DEL removes the reference's per-container state
-    host.run_in(|| portmap::iptables_remove("pmref", "pmcid").unwrap());
+    host.run_in(|| portmap::iptables_remove("pmref", "pmcid", None).unwrap());
     let after_del = nat(&host);
     assert!(!after_del.contains("CNI-DN-"), "{after_del}");
     // our ADD writes the same text the reference wrote
@@ -1104,7 +1104,7 @@ fn iptables_nft_native_read_is_iptables_save() {
         let ips: Vec<IpNet> = vec!["198.18.7.2/24".parse().unwrap(), "fd00:7::2/64".parse().unwrap()];
         let spec = firewall::ipmasq::MasqSpec { network: "nat-net", container_id: "cid-a", ifname: "eth0", ips: &ips };
         firewall::ipmasq::remove(&spec).unwrap();
-        portmap::iptables_remove("pmnetnative", "pm-cid").unwrap();
+        portmap::iptables_remove("pmnetnative", "pm-cid", None).unwrap();
     });
     let after = netfilter(&host).text();
     assert!(!after.contains(&chain), "{after}");

@@ -23,6 +23,7 @@ mod keys;
 mod logging;
 mod loopback;
 mod meta;
+mod portmap;
 mod protocol;
 mod ptp;
 mod stress;

@@ -20,6 +20,7 @@ use super::{Attachment, BackendKind};
 use crate::cni::CniError;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -276,30 +277,33 @@ pub fn comment_container_id(network: &str, comment: &str) -> Option<String> {
     go_unquote(rest)
 }
 
-/// Restore input that sets up masquerading for `ips` (all of one family) in `state`.
+/// Restore input that sets up masquerading for `ips` (all of one family) in `state` (which must
+/// hold the rules of POSTROUTING and of the container's chain); None when everything is there.
+/// As the reference's `SetupIPMasq`: the chain is created when missing, and each rule (the
+/// subnet's ACCEPT, the MASQUERADE, the address's POSTROUTING jump) is appended unless it is
+/// there, so another interface of the container on this network (the chain is shared: its name
+/// and comment hold no interface) keeps its rules.
 pub fn masq_setup_input(state: &NatState, network: &str, container_id: &str, ips: &[IpNet]) -> Option<String> {
     let first = ips.first()?;
     let v6 = first.addr().is_ipv6();
     let chain = chain_name(network, container_id);
     let c = restore_quote(&comment(network, container_id));
     let multicast = if v6 { "ff00::/8" } else { "224.0.0.0/4" };
-    let mut chain_rules: Vec<String> = Vec::new();
+    let mut planned: Vec<String> = Vec::new();
     for ip in ips {
-        let accept = format!("-A {chain} -d {} -j ACCEPT -m comment --comment {c}", ip.trunc());
-        let masq = format!("-A {chain} ! -d {multicast} -j MASQUERADE -m comment --comment {c}");
+        let accept = format!("-d {} -j ACCEPT -m comment --comment {c}", ip.trunc());
+        let masq = format!("! -d {multicast} -j MASQUERADE -m comment --comment {c}");
         for r in [accept, masq] {
-            if !chain_rules.contains(&r) {
-                chain_rules.push(r);
+            if !planned.contains(&r) && !has_exact_rule(state, &chain, &split_args(&r)) {
+                planned.push(r);
             }
         }
     }
-    let mut out = String::from("*nat\n");
-    // Declaring an existing user chain with --noflush flushes it: the chain is rewritten whole.
-    out.push_str(&format!(":{chain} - [0:0]\n"));
-    for r in &chain_rules {
-        out.push_str(r);
-        out.push('\n');
+    let mut lines: Vec<String> = Vec::new();
+    if !state.chains.contains(&chain) {
+        lines.push(format!(":{chain} - [0:0]"));
     }
+    lines.extend(planned.iter().map(|r| format!("-A {chain} {r}")));
     for ip in ips {
         let host = ip.addr();
         let plen = if v6 { 128 } else { 32 };
@@ -312,44 +316,70 @@ pub fn masq_setup_input(state: &NatState, network: &str, container_id: &str, ips
                 && arg_after(&args, "-s").is_some_and(|s| s == format!("{host}/{plen}") || s == host.to_string())
         });
         if !present {
-            out.push_str(&format!("-A POSTROUTING -s {host} -j {chain} -m comment --comment {c}\n"));
+            lines.push(format!("-A POSTROUTING -s {host} -j {chain} -m comment --comment {c}"));
         }
     }
-    out.push_str("COMMIT\n");
-    Some(out)
+    wrap_table("nat", &lines)
 }
 
 /// Restore lines removing the masquerade of the addresses `ips` (one family): their POSTROUTING
-/// jumps to `chain`, and the chain itself once no other jump uses it. Another interface of the
-/// same container on the same network shares the chain (its name and comment have no ifname, as
-/// the reference's): its jumps and the chain stay, so it keeps masquerading (the reference's DEL
-/// fails there, "Device or resource busy", after flushing the chain). No addresses (the netns
-/// was gone): every jump and the chain.
+/// jumps to `chain` (also one in the form very old plugins wrote, `-s <subnet>`, which the
+/// reference's `TeardownIPMasq` deletes "for downward compatibility"), and the chain itself once
+/// no other jump uses it. Another interface of the same container on the same network shares the
+/// chain (its name and comment have no ifname, as the reference's): its jumps and the chain stay,
+/// so it keeps masquerading (the reference's DEL fails there, "Device or resource busy", after
+/// flushing the chain); only the ACCEPT of a subnet of `ips` from which no remaining jump comes
+/// goes. No addresses (the netns was gone): every jump and the chain.
 pub fn masq_teardown_lines(state: &NatState, chain: &str, ips: &[IpNet]) -> Vec<String> {
     if ips.is_empty() {
         return chain_teardown_lines(state, chain);
     }
     let ours = |s: &str| {
         ips.iter().any(|ip| {
-            let plen = if ip.addr().is_ipv6() { 128 } else { 32 };
-            s == ip.addr().to_string() || s == format!("{}/{plen}", ip.addr())
+            let plen = ip.max_prefix_len();
+            s == ip.addr().to_string()
+                || s == format!("{}/{plen}", ip.addr())
+                || (ip.prefix_len() < plen && s.parse::<IpNet>().is_ok_and(|n| n == ip.trunc()))
         })
     };
     let mut lines = Vec::new();
-    let mut others = false;
+    let mut others: Vec<IpNet> = Vec::new();
+    let mut other_jump = false;
     for (ch, line) in &state.rules {
         let args = split_args(line);
         if ch != "POSTROUTING" || arg_after(&args, "-j") != Some(chain) {
             continue;
         }
-        match (arg_after(&args, "-s").is_some_and(ours), line.strip_prefix("-A ")) {
+        let src = arg_after(&args, "-s");
+        match (src.is_some_and(ours), line.strip_prefix("-A ")) {
             (true, Some(rest)) => lines.push(format!("-D {rest}")),
-            _ => others = true,
+            _ => {
+                other_jump = true;
+                others.extend(
+                    src.and_then(|s| s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))),
+                );
+            }
         }
     }
-    if !others && state.chains.iter().any(|c| c == chain) {
-        lines.push(format!("-F {chain}"));
-        lines.push(format!("-X {chain}"));
+    if !other_jump {
+        if state.chains.iter().any(|c| c == chain) {
+            lines.push(format!("-F {chain}"));
+            lines.push(format!("-X {chain}"));
+        }
+        return lines;
+    }
+    // the ACCEPT of a subnet of ours that no remaining jump's source lies in
+    for (ch, line) in &state.rules {
+        let args = split_args(line);
+        if ch != chain || arg_after(&args, "-j") != Some("ACCEPT") || args.iter().any(|a| a == "!") {
+            continue;
+        }
+        let Some(dst) = arg_after(&args, "-d").and_then(|d| d.parse::<IpNet>().ok()) else { continue };
+        let mine = ips.iter().any(|ip| ip.trunc() == dst.trunc());
+        let needed = others.iter().any(|o| dst.contains(&o.addr()));
+        if let (true, false, Some(rest)) = (mine, needed, line.strip_prefix("-A ")) {
+            lines.push(format!("-D {rest}"));
+        }
     }
     lines
 }
@@ -726,8 +756,11 @@ impl MasqBackend for IptablesBackend {
             if fam_ips.is_empty() {
                 continue;
             }
-            // masq_setup_input reads POSTROUTING's rules (the container's chain is rewritten whole)
-            self.change(v6, "nat", &["POSTROUTING"], |st| Ok(masq_setup_input(st, network, container_id, &fam_ips)))?;
+            // masq_setup_input reads the rules of POSTROUTING and of the container's chain
+            let chain = chain_name(network, container_id);
+            self.change(v6, "nat", &["POSTROUTING", &chain], |st| {
+                Ok(masq_setup_input(st, network, container_id, &fam_ips))
+            })?;
         }
         Ok(())
     }
@@ -866,10 +899,82 @@ COMMIT
         assert_eq!(
             input,
             format!(
-                "*nat\n:{chain} - [0:0]\n-A {chain} -d 198.18.0.0/24 -j ACCEPT -m comment --comment {c}\n\
+                "*nat\n-A {chain} -d 198.18.0.0/24 -j ACCEPT -m comment --comment {c}\n\
                  -A {chain} ! -d 224.0.0.0/4 -j MASQUERADE -m comment --comment {c}\n\
                  -A POSTROUTING -s 198.18.0.6 -j {chain} -m comment --comment {c}\nCOMMIT\n"
             )
+        );
+        // a missing chain is declared
+        let input = masq_setup_input(&parse_save(SAVE), "net", "c1", &ips).unwrap();
+        assert!(input.starts_with(&format!("*nat\n:{chain} - [0:0]\n")), "{input}");
+    }
+
+    /// `nat` after eth0 (198.18.5.4/24) of container c4 on network brnet, as iptables-save
+    /// prints it.
+    fn masq_saved(chain: &str) -> String {
+        let c = r#""name: \"brnet\" id: \"c4\"""#;
+        format!(
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n:{chain} - [0:0]\n\
+             -A POSTROUTING -s 198.18.5.4/32 -m comment --comment {c} -j {chain}\n\
+             -A {chain} -d 198.18.5.0/24 -m comment --comment {c} -j ACCEPT\n\
+             -A {chain} ! -d 224.0.0.0/4 -m comment --comment {c} -j MASQUERADE\nCOMMIT\n"
+        )
+    }
+
+    /// Regression: the second interface's setup redeclared (flushed) the shared chain, losing the
+    /// first subnet's ACCEPT. As the reference's AppendUnique: only what is missing is appended.
+    #[test]
+    fn masq_setup_of_a_second_interface_appends_only_what_is_missing() {
+        let chain = chain_name("brnet", "c4");
+        let st = parse_save(&masq_saved(&chain));
+        let c = r#""name: \"brnet\" id: \"c4\"""#;
+        let eth1: Vec<IpNet> = vec!["198.18.6.7/24".parse().unwrap()];
+        assert_eq!(
+            masq_setup_input(&st, "brnet", "c4", &eth1).unwrap(),
+            format!(
+                "*nat\n-A {chain} -d 198.18.6.0/24 -j ACCEPT -m comment --comment {c}\n\
+                 -A POSTROUTING -s 198.18.6.7 -j {chain} -m comment --comment {c}\nCOMMIT\n"
+            )
+        );
+        // everything of eth0 is there: nothing to do
+        let eth0: Vec<IpNet> = vec!["198.18.5.4/24".parse().unwrap()];
+        assert_eq!(masq_setup_input(&st, "brnet", "c4", &eth0), None);
+    }
+
+    #[test]
+    fn masq_teardown_keeps_what_another_interface_needs_and_takes_a_legacy_jump() {
+        let chain = chain_name("brnet", "c4");
+        let c = r#""name: \"brnet\" id: \"c4\"""#;
+        let both = masq_saved(&chain).replace(
+            "COMMIT",
+            &format!(
+                "-A POSTROUTING -s 198.18.6.7/32 -m comment --comment {c} -j {chain}\n\
+                 -A {chain} -d 198.18.6.0/24 -m comment --comment {c} -j ACCEPT\nCOMMIT"
+            ),
+        );
+        let st = parse_save(&both);
+        let eth1: Vec<IpNet> = vec!["198.18.6.7/24".parse().unwrap()];
+        assert_eq!(
+            masq_teardown_lines(&st, &chain, &eth1),
+            vec![
+                format!("-D POSTROUTING -s 198.18.6.7/32 -m comment --comment {c} -j {chain}"),
+                format!("-D {chain} -d 198.18.6.0/24 -m comment --comment {c} -j ACCEPT"),
+            ]
+        );
+        // eth0's subnet ACCEPT stays while eth1 (same subnet here) still jumps
+        let same: Vec<IpNet> = vec!["198.18.6.9/24".parse().unwrap()];
+        let st2 = parse_save(&both.replace("198.18.5.4/32", "198.18.6.9/32"));
+        assert_eq!(masq_teardown_lines(&st2, &chain, &same).len(), 1);
+        // the legacy form of the jump (-s <subnet>) is this address's: the chain goes with it
+        let legacy = parse_save(&masq_saved(&chain).replace("-s 198.18.5.4/32", "-s 198.18.5.0/24"));
+        let eth0: Vec<IpNet> = vec!["198.18.5.4/24".parse().unwrap()];
+        assert_eq!(
+            masq_teardown_lines(&legacy, &chain, &eth0),
+            vec![
+                format!("-D POSTROUTING -s 198.18.5.0/24 -m comment --comment {c} -j {chain}"),
+                format!("-F {chain}"),
+                format!("-X {chain}"),
+            ]
         );
     }
 

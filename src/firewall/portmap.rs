@@ -30,7 +30,8 @@ use super::iptables::{
 };
 use super::nft::decode::{list_rules, RuleInfo};
 use super::nft::expr::{
-    dnat_to, match_addr, match_fib_daddr_local, match_ip_protocol, match_l4proto, match_th_dport, CmpOp,
+    dnat_to, match_addr, match_fib_daddr_local, match_ip_protocol, match_l4proto, match_th_dport, meta_key, Base,
+    CmpOp, NAT_RANGE_MAP_IPS,
 };
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
@@ -46,7 +47,8 @@ use std::net::{IpAddr, Ipv4Addr};
 pub struct PortMapping {
     pub host_port: u16,
     pub container_port: u16,
-    /// "tcp", "udp" or "sctp" (used verbatim, as the reference).
+    /// "tcp", "udp" or "sctp" in any case, or "6", "17", "132" (used verbatim in iptables
+    /// rules, as the reference).
     pub protocol: String,
     pub host_ip: Option<IpAddr>,
 }
@@ -110,7 +112,8 @@ fn config_err(msg: impl Into<String>) -> anyhow::Error {
     CniError::config(msg).into()
 }
 
-/// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`,
+/// The backend, chosen once: `env` (`CNI_MULTI_FIREWALL_BACKEND`), else the config's `backend`
+/// (any other value than "iptables" or "nftables", even "", is refused with v1.9.1's message),
 /// else the options only one backend has (`externalSetMarkChain`, iptables-syntax conditions ⇒
 /// iptables; nft-syntax conditions ⇒ nftables), else `default` (the reference's rule,
 /// [`super::default_backend`]). An option of the other backend than the one chosen is an invalid
@@ -135,10 +138,21 @@ pub fn choose(
             None => {}
         }
     }
-    let explicit = env.filter(|s| !s.is_empty()).or(key.filter(|s| !s.is_empty()));
-    let kind = match explicit {
-        Some(b) => BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?,
-        None => match (ipt.is_empty(), nft.is_empty()) {
+    let kind = match (env.filter(|s| !s.is_empty()), key) {
+        (Some(b), _) => BackendKind::parse(b).map_err(|e| config_err(format!("{e:#}")))?,
+        // a `backend` v1.9.1 does not know ("" too) fails as there: after its check for options
+        // of the other backend (iptables' for any value but "iptables")
+        (None, Some(k)) => match BackendKind::parse(k) {
+            Ok(kind) => kind,
+            Err(_) if !ipt.is_empty() => {
+                return Err(config_err(format!(
+                    "{k} backend was requested but configuration contains iptables-specific options [{}]",
+                    ipt.join(" ")
+                )))
+            }
+            Err(_) => return Err(config_err(format!("unrecognized backend {}", crate::cni::result::go_quote(k)))),
+        },
+        (None, None) => match (ipt.is_empty(), nft.is_empty()) {
             (false, false) => {
                 return Err(config_err(format!(
                     "options of both backends (conditions of both syntaxes?): configuration contains \
@@ -200,9 +214,10 @@ pub fn ensure_all(backend: BackendKind, specs: &[PortmapSpec]) -> Result<()> {
             }
         }
     }
+    let ips: Vec<IpAddr> = specs.iter().map(|s| s.container_ip.addr()).collect();
     for s in specs {
         if let Err(e) = ensure(backend, s) {
-            if let Err(u) = remove(&s.network, &s.container_id) {
+            if let Err(u) = remove(&s.network, &s.container_id, Some(&ips)) {
                 tracing::warn!("portmap: removing the mappings of a failed ADD: {u:#}");
             }
             return Err(e.context(format!("unable to forward ports to {}", s.container_ip.addr())));
@@ -211,14 +226,17 @@ pub fn ensure_all(backend: BackendKind, specs: &[PortmapSpec]) -> Result<()> {
     Ok(())
 }
 
-/// DEL: the container's rules in both backends and both families (the shared teardown policy).
-/// The iptables side is only read when iptables state of ours can exist on this node (checked
-/// without exec), so a node without iptables pays nothing.
-pub fn remove(network: &str, container_id: &str) -> Result<()> {
+/// DEL in both backends and both families (the shared teardown policy): with `ips` (the
+/// attachment's container addresses, from prevResult) the rules of that attachment, and what the
+/// container's attachments share (its iptables DN chain and entry rules) once none of theirs is
+/// left; without (no prevResult) everything of the container, as the reference. The iptables
+/// side is only read when iptables state of ours can exist on this node (checked without exec),
+/// so a node without iptables pays nothing.
+pub fn remove(network: &str, container_id: &str, ips: Option<&[IpAddr]>) -> Result<()> {
     let dn = dn_chain(network, container_id);
     teardown_both(
-        || if iptables_state_possible(&dn) { iptables_remove(network, container_id) } else { Ok(()) },
-        || nft_remove(container_id),
+        || if iptables_state_possible(&dn) { iptables_remove(network, container_id, ips) } else { Ok(()) },
+        || nft_remove(container_id, ips),
     )
     .context("could not teardown ipv4 dnat")
 }
@@ -267,11 +285,24 @@ fn iptables_check(s: &PortmapSpec) -> Result<()> {
     }
 }
 
-/// A mapping's protocol: tcp, udp or sctp, any case (what the reference maps).
+/// A mapping's protocol: tcp, udp or sctp, any case, or their numbers 6, 17, 132 (what the
+/// reference maps; see [`protocol_name`]).
 fn proto_number(p: &str) -> Result<u8> {
-    match p.to_ascii_lowercase().as_str() {
+    match protocol_name(&p.to_ascii_lowercase()) {
         name @ ("tcp" | "udp" | "sctp") => super::ip_proto_number(name).context("protocol table"),
-        other => bail!("unsupported portmap protocol {other:?}"),
+        _ => bail!("unsupported portmap protocol {p:?}"),
+    }
+}
+
+/// The name of a mapping protocol given by its IANA number ("6", "17", "132"), else `p` itself.
+/// The iptables rules keep the number as the reference writes it (iptables holds `-p 6` as
+/// `-p tcp`); nft and the conntrack flush go by the name.
+pub fn protocol_name(p: &str) -> &str {
+    match p {
+        "6" => "tcp",
+        "17" => "udp",
+        "132" => "sctp",
+        p => p,
     }
 }
 
@@ -307,14 +338,15 @@ pub fn nft_setup_batch(spec: &PortmapSpec) -> Result<Batch> {
     Ok(b)
 }
 
-/// The fast plan against a dumped state of the family's table: deletes the container's old
-/// rules (if any), declares only what is missing, leaves the shared chains alone when their
-/// rules are already the ones we would write.
+/// The fast plan against a dumped state of the family's table: deletes this attachment's old
+/// rules (if any; another attachment's rules of the same container stay), declares only what is
+/// missing, leaves the shared chains alone when their rules are already the ones we would write.
 pub fn nft_setup_batch_fast(st: &TableState, spec: &PortmapSpec) -> Result<Batch> {
     let f = nft_family(spec.container_ip.addr().is_ipv6());
+    let ip = [spec.container_ip.addr()];
     let mut b = Batch::new();
     for chain in [HOSTPORTS, HOSTIP_HOSTPORTS, MASQUERADING] {
-        for r in st.rules_of(chain).filter(|r| r.comment.as_deref() == Some(spec.container_id.as_str())) {
+        for r in st.rules_of(chain).filter(|r| nft_is_attachments(r, &spec.container_id, Some(&ip))) {
             b.del_rule(f, NFT_TABLE, &r.chain, r.handle);
         }
     }
@@ -326,8 +358,6 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Resul
     let v6 = spec.container_ip.addr().is_ipv6();
     let conditions = super::nft::cond::parse(&spec.conditions, v6)?;
     let f = nft_family(v6);
-    let c = spec.container_ip.addr();
-    let cid = spec.container_id.as_str();
     let rule = |chain: &str, exprs: Vec<Expr>, comment: Option<&str>| Rule {
         family: f,
         table: NFT_TABLE.into(),
@@ -355,6 +385,27 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Resul
             BaseChain { chain_type: "nat", hook: Hook::Postrouting, priority: prio::SRCNAT, policy_accept: None };
         b.ensure_chain(st, f, NFT_TABLE, MASQUERADING, Some(&base), None);
     }
+    for r in nft_attachment_rules(spec)? {
+        b.add_rule(&r);
+    }
+    Ok(())
+}
+
+/// The attachment's own rules in one family's table (each commented with the container id): a
+/// DNAT rule per mapping of the family, then with `snat` the masquerades of hairpin traffic (and,
+/// IPv4 without masqAll, of localhost traffic) to the container address.
+fn nft_attachment_rules(spec: &PortmapSpec) -> Result<Vec<Rule>> {
+    let v6 = spec.container_ip.addr().is_ipv6();
+    let f = nft_family(v6);
+    let c = spec.container_ip.addr();
+    let rule = |chain: &str, exprs: Vec<Expr>| Rule {
+        family: f,
+        table: NFT_TABLE.into(),
+        chain: chain.into(),
+        exprs,
+        comment: Some(spec.container_id.clone()),
+    };
+    let mut out = Vec::new();
     for (m, host_ip) in family_mappings(spec) {
         let proto = proto_number(&m.protocol)?;
         let mut e = Vec::new();
@@ -366,7 +417,7 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Resul
         e.extend(if v6 { match_l4proto(proto) } else { match_ip_protocol(proto) });
         e.extend(match_th_dport(m.host_port));
         e.extend(dnat_to(c, Some(m.container_port)));
-        b.add_rule(&rule(HOSTPORTS, e, Some(cid)));
+        out.push(rule(HOSTPORTS, e));
     }
     if spec.snat {
         let plen = if v6 { 128 } else { 32 };
@@ -376,15 +427,59 @@ fn nft_plan(b: &mut Batch, st: Option<&TableState>, spec: &PortmapSpec) -> Resul
         }
         e.extend(match_addr(false, c, plen, CmpOp::Eq));
         e.push(Expr::Masq);
-        b.add_rule(&rule(MASQUERADING, e, Some(cid)));
+        out.push(rule(MASQUERADING, e));
         if !v6 && !spec.masq_all {
             let mut e = match_addr(true, IpAddr::V4(Ipv4Addr::LOCALHOST), 32, CmpOp::Eq);
             e.extend(match_addr(false, c, plen, CmpOp::Eq));
             e.push(Expr::Masq);
-            b.add_rule(&rule(MASQUERADING, e, Some(cid)));
+            out.push(rule(MASQUERADING, e));
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Is `r` (a rule of the layout) for the container address `ip`: a mapping whose DNAT target it
+/// is, or a masquerade of traffic to it? Both implementations' rules carry the address there,
+/// while their comment is the container id alone, shared by all the container's attachments.
+fn nft_rule_is_for(r: &RuleInfo, ip: IpAddr) -> bool {
+    let bytes = match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let dnat = r.exprs.iter().any(|e| matches!(e, Expr::Nat { .. }))
+        && r.exprs.iter().any(|e| matches!(e, Expr::Immediate { data, .. } if *data == bytes));
+    let daddr = match_addr(false, ip, if ip.is_ipv6() { 128 } else { 32 }, CmpOp::Eq);
+    let masq = r.exprs.contains(&Expr::Masq) && r.exprs.windows(daddr.len()).any(|w| w == daddr.as_slice());
+    dnat || masq
+}
+
+/// Is `r` the container's (its comment is the container id), and with `ips`, of the attachment
+/// with those addresses ([`nft_rule_is_for`])?
+fn nft_is_attachments(r: &RuleInfo, container_id: &str, ips: Option<&[IpAddr]>) -> bool {
+    r.comment.as_deref() == Some(container_id) && ips.is_none_or(|ips| ips.iter().any(|ip| nft_rule_is_for(r, *ip)))
+}
+
+/// A rule's expressions as written and as the kernel reports them, in one form: `ip protocol P`
+/// read as `meta l4proto P` (the same packets in a table of one family, written either way: ours,
+/// `nft`'s for the reference's text), and a NAT to an address with the map-IPs flag the kernel
+/// adds to it.
+fn nft_normalized(exprs: &[Expr]) -> Vec<Expr> {
+    exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Payload { dreg, base: Base::Network, offset: 9, len: 1 } => {
+                Expr::Meta { key: meta_key::L4PROTO, dreg: *dreg }
+            }
+            Expr::Nat { nat_type, family, addr_min: Some(a), proto_min, flags } => Expr::Nat {
+                nat_type: *nat_type,
+                family: *family,
+                addr_min: Some(*a),
+                proto_min: *proto_min,
+                flags: Some(flags.unwrap_or(0) | NAT_RANGE_MAP_IPS),
+            },
+            e => e.clone(),
+        })
+        .collect()
 }
 
 /// Rules of the container (comment == container id) in the per-container chains of one table.
@@ -397,20 +492,22 @@ fn nft_container_rules(s: &mut NftSocket, f: Family, container_id: &str) -> Resu
     Ok(out)
 }
 
-/// nftables: sets up the mappings of one container address (one transaction). Replaces the
-/// container's previous rules of this family. Nothing is touched when there are no mappings.
+/// nftables: sets up the mappings of one container address (one transaction). Replaces this
+/// attachment's previous rules of this family (the rules for this address); the container's
+/// other attachments keep theirs. Nothing is touched when there are no mappings.
 pub fn nft_ensure(spec: &PortmapSpec) -> Result<()> {
     if family_mappings(spec).is_empty() {
         return Ok(());
     }
     let f = nft_family(spec.container_ip.addr().is_ipv6());
+    let ip = [spec.container_ip.addr()];
     let mut s = NftSocket::cached()?;
     s.transact(|s, fast| -> Result<Batch> {
         if fast {
             return nft_setup_batch_fast(&TableState::read(s, f, NFT_TABLE)?, spec);
         }
         let mut b = Batch::new();
-        for r in &nft_container_rules(s, f, &spec.container_id)? {
+        for r in nft_container_rules(s, f, &spec.container_id)?.iter().filter(|r| nft_rule_is_for(r, ip[0])) {
             b.del_rule(f, NFT_TABLE, &r.chain, r.handle);
         }
         nft_plan(&mut b, None, spec)?;
@@ -419,13 +516,14 @@ pub fn nft_ensure(spec: &PortmapSpec) -> Result<()> {
     .context("unable to set up nftables rules for port mappings")
 }
 
-/// nftables: deletes the container's rules in both families (missing tables are fine).
-pub fn nft_remove(container_id: &str) -> Result<()> {
+/// nftables: deletes the container's rules in both families (missing tables are fine), with
+/// `ips` only those of the attachment with these addresses.
+pub fn nft_remove(container_id: &str, ips: Option<&[IpAddr]>) -> Result<()> {
     let mut s = NftSocket::cached()?;
     for f in [Family::Ip, Family::Ip6] {
         let rules = nft_container_rules(&mut s, f, container_id)?;
         let mut b = Batch::new();
-        for r in &rules {
+        for r in rules.iter().filter(|r| nft_is_attachments(r, container_id, ips)) {
             b.del_rule(f, NFT_TABLE, &r.chain, r.handle);
         }
         s.commit(&b).context("error deleting nftables rules")?;
@@ -433,32 +531,20 @@ pub fn nft_remove(container_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// nftables CHECK as the reference: at least as many rules with the container-id comment as
-/// expected in each chain.
+/// nftables CHECK: every rule ADD makes for this attachment ([`nft_attachment_rules`]: each
+/// mapping's DNAT to this address and port, the masquerades) is there, commented with the
+/// container id (a mapping rule in `hostports` or the reference's `hostip_hostports`). The
+/// reference's CHECK only counts the container's rules, so another attachment's rules (or a
+/// mapping to another port) passed it.
 pub fn nft_check(spec: &PortmapSpec) -> Result<()> {
-    let v6 = spec.container_ip.addr().is_ipv6();
-    let f = nft_family(v6);
+    let f = nft_family(spec.container_ip.addr().is_ipv6());
     let mut s = NftSocket::cached()?;
-    let maps = family_mappings(spec).len();
-    let masq = if spec.snat {
-        if !v6 && !spec.masq_all {
-            2
-        } else {
-            1
-        }
-    } else {
-        0
-    };
-    for (chain, want) in [(HOSTPORTS, maps), (MASQUERADING, masq)] {
-        if want == 0 {
-            continue;
-        }
-        let have = list_rules(&mut s, f, NFT_TABLE, Some(chain))?
-            .iter()
-            .filter(|r| r.comment.as_deref() == Some(spec.container_id.as_str()))
-            .count();
-        if have < want {
-            bail!("missing hostport rules in {chain:?} chain");
+    let have = nft_container_rules(&mut s, f, &spec.container_id)?;
+    for want in nft_attachment_rules(spec)? {
+        let chains: &[&str] = if want.chain == MASQUERADING { &[MASQUERADING] } else { &[HOSTPORTS, HOSTIP_HOSTPORTS] };
+        let exprs = nft_normalized(&want.exprs);
+        if !have.iter().any(|r| chains.contains(&r.chain.as_str()) && nft_normalized(&r.exprs) == exprs) {
+            bail!("missing hostport rules in {:?} chain", want.chain);
         }
     }
     Ok(())
@@ -478,7 +564,7 @@ fn fmt_ip_port(ip: IpAddr, port: u16) -> String {
 }
 
 fn arg_is(args: &[String], flag: &str, val: &str) -> bool {
-    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).is_some_and(|v| v == val)
+    arg_val(args, flag) == Some(val)
 }
 
 /// One rule of the plan: `-A <chain> <args>` (or `-I <chain> 1 <args>` when `first`).
@@ -593,6 +679,15 @@ fn plan(spec: &PortmapSpec) -> Result<Plan> {
         let to = fmt_ip_port(spec.container_ip.addr(), m.container_port);
         p.dn.push(rule(&dn, format!("{base} -j DNAT --to-destination {to}")));
     }
+    // identical rules once (two mappings of one host port share their mark rules), as the
+    // reference's insert-unless-present writes them
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    p.dn.retain(|r| {
+        let c = canonical_rule(&split_args(&r.args));
+        let new = !seen.contains(&c);
+        seen.push(c);
+        new
+    });
     Ok(p)
 }
 
@@ -600,20 +695,124 @@ fn present(state: &NatState, r: &PlannedRule) -> bool {
     has_exact_rule(state, &r.chain, &split_args(&r.args))
 }
 
-/// Restore input (nat table) setting up one container address; None when there is nothing to map.
+/// A rule of a container's DN chain, read: its saved line, its [`canonical_rule`] form, its
+/// match without source and target (`-p P --dport H [-d hostIP]`, what a mapping's mark rules
+/// share with its DNAT rule), and for a DNAT rule, the address and the (protocol, port) it maps.
+struct DnRule<'a> {
+    line: &'a str,
+    canon: Vec<String>,
+    base: Vec<String>,
+    dnat_to: Option<IpAddr>,
+    dport: Option<(u8, u16)>,
+}
+
+/// The value after `flag`.
+fn arg_val<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+/// The address of a `--to-destination` value (`A`, `A:P`, `[A6]:P`, `A6`).
+fn dnat_addr(to: &str) -> Option<IpAddr> {
+    if let Ok(a) = to.parse() {
+        return Some(a);
+    }
+    match to.strip_prefix('[') {
+        Some(rest) => rest.split(']').next()?.parse().ok(),
+        None => to.split(':').next()?.parse().ok(),
+    }
+}
+
+fn proto_of(args: &[String]) -> Option<u8> {
+    super::ip_proto_number(protocol_name(&arg_val(args, "-p")?.to_ascii_lowercase()))
+}
+
+/// The rules of chain `dn` in `state`.
+fn dn_rules<'a>(state: &'a NatState, dn: &str) -> Vec<DnRule<'a>> {
+    state
+        .rules
+        .iter()
+        .filter(|(c, _)| c == dn)
+        .map(|(_, line)| {
+            let args = split_args(line);
+            let rule = args.get(2..).unwrap_or_default();
+            let canon = canonical_rule(rule);
+            let base = canon
+                .iter()
+                .filter(|g| !["-s\0", "!-s\0", "-j\0", "--to-destination\0"].iter().any(|p| g.starts_with(p)))
+                .cloned()
+                .collect();
+            let dnat_to = (arg_val(rule, "-j") == Some("DNAT")).then(|| arg_val(rule, "--to-destination")).flatten();
+            let dport = proto_of(rule).zip(arg_val(rule, "--dport").and_then(|p| p.parse().ok()));
+            DnRule { line, canon, base, dnat_to: dnat_to.and_then(dnat_addr), dport }
+        })
+        .collect()
+}
+
+/// The container's DN-chain rules split into those of the attachment with the addresses `ips`
+/// and the others (another attachment of the same container on the same network shares the
+/// chain): a DNAT rule is the attachment's when its target is one of `ips`, a mark rule when its
+/// match is that of one of the attachment's DNAT rules and of no other's.
+fn split_dn<'a, 'b>(rules: &'b [DnRule<'a>], ips: &[IpAddr]) -> (Vec<&'b DnRule<'a>>, Vec<&'b DnRule<'a>>) {
+    let bases = |ours: bool| -> Vec<&Vec<String>> {
+        rules.iter().filter(|r| r.dnat_to.is_some_and(|a| ips.contains(&a) == ours)).map(|r| &r.base).collect()
+    };
+    let (our_bases, other_bases) = (bases(true), bases(false));
+    rules.iter().partition(|r| match r.dnat_to {
+        Some(a) => ips.contains(&a),
+        None => our_bases.contains(&&r.base) && !other_bases.contains(&&r.base),
+    })
+}
+
+/// The (protocol, port) pairs an entry rule sends to the DN chain; None when it cannot be read.
+fn entry_ports(args: &[String]) -> Option<Vec<(u8, u16)>> {
+    let proto = proto_of(args)?;
+    let ports = arg_val(args, "--dports").or_else(|| arg_val(args, "--destination-ports"))?;
+    ports.split(',').map(|p| p.parse().ok().map(|p| (proto, p))).collect()
+}
+
+/// Is an entry rule (not among the plan's) the attachment's stale one: every port it sends is one
+/// of `ours` and none one of `others`' DNAT rules? An entry of the other attachments stays.
+fn entry_is_ours(args: &[String], ours: &[(u8, u16)], others: &[(u8, u16)]) -> bool {
+    entry_ports(args).is_some_and(|ps| !ps.is_empty() && ps.iter().all(|p| ours.contains(p) && !others.contains(p)))
+}
+
+fn dnat_ports(rules: &[&DnRule]) -> Vec<(u8, u16)> {
+    rules.iter().filter(|r| r.dnat_to.is_some()).filter_map(|r| r.dport).collect()
+}
+
+/// Restore input (nat table) setting up one container address; None when there is nothing to map
+/// or everything is in place. `state` holds the rules of the shared chains and of the
+/// container's DN chain. The shared chains' rules and the entry rules are ensured one by one (the
+/// reference's insert-unless-present: what is there stays where it is); the DN chain is created
+/// when missing, and this attachment's rules in it (this address's DNAT rules and their mark
+/// rules) are rewritten at its end unless they already are the plan's. The rules of the
+/// container's other attachments on this network, which share the chain, stay, and so do their
+/// entry rules; with no other attachment every entry rule the plan lacks goes (a re-ADD with
+/// other mappings replaces them; the reference keeps the old ones).
 pub fn iptables_setup_input(state: &NatState, spec: &PortmapSpec) -> Result<Option<String>> {
     if spec.mappings.is_empty() {
         return Ok(None);
     }
     let p = plan(spec)?;
     let dn = dn_chain(&spec.network, &spec.container_id);
-    // The container's chain is declared (created, or flushed when it exists) and rewritten.
-    let decl = p.chains.iter().filter(|c| **c == dn || !state.chains.contains(c)).map(|c| format!(":{c} - [0:0]"));
-    let mut lines: Vec<String> = p.shared.iter().filter(|r| !present(state, r)).map(PlannedRule::line).collect();
+    let mut lines: Vec<String> =
+        p.chains.iter().filter(|c| !state.chains.contains(c)).map(|c| format!(":{c} - [0:0]")).collect();
+    lines.extend(p.shared.iter().filter(|r| !present(state, r)).map(PlannedRule::line));
+    let rules = dn_rules(state, &dn);
+    let (ours, others) = split_dn(&rules, &[spec.container_ip.addr()]);
+    let canon = |r: &PlannedRule| canonical_rule(&split_args(&r.args));
+    let want: Vec<&PlannedRule> = p.dn.iter().filter(|r| !others.iter().any(|o| o.canon == canon(r))).collect();
+    let in_place = ours.len() == want.len() && ours.iter().zip(&want).all(|(o, w)| o.canon == canon(w));
+    let mut dn_lines = Vec::new();
+    if !in_place {
+        dn_lines.extend(ours.iter().filter_map(|o| o.line.strip_prefix("-A ")).map(|rest| format!("-D {rest}")));
+        dn_lines.extend(want.iter().map(|w| w.line()));
+    }
     // Entry rules are APPENDED to CNI-HOSTPORT-DNAT in sorted protocol order, as the reference
-    // does (after two pods, the first pod's entries come first). As the reference's
-    // insert-unless-present, an entry the container already has stays where it is; its other
-    // entries (stale mappings) are deleted.
+    // does (after two pods, the first pod's entries come first).
+    let other_ports = dnat_ports(&others);
+    let mut our_ports = dnat_ports(&ours);
+    our_ports.extend(spec.mappings.iter().filter_map(|m| Some((proto_number(&m.protocol).ok()?, m.host_port))));
     let mut entries: Vec<&PlannedRule> = p.entries.iter().collect();
     for (c, l) in &state.rules {
         let args = split_args(l);
@@ -621,26 +820,21 @@ pub fn iptables_setup_input(state: &NatState, spec: &PortmapSpec) -> Result<Opti
             continue;
         }
         let have = canonical_rule(args.get(2..).unwrap_or_default());
-        match entries.iter().position(|e| canonical_rule(&split_args(&e.args)) == have) {
+        match entries.iter().position(|e| canon(e) == have) {
             Some(i) => {
                 entries.remove(i);
             }
-            None => {
+            None if others.is_empty() || entry_is_ours(&args, &our_ports, &other_ports) => {
                 if let Some(rest) = l.strip_prefix("-A ") {
                     lines.push(format!("-D {rest}"));
                 }
             }
+            None => {}
         }
     }
     lines.extend(entries.iter().map(|e| e.line()));
-    lines.extend(p.dn.iter().map(PlannedRule::line));
-    let mut out = String::from("*nat\n");
-    for l in decl.chain(lines) {
-        out.push_str(&l);
-        out.push('\n');
-    }
-    out.push_str("COMMIT\n");
-    Ok(Some(out))
+    lines.extend(dn_lines);
+    Ok(super::iptables::wrap_table("nat", &lines))
 }
 
 /// What of ADD's rules for one container address ([`plan`]) `state` lacks, as the reference's
@@ -666,6 +860,39 @@ pub fn iptables_teardown_lines(state: &NatState, network: &str, container_id: &s
     lines
 }
 
+/// Restore lines removing the attachment with the container addresses `ips` (of this family):
+/// its rules in the container's DN chain and the entry rules only it needs; when the chain keeps
+/// no other attachment's rule, the whole of [`iptables_teardown_lines`]. Nothing when `ips` is
+/// empty (the attachment has no address of this family, so it made nothing here).
+pub fn iptables_attachment_teardown_lines(
+    state: &NatState,
+    network: &str,
+    container_id: &str,
+    ips: &[IpAddr],
+) -> Vec<String> {
+    if ips.is_empty() {
+        return Vec::new();
+    }
+    let dn = dn_chain(network, container_id);
+    let rules = dn_rules(state, &dn);
+    let (ours, others) = split_dn(&rules, ips);
+    if others.is_empty() {
+        return iptables_teardown_lines(state, network, container_id);
+    }
+    let mut lines: Vec<String> =
+        ours.iter().filter_map(|o| o.line.strip_prefix("-A ")).map(|rest| format!("-D {rest}")).collect();
+    let (our_ports, other_ports) = (dnat_ports(&ours), dnat_ports(&others));
+    for (c, l) in &state.rules {
+        let args = split_args(l);
+        if c == TOP_DNAT && arg_is(&args, "-j", &dn) && entry_is_ours(&args, &our_ports, &other_ports) {
+            if let Some(rest) = l.strip_prefix("-A ") {
+                lines.push(format!("-D {rest}"));
+            }
+        }
+    }
+    lines
+}
+
 /// iptables: sets up one container address (one save + one restore exec).
 pub fn iptables_ensure(spec: &PortmapSpec) -> Result<()> {
     let v6 = spec.container_ip.addr().is_ipv6();
@@ -673,16 +900,23 @@ pub fn iptables_ensure(spec: &PortmapSpec) -> Result<()> {
     if spec.mappings.is_empty() {
         return Ok(());
     }
-    // the chains iptables_setup_input reads (the container's DN chain is rewritten whole)
-    let reads = [SETMARK, MARK_MASQ, "POSTROUTING", "PREROUTING", "OUTPUT", TOP_DNAT];
+    // the chains iptables_setup_input reads
+    let dn = dn_chain(&spec.network, &spec.container_id);
+    let reads = [SETMARK, MARK_MASQ, "POSTROUTING", "PREROUTING", "OUTPUT", TOP_DNAT, &dn];
     ipt.change(v6, "nat", &reads, |st| iptables_setup_input(st, spec)).context("unable to setup DNAT")
 }
 
-/// iptables: removes the container's chains in both families; a family whose tool is unusable
-/// is skipped unless both are.
-pub fn iptables_remove(network: &str, container_id: &str) -> Result<()> {
-    let done = IptablesBackend
-        .teardown_each(&[false, true], "nat", |_, st| iptables_teardown_lines(st, network, container_id));
+/// iptables: removes the container's chains in both families (with `ips`, the attachment's
+/// rules: [`iptables_attachment_teardown_lines`]); a family whose tool is unusable is skipped
+/// unless both are.
+pub fn iptables_remove(network: &str, container_id: &str, ips: Option<&[IpAddr]>) -> Result<()> {
+    let done = IptablesBackend.teardown_each(&[false, true], "nat", |v6, st| match ips {
+        None => iptables_teardown_lines(st, network, container_id),
+        Some(ips) => {
+            let fam: Vec<IpAddr> = ips.iter().filter(|i| i.is_ipv6() == v6).copied().collect();
+            iptables_attachment_teardown_lines(st, network, container_id, &fam)
+        }
+    });
     if done.iter().all(|t| !t.readable) {
         bail!("neither iptables nor ip6tables is usable");
     }
@@ -924,10 +1158,8 @@ mod tests {
         let st = parse_save(&text);
         let s = spec("198.18.0.5/24");
         assert_eq!(iptables_missing(&st, &s).unwrap(), None);
-        // ADD planned against that state changes nothing but rewrites the DN chain
-        let input = iptables_setup_input(&st, &s).unwrap().unwrap();
-        assert!(!input.contains("CNI-HOSTPORT-DNAT -"), "{input}");
-        assert!(!input.contains("SETMARK -m") && !input.contains("POSTROUTING"), "{input}");
+        // ADD planned against that state changes nothing at all
+        assert_eq!(iptables_setup_input(&st, &s).unwrap(), None);
         let tweak = |f: &dyn Fn(&mut PortMapping)| {
             let mut t = s.clone();
             f(&mut t.mappings[0]);
@@ -996,6 +1228,102 @@ mod tests {
             input.contains("-p tcp --destination-ports 9090 -j") && input.contains("-p udp --destination-ports 53 -j")
         );
         assert!(!input.contains(&format!("-A {dn} ")), "no rule of the DN chain applies to IPv6: {input}");
+    }
+
+    /// Saved `nat` with the rules ADD made for `s` (its own DN chain and entries, read back).
+    fn saved_with(base: &str, s: &PortmapSpec) -> String {
+        let st = parse_save(base);
+        let input = iptables_setup_input(&st, s).unwrap().unwrap();
+        let mut lines: Vec<String> = base.lines().filter(|l| *l != "COMMIT").map(str::to_string).collect();
+        for l in input.lines().filter(|l| l.starts_with(':') || l.starts_with("-A ") || l.starts_with("-I ")) {
+            // (saved form: "-I POSTROUTING 1 …" is listed as "-A POSTROUTING …")
+            let l = l.strip_prefix("-I POSTROUTING 1 ").map_or(l.to_string(), |r| format!("-A POSTROUTING {r}"));
+            if !lines.contains(&l) {
+                lines.push(l);
+            }
+        }
+        lines.push("COMMIT".into());
+        lines.join("\n") + "\n"
+    }
+
+    /// Regression: ADD of a container's second attachment on the network (another address, same
+    /// DN chain) redeclared the chain, dropping the first one's rules, and deleted its entry.
+    #[test]
+    fn iptables_second_attachment_keeps_the_first_ones_rules_and_del_takes_its_own() {
+        let a = spec("198.18.0.5/24");
+        let mut b = spec("198.18.1.5/24");
+        b.mappings = vec![PortMapping { host_port: 8081, container_port: 80, protocol: "tcp".into(), host_ip: None }];
+        let dn = dn_chain("net", "cid1");
+        let after_a = saved_with("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n", &a);
+        let input = iptables_setup_input(&parse_save(&after_a), &b).unwrap().unwrap();
+        assert!(!input.contains(&format!(":{dn}")) && !input.contains("-D "), "{input}");
+        assert_eq!(input.matches(&format!("-A {dn} ")).count(), 3, "{input}");
+        assert!(input.contains("--destination-ports 8081 -j"), "{input}");
+        let both = saved_with(&after_a, &b);
+        // each attachment's ADD again changes nothing; CHECK of each passes
+        for s in [&a, &b] {
+            assert_eq!(iptables_setup_input(&parse_save(&both), s).unwrap(), None);
+            assert_eq!(iptables_missing(&parse_save(&both), s).unwrap(), None);
+        }
+        // DEL of b: its three rules and its entry; a's stay
+        let st = parse_save(&both);
+        let lines = iptables_attachment_teardown_lines(&st, "net", "cid1", &["198.18.1.5".parse().unwrap()]);
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.starts_with("-D ") && (l.contains("8081") || l.contains("198.18.1.0/24"))));
+        // DEL of the last attachment (or without addresses): the chain and every entry
+        let only_a = parse_save(&after_a);
+        let lines = iptables_attachment_teardown_lines(&only_a, "net", "cid1", &["198.18.0.5".parse().unwrap()]);
+        assert_eq!(lines, iptables_teardown_lines(&only_a, "net", "cid1"));
+        assert!(lines.contains(&format!("-X {dn}")));
+        // an attachment without an address of this family made nothing here
+        assert!(iptables_attachment_teardown_lines(&only_a, "net", "cid1", &[]).is_empty());
+        // a re-ADD of a with another mapping replaces a's rules and entries, b's stay
+        let mut a2 = a.clone();
+        a2.mappings = vec![PortMapping { host_port: 9090, container_port: 90, protocol: "tcp".into(), host_ip: None }];
+        let input = iptables_setup_input(&st, &a2).unwrap().unwrap();
+        let deleted: Vec<&str> = input.lines().filter(|l| l.starts_with("-D ")).collect();
+        assert_eq!(deleted.len(), 8, "a's 6 rules and 2 entries:\n{input}");
+        assert!(deleted.iter().all(|l| !l.contains("8081") && !l.contains("198.18.1.")), "{input}");
+    }
+
+    /// Two mappings of one host port (to two container ports) share their mark rules: written
+    /// once, as the reference's insert-unless-present leaves them.
+    #[test]
+    fn iptables_identical_rules_are_written_once() {
+        let mut s = spec("198.18.0.5/24");
+        let m = |c: u16| PortMapping { host_port: 8080, container_port: c, protocol: "tcp".into(), host_ip: None };
+        s.mappings = vec![m(80), m(81)];
+        let input = iptables_setup_input(&NatState::default(), &s).unwrap().unwrap();
+        let dn = dn_chain("net", "cid1");
+        assert_eq!(input.matches(&format!("-A {dn} ")).count(), 4, "{input}");
+        assert_eq!(input.matches("-j CNI-HOSTPORT-SETMARK").count(), 2, "{input}");
+        assert!(input.contains("--destination-ports 8080,8080 -j"), "the reference's entry: {input}");
+    }
+
+    #[test]
+    fn nft_rules_are_told_apart_by_the_address_they_map_to() {
+        let a = spec("198.18.0.5/24");
+        let mut b = spec("198.18.1.5/24");
+        b.masq_all = true;
+        let info = |r: &Rule| RuleInfo {
+            family: 2,
+            table: r.table.clone(),
+            chain: r.chain.clone(),
+            handle: 1,
+            comment: r.comment.clone(),
+            exprs: r.exprs.clone(),
+        };
+        let (ra, rb) = (nft_attachment_rules(&a).unwrap(), nft_attachment_rules(&b).unwrap());
+        assert_eq!((ra.len(), rb.len()), (4, 3));
+        let (ipa, ipb) = (a.container_ip.addr(), b.container_ip.addr());
+        for r in &ra {
+            assert!(nft_rule_is_for(&info(r), ipa) && !nft_rule_is_for(&info(r), ipb), "{r:?}");
+            assert!(nft_is_attachments(&info(r), "cid1", Some(&[ipa])) && nft_is_attachments(&info(r), "cid1", None));
+            assert!(!nft_is_attachments(&info(r), "cid2", None));
+        }
+        for r in &rb {
+            assert!(nft_rule_is_for(&info(r), ipb) && !nft_rule_is_for(&info(r), ipa), "{r:?}");
+        }
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub const RTA_MULTIPATH: u16 = 9;
 pub const RTA_TABLE: u16 = 15;
 pub const RTAX_MTU: u16 = 2;
 pub const RTAX_ADVMSS: u16 = 8;
+/// `rtm_flags`: a route lookup answers with the table the route was found in.
+pub const RTM_F_LOOKUP_TABLE: u32 = 0x1000;
 pub const RT_TABLE_UNSPEC: u8 = 0;
 pub const RT_TABLE_MAIN: u8 = 254;
 pub const RTPROT_UNSPEC: u8 = 0;

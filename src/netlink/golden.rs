@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use super::addr::addr_msg;
 use super::link::*;
 use super::neigh::{neigh_add_msg, neigh_del_msg};
-use super::route::{route_msg, Op, RouteSpec};
+use super::route::{route_get_msg, route_msg, Op, RouteSpec};
 use super::Family;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -238,6 +238,19 @@ fn route_add_gw_table_metric() {
         route_msg(Op::Add, &r),
         "4400000018000506000000000000000002100000000300010000000008000100c613000008000500c61200fe08000f00e803\
          000008000600640000000800040002000000",
+    );
+}
+
+#[test]
+fn route_get() {
+    // ip route get 198.18.0.5 (iproute2 asks without NLM_F_ACK and reads the one reply; ours asks
+    // for the ACK that every request of the socket ends with: flags 0x0005 instead of 0x0001)
+    check(route_get_msg(ip("198.18.0.5")), "240000001a000500000000000000000002200000000000000010000008000100c6120005");
+    // ip -6 route get fd00::5 (iproute2 sets RTM_F_LOOKUP_TABLE for IPv4 only; ours for both, as
+    // the reference's netlink.RouteGet: the lookup is the same, the reply names its table)
+    check(
+        route_get_msg(ip("fd00::5")),
+        "300000001a00050000000000000000000a800000000000000010000014000100fd000000000000000000000000000005",
     );
 }
 

@@ -145,6 +145,19 @@ pub(crate) fn dump_msg(family: Family) -> Vec<u8> {
     Msg::new(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, &hdr).finish()
 }
 
+/// `ip route get DST`: the kernel's own lookup (rules, tables, metrics) of the route to `dst`,
+/// answered with the table it was found in (`RTM_F_LOOKUP_TABLE`, as iproute2 and the
+/// reference's `netlink.RouteGet` ask).
+pub(crate) fn route_get_msg(dst: IpAddr) -> Vec<u8> {
+    let mut hdr = [0u8; 12];
+    hdr[0] = Family::of(&dst).af();
+    hdr[1] = if dst.is_ipv4() { 32 } else { 128 };
+    hdr[8..12].copy_from_slice(&RTM_F_LOOKUP_TABLE.to_ne_bytes());
+    let mut m = Msg::new(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_ACK, &hdr);
+    m.put_ip(RTA_DST, dst);
+    m.finish()
+}
+
 /// Decode an RTM_NEWROUTE payload; a multipath route yields one entry per next hop.
 pub(crate) fn parse_route(p: &[u8]) -> Vec<RouteSpec> {
     let (Some(&af), Some(&dst_len), Some(&table8), Some(&protocol), Some(&scope), Some(&kind)) =
@@ -240,6 +253,13 @@ impl Netlink {
 
     pub fn route_del(&mut self, r: &RouteSpec) -> anyhow::Result<()> {
         self.ack(route_msg(Op::Del, r)).with_context(|| format!("failed to delete route {}", describe(r)))
+    }
+
+    /// The route the kernel takes to `dst` (`ip route get`; for a multipath route, its first
+    /// next hop). An error when the kernel has none (e.g. ENETUNREACH).
+    pub fn route_get(&mut self, dst: IpAddr) -> anyhow::Result<Option<RouteSpec>> {
+        let replies = self.request(route_get_msg(dst)).with_context(|| format!("failed to get the route to {dst}"))?;
+        Ok(replies.iter().filter(|r| r.ty == RTM_NEWROUTE).flat_map(|r| parse_route(&r.payload)).next())
     }
 
     /// Routes of `family`, in `table` or in all tables.

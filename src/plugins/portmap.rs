@@ -12,11 +12,17 @@
 //! nft-syntax conditions ⇒ nftables; `markMasqBit` is no backend's own, as in v1.9.1), else the
 //! reference's default: iptables when an `iptables` binary on PATH works, else nftables over
 //! netlink. An option of the other backend than the chosen one is an error (code 7), as the
-//! reference. Config errors of ADD and DEL say "failed to parse config: …", as the reference's.
+//! reference. Config errors of ADD say "failed to parse config: …", as the reference's.
 //!
-//! DEL (nothing without `portMappings`, as the reference) chooses no backend: it removes the container's nftables
-//! rules, and its iptables chains when iptables state can exist on this node (checked without
-//! exec: the iptables-nft `nat` tables, or legacy `ip_tables_names`). GC removes iptables DN
+//! A container may have several attachments with mappings (interfaces, networks): each ADD,
+//! CHECK and DEL acts on this attachment's rules alone, told from the others' by the container
+//! addresses they map to (the rules' comments hold only the container id, or the network and
+//! container id, as the reference's).
+//!
+//! DEL (nothing without `portMappings`, as the reference) validates no config value and chooses
+//! no backend: it removes the attachment's nftables rules, and its iptables rules when iptables
+//! state can exist on this node (checked without exec: the iptables-nft `nat` tables, or legacy
+//! `ip_tables_names`); without a prevResult everything of the container. GC removes iptables DN
 //! chains of this network whose container is gone (nftables rules carry only the container id,
 //! so they cannot be attributed to a network and are left to DEL).
 
@@ -24,7 +30,6 @@ use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::firewall::portmap::{self as pm, BackendHints, PortMapping, PortmapSpec};
 use crate::firewall::{conntrack, BackendKind, ENV_BACKEND};
-use crate::netlink::addr::Family;
 use crate::netlink::socket::Netlink;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -132,11 +137,18 @@ fn config_err(msg: impl Into<String>) -> anyhow::Error {
     CniError::config(msg).into()
 }
 
-/// Parse and validate, as the reference's `parseConfig` (code 7); no backend is chosen.
+/// Parse and validate for ADD and CHECK, as the reference's `parseConfig` (code 7), and more:
+/// ports above 65535, a `hostIP` that is no address and an empty `externalSetMarkChain` are
+/// refused too (the reference takes them; docs/differences.md). No backend is chosen. DEL does
+/// not parse ([`del`]).
 pub fn parse(ctx: &Ctx) -> Result<Conf> {
     let raw: RawConf = ctx.plugin_conf()?;
     if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
         return Err(config_err("Cannot specify externalSetMarkChain and markMasqBit"));
+    }
+    // "" names no chain (the reference's iptables refuses it, after making its chains)
+    if raw.external_set_mark_chain.as_deref() == Some("") {
+        return Err(config_err("externalSetMarkChain must not be empty"));
     }
     let bit = raw.mark_masq_bit.unwrap_or(i64::from(DEFAULT_MARK_BIT));
     if !(0..=31).contains(&bit) {
@@ -164,7 +176,7 @@ pub fn parse(ctx: &Ctx) -> Result<Conf> {
         masq_all: raw.masq_all,
         mark_masq_bit: u32::try_from(bit).unwrap_or(DEFAULT_MARK_BIT),
         external_set_mark_chain_key: raw.external_set_mark_chain.is_some(),
-        external_set_mark_chain: raw.external_set_mark_chain.filter(|s| !s.is_empty()),
+        external_set_mark_chain: raw.external_set_mark_chain,
         conditions_v4: raw.conditions_v4.unwrap_or_default(),
         conditions_v6: raw.conditions_v6.unwrap_or_default(),
         backend_key: raw.backend,
@@ -231,15 +243,17 @@ fn spec(ctx: &Ctx, c: &Conf, ip: IpNet) -> PortmapSpec {
     }
 }
 
-/// The host interface the kernel routes `ip` through (longest matching main-table route).
+/// The host interface the kernel routes `ip` through (its own lookup: rules, tables, metrics),
+/// as the reference's `getRoutableHostIF` (`netlink.RouteGet`); None when there is no route.
 fn routable_host_if(nl: &mut Netlink, ip: IpAddr) -> Result<Option<String>> {
-    let fam = if ip.is_ipv4() { Family::V4 } else { Family::V6 };
-    let best = nl
-        .routes(fam, Some(254))?
-        .into_iter()
-        .filter(|r| r.oif.is_some() && r.dst.is_none_or(|d| d.contains(&ip)))
-        .max_by_key(|r| r.dst.map(|d| d.prefix_len()).unwrap_or(0));
-    match best.and_then(|r| r.oif) {
+    let oif = match nl.route_get(ip) {
+        Ok(route) => route.and_then(|r| r.oif),
+        Err(e) => {
+            tracing::debug!("portmap: no route to {ip}: {e:#}");
+            None
+        }
+    };
+    match oif {
         Some(i) => Ok(nl.link_by_index(i)?.map(|l| l.name)),
         None => Ok(None),
     }
@@ -264,7 +278,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         }
     }
     // stale UDP flows would keep going to a previous backend of the same host port
-    for m in conf.mappings.iter().filter(|m| m.protocol.eq_ignore_ascii_case("udp")) {
+    for m in conf.mappings.iter().filter(|m| pm::protocol_name(&m.protocol.to_ascii_lowercase()) == "udp") {
         for (is_v6, present) in [(false, v4.is_some()), (true, v6.is_some())] {
             if present {
                 if let Err(e) = conntrack::delete_by_dport(is_v6, 17, m.host_port) {
@@ -276,19 +290,26 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     Ok(prev)
 }
 
+/// DEL tears down both backends (`firewall::portmap::remove`) and needs nothing of the config
+/// but whether there are mappings (none: nothing to do, as the reference): no mapping value, no
+/// option is validated (a config ADD refuses is still removed) and no backend is chosen (no
+/// probe runs). With a prevResult the attachment's rules go (its addresses tell them from the
+/// container's other attachments'), without it everything of the container.
 fn del(ctx: &Ctx) -> Result<()> {
-    // DEL tears down both backends (`firewall::portmap::remove`): the config is validated as for
-    // ADD, but no backend is chosen (no probe runs, and nothing about the backend fails DEL)
-    let conf = parse(ctx).context(PARSE_ERR)?;
-    if conf.mappings.is_empty() {
+    let mappings = ctx.runtime_config("portmappings");
+    if mappings.is_none_or(|m| m.is_null() || m.as_array().is_some_and(Vec::is_empty)) {
         return Ok(());
     }
-    pm::remove(&ctx.name, &ctx.container_id)
+    let ips: Option<Vec<IpAddr>> = ctx.prev_result.as_ref().map(|prev| {
+        let (v4, v6) = container_ips(ctx, prev);
+        [v4, v6].into_iter().flatten().map(|n| n.addr()).collect()
+    });
+    pm::remove(&ctx.name, &ctx.container_id, ips.as_deref())
 }
 
 fn check(ctx: &Ctx) -> Result<()> {
     let (conf, backend) = load(ctx)?;
-    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("must be called as chained plugin"))?;
+    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
     if conf.mappings.is_empty() {
         return Ok(());
     }
@@ -333,6 +354,9 @@ mod tests {
         let e = parse(&ctx(pm(json!([{"hostPort": 1, "containerPort": 65536, "protocol": "tcp"}]))));
         assert_eq!(e.unwrap_err().to_string(), "Invalid container port number: 65536");
         assert!(parse(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "hostIP": "nope"}])))).is_err());
+        // protocol numbers are kept as written (the façade maps them)
+        let c = parse(&ctx(pm(json!([{"hostPort": 1, "containerPort": 1, "protocol": "17"}])))).unwrap();
+        assert_eq!((c.mappings[0].protocol.as_str(), pm::protocol_name(&c.mappings[0].protocol)), ("17", "udp"));
     }
 
     #[test]
@@ -374,6 +398,33 @@ mod tests {
             load_with(&ctx(pm(json!([]))), Some("iptables"), || BackendKind::Nftables).unwrap().1,
             BackendKind::Iptables
         );
+    }
+
+    /// v1.9.1's messages for a `backend` it does not know (`""` too), after its check for
+    /// iptables-only options; an empty `externalSetMarkChain` is refused (code 7).
+    #[test]
+    fn unknown_backend_and_empty_external_chain() {
+        let err = |c: serde_json::Value| {
+            let e = load_with(&ctx(c), None, || BackendKind::Iptables).unwrap_err();
+            (e.downcast_ref::<CniError>().map(|c| c.code), e.to_string())
+        };
+        let mut c = pm(json!([]));
+        c["backend"] = json!("bogus");
+        assert_eq!(err(c.clone()), (Some(7), r#"unrecognized backend "bogus""#.to_string()));
+        c["backend"] = json!("");
+        assert_eq!(err(c.clone()), (Some(7), r#"unrecognized backend """#.to_string()));
+        c["externalSetMarkChain"] = json!("X");
+        assert_eq!(
+            err(c.clone()).1,
+            " backend was requested but configuration contains iptables-specific options [externalSetMarkChain]"
+        );
+        let mut c = pm(json!([]));
+        c["externalSetMarkChain"] = json!("");
+        assert_eq!(err(c), (Some(7), "externalSetMarkChain must not be empty".to_string()));
+        // the env override still wins over a key it would refuse
+        let mut c = pm(json!([]));
+        c["backend"] = json!("bogus");
+        assert_eq!(load_with(&ctx(c), Some("nftables"), || BackendKind::Iptables).unwrap().1, BackendKind::Nftables);
     }
 
     #[test]
