@@ -316,6 +316,56 @@ fn differential_reference_tuning_del_restores_from_our_backup() {
     w.del(&ptp_conf(&w, &s, "mtuneref", None)).run().ok();
 }
 
+/// tuning DEL restores from the backup and uses no value of its config but `dataDir`: an `mtu`
+/// or `txQLen` that ADD refuses (negative, in the config or in args.cni) does not fail it, as
+/// the reference's DEL (it fails only where the config or CNI_ARGS does not decode). Regression:
+/// ours failed DEL with 999 `invalid mtu -5`. ADD still refuses them, 999 before any change
+/// (the Debian 1.1.1 oracle fails the MTU ones with the kernel's `invalid argument`; it has no
+/// `txQLen`, v1.4.0). A DEL with such a config puts back what an earlier ADD saved.
+#[test]
+fn differential_tuning_del_succeeds_for_an_mtu_or_txqlen_add_refuses() {
+    let s = Subnets::alloc();
+    for (imp, tag) in [(Impl::Ours, "mtunego"), (Impl::Reference, "mtunegr")] {
+        if imp == Impl::Reference && !have_reference("tuning") {
+            continue;
+        }
+        let w = World::new(tag, 1, imp);
+        let prev = w.add(&ptp_conf(&w, &s, "mtuneg", None)).run().ok();
+        let c0 = w.c(0);
+        let before = c0.link("eth0").expect("eth0");
+        let attrs = |l: &Value| (l["mtu"].clone(), l["txqlen"].clone(), l["address"].clone());
+        let dir = w.tmp.join("tuning");
+        let cases = [
+            (json!({"mtu": -5}), "invalid mtu -5"),
+            (json!({"args": {"cni": {"mtu": -7}}}), "invalid mtu -7"),
+            (json!({"txQLen": -1}), "invalid txQLen -1"),
+        ];
+        for (keys, ours_msg) in cases {
+            if imp == Impl::Reference && keys.get("txQLen").is_some() {
+                continue; // not a key of the oracle's
+            }
+            let mut t = json!({"type": "tuning", "dataDir": dir});
+            t.as_object_mut().unwrap().extend(keys.as_object().unwrap().clone());
+            let conf = chained("mtuneg", t, &prev);
+            let e = w.add(&conf).run().err_code(999);
+            let want = if imp == Impl::Ours { ours_msg } else { "invalid argument" };
+            assert_eq!(e.msg, want, "{}: {keys}", imp.label());
+            w.del(&conf).run().ok();
+            assert_eq!(attrs(&c0.link("eth0").unwrap()), attrs(&before), "{}: {keys}", imp.label());
+            assert!(tuning_files(&dir).is_empty(), "{}: {keys}: {:?}", imp.label(), tuning_files(&dir));
+        }
+        // what an earlier ADD saved is put back by a DEL whose config ADD would refuse
+        let good = chained("mtuneg", json!({"type": "tuning", "dataDir": dir, "mtu": 1280}), &prev);
+        w.add(&good).run().ok();
+        assert_eq!(c0.link("eth0").unwrap()["mtu"], 1280);
+        let bad = chained("mtuneg", json!({"type": "tuning", "dataDir": dir, "mtu": -5, "txQLen": -1}), &prev);
+        w.del(&bad).run().ok();
+        assert_eq!(attrs(&c0.link("eth0").unwrap()), attrs(&before), "{}: restored", imp.label());
+        assert!(tuning_files(&dir).is_empty(), "{}: {:?}", imp.label(), tuning_files(&dir));
+        w.del(&ptp_conf(&w, &s, "mtuneg", None)).run().ok();
+    }
+}
+
 // ---------------------------------------------------------------- sbr
 
 #[test]

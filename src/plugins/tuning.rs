@@ -157,8 +157,28 @@ fn string_map(v: &Value) -> Result<Vec<(String, String)>> {
     }
 }
 
-/// Merge the config the reference's way: config < CNI_ARGS `MAC` < runtimeConfig.mac < args.cni.
+/// `mtu` and `txQLen` as the merged config gives them (Go ints), before their range check.
+#[derive(Debug, Default)]
+struct GivenInts {
+    mtu: Option<i64>,
+    txqlen: Option<i64>,
+}
+
+/// The settings ADD and CHECK apply: the merged config ([`decode`]) with `mtu` and `txQLen`
+/// checked against the kernel's range once every source is merged (a negative config `mtu`
+/// that `args.cni.mtu` overrides is no error).
 pub fn load(ctx: &Ctx) -> Result<Tuning> {
+    let (mut t, given) = decode(ctx)?;
+    t.mtu = non_negative("mtu", given.mtu)?;
+    t.txqlen = non_negative("txQLen", given.txqlen)?;
+    Ok(t)
+}
+
+/// Merge the config the reference's way: config < CNI_ARGS `MAC` < runtimeConfig.mac < args.cni.
+/// Every key's JSON type is checked (the reference's decoding fails DEL too), no value's range:
+/// DEL and GC use only `dataDir`, so an `mtu` or `txQLen` that ADD refuses does not fail them.
+/// The returned [`Tuning`] has no `mtu` or `txqlen`; they are in the [`GivenInts`].
+fn decode(ctx: &Ctx) -> Result<(Tuning, GivenInts)> {
     let c: Conf = ctx.plugin_conf()?;
     let raw = ctx.raw_conf()?;
     let mut t = Tuning {
@@ -166,10 +186,11 @@ pub fn load(ctx: &Ctx) -> Result<Tuning> {
         sysctl: sysctl_of(&raw)?,
         mac: c.mac.filter(|m| !m.is_empty()),
         promisc: c.promisc.unwrap_or(false),
-        mtu: non_negative("mtu", c.mtu)?,
+        mtu: None,
         allmulti: c.allmulti,
-        txqlen: non_negative("txQLen", c.txqlen)?,
+        txqlen: None,
     };
+    let mut given = GivenInts { mtu: c.mtu, txqlen: c.txqlen };
     if let Some(m) = ctx.cni_arg("MAC").filter(|m| !m.is_empty()) {
         t.mac = Some(m.to_string());
     }
@@ -193,16 +214,16 @@ pub fn load(ctx: &Ctx) -> Result<Tuning> {
             t.promisc = v.as_bool().ok_or_else(|| wrong("promisc"))?;
         }
         if let Some(v) = a.get("mtu") {
-            t.mtu = non_negative("mtu", Some(v.as_i64().ok_or_else(|| wrong("mtu"))?))?;
+            given.mtu = Some(v.as_i64().ok_or_else(|| wrong("mtu"))?);
         }
         if let Some(v) = a.get("allmulti") {
             t.allmulti = Some(v.as_bool().ok_or_else(|| wrong("allmulti"))?);
         }
         if let Some(v) = a.get("txqlen") {
-            t.txqlen = non_negative("txQLen", Some(v.as_i64().ok_or_else(|| wrong("txQLen"))?))?;
+            given.txqlen = Some(v.as_i64().ok_or_else(|| wrong("txQLen"))?);
         }
     }
-    Ok(t)
+    Ok((t, given))
 }
 
 fn raw_args_cni_sysctl(raw: &Value) -> Option<&Value> {
@@ -435,7 +456,8 @@ fn write_backup(path: &Path, b: &Backup) -> Result<()> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let t = load(ctx)?;
+    // the backup says what to put back: of the config only dataDir is used (and not range-checked)
+    let (t, _) = decode(ctx)?;
     let path = backup_path(&t, ctx);
     if let Err(e) = restore(ctx, &path) {
         // like the reference: problems inside the netns do not fail DEL
@@ -560,7 +582,7 @@ fn check(ctx: &Ctx) -> Result<()> {
 /// only when it says so; files of other networks and files without an owner (written by the
 /// reference or an older cni-multi) are kept. An absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let t = load(ctx)?;
+    let (t, _) = decode(ctx)?;
     let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
@@ -673,6 +695,32 @@ mod tests {
             ]
         );
         assert_eq!(t.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    /// `mtu` and `txQLen` are range-checked once every source is merged, by ADD and CHECK only:
+    /// a negative config `mtu` that args.cni overrides is no error (as in the reference, whose
+    /// Go ints are simply replaced), and DEL and GC decode the config without the check
+    /// (regression: DEL failed with 999 `invalid mtu -5` where the reference's DEL succeeds).
+    #[test]
+    fn mtu_and_txqlen_are_checked_after_merging_and_not_for_del_or_gc() {
+        let base = json!({"name": "n", "type": "tuning", "mtu": -5, "txQLen": -1, "dataDir": "/run/x"});
+        let e = load(&ctx(base.clone(), &[])).unwrap_err().to_string();
+        assert_eq!(e, "invalid mtu -5");
+        let mut c = base.clone();
+        c["args"] = json!({"cni": {"mtu": 1400, "txQLen": 0}});
+        let t = load(&ctx(c, &[])).unwrap();
+        assert_eq!((t.mtu, t.txqlen), (Some(1400), Some(0)));
+        let mut c = base.clone();
+        c["args"] = json!({"cni": {"mtu": -7}});
+        assert_eq!(load(&ctx(c.clone(), &[])).unwrap_err().to_string(), "invalid mtu -7");
+        c["mtu"] = json!(1400);
+        assert_eq!(load(&ctx(c.clone(), &[])).unwrap_err().to_string(), "invalid mtu -7");
+        // what DEL and GC read: the types checked, no range
+        let (t, given) = decode(&ctx(c, &[])).unwrap();
+        assert_eq!((t.data_dir, given.mtu, given.txqlen), (PathBuf::from("/run/x"), Some(-7), Some(-1)));
+        // a value of the wrong type fails DEL too, as the reference's decoding does
+        let typed = json!({"name": "n", "type": "tuning", "args": {"cni": {"mtu": "x"}}});
+        assert!(decode(&ctx(typed, &[])).is_err());
     }
 
     #[test]
