@@ -316,6 +316,11 @@ fn differential_reference_tuning_del_restores_from_our_backup() {
     w.del(&ptp_conf(&w, &s, "mtuneref", None)).run().ok();
 }
 
+/// The eth0 MAC a tuning result reports.
+fn result_mac(r: &Value) -> Value {
+    r["interfaces"].as_array().unwrap().iter().find(|i| i["name"] == "eth0").map_or(Value::Null, |i| i["mac"].clone())
+}
+
 /// tuning DEL restores from the backup and uses no value of its config but `dataDir`: an `mtu`
 /// or `txQLen` that ADD refuses (negative, in the config or in args.cni) does not fail it, as
 /// the reference's DEL (it fails only where the config or CNI_ARGS does not decode). Regression:
@@ -363,6 +368,77 @@ fn differential_tuning_del_succeeds_for_an_mtu_or_txqlen_add_refuses() {
         assert_eq!(attrs(&c0.link("eth0").unwrap()), attrs(&before), "{}: restored", imp.label());
         assert!(tuning_files(&dir).is_empty(), "{}: {:?}", imp.label(), tuning_files(&dir));
         w.del(&ptp_conf(&w, &s, "mtuneg", None)).run().ok();
+    }
+}
+
+/// tuning reads a MAC as Go's net.ParseMAC does, from each of its sources (config `mac`,
+/// CNI_ARGS `MAC`, runtimeConfig.mac, args.cni.mac), as the reference: Go's dotted form is taken,
+/// mixed separators and a sign are refused with the reference's words (regression: ours
+/// refused `0213.0000.0099` and took `02:13-00:00:00:98` and `+2:13:00:00:00:97`). An 8-octet
+/// address is taken too and the kernel gives the Ethernet link its first 6 octets, in both; our
+/// result names the address the link got, the reference's echoes the config's text
+/// (docs/differences.md).
+#[test]
+fn differential_tuning_mac_forms_as_go_parse_mac() {
+    let s = Subnets::alloc();
+    let inputs = ["0213.0000.0099", "02:13-00:00:00:98", "+2:13:00:00:00:97", "02:13:00:00:00:96:aa:bb"];
+    let mut sides = vec![];
+    for (imp, tag) in [(Impl::Ours, "mtmaco"), (Impl::Reference, "mtmacr")] {
+        if imp == Impl::Reference && !have_reference("tuning") {
+            continue;
+        }
+        let w = World::new(tag, 1, imp);
+        let prev = w.add(&ptp_conf(&w, &s, "mtmac", None)).run().ok();
+        let c0 = w.c(0);
+        let before = c0.link("eth0").expect("eth0")["address"].clone();
+        let dir = w.tmp.join("tuning");
+        let mut seen = vec![];
+        for mac in inputs {
+            for source in ["mac", "CNI_ARGS", "runtimeConfig", "args.cni"] {
+                let mut t = json!({"type": "tuning", "dataDir": dir});
+                match source {
+                    "mac" => t["mac"] = json!(mac),
+                    "runtimeConfig" => t["runtimeConfig"] = json!({"mac": mac}),
+                    "args.cni" => t["args"] = json!({"cni": {"mac": mac}}),
+                    _ => {}
+                }
+                let conf = chained("mtmac", t, &prev);
+                let mut add = w.add(&conf);
+                if source == "CNI_ARGS" {
+                    add = add.cni_args(&format!("MAC={mac}"));
+                }
+                let out = add.run();
+                let got = match out.success() {
+                    true => Ok((result_mac(&out.ok()), c0.link("eth0").unwrap()["address"].clone())),
+                    false => Err(out.err()),
+                };
+                w.del(&conf).run().ok();
+                assert_eq!(c0.link("eth0").unwrap()["address"], before, "{}: {mac} in {source}", imp.label());
+                seen.push(((mac, source), got));
+            }
+        }
+        w.del(&ptp_conf(&w, &s, "mtmac", None)).run().ok();
+        sides.push((imp, seen));
+    }
+    for (imp, seen) in &sides {
+        for ((mac, source), got) in seen {
+            let what = format!("{}: {mac} in {source}", imp.label());
+            match (*mac, got) {
+                ("0213.0000.0099", Ok((_, link))) => assert_eq!(link, "02:13:00:00:00:99", "{what}"),
+                ("02:13:00:00:00:96:aa:bb", Ok((_, link))) => assert_eq!(link, "02:13:00:00:00:96", "{what}"),
+                ("02:13-00:00:00:98" | "+2:13:00:00:00:97", Err(e)) => assert_eq!(
+                    (e.code, e.msg.clone()),
+                    (999, format!("invalid args {mac} for MAC addr: address {mac}: invalid MAC address")),
+                    "{what}"
+                ),
+                _ => panic!("{what}: {got:?}"),
+            }
+            // the result: ours the address the link got, the reference the config's text
+            if let Ok((reported, link)) = got {
+                let want = if *imp == Impl::Ours { link.clone() } else { json!(mac) };
+                assert_eq!(reported, &want, "{what}");
+            }
+        }
     }
 }
 

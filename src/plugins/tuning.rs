@@ -12,7 +12,7 @@
 use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
-use crate::netlink::link::{format_mac, parse_mac};
+use crate::netlink::link::{format_hw_addr, parse_hwaddr};
 use crate::netlink::socket::Netlink;
 use anyhow::{bail, Context, Result};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -43,7 +43,12 @@ pub const DOC: Doc = Doc {
     section: "",
     keys: &[
         k("sysctl", "object", "{}", "sysctl name (dotted, under net.) to value; IFNAME in a name is replaced"),
-        k("mac", "string", "", "MAC address"),
+        k(
+            "mac",
+            "string",
+            "",
+            "MAC address, in any form Go's net.ParseMAC takes (`02:aa:bb:cc:dd:ee`, `02aa.bbcc.ddee`)",
+        ),
         k("mtu", "int", "", "MTU"),
         k("promisc", "bool", "false", "promiscuous mode"),
         k("allmulti", "bool", "", "all-multicast mode"),
@@ -337,7 +342,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     check_allowlist(&t, Path::new(ALLOWLIST_FILE))?;
     validate_ifname(ctx)?;
     let mut result = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
-    let mac = t.mac.as_deref().map(|m| parse_mac(m).map_err(|e| anyhow::anyhow!("invalid args {m} for MAC addr: {e}")));
+    // every form Go's net.ParseMAC takes, 6, 8 or 20 octets (an IPoIB link's address has 20)
+    let mac =
+        t.mac.as_deref().map(|m| parse_hwaddr(m).map_err(|e| anyhow::anyhow!("invalid args {m} for MAC addr: {e}")));
     let mac = mac.transpose()?;
     let ns = steps::ns::open(ctx)?;
 
@@ -381,7 +388,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         .with_context(|| format!("failed to get {:?}: Link not found", ctx.ifname))?;
     let index = link.link.index;
     let backup = Backup {
-        mac: mac.and(link.link.mac.map(|m| format_mac(&m))),
+        mac: mac.as_ref().and(link.link.hw_addr_string()),
         promisc: t.promisc.then_some(link.link.promisc),
         mtu: t.mtu.map(|_| link.link.mtu),
         allmulti: t.allmulti.map(|_| link.allmulti),
@@ -402,8 +409,11 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     });
 
     if let Some(m) = mac {
-        nl.link_set_mac(index, m).with_context(|| format!("failed to set MAC of {:?}", ctx.ifname))?;
-        let s = format_mac(&m);
+        nl.link_set_hw_addr(index, &m).with_context(|| format!("failed to set MAC of {:?}", ctx.ifname))?;
+        // the address the link got: the kernel takes the first octets of a longer one (an
+        // 8-octet address on an Ethernet link), and refuses a shorter one
+        let len = link.link.hw_addr().map_or(m.len(), <[u8]>::len);
+        let s = format_hw_addr(m.get(..len).unwrap_or(&m));
         for itf in result.interfaces.iter_mut().filter(|i| i.name == ctx.ifname) {
             itf.mac = Some(s.clone());
         }
@@ -500,7 +510,7 @@ fn restore_link(nl: &mut Netlink, index: u32, b: &Backup) -> Vec<String> {
         }
     }
     if let Some(m) = b.mac.as_deref().filter(|m| !m.is_empty()) {
-        if let Err(e) = parse_mac(m).and_then(|m| nl.link_set_mac(index, m)) {
+        if let Err(e) = parse_hwaddr(m).and_then(|m| nl.link_set_hw_addr(index, &m)) {
             errs.push(format!("failed to restore MAC address: {e:#}"));
         }
     }
@@ -543,8 +553,11 @@ fn check(ctx: &Ctx) -> Result<()> {
         details_by_name(&mut nl, &ctx.ifname)?.with_context(|| format!("Cannot find container link {}", ctx.ifname))?;
     let ifname = &ctx.ifname;
     if let Some(m) = &t.mac {
-        let have = d.link.mac.map(|m| format_mac(&m)).unwrap_or_default();
-        if !m.eq_ignore_ascii_case(&have) {
+        // the address, not its spelling: any case, any form net.ParseMAC takes (the reference
+        // compares the config's text with the link's lower-case colon form)
+        let want = parse_hwaddr(m).ok();
+        if want.is_none() || want.as_deref() != d.link.hw_addr() {
+            let have = d.link.hw_addr_string().unwrap_or_default();
             bail!("Error: Tuning configured Ethernet of {ifname} is {m}, current value is {have}");
         }
     }
