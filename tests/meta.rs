@@ -190,7 +190,8 @@ fn tuning_rejects_non_net_sysctls_and_duplicates() {
     text.pop();
     text.push_str(r#","sysctl":{"net.core.somaxconn":"1","net.core.somaxconn":"2"}}"#);
     let e = w.cni("ADD", &json!({"type": "tuning"})).stdin_bytes(text.as_bytes()).run().err();
-    assert!(e.msg.contains("duplicated sysctl keys"), "{e:?}");
+    // v1.9.1's words exactly (serde's " at line 1 column N" was appended)
+    assert_eq!(e.msg, "duplicated sysctl keys are not allowed");
     // no prevResult: the reference's error
     let e = w.add(&json!({"cniVersion": "1.0.0", "name": "x", "type": "tuning"})).run().err();
     assert!(e.msg.contains("prevResult"), "{e:?}");
@@ -478,6 +479,32 @@ fn differential_tuning_check_compares_the_mac_not_its_spelling() {
         }
         w.del(&conf).run().ok();
         w.del(&ptp_conf(&w, &s, "mtchk", None)).run().ok();
+    }
+}
+
+/// tuning's sysctl errors are Go's `*PathError` words, as the reference's: a key the kernel
+/// lacks `open /proc/sys/…: no such file or directory`, a value it refuses `write /proc/sys/…:
+/// invalid argument` (regression: ours said `/proc/sys/…: entity not found` and
+/// `…: Invalid argument (os error 22)`).
+#[test]
+fn differential_tuning_sysctl_errors_in_go_words() {
+    let s = Subnets::alloc();
+    for (imp, tag) in [(Impl::Ours, "mtsyso"), (Impl::Reference, "mtsysr")] {
+        if imp == Impl::Reference && !have_reference("tuning") {
+            continue;
+        }
+        let w = World::new(tag, 1, imp);
+        let prev = w.add(&ptp_conf(&w, &s, "mtsys", None)).run().ok();
+        for (key, value, want) in [
+            ("net.ipv4.conf.IFNAME.nope", "1", "open /proc/sys/net/ipv4/conf/eth0/nope: no such file or directory"),
+            ("net.ipv4.conf.IFNAME.rp_filter", "x", "write /proc/sys/net/ipv4/conf/eth0/rp_filter: invalid argument"),
+        ] {
+            let conf = chained("mtsys", json!({"type": "tuning", "sysctl": {key: value}}), &prev);
+            let e = w.add(&conf).run().err_code(999);
+            assert_eq!(e.msg, want, "{}", imp.label());
+            w.del(&conf).run().ok();
+        }
+        w.del(&ptp_conf(&w, &s, "mtsys", None)).run().ok();
     }
 }
 

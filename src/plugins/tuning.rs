@@ -286,7 +286,12 @@ pub fn reject_duplicate_sysctl_keys(stdin: &[u8]) -> Result<()> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(stdin);
-    serde::Deserializer::deserialize_map(&mut de, Top).map_err(|e| anyhow::anyhow!("{e}"))
+    serde::Deserializer::deserialize_map(&mut de, Top).map_err(|e| {
+        // the reference's message has no position (serde's " at line 1 column 142" is dropped)
+        let text = e.to_string();
+        let at = format!(" at line {} column {}", e.line(), e.column());
+        anyhow::anyhow!("{}", text.strip_suffix(&at).unwrap_or(&text))
+    })
 }
 
 /// `/proc/sys`-relative path of a configured key: dots become slashes, then the first `IFNAME`
@@ -664,7 +669,9 @@ mod tests {
     #[test]
     fn duplicate_sysctl_keys_rejected() {
         assert!(reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "b": "2"}}"#).is_ok());
-        assert!(reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "a": "2"}}"#).is_err());
+        let e = reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "a": "2"}}"#).unwrap_err();
+        // v1.9.1's words, without serde's position
+        assert_eq!(e.to_string(), "duplicated sysctl keys are not allowed");
         assert!(reject_duplicate_sysctl_keys(br#"{"name": "x", "sysctl": null}"#).is_ok());
         assert!(reject_duplicate_sysctl_keys(br#"{"args": {"sysctl": {"a": "1"}}, "sysctl": {"a": "1"}}"#).is_ok());
     }
