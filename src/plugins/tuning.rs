@@ -14,6 +14,7 @@ use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Ve
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::link::{format_hw_addr, parse_hwaddr};
 use crate::netlink::socket::Netlink;
+use crate::sys::go_errno;
 use anyhow::{bail, Context, Result};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -63,7 +64,8 @@ pub const DOC: Doc = Doc {
          A backup records its network (`\"network\"`, a key the reference ignores); one without it (written by \
          the reference or an older cni-multi) has no known owner and GC keeps it.",
         "When /etc/cni/tuning/allowlist.conf exists, every sysctl must match one of its lines, Go regexps \
-             (RE2 syntax, searched for anywhere in the key; Unicode classes match ASCII characters only; see \
+             (RE2 syntax, searched for anywhere in the key; tried in order, each compiled when a key reaches it, \
+             the first match winning; Unicode classes match ASCII characters only; see \
              docs/guides/meta-plugins.md).",
     ],
     example: r#"{
@@ -305,26 +307,57 @@ pub fn sysctl_rel_path(key: &str, ifname: &str) -> Result<String> {
     Ok(clean.join("/"))
 }
 
-/// With an allowlist file present, every configured key must match one of its lines.
+/// With an allowlist file present, every configured key must match one of its lines, as the
+/// reference's `validateSysctlConf` checks: the file is read whenever it exists (so a file that
+/// cannot be read fails every ADD, sysctls or not), and each key is tried against the lines in
+/// order, a line compiled only when a key reaches it and the first match winning. A line the
+/// matcher refuses therefore fails only an ADD with a key that matches no line before it.
 fn check_allowlist(t: &Tuning, file: &Path) -> Result<()> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(s) => s,
+    use std::io::Read;
+    let mut data = Vec::new();
+    match std::fs::File::open(file) {
+        Ok(mut f) => {
+            f.read_to_end(&mut data).map_err(|e| anyhow::anyhow!("read {}: {}", file.display(), go_errno(&e)))?;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(anyhow::anyhow!("failed to read {}: {e}", file.display())),
+        Err(e) => bail!("open {}: {}", file.display(), go_errno(&e)),
+    }
+    // the reference's lines: split at '\n', trimmed, empty ones skipped; a line that is not
+    // UTF-8 stays bytes (Go's regexp refuses it when it is reached)
+    let lines: Vec<std::result::Result<&str, &[u8]>> = data
+        .split(|&b| b == b'\n')
+        .map(|l| std::str::from_utf8(l).map(str::trim).map_err(|_| l.trim_ascii()))
+        .filter(|l| *l != Ok(""))
+        .collect();
+    let shown = |l: &std::result::Result<&str, &[u8]>| match l {
+        Ok(s) => s.to_string(),
+        Err(b) => String::from_utf8_lossy(b).into_owned(),
     };
-    let patterns: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    // Go's regexp syntax (RE2), as the reference's regexp.MatchString; what the matcher does not
-    // take is an invalid config that names the construct (the reference: 999 for RE2's errors)
-    let compiled = patterns
-        .iter()
-        .map(|p| {
-            crate::re2::Regex::new(p)
-                .map_err(|e| CniError::config(format!("error parsing regexp {p:?} of {}: {e}", file.display())).into())
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // Go's regexp syntax (RE2), as the reference's regexp.MatchString; a line the matcher does
+    // not take is an invalid config that names the construct (the reference: 999 for RE2's errors)
+    let compile = |l: &std::result::Result<&str, &[u8]>| -> Result<crate::re2::Regex> {
+        let p = l.map_err(|_| {
+            CniError::config(format!("error parsing regexp {:?} of {}: invalid UTF-8", shown(l), file.display()))
+        })?;
+        crate::re2::Regex::new(p)
+            .map_err(|e| CniError::config(format!("error parsing regexp {p:?} of {}: {e}", file.display())).into())
+    };
+    let mut compiled: Vec<Option<crate::re2::Regex>> = lines.iter().map(|_| None).collect();
     for (key, _) in &t.sysctl {
-        if !compiled.iter().any(|r| r.is_match(key)) {
-            bail!("Sysctl {key} is not allowed. Only the following sysctls are allowed: [{}]", patterns.join(" "));
+        let mut allowed = false;
+        for (line, slot) in lines.iter().zip(compiled.iter_mut()) {
+            let re = match slot {
+                Some(re) => re,
+                None => slot.insert(compile(line)?),
+            };
+            if re.is_match(key) {
+                allowed = true;
+                break;
+            }
+        }
+        if !allowed {
+            let all: Vec<String> = lines.iter().map(shown).collect();
+            bail!("Sysctl {key} is not allowed. Only the following sysctls are allowed: [{}]", all.join(" "));
         }
     }
     Ok(())
@@ -743,6 +776,53 @@ mod tests {
         assert!(decode(&ctx(typed, &[])).is_err());
     }
 
+    /// The allowlist is read whenever it exists and matched as the reference's `contains`
+    /// does: the lines in order, each compiled when a key reaches it, the first match winning.
+    /// A line the matcher refuses fails only a key that gets that far (regression: every line
+    /// was compiled up front, so one refused line failed every tuning ADD, sysctls or not).
+    #[test]
+    fn allowlist_lines_are_compiled_when_reached_first_match_wins() {
+        let dir = std::env::temp_dir().join(format!("tuning-allow-lazy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("allowlist.conf");
+        let keys = |ks: &[&str]| Tuning {
+            sysctl: ks.iter().map(|k| (k.to_string(), "1".into())).collect(),
+            ..Default::default()
+        };
+        let code = |r: Result<()>| CniError::from_anyhow(&r.unwrap_err());
+        std::fs::write(&f, "^net\\.core\\.\n(?=net)\n^net\\.ipv4\\.\n").unwrap();
+        assert!(check_allowlist(&keys(&[]), &f).is_ok(), "no sysctl: no line is compiled");
+        assert!(check_allowlist(&keys(&["net.core.somaxconn"]), &f).is_ok(), "matched before the bad line");
+        let e = code(check_allowlist(&keys(&["net.core.somaxconn", "net.ipv4.ip_forward"]), &f));
+        assert_eq!(e.code, crate::cni::code::INVALID_CONFIG, "{e:?}");
+        assert!(e.msg.contains("(?=net)") && e.msg.contains("allowlist.conf"), "{e:?}");
+        // the bad line first: every key reaches it
+        std::fs::write(&f, "(?=net)\n^net\\.core\\.\n").unwrap();
+        assert!(check_allowlist(&keys(&[]), &f).is_ok());
+        assert_eq!(code(check_allowlist(&keys(&["net.core.somaxconn"]), &f)).code, crate::cni::code::INVALID_CONFIG);
+        // a line that is not UTF-8 (which Go's regexp refuses) is no error until it is reached
+        std::fs::write(&f, b"^net\\.core\\.\n\xff(\n").unwrap();
+        assert!(check_allowlist(&keys(&["net.core.somaxconn"]), &f).is_ok());
+        let e = code(check_allowlist(&keys(&["net.ipv4.ip_forward"]), &f));
+        assert!(e.msg.contains("invalid UTF-8"), "{e:?}");
+        // a key matching no line (all compile) is refused with the reference's words
+        std::fs::write(&f, "^net\\.core\\.\n\n  ^net\\.ipv6\\.  \n").unwrap();
+        let e = check_allowlist(&keys(&["net.ipv4.ip_forward"]), &f).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "Sysctl net.ipv4.ip_forward is not allowed. Only the following sysctls are allowed: \
+             [^net\\.core\\. ^net\\.ipv6\\.]"
+        );
+        // the file is read whenever it exists, as the reference's os.ReadFile: one that cannot
+        // be read fails an ADD without sysctls too
+        std::fs::remove_file(&f).unwrap();
+        std::fs::create_dir(&f).unwrap();
+        let e = check_allowlist(&keys(&[]), &f).unwrap_err().to_string();
+        assert_eq!(e, format!("read {}: is a directory", f.display()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn allowlist_enforced_only_when_file_exists() {
         let dir = std::env::temp_dir().join(format!("tuning-allow-{}", std::process::id()));
@@ -804,10 +884,11 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-        // what the matcher (or RE2) cannot do: code 7, naming the construct and the file
+        // what the matcher (or RE2) cannot do: code 7, naming the construct and the file (for a
+        // key that the line before does not match, so it reaches the line)
         for (line, construct) in [("(?=net)", "(?="), (r"^net\.\p{Greek}", r"\p{Greek}"), (r"net\1", r"\1")] {
             std::fs::write(&f, format!("^net\\.core\\..*$\n{line}\n")).unwrap();
-            let e = check_allowlist(&key("net.core.somaxconn"), &f).unwrap_err();
+            let e = check_allowlist(&key("net.ipv4.ip_forward"), &f).unwrap_err();
             let c = CniError::from_anyhow(&e);
             assert_eq!(c.code, crate::cni::code::INVALID_CONFIG, "{line}: {c:?}");
             assert!(c.msg.contains(construct) && c.msg.contains("allowlist.conf"), "{line}: {c:?}");
