@@ -498,14 +498,32 @@ fn hwaddr_parses_as_go_net_parse_mac() {
     }
 }
 
+/// An Ethernet MAC is read by Go's `net.ParseMAC` rules and must have 6 octets (regression: the
+/// dotted form was refused, mixed separators and a `+` sign were taken).
 #[test]
 fn mac_parse_format() {
-    assert_eq!(parse_mac("02:AA:bb:0c:00:ff").unwrap(), [2, 0xaa, 0xbb, 0x0c, 0, 0xff]);
-    assert_eq!(format_mac(&[2, 0xaa, 0xbb, 0x0c, 0, 0xff]), "02:aa:bb:0c:00:ff");
-    for bad in
-        ["", "02:aa:bb:0c:00", "02:aa:bb:0c:00:ff:11", "2:aa:bb:0c:00:ff", "zz:aa:bb:0c:00:ff", "02:aa:bb:0c:00:f"]
-    {
-        assert!(parse_mac(bad).is_err(), "{bad}");
+    let m = [2, 0xaa, 0xbb, 0x0c, 0, 0xff];
+    for s in ["02:AA:bb:0c:00:ff", "02-aa-bb-0c-00-ff", "02aa.bb0c.00ff"] {
+        assert_eq!(parse_mac(s).unwrap(), m, "{s}");
+    }
+    assert_eq!(format_mac(&m), "02:aa:bb:0c:00:ff");
+    assert_eq!(format_hw_addr(&[2, 0xaa, 0, 0, 0, 0, 0, 0xff]), "02:aa:00:00:00:00:00:ff");
+    for bad in [
+        "",
+        "02:aa:bb:0c:00",
+        "02:aa:bb:0c:00:ff:11",
+        "2:aa:bb:0c:00:ff",
+        "zz:aa:bb:0c:00:ff",
+        "02:aa:bb:0c:00:f",
+        "02:aa-bb:0c:00:ff",
+        "+2:aa:bb:0c:00:ff",
+        "02:aa:bb:0c:00:+f",
+    ] {
+        assert_eq!(parse_mac(bad).unwrap_err().to_string(), format!("address {bad}: invalid MAC address"), "{bad}");
+    }
+    // Go takes 8 and 20 octets; no Ethernet link can have them
+    for long in ["02:aa:bb:0c:00:ff:00:01", "0000.0000.fe80.0000.0000.0000.0200.5e10.0000.0001"] {
+        assert!(parse_mac(long).unwrap_err().to_string().contains("an Ethernet MAC address has 6"), "{long}");
     }
 }
 

@@ -50,7 +50,7 @@ impl Link {
     }
     /// The hardware address of any length as Go's `HardwareAddr.String()` prints it.
     pub fn hw_addr_string(&self) -> Option<String> {
-        self.hw_addr().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+        self.hw_addr().map(format_hw_addr)
     }
 }
 
@@ -74,22 +74,13 @@ pub struct BridgeSpec<'a> {
     pub vlan_filtering: bool,
 }
 
-/// Parse "aa:bb:cc:dd:ee:ff" (or with '-').
+/// An Ethernet MAC address: what [`parse_hwaddr`] (Go's `net.ParseMAC`) takes, 6 octets long
+/// (`02:aa:bb:cc:dd:ee`, `02-AA-BB-CC-DD-EE`, `02aa.bbcc.ddee`). An 8- or 20-octet address is
+/// refused: no Ethernet link can have it (the kernel refuses it for a new veth or macvlan).
 pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut n = 0;
-    for part in s.split([':', '-']) {
-        let slot = out.get_mut(n).ok_or_else(|| anyhow::anyhow!("invalid MAC address {s:?}"))?;
-        if part.len() != 2 {
-            anyhow::bail!("invalid MAC address {s:?}");
-        }
-        *slot = u8::from_str_radix(part, 16).map_err(|_| anyhow::anyhow!("invalid MAC address {s:?}"))?;
-        n += 1;
-    }
-    if n != 6 {
-        anyhow::bail!("invalid MAC address {s:?}");
-    }
-    Ok(out)
+    let a = parse_hwaddr(s)?;
+    <[u8; 6]>::try_from(a.as_slice())
+        .map_err(|_| anyhow::anyhow!("address {s}: a {}-octet address, an Ethernet MAC address has 6", a.len()))
 }
 
 /// A hardware address in every form Go's `net.ParseMAC` takes: 6, 8 (EUI-64) or 20 (IPoIB)
@@ -152,8 +143,13 @@ pub fn parse_hwaddr(s: &str) -> anyhow::Result<Vec<u8>> {
 
 /// "aa:bb:cc:dd:ee:ff", lower-case.
 pub fn format_mac(m: &[u8; 6]) -> String {
-    let [a, b, c, d, e, f] = *m;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    format_hw_addr(m)
+}
+
+/// A hardware address of any length as Go's `HardwareAddr.String()` prints it: two lower-case
+/// hex digits per octet, separated by `:`.
+pub fn format_hw_addr(a: &[u8]) -> String {
+    a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// struct ifinfomsg.
@@ -448,10 +444,16 @@ impl Netlink {
     }
 
     pub fn link_set_mac(&mut self, index: u32, mac: [u8; 6]) -> anyhow::Result<()> {
+        self.link_set_hw_addr(index, &mac)
+    }
+
+    /// IFLA_ADDRESS of any length (an IPoIB link's has 20 octets). The kernel refuses one
+    /// shorter than the link's address length and takes the first octets of a longer one.
+    pub fn link_set_hw_addr(&mut self, index: u32, addr: &[u8]) -> anyhow::Result<()> {
         self.ack(set_attr_msg(index, |m| {
-            m.put(IFLA_ADDRESS, &mac);
+            m.put(IFLA_ADDRESS, addr);
         }))
-        .with_context(|| format!("failed to set MAC of link {index} to {}", format_mac(&mac)))
+        .with_context(|| format!("failed to set MAC of link {index} to {}", format_hw_addr(addr)))
     }
 
     pub fn link_set_promisc(&mut self, index: u32, on: bool) -> anyhow::Result<()> {

@@ -51,7 +51,7 @@ mod tests;
 
 pub use addr::{Addr, Family};
 pub use kinds::{IpvlanFlag, IpvlanMode, LinkDetails, LinkKind, LinkSpec, MacvlanMode};
-pub use link::{format_mac, parse_hwaddr, parse_mac, BridgeSpec, BridgeVlan, Link, VethSpec};
+pub use link::{format_hw_addr, format_mac, parse_hwaddr, parse_mac, BridgeSpec, BridgeVlan, Link, VethSpec};
 pub use neigh::Neigh;
 pub use route::RouteSpec;
 pub use rule::RuleSpec;

@@ -12,6 +12,7 @@ use crate::cni::config::{self, fold_key, kind};
 use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
 use crate::cni::result::{fmt_ip, fmt_net, go_escape, go_parse_cidr, go_quote};
 use crate::cni::{delegate, CniError, CniResult, Command, Ctx};
+use crate::sys::go_errno;
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
 use serde_json::{Map, Value};
@@ -195,27 +196,6 @@ pub fn parse_subnet_env(r: impl BufRead, file: &str) -> Result<SubnetEnv, String
 fn load_subnet_env(file: &str) -> Result<SubnetEnv, String> {
     let f = std::fs::File::open(file).map_err(|e| format!("open {file}: {}", go_errno(&e)))?;
     parse_subnet_env(std::io::BufReader::new(f), file)
-}
-
-/// An OS error as Go prints a syscall error (`no such file or directory`).
-fn go_errno(e: &std::io::Error) -> String {
-    use nix::errno::Errno;
-    let Some(n) = e.raw_os_error() else { return e.to_string() };
-    let text = match Errno::from_raw(n) {
-        Errno::ENOENT => "no such file or directory",
-        Errno::EACCES => "permission denied",
-        Errno::EPERM => "operation not permitted",
-        Errno::ENOTDIR => "not a directory",
-        Errno::EISDIR => "is a directory",
-        Errno::EEXIST => "file exists",
-        Errno::EROFS => "read-only file system",
-        Errno::ENOSPC => "no space left on device",
-        Errno::ELOOP => "too many levels of symbolic links",
-        Errno::ENAMETOOLONG => "file name too long",
-        Errno::EIO => "input/output error",
-        other => return other.desc().to_lowercase(),
-    };
-    text.to_string()
 }
 
 // ---- the config, as Go decodes flannel's NetConf -----------------------------------------------
@@ -1112,17 +1092,5 @@ mod tests {
                 "json: cannot unmarshal string into Go struct field NetConf.prevResult of type map[string]interface {}"
             )
         );
-    }
-
-    #[test]
-    fn go_errno_texts() {
-        let t = |n: i32| go_errno(&std::io::Error::from_raw_os_error(n));
-        assert_eq!(t(libc_enoent()), "no such file or directory");
-        assert_eq!(t(nix::errno::Errno::EISDIR as i32), "is a directory");
-        assert_eq!(t(nix::errno::Errno::ELOOP as i32), "too many levels of symbolic links");
-    }
-
-    fn libc_enoent() -> i32 {
-        nix::errno::Errno::ENOENT as i32
     }
 }

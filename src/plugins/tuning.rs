@@ -12,8 +12,9 @@
 use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{acni, arg, cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
-use crate::netlink::link::{format_mac, parse_mac};
+use crate::netlink::link::{format_hw_addr, parse_hwaddr};
 use crate::netlink::socket::Netlink;
+use crate::sys::go_errno;
 use anyhow::{bail, Context, Result};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,12 @@ pub const DOC: Doc = Doc {
     section: "",
     keys: &[
         k("sysctl", "object", "{}", "sysctl name (dotted, under net.) to value; IFNAME in a name is replaced"),
-        k("mac", "string", "", "MAC address"),
+        k(
+            "mac",
+            "string",
+            "",
+            "MAC address, in any form Go's net.ParseMAC takes (`02:aa:bb:cc:dd:ee`, `02aa.bbcc.ddee`)",
+        ),
         k("mtu", "int", "", "MTU"),
         k("promisc", "bool", "false", "promiscuous mode"),
         k("allmulti", "bool", "", "all-multicast mode"),
@@ -58,7 +64,8 @@ pub const DOC: Doc = Doc {
          A backup records its network (`\"network\"`, a key the reference ignores); one without it (written by \
          the reference or an older cni-multi) has no known owner and GC keeps it.",
         "When /etc/cni/tuning/allowlist.conf exists, every sysctl must match one of its lines, Go regexps \
-             (RE2 syntax, searched for anywhere in the key; Unicode classes match ASCII characters only; see \
+             (RE2 syntax, searched for anywhere in the key; tried in order, each compiled when a key reaches it, \
+             the first match winning; Unicode classes match ASCII characters only; see \
              docs/guides/meta-plugins.md).",
     ],
     example: r#"{
@@ -157,8 +164,28 @@ fn string_map(v: &Value) -> Result<Vec<(String, String)>> {
     }
 }
 
-/// Merge the config the reference's way: config < CNI_ARGS `MAC` < runtimeConfig.mac < args.cni.
+/// `mtu` and `txQLen` as the merged config gives them (Go ints), before their range check.
+#[derive(Debug, Default)]
+struct GivenInts {
+    mtu: Option<i64>,
+    txqlen: Option<i64>,
+}
+
+/// The settings ADD and CHECK apply: the merged config ([`decode`]) with `mtu` and `txQLen`
+/// checked against the kernel's range once every source is merged (a negative config `mtu`
+/// that `args.cni.mtu` overrides is no error).
 pub fn load(ctx: &Ctx) -> Result<Tuning> {
+    let (mut t, given) = decode(ctx)?;
+    t.mtu = non_negative("mtu", given.mtu)?;
+    t.txqlen = non_negative("txQLen", given.txqlen)?;
+    Ok(t)
+}
+
+/// Merge the config the reference's way: config < CNI_ARGS `MAC` < runtimeConfig.mac < args.cni.
+/// Every key's JSON type is checked (the reference's decoding fails DEL too), no value's range:
+/// DEL and GC use only `dataDir`, so an `mtu` or `txQLen` that ADD refuses does not fail them.
+/// The returned [`Tuning`] has no `mtu` or `txqlen`; they are in the [`GivenInts`].
+fn decode(ctx: &Ctx) -> Result<(Tuning, GivenInts)> {
     let c: Conf = ctx.plugin_conf()?;
     let raw = ctx.raw_conf()?;
     let mut t = Tuning {
@@ -166,10 +193,11 @@ pub fn load(ctx: &Ctx) -> Result<Tuning> {
         sysctl: sysctl_of(&raw)?,
         mac: c.mac.filter(|m| !m.is_empty()),
         promisc: c.promisc.unwrap_or(false),
-        mtu: non_negative("mtu", c.mtu)?,
+        mtu: None,
         allmulti: c.allmulti,
-        txqlen: non_negative("txQLen", c.txqlen)?,
+        txqlen: None,
     };
+    let mut given = GivenInts { mtu: c.mtu, txqlen: c.txqlen };
     if let Some(m) = ctx.cni_arg("MAC").filter(|m| !m.is_empty()) {
         t.mac = Some(m.to_string());
     }
@@ -193,16 +221,16 @@ pub fn load(ctx: &Ctx) -> Result<Tuning> {
             t.promisc = v.as_bool().ok_or_else(|| wrong("promisc"))?;
         }
         if let Some(v) = a.get("mtu") {
-            t.mtu = non_negative("mtu", Some(v.as_i64().ok_or_else(|| wrong("mtu"))?))?;
+            given.mtu = Some(v.as_i64().ok_or_else(|| wrong("mtu"))?);
         }
         if let Some(v) = a.get("allmulti") {
             t.allmulti = Some(v.as_bool().ok_or_else(|| wrong("allmulti"))?);
         }
         if let Some(v) = a.get("txqlen") {
-            t.txqlen = non_negative("txQLen", Some(v.as_i64().ok_or_else(|| wrong("txQLen"))?))?;
+            given.txqlen = Some(v.as_i64().ok_or_else(|| wrong("txQLen"))?);
         }
     }
-    Ok(t)
+    Ok((t, given))
 }
 
 fn raw_args_cni_sysctl(raw: &Value) -> Option<&Value> {
@@ -260,7 +288,12 @@ pub fn reject_duplicate_sysctl_keys(stdin: &[u8]) -> Result<()> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(stdin);
-    serde::Deserializer::deserialize_map(&mut de, Top).map_err(|e| anyhow::anyhow!("{e}"))
+    serde::Deserializer::deserialize_map(&mut de, Top).map_err(|e| {
+        // the reference's message has no position (serde's " at line 1 column 142" is dropped)
+        let text = e.to_string();
+        let at = format!(" at line {} column {}", e.line(), e.column());
+        anyhow::anyhow!("{}", text.strip_suffix(&at).unwrap_or(&text))
+    })
 }
 
 /// `/proc/sys`-relative path of a configured key: dots become slashes, then the first `IFNAME`
@@ -274,26 +307,57 @@ pub fn sysctl_rel_path(key: &str, ifname: &str) -> Result<String> {
     Ok(clean.join("/"))
 }
 
-/// With an allowlist file present, every configured key must match one of its lines.
+/// With an allowlist file present, every configured key must match one of its lines, as the
+/// reference's `validateSysctlConf` checks: the file is read whenever it exists (so a file that
+/// cannot be read fails every ADD, sysctls or not), and each key is tried against the lines in
+/// order, a line compiled only when a key reaches it and the first match winning. A line the
+/// matcher refuses therefore fails only an ADD with a key that matches no line before it.
 fn check_allowlist(t: &Tuning, file: &Path) -> Result<()> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(s) => s,
+    use std::io::Read;
+    let mut data = Vec::new();
+    match std::fs::File::open(file) {
+        Ok(mut f) => {
+            f.read_to_end(&mut data).map_err(|e| anyhow::anyhow!("read {}: {}", file.display(), go_errno(&e)))?;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(anyhow::anyhow!("failed to read {}: {e}", file.display())),
+        Err(e) => bail!("open {}: {}", file.display(), go_errno(&e)),
+    }
+    // the reference's lines: split at '\n', trimmed, empty ones skipped; a line that is not
+    // UTF-8 stays bytes (Go's regexp refuses it when it is reached)
+    let lines: Vec<std::result::Result<&str, &[u8]>> = data
+        .split(|&b| b == b'\n')
+        .map(|l| std::str::from_utf8(l).map(str::trim).map_err(|_| l.trim_ascii()))
+        .filter(|l| *l != Ok(""))
+        .collect();
+    let shown = |l: &std::result::Result<&str, &[u8]>| match l {
+        Ok(s) => s.to_string(),
+        Err(b) => String::from_utf8_lossy(b).into_owned(),
     };
-    let patterns: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    // Go's regexp syntax (RE2), as the reference's regexp.MatchString; what the matcher does not
-    // take is an invalid config that names the construct (the reference: 999 for RE2's errors)
-    let compiled = patterns
-        .iter()
-        .map(|p| {
-            crate::re2::Regex::new(p)
-                .map_err(|e| CniError::config(format!("error parsing regexp {p:?} of {}: {e}", file.display())).into())
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // Go's regexp syntax (RE2), as the reference's regexp.MatchString; a line the matcher does
+    // not take is an invalid config that names the construct (the reference: 999 for RE2's errors)
+    let compile = |l: &std::result::Result<&str, &[u8]>| -> Result<crate::re2::Regex> {
+        let p = l.map_err(|_| {
+            CniError::config(format!("error parsing regexp {:?} of {}: invalid UTF-8", shown(l), file.display()))
+        })?;
+        crate::re2::Regex::new(p)
+            .map_err(|e| CniError::config(format!("error parsing regexp {p:?} of {}: {e}", file.display())).into())
+    };
+    let mut compiled: Vec<Option<crate::re2::Regex>> = lines.iter().map(|_| None).collect();
     for (key, _) in &t.sysctl {
-        if !compiled.iter().any(|r| r.is_match(key)) {
-            bail!("Sysctl {key} is not allowed. Only the following sysctls are allowed: [{}]", patterns.join(" "));
+        let mut allowed = false;
+        for (line, slot) in lines.iter().zip(compiled.iter_mut()) {
+            let re = match slot {
+                Some(re) => re,
+                None => slot.insert(compile(line)?),
+            };
+            if re.is_match(key) {
+                allowed = true;
+                break;
+            }
+        }
+        if !allowed {
+            let all: Vec<String> = lines.iter().map(shown).collect();
+            bail!("Sysctl {key} is not allowed. Only the following sysctls are allowed: [{}]", all.join(" "));
         }
     }
     Ok(())
@@ -316,7 +380,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     check_allowlist(&t, Path::new(ALLOWLIST_FILE))?;
     validate_ifname(ctx)?;
     let mut result = ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
-    let mac = t.mac.as_deref().map(|m| parse_mac(m).map_err(|e| anyhow::anyhow!("invalid args {m} for MAC addr: {e}")));
+    // every form Go's net.ParseMAC takes, 6, 8 or 20 octets (an IPoIB link's address has 20)
+    let mac =
+        t.mac.as_deref().map(|m| parse_hwaddr(m).map_err(|e| anyhow::anyhow!("invalid args {m} for MAC addr: {e}")));
     let mac = mac.transpose()?;
     let ns = steps::ns::open(ctx)?;
 
@@ -360,7 +426,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         .with_context(|| format!("failed to get {:?}: Link not found", ctx.ifname))?;
     let index = link.link.index;
     let backup = Backup {
-        mac: mac.and(link.link.mac.map(|m| format_mac(&m))),
+        mac: mac.as_ref().and(link.link.hw_addr_string()),
         promisc: t.promisc.then_some(link.link.promisc),
         mtu: t.mtu.map(|_| link.link.mtu),
         allmulti: t.allmulti.map(|_| link.allmulti),
@@ -381,8 +447,11 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     });
 
     if let Some(m) = mac {
-        nl.link_set_mac(index, m).with_context(|| format!("failed to set MAC of {:?}", ctx.ifname))?;
-        let s = format_mac(&m);
+        nl.link_set_hw_addr(index, &m).with_context(|| format!("failed to set MAC of {:?}", ctx.ifname))?;
+        // the address the link got: the kernel takes the first octets of a longer one (an
+        // 8-octet address on an Ethernet link), and refuses a shorter one
+        let len = link.link.hw_addr().map_or(m.len(), <[u8]>::len);
+        let s = format_hw_addr(m.get(..len).unwrap_or(&m));
         for itf in result.interfaces.iter_mut().filter(|i| i.name == ctx.ifname) {
             itf.mac = Some(s.clone());
         }
@@ -435,7 +504,8 @@ fn write_backup(path: &Path, b: &Backup) -> Result<()> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let t = load(ctx)?;
+    // the backup says what to put back: of the config only dataDir is used (and not range-checked)
+    let (t, _) = decode(ctx)?;
     let path = backup_path(&t, ctx);
     if let Err(e) = restore(ctx, &path) {
         // like the reference: problems inside the netns do not fail DEL
@@ -478,7 +548,7 @@ fn restore_link(nl: &mut Netlink, index: u32, b: &Backup) -> Vec<String> {
         }
     }
     if let Some(m) = b.mac.as_deref().filter(|m| !m.is_empty()) {
-        if let Err(e) = parse_mac(m).and_then(|m| nl.link_set_mac(index, m)) {
+        if let Err(e) = parse_hwaddr(m).and_then(|m| nl.link_set_hw_addr(index, &m)) {
             errs.push(format!("failed to restore MAC address: {e:#}"));
         }
     }
@@ -521,8 +591,11 @@ fn check(ctx: &Ctx) -> Result<()> {
         details_by_name(&mut nl, &ctx.ifname)?.with_context(|| format!("Cannot find container link {}", ctx.ifname))?;
     let ifname = &ctx.ifname;
     if let Some(m) = &t.mac {
-        let have = d.link.mac.map(|m| format_mac(&m)).unwrap_or_default();
-        if !m.eq_ignore_ascii_case(&have) {
+        // the address, not its spelling: any case, any form net.ParseMAC takes (the reference
+        // compares the config's text with the link's lower-case colon form)
+        let want = parse_hwaddr(m).ok();
+        if want.is_none() || want.as_deref() != d.link.hw_addr() {
+            let have = d.link.hw_addr_string().unwrap_or_default();
             bail!("Error: Tuning configured Ethernet of {ifname} is {m}, current value is {have}");
         }
     }
@@ -560,7 +633,7 @@ fn check(ctx: &Ctx) -> Result<()> {
 /// only when it says so; files of other networks and files without an owner (written by the
 /// reference or an older cni-multi) are kept. An absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let t = load(ctx)?;
+    let (t, _) = decode(ctx)?;
     let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
@@ -629,7 +702,9 @@ mod tests {
     #[test]
     fn duplicate_sysctl_keys_rejected() {
         assert!(reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "b": "2"}}"#).is_ok());
-        assert!(reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "a": "2"}}"#).is_err());
+        let e = reject_duplicate_sysctl_keys(br#"{"sysctl": {"a": "1", "a": "2"}}"#).unwrap_err();
+        // v1.9.1's words, without serde's position
+        assert_eq!(e.to_string(), "duplicated sysctl keys are not allowed");
         assert!(reject_duplicate_sysctl_keys(br#"{"name": "x", "sysctl": null}"#).is_ok());
         assert!(reject_duplicate_sysctl_keys(br#"{"args": {"sysctl": {"a": "1"}}, "sysctl": {"a": "1"}}"#).is_ok());
     }
@@ -673,6 +748,79 @@ mod tests {
             ]
         );
         assert_eq!(t.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    /// `mtu` and `txQLen` are range-checked once every source is merged, by ADD and CHECK only:
+    /// a negative config `mtu` that args.cni overrides is no error (as in the reference, whose
+    /// Go ints are simply replaced), and DEL and GC decode the config without the check
+    /// (regression: DEL failed with 999 `invalid mtu -5` where the reference's DEL succeeds).
+    #[test]
+    fn mtu_and_txqlen_are_checked_after_merging_and_not_for_del_or_gc() {
+        let base = json!({"name": "n", "type": "tuning", "mtu": -5, "txQLen": -1, "dataDir": "/run/x"});
+        let e = load(&ctx(base.clone(), &[])).unwrap_err().to_string();
+        assert_eq!(e, "invalid mtu -5");
+        let mut c = base.clone();
+        c["args"] = json!({"cni": {"mtu": 1400, "txQLen": 0}});
+        let t = load(&ctx(c, &[])).unwrap();
+        assert_eq!((t.mtu, t.txqlen), (Some(1400), Some(0)));
+        let mut c = base.clone();
+        c["args"] = json!({"cni": {"mtu": -7}});
+        assert_eq!(load(&ctx(c.clone(), &[])).unwrap_err().to_string(), "invalid mtu -7");
+        c["mtu"] = json!(1400);
+        assert_eq!(load(&ctx(c.clone(), &[])).unwrap_err().to_string(), "invalid mtu -7");
+        // what DEL and GC read: the types checked, no range
+        let (t, given) = decode(&ctx(c, &[])).unwrap();
+        assert_eq!((t.data_dir, given.mtu, given.txqlen), (PathBuf::from("/run/x"), Some(-7), Some(-1)));
+        // a value of the wrong type fails DEL too, as the reference's decoding does
+        let typed = json!({"name": "n", "type": "tuning", "args": {"cni": {"mtu": "x"}}});
+        assert!(decode(&ctx(typed, &[])).is_err());
+    }
+
+    /// The allowlist is read whenever it exists and matched as the reference's `contains`
+    /// does: the lines in order, each compiled when a key reaches it, the first match winning.
+    /// A line the matcher refuses fails only a key that gets that far (regression: every line
+    /// was compiled up front, so one refused line failed every tuning ADD, sysctls or not).
+    #[test]
+    fn allowlist_lines_are_compiled_when_reached_first_match_wins() {
+        let dir = std::env::temp_dir().join(format!("tuning-allow-lazy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("allowlist.conf");
+        let keys = |ks: &[&str]| Tuning {
+            sysctl: ks.iter().map(|k| (k.to_string(), "1".into())).collect(),
+            ..Default::default()
+        };
+        let code = |r: Result<()>| CniError::from_anyhow(&r.unwrap_err());
+        std::fs::write(&f, "^net\\.core\\.\n(?=net)\n^net\\.ipv4\\.\n").unwrap();
+        assert!(check_allowlist(&keys(&[]), &f).is_ok(), "no sysctl: no line is compiled");
+        assert!(check_allowlist(&keys(&["net.core.somaxconn"]), &f).is_ok(), "matched before the bad line");
+        let e = code(check_allowlist(&keys(&["net.core.somaxconn", "net.ipv4.ip_forward"]), &f));
+        assert_eq!(e.code, crate::cni::code::INVALID_CONFIG, "{e:?}");
+        assert!(e.msg.contains("(?=net)") && e.msg.contains("allowlist.conf"), "{e:?}");
+        // the bad line first: every key reaches it
+        std::fs::write(&f, "(?=net)\n^net\\.core\\.\n").unwrap();
+        assert!(check_allowlist(&keys(&[]), &f).is_ok());
+        assert_eq!(code(check_allowlist(&keys(&["net.core.somaxconn"]), &f)).code, crate::cni::code::INVALID_CONFIG);
+        // a line that is not UTF-8 (which Go's regexp refuses) is no error until it is reached
+        std::fs::write(&f, b"^net\\.core\\.\n\xff(\n").unwrap();
+        assert!(check_allowlist(&keys(&["net.core.somaxconn"]), &f).is_ok());
+        let e = code(check_allowlist(&keys(&["net.ipv4.ip_forward"]), &f));
+        assert!(e.msg.contains("invalid UTF-8"), "{e:?}");
+        // a key matching no line (all compile) is refused with the reference's words
+        std::fs::write(&f, "^net\\.core\\.\n\n  ^net\\.ipv6\\.  \n").unwrap();
+        let e = check_allowlist(&keys(&["net.ipv4.ip_forward"]), &f).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "Sysctl net.ipv4.ip_forward is not allowed. Only the following sysctls are allowed: \
+             [^net\\.core\\. ^net\\.ipv6\\.]"
+        );
+        // the file is read whenever it exists, as the reference's os.ReadFile: one that cannot
+        // be read fails an ADD without sysctls too
+        std::fs::remove_file(&f).unwrap();
+        std::fs::create_dir(&f).unwrap();
+        let e = check_allowlist(&keys(&[]), &f).unwrap_err().to_string();
+        assert_eq!(e, format!("read {}: is a directory", f.display()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -736,10 +884,11 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-        // what the matcher (or RE2) cannot do: code 7, naming the construct and the file
+        // what the matcher (or RE2) cannot do: code 7, naming the construct and the file (for a
+        // key that the line before does not match, so it reaches the line)
         for (line, construct) in [("(?=net)", "(?="), (r"^net\.\p{Greek}", r"\p{Greek}"), (r"net\1", r"\1")] {
             std::fs::write(&f, format!("^net\\.core\\..*$\n{line}\n")).unwrap();
-            let e = check_allowlist(&key("net.core.somaxconn"), &f).unwrap_err();
+            let e = check_allowlist(&key("net.ipv4.ip_forward"), &f).unwrap_err();
             let c = CniError::from_anyhow(&e);
             assert_eq!(c.code, crate::cni::code::INVALID_CONFIG, "{line}: {c:?}");
             assert!(c.msg.contains(construct) && c.msg.contains("allowlist.conf"), "{line}: {c:?}");

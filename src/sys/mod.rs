@@ -15,6 +15,28 @@ pub mod stdio;
 pub mod sysctl;
 pub mod tun;
 
+/// An OS error as Go prints a syscall error (`no such file or directory`): the reference's
+/// `open <path>: <this>` and the like (flannel's files, sysctl writes).
+pub fn go_errno(e: &std::io::Error) -> String {
+    use nix::errno::Errno;
+    let Some(n) = e.raw_os_error() else { return e.to_string() };
+    let text = match Errno::from_raw(n) {
+        Errno::ENOENT => "no such file or directory",
+        Errno::EACCES => "permission denied",
+        Errno::EPERM => "operation not permitted",
+        Errno::ENOTDIR => "not a directory",
+        Errno::EISDIR => "is a directory",
+        Errno::EEXIST => "file exists",
+        Errno::EROFS => "read-only file system",
+        Errno::ENOSPC => "no space left on device",
+        Errno::ELOOP => "too many levels of symbolic links",
+        Errno::ENAMETOOLONG => "file name too long",
+        Errno::EIO => "input/output error",
+        other => return other.desc().to_lowercase(),
+    };
+    text.to_string()
+}
+
 /// Whether the running kernel is at least `major.minor` (from uname; false when it cannot tell).
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     nix::sys::utsname::uname().is_ok_and(|u| release_at_least(&u.release().to_string_lossy(), major, minor))
@@ -31,6 +53,16 @@ fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn go_errno_texts() {
+        use nix::errno::Errno;
+        let t = |n: Errno| super::go_errno(&std::io::Error::from_raw_os_error(n as i32));
+        assert_eq!(t(Errno::ENOENT), "no such file or directory");
+        assert_eq!(t(Errno::EISDIR), "is a directory");
+        assert_eq!(t(Errno::ELOOP), "too many levels of symbolic links");
+        assert_eq!(t(Errno::EINVAL), "invalid argument");
+    }
+
     #[test]
     fn kernel_release_comparison() {
         use super::release_at_least as at_least;

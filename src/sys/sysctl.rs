@@ -95,7 +95,7 @@ fn open(path: &str, write: bool) -> io::Result<std::fs::File> {
                 Ok(fd) => return Ok(std::fs::File::from(fd)),
                 // a missing key is missing in /proc too; anything else (an LSM's rule for this
                 // mount, say) is tried again in /proc
-                Err(nix::errno::Errno::ENOENT) => return Err(io::Error::from(io::ErrorKind::NotFound)),
+                Err(nix::errno::Errno::ENOENT) => return Err(nix::errno::Errno::ENOENT.into()),
                 Err(e) => tracing::debug!("own procfs instance: {rel}: {e}; trying /proc"),
             }
         }
@@ -125,10 +125,16 @@ fn read(path: &str) -> io::Result<String> {
         return r;
     }
     let mut s = String::new();
-    open(path, false)
-        .and_then(|mut f| io::Read::read_to_string(&mut f, &mut s))
-        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let mut f = open(path, false).map_err(|e| path_error("open", path, e))?;
+    io::Read::read_to_string(&mut f, &mut s).map_err(|e| path_error("read", path, e))?;
     Ok(s.trim_end_matches('\n').to_string())
+}
+
+/// `e` (of the same kind) in the words of Go's `*PathError`, as the reference's `os.ReadFile`
+/// and `os.WriteFile` fail: `open /proc/sys/net/…: no such file or directory`,
+/// `write /proc/sys/net/…: invalid argument`.
+fn path_error(op: &str, path: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {path}: {}", super::go_errno(&e)))
 }
 
 fn write(path: &str, value: &str) -> io::Result<()> {
@@ -137,9 +143,8 @@ fn write(path: &str, value: &str) -> io::Result<()> {
         return r;
     }
     // no O_CREAT: a key the kernel does not have is ENOENT, as for a read
-    open(path, true)
-        .and_then(|mut f| io::Write::write_all(&mut f, value.as_bytes()))
-        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+    let mut f = open(path, true).map_err(|e| path_error("open", path, e))?;
+    io::Write::write_all(&mut f, value.as_bytes()).map_err(|e| path_error("write", path, e))
 }
 
 /// Read a sysctl; `key` is dotted ("net.ipv4.ip_forward") or a path ("net/ipv4/ip_forward").
@@ -187,10 +192,12 @@ mod tests {
         }
         let e = get("net/ipv4/conf/nope0/arp_notify").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(e.to_string().contains("/proc/sys/net/ipv4/conf/nope0/arp_notify"), "{e}");
+        // Go's words (the reference's os.ReadFile), through the own procfs instance or /proc
+        assert_eq!(e.to_string(), "open /proc/sys/net/ipv4/conf/nope0/arp_notify: no such file or directory");
         // a write to a key the kernel does not have creates nothing and is NotFound too
         let e = set("net/ipv4/conf/nope0/arp_notify", "1").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert_eq!(e.to_string(), "open /proc/sys/net/ipv4/conf/nope0/arp_notify: no such file or directory");
     }
 
     /// On a kernel whose unix collector runs in a worker, a root process reads through its own

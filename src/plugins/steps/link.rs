@@ -299,6 +299,15 @@ mod tests {
         assert_eq!(configured_mac(&ctx("{}", args), Some("02:00:00:00:00:04")).unwrap(), Some([2, 0, 0, 0, 0, 3]));
         let e = configured_mac(&ctx("{}", ""), Some("nope")).unwrap_err();
         assert!(CniError::from_anyhow(&e).msg.starts_with("invalid args nope for MAC addr"));
+        // Go's net.ParseMAC, as the reference's bridge, macvlan and tap read a MAC: the dotted
+        // form is taken, mixed separators and a sign are not
+        assert_eq!(requested_mac(&ctx("{}", "MAC=0200.0000.0003")).unwrap(), Some([2, 0, 0, 0, 0, 3]));
+        assert_eq!(configured_mac(&ctx("{}", ""), Some("0200.0000.0004")).unwrap(), Some([2, 0, 0, 0, 0, 4]));
+        for bad in ["02:00-00:00:00:04", "+2:00:00:00:00:04"] {
+            let e = CniError::from_anyhow(&configured_mac(&ctx("{}", ""), Some(bad)).unwrap_err());
+            assert_eq!(e.msg, format!("invalid args {bad} for MAC addr: address {bad}: invalid MAC address"));
+            assert!(requested_mac(&ctx("{}", &format!("MAC={bad}"))).is_err(), "{bad}");
+        }
     }
 
     #[test]
