@@ -150,9 +150,21 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
             None
         }
     };
+    if command == Command::Add && applet.doc.kind == Kind::Meta {
+        // a chained plugin passes its prevResult on: one that cannot be printed fails before
+        // anything changed, not after (the rollback below cannot undo every change)
+        if let Some(prev) = &ctx.prev_result {
+            prev.to_json_passed_on(&ctx.version)?;
+        }
+    }
     tracing::debug!("running {} {}", applet.name, command.as_str());
     if let Some(result) = invoke(applet, &ctx)? {
-        match result.to_json(&ctx.version) {
+        // the prevResult passed on (chained plugins, loopback) prints as the reference prints it
+        let printed = match &ctx.prev_result {
+            Some(prev) if *prev == result => result.to_json_passed_on(&ctx.version),
+            _ => result.to_json(&ctx.version),
+        };
+        match printed {
             Ok(text) => io.stdout.extend_from_slice(text.as_bytes()),
             Err(e) => {
                 // The ADD worked but its result cannot be expressed in the requested version
