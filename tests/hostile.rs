@@ -38,6 +38,16 @@ fn conf_case(
     Case { name, plugin, env: vec![], stdin: Stdin::Conf(Box::new(f)), code, says }
 }
 
+/// A CHECK config case: `prev` as prevResult, no `ipam`.
+fn without_ipam_with_prev(prev: Value) -> impl Fn(&mut Value) + 'static {
+    move |c: &mut Value| {
+        c["prevResult"] = prev.clone();
+        if let Some(m) = c.as_object_mut() {
+            m.remove("ipam");
+        }
+    }
+}
+
 fn env_case(
     name: &'static str,
     plugin: &'static str,
@@ -702,19 +712,20 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
         conf_case("tap-mac-garbage", "tap", set(&["mac"], json!("zz")), C_CONFIG, &["zz"]),
         conf_case("tap-mtu-huge", "tap", set(&["mtu"], json!(1u64 << 40)), C_CONFIG, &["MTU", "1099511627776"]),
         conf_case("tap-bridge-traversal", "tap", set(&["bridge"], json!("../x")), C_CONFIG, &["../x"]),
-        // ---- prevResult on CHECK
-        conf_case("prevresult-wrong-type", "ptp", set(&["prevResult"], json!([1])), C_INTERNAL, &["prevResult"]),
+        // ---- prevResult on CHECK (without IPAM: the interface plugins run their IPAM's CHECK
+        // first, as the reference, and host-local finds no reservation before prevResult is read)
+        conf_case("prevresult-wrong-type", "bridge", without_ipam_with_prev(json!([1])), C_INTERNAL, &["prevResult"]),
         conf_case(
             "prevresult-bad-ip",
             "bridge",
-            set(&["prevResult"], json!({"cniVersion": "1.0.0", "ips": [{"address": "x"}]})),
+            without_ipam_with_prev(json!({"cniVersion": "1.0.0", "ips": [{"address": "x"}]})),
             C_INTERNAL,
             &["prevResult"],
         ),
         conf_case(
             "prevresult-bad-version",
             "bridge",
-            set(&["prevResult"], json!({"cniVersion": "0.0.1"})),
+            without_ipam_with_prev(json!({"cniVersion": "0.0.1"})),
             C_INTERNAL,
             &["prevResult"],
         ),

@@ -79,3 +79,18 @@ fn loopback_non_loopback_address_message_is_the_references() {
         assert_eq!(e.msg, "loopback interface found with non-loopback address \"198.18.73.1\"", "{imp:?}");
     });
 }
+
+/// `lo` without addresses has no 0.2.0 result: ADD fails with code 7 and leaves `lo` up as it
+/// was before (ours set it down through the rollback; the reference 1.1.1 prints its 1.x result
+/// unconverted, see differential::loopback). Only an `lo` that
+/// was up can lack addresses after the ADD: setting it up gives it 127.0.0.1 and ::1.
+#[test]
+fn loopback_unprintable_result_keeps_lo_as_it_was() {
+    let w = World::new("lo5", 1, Impl::Ours);
+    let conf = json!({"cniVersion": "0.2.0", "name": "lo-net", "type": "loopback"});
+    w.c(0).must(&["ip", "link", "set", "lo", "up"]);
+    w.c(0).must(&["ip", "addr", "flush", "dev", "lo"]);
+    let e = w.add(&conf).run().err_code(7);
+    assert_eq!(e.msg, "cannot convert: no valid IP addresses");
+    assert!(lo_up(w.c(0)), "lo was up before the ADD and stays up");
+}

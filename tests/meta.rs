@@ -2668,3 +2668,29 @@ fn full_chain_add_check_del() {
     assert!(std::fs::read_dir(&tuning_dir).map(|d| d.count() == 0).unwrap_or(true), "no tuning backup left");
     assert!(w.leases(net).is_empty(), "lease released");
 }
+
+/// An address-less 0.2.0 prevResult (the reference loopback's 0.2.0 output has no ip4/ip6) is
+/// passed on by tuning, portmap and loopback as the reference prints it, `cniVersion` and `dns`
+/// (ours failed ADD with code 7 "cannot convert: no valid IP addresses" after tuning had set its
+/// sysctl and loopback had set `lo` up, and the rollback set `lo` down).
+#[test]
+fn addressless_02_prev_result_is_passed_on() {
+    each_impl("pv02", 1, &["tuning", "portmap", "loopback"], |w, imp, _| {
+        let prev = json!({"cniVersion": "0.2.0"});
+        let data = w.tmp.join("tuning");
+        let tuning = json!({"cniVersion": "0.2.0", "name": "pv", "type": "tuning", "dataDir": data,
+            "sysctl": {"net.ipv4.ip_default_ttl": "77"}, "prevResult": prev});
+        let portmap = json!({"cniVersion": "0.2.0", "name": "pv", "type": "portmap",
+            "capabilities": {"portMappings": true}, "prevResult": prev});
+        let loopback = json!({"cniVersion": "0.2.0", "name": "pv", "type": "loopback", "prevResult": prev});
+        w.c(0).must(&["ip", "link", "set", "lo", "up"]);
+        for conf in [&tuning, &portmap, &loopback] {
+            let out = w.add(conf).ifname("lo").run();
+            assert_eq!(out.code, 0, "{imp:?} {}: {}", conf["type"], out.stdout);
+            assert_eq!(out.stdout, "{\n    \"cniVersion\": \"0.2.0\",\n    \"dns\": {}\n}", "{imp:?} {}", conf["type"]);
+        }
+        assert_eq!(w.c(0).sysctl("net/ipv4/ip_default_ttl").as_deref(), Some("77"), "{imp:?}");
+        let lo = w.c(0).link("lo").expect("lo");
+        assert!(lo["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")), "{imp:?}: lo stays up");
+    });
+}

@@ -712,3 +712,81 @@ fn proto_prev_result_of_another_version_family_is_converted() {
         }
     }
 }
+
+/// CHECK with a prevResult that does not parse: the plugins whose CHECK never reads it
+/// (loopback: `lo` is up; sbr: nothing; host-local: its store; dhcp: its daemon) answer as
+/// the reference does; ours failed them all up front with 999 `could not parse prevResult: …`.
+/// One that reads it (static) still fails on it.
+#[test]
+fn proto_check_ignores_a_bogus_prev_result_where_it_is_not_read() {
+    each_impl("pvck", 1, &["loopback", "sbr", "host-local", "dhcp", "static"], |w, imp, _| {
+        let bogus = json!({"cniVersion": "1.0.0", "ips": [{"address": "bogus"}]});
+        let conf = |ty: &str, ipam: Value| {
+            let mut c = json!({"cniVersion": "1.0.0", "name": "pvck", "type": ty, "prevResult": bogus});
+            if !ipam.is_null() {
+                c["ipam"] = ipam;
+            }
+            c
+        };
+        w.c(0).must(&["ip", "link", "set", "lo", "up"]);
+        let out = w.cni("CHECK", &conf("loopback", Value::Null)).run();
+        assert_eq!(out.code, 0, "{imp:?} loopback: {}", out.stdout);
+        let out = w.cni("CHECK", &conf("sbr", Value::Null)).run();
+        assert_eq!(out.code, 0, "{imp:?} sbr: {}", out.stdout);
+        let hl = json!({"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": "198.18.5.0/24"}]]});
+        let e = w.cni("CHECK", &conf("bridge", hl)).plugin("host-local").cid("ctr1").run().err_code(999);
+        assert_eq!(e.msg, "host-local: Failed to find address added by container ctr1", "{imp:?}");
+        let sock = w.tmp.join("no-dhcp.sock");
+        let dhcp = json!({"type": "dhcp", "daemonSocketPath": sock});
+        // its daemon's error: an unreachable daemon is code 11 in ours (docs/differences.md)
+        let e = w.cni("CHECK", &conf("bridge", dhcp)).plugin("dhcp").run().err();
+        let want = match imp {
+            Impl::Ours => {
+                (11, format!("cannot reach the dhcp daemon at {} (No such file or directory", sock.display()))
+            }
+            _ => (
+                999,
+                format!("error dialing DHCP daemon: dial unix {}: connect: no such file or directory", sock.display()),
+            ),
+        };
+        assert_eq!(e.code, want.0, "{imp:?} {e:?}");
+        assert!(e.msg.starts_with(&want.1), "{imp:?} {e:?}");
+        let st = json!({"type": "static", "addresses": [{"address": "198.18.5.2/24"}]});
+        let e = w.cni("CHECK", &conf("bridge", st)).plugin("static").run().err_code(999);
+        assert!(
+            e.msg.starts_with("could not parse prevResult: ") && e.msg.ends_with("invalid CIDR address: bogus"),
+            "{imp:?} {e:?}"
+        );
+    });
+}
+
+/// The CHECKs that verify against prevResult still fail on one that does not parse, with the
+/// parse error (the protocol layer no longer fails CHECK up front: each reads it through
+/// `Ctx::read_prev_result`), not as if there were none.
+#[test]
+fn proto_check_that_reads_prev_result_fails_on_a_bogus_one() {
+    let w = World::new("pvck2", 1, Impl::Ours);
+    let bogus = json!({"cniVersion": "1.0.0", "ips": [{"address": "bogus"}]});
+    let cases = [
+        json!({"type": "tuning", "dataDir": w.tmp.join("tuning")}),
+        json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        json!({"type": "bandwidth"}),
+        json!({"type": "firewall"}),
+        json!({"type": "vrf", "vrfname": "vrf0"}),
+        // these run their IPAM's CHECK first (as the reference): static reads it too
+        json!({"type": "ptp", "ipam": {"type": "static", "addresses": [{"address": "198.18.5.2/24"}]}}),
+        json!({"type": "bridge", "bridge": "br0", "ipam": {"type": "static", "addresses": [{"address": "198.18.5.2/24"}]}}),
+        json!({"type": "tap"}),
+        json!({"type": "dummy", "ipam": {"type": "static", "addresses": [{"address": "198.18.5.2/24"}]}}),
+    ];
+    for mut conf in cases {
+        conf["cniVersion"] = json!("1.0.0");
+        conf["name"] = json!("pvck");
+        conf["prevResult"] = bogus.clone();
+        let e = w.cni("CHECK", &conf).run().err_code(999);
+        assert!(
+            e.msg.contains("could not parse prevResult: ips[0].address: invalid CIDR address: bogus"),
+            "{conf}: {e:?}"
+        );
+    }
+}

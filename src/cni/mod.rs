@@ -10,7 +10,8 @@
 //!   `ctx.runtime_config("cap")`, `ctx.args_cni("key")`, `ctx.cni_arg("KEY")`; use
 //!   `ctx.raw_conf()` when map keys are data whose case matters (sysctl names).
 //! - `ctx.prev_result` is already parsed; where the protocol layer lets a malformed one pass
-//!   (an interface plugin's ADD), an applet that reads it calls `ctx.read_prev_result()`.
+//!   (an interface plugin's ADD, every CHECK), an applet that reads it calls
+//!   `ctx.read_prev_result()`.
 //!   `ctx.valid_attachments()` for GC.
 //! - Return a [`CniError`] (via `.into()`) to choose the code; any other error is 999.
 //! - IPAM: `delegate::ipam_add(ctx)` / `ipam_del` / `ipam_check` / `ipam_status` / `ipam_gc`
@@ -92,7 +93,8 @@ pub struct Ctx {
     pub name: String,
     /// `prevResult`, parsed with `version` and converted to the internal result. `None` also
     /// when it does not parse and the protocol layer let that pass (see
-    /// [`Ctx::read_prev_result`]): on CHECK and in chained plugins' ADD it fails first.
+    /// [`Ctx::read_prev_result`]): in chained plugins' ADD it fails first; a CHECK that reads
+    /// it goes through [`Ctx::read_prev_result`].
     pub prev_result: Option<CniResult>,
     /// The plugins of this binary: delegation to one of them runs in-process when CNI_PATH
     /// resolves to this executable. [`plugin::no_plugins`] always executes the delegate.
@@ -171,8 +173,8 @@ impl Ctx {
     }
 
     /// `prevResult` for an applet that reads it on a verb where the protocol layer ignores one
-    /// that does not parse (an interface plugin's ADD: loopback passes it on, ipvlan takes its
-    /// master and addresses from it): the parse error (code 999), as the reference's
+    /// that does not parse (CHECK; an interface plugin's ADD: loopback passes it on, ipvlan
+    /// takes its master and addresses from it): the parse error (code 999), as the reference's
     /// `version.ParsePrevResult` fails, instead of acting as if there were none.
     pub fn read_prev_result(&self) -> Result<Option<&CniResult>, CniError> {
         if self.prev_result.is_none() && self.conf.get("prevresult").is_some() {

@@ -164,6 +164,20 @@ impl CniResult {
         Ok(out)
     }
 
+    /// A result that is the prevResult passed on unchanged (a chained plugin's, loopback's with a
+    /// prevResult) printed for `version`: as [`CniResult::to_json`], except that at 0.1.0/0.2.0
+    /// one without addresses prints as the reference prints a prevResult already of that version
+    /// (never converted, so without the "no valid IP addresses" error): `cniVersion` and `dns`.
+    pub fn to_json_passed_on(&self, version: &str) -> Result<String, CniError> {
+        if shape_of(version) == Some(Shape::V02) && self.ips.is_empty() {
+            let j = J::O(vec![("cniVersion", J::s(version)), ("dns", dns_struct_order(&self.dns))]);
+            let mut out = String::new();
+            write_pretty(&j, &mut out, 0);
+            return Ok(out);
+        }
+        self.to_json(version)
+    }
+
     /// 1.x printing: the newest Go library goes through a generic map, so every object's
     /// keys come out sorted; an empty `dns` is omitted.
     fn json_1(&self, version: &str) -> J {
@@ -1018,6 +1032,18 @@ mod tests {
         assert!(r.to_json("0.4.0").is_ok());
         assert_eq!(r.to_json("1.0.0").unwrap(), "{\n    \"cniVersion\": \"1.0.0\",\n    \"interfaces\": [\n        {\n            \"name\": \"lo\"\n        }\n    ]\n}");
         assert!(r.to_json("9.9.9").is_err());
+    }
+
+    /// A prevResult passed on at 0.1.0/0.2.0 without addresses prints as the reference's
+    /// unconverted one (`cniVersion` and `dns`), where our own address-less result cannot.
+    #[test]
+    fn passed_on_02_without_ips_prints_version_and_dns() {
+        let r = CniResult::default();
+        assert!(r.to_json("0.2.0").is_err());
+        assert_eq!(r.to_json_passed_on("0.2.0").unwrap(), "{\n    \"cniVersion\": \"0.2.0\",\n    \"dns\": {}\n}");
+        assert_eq!(r.to_json_passed_on("1.0.0").unwrap(), r.to_json("1.0.0").unwrap());
+        let two = two_family();
+        assert_eq!(two.to_json_passed_on("0.2.0").unwrap(), two.to_json("0.2.0").unwrap());
     }
 
     #[test]

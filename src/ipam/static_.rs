@@ -207,7 +207,7 @@ fn del(_ctx: &Ctx) -> anyhow::Result<()> {
 
 fn check(ctx: &Ctx) -> anyhow::Result<()> {
     let conf = load_conf(ctx)?;
-    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
+    let prev = ctx.read_prev_result()?.ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
     for (addr, gw) in &conf.addresses {
         if let Some(found) = prev.ips.iter().find(|i| i.address.addr() == addr.addr()) {
             if gw.is_some() && found.gateway != *gw {

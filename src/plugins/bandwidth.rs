@@ -268,7 +268,7 @@ fn check_tbf(host: &mut Netlink, link: &Link, rate: u64, burst: u64) -> Result<(
 /// that is not a veth fails even with no bandwidth configured), then the tbf parameters.
 fn check(ctx: &Ctx) -> Result<()> {
     let bw = load(ctx)?;
-    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("must be called as a chained plugin"))?;
+    let prev = ctx.read_prev_result()?.ok_or_else(|| anyhow::anyhow!("must be called as a chained plugin"))?;
     let mut host = Netlink::new()?;
     let veth = host_interface(ctx, prev, &mut host)?;
     let Some(bw) = bw.filter(|b| !b.is_zero()) else {

@@ -197,7 +197,7 @@ fn gc(ctx: &Ctx) -> Result<()> {
 
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("missing prevResult from earlier plugin"))?;
+    let prev = ctx.read_prev_result()?.ok_or_else(|| anyhow::anyhow!("missing prevResult from earlier plugin"))?;
     filter::check(conf.backend, &spec(ctx, &conf, Some(prev)))
 }
 

@@ -40,6 +40,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let ns = steps::ns::open(ctx)?;
     let mut nl = Netlink::in_netns(&ns)?;
     let lo = nl.link_by_name("lo")?.context("failed to find lo")?;
+    let was_up = lo.is_up();
     nl.link_set_up(lo.index, true).context("failed to set lo up")?;
     tracing::debug!("lo is up");
     let addrs = nl.addrs(Some(lo.index), None)?;
@@ -66,6 +67,15 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         if let Some(a) = addrs.iter().find(|a| a.addr.addr().is_ipv4() == v4) {
             result.ips.push(IpConfig { address: a.addr, gateway: None, interface: Some(0) });
         }
+    }
+    // `lo` without addresses has no 0.1.0/0.2.0 result (code 7): fail here, putting `lo` back
+    // as it was, rather than leave it to the protocol layer's rollback (DEL sets `lo` down even
+    // when it was up before this ADD)
+    if let Err(e) = result.to_json(&ctx.version) {
+        if !was_up {
+            nl.link_set_up(lo.index, false).context("failed to set lo down")?;
+        }
+        return Err(e.into());
     }
     Ok(result)
 }

@@ -309,7 +309,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 
 fn check(ctx: &Ctx) -> Result<()> {
     let (conf, backend) = load(ctx)?;
-    let prev = ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
+    let prev = ctx.read_prev_result()?.ok_or_else(|| anyhow::anyhow!("Required prevResult missing"))?;
     if conf.mappings.is_empty() {
         return Ok(());
     }

@@ -256,7 +256,7 @@ fn del(ctx: &Ctx) -> Result<()> {
 
 fn check(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
-    if ctx.prev_result.is_none() {
+    if ctx.read_prev_result()?.is_none() {
         bail!("missing prevResult from earlier plugin");
     }
     let ns = steps::ns::open(ctx)?;

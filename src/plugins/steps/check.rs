@@ -8,14 +8,16 @@ use crate::netlink::addr::Family;
 use crate::netlink::{Link, LinkDetails, Netlink};
 use anyhow::{Context, Result};
 
-/// prevResult is required for CHECK: without one, the reference's error (999, not a config error).
+/// prevResult is required for CHECK: without one, the reference's error (999, not a config error);
+/// one that does not parse fails here, with the parse error (the protocol layer lets CHECK run
+/// with it, for the plugins whose CHECK never reads it).
 pub fn require_prev(ctx: &Ctx) -> Result<&CniResult> {
     require_prev_of(ctx, "")
 }
 
 /// [`require_prev`] for the plugins whose reference message names them (`ptp: `, `vlan: `).
 pub fn require_prev_of<'a>(ctx: &'a Ctx, prefix: &str) -> Result<&'a CniResult> {
-    ctx.prev_result.as_ref().ok_or_else(|| anyhow::anyhow!("{prefix}Required prevResult missing"))
+    ctx.read_prev_result()?.ok_or_else(|| anyhow::anyhow!("{prefix}Required prevResult missing"))
 }
 
 /// The veth plugins' prevResult entry for CNI_IFNAME: the first with that name and a sandbox,
