@@ -109,15 +109,16 @@ impl Range {
                 return Err(format!("subnet {subnet} is an IPv4-mapped IPv6 network; write it as IPv4"));
             }
         }
+        // the reference checks the size first: 198.18.0.1/31 is "too small", not "host bits set"
+        if subnet.prefix_len() > subnet.max_prefix_len().saturating_sub(2) {
+            return Err(format!("Network {subnet} too small to allocate from"));
+        }
         if subnet.addr() != subnet.network() {
             return Err(format!(
                 "Network has host bits set. For a subnet mask of length {} the network address is {}",
                 subnet.prefix_len(),
                 subnet.network()
             ));
-        }
-        if subnet.prefix_len() > subnet.max_prefix_len().saturating_sub(2) {
-            return Err(format!("Network {subnet} too small to allocate from"));
         }
         let v4 = subnet.addr().is_ipv4();
         let net = ip_to_u128(subnet.network());
@@ -369,6 +370,7 @@ mod tests {
             (raw("198.18.0.1/24", None, None, None), "host bits set"),
             (raw("fd00::1/64", None, None, None), "host bits set"),
             (raw("198.18.0.0/31", None, None, None), "too small"),
+            (raw("198.18.0.1/31", None, None, None), "Network 198.18.0.1/31 too small to allocate from"),
             (raw("198.18.0.0/32", None, None, None), "too small"),
             (raw("fd00::/127", None, None, None), "too small"),
             (raw("nonsense", None, None, None), "invalid CIDR"),
