@@ -56,7 +56,7 @@
 use super::iptables::{
     canonical_rule, has_exact_rule, restore_quote, split_args, wrap_table, IptablesBackend, NatState,
 };
-use super::nft::decode::{list_chains, list_rules, RuleInfo};
+use super::nft::decode::{delete_rules_where, list_chains, list_rules, RuleInfo};
 use super::nft::expr::{ct_state, match_addr, match_ct_state, match_ifname, meta_key, nfproto, CmpOp, REG_1};
 use super::nft::plan::{same_exprs, TableState};
 use super::nft::sock::NftSocket;
@@ -647,31 +647,10 @@ pub fn nft_add(spec: &FirewallSpec) -> Result<()> {
     })
 }
 
-/// Deletes the rules of `cni_forward` that `pick` selects; read again when a concurrent writer
-/// deleted one first (ENOENT), then one rule per transaction.
+/// Deletes the rules of `cni_forward` that `pick` selects (racing writers tolerated).
 fn nft_delete_where(pick: impl Fn(&RuleInfo) -> bool) -> Result<()> {
     let mut s = NftSocket::cached()?;
-    for _ in 0..3 {
-        let mut b = Batch::new();
-        for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))?.iter().filter(|r| pick(r)) {
-            b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
-        }
-        match s.commit(&b) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for r in list_rules(&mut s, Family::Inet, NFT_TABLE, Some(NFT_PRIV))?.iter().filter(|r| pick(r)) {
-        let mut b = Batch::new();
-        b.del_rule(Family::Inet, NFT_TABLE, NFT_PRIV, r.handle);
-        match s.commit(&b) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    Ok(delete_rules_where(&mut s, Family::Inet, NFT_TABLE, NFT_PRIV, pick)?)
 }
 
 /// nftables DEL: the attachment's per-IP rules, found by its tag (and rules of the old format

@@ -27,7 +27,7 @@
 //! ([`setup_batch_fast`], committed guarded by the ruleset generation; see [`super::nft::plan`]).
 
 use super::iptables::IptablesBackend;
-use super::nft::decode::{list_rules, RuleInfo};
+use super::nft::decode::{delete_rules_where, list_rules, RuleInfo};
 use super::nft::expr::{match_addr, nfproto, CmpOp};
 use super::nft::plan::TableState;
 use super::nft::sock::NftSocket;
@@ -205,30 +205,7 @@ impl NftBackend {
     /// Deletes the rules selected by `pick`; retries when a concurrent writer changed the chain.
     fn delete_where(&self, pick: impl Fn(&RuleInfo) -> bool) -> Result<()> {
         let mut s = NftSocket::cached()?;
-        for _ in 0..3 {
-            let rules = Self::current(&mut s)?;
-            let mut b = Batch::new();
-            for r in rules.iter().filter(|r| pick(r)) {
-                b.del_rule(Family::Inet, TABLE, CHAIN, r.handle);
-            }
-            match s.commit(&b) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Still racing (many DELs and a GC deleting from the same chain): delete one rule per
-        // transaction, where ENOENT only means someone else already deleted it.
-        for r in Self::current(&mut s)?.iter().filter(|r| pick(r)) {
-            let mut b = Batch::new();
-            b.del_rule(Family::Inet, TABLE, CHAIN, r.handle);
-            match s.commit(&b) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        Ok(delete_rules_where(&mut s, Family::Inet, TABLE, CHAIN, pick)?)
     }
 }
 

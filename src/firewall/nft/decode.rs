@@ -222,6 +222,39 @@ pub fn list_rules(
     Ok(list_rules_checked(s, family, table, chain)?.into_iter().map(|(r, _)| r).collect())
 }
 
+/// Deletes the rules of one chain that `pick` selects. A commit that fails with ENOENT (a
+/// concurrent writer deleted one of them first) is read and tried again; after three tries each
+/// rule goes in a transaction of its own, where ENOENT only means it is already gone.
+pub fn delete_rules_where(
+    s: &mut NftSocket,
+    family: Family,
+    table: &str,
+    chain: &str,
+    pick: impl Fn(&RuleInfo) -> bool,
+) -> Result<(), NftError> {
+    for _ in 0..3 {
+        let mut b = super::Batch::new();
+        for r in list_rules(s, family, table, Some(chain))?.iter().filter(|r| pick(r)) {
+            b.del_rule(family, table, chain, r.handle);
+        }
+        match s.commit(&b) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for r in list_rules(s, family, table, Some(chain))?.iter().filter(|r| pick(r)) {
+        let mut b = super::Batch::new();
+        b.del_rule(family, table, chain, r.handle);
+        match s.commit(&b) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// [`list_rules`] with [`decode_rule_checked`]'s completeness flag per rule.
 pub fn list_rules_checked(
     s: &mut NftSocket,
