@@ -16,8 +16,12 @@
 //! Floors, per scale, in the same run: the bench loop's own cost (spawn + exec + wait of a static
 //! no-op ELF the bench writes, spawned exactly like a plugin: env, piped stdio, the config on
 //! stdin), and the kernel's cost of the same veth create (peer in the pod, bridge port, up, the
-//! pod's end up), made by this one process over netlink pod after pod, and of the delete, done by
-//! one `ip -batch` process. ADD floor = exec + create; DEL floor = exec + delete.
+//! pod's end up), made by this one process over netlink, and of the veth's deletion, the same way.
+//! The floors are measured interleaved with cni-multi's runs, pod by pod (floor port i, one no-op
+//! spawn, cni-multi's ADD of pod i, in a rotating order; the same for DEL), each side in a world
+//! of its own, so both see the same moments of a shared machine. ADD floor = exec + create; DEL
+//! floor = exec + delete. The IPAM stores live on a tmpfs private to the bench (`--store-dir`
+//! puts them elsewhere; docs/bench.md says why).
 //! Plugins are spawned the same cheap way for both implementations (from a bench thread that sits
 //! in the host netns; no `ip netns exec`, no shell) and are never traced while timed.
 //!
@@ -77,6 +81,10 @@ struct Args {
     /// ADDs timed on the large store (default 20)
     #[argh(option, default = "20")]
     store_pods: usize,
+    /// put the IPAM stores under this directory (default: a tmpfs private to the bench; see
+    /// docs/bench.md, "Stores")
+    #[argh(option)]
+    store_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -94,6 +102,8 @@ const SUBNET: &str = "198.18.0.0/16";
 struct Ctx {
     pid: u32,
     work: PathBuf,
+    /// where every IPAM store (dataDir) of the run lives
+    stores: PathBuf,
     root_netns: File,
     /// the static no-op program (floor of the bench loop's own cost)
     noop: PathBuf,
@@ -118,9 +128,9 @@ struct Floor {
     /// the bench's spawn + exec + wait of a static no-op, the same way plugins are run
     exec: f64,
     /// the kernel's veth pair (peer in the pod) + bridge port + up + the pod's end up, from this
-    /// one process over netlink ([`live_ports`])
+    /// one process over netlink ([`live_port`])
     create: f64,
-    /// the kernel's deletion of one veth, from one `ip -batch`
+    /// the kernel's deletion of one veth, from this process over netlink
     delete: f64,
 }
 
@@ -194,13 +204,39 @@ fn run(args: &Args) -> Result<()> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     let _work_guard = RemoveDir(work.clone());
+    // The stores: by default a tmpfs in our private mount namespace (it vanishes with us). On a
+    // journal-less ext4, such as this VM's root, creating a file skips every inode of its group
+    // deleted in the last 5-35 s (`recently_deleted`), so each run's lease files would pay for
+    // the DELs of the run before it (0.4-0.5 ms per file after 100 deletions, measured). A
+    // journaled file system (a node's) does not make that check.
+    let (stores, _stores_guard): (PathBuf, (Option<Unmount>, Option<RemoveDir>)) = match &args.store_dir {
+        Some(dir) => {
+            let dir = dir.join(format!("cni-multi-bench-{pid}"));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir)?;
+            (dir.clone(), (None, Some(RemoveDir(dir))))
+        }
+        None => {
+            let dir = work.join("stores");
+            fs::create_dir_all(&dir)?;
+            mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0700,size=512m"),
+            )
+            .context("mount a tmpfs for the stores")?;
+            (dir.clone(), (Some(Unmount(dir)), None))
+        }
+    };
     let noop = work.join("noop");
     {
         use std::os::unix::fs::PermissionsExt;
         fs::write(&noop, noop_elf())?;
         fs::set_permissions(&noop, fs::Permissions::from_mode(0o755))?;
     }
-    let ctx = Ctx { pid, work: work.clone(), root_netns: File::open("/proc/thread-self/ns/net")?, noop };
+    let ctx = Ctx { pid, work: work.clone(), stores, root_netns: File::open("/proc/thread-self/ns/net")?, noop };
 
     let reference = Impl { label: "reference", dir: args.reference.clone() };
     let wanted: &[&str] = if args.chain_pods > 0 { &CHAIN_BINARIES } else { &["bridge", "host-local"] };
@@ -226,29 +262,26 @@ fn run(args: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for &n in &scales {
         eprintln!("== {n} pods");
-        let pods = PodSet::new(&ctx, n)?;
-        let floor = kernel_floor(&ctx, &pods)?;
+        let pods = PodSet::new(&ctx, n, "p")?;
+        let r = measure(&ctx, &reference, &pods)?;
+        report_progress(&reference, &r);
+        // cni-multi and the floors, interleaved pod by pod (see measure_with_floor)
+        let floor_pods = PodSet::new(&ctx, n, "f")?;
+        let (floor, o) = measure_with_floor(&ctx, ours.as_ref().map(|(imp, _)| imp), &pods, &floor_pods)?;
         eprintln!(
             "   floors: exec of a static no-op {:.2} ms, kernel create {:.2} ms/pod, delete {:.2} ms/pod",
             floor.exec, floor.create, floor.delete
         );
-        let r = measure(&ctx, &reference, &pods)?;
-        report_progress(&reference, &r);
-        let o = match &ours {
-            Some((imp, _)) => {
-                let o = measure(&ctx, imp, &pods)?;
-                report_progress(imp, &o);
-                o
-            }
-            None => Timing { failure: Some("no --ours binary given".into()), ..Default::default() },
-        };
+        if let Some((imp, _)) = &ours {
+            report_progress(imp, &o);
+        }
         rows.push((n, floor, r, o));
     }
 
     let mut extra = String::new();
     if args.parallel_pods > 0 {
         eprintln!("== 8-way parallel ADD, {} pods", args.parallel_pods);
-        let pods = PodSet::new(&ctx, args.parallel_pods)?;
+        let pods = PodSet::new(&ctx, args.parallel_pods, "p")?;
         let r = measure_parallel(&ctx, &reference, &pods)?;
         let o = match &ours {
             Some((imp, _)) => measure_parallel(&ctx, imp, &pods)?,
@@ -282,7 +315,7 @@ fn run(args: &Args) -> Result<()> {
     }
     if args.store_size > 0 && args.store_pods > 1 {
         eprintln!("== ADD on a store of {} reservations, {} pods", args.store_size, args.store_pods);
-        let pods = PodSet::new(&ctx, args.store_pods)?;
+        let pods = PodSet::new(&ctx, args.store_pods, "p")?;
         let r = measure_large_store(&ctx, &reference, &pods, args.store_size)?;
         let o = match &ours {
             Some((imp, _)) => measure_large_store(&ctx, imp, &pods, args.store_size)?,
@@ -331,7 +364,7 @@ fn run(args: &Args) -> Result<()> {
 
     let chain = if args.chain_pods > 0 {
         eprintln!("== full chain, {} pods", args.chain_pods);
-        let pods = PodSet::new(&ctx, args.chain_pods)?;
+        let pods = PodSet::new(&ctx, args.chain_pods, "p")?;
         let cfloor = chain_floor(&ctx, args.chain_pods)?;
         eprintln!("   floors: exec {:.2} ms, veth delete {:.2} ms, ifb delete {:.2} ms", cfloor.0, cfloor.1, cfloor.2);
         let r = measure_chain(&ctx, &reference, &pods)?;
@@ -361,7 +394,7 @@ fn run(args: &Args) -> Result<()> {
         ref_count: fs::read_dir(&reference.dir).map(|d| d.count()).unwrap_or(0),
         ours: ours.as_ref().map(|(_, b)| file_size(b)),
     };
-    print!("{}", render(&rows, &rss_ref, &rss_ours, &sizes, &reference.dir));
+    print!("{}", render(&rows, &rss_ref, &rss_ours, &sizes, &reference.dir, args.store_dir.as_deref()));
     print!("{extra}");
     if let Some((n, r, o, f)) = &chain {
         print!("\n{}", render_chain(*n, r, o, *f));
@@ -381,6 +414,14 @@ struct RemoveDir(PathBuf);
 impl Drop for RemoveDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Unmounts a mount point (before the work directory holding it is removed).
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = umount2(&self.0, MntFlags::MNT_DETACH);
     }
 }
 
@@ -446,8 +487,8 @@ struct PodSet {
 }
 
 impl PodSet {
-    fn new(ctx: &Ctx, n: usize) -> Result<PodSet> {
-        let names: Vec<String> = (0..n).map(|i| format!("{PREFIX}-p{i}-{}", ctx.pid)).collect();
+    fn new(ctx: &Ctx, n: usize, tag: &str) -> Result<PodSet> {
+        let names: Vec<String> = (0..n).map(|i| format!("{PREFIX}-{tag}{i}-{}", ctx.pid)).collect();
         let set = NetnsSet::create(names.clone())?;
         Ok(PodSet { names, _set: set })
     }
@@ -492,37 +533,32 @@ fn remount_sys() {
     let _ = mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>);
 }
 
-/// The kernel's work for live pods, one after the other, from this one process over netlink:
-/// the veth pair with its peer in the pod, the host end made a port of the bridge and up, and the
-/// pod's end up (so the port has carrier and forwards, as a pod's does: the bridge's per-port
-/// promiscuity and FDB work happens then, and grows with the ports). Its time, in the calling
-/// thread's (host) namespace.
-fn live_ports(pods: &PodSet) -> Result<Duration> {
+/// The kernel's work for one live pod, from this process over netlink: the veth pair with its
+/// peer in the pod, the host end made a port of the bridge and up, and the pod's end up (so the
+/// port has carrier and forwards, as a pod's does: the bridge's per-port promiscuity and FDB
+/// work happens then, and grows with the ports). `host` is a socket in the floor's host netns.
+/// Returns the new port's index.
+fn live_port(host: &mut cni_multi::netlink::Netlink, br: u32, pod: &str, i: usize) -> Result<u32> {
     use cni_multi::netlink::{Netlink, VethSpec};
     use cni_multi::sys::netns::NetNs;
-    let mut host = Netlink::new()?;
-    let br = host.link_by_name(BRIDGE)?.ok_or_else(|| anyhow!("no bridge"))?.index;
-    let t0 = Instant::now();
-    for (i, p) in pods.names.iter().enumerate() {
-        let ns = NetNs::open(&format!("/run/netns/{p}")).map_err(|e| anyhow!("{e}"))?;
-        let name = format!("vb{i}");
-        // the indexes come from the kernel's echo of the creation: a lookup of the new port
-        // right after it would run its pending carrier event inside the request, an RCU grace
-        // period that is not the kernel's cost of the work (a kernel without the echo: lookups)
-        let echoed =
-            host.veth_add(&VethSpec { name: &name, peer_name: "eth0", mtu: None, mac: None, peer_ns: Some(ns.fd()) })?;
-        let mut pod = Netlink::in_netns(&ns)?;
-        let (port, eth0) = match echoed.as_ref().and_then(|l| Some((l.index, l.link?))) {
-            Some(ix) => ix,
-            None => (
-                host.link_by_name(&name)?.ok_or_else(|| anyhow!("no {name}"))?.index,
-                pod.link_by_name("eth0")?.ok_or_else(|| anyhow!("no eth0 in {p}"))?.index,
-            ),
-        };
-        host.link_set_master_up(port, br)?;
-        pod.link_set_up(eth0, true)?;
-    }
-    Ok(t0.elapsed())
+    let ns = NetNs::open(&format!("/run/netns/{pod}")).map_err(|e| anyhow!("{e}"))?;
+    let name = format!("vb{i}");
+    // the indexes come from the kernel's echo of the creation: a lookup of the new port right
+    // after it would run its pending carrier event inside the request, an RCU grace period that
+    // is not the kernel's cost of the work (a kernel without the echo: lookups)
+    let echoed =
+        host.veth_add(&VethSpec { name: &name, peer_name: "eth0", mtu: None, mac: None, peer_ns: Some(ns.fd()) })?;
+    let mut in_pod = Netlink::in_netns(&ns)?;
+    let (port, eth0) = match echoed.as_ref().and_then(|l| Some((l.index, l.link?))) {
+        Some(ix) => ix,
+        None => (
+            host.link_by_name(&name)?.ok_or_else(|| anyhow!("no {name}"))?.index,
+            in_pod.link_by_name("eth0")?.ok_or_else(|| anyhow!("no eth0 in {pod}"))?.index,
+        ),
+    };
+    host.link_set_master_up(port, br)?;
+    in_pod.link_set_up(eth0, true)?;
+    Ok(port)
 }
 
 /// Mean wall time of spawning the static no-op the way plugins are spawned (env, piped stdio, the
@@ -530,38 +566,124 @@ fn live_ports(pods: &PodSet) -> Result<Duration> {
 fn exec_floor(ctx: &Ctx, runs: usize, conf: &str) -> Result<f64> {
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs {
-        let mut c = Command::new(&ctx.noop);
-        c.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", format!("noop-{i}"))
-            .env("CNI_NETNS", "/run/netns/none")
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &ctx.work);
-        let (_, dt) = invoke(c, conf)?;
-        times.push(dt);
+        times.push(exec_once(ctx, i, conf)?);
     }
     mean_ms(&times).ok_or_else(|| anyhow!("no exec floor runs"))
 }
 
-fn kernel_floor(ctx: &Ctx, pods: &PodSet) -> Result<Floor> {
-    let exec_a = exec_floor(ctx, 100, &conf(&ctx.work))?;
-    let host = HostNs::enter(ctx, "floor")?;
-    ip_batch(None, &format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n"))?;
-    let n = pods.names.len() as f64;
-    let t_add = live_ports(pods)?;
-    let mut del = String::new();
-    for i in 0..pods.names.len() {
-        let _ = writeln!(del, "link del vb{i}");
+/// One spawn of the static no-op, exactly as a plugin is spawned.
+fn exec_once(ctx: &Ctx, i: usize, conf: &str) -> Result<Duration> {
+    let mut c = Command::new(&ctx.noop);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", format!("noop-{i}"))
+        .env("CNI_NETNS", "/run/netns/none")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", &ctx.work);
+    Ok(invoke(c, conf)?.1)
+}
+
+fn pod_has_eth0(pod: &str) -> Result<bool> {
+    Ok(Command::new("ip").args(["-n", pod, "link", "show", "dev", "eth0"]).output()?.status.success())
+}
+
+/// cni-multi's ADD and DEL of every pod with the floors measured between them, pod by pod: for
+/// pod i, the floor's live port i (in a world of its own: another host netns with its own bridge
+/// and pods), one spawn of the static no-op, and cni-multi's ADD of pod i, in an order that
+/// rotates with i; then the same for the deletions (the floor's port deleted over netlink). Both
+/// sides see the same moments of a shared machine, and the same number of ports on their bridge.
+/// Without `imp` only the floors are measured.
+fn measure_with_floor(ctx: &Ctx, imp: Option<&Impl>, pods: &PodSet, floor_pods: &PodSet) -> Result<(Floor, Timing)> {
+    use cni_multi::netlink::Netlink;
+    use cni_multi::sys::netns::NetNs;
+    #[derive(Clone, Copy)]
+    enum Step {
+        Floor,
+        Exec,
+        Plugin,
     }
-    let t_del = ip_batch(None, &del)?;
-    drop(host);
-    let exec_b = exec_floor(ctx, 100, &conf(&ctx.work))?;
-    Ok(Floor {
-        exec: (exec_a + exec_b) / 2.0,
-        create: t_add.as_secs_f64() * 1000.0 / n,
-        delete: t_del.as_secs_f64() * 1000.0 / n,
-    })
+    let order = |i: usize| {
+        let mut v = [Step::Floor, Step::Exec, Step::Plugin];
+        v.rotate_left(i % 3);
+        v
+    };
+    let floor_host = format!("{PREFIX}-hfloor-{}", ctx.pid);
+    let _floor_set = NetnsSet::create(vec![floor_host.clone()])?;
+    ip_batch(Some(&floor_host), &format!("link set lo up\nlink add {BRIDGE} type bridge\nlink set {BRIDGE} up\n"))?;
+    let floor_ns = NetNs::open(&format!("/run/netns/{floor_host}")).map_err(|e| anyhow!("{e}"))?;
+    let mut fh = Netlink::in_netns(&floor_ns)?;
+    let br = fh.link_by_name(BRIDGE)?.ok_or_else(|| anyhow!("no bridge in the floor's netns"))?.index;
+
+    let label = imp.map_or("floor", |i| i.label);
+    let _host = HostNs::enter(ctx, label)?;
+    let data = ctx.stores.join(format!("ipam-{label}-{}", pods.names.len()));
+    let conf = conf(&data);
+    let (mut create, mut delete, mut exec, mut ports) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut t = Timing::default();
+    if imp.is_none() {
+        t.failure = Some("no --ours binary given".into());
+    }
+    for (i, pod) in pods.names.iter().enumerate() {
+        for step in order(i) {
+            match (step, imp) {
+                (Step::Floor, _) => {
+                    let t0 = Instant::now();
+                    ports.push(live_port(&mut fh, br, &floor_pods.names[i], i)?);
+                    create.push(t0.elapsed());
+                }
+                (Step::Exec, _) => exec.push(exec_once(ctx, i, &conf)?),
+                (Step::Plugin, Some(imp)) if t.failure.is_none() => {
+                    let (o, dt) = invoke(cni_command(imp, "ADD", pod, &format!("bench-{i}")), &conf)?;
+                    t.failure = match check_add(&o) {
+                        Err(e) => Some(format!("pod {i}: {e:#}")),
+                        Ok(()) if i == 0 && !pod_has_eth0(pod)? => {
+                            Some("ADD reported success but the pod has no eth0".into())
+                        }
+                        Ok(()) => {
+                            t.add.push(dt);
+                            None
+                        }
+                    };
+                }
+                (Step::Plugin, _) => {}
+            }
+        }
+    }
+    let ok = t.failure.is_none();
+    for (i, pod) in pods.names.iter().enumerate() {
+        for step in order(i) {
+            match (step, imp) {
+                (Step::Floor, _) => {
+                    let t0 = Instant::now();
+                    fh.link_del(ports[i])?;
+                    delete.push(t0.elapsed());
+                }
+                (Step::Exec, _) => exec.push(exec_once(ctx, i, &conf)?),
+                (Step::Plugin, Some(imp)) if ok && t.failure.is_none() => {
+                    let (o, dt) = invoke(cni_command(imp, "DEL", pod, &format!("bench-{i}")), &conf)?;
+                    if !o.ok {
+                        t.failure = Some(format!("DEL pod {i}: {} {}", short(&o.stdout), short(&o.stderr)));
+                    } else {
+                        t.del.push(dt);
+                    }
+                }
+                (Step::Plugin, _) => {}
+            }
+        }
+    }
+    if imp.is_some() && t.failure.is_none() {
+        let left = Command::new("ip").args(["-o", "link", "show", "type", "veth"]).output()?;
+        let n = String::from_utf8_lossy(&left.stdout).lines().count();
+        if n > 0 {
+            t.failure = Some(format!("{n} veths left after DEL"));
+        }
+    }
+    for pod in &pods.names {
+        let _ = Command::new("ip").args(["-n", pod, "link", "del", "eth0"]).stderr(Stdio::null()).status();
+    }
+    let ms = |v: &[Duration]| mean_ms(v).ok_or_else(|| anyhow!("no floor runs"));
+    Ok((Floor { exec: ms(&exec)?, create: ms(&create)?, delete: ms(&delete)? }, t))
 }
 
 /// The kernel's deletion of one veth and of one ifb (the two devices of a chain DEL), ms, and
@@ -671,7 +793,7 @@ fn check_add(o: &Outcome) -> Result<()> {
 
 fn measure(ctx: &Ctx, imp: &Impl, pods: &PodSet) -> Result<Timing> {
     let _host = HostNs::enter(ctx, imp.label)?;
-    let data = ctx.work.join(format!("ipam-{}-{}", imp.label, pods.names.len()));
+    let data = ctx.stores.join(format!("ipam-{}-{}", imp.label, pods.names.len()));
     let conf = conf(&data);
     let mut t = Timing::default();
     for (i, pod) in pods.names.iter().enumerate() {
@@ -719,7 +841,7 @@ fn measure(ctx: &Ctx, imp: &Impl, pods: &PodSet) -> Result<Timing> {
 fn measure_parallel(ctx: &Ctx, imp: &Impl, pods: &PodSet) -> Result<std::result::Result<f64, String>> {
     let _host = HostNs::enter(ctx, &format!("par{}", imp.label))?;
     ip_batch(None, &format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n"))?;
-    let data = ctx.work.join(format!("ipam-par-{}", imp.label));
+    let data = ctx.stores.join(format!("ipam-par-{}", imp.label));
     let conf = conf(&data);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failure = std::sync::Mutex::new(None::<String>);
@@ -786,7 +908,7 @@ fn measure_large_store(
     size: usize,
 ) -> Result<std::result::Result<(f64, f64, f64), String>> {
     let _host = HostNs::enter(ctx, &format!("big{}", imp.label))?;
-    let data = ctx.work.join(format!("ipam-big-{}", imp.label));
+    let data = ctx.stores.join(format!("ipam-big-{}", imp.label));
     churned_store(&data, size)?;
     let conf = conf(&data);
     let mut t = Timing::default();
@@ -834,10 +956,10 @@ struct Rss {
 
 /// Peak RSS of one ADD and one DEL, each a traced run in a fresh host netns.
 fn peak_rss(ctx: &Ctx, imp: &Impl) -> Result<Rss> {
-    let pods = PodSet::new(ctx, 1)?;
+    let pods = PodSet::new(ctx, 1, "p")?;
     let pod = pods.names.first().ok_or_else(|| anyhow!("no pod"))?.clone();
     let _host = HostNs::enter(ctx, &format!("rss{}", imp.label))?;
-    let conf = conf(&ctx.work.join(format!("ipam-rss-{}", imp.label)));
+    let conf = conf(&ctx.stores.join(format!("ipam-rss-{}", imp.label)));
     let mut rss = Rss::default();
     for verb in ["ADD", "DEL"] {
         let (o, run) = traced_invoke(cni_command(imp, verb, &pod, "bench-rss"), &conf)?;
@@ -1002,6 +1124,7 @@ fn render(
     rss_ours: &Rss,
     sizes: &Sizes,
     ref_dir: &Path,
+    store_dir: Option<&Path>,
 ) -> String {
     let mut s = String::new();
     let uname = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
@@ -1029,9 +1152,11 @@ fn render(
             s,
             "Floors, measured in this run: *exec* = the bench's spawn + exec + wait of a static no-op (the loop's \
              own cost per plugin process); *create* = the kernel's veth pair (peer in the pod) + bridge port + up \
-             + the pod's end up (a live, forwarding port), pod after pod from this one process over netlink; \
-             *delete* = the veth deletion per pod, from one `ip -batch` process. ADD floor = exec + create, DEL \
-             floor = exec + delete.\n"
+             + the pod's end up (a live, forwarding port), from this one process over netlink; *delete* = the \
+             veth's deletion, the same way. The floors are taken pod by pod between cni-multi's runs (floor \
+             port i, one no-op spawn, cni-multi's pod i, in a rotating order). ADD floor = exec + create, DEL \
+             floor = exec + delete. IPAM stores: {}.\n",
+            store_dir.map_or("a tmpfs private to the bench".to_string(), |d| format!("under {}", d.display()))
         );
         let _ = writeln!(
             s,
@@ -1207,8 +1332,8 @@ impl ChainTiming {
 /// The conflist of the chain: bridge + host-local, portmap, firewall, tuning, bandwidth. Each
 /// implementation gets its own IPAM and tuning directories.
 fn chain_conflist(ctx: &Ctx, imp: &Impl) -> serde_json::Value {
-    let data = ctx.work.join(format!("chain-ipam-{}", imp.label));
-    let tuning = ctx.work.join(format!("chain-tuning-{}", imp.label));
+    let data = ctx.stores.join(format!("chain-ipam-{}", imp.label));
+    let tuning = ctx.stores.join(format!("chain-tuning-{}", imp.label));
     serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "benchchain",
