@@ -672,15 +672,8 @@ fn measure_with_floor(ctx: &Ctx, imp: Option<&Impl>, pods: &PodSet, floor_pods: 
             }
         }
     }
-    if imp.is_some() && t.failure.is_none() {
-        let left = Command::new("ip").args(["-o", "link", "show", "type", "veth"]).output()?;
-        let n = String::from_utf8_lossy(&left.stdout).lines().count();
-        if n > 0 {
-            t.failure = Some(format!("{n} veths left after DEL"));
-        }
-    }
-    for pod in &pods.names {
-        let _ = Command::new("ip").args(["-n", pod, "link", "del", "eth0"]).stderr(Stdio::null()).status();
+    if imp.is_some() {
+        after_del(&mut t, pods)?;
     }
     let ms = |v: &[Duration]| mean_ms(v).ok_or_else(|| anyhow!("no floor runs"));
     Ok((Floor { exec: ms(&exec)?, create: ms(&create)?, delete: ms(&delete)? }, t))
@@ -821,6 +814,13 @@ fn measure(ctx: &Ctx, imp: &Impl, pods: &PodSet) -> Result<Timing> {
             t.del.push(dt);
         }
     }
+    after_del(&mut t, pods)?;
+    Ok(t)
+}
+
+/// After a run's DELs: a veth left in the host netns is a failure; the pods are emptied, as the
+/// next run reuses them.
+fn after_del(t: &mut Timing, pods: &PodSet) -> Result<()> {
     if t.failure.is_none() {
         let left = Command::new("ip").args(["-o", "link", "show", "type", "veth"]).output()?;
         let n = String::from_utf8_lossy(&left.stdout).lines().count();
@@ -828,11 +828,10 @@ fn measure(ctx: &Ctx, imp: &Impl, pods: &PodSet) -> Result<Timing> {
             t.failure = Some(format!("{n} veths left after DEL"));
         }
     }
-    // the pods are reused by the next run: make sure they are empty
     for pod in &pods.names {
         let _ = Command::new("ip").args(["-n", pod, "link", "del", "eth0"]).stderr(Stdio::null()).status();
     }
-    Ok(t)
+    Ok(())
 }
 
 /// 8-way parallel ADD: `pods` ADDs spread over 8 threads (each spawns its plugin processes
