@@ -94,3 +94,14 @@ fn loopback_unprintable_result_keeps_lo_as_it_was() {
     assert_eq!(e.msg, "cannot convert: no valid IP addresses");
     assert!(lo_up(w.c(0)), "lo was up before the ADD and stays up");
 }
+
+/// A prevResult that does not parse fails ADD before `lo` is touched, as the reference's
+/// parseNetConf runs before it enters the namespace (the ADD used to set `lo` up first).
+#[test]
+fn loopback_unreadable_prev_result_fails_before_lo_is_touched() {
+    let w = World::new("lo6", 1, Impl::Ours);
+    let conf = json!({"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback", "prevResult": {"ips": "bogus"}});
+    let e = w.add(&conf).run().err_code(999);
+    assert!(e.msg.contains("prevResult"), "{}", e.msg);
+    assert!(!lo_up(w.c(0)), "lo stays down");
+}

@@ -146,7 +146,10 @@ fn run_inner(applet: &Plugin, io: &mut Io) -> Result<(), CniError> {
         // fail on it (as the reference's do not parse it); one that does read it on CHECK, or on
         // ADD without being a chained plugin (loopback, ipvlan), asks `Ctx::read_prev_result`
         Err(e) => {
-            tracing::warn!("ignoring an unreadable prevResult on {}: {e}", command.as_str());
+            tracing::debug!(
+                "prevResult does not parse ({e}); on {} only a plugin that reads it fails",
+                command.as_str()
+            );
             None
         }
     };

@@ -37,6 +37,9 @@ pub const DOC: Doc = Doc {
 };
 
 fn add(ctx: &Ctx) -> Result<CniResult> {
+    // passed on unchanged; one that does not parse fails ADD before `lo` is touched, as the
+    // reference's parseNetConf runs before it enters the namespace
+    let prev = ctx.read_prev_result()?;
     let ns = steps::ns::open(ctx)?;
     let mut nl = Netlink::in_netns(&ns)?;
     let lo = nl.link_by_name("lo")?.context("failed to find lo")?;
@@ -50,8 +53,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     if let Some(a) = v4_first.find(|a| !a.addr.addr().is_loopback()) {
         bail!("loopback interface found with non-loopback address \"{}\"", a.addr.addr());
     }
-    // passed on unchanged; one that does not parse fails ADD, as the reference's parseNetConf
-    if let Some(prev) = ctx.read_prev_result()? {
+    if let Some(prev) = prev {
         return Ok(prev.clone());
     }
     let mut result = CniResult {

@@ -83,8 +83,11 @@ pub fn link_mac(link: &Link, want: &Interface) -> Result<()> {
 }
 
 /// [`link_mac`] for the plugins whose reference prefixes the message (`ptp: `, `vlan: `).
+/// A link without a hardware address (an L3 tun) matches no MAC, as the reference compares
+/// with its empty text; the case of the letters does not count (the reference compares text).
 pub fn link_mac_of(link: &Link, want: &Interface, prefix: &str) -> Result<()> {
-    if let (Some(w), Some(h)) = (want.mac.as_deref().filter(|m| !m.is_empty()), link.mac_string()) {
+    if let Some(w) = want.mac.as_deref().filter(|m| !m.is_empty()) {
+        let h = link.hw_addr_string().unwrap_or_default();
         if !w.eq_ignore_ascii_case(&h) {
             anyhow::bail!("{prefix}Interface {} Mac {w} doesn't match container Mac: {h}", want.name);
         }
