@@ -901,7 +901,12 @@ const DNSMASQ_DNS: &[&str] = &[
 
 impl Lan {
     fn new(tag: &str, n: u8, uplinks: &[&str]) -> Lan {
-        let w = harness::World::new(tag, 0, Impl::Ours);
+        Lan::with_impl(tag, n, uplinks, Impl::Ours)
+    }
+
+    /// [`Lan::new`] whose plugins and daemon are `imp`'s (the reference's: `/usr/lib/cni`).
+    fn with_impl(tag: &str, n: u8, uplinks: &[&str], imp: Impl) -> Lan {
+        let w = harness::World::new(tag, 0, imp);
         let server = DhcpServer::new(&format!("{}-s", w.host.name.trim_end_matches("-h")), "sbr", n, true, &w.tmp);
         for (i, up) in uplinks.iter().enumerate() {
             server.plug(&format!("s{i}"), &w.host, up);
@@ -922,25 +927,24 @@ impl Lan {
         self.server.start(&dns);
     }
 
-    /// Our daemon (the real binary) in the host netns, with short timers for the tests.
+    /// Our daemon (the real binary) in the host netns, with short timers for the tests; in a
+    /// world of the reference, the reference's daemon with its default timers.
     fn start_daemon(&mut self, timeout: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.w.tmp.join("daemon.log")).unwrap();
-        let child = self
-            .w
-            .host
-            .command(bin())
-            .args(["dhcp", "daemon", "-socketpath"])
-            .arg(&self.sock)
-            .arg("-statedir")
-            .arg(&self.state)
-            .arg("-pidfile")
-            .arg(self.w.tmp.join("daemon.pid"))
-            .args(["-timeout", timeout, "-resendmax", "4s", "-linkcheck", "1s"])
-            .env("CNI_MULTI_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut cmd = match self.w.imp {
+            Impl::Ours => {
+                let mut c = self.w.host.command(bin());
+                c.arg("dhcp");
+                c
+            }
+            Impl::Reference => self.w.host.command(format!("{}/dhcp", harness::plugin::REFERENCE_DIR)),
+        };
+        cmd.args(["daemon", "-socketpath"]).arg(&self.sock).arg("-pidfile").arg(self.w.tmp.join("daemon.pid"));
+        if self.w.imp == Impl::Ours {
+            cmd.arg("-statedir").arg(&self.state);
+            cmd.args(["-timeout", timeout, "-resendmax", "4s", "-linkcheck", "1s"]);
+        }
+        let child = cmd.env("CNI_MULTI_LOG", "debug").stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.daemon = Some(child);
         let sock = self.sock.clone();
         assert!(harness::wait_for(5, || sock.exists()), "daemon did not start: {}", self.daemon_log());
@@ -1318,6 +1322,62 @@ fn host_device_release_after_del() {
     assert!(lan.w.host.link("hd0").is_some(), "host-device gave the device back");
     lan.wait("DEL to release the host-device lease", 5, || !lan.server.leased_addrs().contains(&a4));
     assert!(lan.state_files().is_empty());
+}
+
+/// An option-121 route whose next hop is 0.0.0.0 (on-link) from a server that also names a
+/// router (option 3), asked for with `"request": [{"option": "121"}]`, through bridge: both
+/// implementations succeed, the result says `{"dst": "198.18.21.0/24", "gw": "0.0.0.0"}` (ours
+/// with `"scope": 253`, as v1.9.1 prints it; Debian 1.1.1 has no `scope`) and the kernel holds
+/// the route without a gateway (ours `scope link`, as v1.9.1; Debian 1.1.1 installs it with
+/// scope universe). CHECK passes with ours; the reference's compares the kernel's missing
+/// gateway with 0.0.0.0 and fails. Until 2026-12-07 ours dropped the on-link route's gateway
+/// from the result and bridge put it via the router, which the kernel refused (999 "Nexthop
+/// has invalid gateway").
+#[test]
+fn bridge_on_link_classless_route_beside_a_router() {
+    for (which, n) in [(Impl::Ours, 82u8), (Impl::Reference, 83)] {
+        if which == Impl::Reference && !["dhcp", "bridge"].iter().all(|p| harness::have_reference(p)) {
+            continue;
+        }
+        let mut lan = Lan::with_impl(&format!("dhl{n}"), n, &["up0"], which);
+        lan.w.host.must(&["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+        lan.w.host.must(&["ip", "link", "set", "up0", "master", "br0"]);
+        lan.w.host.must(&["ip", "link", "set", "br0", "up"]);
+        let srv = lan.server.srv4();
+        lan.server.start(&[
+            format!("--dhcp-option=option:router,{srv}"),
+            format!("--dhcp-option=option:classless-static-route,198.18.21.0/24,0.0.0.0,0.0.0.0/0,{srv}"),
+        ]);
+        lan.start_daemon("10s");
+        let c = lan.w.add_container();
+        let conf = lan.bridge_conf(serde_json::json!({"request": [{"option": "121"}]}));
+        let out = lan.w.add(&conf).cid("ctr1").container(c).run();
+        assert!(out.success(), "{which:?}: {} {}\n{}", out.stdout, out.stderr, lan.daemon_log());
+        let r = out.ok();
+        let mut on_link = serde_json::json!({"dst": "198.18.21.0/24", "gw": "0.0.0.0"});
+        if which == Impl::Ours {
+            on_link["scope"] = 253.into();
+        }
+        assert_eq!(r["routes"], serde_json::json!([on_link, {"dst": "0.0.0.0/0", "gw": srv}]), "{which:?}: {r}");
+        let routes = lan.w.c(c).ip_json(&["-4", "route", "show", "198.18.21.0/24"]);
+        let route = &routes[0];
+        assert_eq!((route["dev"].as_str(), route.get("gateway")), (Some("eth0"), None), "{which:?}: {routes}");
+        let scope = route.get("scope").and_then(|v| v.as_str());
+        assert_eq!(scope, (which == Impl::Ours).then_some("link"), "{which:?}: {routes}");
+        let default = lan.w.c(c).ip_json(&["-4", "route", "show", "default"]);
+        assert_eq!(default[0]["gateway"], srv.as_str(), "{which:?}: {default}");
+        let check = lan.w.check(&conf, &r).cid("ctr1").container(c).run();
+        match which {
+            Impl::Ours => {
+                check.ok();
+            }
+            Impl::Reference => {
+                let e = check.err_code(999);
+                assert!(e.msg.contains("GW:0.0.0.0} not found in routing table"), "{}", e.msg);
+            }
+        }
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
 }
 
 /// DHCPv6 leases persisted by a stopped daemon come back aged past T1 (RENEW), past T2

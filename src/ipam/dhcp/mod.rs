@@ -28,7 +28,7 @@ use client::{opt, ClientOptions, Lease};
 use ipnet::IpNet;
 use rpc::{CallError, Method, Request};
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 pub const APPLET: Plugin = Plugin {
@@ -277,12 +277,14 @@ fn route_metric(priority: i64) -> Result<u32, CniError> {
 
 /// The IPAM result for a lease: address, gateway = first router, routes (option 121, or
 /// option 33 plus a default route via the router); `priority` becomes every route's metric.
+/// An on-link option-121 route (next hop 0.0.0.0) is `"gw": "0.0.0.0", "scope": 253`, as
+/// v1.9.1 prints it; the main plugin installs it on-link (`plugins::steps::ipam::route_gateway`).
 pub fn lease_to_result(lease: &Lease, priority: u32) -> anyhow::Result<CniResult> {
     let net = lease.net().ok_or_else(|| anyhow!("invalid lease prefix /{}", lease.prefix_len))?;
     let mut r = CniResult::default();
     r.ips.push(IpConfig { address: IpNet::V4(net), gateway: lease.router.map(IpAddr::V4), interface: None });
     for lr in &lease.routes {
-        let mut route = Route::new(IpNet::V4(lr.dst), lr.gw.map(IpAddr::V4));
+        let mut route = Route::new(IpNet::V4(lr.dst), Some(IpAddr::V4(lr.gw.unwrap_or(Ipv4Addr::UNSPECIFIED))));
         if lr.gw.is_none() {
             route.scope = Some(253); // on-link (RT_SCOPE_LINK)
         }
@@ -445,7 +447,11 @@ mod tests {
         assert_eq!(r.routes[0].priority, Some(50));
         assert_eq!(r.routes[0].scope, None);
         assert_eq!(r.routes[1].scope, Some(253));
-        assert_eq!(r.routes[1].gw, None);
+        assert_eq!(r.routes[1].gw, "0.0.0.0".parse().ok(), "on-link: v1.9.1's gw 0.0.0.0");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&r.to_json("1.0.0").unwrap()).unwrap()["routes"][1],
+            serde_json::json!({"dst": "198.18.5.0/24", "gw": "0.0.0.0", "priority": 50, "scope": 253})
+        );
         assert_eq!(r.dns.nameservers, vec!["198.19.0.53"]);
         assert_eq!(r.dns.domain.as_deref(), Some("lab.example"));
 
