@@ -466,16 +466,20 @@ struct Seen6 {
     clients: Vec<Vec<u8>>,
     first_solicit: Vec<Instant>,
     requests: Vec<(usize, Vec<u8>, std::net::Ipv6Addr, Instant)>,
+    /// per Release: the client number and the address released
+    releases: Vec<(usize, std::net::Ipv6Addr)>,
 }
 
 /// A DHCPv6 server in the netns at `ns` on `ifname` that answers each Solicit with the
 /// Advertise messages `offers(client number)` gives ((server id, address, preference option), in
-/// that order, all from this one socket), and each Request with a Reply for what it asks; until
-/// `stop`.
+/// that order, all from this one socket), and each Request with a Reply for what it asks (whose
+/// IA_NA has T1 500 > T2 400, which RFC 8415 §21.4 makes the client discard, when
+/// `t1_above_t2(client number)`); until `stop`.
 fn fake_dhcp6(
     ns: PathBuf,
     ifname: &str,
     offers: fn(usize) -> Offers,
+    t1_above_t2: fn(usize) -> bool,
     seen: Arc<std::sync::Mutex<Seen6>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
@@ -508,10 +512,11 @@ fn fake_dhcp6(
                     let mut a = Message::new(ty, m.xid);
                     a.push(opt::CLIENTID, cid.to_vec());
                     a.push(opt::SERVERID, server.to_vec());
+                    let (t1, t2) = if ty == msg::REPLY && t1_above_t2(k) { (500, 400) } else { (0, 0) };
                     let ia = IaNa {
                         iaid: ia.iaid,
-                        t1: 0,
-                        t2: 0,
+                        t1,
+                        t2,
                         addrs: vec![(addr, 300, 600)],
                         status: 0,
                         status_msg: String::new(),
@@ -535,6 +540,7 @@ fn fake_dhcp6(
                         answer(msg::REPLY, &server, addr, None);
                     }
                     msg::RELEASE => {
+                        seen.releases.extend(ia.addrs.iter().map(|a| (k, a.0)));
                         let mut r = Message::new(msg::REPLY, m.xid);
                         r.push(opt::CLIENTID, cid.to_vec());
                         r.push(opt::SERVERID, m.get(opt::SERVERID).unwrap().to_vec());
@@ -570,7 +576,8 @@ fn dhcp_v6_requests_from_the_advertise_of_highest_preference() {
             _ => vec![(3, p(0xc), Some(255)), (4, p(0xd), None)],
         }
     }
-    let server = fake_dhcp6(PathBuf::from(w.server.ns.path_str()), "br0", offers, Arc::clone(&seen), Arc::clone(&stop));
+    let ns = PathBuf::from(w.server.ns.path_str());
+    let server = fake_dhcp6(ns, "br0", offers, |_| false, Arc::clone(&seen), Arc::clone(&stop));
     w.start_daemon(w.daemon_config());
     let ipam =
         serde_json::json!({"type": "dhcp", "daemonsocketpath": w.dir.join("dhcp.sock"), "ipv4": false, "ipv6": true});
@@ -597,6 +604,38 @@ fn dhcp_v6_requests_from_the_advertise_of_highest_preference() {
     assert!(w.state_files().is_empty());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     server.join().unwrap();
+}
+
+/// A DHCPv6 Reply we cannot use (its IA_NA has T1 > T2, which RFC 8415 §21.4 makes the client
+/// discard) still binds the address at the server: the daemon releases it before it solicits
+/// again, and the ADD, which gets no usable lease within `-timeout`, fails with code 11 and
+/// leaves nothing. Until 2026-12-07 the address stayed bound at the server.
+#[test]
+fn dhcp_v6_unusable_reply_is_released() {
+    let mut w = DaemonLan::with_v6("6u", 88, true);
+    let c1 = w.container_nodad(1);
+    let seen = Arc::new(std::sync::Mutex::new(Seen6::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    fn offers(_: usize) -> Offers {
+        vec![(1, std::net::Ipv6Addr::new(0xfd00, 0, 0xd, 0x88, 0, 0, 0, 0xa), Some(255))]
+    }
+    let ns = PathBuf::from(w.server.ns.path_str());
+    let server = fake_dhcp6(ns, "br0", offers, |_| true, Arc::clone(&seen), Arc::clone(&stop));
+    let mut cfg = w.daemon_config();
+    cfg.timeout = Duration::from_secs(3);
+    let d = w.start_daemon(cfg);
+    let ipam =
+        serde_json::json!({"type": "dhcp", "daemonsocketpath": w.dir.join("dhcp.sock"), "ipv4": false, "ipv6": true});
+    let e = (APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", ipam)).unwrap_err();
+    assert_eq!(cni_multi::cni::CniError::from_anyhow(&e).code, 11, "{e:#}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.requests.is_empty(), "the daemon requested the address");
+    let addr = offers(0)[0].1;
+    assert!(seen.releases.contains(&(0, addr)), "the bound address was not released: {:?}", seen.releases);
+    assert_eq!(seen.releases.len(), seen.requests.len(), "one Release per unusable Reply");
+    assert!(d.lease_keys().is_empty() && w.state_files().is_empty());
 }
 
 /// T1 of dnsmasq's minimum (2 min) lease is 60 s: this test takes about 65 s.
@@ -1376,6 +1415,78 @@ fn bridge_on_link_classless_route_beside_a_router() {
                 assert!(e.msg.contains("GW:0.0.0.0} not found in routing table"), "{}", e.msg);
             }
         }
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
+}
+
+/// A bridge + dhcp LAN of `which` with a bridge `br0` holding the uplink `up0` to the server
+/// netns, whose dnsmasq runs with `dnsmasq` options; the daemon started.
+fn bridged_lan(tag: &str, n: u8, which: Impl, dnsmasq: &[String]) -> Lan {
+    let mut lan = Lan::with_impl(tag, n, &["up0"], which);
+    lan.w.host.must(&["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    lan.w.host.must(&["ip", "link", "set", "up0", "master", "br0"]);
+    lan.w.host.must(&["ip", "link", "set", "br0", "up"]);
+    lan.server.start(dnsmasq);
+    lan.start_daemon("10s");
+    lan
+}
+
+/// The implementations a differential dhcp test runs: ours, and the reference when it has
+/// `dhcp` and `bridge`; each with its own server subnet (`n`, `n + 1`).
+fn dhcp_impls(n: u8) -> Vec<(Impl, u8)> {
+    let mut v = vec![(Impl::Ours, n)];
+    if ["dhcp", "bridge"].iter().all(|p| harness::have_reference(p)) {
+        v.push((Impl::Reference, n + 1));
+    }
+    v
+}
+
+/// An option 121 that does not parse (here a prefix length of 33) is ignored, as the
+/// reference's parser ignores it: the routes are option 33's and the default route via the
+/// router, in both implementations. Until 2026-12-07 it failed our ADD (999 `invalid classless
+/// route prefix length 33`).
+#[test]
+fn dhcp_malformed_classless_routes_are_ignored_as_the_reference() {
+    for (which, n) in dhcp_impls(84) {
+        let srv = format!("198.19.{n}.1");
+        let opts = [
+            "--dhcp-option=option:classless-static-route,21:c6:12:15:c6:13".to_string(),
+            format!("--dhcp-option=option:static-route,198.18.7.0,198.19.{n}.254"),
+        ];
+        let mut lan = bridged_lan(&format!("dhc{n}"), n, which, &opts);
+        let c = lan.w.add_container();
+        let conf = lan.bridge_conf(serde_json::json!({"request": [{"option": "121"}, {"option": "33"}]}));
+        let out = lan.w.add(&conf).cid("ctr1").container(c).run();
+        assert!(out.success(), "{which:?}: {} {}\n{}", out.stdout, out.stderr, lan.server.log());
+        let r = out.ok();
+        let want = serde_json::json!([
+            {"dst": "198.18.7.0/24", "gw": format!("198.19.{n}.254")},
+            {"dst": "0.0.0.0/0", "gw": srv},
+        ]);
+        assert_eq!(r["routes"], want, "{which:?}: {r}");
+        assert!(lan.server.log().contains("classless-static-route  21:c6:12:15:c6:13"), "{}", lan.server.log());
+        let default = lan.w.c(c).ip_json(&["-4", "route", "show", "default"]);
+        assert_eq!(default[0]["gateway"], srv.as_str(), "{which:?}: {default}");
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
+}
+
+/// An ACK that cannot be used (here one without a subnet mask: dnsmasq sends none with an
+/// empty `--dhcp-option=1`) fails the ADD in both implementations (999) and the address goes
+/// back to the server: the reference's Allocate releases it (`l.Stop()`), ours sends a
+/// DHCPRELEASE from the client before failing. Until 2026-12-07 ours left the lease bound at
+/// the server, with no record a DEL could release it by.
+#[test]
+fn dhcp_unusable_ack_fails_the_add_and_is_released() {
+    for (which, n) in dhcp_impls(86) {
+        let mut lan = bridged_lan(&format!("dhk{n}"), n, which, &["--dhcp-option=1".to_string()]);
+        let c = lan.w.add_container();
+        let conf = lan.bridge_conf(serde_json::json!({}));
+        let e = lan.w.add(&conf).cid("ctr1").container(c).timeout(Duration::from_secs(90)).run().err_code(999);
+        assert!(e.msg.contains("Subnet Mask not found") || e.msg.contains("no subnet mask"), "{which:?}: {}", e.msg);
+        assert!(lan.server.log().contains("DHCPACK("), "{which:?}: the server acked: {}", lan.server.log());
+        lan.wait("the unusable lease to be released at the server", 5, || lan.server.leases().is_empty());
+        assert!(lan.state_files().is_empty(), "{:?}", lan.state_files());
         lan.w.del(&conf).cid("ctr1").container(c).run().ok();
     }
 }

@@ -322,15 +322,25 @@ impl Lease {
         let t1 = ack.get_u32(opt::RENEWAL_TIME).unwrap_or(lease_secs / 2);
         let t2 = ack.get_u32(opt::REBINDING_TIME).unwrap_or((lease_secs as u64 * 7 / 8) as u32);
         let (t1, t2) = sane_timers(lease_secs, t1, t2);
-        let routes = match ack.get(opt::CLASSLESS_ROUTES) {
-            Some(v) => parse_classless_routes(v)?,
-            None => {
-                let mut r = ack.get(opt::STATIC_ROUTES).map(parse_static_routes).unwrap_or_default();
-                if let Some(gw) = router {
-                    r.push(LeaseRoute { dst: Ipv4Net::default(), gw: Some(gw) });
-                }
-                r
+        // RFC 3442: option 121, when there is one, replaces option 33 and the router's default
+        // route. One that does not parse (or is empty) is ignored, as the reference's parser
+        // ignores it: the lease keeps option 33 and the default route via the router.
+        let classless = match ack.get(opt::CLASSLESS_ROUTES).map(parse_classless_routes) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                tracing::warn!(address = %ack.yiaddr, "ignoring the malformed classless static routes (option 121): {e:#}");
+                vec![]
             }
+            None => vec![],
+        };
+        let routes = if classless.is_empty() {
+            let mut r = ack.get(opt::STATIC_ROUTES).map(parse_static_routes).unwrap_or_default();
+            if let Some(gw) = router {
+                r.push(LeaseRoute { dst: Ipv4Net::default(), gw: Some(gw) });
+            }
+            r
+        } else {
+            classless
         };
         let dns = ack
             .get(opt::DNS_SERVERS)
@@ -627,7 +637,17 @@ impl Client<'_> {
             })?;
             match reply {
                 None => return Ok(None),
-                Some(m) if m.msg_type() == Some(MsgType::Ack) => return Lease::from_ack(&m, server).map(Some),
+                Some(m) if m.msg_type() == Some(MsgType::Ack) => {
+                    return match Lease::from_ack(&m, server) {
+                        Ok(lease) => Ok(Some(lease)),
+                        Err(e) => {
+                            // the server has bound the address to us: give it back, as the
+                            // reference's Allocate does (l.Stop() releases)
+                            self.release_unusable(&m, server);
+                            Err(e)
+                        }
+                    };
+                }
                 Some(m) => {
                     let why = nak_message(&m);
                     tracing::info!(ifname = %self.ifname, %why, "DHCP NAK, restarting discovery");
@@ -669,6 +689,23 @@ impl Client<'_> {
         })
     }
 
+    /// DHCPRELEASE (broadcast: the interface has no address yet) of what `ack` bound to us, for
+    /// an ACK whose lease cannot be used (no subnet mask, …), so the server does not keep the
+    /// address bound to an attachment that never got it. Best effort: a failure is logged.
+    fn release_unusable(&self, ack: &Message, server: Ipv4Addr) {
+        if ack.yiaddr.is_unspecified() {
+            return;
+        }
+        let server_id = ack.get_addr(opt::SERVER_ID).unwrap_or(server);
+        let bytes = release_message_for(ack.yiaddr, server_id, self.mac, &self.opts.client_id);
+        match self.sock.send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT)) {
+            Ok(_) => tracing::info!(ifname = %self.ifname, address = %ack.yiaddr, "unusable DHCP ACK: released"),
+            Err(e) => {
+                tracing::warn!(ifname = %self.ifname, address = %ack.yiaddr, "unusable DHCP ACK not released: {e}")
+            }
+        }
+    }
+
     /// DHCPRELEASE from the container interface: unicast to the server from the leased address
     /// when it is on the interface, else broadcast.
     pub fn release(&self, lease: &Lease) -> anyhow::Result<()> {
@@ -693,9 +730,14 @@ fn nak_message(m: &Message) -> String {
 /// A DHCPRELEASE for `lease`: ciaddr, server identifier and client identifier are what a
 /// server matches the lease by, wherever the message comes from.
 pub fn release_message(lease: &Lease, mac: [u8; 6], client_id: &[u8]) -> Vec<u8> {
+    release_message_for(lease.address, lease.server_id, mac, client_id)
+}
+
+/// A DHCPRELEASE of `address`, bound by `server_id` to `client_id`.
+fn release_message_for(address: Ipv4Addr, server_id: Ipv4Addr, mac: [u8; 6], client_id: &[u8]) -> Vec<u8> {
     let mut m = Message::request(MsgType::Release, random_u32(), mac);
-    m.ciaddr = lease.address;
-    m.set(opt::SERVER_ID, lease.server_id.octets().to_vec());
+    m.ciaddr = address;
+    m.set(opt::SERVER_ID, server_id.octets().to_vec());
     m.set(opt::CLIENT_ID, client_id.to_vec());
     m.encode()
 }
@@ -787,6 +829,18 @@ mod tests {
         ack.set(opt::CLASSLESS_ROUTES, vec![16, 198, 18, 198, 19, 0, 3]);
         let l = Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).unwrap();
         assert_eq!(l.routes, vec![LeaseRoute { dst: "198.18.0.0/16".parse().unwrap(), gw: "198.19.0.3".parse().ok() }]);
+        // an option 121 that does not parse (a prefix length of 33, a truncated entry) or is
+        // empty is ignored, as the reference's parser ignores it: option 33 and the default
+        // route via the router (the ADD failed until 2026-12-07)
+        let fallback = vec![
+            LeaseRoute { dst: "10.0.0.0/8".parse().unwrap(), gw: "198.19.0.2".parse().ok() },
+            LeaseRoute { dst: Ipv4Net::default(), gw: "198.19.0.1".parse().ok() },
+        ];
+        for bad in [vec![33, 198, 18, 21, 198, 19], vec![24, 198, 18, 21, 198, 19], vec![]] {
+            ack.set(opt::CLASSLESS_ROUTES, bad.clone());
+            let l = Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).unwrap_or_else(|e| panic!("{bad:?}: {e:#}"));
+            assert_eq!(l.routes, fallback, "{bad:?}");
+        }
         ack.options.retain(|(c, _)| *c != opt::SUBNET_MASK);
         assert!(Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).is_err());
     }

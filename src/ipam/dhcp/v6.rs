@@ -7,7 +7,7 @@
 //! stock client configures). The on-link prefix and the default route come from router
 //! advertisements, which the container's kernel accepts by itself.
 
-use super::client::{exchange, now_unix, random_u32, Backoff, Renewal};
+use super::client::{deadline_in, exchange, now_unix, random_u32, Backoff, Renewal};
 use super::dns;
 use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -416,6 +416,25 @@ impl AdvertiseChoice {
     }
 }
 
+/// What a REPLY bound to our IA_NA as the server sees it, whether or not we can use it: the
+/// server's id and an address of our IA_NA with a valid lifetime, when neither the message nor
+/// the IA_NA says failure. A reply we refuse for something else (T1 > T2, preferred > valid,
+/// a broken search list) leaves that address bound at the server until it is released.
+fn bound_address(m: &Message, iaid: u32) -> Option<(Vec<u8>, Ipv6Addr)> {
+    if m.status().0 != status::SUCCESS {
+        return None;
+    }
+    let server_id = m.get(opt::SERVERID)?.to_vec();
+    let address = m
+        .options
+        .iter()
+        .filter(|(c, _)| *c == opt::IA_NA)
+        .filter_map(|(_, v)| IaNa::decode(v).ok())
+        .filter(|ia| ia.iaid == iaid && ia.status == status::SUCCESS)
+        .find_map(|ia| ia.addrs.iter().find(|(_, _, valid)| *valid > 0).map(|(a, _, _)| *a))?;
+    Some((server_id, address))
+}
+
 /// A DHCPv6 client on one interface (socket bound to [::]:546 on it, in the container netns).
 pub struct Client6<'a> {
     pub sock: UdpSocket,
@@ -528,7 +547,20 @@ impl Client6<'_> {
             let Some(reply) = self.transact(&mut req, msg::REPLY, REQUEST_RT, deadline)? else { return Ok(None) };
             match Lease6::from_reply(&reply, self.iaid) {
                 Ok(l) => return Ok(Some(l)),
-                Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 request refused, soliciting again: {e:#}"),
+                Err(e) => {
+                    tracing::info!(ifname = %self.ifname, "DHCPv6 request refused, soliciting again: {e:#}");
+                    if let Some((server_id, address)) = bound_address(&reply, self.iaid) {
+                        // the server bound the address in a reply we cannot use: give it back
+                        // (sent once even at the acquisition's deadline, its answer awaited 1 s)
+                        let until = deadline_in(Duration::from_secs(1));
+                        match self.release_address(&server_id, address, until) {
+                            Ok(_) => tracing::info!(ifname = %self.ifname, %address, "unusable DHCPv6 reply: released"),
+                            Err(e) => {
+                                tracing::warn!(ifname = %self.ifname, %address, "unusable DHCPv6 reply not released: {e:#}")
+                            }
+                        }
+                    }
+                }
             }
         }
         Ok(None)
@@ -558,10 +590,15 @@ impl Client6<'_> {
 
     /// RELEASE, waiting briefly for the server's REPLY (retransmitted until `deadline`).
     pub fn release(&self, lease: &Lease6, deadline: Instant) -> anyhow::Result<bool> {
+        self.release_address(&lease.server_id, lease.address, deadline)
+    }
+
+    /// RELEASE of `address`, bound to us by the server `server_id` (see [`Client6::release`]).
+    fn release_address(&self, server_id: &[u8], address: Ipv6Addr, deadline: Instant) -> anyhow::Result<bool> {
         let mut m = self.base(msg::RELEASE, random_u32());
         m.options.retain(|(c, _)| *c != opt::ORO);
-        m.push(opt::SERVERID, lease.server_id.clone());
-        m.push(opt::IA_NA, self.ia(Some(lease.address)));
+        m.push(opt::SERVERID, server_id.to_vec());
+        m.push(opt::IA_NA, self.ia(Some(address)));
         Ok(self.transact(&mut m, msg::REPLY, RELEASE_RT, deadline)?.is_some())
     }
 }
