@@ -1569,6 +1569,8 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
     });
     let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
     let addr = host_part(&ips_of(&r)[0]);
+    let on_link = |lan: &Lan| lan.w.c(c).addrs("eth0").iter().map(|a| host_part(a)).collect::<Vec<_>>();
+    assert_eq!(on_link(&lan), vec![addr.clone()], "the main plugin put the leased address on eth0");
     let field = if v6 { "lease6" } else { "lease" };
     lan.stop_daemon();
     lan.server.stop();
@@ -1591,6 +1593,8 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
     };
     // (the link goes down first, the lease file says so right after)
     lan.wait("the expired, unrenewable lease to take eth0 down", 15, || !is_up(&lan) && marked(&lan));
+    // the expired address is no longer ours: off the link, which each attempt sets up to send
+    assert!(on_link(&lan).is_empty(), "the expired address stayed on eth0: {:?}", on_link(&lan));
     lan.start_dnsmasq();
     lan.wait("re-acquire to bring eth0 back up", 30, || {
         is_up(&lan)
@@ -1600,6 +1604,66 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
                 .is_some_and(|v| v.get("link_down").is_none())
     });
     assert!(lan.server.leased_addrs().contains(&addr), "re-acquired the same address: {:?}", lan.server.leased_addrs());
+    assert_eq!(on_link(&lan), vec![addr.clone()], "the same address back on eth0");
+}
+
+/// A lease that expired while no server answered, whose server then has another address for
+/// the attachment (a dnsmasq reservation for the container's MAC): the expired address is off
+/// eth0 and the link down; the daemon asks for its address (option 50) and never REQUESTs the
+/// other one it is offered, so the server binds nothing, eth0 carries neither address and the
+/// lease file still says the old one. Once the server can give the old address again, it is
+/// back on eth0 and the link up. Until 2026-12-07 the daemon took the other address: the lease
+/// file said it while eth0 came back up with the old one.
+#[test]
+fn expired_lease_comes_back_only_with_its_own_address() {
+    let mut lan = Lan::new("dho", 89, &["up0"]);
+    lan.start_dnsmasq();
+    lan.start_daemon("3s");
+    let c = lan.w.add_container();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+    });
+    let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+    let a = host_part(&ips_of(&r)[0]);
+    let mac = lan.w.c(c).link("eth0").unwrap()["address"].as_str().unwrap().to_string();
+    lan.stop_daemon();
+    lan.server.stop();
+    let age = |lan: &Lan| {
+        for f in lan.state_files() {
+            let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+            let t = v["lease"]["acquired_unix"].as_u64().unwrap() - 300;
+            v["lease"]["acquired_unix"] = t.into();
+            std::fs::write(&f, serde_json::to_vec(&v).unwrap()).unwrap();
+        }
+    };
+    age(&lan);
+    let n = lan.server.n;
+    let b = if a.ends_with(".45") { format!("198.19.{n}.44") } else { format!("198.19.{n}.45") };
+    let _ = std::fs::remove_file(lan.server.leases_file());
+    lan.server.start(&[format!("--dhcp-host={mac},{b}")]);
+    lan.start_daemon("3s");
+    let refused = format!("has {b} for this attachment, not {a}");
+    lan.wait("two attempts offered the other address", 30, || lan.daemon_log().matches(&refused).count() >= 2);
+    assert!(lan.server.log().contains(&format!("DHCPOFFER(sbr) {b} ")), "{}", lan.server.log());
+    assert!(!lan.server.log().contains(&format!("DHCPREQUEST(sbr) {b} ")), "{b} requested: {}", lan.server.log());
+    assert!(!lan.server.leased_addrs().contains(&b), "{b} bound at the server: {:?}", lan.server.leased_addrs());
+    assert!(lan.w.c(c).addrs("eth0").is_empty(), "eth0 carries {:?}", lan.w.c(c).addrs("eth0"));
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&lan.state_files()[0]).unwrap()).unwrap();
+    assert_eq!((rec["lease"]["address"].as_str(), &rec["link_down"]), (Some(a.as_str()), &serde_json::json!(true)));
+
+    // the reservation gone, the old address comes back: on eth0, the link up
+    lan.server.stop();
+    lan.start_dnsmasq();
+    let back = |lan: &Lan| {
+        let up =
+            lan.w.c(c).link("eth0").is_some_and(|l| l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")));
+        up && lan.w.c(c).addrs("eth0").iter().map(|x| host_part(x)).collect::<Vec<_>>() == [a.clone()]
+    };
+    lan.wait("the old address back on eth0, the link up", 30, || back(&lan));
+    assert!(lan.server.leased_addrs().contains(&a), "{:?}", lan.server.leased_addrs());
+    lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    lan.wait("DEL to release it", 5, || !lan.server.leased_addrs().contains(&a));
 }
 
 /// A real T1 for DHCPv6: dnsmasq's 2-minute lease is renewed (RENEW to the server that gave

@@ -6,7 +6,7 @@
 use anyhow::{anyhow, bail, Context};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SERVER_PORT: u16 = 67;
@@ -454,6 +454,19 @@ pub enum Renewal<L> {
     NoReply,
 }
 
+/// Outcome of re-acquiring the address of a lease (after its expiry or a refused renewal), for
+/// either family.
+#[derive(Debug)]
+pub enum Reacquired<L> {
+    /// the server gave the same address back
+    Same(L),
+    /// the server has another address for us, which was not taken (or was released at once)
+    Other(IpAddr),
+    /// the server refused (a DHCPv4 NAK, a DHCPv6 reply we cannot use), and why
+    Refused(String),
+    NoAnswer,
+}
+
 /// Retransmission settings: first retry after `initial`, doubling up to `max`, each with
 /// ±1 s jitter (RFC 2131 §4.1), the whole exchange bounded by the caller's deadline.
 #[derive(Debug, Clone, Copy)]
@@ -606,57 +619,105 @@ impl Client<'_> {
         Ok(reply)
     }
 
-    /// INIT (or INIT-REBOOT style with a preferred address): DISCOVER → OFFER → REQUEST → ACK.
-    /// The BROADCAST flag is always set: the interface has no address yet, and a broadcast
-    /// reply needs no ARP entry at the server for an address nobody answers ARP for.
-    /// `Ok(None)` = no server answered in time.
-    pub fn acquire(&self, mut prefer: Option<Ipv4Addr>, deadline: Instant) -> anyhow::Result<Option<Lease>> {
+    /// DISCOVER (asking for `prefer`, option 50, when given) and wait for an OFFER that `take`
+    /// accepts: the OFFER and its server. The BROADCAST flag is always set: the interface has no
+    /// address yet, and a broadcast reply needs no ARP entry at the server for an address nobody
+    /// answers ARP for. `Ok(None)`: none in time.
+    fn discover(
+        &self,
+        xid: u32,
+        prefer: Option<Ipv4Addr>,
+        deadline: Instant,
+        take: &dyn Fn(&Message) -> bool,
+    ) -> anyhow::Result<Option<(Message, Ipv4Addr)>> {
+        let mut disc = Message::request(MsgType::Discover, xid, self.mac);
+        disc.flags = FLAG_BROADCAST;
+        self.opts.apply(&mut disc);
+        if let Some(ip) = prefer {
+            disc.set(opt::REQUESTED_IP, ip.octets().to_vec());
+        }
+        let offer =
+            self.transact(&disc, Ipv4Addr::BROADCAST, deadline, &|m| m.msg_type() == Some(MsgType::Offer) && take(m))?;
+        Ok(offer.map(|o| {
+            let server = o.get_addr(opt::SERVER_ID).unwrap_or(o.siaddr);
+            tracing::debug!(ifname = %self.ifname, offer = %o.yiaddr, %server, "DHCP offer");
+            (o, server)
+        }))
+    }
+
+    /// REQUEST the address of `offer` from `server` (SELECTING): its ACK or NAK, `Ok(None)` when
+    /// neither came in time.
+    fn request_offer(
+        &self,
+        xid: u32,
+        offer: &Message,
+        server: Ipv4Addr,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<Message>> {
+        let mut req = Message::request(MsgType::Request, xid, self.mac);
+        req.flags = FLAG_BROADCAST;
+        self.opts.apply(&mut req);
+        req.set(opt::REQUESTED_IP, offer.yiaddr.octets().to_vec());
+        req.set(opt::SERVER_ID, server.octets().to_vec());
+        self.transact(&req, Ipv4Addr::BROADCAST, deadline, &|m| {
+            matches!(m.msg_type(), Some(MsgType::Ack | MsgType::Nak))
+                && m.get_addr(opt::SERVER_ID).is_none_or(|s| s == server)
+        })
+    }
+
+    /// The lease of an ACK from `server`; one that cannot be used is released first (the server
+    /// has bound the address to us: give it back, as the reference's Allocate does, `l.Stop()`).
+    fn lease_of(&self, ack: &Message, server: Ipv4Addr) -> anyhow::Result<Lease> {
+        Lease::from_ack(ack, server).inspect_err(|_| self.release_unusable(ack, server))
+    }
+
+    /// INIT: DISCOVER → OFFER → REQUEST → ACK, discovering afresh after a NAK. `Ok(None)` = no
+    /// server answered in time.
+    pub fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease>> {
         while Instant::now() < deadline {
             let xid = random_u32();
-            let mut disc = Message::request(MsgType::Discover, xid, self.mac);
-            disc.flags = FLAG_BROADCAST;
-            self.opts.apply(&mut disc);
-            if let Some(ip) = prefer {
-                disc.set(opt::REQUESTED_IP, ip.octets().to_vec());
-            }
-            let Some(offer) =
-                self.transact(&disc, Ipv4Addr::BROADCAST, deadline, &|m| m.msg_type() == Some(MsgType::Offer))?
-            else {
-                return Ok(None);
-            };
-            let server = offer.get_addr(opt::SERVER_ID).unwrap_or(offer.siaddr);
-            tracing::debug!(ifname = %self.ifname, offer = %offer.yiaddr, %server, "DHCP offer");
-            let mut req = Message::request(MsgType::Request, xid, self.mac);
-            req.flags = FLAG_BROADCAST;
-            self.opts.apply(&mut req);
-            req.set(opt::REQUESTED_IP, offer.yiaddr.octets().to_vec());
-            req.set(opt::SERVER_ID, server.octets().to_vec());
-            let reply = self.transact(&req, Ipv4Addr::BROADCAST, deadline, &|m| {
-                matches!(m.msg_type(), Some(MsgType::Ack | MsgType::Nak))
-                    && m.get_addr(opt::SERVER_ID).is_none_or(|s| s == server)
-            })?;
-            match reply {
+            let Some((offer, server)) = self.discover(xid, None, deadline, &|_| true)? else { return Ok(None) };
+            match self.request_offer(xid, &offer, server, deadline)? {
                 None => return Ok(None),
-                Some(m) if m.msg_type() == Some(MsgType::Ack) => {
-                    return match Lease::from_ack(&m, server) {
-                        Ok(lease) => Ok(Some(lease)),
-                        Err(e) => {
-                            // the server has bound the address to us: give it back, as the
-                            // reference's Allocate does (l.Stop() releases)
-                            self.release_unusable(&m, server);
-                            Err(e)
-                        }
-                    };
-                }
+                Some(m) if m.msg_type() == Some(MsgType::Ack) => return self.lease_of(&m, server).map(Some),
                 Some(m) => {
                     let why = nak_message(&m);
                     tracing::info!(ifname = %self.ifname, %why, "DHCP NAK, restarting discovery");
-                    // a NAK for our preferred address: forget it and discover afresh
-                    prefer = None;
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Get `address` back (after the lease expired or a renewal was refused): DISCOVER asking for
+    /// it (option 50) and REQUEST only an OFFER of it. An OFFER of another address is never
+    /// requested (so nothing is bound to us at the server): [`Reacquired::Other`] once no OFFER
+    /// of `address` came by `deadline`. An ACK of another address is released.
+    pub fn reacquire(&self, address: Ipv4Addr, deadline: Instant) -> anyhow::Result<Reacquired<Lease>> {
+        let xid = random_u32();
+        let other = std::cell::Cell::new(None);
+        let ours = |m: &Message| {
+            if m.yiaddr != address {
+                other.set(Some(m.yiaddr));
+            }
+            m.yiaddr == address
+        };
+        let Some((offer, server)) = self.discover(xid, Some(address), deadline, &ours)? else {
+            return Ok(other.get().map_or(Reacquired::NoAnswer, |a| Reacquired::Other(IpAddr::V4(a))));
+        };
+        Ok(match self.request_offer(xid, &offer, server, deadline)? {
+            None => Reacquired::NoAnswer,
+            Some(m) if m.msg_type() == Some(MsgType::Ack) => {
+                let lease = self.lease_of(&m, server)?;
+                if lease.address == address {
+                    Reacquired::Same(lease)
+                } else {
+                    self.release(&lease)?;
+                    Reacquired::Other(IpAddr::V4(lease.address))
+                }
+            }
+            Some(m) => Reacquired::Refused(format!("NAK {}", nak_message(&m))),
+        })
     }
 
     /// RENEWING (unicast to the server) or REBINDING (broadcast) for `lease`.
@@ -673,11 +734,8 @@ impl Client<'_> {
         Ok(match reply {
             None => Renewal::NoReply,
             Some(m) if m.msg_type() == Some(MsgType::Ack) => {
+                // (an ACK of another address is the daemon's to refuse: see Daemon::step)
                 let mut l = Lease::from_ack(&m, lease.server_id)?;
-                if l.address != lease.address {
-                    // the server moved us: treat as a new lease
-                    tracing::warn!(old = %lease.address, new = %l.address, "DHCP server changed the address on renewal");
-                }
                 if m.get(opt::CLASSLESS_ROUTES).is_none() && m.get(opt::ROUTERS).is_none() {
                     // a server may omit options on renew; keep what we had
                     l.routes = lease.routes.clone();
