@@ -1339,6 +1339,39 @@ fn macvlan_release_after_del() {
     lan.w.del(&conf).cid("ctr2").container(c2).run().ok();
 }
 
+/// IPAM DEL with the container link still in place (macvlan, ipvlan and host-device call it
+/// before they delete or move the link): ours takes the leased address off the link before it
+/// releases the lease, so the address is never on the old device once the server can hand it to
+/// someone else; the reference releases and leaves the address on the link.
+#[test]
+fn ipam_del_with_the_link_in_place_takes_the_address_off() {
+    for (which, n) in [(Impl::Ours, 90u8), (Impl::Reference, 91)] {
+        if which == Impl::Reference && !["dhcp", "macvlan"].iter().all(|p| harness::have_reference(p)) {
+            continue;
+        }
+        let mut lan = Lan::with_impl(&format!("dhi{n}"), n, &["up0"], which);
+        lan.start_dnsmasq();
+        lan.start_daemon("10s");
+        let c = lan.w.add_container();
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
+            "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+        });
+        let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+        let a = ips_of(&r)[0].clone();
+        assert_eq!(lan.w.c(c).addrs("eth0"), vec![a.clone()], "{which:?}");
+        let mut ipam_only = conf.clone();
+        ipam_only["type"] = "dhcp".into();
+        lan.w.del(&ipam_only).cid("ctr1").container(c).run().ok();
+        let left = lan.w.c(c).addrs("eth0");
+        match which {
+            Impl::Ours => assert!(left.is_empty(), "ours took the address off: {left:?}"),
+            Impl::Reference => assert_eq!(left, vec![a.clone()], "the reference leaves the address"),
+        }
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
+}
+
 /// host-device + dhcp: the device moved into the container gets its lease through the daemon;
 /// DEL (IPAM DEL first, then the device goes back to the host) releases at the server.
 #[test]
