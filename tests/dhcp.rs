@@ -740,6 +740,135 @@ fn dhcp_daemon_flags_exit_like_go() {
     assert_eq!(logged.lines().filter(|l| l.contains("ERROR") && l.contains(err.trim())).count(), 1, "{logged}");
 }
 
+/// `dhcp daemon` of `which` in `ns`, run in `dir`, with `args` after `daemon` (ours also
+/// with `-statedir` in `dir`, so it never touches the machine's).
+fn daemon_cmd(ns: &Netns, which: Impl, dir: &Path, args: &[&str]) -> Proc {
+    let mut c = match which {
+        Impl::Ours => {
+            let mut c = ns.command(bin());
+            c.args(["dhcp", "daemon", "-statedir"]).arg(dir.join("state"));
+            c
+        }
+        Impl::Reference => {
+            let mut c = ns.command(format!("{}/dhcp", harness::plugin::REFERENCE_DIR));
+            c.arg("daemon");
+            c
+        }
+    };
+    c.args(args).current_dir(dir).env_remove("CNI_MULTI_LOG_FILE").stdin(Stdio::null());
+    c
+}
+
+/// Run `cmd` to its end, or kill it after 10 s (a daemon that should have refused to start);
+/// its output either way.
+fn output_within(mut cmd: Proc) -> std::process::Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            rx.recv().unwrap().unwrap()
+        }
+    }
+}
+
+fn impls_with_reference_dhcp() -> Vec<Impl> {
+    let mut v = vec![Impl::Ours];
+    if harness::have_reference("dhcp") {
+        v.push(Impl::Reference);
+    }
+    v
+}
+
+/// `-pidfile` as the reference's daemon takes it: a relative path is refused before anything
+/// is made (exit 1, `Error writing pidfile "rel.pid": path not absolute`); the pid is written
+/// without a newline, before the socket is bound (a FIFO as pidfile holds the daemon in its
+/// write: no socket yet). Until 2026-12-07 ours took a relative path, added a newline and bound
+/// the socket first. Both implementations.
+#[test]
+fn dhcp_daemon_pidfile_as_the_reference() {
+    let ns = Netns::up("dpid");
+    let dir = tempfile::Builder::new().prefix("cnim-dpid-").tempdir().unwrap();
+    for which in impls_with_reference_dhcp() {
+        let label = which.label();
+        let sock = dir.path().join(format!("{label}.sock"));
+        let sock_s = sock.to_str().unwrap();
+        let out = output_within(daemon_cmd(&ns, which, dir.path(), &["-socketpath", sock_s, "-pidfile", "rel.pid"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{which:?}: {err}");
+        assert!(err.contains(r#"Error writing pidfile "rel.pid": path not absolute"#), "{which:?}: {err}");
+        assert!(!dir.path().join("rel.pid").exists() && !sock.exists(), "{which:?}: something was made");
+
+        let fifo = dir.path().join(format!("{label}.pid"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let args = ["-socketpath", sock_s, "-pidfile", fifo.to_str().unwrap()];
+        let mut child =
+            daemon_cmd(&ns, which, dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let early = sock.exists();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || tx.send(std::fs::read_to_string(f)));
+        let written = rx.recv_timeout(Duration::from_secs(10));
+        if written.is_err() {
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo); // let the reader go
+        }
+        let pid = child.id().to_string();
+        let bound = harness::wait_for(5, || sock.exists());
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        assert!(!early, "{which:?}: the socket was bound before the pidfile was written");
+        assert_eq!(written.expect("the pidfile written").unwrap(), pid, "{which:?}: the pid, no newline");
+        assert!(bound, "{which:?}: no socket after the pidfile");
+    }
+}
+
+/// Where ours keeps the pidfile honest and the reference does not: a second daemon on a
+/// socket another daemon answers on is refused before it writes the pidfile (exit 1), so the
+/// first daemon's pid stays in it; a start that fails after writing the pidfile (the socket
+/// cannot be bound) removes it. The reference's second daemon overwrites the pidfile with its
+/// own pid and exits, and a failed start leaves its pid behind.
+#[test]
+fn dhcp_daemon_failed_start_leaves_no_wrong_pidfile() {
+    let ns = Netns::up("dpid2");
+    let dir = tempfile::Builder::new().prefix("cnim-dpid2-").tempdir().unwrap();
+    for which in impls_with_reference_dhcp() {
+        let label = which.label();
+        let (sock, pf) = (dir.path().join(format!("{label}.sock")), dir.path().join(format!("{label}.pid")));
+        let args = ["-socketpath", sock.to_str().unwrap(), "-pidfile", pf.to_str().unwrap()];
+        let mut first =
+            daemon_cmd(&ns, which, dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        assert!(harness::wait_for(5, || sock.exists()), "{which:?}: no socket");
+        let out = output_within(daemon_cmd(&ns, which, dir.path(), &args));
+        let first_pid = first.id().to_string();
+        let in_pidfile = std::fs::read_to_string(&pf).unwrap_or_default();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = first.wait();
+        assert_eq!(out.status.code(), Some(1), "{which:?}: {}", String::from_utf8_lossy(&out.stderr));
+        match which {
+            Impl::Ours => assert_eq!(in_pidfile, first_pid, "the running daemon's pid stays"),
+            Impl::Reference => assert_ne!(in_pidfile, first_pid, "the reference overwrote it"),
+        }
+
+        // the socket's directory is a plain file: the pidfile is written, then the bind fails
+        let file = dir.path().join(format!("{label}-plain"));
+        std::fs::write(&file, b"x").unwrap();
+        let bad_sock = file.join("d.sock");
+        let args = ["-socketpath", bad_sock.to_str().unwrap(), "-pidfile", pf.to_str().unwrap()];
+        let out = output_within(daemon_cmd(&ns, which, dir.path(), &args));
+        assert_eq!(out.status.code(), Some(1), "{which:?}: {}", String::from_utf8_lossy(&out.stderr));
+        match which {
+            Impl::Ours => assert!(!pf.exists(), "a failed start removes its pidfile"),
+            Impl::Reference => assert!(pf.exists(), "the reference leaves its pidfile"),
+        }
+    }
+}
+
 #[test]
 fn dhcp_process_daemon_and_plugin() {
     let mut w = DaemonLan::new("p", 66);
@@ -790,7 +919,7 @@ fn dhcp_process_daemon_and_plugin() {
     assert!(okk, "{out}");
     w.wait_for("release", 5, || w.server.leases().is_empty());
     // SIGTERM: socket and pidfile removed
-    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), pid.to_string());
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), pid.to_string());
     must(&["kill", "-TERM", &pid.to_string()]);
     w.wait_for("daemon cleanup", 5, || !sock.exists() && !pidfile.exists());
 }

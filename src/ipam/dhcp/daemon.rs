@@ -1147,9 +1147,7 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
             .with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            bail!("another dhcp daemon is already listening on {}", path.display());
-        }
+        refuse_if_served(path)?;
         std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     let name = path.file_name().ok_or_else(|| anyhow!("socket path {} has no file name", path.display()))?;
@@ -1167,6 +1165,24 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         Err(e) => return Err(anyhow!("placing the socket at {}: {e}", path.display())),
     }
     Ok(listener)
+}
+
+/// Fail when a daemon answers on the socket at `path`.
+fn refuse_if_served(path: &Path) -> anyhow::Result<()> {
+    if UnixStream::connect(path).is_ok() {
+        bail!("another dhcp daemon is already listening on {}", path.display());
+    }
+    Ok(())
+}
+
+/// Write our pid to `-pidfile` as the reference does: the path must be absolute (the
+/// reference's message otherwise), the pid without a newline.
+fn write_pidfile(pf: &Path) -> anyhow::Result<()> {
+    if !pf.is_absolute() {
+        bail!("Error writing pidfile \"{}\": path not absolute", pf.display());
+    }
+    std::fs::write(pf, std::process::id().to_string())
+        .with_context(|| format!("Error writing pidfile \"{}\"", pf.display()))
 }
 
 /// `dhcp daemon [flags]`: `args` are the words after `daemon`. Returns the exit status.
@@ -1196,29 +1212,46 @@ pub fn daemon_main(args: &[String]) -> i32 {
     }
 }
 
+/// The daemon: the pidfile is written before the socket is bound, as the reference writes it
+/// (a relative `-pidfile` is refused before anything is made), but never over the pidfile of a
+/// daemon that answers on the socket, and it is removed again when the start fails after it.
 fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
+    if let Some(pf) = cfg.pidfile.as_deref().filter(|p| !p.is_absolute()) {
+        return write_pidfile(pf);
+    }
     // block the stop signals before any thread exists, so only the main thread takes them
     let mut sigs = SigSet::empty();
     sigs.add(Signal::SIGINT);
     sigs.add(Signal::SIGTERM);
     sigs.thread_block().context("blocking signals")?;
 
-    let (listener, owned_path) = match crate::sys::listen_fds::take_unix_listener()? {
+    let activated = crate::sys::listen_fds::take_unix_listener()?;
+    let path = prefixed(&cfg.hostprefix, &cfg.socket_path.to_string_lossy());
+    if activated.is_none() {
+        refuse_if_served(&path)?;
+    }
+    if let Some(pf) = &cfg.pidfile {
+        write_pidfile(pf)?;
+    }
+    let remove_pidfile = || {
+        if let Some(pf) = &cfg.pidfile {
+            let _ = std::fs::remove_file(pf);
+        }
+    };
+    let (listener, owned_path) = match activated {
         Some(l) => {
             tracing::info!("using the socket passed by systemd (LISTEN_FDS)");
             (l, None)
         }
-        None => {
-            let path = prefixed(&cfg.hostprefix, &cfg.socket_path.to_string_lossy());
-            (bind_socket(&path)?, Some(path))
-        }
+        None => (bind_socket(&path).inspect_err(|_| remove_pidfile())?, Some(path)),
     };
-    if let Some(pf) = &cfg.pidfile {
-        std::fs::write(pf, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing pidfile {}", pf.display()))?;
-    }
-    let daemon = Daemon::start(cfg.clone())?;
+    let daemon = Daemon::start(cfg.clone()).inspect_err(|_| {
+        remove_pidfile();
+        if let Some(p) = &owned_path {
+            let _ = std::fs::remove_file(p);
+        }
+    })?;
     let d = Arc::clone(&daemon);
     std::thread::Builder::new().name("dhcp-accept".into()).spawn(move || d.serve(listener))?;
     tracing::info!(socket = ?owned_path, state_dir = %cfg.state_dir.display(), "dhcp daemon running");
