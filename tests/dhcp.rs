@@ -1581,6 +1581,20 @@ fn bridge_on_link_classless_route_beside_a_router() {
     }
 }
 
+/// The parameter request list of the first request in a dnsmasq log (`--log-dhcp` splits it
+/// over lines, each but the last ending in ", "), as dnsmasq names the options.
+fn requested_options(log: &str) -> String {
+    let mut out = String::new();
+    for line in log.lines() {
+        let Some((_, list)) = line.split_once(" requested options: ") else { continue };
+        out.push_str(list);
+        if !list.ends_with(", ") {
+            break;
+        }
+    }
+    out
+}
+
 /// A bridge + dhcp LAN of `which` with a bridge `br0` holding the uplink `up0` to the server
 /// netns, whose dnsmasq runs with `dnsmasq` options; the daemon started.
 fn bridged_lan(tag: &str, n: u8, which: Impl, dnsmasq: &[String]) -> Lan {
@@ -1606,7 +1620,8 @@ fn dhcp_impls(n: u8) -> Vec<(Impl, u8)> {
 /// An option 121 that does not parse (here a prefix length of 33) is ignored, as the
 /// reference's parser ignores it: the routes are option 33's and the default route via the
 /// router, in both implementations. Until 2026-12-07 it failed our ADD (999 `invalid classless
-/// route prefix length 33`).
+/// route prefix length 33`). Ours asks for the options in v1.9.1's order (until 2026-12-07 the
+/// defaults came first).
 #[test]
 fn dhcp_malformed_classless_routes_are_ignored_as_the_reference() {
     for (which, n) in dhcp_impls(84) {
@@ -1627,6 +1642,13 @@ fn dhcp_malformed_classless_routes_are_ignored_as_the_reference() {
         ]);
         assert_eq!(r["routes"], want, "{which:?}: {r}");
         assert!(lan.server.log().contains("classless-static-route  21:c6:12:15:c6:13"), "{}", lan.server.log());
+        if which == Impl::Ours {
+            // the parameter request list in v1.9.1's order: the entries, then routers and subnet
+            // mask (then ours: the DNS options); Debian 1.1.1 sends them in Go's map order
+            let asked = "121:classless-static-route, 33:static-route, 3:router, 1:netmask, 6:dns-server, \
+                         15:domain-name, 119:domain-search";
+            assert_eq!(requested_options(&lan.server.log()), asked, "{}", lan.server.log());
+        }
         let default = lan.w.c(c).ip_json(&["-4", "route", "show", "default"]);
         assert_eq!(default[0]["gateway"], srv.as_str(), "{which:?}: {default}");
         lan.w.del(&conf).cid("ctr1").container(c).run().ok();
