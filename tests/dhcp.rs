@@ -1468,6 +1468,28 @@ fn macvlan_release_after_del() {
     lan.w.del(&conf).cid("ctr2").container(c2).run().ok();
 }
 
+/// dhcp ADD with a CNI_NETNS that does not exist is 999 in both implementations (the daemon
+/// opens the netns; the reference's says so through `DHCP.Allocate`), not the 8 of the plugins
+/// that open CNI_NETNS themselves; nothing is leased.
+#[test]
+fn dhcp_add_with_a_missing_netns_is_999_as_the_reference() {
+    for (which, n) in [(Impl::Ours, 92u8), (Impl::Reference, 93)] {
+        if which == Impl::Reference && !harness::have_reference("dhcp") {
+            continue;
+        }
+        let mut lan = Lan::with_impl(&format!("dhn{n}"), n, &[], which);
+        lan.start_daemon("3s");
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "dhcpnet", "type": "dhcp",
+            "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+        });
+        let missing = format!("/run/netns/{}-gone", lan.w.host.name);
+        let e = lan.w.add(&conf).cid("ctr1").netns_path(&missing).run().err_code(999);
+        assert!(e.msg.contains(&missing), "{which:?}: {}", e.msg);
+        lan.w.del(&conf).cid("ctr1").netns_path(&missing).run().ok();
+    }
+}
+
 /// IPAM DEL with the container link still in place (macvlan, ipvlan and host-device call it
 /// before they delete or move the link): ours takes the leased address off the link before it
 /// releases the lease, so the address is never on the old device once the server can hand it to
