@@ -887,3 +887,67 @@ fn bridge_l2_at_0_2_0_is_code_7_and_leaves_nothing() {
         }
     });
 }
+
+/// An IPAM route whose `gw` is unspecified is on-link: `"gw": "0.0.0.0"` from host-local or
+/// static is installed without a gateway by both implementations (the kernel takes a 0.0.0.0
+/// gateway as none), beside a route without `gw`, which goes via the gateway. CHECK of that
+/// attachment passes with ours; the reference's CHECK compares the kernel's missing gateway
+/// with 0.0.0.0 and fails its own attachment ("Expected Route … GW:0.0.0.0 not found"). For
+/// IPv6, `"gw": "::"` is on-link too with ours; the reference hands `::` to the kernel, which
+/// refuses it (999 `invalid argument`). Until 2026-12-07 ours failed that ADD as well, and its
+/// CHECK failed the v4 attachment ("Failed to find route … via 0.0.0.0").
+#[test]
+fn bridge_route_with_an_unspecified_gw_is_on_link() {
+    each_impl("brgz", 1, &["bridge", "static", "host-local"], |w, which, tag| {
+        w.host_nodad();
+        let s = Subnets::alloc();
+        let on_link4 = format!("{}.0/24", s.v4b);
+        let v4_routes = json!([{"dst": on_link4, "gw": "0.0.0.0"}, {"dst": "198.19.250.0/24"}]);
+        let host_local = json!({"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4(), "gateway": s.ip4(1)}]], "routes": v4_routes});
+        let static_ = json!({"type": "static", "addresses": [{"address": format!("{}/24", s.ip4(9)), "gateway": s.ip4(1)}], "routes": v4_routes});
+        for ipam in [host_local, static_] {
+            let conf = json!({"cniVersion": "1.0.0", "name": tag, "type": "bridge", "bridge": "cmbr0", "ipam": ipam});
+            let r = w.add(&conf).run().ok();
+            assert_eq!(r["routes"][0], json!({"dst": on_link4, "gw": "0.0.0.0"}), "{which:?}: {r}");
+            let routes = w.c(0).ip_json(&["-4", "route", "show", "dev", "eth0"]);
+            let on_link = routes.as_array().unwrap().iter().find(|x| x["dst"] == on_link4.as_str());
+            let on_link = on_link.unwrap_or_else(|| panic!("{which:?}: no route to {on_link4}: {routes}"));
+            assert!(on_link.get("gateway").is_none(), "{which:?}: on-link, no gateway: {on_link}");
+            let via = routes.as_array().unwrap().iter().find(|x| x["dst"] == "198.19.250.0/24");
+            assert_eq!(via.map(|x| x["gateway"].clone()), Some(json!(s.ip4(1))), "{which:?}: {routes}");
+            let check = w.check(&conf, &r).run();
+            match which {
+                Impl::Ours => {
+                    check.ok();
+                }
+                Impl::Reference => {
+                    let e = check.err_code(999);
+                    assert!(e.msg.contains("GW:0.0.0.0} not found in routing table"), "{}", e.msg);
+                }
+            }
+            w.del(&conf).run().ok();
+        }
+        let on_link6 = format!("{}::/64", s.v6b);
+        let conf = json!({"cniVersion": "1.0.0", "name": tag, "type": "bridge", "bridge": "cmbr0", "ipam": {
+            "type": "static",
+            "addresses": [{"address": format!("{}/64", s.ip6(9)), "gateway": s.ip6(1)}],
+            "routes": [{"dst": on_link6, "gw": "::"}]
+        }});
+        let out = w.add(&conf).run();
+        match which {
+            Impl::Ours => {
+                let r = out.ok();
+                assert_eq!(r["routes"][0], json!({"dst": on_link6, "gw": "::"}), "{r}");
+                let routes = w.c(0).ip_json(&["-6", "route", "show", "dev", "eth0"]);
+                let on_link = routes.as_array().unwrap().iter().find(|x| x["dst"] == on_link6.as_str());
+                assert!(on_link.is_some_and(|x| x.get("gateway").is_none()), "on-link, no gateway: {routes}");
+                w.check(&conf, &r).run().ok();
+            }
+            Impl::Reference => {
+                let e = out.err_code(999);
+                assert!(e.msg.contains("via :: dev eth0': invalid argument"), "{}", e.msg);
+            }
+        }
+        w.del(&conf).run().ok();
+    });
+}

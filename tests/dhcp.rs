@@ -466,16 +466,20 @@ struct Seen6 {
     clients: Vec<Vec<u8>>,
     first_solicit: Vec<Instant>,
     requests: Vec<(usize, Vec<u8>, std::net::Ipv6Addr, Instant)>,
+    /// per Release: the client number and the address released
+    releases: Vec<(usize, std::net::Ipv6Addr)>,
 }
 
 /// A DHCPv6 server in the netns at `ns` on `ifname` that answers each Solicit with the
 /// Advertise messages `offers(client number)` gives ((server id, address, preference option), in
-/// that order, all from this one socket), and each Request with a Reply for what it asks; until
-/// `stop`.
+/// that order, all from this one socket), and each Request with a Reply for what it asks (whose
+/// IA_NA has T1 500 > T2 400, which RFC 8415 §21.4 makes the client discard, when
+/// `t1_above_t2(client number)`); until `stop`.
 fn fake_dhcp6(
     ns: PathBuf,
     ifname: &str,
     offers: fn(usize) -> Offers,
+    t1_above_t2: fn(usize) -> bool,
     seen: Arc<std::sync::Mutex<Seen6>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
@@ -508,10 +512,11 @@ fn fake_dhcp6(
                     let mut a = Message::new(ty, m.xid);
                     a.push(opt::CLIENTID, cid.to_vec());
                     a.push(opt::SERVERID, server.to_vec());
+                    let (t1, t2) = if ty == msg::REPLY && t1_above_t2(k) { (500, 400) } else { (0, 0) };
                     let ia = IaNa {
                         iaid: ia.iaid,
-                        t1: 0,
-                        t2: 0,
+                        t1,
+                        t2,
                         addrs: vec![(addr, 300, 600)],
                         status: 0,
                         status_msg: String::new(),
@@ -535,6 +540,7 @@ fn fake_dhcp6(
                         answer(msg::REPLY, &server, addr, None);
                     }
                     msg::RELEASE => {
+                        seen.releases.extend(ia.addrs.iter().map(|a| (k, a.0)));
                         let mut r = Message::new(msg::REPLY, m.xid);
                         r.push(opt::CLIENTID, cid.to_vec());
                         r.push(opt::SERVERID, m.get(opt::SERVERID).unwrap().to_vec());
@@ -570,7 +576,8 @@ fn dhcp_v6_requests_from_the_advertise_of_highest_preference() {
             _ => vec![(3, p(0xc), Some(255)), (4, p(0xd), None)],
         }
     }
-    let server = fake_dhcp6(PathBuf::from(w.server.ns.path_str()), "br0", offers, Arc::clone(&seen), Arc::clone(&stop));
+    let ns = PathBuf::from(w.server.ns.path_str());
+    let server = fake_dhcp6(ns, "br0", offers, |_| false, Arc::clone(&seen), Arc::clone(&stop));
     w.start_daemon(w.daemon_config());
     let ipam =
         serde_json::json!({"type": "dhcp", "daemonsocketpath": w.dir.join("dhcp.sock"), "ipv4": false, "ipv6": true});
@@ -597,6 +604,38 @@ fn dhcp_v6_requests_from_the_advertise_of_highest_preference() {
     assert!(w.state_files().is_empty());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     server.join().unwrap();
+}
+
+/// A DHCPv6 Reply we cannot use (its IA_NA has T1 > T2, which RFC 8415 §21.4 makes the client
+/// discard) still binds the address at the server: the daemon releases it before it solicits
+/// again, and the ADD, which gets no usable lease within `-timeout`, fails with code 11 and
+/// leaves nothing. Until 2026-12-07 the address stayed bound at the server.
+#[test]
+fn dhcp_v6_unusable_reply_is_released() {
+    let mut w = DaemonLan::with_v6("6u", 88, true);
+    let c1 = w.container_nodad(1);
+    let seen = Arc::new(std::sync::Mutex::new(Seen6::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    fn offers(_: usize) -> Offers {
+        vec![(1, std::net::Ipv6Addr::new(0xfd00, 0, 0xd, 0x88, 0, 0, 0, 0xa), Some(255))]
+    }
+    let ns = PathBuf::from(w.server.ns.path_str());
+    let server = fake_dhcp6(ns, "br0", offers, |_| true, Arc::clone(&seen), Arc::clone(&stop));
+    let mut cfg = w.daemon_config();
+    cfg.timeout = Duration::from_secs(3);
+    let d = w.start_daemon(cfg);
+    let ipam =
+        serde_json::json!({"type": "dhcp", "daemonsocketpath": w.dir.join("dhcp.sock"), "ipv4": false, "ipv6": true});
+    let e = (APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", ipam)).unwrap_err();
+    assert_eq!(cni_multi::cni::CniError::from_anyhow(&e).code, 11, "{e:#}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.requests.is_empty(), "the daemon requested the address");
+    let addr = offers(0)[0].1;
+    assert!(seen.releases.contains(&(0, addr)), "the bound address was not released: {:?}", seen.releases);
+    assert_eq!(seen.releases.len(), seen.requests.len(), "one Release per unusable Reply");
+    assert!(d.lease_keys().is_empty() && w.state_files().is_empty());
 }
 
 /// T1 of dnsmasq's minimum (2 min) lease is 60 s: this test takes about 65 s.
@@ -701,6 +740,135 @@ fn dhcp_daemon_flags_exit_like_go() {
     assert_eq!(logged.lines().filter(|l| l.contains("ERROR") && l.contains(err.trim())).count(), 1, "{logged}");
 }
 
+/// `dhcp daemon` of `which` in `ns`, run in `dir`, with `args` after `daemon` (ours also
+/// with `-statedir` in `dir`, so it never touches the machine's).
+fn daemon_cmd(ns: &Netns, which: Impl, dir: &Path, args: &[&str]) -> Proc {
+    let mut c = match which {
+        Impl::Ours => {
+            let mut c = ns.command(bin());
+            c.args(["dhcp", "daemon", "-statedir"]).arg(dir.join("state"));
+            c
+        }
+        Impl::Reference => {
+            let mut c = ns.command(format!("{}/dhcp", harness::plugin::REFERENCE_DIR));
+            c.arg("daemon");
+            c
+        }
+    };
+    c.args(args).current_dir(dir).env_remove("CNI_MULTI_LOG_FILE").stdin(Stdio::null());
+    c
+}
+
+/// Run `cmd` to its end, or kill it after 10 s (a daemon that should have refused to start);
+/// its output either way.
+fn output_within(mut cmd: Proc) -> std::process::Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            rx.recv().unwrap().unwrap()
+        }
+    }
+}
+
+fn impls_with_reference_dhcp() -> Vec<Impl> {
+    let mut v = vec![Impl::Ours];
+    if harness::have_reference("dhcp") {
+        v.push(Impl::Reference);
+    }
+    v
+}
+
+/// `-pidfile` as the reference's daemon takes it: a relative path is refused before anything
+/// is made (exit 1, `Error writing pidfile "rel.pid": path not absolute`); the pid is written
+/// without a newline, before the socket is bound (a FIFO as pidfile holds the daemon in its
+/// write: no socket yet). Until 2026-12-07 ours took a relative path, added a newline and bound
+/// the socket first. Both implementations.
+#[test]
+fn dhcp_daemon_pidfile_as_the_reference() {
+    let ns = Netns::up("dpid");
+    let dir = tempfile::Builder::new().prefix("cnim-dpid-").tempdir().unwrap();
+    for which in impls_with_reference_dhcp() {
+        let label = which.label();
+        let sock = dir.path().join(format!("{label}.sock"));
+        let sock_s = sock.to_str().unwrap();
+        let out = output_within(daemon_cmd(&ns, which, dir.path(), &["-socketpath", sock_s, "-pidfile", "rel.pid"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{which:?}: {err}");
+        assert!(err.contains(r#"Error writing pidfile "rel.pid": path not absolute"#), "{which:?}: {err}");
+        assert!(!dir.path().join("rel.pid").exists() && !sock.exists(), "{which:?}: something was made");
+
+        let fifo = dir.path().join(format!("{label}.pid"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let args = ["-socketpath", sock_s, "-pidfile", fifo.to_str().unwrap()];
+        let mut child =
+            daemon_cmd(&ns, which, dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let early = sock.exists();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || tx.send(std::fs::read_to_string(f)));
+        let written = rx.recv_timeout(Duration::from_secs(10));
+        if written.is_err() {
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo); // let the reader go
+        }
+        let pid = child.id().to_string();
+        let bound = harness::wait_for(5, || sock.exists());
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        assert!(!early, "{which:?}: the socket was bound before the pidfile was written");
+        assert_eq!(written.expect("the pidfile written").unwrap(), pid, "{which:?}: the pid, no newline");
+        assert!(bound, "{which:?}: no socket after the pidfile");
+    }
+}
+
+/// Where ours keeps the pidfile honest and the reference does not: a second daemon on a
+/// socket another daemon answers on is refused before it writes the pidfile (exit 1), so the
+/// first daemon's pid stays in it; a start that fails after writing the pidfile (the socket
+/// cannot be bound) removes it. The reference's second daemon overwrites the pidfile with its
+/// own pid and exits, and a failed start leaves its pid behind.
+#[test]
+fn dhcp_daemon_failed_start_leaves_no_wrong_pidfile() {
+    let ns = Netns::up("dpid2");
+    let dir = tempfile::Builder::new().prefix("cnim-dpid2-").tempdir().unwrap();
+    for which in impls_with_reference_dhcp() {
+        let label = which.label();
+        let (sock, pf) = (dir.path().join(format!("{label}.sock")), dir.path().join(format!("{label}.pid")));
+        let args = ["-socketpath", sock.to_str().unwrap(), "-pidfile", pf.to_str().unwrap()];
+        let mut first =
+            daemon_cmd(&ns, which, dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        assert!(harness::wait_for(5, || sock.exists()), "{which:?}: no socket");
+        let out = output_within(daemon_cmd(&ns, which, dir.path(), &args));
+        let first_pid = first.id().to_string();
+        let in_pidfile = std::fs::read_to_string(&pf).unwrap_or_default();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = first.wait();
+        assert_eq!(out.status.code(), Some(1), "{which:?}: {}", String::from_utf8_lossy(&out.stderr));
+        match which {
+            Impl::Ours => assert_eq!(in_pidfile, first_pid, "the running daemon's pid stays"),
+            Impl::Reference => assert_ne!(in_pidfile, first_pid, "the reference overwrote it"),
+        }
+
+        // the socket's directory is a plain file: the pidfile is written, then the bind fails
+        let file = dir.path().join(format!("{label}-plain"));
+        std::fs::write(&file, b"x").unwrap();
+        let bad_sock = file.join("d.sock");
+        let args = ["-socketpath", bad_sock.to_str().unwrap(), "-pidfile", pf.to_str().unwrap()];
+        let out = output_within(daemon_cmd(&ns, which, dir.path(), &args));
+        assert_eq!(out.status.code(), Some(1), "{which:?}: {}", String::from_utf8_lossy(&out.stderr));
+        match which {
+            Impl::Ours => assert!(!pf.exists(), "a failed start removes its pidfile"),
+            Impl::Reference => assert!(pf.exists(), "the reference leaves its pidfile"),
+        }
+    }
+}
+
 #[test]
 fn dhcp_process_daemon_and_plugin() {
     let mut w = DaemonLan::new("p", 66);
@@ -751,7 +919,7 @@ fn dhcp_process_daemon_and_plugin() {
     assert!(okk, "{out}");
     w.wait_for("release", 5, || w.server.leases().is_empty());
     // SIGTERM: socket and pidfile removed
-    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), pid.to_string());
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), pid.to_string());
     must(&["kill", "-TERM", &pid.to_string()]);
     w.wait_for("daemon cleanup", 5, || !sock.exists() && !pidfile.exists());
 }
@@ -901,7 +1069,12 @@ const DNSMASQ_DNS: &[&str] = &[
 
 impl Lan {
     fn new(tag: &str, n: u8, uplinks: &[&str]) -> Lan {
-        let w = harness::World::new(tag, 0, Impl::Ours);
+        Lan::with_impl(tag, n, uplinks, Impl::Ours)
+    }
+
+    /// [`Lan::new`] whose plugins and daemon are `imp`'s (the reference's: `/usr/lib/cni`).
+    fn with_impl(tag: &str, n: u8, uplinks: &[&str], imp: Impl) -> Lan {
+        let w = harness::World::new(tag, 0, imp);
         let server = DhcpServer::new(&format!("{}-s", w.host.name.trim_end_matches("-h")), "sbr", n, true, &w.tmp);
         for (i, up) in uplinks.iter().enumerate() {
             server.plug(&format!("s{i}"), &w.host, up);
@@ -922,25 +1095,24 @@ impl Lan {
         self.server.start(&dns);
     }
 
-    /// Our daemon (the real binary) in the host netns, with short timers for the tests.
+    /// Our daemon (the real binary) in the host netns, with short timers for the tests; in a
+    /// world of the reference, the reference's daemon with its default timers.
     fn start_daemon(&mut self, timeout: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.w.tmp.join("daemon.log")).unwrap();
-        let child = self
-            .w
-            .host
-            .command(bin())
-            .args(["dhcp", "daemon", "-socketpath"])
-            .arg(&self.sock)
-            .arg("-statedir")
-            .arg(&self.state)
-            .arg("-pidfile")
-            .arg(self.w.tmp.join("daemon.pid"))
-            .args(["-timeout", timeout, "-resendmax", "4s", "-linkcheck", "1s"])
-            .env("CNI_MULTI_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut cmd = match self.w.imp {
+            Impl::Ours => {
+                let mut c = self.w.host.command(bin());
+                c.arg("dhcp");
+                c
+            }
+            Impl::Reference => self.w.host.command(format!("{}/dhcp", harness::plugin::REFERENCE_DIR)),
+        };
+        cmd.args(["daemon", "-socketpath"]).arg(&self.sock).arg("-pidfile").arg(self.w.tmp.join("daemon.pid"));
+        if self.w.imp == Impl::Ours {
+            cmd.arg("-statedir").arg(&self.state);
+            cmd.args(["-timeout", timeout, "-resendmax", "4s", "-linkcheck", "1s"]);
+        }
+        let child = cmd.env("CNI_MULTI_LOG", "debug").stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.daemon = Some(child);
         let sock = self.sock.clone();
         assert!(harness::wait_for(5, || sock.exists()), "daemon did not start: {}", self.daemon_log());
@@ -1296,6 +1468,61 @@ fn macvlan_release_after_del() {
     lan.w.del(&conf).cid("ctr2").container(c2).run().ok();
 }
 
+/// dhcp ADD with a CNI_NETNS that does not exist is 999 in both implementations (the daemon
+/// opens the netns; the reference's says so through `DHCP.Allocate`), not the 8 of the plugins
+/// that open CNI_NETNS themselves; nothing is leased.
+#[test]
+fn dhcp_add_with_a_missing_netns_is_999_as_the_reference() {
+    for (which, n) in [(Impl::Ours, 92u8), (Impl::Reference, 93)] {
+        if which == Impl::Reference && !harness::have_reference("dhcp") {
+            continue;
+        }
+        let mut lan = Lan::with_impl(&format!("dhn{n}"), n, &[], which);
+        lan.start_daemon("3s");
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "dhcpnet", "type": "dhcp",
+            "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+        });
+        let missing = format!("/run/netns/{}-gone", lan.w.host.name);
+        let e = lan.w.add(&conf).cid("ctr1").netns_path(&missing).run().err_code(999);
+        assert!(e.msg.contains(&missing), "{which:?}: {}", e.msg);
+        lan.w.del(&conf).cid("ctr1").netns_path(&missing).run().ok();
+    }
+}
+
+/// IPAM DEL with the container link still in place (macvlan, ipvlan and host-device call it
+/// before they delete or move the link): ours takes the leased address off the link before it
+/// releases the lease, so the address is never on the old device once the server can hand it to
+/// someone else; the reference releases and leaves the address on the link.
+#[test]
+fn ipam_del_with_the_link_in_place_takes_the_address_off() {
+    for (which, n) in [(Impl::Ours, 90u8), (Impl::Reference, 91)] {
+        if which == Impl::Reference && !["dhcp", "macvlan"].iter().all(|p| harness::have_reference(p)) {
+            continue;
+        }
+        let mut lan = Lan::with_impl(&format!("dhi{n}"), n, &["up0"], which);
+        lan.start_dnsmasq();
+        lan.start_daemon("10s");
+        let c = lan.w.add_container();
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
+            "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+        });
+        let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+        let a = ips_of(&r)[0].clone();
+        assert_eq!(lan.w.c(c).addrs("eth0"), vec![a.clone()], "{which:?}");
+        let mut ipam_only = conf.clone();
+        ipam_only["type"] = "dhcp".into();
+        lan.w.del(&ipam_only).cid("ctr1").container(c).run().ok();
+        let left = lan.w.c(c).addrs("eth0");
+        match which {
+            Impl::Ours => assert!(left.is_empty(), "ours took the address off: {left:?}"),
+            Impl::Reference => assert_eq!(left, vec![a.clone()], "the reference leaves the address"),
+        }
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
+}
+
 /// host-device + dhcp: the device moved into the container gets its lease through the daemon;
 /// DEL (IPAM DEL first, then the device goes back to the host) releases at the server.
 #[test]
@@ -1318,6 +1545,156 @@ fn host_device_release_after_del() {
     assert!(lan.w.host.link("hd0").is_some(), "host-device gave the device back");
     lan.wait("DEL to release the host-device lease", 5, || !lan.server.leased_addrs().contains(&a4));
     assert!(lan.state_files().is_empty());
+}
+
+/// An option-121 route whose next hop is 0.0.0.0 (on-link) from a server that also names a
+/// router (option 3), asked for with `"request": [{"option": "121"}]`, through bridge: both
+/// implementations succeed, the result says `{"dst": "198.18.21.0/24", "gw": "0.0.0.0"}` (ours
+/// with `"scope": 253`, as v1.9.1 prints it; Debian 1.1.1 has no `scope`) and the kernel holds
+/// the route without a gateway (ours `scope link`, as v1.9.1; Debian 1.1.1 installs it with
+/// scope universe). CHECK passes with ours; the reference's compares the kernel's missing
+/// gateway with 0.0.0.0 and fails. Until 2026-12-07 ours dropped the on-link route's gateway
+/// from the result and bridge put it via the router, which the kernel refused (999 "Nexthop
+/// has invalid gateway").
+#[test]
+fn bridge_on_link_classless_route_beside_a_router() {
+    for (which, n) in [(Impl::Ours, 82u8), (Impl::Reference, 83)] {
+        if which == Impl::Reference && !["dhcp", "bridge"].iter().all(|p| harness::have_reference(p)) {
+            continue;
+        }
+        let mut lan = Lan::with_impl(&format!("dhl{n}"), n, &["up0"], which);
+        lan.w.host.must(&["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+        lan.w.host.must(&["ip", "link", "set", "up0", "master", "br0"]);
+        lan.w.host.must(&["ip", "link", "set", "br0", "up"]);
+        let srv = lan.server.srv4();
+        lan.server.start(&[
+            format!("--dhcp-option=option:router,{srv}"),
+            format!("--dhcp-option=option:classless-static-route,198.18.21.0/24,0.0.0.0,0.0.0.0/0,{srv}"),
+        ]);
+        lan.start_daemon("10s");
+        let c = lan.w.add_container();
+        let conf = lan.bridge_conf(serde_json::json!({"request": [{"option": "121"}]}));
+        let out = lan.w.add(&conf).cid("ctr1").container(c).run();
+        assert!(out.success(), "{which:?}: {} {}\n{}", out.stdout, out.stderr, lan.daemon_log());
+        let r = out.ok();
+        let mut on_link = serde_json::json!({"dst": "198.18.21.0/24", "gw": "0.0.0.0"});
+        if which == Impl::Ours {
+            on_link["scope"] = 253.into();
+        }
+        assert_eq!(r["routes"], serde_json::json!([on_link, {"dst": "0.0.0.0/0", "gw": srv}]), "{which:?}: {r}");
+        let routes = lan.w.c(c).ip_json(&["-4", "route", "show", "198.18.21.0/24"]);
+        let route = &routes[0];
+        assert_eq!((route["dev"].as_str(), route.get("gateway")), (Some("eth0"), None), "{which:?}: {routes}");
+        let scope = route.get("scope").and_then(|v| v.as_str());
+        assert_eq!(scope, (which == Impl::Ours).then_some("link"), "{which:?}: {routes}");
+        let default = lan.w.c(c).ip_json(&["-4", "route", "show", "default"]);
+        assert_eq!(default[0]["gateway"], srv.as_str(), "{which:?}: {default}");
+        let check = lan.w.check(&conf, &r).cid("ctr1").container(c).run();
+        match which {
+            Impl::Ours => {
+                check.ok();
+            }
+            Impl::Reference => {
+                let e = check.err_code(999);
+                assert!(e.msg.contains("GW:0.0.0.0} not found in routing table"), "{}", e.msg);
+            }
+        }
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
+}
+
+/// The parameter request list of the first request in a dnsmasq log (`--log-dhcp` splits it
+/// over lines, each but the last ending in ", "), as dnsmasq names the options.
+fn requested_options(log: &str) -> String {
+    let mut out = String::new();
+    for line in log.lines() {
+        let Some((_, list)) = line.split_once(" requested options: ") else { continue };
+        out.push_str(list);
+        if !list.ends_with(", ") {
+            break;
+        }
+    }
+    out
+}
+
+/// A bridge + dhcp LAN of `which` with a bridge `br0` holding the uplink `up0` to the server
+/// netns, whose dnsmasq runs with `dnsmasq` options; the daemon started.
+fn bridged_lan(tag: &str, n: u8, which: Impl, dnsmasq: &[String]) -> Lan {
+    let mut lan = Lan::with_impl(tag, n, &["up0"], which);
+    lan.w.host.must(&["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    lan.w.host.must(&["ip", "link", "set", "up0", "master", "br0"]);
+    lan.w.host.must(&["ip", "link", "set", "br0", "up"]);
+    lan.server.start(dnsmasq);
+    lan.start_daemon("10s");
+    lan
+}
+
+/// The implementations a differential dhcp test runs: ours, and the reference when it has
+/// `dhcp` and `bridge`; each with its own server subnet (`n`, `n + 1`).
+fn dhcp_impls(n: u8) -> Vec<(Impl, u8)> {
+    let mut v = vec![(Impl::Ours, n)];
+    if ["dhcp", "bridge"].iter().all(|p| harness::have_reference(p)) {
+        v.push((Impl::Reference, n + 1));
+    }
+    v
+}
+
+/// An option 121 that does not parse (here a prefix length of 33) is ignored, as the
+/// reference's parser ignores it: the routes are option 33's and the default route via the
+/// router, in both implementations. Until 2026-12-07 it failed our ADD (999 `invalid classless
+/// route prefix length 33`). Ours asks for the options in v1.9.1's order (until 2026-12-07 the
+/// defaults came first).
+#[test]
+fn dhcp_malformed_classless_routes_are_ignored_as_the_reference() {
+    for (which, n) in dhcp_impls(84) {
+        let srv = format!("198.19.{n}.1");
+        let opts = [
+            "--dhcp-option=option:classless-static-route,21:c6:12:15:c6:13".to_string(),
+            format!("--dhcp-option=option:static-route,198.18.7.0,198.19.{n}.254"),
+        ];
+        let mut lan = bridged_lan(&format!("dhc{n}"), n, which, &opts);
+        let c = lan.w.add_container();
+        let conf = lan.bridge_conf(serde_json::json!({"request": [{"option": "121"}, {"option": "33"}]}));
+        let out = lan.w.add(&conf).cid("ctr1").container(c).run();
+        assert!(out.success(), "{which:?}: {} {}\n{}", out.stdout, out.stderr, lan.server.log());
+        let r = out.ok();
+        let want = serde_json::json!([
+            {"dst": "198.18.7.0/24", "gw": format!("198.19.{n}.254")},
+            {"dst": "0.0.0.0/0", "gw": srv},
+        ]);
+        assert_eq!(r["routes"], want, "{which:?}: {r}");
+        assert!(lan.server.log().contains("classless-static-route  21:c6:12:15:c6:13"), "{}", lan.server.log());
+        if which == Impl::Ours {
+            // the parameter request list in v1.9.1's order: the entries, then routers and subnet
+            // mask (then ours: the DNS options); Debian 1.1.1 sends them in Go's map order
+            let asked = "121:classless-static-route, 33:static-route, 3:router, 1:netmask, 6:dns-server, \
+                         15:domain-name, 119:domain-search";
+            assert_eq!(requested_options(&lan.server.log()), asked, "{}", lan.server.log());
+        }
+        let default = lan.w.c(c).ip_json(&["-4", "route", "show", "default"]);
+        assert_eq!(default[0]["gateway"], srv.as_str(), "{which:?}: {default}");
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
+}
+
+/// An ACK that cannot be used (here one without a subnet mask: dnsmasq sends none with an
+/// empty `--dhcp-option=1`) fails the ADD in both implementations (999) and the address goes
+/// back to the server: the reference's Allocate releases it (`l.Stop()`), ours sends a
+/// DHCPRELEASE from the client before failing. Until 2026-12-07 ours left the lease bound at
+/// the server, with no record a DEL could release it by.
+#[test]
+fn dhcp_unusable_ack_fails_the_add_and_is_released() {
+    for (which, n) in dhcp_impls(86) {
+        let mut lan = bridged_lan(&format!("dhk{n}"), n, which, &["--dhcp-option=1".to_string()]);
+        let c = lan.w.add_container();
+        let conf = lan.bridge_conf(serde_json::json!({}));
+        let e = lan.w.add(&conf).cid("ctr1").container(c).timeout(Duration::from_secs(90)).run().err_code(999);
+        assert!(e.msg.contains("Subnet Mask not found") || e.msg.contains("no subnet mask"), "{which:?}: {}", e.msg);
+        assert!(lan.server.log().contains("DHCPACK("), "{which:?}: the server acked: {}", lan.server.log());
+        lan.wait("the unusable lease to be released at the server", 5, || lan.server.leases().is_empty());
+        assert!(lan.state_files().is_empty(), "{:?}", lan.state_files());
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    }
 }
 
 /// DHCPv6 leases persisted by a stopped daemon come back aged past T1 (RENEW), past T2
@@ -1398,6 +1775,8 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
     });
     let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
     let addr = host_part(&ips_of(&r)[0]);
+    let on_link = |lan: &Lan| lan.w.c(c).addrs("eth0").iter().map(|a| host_part(a)).collect::<Vec<_>>();
+    assert_eq!(on_link(&lan), vec![addr.clone()], "the main plugin put the leased address on eth0");
     let field = if v6 { "lease6" } else { "lease" };
     lan.stop_daemon();
     lan.server.stop();
@@ -1420,6 +1799,8 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
     };
     // (the link goes down first, the lease file says so right after)
     lan.wait("the expired, unrenewable lease to take eth0 down", 15, || !is_up(&lan) && marked(&lan));
+    // the expired address is no longer ours: off the link, which each attempt sets up to send
+    assert!(on_link(&lan).is_empty(), "the expired address stayed on eth0: {:?}", on_link(&lan));
     lan.start_dnsmasq();
     lan.wait("re-acquire to bring eth0 back up", 30, || {
         is_up(&lan)
@@ -1429,6 +1810,66 @@ fn link_down_case(tag: &str, n: u8, v6: bool) {
                 .is_some_and(|v| v.get("link_down").is_none())
     });
     assert!(lan.server.leased_addrs().contains(&addr), "re-acquired the same address: {:?}", lan.server.leased_addrs());
+    assert_eq!(on_link(&lan), vec![addr.clone()], "the same address back on eth0");
+}
+
+/// A lease that expired while no server answered, whose server then has another address for
+/// the attachment (a dnsmasq reservation for the container's MAC): the expired address is off
+/// eth0 and the link down; the daemon asks for its address (option 50) and never REQUESTs the
+/// other one it is offered, so the server binds nothing, eth0 carries neither address and the
+/// lease file still says the old one. Once the server can give the old address again, it is
+/// back on eth0 and the link up. Until 2026-12-07 the daemon took the other address: the lease
+/// file said it while eth0 came back up with the old one.
+#[test]
+fn expired_lease_comes_back_only_with_its_own_address() {
+    let mut lan = Lan::new("dho", 89, &["up0"]);
+    lan.start_dnsmasq();
+    lan.start_daemon("3s");
+    let c = lan.w.add_container();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
+    });
+    let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+    let a = host_part(&ips_of(&r)[0]);
+    let mac = lan.w.c(c).link("eth0").unwrap()["address"].as_str().unwrap().to_string();
+    lan.stop_daemon();
+    lan.server.stop();
+    let age = |lan: &Lan| {
+        for f in lan.state_files() {
+            let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+            let t = v["lease"]["acquired_unix"].as_u64().unwrap() - 300;
+            v["lease"]["acquired_unix"] = t.into();
+            std::fs::write(&f, serde_json::to_vec(&v).unwrap()).unwrap();
+        }
+    };
+    age(&lan);
+    let n = lan.server.n;
+    let b = if a.ends_with(".45") { format!("198.19.{n}.44") } else { format!("198.19.{n}.45") };
+    let _ = std::fs::remove_file(lan.server.leases_file());
+    lan.server.start(&[format!("--dhcp-host={mac},{b}")]);
+    lan.start_daemon("3s");
+    let refused = format!("has {b} for this attachment, not {a}");
+    lan.wait("two attempts offered the other address", 30, || lan.daemon_log().matches(&refused).count() >= 2);
+    assert!(lan.server.log().contains(&format!("DHCPOFFER(sbr) {b} ")), "{}", lan.server.log());
+    assert!(!lan.server.log().contains(&format!("DHCPREQUEST(sbr) {b} ")), "{b} requested: {}", lan.server.log());
+    assert!(!lan.server.leased_addrs().contains(&b), "{b} bound at the server: {:?}", lan.server.leased_addrs());
+    assert!(lan.w.c(c).addrs("eth0").is_empty(), "eth0 carries {:?}", lan.w.c(c).addrs("eth0"));
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&lan.state_files()[0]).unwrap()).unwrap();
+    assert_eq!((rec["lease"]["address"].as_str(), &rec["link_down"]), (Some(a.as_str()), &serde_json::json!(true)));
+
+    // the reservation gone, the old address comes back: on eth0, the link up
+    lan.server.stop();
+    lan.start_dnsmasq();
+    let back = |lan: &Lan| {
+        let up =
+            lan.w.c(c).link("eth0").is_some_and(|l| l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")));
+        up && lan.w.c(c).addrs("eth0").iter().map(|x| host_part(x)).collect::<Vec<_>>() == [a.clone()]
+    };
+    lan.wait("the old address back on eth0, the link up", 30, || back(&lan));
+    assert!(lan.server.leased_addrs().contains(&a), "{:?}", lan.server.leased_addrs());
+    lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+    lan.wait("DEL to release it", 5, || !lan.server.leased_addrs().contains(&a));
 }
 
 /// A real T1 for DHCPv6: dnsmasq's 2-minute lease is renewed (RENEW to the server that gave

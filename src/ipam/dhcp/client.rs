@@ -6,7 +6,7 @@
 use anyhow::{anyhow, bail, Context};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SERVER_PORT: u16 = 67;
@@ -322,15 +322,25 @@ impl Lease {
         let t1 = ack.get_u32(opt::RENEWAL_TIME).unwrap_or(lease_secs / 2);
         let t2 = ack.get_u32(opt::REBINDING_TIME).unwrap_or((lease_secs as u64 * 7 / 8) as u32);
         let (t1, t2) = sane_timers(lease_secs, t1, t2);
-        let routes = match ack.get(opt::CLASSLESS_ROUTES) {
-            Some(v) => parse_classless_routes(v)?,
-            None => {
-                let mut r = ack.get(opt::STATIC_ROUTES).map(parse_static_routes).unwrap_or_default();
-                if let Some(gw) = router {
-                    r.push(LeaseRoute { dst: Ipv4Net::default(), gw: Some(gw) });
-                }
-                r
+        // RFC 3442: option 121, when there is one, replaces option 33 and the router's default
+        // route. One that does not parse (or is empty) is ignored, as the reference's parser
+        // ignores it: the lease keeps option 33 and the default route via the router.
+        let classless = match ack.get(opt::CLASSLESS_ROUTES).map(parse_classless_routes) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                tracing::warn!(address = %ack.yiaddr, "ignoring the malformed classless static routes (option 121): {e:#}");
+                vec![]
             }
+            None => vec![],
+        };
+        let routes = if classless.is_empty() {
+            let mut r = ack.get(opt::STATIC_ROUTES).map(parse_static_routes).unwrap_or_default();
+            if let Some(gw) = router {
+                r.push(LeaseRoute { dst: Ipv4Net::default(), gw: Some(gw) });
+            }
+            r
+        } else {
+            classless
         };
         let dns = ack
             .get(opt::DNS_SERVERS)
@@ -442,6 +452,19 @@ pub enum Renewal<L> {
     /// the server refused (a DHCPv4 NAK, a DHCPv6 reply without our binding), and why
     Refused(String),
     NoReply,
+}
+
+/// Outcome of re-acquiring the address of a lease (after its expiry or a refused renewal), for
+/// either family.
+#[derive(Debug)]
+pub enum Reacquired<L> {
+    /// the server gave the same address back
+    Same(L),
+    /// the server has another address for us, which was not taken (or was released at once)
+    Other(IpAddr),
+    /// the server refused (a DHCPv4 NAK, a DHCPv6 reply we cannot use), and why
+    Refused(String),
+    NoAnswer,
 }
 
 /// Retransmission settings: first retry after `initial`, doubling up to `max`, each with
@@ -596,47 +619,105 @@ impl Client<'_> {
         Ok(reply)
     }
 
-    /// INIT (or INIT-REBOOT style with a preferred address): DISCOVER → OFFER → REQUEST → ACK.
-    /// The BROADCAST flag is always set: the interface has no address yet, and a broadcast
-    /// reply needs no ARP entry at the server for an address nobody answers ARP for.
-    /// `Ok(None)` = no server answered in time.
-    pub fn acquire(&self, mut prefer: Option<Ipv4Addr>, deadline: Instant) -> anyhow::Result<Option<Lease>> {
+    /// DISCOVER (asking for `prefer`, option 50, when given) and wait for an OFFER that `take`
+    /// accepts: the OFFER and its server. The BROADCAST flag is always set: the interface has no
+    /// address yet, and a broadcast reply needs no ARP entry at the server for an address nobody
+    /// answers ARP for. `Ok(None)`: none in time.
+    fn discover(
+        &self,
+        xid: u32,
+        prefer: Option<Ipv4Addr>,
+        deadline: Instant,
+        take: &dyn Fn(&Message) -> bool,
+    ) -> anyhow::Result<Option<(Message, Ipv4Addr)>> {
+        let mut disc = Message::request(MsgType::Discover, xid, self.mac);
+        disc.flags = FLAG_BROADCAST;
+        self.opts.apply(&mut disc);
+        if let Some(ip) = prefer {
+            disc.set(opt::REQUESTED_IP, ip.octets().to_vec());
+        }
+        let offer =
+            self.transact(&disc, Ipv4Addr::BROADCAST, deadline, &|m| m.msg_type() == Some(MsgType::Offer) && take(m))?;
+        Ok(offer.map(|o| {
+            let server = o.get_addr(opt::SERVER_ID).unwrap_or(o.siaddr);
+            tracing::debug!(ifname = %self.ifname, offer = %o.yiaddr, %server, "DHCP offer");
+            (o, server)
+        }))
+    }
+
+    /// REQUEST the address of `offer` from `server` (SELECTING): its ACK or NAK, `Ok(None)` when
+    /// neither came in time.
+    fn request_offer(
+        &self,
+        xid: u32,
+        offer: &Message,
+        server: Ipv4Addr,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<Message>> {
+        let mut req = Message::request(MsgType::Request, xid, self.mac);
+        req.flags = FLAG_BROADCAST;
+        self.opts.apply(&mut req);
+        req.set(opt::REQUESTED_IP, offer.yiaddr.octets().to_vec());
+        req.set(opt::SERVER_ID, server.octets().to_vec());
+        self.transact(&req, Ipv4Addr::BROADCAST, deadline, &|m| {
+            matches!(m.msg_type(), Some(MsgType::Ack | MsgType::Nak))
+                && m.get_addr(opt::SERVER_ID).is_none_or(|s| s == server)
+        })
+    }
+
+    /// The lease of an ACK from `server`; one that cannot be used is released first (the server
+    /// has bound the address to us: give it back, as the reference's Allocate does, `l.Stop()`).
+    fn lease_of(&self, ack: &Message, server: Ipv4Addr) -> anyhow::Result<Lease> {
+        Lease::from_ack(ack, server).inspect_err(|_| self.release_unusable(ack, server))
+    }
+
+    /// INIT: DISCOVER → OFFER → REQUEST → ACK, discovering afresh after a NAK. `Ok(None)` = no
+    /// server answered in time.
+    pub fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease>> {
         while Instant::now() < deadline {
             let xid = random_u32();
-            let mut disc = Message::request(MsgType::Discover, xid, self.mac);
-            disc.flags = FLAG_BROADCAST;
-            self.opts.apply(&mut disc);
-            if let Some(ip) = prefer {
-                disc.set(opt::REQUESTED_IP, ip.octets().to_vec());
-            }
-            let Some(offer) =
-                self.transact(&disc, Ipv4Addr::BROADCAST, deadline, &|m| m.msg_type() == Some(MsgType::Offer))?
-            else {
-                return Ok(None);
-            };
-            let server = offer.get_addr(opt::SERVER_ID).unwrap_or(offer.siaddr);
-            tracing::debug!(ifname = %self.ifname, offer = %offer.yiaddr, %server, "DHCP offer");
-            let mut req = Message::request(MsgType::Request, xid, self.mac);
-            req.flags = FLAG_BROADCAST;
-            self.opts.apply(&mut req);
-            req.set(opt::REQUESTED_IP, offer.yiaddr.octets().to_vec());
-            req.set(opt::SERVER_ID, server.octets().to_vec());
-            let reply = self.transact(&req, Ipv4Addr::BROADCAST, deadline, &|m| {
-                matches!(m.msg_type(), Some(MsgType::Ack | MsgType::Nak))
-                    && m.get_addr(opt::SERVER_ID).is_none_or(|s| s == server)
-            })?;
-            match reply {
+            let Some((offer, server)) = self.discover(xid, None, deadline, &|_| true)? else { return Ok(None) };
+            match self.request_offer(xid, &offer, server, deadline)? {
                 None => return Ok(None),
-                Some(m) if m.msg_type() == Some(MsgType::Ack) => return Lease::from_ack(&m, server).map(Some),
+                Some(m) if m.msg_type() == Some(MsgType::Ack) => return self.lease_of(&m, server).map(Some),
                 Some(m) => {
                     let why = nak_message(&m);
                     tracing::info!(ifname = %self.ifname, %why, "DHCP NAK, restarting discovery");
-                    // a NAK for our preferred address: forget it and discover afresh
-                    prefer = None;
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Get `address` back (after the lease expired or a renewal was refused): DISCOVER asking for
+    /// it (option 50) and REQUEST only an OFFER of it. An OFFER of another address is never
+    /// requested (so nothing is bound to us at the server): [`Reacquired::Other`] once no OFFER
+    /// of `address` came by `deadline`. An ACK of another address is released.
+    pub fn reacquire(&self, address: Ipv4Addr, deadline: Instant) -> anyhow::Result<Reacquired<Lease>> {
+        let xid = random_u32();
+        let other = std::cell::Cell::new(None);
+        let ours = |m: &Message| {
+            if m.yiaddr != address {
+                other.set(Some(m.yiaddr));
+            }
+            m.yiaddr == address
+        };
+        let Some((offer, server)) = self.discover(xid, Some(address), deadline, &ours)? else {
+            return Ok(other.get().map_or(Reacquired::NoAnswer, |a| Reacquired::Other(IpAddr::V4(a))));
+        };
+        Ok(match self.request_offer(xid, &offer, server, deadline)? {
+            None => Reacquired::NoAnswer,
+            Some(m) if m.msg_type() == Some(MsgType::Ack) => {
+                let lease = self.lease_of(&m, server)?;
+                if lease.address == address {
+                    Reacquired::Same(lease)
+                } else {
+                    self.release(&lease)?;
+                    Reacquired::Other(IpAddr::V4(lease.address))
+                }
+            }
+            Some(m) => Reacquired::Refused(format!("NAK {}", nak_message(&m))),
+        })
     }
 
     /// RENEWING (unicast to the server) or REBINDING (broadcast) for `lease`.
@@ -653,11 +734,8 @@ impl Client<'_> {
         Ok(match reply {
             None => Renewal::NoReply,
             Some(m) if m.msg_type() == Some(MsgType::Ack) => {
+                // (an ACK of another address is the daemon's to refuse: see Daemon::step)
                 let mut l = Lease::from_ack(&m, lease.server_id)?;
-                if l.address != lease.address {
-                    // the server moved us: treat as a new lease
-                    tracing::warn!(old = %lease.address, new = %l.address, "DHCP server changed the address on renewal");
-                }
                 if m.get(opt::CLASSLESS_ROUTES).is_none() && m.get(opt::ROUTERS).is_none() {
                     // a server may omit options on renew; keep what we had
                     l.routes = lease.routes.clone();
@@ -667,6 +745,23 @@ impl Client<'_> {
             }
             Some(m) => Renewal::Refused(format!("NAK {}", nak_message(&m))),
         })
+    }
+
+    /// DHCPRELEASE (broadcast: the interface has no address yet) of what `ack` bound to us, for
+    /// an ACK whose lease cannot be used (no subnet mask, …), so the server does not keep the
+    /// address bound to an attachment that never got it. Best effort: a failure is logged.
+    fn release_unusable(&self, ack: &Message, server: Ipv4Addr) {
+        if ack.yiaddr.is_unspecified() {
+            return;
+        }
+        let server_id = ack.get_addr(opt::SERVER_ID).unwrap_or(server);
+        let bytes = release_message_for(ack.yiaddr, server_id, self.mac, &self.opts.client_id);
+        match self.sock.send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT)) {
+            Ok(_) => tracing::info!(ifname = %self.ifname, address = %ack.yiaddr, "unusable DHCP ACK: released"),
+            Err(e) => {
+                tracing::warn!(ifname = %self.ifname, address = %ack.yiaddr, "unusable DHCP ACK not released: {e}")
+            }
+        }
     }
 
     /// DHCPRELEASE from the container interface: unicast to the server from the leased address
@@ -693,9 +788,14 @@ fn nak_message(m: &Message) -> String {
 /// A DHCPRELEASE for `lease`: ciaddr, server identifier and client identifier are what a
 /// server matches the lease by, wherever the message comes from.
 pub fn release_message(lease: &Lease, mac: [u8; 6], client_id: &[u8]) -> Vec<u8> {
+    release_message_for(lease.address, lease.server_id, mac, client_id)
+}
+
+/// A DHCPRELEASE of `address`, bound by `server_id` to `client_id`.
+fn release_message_for(address: Ipv4Addr, server_id: Ipv4Addr, mac: [u8; 6], client_id: &[u8]) -> Vec<u8> {
     let mut m = Message::request(MsgType::Release, random_u32(), mac);
-    m.ciaddr = lease.address;
-    m.set(opt::SERVER_ID, lease.server_id.octets().to_vec());
+    m.ciaddr = address;
+    m.set(opt::SERVER_ID, server_id.octets().to_vec());
     m.set(opt::CLIENT_ID, client_id.to_vec());
     m.encode()
 }
@@ -787,6 +887,18 @@ mod tests {
         ack.set(opt::CLASSLESS_ROUTES, vec![16, 198, 18, 198, 19, 0, 3]);
         let l = Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).unwrap();
         assert_eq!(l.routes, vec![LeaseRoute { dst: "198.18.0.0/16".parse().unwrap(), gw: "198.19.0.3".parse().ok() }]);
+        // an option 121 that does not parse (a prefix length of 33, a truncated entry) or is
+        // empty is ignored, as the reference's parser ignores it: option 33 and the default
+        // route via the router (the ADD failed until 2026-12-07)
+        let fallback = vec![
+            LeaseRoute { dst: "10.0.0.0/8".parse().unwrap(), gw: "198.19.0.2".parse().ok() },
+            LeaseRoute { dst: Ipv4Net::default(), gw: "198.19.0.1".parse().ok() },
+        ];
+        for bad in [vec![33, 198, 18, 21, 198, 19], vec![24, 198, 18, 21, 198, 19], vec![]] {
+            ack.set(opt::CLASSLESS_ROUTES, bad.clone());
+            let l = Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).unwrap_or_else(|e| panic!("{bad:?}: {e:#}"));
+            assert_eq!(l.routes, fallback, "{bad:?}");
+        }
         ack.options.retain(|(c, _)| *c != opt::SUBNET_MASK);
         assert!(Lease::from_ack(&ack, "198.19.0.1".parse().unwrap()).is_err());
     }

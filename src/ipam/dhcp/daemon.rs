@@ -4,7 +4,7 @@
 //! netns or link vanished.
 
 use super::client::{
-    deadline_in, now_unix, release_message, Backoff, Client, ClientOptions, Lease, Renewal, SERVER_PORT,
+    deadline_in, now_unix, release_message, Backoff, Client, ClientOptions, Lease, Reacquired, Renewal, SERVER_PORT,
 };
 use super::ns;
 use super::rpc::{self, Method, Request, Response};
@@ -12,6 +12,7 @@ use super::store::{Record, Store};
 use super::v6::{self, Client6, Lease6};
 use crate::cni::code;
 use anyhow::{anyhow, bail, Context};
+use ipnet::{IpNet, Ipv6Net};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::DirBuilderExt;
@@ -335,9 +336,6 @@ trait Family {
     type Lease: Clone;
     /// "DHCP" or "DHCPv6", in logs and errors
     const NAME: &'static str;
-    /// Whether re-acquiring after a refused renewal asks for the same address again: a v4 NAK
-    /// refuses the address itself, a lost v6 binding (NoBinding) does not.
-    const PREFER_AFTER_REFUSAL: bool;
     fn address(lease: &Self::Lease) -> IpAddr;
     /// the lease's lifetime in seconds, for logs
     fn lifetime(lease: &Self::Lease) -> u32;
@@ -345,14 +343,17 @@ trait Family {
     fn keep(rec: &mut Record, lease: Self::Lease);
     /// the interface's MAC, recorded with the lease
     fn mac(&self) -> [u8; 6];
-    fn acquire(&self, prefer: Option<&Self::Lease>, deadline: Instant) -> anyhow::Result<Option<Self::Lease>>;
+    fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Self::Lease>>;
+    /// get the address of `lease` back, and no other
+    fn reacquire(&self, lease: &Self::Lease, deadline: Instant) -> anyhow::Result<Reacquired<Self::Lease>>;
     fn renew(&self, lease: &Self::Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Self::Lease>>;
+    /// release a lease the daemon does not keep (best effort)
+    fn give_back(&self, lease: &Self::Lease) -> anyhow::Result<()>;
 }
 
 impl Family for Client<'_> {
     type Lease = Lease;
     const NAME: &'static str = "DHCP";
-    const PREFER_AFTER_REFUSAL: bool = false;
     fn address(lease: &Lease) -> IpAddr {
         IpAddr::V4(lease.address)
     }
@@ -365,18 +366,23 @@ impl Family for Client<'_> {
     fn mac(&self) -> [u8; 6] {
         self.mac
     }
-    fn acquire(&self, prefer: Option<&Lease>, deadline: Instant) -> anyhow::Result<Option<Lease>> {
-        Client::acquire(self, prefer.map(|l| l.address), deadline)
+    fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease>> {
+        Client::acquire(self, deadline)
+    }
+    fn reacquire(&self, lease: &Lease, deadline: Instant) -> anyhow::Result<Reacquired<Lease>> {
+        Client::reacquire(self, lease.address, deadline)
     }
     fn renew(&self, lease: &Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease>> {
         Client::renew(self, lease, rebind, deadline)
+    }
+    fn give_back(&self, lease: &Lease) -> anyhow::Result<()> {
+        Client::release(self, lease)
     }
 }
 
 impl Family for Client6<'_> {
     type Lease = Lease6;
     const NAME: &'static str = "DHCPv6";
-    const PREFER_AFTER_REFUSAL: bool = true;
     fn address(lease: &Lease6) -> IpAddr {
         IpAddr::V6(lease.address)
     }
@@ -389,11 +395,17 @@ impl Family for Client6<'_> {
     fn mac(&self) -> [u8; 6] {
         self.mac
     }
-    fn acquire(&self, prefer: Option<&Lease6>, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
-        Client6::acquire(self, prefer.map(|l| l.address), deadline)
+    fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
+        Client6::acquire(self, deadline)
+    }
+    fn reacquire(&self, lease: &Lease6, deadline: Instant) -> anyhow::Result<Reacquired<Lease6>> {
+        Client6::reacquire(self, lease.address, deadline)
     }
     fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease6>> {
         Client6::renew(self, lease, rebind, deadline)
+    }
+    fn give_back(&self, lease: &Lease6) -> anyhow::Result<()> {
+        Client6::release(self, lease, deadline_in(Duration::from_secs(1))).map(|_| ())
     }
 }
 
@@ -587,7 +599,7 @@ impl Daemon {
     ) -> Result<Record, Failure> {
         let failed = |e: anyhow::Error| Failure(code::INTERNAL, format!("{} on {}: {e:#}", C::NAME, req.ifname));
         let client = client.map_err(failed)?;
-        match client.acquire(None, deadline) {
+        match client.acquire(deadline) {
             Ok(Some(lease)) => {
                 let mut rec = self.record_for(req, key, options, lower);
                 C::keep(&mut rec, lease);
@@ -856,9 +868,10 @@ impl Daemon {
         }
     }
 
-    /// One lease's life: sleep until T1, renew until T2, rebind until expiry, then set the
-    /// link down and keep trying to re-acquire (the link comes back up with a new lease);
-    /// checks the link every `link_check`.
+    /// One lease's life: sleep until T1, renew until T2, rebind until expiry; at expiry the
+    /// address comes off the link and the link goes down, and the daemon keeps trying to get
+    /// the same address back (which puts it back on the link and the link up; see
+    /// [`Daemon::maintain_step`]); checks the link every `link_check`.
     fn maintain(self: &Arc<Self>, entry: &Arc<Entry>) {
         let mut failures_since: Option<Instant> = None;
         let mut retry = Duration::from_secs(1);
@@ -928,6 +941,13 @@ impl Daemon {
     }
 
     /// Do whatever is due now. `Ok(Some(d))`: sleep `d` then look again; `Ok(None)`: look again now.
+    ///
+    /// An expired lease (not renewed or rebound in time) is no longer ours: like the reference,
+    /// the daemon sets the link down, and it also takes the address off the link, since each
+    /// attempt to get the address back has to set the link up to send. Only the same address
+    /// brings the link back: it is put back on the link (routes the kernel removed are not
+    /// restored) and the link set up. A server that has another address for the attachment
+    /// leaves the link down and the other address unbound (the pod needs a new ADD).
     fn maintain_step(
         &self,
         entry: &Arc<Entry>,
@@ -948,36 +968,65 @@ impl Daemon {
         } else {
             Phase::Expired
         };
-        // an expired lease is re-acquired on a link this daemon may have set down
-        let (cancel, bring_up) = (|| entry.is_stopped(), phase == Phase::Expired);
+        let expired = phase == Phase::Expired;
+        if expired {
+            self.take_down(entry, rec, netns)?;
+        }
+        // an expired lease is re-acquired on the link taken down (without the address)
+        let cancel = || entry.is_stopped();
         let res = match (&rec.lease, &rec.lease6) {
             (Some(l), _) => self
-                .client4(netns, &rec.ifname, bring_up, &rec.options, &cancel)
+                .client4(netns, &rec.ifname, expired, &rec.options, &cancel)
                 .and_then(|c| self.step(entry, rec, &c, l, phase)),
             (_, Some(l)) => self
-                .client6(&rec.key, netns, &rec.ifname, bring_up, &cancel)
+                .client6(&rec.key, netns, &rec.ifname, expired, &cancel)
                 .and_then(|c| self.step(entry, rec, &c, l, phase)),
             _ => bail!("record without a lease"),
         };
-        if phase == Phase::Expired {
+        if expired {
             match &res {
-                Ok(_) if rec.link_down => {
-                    tracing::info!(id = %rec.id(), "lease re-acquired; setting {} up again", rec.ifname);
-                    ns::set_link(netns, &rec.ifname, true)?;
-                    self.update(entry, |r| r.link_down = false);
-                }
-                Err(e) if !ns::is_gone(e) => {
-                    // like the reference: an expired lease that cannot be renewed takes the link down
-                    tracing::warn!(id = %rec.id(), "lease expired and not renewed; setting {} down", rec.ifname);
-                    ns::set_link(netns, &rec.ifname, false)?;
-                    if !rec.link_down {
-                        self.update(entry, |r| r.link_down = true);
-                    }
-                }
-                _ => {}
+                Ok(_) => self.bring_back(entry, netns)?,
+                Err(e) if !ns::is_gone(e) => ns::set_link(netns, &rec.ifname, false)?,
+                Err(_) => {}
             }
         }
         res
+    }
+
+    /// An expired lease: its address off the link and the link down (both idempotent), the
+    /// record marked `link_down`.
+    fn take_down(&self, entry: &Entry, rec: &Record, netns: &Path) -> anyhow::Result<()> {
+        let address =
+            rec.lease.as_ref().map(|l| IpAddr::V4(l.address)).or(rec.lease6.as_ref().map(|l| IpAddr::V6(l.address)));
+        if !rec.link_down {
+            tracing::warn!(id = %rec.id(), address = %rec.address(), "lease expired unrenewed; taking the address off {} and setting it down", rec.ifname);
+        }
+        if let Some(a) = address {
+            ns::remove_addr(netns, &rec.ifname, a)?;
+        }
+        ns::set_link(netns, &rec.ifname, false)?;
+        if !rec.link_down {
+            self.update(entry, |r| r.link_down = true);
+        }
+        Ok(())
+    }
+
+    /// The expired lease's address is ours again: back on the link, the link up, the record no
+    /// longer `link_down`.
+    fn bring_back(&self, entry: &Entry, netns: &Path) -> anyhow::Result<()> {
+        let rec = lock(&entry.rec).clone();
+        let net = match (&rec.lease, &rec.lease6) {
+            (Some(l), _) => l.net().map(IpNet::V4),
+            (_, Some(l)) => Ipv6Net::new(l.address, 128).ok().map(IpNet::V6),
+            _ => None,
+        };
+        tracing::info!(id = %rec.id(), address = %rec.address(), "lease re-acquired; putting the address back on {} and setting it up", rec.ifname);
+        if let Some(net) = net {
+            ns::add_addr(netns, &rec.ifname, net)?;
+        }
+        ns::set_link(netns, &rec.ifname, true)?;
+        self.update(entry, |r| r.link_down = false);
+        Ok(())
     }
 
     /// The attempt window of a renew/rebind: up to the next phase, but re-check the link regularly.
@@ -986,6 +1035,9 @@ impl Daemon {
     }
 
     /// Renew or rebind `lease` in its phase; re-acquire it when the server refused or it expired.
+    /// Only the lease's own address is ever kept: a renewal or re-acquisition that gives another
+    /// one is released (or, offered only, not taken) and fails the step, so the link never
+    /// carries an address the record does not hold; the lease runs on to its expiry.
     fn step<C: Family>(
         &self,
         entry: &Entry,
@@ -999,29 +1051,36 @@ impl Daemon {
             Phase::Renew(left) | Phase::Rebind(left) => {
                 let rebind = matches!(phase, Phase::Rebind(_));
                 match client.renew(lease, rebind, self.window(left))? {
-                    Renewal::Bound(l) => {
-                        let (new, lifetime) = (C::address(&l), C::lifetime(&l));
-                        tracing::info!(%id, address = %new, lifetime, rebind, "{family} lease renewed");
+                    Renewal::Bound(l) if C::address(&l) == address => {
+                        let lifetime = C::lifetime(&l);
+                        tracing::info!(%id, %address, lifetime, rebind, "{family} lease renewed");
                         self.update(entry, |r| C::keep(r, l));
                         return Ok(None);
+                    }
+                    Renewal::Bound(l) => {
+                        let other = C::address(&l);
+                        if let Err(e) = client.give_back(&l) {
+                            tracing::warn!(%id, %other, "{e:#}");
+                        }
+                        bail!("the {family} server renewed {address} as {other}: {other} released, {address} kept until it expires");
                     }
                     Renewal::NoReply => return Ok(None),
                     Renewal::Refused(why) => tracing::warn!(%id, %address, rebind, "{family} renewal refused: {why}"),
                 }
             }
-            Phase::Expired => tracing::warn!(%id, %address, "{family} lease expired; re-acquiring"),
+            Phase::Expired => tracing::info!(%id, %address, "trying to get the expired {family} lease back"),
         }
-        let prefer = (phase == Phase::Expired || C::PREFER_AFTER_REFUSAL).then_some(lease);
-        match client.acquire(prefer, deadline_in(self.cfg.timeout))? {
-            Some(l) => {
-                let new = C::address(&l);
-                if new != address {
-                    tracing::warn!(%id, old = %address, %new, "re-acquired a different address");
-                }
+        match client.reacquire(lease, deadline_in(self.cfg.timeout))? {
+            Reacquired::Same(l) => {
+                tracing::info!(%id, %address, lifetime = C::lifetime(&l), "{family} lease re-acquired");
                 self.update(entry, |r| C::keep(r, l));
                 Ok(None)
             }
-            None => bail!("no {family} server answered while re-acquiring"),
+            Reacquired::Other(other) => bail!(
+                "the {family} server has {other} for this attachment, not {address}: {other} not taken (the attachment needs a new ADD)"
+            ),
+            Reacquired::Refused(why) => bail!("re-acquiring {address}: {why}"),
+            Reacquired::NoAnswer => bail!("no {family} server answered while re-acquiring {address}"),
         }
     }
 
@@ -1088,9 +1147,7 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
             .with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            bail!("another dhcp daemon is already listening on {}", path.display());
-        }
+        refuse_if_served(path)?;
         std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     let name = path.file_name().ok_or_else(|| anyhow!("socket path {} has no file name", path.display()))?;
@@ -1108,6 +1165,24 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         Err(e) => return Err(anyhow!("placing the socket at {}: {e}", path.display())),
     }
     Ok(listener)
+}
+
+/// Fail when a daemon answers on the socket at `path`.
+fn refuse_if_served(path: &Path) -> anyhow::Result<()> {
+    if UnixStream::connect(path).is_ok() {
+        bail!("another dhcp daemon is already listening on {}", path.display());
+    }
+    Ok(())
+}
+
+/// Write our pid to `-pidfile` as the reference does: the path must be absolute (the
+/// reference's message otherwise), the pid without a newline.
+fn write_pidfile(pf: &Path) -> anyhow::Result<()> {
+    if !pf.is_absolute() {
+        bail!("Error writing pidfile \"{}\": path not absolute", pf.display());
+    }
+    std::fs::write(pf, std::process::id().to_string())
+        .with_context(|| format!("Error writing pidfile \"{}\"", pf.display()))
 }
 
 /// `dhcp daemon [flags]`: `args` are the words after `daemon`. Returns the exit status.
@@ -1137,29 +1212,46 @@ pub fn daemon_main(args: &[String]) -> i32 {
     }
 }
 
+/// The daemon: the pidfile is written before the socket is bound, as the reference writes it
+/// (a relative `-pidfile` is refused before anything is made), but never over the pidfile of a
+/// daemon that answers on the socket, and it is removed again when the start fails after it.
 fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
+    if let Some(pf) = cfg.pidfile.as_deref().filter(|p| !p.is_absolute()) {
+        return write_pidfile(pf);
+    }
     // block the stop signals before any thread exists, so only the main thread takes them
     let mut sigs = SigSet::empty();
     sigs.add(Signal::SIGINT);
     sigs.add(Signal::SIGTERM);
     sigs.thread_block().context("blocking signals")?;
 
-    let (listener, owned_path) = match crate::sys::listen_fds::take_unix_listener()? {
+    let activated = crate::sys::listen_fds::take_unix_listener()?;
+    let path = prefixed(&cfg.hostprefix, &cfg.socket_path.to_string_lossy());
+    if activated.is_none() {
+        refuse_if_served(&path)?;
+    }
+    if let Some(pf) = &cfg.pidfile {
+        write_pidfile(pf)?;
+    }
+    let remove_pidfile = || {
+        if let Some(pf) = &cfg.pidfile {
+            let _ = std::fs::remove_file(pf);
+        }
+    };
+    let (listener, owned_path) = match activated {
         Some(l) => {
             tracing::info!("using the socket passed by systemd (LISTEN_FDS)");
             (l, None)
         }
-        None => {
-            let path = prefixed(&cfg.hostprefix, &cfg.socket_path.to_string_lossy());
-            (bind_socket(&path)?, Some(path))
-        }
+        None => (bind_socket(&path).inspect_err(|_| remove_pidfile())?, Some(path)),
     };
-    if let Some(pf) = &cfg.pidfile {
-        std::fs::write(pf, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing pidfile {}", pf.display()))?;
-    }
-    let daemon = Daemon::start(cfg.clone())?;
+    let daemon = Daemon::start(cfg.clone()).inspect_err(|_| {
+        remove_pidfile();
+        if let Some(p) = &owned_path {
+            let _ = std::fs::remove_file(p);
+        }
+    })?;
     let d = Arc::clone(&daemon);
     std::thread::Builder::new().name("dhcp-accept".into()).spawn(move || d.serve(listener))?;
     tracing::info!(socket = ?owned_path, state_dir = %cfg.state_dir.display(), "dhcp daemon running");

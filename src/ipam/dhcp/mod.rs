@@ -28,7 +28,7 @@ use client::{opt, ClientOptions, Lease};
 use ipnet::IpNet;
 use rpc::{CallError, Method, Request};
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 pub const APPLET: Plugin = Plugin {
@@ -60,8 +60,8 @@ pub const DOC: Doc = Doc {
             "request",
             "list of {option, skipDefault}",
             "[]",
-            "DHCPv4 options to ask for (routers, subnet-mask, DNS servers, domain, search unless an entry sets \
-             skipDefault, which may stand alone)",
+            "DHCPv4 options to ask for, in order, before routers, subnet-mask, DNS servers, domain and search \
+             (those five unless an entry sets skipDefault, which may stand alone)",
         ),
         k(
             "provide",
@@ -153,10 +153,12 @@ struct ProvideOpt {
     from_arg: String,
 }
 
-/// Option names the reference understands, plus decimal codes.
+/// Option names the reference understands (and, beyond it, the ISC names of the routes and DNS
+/// options), or a decimal code as Go's `strconv.ParseUint(s, 10, 8)` reads it: digits only, no
+/// sign or whitespace. A JSON number is taken as its decimal code (the reference refuses it).
 pub fn parse_option(v: &serde_json::Value) -> anyhow::Result<u8> {
     let s = match v {
-        serde_json::Value::String(s) => s.trim().to_string(),
+        serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => n.to_string(),
         other => bail!("invalid DHCP option {other}"),
     };
@@ -172,9 +174,11 @@ pub fn parse_option(v: &serde_json::Value) -> anyhow::Result<u8> {
         "domain-name-servers" => opt::DNS_SERVERS,
         "domain-name" => opt::DOMAIN_NAME,
         "domain-search" => opt::DOMAIN_SEARCH,
-        n => {
-            n.parse::<u8>().ok().filter(|c| *c != 0 && *c != 255).ok_or_else(|| anyhow!("unknown DHCP option {n:?}"))?
-        }
+        n => Some(n)
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u8>().ok())
+            .filter(|c| *c != 0 && *c != 255)
+            .ok_or_else(|| anyhow!("unknown DHCP option {n:?}"))?,
     };
     Ok(code)
 }
@@ -188,20 +192,20 @@ fn ipam_conf(ctx: &Ctx) -> anyhow::Result<IpamConf> {
 }
 
 /// The options the daemon sends, built as the reference's `prepareOptions` builds them:
-/// the request list (routers, subnet mask and the DNS options 6, 15, 119 unless an entry says
-/// `skipDefault`; an entry without `option` only carries its `skipDefault`) and the provided
-/// options (`value`, then the CNI_ARGS value named by `fromArg`, which wins when that arg is
-/// present; neither: nothing sent).
+/// the request list (the entries' options in order, then routers and subnet mask, as v1.9.1
+/// sends them, and the DNS options 6, 15, 119, unless an entry says `skipDefault`; an entry
+/// without `option` only carries its `skipDefault`) and the provided options (`value`, then the
+/// CNI_ARGS value named by `fromArg`, which wins when that arg is present; neither: nothing sent).
 fn client_options(ctx: &Ctx, c: &IpamConf) -> anyhow::Result<ClientOptions> {
     let mut o = ClientOptions::default();
-    if !c.request.iter().any(|r| r.skip_default) {
-        o.request = vec![opt::ROUTERS, opt::SUBNET_MASK, opt::DNS_SERVERS, opt::DOMAIN_NAME, opt::DOMAIN_SEARCH];
+    let mut codes = Vec::new();
+    for r in c.request.iter().filter(|r| !(r.option.is_null() || r.option.as_str() == Some(""))) {
+        codes.push(parse_option(&r.option)?);
     }
-    for r in &c.request {
-        if r.option.is_null() || r.option.as_str() == Some("") {
-            continue;
-        }
-        let code = parse_option(&r.option)?;
+    if !c.request.iter().any(|r| r.skip_default) {
+        codes.extend([opt::ROUTERS, opt::SUBNET_MASK, opt::DNS_SERVERS, opt::DOMAIN_NAME, opt::DOMAIN_SEARCH]);
+    }
+    for code in codes {
         if !o.request.contains(&code) {
             o.request.push(code);
         }
@@ -277,12 +281,14 @@ fn route_metric(priority: i64) -> Result<u32, CniError> {
 
 /// The IPAM result for a lease: address, gateway = first router, routes (option 121, or
 /// option 33 plus a default route via the router); `priority` becomes every route's metric.
+/// An on-link option-121 route (next hop 0.0.0.0) is `"gw": "0.0.0.0", "scope": 253`, as
+/// v1.9.1 prints it; the main plugin installs it on-link (`plugins::steps::ipam::route_gateway`).
 pub fn lease_to_result(lease: &Lease, priority: u32) -> anyhow::Result<CniResult> {
     let net = lease.net().ok_or_else(|| anyhow!("invalid lease prefix /{}", lease.prefix_len))?;
     let mut r = CniResult::default();
     r.ips.push(IpConfig { address: IpNet::V4(net), gateway: lease.router.map(IpAddr::V4), interface: None });
     for lr in &lease.routes {
-        let mut route = Route::new(IpNet::V4(lr.dst), lr.gw.map(IpAddr::V4));
+        let mut route = Route::new(IpNet::V4(lr.dst), Some(IpAddr::V4(lr.gw.unwrap_or(Ipv4Addr::UNSPECIFIED))));
         if lr.gw.is_none() {
             route.scope = Some(253); // on-link (RT_SCOPE_LINK)
         }
@@ -408,6 +414,22 @@ mod tests {
         assert_eq!(parse_option(&json!(60)).unwrap(), 60);
         assert!(parse_option(&json!("nope")).is_err());
         assert!(parse_option(&json!("256")).is_err());
+        assert_eq!(parse_option(&json!("0121")).unwrap(), 121, "Go's ParseUint takes leading zeros");
+        // beyond the reference's names: the ISC names of the routes and DNS options
+        for (name, code) in [
+            ("static-routes", 33),
+            ("classless-static-routes", 121),
+            ("classless-route", 121),
+            ("domain-name-servers", 6),
+            ("domain-name", 15),
+            ("domain-search", 119),
+        ] {
+            assert_eq!(parse_option(&json!(name)).unwrap(), code, "{name}");
+        }
+        // as Go's strconv.ParseUint(s, 10, 8) and the name table: no whitespace, no sign
+        for bad in [" routers", "routers ", " 121", "121\n", "+121", "-1", "", "1 2"] {
+            assert!(parse_option(&json!(bad)).is_err(), "{bad:?}");
+        }
         // pad and end are not options (the reference accepts them)
         for pad_or_end in [json!("0"), json!(0), json!("255"), json!(255)] {
             assert!(parse_option(&pad_or_end).is_err(), "{pad_or_end}");
@@ -445,7 +467,11 @@ mod tests {
         assert_eq!(r.routes[0].priority, Some(50));
         assert_eq!(r.routes[0].scope, None);
         assert_eq!(r.routes[1].scope, Some(253));
-        assert_eq!(r.routes[1].gw, None);
+        assert_eq!(r.routes[1].gw, "0.0.0.0".parse().ok(), "on-link: v1.9.1's gw 0.0.0.0");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&r.to_json("1.0.0").unwrap()).unwrap()["routes"][1],
+            serde_json::json!({"dst": "198.18.5.0/24", "gw": "0.0.0.0", "priority": 50, "scope": 253})
+        );
         assert_eq!(r.dns.nameservers, vec!["198.19.0.53"]);
         assert_eq!(r.dns.domain.as_deref(), Some("lab.example"));
 
@@ -489,6 +515,9 @@ mod tests {
         }
         let o = options(json!({"request": [{"option": null}]}), &[]).unwrap();
         assert_eq!(o.request, [3, 1, 6, 15, 119], "an empty entry without skipDefault keeps the defaults");
+        // v1.9.1's order: the entries first, then routers and subnet mask (then our DNS options)
+        let o = options(json!({"request": [{"option": "121"}, {"option": "routers"}, {"option": 121}]}), &[]).unwrap();
+        assert_eq!(o.request, [121, 3, 1, 6, 15, 119]);
         let e = options(json!({"request": [{"option": "nope", "skipdefault": true}]}), &[]).unwrap_err();
         assert!(format!("{e:#}").contains("unknown DHCP option"), "{e:#}");
     }

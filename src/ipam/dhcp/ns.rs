@@ -171,6 +171,17 @@ pub fn set_link(netns: &Path, ifname: &str, up: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Put `net` on the interface (already there: nothing to do).
+pub fn add_addr(netns: &Path, ifname: &str, net: IpNet) -> anyhow::Result<()> {
+    let ns = open(netns)?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let info = lookup(&mut nl, netns, ifname)?;
+    match nl.addr_add(info.index, net) {
+        Err(e) if !crate::netlink::socket::is_exists(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Remove `addr` (any prefix length) from the interface, if it is there.
 pub fn remove_addr(netns: &Path, ifname: &str, addr: std::net::IpAddr) -> anyhow::Result<()> {
     let ns = open(netns)?;

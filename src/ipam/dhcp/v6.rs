@@ -7,11 +7,11 @@
 //! stock client configures). The on-link prefix and the default route come from router
 //! advertisements, which the container's kernel accepts by itself.
 
-use super::client::{exchange, now_unix, random_u32, Backoff, Renewal};
+use super::client::{deadline_in, exchange, now_unix, random_u32, Backoff, Reacquired, Renewal};
 use super::dns;
 use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
-use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
 pub const CLIENT_PORT: u16 = 546;
@@ -416,6 +416,25 @@ impl AdvertiseChoice {
     }
 }
 
+/// What a REPLY bound to our IA_NA as the server sees it, whether or not we can use it: the
+/// server's id and an address of our IA_NA with a valid lifetime, when neither the message nor
+/// the IA_NA says failure. A reply we refuse for something else (T1 > T2, preferred > valid,
+/// a broken search list) leaves that address bound at the server until it is released.
+fn bound_address(m: &Message, iaid: u32) -> Option<(Vec<u8>, Ipv6Addr)> {
+    if m.status().0 != status::SUCCESS {
+        return None;
+    }
+    let server_id = m.get(opt::SERVERID)?.to_vec();
+    let address = m
+        .options
+        .iter()
+        .filter(|(c, _)| *c == opt::IA_NA)
+        .filter_map(|(_, v)| IaNa::decode(v).ok())
+        .filter(|ia| ia.iaid == iaid && ia.status == status::SUCCESS)
+        .find_map(|ia| ia.addrs.iter().find(|(_, _, valid)| *valid > 0).map(|(a, _, _)| *a))?;
+    Some((server_id, address))
+}
+
 /// A DHCPv6 client on one interface (socket bound to [::]:546 on it, in the container netns).
 pub struct Client6<'a> {
     pub sock: UdpSocket,
@@ -507,31 +526,85 @@ impl Client6<'_> {
         exchange(&self.sock, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take, &mut settle)
     }
 
-    /// SOLICIT → ADVERTISE → REQUEST → REPLY. `Ok(None)`: no server answered in time. The
-    /// Advertise answered is chosen as RFC 8415 §18.2.1 says ([`AdvertiseChoice`]).
-    pub fn acquire(&self, prefer: Option<Ipv6Addr>, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
+    /// SOLICIT (with `prefer` as the hint in our IA_NA) and choose an Advertise as RFC 8415
+    /// §18.2.1 says ([`AdvertiseChoice`]). With `prefer`, only an Advertise of that address
+    /// counts; the address another one offers comes second. `None`: no Advertise chosen in time.
+    fn solicit(
+        &self,
+        prefer: Option<Ipv6Addr>,
+        deadline: Instant,
+    ) -> anyhow::Result<(Option<Lease6>, Option<Ipv6Addr>)> {
+        let mut sol = self.base(msg::SOLICIT, random_u32());
+        sol.push(opt::IA_NA, self.ia(prefer));
+        let choice = std::cell::RefCell::new(AdvertiseChoice::default());
+        let other = std::cell::Cell::new(None);
+        let mut offer = |adv: Message| match Lease6::from_reply(&adv, self.iaid) {
+            Ok(l) if prefer.is_none_or(|p| p == l.address) => choice.borrow_mut().offer(preference(&adv), l),
+            Ok(l) => other.set(Some(l.address)),
+            // §18.2.9: an Advertise without an address for us is ignored
+            Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 advertise without a usable address: {e:#}"),
+        };
+        let mut done = |rt_passed| choice.borrow_mut().done(rt_passed);
+        self.exchange(&mut sol, msg::ADVERTISE, SOLICIT_RT, deadline, &mut offer, &mut done)?;
+        Ok((choice.into_inner().chosen(), other.get()))
+    }
+
+    /// REQUEST the address `offered` advertised: the lease of the REPLY, `Err` with why for a
+    /// REPLY we cannot use (what it bound at the server released first), `None` without a REPLY.
+    fn request(&self, offered: &Lease6, deadline: Instant) -> anyhow::Result<Option<Result<Lease6, String>>> {
+        let mut req = self.base(msg::REQUEST, random_u32());
+        req.push(opt::SERVERID, offered.server_id.clone());
+        req.push(opt::IA_NA, self.ia(Some(offered.address)));
+        let Some(reply) = self.transact(&mut req, msg::REPLY, REQUEST_RT, deadline)? else { return Ok(None) };
+        Ok(Some(Lease6::from_reply(&reply, self.iaid).map_err(|e| {
+            if let Some((server_id, address)) = bound_address(&reply, self.iaid) {
+                // the server bound the address in a reply we cannot use: give it back (sent once
+                // even at the acquisition's deadline, its answer awaited 1 s)
+                match self.release_address(&server_id, address, deadline_in(Duration::from_secs(1))) {
+                    Ok(_) => tracing::info!(ifname = %self.ifname, %address, "unusable DHCPv6 reply: released"),
+                    Err(e) => {
+                        tracing::warn!(ifname = %self.ifname, %address, "unusable DHCPv6 reply not released: {e:#}")
+                    }
+                }
+            }
+            format!("{e:#}")
+        })))
+    }
+
+    /// SOLICIT → ADVERTISE → REQUEST → REPLY, soliciting again after a REPLY we cannot use.
+    /// `Ok(None)`: no server answered in time.
+    pub fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
         while Instant::now() < deadline {
-            let mut sol = self.base(msg::SOLICIT, random_u32());
-            sol.push(opt::IA_NA, self.ia(prefer));
-            let choice = std::cell::RefCell::new(AdvertiseChoice::default());
-            let mut offer = |adv: Message| match Lease6::from_reply(&adv, self.iaid) {
-                Ok(l) => choice.borrow_mut().offer(preference(&adv), l),
-                // §18.2.9: an Advertise without an address for us is ignored
-                Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 advertise without a usable address: {e:#}"),
-            };
-            let mut done = |rt_passed| choice.borrow_mut().done(rt_passed);
-            self.exchange(&mut sol, msg::ADVERTISE, SOLICIT_RT, deadline, &mut offer, &mut done)?;
-            let Some(offered) = choice.into_inner().chosen() else { return Ok(None) };
-            let mut req = self.base(msg::REQUEST, random_u32());
-            req.push(opt::SERVERID, offered.server_id.clone());
-            req.push(opt::IA_NA, self.ia(Some(offered.address)));
-            let Some(reply) = self.transact(&mut req, msg::REPLY, REQUEST_RT, deadline)? else { return Ok(None) };
-            match Lease6::from_reply(&reply, self.iaid) {
-                Ok(l) => return Ok(Some(l)),
-                Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 request refused, soliciting again: {e:#}"),
+            let (Some(offered), _) = self.solicit(None, deadline)? else { return Ok(None) };
+            match self.request(&offered, deadline)? {
+                None => return Ok(None),
+                Some(Ok(l)) => return Ok(Some(l)),
+                Some(Err(why)) => {
+                    tracing::info!(ifname = %self.ifname, "DHCPv6 request refused, soliciting again: {why}")
+                }
             }
         }
         Ok(None)
+    }
+
+    /// Get `address` back (after the lease expired or the server lost the binding): SOLICIT with
+    /// it as the hint and REQUEST only an Advertise of it. An Advertise of another address is
+    /// never requested: [`Reacquired::Other`] once none of `address` was chosen by `deadline`. A
+    /// REPLY binding another address is released.
+    pub fn reacquire(&self, address: Ipv6Addr, deadline: Instant) -> anyhow::Result<Reacquired<Lease6>> {
+        let (chosen, other) = self.solicit(Some(address), deadline)?;
+        let Some(offered) = chosen else {
+            return Ok(other.map_or(Reacquired::NoAnswer, |a| Reacquired::Other(IpAddr::V6(a))));
+        };
+        Ok(match self.request(&offered, deadline)? {
+            None => Reacquired::NoAnswer,
+            Some(Ok(l)) if l.address == address => Reacquired::Same(l),
+            Some(Ok(l)) => {
+                self.release(&l, deadline_in(Duration::from_secs(1)))?;
+                Reacquired::Other(IpAddr::V6(l.address))
+            }
+            Some(Err(why)) => Reacquired::Refused(why),
+        })
     }
 
     /// RENEW (to the server that gave the lease) or REBIND (to any server).
@@ -558,10 +631,15 @@ impl Client6<'_> {
 
     /// RELEASE, waiting briefly for the server's REPLY (retransmitted until `deadline`).
     pub fn release(&self, lease: &Lease6, deadline: Instant) -> anyhow::Result<bool> {
+        self.release_address(&lease.server_id, lease.address, deadline)
+    }
+
+    /// RELEASE of `address`, bound to us by the server `server_id` (see [`Client6::release`]).
+    fn release_address(&self, server_id: &[u8], address: Ipv6Addr, deadline: Instant) -> anyhow::Result<bool> {
         let mut m = self.base(msg::RELEASE, random_u32());
         m.options.retain(|(c, _)| *c != opt::ORO);
-        m.push(opt::SERVERID, lease.server_id.clone());
-        m.push(opt::IA_NA, self.ia(Some(lease.address)));
+        m.push(opt::SERVERID, server_id.to_vec());
+        m.push(opt::IA_NA, self.ia(Some(address)));
         Ok(self.transact(&mut m, msg::REPLY, RELEASE_RT, deadline)?.is_some())
     }
 }

@@ -5,6 +5,7 @@ use super::link::resolve_master;
 use crate::cni::result::Interface;
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::addr::Family;
+use crate::netlink::route::RouteSpec;
 use crate::netlink::{Link, LinkDetails, Netlink};
 use anyhow::{Context, Result};
 
@@ -163,6 +164,8 @@ pub fn addrs(nl: &mut Netlink, ifname: &str, idx: usize, prev: &CniResult) -> Re
 }
 
 /// Every prevResult route exists (dst, and gw if set; for a default route only that some default exists).
+/// An unspecified `gw` (0.0.0.0, `::`) is an on-link route: the kernel's has no gateway (the
+/// reference compares the kernel's missing gateway with 0.0.0.0 and fails its own attachment).
 pub fn routes(nl: &mut Netlink, prev: &CniResult) -> Result<()> {
     let routes_v4 = nl.routes(Family::V4, None)?;
     let routes_v6 = nl.routes(Family::V6, None)?;
@@ -172,7 +175,12 @@ pub fn routes(nl: &mut Netlink, prev: &CniResult) -> Result<()> {
         let found = if dst.prefix_len() == 0 {
             routes.iter().any(|x| x.dst.map(|d| d.prefix_len() == 0).unwrap_or(true))
         } else {
-            routes.iter().any(|x| x.dst == Some(dst) && (r.gw.is_none() || x.gw == r.gw))
+            let want_gw = |x: &RouteSpec| match r.gw {
+                None => true,
+                Some(g) if g.is_unspecified() => x.gw.is_none(),
+                Some(g) => x.gw == Some(g),
+            };
+            routes.iter().any(|x| x.dst == Some(dst) && want_gw(x))
         };
         if !found {
             anyhow::bail!("Failed to find route {} {}", r.dst, r.gw.map(|g| format!("via {g}")).unwrap_or_default());

@@ -79,6 +79,21 @@ pub fn conf_dns(ctx: &Ctx) -> Option<crate::cni::result::Dns> {
     })
 }
 
+/// The gateway of an IPAM route, as the reference's ConfigureIface picks it: a route without
+/// `gw` goes via its family's first gateway of `ips` (none there: on-link); an explicit
+/// unspecified `gw` (`0.0.0.0`, `::`) means on-link, as the dhcp IPAM reports an option-121
+/// route whose next hop is 0.0.0.0. The reference hands 0.0.0.0 to the kernel, which takes it
+/// as no gateway; `::` it hands over too, which the kernel refuses (`Invalid gateway address`),
+/// so for IPv6 ours is on-link where the reference's ADD fails.
+pub fn route_gateway(r: &crate::cni::result::Route, v4gw: Option<IpAddr>, v6gw: Option<IpAddr>) -> Option<IpAddr> {
+    match r.gw {
+        Some(gw) if gw.is_unspecified() => None,
+        Some(gw) => Some(gw),
+        None if r.dst.addr().is_ipv4() => v4gw,
+        None => v6gw,
+    }
+}
+
 /// Apply an IPAM result to `ifname` inside the container (the reference's ConfigureIface):
 /// addresses whose interface index points at `ifname` (`our_index`), link up, optional DAD wait,
 /// then every route (appended, so a second nexthop for one destination becomes ECMP).
@@ -130,7 +145,7 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
         nl.settle_addrs(link.index, std::time::Duration::from_secs(5))?;
     }
     for r in &result.routes {
-        let gw = r.gw.or(if r.dst.addr().is_ipv4() { v4gw } else { v6gw });
+        let gw = route_gateway(r, v4gw, v6gw);
         // Go ints in the result: as the reference's netlink library, one that is not positive
         // sets nothing; one past 32 bits has no kernel form
         let positive = |what: &str, v: Option<i64>| -> Result<Option<u32>> {
@@ -165,7 +180,26 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cni::result::Route;
     use crate::cni::{config, Command};
+
+    /// A route without `gw` goes via its family's gateway; an explicit unspecified one (the dhcp
+    /// IPAM's on-link option-121 route, `"gw": "0.0.0.0"` from host-local or static) is on-link,
+    /// never via the gateway (which made the kernel refuse a scope-link route: "Nexthop has
+    /// invalid gateway").
+    #[test]
+    fn route_gateway_unspecified_is_on_link() {
+        let (g4, g6) = (Some("198.18.0.1".parse().unwrap()), Some("fd00::1".parse().unwrap()));
+        let gw = |dst: &str, gw: Option<&str>| {
+            route_gateway(&Route::new(dst.parse().unwrap(), gw.map(|g| g.parse().unwrap())), g4, g6)
+        };
+        assert_eq!(gw("198.18.5.0/24", None), g4);
+        assert_eq!(gw("fd00:5::/64", None), g6);
+        assert_eq!(gw("198.18.5.0/24", Some("0.0.0.0")), None);
+        assert_eq!(gw("fd00:5::/64", Some("::")), None);
+        assert_eq!(gw("198.18.5.0/24", Some("198.18.0.254")), "198.18.0.254".parse().ok());
+        assert_eq!(route_gateway(&Route::new("198.18.5.0/24".parse().unwrap(), None), None, g6), None);
+    }
 
     #[test]
     fn conf_dns_only_when_something_is_set() {
