@@ -444,6 +444,14 @@ pub fn deadline_in(d: Duration) -> Instant {
     at(Instant::now(), d)
 }
 
+/// The pause before the `attempt`-th new start after a server refused what it had offered (a
+/// NAK, an unusable ACK or REPLY): 1 s, then doubling, never past `deadline`. Without it a server
+/// that offers and then refuses at once has the client exchange thousands of messages a second.
+pub fn pause_before_retry(attempt: u32, deadline: Instant) {
+    let wait = Duration::from_secs(1u64 << attempt.min(6));
+    std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+}
+
 /// Outcome of a renew/rebind, for either family.
 #[derive(Debug)]
 pub enum Renewal<L> {
@@ -674,7 +682,12 @@ impl Client<'_> {
     /// INIT: DISCOVER → OFFER → REQUEST → ACK, discovering afresh after a NAK. `Ok(None)` = no
     /// server answered in time.
     pub fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease>> {
+        let mut attempt = 0;
         while Instant::now() < deadline {
+            if attempt > 0 {
+                pause_before_retry(attempt - 1, deadline);
+            }
+            attempt += 1;
             let xid = random_u32();
             let Some((offer, server)) = self.discover(xid, None, deadline, &|_| true)? else { return Ok(None) };
             match self.request_offer(xid, &offer, server, deadline)? {

@@ -574,7 +574,12 @@ impl Client6<'_> {
     /// SOLICIT → ADVERTISE → REQUEST → REPLY, soliciting again after a REPLY we cannot use.
     /// `Ok(None)`: no server answered in time.
     pub fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
+        let mut attempt = 0;
         while Instant::now() < deadline {
+            if attempt > 0 {
+                super::client::pause_before_retry(attempt - 1, deadline);
+            }
+            attempt += 1;
             let (Some(offered), _) = self.solicit(None, deadline)? else { return Ok(None) };
             match self.request(&offered, deadline)? {
                 None => return Ok(None),
