@@ -2638,6 +2638,105 @@ fn differential_bandwidth_max_uint32_bursts_and_cross_check() {
     }
 }
 
+/// DEL takes off the host veth only the shaping this attachment's ADD made. A clsact qdisc put
+/// there by hand (it shares the ingress qdisc's handle `ffff:`), a root qdisc `1:` of another
+/// kind, and a root tbf `1:` with other parameters all make ADD fail, in both implementations
+/// and with the reference's words; DEL then leaves them, as the reference's DEL (which takes
+/// nothing off the veth) does (regression: ours deleted the clsact, matching it by handle, and
+/// would have deleted any root qdisc `1:`).
+#[test]
+fn differential_bandwidth_del_leaves_qdiscs_its_add_did_not_make() {
+    let both = json!({"type": "bandwidth", "ingressRate": 8_000_000, "ingressBurst": 80_000,
+        "egressRate": 8_000_000, "egressBurst": 80_000});
+    each_impl("mbwown", 1, &["bandwidth", "ptp", "host-local"], |w, imp, tag| {
+        let s = Subnets::alloc();
+        let prev = w.add(&ptp_conf(w, &s, tag, None)).run().ok();
+        let veth = host_veth(&prev);
+        let conf = chained(tag, both.clone(), &prev);
+        let qdiscs = || w.host.must(&["tc", "qdisc", "show", "dev", &veth]);
+        let foreign: [(&[&str], &str, &str); 3] = [
+            (&["clsact"], "qdisc clsact ffff:", "create ingress qdisc: file exists"),
+            (&["root", "handle", "1:", "htb", "default", "1"], "qdisc htb 1: root", "create qdisc: file exists"),
+            (
+                &["root", "handle", "1:", "tbf", "rate", "1mbit", "burst", "10kb", "latency", "50ms"],
+                "rate 1Mbit burst 10Kb lat 50ms",
+                "create qdisc: file exists",
+            ),
+        ];
+        for (args, shown, words) in foreign {
+            let mut add = vec!["tc", "qdisc", "add", "dev", veth.as_str()];
+            add.extend(args);
+            w.host.must(&add);
+            assert!(qdiscs().contains(shown), "{}", qdiscs());
+            let e = w.add(&conf).run().err_code(999);
+            assert!(e.msg.starts_with(words), "{}: {e:?}", imp.label());
+            w.del(&conf).run().ok();
+            assert!(
+                qdiscs().contains(shown),
+                "{}: DEL deleted a qdisc its ADD did not make: {}",
+                imp.label(),
+                qdiscs()
+            );
+            w.host.must(&["tc", "qdisc", "del", "dev", veth.as_str(), args[0]]);
+            // the reference leaves the root tbf its failed ADD made before the ingress qdisc
+            // failed; ours took it back
+            if imp == Impl::Reference {
+                let _ = w.host.exec(&["tc", "qdisc", "del", "dev", veth.as_str(), "root"]);
+            }
+            let left = qdiscs();
+            assert!(!left.contains("tbf") && !left.contains("ingress"), "{}: {left}", imp.label());
+        }
+        // the shaping ADD made is still taken off by ours (the reference leaves it)
+        w.add(&conf).run().ok();
+        w.del(&conf).run().ok();
+        if imp == Impl::Ours {
+            let left = qdiscs();
+            assert!(!left.contains("tbf") && !left.contains("ingress"), "{left}");
+        }
+        w.del(&ptp_conf(w, &s, tag, None)).run().ok();
+    });
+}
+
+/// The errors of each shaping step in the reference's words (`create qdisc: invalid argument`,
+/// `adding link: file exists`, `create ifb qdisc: create qdisc: …`), the kernel's own text
+/// after them where it gives one (regression: ours said `failed to add tbf qdisc to link 3:
+/// Invalid argument (os error 22)`).
+#[test]
+fn differential_bandwidth_errors_in_the_references_words() {
+    each_impl("mbwerr", 1, &["bandwidth", "ptp", "host-local"], |w, imp, tag| {
+        let s = Subnets::alloc();
+        let prev = w.add(&ptp_conf(w, &s, tag, None)).run().ok();
+        let veth = host_veth(&prev);
+        // a rate under 8 bit/s is 0 bytes/s: a tbf the kernel refuses
+        let bad_in = chained(tag, json!({"type": "bandwidth", "ingressRate": 7, "ingressBurst": 80_000}), &prev);
+        let bad_out = chained(tag, json!({"type": "bandwidth", "egressRate": 7, "egressBurst": 80_000}), &prev);
+        let egress = chained(tag, json!({"type": "bandwidth", "egressRate": 8_000_000, "egressBurst": 80_000}), &prev);
+        for (conf, words) in [
+            (&bad_in, "create qdisc: invalid argument"),
+            (&bad_out, "create ifb qdisc: create qdisc: invalid argument"),
+        ] {
+            let e = w.add(conf).cid("bwerr").run().err_code(999);
+            assert!(e.msg.starts_with(words), "{}: {e:?}", imp.label());
+            assert!(!e.msg.contains("os error"), "{}: {e:?}", imp.label());
+            w.del(conf).cid("bwerr").run().ok();
+            // the reference leaves what its failed ADD made on the veth (ours took it back)
+            let left = w.host.exec(&["tc", "qdisc", "del", "dev", &veth, "ingress"]);
+            assert!(imp == Impl::Reference || !left.status.success(), "our failed ADD left an ingress qdisc");
+        }
+        // the ifb's name is taken
+        let r = w.add(&egress).cid("bwerr").run().ok();
+        let ifb = r["interfaces"].as_array().and_then(|l| l.last()).and_then(|i| i["name"].as_str()).unwrap();
+        let ifb = ifb.to_string();
+        w.del(&egress).cid("bwerr").run().ok();
+        w.host.must(&["ip", "link", "add", &ifb, "type", "bridge"]);
+        let e = w.add(&egress).cid("bwerr").run().err_code(999);
+        assert!(e.msg.starts_with("adding link: file exists"), "{}: {e:?}", imp.label());
+        w.host.must(&["ip", "link", "del", &ifb]);
+        w.del(&egress).cid("bwerr").run().ok();
+        w.del(&ptp_conf(w, &s, tag, None)).run().ok();
+    });
+}
+
 /// The ifb gets txqueuelen 0 whatever the host veth has (v1.9.1's CreateIfb sends the TxQLen 0
 /// of a `LinkAttrs{}` literal, as Debian 1.1.1 does). Our ptp makes its veths with qlen 0 too,
 /// so the veth here is set to the kernel's default 1000, as other plugins leave theirs.
