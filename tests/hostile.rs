@@ -1295,7 +1295,7 @@ fn meta_plugin_hostile_inputs_fail_cleanly_and_change_nothing() {
             &["bridge interface"],
         ),
         ("fw-no-prevresult", "firewall", Box::new(remove("prevResult")), C_INTERNAL, &["prevResult"]),
-        ("sbr-table-negative", "sbr", Box::new(set(&["table"], json!(-1))), C_INTERNAL, &["table"]),
+        ("sbr-table-negative", "sbr", Box::new(set(&["table"], json!(-1))), C_CONFIG, &["invalid table", "-1"]),
         ("sbr-table-string", "sbr", Box::new(set(&["table"], json!("main"))), C_INTERNAL, &["table"]),
         ("sbr-gateway-garbage", "sbr", Box::new(set(&["gateways"], json!(["x"]))), C_INTERNAL, &["gateways", "x"]),
         (

@@ -1350,6 +1350,49 @@ fn missing_prev_result_is_999_with_the_references_message() {
     assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
 }
 
+/// vrf ADD's failures in the container come as the reference's `cmdAdd failed: …` (v1.9.1 wraps
+/// every error of its work in the netns so), with its words after it and the kernel's own
+/// reason last: a `vrfname` that names a link that is no VRF, and, on a kernel without VRFs
+/// (this machine's), the VRF it cannot make (regression: ours lacked the prefix). The config and
+/// prevResult errors before it stay bare, as the reference's.
+#[test]
+fn vrf_add_errors_carry_the_references_cmdadd_prefix() {
+    let (mut w, host) = twin_parents("vrfpfx");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": format!("/run/netns/{c}")}]});
+    let conf =
+        |name: &str| json!({"cniVersion": "1.0.0", "name": "n", "type": "vrf", "vrfname": name, "prevResult": prev});
+    let lo = w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &conf("lo"));
+    assert_eq!((lo.err_code(), lo.json()["msg"].clone()), (999, json!("cmdAdd failed: Netlink lo is not a VRF")));
+    let red = w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &conf("red"));
+    if !red.ok {
+        let msg = red.json()["msg"].as_str().unwrap_or_default().to_string();
+        assert!(msg.starts_with("cmdAdd failed: could not add VRF red: "), "{msg}");
+        assert!(!msg.contains("os error"), "{msg}");
+    }
+    if have_reference("vrf") {
+        for name in ["lo", "red"] {
+            let ours = w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &conf(name));
+            let theirs = w.cni(Impl::Reference, &host, "vrf", "ADD", Some(&c), "eth0", "", &conf(name));
+            assert_eq!(ours.ok, theirs.ok, "{name}: ours {} / the oracle's {}", ours.stdout, theirs.stdout);
+            if !ours.ok {
+                let (o, t) = (ours.json()["msg"].clone(), theirs.json()["msg"].clone());
+                assert!(o.as_str().unwrap().starts_with(t.as_str().unwrap()), "{name}: ours {o} / the oracle's {t}");
+            }
+            w.cni(Impl::Reference, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(name));
+        }
+    }
+    // DEL of a config ADD refuses succeeds: a `vrfname` that is no VRF has nothing of ours to
+    // undo (the reference's DEL fails, `cmdDel failed: Netlink lo is not a VRF`)
+    for name in ["lo", "red"] {
+        w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(name)).expect_ok("DEL");
+    }
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
+}
+
 /// Ours CHECKs more than the reference (documented in docs/differences.md): vrf CHECK fails when
 /// the VRF is gone (the reference passes: the oracle's CHECK looks at nothing), tap CHECK of an
 /// L2 tap fails when the tap is gone (the reference looks the link up only for addresses).

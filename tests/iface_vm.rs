@@ -583,6 +583,48 @@ fn vrf_holds_the_routes_and_isolates_traffic() {
     assert_eq!(left, vec!["eth0".to_string(), "eth1".to_string()]);
 }
 
+/// The routes vrf carries into the VRF's table keep every attribute, as the reference's
+/// `netlink.RouteReplace` of a listed route: tos, realm and every RTA_METRICS entry (initcwnd,
+/// rto_min with its lock, quickack, congctl, features, window, ssthresh, mtu; hoplimit for IPv6)
+/// (regression: the copies kept only mtu, advmss and the metric). A failed ADD puts them back in
+/// `main` just as whole.
+#[test]
+fn vrf_route_copies_keep_every_route_attribute() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfmx");
+    let host = w.netns("h");
+    let (c, p) = (w.netns("c"), w.netns("p"));
+    let prev = vrf_setup(&w, &c, &p, "eth0", 87);
+    let v4 = ["198.19.187.0/24", "tos", "0x10", "via", "198.18.87.1", "dev", "eth0", "realm", "5", "mtu", "1300"];
+    let metrics = ["initcwnd", "10", "rto_min", "50ms", "quickack", "1", "congctl", "reno", "features", "ecn"];
+    let mut add = vec!["route", "add"];
+    add.extend(v4);
+    add.extend(metrics);
+    add.extend(["window", "1000", "ssthresh", "20"]);
+    w.ip(&c, &add);
+    w.ip(
+        &c,
+        &["-6", "route", "add", "fd00:187::/64", "via", "fd00:87::1", "dev", "eth0", "metric", "1", "hoplimit", "9"],
+    );
+    let line = |text: &str, dst: &str| text.lines().find(|l| l.starts_with(dst)).unwrap_or_default().trim().to_string();
+    let main4 = line(&w.ip(&c, &["-4", "route", "show"]), "198.19.187.0/24");
+    let main6 = line(&w.ip(&c, &["-6", "route", "show"]), "fd00:187::/64");
+    for want in ["tos 0x10", "realm 5", "mtu 1300", "initcwnd 10", "rto_min lock 50ms", "congctl reno", "window 1000"] {
+        assert!(main4.contains(want), "{want}: {main4}");
+    }
+    assert!(main6.contains("hoplimit 9"), "{main6}");
+
+    let cf = vrf_conf("1.0.0", "red", None, &prev);
+    w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &cf).expect_ok("ADD");
+    let table4 = w.ip(&c, &["-4", "route", "show", "vrf", "red"]);
+    let table6 = w.ip(&c, &["-6", "route", "show", "vrf", "red"]);
+    assert_eq!(line(&table4, "198.19.187.0/24"), main4, "{table4}");
+    assert_eq!(line(&table6, "fd00:187::/64"), main6, "{table6}");
+    w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
+}
+
 #[test]
 fn vrf_matches_reference() {
     if !need("vrf") || !have_reference("vrf") {

@@ -341,6 +341,56 @@ fn route_dst_host_bits_are_masked() {
     assert_eq!(route_msg(Op::Add, &a), route_msg(Op::Add, &b));
 }
 
+/// A route carrying tos, realm and metrics beyond mtu/advmss (congctl is a string): iproute2's
+/// request, and the same bytes again from the route read back out of them (a dump's
+/// RTM_NEWROUTE has the request's layout), so a route sbr or vrf copies into another table keeps
+/// every attribute, as the reference's `netlink.RouteReplace` of a listed route (regression: the
+/// copies kept only mtu, advmss and the metric).
+#[test]
+fn route_replace_keeps_tos_realm_and_every_metric() {
+    use super::consts::RTAX_MTU;
+    use super::wire::Attrs;
+    // ip route replace 198.19.9.0/24 tos 0x10 via 198.18.0.254 table 1000 metric 7 realm 5 dev v0
+    //   window 1000 ssthresh 20 features ecn rto_min 50ms quickack 1 congctl reno   (v0 = 3; iproute2
+    //   adds the rto_min lock itself, and sends the congctl name without its NUL)
+    let want = "8800000018000505000000000000000002180010000300010000000008000100c613090008000500c61200fe08000f00\
+                e8030000080006000700000008000b000500000008000400030000003c00080008000300e80300000800060014000000\
+                08000c000100000008000d003200000008000f00010000000800100072656e6f0800010000200000";
+    let mut other = Attrs::new();
+    other.put_u32(3, 1000).put_u32(6, 20).put_u32(12, 1).put_u32(13, 50).put_u32(15, 1);
+    other.put(16, b"reno").put_u32(1, 1 << 13);
+    let r = RouteSpec {
+        dst: Some(net("198.19.9.0/24")),
+        tos: Some(0x10),
+        gw: Some(ip("198.18.0.254")),
+        table: Some(1000),
+        metric: Some(7),
+        realm: Some(5),
+        oif: Some(3),
+        other_metrics: other.finish().unwrap(),
+        ..RouteSpec::default()
+    };
+    check(route_msg(Op::Replace, &r), want);
+    let read = super::route::parse_route(&hex(want)[16..]);
+    assert_eq!(read.len(), 1);
+    assert_eq!((read[0].tos, read[0].realm, read[0].mtu), (Some(0x10), Some(5), None));
+    check(route_msg(Op::Replace, &read[0]), want);
+
+    // ip -6 route replace fd00:98::/64 table 101 metric 1 dev v0 hoplimit 9 initcwnd 10
+    let want6 = "540000001800050500000000000000000a400000650300010000000014000100fd000098000000000000000000000000\
+                 080006000100000008000400030000001400080008000a000900000008000b000a000000";
+    let read = super::route::parse_route(&hex(want6)[16..]);
+    assert_eq!((read[0].table, read[0].metric, read[0].tos), (Some(101), Some(1), None));
+    check(route_msg(Op::Replace, &read[0]), want6);
+    // into another table, with an mtu added: mtu first, then the metrics read back
+    let moved = RouteSpec { table: Some(102), mtu: Some(1400), ..read[0].clone() };
+    let mut nest = Attrs::new();
+    nest.put_u32(RTAX_MTU, 1400).put_u32(10, 9).put_u32(11, 10);
+    let got = route_msg(Op::Replace, &moved);
+    assert_eq!(got[20], 102, "rtm_table");
+    assert!(to_hex(&got).ends_with(&format!("1c000800{}", to_hex(nest.bytes()))), "{}", to_hex(&got));
+}
+
 #[test]
 fn neigh_add_del() {
     // ip neigh replace 198.18.0.2 lladdr 02:00:00:00:00:02 dev v0 nud permanent
@@ -810,6 +860,9 @@ fn contract_signatures() {
         metric: None,
         mtu: None,
         advmss: None,
+        other_metrics: Vec::new(),
+        tos: None,
+        realm: None,
         protocol: None,
         kind: None,
     };
@@ -833,6 +886,35 @@ mod tc {
             qdisc_del_msg(3, 0, TC_H_ROOT),
             "24000000250005000000000000000000000000000300000000000000ffffffff00000000",
         );
+    }
+
+    #[test]
+    fn filter_dump() {
+        // tc filter show dev v0 parent ffff: (v0 = 3)
+        check(
+            filter_dump_msg(3, handle(0xffff, 0)),
+            "240000002e00010300000000000000000000000003000000000000000000ffff00000000",
+        );
+        // a dumped filter has the request's layout: ours read back
+        let f = parse_filter(
+            &redirect_filter_msg(3, handle(0xffff, 0), 1, Some(handle(1, 1)), &[(4, TC_ACT_STOLEN), (7, TC_ACT_OK)])
+                [16..],
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            Filter {
+                kind: "u32".into(),
+                prio: 1,
+                protocol: ETH_P_ALL,
+                classid: Some(handle(1, 1)),
+                redirects: vec![4, 7]
+            }
+        );
+        let bytes = redirect_filter_msg(3, 0, 1, None, &[(4, TC_ACT_STOLEN)]);
+        for n in 0..bytes.len() - 16 {
+            let _ = parse_filter(&bytes[16..16 + n]);
+        }
     }
 
     #[test]

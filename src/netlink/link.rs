@@ -420,7 +420,10 @@ impl Netlink {
             }
             m.end(c).end(inet).end(spec);
         }))
-        .with_context(|| format!("failed to set IPv4 settings {conf:?} of link {index}"))
+        .with_context(|| {
+            let ids: Vec<String> = conf.iter().map(|(id, v)| format!("{id}={v}")).collect();
+            format!("failed to set IPv4 settings {} of link {index}", ids.join(" "))
+        })
     }
 
     /// `net.ipv4.conf.<link>.arp_notify = 1` (see [`Netlink::link_set_ipv4_conf`]).
@@ -433,7 +436,10 @@ impl Netlink {
         self.ack(set_attr_msg(index, |m| {
             m.put_u32(IFLA_MASTER, master.unwrap_or(0));
         }))
-        .with_context(|| format!("failed to set master of link {index} to {master:?}"))
+        .with_context(|| match master {
+            Some(m) => format!("failed to set master of link {index} to {m}"),
+            None => format!("failed to release link {index} from its master"),
+        })
     }
 
     pub fn link_set_mtu(&mut self, index: u32, mtu: u32) -> anyhow::Result<()> {

@@ -56,5 +56,5 @@ pub use neigh::Neigh;
 pub use route::RouteSpec;
 pub use rule::RuleSpec;
 pub use socket::Netlink;
-pub use tc::{Qdisc, Tbf};
+pub use tc::{Filter, Qdisc, Tbf};
 pub use wire::NlError;

@@ -8,9 +8,11 @@ use ipnet::IpNet;
 use super::addr::Family;
 use super::consts::*;
 use super::socket::Netlink;
-use super::wire::{attrs, get_ip, get_u16, get_u32, Msg};
+use super::wire::{attrs, get_ip, get_u16, get_u32, Attrs, Msg};
 
-/// A route to add or delete, or one read back (then `dst`, `family` and `table` are Some).
+/// A route to add or delete, or one read back (then `dst`, `family` and `table` are Some, and
+/// every attribute a copy needs is kept: a route read back and sent again with another `table`
+/// is the same route there, as the reference's `netlink.RouteReplace` of a listed route).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteSpec {
     /// None means the default route of `family`.
@@ -27,6 +29,14 @@ pub struct RouteSpec {
     pub metric: Option<u32>,
     pub mtu: Option<u32>,
     pub advmss: Option<u32>,
+    /// The route's other RTA_METRICS attributes (window, ssthresh, initcwnd, hoplimit, features,
+    /// rto_min, quickack, congctl — a string —, locks, ...), as the kernel reported them: raw
+    /// RTAX_* attributes, sent again as they are after `mtu` and `advmss`. Empty when adding.
+    pub other_metrics: Vec<u8>,
+    /// Type of service (`rtm_tos`, IPv4); 0 if None.
+    pub tos: Option<u8>,
+    /// Realm (RTA_FLOW, IPv4).
+    pub realm: Option<u32>,
     /// RTPROT_*; boot when adding if None.
     pub protocol: Option<u8>,
     /// RTN_* route type; unicast when adding if None.
@@ -85,8 +95,10 @@ pub(crate) enum Op {
     Del,
 }
 
-/// Encode a route request. Attribute order follows `ip route add DST via GW src S table T
-/// metric M dev D mtu X advmss Y`.
+/// Encode a route request. Attribute order follows `ip route add DST [tos X] via GW src S table T
+/// metric M [realm R] dev D mtu X advmss Y [other metrics]`. The header's flags are always 0 (a
+/// route read back may carry RTM_F_* flags the kernel refuses in a request, as the reference
+/// resets them).
 pub(crate) fn route_msg(op: Op, r: &RouteSpec) -> Vec<u8> {
     let req = NLM_F_REQUEST | NLM_F_ACK;
     let (ty, flags) = match op {
@@ -103,6 +115,7 @@ pub(crate) fn route_msg(op: Op, r: &RouteSpec) -> Vec<u8> {
     let mut hdr = [0u8; 12];
     hdr[0] = r.family().af();
     hdr[1] = dst.map_or(0, |d| d.prefix_len());
+    hdr[3] = r.tos.unwrap_or(0);
     hdr[4] = table8;
     hdr[5] = r.protocol.unwrap_or(if del { RTPROT_UNSPEC } else { RTPROT_BOOT });
     hdr[6] = r.scope.unwrap_or(if del { RT_SCOPE_NOWHERE } else { RT_SCOPE_UNIVERSE });
@@ -123,10 +136,13 @@ pub(crate) fn route_msg(op: Op, r: &RouteSpec) -> Vec<u8> {
     if let Some(metric) = r.metric {
         m.put_u32(RTA_PRIORITY, metric);
     }
+    if let Some(realm) = r.realm {
+        m.put_u32(RTA_FLOW, realm);
+    }
     if let Some(oif) = r.oif {
         m.put_u32(RTA_OIF, oif);
     }
-    if r.mtu.is_some() || r.advmss.is_some() {
+    if r.mtu.is_some() || r.advmss.is_some() || !r.other_metrics.is_empty() {
         let nest = m.begin(RTA_METRICS, false);
         if let Some(mtu) = r.mtu {
             m.put_u32(RTAX_MTU, mtu);
@@ -134,6 +150,7 @@ pub(crate) fn route_msg(op: Op, r: &RouteSpec) -> Vec<u8> {
         if let Some(advmss) = r.advmss {
             m.put_u32(RTAX_ADVMSS, advmss);
         }
+        m.raw(&r.other_metrics);
         m.end(nest);
     }
     m.finish()
@@ -160,14 +177,15 @@ pub(crate) fn route_get_msg(dst: IpAddr) -> Vec<u8> {
 
 /// Decode an RTM_NEWROUTE payload; a multipath route yields one entry per next hop.
 pub(crate) fn parse_route(p: &[u8]) -> Vec<RouteSpec> {
-    let (Some(&af), Some(&dst_len), Some(&table8), Some(&protocol), Some(&scope), Some(&kind)) =
-        (p.first(), p.get(1), p.get(4), p.get(5), p.get(6), p.get(7))
+    let (Some(&af), Some(&dst_len), Some(&tos), Some(&table8), Some(&protocol), Some(&scope), Some(&kind)) =
+        (p.first(), p.get(1), p.get(3), p.get(4), p.get(5), p.get(6), p.get(7))
     else {
         return Vec::new();
     };
     let family = if af == AF_INET6 { Family::V6 } else { Family::V4 };
     let mut r = RouteSpec {
         family: Some(family),
+        tos: Some(tos).filter(|&t| t != 0),
         scope: Some(scope),
         table: Some(u32::from(table8)),
         protocol: Some(protocol),
@@ -184,14 +202,19 @@ pub(crate) fn parse_route(p: &[u8]) -> Vec<RouteSpec> {
             RTA_PREFSRC => r.src = get_ip(v),
             RTA_PRIORITY => r.metric = get_u32(v),
             RTA_TABLE => r.table = get_u32(v),
+            RTA_FLOW => r.realm = get_u32(v),
             RTA_METRICS => {
+                let mut other = Attrs::new();
                 for (t, d) in attrs(v) {
                     match t {
                         RTAX_MTU => r.mtu = get_u32(d),
                         RTAX_ADVMSS => r.advmss = get_u32(d),
-                        _ => {}
+                        _ => {
+                            other.put(t, d);
+                        }
                     }
                 }
+                r.other_metrics = other.finish().unwrap_or_default();
             }
             RTA_MULTIPATH => hops = parse_multipath(v),
             _ => {}

@@ -111,14 +111,47 @@ pub(crate) fn parse_rule(p: &[u8]) -> Option<RuleSpec> {
     Some(r)
 }
 
+/// A rule as `ip rule` prints it (`not from 198.18.0.2 lookup 100`, `from all`), for messages.
+pub fn describe(r: &RuleSpec) -> String {
+    let mut s = String::new();
+    if r.invert {
+        s.push_str("not ");
+    }
+    // a host prefix prints as the bare address, as `ip rule` does
+    let net = |n: &IpNet| if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() };
+    s.push_str(&format!("from {}", r.src.as_ref().map_or_else(|| "all".to_string(), net)));
+    if let Some(d) = &r.dst {
+        s.push_str(&format!(" to {}", net(d)));
+    }
+    if let Some(i) = &r.iif {
+        s.push_str(&format!(" iif {i}"));
+    }
+    if let Some(o) = &r.oif {
+        s.push_str(&format!(" oif {o}"));
+    }
+    if let Some(m) = r.fwmark {
+        match r.fwmask {
+            Some(k) => s.push_str(&format!(" fwmark {m:#x}/{k:#x}")),
+            None => s.push_str(&format!(" fwmark {m:#x}")),
+        }
+    }
+    if let Some(t) = r.table {
+        s.push_str(&format!(" lookup {t}"));
+    }
+    if let Some(p) = r.priority {
+        s.push_str(&format!(" pref {p}"));
+    }
+    s
+}
+
 impl Netlink {
     pub fn rule_add(&mut self, r: &RuleSpec) -> anyhow::Result<()> {
-        self.ack(rule_msg(true, r)).with_context(|| format!("failed to add rule {r:?}"))
+        self.ack(rule_msg(true, r)).with_context(|| format!("failed to add rule {}", describe(r)))
     }
 
     /// Delete the first rule matching every field that is set.
     pub fn rule_del(&mut self, r: &RuleSpec) -> anyhow::Result<()> {
-        self.ack(rule_msg(false, r)).with_context(|| format!("failed to delete rule {r:?}"))
+        self.ack(rule_msg(false, r)).with_context(|| format!("failed to delete rule {}", describe(r)))
     }
 
     pub fn rules(&mut self, family: Family) -> anyhow::Result<Vec<RuleSpec>> {
@@ -127,5 +160,28 @@ impl Netlink {
         let req = Msg::new(RTM_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, &hdr).finish();
         let replies = self.dump(req).context("failed to list rules")?;
         Ok(replies.iter().filter(|r| r.ty == RTM_NEWRULE).filter_map(|r| parse_rule(&r.payload)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages name a rule as `ip rule` prints it, never as a Rust struct (regression: `failed
+    /// to add rule RuleSpec { family: V6, … }` reached the CNI error).
+    #[test]
+    fn rules_are_described_as_ip_rule_prints_them() {
+        let mut r = RuleSpec::new(Family::V6);
+        assert_eq!(describe(&r), "from all");
+        r.src = Some("fd00::2/128".parse().unwrap());
+        r.table = Some(101);
+        assert_eq!(describe(&r), "from fd00::2 lookup 101");
+        r.invert = true;
+        r.dst = Some("fd00:1::/64".parse().unwrap());
+        r.iif = Some("eth0".into());
+        r.fwmark = Some(0x10);
+        r.fwmask = Some(0xff);
+        r.priority = Some(7);
+        assert_eq!(describe(&r), "not from fd00::2 to fd00:1::/64 iif eth0 fwmark 0x10/0xff lookup 101 pref 7");
     }
 }

@@ -333,6 +333,26 @@ pub fn is_exists(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(NlError::is_exists)
 }
 
+/// A failed netlink request in the reference's words, `<what>: <errno>` as its
+/// `fmt.Errorf("<what>: %v", err)` prints a `syscall.Errno` (Go's lower-case text: `file
+/// exists`, `invalid argument`), with the kernel's ext-ack text appended (`: <text>`), in place
+/// of the rest of the chain (our own "failed to add …" context and the errno as std prints it).
+/// The result is still the [`NlError`] that [`is_not_found`] and the code-11 test look for. An
+/// error that is no kernel reply keeps its chain under the context `what`.
+pub fn go_context(err: anyhow::Error, what: &str) -> anyhow::Error {
+    match err.downcast_ref::<NlError>().filter(|n| n.errno != 0) {
+        Some(n) => {
+            let mut msg = format!("{what}: {}", crate::sys::go_errno(&io::Error::from_raw_os_error(n.errno)));
+            if let Some(ext) = n.ext_ack.as_deref().filter(|x| !x.is_empty()) {
+                msg.push_str(": ");
+                msg.push_str(ext);
+            }
+            anyhow::Error::new(NlError { msg, ..n.clone() })
+        }
+        None => err.context(what.to_string()),
+    }
+}
+
 impl Netlink {
     /// A socket bound in the calling thread's current network namespace.
     pub fn new() -> anyhow::Result<Netlink> {
@@ -505,5 +525,30 @@ mod tests {
         assert_eq!(e.msg, NlError::new(17, None).msg);
         let e = c.exchange(Vec::new(), Kind::Change, "add").unwrap_err();
         assert_eq!(e.errno, wire::EMSGSIZE);
+    }
+
+    /// The reference's `fmt.Errorf("create qdisc: %v", err)` of a netlink errno: Go's text, the
+    /// ext-ack after it, our own context dropped; the errno still answers the tests on it.
+    #[test]
+    fn go_context_words_a_kernel_error_as_the_reference() {
+        use anyhow::Context;
+        let kernel = |errno, ext: Option<&str>| {
+            Err::<(), _>(anyhow::Error::new(NlError::new(errno, ext))).context("failed to add tbf qdisc to link 3")
+        };
+        let e = go_context(kernel(22, None).unwrap_err(), "create qdisc");
+        assert_eq!(format!("{e:#}"), "create qdisc: invalid argument");
+        let e =
+            go_context(kernel(101, Some("Nexthop has invalid gateway")).unwrap_err(), "Failed to add default route");
+        assert_eq!(
+            format!("{e:#}"),
+            "Failed to add default route: network is unreachable: Nexthop has invalid gateway"
+        );
+        let e = go_context(kernel(2, None).unwrap_err(), "create ifb qdisc: create qdisc");
+        assert!(is_not_found(&e), "{e:#}");
+        assert_eq!(format!("{e:#}"), "create ifb qdisc: create qdisc: no such file or directory");
+        assert!(is_transient(go_context(kernel(4, None).unwrap_err(), "x").root_cause()));
+        // not a kernel reply: the chain stays, under the context
+        let e = go_context(anyhow::anyhow!("socket closed"), "adding link");
+        assert_eq!(format!("{e:#}"), "adding link: socket closed");
     }
 }

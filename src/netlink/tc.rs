@@ -28,6 +28,20 @@ pub struct Qdisc {
     pub tbf: Option<Tbf>,
 }
 
+/// A classifier read back from the kernel (one message of `tc filter show`; a u32 filter comes
+/// as its hash table and its key node, the node carrying the classid and the actions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub kind: String,
+    pub prio: u16,
+    /// ETH_P_* (host byte order).
+    pub protocol: u16,
+    pub classid: Option<u32>,
+    /// The target link of each mirred egress redirect action, in action order (0 when the
+    /// target link is gone).
+    pub redirects: Vec<u32>,
+}
+
 /// `major:minor` as a tc handle.
 pub fn handle(major: u16, minor: u16) -> u32 {
     (u32::from(major) << 16) | u32::from(minor)
@@ -166,6 +180,55 @@ pub(crate) fn redirect_filter_msg(
     m.finish()
 }
 
+/// `tc filter show dev D parent P`.
+pub(crate) fn filter_dump_msg(index: u32, parent: u32) -> Vec<u8> {
+    Msg::new(RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP, &tcmsg(index, 0, parent, 0)).finish()
+}
+
+pub(crate) fn parse_filter(p: &[u8]) -> Option<Filter> {
+    let info = get_u32(p.get(16..)?)?;
+    let mut f = Filter { prio: (info >> 16) as u16, protocol: u16::from_be(info as u16), ..Filter::default() };
+    let mut opts: &[u8] = &[];
+    for (ty, v) in attrs(p.get(20..)?) {
+        match ty {
+            TCA_KIND => f.kind = get_str(v),
+            TCA_OPTIONS => opts = v,
+            _ => {}
+        }
+    }
+    if f.kind != "u32" {
+        return Some(f);
+    }
+    for (ty, v) in attrs(opts) {
+        match ty {
+            TCA_U32_CLASSID => f.classid = get_u32(v),
+            TCA_U32_ACT => {
+                for (_, action) in attrs(v) {
+                    let kind = attrs(action).find(|(t, _)| *t == TCA_ACT_KIND).map(|(_, k)| get_str(k));
+                    if kind.as_deref() != Some("mirred") {
+                        continue;
+                    }
+                    let parms = attrs(action)
+                        .filter(|(t, _)| *t == TCA_ACT_OPTIONS)
+                        .flat_map(|(_, o)| attrs(o))
+                        .find(|(t, _)| *t == TCA_MIRRED_PARMS);
+                    // struct tc_mirred: tc_gen (20 bytes), eaction, ifindex
+                    if let Some((_, m)) = parms {
+                        let eaction = m.get(20..).and_then(get_u32);
+                        if let (Some(e), Some(target)) = (eaction, m.get(24..).and_then(get_u32)) {
+                            if e == TCA_EGRESS_REDIR as u32 {
+                                f.redirects.push(target);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(f)
+}
+
 fn parse_qdisc(p: &[u8]) -> Option<Qdisc> {
     let index = get_u32(p.get(4..)?)?;
     let handle = get_u32(p.get(8..)?)?;
@@ -246,6 +309,13 @@ impl Netlink {
             .filter_map(|r| parse_qdisc(&r.payload))
             .filter(|q| index.is_none_or(|i| i == q.index))
             .collect())
+    }
+
+    /// The classifiers attached to `parent` of link `index` (none when the link or the qdisc is
+    /// not there).
+    pub fn filters(&mut self, index: u32, parent: u32) -> anyhow::Result<Vec<Filter>> {
+        let replies = self.dump(filter_dump_msg(index, parent)).context("failed to list filters")?;
+        Ok(replies.iter().filter(|r| r.ty == RTM_NEWTFILTER).filter_map(|r| parse_filter(&r.payload)).collect())
     }
 
     /// A match-all u32 filter on `parent` redirecting every packet to link `target`, as the

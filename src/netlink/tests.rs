@@ -535,6 +535,14 @@ fn rules_add_list_delete() {
     }
     let e = nl.rule_add(&r4).unwrap_err();
     assert!(socket::is_exists(&e), "{e:#}");
+    // errors name the rule as `ip rule` prints it (regression: `failed to add rule RuleSpec {
+    // family: V4, … }` reached the CNI error)
+    assert!(format!("{e:#}").starts_with("failed to add rule from 198.18.0.5 lookup 1000 pref 100: "), "{e:#}");
+    let e = nl.rule_del(&RuleSpec { priority: Some(7), invert: true, ..r6.clone() }).unwrap_err();
+    assert!(
+        format!("{e:#}").starts_with("failed to delete rule not from all to fd00::/64 iif lo lookup 300 pref 7: "),
+        "{e:#}"
+    );
     let v4 = nl.rules(Family::V4).unwrap();
     assert!(v4.contains(&r4), "{v4:?}");
     assert!(v4.contains(&mark), "{v4:?}");
@@ -669,6 +677,18 @@ fn tc_tbf_ingress_redirect() {
     assert!(f.contains("flowid 1:1") && f.contains("match 00000000/00000000 at 0"), "{f}");
     assert!(f.contains("action order 1: mirred (Egress Redirect to device tifb0) stolen"), "{f}");
     assert!(f.contains("action order 2: mirred (Egress Redirect to device tifb0) pass"), "{f}");
+    // read back: the u32 key node names the redirect target of both actions, with its classid
+    let filters = nl.filters(tv0, handle(0xffff, 0)).unwrap();
+    let node = filters.iter().find(|f| !f.redirects.is_empty()).expect("u32 node with actions");
+    assert_eq!((node.kind.as_str(), node.prio, node.protocol), ("u32", 1, consts::ETH_P_ALL));
+    assert_eq!((node.classid, node.redirects.as_slice()), (Some(handle(1, 1)), &[ifb, ifb][..]));
+    assert!(filters.iter().all(|f| f.kind == "u32" && f.prio == 1), "{filters:?}");
+    // a target that is gone reads as 0; a parent or link with nothing attached as no filter
+    nl.link_del(ifb).unwrap();
+    let filters = nl.filters(tv0, handle(0xffff, 0)).unwrap();
+    assert!(filters.iter().any(|f| f.redirects == [0, 0]), "{filters:?}");
+    assert_eq!(nl.filters(tv0, handle(0x10, 0)).unwrap(), vec![]);
+    assert_eq!(nl.filters(9999, handle(0xffff, 0)).unwrap(), vec![]);
 
     nl.qdisc_change_tbf(tv0, handle(1, 0), consts::TC_H_ROOT, &Tbf::from_bits(16_000_000, 80_000, 25.0)).unwrap();
     let q = nl.qdiscs(Some(tv0)).unwrap().into_iter().find(|q| q.kind == "tbf").unwrap();

@@ -7,7 +7,9 @@
 //!   (mirred) to the ifb, and a tbf root qdisc on the ifb.
 //!
 //! The top-level keys win; the `bandwidth` capability is used only when none of them is present.
-//! DEL deletes the ifb (the veth qdiscs go with the veth). CHECK finds the host veth, then
+//! DEL deletes the ifb and, on a host veth that outlives it, the qdiscs this attachment's ADD made
+//! (never another's: see `del_veth_qdiscs`). Failures are worded as the reference's
+//! (`create qdisc: invalid argument`). CHECK finds the host veth, then
 //! compares the tbf parameters. The tbf numbers follow the reference's float arithmetic,
 //! wrap-around past 32 bits included ([`crate::netlink::tc::go_f64_to_u32`]).
 //! GC deletes ifbs of this network whose attachment is not in `cni.dev/valid-attachments`; to
@@ -20,10 +22,10 @@ use crate::cni::plugin::{cap, config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::result::Interface;
 use crate::cni::{CniResult, Ctx};
 use crate::names::ifb_name;
-use crate::netlink::consts::TC_H_ROOT;
+use crate::netlink::consts::{TC_H_INGRESS, TC_H_ROOT};
 use crate::netlink::kinds::{LinkKind, LinkSpec};
 use crate::netlink::link::Link;
-use crate::netlink::socket::{is_not_found, Netlink};
+use crate::netlink::socket::{go_context, is_not_found, Netlink};
 use crate::netlink::tc::{handle, Tbf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -55,7 +57,11 @@ pub const DOC: Doc = Doc {
         k("egressBurst", "int (bits)", "", "burst out of the container"),
         cap("bandwidth", "object", "the same four keys; used only when the config sets none (a null one counts)"),
     ],
-    notes: &["DEL deletes the ifb and, when the host veth is still there, the qdiscs ADD put on it."],
+    notes: &[
+        "DEL deletes the ifb and, when the host veth is still there, the qdiscs ADD put on it: a root tbf with the \
+         configured parameters, an ingress qdisc redirecting to the ifb. Other qdiscs (a clsact, another root \
+         qdisc) stay.",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "limited",
@@ -181,7 +187,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     if bw.ingress() {
         let tbf = Tbf::from_bits(bw.ingress_rate, bw.ingress_burst, LATENCY_MS);
-        host.qdisc_add_tbf(veth.index, handle(1, 0), TC_H_ROOT, &tbf)?;
+        // the reference's words for each step (its `create qdisc: …`, `adding link: …`)
+        host.qdisc_add_tbf(veth.index, handle(1, 0), TC_H_ROOT, &tbf).map_err(|e| go_context(e, "create qdisc"))?;
         let idx = veth.index;
         undo.push("ingress tbf", move || Netlink::new()?.qdisc_del(idx, handle(1, 0), TC_H_ROOT));
     }
@@ -189,7 +196,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let name = ifb_name(&ctx.name, &ctx.container_id);
         // txqueuelen 0, as v1.9.1's CreateIfb (a `LinkAttrs{}` literal with TxQLen 0) and 1.1.1 make it
         let spec = LinkSpec { mtu: Some(veth.mtu), txqlen: Some(0), ..LinkSpec::new(&name, LinkKind::Ifb) };
-        host.link_add(&spec)?;
+        host.link_add(&spec).map_err(|e| go_context(e, "adding link"))?;
         let ifb = host.link_by_name(&name)?.with_context(|| format!("ifb {name} vanished"))?;
         let idx = ifb.index;
         undo.push("ifb", move || Netlink::new()?.link_del(idx));
@@ -197,12 +204,14 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         host.link_set_up(ifb.index, true)?;
         result.interfaces.push(Interface { name: name.clone(), mac: ifb.mac_string(), ..Default::default() });
 
-        host.qdisc_add_ingress(veth.index)?;
+        host.qdisc_add_ingress(veth.index).map_err(|e| go_context(e, "create ingress qdisc"))?;
         let vidx = veth.index;
-        undo.push("ingress qdisc", move || Netlink::new()?.qdisc_del(vidx, handle(0xffff, 0), 0xffff_fff1));
-        host.filter_add_redirect(veth.index, handle(0xffff, 0), 1, ifb.index)?;
+        undo.push("ingress qdisc", move || Netlink::new()?.qdisc_del(vidx, handle(0xffff, 0), TC_H_INGRESS));
+        host.filter_add_redirect(veth.index, handle(0xffff, 0), 1, ifb.index)
+            .map_err(|e| go_context(e, "add filter"))?;
         let tbf = Tbf::from_bits(bw.egress_rate, bw.egress_burst, LATENCY_MS);
-        host.qdisc_add_tbf(ifb.index, handle(1, 0), TC_H_ROOT, &tbf)?;
+        host.qdisc_add_tbf(ifb.index, handle(1, 0), TC_H_ROOT, &tbf)
+            .map_err(|e| go_context(e, "create ifb qdisc: create qdisc"))?;
     }
     undo.commit();
     Ok(result)
@@ -227,7 +236,12 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// The shaping ADD put on the host veth (the root tbf, the ingress qdisc with its redirect),
 /// removed when the attachment outlives this DEL, so that no shaping stays in effect and a new
 /// ADD finds the veth as it was (the reference leaves them, and its next ADD then fails on the
-/// existing qdisc). Nothing to do when the container, its veth or the qdiscs are gone.
+/// existing qdisc). Only what this attachment's ADD makes goes: the root tbf `1:` with the
+/// configured rate, limit and bucket, and an `ingress` qdisc whose u32 filter redirects to this
+/// attachment's ifb (to a link that is gone, once the ifb is), or that is empty while that ifb
+/// exists (an ADD killed before the filter). A qdisc someone else put there
+/// (which made ADD fail: a clsact shares the ingress qdisc's handle, a root qdisc `1:` the tbf's)
+/// stays. Nothing to do when the container, its veth or the qdiscs are gone.
 fn del_veth_qdiscs(ctx: &Ctx, prev: &CniResult, bw: &Bandwidth, host: &mut Netlink) -> Result<()> {
     let veth = match host_interface(ctx, prev, host) {
         Ok(v) => v,
@@ -236,13 +250,51 @@ fn del_veth_qdiscs(ctx: &Ctx, prev: &CniResult, bw: &Bandwidth, host: &mut Netli
             return Ok(());
         }
     };
+    let qdiscs = host.qdiscs(Some(veth.index))?;
     if bw.ingress() {
-        host.qdisc_del_if_present(veth.index, handle(1, 0), TC_H_ROOT)?;
+        let want = Tbf::from_bits(bw.ingress_rate, bw.ingress_burst, LATENCY_MS);
+        let ours = qdiscs.iter().any(|q| {
+            q.kind == "tbf"
+                && (q.handle, q.parent) == (handle(1, 0), TC_H_ROOT)
+                && q.tbf.is_some_and(|have| tbf_mismatch(&have, &want).is_none())
+        });
+        if ours {
+            host.qdisc_del_if_present(veth.index, handle(1, 0), TC_H_ROOT)?;
+        }
     }
-    if bw.egress() {
-        host.qdisc_del_if_present(veth.index, handle(0xffff, 0), 0xffff_fff1)?;
+    if bw.egress() && qdiscs.iter().any(|q| q.kind == "ingress" && q.handle == handle(0xffff, 0)) {
+        let ifb = host.link_by_name(&ifb_name(&ctx.name, &ctx.container_id))?.map(|l| l.index);
+        let filters = host.filters(veth.index, handle(0xffff, 0))?;
+        // an ADD killed between the ingress qdisc and its filter leaves the qdisc empty, after
+        // its ifb (made first; a failed ADD deletes it again)
+        let mut ours = filters.is_empty() && ifb.is_some();
+        for f in filters {
+            let Some(&target) = f.redirects.first().filter(|_| f.kind == "u32" && f.prio == 1) else { continue };
+            ours |= match ifb {
+                Some(index) => target == index,
+                None => target == 0 || host.link_by_index(target)?.is_none(),
+            };
+        }
+        if ours {
+            host.qdisc_del_if_present(veth.index, handle(0xffff, 0), TC_H_INGRESS)?;
+        }
     }
     Ok(())
+}
+
+/// The first field in which tbf `have` (read back) differs from `want`, with both values; the
+/// kernel stores the bucket in ns and hands it back in ticks, so the buffer may be off by one.
+fn tbf_mismatch(have: &Tbf, want: &Tbf) -> Option<(&'static str, u64, u64)> {
+    if have.rate != want.rate {
+        return Some(("Rate", have.rate, want.rate));
+    }
+    if have.limit != want.limit {
+        return Some(("Limit", u64::from(have.limit), u64::from(want.limit)));
+    }
+    if have.buffer.abs_diff(want.buffer) > 1 {
+        return Some(("Buffer", u64::from(have.buffer), u64::from(want.buffer)));
+    }
+    None
 }
 
 fn check_tbf(host: &mut Netlink, link: &Link, rate: u64, burst: u64) -> Result<()> {
@@ -251,15 +303,8 @@ fn check_tbf(host: &mut Netlink, link: &Link, rate: u64, burst: u64) -> Result<(
     let Some(have) = qdiscs.iter().find(|q| q.kind == "tbf").and_then(|q| q.tbf) else {
         bail!("Failed to find qdisc on {}", link.name);
     };
-    if have.rate != want.rate {
-        bail!("Rate doesn't match on {} ({} != {})", link.name, have.rate, want.rate);
-    }
-    if have.limit != want.limit {
-        bail!("Limit doesn't match on {} ({} != {})", link.name, have.limit, want.limit);
-    }
-    // the kernel stores the bucket in ns and hands it back in ticks: allow its rounding
-    if have.buffer.abs_diff(want.buffer) > 1 {
-        bail!("Buffer doesn't match on {} ({} != {})", link.name, have.buffer, want.buffer);
+    if let Some((what, have, want)) = tbf_mismatch(&have, &want) {
+        bail!("{what} doesn't match on {} ({have} != {want})", link.name);
     }
     Ok(())
 }

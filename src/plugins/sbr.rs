@@ -9,8 +9,13 @@
 //! - `table` set: only the rules `from IP lookup <table>`; routes are left alone, and the
 //!   interface is not looked up (as the reference: it needs only prevResult's addresses).
 //!
+//! Routes are copied whole (every metric, tos, realm, protocol, scope), as the reference's
+//! `netlink.RouteReplace` of a listed route. A `table` outside 0..=4294967295 is a configuration
+//! error for ADD (code 7).
+//!
 //! DEL removes the rules whose source is one of the interface's current addresses (only those
-//! pointing at `table` when it is set and not 0); a missing namespace or interface is success.
+//! pointing at `table` when it is set and not 0); a missing namespace or interface is success, and
+//! so is a `table` that is no routing table id (nothing can point at it).
 //! CHECK is a no-op that does not even read the config, as the reference (verifying here would
 //! break CHECK of the plugins before it).
 //!
@@ -20,11 +25,11 @@
 
 use super::steps::{self, NsOrGone, Undo};
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
-use crate::cni::{CniResult, Ctx};
+use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::route::{RouteSpec, Scope, Table};
 use crate::netlink::rule::RuleSpec;
-use crate::netlink::socket::Netlink;
+use crate::netlink::socket::{go_context, is_not_found, Netlink};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -50,11 +55,21 @@ pub const DOC: Doc = Doc {
               table (by default a new one per address, holding the interface's routes).",
     section: "",
     keys: &[
-        k("table", "int", "", "only add `from <ip> lookup <table>` rules, leave the routes alone"),
+        k(
+            "table",
+            "int",
+            "",
+            "only add `from <ip> lookup <table>` rules, leave the routes alone; a routing table id, 0 to 4294967295",
+        ),
         k("gateways", "list of IPs", "", "at most one IPv4 and one IPv6 gateway overriding the prevResult's"),
         k("addSourceHints", "bool", "false", "keep subnet routes in main with a source hint"),
     ],
-    notes: &[],
+    notes: &[
+        "A route is copied into an address's table whole: its metrics (mtu, advmss, initcwnd, congctl, … and \
+         their locks), tos, realm, protocol and scope.",
+        "DEL removes the rules from the interface's addresses (only those to `table` when it is set and not 0) \
+         and succeeds when the namespace or the interface is gone, or when `table` is no routing table id.",
+    ],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "sbrnet",
@@ -72,7 +87,8 @@ pub const FIRST_TABLE: u32 = 100;
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 struct Conf {
-    table: Option<u32>,
+    /// a Go `*int`, as the reference's: any int64 decodes; ADD takes only a routing table id
+    table: Option<i64>,
     /// upstream main: at most one IPv4 and one IPv6 gateway overriding prevResult's
     gateways: Vec<String>,
     /// upstream main: keep the interface's link-scope (subnet) routes in main, with a `src` hint
@@ -143,8 +159,23 @@ fn lock_netns(path: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .map_err(|(_, e)| anyhow::anyhow!("failed to lock {path}: {e}"))
 }
 
+/// `table` as a routing table id. The reference's `*int` takes any int64 and its netlink library
+/// sends a negative one as table 0 and a larger one cut to 32 bits (4294967297 is table 1), so
+/// that what ADD does depends on the kernel: refused here as a configuration error.
+fn table_id(table: Option<i64>) -> Result<Option<u32>> {
+    table
+        .map(|t| {
+            u32::try_from(t).map_err(|_| {
+                CniError::config(format!("invalid table {t}: a routing table id is between 0 and {}", u32::MAX))
+            })
+        })
+        .transpose()
+        .map_err(Into::into)
+}
+
 fn add(ctx: &Ctx) -> Result<CniResult> {
     let conf: Conf = ctx.plugin_conf()?;
+    let table = table_id(conf.table)?;
     let prev =
         ctx.prev_result.clone().ok_or_else(|| anyhow::anyhow!("This plugin must be called as chained plugin"))?;
     let (gw4, gw6) = parse_gateways(&conf.gateways)?;
@@ -165,20 +196,21 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 
     // with `table` only rules are added, from prevResult's addresses: the interface is not
     // looked up (as the reference's doRoutesWithTable)
-    if let Some(table) = conf.table {
+    if let Some(table) = table {
         for ip in &ips {
             let mut rule = RuleSpec::new(crate::netlink::addr::Family::of(&ip.address.addr()));
             rule.src = Some(host_net(ip.address.addr()));
             rule.table = Some(table);
-            nl.rule_add(&rule).with_context(|| format!("Failed to add rule for {}", ip.address.addr()))?;
+            nl.rule_add(&rule).map_err(|e| go_context(e, "failed to add rule"))?;
             undo.push_in("sbr rule", path, move |nl| nl.rule_del(&rule));
         }
         undo.commit();
         return Ok(prev);
     }
 
-    let link =
-        nl.link_by_name(&ctx.ifname)?.with_context(|| format!("Cannot find network interface {}", ctx.ifname))?;
+    let link = nl
+        .link_by_name(&ctx.ifname)?
+        .with_context(|| format!("Cannot find network interface {}: Link not found", ctx.ifname))?;
     let mut used: Vec<u32> = Vec::new();
     let mut all_routes = Vec::new();
     for fam in [Family::V4, Family::V6] {
@@ -201,7 +233,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         let mut rule = RuleSpec::new(fam);
         rule.src = Some(host_net(addr));
         rule.table = Some(table);
-        nl.rule_add(&rule).with_context(|| format!("Failed to add rule for {addr}"))?;
+        nl.rule_add(&rule).map_err(|e| go_context(e, "Failed to add rule"))?;
         undo.push_in("sbr rule", path, move |nl| nl.rule_del(&rule));
         if let Some(gw) = ip.gateway {
             let zero: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
@@ -213,7 +245,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 table: Some(table),
                 ..Default::default()
             };
-            nl.route_add(&def).with_context(|| format!("Failed to add default route to {gw}"))?;
+            nl.route_add(&def).map_err(|e| go_context(e, &format!("Failed to add default route to {gw}")))?;
             undo.push_in("sbr default route", path, move |nl| nl.route_del(&def));
         }
         let overridden = if addr.is_ipv4() { gw4.is_some() } else { gw6.is_some() };
@@ -222,7 +254,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 continue; // the configured gateway's default route wins over the copied one
             }
             let copy = RouteSpec { table: Some(table), ..r.clone() };
-            nl.route_replace(&copy).context("Failed to readd route")?;
+            nl.route_replace(&copy).map_err(|e| go_context(e, "Failed to readd route"))?;
             undo.push_in("sbr route copy", path, move |nl| nl.route_del(&copy));
         }
         used.push(table);
@@ -247,8 +279,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
                 let moved = r.clone();
                 undo.push_in("sbr route moved out of main", path, move |nl| nl.route_add(&moved));
             }
-            Err(e) if crate::netlink::socket::is_not_found(&e) => {}
-            Err(e) => return Err(e.context("Failed to delete route")),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(go_context(e, "Failed to delete route")),
         }
     }
     undo.commit();
@@ -256,7 +288,20 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let conf: Conf = ctx.plugin_conf()?;
+    // only `table` is read, and leniently: a DEL must succeed even for a config ADD refuses
+    let table = match ctx.get("table") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(t) => match t.as_u64().and_then(|t| u32::try_from(t).ok()) {
+            // `table: 0` filters nothing, as in the reference (its netlink library ignores a
+            // table filter of 0): the kernel picked the rules' table at ADD
+            Some(0) => None,
+            Some(t) => Some(t),
+            // no rule can point at a table that is no routing table id (-1, 4294967296, 1.5,
+            // "100"): ADD refused it, so there is nothing to delete (the reference's DEL of an
+            // out-of-range int matches no rule and succeeds too)
+            None => return Ok(()),
+        },
+    };
     let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else {
         return Ok(());
     };
@@ -273,13 +318,11 @@ fn del(ctx: &Ctx) -> Result<()> {
             if !addrs.contains(&src.addr()) {
                 continue;
             }
-            // `table: 0` filters nothing, as in the reference (its netlink library ignores a
-            // table filter of 0): the kernel picked the rules' table at ADD
-            if conf.table.is_some_and(|t| t != 0) && rule.table != conf.table {
+            if table.is_some() && rule.table != table {
                 continue;
             }
             if let Err(e) = nl.rule_del(&rule) {
-                if !crate::netlink::socket::is_not_found(&e) {
+                if !is_not_found(&e) {
                     tracing::warn!("sbr: {e:#}");
                     last_err = Some(e);
                 }
@@ -287,7 +330,7 @@ fn del(ctx: &Ctx) -> Result<()> {
         }
     }
     match last_err {
-        Some(e) => Err(e.context("Failed to delete rule")),
+        Some(e) => Err(go_context(e, "Failed to delete rule")),
         None => Ok(()),
     }
 }

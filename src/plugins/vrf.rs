@@ -7,6 +7,7 @@ use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::ifext::{IFA_F_NODAD, IFA_F_NOPREFIXROUTE};
 use crate::netlink::route::{RouteSpec, Scope};
+use crate::netlink::socket::go_context;
 use crate::netlink::{Family, Link, LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -36,7 +37,9 @@ pub const DOC: Doc = Doc {
     ],
     notes: &[
         "The routes are copied as `ip route replace` does (a route of another member to the same \
-         destination gives way) and keep their protocol.",
+         destination gives way) and keep every attribute: protocol, metrics, tos, realm.",
+        "ADD's failures in the container read `cmdAdd failed: …`, as the reference's. DEL succeeds when the VRF \
+         is gone or `vrfname` names a link that is no VRF.",
         "A failed ADD detaches the interface and puts back its IPv6 addresses and the routes the \
          kernel took out of `main` when it was enslaved.",
     ],
@@ -77,13 +80,28 @@ fn load(ctx: &Ctx) -> Result<Conf> {
     Ok(conf)
 }
 
+/// What the link called `name` is to us.
+enum Named {
+    Missing,
+    NotVrf,
+    /// The VRF and its table.
+    Vrf(Link, u32),
+}
+
+fn lookup(nl: &mut Netlink, name: &str) -> Result<Named> {
+    let Some(l) = nl.link_by_name(name)? else { return Ok(Named::Missing) };
+    Ok(match nl.link_details(l.index)? {
+        Some(d) if d.link.kind.as_deref() == Some("vrf") => Named::Vrf(d.link, d.vrf_table.unwrap_or(0)),
+        _ => Named::NotVrf,
+    })
+}
+
 /// The VRF called `name`: None when no link has that name, an error when it is not a VRF.
 fn find_vrf(nl: &mut Netlink, name: &str) -> Result<Option<(Link, u32)>> {
-    let Some(l) = nl.link_by_name(name)? else { return Ok(None) };
-    let d = nl.link_details(l.index)?;
-    match d {
-        Some(d) if d.link.kind.as_deref() == Some("vrf") => Ok(Some((d.link, d.vrf_table.unwrap_or(0)))),
-        _ => bail!("Netlink {name} is not a VRF"),
+    match lookup(nl, name)? {
+        Named::Missing => Ok(None),
+        Named::NotVrf => bail!("Netlink {name} is not a VRF"),
+        Named::Vrf(l, t) => Ok(Some((l, t))),
     }
 }
 
@@ -121,6 +139,13 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let Some(prev) = ctx.prev_result.clone() else {
         bail!("missing prevResult from earlier plugin");
     };
+    // everything the reference does inside the container's namespace fails as `cmdAdd failed: …`
+    enter_vrf(ctx, &conf).context("cmdAdd failed")?;
+    Ok(prev)
+}
+
+/// ADD's work in the container: the VRF, the enslaving, the addresses and routes it carries over.
+fn enter_vrf(ctx: &Ctx, conf: &Conf) -> Result<()> {
     let ns = steps::ns::open(ctx)?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
@@ -134,11 +159,12 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         None => {
             let table = if conf.table != 0 { conf.table } else { free_table(&mut cont)? };
             cont.link_add(&LinkSpec { txqlen: Some(0), ..LinkSpec::new(&conf.vrf_name, LinkKind::Vrf { table }) })
-                .with_context(|| format!("could not add VRF {}", conf.vrf_name))?;
+                .map_err(|e| go_context(e, &format!("could not add VRF {}", conf.vrf_name)))?;
             let l = cont.link_by_name(&conf.vrf_name)?.with_context(|| format!("VRF {} vanished", conf.vrf_name))?;
             let index = l.index;
             undo.push_in("VRF", ns.path(), move |nl| nl.link_del(index));
-            cont.link_set_up(l.index, true).with_context(|| format!("could not set link up for VRF {}", l.name))?;
+            cont.link_set_up(l.index, true)
+                .map_err(|e| go_context(e, &format!("could not set link up for VRF {}", l.name)))?;
             (l, table)
         }
     };
@@ -161,7 +187,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     //    IPv6 addresses unless keep_addr_on_down); a failure from here on detaches the link and
     //    puts back the addresses and routes it had
     cont.link_set_master(link.index, Some(vrf.index))
-        .with_context(|| format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname))?;
+        .map_err(|e| go_context(e, &format!("could not set vrf {} as master of {}", vrf.name, ctx.ifname)))?;
     let (index, before, saved) = (link.index, v6_before.clone(), routes.clone());
     undo.push_in("VRF membership", ns.path(), move |nl| leave_vrf(nl, index, &before, &saved));
     // restore the IPv6 addresses the kernel dropped, with their NODAD flag (usable at once, as
@@ -171,19 +197,19 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut readded = Vec::new();
     for (a, flags) in v6_before.iter().filter(|(a, _)| !v6_after.contains(a)) {
         cont.addr_add_flags(link.index, *a, *flags)
-            .with_context(|| format!("could not restore address {a} to {} @ {}", ctx.ifname, vrf.name))?;
+            .map_err(|e| go_context(e, &format!("could not restore address {a} to {} @ {}", ctx.ifname, vrf.name)))?;
         readded.push(*a);
     }
-    wait_local_routes(&mut cont, table, &readded)?;
+    wait_local_routes(&mut cont, &ctx.ifname, table, &readded)?;
 
     // 4. the interface's routes, now in the VRF's table: replaced (a route of another member
     //    with the same key gives way) with their protocol kept, as the reference's RouteReplace
     for r in routes {
         let spec = RouteSpec { table: Some(table), ..r };
-        cont.route_replace(&spec).with_context(|| format!("could not add route to VRF {}", vrf.name))?;
+        cont.route_replace(&spec).map_err(|e| go_context(e, &format!("could not add route to VRF {}", vrf.name)))?;
     }
     undo.commit();
-    Ok(prev)
+    Ok(())
 }
 
 /// Undo of the membership: detach link `index`, then put back the IPv6 addresses (`v6`, with
@@ -210,8 +236,9 @@ fn leave_vrf(nl: &mut Netlink, index: u32, v6: &[(ipnet::IpNet, u32)], routes: &
     Ok(())
 }
 
-/// Wait (10 ms, doubling, 8 tries) until each IPv6 address has its local route in `table`.
-fn wait_local_routes(nl: &mut Netlink, table: u32, addrs: &[ipnet::IpNet]) -> Result<()> {
+/// Wait (10 ms, doubling, 8 tries) until each IPv6 address of `ifname` has its local route in
+/// `table`.
+fn wait_local_routes(nl: &mut Netlink, ifname: &str, table: u32, addrs: &[ipnet::IpNet]) -> Result<()> {
     let mut delay = 10;
     for _ in 0..8 {
         let locals = nl.routes(Family::V6, Some(table))?;
@@ -227,7 +254,7 @@ fn wait_local_routes(nl: &mut Netlink, table: u32, addrs: &[ipnet::IpNet]) -> Re
     let locals = nl.routes(Family::V6, Some(table))?;
     for a in addrs {
         if !locals.iter().any(|r| r.kind == Some(RTN_LOCAL) && r.dst.is_some_and(|d| d.addr() == a.addr())) {
-            bail!("timed out waiting for the local route of {a} in table {table}");
+            bail!("failed getting local/host addresses for {ifname} in table {table} with dst {a}");
         }
     }
     Ok(())
@@ -237,7 +264,8 @@ fn del(ctx: &Ctx) -> Result<()> {
     let conf = load(ctx)?;
     let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else { return Ok(()) };
     let mut cont = Netlink::in_netns(&ns)?;
-    let Some((vrf, _)) = find_vrf(&mut cont, &conf.vrf_name)? else { return Ok(()) };
+    // no VRF of that name (gone, or a link that is no VRF, which ADD refuses): nothing to undo
+    let Named::Vrf(vrf, _) = lookup(&mut cont, &conf.vrf_name)? else { return Ok(()) };
     if let Some(link) = cont.link_by_name(&ctx.ifname)? {
         if link.master == Some(vrf.index) {
             cont.link_set_master(link.index, None)
