@@ -887,3 +887,74 @@ fn bridge_l2_at_0_2_0_is_code_7_and_leaves_nothing() {
         }
     });
 }
+
+// ---------------------------------------------------------------- the veth pair as v1.9.1 makes it
+
+/// A link's queue length as `ip -j` prints it (it leaves out a txqlen of 0).
+pub(crate) fn txqlen(ns: &Netns, name: &str) -> u64 {
+    let l = ns.link(name).unwrap_or_else(|| panic!("no {name} in {}", ns.name));
+    l["txqlen"].as_u64().unwrap_or(0)
+}
+
+/// Both ends of the pod's veth pair keep the kernel's default txqueuelen (1000), as v1.9.1
+/// makes the pair (`netlink.NewLinkAttrs()`: no IFLA_TXQLEN); the Debian 1.1.1 oracle sends 0
+/// for both (a zero-length queue breaks FIFO shapers that take it as their packet limit).
+#[test]
+fn bridge_veth_ends_keep_the_kernel_default_txqueuelen() {
+    each_impl("brqlen", 1, &["bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let conf = v4_conf(w, &s, tag);
+        let r = w.add(&conf).run().ok();
+        let host = r["interfaces"][1]["name"].as_str().expect("host veth");
+        let want = if which.flavor() == Flavor::CniMulti { 1000 } else { 0 };
+        assert_eq!((txqlen(w.c(0), "eth0"), txqlen(&w.host, host)), (want, want), "{which:?}: container, host end");
+        w.del(&conf).run().ok();
+    });
+}
+
+/// `disableContainerInterface`: the container end is created down and stays down, so the port
+/// never has carrier: the host veth gets no IPv6 link-local address and no `fe80::/64` route,
+/// as with v1.9.1. (While the pair was created up, the host end had carrier for a moment
+/// during the ADD and kept a link-local address and a `linkdown` fe80::/64 route.)
+#[test]
+fn bridge_disabled_container_interface_leaves_the_host_veth_without_link_local() {
+    let w = World::new("brdown", 1, Impl::Ours);
+    let conf = json!({"cniVersion": "1.0.0", "name": "brdown", "type": "bridge", "bridge": "cmbr0",
+                      "disableContainerInterface": true});
+    let r = w.add(&conf).run().ok();
+    let host = r["interfaces"][1]["name"].as_str().expect("host veth").to_string();
+    let eth0 = w.c(0).link("eth0").expect("eth0");
+    assert!(!eth0["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "eth0 stays down: {eth0}");
+    let hv = w.host.link(&host).expect("host veth");
+    assert!(hv["flags"].as_array().unwrap().iter().any(|f| f == "NO-CARRIER"), "no carrier: {hv}");
+    // give a late address event its chance to show
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let addrs = w.host.ip_json(&["-6", "addr", "show", "dev", &host]);
+    let ll: Vec<&Value> = addrs[0]["addr_info"].as_array().into_iter().flatten().collect();
+    assert!(ll.is_empty(), "no IPv6 address on the host veth: {ll:?}");
+    let routes = w.host.ip_json(&["-6", "route", "show", "dev", &host]);
+    assert!(routes.as_array().is_some_and(|a| a.is_empty()), "no IPv6 route over the host veth: {routes}");
+    w.del(&conf).run().ok();
+    assert!(host_veths(&w).is_empty());
+}
+
+/// With `enabledad` false (the default) DAD is off on the container end before it has carrier:
+/// right after ADD its link-local address is usable, not `tentative` (v1.9.1 creates the end
+/// down and sets accept_dad=0 before ConfigureIface sets it up). While the end was created up,
+/// DAD had started with the default accept_dad=1 when the host end came up, so the link-local
+/// address stayed tentative for a second after the ADD.
+#[test]
+fn bridge_without_enabledad_the_container_link_local_is_not_tentative() {
+    let w = World::new("brdad", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let conf = v4_conf(&w, &s, "brdad");
+    for round in 0..3 {
+        w.add(&conf).run().ok();
+        let addrs = w.c(0).ip_json(&["-6", "addr", "show", "dev", "eth0"]);
+        let infos: Vec<Value> = addrs[0]["addr_info"].as_array().cloned().unwrap_or_default();
+        let tentative: Vec<&Value> = infos.iter().filter(|a| a["tentative"] == true).collect();
+        assert!(tentative.is_empty(), "round {round}: tentative right after ADD: {infos:?}");
+        assert_eq!(w.c(0).sysctl("net/ipv6/conf/eth0/accept_dad").as_deref(), Some("0"));
+        w.del(&conf).run().ok();
+    }
+}

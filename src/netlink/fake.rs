@@ -362,7 +362,11 @@ fn describe(ns: usize, m: &Nlmsg) -> String {
                 .and_then(|p| find(tail(p, 16), IFLA_IFNAME))
                 .map(|n| format!(" peer {}", norm(&get_str(n))))
                 .unwrap_or_default();
-            format!("create {kind} {}{peer}", norm(&name))
+            // what the new link is given beyond the defaults: up, a queue length
+            let (flags, change) = ifinfo_flags(b);
+            let up = if flags & change & IFF_UP != 0 { " up" } else { "" };
+            let qlen = find(a, IFLA_TXQLEN).and_then(get_u32).map(|q| format!(" txqlen {q}")).unwrap_or_default();
+            format!("create {kind} {}{peer}{up}{qlen}", norm(&name))
         }
         RTM_NEWLINK | RTM_SETLINK => {
             let index = ifinfo_index(b);

@@ -289,10 +289,9 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             steps::ipmasq::setup(ctx, conf.ip_masq_backend.as_deref(), &result, &mut undo)?;
         }
     } else if !conf.disable_container_interface {
+        // L2: the container end, created down, goes up now (with disableContainerInterface it
+        // stays down, so the port has no carrier and the host end gets no IPv6 link-local)
         cont.link_set_up(cont_link.index, true).with_context(|| format!("failed to set {:?} up", ctx.ifname))?;
-    } else {
-        // the pair is created up (as the reference's netlink library sends it): take the container end down
-        cont.link_set_up(cont_link.index, false).with_context(|| format!("failed to set {:?} down", ctx.ifname))?;
     }
 
     // 6. the port must forward before we return (the reference polls after 0/50/500/1000/1000 ms)
