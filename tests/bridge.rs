@@ -1117,3 +1117,36 @@ fn bridge_check_passes_after_a_later_port_lowers_the_bridge_mac() {
         w.del(&conf).run().ok();
     });
 }
+
+/// A container MAC that does not parse (`zz:00`) or is not 6 octets (an EUI-64 Go's ParseMAC
+/// takes) is a configuration error: code 7 before anything is made (no bridge, no lease), from
+/// `runtimeConfig.mac`, `args.cni.mac` or CNI_ARGS `MAC`. The reference answers 999 after it
+/// created the bridge (docs/differences.md, the code-7 row).
+#[test]
+fn bridge_bad_container_mac_is_code_7_before_the_bridge_is_made() {
+    each_impl("brbadmac", 1, &["bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let cases: [(&str, Value, &str); 3] = [
+            ("cmbm1", json!({"runtimeConfig": {"mac": "zz:00"}}), ""),
+            ("cmbm2", json!({"args": {"cni": {"mac": "02:00:00:00:00:00:00:01"}}}), ""),
+            ("cmbm3", json!({}), "IgnoreUnknown=1;MAC=zz:zz:zz:zz:zz:zz"),
+        ];
+        for (bridge, extra, args) in cases {
+            let mut conf = v4_conf(w, &s, tag);
+            conf["bridge"] = json!(bridge);
+            for (k, v) in extra.as_object().unwrap() {
+                conf[k] = v.clone();
+            }
+            let o = w.add(&conf).cni_args(args).run();
+            if which.flavor() == Flavor::CniMulti {
+                let e = o.err_code(7);
+                assert!(e.msg.contains("MAC"), "{bridge}: {}", e.msg);
+                assert!(w.host.link(bridge).is_none(), "{bridge}: no bridge made");
+            } else {
+                o.err_code(999);
+                assert!(w.host.link(bridge).is_some(), "{bridge}: the reference made the bridge first");
+            }
+            assert!(w.c(0).link("eth0").is_none() && w.leases(tag).is_empty(), "{which:?} {bridge}: nothing left");
+        }
+    });
+}
