@@ -312,13 +312,20 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     };
 
     // 7. MACs as they are now: the port's, and the bridge's, which takes a port's MAC unless the
-    //    gateway step pinned it just now (to the MAC already in the result); the DNS rule
+    //    gateway step pinned it just now (to the MAC already in the result); the DNS rule. The
+    //    bridge must still be up: a concurrent ADD that brought it up and failed takes it down
+    //    again unless a port had joined, and ours may have joined just after it looked.
     if let Some(l) = port {
         result.interfaces[1].mac = l.mac_string();
     }
-    if !pinned {
-        if let Some(l) = host.link_by_index(br.index)? {
+    if let Some(l) = host.link_by_index(br.index)? {
+        if !pinned {
             result.interfaces[0].mac = l.mac_string();
+        }
+        if !l.is_up() {
+            tracing::info!(bridge = %br.name, "the bridge went down during the ADD: setting it up again");
+            host.link_set_up(br.index, true)
+                .map_err(|e| go_words(e).context(format!("failed to set {} up", go_quote(&br.name))))?;
         }
     }
     if let Some(dns) = steps::ipam::conf_dns(ctx) {

@@ -116,6 +116,7 @@ const BRIDGE_ADD: &[&str] = &[
     "host: get netconf inet",
     "host: sysctl net/ipv4/ip_forward=1",
     "host: get link veth*",
+    "host: get link cni-o0",
 ];
 const PTP_ADD: &[&str] = &[
     "host: get netconf inet",
@@ -268,6 +269,22 @@ fn bridge_add_errors_are_the_references_words() {
     }
 }
 
+/// A concurrent ADD that brought the bridge up and failed takes it down again when no port had
+/// joined it when it looked: our port may join just after. The bridge, looked up again at the
+/// end of the ADD, is then set up again, so the pod is not left on a bridge that is down.
+#[test]
+fn bridge_add_sets_up_a_bridge_that_went_down_meanwhile() {
+    let dir = TempDir::new("bridgedown");
+    let k = FakeKernel::install(&[CONT]);
+    let n = BRIDGE_ADD.iter().filter(|l| !l.contains(": sysctl ")).position(|l| l.contains("up master")).unwrap();
+    k.down_after(n, "cni-o0");
+    let (code, out) = run("bridge", "ADD", &conf("bridge", BRIDGE, &dir), &dir);
+    assert_eq!(code, 0, "{out}");
+    let mut want = BRIDGE_ADD.to_vec();
+    want.push("host: set link cni-o0 up");
+    assert_log(&k.log(), &want);
+}
+
 #[test]
 fn ptp_add_request_order() {
     let dir = TempDir::new("ptp");
@@ -360,7 +377,7 @@ fn add_riding_out(plugin: &str, extra: &str, n: usize, good: &[&str]) {
 #[test]
 fn bridge_add_rolls_back_at_every_request() {
     let total = requests(BRIDGE_ADD);
-    assert_eq!(total, 17);
+    assert_eq!(total, 18);
     for n in 0..total {
         if tolerated(BRIDGE_ADD, n) {
             add_riding_out("bridge", BRIDGE, n, BRIDGE_ADD);
