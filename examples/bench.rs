@@ -543,9 +543,9 @@ fn live_port(host: &mut cni_multi::netlink::Netlink, br: u32, pod: &str, i: usiz
     use cni_multi::sys::netns::NetNs;
     let ns = NetNs::open(&format!("/run/netns/{pod}")).map_err(|e| anyhow!("{e}"))?;
     let name = format!("vb{i}");
-    // the indexes come from the kernel's echo of the creation: a lookup of the new port right
-    // after it would run its pending carrier event inside the request, an RCU grace period that
-    // is not the kernel's cost of the work (a kernel without the echo: lookups)
+    // the pair is made as the plugin makes it (both ends down, the kernel's txqueuelen), and the
+    // indexes come from the kernel's echo of the creation, as the plugin takes them (a kernel
+    // without the echo: lookups)
     let echoed =
         host.veth_add(&VethSpec { name: &name, peer_name: "eth0", mtu: None, mac: None, peer_ns: Some(ns.fd()) })?;
     let mut in_pod = Netlink::in_netns(&ns)?;

@@ -610,6 +610,20 @@ const TXQLEN_DEFAULT: &str = "/containers[0]/links/eth0/txqlen: only on the righ
 const TXQLEN_DEFAULT_WHY: &str =
     "v1.9.1 makes the link with netlink.NewLinkAttrs() (TxQLen -1: the kernel's default); Debian 1.1.1 sends 0";
 
+/// The veth pair of bridge and ptp: v1.9.1 makes it with `netlink.NewLinkAttrs()` too, so both
+/// ends keep the kernel's default queue length, which ours follows; the Debian 1.1.1 oracle
+/// sends 0. Every case whose ADD makes a pod's veth pair shows both lines.
+const VETH_HOST_TXQLEN: &str = "/host/links/veth<id>/txqlen: only on the right: 1000";
+const VETH_TXQLEN_WHY: &str =
+    "v1.9.1 makes the veth pair with netlink.NewLinkAttrs() (TxQLen -1: the kernel's default on both ends); Debian 1.1.1 sends 0";
+const VETH_NEWER: &[(&str, &str)] = &[(TXQLEN_DEFAULT, VETH_TXQLEN_WHY), (VETH_HOST_TXQLEN, VETH_TXQLEN_WHY)];
+
+/// A case whose config makes a pod's veth pair (bridge, ptp, and the chains that start with
+/// bridge): the pair's queue lengths are newer than the oracle (`VETH_NEWER`).
+const fn veth(file: &'static str) -> Case {
+    Case { newer: VETH_NEWER, ..case(file) }
+}
+
 const HOST_DEVICE_SECOND_DEL: &str = "Debian 1.1.1 host-device fails a second DEL (\"Link not found\"), §0";
 const HOST_DEVICE_ALIAS: &str = "/host/links/cmhd0/ifalias: only on the left";
 const HOST_DEVICE_ALIAS_WHY: &str =
@@ -720,36 +734,36 @@ macro_rules! diff_tests {
 diff_tests! {
     bridge_l2 => Case {
         oracle_check_bug: Some("bridge CHECK calls IPAM CHECK with an empty ipam type in L2 mode (§2.2)"),
-        ..case("bridge-l2.json")
+        ..veth("bridge-l2.json")
     };
-    bridge_v4 => case("bridge-v4.json");
-    bridge_v4_gateway => case("bridge-v4-gateway.json");
-    bridge_v4_default_gw => case("bridge-v4-default-gw.json");
-    bridge_v6 => case("bridge-v6.json");
-    bridge_dual => case("bridge-dual.json");
-    bridge_mtu_hairpin => case("bridge-mtu-hairpin.json");
-    bridge_promisc => case("bridge-promisc.json");
-    bridge_enabledad => case("bridge-enabledad.json");
-    bridge_mac_runtime => Case { keep_mac: Some("0a:58:c6:12:00:05"), ..case("bridge-mac-runtime.json") };
+    bridge_v4 => veth("bridge-v4.json");
+    bridge_v4_gateway => veth("bridge-v4-gateway.json");
+    bridge_v4_default_gw => veth("bridge-v4-default-gw.json");
+    bridge_v6 => veth("bridge-v6.json");
+    bridge_dual => veth("bridge-dual.json");
+    bridge_mtu_hairpin => veth("bridge-mtu-hairpin.json");
+    bridge_promisc => veth("bridge-promisc.json");
+    bridge_enabledad => veth("bridge-enabledad.json");
+    bridge_mac_runtime => Case { keep_mac: Some("0a:58:c6:12:00:05"), ..veth("bridge-mac-runtime.json") };
     bridge_mac_cniargs => Case {
         cni_args: Some("IgnoreUnknown=1;MAC=0a:58:c6:12:00:06"),
         keep_mac: Some("0a:58:c6:12:00:06"),
-        ..case("bridge-mac-cniargs.json")
+        ..veth("bridge-mac-cniargs.json")
     };
-    bridge_force_address => Case { setup: Setup::BridgeWithAddr, ..case("bridge-force-address.json") };
+    bridge_force_address => Case { setup: Setup::BridgeWithAddr, ..veth("bridge-force-address.json") };
     bridge_conflict_noforce => Case { setup: Setup::BridgeWithAddr, ..case("bridge-conflict-noforce.json") };
-    bridge_routes => case("bridge-routes.json");
-    bridge_range_bounds => case("bridge-range-bounds.json");
-    bridge_multi_range => case("bridge-multi-range.json");
-    bridge_two_v4_sets => Case { del_of_refused_config_succeeds: true, ..case("bridge-two-v4-sets.json") };
-    bridge_static => Case { ipam_dns_kept: true, ..case("bridge-static.json") };
-    bridge_dns => case("bridge-dns.json");
-    ptp_v4 => case("ptp-v4.json");
-    ptp_v6 => case("ptp-v6.json");
-    ptp_dual_mtu => case("ptp-dual-mtu.json");
-    ptp_static => case("ptp-static.json");
-    ptp_ipmasq_v4 => Case { rules: true, ..case("ptp-ipmasq-v4.json") };
-    ptp_ipmasq_v6 => Case { rules: true, ..case("ptp-ipmasq-v6.json") };
+    bridge_routes => veth("bridge-routes.json");
+    bridge_range_bounds => veth("bridge-range-bounds.json");
+    bridge_multi_range => veth("bridge-multi-range.json");
+    bridge_two_v4_sets => Case { del_of_refused_config_succeeds: true, ..veth("bridge-two-v4-sets.json") };
+    bridge_static => Case { ipam_dns_kept: true, ..veth("bridge-static.json") };
+    bridge_dns => veth("bridge-dns.json");
+    ptp_v4 => veth("ptp-v4.json");
+    ptp_v6 => veth("ptp-v6.json");
+    ptp_dual_mtu => veth("ptp-dual-mtu.json");
+    ptp_static => veth("ptp-static.json");
+    ptp_ipmasq_v4 => Case { rules: true, ..veth("ptp-ipmasq-v4.json") };
+    ptp_ipmasq_v6 => Case { rules: true, ..veth("ptp-ipmasq-v6.json") };
     loopback => Case {
         oracle_unconverted_result: Some("Debian 1.1.1 loopback prints its 1.x result labelled with the old version"),
         ..case("loopback.json")
@@ -767,12 +781,14 @@ diff_tests! {
     };
     static_runtime_ips => case("static-runtime-ips.json");
     static_args_ips => case("static-args-ips.json");
-    host_local_runtime => case("host-local-runtime.json");
-    bridge_masq => case("bridge-masq.json");
-    bridge_args_mac => Case { keep_mac: Some("0a:58:c6:12:00:07"), ..case("bridge-args-mac.json") };
+    host_local_runtime => veth("host-local-runtime.json");
+    bridge_masq => veth("bridge-masq.json");
+    bridge_args_mac => Case { keep_mac: Some("0a:58:c6:12:00:07"), ..veth("bridge-args-mac.json") };
     bridge_l2_isolated => Case {
         oracle_check_bug: Some("bridge CHECK calls IPAM CHECK with an empty ipam type in L2 mode (§2.2)"),
         newer: &[
+            (TXQLEN_DEFAULT, VETH_TXQLEN_WHY),
+            (VETH_HOST_TXQLEN, VETH_TXQLEN_WHY),
             ("/info_slave_data/isolated: false != true", "portIsolation is newer than the oracle (v1.5.0)"),
         ],
         ..case("bridge-l2-isolated.json")
@@ -782,7 +798,7 @@ diff_tests! {
         ours_check: Some(container_end_down),
         ..case("bridge-l2-disabled.json")
     };
-    ptp_dns => case("ptp-dns.json");
+    ptp_dns => veth("ptp-dns.json");
     macvlan_private => Case {
         setup: Setup::Uplink,
         cni_args: Some("IgnoreUnknown=1;MAC=0a:58:c6:12:00:23"),
@@ -829,7 +845,10 @@ diff_tests! {
     };
     chain_tuning => Case {
         keep_mac: Some("0a:58:c6:12:00:41"),
-        newer: &[("/eth0/txqlen: only on the right: 500", "tuning txQLen is newer than the oracle (v1.2.0)")],
+        newer: &[
+            ("/eth0/txqlen: only on the right: 500", "tuning txQLen is newer than the oracle (v1.2.0)"),
+            (VETH_HOST_TXQLEN, VETH_TXQLEN_WHY),
+        ],
         ..case("chain-tuning.json")
     };
     chain_tuning_args => Case {
@@ -838,17 +857,19 @@ diff_tests! {
         ours_check: Some(tuning_from_args),
         ..case("chain-tuning-args.json")
     };
-    chain_tuning_runtime_mac => Case { keep_mac: Some("0a:58:c6:12:00:43"), ..case("chain-tuning-runtime-mac.json") };
+    chain_tuning_runtime_mac => Case { keep_mac: Some("0a:58:c6:12:00:43"), ..veth("chain-tuning-runtime-mac.json") };
     chain_tuning_cniargs_mac => Case {
         cni_args: Some("IgnoreUnknown=1;MAC=0a:58:c6:12:00:44"),
         keep_mac: Some("0a:58:c6:12:00:44"),
-        ..case("chain-tuning-sysctl.json")
+        ..veth("chain-tuning-sysctl.json")
     };
-    chain_sbr => Case { oracle_check_bug: Some(SBR_CHECK), oracle_second_del_bug: Some(SBR_DEL), ..case("chain-sbr.json") };
+    chain_sbr => Case { oracle_check_bug: Some(SBR_CHECK), oracle_second_del_bug: Some(SBR_DEL), ..veth("chain-sbr.json") };
     chain_sbr_table => Case {
         oracle_check_bug: Some(SBR_CHECK),
         oracle_second_del_bug: Some(SBR_DEL),
         newer: &[
+            (TXQLEN_DEFAULT, VETH_TXQLEN_WHY),
+            (VETH_HOST_TXQLEN, VETH_TXQLEN_WHY),
             ("dev eth0 table 100: only on the left", "sbr `table` is newer than the oracle (v1.6.0), which moves the routes"),
             ("dev eth0 table main: only on the right", "sbr `table` is newer than the oracle (v1.6.0): routes stay in main"),
         ],
@@ -859,6 +880,8 @@ diff_tests! {
         oracle_check_bug: Some(SBR_CHECK),
         oracle_second_del_bug: Some(SBR_DEL),
         newer: &[
+            (TXQLEN_DEFAULT, VETH_TXQLEN_WHY),
+            (VETH_HOST_TXQLEN, VETH_TXQLEN_WHY),
             ("dev eth0 table main: only on the right", "addSourceHints is newer than the oracle: the subnet route stays in main"),
             ("dev eth0 table 100/gateway: ", "sbr `gateways` is newer than the oracle, which uses the prevResult's gateway"),
         ],
@@ -866,30 +889,40 @@ diff_tests! {
         ..case("chain-sbr-gateways.json")
     };
     chain_bandwidth => Case {
-        newer: &[(
-            "ifalias: only on the right: \"cni bandwidth net=",
-            "deliberate: ours labels its ifb with the network and container (GC finds only its own ifbs)",
-        )],
+        newer: &[
+            (
+                "ifalias: only on the right: \"cni bandwidth net=",
+                "deliberate: ours labels its ifb with the network and container (GC finds only its own ifbs)",
+            ),
+            // the host end: the kernel gives a noqueue device with txqueuelen 0 its default queue
+            // length when bandwidth attaches its tbf, so both implementations have 1000 there
+            (TXQLEN_DEFAULT, VETH_TXQLEN_WHY),
+        ],
         ..case("chain-bandwidth.json")
     };
     chain_bandwidth_runtime => Case {
-        newer: &[(
-            "ifalias: only on the right: \"cni bandwidth net=",
-            "deliberate: ours labels its ifb with the network and container (GC finds only its own ifbs)",
-        )],
+        newer: &[
+            (
+                "ifalias: only on the right: \"cni bandwidth net=",
+                "deliberate: ours labels its ifb with the network and container (GC finds only its own ifbs)",
+            ),
+            // the host end: the kernel gives a noqueue device with txqueuelen 0 its default queue
+            // length when bandwidth attaches its tbf, so both implementations have 1000 there
+            (TXQLEN_DEFAULT, VETH_TXQLEN_WHY),
+        ],
         ..case("chain-bandwidth-runtime.json")
     };
     chain_portmap => Case {
         setup: Setup::MarkChain,
         oracle_check_bug: Some("Debian 1.1.1 portmap CHECK looks for an IPv6 DNAT chain its ADD never made for a v4-only pod"),
-        ..case("chain-portmap.json")
+        ..veth("chain-portmap.json")
     };
     chain_portmap_markmasq => Case {
         rules: true,
         oracle_check_bug: Some("Debian 1.1.1 portmap CHECK looks for an IPv6 DNAT chain its ADD never made for a v4-only pod"),
-        ..case("chain-portmap-markmasq.json")
+        ..veth("chain-portmap-markmasq.json")
     };
-    chain_firewall => case("chain-firewall.json");
+    chain_firewall => veth("chain-firewall.json");
 }
 
 /// Cases that need kernel features this machine lacks (ipvlan, 8021q, vrf, bridge VLAN
@@ -998,19 +1031,23 @@ mod iface_vm {
             needs: Some(VRF),
             oracle_check_bug: Some(ROUTES_MOVED_CHECK),
             ours_check: Some(in_vrf_1042),
-            ..case("chain-vrf.json")
+            ..veth("chain-vrf.json")
         };
         bridge_vlan => Case {
             versions: VM_VERSIONS,
             needs: Some(BRIDGE_VLAN),
             ours_check: Some(access_vlan_and_default),
-            ..case("bridge-vlan.json")
+            ..veth("bridge-vlan.json")
         };
         bridge_vlan_trunk => Case {
             versions: VM_VERSIONS,
             needs: Some(BRIDGE_VLAN),
             oracle_check_bug: Some("bridge CHECK calls IPAM CHECK with an empty ipam type in L2 mode (§2.2)"),
-            newer: &[("/cmbr0/linkinfo/info_data/vlan_filtering: 0 != 1", "vlanTrunk is newer than the oracle (v1.2.0)")],
+            newer: &[
+                ("/cmbr0/linkinfo/info_data/vlan_filtering: 0 != 1", "vlanTrunk is newer than the oracle (v1.2.0)"),
+                (TXQLEN_DEFAULT, VETH_TXQLEN_WHY),
+                (VETH_HOST_TXQLEN, VETH_TXQLEN_WHY),
+            ],
             ours_check: Some(trunk_vlans),
             ..case("bridge-vlan-trunk.json")
         };

@@ -107,6 +107,22 @@ fn ptp_add_existing_ifname_fails_and_releases_the_lease() {
     assert!(w.c(0).link("eth0").is_some(), "pre-existing link untouched");
 }
 
+/// ptp's veth pair too keeps the kernel's default txqueuelen on both ends (v1.9.1's
+/// `ip.SetupVeth`); the Debian 1.1.1 oracle's ends have 0.
+#[test]
+fn ptp_veth_ends_keep_the_kernel_default_txqueuelen() {
+    each_impl("ptpqlen", 1, &["ptp"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let c = ptp_conf(w, &s, tag, None);
+        let r = w.add(&c).run().ok();
+        let host = r["interfaces"][0]["name"].as_str().expect("host veth");
+        let want = if which.flavor() == Flavor::CniMulti { 1000 } else { 0 };
+        let got = (crate::bridge::txqlen(w.c(0), "eth0"), crate::bridge::txqlen(&w.host, host));
+        assert_eq!(got, (want, want), "{which:?}: container, host end");
+        w.del(&c).run().ok();
+    });
+}
+
 // ---------------------------------------------------------------- ipMasq
 
 /// Masquerade state in the host netns: (an iptables `CNI-` nat chain exists, the nftables table

@@ -55,6 +55,8 @@ struct Kernel {
     rules: Vec<(usize, String)>,
     requests: usize,
     fail: Option<(usize, i32)>,
+    /// After request N is applied, the link named so is set down (another process's doing).
+    down_after: Option<(usize, String)>,
     /// A kernel older than 6.2: a new link is not echoed to an NLM_F_ECHO request.
     no_echo: bool,
     /// Appended to every log entry as " [..]" (a test's view of other state, e.g. IPAM leases).
@@ -103,6 +105,12 @@ impl FakeKernel {
     /// Make netlink request `n` (0-based) fail with `errno`.
     pub(crate) fn fail_at(&self, n: usize, errno: i32) {
         with(|k| k.fail = Some((n, errno)));
+    }
+
+    /// Right after request `n` (0-based) is applied, set the link `name` down, as another
+    /// process might (a concurrent ADD's rollback).
+    pub(crate) fn down_after(&self, n: usize, name: &str) {
+        with(|k| k.down_after = Some((n, name.to_string())));
     }
 
     /// Behave as a kernel before 6.2, which does not echo a new link.
@@ -255,11 +263,17 @@ fn request(ns: usize, proto: Proto, m: &Nlmsg) -> Vec<Vec<u8>> {
     if proto == Proto::Netfilter {
         return vec![ack(m, EOPNOTSUPP)];
     }
-    match with(|k| k.apply(ns, m)) {
+    let reply = match with(|k| k.apply(ns, m)) {
         Some(Ok(r)) => r,
         Some(Err(errno)) => vec![ack(m, errno)],
         None => vec![ack(m, EOPNOTSUPP)],
-    }
+    };
+    with(|k| {
+        if let Some((_, name)) = k.down_after.as_ref().filter(|(at, _)| *at == n) {
+            k.links.iter_mut().filter(|l| l.name == *name).for_each(|l| l.up = false);
+        }
+    });
+    reply
 }
 
 /// The IPv4 settings in an IFLA_AF_SPEC (name or id, value), if it holds AF_INET's.
@@ -362,7 +376,11 @@ fn describe(ns: usize, m: &Nlmsg) -> String {
                 .and_then(|p| find(tail(p, 16), IFLA_IFNAME))
                 .map(|n| format!(" peer {}", norm(&get_str(n))))
                 .unwrap_or_default();
-            format!("create {kind} {}{peer}", norm(&name))
+            // what the new link is given beyond the defaults: up, a queue length
+            let (flags, change) = ifinfo_flags(b);
+            let up = if flags & change & IFF_UP != 0 { " up" } else { "" };
+            let qlen = find(a, IFLA_TXQLEN).and_then(get_u32).map(|q| format!(" txqlen {q}")).unwrap_or_default();
+            format!("create {kind} {}{peer}{up}{qlen}", norm(&name))
         }
         RTM_NEWLINK | RTM_SETLINK => {
             let index = ifinfo_index(b);

@@ -55,7 +55,10 @@ impl Link {
 }
 
 /// A veth pair: `name` (with `mtu`/`mac`) here, `peer_name` in `peer_ns` (or here).
-/// As with the reference, `name` is created up and both ends have txqueuelen 0.
+/// As v1.9.1 makes it (`netlink.NewLinkAttrs()`: no flags, TxQLen -1), both ends are created
+/// down and keep the kernel's default txqueuelen (1000): the caller sets each end up when it is
+/// ready (a zero-length queue, which the Debian 1.1.1 reference gave them, breaks FIFO shapers
+/// that take it as their packet limit).
 #[derive(Debug, Clone, Copy)]
 pub struct VethSpec<'a> {
     pub name: &'a str,
@@ -182,18 +185,17 @@ pub(crate) fn dump_msg() -> Vec<u8> {
     m.finish()
 }
 
-/// Attribute order follows `ip link add name N mtu M address A txqueuelen 0 up type veth peer name P
-/// mtu M txqueuelen 0 netns NS`. Like the reference (its netlink library's zero-valued link
-/// attributes), both ends get txqueuelen 0 and `name` is created up; the peer stays down.
+/// Attribute order follows `ip link add name N mtu M address A type veth peer name P mtu M
+/// netns NS`. As v1.9.1's netlink library sends it for `netlink.NewLinkAttrs()`: no flags (both
+/// ends down) and no IFLA_TXQLEN (the kernel's default queue length on both ends).
 pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
-    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, IFF_UP, IFF_UP));
+    let mut m = Msg::new(RTM_NEWLINK, CREATE, &ifinfo(AF_UNSPEC, 0, 0, 0));
     if let Some(mtu) = spec.mtu {
         m.put_u32(IFLA_MTU, mtu);
     }
     if let Some(mac) = spec.mac {
         m.put(IFLA_ADDRESS, &mac);
     }
-    m.put_u32(IFLA_TXQLEN, 0);
     m.put_str(IFLA_IFNAME, spec.name);
     let info = m.begin(IFLA_LINKINFO, false);
     m.put(IFLA_INFO_KIND, b"veth");
@@ -203,7 +205,6 @@ pub(crate) fn veth_add_msg(spec: &VethSpec) -> Vec<u8> {
     if let Some(mtu) = spec.mtu {
         m.put_u32(IFLA_MTU, mtu);
     }
-    m.put_u32(IFLA_TXQLEN, 0);
     if let Some(fd) = spec.peer_ns {
         m.put_u32(IFLA_NET_NS_FD, fd.as_raw_fd() as u32);
     }
@@ -366,12 +367,13 @@ impl Netlink {
         Ok(replies.iter().filter(|r| r.ty == RTM_NEWLINK).filter_map(|r| parse_link(&r.payload)).collect())
     }
 
-    /// Create a veth pair. Returns the link `spec.name` as the kernel echoes it (NLM_F_ECHO,
-    /// Linux ≥ 6.2; None from kernels that do not echo a new link). The echo spares a lookup
-    /// right after the creation, which is not free: the new end is up without carrier, and a
-    /// RTM_GETLINK of a link with a pending carrier event runs that event inside the request
-    /// (`linkwatch_sync_dev`), taking the queues down and waiting for an RCU grace period that
-    /// the event, run later by the kernel once the peer is up too, does not need.
+    /// Create a veth pair (both ends down). Returns the link `spec.name` as the kernel echoes it
+    /// (NLM_F_ECHO, Linux ≥ 6.2; None from kernels that do not echo a new link): its index and
+    /// MAC without a lookup right after the creation. (While `spec.name` was created up, as the
+    /// Debian 1.1.1 reference creates it, that lookup was dear too: a RTM_GETLINK of an up link
+    /// with a pending carrier event runs the event inside the request (`linkwatch_sync_dev`),
+    /// taking the queues down and waiting for an RCU grace period. The event of a link that is
+    /// down touches no queues.)
     pub fn veth_add(&mut self, spec: &VethSpec) -> anyhow::Result<Option<Link>> {
         let mut req = veth_add_msg(spec);
         wire::add_flags(&mut req, wire::NLM_F_ECHO);

@@ -333,24 +333,29 @@ pub fn is_exists(err: &anyhow::Error) -> bool {
     err.downcast_ref::<NlError>().is_some_and(NlError::is_exists)
 }
 
-/// A failed netlink request in the reference's words, `<what>: <errno>` as its
-/// `fmt.Errorf("<what>: %v", err)` prints a `syscall.Errno` (Go's lower-case text: `file
-/// exists`, `invalid argument`), with the kernel's ext-ack text appended (`: <text>`), in place
-/// of the rest of the chain (our own "failed to add …" context and the errno as std prints it).
-/// The result is still the [`NlError`] that [`is_not_found`] and the code-11 test look for. An
-/// error that is no kernel reply keeps its chain under the context `what`.
-pub fn go_context(err: anyhow::Error, what: &str) -> anyhow::Error {
-    match err.downcast_ref::<NlError>().filter(|n| n.errno != 0) {
-        Some(n) => {
-            let mut msg = format!("{what}: {}", crate::sys::go_errno(&io::Error::from_raw_os_error(n.errno)));
+/// A kernel's netlink error in the words of the reference's netlink library, for a plugin that
+/// composes the reference's message around it: the errno as Go prints a `syscall.Errno`
+/// (`operation not supported`, `file exists`) in place of our description of the request, with
+/// the kernel's ext-ack text appended when it gave one (`: <text>`, which the reference's library
+/// does not ask for). The error stays a [`NlError`] with the same errno ([`is_exists`],
+/// [`is_not_found`], code 11 for a transient one); any other error is returned as it is.
+pub fn go_words(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast_ref::<NlError>() {
+        Some(n) if n.errno > 0 => {
+            let mut msg = crate::sys::go_errno(&io::Error::from_raw_os_error(n.errno));
             if let Some(ext) = n.ext_ack.as_deref().filter(|x| !x.is_empty()) {
                 msg.push_str(": ");
                 msg.push_str(ext);
             }
             anyhow::Error::new(NlError { msg, ..n.clone() })
         }
-        None => err.context(what.to_string()),
+        _ => err,
     }
+}
+
+/// [`go_words`] under the reference's `fmt.Errorf("<what>: %v", err)`: `<what>: <errno>[: <ext>]`.
+pub fn go_context(err: anyhow::Error, what: &str) -> anyhow::Error {
+    go_words(err).context(what.to_string())
 }
 
 impl Netlink {
@@ -507,6 +512,27 @@ mod tests {
         // a kernel refusal is not transient
         let refused = anyhow::Error::new(NlError::new(22, None));
         assert_eq!(crate::cni::CniError::from_anyhow(&refused).code, crate::cni::code::INTERNAL);
+    }
+
+    /// A plugin composes the reference's message around the kernel's errno in Go's words; what
+    /// the error is stays readable (exists, transient), and a non-kernel error is kept whole.
+    #[test]
+    fn go_words_keep_the_errno_and_the_ext_ack_and_drop_our_wording() {
+        let nl =
+            |errno, ext| anyhow::Error::new(NlError::new(errno, ext)).context("failed to create veth pair \"a\"/\"b\"");
+        let e = go_words(nl(95, Some("Unknown device type"))).context("could not add \"br0\"");
+        assert_eq!(format!("{e:#}"), "could not add \"br0\": operation not supported: Unknown device type");
+        let e = go_words(nl(17, None));
+        assert_eq!((format!("{e:#}"), is_exists(&e)), ("file exists".to_string(), true));
+        crate::cni::error::add_transient_test(is_transient);
+        let e = go_words(nl(11, None)).context("failed to make veth pair");
+        let c = crate::cni::CniError::from_anyhow(&e);
+        assert_eq!(
+            (c.code, c.msg.as_str()),
+            (crate::cni::code::TRY_AGAIN, "failed to make veth pair: resource temporarily unavailable")
+        );
+        let other = go_words(anyhow::anyhow!("no such link").context("lookup"));
+        assert_eq!(format!("{other:#}"), "lookup: no such link");
     }
 
     #[test]

@@ -595,12 +595,11 @@ fn anonymous_netns_and_dad_settle() {
     let dh0 = h.link_by_name("dh0").unwrap().unwrap().index;
     let da0 = a.link_by_name("da0").unwrap().unwrap().index;
 
-    // veth_add creates the named end up (like the reference); both ends have txqueuelen 0.
+    // veth_add creates both ends down with the kernel's default txqueuelen (as v1.9.1).
     let l = h.link_by_index(dh0).unwrap().unwrap();
-    assert!(l.is_up() && l.txqlen == 0);
+    assert!(!l.is_up() && l.txqlen == 1000, "{l:?}");
     let p = a.link_by_index(da0).unwrap().unwrap();
-    assert!(!p.is_up() && p.txqlen == 0);
-    h.link_set_up(dh0, false).unwrap();
+    assert!(!p.is_up() && p.txqlen == 1000, "{p:?}");
 
     // Peer down: the address stays tentative, but the wait ends at once (not oper-up).
     a.link_set_up(da0, true).unwrap();

@@ -3,7 +3,8 @@
 //! namespaces, sysctls and rtnetlink objects; host-local's store in a temp dir, delegated
 //! in-process). For bridge and ptp, ADD is failed at EVERY netlink request index and the exact
 //! rollback is checked: which requests undo what, in which order relative to the IPAM release,
-//! and that nothing but the (shared, kept) bridge remains.
+//! and that nothing but the bridge remains (kept, as with the reference, but down again and
+//! without the gateway address this ADD gave it).
 
 use crate::cni::io::{self, Io};
 use crate::netlink::fake::FakeKernel;
@@ -109,11 +110,13 @@ const BRIDGE_ADD: &[&str] = &[
     "cont: set link eth0 up",
     "cont: add route default via 198.18.7.1 dev eth0",
     "host: dump addrs",
+    "host: dump links",
     "host: add addr 198.18.7.1/24 dev cni-o0",
     "host: set link cni-o0 address",
     "host: get netconf inet",
     "host: sysctl net/ipv4/ip_forward=1",
     "host: get link veth*",
+    "host: get link cni-o0",
 ];
 const PTP_ADD: &[&str] = &[
     "host: get netconf inet",
@@ -233,6 +236,55 @@ fn bridge_add_on_a_full_bridge_says_so() {
     assert!(dir.leases().is_empty());
 }
 
+/// The errors are v1.9.1's words, the kernel's errno as Go prints it (`operation not
+/// supported`, not our `Not supported (os error 95)`), the request's own description left out:
+/// a bridge the kernel cannot make (no bridge support: EOPNOTSUPP), one it cannot set up, and a
+/// veth pair it refuses (a multicast MAC: EADDRNOTAVAIL). Each ADD rolls back.
+#[test]
+fn bridge_add_errors_are_the_references_words() {
+    const EOPNOTSUPP: i32 = 95;
+    const EADDRNOTAVAIL: i32 = 99;
+    for (req, errno, want) in [
+        (
+            "host: create bridge cni-o0",
+            EOPNOTSUPP,
+            "failed to create bridge \"cni-o0\": could not add \"cni-o0\": operation not supported",
+        ),
+        ("host: set link cni-o0 up", EIO, "failed to create bridge \"cni-o0\": input/output error"),
+        (
+            "cont: create veth eth0 peer veth*",
+            EADDRNOTAVAIL,
+            "failed to make veth pair: cannot assign requested address",
+        ),
+    ] {
+        let dir = TempDir::new("bridgewords");
+        let k = FakeKernel::install(&[CONT]);
+        let n = BRIDGE_ADD.iter().filter(|l| !l.contains(": sysctl ")).position(|l| *l == req).unwrap();
+        k.fail_at(n, errno);
+        let (code, out) = run("bridge", "ADD", &conf("bridge", BRIDGE, &dir), &dir);
+        assert_eq!(code, 1, "{out}");
+        let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((e["code"].as_u64(), e["msg"].as_str()), (Some(999), Some(want)), "{req}");
+        assert!(k.links().iter().all(|l| l == "cni-o0@host") && dir.leases().is_empty(), "{req}: {:?}", k.links());
+    }
+}
+
+/// A concurrent ADD that brought the bridge up and failed takes it down again when no port had
+/// joined it when it looked: our port may join just after. The bridge, looked up again at the
+/// end of the ADD, is then set up again, so the pod is not left on a bridge that is down.
+#[test]
+fn bridge_add_sets_up_a_bridge_that_went_down_meanwhile() {
+    let dir = TempDir::new("bridgedown");
+    let k = FakeKernel::install(&[CONT]);
+    let n = BRIDGE_ADD.iter().filter(|l| !l.contains(": sysctl ")).position(|l| l.contains("up master")).unwrap();
+    k.down_after(n, "cni-o0");
+    let (code, out) = run("bridge", "ADD", &conf("bridge", BRIDGE, &dir), &dir);
+    assert_eq!(code, 0, "{out}");
+    let mut want = BRIDGE_ADD.to_vec();
+    want.push("host: set link cni-o0 up");
+    assert_log(&k.log(), &want);
+}
+
 #[test]
 fn ptp_add_request_order() {
     let dir = TempDir::new("ptp");
@@ -325,7 +377,7 @@ fn add_riding_out(plugin: &str, extra: &str, n: usize, good: &[&str]) {
 #[test]
 fn bridge_add_rolls_back_at_every_request() {
     let total = requests(BRIDGE_ADD);
-    assert_eq!(total, 16);
+    assert_eq!(total, 18);
     for n in 0..total {
         if tolerated(BRIDGE_ADD, n) {
             add_riding_out("bridge", BRIDGE, n, BRIDGE_ADD);
@@ -335,20 +387,32 @@ fn bridge_add_rolls_back_at_every_request() {
         let at = f.before.len();
         // the same steps as a good ADD, up to the failed request
         assert_eq!(f.before, BRIDGE_ADD[..at], "failure at request {n}");
-        let veth = f.before.iter().any(|l| l == "cont: create veth eth0 peer veth*");
-        // undo in reverse: the IPAM reservation is released first (it was made last), then
-        // the container veth (with its host peer) is deleted; the bridge stays, as with the
-        // reference
-        let want: &[&str] = if veth {
-            &["cont: get link eth0 [leases: -]", "cont: dump addrs [leases: -]", "cont: delete link eth0 [leases: -]"]
-        } else {
-            &[]
-        };
+        let done = |req: &str| f.before.iter().any(|l| l == req);
+        // undo in reverse: the gateway address goes (no port joined the bridge since it was
+        // added), the IPAM reservation is released (it was made after the veth), the container
+        // veth (with its host peer) is deleted, and the bridge this ADD brought up goes down
+        // again (no port joined it); the bridge stays, as with the reference
+        let mut want: Vec<&str> = vec![];
+        if done("host: add addr 198.18.7.1/24 dev cni-o0") {
+            want.extend([
+                "host: dump links [leases: 198.18.7.2]",
+                "host: delete addr 198.18.7.1/24 dev cni-o0 [leases: 198.18.7.2]",
+            ]);
+        }
+        if done("cont: create veth eth0 peer veth*") {
+            want.extend([
+                "cont: get link eth0 [leases: -]",
+                "cont: dump addrs [leases: -]",
+                "cont: delete link eth0 [leases: -]",
+            ]);
+        }
+        if done("host: set link cni-o0 up") {
+            want.extend(["host: dump links [leases: -]", "host: set link cni-o0 down [leases: -]"]);
+        }
         assert_eq!(f.rollback, want, "rollback after a failure at request {n}");
-        let bridge = f.before.iter().any(|l| l == "host: create bridge cni-o0");
-        let links: &[&str] = if bridge { &["cni-o0@host"] } else { &[] };
+        let links: &[&str] = if done("host: create bridge cni-o0") { &["cni-o0@host"] } else { &[] };
         assert_eq!(f.links, links, "links left after a failure at request {n}");
-        assert!(f.addrs.iter().all(|a| a == "198.18.7.1/24@host"), "request {n}: {:?}", f.addrs);
+        assert!(f.addrs.is_empty(), "addresses left after a failure at request {n}: {:?}", f.addrs);
         assert!(f.leases.is_empty(), "lease left after a failure at request {n}: {:?}", f.leases);
         // IPAM runs between the port coming up and the container sysctls
         let ipam = f.before.iter().any(|l| l.starts_with("cont: sysctl"));

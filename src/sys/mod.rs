@@ -32,6 +32,22 @@ pub fn go_errno(e: &std::io::Error) -> String {
         Errno::ELOOP => "too many levels of symbolic links",
         Errno::ENAMETOOLONG => "file name too long",
         Errno::EIO => "input/output error",
+        // where nix's texts (the kernel headers' comments) are not Go's (glibc's)
+        Errno::EOPNOTSUPP => "operation not supported",
+        Errno::EAGAIN => "resource temporarily unavailable",
+        Errno::ENOMEM => "cannot allocate memory",
+        Errno::ERANGE => "numerical result out of range",
+        Errno::EDOM => "numerical argument out of domain",
+        Errno::EBADF => "bad file descriptor",
+        Errno::ENOTTY => "inappropriate ioctl for device",
+        Errno::ENFILE => "too many open files in system",
+        Errno::EXDEV => "invalid cross-device link",
+        Errno::EDEADLK => "resource deadlock avoided",
+        Errno::ESTALE => "stale file handle",
+        Errno::EBADMSG => "bad message",
+        Errno::EILSEQ => "invalid or incomplete multibyte or wide character",
+        // Go prints an errno it has no text for by its number (the kernel's ENOTSUPP, 524)
+        Errno::UnknownErrno => return format!("errno {n}"),
         other => return other.desc().to_lowercase(),
     };
     text.to_string()
@@ -61,6 +77,11 @@ mod tests {
         assert_eq!(t(Errno::EISDIR), "is a directory");
         assert_eq!(t(Errno::ELOOP), "too many levels of symbolic links");
         assert_eq!(t(Errno::EINVAL), "invalid argument");
+        assert_eq!(t(Errno::EOPNOTSUPP), "operation not supported");
+        assert_eq!(t(Errno::EAGAIN), "resource temporarily unavailable");
+        assert_eq!(t(Errno::ERANGE), "numerical result out of range");
+        assert_eq!(t(Errno::EADDRNOTAVAIL), "cannot assign requested address");
+        assert_eq!(super::go_errno(&std::io::Error::from_raw_os_error(524)), "errno 524");
     }
 
     #[test]

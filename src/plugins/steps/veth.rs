@@ -1,9 +1,10 @@
 //! The veth pair of bridge, ptp and vpc-routed, and the host-side L3 they share.
 
 use super::undo::Undo;
+use crate::cni::result::go_quote;
 use crate::cni::{CniResult, Ctx};
 use crate::netlink::link::VethSpec;
-use crate::netlink::socket::{is_exists, Netlink};
+use crate::netlink::socket::{go_words, is_exists, Netlink};
 use crate::netlink::Link;
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
@@ -70,7 +71,8 @@ pub fn add_pair(
 /// Create the pair; a random host name is retried when it collides. Returns the host name and
 /// the container end as the kernel echoed it.
 /// "Exists" is looked into only when the kernel says it: CNI_IFNAME taken in the container is
-/// the caller's error, a taken host name is retried.
+/// the caller's error, a taken host name is retried. The errors are v1.9.1's (`ip.SetupVeth`),
+/// the kernel's errno in Go's words.
 fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> Result<(String, Option<Link>)> {
     let mut last = None;
     for _ in 0..NAME_TRIES {
@@ -85,13 +87,18 @@ fn create(cont: &mut Netlink, host_ns: &NetNs, ifname: &str, pair: Pair<'_>) -> 
         match cont.veth_add(&spec) {
             Ok(echoed) => return Ok((peer, echoed)),
             Err(e) if is_exists(&e) && cont.link_by_name(ifname)?.is_some() => {
-                anyhow::bail!("container veth name provided ({ifname}) already exists")
+                anyhow::bail!(
+                    "container veth name ({}) peer provided ({}) already exists",
+                    go_quote(ifname),
+                    go_quote(&peer)
+                )
             }
             Err(e) if is_exists(&e) && pair.host_name.is_none() => last = Some(e),
-            Err(e) => return Err(e.context(format!("failed to create veth pair {ifname}/{peer}"))),
+            Err(e) => return Err(go_words(e).context("failed to make veth pair")),
         }
     }
-    Err(last.map(|e| e.context("failed to find a free veth name")).unwrap_or_else(|| anyhow::anyhow!("veth")))
+    let last = last.map_or_else(|| anyhow::anyhow!("no name tried"), go_words);
+    Err(last.context("failed to find a unique veth name"))
 }
 
 /// Enable IP forwarding in `host`'s namespace (the current one) for the families present in
