@@ -1218,3 +1218,29 @@ fn bridge_bad_container_mac_is_code_7_before_the_bridge_is_made() {
         }
     });
 }
+
+/// forceAddress replaces a different IPv4 address on the bridge with the gateway; when the ADD
+/// then fails (here the IPv6 gateway: the bridge has IPv6 disabled), ours puts the replaced
+/// address back, as it takes its own gateway address back. The reference leaves its gateway in
+/// place of the address it removed.
+#[test]
+fn bridge_failed_force_address_add_puts_the_replaced_address_back() {
+    each_impl("brfrc", 1, &["bridge"], |w, which, tag| {
+        let s = Subnets::alloc();
+        let mut conf = dual_conf(w, &s, tag);
+        conf["bridge"] = json!("cmbrf0");
+        conf["forceAddress"] = json!(true);
+        let old = format!("{}/24", s.ip4(254));
+        w.host.must(&["ip", "link", "add", "cmbrf0", "type", "bridge"]);
+        w.host.must(&["ip", "addr", "add", &old, "dev", "cmbrf0"]);
+        w.host.must(&["sysctl", "-qw", "net.ipv6.conf.cmbrf0.disable_ipv6=1"]);
+        w.add(&conf).run().err_code(999);
+        let addrs = w.host.addrs("cmbrf0");
+        if which.flavor() == Flavor::CniMulti {
+            assert_eq!(addrs, vec![old.clone()], "ours: the replaced address is back, the gateway gone");
+            assert!(host_veths(w).is_empty() && w.leases(tag).is_empty(), "nothing else left");
+        } else {
+            assert_eq!(addrs, vec![format!("{}/24", s.ip4(1))], "the reference leaves its gateway instead");
+        }
+    });
+}

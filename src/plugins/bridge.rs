@@ -428,14 +428,32 @@ impl Gateways<'_> {
         // whether an address went on (the MAC is then pinned)
         let mut added = false;
         for gw in gateways {
-            if !self.make_room(host, *gw)? {
+            let (in_the_way, present) = self.in_the_way(host, *gw)?;
+            if in_the_way.is_empty() && present {
                 continue;
             }
-            // the bridge's ports before the address, once (a link dump, only when one is missing)
+            // the bridge's ports before the change, once (a link dump, only when one is missing)
             let before = match &ports {
                 Some(p) => BridgeChange::clone(p),
                 None => ports.insert(BridgeChange::now(host, self.bridge)?).clone(),
             };
+            // forceAddress: the conflicting addresses go; a failed ADD puts them back (without
+            // their lifetimes and flags)
+            for old in in_the_way {
+                let index = self.link.index;
+                host.addr_del(index, old)
+                    .map_err(|e| go_words(e).context(format!("could not remove IP address from {q}")))?;
+                let before = before.clone();
+                undo.push("removed bridge address", move || {
+                    before.undo("removed bridge address", |nl| match nl.addr_add(index, old) {
+                        Err(e) if !is_exists(&e) => Err(e),
+                        _ => Ok(()),
+                    })
+                });
+            }
+            if present {
+                continue;
+            }
             match host.addr_add(self.link.index, *gw) {
                 Ok(()) => {
                     added = true;
@@ -467,17 +485,20 @@ impl Gateways<'_> {
         Ok(mac)
     }
 
-    /// Whether `gw/prefix` must be added to the link: not when it is there; an existing different
-    /// IPv4 address (or overlapping IPv6) is an error unless forceAddress, which deletes it.
-    fn make_room(&self, host: &mut Netlink, gw: IpNet) -> Result<bool> {
+    /// The addresses forceAddress removes for `gw/prefix` (an existing different IPv4 address,
+    /// an overlapping IPv6 one; without forceAddress the first is an error), and whether `gw`
+    /// itself is there already. As the reference's ensureAddr, in the kernel's order: the
+    /// conflicts listed before `gw` go even when `gw` is found.
+    fn in_the_way(&self, host: &mut Netlink, gw: IpNet) -> Result<(Vec<IpNet>, bool)> {
         let (link, q) = (self.link, go_quote(&self.link.name));
         let fam = if gw.addr().is_ipv4() { Family::V4 } else { Family::V6 };
         let addrs = host
             .addrs(Some(link.index), Some(fam))
             .map_err(|e| go_words(e).context("could not get list of IP addresses"))?;
+        let mut remove = Vec::new();
         for a in addrs {
             if a.addr == gw {
-                return Ok(false);
+                return Ok((remove, true));
             }
             let conflicts = match fam {
                 Family::V4 => true,
@@ -487,11 +508,10 @@ impl Gateways<'_> {
                 if !self.force {
                     bail!("{q} already has an IP address different from {gw}");
                 }
-                host.addr_del(link.index, a.addr)
-                    .map_err(|e| go_words(e).context(format!("could not remove IP address from {q}")))?;
+                remove.push(a.addr);
             }
         }
-        Ok(true)
+        Ok((remove, false))
     }
 }
 
