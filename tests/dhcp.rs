@@ -1315,6 +1315,14 @@ fn strs(v: &serde_json::Value) -> Vec<String> {
     v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect()
 }
 
+/// macvlan on `up0` with the dhcp IPAM of the daemon at `sock`.
+fn macvlan_on_dhcp(sock: &std::path::Path) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": sock},
+    })
+}
+
 fn host_part(a: &str) -> String {
     a.split('/').next().unwrap_or_default().to_string()
 }
@@ -1447,10 +1455,7 @@ fn macvlan_release_after_del() {
     lan.udhcpc(k);
     lan.start_daemon("10s");
     let c = lan.w.add_container();
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
-        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
-    });
+    let conf = macvlan_on_dhcp(&lan.sock);
     let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
     let ips = ips_of(&r);
     assert_eq!(ips.len(), 1, "an existing v4 config keeps meaning v4 only: {r}");
@@ -1518,10 +1523,7 @@ fn ipam_del_with_the_link_in_place_takes_the_address_off() {
         lan.start_dnsmasq();
         lan.start_daemon("10s");
         let c = lan.w.add_container();
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
-            "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
-        });
+        let conf = macvlan_on_dhcp(&lan.sock);
         let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
         let a = ips_of(&r)[0].clone();
         assert_eq!(lan.w.c(c).addrs("eth0"), vec![a.clone()], "{which:?}");
@@ -1840,10 +1842,7 @@ fn expired_lease_comes_back_only_with_its_own_address() {
     lan.start_dnsmasq();
     lan.start_daemon("3s");
     let c = lan.w.add_container();
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
-        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock},
-    });
+    let conf = macvlan_on_dhcp(&lan.sock);
     let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
     let a = host_part(&ips_of(&r)[0]);
     let mac = lan.w.c(c).link("eth0").unwrap()["address"].as_str().unwrap().to_string();
