@@ -536,8 +536,9 @@ fn remount_sys() {
 /// The kernel's work for one live pod, from this process over netlink: the veth pair with its
 /// peer in the pod, the host end made a port of the bridge and up, and the pod's end up (so the
 /// port has carrier and forwards, as a pod's does: the bridge's per-port promiscuity and FDB
-/// work happens then, and grows with the ports). `host` is a socket in the floor's host netns.
-/// Returns the new port's index.
+/// work happens then, and grows with the ports), until the kernel reports the port
+/// operationally up, as a bridge ADD waits for it before it answers. `host` is a socket in the
+/// floor's host netns. Returns the new port's index.
 fn live_port(host: &mut cni_multi::netlink::Netlink, br: u32, pod: &str, i: usize) -> Result<u32> {
     use cni_multi::netlink::{Netlink, VethSpec};
     use cni_multi::sys::netns::NetNs;
@@ -558,6 +559,22 @@ fn live_port(host: &mut cni_multi::netlink::Netlink, br: u32, pod: &str, i: usiz
     };
     host.link_set_master_up(port, br)?;
     in_pod.link_set_up(eth0, true)?;
+    // The carrier the pod's end just gave the port is a link-watch event: until the kernel has
+    // run it (the bridge enables the port, IPv6 brings its routes up; O(ports)) the port does
+    // not forward. A link query runs a pending event of that link at once (Linux >= 6.x);
+    // elsewhere poll briefly. Without this wait the event ran in a kernel worker after the
+    // floor's clock stopped, inside whichever step came next.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let l = host.link_by_index(port)?.ok_or_else(|| anyhow!("floor port {name} disappeared"))?;
+        if l.oper_state == cni_multi::netlink::consts::IF_OPER_UP {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("floor port {name} not operationally up after 2 s");
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
     Ok(port)
 }
 
@@ -1151,7 +1168,7 @@ fn render(
             s,
             "Floors, measured in this run: *exec* = the bench's spawn + exec + wait of a static no-op (the loop's \
              own cost per plugin process); *create* = the kernel's veth pair (peer in the pod) + bridge port + up \
-             + the pod's end up (a live, forwarding port), from this one process over netlink; *delete* = the \
+             + the pod's end up, until the kernel reports the port operationally up (a live, forwarding port), from this one process over netlink; *delete* = the \
              veth's deletion, the same way. The floors are taken pod by pod between cni-multi's runs (floor \
              port i, one no-op spawn, cni-multi's pod i, in a rotating order). ADD floor = exec + create, DEL \
              floor = exec + delete. IPAM stores: {}.\n",
