@@ -9,7 +9,7 @@ ID=nlsc$$
 HOST=$ID-h CONT=$ID-c
 TMP=$(mktemp -d)
 cleanup() { ip netns del "$HOST" 2>/dev/null || true; ip netns del "$CONT" 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM PIPE
 mkdir "$TMP/bin"
 cp "$BIN" "$TMP/bin/cni-multi"
 ln -s cni-multi "$TMP/bin/bridge"

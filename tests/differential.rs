@@ -1093,3 +1093,41 @@ fn ipmasq_del_without_netns_leaves_no_chain_and_no_ip6_nat() {
     }
     eprintln!("the oracle leaks (chains, ip6 nat): {leaks:?}");
 }
+
+/// Where the oracle leaves something and ours must not (docs/differences.md): portmap (iptables,
+/// no backend key) of an IPv4-only pod, ADD then DEL. The reference's DEL opens both families'
+/// iptables and lists `nat OUTPUT`, which makes an empty `ip6 nat` table; ours touches only the
+/// families the mappings need. The oracle's leftover is printed.
+#[test]
+fn portmap_v4_del_leaves_no_ip6_nat() {
+    let mut seen = vec![];
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp.flavor() != Flavor::CniMulti && !have_reference("portmap") {
+            continue;
+        }
+        let w = World::new("pmnat6", 1, imp);
+        w.host_nodad();
+        let s = Subnets::alloc();
+        let net = load("bridge-v4.json", &vars(&w, &s, "net-pmnat6"), "1.0.0");
+        let prev = w.add(&net).run().ok();
+        let mut pm = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "net-pmnat6", "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": 18090, "containerPort": 80, "protocol": "tcp"}]},
+        });
+        pm["prevResult"] = prev;
+        w.add(&pm).run().ok();
+        let v4 = w.host.must(&["iptables-save", "-t", "nat"]);
+        assert!(v4.contains("--dport 18090"), "{} made no DNAT rule:\n{v4}", imp.label());
+        w.del(&pm).run().ok();
+        w.del(&net).run().ok();
+        let v6 = w.host.must(&["ip6tables-save"]);
+        let ip6_nat = v6.lines().any(|l| l == "*nat");
+        eprintln!("{}: ip6 nat table after DEL: {ip6_nat}", imp.label());
+        if imp.flavor() == Flavor::CniMulti {
+            assert!(!ip6_nat, "ours made an ip6 nat table for a v4-only pod:\n{v6}");
+        }
+        seen.push((imp.label(), ip6_nat));
+    }
+    eprintln!("ip6 nat after DEL: {seen:?}");
+}

@@ -18,7 +18,8 @@
 //!               -s IP/32 -j ACCEPT
 //! ingressPolicy same-bridge / isolated:
 //! FORWARD:      -j CNI-ISOLATION-STAGE-1 (first)
-//! STAGE-1:      -i BR ! -o BR -j CNI-ISOLATION-STAGE-2 ; [isolated: -i BR -o BR -j DROP] ; -j RETURN
+//! STAGE-1:      [isolated: -i BR -o BR -j DROP] ; -i BR ! -o BR -j CNI-ISOLATION-STAGE-2 ; -j RETURN
+//!               (the jump and the DROP are each inserted first, the DROP after the jump)
 //! STAGE-2:      -o BR -j DROP ; -j RETURN
 //! ```
 //! The admin chain is created when missing and never modified. DEL removes the per-IP rules only.
