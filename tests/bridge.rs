@@ -1244,3 +1244,37 @@ fn bridge_failed_force_address_add_puts_the_replaced_address_back() {
         }
     });
 }
+
+/// An IPv4 route whose `dst` has host bits set (`198.19.0.5/16`) fails the ADD as the
+/// reference's does (the kernel refuses the prefix: 999 `failed to add route '{198.19.0.5
+/// ffff0000} via 198.18.x.1 dev eth0': invalid argument`); ours then leaves no container link,
+/// host veth or lease (the reference leaves them: the "failed ADD leaves nothing" row). Before,
+/// ours installed the truncated 198.19.0.0/16 and succeeded, while the result said /16 with host
+/// bits.
+#[test]
+fn bridge_route_dst_with_host_bits_fails_like_the_reference() {
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp.flavor() != Flavor::CniMulti && !have_reference("bridge") {
+            continue;
+        }
+        let w = World::new("brhostbits", 1, imp);
+        let s = Subnets::alloc();
+        let mut conf = v4_conf(&w, &s, "brhostbits");
+        conf["isGateway"] = json!(true);
+        conf["ipam"]["routes"] = json!([{"dst": "198.19.0.5/16"}]);
+        let e = w.add(&conf).run().err_code(999);
+        let gw = s.ip4(1);
+        assert_eq!(
+            e.msg,
+            format!("failed to add route '{{198.19.0.5 ffff0000}} via {gw} dev eth0': invalid argument"),
+            "{}",
+            imp.label()
+        );
+        if imp.flavor() == Flavor::CniMulti {
+            assert!(w.c(0).link("eth0").is_none(), "container veth left");
+            assert!(host_veths(&w).is_empty(), "host veth left: {:?}", w.host.link_names());
+            assert!(w.leases("brhostbits").is_empty(), "lease left: {:?}", w.store("brhostbits"));
+        }
+        w.del(&conf).run().ok();
+    }
+}

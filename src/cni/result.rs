@@ -654,6 +654,17 @@ pub fn go_parse_cidr(s: &str) -> Option<IpNet> {
     IpNet::new(ip, u8::try_from(n).ok()?).ok()
 }
 
+/// Go's `%v` of a `net.IPNet` value (not a pointer, so not its `String()`): `{IP MASK}`, the mask
+/// in hex, 4 bytes for IPv4 (`{198.19.0.5 ffff0000}`), host bits kept, as the reference's route
+/// errors print a result's `dst`.
+pub fn go_ipnet_value(n: &IpNet) -> String {
+    let mask: String = match n.netmask() {
+        IpAddr::V4(m) => m.octets().iter().map(|b| format!("{b:02x}")).collect(),
+        IpAddr::V6(m) => m.octets().iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    format!("{{{} {mask}}}", n.addr())
+}
+
 /// A JSON string literal as Go's encoding/json writes it (HTML-safe escaping of `<>&`,
 /// U+2028/U+2029 escaped, `\b \f \n \r \t` short forms, other controls as `\u00xx`).
 pub fn go_escape(s: &str, out: &mut String) {
@@ -1109,6 +1120,14 @@ mod tests {
     /// `ips[].interface` and `interfaces[].mtu` are Go ints: any int64 is read and printed back
     /// as given (the reference's loopback echoes `-1`), a number beyond int64 is refused as Go
     /// refuses it; a negative index names no interface.
+    #[test]
+    fn go_ipnet_value_prints_the_struct_with_host_bits_and_a_hex_mask() {
+        let n = |s: &str| go_parse_cidr(s).unwrap();
+        assert_eq!(go_ipnet_value(&n("198.19.0.5/16")), "{198.19.0.5 ffff0000}");
+        assert_eq!(go_ipnet_value(&n("0.0.0.0/0")), "{0.0.0.0 00000000}");
+        assert_eq!(go_ipnet_value(&n("fd00::5/64")), "{fd00::5 ffffffffffffffff0000000000000000}");
+    }
+
     #[test]
     fn go_int_fields_take_the_int64_range_and_echo_negatives() {
         let v = json!({"cniVersion": "1.0.0",

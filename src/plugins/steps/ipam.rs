@@ -2,9 +2,11 @@
 //! applying its result inside the container.
 
 use super::undo::Undo;
+use crate::cni::result::go_ipnet_value;
 use crate::cni::{delegate, CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::route::RouteSpec;
+use crate::netlink::socket::go_context;
 use crate::netlink::{Link, Netlink};
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
@@ -154,6 +156,15 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
                 Some(n) => u32::try_from(n).map(Some).map_err(|_| anyhow::anyhow!("route {what} {n} out of range")),
             }
         };
+        let gw_text = || gw.map_or_else(|| "<nil>".to_string(), |g| g.to_string());
+        let what = || format!("failed to add route '{} via {} dev {ifname}'", go_ipnet_value(&r.dst), gw_text());
+        // The reference sends the destination as the result has it: the kernel refuses an IPv4
+        // one with host bits set (EINVAL, "Invalid prefix for given prefix length"), which fails
+        // its ADD; an IPv6 one the kernel truncates. Our route messages carry the network only,
+        // so the IPv4 case is refused here, in the same words.
+        if r.dst.addr().is_ipv4() && r.dst != r.dst.trunc() {
+            anyhow::bail!("{}: invalid argument", what());
+        }
         let spec = RouteSpec {
             dst: Some(r.dst.trunc()),
             family: Some(Family::of(&r.dst.addr())),
@@ -166,13 +177,7 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
             advmss: positive("advmss", r.advmss)?,
             ..Default::default()
         };
-        nl.route_prepend(&spec).with_context(|| {
-            format!(
-                "failed to add route '{} via {}' on {ifname:?}",
-                r.dst,
-                gw.map(|g| g.to_string()).unwrap_or_default()
-            )
-        })?;
+        nl.route_prepend(&spec).map_err(|e| go_context(e, &what()))?;
     }
     Ok(())
 }
