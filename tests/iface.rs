@@ -1070,6 +1070,37 @@ fn macvlan_master_and_mtu_errors_are_the_references() {
     }
 }
 
+/// With no `master`, a default route without a device (a `blackhole` one) names no master: ours
+/// goes on to the next default route, here IPv6's over `pr`. The reference takes the blackhole's
+/// device index, 0, and fails (999, `invalid argument`, from its `LinkByIndex(0)`).
+#[test]
+fn macvlan_default_master_skips_a_default_route_without_a_device() {
+    let (mut w, host) = twin_parents("mvbh");
+    w.ip(&host, &["route", "add", "blackhole", "default"]);
+    w.ip(&host, &["-6", "route", "add", "default", "dev", "pr"]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "mvbh", "type": "macvlan"});
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        let c = w.netns(&format!("c{}", imp.label()));
+        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+        if imp == Impl::Reference {
+            assert_eq!(out.err_code(), 999);
+            assert!(out.json()["msg"].as_str().unwrap_or_default().contains("invalid argument"), "{}", out.stdout);
+            assert!(w.links(&c).is_empty());
+            continue;
+        }
+        assert!(out.ok, "ours: {}", out.stdout);
+        let parent = w.ip(&c, &["-j", "link", "show", "eth0"]);
+        let pr = w.ip(&host, &["-j", "link", "show", "pr"]);
+        let idx = |j: &str, k: &str| serde_json::from_str::<Value>(j).unwrap()[0][k].as_u64();
+        assert_eq!(idx(&parent, "link_index"), idx(&pr, "ifindex"), "{parent}");
+        w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+        assert!(w.links(&c).is_empty());
+    }
+}
+
 /// With no `master`, macvlan takes the interface of the default route; when that route is
 /// multipath only (its next hops name the devices, the route itself none), ours takes the first
 /// next hop's device. The reference takes the route's own device index, 0, and fails (999,
@@ -1517,4 +1548,36 @@ fn host_device_check_fails_when_the_link_has_no_mac_but_prev_result_names_one() 
         out.stdout
     );
     w.cni(Impl::Ours, &host, "host-device", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+}
+
+/// macvlan's failures to create or rename its link are worded as the reference's
+/// (`failed to create macvlan: <errno>`, `failed to rename macvlan to "eth0": <errno>`), Go's
+/// errno words first: a multicast `mac`, and an `eth0` already in the container (ours used to
+/// say `failed to create macvlan: failed to rename "veth…" to "eth0": failed to rename link 4 to
+/// "eth0": File exists (os error 17)`). Both leave nothing of theirs.
+#[test]
+fn macvlan_create_and_rename_errors_are_worded_as_the_reference() {
+    let (mut w, host) = twin_parents("mvwords");
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        let c = w.netns(&format!("c{}", imp.label()));
+        let conf = json!({"cniVersion": "1.0.0", "name": "mvwords", "type": "macvlan", "master": "po",
+            "mac": "03:aa:bb:cc:dd:ee"});
+        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+        assert_eq!(out.err_code(), 999, "{}: {}", imp.label(), out.stdout);
+        let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+        assert!(msg.starts_with("failed to create macvlan: cannot assign requested address"), "{}: {msg}", imp.label());
+
+        w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
+        let conf = json!({"cniVersion": "1.0.0", "name": "mvwords", "type": "macvlan", "master": "po"});
+        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+        assert_eq!(out.err_code(), 999, "{}: {}", imp.label(), out.stdout);
+        let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+        assert!(msg.starts_with("failed to rename macvlan to \"eth0\": file exists"), "{}: {msg}", imp.label());
+        let mut names = w.links(&c);
+        names.sort();
+        assert_eq!(names, ["eth0", "other0"], "{}: only the pre-existing pair", imp.label());
+    }
 }

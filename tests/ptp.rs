@@ -411,3 +411,31 @@ fn ptp_check_failures_are_worded_as_the_reference() {
         w.del(&c).run().ok();
     });
 }
+
+/// An IPAM address without a gateway is refused before anything is made: code 7, no veth, no
+/// lease left. The reference fails with 999 after making the veth pair and addressing the
+/// container end (`failed to add IP addr (&net.IPNet{IP:net.IP(nil), …}) to veth: numerical
+/// result out of range`), which it leaves.
+#[test]
+fn ptp_ipam_address_without_gateway_is_code_7_and_makes_nothing() {
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp.flavor() != Flavor::CniMulti && !have_reference("ptp") {
+            continue;
+        }
+        let w = World::new("ptpnogw", 1, imp);
+        let s = Subnets::alloc();
+        let c = json!({"cniVersion": "1.0.0", "name": "ptpnogw", "type": "ptp",
+            "ipam": {"type": "static", "addresses": [{"address": format!("{}/24", s.ip4(5))}]}});
+        let out = w.add(&c).run();
+        if imp.flavor() != Flavor::CniMulti {
+            assert_eq!(out.err().code, 999, "the reference");
+            w.del(&c).run().ok();
+            continue;
+        }
+        let e = out.err_code(7);
+        assert_eq!(e.msg, format!("ptp needs a gateway for {}/24 from IPAM", s.ip4(5)));
+        assert!(w.c(0).link("eth0").is_none(), "container veth made");
+        assert!(host_veths(&w).is_empty(), "host veth made: {:?}", w.host.link_names());
+        w.del(&c).run().ok();
+    }
+}

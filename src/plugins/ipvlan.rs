@@ -5,7 +5,7 @@ use super::steps::{self, Undo};
 use crate::cni::plugin::{config_fields, k, Doc, Kind, Plugin, Version, DNS_KEY};
 use crate::cni::{CniError, CniResult, Ctx};
 use crate::netlink::{IpvlanFlag, IpvlanMode, LinkKind, LinkSpec, Netlink};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Deserialize;
 
 pub const APPLET: Plugin = Plugin {
@@ -123,8 +123,15 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         mtu: (mtu > 0).then_some(mtu),
         ..LinkSpec::new("", LinkKind::Ipvlan { mode, flag: IpvlanFlag::Bridge })
     };
-    let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)
-        .context("failed to create ipvlan")?;
+    let link = steps::link::create_renamed(
+        &mut host,
+        &mut cont,
+        &ns,
+        &ctx.ifname,
+        conf.link_in_container,
+        &template,
+        "ipvlan",
+    )?;
     steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
 
     let mut result = match (&ctx.prev_result, reuse_prev) {

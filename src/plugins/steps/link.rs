@@ -3,9 +3,10 @@
 
 use super::ns::{self, NsOrGone};
 use super::undo::Undo;
+use crate::cni::result::go_quote;
 use crate::cni::{CniError, Ctx};
 use crate::netlink::route::Table;
-use crate::netlink::socket::{is_exists, is_not_found, Netlink};
+use crate::netlink::socket::{go_context, is_exists, is_not_found, Netlink};
 use crate::netlink::{addr::Family, Link, LinkSpec};
 use crate::sys::netns::NetNs;
 use crate::sys::sysctl;
@@ -60,6 +61,8 @@ fn link_named(nl: &mut Netlink, name: &str) -> Result<Link> {
 /// `template` gives everything but the name and namespace. With `from_container` the link is
 /// created through the container's socket (linkInContainer), otherwise through `host` with
 /// IFLA_NET_NS_FD. On a failed rename the link is deleted. Returns the link as seen in the container.
+/// Errors in the reference's words for `kind`: `failed to create macvlan: <errno>`, `failed to
+/// rename macvlan to "eth0": <errno>`.
 pub fn create_renamed(
     host: &mut Netlink,
     cont: &mut Netlink,
@@ -67,6 +70,7 @@ pub fn create_renamed(
     ifname: &str,
     from_container: bool,
     template: &LinkSpec<'_>,
+    kind: &str,
 ) -> Result<Link> {
     let mut tries = 0;
     let tmp = loop {
@@ -79,13 +83,13 @@ pub fn create_renamed(
         match r {
             Ok(()) => break tmp,
             Err(e) if is_exists(&e) && tries < 10 => tries += 1,
-            Err(e) => return Err(e),
+            Err(e) => return Err(go_context(e, &format!("failed to create {kind}"))),
         }
     };
     let link = cont.link_by_name(&tmp)?.with_context(|| format!("failed to find new link {tmp:?}"))?;
     if let Err(e) = cont.link_set_name(link.index, ifname) {
         let _ = cont.link_del(link.index);
-        return Err(e.context(format!("failed to rename {tmp:?} to {ifname:?}")));
+        return Err(go_context(e, &format!("failed to rename {kind} to {}", go_quote(ifname))));
     }
     cont.link_by_index(link.index)?.with_context(|| format!("failed to refetch {ifname:?}"))
 }
