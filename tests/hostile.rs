@@ -636,7 +636,7 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
                 c["ipMasqBackend"] = json!("../x");
             },
             C_INTERNAL,
-            &["unknown firewall backend", "../x"],
+            &["unknown ipmasq backend", "../x"],
         ),
         conf_case(
             "bridge-runtime-mac-garbage",
@@ -657,7 +657,7 @@ fn cases(w: &World, s: &Subnets) -> Vec<Case> {
                 c["ipMasqBackend"] = json!("pf");
             },
             C_INTERNAL,
-            &["unknown firewall backend", "pf"],
+            &["unknown ipmasq backend \"pf\""],
         ),
         // ---- host-device: what names the device must stay where it belongs
         conf_case("hostdev-nothing-named", "host-device", remove("device"), C_CONFIG, &["specify either"]),

@@ -439,3 +439,40 @@ fn ptp_ipam_address_without_gateway_is_code_7_and_makes_nothing() {
         w.del(&c).run().ok();
     }
 }
+
+/// An IPv6 address on a link whose MTU is below IPv6's minimum (the kernel then has no IPv6
+/// settings for it): as v1.9.1's ConfigureIface, the unreadable `disable_ipv6` is passed over
+/// and the ADD fails on `keep_addr_on_down`, in its words, leaving nothing (ours said `failed to
+/// enable IPv6 on "eth0": …`).
+#[test]
+fn ptp_ipv6_below_the_ipv6_minimum_mtu_fails_on_keep_addr_on_down() {
+    let w = World::new("ptpmtu6", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut c = ptp_conf(&w, &s, "ptpmtu6", None);
+    c["mtu"] = json!(600);
+    let e = w.add(&c).run().err_code(999);
+    assert_eq!(
+        e.msg,
+        "failed to enable keep_addr_on_down for interface \"eth0\": open /proc/sys/net/ipv6/conf/eth0/keep_addr_on_down: no such file or directory"
+    );
+    assert!(w.c(0).link("eth0").is_none(), "container veth left");
+    assert!(host_veths(&w).is_empty(), "host veth left: {:?}", w.host.link_names());
+    assert!(w.leases("ptpmtu6").is_empty(), "lease left: {:?}", w.store("ptpmtu6"));
+    w.del(&c).run().ok();
+}
+
+/// An `ipMasqBackend` the reference does not know fails the ADD in v1.9.1's words
+/// (SetupIPMasqForNetworks: `unknown ipmasq backend "bogus"`), leaving nothing.
+#[test]
+fn ptp_unknown_ipmasq_backend_is_worded_as_v1_9_1() {
+    let w = World::new("ptpmqbe", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    let mut c = ptp_conf(&w, &s, "ptpmqbe", None);
+    c["ipMasq"] = json!(true);
+    c["ipMasqBackend"] = json!("bogus");
+    let e = w.add(&c).run().err_code(999);
+    assert_eq!(e.msg, "unknown ipmasq backend \"bogus\"");
+    assert!(w.c(0).link("eth0").is_none(), "container veth left");
+    assert!(host_veths(&w).is_empty(), "host veth left: {:?}", w.host.link_names());
+    w.del(&c).run().ok();
+}

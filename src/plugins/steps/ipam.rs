@@ -2,7 +2,7 @@
 //! applying its result inside the container.
 
 use super::undo::Undo;
-use crate::cni::result::go_ipnet_value;
+use crate::cni::result::{go_ipnet_value, go_quote};
 use crate::cni::{delegate, CniResult, Ctx};
 use crate::netlink::addr::Family;
 use crate::netlink::route::RouteSpec;
@@ -123,12 +123,31 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
             None => continue,
         }
         if ip.address.addr().is_ipv6() && !v6_prepared {
+            // v1.9.1's ConfigureIface: for `lo` and the interface, read disable_ipv6 (a failed
+            // read is logged and passed over: a link whose MTU is below IPv6's minimum has no
+            // IPv6 settings) and write 0 unless it is 0; then keep_addr_on_down, whose failure
+            // fails the ADD
             ns.run(|| {
-                let _ = sysctl::set_if("ipv6", "lo", "disable_ipv6", "0");
-                sysctl::set_if("ipv6", ifname, "disable_ipv6", "0")
-                    .with_context(|| format!("failed to enable IPv6 on {ifname:?}"))?;
-                let _ = sysctl::set_if("ipv6", ifname, "keep_addr_on_down", "1");
-                Ok(())
+                for iface in ["lo", ifname] {
+                    let value = match sysctl::get_if("ipv6", iface, "disable_ipv6") {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!("ipam_linux: failed to read sysctl \"net/ipv6/conf/{iface}/disable_ipv6\": {e}");
+                            continue;
+                        }
+                    };
+                    if value != "0" {
+                        sysctl::set_if("ipv6", iface, "disable_ipv6", "0").map_err(|e| {
+                            anyhow::anyhow!(
+                                "failed to enable IPv6 for interface {} (net/ipv6/conf/{iface}/disable_ipv6={value}): {e}",
+                                go_quote(iface)
+                            )
+                        })?;
+                    }
+                }
+                sysctl::set_if("ipv6", ifname, "keep_addr_on_down", "1").map_err(|e| {
+                    anyhow::anyhow!("failed to enable keep_addr_on_down for interface {}: {e}", go_quote(ifname))
+                })
             })?;
             v6_prepared = true;
         }

@@ -10,6 +10,10 @@ use ipnet::IpNet;
 /// ADD step: masquerade the result's addresses (its undo pushed).
 pub fn setup(ctx: &Ctx, backend: Option<&str>, result: &CniResult, undo: &mut Undo) -> Result<()> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+    // v1.9.1's SetupIPMasqForNetworks: a backend it does not know fails in its own words
+    if let Some(b) = backend.filter(|b| !matches!(*b, "iptables" | "nftables")) {
+        anyhow::bail!("unknown ipmasq backend {}", crate::cni::result::go_quote(b));
+    }
     let spec = MasqSpec { network: &ctx.name, container_id: &ctx.container_id, ifname: &ctx.ifname, ips: &ips };
     ipmasq::ensure(backend, &spec).context("failed to set up IP masquerading")?;
     tracing::debug!("IP masquerading set up");
