@@ -1026,6 +1026,42 @@ fn ipam_that_is_not_an_object_fails_add_check_status_but_not_del_gc() {
     assert!(w.host.link("cmhd0").is_some(), "host-device's DEL gave the device back");
 }
 
+/// A key of the plugin's own with the wrong JSON type: STATUS fails as the reference's (it decodes
+/// its whole config first: 999 `failed to load netconf: …`), GC goes on (it needs none of those
+/// keys; the reference's plugins have no GC) and still releases the stale lease of this network.
+/// Before, bridge/ptp/macvlan/ipvlan/vlan STATUS passed and their GC failed.
+#[test]
+fn mistyped_plugin_keys_fail_status_but_not_gc() {
+    let w = World::new("hmistype", 1, Impl::Ours);
+    let s = Subnets::alloc();
+    w.host.must(&["ip", "link", "add", "cmmt0", "type", "veth", "peer", "name", "cmmt1"]);
+    w.host.must(&["ip", "link", "set", "cmmt0", "up"]);
+    let confs = [
+        json!({"type": "bridge", "bridge": "cmmtb0", "mtu": "x", "isGateway": "yes"}),
+        json!({"type": "ptp", "mtu": "x", "ipMasq": "x"}),
+        json!({"type": "macvlan", "master": 5}),
+        json!({"type": "ipvlan", "mode": 5}),
+        json!({"type": "vlan", "master": "cmmt0", "vlanId": "x"}),
+    ];
+    for base in confs {
+        let plugin = base["type"].as_str().expect("type").to_string();
+        let mut conf = base.clone();
+        conf["cniVersion"] = json!("1.1.0");
+        conf["name"] = json!("hmistype");
+        conf["ipam"] = json!({"type": "host-local", "dataDir": w.data_dir, "ranges": [[{"subnet": s.net4()}]]});
+        let e = w.cni("STATUS", &conf).run().err_code(999);
+        assert!(e.msg.starts_with("failed to load netconf: "), "{plugin}: {e:?}");
+        // a stale reservation of this network, made by host-local itself
+        let hl = json!({"cniVersion": "1.1.0", "name": "hmistype", "type": "host-local",
+            "ipam": conf["ipam"].clone()});
+        w.cni("ADD", &hl).cid(&format!("stale-{plugin}")).run().ok();
+        assert_eq!(w.leases("hmistype").len(), 1, "{plugin}: the stale reservation");
+        conf["cni.dev/valid-attachments"] = json!([]);
+        w.cni("GC", &conf).run().ok();
+        assert!(w.leases("hmistype").is_empty(), "{plugin}: GC released the stale lease: {:?}", w.store("hmistype"));
+    }
+}
+
 #[test]
 fn netconf_type_error_names_the_key() {
     let w = World::new("hkey", 1, Impl::Ours);
@@ -1335,4 +1371,16 @@ fn meta_plugin_hostile_inputs_fail_cleanly_and_change_nothing() {
         }
     }
     assert!(failures.is_empty(), "{} of {} cases misbehaved:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// GC reports a delegate's failure with the delegate's code: bridge over the dhcp IPAM with no
+/// daemon is code 11 (try again), as the dhcp IPAM's own GC is, not 999.
+#[test]
+fn gc_keeps_the_delegates_error_code() {
+    let w = World::new("hgccode", 1, Impl::Ours);
+    let sock = w.tmp.join("no-daemon.sock");
+    let conf = json!({"cniVersion": "1.1.0", "name": "hgccode", "type": "bridge", "bridge": "cmgcb0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": sock}, "cni.dev/valid-attachments": []});
+    let e = w.cni("GC", &conf).run().err_code(11);
+    assert!(e.msg.starts_with("GC failed: ipam: "), "{e:?}");
 }

@@ -735,13 +735,16 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// network's attachments not in `cni.dev/valid-attachments` (spoof-check chains without a network,
 /// the reference's, once their port is gone). An absent list means "unknown": nothing is removed.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let conf: Conf = ctx.plugin_conf()?;
+    // GC uses no key of the plugin's own: one that does not decode (`"mtu": "x"`) stops nothing,
+    // and then the masquerade and spoof-check rules of this network are collected whatever
+    // ipMasq and macspoofchk say (each is found by this network's comment)
+    let conf: Option<Conf> = steps::gc::plugin_conf(ctx);
     let mut errors = steps::gc::GcErrors::default();
     if let Some(valid) = steps::gc::ipam(ctx, &mut errors)? {
-        if conf.ip_masq {
+        if conf.as_ref().is_none_or(|c| c.ip_masq) {
             steps::ipmasq::gc(ctx, &valid, &mut errors);
         }
-        if conf.mac_spoof_chk {
+        if conf.as_ref().is_none_or(|c| c.mac_spoof_chk) {
             // this network's chains are found by their comment (networks can share a bridge);
             // ownerless ones (the reference's) only once their port is gone
             let links = Netlink::new()?.links()?;
@@ -810,6 +813,8 @@ fn check(ctx: &Ctx) -> Result<()> {
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
+    // the reference decodes its whole config first: a key of the wrong type fails STATUS
+    let _conf: Conf = ctx.plugin_conf()?;
     steps::ipam::status_if_set(ctx)
 }
 

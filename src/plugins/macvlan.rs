@@ -187,10 +187,12 @@ fn check(ctx: &Ctx) -> Result<()> {
 
 /// GC: the macvlan dies with its netns, so only IPAM holds state: GC is passed on to it.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let _conf: Conf = ctx.plugin_conf()?;
+    // GC uses no key of the plugin's own: one that does not decode stops nothing
     steps::ipam::gc_if_set(ctx)
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
+    // the reference decodes its whole config first: a key of the wrong type fails STATUS
+    let _conf: Conf = ctx.plugin_conf()?;
     steps::ipam::status_if_set(ctx)
 }

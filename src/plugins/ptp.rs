@@ -215,10 +215,11 @@ fn del(ctx: &Ctx) -> Result<()> {
 /// GC (the reference has none): IPAM reservations and masquerade rules of attachments not in
 /// `cni.dev/valid-attachments`; an absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let conf: Conf = ctx.plugin_conf()?;
+    // as bridge's GC: a plugin key that does not decode stops nothing (ipMasq then counts as on)
+    let conf: Option<Conf> = steps::gc::plugin_conf(ctx);
     let mut errors = steps::gc::GcErrors::default();
     let valid = steps::gc::ipam(ctx, &mut errors)?;
-    if let (true, Some(valid)) = (conf.ip_masq, valid) {
+    if let (true, Some(valid)) = (conf.as_ref().is_none_or(|c| c.ip_masq), valid) {
         steps::ipmasq::gc(ctx, &valid, &mut errors);
     }
     errors.finish()
@@ -236,6 +237,7 @@ fn check(ctx: &Ctx) -> Result<()> {
 }
 
 fn status(ctx: &Ctx) -> Result<()> {
+    let _conf: Conf = ctx.plugin_conf()?;
     delegate::ipam_status(ctx).map(|_| ())
 }
 
