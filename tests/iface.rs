@@ -1078,13 +1078,19 @@ fn macvlan_default_master_skips_a_default_route_without_a_device() {
     let (mut w, host) = twin_parents("mvbh");
     w.ip(&host, &["route", "add", "blackhole", "default"]);
     w.ip(&host, &["-6", "route", "add", "default", "dev", "pr"]);
-    let conf = json!({"cniVersion": "1.0.0", "name": "mvbh", "type": "macvlan"});
+    default_master_where_the_reference_fails(&mut w, &host, "mvbh", "pr");
+}
+
+/// macvlan without `master` in `host`: the reference fails (999 `invalid argument`, nothing
+/// made); ours makes eth0 over `parent`, and DEL removes it.
+fn default_master_where_the_reference_fails(w: &mut NsSet, host: &str, name: &str, parent: &str) {
+    let conf = json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan"});
     for imp in [Impl::Reference, Impl::Ours] {
         if imp == Impl::Reference && !have_reference("macvlan") {
             continue;
         }
         let c = w.netns(&format!("c{}", imp.label()));
-        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
+        let out = w.cni(imp, host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
         if imp == Impl::Reference {
             assert_eq!(out.err_code(), 999);
             assert!(out.json()["msg"].as_str().unwrap_or_default().contains("invalid argument"), "{}", out.stdout);
@@ -1092,11 +1098,14 @@ fn macvlan_default_master_skips_a_default_route_without_a_device() {
             continue;
         }
         assert!(out.ok, "ours: {}", out.stdout);
-        let parent = w.ip(&c, &["-j", "link", "show", "eth0"]);
-        let pr = w.ip(&host, &["-j", "link", "show", "pr"]);
+        let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+        assert!(shown.contains("macvlan"), "{shown}");
+        // its lower device is `parent` (the link's parent is named in the host)
+        let own = w.ip(&c, &["-j", "link", "show", "eth0"]);
+        let lower = w.ip(host, &["-j", "link", "show", parent]);
         let idx = |j: &str, k: &str| serde_json::from_str::<Value>(j).unwrap()[0][k].as_u64();
-        assert_eq!(idx(&parent, "link_index"), idx(&pr, "ifindex"), "{parent}");
-        w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
+        assert_eq!(idx(&own, "link_index"), idx(&lower, "ifindex"), "{own}");
+        w.cni(imp, host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
         assert!(w.links(&c).is_empty());
     }
 }
@@ -1128,30 +1137,7 @@ fn macvlan_default_master_from_a_multipath_default_route() {
             "pr",
         ],
     );
-    let conf = json!({"cniVersion": "1.0.0", "name": "mvecmp", "type": "macvlan"});
-    for imp in [Impl::Reference, Impl::Ours] {
-        if imp == Impl::Reference && !have_reference("macvlan") {
-            continue;
-        }
-        let c = w.netns(&format!("c{}", imp.label()));
-        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &conf);
-        if imp == Impl::Reference {
-            assert_eq!(out.err_code(), 999);
-            assert!(out.json()["msg"].as_str().unwrap_or_default().contains("invalid argument"), "{}", out.stdout);
-            assert!(w.links(&c).is_empty());
-            continue;
-        }
-        assert!(out.ok, "ours: {}", out.stdout);
-        let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
-        assert!(shown.contains("macvlan"), "{shown}");
-        // its lower device is po, the first next hop's (the link's parent is named in the host)
-        let parent = w.ip(&c, &["-j", "link", "show", "eth0"]);
-        let po_index = w.ip(&host, &["-j", "link", "show", "po"]);
-        let idx = |j: &str, k: &str| serde_json::from_str::<Value>(j).unwrap()[0][k].as_u64();
-        assert_eq!(idx(&parent, "link_index"), idx(&po_index, "ifindex"), "{parent}");
-        w.cni(imp, &host, "macvlan", "DEL", Some(&c), "eth0", "", &conf).expect_ok("DEL");
-        assert!(w.links(&c).is_empty());
-    }
+    default_master_where_the_reference_fails(&mut w, &host, "mvecmp", "po");
 }
 
 // ---- host-device, tap, vrf: the audit against v1.9.1 -------------------------------------------
