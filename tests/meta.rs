@@ -199,27 +199,40 @@ fn tuning_rejects_non_net_sysctls_and_duplicates() {
 
 #[test]
 fn tuning_gc_removes_backups_of_gone_attachments() {
-    let w = World::new("mtunegc", 0, Impl::Ours);
+    tuning_gc_case("mtunegc", json!({}));
+}
+
+/// GC reads only `dataDir`: keys of the wrong JSON type that ADD would refuse stop nothing (the
+/// reference's tuning has no GC; ours failed on them).
+#[test]
+fn tuning_gc_goes_on_with_mistyped_keys() {
+    tuning_gc_case("mtunegc3", json!({"mtu": "x", "sysctl": 5, "promisc": "yes"}));
+}
+
+/// Backups of a live, a gone, another network's and a reference attachment, and a stray file;
+/// GC with `extra` keys in the config removes only the gone one of this network.
+fn tuning_gc_case(name: &str, extra: Value) {
+    let w = World::new(name, 0, Impl::Ours);
     let dir = w.tmp.join("tuning");
     std::fs::create_dir_all(&dir).unwrap();
-    let ours = r#"{"mtu": 1500, "network": "mtunegc"}"#;
+    let ours = format!(r#"{{"mtu": 1500, "network": "{name}"}}"#);
     for (f, text) in [
-        ("live_eth0.json", ours),
-        ("dead_eth0.json", ours),
+        ("live_eth0.json", ours.as_str()),
+        ("dead_eth0.json", ours.as_str()),
         ("other_eth0.json", r#"{"mtu": 1500, "network": "elsewhere"}"#),
         ("reference_eth0.json", r#"{"mtu": 1500}"#),
-        ("readme", ours),
+        ("readme", ours.as_str()),
     ] {
         std::fs::write(dir.join(f), text).unwrap();
     }
-    let conf = json!({"cniVersion": "1.1.0", "name": "mtunegc", "type": "tuning", "dataDir": dir,
+    let mut conf = json!({"cniVersion": "1.1.0", "name": name, "type": "tuning", "dataDir": dir,
         "cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]});
+    for (k, v) in extra.as_object().unwrap() {
+        conf[k] = v.clone();
+    }
     w.cni("GC", &conf).unset("CNI_NETNS").unset("CNI_IFNAME").unset("CNI_CONTAINERID").run().ok();
-    let mut left: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    left.sort();
     // another network's backup and one naming no network (the reference's form) are not ours
-    assert_eq!(left, vec!["live_eth0.json", "other_eth0.json", "readme", "reference_eth0.json"]);
+    assert_eq!(tuning_files(&dir), vec!["live_eth0.json", "other_eth0.json", "readme", "reference_eth0.json"]);
 }
 
 fn tuning_files(dir: &std::path::Path) -> Vec<String> {

@@ -633,12 +633,22 @@ fn check(ctx: &Ctx) -> Result<()> {
 /// only when it says so; files of other networks and files without an owner (written by the
 /// reference or an older cni-multi) are kept. An absent list removes nothing.
 fn gc(ctx: &Ctx) -> Result<()> {
-    let (t, _) = decode(ctx)?;
     let Some(valid) = ctx.valid_attachments()? else {
         return Ok(());
     };
+    // GC reads only `dataDir`: another key of the wrong type (`"mtu": "x"`) stops nothing; a
+    // `dataDir` that is no string names no directory any ADD wrote to: nothing to collect
+    let data_dir = match ctx.get("datadir") {
+        None | Some(serde_json::Value::Null) => PathBuf::from(DEFAULT_DATA_DIR),
+        Some(serde_json::Value::String(d)) if d.is_empty() => PathBuf::from(DEFAULT_DATA_DIR),
+        Some(serde_json::Value::String(d)) => PathBuf::from(d),
+        Some(other) => {
+            tracing::warn!("GC: dataDir is no string ({other}): no backup to collect");
+            return Ok(());
+        }
+    };
     let keep: BTreeSet<String> = valid.iter().map(|a| format!("{}_{}.json", a.container_id, a.ifname)).collect();
-    gc_dir(&t.data_dir, &ctx.name, &keep)
+    gc_dir(&data_dir, &ctx.name, &keep)
 }
 
 /// Largest backup file GC reads to learn its owner (ours are under 200 bytes).
