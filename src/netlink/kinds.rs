@@ -77,7 +77,8 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
-    fn name(&self) -> &'static str {
+    /// The kernel's name of the kind (IFLA_INFO_KIND), which the reference's messages use too.
+    pub fn name(&self) -> &'static str {
         match self {
             LinkKind::Macvlan { .. } => "macvlan",
             LinkKind::Ipvlan { .. } => "ipvlan",

@@ -123,15 +123,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         mtu: (mtu > 0).then_some(mtu),
         ..LinkSpec::new("", LinkKind::Ipvlan { mode, flag: IpvlanFlag::Bridge })
     };
-    let link = steps::link::create_renamed(
-        &mut host,
-        &mut cont,
-        &ns,
-        &ctx.ifname,
-        conf.link_in_container,
-        &template,
-        "ipvlan",
-    )?;
+    let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)?;
     steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
 
     let mut result = match (&ctx.prev_result, reuse_prev) {

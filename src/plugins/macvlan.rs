@@ -130,15 +130,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         // Debian 1.1.1 reference sent 0 from a LinkAttrs literal); ipvlan, vlan, dummy alike
         ..LinkSpec::new("", LinkKind::Macvlan { mode, bcqueuelen })
     };
-    let link = steps::link::create_renamed(
-        &mut host,
-        &mut cont,
-        &ns,
-        &ctx.ifname,
-        conf.link_in_container,
-        &template,
-        "macvlan",
-    )?;
+    let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)?;
     steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
     let mut result = CniResult { interfaces: vec![steps::link::container_iface(ctx, &link)], ..Default::default() };
 

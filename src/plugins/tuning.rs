@@ -185,11 +185,16 @@ pub fn load(ctx: &Ctx) -> Result<Tuning> {
 /// Every key's JSON type is checked (the reference's decoding fails DEL too), no value's range:
 /// DEL and GC use only `dataDir`, so an `mtu` or `txQLen` that ADD refuses does not fail them.
 /// The returned [`Tuning`] has no `mtu` or `txqlen`; they are in the [`GivenInts`].
+/// The backups' directory: `dataDir`, or the reference's default when absent or empty.
+fn data_dir(given: Option<&str>) -> PathBuf {
+    PathBuf::from(given.filter(|d| !d.is_empty()).unwrap_or(DEFAULT_DATA_DIR))
+}
+
 fn decode(ctx: &Ctx) -> Result<(Tuning, GivenInts)> {
     let c: Conf = ctx.plugin_conf()?;
     let raw = ctx.raw_conf()?;
     let mut t = Tuning {
-        data_dir: PathBuf::from(c.data_dir.filter(|d| !d.is_empty()).unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
+        data_dir: data_dir(c.data_dir.as_deref()),
         sysctl: sysctl_of(&raw)?,
         mac: c.mac.filter(|m| !m.is_empty()),
         promisc: c.promisc.unwrap_or(false),
@@ -639,9 +644,8 @@ fn gc(ctx: &Ctx) -> Result<()> {
     // GC reads only `dataDir`: another key of the wrong type (`"mtu": "x"`) stops nothing; a
     // `dataDir` that is no string names no directory any ADD wrote to: nothing to collect
     let data_dir = match ctx.get("datadir") {
-        None | Some(serde_json::Value::Null) => PathBuf::from(DEFAULT_DATA_DIR),
-        Some(serde_json::Value::String(d)) if d.is_empty() => PathBuf::from(DEFAULT_DATA_DIR),
-        Some(serde_json::Value::String(d)) => PathBuf::from(d),
+        None | Some(serde_json::Value::Null) => data_dir(None),
+        Some(serde_json::Value::String(d)) => data_dir(Some(d)),
         Some(other) => {
             tracing::warn!("GC: dataDir is no string ({other}): no backup to collect");
             return Ok(());

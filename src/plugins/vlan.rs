@@ -98,8 +98,7 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         mtu: (mtu > 0).then_some(mtu),
         ..LinkSpec::new("", LinkKind::Vlan { id })
     };
-    let link =
-        steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template, "vlan")?;
+    let link = steps::link::create_renamed(&mut host, &mut cont, &ns, &ctx.ifname, conf.link_in_container, &template)?;
     steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
 
     let mut result = steps::ipam::add(ctx, &mut undo).context("failed to execute IPAM delegate")?;

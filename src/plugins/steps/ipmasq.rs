@@ -11,8 +11,9 @@ use ipnet::IpNet;
 pub fn setup(ctx: &Ctx, backend: Option<&str>, result: &CniResult, undo: &mut Undo) -> Result<()> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     // v1.9.1's SetupIPMasqForNetworks: a backend it does not know fails in its own words
-    if let Some(b) = backend.filter(|b| !matches!(*b, "iptables" | "nftables")) {
-        anyhow::bail!("unknown ipmasq backend {}", crate::cni::result::go_quote(b));
+    if let Some(b) = backend {
+        crate::firewall::BackendKind::parse(b)
+            .map_err(|_| anyhow::anyhow!("unknown ipmasq backend {}", crate::cni::result::go_quote(b)))?;
     }
     let spec = MasqSpec { network: &ctx.name, container_id: &ctx.container_id, ifname: &ctx.ifname, ips: &ips };
     ipmasq::ensure(backend, &spec).context("failed to set up IP masquerading")?;

@@ -61,8 +61,8 @@ fn link_named(nl: &mut Netlink, name: &str) -> Result<Link> {
 /// `template` gives everything but the name and namespace. With `from_container` the link is
 /// created through the container's socket (linkInContainer), otherwise through `host` with
 /// IFLA_NET_NS_FD. On a failed rename the link is deleted. Returns the link as seen in the container.
-/// Errors in the reference's words for `kind`: `failed to create macvlan: <errno>`, `failed to
-/// rename macvlan to "eth0": <errno>`.
+/// Errors in the reference's words for the template's kind: `failed to create macvlan: <errno>`,
+/// `failed to rename macvlan to "eth0": <errno>`.
 pub fn create_renamed(
     host: &mut Netlink,
     cont: &mut Netlink,
@@ -70,8 +70,8 @@ pub fn create_renamed(
     ifname: &str,
     from_container: bool,
     template: &LinkSpec<'_>,
-    kind: &str,
 ) -> Result<Link> {
+    let kind = template.kind.name();
     let mut tries = 0;
     let tmp = loop {
         let tmp = super::veth::random_name();
