@@ -238,6 +238,16 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let steps::veth::Ends { host: host_veth, cont: cont_link } =
         steps::veth::add_pair(ctx, &mut host, &mut cont, &ns, &mut undo, pair)?;
     attach_port(&mut host, &host_veth, &br, &conf)?;
+    // The bridge as it is with our port: its MAC for the result (a bridge whose MAC is not set
+    // takes a port's), and it must be up. Looked at now, before the container end goes up: that
+    // starts the kernel's IPv6 work for the new link (its duplicate address detection is off, so
+    // at once: router solicitation and MLD reports, flooded to every port while the kworker
+    // holds the RTNL lock), and a query after it waits for that flood, O(ports), inside the
+    // runtime's time. Nothing later in this ADD changes the bridge's ports but a VLAN gateway
+    // veth made below (the bridge is looked at again then); a concurrent ADD's rollback that
+    // takes the bridge down after this check sees our port when it looks again, and sets the
+    // bridge up again (`bridge_down_unless_joined`).
+    let mut br_now = bridge_up_now(&mut host, &br)?;
 
     // 3. the result skeleton: bridge, host veth, container veth
     let mut result = CniResult {
@@ -275,6 +285,8 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
             // addresses go on a veth `<bridge>.<vlan>` whose peer is an access port of that VLAN
             // (made once per bridge and VLAN, kept by DEL, as the reference keeps it)
             let gw_link = ensure_vlan_gateway(&mut host, &br, &conf, &mut undo)?;
+            // the gateway veth's peer may have just joined the bridge (and changed its MAC)
+            br_now = host.link_by_index(br.index)?;
             let mut gw_iface = iface(&gw_link, None);
             let on = Gateways { link: &gw_link, bridge: &br, force: conf.force_address };
             let added = on.set(&mut host, &gateways, &mut undo);
@@ -311,22 +323,14 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
         Some(up.with_context(|| format!("bridge port in error state: {}", host_veth.name))?)
     };
 
-    // 7. MACs as they are now: the port's, and the bridge's, which takes a port's MAC unless the
-    //    gateway step pinned it just now (to the MAC already in the result); the DNS rule. The
-    //    bridge must still be up: a concurrent ADD that brought it up and failed takes it down
-    //    again unless a port had joined, and ours may have joined just after it looked.
+    // 7. MACs: the port's as it is now, and the bridge's as it was looked at once our port had
+    //    joined, unless the gateway step pinned it (to the MAC already in the result); the DNS
+    //    rule.
     if let Some(l) = port {
         result.interfaces[1].mac = l.mac_string();
     }
-    if let Some(l) = host.link_by_index(br.index)? {
-        if !pinned {
-            result.interfaces[0].mac = l.mac_string();
-        }
-        if !l.is_up() {
-            tracing::info!(bridge = %br.name, "the bridge went down during the ADD: setting it up again");
-            host.link_set_up(br.index, true)
-                .map_err(|e| go_words(e).context(format!("failed to set {} up", go_quote(&br.name))))?;
-        }
+    if let Some(l) = br_now.filter(|_| !pinned) {
+        result.interfaces[0].mac = l.mac_string();
     }
     if let Some(dns) = steps::ipam::conf_dns(ctx) {
         result.dns = dns;
@@ -547,16 +551,25 @@ impl BridgeChange {
         if !links.iter().any(|l| l.index == self.index && l.name == self.name) {
             return Ok(());
         }
-        let joined: Vec<&str> = links
-            .iter()
-            .filter(|l| l.master == Some(self.index) && !self.ports.contains(&l.index))
-            .map(|l| l.name.as_str())
-            .collect();
+        let joined = self.joined_in(&links);
         if !joined.is_empty() {
             tracing::info!(bridge = %self.name, ?joined, "{what} kept: ports joined the bridge meanwhile");
             return Ok(());
         }
         undo(&mut nl)
+    }
+
+    /// The names of the bridge's ports that joined it since (a link dump).
+    fn joined(&self, nl: &mut Netlink) -> Result<Vec<String>> {
+        Ok(self.joined_in(&nl.links()?).into_iter().map(str::to_string).collect())
+    }
+
+    fn joined_in<'a>(&self, links: &'a [Link]) -> Vec<&'a str> {
+        links
+            .iter()
+            .filter(|l| l.master == Some(self.index) && !self.ports.contains(&l.index))
+            .map(|l| l.name.as_str())
+            .collect()
     }
 }
 
@@ -662,12 +675,38 @@ fn ensure_bridge(host: &mut Netlink, conf: &Conf, undo: &mut Undo) -> Result<Lin
         };
         host.link_set_up(br.index, true).map_err(go_words)?;
         br.flags |= crate::netlink::consts::IFF_UP;
-        let index = br.index;
         if let Some(before) = before {
-            undo.push("bridge up", move || before.undo("bridge up", |nl| nl.link_set_up(index, false)));
+            undo.push("bridge up", move || before.undo("bridge up", |nl| bridge_down_unless_joined(nl, &before)));
         }
     }
     Ok(br)
+}
+
+/// The bridge as it is now; set up again when it went down meanwhile (a concurrent ADD that
+/// brought it up and failed takes it down again unless a port had joined when it looked, and
+/// ours may have joined just after it looked).
+fn bridge_up_now(host: &mut Netlink, br: &Link) -> Result<Option<Link>> {
+    let now = host.link_by_index(br.index)?;
+    if now.as_ref().is_some_and(|l| !l.is_up()) {
+        tracing::info!(bridge = %br.name, "the bridge went down during the ADD: setting it up again");
+        host.link_set_up(br.index, true)
+            .map_err(|e| go_words(e).context(format!("failed to set {} up", go_quote(&br.name))))?;
+    }
+    Ok(now)
+}
+
+/// The undo of "bridge up": the bridge goes down, then, when a port joined it meanwhile (a
+/// concurrent ADD attached its pod after [`BridgeChange::undo`] looked, and may have found the
+/// bridge still up), up again. With [`bridge_up_now`] in the other ADD, after its port joined,
+/// one of the two always sees the other: the bridge is never left down under a new pod.
+fn bridge_down_unless_joined(nl: &mut Netlink, before: &BridgeChange) -> Result<()> {
+    nl.link_set_up(before.index, false)?;
+    let joined = before.joined(nl)?;
+    if !joined.is_empty() {
+        tracing::info!(bridge = %before.name, ?joined, "bridge up kept: ports joined the bridge meanwhile");
+        nl.link_set_up(before.index, true)?;
+    }
+    Ok(())
 }
 
 /// The port's VLANs, in v1.9.1's words: its default VLANs removed (unless
@@ -949,6 +988,28 @@ mod tests {
         nl.link_del(br.index).unwrap();
         undo(&BridgeChange { ports: vec![], ..before.clone() });
         assert_eq!(ran.get(), 1);
+    }
+
+    /// The rollback of "bridge up" sets the bridge up again when a port joined it after the
+    /// rollback looked (a concurrent ADD that saw the bridge up just before it went down), and
+    /// leaves it down otherwise.
+    #[test]
+    fn bridge_up_is_taken_back_unless_a_port_joined_meanwhile() {
+        let _k = crate::netlink::fake::FakeKernel::install(&[]);
+        let mut nl = Netlink::new().unwrap();
+        nl.bridge_add(&BridgeSpec { name: "br8", mtu: None, vlan_filtering: false }).unwrap();
+        let br = nl.link_by_name("br8").unwrap().unwrap();
+        nl.link_set_up(br.index, true).unwrap();
+        let before = BridgeChange::new_bridge(&br);
+        let up = |nl: &mut Netlink| nl.link_by_index(br.index).unwrap().unwrap().is_up();
+        bridge_down_unless_joined(&mut nl, &before).unwrap();
+        assert!(!up(&mut nl), "no port: the bridge stays down");
+        nl.link_set_up(br.index, true).unwrap();
+        nl.veth_add(&VethSpec { name: "q0", peer_name: "q1", mtu: None, mac: None, peer_ns: None }).unwrap();
+        let q0 = nl.link_by_name("q0").unwrap().unwrap();
+        nl.link_set_master(q0.index, Some(br.index)).unwrap();
+        bridge_down_unless_joined(&mut nl, &before).unwrap();
+        assert!(up(&mut nl), "a port joined: the bridge is up again");
     }
 
     #[test]

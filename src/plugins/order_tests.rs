@@ -104,6 +104,7 @@ const BRIDGE_ADD: &[&str] = &[
     "host: get link veth*",
     "host: sysctl net/ipv6/conf/veth*/accept_ra=0",
     "host: set link veth* up master cni-o0",
+    "host: get link cni-o0",
     "cont: sysctl net/ipv6/conf/eth0/accept_dad=0",
     "cont: set link eth0 ipv4 conf arp_notify=1",
     "cont: add addr 198.18.7.2/24 dev eth0",
@@ -116,7 +117,6 @@ const BRIDGE_ADD: &[&str] = &[
     "host: get netconf inet",
     "host: sysctl net/ipv4/ip_forward=1",
     "host: get link veth*",
-    "host: get link cni-o0",
 ];
 const PTP_ADD: &[&str] = &[
     "host: get netconf inet",
@@ -191,7 +191,7 @@ fn bridge_add_on_a_kernel_without_echo_looks_the_container_end_up() {
 /// does not write forwarding again (what the link dump and netconf say is already so), and does
 /// not set the bridge's MAC again, as the reference sets it only after adding a gateway address
 /// (the kernel announces even an unchanged MAC as a change, which flushes the bridge's
-/// neighbours); the result's bridge MAC is then looked up at the end, as the reference does.
+/// neighbours); the result's bridge MAC is then the one looked up once the port has joined.
 #[test]
 fn bridge_add_on_a_configured_bridge_skips_settings_already_made() {
     let dir = TempDir::new("bridge2");
@@ -207,7 +207,9 @@ fn bridge_add_on_a_configured_bridge_skips_settings_already_made() {
     assert_eq!(second.first().map(String::as_str), Some("host: get link cni-o0"));
     assert!(second.iter().any(|l| l == "host: get netconf inet"), "{second:?}");
     assert!(!second.iter().any(|l| l.contains("cni-o0 address")), "{second:?}");
-    assert_eq!(second.last().map(String::as_str), Some("host: get link cni-o0"), "{second:?}");
+    let joined = second.iter().position(|l| l == "host: set link veth* up master cni-o0").unwrap();
+    assert_eq!(second.get(joined + 1).map(String::as_str), Some("host: get link cni-o0"), "{second:?}");
+    assert_eq!(second.last().map(String::as_str), Some("host: get link veth*"), "{second:?}");
     let first: serde_json::Value = serde_json::from_str(&first_out).unwrap();
     let now: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(now["interfaces"][0]["mac"], first["interfaces"][0]["mac"], "{out}");
@@ -270,8 +272,8 @@ fn bridge_add_errors_are_the_references_words() {
 }
 
 /// A concurrent ADD that brought the bridge up and failed takes it down again when no port had
-/// joined it when it looked: our port may join just after. The bridge, looked up again at the
-/// end of the ADD, is then set up again, so the pod is not left on a bridge that is down.
+/// joined it when it looked: our port may join just after. The bridge, looked up once our port
+/// has joined, is then set up again, so the pod is not left on a bridge that is down.
 #[test]
 fn bridge_add_sets_up_a_bridge_that_went_down_meanwhile() {
     let dir = TempDir::new("bridgedown");
@@ -281,7 +283,8 @@ fn bridge_add_sets_up_a_bridge_that_went_down_meanwhile() {
     let (code, out) = run("bridge", "ADD", &conf("bridge", BRIDGE, &dir), &dir);
     assert_eq!(code, 0, "{out}");
     let mut want = BRIDGE_ADD.to_vec();
-    want.push("host: set link cni-o0 up");
+    let looked = want.iter().position(|l| l.contains("up master")).unwrap() + 2;
+    want.insert(looked, "host: set link cni-o0 up");
     assert_log(&k.log(), &want);
 }
 
@@ -407,7 +410,11 @@ fn bridge_add_rolls_back_at_every_request() {
             ]);
         }
         if done("host: set link cni-o0 up") {
-            want.extend(["host: dump links [leases: -]", "host: set link cni-o0 down [leases: -]"]);
+            want.extend([
+                "host: dump links [leases: -]",
+                "host: set link cni-o0 down [leases: -]",
+                "host: dump links [leases: -]",
+            ]);
         }
         assert_eq!(f.rollback, want, "rollback after a failure at request {n}");
         let links: &[&str] = if done("host: create bridge cni-o0") { &["cni-o0@host"] } else { &[] };
