@@ -1915,3 +1915,61 @@ fn slow_v6_renews_at_t1() {
     assert_eq!(read(&lan)["lease6"]["address"], a6.as_str());
     assert!(lan.w.c(c).ping(&lan.server.srv6(), 20), "v6 still works after the renewal");
 }
+
+/// Dual stack: the v6 lease expires unrenewed (the server now serves only DHCPv4) while the v4
+/// lease is valid. The v6 address comes off eth0, but eth0 stays up, with its v4 address: the
+/// link goes down only when no lease of it is valid. Until 2026-12-07 the v6 expiry set eth0
+/// down under the valid v4 lease, and each re-acquiring attempt toggled it up and down.
+#[test]
+fn one_family_expiring_leaves_the_link_up_for_the_other() {
+    let mut lan = Lan::new("dhd", 94, &["up0"]);
+    lan.start_dnsmasq();
+    lan.start_daemon("3s");
+    let c = lan.w.add_container();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "dhcpnet", "type": "macvlan", "master": "up0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": lan.sock, "ipv4": true, "ipv6": true},
+    });
+    let r = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+    let ips: Vec<String> = ips_of(&r).iter().map(|a| host_part(a)).collect();
+    assert_eq!(ips.len(), 2, "{r}");
+    let (v4, v6) = (ips[0].clone(), ips[1].clone());
+    lan.stop_daemon();
+    lan.server.stop();
+    for f in lan.state_files() {
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        if v.get("lease6").is_some() {
+            let t = v["lease6"]["acquired_unix"].as_u64().unwrap() - 300;
+            v["lease6"]["acquired_unix"] = t.into();
+            std::fs::write(&f, serde_json::to_vec(&v).unwrap()).unwrap();
+        }
+    }
+    lan.server.v6 = false;
+    lan.start_dnsmasq();
+    lan.start_daemon("3s");
+    let v6_expired = |lan: &Lan| {
+        lan.state_files().iter().any(|f| {
+            std::fs::read(f)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v.get("lease6").is_some() && v["link_down"] == true)
+        })
+    };
+    let on_link = |lan: &Lan| lan.w.c(c).addrs("eth0").iter().map(|a| host_part(a)).collect::<Vec<_>>();
+    lan.wait("the v6 lease to expire and its address to come off", 15, || {
+        v6_expired(&lan) && !on_link(&lan).contains(&v6)
+    });
+    // over several re-acquiring attempts (a 3 s timeout each), eth0 stays up with its v4 address
+    for _ in 0..8 {
+        let l = lan.w.c(c).link("eth0").unwrap();
+        assert!(
+            l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
+            "eth0 went down under the valid v4 lease: {l}\n{}",
+            lan.daemon_log()
+        );
+        assert_eq!(on_link(&lan), vec![v4.clone()], "{}", lan.daemon_log());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(lan.daemon_log().contains("leaving it up: the other family's lease is valid"), "{}", lan.daemon_log());
+    lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+}

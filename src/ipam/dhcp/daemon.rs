@@ -314,6 +314,9 @@ pub struct Daemon {
     cfg: DaemonConfig,
     store: Store,
     leases: Mutex<HashMap<String, Arc<Entry>>>,
+    /// One lock per attachment (record key): the two families' attempts to re-acquire expired
+    /// leases on one link take turns, so one's "link down again" never cuts the other's send.
+    link_turns: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pending: Mutex<HashSet<String>>,
     shutting_down: AtomicBool,
 }
@@ -418,12 +421,21 @@ impl Daemon {
             cfg,
             store,
             leases: Mutex::new(HashMap::new()),
+            link_turns: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
         });
-        for rec in records {
-            tracing::info!(id = %rec.id(), address = %rec.address(), "resuming persisted lease");
-            d.insert_and_maintain(rec);
+        // every lease is in the map before any is maintained: a lease looks at its attachment's
+        // other family's (`other_family_valid`) from its first step on
+        let entries: Vec<Arc<Entry>> = records
+            .into_iter()
+            .map(|rec| {
+                tracing::info!(id = %rec.id(), address = %rec.address(), "resuming persisted lease");
+                d.insert(rec)
+            })
+            .collect();
+        for e in &entries {
+            d.spawn_maintainer(e);
         }
         Ok(d)
     }
@@ -819,6 +831,12 @@ impl Daemon {
     }
 
     fn insert_and_maintain(self: &Arc<Self>, rec: Record) {
+        let entry = self.insert(rec);
+        self.spawn_maintainer(&entry);
+    }
+
+    /// Put `rec` in the lease map (stopping the entry it replaces).
+    fn insert(&self, rec: Record) -> Arc<Entry> {
         let id = rec.id();
         let entry = Arc::new(Entry {
             rec: Mutex::new(rec),
@@ -826,15 +844,20 @@ impl Daemon {
             cv: Condvar::new(),
             thread: Mutex::new(None),
         });
-        let (d, e) = (Arc::clone(self), Arc::clone(&entry));
+        if let Some(old) = lock(&self.leases).insert(id, Arc::clone(&entry)) {
+            old.stop();
+        }
+        entry
+    }
+
+    /// Start the thread that maintains `entry`'s lease.
+    fn spawn_maintainer(self: &Arc<Self>, entry: &Arc<Entry>) {
+        let (d, e) = (Arc::clone(self), Arc::clone(entry));
         let spawned =
             std::thread::Builder::new().name("dhcp-lease".into()).stack_size(512 * 1024).spawn(move || d.maintain(&e));
         match spawned {
             Ok(h) => *lock(&entry.thread) = Some(h),
-            Err(err) => tracing::error!(%id, "cannot start lease thread: {err}"),
-        }
-        if let Some(old) = lock(&self.leases).insert(id, entry) {
-            old.stop();
+            Err(err) => tracing::error!(id = %lock(&entry.rec).id(), "cannot start lease thread: {err}"),
         }
     }
 
@@ -948,6 +971,11 @@ impl Daemon {
     /// brings the link back: it is put back on the link (routes the kernel removed are not
     /// restored) and the link set up. A server that has another address for the attachment
     /// leaves the link down and the other address unbound (the pod needs a new ADD).
+    ///
+    /// On a dual-stack link the link goes down only when no lease of it is valid: while the
+    /// other family's lease runs, an expired family's address comes off and the link stays up
+    /// (that lease still renews through it). The two families' re-acquiring attempts take turns
+    /// (`link_turns`), so one attempt's "down again" never falls inside the other's.
     fn maintain_step(
         &self,
         entry: &Arc<Entry>,
@@ -969,6 +997,8 @@ impl Daemon {
             Phase::Expired
         };
         let expired = phase == Phase::Expired;
+        let turn = expired.then(|| self.link_turn(&rec.key));
+        let _turn = turn.as_ref().map(|t| lock(t));
         if expired {
             self.take_down(entry, rec, netns)?;
         }
@@ -986,25 +1016,44 @@ impl Daemon {
         if expired {
             match &res {
                 Ok(_) => self.bring_back(entry, netns)?,
-                Err(e) if !ns::is_gone(e) => ns::set_link(netns, &rec.ifname, false)?,
+                Err(e) if !ns::is_gone(e) && !self.other_family_valid(rec) => ns::set_link(netns, &rec.ifname, false)?,
                 Err(_) => {}
             }
         }
         res
     }
 
-    /// An expired lease: its address off the link and the link down (both idempotent), the
-    /// record marked `link_down`.
+    /// The lock under which expired leases of attachment `key` (both families) are re-acquired.
+    fn link_turn(&self, key: &str) -> Arc<Mutex<()>> {
+        Arc::clone(lock(&self.link_turns).entry(key.to_string()).or_default())
+    }
+
+    /// Whether the other family's lease of `rec`'s attachment (the same link) has not expired.
+    fn other_family_valid(&self, rec: &Record) -> bool {
+        let other = if rec.lease6.is_some() { rec.key.clone() } else { format!("{}#6", rec.key) };
+        let entry = lock(&self.leases).get(&other).cloned();
+        entry.is_some_and(|e| {
+            let r = lock(&e.rec);
+            (r.lease.is_some() || r.lease6.is_some()) && r.expiry_at() > now_unix()
+        })
+    }
+
+    /// An expired lease: its address off the link and the link down (both idempotent; the link
+    /// stays up while the other family's lease of it is valid), the record marked `link_down`.
     fn take_down(&self, entry: &Entry, rec: &Record, netns: &Path) -> anyhow::Result<()> {
         let address =
             rec.lease.as_ref().map(|l| IpAddr::V4(l.address)).or(rec.lease6.as_ref().map(|l| IpAddr::V6(l.address)));
+        let other_valid = self.other_family_valid(rec);
         if !rec.link_down {
-            tracing::warn!(id = %rec.id(), address = %rec.address(), "lease expired unrenewed; taking the address off {} and setting it down", rec.ifname);
+            let what = if other_valid { "leaving it up: the other family's lease is valid" } else { "setting it down" };
+            tracing::warn!(id = %rec.id(), address = %rec.address(), "lease expired unrenewed; taking the address off {} and {what}", rec.ifname);
         }
         if let Some(a) = address {
             ns::remove_addr(netns, &rec.ifname, a)?;
         }
-        ns::set_link(netns, &rec.ifname, false)?;
+        if !other_valid {
+            ns::set_link(netns, &rec.ifname, false)?;
+        }
         if !rec.link_down {
             self.update(entry, |r| r.link_down = true);
         }
