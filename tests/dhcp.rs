@@ -17,9 +17,11 @@ use crate::harness::topo::DhcpServer;
 use crate::harness::world::must;
 use crate::harness::{self, Impl, Netns};
 use cni_multi::cni::{Command, Ctx};
+use cni_multi::ipam::dhcp::client::{opt as opt4, Message as Message4};
 use cni_multi::ipam::dhcp::daemon::{bind_socket, Daemon, DaemonConfig};
 use cni_multi::ipam::dhcp::rpc::{Method, Request};
 use cni_multi::ipam::dhcp::APPLET;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Proc, Stdio};
@@ -1972,4 +1974,175 @@ fn one_family_expiring_leaves_the_link_up_for_the_other() {
     }
     assert!(lan.daemon_log().contains("leaving it up: the other family's lease is valid"), "{}", lan.daemon_log());
     lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+}
+
+/// The DHCPv4 requests (UDP to port 67) that arrive on one interface of a netns, read from a
+/// packet socket opened there (packets the interface sends out are left aside): each one's IPv4
+/// source address and message. On a server's bridge (not on a port of it: the bridge takes the
+/// frames of its ports before a packet socket of one ethertype sees them).
+struct Requests4(cni_multi::sys::packet::PacketSocket);
+
+impl Requests4 {
+    fn open(ns: &Netns, ifname: &str) -> Requests4 {
+        use cni_multi::ipam::dhcp::{client::SERVER_PORT, raw4};
+        let ifname = ifname.to_string();
+        Requests4(ns.run_in(move || {
+            let index = nix::net::if_::if_nametoindex(ifname.as_str()).unwrap();
+            cni_multi::sys::packet::PacketSocket::open(index, 0x0800, &raw4::udp_to(SERVER_PORT)).unwrap()
+        }))
+    }
+
+    /// Every request queued since the last call (the last one waited for 300 ms).
+    fn take(&self) -> Vec<(Ipv4Addr, Message4)> {
+        let mut out = vec![];
+        let mut buf = vec![0u8; 4096];
+        while let Some(r) = self.0.recv(&mut buf, Duration::from_millis(300)).unwrap() {
+            let p = &buf[..r.len];
+            if r.pkttype == cni_multi::sys::packet::PACKET_OUTGOING || p.len() < 28 {
+                continue;
+            }
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            if let Ok(m) = Message4::decode(&p[ihl + 8..]) {
+                out.push((src, m));
+            }
+        }
+        out
+    }
+}
+
+/// (IP source, message type) of the requests among `seen` whose client id names `ifname` of
+/// container `cid` (the daemon's `<cid>/<network>/<ifname>`), in order, a retransmission once.
+fn requests_of(seen: &[(Ipv4Addr, Message4)], cid: &str, ifname: &str) -> Vec<(String, String)> {
+    let id = format!("\0{cid}/dhcpnet/{ifname}");
+    seen.iter()
+        .filter(|(_, m)| m.get(opt4::CLIENT_ID) == Some(id.as_bytes()))
+        .map(|(src, m)| (src.to_string(), format!("{:?}", m.msg_type().unwrap()), m.xid))
+        .fold(vec![], |mut v: Vec<(String, String, u32)>, x| {
+            // (a retransmission, same transaction, counts once)
+            if v.last() != Some(&x) {
+                v.push(x);
+            }
+            v
+        })
+        .into_iter()
+        .map(|(src, kind, _)| (src, kind))
+        .collect()
+}
+
+/// RFC 2131 §4.1: a DHCPv4 message broadcast before the client has its address has the IP
+/// source 0.0.0.0. A container whose eth0 already holds a lease gets a second interface, eth1,
+/// through bridge + dhcp: eth1's DISCOVER and REQUEST leave from 0.0.0.0 in both
+/// implementations, and in ours so do eth0's after its lease expired (the daemon took the
+/// address off eth0 and re-acquires it while eth1 holds one). Until 2026-12-07 ours sent them
+/// on a UDP socket and the kernel gave them the address of another interface of the netns
+/// (eth0's for eth1's, eth1's for eth0's), which DHCP snooping and anti-spoofing filters drop.
+/// The reference sends its RENEW (ciaddr set) from 0.0.0.0 too (T1 3 s in its world); ours
+/// sends it from the leased address (`dhcp_broadcast_renew_leaves_from_the_leased_address`).
+#[test]
+fn dhcp_requests_before_an_address_leave_from_0_0_0_0() {
+    let zero = "0.0.0.0".to_string();
+    let want = vec![(zero.clone(), "Discover".to_string()), (zero.clone(), "Request".to_string())];
+    for (which, n) in dhcp_impls(90) {
+        let t1 = if which == Impl::Reference { vec!["--dhcp-option=option:T1,3".to_string()] } else { vec![] };
+        let mut lan = bridged_lan(&format!("dhz{n}"), n, which, &t1);
+        let c = lan.w.add_container();
+        let conf = lan.bridge_conf(serde_json::json!({}));
+        let r0 = lan.w.add(&conf).cid("ctr1").container(c).run().ok();
+        let a0 = host_part(&ips_of(&r0)[0]);
+        let cap = Requests4::open(&lan.server.ns, &lan.server.bridge);
+        let r1 = lan.w.add(&conf).cid("ctr1").container(c).ifname("eth1").run().ok();
+        let a1 = host_part(&ips_of(&r1)[0]);
+        let on = |lan: &Lan, ifname: &str| lan.w.c(c).addrs(ifname).iter().map(|a| host_part(a)).collect::<Vec<_>>();
+        assert_eq!((on(&lan, "eth0"), on(&lan, "eth1")), (vec![a0.clone()], vec![a1.clone()]), "{which:?}");
+        let seen = cap.take();
+        assert_eq!(
+            requests_of(&seen, "ctr1", "eth1").get(..2),
+            Some(&want[..]),
+            "{which:?}: eth0 holds {a0}\n{}",
+            lan.server.log()
+        );
+        if which == Impl::Reference {
+            // its RENEW at T1, the address on the interface, is a broadcast from 0.0.0.0 as well
+            let mut all = seen.clone();
+            let renews = |all: &[(Ipv4Addr, Message4)]| {
+                let of_a1 = all.iter().filter(|(_, m)| m.ciaddr.to_string() == a1);
+                of_a1.map(|(src, _)| src.to_string()).collect::<Vec<_>>()
+            };
+            lan.wait("the reference's RENEW of eth1", 10, || {
+                all.extend(cap.take());
+                !renews(&all).is_empty()
+            });
+            assert!(renews(&all).iter().all(|src| *src == zero), "the reference's RENEW of {a1}: {:?}", renews(&all));
+            continue;
+        }
+        assert_eq!(requests_of(&seen, "ctr1", "eth1"), want, "no more than DISCOVER and REQUEST");
+
+        // eth0's lease expired: re-acquired (option 50) while eth1 holds an address
+        lan.stop_daemon();
+        for f in lan.state_files() {
+            let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+            if v["key"] == "ctr1/dhcpnet/eth0" {
+                let t = v["lease"]["acquired_unix"].as_u64().unwrap() - 300;
+                v["lease"]["acquired_unix"] = t.into();
+                std::fs::write(&f, serde_json::to_vec(&v).unwrap()).unwrap();
+            }
+        }
+        let started = cni_multi::ipam::dhcp::client::now_unix();
+        lan.start_daemon("10s");
+        let reacquired = |lan: &Lan| {
+            let back = lan.state_files().iter().any(|f| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(f).unwrap_or_default()).unwrap_or_default();
+                v["key"] == "ctr1/dhcpnet/eth0"
+                    && v["lease"]["acquired_unix"].as_u64().is_some_and(|t| t >= started)
+                    && v.get("link_down").is_none()
+            });
+            back && on(lan, "eth0") == vec![a0.clone()]
+        };
+        lan.wait("eth0's lease re-acquired, its address back", 20, || reacquired(&lan));
+        let seen = cap.take();
+        assert_eq!(requests_of(&seen, "ctr1", "eth0"), want, "eth1 holds {a1}\n{}", lan.daemon_log());
+        assert!(requests_of(&seen, "ctr1", "eth1").is_empty(), "eth1's lease is fresh: nothing to send");
+        lan.w.del(&conf).cid("ctr1").container(c).ifname("eth1").run().ok();
+        lan.w.del(&conf).cid("ctr1").container(c).run().ok();
+        lan.wait("both leases released", 5, || lan.server.leases().is_empty());
+    }
+}
+
+/// A message the client broadcasts while it holds the lease carries the leased address as its
+/// IP source, as RFC 2131 says, whatever else the netns has. The dhcp IPAM alone on eth1 (the
+/// leased address never put on it) beside eth0, which holds an address: eth1's RENEW at T1 (3 s
+/// here) is broadcast (without the address no unicast), from eth1's leased address, its ciaddr;
+/// eth0's RENEW is unicast from eth0's address. Until 2026-12-07 the kernel gave eth1's RENEW
+/// (and its DISCOVER and REQUEST) eth0's address. (A permanent neighbour entry on the server
+/// stands in for whatever answers ARP for eth1's address where it lives.)
+#[test]
+fn dhcp_broadcast_renew_leaves_from_the_leased_address() {
+    let mut w = DaemonLan::new("v", 92);
+    w.server.start(&["--dhcp-option=option:T1,3".to_string()]);
+    let c1 = w.container(1);
+    w.server.plug("vh1b", &w.containers[0], "eth1");
+    let d = w.start_daemon(w.daemon_config());
+    let a0 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth0", w.ipam())).expect("ADD eth0"));
+    configure(&c1, &a0);
+    let cap = Requests4::open(&w.server.ns, &w.server.bridge);
+    let a1 = addr_of(&(APPLET.add)(&w.ctx(Command::Add, "ctr1", &c1, "eth1", w.ipam())).expect("ADD eth1"));
+    let (ip0, ip1) = (host_part(&a0), host_part(&a1));
+    let mac = w.containers[0].ip_json(&["link", "show", "eth1"])[0]["address"].as_str().unwrap().to_string();
+    w.server.ns.must(&["ip", "neigh", "replace", &ip1, "lladdr", &mac, "dev", "br0", "nud", "permanent"]);
+    let key = "ctr1/dhcpnet/eth1";
+    let first = d.lease(key).unwrap();
+    assert_eq!(first.t1_secs, 3, "{first:?}");
+    w.wait_for("eth1's renewal at T1", 8, || d.lease(key).is_some_and(|l| l.acquired_unix > first.acquired_unix));
+    let seen = cap.take();
+    let (zero, req) = ("0.0.0.0".to_string(), "Request".to_string());
+    let want = vec![(zero.clone(), "Discover".to_string()), (zero, req.clone()), (ip1.clone(), req.clone())];
+    assert_eq!(requests_of(&seen, "ctr1", "eth1"), want, "eth0 holds {ip0}\n{}", w.server.log());
+    let id1 = format!("\0{key}");
+    let renew = seen.iter().rev().find(|(_, m)| m.get(opt4::CLIENT_ID) == Some(id1.as_bytes()));
+    assert_eq!(renew.map(|(_, m)| m.ciaddr.to_string()), Some(ip1.clone()), "the RENEW's ciaddr");
+    assert_eq!(requests_of(&seen, "ctr1", "eth0"), [(ip0.clone(), req)], "eth0's unicast RENEW");
+    let ns1 = Path::new(&c1).file_name().unwrap().to_str().unwrap();
+    assert!(!must(&["ip", "-n", ns1, "-4", "addr", "show", "dev", "eth1"]).contains(&ip1), "never applied");
 }

@@ -1,7 +1,9 @@
 //! Packet sockets (packet(7)): a `SOCK_DGRAM` AF_PACKET socket that receives the network-layer
 //! packets of one ethertype arriving on one interface, before the IP layer looks at them (so
 //! before reverse-path filtering and the "is this address mine" check), through a classic BPF
-//! filter that the kernel runs on each packet.
+//! filter that the kernel runs on each packet; and sends network-layer packets built by the
+//! caller on that interface (the kernel adds only the link-layer header), so their IP header is
+//! whatever the caller wrote (an IPv4 source of 0.0.0.0, which no IP socket can send from).
 //!
 //! The socket is made with protocol 0, which receives nothing; the filter and PACKET_AUXDATA are
 //! set, and only then is it bound to the interface and ethertype. So no packet the filter would
@@ -50,6 +52,8 @@ pub struct Received {
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
+    ifindex: libc::c_int,
+    ethertype: u16,
 }
 
 impl PacketSocket {
@@ -78,7 +82,39 @@ impl PacketSocket {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PacketSocket { fd })
+        Ok(PacketSocket { fd, ifindex, ethertype })
+    }
+
+    /// Send `packet` (a network-layer packet of the socket's ethertype, its header first) on the
+    /// socket's interface to the link-layer address `dest` (6 bytes: Ethernet).
+    pub fn send_to(&self, packet: &[u8], dest: [u8; 6]) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is a plain C struct for which all-zero bytes are a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = self.ethertype.to_be();
+        sll.sll_ifindex = self.ifindex;
+        sll.sll_halen = dest.len() as u8;
+        for (d, s) in sll.sll_addr.iter_mut().zip(dest) {
+            *d = s;
+        }
+        // SAFETY: sendto reads `packet.len()` bytes from `packet`, a live slice, and
+        // `size_of::<sockaddr_ll>()` bytes from `&sll`, a live, initialized sockaddr_ll on this
+        // stack frame; the fd is owned by `self`.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                std::ptr::addr_of!(sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(sent) if sent == packet.len() => Ok(()),
+            Ok(sent) => Err(io::Error::other(format!("sent {sent} of {} bytes", packet.len()))),
+            Err(_) => Err(io::Error::last_os_error()),
+        }
     }
 
     /// Wait up to `wait` for the next packet; `Ok(None)` when none came (or a signal

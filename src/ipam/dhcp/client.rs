@@ -1,7 +1,9 @@
 //! DHCPv4 client: message encoding/decoding (RFC 2131/2132, RFC 3442 classless routes,
-//! RFC 3396 long options) and the exchanges the daemon needs (DORA, renew, rebind, release),
-//! sent from a UDP socket bound to port 68 on one interface of the container netns, the replies
-//! read from a packet socket on that interface (`raw4`).
+//! RFC 3396 long options) and the exchanges the daemon needs (DORA, renew, rebind, release) on
+//! one interface of the container netns: broadcasts go out on a packet socket on the interface
+//! with the message's ciaddr as IP source (0.0.0.0 until the client holds an address), unicasts
+//! to the server on a UDP socket bound to port 68 on it, and the replies are read from the
+//! packet socket (`raw4`).
 
 use anyhow::{anyhow, bail, Context};
 use ipnet::Ipv4Net;
@@ -505,7 +507,7 @@ impl Backoff {
 }
 
 /// Where a client reads its server's replies: the DHCPv4 client a packet socket on its
-/// interface ([`super::raw4::Replies4`]), the DHCPv6 client its UDP socket.
+/// interface ([`super::raw4::Packet4`]), the DHCPv6 client its UDP socket.
 pub trait Inbox {
     /// Wait up to `wait` for the next reply and give the DHCP message it carries; `Ok(None)`
     /// when nothing came in time (or what came was no well-formed reply).
@@ -531,12 +533,16 @@ impl Inbox for UdpSocket {
 }
 
 /// A DHCP client on one interface: both sockets were opened inside the container netns and
-/// stay bound there. Requests go out on the UDP socket (port 68 on the interface, which needs
-/// no address to broadcast); replies are read from the packet socket, which sees them whatever
-/// the IP layer of the netns would do with them (see [`super::raw4`]).
+/// stay bound there. Broadcasts go out on the packet socket, from the message's ciaddr (0.0.0.0
+/// before the client holds an address, RFC 2131 §4.1; no other interface's address), unicasts to
+/// the server on the UDP socket (port 68 on the interface, from the leased address on it);
+/// replies are read from the packet socket, which sees them whatever the IP layer of the netns
+/// would do with them (see [`super::raw4`]).
 pub struct Client<'a> {
+    /// for unicasts to the server
     pub sock: UdpSocket,
-    pub replies: super::raw4::Replies4,
+    /// for broadcasts and the replies
+    pub raw: super::raw4::Packet4,
     pub mac: [u8; 6],
     /// IPv4 addresses on the interface (unicast is only possible from the leased one)
     pub local_addrs: Vec<Ipv4Addr>,
@@ -595,6 +601,21 @@ pub fn exchange(
 }
 
 impl Client<'_> {
+    /// Put the encoded message `bytes`, whose ciaddr is `ciaddr`, on the wire to the servers'
+    /// port at `dest`. A broadcast goes out on the packet socket with `ciaddr` as its IP source:
+    /// 0.0.0.0 while the client holds no address (RFC 2131 §4.1: DISCOVER, REQUEST while
+    /// selecting, the re-acquisition after an expiry), the leased address while it holds one
+    /// (REBIND, a RENEW or RELEASE broadcast because the address is not on the interface),
+    /// whatever addresses the netns has. A unicast to the server goes out on the UDP socket, from
+    /// the leased address on the interface.
+    fn send(&self, bytes: &[u8], ciaddr: Ipv4Addr, dest: Ipv4Addr) -> std::io::Result<()> {
+        if dest == Ipv4Addr::BROADCAST {
+            self.raw.broadcast(ciaddr, bytes)
+        } else {
+            self.sock.send_to(bytes, SocketAddrV4::new(dest, SERVER_PORT)).map(|_| ())
+        }
+    }
+
     /// Send `req` to `dest` and wait for a reply that `accept` takes, retransmitting with
     /// backoff until `deadline`. Returns `None` on timeout.
     fn transact(
@@ -605,10 +626,9 @@ impl Client<'_> {
         accept: &dyn Fn(&Message) -> bool,
     ) -> anyhow::Result<Option<Message>> {
         let bytes = req.encode();
-        let to = SocketAddrV4::new(dest, SERVER_PORT);
         let mut reply = None;
-        let mut send = || match self.sock.send_to(&bytes, to) {
-            Ok(_) => Ok(()),
+        let mut send = || match self.send(&bytes, req.ciaddr, dest) {
+            Ok(()) => Ok(()),
             Err(e) => {
                 bail!("sending DHCP {:?} on {} to {dest}: {e}", req.msg_type().unwrap_or(MsgType::Inform), self.ifname)
             }
@@ -623,7 +643,7 @@ impl Client<'_> {
             _ => false,
         };
         let mut waits = self.backoff.waits_v4();
-        exchange(&self.replies, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take, &mut || false)?;
+        exchange(&self.raw, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take, &mut || false)?;
         Ok(reply)
     }
 
@@ -760,17 +780,18 @@ impl Client<'_> {
         })
     }
 
-    /// DHCPRELEASE (broadcast: the interface has no address yet) of what `ack` bound to us, for
-    /// an ACK whose lease cannot be used (no subnet mask, …), so the server does not keep the
-    /// address bound to an attachment that never got it. Best effort: a failure is logged.
+    /// DHCPRELEASE (broadcast: the interface has no address yet; from the released address, its
+    /// ciaddr, as every release) of what `ack` bound to us, for an ACK whose lease cannot be
+    /// used (no subnet mask, …), so the server does not keep the address bound to an attachment
+    /// that never got it. Best effort: a failure is logged.
     fn release_unusable(&self, ack: &Message, server: Ipv4Addr) {
         if ack.yiaddr.is_unspecified() {
             return;
         }
         let server_id = ack.get_addr(opt::SERVER_ID).unwrap_or(server);
         let bytes = release_message_for(ack.yiaddr, server_id, self.mac, &self.opts.client_id);
-        match self.sock.send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT)) {
-            Ok(_) => tracing::info!(ifname = %self.ifname, address = %ack.yiaddr, "unusable DHCP ACK: released"),
+        match self.send(&bytes, ack.yiaddr, Ipv4Addr::BROADCAST) {
+            Ok(()) => tracing::info!(ifname = %self.ifname, address = %ack.yiaddr, "unusable DHCP ACK: released"),
             Err(e) => {
                 tracing::warn!(ifname = %self.ifname, address = %ack.yiaddr, "unusable DHCP ACK not released: {e}")
             }
@@ -778,16 +799,13 @@ impl Client<'_> {
     }
 
     /// DHCPRELEASE from the container interface: unicast to the server from the leased address
-    /// when it is on the interface, else broadcast.
+    /// when it is on the interface, else broadcast (from the leased address too).
     pub fn release(&self, lease: &Lease) -> anyhow::Result<()> {
         let bytes = release_message(lease, self.mac, &self.opts.client_id);
-        if self.local_addrs.contains(&lease.address)
-            && self.sock.send_to(&bytes, SocketAddrV4::new(lease.server_id, SERVER_PORT)).is_ok()
-        {
+        if self.local_addrs.contains(&lease.address) && self.send(&bytes, lease.address, lease.server_id).is_ok() {
             return Ok(());
         }
-        self.sock
-            .send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT))
+        self.send(&bytes, lease.address, Ipv4Addr::BROADCAST)
             .with_context(|| format!("sending DHCPRELEASE on {}", self.ifname))?;
         Ok(())
     }

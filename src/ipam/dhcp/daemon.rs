@@ -632,10 +632,10 @@ impl Daemon {
         opts: &'a ClientOptions,
         cancel: &'a (dyn Fn() -> bool + Sync),
     ) -> anyhow::Result<Client<'a>> {
-        let (sock, replies, info) = ns::open_client_socket(netns, ifname, bring_up)?;
+        let (sock, raw, info) = ns::open_client_socket(netns, ifname, bring_up)?;
         Ok(Client {
             sock,
-            replies,
+            raw,
             mac: info.mac,
             local_addrs: info.addrs,
             ifname: ifname.to_string(),

@@ -1,15 +1,15 @@
 //! The container-side work of the daemon: looking the interface up, setting it up or down,
 //! removing a released address (netlink sockets bound in the container netns, through
 //! `Netlink::in_netns`), and opening the DHCP sockets there (UDP, and for DHCPv4 the packet
-//! socket its replies are read from; the calling thread enters the netns through the
-//! `sys::netns` guard only for the `socket`/`bind` calls; the sockets stay bound in the
-//! container netns afterwards).
+//! socket its broadcasts go out on and its replies are read from; the calling thread enters the
+//! netns through the `sys::netns` guard only for the `socket`/`bind` calls; the sockets stay
+//! bound in the container netns afterwards).
 //!
 //! It also finds the *lower device* of a container link in the daemon's own netns (the bridge
 //! behind a veth, the parent of a macvlan/ipvlan): a release whose container link is already
 //! gone (bridge deletes it before calling IPAM DEL) is sent from there.
 
-use super::raw4::Replies4;
+use super::raw4::Packet4;
 use crate::netlink::{Family, Netlink};
 use crate::sys::netns::{NetNs, NsError};
 use anyhow::{anyhow, Context};
@@ -108,16 +108,17 @@ fn dhcp_socket(ifname: &str, v6: bool, port: u16) -> anyhow::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// The DHCPv4 client's sockets in the container netns: UDP 0.0.0.0:68 on the interface to send
-/// from, and a packet socket on it to read the replies from (`raw4`).
-pub fn open_client_socket(netns: &Path, ifname: &str, bring_up: bool) -> anyhow::Result<(UdpSocket, Replies4, IfInfo)> {
+/// The DHCPv4 client's sockets in the container netns: UDP 0.0.0.0:68 on the interface for the
+/// unicasts to the server (from the leased address on the interface), and a packet socket on it
+/// for the broadcasts and the replies (`raw4`).
+pub fn open_client_socket(netns: &Path, ifname: &str, bring_up: bool) -> anyhow::Result<(UdpSocket, Packet4, IfInfo)> {
     let (ns, _nl, info) = prepare(netns, ifname, bring_up)?;
-    let (sock, replies) = ns.run(|| -> anyhow::Result<_> {
+    let (sock, raw) = ns.run(|| -> anyhow::Result<_> {
         let sock = dhcp_socket(ifname, false, super::client::CLIENT_PORT)?;
-        let replies = Replies4::open(info.index).with_context(|| format!("opening a packet socket on {ifname}"))?;
-        Ok((sock, replies))
+        let raw = Packet4::open(info.index).with_context(|| format!("opening a packet socket on {ifname}"))?;
+        Ok((sock, raw))
     })?;
-    Ok((sock, replies, info))
+    Ok((sock, raw, info))
 }
 
 /// The DHCPv6 client socket ([::]:546 on the interface) in the container netns. DHCPv6 is
