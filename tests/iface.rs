@@ -1410,6 +1410,38 @@ fn vrf_add_errors_carry_the_references_cmdadd_prefix() {
     assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
 }
 
+/// vrf DEL of a `vrfname` that ADD refuses (code 7: a `%` template, whitespace, `/`, `:`, `.`,
+/// more than 15 bytes) succeeds and changes nothing: no link can have such a name (regression:
+/// ours failed the DEL with ADD's code 7). The reference's DEL, which checks only that the name is
+/// not empty, succeeds too, but for the over-long name (999 `numerical result out of range`, the
+/// kernel refusing the lookup). An empty name is refused by both (ours 7, the reference 999).
+#[test]
+fn vrf_del_takes_a_vrfname_that_add_refuses() {
+    let (mut w, host) = twin_parents("vrfdelnm");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let conf = |name: &str| json!({"cniVersion": "1.0.0", "name": "vrfnet", "type": "vrf", "vrfname": name});
+    for name in ["red%d", "r x", "r\tx", "a/b", "a:b", ".", "..", "0123456789abcdef"] {
+        let ours = w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(name));
+        ours.expect_ok(&format!("ours DEL of {name:?}"));
+        let add = w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &conf(name));
+        assert_eq!(add.err_code(), 7, "ADD of {name:?}: {}", add.stdout);
+        if have_reference("vrf") {
+            let theirs = w.cni(Impl::Reference, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(name));
+            if name.len() > 15 {
+                assert_eq!(theirs.err_code(), 999, "the oracle's DEL of {name:?}: {}", theirs.stdout);
+            } else {
+                theirs.expect_ok(&format!("the oracle's DEL of {name:?}"));
+            }
+        }
+    }
+    let r = w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(""));
+    assert_eq!(r.err_code(), 7, "{}", r.stdout);
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
+}
+
 /// Ours CHECKs more than the reference (documented in docs/differences.md): vrf CHECK fails when
 /// the VRF is gone (the reference passes: the oracle's CHECK looks at nothing), tap CHECK of an
 /// L2 tap fails when the tap is gone (the reference looks the link up only for addresses).
