@@ -1658,3 +1658,25 @@ fn configure_iface_errors_are_worded_as_the_reference() {
         assert!(w.links(&c).is_empty(), "{}: {:?}", imp.label(), w.links(&c));
     }
 }
+
+/// dummy ADD with a CNI_IFNAME the container already has fails as v1.9.1's createDummy does,
+/// with the kernel's EEXIST (999 `failed to create dummy: file exists`; ours said `interface
+/// "eth0" already exists in the container`), before IPAM, and leaves the interface alone. The
+/// kernel refuses the name before it looks for the link kind, so this runs on a kernel without
+/// dummy links too (the VM test `iface_vm::dummy_is_created_addressed_checked_and_removed` runs
+/// it with a dummy).
+#[test]
+fn dummy_add_with_an_existing_ifname_is_the_references_file_exists() {
+    let mut w = NsSet::new("dumex");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "dumex", "type": "dummy", "ipam": w.ipam("d", "198.18.29.0/24")});
+    let out = w.cni(Impl::Ours, &host, "dummy", "ADD", Some(&c), "eth0", "", &conf);
+    assert_eq!((out.err_code(), out.json()["msg"].clone()), (999, json!("failed to create dummy: file exists")));
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, ["eth0", "eth0p"]);
+    assert!(w.ip(&c, &["-d", "link", "show", "eth0"]).contains("veth"), "eth0 was replaced");
+    assert!(w.leases("d").is_empty(), "{:?}", w.leases("d"));
+}

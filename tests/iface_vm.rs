@@ -483,7 +483,8 @@ fn dummy_is_created_addressed_checked_and_removed() {
         "",
         &conf("1.0.0", "dummy", json!({}), Some(w.ipam("d", "198.18.45.0/24"))),
     );
-    assert!(!r.ok);
+    // v1.9.1's createDummy: the kernel's EEXIST in its words
+    assert_eq!((r.err_code(), r.json()["msg"].clone()), (999, json!("failed to create dummy: file exists")));
     assert_eq!(w.links(&c), vec!["dm0".to_string()]);
     assert!(w.leases("d").is_empty());
 }
