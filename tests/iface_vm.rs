@@ -347,6 +347,8 @@ fn vlan_matches_reference() {
         ("0.2.0", json!({"vlanId": 0, "dns": {"nameservers": ["198.18.0.53"]}})),
         ("1.0.0", json!({"vlanId": 5000})),
         ("0.4.0", json!({"vlanId": 7, "mtu": 9000})),
+        // no vlanId: a VLAN with id 0 in both (docs/plugins.md, vlan)
+        ("1.0.0", json!({})),
     ];
     for (i, (v, extra)) in cases.into_iter().enumerate() {
         let conf_for = |which: Impl| {
@@ -361,6 +363,13 @@ fn vlan_matches_reference() {
         let confs = [conf_for(Impl::Ours), conf_for(Impl::Reference)];
         differential(&mut w, &host, "vlan", "eth0", "", &|which| confs[(which == Impl::Reference) as usize].clone());
     }
+    // what the case without vlanId makes (docs/plugins.md: default 0)
+    let c = w.netns("noid");
+    let cf = conf("1.0.0", "vlan", json!({"master": "po"}), Some(w.ipam("noid", "198.18.44.0/24")));
+    w.cni(Impl::Ours, &host, "vlan", "ADD", Some(&c), "eth0", "", &cf).expect_ok("ADD without vlanId");
+    let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+    assert!(shown.contains("vlan protocol 802.1Q id 0 "), "{shown}");
+    w.cni(Impl::Ours, &host, "vlan", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
 }
 
 /// vlan's error texts are the reference's (v1.9.1's, the Debian 1.1.1 oracle's), sic: CHECK of
