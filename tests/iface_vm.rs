@@ -422,6 +422,17 @@ fn vlan_error_messages_are_the_references() {
             let out = w.cni(imp, &host, "vlan", "CHECK", Some(&c), "eth0", "", &ck);
             assert_eq!((out.err_code(), msg(&out)), (code, want.to_string()), "{imp:?} CHECK {extra}");
         }
+        // a second VLAN with the same id on the same master: the kernel's EEXIST in the
+        // reference's words; ours adds the kernel's ext-ack text (docs/differences.md)
+        let c2 = w.netns(&format!("d{}", imp.label()));
+        let out = w.cni(imp, &host, "vlan", "ADD", Some(&c2), "eth0", "", &on(json!({})));
+        let want = match imp {
+            Impl::Reference => "failed to create vlan: file exists",
+            Impl::Ours => "failed to create vlan: file exists: 8021q: VLAN device already exists",
+        };
+        assert_eq!((out.err_code(), msg(&out)), (999, want.to_string()), "{imp:?} second ADD");
+        assert!(w.links(&c2).is_empty(), "{imp:?}: {:?}", w.links(&c2));
+        w.cni(imp, &host, "vlan", "DEL", Some(&c2), "eth0", "", &on(json!({}))).expect_ok("DEL of the failed ADD");
         w.cni(imp, &host, "vlan", "DEL", Some(&c), "eth0", "", &on(json!({}))).expect_ok("DEL");
         // ADD: v1.9.1's loadConf returns the master lookup's error as is, and checks the MTU
         // against the master's (named for a negative one too)
