@@ -1680,3 +1680,43 @@ fn dummy_add_with_an_existing_ifname_is_the_references_file_exists() {
     assert!(w.ip(&c, &["-d", "link", "show", "eth0"]).contains("veth"), "eth0 was replaced");
     assert!(w.leases("d").is_empty(), "{:?}", w.leases("d"));
 }
+
+/// ipvlan DEL resolves no master: without `master` on a host with no default route, and chained
+/// with a prevResult that has no single named interface, ours releases the IPAM address, deletes
+/// CNI_IFNAME in the container (a veth stands in for the ipvlan: DEL deletes the name whatever
+/// the kind, as the reference's) and succeeds. The reference's DEL runs ADD's loadConf and fails
+/// before doing anything (999 `no default route interface found`, `chained master failure.
+/// PrevResult lacks a single named interface`). No ipvlan is made, so this runs on any kernel.
+#[test]
+fn ipvlan_del_needs_no_master_where_the_reference_fails() {
+    let (mut w, host) = twin_parents("ivdelm");
+    let ipam = w.ipam("d", "198.18.31.0/24");
+    let no_master = json!({"cniVersion": "1.0.0", "name": "ivdelm", "type": "ipvlan", "ipam": ipam});
+    let two_ifs = json!({"cniVersion": "1.0.0", "name": "ivdelm", "type": "ipvlan", "prevResult": {
+        "cniVersion": "1.0.0", "interfaces": [{"name": "po"}, {"name": "x1"}],
+        "ips": [{"address": "198.18.31.7/24", "interface": 0}]}});
+    let cases = [
+        (&no_master, "no default route interface found"),
+        (&two_ifs, "chained master failure. PrevResult lacks a single named interface"),
+    ];
+    for (conf, theirs) in cases {
+        if have_reference("ipvlan") {
+            let c = w.netns(&format!("r{}", w.count()));
+            w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+            let out = w.cni(Impl::Reference, &host, "ipvlan", "DEL", Some(&c), "eth0", "", conf);
+            assert_eq!((out.err_code(), out.json()["msg"].clone()), (999, json!(theirs)), "the oracle");
+            assert!(w.links(&c).contains(&"eth0".to_string()), "the oracle's DEL did something");
+        }
+        let c = w.netns(&format!("o{}", w.count()));
+        w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+        if conf.get("ipam").is_some() {
+            w.cni(Impl::Ours, &host, "host-local", "ADD", Some(&c), "eth0", "", conf).expect_ok("IPAM ADD");
+            assert_eq!(w.leases("d").len(), 1);
+        }
+        for _ in 0..2 {
+            w.cni(Impl::Ours, &host, "ipvlan", "DEL", Some(&c), "eth0", "", conf).expect_ok("ours DEL");
+            assert!(w.links(&c).is_empty(), "{:?}", w.links(&c));
+            assert!(w.leases("d").is_empty(), "{:?}", w.leases("d"));
+        }
+    }
+}

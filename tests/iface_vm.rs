@@ -803,6 +803,48 @@ fn vrf_second_member_replaces_a_route_with_the_same_key_and_keeps_its_protocol()
     assert!(!w.links(&c).contains(&"red".to_string()));
 }
 
+/// vrf DEL of a member that was deleted by hand (eth1, after eth0's DEL) succeeds and removes the
+/// VRF it leaves empty; the reference's DEL fails (999 `resetMaster: could not get link by name
+/// eth1`) and leaves `red` behind, and a retried DEL fails the same way. Ours: DEL
+/// succeeds when things are already gone (docs/differences.md).
+#[test]
+fn vrf_del_of_a_member_deleted_by_hand_succeeds_where_the_reference_fails() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfgone");
+    let host = w.netns("h");
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("vrf") {
+            continue;
+        }
+        let l = imp.label();
+        let (c, p, q) = (w.netns(&format!("c{l}")), w.netns(&format!("p{l}")), w.netns(&format!("q{l}")));
+        let prev0 = vrf_setup(&w, &c, &p, "eth0", 88);
+        let prev1 = vrf_setup(&w, &c, &q, "eth1", 89);
+        let (cf0, cf1) = (vrf_conf("1.0.0", "red", None, &prev0), vrf_conf("1.0.0", "red", None, &prev1));
+        w.cni(imp, &host, "vrf", "ADD", Some(&c), "eth0", "", &cf0).expect_ok(&format!("{l} ADD eth0"));
+        w.cni(imp, &host, "vrf", "ADD", Some(&c), "eth1", "", &cf1).expect_ok(&format!("{l} ADD eth1"));
+        w.cni(imp, &host, "vrf", "DEL", Some(&c), "eth0", "", &cf0).expect_ok(&format!("{l} DEL eth0"));
+        w.ip(&c, &["link", "del", "eth1"]);
+        for _ in 0..2 {
+            let out = w.cni(imp, &host, "vrf", "DEL", Some(&c), "eth1", "", &cf1);
+            match imp {
+                Impl::Ours => assert!(out.ok, "ours DEL eth1: {}", out.stdout),
+                Impl::Reference => {
+                    assert_eq!(out.err_code(), 999, "{}", out.stdout);
+                    let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+                    // (the upstream main.go in the index prefixes `cmdDel failed: `)
+                    assert!(msg.ends_with("resetMaster: could not get link by name eth1"), "the oracle: {msg}");
+                }
+            }
+        }
+        let left = w.links(&c);
+        assert_eq!(left.contains(&"red".to_string()), imp == Impl::Reference, "{l}: {left:?}");
+        assert!(left.contains(&"eth0".to_string()), "{l}: {left:?}");
+    }
+}
+
 // ---- bridge VLAN filtering (issue 2's bridge keys; this machine's kernel has no VLAN filtering) --
 
 /// Can this kernel filter VLANs on a bridge?

@@ -40,7 +40,8 @@ pub const DOC: Doc = Doc {
          destination gives way) and keep every attribute: protocol, metrics, tos, realm.",
         "ADD's failures in the container read `cmdAdd failed: …`, as the reference's. DEL succeeds when the VRF \
          is gone, when `vrfname` names a link that is no VRF and when it is a name ADD refuses (a `%`, \
-         whitespace, `/` or `:`, more than 15 bytes): no such VRF can exist.",
+         whitespace, `/` or `:`, more than 15 bytes): no such VRF can exist. When CNI_IFNAME is gone, DEL \
+         still deletes the VRF if no member is left.",
         "A failed ADD detaches the interface and puts back its IPv6 addresses and the routes the \
          kernel took out of `main` when it was enslaved.",
     ],
