@@ -845,6 +845,41 @@ fn vrf_del_of_a_member_deleted_by_hand_succeeds_where_the_reference_fails() {
     }
 }
 
+/// vrf CHECK fails when the interface has left the VRF (`ip link set eth0 nomaster` behind the
+/// runtime's back): 999 `Failed to find eth0 associated to vrf red`. The reference's cmdCheck
+/// computes that same error inside its netns closure and returns nil (the Debian 1.1.1 oracle,
+/// and the upstream main.go in the index): its CHECK passes. DEL of both then succeeds and
+/// removes the empty VRF.
+#[test]
+fn vrf_check_of_a_detached_member_fails_where_the_reference_passes() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfdet");
+    let host = w.netns("h");
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("vrf") {
+            continue;
+        }
+        let l = imp.label();
+        let (c, p) = (w.netns(&format!("c{l}")), w.netns(&format!("p{l}")));
+        let cf = vrf_conf("1.0.0", "red", None, &vrf_setup(&w, &c, &p, "eth0", 90));
+        w.cni(imp, &host, "vrf", "ADD", Some(&c), "eth0", "", &cf).expect_ok(&format!("{l} ADD"));
+        w.cni(imp, &host, "vrf", "CHECK", Some(&c), "eth0", "", &cf).expect_ok(&format!("{l} CHECK"));
+        w.ip(&c, &["link", "set", "eth0", "nomaster"]);
+        let out = w.cni(imp, &host, "vrf", "CHECK", Some(&c), "eth0", "", &cf);
+        match imp {
+            Impl::Ours => assert_eq!(
+                (out.err_code(), out.json()["msg"].clone()),
+                (999, json!("Failed to find eth0 associated to vrf red"))
+            ),
+            Impl::Reference => assert!(out.ok, "the oracle's CHECK: {}", out.stdout),
+        }
+        w.cni(imp, &host, "vrf", "DEL", Some(&c), "eth0", "", &cf).expect_ok(&format!("{l} DEL"));
+        assert_eq!(w.links(&c), vec!["eth0".to_string()], "{l}");
+    }
+}
+
 // ---- bridge VLAN filtering (issue 2's bridge keys; this machine's kernel has no VLAN filtering) --
 
 /// Can this kernel filter VLANs on a bridge?

@@ -42,6 +42,7 @@ pub const DOC: Doc = Doc {
          is gone, when `vrfname` names a link that is no VRF and when it is a name ADD refuses (a `%`, \
          whitespace, `/` or `:`, more than 15 bytes): no such VRF can exist. When CNI_IFNAME is gone, DEL \
          still deletes the VRF if no member is left.",
+        "CHECK fails when CNI_IFNAME is not in the VRF (the reference's CHECK passes).",
         "A failed ADD detaches the interface and puts back its IPv6 addresses and the routes the \
          kernel took out of `main` when it was enslaved.",
     ],
