@@ -1410,6 +1410,38 @@ fn vrf_add_errors_carry_the_references_cmdadd_prefix() {
     assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
 }
 
+/// vrf DEL of a `vrfname` that ADD refuses (code 7: a `%` template, whitespace, `/`, `:`, `.`,
+/// more than 15 bytes) succeeds and changes nothing: no link can have such a name (regression:
+/// ours failed the DEL with ADD's code 7). The reference's DEL, which checks only that the name is
+/// not empty, succeeds too, but for the over-long name (999 `numerical result out of range`, the
+/// kernel refusing the lookup). An empty name is refused by both (ours 7, the reference 999).
+#[test]
+fn vrf_del_takes_a_vrfname_that_add_refuses() {
+    let (mut w, host) = twin_parents("vrfdelnm");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let conf = |name: &str| json!({"cniVersion": "1.0.0", "name": "vrfnet", "type": "vrf", "vrfname": name});
+    for name in ["red%d", "r x", "r\tx", "a/b", "a:b", ".", "..", "0123456789abcdef"] {
+        let ours = w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(name));
+        ours.expect_ok(&format!("ours DEL of {name:?}"));
+        let add = w.cni(Impl::Ours, &host, "vrf", "ADD", Some(&c), "eth0", "", &conf(name));
+        assert_eq!(add.err_code(), 7, "ADD of {name:?}: {}", add.stdout);
+        if have_reference("vrf") {
+            let theirs = w.cni(Impl::Reference, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(name));
+            if name.len() > 15 {
+                assert_eq!(theirs.err_code(), 999, "the oracle's DEL of {name:?}: {}", theirs.stdout);
+            } else {
+                theirs.expect_ok(&format!("the oracle's DEL of {name:?}"));
+            }
+        }
+    }
+    let r = w.cni(Impl::Ours, &host, "vrf", "DEL", Some(&c), "eth0", "", &conf(""));
+    assert_eq!(r.err_code(), 7, "{}", r.stdout);
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, vec!["eth0".to_string(), "eth0p".to_string()]);
+}
+
 /// Ours CHECKs more than the reference (documented in docs/differences.md): vrf CHECK fails when
 /// the VRF is gone (the reference passes: the oracle's CHECK looks at nothing), tap CHECK of an
 /// L2 tap fails when the tap is gone (the reference looks the link up only for addresses).
@@ -1565,5 +1597,126 @@ fn macvlan_create_and_rename_errors_are_worded_as_the_reference() {
         let mut names = w.links(&c);
         names.sort();
         assert_eq!(names, ["eth0", "other0"], "{}: only the pre-existing pair", imp.label());
+    }
+}
+
+/// The errors of applying the IPAM result in the container (ConfigureIface, shared by every
+/// interface plugin) are the reference's words with Go's errno text, with no inner layer of ours
+/// (regression: `failed to set "eth0" UP: failed to set link 3 up: Address already in use (os
+/// error 98)`, `failed to add IP addr 198.18.24.10/24 to "eth0": failed to add address … to link
+/// 2: File exists (os error 17)`): a macvlan with its master's MAC cannot come up (`failed to set
+/// "eth0" UP: address already in use`), an address given twice cannot be added twice (`… to
+/// "eth0": file exists`; the reference prints its Go struct there, ours the address). The
+/// kernel's ext-ack text may follow (`: ipv4: Address already assigned`, docs/differences.md).
+/// Both leave nothing in the container.
+#[test]
+fn configure_iface_errors_are_worded_as_the_reference() {
+    let (mut w, host) = twin_parents("cfgwords");
+    let strip_ext = |msg: &str, words: &str| -> String {
+        // the reference's words, then optionally `: <ext-ack>` (ours only)
+        match msg.find(words) {
+            Some(i) => msg[..i + words.len()].to_string(),
+            None => msg.to_string(),
+        }
+    };
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("macvlan") {
+            continue;
+        }
+        let master = if imp == Impl::Ours { "po" } else { "pr" };
+        let c = w.netns(&format!("c{}", imp.label()));
+        // the same address twice
+        let twice = json!({"cniVersion": "1.0.0", "name": "cfgwords", "type": "macvlan", "master": master,
+            "ipam": {"type": "static", "addresses": [{"address": "198.18.24.10/24"}, {"address": "198.18.24.10/24"}]}});
+        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &twice);
+        assert_eq!(out.err_code(), 999, "{}: {}", imp.label(), out.stdout);
+        let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+        assert!(!msg.contains("os error") && !msg.contains("link "), "{}: {msg}", imp.label());
+        let tail = " to \"eth0\": file exists";
+        assert!(msg.starts_with("failed to add IP addr ") && msg.contains(tail), "{}: {msg}", imp.label());
+        if imp == Impl::Ours {
+            assert_eq!(strip_ext(&msg, tail), format!("failed to add IP addr 198.18.24.10/24{tail}"));
+        } else {
+            assert!(msg.ends_with(tail), "the oracle: {msg}");
+            w.ip(&c, &["link", "del", "eth0"]); // Debian 1.1.1's macvlan leaves it
+        }
+        assert!(w.links(&c).is_empty(), "{}: {:?}", imp.label(), w.links(&c));
+
+        // the master's MAC: the macvlan cannot come up
+        let mac = mac_of(&w, &host, master);
+        let same_mac = json!({"cniVersion": "1.0.0", "name": "cfgwords", "type": "macvlan", "master": master,
+            "mac": mac, "ipam": {"type": "static", "addresses": [{"address": "198.18.24.10/24"}]}});
+        let out = w.cni(imp, &host, "macvlan", "ADD", Some(&c), "eth0", "", &same_mac);
+        assert_eq!(out.err_code(), 999, "{}: {}", imp.label(), out.stdout);
+        let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+        let words = "failed to set \"eth0\" UP: address already in use";
+        assert_eq!(strip_ext(&msg, words), words, "{}", imp.label());
+        if imp == Impl::Reference {
+            assert_eq!(msg, words);
+            w.ip(&c, &["link", "del", "eth0"]);
+        }
+        assert!(w.links(&c).is_empty(), "{}: {:?}", imp.label(), w.links(&c));
+    }
+}
+
+/// dummy ADD with a CNI_IFNAME the container already has fails as v1.9.1's createDummy does,
+/// with the kernel's EEXIST (999 `failed to create dummy: file exists`; ours said `interface
+/// "eth0" already exists in the container`), before IPAM, and leaves the interface alone. The
+/// kernel refuses the name before it looks for the link kind, so this runs on a kernel without
+/// dummy links too (the VM test `iface_vm::dummy_is_created_addressed_checked_and_removed` runs
+/// it with a dummy).
+#[test]
+fn dummy_add_with_an_existing_ifname_is_the_references_file_exists() {
+    let mut w = NsSet::new("dumex");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "dumex", "type": "dummy", "ipam": w.ipam("d", "198.18.29.0/24")});
+    let out = w.cni(Impl::Ours, &host, "dummy", "ADD", Some(&c), "eth0", "", &conf);
+    assert_eq!((out.err_code(), out.json()["msg"].clone()), (999, json!("failed to create dummy: file exists")));
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, ["eth0", "eth0p"]);
+    assert!(w.ip(&c, &["-d", "link", "show", "eth0"]).contains("veth"), "eth0 was replaced");
+    assert!(w.leases("d").is_empty(), "{:?}", w.leases("d"));
+}
+
+/// ipvlan DEL resolves no master: without `master` on a host with no default route, and chained
+/// with a prevResult that has no single named interface, ours releases the IPAM address, deletes
+/// CNI_IFNAME in the container (a veth stands in for the ipvlan: DEL deletes the name whatever
+/// the kind, as the reference's) and succeeds. The reference's DEL runs ADD's loadConf and fails
+/// before doing anything (999 `no default route interface found`, `chained master failure.
+/// PrevResult lacks a single named interface`). No ipvlan is made, so this runs on any kernel.
+#[test]
+fn ipvlan_del_needs_no_master_where_the_reference_fails() {
+    let (mut w, host) = twin_parents("ivdelm");
+    let ipam = w.ipam("d", "198.18.31.0/24");
+    let no_master = json!({"cniVersion": "1.0.0", "name": "ivdelm", "type": "ipvlan", "ipam": ipam});
+    let two_ifs = json!({"cniVersion": "1.0.0", "name": "ivdelm", "type": "ipvlan", "prevResult": {
+        "cniVersion": "1.0.0", "interfaces": [{"name": "po"}, {"name": "x1"}],
+        "ips": [{"address": "198.18.31.7/24", "interface": 0}]}});
+    let cases = [
+        (&no_master, "no default route interface found"),
+        (&two_ifs, "chained master failure. PrevResult lacks a single named interface"),
+    ];
+    for (conf, theirs) in cases {
+        if have_reference("ipvlan") {
+            let c = w.netns(&format!("r{}", w.count()));
+            w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+            let out = w.cni(Impl::Reference, &host, "ipvlan", "DEL", Some(&c), "eth0", "", conf);
+            assert_eq!((out.err_code(), out.json()["msg"].clone()), (999, json!(theirs)), "the oracle");
+            assert!(w.links(&c).contains(&"eth0".to_string()), "the oracle's DEL did something");
+        }
+        let c = w.netns(&format!("o{}", w.count()));
+        w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+        if conf.get("ipam").is_some() {
+            w.cni(Impl::Ours, &host, "host-local", "ADD", Some(&c), "eth0", "", conf).expect_ok("IPAM ADD");
+            assert_eq!(w.leases("d").len(), 1);
+        }
+        for _ in 0..2 {
+            w.cni(Impl::Ours, &host, "ipvlan", "DEL", Some(&c), "eth0", "", conf).expect_ok("ours DEL");
+            assert!(w.links(&c).is_empty(), "{:?}", w.links(&c));
+            assert!(w.leases("d").is_empty(), "{:?}", w.leases("d"));
+        }
     }
 }

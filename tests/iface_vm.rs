@@ -347,6 +347,8 @@ fn vlan_matches_reference() {
         ("0.2.0", json!({"vlanId": 0, "dns": {"nameservers": ["198.18.0.53"]}})),
         ("1.0.0", json!({"vlanId": 5000})),
         ("0.4.0", json!({"vlanId": 7, "mtu": 9000})),
+        // no vlanId: a VLAN with id 0 in both (docs/plugins.md, vlan)
+        ("1.0.0", json!({})),
     ];
     for (i, (v, extra)) in cases.into_iter().enumerate() {
         let conf_for = |which: Impl| {
@@ -361,6 +363,13 @@ fn vlan_matches_reference() {
         let confs = [conf_for(Impl::Ours), conf_for(Impl::Reference)];
         differential(&mut w, &host, "vlan", "eth0", "", &|which| confs[(which == Impl::Reference) as usize].clone());
     }
+    // what the case without vlanId makes (docs/plugins.md: default 0)
+    let c = w.netns("noid");
+    let cf = conf("1.0.0", "vlan", json!({"master": "po"}), Some(w.ipam("noid", "198.18.44.0/24")));
+    w.cni(Impl::Ours, &host, "vlan", "ADD", Some(&c), "eth0", "", &cf).expect_ok("ADD without vlanId");
+    let shown = w.ip(&c, &["-d", "link", "show", "eth0"]);
+    assert!(shown.contains("vlan protocol 802.1Q id 0 "), "{shown}");
+    w.cni(Impl::Ours, &host, "vlan", "DEL", Some(&c), "eth0", "", &cf).expect_ok("DEL");
 }
 
 /// vlan's error texts are the reference's (v1.9.1's, the Debian 1.1.1 oracle's), sic: CHECK of
@@ -413,6 +422,17 @@ fn vlan_error_messages_are_the_references() {
             let out = w.cni(imp, &host, "vlan", "CHECK", Some(&c), "eth0", "", &ck);
             assert_eq!((out.err_code(), msg(&out)), (code, want.to_string()), "{imp:?} CHECK {extra}");
         }
+        // a second VLAN with the same id on the same master: the kernel's EEXIST in the
+        // reference's words; ours adds the kernel's ext-ack text (docs/differences.md)
+        let c2 = w.netns(&format!("d{}", imp.label()));
+        let out = w.cni(imp, &host, "vlan", "ADD", Some(&c2), "eth0", "", &on(json!({})));
+        let want = match imp {
+            Impl::Reference => "failed to create vlan: file exists",
+            Impl::Ours => "failed to create vlan: file exists: 8021q: VLAN device already exists",
+        };
+        assert_eq!((out.err_code(), msg(&out)), (999, want.to_string()), "{imp:?} second ADD");
+        assert!(w.links(&c2).is_empty(), "{imp:?}: {:?}", w.links(&c2));
+        w.cni(imp, &host, "vlan", "DEL", Some(&c2), "eth0", "", &on(json!({}))).expect_ok("DEL of the failed ADD");
         w.cni(imp, &host, "vlan", "DEL", Some(&c), "eth0", "", &on(json!({}))).expect_ok("DEL");
         // ADD: v1.9.1's loadConf returns the master lookup's error as is, and checks the MTU
         // against the master's (named for a negative one too)
@@ -483,7 +503,8 @@ fn dummy_is_created_addressed_checked_and_removed() {
         "",
         &conf("1.0.0", "dummy", json!({}), Some(w.ipam("d", "198.18.45.0/24"))),
     );
-    assert!(!r.ok);
+    // v1.9.1's createDummy: the kernel's EEXIST in its words
+    assert_eq!((r.err_code(), r.json()["msg"].clone()), (999, json!("failed to create dummy: file exists")));
     assert_eq!(w.links(&c), vec!["dm0".to_string()]);
     assert!(w.leases("d").is_empty());
 }
@@ -780,6 +801,83 @@ fn vrf_second_member_replaces_a_route_with_the_same_key_and_keeps_its_protocol()
             .expect_ok("DEL");
     }
     assert!(!w.links(&c).contains(&"red".to_string()));
+}
+
+/// vrf DEL of a member that was deleted by hand (eth1, after eth0's DEL) succeeds and removes the
+/// VRF it leaves empty; the reference's DEL fails (999 `resetMaster: could not get link by name
+/// eth1`) and leaves `red` behind, and a retried DEL fails the same way. Ours: DEL
+/// succeeds when things are already gone (docs/differences.md).
+#[test]
+fn vrf_del_of_a_member_deleted_by_hand_succeeds_where_the_reference_fails() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfgone");
+    let host = w.netns("h");
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("vrf") {
+            continue;
+        }
+        let l = imp.label();
+        let (c, p, q) = (w.netns(&format!("c{l}")), w.netns(&format!("p{l}")), w.netns(&format!("q{l}")));
+        let prev0 = vrf_setup(&w, &c, &p, "eth0", 88);
+        let prev1 = vrf_setup(&w, &c, &q, "eth1", 89);
+        let (cf0, cf1) = (vrf_conf("1.0.0", "red", None, &prev0), vrf_conf("1.0.0", "red", None, &prev1));
+        w.cni(imp, &host, "vrf", "ADD", Some(&c), "eth0", "", &cf0).expect_ok(&format!("{l} ADD eth0"));
+        w.cni(imp, &host, "vrf", "ADD", Some(&c), "eth1", "", &cf1).expect_ok(&format!("{l} ADD eth1"));
+        w.cni(imp, &host, "vrf", "DEL", Some(&c), "eth0", "", &cf0).expect_ok(&format!("{l} DEL eth0"));
+        w.ip(&c, &["link", "del", "eth1"]);
+        for _ in 0..2 {
+            let out = w.cni(imp, &host, "vrf", "DEL", Some(&c), "eth1", "", &cf1);
+            match imp {
+                Impl::Ours => assert!(out.ok, "ours DEL eth1: {}", out.stdout),
+                Impl::Reference => {
+                    assert_eq!(out.err_code(), 999, "{}", out.stdout);
+                    let msg = out.json()["msg"].as_str().unwrap_or_default().to_string();
+                    // (the upstream main.go in the index prefixes `cmdDel failed: `)
+                    assert!(msg.ends_with("resetMaster: could not get link by name eth1"), "the oracle: {msg}");
+                }
+            }
+        }
+        let left = w.links(&c);
+        assert_eq!(left.contains(&"red".to_string()), imp == Impl::Reference, "{l}: {left:?}");
+        assert!(left.contains(&"eth0".to_string()), "{l}: {left:?}");
+    }
+}
+
+/// vrf CHECK fails when the interface has left the VRF (`ip link set eth0 nomaster` behind the
+/// runtime's back): 999 `Failed to find eth0 associated to vrf red`. The reference's cmdCheck
+/// computes that same error inside its netns closure and returns nil (the Debian 1.1.1 oracle,
+/// and the upstream main.go in the index): its CHECK passes. DEL of both then succeeds and
+/// removes the empty VRF.
+#[test]
+fn vrf_check_of_a_detached_member_fails_where_the_reference_passes() {
+    if !need("vrf") {
+        return;
+    }
+    let mut w = NsSet::new("vrfdet");
+    let host = w.netns("h");
+    for imp in [Impl::Reference, Impl::Ours] {
+        if imp == Impl::Reference && !have_reference("vrf") {
+            continue;
+        }
+        let l = imp.label();
+        let (c, p) = (w.netns(&format!("c{l}")), w.netns(&format!("p{l}")));
+        let cf = vrf_conf("1.0.0", "red", None, &vrf_setup(&w, &c, &p, "eth0", 90));
+        w.cni(imp, &host, "vrf", "ADD", Some(&c), "eth0", "", &cf).expect_ok(&format!("{l} ADD"));
+        w.cni(imp, &host, "vrf", "CHECK", Some(&c), "eth0", "", &cf).expect_ok(&format!("{l} CHECK"));
+        w.ip(&c, &["link", "set", "eth0", "nomaster"]);
+        let out = w.cni(imp, &host, "vrf", "CHECK", Some(&c), "eth0", "", &cf);
+        match imp {
+            Impl::Ours => assert_eq!(
+                (out.err_code(), out.json()["msg"].clone()),
+                (999, json!("Failed to find eth0 associated to vrf red"))
+            ),
+            Impl::Reference => assert!(out.ok, "the oracle's CHECK: {}", out.stdout),
+        }
+        w.cni(imp, &host, "vrf", "DEL", Some(&c), "eth0", "", &cf).expect_ok(&format!("{l} DEL"));
+        assert_eq!(w.links(&c), vec!["eth0".to_string()], "{l}");
+    }
 }
 
 // ---- bridge VLAN filtering (issue 2's bridge keys; this machine's kernel has no VLAN filtering) --

@@ -4,6 +4,7 @@
 use super::steps::{self, Undo};
 use crate::cni::plugin::{k, Doc, Kind, Plugin, Version};
 use crate::cni::{delegate, CniError, CniResult, Ctx};
+use crate::netlink::socket::go_context;
 use crate::netlink::{LinkKind, LinkSpec, Netlink};
 use anyhow::{bail, Context, Result};
 
@@ -49,11 +50,10 @@ fn add(ctx: &Ctx) -> Result<CniResult> {
     let mut cont = Netlink::in_netns(&ns)?;
     let mut undo = Undo::default();
 
-    if cont.link_by_name(&ctx.ifname)?.is_some() {
-        bail!("interface {:?} already exists in the container", ctx.ifname);
-    }
-    // no txqueuelen: the kernel's default, as v1.9.1's NewLinkAttrs leaves it
-    cont.link_add(&LinkSpec::new(&ctx.ifname, LinkKind::Dummy)).context("failed to create dummy")?;
+    // no txqueuelen: the kernel's default, as v1.9.1's NewLinkAttrs leaves it; a CNI_IFNAME the
+    // container already has is the kernel's EEXIST, `failed to create dummy: file exists`, and
+    // stays (the undo below is pushed only for a link this ADD made)
+    cont.link_add(&LinkSpec::new(&ctx.ifname, LinkKind::Dummy)).map_err(|e| go_context(e, "failed to create dummy"))?;
     steps::link::undo_delete(&mut undo, ns.path(), &ctx.ifname);
     let link = cont.link_by_name(&ctx.ifname)?.with_context(|| format!("failed to refetch {:?}", ctx.ifname))?;
 

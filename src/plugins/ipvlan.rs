@@ -39,7 +39,9 @@ pub const DOC: Doc = Doc {
         k("ipam", "object", "", "required, unless chained with a prevResult whose addresses are reused"),
         DNS_KEY,
     ],
-    notes: &[],
+    notes: &["DEL looks for no master: it releases the IPAM address and deletes CNI_IFNAME in the \
+             container also when no master can be found (no `master` and no default route, or a \
+             prevResult without a single named interface), where the reference's DEL fails."],
     example: r#"{
   "cniVersion": "1.0.0",
   "name": "mynet",

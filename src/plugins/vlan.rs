@@ -28,7 +28,7 @@ pub const DOC: Doc = Doc {
     section: "",
     keys: &[
         k("master", "string", "", "required: parent interface"),
-        k("vlanId", "int 0-4094", "", "required: VLAN id"),
+        k("vlanId", "int 0-4094", "0", "VLAN id (without it the VLAN has id 0, as with the reference)"),
         k("mtu", "int", "0 (kernel)", "MTU, at most the master's"),
         k("linkInContainer", "bool", "false", "the master lives in the container's netns"),
         k("ipam", "object", "", "required"),

@@ -39,7 +39,10 @@ pub const DOC: Doc = Doc {
         "The routes are copied as `ip route replace` does (a route of another member to the same \
          destination gives way) and keep every attribute: protocol, metrics, tos, realm.",
         "ADD's failures in the container read `cmdAdd failed: …`, as the reference's. DEL succeeds when the VRF \
-         is gone or `vrfname` names a link that is no VRF.",
+         is gone, when `vrfname` names a link that is no VRF and when it is a name ADD refuses (a `%`, \
+         whitespace, `/` or `:`, more than 15 bytes): no such VRF can exist. When CNI_IFNAME is gone, DEL \
+         still deletes the VRF if no member is left.",
+        "CHECK fails when CNI_IFNAME is not in the VRF (the reference's CHECK passes).",
         "A failed ADD detaches the interface and puts back its IPv6 addresses and the routes the \
          kernel took out of `main` when it was enslaved.",
     ],
@@ -67,12 +70,19 @@ struct Conf {
     table: u32,
 }
 
-fn load(ctx: &Ctx) -> Result<Conf> {
+/// The config as the reference's parseConf reads it: `vrfname` must not be empty (DEL's rule).
+fn parse(ctx: &Ctx) -> Result<Conf> {
     let conf: Conf = ctx.plugin_conf()?;
     if conf.vrf_name.is_empty() {
         return Err(CniError::config("configuration is expected to have a valid vrf name").into());
     }
-    // the kernel's rules for a new link's name (no `%` template, its whitespace bytes)
+    Ok(conf)
+}
+
+/// The config for ADD and CHECK: [`parse`], and `vrfname` must be a name the kernel gives a new
+/// link as it is (no `%` template, none of its whitespace bytes, `/`, `:`, at most 15 bytes).
+fn load(ctx: &Ctx) -> Result<Conf> {
+    let conf = parse(ctx)?;
     if let Err(e) = crate::cni::env::validate_link_name(&conf.vrf_name) {
         let name = crate::cni::result::go_quote(&conf.vrf_name);
         return Err(CniError::config(format!("invalid vrf name {name}: {}", e.msg)).into());
@@ -261,8 +271,12 @@ fn wait_local_routes(nl: &mut Netlink, ifname: &str, table: u32, addrs: &[ipnet:
 }
 
 fn del(ctx: &Ctx) -> Result<()> {
-    let conf = load(ctx)?;
+    let conf = parse(ctx)?;
     let NsOrGone::Ns(ns) = steps::ns::open_for_del(ctx)? else { return Ok(()) };
+    // a name ADD refuses names no link (the kernel would not take it as it is): no VRF to leave
+    if crate::cni::env::validate_link_name(&conf.vrf_name).is_err() {
+        return Ok(());
+    }
     let mut cont = Netlink::in_netns(&ns)?;
     // no VRF of that name (gone, or a link that is no VRF, which ADD refuses): nothing to undo
     let Named::Vrf(vrf, _) = lookup(&mut cont, &conf.vrf_name)? else { return Ok(()) };

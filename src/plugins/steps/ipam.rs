@@ -152,14 +152,14 @@ pub fn configure_link(ns: &NetNs, nl: &mut Netlink, link: &Link, our_index: usiz
             v6_prepared = true;
         }
         nl.addr_add(link.index, ip.address)
-            .with_context(|| format!("failed to add IP addr {} to {ifname:?}", ip.address))?;
+            .map_err(|e| go_context(e, &format!("failed to add IP addr {} to {}", ip.address, go_quote(ifname))))?;
         match (ip.address.addr(), ip.gateway) {
             (IpAddr::V4(_), Some(gw)) if v4gw.is_none() => v4gw = Some(gw),
             (IpAddr::V6(_), Some(gw)) if v6gw.is_none() => v6gw = Some(gw),
             _ => {}
         }
     }
-    nl.link_set_up(link.index, true).with_context(|| format!("failed to set {ifname:?} UP"))?;
+    nl.link_set_up(link.index, true).map_err(|e| go_context(e, &format!("failed to set {} UP", go_quote(ifname))))?;
     if v6gw.is_some() {
         // IPv6 DAD: up to 5 s, fail on DADFAILED; at once when the kernel runs no DAD on the link
         // (down, no carrier: see netlink::addr::dad_runs; an ipvlan's UNKNOWN is waited for)
