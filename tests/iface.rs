@@ -1681,6 +1681,32 @@ fn dummy_add_with_an_existing_ifname_is_the_references_file_exists() {
     assert!(w.leases("d").is_empty(), "{:?}", w.leases("d"));
 }
 
+/// tap ADD with a CNI_IFNAME the container already has fails before IPAM (999 `interface "eth0"
+/// already exists in the container`), leaves that interface as it was and makes no tap. v1.9.1's
+/// createTap renames its temporary tap and, when the rename fails but the temporary link is
+/// still there, drops the error: it goes on with the interface that was there (sets it up,
+/// reports its MAC) and leaves the temporary tap behind (code reading; the Debian oracle has no
+/// tap).
+#[test]
+fn tap_add_with_an_existing_ifname_fails_and_leaves_it_alone() {
+    let mut w = NsSet::new("tapex");
+    let host = w.netns("h");
+    let c = w.netns("c");
+    w.ip(&c, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+    let conf = json!({"cniVersion": "1.0.0", "name": "tapex", "type": "tap", "ipam": w.ipam("d", "198.18.29.0/24")});
+    let out = w.cni(Impl::Ours, &host, "tap", "ADD", Some(&c), "eth0", "", &conf);
+    assert_eq!(
+        (out.err_code(), out.json()["msg"].clone()),
+        (999, json!("interface \"eth0\" already exists in the container"))
+    );
+    let mut left = w.links(&c);
+    left.sort();
+    assert_eq!(left, ["eth0", "eth0p"], "no tap made, eth0 kept");
+    let eth0 = w.ip(&c, &["-d", "link", "show", "eth0"]);
+    assert!(eth0.contains("veth") && !eth0.contains(",UP"), "eth0 was changed: {eth0}");
+    assert!(w.leases("d").is_empty(), "{:?}", w.leases("d"));
+}
+
 /// ipvlan DEL resolves no master: without `master` on a host with no default route, and chained
 /// with a prevResult that has no single named interface, ours releases the IPAM address, deletes
 /// CNI_IFNAME in the container (a veth stands in for the ipvlan: DEL deletes the name whatever
