@@ -20,6 +20,7 @@ use cni_multi::cni::{Command, Ctx};
 use cni_multi::ipam::dhcp::client::{opt as opt4, Message as Message4};
 use cni_multi::ipam::dhcp::daemon::{bind_socket, Daemon, DaemonConfig};
 use cni_multi::ipam::dhcp::rpc::{Method, Request};
+use cni_multi::ipam::dhcp::v6::msg as v6msg;
 use cni_multi::ipam::dhcp::APPLET;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -460,9 +461,23 @@ fn dhcp_gc_with_an_incomplete_attachment_releases_nothing() {
 /// The Advertise messages the fake DHCPv6 server sends a client: (server id, address, preference).
 type Offers = Vec<(u8, std::net::Ipv6Addr, Option<u8>)>;
 
-/// What the fake DHCPv6 server of [`dhcp_v6_requests_from_the_advertise_of_highest_preference`]
-/// saw: per client (in the order they first solicited), when its first Solicit came, and the
-/// server id and address of its Request and when it came.
+/// One message the fake DHCPv6 server received.
+#[derive(Debug, Clone)]
+struct Msg6 {
+    /// the client's number (in the order they first sent)
+    client: usize,
+    ty: u8,
+    xid: u32,
+    /// the elapsed time option, in hundredths of a second
+    elapsed: u16,
+    at: Instant,
+    /// the option codes of the Option Request Option
+    oro: Vec<u16>,
+}
+
+/// What the fake DHCPv6 server of [`fake_dhcp6`] saw: per client (in the order they first
+/// sent), when its first message came, and the server id and address of its Request and when
+/// it came; every message.
 #[derive(Default)]
 struct Seen6 {
     clients: Vec<Vec<u8>>,
@@ -470,18 +485,51 @@ struct Seen6 {
     requests: Vec<(usize, Vec<u8>, std::net::Ipv6Addr, Instant)>,
     /// per Release: the client number and the address released
     releases: Vec<(usize, std::net::Ipv6Addr)>,
+    msgs: Vec<Msg6>,
 }
 
-/// A DHCPv6 server in the netns at `ns` on `ifname` that answers each Solicit with the
-/// Advertise messages `offers(client number)` gives ((server id, address, preference option), in
-/// that order, all from this one socket), and each Request with a Reply for what it asks (whose
-/// IA_NA has T1 500 > T2 400, which RFC 8415 §21.4 makes the client discard, when
-/// `t1_above_t2(client number)`); until `stop`.
+impl Seen6 {
+    /// The messages of type `ty` from client `k`.
+    fn of(&self, k: usize, ty: u8) -> Vec<Msg6> {
+        self.msgs.iter().filter(|m| m.client == k && m.ty == ty).cloned().collect()
+    }
+}
+
+/// An IAADDR: (address, preferred lifetime, valid lifetime).
+type Iaaddr = (std::net::Ipv6Addr, u32, u32);
+
+/// How the fake DHCPv6 server of [`fake_dhcp6`] answers client `k` (the clients numbered in the
+/// order they first sent).
+#[derive(Clone, Copy)]
+struct Fake6 {
+    /// the Advertise messages for client k's n-th Solicit (from 0): (server id, address,
+    /// preference option), sent in that order
+    offers: fn(k: usize, n: usize) -> Offers,
+    /// (T1, T2, preferred, valid) of the IA_NA of every Reply to client k
+    times: fn(k: usize) -> (u32, u32, u32, u32),
+    /// the addresses (address, preferred, valid) of the Reply to client k's Renew or Rebind of
+    /// `ours`, in order; `None`: no Reply
+    renew: fn(k: usize, ours: std::net::Ipv6Addr) -> Option<Vec<Iaaddr>>,
+    /// the SOL_MAX_RT option (82) in the Advertise or Reply to client k's message of type `ty`
+    sol_max_rt: fn(k: usize, ty: u8) -> Option<u32>,
+}
+
+impl Fake6 {
+    /// Advertise what `offers` says, Reply to a Request (T1/T2 0, lifetimes 300/600), never to
+    /// a Renew or Rebind, no SOL_MAX_RT.
+    fn offering(offers: fn(usize, usize) -> Offers) -> Fake6 {
+        Fake6 { offers, times: |_| (0, 0, 300, 600), renew: |_, _| None, sol_max_rt: |_, _| None }
+    }
+}
+
+/// A DHCPv6 server in the netns at `ns` on `ifname` that answers as `how` says: each Solicit
+/// with the Advertise messages of `how.offers` (all from this one socket), each Request with a
+/// Reply for what it asks, each Renew and Rebind as `how.renew` says, each Release with a Reply;
+/// until `stop`. It records every message in `seen`.
 fn fake_dhcp6(
     ns: PathBuf,
     ifname: &str,
-    offers: fn(usize) -> Offers,
-    t1_above_t2: fn(usize) -> bool,
+    how: Fake6,
     seen: Arc<std::sync::Mutex<Seen6>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
@@ -510,36 +558,51 @@ fn fake_dhcp6(
                         seen.clients.len() - 1
                     }
                 };
-                let answer = |ty: u8, server: &[u8], addr: std::net::Ipv6Addr, pref: Option<u8>| {
+                let solicits = seen.msgs.iter().filter(|s| s.client == k && s.ty == msg::SOLICIT).count();
+                seen.msgs.push(Msg6 {
+                    client: k,
+                    ty: m.ty,
+                    xid: m.xid,
+                    elapsed: m.get(opt::ELAPSED_TIME).map_or(u16::MAX, |e| u16::from_be_bytes([e[0], e[1]])),
+                    at: Instant::now(),
+                    oro: m.get(opt::ORO).unwrap_or(&[]).chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect(),
+                });
+                let answer = |ty: u8, server: &[u8], addrs: Vec<Iaaddr>, pref: Option<u8>| {
                     let mut a = Message::new(ty, m.xid);
                     a.push(opt::CLIENTID, cid.to_vec());
                     a.push(opt::SERVERID, server.to_vec());
-                    let (t1, t2) = if ty == msg::REPLY && t1_above_t2(k) { (500, 400) } else { (0, 0) };
-                    let ia = IaNa {
-                        iaid: ia.iaid,
-                        t1,
-                        t2,
-                        addrs: vec![(addr, 300, 600)],
-                        status: 0,
-                        status_msg: String::new(),
+                    // (an Advertise's T1 and T2 are 0: its IA_NA is valid whatever the Reply's are)
+                    let (t1, t2) = match (ty, (how.times)(k)) {
+                        (msg::REPLY, (t1, t2, _, _)) => (t1, t2),
+                        _ => (0, 0),
                     };
+                    let ia = IaNa { iaid: ia.iaid, t1, t2, addrs, status: 0, status_msg: String::new() };
                     a.push(opt::IA_NA, ia.encode());
                     if let Some(p) = pref {
                         a.push(opt::PREFERENCE, vec![p]);
                     }
+                    if let Some(v) = (how.sol_max_rt)(k, m.ty) {
+                        a.push(SOL_MAX_RT, v.to_be_bytes().to_vec());
+                    }
                     sock.send_to(&a.encode(), from).unwrap();
                 };
+                let (_, _, preferred, valid) = (how.times)(k);
                 match m.ty {
                     msg::SOLICIT => {
-                        for (server, addr, pref) in offers(k) {
-                            answer(msg::ADVERTISE, &[0, 1, 0, server], addr, pref);
+                        for (server, addr, pref) in (how.offers)(k, solicits) {
+                            answer(msg::ADVERTISE, &[0, 1, 0, server], vec![(addr, preferred, valid)], pref);
                         }
                     }
                     msg::REQUEST => {
                         let server = m.get(opt::SERVERID).unwrap().to_vec();
                         let addr = ia.addrs[0].0;
                         seen.requests.push((k, server.clone(), addr, Instant::now()));
-                        answer(msg::REPLY, &server, addr, None);
+                        answer(msg::REPLY, &server, vec![(addr, preferred, valid)], None);
+                    }
+                    msg::RENEW | msg::REBIND => {
+                        if let Some(addrs) = (how.renew)(k, ia.addrs[0].0) {
+                            answer(msg::REPLY, &[0, 1, 0, 1], addrs, None);
+                        }
                     }
                     msg::RELEASE => {
                         seen.releases.extend(ia.addrs.iter().map(|a| (k, a.0)));
@@ -556,6 +619,9 @@ fn fake_dhcp6(
     rx.recv_timeout(Duration::from_secs(5)).expect("the fake DHCPv6 server listens");
     h
 }
+
+/// The SOL_MAX_RT option (RFC 8415 §21.24).
+const SOL_MAX_RT: u16 = 82;
 
 /// RFC 8415 §18.2.1: a Solicit collects the Advertise messages of its first RT (1 to 1.1 s) and
 /// requests from the server of the highest preference; an Advertise of preference 255 is
@@ -579,7 +645,8 @@ fn dhcp_v6_requests_from_the_advertise_of_highest_preference() {
         }
     }
     let ns = PathBuf::from(w.server.ns.path_str());
-    let server = fake_dhcp6(ns, "br0", offers, |_| false, Arc::clone(&seen), Arc::clone(&stop));
+    let how = Fake6::offering(|k, _| offers(k));
+    let server = fake_dhcp6(ns, "br0", how, Arc::clone(&seen), Arc::clone(&stop));
     w.start_daemon(w.daemon_config());
     let ipam =
         serde_json::json!({"type": "dhcp", "daemonsocketpath": w.dir.join("dhcp.sock"), "ipv4": false, "ipv6": true});
@@ -622,7 +689,9 @@ fn dhcp_v6_unusable_reply_is_released() {
         vec![(1, std::net::Ipv6Addr::new(0xfd00, 0, 0xd, 0x88, 0, 0, 0, 0xa), Some(255))]
     }
     let ns = PathBuf::from(w.server.ns.path_str());
-    let server = fake_dhcp6(ns, "br0", offers, |_| true, Arc::clone(&seen), Arc::clone(&stop));
+    // (the Reply's IA_NA has T1 500 > T2 400)
+    let how = Fake6 { times: |_| (500, 400, 300, 600), ..Fake6::offering(|k, _| offers(k)) };
+    let server = fake_dhcp6(ns, "br0", how, Arc::clone(&seen), Arc::clone(&stop));
     let mut cfg = w.daemon_config();
     cfg.timeout = Duration::from_secs(3);
     let d = w.start_daemon(cfg);
@@ -652,6 +721,317 @@ fn dhcp_v6_unusable_reply_is_released() {
     assert!(seen.releases.contains(&(0, addr)), "the bound address was not released: {:?}", seen.releases);
     assert_eq!(seen.releases.len(), seen.requests.len(), "one Release per unusable Reply");
     assert!(d.lease_keys().is_empty() && w.state_files().is_empty());
+}
+
+/// A [`DaemonLan`] (subnet `n`, IPv6 on the server's bridge) whose fake DHCPv6 server answers
+/// as `how`, with container 1 (no DAD) and the in-process daemon (`-linkcheck 1s`, `-timeout
+/// 5s`, `-resendmax 62s`, the default: RENEW's and SOLICIT's waits may double past 4 s). The
+/// fake server stops on drop, before the world goes.
+struct Fake6Lan {
+    w: DaemonLan,
+    c1: String,
+    daemon: Arc<Daemon>,
+    seen: Arc<std::sync::Mutex<Seen6>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Fake6Lan {
+    fn new(tag: &str, n: u8, how: Fake6) -> Fake6Lan {
+        let mut w = DaemonLan::with_v6(tag, n, true);
+        let c1 = w.container_nodad(1);
+        let seen = Arc::new(std::sync::Mutex::new(Seen6::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ns = PathBuf::from(w.server.ns.path_str());
+        let server = Some(fake_dhcp6(ns, "br0", how, Arc::clone(&seen), Arc::clone(&stop)));
+        let mut cfg = w.daemon_config();
+        cfg.resend_max = Duration::from_secs(62);
+        let daemon = w.start_daemon(cfg);
+        Fake6Lan { w, c1, daemon, seen, stop, server }
+    }
+
+    fn ipam(&self) -> serde_json::Value {
+        serde_json::json!({"type": "dhcp", "daemonsocketpath": self.w.dir.join("dhcp.sock"), "ipv4": false, "ipv6": true})
+    }
+
+    /// ADD for container `c` as `id`: the leased address (without its /128).
+    fn add(&self, id: &str, c: &str) -> String {
+        let r = (APPLET.add)(&self.w.ctx(Command::Add, id, c, "eth0", self.ipam())).expect("ADD");
+        addr_of(&r).trim_end_matches("/128").to_string()
+    }
+
+    fn check(&self, id: &str, c: &str) -> Result<(), cni_multi::cni::CniError> {
+        (APPLET.check)(&self.w.ctx(Command::Check, id, c, "eth0", self.ipam()))
+            .map(|_| ())
+            .map_err(|e| cni_multi::cni::CniError::from_anyhow(&e))
+    }
+
+    /// The v6 lease record of `id` in the daemon's state dir.
+    fn record(&self, id: &str) -> serde_json::Value {
+        for f in self.w.state_files() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&f).unwrap_or_default()).unwrap_or_default();
+            if v["key"] == format!("{id}/dhcpnet/eth0") && v["lease6"].is_object() {
+                return v;
+            }
+        }
+        serde_json::Value::Null
+    }
+
+    fn wait_for(&self, what: &str, secs: u64, mut cond: impl FnMut(&Fake6Lan) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; the fake server saw {:#?}", self.seen.lock().unwrap().msgs);
+    }
+}
+
+impl Drop for Fake6Lan {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.server.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// fd00:0:d:<n>::<host> (n written in decimal, read as hex, as [`DhcpServer`] writes it).
+fn fake6_addr(n: u16, host: u16) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 0, 0xd, n, 0, 0, 0, host)
+}
+
+/// How far each of `msgs` came after the first, in seconds.
+fn gaps(msgs: &[Msg6]) -> Vec<f64> {
+    msgs.windows(2).map(|p| p[1].at.duration_since(p[0].at).as_secs_f64()).collect()
+}
+
+/// One transaction: the same xid throughout, the first elapsed time 0 and each next one the
+/// time since the first transmission (in hundredths, ± 0.5 s), and each wait twice the one
+/// before it ± 10 % of it (RFC 8415 §15, §16.1, §21.9).
+fn assert_one_transaction(what: &str, msgs: &[Msg6]) {
+    assert!(msgs.iter().all(|m| m.xid == msgs[0].xid), "{what}: one transaction id: {msgs:#?}");
+    assert_eq!(msgs[0].elapsed, 0, "{what}: {msgs:#?}");
+    for m in &msgs[1..] {
+        let since = (m.at.duration_since(msgs[0].at).as_millis() / 10) as i64;
+        assert!(
+            (i64::from(m.elapsed) - since).abs() <= 50,
+            "{what}: elapsed {} after {since} cs: {msgs:#?}",
+            m.elapsed
+        );
+    }
+    let g = gaps(msgs);
+    for p in g.windows(2) {
+        let ratio = p[1] / p[0];
+        assert!((1.85..=2.15).contains(&ratio), "{what}: waits {g:?} do not double: {msgs:#?}");
+    }
+}
+
+/// RFC 8415 §18.2.4 with §15, §16.1 and §21.9: a Renew nobody answers is one transaction from
+/// T1 to T2: the same transaction id in every retransmission, the elapsed time counting from the
+/// first, the waits IRT (10 s ± 10 %) then doubling, the exchange ending at T2 (MRD), where a
+/// Rebind starts (a new transaction). The link is checked inside it (every `-linkcheck`, 1 s
+/// here) without restarting it: the daemon forgets the lease once the link is gone. Until
+/// 2026-12-07 the daemon cut the exchange every `-timeout` (5 s here) and sent a new Renew, a
+/// new transaction id and elapsed time 0 each time, never waiting past IRT.
+#[test]
+fn dhcp_v6_renew_is_one_transaction_until_t2() {
+    fn offers(_: usize, n: usize) -> Offers {
+        if n == 0 {
+            vec![(1, fake6_addr(0x91, 0x10), Some(255))]
+        } else {
+            vec![]
+        }
+    }
+    // T1 1 s, T2 38 s: Renews at T1, T1 + ~10 s, T1 + ~30 s; the next would come after T2
+    let f = Fake6Lan::new("6r", 91, Fake6 { times: |_| (1, 38, 300, 600), ..Fake6::offering(offers) });
+    let a = f.add("ctr1", &f.c1);
+    assert_eq!(a, fake6_addr(0x91, 0x10).to_string());
+    f.wait_for("a Rebind at T2", 50, |f| !f.seen.lock().unwrap().of(0, v6msg::REBIND).is_empty());
+    let (renews, rebinds) = {
+        let seen = f.seen.lock().unwrap();
+        (seen.of(0, v6msg::RENEW), seen.of(0, v6msg::REBIND))
+    };
+    assert_eq!(renews.len(), 3, "Renews at T1, + IRT, + 3 IRT until T2: {renews:#?}");
+    assert_one_transaction("Renew", &renews);
+    let g = gaps(&renews);
+    assert!((9.0..=11.2).contains(&g[0]), "the first wait is IRT 10 s ± 10 %: {g:?}");
+    assert!(renews[2].elapsed > 1000, "elapsed time past 10 s: {renews:#?}");
+    let rebind = &rebinds[0];
+    assert_ne!(rebind.xid, renews[0].xid, "the Rebind is a new transaction");
+    assert_eq!(rebind.elapsed, 0);
+    let t2 = rebind.at.duration_since(renews[0].at).as_secs_f64();
+    assert!((35.5..=38.5).contains(&t2), "the Rebind came {t2} s after T1, not at T2 (37 s after T1)");
+
+    // the Rebind runs on until the lease's end; its link vanishes: the lease is forgotten
+    f.w.server.ns.must(&["ip", "link", "del", "vh1"]);
+    f.wait_for("the daemon to forget the lease of the vanished link", 5, |f| {
+        f.daemon.lease_keys().is_empty() && f.w.state_files().is_empty()
+    });
+}
+
+/// RFC 8415 §18.2.1 and §15: once a lease has expired, the daemon solicits its address back in
+/// one transaction: the same transaction id, the elapsed time from the first Solicit, the waits
+/// 1 s then doubling (towards SOL_MAX_RT, here `-resendmax` 62 s), no end (no MRD). The
+/// attempts (the link up for `-timeout`, 5 s here, then down until the next transmission is due)
+/// carry it on; the link is checked between them. Until 2026-12-07 every attempt was a new
+/// transaction after a pause of 1 to 10 s: a new transaction id, elapsed time back to 0, the
+/// waits never past 4 s.
+#[test]
+fn dhcp_v6_expired_lease_solicits_in_one_transaction() {
+    fn offers(_: usize, n: usize) -> Offers {
+        if n == 0 {
+            vec![(1, fake6_addr(0x92, 0x10), Some(255))]
+        } else {
+            vec![]
+        }
+    }
+    // T1 1 s, T2 2 s, expiry 3 s; nothing answers the Renew, the Rebind or a later Solicit
+    let f = Fake6Lan::new("6e", 92, Fake6 { times: |_| (1, 2, 3, 3), ..Fake6::offering(offers) });
+    f.add("ctr1", &f.c1);
+    // Solicits at expiry + 0, 1, 3, 7 and 15 s
+    f.wait_for("five Solicits after the expiry", 30, |f| f.seen.lock().unwrap().of(0, v6msg::SOLICIT).len() > 5);
+    let solicits = f.seen.lock().unwrap().of(0, v6msg::SOLICIT);
+    let expired = &solicits[1..];
+    assert_ne!(expired[0].xid, solicits[0].xid, "the ADD's Solicit was another transaction");
+    assert_one_transaction("Solicit after the expiry", expired);
+    let g = gaps(expired);
+    assert!((1.0..=1.2).contains(&g[0]), "the first wait is IRT 1 s + up to 10 %: {g:?}");
+    assert!(expired[4].elapsed > 1000, "elapsed time past 10 s: {expired:#?}");
+    assert!(f.check("ctr1", &f.c1).is_err(), "CHECK of an expired lease");
+    // the attempt of that Solicit ends after `-timeout` (5 s): the link is down until the next
+    // Solicit is due (16 s after it) and vanishes meanwhile: the lease is forgotten at the next
+    // link check
+    let ns = Path::new(&f.c1).file_name().unwrap().to_str().unwrap().to_string();
+    let down = || !must(&["ip", "-n", &ns, "link", "show", "eth0"]).contains(",UP");
+    f.wait_for("eth0 down between two attempts", 8, |_| down());
+    assert_eq!(f.seen.lock().unwrap().of(0, v6msg::SOLICIT).len(), 6, "no Solicit while the link is down");
+    f.w.server.ns.must(&["ip", "link", "del", "vh1"]);
+    f.wait_for("the daemon to forget the lease of the vanished link", 5, |f| {
+        f.daemon.lease_keys().is_empty() && f.w.state_files().is_empty()
+    });
+}
+
+/// RFC 8415 §18.2.1, §18.2.2, §18.2.4, §18.2.5: every Solicit, Request, Renew and Rebind asks
+/// for SOL_MAX_RT (option 82) in its Option Request Option, beside DNS servers (23) and the
+/// search list (24); the last SOL_MAX_RT the server sent (60 to 86400, §21.24) is kept with the
+/// lease (it is the MRT of the Solicit that gets the address back after an expiry): the
+/// Advertise's, which the Reply to the Request leaves as it is, then the renewal's; another
+/// value is ignored. Until 2026-12-07 the ORO held 23 and 24 only, and option 82 was ignored.
+#[test]
+fn dhcp_v6_asks_for_sol_max_rt_and_keeps_it() {
+    fn offers(k: usize, n: usize) -> Offers {
+        if n == 0 {
+            vec![(1, fake6_addr(0x93, 0x10 + k as u16), Some(255))]
+        } else {
+            vec![]
+        }
+    }
+    let how = Fake6 {
+        times: |_| (2, 100, 300, 600),
+        renew: |_, ours| Some(vec![(ours, 300, 600)]),
+        // the first client gets 120 s in the Advertise, none in the Reply to its Request, then
+        // 240 s at its renewal; the second 59 s, then 86401 s, both out of range
+        sol_max_rt: |k, ty| match (k, ty) {
+            (0, v6msg::SOLICIT) => Some(120),
+            (0, v6msg::RENEW) => Some(240),
+            (0, _) => None,
+            (_, v6msg::RENEW) => Some(86401),
+            _ => Some(59),
+        },
+        ..Fake6::offering(offers)
+    };
+    let mut f = Fake6Lan::new("6m", 93, how);
+    let c2 = f.w.container_nodad(2);
+    f.add("ctr1", &f.c1);
+    f.add("ctr2", &c2);
+    let acquired = |f: &Fake6Lan, id: &str| f.record(id)["lease6"]["acquired_unix"].as_u64().unwrap_or(0);
+    let first = [acquired(&f, "ctr1"), acquired(&f, "ctr2")];
+    assert_eq!(f.record("ctr1")["lease6"]["sol_max_rt"], 120, "the Advertise's: {}", f.record("ctr1"));
+    f.wait_for("both leases renewed", 10, |f| acquired(f, "ctr1") > first[0] && acquired(f, "ctr2") > first[1]);
+    let msgs = f.seen.lock().unwrap().msgs.clone();
+    for ty in [v6msg::SOLICIT, v6msg::REQUEST, v6msg::RENEW] {
+        assert!(msgs.iter().any(|m| m.ty == ty), "no message of type {ty}: {msgs:#?}");
+    }
+    for m in &msgs {
+        assert_eq!(m.oro, [23, 24, SOL_MAX_RT], "the ORO of {m:?}");
+    }
+    assert_eq!(f.record("ctr1")["lease6"]["sol_max_rt"], 240, "the renewal's: {}", f.record("ctr1"));
+    assert!(f.record("ctr2")["lease6"].get("sol_max_rt").is_none(), "out of range, kept: {}", f.record("ctr2"));
+}
+
+/// RFC 8415 §18.2.10.1: an address of the Reply to a Renew or Rebind with a valid lifetime of
+/// 0 is withdrawn: the lease ends at once, and the daemon's expiry handling follows (the
+/// address off the link, the link down, a Solicit for the same address); CHECK fails. Until
+/// 2026-12-07 the daemon called it a refused renewal and kept the address on the link, and
+/// CHECK passing, until the old lease's end (here 600 s).
+#[test]
+fn dhcp_v6_address_withdrawn_at_renew_ends_the_lease() {
+    fn offers(_: usize, n: usize) -> Offers {
+        if n == 0 {
+            vec![(1, fake6_addr(0x94, 0x10), Some(255))]
+        } else {
+            vec![]
+        }
+    }
+    let how =
+        Fake6 { times: |_| (2, 100, 300, 600), renew: |_, ours| Some(vec![(ours, 0, 0)]), ..Fake6::offering(offers) };
+    let f = Fake6Lan::new("6w", 94, how);
+    let a = f.add("ctr1", &f.c1);
+    let ns = Path::new(&f.c1).file_name().unwrap().to_str().unwrap().to_string();
+    must(&["ip", "-n", &ns, "-6", "addr", "add", &format!("{a}/128"), "dev", "eth0", "nodad"]);
+    let on_eth0 = || must(&["ip", "-n", &ns, "-6", "addr", "show", "dev", "eth0"]).contains(&format!("{a}/128"));
+    assert!(on_eth0());
+    f.check("ctr1", &f.c1).expect("CHECK of the fresh lease");
+    f.wait_for("the withdrawn lease to end", 10, |f| f.check("ctr1", &f.c1).is_err() && !on_eth0());
+    assert!(!f.seen.lock().unwrap().of(0, v6msg::RENEW).is_empty());
+    let rec = f.record("ctr1");
+    assert_eq!(rec["lease6"]["address"], a.as_str(), "{rec}");
+    assert_eq!(rec["lease6"]["valid_secs"], 0, "{rec}");
+    f.wait_for("the link down and a Solicit for the address", 10, |f| {
+        f.record("ctr1")["link_down"] == true && f.seen.lock().unwrap().of(0, v6msg::SOLICIT).len() > 1
+    });
+    let e = f.check("ctr1", &f.c1).unwrap_err();
+    assert!(e.msg.contains("has expired"), "{e:?}");
+    (APPLET.del)(&f.w.ctx(Command::Del, "ctr1", &f.c1, "eth0", f.ipam())).expect("DEL");
+    assert!(f.w.state_files().is_empty());
+}
+
+/// A Reply to a Renew whose IA_NA lists a new address before ours: our address's lifetimes
+/// extend the lease, and the new address, which is not ours to use, is released. Until
+/// 2026-12-07 the daemon took the first address as "renewed as another address", released it,
+/// and never recorded the extension of its own, which then expired while the server held it.
+#[test]
+fn dhcp_v6_renewal_listing_a_new_address_first_extends_ours() {
+    fn offers(_: usize, n: usize) -> Offers {
+        if n == 0 {
+            vec![(1, fake6_addr(0x95, 0x10), Some(255))]
+        } else {
+            vec![]
+        }
+    }
+    let how = Fake6 {
+        times: |_| (2, 100, 300, 600),
+        renew: |_, ours| Some(vec![(fake6_addr(0x95, 0x77), 300, 600), (ours, 300, 600)]),
+        ..Fake6::offering(offers)
+    };
+    let f = Fake6Lan::new("6x", 95, how);
+    let a = f.add("ctr1", &f.c1);
+    let first = f.record("ctr1")["lease6"]["acquired_unix"].as_u64().unwrap();
+    f.wait_for("the lease renewed", 10, |f| {
+        f.record("ctr1")["lease6"]["acquired_unix"].as_u64().is_some_and(|t| t >= first + 2)
+    });
+    let rec = f.record("ctr1");
+    assert_eq!(rec["lease6"]["address"], a.as_str(), "{rec}");
+    assert_eq!(f.daemon.lease6("ctr1/dhcpnet/eth0").map(|l| l.address.to_string()), Some(a.clone()));
+    f.wait_for("the new address released", 5, |f| {
+        f.seen.lock().unwrap().releases.contains(&(0, fake6_addr(0x95, 0x77)))
+    });
+    assert!(!f.seen.lock().unwrap().releases.iter().any(|r| r.1.to_string() == a), "ours released");
+    f.check("ctr1", &f.c1).expect("CHECK after the renewal");
 }
 
 /// T1 of dnsmasq's minimum (2 min) lease is 60 s: this test takes about 65 s.

@@ -461,6 +461,9 @@ pub enum Renewal<L> {
     Bound(L),
     /// the server refused (a DHCPv4 NAK, a DHCPv6 reply without our binding), and why
     Refused(String),
+    /// the server withdrew the address (DHCPv6: a valid lifetime of 0, RFC 8415 §18.2.10.1):
+    /// the lease as it stands now, ending at once
+    Withdrawn(L),
     NoReply,
 }
 
@@ -559,23 +562,42 @@ const POLL: Duration = Duration::from_millis(200);
 /// (again at each retransmission), `take` is offered every message `inbox` yields and returns
 /// true once it kept the answer. After each transmission the loop waits what `waits` says
 /// (each family's retransmission schedule) before sending again. Returns at the answer or at
-/// `deadline`; `cancel` is polled while waiting. At each retransmission time `settle` is asked
+/// `deadline`; `check` is polled while waiting (every 200 ms at most), and its error ends the
+/// exchange (a stop request, a link that vanished). At each retransmission time `settle` is asked
 /// first: true ends the exchange there (a DHCPv6 Solicit that collected Advertise messages for
-/// its first RT, RFC 8415 §18.2.1).
+/// its first RT, RFC 8415 §18.2.1). `resume_at`: the exchange carries on a transaction that
+/// transmitted before (a DHCPv6 Solicit from one attempt to the next): it listens until then,
+/// and that transmission is a retransmission (`settle` asked first); `None`: a new one,
+/// transmitted at once.
 #[allow(clippy::too_many_arguments)]
 pub fn exchange(
     inbox: &dyn Inbox,
     ifname: &str,
     waits: &mut dyn FnMut() -> Duration,
-    cancel: &(dyn Fn() -> bool + Sync),
+    check: &dyn Fn() -> anyhow::Result<()>,
     deadline: Instant,
+    resume_at: Option<Instant>,
     send: &mut dyn FnMut() -> anyhow::Result<()>,
     take: &mut dyn FnMut(&[u8]) -> bool,
     settle: &mut dyn FnMut() -> bool,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 4096];
-    let mut sent = false;
+    let (mut sent, mut send_at) = match resume_at {
+        Some(t) => (true, t),
+        None => (false, Instant::now()),
+    };
     loop {
+        // listen until the next transmission is due
+        let until = send_at.min(deadline);
+        while Instant::now() < until {
+            check()?;
+            let wait = until.saturating_duration_since(Instant::now()).min(POLL);
+            match inbox.recv(&mut buf, wait) {
+                Ok(Some(message)) if take(message) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => bail!("receiving on {ifname}: {e}"),
+            }
+        }
         let now = Instant::now();
         if now >= deadline {
             return Ok(());
@@ -585,18 +607,7 @@ pub fn exchange(
         }
         sent = true;
         send()?;
-        let resend_at = at(now, waits()).min(deadline);
-        while Instant::now() < resend_at {
-            if cancel() {
-                bail!("cancelled");
-            }
-            let wait = resend_at.saturating_duration_since(Instant::now()).min(POLL);
-            match inbox.recv(&mut buf, wait) {
-                Ok(Some(message)) if take(message) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => bail!("receiving on {ifname}: {e}"),
-            }
-        }
+        send_at = at(now, waits());
     }
 }
 
@@ -643,7 +654,9 @@ impl Client<'_> {
             _ => false,
         };
         let mut waits = self.backoff.waits_v4();
-        exchange(&self.raw, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take, &mut || false)?;
+        let check = || if (self.cancel)() { bail!("cancelled") } else { Ok(()) };
+        let (inbox, settle) = (&self.raw, &mut || false);
+        exchange(inbox, &self.ifname, &mut waits, &check, deadline, None, &mut send, &mut take, settle)?;
         Ok(reply)
     }
 
@@ -960,8 +973,9 @@ mod tests {
                 &inbox,
                 "eth0",
                 &mut || Duration::from_millis(20),
-                &|| false,
+                &|| Ok(()),
                 deadline,
+                None,
                 &mut || {
                     sent += 1;
                     Ok(())
@@ -986,5 +1000,59 @@ mod tests {
         // never settled: transmissions until the deadline, settle asked before each resend
         let (sent, asked, _) = run(usize::MAX, vec![]);
         assert!(sent > 5 && asked == sent - 1, "sent {sent}, asked {asked}");
+    }
+
+    /// An exchange carried on (a DHCPv6 Solicit from one attempt to the next) listens until its
+    /// next transmission is due, and that one is a retransmission (`settle` asked first); the
+    /// error of `check` ends an exchange with it.
+    #[test]
+    fn exchange_resumed_waits_for_its_next_transmission_and_check_ends_it() {
+        let inbox = Script(std::cell::RefCell::new(vec![]));
+        let start = Instant::now();
+        let (first_send, asked) = (std::cell::Cell::new(None), std::cell::Cell::new(0));
+        let resume_at = start + Duration::from_millis(150);
+        exchange(
+            &inbox,
+            "eth0",
+            &mut || Duration::from_secs(5),
+            &|| Ok(()),
+            start + Duration::from_millis(300),
+            Some(resume_at),
+            &mut || {
+                first_send.set(first_send.get().or(Some(Instant::now())));
+                Ok(())
+            },
+            &mut |_| false,
+            &mut || {
+                asked.set(asked.get() + 1);
+                false
+            },
+        )
+        .unwrap();
+        let sent_at = first_send.get().expect("a transmission at the time it was due");
+        assert!(sent_at >= resume_at, "sent {:?} early", resume_at - sent_at);
+        assert_eq!(asked.get(), 1, "settle asked before the carried-on transmission");
+
+        let calls = std::cell::Cell::new(0);
+        let e = exchange(
+            &inbox,
+            "eth0",
+            &mut || Duration::from_secs(5),
+            &|| {
+                calls.set(calls.get() + 1);
+                if calls.get() > 2 {
+                    bail!("interface eth0 vanished")
+                }
+                Ok(())
+            },
+            start + Duration::from_secs(10),
+            None,
+            &mut || Ok(()),
+            &mut |_| false,
+            &mut || false,
+        )
+        .unwrap_err();
+        assert_eq!(format!("{e}"), "interface eth0 vanished");
+        assert!(start.elapsed() < Duration::from_secs(2), "the exchange went on: {:?}", start.elapsed());
     }
 }

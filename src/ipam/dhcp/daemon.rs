@@ -276,6 +276,8 @@ fn prefixed(prefix: &str, path: &str) -> PathBuf {
 
 struct Entry {
     rec: Mutex<Record>,
+    /// a DHCPv6 Solicit for the expired lease's address, carried from one attempt to the next
+    soliciting: Mutex<Option<v6::Soliciting>>,
     stopped: Mutex<bool>,
     cv: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -324,6 +326,22 @@ pub struct Daemon {
 /// A failure with the CNI code the plugin should report.
 struct Failure(u32, String);
 
+/// The end of an attempt whose exchange goes on (a DHCPv6 Solicit carried from one attempt to
+/// the next): the next attempt is due at this time, when its next transmission is.
+#[derive(Debug)]
+struct NextAttempt(Instant);
+
+impl std::fmt::Display for NextAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the next attempt in {:?}", self.0.saturating_duration_since(Instant::now()))
+    }
+}
+impl std::error::Error for NextAttempt {}
+
+fn next_attempt(e: &anyhow::Error) -> Option<Instant> {
+    e.chain().find_map(|c| c.downcast_ref::<NextAttempt>()).map(|n| n.0)
+}
+
 /// Where a lease stands; renew/rebind carry the time left until the next phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -339,6 +357,11 @@ trait Family {
     type Lease: Clone;
     /// "DHCP" or "DHCPv6", in logs and errors
     const NAME: &'static str;
+    /// Whether a renewal, a rebinding and a re-acquisition each run as one exchange to its end
+    /// (DHCPv6, RFC 8415 §15: one transaction until its MRD), the link watched from inside it;
+    /// else (DHCPv4) each runs for an attempt window ([`Daemon::window`], `-timeout`), a new
+    /// transaction every time.
+    const WHOLE_EXCHANGES: bool;
     fn address(lease: &Self::Lease) -> IpAddr;
     /// the lease's lifetime in seconds, for logs
     fn lifetime(lease: &Self::Lease) -> u32;
@@ -347,16 +370,35 @@ trait Family {
     /// the interface's MAC, recorded with the lease
     fn mac(&self) -> [u8; 6];
     fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Self::Lease>>;
-    /// get the address of `lease` back, and no other
-    fn reacquire(&self, lease: &Self::Lease, deadline: Instant) -> anyhow::Result<Reacquired<Self::Lease>>;
-    fn renew(&self, lease: &Self::Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Self::Lease>>;
+    /// get the address of `lease` back, and no other; `watch` is polled while waiting (its error
+    /// ends the exchange). `carry`: DHCPv6's Solicit carried on from one attempt to the next
+    /// (left to carry on when the attempt ends at `deadline` without an answer); DHCPv4 makes
+    /// each attempt a new transaction.
+    fn reacquire(
+        &self,
+        lease: &Self::Lease,
+        carry: &mut Option<v6::Soliciting>,
+        deadline: Instant,
+        watch: Watch<'_>,
+    ) -> anyhow::Result<Reacquired<Self::Lease>>;
+    fn renew(
+        &self,
+        lease: &Self::Lease,
+        rebind: bool,
+        deadline: Instant,
+        watch: Watch<'_>,
+    ) -> anyhow::Result<Renewal<Self::Lease>>;
     /// release a lease the daemon does not keep (best effort)
     fn give_back(&self, lease: &Self::Lease) -> anyhow::Result<()>;
 }
 
+/// What a long exchange polls: an error ends it (the lease's link vanished).
+type Watch<'w> = &'w dyn Fn() -> anyhow::Result<()>;
+
 impl Family for Client<'_> {
     type Lease = Lease;
     const NAME: &'static str = "DHCP";
+    const WHOLE_EXCHANGES: bool = false;
     fn address(lease: &Lease) -> IpAddr {
         IpAddr::V4(lease.address)
     }
@@ -372,10 +414,17 @@ impl Family for Client<'_> {
     fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease>> {
         Client::acquire(self, deadline)
     }
-    fn reacquire(&self, lease: &Lease, deadline: Instant) -> anyhow::Result<Reacquired<Lease>> {
+    // (an attempt window is short: the link is checked between windows)
+    fn reacquire(
+        &self,
+        lease: &Lease,
+        _: &mut Option<v6::Soliciting>,
+        deadline: Instant,
+        _: Watch<'_>,
+    ) -> anyhow::Result<Reacquired<Lease>> {
         Client::reacquire(self, lease.address, deadline)
     }
-    fn renew(&self, lease: &Lease, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease>> {
+    fn renew(&self, lease: &Lease, rebind: bool, deadline: Instant, _: Watch<'_>) -> anyhow::Result<Renewal<Lease>> {
         Client::renew(self, lease, rebind, deadline)
     }
     fn give_back(&self, lease: &Lease) -> anyhow::Result<()> {
@@ -386,6 +435,7 @@ impl Family for Client<'_> {
 impl Family for Client6<'_> {
     type Lease = Lease6;
     const NAME: &'static str = "DHCPv6";
+    const WHOLE_EXCHANGES: bool = true;
     fn address(lease: &Lease6) -> IpAddr {
         IpAddr::V6(lease.address)
     }
@@ -401,11 +451,23 @@ impl Family for Client6<'_> {
     fn acquire(&self, deadline: Instant) -> anyhow::Result<Option<Lease6>> {
         Client6::acquire(self, deadline)
     }
-    fn reacquire(&self, lease: &Lease6, deadline: Instant) -> anyhow::Result<Reacquired<Lease6>> {
-        Client6::reacquire(self, lease.address, deadline)
+    fn reacquire(
+        &self,
+        lease: &Lease6,
+        carry: &mut Option<v6::Soliciting>,
+        deadline: Instant,
+        watch: Watch<'_>,
+    ) -> anyhow::Result<Reacquired<Lease6>> {
+        Client6::reacquire(self, lease, carry, deadline, watch)
     }
-    fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease6>> {
-        Client6::renew(self, lease, rebind, deadline)
+    fn renew(
+        &self,
+        lease: &Lease6,
+        rebind: bool,
+        deadline: Instant,
+        watch: Watch<'_>,
+    ) -> anyhow::Result<Renewal<Lease6>> {
+        Client6::renew(self, lease, rebind, deadline, watch)
     }
     fn give_back(&self, lease: &Lease6) -> anyhow::Result<()> {
         Client6::release(self, lease, deadline_in(Duration::from_secs(1))).map(|_| ())
@@ -840,6 +902,7 @@ impl Daemon {
         let id = rec.id();
         let entry = Arc::new(Entry {
             rec: Mutex::new(rec),
+            soliciting: Mutex::new(None),
             stopped: Mutex::new(false),
             cv: Condvar::new(),
             thread: Mutex::new(None),
@@ -926,6 +989,18 @@ impl Daemon {
                     if entry.is_stopped() {
                         return;
                     }
+                    if let Some(at) = next_attempt(&e) {
+                        // an exchange carried on: no failure, its next transmission is due then
+                        tracing::info!(id = %rec.id(), address = %rec.address(), "{e:#}");
+                        match self.wait_for_attempt(entry, &rec, at) {
+                            Ok(false) => continue,
+                            Ok(true) => return,
+                            Err(e) => {
+                                self.drop_lease(entry, &format!("{e:#}"));
+                                return;
+                            }
+                        }
+                    }
                     let since = *failures_since.get_or_insert_with(Instant::now);
                     tracing::warn!(id = %rec.id(), address = %rec.address(), "lease maintenance: {e:#}");
                     if since.elapsed() > self.cfg.resend_timeout && rec.expiry_at() <= now_unix() {
@@ -938,6 +1013,22 @@ impl Daemon {
                     retry = retry.saturating_mul(2).min(Duration::from_secs(10));
                 }
             }
+        }
+    }
+
+    /// Wait until `at` (the next attempt of an exchange carried on), checking the link every
+    /// `-linkcheck`: `Ok(true)` when asked to stop, `Err` (`Gone`) when the link vanished.
+    fn wait_for_attempt(&self, entry: &Entry, rec: &Record, at: Instant) -> anyhow::Result<bool> {
+        let watch = self.link_watch(rec);
+        loop {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            if entry.wait(left.min(self.cfg.link_check)) {
+                return Ok(true);
+            }
+            watch()?;
         }
     }
 
@@ -1078,15 +1169,44 @@ impl Daemon {
         Ok(())
     }
 
-    /// The attempt window of a renew/rebind: up to the next phase, but re-check the link regularly.
+    /// The attempt window of a DHCPv4 renew/rebind: up to the next phase, but re-check the link
+    /// regularly.
     fn window(&self, left: Duration) -> Instant {
         deadline_in(left.min(self.cfg.link_check.max(self.cfg.timeout)).max(Duration::from_secs(1)))
+    }
+
+    /// What a whole exchange of `rec` polls ([`Family::WHOLE_EXCHANGES`]): every `-linkcheck`,
+    /// whether the lease's link and netns still exist (`Gone` ends the exchange; another
+    /// failure to look is no reason to). The transaction goes on meanwhile.
+    fn link_watch(&self, rec: &Record) -> impl Fn() -> anyhow::Result<()> + '_ {
+        let (netns, ifname) = (self.netns_path(&rec.netns), rec.ifname.clone());
+        let checked = std::cell::Cell::new(Instant::now());
+        move || {
+            if checked.get().elapsed() < self.cfg.link_check {
+                return Ok(());
+            }
+            checked.set(Instant::now());
+            match ns::link_exists(&netns, &ifname) {
+                Err(e) if ns::is_gone(&e) => Err(e),
+                Err(e) => {
+                    tracing::debug!(%ifname, "link check: {e:#}");
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+            }
+        }
     }
 
     /// Renew or rebind `lease` in its phase; re-acquire it when the server refused or it expired.
     /// Only the lease's own address is ever kept: a renewal or re-acquisition that gives another
     /// one is released (or, offered only, not taken) and fails the step, so the link never
-    /// carries an address the record does not hold; the lease runs on to its expiry.
+    /// carries an address the record does not hold; the lease runs on to its expiry. A renewal
+    /// that withdraws the address (DHCPv6) ends the lease at once: the next step finds it
+    /// expired.
+    ///
+    /// DHCPv6 runs each exchange whole (RFC 8415 §15, [`Family::WHOLE_EXCHANGES`]): a Renew
+    /// until T2, a Rebind until the lease ends, a Solicit for the address until the lease ends
+    /// (after a refused renewal) or without end (after the expiry), each one transaction.
     fn step<C: Family>(
         &self,
         entry: &Entry,
@@ -1096,10 +1216,13 @@ impl Daemon {
         phase: Phase,
     ) -> anyhow::Result<Option<Duration>> {
         let (id, family, address) = (rec.id(), C::NAME, C::address(lease));
+        let watch = self.link_watch(rec);
+        let secs_left = |t: u64| Duration::from_secs(t.saturating_sub(now_unix()));
         match phase {
             Phase::Renew(left) | Phase::Rebind(left) => {
                 let rebind = matches!(phase, Phase::Rebind(_));
-                match client.renew(lease, rebind, self.window(left))? {
+                let until = if C::WHOLE_EXCHANGES { deadline_in(left) } else { self.window(left) };
+                match client.renew(lease, rebind, until, &watch)? {
                     Renewal::Bound(l) if C::address(&l) == address => {
                         let lifetime = C::lifetime(&l);
                         tracing::info!(%id, %address, lifetime, rebind, "{family} lease renewed");
@@ -1113,13 +1236,37 @@ impl Daemon {
                         }
                         bail!("the {family} server renewed {address} as {other}: {other} released, {address} kept until it expires");
                     }
+                    Renewal::Withdrawn(l) => {
+                        tracing::warn!(%id, %address, rebind, "the {family} server withdrew {address}: the lease ends now");
+                        self.update(entry, |r| C::keep(r, l));
+                        return Ok(None);
+                    }
                     Renewal::NoReply => return Ok(None),
                     Renewal::Refused(why) => tracing::warn!(%id, %address, rebind, "{family} renewal refused: {why}"),
                 }
             }
             Phase::Expired => tracing::info!(%id, %address, "trying to get the expired {family} lease back"),
         }
-        match client.reacquire(lease, deadline_in(self.cfg.timeout))? {
+        let reacquired = match phase {
+            // DHCPv6 after the expiry: one Solicit without end, carried from one attempt to the
+            // next; each attempt (the link up, without the address) lasts `-timeout`, and the
+            // next is due with the next transmission
+            Phase::Expired if C::WHOLE_EXCHANGES => {
+                let mut carry = lock(&entry.soliciting);
+                let r = client.reacquire(lease, &mut carry, deadline_in(self.cfg.timeout), &watch)?;
+                if let (Reacquired::NoAnswer, Some(going_on)) = (&r, carry.as_ref()) {
+                    return Err(anyhow::Error::new(NextAttempt(going_on.next_at()))
+                        .context(format!("no {family} server answered yet while re-acquiring {address}")));
+                }
+                r
+            }
+            // DHCPv6 after a refused renewal: one Solicit until the lease ends
+            _ if C::WHOLE_EXCHANGES => {
+                client.reacquire(lease, &mut None, deadline_in(secs_left(rec.expiry_at())), &watch)?
+            }
+            _ => client.reacquire(lease, &mut None, deadline_in(self.cfg.timeout), &watch)?,
+        };
+        match reacquired {
             Reacquired::Same(l) => {
                 tracing::info!(%id, %address, lifetime = C::lifetime(&l), "{family} lease re-acquired");
                 self.update(entry, |r| C::keep(r, l));

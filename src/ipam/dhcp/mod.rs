@@ -488,6 +488,7 @@ mod tests {
             acquired_unix: 0,
             dns: vec!["fd00::53".parse().unwrap()],
             search: vec!["example".into(), "v6.example".into()],
+            sol_max_rt: None,
         };
         add_lease6(&mut r, &l6);
         assert_eq!(r.ips[1].address.to_string(), "fd00::20/128");

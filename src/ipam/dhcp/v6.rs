@@ -1,6 +1,8 @@
 //! DHCPv6 client, stateful addresses only (RFC 8415, IA_NA): SOLICIT → ADVERTISE → REQUEST →
-//! REPLY, RENEW and REBIND, RELEASE; DNS servers (option 23) and the search list (option 24,
-//! RFC 1035 names) asked for in the ORO. Messages go to All_DHCP_Relay_Agents_and_Servers
+//! REPLY, RENEW and REBIND, RELEASE; DNS servers (option 23), the search list (option 24,
+//! RFC 1035 names) and SOL_MAX_RT (option 82) asked for in the ORO. Each exchange is one
+//! transaction retransmitted as RFC 8415 §15 says, to its end (MRC, MRD: the caller's deadline).
+//! Messages go to All_DHCP_Relay_Agents_and_Servers
 //! (ff02::1:2) from the link-local address of one interface of the container netns.
 //!
 //! DHCPv6 carries no prefix length: the lease is a single address, reported as /128 (what a
@@ -11,6 +13,7 @@ use super::client::{deadline_in, exchange, now_unix, random_u32, Backoff, Reacqu
 use super::dns;
 use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -41,6 +44,7 @@ pub mod opt {
     pub const STATUS_CODE: u16 = 13;
     pub const DNS_SERVERS: u16 = 23;
     pub const DOMAIN_LIST: u16 = 24;
+    pub const SOL_MAX_RT: u16 = 82;
 }
 
 /// Status codes (option 13).
@@ -200,9 +204,39 @@ pub struct Lease6 {
     pub dns: Vec<Ipv6Addr>,
     #[serde(default)]
     pub search: Vec<String>,
+    /// the SOL_MAX_RT the server sent last (RFC 8415 §21.24): the MRT of the Solicit that gets
+    /// the address back
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sol_max_rt: Option<u32>,
 }
 
 const INFINITY: u32 = u32::MAX;
+
+/// The SOL_MAX_RT option of a message (RFC 8415 §21.24), in seconds: ignored (`None`) unless it
+/// is 4 bytes from 60 to 86400.
+fn sol_max_rt_of(m: &Message) -> Option<u32> {
+    let v = m.get(opt::SOL_MAX_RT)?;
+    let secs = u32::from_be_bytes(v.try_into().ok()?);
+    (60..=86400).contains(&secs).then_some(secs)
+}
+
+/// Our IA_NA in a message: the first with our IAID that RFC 8415 §21.4 does not discard.
+fn our_ia(m: &Message, iaid: u32) -> Option<IaNa> {
+    m.options
+        .iter()
+        .filter(|(c, _)| *c == opt::IA_NA)
+        .filter_map(|(_, v)| IaNa::decode(v).ok())
+        .filter(|ia| ia.iaid == iaid)
+        .find(ia_times_valid)
+}
+
+/// Whether a Reply withdraws `address` (RFC 8415 §18.2.10.1): our IA_NA, the message and the
+/// IA_NA saying success, lists it with a valid lifetime of 0 (and a preferred one of 0: an
+/// address whose preferred lifetime exceeds its valid one is discarded, §21.6).
+fn withdraws(m: &Message, iaid: u32, address: Ipv6Addr) -> bool {
+    m.status().0 == status::SUCCESS
+        && our_ia(m, iaid).is_some_and(|ia| ia.status == status::SUCCESS && ia.addrs.contains(&(address, 0, 0)))
+}
 
 /// RFC 8415 §21.4: an IA_NA whose T1 is greater than its T2, both non-zero, is discarded (the
 /// message is processed as if it did not hold it).
@@ -219,24 +253,27 @@ fn iaaddr_valid(&(_, preferred, valid): &(Ipv6Addr, u32, u32)) -> bool {
 impl Lease6 {
     /// Build a lease from a REPLY (or ADVERTISE) holding an address in our IA_NA.
     pub fn from_reply(m: &Message, iaid: u32) -> anyhow::Result<Lease6> {
+        Lease6::from_reply_for(m, iaid, None)
+    }
+
+    /// [`Lease6::from_reply`] of the address `ours` when our IA_NA holds it with valid
+    /// lifetimes (a renewal: its lifetimes extend our lease, whatever else the server added),
+    /// else of the first valid address.
+    pub fn from_reply_for(m: &Message, iaid: u32, ours: Option<Ipv6Addr>) -> anyhow::Result<Lease6> {
         let (code, why) = m.status();
         if code != status::SUCCESS {
             bail!("DHCPv6 server said status {code}: {why}");
         }
         let server_id = m.get(opt::SERVERID).ok_or_else(|| anyhow!("DHCPv6 reply without server id"))?.to_vec();
-        let ia = m
-            .options
-            .iter()
-            .filter(|(c, _)| *c == opt::IA_NA)
-            .filter_map(|(_, v)| IaNa::decode(v).ok())
-            .filter(|ia| ia.iaid == iaid)
-            .find(ia_times_valid)
-            .ok_or_else(|| anyhow!("DHCPv6 reply without our IA_NA (or only with T1 > T2)"))?;
+        let ia = our_ia(m, iaid).ok_or_else(|| anyhow!("DHCPv6 reply without our IA_NA (or only with T1 > T2)"))?;
         if ia.status != status::SUCCESS {
             bail!("DHCPv6 IA_NA status {}: {}", ia.status, ia.status_msg);
         }
-        let &(address, preferred, valid) =
-            ia.addrs.iter().find(|a| iaaddr_valid(a)).ok_or_else(|| anyhow!("DHCPv6 reply without a valid address"))?;
+        let valid_addrs = || ia.addrs.iter().filter(|a| iaaddr_valid(a));
+        let &(address, preferred, valid) = valid_addrs()
+            .find(|a| Some(a.0) == ours)
+            .or_else(|| valid_addrs().next())
+            .ok_or_else(|| anyhow!("DHCPv6 reply without a valid address"))?;
         // RFC 8415 §21.4: T1/T2 of 0 leave the times to the client (0.5 and 0.8 of preferred);
         // a T1 beyond the preferred lifetime comes down to half of it
         let base = if preferred == 0 { valid } else { preferred };
@@ -260,7 +297,13 @@ impl Lease6 {
             acquired_unix: now_unix(),
             dns,
             search,
+            sol_max_rt: sol_max_rt_of(m),
         })
+    }
+
+    /// This lease ending now (its address withdrawn by the server): acquired now, every time 0.
+    pub fn ended(&self) -> Lease6 {
+        Lease6 { acquired_unix: now_unix(), t1_secs: 0, t2_secs: 0, preferred_secs: 0, valid_secs: 0, ..self.clone() }
     }
 
     pub fn t1_at(&self) -> u64 {
@@ -292,26 +335,33 @@ pub struct Retransmit {
     pub max: Option<Duration>,
     /// the first wait is strictly longer than IRT (Solicit, §18.2.1)
     pub first_longer: bool,
+    /// MRC: the most transmissions; `None`: no limit (MRD, the exchange's deadline, ends it)
+    pub max_count: Option<u32>,
 }
 
-const fn rt(initial: u64, max: Option<u64>, first_longer: bool) -> Retransmit {
+const fn rt(initial: u64, max: Option<u64>, first_longer: bool, max_count: Option<u32>) -> Retransmit {
     let max = match max {
         Some(m) => Some(Duration::from_secs(m)),
         None => None,
     };
-    Retransmit { initial: Duration::from_secs(initial), max, first_longer }
+    Retransmit { initial: Duration::from_secs(initial), max, first_longer, max_count }
 }
 
-/// SOL_TIMEOUT, SOL_MAX_RT
-pub const SOLICIT_RT: Retransmit = rt(1, Some(3600), true);
-/// REQ_TIMEOUT, REQ_MAX_RT
-pub const REQUEST_RT: Retransmit = rt(1, Some(30), false);
-/// REN_TIMEOUT, REN_MAX_RT
-pub const RENEW_RT: Retransmit = rt(10, Some(600), false);
-/// REB_TIMEOUT, REB_MAX_RT
-pub const REBIND_RT: Retransmit = rt(10, Some(600), false);
+/// SOL_TIMEOUT, SOL_MAX_RT (see [`solicit_rt`] for the one a server sets)
+pub const SOLICIT_RT: Retransmit = rt(1, Some(3600), true, None);
+/// REQ_TIMEOUT, REQ_MAX_RT, REQ_MAX_RC
+pub const REQUEST_RT: Retransmit = rt(1, Some(30), false, Some(10));
+/// REN_TIMEOUT, REN_MAX_RT (MRD: until T2)
+pub const RENEW_RT: Retransmit = rt(10, Some(600), false, None);
+/// REB_TIMEOUT, REB_MAX_RT (MRD: until the valid lifetime ends)
+pub const REBIND_RT: Retransmit = rt(10, Some(600), false, None);
 /// REL_TIMEOUT (no MRT)
-pub const RELEASE_RT: Retransmit = rt(1, None, false);
+pub const RELEASE_RT: Retransmit = rt(1, None, false, None);
+
+/// Solicit's schedule with the SOL_MAX_RT a server sent (RFC 8415 §21.24) as its MRT.
+pub fn solicit_rt(sol_max_rt: Option<u32>) -> Retransmit {
+    Retransmit { max: sol_max_rt.map(|s| Duration::from_secs(s.into())).or(SOLICIT_RT.max), ..SOLICIT_RT }
+}
 
 /// `base` plus `permille` thousandths of `of` (a negative share is taken off).
 fn add_share(base: Duration, of: Duration, permille: i32) -> Duration {
@@ -324,22 +374,22 @@ fn add_share(base: Duration, of: Duration, permille: i32) -> Duration {
 }
 
 impl Retransmit {
-    /// The waits after each transmission (RFC 8415 §15): RT = IRT + RAND·IRT for the first,
-    /// RT = 2·RTprev + RAND·RTprev after it, and MRT + RAND·MRT once that would pass MRT, with
-    /// RAND uniform in [-0.1, +0.1] (for Solicit's first wait in (0, +0.1]). `rand` gives RAND in
-    /// thousandths (-100..=100). `cap` (the daemon's `-resendmax`) lowers MRT, never below IRT.
-    pub fn waits(self, cap: Duration, mut rand: impl FnMut() -> i32) -> impl FnMut() -> Duration {
+    /// The wait after a transmission (RFC 8415 §15) whose previous wait was `prev`: RT = IRT +
+    /// RAND·IRT for the first, RT = 2·RTprev + RAND·RTprev after it, and MRT + RAND·MRT once
+    /// that would pass MRT, with RAND uniform in [-0.1, +0.1] (for Solicit's first wait in
+    /// (0, +0.1]). `r` is RAND in thousandths (-100..=100). `cap` (the daemon's `-resendmax`)
+    /// lowers MRT, never below IRT.
+    pub fn next(self, prev: Option<Duration>, cap: Duration, r: i32) -> Duration {
         let mrt = self.max.unwrap_or(Duration::MAX).min(cap).max(self.initial);
-        let mut prev: Option<Duration> = None;
-        move || {
-            let r = rand().clamp(-100, 100);
-            let rt = match prev {
-                None if self.first_longer => add_share(self.initial, self.initial, r.abs().max(1)),
-                None => add_share(self.initial, self.initial, r),
-                Some(p) => add_share(p.saturating_mul(2), p, r),
-            };
-            let rt = if rt > mrt { add_share(mrt, mrt, r) } else { rt };
-            prev = Some(rt);
+        let r = r.clamp(-100, 100);
+        let rt = match prev {
+            None if self.first_longer => add_share(self.initial, self.initial, r.abs().max(1)),
+            None => add_share(self.initial, self.initial, r),
+            Some(p) => add_share(p.saturating_mul(2), p, r),
+        };
+        if rt > mrt {
+            add_share(mrt, mrt, r)
+        } else {
             rt
         }
     }
@@ -448,12 +498,86 @@ pub struct Client6<'a> {
     pub cancel: &'a (dyn Fn() -> bool + Sync),
 }
 
+/// How one exchange retransmits and when it ends (RFC 8415 §15).
+pub struct Plan<'p> {
+    /// the schedule (its MRT may change during the exchange: a Solicit's SOL_MAX_RT)
+    rt: Box<dyn Fn() -> Retransmit + 'p>,
+    /// MRD: the end of the exchange (or of this attempt at it)
+    deadline: Instant,
+    /// polled while waiting (every 200 ms at most): its error ends the exchange (a link that
+    /// vanished)
+    watch: &'p dyn Fn() -> anyhow::Result<()>,
+}
+
+impl<'p> Plan<'p> {
+    fn new(rt: Retransmit, deadline: Instant, watch: &'p dyn Fn() -> anyhow::Result<()>) -> Plan<'p> {
+        Plan { rt: Box::new(move || rt), deadline, watch }
+    }
+}
+
+/// A watch that never stops an exchange.
+pub fn unwatched() -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// One transaction (RFC 8415 §15, §16.1): its id (the same in every retransmission), when it
+/// began (the elapsed time counts from there, §21.9), how many transmissions it made, the last
+/// wait and when the next transmission is due.
+#[derive(Debug, Clone, Copy)]
+struct Txn {
+    xid: u32,
+    started: Instant,
+    sent: u32,
+    prev_rt: Option<Duration>,
+    next_at: Instant,
+}
+
+impl Txn {
+    fn new() -> Txn {
+        let now = Instant::now();
+        Txn { xid: random_u32() & 0x00ff_ffff, started: now, sent: 0, prev_rt: None, next_at: now }
+    }
+}
+
+/// A Solicit (RFC 8415 §18.2.1) that can outlive one attempt: after a lease's expiry the daemon
+/// solicits its address back in one transaction without end, each attempt (the link up for it)
+/// sending the transmissions due in it and collecting the Advertise messages; the next attempt
+/// carries it on.
+#[derive(Debug)]
+pub struct Soliciting {
+    txn: Txn,
+    /// the MRT: the SOL_MAX_RT of the lease, then the last one an Advertise carried (§18.2.9)
+    sol_max_rt: Option<u32>,
+    choice: AdvertiseChoice,
+    /// the address another Advertise offered (a Solicit for one address)
+    other: Option<Ipv6Addr>,
+}
+
+impl Soliciting {
+    pub fn new(sol_max_rt: Option<u32>) -> Soliciting {
+        Soliciting { txn: Txn::new(), sol_max_rt, choice: AdvertiseChoice::default(), other: None }
+    }
+
+    /// When the next transmission is due.
+    pub fn next_at(&self) -> Instant {
+        self.txn.next_at
+    }
+
+    /// The Advertise chosen, with the SOL_MAX_RT in force at the end.
+    fn chosen(self) -> Option<Lease6> {
+        let sol_max_rt = self.sol_max_rt;
+        self.choice.chosen().map(|l| Lease6 { sol_max_rt: l.sol_max_rt.or(sol_max_rt), ..l })
+    }
+}
+
 impl Client6<'_> {
-    fn base(&self, ty: u8, xid: u32) -> Message {
-        let mut m = Message::new(ty, xid);
+    fn base(&self, ty: u8) -> Message {
+        let mut m = Message::new(ty, 0);
         m.push(opt::CLIENTID, self.duid.clone());
         m.push(opt::ELAPSED_TIME, vec![0, 0]);
-        m.push(opt::ORO, [opt::DNS_SERVERS, opt::DOMAIN_LIST].iter().flat_map(|c| c.to_be_bytes()).collect());
+        // RFC 8415 §18.2.1, §18.2.2, §18.2.4, §18.2.5: SOL_MAX_RT is asked for in every one
+        let oro = [opt::DNS_SERVERS, opt::DOMAIN_LIST, opt::SOL_MAX_RT];
+        m.push(opt::ORO, oro.iter().flat_map(|c| c.to_be_bytes()).collect());
         m
     }
 
@@ -469,46 +593,59 @@ impl Client6<'_> {
         .encode()
     }
 
-    /// Multicast `req` and wait for a reply of type `want` for it (retransmitting as `rt` says,
-    /// elapsed time updated) until `deadline`.
-    fn transact(
-        &self,
-        req: &mut Message,
-        want: u8,
-        rt: Retransmit,
-        deadline: Instant,
-    ) -> anyhow::Result<Option<Message>> {
-        let reply = std::cell::RefCell::new(None);
-        self.exchange(req, want, rt, deadline, &mut |m| *reply.borrow_mut() = Some(m), &mut |_| {
-            reply.borrow().is_some()
-        })?;
+    /// Multicast `req` and wait for a reply of type `want` for it: a new transaction,
+    /// retransmitted as `plan` says.
+    fn transact(&self, req: &mut Message, want: u8, plan: Plan<'_>) -> anyhow::Result<Option<Message>> {
+        let reply = RefCell::new(None);
+        let mut txn = Txn::new();
+        let (offer, done) = (&mut |m| *reply.borrow_mut() = Some(m), &mut |_| reply.borrow().is_some());
+        self.exchange(req, want, &mut txn, plan, offer, done)?;
         Ok(reply.into_inner())
     }
 
-    /// The exchange under [`Client6::transact`]: every message of type `want` for `req` (its
-    /// transaction id and our client id) goes to `offer`; `done` says when to stop, asked after
-    /// each offer (with false) and at each retransmission time (with true).
+    /// The exchange under [`Client6::transact`]: the transaction `txn` (a new one, or one
+    /// carried on from an earlier attempt), its transaction id in every transmission and the
+    /// elapsed time counted from its start (RFC 8415 §15, §16.1, §21.9), each wait as `plan`'s
+    /// schedule says (its MRT lowered by `-resendmax`), up to its MRC. Every message of type
+    /// `want` for `req` (its transaction id and our client id) goes to `offer`; `done` says when
+    /// to stop, asked after each offer (with false) and at each retransmission time (with true).
+    /// A stop request (`cancel`) and `plan.watch` are polled while waiting. `txn` is left as the
+    /// exchange leaves it (when it ended at `plan.deadline`: when the next transmission is due).
     fn exchange(
         &self,
         req: &mut Message,
         want: u8,
-        rt: Retransmit,
-        deadline: Instant,
+        txn: &mut Txn,
+        plan: Plan<'_>,
         offer: &mut dyn FnMut(Message),
         done: &mut dyn FnMut(bool) -> bool,
     ) -> anyhow::Result<()> {
         let to = SocketAddrV6::new(ALL_SERVERS, SERVER_PORT, 0, self.ifindex);
-        let (start, xid) = (Instant::now(), req.xid);
-        let offer_and_done = std::cell::RefCell::new((offer, done));
+        let xid = txn.xid;
+        req.xid = xid;
+        let resume_at = (txn.sent > 0).then_some(txn.next_at);
+        let state = Cell::new(*txn);
+        let offer_and_done = RefCell::new((offer, done));
         let mut send = || {
-            let cs = (start.elapsed().as_millis() / 10).min(0xffff) as u16;
+            let mut t = state.get();
+            let cs = (t.started.elapsed().as_millis() / 10).min(0xffff) as u16;
             if let Some(slot) = req.options.iter_mut().find(|(c, _)| *c == opt::ELAPSED_TIME) {
                 slot.1 = cs.to_be_bytes().to_vec();
             }
+            t.sent = t.sent.saturating_add(1);
+            state.set(t);
             match self.sock.send_to(&req.encode(), to) {
                 Ok(_) => Ok(()),
                 Err(e) => bail!("sending DHCPv6 message {} on {}: {e}", req.ty, self.ifname),
             }
+        };
+        let cap = self.backoff.max;
+        let mut waits = || {
+            let mut t = state.get();
+            let rt = (plan.rt)().next(t.prev_rt, cap, rand_permille());
+            (t.prev_rt, t.next_at) = (Some(rt), super::client::deadline_in(rt));
+            state.set(t);
+            rt
         };
         let mut take = |data: &[u8]| match Message::decode(data) {
             Ok(m) if m.ty == want && m.xid == xid && m.get(opt::CLIENTID) == Some(&self.duid[..]) => {
@@ -520,43 +657,83 @@ impl Client6<'_> {
         };
         let mut settle = || {
             let (_, done) = &mut *offer_and_done.borrow_mut();
-            done(true)
+            done(true) || (plan.rt)().max_count.is_some_and(|n| state.get().sent >= n)
         };
-        let mut waits = rt.waits(self.backoff.max, rand_permille);
-        exchange(&self.sock, &self.ifname, &mut waits, self.cancel, deadline, &mut send, &mut take, &mut settle)
+        let watch = plan.watch;
+        let check = || {
+            if (self.cancel)() {
+                bail!("cancelled");
+            }
+            watch()
+        };
+        let (sock, ifname) = (&self.sock, &self.ifname);
+        let res =
+            exchange(sock, ifname, &mut waits, &check, plan.deadline, resume_at, &mut send, &mut take, &mut settle);
+        *txn = state.get();
+        res
     }
 
-    /// SOLICIT (with `prefer` as the hint in our IA_NA) and choose an Advertise as RFC 8415
-    /// §18.2.1 says ([`AdvertiseChoice`]). With `prefer`, only an Advertise of that address
-    /// counts; the address another one offers comes second. `None`: no Advertise chosen in time.
+    /// Go on with the Solicit `st` (with `prefer` as the hint in our IA_NA) until `deadline`,
+    /// choosing an Advertise as RFC 8415 §18.2.1 says ([`AdvertiseChoice`]); its MRT is the
+    /// SOL_MAX_RT in force, which an Advertise may change (§18.2.9, even one without an address
+    /// for us). With `prefer`, only an Advertise of that address counts: the address another
+    /// one offers is noted, and ends the Solicit once the first RT has passed without one of
+    /// `prefer`. True when the Solicit ended (an Advertise chosen, or another address offered);
+    /// false at `deadline` (`st` then says when its next transmission is due).
     fn solicit(
         &self,
         prefer: Option<Ipv6Addr>,
+        st: &mut Soliciting,
         deadline: Instant,
-    ) -> anyhow::Result<(Option<Lease6>, Option<Ipv6Addr>)> {
-        let mut sol = self.base(msg::SOLICIT, random_u32());
+        watch: &dyn Fn() -> anyhow::Result<()>,
+    ) -> anyhow::Result<bool> {
+        let mut sol = self.base(msg::SOLICIT);
         sol.push(opt::IA_NA, self.ia(prefer));
-        let choice = std::cell::RefCell::new(AdvertiseChoice::default());
-        let other = std::cell::Cell::new(None);
-        let mut offer = |adv: Message| match Lease6::from_reply(&adv, self.iaid) {
-            Ok(l) if prefer.is_none_or(|p| p == l.address) => choice.borrow_mut().offer(preference(&adv), l),
-            Ok(l) => other.set(Some(l.address)),
-            // §18.2.9: an Advertise without an address for us is ignored
-            Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 advertise without a usable address: {e:#}"),
+        let mrt = Cell::new(st.sol_max_rt);
+        let choice = RefCell::new(std::mem::take(&mut st.choice));
+        let other = Cell::new(st.other);
+        let ended = Cell::new(false);
+        let mut offer = |adv: Message| {
+            if let Some(secs) = sol_max_rt_of(&adv) {
+                mrt.set(Some(secs));
+            }
+            match Lease6::from_reply(&adv, self.iaid) {
+                Ok(l) if prefer.is_none_or(|p| p == l.address) => choice.borrow_mut().offer(preference(&adv), l),
+                Ok(l) => other.set(Some(l.address)),
+                // §18.2.9: an Advertise without an address for us is ignored
+                Err(e) => tracing::info!(ifname = %self.ifname, "DHCPv6 advertise without a usable address: {e:#}"),
+            }
         };
-        let mut done = |rt_passed| choice.borrow_mut().done(rt_passed);
-        self.exchange(&mut sol, msg::ADVERTISE, SOLICIT_RT, deadline, &mut offer, &mut done)?;
-        Ok((choice.into_inner().chosen(), other.get()))
+        let mut done = |rt_passed| {
+            let mut c = choice.borrow_mut();
+            let end = c.done(rt_passed) || (c.late && other.get().is_some());
+            ended.set(end);
+            end
+        };
+        let plan = Plan { rt: Box::new(|| solicit_rt(mrt.get())), deadline, watch };
+        let res = self.exchange(&mut sol, msg::ADVERTISE, &mut st.txn, plan, &mut offer, &mut done);
+        (st.sol_max_rt, st.choice, st.other) = (mrt.get(), choice.into_inner(), other.get());
+        res.map(|_| ended.get())
     }
 
     /// REQUEST the address `offered` advertised: the lease of the REPLY, `Err` with why for a
-    /// REPLY we cannot use (what it bound at the server released first), `None` without a REPLY.
-    fn request(&self, offered: &Lease6, deadline: Instant) -> anyhow::Result<Option<Result<Lease6, String>>> {
-        let mut req = self.base(msg::REQUEST, random_u32());
+    /// REPLY we cannot use (what it bound at the server released first), `None` without a REPLY
+    /// (after REQ_MAX_RC transmissions, or at `deadline`).
+    fn request(
+        &self,
+        offered: &Lease6,
+        deadline: Instant,
+        watch: &dyn Fn() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Option<Result<Lease6, String>>> {
+        let mut req = self.base(msg::REQUEST);
         req.push(opt::SERVERID, offered.server_id.clone());
         req.push(opt::IA_NA, self.ia(Some(offered.address)));
-        let Some(reply) = self.transact(&mut req, msg::REPLY, REQUEST_RT, deadline)? else { return Ok(None) };
-        Ok(Some(Lease6::from_reply(&reply, self.iaid).map_err(|e| {
+        let Some(reply) = self.transact(&mut req, msg::REPLY, Plan::new(REQUEST_RT, deadline, watch))? else {
+            return Ok(None);
+        };
+        let lease = Lease6::from_reply(&reply, self.iaid)
+            .map(|l| Lease6 { sol_max_rt: l.sol_max_rt.or(offered.sol_max_rt), ..l });
+        Ok(Some(lease.map_err(|e| {
             if let Some((server_id, address)) = bound_address(&reply, self.iaid) {
                 // the server bound the address in a reply we cannot use: give it back (sent once
                 // even at the acquisition's deadline, its answer awaited 1 s)
@@ -580,8 +757,10 @@ impl Client6<'_> {
                 super::client::pause_before_retry(attempt - 1, deadline);
             }
             attempt += 1;
-            let (Some(offered), _) = self.solicit(None, deadline)? else { return Ok(None) };
-            match self.request(&offered, deadline)? {
+            let mut st = Soliciting::new(None);
+            self.solicit(None, &mut st, deadline, &unwatched)?;
+            let Some(offered) = st.chosen() else { return Ok(None) };
+            match self.request(&offered, deadline, &unwatched)? {
                 None => return Ok(None),
                 Some(Ok(l)) => return Ok(Some(l)),
                 Some(Err(why)) => {
@@ -592,16 +771,32 @@ impl Client6<'_> {
         Ok(None)
     }
 
-    /// Get `address` back (after the lease expired or the server lost the binding): SOLICIT with
-    /// it as the hint and REQUEST only an Advertise of it. An Advertise of another address is
-    /// never requested: [`Reacquired::Other`] once none of `address` was chosen by `deadline`. A
-    /// REPLY binding another address is released.
-    pub fn reacquire(&self, address: Ipv6Addr, deadline: Instant) -> anyhow::Result<Reacquired<Lease6>> {
-        let (chosen, other) = self.solicit(Some(address), deadline)?;
-        let Some(offered) = chosen else {
+    /// Get the address of `lease` back (after it expired or the server lost the binding): go on
+    /// with the Solicit `st` (with the address as the hint, its MRT the lease's SOL_MAX_RT when
+    /// new) until `deadline`, then REQUEST only an Advertise of the address. An Advertise of
+    /// another address is never requested: [`Reacquired::Other`] once the first RT passed with
+    /// one and none of the address. A REPLY binding another address is released. At `deadline`
+    /// without an Advertise (or at an error), [`Reacquired::NoAnswer`] and `st` is left to carry
+    /// the Solicit on; once it ended, `st` is `None` (the next is a new transaction).
+    pub fn reacquire(
+        &self,
+        lease: &Lease6,
+        st: &mut Option<Soliciting>,
+        deadline: Instant,
+        watch: &dyn Fn() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Reacquired<Lease6>> {
+        let address = lease.address;
+        let soliciting = st.get_or_insert_with(|| Soliciting::new(lease.sol_max_rt));
+        if !self.solicit(Some(address), soliciting, deadline, watch)? {
+            return Ok(Reacquired::NoAnswer);
+        }
+        let Some(done) = st.take() else { return Ok(Reacquired::NoAnswer) };
+        let other = done.other;
+        let Some(offered) = done.chosen() else {
             return Ok(other.map_or(Reacquired::NoAnswer, |a| Reacquired::Other(IpAddr::V6(a))));
         };
-        Ok(match self.request(&offered, deadline)? {
+        // the Request is a whole exchange of its own, ended by REQ_MAX_RC
+        Ok(match self.request(&offered, deadline_in(Duration::MAX), watch)? {
             None => Reacquired::NoAnswer,
             Some(Ok(l)) if l.address == address => Reacquired::Same(l),
             Some(Ok(l)) => {
@@ -612,25 +807,63 @@ impl Client6<'_> {
         })
     }
 
-    /// RENEW (to the server that gave the lease) or REBIND (to any server).
-    pub fn renew(&self, lease: &Lease6, rebind: bool, deadline: Instant) -> anyhow::Result<Renewal<Lease6>> {
+    /// RENEW (to the server that gave the lease) or REBIND (to any server): one transaction
+    /// until `deadline` (MRD: T2 for a Renew, the end of the valid lifetime for a Rebind). Our
+    /// address's IAADDR in the REPLY extends the lease, whatever else the server added; our
+    /// address with a valid lifetime of 0 ends it ([`Renewal::Withdrawn`], RFC 8415 §18.2.10.1).
+    /// An address the server added, which is not ours to use, is released.
+    pub fn renew(
+        &self,
+        lease: &Lease6,
+        rebind: bool,
+        deadline: Instant,
+        watch: &dyn Fn() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Renewal<Lease6>> {
         let (ty, rt) = if rebind { (msg::REBIND, REBIND_RT) } else { (msg::RENEW, RENEW_RT) };
-        let mut m = self.base(ty, random_u32());
+        let mut m = self.base(ty);
         if !rebind {
             m.push(opt::SERVERID, lease.server_id.clone());
         }
         m.push(opt::IA_NA, self.ia(Some(lease.address)));
-        let Some(reply) = self.transact(&mut m, msg::REPLY, rt, deadline)? else { return Ok(Renewal::NoReply) };
-        match Lease6::from_reply(&reply, self.iaid) {
-            Ok(mut l) => {
-                if l.dns.is_empty() && l.search.is_empty() {
-                    // a server may leave options out of a renewal: keep what we had
-                    l.dns = lease.dns.clone();
-                    l.search = lease.search.clone();
+        let Some(reply) = self.transact(&mut m, msg::REPLY, Plan::new(rt, deadline, watch))? else {
+            return Ok(Renewal::NoReply);
+        };
+        let outcome = if withdraws(&reply, self.iaid, lease.address) {
+            Renewal::Withdrawn(lease.ended())
+        } else {
+            match Lease6::from_reply_for(&reply, self.iaid, Some(lease.address)) {
+                Ok(mut l) => {
+                    if l.dns.is_empty() && l.search.is_empty() {
+                        // a server may leave options out of a renewal: keep what we had
+                        l.dns = lease.dns.clone();
+                        l.search = lease.search.clone();
+                    }
+                    l.sol_max_rt = l.sol_max_rt.or(lease.sol_max_rt);
+                    Renewal::Bound(l)
                 }
-                Ok(Renewal::Bound(l))
+                Err(e) => Renewal::Refused(format!("{e:#}")),
             }
-            Err(e) => Ok(Renewal::Refused(format!("{e:#}"))),
+        };
+        self.release_added(&reply, lease.address, &outcome);
+        Ok(outcome)
+    }
+
+    /// Release the addresses a REPLY to a renewal added to our IA_NA (valid ones other than
+    /// `ours` and the one `outcome` binds, which the daemon releases itself when it is not
+    /// `ours`): they are not ours to use (best effort, each answer awaited 1 s).
+    fn release_added(&self, reply: &Message, ours: Ipv6Addr, outcome: &Renewal<Lease6>) {
+        let (Some(ia), Some(server_id)) = (our_ia(reply, self.iaid), reply.get(opt::SERVERID)) else { return };
+        let bound = match outcome {
+            Renewal::Bound(l) => l.address,
+            _ => ours,
+        };
+        for &(address, _, _) in ia.addrs.iter().filter(|a| iaaddr_valid(a) && a.0 != ours && a.0 != bound) {
+            match self.release_address(server_id, address, deadline_in(Duration::from_secs(1))) {
+                Ok(_) => {
+                    tracing::info!(ifname = %self.ifname, %address, %ours, "DHCPv6 renewal added an address: released")
+                }
+                Err(e) => tracing::warn!(ifname = %self.ifname, %address, "added DHCPv6 address not released: {e:#}"),
+            }
         }
     }
 
@@ -641,11 +874,11 @@ impl Client6<'_> {
 
     /// RELEASE of `address`, bound to us by the server `server_id` (see [`Client6::release`]).
     fn release_address(&self, server_id: &[u8], address: Ipv6Addr, deadline: Instant) -> anyhow::Result<bool> {
-        let mut m = self.base(msg::RELEASE, random_u32());
+        let mut m = self.base(msg::RELEASE);
         m.options.retain(|(c, _)| *c != opt::ORO);
         m.push(opt::SERVERID, server_id.to_vec());
         m.push(opt::IA_NA, self.ia(Some(address)));
-        Ok(self.transact(&mut m, msg::REPLY, RELEASE_RT, deadline)?.is_some())
+        Ok(self.transact(&mut m, msg::REPLY, Plan::new(RELEASE_RT, deadline, &unwatched))?.is_some())
     }
 }
 
@@ -773,8 +1006,18 @@ mod tests {
         assert_eq!(Lease6::from_reply(&reply_with(&[inf]), 9).unwrap().expiry_at(), u64::MAX);
     }
 
+    /// The waits after each transmission of one exchange ([`Retransmit::next`] after each).
+    fn waits(rt: Retransmit, cap: Duration, mut rand: impl FnMut() -> i32) -> impl FnMut() -> Duration {
+        let mut prev: Option<Duration> = None;
+        move || {
+            let next = rt.next(prev, cap, rand());
+            prev = Some(next);
+            next
+        }
+    }
+
     fn schedule(rt: Retransmit, cap: u64, rand: i32, n: usize) -> Vec<u128> {
-        let mut waits = rt.waits(Duration::from_secs(cap), move || rand);
+        let mut waits = waits(rt, Duration::from_secs(cap), move || rand);
         (0..n).map(|_| waits().as_millis()).collect()
     }
 
@@ -797,12 +1040,86 @@ mod tests {
         assert_eq!(schedule(RELEASE_RT, 3600, 0, 4), [1000, 2000, 4000, 8000]);
         // the real RAND: within its bounds, and not always the same
         let firsts: Vec<u128> =
-            (0..200).map(|_| SOLICIT_RT.waits(Duration::from_secs(3600), rand_permille)().as_millis()).collect();
+            (0..200).map(|_| waits(SOLICIT_RT, Duration::from_secs(3600), rand_permille)().as_millis()).collect();
         assert!(firsts.iter().all(|ms| (1001..=1100).contains(ms)), "{firsts:?}");
         let renews: Vec<u128> =
-            (0..200).map(|_| RENEW_RT.waits(Duration::from_secs(600), rand_permille)().as_millis()).collect();
+            (0..200).map(|_| waits(RENEW_RT, Duration::from_secs(600), rand_permille)().as_millis()).collect();
         assert!(renews.iter().all(|ms| (9000..=11000).contains(ms)), "{renews:?}");
         assert!(renews.iter().any(|ms| *ms != renews[0]), "no jitter: {renews:?}");
+    }
+
+    /// RFC 8415 §21.24: SOL_MAX_RT is taken from 60 to 86400 s only (4 bytes), and kept with
+    /// the lease; a lease file without it still reads, and one without it does not write it.
+    #[test]
+    fn sol_max_rt_in_range_only_and_kept_with_the_lease() {
+        let mut r = reply_with(&[ia(0, 0, &[("fd00::40", 200, 300)])]);
+        assert_eq!(sol_max_rt_of(&r), None);
+        for (v, want) in [(59u32, None), (60, Some(60)), (3600, Some(3600)), (86400, Some(86400)), (86401, None)] {
+            r.options.retain(|(c, _)| *c != opt::SOL_MAX_RT);
+            r.push(opt::SOL_MAX_RT, v.to_be_bytes().to_vec());
+            assert_eq!(sol_max_rt_of(&r), want, "{v}");
+            assert_eq!(Lease6::from_reply(&r, 9).unwrap().sol_max_rt, want, "{v}");
+        }
+        r.options.retain(|(c, _)| *c != opt::SOL_MAX_RT);
+        r.push(opt::SOL_MAX_RT, vec![0, 0, 0x0e]);
+        assert_eq!(sol_max_rt_of(&r), None, "3 bytes");
+        let l = Lease6::from_reply(&r, 9).unwrap();
+        let json = serde_json::to_value(&l).unwrap();
+        assert!(json.get("sol_max_rt").is_none(), "{json}");
+        let back: Lease6 = serde_json::from_value(json).unwrap();
+        assert_eq!(back, l);
+        let with = Lease6 { sol_max_rt: Some(120), ..l };
+        assert_eq!(serde_json::to_value(&with).unwrap()["sol_max_rt"], 120);
+    }
+
+    /// A SOL_MAX_RT from the server is the Solicit's MRT (lowered by `-resendmax`, as any MRT).
+    #[test]
+    fn solicit_mrt_is_the_servers_sol_max_rt() {
+        assert_eq!(solicit_rt(None), SOLICIT_RT);
+        assert_eq!(schedule(solicit_rt(Some(60)), 3600, 0, 8), [1001, 2002, 4004, 8008, 16016, 32032, 60000, 60000]);
+        assert_eq!(schedule(solicit_rt(Some(7200)), 3600, 0, 14)[13], 3_600_000, "-resendmax lowers it");
+        // without one: SOL_MAX_RT's default, 3600 s
+        assert_eq!(schedule(solicit_rt(None), 100_000, 0, 14)[13], 3_600_000);
+    }
+
+    /// A renewal's Reply may list other addresses before ours (RFC 8415 lets a server add
+    /// addresses to an IA): our address's lifetimes are the renewed lease. Without ours (or with
+    /// ours discarded, §21.6), the first valid address, as for a new lease.
+    #[test]
+    fn renewal_takes_our_address_wherever_it_is_listed() {
+        let r = reply_with(&[ia(100, 160, &[("fd00::77", 300, 600), ("fd00::10", 250, 500)])]);
+        let ours: Ipv6Addr = "fd00::10".parse().unwrap();
+        let l = Lease6::from_reply_for(&r, 9, Some(ours)).unwrap();
+        assert_eq!((l.address, l.preferred_secs, l.valid_secs, l.t1_secs), (ours, 250, 500, 100));
+        assert_eq!(Lease6::from_reply(&r, 9).unwrap().address, "fd00::77".parse::<Ipv6Addr>().unwrap());
+        let elsewhere: Ipv6Addr = "fd00::99".parse().unwrap();
+        assert_eq!(Lease6::from_reply_for(&r, 9, Some(elsewhere)).unwrap().address.to_string(), "fd00::77");
+        let discarded = reply_with(&[ia(0, 0, &[("fd00::77", 300, 600), ("fd00::10", 600, 500)])]);
+        assert_eq!(Lease6::from_reply_for(&discarded, 9, Some(ours)).unwrap().address.to_string(), "fd00::77");
+    }
+
+    /// RFC 8415 §18.2.10.1: our address with a valid (and preferred) lifetime of 0 is withdrawn;
+    /// not one whose preferred lifetime exceeds 0 (§21.6 discards it), not another address, not
+    /// in a failed reply or IA_NA, not in another IA.
+    #[test]
+    fn a_valid_lifetime_of_0_withdraws_the_address() {
+        let ours: Ipv6Addr = "fd00::10".parse().unwrap();
+        let r = |addrs: &[(&str, u32, u32)]| reply_with(&[ia(INFINITY, INFINITY, addrs)]);
+        assert!(withdraws(&r(&[("fd00::10", 0, 0)]), 9, ours));
+        assert!(withdraws(&r(&[("fd00::77", 300, 600), ("fd00::10", 0, 0)]), 9, ours));
+        assert!(!withdraws(&r(&[("fd00::10", 5, 0)]), 9, ours), "preferred > valid: discarded");
+        assert!(!withdraws(&r(&[("fd00::77", 0, 0), ("fd00::10", 300, 600)]), 9, ours), "another address");
+        assert!(!withdraws(&r(&[("fd00::10", 300, 600)]), 9, ours));
+        assert!(!withdraws(&r(&[("fd00::10", 0, 0)]), 10, ours), "another IAID");
+        let mut failed = r(&[("fd00::10", 0, 0)]);
+        failed.push(opt::STATUS_CODE, vec![0, 1]);
+        assert!(!withdraws(&failed, 9, ours), "UnspecFail");
+        // and the lease ends now
+        let l = Lease6::from_reply(&reply_with(&[ia(100, 160, &[("fd00::10", 300, 600)])]), 9).unwrap();
+        let ended = Lease6 { acquired_unix: 1, ..l }.ended();
+        let now = now_unix();
+        assert!(ended.expiry_at() <= now && ended.t1_at() <= now && ended.expiry_at() + 2 > now, "{ended:?}");
+        assert_eq!((ended.address, ended.valid_secs), (ours, 0));
     }
 
     /// An Advertise of server `server` offering `addr`, with preference option `pref` if any.
