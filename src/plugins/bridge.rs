@@ -741,31 +741,31 @@ fn setup_port_vlans(host: &mut Netlink, port: &Link, conf: &Conf) -> Result<()> 
 fn del(ctx: &Ctx) -> Result<()> {
     // an unreadable config fails DEL, as in the reference
     let conf: Conf = ctx.plugin_conf()?;
-    // the firewall rules and the IPAM reservation go while the kernel deletes the container
-    // veth (its RCU waits leave the CPU idle for ~20 ms). The rules are found by their comments,
-    // so this also works when the netns is already gone (the reference then leaks them); the
-    // reservation is released whatever happens to the rest, as the reference releases it first.
-    let addrs = steps::link::delete_meanwhile(ctx, |addrs| {
-        let rules = (|| -> Result<()> {
-            if conf.mac_spoof_chk {
-                if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
-                    tracing::warn!("failed to remove spoof check: {e:#}");
-                }
-            }
-            if conf.ip_masq {
-                let spec = firewall::ipmasq::MasqSpec {
-                    network: &ctx.name,
-                    container_id: &ctx.container_id,
-                    ifname: &ctx.ifname,
-                    ips: addrs,
-                };
-                firewall::ipmasq::remove(&spec)?;
-            }
-            Ok(())
-        })();
-        let ipam = steps::ipam::del_if_set(ctx);
-        rules.and(ipam)
-    })?;
+    // The IPAM reservation goes while the kernel deletes the container veth (its RCU waits leave
+    // the CPU idle for ~20 ms); it is released whatever happens to the rest, as the reference
+    // releases it first. The firewall rules go once the veth is gone, as the reference orders
+    // them: no window where the pod's traffic leaves unmasqueraded, and an nftables commit run
+    // beside the deletion seemed to slow it (a chain DEL's bridge step 32.7 against 29.4 ms, the
+    // means of six noisy bench runs each). They are found by their comments, so this also works when the
+    // netns is already gone (the reference then leaks them) or the deletion failed.
+    let deleted = steps::link::delete_meanwhile(ctx, |_| steps::ipam::del_if_set(ctx));
+    let addrs = deleted.as_deref().unwrap_or_default();
+    if conf.mac_spoof_chk {
+        if let Err(e) = firewall::macspoof::remove(&ctx.container_id, &ctx.ifname) {
+            tracing::warn!("failed to remove spoof check: {e:#}");
+        }
+    }
+    let rules = match conf.ip_masq {
+        true => firewall::ipmasq::remove(&firewall::ipmasq::MasqSpec {
+            network: &ctx.name,
+            container_id: &ctx.container_id,
+            ifname: &ctx.ifname,
+            ips: addrs,
+        }),
+        false => Ok(()),
+    };
+    let addrs = deleted?;
+    rules?;
     tracing::debug!(ifname = %ctx.ifname, ?addrs, "container veth deleted, and its firewall rules and reservation (or already gone)");
     Ok(())
 }
