@@ -746,8 +746,8 @@ fn del(ctx: &Ctx) -> Result<()> {
     // releases it first. The firewall rules go once the veth is gone, as the reference orders
     // them: no window where the pod's traffic leaves unmasqueraded, and an nftables commit run
     // beside the deletion seemed to slow it (a chain DEL's bridge step 32.7 against 29.4 ms, the
-    // means of six noisy bench runs each). They are found by their comments, so this also works when the
-    // netns is already gone (the reference then leaks them) or the deletion failed.
+    // means of six noisy bench runs each). They are found by their comments, so this also works
+    // when the netns is already gone (the reference then leaks them) or the deletion failed.
     let deleted = steps::link::delete_meanwhile(ctx, |_| steps::ipam::del_if_set(ctx));
     let addrs = deleted.as_deref().unwrap_or_default();
     if conf.mac_spoof_chk {
