@@ -117,19 +117,25 @@ pub fn dhcp_payload(pkt: &[u8], udp_csum_not_ready: bool) -> Option<&[u8]> {
     }
     let udp = udp.get(..udp_len)?;
     if be16(udp, 6)? != 0 && !udp_csum_not_ready {
-        // the pseudo header: source, destination, zero, protocol, UDP length
-        let mut pseudo = [0u8; 12];
-        if let (Some(p), Some(addrs)) = (pseudo.get_mut(..8), header.get(12..20)) {
-            p.copy_from_slice(addrs);
-        }
-        if let Some(p) = pseudo.get_mut(9..12) {
-            p.copy_from_slice(&[IPPROTO_UDP, (udp_len >> 8) as u8, udp_len as u8]);
-        }
-        if ones_sum(&[&pseudo, udp]) != 0xffff {
+        if ones_sum(&[&pseudo_header(header, udp_len), udp]) != 0xffff {
             return None;
         }
     }
     udp.get(UDP_HEADER..)
+}
+
+/// The UDP checksum's pseudo header of a datagram of `udp_len` bytes in the IPv4 packet whose
+/// header is `ipv4` (its source and destination), RFC 768: source, destination, zero, protocol,
+/// UDP length.
+fn pseudo_header(ipv4: &[u8], udp_len: usize) -> [u8; 12] {
+    let mut pseudo = [0u8; 12];
+    if let (Some(d), Some(addrs)) = (pseudo.get_mut(..8), ipv4.get(12..20)) {
+        d.copy_from_slice(addrs);
+    }
+    if let Some(d) = pseudo.get_mut(9..12) {
+        d.copy_from_slice(&[IPPROTO_UDP, (udp_len >> 8) as u8, udp_len as u8]);
+    }
+    pseudo
 }
 
 /// An IPv4 packet (a 20-byte header: no options, don't fragment, TTL 64) carrying one UDP
@@ -155,15 +161,8 @@ pub fn ipv4_udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &
     p.extend_from_slice(&udp_len.to_be_bytes());
     p.extend_from_slice(&[0, 0]); // UDP checksum below
     p.extend_from_slice(payload);
-    // the pseudo header: source, destination, zero, protocol, UDP length
-    let mut pseudo = [0u8; 12];
-    if let (Some(d), Some(addrs)) = (pseudo.get_mut(..8), p.get(12..20)) {
-        d.copy_from_slice(addrs);
-    }
-    if let Some(d) = pseudo.get_mut(9..12) {
-        d.copy_from_slice(&[IPPROTO_UDP, (udp_len >> 8) as u8, udp_len as u8]);
-    }
     // a computed 0 is sent as 0xffff: 0 means "no checksum" (RFC 768)
+    let pseudo = pseudo_header(&p, usize::from(udp_len));
     let udp_sum = match !ones_sum(&[&pseudo, p.get(IPV4_HEADER..).unwrap_or(&[])]) {
         0 => 0xffff,
         c => c,
