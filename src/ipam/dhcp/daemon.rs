@@ -1115,8 +1115,12 @@ impl Daemon {
     }
 
     /// The lock under which expired leases of attachment `key` (both families) are re-acquired.
+    /// The map keeps only the locks a step holds (the others are dropped here), so it does not
+    /// grow with every attachment the daemon ever saw.
     fn link_turn(&self, key: &str) -> Arc<Mutex<()>> {
-        Arc::clone(lock(&self.link_turns).entry(key.to_string()).or_default())
+        let mut turns = lock(&self.link_turns);
+        turns.retain(|_, t| Arc::strong_count(t) > 1);
+        Arc::clone(turns.entry(key.to_string()).or_default())
     }
 
     /// Whether the other family's lease of `rec`'s attachment (the same link) has not expired.
@@ -1519,6 +1523,21 @@ mod tests {
             Ok(Flags::Run(c)) => c,
             other => panic!("{args:?}: {other:?}"),
         }
+    }
+
+    /// The per-attachment re-acquire locks live only while a step holds one: taken twice for one
+    /// attachment, it is the same lock; once let go, the next look drops it from the map.
+    #[test]
+    fn link_turns_are_kept_only_while_held() {
+        let dir = std::env::temp_dir().join(format!("cm-turns-{}", std::process::id()));
+        let d = Daemon::start(cfg(&["-statedir", dir.to_str().unwrap()])).unwrap();
+        let a = d.link_turn("c1/net/eth0");
+        let b = d.link_turn("c1/net/eth0");
+        assert!(Arc::ptr_eq(&a, &b));
+        drop((a, b));
+        let _c = d.link_turn("c2/net/eth0");
+        assert_eq!(lock(&d.link_turns).keys().collect::<Vec<_>>(), ["c2/net/eth0"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn err(args: &[&str]) -> String {

@@ -116,10 +116,8 @@ pub fn dhcp_payload(pkt: &[u8], udp_csum_not_ready: bool) -> Option<&[u8]> {
         return None;
     }
     let udp = udp.get(..udp_len)?;
-    if be16(udp, 6)? != 0 && !udp_csum_not_ready {
-        if ones_sum(&[&pseudo_header(header, udp_len), udp]) != 0xffff {
-            return None;
-        }
+    if be16(udp, 6)? != 0 && !udp_csum_not_ready && ones_sum(&[&pseudo_header(header, udp_len), udp]) != 0xffff {
+        return None;
     }
     udp.get(UDP_HEADER..)
 }
