@@ -1125,8 +1125,7 @@ impl Daemon {
 
     /// Whether the other family's lease of `rec`'s attachment (the same link) has not expired.
     fn other_family_valid(&self, rec: &Record) -> bool {
-        let other = if rec.lease6.is_some() { rec.key.clone() } else { format!("{}#6", rec.key) };
-        let entry = lock(&self.leases).get(&other).cloned();
+        let entry = lock(&self.leases).get(&rec.other_family_id()).cloned();
         entry.is_some_and(|e| {
             let r = lock(&e.rec);
             (r.lease.is_some() || r.lease6.is_some()) && r.expiry_at() > now_unix()

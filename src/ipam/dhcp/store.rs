@@ -47,6 +47,14 @@ impl Record {
             self.key.clone()
         }
     }
+    /// The id of the attachment's other family's record ([`Record::id`] of the same key).
+    pub fn other_family_id(&self) -> String {
+        if self.lease6.is_some() {
+            self.key.clone()
+        } else {
+            format!("{}#6", self.key)
+        }
+    }
     pub fn address(&self) -> String {
         match (&self.lease, &self.lease6) {
             (Some(l), _) => l.address.to_string(),
