@@ -7,6 +7,7 @@
 #   make lint           rustfmt --check + clippy -D warnings on the gnu AND musl targets
 #   make demo           two containers wired by the installed applets in throwaway namespaces (root)
 #   make bench          ADD/DEL per pod at 10/100/1000 pods, cni-multi vs /usr/lib/cni (root)
+#   make hot-text       regenerate scripts/hot-text.ld from profiles (root; valgrind, linux-perf)
 #   make install        install.sh --dir $(INSTALL_DIR)  (FORCE=1 to replace foreign files)
 #   make dist           reproducible release tarballs + .sha256/.sha512 in dist/
 #   make dist-check     build the release twice in two clones and compare the bytes (slow, not in `make test`)
@@ -40,8 +41,17 @@ REMAP := --remap-path-prefix=$(CURDIR)=/build/cni-multi \
 # every page of .data.rel.ro (18 copy-on-write faults) and cost ~75 us of each plugin run (a
 # bridge ADD is ~1 ms). The stack, heap and mmap areas are still randomized.
 STATIC := -C relocation-model=static
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS := $(REMAP) $(STATIC)
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS := $(REMAP) $(STATIC)
+# Symbols mangled as v0, whose names carry no per-build hash but the crates' (HOT_TEXT names
+# functions by them).
+MANGLE := -C symbol-mangling-version=v0
+# The functions a plugin run executes, first in the text and together (scripts/hot-text.ld,
+# made by scripts/hot-text.sh): a bridge ADD faults in 7 of the text's 64 KiB windows, not 24
+# (docs/bench.md, "The exec"). x86_64 only (GNU ld through cc); empty: the linker's own order.
+HOT_TEXT ?= $(CURDIR)/scripts/hot-text.ld
+comma := ,
+HOT_LINK := $(if $(HOT_TEXT),-C link-arg=-Wl$(comma)-T$(comma)$(HOT_TEXT))
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS := $(REMAP) $(STATIC) $(MANGLE) $(HOT_LINK)
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS := $(REMAP) $(STATIC) $(MANGLE)
 # rust-lld links static musl for aarch64 without a cross gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER ?= rust-lld
 
@@ -54,7 +64,7 @@ DIST_ARCHES  ?= amd64 arm64
 # more targets `make test` runs after the cargo tests (the VM tests by default)
 TEST_EXTRA   ?= test-vm
 
-.PHONY: deps build test test-cargo test-vm test-clients lint fmt demo bench install dist dist-check clean
+.PHONY: hot-text deps build test test-cargo test-vm test-clients lint fmt demo bench install dist dist-check clean
 
 build:
 	$(CARGO) build --locked --release --target $(TARGET)
@@ -62,6 +72,10 @@ build:
 	@echo "$(BIN): $$(stat -c %s $(BIN)) bytes"
 
 test: deps build test-cargo $(TEST_EXTRA)
+
+# scripts/hot-text.ld: the functions a plugin run executes, first in the text (docs/bench.md)
+hot-text:
+	scripts/hot-text.sh
 
 # apt packages and the musl target, installed when missing (root; a no-op when all is there)
 deps:

@@ -36,11 +36,10 @@ struct PluginFlags {
     config: Option<String>,
 }
 
-/// The binary's entry point; returns the exit status.
-pub fn main() -> i32 {
+/// The binary's entry point, with its argv (argv[0] included); returns the exit status.
+pub fn main(argv: Vec<String>) -> i32 {
     install_panic_hook();
     crate::cni::error::add_transient_test(crate::netlink::socket::is_transient);
-    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     dispatch(&argv)
 }
 

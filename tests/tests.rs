@@ -9,6 +9,7 @@ mod bridge;
 mod clients;
 mod dhcp;
 mod differential;
+mod exec;
 mod faults;
 mod firewall;
 mod firewalld;

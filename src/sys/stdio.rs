@@ -1,36 +1,68 @@
-//! The standard streams as the process found them.
+//! The standard streams as the process found them, and the rest of the process start-up.
 //!
-//! Before `main`, Rust's runtime opens /dev/null on any of fds 0-2 that is closed, so that a
-//! later `open` cannot land on fd 1 and receive the result meant for stdout. That also hides
-//! that they were closed: a closed stdout would swallow the result and exit 0, a closed stdin
-//! would read as an empty config. A constructor run from `.init_array` — before the runtime's
-//! own setup — records which of them were closed, and the binary's entry answers as the
-//! reference does on a closed descriptor (stdin: code 5, bad file descriptor; stdout: exit 1).
+//! Any of fds 0-2 that is closed at start is opened on /dev/null before `main`, so that a later
+//! `open` cannot land on fd 1 and receive the result meant for stdout (what Rust's runtime
+//! start-up does; the binary has none, see src/main.rs). That also hides that they were closed:
+//! a closed stdout would swallow the result and exit 0, a closed stdin would read as an empty
+//! config. So the constructor run from `.init_array` records which of them were closed first,
+//! and the binary's entry answers as the reference does on a closed descriptor (stdin: code 5,
+//! bad file descriptor; stdout: exit 1). It also ignores SIGPIPE, as Rust's runtime does: a
+//! runtime that stops reading gets an error from our write, not a killed plugin.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Bit `n` set: fd `n` (0, 1 or 2) was closed when the process started.
 static CLOSED: AtomicU8 = AtomicU8::new(0);
 
-/// Poll fds 0-2 without waiting: POLLNVAL marks a closed one.
+/// Poll fds 0-2 without waiting: POLLNVAL marks a closed one, which is recorded and then
+/// opened on /dev/null. Then SIGPIPE is ignored.
 extern "C" fn record_closed_std_fds() {
     let mut fds = [0, 1, 2].map(|fd| nix::libc::pollfd { fd, events: 0, revents: 0 });
     // SAFETY: `fds` is a valid array of three pollfd structs that outlives the call; a zero
     // timeout makes poll return at once; it touches no other memory.
     let n = unsafe { nix::libc::poll(fds.as_mut_ptr(), 3, 0) };
-    if n <= 0 {
-        return;
-    }
-    let mut bits = 0u8;
-    for (i, p) in fds.iter().enumerate() {
-        if p.revents & nix::libc::POLLNVAL != 0 {
-            bits |= 1 << i;
+    if n > 0 {
+        let mut bits = 0u8;
+        for (i, p) in fds.iter().enumerate() {
+            if p.revents & nix::libc::POLLNVAL != 0 {
+                bits |= 1 << i;
+                // the lowest free descriptor is this one: the lower ones are open (or were
+                // opened here a step before)
+                // SAFETY: a NUL-terminated path literal; the descriptor is kept open on purpose
+                if unsafe { nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR) } < 0 {
+                    // as Rust's runtime: no process without its standard descriptors
+                    std::process::abort();
+                }
+            }
         }
+        CLOSED.store(bits, Ordering::Relaxed);
     }
-    CLOSED.store(bits, Ordering::Relaxed);
+    // SAFETY: sets this process's SIGPIPE disposition to "ignore"; no handler runs, no memory
+    // is touched. Exec'd children get the default back (std::process resets it).
+    unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN) };
 }
 
-/// Run by the C runtime before `main` (and so before Rust's runtime fills closed fds 0-2).
+/// argv as the C runtime passes it to `main`, as strings (lossy UTF-8, as `args_os` gives it).
+///
+/// # Safety
+/// `argv` must point to `argc` pointers, each to a NUL-terminated string that outlives the call
+/// (exec's argv, as the C runtime passes it to `main`).
+pub unsafe fn args_from_c_main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> Vec<String> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    let mut args = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: i < argc, inside the array the caller vouches for
+        let p = unsafe { *argv.add(i) };
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: the caller vouches that every entry is a NUL-terminated string that outlives us
+        args.push(unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned());
+    }
+    args
+}
+
+/// Run by the C runtime before `main` (and, in a binary with Rust's runtime start-up, before it).
 #[used]
 #[link_section = ".init_array"]
 static RECORD_CLOSED_STD_FDS: extern "C" fn() = record_closed_std_fds;

@@ -27,6 +27,11 @@ pub const GUARDED_TRIES: usize = 8;
 
 thread_local! {
     static CACHE: std::cell::RefCell<Option<((u64, u64), NftSocket)>> = const { std::cell::RefCell::new(None) };
+    /// Whether CACHE was ever filled on this thread. A thread-local with a destructor (CACHE)
+    /// registers one on first touch (a pthread key, and musl's allocator set up for std's list:
+    /// six system calls); this one has none, so a run that never used nftables does not touch
+    /// CACHE at exit.
+    static FILLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A socket borrowed from the per-thread cache; given back on drop.
@@ -79,6 +84,7 @@ impl Drop for CachedSocket {
                 if let Ok(mut slot) = c.try_borrow_mut() {
                     if slot.is_none() {
                         *slot = Some((ns, sock));
+                        FILLED.with(|f| f.set(true));
                     }
                 }
             });
@@ -98,6 +104,9 @@ impl Drop for CachedSocket {
 /// collector, whose worker makes the last close (`sys::detach`): no process is created, no
 /// descriptor of the runtime is held, and the plugin's own close costs nothing.
 pub fn release_at_exit() {
+    if !FILLED.with(|f| f.get()) {
+        return;
+    }
     let cached = CACHE.with(|c| c.try_borrow_mut().ok().and_then(|mut slot| slot.take()));
     if let Some((_, s)) = cached {
         let Some(fd) = s.conn.raw_fd() else { return };
