@@ -217,13 +217,15 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String], called: Called) -> 
             }
         }
     };
-    let mut io = Io::from_process();
+    // fd 0 read as it was at start: closed, reading it fails (code 5), as in the reference,
+    // although /dev/null is there now
+    let stdin: Box<dyn std::io::Read> = match crate::sys::stdio::stdin_was_closed() {
+        true => Box::new(io::ClosedFd),
+        false => Box::new(crate::sys::stdio::Fd0),
+    };
+    let mut io = Io::from_process(stdin);
     io.plugins = applets::find;
     io.observer = Some(log_context);
-    if crate::sys::stdio::stdin_was_closed() {
-        // std put /dev/null there; reading a closed fd 0 fails (code 5), as in the reference
-        io.stdin = Box::new(io::ClosedFd);
-    }
     apply_flags(&flags, &mut io);
     if let Some(path) = &flags.config {
         match std::fs::read(path) {

@@ -44,10 +44,10 @@ impl Io {
     }
 
     /// The process's `CNI_*` variables (all the protocol and cni-multi read through here; the
-    /// rest of a runtime's environment, often large, is not copied) and stdin, read from fd 0
-    /// itself (output is still buffered; the caller writes it). A delegate that is exec'd
-    /// inherits the whole environment.
-    pub fn from_process() -> Io {
+    /// rest of a runtime's environment, often large, is not copied) and the given stdin (the
+    /// binary's entry passes fd 0 itself, `sys::stdio::Fd0`; output is still buffered, the
+    /// caller writes it). A delegate that is exec'd inherits the whole environment.
+    pub fn from_process(stdin: Box<dyn Read>) -> Io {
         let mut non_utf8 = Vec::new();
         let env = std::env::vars_os()
             .filter(|(k, _)| k.as_encoded_bytes().starts_with(b"CNI_"))
@@ -59,15 +59,7 @@ impl Io {
                 (k, v.to_string_lossy().into_owned())
             })
             .collect();
-        Io {
-            env,
-            non_utf8,
-            stdin: Box::new(Fd0),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            plugins: no_plugins,
-            observer: None,
-        }
+        Io { env, non_utf8, stdin, stdout: Vec::new(), stderr: Vec::new(), plugins: no_plugins, observer: None }
     }
 
     pub fn stdout_str(&self) -> String {
@@ -213,25 +205,7 @@ fn refuse_non_utf8(command: &str, non_utf8: &[String]) -> Result<(), CniError> {
     }
 }
 
-/// stdin read from fd 0 itself: std's `Stdin` reads a closed or write-only fd 0 (EBADF) as an
-/// empty input, which would turn an unreadable config into a decode error instead of code 5.
-pub struct Fd0;
-
-impl Read for Fd0 {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::fd::AsFd;
-        let stdin = std::io::stdin();
-        loop {
-            match nix::unistd::read(stdin.as_fd(), buf) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(std::io::Error::from_raw_os_error(e as i32)),
-                Ok(n) => return Ok(n),
-            }
-        }
-    }
-}
-
-/// A stdin that was closed when the process started (the binary's entry sees it before std
+/// A stdin that was closed when the process started (the binary's entry sees it before sys::stdio
 /// puts /dev/null there): every read fails with EBADF, as reading a closed fd 0 does.
 pub struct ClosedFd;
 
@@ -244,7 +218,9 @@ impl Read for ClosedFd {
 /// Read all of stdin, refusing more than [`STDIN_LIMIT`] bytes (code 5). A read error is code
 /// 5 in the reference's wording ("read /dev/stdin: bad file descriptor").
 pub fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
-    let mut buf = Vec::new();
+    // a config is a few KiB: one read (and the one that sees EOF), not std's probe of 32 bytes
+    // doubling from there
+    let mut buf = Vec::with_capacity(4096);
     stdin.take(STDIN_LIMIT + 1).read_to_end(&mut buf).map_err(|e| {
         // Go's wording: "read /dev/stdin: bad file descriptor" (the C library's text, lower-cased)
         let why = match e.raw_os_error() {
@@ -403,7 +379,7 @@ pub(crate) mod tests {
     fn only_cni_variables_are_copied_from_the_process() {
         // the test process has PATH, HOME, ...: none of them is copied
         assert!(std::env::var_os("PATH").is_some());
-        let io = Io::from_process();
+        let io = Io::from_process(Box::new(std::io::empty()));
         assert!(io.env.keys().all(|k| k.starts_with("CNI_")), "{:?}", io.env.keys().collect::<Vec<_>>());
     }
 

@@ -73,6 +73,28 @@ fn was_closed(fd: u8) -> bool {
     CLOSED.load(Ordering::Relaxed) & (1 << fd) != 0
 }
 
+/// stdin read from fd 0 itself. std's `Stdin` reads a closed or write-only fd 0 (EBADF) as an
+/// empty input, which would turn an unreadable config into a decode error instead of code 5;
+/// and its first use allocates std's 8 KiB read buffer (a size our allocator hands to musl's,
+/// which sets itself up on that first call: four system calls and page faults for nothing, a
+/// plugin reads its stdin once).
+pub struct Fd0;
+
+impl std::io::Read for Fd0 {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: fd 0 is open for the whole process: the constructor above opened /dev/null on
+        // it if it was closed at start, and nothing in this program closes it
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+        loop {
+            match nix::unistd::read(fd, buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(std::io::Error::from_raw_os_error(e as i32)),
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+}
+
 /// Whether stdin (fd 0) was closed when the process started.
 pub fn stdin_was_closed() -> bool {
     was_closed(0)
