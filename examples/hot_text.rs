@@ -19,7 +19,7 @@
 //! archive member. Names the profile cannot see under valgrind (its own /proc/self/exe makes the
 //! in-process delegation exec instead; it has no fsopen) are added by module.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Command, ExitCode};
 
 /// Functions added by name (every function whose name contains one of these), right after the
@@ -43,9 +43,7 @@ const MUSL_ASM: &[&str] = &[
     "memset",
     "__set_thread_area",
     "clone",
-    "__clone",
-    "__syscall_cp_asm",
-    "__restore_rt",
+    "syscall_cp",
     "restore",
     "__unmapself",
     "sigsetjmp",
@@ -95,14 +93,29 @@ fn symbols(binary: &str) -> Result<Vec<Sym>, String> {
         .collect())
 }
 
-/// Instruction addresses of one profile, in file order.
-fn addresses(path: &str) -> Result<Vec<u64>, String> {
+/// Instruction addresses of one profile, in file order; of a callgrind profile only those in
+/// objects named `object_name` (`ob=` lines: a traced child may be another program).
+fn addresses(path: &str, object_name: &str) -> Result<Vec<u64>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let callgrind = text.lines().take(20).any(|l| l.starts_with("positions:") || l.starts_with("events:"));
     let mut out = Vec::new();
     let mut last = 0u64;
+    // ob=(id) name defines an object, ob=(id) names it again
+    let mut objects: HashMap<String, bool> = HashMap::new();
+    let mut ours = true;
     for line in text.lines() {
+        if let Some(ob) = line.strip_prefix("ob=") {
+            let (id, name) = ob.split_once(' ').unwrap_or((ob, ""));
+            if !name.is_empty() {
+                objects.insert(id.to_string(), name.rsplit('/').next() == Some(object_name));
+            }
+            ours = objects.get(id).copied().unwrap_or(name.rsplit('/').next() == Some(object_name));
+            continue;
+        }
         let Some(tok) = line.split_whitespace().next() else { continue };
+        if callgrind && !ours {
+            continue;
+        }
         if !callgrind {
             if let Ok(a) = u64::from_str_radix(tok.trim_start_matches("0x"), 16) {
                 out.push(a);
@@ -186,6 +199,18 @@ fn v0_pattern(rest: &str) -> String {
                 continue;
             }
         }
+        if c == b'K' || c == b'A' {
+            // a const generic argument (K<type><hex>_) or an array (A<elem type><len const>):
+            // a basic type's letter, then hex digits and `_`: copied, not read as an identifier
+            let at = i + 1 + usize::from(c == b'A' && b.get(i + 1).is_some_and(|t| t.is_ascii_lowercase()));
+            let typed = b.get(at).is_some_and(|t| b"abcdhijlmnostxy".contains(t));
+            let hex = b.get(at + 1..).map_or(0, |r| r.iter().take_while(|d| d.is_ascii_hexdigit()).count());
+            if typed && b.get(at + 1 + hex) == Some(&b'_') {
+                p.push_str(&rest[i..=at + 1 + hex]);
+                i = at + 2 + hex;
+                continue;
+            }
+        }
         if c == b's' {
             // a disambiguator (impl, closure): stable, copied
             if let Some(u) = base62_then_underscore(i + 1) {
@@ -210,6 +235,8 @@ fn v0_pattern(rest: &str) -> String {
 }
 
 fn run() -> Result<(), String> {
+    // an example has Rust's start-up, so its args are filled (clippy.toml warns for the binary)
+    #[allow(clippy::disallowed_methods)]
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [binary, out, profiles @ ..] = args.as_slice() else {
         return Err("usage: hot_text BINARY OUT.ld PROFILE...".into());
@@ -218,11 +245,12 @@ fn run() -> Result<(), String> {
         return Err("no profile given".into());
     }
     let syms = symbols(binary)?;
+    let object_name = binary.rsplit('/').next().unwrap_or(binary);
     let mut hot: Vec<usize> = Vec::new();
     let mut seen: HashSet<usize> = HashSet::new();
     let mut added = 0;
     for (k, p) in profiles.iter().enumerate() {
-        for a in addresses(p)? {
+        for a in addresses(p, object_name)? {
             let i = syms.partition_point(|s| s.start <= a);
             if i == 0 {
                 continue;

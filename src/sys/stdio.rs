@@ -21,10 +21,17 @@ extern "C" fn record_closed_std_fds() {
     // SAFETY: `fds` is a valid array of three pollfd structs that outlives the call; a zero
     // timeout makes poll return at once; it touches no other memory.
     let n = unsafe { nix::libc::poll(fds.as_mut_ptr(), 3, 0) };
-    if n > 0 {
+    // poll itself can fail (EINVAL under an RLIMIT_NOFILE below 3, ENOMEM): then ask each fd
+    // (F_GETFD fails with EBADF on a closed one), as Rust's start-up does
+    let closed = |i: usize, p: &nix::libc::pollfd| match n {
+        // SAFETY: F_GETFD only reads the descriptor's flags; no memory is touched
+        -1 => (unsafe { nix::libc::fcntl(i as i32, nix::libc::F_GETFD) }) == -1,
+        _ => p.revents & nix::libc::POLLNVAL != 0,
+    };
+    if n != 0 {
         let mut bits = 0u8;
         for (i, p) in fds.iter().enumerate() {
-            if p.revents & nix::libc::POLLNVAL != 0 {
+            if closed(i, p) {
                 bits |= 1 << i;
                 // the lowest free descriptor is this one: the lower ones are open (or were
                 // opened here a step before)
