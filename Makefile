@@ -45,7 +45,7 @@ STATIC := -C relocation-model=static
 # functions by them).
 MANGLE := -C symbol-mangling-version=v0
 # The functions a plugin run executes, first in the text and together (scripts/hot-text.ld,
-# made by scripts/hot-text.sh): a bridge ADD faults in 7 of the text's 64 KiB windows, not 24
+# made by scripts/hot-text.sh): a bridge ADD faults in 7-9 of the text's 64 KiB windows, not 24
 # (docs/bench.md, "The exec"). x86_64 only, for GNU ld (bfd) through cc (gold cannot read
 # INSERT: link with HOT_TEXT= there); empty: the linker's own order. Cargo does not see the
 # script change: scripts/hot-text.sh touches src/main.rs (do the same after pulling a new one).
