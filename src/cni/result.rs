@@ -159,7 +159,8 @@ impl CniResult {
                 ))
             }
         };
-        let mut out = String::new();
+        // a result prints in well under 1 KiB: one buffer, no regrowth
+        let mut out = String::with_capacity(1024);
         write_pretty(&j, &mut out, 0);
         Ok(out)
     }
@@ -600,8 +601,8 @@ impl J {
 pub fn write_pretty(j: &J, out: &mut String, level: usize) {
     match j {
         J::S(s) => go_escape(s, out),
-        J::N(n) => out.push_str(&n.to_string()),
-        J::I(n) => out.push_str(&n.to_string()),
+        J::N(n) => push_display(out, n),
+        J::I(n) => push_display(out, n),
         J::A(items) if items.is_empty() => out.push_str("[]"),
         J::O(items) if items.is_empty() => out.push_str("{}"),
         J::A(items) => {
@@ -631,6 +632,12 @@ pub fn write_pretty(j: &J, out: &mut String, level: usize) {
             out.push('}');
         }
     }
+}
+
+/// Append `v`'s `Display` form (no temporary string).
+fn push_display(out: &mut String, v: &impl std::fmt::Display) {
+    use std::fmt::Write;
+    let _ = write!(out, "{v}");
 }
 
 fn newline(out: &mut String, level: usize) {
@@ -670,6 +677,13 @@ pub fn go_ipnet_value(n: &IpNet) -> String {
 pub fn go_escape(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    // the usual string (a name, an address, a MAC) needs no escape: copied whole
+    let plain = |b: &u8| !matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f | 0x80..);
+    if s.as_bytes().iter().all(plain) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

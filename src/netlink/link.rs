@@ -152,7 +152,16 @@ pub fn format_mac(m: &[u8; 6]) -> String {
 /// A hardware address of any length as Go's `HardwareAddr.String()` prints it: two lower-case
 /// hex digits per octet, separated by `:`.
 pub fn format_hw_addr(a: &[u8]) -> String {
-    a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(a.len() * 3);
+    for (i, b) in a.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 /// struct ifinfomsg.

@@ -106,27 +106,28 @@ impl View {
         if !plain(id) {
             return (Vec::new(), Vec::new());
         }
-        let mut attached = Vec::new();
-        if plain(ifname) {
-            attached = self.lines_ending_with(&format!(" a {id} {ifname}\n"), |o| o.is(id, ifname));
-        }
-        let legacy = self.lines_ending_with(&format!(" l {id}\n"), |o| o.is_legacy_of(id));
-        (attached, legacy)
-    }
-
-    /// The addresses of the lines that end with `tail` and whose owner passes `check` (the
-    /// tail can also end a line of another kind: an attachment of id `l` on interface `x`
-    /// ends with the legacy tail of id `x`).
-    fn lines_ending_with(&self, tail: &str, check: impl Fn(&Owner) -> bool) -> Vec<IpAddr> {
-        let mut out = Vec::new();
-        for (pos, _) in self.lines.match_indices(tail) {
-            let start = self.lines.get(..pos).and_then(|s| s.rfind('\n')).map_or(0, |p| p + 1);
-            let line = self.lines.get(start..pos + tail.len()).unwrap_or_default();
-            if let Some((ip, _)) = parse_line(line).filter(|(_, l)| check(&l.owner)) {
-                out.push(ip);
+        // one pass over the lines (a line ends at the first newline after a match, since the
+        // tails hold no newline but their last byte); a tail can also end a line of another
+        // kind (an attachment of id `l` on interface `x` ends with the legacy tail of id `x`),
+        // so each line is checked against both, and its owner parsed
+        let attached_tail = plain(ifname).then(|| format!(" a {id} {ifname}\n"));
+        let legacy_tail = format!(" l {id}\n");
+        let (mut attached, mut legacy) = (Vec::new(), Vec::new());
+        for line in self.lines.split_inclusive('\n') {
+            let is_attached = attached_tail.as_deref().is_some_and(|t| line.ends_with(t));
+            let is_legacy = line.ends_with(legacy_tail.as_str());
+            if !is_attached && !is_legacy {
+                continue;
+            }
+            let Some((ip, lease)) = parse_line(line) else { continue };
+            if is_attached && lease.owner.is(id, ifname) {
+                attached.push(ip);
+            }
+            if is_legacy && lease.owner.is_legacy_of(id) {
+                legacy.push(ip);
             }
         }
-        out
+        (attached, legacy)
     }
 
     /// Every lease, in address order (lines that do not parse are left out).
