@@ -223,7 +223,7 @@ fn applet_main(applet: &Plugin, prog: &str, args: &[String], called: Called) -> 
         true => Box::new(io::ClosedFd),
         false => Box::new(crate::sys::stdio::Fd0),
     };
-    let mut io = Io::from_process(stdin);
+    let mut io = Io::from_process(stdin, crate::sys::stdio::vars_with_prefix(b"CNI_"));
     io.plugins = applets::find;
     io.observer = Some(log_context);
     apply_flags(&flags, &mut io);

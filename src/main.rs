@@ -13,13 +13,20 @@
 static ALLOC: cni_multi::sys::alloc::Arena = cni_multi::sys::alloc::Arena;
 
 /// The C entry point. The one `unsafe` outside src/sys (Cargo.toml's house rules): the symbol
-/// the C runtime calls, and reading the argv it passes.
+/// the C runtime calls, and reading the argv and environment it passes.
 #[cfg(not(test))]
 #[allow(unsafe_code)]
 #[no_mangle]
-extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+extern "C" fn main(
+    argc: std::ffi::c_int,
+    argv: *const *const std::ffi::c_char,
+    envp: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
     // SAFETY: the C runtime calls `main` with exec's argc and argv: `argc` pointers to
     // NUL-terminated strings that live as long as the process.
     let args = unsafe { cni_multi::sys::stdio::args_from_c_main(argc, argv) };
+    // SAFETY: and with exec's environment block, null-terminated, alive as long as the process;
+    // the plugin never sets its own environment
+    unsafe { cni_multi::sys::stdio::record_env_from_c_main(envp) };
     std::process::exit(cni_multi::cli::main(args))
 }

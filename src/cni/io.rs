@@ -44,12 +44,14 @@ impl Io {
     }
 
     /// The process's `CNI_*` variables (all the protocol and cni-multi read through here; the
-    /// rest of a runtime's environment, often large, is not copied) and the given stdin (the
-    /// binary's entry passes fd 0 itself, `sys::stdio::Fd0`; output is still buffered, the
-    /// caller writes it). A delegate that is exec'd inherits the whole environment.
-    pub fn from_process(stdin: Box<dyn Read>) -> Io {
+    /// rest of a runtime's environment, often large, is not copied: the binary's entry passes
+    /// only those, `sys::stdio::vars_with_prefix`) and the given stdin (the binary's entry
+    /// passes fd 0 itself, `sys::stdio::Fd0`; output is still buffered, the caller writes it).
+    /// A delegate that is exec'd inherits the whole environment.
+    pub fn from_process(stdin: Box<dyn Read>, vars: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Io {
         let mut non_utf8 = Vec::new();
-        let env = std::env::vars_os()
+        let env = vars
+            .into_iter()
             .filter(|(k, _)| k.as_encoded_bytes().starts_with(b"CNI_"))
             .map(|(k, v)| {
                 let k = k.to_string_lossy().into_owned();
@@ -379,7 +381,7 @@ pub(crate) mod tests {
     fn only_cni_variables_are_copied_from_the_process() {
         // the test process has PATH, HOME, ...: none of them is copied
         assert!(std::env::var_os("PATH").is_some());
-        let io = Io::from_process(Box::new(std::io::empty()));
+        let io = Io::from_process(Box::new(std::io::empty()), std::env::vars_os().collect());
         assert!(io.env.keys().all(|k| k.starts_with("CNI_")), "{:?}", io.env.keys().collect::<Vec<_>>());
     }
 

@@ -49,6 +49,52 @@ extern "C" fn record_closed_std_fds() {
     unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN) };
 }
 
+/// The environment block the C runtime passed to `main` (null until [`record_env_from_c_main`]).
+static ENVP: std::sync::atomic::AtomicPtr<*const std::ffi::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Keep `envp` for [`vars_with_prefix`].
+///
+/// # Safety
+/// `envp` must be the environment block the C runtime passes to `main`: a null-terminated array
+/// of pointers to NUL-terminated `NAME=value` strings, alive as long as the process. Nothing may
+/// change it later (no `setenv`: the plugin never sets its own environment).
+pub unsafe fn record_env_from_c_main(envp: *const *const std::ffi::c_char) {
+    ENVP.store(envp.cast_mut(), Ordering::Relaxed);
+}
+
+/// The variables whose name starts with `prefix`, as the process was started with them, in
+/// their order. Only those are copied: `std::env::vars_os` copies every variable of what can
+/// be a large runtime environment (two allocations each) to keep a few. Without a recorded
+/// block (a test binary with Rust's own `main`) it asks `std::env`.
+pub fn vars_with_prefix(prefix: &[u8]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let envp = ENVP.load(Ordering::Relaxed);
+    if envp.is_null() {
+        return std::env::vars_os().filter(|(k, _)| k.as_encoded_bytes().starts_with(prefix)).collect();
+    }
+    let mut out = Vec::new();
+    for i in 0.. {
+        // SAFETY: record_env_from_c_main's caller vouches for a null-terminated array of
+        // pointers that lives as long as the process and is not changed; i stops at the null
+        let p = unsafe { *envp.add(i) };
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: as above, each entry is a NUL-terminated string
+        let entry = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes();
+        if !entry.starts_with(prefix) {
+            continue;
+        }
+        // as std: an entry without `=` (or with it first) is not a variable
+        if let Some(eq) = entry.iter().skip(1).position(|b| *b == b'=').map(|e| e + 1) {
+            let (k, v) = (&entry[..eq], &entry[eq + 1..]);
+            out.push((std::ffi::OsStr::from_bytes(k).to_os_string(), std::ffi::OsStr::from_bytes(v).to_os_string()));
+        }
+    }
+    out
+}
+
 /// argv as the C runtime passes it to `main`, as strings (lossy UTF-8, as `args_os` gives it).
 ///
 /// # Safety
