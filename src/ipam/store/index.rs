@@ -106,25 +106,35 @@ impl View {
         if !plain(id) {
             return (Vec::new(), Vec::new());
         }
-        // one pass over the lines (a line ends at the first newline after a match, since the
-        // tails hold no newline but their last byte); a tail can also end a line of another
-        // kind (an attachment of id `l` on interface `x` ends with the legacy tail of id `x`),
-        // so each line is checked against both, and its owner parsed
+        // One search, for " {id}" (in both tails), then the line around each match: the
+        // tails hold no newline but their last byte, so a line that ends with one holds a match.
+        // A tail can also end a line of another kind (an attachment of id `l` on interface `x`
+        // ends with the legacy tail of id `x`), so each line is checked against both, and its
+        // owner parsed; a line with several matches is looked at once.
         let attached_tail = plain(ifname).then(|| format!(" a {id} {ifname}\n"));
         let legacy_tail = format!(" l {id}\n");
         let (mut attached, mut legacy) = (Vec::new(), Vec::new());
-        for line in self.lines.split_inclusive('\n') {
+        let mut done = 0;
+        for (pos, _) in self.lines.match_indices(&format!(" {id}")) {
+            if pos < done {
+                continue;
+            }
+            let start = self.lines.get(..pos).and_then(|s| s.rfind('\n')).map_or(0, |p| p + 1);
+            let end = self.lines.get(pos..).and_then(|s| s.find('\n')).map_or(self.lines.len(), |p| pos + p + 1);
+            done = end;
+            let line = self.lines.get(start..end).unwrap_or_default();
             let is_attached = attached_tail.as_deref().is_some_and(|t| line.ends_with(t));
             let is_legacy = line.ends_with(legacy_tail.as_str());
             if !is_attached && !is_legacy {
                 continue;
             }
-            let Some((ip, lease)) = parse_line(line) else { continue };
-            if is_attached && lease.owner.is(id, ifname) {
-                attached.push(ip);
-            }
-            if is_legacy && lease.owner.is_legacy_of(id) {
-                legacy.push(ip);
+            if let Some((ip, lease)) = parse_line(line) {
+                if is_attached && lease.owner.is(id, ifname) {
+                    attached.push(ip);
+                }
+                if is_legacy && lease.owner.is_legacy_of(id) {
+                    legacy.push(ip);
+                }
             }
         }
         (attached, legacy)
@@ -423,12 +433,15 @@ mod tests {
             (ip("198.18.0.4"), att("ac1", "eth0", 3)),
             (ip("198.18.0.5"), att("c1", "eth0", 4)),
             (ip("198.18.0.6"), att("c1", "eth00", 5)),
+            // the id twice in one line (an interface named as the container)
+            (ip("198.18.0.7"), att("x", "x", 8)),
             (ip("fd00::1"), att("c1", "eth0", 6)),
             (ip("fd00::2"), Lease { ino: 7, owner: Owner::Unknown, empty: true }),
         ];
         let v = View::from_sorted(&rows);
         assert_eq!(v.owned_by("x", "eth0"), (vec![], vec![ip("198.18.0.3")]));
         assert_eq!(v.owned_by("l", "x"), (vec![ip("198.18.0.2")], vec![]));
+        assert_eq!(v.owned_by("x", "x"), (vec![ip("198.18.0.7")], vec![ip("198.18.0.3")]));
         assert_eq!(v.owned_by("c1", "eth0"), (vec![ip("198.18.0.5"), ip("fd00::1")], vec![]));
         for (id, ifname) in [("", "eth0"), ("c1", ""), ("a c1", "eth0"), ("c1", "eth 0"), ("u", "x")] {
             assert_eq!(v.owned_by(id, ifname), (vec![], vec![]), "{id:?} {ifname:?}");
