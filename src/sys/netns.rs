@@ -37,29 +37,69 @@ fn ns_get_nstype(file: &File) -> nix::Result<i32> {
 const CURRENT: &str = "/proc/thread-self/ns/net";
 
 thread_local! {
-    /// The namespace this thread is in, once asked (see the module doc).
-    static HERE: std::cell::RefCell<Option<File>> = const { std::cell::RefCell::new(None) };
+    /// The namespace this thread is in, once asked (see the module doc): a descriptor this
+    /// thread owns, or -1. A plain integer, so that the plugin's one thread registers no
+    /// thread-local destructor: std keeps that list with the C allocator, which a run otherwise
+    /// never sets up (four system calls and two page faults). Other threads close it at exit
+    /// through [`CLOSE_AT_THREAD_EXIT`].
+    static HERE: std::cell::Cell<std::os::fd::RawFd> = const { std::cell::Cell::new(-1) };
+    /// Touched by threads other than the process's first: its destructor closes [`HERE`]'s
+    /// descriptor when the thread ends (a dhcp daemon's lease threads come and go).
+    static CLOSE_AT_THREAD_EXIT: CloseHere = const { CloseHere };
+    /// Whether this thread has made sure [`CLOSE_AT_THREAD_EXIT`] runs (or needs not: the
+    /// process's first thread, whose descriptors the exit closes).
+    static EXIT_CLOSE_SETTLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+struct CloseHere;
+
+impl Drop for CloseHere {
+    fn drop(&mut self) {
+        if let Ok(fd) = HERE.try_with(|h| h.replace(-1)) {
+            drop(owned(fd));
+        }
+    }
+}
+
+/// The descriptor `fd` of [`HERE`], owned again (None for -1).
+fn owned(fd: std::os::fd::RawFd) -> Option<File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a descriptor taken out of HERE, which owned it alone (it came from a File's
+    // into_raw_fd and was never closed while there)
+    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
 }
 
 /// Remember `file` as the namespace this thread is in now.
 fn remember(file: File) {
-    HERE.with(|h| *h.borrow_mut() = Some(file));
+    use std::os::fd::IntoRawFd;
+    if !EXIT_CLOSE_SETTLED.with(|s| s.replace(true)) && nix::unistd::gettid() != nix::unistd::getpid() {
+        CLOSE_AT_THREAD_EXIT.with(|_| ());
+    }
+    drop(owned(HERE.with(|h| h.replace(file.into_raw_fd()))));
 }
 
 /// The remembered handle, taken out (the caller is about to move the thread), or the path
 /// opened when none is remembered.
 fn take_here() -> Result<File, NsError> {
-    match HERE.with(|h| h.borrow_mut().take()) {
+    match owned(HERE.with(|h| h.replace(-1))) {
         Some(f) => Ok(f),
         None => NetNs::open(CURRENT).map(|ns| ns.file),
     }
 }
 
+/// The remembered handle, borrowed.
+fn with_here<T>(f: impl FnOnce(BorrowedFd<'_>) -> T) -> Option<T> {
+    let fd = HERE.with(std::cell::Cell::get);
+    // SAFETY: HERE's descriptor stays open while this thread uses it (only this thread's
+    // remember, take_here and forget close or take it, and none runs inside `f`)
+    (fd >= 0).then(|| f(unsafe { BorrowedFd::borrow_raw(fd) }))
+}
+
 /// The calling thread's namespace: a duplicate of the remembered handle, or the path opened
 /// (and then remembered).
 fn here() -> Result<File, NsError> {
-    if let Some(f) = HERE.with(|h| h.borrow().as_ref().and_then(|f| f.try_clone().ok())) {
-        return Ok(f);
+    if let Some(Ok(f)) = with_here(|fd| fd.try_clone_to_owned()) {
+        return Ok(File::from(f));
     }
     let file = NetNs::open(CURRENT)?.file;
     if let Ok(dup) = file.try_clone() {
@@ -72,7 +112,7 @@ fn here() -> Result<File, NsError> {
 /// means than this module (the bench, a test harness), right after it did. `setns` and
 /// `unshare` are disallowed elsewhere by clippy (clippy.toml) for this reason.
 pub fn forget() {
-    HERE.with(|h| *h.borrow_mut() = None);
+    drop(owned(HERE.with(|h| h.replace(-1))));
 }
 
 /// (device, inode) of the calling thread's network namespace.
@@ -81,11 +121,10 @@ pub fn current_id() -> Option<(u64, u64)> {
     if let Some(id) = super::fake::with(|w| w.cur) {
         return Some((0, id as u64));
     }
-    let m = HERE.with(|h| h.borrow().as_ref().and_then(|f| f.metadata().ok()));
-    let m = match m {
-        Some(m) => m,
-        None => here().ok()?.metadata().ok()?,
-    };
+    if let Some(Ok(st)) = with_here(|fd| nix::sys::stat::fstat(fd)) {
+        return Some((st.st_dev, st.st_ino));
+    }
+    let m = here().ok()?.metadata().ok()?;
     Some((m.dev(), m.ino()))
 }
 
@@ -294,5 +333,25 @@ impl Drop for NsGuard {
             std::process::abort();
         }
         remember(prev.file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread other than the first closes its remembered namespace handle when it ends: here a
+    /// pipe's read end stands in for it, so the write end sees the reader gone (EPIPE).
+    #[test]
+    fn another_thread_closes_its_remembered_handle_at_exit() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        std::thread::spawn(move || {
+            remember(File::from(r));
+            assert!(HERE.with(std::cell::Cell::get) >= 0);
+        })
+        .join()
+        .unwrap();
+        let e = nix::unistd::write(&w, b"x").unwrap_err();
+        assert_eq!(e, Errno::EPIPE, "the exited thread's handle is closed");
     }
 }
