@@ -186,32 +186,40 @@ pub fn parse_ip_file_name(name: &str) -> Option<IpAddr> {
     (ip_file_name(ip) == name).then_some(ip)
 }
 
-fn lock_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(false)
-        .create(false)
-        .open(&path)
+fn lock_dir(dirfd: &File, dir: &Path) -> anyhow::Result<Flock<File>> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    // relative to the directory's descriptor: no walk of the whole path
+    let file = openat(dirfd, LOCK_FILE, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                // O_CREAT needs write or append in std; append never writes anything here
-                OpenOptions::new().append(true).create(true).mode(0o600).open(&path)
+            if e == Errno::ENOENT {
+                // the reference's lock file, created empty (O_APPEND: nothing is ever written)
+                let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC;
+                openat(dirfd, LOCK_FILE, flags, Mode::from_bits_truncate(0o600))
             } else {
                 Err(e)
             }
         })
-        .with_context(|| format!("failed to open lock file {}", path.display()))?;
+        .map(File::from)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("failed to open lock file {}", dir.join(LOCK_FILE).display()))?;
     let mut file = file;
     loop {
         match Flock::lock(file, FlockArg::LockExclusive) {
             Ok(l) => return Ok(l),
             Err((f, Errno::EINTR)) => file = f,
             Err((_, e)) => {
-                return Err(CniError::try_again(format!("failed to lock {}: {e}", path.display())).into());
+                return Err(
+                    CniError::try_again(format!("failed to lock {}: {e}", dir.join(LOCK_FILE).display())).into()
+                );
             }
         }
     }
+}
+
+/// The directory `dir`, opened (O_DIRECTORY: a file of that name is no directory).
+fn open_dir(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECTORY).open(dir)
 }
 
 impl Store {
@@ -220,18 +228,25 @@ impl Store {
         validate_data_dir(data_dir)?;
         validate_network_name(network)?;
         let dir = data_dir.join(network);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
-        let lock = lock_dir(&dir)?;
-        Store::locked(dir, lock)
+        // the directory of a network that has run before is there: opened at once, created
+        // (with its parents) only when that fails
+        let dirfd = match open_dir(&dir) {
+            Ok(f) => f,
+            Err(_) => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+                File::open(&dir).with_context(|| format!("failed to open {}", dir.display()))?
+            }
+        };
+        let lock = lock_dir(&dirfd, &dir)?;
+        Ok(Store::locked(dir, dirfd, lock))
     }
 
-    fn locked(dir: PathBuf, lock: Flock<File>) -> anyhow::Result<Store> {
-        let dirfd = File::open(&dir).with_context(|| format!("failed to open {}", dir.display()))?;
-        Ok(Store {
+    fn locked(dir: PathBuf, dirfd: File, lock: Flock<File>) -> Store {
+        Store {
             dir,
             dirfd,
             view: RefCell::new(None),
@@ -239,7 +254,7 @@ impl Store {
             dirty: Cell::new(false),
             poisoned: Cell::new(false),
             _lock: lock,
-        })
+        }
     }
 
     /// Lock the directory of `network` if it exists; `None` if there is none (nothing to
@@ -254,8 +269,9 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("failed to stat {}", dir.display())),
         }
-        let lock = lock_dir(&dir)?;
-        Ok(Some(Store::locked(dir, lock)?))
+        let dirfd = File::open(&dir).with_context(|| format!("failed to open {}", dir.display()))?;
+        let lock = lock_dir(&dirfd, &dir)?;
+        Ok(Some(Store::locked(dir, dirfd, lock)))
     }
 
     pub fn dir(&self) -> &Path {
@@ -271,9 +287,13 @@ impl Store {
     /// On success `last_reserved_ip.<range_id>` is rewritten.
     pub fn reserve(&self, id: &str, ifname: &str, ip: IpAddr, range_id: usize) -> anyhow::Result<bool> {
         self.load()?;
+        use nix::fcntl::{openat, AtFlags, OFlag};
+        use nix::sys::stat::Mode;
+        use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
+        // every path below is relative to the directory's descriptor (no walk of dataDir)
         let name = ip_file_name(ip);
-        let path = self.dir.join(&name);
-        if path.symlink_metadata().is_ok() {
+        let path = || self.dir.join(&name);
+        if nix::sys::stat::fstatat(&self.dirfd, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
             return Ok(false);
         }
         // The reservation appears with its full content or not at all: write a private temp
@@ -282,35 +302,36 @@ impl Store {
         // never an empty reservation. No fsync: like the reference, a reservation only has to
         // outlive the plugin process, not a power loss (which takes the containers with it),
         // and an fsync would cost more than the rest of an ADD.
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let tmp = format!(".{name}.{}.tmp", std::process::id());
         let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
+        let unlink = |n: &str| unlinkat(&self.dirfd, n, UnlinkatFlags::NoRemoveDir);
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
+        let written = openat(&self.dirfd, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .map_err(std::io::Error::from)
+            .map(File::from)
             .and_then(|mut f| f.write_all(content.as_bytes()).and_then(|()| f.metadata()));
         let ino = match written {
             Ok(m) => m.ino(),
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
+                let _ = unlink(&tmp);
+                return Err(e).with_context(|| format!("failed to write {}", self.dir.join(&tmp).display()));
             }
         };
-        let linked = fs::hard_link(&tmp, &path);
-        if fs::remove_file(&tmp).is_err() {
+        let linked = linkat(&self.dirfd, tmp.as_str(), &self.dirfd, name.as_str(), AtFlags::empty());
+        if unlink(&tmp).is_err() {
             // a temp file left behind changes nothing the index describes, but be safe
             self.poisoned.set(true);
         }
         match linked {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(e).with_context(|| format!("failed to create {}", path.display())),
+            Err(Errno::EEXIST) => return Ok(false),
+            Err(e) => {
+                return Err(std::io::Error::from(e)).with_context(|| format!("failed to create {}", path().display()))
+            }
         }
         self.dirty.set(true);
         if let Err(e) = self.write_last_reserved(ip, range_id) {
-            if fs::remove_file(&path).is_err() {
+            if unlink(&name).is_err() {
                 self.poisoned.set(true);
             }
             return Err(e);
