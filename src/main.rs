@@ -25,8 +25,8 @@ extern "C" fn main(
     // SAFETY: the C runtime calls `main` with exec's argc and argv: `argc` pointers to
     // NUL-terminated strings that live as long as the process.
     let args = unsafe { cni_multi::sys::stdio::args_from_c_main(argc, argv) };
-    // SAFETY: and with exec's environment block, null-terminated, alive as long as the process;
-    // the plugin never sets its own environment
+    // SAFETY: and with exec's environment block, null-terminated, alive as long as the process
+    // (see record_env_from_c_main for who may change it, and when)
     unsafe { cni_multi::sys::stdio::record_env_from_c_main(envp) };
     std::process::exit(cni_multi::cli::main(args))
 }

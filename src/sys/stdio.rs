@@ -57,8 +57,11 @@ static ENVP: std::sync::atomic::AtomicPtr<*const std::ffi::c_char> =
 ///
 /// # Safety
 /// `envp` must be the environment block the C runtime passes to `main`: a null-terminated array
-/// of pointers to NUL-terminated `NAME=value` strings, alive as long as the process. Nothing may
-/// change it later (no `setenv`: the plugin never sets its own environment).
+/// of pointers to NUL-terminated `NAME=value` strings, alive as long as the process. The C
+/// library's `setenv`/`unsetenv` keep it that (they rewrite entries in place or move to a new
+/// array, and never free the strings exec gave), but must not run while another thread reads
+/// it: a plugin run sets nothing, and the dhcp daemon unsets its `LISTEN_*` variables at start,
+/// before it has threads, on a path that never reads this block.
 pub unsafe fn record_env_from_c_main(envp: *const *const std::ffi::c_char) {
     ENVP.store(envp.cast_mut(), Ordering::Relaxed);
 }
